@@ -1,0 +1,79 @@
+"""One access-log line per request, as text or JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import IO, Callable
+
+from twisted.logger import Logger
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    """What is known about one request when it ends. Times are milliseconds; -1 is "did not happen"."""
+
+    client: str
+    frontend: str
+    method: str
+    target: str
+    version: str
+    status: int
+    bytes_in: int
+    bytes_out: int
+    backend: str
+    server: str
+    wait_ms: float  # from the connection being ready for a request to its head being complete
+    queue_ms: float  # waiting for a connection slot
+    connect_ms: float  # establishing the origin connection (0 when reused)
+    response_ms: float  # from the request sent to the response head received
+    total_ms: float  # from the head being complete to the exchange ending
+    termination: str
+    retries: int = 0
+
+
+def format_text(record: AccessRecord) -> str:
+    """HAProxy-like: ``client frontend backend/server Tw/Tq/Tc/Tr/Tt status in out termination "request"``."""
+    r = record
+    return (
+        f"{r.client} {r.frontend} {r.backend}/{r.server} "
+        f"{r.wait_ms:.0f}/{r.queue_ms:.0f}/{r.connect_ms:.0f}/{r.response_ms:.0f}/{r.total_ms:.0f} "
+        f"{r.status} {r.bytes_in} {r.bytes_out} {r.termination} retries={r.retries} "
+        f'"{r.method} {r.target} HTTP/{r.version}"'
+    )
+
+
+def format_json(record: AccessRecord) -> str:
+    """One JSON object per line."""
+    return json.dumps(asdict(record), separators=(",", ":"))
+
+
+class AccessLog:
+    """Writes records to the twistd log (namespace ``rubrisproxy.access``) or to a file."""
+
+    log = Logger(namespace="rubrisproxy.access")
+
+    def __init__(self, format: str = "text", stream: IO[str] | None = None) -> None:
+        self._format: Callable[[AccessRecord], str] = format_json if format == "json" else format_text
+        self._stream = stream
+        self.records = 0
+
+    def write(self, record: AccessRecord) -> None:
+        self.records += 1
+        line = self._format(record)
+        if self._stream is not None:
+            self._stream.write(line + "\n")
+        else:
+            self.log.info("{line}", line=line, access=record)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+class NullAccessLog(AccessLog):
+    """An access log that writes nothing."""
+
+    def write(self, record: AccessRecord) -> None:
+        self.records += 1

@@ -1,0 +1,34 @@
+"""Configuration: TOML file and command-line flags, validated into plain data."""
+
+from ._errors import ConfigError
+from ._load import CommandLine, apply_command_line, config_from_document, load_config
+from ._model import (
+    AccessLogSettings,
+    BackendConfig,
+    FrontendConfig,
+    Limits,
+    PoolSettings,
+    ProxyConfig,
+    ServerConfig,
+    Timeouts,
+)
+from ._values import parse_duration, parse_server, parse_size
+
+__all__ = [
+    "AccessLogSettings",
+    "BackendConfig",
+    "CommandLine",
+    "ConfigError",
+    "FrontendConfig",
+    "Limits",
+    "PoolSettings",
+    "ProxyConfig",
+    "ServerConfig",
+    "Timeouts",
+    "apply_command_line",
+    "config_from_document",
+    "load_config",
+    "parse_duration",
+    "parse_server",
+    "parse_size",
+]

@@ -1,0 +1,258 @@
+"""Turn a TOML file plus command-line flags into a validated :class:`ProxyConfig`.
+
+Flags override the file: ``--listen`` replaces the listeners of the one frontend,
+``--backend`` replaces the servers of the one backend, ``--timeout NAME=VALUE``
+replaces one timeout. With several frontends or backends in the file, those flags
+are ambiguous and refused.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping, Sequence
+
+from ._errors import ConfigError
+from ._model import (
+    AccessLogSettings,
+    BackendConfig,
+    FrontendConfig,
+    Limits,
+    PoolSettings,
+    ProxyConfig,
+    ServerConfig,
+    Timeouts,
+)
+from ._values import parse_duration, parse_positive_int, parse_server, parse_size
+
+DEFAULT_LISTEN = "tcp:8080"
+DEFAULT_NAME = "default"
+
+_TOP_LEVEL_KEYS = {"timeouts", "limits", "pool", "access-log", "shutdown", "frontends", "backends"}
+
+
+@dataclass(slots=True)
+class CommandLine:
+    """What the twistd options contribute on top of the file."""
+
+    config_path: str | None = None
+    listen: Sequence[str] = ()
+    backends: Sequence[str] = ()
+    timeouts: Mapping[str, str] = field(default_factory=dict)
+    access_log: str | None = None
+    access_log_format: str | None = None
+    demo: bool = False
+
+
+def load_config(command_line: CommandLine) -> ProxyConfig:
+    """Read the file named on the command line (if any) and apply the flags."""
+    document: dict[str, Any] = {}
+    if command_line.config_path:
+        try:
+            with open(command_line.config_path, "rb") as f:
+                document = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError("--config", f"cannot read {command_line.config_path!r}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("--config", f"{command_line.config_path!r} is not valid TOML: {e}") from None
+    config = config_from_document(document)
+    return apply_command_line(config, command_line)
+
+
+def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
+    """Validate a parsed TOML document; every error names its key."""
+    _reject_unknown("", document, _TOP_LEVEL_KEYS)
+    timeouts = _timeouts(_table("timeouts", document.get("timeouts", {})))
+    limits = _limits(_table("limits", document.get("limits", {})))
+    pool = _pool(_table("pool", document.get("pool", {})))
+    access_log = _access_log(_table("access-log", document.get("access-log", {})))
+    shutdown = _table("shutdown", document.get("shutdown", {}))
+    _reject_unknown("shutdown", shutdown, {"grace"})
+    grace = parse_duration("shutdown.grace", shutdown.get("grace", 30))
+
+    backends = {
+        name: _backend(name, _table(f"backends.{name}", body))
+        for name, body in _table("backends", document.get("backends", {})).items()
+    }
+    frontend_tables = _table("frontends", document.get("frontends", {}))
+    if frontend_tables:
+        frontends = tuple(
+            _frontend(name, _table(f"frontends.{name}", body), backends)
+            for name, body in frontend_tables.items()
+        )
+    else:
+        only = next(iter(backends)) if len(backends) == 1 else DEFAULT_NAME
+        frontends = (FrontendConfig(name=DEFAULT_NAME, backend=only),)
+    return ProxyConfig(
+        frontends=frontends,
+        backends=backends,
+        timeouts=timeouts,
+        limits=limits,
+        pool=pool,
+        access_log=access_log,
+        shutdown_grace=grace,
+    )
+
+
+def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyConfig:
+    """Apply flags over a configuration, as the module docstring describes."""
+    frontends = list(config.frontends)
+    backends = dict(config.backends)
+    if command_line.listen:
+        if len(frontends) != 1:
+            raise ConfigError("--listen", "the config file has several frontends; set their listen keys there")
+        frontends[0] = replace(frontends[0], listen=tuple(command_line.listen))
+    if command_line.backends:
+        target = frontends[0].backend if len(frontends) == 1 else None
+        if len(backends) > 1 or (len(frontends) > 1 and not backends):
+            raise ConfigError("--backend", "the config file has several backends; set their servers there")
+        name = target or next(iter(backends))
+        servers = tuple(
+            parse_server("--backend", address, f"s{index + 1}")
+            for index, address in enumerate(command_line.backends)
+        )
+        previous = backends.pop(name, None) or BackendConfig(name=name)
+        backends[name] = replace(previous, servers=servers)
+    timeouts = config.timeouts
+    for name, value in command_line.timeouts.items():
+        timeouts = _override_timeout(timeouts, name, value)
+    access_log = config.access_log
+    if command_line.access_log is not None:
+        access_log = replace(access_log, path=command_line.access_log, enabled=command_line.access_log != "off")
+    if command_line.access_log_format is not None:
+        access_log = replace(access_log, format=_log_format("--access-log-format", command_line.access_log_format))
+
+    has_servers = any(backend.servers for backend in backends.values())
+    demo = command_line.demo or not has_servers
+    for frontend in frontends:
+        if frontend.backend not in backends:
+            if demo:
+                backends[frontend.backend] = BackendConfig(name=frontend.backend)
+            else:
+                raise ConfigError(f"frontends.{frontend.name}.backend", f"no backend named {frontend.backend!r}")
+    return replace(
+        config,
+        frontends=tuple(frontends),
+        backends=backends,
+        timeouts=timeouts,
+        access_log=access_log,
+        demo=demo,
+    )
+
+
+def _override_timeout(timeouts: Timeouts, name: str, value: object) -> Timeouts:
+    attribute = name.replace("-", "_")
+    if attribute not in {f.name for f in fields(Timeouts)}:
+        raise ConfigError(f"--timeout {name}", f"unknown timeout; known: {_timeout_names()}")
+    return replace(timeouts, **{attribute: parse_duration(f"--timeout {name}", value)})
+
+
+def _timeout_names() -> str:
+    return ", ".join(f.name.replace("_", "-") for f in fields(Timeouts))
+
+
+def _timeouts(table: Mapping[str, Any]) -> Timeouts:
+    known = {f.name.replace("_", "-") for f in fields(Timeouts)}
+    _reject_unknown("timeouts", table, known)
+    values = {
+        key.replace("-", "_"): parse_duration(f"timeouts.{key}", value) for key, value in table.items()
+    }
+    return Timeouts(**values)
+
+
+def _limits(table: Mapping[str, Any]) -> Limits:
+    _reject_unknown("limits", table, {"max-request-line", "max-header-size", "max-headers", "max-body-size"})
+    defaults = Limits()
+    return Limits(
+        max_request_line=parse_size("limits.max-request-line", table.get("max-request-line", defaults.max_request_line)),
+        max_header_size=parse_size("limits.max-header-size", table.get("max-header-size", defaults.max_header_size)),
+        max_headers=parse_positive_int("limits.max-headers", table.get("max-headers", defaults.max_headers)),
+        max_body_size=parse_size("limits.max-body-size", table.get("max-body-size", defaults.max_body_size)),
+    )
+
+
+def _pool(table: Mapping[str, Any]) -> PoolSettings:
+    _reject_unknown("pool", table, {"max-idle-per-server", "idle-timeout"})
+    defaults = PoolSettings()
+    return PoolSettings(
+        max_idle_per_server=parse_positive_int(
+            "pool.max-idle-per-server", table.get("max-idle-per-server", defaults.max_idle_per_server), minimum=0
+        ),
+        idle_timeout=parse_duration("pool.idle-timeout", table.get("idle-timeout", defaults.idle_timeout)),
+    )
+
+
+def _access_log(table: Mapping[str, Any]) -> AccessLogSettings:
+    _reject_unknown("access-log", table, {"enabled", "path", "format"})
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("access-log.enabled", f"expected true or false, got {enabled!r}")
+    path = table.get("path", "-")
+    if not isinstance(path, str) or not path:
+        raise ConfigError("access-log.path", f"expected a file path or '-', got {path!r}")
+    return AccessLogSettings(
+        enabled=enabled, path=path, format=_log_format("access-log.format", table.get("format", "text"))
+    )
+
+
+def _log_format(key: str, value: object) -> str:
+    if value not in ("text", "json"):
+        raise ConfigError(key, f"expected 'text' or 'json', got {value!r}")
+    return str(value)
+
+
+def _backend(name: str, table: Mapping[str, Any]) -> BackendConfig:
+    key = f"backends.{name}"
+    _reject_unknown(key, table, {"servers", "retries"})
+    raw_servers = table.get("servers", [])
+    if not isinstance(raw_servers, list):
+        raise ConfigError(f"{key}.servers", "expected a list of addresses or server tables")
+    servers = tuple(_server(f"{key}.servers[{i}]", raw, i) for i, raw in enumerate(raw_servers))
+    names = [server.name for server in servers]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{key}.servers", f"server names must be unique, got {names}")
+    retries = parse_positive_int(f"{key}.retries", table.get("retries", 3), minimum=0)
+    return BackendConfig(name=name, servers=servers, retries=retries)
+
+
+def _server(key: str, raw: object, index: int) -> ServerConfig:
+    default_name = f"s{index + 1}"
+    if isinstance(raw, str):
+        return parse_server(key, raw, default_name)
+    table = _table(key, raw)
+    _reject_unknown(key, table, {"address", "name"})
+    if "address" not in table:
+        raise ConfigError(f"{key}.address", "is required")
+    name = table.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key}.name", f"expected a non-empty string, got {name!r}")
+    return parse_server(f"{key}.address", table["address"], name)
+
+
+def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, BackendConfig]) -> FrontendConfig:
+    key = f"frontends.{name}"
+    _reject_unknown(key, table, {"listen", "backend"})
+    listen = table.get("listen", [DEFAULT_LISTEN])
+    if isinstance(listen, str):
+        listen = [listen]
+    if not isinstance(listen, list) or not listen or not all(isinstance(e, str) and e for e in listen):
+        raise ConfigError(f"{key}.listen", f"expected a list of endpoint strings such as 'tcp:8080', got {listen!r}")
+    backend = table.get("backend", next(iter(backends)) if len(backends) == 1 else DEFAULT_NAME)
+    if not isinstance(backend, str):
+        raise ConfigError(f"{key}.backend", f"expected a backend name, got {backend!r}")
+    if backends and backend not in backends:
+        raise ConfigError(f"{key}.backend", f"no backend named {backend!r}; known: {', '.join(backends)}")
+    return FrontendConfig(name=name, listen=tuple(listen), backend=backend)
+
+
+def _table(key: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a table, got {type(value).__name__}")
+    return value
+
+
+def _reject_unknown(key: str, table: Mapping[str, Any], known: set[str]) -> None:
+    for name in table:
+        if name not in known:
+            where = f"{key}.{name}" if key else name
+            raise ConfigError(where, f"unknown key; expected one of {', '.join(sorted(known))}")

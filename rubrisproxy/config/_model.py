@@ -1,0 +1,87 @@
+"""Plain data describing a validated rubrisproxy configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Timeouts in seconds, named and meant as HAProxy's ``timeout`` keywords."""
+
+    client: float = 30.0
+    http_request: float = 10.0
+    http_keep_alive: float = 5.0
+    connect: float = 5.0
+    server: float = 60.0
+    queue: float = 30.0
+    tunnel: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a client may send; exceeding one is answered with a 4xx."""
+
+    max_request_line: int = 8192
+    max_header_size: int = 32768
+    max_headers: int = 100
+    max_body_size: int = 0  # 0 means unlimited (bodies are streamed, never held)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Keep-alive pool of origin connections."""
+
+    max_idle_per_server: int = 32
+    idle_timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogSettings:
+    """Where and how one line per request is written."""
+
+    enabled: bool = True
+    path: str = "-"  # "-" is the twistd log
+    format: str = "text"  # "text" or "json"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """One origin server of a backend."""
+
+    name: str
+    host: str
+    port: int
+    tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """A named pool of servers that requests are sent to."""
+
+    name: str
+    servers: tuple[ServerConfig, ...] = ()
+    retries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class FrontendConfig:
+    """A named set of listeners whose requests go to one backend."""
+
+    name: str
+    listen: tuple[str, ...] = ("tcp:8080",)
+    backend: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """The whole configuration: what :func:`rubrisproxy.service.build_service` needs."""
+
+    frontends: tuple[FrontendConfig, ...]
+    backends: dict[str, BackendConfig]
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    access_log: AccessLogSettings = field(default_factory=AccessLogSettings)
+    shutdown_grace: float = 30.0
+    demo: bool = False

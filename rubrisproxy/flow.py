@@ -1,0 +1,59 @@
+"""Flow control between the two sides of a relay."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.interfaces import IPushProducer, ITransport
+from zope.interface import implementer
+
+BACKPRESSURE = "backpressure"
+
+
+@implementer(IPushProducer)
+class ReadGate:
+    """Pauses reading from ``transport`` while any reason to pause holds.
+
+    Registered as the streaming producer of the *other* side's transport, it is
+    paused when that side's write buffer fills (reason ``"backpressure"``); the
+    relay adds its own reasons (waiting for an origin, a pipelined request).
+    ``on_backpressure(paused)`` tells the owner when the other side stalls, so it
+    can run an inactivity timeout only while it is stuck.
+    """
+
+    def __init__(self, transport: ITransport, on_backpressure: Callable[[bool], None] | None = None) -> None:
+        self._transport = transport
+        self._reasons: set[str] = set()
+        self._on_backpressure = on_backpressure
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._reasons)
+
+    def pause(self, reason: str) -> None:
+        if not self._reasons:
+            self._transport.pauseProducing()  # type: ignore[attr-defined]
+        self._reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason not in self._reasons:
+            return
+        self._reasons.discard(reason)
+        if not self._reasons:
+            self._transport.resumeProducing()  # type: ignore[attr-defined]
+
+    # IPushProducer, as seen by the consumer on the other side
+
+    def pauseProducing(self) -> None:
+        self.pause(BACKPRESSURE)
+        if self._on_backpressure is not None:
+            self._on_backpressure(True)
+
+    def resumeProducing(self) -> None:
+        if BACKPRESSURE in self._reasons:
+            self.resume(BACKPRESSURE)
+            if self._on_backpressure is not None:
+                self._on_backpressure(False)
+
+    def stopProducing(self) -> None:
+        """The consumer went away; its owner handles that through connectionLost."""

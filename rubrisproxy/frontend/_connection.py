@@ -1,0 +1,226 @@
+"""The client-facing HTTP/1.1 protocol of a local connection (the TCP peer is the client)."""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..flow import ReadGate
+from ..http import HTTPError, RequestHead, RequestParser, error_response
+from ..lifecycle import Termination
+from ._context import Frontend
+from ._exchange import Exchange
+
+PIPELINE = "pipeline"
+
+
+class _Wait(Enum):
+    """Which timeout the connection's one timer is running."""
+
+    REQUEST = "http-request"
+    KEEP_ALIVE = "http-keep-alive"
+    CLIENT = "client"
+
+
+class ClientConnection(Protocol):
+    """Parses requests, runs them one at a time as :class:`Exchange` objects, answers in order.
+
+    Requests pipelined behind the current one are parsed and held (reading pauses
+    until their turn), so responses go out in request order and memory stays bounded
+    by one socket read.
+    """
+
+    log = Logger()
+
+    def __init__(self, frontend: Frontend) -> None:
+        self.frontend = frontend
+        self.current: Exchange | None = None
+        self._queued: deque[Exchange] = deque()
+        self._receiving: Exchange | None = None
+        self._timer: IDelayedCall | None = None
+        self._waiting: _Wait | None = None
+        self._held_error: HTTPError | None = None
+        self.closing = False
+        self.lost = False
+        self.requests = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.client_address = ""
+        self.secure = False
+        self.ready_at = 0.0
+
+    # Connection events
+
+    def connectionMade(self) -> None:
+        frontend = self.frontend
+        frontend.connections.add(self)
+        frontend.accepted += 1
+        peer = self.transport.getPeer()
+        self.client_address = getattr(peer, "host", str(peer))
+        self.secure = ISSLTransport.providedBy(self.transport)
+        self.gate = ReadGate(self.transport)
+        limits = frontend.limits
+        self.parser = RequestParser(
+            self,
+            max_request_line=limits.max_request_line,
+            max_header_size=limits.max_header_size,
+            max_headers=limits.max_headers,
+            max_body_size=limits.max_body_size,
+        )
+        self.ready_at = frontend.clock.seconds()
+        self._wait(_Wait.REQUEST)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing and self.current is None:
+            return
+        self.bytes_in += len(data)
+        waiting = self._waiting
+        if waiting is _Wait.KEEP_ALIVE:
+            self._wait(_Wait.REQUEST)
+        elif waiting is _Wait.CLIENT:
+            self._timer.reset(self.frontend.timeouts.client)  # type: ignore[union-attr]
+        try:
+            self.parser.feed(data)
+        except HTTPError as error:
+            self._refuse(error)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.lost = True
+        self._wait(None)
+        self.frontend.connections.discard(self)
+        exchanges = ([self.current] if self.current else []) + list(self._queued)
+        self._queued.clear()
+        for exchange in exchanges:
+            exchange.client_lost()
+
+    # RequestParser events
+
+    def request_head(self, head: RequestHead) -> None:
+        self.requests += 1
+        self.frontend.requests += 1
+        if self._waiting is _Wait.REQUEST:
+            self._wait(None)
+        exchange = Exchange(self, head, self.frontend.clock.seconds() - self.ready_at)
+        self._receiving = exchange
+        if self.current is None:
+            self.current = exchange
+            if head.has_body:
+                self._wait(_Wait.CLIENT)
+            exchange.start()
+        else:
+            self._queued.append(exchange)
+            self.gate.pause(PIPELINE)
+
+    def request_body(self, data: bytes) -> None:
+        if self._receiving is not None:
+            self._receiving.client_body(data)
+
+    def request_end(self) -> None:
+        exchange, self._receiving = self._receiving, None
+        if self._waiting is _Wait.CLIENT and exchange is self.current:
+            self._wait(None)
+        if exchange is not None:
+            exchange.client_end()
+
+    # What an exchange calls
+
+    def write(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.transport.write(data)
+
+    def client_stalled(self, stalled: bool) -> None:
+        """The client stopped (or resumed) reading the response: run ``timeout client`` meanwhile."""
+        if stalled:
+            self._wait(_Wait.CLIENT)
+        elif self._waiting is _Wait.CLIENT:
+            self._wait(None)
+
+    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
+        """``exchange`` has answered; start the next request or end the connection."""
+        if exchange is not self.current or self.lost:
+            return
+        self.current = None
+        if self._waiting is _Wait.CLIENT:
+            self._wait(None)
+        self.ready_at = self.frontend.clock.seconds()
+        if self._held_error is not None:
+            self._answer_error(self._held_error)
+            return
+        if not keep_alive or self.closing:
+            self.closing = True
+            self._queued.clear()
+            self.transport.loseConnection()
+            return
+        if self._queued:
+            self.current = self._queued.popleft()
+            if not self._queued:
+                self.gate.resume(PIPELINE)
+            if self.current is self._receiving and self.current.head.has_body:
+                self._wait(_Wait.CLIENT)
+            self.current.start()
+        elif self.parser.in_message:
+            self._wait(_Wait.REQUEST)
+        else:
+            self._wait(_Wait.KEEP_ALIVE)
+
+    def drain(self) -> None:
+        """Finish the request in progress, if any, then close (graceful shutdown)."""
+        self.closing = True
+        if self.current is None:
+            self.transport.loseConnection()
+
+    # Errors and timeouts
+
+    def _refuse(self, error: HTTPError) -> None:
+        receiving = self._receiving
+        if receiving is not None and receiving.head is not None and receiving is self.current:
+            self._receiving = None
+            receiving.client_failed(error)
+            return
+        self.gate.pause(PIPELINE)
+        if self.current is not None:
+            self._held_error = error  # answered in order, after the current response
+        else:
+            self._answer_error(error)
+
+    def _answer_error(self, error: HTTPError, termination: Termination = Termination.BAD_REQUEST) -> None:
+        self.log.info(
+            "refused a request from {client}: {status} {detail}",
+            client=self.client_address, status=error.status, detail=error.detail,
+        )
+        self.closing = True
+        self._queued.clear()
+        self.write(error_response(error.status))
+        Exchange.log_refused(self, error.status, termination)
+        self.transport.loseConnection()
+
+    def _wait(self, waiting: _Wait | None) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._waiting = waiting
+        if waiting is None:
+            return
+        timeouts = self.frontend.timeouts
+        delay = {
+            _Wait.REQUEST: timeouts.http_request,
+            _Wait.KEEP_ALIVE: timeouts.http_keep_alive,
+            _Wait.CLIENT: timeouts.client,
+        }[waiting]
+        self._timer = self.frontend.clock.callLater(delay, self._timed_out, waiting)
+
+    def _timed_out(self, waiting: _Wait) -> None:
+        self._timer = None
+        self._waiting = None
+        if waiting is _Wait.CLIENT and self.current is not None:
+            self.current.client_timed_out()
+        elif waiting is _Wait.REQUEST and self.parser.in_message:
+            self._answer_error(HTTPError(408, "request head not received in time"), Termination.REQUEST_TIMEOUT)
+        else:
+            self.closing = True
+            self.transport.loseConnection()

@@ -1,0 +1,33 @@
+"""What every client connection of one frontend shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IReactorTime
+
+from ..accesslog import AccessLog
+from ..backend import Backend
+from ..config import Limits, Timeouts
+from ..origin import ConnectionPool
+
+if TYPE_CHECKING:
+    from ._connection import ClientConnection
+
+
+@dataclass(eq=False)
+class Frontend:
+    """A frontend at run time: its settings, where its requests go, and its live connections."""
+
+    name: str
+    clock: IReactorTime
+    timeouts: Timeouts
+    limits: Limits
+    backend: Backend
+    pool: ConnectionPool
+    access_log: AccessLog
+    connections: set[ClientConnection] = field(default_factory=set)
+    draining: bool = False
+    accepted: int = 0
+    requests: int = 0

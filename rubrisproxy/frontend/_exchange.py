@@ -1,0 +1,392 @@
+"""One request's trip through the proxy: client request -> origin -> client response."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from twisted.internet.error import ConnectError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..accesslog import AccessRecord
+from ..backend import Server
+from ..http import FORWARDING, HTTPError, RequestHead, ResponseHead, end_to_end, error_response, serialize_headers
+from ..lifecycle import Termination
+from ..origin import ConnectTimeout, OriginConnection
+
+if TYPE_CHECKING:
+    from ._connection import ClientConnection
+
+ORIGIN = "origin"
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_DROP_FROM_REQUEST = FORWARDING | frozenset((b"expect",))
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Framing:
+    NONE, LENGTH, CHUNKED, CLOSE = range(4)
+
+
+class Exchange:
+    """Relays one request to a server of the frontend's backend and the response back.
+
+    Bodies stream with flow control: while the request body flows, the client's
+    :class:`~rubrisproxy.flow.ReadGate` is the origin transport's producer; while the
+    response body flows, the origin's gate is the client transport's producer.
+    """
+
+    log = Logger()
+
+    def __init__(self, client: ClientConnection, head: RequestHead, wait: float) -> None:
+        self.client = client
+        self.head = head
+        self.clock = client.frontend.clock
+        self.started_at = self.clock.seconds()
+        self.wait = wait
+        self.server: Server | None = None
+        self.connection: OriginConnection | None = None
+        self.request_done = False
+        self.response_head_sent = False
+        self.finished = False
+        self.keep_alive = False
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.retries = 0
+        self._attempts: Iterator[Server] = iter(())
+        self._pending: list[bytes] = []
+        self._framing = _Framing.NONE
+        self._stale_retry_done = False
+        self._last_failure: Failure | None = None
+        self._connect_started = self._connected_at = self._sent_at = self._response_at = -1.0
+
+    # Start: choose a server, get a connection
+
+    def start(self) -> None:
+        head = self.head
+        if head.method == b"CONNECT":
+            self.fail(HTTPError(501, "CONNECT is not served by a reverse-proxy frontend"), Termination.NOT_IMPLEMENTED)
+            return
+        try:
+            self._request_bytes = self._origin_request_head()
+        except HTTPError as error:
+            self.fail(error, Termination.BAD_REQUEST)
+            return
+        self._attempts = self.client.frontend.backend.attempts()
+        self._try_next_server()
+
+    def _try_next_server(self) -> None:
+        server = next(self._attempts, None)
+        if server is None:
+            failure = self._last_failure
+            timed_out = failure is not None and failure.check(ConnectTimeout)
+            why = failure.getErrorMessage() if failure is not None else "the backend has no servers"
+            self.fail(
+                HTTPError(503, f"no server available: {why}"),
+                Termination.CONNECT_TIMEOUT if timed_out else Termination.NO_SERVER,
+            )
+            return
+        self.server = server
+        self._connect(self.client.frontend.pool.acquire(server))
+
+    def _connect(self, attempt) -> None:  # type: ignore[no-untyped-def]
+        self._connect_started = self.clock.seconds()
+        attempt.addCallbacks(self._connected, self._connect_failed)
+        if self.connection is None and not self.finished and self.head.has_body and not self.request_done:
+            self.client.gate.pause(ORIGIN)  # hold the body until there is somewhere to send it
+
+    def _connect_failed(self, failure: Failure) -> None:
+        if self.finished:
+            return
+        if not failure.check(ConnectError, ConnectTimeout, OSError):
+            self.log.failure("unexpected error connecting to {server}", failure, server=self.server)
+        assert self.server is not None
+        self.server.connect_failures += 1
+        self.log.warn(
+            "connect to {server!r} failed: {why}", server=self.server, why=failure.getErrorMessage()
+        )
+        self._last_failure = failure
+        self.retries += 1
+        self._try_next_server()
+
+    def _connected(self, connection: OriginConnection) -> None:
+        pool = self.client.frontend.pool
+        if self.finished:
+            pool.release(connection, reusable=True)  # never used: as good as idle
+            return
+        self.connection = connection
+        self._connected_at = self.clock.seconds()
+        if connection.reused:
+            self._connect_started = self._connected_at
+        assert self.server is not None
+        self.server.active += 1
+        self.server.total += 1
+        connection.send(self, self.head.method, self._request_bytes)
+        self._sent_at = self._connected_at
+        client = self.client
+        if self.head.has_body:
+            if self.head.expect_continue and not self.request_done and not self.bytes_in:
+                client.write(_CONTINUE)
+            for chunk in self._pending:
+                self._send_body(chunk)
+            if self.request_done:
+                self._send_body_end()
+            else:
+                connection.transport.registerProducer(client.gate, True)
+            client.gate.resume(ORIGIN)
+
+    # The request body, as the client connection delivers it
+
+    def client_body(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self.finished:
+            return
+        if self.connection is None:
+            self._pending.append(data)  # bounded: the gate is paused until connected
+        else:
+            self._send_body(data)
+
+    def client_end(self) -> None:
+        self.request_done = True
+        connection = self.connection
+        if connection is not None and self.head.has_body and not self.finished:
+            self._send_body_end()
+
+    def _send_body(self, data: bytes) -> None:
+        if self.head.chunked:
+            self.connection.write(b"%x\r\n%s\r\n" % (len(data), data))  # type: ignore[union-attr]
+        else:
+            self.connection.write(data)  # type: ignore[union-attr]
+
+    def _send_body_end(self) -> None:
+        self._pending = []
+        connection = self.connection
+        assert connection is not None
+        if self.head.chunked:
+            connection.write(b"0\r\n\r\n")
+        connection.transport.unregisterProducer()
+        self.client.gate.resumeProducing()
+
+    # The response, as the origin connection's parser delivers it
+
+    def response_head(self, head: ResponseHead, has_body: bool) -> None:
+        self._response_at = self.clock.seconds()
+        self.status = head.status
+        headers = end_to_end(head.headers, head.connection)
+        client_head = self.head
+        if not has_body:
+            framing = _Framing.NONE
+        elif head.content_length is not None and not head.chunked:
+            framing = _Framing.LENGTH
+        elif client_head.version == b"1.1":
+            framing = _Framing.CHUNKED
+            headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        else:
+            framing = _Framing.CLOSE
+        self._framing = framing
+        keep_alive = (
+            framing != _Framing.CLOSE
+            and self.request_done
+            and not client_head.wants_close
+            and not self.client.closing
+        )
+        self.keep_alive = keep_alive
+        if not keep_alive:
+            headers.append((b"Connection", b"close"))
+        elif client_head.version == b"1.0":
+            headers.append((b"Connection", b"keep-alive"))
+        headers.append((b"Via", head.version + b" rubrisproxy"))
+        data = b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, serialize_headers(headers))
+        self.bytes_out += len(data)
+        self.response_head_sent = True
+        self.client.write(data)
+        if has_body and self.connection is not None and self.connection.gate is not None:
+            self.client.transport.registerProducer(self.connection.gate, True)
+
+    def response_body(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        if self._framing == _Framing.CHUNKED:
+            self.client.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.client.write(data)
+
+    def response_end(self) -> None:
+        if self._framing == _Framing.CHUNKED:
+            self.client.write(b"0\r\n\r\n")
+        if self._framing != _Framing.NONE:
+            self.client.transport.unregisterProducer()
+        connection = self.connection
+        if connection is not None:
+            self._release(connection, reusable=connection.finish() and self.request_done)
+        self._finish(Termination.OK, keep_alive=self.keep_alive and self.request_done)
+
+    # Failures on the origin side
+
+    def origin_failed(self, error: HTTPError) -> None:
+        self._drop_connection()
+        self.fail(error, Termination.BAD_RESPONSE)
+
+    def origin_lost(self, reason: Failure) -> None:
+        connection = self.connection
+        self._drop_connection()
+        if self.finished:
+            return
+        if not self.response_head_sent and connection is not None and self._may_retry_stale(connection):
+            self._stale_retry_done = True
+            self.retries += 1
+            self.log.info("{server!r} closed a reused connection; retrying on a new one", server=self.server)
+            self._connect(self.client.frontend.pool.connect(self.server))  # type: ignore[arg-type]
+            return
+        self.fail(
+            HTTPError(502, f"{self.server!r} closed the connection: {reason.getErrorMessage()}"),
+            Termination.SERVER_ABORT,
+        )
+
+    def origin_timed_out(self) -> None:
+        self._drop_connection()
+        self.fail(HTTPError(504, f"{self.server!r} sent nothing within timeout server"), Termination.SERVER_TIMEOUT)
+
+    def origin_backpressure(self, paused: bool) -> None:
+        self.client.client_stalled(paused)
+
+    def _may_retry_stale(self, connection: OriginConnection) -> bool:
+        """A reused connection died before answering: safe to resend only if nothing is lost by it."""
+        if self._stale_retry_done or not connection.reused or self.bytes_in:
+            return False
+        return self.head.method in IDEMPOTENT or connection.bytes_sent == 0
+
+    def _drop_connection(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.abort()
+            self._release(connection, reusable=False)
+
+    def _release(self, connection: OriginConnection, reusable: bool) -> None:
+        self.connection = None
+        if self.server is not None:
+            self.server.active -= 1
+        self.client.frontend.pool.release(connection, reusable)
+
+    # Failures on the client side
+
+    def client_lost(self) -> None:
+        if self.finished:
+            return
+        self._drop_connection()
+        self._finish(Termination.CLIENT_ABORT, keep_alive=False)
+
+    def client_timed_out(self) -> None:
+        self._drop_connection()
+        self.fail(HTTPError(408, "client stalled past timeout client"), Termination.CLIENT_TIMEOUT)
+
+    def client_failed(self, error: HTTPError) -> None:
+        self._drop_connection()
+        self.fail(error, Termination.BAD_REQUEST)
+
+    # Ending
+
+    def fail(self, error: HTTPError, termination: Termination) -> None:
+        """End with ``error``: answered if no response has started, else the client is cut."""
+        if self.finished:
+            return
+        self.log.warn(
+            "{method} {target} from {client}: {status} {detail}",
+            method=self.head.method.decode("latin-1"), target=self.head.target.decode("latin-1"),
+            client=self.client.client_address, status=error.status, detail=error.detail,
+        )
+        if self.response_head_sent:
+            self.client.transport.abortConnection()
+            self._finish(termination, keep_alive=False)
+            return
+        self.status = error.status
+        keep_alive = self.request_done and error.status >= 500 and not self.head.wants_close and not self.client.closing
+        response = error_response(error.status, close=not keep_alive)
+        self.bytes_out += len(response)
+        self.client.write(response)
+        self._finish(termination, keep_alive)
+
+    def _finish(self, termination: Termination, keep_alive: bool) -> None:
+        self.finished = True
+        self._pending = []
+        self.client.gate.resume(ORIGIN)
+        if self.server is not None and self.status:
+            self.server.responses[self.status] = self.server.responses.get(self.status, 0) + 1
+        self._log(termination)
+        self.client.exchange_done(self, keep_alive)
+
+    def _log(self, termination: Termination) -> None:
+        now = self.clock.seconds()
+        started = self.started_at
+        server = self.server
+
+        def ms(start: float, end: float) -> float:
+            return round((end - start) * 1000, 3) if start >= 0 and end >= 0 else -1
+
+        head = self.head
+        self.client.frontend.access_log.write(
+            AccessRecord(
+                client=self.client.client_address,
+                frontend=self.client.frontend.name,
+                method=head.method.decode("latin-1"),
+                target=head.target.decode("latin-1"),
+                version=head.version.decode("latin-1"),
+                status=self.status,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                backend=self.client.frontend.backend.name,
+                server=server.name if server is not None else "-",
+                wait_ms=round(self.wait * 1000, 3),
+                queue_ms=0.0 if self._connect_started >= 0 else -1,
+                connect_ms=ms(self._connect_started, self._connected_at),
+                response_ms=ms(self._sent_at, self._response_at),
+                total_ms=ms(started, now),
+                termination=termination.value,
+                retries=self.retries,
+            )
+        )
+
+    @staticmethod
+    def log_refused(client: ClientConnection, status: int, termination: Termination) -> None:
+        """The access-log line for a request refused before it became an exchange."""
+        client.frontend.access_log.write(
+            AccessRecord(
+                client=client.client_address, frontend=client.frontend.name, method="-", target="-",
+                version="-", status=status, bytes_in=0, bytes_out=0, backend="-", server="-",
+                wait_ms=round((client.frontend.clock.seconds() - client.ready_at) * 1000, 3),
+                queue_ms=-1, connect_ms=-1, response_ms=-1, total_ms=0.0, termination=termination.value,
+            )
+        )
+
+    # The request as the origin sees it
+
+    def _origin_request_head(self) -> bytes:
+        head = self.head
+        target = head.target
+        host = head.host
+        if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+            authority, _, path = target.split(b"://", 1)[1].partition(b"/")
+            target, host = b"/" + path, authority
+        elif not (target.startswith(b"/") or (target == b"*" and head.method == b"OPTIONS")):
+            raise HTTPError(400, f"request target {target[:64]!r} is not in origin form")
+        headers = end_to_end(head.headers, head.connection, _DROP_FROM_REQUEST)
+        client = self.client
+        address = client.client_address.encode()
+        proto = b"https" if client.secure else b"http"
+        forwarded_for = b'"[%s]"' % address if b":" in address else address
+        if host is None:
+            server = client.frontend.backend.servers[0].config if client.frontend.backend.servers else None
+            host = f"{server.host}:{server.port}".encode() if server else b"localhost"
+            headers.append((b"Host", host))
+        elif host is not head.host:
+            headers = [(n, host if n.lower() == b"host" else v) for n, v in headers]
+        headers += [
+            (b"Via", head.version + b" rubrisproxy"),
+            (b"X-Forwarded-For", address),
+            (b"X-Forwarded-Proto", proto),
+            (b"X-Forwarded-Host", host),
+            (b"Forwarded", b'for=%s;proto=%s;host="%s"' % (forwarded_for, proto, host)),
+        ]
+        if head.chunked:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (head.method, target, serialize_headers(headers))

@@ -1,0 +1,24 @@
+"""HTTP/1.1 messages shared by the client-facing and origin sides."""
+
+from ._errors import HTTPError, error_response, reason_phrase
+from ._headers import FORWARDING, HOP_BY_HOP, Headers, connection_tokens, end_to_end, serialize_headers
+from ._request import RequestHandler, RequestHead, RequestParser
+from ._response import ResponseHandler, ResponseHead, ResponseParser
+
+__all__ = [
+    "FORWARDING",
+    "HOP_BY_HOP",
+    "HTTPError",
+    "Headers",
+    "RequestHandler",
+    "RequestHead",
+    "RequestParser",
+    "ResponseHandler",
+    "ResponseHead",
+    "ResponseParser",
+    "connection_tokens",
+    "end_to_end",
+    "error_response",
+    "reason_phrase",
+    "serialize_headers",
+]

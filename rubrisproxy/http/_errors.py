@@ -1,0 +1,56 @@
+"""HTTP errors the proxy answers itself, with short bodies."""
+
+from __future__ import annotations
+
+REASONS: dict[int, bytes] = {
+    100: b"Continue",
+    200: b"OK",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    417: b"Expectation Failed",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}
+
+
+class HTTPError(Exception):
+    """A request the proxy refuses, or a failure it reports, as ``status`` with ``detail``.
+
+    ``detail`` goes to the log; the client sees the standard reason phrase.
+    """
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status} {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def reason_phrase(status: int) -> bytes:
+    """The standard reason phrase for ``status`` (or a generic one)."""
+    return REASONS.get(status, b"Unknown")
+
+
+def error_response(status: int, close: bool = True) -> bytes:
+    """A complete response for a proxy-generated error: status line, headers, short body."""
+    reason = reason_phrase(status)
+    body = b"%d %s\n" % (status, reason)
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (status, reason),
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Length: %d\r\n" % len(body),
+            b"Cache-Control: no-store\r\n",
+            b"Connection: close\r\n" if close else b"",
+            b"\r\n",
+            body,
+        )
+    )

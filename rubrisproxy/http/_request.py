@@ -1,0 +1,187 @@
+"""Strict, incremental HTTP/1.1 request parsing on top of llhttp (``httptools``).
+
+llhttp already refuses the classic smuggling shapes (Content-Length with
+Transfer-Encoding, duplicate or malformed Content-Length, obs-fold, bare CR or LF);
+this module adds the limits (414, 431, 413), the version and Host rules, and the
+refusal of any transfer coding but ``chunked``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httptools
+
+from ._errors import HTTPError
+from ._headers import Headers, connection_tokens
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """A parsed request line and headers."""
+
+    method: bytes
+    target: bytes
+    version: bytes  # b"1.1" or b"1.0"
+    headers: Headers
+    host: bytes | None = None
+    content_length: int | None = None
+    chunked: bool = False
+    expect_continue: bool = False
+    upgrade: bool = False
+    connection: set[bytes] = field(default_factory=set)
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    @property
+    def wants_close(self) -> bool:
+        """Whether the client asked for the connection to end after this exchange."""
+        if self.version == b"1.1":
+            return b"close" in self.connection
+        return b"keep-alive" not in self.connection
+
+
+class RequestHandler(Protocol):
+    """What a :class:`RequestParser` reports to."""
+
+    def request_head(self, head: RequestHead) -> None: ...
+
+    def request_body(self, data: bytes) -> None: ...
+
+    def request_end(self) -> None: ...
+
+
+class RequestParser:
+    """Feed bytes in; get head, body and end events out; get :class:`HTTPError` on bad input."""
+
+    def __init__(
+        self,
+        handler: RequestHandler,
+        max_request_line: int = 8192,
+        max_header_size: int = 32768,
+        max_headers: int = 100,
+        max_body_size: int = 0,
+    ) -> None:
+        self._handler = handler
+        self._max_request_line = max_request_line
+        self._max_header_size = max_header_size
+        self._max_headers = max_headers
+        self._max_body_size = max_body_size
+        self._parser = httptools.HttpRequestParser(self)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._in_head = False
+        self._in_body = False
+        self._head_bytes = 0
+        self._url = b""
+        self._headers: Headers = []
+        self._header_bytes = 0
+        self._body_bytes = 0
+        self._head: RequestHead | None = None
+        self._url_complete = False
+
+    @property
+    def in_message(self) -> bool:
+        """True between the first byte of a request and its end."""
+        return self._in_head or self._in_body
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; raises :class:`HTTPError` for a request to refuse."""
+        head_before = self._in_head or not self._in_body
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # llhttp stops after an Upgrade or CONNECT head; carry on after it.
+            offset = upgrade.args[0]
+            if offset < len(data):
+                self.feed(data[offset:])
+            return
+        except httptools.HttpParserCallbackError as e:
+            if isinstance(e.__context__, HTTPError):
+                raise e.__context__ from None
+            raise HTTPError(400, f"invalid request: {e}") from None
+        except httptools.HttpParserInvalidMethodError as e:
+            raise HTTPError(501, f"unknown method: {e}") from None
+        except httptools.HttpParserError as e:
+            raise HTTPError(400, f"invalid request: {e}") from None
+        if head_before and self._in_head:
+            # Still inside a head: bound what llhttp is accumulating for us.
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_request_line + self._max_header_size:
+                if not self._headers and not self._url_complete:
+                    raise HTTPError(414, "request line too long")
+                raise HTTPError(431, "request head too large")
+
+    # llhttp callbacks (called from inside feed_data)
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._url_complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._max_request_line:
+            raise HTTPError(414, f"request target longer than {self._max_request_line} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._url_complete = True
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._max_header_size:
+            raise HTTPError(431, f"headers larger than {self._max_header_size} bytes")
+        if self._in_body:
+            return  # a chunked trailer: dropped, as the body is re-framed
+        if len(self._headers) >= self._max_headers:
+            raise HTTPError(431, f"more than {self._max_headers} headers")
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        version = self._parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise HTTPError(505, f"HTTP/{version} is not supported")
+        head = RequestHead(
+            method=self._parser.get_method(),
+            target=self._url,
+            version=version.encode(),
+            headers=self._headers,
+        )
+        hosts = 0
+        for name, value in self._headers:
+            lower = name.lower()
+            if lower == b"host":
+                hosts += 1
+                head.host = value
+            elif lower == b"content-length":
+                head.content_length = int(value)
+            elif lower == b"transfer-encoding":
+                if value.strip().lower() != b"chunked":
+                    raise HTTPError(501, f"unsupported transfer coding {value!r}")
+                head.chunked = True
+            elif lower == b"connection":
+                head.connection |= connection_tokens(value)
+            elif lower == b"expect":
+                if value.strip().lower() != b"100-continue":
+                    raise HTTPError(417, f"unsupported expectation {value!r}")
+                head.expect_continue = True
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            raise HTTPError(400, "a request must carry exactly one Host header")
+        if self._max_body_size and (head.content_length or 0) > self._max_body_size:
+            raise HTTPError(413, f"Content-Length {head.content_length} over the {self._max_body_size} limit")
+        head.upgrade = self._parser.should_upgrade()
+        self._in_head = False
+        self._in_body = True
+        self._head = head
+        self._handler.request_head(head)
+
+    def on_body(self, data: bytes) -> None:
+        self._body_bytes += len(data)
+        if self._max_body_size and self._body_bytes > self._max_body_size:
+            raise HTTPError(413, f"body over the {self._max_body_size} byte limit")
+        self._handler.request_body(data)
+
+    def on_message_complete(self) -> None:
+        self._reset()
+        self._handler.request_end()

@@ -1,0 +1,22 @@
+"""How a request ended: the termination reasons logs and counters share."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Termination(str, Enum):
+    """Why a request's exchange ended, as written in the access log."""
+
+    OK = "ok"
+    BAD_REQUEST = "bad-request"  # refused by the parser or a limit (4xx)
+    REQUEST_TIMEOUT = "request-timeout"  # timeout http-request: the head came too slowly
+    CLIENT_TIMEOUT = "client-timeout"  # timeout client: the client stalled mid-exchange
+    CLIENT_ABORT = "client-abort"  # the client closed before the response was sent
+    NO_SERVER = "no-server"  # every connect attempt failed (503)
+    CONNECT_TIMEOUT = "connect-timeout"  # the last connect attempt timed out (503)
+    SERVER_TIMEOUT = "server-timeout"  # timeout server: the origin stalled (504)
+    SERVER_ABORT = "server-abort"  # the origin closed or reset mid-exchange (502)
+    BAD_RESPONSE = "bad-response"  # the origin's response was malformed (502)
+    NOT_IMPLEMENTED = "not-implemented"  # a request this frontend does not serve (501)
+    SHUTDOWN = "shutdown"  # cut by the end of the shutdown grace period

@@ -1,0 +1,143 @@
+"""One HTTP/1.1 connection to an origin server, carrying one request at a time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol as TypingProtocol
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from ..flow import ReadGate
+from ..http import HTTPError, ResponseHandler, ResponseParser
+
+if TYPE_CHECKING:
+    from ..backend import Server
+    from ._pool import ConnectionPool
+
+
+class OriginUser(ResponseHandler, TypingProtocol):
+    """The side that borrowed a connection: receives its response and its failures."""
+
+    def origin_failed(self, error: HTTPError) -> None: ...
+
+    def origin_lost(self, reason: Failure) -> None: ...
+
+    def origin_timed_out(self) -> None: ...
+
+    def origin_backpressure(self, paused: bool) -> None: ...
+
+
+class OriginConnection(Protocol):
+    """An origin connection: sends a request head and body, parses the response.
+
+    Between requests it sits idle in its :class:`ConnectionPool`. ``pinned_to`` marks a
+    connection bound to one client connection (connection-oriented auth): it is then
+    never returned to the pool.
+    """
+
+    def __init__(self, server: Server, pool: ConnectionPool, clock: IReactorTime, server_timeout: float) -> None:
+        self.server = server
+        self.pool = pool
+        self.clock = clock
+        self.server_timeout = server_timeout
+        self.gate: ReadGate | None = None
+        self.reused = False
+        self.pinned_to: object | None = None
+        self.requests = 0
+        self.connected = False
+        self.parser: ResponseParser | None = None
+        self._user: OriginUser | None = None
+        self._timer: IDelayedCall | None = None
+        self.bytes_sent = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._user is not None
+
+    def connectionMade(self) -> None:
+        self.connected = True
+        self.gate = ReadGate(self.transport, self._backpressure)
+
+    def send(self, user: OriginUser, method: bytes, head: bytes) -> None:
+        """Start a request: ``head`` is the serialized request head."""
+        self._user = user
+        self.parser = ResponseParser(user, method)
+        self.requests += 1
+        self.bytes_sent = len(head)
+        self.transport.write(head)
+        self._timer = self.clock.callLater(self.server_timeout, self._timed_out)
+
+    def write(self, data: bytes) -> None:
+        """Send request body bytes (already framed)."""
+        self.bytes_sent += len(data)
+        self.transport.write(data)
+        if self._timer is not None:
+            self._timer.reset(self.server_timeout)
+
+    def finish(self) -> bool:
+        """The request is over; returns whether the connection may be reused."""
+        self._cancel_timer()
+        self._user = None
+        parser, self.parser = self.parser, None
+        if self.gate is not None:
+            self.transport.unregisterProducer()
+            self.gate.resumeProducing()
+        return self.connected and parser is not None and parser.complete and parser.reusable
+
+    def abort(self) -> None:
+        """Drop the connection now, telling nobody."""
+        self._user = None
+        self._cancel_timer()
+        if self.connected:
+            self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        user, parser = self._user, self.parser
+        if user is None or parser is None:
+            # Unsolicited bytes from an idle connection: it cannot be trusted any more.
+            self.transport.abortConnection()
+            return
+        if self._timer is not None:
+            self._timer.reset(self.server_timeout)
+        try:
+            parser.feed(data)
+        except HTTPError as error:
+            self._user = None
+            self._cancel_timer()
+            self.transport.abortConnection()
+            user.origin_failed(error)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.connected = False
+        self._cancel_timer()
+        user, self._user = self._user, None
+        if user is None:
+            self.pool.forget(self)
+            return
+        if self.parser is not None and self.parser.connection_closed():
+            return  # a response delimited by the close: already reported complete
+        user.origin_lost(reason)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        user, self._user = self._user, None
+        self.transport.abortConnection()
+        if user is not None:
+            user.origin_timed_out()
+
+    def _backpressure(self, paused: bool) -> None:
+        # While the client is too slow to take more, the origin is not the one stalling.
+        if self._user is None:
+            return
+        if paused:
+            self._cancel_timer()
+        elif self._timer is None:
+            self._timer = self.clock.callLater(self.server_timeout, self._timed_out)
+        self._user.origin_backpressure(paused)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None

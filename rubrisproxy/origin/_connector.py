@@ -1,0 +1,73 @@
+"""The client factory for the origin side: every connection to a server starts here.
+
+Pooled HTTP connections use it now; pinned connections and CONNECT tunnels use the
+same :meth:`OriginConnector.connect` with their own protocol.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from twisted.internet.ssl import optionsForClientTLS
+
+from ..backend import Server
+
+P = TypeVar("P", bound=Protocol)
+
+
+class ConnectTimeout(Exception):
+    """The origin did not accept the connection within ``timeout connect``."""
+
+
+class OriginConnector:
+    """Opens connections to servers: plain TCP or TLS verified with service-identity."""
+
+    def __init__(self, reactor: IReactorTime, connect_timeout: float) -> None:
+        self._reactor = reactor
+        self.connect_timeout = connect_timeout
+
+    def endpoint(self, server: Server) -> IStreamClientEndpoint:
+        """The client endpoint that reaches ``server``."""
+        host, port = server.config.host, server.config.port
+        timeout = self.connect_timeout + 1  # the Deferred timeout below governs
+        endpoint: IStreamClientEndpoint
+        if isIPAddress(host):
+            endpoint = TCP4ClientEndpoint(self._reactor, host, port, timeout=timeout)
+        elif isIPv6Address(host):
+            endpoint = TCP6ClientEndpoint(self._reactor, host, port, timeout=timeout)
+        else:
+            endpoint = HostnameEndpoint(self._reactor, host, port, timeout=timeout)
+        if server.config.tls:
+            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        return endpoint
+
+    def connect(self, server: Server, protocol: P) -> defer.Deferred[P]:
+        """Connect ``protocol`` to ``server``; fails with :class:`ConnectTimeout` in time."""
+        attempt = self.endpoint(server).connect(_OneProtocolFactory(protocol))
+
+        def on_timeout(result: object, timeout: float) -> object:
+            if isinstance(result, Failure) and result.check(defer.CancelledError):
+                raise ConnectTimeout(f"no connection to {server!r} within {timeout:g}s")
+            return result
+
+        attempt.addTimeout(self.connect_timeout, self._reactor, onTimeoutCancel=on_timeout)
+        return attempt
+
+
+class _OneProtocolFactory(Factory):
+    """Hands an endpoint the protocol instance the caller already built."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        self._protocol.factory = self
+        return self._protocol

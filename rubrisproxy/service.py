@@ -1,0 +1,158 @@
+"""Wire a :class:`ProxyConfig` into running services: frontends, backends, pool, demo origin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from .accesslog import AccessLog, NullAccessLog
+from .backend import Backend
+from .config import ProxyConfig, ServerConfig
+from .demo import demo_site
+from .frontend import Frontend, LocalConnectionFactory, drain
+from .origin import ConnectionPool, OriginConnector
+
+
+class FrontendService(service.Service):
+    """Listens on a frontend's endpoints; on stop, stops accepting and drains."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, frontend: Frontend, endpoints: tuple[str, ...], grace: float) -> None:
+        self.reactor = reactor
+        self.frontend = frontend
+        self.endpoints = endpoints
+        self.grace = grace
+        self.ports: list[IListeningPort] = []
+        self.setName(f"frontend:{frontend.name}")
+
+    def startService(self) -> None:
+        super().startService()
+        factory = LocalConnectionFactory(self.frontend)
+        for description in self.endpoints:
+            d = serverFromString(self.reactor, description).listen(factory)
+            d.addCallbacks(self._listening, self._listen_failed, callbackArgs=(description,), errbackArgs=(description,))
+
+    def _listening(self, port: IListeningPort, description: str) -> None:
+        self.ports.append(port)
+        address = port.getHost()
+        self.log.info(
+            "frontend {name} listening on {description} ({host}:{port})",
+            name=self.frontend.name, description=description,
+            host=getattr(address, "host", "?"), port=getattr(address, "port", "?"),
+        )
+
+    def _listen_failed(self, failure: Any, description: str) -> None:
+        self.log.critical(
+            "frontend {name} cannot listen on {description}: {why}",
+            name=self.frontend.name, description=description, why=failure.getErrorMessage(),
+        )
+        if self.reactor.running:
+            self.reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):  # type: ignore[no-untyped-def]
+        super().stopService()
+        ports, self.ports = self.ports, []
+        yield defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
+        in_flight = sum(1 for c in self.frontend.connections if c.current is not None)
+        self.log.info(
+            "frontend {name} stopped accepting; draining {count} connections ({busy} busy) for up to {grace}s",
+            name=self.frontend.name, count=len(self.frontend.connections), busy=in_flight, grace=self.grace,
+        )
+        yield drain(self.frontend, self.grace)
+
+
+class PoolService(service.Service):
+    """Closes the idle origin connections on shutdown."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.close_idle()
+
+
+class DemoOriginService(service.Service):
+    """Runs the demo origin on a free loopback port and makes it the servers of ``backends``."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, backends: list[Backend], public_urls: tuple[str, ...]) -> None:
+        self.reactor = reactor
+        self.backends = backends
+        self.public_urls = public_urls
+        self.port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        # Listen before the frontends start so the first request already has a server.
+        self.port = self.reactor.listenTCP(0, demo_site(), interface="127.0.0.1")
+        address = self.port.getHost()  # type: ignore[union-attr]
+        for backend in self.backends:
+            backend.add_server(ServerConfig(name="demo", host="127.0.0.1", port=address.port))
+        self.log.info("no backend configured: proxying to the built-in demo origin on 127.0.0.1:{port}", port=address.port)
+        for url in self.public_urls:
+            self.log.info("demo: open {url}", url=url)
+        super().privilegedStartService()
+
+    def stopService(self):  # type: ignore[no-untyped-def]
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+
+
+def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiService:
+    """The whole proxy as one MultiService, ready for twistd."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    root = service.MultiService()
+    connector = OriginConnector(reactor, config.timeouts.connect)
+    pool = ConnectionPool(connector, reactor, config.pool, config.timeouts.server)
+    access_log = make_access_log(config)
+    backends = {name: Backend(backend_config) for name, backend_config in config.backends.items()}
+    if config.demo:
+        used = [backends[f.backend] for f in config.frontends]
+        for backend in used:
+            backend.servers.clear()
+        urls = tuple(_public_url(e) for f in config.frontends for e in f.listen)
+        DemoOriginService(reactor, list({id(b): b for b in used}.values()), urls).setServiceParent(root)
+    for frontend_config in config.frontends:
+        frontend = Frontend(
+            name=frontend_config.name, clock=reactor, timeouts=config.timeouts, limits=config.limits,
+            backend=backends[frontend_config.backend], pool=pool, access_log=access_log,
+        )
+        FrontendService(reactor, frontend, frontend_config.listen, config.shutdown_grace).setServiceParent(root)
+    PoolService(pool).setServiceParent(root)
+    return root
+
+
+def make_access_log(config: ProxyConfig) -> AccessLog:
+    settings = config.access_log
+    if not settings.enabled:
+        return NullAccessLog()
+    if settings.path == "-":
+        return AccessLog(settings.format)
+    return AccessLog(settings.format, open(settings.path, "a", buffering=1, encoding="utf-8"))
+
+
+def _public_url(description: str) -> str:
+    """A URL a person can open for a listen endpoint string (best effort)."""
+    parts = description.split(":")
+    kind = parts[0] if len(parts) > 1 else "tcp"
+    port = parts[1] if len(parts) > 1 else parts[0]
+    host = "127.0.0.1"
+    for part in parts[2:]:
+        if part.startswith("interface="):
+            host = part.split("=", 1)[1] or host
+    scheme = "https" if kind in ("ssl", "tls") else "http"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}/"

@@ -1,0 +1,72 @@
+"""twistd options and service maker for ``twistd rubrisproxy``."""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from .config import CommandLine, ConfigError, ProxyConfig, load_config
+from .service import build_service
+
+
+class Options(usage.Options):
+    """Command-line options; flags override the config file (see docs/configuration.md)."""
+
+    synopsis = "[--config FILE] [--listen ENDPOINT]... [--backend ADDRESS]... [--demo]"
+    longdesc = (
+        "A reverse proxy for HTTP and WebSocket. With no backend configured, it proxies "
+        "to a built-in demo origin. Flags override the file: --listen replaces the "
+        "listeners of the one frontend, --backend the servers of the one backend."
+    )
+    optFlags = [
+        ["demo", None, "Proxy to the built-in demo origin (the default when no backend is configured)."],
+    ]
+    optParameters = [
+        ["config", "c", None, "TOML configuration file."],
+        ["access-log", None, None, "Access log: '-' for the twistd log, a file path, or 'off'."],
+        ["access-log-format", None, None, "Access log format: 'text' or 'json'."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["backend"] = []
+        self["timeout"] = {}
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen on a Twisted server endpoint string, e.g. tcp:8080:interface=127.0.0.1 (repeatable; default tcp:8080)."""
+        self["listen"].append(endpoint)
+
+    def opt_backend(self, address: str) -> None:
+        """Origin server: host:port, http://host:port or https://host:port (repeatable)."""
+        self["backend"].append(address)
+
+    def opt_timeout(self, assignment: str) -> None:
+        """Set a timeout, NAME=DURATION: client, http-request, http-keep-alive, connect, server, queue, tunnel (repeatable)."""
+        name, sep, value = assignment.partition("=")
+        if not sep:
+            raise usage.UsageError(f"--timeout expects NAME=DURATION, got {assignment!r}")
+        self["timeout"][name.strip()] = value.strip()
+
+    opt_l = opt_listen
+    opt_b = opt_backend
+
+    def postOptions(self) -> None:
+        command_line = CommandLine(
+            config_path=self["config"],
+            listen=self["listen"],
+            backends=self["backend"],
+            timeouts=self["timeout"],
+            access_log=self["access-log"],
+            access_log_format=self["access-log-format"],
+            demo=bool(self["demo"]),
+        )
+        try:
+            self.proxy_config: ProxyConfig = load_config(command_line)
+        except ConfigError as e:
+            raise usage.UsageError(f"configuration error: {e}") from None
+
+
+def makeService(options: Options) -> IService:
+    """Build the proxy's service tree from parsed options."""
+    return build_service(options.proxy_config)
