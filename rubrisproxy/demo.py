@@ -26,7 +26,7 @@ class _Page(resource.Resource):
 
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return _PAGE if request.method != b"HEAD" else b""
+        return _PAGE
 
 
 class _Headers(resource.Resource):

@@ -152,9 +152,7 @@ class ClientConnection(Protocol):
             self._answer_error(self._held_error)
             return
         if not keep_alive or self.closing:
-            self.closing = True
-            self._queued.clear()
-            self.transport.loseConnection()
+            self.close()
             return
         if self._queued:
             self.current = self._queued.popleft()
@@ -172,7 +170,15 @@ class ClientConnection(Protocol):
         """Finish the request in progress, if any, then close (graceful shutdown)."""
         self.closing = True
         if self.current is None:
-            self.transport.loseConnection()
+            self.close()
+
+    def close(self) -> None:
+        """Close after what was written is sent; a client that will not read it is cut after ``timeout client``."""
+        self.closing = True
+        self._queued.clear()
+        self.transport.loseConnection()
+        self._wait(None)
+        self._timer = self.frontend.clock.callLater(self.frontend.timeouts.client, self.transport.abortConnection)
 
     # Errors and timeouts
 
@@ -193,11 +199,9 @@ class ClientConnection(Protocol):
             "refused a request from {client}: {status} {detail}",
             client=self.client_address, status=error.status, detail=error.detail,
         )
-        self.closing = True
-        self._queued.clear()
         self.write(error_response(error.status))
         Exchange.log_refused(self, error.status, termination)
-        self.transport.loseConnection()
+        self.close()
 
     def _wait(self, waiting: _Wait | None) -> None:
         if self._timer is not None and self._timer.active():
@@ -222,5 +226,4 @@ class ClientConnection(Protocol):
         elif waiting is _Wait.REQUEST and self.parser.in_message:
             self._answer_error(HTTPError(408, "request head not received in time"), Termination.REQUEST_TIMEOUT)
         else:
-            self.closing = True
-            self.transport.loseConnection()
+            self.close()

@@ -296,7 +296,10 @@ class Exchange:
             client=self.client.client_address, status=error.status, detail=error.detail,
         )
         if self.response_head_sent:
-            self.client.transport.abortConnection()
+            # A framed body shows the client it was truncated, so what was relayed is still
+            # delivered; a close-delimited one, or a stalled client, is reset instead.
+            if self._framing == _Framing.CLOSE or termination is Termination.CLIENT_TIMEOUT:
+                self.client.transport.abortConnection()
             self._finish(termination, keep_alive=False)
             return
         self.status = error.status
