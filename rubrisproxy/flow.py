@@ -39,7 +39,7 @@ class ReadGate:
         if reason not in self._reasons:
             return
         self._reasons.discard(reason)
-        if not self._reasons:
+        if not self._reasons and not getattr(self._transport, "disconnecting", False):
             self._transport.resumeProducing()  # type: ignore[attr-defined]
 
     # IPushProducer, as seen by the consumer on the other side
@@ -57,3 +57,26 @@ class ReadGate:
 
     def stopProducing(self) -> None:
         """The consumer went away; its owner handles that through connectionLost."""
+
+
+class ProducerSlot:
+    """The one streaming producer a transport may have, registered at most once at a time."""
+
+    __slots__ = ("_transport", "producer")
+
+    def __init__(self, transport: ITransport) -> None:
+        self._transport = transport
+        self.producer: ReadGate | None = None
+
+    def attach(self, producer: ReadGate) -> None:
+        if self.producer is not producer:
+            self.detach()
+            self._transport.registerProducer(producer, True)  # type: ignore[attr-defined]
+            self.producer = producer
+
+    def detach(self) -> None:
+        """Unregister, and let the producer read again if this consumer had paused it."""
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            self._transport.unregisterProducer()  # type: ignore[attr-defined]
+            producer.resumeProducing()

@@ -10,7 +10,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..flow import ReadGate
+from ..flow import ProducerSlot, ReadGate
 from ..http import HTTPError, RequestHead, RequestParser, error_response
 from ..lifecycle import Termination
 from ._context import Frontend
@@ -64,6 +64,7 @@ class ClientConnection(Protocol):
         self.client_address = getattr(peer, "host", str(peer))
         self.secure = ISSLTransport.providedBy(self.transport)
         self.gate = ReadGate(self.transport)
+        self.download = ProducerSlot(self.transport)  # an origin's gate, while a response body flows
         limits = frontend.limits
         self.parser = RequestParser(
             self,

@@ -132,7 +132,7 @@ class Exchange:
             if self.request_done:
                 self._send_body_end()
             else:
-                connection.transport.registerProducer(client.gate, True)
+                connection.upload.attach(client.gate)
             client.gate.resume(ORIGIN)
 
     # The request body, as the client connection delivers it
@@ -164,8 +164,7 @@ class Exchange:
         assert connection is not None
         if self.head.chunked:
             connection.write(b"0\r\n\r\n")
-        connection.transport.unregisterProducer()
-        self.client.gate.resumeProducing()
+        connection.upload.detach()
 
     # The response, as the origin connection's parser delivers it
 
@@ -202,7 +201,7 @@ class Exchange:
         self.response_head_sent = True
         self.client.write(data)
         if has_body and self.connection is not None and self.connection.gate is not None:
-            self.client.transport.registerProducer(self.connection.gate, True)
+            self.client.download.attach(self.connection.gate)
 
     def response_body(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -214,8 +213,7 @@ class Exchange:
     def response_end(self) -> None:
         if self._framing == _Framing.CHUNKED:
             self.client.write(b"0\r\n\r\n")
-        if self._framing != _Framing.NONE:
-            self.client.transport.unregisterProducer()
+        self.client.download.detach()
         connection = self.connection
         if connection is not None:
             self._release(connection, reusable=connection.finish() and self.request_done)
@@ -313,6 +311,7 @@ class Exchange:
         self.finished = True
         self._pending = []
         self.client.gate.resume(ORIGIN)
+        self.client.download.detach()
         if self.server is not None and self.status:
             self.server.responses[self.status] = self.server.responses.get(self.status, 0) + 1
         self._log(termination)

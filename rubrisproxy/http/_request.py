@@ -101,8 +101,8 @@ class RequestParser:
                 self.feed(data[offset:])
             return
         except httptools.HttpParserCallbackError as e:
-            if isinstance(e.__context__, HTTPError):
-                raise e.__context__ from None
+            if e.__context__ is not None:
+                raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
             raise HTTPError(400, f"invalid request: {e}") from None
         except httptools.HttpParserInvalidMethodError as e:
             raise HTTPError(501, f"unknown method: {e}") from None

@@ -73,8 +73,8 @@ class ResponseParser:
         except httptools.HttpParserUpgrade:
             raise HTTPError(502, "origin switched protocols unasked") from None
         except httptools.HttpParserCallbackError as e:
-            if isinstance(e.__context__, HTTPError):
-                raise e.__context__ from None
+            if e.__context__ is not None:
+                raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
             raise HTTPError(502, f"invalid response from origin: {e}") from None
         except httptools.HttpParserError as e:
             raise HTTPError(502, f"invalid response from origin: {e}") from None

@@ -8,7 +8,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from ..flow import ReadGate
+from ..flow import ProducerSlot, ReadGate
 from ..http import HTTPError, ResponseHandler, ResponseParser
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class OriginConnection(Protocol):
     def connectionMade(self) -> None:
         self.connected = True
         self.gate = ReadGate(self.transport, self._backpressure)
+        self.upload = ProducerSlot(self.transport)  # the client's gate, while a request body flows
 
     def send(self, user: OriginUser, method: bytes, head: bytes) -> None:
         """Start a request: ``head`` is the serialized request head."""
@@ -81,7 +82,7 @@ class OriginConnection(Protocol):
         self._user = None
         parser, self.parser = self.parser, None
         if self.gate is not None:
-            self.transport.unregisterProducer()
+            self.upload.detach()
             self.gate.resumeProducing()
         return self.connected and parser is not None and parser.complete and parser.reusable
 
@@ -90,6 +91,7 @@ class OriginConnection(Protocol):
         self._user = None
         self._cancel_timer()
         if self.connected:
+            self.upload.detach()
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -111,6 +113,8 @@ class OriginConnection(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
         self._cancel_timer()
+        if self.gate is not None:
+            self.upload.detach()
         user, self._user = self._user, None
         if user is None:
             self.pool.forget(self)

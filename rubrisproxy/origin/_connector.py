@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -52,7 +53,7 @@ class OriginConnector:
         attempt = self.endpoint(server).connect(_OneProtocolFactory(protocol))
 
         def on_timeout(result: object, timeout: float) -> object:
-            if isinstance(result, Failure) and result.check(defer.CancelledError):
+            if isinstance(result, Failure) and result.check(defer.CancelledError, ConnectingCancelledError):
                 raise ConnectTimeout(f"no connection to {server!r} within {timeout:g}s")
             return result
 
