@@ -1,0 +1,132 @@
+"""Configuration: TOML and flags, with errors that name the key."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.python import usage
+from twisted.trial import unittest
+
+from rubrisproxy.config import CommandLine, ConfigError, config_from_document, load_config, parse_duration, parse_size
+from rubrisproxy.tap import Options
+
+EXAMPLE = """
+[timeouts]
+client = "20s"
+http-request = "5s"
+connect = "500ms"
+
+[limits]
+max-body-size = "10m"
+
+[pool]
+max-idle-per-server = 8
+
+[access-log]
+format = "json"
+
+[frontends.web]
+listen = ["tcp:8080:interface=127.0.0.1"]
+backend = "app"
+
+[backends.app]
+retries = 2
+servers = ["127.0.0.1:9001", { address = "https://api.internal:8443", name = "tls1" }]
+"""
+
+
+class ValueTests(unittest.TestCase):
+    def test_durations_and_sizes(self):
+        self.assertEqual(parse_duration("k", "500ms"), 0.5)
+        self.assertEqual(parse_duration("k", "2m"), 120)
+        self.assertEqual(parse_duration("k", 3), 3.0)
+        self.assertEqual(parse_size("k", "10m"), 10 << 20)
+        self.assertEqual(parse_size("k", "64KiB"), 64 << 10)
+        for bad in ("fast", "-1s", 0, True):
+            self.assertRaises(ConfigError, parse_duration, "k", bad)
+
+
+class FileTests(unittest.TestCase):
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_example_file(self):
+        config = load_config(CommandLine(config_path=self.write(EXAMPLE)))
+        self.assertEqual(config.timeouts.client, 20)
+        self.assertEqual(config.timeouts.connect, 0.5)
+        self.assertEqual(config.timeouts.server, 60)  # default kept
+        self.assertEqual(config.limits.max_body_size, 10 << 20)
+        self.assertEqual(config.access_log.format, "json")
+        (frontend,) = config.frontends
+        self.assertEqual((frontend.name, frontend.listen, frontend.backend), ("web", ("tcp:8080:interface=127.0.0.1",), "app"))
+        servers = config.backends["app"].servers
+        self.assertEqual([(s.name, s.host, s.port, s.tls) for s in servers],
+                         [("s1", "127.0.0.1", 9001, False), ("tls1", "api.internal", 8443, True)])
+        self.assertFalse(config.demo)
+
+    def test_flags_override_file(self):
+        config = load_config(CommandLine(
+            config_path=self.write(EXAMPLE), listen=["tcp:9999"], backends=["10.0.0.1:80", "https://b.example"],
+            timeouts={"server": "5s"},
+        ))
+        self.assertEqual(config.frontends[0].listen, ("tcp:9999",))
+        self.assertEqual([(s.host, s.port, s.tls) for s in config.backends["app"].servers],
+                         [("10.0.0.1", 80, False), ("b.example", 443, True)])
+        self.assertEqual(config.timeouts.server, 5)
+        self.assertEqual(config.timeouts.client, 20)
+
+    def test_no_file_no_backend_is_demo(self):
+        config = load_config(CommandLine())
+        self.assertTrue(config.demo)
+        self.assertEqual(config.frontends[0].listen, ("tcp:8080",))
+        config = load_config(CommandLine(backends=["127.0.0.1:9000"]))
+        self.assertFalse(config.demo)
+        self.assertEqual(config.backends["default"].servers[0].port, 9000)
+
+    def assertConfigError(self, document: dict, key: str) -> None:  # type: ignore[type-arg]
+        with self.assertRaises(ConfigError) as caught:
+            config_from_document(document)
+        self.assertEqual(caught.exception.key, key)
+
+    def test_errors_name_the_key(self):
+        self.assertConfigError({"timeouts": {"client": "soon"}}, "timeouts.client")
+        self.assertConfigError({"timeouts": {"clinet": "1s"}}, "timeouts.clinet")
+        self.assertConfigError({"limits": {"max-body-size": "lots"}}, "limits.max-body-size")
+        self.assertConfigError({"backends": {"app": {"servers": ["nohost"]}}}, "backends.app.servers[0]")
+        self.assertConfigError({"backends": {"app": {"servers": ["ftp://a:1"]}}}, "backends.app.servers[0]")
+        self.assertConfigError({"backends": {"app": {"retries": -1}}}, "backends.app.retries")
+        self.assertConfigError({"frontends": {"web": {"backend": "nope"}}, "backends": {"app": {}}}, "frontends.web.backend")
+        self.assertConfigError({"frontends": {"web": {"listen": []}}}, "frontends.web.listen")
+        self.assertConfigError({"access-log": {"format": "xml"}}, "access-log.format")
+        self.assertConfigError({"bogus": 1}, "bogus")
+
+    def test_bad_toml_and_missing_file(self):
+        with self.assertRaises(ConfigError) as caught:
+            load_config(CommandLine(config_path=self.write("[timeouts\nclient=1")))
+        self.assertIn("not valid TOML", str(caught.exception))
+        with self.assertRaises(ConfigError):
+            load_config(CommandLine(config_path=os.path.join(self.mktemp(), "missing.toml")))
+
+    def test_ambiguous_flags_refused(self):
+        two = self.write('[frontends.a]\nlisten=["tcp:1"]\n[frontends.b]\nlisten=["tcp:2"]\n[backends.default]\nservers=["127.0.0.1:1"]\n')
+        with self.assertRaises(ConfigError) as caught:
+            load_config(CommandLine(config_path=two, listen=["tcp:3"]))
+        self.assertEqual(caught.exception.key, "--listen")
+
+
+class OptionsTests(unittest.TestCase):
+    def test_repeatable_flags(self):
+        options = Options()
+        options.parseOptions(["--listen", "tcp:1", "-l", "tcp:2", "--backend", "127.0.0.1:5", "--timeout", "client=3s"])
+        config = options.proxy_config
+        self.assertEqual(config.frontends[0].listen, ("tcp:1", "tcp:2"))
+        self.assertEqual(config.timeouts.client, 3)
+
+    def test_bad_value_is_usage_error_naming_key(self):
+        options = Options()
+        with self.assertRaises(usage.UsageError) as caught:
+            options.parseOptions(["--timeout", "bogus=1s"])
+        self.assertIn("--timeout bogus", str(caught.exception))

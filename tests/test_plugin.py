@@ -1,0 +1,99 @@
+"""The twistd plugin, run for real: discovery, --help, bad config, demo mode and SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+
+from twisted.application.service import IServiceMaker
+from twisted.internet import defer, error, protocol, reactor
+from twisted.plugin import IPlugin, getPlugins
+from twisted.trial import unittest
+
+from .helpers import GUARD, ProxyTestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = ["-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
+
+
+class Twistd(protocol.ProcessProtocol):
+    """A twistd child process whose output is watched for lines."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: defer.Deferred[int] = defer.Deferred()
+        self._waiters: list[tuple[re.Pattern[bytes], defer.Deferred[re.Match[bytes]]]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        for item in list(self._waiters):
+            match = item[0].search(self.output)
+            if match:
+                self._waiters.remove(item)
+                item[1].callback(match)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:  # type: ignore[no-untyped-def]
+        self.signal = reason.value.signal
+        self.ended.callback(reason.value.exitCode)
+
+    def wait_for(self, pattern: bytes) -> defer.Deferred[re.Match[bytes]]:
+        d: defer.Deferred[re.Match[bytes]] = defer.Deferred()
+        self._waiters.append((re.compile(pattern), d))
+        self.outReceived(b"")
+        return d.addTimeout(GUARD, reactor)
+
+
+def run_twistd(*args: str) -> Twistd:
+    process = Twistd()
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    reactor.spawnProcess(process, sys.executable, [sys.executable, *TWISTD, "rubrisproxy", *args], env=env, path=ROOT)
+    return process
+
+
+class DiscoveryTests(unittest.TestCase):
+    def test_plugin_is_a_service_maker(self):
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker)}
+        self.assertIn("rubrisproxy", makers)
+        self.assertTrue(IPlugin.providedBy(makers["rubrisproxy"]))
+
+
+class ProcessTests(ProxyTestCase):
+    @defer.inlineCallbacks
+    def test_help_lists_every_option(self):
+        process = run_twistd("--help")
+        code = yield process.ended
+        self.assertEqual(code, 0)
+        for option in (b"--listen", b"--backend", b"--config", b"--demo", b"--timeout", b"--access-log", b"--access-log-format"):
+            self.assertIn(option, process.output)
+
+    @defer.inlineCallbacks
+    def test_bad_config_exits_non_zero_naming_the_key(self):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write('[timeouts]\nserver = "forever"\n')
+        process = run_twistd("--config", path)
+        code = yield process.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"timeouts.server", process.output)
+
+    @defer.inlineCallbacks
+    def test_demo_serves_and_sigterm_stops_cleanly(self):
+        process = run_twistd("--listen", "tcp:0:interface=127.0.0.1")
+        self.addCleanup(lambda: process.ended.called or os.kill(process.transport.pid, signal.SIGKILL))
+        yield process.wait_for(rb"no backend configured")
+        match = yield process.wait_for(rb"listening on \S+ \(127\.0\.0\.1:(\d+)\)")
+        self.proxy_port = int(match.group(1))
+        responses = yield self.request(b"GET / HTTP/1.1\r\nHost: demo\r\n\r\n")
+        self.assertEqual(responses[0].status, 200)
+        self.assertIn(b"rubrisproxy is running", responses[0].body)
+        yield process.wait_for(rb'200 .* ok retries=0 "GET / HTTP/1.1"')
+        process.transport.signalProcess("TERM")
+        yield process.ended
+        # twistd re-raises the terminating signal after a clean shutdown.
+        self.assertEqual(process.signal, signal.SIGTERM)
+        self.assertIn(b"stopped accepting; draining", process.output)
+        self.assertIn(b"Server Shut Down", process.output)
