@@ -52,6 +52,7 @@ class AccessLog:
     """Writes records to the twistd log (namespace ``rubrisproxy.access``) or to a file."""
 
     log = Logger(namespace="rubrisproxy.access")
+    enabled = True
 
     def __init__(self, format: str = "text", stream: IO[str] | None = None) -> None:
         self._format: Callable[[AccessRecord], str] = format_json if format == "json" else format_text
@@ -74,6 +75,8 @@ class AccessLog:
 
 class NullAccessLog(AccessLog):
     """An access log that writes nothing."""
+
+    enabled = False
 
     def write(self, record: AccessRecord) -> None:
         self.records += 1

@@ -70,7 +70,6 @@ class TimeoutTests(unittest.TestCase):
         self.assertTrue(origin.transport.disconnecting)
         self.assertEqual(self.frontend.pool.idle_count, 0)
         self.assertEqual(self.frontend.access_log.entries[-1].termination, "server-timeout")
-        self.assertEqual(self.clock.getDelayedCalls()[0].func.__name__, "_timed_out")  # keep-alive wait only
 
     def test_client_timeout_during_request_body(self):
         self.protocol.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12345")

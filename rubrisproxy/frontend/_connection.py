@@ -10,6 +10,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate
 from ..http import HTTPError, RequestHead, RequestParser, error_response
 from ..lifecycle import Termination
@@ -42,8 +43,9 @@ class ClientConnection(Protocol):
         self.current: Exchange | None = None
         self._queued: deque[Exchange] = deque()
         self._receiving: Exchange | None = None
-        self._timer: IDelayedCall | None = None
+        self._deadline = Deadline(frontend.clock, self._timed_out)
         self._waiting: _Wait | None = None
+        self._close_timer: IDelayedCall | None = None
         self._held_error: HTTPError | None = None
         self.closing = False
         self.lost = False
@@ -84,7 +86,7 @@ class ClientConnection(Protocol):
         if waiting is _Wait.KEEP_ALIVE:
             self._wait(_Wait.REQUEST)
         elif waiting is _Wait.CLIENT:
-            self._timer.reset(self.frontend.timeouts.client)  # type: ignore[union-attr]
+            self._deadline.set(self.frontend.timeouts.client)
         try:
             self.parser.feed(data)
         except HTTPError as error:
@@ -92,7 +94,10 @@ class ClientConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.lost = True
-        self._wait(None)
+        self._waiting = None
+        self._deadline.stop()
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
         self.frontend.connections.discard(self)
         exchanges = ([self.current] if self.current else []) + list(self._queued)
         self._queued.clear()
@@ -179,7 +184,8 @@ class ClientConnection(Protocol):
         self._queued.clear()
         self.transport.loseConnection()
         self._wait(None)
-        self._timer = self.frontend.clock.callLater(self.frontend.timeouts.client, self.transport.abortConnection)
+        if self._close_timer is None:
+            self._close_timer = self.frontend.clock.callLater(self.frontend.timeouts.client, self.transport.abortConnection)
 
     # Errors and timeouts
 
@@ -205,23 +211,20 @@ class ClientConnection(Protocol):
         self.close()
 
     def _wait(self, waiting: _Wait | None) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
         self._waiting = waiting
         if waiting is None:
+            self._deadline.clear()
             return
         timeouts = self.frontend.timeouts
-        delay = {
-            _Wait.REQUEST: timeouts.http_request,
-            _Wait.KEEP_ALIVE: timeouts.http_keep_alive,
-            _Wait.CLIENT: timeouts.client,
-        }[waiting]
-        self._timer = self.frontend.clock.callLater(delay, self._timed_out, waiting)
+        if waiting is _Wait.KEEP_ALIVE:
+            self._deadline.set(timeouts.http_keep_alive)
+        elif waiting is _Wait.REQUEST:
+            self._deadline.set(timeouts.http_request)
+        else:
+            self._deadline.set(timeouts.client)
 
-    def _timed_out(self, waiting: _Wait) -> None:
-        self._timer = None
-        self._waiting = None
+    def _timed_out(self) -> None:
+        waiting, self._waiting = self._waiting, None
         if waiting is _Wait.CLIENT and self.current is not None:
             self.current.client_timed_out()
         elif waiting is _Wait.REQUEST and self.parser.in_message:

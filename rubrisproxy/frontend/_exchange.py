@@ -87,7 +87,13 @@ class Exchange:
             )
             return
         self.server = server
-        self._connect(self.client.frontend.pool.acquire(server))
+        pool = self.client.frontend.pool
+        connection = pool.take_idle(server)
+        if connection is not None:
+            self._connect_started = self.clock.seconds()
+            self._connected(connection)
+        else:
+            self._connect(pool.connect(server))
 
     def _connect(self, attempt) -> None:  # type: ignore[no-untyped-def]
         self._connect_started = self.clock.seconds()
@@ -318,6 +324,8 @@ class Exchange:
         self.client.exchange_done(self, keep_alive)
 
     def _log(self, termination: Termination) -> None:
+        if not self.client.frontend.access_log.enabled:
+            return
         now = self.clock.seconds()
         started = self.started_at
         server = self.server

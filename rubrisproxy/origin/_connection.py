@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate
 from ..http import HTTPError, ResponseHandler, ResponseParser
 
@@ -48,7 +49,7 @@ class OriginConnection(Protocol):
         self.connected = False
         self.parser: ResponseParser | None = None
         self._user: OriginUser | None = None
-        self._timer: IDelayedCall | None = None
+        self._deadline = Deadline(clock, self._expired)
         self.bytes_sent = 0
 
     @property
@@ -67,18 +68,28 @@ class OriginConnection(Protocol):
         self.requests += 1
         self.bytes_sent = len(head)
         self.transport.write(head)
-        self._timer = self.clock.callLater(self.server_timeout, self._timed_out)
+        self._deadline.set(self.server_timeout)
 
     def write(self, data: bytes) -> None:
         """Send request body bytes (already framed)."""
         self.bytes_sent += len(data)
         self.transport.write(data)
-        if self._timer is not None:
-            self._timer.reset(self.server_timeout)
+        if self._deadline.armed:
+            self._deadline.set(self.server_timeout)
+
+    def park(self, idle_timeout: float) -> None:
+        """Sit idle in the pool; the pool is told when ``idle_timeout`` passes unused."""
+        self._deadline.set(idle_timeout)
+
+    def unpark(self) -> None:
+        self._deadline.clear()
+
+    def stop_timer(self) -> None:
+        self._deadline.stop()
 
     def finish(self) -> bool:
         """The request is over; returns whether the connection may be reused."""
-        self._cancel_timer()
+        self._deadline.clear()
         self._user = None
         parser, self.parser = self.parser, None
         if self.gate is not None:
@@ -89,7 +100,7 @@ class OriginConnection(Protocol):
     def abort(self) -> None:
         """Drop the connection now, telling nobody."""
         self._user = None
-        self._cancel_timer()
+        self._deadline.stop()
         if self.connected:
             self.upload.detach()
             self.transport.abortConnection()
@@ -100,19 +111,19 @@ class OriginConnection(Protocol):
             # Unsolicited bytes from an idle connection: it cannot be trusted any more.
             self.transport.abortConnection()
             return
-        if self._timer is not None:
-            self._timer.reset(self.server_timeout)
+        if self._deadline.armed:
+            self._deadline.set(self.server_timeout)
         try:
             parser.feed(data)
         except HTTPError as error:
             self._user = None
-            self._cancel_timer()
+            self._deadline.stop()
             self.transport.abortConnection()
             user.origin_failed(error)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
-        self._cancel_timer()
+        self._deadline.stop()
         if self.gate is not None:
             self.upload.detach()
         user, self._user = self._user, None
@@ -123,8 +134,10 @@ class OriginConnection(Protocol):
             return  # a response delimited by the close: already reported complete
         user.origin_lost(reason)
 
-    def _timed_out(self) -> None:
-        self._timer = None
+    def _expired(self) -> None:
+        if self._user is None:
+            self.pool.expire(self)  # idle too long in the pool
+            return
         user, self._user = self._user, None
         self.transport.abortConnection()
         if user is not None:
@@ -135,13 +148,7 @@ class OriginConnection(Protocol):
         if self._user is None:
             return
         if paused:
-            self._cancel_timer()
-        elif self._timer is None:
-            self._timer = self.clock.callLater(self.server_timeout, self._timed_out)
+            self._deadline.clear()
+        else:
+            self._deadline.set(self.server_timeout)
         self._user.origin_backpressure(paused)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorTime
 
 from ..backend import Server
 from ..config import PoolSettings
@@ -18,19 +17,18 @@ class ConnectionPool:
     """Hands out origin connections, reusing idle keep-alive ones per server.
 
     Idle connections are kept most-recently-used first, at most
-    ``max_idle_per_server`` per server, each closed after ``idle_timeout``.
-    A released connection that is not reusable, or pinned, is closed instead.
+    ``max_idle_per_server`` per server, each closed after ``idle_timeout`` unused.
+    A released connection that is not reusable, or is pinned, is closed instead.
     """
 
-    log = Logger()
-
-    def __init__(self, connector: OriginConnector, clock: IReactorTime, settings: PoolSettings, server_timeout: float) -> None:
+    def __init__(
+        self, connector: OriginConnector, clock: IReactorTime, settings: PoolSettings, server_timeout: float
+    ) -> None:
         self.connector = connector
         self.clock = clock
         self.settings = settings
         self.server_timeout = server_timeout
         self._idle: dict[tuple[str, int, bool], list[OriginConnection]] = defaultdict(list)
-        self._idle_timers: dict[OriginConnection, IDelayedCall] = {}
         self.in_use: set[OriginConnection] = set()
         self.connecting = 0
         self.created = 0
@@ -38,21 +36,26 @@ class ConnectionPool:
 
     @property
     def idle_count(self) -> int:
-        return len(self._idle_timers)
+        return sum(len(idle) for idle in self._idle.values())
 
-    def acquire(self, server: Server) -> defer.Deferred[OriginConnection]:
-        """An idle connection to ``server`` (``reused`` set) or a new one."""
+    def take_idle(self, server: Server) -> OriginConnection | None:
+        """An idle connection to ``server``, most recently used first, or None."""
         idle = self._idle.get(server.key)
         while idle:
             connection = idle.pop()
-            self._idle_timers.pop(connection).cancel()
+            connection.unpark()
             if connection.connected:
                 connection.reused = True
                 connection.server = server
                 self.reuses += 1
                 self.in_use.add(connection)
-                return defer.succeed(connection)
-        return self.connect(server)
+                return connection
+        return None
+
+    def acquire(self, server: Server) -> defer.Deferred[OriginConnection]:
+        """An idle connection to ``server`` (``reused`` set) or a new one."""
+        connection = self.take_idle(server)
+        return defer.succeed(connection) if connection is not None else self.connect(server)
 
     def connect(self, server: Server) -> defer.Deferred[OriginConnection]:
         """A new connection to ``server``, never an idle one."""
@@ -75,27 +78,26 @@ class ConnectionPool:
         """Take back a connection whose request is finished."""
         self.in_use.discard(connection)
         idle = self._idle[connection.server.key]
-        if not reusable or connection.pinned_to is not None or len(idle) >= self.settings.max_idle_per_server:
-            if reusable:
-                connection.transport.loseConnection()
-            else:
-                connection.abort()
-            return
-        idle.append(connection)
-        self._idle_timers[connection] = self.clock.callLater(
-            self.settings.idle_timeout, self._expire, connection
-        )
+        if not reusable:
+            connection.abort()
+        elif connection.pinned_to is not None or len(idle) >= self.settings.max_idle_per_server:
+            connection.transport.loseConnection()
+        else:
+            idle.append(connection)
+            connection.park(self.settings.idle_timeout)
+
+    def expire(self, connection: OriginConnection) -> None:
+        """An idle connection went unused for ``idle_timeout``."""
+        self.forget(connection)
+        connection.transport.loseConnection()
 
     def forget(self, connection: OriginConnection) -> None:
-        """A connection closed on its own (idle close by the server, say)."""
+        """A connection closed or is closing: it is no longer the pool's."""
         self.in_use.discard(connection)
-        timer = self._idle_timers.pop(connection, None)
-        if timer is not None:
-            if timer.active():
-                timer.cancel()
-            idle = self._idle.get(connection.server.key)
-            if idle and connection in idle:
-                idle.remove(connection)
+        idle = self._idle.get(connection.server.key)
+        if idle and connection in idle:
+            idle.remove(connection)
+        connection.stop_timer()
 
     def close_idle(self) -> None:
         """Close every idle connection (on shutdown)."""
@@ -104,8 +106,3 @@ class ConnectionPool:
                 self.forget(connection)
                 connection.transport.loseConnection()
         self._idle.clear()
-
-    def _expire(self, connection: OriginConnection) -> None:
-        del self._idle_timers[connection]
-        self._idle[connection.server.key].remove(connection)
-        connection.transport.loseConnection()

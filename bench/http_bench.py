@@ -1,0 +1,184 @@
+"""HTTP benchmark: rubrisproxy against Twisted's ReverseProxyResource and portforward, in one run.
+
+Starts an origin (nginx when installed, else a Twisted origin; the output says which),
+then each relay pinned to one core, and drives each with wrk (keep-alive) from the
+other core: small responses at 1, 50 and 200 connections and 1 MiB responses at 10.
+Prints req/s, p99 latency, the relay's CPU microseconds per request, and ratios.
+
+    python bench/http_bench.py [--duration 10] [--access-log off|file]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PROXY_CORE = "1"
+LOAD_CORE = "0"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port} backlog=1024;
+        location = /small {{ default_type text/plain; return 200 "hello, world\\n"; }}
+        location = /large {{ default_type application/octet-stream; alias {tmp}/large.bin; }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Result:
+    relay: str
+    test: str
+    rps: float
+    p99_ms: float
+    cpu_us: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def start_origin(tmp: str) -> tuple[subprocess.Popen[bytes], int, str]:
+    port = free_port()
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if nginx:
+        os.chmod(tmp, 0o755)  # nginx workers run unprivileged
+        with open(os.path.join(tmp, "large.bin"), "wb") as f:
+            f.write(b"x" * (1 << 20))
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(tmp=tmp, port=port))
+        process = subprocess.Popen(["taskset", "-c", LOAD_CORE, nginx, "-c", conf, "-p", tmp], stderr=subprocess.DEVNULL)
+        name = "nginx"
+    else:
+        process = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, os.path.join(HERE, "baselines.py"), "origin", str(port)])
+        name = "twisted.web origin"
+    wait_port(port)
+    return process, port, name
+
+
+def start_relay(kind: str, origin_port: int, access_log: str, tmp: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    pin = ["taskset", "-c", PROXY_CORE]
+    if kind == "rubrisproxy":
+        log = "off" if access_log == "off" else os.path.join(tmp, "access.log")
+        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+                   "--logfile", os.path.join(tmp, "rubrisproxy.log"), "rubrisproxy",
+                   "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+                   "--backend", f"127.0.0.1:{origin_port}", "--access-log", log]
+    else:
+        command = [sys.executable, os.path.join(HERE, "baselines.py"), kind, str(port), str(origin_port)]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen(pin + command, env=env)
+    wait_port(port)
+    return process, port
+
+
+def run_wrk(port: int, path: str, connections: int, duration: int) -> tuple[float, float, int]:
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+         f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+    if errors:
+        print(f"    wrk reported: {errors.group(0)}")
+    return rps, p99_ms, total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--access-log", choices=("off", "file"), default="file")
+    parser.add_argument("--relays", default="rubrisproxy,reverse,portforward")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    tests = [("small c=1", "/small", 1), ("small c=50", "/small", 50), ("small c=200", "/small", 200), ("1MiB c=10", "/large", 10)]
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        origin, origin_port, origin_name = start_origin(tmp)
+        print(f"origin: {origin_name}; relays pinned to core {PROXY_CORE}, wrk and origin on core {LOAD_CORE}; "
+              f"{args.duration}s per run; rubrisproxy access log: {args.access_log}")
+        try:
+            for relay in args.relays.split(","):
+                process, port = start_relay(relay, origin_port, args.access_log, tmp)
+                try:
+                    run_wrk(port, "/small", 10, 1)  # warm up
+                    for name, path, connections in tests:
+                        before = cpu_seconds(process.pid)
+                        rps, p99, total = run_wrk(port, path, connections, args.duration)
+                        cpu = cpu_seconds(process.pid) - before
+                        results.append(Result(relay, name, rps, p99, cpu / max(total, 1) * 1e6))
+                        print(f"  {relay:12} {name:12} {rps:10.0f} req/s  p99 {p99:8.2f} ms  {results[-1].cpu_us:8.1f} CPU us/req")
+                finally:
+                    process.send_signal(signal.SIGINT)
+                    process.wait(10)
+        finally:
+            origin.terminate()
+            origin.wait(10)
+    report(results)
+
+
+def report(results: list[Result]) -> None:
+    by = {(r.relay, r.test): r for r in results}
+    print("\nratios (rubrisproxy / baseline): req/s, and CPU per request (lower is better for rubrisproxy)")
+    for test in dict.fromkeys(r.test for r in results):
+        ours = by.get(("rubrisproxy", test))
+        if ours is None:
+            continue
+        parts = []
+        for baseline in ("reverse", "portforward"):
+            other = by.get((baseline, test))
+            if other:
+                parts.append(f"vs {baseline}: {ours.rps / other.rps:5.2f}x req/s, {ours.cpu_us / other.cpu_us:5.2f}x CPU/req")
+        print(f"  {test:12} " + "; ".join(parts))
+
+
+if __name__ == "__main__":
+    main()
