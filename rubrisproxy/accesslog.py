@@ -67,6 +67,10 @@ class AccessLog:
         else:
             self.log.info("{line}", line=line, access=record)
 
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._stream.flush()
+
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()

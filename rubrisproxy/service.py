@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -79,6 +79,25 @@ class PoolService(service.Service):
         self.pool.close_idle()
 
 
+class AccessLogService(service.Service):
+    """Flushes a file access log once a second (not per line), and closes it on stop."""
+
+    def __init__(self, access_log: AccessLog, clock: Any) -> None:
+        self.access_log = access_log
+        self._flusher = task.LoopingCall(access_log.flush)
+        self._flusher.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        self._flusher.start(1.0, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._flusher.running:
+            self._flusher.stop()
+        self.access_log.close()
+
+
 class DemoOriginService(service.Service):
     """Runs the demo origin on a free loopback port and makes it the servers of ``backends``."""
 
@@ -131,6 +150,7 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
         )
         FrontendService(reactor, frontend, frontend_config.listen, config.shutdown_grace).setServiceParent(root)
     PoolService(pool).setServiceParent(root)
+    AccessLogService(access_log, reactor).setServiceParent(root)
     return root
 
 
@@ -140,7 +160,7 @@ def make_access_log(config: ProxyConfig) -> AccessLog:
         return NullAccessLog()
     if settings.path == "-":
         return AccessLog(settings.format)
-    return AccessLog(settings.format, open(settings.path, "a", buffering=1, encoding="utf-8"))
+    return AccessLog(settings.format, open(settings.path, "a", encoding="utf-8"))
 
 
 def _public_url(description: str) -> str:

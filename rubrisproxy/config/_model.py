@@ -32,7 +32,7 @@ class Limits:
 class PoolSettings:
     """Keep-alive pool of origin connections."""
 
-    max_idle_per_server: int = 32
+    max_idle_per_server: int = 256
     idle_timeout: float = 60.0
 
 

@@ -12,12 +12,14 @@ from twisted.python.failure import Failure
 
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate
-from ..http import HTTPError, RequestHead, RequestParser, error_response
+from ..http import FORWARDING, HTTPError, RequestHead, RequestParser, error_response
 from ..lifecycle import Termination
 from ._context import Frontend
 from ._exchange import Exchange
 
 PIPELINE = "pipeline"
+#: A local client's own forwarding headers are not trusted, and Expect is answered here.
+LOCAL_CLIENT_DROPS = FORWARDING | frozenset((b"expect",))
 
 
 class _Wait(Enum):
@@ -74,6 +76,7 @@ class ClientConnection(Protocol):
             max_header_size=limits.max_header_size,
             max_headers=limits.max_headers,
             max_body_size=limits.max_body_size,
+            drop=LOCAL_CLIENT_DROPS,
         )
         self.ready_at = frontend.clock.seconds()
         self._wait(_Wait.REQUEST)
@@ -84,13 +87,17 @@ class ClientConnection(Protocol):
         self.bytes_in += len(data)
         waiting = self._waiting
         if waiting is _Wait.KEEP_ALIVE:
-            self._wait(_Wait.REQUEST)
+            self._waiting = None  # http-request applies below if the head stays incomplete
+            self._deadline.clear()
         elif waiting is _Wait.CLIENT:
             self._deadline.set(self.frontend.timeouts.client)
         try:
             self.parser.feed(data)
         except HTTPError as error:
             self._refuse(error)
+            return
+        if self._waiting is None and self.current is None and self.parser.in_message:
+            self._wait(_Wait.REQUEST)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.lost = True
@@ -225,6 +232,8 @@ class ClientConnection(Protocol):
 
     def _timed_out(self) -> None:
         waiting, self._waiting = self._waiting, None
+        if waiting is None:
+            return
         if waiting is _Wait.CLIENT and self.current is not None:
             self.current.client_timed_out()
         elif waiting is _Wait.REQUEST and self.parser.in_message:

@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 
 from ..accesslog import AccessRecord
 from ..backend import Server
-from ..http import FORWARDING, HTTPError, RequestHead, ResponseHead, end_to_end, error_response, serialize_headers
+from ..http import HTTPError, RequestHead, ResponseHead, error_response, serialize_headers
 from ..lifecycle import Termination
 from ..origin import ConnectTimeout, OriginConnection
 
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 ORIGIN = "origin"
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
-_DROP_FROM_REQUEST = FORWARDING | frozenset((b"expect",))
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -177,7 +176,7 @@ class Exchange:
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
         self._response_at = self.clock.seconds()
         self.status = head.status
-        headers = end_to_end(head.headers, head.connection)
+        headers = head.forward
         client_head = self.head
         if not has_body:
             framing = _Framing.NONE
@@ -379,7 +378,7 @@ class Exchange:
             target, host = b"/" + path, authority
         elif not (target.startswith(b"/") or (target == b"*" and head.method == b"OPTIONS")):
             raise HTTPError(400, f"request target {target[:64]!r} is not in origin form")
-        headers = end_to_end(head.headers, head.connection, _DROP_FROM_REQUEST)
+        headers = list(head.forward)
         client = self.client
         address = client.client_address.encode()
         proto = b"https" if client.secure else b"http"

@@ -1,7 +1,7 @@
 """HTTP/1.1 messages shared by the client-facing and origin sides."""
 
 from ._errors import HTTPError, error_response, reason_phrase
-from ._headers import FORWARDING, HOP_BY_HOP, Headers, connection_tokens, end_to_end, serialize_headers
+from ._headers import FORWARDING, HOP_BY_HOP, Headers, connection_tokens, drop_listed, serialize_headers
 from ._request import RequestHandler, RequestHead, RequestParser
 from ._response import ResponseHandler, ResponseHead, ResponseParser
 
@@ -17,7 +17,7 @@ __all__ = [
     "ResponseHead",
     "ResponseParser",
     "connection_tokens",
-    "end_to_end",
+    "drop_listed",
     "error_response",
     "reason_phrase",
     "serialize_headers",

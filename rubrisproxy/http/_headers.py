@@ -17,22 +17,29 @@ HOP_BY_HOP = frozenset(
 FORWARDING = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"))
 
 
-def connection_tokens(value: bytes) -> set[bytes]:
+#: Connection tokens that name no header to remove.
+CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade"))
+
+
+_COMMON_CONNECTION = {b"keep-alive": frozenset((b"keep-alive",)), b"close": frozenset((b"close",))}
+
+
+def connection_tokens(value: bytes) -> set[bytes] | frozenset[bytes]:
     """The lower-cased tokens of a ``Connection`` header value."""
+    common = _COMMON_CONNECTION.get(value.lower())
+    if common is not None:
+        return common
     return {token.strip().lower() for token in value.split(b",") if token.strip()}
 
 
-def end_to_end(headers: Headers, listed: set[bytes], also_drop: frozenset[bytes] = frozenset()) -> Headers:
-    """``headers`` without hop-by-hop ones, those ``Connection`` listed, ``Proxy-*`` and ``also_drop``."""
-    kept = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in listed or lower in also_drop or lower.startswith(b"proxy-"):
-            continue
-        kept.append((name, value))
-    return kept
+def drop_listed(headers: Headers, connection: set[bytes]) -> Headers:
+    """``headers`` without those the ``Connection`` header named (a rare second pass)."""
+    listed = connection - CONNECTION_OPTIONS
+    if not listed:
+        return headers
+    return [(name, value) for name, value in headers if name.lower() not in listed]
 
 
 def serialize_headers(headers: Headers) -> bytes:
     """Headers as wire bytes, each line ending in CRLF (no final blank line)."""
-    return b"".join([name + b": " + value + b"\r\n" for name, value in headers])
+    return b"".join([b"%s: %s\r\n" % pair for pair in headers])

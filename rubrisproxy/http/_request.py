@@ -8,29 +8,42 @@ refusal of any transfer coding but ``chunked``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import httptools
 
 from ._errors import HTTPError
-from ._headers import Headers, connection_tokens
+from ._headers import HOP_BY_HOP, Headers, connection_tokens, drop_listed
 
 
-@dataclass(slots=True)
+#: Headers the parser itself must read.
+_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
+
+
 class RequestHead:
-    """A parsed request line and headers."""
+    """A parsed request line and headers.
 
-    method: bytes
-    target: bytes
-    version: bytes  # b"1.1" or b"1.0"
-    headers: Headers
-    host: bytes | None = None
-    content_length: int | None = None
-    chunked: bool = False
-    expect_continue: bool = False
-    upgrade: bool = False
-    connection: set[bytes] = field(default_factory=set)
+    ``headers`` is everything the client sent; ``forward`` the end-to-end subset that
+    may cross the proxy (hop-by-hop and the parser's drop set removed).
+    """
+
+    __slots__ = (
+        "method", "target", "version", "headers", "forward", "host", "content_length",
+        "chunked", "expect_continue", "upgrade", "connection",
+    )
+
+    def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers) -> None:
+        self.method = method
+        self.target = target
+        self.version = version  # b"1.1" or b"1.0"
+        self.headers = headers
+        self.forward: Headers = []
+        self.host: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.upgrade = False
+        self.connection: set[bytes] = set()
 
     @property
     def has_body(self) -> bool:
@@ -64,12 +77,14 @@ class RequestParser:
         max_header_size: int = 32768,
         max_headers: int = 100,
         max_body_size: int = 0,
+        drop: frozenset[bytes] = frozenset(),
     ) -> None:
         self._handler = handler
         self._max_request_line = max_request_line
         self._max_header_size = max_header_size
         self._max_headers = max_headers
         self._max_body_size = max_body_size
+        self._drop = HOP_BY_HOP | drop
         self._parser = httptools.HttpRequestParser(self)
         self._reset()
 
@@ -149,8 +164,15 @@ class RequestParser:
             headers=self._headers,
         )
         hosts = 0
-        for name, value in self._headers:
+        drop = self._drop
+        forward = head.forward
+        for pair in self._headers:
+            name, value = pair
             lower = name.lower()
+            if lower not in drop and lower[:6] != b"proxy-":
+                forward.append(pair)
+            if lower not in _FRAMING:
+                continue
             if lower == b"host":
                 hosts += 1
                 head.host = value
@@ -170,6 +192,8 @@ class RequestParser:
             raise HTTPError(400, "a request must carry exactly one Host header")
         if self._max_body_size and (head.content_length or 0) > self._max_body_size:
             raise HTTPError(413, f"Content-Length {head.content_length} over the {self._max_body_size} limit")
+        if head.connection:
+            head.forward = drop_listed(forward, head.connection)
         head.upgrade = self._parser.should_upgrade()
         self._in_head = False
         self._in_body = True

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import httptools
 
 from ._errors import HTTPError
-from ._headers import Headers, connection_tokens
+from ._headers import HOP_BY_HOP, Headers, connection_tokens, drop_listed
 
 #: Bound on an origin's response head; a larger one is a bad response (502).
 MAX_RESPONSE_HEAD = 65536
 
 
-@dataclass(slots=True)
-class ResponseHead:
-    """A parsed status line and headers."""
+#: Headers the parser itself must read.
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 
-    status: int
-    reason: bytes
-    version: bytes
-    headers: Headers
-    content_length: int | None = None
-    chunked: bool = False
-    connection: set[bytes] = field(default_factory=set)
+
+class ResponseHead:
+    """A parsed status line and headers; ``forward`` holds the end-to-end ones."""
+
+    __slots__ = ("status", "reason", "version", "headers", "forward", "content_length", "chunked", "connection")
+
+    def __init__(self, status: int, reason: bytes, version: bytes, headers: Headers) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.forward: Headers = []
+        self.content_length: int | None = None
+        self.chunked = False
+        self.connection: set[bytes] = set()
 
     @property
     def informational(self) -> bool:
@@ -42,16 +48,21 @@ class ResponseHandler(Protocol):
 
 
 class ResponseParser:
-    """Parse one response (after any 1xx) to a request made with ``method``.
+    """Parses the responses of one origin connection, one request at a time.
 
+    :meth:`start` readies it for the response to the next request; the llhttp parser
+    is kept across responses unless the last one left it mid-message (HEAD).
     ``ended_by_close`` says whether the body's end is the connection's end;
     :meth:`connection_closed` completes such a response.
     """
 
-    def __init__(self, handler: ResponseHandler, method: bytes) -> None:
-        self._handler = handler
-        self._head_request = method == b"HEAD"
+    def __init__(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        self._handler: ResponseHandler | None = None
+        self._head_request = False
+        self._reset()
+
+    def _reset(self) -> None:
         self._headers: Headers = []
         self._reason = b""
         self._head_bytes = 0
@@ -59,7 +70,14 @@ class ResponseParser:
         self.complete = False
         self.reusable = False
         self.ended_by_close = False
-        self.started = False
+
+    def start(self, handler: ResponseHandler, method: bytes) -> None:
+        """Expect the response to a request made with ``method``, reported to ``handler``."""
+        if self._head_request:
+            self._parser = httptools.HttpResponseParser(self)  # llhttp still awaits the HEAD body
+        self._handler = handler
+        self._head_request = method == b"HEAD"
+        self._reset()
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; raises :class:`HTTPError` (502) for a malformed response."""
@@ -67,7 +85,6 @@ class ResponseParser:
             # Bytes after a complete response (a body sent for HEAD, say): never reuse.
             self.reusable = False
             return
-        self.started = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -103,33 +120,41 @@ class ResponseParser:
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            self._headers, self._reason = [], b""
+            return  # 1xx: llhttp goes on to the final response
         head = ResponseHead(
             status=status,
             reason=self._reason,
             version=self._parser.get_http_version().encode(),
             headers=self._headers,
         )
-        self._headers, self._reason = [], b""
-        for name, value in head.headers:
+        forward = head.forward
+        for pair in head.headers:
+            name, value = pair
             lower = name.lower()
+            if lower not in HOP_BY_HOP and lower[:6] != b"proxy-":
+                forward.append(pair)
+            if lower not in _FRAMING:
+                continue
             if lower == b"content-length":
                 head.content_length = int(value)
             elif lower == b"transfer-encoding":
                 head.chunked = value.strip().lower().endswith(b"chunked")
             elif lower == b"connection":
                 head.connection |= connection_tokens(value)
-        if head.informational:
-            return  # 1xx: llhttp goes on to the final response
+        if head.connection:
+            head.forward = drop_listed(forward, head.connection)
         self.head = head
         has_body = not (self._head_request or status in (204, 304))
         self.ended_by_close = has_body and head.content_length is None and not head.chunked
-        self._handler.response_head(head, has_body)
+        self._handler.response_head(head, has_body)  # type: ignore[union-attr]
         if not has_body:
             self._finish(reusable=self._parser.should_keep_alive())
 
     def on_body(self, data: bytes) -> None:
         if not self.complete:
-            self._handler.response_body(data)
+            self._handler.response_body(data)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         if self.head is not None and not self.complete:
@@ -138,4 +163,4 @@ class ResponseParser:
     def _finish(self, reusable: bool) -> None:
         self.complete = True
         self.reusable = reusable
-        self._handler.response_end()
+        self._handler.response_end()  # type: ignore[union-attr]

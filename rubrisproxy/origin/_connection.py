@@ -47,7 +47,7 @@ class OriginConnection(Protocol):
         self.pinned_to: object | None = None
         self.requests = 0
         self.connected = False
-        self.parser: ResponseParser | None = None
+        self.parser = ResponseParser()
         self._user: OriginUser | None = None
         self._deadline = Deadline(clock, self._expired)
         self.bytes_sent = 0
@@ -64,7 +64,7 @@ class OriginConnection(Protocol):
     def send(self, user: OriginUser, method: bytes, head: bytes) -> None:
         """Start a request: ``head`` is the serialized request head."""
         self._user = user
-        self.parser = ResponseParser(user, method)
+        self.parser.start(user, method)
         self.requests += 1
         self.bytes_sent = len(head)
         self.transport.write(head)
@@ -91,11 +91,10 @@ class OriginConnection(Protocol):
         """The request is over; returns whether the connection may be reused."""
         self._deadline.clear()
         self._user = None
-        parser, self.parser = self.parser, None
         if self.gate is not None:
             self.upload.detach()
             self.gate.resumeProducing()
-        return self.connected and parser is not None and parser.complete and parser.reusable
+        return self.connected and self.parser.complete and self.parser.reusable
 
     def abort(self) -> None:
         """Drop the connection now, telling nobody."""
@@ -107,7 +106,7 @@ class OriginConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         user, parser = self._user, self.parser
-        if user is None or parser is None:
+        if user is None:
             # Unsolicited bytes from an idle connection: it cannot be trusted any more.
             self.transport.abortConnection()
             return
@@ -130,7 +129,7 @@ class OriginConnection(Protocol):
         if user is None:
             self.pool.forget(self)
             return
-        if self.parser is not None and self.parser.connection_closed():
+        if self.parser.connection_closed():
             return  # a response delimited by the close: already reported complete
         user.origin_lost(reason)
 
