@@ -133,40 +133,60 @@ def run_wrk(port: int, path: str, connections: int, duration: int) -> tuple[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--access-log", choices=("off", "file"), default="file")
     parser.add_argument("--relays", default="rubrisproxy,reverse,portforward")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    tests = [("small c=1", "/small", 1), ("small c=50", "/small", 50), ("small c=200", "/small", 200), ("1MiB c=10", "/large", 10)]
-    results: list[Result] = []
+    tests = [("small c=1", "/small", 1), ("small c=50", "/small", 50), ("small c=200", "/small", 200),
+             ("1MiB c=10", "/large", 10)]
+    relays = args.relays.split(",")
+    samples: dict[tuple[str, str], list[Result]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         origin, origin_port, origin_name = start_origin(tmp)
         print(f"origin: {origin_name}; relays pinned to core {PROXY_CORE}, wrk and origin on core {LOAD_CORE}; "
-              f"{args.duration}s per run; rubrisproxy access log: {args.access_log}")
+              f"{args.duration}s per run, {args.rounds} interleaved rounds; rubrisproxy access log: {args.access_log}")
+        processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         try:
-            for relay in args.relays.split(","):
-                process, port = start_relay(relay, origin_port, args.access_log, tmp)
-                try:
-                    run_wrk(port, "/small", 10, 1)  # warm up
-                    for name, path, connections in tests:
+            for relay in relays:
+                processes[relay] = start_relay(relay, origin_port, args.access_log, tmp)
+                run_wrk(processes[relay][1], "/small", 10, 1)  # warm up
+            for round_number in range(args.rounds):
+                for name, path, connections in tests:
+                    for relay in relays:
+                        process, port = processes[relay]
                         before = cpu_seconds(process.pid)
                         rps, p99, total = run_wrk(port, path, connections, args.duration)
                         cpu = cpu_seconds(process.pid) - before
-                        results.append(Result(relay, name, rps, p99, cpu / max(total, 1) * 1e6))
-                        print(f"  {relay:12} {name:12} {rps:10.0f} req/s  p99 {p99:8.2f} ms  {results[-1].cpu_us:8.1f} CPU us/req")
-                finally:
-                    process.send_signal(signal.SIGINT)
-                    process.wait(10)
+                        result = Result(relay, name, rps, p99, cpu / max(total, 1) * 1e6)
+                        samples.setdefault((relay, name), []).append(result)
+                        print(f"  round {round_number + 1} {relay:12} {name:12} {rps:10.0f} req/s  "
+                              f"p99 {p99:8.2f} ms  {result.cpu_us:8.1f} CPU us/req")
         finally:
+            for process, _ in processes.values():
+                process.send_signal(signal.SIGINT)
+                process.wait(10)
             origin.terminate()
             origin.wait(10)
-    report(results)
+    report([median(results) for results in samples.values()])
+
+
+def median(results: list[Result]) -> Result:
+    def middle(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    first = results[0]
+    return Result(first.relay, first.test, middle([r.rps for r in results]), middle([r.p99_ms for r in results]),
+                  middle([r.cpu_us for r in results]))
 
 
 def report(results: list[Result]) -> None:
     by = {(r.relay, r.test): r for r in results}
+    print("\nmedians")
+    for r in results:
+        print(f"  {r.relay:12} {r.test:12} {r.rps:10.0f} req/s  p99 {r.p99_ms:8.2f} ms  {r.cpu_us:8.1f} CPU us/req")
     print("\nratios (rubrisproxy / baseline): req/s, and CPU per request (lower is better for rubrisproxy)")
     for test in dict.fromkeys(r.test for r in results):
         ours = by.get(("rubrisproxy", test))

@@ -44,8 +44,11 @@ def format_text(record: AccessRecord) -> str:
 
 
 def format_json(record: AccessRecord) -> str:
-    """One JSON object per line."""
-    return json.dumps(asdict(record), separators=(",", ":"))
+    """One JSON object per line; times rounded to microseconds."""
+    fields = asdict(record)
+    for key in ("wait_ms", "queue_ms", "connect_ms", "response_ms", "total_ms"):
+        fields[key] = round(fields[key], 3)
+    return json.dumps(fields, separators=(",", ":"))
 
 
 class AccessLog:

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 ORIGIN = "origin"
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: A body this small cannot outgrow the client's socket buffer: no flow control needed.
+_SMALL_BODY = 65536
+
+
+def _ms(start: float, end: float) -> float:
+    """Milliseconds between two clock readings; -1 when either did not happen."""
+    return (end - start) * 1000 if start >= 0 and end >= 0 else -1
 
 
 class _Framing:
@@ -205,8 +212,8 @@ class Exchange:
         self.bytes_out += len(data)
         self.response_head_sent = True
         self.client.write(data)
-        if has_body and self.connection is not None and self.connection.gate is not None:
-            self.client.download.attach(self.connection.gate)
+        if has_body and (framing != _Framing.LENGTH or head.content_length > _SMALL_BODY):  # type: ignore[operator]
+            self.client.download.attach(self.connection.gate)  # type: ignore[union-attr, arg-type]
 
     def response_body(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -323,35 +330,29 @@ class Exchange:
         self.client.exchange_done(self, keep_alive)
 
     def _log(self, termination: Termination) -> None:
-        if not self.client.frontend.access_log.enabled:
+        access_log = self.client.frontend.access_log
+        if not access_log.enabled:
             return
-        now = self.clock.seconds()
-        started = self.started_at
-        server = self.server
-
-        def ms(start: float, end: float) -> float:
-            return round((end - start) * 1000, 3) if start >= 0 and end >= 0 else -1
-
-        head = self.head
-        self.client.frontend.access_log.write(
+        head, server, frontend = self.head, self.server, self.client.frontend
+        access_log.write(
             AccessRecord(
-                client=self.client.client_address,
-                frontend=self.client.frontend.name,
-                method=head.method.decode("latin-1"),
-                target=head.target.decode("latin-1"),
-                version=head.version.decode("latin-1"),
-                status=self.status,
-                bytes_in=self.bytes_in,
-                bytes_out=self.bytes_out,
-                backend=self.client.frontend.backend.name,
-                server=server.name if server is not None else "-",
-                wait_ms=round(self.wait * 1000, 3),
-                queue_ms=0.0 if self._connect_started >= 0 else -1,
-                connect_ms=ms(self._connect_started, self._connected_at),
-                response_ms=ms(self._sent_at, self._response_at),
-                total_ms=ms(started, now),
-                termination=termination.value,
-                retries=self.retries,
+                self.client.client_address,
+                frontend.name,
+                head.method.decode("latin-1"),
+                head.target.decode("latin-1"),
+                head.version.decode("latin-1"),
+                self.status,
+                self.bytes_in,
+                self.bytes_out,
+                frontend.backend.name,
+                server.name if server is not None else "-",
+                self.wait * 1000,
+                0.0 if self._connect_started >= 0 else -1,
+                _ms(self._connect_started, self._connected_at),
+                _ms(self._sent_at, self._response_at),
+                _ms(self.started_at, self.clock.seconds()),
+                termination.value,
+                self.retries,
             )
         )
 
