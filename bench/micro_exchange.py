@@ -1,0 +1,72 @@
+"""rubrisproxy's own CPU per request, without sockets: one keep-alive client, one pooled origin.
+
+Feeds a request into a client connection and the origin's response into the origin connection, over
+in-memory transports, and reports microseconds per request. Steady, unlike a socket benchmark, so it is
+the number to watch while optimising the request path.
+
+    python bench/micro_exchange.py [--requests 50000] [--access-log]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from rubrisproxy.accesslog import AccessLog, NullAccessLog
+from rubrisproxy.backend import Backend
+from rubrisproxy.config import BackendConfig, Limits, PoolSettings, ServerConfig, Timeouts
+from rubrisproxy.frontend import ClientConnection, Frontend
+from rubrisproxy.origin import ConnectionPool
+
+REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 05:00:00 GMT\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nhello, world\n")
+
+
+class _Connector:
+    def __init__(self) -> None:
+        self.connections = []  # type: ignore[var-annotated]
+
+    def connect(self, server, protocol):  # type: ignore[no-untyped-def]
+        protocol.makeConnection(StringTransport())
+        self.connections.append(protocol)
+        return defer.succeed(protocol)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=50000)
+    parser.add_argument("--access-log", action="store_true")
+    args = parser.parse_args()
+    clock = Clock()
+    connector = _Connector()
+    pool = ConnectionPool(connector, clock, PoolSettings(), 60)  # type: ignore[arg-type]
+    access_log = AccessLog("text", io.StringIO()) if args.access_log else NullAccessLog()
+    frontend = Frontend(
+        name="web", clock=clock, timeouts=Timeouts(), limits=Limits(), pool=pool, access_log=access_log,
+        backend=Backend(BackendConfig(name="app", servers=(ServerConfig("s1", "127.0.0.1", 1),))),
+    )
+    client = ClientConnection(frontend)
+    client_transport = StringTransport()
+    client.makeConnection(client_transport)
+    client.dataReceived(REQUEST)
+    (origin,) = connector.connections
+    origin.dataReceived(RESPONSE)
+    start = time.perf_counter()
+    for _ in range(args.requests):
+        client.dataReceived(REQUEST)
+        origin.dataReceived(RESPONSE)
+        client_transport.clear()
+        origin.transport.clear()
+    elapsed = time.perf_counter() - start
+    assert pool.created == 1, "every request must reuse the one origin connection"
+    print(f"{elapsed / args.requests * 1e6:.1f} us per request (access log {'on' if args.access_log else 'off'})")
+
+
+if __name__ == "__main__":
+    main()
