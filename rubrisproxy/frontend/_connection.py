@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..deadline import Deadline
-from ..flow import ProducerSlot, ReadGate
+from ..flow import ProducerSlot, ReadGate, tune_transport
 from ..http import FORWARDING, HTTPError, RequestHead, RequestParser, error_response
 from ..lifecycle import Termination
 from ._context import Frontend
@@ -20,6 +20,17 @@ from ._exchange import Exchange
 PIPELINE = "pipeline"
 #: A local client's own forwarding headers are not trusted, and Expect is answered here.
 LOCAL_CLIENT_DROPS = FORWARDING | frozenset((b"expect",))
+
+
+def forwarding_template(address: str, secure: bool) -> bytes:
+    """The forwarding header lines for one client, with two ``%s`` left for the Host value."""
+    ip = address.encode().replace(b"%", b"%%")
+    proto = b"https" if secure else b"http"
+    node = b'"[%s]"' % ip if b":" in ip else ip
+    return (
+        b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %%s\r\n"
+        b'Forwarded: for=%s;proto=%s;host="%%s"\r\n' % (ip, proto, node, proto)
+    )
 
 
 class _Wait(Enum):
@@ -67,6 +78,8 @@ class ClientConnection(Protocol):
         peer = self.transport.getPeer()
         self.client_address = getattr(peer, "host", str(peer))
         self.secure = ISSLTransport.providedBy(self.transport)
+        tune_transport(self.transport)
+        self._forwarding = forwarding_template(self.client_address, self.secure)
         self.gate = ReadGate(self.transport)
         self.download = ProducerSlot(self.transport)  # an origin's gate, while a response body flows
         limits = frontend.limits
@@ -145,6 +158,10 @@ class ClientConnection(Protocol):
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
         self.transport.write(data)
+
+    def forwarding_headers(self, host: bytes) -> bytes:
+        """X-Forwarded-* and Forwarded lines describing this client, for a request to ``host``."""
+        return self._forwarding % (host, host)
 
     def client_stalled(self, stalled: bool) -> None:
         """The client stopped (or resumed) reading the response: run ``timeout client`` meanwhile."""

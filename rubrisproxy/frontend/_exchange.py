@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 ORIGIN = "origin"
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_VIA = {version: b"Via: %s rubrisproxy\r\n" % version for version in (b"1.0", b"1.1")}
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.
 _SMALL_BODY = 65536
 
@@ -204,11 +205,14 @@ class Exchange:
         )
         self.keep_alive = keep_alive
         if not keep_alive:
-            headers.append((b"Connection", b"close"))
+            connection = b"Connection: close\r\n"
         elif client_head.version == b"1.0":
-            headers.append((b"Connection", b"keep-alive"))
-        headers.append((b"Via", head.version + b" rubrisproxy"))
-        data = b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, serialize_headers(headers))
+            connection = b"Connection: keep-alive\r\n"
+        else:
+            connection = b""
+        data = b"HTTP/1.1 %d %s\r\n%s%s%s\r\n" % (
+            head.status, head.reason, serialize_headers(headers), _VIA.get(head.version, _VIA[b"1.1"]), connection,
+        )
         self.bytes_out += len(data)
         self.response_head_sent = True
         self.client.write(data)
@@ -374,29 +378,21 @@ class Exchange:
         head = self.head
         target = head.target
         host = head.host
+        forward = head.forward
         if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
             authority, _, path = target.split(b"://", 1)[1].partition(b"/")
             target, host = b"/" + path, authority
-        elif not (target.startswith(b"/") or (target == b"*" and head.method == b"OPTIONS")):
+            forward = [(n, host if n.lower() == b"host" else v) for n, v in forward]
+        elif not (target[:1] == b"/" or (target == b"*" and head.method == b"OPTIONS")):
             raise HTTPError(400, f"request target {target[:64]!r} is not in origin form")
-        headers = list(head.forward)
-        client = self.client
-        address = client.client_address.encode()
-        proto = b"https" if client.secure else b"http"
-        forwarded_for = b'"[%s]"' % address if b":" in address else address
-        if host is None:
-            server = client.frontend.backend.servers[0].config if client.frontend.backend.servers else None
-            host = f"{server.host}:{server.port}".encode() if server else b"localhost"
-            headers.append((b"Host", host))
-        elif host is not head.host:
-            headers = [(n, host if n.lower() == b"host" else v) for n, v in headers]
-        headers += [
-            (b"Via", head.version + b" rubrisproxy"),
-            (b"X-Forwarded-For", address),
-            (b"X-Forwarded-Proto", proto),
-            (b"X-Forwarded-Host", host),
-            (b"Forwarded", b'for=%s;proto=%s;host="%s"' % (forwarded_for, proto, host)),
-        ]
+        extra = b""
+        if host is None:  # an HTTP/1.0 request without Host
+            servers = self.client.frontend.backend.servers
+            host = b"%s:%d" % (servers[0].config.host.encode(), servers[0].config.port) if servers else b"localhost"
+            extra = b"Host: %s\r\n" % host
         if head.chunked:
-            headers.append((b"Transfer-Encoding", b"chunked"))
-        return b"%s %s HTTP/1.1\r\n%s\r\n" % (head.method, target, serialize_headers(headers))
+            extra += b"Transfer-Encoding: chunked\r\n"
+        return b"%s %s HTTP/1.1\r\n%s%s%s%s\r\n" % (
+            head.method, target, serialize_headers(forward), _VIA[head.version],
+            self.client.forwarding_headers(host), extra,
+        )

@@ -9,12 +9,13 @@ import httptools
 from ._errors import HTTPError
 from ._headers import HOP_BY_HOP, Headers, connection_tokens, drop_listed
 
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 #: Bound on an origin's response head; a larger one is a bad response (502).
 MAX_RESPONSE_HEAD = 65536
 
 
-#: Headers the parser itself must read.
-_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+#: Headers the parser itself reads, or that never cross the proxy.
+_SPECIAL = HOP_BY_HOP | frozenset((b"content-length",))
 
 
 class ResponseHead:
@@ -126,18 +127,19 @@ class ResponseParser:
         head = ResponseHead(
             status=status,
             reason=self._reason,
-            version=self._parser.get_http_version().encode(),
+            version=_VERSIONS.get(self._parser.get_http_version(), b"1.1"),
             headers=self._headers,
         )
         forward = head.forward
         for pair in head.headers:
             name, value = pair
             lower = name.lower()
-            if lower not in HOP_BY_HOP and lower[:6] != b"proxy-":
-                forward.append(pair)
-            if lower not in _FRAMING:
+            if lower not in _SPECIAL:
+                if lower[:6] != b"proxy-":
+                    forward.append(pair)
                 continue
             if lower == b"content-length":
+                forward.append(pair)
                 head.content_length = int(value)
             elif lower == b"transfer-encoding":
                 head.chunked = value.strip().lower().endswith(b"chunked")

@@ -9,7 +9,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from ..deadline import Deadline
-from ..flow import ProducerSlot, ReadGate
+from ..flow import ProducerSlot, ReadGate, tune_transport
 from ..http import HTTPError, ResponseHandler, ResponseParser
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class OriginConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.connected = True
+        tune_transport(self.transport)
         self.gate = ReadGate(self.transport, self._backpressure)
         self.upload = ProducerSlot(self.transport)  # the client's gate, while a request body flows
 
