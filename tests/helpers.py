@@ -187,7 +187,8 @@ class ProxyTestCase(unittest.TestCase):
     def _stop_proxy(self, port, frontend: Frontend):  # type: ignore[no-untyped-def]
         for connection in list(frontend.connections):
             connection.transport.abortConnection()
-        frontend.pool.close_idle()
+        for connection in frontend.pool.close_idle():
+            connection.transport.abortConnection()  # a TLS close would wait for the peer
         for connection in list(frontend.pool.in_use):
             connection.abort()
         return port.stopListening()

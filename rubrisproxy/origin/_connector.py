@@ -29,9 +29,10 @@ class ConnectTimeout(Exception):
 class OriginConnector:
     """Opens connections to servers: plain TCP or TLS verified with service-identity."""
 
-    def __init__(self, reactor: IReactorTime, connect_timeout: float) -> None:
+    def __init__(self, reactor: IReactorTime, connect_timeout: float, trust_root: object = None) -> None:
         self._reactor = reactor
         self.connect_timeout = connect_timeout
+        self.trust_root = trust_root  # None: the platform's trust store
 
     def endpoint(self, server: Server) -> IStreamClientEndpoint:
         """The client endpoint that reaches ``server``."""
@@ -45,7 +46,8 @@ class OriginConnector:
         else:
             endpoint = HostnameEndpoint(self._reactor, host, port, timeout=timeout)
         if server.config.tls:
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+            options = optionsForClientTLS(host, trustRoot=self.trust_root)  # verified with service-identity
+            endpoint = wrapClientTLS(options, endpoint)
         return endpoint
 
     def connect(self, server: Server, protocol: P) -> defer.Deferred[P]:

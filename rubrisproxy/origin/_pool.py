@@ -99,10 +99,11 @@ class ConnectionPool:
             idle.remove(connection)
         connection.stop_timer()
 
-    def close_idle(self) -> None:
-        """Close every idle connection (on shutdown)."""
-        for idle in list(self._idle.values()):
-            for connection in list(idle):
-                self.forget(connection)
-                connection.transport.loseConnection()
+    def close_idle(self) -> list[OriginConnection]:
+        """Close every idle connection (on shutdown); returns them."""
+        closed = [connection for idle in self._idle.values() for connection in idle]
+        for connection in closed:
+            self.forget(connection)
+            connection.transport.loseConnection()
         self._idle.clear()
+        return closed

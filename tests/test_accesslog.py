@@ -1,0 +1,40 @@
+"""Access-log formats and the file output."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.trial import unittest
+
+from rubrisproxy.accesslog import AccessRecord, format_json, format_text
+from rubrisproxy.config import CommandLine, load_config
+from rubrisproxy.service import make_access_log
+
+RECORD = AccessRecord(
+    client="127.0.0.1", frontend="web", method="GET", target="/a?b=1", version="1.1", status=502,
+    bytes_in=0, bytes_out=120, backend="app", server="s2", wait_ms=1.25, queue_ms=0.0, connect_ms=0.4,
+    response_ms=-1, total_ms=3.5004, termination="server-abort", retries=1,
+)
+
+
+class FormatTests(unittest.TestCase):
+    def test_text(self):
+        self.assertEqual(
+            format_text(RECORD),
+            '127.0.0.1 web app/s2 1/0/0/-1/4 502 0 120 server-abort retries=1 "GET /a?b=1 HTTP/1.1"',
+        )
+
+    def test_json(self):
+        fields = json.loads(format_json(RECORD))
+        self.assertEqual((fields["status"], fields["termination"], fields["server"]), (502, "server-abort", "s2"))
+        self.assertEqual(fields["total_ms"], 3.5)
+
+    def test_file_output(self):
+        path = self.mktemp()
+        config = load_config(CommandLine(backends=["127.0.0.1:1"], access_log=path, access_log_format="json"))
+        access_log = make_access_log(config)
+        access_log.write(RECORD)
+        access_log.close()
+        with open(path) as f:
+            (line,) = f.read().splitlines()
+        self.assertEqual(json.loads(line)["target"], "/a?b=1")
