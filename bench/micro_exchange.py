@@ -10,7 +10,7 @@ the number to watch while optimising the request path.
 from __future__ import annotations
 
 import argparse
-import io
+import os
 import time
 
 from twisted.internet import defer
@@ -46,7 +46,7 @@ def main() -> None:
     clock = Clock()
     connector = _Connector()
     pool = ConnectionPool(connector, clock, PoolSettings(), 60)  # type: ignore[arg-type]
-    access_log = AccessLog("text", io.StringIO()) if args.access_log else NullAccessLog()
+    access_log = AccessLog("text", open(os.devnull, "w")) if args.access_log else NullAccessLog()
     frontend = Frontend(
         name="web", clock=clock, timeouts=Timeouts(), limits=Limits(), pool=pool, access_log=access_log,
         backend=Backend(BackendConfig(name="app", servers=(ServerConfig("s1", "127.0.0.1", 1),))),

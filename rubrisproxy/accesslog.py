@@ -33,13 +33,19 @@ class AccessRecord:
 
 
 def format_text(record: AccessRecord) -> str:
-    """HAProxy-like: ``client frontend backend/server Tw/Tq/Tc/Tr/Tt status in out termination "request"``."""
+    """HAProxy-like: ``client frontend backend/server Tw/Tq/Tc/Tr/Tt status in out termination "request"``.
+
+    Times are whole milliseconds (rounded), -1 for a step that did not happen.
+    """
     r = record
-    return (
-        f"{r.client} {r.frontend} {r.backend}/{r.server} "
-        f"{r.wait_ms:.0f}/{r.queue_ms:.0f}/{r.connect_ms:.0f}/{r.response_ms:.0f}/{r.total_ms:.0f} "
-        f"{r.status} {r.bytes_in} {r.bytes_out} {r.termination} retries={r.retries} "
-        f'"{r.method} {r.target} HTTP/{r.version}"'
+    wait, queue, connect, response, total = r.wait_ms, r.queue_ms, r.connect_ms, r.response_ms, r.total_ms
+    # %d truncates: adding 0.5 rounds a time; -1 (did not happen) stays -1.
+    return '%s %s %s/%s %d/%d/%d/%d/%d %d %d %d %s retries=%d "%s %s HTTP/%s"' % (
+        r.client, r.frontend, r.backend, r.server,
+        wait + 0.5 if wait >= 0 else -1, queue + 0.5 if queue >= 0 else -1,
+        connect + 0.5 if connect >= 0 else -1, response + 0.5 if response >= 0 else -1,
+        total + 0.5 if total >= 0 else -1,
+        r.status, r.bytes_in, r.bytes_out, r.termination, r.retries, r.method, r.target, r.version,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from ..config import BackendConfig, ServerConfig
 
@@ -18,15 +17,13 @@ class Server:
     total: int = 0
     connect_failures: int = 0
     responses: dict[int, int] = field(default_factory=dict)
+    #: What makes two servers' connections interchangeable in a pool.
+    key: tuple[str, int, bool] = field(init=False)
+    name: str = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def key(self) -> tuple[str, int, bool]:
-        """What makes two servers' connections interchangeable in a pool."""
-        return (self.config.host, self.config.port, self.config.tls)
+    def __post_init__(self) -> None:
+        self.key = (self.config.host, self.config.port, self.config.tls)
+        self.name = self.config.name
 
     def __repr__(self) -> str:
         scheme = "https" if self.config.tls else "http"
@@ -47,12 +44,21 @@ class Backend:
         self.servers.append(server)
         return server
 
-    def attempts(self) -> Iterator[Server]:
-        """Servers for one request: the next in turn, then others on failure, ``1 + retries`` in all."""
-        count = len(self.servers)
-        if not count:
-            return
-        start = self._next % count
-        self._next = start + 1
-        for attempt in range(1 + self.retries):
-            yield self.servers[(start + attempt) % count]
+    def pick(self) -> Server | None:
+        """The server for a new request: the next in turn."""
+        servers = self.servers
+        if not servers:
+            return None
+        index = self._next % len(servers)
+        self._next = index + 1
+        return servers[index]
+
+    def next_after(self, server: Server) -> Server | None:
+        """The server to try when ``server`` could not be reached (the next one along)."""
+        servers = self.servers
+        if not servers:
+            return None
+        try:
+            return servers[(servers.index(server) + 1) % len(servers)]
+        except ValueError:
+            return self.pick()

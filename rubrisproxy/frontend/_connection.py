@@ -131,7 +131,8 @@ class ClientConnection(Protocol):
         self.frontend.requests += 1
         if self._waiting is _Wait.REQUEST:
             self._wait(None)
-        exchange = Exchange(self, head, self.frontend.clock.seconds() - self.ready_at)
+        now = self.frontend.clock.seconds()
+        exchange = Exchange(self, head, now, now - self.ready_at)
         self._receiving = exchange
         if self.current is None:
             self.current = exchange
@@ -170,14 +171,14 @@ class ClientConnection(Protocol):
         elif self._waiting is _Wait.CLIENT:
             self._wait(None)
 
-    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
+    def exchange_done(self, exchange: Exchange, keep_alive: bool, now: float) -> None:
         """``exchange`` has answered; start the next request or end the connection."""
         if exchange is not self.current or self.lost:
             return
         self.current = None
         if self._waiting is _Wait.CLIENT:
             self._wait(None)
-        self.ready_at = self.frontend.clock.seconds()
+        self.ready_at = now
         if self._held_error is not None:
             self._answer_error(self._held_error)
             return

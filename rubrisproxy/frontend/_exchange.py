@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from twisted.internet.error import ConnectError
 from twisted.logger import Logger
@@ -44,28 +44,29 @@ class Exchange:
 
     log = Logger()
 
-    def __init__(self, client: ClientConnection, head: RequestHead, wait: float) -> None:
+    # Defaults shared by every exchange until one sets its own.
+    server: Server | None = None
+    connection: OriginConnection | None = None
+    request_done = False
+    response_head_sent = False
+    finished = False
+    keep_alive = False
+    status = 0
+    bytes_in = 0
+    bytes_out = 0
+    retries = 0
+    _pending: list[bytes] | None = None
+    _framing = 0  # _Framing.NONE
+    _stale_retry_done = False
+    _last_failure: Failure | None = None
+    _connect_started = _connected_at = _sent_at = _response_at = -1.0
+
+    def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
         self.client = client
         self.head = head
         self.clock = client.frontend.clock
-        self.started_at = self.clock.seconds()
+        self.started_at = now
         self.wait = wait
-        self.server: Server | None = None
-        self.connection: OriginConnection | None = None
-        self.request_done = False
-        self.response_head_sent = False
-        self.finished = False
-        self.keep_alive = False
-        self.status = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.retries = 0
-        self._attempts: Iterator[Server] = iter(())
-        self._pending: list[bytes] = []
-        self._framing = _Framing.NONE
-        self._stale_retry_done = False
-        self._last_failure: Failure | None = None
-        self._connect_started = self._connected_at = self._sent_at = self._response_at = -1.0
 
     # Start: choose a server, get a connection
 
@@ -79,11 +80,9 @@ class Exchange:
         except HTTPError as error:
             self.fail(error, Termination.BAD_REQUEST)
             return
-        self._attempts = self.client.frontend.backend.attempts()
-        self._try_next_server()
+        self._try_server(self.client.frontend.backend.pick())
 
-    def _try_next_server(self) -> None:
-        server = next(self._attempts, None)
+    def _try_server(self, server: Server | None) -> None:
         if server is None:
             failure = self._last_failure
             timed_out = failure is not None and failure.check(ConnectTimeout)
@@ -97,7 +96,6 @@ class Exchange:
         pool = self.client.frontend.pool
         connection = pool.take_idle(server)
         if connection is not None:
-            self._connect_started = self.clock.seconds()
             self._connected(connection)
         else:
             self._connect(pool.connect(server))
@@ -120,7 +118,8 @@ class Exchange:
         )
         self._last_failure = failure
         self.retries += 1
-        self._try_next_server()
+        backend = self.client.frontend.backend
+        self._try_server(backend.next_after(self.server) if self.retries <= backend.retries else None)
 
     def _connected(self, connection: OriginConnection) -> None:
         pool = self.client.frontend.pool
@@ -128,9 +127,9 @@ class Exchange:
             pool.release(connection, reusable=True)  # never used: as good as idle
             return
         self.connection = connection
-        self._connected_at = self.clock.seconds()
+        self._connected_at = now = self.clock.seconds()
         if connection.reused:
-            self._connect_started = self._connected_at
+            self._connect_started = now
         assert self.server is not None
         self.server.active += 1
         self.server.total += 1
@@ -140,7 +139,7 @@ class Exchange:
         if self.head.has_body:
             if self.head.expect_continue and not self.request_done and not self.bytes_in:
                 client.write(_CONTINUE)
-            for chunk in self._pending:
+            for chunk in self._pending or ():
                 self._send_body(chunk)
             if self.request_done:
                 self._send_body_end()
@@ -155,6 +154,8 @@ class Exchange:
         if self.finished:
             return
         if self.connection is None:
+            if self._pending is None:
+                self._pending = []
             self._pending.append(data)  # bounded: the gate is paused until connected
         else:
             self._send_body(data)
@@ -172,7 +173,7 @@ class Exchange:
             self.connection.write(data)  # type: ignore[union-attr]
 
     def _send_body_end(self) -> None:
-        self._pending = []
+        self._pending = None
         connection = self.connection
         assert connection is not None
         if self.head.chunked:
@@ -227,9 +228,11 @@ class Exchange:
             self.client.write(data)
 
     def response_end(self) -> None:
+        client = self.client
         if self._framing == _Framing.CHUNKED:
-            self.client.write(b"0\r\n\r\n")
-        self.client.download.detach()
+            client.write(b"0\r\n\r\n")
+        if client.download.producer is not None:
+            client.download.detach()
         connection = self.connection
         if connection is not None:
             self._release(connection, reusable=connection.finish() and self.request_done)
@@ -325,20 +328,23 @@ class Exchange:
 
     def _finish(self, termination: Termination, keep_alive: bool) -> None:
         self.finished = True
-        self._pending = []
-        self.client.gate.resume(ORIGIN)
-        self.client.download.detach()
-        if self.server is not None and self.status:
-            self.server.responses[self.status] = self.server.responses.get(self.status, 0) + 1
-        self._log(termination)
-        self.client.exchange_done(self, keep_alive)
+        self._pending = None
+        client = self.client
+        if client.gate.paused:
+            client.gate.resume(ORIGIN)
+        if client.download.producer is not None:
+            client.download.detach()
+        server, status = self.server, self.status
+        if server is not None and status:
+            server.responses[status] = server.responses.get(status, 0) + 1
+        now = self.clock.seconds()
+        if client.frontend.access_log.enabled:
+            self._log(termination, now)
+        client.exchange_done(self, keep_alive, now)
 
-    def _log(self, termination: Termination) -> None:
-        access_log = self.client.frontend.access_log
-        if not access_log.enabled:
-            return
+    def _log(self, termination: Termination, now: float) -> None:
         head, server, frontend = self.head, self.server, self.client.frontend
-        access_log.write(
+        frontend.access_log.write(
             AccessRecord(
                 self.client.client_address,
                 frontend.name,
@@ -354,7 +360,7 @@ class Exchange:
                 0.0 if self._connect_started >= 0 else -1,
                 _ms(self._connect_started, self._connected_at),
                 _ms(self._sent_at, self._response_at),
-                _ms(self.started_at, self.clock.seconds()),
+                _ms(self.started_at, now),
                 termination.value,
                 self.retries,
             )

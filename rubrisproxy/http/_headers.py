@@ -24,15 +24,15 @@ CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade"))
 _COMMON_CONNECTION = {b"keep-alive": frozenset((b"keep-alive",)), b"close": frozenset((b"close",))}
 
 
-def connection_tokens(value: bytes) -> set[bytes] | frozenset[bytes]:
+def connection_tokens(value: bytes) -> frozenset[bytes]:
     """The lower-cased tokens of a ``Connection`` header value."""
     common = _COMMON_CONNECTION.get(value.lower())
     if common is not None:
         return common
-    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+    return frozenset(token.strip().lower() for token in value.split(b",") if token.strip())
 
 
-def drop_listed(headers: Headers, connection: set[bytes]) -> Headers:
+def drop_listed(headers: Headers, connection: frozenset[bytes]) -> Headers:
     """``headers`` without those the ``Connection`` header named (a rare second pass)."""
     listed = connection - CONNECTION_OPTIONS
     if not listed:

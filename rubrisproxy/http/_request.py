@@ -29,7 +29,7 @@ class RequestHead:
 
     __slots__ = (
         "method", "target", "version", "headers", "forward", "host", "content_length",
-        "chunked", "expect_continue", "upgrade", "connection",
+        "chunked", "expect_continue", "upgrade", "connection", "has_body",
     )
 
     def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers) -> None:
@@ -43,11 +43,8 @@ class RequestHead:
         self.chunked = False
         self.expect_continue = False
         self.upgrade = False
-        self.connection: set[bytes] = set()
-
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or bool(self.content_length)
+        self.connection: frozenset[bytes] = frozenset()
+        self.has_body = False
 
     @property
     def wants_close(self) -> bool:
@@ -135,7 +132,6 @@ class RequestParser:
 
     def on_message_begin(self) -> None:
         self._in_head = True
-        self._url_complete = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -183,7 +179,7 @@ class RequestParser:
                     raise HTTPError(501, f"unsupported transfer coding {value!r}")
                 head.chunked = True
             elif lower == b"connection":
-                head.connection |= connection_tokens(value)
+                head.connection = head.connection | connection_tokens(value)
             elif lower == b"expect":
                 if value.strip().lower() != b"100-continue":
                     raise HTTPError(417, f"unsupported expectation {value!r}")
@@ -194,6 +190,7 @@ class RequestParser:
             raise HTTPError(413, f"Content-Length {head.content_length} over the {self._max_body_size} limit")
         if head.connection:
             head.forward = drop_listed(forward, head.connection)
+        head.has_body = head.chunked or bool(head.content_length)
         head.upgrade = self._parser.should_upgrade()
         self._in_head = False
         self._in_body = True

@@ -7,7 +7,7 @@ from typing import Protocol
 import httptools
 
 from ._errors import HTTPError
-from ._headers import HOP_BY_HOP, Headers, connection_tokens, drop_listed
+from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, Headers, connection_tokens, drop_listed
 
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 #: Bound on an origin's response head; a larger one is a bad response (502).
@@ -31,7 +31,7 @@ class ResponseHead:
         self.forward: Headers = []
         self.content_length: int | None = None
         self.chunked = False
-        self.connection: set[bytes] = set()
+        self.connection: frozenset[bytes] = frozenset()
 
     @property
     def informational(self) -> bool:
@@ -116,8 +116,7 @@ class ResponseParser:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.head is None:
-            self._headers.append((name, value))
+        self._headers.append((name, value))  # after the head: trailers, dropped with the list
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -130,6 +129,7 @@ class ResponseParser:
             version=_VERSIONS.get(self._parser.get_http_version(), b"1.1"),
             headers=self._headers,
         )
+        self._headers = []
         forward = head.forward
         for pair in head.headers:
             name, value = pair
@@ -144,8 +144,8 @@ class ResponseParser:
             elif lower == b"transfer-encoding":
                 head.chunked = value.strip().lower().endswith(b"chunked")
             elif lower == b"connection":
-                head.connection |= connection_tokens(value)
-        if head.connection:
+                head.connection = head.connection | connection_tokens(value)
+        if head.connection and not head.connection <= CONNECTION_OPTIONS:
             head.forward = drop_listed(forward, head.connection)
         self.head = head
         has_body = not (self._head_request or status in (204, 304))

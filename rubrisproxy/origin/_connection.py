@@ -92,9 +92,11 @@ class OriginConnection(Protocol):
         """The request is over; returns whether the connection may be reused."""
         self._deadline.clear()
         self._user = None
-        if self.gate is not None:
+        if self.upload.producer is not None:
             self.upload.detach()
-            self.gate.resumeProducing()
+        gate = self.gate
+        if gate is not None and gate.paused:
+            gate.resumeProducing()
         return self.connected and self.parser.complete and self.parser.reusable
 
     def abort(self) -> None:

@@ -1,0 +1,90 @@
+"""Instructions per request under callgrind: a steady measure of CPU cost on a noisy machine.
+
+Runs each relay under ``valgrind --tool=callgrind`` (counting only while the load runs), drives it with
+``wrk -c50`` on keep-alive connections, and divides the instructions the relay executed by the requests
+wrk completed. Unlike req/s or CPU time, the count does not change with what else the machine is doing.
+
+    python bench/instructions_bench.py [--duration 15] [--relays rubrisproxy,portforward,reverse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from http_bench import ROOT, free_port, run_wrk, start_origin, wait_port  # noqa: E402
+
+
+def relay_command(kind: str, port: int, origin_port: int, tmp: str) -> list[str]:
+    if kind == "rubrisproxy":
+        return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+                "--logfile", os.path.join(tmp, "rubrisproxy.log"), "rubrisproxy",
+                "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+                "--backend", f"127.0.0.1:{origin_port}", "--access-log", os.path.join(tmp, "access.log")]
+    return [sys.executable, os.path.join(HERE, "baselines.py"), kind, str(port), str(origin_port)]
+
+
+def measure(kind: str, origin_port: int, duration: int, connections: int, tmp: str) -> tuple[float, int]:
+    port = free_port()
+    out = os.path.join(tmp, f"callgrind.{kind}")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}.%p"]
+        + relay_command(kind, port, origin_port, tmp),
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, timeout=300)
+        run_wrk(port, "/small", 10, 3)  # warm up
+        subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], check=True, capture_output=True)
+        _, _, requests = run_wrk(port, "/small", connections, duration)
+        subprocess.run(["callgrind_control", "-i", "off", str(process.pid)], check=True, capture_output=True)
+    finally:
+        process.terminate()
+        process.wait(120)
+    total = 0
+    for path in glob.glob(out + ".*"):
+        with open(path) as f:
+            for line in f:
+                match = re.match(r"summary:\s+(\d+)", line) or re.match(r"totals:\s+(\d+)", line)
+                if match:
+                    total = max(total, int(match.group(1)))
+    return total / max(requests, 1), requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--relays", default="rubrisproxy,portforward,reverse")
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        origin, origin_port, origin_name = start_origin(tmp)
+        print(f"origin: {origin_name}; wrk -c{args.connections} for {args.duration}s against each relay under callgrind")
+        try:
+            for kind in args.relays.split(","):
+                per_request, requests = measure(kind, origin_port, args.duration, args.connections, tmp)
+                results[kind] = per_request
+                print(f"  {kind:12} {per_request / 1000:8.1f} k instructions/request  ({requests} requests)", flush=True)
+        finally:
+            origin.terminate()
+            origin.wait(10)
+    ours = results.get("rubrisproxy")
+    if ours:
+        for kind, value in results.items():
+            if kind != "rubrisproxy":
+                print(f"  rubrisproxy / {kind}: {ours / value:.2f}x the instructions per request")
+
+
+if __name__ == "__main__":
+    main()
