@@ -25,6 +25,8 @@ from http_bench import ROOT, free_port, run_wrk, start_origin, wait_port  # noqa
 
 
 def relay_command(kind: str, port: int, origin_port: int, tmp: str) -> list[str]:
+    if kind == "rubrisproxy-nolog":
+        return relay_command("rubrisproxy", port, origin_port, tmp)[:-1] + ["off"]
     if kind == "rubrisproxy":
         return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
                 "--logfile", os.path.join(tmp, "rubrisproxy.log"), "rubrisproxy",
@@ -65,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--relays", default="rubrisproxy,portforward,reverse")
+    parser.add_argument("--relays", default="rubrisproxy,rubrisproxy-nolog,portforward,reverse")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

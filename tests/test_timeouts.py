@@ -122,3 +122,18 @@ class ConnectTimeoutTests(unittest.TestCase):
         record = frontend.access_log.entries[-1]
         self.assertEqual((record.termination, record.retries), ("connect-timeout", 2))
         self.assertEqual(pool.connecting, 0)
+
+
+class PartialHeadTests(unittest.TestCase):
+    def test_a_single_byte_after_keep_alive_starts_http_request(self):
+        clock = Clock()
+        frontend, connector = make_frontend(clock)
+        protocol, transport = connect(frontend)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        connector.connections[0].dataReceived(OK)
+        clock.advance(1)
+        protocol.dataReceived(b"G")
+        clock.advance(9.9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.2)
+        self.assertEqual(parse_responses(transport.value())[1].status, 408)

@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..deadline import Deadline
-from ..flow import ProducerSlot, ReadGate, tune_transport
+from ..flow import ProducerSlot, ReadGate, direct_writer, tune_transport
 from ..http import FORWARDING, HTTPError, RequestHead, RequestParser, error_response
 from ..lifecycle import Termination
 from ._context import Frontend
@@ -79,6 +79,7 @@ class ClientConnection(Protocol):
         self.client_address = getattr(peer, "host", str(peer))
         self.secure = ISSLTransport.providedBy(self.transport)
         tune_transport(self.transport)
+        self._send = direct_writer(self.transport)
         self._forwarding = forwarding_template(self.client_address, self.secure)
         self.gate = ReadGate(self.transport)
         self.download = ProducerSlot(self.transport)  # an origin's gate, while a response body flows
@@ -158,7 +159,7 @@ class ClientConnection(Protocol):
 
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
-        self.transport.write(data)
+        self._send(data)
 
     def forwarding_headers(self, host: bytes) -> bytes:
         """X-Forwarded-* and Forwarded lines describing this client, for a request to ``host``."""

@@ -385,11 +385,13 @@ class Exchange:
         target = head.target
         host = head.host
         forward = head.forward
-        if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+        if target[:1] == b"/":
+            pass  # origin form, the usual case
+        elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
             authority, _, path = target.split(b"://", 1)[1].partition(b"/")
             target, host = b"/" + path, authority
             forward = [(n, host if n.lower() == b"host" else v) for n, v in forward]
-        elif not (target[:1] == b"/" or (target == b"*" and head.method == b"OPTIONS")):
+        elif not (target == b"*" and head.method == b"OPTIONS"):
             raise HTTPError(400, f"request target {target[:64]!r} is not in origin form")
         extra = b""
         if host is None:  # an HTTP/1.0 request without Host

@@ -131,7 +131,7 @@ class RequestParser:
     # llhttp callbacks (called from inside feed_data)
 
     def on_message_begin(self) -> None:
-        self._in_head = True
+        self._in_head = True  # from a request's first byte, so a lone "G" already counts
 
     def on_url(self, url: bytes) -> None:
         self._url += url

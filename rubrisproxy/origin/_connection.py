@@ -9,7 +9,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from ..deadline import Deadline
-from ..flow import ProducerSlot, ReadGate, tune_transport
+from ..flow import ProducerSlot, ReadGate, direct_writer, tune_transport
 from ..http import HTTPError, ResponseHandler, ResponseParser
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class OriginConnection(Protocol):
     def connectionMade(self) -> None:
         self.connected = True
         tune_transport(self.transport)
+        self._send = direct_writer(self.transport)
         self.gate = ReadGate(self.transport, self._backpressure)
         self.upload = ProducerSlot(self.transport)  # the client's gate, while a request body flows
 
@@ -68,13 +69,13 @@ class OriginConnection(Protocol):
         self.parser.start(user, method)
         self.requests += 1
         self.bytes_sent = len(head)
-        self.transport.write(head)
+        self._send(head)
         self._deadline.set(self.server_timeout)
 
     def write(self, data: bytes) -> None:
         """Send request body bytes (already framed)."""
         self.bytes_sent += len(data)
-        self.transport.write(data)
+        self._send(data)
         if self._deadline.armed:
             self._deadline.set(self.server_timeout)
 
@@ -113,8 +114,6 @@ class OriginConnection(Protocol):
             # Unsolicited bytes from an idle connection: it cannot be trusted any more.
             self.transport.abortConnection()
             return
-        if self._deadline.armed:
-            self._deadline.set(self.server_timeout)
         try:
             parser.feed(data)
         except HTTPError as error:
@@ -122,6 +121,9 @@ class OriginConnection(Protocol):
             self._deadline.stop()
             self.transport.abortConnection()
             user.origin_failed(error)
+            return
+        if self._user is not None and self._deadline.armed:
+            self._deadline.set(self.server_timeout)  # still answering: it made progress
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
