@@ -52,7 +52,8 @@ class Result:
     test: str
     rps: float
     p99_ms: float
-    cpu_us: float
+    cpu_us: float  # user + system CPU per request
+    user_us: float = 0.0
 
 
 def free_port() -> int:
@@ -72,10 +73,11 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise SystemExit(f"nothing listening on {port}")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
 def start_origin(tmp: str) -> tuple[subprocess.Popen[bytes], int, str]:
@@ -138,11 +140,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--access-log", choices=("off", "file"), default="file")
     parser.add_argument("--relays", default="rubrisproxy,reverse,portforward")
+    parser.add_argument("--only", default="", help="run only the tests whose name contains this, e.g. c=50")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     tests = [("small c=1", "/small", 1), ("small c=50", "/small", 50), ("small c=200", "/small", 200),
              ("1MiB c=10", "/large", 10)]
+    tests = [test for test in tests if args.only in test[0]]
     relays = args.relays.split(",")
     samples: dict[tuple[str, str], list[Result]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,13 +162,15 @@ def main() -> None:
                 for name, path, connections in tests:
                     for relay in relays:
                         process, port = processes[relay]
-                        before = cpu_seconds(process.pid)
+                        user_before, system_before = cpu_times(process.pid)
                         rps, p99, total = run_wrk(port, path, connections, args.duration)
-                        cpu = cpu_seconds(process.pid) - before
-                        result = Result(relay, name, rps, p99, cpu / max(total, 1) * 1e6)
+                        user_after, system_after = cpu_times(process.pid)
+                        user, system = user_after - user_before, system_after - system_before
+                        per_request = 1e6 / max(total, 1)
+                        result = Result(relay, name, rps, p99, (user + system) * per_request, user * per_request)
                         samples.setdefault((relay, name), []).append(result)
                         print(f"  round {round_number + 1} {relay:12} {name:12} {rps:10.0f} req/s  "
-                              f"p99 {p99:8.2f} ms  {result.cpu_us:8.1f} CPU us/req")
+                              f"p99 {p99:8.2f} ms  {result.cpu_us:8.1f} CPU us/req ({result.user_us:.1f} user)")
         finally:
             for process, _ in processes.values():
                 process.send_signal(signal.SIGTERM)
@@ -180,14 +186,15 @@ def median(results: list[Result]) -> Result:
 
     first = results[0]
     return Result(first.relay, first.test, middle([r.rps for r in results]), middle([r.p99_ms for r in results]),
-                  middle([r.cpu_us for r in results]))
+                  middle([r.cpu_us for r in results]), middle([r.user_us for r in results]))
 
 
 def report(results: list[Result]) -> None:
     by = {(r.relay, r.test): r for r in results}
     print("\nmedians")
     for r in results:
-        print(f"  {r.relay:12} {r.test:12} {r.rps:10.0f} req/s  p99 {r.p99_ms:8.2f} ms  {r.cpu_us:8.1f} CPU us/req")
+        print(f"  {r.relay:12} {r.test:12} {r.rps:10.0f} req/s  p99 {r.p99_ms:8.2f} ms  {r.cpu_us:8.1f} CPU us/req "
+              f"({r.user_us:.1f} user)")
     print("\nratios (rubrisproxy / baseline): req/s, and CPU per request (lower is better for rubrisproxy)")
     for test in dict.fromkeys(r.test for r in results):
         ours = by.get(("rubrisproxy", test))

@@ -59,6 +59,7 @@ class Exchange:
     _framing = 0  # _Framing.NONE
     _stale_retry_done = False
     _last_failure: Failure | None = None
+    pending_head: bytes | None = None
     _connect_started = _connected_at = _sent_at = _response_at = -1.0
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
@@ -211,26 +212,42 @@ class Exchange:
             connection = b"Connection: keep-alive\r\n"
         else:
             connection = b""
-        data = b"HTTP/1.1 %d %s\r\n%s%s%s\r\n" % (
+        # Held until the first body bytes (or the end of this read) so that a small
+        # response leaves in one packet.
+        self.pending_head = b"HTTP/1.1 %d %s\r\n%s%s%s\r\n" % (
             head.status, head.reason, serialize_headers(headers), _VIA.get(head.version, _VIA[b"1.1"]), connection,
         )
-        self.bytes_out += len(data)
-        self.response_head_sent = True
-        self.client.write(data)
         if has_body and (framing != _Framing.LENGTH or head.content_length > _SMALL_BODY):  # type: ignore[operator]
             self.client.download.attach(self.connection.gate)  # type: ignore[union-attr, arg-type]
 
-    def response_body(self, data: bytes) -> None:
+    def flush_head(self) -> None:
+        """Send the response head now (the origin's read ended before any body)."""
+        self._send_response(b"")
+
+    def _send_response(self, data: bytes) -> None:
+        head = self.pending_head
+        if head is not None:
+            self.pending_head = None
+            self.response_head_sent = True
+            data = head + data
         self.bytes_out += len(data)
+        self.client.write(data)
+
+    def response_body(self, data: bytes) -> None:
         if self._framing == _Framing.CHUNKED:
-            self.client.write(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        if self.pending_head is None:
+            self.bytes_out += len(data)
             self.client.write(data)
+        else:
+            self._send_response(data)
 
     def response_end(self) -> None:
         client = self.client
         if self._framing == _Framing.CHUNKED:
-            client.write(b"0\r\n\r\n")
+            self._send_response(b"0\r\n\r\n")
+        elif self.pending_head is not None:
+            self._send_response(b"")
         if client.download.producer is not None:
             client.download.detach()
         connection = self.connection
@@ -249,7 +266,7 @@ class Exchange:
         self._drop_connection()
         if self.finished:
             return
-        if not self.response_head_sent and connection is not None and self._may_retry_stale(connection):
+        if not self.status and connection is not None and self._may_retry_stale(connection):
             self._stale_retry_done = True
             self.retries += 1
             self.log.info("{server!r} closed a reused connection; retrying on a new one", server=self.server)
@@ -307,6 +324,7 @@ class Exchange:
         """End with ``error``: answered if no response has started, else the client is cut."""
         if self.finished:
             return
+        self.pending_head = None  # never sent: the client gets the error instead
         self.log.warn(
             "{method} {target} from {client}: {status} {detail}",
             method=self.head.method.decode("latin-1"), target=self.head.target.decode("latin-1"),

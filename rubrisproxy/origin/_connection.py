@@ -28,6 +28,11 @@ class OriginUser(ResponseHandler, TypingProtocol):
 
     def origin_backpressure(self, paused: bool) -> None: ...
 
+    #: A response head held back to leave with the first body bytes.
+    pending_head: bytes | None
+
+    def flush_head(self) -> None: ...
+
 
 class OriginConnection(Protocol):
     """An origin connection: sends a request head and body, parses the response.
@@ -122,6 +127,8 @@ class OriginConnection(Protocol):
             self.transport.abortConnection()
             user.origin_failed(error)
             return
+        if user.pending_head is not None:
+            user.flush_head()
         if self._user is not None and self._deadline.armed:
             self._deadline.set(self.server_timeout)  # still answering: it made progress
 
