@@ -10,16 +10,8 @@ from zope.interface import implementer
 
 BACKPRESSURE = "backpressure"
 
-#: Bytes read per socket read, and bytes a transport may hold unsent before it pauses its
-#: producer. Twisted's default (64 KiB) makes a large body pause and resume its source on
-#: every read; 256 KiB keeps a connection's memory bounded and the relay streaming.
-RELAY_BUFFER = 256 * 1024
-
-
 def tune_transport(transport: ITransport) -> None:
-    """Relay-friendly socket settings: larger read/write buffers, no Nagle delay."""
-    if hasattr(transport, "bufferSize"):
-        transport.bufferSize = RELAY_BUFFER  # type: ignore[attr-defined]
+    """Relay-friendly socket settings: no Nagle delay on what is relayed."""
     set_no_delay = getattr(transport, "setTcpNoDelay", None)
     if set_no_delay is not None:
         try:
