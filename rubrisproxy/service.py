@@ -29,14 +29,33 @@ class FrontendService(service.Service):
         self.endpoints = endpoints
         self.grace = grace
         self.ports: list[IListeningPort] = []
+        self._listening_started = False
         self.setName(f"frontend:{frontend.name}")
 
+    def privilegedStartService(self) -> None:
+        # Bind before twistd drops privileges, as strports does; a port that cannot be
+        # bound ends the process with a non-zero status and a message saying why.
+        self._listen()
+        super().privilegedStartService()
+
     def startService(self) -> None:
+        if not self._listening_started:
+            self._listen()
         super().startService()
+
+    def _listen(self) -> None:
+        self._listening_started = True
         factory = LocalConnectionFactory(self.frontend)
         for description in self.endpoints:
+            failures: list[Any] = []
             d = serverFromString(self.reactor, description).listen(factory)
-            d.addCallbacks(self._listening, self._listen_failed, callbackArgs=(description,), errbackArgs=(description,))
+            d.addCallbacks(self._listening, failures.append, callbackArgs=(description,))
+            if failures:
+                raise SystemExit(
+                    f"rubrisproxy: frontend {self.frontend.name} cannot listen on {description}: "
+                    f"{failures[0].getErrorMessage()}"
+                )
+            d.addErrback(self._listen_failed, description)  # endpoints that answer later
 
     def _listening(self, port: IListeningPort, description: str) -> None:
         self.ports.append(port)

@@ -81,6 +81,16 @@ class ProcessTests(ProxyTestCase):
         self.assertIn(b"timeouts.server", process.output)
 
     @defer.inlineCallbacks
+    def test_port_in_use_exits_non_zero(self):
+        taken = reactor.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        port = taken.getHost().port
+        process = run_twistd("--listen", f"tcp:{port}:interface=127.0.0.1", "--backend", "127.0.0.1:9")
+        code = yield process.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"cannot listen on tcp:%d" % port, process.output)
+
+    @defer.inlineCallbacks
     def test_demo_serves_and_sigterm_stops_cleanly(self):
         process = run_twistd("--listen", "tcp:0:interface=127.0.0.1")
         self.addCleanup(lambda: process.ended.called or os.kill(process.transport.pid, signal.SIGKILL))
