@@ -44,23 +44,12 @@ class Exchange:
 
     log = Logger()
 
-    # Defaults shared by every exchange until one sets its own.
-    server: Server | None = None
-    connection: OriginConnection | None = None
-    request_done = False
-    response_head_sent = False
-    finished = False
-    keep_alive = False
-    status = 0
-    bytes_in = 0
-    bytes_out = 0
-    retries = 0
-    _pending: list[bytes] | None = None
-    _framing = 0  # _Framing.NONE
-    _stale_retry_done = False
-    _last_failure: Failure | None = None
-    pending_head: bytes | None = None
-    _connect_started = _connected_at = _sent_at = _response_at = -1.0
+    __slots__ = (
+        "client", "head", "clock", "started_at", "wait", "server", "connection", "request_done",
+        "response_head_sent", "finished", "keep_alive", "status", "bytes_in", "bytes_out", "retries",
+        "pending_head", "_pending", "_framing", "_stale_retry_done", "_last_failure", "_request_bytes",
+        "_connect_started", "_connected_at", "_sent_at", "_response_at",
+    )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
         self.client = client
@@ -68,6 +57,17 @@ class Exchange:
         self.clock = client.frontend.clock
         self.started_at = now
         self.wait = wait
+        self.server: Server | None = None
+        self.connection: OriginConnection | None = None
+        self.request_done = self.response_head_sent = self.finished = self.keep_alive = False
+        self.status = self.bytes_in = self.bytes_out = self.retries = 0
+        self.pending_head: bytes | None = None  # a response head held back to leave with body bytes
+        self._pending: list[bytes] | None = None
+        self._framing = _Framing.NONE
+        self._stale_retry_done = False
+        self._last_failure: Failure | None = None
+        self._request_bytes = b""
+        self._connect_started = self._connected_at = self._sent_at = self._response_at = -1.0
 
     # Start: choose a server, get a connection
 
