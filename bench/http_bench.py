@@ -102,8 +102,8 @@ def start_origin(tmp: str) -> tuple[subprocess.Popen[bytes], int, str]:
 def start_relay(kind: str, origin_port: int, access_log: str, tmp: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     pin = ["taskset", "-c", PROXY_CORE]
-    if kind == "rubrisproxy":
-        log = "off" if access_log == "off" else os.path.join(tmp, "access.log")
+    if kind.startswith("rubrisproxy"):
+        log = "off" if access_log == "off" or kind == "rubrisproxy-nolog" else os.path.join(tmp, "access.log")
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
                    "--logfile", os.path.join(tmp, "rubrisproxy.log"), "rubrisproxy",
                    "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
@@ -139,7 +139,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--access-log", choices=("off", "file"), default="file")
-    parser.add_argument("--relays", default="rubrisproxy,reverse,portforward")
+    parser.add_argument("--relays", default="rubrisproxy,rubrisproxy-nolog,reverse,portforward",
+                        help="rubrisproxy logs each request to a file (as ReverseProxyResource does); "
+                             "rubrisproxy-nolog logs nothing (as portforward)")
     parser.add_argument("--only", default="", help="run only the tests whose name contains this, e.g. c=50")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -169,7 +171,7 @@ def main() -> None:
                         per_request = 1e6 / max(total, 1)
                         result = Result(relay, name, rps, p99, (user + system) * per_request, user * per_request)
                         samples.setdefault((relay, name), []).append(result)
-                        print(f"  round {round_number + 1} {relay:12} {name:12} {rps:10.0f} req/s  "
+                        print(f"  round {round_number + 1} {relay:17} {name:12} {rps:10.0f} req/s  "
                               f"p99 {p99:8.2f} ms  {result.cpu_us:8.1f} CPU us/req ({result.user_us:.1f} user)")
         finally:
             for process, _ in processes.values():
@@ -193,19 +195,21 @@ def report(results: list[Result]) -> None:
     by = {(r.relay, r.test): r for r in results}
     print("\nmedians")
     for r in results:
-        print(f"  {r.relay:12} {r.test:12} {r.rps:10.0f} req/s  p99 {r.p99_ms:8.2f} ms  {r.cpu_us:8.1f} CPU us/req "
+        print(f"  {r.relay:17} {r.test:12} {r.rps:10.0f} req/s  p99 {r.p99_ms:8.2f} ms  {r.cpu_us:8.1f} CPU us/req "
               f"({r.user_us:.1f} user)")
-    print("\nratios (rubrisproxy / baseline): req/s, and CPU per request (lower is better for rubrisproxy)")
+    print("\nratios: req/s, and CPU per request (lower is better for rubrisproxy)")
     for test in dict.fromkeys(r.test for r in results):
-        ours = by.get(("rubrisproxy", test))
-        if ours is None:
-            continue
-        parts = []
-        for baseline in ("reverse", "portforward"):
-            other = by.get((baseline, test))
-            if other:
-                parts.append(f"vs {baseline}: {ours.rps / other.rps:5.2f}x req/s, {ours.cpu_us / other.cpu_us:5.2f}x CPU/req")
-        print(f"  {test:12} " + "; ".join(parts))
+        for variant in ("rubrisproxy", "rubrisproxy-nolog"):
+            ours = by.get((variant, test))
+            if ours is None:
+                continue
+            parts = []
+            for baseline in ("reverse", "portforward"):
+                other = by.get((baseline, test))
+                if other:
+                    parts.append(f"vs {baseline}: {ours.rps / other.rps:5.2f}x req/s, "
+                                 f"{ours.cpu_us / other.cpu_us:5.2f}x CPU/req")
+            print(f"  {test:12} {variant:17} " + "; ".join(parts))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,8 @@ _VIA = {version: b"Via: %s rubrisproxy\r\n" % version for version in (b"1.0", b"
 _SMALL_BODY = 65536
 
 
-def _ms(start: float, end: float) -> float:
-    """Milliseconds between two clock readings; -1 when either did not happen."""
-    return (end - start) * 1000 if start >= 0 and end >= 0 else -1
+_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
+_TERMINATIONS = {termination: termination.value for termination in Termination}
 
 
 class _Framing:
@@ -362,24 +361,27 @@ class Exchange:
 
     def _log(self, termination: Termination, now: float) -> None:
         head, server, frontend = self.head, self.server, self.client.frontend
+        connect_started, connected_at = self._connect_started, self._connected_at
+        sent_at, response_at = self._sent_at, self._response_at
+        method = head.method
         frontend.access_log.write(
             AccessRecord(
                 self.client.client_address,
                 frontend.name,
-                head.method.decode("latin-1"),
+                _METHODS.get(method) or method.decode("latin-1"),
                 head.target.decode("latin-1"),
-                head.version.decode("latin-1"),
+                "1.1" if head.version == b"1.1" else "1.0",
                 self.status,
                 self.bytes_in,
                 self.bytes_out,
                 frontend.backend.name,
                 server.name if server is not None else "-",
                 self.wait * 1000,
-                0.0 if self._connect_started >= 0 else -1,
-                _ms(self._connect_started, self._connected_at),
-                _ms(self._sent_at, self._response_at),
-                _ms(self.started_at, now),
-                termination.value,
+                0.0 if connect_started >= 0 else -1,
+                (connected_at - connect_started) * 1000 if connected_at >= 0 and connect_started >= 0 else -1,
+                (response_at - sent_at) * 1000 if response_at >= 0 and sent_at >= 0 else -1,
+                (now - self.started_at) * 1000,
+                _TERMINATIONS[termination],
                 self.retries,
             )
         )
