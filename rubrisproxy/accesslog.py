@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import IO, Callable
+from typing import IO
 
 from twisted.logger import Logger
 

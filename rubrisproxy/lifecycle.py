@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Termination(str, Enum):
+class Termination(StrEnum):
     """Why a request's exchange ended, as written in the access log."""
 
     OK = "ok"

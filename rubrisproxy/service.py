@@ -131,10 +131,10 @@ class DemoOriginService(service.Service):
     def privilegedStartService(self) -> None:
         # Listen before the frontends start so the first request already has a server.
         self.port = self.reactor.listenTCP(0, demo_site(), interface="127.0.0.1")
-        address = self.port.getHost()  # type: ignore[union-attr]
+        port = self.port.getHost().port  # type: ignore[union-attr, attr-defined]
         for backend in self.backends:
-            backend.add_server(ServerConfig(name="demo", host="127.0.0.1", port=address.port))
-        self.log.info("no backend configured: proxying to the built-in demo origin on 127.0.0.1:{port}", port=address.port)
+            backend.add_server(ServerConfig(name="demo", host="127.0.0.1", port=port))
+        self.log.info("no backend configured: proxying to the built-in demo origin on 127.0.0.1:{port}", port=port)
         for url in self.public_urls:
             self.log.info("demo: open {url}", url=url)
         super().privilegedStartService()

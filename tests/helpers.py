@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import httptools
 from twisted.internet import defer, reactor
@@ -47,7 +47,7 @@ class RawClient(Protocol):
 
     def connectionLost(self, reason: object = None) -> None:
         waiters, self._waiters = self._waiters, []
-        for condition, d in waiters:
+        for _, d in waiters:
             d.callback(self.received)
         self.closed.callback(self.received)
 
@@ -211,10 +211,23 @@ class ProxyTestCase(unittest.TestCase):
     @defer.inlineCallbacks
     def settle(self, frontend: Frontend):  # type: ignore[no-untyped-def]
         """Let the reactor finish closing what the test's last step began."""
-        for _ in range(50):
-            if not frontend.connections and not frontend.pool.in_use:
-                break
+        yield self.poll(lambda: not frontend.connections and not frontend.pool.in_use, "everything closed")
+
+    @defer.inlineCallbacks
+    def poll(self, condition: Callable[[], object], what: str, ticks: int = 500):  # type: ignore[no-untyped-def]
+        """Let the reactor run, a tick at a time, until ``condition()`` holds (fail after ``ticks``)."""
+        for _ in range(ticks):
             yield _tick()
+            if condition():
+                return
+        self.fail(f"never happened: {what}")
+
+@defer.inlineCallbacks
+def run_reactor_for(ticks: int):  # type: ignore[no-untyped-def]
+    """Let the reactor run ``ticks`` short turns (a bounded wait, for "nothing more happens" checks)."""
+    for _ in range(ticks):
+        yield _tick()
+
 
 def _tick() -> defer.Deferred[None]:
     d: defer.Deferred[None] = defer.Deferred()

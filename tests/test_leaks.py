@@ -19,9 +19,9 @@ class LeakTests(ProxyTestCase):
     def test_nothing_left_after_mixed_traffic(self):
         frontend = self.start_proxy(self.start_web_origin(), pool=PoolSettings(max_idle_per_server=4))
         baseline = len(our_delayed_calls())
-        for round_ in range(5):
+        for _round in range(5):
             clients = []
-            for i in range(8):
+            for _client in range(8):
                 client = yield self.connect()
                 clients.append(client)
                 client.send(get(b"/a") + get(b"/status/500") + b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")

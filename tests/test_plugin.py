@@ -8,7 +8,7 @@ import signal
 import sys
 
 from twisted.application.service import IServiceMaker
-from twisted.internet import defer, error, protocol, reactor
+from twisted.internet import defer, protocol, reactor
 from twisted.plugin import IPlugin, getPlugins
 from twisted.trial import unittest
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Protocol
 
-from rubrisproxy.config import PoolSettings
-
 from .helpers import ProxyTestCase, get, parse_responses
 
 

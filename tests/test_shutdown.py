@@ -42,18 +42,8 @@ class ShutdownTests(ProxyTestCase):
         yield idle.responses(1)
         busy = yield self.connect()
         busy.send(get(b"/held"))
-        yield self.poll(lambda: HeldOrigin.held)
+        yield self.poll(lambda: HeldOrigin.held, "the held request reaches the origin")
         return frontend, idle, busy
-
-    @defer.inlineCallbacks
-    def poll(self, condition):  # type: ignore[no-untyped-def]
-        for _ in range(500):
-            if condition():
-                return
-            d: defer.Deferred[None] = defer.Deferred()
-            reactor.callLater(0.01, d.callback, None)
-            yield d
-        self.fail("condition never held")
 
     @defer.inlineCallbacks
     def test_in_flight_request_finishes_idle_connection_closes(self):

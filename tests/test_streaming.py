@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
-from .helpers import ProxyTestCase, parse_responses
+from .helpers import ProxyTestCase, run_reactor_for
 
 CHUNK = 65536
 BIG = 48 * 1024 * 1024  # far more than loopback socket buffers can hide
@@ -76,16 +76,6 @@ def buffered(transport) -> int:  # type: ignore[no-untyped-def]
 
 class StreamingTests(ProxyTestCase):
     @defer.inlineCallbacks
-    def poll(self, condition, what: str):  # type: ignore[no-untyped-def]
-        for _ in range(500):
-            d: defer.Deferred[None] = defer.Deferred()
-            reactor.callLater(0.01, d.callback, None)
-            yield d
-            if condition():
-                return
-        self.fail(f"never happened: {what}")
-
-    @defer.inlineCallbacks
     def test_slow_client_pauses_origin(self):
         BigResponseOrigin.instances = []
         frontend = self.start_proxy(self.start_raw_origin(BigResponseOrigin))
@@ -100,8 +90,7 @@ class StreamingTests(ProxyTestCase):
         (proxy_side,) = frontend.connections
         self.assertLess(buffered(proxy_side.transport), 1 << 20)
         self.assertLess(sent_when_paused, BIG // 2)
-        for _ in range(20):  # the reactor keeps running; the origin stays held back
-            yield self.poll(lambda: True, "a tick")
+        yield run_reactor_for(20)  # the reactor keeps running; the origin stays held back
         self.assertLess(filler.written, BIG // 2)
         self.assertLess(buffered(proxy_side.transport), 1 << 20)
         received: list[int] = [0]

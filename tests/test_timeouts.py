@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from rubrisproxy.backend import Backend

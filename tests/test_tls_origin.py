@@ -20,7 +20,7 @@ from .helpers import EchoResource, ProxyTestCase, get
 
 def make_certificates() -> tuple[bytes, bytes, bytes]:
     """A CA certificate, and a key and certificate it signed for 127.0.0.1 (all PEM)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rubrisproxy test CA")])
     ca = (

@@ -9,8 +9,9 @@ are ambiguous and refused.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ._errors import ConfigError
 from ._model import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from enum import Enum
 
-from twisted.internet.interfaces import IDelayedCall, ISSLTransport
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -48,6 +48,8 @@ class ClientConnection(Protocol):
     until their turn), so responses go out in request order and memory stays bounded
     by one socket read.
     """
+
+    transport: ITCPTransport  # set by makeConnection before any other event
 
     log = Logger()
 

@@ -15,7 +15,6 @@ import httptools
 from ._errors import HTTPError
 from ._headers import HOP_BY_HOP, Headers, connection_tokens, drop_listed
 
-
 #: Headers the parser itself must read.
 _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
 

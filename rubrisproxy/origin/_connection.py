@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol as TypingProtocol
+from typing import TYPE_CHECKING
+from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
@@ -41,6 +42,8 @@ class OriginConnection(Protocol):
     connection bound to one client connection (connection-oriented auth): it is then
     never returned to the pool.
     """
+
+    transport: ITCPTransport  # set by makeConnection before any other event
 
     def __init__(self, server: Server, pool: ConnectionPool, clock: IReactorTime, server_timeout: float) -> None:
         self.server = server
@@ -103,7 +106,7 @@ class OriginConnection(Protocol):
         gate = self.gate
         if gate is not None and gate.paused:
             gate.resumeProducing()
-        return self.connected and self.parser.complete and self.parser.reusable
+        return bool(self.connected) and self.parser.complete and self.parser.reusable
 
     def abort(self) -> None:
         """Drop the connection now, telling nobody."""

@@ -6,18 +6,21 @@ same :meth:`OriginConnector.connect` with their own protocol.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
-from twisted.internet.ssl import optionsForClientTLS
 
 from ..backend import Server
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 P = TypeVar("P", bound=Protocol)
 
@@ -29,7 +32,9 @@ class ConnectTimeout(Exception):
 class OriginConnector:
     """Opens connections to servers: plain TCP or TLS verified with service-identity."""
 
-    def __init__(self, reactor: IReactorTime, connect_timeout: float, trust_root: object = None) -> None:
+    def __init__(
+        self, reactor: IReactorTime, connect_timeout: float, trust_root: IOpenSSLTrustRoot | Certificate | None = None
+    ) -> None:
         self._reactor = reactor
         self.connect_timeout = connect_timeout
         self.trust_root = trust_root  # None: the platform's trust store
@@ -60,7 +65,7 @@ class OriginConnector:
             return result
 
         attempt.addTimeout(self.connect_timeout, self._reactor, onTimeoutCancel=on_timeout)
-        return attempt
+        return attempt  # type: ignore[return-value]  # fires with ``protocol`` itself
 
 
 class _OneProtocolFactory(Factory):
