@@ -19,4 +19,6 @@ class Termination(StrEnum):
     SERVER_ABORT = "server-abort"  # the origin closed or reset mid-exchange (502)
     BAD_RESPONSE = "bad-response"  # the origin's response was malformed (502)
     NOT_IMPLEMENTED = "not-implemented"  # a request this frontend does not serve (501)
+    DENIED = "denied"  # refused by a route's deny rule
+    QUEUE_TIMEOUT = "queue-timeout"  # every server stayed full past timeout queue (503)
     SHUTDOWN = "shutdown"  # cut by the end of the shutdown grace period

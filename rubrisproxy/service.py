@@ -16,6 +16,7 @@ from .config import ProxyConfig, ServerConfig
 from .demo import demo_site
 from .frontend import Frontend, LocalConnectionFactory, drain
 from .origin import ConnectionPool, OriginConnector
+from .routing import Router
 
 
 class FrontendService(service.Service):
@@ -155,7 +156,9 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
     connector = OriginConnector(reactor, config.timeouts.connect)
     pool = ConnectionPool(connector, reactor, config.pool, config.timeouts.server)
     access_log = make_access_log(config)
-    backends = {name: Backend(backend_config) for name, backend_config in config.backends.items()}
+    backends = {
+        name: Backend(backend_config, reactor, config.timeouts.queue) for name, backend_config in config.backends.items()
+    }
     if config.demo:
         used = [backends[f.backend] for f in config.frontends]
         for backend in used:
@@ -163,9 +166,11 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
         urls = tuple(_public_url(e) for f in config.frontends for e in f.listen)
         DemoOriginService(reactor, list({id(b): b for b in used}.values()), urls).setServiceParent(root)
     for frontend_config in config.frontends:
+        default = backends[frontend_config.backend]
         frontend = Frontend(
             name=frontend_config.name, clock=reactor, timeouts=config.timeouts, limits=config.limits,
-            backend=backends[frontend_config.backend], pool=pool, access_log=access_log,
+            backend=default, pool=pool, access_log=access_log,
+            router=Router(frontend_config.routes, backends, default),
         )
         FrontendService(reactor, frontend, frontend_config.listen, config.shutdown_grace).setServiceParent(root)
     PoolService(pool).setServiceParent(root)

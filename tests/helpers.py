@@ -169,7 +169,7 @@ class ProxyTestCase(unittest.TestCase):
         timeouts = replace(self.timeouts, **{k: v for k, v in overrides.items() if hasattr(self.timeouts, k)})
         limits = replace(self.limits, **{k: v for k, v in overrides.items() if hasattr(self.limits, k)})
         servers = tuple(ServerConfig(name=f"s{i + 1}", host="127.0.0.1", port=p) for i, p in enumerate(origin_ports))
-        backend = Backend(BackendConfig(name="app", servers=servers, retries=retries))
+        backend = Backend(BackendConfig(name="app", servers=servers, retries=retries), reactor, timeouts.queue)
         connection_pool = ConnectionPool(
             OriginConnector(reactor, timeouts.connect), reactor, pool or PoolSettings(), timeouts.server
         )

@@ -1,5 +1,33 @@
-"""Backends: named groups of origin servers and how a request picks one."""
+"""Backends: named groups of origin servers, balancing over them, and their queue."""
 
-from ._server import Backend, Server
+from ._backend import QUEUED, Backend, Waiter
+from ._balance import (
+    ConsistentHash,
+    IBalancer,
+    LeastConnections,
+    PowerOfTwoChoices,
+    RoundRobin,
+    balancer_for,
+    header_key,
+    source_key,
+    uri_key,
+    url_param_key,
+)
+from ._server import Server
 
-__all__ = ["Backend", "Server"]
+__all__ = [
+    "QUEUED",
+    "Backend",
+    "ConsistentHash",
+    "IBalancer",
+    "LeastConnections",
+    "PowerOfTwoChoices",
+    "RoundRobin",
+    "Server",
+    "Waiter",
+    "balancer_for",
+    "header_key",
+    "source_key",
+    "uri_key",
+    "url_param_key",
+]

@@ -1,64 +1,67 @@
-"""A backend's servers and the order in which they are tried."""
+"""A backend's servers, their state and counters."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import BackendConfig, ServerConfig
+from twisted.internet.interfaces import IReactorTime
+
+from ..config import ServerConfig
 
 
 @dataclass(eq=False, slots=True)
 class Server:
-    """One origin server, with the counters logs and metrics read."""
+    """One origin server: its settings, whether it takes requests, and the counters logs and metrics read."""
 
     config: ServerConfig
     backend_name: str
-    active: int = 0
+    clock: IReactorTime | None = None
+    slow_start: float = 0.0
+    up: bool = True
+    up_since: float = -1.0  # when it last came up; -1: up from the start (no ramp)
+    active: int = 0  # requests assigned and not yet finished
     total: int = 0
     connect_failures: int = 0
     responses: dict[int, int] = field(default_factory=dict)
     #: What makes two servers' connections interchangeable in a pool.
     key: tuple[str, int, bool] = field(init=False)
     name: str = field(init=False)
+    weight: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.key = (self.config.host, self.config.port, self.config.tls)
         self.name = self.config.name
+        self.weight = self.config.weight
+
+    @property
+    def backup(self) -> bool:
+        return self.config.backup
+
+    @property
+    def maxconn(self) -> int:
+        return self.config.maxconn
+
+    @property
+    def full(self) -> bool:
+        return 0 < self.config.maxconn <= self.active
+
+    @property
+    def effective_weight(self) -> float:
+        """The weight balancing uses: ramped up over ``slow_start`` after the server comes up."""
+        if self.up_since < 0 or not self.slow_start or self.clock is None:
+            return float(self.weight)
+        ramp = (self.clock.seconds() - self.up_since) / self.slow_start
+        if ramp >= 1:
+            self.up_since = -1.0
+            return float(self.weight)
+        return self.weight * max(ramp, 0.05)
+
+    def set_up(self, up: bool) -> None:
+        """Mark the server up or down; coming up starts its slow start."""
+        if up and not self.up and self.clock is not None:
+            self.up_since = self.clock.seconds()
+        self.up = up
 
     def __repr__(self) -> str:
         scheme = "https" if self.config.tls else "http"
         return f"<Server {self.backend_name}/{self.name} {scheme}://{self.config.host}:{self.config.port}>"
-
-
-class Backend:
-    """A named group of servers that requests are balanced over (round robin)."""
-
-    def __init__(self, config: BackendConfig) -> None:
-        self.name = config.name
-        self.retries = config.retries
-        self.servers: list[Server] = [Server(s, config.name) for s in config.servers]
-        self._next = 0
-
-    def add_server(self, config: ServerConfig) -> Server:
-        server = Server(config, self.name)
-        self.servers.append(server)
-        return server
-
-    def pick(self) -> Server | None:
-        """The server for a new request: the next in turn."""
-        servers = self.servers
-        if not servers:
-            return None
-        index = self._next % len(servers)
-        self._next = index + 1
-        return servers[index]
-
-    def next_after(self, server: Server) -> Server | None:
-        """The server to try when ``server`` could not be reached (the next one along)."""
-        servers = self.servers
-        if not servers:
-            return None
-        try:
-            return servers[(servers.index(server) + 1) % len(servers)]
-        except ValueError:
-            return self.pick()

@@ -8,6 +8,7 @@ are ambiguous and refused.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -21,6 +22,7 @@ from ._model import (
     Limits,
     PoolSettings,
     ProxyConfig,
+    RouteConfig,
     ServerConfig,
     Timeouts,
 )
@@ -204,7 +206,7 @@ def _log_format(key: str, value: object) -> str:
 
 def _backend(name: str, table: Mapping[str, Any]) -> BackendConfig:
     key = f"backends.{name}"
-    _reject_unknown(key, table, {"servers", "retries"})
+    _reject_unknown(key, table, {"servers", "retries", "balance", "redispatch", "slow-start"})
     raw_servers = table.get("servers", [])
     if not isinstance(raw_servers, list):
         raise ConfigError(f"{key}.servers", "expected a list of addresses or server tables")
@@ -213,7 +215,29 @@ def _backend(name: str, table: Mapping[str, Any]) -> BackendConfig:
     if len(set(names)) != len(names):
         raise ConfigError(f"{key}.servers", f"server names must be unique, got {names}")
     retries = parse_positive_int(f"{key}.retries", table.get("retries", 3), minimum=0)
-    return BackendConfig(name=name, servers=servers, retries=retries)
+    balance = table.get("balance", "roundrobin")
+    if not isinstance(balance, str) or not _valid_balance(balance):
+        raise ConfigError(
+            f"{key}.balance",
+            f"expected roundrobin, leastconn, random, source, uri, url_param(NAME) or hdr(NAME), got {balance!r}",
+        )
+    redispatch = table.get("redispatch", True)
+    if not isinstance(redispatch, bool):
+        raise ConfigError(f"{key}.redispatch", f"expected true or false, got {redispatch!r}")
+    slow_start = table.get("slow-start", 0)
+    slow_start = 0.0 if slow_start in (0, "0", "0s") else parse_duration(f"{key}.slow-start", slow_start)
+    return BackendConfig(
+        name=name, servers=servers, retries=retries, balance=balance, redispatch=redispatch, slow_start=slow_start
+    )
+
+
+def _valid_balance(balance: str) -> bool:
+    if balance in ("roundrobin", "leastconn", "random", "source", "uri"):
+        return True
+    for prefix in ("url_param(", "hdr("):
+        if balance.startswith(prefix) and balance.endswith(")") and len(balance) > len(prefix) + 1:
+            return True
+    return False
 
 
 def _server(key: str, raw: object, index: int) -> ServerConfig:
@@ -221,18 +245,67 @@ def _server(key: str, raw: object, index: int) -> ServerConfig:
     if isinstance(raw, str):
         return parse_server(key, raw, default_name)
     table = _table(key, raw)
-    _reject_unknown(key, table, {"address", "name"})
+    _reject_unknown(key, table, {"address", "name", "weight", "maxconn", "backup"})
     if "address" not in table:
         raise ConfigError(f"{key}.address", "is required")
     name = table.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{key}.name", f"expected a non-empty string, got {name!r}")
-    return parse_server(f"{key}.address", table["address"], name)
+    server = parse_server(f"{key}.address", table["address"], name)
+    weight = parse_positive_int(f"{key}.weight", table.get("weight", 1), minimum=0)
+    if weight > 256:
+        raise ConfigError(f"{key}.weight", f"must be at most 256, got {weight}")
+    maxconn = parse_positive_int(f"{key}.maxconn", table.get("maxconn", 0), minimum=0)
+    backup = table.get("backup", False)
+    if not isinstance(backup, bool):
+        raise ConfigError(f"{key}.backup", f"expected true or false, got {backup!r}")
+    return replace(server, weight=weight, maxconn=maxconn, backup=backup)
+
+
+def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> RouteConfig:
+    table = _table(key, raw)
+    _reject_unknown(key, table, {f.name.replace("_", "-") for f in fields(RouteConfig)} | {"method"})
+    values: dict[str, Any] = {}
+    for name in ("host", "host-suffix", "host-prefix", "path-prefix", "path-regex", "header", "value"):
+        if name in table:
+            value = table[name]
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{key}.{name}", f"expected a non-empty string, got {value!r}")
+            values[name.replace("-", "_")] = value
+    if "path_regex" in values:
+        try:
+            re.compile(values["path_regex"])
+        except re.error as e:
+            raise ConfigError(f"{key}.path-regex", f"invalid regular expression: {e}") from None
+    if "value" in values and "header" not in values:
+        raise ConfigError(f"{key}.value", "needs a header to compare with")
+    methods = table.get("methods", table.get("method", []))
+    if isinstance(methods, str):
+        methods = [methods]
+    if not isinstance(methods, list) or not all(isinstance(m, str) and m for m in methods):
+        raise ConfigError(f"{key}.methods", f"expected a method or a list of methods, got {methods!r}")
+    values["methods"] = tuple(m.upper() for m in methods)
+    if "websocket" in table:
+        if not isinstance(table["websocket"], bool):
+            raise ConfigError(f"{key}.websocket", f"expected true or false, got {table['websocket']!r}")
+        values["websocket"] = table["websocket"]
+    backend, deny = table.get("backend"), table.get("deny")
+    if (backend is None) == (deny is None):
+        raise ConfigError(key, "a route needs exactly one of backend or deny")
+    if backend is not None:
+        if not isinstance(backend, str) or backend not in backends:
+            raise ConfigError(f"{key}.backend", f"no backend named {backend!r}; known: {', '.join(backends)}")
+        values["backend"] = backend
+    else:
+        if isinstance(deny, bool) or not isinstance(deny, int) or not 400 <= deny <= 599:
+            raise ConfigError(f"{key}.deny", f"expected a 4xx or 5xx status, got {deny!r}")
+        values["deny"] = deny
+    return RouteConfig(**values)
 
 
 def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, BackendConfig]) -> FrontendConfig:
     key = f"frontends.{name}"
-    _reject_unknown(key, table, {"listen", "backend"})
+    _reject_unknown(key, table, {"listen", "backend", "routes"})
     listen = table.get("listen", [DEFAULT_LISTEN])
     if isinstance(listen, str):
         listen = [listen]
@@ -243,7 +316,11 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
         raise ConfigError(f"{key}.backend", f"expected a backend name, got {backend!r}")
     if backends and backend not in backends:
         raise ConfigError(f"{key}.backend", f"no backend named {backend!r}; known: {', '.join(backends)}")
-    return FrontendConfig(name=name, listen=tuple(listen), backend=backend)
+    raw_routes = table.get("routes", [])
+    if not isinstance(raw_routes, list):
+        raise ConfigError(f"{key}.routes", "expected a list of route tables")
+    routes = tuple(_route(f"{key}.routes[{i}]", raw, backends) for i, raw in enumerate(raw_routes))
+    return FrontendConfig(name=name, listen=tuple(listen), backend=backend, routes=routes)
 
 
 def _table(key: str, value: object) -> dict[str, Any]:

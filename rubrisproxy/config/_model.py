@@ -53,6 +53,13 @@ class ServerConfig:
     host: str
     port: int
     tls: bool = False
+    weight: int = 1  # share of requests; 0 takes none
+    maxconn: int = 0  # requests in flight at once; 0 is no limit
+    backup: bool = False  # used only when no normal server is up
+
+
+#: Balancing algorithms, as HAProxy names them; ``url_param(NAME)`` and ``hdr(NAME)`` take an argument.
+BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "random", "source", "uri", "url_param(", "hdr(")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +69,36 @@ class BackendConfig:
     name: str
     servers: tuple[ServerConfig, ...] = ()
     retries: int = 3
+    balance: str = "roundrobin"
+    redispatch: bool = True  # a retry goes to another server (else the same one)
+    slow_start: float = 0.0  # seconds over which a server coming up ramps to its weight
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """When a request matches every condition set here, send it to ``backend`` or refuse it with ``deny``."""
+
+    host: str | None = None  # exact, case-insensitive, port ignored
+    host_suffix: str | None = None
+    host_prefix: str | None = None
+    path_prefix: str | None = None
+    path_regex: str | None = None
+    header: str | None = None  # present, or equal to ``value`` when set
+    value: str | None = None
+    methods: tuple[str, ...] = ()
+    websocket: bool | None = None  # an Upgrade: websocket request (or not)
+    backend: str | None = None
+    deny: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FrontendConfig:
-    """A named set of listeners whose requests go to one backend."""
+    """A named set of listeners; routes (first match wins) choose a backend, else ``backend``."""
 
     name: str
     listen: tuple[str, ...] = ("tcp:8080",)
     backend: str = "default"
+    routes: tuple[RouteConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from ..accesslog import AccessLog
 from ..backend import Backend
 from ..config import Limits, Timeouts
 from ..origin import ConnectionPool
+from ..routing import Router
 
 if TYPE_CHECKING:
     from ._connection import ClientConnection
@@ -27,7 +28,12 @@ class Frontend:
     backend: Backend
     pool: ConnectionPool
     access_log: AccessLog
+    router: Router | None = None  # None: every request goes to ``backend``
     connections: set[ClientConnection] = field(default_factory=set)
     draining: bool = False
     accepted: int = 0
     requests: int = 0
+
+    def __post_init__(self) -> None:
+        if self.router is None:
+            self.router = Router((), {}, self.backend)

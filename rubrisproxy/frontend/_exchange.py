@@ -9,7 +9,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..accesslog import AccessRecord
-from ..backend import Server
+from ..backend import QUEUED, Backend, Server
 from ..http import HTTPError, RequestHead, ResponseHead, error_response, serialize_headers
 from ..lifecycle import Termination
 from ..origin import ConnectTimeout, OriginConnection
@@ -47,7 +47,8 @@ class Exchange:
         "client", "head", "clock", "started_at", "wait", "server", "connection", "request_done",
         "response_head_sent", "finished", "keep_alive", "status", "bytes_in", "bytes_out", "retries",
         "pending_head", "_pending", "_framing", "_stale_retry_done", "_last_failure", "_request_bytes",
-        "_connect_started", "_connected_at", "_sent_at", "_response_at",
+        "_connect_started", "_connected_at", "_sent_at", "_response_at", "backend", "_holds_slot", "_tried",
+        "_queued_at", "_dequeued_at",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
@@ -67,6 +68,10 @@ class Exchange:
         self._last_failure: Failure | None = None
         self._request_bytes = b""
         self._connect_started = self._connected_at = self._sent_at = self._response_at = -1.0
+        self.backend: Backend | None = None
+        self._holds_slot = False  # a server slot (its ``active`` count) is ours until released
+        self._tried: frozenset[Server] = frozenset()
+        self._queued_at = self._dequeued_at = -1.0
 
     # Start: choose a server, get a connection
 
@@ -75,23 +80,53 @@ class Exchange:
         if head.method == b"CONNECT":
             self.fail(HTTPError(501, "CONNECT is not served by a reverse-proxy frontend"), Termination.NOT_IMPLEMENTED)
             return
+        target = self.client.frontend.router.route(head)  # type: ignore[union-attr]
+        if isinstance(target, int):
+            self.fail(HTTPError(target, "denied by a route"), Termination.DENIED)
+            return
+        self.backend = target
         try:
             self._request_bytes = self._origin_request_head()
         except HTTPError as error:
             self.fail(error, Termination.BAD_REQUEST)
             return
-        self._try_server(self.client.frontend.backend.pick())
+        self._assign()
 
-    def _try_server(self, server: Server | None) -> None:
-        if server is None:
+    def _assign(self) -> None:
+        backend = self.backend
+        assert backend is not None
+        server = backend.assign(self, self._tried)
+        if server is QUEUED:
+            self._queued_at = self.clock.seconds()
+            if self.head.has_body and not self.request_done:
+                self.client.gate.pause(ORIGIN)
+        elif server is None:
             failure = self._last_failure
             timed_out = failure is not None and failure.check(ConnectTimeout)
-            why = failure.getErrorMessage() if failure is not None else "the backend has no servers"
+            why = failure.getErrorMessage() if failure is not None else f"no server of {backend.name} is up"
             self.fail(
                 HTTPError(503, f"no server available: {why}"),
                 Termination.CONNECT_TIMEOUT if timed_out else Termination.NO_SERVER,
             )
-            return
+        else:
+            self._holds_slot = True
+            self._use(server)  # type: ignore[arg-type]
+
+    # What the backend's queue calls
+
+    def client_address_for_balancing(self) -> str:
+        return self.client.client_address
+
+    def dequeued(self, server: Server) -> None:
+        """A slot on ``server`` came free for this waiting request."""
+        self._dequeued_at = self.clock.seconds()
+        self._holds_slot = True
+        self._use(server)
+
+    def queue_timed_out(self) -> None:
+        self.fail(HTTPError(503, "every server stayed full past timeout queue"), Termination.QUEUE_TIMEOUT)
+
+    def _use(self, server: Server) -> None:
         self.server = server
         pool = self.client.frontend.pool
         connection = pool.take_idle(server)
@@ -99,6 +134,11 @@ class Exchange:
             self._connected(connection)
         else:
             self._connect(pool.connect(server))
+
+    def _free_slot(self) -> None:
+        if self._holds_slot:
+            self._holds_slot = False
+            self.backend.release(self.server)  # type: ignore[union-attr, arg-type]
 
     def _connect(self, attempt) -> None:  # type: ignore[no-untyped-def]
         self._connect_started = self.clock.seconds()
@@ -117,22 +157,38 @@ class Exchange:
             "connect to {server!r} failed: {why}", server=self.server, why=failure.getErrorMessage()
         )
         self._last_failure = failure
+        self._free_slot()
         self.retries += 1
-        backend = self.client.frontend.backend
-        self._try_server(backend.next_after(self.server) if self.retries <= backend.retries else None)
+        backend = self.backend
+        assert backend is not None
+        if self.retries > backend.retries:
+            self.fail(
+                HTTPError(503, f"no server available: {failure.getErrorMessage()}"),
+                Termination.CONNECT_TIMEOUT if failure.check(ConnectTimeout) else Termination.NO_SERVER,
+            )
+            return
+        if backend.redispatch:
+            self._tried = self._tried | {self.server}  # type: ignore[arg-type]
+            if not backend.usable(self._tried):
+                self._tried = frozenset()  # every server failed once: go round again
+            self._assign()
+        elif self.server.up and not self.server.full:  # type: ignore[union-attr]
+            self._holds_slot = True
+            backend.take(self.server)  # type: ignore[arg-type]
+            self._use(self.server)  # type: ignore[arg-type]
+        else:
+            self._assign()
 
     def _connected(self, connection: OriginConnection) -> None:
         pool = self.client.frontend.pool
         if self.finished:
+            self._free_slot()
             pool.release(connection, reusable=True)  # never used: as good as idle
             return
         self.connection = connection
         self._connected_at = now = self.clock.seconds()
         if connection.reused:
             self._connect_started = now
-        assert self.server is not None
-        self.server.active += 1
-        self.server.total += 1
         connection.send(self, self.head.method, self._request_bytes)
         self._sent_at = self._connected_at
         client = self.client
@@ -297,9 +353,8 @@ class Exchange:
 
     def _release(self, connection: OriginConnection, reusable: bool) -> None:
         self.connection = None
-        if self.server is not None:
-            self.server.active -= 1
         self.client.frontend.pool.release(connection, reusable)
+        self._free_slot()
 
     # Failures on the client side
 
@@ -346,6 +401,7 @@ class Exchange:
     def _finish(self, termination: Termination, keep_alive: bool) -> None:
         self.finished = True
         self._pending = None
+        self._free_slot()
         client = self.client
         if client.gate.paused:
             client.gate.resume(ORIGIN)
@@ -374,10 +430,10 @@ class Exchange:
                 self.status,
                 self.bytes_in,
                 self.bytes_out,
-                frontend.backend.name,
+                self.backend.name if self.backend is not None else "-",
                 server.name if server is not None else "-",
                 self.wait * 1000,
-                0.0 if connect_started >= 0 else -1,
+                (self._dequeued_at - self._queued_at) * 1000 if self._dequeued_at >= 0 else (0.0 if server else -1),
                 (connected_at - connect_started) * 1000 if connected_at >= 0 and connect_started >= 0 else -1,
                 (response_at - sent_at) * 1000 if response_at >= 0 and sent_at >= 0 else -1,
                 (now - self.started_at) * 1000,
@@ -415,7 +471,7 @@ class Exchange:
             raise HTTPError(400, f"request target {target[:64]!r} is not in origin form")
         extra = b""
         if host is None:  # an HTTP/1.0 request without Host
-            servers = self.client.frontend.backend.servers
+            servers = self.backend.servers if self.backend is not None else []
             host = b"%s:%d" % (servers[0].config.host.encode(), servers[0].config.port) if servers else b"localhost"
             extra = b"Host: %s\r\n" % host
         if head.chunked:

@@ -1,0 +1,139 @@
+"""A backend: its servers, how a request gets one, and the queue when all are full."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from ..config import BackendConfig, ServerConfig
+from ..http import RequestHead
+from ._balance import IBalancer, balancer_for
+from ._server import Server
+
+
+class Waiter(Protocol):
+    """What waits in a backend's queue: an exchange, seen from the backend."""
+
+    head: RequestHead
+    finished: bool
+
+    def client_address_for_balancing(self) -> str: ...
+
+    def dequeued(self, server: Server) -> None: ...
+
+    def queue_timed_out(self) -> None: ...
+
+
+class _Queued:
+    __slots__ = ("waiter", "timer", "exclude")
+
+    def __init__(self, waiter: Waiter, timer: IDelayedCall, exclude: frozenset[Server]) -> None:
+        self.waiter = waiter
+        self.timer = timer
+        self.exclude = exclude
+
+
+QUEUED = object()
+"""What :meth:`Backend.assign` returns when the request waits for a free server."""
+
+
+class Backend:
+    """A named group of servers that requests are balanced over.
+
+    Only servers that are up take new requests; backup servers only when no normal
+    server is up. A server at its ``maxconn`` takes no more: when every usable server
+    is full, requests wait in order in the backend's queue, up to ``timeout queue``,
+    and the oldest takes the next free slot.
+    """
+
+    def __init__(self, config: BackendConfig, clock: IReactorTime | None = None, queue_timeout: float = 30.0) -> None:
+        self.name = config.name
+        self.retries = config.retries
+        self.redispatch = config.redispatch
+        self.slow_start = config.slow_start
+        self.clock = clock
+        self.queue_timeout = queue_timeout
+        self.balancer: IBalancer = balancer_for(config.balance)
+        self.servers: list[Server] = []
+        self._queue: deque[_Queued] = deque()
+        self.queued_total = 0
+        for server_config in config.servers:
+            self.add_server(server_config)
+
+    def add_server(self, config: ServerConfig) -> Server:
+        server = Server(config, self.name, clock=self.clock, slow_start=self.slow_start)
+        self.servers.append(server)
+        return server
+
+    @property
+    def queue_length(self) -> int:
+        return sum(1 for entry in self._queue if not entry.waiter.finished)
+
+    def usable(self, exclude: frozenset[Server] = frozenset()) -> list[Server]:
+        """Servers that may take new requests: normal ones that are up, else backups that are up."""
+        normal = [s for s in self.servers if s.up and not s.backup and s.weight > 0 and s not in exclude]
+        if normal:
+            return normal
+        return [s for s in self.servers if s.up and s.backup and s.weight > 0 and s not in exclude]
+
+    def assign(self, waiter: Waiter, exclude: frozenset[Server] = frozenset()) -> Server | object | None:
+        """A server for ``waiter`` with its slot taken, :data:`QUEUED`, or None if no server can take it."""
+        candidates = self.usable(exclude)
+        if not candidates:
+            return None
+        free = [s for s in candidates if not s.full]
+        if free and not self._queue_has_waiters():
+            return self._take(free, waiter)
+        if self.clock is None:
+            return None
+        timer = self.clock.callLater(self.queue_timeout, self._queue_expired, waiter)
+        self._queue.append(_Queued(waiter, timer, exclude))
+        self.queued_total += 1
+        return QUEUED
+
+    def take(self, server: Server) -> None:
+        """Take a slot on ``server`` directly (a retry on the same server)."""
+        server.active += 1
+        server.total += 1
+
+    def release(self, server: Server) -> None:
+        """``server`` finished a request: its slot goes to the oldest waiting request, if any."""
+        server.active -= 1
+        while self._queue:
+            entry = self._queue[0]
+            if entry.waiter.finished:
+                self._queue.popleft()
+                if entry.timer.active():
+                    entry.timer.cancel()
+                continue
+            free = [s for s in self.usable(entry.exclude) if not s.full]
+            if not free:
+                return
+            self._queue.popleft()
+            if entry.timer.active():
+                entry.timer.cancel()
+            entry.waiter.dequeued(self._take(free, entry.waiter))
+
+    def _take(self, free: list[Server], waiter: Waiter) -> Server:
+        server = self.balancer.choose(free, waiter.head, waiter.client_address_for_balancing())
+        server.active += 1
+        server.total += 1
+        return server
+
+    def _queue_has_waiters(self) -> bool:
+        queue = self._queue
+        while queue and queue[0].waiter.finished:
+            entry = queue.popleft()
+            if entry.timer.active():
+                entry.timer.cancel()
+        return bool(queue)
+
+    def _queue_expired(self, waiter: Waiter) -> None:
+        for entry in self._queue:
+            if entry.waiter is waiter:
+                self._queue.remove(entry)
+                break
+        if not waiter.finished:
+            waiter.queue_timed_out()

@@ -1,0 +1,94 @@
+"""Route matching: which backend a request goes to, or which status refuses it."""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Mapping, Sequence
+
+from .backend import Backend
+from .config import RouteConfig
+from .http import RequestHead
+
+Condition = Callable[[RequestHead, bytes, bytes], bool]  # (head, host, path)
+
+
+class Router:
+    """A frontend's ordered routes; the first whose conditions all hold decides, else the default backend."""
+
+    def __init__(self, routes: Sequence[RouteConfig], backends: Mapping[str, Backend], default: Backend) -> None:
+        self.default = default
+        self._routes = [(_conditions(route), backends[route.backend] if route.backend else route.deny) for route in routes]
+
+    def route(self, head: RequestHead) -> Backend | int:
+        """The backend for ``head``, or the status to refuse it with."""
+        if not self._routes:
+            return self.default
+        host = request_host(head)
+        path = request_path(head)
+        for conditions, target in self._routes:
+            if all(condition(head, host, path) for condition in conditions):
+                return target  # type: ignore[return-value]
+        return self.default
+
+
+def request_host(head: RequestHead) -> bytes:
+    """The request's host, lower-cased, without a port (from an absolute target or Host)."""
+    target = head.target
+    if target[:1] != b"/" and b"://" in target:
+        host = target.split(b"://", 1)[1].split(b"/", 1)[0]
+    else:
+        host = head.host or b""
+    host = host.lower()
+    if host.startswith(b"["):
+        return host.split(b"]", 1)[0] + b"]"
+    return host.rsplit(b":", 1)[0] if b":" in host else host
+
+
+def request_path(head: RequestHead) -> bytes:
+    """The request's path, without the query."""
+    target = head.target
+    if target[:1] != b"/" and b"://" in target:
+        rest = target.split(b"://", 1)[1]
+        target = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
+    return target.split(b"?", 1)[0]
+
+
+def is_websocket_upgrade(head: RequestHead) -> bool:
+    """``Connection: upgrade`` with ``Upgrade: websocket``."""
+    if b"upgrade" not in head.connection:
+        return False
+    return any(name.lower() == b"upgrade" and value.strip().lower() == b"websocket" for name, value in head.headers)
+
+
+def _conditions(route: RouteConfig) -> list[Condition]:
+    conditions: list[Condition] = []
+    if route.host is not None:
+        exact = route.host.lower().encode()
+        conditions.append(lambda head, host, path: host == exact)
+    if route.host_suffix is not None:
+        suffix = route.host_suffix.lower().encode()
+        conditions.append(lambda head, host, path: host.endswith(suffix))
+    if route.host_prefix is not None:
+        prefix = route.host_prefix.lower().encode()
+        conditions.append(lambda head, host, path: host.startswith(prefix))
+    if route.path_prefix is not None:
+        path_prefix = route.path_prefix.encode()
+        conditions.append(lambda head, host, path: path.startswith(path_prefix))
+    if route.path_regex is not None:
+        pattern = re.compile(route.path_regex.encode())
+        conditions.append(lambda head, host, path: pattern.search(path) is not None)
+    if route.header is not None:
+        name = route.header.lower().encode()
+        wanted = route.value.encode() if route.value is not None else None
+        conditions.append(
+            lambda head, host, path: any(
+                n.lower() == name and (wanted is None or v == wanted) for n, v in head.headers
+            )
+        )
+    if route.methods:
+        methods = frozenset(m.encode() for m in route.methods)
+        conditions.append(lambda head, host, path: head.method in methods)
+    if route.websocket is not None:
+        websocket = route.websocket
+        conditions.append(lambda head, host, path: is_websocket_upgrade(head) == websocket)
+    return conditions
