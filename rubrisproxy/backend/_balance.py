@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 from bisect import bisect
+from collections.abc import Callable, Sequence
 from hashlib import blake2b
-from typing import Callable, Sequence
 from urllib.parse import parse_qsl
 
 from zope.interface import Interface, implementer

@@ -3,12 +3,12 @@
 from ._errors import ConfigError
 from ._load import CommandLine, apply_command_line, config_from_document, load_config
 from ._model import (
+    BALANCE_ALGORITHMS,
     AccessLogSettings,
     BackendConfig,
     FrontendConfig,
     Limits,
     PoolSettings,
-    BALANCE_ALGORITHMS,
     ProxyConfig,
     RouteConfig,
     ServerConfig,

@@ -1,0 +1,239 @@
+"""Balancing algorithms, backup servers, maxconn with the backend queue, slow start."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from rubrisproxy.backend import (
+    QUEUED,
+    Backend,
+    ConsistentHash,
+    LeastConnections,
+    PowerOfTwoChoices,
+    RoundRobin,
+    balancer_for,
+    header_key,
+    source_key,
+    url_param_key,
+)
+from rubrisproxy.config import BackendConfig, ServerConfig
+from rubrisproxy.http import RequestHead
+
+
+def servers(*weights: int, **options: object) -> list[ServerConfig]:
+    return [ServerConfig(f"s{i + 1}", "127.0.0.1", 9000 + i, weight=w, **options) for i, w in enumerate(weights)]  # type: ignore[arg-type]
+
+
+def request(target: bytes = b"/", headers: list[tuple[bytes, bytes]] | None = None) -> RequestHead:
+    return RequestHead(b"GET", target, b"1.1", headers or [(b"Host", b"example.com")])
+
+
+class Waiting:
+    """A stand-in for an exchange waiting in a backend's queue."""
+
+    def __init__(self, target: bytes = b"/") -> None:
+        self.head = request(target)
+        self.finished = False
+        self.server = None
+        self.timed_out = False
+
+    def client_address_for_balancing(self) -> str:
+        return "127.0.0.1"
+
+    def dequeued(self, server):  # type: ignore[no-untyped-def]
+        self.server = server
+
+    def queue_timed_out(self) -> None:
+        self.timed_out = True
+        self.finished = True
+
+
+class AlgorithmTests(unittest.TestCase):
+    def pick(self, backend: Backend, count: int, target: bytes = b"/") -> Counter[str]:
+        chosen: Counter[str] = Counter()
+        for _ in range(count):
+            server = backend.assign(Waiting(target))
+            chosen[server.name] += 1  # type: ignore[union-attr]
+            backend.release(server)  # type: ignore[arg-type]
+        return chosen
+
+    def test_weighted_round_robin_is_exact_and_smooth(self):
+        backend = Backend(BackendConfig("app", tuple(servers(5, 1, 1))))
+        order = []
+        for _ in range(7):
+            server = backend.assign(Waiting())
+            order.append(server.name)  # type: ignore[union-attr]
+            backend.release(server)  # type: ignore[arg-type]
+        self.assertEqual(Counter(order), {"s1": 5, "s2": 1, "s3": 1})
+        self.assertNotEqual(order[:3], ["s1", "s1", "s1"])  # smooth: interleaved, not in bursts
+        self.assertEqual(self.pick(backend, 7000), {"s1": 5000, "s2": 1000, "s3": 1000})
+
+    def test_zero_weight_takes_nothing(self):
+        backend = Backend(BackendConfig("app", tuple(servers(1, 0))))
+        self.assertEqual(self.pick(backend, 100), {"s1": 100})
+
+    def test_leastconn_prefers_the_least_busy(self):
+        backend = Backend(BackendConfig("app", tuple(servers(1, 1, 1)), balance="leastconn"))
+        held = [backend.assign(Waiting()) for _ in range(3)]
+        self.assertEqual(sorted(s.name for s in held), ["s1", "s2", "s3"])  # type: ignore[union-attr]
+        backend.release(held[1])  # type: ignore[arg-type]
+        self.assertIs(backend.assign(Waiting()), held[1])
+
+    def test_power_of_two_choices_spreads_by_weight(self):
+        backend = Backend(BackendConfig("app", tuple(servers(3, 1)), balance="random"))
+        backend.balancer = PowerOfTwoChoices(random.Random(7))
+        chosen = self.pick(backend, 4000)
+        # With no load, the pair's first draw wins: shares follow the weights within a few percent.
+        self.assertLess(abs(chosen["s1"] / 4000 - 0.75), 0.05)
+
+    def test_power_of_two_choices_avoids_the_busy_server(self):
+        backend = Backend(BackendConfig("app", tuple(servers(1, 1)), balance="random"))
+        busy = backend.servers[0]
+        busy.active = 100
+        chosen = self.pick(backend, 1000)
+        self.assertGreater(chosen["s2"], 700)
+
+    def test_consistent_hash_moves_only_about_one_nth(self):
+        keys = [b"/item/%d" % i for i in range(4000)]
+        four = Backend(BackendConfig("app", tuple(servers(1, 1, 1, 1)), balance="uri"))
+        five = Backend(BackendConfig("app", tuple(servers(1, 1, 1, 1, 1)), balance="uri"))
+        before = {key: four.balancer.choose(four.servers, request(key), "x").name for key in keys}
+        after = {key: five.balancer.choose(five.servers, request(key), "x").name for key in keys}
+        moved = sum(1 for key in keys if before[key] != after[key])
+        self.assertLess(abs(moved / len(keys) - 1 / 5), 0.06)
+        self.assertTrue(all(after[key] == "s5" for key in keys if before[key] != after[key]))
+        shares = Counter(after.values())
+        self.assertTrue(all(0.13 < share / len(keys) < 0.27 for share in shares.values()), shares)
+
+    def test_hash_keys(self):
+        self.assertEqual(source_key(request(), "10.0.0.1"), b"10.0.0.1")
+        self.assertEqual(url_param_key("user")(request(b"/a?x=1&user=42"), "x"), b"42")
+        self.assertIsNone(url_param_key("user")(request(b"/a?x=1"), "x"))
+        self.assertEqual(header_key("X-Tenant")(request(headers=[(b"x-tenant", b"t1")]), "x"), b"t1")
+
+    def test_same_key_same_server_and_fallback_without_key(self):
+        backend = Backend(BackendConfig("app", tuple(servers(1, 1, 1)), balance="url_param(user)"))
+        self.assertEqual(len(self.pick(backend, 50, b"/?user=alice")), 1)
+        self.assertEqual(len(self.pick(backend, 30, b"/")), 3)  # no key: round robin
+
+    def test_balancer_names(self):
+        self.assertIsInstance(balancer_for("roundrobin"), RoundRobin)
+        self.assertIsInstance(balancer_for("leastconn"), LeastConnections)
+        self.assertIsInstance(balancer_for("hdr(Host)"), ConsistentHash)
+
+
+class BackupTests(unittest.TestCase):
+    def test_backup_only_when_no_normal_server_is_up(self):
+        configs = servers(1, 1) + [ServerConfig("spare", "127.0.0.1", 9100, backup=True)]
+        backend = Backend(BackendConfig("app", tuple(configs)))
+        self.assertEqual({s.name for s in backend.usable()}, {"s1", "s2"})
+        backend.servers[0].set_up(False)
+        backend.servers[1].set_up(False)
+        self.assertEqual([s.name for s in backend.usable()], ["spare"])
+        backend.servers[1].set_up(True)
+        self.assertEqual([s.name for s in backend.usable()], ["s2"])
+
+
+class QueueTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.backend = Backend(BackendConfig("app", tuple(servers(1, 1, maxconn=1))), self.clock, queue_timeout=5)
+
+    def test_full_servers_queue_in_order_and_free_slots_go_to_the_oldest(self):
+        first, second = self.backend.assign(Waiting()), self.backend.assign(Waiting())
+        waiting = [Waiting() for _ in range(3)]
+        self.assertEqual([self.backend.assign(w) for w in waiting], [QUEUED] * 3)
+        self.assertEqual(self.backend.queue_length, 3)
+        self.backend.release(first)  # type: ignore[arg-type]
+        self.assertIs(waiting[0].server, first)
+        self.assertIsNone(waiting[1].server)
+        self.backend.release(second)  # type: ignore[arg-type]
+        self.assertIs(waiting[1].server, second)
+        self.assertEqual(self.backend.queue_length, 1)
+
+    def test_queue_timeout(self):
+        self.backend.assign(Waiting())
+        self.backend.assign(Waiting())
+        late = Waiting()
+        self.backend.assign(late)
+        self.clock.advance(4.9)
+        self.assertFalse(late.timed_out)
+        self.clock.advance(0.2)
+        self.assertTrue(late.timed_out)
+        self.assertEqual(self.backend.queue_length, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_an_abandoned_waiter_is_skipped(self):
+        held = self.backend.assign(Waiting())
+        self.backend.assign(Waiting())
+        gone, next_one = Waiting(), Waiting()
+        self.backend.assign(gone)
+        self.backend.assign(next_one)
+        gone.finished = True
+        self.backend.release(held)  # type: ignore[arg-type]
+        self.assertIs(next_one.server, held)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class SlowStartTests(unittest.TestCase):
+    def test_weight_ramps_after_coming_up(self):
+        clock = Clock()
+        backend = Backend(BackendConfig("app", tuple(servers(10, 10)), slow_start=100), clock)
+        fresh = backend.servers[1]
+        fresh.set_up(False)
+        clock.advance(1000)
+        fresh.set_up(True)
+        self.assertAlmostEqual(fresh.effective_weight, 0.5)  # the 5% floor
+        clock.advance(50)
+        self.assertAlmostEqual(fresh.effective_weight, 5.0)
+        clock.advance(60)
+        self.assertEqual(fresh.effective_weight, 10.0)
+        self.assertEqual(backend.servers[0].effective_weight, 10.0)  # up from the start: no ramp
+
+
+class ExchangeQueueTests(unittest.TestCase):
+    """maxconn and timeout queue as clients see them (in-memory transports, a Clock)."""
+
+    def setUp(self) -> None:
+        from .test_framing import connect, make_frontend
+
+        self.clock = Clock()
+        self.frontend, self.connector = make_frontend(self.clock)
+        config = BackendConfig("app", (ServerConfig("s1", "127.0.0.1", 1, maxconn=1),))
+        self.frontend.backend = Backend(config, self.clock, queue_timeout=5)
+        self.frontend.router = None
+        self.frontend.__post_init__()
+        self.clients = [connect(self.frontend) for _ in range(3)]
+
+    def send(self, index: int, path: bytes = b"/") -> None:
+        self.clients[index][0].dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+
+    def test_waits_for_a_slot_then_times_out_with_503(self):
+        from .helpers import parse_responses
+
+        self.send(0)
+        self.send(1)
+        self.assertEqual(len(self.connector.connections), 1)  # the second waits: maxconn 1
+        self.clock.advance(5.1)
+        (response,) = parse_responses(self.clients[1][1].value())
+        self.assertEqual(response.status, 503)
+        self.assertEqual(self.frontend.access_log.entries[-1].termination, "queue-timeout")
+
+    def test_the_freed_slot_goes_to_the_waiting_request(self):
+        from .helpers import parse_responses
+
+        self.send(0, b"/first")
+        self.send(1, b"/second")
+        self.clock.advance(2)
+        origin = self.connector.connections[0]
+        origin.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+        self.assertIn(b"GET /second", origin.transport.value())  # reused for the waiting request
+        origin.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
+        self.assertEqual(parse_responses(self.clients[1][1].value())[0].body, b"2")
+        record = self.frontend.access_log.entries[-1]
+        self.assertEqual((record.target, record.queue_ms), ("/second", 2000.0))
+        self.assertEqual(self.frontend.backend.servers[0].active, 0)
