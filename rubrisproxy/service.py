@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
@@ -11,7 +12,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from .accesslog import AccessLog, NullAccessLog
-from .backend import Backend
+from .backend import Backend, HealthChecker, Server, connect_with
 from .config import ProxyConfig, ServerConfig
 from .demo import demo_site
 from .frontend import Frontend, LocalConnectionFactory, drain
@@ -86,6 +87,23 @@ class FrontendService(service.Service):
             name=self.frontend.name, count=len(self.frontend.connections), busy=in_flight, grace=self.grace,
         )
         yield drain(self.frontend, self.grace)
+
+
+class HealthService(service.Service):
+    """Runs the active health checks of every backend that has them."""
+
+    def __init__(self, checkers: list[HealthChecker]) -> None:
+        self.checkers = checkers
+
+    def startService(self) -> None:
+        super().startService()
+        for checker in self.checkers:
+            checker.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        for checker in self.checkers:
+            checker.stop()
 
 
 class PoolService(service.Service):
@@ -173,9 +191,20 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
             router=Router(frontend_config.routes, backends, default),
         )
         FrontendService(reactor, frontend, frontend_config.listen, config.shutdown_grace).setServiceParent(root)
+    checkers = [
+        HealthChecker(name, _servers_of(backend), backend.health, reactor, connect_with(connector))
+        for name, backend in backends.items()
+        if backend.health.check != "none"
+    ]
+    if checkers:
+        HealthService(checkers).setServiceParent(root)
     PoolService(pool).setServiceParent(root)
     AccessLogService(access_log, reactor).setServiceParent(root)
     return root
+
+
+def _servers_of(backend: Backend) -> Callable[[], list[Server]]:
+    return lambda: backend.servers
 
 
 def make_access_log(config: ProxyConfig) -> AccessLog:

@@ -13,12 +13,14 @@ from ._balance import (
     uri_key,
     url_param_key,
 )
+from ._health import HealthChecker, connect_with
 from ._server import Server
 
 __all__ = [
     "QUEUED",
     "Backend",
     "ConsistentHash",
+    "HealthChecker",
     "IBalancer",
     "LeastConnections",
     "PowerOfTwoChoices",
@@ -26,6 +28,7 @@ __all__ = [
     "Server",
     "Waiter",
     "balancer_for",
+    "connect_with",
     "header_key",
     "source_key",
     "uri_key",

@@ -6,6 +6,7 @@ from collections import deque
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
 from ..config import BackendConfig, ServerConfig
 from ..http import RequestHead
@@ -56,6 +57,9 @@ class Backend:
         self.clock = clock
         self.queue_timeout = queue_timeout
         self.balancer: IBalancer = balancer_for(config.balance)
+        self.passive = config.passive
+        self.health = config.health
+        self.log = Logger()
         self.servers: list[Server] = []
         self._queue: deque[_Queued] = deque()
         self.queued_total = 0
@@ -92,6 +96,29 @@ class Backend:
         self._queue.append(_Queued(waiter, timer, exclude))
         self.queued_total += 1
         return QUEUED
+
+    def report_error(self, server: Server, why: str) -> None:
+        """A connection error (or a 5xx, if counted) on ``server``: enough in a row eject it for a cool-off."""
+        passive = self.passive
+        if not passive.errors or server.ejected:
+            return
+        server.consecutive_errors += 1
+        if server.consecutive_errors >= passive.errors and self.clock is not None:
+            server.ejected = True
+            server.set_up(False)
+            self.log.warn(
+                "server {backend}/{server} is DOWN for {cool_off:g}s: {count} errors in a row, the last: {why}",
+                backend=self.name, server=server.name, cool_off=passive.cool_off,
+                count=server.consecutive_errors, why=why,
+            )
+            self.clock.callLater(passive.cool_off, self._readmit, server)
+
+    def _readmit(self, server: Server) -> None:
+        server.ejected = False
+        server.consecutive_errors = 0
+        if server in self.servers:
+            server.set_up(True)
+            self.log.info("server {backend}/{server} is UP after its cool-off", backend=self.name, server=server.name)
 
     def take(self, server: Server) -> None:
         """Take a slot on ``server`` directly (a retry on the same server)."""

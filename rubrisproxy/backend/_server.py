@@ -23,6 +23,11 @@ class Server:
     total: int = 0
     connect_failures: int = 0
     responses: dict[int, int] = field(default_factory=dict)
+    check_successes: int = 0  # consecutive, from active checks
+    check_failures: int = 0
+    last_check_problem: str = ""
+    consecutive_errors: int = 0  # from real traffic (passive checks)
+    ejected: bool = False  # out for a passive-check cool-off
     #: What makes two servers' connections interchangeable in a pool.
     key: tuple[str, int, bool] = field(init=False)
     name: str = field(init=False)

@@ -19,7 +19,9 @@ from ._model import (
     AccessLogSettings,
     BackendConfig,
     FrontendConfig,
+    HealthCheckConfig,
     Limits,
+    PassiveCheckConfig,
     PoolSettings,
     ProxyConfig,
     RouteConfig,
@@ -114,7 +116,10 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
             parse_server("--backend", address, f"s{index + 1}")
             for index, address in enumerate(command_line.backends)
         )
-        previous = backends.pop(name, None) or BackendConfig(name=name)
+        previous = backends.pop(name, None)
+        if previous is None:
+            # Quick start: the flags' servers, round robin, with TCP checks to step around a dead one.
+            previous = BackendConfig(name=name, health=HealthCheckConfig(check="tcp"))
         backends[name] = replace(previous, servers=servers)
     timeouts = config.timeouts
     for name, value in command_line.timeouts.items():
@@ -206,7 +211,7 @@ def _log_format(key: str, value: object) -> str:
 
 def _backend(name: str, table: Mapping[str, Any]) -> BackendConfig:
     key = f"backends.{name}"
-    _reject_unknown(key, table, {"servers", "retries", "balance", "redispatch", "slow-start"})
+    _reject_unknown(key, table, {"servers", "retries", "balance", "redispatch", "slow-start", "health", "passive"})
     raw_servers = table.get("servers", [])
     if not isinstance(raw_servers, list):
         raise ConfigError(f"{key}.servers", "expected a list of addresses or server tables")
@@ -227,7 +232,53 @@ def _backend(name: str, table: Mapping[str, Any]) -> BackendConfig:
     slow_start = table.get("slow-start", 0)
     slow_start = 0.0 if slow_start in (0, "0", "0s") else parse_duration(f"{key}.slow-start", slow_start)
     return BackendConfig(
-        name=name, servers=servers, retries=retries, balance=balance, redispatch=redispatch, slow_start=slow_start
+        name=name, servers=servers, retries=retries, balance=balance, redispatch=redispatch, slow_start=slow_start,
+        health=_health(f"{key}.health", _table(f"{key}.health", table.get("health", {}))),
+        passive=_passive(f"{key}.passive", _table(f"{key}.passive", table.get("passive", {}))),
+    )
+
+
+def _health(key: str, table: Mapping[str, Any]) -> HealthCheckConfig:
+    _reject_unknown(key, table, {"check", "interval", "rise", "fall", "timeout", "method", "path", "expect", "host"})
+    defaults = HealthCheckConfig()
+    check = table.get("check", defaults.check)
+    if check not in ("none", "tcp", "http", "websocket"):
+        raise ConfigError(f"{key}.check", f"expected none, tcp, http or websocket, got {check!r}")
+    expect = table.get("expect", "200-399")
+    match = re.fullmatch(r"\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?", str(expect))
+    if not match:
+        raise ConfigError(f"{key}.expect", f"expected a status or a range such as '200-399', got {expect!r}")
+    low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+    if low > high:
+        raise ConfigError(f"{key}.expect", f"the range is empty: {expect!r}")
+    path = table.get("path", defaults.path)
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigError(f"{key}.path", f"expected a path starting with '/', got {path!r}")
+    method = table.get("method", defaults.method)
+    if not isinstance(method, str) or not method.isalpha():
+        raise ConfigError(f"{key}.method", f"expected an HTTP method, got {method!r}")
+    host = table.get("host")
+    if host is not None and (not isinstance(host, str) or not host):
+        raise ConfigError(f"{key}.host", f"expected a host name, got {host!r}")
+    return HealthCheckConfig(
+        check=check,
+        interval=parse_duration(f"{key}.interval", table.get("interval", defaults.interval)),
+        rise=parse_positive_int(f"{key}.rise", table.get("rise", defaults.rise)),
+        fall=parse_positive_int(f"{key}.fall", table.get("fall", defaults.fall)),
+        timeout=parse_duration(f"{key}.timeout", table.get("timeout", defaults.timeout)),
+        method=method.upper(), path=path, expect=(low, high), host=host,
+    )
+
+
+def _passive(key: str, table: Mapping[str, Any]) -> PassiveCheckConfig:
+    _reject_unknown(key, table, {"errors", "on-5xx", "cool-off"})
+    on_5xx = table.get("on-5xx", False)
+    if not isinstance(on_5xx, bool):
+        raise ConfigError(f"{key}.on-5xx", f"expected true or false, got {on_5xx!r}")
+    return PassiveCheckConfig(
+        errors=parse_positive_int(f"{key}.errors", table.get("errors", 0), minimum=0),
+        on_5xx=on_5xx,
+        cool_off=parse_duration(f"{key}.cool-off", table.get("cool-off", 30)),
     )
 
 

@@ -63,6 +63,30 @@ BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "random", "source", "uri", "url
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """Active checks of a backend's servers (HAProxy's ``check``, ``inter``, ``rise``, ``fall``)."""
+
+    check: str = "none"  # "none", "tcp", "http" or "websocket"
+    interval: float = 2.0
+    rise: int = 2  # consecutive successes that bring a down server up
+    fall: int = 3  # consecutive failures that take an up server down
+    timeout: float = 2.0
+    method: str = "GET"
+    path: str = "/"
+    expect: tuple[int, int] = (200, 399)  # accepted status range (HTTP checks)
+    host: str | None = None  # Host header; the server's address when unset
+
+
+@dataclass(frozen=True, slots=True)
+class PassiveCheckConfig:
+    """Outlier detection from real traffic: consecutive errors take a server out for a cool-off."""
+
+    errors: int = 0  # consecutive connection errors (and 5xx, if ``on_5xx``) that eject; 0 is off
+    on_5xx: bool = False
+    cool_off: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class BackendConfig:
     """A named pool of servers that requests are sent to."""
 
@@ -72,6 +96,8 @@ class BackendConfig:
     balance: str = "roundrobin"
     redispatch: bool = True  # a retry goes to another server (else the same one)
     slow_start: float = 0.0  # seconds over which a server coming up ramps to its weight
+    health: HealthCheckConfig = field(default_factory=HealthCheckConfig)
+    passive: PassiveCheckConfig = field(default_factory=PassiveCheckConfig)
 
 
 @dataclass(frozen=True, slots=True)

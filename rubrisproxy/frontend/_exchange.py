@@ -161,6 +161,7 @@ class Exchange:
         self.retries += 1
         backend = self.backend
         assert backend is not None
+        backend.report_error(self.server, failure.getErrorMessage())  # type: ignore[arg-type]
         if self.retries > backend.retries:
             self.fail(
                 HTTPError(503, f"no server available: {failure.getErrorMessage()}"),
@@ -240,7 +241,12 @@ class Exchange:
 
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
         self._response_at = self.clock.seconds()
-        self.status = head.status
+        self.status = status = head.status
+        server = self.server
+        if status >= 500 and self.backend.passive.on_5xx:  # type: ignore[union-attr]
+            self.backend.report_error(server, f"HTTP {status}")  # type: ignore[union-attr, arg-type]
+        elif server.consecutive_errors:  # type: ignore[union-attr]
+            server.consecutive_errors = 0  # type: ignore[union-attr]
         headers = head.forward
         client_head = self.head
         if not has_body:
