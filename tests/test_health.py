@@ -44,7 +44,7 @@ class ActiveCheckTests(ProxyTestCase):
         for _ in range(count):
             seen = checker.completed
             self.clock.advance(2.0)
-            yield self.poll(lambda: checker.completed > seen, "a check result")
+            yield self.poll(lambda seen=seen: checker.completed > seen, "a check result")
 
     @defer.inlineCallbacks
     def test_tcp_check_takes_a_dead_server_down_then_up(self):
