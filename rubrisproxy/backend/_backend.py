@@ -6,12 +6,14 @@ from collections import deque
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from ..config import BackendConfig, ServerConfig
-from ..http import RequestHead
+from ..http import Headers, RequestHead
 from ._balance import IBalancer, balancer_for
 from ._server import Server
+from ._sticky import CookieStickiness, MemoryStickStore, TableStickiness, key_for, learned_key
 
 
 class Waiter(Protocol):
@@ -60,6 +62,14 @@ class Backend:
         self.passive = config.passive
         self.health = config.health
         self.log = Logger()
+        self.cookie = CookieStickiness(config.cookie.name, config.cookie.mode, config.cookie.max_age,
+                                       config.cookie.secure) if config.cookie else None
+        self.table = None
+        if config.stick is not None:
+            store = MemoryStickStore(clock or Clock(), config.stick.expire, config.stick.size)
+            learn = learned_key(config.stick.learn) if config.stick.learn else None
+            self.table = TableStickiness(store, key_for(config.stick.on), learn)
+        self.sticky = self.cookie is not None or self.table is not None
         self.servers: list[Server] = []
         self._queue: deque[_Queued] = deque()
         self.queued_total = 0
@@ -75,6 +85,29 @@ class Backend:
     def queue_length(self) -> int:
         return sum(1 for entry in self._queue if not entry.waiter.finished)
 
+    def server_named(self, name: str) -> Server | None:
+        for server in self.servers:
+            if server.name == name:
+                return server
+        return None
+
+    def sticky_server(self, waiter: Waiter) -> Server | None:
+        """The server this request's cookie or stick-table entry names, if any."""
+        name = None
+        if self.cookie is not None:
+            name = self.cookie.server_for(waiter.head)
+        if name is None and self.table is not None:
+            name = self.table.server_for(waiter.head, waiter.client_address_for_balancing())
+        return self.server_named(name) if name is not None else None
+
+    def sticky_response(self, headers: Headers, waiter: Waiter, server: Server) -> Headers:
+        """Set or rewrite the stickiness cookie, and remember the request's key, for ``server``'s response."""
+        if self.cookie is not None:
+            headers = self.cookie.response_headers(headers, server.name, self.cookie.server_for(waiter.head))
+        if self.table is not None:
+            self.table.remember(waiter.head, waiter.client_address_for_balancing(), headers, server.name)
+        return headers
+
     def usable(self, exclude: frozenset[Server] = frozenset()) -> list[Server]:
         """Servers that may take new requests: normal ones that are up, else backups that are up."""
         normal = [s for s in self.servers if s.up and not s.backup and s.weight > 0 and s not in exclude]
@@ -88,6 +121,12 @@ class Backend:
         if not candidates:
             return None
         free = [s for s in candidates if not s.full]
+        if self.sticky and free:
+            sticky = self.sticky_server(waiter)
+            if sticky is not None and sticky in free:
+                sticky.active += 1
+                sticky.total += 1
+                return sticky
         if free and not self._queue_has_waiters():
             return self._take(free, waiter)
         if self.clock is None:

@@ -6,6 +6,7 @@ from ._model import (
     BALANCE_ALGORITHMS,
     AccessLogSettings,
     BackendConfig,
+    CookieConfig,
     FrontendConfig,
     HealthCheckConfig,
     Limits,
@@ -14,6 +15,7 @@ from ._model import (
     ProxyConfig,
     RouteConfig,
     ServerConfig,
+    StickConfig,
     Timeouts,
 )
 from ._values import parse_duration, parse_server, parse_size
@@ -23,6 +25,7 @@ __all__ = [
     "BackendConfig",
     "CommandLine",
     "ConfigError",
+    "CookieConfig",
     "FrontendConfig",
     "HealthCheckConfig",
     "PassiveCheckConfig",
@@ -32,6 +35,7 @@ __all__ = [
     "ProxyConfig",
     "RouteConfig",
     "ServerConfig",
+    "StickConfig",
     "Timeouts",
     "apply_command_line",
     "config_from_document",

@@ -18,6 +18,7 @@ from ._errors import ConfigError
 from ._model import (
     AccessLogSettings,
     BackendConfig,
+    CookieConfig,
     FrontendConfig,
     HealthCheckConfig,
     Limits,
@@ -26,6 +27,7 @@ from ._model import (
     ProxyConfig,
     RouteConfig,
     ServerConfig,
+    StickConfig,
     Timeouts,
 )
 from ._values import parse_duration, parse_positive_int, parse_server, parse_size
@@ -211,7 +213,9 @@ def _log_format(key: str, value: object) -> str:
 
 def _backend(name: str, table: Mapping[str, Any]) -> BackendConfig:
     key = f"backends.{name}"
-    _reject_unknown(key, table, {"servers", "retries", "balance", "redispatch", "slow-start", "health", "passive"})
+    _reject_unknown(
+        key, table, {"servers", "retries", "balance", "redispatch", "slow-start", "health", "passive", "cookie", "stick"}
+    )
     raw_servers = table.get("servers", [])
     if not isinstance(raw_servers, list):
         raise ConfigError(f"{key}.servers", "expected a list of addresses or server tables")
@@ -235,6 +239,43 @@ def _backend(name: str, table: Mapping[str, Any]) -> BackendConfig:
         name=name, servers=servers, retries=retries, balance=balance, redispatch=redispatch, slow_start=slow_start,
         health=_health(f"{key}.health", _table(f"{key}.health", table.get("health", {}))),
         passive=_passive(f"{key}.passive", _table(f"{key}.passive", table.get("passive", {}))),
+        cookie=_cookie(f"{key}.cookie", _table(f"{key}.cookie", table["cookie"])) if "cookie" in table else None,
+        stick=_stick(f"{key}.stick", _table(f"{key}.stick", table["stick"])) if "stick" in table else None,
+    )
+
+
+_NAME = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+
+
+def _cookie(key: str, table: Mapping[str, Any]) -> CookieConfig:
+    _reject_unknown(key, table, {"name", "mode", "max-age", "secure"})
+    name = table.get("name")
+    if not isinstance(name, str) or not re.fullmatch(_NAME, name):
+        raise ConfigError(f"{key}.name", f"expected a cookie name, got {name!r}")
+    mode = table.get("mode", "insert")
+    if mode not in ("insert", "prefix"):
+        raise ConfigError(f"{key}.mode", f"expected insert or prefix, got {mode!r}")
+    max_age = table.get("max-age", 0)
+    max_age = 0 if max_age in (0, "0") else int(parse_duration(f"{key}.max-age", max_age))
+    secure = table.get("secure", False)
+    if not isinstance(secure, bool):
+        raise ConfigError(f"{key}.secure", f"expected true or false, got {secure!r}")
+    return CookieConfig(name=name, mode=mode, max_age=max_age, secure=secure)
+
+
+def _stick(key: str, table: Mapping[str, Any]) -> StickConfig:
+    _reject_unknown(key, table, {"on", "expire", "size", "learn"})
+    on = table.get("on")
+    if not isinstance(on, str) or not (on == "source" or re.fullmatch(rf"(header|url_param|cookie)\({_NAME}\)", on)):
+        raise ConfigError(f"{key}.on", f"expected source, header(NAME), url_param(NAME) or cookie(NAME), got {on!r}")
+    learn = table.get("learn")
+    if learn is not None and (not isinstance(learn, str) or not re.fullmatch(rf"(header|set-cookie)\({_NAME}\)", learn)):
+        raise ConfigError(f"{key}.learn", f"expected header(NAME) or set-cookie(NAME), got {learn!r}")
+    return StickConfig(
+        on=on,
+        expire=parse_duration(f"{key}.expire", table.get("expire", 1800)),
+        size=parse_positive_int(f"{key}.size", table.get("size", 100_000)),
+        learn=learn,
     )
 
 
@@ -296,7 +337,7 @@ def _server(key: str, raw: object, index: int) -> ServerConfig:
     if isinstance(raw, str):
         return parse_server(key, raw, default_name)
     table = _table(key, raw)
-    _reject_unknown(key, table, {"address", "name", "weight", "maxconn", "backup"})
+    _reject_unknown(key, table, {"address", "name", "weight", "maxconn", "backup", "tls"})
     if "address" not in table:
         raise ConfigError(f"{key}.address", "is required")
     name = table.get("name", default_name)
@@ -310,7 +351,10 @@ def _server(key: str, raw: object, index: int) -> ServerConfig:
     backup = table.get("backup", False)
     if not isinstance(backup, bool):
         raise ConfigError(f"{key}.backup", f"expected true or false, got {backup!r}")
-    return replace(server, weight=weight, maxconn=maxconn, backup=backup)
+    tls = table.get("tls", server.tls)
+    if not isinstance(tls, bool):
+        raise ConfigError(f"{key}.tls", f"expected true or false, got {tls!r}")
+    return replace(server, weight=weight, maxconn=maxconn, backup=backup, tls=tls)
 
 
 def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> RouteConfig:

@@ -87,6 +87,26 @@ class PassiveCheckConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CookieConfig:
+    """Cookie stickiness: ``insert`` a cookie naming the server, or ``prefix`` the application's cookie."""
+
+    name: str
+    mode: str = "insert"
+    max_age: int = 0  # seconds; 0 makes a session cookie
+    secure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StickConfig:
+    """A stick table: ``on`` names the request key; ``learn`` a response value that maps to the server too."""
+
+    on: str  # "source", "header(NAME)", "url_param(NAME)" or "cookie(NAME)"
+    expire: float = 1800.0
+    size: int = 100_000
+    learn: str | None = None  # "header(NAME)" or "set-cookie(NAME)"
+
+
+@dataclass(frozen=True, slots=True)
 class BackendConfig:
     """A named pool of servers that requests are sent to."""
 
@@ -98,6 +118,8 @@ class BackendConfig:
     slow_start: float = 0.0  # seconds over which a server coming up ramps to its weight
     health: HealthCheckConfig = field(default_factory=HealthCheckConfig)
     passive: PassiveCheckConfig = field(default_factory=PassiveCheckConfig)
+    cookie: CookieConfig | None = None
+    stick: StickConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

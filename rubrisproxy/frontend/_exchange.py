@@ -243,6 +243,9 @@ class Exchange:
         self._response_at = self.clock.seconds()
         self.status = status = head.status
         server = self.server
+        backend = self.backend
+        if backend.sticky:  # type: ignore[union-attr]
+            head.forward = backend.sticky_response(head.forward, self, server)  # type: ignore[union-attr, arg-type]
         if status >= 500 and self.backend.passive.on_5xx:  # type: ignore[union-attr]
             self.backend.report_error(server, f"HTTP {status}")  # type: ignore[union-attr, arg-type]
         elif server.consecutive_errors:  # type: ignore[union-attr]
@@ -475,6 +478,9 @@ class Exchange:
             forward = [(n, host if n.lower() == b"host" else v) for n, v in forward]
         elif not (target == b"*" and head.method == b"OPTIONS"):
             raise HTTPError(400, f"request target {target[:64]!r} is not in origin form")
+        backend = self.backend
+        if backend is not None and backend.cookie is not None:
+            forward = backend.cookie.request_headers(forward)
         extra = b""
         if host is None:  # an HTTP/1.0 request without Host
             servers = self.backend.servers if self.backend is not None else []
