@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
+from twisted.web import resource
 
 from rubrisproxy.backend import (
     QUEUED,
@@ -22,6 +25,8 @@ from rubrisproxy.backend import (
 )
 from rubrisproxy.config import BackendConfig, ServerConfig
 from rubrisproxy.http import RequestHead
+
+from .helpers import ProxyTestCase, get
 
 
 def servers(*weights: int, **options: object) -> list[ServerConfig]:
@@ -237,3 +242,54 @@ class ExchangeQueueTests(unittest.TestCase):
         record = self.frontend.access_log.entries[-1]
         self.assertEqual((record.target, record.queue_ms), ("/second", 2000.0))
         self.assertEqual(self.frontend.backend.servers[0].active, 0)
+
+
+class Named(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, name: bytes) -> None:
+        super().__init__()
+        self.name = name
+
+    def render_GET(self, request):  # type: ignore[no-untyped-def]
+        return self.name
+
+
+class RealOriginTests(ProxyTestCase):
+    """Each algorithm over three real origins on loopback, through the proxy."""
+
+    @defer.inlineCallbacks
+    def served(self, balance: str, requests: list[bytes], weights=(1, 1, 1)):  # type: ignore[no-untyped-def]
+        ports = [self.start_web_origin(Named(b"s%d" % (i + 1))) for i in range(3)]
+        frontend = self.start_proxy(*ports)
+        configs = tuple(replace(s.config, weight=w) for s, w in zip(frontend.backend.servers, weights))
+        frontend.backend = Backend(BackendConfig("app", configs, balance=balance), frontend.clock)
+        frontend.router = None
+        frontend.__post_init__()
+        responses = yield self.request(b"".join(requests), len(requests))
+        return [r.body.decode() for r in responses]
+
+    @defer.inlineCallbacks
+    def test_roundrobin_weights(self):
+        served = yield self.served("roundrobin", [get(b"/")] * 60, weights=(3, 2, 1))
+        self.assertEqual(Counter(served), {"s1": 30, "s2": 20, "s3": 10})
+
+    @defer.inlineCallbacks
+    def test_leastconn_and_random_spread(self):
+        for balance in ("leastconn", "random"):
+            served = yield self.served(balance, [get(b"/")] * 90)
+            counts = Counter(served)
+            self.assertEqual(set(counts), {"s1", "s2", "s3"}, balance)
+            self.assertTrue(all(15 <= n <= 45 for n in counts.values()), (balance, counts))
+
+    @defer.inlineCallbacks
+    def test_hashing_keeps_a_key_on_one_server(self):
+        by_uri = yield self.served("uri", [get(b"/a?x=%d" % i) for i in range(10)] + [get(b"/b")] * 5)
+        self.assertEqual(len(set(by_uri[:10])), 1)  # the query is not part of the uri key
+        self.assertEqual(len(set(by_uri[10:])), 1)
+        by_param = yield self.served("url_param(user)", [get(b"/?user=%d" % (i % 3)) for i in range(30)])
+        self.assertEqual(len({(i % 3, s) for i, s in enumerate(by_param)}), 3)
+        by_header = yield self.served("hdr(X-Tenant)", [get(b"/", b"X-Tenant: t%d\r\n" % (i % 2)) for i in range(20)])
+        self.assertEqual(len({(i % 2, s) for i, s in enumerate(by_header)}), 2)
+        by_source = yield self.served("source", [get(b"/")] * 10)
+        self.assertEqual(len(set(by_source)), 1)

@@ -128,3 +128,24 @@ class PassiveCheckTests(unittest.TestCase):
         clock.advance(30)
         self.assertTrue(bad.up)
         self.assertLess(bad.effective_weight, 1)  # slow start after coming back
+
+
+class DownServerTests(ProxyTestCase):
+    @defer.inlineCallbacks
+    def test_in_flight_request_finishes_new_requests_go_elsewhere(self):
+        held: list[Protocol] = []
+
+        class Held(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                held.append(self)
+
+        frontend = self.start_proxy(self.start_raw_origin(Held), self.start_web_origin())
+        first = yield self.connect()
+        first.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        yield self.poll(lambda: held, "the request reaches s1")
+        frontend.backend.servers[0].set_up(False)
+        (other,) = yield self.request(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(other.body, b"path=/next")  # s2 answered: s1 takes nothing new
+        held[0].transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+        (finished,) = yield first.responses(1)
+        self.assertEqual((finished.status, finished.body), (200, b"done"))
