@@ -262,7 +262,7 @@ class RealOriginTests(ProxyTestCase):
     def served(self, balance: str, requests: list[bytes], weights=(1, 1, 1)):  # type: ignore[no-untyped-def]
         ports = [self.start_web_origin(Named(b"s%d" % (i + 1))) for i in range(3)]
         frontend = self.start_proxy(*ports)
-        configs = tuple(replace(s.config, weight=w) for s, w in zip(frontend.backend.servers, weights))
+        configs = tuple(replace(s.config, weight=w) for s, w in zip(frontend.backend.servers, weights, strict=True))
         frontend.backend = Backend(BackendConfig("app", configs, balance=balance), frontend.clock)
         frontend.router = None
         frontend.__post_init__()
