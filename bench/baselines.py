@@ -2,7 +2,7 @@
 
     python bench/baselines.py reverse PORT ORIGIN_PORT      twisted.web.proxy.ReverseProxyResource
     python bench/baselines.py portforward PORT ORIGIN_PORT  twisted.protocols.portforward
-    python bench/baselines.py origin PORT                   a plain Twisted origin (when nginx is absent)
+    python bench/baselines.py origin PORT [PORT2]           a plain Twisted origin (when nginx is absent)
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ def main(kind: str, port: int, origin_port: int = 0) -> None:
         reactor.listenTCP(port, site, interface="127.0.0.1", backlog=1024)
     elif kind == "portforward":
         reactor.listenTCP(port, portforward.ProxyFactory("127.0.0.1", origin_port), interface="127.0.0.1", backlog=1024)
-    elif kind == "origin":
-        reactor.listenTCP(port, server.Site(_Origin(), logPath="/dev/null"), interface="127.0.0.1", backlog=1024)
+    elif kind == "origin":  # ORIGIN_PORT here is a second port to listen on too
+        site = server.Site(_Origin(), logPath="/dev/null")
+        for each in (port, origin_port) if origin_port else (port,):
+            reactor.listenTCP(each, site, interface="127.0.0.1", backlog=1024)
     else:
         raise SystemExit(__doc__)
     reactor.run()

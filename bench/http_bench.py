@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+SECOND_ORIGIN_PORT = 0
 PROXY_CORE = "1"
 LOAD_CORE = "0"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -39,6 +40,7 @@ http {{
     keepalive_requests 1000000;
     server {{
         listen 127.0.0.1:{port} backlog=1024;
+        listen 127.0.0.1:{port2} backlog=1024;
         location = /small {{ default_type text/plain; return 200 "hello, world\\n"; }}
         location = /large {{ default_type application/octet-stream; alias {tmp}/large.bin; }}
     }}
@@ -81,7 +83,10 @@ def cpu_times(pid: int) -> tuple[float, float]:
 
 
 def start_origin(tmp: str) -> tuple[subprocess.Popen[bytes], int, str]:
+    """The origin (nginx if installed), listening on a port it returns and on SECOND_ORIGIN_PORT too."""
+    global SECOND_ORIGIN_PORT
     port = free_port()
+    SECOND_ORIGIN_PORT = free_port()
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if nginx:
         os.chmod(tmp, 0o755)  # nginx workers run unprivileged
@@ -89,11 +94,12 @@ def start_origin(tmp: str) -> tuple[subprocess.Popen[bytes], int, str]:
             f.write(b"x" * (1 << 20))
         conf = os.path.join(tmp, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(tmp=tmp, port=port))
+            f.write(NGINX_CONF.format(tmp=tmp, port=port, port2=SECOND_ORIGIN_PORT))
         process = subprocess.Popen(["taskset", "-c", LOAD_CORE, nginx, "-c", conf, "-p", tmp], stderr=subprocess.DEVNULL)
         name = "nginx"
     else:
-        process = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, os.path.join(HERE, "baselines.py"), "origin", str(port)])
+        process = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, os.path.join(HERE, "baselines.py"),
+                                    "origin", str(port), str(SECOND_ORIGIN_PORT)])
         name = "twisted.web origin"
     wait_port(port)
     return process, port, name
@@ -103,11 +109,13 @@ def start_relay(kind: str, origin_port: int, access_log: str, tmp: str) -> tuple
     port = free_port()
     pin = ["taskset", "-c", PROXY_CORE]
     if kind.startswith("rubrisproxy"):
-        log = "off" if access_log == "off" or kind == "rubrisproxy-nolog" else os.path.join(tmp, "access.log")
+        log = "off" if access_log == "off" or kind == "rubrisproxy-nolog" else os.path.join(tmp, f"{kind}.log")
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
                    "--logfile", os.path.join(tmp, "rubrisproxy.log"), "rubrisproxy",
                    "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
                    "--backend", f"127.0.0.1:{origin_port}", "--access-log", log]
+        if kind == "rubrisproxy-2origins":
+            command += ["--backend", f"127.0.0.1:{SECOND_ORIGIN_PORT}"]  # round robin over both
     else:
         command = [sys.executable, os.path.join(HERE, "baselines.py"), kind, str(port), str(origin_port)]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -139,9 +147,10 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--access-log", choices=("off", "file"), default="file")
-    parser.add_argument("--relays", default="rubrisproxy,rubrisproxy-nolog,reverse,portforward",
+    parser.add_argument("--relays", default="rubrisproxy,rubrisproxy-nolog,rubrisproxy-2origins,reverse,portforward",
                         help="rubrisproxy logs each request to a file (as ReverseProxyResource does); "
-                             "rubrisproxy-nolog logs nothing (as portforward)")
+                             "rubrisproxy-nolog logs nothing (as portforward); rubrisproxy-2origins balances "
+                             "over two origin addresses")
     parser.add_argument("--only", default="", help="run only the tests whose name contains this, e.g. c=50")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -198,6 +207,11 @@ def report(results: list[Result]) -> None:
         print(f"  {r.relay:17} {r.test:12} {r.rps:10.0f} req/s  p99 {r.p99_ms:8.2f} ms  {r.cpu_us:8.1f} CPU us/req "
               f"({r.user_us:.1f} user)")
     print("\nratios: req/s, and CPU per request (lower is better for rubrisproxy)")
+    for test in dict.fromkeys(r.test for r in results):
+        one, two = by.get(("rubrisproxy", test)), by.get(("rubrisproxy-2origins", test))
+        if one and two:
+            print(f"  {test:12} balancing over 2 origins vs 1: {two.rps / one.rps:5.2f}x req/s, "
+                  f"{two.cpu_us / one.cpu_us:5.2f}x CPU/req")
     for test in dict.fromkeys(r.test for r in results):
         for variant in ("rubrisproxy", "rubrisproxy-nolog"):
             ours = by.get((variant, test))
