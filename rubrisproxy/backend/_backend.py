@@ -73,12 +73,16 @@ class Backend:
         self.servers: list[Server] = []
         self._queue: deque[_Queued] = deque()
         self.queued_total = 0
+        self._usable: list[Server] = []
+        self._usable_stamp: tuple[int, int] = (-1, -1)
+        self._limited = False  # some server has a maxconn
         for server_config in config.servers:
             self.add_server(server_config)
 
     def add_server(self, config: ServerConfig) -> Server:
         server = Server(config, self.name, clock=self.clock, slow_start=self.slow_start)
         self.servers.append(server)
+        self._limited = self._limited or config.maxconn > 0
         return server
 
     @property
@@ -110,6 +114,14 @@ class Backend:
 
     def usable(self, exclude: frozenset[Server] = frozenset()) -> list[Server]:
         """Servers that may take new requests: normal ones that are up, else backups that are up."""
+        if not exclude:
+            stamp = (Server.generation, len(self.servers))
+            if stamp != self._usable_stamp:
+                self._usable, self._usable_stamp = self._compute_usable(exclude), stamp
+            return self._usable
+        return self._compute_usable(exclude)
+
+    def _compute_usable(self, exclude: frozenset[Server]) -> list[Server]:
         normal = [s for s in self.servers if s.up and not s.backup and s.weight > 0 and s not in exclude]
         if normal:
             return normal
@@ -120,14 +132,14 @@ class Backend:
         candidates = self.usable(exclude)
         if not candidates:
             return None
-        free = [s for s in candidates if not s.full]
+        free = [s for s in candidates if not s.full] if self._limited else candidates
         if self.sticky and free:
             sticky = self.sticky_server(waiter)
             if sticky is not None and sticky in free:
                 sticky.active += 1
                 sticky.total += 1
                 return sticky
-        if free and not self._queue_has_waiters():
+        if free and not (self._queue and self._queue_has_waiters()):
             return self._take(free, waiter)
         if self.clock is None:
             return None
@@ -167,7 +179,7 @@ class Backend:
     def release(self, server: Server) -> None:
         """``server`` finished a request: its slot goes to the oldest waiting request, if any."""
         server.active -= 1
-        while self._queue:
+        while self._queue:  # usually empty
             entry = self._queue[0]
             if entry.waiter.finished:
                 self._queue.popleft()

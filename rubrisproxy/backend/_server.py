@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -28,6 +29,8 @@ class Server:
     last_check_problem: str = ""
     consecutive_errors: int = 0  # from real traffic (passive checks)
     ejected: bool = False  # out for a passive-check cool-off
+    #: Bumped whenever any server's up state or weight changes, so backends know to recompute who is usable.
+    generation: ClassVar[int] = 0
     #: What makes two servers' connections interchangeable in a pool.
     key: tuple[str, int, bool] = field(init=False)
     name: str = field(init=False)
@@ -66,6 +69,11 @@ class Server:
         if up and not self.up and self.clock is not None:
             self.up_since = self.clock.seconds()
         self.up = up
+        Server.generation += 1
+
+    def set_weight(self, weight: int) -> None:
+        self.weight = weight
+        Server.generation += 1
 
     def __repr__(self) -> str:
         scheme = "https" if self.config.tls else "http"
