@@ -82,9 +82,12 @@ class FileTests(unittest.TestCase):
         config = load_config(CommandLine())
         self.assertTrue(config.demo)
         self.assertEqual(config.frontends[0].listen, ("tcp:8080",))
-        config = load_config(CommandLine(backends=["127.0.0.1:9000"]))
+        config = load_config(CommandLine(backends=["127.0.0.1:9000", "127.0.0.1:9001"]))
         self.assertFalse(config.demo)
-        self.assertEqual(config.backends["default"].servers[0].port, 9000)
+        backend = config.backends["default"]
+        self.assertEqual([s.port for s in backend.servers], [9000, 9001])
+        # The quick start: round robin with TCP health checks.
+        self.assertEqual((backend.balance, backend.health.check), ("roundrobin", "tcp"))
 
     def assertConfigError(self, document: dict, key: str) -> None:  # type: ignore[type-arg]
         with self.assertRaises(ConfigError) as caught:
