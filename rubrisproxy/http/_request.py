@@ -13,8 +13,9 @@ from typing import Protocol
 import httptools
 
 from ._errors import HTTPError
-from ._headers import HOP_BY_HOP, Headers, connection_tokens, drop_listed
+from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, Headers, connection_tokens, drop_listed
 
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 #: Headers the parser itself must read.
 _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
 
@@ -149,15 +150,11 @@ class RequestParser:
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        version = self._parser.get_http_version()
-        if version not in ("1.1", "1.0"):
-            raise HTTPError(505, f"HTTP/{version} is not supported")
-        head = RequestHead(
-            method=self._parser.get_method(),
-            target=self._url,
-            version=version.encode(),
-            headers=self._headers,
-        )
+        parser = self._parser
+        version = _VERSIONS.get(parser.get_http_version())
+        if version is None:
+            raise HTTPError(505, f"HTTP/{parser.get_http_version()} is not supported")
+        head = RequestHead(parser.get_method(), self._url, version, self._headers)
         hosts = 0
         drop = self._drop
         forward = head.forward
@@ -183,14 +180,14 @@ class RequestParser:
                 if value.strip().lower() != b"100-continue":
                     raise HTTPError(417, f"unsupported expectation {value!r}")
                 head.expect_continue = True
-        if hosts > 1 or (hosts == 0 and version == "1.1"):
+        if hosts > 1 or (hosts == 0 and version == b"1.1"):
             raise HTTPError(400, "a request must carry exactly one Host header")
         if self._max_body_size and (head.content_length or 0) > self._max_body_size:
             raise HTTPError(413, f"Content-Length {head.content_length} over the {self._max_body_size} limit")
-        if head.connection:
+        if head.connection and not head.connection <= CONNECTION_OPTIONS:
             head.forward = drop_listed(forward, head.connection)
         head.has_body = head.chunked or bool(head.content_length)
-        head.upgrade = self._parser.should_upgrade()
+        head.upgrade = parser.should_upgrade()
         self._in_head = False
         self._in_body = True
         self._head = head

@@ -123,40 +123,39 @@ class ResponseParser:
         self._headers.append((name, value))  # after the head: trailers, dropped with the list
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
+        parser = self._parser
+        status = parser.get_status_code()
         if 100 <= status < 200:
             self._headers, self._reason = [], b""
             return  # 1xx: llhttp goes on to the final response
-        head = ResponseHead(
-            status=status,
-            reason=self._reason,
-            version=_VERSIONS.get(self._parser.get_http_version(), b"1.1"),
-            headers=self._headers,
-        )
+        headers = self._headers
         self._headers = []
+        head = ResponseHead(status, self._reason, _VERSIONS.get(parser.get_http_version(), b"1.1"), headers)
         forward = head.forward
-        for pair in head.headers:
-            name, value = pair
-            lower = name.lower()
+        connection = head.connection
+        for pair in headers:
+            lower = pair[0].lower()
             if lower not in _SPECIAL:
                 if lower[:6] != b"proxy-":
                     forward.append(pair)
-                continue
-            if lower == b"content-length":
+            elif lower == b"content-length":
                 forward.append(pair)
-                head.content_length = int(value)
+                head.content_length = int(pair[1])
             elif lower == b"transfer-encoding":
-                head.chunked = value.strip().lower().endswith(b"chunked")
+                head.chunked = pair[1].strip().lower().endswith(b"chunked")
             elif lower == b"connection":
-                head.connection = head.connection | connection_tokens(value)
-        if head.connection and not head.connection <= CONNECTION_OPTIONS:
-            head.forward = drop_listed(forward, head.connection)
+                tokens = connection_tokens(pair[1])
+                connection = connection | tokens if connection else tokens
+        if connection:
+            head.connection = connection
+            if not connection <= CONNECTION_OPTIONS:
+                head.forward = drop_listed(forward, connection)
         self.head = head
-        has_body = not (self._head_request or status in (204, 304))
+        has_body = not (self._head_request or status == 204 or status == 304)
         self.ended_by_close = has_body and head.content_length is None and not head.chunked
         self._handler.response_head(head, has_body)  # type: ignore[union-attr]
         if not has_body:
-            self._finish(reusable=self._parser.should_keep_alive())
+            self._finish(reusable=parser.should_keep_alive())
 
     def on_body(self, data: bytes) -> None:
         if not self.complete:
