@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -214,18 +214,4 @@ class HealthChecker:
 
 def connect_with(connector) -> Callable[[Server, Protocol], defer.Deferred[Protocol]]:  # type: ignore[no-untyped-def]
     """A ``connect`` for :class:`HealthChecker` through the origin side's connector (same TLS and addresses)."""
-
-    def connect(server: Server, protocol: Protocol) -> defer.Deferred[Protocol]:
-        return connector.endpoint(server).connect(_Once(protocol))
-
-    return connect
-
-
-class _Once(Factory):
-    noisy = False
-
-    def __init__(self, protocol: Protocol) -> None:
-        self._protocol = protocol
-
-    def buildProtocol(self, addr: object) -> Protocol:
-        return self._protocol
+    return connector.connect  # type: ignore[no-any-return]
