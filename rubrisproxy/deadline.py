@@ -16,13 +16,14 @@ class Deadline:
     :meth:`stop` cancels the call (on close, so nothing is left behind).
     """
 
-    __slots__ = ("_clock", "_on_expire", "_at", "_call")
+    __slots__ = ("_clock", "_on_expire", "_at", "_call", "_call_at")
 
     def __init__(self, clock: IReactorTime, on_expire: Callable[[], object]) -> None:
         self._clock = clock
         self._on_expire = on_expire
         self._at: float | None = None
         self._call: IDelayedCall | None = None
+        self._call_at = 0.0  # when the pending call fires
 
     @property
     def armed(self) -> bool:
@@ -33,8 +34,10 @@ class Deadline:
         call = self._call
         if call is None:
             self._call = self._clock.callLater(delay, self._fire)
-        elif call.getTime() > at:
+            self._call_at = at
+        elif self._call_at > at:
             call.reset(delay)
+            self._call_at = at
 
     def clear(self) -> None:
         self._at = None
@@ -54,6 +57,7 @@ class Deadline:
         remaining = at - self._clock.seconds()
         if remaining > 0:
             self._call = self._clock.callLater(remaining, self._fire)
+            self._call_at = at
             return
         self._at = None
         self._on_expire()

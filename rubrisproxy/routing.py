@@ -17,6 +17,7 @@ class Router:
 
     def __init__(self, routes: Sequence[RouteConfig], backends: Mapping[str, Backend], default: Backend) -> None:
         self.default = default
+        self.trivial = not routes  # every request goes to ``default``
         self._routes = [(_conditions(route), backends[route.backend] if route.backend else route.deny) for route in routes]
 
     def route(self, head: RequestHead) -> Backend | int:

@@ -132,6 +132,11 @@ class Backend:
         candidates = self.usable(exclude)
         if not candidates:
             return None
+        if len(candidates) == 1 and not self._limited and not self.sticky and not self._queue:
+            server = candidates[0]  # the common single-server case, without the balancer
+            server.active += 1
+            server.total += 1
+            return server
         free = [s for s in candidates if not s.full] if self._limited else candidates
         if self.sticky and free:
             sticky = self.sticky_server(waiter)

@@ -80,7 +80,8 @@ class Exchange:
         if head.method == b"CONNECT":
             self.fail(HTTPError(501, "CONNECT is not served by a reverse-proxy frontend"), Termination.NOT_IMPLEMENTED)
             return
-        target = self.client.frontend.router.route(head)  # type: ignore[union-attr]
+        router = self.client.frontend.router
+        target = router.default if router.trivial else router.route(head)  # type: ignore[union-attr]
         if isinstance(target, int):
             self.fail(HTTPError(target, "denied by a route"), Termination.DENIED)
             return
