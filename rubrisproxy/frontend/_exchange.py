@@ -183,8 +183,7 @@ class Exchange:
 
     def _connected(self, connection: OriginConnection) -> None:
         pool = self.client.frontend.pool
-        if self.finished:
-            self._free_slot()
+        if self.finished:  # its slot was freed when it finished
             pool.release(connection, reusable=True)  # never used: as good as idle
             return
         self.connection = connection

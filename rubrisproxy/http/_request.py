@@ -93,7 +93,6 @@ class RequestParser:
         self._headers: Headers = []
         self._header_bytes = 0
         self._body_bytes = 0
-        self._head: RequestHead | None = None
         self._url_complete = False
 
     @property
@@ -190,7 +189,6 @@ class RequestParser:
         head.upgrade = parser.should_upgrade()
         self._in_head = False
         self._in_body = True
-        self._head = head
         self._handler.request_head(head)
 
     def on_body(self, data: bytes) -> None:

@@ -33,10 +33,6 @@ class ResponseHead:
         self.chunked = False
         self.connection: frozenset[bytes] = frozenset()
 
-    @property
-    def informational(self) -> bool:
-        return 100 <= self.status < 200
-
 
 class ResponseHandler(Protocol):
     """What a :class:`ResponseParser` reports to."""

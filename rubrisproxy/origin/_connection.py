@@ -60,10 +60,6 @@ class OriginConnection(Protocol):
         self._deadline = Deadline(clock, self._expired)
         self.bytes_sent = 0
 
-    @property
-    def busy(self) -> bool:
-        return self._user is not None
-
     def connectionMade(self) -> None:
         self.connected = True
         tune_transport(self.transport)

@@ -52,11 +52,6 @@ class ConnectionPool:
                 return connection
         return None
 
-    def acquire(self, server: Server) -> defer.Deferred[OriginConnection]:
-        """An idle connection to ``server`` (``reused`` set) or a new one."""
-        connection = self.take_idle(server)
-        return defer.succeed(connection) if connection is not None else self.connect(server)
-
     def connect(self, server: Server) -> defer.Deferred[OriginConnection]:
         """A new connection to ``server``, never an idle one."""
         connection = OriginConnection(server, self, self.clock, self.server_timeout)
