@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from .accesslog import AccessLog, NullAccessLog
-from .backend import Backend, HealthChecker, Server, connect_with
+from .backend import Backend, HealthChecker, Server
 from .config import ProxyConfig, ServerConfig
 from .demo import demo_site
 from .frontend import Frontend, LocalConnectionFactory, drain
@@ -192,7 +192,7 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
         )
         FrontendService(reactor, frontend, frontend_config.listen, config.shutdown_grace).setServiceParent(root)
     checkers = [
-        HealthChecker(name, _servers_of(backend), backend.health, reactor, connect_with(connector))
+        HealthChecker(name, _servers_of(backend), backend.health, reactor, connector.connect)
         for name, backend in backends.items()
         if backend.health.check != "none"
     ]

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.web import resource
 
-from rubrisproxy.backend import Backend, HealthChecker, connect_with
+from rubrisproxy.backend import Backend, HealthChecker
 from rubrisproxy.config import BackendConfig, HealthCheckConfig, PassiveCheckConfig, ServerConfig
 from rubrisproxy.origin import OriginConnector
 
@@ -31,7 +31,7 @@ class ActiveCheckTests(ProxyTestCase):
         config = HealthCheckConfig(**{"interval": 2.0, "rise": 2, "fall": 3, "timeout": 1.0, **settings})  # type: ignore[arg-type]
         backend = Backend(BackendConfig("app", (ServerConfig("s1", "127.0.0.1", port),), health=config), self.clock)
         checker = HealthChecker("app", lambda: backend.servers, config, self.clock,
-                                connect_with(OriginConnector(reactor, 1.0)))
+                                OriginConnector(reactor, 1.0).connect)
         checker.start()
         self.addCleanup(checker.stop)
         self.checkers = {**getattr(self, "checkers", {}), backend.servers[0]: checker}

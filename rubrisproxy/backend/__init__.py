@@ -13,7 +13,7 @@ from ._balance import (
     uri_key,
     url_param_key,
 )
-from ._health import HealthChecker, connect_with
+from ._health import HealthChecker
 from ._server import Server
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "Server",
     "Waiter",
     "balancer_for",
-    "connect_with",
     "header_key",
     "source_key",
     "uri_key",

@@ -133,17 +133,12 @@ class Backend:
         if not candidates:
             return None
         if len(candidates) == 1 and not self._limited and not self.sticky and not self._queue:
-            server = candidates[0]  # the common single-server case, without the balancer
-            server.active += 1
-            server.total += 1
-            return server
+            return self.take(candidates[0])  # the common single-server case, without the balancer
         free = [s for s in candidates if not s.full] if self._limited else candidates
         if self.sticky and free:
             sticky = self.sticky_server(waiter)
             if sticky is not None and sticky in free:
-                sticky.active += 1
-                sticky.total += 1
-                return sticky
+                return self.take(sticky)
         if free and not (self._queue and self._queue_has_waiters()):
             return self._take(free, waiter)
         if self.clock is None:
@@ -176,21 +171,17 @@ class Backend:
             server.set_up(True)
             self.log.info("server {backend}/{server} is UP after its cool-off", backend=self.name, server=server.name)
 
-    def take(self, server: Server) -> None:
-        """Take a slot on ``server`` directly (a retry on the same server)."""
+    def take(self, server: Server) -> Server:
+        """Take a slot on ``server``."""
         server.active += 1
         server.total += 1
+        return server
 
     def release(self, server: Server) -> None:
         """``server`` finished a request: its slot goes to the oldest waiting request, if any."""
         server.active -= 1
-        while self._queue:  # usually empty
+        while self._queue and self._queue_has_waiters():  # usually empty
             entry = self._queue[0]
-            if entry.waiter.finished:
-                self._queue.popleft()
-                if entry.timer.active():
-                    entry.timer.cancel()
-                continue
             free = [s for s in self.usable(entry.exclude) if not s.full]
             if not free:
                 return
@@ -200,12 +191,10 @@ class Backend:
             entry.waiter.dequeued(self._take(free, entry.waiter))
 
     def _take(self, free: list[Server], waiter: Waiter) -> Server:
-        server = self.balancer.choose(free, waiter.head, waiter.client_address_for_balancing())
-        server.active += 1
-        server.total += 1
-        return server
+        return self.take(self.balancer.choose(free, waiter.head, waiter.client_address_for_balancing()))
 
     def _queue_has_waiters(self) -> bool:
+        """Drop abandoned requests from the head of the queue; True if one is still waiting."""
         queue = self._queue
         while queue and queue[0].waiter.finished:
             entry = queue.popleft()

@@ -33,6 +33,7 @@ class _Probe(Protocol):
         self.buffer = b""
         self.key = b""
         self.closing = False  # our WebSocket close frame is sent
+        self.connecting: defer.Deferred[Protocol] | None = None
 
     def connectionMade(self) -> None:
         check = self.config.check
@@ -149,25 +150,21 @@ class HealthChecker:
                 timer.cancel()
         self._timers.clear()
         for probe in list(self._probes):
-            probe.finish("stopped")
-            if probe.transport is not None:
-                probe.transport.abortConnection()
+            self._abandon(probe, "stopped")
 
     def check_now(self, server: Server) -> defer.Deferred[str | None]:
         """Run one check on ``server``; fires with the problem found, or None."""
         probe = _Probe(self.config, self.config.host or f"{server.config.host}:{server.config.port}")
         self._probes.add(probe)
-        connecting = self._connect(server, probe)
-
-        def timed_out() -> None:
-            probe.finish(f"no answer within {self.config.timeout:g}s")
-            connecting.cancel()
+        probe.connecting = self._connect(server, probe)
 
         def failed(reason: Failure) -> None:
             probe.finish(f"cannot connect: {reason.getErrorMessage()}")
 
-        timeout = self.clock.callLater(self.config.timeout, timed_out)
-        connecting.addErrback(failed)
+        probe.connecting.addErrback(failed)
+        timeout = self.clock.callLater(
+            self.config.timeout, self._abandon, probe, f"no answer within {self.config.timeout:g}s"
+        )
 
         def done(problem: str | None) -> str | None:
             self._probes.discard(probe)
@@ -178,6 +175,12 @@ class HealthChecker:
             return problem
 
         return probe.result.addCallback(done)
+
+    def _abandon(self, probe: _Probe, problem: str) -> None:
+        """End a check now: it fails with ``problem``, and its connection or connection attempt goes."""
+        probe.finish(problem)
+        if probe.connecting is not None:
+            probe.connecting.cancel()  # a no-op once connected
 
     def _schedule(self, server: Server, delay: float) -> None:
         if self.running:
@@ -210,8 +213,3 @@ class HealthChecker:
                               backend=self.backend_name, server=server.name, problem=problem,
                               count=server.check_failures, check=config.check)
         self._schedule(server, config.interval)
-
-
-def connect_with(connector) -> Callable[[Server, Protocol], defer.Deferred[Protocol]]:  # type: ignore[no-untyped-def]
-    """A ``connect`` for :class:`HealthChecker` through the origin side's connector (same TLS and addresses)."""
-    return connector.connect  # type: ignore[no-any-return]

@@ -102,16 +102,20 @@ class Exchange:
             if self.head.has_body and not self.request_done:
                 self.client.gate.pause(ORIGIN)
         elif server is None:
-            failure = self._last_failure
-            timed_out = failure is not None and failure.check(ConnectTimeout)
-            why = failure.getErrorMessage() if failure is not None else f"no server of {backend.name} is up"
-            self.fail(
-                HTTPError(503, f"no server available: {why}"),
-                Termination.CONNECT_TIMEOUT if timed_out else Termination.NO_SERVER,
-            )
+            self._no_server()
         else:
             self._holds_slot = True
             self._use(server)  # type: ignore[arg-type]
+
+    def _no_server(self) -> None:
+        """503: no server could take the request (the last connect failure, if any, says why)."""
+        failure = self._last_failure
+        timed_out = failure is not None and failure.check(ConnectTimeout)
+        why = failure.getErrorMessage() if failure is not None else f"no server of {self.backend.name} is up"  # type: ignore[union-attr]
+        self.fail(
+            HTTPError(503, f"no server available: {why}"),
+            Termination.CONNECT_TIMEOUT if timed_out else Termination.NO_SERVER,
+        )
 
     # What the backend's queue calls
 
@@ -164,10 +168,7 @@ class Exchange:
         assert backend is not None
         backend.report_error(self.server, failure.getErrorMessage())  # type: ignore[arg-type]
         if self.retries > backend.retries:
-            self.fail(
-                HTTPError(503, f"no server available: {failure.getErrorMessage()}"),
-                Termination.CONNECT_TIMEOUT if failure.check(ConnectTimeout) else Termination.NO_SERVER,
-            )
+            self._no_server()
             return
         if backend.redispatch:
             self._tried = self._tried | {self.server}  # type: ignore[arg-type]
@@ -176,8 +177,7 @@ class Exchange:
             self._assign()
         elif self.server.up and not self.server.full:  # type: ignore[union-attr]
             self._holds_slot = True
-            backend.take(self.server)  # type: ignore[arg-type]
-            self._use(self.server)  # type: ignore[arg-type]
+            self._use(backend.take(self.server))  # type: ignore[arg-type]
         else:
             self._assign()
 
@@ -246,8 +246,8 @@ class Exchange:
         backend = self.backend
         if backend.sticky:  # type: ignore[union-attr]
             head.forward = backend.sticky_response(head.forward, self, server)  # type: ignore[union-attr, arg-type]
-        if status >= 500 and self.backend.passive.on_5xx:  # type: ignore[union-attr]
-            self.backend.report_error(server, f"HTTP {status}")  # type: ignore[union-attr, arg-type]
+        if status >= 500 and backend.passive.on_5xx:  # type: ignore[union-attr]
+            backend.report_error(server, f"HTTP {status}")  # type: ignore[union-attr, arg-type]
         elif server.consecutive_errors:  # type: ignore[union-attr]
             server.consecutive_errors = 0  # type: ignore[union-attr]
         headers = head.forward
@@ -300,11 +300,7 @@ class Exchange:
     def response_body(self, data: bytes) -> None:
         if self._framing == _Framing.CHUNKED:
             data = b"%x\r\n%s\r\n" % (len(data), data)
-        if self.pending_head is None:
-            self.bytes_out += len(data)
-            self.client.write(data)
-        else:
-            self._send_response(data)
+        self._send_response(data)
 
     def response_end(self) -> None:
         client = self.client

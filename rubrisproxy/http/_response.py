@@ -74,11 +74,7 @@ class ResponseParser:
             self._parser = httptools.HttpResponseParser(self)  # llhttp still awaits the HEAD body
         self._handler = handler
         self._head_request = method == b"HEAD"
-        self._headers = []
-        self._reason = b""
-        self._head_bytes = 0
-        self.head = None
-        self.complete = self.reusable = self.ended_by_close = False
+        self._reset()
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; raises :class:`HTTPError` (502) for a malformed response."""

@@ -121,9 +121,7 @@ class OriginConnection(Protocol):
         try:
             parser.feed(data)
         except HTTPError as error:
-            self._user = None
-            self._deadline.stop()
-            self.transport.abortConnection()
+            self.abort()
             user.origin_failed(error)
             return
         if user.pending_head is not None:
@@ -148,10 +146,9 @@ class OriginConnection(Protocol):
         if self._user is None:
             self.pool.expire(self)  # idle too long in the pool
             return
-        user, self._user = self._user, None
-        self.transport.abortConnection()
-        if user is not None:
-            user.origin_timed_out()
+        user = self._user
+        self.abort()
+        user.origin_timed_out()
 
     def _backpressure(self, paused: bool) -> None:
         # While the client is too slow to take more, the origin is not the one stalling.
