@@ -108,6 +108,19 @@ class ActiveCheckTests(ProxyTestCase):
         self.assertFalse(server.up)
         self.assertIn("no answer within 1s", server.last_check_problem)
 
+    @defer.inlineCallbacks
+    def test_an_endless_head_fails_the_check(self):
+        class Endless(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(b"X" * 70000)
+
+        listener = reactor.listenTCP(0, Factory.forProtocol(Endless), interface="127.0.0.1")
+        self.addCleanup(listener.stopListening)
+        server = self.checker(listener.getHost().port, check="http", fall=1)
+        yield self.run_checks(server, 1)
+        self.assertFalse(server.up)
+        self.assertEqual(server.last_check_problem, "answer head over 65536 bytes")
+
 
 class PassiveCheckTests(unittest.TestCase):
     def test_consecutive_errors_eject_for_a_cool_off(self):
@@ -149,3 +162,4 @@ class DownServerTests(ProxyTestCase):
         held[0].transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
         (finished,) = yield first.responses(1)
         self.assertEqual((finished.status, finished.body), (200, b"done"))
+

@@ -17,6 +17,8 @@ from ..config import HealthCheckConfig
 from ._server import Server
 
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: What a check reads of an answer before giving up on it.
+MAX_CHECK_RESPONSE = 65536
 #: A masked close frame with status 1000, as a client must send it.
 _CLOSE_FRAME = bytes([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])
 
@@ -58,6 +60,9 @@ class _Probe(Protocol):
         if self.result.called:
             return
         self.buffer += data
+        if len(self.buffer) > MAX_CHECK_RESPONSE:
+            self.finish(f"answer head over {MAX_CHECK_RESPONSE} bytes")
+            return
         if self.config.check == "http":
             self._check_status_line()
         elif self.key:
