@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class Termination(StrEnum):
-    """Why a request's exchange ended, as written in the access log."""
+    """Why a request's exchange (or the WebSocket it upgraded to) ended, as written in the access log."""
 
     OK = "ok"
     BAD_REQUEST = "bad-request"  # refused by the parser or a limit (4xx)
@@ -22,3 +22,8 @@ class Termination(StrEnum):
     DENIED = "denied"  # refused by a route's deny rule
     QUEUE_TIMEOUT = "queue-timeout"  # every server stayed full past timeout queue (503)
     SHUTDOWN = "shutdown"  # cut by the end of the shutdown grace period
+    CLIENT_CLOSE = "client-close"  # a WebSocket the client closed
+    SERVER_CLOSE = "server-close"  # a WebSocket the backend closed
+    IDLE_TIMEOUT = "idle-timeout"  # a WebSocket idle past timeout tunnel (or a half-closed one past client-fin/server-fin)
+    PING_TIMEOUT = "ping-timeout"  # a WebSocket peer that did not answer a ping in time
+    PROTOCOL_ERROR = "protocol-error"  # a WebSocket peer broke the protocol or a limit (1002, 1007, 1009)

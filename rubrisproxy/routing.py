@@ -18,18 +18,33 @@ class Router:
     def __init__(self, routes: Sequence[RouteConfig], backends: Mapping[str, Backend], default: Backend) -> None:
         self.default = default
         self.trivial = not routes  # every request goes to ``default``
-        self._routes = [(_conditions(route), backends[route.backend] if route.backend else route.deny) for route in routes]
+        self._routes = [
+            (_conditions(route), backends[route.backend] if route.backend else route.deny, route) for route in routes
+        ]
 
     def route(self, head: RequestHead) -> Backend | int:
         """The backend for ``head``, or the status to refuse it with."""
         if not self._routes:
             return self.default
+        match = self._match(head)
+        return self.default if match is None else match[1]  # type: ignore[return-value]
+
+    def websocket_rules(self, head: RequestHead, backend: Backend) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The (allowed origins, allowed subprotocols) for an upgrade: the matching route's, else the backend's."""
+        match = self._match(head) if self._routes else None
+        route = match[2] if match is not None else None
+        config = backend.websocket
+        origins = route.origins if route is not None and route.origins else config.origins
+        subprotocols = route.subprotocols if route is not None and route.subprotocols else config.subprotocols
+        return origins, subprotocols
+
+    def _match(self, head: RequestHead) -> tuple[list[Condition], Backend | int, RouteConfig] | None:
         host = request_host(head)
         path = request_path(head)
-        for conditions, target in self._routes:
-            if all(condition(head, host, path) for condition in conditions):
-                return target  # type: ignore[return-value]
-        return self.default
+        for entry in self._routes:
+            if all(condition(head, host, path) for condition in entry[0]):
+                return entry  # type: ignore[return-value]
+        return None
 
 
 def request_host(head: RequestHead) -> bytes:
@@ -59,6 +74,17 @@ def is_websocket_upgrade(head: RequestHead) -> bool:
     if b"upgrade" not in head.connection:
         return False
     return any(name.lower() == b"upgrade" and value.strip().lower() == b"websocket" for name, value in head.headers)
+
+
+def offered_subprotocols(head: RequestHead) -> list[bytes]:
+    """The subprotocols a WebSocket upgrade offers, in order."""
+    return [
+        token.strip()
+        for name, value in head.headers
+        if name.lower() == b"sec-websocket-protocol"
+        for token in value.split(b",")
+        if token.strip()
+    ]
 
 
 def _conditions(route: RouteConfig) -> list[Condition]:
@@ -92,4 +118,7 @@ def _conditions(route: RouteConfig) -> list[Condition]:
     if route.websocket is not None:
         websocket = route.websocket
         conditions.append(lambda head, host, path: is_websocket_upgrade(head) == websocket)
+    if route.subprotocol is not None:
+        subprotocol = route.subprotocol.encode()
+        conditions.append(lambda head, host, path: subprotocol in offered_subprotocols(head))
     return conditions

@@ -12,7 +12,7 @@ from .service import build_service
 class Options(usage.Options):
     """Command-line options; flags override the config file (see docs/configuration.md)."""
 
-    synopsis = "[--config FILE] [--listen ENDPOINT]... [--backend ADDRESS]... [--demo]"
+    synopsis = "[--config FILE] [--listen ENDPOINT]... [--backend ADDRESS]... [--websocket MODE] [--demo]"
     longdesc = (
         "A reverse proxy for HTTP and WebSocket. With no backend configured, it proxies "
         "to a built-in demo origin. Flags override the file: --listen replaces the "
@@ -25,6 +25,7 @@ class Options(usage.Options):
         ["config", "c", None, "TOML configuration file."],
         ["access-log", None, None, "Access log: '-' for the twistd log, a file path, or 'off'."],
         ["access-log-format", None, None, "Access log format: 'text' or 'json'."],
+        ["websocket", None, None, "WebSocket mode of every backend: 'session' (the default) or 'tunnel'."],
     ]
 
     def __init__(self) -> None:
@@ -59,6 +60,7 @@ class Options(usage.Options):
             timeouts=self["timeout"],
             access_log=self["access-log"],
             access_log_format=self["access-log-format"],
+            websocket=self["websocket"],
             demo=bool(self["demo"]),
         )
         try:

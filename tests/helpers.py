@@ -14,7 +14,7 @@ from twisted.web import resource, server
 
 from rubrisproxy.accesslog import AccessLog, AccessRecord
 from rubrisproxy.backend import Backend
-from rubrisproxy.config import BackendConfig, Limits, PoolSettings, ServerConfig, Timeouts
+from rubrisproxy.config import BackendConfig, Limits, PoolSettings, ServerConfig, Timeouts, WebSocketConfig
 from rubrisproxy.frontend import Frontend, LocalConnectionFactory
 from rubrisproxy.origin import ConnectionPool, OriginConnector
 
@@ -164,12 +164,18 @@ class ProxyTestCase(unittest.TestCase):
         return port.getHost().port  # type: ignore[no-any-return]
 
     def start_proxy(
-        self, *origin_ports: int, retries: int = 3, pool: PoolSettings | None = None, **overrides: object
+        self,
+        *origin_ports: int,
+        retries: int = 3,
+        pool: PoolSettings | None = None,
+        websocket: WebSocketConfig | None = None,
+        **overrides: object,
     ) -> Frontend:
         timeouts = replace(self.timeouts, **{k: v for k, v in overrides.items() if hasattr(self.timeouts, k)})
         limits = replace(self.limits, **{k: v for k, v in overrides.items() if hasattr(self.limits, k)})
         servers = tuple(ServerConfig(name=f"s{i + 1}", host="127.0.0.1", port=p) for i, p in enumerate(origin_ports))
-        backend = Backend(BackendConfig(name="app", servers=servers, retries=retries), reactor, timeouts.queue)
+        config = BackendConfig(name="app", servers=servers, retries=retries, websocket=websocket or WebSocketConfig())
+        backend = Backend(config, reactor, timeouts.queue)
         connection_pool = ConnectionPool(
             OriginConnector(reactor, timeouts.connect), reactor, pool or PoolSettings(), timeouts.server
         )
@@ -185,6 +191,8 @@ class ProxyTestCase(unittest.TestCase):
         return frontend
 
     def _stop_proxy(self, port, frontend: Frontend):  # type: ignore[no-untyped-def]
+        for relay in list(frontend.websockets):
+            relay.abort()
         for connection in list(frontend.connections):
             connection.transport.abortConnection()
         for connection in frontend.pool.close_idle():
@@ -211,7 +219,10 @@ class ProxyTestCase(unittest.TestCase):
     @defer.inlineCallbacks
     def settle(self, frontend: Frontend):  # type: ignore[no-untyped-def]
         """Let the reactor finish closing what the test's last step began."""
-        yield self.poll(lambda: not frontend.connections and not frontend.pool.in_use, "everything closed")
+        yield self.poll(
+            lambda: not frontend.connections and not frontend.pool.in_use and not frontend.websockets,
+            "everything closed",
+        )
 
     @defer.inlineCallbacks
     def poll(self, condition: Callable[[], object], what: str, ticks: int = 500):  # type: ignore[no-untyped-def]

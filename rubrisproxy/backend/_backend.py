@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
+from twisted.internet import reactor
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from ..config import BackendConfig, ServerConfig
 from ..http import Headers, RequestHead
+from ..websocket import LegFactories, build_hooks
 from ._balance import IBalancer, balancer_for
 from ._server import Server
 from ._sticky import CookieStickiness, MemoryStickStore, TableStickiness, key_for, learned_key
@@ -61,6 +63,9 @@ class Backend:
         self.balancer: IBalancer = balancer_for(config.balance)
         self.passive = config.passive
         self.health = config.health
+        self.websocket = config.websocket
+        self.websocket_hooks = build_hooks(f"backends.{config.name}.websocket.hooks", config.websocket.hooks)
+        self._leg_factories: LegFactories | None = None
         self.log = Logger()
         self.cookie = CookieStickiness(config.cookie.name, config.cookie.mode, config.cookie.max_age,
                                        config.cookie.secure) if config.cookie else None
@@ -84,6 +89,12 @@ class Backend:
         self.servers.append(server)
         self._limited = self._limited or config.maxconn > 0
         return server
+
+    def leg_factories(self) -> LegFactories:
+        """The Autobahn factories for this backend's session-mode WebSockets, built on first use."""
+        if self._leg_factories is None:
+            self._leg_factories = LegFactories(self.websocket, self.clock or reactor)
+        return self._leg_factories
 
     @property
     def queue_length(self) -> int:

@@ -9,6 +9,7 @@ from ._model import (
     CookieConfig,
     FrontendConfig,
     HealthCheckConfig,
+    HookConfig,
     Limits,
     PassiveCheckConfig,
     PoolSettings,
@@ -17,8 +18,9 @@ from ._model import (
     ServerConfig,
     StickConfig,
     Timeouts,
+    WebSocketConfig,
 )
-from ._values import parse_duration, parse_server, parse_size
+from ._values import parse_duration, parse_server, parse_size, resolve_name
 
 __all__ = [
     "AccessLogSettings",
@@ -28,6 +30,7 @@ __all__ = [
     "CookieConfig",
     "FrontendConfig",
     "HealthCheckConfig",
+    "HookConfig",
     "PassiveCheckConfig",
     "Limits",
     "PoolSettings",
@@ -37,10 +40,12 @@ __all__ = [
     "ServerConfig",
     "StickConfig",
     "Timeouts",
+    "WebSocketConfig",
     "apply_command_line",
     "config_from_document",
     "load_config",
     "parse_duration",
     "parse_server",
     "parse_size",
+    "resolve_name",
 ]

@@ -16,11 +16,13 @@ from typing import Any
 
 from ._errors import ConfigError
 from ._model import (
+    WEBSOCKET_MODES,
     AccessLogSettings,
     BackendConfig,
     CookieConfig,
     FrontendConfig,
     HealthCheckConfig,
+    HookConfig,
     Limits,
     PassiveCheckConfig,
     PoolSettings,
@@ -29,13 +31,14 @@ from ._model import (
     ServerConfig,
     StickConfig,
     Timeouts,
+    WebSocketConfig,
 )
-from ._values import parse_duration, parse_positive_int, parse_server, parse_size
+from ._values import parse_duration, parse_positive_int, parse_server, parse_size, resolve_name
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_NAME = "default"
 
-_TOP_LEVEL_KEYS = {"timeouts", "limits", "pool", "access-log", "shutdown", "frontends", "backends"}
+_TOP_LEVEL_KEYS = {"timeouts", "limits", "pool", "access-log", "shutdown", "websocket", "frontends", "backends"}
 
 
 @dataclass(slots=True)
@@ -48,6 +51,7 @@ class CommandLine:
     timeouts: Mapping[str, str] = field(default_factory=dict)
     access_log: str | None = None
     access_log_format: str | None = None
+    websocket: str | None = None  # the WebSocket mode of every backend
     demo: bool = False
 
 
@@ -77,8 +81,9 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
     _reject_unknown("shutdown", shutdown, {"grace"})
     grace = parse_duration("shutdown.grace", shutdown.get("grace", 30))
 
+    websocket = _websocket("websocket", _table("websocket", document.get("websocket", {})), WebSocketConfig())
     backends = {
-        name: _backend(name, _table(f"backends.{name}", body))
+        name: _backend(name, _table(f"backends.{name}", body), websocket)
         for name, body in _table("backends", document.get("backends", {})).items()
     }
     frontend_tables = _table("frontends", document.get("frontends", {}))
@@ -132,12 +137,18 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
     if command_line.access_log_format is not None:
         access_log = replace(access_log, format=_log_format("--access-log-format", command_line.access_log_format))
 
+    if command_line.websocket is not None:
+        mode = _websocket_mode("--websocket", command_line.websocket)
+        backends = {
+            name: replace(backend, websocket=replace(backend.websocket, mode=mode)) for name, backend in backends.items()
+        }
     has_servers = any(backend.servers for backend in backends.values())
     demo = command_line.demo or not has_servers
     for frontend in frontends:
         if frontend.backend not in backends:
             if demo:
-                backends[frontend.backend] = BackendConfig(name=frontend.backend)
+                mode = command_line.websocket or WEBSOCKET_MODES[0]
+                backends[frontend.backend] = BackendConfig(name=frontend.backend, websocket=WebSocketConfig(mode=mode))
             else:
                 raise ConfigError(f"frontends.{frontend.name}.backend", f"no backend named {frontend.backend!r}")
     return replace(
@@ -211,10 +222,12 @@ def _log_format(key: str, value: object) -> str:
     return str(value)
 
 
-def _backend(name: str, table: Mapping[str, Any]) -> BackendConfig:
+def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) -> BackendConfig:
     key = f"backends.{name}"
     _reject_unknown(
-        key, table, {"servers", "retries", "balance", "redispatch", "slow-start", "health", "passive", "cookie", "stick"}
+        key,
+        table,
+        {"servers", "retries", "balance", "redispatch", "slow-start", "health", "passive", "cookie", "stick", "websocket"},
     )
     raw_servers = table.get("servers", [])
     if not isinstance(raw_servers, list):
@@ -241,7 +254,79 @@ def _backend(name: str, table: Mapping[str, Any]) -> BackendConfig:
         passive=_passive(f"{key}.passive", _table(f"{key}.passive", table.get("passive", {}))),
         cookie=_cookie(f"{key}.cookie", _table(f"{key}.cookie", table["cookie"])) if "cookie" in table else None,
         stick=_stick(f"{key}.stick", _table(f"{key}.stick", table["stick"])) if "stick" in table else None,
+        websocket=_websocket(f"{key}.websocket", _table(f"{key}.websocket", table.get("websocket", {})), websocket),
     )
+
+
+_WEBSOCKET_SIZES = ("max-message-size", "max-frame-size", "auto-fragment-size")
+_WEBSOCKET_DURATIONS = ("open-handshake-timeout", "close-handshake-timeout", "client-ping-timeout", "backend-ping-timeout")
+_WEBSOCKET_INTERVALS = ("client-ping-interval", "backend-ping-interval")  # 0 turns them off
+_WEBSOCKET_LISTS = ("origins", "subprotocols")
+
+
+def _websocket(key: str, table: Mapping[str, Any], defaults: WebSocketConfig) -> WebSocketConfig:
+    """A ``[websocket]`` table: the keys it sets over ``defaults``."""
+    known = {f.name.replace("_", "-") for f in fields(WebSocketConfig)}
+    _reject_unknown(key, table, known)
+    values: dict[str, Any] = {}
+    if "mode" in table:
+        values["mode"] = _websocket_mode(f"{key}.mode", table["mode"])
+    for name in _WEBSOCKET_SIZES:
+        if name in table:
+            values[name.replace("-", "_")] = parse_size(f"{key}.{name}", table[name])
+    for name in _WEBSOCKET_DURATIONS:
+        if name in table:
+            values[name.replace("-", "_")] = parse_duration(f"{key}.{name}", table[name])
+    for name in _WEBSOCKET_INTERVALS:
+        if name in table:
+            raw = table[name]
+            values[name.replace("-", "_")] = 0.0 if raw in (0, "0", "0s") else parse_duration(f"{key}.{name}", raw)
+    if "compression" in table:
+        if not isinstance(table["compression"], bool):
+            raise ConfigError(f"{key}.compression", f"expected true or false, got {table['compression']!r}")
+        values["compression"] = table["compression"]
+    for name in _WEBSOCKET_LISTS:
+        if name in table:
+            values[name] = _strings(f"{key}.{name}", table[name])
+    if "hooks" in table:
+        hooks = table["hooks"]
+        if not isinstance(hooks, list):
+            raise ConfigError(f"{key}.hooks", "expected a list of class names or tables with a 'class' key")
+        values["hooks"] = tuple(_hook(f"{key}.hooks[{i}]", raw) for i, raw in enumerate(hooks))
+    config = replace(defaults, **values)
+    if config.max_frame_size > config.max_message_size:
+        raise ConfigError(f"{key}.max-frame-size", "cannot be larger than max-message-size")
+    if config.auto_fragment_size <= 0:
+        raise ConfigError(f"{key}.auto-fragment-size", "must be greater than zero")
+    return config
+
+
+def _hook(key: str, raw: object) -> HookConfig:
+    """``"module.Class"`` or ``{class = "module.Class", ...keyword arguments}``; the class must import."""
+    if isinstance(raw, str):
+        name, options = raw, {}
+    elif isinstance(raw, dict) and isinstance(raw.get("class"), str):
+        options = dict(raw)
+        name = options.pop("class")
+    else:
+        raise ConfigError(key, f"expected a class name or a table with a 'class' key, got {raw!r}")
+    if not callable(resolve_name(f"{key}.class" if options else key, name)):
+        raise ConfigError(key, f"{name!r} is not a class")
+    return HookConfig(name, options)
+
+
+def _websocket_mode(key: str, value: object) -> str:
+    if value not in WEBSOCKET_MODES:
+        raise ConfigError(key, f"expected one of {', '.join(WEBSOCKET_MODES)}, got {value!r}")
+    return str(value)
+
+
+def _strings(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(key, f"expected a list of non-empty strings, got {value!r}")
+    return tuple(value)
 
 
 _NAME = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
@@ -361,7 +446,7 @@ def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> Rout
     table = _table(key, raw)
     _reject_unknown(key, table, {f.name.replace("_", "-") for f in fields(RouteConfig)} | {"method"})
     values: dict[str, Any] = {}
-    for name in ("host", "host-suffix", "host-prefix", "path-prefix", "path-regex", "header", "value"):
+    for name in ("host", "host-suffix", "host-prefix", "path-prefix", "path-regex", "header", "value", "subprotocol"):
         if name in table:
             value = table[name]
             if not isinstance(value, str) or not value:
@@ -384,6 +469,9 @@ def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> Rout
         if not isinstance(table["websocket"], bool):
             raise ConfigError(f"{key}.websocket", f"expected true or false, got {table['websocket']!r}")
         values["websocket"] = table["websocket"]
+    for name in ("subprotocols", "origins"):
+        if name in table:
+            values[name] = _strings(f"{key}.{name}", table[name])
     backend, deny = table.get("backend"), table.get("deny")
     if (backend is None) == (deny is None):
         raise ConfigError(key, "a route needs exactly one of backend or deny")

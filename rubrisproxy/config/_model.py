@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +17,9 @@ class Timeouts:
     connect: float = 5.0
     server: float = 60.0
     queue: float = 30.0
-    tunnel: float = 3600.0
+    tunnel: float = 3600.0  # inactivity of a WebSocket (either mode), replacing client and server
+    client_fin: float = 30.0  # a tunnel whose client has half-closed
+    server_fin: float = 30.0  # a tunnel whose server has half-closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,44 @@ class StickConfig:
     learn: str | None = None  # "header(NAME)" or "set-cookie(NAME)"
 
 
+WEBSOCKET_MODES = ("session", "tunnel")
+
+
+@dataclass(frozen=True, slots=True)
+class HookConfig:
+    """A WebSocket hook: the dotted name of an ``IWebSocketHook`` class and the keyword arguments it is built with."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketConfig:
+    """How a backend's WebSocket upgrades are proxied (docs/websocket.md).
+
+    ``tunnel`` relays bytes after the backend's 101; ``session`` terminates the
+    client's WebSocket at the proxy and opens the proxy's own to the backend.
+    The sizes, pings and compression apply to session mode; the handshake checks
+    (``origins``, ``subprotocols``) and ``hooks`` that accept or refuse a handshake
+    apply to both.
+    """
+
+    mode: str = "session"
+    max_message_size: int = 16 << 20  # a larger message closes the connection with 1009
+    max_frame_size: int = 16 << 20
+    auto_fragment_size: int = 64 << 10  # sent messages are split so control frames can interleave
+    open_handshake_timeout: float = 10.0
+    close_handshake_timeout: float = 5.0
+    client_ping_interval: float = 30.0  # 0 is off
+    client_ping_timeout: float = 10.0
+    backend_ping_interval: float = 30.0
+    backend_ping_timeout: float = 10.0
+    compression: bool = False  # permessage-deflate, negotiated on each side on its own
+    origins: tuple[str, ...] = ()  # allowed Origin values; empty allows any
+    subprotocols: tuple[str, ...] = ()  # allowed Sec-WebSocket-Protocol values; empty allows any
+    hooks: tuple[HookConfig, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class BackendConfig:
     """A named pool of servers that requests are sent to."""
@@ -120,6 +162,7 @@ class BackendConfig:
     passive: PassiveCheckConfig = field(default_factory=PassiveCheckConfig)
     cookie: CookieConfig | None = None
     stick: StickConfig | None = None
+    websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +178,9 @@ class RouteConfig:
     value: str | None = None
     methods: tuple[str, ...] = ()
     websocket: bool | None = None  # an Upgrade: websocket request (or not)
+    subprotocol: str | None = None  # a WebSocket upgrade offering this subprotocol
+    subprotocols: tuple[str, ...] = ()  # allowlist for upgrades on this route (else the backend's)
+    origins: tuple[str, ...] = ()  # allowed Origin values on this route (else the backend's)
     backend: str | None = None
     deny: int | None = None
 

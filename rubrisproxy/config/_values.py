@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from urllib.parse import urlsplit
 
@@ -78,3 +79,18 @@ def parse_server(key: str, value: object, name: str) -> ServerConfig:
             raise ConfigError(key, f"missing port in {value!r}")
         port = 443 if tls else 80
     return ServerConfig(name=name, host=parts.hostname, port=port, tls=tls)
+
+
+def resolve_name(key: str, dotted: str) -> object:
+    """The object a dotted name such as ``package.module.Class`` names (it must be importable)."""
+    module_name, _, attribute = dotted.rpartition(".")
+    if not module_name:
+        raise ConfigError(key, f"expected a dotted name such as 'package.module.Class', got {dotted!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is a configuration error to report
+        raise ConfigError(key, f"cannot import {module_name!r}: {e}") from None
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigError(key, f"module {module_name!r} has no {attribute!r}") from None

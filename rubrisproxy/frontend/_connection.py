@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import deque
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IDelayedCall, ISSLTransport, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import alsoProvides
 
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, direct_writer, tune_transport
@@ -17,7 +19,11 @@ from ..lifecycle import Termination
 from ._context import Frontend
 from ._exchange import Exchange
 
+if TYPE_CHECKING:
+    from ..websocket import Relay
+
 PIPELINE = "pipeline"
+UPGRADE = "upgrade"
 #: A local client's own forwarding headers are not trusted, and Expect is answered here.
 LOCAL_CLIENT_DROPS = FORWARDING | frozenset((b"expect",))
 
@@ -70,6 +76,9 @@ class ClientConnection(Protocol):
         self.client_address = ""
         self.secure = False
         self.ready_at = 0.0
+        self.relay: Relay | None = None  # what the connection became after an upgrade
+        self._upgrading = False
+        self._after_upgrade = b""
 
     # Connection events
 
@@ -98,6 +107,10 @@ class ClientConnection(Protocol):
         self._wait(_Wait.REQUEST)
 
     def dataReceived(self, data: bytes) -> None:
+        relay = self.relay
+        if relay is not None:
+            relay.client_data(data)
+            return
         if self.closing and self.current is None:
             return
         self.bytes_in += len(data)
@@ -115,8 +128,19 @@ class ClientConnection(Protocol):
         if self._waiting is None and self.current is None and self.parser.in_message:
             self._wait(_Wait.REQUEST)
 
+    def readConnectionLost(self) -> None:
+        """The client half-closed an upgraded connection (see :meth:`take_over`)."""
+        self.relay.client_fin()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        """Our half-close of an upgraded connection is done."""
+
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.lost = True
+        if self.relay is not None:
+            self.frontend.connections.discard(self)
+            self.relay.client_lost(reason)
+            return
         self._waiting = None
         self._deadline.stop()
         if self._close_timer is not None and self._close_timer.active():
@@ -131,6 +155,10 @@ class ClientConnection(Protocol):
 
     def request_head(self, head: RequestHead) -> None:
         self.requests += 1
+        if head.upgrade:
+            # Nothing after an upgrade request is read until the upgrade is refused or done.
+            self._upgrading = True
+            self.gate.pause(UPGRADE)
         self.frontend.requests += 1
         if self._waiting is _Wait.REQUEST:
             self._wait(None)
@@ -157,7 +185,29 @@ class ClientConnection(Protocol):
         if exchange is not None:
             exchange.client_end()
 
+    def request_upgraded(self, rest: bytes) -> None:
+        if self._upgrading:
+            self._after_upgrade += rest  # at most the one read that carried the request
+        elif rest:
+            self.parser.feed(rest)
+
     # What an exchange calls
+
+    def take_over(self, relay: Relay) -> bytes:
+        """Hand the connection to ``relay`` (a WebSocket); returns the bytes the client sent after its request.
+
+        From here on the relay gets every read, half-close and loss of the
+        connection; the HTTP timers stop.
+        """
+        self.relay = relay
+        self._wait(None)
+        self._deadline.stop()
+        alsoProvides(self, IHalfCloseableProtocol)
+        rest, self._after_upgrade = self._after_upgrade, b""
+        self._upgrading = False
+        self.gate.resume(UPGRADE)
+        return rest
+
 
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -179,6 +229,12 @@ class ClientConnection(Protocol):
         if exchange is not self.current or self.lost:
             return
         self.current = None
+        if self._upgrading:
+            self._upgrading = False  # refused: the connection stays HTTP
+            self.gate.resume(UPGRADE)
+            if self._after_upgrade:
+                keep_alive = False  # the client did not wait for the answer: nothing it sent can be trusted
+                self._after_upgrade = b""
         if self._waiting is _Wait.CLIENT:
             self._wait(None)
         self.ready_at = now
@@ -203,7 +259,9 @@ class ClientConnection(Protocol):
     def drain(self) -> None:
         """Finish the request in progress, if any, then close (graceful shutdown)."""
         self.closing = True
-        if self.current is None:
+        if self.relay is not None:
+            self.relay.drain()
+        elif self.current is None:
             self.close()
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from ..origin import ConnectionPool
 from ..routing import Router
 
 if TYPE_CHECKING:
+    from ..websocket import Relay
     from ._connection import ClientConnection
 
 
@@ -30,6 +31,7 @@ class Frontend:
     access_log: AccessLog
     router: Router | None = None  # None: every request goes to ``backend``
     connections: set[ClientConnection] = field(default_factory=set)
+    websockets: set[Relay] = field(default_factory=set)  # live tunnels and sessions
     draining: bool = False
     accepted: int = 0
     requests: int = 0

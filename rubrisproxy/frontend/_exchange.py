@@ -13,6 +13,18 @@ from ..backend import QUEUED, Backend, Server
 from ..http import HTTPError, RequestHead, ResponseHead, error_response, serialize_headers
 from ..lifecycle import Termination
 from ..origin import ConnectTimeout, OriginConnection
+from ..routing import Router, is_websocket_upgrade
+from ..websocket import (
+    Handshake,
+    RefuseHandshake,
+    Tunnel,
+    Upgrade,
+    WebSocketSession,
+    backend_handshake,
+    check_switch,
+    check_upgrade,
+    new_key,
+)
 
 if TYPE_CHECKING:
     from ._connection import ClientConnection
@@ -48,7 +60,7 @@ class Exchange:
         "response_head_sent", "finished", "keep_alive", "status", "bytes_in", "bytes_out", "retries",
         "pending_head", "_pending", "_framing", "_stale_retry_done", "_last_failure", "_request_bytes",
         "_connect_started", "_connected_at", "_sent_at", "_response_at", "backend", "_holds_slot", "_tried",
-        "_queued_at", "_dequeued_at",
+        "_queued_at", "_dequeued_at", "upgrade", "websocket_key",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
@@ -72,6 +84,8 @@ class Exchange:
         self._holds_slot = False  # a server slot (its ``active`` count) is ours until released
         self._tried: frozenset[Server] = frozenset()
         self._queued_at = self._dequeued_at = -1.0
+        self.upgrade: Upgrade | None = None  # a WebSocket upgrade that passed its checks
+        self.websocket_key: bytes | None = None  # the proxy's own key, in session mode
 
     # Start: choose a server, get a connection
 
@@ -86,12 +100,37 @@ class Exchange:
             self.fail(HTTPError(target, "denied by a route"), Termination.DENIED)
             return
         self.backend = target
+        if head.upgrade and is_websocket_upgrade(head) and not self._accept_upgrade(router, target):  # type: ignore[arg-type]
+            return
         try:
             self._request_bytes = self._origin_request_head()
         except HTTPError as error:
             self.fail(error, Termination.BAD_REQUEST)
             return
         self._assign()
+
+    def _accept_upgrade(self, router: Router, backend: Backend) -> bool:
+        """Check a WebSocket upgrade (RFC 6455, the allowlists, the hooks); False if it was refused."""
+        head = self.head
+        origins, subprotocols = router.websocket_rules(head, backend)
+        try:
+            upgrade = check_upgrade(head, origins, subprotocols)
+        except HTTPError as error:
+            self.fail(error, Termination.DENIED if error.status == 403 else Termination.BAD_REQUEST)
+            return False
+        if backend.websocket_hooks:
+            request = Handshake(self.client.client_address, head.target, head.headers, upgrade.protocols, upgrade.origin)
+            for hook in backend.websocket_hooks:
+                try:
+                    hook.handshake(request)
+                except RefuseHandshake as refusal:
+                    self.fail(HTTPError(refusal.status, f"refused by {type(hook).__name__}: {refusal.reason}"),
+                              Termination.DENIED)
+                    return False
+        self.upgrade = upgrade
+        if backend.websocket.mode == "session":
+            self.websocket_key = new_key()
+        return True
 
     def _assign(self) -> None:
         backend = self.backend
@@ -190,7 +229,11 @@ class Exchange:
         self._connected_at = now = self.clock.seconds()
         if connection.reused:
             self._connect_started = now
-        connection.send(self, self.head.method, self._request_bytes)
+        if self.upgrade is None:
+            connection.send(self, self.head.method, self._request_bytes)
+        else:
+            timeout = self.backend.websocket.open_handshake_timeout  # type: ignore[union-attr]
+            connection.send(self, b"GET", self._request_bytes, upgrade=True, timeout=timeout)
         self._sent_at = self._connected_at
         client = self.client
         if self.head.has_body:
@@ -283,6 +326,48 @@ class Exchange:
         )
         if has_body and (framing != _Framing.LENGTH or head.content_length > _SMALL_BODY):  # type: ignore[operator]
             self.client.download.attach(self.connection.gate)  # type: ignore[union-attr, arg-type]
+
+    def response_upgraded(self, head: ResponseHead, rest: bytes) -> None:
+        """The backend accepted the WebSocket upgrade: hand both connections to a tunnel or a session."""
+        self._response_at = self.clock.seconds()
+        upgrade, connection, backend, server = self.upgrade, self.connection, self.backend, self.server
+        assert upgrade is not None and connection is not None and backend is not None and server is not None
+        problem = check_switch(head, self.websocket_key or upgrade.key, upgrade.protocols)
+        if problem is not None:
+            self.origin_failed(HTTPError(502, f"{server!r} answered the WebSocket upgrade wrongly: {problem}"))
+            return
+        self.status = 101
+        if server.consecutive_errors:
+            server.consecutive_errors = 0
+        self.connection = None
+        self.client.frontend.pool.hand_over(connection)
+        client = self.client
+        if backend.sticky:
+            head.forward = backend.sticky_response(head.forward, self, server)
+        if self.websocket_key is None:
+            switch = b"HTTP/1.1 101 Switching Protocols\r\n%sConnection: Upgrade\r\nUpgrade: websocket\r\n%s\r\n" % (
+                serialize_headers(head.forward), _VIA.get(head.version, _VIA[b"1.1"]),
+            )
+            Tunnel(self, client, connection, client.frontend.timeouts).start(switch, rest)
+        else:
+            session = WebSocketSession(
+                self, client, connection, backend.leg_factories(), backend.websocket_hooks, client.frontend.timeouts
+            )
+            session.start(head, rest)
+
+    def client_handshake(self) -> bytes:
+        """The client's upgrade request as it sent it, for the session's own WebSocket server to answer."""
+        head = self.head
+        return b"GET %s HTTP/1.1\r\n%s\r\n" % (head.target, serialize_headers(head.headers))
+
+    def upgrade_ended(self, termination: Termination) -> None:
+        """The WebSocket this exchange became has ended: free its server slot and log it."""
+        if self.finished:
+            return
+        self.finished = True
+        self._free_slot()
+        if self.client.frontend.access_log.enabled:
+            self._log(termination, self.clock.seconds())
 
     def flush_head(self) -> None:
         """Send the response head now (the origin's read ended before any body)."""
@@ -398,7 +483,7 @@ class Exchange:
             return
         self.status = error.status
         keep_alive = self.request_done and error.status >= 500 and not self.head.wants_close and not self.client.closing
-        response = error_response(error.status, close=not keep_alive)
+        response = error_response(error.status, close=not keep_alive, headers=error.headers)
         self.bytes_out += len(response)
         self.client.write(response)
         self._finish(termination, keep_alive)
@@ -478,6 +563,9 @@ class Exchange:
         if backend is not None and backend.cookie is not None:
             forward = backend.cookie.request_headers(forward)
         extra = b""
+        if self.upgrade is not None:
+            offers = backend.leg_factories().offers if self.websocket_key is not None else b""  # type: ignore[union-attr]
+            forward, extra = backend_handshake(forward, self.upgrade, self.websocket_key, offers)
         if host is None:  # an HTTP/1.0 request without Host
             servers = self.backend.servers if self.backend is not None else []
             host = b"%s:%d" % (servers[0].config.host.encode(), servers[0].config.port) if servers else b"localhost"

@@ -28,15 +28,19 @@ def drain(frontend: Frontend, grace: float) -> defer.Deferred[None]:
     frontend.draining = True
     for connection in list(frontend.connections):
         connection.drain()
+    for relay in list(frontend.websockets):
+        relay.drain()  # also those whose client has gone and whose backend has yet to close
     done: defer.Deferred[None] = defer.Deferred()
     clock = frontend.clock
     deadline = clock.seconds() + grace
 
     def check() -> None:
-        if not frontend.connections:
+        if not frontend.connections and not frontend.websockets:
             done.callback(None)
             return
         if clock.seconds() >= deadline:
+            for relay in list(frontend.websockets):
+                relay.abort()
             for connection in list(frontend.connections):
                 connection.transport.abortConnection()
             done.callback(None)

@@ -6,7 +6,10 @@ REASONS: dict[int, bytes] = {
     100: b"Continue",
     200: b"OK",
     400: b"Bad Request",
+    401: b"Unauthorized",
     403: b"Forbidden",
+    426: b"Upgrade Required",
+    429: b"Too Many Requests",
     404: b"Not Found",
     408: b"Request Timeout",
     413: b"Content Too Large",
@@ -25,13 +28,15 @@ REASONS: dict[int, bytes] = {
 class HTTPError(Exception):
     """A request the proxy refuses, or a failure it reports, as ``status`` with ``detail``.
 
-    ``detail`` goes to the log; the client sees the standard reason phrase.
+    ``detail`` goes to the log; the client sees the standard reason phrase and any
+    ``headers`` (serialized lines, each ending in CRLF).
     """
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, headers: bytes = b"") -> None:
         super().__init__(f"{status} {detail}")
         self.status = status
         self.detail = detail
+        self.headers = headers
 
 
 def reason_phrase(status: int) -> bytes:
@@ -39,7 +44,7 @@ def reason_phrase(status: int) -> bytes:
     return REASONS.get(status, b"Unknown")
 
 
-def error_response(status: int, close: bool = True) -> bytes:
+def error_response(status: int, close: bool = True, headers: bytes = b"") -> bytes:
     """A complete response for a proxy-generated error: status line, headers, short body."""
     reason = reason_phrase(status)
     body = b"%d %s\n" % (status, reason)
@@ -49,6 +54,7 @@ def error_response(status: int, close: bool = True) -> bytes:
             b"Content-Type: text/plain; charset=utf-8\r\n",
             b"Content-Length: %d\r\n" % len(body),
             b"Cache-Control: no-store\r\n",
+            headers,
             b"Connection: close\r\n" if close else b"",
             b"\r\n",
             body,

@@ -63,6 +63,9 @@ class RequestHandler(Protocol):
 
     def request_end(self) -> None: ...
 
+    def request_upgraded(self, rest: bytes) -> None:
+        """The request asked for another protocol; ``rest`` is what followed it in this read."""
+
 
 class RequestParser:
     """Feed bytes in; get head, body and end events out; get :class:`HTTPError` on bad input."""
@@ -106,10 +109,8 @@ class RequestParser:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            # llhttp stops after an Upgrade or CONNECT head; carry on after it.
-            offset = upgrade.args[0]
-            if offset < len(data):
-                self.feed(data[offset:])
+            # llhttp stops after an Upgrade or CONNECT head: the handler says what follows.
+            self._handler.request_upgraded(data[upgrade.args[0]:])
             return
         except httptools.HttpParserCallbackError as e:
             if e.__context__ is not None:

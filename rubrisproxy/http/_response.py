@@ -43,6 +43,9 @@ class ResponseHandler(Protocol):
 
     def response_end(self) -> None: ...
 
+    def response_upgraded(self, head: ResponseHead, rest: bytes) -> None:
+        """A 101 answered an upgrade request; ``rest`` is what followed it in this read."""
+
 
 class ResponseParser:
     """Parses the responses of one origin connection, one request at a time.
@@ -57,6 +60,7 @@ class ResponseParser:
         self._parser = httptools.HttpResponseParser(self)
         self._handler: ResponseHandler | None = None
         self._head_request = False
+        self._upgrade = False
         self._reset()
 
     def _reset(self) -> None:
@@ -64,16 +68,22 @@ class ResponseParser:
         self._reason = b""
         self._head_bytes = 0
         self.head: ResponseHead | None = None
+        self.switched: ResponseHead | None = None  # a 101 to an upgrade request
         self.complete = False
         self.reusable = False
         self.ended_by_close = False
 
-    def start(self, handler: ResponseHandler, method: bytes) -> None:
-        """Expect the response to a request made with ``method``, reported to ``handler``."""
+    def start(self, handler: ResponseHandler, method: bytes, upgrade: bool = False) -> None:
+        """Expect the response to a request made with ``method``, reported to ``handler``.
+
+        With ``upgrade``, a 101 is the request's answer (reported through
+        ``response_upgraded``), not an interim response.
+        """
         if self._head_request:
             self._parser = httptools.HttpResponseParser(self)  # llhttp still awaits the HEAD body
         self._handler = handler
         self._head_request = method == b"HEAD"
+        self._upgrade = upgrade
         self._reset()
 
     def feed(self, data: bytes) -> None:
@@ -84,8 +94,12 @@ class ResponseParser:
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            raise HTTPError(502, "origin switched protocols unasked") from None
+        except httptools.HttpParserUpgrade as upgrade:
+            if self.switched is None:
+                raise HTTPError(502, "origin switched protocols unasked") from None
+            self.complete = True
+            self._handler.response_upgraded(self.switched, data[upgrade.args[0]:])  # type: ignore[union-attr]
+            return
         except httptools.HttpParserCallbackError as e:
             if e.__context__ is not None:
                 raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
@@ -117,7 +131,7 @@ class ResponseParser:
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
-        if 100 <= status < 200:
+        if 100 <= status < 200 and not (status == 101 and self._upgrade):
             self._headers, self._reason = [], b""
             return  # 1xx: llhttp goes on to the final response
         headers = self._headers
@@ -142,6 +156,9 @@ class ResponseParser:
             head.connection = connection
             if not connection <= CONNECTION_OPTIONS:
                 head.forward = drop_listed(forward, connection)
+        if status == 101:
+            self.switched = head  # reported once llhttp hands back the bytes that follow
+            return
         self.head = head
         has_body = not (self._head_request or status == 204 or status == 304)
         self.ended_by_close = has_body and head.content_length is None and not head.chunked

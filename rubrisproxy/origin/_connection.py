@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from zope.interface import alsoProvides
 
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, direct_writer, tune_transport
@@ -15,6 +16,7 @@ from ..http import HTTPError, ResponseHandler, ResponseParser
 
 if TYPE_CHECKING:
     from ..backend import Server
+    from ..websocket import Relay
     from ._pool import ConnectionPool
 
 
@@ -59,6 +61,7 @@ class OriginConnection(Protocol):
         self._user: OriginUser | None = None
         self._deadline = Deadline(clock, self._expired)
         self.bytes_sent = 0
+        self.relay: Relay | None = None  # what the connection became after an upgrade
 
     def connectionMade(self) -> None:
         self.connected = True
@@ -67,14 +70,32 @@ class OriginConnection(Protocol):
         self.gate = ReadGate(self.transport, self._backpressure)
         self.upload = ProducerSlot(self.transport)  # the client's gate, while a request body flows
 
-    def send(self, user: OriginUser, method: bytes, head: bytes) -> None:
-        """Start a request: ``head`` is the serialized request head."""
+    def send(self, user: OriginUser, method: bytes, head: bytes, upgrade: bool = False, timeout: float = 0.0) -> None:
+        """Start a request: ``head`` is the serialized request head.
+
+        ``upgrade`` expects a 101 to answer it; ``timeout`` replaces ``timeout server``
+        for the wait for the response head.
+        """
         self._user = user
-        self.parser.start(user, method)
+        self.parser.start(user, method, upgrade)
         self.requests += 1
         self.bytes_sent = len(head)
         self._send(head)
-        self._deadline.set(self.server_timeout)
+        self._deadline.set(timeout or self.server_timeout)
+
+    def take_over(self, relay: Relay) -> None:
+        """Hand the connection to ``relay`` (a WebSocket): it gets every read, half-close and loss from now on."""
+        self.relay = relay
+        self._user = None
+        self._deadline.stop()
+        alsoProvides(self, IHalfCloseableProtocol)
+
+    def readConnectionLost(self) -> None:
+        """The origin half-closed an upgraded connection."""
+        self.relay.origin_fin()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        """Our half-close of an upgraded connection is done."""
 
     def write(self, data: bytes) -> None:
         """Send request body bytes (already framed)."""
@@ -113,6 +134,10 @@ class OriginConnection(Protocol):
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        relay = self.relay
+        if relay is not None:
+            relay.origin_data(data)
+            return
         user, parser = self._user, self.parser
         if user is None:
             # Unsolicited bytes from an idle connection: it cannot be trusted any more.
@@ -134,6 +159,9 @@ class OriginConnection(Protocol):
         self._deadline.stop()
         if self.gate is not None:
             self.upload.detach()
+        if self.relay is not None:
+            self.relay.origin_lost(reason)
+            return
         user, self._user = self._user, None
         if user is None:
             self.pool.forget(self)

@@ -33,6 +33,7 @@ class ConnectionPool:
         self.connecting = 0
         self.created = 0
         self.reuses = 0
+        self.upgraded = 0
 
     @property
     def idle_count(self) -> int:
@@ -80,6 +81,11 @@ class ConnectionPool:
         else:
             idle.append(connection)
             connection.park(self.settings.idle_timeout)
+
+    def hand_over(self, connection: OriginConnection) -> None:
+        """A connection in use becomes something else (a WebSocket): no longer the pool's, still open."""
+        self.in_use.discard(connection)
+        self.upgraded += 1
 
     def expire(self, connection: OriginConnection) -> None:
         """An idle connection went unused for ``idle_timeout``."""

@@ -1,0 +1,137 @@
+"""The client's opening handshake, checked as RFC 6455 section 4.2.1 asks, before any backend is contacted."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..http import Headers, HTTPError, RequestHead, ResponseHead
+
+VERSION = b"13"
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: Request headers that describe the client's own WebSocket (key, offers), not the application's request.
+HANDSHAKE_HEADERS = frozenset(
+    (b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol")
+)
+_PROTOCOL_ONLY = frozenset((b"sec-websocket-protocol",))
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """A valid WebSocket upgrade request, as the proxy needs it."""
+
+    key: bytes
+    protocols: tuple[str, ...]  # offered subprotocols that the policy allows, in the client's order
+    origin: str | None
+    extensions: tuple[bytes, ...]  # the client's Sec-WebSocket-Extensions values, as sent
+
+
+def check_upgrade(head: RequestHead, origins: Sequence[str] = (), subprotocols: Sequence[str] = ()) -> Upgrade:
+    """Validate a WebSocket upgrade; raises :class:`HTTPError` 400, 403 or 426 to refuse it.
+
+    ``origins`` and ``subprotocols`` are allowlists; empty allows any. Offered
+    subprotocols outside the allowlist are withheld from the backend, and a client
+    that offered some but none allowed is refused.
+    """
+    if head.method != b"GET":
+        raise HTTPError(400, f"a WebSocket upgrade must be GET, not {head.method.decode('latin-1')}")
+    if head.version != b"1.1":
+        raise HTTPError(400, "a WebSocket upgrade must be HTTP/1.1")
+    if b"upgrade" not in head.connection:
+        raise HTTPError(400, "a WebSocket upgrade needs Connection: upgrade")
+    if head.has_body:
+        raise HTTPError(400, "a WebSocket upgrade cannot carry a body")
+    keys: list[bytes] = []
+    versions: list[bytes] = []
+    offered: list[str] = []
+    extensions: list[bytes] = []
+    origin: str | None = None
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower[:14] != b"sec-websocket-" and lower != b"origin":
+            continue
+        if lower == b"sec-websocket-key":
+            keys.append(value.strip())
+        elif lower == b"sec-websocket-version":
+            versions.append(value.strip())
+        elif lower == b"sec-websocket-protocol":
+            offered.extend(token.strip().decode("latin-1") for token in value.split(b",") if token.strip())
+        elif lower == b"sec-websocket-extensions":
+            extensions.append(value)
+        elif lower == b"origin":
+            origin = value.strip().decode("latin-1")
+    if versions != [VERSION]:
+        raise HTTPError(
+            426, f"unsupported Sec-WebSocket-Version {b', '.join(versions)!r}", b"Sec-WebSocket-Version: 13\r\n"
+        )
+    if len(keys) != 1 or not _is_key(keys[0]):
+        raise HTTPError(400, "a WebSocket upgrade needs one Sec-WebSocket-Key of 16 base64-encoded bytes")
+    if origins and origin not in origins:
+        raise HTTPError(403, f"Origin {origin!r} is not allowed")
+    protocols = tuple(p for p in offered if p in subprotocols) if subprotocols else tuple(offered)
+    if offered and not protocols:
+        raise HTTPError(400, f"none of the offered subprotocols {offered} is allowed")
+    return Upgrade(keys[0], protocols, origin, tuple(extensions))
+
+
+def _is_key(key: bytes) -> bool:
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
+
+
+def new_key() -> bytes:
+    """A fresh Sec-WebSocket-Key for the proxy's own handshake with a backend."""
+    return base64.b64encode(os.urandom(16))
+
+
+def accept_key(key: bytes) -> bytes:
+    """The Sec-WebSocket-Accept value that answers ``key``."""
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
+def backend_handshake(forward: Headers, upgrade: Upgrade, key: bytes | None, offers: bytes = b"") -> tuple[Headers, bytes]:
+    """The request headers for the backend's handshake, as (end-to-end headers, handshake lines).
+
+    With ``key`` None (tunnel mode) the client's own key and extension offers go
+    through, since the backend's answer is relayed to the client. Otherwise
+    (session mode) the proxy's ``key`` and extension ``offers`` replace them.
+    Offered subprotocols are the allowed ones in both.
+    """
+    drop = HANDSHAKE_HEADERS if key is not None else _PROTOCOL_ONLY
+    headers = [pair for pair in forward if pair[0].lower() not in drop]
+    lines = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+    if key is not None:
+        lines += b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % key
+        if offers:
+            lines += b"Sec-WebSocket-Extensions: %s\r\n" % offers
+    if upgrade.protocols:
+        lines += b"Sec-WebSocket-Protocol: %s\r\n" % ", ".join(upgrade.protocols).encode("latin-1")
+    return headers, lines
+
+
+def check_switch(head: ResponseHead, key: bytes, offered: Sequence[str]) -> str | None:
+    """What is wrong with a backend's 101 to a handshake sent with ``key``, or None."""
+    upgrade = accept = protocol = None
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower == b"upgrade":
+            upgrade = value.strip().lower()
+        elif lower == b"sec-websocket-accept":
+            accept = value.strip()
+        elif lower == b"sec-websocket-protocol":
+            protocol = value.strip().decode("latin-1")
+    if upgrade != b"websocket":
+        return f"Upgrade is {upgrade!r}, not websocket"
+    if b"upgrade" not in head.connection:
+        return "Connection does not name upgrade"
+    if accept != accept_key(key):
+        return "Sec-WebSocket-Accept does not answer the key"
+    if protocol is not None and protocol not in offered:
+        return f"it chose subprotocol {protocol!r}, which was not offered"
+    return None

@@ -1,0 +1,130 @@
+"""Tunnel mode: after the backend's 101, bytes flow both ways untouched."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
+from ..config import Timeouts
+from ..deadline import Deadline
+from ..lifecycle import Termination
+
+if TYPE_CHECKING:
+    from ..frontend._connection import ClientConnection
+    from ..frontend._exchange import Exchange
+    from ..origin import OriginConnection
+
+
+class Tunnel:
+    """Relays an upgraded connection byte for byte, like ``twisted.protocols.portforward``.
+
+    Each side's transport is the other's streaming producer, so a slow reader
+    pauses the other side's reads and nothing queues without bound. A half-close
+    is passed on; ``timeout tunnel`` is the inactivity limit, shortened to
+    ``client-fin`` / ``server-fin`` once a side has half-closed.
+    """
+
+    __slots__ = ("_exchange", "_client", "_origin", "_timeouts", "_deadline", "_idle_limit", "_client_fin",
+                 "_origin_fin", "_ended")
+
+    def __init__(
+        self, exchange: Exchange, client: ClientConnection, origin: OriginConnection, timeouts: Timeouts
+    ) -> None:
+        self._exchange = exchange
+        self._client = client
+        self._origin = origin
+        self._timeouts = timeouts
+        self._deadline = Deadline(exchange.clock, self._idle)
+        self._idle_limit = timeouts.tunnel
+        self._client_fin = self._origin_fin = False
+        self._ended = False
+
+    def start(self, response_head: bytes, from_origin: bytes) -> None:
+        """Send the 101 on to the client and start relaying (with any bytes that came with either head)."""
+        client, origin = self._client, self._origin
+        client.frontend.websockets.add(self)
+        from_client = client.take_over(self)
+        origin.take_over(self)
+        client.download.attach(origin.gate)  # type: ignore[arg-type]
+        origin.upload.attach(client.gate)
+        self._deadline.set(self._idle_limit)
+        self.origin_data(response_head + from_origin)
+        if from_client:
+            self.client_data(from_client)
+
+    # Relay events
+
+    def client_data(self, data: bytes) -> None:
+        self._exchange.bytes_in += len(data)
+        self._origin.write(data)
+        self._deadline.set(self._idle_limit)
+
+    def origin_data(self, data: bytes) -> None:
+        self._exchange.bytes_out += len(data)
+        self._client.write(data)
+        self._deadline.set(self._idle_limit)
+
+    def client_fin(self) -> None:
+        self._client_fin = True
+        if self._origin_fin:
+            self._close_both()
+            return
+        _half_close(self._origin.transport)
+        self._idle_limit = min(self._idle_limit, self._timeouts.client_fin)
+        self._deadline.set(self._idle_limit)
+
+    def origin_fin(self) -> None:
+        self._origin_fin = True
+        if self._client_fin:
+            self._close_both()
+            return
+        _half_close(self._client.transport)
+        self._idle_limit = min(self._idle_limit, self._timeouts.server_fin)
+        self._deadline.set(self._idle_limit)
+
+    def client_lost(self, reason: Failure) -> None:
+        self._origin.transport.loseConnection()  # after what the client sent is delivered
+        self._end(Termination.CLIENT_CLOSE if reason.check(ConnectionDone) else Termination.CLIENT_ABORT)
+
+    def origin_lost(self, reason: Failure) -> None:
+        self._client.transport.loseConnection()
+        self._end(Termination.SERVER_CLOSE if reason.check(ConnectionDone) else Termination.SERVER_ABORT)
+
+    def drain(self) -> None:
+        self._close_both()
+        self._end(Termination.SHUTDOWN)
+
+    def abort(self) -> None:
+        self._client.transport.abortConnection()
+        self._origin.transport.abortConnection()
+
+    # Ending
+
+    def _idle(self) -> None:
+        self.abort()
+        self._end(Termination.IDLE_TIMEOUT)
+
+    def _close_both(self) -> None:
+        self._client.transport.loseConnection()
+        self._origin.transport.loseConnection()
+
+    def _end(self, termination: Termination) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._client.frontend.websockets.discard(self)
+        self._deadline.stop()
+        self._client.download.detach()
+        self._origin.upload.detach()
+        self._exchange.upgrade_ended(termination)
+
+
+def _half_close(transport: object) -> None:
+    """Shut the write side only where the transport can (TCP); otherwise close after what is queued."""
+    lose_write = getattr(transport, "loseWriteConnection", None)
+    if lose_write is not None:
+        lose_write()
+    else:
+        transport.loseConnection()  # type: ignore[attr-defined]

@@ -1,0 +1,170 @@
+"""An Autobahn WebSocket echo backend for tests, listening on 127.0.0.1.
+
+Besides echoing every message (text as text, binary as binary), it obeys a few
+commands sent as text messages, so tests can make a backend misbehave on cue:
+
+- ``close:CODE:REASON`` closes the WebSocket with that code and reason;
+- ``drop`` aborts the TCP connection without a close handshake;
+- ``flood:COUNT:SIZE`` sends COUNT binary messages of SIZE bytes;
+- ``headers`` answers with the handshake's request headers as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, ConnectionResponse
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
+
+
+class EchoBackendProtocol(WebSocketServerProtocol):
+    """Echoes messages and obeys the commands above."""
+
+    factory: EchoBackendFactory
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        self.request = request
+        self.factory.handshakes.append(request)
+        if self.factory.refuse is not None:
+            raise ConnectionDeny(self.factory.refuse, "refused by the test backend")
+        for protocol in request.protocols:
+            if protocol in self.factory.subprotocols:
+                return protocol
+        return None
+
+    def onOpen(self) -> None:
+        self.factory.open.add(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.received.append((payload, isBinary))
+        if not isBinary and payload[:6] == b"close:":
+            _, code, reason = payload.decode().split(":", 2)
+            self.sendCloseFrame(int(code), reason.encode())
+        elif not isBinary and payload == b"drop":
+            self.transport.abortConnection()
+        elif not isBinary and payload[:6] == b"flood:":
+            _, count, size = payload.decode().split(":")
+            for _ in range(int(count)):
+                self.sendMessage(b"f" * int(size), isBinary=True)
+        elif not isBinary and payload == b"headers":
+            self.sendMessage(json.dumps(self.request.headers).encode())
+        else:
+            self.sendMessage(payload, isBinary)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.open.discard(self)
+        self.factory.closes.append((wasClean, code, reason))
+
+
+class EchoBackendFactory(WebSocketServerFactory):
+    """Records what its connections saw, for assertions."""
+
+    protocol = EchoBackendProtocol
+
+    def __init__(self, subprotocols: Sequence[str] = (), refuse: int | None = None) -> None:
+        super().__init__()
+        self.subprotocols = tuple(subprotocols)
+        self.refuse = refuse
+        self.handshakes: list[ConnectionRequest] = []
+        self.received: list[tuple[bytes, bool]] = []
+        self.closes: list[tuple[bool, int | None, str | None]] = []
+        self.open: set[EchoBackendProtocol] = set()
+        self.setProtocolOptions(maxMessagePayloadSize=64 * 1024 * 1024, autoPingInterval=0)
+        self.noisy = False
+
+
+def listen_echo_backend(factory: EchoBackendFactory) -> IListeningPort:
+    """Listen on an ephemeral loopback port; the caller stops it."""
+    return reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[no-any-return]
+
+
+class TestClientProtocol(WebSocketClientProtocol):
+    """A WebSocket client for tests: collects messages and says when things happen."""
+
+    factory: TestClientFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[tuple[bytes, bool]] = []
+        self.opened: defer.Deferred[TestClientProtocol] = defer.Deferred()
+        self.closed: defer.Deferred[tuple[bool, int | None, str | None]] = defer.Deferred()
+        self.response: ConnectionResponse | None = None
+        self._waiters: list[tuple[int, defer.Deferred[list[tuple[bytes, bool]]]]] = []
+
+    def onConnect(self, response: ConnectionResponse) -> None:
+        self.response = response
+
+    def onOpen(self) -> None:
+        self.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.messages.append((payload, isBinary))
+        self._check()
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.opened.called:
+            self.opened.errback(Exception(f"handshake failed: {self.wasNotCleanReason}"))
+        for _, d in self._waiters:
+            d.callback(self.messages)
+        self._waiters = []
+        self.closed.callback((wasClean, code, reason))
+
+    def wait_messages(self, count: int) -> defer.Deferred[list[tuple[bytes, bool]]]:
+        """Fires with the messages once ``count`` have arrived (or the connection closed)."""
+        d: defer.Deferred[list[tuple[bytes, bool]]] = defer.Deferred()
+        self._waiters.append((count, d))
+        self._check()
+        return d.addTimeout(10, reactor)
+
+    def _check(self) -> None:
+        for item in list(self._waiters):
+            if len(self.messages) >= item[0]:
+                self._waiters.remove(item)
+                item[1].callback(self.messages)
+
+
+class TestClientFactory(WebSocketClientFactory):
+    protocol = TestClientProtocol
+
+    def __init__(self, url: str, protocols: Sequence[str] = (), headers: dict[str, str] | None = None) -> None:
+        super().__init__(url, protocols=list(protocols), headers=headers or {})
+        self.setProtocolOptions(maxMessagePayloadSize=64 * 1024 * 1024, autoPingInterval=0, failByDrop=False)
+        self.noisy = False
+
+
+def connect_client(
+    port: int, path: str = "/", protocols: Sequence[str] = (), headers: dict[str, str] | None = None,
+    compression: bool = False,
+) -> TestClientProtocol:
+    """Connect a test client to 127.0.0.1:``port``; wait on its ``opened`` or ``closed``."""
+    factory = TestClientFactory(f"ws://127.0.0.1:{port}{path}", protocols, headers)
+    if compression:
+        factory.setProtocolOptions(
+            perMessageCompressionOffers=[PerMessageDeflateOffer()],
+            perMessageCompressionAccept=lambda response: PerMessageDeflateResponseAccept(response),
+        )
+    protocol = factory.buildProtocol(None)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    endpoint.connect(_Given(protocol)).addErrback(lambda f: protocol.opened.errback(f) if not protocol.opened.called else None)
+    return protocol  # type: ignore[no-any-return]
+
+
+class _Given(Factory):
+    """A factory that hands out one prepared protocol."""
+
+    def __init__(self, protocol: TestClientProtocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: object) -> TestClientProtocol:
+        return self._protocol
