@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import formatEvent, globalLogPublisher
+from zope.interface import alsoProvides
 
-from rubrisproxy.config import WebSocketConfig
+from rubrisproxy.config import HookConfig, WebSocketConfig
+from rubrisproxy.frontend import drain
+from rubrisproxy.websocket import Message, WebSocketHook, accept_key
 
 from .helpers import ProxyTestCase, get
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "examples")
+if EXAMPLES not in sys.path:
+    sys.path.append(EXAMPLES)  # the shipped example hooks, importable as websocket_hooks
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -236,3 +248,208 @@ class SessionTests(ModeTests, ProxyTestCase):
         self.assertEqual(message, (b"squeeze me " * 1000, False))
         (server,) = backend.open
         self.assertIsNone(server._perMessageCompress)  # the echo backend accepts no extension
+
+
+class UpperHook(WebSocketHook):
+    """Changes, drops and injects messages, for the tests."""
+
+    def client_message(self, session, message):  # type: ignore[no-untyped-def]
+        if message.payload == b"secret":
+            return None
+        if message.payload == b"hello":
+            session.send_to_client(Message(b"welcome " + session.session_id.encode(), False))
+        return Message(message.payload.upper(), message.binary)
+
+    def backend_message(self, session, message):  # type: ignore[no-untyped-def]
+        return Message(b"<" + message.payload + b">", message.binary)
+
+
+class HookTests(ProxyTestCase):
+    """User hooks: the shipped examples (docs/examples/websocket_hooks.py) and a changing one."""
+
+    def start(self, mode: str, *hooks: HookConfig) -> EchoBackendFactory:
+        backend = EchoBackendFactory()
+        port = listen_echo_backend(backend)
+        self.addCleanup(port.stopListening)
+        config = WebSocketConfig(mode=mode, client_ping_interval=0, backend_ping_interval=0, hooks=hooks)
+        self.frontend = self.start_proxy(port.getHost().port, websocket=config)
+        return backend
+
+    @defer.inlineCallbacks
+    def test_token_check_in_both_modes(self):  # type: ignore[no-untyped-def]
+        for mode in ("tunnel", "session"):
+            backend = self.start(mode, HookConfig("websocket_hooks.TokenCheck", {"tokens": ["t0k"]}))
+            (refused,) = yield self.request(upgrade())
+            self.assertEqual(refused.status, 401)
+            (refused,) = yield self.request(upgrade(path=b"/chat?token=wrong"))
+            self.assertEqual(refused.status, 401)
+            self.assertEqual(backend.handshakes, [])
+            for kwargs in ({"path": "/chat?token=t0k"}, {"headers": {"Authorization": "Bearer t0k"}}):
+                client = connect_client(self.proxy_port, **kwargs)  # type: ignore[arg-type]
+                yield client.opened
+                client.sendClose(1000)
+                yield client.closed
+            self.assertEqual(len(backend.handshakes), 2)
+
+    @defer.inlineCallbacks
+    def test_message_logger_logs_each_message(self):  # type: ignore[no-untyped-def]
+        self.start("session", HookConfig("websocket_hooks.MessageLogger", {"preview": 4}))
+        events: list[dict] = []  # type: ignore[type-arg]
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        client = connect_client(self.proxy_port)
+        yield client.opened
+        client.sendMessage(b"hello there")
+        yield client.wait_messages(1)
+        lines = [formatEvent(e) for e in events if "ws {session}" in (e.get("log_format") or "")]
+        self.assertEqual(len(lines), 2)
+        self.assertIn("client->backend text 11 bytes b'hell'", lines[0])
+        self.assertIn("backend->client text 11 bytes", lines[1])
+        client.sendClose(1000)
+        yield client.closed
+
+    @defer.inlineCallbacks
+    def test_hook_changes_drops_and_injects(self):  # type: ignore[no-untyped-def]
+        backend = self.start("session", HookConfig("tests.test_websocket.UpperHook"))
+        client = connect_client(self.proxy_port)
+        yield client.opened
+        for text in (b"hello", b"secret", b"abc"):
+            client.sendMessage(text)
+        messages = yield client.wait_messages(3)
+        self.assertTrue(messages[0][0].startswith(b"welcome "))
+        self.assertEqual([m[0] for m in messages[1:]], [b"<HELLO>", b"<ABC>"])
+        self.assertEqual([m[0] for m in backend.received], [b"HELLO", b"ABC"])
+        client.sendClose(1000)
+        yield client.closed
+
+    def test_a_hook_that_cannot_be_built_is_a_config_error(self):  # type: ignore[no-untyped-def]
+        from rubrisproxy.config import ConfigError
+        from rubrisproxy.websocket import build_hooks
+
+        with self.assertRaises(ConfigError) as caught:
+            build_hooks("backends.app.websocket.hooks", [HookConfig("websocket_hooks.TokenCheck")])
+        self.assertIn("backends.app.websocket.hooks[0]", str(caught.exception))
+
+
+class TimerTests(ProxyTestCase):
+    """Pings, idle and half-closed tunnels, with short real intervals (each test waits on events, bounded)."""
+
+    def start(self, backend: EchoBackendFactory | None = None, **options: object) -> EchoBackendFactory:
+        backend = backend or EchoBackendFactory()
+        port = listen_echo_backend(backend)
+        self.addCleanup(port.stopListening)
+        timeouts = {k: options.pop(k) for k in ("tunnel", "client_fin", "server_fin") if k in options}
+        options.setdefault("client_ping_interval", 0)
+        options.setdefault("backend_ping_interval", 0)
+        self.frontend = self.start_proxy(port.getHost().port, websocket=WebSocketConfig(**options), **timeouts)  # type: ignore[arg-type]
+        return backend
+
+    @defer.inlineCallbacks
+    def test_pings_keep_both_legs_alive(self):  # type: ignore[no-untyped-def]
+        backend = self.start(client_ping_interval=0.2, client_ping_timeout=0.5, backend_ping_interval=0.2,
+                             backend_ping_timeout=0.5)
+        client = connect_client(self.proxy_port)
+        yield client.opened
+        yield self.poll(lambda: client.pings >= 3 and backend.pings >= 3, "three pings on each side")
+        client.sendMessage(b"still here")
+        (message,) = yield client.wait_messages(1)
+        self.assertEqual(message[0], b"still here")
+        client.sendClose(1000)
+        yield client.closed
+        yield self.settle(self.frontend)
+
+    @defer.inlineCallbacks
+    def test_client_without_pongs_is_closed(self):  # type: ignore[no-untyped-def]
+        backend = self.start(client_ping_interval=0.2, client_ping_timeout=0.2)
+        client = connect_client(self.proxy_port)
+        client.silent = True
+        yield client.opened
+        yield client.closed
+        yield self.poll(lambda: backend.closes, "the backend was told")
+        self.assertEqual(backend.closes[0][1], 1001)
+        yield self.settle(self.frontend)
+        self.assertEqual(self.access_log.entries[-1].termination, "ping-timeout")
+
+    @defer.inlineCallbacks
+    def test_backend_without_pongs_is_closed(self):  # type: ignore[no-untyped-def]
+        self.start(EchoBackendFactory(silent=True), backend_ping_interval=0.2, backend_ping_timeout=0.2)
+        client = connect_client(self.proxy_port)
+        yield client.opened
+        clean, code, reason = yield client.closed
+        self.assertEqual(code, 1011)
+        yield self.settle(self.frontend)
+        self.assertEqual(self.access_log.entries[-1].termination, "ping-timeout")
+
+    @defer.inlineCallbacks
+    def test_idle_session_is_closed_with_1001(self):  # type: ignore[no-untyped-def]
+        backend = self.start(tunnel=0.3)
+        client = connect_client(self.proxy_port)
+        yield client.opened
+        clean, code, reason = yield client.closed
+        self.assertEqual((code, reason), (1001, "idle timeout"))
+        yield self.poll(lambda: backend.closes, "backend closed")
+        self.assertEqual(backend.closes[0][1], 1001)
+        yield self.settle(self.frontend)
+        self.assertEqual(self.access_log.entries[-1].termination, "idle-timeout")
+
+    @defer.inlineCallbacks
+    def test_idle_tunnel_is_cut(self):  # type: ignore[no-untyped-def]
+        self.start(mode="tunnel", tunnel=0.3)
+        client = connect_client(self.proxy_port)
+        yield client.opened
+        clean, code, reason = yield client.closed
+        self.assertFalse(clean)
+        yield self.settle(self.frontend)
+        self.assertEqual(self.access_log.entries[-1].termination, "idle-timeout")
+
+    @defer.inlineCallbacks
+    def test_drain_closes_sessions_with_1001(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = connect_client(self.proxy_port)
+        yield client.opened
+        yield drain(self.frontend, 5)
+        clean, code, reason = yield client.closed
+        self.assertEqual(code, 1001)
+        self.assertEqual(self.frontend.websockets, set())
+
+
+class HalfCloseOrigin(Protocol):
+    """Answers any upgrade with a 101, echoes bytes, and says goodbye when the proxy half-closes."""
+
+    def connectionMade(self) -> None:
+        alsoProvides(self, IHalfCloseableProtocol)
+        self.buffer = b""
+        self.switched = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.switched:
+            self.transport.write(data)
+            return
+        self.buffer += data
+        head, found, rest = self.buffer.partition(b"\r\n\r\n")
+        if found:
+            key = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key")][0]
+            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                 b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n" + rest)
+            self.switched = True
+
+    def readConnectionLost(self) -> None:
+        self.transport.write(b"goodbye")
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class TunnelHalfCloseTests(ProxyTestCase):
+    @defer.inlineCallbacks
+    def test_client_half_close_reaches_the_origin_and_its_answer_comes_back(self):  # type: ignore[no-untyped-def]
+        port = self.start_raw_origin(HalfCloseOrigin)
+        frontend = self.start_proxy(port, websocket=WebSocketConfig(mode="tunnel"))
+        client = yield self.connect()
+        client.send(upgrade() + b"early bytes")
+        yield client.until(lambda data: data.endswith(b"early bytes"))
+        client.transport.loseWriteConnection()
+        received = yield client.closed
+        self.assertTrue(received.endswith(b"early bytesgoodbye"))
+        yield self.settle(frontend)

@@ -46,6 +46,11 @@ class EchoBackendProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         self.factory.open.add(self)
 
+    def onPing(self, payload: bytes) -> None:
+        self.factory.pings += 1
+        if not self.factory.silent:
+            self.sendPong(payload)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory.received.append((payload, isBinary))
         if not isBinary and payload[:6] == b"close:":
@@ -72,10 +77,12 @@ class EchoBackendFactory(WebSocketServerFactory):
 
     protocol = EchoBackendProtocol
 
-    def __init__(self, subprotocols: Sequence[str] = (), refuse: int | None = None) -> None:
+    def __init__(self, subprotocols: Sequence[str] = (), refuse: int | None = None, silent: bool = False) -> None:
         super().__init__()
         self.subprotocols = tuple(subprotocols)
         self.refuse = refuse
+        self.silent = silent  # never answer a ping
+        self.pings = 0
         self.handshakes: list[ConnectionRequest] = []
         self.received: list[tuple[bytes, bool]] = []
         self.closes: list[tuple[bool, int | None, str | None]] = []
@@ -100,6 +107,8 @@ class TestClientProtocol(WebSocketClientProtocol):
         self.opened: defer.Deferred[TestClientProtocol] = defer.Deferred()
         self.closed: defer.Deferred[tuple[bool, int | None, str | None]] = defer.Deferred()
         self.response: ConnectionResponse | None = None
+        self.silent = False  # never answer a ping
+        self.pings = 0
         self._waiters: list[tuple[int, defer.Deferred[list[tuple[bytes, bool]]]]] = []
 
     def onConnect(self, response: ConnectionResponse) -> None:
@@ -107,6 +116,11 @@ class TestClientProtocol(WebSocketClientProtocol):
 
     def onOpen(self) -> None:
         self.opened.callback(self)
+
+    def onPing(self, payload: bytes) -> None:
+        self.pings += 1
+        if not self.silent:
+            self.sendPong(payload)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.messages.append((payload, isBinary))

@@ -25,7 +25,9 @@ from autobahn.websocket.compress import (
     PerMessageDeflateResponse,
     PerMessageDeflateResponseAccept,
 )
+from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
+from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,6 +52,7 @@ _SENDABLE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 101
 #: but clients built on Autobahn, among others, treat it as a protocol error.
 BACKEND_LOST = 1011
 GOING_AWAY = 1001
+_CLOSE_OPCODE = 8
 
 
 class LegFactories:
@@ -108,9 +111,24 @@ def _accept_deflate_response(response: object) -> PerMessageDeflateResponseAccep
 
 
 class _Leg:
-    """What both legs add to Autobahn: a closed leg leaves no timer behind."""
+    """What both legs add to Autobahn: pings and pongs relayed end to end, and no timer left behind."""
 
     closeHandshakeTimeoutCall: Any
+    session: WebSocketSession
+    _answering_auto_ping = False
+
+    def onPing(self, payload: bytes) -> None:
+        # Relayed, not answered here, so a pong keeps its place among the messages.
+        self.session.relay_control(self, b"ping", payload)
+
+    def onAutoPong(self, *args: Any) -> None:
+        self._answering_auto_ping = True  # the pong that follows answers this leg's own auto-ping
+
+    def onPong(self, payload: bytes) -> None:
+        if self._answering_auto_ping:
+            self._answering_auto_ping = False
+            return
+        self.session.relay_control(self, b"pong", payload)
 
     def _connectionLost(self, reason: Failure) -> None:
         super()._connectionLost(reason)  # type: ignore[misc]
@@ -120,9 +138,18 @@ class _Leg:
 
 
 class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobahn's own hints disagree
-    """The client's WebSocket, terminated at the proxy."""
+    """The client's WebSocket, terminated at the proxy.
 
-    session: WebSocketSession
+    A valid close from the client, or a protocol error it commits, is first passed
+    to the backend; the client's answer waits for the backend's close, so what
+    the backend sent before it still reaches the client, as it would directly.
+    Meanwhile nothing more from the client is relayed.
+    """
+
+    #: ("close", code, reason) or ("fail", code, reason) waiting for the backend's close; None when not closing.
+    held: tuple[str, int | None, Any] | None = None
+    _immediate = False
+    _opcode = 0
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         return self.session.accept_client()
@@ -131,14 +158,63 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
         self.session.client_opened()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.session.from_client(payload, isBinary)
+        if self.held is None:
+            self.session.from_client(payload, isBinary)
+
+    def onPing(self, payload: bytes) -> None:
+        if self.held is None:
+            super().onPing(payload)
+
+    def onPong(self, payload: bytes) -> None:
+        if self.held is None:
+            super().onPong(payload)
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
-        was_open = self.state == self.STATE_OPEN
-        result = super().onCloseFrame(code, reasonRaw)
-        if was_open and not self.failedByMe:
-            self.session.client_closing(self.remoteCloseCode, reasonRaw)
-        return result
+        if self.held is not None and self.state == self.STATE_OPEN:
+            return None  # a second close, while the first waits for the backend
+        if self.state != self.STATE_OPEN or not self.session.backend_open or not _valid_close(code, reasonRaw):
+            # An answer to the proxy's close, or an invalid close: handled at once, as Autobahn does.
+            self._immediate = True
+            result = super().onCloseFrame(code, reasonRaw)
+            if not self.failedByMe and self.state != self.STATE_CLOSED:
+                self.session.client_closing(self.remoteCloseCode, reasonRaw)
+            return result
+        self.remoteCloseCode = code
+        self.remoteCloseReason = reasonRaw.decode("utf8") if reasonRaw is not None else None
+        self.held = ("close", code, reasonRaw)
+        self.session.client_closing(code, reasonRaw)
+        return None
+
+    def processData(self) -> bool:
+        if self.current_frame is None and self.data:
+            self._opcode = self.data[0] & 0x0F  # of the frame about to be parsed, for _fail_connection
+        return super().processData()  # type: ignore[no-any-return]
+
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        frame = self.current_frame
+        if (frame.opcode if frame is not None else self._opcode) == _CLOSE_OPCODE:
+            self._immediate = True  # an invalid close frame: Autobahn drops the connection at once
+        if self.state == self.STATE_OPEN and not self._immediate:
+            if self.held is None and self.session.backend_open:
+                self.held = ("fail", code, reason)
+                self.session.client_failed(code, reason)
+                return
+            if self.held is not None:
+                return  # what follows a first error is not read any more: the first one is answered
+        super()._fail_connection(code, reason)
+
+    def answer_held(self) -> None:
+        """The backend has closed: answer the client's close, or fail it for its protocol error, now."""
+        held, self.held = self.held, None
+        if held is None or self.state != self.STATE_OPEN:
+            return
+        kind, code, reason = held
+        if kind == "fail":
+            super()._fail_connection(code, reason)  # type: ignore[arg-type]
+            return
+        self.wasClean = True
+        self.sendCloseFrame(code=1000, isReply=True)  # as Autobahn answers a close
+        self.dropConnection(abort=False)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.session.client_closed(_leg_termination(self, Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
@@ -146,8 +222,6 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
 
 class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     """The proxy's own WebSocket to the backend, opened on a 101 the HTTP path already received."""
-
-    session: WebSocketSession
 
     def startHandshake(self) -> None:
         # The request went out on the proxy's HTTP path: check the 101 it got.
@@ -162,12 +236,27 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
         was_open = self.state == self.STATE_OPEN
         result = super().onCloseFrame(code, reasonRaw)
-        if was_open and not self.failedByMe:
-            self.session.backend_closing(self.remoteCloseCode, reasonRaw)
+        if not self.failedByMe:
+            if was_open:
+                self.session.backend_closing(self.remoteCloseCode, reasonRaw)
+            else:
+                self.session.backend_answered_close()
         return result
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.session.backend_closed(_leg_termination(self, Termination.SERVER_CLOSE, Termination.SERVER_ABORT))
+
+
+def _valid_close(code: int | None, reason: bytes | None) -> bool:
+    """Whether a received close frame is one Autobahn would accept (RFC 6455 7.4)."""
+    if code is not None and (
+        code < 1000 or 1000 <= code <= 2999 and code not in WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED or code >= 5000
+    ):
+        return False
+    if reason is None:
+        return True
+    valid, ended, _, _ = Utf8Validator().validate(reason)
+    return bool(valid and ended)
 
 
 def _leg_termination(leg: WebSocketServerProtocol | WebSocketClientProtocol, closed: Termination,
@@ -313,10 +402,33 @@ class WebSocketSession:
 
     # Closing
 
+    @property
+    def backend_open(self) -> bool:
+        leg = self._backend_leg
+        return leg is not None and leg.state == leg.STATE_OPEN
+
+    def relay_control(self, leg: _Leg, kind: bytes, payload: bytes) -> None:
+        """A ping or pong from one leg, sent on by the other (while it is open)."""
+        other = self._backend_leg if leg is self._client_leg else self._client_leg
+        if other is not None and other.state == other.STATE_OPEN:
+            (other.sendPing if kind == b"ping" else other.sendPong)(payload)
+
     def client_closing(self, code: int | None, reason: bytes | None) -> None:
         """The client sent a close: pass it on to the backend."""
         self._ending(Termination.CLIENT_CLOSE)
         _close(self._backend_leg, code, reason)
+
+    def client_failed(self, code: int, reason: str) -> None:
+        """The client broke the protocol or a limit: close the backend, then fail the client with ``code``."""
+        self._ending(Termination.PROTOCOL_ERROR)
+        self.log.info("session {id}: the client broke the WebSocket protocol ({code}): {reason}",
+                      id=self.session_id, code=code, reason=reason)
+        _close(self._backend_leg, GOING_AWAY, b"client protocol error")
+
+    def backend_answered_close(self) -> None:
+        """The backend answered a close the proxy sent it: the client's own close or failure can be answered."""
+        if self._client_leg is not None:
+            self._client_leg.answer_held()
 
     def backend_closing(self, code: int | None, reason: bytes | None) -> None:
         """The backend sent a close: pass it on to the client."""
@@ -341,7 +453,11 @@ class WebSocketSession:
             )
             self._deadline.stop()
             return
-        _close(self._client_leg, BACKEND_LOST, b"backend connection lost")
+        leg = self._client_leg
+        if leg.held is not None:
+            leg.answer_held()
+        else:
+            _close(leg, BACKEND_LOST, b"backend connection lost")
         self._maybe_end()
 
     def drain(self) -> None:

@@ -1,0 +1,144 @@
+"""The WebSocket conformance cases of ``tests/wsconformance.py``: directly against the Autobahn echo backend,
+and through rubrisproxy in tunnel and session mode, where every verdict must equal the direct one."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import cast
+
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.trial import unittest
+
+from rubrisproxy.config import WebSocketConfig
+
+from .helpers import GUARD, ProxyTestCase
+from .wsconformance import (
+    CASES,
+    DEFAULT_MESSAGE_SIZE,
+    LIMIT_CASES,
+    LIMITED_MESSAGE_SIZE,
+    Case,
+    Verdict,
+    conformance_backend,
+    mismatches,
+    run_all,
+    stays_open,
+)
+from .wsecho import EchoBackendFactory, listen_echo_backend
+
+
+class DirectConformanceTests(unittest.TestCase):
+    """Each case's verdict against the backend itself is one its expectation allows."""
+
+    def start_backend(self, max_message_size: int) -> tuple[EchoBackendFactory, int]:
+        factory = conformance_backend(max_message_size)
+        port = listen_echo_backend(factory)
+        self.addCleanup(port.stopListening)
+        return factory, cast(IPv4Address, port.getHost()).port
+
+    async def run_cases(self, cases: list[Case], max_message_size: int = DEFAULT_MESSAGE_SIZE) -> dict[str, Verdict]:
+        factory, port = self.start_backend(max_message_size)
+        verdicts = await run_all(port, cases)
+        for _ in range(int(GUARD / 0.01)):
+            if not factory.open:
+                break
+            await deferLater(reactor, 0.01)  # type: ignore[arg-type]
+        self.assertFalse(factory.open, "backend connections still open")
+        return verdicts
+
+    def assert_conform(self, cases: list[Case], verdicts: dict[str, Verdict]) -> None:
+        wrong = mismatches(cases, verdicts)
+        if wrong:
+            self.fail("verdicts that do not conform:\n" + "\n".join(wrong))
+
+    def test_cases(self) -> Deferred[None]:
+        """All cases conform against a backend with 16 MiB limits."""
+
+        async def check() -> None:
+            verdicts = await self.run_cases(CASES)
+            self.assertEqual(len(verdicts), len(CASES), "duplicate case ids")
+            self.assert_conform(CASES, verdicts)
+
+        return Deferred.fromCoroutine(check())
+
+    def test_message_limit(self) -> Deferred[None]:
+        """Messages over the backend's limit (1 MiB here, a second backend) fail with 1009."""
+
+        async def check() -> None:
+            verdicts = await self.run_cases(LIMIT_CASES, LIMITED_MESSAGE_SIZE)
+            self.assert_conform(LIMIT_CASES, verdicts)
+
+        return Deferred.fromCoroutine(check())
+
+    def test_verdicts_are_repeatable(self) -> Deferred[None]:
+        """A second run gives equal verdicts, so runs through a proxy can be compared with ``==``."""
+
+        async def check() -> None:
+            first = await self.run_cases(CASES)
+            second = await self.run_cases(CASES)
+            changed = [f"{key}: {first[key]} then {second[key]}" for key in first if first[key] != second[key]]
+            if changed:
+                self.fail("verdicts that changed:\n" + "\n".join(changed))
+
+        return Deferred.fromCoroutine(check())
+
+    def test_wrong_expectation_is_reported(self) -> Deferred[None]:
+        """A case expecting an echo where the backend fails the connection is listed, with both verdicts."""
+        (case,) = [c for c in CASES if c.id == "2.5"]
+        wrong_case = replace(case, expected=stays_open())
+
+        async def check() -> None:
+            verdicts = await self.run_cases([wrong_case])
+            (line,) = mismatches([wrong_case], verdicts)
+            self.assertIn("2.5 ", line)
+            self.assertIn(f"got {verdicts['2.5']}", line)
+            self.assertIn(f"expected {Verdict()}", line)
+
+        return Deferred.fromCoroutine(check())
+
+
+class ProxyConformanceTests(ProxyTestCase):
+    """Through rubrisproxy, in each mode, every case gets the same verdict as directly."""
+
+    async def verdicts(self, mode: str | None, cases: list[Case], max_message_size: int) -> dict[str, Verdict]:
+        factory = conformance_backend(max_message_size)
+        listening = listen_echo_backend(factory)
+        self.addCleanup(listening.stopListening)
+        port = cast(IPv4Address, listening.getHost()).port
+        if mode is not None:
+            frontend = self.start_proxy(port, websocket=WebSocketConfig(
+                mode=mode, max_message_size=max_message_size, max_frame_size=max_message_size,
+                client_ping_interval=0, backend_ping_interval=0,
+            ))
+            port = self.proxy_port
+        verdicts = await run_all(port, cases)
+        if mode is not None:
+            await self.settle(frontend)
+        return verdicts
+
+    def compare(self, mode: str, cases: list[Case], max_message_size: int = DEFAULT_MESSAGE_SIZE) -> Deferred[None]:
+        async def check() -> None:
+            direct = await self.verdicts(None, cases, max_message_size)
+            proxied = await self.verdicts(mode, cases, max_message_size)
+            differ = [f"{case.id} {case.description}: direct {direct[case.id]}, through the proxy {proxied[case.id]}"
+                      for case in cases if direct[case.id] != proxied[case.id]]
+            if differ:
+                self.fail(f"{len(differ)} verdicts differ in {mode} mode:\n" + "\n".join(differ))
+
+        return Deferred.fromCoroutine(check())
+
+    def test_tunnel(self) -> Deferred[None]:
+        return self.compare("tunnel", CASES)
+
+    def test_session(self) -> Deferred[None]:
+        return self.compare("session", CASES)
+
+    def test_tunnel_message_limit(self) -> Deferred[None]:
+        return self.compare("tunnel", LIMIT_CASES, LIMITED_MESSAGE_SIZE)
+
+    def test_session_message_limit(self) -> Deferred[None]:
+        """Session mode enforces its own limit (set equal to the backend's) with 1009."""
+        return self.compare("session", LIMIT_CASES, LIMITED_MESSAGE_SIZE)
