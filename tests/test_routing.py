@@ -58,6 +58,19 @@ class RouterTests(unittest.TestCase):
         self.assertEqual(self.routed(head(method=b"POST", extra=[(b"X-Debug", b"")])), "canary")
         self.assertEqual(self.routed(head(method=b"GET", extra=[(b"X-Debug", b"")])), "web")
 
+    def test_subprotocol_routes_and_websocket_rules(self):
+        backends = {name: Backend(BackendConfig(name)) for name in ("web", "chat")}
+        routes = [RouteConfig(subprotocol="chat.v2", backend="chat", origins=("https://a.example",),
+                              subprotocols=("chat.v2",))]
+        router = Router(routes, backends, backends["web"])
+        offers = [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket"), (b"Sec-WebSocket-Protocol", b"chat.v1, chat.v2")]
+        request = head(b"/ws", extra=offers)
+        self.assertEqual(router.route(request).name, "chat")  # type: ignore[union-attr]
+        self.assertEqual(router.websocket_rules(request, backends["chat"]), (("https://a.example",), ("chat.v2",)))
+        other = head(b"/ws", extra=offers[:2] + [(b"Sec-WebSocket-Protocol", b"chat.v1")])
+        self.assertEqual(router.route(other).name, "web")  # type: ignore[union-attr]
+        self.assertEqual(router.websocket_rules(other, backends["web"]), ((), ()))  # the backend's: none set
+
     def test_first_match_wins(self):
         upgrade = [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
         self.assertEqual(self.routed(head(b"/internal/ws", extra=upgrade)), 403)

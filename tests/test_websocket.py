@@ -190,6 +190,26 @@ class ModeTests:
         self.assertEqual(len(messages), 400)
 
 
+    @defer.inlineCallbacks
+    def test_flow_control_bounds_memory_when_the_backend_stops_reading(self):  # type: ignore[no-untyped-def]
+        backend = self.start()
+        client = yield self.open()
+        yield self.poll(lambda: backend.open, "backend open")  # type: ignore[attr-defined]
+        (server,) = backend.open
+        server.transport.pauseProducing()  # the backend reads nothing more
+        chunk = b"u" * 65536
+        for _ in range(400):  # 25 MiB towards the backend
+            client.sendMessage(chunk, isBinary=True)
+        sent = client.transport
+        yield self.poll(lambda: len(sent.dataBuffer) + sent._tempDataLen > 4 << 20, "client blocked")  # type: ignore[attr-defined]
+        origin_transports = [relay._origin.transport for relay in self.frontend.websockets]  # type: ignore[attr-defined]
+        self.assertEqual(len(origin_transports), 1)
+        buffered = len(origin_transports[0].dataBuffer) + origin_transports[0]._tempDataLen
+        self.assertLess(buffered, 4 << 20)
+        server.transport.resumeProducing()
+        yield self.poll(lambda: len(backend.received) == 400, "every message delivered")  # type: ignore[attr-defined]
+
+
 class TunnelTests(ModeTests, ProxyTestCase):
     mode = "tunnel"
 
