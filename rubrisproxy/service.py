@@ -19,6 +19,18 @@ from .frontend import Frontend, LocalConnectionFactory, drain
 from .origin import ConnectionPool, OriginConnector
 from .routing import Router
 
+#: Listen backlog for TCP and TLS listeners that do not set one: Twisted's default (50) drops
+#: connections when many clients arrive at once, as they do after a deploy.
+DEFAULT_BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """``description`` with ``backlog=DEFAULT_BACKLOG`` added to a TCP or TLS endpoint that sets none."""
+    kind = description.split(":", 1)[0].lower()
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_BACKLOG}"
+    return description
+
 
 class FrontendService(service.Service):
     """Listens on a frontend's endpoints; on stop, stops accepting and drains."""
@@ -50,7 +62,7 @@ class FrontendService(service.Service):
         factory = LocalConnectionFactory(self.frontend)
         for description in self.endpoints:
             failures: list[Any] = []
-            d = serverFromString(self.reactor, description).listen(factory)
+            d = serverFromString(self.reactor, with_backlog(description)).listen(factory)
             d.addCallbacks(self._listening, failures.append, callbackArgs=(description,))
             if failures:
                 raise SystemExit(

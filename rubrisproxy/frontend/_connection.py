@@ -200,6 +200,7 @@ class ClientConnection(Protocol):
         connection; the HTTP timers stop.
         """
         self.relay = relay
+        self.parser = None  # type: ignore[assignment]  # HTTP is over on this connection: free its parser
         self._wait(None)
         self._deadline.stop()
         alsoProvides(self, IHalfCloseableProtocol)

@@ -354,6 +354,9 @@ class Exchange:
                 self, client, connection, backend.leg_factories(), backend.websocket_hooks, client.frontend.timeouts
             )
             session.start(head, rest)
+        # Only the request line is needed from here on (for the access log line at the end).
+        self._request_bytes = b""
+        self.head.headers = self.head.forward = []
 
     def client_handshake(self) -> bytes:
         """The client's upgrade request as it sent it, for the session's own WebSocket server to answer."""

@@ -87,6 +87,7 @@ class OriginConnection(Protocol):
         """Hand the connection to ``relay`` (a WebSocket): it gets every read, half-close and loss from now on."""
         self.relay = relay
         self._user = None
+        self.parser = None  # type: ignore[assignment]  # HTTP is over on this connection: free its parser
         self._deadline.stop()
         alsoProvides(self, IHalfCloseableProtocol)
 
