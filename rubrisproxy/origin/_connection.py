@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from zope.interface import alsoProvides
+from zope.interface import implementer
 
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, direct_writer, tune_transport
@@ -37,6 +38,7 @@ class OriginUser(ResponseHandler, TypingProtocol):
     def flush_head(self) -> None: ...
 
 
+@implementer(IHalfCloseableProtocol)  # declared up front: the endpoint's wrapper looks only once
 class OriginConnection(Protocol):
     """An origin connection: sends a request head and body, parses the response.
 
@@ -89,11 +91,13 @@ class OriginConnection(Protocol):
         self._user = None
         self.parser = None  # type: ignore[assignment]  # HTTP is over on this connection: free its parser
         self._deadline.stop()
-        alsoProvides(self, IHalfCloseableProtocol)
 
     def readConnectionLost(self) -> None:
-        """The origin half-closed an upgraded connection."""
-        self.relay.origin_fin()  # type: ignore[union-attr]
+        """The origin half-closed: passed on by a relay; for HTTP, the connection ends as if no half-close were taken."""
+        if self.relay is not None:
+            self.relay.origin_fin()
+        else:
+            self.transport.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
 
     def writeConnectionLost(self) -> None:
         """Our half-close of an upgraded connection is done."""

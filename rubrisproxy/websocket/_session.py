@@ -203,17 +203,18 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
                 return  # what follows a first error is not read any more: the first one is answered
         super()._fail_connection(code, reason)
 
-    def answer_held(self) -> None:
-        """The backend has closed: answer the client's close, or fail it for its protocol error, now."""
+    def answer_held(self, code: int | None = 1000, reason: bytes | None = None) -> None:
+        """The backend has closed: answer the client's close with the backend's ``code`` and ``reason``,
+        or fail the client for its protocol error, now."""
         held, self.held = self.held, None
         if held is None or self.state != self.STATE_OPEN:
             return
-        kind, code, reason = held
+        kind, own_code, own_reason = held
         if kind == "fail":
-            super()._fail_connection(code, reason)  # type: ignore[arg-type]
+            super()._fail_connection(own_code, own_reason)  # type: ignore[arg-type]
             return
         self.wasClean = True
-        self.sendCloseFrame(code=1000, isReply=True)  # as Autobahn answers a close
+        self.sendCloseFrame(code=code, reasonUtf8=reason if code is not None else None, isReply=True)
         self.dropConnection(abort=False)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -240,7 +241,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
             if was_open:
                 self.session.backend_closing(self.remoteCloseCode, reasonRaw)
             else:
-                self.session.backend_answered_close()
+                self.session.backend_answered_close(self.remoteCloseCode, reasonRaw)
         return result
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -425,10 +426,10 @@ class WebSocketSession:
                       id=self.session_id, code=code, reason=reason)
         _close(self._backend_leg, GOING_AWAY, b"client protocol error")
 
-    def backend_answered_close(self) -> None:
+    def backend_answered_close(self, code: int | None, reason: bytes | None) -> None:
         """The backend answered a close the proxy sent it: the client's own close or failure can be answered."""
         if self._client_leg is not None:
-            self._client_leg.answer_held()
+            self._client_leg.answer_held(*_sendable(code, reason))
 
     def backend_closing(self, code: int | None, reason: bytes | None) -> None:
         """The backend sent a close: pass it on to the client."""
@@ -514,6 +515,13 @@ def _close(leg: ClientLeg | BackendLeg | None, code: int | None, reason: bytes |
     """Start a leg's closing handshake with ``code`` (one that may go on the wire), unless it is already closing."""
     if leg is None or leg.state != leg.STATE_OPEN:
         return
-    if code is not None and code not in _SENDABLE and not 3000 <= code <= 4999:
+    leg.sendCloseFrame(*_sendable(code, reason))
+
+
+def _sendable(code: int | None, reason: bytes | None) -> tuple[int | None, bytes | None]:
+    """A received close's code and reason as they may be sent on: codes that may not go on the wire become 1000."""
+    if code is None:
+        return None, None
+    if code not in _SENDABLE and not 3000 <= code <= 4999:
         code = 1000
-    leg.sendCloseFrame(code, reason[:123] if reason and code is not None else None)
+    return code, reason[:123] if reason else None

@@ -27,7 +27,7 @@ class Tunnel:
     """
 
     __slots__ = ("_exchange", "_client", "_origin", "_timeouts", "_deadline", "_idle_limit", "_client_fin",
-                 "_origin_fin", "_ended")
+                 "_origin_fin", "_ended", "_first_close")
 
     def __init__(
         self, exchange: Exchange, client: ClientConnection, origin: OriginConnection, timeouts: Timeouts
@@ -40,6 +40,7 @@ class Tunnel:
         self._idle_limit = timeouts.tunnel
         self._client_fin = self._origin_fin = False
         self._ended = False
+        self._first_close: Termination | None = None  # the side that closed (or half-closed) first
 
     def start(self, response_head: bytes, from_origin: bytes) -> None:
         """Send the 101 on to the client and start relaying (with any bytes that came with either head)."""
@@ -67,7 +68,10 @@ class Tunnel:
         self._deadline.set(self._idle_limit)
 
     def client_fin(self) -> None:
+        if self._ended:
+            return  # the origin has gone: the client's connection is closing already
         self._client_fin = True
+        self._first_close = self._first_close or Termination.CLIENT_CLOSE
         if self._origin_fin:
             self._close_both()
             return
@@ -76,7 +80,10 @@ class Tunnel:
         self._deadline.set(self._idle_limit)
 
     def origin_fin(self) -> None:
+        if self._ended:
+            return
         self._origin_fin = True
+        self._first_close = self._first_close or Termination.SERVER_CLOSE
         if self._client_fin:
             self._close_both()
             return
@@ -86,11 +93,11 @@ class Tunnel:
 
     def client_lost(self, reason: Failure) -> None:
         self._origin.transport.loseConnection()  # after what the client sent is delivered
-        self._end(Termination.CLIENT_CLOSE if reason.check(ConnectionDone) else Termination.CLIENT_ABORT)
+        self._end(self._first_close or Termination.CLIENT_CLOSE if reason.check(ConnectionDone) else Termination.CLIENT_ABORT)
 
     def origin_lost(self, reason: Failure) -> None:
         self._client.transport.loseConnection()
-        self._end(Termination.SERVER_CLOSE if reason.check(ConnectionDone) else Termination.SERVER_ABORT)
+        self._end(self._first_close or Termination.SERVER_CLOSE if reason.check(ConnectionDone) else Termination.SERVER_ABORT)
 
     def drain(self) -> None:
         self._close_both()

@@ -1,0 +1,362 @@
+"""Interoperability: WebSocket clients nobody here wrote, through rubrisproxy in both modes, to the Autobahn echo backend.
+
+The clients live in ``tests/interop/``: a page run by a real headless Chromium, a
+Node script on the ``ws`` library, and a Python script on the asyncio ``websockets``
+library. Each runs as a child process in its own process group, sends the messages
+of ``EXPECTED`` all at once, checks every echo byte for byte, closes with 4001 "done",
+and reports one JSON result (Chromium by POSTing it to a tiny web server of the test,
+the scripts on stdout). The test then checks that result against ``EXPECTED`` and
+what the backend itself saw. A client whose tool is missing is skipped; CI installs
+all three (apt ``chromium nodejs npm``, ``npm ci --prefix tests/interop``, pip ``websockets``); without
+node_modules, the Node test runs ``npm install`` into tests/interop itself first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import quote
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IProcessTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest
+from twisted.web import resource, server
+from twisted.web.http import _GenericHTTPChannelProtocol
+
+from rubrisproxy.config import WebSocketConfig
+
+from .helpers import ProxyTestCase
+from .wsecho import EchoBackendFactory, listen_echo_backend
+
+INTEROP = Path(__file__).resolve().parent / "interop"
+
+EXPECTED: list[tuple[bytes, bool]] = [  # (payload, is binary), as every client sends them, in order
+    (b"hello, proxy", False),
+    ("gr\u00fc\u00dfe \u2603 \u65e5\u672c\u8a9e \U0001f680 \u00e9t\u00e9".encode(), False),
+    (bytes(range(256)), True),
+    (bytes((i * 31 + 7) & 0xFF for i in range(100_000)), True),
+]
+CLOSE = (4001, "done")
+
+CLIENT_GUARD = 30.0  # seconds for one client's whole run (the clients give up on their own after 20)
+INSTALL_GUARD = 120.0  # seconds for `npm install`
+STOP_GUARD = 10.0  # seconds for a killed process group to be reaped
+
+# Runs in the child before the real program: a process group of its own, so cleanup can kill all of it.
+_NEW_GROUP = "import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _has_websockets() -> bool:
+    try:
+        return importlib.util.find_spec("websockets.asyncio.client") is not None  # websockets >= 13
+    except ImportError:
+        return False
+
+
+class Child(protocol.ProcessProtocol):
+    """A child process in its own process group: collects its output and says when it has ended."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.out = b""
+        self.err = b""
+        self.exit_code: int | None = None
+        self.exit_signal: int | None = None
+        self.has_ended = False
+        self._waiters: list[Deferred[Child]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.exit_code = getattr(reason.value, "exitCode", None)
+        self.exit_signal = getattr(reason.value, "signal", None)
+        self.has_ended = True
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(self)
+
+    def ended(self) -> Deferred[Child]:
+        """A new Deferred that fires with this child once it has exited and its pipes are closed."""
+        if self.has_ended:
+            return defer.succeed(self)
+        d: Deferred[Child] = Deferred(lambda d: self._waiters.remove(d))
+        self._waiters.append(d)
+        return d
+
+    def describe(self) -> str:
+        """What the child said, for a failure message."""
+        return (
+            f"{self.name}: exit code {self.exit_code}, signal {self.exit_signal}\n"
+            f"stdout: {self.out[-3000:].decode(errors='replace')}\nstderr: {self.err[-3000:].decode(errors='replace')}"
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (and the process itself, should it not have made its group yet)."""
+        transport = cast(IProcessTransport, self.transport)
+        pid = transport.pid
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if not self.has_ended:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    async def stop(self) -> None:
+        """Kill what is left of the group and wait until the process is reaped (bounded)."""
+        if not self.has_ended:
+            self.kill()
+            await self.ended().addTimeout(STOP_GUARD, reactor)
+        else:
+            self.kill()  # helpers (Chromium's, npm's) that outlived their parent
+
+
+def spawn(case: ProxyTestCase, name: str, argv: list[str], env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> Child:
+    """Start ``argv`` in a new process group; the test's cleanup kills the group and reaps it."""
+    child = Child(name)
+    wrapped = [sys.executable, "-c", _NEW_GROUP, *argv]
+    reactor.spawnProcess(child, sys.executable, wrapped, env=env if env is not None else dict(os.environ),
+                         path=str(cwd) if cwd else None)
+    case.addCleanup(lambda: Deferred.fromCoroutine(child.stop()))
+    return child
+
+
+async def wait_exit(case: ProxyTestCase, child: Child, guard: float) -> Child:
+    """Wait for ``child`` to exit on its own, failing the test clearly after ``guard`` seconds."""
+    try:
+        return await child.ended().addTimeout(guard, reactor)
+    except defer.TimeoutError:
+        case.fail(f"{child.name} did not finish within {guard:.0f} s\n{child.describe()}")
+        raise  # not reached
+
+
+class _TrackingSite(server.Site):
+    """A Site that remembers its connections, so cleanup can close what a killed browser left behind."""
+
+    def buildProtocol(self, addr: IAddress | None) -> _GenericHTTPChannelProtocol | None:
+        channel = super().buildProtocol(addr)
+        self.channels.append(channel)
+        return channel
+
+    def __init__(self, root: resource.Resource) -> None:
+        super().__init__(root, logPath="/dev/null")
+        self.noisy = False
+        self.channels: list[_GenericHTTPChannelProtocol | None] = []
+
+    def abort_all(self) -> None:
+        for channel in self.channels:
+            transport = getattr(channel, "transport", None)
+            if transport is not None and transport.connected:
+                transport.abortConnection()
+
+
+class _Page(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return (INTEROP / "browser_client.html").read_bytes()
+
+
+class _Result(resource.Resource):
+    """Where the page POSTs its JSON result; ``result`` fires with it."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.result: Deferred[dict[str, Any]] = Deferred()
+
+    def render_POST(self, request: server.Request) -> bytes:
+        body = request.content.read() if request.content else b""
+        if not self.result.called:
+            self.result.callback(json.loads(body))
+        return b"thanks"
+
+
+class _Backend(EchoBackendFactory):
+    """The echo backend, answering a close with its code and reason, and keeping its connections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setProtocolOptions(echoCloseCodeReason=True)
+        self.built: list[Any] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        built = super().buildProtocol(addr)
+        self.built.append(built)
+        return built
+
+
+def _expected_echoes() -> list[dict[str, Any]]:
+    return [
+        {"binary": binary, "length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+        for payload, binary in EXPECTED
+    ]
+
+
+class InteropTests:
+    """Each third-party client against the proxy; subclasses set ``mode``."""
+
+    mode = "session"
+
+    def start(self) -> _Backend:
+        """The echo backend and a proxy in front of it (pings off: nothing left scheduled)."""
+        case = cast(ProxyTestCase, self)
+        backend = _Backend()
+        port = listen_echo_backend(backend)
+        case.addCleanup(port.stopListening)
+        self.frontend = case.start_proxy(
+            cast(IPv4Address, port.getHost()).port,
+            websocket=WebSocketConfig(mode=self.mode, client_ping_interval=0, backend_ping_interval=0),
+        )
+        return backend
+
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{cast(ProxyTestCase, self).proxy_port}/chat"
+
+    async def check(self, client: str, result: dict[str, Any], backend: _Backend) -> None:
+        """The client's own verdict, its echoes, the close, and what the backend and the proxy saw."""
+        case = cast(ProxyTestCase, self)
+        case.assertEqual(result.get("errors"), [], f"{client} ({self.mode}) reported: {json.dumps(result)[:3000]}")
+        case.assertTrue(result.get("ok"), result)
+        case.assertEqual(result["echoes"], _expected_echoes())
+        case.assertTrue(result["close"]["clean"], result["close"])
+        case.assertEqual(backend.received, EXPECTED)
+        case.assertEqual([h.path for h in backend.handshakes], ["/chat"])
+        await case.poll(lambda: backend.closes, "the backend saw the close")
+        case.assertEqual(backend.closes, [(True, *CLOSE)])
+        await case.settle(self.frontend)
+        case.assertEqual([e.status for e in case.access_log.entries], [101])
+        # The backend answered the close with the same code and reason; a client talking to it directly sees them.
+        backend_answer = [(p.localCloseCode, (p.localCloseReason or b"").decode()) for p in backend.built]
+        case.assertEqual(backend_answer, [CLOSE])
+        answered = (result["close"]["code"], result["close"]["reason"])
+        case.assertEqual(answered, CLOSE, f"{client} ({self.mode}): the close came back as {answered}, "
+                                          f"while the backend answered {backend_answer[0]}")
+
+    async def run_script(self, name: str, argv: list[str]) -> dict[str, Any]:
+        """Run a client script to its end and return its JSON result line."""
+        case = cast(ProxyTestCase, self)
+        child = await wait_exit(case, spawn(case, name, argv), CLIENT_GUARD)
+        lines = child.out.decode(errors="replace").strip().splitlines()
+        try:
+            result = cast(dict[str, Any], json.loads(lines[-1]))
+        except (IndexError, ValueError):
+            case.fail(f"{name} printed no result line\n{child.describe()}")
+        case.assertEqual(child.exit_code, 0 if not result.get("errors") else 1, child.describe())
+        return result
+
+    async def _chromium(self) -> None:
+        case = cast(ProxyTestCase, self)
+        binary = _chromium()
+        if binary is None:
+            raise SkipTest("no Chromium binary (apt-get install chromium)")
+        backend = self.start()
+        root = resource.Resource()
+        root.putChild(b"client.html", _Page())
+        results = _Result()
+        root.putChild(b"result", results)
+        site = _TrackingSite(root)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[arg-type]
+        case.addCleanup(port.stopListening)
+        case.addCleanup(site.abort_all)  # runs after Chromium is killed
+        page = f"http://127.0.0.1:{cast(IPv4Address, port.getHost()).port}/client.html?ws={quote(self.ws_url(), safe='')}"
+        home = Path(case.mktemp()).resolve()
+        (home / "profile").mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), XDG_CACHE_HOME=str(home / "cache"))
+        argv = [
+            binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio",
+            f"--user-data-dir={home / 'profile'}", page,
+        ]
+        browser = spawn(case, "chromium", argv, env=env)
+        try:
+            waits: list[Deferred[object]] = [cast("Deferred[object]", results.result), cast("Deferred[object]", browser.ended())]
+            index, value = await defer.race(waits).addTimeout(CLIENT_GUARD, reactor)
+        except defer.TimeoutError:
+            case.fail(f"Chromium reported nothing within {CLIENT_GUARD:.0f} s\n{browser.describe()}")
+        if index == 1:
+            case.fail(f"Chromium exited before reporting\n{browser.describe()}")
+        await self.check("chromium", cast(dict[str, Any], value), backend)
+
+    async def _node_ws(self) -> None:
+        case = cast(ProxyTestCase, self)
+        node = shutil.which("node")
+        if node is None:
+            raise SkipTest("no node binary (apt-get install nodejs npm)")
+        await ensure_node_ws(case)
+        backend = self.start()
+        result = await self.run_script("node ws", [node, str(INTEROP / "ws_client.js"), self.ws_url()])
+        await self.check("node ws", result, backend)
+
+    async def _python_websockets(self) -> None:
+        if not _has_websockets():
+            raise SkipTest("the websockets library (>= 13) is not importable (pip install websockets)")
+        backend = self.start()
+        argv = [sys.executable, str(INTEROP / "websockets_client.py"), self.ws_url()]
+        result = await self.run_script("python websockets", argv)
+        await self.check("python websockets", result, backend)
+
+    def test_chromium(self) -> Deferred[None]:
+        """A real headless Chromium page's WebSocket."""
+        return Deferred.fromCoroutine(self._chromium())
+
+    def test_node_ws(self) -> Deferred[None]:
+        """Node's ``ws`` client."""
+        return Deferred.fromCoroutine(self._node_ws())
+
+    def test_python_websockets(self) -> Deferred[None]:
+        """Python's asyncio ``websockets`` client."""
+        return Deferred.fromCoroutine(self._python_websockets())
+
+
+async def ensure_node_ws(case: ProxyTestCase) -> None:
+    """Install ``ws`` into tests/interop/node_modules unless it is there (so once per checkout)."""
+    if (INTEROP / "node_modules" / "ws" / "package.json").exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SkipTest("ws is not installed in tests/interop and there is no npm (apt-get install npm)")
+    argv = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(INTEROP)]
+    child = await wait_exit(case, spawn(case, "npm install", argv, cwd=INTEROP), INSTALL_GUARD)
+    if child.exit_code != 0:
+        case.fail(f"npm install failed\n{child.describe()}")
+
+
+class TunnelInteropTests(InteropTests, ProxyTestCase):
+    mode = "tunnel"
+
+
+class SessionInteropTests(InteropTests, ProxyTestCase):
+    mode = "session"
