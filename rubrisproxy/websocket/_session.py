@@ -130,6 +130,26 @@ class _Leg:
             return
         self.session.relay_control(self, b"pong", payload)
 
+    # Autobahn's per-message path, without what the proxy does not use: observer
+    # signals (a Deferred per message) and debug-log arguments built on every write.
+
+    failedByMe: bool
+    message_data: list[bytes] | None
+    message_is_binary: bool
+    send_queue: Any
+    transport: Any
+
+    def onMessageEnd(self) -> None:
+        if not self.failedByMe:
+            self.onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[arg-type, attr-defined]
+        self.message_data = None
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        if sync or chopsize or self.send_queue:
+            super().sendData(data, sync, chopsize)  # type: ignore[misc]
+        else:
+            self.transport.write(data)
+
     def _connectionLost(self, reason: Failure) -> None:
         super()._connectionLost(reason)  # type: ignore[misc]
         if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves it to fire on a closed leg
