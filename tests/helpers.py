@@ -145,6 +145,8 @@ class EchoResource(resource.Resource):
 class ProxyTestCase(unittest.TestCase):
     """Starts origins and a proxy on loopback; everything is torn down after the test."""
 
+    timeout = 60  # seconds: a hung test fails instead of stalling the suite
+
     timeouts = Timeouts(client=5, http_request=5, http_keep_alive=5, connect=2, server=5)
     limits = Limits()
 

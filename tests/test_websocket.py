@@ -231,8 +231,8 @@ class SessionTests(ModeTests, ProxyTestCase):
     mode = "session"
 
     @defer.inlineCallbacks
-    def test_backend_drop_closes_the_client_with_1011(self):  # type: ignore[no-untyped-def]
-        self.start()
+    def test_backend_drop_closes_the_client_with_1011_when_sessions_do_not_resume(self):  # type: ignore[no-untyped-def]
+        self.start(resume=False)
         client = yield self.open()
         client.sendMessage(b"drop")
         clean, code, reason = yield client.closed
@@ -392,7 +392,7 @@ class TimerTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_backend_without_pongs_is_closed(self):  # type: ignore[no-untyped-def]
-        self.start(EchoBackendFactory(silent=True), backend_ping_interval=0.2, backend_ping_timeout=0.2)
+        self.start(EchoBackendFactory(silent=True), backend_ping_interval=0.2, backend_ping_timeout=0.2, resume=False)
         client = connect_client(self.proxy_port)
         yield client.opened
         clean, code, reason = yield client.closed

@@ -66,6 +66,8 @@ class Backend:
         self.websocket = config.websocket
         self.websocket_hooks = build_hooks(f"backends.{config.name}.websocket.hooks", config.websocket.hooks)
         self._leg_factories: LegFactories | None = None
+        self.resumes = 0  # session-mode WebSockets moved to another server
+        self.resume_failures: dict[str, int] = {}  # sessions that could not move, by reason
         self.log = Logger()
         self.cookie = CookieStickiness(config.cookie.name, config.cookie.mode, config.cookie.max_age,
                                        config.cookie.secure) if config.cookie else None
@@ -95,6 +97,28 @@ class Backend:
         if self._leg_factories is None:
             self._leg_factories = LegFactories(self.websocket, self.clock or reactor)
         return self._leg_factories
+
+    def drain_server(self, name: str) -> Server:
+        """Drain server ``name``: it takes no new requests or sessions, and its WebSocket sessions move to
+        other servers without losing a message. Raises KeyError for an unknown name."""
+        server = self._named(name)
+        server.set_draining(True)
+        self.log.info("server {backend}/{server} is DRAINING: moving {count} sessions",
+                      backend=self.name, server=name, count=len(server.watchers))
+        return server
+
+    def ready_server(self, name: str) -> Server:
+        """Let a drained server take requests and sessions again."""
+        server = self._named(name)
+        server.set_draining(False)
+        self.log.info("server {backend}/{server} is READY", backend=self.name, server=name)
+        return server
+
+    def _named(self, name: str) -> Server:
+        server = self.server_named(name)
+        if server is None:
+            raise KeyError(f"backend {self.name} has no server {name!r}")
+        return server
 
     @property
     def queue_length(self) -> int:
@@ -133,10 +157,9 @@ class Backend:
         return self._compute_usable(exclude)
 
     def _compute_usable(self, exclude: frozenset[Server]) -> list[Server]:
-        normal = [s for s in self.servers if s.up and not s.backup and s.weight > 0 and s not in exclude]
-        if normal:
-            return normal
-        return [s for s in self.servers if s.up and s.backup and s.weight > 0 and s not in exclude]
+        taking = [s for s in self.servers if s.up and not s.draining and s.weight > 0 and s not in exclude]
+        normal = [s for s in taking if not s.backup]
+        return normal or [s for s in taking if s.backup]
 
     def assign(self, waiter: Waiter, exclude: frozenset[Server] = frozenset()) -> Server | object | None:
         """A server for ``waiter`` with its slot taken, :data:`QUEUED`, or None if no server can take it."""

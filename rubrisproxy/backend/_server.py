@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
 from ..config import ServerConfig
+
+
+class ServerWatcher(Protocol):
+    """Something bound to a server (a session-mode WebSocket) that must move when the server goes away."""
+
+    def server_leaving(self, server: Server, why: str) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -29,6 +35,8 @@ class Server:
     last_check_problem: str = ""
     consecutive_errors: int = 0  # from real traffic (passive checks)
     ejected: bool = False  # out for a passive-check cool-off
+    draining: bool = False  # set by an operator: takes nothing new, and its WebSocket sessions move away
+    watchers: set[ServerWatcher] = field(default_factory=set)  # session-mode WebSockets on this server
     #: Bumped whenever any server's up state or weight changes, so backends know to recompute who is usable.
     generation: ClassVar[int] = 0
     #: What makes two servers' connections interchangeable in a pool.
@@ -65,11 +73,24 @@ class Server:
         return self.weight * max(ramp, 0.05)
 
     def set_up(self, up: bool) -> None:
-        """Mark the server up or down; coming up starts its slow start."""
+        """Mark the server up or down; coming up starts its slow start, going down moves its sessions."""
         if up and not self.up and self.clock is not None:
             self.up_since = self.clock.seconds()
-        self.up = up
+        was_up, self.up = self.up, up
         Server.generation += 1
+        if was_up and not up:
+            self._move_watchers("it is down")
+
+    def set_draining(self, draining: bool) -> None:
+        """Drain (or stop draining) the server: while draining it takes nothing new and its sessions move."""
+        self.draining = draining
+        Server.generation += 1
+        if draining:
+            self._move_watchers("it is draining")
+
+    def _move_watchers(self, why: str) -> None:
+        for watcher in list(self.watchers):
+            watcher.server_leaving(self, why)
 
     def set_weight(self, weight: int) -> None:
         self.weight = weight

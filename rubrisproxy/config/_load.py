@@ -182,13 +182,18 @@ def _timeouts(table: Mapping[str, Any]) -> Timeouts:
 
 
 def _limits(table: Mapping[str, Any]) -> Limits:
-    _reject_unknown("limits", table, {"max-request-line", "max-header-size", "max-headers", "max-body-size"})
+    _reject_unknown(
+        "limits", table, {"max-request-line", "max-header-size", "max-headers", "max-body-size", "resume-buffer-total"}
+    )
     defaults = Limits()
     return Limits(
         max_request_line=parse_size("limits.max-request-line", table.get("max-request-line", defaults.max_request_line)),
         max_header_size=parse_size("limits.max-header-size", table.get("max-header-size", defaults.max_header_size)),
         max_headers=parse_positive_int("limits.max-headers", table.get("max-headers", defaults.max_headers)),
         max_body_size=parse_size("limits.max-body-size", table.get("max-body-size", defaults.max_body_size)),
+        resume_buffer_total=parse_size(
+            "limits.resume-buffer-total", table.get("resume-buffer-total", defaults.resume_buffer_total)
+        ),
     )
 
 
@@ -258,9 +263,11 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
     )
 
 
-_WEBSOCKET_SIZES = ("max-message-size", "max-frame-size", "auto-fragment-size")
-_WEBSOCKET_DURATIONS = ("open-handshake-timeout", "close-handshake-timeout", "client-ping-timeout", "backend-ping-timeout")
-_WEBSOCKET_INTERVALS = ("client-ping-interval", "backend-ping-interval")  # 0 turns them off
+_WEBSOCKET_SIZES = ("max-message-size", "max-frame-size", "auto-fragment-size", "session-buffer")
+_WEBSOCKET_DURATIONS = (
+    "open-handshake-timeout", "close-handshake-timeout", "client-ping-timeout", "backend-ping-timeout", "resume-timeout"
+)
+_WEBSOCKET_INTERVALS = ("client-ping-interval", "backend-ping-interval", "replay-window")  # 0 turns them off
 _WEBSOCKET_LISTS = ("origins", "subprotocols")
 
 
@@ -281,10 +288,23 @@ def _websocket(key: str, table: Mapping[str, Any], defaults: WebSocketConfig) ->
         if name in table:
             raw = table[name]
             values[name.replace("-", "_")] = 0.0 if raw in (0, "0", "0s") else parse_duration(f"{key}.{name}", raw)
-    if "compression" in table:
-        if not isinstance(table["compression"], bool):
-            raise ConfigError(f"{key}.compression", f"expected true or false, got {table['compression']!r}")
-        values["compression"] = table["compression"]
+    for name in ("compression", "resume"):
+        if name in table:
+            if not isinstance(table[name], bool):
+                raise ConfigError(f"{key}.{name}", f"expected true or false, got {table[name]!r}")
+            values[name] = table[name]
+    if "resume-codes" in table:
+        codes = table["resume-codes"]
+        if not isinstance(codes, list) or not all(isinstance(c, int) and 1000 <= c <= 4999 for c in codes):
+            raise ConfigError(f"{key}.resume-codes", f"expected a list of close codes (1000-4999), got {codes!r}")
+        values["resume_codes"] = tuple(codes)
+    if "replay-messages" in table:
+        values["replay_messages"] = parse_positive_int(f"{key}.replay-messages", table["replay-messages"], minimum=0)
+    if "session-header" in table:
+        header = table["session-header"]
+        if not isinstance(header, str) or not re.fullmatch(_NAME, header):
+            raise ConfigError(f"{key}.session-header", f"expected a header name, got {header!r}")
+        values["session_header"] = header
     for name in _WEBSOCKET_LISTS:
         if name in table:
             values[name] = _strings(f"{key}.{name}", table[name])

@@ -30,6 +30,7 @@ class Limits:
     max_header_size: int = 32768
     max_headers: int = 100
     max_body_size: int = 0  # 0 means unlimited (bodies are streamed, never held)
+    resume_buffer_total: int = 256 << 20  # messages held by all resuming WebSocket sessions together
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,14 @@ class WebSocketConfig:
     origins: tuple[str, ...] = ()  # allowed Origin values; empty allows any
     subprotocols: tuple[str, ...] = ()  # allowed Sec-WebSocket-Protocol values; empty allows any
     hooks: tuple[HookConfig, ...] = ()
+    # Interruptible sessions (session mode): a lost backend is replaced without the client noticing.
+    resume: bool = True
+    resume_timeout: float = 30.0  # give up (close the client with 1013) when no backend took over by then
+    resume_codes: tuple[int, ...] = (1001, 1012, 1013)  # backend close codes that move the session
+    session_buffer: int = 5 << 20  # client bytes held while a session moves; beyond it: 1013
+    replay_messages: int = 0  # at-least-once: resend up to this many recent messages after a crash
+    replay_window: float = 0.0  # ... sent within this many seconds before it (0: no age limit)
+    session_header: str = "X-Rubris-Session"  # carries "<session id>; resume=<n>" on every backend handshake
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from ..backend import Backend
 from ..config import Limits, Timeouts
 from ..origin import ConnectionPool
 from ..routing import Router
+from ..websocket import ResumeBudget
 
 if TYPE_CHECKING:
     from ..websocket import Relay
@@ -32,6 +33,7 @@ class Frontend:
     router: Router | None = None  # None: every request goes to ``backend``
     connections: set[ClientConnection] = field(default_factory=set)
     websockets: set[Relay] = field(default_factory=set)  # live tunnels and sessions
+    resume_budget: ResumeBudget = field(default_factory=ResumeBudget)  # shared by all frontends in a proxy
     draining: bool = False
     accepted: int = 0
     requests: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING
 
 from twisted.internet.error import ConnectError
@@ -60,7 +61,7 @@ class Exchange:
         "response_head_sent", "finished", "keep_alive", "status", "bytes_in", "bytes_out", "retries",
         "pending_head", "_pending", "_framing", "_stale_retry_done", "_last_failure", "_request_bytes",
         "_connect_started", "_connected_at", "_sent_at", "_response_at", "backend", "_holds_slot", "_tried",
-        "_queued_at", "_dequeued_at", "upgrade", "websocket_key",
+        "_queued_at", "_dequeued_at", "upgrade", "websocket_key", "session_id",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
@@ -86,6 +87,7 @@ class Exchange:
         self._queued_at = self._dequeued_at = -1.0
         self.upgrade: Upgrade | None = None  # a WebSocket upgrade that passed its checks
         self.websocket_key: bytes | None = None  # the proxy's own key, in session mode
+        self.session_id = ""  # session mode: the id every backend handshake carries
 
     # Start: choose a server, get a connection
 
@@ -130,6 +132,7 @@ class Exchange:
         self.upgrade = upgrade
         if backend.websocket.mode == "session":
             self.websocket_key = new_key()
+            self.session_id = secrets.token_hex(8)
         return True
 
     def _assign(self) -> None:
@@ -350,13 +353,15 @@ class Exchange:
             )
             Tunnel(self, client, connection, client.frontend.timeouts).start(switch, rest)
         else:
-            session = WebSocketSession(
-                self, client, connection, backend.leg_factories(), backend.websocket_hooks, client.frontend.timeouts
-            )
+            session = WebSocketSession(self, client, connection, backend, client.frontend.timeouts, self._request_bytes)
             session.start(head, rest)
-        # Only the request line is needed from here on (for the access log line at the end).
         self._request_bytes = b""
-        self.head.headers = self.head.forward = []
+
+    def switch_server(self, server: Server) -> None:
+        """Its session moved to ``server``, whose slot it already took: the old server's slot is freed."""
+        self._free_slot()
+        self.server = server
+        self._holds_slot = True
 
     def client_handshake(self) -> bytes:
         """The client's upgrade request as it sent it, for the session's own WebSocket server to answer."""
@@ -569,6 +574,8 @@ class Exchange:
         if self.upgrade is not None:
             offers = backend.leg_factories().offers if self.websocket_key is not None else b""  # type: ignore[union-attr]
             forward, extra = backend_handshake(forward, self.upgrade, self.websocket_key, offers)
+            if self.session_id:
+                extra += b"%s: %s; resume=0\r\n" % (backend.websocket.session_header.encode(), self.session_id.encode())  # type: ignore[union-attr]
         if host is None:  # an HTTP/1.0 request without Host
             servers = self.backend.servers if self.backend is not None else []
             host = b"%s:%d" % (servers[0].config.host.encode(), servers[0].config.port) if servers else b"localhost"

@@ -17,7 +17,7 @@ from ..http import HTTPError, ResponseHandler, ResponseParser
 
 if TYPE_CHECKING:
     from ..backend import Server
-    from ..websocket import Relay
+    from ..websocket import OriginRelay
     from ._pool import ConnectionPool
 
 
@@ -63,7 +63,7 @@ class OriginConnection(Protocol):
         self._user: OriginUser | None = None
         self._deadline = Deadline(clock, self._expired)
         self.bytes_sent = 0
-        self.relay: Relay | None = None  # what the connection became after an upgrade
+        self.relay: OriginRelay | None = None  # what the connection became after an upgrade
 
     def connectionMade(self) -> None:
         self.connected = True
@@ -85,7 +85,7 @@ class OriginConnection(Protocol):
         self._send(head)
         self._deadline.set(timeout or self.server_timeout)
 
-    def take_over(self, relay: Relay) -> None:
+    def take_over(self, relay: OriginRelay) -> None:
         """Hand the connection to ``relay`` (a WebSocket): it gets every read, half-close and loss from now on."""
         self.relay = relay
         self._user = None

@@ -2,18 +2,23 @@
 
 from ._handshake import Upgrade, accept_key, backend_handshake, check_switch, check_upgrade, new_key
 from ._hooks import Handshake, ISessionView, IWebSocketHook, Message, RefuseHandshake, WebSocketHook, build_hooks
-from ._relay import Relay
-from ._session import LegFactories, WebSocketSession
+from ._legs import LegFactories
+from ._relay import OriginRelay, Relay
+from ._resume import BackendDial, ResumeBudget
+from ._session import WebSocketSession
 from ._tunnel import Tunnel
 
 __all__ = [
     "Handshake",
     "ISessionView",
     "IWebSocketHook",
+    "BackendDial",
     "LegFactories",
     "Message",
     "RefuseHandshake",
+    "OriginRelay",
     "Relay",
+    "ResumeBudget",
     "Tunnel",
     "Upgrade",
     "WebSocketHook",

@@ -7,8 +7,19 @@ from typing import Protocol
 from twisted.python.failure import Failure
 
 
+class OriginRelay(Protocol):
+    """An origin connection's events, once a WebSocket owns it."""
+
+    def origin_data(self, data: bytes) -> None: ...
+
+    def origin_fin(self) -> None:
+        """The origin half-closed (TCP FIN)."""
+
+    def origin_lost(self, reason: Failure) -> None: ...
+
+
 class Relay(Protocol):
-    """The two connections' events, once a WebSocket owns them (tunnel or session)."""
+    """A client connection's events, once a WebSocket owns it (a tunnel or a session)."""
 
     def client_data(self, data: bytes) -> None: ...
 
@@ -17,14 +28,8 @@ class Relay(Protocol):
 
     def client_lost(self, reason: Failure) -> None: ...
 
-    def origin_data(self, data: bytes) -> None: ...
-
-    def origin_fin(self) -> None: ...
-
-    def origin_lost(self, reason: Failure) -> None: ...
-
     def drain(self) -> None:
         """Close soon, cleanly (graceful shutdown)."""
 
     def abort(self) -> None:
-        """Cut both connections now."""
+        """Cut every connection now."""

@@ -1,333 +1,115 @@
-"""Session mode: the proxy terminates the client's WebSocket and opens its own to the backend.
+"""Session mode: the proxy terminates the client's WebSocket and opens its own to the backend,
+and keeps the client's WebSocket open while the backend side moves to another server.
 
 Two Autobahn protocols share one :class:`WebSocketSession`: a server protocol on the
 client's connection (:class:`ClientLeg`) and a client protocol on the backend's
-(:class:`BackendLeg`). The backend's handshake goes out on the proxy's HTTP path
-(so balancing, retries and a refusal passed back as it is all apply); its 101 is
-then handed to the backend leg to check and open on, and only then is the
-client's handshake answered, with the backend's subprotocol and headers.
+(:class:`BackendLeg`). The first backend handshake goes out on the proxy's HTTP
+path (so balancing, retries and a refusal passed back as it is all apply); its 101
+is handed to the backend leg to check and open on, and only then is the client's
+handshake answered, with the backend's subprotocol and headers.
+
+A session outlives its backend legs. When the backend connection is lost, closes
+with a retryable code, or its server goes down or is drained, the session holds
+what the client sends, opens a new backend leg (``BackendDial``, then a new
+``BackendLeg``) with the same handshake, and sends the held messages first.
 """
 
 from __future__ import annotations
 
-import secrets
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from enum import Enum
+from typing import TYPE_CHECKING
 
-from autobahn.twisted.websocket import (
-    WebSocketClientFactory,
-    WebSocketClientProtocol,
-    WebSocketServerFactory,
-    WebSocketServerProtocol,
-)
-from autobahn.websocket.compress import (
-    PerMessageDeflateOffer,
-    PerMessageDeflateOfferAccept,
-    PerMessageDeflateResponse,
-    PerMessageDeflateResponseAccept,
-)
-from autobahn.websocket.protocol import WebSocketProtocol
-from autobahn.websocket.types import ConnectionRequest
-from autobahn.websocket.utf8validator import Utf8Validator
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..config import Timeouts, WebSocketConfig
+from ..config import Timeouts
 from ..deadline import Deadline
 from ..http import HTTPError, ResponseHead, serialize_headers
 from ..lifecycle import Termination
 from ._handshake import HANDSHAKE_HEADERS
-from ._hooks import ISessionView, IWebSocketHook, Message
-from ._timers import BucketTimer
+from ._hooks import ISessionView, Message
+from ._legs import BackendLeg, ClientLeg, _Leg
+from ._resume import BackendDial
 
 if TYPE_CHECKING:
+    from ..backend import Backend, Server
     from ..frontend._connection import ClientConnection
     from ..frontend._exchange import Exchange
     from ..origin import OriginConnection
 
 #: Close codes an endpoint may put on the wire (RFC 6455 7.4.1, as Autobahn and browsers accept them).
 _SENDABLE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013))
-#: Sent to a client whose backend went away without a close. 1014 (bad gateway) would say it better,
-#: but clients built on Autobahn, among others, treat it as a protocol error.
+#: Sent to a client whose backend went away without a close and could not be replaced. 1014 (bad
+#: gateway) would say it better, but clients built on Autobahn, among others, refuse it.
 BACKEND_LOST = 1011
 GOING_AWAY = 1001
-_CLOSE_OPCODE = 8
+TRY_AGAIN_LATER = 1013
+#: Backoff between attempts to open a new backend leg.
+_FIRST_RETRY, _LAST_RETRY = 0.05, 2.0
 
 
-class LegFactories:
-    """The Autobahn factories of one backend's session-mode legs, configured from its ``[websocket]`` table."""
-
-    def __init__(self, config: WebSocketConfig, clock: IReactorTime) -> None:
-        limits: dict[str, Any] = dict(
-            maxFramePayloadSize=config.max_frame_size,
-            maxMessagePayloadSize=config.max_message_size,
-            autoFragmentSize=config.auto_fragment_size,
-            openHandshakeTimeout=config.open_handshake_timeout,
-            closeHandshakeTimeout=config.close_handshake_timeout,
-            failByDrop=False,  # a protocol error is answered with its close code (1002, 1007, 1009)
-        )
-        self.server = WebSocketServerFactory(server=None)  # the backend's own Server header is passed on
-        self.server.protocol = ClientLeg
-        self.server.setProtocolOptions(
-            autoPingInterval=config.client_ping_interval,
-            autoPingTimeout=config.client_ping_timeout,
-            perMessageCompressionAccept=_accept_deflate if config.compression else _refuse_extensions,
-            **limits,
-        )
-        self.client = WebSocketClientFactory()
-        self.client.protocol = BackendLeg
-        self.client.setProtocolOptions(
-            autoPingInterval=config.backend_ping_interval,
-            autoPingTimeout=config.backend_ping_timeout,
-            perMessageCompressionOffers=[PerMessageDeflateOffer()] if config.compression else [],
-            perMessageCompressionAccept=_accept_deflate_response,
-            **limits,
-        )
-        #: Every leg's Autobahn timers (handshakes, pings), on the proxy's clock.
-        self.timer = BucketTimer(clock)
-        for factory in (self.server, self.client):
-            factory.noisy = False
-            factory._batched_timer = self.timer
-        #: The Sec-WebSocket-Extensions value the proxy offers a backend.
-        self.offers = ", ".join(offer.get_extension_string() for offer in self.client.perMessageCompressionOffers).encode()
-
-
-def _accept_deflate(offers: list[object]) -> PerMessageDeflateOfferAccept | None:
-    for offer in offers:
-        if isinstance(offer, PerMessageDeflateOffer):
-            return PerMessageDeflateOfferAccept(offer)
-    return None
-
-
-def _refuse_extensions(offers: list[object]) -> None:
-    return None
-
-
-def _accept_deflate_response(response: object) -> PerMessageDeflateResponseAccept | None:
-    if isinstance(response, PerMessageDeflateResponse):
-        return PerMessageDeflateResponseAccept(response)
-    return None
-
-
-class _Leg:
-    """What both legs add to Autobahn: pings and pongs relayed end to end, and no timer left behind."""
-
-    closeHandshakeTimeoutCall: Any
-    session: WebSocketSession
-    _answering_auto_ping = False
-
-    def onPing(self, payload: bytes) -> None:
-        # Relayed, not answered here, so a pong keeps its place among the messages.
-        self.session.relay_control(self, b"ping", payload)
-
-    def onAutoPong(self, *args: Any) -> None:
-        self._answering_auto_ping = True  # the pong that follows answers this leg's own auto-ping
-
-    def onPong(self, payload: bytes) -> None:
-        if self._answering_auto_ping:
-            self._answering_auto_ping = False
-            return
-        self.session.relay_control(self, b"pong", payload)
-
-    # Autobahn's per-message path, without what the proxy does not use: observer
-    # signals (a Deferred per message) and debug-log arguments built on every write.
-
-    failedByMe: bool
-    message_data: list[bytes] | None
-    message_is_binary: bool
-    send_queue: Any
-    transport: Any
-
-    def onMessageEnd(self) -> None:
-        if not self.failedByMe:
-            self.onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[arg-type, attr-defined]
-        self.message_data = None
-
-    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        if sync or chopsize or self.send_queue:
-            super().sendData(data, sync, chopsize)  # type: ignore[misc]
-        else:
-            self.transport.write(data)
-
-    def _connectionLost(self, reason: Failure) -> None:
-        super()._connectionLost(reason)  # type: ignore[misc]
-        if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves it to fire on a closed leg
-            self.closeHandshakeTimeoutCall.cancel()
-            self.closeHandshakeTimeoutCall = None
-
-
-class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobahn's own hints disagree
-    """The client's WebSocket, terminated at the proxy.
-
-    A valid close from the client, or a protocol error it commits, is first passed
-    to the backend; the client's answer waits for the backend's close, so what
-    the backend sent before it still reaches the client, as it would directly.
-    Meanwhile nothing more from the client is relayed.
-    """
-
-    #: ("close", code, reason) or ("fail", code, reason) waiting for the backend's close; None when not closing.
-    held: tuple[str, int | None, Any] | None = None
-    _immediate = False
-    _opcode = 0
-
-    def onConnect(self, request: ConnectionRequest) -> Any:
-        return self.session.accept_client()
-
-    def onOpen(self) -> None:
-        self.session.client_opened()
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.held is None:
-            self.session.from_client(payload, isBinary)
-
-    def onPing(self, payload: bytes) -> None:
-        if self.held is None:
-            super().onPing(payload)
-
-    def onPong(self, payload: bytes) -> None:
-        if self.held is None:
-            super().onPong(payload)
-
-    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
-        if self.held is not None and self.state == self.STATE_OPEN:
-            return None  # a second close, while the first waits for the backend
-        if self.state != self.STATE_OPEN or not self.session.backend_open or not _valid_close(code, reasonRaw):
-            # An answer to the proxy's close, or an invalid close: handled at once, as Autobahn does.
-            self._immediate = True
-            result = super().onCloseFrame(code, reasonRaw)
-            if not self.failedByMe and self.state != self.STATE_CLOSED:
-                self.session.client_closing(self.remoteCloseCode, reasonRaw)
-            return result
-        self.remoteCloseCode = code
-        self.remoteCloseReason = reasonRaw.decode("utf8") if reasonRaw is not None else None
-        self.held = ("close", code, reasonRaw)
-        self.session.client_closing(code, reasonRaw)
-        return None
-
-    def processData(self) -> bool:
-        if self.current_frame is None and self.data:
-            self._opcode = self.data[0] & 0x0F  # of the frame about to be parsed, for _fail_connection
-        return super().processData()  # type: ignore[no-any-return]
-
-    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
-        frame = self.current_frame
-        if (frame.opcode if frame is not None else self._opcode) == _CLOSE_OPCODE:
-            self._immediate = True  # an invalid close frame: Autobahn drops the connection at once
-        if self.state == self.STATE_OPEN and not self._immediate:
-            if self.held is None and self.session.backend_open:
-                self.held = ("fail", code, reason)
-                self.session.client_failed(code, reason)
-                return
-            if self.held is not None:
-                return  # what follows a first error is not read any more: the first one is answered
-        super()._fail_connection(code, reason)
-
-    def answer_held(self, code: int | None = 1000, reason: bytes | None = None) -> None:
-        """The backend has closed: answer the client's close with the backend's ``code`` and ``reason``,
-        or fail the client for its protocol error, now."""
-        held, self.held = self.held, None
-        if held is None or self.state != self.STATE_OPEN:
-            return
-        kind, own_code, own_reason = held
-        if kind == "fail":
-            super()._fail_connection(own_code, own_reason)  # type: ignore[arg-type]
-            return
-        self.wasClean = True
-        self.sendCloseFrame(code=code, reasonUtf8=reason if code is not None else None, isReply=True)
-        self.dropConnection(abort=False)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.session.client_closed(_leg_termination(self, Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
-
-
-class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
-    """The proxy's own WebSocket to the backend, opened on a 101 the HTTP path already received."""
-
-    def startHandshake(self) -> None:
-        # The request went out on the proxy's HTTP path: check the 101 it got.
-        self.session.adopt_backend_handshake(self)
-
-    def onOpen(self) -> None:
-        self.session.backend_opened()
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.session.from_backend(payload, isBinary)
-
-    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
-        was_open = self.state == self.STATE_OPEN
-        result = super().onCloseFrame(code, reasonRaw)
-        if not self.failedByMe:
-            if was_open:
-                self.session.backend_closing(self.remoteCloseCode, reasonRaw)
-            else:
-                self.session.backend_answered_close(self.remoteCloseCode, reasonRaw)
-        return result
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.session.backend_closed(_leg_termination(self, Termination.SERVER_CLOSE, Termination.SERVER_ABORT))
-
-
-def _valid_close(code: int | None, reason: bytes | None) -> bool:
-    """Whether a received close frame is one Autobahn would accept (RFC 6455 7.4)."""
-    if code is not None and (
-        code < 1000 or 1000 <= code <= 2999 and code not in WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED or code >= 5000
-    ):
-        return False
-    if reason is None:
-        return True
-    valid, ended, _, _ = Utf8Validator().validate(reason)
-    return bool(valid and ended)
-
-
-def _leg_termination(leg: WebSocketServerProtocol | WebSocketClientProtocol, closed: Termination,
-                     aborted: Termination) -> Termination:
-    """Why a leg ended, from what Autobahn recorded."""
-    if leg.failedByMe:
-        return Termination.PROTOCOL_ERROR
-    if "ping timeout" in (leg.wasNotCleanReason or ""):
-        return Termination.PING_TIMEOUT
-    if leg.remoteCloseCode is not None or (leg.wasClean and not leg.closedByMe):
-        return closed
-    return aborted
+class _State(Enum):
+    OPENING = "opening"  # the client's handshake is not answered yet
+    OPEN = "open"  # relaying
+    MOVING = "moving"  # the old backend leg is closing; client messages are held
+    RESUMING = "resuming"  # no backend leg: a new one is being opened; client messages are held
+    CLOSING = "closing"  # the session ends: nothing more moves
 
 
 @implementer(ISessionView)
 class WebSocketSession:
-    """A client's WebSocket in session mode: both legs, the hooks between them, and how it ended.
+    """A client's WebSocket in session mode: its legs, the hooks between them, and how it moves and ends.
 
     Messages are relayed whole, in order, text as text and binary as binary. Each
     side's transport is the other's streaming producer, so a slow reader pauses
-    the other side. Closes are relayed with their codes; a backend that drops
-    without a close gets the client a 1011.
+    the other side. Closes are relayed with their codes.
     """
 
     log = Logger()
 
     def __init__(
-        self,
-        exchange: Exchange,
-        client: ClientConnection,
-        origin: OriginConnection,
-        factories: LegFactories,
-        hooks: tuple[IWebSocketHook, ...],
-        timeouts: Timeouts,
+        self, exchange: Exchange, client: ClientConnection, origin: OriginConnection, backend: Backend,
+        timeouts: Timeouts, handshake: bytes,
     ) -> None:
-        self.session_id = secrets.token_hex(8)
+        config = backend.websocket
+        self.session_id = exchange.session_id
         self.client = client.client_address
         self._exchange = exchange
         self._client = client
         self._origin = origin
-        self._factories = factories
-        self._hooks = hooks
+        self._backend = backend
+        self._config = config
+        self._factories = backend.leg_factories()
+        self._hooks = backend.websocket_hooks
+        self._budget = client.frontend.resume_budget
         self._idle_limit = timeouts.tunnel
         self._deadline = Deadline(exchange.clock, self._idle)
+        self._state = _State.OPENING
         self._client_leg: ClientLeg | None = None
         self._backend_leg: BackendLeg | None = None
-        self._switch = b""
         self._client_headers: dict[str, list[str]] = {}
+        self._protocol: str | None = None
+        # The handshake every later backend leg is opened with: a fresh key, the resume count.
+        self._template = handshake.replace(exchange.websocket_key or b"", b"%KEY%")
         self._termination: Termination | None = None
         self._client_done = self._backend_done = False
+        self._held: deque[Message] = deque()  # client messages waiting for a backend leg
+        self._held_bytes = 0
+        self._recent: deque[tuple[float, Message]] | None = (
+            deque(maxlen=config.replay_messages) if config.replay_messages else None
+        )
+        self._dial: BackendDial | None = None
+        self._retry: IDelayedCall | None = None
+        self._give_up_call: IDelayedCall | None = None
+        self._backoff = _FIRST_RETRY
+        self._tried: frozenset[Server] = frozenset()
+        self._moved_from: Server | None = None
+        self._move_reason = ""
+        self._move_started = 0.0
+        self.resumes = 0
         self.messages_in = self.messages_out = 0
 
     @property
@@ -335,55 +117,63 @@ class WebSocketSession:
         server = self._exchange.server
         return server.name if server is not None else None
 
+    @property
+    def buffered_bytes(self) -> int:
+        return self._held_bytes
+
     # Opening
 
     def start(self, head: ResponseHead, from_origin: bytes) -> None:
-        """Open the backend leg on its 101, then answer the client (see the module docstring)."""
-        self._switch = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % serialize_headers(head.headers)
+        """Open the first backend leg on its 101, then answer the client (see the module docstring)."""
         for name, value in head.forward:
             if name.lower() not in HANDSHAKE_HEADERS and name.lower() != b"sec-websocket-accept":
                 self._client_headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
         self._client.frontend.websockets.add(self)
-        self._origin.take_over(self)
+        self._open_backend_leg(self._origin, head, self._exchange.websocket_key or b"", from_origin)
+
+    def _open_backend_leg(self, origin: OriginConnection, head: ResponseHead, key: bytes, rest: bytes) -> None:
+        self._origin = origin
+        self._backend_done = False
         leg = BackendLeg()
         leg.factory = self._factories.client
-        leg.session = self
         self._backend_leg = leg
-        leg.makeConnection(self._origin.transport)
-        if from_origin and not self._backend_done:
-            leg.dataReceived(from_origin)
+        switch = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % serialize_headers(head.headers)
+        leg.attach(self, origin, switch, key, list(self._exchange.upgrade.protocols))  # type: ignore[union-attr]
+        if rest and leg is self._backend_leg and not self._backend_done:
+            leg.dataReceived(rest)
 
-    def adopt_backend_handshake(self, leg: BackendLeg) -> None:
-        assert self._exchange.websocket_key is not None
-        leg.websocket_key = self._exchange.websocket_key
-        leg.data = self._switch
-        factory = leg.factory
-        # Autobahn checks the chosen subprotocol against its factory's list: this session's offer.
-        factory.protocols = list(self._exchange.upgrade.protocols)  # type: ignore[union-attr]
-        try:
-            leg.processHandshake()
-        finally:
-            factory.protocols = []
+    def backend_opened(self, leg: BackendLeg) -> None:
+        if self._client_leg is None:
+            self._open_client_leg(leg)
+        else:
+            self._resumed(leg)
 
-    def backend_opened(self) -> None:
+    def _open_client_leg(self, backend_leg: BackendLeg) -> None:
         client = self._client
         leg = ClientLeg()
         leg.factory = self._factories.server
         leg.session = self
         self._client_leg = leg
+        self._protocol = backend_leg.websocket_protocol_in_use
         from_client = client.take_over(self)
         leg.makeConnection(client.transport)
-        client.download.attach(self._origin.gate)  # type: ignore[arg-type]
-        self._origin.upload.attach(client.gate)
+        self._wire_flow_control()
         leg.dataReceived(self._exchange.client_handshake() + from_client)
+
+    def _wire_flow_control(self) -> None:
+        self._client.download.attach(self._origin.gate)  # type: ignore[arg-type]
+        self._origin.upload.attach(self._client.gate)
 
     def accept_client(self) -> tuple[str | None, dict[str, list[str]]]:
         """The answer to the client's handshake: the backend's subprotocol and headers."""
-        protocol = self._backend_leg.websocket_protocol_in_use if self._backend_leg is not None else None
-        return protocol, self._client_headers
+        return self._protocol, self._client_headers
 
     def client_opened(self) -> None:
+        self._state = _State.OPEN
         self._deadline.set(self._idle_limit)
+        server = self._exchange.server
+        if server is not None:
+            server.watchers.add(self)
 
     # Messages
 
@@ -408,11 +198,21 @@ class WebSocketSession:
         self.send_to_client(message)
 
     def send_to_backend(self, message: Message) -> None:
-        leg = self._backend_leg
-        if leg is not None and leg.state == leg.STATE_OPEN:
-            self.messages_in += 1
-            self._exchange.bytes_in += len(message.payload)
-            leg.sendMessage(message.payload, message.binary)
+        state = self._state
+        if state is _State.OPEN:
+            leg = self._backend_leg
+            if leg is not None and leg.state == leg.STATE_OPEN:
+                self._send(leg, message)
+                return
+        if state is _State.MOVING or state is _State.RESUMING or state is _State.OPEN:
+            self._hold(message)
+
+    def _send(self, leg: BackendLeg, message: Message) -> None:
+        self.messages_in += 1
+        self._exchange.bytes_in += len(message.payload)
+        if self._recent is not None:
+            self._recent.append((self._exchange.clock.seconds(), message))
+        leg.sendMessage(message.payload, message.binary)
 
     def send_to_client(self, message: Message) -> None:
         leg = self._client_leg
@@ -420,6 +220,162 @@ class WebSocketSession:
             self.messages_out += 1
             self._exchange.bytes_out += len(message.payload)
             leg.sendMessage(message.payload, message.binary)
+
+    def _hold(self, message: Message) -> None:
+        size = len(message.payload)
+        if self._held_bytes + size > self._config.session_buffer:
+            self._give_up("session-buffer", TRY_AGAIN_LATER, "session buffer full while moving to another server")
+            return
+        if not self._budget.take(size):
+            self._give_up("proxy-buffer", TRY_AGAIN_LATER, "proxy resume buffers full")
+            return
+        self._held.append(message)
+        self._held_bytes += size
+
+    def _release_held(self) -> deque[Message]:
+        held, self._held = self._held, deque()
+        self._budget.give_back(self._held_bytes)
+        self._held_bytes = 0
+        return held
+
+    # Moving to another server
+
+    @property
+    def _may_move(self) -> bool:
+        leg = self._client_leg
+        return (
+            self._config.resume and self._state in (_State.OPEN, _State.MOVING)
+            and leg is not None and leg.state == leg.STATE_OPEN and leg.held is None
+        )
+
+    def server_leaving(self, server: Server, why: str) -> None:
+        """The server is down or draining: close its leg (1001), relay what it still sends, then move."""
+        if self._state is not _State.OPEN or not self._may_move or self._exchange.server is not server:
+            return
+        self._state = _State.MOVING
+        self._move_reason = f"{server.name} {why}"
+        _close(self._backend_leg, GOING_AWAY, b"server " + why.encode())
+
+    def _begin_resume(self, crashed: bool) -> None:
+        server = self._exchange.server
+        if server is not None:
+            server.watchers.discard(self)
+        self._state = _State.RESUMING
+        self._moved_from = server
+        self._move_started = self._exchange.clock.seconds()
+        self._backend_leg = None
+        self._client.download.detach()
+        if crashed and self._recent:
+            self._replay_recent()
+        self._backoff = _FIRST_RETRY
+        self._tried = frozenset()
+        self._give_up_call = self._exchange.clock.callLater(self._config.resume_timeout, self._resume_timed_out)
+        self.log.info("session {id}: moving off {server} ({why}); holding client messages",
+                      id=self.session_id, server=server.name if server else "-", why=self._move_reason)
+        self._dial_next()
+
+    def _replay_recent(self) -> None:
+        """At least once: what was sent to the lost server lately goes to the next one too."""
+        window = self._config.replay_window
+        oldest = self._exchange.clock.seconds() - window if window else float("-inf")
+        replay = [message for sent_at, message in self._recent if sent_at >= oldest]  # type: ignore[union-attr]
+        self._recent.clear()  # type: ignore[union-attr]
+        held = self._release_held()
+        for message in replay + list(held):
+            self._hold(message)
+
+    def _dial_next(self) -> None:
+        self._retry = None
+        if self._state is not _State.RESUMING:
+            return
+        backend = self._backend
+        avoid = self._tried | ({self._moved_from} if self._moved_from is not None else frozenset())
+        if not backend.usable(avoid):
+            avoid = self._tried  # the server it left may be back
+        if not backend.usable(avoid):
+            avoid = self._tried = frozenset()  # every server had a go: start over
+        handshake = self._template.replace(b"; resume=0\r\n", b"; resume=%d\r\n" % (self.resumes + 1))
+        self._dial = BackendDial(
+            self, self._exchange.head, handshake, self._exchange.upgrade.protocols,  # type: ignore[union-attr]
+            backend, self._client.frontend.pool, avoid, self._config.open_handshake_timeout,
+        )
+        self._dial.start()
+
+    def dial_failed(self, dial: BackendDial, why: str) -> None:
+        if dial is not self._dial:
+            return
+        self._dial = None
+        server = dial.server
+        self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:g}s",
+                      id=self.session_id, server=server.name if server else "no server", why=why, delay=self._backoff)
+        if server is not None:
+            self._tried = self._tried | {server}
+        self._retry = self._exchange.clock.callLater(self._backoff, self._dial_next)
+        self._backoff = min(self._backoff * 2, _LAST_RETRY)
+
+    def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None:
+        self._dial = None
+        if self._state is not _State.RESUMING:
+            origin.transport.abortConnection()
+            self._backend.release(dial.server)  # type: ignore[arg-type]
+            return
+        self._exchange.switch_server(dial.server)  # type: ignore[arg-type]
+        self._open_backend_leg(origin, head, dial.key, rest)
+
+    def _resumed(self, leg: BackendLeg) -> None:
+        if leg.websocket_protocol_in_use != self._protocol:
+            self._give_up(
+                "subprotocol", BACKEND_LOST,
+                f"the new server chose subprotocol {leg.websocket_protocol_in_use!r}, not {self._protocol!r}",
+            )
+            _close(leg, GOING_AWAY, b"subprotocol mismatch")
+            return
+        self._cancel_timers()
+        self._state = _State.OPEN
+        self.resumes += 1
+        self._backend.resumes += 1
+        server = self._exchange.server
+        if server is not None:
+            server.watchers.add(self)
+        self._wire_flow_control()
+        held = self._release_held()
+        for message in held:
+            self._send(leg, message)
+        moved_from = self._moved_from
+        self.log.info(
+            "session {id} resumed: {old} -> {new} in {ms:.0f} ms ({why}); {count} held messages sent, resume #{n}",
+            id=self.session_id, old=moved_from.name if moved_from else "-", new=server.name if server else "-",
+            ms=(self._exchange.clock.seconds() - self._move_started) * 1000, why=self._move_reason,
+            count=len(held), n=self.resumes,
+        )
+
+    def _resume_timed_out(self) -> None:
+        self._give_up_call = None
+        self._give_up("timeout", TRY_AGAIN_LATER, "no server took the session within resume-timeout")
+
+    def _give_up(self, kind: str, code: int, why: str) -> None:
+        """The session cannot move: close the client, saying why, and count it."""
+        if self._state is _State.CLOSING:
+            return
+        self._state = _State.CLOSING
+        self._cancel_timers()
+        self._release_held()
+        failures = self._backend.resume_failures
+        failures[kind] = failures.get(kind, 0) + 1
+        self._ending(Termination.RESUME_FAILED)
+        self.log.warn("session {id}: closing the client ({code}): {why}", id=self.session_id, code=code, why=why)
+        _close(self._client_leg, code, why.encode())
+        _close(self._backend_leg, GOING_AWAY, b"session closed")
+
+    def _cancel_timers(self) -> None:
+        for name in ("_retry", "_give_up_call"):
+            call = getattr(self, name)
+            if call is not None and call.active():
+                call.cancel()
+            setattr(self, name, None)
+        if self._dial is not None:
+            self._dial.cancel()
+            self._dial = None
 
     # Closing
 
@@ -431,67 +387,98 @@ class WebSocketSession:
     def relay_control(self, leg: _Leg, kind: bytes, payload: bytes) -> None:
         """A ping or pong from one leg, sent on by the other (while it is open)."""
         other = self._backend_leg if leg is self._client_leg else self._client_leg
-        if other is not None and other.state == other.STATE_OPEN:
+        if other is not None and other.state == other.STATE_OPEN and self._state is _State.OPEN:
             (other.sendPing if kind == b"ping" else other.sendPong)(payload)
 
     def client_closing(self, code: int | None, reason: bytes | None) -> None:
         """The client sent a close: pass it on to the backend."""
         self._ending(Termination.CLIENT_CLOSE)
+        self._stop_moving()
         _close(self._backend_leg, code, reason)
 
     def client_failed(self, code: int, reason: str) -> None:
         """The client broke the protocol or a limit: close the backend, then fail the client with ``code``."""
         self._ending(Termination.PROTOCOL_ERROR)
+        self._stop_moving()
         self.log.info("session {id}: the client broke the WebSocket protocol ({code}): {reason}",
                       id=self.session_id, code=code, reason=reason)
         _close(self._backend_leg, GOING_AWAY, b"client protocol error")
 
-    def backend_answered_close(self, code: int | None, reason: bytes | None) -> None:
+    def backend_answered_close(self, leg: BackendLeg, code: int | None, reason: bytes | None) -> None:
         """The backend answered a close the proxy sent it: the client's own close or failure can be answered."""
-        if self._client_leg is not None:
+        if leg is self._backend_leg and self._client_leg is not None and self._state is not _State.MOVING:
             self._client_leg.answer_held(*_sendable(code, reason))
 
-    def backend_closing(self, code: int | None, reason: bytes | None) -> None:
-        """The backend sent a close: pass it on to the client."""
+    def backend_closing(self, leg: BackendLeg, code: int | None, reason: bytes | None) -> None:
+        """The backend sent a close: move the session if the code says so, else pass it on to the client."""
+        if leg is not self._backend_leg:
+            return
+        if code in self._config.resume_codes and self._may_move:
+            self._state = _State.MOVING
+            self._move_reason = f"it closed with {code}"
+            return
         self._ending(Termination.SERVER_CLOSE)
+        self._state = _State.CLOSING
         _close(self._client_leg, code, reason)
 
     def client_closed(self, termination: Termination) -> None:
         self._ending(termination)
         self._client_done = True
+        self._stop_moving()
         _close(self._backend_leg, GOING_AWAY, b"client went away")
         self._maybe_end()
 
-    def backend_closed(self, termination: Termination) -> None:
-        self._ending(termination)
+    def backend_closed(self, leg: BackendLeg, termination: Termination) -> None:
+        if leg is not self._backend_leg:
+            return
         self._backend_done = True
         if self._client_leg is None:
             # The 101 was not a valid answer to the proxy's handshake: the client is still on HTTP.
-            reason = self._backend_leg.wasNotCleanReason if self._backend_leg is not None else None
+            self._ending(termination)
             self._client.frontend.websockets.discard(self)
             self._exchange.fail(
-                HTTPError(502, f"backend WebSocket handshake failed: {reason}"), Termination.BAD_RESPONSE
+                HTTPError(502, f"backend WebSocket handshake failed: {leg.wasNotCleanReason}"), Termination.BAD_RESPONSE
             )
             self._deadline.stop()
             return
-        leg = self._client_leg
-        if leg.held is not None:
-            leg.answer_held()
-        else:
-            _close(leg, BACKEND_LOST, b"backend connection lost")
+        if self._may_move and self._client_leg.held is None:
+            crashed = self._state is _State.OPEN
+            if crashed:
+                self._move_reason = f"connection lost: {leg.wasNotCleanReason or 'closed'}"
+            self._begin_resume(crashed)
+            return
+        self._ending(termination)
+        client_leg = self._client_leg
+        if client_leg.held is not None:
+            client_leg.answer_held()
+        elif self._state is not _State.CLOSING:
+            _close(client_leg, BACKEND_LOST, b"backend connection lost")
         self._maybe_end()
+
+    def _stop_moving(self) -> None:
+        """The client is closing: a move in progress is abandoned."""
+        if self._state in (_State.MOVING, _State.RESUMING):
+            self._cancel_timers()
+            self._release_held()
+            if self._state is _State.RESUMING:
+                self._backend_done = True
+        self._state = _State.CLOSING
 
     def drain(self) -> None:
         self._ending(Termination.SHUTDOWN)
+        self._stop_moving()
         _close(self._client_leg, GOING_AWAY, b"proxy shutting down")
         _close(self._backend_leg, GOING_AWAY, b"proxy shutting down")
 
     def abort(self) -> None:
+        self._stop_moving()
         self._client.transport.abortConnection()
-        self._origin.transport.abortConnection()
+        if self._backend_leg is not None:
+            self._origin.transport.abortConnection()
 
     def _idle(self) -> None:
         self._ending(Termination.IDLE_TIMEOUT)
+        self._stop_moving()
         _close(self._client_leg, GOING_AWAY, b"idle timeout")
         _close(self._backend_leg, GOING_AWAY, b"idle timeout")
 
@@ -503,6 +490,9 @@ class WebSocketSession:
         if not (self._client_done and self._backend_done):
             return
         self._client.frontend.websockets.discard(self)
+        server = self._exchange.server
+        if server is not None:
+            server.watchers.discard(self)
         self._deadline.stop()
         self._client.download.detach()
         self._origin.upload.detach()
@@ -510,7 +500,7 @@ class WebSocketSession:
             hook.session_closed(self)
         self._exchange.upgrade_ended(self._termination or Termination.OK)
 
-    # Relay events: the connections' reads and losses go to the legs
+    # The client connection's events go to the client leg
 
     def client_data(self, data: bytes) -> None:
         self._client_leg.dataReceived(data)  # type: ignore[union-attr]
@@ -520,15 +510,6 @@ class WebSocketSession:
 
     def client_lost(self, reason: Failure) -> None:
         self._client_leg.connectionLost(reason)  # type: ignore[union-attr]
-
-    def origin_data(self, data: bytes) -> None:
-        self._backend_leg.dataReceived(data)  # type: ignore[union-attr]
-
-    def origin_fin(self) -> None:
-        self._origin.transport.loseConnection()
-
-    def origin_lost(self, reason: Failure) -> None:
-        self._backend_leg.connectionLost(reason)  # type: ignore[union-attr]
 
 
 def _close(leg: ClientLeg | BackendLeg | None, code: int | None, reason: bytes | None) -> None:

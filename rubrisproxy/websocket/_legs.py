@@ -1,0 +1,313 @@
+"""The two Autobahn legs of a session-mode WebSocket, and the factories they are built from.
+
+:class:`ClientLeg` is a server protocol on the client's connection; :class:`BackendLeg`
+a client protocol on a backend connection. Both report to their session (see
+``_session.py``); both trim Autobahn's per-message path of what the proxy does not use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.compress import (
+    PerMessageDeflateOffer,
+    PerMessageDeflateOfferAccept,
+    PerMessageDeflateResponse,
+    PerMessageDeflateResponseAccept,
+)
+from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.types import ConnectionRequest
+from autobahn.websocket.utf8validator import Utf8Validator
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from ..config import WebSocketConfig
+from ..lifecycle import Termination
+from ._timers import BucketTimer
+
+if TYPE_CHECKING:
+    from ..origin import OriginConnection
+    from ._session import WebSocketSession
+
+_CLOSE_OPCODE = 8
+
+
+class LegFactories:
+    """The Autobahn factories of one backend's session-mode legs, configured from its ``[websocket]`` table."""
+
+    def __init__(self, config: WebSocketConfig, clock: IReactorTime) -> None:
+        limits: dict[str, Any] = dict(
+            maxFramePayloadSize=config.max_frame_size,
+            maxMessagePayloadSize=config.max_message_size,
+            autoFragmentSize=config.auto_fragment_size,
+            openHandshakeTimeout=config.open_handshake_timeout,
+            closeHandshakeTimeout=config.close_handshake_timeout,
+            failByDrop=False,  # a protocol error is answered with its close code (1002, 1007, 1009)
+        )
+        self.server = WebSocketServerFactory(server=None)  # the backend's own Server header is passed on
+        self.server.protocol = ClientLeg
+        self.server.setProtocolOptions(
+            autoPingInterval=config.client_ping_interval,
+            autoPingTimeout=config.client_ping_timeout,
+            perMessageCompressionAccept=_accept_deflate if config.compression else _refuse_extensions,
+            **limits,
+        )
+        self.client = WebSocketClientFactory()
+        self.client.protocol = BackendLeg
+        self.client.setProtocolOptions(
+            autoPingInterval=config.backend_ping_interval,
+            autoPingTimeout=config.backend_ping_timeout,
+            perMessageCompressionOffers=[PerMessageDeflateOffer()] if config.compression else [],
+            perMessageCompressionAccept=_accept_deflate_response,
+            **limits,
+        )
+        #: Every leg's Autobahn timers (handshakes, pings), on the proxy's clock.
+        self.timer = BucketTimer(clock)
+        for factory in (self.server, self.client):
+            factory.noisy = False
+            factory._batched_timer = self.timer
+        #: The Sec-WebSocket-Extensions value the proxy offers a backend.
+        self.offers = ", ".join(offer.get_extension_string() for offer in self.client.perMessageCompressionOffers).encode()
+
+
+def _accept_deflate(offers: list[object]) -> PerMessageDeflateOfferAccept | None:
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            return PerMessageDeflateOfferAccept(offer)
+    return None
+
+
+def _refuse_extensions(offers: list[object]) -> None:
+    return None
+
+
+def _accept_deflate_response(response: object) -> PerMessageDeflateResponseAccept | None:
+    if isinstance(response, PerMessageDeflateResponse):
+        return PerMessageDeflateResponseAccept(response)
+    return None
+
+
+class _Leg:
+    """What both legs add to Autobahn: pings and pongs relayed end to end, and no timer left behind."""
+
+    closeHandshakeTimeoutCall: Any
+    session: WebSocketSession
+    _answering_auto_ping = False
+
+    def onPing(self, payload: bytes) -> None:
+        # Relayed, not answered here, so a pong keeps its place among the messages.
+        self.session.relay_control(self, b"ping", payload)
+
+    def onAutoPong(self, *args: Any) -> None:
+        self._answering_auto_ping = True  # the pong that follows answers this leg's own auto-ping
+
+    def onPong(self, payload: bytes) -> None:
+        if self._answering_auto_ping:
+            self._answering_auto_ping = False
+            return
+        self.session.relay_control(self, b"pong", payload)
+
+    # Autobahn's per-message path, without what the proxy does not use: observer
+    # signals (a Deferred per message) and debug-log arguments built on every write.
+
+    failedByMe: bool
+    message_data: list[bytes] | None
+    message_is_binary: bool
+    send_queue: Any
+    transport: Any
+
+    def onMessageEnd(self) -> None:
+        if not self.failedByMe:
+            self.onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[arg-type, attr-defined]
+        self.message_data = None
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        if sync or chopsize or self.send_queue:
+            super().sendData(data, sync, chopsize)  # type: ignore[misc]
+        else:
+            self.transport.write(data)
+
+    def _connectionLost(self, reason: Failure) -> None:
+        super()._connectionLost(reason)  # type: ignore[misc]
+        if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves it to fire on a closed leg
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
+
+
+class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobahn's own hints disagree
+    """The client's WebSocket, terminated at the proxy.
+
+    A valid close from the client, or a protocol error it commits, is first passed
+    to the backend; the client's answer waits for the backend's close, so what
+    the backend sent before it still reaches the client, as it would directly.
+    Meanwhile nothing more from the client is relayed.
+    """
+
+    #: ("close", code, reason) or ("fail", code, reason) waiting for the backend's close; None when not closing.
+    held: tuple[str, int | None, Any] | None = None
+    _immediate = False
+    _opcode = 0
+
+    def onConnect(self, request: ConnectionRequest) -> Any:
+        return self.session.accept_client()
+
+    def onOpen(self) -> None:
+        self.session.client_opened()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.held is None:
+            self.session.from_client(payload, isBinary)
+
+    def onPing(self, payload: bytes) -> None:
+        if self.held is None:
+            super().onPing(payload)
+
+    def onPong(self, payload: bytes) -> None:
+        if self.held is None:
+            super().onPong(payload)
+
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
+        if self.held is not None and self.state == self.STATE_OPEN:
+            return None  # a second close, while the first waits for the backend
+        if self.state != self.STATE_OPEN or not self.session.backend_open or not _valid_close(code, reasonRaw):
+            # An answer to the proxy's close, or an invalid close: handled at once, as Autobahn does.
+            self._immediate = True
+            result = super().onCloseFrame(code, reasonRaw)
+            if not self.failedByMe and self.state != self.STATE_CLOSED:
+                self.session.client_closing(self.remoteCloseCode, reasonRaw)
+            return result
+        self.remoteCloseCode = code
+        self.remoteCloseReason = reasonRaw.decode("utf8") if reasonRaw is not None else None
+        self.held = ("close", code, reasonRaw)
+        self.session.client_closing(code, reasonRaw)
+        return None
+
+    def processData(self) -> bool:
+        if self.current_frame is None and self.data:
+            self._opcode = self.data[0] & 0x0F  # of the frame about to be parsed, for _fail_connection
+        return super().processData()  # type: ignore[no-any-return]
+
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        frame = self.current_frame
+        if (frame.opcode if frame is not None else self._opcode) == _CLOSE_OPCODE:
+            self._immediate = True  # an invalid close frame: Autobahn drops the connection at once
+        if self.state == self.STATE_OPEN and not self._immediate:
+            if self.held is None and self.session.backend_open:
+                self.held = ("fail", code, reason)
+                self.session.client_failed(code, reason)
+                return
+            if self.held is not None:
+                return  # what follows a first error is not read any more: the first one is answered
+        super()._fail_connection(code, reason)
+
+    def answer_held(self, code: int | None = 1000, reason: bytes | None = None) -> None:
+        """The backend has closed: answer the client's close with the backend's ``code`` and ``reason``,
+        or fail the client for its protocol error, now."""
+        held, self.held = self.held, None
+        if held is None or self.state != self.STATE_OPEN:
+            return
+        kind, own_code, own_reason = held
+        if kind == "fail":
+            super()._fail_connection(own_code, own_reason)  # type: ignore[arg-type]
+            return
+        self.wasClean = True
+        self.sendCloseFrame(code=code, reasonUtf8=reason if code is not None else None, isReply=True)
+        self.dropConnection(abort=False)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.session.client_closed(_leg_termination(self, Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
+
+
+class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
+    """The proxy's own WebSocket to the backend, opened on a 101 the HTTP path already received."""
+
+    def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes, key: bytes,
+               protocols: list[str]) -> None:
+        """Take over ``origin`` (its 101 is ``switch``, answering ``key``) and open on it."""
+        self.session = session
+        self._switch, self._key, self._protocols = switch, key, protocols
+        origin.take_over(OriginSide(self, origin))
+        self.makeConnection(origin.transport)
+
+    def startHandshake(self) -> None:
+        # The request went out on the proxy's HTTP path: let Autobahn check the 101 it got,
+        # against this session's key and offered subprotocols, as if it had sent it.
+        self.websocket_key = self._key
+        self.data = self._switch
+        factory = self.factory
+        factory.protocols = self._protocols
+        try:
+            self.processHandshake()
+        finally:
+            factory.protocols = []
+
+    def onOpen(self) -> None:
+        self.session.backend_opened(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.session.from_backend(payload, isBinary)
+
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
+        was_open = self.state == self.STATE_OPEN
+        result = super().onCloseFrame(code, reasonRaw)
+        if not self.failedByMe:
+            if was_open:
+                self.session.backend_closing(self, self.remoteCloseCode, reasonRaw)
+            else:
+                self.session.backend_answered_close(self, self.remoteCloseCode, reasonRaw)
+        return result
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.session.backend_closed(self, _leg_termination(self, Termination.SERVER_CLOSE, Termination.SERVER_ABORT))
+
+
+def _valid_close(code: int | None, reason: bytes | None) -> bool:
+    """Whether a received close frame is one Autobahn would accept (RFC 6455 7.4)."""
+    if code is not None and (
+        code < 1000 or 1000 <= code <= 2999 and code not in WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED or code >= 5000
+    ):
+        return False
+    if reason is None:
+        return True
+    valid, ended, _, _ = Utf8Validator().validate(reason)
+    return bool(valid and ended)
+
+
+def _leg_termination(leg: WebSocketServerProtocol | WebSocketClientProtocol, closed: Termination,
+                     aborted: Termination) -> Termination:
+    """Why a leg ended, from what Autobahn recorded."""
+    if leg.failedByMe:
+        return Termination.PROTOCOL_ERROR
+    if "ping timeout" in (leg.wasNotCleanReason or ""):
+        return Termination.PING_TIMEOUT
+    if leg.remoteCloseCode is not None or (leg.wasClean and not leg.closedByMe):
+        return closed
+    return aborted
+
+
+
+
+class OriginSide:
+    """What a backend connection reports once its leg owns it: each leg gets its own, so a session that
+    moves to another server never mixes up the old connection's last events with the new one's."""
+
+    __slots__ = ("_leg", "_origin")
+
+    def __init__(self, leg: BackendLeg, origin: OriginConnection) -> None:
+        self._leg = leg
+        self._origin = origin
+
+    def origin_data(self, data: bytes) -> None:
+        self._leg.dataReceived(data)
+
+    def origin_fin(self) -> None:
+        self._origin.transport.loseConnection()
+
+    def origin_lost(self, reason: Failure) -> None:
+        self._leg.connectionLost(reason)

@@ -1,0 +1,174 @@
+"""Moving a session to another server: one attempt at a new backend WebSocket, and the buffer budget."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from twisted.python.failure import Failure
+
+from ..http import HTTPError, RequestHead, ResponseHead
+from ._handshake import check_switch, new_key
+
+if TYPE_CHECKING:  # both import this package: at run time they are only passed in
+    from ..backend import Backend, Server
+    from ..origin import ConnectionPool, OriginConnection
+
+
+class ResumeBudget:
+    """Bytes held by every moving session together, against one limit (``limits.resume-buffer-total``)."""
+
+    __slots__ = ("limit", "held")
+
+    def __init__(self, limit: int = 256 << 20) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
+class DialOwner(Protocol):
+    """The session a :class:`BackendDial` works for."""
+
+    client: str
+
+    def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None: ...
+
+    def dial_failed(self, dial: BackendDial, why: str) -> None: ...
+
+
+class BackendDial:
+    """One attempt to open a session's WebSocket on a server: choose it, connect, send the handshake.
+
+    The server is chosen as for any request (stickiness, balancer, queue),
+    avoiding ``exclude``. Exactly one of ``dial_succeeded`` / ``dial_failed`` is
+    reported, unless :meth:`cancel` comes first.
+    """
+
+    pending_head: bytes | None = None  # an OriginUser attribute: never used, a handshake has no body
+
+    def __init__(
+        self,
+        owner: DialOwner,
+        head: RequestHead,
+        handshake: bytes,
+        protocols: tuple[str, ...],
+        backend: Backend,
+        pool: ConnectionPool,
+        exclude: frozenset[Server],
+        timeout: float,
+    ) -> None:
+        self.owner = owner
+        self.head = head
+        self.backend = backend
+        self.key = new_key()
+        self._handshake = handshake
+        self._protocols = protocols
+        self._pool = pool
+        self._exclude = exclude
+        self._timeout = timeout
+        self.server: Server | None = None
+        self.connection: OriginConnection | None = None
+        self.finished = False
+
+    def start(self) -> None:
+        chosen = self.backend.assign(self, self._exclude)
+        if chosen is None:
+            self._fail("no server is up")
+        elif chosen in self.backend.servers:
+            self._use(chosen)  # type: ignore[arg-type]
+        # else queued: dequeued() or queue_timed_out() follows
+
+    def cancel(self) -> None:
+        """The session no longer needs this attempt."""
+        if not self.finished:
+            self.finished = True
+            self._release()
+
+    # What the backend's queue calls
+
+    def client_address_for_balancing(self) -> str:
+        return self.owner.client
+
+    def dequeued(self, server: Server) -> None:
+        self._use(server)
+
+    def queue_timed_out(self) -> None:
+        self._fail("every server stayed full past timeout queue")
+
+    # Connecting
+
+    def _use(self, server: Server) -> None:
+        self.server = server
+        self._pool.connect(server).addCallbacks(self._connected, self._connect_failed)
+
+    def _connected(self, connection: OriginConnection) -> None:
+        if self.finished:
+            self._pool.release(connection, reusable=False)
+            return
+        self.connection = connection
+        connection.send(self, b"GET", self._handshake.replace(b"%KEY%", self.key), upgrade=True, timeout=self._timeout)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        if self.finished:
+            return
+        self.backend.report_error(self.server, failure.getErrorMessage())  # type: ignore[arg-type]
+        self._fail(f"connect failed: {failure.getErrorMessage()}")
+
+    # The handshake's answer (OriginUser)
+
+    def response_upgraded(self, head: ResponseHead, rest: bytes) -> None:
+        problem = check_switch(head, self.key, self._protocols)
+        if problem is not None:
+            self._fail(f"bad 101: {problem}")
+            return
+        connection, self.connection = self.connection, None
+        self.finished = True
+        self._pool.hand_over(connection)  # type: ignore[arg-type]
+        self.owner.dial_succeeded(self, connection, head, rest)  # type: ignore[arg-type]
+
+    def response_head(self, head: ResponseHead, has_body: bool) -> None:
+        self._fail(f"it answered {head.status} {head.reason.decode('latin-1')}")
+
+    def response_body(self, data: bytes) -> None:
+        pass
+
+    def response_end(self) -> None:
+        pass
+
+    def flush_head(self) -> None:
+        pass
+
+    def origin_failed(self, error: HTTPError) -> None:
+        self._fail(error.detail)
+
+    def origin_lost(self, reason: Failure) -> None:
+        self._fail(f"it closed the connection: {reason.getErrorMessage()}")
+
+    def origin_timed_out(self) -> None:
+        self._fail("no answer within open-handshake-timeout")
+
+    def origin_backpressure(self, paused: bool) -> None:
+        pass
+
+    # Ending
+
+    def _fail(self, why: str) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._release()
+        self.owner.dial_failed(self, why)
+
+    def _release(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            self._pool.release(connection, reusable=False)
+        if self.server is not None:
+            self.backend.release(self.server)

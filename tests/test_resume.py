@@ -1,0 +1,201 @@
+"""Interruptible sessions: a session-mode WebSocket survives the loss, restart or drain of its backend server."""
+
+from __future__ import annotations
+
+from twisted.internet import defer, reactor
+
+from rubrisproxy.config import WebSocketConfig
+
+from .helpers import ProxyTestCase, run_reactor_for
+from .wsecho import EchoBackendFactory, connect_client
+
+
+class ResumeTests(ProxyTestCase):
+    """Two (or more) Autobahn echo backends behind one session-mode backend."""
+
+    def start(self, count: int = 2, backends: list[EchoBackendFactory] | None = None, **websocket: object):  # type: ignore[no-untyped-def]
+        self.backends = backends or [EchoBackendFactory() for _ in range(count)]
+        self.listeners = [self.listen(factory) for factory in self.backends]
+        self.ports = [listener.getHost().port for listener in self.listeners]
+        websocket.setdefault("client_ping_interval", 0)
+        websocket.setdefault("backend_ping_interval", 0)
+        websocket.setdefault("resume_timeout", 5)
+        self.frontend = self.start_proxy(*self.ports, websocket=WebSocketConfig(**websocket))  # type: ignore[arg-type]
+        self.backend = self.frontend.backend
+
+    def listen(self, factory: EchoBackendFactory, port: int = 0):  # type: ignore[no-untyped-def]
+        listener = reactor.listenTCP(port, factory, interface="127.0.0.1")
+        self.addCleanup(lambda: listener.stopListening() if listener.connected else None)
+        return listener
+
+    def kill(self, index: int) -> None:
+        """The server process dies: its port refuses connections and its connections are reset."""
+        self.listeners[index].stopListening()
+        for protocol in list(self.backends[index].open):
+            protocol.transport.abortConnection()
+
+    def restart(self, index: int) -> None:
+        self.listeners[index] = self.listen(self.backends[index], self.ports[index])
+
+    @defer.inlineCallbacks
+    def open(self, **kwargs):  # type: ignore[no-untyped-def]
+        client = connect_client(self.proxy_port, "/chat?room=1", **kwargs)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        yield client.opened
+        return client
+
+    def serving(self) -> int:
+        """Which backend holds the (one) session."""
+        (index,) = [i for i, factory in enumerate(self.backends) if factory.open]
+        return index
+
+    @defer.inlineCallbacks
+    def exchange(self, client, texts: list[bytes]):  # type: ignore[no-untyped-def]
+        start = len(client.messages)
+        for text in texts:
+            client.sendMessage(text)
+        messages = yield client.wait_messages(start + len(texts))
+        return [payload for payload, _ in messages[start:]]
+
+    @defer.inlineCallbacks
+    def test_backend_killed_session_moves_to_the_other(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = yield self.open()
+        echoed = yield self.exchange(client, [b"one"])
+        self.assertEqual(echoed, [b"one"])
+        first = self.serving()
+        self.kill(first)
+        echoed = yield self.exchange(client, [b"two", b"three"])
+        self.assertEqual(echoed, [b"two", b"three"])
+        self.assertEqual(self.serving(), 1 - first)
+        self.assertFalse(client.closed.called)
+        (resumed,) = self.backends[1 - first].handshakes
+        session, resume = resumed.headers["x-rubris-session"].split("; ")
+        self.assertEqual(resume, "resume=1")
+        self.assertEqual(self.backends[first].handshakes[0].headers["x-rubris-session"], f"{session}; resume=0")
+        self.assertEqual(resumed.path, "/chat")
+        self.assertEqual(resumed.params, {"room": ["1"]})
+        self.assertEqual(self.backend.resumes, 1)
+
+    @defer.inlineCallbacks
+    def test_backend_closing_with_a_retryable_code_moves_the_session(self):  # type: ignore[no-untyped-def]
+        for code in (1001, 1012):
+            self.start()
+            client = yield self.open()
+            first = self.serving()
+            client.sendMessage(b"close:%d:restarting" % code)
+            yield self.poll(lambda: self.backend.resumes == 1, "the session moved")
+            echoed = yield self.exchange(client, [b"after"])
+            self.assertEqual(echoed, [b"after"])
+            self.assertEqual(self.serving(), 1 - first)
+            self.assertFalse(client.closed.called)
+            client.sendClose(1000)
+            yield client.closed
+            yield self.settle(self.frontend)
+
+    @defer.inlineCallbacks
+    def test_a_code_that_is_not_retryable_reaches_the_client(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = yield self.open()
+        client.sendMessage(b"close:1011:broken")
+        clean, code, reason = yield client.closed
+        self.assertEqual((code, reason), (1011, "broken"))
+        self.assertEqual(self.backend.resumes, 0)
+
+    @defer.inlineCallbacks
+    def test_all_servers_down_then_one_returns(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = yield self.open()
+        self.kill(0)
+        self.kill(1)
+        for i in range(5):
+            client.sendMessage(b"held %d" % i)  # held while no server is there
+        yield run_reactor_for(20)
+        self.assertFalse(client.closed.called)
+        self.restart(1)
+        messages = yield client.wait_messages(5)
+        self.assertEqual([m for m, _ in messages], [b"held %d" % i for i in range(5)])
+        self.assertEqual(self.serving(), 1)
+
+    @defer.inlineCallbacks
+    def test_no_server_before_resume_timeout_closes_the_client_with_1013(self):  # type: ignore[no-untyped-def]
+        self.start(resume_timeout=0.3)
+        client = yield self.open()
+        self.kill(0)
+        self.kill(1)
+        clean, code, reason = yield client.closed
+        self.assertEqual(code, 1013)
+        self.assertIn("resume-timeout", reason)
+        self.assertEqual(self.backend.resume_failures, {"timeout": 1})
+        yield self.settle(self.frontend)
+        self.assertEqual(self.access_log.entries[-1].termination, "resume-failed")
+
+    @defer.inlineCallbacks
+    def test_session_buffer_limit_closes_the_client_with_1013(self):  # type: ignore[no-untyped-def]
+        self.start(session_buffer=1000)
+        client = yield self.open()
+        self.kill(0)
+        self.kill(1)
+        for _ in range(3):
+            client.sendMessage(b"x" * 400)
+        clean, code, reason = yield client.closed
+        self.assertEqual(code, 1013)
+        self.assertEqual(self.backend.resume_failures, {"session-buffer": 1})
+        self.assertEqual(self.frontend.resume_budget.held, 0)
+
+    @defer.inlineCallbacks
+    def test_new_server_refusing_the_subprotocol_closes_the_client_with_1011(self):  # type: ignore[no-untyped-def]
+        self.start(backends=[EchoBackendFactory(subprotocols=["chat"]), EchoBackendFactory()])
+        client = yield self.open(protocols=["chat"])
+        self.assertEqual(self.serving(), 0)  # only the first server speaks "chat"... as round robin begins
+        self.kill(0)
+        client.sendMessage(b"hello")
+        clean, code, reason = yield client.closed
+        self.assertEqual(code, 1011)
+        self.assertIn("subprotocol", reason)
+        self.assertEqual(self.backend.resume_failures, {"subprotocol": 1})
+
+    @defer.inlineCallbacks
+    def test_planned_drain_loses_nothing_in_either_direction(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = yield self.open()
+        first = self.serving()
+        total = 300
+        for i in range(total):
+            client.sendMessage(b"%d" % i)
+            if i == 100:
+                self.backend.drain_server(f"s{first + 1}")
+            if i % 25 == 0:
+                yield run_reactor_for(1)
+        messages = yield client.wait_messages(total)
+        yield run_reactor_for(10)
+        self.assertEqual([m for m, _ in client.messages], [b"%d" % i for i in range(total)])  # none lost, no dup
+        received = [[m for m, _ in factory.received] for factory in self.backends]
+        self.assertEqual(received[first] + received[1 - first], [b"%d" % i for i in range(total)])
+        self.assertTrue(received[first] and received[1 - first])
+        self.assertEqual(self.backends[first].closes[0][1], 1001)
+        self.assertEqual(self.serving(), 1 - first)
+        self.assertEqual(len(messages), total)
+
+    @defer.inlineCallbacks
+    def test_at_least_once_replay_after_a_crash(self):  # type: ignore[no-untyped-def]
+        self.start(replay_messages=3)
+        client = yield self.open()
+        yield self.exchange(client, [b"a", b"b", b"c", b"d"])
+        first = self.serving()
+        self.kill(first)
+        yield self.exchange(client, [b"e"])
+        replayed = [m for m, _ in self.backends[1 - first].received]
+        self.assertEqual(replayed, [b"b", b"c", b"d", b"e"])  # the last three again, then the new one
+
+    @defer.inlineCallbacks
+    def test_health_check_failure_moves_sessions(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = yield self.open()
+        first = self.serving()
+        self.backend.servers[first].set_up(False)  # as a failed health check does
+        yield self.poll(lambda: self.backend.resumes == 1, "the session moved")
+        echoed = yield self.exchange(client, [b"still here"])
+        self.assertEqual(echoed, [b"still here"])
+        self.assertEqual(self.serving(), 1 - first)
+
