@@ -12,12 +12,14 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from .accesslog import AccessLog, NullAccessLog
+from .admin import admin_site
 from .backend import Backend, HealthChecker, Server
 from .config import ProxyConfig, ServerConfig
 from .demo import demo_site
 from .frontend import Frontend, LocalConnectionFactory, drain
 from .origin import ConnectionPool, OriginConnector
 from .routing import Router
+from .websocket import ResumeBudget
 
 #: Listen backlog for TCP and TLS listeners that do not set one: Twisted's default (50) drops
 #: connections when many clients arrive at once, as they do after a deploy.
@@ -32,23 +34,22 @@ def with_backlog(description: str) -> str:
     return description
 
 
-class FrontendService(service.Service):
-    """Listens on a frontend's endpoints; on stop, stops accepting and drains."""
+class ListeningService(service.Service):
+    """Listens on endpoint strings with ``factory``; a port that cannot be bound ends the process, saying why."""
 
     log = Logger()
 
-    def __init__(self, reactor: Any, frontend: Frontend, endpoints: tuple[str, ...], grace: float) -> None:
+    def __init__(self, reactor: Any, label: str, factory: Any, endpoints: tuple[str, ...]) -> None:
         self.reactor = reactor
-        self.frontend = frontend
+        self.label = label
+        self.factory = factory
         self.endpoints = endpoints
-        self.grace = grace
         self.ports: list[IListeningPort] = []
         self._listening_started = False
-        self.setName(f"frontend:{frontend.name}")
+        self.setName(label.replace(" ", ":"))
 
     def privilegedStartService(self) -> None:
-        # Bind before twistd drops privileges, as strports does; a port that cannot be
-        # bound ends the process with a non-zero status and a message saying why.
+        # Bind before twistd drops privileges, as strports does.
         self._listen()
         super().privilegedStartService()
 
@@ -59,15 +60,13 @@ class FrontendService(service.Service):
 
     def _listen(self) -> None:
         self._listening_started = True
-        factory = LocalConnectionFactory(self.frontend)
         for description in self.endpoints:
             failures: list[Any] = []
-            d = serverFromString(self.reactor, with_backlog(description)).listen(factory)
+            d = serverFromString(self.reactor, with_backlog(description)).listen(self.factory)
             d.addCallbacks(self._listening, failures.append, callbackArgs=(description,))
             if failures:
                 raise SystemExit(
-                    f"rubrisproxy: frontend {self.frontend.name} cannot listen on {description}: "
-                    f"{failures[0].getErrorMessage()}"
+                    f"rubrisproxy: {self.label} cannot listen on {description}: {failures[0].getErrorMessage()}"
                 )
             d.addErrback(self._listen_failed, description)  # endpoints that answer later
 
@@ -75,24 +74,39 @@ class FrontendService(service.Service):
         self.ports.append(port)
         address = port.getHost()
         self.log.info(
-            "frontend {name} listening on {description} ({host}:{port})",
-            name=self.frontend.name, description=description,
+            "{label} listening on {description} ({host}:{port})", label=self.label, description=description,
             host=getattr(address, "host", "?"), port=getattr(address, "port", "?"),
         )
 
     def _listen_failed(self, failure: Any, description: str) -> None:
         self.log.critical(
-            "frontend {name} cannot listen on {description}: {why}",
-            name=self.frontend.name, description=description, why=failure.getErrorMessage(),
+            "{label} cannot listen on {description}: {why}",
+            label=self.label, description=description, why=failure.getErrorMessage(),
         )
         if self.reactor.running:
             self.reactor.stop()
 
-    @defer.inlineCallbacks
+    def stop_listening(self) -> defer.Deferred[Any]:
+        ports, self.ports = self.ports, []
+        return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
+
     def stopService(self):  # type: ignore[no-untyped-def]
         super().stopService()
-        ports, self.ports = self.ports, []
-        yield defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
+        return self.stop_listening()
+
+
+class FrontendService(ListeningService):
+    """Listens on a frontend's endpoints; on stop, stops accepting and drains."""
+
+    def __init__(self, reactor: Any, frontend: Frontend, endpoints: tuple[str, ...], grace: float) -> None:
+        super().__init__(reactor, f"frontend {frontend.name}", LocalConnectionFactory(frontend), endpoints)
+        self.frontend = frontend
+        self.grace = grace
+
+    @defer.inlineCallbacks
+    def stopService(self):  # type: ignore[no-untyped-def]
+        service.Service.stopService(self)
+        yield self.stop_listening()
         in_flight = sum(1 for c in self.frontend.connections if c.current is not None)
         self.log.info(
             "frontend {name} stopped accepting; draining {count} connections ({busy} busy) for up to {grace}s",
@@ -195,12 +209,13 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
             backend.servers.clear()
         urls = tuple(_public_url(e) for f in config.frontends for e in f.listen)
         DemoOriginService(reactor, list({id(b): b for b in used}.values()), urls).setServiceParent(root)
+    resume_budget = ResumeBudget(config.limits.resume_buffer_total)
     for frontend_config in config.frontends:
         default = backends[frontend_config.backend]
         frontend = Frontend(
             name=frontend_config.name, clock=reactor, timeouts=config.timeouts, limits=config.limits,
             backend=default, pool=pool, access_log=access_log,
-            router=Router(frontend_config.routes, backends, default),
+            router=Router(frontend_config.routes, backends, default), resume_budget=resume_budget,
         )
         FrontendService(reactor, frontend, frontend_config.listen, config.shutdown_grace).setServiceParent(root)
     checkers = [
@@ -210,6 +225,9 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
     ]
     if checkers:
         HealthService(checkers).setServiceParent(root)
+    if config.admin.listen:
+        site = admin_site(backends, resume_budget)
+        ListeningService(reactor, "admin", site, config.admin.listen).setServiceParent(root)
     PoolService(pool).setServiceParent(root)
     AccessLogService(access_log, reactor).setServiceParent(root)
     return root

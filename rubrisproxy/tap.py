@@ -33,10 +33,15 @@ class Options(usage.Options):
         self["listen"] = []
         self["backend"] = []
         self["timeout"] = {}
+        self["admin"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on a Twisted server endpoint string, e.g. tcp:8080:interface=127.0.0.1 (repeatable; default tcp:8080)."""
         self["listen"].append(endpoint)
+
+    def opt_admin(self, endpoint: str) -> None:
+        """Admin API listener, a Twisted endpoint string such as tcp:9000:interface=127.0.0.1 (repeatable)."""
+        self["admin"].append(endpoint)
 
     def opt_backend(self, address: str) -> None:
         """Origin server: host:port, http://host:port or https://host:port (repeatable)."""
@@ -61,6 +66,7 @@ class Options(usage.Options):
             access_log=self["access-log"],
             access_log_format=self["access-log-format"],
             websocket=self["websocket"],
+            admin=self["admin"],
             demo=bool(self["demo"]),
         )
         try:

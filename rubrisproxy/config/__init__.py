@@ -5,6 +5,7 @@ from ._load import CommandLine, apply_command_line, config_from_document, load_c
 from ._model import (
     BALANCE_ALGORITHMS,
     AccessLogSettings,
+    AdminConfig,
     BackendConfig,
     CookieConfig,
     FrontendConfig,
@@ -23,6 +24,7 @@ from ._model import (
 from ._values import parse_duration, parse_server, parse_size, resolve_name
 
 __all__ = [
+    "AdminConfig",
     "AccessLogSettings",
     "BackendConfig",
     "CommandLine",

@@ -18,6 +18,7 @@ from ._errors import ConfigError
 from ._model import (
     WEBSOCKET_MODES,
     AccessLogSettings,
+    AdminConfig,
     BackendConfig,
     CookieConfig,
     FrontendConfig,
@@ -38,7 +39,9 @@ from ._values import parse_duration, parse_positive_int, parse_server, parse_siz
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_NAME = "default"
 
-_TOP_LEVEL_KEYS = {"timeouts", "limits", "pool", "access-log", "shutdown", "websocket", "frontends", "backends"}
+_TOP_LEVEL_KEYS = {
+    "timeouts", "limits", "pool", "access-log", "shutdown", "websocket", "admin", "frontends", "backends"
+}
 
 
 @dataclass(slots=True)
@@ -52,6 +55,7 @@ class CommandLine:
     access_log: str | None = None
     access_log_format: str | None = None
     websocket: str | None = None  # the WebSocket mode of every backend
+    admin: Sequence[str] = ()  # admin listener endpoints
     demo: bool = False
 
 
@@ -80,6 +84,8 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
     shutdown = _table("shutdown", document.get("shutdown", {}))
     _reject_unknown("shutdown", shutdown, {"grace"})
     grace = parse_duration("shutdown.grace", shutdown.get("grace", 30))
+    admin = _table("admin", document.get("admin", {}))
+    _reject_unknown("admin", admin, {"listen"})
 
     websocket = _websocket("websocket", _table("websocket", document.get("websocket", {})), WebSocketConfig())
     backends = {
@@ -103,6 +109,7 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
         pool=pool,
         access_log=access_log,
         shutdown_grace=grace,
+        admin=AdminConfig(listen=_endpoints("admin.listen", admin.get("listen", []))),
     )
 
 
@@ -137,6 +144,9 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
     if command_line.access_log_format is not None:
         access_log = replace(access_log, format=_log_format("--access-log-format", command_line.access_log_format))
 
+    admin = config.admin
+    if command_line.admin:
+        admin = AdminConfig(listen=tuple(command_line.admin))
     if command_line.websocket is not None:
         mode = _websocket_mode("--websocket", command_line.websocket)
         backends = {
@@ -157,6 +167,7 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
         backends=backends,
         timeouts=timeouts,
         access_log=access_log,
+        admin=admin,
         demo=demo,
     )
 
@@ -509,11 +520,9 @@ def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> Rout
 def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, BackendConfig]) -> FrontendConfig:
     key = f"frontends.{name}"
     _reject_unknown(key, table, {"listen", "backend", "routes"})
-    listen = table.get("listen", [DEFAULT_LISTEN])
-    if isinstance(listen, str):
-        listen = [listen]
-    if not isinstance(listen, list) or not listen or not all(isinstance(e, str) and e for e in listen):
-        raise ConfigError(f"{key}.listen", f"expected a list of endpoint strings such as 'tcp:8080', got {listen!r}")
+    listen = _endpoints(f"{key}.listen", table.get("listen", [DEFAULT_LISTEN]))
+    if not listen:
+        raise ConfigError(f"{key}.listen", "expected at least one endpoint string such as 'tcp:8080'")
     backend = table.get("backend", next(iter(backends)) if len(backends) == 1 else DEFAULT_NAME)
     if not isinstance(backend, str):
         raise ConfigError(f"{key}.backend", f"expected a backend name, got {backend!r}")
@@ -524,6 +533,14 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
         raise ConfigError(f"{key}.routes", "expected a list of route tables")
     routes = tuple(_route(f"{key}.routes[{i}]", raw, backends) for i, raw in enumerate(raw_routes))
     return FrontendConfig(name=name, listen=tuple(listen), backend=backend, routes=routes)
+
+
+def _endpoints(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(e, str) and e for e in value):
+        raise ConfigError(key, f"expected a list of endpoint strings such as 'tcp:8080', got {value!r}")
+    return tuple(value)
 
 
 def _table(key: str, value: object) -> dict[str, Any]:

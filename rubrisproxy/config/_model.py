@@ -205,6 +205,13 @@ class FrontendConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin listener: its JSON API (docs/admin.md). Off unless endpoints are given."""
+
+    listen: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyConfig:
     """The whole configuration: what :func:`rubrisproxy.service.build_service` needs."""
 
@@ -215,4 +222,5 @@ class ProxyConfig:
     pool: PoolSettings = field(default_factory=PoolSettings)
     access_log: AccessLogSettings = field(default_factory=AccessLogSettings)
     shutdown_grace: float = 30.0
+    admin: AdminConfig = field(default_factory=AdminConfig)
     demo: bool = False

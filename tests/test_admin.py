@@ -1,0 +1,85 @@
+"""The admin API over a real proxy built from a config: read state, drain and ready a server."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import defer, reactor
+from twisted.web.client import Agent, readBody
+
+from rubrisproxy.config import CommandLine, load_config
+from rubrisproxy.service import build_service
+
+from .helpers import ProxyTestCase
+from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
+
+
+class AdminTests(ProxyTestCase):
+    def setUp(self) -> None:
+        self.echoes = [EchoBackendFactory() for _ in range(2)]
+        ports = []
+        for factory in self.echoes:
+            listener = listen_echo_backend(factory)
+            self.addCleanup(listener.stopListening)
+            ports.append(listener.getHost().port)
+        config = load_config(CommandLine(
+            listen=["tcp:0:interface=127.0.0.1"], backends=[f"127.0.0.1:{p}" for p in ports],
+            admin=["tcp:0:interface=127.0.0.1"], access_log="off", websocket="session",
+        ))
+        service = build_service(config, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.proxy_port = service.getServiceNamed("frontend:default").ports[0].getHost().port
+        self.admin_port = service.getServiceNamed("admin").ports[0].getHost().port
+
+    @defer.inlineCallbacks
+    def call(self, method: bytes, path: str):  # type: ignore[no-untyped-def]
+        agent = Agent(reactor)
+        response = yield agent.request(method, f"http://127.0.0.1:{self.admin_port}{path}".encode())
+        body = yield readBody(response)
+        return response.code, json.loads(body)
+
+    @defer.inlineCallbacks
+    def test_backends_and_servers_are_listed(self):  # type: ignore[no-untyped-def]
+        code, body = yield self.call(b"GET", "/backends")
+        self.assertEqual(code, 200)
+        (backend,) = body["backends"]
+        self.assertEqual(backend["name"], "default")
+        self.assertEqual([s["name"] for s in backend["servers"]], ["s1", "s2"])
+        self.assertEqual({s["state"] for s in backend["servers"]}, {"up"})
+
+    @defer.inlineCallbacks
+    def test_drain_moves_a_live_session_and_ready_brings_the_server_back(self):  # type: ignore[no-untyped-def]
+        client = connect_client(self.proxy_port, "/")
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        yield client.opened
+        client.sendMessage(b"before")
+        yield client.wait_messages(1)
+        (first,) = [i for i, f in enumerate(self.echoes) if f.open]
+        code, server = yield self.call(b"POST", f"/backends/default/servers/s{first + 1}/drain")
+        self.assertEqual((code, server["state"]), (200, "drain"))
+        yield self.poll(lambda: self.echoes[1 - first].open, "the session moved")
+        client.sendMessage(b"after")
+        messages = yield client.wait_messages(2)
+        self.assertEqual([m for m, _ in messages], [b"before", b"after"])
+        self.assertFalse(client.closed.called)
+        code, body = yield self.call(b"GET", "/backends/default")
+        self.assertEqual(body["resumes"], 1)
+        code, server = yield self.call(b"POST", f"/backends/default/servers/s{first + 1}/ready")
+        self.assertEqual((code, server["state"]), (200, "up"))
+        client.sendClose(1000)
+        yield client.closed
+
+    @defer.inlineCallbacks
+    def test_errors_are_json_with_a_status(self):  # type: ignore[no-untyped-def]
+        for method, path, status in [
+            (b"GET", "/nothing", 404),
+            (b"GET", "/backends/nope", 404),
+            (b"POST", "/backends/default/servers/s9/drain", 404),
+            (b"POST", "/backends/default/servers/s1/explode", 404),
+            (b"PUT", "/backends", 405),
+        ]:
+            code, body = yield self.call(method, path)
+            self.assertEqual(code, status, path)
+            self.assertEqual(body["status"], status)
+            self.assertTrue(body["error"])
