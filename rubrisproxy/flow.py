@@ -31,9 +31,11 @@ class ReadGate:
     can run an inactivity timeout only while it is stuck.
     """
 
+    __slots__ = ("_transport", "_reasons", "_on_backpressure")
+
     def __init__(self, transport: ITransport, on_backpressure: Callable[[bool], None] | None = None) -> None:
         self._transport = transport
-        self._reasons: set[str] = set()
+        self._reasons: tuple[str, ...] = ()  # a tuple: at most a few reasons, and none costs nothing
         self._on_backpressure = on_backpressure
 
     @property
@@ -41,14 +43,16 @@ class ReadGate:
         return bool(self._reasons)
 
     def pause(self, reason: str) -> None:
-        if not self._reasons:
+        reasons = self._reasons
+        if not reasons:
             self._transport.pauseProducing()  # type: ignore[attr-defined]
-        self._reasons.add(reason)
+        if reason not in reasons:
+            self._reasons = reasons + (reason,)
 
     def resume(self, reason: str) -> None:
         if reason not in self._reasons:
             return
-        self._reasons.discard(reason)
+        self._reasons = tuple(r for r in self._reasons if r != reason)
         if not self._reasons and not getattr(self._transport, "disconnecting", False):
             self._transport.resumeProducing()  # type: ignore[attr-defined]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -59,10 +58,17 @@ class ClientConnection(Protocol):
 
     log = Logger()
 
+    # Slots keep a long-lived (WebSocket) connection small; Protocol's own attributes stay in its dict.
+    __slots__ = (
+        "frontend", "current", "_queued", "_receiving", "_deadline", "_waiting", "_close_timer", "_held_error",
+        "closing", "lost", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
+        "_upgrading", "_after_upgrade", "_send", "_forwarding", "gate", "download", "parser",
+    )
+
     def __init__(self, frontend: Frontend) -> None:
         self.frontend = frontend
         self.current: Exchange | None = None
-        self._queued: deque[Exchange] = deque()
+        self._queued: list[Exchange] = []  # pipelined requests, oldest first (rarely more than a few)
         self._receiving: Exchange | None = None
         self._deadline = Deadline(frontend.clock, self._timed_out)
         self._waiting: _Wait | None = None
@@ -200,7 +206,8 @@ class ClientConnection(Protocol):
         connection; the HTTP timers stop.
         """
         self.relay = relay
-        self.parser = None  # type: ignore[assignment]  # HTTP is over on this connection: free its parser
+        self.parser = None  # type: ignore[assignment]  # HTTP is over on this connection: free what it used
+        self._forwarding = b""
         self._wait(None)
         self._deadline.stop()
         alsoProvides(self, IHalfCloseableProtocol)
@@ -246,7 +253,7 @@ class ClientConnection(Protocol):
             self.close()
             return
         if self._queued:
-            self.current = self._queued.popleft()
+            self.current = self._queued.pop(0)
             if not self._queued:
                 self.gate.resume(PIPELINE)
             if self.current is self._receiving and self.current.head.has_body:

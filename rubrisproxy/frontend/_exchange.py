@@ -352,6 +352,9 @@ class Exchange:
                 serialize_headers(head.forward), _VIA.get(head.version, _VIA[b"1.1"]),
             )
             Tunnel(self, client, connection, client.frontend.timeouts).start(switch, rest)
+            head_ = self.head  # only its request line is logged from here on
+            head_.headers = head_.forward = []
+            head_.connection = frozenset()
         else:
             session = WebSocketSession(self, client, connection, backend, client.frontend.timeouts, self._request_bytes)
             session.start(head, rest)

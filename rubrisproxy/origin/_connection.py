@@ -49,6 +49,11 @@ class OriginConnection(Protocol):
 
     transport: ITCPTransport  # set by makeConnection before any other event
 
+    __slots__ = (
+        "server", "pool", "clock", "server_timeout", "gate", "reused", "pinned_to", "requests", "connected",
+        "parser", "_user", "_deadline", "bytes_sent", "relay", "_send", "upload",
+    )
+
     def __init__(self, server: Server, pool: ConnectionPool, clock: IReactorTime, server_timeout: float) -> None:
         self.server = server
         self.pool = pool

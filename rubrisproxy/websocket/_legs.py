@@ -7,6 +7,7 @@ a client protocol on a backend connection. Both report to their session (see
 
 from __future__ import annotations
 
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import (
@@ -72,8 +73,23 @@ class LegFactories:
         for factory in (self.server, self.client):
             factory.noisy = False
             factory._batched_timer = self.timer
+        self.client_leg: type[ClientLeg] = _configured(ClientLeg, self.server)
+        self.backend_leg: type[BackendLeg] = _configured(BackendLeg, self.client)
         #: The Sec-WebSocket-Extensions value the proxy offers a backend.
         self.offers = ", ".join(offer.get_extension_string() for offer in self.client.perMessageCompressionOffers).encode()
+
+
+def _configured(leg: Any, factory: Any) -> Any:
+    """A subclass of ``leg`` carrying ``factory``'s settings as class attributes.
+
+    Autobahn copies each of some forty settings from the factory into every protocol
+    instance that does not already have it; as class attributes they cost nothing per
+    connection, which matters for many idle WebSockets.
+    """
+    settings = {name: getattr(factory, name) for name in leg.CONFIG_ATTRS}
+    # A function as a class attribute would become a method: keep callbacks plain.
+    settings = {name: staticmethod(v) if isinstance(v, FunctionType) else v for name, v in settings.items()}
+    return type(leg.__name__, (leg,), settings)
 
 
 def _accept_deflate(offers: list[object]) -> PerMessageDeflateOfferAccept | None:
@@ -158,6 +174,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
         return self.session.accept_client()
 
     def onOpen(self) -> None:
+        _forget_handshake(self)
         self.session.client_opened()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -248,6 +265,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
             factory.protocols = []
 
     def onOpen(self) -> None:
+        _forget_handshake(self)
         self.session.backend_opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -265,6 +283,12 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.session.backend_closed(self, _leg_termination(self, Termination.SERVER_CLOSE, Termination.SERVER_ABORT))
+
+
+def _forget_handshake(leg: Any) -> None:
+    """An open leg no longer needs the handshake Autobahn keeps (a long-lived WebSocket should not carry it)."""
+    leg.http_headers = leg.http_request_data = leg.http_response_data = leg.http_request_uri = None
+    leg.http_status_line = leg.http_request_params = None
 
 
 def _valid_close(code: int | None, reason: bytes | None) -> bool:

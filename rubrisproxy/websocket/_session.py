@@ -70,6 +70,14 @@ class WebSocketSession:
 
     log = Logger()
 
+    __slots__ = (
+        "session_id", "client", "_exchange", "_client", "_origin", "_backend", "_config", "_factories", "_hooks",
+        "_budget", "_idle_limit", "_deadline", "_state", "_client_leg", "_backend_leg", "_client_headers",
+        "_protocol", "_template", "_termination", "_client_done", "_backend_done", "_held", "_held_bytes",
+        "_recent", "_dial", "_retry", "_give_up_call", "_backoff", "_tried", "_moved_from", "_move_reason",
+        "_move_started", "resumes", "messages_in", "messages_out", "__weakref__",
+    )
+
     def __init__(
         self, exchange: Exchange, client: ClientConnection, origin: OriginConnection, backend: Backend,
         timeouts: Timeouts, handshake: bytes,
@@ -96,7 +104,7 @@ class WebSocketSession:
         self._template = handshake.replace(exchange.websocket_key or b"", b"%KEY%")
         self._termination: Termination | None = None
         self._client_done = self._backend_done = False
-        self._held: deque[Message] = deque()  # client messages waiting for a backend leg
+        self._held: list[Message] = []  # client messages waiting for a backend leg
         self._held_bytes = 0
         self._recent: deque[tuple[float, Message]] | None = (
             deque(maxlen=config.replay_messages) if config.replay_messages else None
@@ -134,7 +142,7 @@ class WebSocketSession:
     def _open_backend_leg(self, origin: OriginConnection, head: ResponseHead, key: bytes, rest: bytes) -> None:
         self._origin = origin
         self._backend_done = False
-        leg = BackendLeg()
+        leg = self._factories.backend_leg()
         leg.factory = self._factories.client
         self._backend_leg = leg
         switch = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % serialize_headers(head.headers)
@@ -150,7 +158,7 @@ class WebSocketSession:
 
     def _open_client_leg(self, backend_leg: BackendLeg) -> None:
         client = self._client
-        leg = ClientLeg()
+        leg = self._factories.client_leg()
         leg.factory = self._factories.server
         leg.session = self
         self._client_leg = leg
@@ -232,8 +240,8 @@ class WebSocketSession:
         self._held.append(message)
         self._held_bytes += size
 
-    def _release_held(self) -> deque[Message]:
-        held, self._held = self._held, deque()
+    def _release_held(self) -> list[Message]:
+        held, self._held = self._held, []
         self._budget.give_back(self._held_bytes)
         self._held_bytes = 0
         return held
