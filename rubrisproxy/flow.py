@@ -96,6 +96,13 @@ class ProducerSlot:
             producer.resumeProducing()
 
 
+def backed_up(transport: ITransport) -> bool:
+    """Whether ``transport`` holds bytes the kernel has not taken yet (always True for one that does not say, TLS)."""
+    if not isinstance(transport, tcp.Connection):
+        return True
+    return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
+
+
 def direct_writer(transport: ITransport) -> Callable[[bytes], None]:
     """A ``write`` for ``transport`` that sends at once when nothing is queued ahead.
 

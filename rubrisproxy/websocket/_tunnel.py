@@ -9,6 +9,7 @@ from twisted.python.failure import Failure
 
 from ..config import Timeouts
 from ..deadline import Deadline
+from ..flow import backed_up
 from ..lifecycle import Termination
 
 if TYPE_CHECKING:
@@ -48,8 +49,6 @@ class Tunnel:
         client.frontend.websockets.add(self)
         from_client = client.take_over(self)
         origin.take_over(self)
-        client.download.attach(origin.gate)  # type: ignore[arg-type]
-        origin.upload.attach(client.gate)
         self._deadline.set(self._idle_limit)
         self.origin_data(response_head + from_origin)
         if from_client:
@@ -59,12 +58,18 @@ class Tunnel:
 
     def client_data(self, data: bytes) -> None:
         self._exchange.bytes_in += len(data)
-        self._origin.write(data)
+        origin = self._origin
+        origin.write(data)
+        if origin.upload.producer is None and backed_up(origin.transport):
+            origin.upload.attach(self._client.gate)  # only once a write backs up: idle tunnels stay small
         self._deadline.set(self._idle_limit)
 
     def origin_data(self, data: bytes) -> None:
         self._exchange.bytes_out += len(data)
-        self._client.write(data)
+        client = self._client
+        client.write(data)
+        if client.download.producer is None and backed_up(client.transport):
+            client.download.attach(self._origin.gate)  # type: ignore[arg-type]
         self._deadline.set(self._idle_limit)
 
     def client_fin(self) -> None:
