@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 
 from ..config import WebSocketConfig
 from ..lifecycle import Termination
+from ._frames import read_simple, simple_frame
 from ._timers import BucketTimer
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ def _configured(leg: Any, factory: Any) -> Any:
     connection, which matters for many idle WebSockets.
     """
     settings = {name: getattr(factory, name) for name in leg.CONFIG_ATTRS}
+    sizes = [size for size in (factory.maxFramePayloadSize, factory.maxMessagePayloadSize) if size > 0]
+    settings["_limit"] = min(sizes) if sizes else 0
     # A function as a class attribute would become a method: keep callbacks plain.
     settings = {name: staticmethod(v) if isinstance(v, FunctionType) else v for name, v in settings.items()}
     return type(leg.__name__, (leg,), settings)
@@ -114,7 +117,43 @@ class _Leg:
 
     closeHandshakeTimeoutCall: Any
     session: WebSocketSession
+    state: int
+    STATE_OPEN: int
     _answering_auto_ping = False
+    held: Any = None  # see ClientLeg
+    _masked_in = _masked_out = False  # whether frames from / to the peer are masked (client to server)
+    _limit = 0  # the largest payload the fast path may take (0: none); set per backend by _configured
+
+    def dataReceived(self, data: bytes) -> None:
+        # Fast path: whole simple messages at the front of the read, when Autobahn holds nothing partial.
+        if (
+            self.state == self.STATE_OPEN and not self.data and self.current_frame is None  # type: ignore[attr-defined]
+            and not self.inside_message and self._perMessageCompress is None and self.held is None  # type: ignore[attr-defined]
+        ):
+            used = 0
+            for payload, binary, end in read_simple(data, self._masked_in, self._limit):
+                self.onMessage(payload, binary)  # type: ignore[attr-defined]
+                used = end
+                if self.state != self.STATE_OPEN or self.held is not None:
+                    break  # the message closed or failed the leg: Autobahn reads the rest
+            if used:
+                if used == len(data):
+                    return
+                data = data[used:]
+        super().dataReceived(data)  # type: ignore[misc]
+
+    def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize: int | None = None,
+                    sync: bool = False, doNotCompress: bool = False) -> None:
+        if (
+            self.state == self.STATE_OPEN and self._perMessageCompress is None  # type: ignore[attr-defined]
+            and fragmentSize is None and not sync and not self.send_queue
+            and (not self.autoFragmentSize or len(payload) <= self.autoFragmentSize)  # type: ignore[attr-defined]
+        ):
+            frame = simple_frame(payload, isBinary, self._masked_out)
+            if frame is not None:
+                self.transport.write(frame)
+                return
+        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)  # type: ignore[misc]
 
     def onPing(self, payload: bytes) -> None:
         # Relayed, not answered here, so a pong keeps its place among the messages.
@@ -164,6 +203,8 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     the backend sent before it still reaches the client, as it would directly.
     Meanwhile nothing more from the client is relayed.
     """
+
+    _masked_in = True  # a client masks what it sends; the proxy, as a server, does not
 
     #: ("close", code, reason) or ("fail", code, reason) waiting for the backend's close; None when not closing.
     held: tuple[str, int | None, Any] | None = None
@@ -243,6 +284,8 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
 
 class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     """The proxy's own WebSocket to the backend, opened on a 101 the HTTP path already received."""
+
+    _masked_out = True  # the proxy is the client here: what it sends is masked
 
     def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes, key: bytes,
                protocols: list[str]) -> None:
