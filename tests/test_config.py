@@ -143,3 +143,17 @@ class BacklogTests(unittest.TestCase):
         self.assertEqual(with_backlog("ssl:8443:privateKey=k.pem"), "ssl:8443:privateKey=k.pem:backlog=1024")
         self.assertEqual(with_backlog("tcp:8080:backlog=10"), "tcp:8080:backlog=10")
         self.assertEqual(with_backlog("unix:/run/p.sock"), "unix:/run/p.sock")
+
+
+class WebSocketDefaultsTests(unittest.TestCase):
+    def test_top_level_websocket_table_reaches_backends_from_flags(self) -> None:
+        from rubrisproxy.config import apply_command_line, config_from_document
+
+        config = config_from_document({"websocket": {"replay-messages": 8, "mode": "tunnel"}})
+        config = apply_command_line(config, CommandLine(backends=["127.0.0.1:9001"]))
+        self.assertEqual(config.backends["default"].websocket.replay_messages, 8)
+        self.assertEqual(config.backends["default"].websocket.mode, "tunnel")
+        config = apply_command_line(config_from_document({"websocket": {"replay-messages": 8}}),
+                                    CommandLine(backends=["127.0.0.1:9001"], websocket="tunnel"))
+        self.assertEqual((config.backends["default"].websocket.mode, config.backends["default"].websocket.replay_messages),
+                         ("tunnel", 8))

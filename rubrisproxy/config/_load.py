@@ -110,6 +110,7 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
         access_log=access_log,
         shutdown_grace=grace,
         admin=AdminConfig(listen=_endpoints("admin.listen", admin.get("listen", []))),
+        websocket=websocket,
     )
 
 
@@ -133,7 +134,7 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
         previous = backends.pop(name, None)
         if previous is None:
             # Quick start: the flags' servers, round robin, with TCP checks to step around a dead one.
-            previous = BackendConfig(name=name, health=HealthCheckConfig(check="tcp"))
+            previous = BackendConfig(name=name, health=HealthCheckConfig(check="tcp"), websocket=config.websocket)
         backends[name] = replace(previous, servers=servers)
     timeouts = config.timeouts
     for name, value in command_line.timeouts.items():
@@ -157,8 +158,10 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
     for frontend in frontends:
         if frontend.backend not in backends:
             if demo:
-                mode = command_line.websocket or WEBSOCKET_MODES[0]
-                backends[frontend.backend] = BackendConfig(name=frontend.backend, websocket=WebSocketConfig(mode=mode))
+                websocket = config.websocket
+                if command_line.websocket is not None:
+                    websocket = replace(websocket, mode=command_line.websocket)
+                backends[frontend.backend] = BackendConfig(name=frontend.backend, websocket=websocket)
             else:
                 raise ConfigError(f"frontends.{frontend.name}.backend", f"no backend named {frontend.backend!r}")
     return replace(

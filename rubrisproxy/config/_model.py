@@ -223,4 +223,5 @@ class ProxyConfig:
     access_log: AccessLogSettings = field(default_factory=AccessLogSettings)
     shutdown_grace: float = 30.0
     admin: AdminConfig = field(default_factory=AdminConfig)
+    websocket: WebSocketConfig = field(default_factory=WebSocketConfig)  # the top-level defaults for backends
     demo: bool = False
