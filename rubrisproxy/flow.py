@@ -103,30 +103,29 @@ def backed_up(transport: ITransport) -> bool:
     return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
 
 
-def direct_writer(transport: ITransport) -> Callable[[bytes], None]:
-    """A ``write`` for ``transport`` that sends at once when nothing is queued ahead.
+def writes_directly(transport: ITransport) -> bool:
+    """Whether :func:`direct_write` may be used on ``transport`` (plain TCP; TLS and others keep ``write``)."""
+    return isinstance(transport, tcp.Connection)
+
+
+def direct_write(transport: tcp.Connection, data: bytes) -> None:
+    """Write ``data`` to ``transport``, sending at once when nothing is queued ahead.
 
     Twisted's ``write`` always queues and registers for writability, so every message
     costs two epoll changes and one more trip through the reactor. A relay mostly
     writes into an empty buffer, so this tries the socket first and hands only what
     the kernel did not take to ``transport.write``: order, buffering and producer
-    pausing are unchanged. Transports other than plain TCP (TLS, say) keep ``write``.
+    pausing are unchanged.
     """
-    if not isinstance(transport, tcp.Connection):
-        return transport.write
-
-    def write(data: bytes) -> None:
-        if (
-            not transport._tempDataLen
-            and transport.offset == len(transport.dataBuffer)
-            and transport.connected
-            and not transport.disconnecting
-        ):
-            sent = transport.writeSomeData(data)
-            if sent.__class__ is int and sent > 0:
-                if sent == len(data):
-                    return
-                data = data[sent:]
-        transport.write(data)
-
-    return write
+    if (
+        not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+        and transport.connected
+        and not transport.disconnecting
+    ):
+        sent = transport.writeSomeData(data)
+        if sent.__class__ is int and sent > 0:  # type: ignore[operator]
+            if sent == len(data):
+                return
+            data = data[sent:]  # type: ignore[misc]
+    transport.write(data)

@@ -210,7 +210,7 @@ class FailureTests(ProxyTestCase):
         client.send(get())
         yield client.responses(1)
         (stale,) = frontend.pool._idle[frontend.backend.servers[0].key]
-        stale._send = lambda data: stale.transport.abortConnection()  # the reset a write would meet
+        stale._write = lambda data: stale.transport.abortConnection()  # the reset a write would meet
         return frontend, client
 
     @defer.inlineCallbacks

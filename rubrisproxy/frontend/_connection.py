@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides
 
 from ..deadline import Deadline
-from ..flow import ProducerSlot, ReadGate, direct_writer, tune_transport
+from ..flow import ProducerSlot, ReadGate, direct_write, tune_transport, writes_directly
 from ..http import FORWARDING, HTTPError, RequestHead, RequestParser, error_response
 from ..lifecycle import Termination
 from ._context import Frontend
@@ -62,7 +62,7 @@ class ClientConnection(Protocol):
     __slots__ = (
         "frontend", "current", "_queued", "_receiving", "_deadline", "_waiting", "_close_timer", "_held_error",
         "closing", "lost", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
-        "_upgrading", "_after_upgrade", "_send", "_forwarding", "gate", "download", "parser",
+        "_upgrading", "_after_upgrade", "_direct", "transport", "connected", "factory", "__provides__", "_forwarding", "gate", "download", "parser",
     )
 
     def __init__(self, frontend: Frontend) -> None:
@@ -96,7 +96,7 @@ class ClientConnection(Protocol):
         self.client_address = getattr(peer, "host", str(peer))
         self.secure = ISSLTransport.providedBy(self.transport)
         tune_transport(self.transport)
-        self._send = direct_writer(self.transport)
+        self._direct = writes_directly(self.transport)
         self._forwarding = forwarding_template(self.client_address, self.secure)
         self.gate = ReadGate(self.transport)
         self.download = ProducerSlot(self.transport)  # an origin's gate, while a response body flows
@@ -219,7 +219,10 @@ class ClientConnection(Protocol):
 
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
-        self._send(data)
+        if self._direct:
+            direct_write(self.transport, data)  # type: ignore[arg-type]
+        else:
+            self.transport.write(data)
 
     def forwarding_headers(self, host: bytes) -> bytes:
         """X-Forwarded-* and Forwarded lines describing this client, for a request to ``host``."""

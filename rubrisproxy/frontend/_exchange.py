@@ -11,7 +11,7 @@ from twisted.python.failure import Failure
 
 from ..accesslog import AccessRecord
 from ..backend import QUEUED, Backend, Server
-from ..http import HTTPError, RequestHead, ResponseHead, error_response, serialize_headers
+from ..http import NONE, HTTPError, RequestHead, ResponseHead, error_response, serialize_headers
 from ..lifecycle import Termination
 from ..origin import ConnectTimeout, OriginConnection
 from ..routing import Router, is_websocket_upgrade
@@ -83,7 +83,7 @@ class Exchange:
         self._connect_started = self._connected_at = self._sent_at = self._response_at = -1.0
         self.backend: Backend | None = None
         self._holds_slot = False  # a server slot (its ``active`` count) is ours until released
-        self._tried: frozenset[Server] = frozenset()
+        self._tried: frozenset[Server] = NONE
         self._queued_at = self._dequeued_at = -1.0
         self.upgrade: Upgrade | None = None  # a WebSocket upgrade that passed its checks
         self.websocket_key: bytes | None = None  # the proxy's own key, in session mode
@@ -215,7 +215,7 @@ class Exchange:
         if backend.redispatch:
             self._tried = self._tried | {self.server}  # type: ignore[arg-type]
             if not backend.usable(self._tried):
-                self._tried = frozenset()  # every server failed once: go round again
+                self._tried = NONE  # every server failed once: go round again
             self._assign()
         elif self.server.up and not self.server.full:  # type: ignore[union-attr]
             self._holds_slot = True
@@ -354,7 +354,7 @@ class Exchange:
             Tunnel(self, client, connection, client.frontend.timeouts).start(switch, rest)
             head_ = self.head  # only its request line is logged from here on
             head_.headers = head_.forward = []
-            head_.connection = frozenset()
+            head_.connection = NONE
         else:
             session = WebSocketSession(self, client, connection, backend, client.frontend.timeouts, self._request_bytes)
             session.start(head, rest)

@@ -1,7 +1,7 @@
 """HTTP/1.1 messages shared by the client-facing and origin sides."""
 
 from ._errors import HTTPError, error_response, reason_phrase
-from ._headers import FORWARDING, HOP_BY_HOP, Headers, connection_tokens, drop_listed, serialize_headers
+from ._headers import FORWARDING, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed, serialize_headers
 from ._request import RequestHandler, RequestHead, RequestParser
 from ._response import ResponseHandler, ResponseHead, ResponseParser
 
@@ -10,6 +10,7 @@ __all__ = [
     "HOP_BY_HOP",
     "HTTPError",
     "Headers",
+    "NONE",
     "RequestHandler",
     "RequestHead",
     "RequestParser",

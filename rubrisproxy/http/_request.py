@@ -13,7 +13,7 @@ from typing import Protocol
 import httptools
 
 from ._errors import HTTPError
-from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, Headers, connection_tokens, drop_listed
+from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 #: Headers the parser itself must read.
@@ -43,7 +43,7 @@ class RequestHead:
         self.chunked = False
         self.expect_continue = False
         self.upgrade = False
-        self.connection: frozenset[bytes] = frozenset()
+        self.connection: frozenset[bytes] = NONE
         self.has_body = False
 
     @property

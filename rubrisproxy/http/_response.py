@@ -7,7 +7,7 @@ from typing import Protocol
 import httptools
 
 from ._errors import HTTPError
-from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, Headers, connection_tokens, drop_listed
+from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 #: Bound on an origin's response head; a larger one is a bad response (502).
@@ -31,7 +31,7 @@ class ResponseHead:
         self.forward: Headers = []
         self.content_length: int | None = None
         self.chunked = False
-        self.connection: frozenset[bytes] = frozenset()
+        self.connection: frozenset[bytes] = NONE
 
 
 class ResponseHandler(Protocol):

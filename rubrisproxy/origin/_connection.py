@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..deadline import Deadline
-from ..flow import ProducerSlot, ReadGate, direct_writer, tune_transport
+from ..flow import ProducerSlot, ReadGate, direct_write, tune_transport, writes_directly
 from ..http import HTTPError, ResponseHandler, ResponseParser
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class OriginConnection(Protocol):
 
     __slots__ = (
         "server", "pool", "clock", "server_timeout", "gate", "reused", "pinned_to", "requests", "connected",
-        "parser", "_user", "_deadline", "bytes_sent", "relay", "_send", "upload",
+        "parser", "_user", "_deadline", "bytes_sent", "relay", "_direct", "upload",
     )
 
     def __init__(self, server: Server, pool: ConnectionPool, clock: IReactorTime, server_timeout: float) -> None:
@@ -73,7 +73,7 @@ class OriginConnection(Protocol):
     def connectionMade(self) -> None:
         self.connected = True
         tune_transport(self.transport)
-        self._send = direct_writer(self.transport)
+        self._direct = writes_directly(self.transport)
         self.gate = ReadGate(self.transport, self._backpressure)
         self.upload = ProducerSlot(self.transport)  # the client's gate, while a request body flows
 
@@ -87,8 +87,14 @@ class OriginConnection(Protocol):
         self.parser.start(user, method, upgrade)
         self.requests += 1
         self.bytes_sent = len(head)
-        self._send(head)
+        self._write(head)
         self._deadline.set(timeout or self.server_timeout)
+
+    def _write(self, data: bytes) -> None:
+        if self._direct:
+            direct_write(self.transport, data)  # type: ignore[arg-type]
+        else:
+            self.transport.write(data)
 
     def take_over(self, relay: OriginRelay) -> None:
         """Hand the connection to ``relay`` (a WebSocket): it gets every read, half-close and loss from now on."""
@@ -110,7 +116,7 @@ class OriginConnection(Protocol):
     def write(self, data: bytes) -> None:
         """Send request body bytes (already framed)."""
         self.bytes_sent += len(data)
-        self._send(data)
+        self._write(data)
         if self._deadline.armed:
             self._deadline.set(self.server_timeout)
 

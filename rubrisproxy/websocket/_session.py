@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from ..config import Timeouts
 from ..deadline import Deadline
-from ..http import HTTPError, ResponseHead, serialize_headers
+from ..http import NONE, HTTPError, ResponseHead, serialize_headers
 from ..lifecycle import Termination
 from ._handshake import HANDSHAKE_HEADERS
 from ._hooks import ISessionView, Message
@@ -113,7 +113,7 @@ class WebSocketSession:
         self._retry: IDelayedCall | None = None
         self._give_up_call: IDelayedCall | None = None
         self._backoff = _FIRST_RETRY
-        self._tried: frozenset[Server] = frozenset()
+        self._tried: frozenset[Server] = NONE
         self._moved_from: Server | None = None
         self._move_reason = ""
         self._move_started = 0.0
@@ -276,7 +276,7 @@ class WebSocketSession:
         if crashed and self._recent:
             self._replay_recent()
         self._backoff = _FIRST_RETRY
-        self._tried = frozenset()
+        self._tried = NONE
         self._give_up_call = self._exchange.clock.callLater(self._config.resume_timeout, self._resume_timed_out)
         self.log.info("session {id}: moving off {server} ({why}); holding client messages",
                       id=self.session_id, server=server.name if server else "-", why=self._move_reason)
@@ -297,11 +297,11 @@ class WebSocketSession:
         if self._state is not _State.RESUMING:
             return
         backend = self._backend
-        avoid = self._tried | ({self._moved_from} if self._moved_from is not None else frozenset())
+        avoid = self._tried | ({self._moved_from} if self._moved_from is not None else NONE)
         if not backend.usable(avoid):
             avoid = self._tried  # the server it left may be back
         if not backend.usable(avoid):
-            avoid = self._tried = frozenset()  # every server had a go: start over
+            avoid = self._tried = NONE  # every server had a go: start over
         handshake = self._template.replace(b"; resume=0\r\n", b"; resume=%d\r\n" % (self.resumes + 1))
         self._dial = BackendDial(
             self, self._exchange.head, handshake, self._exchange.upgrade.protocols,  # type: ignore[union-attr]
