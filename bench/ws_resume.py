@@ -364,13 +364,11 @@ class Scenario:
                 command += ["--admin", f"tcp:{self.admin_port}:interface=127.0.0.1"]
             if self.args.replay_messages:
                 config = self.tmp / "rubrisproxy.toml"
-                # A top-level [websocket] table does not reach the backend that --backend creates, so name it; and
-                # keep the TCP health checks that backend has without a file.
-                config.write_text('[backends.default]\nhealth = { check = "tcp" }\n\n[backends.default.websocket]\n'
-                                  f"replay-messages = {self.args.replay_messages}\n")
+                window = f"replay-window = \"{self.args.replay_window_ms}ms\"\n" if self.args.replay_window_ms else ""
+                config.write_text(f"[websocket]\nreplay-messages = {self.args.replay_messages}\n{window}")
                 command += ["--config", str(config)]
-                self.notes.append(f"at-least-once: [backends.default.websocket] replay-messages = "
-                                  f"{self.args.replay_messages}")
+                self.notes.append(f"at-least-once: [websocket] replay-messages = {self.args.replay_messages}"
+                                  + (f", replay-window = {self.args.replay_window_ms} ms" if window else ""))
             env = self.proxy_env()
         out_path = self.tmp / f"{self.relay}.out"
         with open(out_path, "ab") as sink:
@@ -813,6 +811,8 @@ def parse_args() -> argparse.Namespace:
                         help="run rubrisproxy from `git archive COMMIT` of this repository (e.g. HEAD, to leave out "
                              "uncommitted edits) instead of --proxy-path")
     parser.add_argument("--no-admin", action="store_true", help="run rubrisproxy without --admin (no drain call)")
+    parser.add_argument("--replay-window-ms", type=int, default=0, metavar="MS",
+                        help="with --replay-messages: resend only messages sent within this many ms of the loss")
     parser.add_argument("--replay-messages", type=int, default=0, metavar="N",
                         help="rubrisproxy [websocket] replay-messages (at-least-once after a crash); 0: its default")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the relay and backend logs here")
