@@ -352,6 +352,7 @@ class Exchange:
                 serialize_headers(head.forward), _VIA.get(head.version, _VIA[b"1.1"]),
             )
             Tunnel(self, client, connection, client.frontend.timeouts).start(switch, rest)
+            self.upgrade = None  # a tunnel needs nothing more of the handshake
             head_ = self.head  # only its request line is logged from here on
             head_.headers = head_.forward = []
             head_.connection = NONE

@@ -51,7 +51,7 @@ class OriginConnection(Protocol):
 
     __slots__ = (
         "server", "pool", "clock", "server_timeout", "gate", "reused", "pinned_to", "requests", "connected",
-        "parser", "_user", "_deadline", "bytes_sent", "relay", "_direct", "upload",
+        "parser", "_user", "_deadline", "bytes_sent", "relay", "_direct", "upload", "transport", "factory",
     )
 
     def __init__(self, server: Server, pool: ConnectionPool, clock: IReactorTime, server_timeout: float) -> None:
