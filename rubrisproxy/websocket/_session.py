@@ -187,23 +187,28 @@ class WebSocketSession:
 
     def from_client(self, payload: bytes, binary: bool) -> None:
         self._deadline.set(self._idle_limit)
-        message = Message(payload, binary)
-        for hook in self._hooks:
-            changed = hook.client_message(self, message)
-            if changed is None:
-                return
-            message = changed
-        self.send_to_backend(message)
+        message: Message | None = Message(payload, binary)
+        if self._hooks:
+            message = self._hooked(message, from_client=True)  # type: ignore[arg-type]
+        if message is not None:
+            self.send_to_backend(message)
 
     def from_backend(self, payload: bytes, binary: bool) -> None:
         self._deadline.set(self._idle_limit)
-        message = Message(payload, binary)
+        message: Message | None = Message(payload, binary)
+        if self._hooks:
+            message = self._hooked(message, from_client=False)  # type: ignore[arg-type]
+        if message is not None:
+            self.send_to_client(message)
+
+    def _hooked(self, message: Message, from_client: bool) -> Message | None:
+        """``message`` as the hooks leave it, in order; None if one dropped it."""
         for hook in self._hooks:
-            changed = hook.backend_message(self, message)
+            changed = hook.client_message(self, message) if from_client else hook.backend_message(self, message)
             if changed is None:
-                return
+                return None
             message = changed
-        self.send_to_client(message)
+        return message
 
     def send_to_backend(self, message: Message) -> None:
         state = self._state
