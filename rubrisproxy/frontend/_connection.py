@@ -143,6 +143,8 @@ class ClientConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.lost = True
+        if self.parser is not None:
+            self.parser.close()
         if self.relay is not None:
             self.frontend.connections.discard(self)
             self.relay.client_lost(reason)
@@ -206,7 +208,8 @@ class ClientConnection(Protocol):
         connection; the HTTP timers stop.
         """
         self.relay = relay
-        self.parser = None  # type: ignore[assignment]  # HTTP is over on this connection: free what it used
+        self.parser.close()  # HTTP is over on this connection: free what it used
+        self.parser = None  # type: ignore[assignment]
         self._forwarding = b""
         self._wait(None)
         self._deadline.stop()

@@ -98,6 +98,11 @@ class RequestParser:
         self._body_bytes = 0
         self._url_complete = False
 
+    def close(self) -> None:
+        """Let go of llhttp, whose callbacks are this parser's methods: the cycle would wait for the GC."""
+        self._parser = None  # type: ignore[assignment]
+        self._handler = None  # type: ignore[assignment]
+
     @property
     def in_message(self) -> bool:
         """True between the first byte of a request and its end."""

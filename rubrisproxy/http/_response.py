@@ -73,6 +73,12 @@ class ResponseParser:
         self.reusable = False
         self.ended_by_close = False
 
+    def close(self) -> None:
+        """Let go of llhttp, whose callbacks are this parser's methods: the cycle would wait for the GC."""
+        self._parser = None  # type: ignore[assignment]
+        self._handler = None
+        self.head = self.switched = None
+
     def start(self, handler: ResponseHandler, method: bytes, upgrade: bool = False) -> None:
         """Expect the response to a request made with ``method``, reported to ``handler``.
 

@@ -100,7 +100,8 @@ class OriginConnection(Protocol):
         """Hand the connection to ``relay`` (a WebSocket): it gets every read, half-close and loss from now on."""
         self.relay = relay
         self._user = None
-        self.parser = None  # type: ignore[assignment]  # HTTP is over on this connection: free its parser
+        self.parser.close()  # HTTP is over on this connection: free its parser
+        self.parser = None  # type: ignore[assignment]
         self._deadline.stop()
 
     def readConnectionLost(self) -> None:
@@ -179,12 +180,13 @@ class OriginConnection(Protocol):
             self.relay.origin_lost(reason)
             return
         user, self._user = self._user, None
-        if user is None:
-            self.pool.forget(self)
-            return
-        if self.parser.connection_closed():
-            return  # a response delimited by the close: already reported complete
-        user.origin_lost(reason)
+        try:
+            if user is None:
+                self.pool.forget(self)
+            elif not self.parser.connection_closed():  # else a response delimited by the close: reported complete
+                user.origin_lost(reason)
+        finally:
+            self.parser.close()
 
     def _expired(self) -> None:
         if self._user is None:
