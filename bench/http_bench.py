@@ -15,19 +15,20 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
+from functools import partial
+
+import harness
+from harness import cpu_times, free_port, middle, python_path_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SECOND_ORIGIN_PORT = 0
 PROXY_CORE = "1"
 LOAD_CORE = "0"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 NGINX_CONF = """
 worker_processes 1;
@@ -58,28 +59,7 @@ class Result:
     user_us: float = 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listening on {port}")
-
-
-def cpu_times(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of a process so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+wait_port = partial(harness.wait_port, timeout=15.0, error=SystemExit)  # instructions_bench.py imports it too
 
 
 def start_origin(tmp: str) -> tuple[subprocess.Popen[bytes], int, str]:
@@ -118,7 +98,7 @@ def start_relay(kind: str, origin_port: int, access_log: str, tmp: str) -> tuple
             command += ["--backend", f"127.0.0.1:{SECOND_ORIGIN_PORT}"]  # round robin over both
     else:
         command = [sys.executable, os.path.join(HERE, "baselines.py"), kind, str(port), str(origin_port)]
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = python_path_env(ROOT)
     # ReverseProxyResource prints a traceback for every request wrk abandons at the end of a run.
     process = subprocess.Popen(pin + command, env=env, stderr=subprocess.DEVNULL if kind == "reverse" else None)
     wait_port(port)
@@ -192,9 +172,6 @@ def main() -> None:
 
 
 def median(results: list[Result]) -> Result:
-    def middle(values: list[float]) -> float:
-        return sorted(values)[len(values) // 2]
-
     first = results[0]
     return Result(first.relay, first.test, middle([r.rps for r in results]), middle([r.p99_ms for r in results]),
                   middle([r.cpu_us for r in results]), middle([r.user_us for r in results]))

@@ -17,22 +17,19 @@ Rounds are interleaved; medians are reported and written to bench/results/ws_ben
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import select
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import harness
+from harness import JsonLines, Output, Processes, cpu_seconds, free_port, middle
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -40,7 +37,6 @@ WS_DIR = HERE / "ws"
 RESULTS = HERE / "results" / "ws_bench.txt"
 PROXY_CORE = "1"
 LOAD_CORE = "0"
-TICKS = os.sysconf("SC_CLK_TCK")
 RELAYS = ("direct", "portforward", "tunnel", "session")
 BASELINE = "portforward"
 CLIENTS = 50
@@ -83,82 +79,8 @@ class IdleResult:
     fds: int
 
 
-@dataclass
-class Output:
-    """Prints and keeps every line, for the results file."""
-
-    lines: list[str] = field(default_factory=list)
-
-    def __call__(self, line: str = "") -> None:
-        print(line, flush=True)
-        self.lines.append(line)
-
-
 out = Output()
-
-
-# --- processes ------------------------------------------------------------------------------------
-
-class Processes:
-    """Children, each in its own process group, all killed by ``stop_all``."""
-
-    def __init__(self) -> None:
-        self.children: list[subprocess.Popen[bytes]] = []
-
-    def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        """Start ``command`` in a new session (so a process group of its own)."""
-        process: subprocess.Popen[bytes] = subprocess.Popen(command, start_new_session=True, **kwargs)
-        self.children.append(process)
-        return process
-
-    def stop(self, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-        """SIGTERM the process group, then SIGKILL it if it lingers."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                process.wait(timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                stream.close()
-        if process in self.children:
-            self.children.remove(process)
-
-    def stop_all(self) -> None:
-        for process in list(reversed(self.children)):
-            self.stop(process)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Poll a TCP connect to ``port`` until it succeeds, the process exits or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RelayUnavailable(f"exited with status {process.returncode} before listening on {port}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RelayUnavailable(f"nothing listening on {port} after {timeout:.0f}s")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of a process so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+wait_port = partial(harness.wait_port, error=RelayUnavailable)
 
 
 def rss_kib(pid: int) -> int:
@@ -179,20 +101,6 @@ def open_files_limit(pid: int) -> str:
     return "?"
 
 
-def raise_open_files(needed: int) -> int:
-    """Raise RLIMIT_NOFILE (inherited by every child) to at least ``needed`` if allowed; returns the soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(soft, needed)
-    if hard != resource.RLIM_INFINITY and hard < want:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))  # only root may raise the hard limit
-            return want
-        except (ValueError, OSError):
-            want = hard
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return want
-
-
 def ensure_node_modules() -> None:
     """``npm install`` in bench/ws when its node_modules lacks ws or bufferutil."""
     if all((WS_DIR / "node_modules" / name / "package.json").exists() for name in ("ws", "bufferutil")):
@@ -203,30 +111,11 @@ def ensure_node_modules() -> None:
     subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=WS_DIR, check=True, timeout=600)
 
 
-class LineReader:
-    """JSON lines from a child's stdout, each read with a deadline."""
+class LineReader(JsonLines):
+    """The load generator's JSON lines, each read with a deadline."""
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stdout is not None
-        self.process = process
-        self.fd = process.stdout.fileno()
-        self.buffer = b""
-
-    def next(self, deadline: float) -> dict[str, Any]:
-        """The next JSON object, or RuntimeError at EOF or when ``deadline`` (monotonic) passes."""
-        while b"\n" not in self.buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError("load generator timed out")
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if not ready:
-                continue
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                raise RuntimeError(f"load generator ended early (status {self.process.wait(5)})")
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return dict(json.loads(line))
+        super().__init__(process, "load generator")
 
     def until(self, event: str, deadline: float) -> dict[str, Any]:
         """Skip objects until one whose ``event`` is ``event`` (a failed result ends it early)."""
@@ -272,14 +161,11 @@ class Bench:
         if name == "portforward":
             command = [sys.executable, str(HERE / "baselines.py"), "portforward", str(port), str(self.echo_port)]
         else:
-            twistd = Path(sys.executable).with_name("twistd")
-            launcher = [str(twistd)] if twistd.exists() else [sys.executable, "-c",
-                                                              "from twisted.scripts.twistd import run; run()"]
-            command = launcher + ["-n", "--pidfile=", "--logfile", str(self.tmp / f"{name}.log"), "rubrisproxy",
-                                  "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
-                                  "--backend", f"127.0.0.1:{self.echo_port}", "--access-log", "off",
-                                  "--websocket", name]
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            command = harness.twistd_command() + [
+                "-n", "--pidfile=", "--logfile", str(self.tmp / f"{name}.log"), "rubrisproxy",
+                "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+                "--backend", f"127.0.0.1:{self.echo_port}", "--access-log", "off", "--websocket", name]
+        env = harness.python_path_env(ROOT)
         log = self.tmp / f"{name}.out"
         with open(log, "wb") as sink:
             process = self.processes.start(["taskset", "-c", PROXY_CORE, *command], env=env, stdout=sink,
@@ -365,10 +251,6 @@ class Bench:
 
 # --- reporting ------------------------------------------------------------------------------------
 
-def middle(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def median_load(results: list[LoadResult]) -> LoadResult:
     first = results[0]
     cpu = [r.cpu_us for r in results if r.cpu_us is not None]
@@ -441,19 +323,6 @@ def report_idle(results: list[IdleResult], connections: int) -> None:
 
 # --- main -------------------------------------------------------------------------------------------
 
-@contextmanager
-def terminate_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit so the children are stopped on the way out."""
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
@@ -476,13 +345,13 @@ def main() -> None:
     if not shutil.which("taskset"):
         raise SystemExit("taskset is needed (util-linux)")
     ensure_node_modules()
-    limit = raise_open_files(2 * args.idle_connections + 1024)
+    limit = harness.raise_open_files(2 * args.idle_connections + 1024)
     started = time.monotonic()
     processes = Processes()
     loads: dict[tuple[str, str], list[LoadResult]] = {}
     idles: dict[str, list[IdleResult]] = {}
     skipped: dict[str, str] = {}
-    with tempfile.TemporaryDirectory() as tmp, terminate_on_sigterm():
+    with tempfile.TemporaryDirectory() as tmp, harness.terminate_on_sigterm():
         try:
             bench = Bench(processes, Path(tmp))
             out(f"relays pinned to core {PROXY_CORE}; Node ws load generator and echo backend on core {LOAD_CORE}; "

@@ -40,11 +40,8 @@ import argparse
 import json
 import os
 import re
-import resource
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,11 +49,14 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import harness
+from harness import JsonLines, Output, Processes, free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -68,7 +68,6 @@ RELAYS = ("roundrobin", "rubrisproxy")
 DRAIN_MS = 3000  # the clients wait this long for late echoes after they stop sending
 SLACK_S = 1.0  # the drain window starts this long before the drain call, to include what was in flight at it
 GAP_LIST_INTERVALS = 3  # the clients list every gap between echoes longer than this many intervals
-TICKS = os.sysconf("SC_CLK_TCK")
 OPEN_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 20.0
 
@@ -77,94 +76,8 @@ class ScenarioError(Exception):
     """Something the scenario needs did not happen (a process would not start, the clients failed)."""
 
 
-@dataclass
-class Output:
-    """Prints and keeps every line, for the results file."""
-
-    lines: list[str] = field(default_factory=list)
-
-    def __call__(self, line: str = "") -> None:
-        print(line, flush=True)
-        self.lines.append(line)
-
-
 out = Output()
-
-
-# --- processes -----------------------------------------------------------------------------------
-
-class Processes:
-    """Children, each in its own process group (session), all killed by ``stop_all``."""
-
-    def __init__(self) -> None:
-        self.children: list[subprocess.Popen[bytes]] = []
-        self.groups: set[int] = set()
-
-    def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        """Start ``command`` in a new session, so in a process group of its own."""
-        process: subprocess.Popen[bytes] = subprocess.Popen(command, start_new_session=True, **kwargs)
-        self.children.append(process)
-        self.groups.add(process.pid)
-        return process
-
-    def signal(self, process: subprocess.Popen[bytes], sig: int, timeout: float = 10.0) -> None:
-        """Send ``sig`` to the process group, wait for the process (SIGKILL it if it lingers)."""
-        for each in (sig, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, each)
-            except ProcessLookupError:
-                pass
-            try:
-                process.wait(timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # anything left in the group
-        except ProcessLookupError:
-            pass
-        if process in self.children:
-            self.children.remove(process)
-
-    def stop(self, process: subprocess.Popen[bytes]) -> None:
-        self.signal(process, signal.SIGTERM)
-
-    def stop_all(self) -> None:
-        for process in list(reversed(self.children)):
-            self.stop(process)
-
-    def strays(self) -> list[int]:
-        """Process groups we started that still have members (should be none after ``stop_all``)."""
-        left = []
-        for group in sorted(self.groups):
-            try:
-                os.killpg(group, 0)
-                left.append(group)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                left.append(group)
-        return left
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Poll a TCP connect to ``port`` until it succeeds, the process exits or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ScenarioError(f"{process.args!r} exited with status {process.returncode} before listening on {port}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise ScenarioError(f"nothing listening on {port} after {timeout:.0f}s")
+wait_port = partial(harness.wait_port, interval=0.02, error=ScenarioError, name_command=True)
 
 
 def open_sockets(pid: int) -> int | None:
@@ -179,21 +92,9 @@ def open_sockets(pid: int) -> int | None:
 def cpu_seconds(pid: int) -> float | None:
     """User plus system CPU seconds of a process so far (None once it is gone)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        return harness.cpu_seconds(pid)
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def raise_open_files(needed: int) -> int:
-    """Raise RLIMIT_NOFILE (inherited by the children) to at least ``needed`` if allowed; returns the soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(soft, needed)
-    if hard != resource.RLIM_INFINITY:
-        want = min(want, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return want
 
 
 def post(url: str, timeout: float = 5.0) -> tuple[int | None, str, float]:
@@ -229,37 +130,6 @@ class LogTail:
         self.offset += len(data)
         *complete, self.partial = (self.partial + data).split(b"\n")
         self.lines.extend((now_s, line.decode(errors="replace")) for line in complete if line.strip())
-
-
-class ClientReader:
-    """JSON lines from the clients' stdout, each read with a deadline."""
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stdout is not None
-        self.process = process
-        self.fd = process.stdout.fileno()
-        self.buffer = b""
-
-    def ready(self) -> bool:
-        return b"\n" in self.buffer
-
-    def pump(self, wait: float) -> None:
-        """Read what the clients wrote, waiting at most ``wait`` seconds for it."""
-        readable, _, _ = select.select([self.fd], [], [], max(0.0, wait))
-        if readable:
-            chunk = os.read(self.fd, 1 << 20)
-            if not chunk:
-                raise ScenarioError(f"the clients ended early (status {self.process.wait(5)})")
-            self.buffer += chunk
-
-    def next(self, deadline: float) -> dict[str, Any]:
-        while not self.ready():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ScenarioError("the clients timed out")
-            self.pump(min(left, 0.5))
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return dict(json.loads(line))
 
 
 # --- one run ---------------------------------------------------------------------------------------
@@ -327,20 +197,13 @@ class Scenario:
         self.processes.signal(process, sig, timeout=5.0)
 
     def proxy_env(self) -> dict[str, str]:
-        path = str(Path(self.args.proxy_path).resolve())
-        return dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-    def twistd(self) -> list[str]:
-        twistd = Path(sys.executable).with_name("twistd")
-        if twistd.exists():
-            return [str(twistd)]
-        return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+        return harness.python_path_env(Path(self.args.proxy_path).resolve())
 
     def proxy_has_admin(self) -> bool:
         """Whether ``twistd rubrisproxy --help`` lists an --admin option."""
         try:
-            done = subprocess.run([*self.twistd(), "rubrisproxy", "--help"], env=self.proxy_env(), capture_output=True,
-                                  timeout=30, cwd=self.tmp)
+            done = subprocess.run([*harness.twistd_command(), "rubrisproxy", "--help"], env=self.proxy_env(),
+                                  capture_output=True, timeout=30, cwd=self.tmp)
         except subprocess.TimeoutExpired:
             return False
         return b"--admin" in done.stdout
@@ -357,7 +220,7 @@ class Scenario:
                 why = "--no-admin given" if self.args.no_admin else "rubrisproxy has no --admin option (yet)"
                 self.notes.append(f"{why}: ran without the drain and ready calls; B was only SIGTERMed and restarted")
             self.relay_log = self.tmp / "rubrisproxy.log"
-            command = [*self.twistd(), "-n", "--pidfile=", "--logfile", str(self.relay_log), "rubrisproxy",
+            command = [*harness.twistd_command(), "-n", "--pidfile=", "--logfile", str(self.relay_log), "rubrisproxy",
                        "--listen", f"tcp:{self.port}:interface=127.0.0.1", "--backend", f"127.0.0.1:{a}",
                        "--backend", f"127.0.0.1:{b}", "--websocket", "session", "--access-log", "off"]
             if self.admin:
@@ -463,7 +326,7 @@ class Scenario:
                    str(a.seconds), "--drain-ms", str(DRAIN_MS), "--open-timeout", str(OPEN_TIMEOUT_S),
                    "--gap-list-ms", str(GAP_LIST_INTERVALS * a.interval_ms)]
         self.client = self.processes.start(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        reader = ClientReader(self.client)
+        reader = JsonLines(self.client, "the clients", ScenarioError)
         opened = reader.next(time.monotonic() + OPEN_TIMEOUT_S + START_TIMEOUT_S)
         if opened.get("event") != "open":
             raise ScenarioError(f"unexpected first line from the clients: {opened}")
@@ -516,7 +379,7 @@ class Scenario:
             self.notes.append(f"GET /backends/default failed: {error}")
             return None
 
-    def wait_until(self, at: float, reader: ClientReader) -> None:
+    def wait_until(self, at: float, reader: JsonLines) -> None:
         """Sleep until ``at`` seconds after t0, polling the relay's log; bounded by the run's length."""
         assert self.tail is not None
         deadline = time.monotonic() + max(0.0, at - self.now())
@@ -524,7 +387,7 @@ class Scenario:
             reader.pump(min(left, 0.05))  # the clients print nothing until the end; this also notices them dying
             self.tail.poll(self.now())
 
-    def wait_result(self, reader: ClientReader, deadline: float) -> dict[str, Any]:
+    def wait_result(self, reader: JsonLines, deadline: float) -> dict[str, Any]:
         assert self.tail is not None
         while not reader.ready():
             if time.monotonic() > deadline:
@@ -780,19 +643,6 @@ def describe(run: RunResult, args: argparse.Namespace) -> None:
 
 # --- main ---------------------------------------------------------------------------------------------
 
-@contextmanager
-def terminate_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit so the children are stopped on the way out."""
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--relays", default=",".join(RELAYS), help="comma-separated: " + ", ".join(RELAYS))
@@ -868,7 +718,7 @@ def main() -> None:
         raise SystemExit("node is needed")
     if not (HERE / "ws" / "node_modules" / "ws" / "package.json").exists():
         raise SystemExit("bench/ws/node_modules is missing: run `npm install` in bench/ws")
-    limit = raise_open_files(4 * args.clients + 1024)
+    limit = harness.raise_open_files(4 * args.clients + 1024)
     processes = Processes()
     runs: list[RunResult] = []
     started = time.monotonic()
@@ -876,7 +726,7 @@ def main() -> None:
     out(f"{args.clients} clients, a text message each every {args.interval_ms:g} ms for {args.seconds:g} s (then "
         f"{DRAIN_MS / 1000:g} s for late echoes); open files limit {limit}; load average at start "
         f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    with tempfile.TemporaryDirectory(prefix="ws_resume.") as tmp_name, terminate_on_sigterm():
+    with tempfile.TemporaryDirectory(prefix="ws_resume.") as tmp_name, harness.terminate_on_sigterm():
         tmp = Path(tmp_name)
         if "rubrisproxy" in args.relay_list:
             out(f"rubrisproxy: {prepare_proxy_source(args, tmp)}")
