@@ -171,11 +171,14 @@ class ProxyTestCase(unittest.TestCase):
         retries: int = 3,
         pool: PoolSettings | None = None,
         websocket: WebSocketConfig | None = None,
+        maxconn: int = 0,
         **overrides: object,
     ) -> Frontend:
         timeouts = replace(self.timeouts, **{k: v for k, v in overrides.items() if hasattr(self.timeouts, k)})
         limits = replace(self.limits, **{k: v for k, v in overrides.items() if hasattr(self.limits, k)})
-        servers = tuple(ServerConfig(name=f"s{i + 1}", host="127.0.0.1", port=p) for i, p in enumerate(origin_ports))
+        servers = tuple(
+            ServerConfig(name=f"s{i + 1}", host="127.0.0.1", port=p, maxconn=maxconn) for i, p in enumerate(origin_ports)
+        )
         config = BackendConfig(name="app", servers=servers, retries=retries, websocket=websocket or WebSocketConfig())
         backend = Backend(config, reactor, timeouts.queue)
         connection_pool = ConnectionPool(

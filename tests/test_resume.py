@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory, Protocol
 
 from rubrisproxy.config import WebSocketConfig
+from rubrisproxy.websocket import WebSocketSession
 
 from .helpers import ProxyTestCase, run_reactor_for
 from .wsecho import EchoBackendFactory, connect_client
@@ -13,14 +18,14 @@ from .wsecho import EchoBackendFactory, connect_client
 class ResumeTests(ProxyTestCase):
     """Two (or more) Autobahn echo backends behind one session-mode backend."""
 
-    def start(self, count: int = 2, backends: list[EchoBackendFactory] | None = None, **websocket: object):  # type: ignore[no-untyped-def]
+    def start(self, count: int = 2, backends: list[Factory] | None = None, maxconn: int = 0, **websocket: object):  # type: ignore[no-untyped-def]
         self.backends = backends or [EchoBackendFactory() for _ in range(count)]
         self.listeners = [self.listen(factory) for factory in self.backends]
         self.ports = [listener.getHost().port for listener in self.listeners]
         websocket.setdefault("client_ping_interval", 0)
         websocket.setdefault("backend_ping_interval", 0)
         websocket.setdefault("resume_timeout", 5)
-        self.frontend = self.start_proxy(*self.ports, websocket=WebSocketConfig(**websocket))  # type: ignore[arg-type]
+        self.frontend = self.start_proxy(*self.ports, websocket=WebSocketConfig(**websocket), maxconn=maxconn)  # type: ignore[arg-type]
         self.backend = self.frontend.backend
 
     def listen(self, factory: EchoBackendFactory, port: int = 0):  # type: ignore[no-untyped-def]
@@ -46,7 +51,7 @@ class ResumeTests(ProxyTestCase):
 
     def serving(self) -> int:
         """Which backend holds the (one) session."""
-        (index,) = [i for i, factory in enumerate(self.backends) if factory.open]
+        (index,) = [i for i, factory in enumerate(self.backends) if getattr(factory, "open", None)]
         return index
 
     @defer.inlineCallbacks
@@ -199,3 +204,94 @@ class ResumeTests(ProxyTestCase):
         self.assertEqual(echoed, [b"still here"])
         self.assertEqual(self.serving(), 1 - first)
 
+
+    @defer.inlineCallbacks
+    def test_a_restarted_server_with_maxconn_takes_its_session_back(self):  # type: ignore[no-untyped-def]
+        self.start(count=1, maxconn=1)
+        client = yield self.open()
+        yield self.exchange(client, [b"a"])
+        self.kill(0)
+        yield run_reactor_for(5)
+        self.restart(0)
+        echoed = yield self.exchange(client, [b"b"])
+        self.assertEqual(echoed, [b"b"])
+        self.assertEqual(self.backend.servers[0].active, 1)  # the session's one slot, not one per server it used
+
+    @defer.inlineCallbacks
+    def test_replay_that_overflows_the_buffer_closes_cleanly(self):  # type: ignore[no-untyped-def]
+        self.start(replay_messages=5, session_buffer=100)
+        client = yield self.open()
+        yield self.exchange(client, [b"%d" % i + b"x" * 59 for i in range(5)])
+        self.kill(self.serving())
+        clean, code, reason = yield client.closed
+        self.assertEqual(code, 1013)
+        yield self.settle(self.frontend)
+        self.assertEqual(self.frontend.resume_budget.held, 0)
+        self.assertEqual([s.active for s in self.backend.servers], [0, 0])
+
+    @defer.inlineCallbacks
+    def test_a_new_server_whose_101_autobahn_refuses_is_skipped(self):  # type: ignore[no-untyped-def]
+        odd = Factory.forProtocol(OddExtension)
+        self.start(backends=[EchoBackendFactory(), odd, EchoBackendFactory()])
+        client = yield self.open()
+        self.assertEqual(self.serving(), 0)
+        self.kill(0)
+        echoed = yield self.exchange(client, [b"still here"])
+        self.assertEqual(echoed, [b"still here"])
+        self.assertTrue(self.backends[2].open)
+        self.assertEqual(self.backend.servers[1].active, 0)
+
+    @defer.inlineCallbacks
+    def test_held_messages_are_returned_to_the_budget_when_a_session_ends(self):  # type: ignore[no-untyped-def]
+        self.start(backends=[Factory.forProtocol(BadOpcode)], resume=False, close_handshake_timeout=0.5)
+        client = yield self.open()
+        for i in range(3):
+            client.sendMessage(b"m%d" % i)
+        yield client.closed
+        yield self.settle(self.frontend)
+        self.assertEqual(self.frontend.resume_budget.held, 0)
+
+    @defer.inlineCallbacks
+    def test_a_session_landing_on_a_server_drained_meanwhile_moves_again(self):  # type: ignore[no-untyped-def]
+        self.start(count=3)
+        client = yield self.open()
+        first = self.serving()
+        target: list[str] = []
+        dial_succeeded = WebSocketSession.dial_succeeded
+
+        def drain_target_first(session, dial, *args):  # type: ignore[no-untyped-def]
+            if not target:
+                target.append(dial.server.name)
+                self.backend.drain_server(dial.server.name)  # the drain arrives while the 101 is on its way
+            return dial_succeeded(session, dial, *args)
+
+        self.patch(WebSocketSession, "dial_succeeded", drain_target_first)
+        self.backend.drain_server(f"s{first + 1}")
+        yield self.poll(lambda: self.backend.resumes == 2, "two moves")
+        echoed = yield self.exchange(client, [b"where now"])
+        self.assertEqual(echoed, [b"where now"])
+        serving = self.serving()
+        self.assertNotIn(f"s{serving + 1}", (f"s{first + 1}", target[0]))
+
+
+class OddExtension(Protocol):
+    """Answers any handshake with a 101 that names an extension nobody offered."""
+
+    def dataReceived(self, data: bytes) -> None:
+        key = [line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:")][0]
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Accept: " + accept + b"\r\nSec-WebSocket-Extensions: x-foo\r\n\r\n")
+
+
+class BadOpcode(OddExtension):
+    """A valid 101, then a frame with a reserved opcode, then silence (no answer to the proxy's close)."""
+
+    def dataReceived(self, data: bytes) -> None:
+        key = [line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:")][0]
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n\x83\x00")
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]

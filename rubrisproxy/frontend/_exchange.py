@@ -361,8 +361,12 @@ class Exchange:
             session.start(head, rest)
         self._request_bytes = b""
 
+    def release_server(self) -> None:
+        """Its session is leaving its server: the slot there is free for others (the server stays, for the log)."""
+        self._free_slot()
+
     def switch_server(self, server: Server) -> None:
-        """Its session moved to ``server``, whose slot it already took: the old server's slot is freed."""
+        """Its session moved to ``server``, whose slot it already took."""
         self._free_slot()
         self.server = server
         self._holds_slot = True

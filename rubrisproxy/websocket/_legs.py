@@ -66,7 +66,7 @@ class LegFactories:
             autoPingInterval=config.backend_ping_interval,
             autoPingTimeout=config.backend_ping_timeout,
             perMessageCompressionOffers=[PerMessageDeflateOffer()] if config.compression else [],
-            perMessageCompressionAccept=_accept_deflate_response,
+            perMessageCompressionAccept=_accept_deflate_response if config.compression else _refuse_extensions,
             **limits,
         )
         #: Every leg's Autobahn timers (handshakes, pings), on the proxy's clock.
@@ -131,6 +131,8 @@ class _Leg:
             and not self.inside_message and self._perMessageCompress is None and self.held is None  # type: ignore[attr-defined]
         ):
             used = 0
+            if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:  # type: ignore[attr-defined]
+                self._cancelAutoPingTimeoutCall()  # type: ignore[attr-defined]  # traffic proves the peer alive, as Autobahn holds
             for payload, binary, end in read_simple(data, self._masked_in, self._limit):
                 self.onMessage(payload, binary)  # type: ignore[attr-defined]
                 used = end

@@ -179,9 +179,16 @@ class WebSocketSession:
     def client_opened(self) -> None:
         self._state = _State.OPEN
         self._deadline.set(self._idle_limit)
+        self._watch_server()
+
+    def _watch_server(self) -> None:
+        """Be told when the session's server leaves; if it left while the session was joining it, move now."""
         server = self._exchange.server
-        if server is not None:
-            server.watchers.add(self)
+        if server is None:
+            return
+        server.watchers.add(self)
+        if server.draining or not server.up:
+            self.server_leaving(server, "it is draining" if server.draining else "it is down")
 
     # Messages
 
@@ -235,6 +242,8 @@ class WebSocketSession:
             leg.sendMessage(message.payload, message.binary)
 
     def _hold(self, message: Message) -> None:
+        if self._state is _State.CLOSING:
+            return
         size = len(message.payload)
         if self._held_bytes + size > self._config.session_buffer:
             self._give_up("session-buffer", TRY_AGAIN_LATER, "session buffer full while moving to another server")
@@ -273,6 +282,7 @@ class WebSocketSession:
         server = self._exchange.server
         if server is not None:
             server.watchers.discard(self)
+        self._exchange.release_server()  # the next server's slot must not wait behind this one
         self._state = _State.RESUMING
         self._moved_from = server
         self._move_started = self._exchange.clock.seconds()
@@ -280,6 +290,8 @@ class WebSocketSession:
         self._client.download.detach()
         if crashed and self._recent:
             self._replay_recent()
+            if self._state is _State.CLOSING:
+                return  # the replay did not fit in the session's buffer: the client has been told
         self._backoff = _FIRST_RETRY
         self._tried = NONE
         self._give_up_call = self._exchange.clock.callLater(self._config.resume_timeout, self._resume_timed_out)
@@ -296,6 +308,8 @@ class WebSocketSession:
         held = self._release_held()
         for message in replay + list(held):
             self._hold(message)
+            if self._state is _State.CLOSING:
+                return
 
     def _dial_next(self) -> None:
         self._retry = None
@@ -318,7 +332,9 @@ class WebSocketSession:
         if dial is not self._dial:
             return
         self._dial = None
-        server = dial.server
+        self._attempt_failed(dial.server, why)
+
+    def _attempt_failed(self, server: Server | None, why: str) -> None:
         self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:g}s",
                       id=self.session_id, server=server.name if server else "no server", why=why, delay=self._backoff)
         if server is not None:
@@ -348,8 +364,6 @@ class WebSocketSession:
         self.resumes += 1
         self._backend.resumes += 1
         server = self._exchange.server
-        if server is not None:
-            server.watchers.add(self)
         self._wire_flow_control()
         held = self._release_held()
         for message in held:
@@ -361,6 +375,7 @@ class WebSocketSession:
             ms=(self._exchange.clock.seconds() - self._move_started) * 1000, why=self._move_reason,
             count=len(held), n=self.resumes,
         )
+        self._watch_server()
 
     def _resume_timed_out(self) -> None:
         self._give_up_call = None
@@ -399,8 +414,12 @@ class WebSocketSession:
 
     def relay_control(self, leg: _Leg, kind: bytes, payload: bytes) -> None:
         """A ping or pong from one leg, sent on by the other (while it is open)."""
+        if self._state is not _State.OPEN:
+            if kind == b"ping" and leg is self._client_leg and self._state is not _State.CLOSING:
+                leg.sendPong(payload)  # type: ignore[attr-defined]  # while moving, the proxy answers for the backend
+            return
         other = self._backend_leg if leg is self._client_leg else self._client_leg
-        if other is not None and other.state == other.STATE_OPEN and self._state is _State.OPEN:
+        if other is not None and other.state == other.STATE_OPEN:
             (other.sendPing if kind == b"ping" else other.sendPong)(payload)
 
     def client_closing(self, code: int | None, reason: bytes | None) -> None:
@@ -425,6 +444,10 @@ class WebSocketSession:
     def backend_closing(self, leg: BackendLeg, code: int | None, reason: bytes | None) -> None:
         """The backend sent a close: move the session if the code says so, else pass it on to the client."""
         if leg is not self._backend_leg:
+            return
+        client_leg = self._client_leg
+        if client_leg is not None and client_leg.held is not None:
+            client_leg.answer_held(*_sendable(code, reason))  # both closed at once: the client's close is answered
             return
         if code in self._config.resume_codes and self._may_move:
             self._state = _State.MOVING
@@ -453,6 +476,13 @@ class WebSocketSession:
                 HTTPError(502, f"backend WebSocket handshake failed: {leg.wasNotCleanReason}"), Termination.BAD_RESPONSE
             )
             self._deadline.stop()
+            return
+        if self._state is _State.RESUMING:
+            # The new server's 101 passed our checks but not Autobahn's (an extension, say): try another.
+            self._backend_leg = None
+            server = self._exchange.server
+            self._exchange.release_server()
+            self._attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}")
             return
         if self._may_move and self._client_leg.held is None:
             crashed = self._state is _State.OPEN
@@ -506,6 +536,7 @@ class WebSocketSession:
         server = self._exchange.server
         if server is not None:
             server.watchers.discard(self)
+        self._release_held()
         self._deadline.stop()
         self._client.download.detach()
         self._origin.upload.detach()

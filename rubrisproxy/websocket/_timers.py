@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
 
 class BucketTimer:
@@ -17,6 +18,8 @@ class BucketTimer:
     a bucket whose calls were all cancelled releases its reactor call at once, so a
     closed connection leaves nothing scheduled, and the clock is the proxy's own.
     """
+
+    log = Logger()
 
     def __init__(self, clock: IReactorTime, bucket: float = 0.2) -> None:
         self._clock = clock
@@ -49,7 +52,10 @@ class BucketTimer:
     def _fire(self, key: int) -> None:
         _, calls = self._buckets.pop(key)
         for call in calls:
-            call.run()
+            try:
+                call.run()
+            except Exception:  # noqa: BLE001 - one leg's failure must not stop the other legs' timers
+                self.log.failure("a WebSocket timer failed")
 
 
 class BucketCall:
