@@ -213,6 +213,7 @@ class ClientConnection(Protocol):
         self._forwarding = b""
         self._wait(None)
         self._deadline.stop()
+        self._deadline = None  # type: ignore[assignment]
         alsoProvides(self, IHalfCloseableProtocol)
         rest, self._after_upgrade = self._after_upgrade, b""
         self._upgrading = False

@@ -38,6 +38,7 @@ _VIA = {version: b"Via: %s rubrisproxy\r\n" % version for version in (b"1.0", b"
 _SMALL_BODY = 65536
 
 
+_NO_HEADERS = ()  # what a tunnelled request keeps of its headers: none
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 _TERMINATIONS = {termination: termination.value for termination in Termination}
 
@@ -354,8 +355,9 @@ class Exchange:
             Tunnel(self, client, connection, client.frontend.timeouts).start(switch, rest)
             self.upgrade = None  # a tunnel needs nothing more of the handshake
             head_ = self.head  # only its request line is logged from here on
-            head_.headers = head_.forward = []
+            head_.headers = head_.forward = _NO_HEADERS  # type: ignore[assignment]
             head_.connection = NONE
+            head_.host = None
         else:
             session = WebSocketSession(self, client, connection, backend, client.frontend.timeouts, self._request_bytes)
             session.start(head, rest)

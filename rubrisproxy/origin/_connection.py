@@ -100,9 +100,10 @@ class OriginConnection(Protocol):
         """Hand the connection to ``relay`` (a WebSocket): it gets every read, half-close and loss from now on."""
         self.relay = relay
         self._user = None
-        self.parser.close()  # HTTP is over on this connection: free its parser
+        self.parser.close()  # HTTP is over on this connection: free its parser and timer
         self.parser = None  # type: ignore[assignment]
         self._deadline.stop()
+        self._deadline = None  # type: ignore[assignment]
 
     def readConnectionLost(self) -> None:
         """The origin half-closed: passed on by a relay; for HTTP, the connection ends as if no half-close were taken."""
@@ -118,8 +119,9 @@ class OriginConnection(Protocol):
         """Send request body bytes (already framed)."""
         self.bytes_sent += len(data)
         self._write(data)
-        if self._deadline.armed:
-            self._deadline.set(self.server_timeout)
+        deadline = self._deadline
+        if deadline is not None and deadline.armed:  # None: a tunnel owns the connection and its timing
+            deadline.set(self.server_timeout)
 
     def park(self, idle_timeout: float) -> None:
         """Sit idle in the pool; the pool is told when ``idle_timeout`` passes unused."""
@@ -173,12 +175,12 @@ class OriginConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
-        self._deadline.stop()
         if self.gate is not None:
             self.upload.detach()
         if self.relay is not None:
             self.relay.origin_lost(reason)
             return
+        self._deadline.stop()
         user, self._user = self._user, None
         try:
             if user is None:
