@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,8 @@ class ClientConnection(Protocol):
     def __init__(self, frontend: Frontend) -> None:
         self.frontend = frontend
         self.current: Exchange | None = None
-        self._queued: list[Exchange] = []  # pipelined requests, oldest first (rarely more than a few)
+        # Pipelined requests, oldest first: rarely any, so a list is made only for the first.
+        self._queued: list[Exchange] | tuple[()] = ()
         self._receiving: Exchange | None = None
         self._deadline = Deadline(frontend.clock, self._timed_out)
         self._waiting: _Wait | None = None
@@ -93,7 +95,7 @@ class ClientConnection(Protocol):
         frontend.connections.add(self)
         frontend.accepted += 1
         peer = self.transport.getPeer()
-        self.client_address = getattr(peer, "host", str(peer))
+        self.client_address = sys.intern(getattr(peer, "host", str(peer)))  # one copy per address, not per connection
         self.secure = ISSLTransport.providedBy(self.transport)
         tune_transport(self.transport)
         self._direct = writes_directly(self.transport)
@@ -155,7 +157,7 @@ class ClientConnection(Protocol):
             self._close_timer.cancel()
         self.frontend.connections.discard(self)
         exchanges = ([self.current] if self.current else []) + list(self._queued)
-        self._queued.clear()
+        self._queued = ()
         for exchange in exchanges:
             exchange.client_lost()
 
@@ -179,7 +181,10 @@ class ClientConnection(Protocol):
                 self._wait(_Wait.CLIENT)
             exchange.start()
         else:
-            self._queued.append(exchange)
+            if self._queued:
+                self._queued.append(exchange)  # type: ignore[union-attr]
+            else:
+                self._queued = [exchange]
             self.gate.pause(PIPELINE)
 
     def request_body(self, data: bytes) -> None:
@@ -214,6 +219,7 @@ class ClientConnection(Protocol):
         self._wait(None)
         self._deadline.stop()
         self._deadline = None  # type: ignore[assignment]
+        self.ready_at = 0.0
         alsoProvides(self, IHalfCloseableProtocol)
         rest, self._after_upgrade = self._after_upgrade, b""
         self._upgrading = False
@@ -260,7 +266,7 @@ class ClientConnection(Protocol):
             self.close()
             return
         if self._queued:
-            self.current = self._queued.pop(0)
+            self.current = self._queued.pop(0)  # type: ignore[union-attr]
             if not self._queued:
                 self.gate.resume(PIPELINE)
             if self.current is self._receiving and self.current.head.has_body:
@@ -282,7 +288,7 @@ class ClientConnection(Protocol):
     def close(self) -> None:
         """Close after what was written is sent; a client that will not read it is cut after ``timeout client``."""
         self.closing = True
-        self._queued.clear()
+        self._queued = ()
         self.transport.loseConnection()
         self._wait(None)
         if self._close_timer is None:
