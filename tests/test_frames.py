@@ -25,7 +25,8 @@ class FrameTests(unittest.TestCase):
                 simple_frame(payload, binary, masked)  # type: ignore[misc]
                 for payload, binary in [(b"", False), (b"hi", False), (b"\x00" * 126, True), ("é".encode(), False)]
             )
-            messages = read_simple(frames, masked, 0)
+            messages, waiting = read_simple(frames, masked, 0)
+            self.assertFalse(waiting)
             self.assertEqual([(p, b) for p, b, _ in messages],
                              [(b"", False), (b"hi", False), (b"\x00" * 126, True), ("é".encode(), False)])
             self.assertEqual(messages[-1][2], len(frames))
@@ -45,9 +46,17 @@ class FrameTests(unittest.TestCase):
             "over the limit": simple_frame(b"x" * 200, True, True),
         }
         for name, frame in cases.items():
-            messages = read_simple(good + frame, True, 100)  # type: ignore[operator]
+            messages, waiting = read_simple(good + frame, True, 100)  # type: ignore[operator]
             self.assertEqual([p for p, _, _ in messages], [b"ok"], name)
             self.assertEqual(messages[0][2], len(good), name)
+            self.assertEqual(waiting, name == "cut by the read", name)
+
+    def test_a_frame_cut_anywhere_is_waited_for(self) -> None:
+        frame = simple_frame(b"x" * 300, True, True)
+        assert frame is not None
+        for cut in range(1, len(frame)):
+            messages, waiting = read_simple(frame[:cut], True, 0)
+            self.assertEqual((messages, waiting), ([], True), cut)
 
     def test_large_payloads_are_left_to_autobahn(self) -> None:
         self.assertIsNone(simple_frame(b"x" * 65536, True, False))

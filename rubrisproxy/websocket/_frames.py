@@ -31,37 +31,46 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
 
 
-def read_simple(data: bytes, masked: bool, limit: int) -> list[tuple[bytes, bool, int]]:
-    """Whole simple messages at the front of ``data``: (payload, binary, where its frame ends) each.
+def read_simple(data: bytes, masked: bool, limit: int) -> tuple[list[tuple[bytes, bool, int]], bool]:
+    """Whole simple messages at the front of ``data``, and whether the rest begins a simple one.
 
-    ``masked`` says whether frames must be masked (from a client) or must not be
-    (from a server); ``limit`` is the largest payload allowed (0: no limit). Reading
-    stops at the first frame that is not simple, valid and complete.
+    Each message is (payload, binary, where its frame ends). ``masked`` says whether
+    frames must be masked (from a client) or must not be (from a server); ``limit`` is
+    the largest payload allowed (0: no limit). Reading stops at the first frame that
+    is not simple, valid and complete; the flag is True when what stopped it is only
+    the end of ``data`` (a simple frame cut by the read), so the caller can wait for
+    the rest instead of handing it to Autobahn.
     """
     messages: list[tuple[bytes, bool, int]] = []
     pos, end = 0, len(data)
-    header = 6 if masked else 2
-    while end - pos >= header:
-        first, second = data[pos], data[pos + 1]
-        if (first != _TEXT and first != _BINARY) or bool(second & 0x80) != masked:
-            break
+    while pos < end:
+        first = data[pos]
+        if first != _TEXT and first != _BINARY:
+            return messages, False
+        if end - pos < 2:
+            return messages, True
+        second = data[pos + 1]
+        if bool(second & 0x80) != masked:
+            return messages, False
         size = second & 0x7F
         start = pos + 2
+        if size == 127:
+            return messages, False
         if size == 126:
+            if end - start < 2:
+                return messages, True
             size = int.from_bytes(data[start:start + 2], "big")
             if size < 126:
-                break  # a length in a longer form than needed: Autobahn refuses it
+                return messages, False  # a length in a longer form than needed: Autobahn refuses it
             start += 2
-        elif size == 127:
-            break
         if limit and size > limit:
-            break
+            return messages, False
         if masked:
             mask = data[start:start + 4]
             start += 4
         stop = start + size
         if stop > end:
-            break
+            return messages, True
         payload = data[start:stop]
         if masked:
             payload = unmask(payload, mask)
@@ -69,10 +78,10 @@ def read_simple(data: bytes, masked: bool, limit: int) -> list[tuple[bytes, bool
             try:
                 payload.decode("utf-8")
             except UnicodeDecodeError:
-                break  # Autobahn fails it with 1007
+                return messages, False  # Autobahn fails it with 1007
         messages.append((payload, first == _BINARY, stop))
         pos = stop
-    return messages
+    return messages, False
 
 
 def simple_frame(payload: bytes, binary: bool, masked: bool) -> bytes | None:

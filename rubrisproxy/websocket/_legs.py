@@ -123,25 +123,34 @@ class _Leg:
     held: Any = None  # see ClientLeg
     _masked_in = _masked_out = False  # whether frames from / to the peer are masked (client to server)
     _limit = 0  # the largest payload the fast path may take (0: none); set per backend by _configured
+    _tail = b""  # the start of a simple frame the last read cut off
 
     def dataReceived(self, data: bytes) -> None:
-        # Fast path: whole simple messages at the front of the read, when Autobahn holds nothing partial.
+        # Fast path: whole simple messages at the front of the read, when Autobahn holds nothing partial;
+        # a simple frame cut by the read waits here for its rest (``_tail``, at most one frame).
+        if self._tail:
+            data, self._tail = self._tail + data, b""
         if (
             self.state == self.STATE_OPEN and not self.data and self.current_frame is None  # type: ignore[attr-defined]
             and not self.inside_message and self._perMessageCompress is None and self.held is None  # type: ignore[attr-defined]
         ):
+            messages, waiting = read_simple(data, self._masked_in, self._limit)
             used = 0
-            if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:  # type: ignore[attr-defined]
+            if messages and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:  # type: ignore[attr-defined]
                 self._cancelAutoPingTimeoutCall()  # type: ignore[attr-defined]  # traffic proves the peer alive, as Autobahn holds
-            for payload, binary, end in read_simple(data, self._masked_in, self._limit):
+            for payload, binary, end in messages:
                 self.onMessage(payload, binary)  # type: ignore[attr-defined]
                 used = end
                 if self.state != self.STATE_OPEN or self.held is not None:
-                    break  # the message closed or failed the leg: Autobahn reads the rest
+                    waiting = False  # the message closed or failed the leg: Autobahn reads the rest
+                    break
             if used:
-                if used == len(data):
-                    return
                 data = data[used:]
+                if not data:
+                    return
+            if waiting:
+                self._tail = data
+                return
         super().dataReceived(data)  # type: ignore[misc]
 
     def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize: int | None = None,
