@@ -210,6 +210,7 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
         urls = tuple(_public_url(e) for f in config.frontends for e in f.listen)
         DemoOriginService(reactor, list({id(b): b for b in used}.values()), urls).setServiceParent(root)
     resume_budget = ResumeBudget(config.limits.resume_buffer_total)
+    frontends = []
     for frontend_config in config.frontends:
         default = backends[frontend_config.backend]
         frontend = Frontend(
@@ -217,6 +218,7 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
             backend=default, pool=pool, access_log=access_log,
             router=Router(frontend_config.routes, backends, default), resume_budget=resume_budget,
         )
+        frontends.append(frontend)
         FrontendService(reactor, frontend, frontend_config.listen, config.shutdown_grace).setServiceParent(root)
     checkers = [
         HealthChecker(name, _servers_of(backend), backend.health, reactor, connector.connect)
@@ -226,7 +228,7 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
     if checkers:
         HealthService(checkers).setServiceParent(root)
     if config.admin.listen:
-        site = admin_site(backends, resume_budget)
+        site = admin_site(frontends, backends, resume_budget)
         ListeningService(reactor, "admin", site, config.admin.listen).setServiceParent(root)
     PoolService(pool).setServiceParent(root)
     AccessLogService(access_log, reactor).setServiceParent(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.web.client import Agent, readBody
 
 from rubrisproxy.config import CommandLine, load_config
@@ -26,7 +27,7 @@ class AdminTests(ProxyTestCase):
             listen=["tcp:0:interface=127.0.0.1"], backends=[f"127.0.0.1:{p}" for p in ports],
             admin=["tcp:0:interface=127.0.0.1"], access_log="off", websocket="session",
         ))
-        service = build_service(config, reactor)
+        service = self.service = build_service(config, reactor)
         service.startService()
         self.addCleanup(service.stopService)
         self.proxy_port = service.getServiceNamed("frontend:default").ports[0].getHost().port
@@ -83,3 +84,46 @@ class AdminTests(ProxyTestCase):
             self.assertEqual(code, status, path)
             self.assertEqual(body["status"], status)
             self.assertTrue(body["error"])
+
+    @defer.inlineCallbacks
+    def test_metrics_count_known_traffic(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from .helpers import RawClient
+
+        client = connect_client(self.proxy_port, "/")
+        yield client.opened
+        client.sendMessage(b"hello")
+        yield client.wait_messages(1)
+        client.sendClose(1000)
+        yield client.closed
+        raw = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port), raw)
+        raw.send(b"NOT A REQUEST\r\n\r\n")
+        yield raw.closed
+        yield self.poll(lambda: not self.frontend().connections and not self.frontend().websockets, "closed")
+        agent = Agent(reactor)
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{self.admin_port}/metrics".encode())
+        self.assertEqual(response.headers.getRawHeaders(b"content-type")[0].split(b";")[0], b"text/plain")
+        text = (yield readBody(response)).decode()
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+        }
+        frontend = (("frontend", "default"),)
+        self.assertEqual(samples[("rubrisproxy_requests_total", frontend)], 1)  # the upgrade; the bad one never parsed
+        self.assertEqual(samples[("rubrisproxy_connections_total", frontend)], 2)
+        self.assertEqual(samples[("rubrisproxy_terminations_total", (("frontend", "default"), ("reason", "bad-request")))], 1)
+        self.assertEqual(samples[("rubrisproxy_terminations_total", (("frontend", "default"), ("reason", "client-close")))], 1)
+        self.assertEqual(samples[("rubrisproxy_bytes_total", (("direction", "in"), ("frontend", "default")))], 5)
+        self.assertEqual(samples[("rubrisproxy_request_duration_seconds_count", frontend)], 1)
+        server = next(s for s in ("s1", "s2")
+                      if ("rubrisproxy_responses_total", (("backend", "default"), ("code", "1xx"), ("server", s))) in samples)
+        self.assertEqual(samples[("rubrisproxy_responses_total", (("backend", "default"), ("code", "1xx"), ("server", server)))], 1)
+        self.assertEqual(samples[("rubrisproxy_server_up", (("backend", "default"), ("server", server)))], 1)
+        self.assertEqual(samples[("rubrisproxy_connect_duration_seconds_count", (("backend", "default"),))], 1)
+        self.assertEqual(samples[("rubrisproxy_resumes_total", (("backend", "default"),))], 0)
+        self.assertEqual(samples[("rubrisproxy_websockets", (("frontend", "default"), ("mode", "session")))], 0)
+
+    def frontend(self):  # type: ignore[no-untyped-def]
+        return self.service.getServiceNamed("frontend:default").frontend

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
 from twisted.logger import Logger
 from twisted.web import resource, server
 
 from ..backend import Backend, Server
+from ..frontend import Frontend
 from ..websocket import ResumeBudget
+from ._metrics import registry_for
 
 
 class AdminAPI(resource.Resource):
-    """``GET /backends``, ``GET /backends/NAME``, ``POST /backends/NAME/servers/SERVER/{drain,ready}``."""
+    """``GET /backends``, ``GET /backends/NAME``, ``POST /backends/NAME/servers/SERVER/{drain,ready}``,
+    and ``GET /metrics`` (Prometheus)."""
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, backends: Mapping[str, Backend], budget: ResumeBudget) -> None:
+    def __init__(self, backends: Mapping[str, Backend], budget: ResumeBudget, registry: CollectorRegistry) -> None:
         super().__init__()
         self.backends = backends
         self.budget = budget
+        self.registry = registry
         self._actions: dict[str, Callable[[Backend, str], Server]] = {
             "drain": Backend.drain_server,
             "ready": Backend.ready_server,
@@ -36,6 +42,9 @@ class AdminAPI(resource.Resource):
 
     def render_GET(self, request: server.Request) -> bytes:
         path = _path(request)
+        if path == ["metrics"]:
+            request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+            return generate_latest(self.registry)  # type: ignore[no-any-return]
         if path == ["backends"]:
             return _json(request, 200, {
                 "backends": [_backend(b) for b in self.backends.values()],
@@ -64,9 +73,9 @@ class AdminAPI(resource.Resource):
         return _json(request, 200, _server(chosen))
 
 
-def admin_site(backends: Mapping[str, Backend], budget: ResumeBudget) -> server.Site:
+def admin_site(frontends: Sequence[Frontend], backends: Mapping[str, Backend], budget: ResumeBudget) -> server.Site:
     """The admin listener's site."""
-    site = server.Site(AdminAPI(backends, budget), logPath=None)
+    site = server.Site(AdminAPI(backends, budget, registry_for(frontends, backends, budget)), logPath=None)
     site.noisy = False
     site.displayTracebacks = False
     return site

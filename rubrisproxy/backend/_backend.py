@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from ..config import BackendConfig, ServerConfig
+from ..counters import Histogram
 from ..http import Headers, RequestHead
 from ..websocket import LegFactories, build_hooks
 from ._balance import IBalancer, balancer_for
@@ -68,6 +69,8 @@ class Backend:
         self._leg_factories: LegFactories | None = None
         self.resumes = 0  # session-mode WebSockets moved to another server
         self.resume_failures: dict[str, int] = {}  # sessions that could not move, by reason
+        self.resume_seconds = Histogram()  # how long moves took
+        self.connect_seconds = Histogram()  # how long new server connections took to open
         self.log = Logger()
         self.cookie = CookieStickiness(config.cookie.name, config.cookie.mode, config.cookie.max_age,
                                        config.cookie.secure) if config.cookie else None

@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IReactorTime
 from ..accesslog import AccessLog
 from ..backend import Backend
 from ..config import Limits, Timeouts
+from ..counters import Histogram
 from ..origin import ConnectionPool
 from ..routing import Router
 from ..websocket import ResumeBudget
@@ -37,6 +38,10 @@ class Frontend:
     draining: bool = False
     accepted: int = 0
     requests: int = 0
+    terminations: dict[str, int] = field(default_factory=dict)  # requests (and WebSockets) by how they ended
+    bytes_in: int = 0  # request and WebSocket bytes from clients, as relayed
+    bytes_out: int = 0
+    request_seconds: Histogram = field(default_factory=Histogram)  # from the request head to the end
 
     def __post_init__(self) -> None:
         if self.router is None:

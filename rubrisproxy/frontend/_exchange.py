@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 
 from ..accesslog import AccessRecord
 from ..backend import QUEUED, Backend, Server
+from ..counters import count
 from ..http import NONE, HTTPError, RequestHead, ResponseHead, error_response, serialize_headers
 from ..lifecycle import Termination
 from ..origin import ConnectTimeout, OriginConnection
@@ -233,6 +234,8 @@ class Exchange:
         self._connected_at = now = self.clock.seconds()
         if connection.reused:
             self._connect_started = now
+        elif self._connect_started >= 0:
+            self.backend.connect_seconds.observe(now - self._connect_started)  # type: ignore[union-attr]
         if self.upgrade is None:
             connection.send(self, self.head.method, self._request_bytes)
         else:
@@ -384,8 +387,13 @@ class Exchange:
             return
         self.finished = True
         self._free_slot()
+        server = self.server
+        if server is not None:
+            server.responses[101] = server.responses.get(101, 0) + 1
+        now = self.clock.seconds()
+        self._count(termination, now)
         if self.client.frontend.access_log.enabled:
-            self._log(termination, self.clock.seconds())
+            self._log(termination, now)
 
     def flush_head(self) -> None:
         """Send the response head now (the origin's read ended before any body)."""
@@ -519,9 +527,19 @@ class Exchange:
         if server is not None and status:
             server.responses[status] = server.responses.get(status, 0) + 1
         now = self.clock.seconds()
+        self._count(termination, now)
         if client.frontend.access_log.enabled:
             self._log(termination, now)
         client.exchange_done(self, keep_alive, now)
+
+    def _count(self, termination: Termination, now: float) -> None:
+        frontend = self.client.frontend
+        terminations = frontend.terminations
+        name = _TERMINATIONS[termination]
+        terminations[name] = terminations.get(name, 0) + 1
+        frontend.bytes_in += self.bytes_in
+        frontend.bytes_out += self.bytes_out
+        frontend.request_seconds.observe(now - self.started_at)
 
     def _log(self, termination: Termination, now: float) -> None:
         head, server, frontend = self.head, self.server, self.client.frontend
@@ -553,6 +571,7 @@ class Exchange:
     @staticmethod
     def log_refused(client: ClientConnection, status: int, termination: Termination) -> None:
         """The access-log line for a request refused before it became an exchange."""
+        count(client.frontend.terminations, termination.value)
         client.frontend.access_log.write(
             AccessRecord(
                 client=client.client_address, frontend=client.frontend.name, method="-", target="-",

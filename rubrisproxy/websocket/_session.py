@@ -363,6 +363,7 @@ class WebSocketSession:
         self._state = _State.OPEN
         self.resumes += 1
         self._backend.resumes += 1
+        self._backend.resume_seconds.observe(self._exchange.clock.seconds() - self._move_started)
         server = self._exchange.server
         self._wire_flow_control()
         held = self._release_held()
