@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from .accesslog import AccessLog, NullAccessLog
-from .admin import admin_site
+from .admin import RunningProxy, admin_site
 from .backend import Backend, HealthChecker, Server
 from .config import ProxyConfig, ServerConfig
 from .demo import demo_site
@@ -220,15 +220,15 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
         )
         frontends.append(frontend)
         FrontendService(reactor, frontend, frontend_config.listen, config.shutdown_grace).setServiceParent(root)
-    checkers = [
-        HealthChecker(name, _servers_of(backend), backend.health, reactor, connector.connect)
+    checkers = {
+        name: HealthChecker(name, _servers_of(backend), backend.health, reactor, connector.connect)
         for name, backend in backends.items()
         if backend.health.check != "none"
-    ]
+    }
     if checkers:
-        HealthService(checkers).setServiceParent(root)
+        HealthService(list(checkers.values())).setServiceParent(root)
     if config.admin.listen:
-        site = admin_site(frontends, backends, resume_budget)
+        site = admin_site(RunningProxy(frontends, backends, resume_budget, checkers), config.admin.token)
         ListeningService(reactor, "admin", site, config.admin.listen).setServiceParent(root)
     PoolService(pool).setServiceParent(root)
     AccessLogService(access_log, reactor).setServiceParent(root)

@@ -1,14 +1,17 @@
-"""The admin API over a real proxy built from a config: read state, drain and ready a server."""
+"""The admin API over a real proxy built from a config: state, server actions, sessions, metrics, the token."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from io import BytesIO
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.web.client import Agent, readBody
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
 
-from rubrisproxy.config import CommandLine, load_config
+from rubrisproxy.config import CommandLine, ConfigError, load_config
 from rubrisproxy.service import build_service
 
 from .helpers import ProxyTestCase
@@ -16,6 +19,7 @@ from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
 
 class AdminTests(ProxyTestCase):
+    token: str | None = None
     def setUp(self) -> None:
         self.echoes = [EchoBackendFactory() for _ in range(2)]
         ports = []
@@ -23,10 +27,12 @@ class AdminTests(ProxyTestCase):
             listener = listen_echo_backend(factory)
             self.addCleanup(listener.stopListening)
             ports.append(listener.getHost().port)
+        self.ports = ports
         config = load_config(CommandLine(
             listen=["tcp:0:interface=127.0.0.1"], backends=[f"127.0.0.1:{p}" for p in ports],
             admin=["tcp:0:interface=127.0.0.1"], access_log="off", websocket="session",
         ))
+        config = replace(config, admin=replace(config.admin, token=self.token))
         service = self.service = build_service(config, reactor)
         service.startService()
         self.addCleanup(service.stopService)
@@ -34,11 +40,13 @@ class AdminTests(ProxyTestCase):
         self.admin_port = service.getServiceNamed("admin").ports[0].getHost().port
 
     @defer.inlineCallbacks
-    def call(self, method: bytes, path: str):  # type: ignore[no-untyped-def]
+    def call(self, method: bytes, path: str, body: object = None, token: str | None = None):  # type: ignore[no-untyped-def]
         agent = Agent(reactor)
-        response = yield agent.request(method, f"http://127.0.0.1:{self.admin_port}{path}".encode())
-        body = yield readBody(response)
-        return response.code, json.loads(body)
+        headers = Headers({b"authorization": [f"Bearer {token}".encode()]} if token else {})
+        producer = FileBodyProducer(BytesIO(json.dumps(body).encode())) if body is not None else None
+        response = yield agent.request(method, f"http://127.0.0.1:{self.admin_port}{path}".encode(), headers, producer)
+        answer = yield readBody(response)
+        return response.code, json.loads(answer)
 
     @defer.inlineCallbacks
     def test_backends_and_servers_are_listed(self):  # type: ignore[no-untyped-def]
@@ -103,7 +111,8 @@ class AdminTests(ProxyTestCase):
         yield raw.closed
         yield self.poll(lambda: not self.frontend().connections and not self.frontend().websockets, "closed")
         agent = Agent(reactor)
-        response = yield agent.request(b"GET", f"http://127.0.0.1:{self.admin_port}/metrics".encode())
+        headers = Headers({b"authorization": [f"Bearer {self.token}".encode()]} if self.token else {})
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{self.admin_port}/metrics".encode(), headers)
         self.assertEqual(response.headers.getRawHeaders(b"content-type")[0].split(b";")[0], b"text/plain")
         text = (yield readBody(response)).decode()
         samples = {
@@ -127,3 +136,68 @@ class AdminTests(ProxyTestCase):
 
     def frontend(self):  # type: ignore[no-untyped-def]
         return self.service.getServiceNamed("frontend:default").frontend
+
+    @defer.inlineCallbacks
+    def test_maint_weight_add_and_remove(self):  # type: ignore[no-untyped-def]
+        code, server = yield self.call(b"POST", "/backends/default/servers/s1/maint")
+        self.assertEqual((code, server["state"]), (200, "maint"))
+        code, server = yield self.call(b"POST", "/backends/default/servers/s1/ready")
+        self.assertEqual(server["state"], "up")
+        code, server = yield self.call(b"POST", "/backends/default/servers/s2/weight", {"weight": 5})
+        self.assertEqual((code, server["weight"]), (200, 5))
+        for bad in ({"weight": 300}, {"weight": "5"}, {}):
+            code, error = yield self.call(b"POST", "/backends/default/servers/s2/weight", bad)
+            self.assertEqual(code, 400, bad)
+        code, added = yield self.call(b"POST", "/backends/default/servers",
+                                      {"name": "s3", "address": f"127.0.0.1:{self.ports[0]}", "weight": 2})
+        self.assertEqual((code, added["name"], added["weight"], added["state"]), (200, "s3", 2, "up"))
+        for bad, status in [({"name": "s3", "address": "127.0.0.1:1"}, 400), ({"name": "x", "address": "nope:"}, 400),
+                            ({"name": "y"}, 400), ({"name": "z", "address": "127.0.0.1:1", "colour": 1}, 400)]:
+            code, error = yield self.call(b"POST", "/backends/default/servers", bad)
+            self.assertEqual(code, status, bad)
+            self.assertTrue(error["error"])
+        code, removed = yield self.call(b"DELETE", "/backends/default/servers/s3")
+        self.assertEqual(code, 200)
+        code, backend = yield self.call(b"GET", "/backends/default")
+        self.assertEqual([s["name"] for s in backend["servers"]], ["s1", "s2"])
+        code, error = yield self.call(b"DELETE", "/backends/default/servers/s3")
+        self.assertEqual(code, 404)
+
+    @defer.inlineCallbacks
+    def test_removing_a_server_moves_its_sessions_and_sessions_are_listed(self):  # type: ignore[no-untyped-def]
+        client = connect_client(self.proxy_port, "/")
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        yield client.opened
+        (first,) = [i for i, f in enumerate(self.echoes) if f.open]
+        code, body = yield self.call(b"GET", "/sessions")
+        (session,) = body["sessions"]
+        self.assertEqual((session["server"], session["state"], session["frontend"]), (f"s{first + 1}", "open", "default"))
+        yield self.call(b"DELETE", f"/backends/default/servers/s{first + 1}")
+        yield self.poll(lambda: self.echoes[1 - first].open, "the session moved")
+        code, body = yield self.call(b"GET", "/sessions")
+        self.assertEqual((body["sessions"][0]["server"], body["sessions"][0]["resumes"]), (f"s{2 - first}", 1))
+        client.sendClose(1000)
+        yield client.closed
+
+
+class TokenTests(AdminTests):
+    """The same API, behind a bearer token."""
+
+    token = "a-long-enough-admin-token"
+
+    @defer.inlineCallbacks
+    def call(self, method: bytes, path: str, body: object = None, token: str | None = None):  # type: ignore[no-untyped-def]
+        return (yield AdminTests.call(self, method, path, body, token or self.token))
+
+    @defer.inlineCallbacks
+    def test_calls_without_the_token_are_refused(self):  # type: ignore[no-untyped-def]
+        for token in (None, "wrong-token-of-some-length"):
+            code, error = yield AdminTests.call(self, b"POST", "/backends/default/servers/s1/drain", None, token)
+            self.assertEqual((code, error["status"]), (401, 401))
+        code, backend = yield self.call(b"GET", "/backends/default")
+        self.assertEqual({s["state"] for s in backend["servers"]}, {"up"})
+
+    def test_an_admin_listener_off_loopback_needs_a_token(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            load_config(CommandLine(backends=["127.0.0.1:1"], admin=["tcp:9000"]))
+        self.assertIn("admin.listen", str(caught.exception))

@@ -1,88 +1,191 @@
-"""The admin JSON API (docs/admin.md): read backends and servers, drain and ready servers."""
+"""The admin JSON API (docs/admin.md): see backends, servers and sessions; drain, ready, maint, weigh,
+add and remove servers; Prometheus metrics."""
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import CollectorRegistry
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from ..backend import Backend, Server
+from ..backend import Backend, HealthChecker, Server
+from ..config import ConfigError, parse_server
 from ..frontend import Frontend
-from ..websocket import ResumeBudget
+from ..websocket import ResumeBudget, WebSocketSession
 from ._metrics import registry_for
 
 
+@dataclass(eq=False)
+class RunningProxy:
+    """What the admin API reads and changes."""
+
+    frontends: Sequence[Frontend]
+    backends: Mapping[str, Backend]
+    budget: ResumeBudget
+    checkers: Mapping[str, HealthChecker] = field(default_factory=dict)  # by backend name
+
+
+class APIError(Exception):
+    """An answer other than 200: ``status`` and a message for the caller."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_SERVER_ACTIONS: dict[str, Callable[[Backend, str], Server]] = {
+    "drain": Backend.drain_server,
+    "ready": Backend.ready_server,
+    "maint": Backend.maint_server,
+}
+
+
 class AdminAPI(resource.Resource):
-    """``GET /backends``, ``GET /backends/NAME``, ``POST /backends/NAME/servers/SERVER/{drain,ready}``,
-    and ``GET /metrics`` (Prometheus)."""
+    """Routes ``GET``/``POST``/``DELETE`` requests to the calls docs/admin.md lists; every answer is JSON."""
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, backends: Mapping[str, Backend], budget: ResumeBudget, registry: CollectorRegistry) -> None:
+    def __init__(self, proxy: RunningProxy, token: str | None = None) -> None:
         super().__init__()
-        self.backends = backends
-        self.budget = budget
-        self.registry = registry
-        self._actions: dict[str, Callable[[Backend, str], Server]] = {
-            "drain": Backend.drain_server,
-            "ready": Backend.ready_server,
-        }
+        self.proxy = proxy
+        self.token = token
+        self.registry = registry_for(proxy.frontends, proxy.backends, proxy.budget)
 
     def render(self, request: server.Request) -> bytes:
-        if request.method not in (b"GET", b"POST"):
-            request.setHeader(b"allow", b"GET, POST")
-            return _error(request, 405, f"{request.method.decode('latin-1')} is not allowed here")
-        return super().render(request)  # type: ignore[no-any-return]
-
-    def render_GET(self, request: server.Request) -> bytes:
-        path = _path(request)
-        if path == ["metrics"]:
-            request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-            return generate_latest(self.registry)  # type: ignore[no-any-return]
-        if path == ["backends"]:
-            return _json(request, 200, {
-                "backends": [_backend(b) for b in self.backends.values()],
-                "resume_buffered_bytes": self.budget.held,
-            })
-        if len(path) == 2 and path[0] == "backends":
-            backend = self.backends.get(path[1])
-            if backend is None:
-                return _error(request, 404, f"no backend named {path[1]!r}")
-            return _json(request, 200, _backend(backend))
-        return _error(request, 404, "not found; try GET /backends")
-
-    def render_POST(self, request: server.Request) -> bytes:
-        path = _path(request)
-        if len(path) != 5 or path[0] != "backends" or path[2] != "servers" or path[4] not in self._actions:
-            return _error(request, 404, "expected POST /backends/NAME/servers/SERVER/drain or .../ready")
-        backend = self.backends.get(path[1])
-        if backend is None:
-            return _error(request, 404, f"no backend named {path[1]!r}")
         try:
-            chosen = self._actions[path[4]](backend, path[3])
+            self._authorize(request)
+            method = request.method.decode("latin-1")
+            path = [segment.decode("utf-8", "replace") for segment in request.postpath or () if segment]
+            if method == "GET" and path == ["metrics"]:
+                request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+                return generate_latest(self.registry)  # type: ignore[no-any-return]
+            body = self._route(request, method, path)
+        except APIError as error:
+            return _json(request, error.status, {"status": error.status, "error": error.message})
+        return _json(request, 200, body)
+
+    def _authorize(self, request: server.Request) -> None:
+        if self.token is None:
+            return
+        given = request.getHeader(b"authorization") or b""
+        if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):  # type: ignore[arg-type]
+            request.setHeader(b"www-authenticate", b'Bearer realm="rubrisproxy"')
+            raise APIError(401, "a valid Authorization: Bearer token is required")
+
+    def _route(self, request: server.Request, method: str, path: list[str]) -> object:
+        if method == "GET":
+            if path == ["backends"]:
+                return {"backends": [_backend(b) for b in self.proxy.backends.values()],
+                        "resume_buffered_bytes": self.proxy.budget.held}
+            if len(path) == 2 and path[0] == "backends":
+                return _backend(self._backend(path[1]))
+            if path == ["sessions"]:
+                return {"sessions": self._sessions()}
+            raise APIError(404, "not found; see GET /backends, /sessions, /metrics")
+        if method == "POST" and len(path) == 5 and path[0] == "backends" and path[2] == "servers":
+            return self._server_action(request, self._backend(path[1]), path[3], path[4])
+        if method == "POST" and len(path) == 3 and path[0] == "backends" and path[2] == "servers":
+            return self._add_server(request, self._backend(path[1]))
+        if method == "DELETE" and len(path) == 4 and path[0] == "backends" and path[2] == "servers":
+            backend = self._backend(path[1])
+            removed = self._call(lambda: backend.remove_server(path[3]))
+            self._audit(request, "remove", backend, removed)
+            return _server(removed)
+        if method not in ("GET", "POST", "DELETE"):
+            request.setHeader(b"allow", b"GET, POST, DELETE")
+            raise APIError(405, f"{method} is not allowed here")
+        raise APIError(404, "not found; see docs/admin.md for the calls")
+
+    def _server_action(self, request: server.Request, backend: Backend, name: str, action: str) -> object:
+        if action == "weight":
+            weight = _body(request).get("weight")
+            chosen = self._call(lambda: backend.set_server_weight(name, weight))  # type: ignore[arg-type]
+        elif action in _SERVER_ACTIONS:
+            chosen = self._call(lambda: _SERVER_ACTIONS[action](backend, name))
+        else:
+            raise APIError(404, f"no server action {action!r}; expected drain, ready, maint or weight")
+        self._audit(request, action, backend, chosen)
+        return _server(chosen)
+
+    def _add_server(self, request: server.Request, backend: Backend) -> object:
+        body = _body(request)
+        unknown = set(body) - {"name", "address", "weight", "maxconn", "backup"}
+        if unknown:
+            raise APIError(400, f"unknown fields {sorted(unknown)}; expected name, address, weight, maxconn, backup")
+        name, address = body.get("name"), body.get("address")
+        if not isinstance(name, str) or not name or not isinstance(address, str):
+            raise APIError(400, "expected a JSON object with a name and an address such as '127.0.0.1:9003'")
+        try:
+            config = parse_server("address", address, name)
+        except ConfigError as e:
+            raise APIError(400, str(e)) from None
+        for key in ("weight", "maxconn"):
+            value = body.get(key, getattr(config, key))
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (key == "weight" and value > 256):
+                raise APIError(400, f"{key} must be a non-negative integer (weight at most 256), got {value!r}")
+        backup = body.get("backup", False)
+        if not isinstance(backup, bool):
+            raise APIError(400, f"backup must be true or false, got {backup!r}")
+        config = replace(config, weight=body.get("weight", config.weight), maxconn=body.get("maxconn", 0),
+                         backup=backup)
+        added = self._call(lambda: backend.add_server(config))
+        checker = self.proxy.checkers.get(backend.name)
+        if checker is not None:
+            checker.watch(added)
+        self._audit(request, "add", backend, added)
+        return _server(added)
+
+    def _sessions(self) -> list[dict[str, Any]]:
+        sessions = []
+        for frontend in self.proxy.frontends:
+            for relay in frontend.websockets:
+                if isinstance(relay, WebSocketSession):
+                    sessions.append(relay.describe() | {"frontend": frontend.name})
+        return sessions
+
+    def _backend(self, name: str) -> Backend:
+        backend = self.proxy.backends.get(name)
+        if backend is None:
+            raise APIError(404, f"no backend named {name!r}; known: {', '.join(self.proxy.backends)}")
+        return backend
+
+    @staticmethod
+    def _call(action: Callable[[], Server]) -> Server:
+        try:
+            return action()
         except KeyError as e:
-            return _error(request, 404, str(e.args[0]))
-        self.log.info("admin: {action} {backend}/{server} from {peer}", action=path[4], backend=backend.name,
+            raise APIError(404, str(e.args[0])) from None
+        except ValueError as e:
+            raise APIError(400, str(e)) from None
+
+    def _audit(self, request: server.Request, action: str, backend: Backend, chosen: Server) -> None:
+        self.log.info("admin: {action} {backend}/{server} from {peer}", action=action, backend=backend.name,
                       server=chosen.name, peer=request.getClientAddress())
-        return _json(request, 200, _server(chosen))
 
 
-def admin_site(frontends: Sequence[Frontend], backends: Mapping[str, Backend], budget: ResumeBudget) -> server.Site:
+def admin_site(proxy: RunningProxy, token: str | None = None) -> server.Site:
     """The admin listener's site."""
-    site = server.Site(AdminAPI(backends, budget, registry_for(frontends, backends, budget)), logPath=None)
+    site = server.Site(AdminAPI(proxy, token), logPath=None)
     site.noisy = False
     site.displayTracebacks = False
     return site
 
 
-def _path(request: server.Request) -> list[str]:
-    return [segment.decode("utf-8", "replace") for segment in request.postpath or () if segment]
+def _body(request: server.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(request.content.read() or b"{}")  # type: ignore[union-attr]
+    except ValueError as e:
+        raise APIError(400, f"the body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the body must be a JSON object")
+    return body
 
 
 def _backend(backend: Backend) -> dict[str, Any]:
@@ -96,14 +199,10 @@ def _backend(backend: Backend) -> dict[str, Any]:
 
 
 def _server(server: Server) -> dict[str, Any]:
-    if server.draining:
-        state = "drain"
-    else:
-        state = "up" if server.up else "down"
     return {
         "name": server.name,
         "address": f"{server.config.host}:{server.config.port}",
-        "state": state,
+        "state": server.state,
         "weight": server.weight,
         "active": server.active,
         "total": server.total,
@@ -117,7 +216,3 @@ def _json(request: server.Request, status: int, body: object) -> bytes:
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
     return json.dumps(body, indent=1).encode() + b"\n"
-
-
-def _error(request: server.Request, status: int, message: str) -> bytes:
-    return _json(request, status, {"status": status, "error": message})

@@ -90,6 +90,9 @@ class Backend:
             self.add_server(server_config)
 
     def add_server(self, config: ServerConfig) -> Server:
+        """Add a server (at start, or at run time); raises ValueError if the name is taken."""
+        if self.server_named(config.name) is not None:
+            raise ValueError(f"backend {self.name} already has a server named {config.name!r}")
         server = Server(config, self.name, clock=self.clock, slow_start=self.slow_start)
         self.servers.append(server)
         self._limited = self._limited or config.maxconn > 0
@@ -108,6 +111,32 @@ class Backend:
         server.set_draining(True)
         self.log.info("server {backend}/{server} is DRAINING: moving {count} sessions",
                       backend=self.name, server=name, count=len(server.watchers))
+        return server
+
+    def maint_server(self, name: str) -> Server:
+        """Put server ``name`` in maintenance: drained as :meth:`drain_server` does, and shown as ``maint``."""
+        server = self._named(name)
+        server.set_draining(True, maintenance=True)
+        self.log.info("server {backend}/{server} is in MAINT: moving {count} sessions",
+                      backend=self.name, server=name, count=len(server.watchers))
+        return server
+
+    def set_server_weight(self, name: str, weight: int) -> Server:
+        """Change server ``name``'s weight (0..256; 0 takes no new requests)."""
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 256:
+            raise ValueError(f"weight must be an integer from 0 to 256, got {weight!r}")
+        server = self._named(name)
+        server.set_weight(weight)
+        self.log.info("server {backend}/{server} weight is now {weight}", backend=self.name, server=name, weight=weight)
+        return server
+
+    def remove_server(self, name: str) -> Server:
+        """Take server ``name`` out: nothing new goes to it, its sessions move, what it is serving finishes."""
+        server = self._named(name)
+        self.servers.remove(server)
+        Server.generation += 1
+        server.set_draining(True)
+        self.log.info("server {backend}/{server} REMOVED", backend=self.name, server=name)
         return server
 
     def ready_server(self, name: str) -> Server:

@@ -148,6 +148,11 @@ class HealthChecker:
         for index, server in enumerate(servers):
             self._schedule(server, self.config.interval * index / max(1, len(servers)))
 
+    def watch(self, server: Server) -> None:
+        """Check a server added at run time (its first check comes at once)."""
+        if server not in self._timers:
+            self._schedule(server, 0)
+
     def stop(self) -> None:
         self.running = False
         for timer in self._timers.values():

@@ -36,6 +36,7 @@ class Server:
     consecutive_errors: int = 0  # from real traffic (passive checks)
     ejected: bool = False  # out for a passive-check cool-off
     draining: bool = False  # set by an operator: takes nothing new, and its WebSocket sessions move away
+    maintenance: bool = False  # set by an operator: as draining, and shown as out for maintenance
     watchers: set[ServerWatcher] = field(default_factory=set)  # session-mode WebSockets on this server
     #: Bumped whenever any server's up state or weight changes, so backends know to recompute who is usable.
     generation: ClassVar[int] = 0
@@ -81,12 +82,25 @@ class Server:
         if was_up and not up:
             self._move_watchers("it is down")
 
-    def set_draining(self, draining: bool) -> None:
-        """Drain (or stop draining) the server: while draining it takes nothing new and its sessions move."""
+    def set_draining(self, draining: bool, maintenance: bool = False) -> None:
+        """Drain (or stop draining) the server: while draining it takes nothing new and its sessions move.
+
+        ``maintenance`` marks the drain as the operator's "maint" state (HAProxy's word).
+        """
         self.draining = draining
+        self.maintenance = maintenance and draining
         Server.generation += 1
         if draining:
-            self._move_watchers("it is draining")
+            self._move_watchers("it is in maintenance" if self.maintenance else "it is draining")
+
+    @property
+    def state(self) -> str:
+        """``maint``, ``drain``, ``down`` or ``up``."""
+        if self.maintenance:
+            return "maint"
+        if self.draining:
+            return "drain"
+        return "up" if self.up else "down"
 
     def _move_watchers(self, why: str) -> None:
         for watcher in list(self.watchers):

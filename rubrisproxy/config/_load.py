@@ -85,7 +85,7 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
     _reject_unknown("shutdown", shutdown, {"grace"})
     grace = parse_duration("shutdown.grace", shutdown.get("grace", 30))
     admin = _table("admin", document.get("admin", {}))
-    _reject_unknown("admin", admin, {"listen"})
+    _reject_unknown("admin", admin, {"listen", "token"})
 
     websocket = _websocket("websocket", _table("websocket", document.get("websocket", {})), WebSocketConfig())
     backends = {
@@ -109,7 +109,7 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
         pool=pool,
         access_log=access_log,
         shutdown_grace=grace,
-        admin=AdminConfig(listen=_endpoints("admin.listen", admin.get("listen", []))),
+        admin=_admin(admin),
         websocket=websocket,
     )
 
@@ -147,7 +147,7 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
 
     admin = config.admin
     if command_line.admin:
-        admin = AdminConfig(listen=tuple(command_line.admin))
+        admin = _check_admin(replace(admin, listen=tuple(command_line.admin)))
     if command_line.websocket is not None:
         mode = _websocket_mode("--websocket", command_line.websocket)
         backends = {
@@ -536,6 +536,28 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
         raise ConfigError(f"{key}.routes", "expected a list of route tables")
     routes = tuple(_route(f"{key}.routes[{i}]", raw, backends) for i, raw in enumerate(raw_routes))
     return FrontendConfig(name=name, listen=tuple(listen), backend=backend, routes=routes)
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _admin(table: Mapping[str, Any]) -> AdminConfig:
+    listen = _endpoints("admin.listen", table.get("listen", []))
+    token = table.get("token")
+    if token is not None and (not isinstance(token, str) or len(token) < 16):
+        raise ConfigError("admin.token", "expected a string of at least 16 characters")
+    return _check_admin(AdminConfig(listen=listen, token=token))
+
+
+def _check_admin(admin: AdminConfig) -> AdminConfig:
+    """An admin listener reachable from off this machine must ask for a token."""
+    for endpoint in admin.listen:
+        interface = next((part.split("=", 1)[1] for part in endpoint.split(":") if part.startswith("interface=")), "")
+        if admin.token is None and (endpoint.split(":", 1)[0] in ("tcp", "tcp6", "ssl") and interface not in _LOOPBACK):
+            raise ConfigError(
+                "admin.listen", f"{endpoint!r} is not loopback-only: add interface=127.0.0.1, or set admin.token"
+            )
+    return admin
 
 
 def _endpoints(key: str, value: object) -> tuple[str, ...]:

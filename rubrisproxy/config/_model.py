@@ -209,6 +209,7 @@ class AdminConfig:
     """The admin listener: its JSON API (docs/admin.md). Off unless endpoints are given."""
 
     listen: tuple[str, ...] = ()
+    token: str | None = None  # required as "Authorization: Bearer TOKEN" when set; needed off loopback
 
 
 @dataclass(frozen=True, slots=True)

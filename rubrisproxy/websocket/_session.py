@@ -129,6 +129,15 @@ class WebSocketSession:
     def buffered_bytes(self) -> int:
         return self._held_bytes
 
+    def describe(self) -> dict[str, object]:
+        """The session as the admin API shows it."""
+        return {
+            "id": self.session_id, "client": self.client, "server": self.server, "state": self._state.value,
+            "age": round(self._exchange.clock.seconds() - self._exchange.started_at, 3),
+            "buffered_bytes": self._held_bytes, "resumes": self.resumes,
+            "messages_in": self.messages_in, "messages_out": self.messages_out,
+        }
+
     # Opening
 
     def start(self, head: ResponseHead, from_origin: bytes) -> None:
