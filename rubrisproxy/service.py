@@ -98,21 +98,30 @@ class ListeningService(service.Service):
 class FrontendService(ListeningService):
     """Listens on a frontend's endpoints; on stop, stops accepting and drains."""
 
-    def __init__(self, reactor: Any, frontend: Frontend, endpoints: tuple[str, ...], grace: float) -> None:
+    def __init__(
+        self, reactor: Any, frontend: Frontend, endpoints: tuple[str, ...], grace: float, spread: float = 0.0,
+        close_code: int = 1001,
+    ) -> None:
         super().__init__(reactor, f"frontend {frontend.name}", LocalConnectionFactory(frontend), endpoints)
         self.frontend = frontend
         self.grace = grace
+        self.spread = spread
+        self.close_code = close_code
 
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[no-untyped-def]
         service.Service.stopService(self)
         yield self.stop_listening()
-        in_flight = sum(1 for c in self.frontend.connections if c.current is not None)
+        frontend = self.frontend
+        in_flight = sum(1 for c in frontend.connections if c.current is not None and c.relay is None)
         self.log.info(
-            "frontend {name} stopped accepting; draining {count} connections ({busy} busy) for up to {grace}s",
-            name=self.frontend.name, count=len(self.frontend.connections), busy=in_flight, grace=self.grace,
+            "frontend {name} stopped accepting; draining {count} connections ({busy} busy) and closing "
+            "{websockets} WebSockets ({code}) over {spread:g}s, for up to {grace:g}s",
+            name=frontend.name, count=len(frontend.connections), busy=in_flight, websockets=len(frontend.websockets),
+            code=self.close_code, spread=self.spread, grace=self.grace,
         )
-        yield drain(self.frontend, self.grace)
+        yield drain(frontend, self.grace, self.spread, self.close_code)
+        self.log.info("frontend {name} stopped", name=frontend.name)
 
 
 class HealthService(service.Service):
@@ -219,7 +228,10 @@ def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiServ
             router=Router(frontend_config.routes, backends, default), resume_budget=resume_budget,
         )
         frontends.append(frontend)
-        FrontendService(reactor, frontend, frontend_config.listen, config.shutdown_grace).setServiceParent(root)
+        FrontendService(
+            reactor, frontend, frontend_config.listen, config.shutdown_grace, config.shutdown_spread,
+            config.shutdown_close_code,
+        ).setServiceParent(root)
     checkers = {
         name: HealthChecker(name, _servers_of(backend), backend.health, reactor, connector.connect)
         for name, backend in backends.items()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from random import Random
+
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.trial import unittest
 
+from rubrisproxy.frontend import drain
 from rubrisproxy.service import FrontendService
 
 from .helpers import ProxyTestCase, RawClient, get
@@ -74,3 +78,61 @@ class ShutdownTests(ProxyTestCase):
         yield stopped
         data = yield busy.closed
         self.assertEqual(data, b"")
+
+
+class SpreadCloseTests(unittest.TestCase):
+    """WebSockets closed at random moments over the spread, with the configured code, cut at the grace's end."""
+
+    class FakeRelay:
+        def __init__(self, frontend, clock, ends: bool = True) -> None:  # type: ignore[no-untyped-def]
+            self.frontend, self.clock, self.ends = frontend, clock, ends
+            self.drained: list[tuple[float, int]] = []
+            self.aborted = False
+
+        def drain(self, code: int = 1001) -> None:
+            self.drained.append((self.clock.seconds(), code))
+            if self.ends:
+                self.frontend.websockets.discard(self)
+
+        def abort(self) -> None:
+            self.aborted = True
+            self.frontend.websockets.discard(self)
+
+    def frontend(self, clock: Clock):  # type: ignore[no-untyped-def]
+        from rubrisproxy.backend import Backend
+        from rubrisproxy.config import BackendConfig, Limits, PoolSettings, Timeouts
+        from rubrisproxy.frontend import Frontend
+        from rubrisproxy.origin import ConnectionPool, OriginConnector
+
+        from .helpers import MemoryAccessLog
+
+        pool = ConnectionPool(OriginConnector(clock, 1), clock, PoolSettings(), 1)
+        return Frontend(name="web", clock=clock, timeouts=Timeouts(), limits=Limits(), backend=Backend(BackendConfig("b")),
+                        pool=pool, access_log=MemoryAccessLog())
+
+    def test_closes_spread_over_the_window_with_the_code(self) -> None:
+        clock = Clock()
+        frontend = self.frontend(clock)
+        relays = [self.FakeRelay(frontend, clock) for _ in range(20)]
+        frontend.websockets.update(relays)
+        done = drain(frontend, grace=30, spread=10, close_code=1012, rng=Random(7))
+        self.assertFalse(any(relay.drained for relay in relays))  # none at once
+        clock.pump([0.5] * 25)
+        times = sorted(relay.drained[0][0] for relay in relays)
+        self.assertTrue(0 < times[0] and times[-1] <= 10.5)
+        self.assertGreater(len(set(round(t) for t in times)), 5)  # spread, not bunched
+        self.assertEqual({relay.drained[0][1] for relay in relays}, {1012})
+        self.assertTrue(done.called)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_what_remains_after_the_grace_is_cut(self) -> None:
+        clock = Clock()
+        frontend = self.frontend(clock)
+        stuck = self.FakeRelay(frontend, clock, ends=False)
+        frontend.websockets.add(stuck)
+        done = drain(frontend, grace=5, spread=2, rng=Random(1))
+        clock.pump([0.1] * 60)
+        self.assertEqual(len(stuck.drained), 1)
+        self.assertTrue(stuck.aborted)
+        self.assertTrue(done.called)
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -432,6 +432,15 @@ class TimerTests(ProxyTestCase):
         self.assertEqual(code, 1001)
         self.assertEqual(self.frontend.websockets, set())
 
+    @defer.inlineCallbacks
+    def test_a_restart_closes_sessions_with_1012(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = connect_client(self.proxy_port)
+        yield client.opened
+        yield drain(self.frontend, 5, close_code=1012)
+        clean, code, reason = yield client.closed
+        self.assertEqual((code, reason), (1012, "proxy restarting"))
+
 
 class HalfCloseOrigin(Protocol):
     """Answers any upgrade with a 101, echoes bytes, and says goodbye when the proxy half-closes."""

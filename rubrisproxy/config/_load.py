@@ -82,8 +82,15 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
     pool = _pool(_table("pool", document.get("pool", {})))
     access_log = _access_log(_table("access-log", document.get("access-log", {})))
     shutdown = _table("shutdown", document.get("shutdown", {}))
-    _reject_unknown("shutdown", shutdown, {"grace"})
+    _reject_unknown("shutdown", shutdown, {"grace", "close-spread", "websocket-close-code"})
     grace = parse_duration("shutdown.grace", shutdown.get("grace", 30))
+    raw_spread = shutdown.get("close-spread", 0)
+    spread = 0.0 if raw_spread in (0, "0", "0s") else parse_duration("shutdown.close-spread", raw_spread)
+    if spread > grace:
+        raise ConfigError("shutdown.close-spread", f"must not be longer than shutdown.grace ({grace:g}s)")
+    close_code = shutdown.get("websocket-close-code", 1001)
+    if close_code not in (1001, 1012):
+        raise ConfigError("shutdown.websocket-close-code", f"expected 1001 or 1012, got {close_code!r}")
     admin = _table("admin", document.get("admin", {}))
     _reject_unknown("admin", admin, {"listen", "token"})
 
@@ -109,6 +116,8 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
         pool=pool,
         access_log=access_log,
         shutdown_grace=grace,
+        shutdown_spread=spread,
+        shutdown_close_code=close_code,
         admin=_admin(admin),
         websocket=websocket,
     )

@@ -223,6 +223,8 @@ class ProxyConfig:
     pool: PoolSettings = field(default_factory=PoolSettings)
     access_log: AccessLogSettings = field(default_factory=AccessLogSettings)
     shutdown_grace: float = 30.0
+    shutdown_spread: float = 0.0  # WebSockets are closed at random moments over this many seconds
+    shutdown_close_code: int = 1001  # 1001 going away, or 1012 service restart
     admin: AdminConfig = field(default_factory=AdminConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)  # the top-level defaults for backends
     demo: bool = False

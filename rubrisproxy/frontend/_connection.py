@@ -280,10 +280,8 @@ class ClientConnection(Protocol):
     def drain(self) -> None:
         """Finish the request in progress, if any, then close (graceful shutdown)."""
         self.closing = True
-        if self.relay is not None:
-            self.relay.drain()
-        elif self.current is None:
-            self.close()
+        if self.relay is None and self.current is None:
+            self.close()  # a WebSocket is closed by the frontend's drain, at its own moment
 
     def close(self) -> None:
         """Close after what was written is sent; a client that will not read it is cut after ``timeout client``."""

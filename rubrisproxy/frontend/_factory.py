@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from random import Random
+
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 
@@ -23,27 +25,46 @@ class LocalConnectionFactory(ServerFactory):
         return connection
 
 
-def drain(frontend: Frontend, grace: float) -> defer.Deferred[None]:
-    """Let in-flight requests finish within ``grace`` seconds, then cut what remains."""
+def drain(
+    frontend: Frontend, grace: float, spread: float = 0.0, close_code: int = 1001, rng: Random | None = None
+) -> defer.Deferred[None]:
+    """Stop gracefully: in-flight requests finish and WebSockets are closed, within ``grace`` seconds.
+
+    WebSockets are closed (session mode: with ``close_code``, 1001 going away or 1012
+    service restart) at random moments over ``spread`` seconds, so their clients do not
+    all reconnect at once. Whatever remains after ``grace`` is cut.
+    """
     frontend.draining = True
+    clock = frontend.clock
+    rng = rng or Random()
     for connection in list(frontend.connections):
         connection.drain()
-    for relay in list(frontend.websockets):
-        relay.drain()  # also those whose client has gone and whose backend has yet to close
+    pending = []
+    for relay in list(frontend.websockets):  # also those whose client has gone and whose backend has yet to close
+        delay = rng.uniform(0, spread) if spread > 0 else 0.0
+        if delay:
+            pending.append(clock.callLater(delay, relay.drain, close_code))
+        else:
+            relay.drain(close_code)
     done: defer.Deferred[None] = defer.Deferred()
-    clock = frontend.clock
     deadline = clock.seconds() + grace
+
+    def finish() -> None:
+        for call in pending:
+            if call.active():
+                call.cancel()
+        done.callback(None)
 
     def check() -> None:
         if not frontend.connections and not frontend.websockets:
-            done.callback(None)
+            finish()
             return
         if clock.seconds() >= deadline:
             for relay in list(frontend.websockets):
                 relay.abort()
             for connection in list(frontend.connections):
                 connection.transport.abortConnection()
-            done.callback(None)
+            finish()
             return
         clock.callLater(min(0.05, max(0.0, deadline - clock.seconds())), check)
 

@@ -28,8 +28,8 @@ class Relay(Protocol):
 
     def client_lost(self, reason: Failure) -> None: ...
 
-    def drain(self) -> None:
-        """Close soon, cleanly (graceful shutdown)."""
+    def drain(self, code: int = 1001) -> None:
+        """Close soon, cleanly (graceful shutdown), a WebSocket with ``code`` where it can say one."""
 
     def abort(self) -> None:
         """Cut every connection now."""

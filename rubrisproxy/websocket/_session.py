@@ -517,10 +517,10 @@ class WebSocketSession:
                 self._backend_done = True
         self._state = _State.CLOSING
 
-    def drain(self) -> None:
+    def drain(self, code: int = GOING_AWAY) -> None:
         self._ending(Termination.SHUTDOWN)
         self._stop_moving()
-        _close(self._client_leg, GOING_AWAY, b"proxy shutting down")
+        _close(self._client_leg, code, b"proxy restarting" if code == 1012 else b"proxy shutting down")
         _close(self._backend_leg, GOING_AWAY, b"proxy shutting down")
 
     def abort(self) -> None:

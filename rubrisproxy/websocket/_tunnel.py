@@ -104,7 +104,8 @@ class Tunnel:
         self._client.transport.loseConnection()
         self._end(self._first_close or Termination.SERVER_CLOSE if reason.check(ConnectionDone) else Termination.SERVER_ABORT)
 
-    def drain(self) -> None:
+    def drain(self, code: int = 1001) -> None:
+        """Close both connections (a tunnel cannot put a close frame between the bytes it relays)."""
         self._close_both()
         self._end(Termination.SHUTDOWN)
 
