@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import replace
 from io import BytesIO
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
@@ -17,8 +20,12 @@ from rubrisproxy.service import build_service
 from .helpers import ProxyTestCase
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-class AdminTests(ProxyTestCase):
+
+class AdminCase(ProxyTestCase):
+    """A proxy built from a config, with two echo backends and an admin listener."""
+
     token: str | None = None
     def setUp(self) -> None:
         self.echoes = [EchoBackendFactory() for _ in range(2)]
@@ -48,6 +55,11 @@ class AdminTests(ProxyTestCase):
         answer = yield readBody(response)
         return response.code, json.loads(answer)
 
+    def frontend(self):  # type: ignore[no-untyped-def]
+        return self.service.getServiceNamed("frontend:default").frontend
+
+
+class AdminTests(AdminCase):
     @defer.inlineCallbacks
     def test_backends_and_servers_are_listed(self):  # type: ignore[no-untyped-def]
         code, body = yield self.call(b"GET", "/backends")
@@ -134,9 +146,6 @@ class AdminTests(ProxyTestCase):
         self.assertEqual(samples[("rubrisproxy_resumes_total", (("backend", "default"),))], 0)
         self.assertEqual(samples[("rubrisproxy_websockets", (("frontend", "default"), ("mode", "session")))], 0)
 
-    def frontend(self):  # type: ignore[no-untyped-def]
-        return self.service.getServiceNamed("frontend:default").frontend
-
     @defer.inlineCallbacks
     def test_maint_weight_add_and_remove(self):  # type: ignore[no-untyped-def]
         code, server = yield self.call(b"POST", "/backends/default/servers/s1/maint")
@@ -201,3 +210,36 @@ class TokenTests(AdminTests):
         with self.assertRaises(ConfigError) as caught:
             load_config(CommandLine(backends=["127.0.0.1:1"], admin=["tcp:9000"]))
         self.assertIn("admin.listen", str(caught.exception))
+
+
+class CtlTests(AdminCase):
+    """``rubrisproxy ctl`` against the running admin API, as a separate process."""
+
+    @defer.inlineCallbacks
+    def ctl(self, *args: str):  # type: ignore[no-untyped-def]
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ["-m", "rubrisproxy.ctl", "ctl", "--admin", f"http://127.0.0.1:{self.admin_port}", *args],
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
+        return out.decode(), err.decode(), code
+
+    @defer.inlineCallbacks
+    def test_status_drain_ready_and_errors(self):  # type: ignore[no-untyped-def]
+        out, err, code = yield self.ctl("status")
+        self.assertEqual(code, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split()[:4], ["BACKEND", "SERVER", "ADDRESS", "STATE"])
+        self.assertEqual([line.split()[:4] for line in lines[1:3]],
+                         [["default", f"s{i + 1}", f"127.0.0.1:{p}", "up"] for i, p in enumerate(self.ports)])
+        out, err, code = yield self.ctl("drain", "default/s1")
+        self.assertEqual((code, out.strip()), (0, "default/s1: drain, weight 1, 0 sessions"))
+        out, err, code = yield self.ctl("weight", "default/s2", "7")
+        self.assertIn("weight 7", out)
+        out, err, code = yield self.ctl("ready", "default/s1")
+        self.assertIn("default/s1: up", out)
+        out, err, code = yield self.ctl("drain", "default/s9")
+        self.assertEqual(code, 1)
+        self.assertIn("404", err)
+        out, err, code = yield self.ctl("drain", "no-slash")
+        self.assertEqual(code, 1)
+        self.assertIn("BACKEND/SERVER", err)

@@ -1,0 +1,113 @@
+"""``rubrisproxy ctl``: the admin API from a shell, with readable tables (docs/admin.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+DEFAULT_ADMIN = "http://127.0.0.1:9000"
+
+
+class CtlError(Exception):
+    """The API refused the call, or could not be reached."""
+
+
+def call(base: str, method: str, path: str, token: str | None = None, body: object = None) -> Any:
+    """One API call; the decoded JSON answer, or :class:`CtlError` with the API's message."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base.rstrip("/") + path, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.loads(e.read()).get("error", e.reason)
+        except ValueError:
+            message = e.reason
+        raise CtlError(f"{e.code}: {message}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise CtlError(f"cannot reach the admin API at {base}: {getattr(e, 'reason', e)}") from None
+
+
+def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    """Rows as aligned columns under ``header``."""
+    cells = [list(map(str, header))] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in cells)
+
+
+def status(base: str, token: str | None) -> str:
+    answer = call(base, "GET", "/backends", token)
+    rows = [
+        (backend["name"], server["name"], server["address"], server["state"], server["weight"], server["active"],
+         server["sessions"], server["total"], server["connect_failures"])
+        for backend in answer["backends"] for server in backend["servers"]
+    ]
+    header = ("BACKEND", "SERVER", "ADDRESS", "STATE", "WEIGHT", "ACTIVE", "SESSIONS", "TOTAL", "CONNECT FAILS")
+    lines = [table(rows, header)]
+    for backend in answer["backends"]:
+        failures = ", ".join(f"{k} {v}" for k, v in backend["resume_failures"].items()) or "none"
+        lines.append(f"{backend['name']}: queue {backend['queue']}, resumes {backend['resumes']}, "
+                     f"resume failures {failures}")
+    lines.append(f"held by moving sessions: {answer['resume_buffered_bytes']} bytes")
+    return "\n".join(lines)
+
+
+def sessions(base: str, token: str | None) -> str:
+    answer = call(base, "GET", "/sessions", token)
+    rows = [(s["id"], s["frontend"], s["client"], s["server"], s["state"], f"{s['age']:.0f}s", s["resumes"],
+             s["buffered_bytes"]) for s in answer["sessions"]]
+    return table(rows, ("SESSION", "FRONTEND", "CLIENT", "SERVER", "STATE", "AGE", "RESUMES", "HELD BYTES"))
+
+
+def server_action(base: str, token: str | None, action: str, target: str, weight: int | None = None) -> str:
+    backend, sep, server = target.partition("/")
+    if not sep or not backend or not server:
+        raise CtlError(f"expected BACKEND/SERVER, got {target!r}")
+    body = {"weight": weight} if action == "weight" else None
+    answer = call(base, "POST", f"/backends/{backend}/servers/{server}/{action}", token, body)
+    return f"{backend}/{answer['name']}: {answer['state']}, weight {answer['weight']}, {answer['sessions']} sessions"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rubrisproxy", description="Talk to a running rubrisproxy.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    ctl = commands.add_parser("ctl", help="call the admin API")
+    ctl.add_argument("--admin", default=os.environ.get("RUBRISPROXY_ADMIN", DEFAULT_ADMIN),
+                     help=f"the admin API's URL (default $RUBRISPROXY_ADMIN or {DEFAULT_ADMIN})")
+    ctl.add_argument("--token", default=os.environ.get("RUBRISPROXY_ADMIN_TOKEN"),
+                     help="the admin token (default $RUBRISPROXY_ADMIN_TOKEN)")
+    actions = ctl.add_subparsers(dest="action", required=True)
+    actions.add_parser("status", help="backends and servers")
+    actions.add_parser("sessions", help="session-mode WebSockets")
+    for name, what in (("drain", "move its sessions away; take nothing new"), ("ready", "take traffic again"),
+                       ("maint", "as drain, shown as maintenance")):
+        actions.add_parser(name, help=what).add_argument("target", metavar="BACKEND/SERVER")
+    weight = actions.add_parser("weight", help="set a server's weight")
+    weight.add_argument("target", metavar="BACKEND/SERVER")
+    weight.add_argument("weight", type=int)
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "status":
+            print(status(args.admin, args.token))
+        elif args.action == "sessions":
+            print(sessions(args.admin, args.token))
+        else:
+            print(server_action(args.admin, args.token, args.action, args.target, getattr(args, "weight", None)))
+    except CtlError as e:
+        print(f"rubrisproxy ctl: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
