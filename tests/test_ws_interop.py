@@ -16,25 +16,23 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
-import signal
 import sys
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IProcessTransport
-from twisted.python.failure import Failure
+from twisted.internet.interfaces import IAddress
 from twisted.trial.unittest import SkipTest
 from twisted.web import resource, server
 from twisted.web.http import _GenericHTTPChannelProtocol
 
 from rubrisproxy.config import WebSocketConfig
 
+from .browser import chromium_argv, spawn, wait_exit
 from .helpers import ProxyTestCase
 from .wsecho import EchoBackendFactory, listen_echo_backend
 
@@ -50,111 +48,12 @@ CLOSE = (4001, "done")
 
 CLIENT_GUARD = 30.0  # seconds for one client's whole run (the clients give up on their own after 20)
 INSTALL_GUARD = 120.0  # seconds for `npm install`
-STOP_GUARD = 10.0  # seconds for a killed process group to be reaped
-
-# Runs in the child before the real program: a process group of its own, so cleanup can kill all of it.
-_NEW_GROUP = "import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
-
-
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
 
 def _has_websockets() -> bool:
     try:
         return importlib.util.find_spec("websockets.asyncio.client") is not None  # websockets >= 13
     except ImportError:
         return False
-
-
-class Child(protocol.ProcessProtocol):
-    """A child process in its own process group: collects its output and says when it has ended."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.out = b""
-        self.err = b""
-        self.exit_code: int | None = None
-        self.exit_signal: int | None = None
-        self.has_ended = False
-        self._waiters: list[Deferred[Child]] = []
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.exit_code = getattr(reason.value, "exitCode", None)
-        self.exit_signal = getattr(reason.value, "signal", None)
-        self.has_ended = True
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(self)
-
-    def ended(self) -> Deferred[Child]:
-        """A new Deferred that fires with this child once it has exited and its pipes are closed."""
-        if self.has_ended:
-            return defer.succeed(self)
-        d: Deferred[Child] = Deferred(lambda d: self._waiters.remove(d))
-        self._waiters.append(d)
-        return d
-
-    def describe(self) -> str:
-        """What the child said, for a failure message."""
-        return (
-            f"{self.name}: exit code {self.exit_code}, signal {self.exit_signal}\n"
-            f"stdout: {self.out[-3000:].decode(errors='replace')}\nstderr: {self.err[-3000:].decode(errors='replace')}"
-        )
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (and the process itself, should it not have made its group yet)."""
-        transport = cast(IProcessTransport, self.transport)
-        pid = transport.pid
-        if pid is None:
-            return
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if not self.has_ended:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    async def stop(self) -> None:
-        """Kill what is left of the group and wait until the process is reaped (bounded)."""
-        if not self.has_ended:
-            self.kill()
-            await self.ended().addTimeout(STOP_GUARD, reactor)
-        else:
-            self.kill()  # helpers (Chromium's, npm's) that outlived their parent
-
-
-def spawn(case: ProxyTestCase, name: str, argv: list[str], env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> Child:
-    """Start ``argv`` in a new process group; the test's cleanup kills the group and reaps it."""
-    child = Child(name)
-    wrapped = [sys.executable, "-c", _NEW_GROUP, *argv]
-    reactor.spawnProcess(child, sys.executable, wrapped, env=env if env is not None else dict(os.environ),
-                         path=str(cwd) if cwd else None)
-    case.addCleanup(lambda: Deferred.fromCoroutine(child.stop()))
-    return child
-
-
-async def wait_exit(case: ProxyTestCase, child: Child, guard: float) -> Child:
-    """Wait for ``child`` to exit on its own, failing the test clearly after ``guard`` seconds."""
-    try:
-        return await child.ended().addTimeout(guard, reactor)
-    except defer.TimeoutError:
-        case.fail(f"{child.name} did not finish within {guard:.0f} s\n{child.describe()}")
-        raise  # not reached
 
 
 class _TrackingSite(server.Site):
@@ -277,9 +176,7 @@ class InteropTests:
 
     async def _chromium(self) -> None:
         case = cast(ProxyTestCase, self)
-        binary = _chromium()
-        if binary is None:
-            raise SkipTest("no Chromium binary (apt-get install chromium)")
+        argv, env = chromium_argv(case)
         backend = self.start()
         root = resource.Resource()
         root.putChild(b"client.html", _Page())
@@ -290,16 +187,7 @@ class InteropTests:
         case.addCleanup(port.stopListening)
         case.addCleanup(site.abort_all)  # runs after Chromium is killed
         page = f"http://127.0.0.1:{cast(IPv4Address, port.getHost()).port}/client.html?ws={quote(self.ws_url(), safe='')}"
-        home = Path(case.mktemp()).resolve()
-        (home / "profile").mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), XDG_CACHE_HOME=str(home / "cache"))
-        argv = [
-            binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio",
-            f"--user-data-dir={home / 'profile'}", page,
-        ]
+        argv.append(page)
         browser = spawn(case, "chromium", argv, env=env)
         try:
             waits: list[Deferred[object]] = [cast("Deferred[object]", results.result), cast("Deferred[object]", browser.ended())]

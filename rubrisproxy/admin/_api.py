@@ -7,6 +7,7 @@ import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -18,6 +19,9 @@ from ..config import ConfigError, parse_server
 from ..frontend import Frontend
 from ..websocket import ResumeBudget, WebSocketSession
 from ._metrics import registry_for
+
+#: The stats page (``GET /``): plain HTML and script, no build step, no external assets.
+STATS_PAGE = (resources.files(__package__) / "stats.html").read_bytes()
 
 
 @dataclass(eq=False)
@@ -59,10 +63,15 @@ class AdminAPI(resource.Resource):
         self.registry = registry_for(proxy.frontends, proxy.backends, proxy.budget)
 
     def render(self, request: server.Request) -> bytes:
+        method = request.method.decode("latin-1")
+        path = [segment.decode("utf-8", "replace") for segment in request.postpath or () if segment]
+        if method == "GET" and not path:
+            # The stats page holds no data itself: what it fetches asks for the token.
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            request.setHeader(b"cache-control", b"no-store")
+            return STATS_PAGE
         try:
             self._authorize(request)
-            method = request.method.decode("latin-1")
-            path = [segment.decode("utf-8", "replace") for segment in request.postpath or () if segment]
             if method == "GET" and path == ["metrics"]:
                 request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
                 return generate_latest(self.registry)  # type: ignore[no-any-return]
@@ -88,6 +97,8 @@ class AdminAPI(resource.Resource):
                 return _backend(self._backend(path[1]))
             if path == ["sessions"]:
                 return {"sessions": self._sessions()}
+            if path == ["frontends"]:
+                return {"frontends": [_frontend(f) for f in self.proxy.frontends]}
             raise APIError(404, "not found; see GET /backends, /sessions, /metrics")
         if method == "POST" and len(path) == 5 and path[0] == "backends" and path[2] == "servers":
             return self._server_action(request, self._backend(path[1]), path[3], path[4])
@@ -186,6 +197,19 @@ def _body(request: server.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise APIError(400, "the body must be a JSON object")
     return body
+
+
+def _frontend(frontend: Frontend) -> dict[str, Any]:
+    return {
+        "name": frontend.name,
+        "connections": len(frontend.connections),
+        "accepted": frontend.accepted,
+        "requests": frontend.requests,
+        "websockets": len(frontend.websockets),
+        "bytes_in": frontend.bytes_in,
+        "bytes_out": frontend.bytes_out,
+        "terminations": dict(sorted(frontend.terminations.items())),
+    }
 
 
 def _backend(backend: Backend) -> dict[str, Any]:
