@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application import service
@@ -14,10 +15,11 @@ from twisted.logger import Logger
 from .accesslog import AccessLog, NullAccessLog
 from .admin import RunningProxy, admin_site
 from .backend import Backend, HealthChecker, Server
-from .config import ProxyConfig, ServerConfig
+from .config import CommandLine, FrontendConfig, ProxyConfig, ServerConfig
 from .demo import demo_site
 from .frontend import Frontend, LocalConnectionFactory, drain
 from .origin import ConnectionPool, OriginConnector
+from .reload import Reloader, ReloadOnHangup
 from .routing import Router
 from .websocket import ResumeBudget
 
@@ -45,6 +47,7 @@ class ListeningService(service.Service):
         self.factory = factory
         self.endpoints = endpoints
         self.ports: list[IListeningPort] = []
+        self._ports_by: dict[str, IListeningPort] = {}  # by endpoint description
         self._listening_started = False
         self.setName(label.replace(" ", ":"))
 
@@ -58,9 +61,21 @@ class ListeningService(service.Service):
             self._listen()
         super().startService()
 
-    def _listen(self) -> None:
-        self._listening_started = True
+    def listen_on(self, endpoints: tuple[str, ...]) -> None:
+        """Listen on ``endpoints`` from now on: new ones are opened, dropped ones closed (their connections stay)."""
+        added = [e for e in endpoints if e not in self.endpoints]
         for description in self.endpoints:
+            if description not in endpoints and description in self._ports_by:
+                port = self._ports_by.pop(description)
+                self.ports.remove(port)
+                port.stopListening()
+        self.endpoints = endpoints
+        if self.running:
+            self._listen(added)
+
+    def _listen(self, endpoints: tuple[str, ...] | list[str] | None = None) -> None:
+        self._listening_started = True
+        for description in self.endpoints if endpoints is None else endpoints:
             failures: list[Any] = []
             d = serverFromString(self.reactor, with_backlog(description)).listen(self.factory)
             d.addCallbacks(self._listening, failures.append, callbackArgs=(description,))
@@ -72,6 +87,7 @@ class ListeningService(service.Service):
 
     def _listening(self, port: IListeningPort, description: str) -> None:
         self.ports.append(port)
+        self._ports_by[description] = port
         address = port.getHost()
         self.log.info(
             "{label} listening on {description} ({host}:{port})", label=self.label, description=description,
@@ -88,6 +104,7 @@ class ListeningService(service.Service):
 
     def stop_listening(self) -> defer.Deferred[Any]:
         ports, self.ports = self.ports, []
+        self._ports_by.clear()
         return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
 
     def stopService(self):  # type: ignore[no-untyped-def]
@@ -125,19 +142,19 @@ class FrontendService(ListeningService):
 
 
 class HealthService(service.Service):
-    """Runs the active health checks of every backend that has them."""
+    """Runs the active health checks of every backend that has them (``checkers`` by backend; reloads change it)."""
 
-    def __init__(self, checkers: list[HealthChecker]) -> None:
+    def __init__(self, checkers: dict[str, HealthChecker]) -> None:
         self.checkers = checkers
 
     def startService(self) -> None:
         super().startService()
-        for checker in self.checkers:
+        for checker in self.checkers.values():
             checker.start()
 
     def stopService(self) -> None:
         super().stopService()
-        for checker in self.checkers:
+        for checker in self.checkers.values():
             checker.stop()
 
 
@@ -199,51 +216,86 @@ class DemoOriginService(service.Service):
             return self.port.stopListening()
 
 
-def build_service(config: ProxyConfig, reactor: Any = None) -> service.MultiService:
-    """The whole proxy as one MultiService, ready for twistd."""
+@dataclass(eq=False)
+class ProxyParts:
+    """The running proxy's pieces, as a reload finds and changes them."""
+
+    reactor: Any
+    root: service.MultiService
+    config: ProxyConfig
+    connector: OriginConnector
+    pool: ConnectionPool
+    access_log: AccessLog
+    budget: ResumeBudget
+    backends: dict[str, Backend] = field(default_factory=dict)
+    frontends: dict[str, FrontendService] = field(default_factory=dict)
+    frontend_list: list[Frontend] = field(default_factory=list)  # what the admin API and metrics read
+    checkers: dict[str, HealthChecker] = field(default_factory=dict)
+
+    def add_frontend(self, config: FrontendConfig, proxy: ProxyConfig) -> FrontendService:
+        default = self.backends[config.backend]
+        frontend = Frontend(
+            name=config.name, clock=self.reactor, timeouts=proxy.timeouts, limits=proxy.limits,
+            backend=default, pool=self.pool, access_log=self.access_log,
+            router=Router(config.routes, self.backends, default), resume_budget=self.budget,
+        )
+        running = FrontendService(
+            self.reactor, frontend, config.listen, proxy.shutdown_grace, proxy.shutdown_spread,
+            proxy.shutdown_close_code,
+        )
+        self.frontends[config.name] = running
+        self.frontend_list.append(frontend)
+        running.setServiceParent(self.root)  # starts it, if the proxy is running
+        return running
+
+    def remove_frontend(self, name: str) -> None:
+        running = self.frontends.pop(name)
+        self.frontend_list.remove(running.frontend)
+        running.disownServiceParent()
+
+
+def build_service(
+    config: ProxyConfig, reactor: Any = None, command_line: CommandLine | None = None
+) -> service.MultiService:
+    """The whole proxy as one MultiService, ready for twistd (reloadable when built from a config file)."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
     root = service.MultiService()
     connector = OriginConnector(reactor, config.timeouts.connect)
-    pool = ConnectionPool(connector, reactor, config.pool, config.timeouts.server)
-    access_log = make_access_log(config)
-    backends = {
-        name: Backend(backend_config, reactor, config.timeouts.queue) for name, backend_config in config.backends.items()
-    }
+    parts = ProxyParts(
+        reactor, root, config, connector, ConnectionPool(connector, reactor, config.pool, config.timeouts.server),
+        make_access_log(config), ResumeBudget(config.limits.resume_buffer_total),
+    )
+    parts.backends.update(
+        (name, Backend(backend_config, reactor, config.timeouts.queue)) for name, backend_config in config.backends.items()
+    )
     if config.demo:
-        used = [backends[f.backend] for f in config.frontends]
+        used = [parts.backends[f.backend] for f in config.frontends]
         for backend in used:
             backend.servers.clear()
         urls = tuple(_public_url(e) for f in config.frontends for e in f.listen)
         DemoOriginService(reactor, list({id(b): b for b in used}.values()), urls).setServiceParent(root)
-    resume_budget = ResumeBudget(config.limits.resume_buffer_total)
-    frontends = []
     for frontend_config in config.frontends:
-        default = backends[frontend_config.backend]
-        frontend = Frontend(
-            name=frontend_config.name, clock=reactor, timeouts=config.timeouts, limits=config.limits,
-            backend=default, pool=pool, access_log=access_log,
-            router=Router(frontend_config.routes, backends, default), resume_budget=resume_budget,
-        )
-        frontends.append(frontend)
-        FrontendService(
-            reactor, frontend, frontend_config.listen, config.shutdown_grace, config.shutdown_spread,
-            config.shutdown_close_code,
-        ).setServiceParent(root)
-    checkers = {
-        name: HealthChecker(name, _servers_of(backend), backend.health, reactor, connector.connect)
-        for name, backend in backends.items()
+        parts.add_frontend(frontend_config, config)
+    parts.checkers.update(
+        (name, HealthChecker(name, _servers_of(backend), backend.health, reactor, connector.connect))
+        for name, backend in parts.backends.items()
         if backend.health.check != "none"
-    }
-    if checkers:
-        HealthService(list(checkers.values())).setServiceParent(root)
+    )
+    HealthService(parts.checkers).setServiceParent(root)
+    reloader = Reloader(parts, command_line) if command_line is not None and command_line.config_path else None
+    if reloader is not None:
+        ReloadOnHangup(reloader, reactor).setServiceParent(root)
     if config.admin.listen:
-        site = admin_site(RunningProxy(frontends, backends, resume_budget, checkers), config.admin.token)
+        running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers,
+                               reloader.reload if reloader is not None else None)
+        site = admin_site(running, config.admin.token)
         ListeningService(reactor, "admin", site, config.admin.listen).setServiceParent(root)
-    PoolService(pool).setServiceParent(root)
-    AccessLogService(access_log, reactor).setServiceParent(root)
+    PoolService(parts.pool).setServiceParent(root)
+    AccessLogService(parts.access_log, reactor).setServiceParent(root)
+    root.parts = parts  # type: ignore[attr-defined]  # for tests and the reloader's callers
     return root
 
 

@@ -69,6 +69,7 @@ class Options(usage.Options):
             admin=self["admin"],
             demo=bool(self["demo"]),
         )
+        self.command_line = command_line
         try:
             self.proxy_config: ProxyConfig = load_config(command_line)
         except ConfigError as e:
@@ -77,4 +78,4 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """Build the proxy's service tree from parsed options."""
-    return build_service(options.proxy_config)
+    return build_service(options.proxy_config, command_line=options.command_line)

@@ -32,6 +32,7 @@ class RunningProxy:
     backends: Mapping[str, Backend]
     budget: ResumeBudget
     checkers: Mapping[str, HealthChecker] = field(default_factory=dict)  # by backend name
+    reload: Callable[[], list[str]] | None = None  # re-reads the configuration file, if there is one
 
 
 class APIError(Exception):
@@ -100,6 +101,8 @@ class AdminAPI(resource.Resource):
             if path == ["frontends"]:
                 return {"frontends": [_frontend(f) for f in self.proxy.frontends]}
             raise APIError(404, "not found; see GET /backends, /sessions, /metrics")
+        if method == "POST" and path == ["reload"]:
+            return self._reload(request)
         if method == "POST" and len(path) == 5 and path[0] == "backends" and path[2] == "servers":
             return self._server_action(request, self._backend(path[1]), path[3], path[4])
         if method == "POST" and len(path) == 3 and path[0] == "backends" and path[2] == "servers":
@@ -152,6 +155,16 @@ class AdminAPI(resource.Resource):
             checker.watch(added)
         self._audit(request, "add", backend, added)
         return _server(added)
+
+    def _reload(self, request: server.Request) -> object:
+        if self.proxy.reload is None:
+            raise APIError(409, "the proxy was not started with a configuration file: nothing to reload")
+        try:
+            changes = self.proxy.reload()
+        except ConfigError as e:
+            raise APIError(400, f"the configuration was not reloaded, nothing changed: {e}") from None
+        self.log.info("admin: reload from {peer}", peer=request.getClientAddress())
+        return {"changes": changes}
 
     def _sessions(self) -> list[dict[str, Any]]:
         sessions = []

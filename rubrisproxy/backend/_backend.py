@@ -56,30 +56,16 @@ class Backend:
 
     def __init__(self, config: BackendConfig, clock: IReactorTime | None = None, queue_timeout: float = 30.0) -> None:
         self.name = config.name
-        self.retries = config.retries
-        self.redispatch = config.redispatch
-        self.slow_start = config.slow_start
         self.clock = clock
         self.queue_timeout = queue_timeout
-        self.balancer: IBalancer = balancer_for(config.balance)
-        self.passive = config.passive
-        self.health = config.health
-        self.websocket = config.websocket
-        self.websocket_hooks = build_hooks(f"backends.{config.name}.websocket.hooks", config.websocket.hooks)
-        self._leg_factories: LegFactories | None = None
         self.resumes = 0  # session-mode WebSockets moved to another server
         self.resume_failures: dict[str, int] = {}  # sessions that could not move, by reason
         self.resume_seconds = Histogram()  # how long moves took
         self.connect_seconds = Histogram()  # how long new server connections took to open
         self.log = Logger()
-        self.cookie = CookieStickiness(config.cookie.name, config.cookie.mode, config.cookie.max_age,
-                                       config.cookie.secure) if config.cookie else None
-        self.table = None
-        if config.stick is not None:
-            store = MemoryStickStore(clock or Clock(), config.stick.expire, config.stick.size)
-            learn = learned_key(config.stick.learn) if config.stick.learn else None
-            self.table = TableStickiness(store, key_for(config.stick.on), learn)
-        self.sticky = self.cookie is not None or self.table is not None
+        self.table: TableStickiness | None = None
+        self.config = config
+        self._settings(config, None)
         self.servers: list[Server] = []
         self._queue: deque[_Queued] = deque()
         self.queued_total = 0
@@ -88,6 +74,53 @@ class Backend:
         self._limited = False  # some server has a maxconn
         for server_config in config.servers:
             self.add_server(server_config)
+
+    def _settings(self, config: BackendConfig, previous: BackendConfig | None) -> None:
+        """Take ``config``'s settings (not its servers); a stick table whose settings stay is kept."""
+        self.websocket_hooks = build_hooks(f"backends.{config.name}.websocket.hooks", config.websocket.hooks)
+        self.retries = config.retries
+        self.redispatch = config.redispatch
+        self.slow_start = config.slow_start
+        self.balancer: IBalancer = balancer_for(config.balance)
+        self.passive = config.passive
+        self.health = config.health
+        if previous is None or previous.websocket != config.websocket:
+            self.websocket = config.websocket
+            self._leg_factories: LegFactories | None = None  # sessions open already keep theirs
+        self.cookie = CookieStickiness(config.cookie.name, config.cookie.mode, config.cookie.max_age,
+                                       config.cookie.secure) if config.cookie else None
+        if previous is None or previous.stick != config.stick:
+            self.table = None
+            if config.stick is not None:
+                store = MemoryStickStore(self.clock or Clock(), config.stick.expire, config.stick.size)
+                learn = learned_key(config.stick.learn) if config.stick.learn else None
+                self.table = TableStickiness(store, key_for(config.stick.on), learn)
+        self.sticky = self.cookie is not None or self.table is not None
+
+    def reconfigure(self, config: BackendConfig) -> list[Server]:
+        """Take a reloaded ``config`` in place: settings, and servers added, changed or removed.
+
+        Servers are matched by name; one whose address changed is replaced. Removed
+        servers are drained (their sessions move). Health and the stick table stay.
+        Returns the servers added, for their health checks.
+        """
+        previous, self.config = self.config, config
+        self._settings(config, previous)
+        wanted = {server.name: server for server in config.servers}
+        for server in list(self.servers):
+            new = wanted.get(server.name)
+            if new is None or (new.host, new.port, new.tls) != (server.config.host, server.config.port, server.config.tls):
+                self.remove_server(server.name)
+        added: list[Server] = []
+        for name, new in wanted.items():
+            kept = self.server_named(name)
+            if kept is None:
+                added.append(self.add_server(new))
+            elif new != kept.config:
+                kept.config = new
+                kept.set_weight(new.weight)
+        self._limited = any(server.maxconn > 0 for server in self.servers)
+        return added
 
     def add_server(self, config: ServerConfig) -> Server:
         """Add a server (at start, or at run time); raises ValueError if the name is taken."""

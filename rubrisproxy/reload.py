@@ -1,0 +1,157 @@
+"""Reload in place: a new configuration applied inside the running process, connections untouched."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from .backend import Backend, HealthChecker
+from .config import CommandLine, ConfigError, ProxyConfig, load_config
+from .routing import Router
+
+if TYPE_CHECKING:
+    from .service import ProxyParts
+
+#: Settings a reload does not change (they need a restart); a change to them is reported.
+RESTART_ONLY = ("pool", "access_log", "admin", "shutdown_grace", "shutdown_spread", "shutdown_close_code", "demo")
+
+
+class Reloader:
+    """Re-reads the configuration and applies what changed, without touching open connections.
+
+    Applied: timeouts and limits; backends added and removed; each backend's settings
+    and servers (added, removed and drained, re-weighted), keeping health and stick
+    tables; frontends added and removed, their routes, default backend and listen
+    endpoints. A file that does not validate changes nothing.
+    """
+
+    log = Logger()
+
+    def __init__(self, parts: ProxyParts, command_line: CommandLine) -> None:
+        self.parts = parts
+        self.command_line = command_line
+
+    def reload(self) -> list[str]:
+        """Apply the configuration as it now reads; the changes made. Raises :class:`ConfigError`, changing nothing."""
+        if not self.command_line.config_path:
+            raise ConfigError("--config", "there is no configuration file to reload")
+        new = load_config(self.command_line)
+        if new.demo or self.parts.config.demo:
+            raise ConfigError("--config", "a proxy running the demo origin cannot be reloaded; restart it")
+        added = {name: Backend(config, self.parts.reactor, new.timeouts.queue)
+                 for name, config in new.backends.items() if name not in self.parts.backends}  # may fail: before any change
+        changes = self._apply(new, added)
+        self.parts.config = new
+        self.log.info("reloaded {path}: {changes}", path=self.command_line.config_path,
+                      changes="; ".join(changes) or "nothing changed")
+        return changes
+
+    def _apply(self, new: ProxyConfig, added: dict[str, Backend]) -> list[str]:
+        parts, old, changes = self.parts, self.parts.config, []
+        for name in RESTART_ONLY:
+            if getattr(old, name) != getattr(new, name):
+                changes.append(f"{name.replace('_', '-')} changed: it takes effect at the next restart")
+        if old.timeouts != new.timeouts or old.limits != new.limits:
+            for frontend_service in parts.frontends.values():
+                frontend_service.frontend.timeouts = new.timeouts
+                frontend_service.frontend.limits = new.limits
+            parts.connector.connect_timeout = new.timeouts.connect
+            parts.pool.server_timeout = new.timeouts.server
+            for backend in parts.backends.values():
+                backend.queue_timeout = new.timeouts.queue
+            changes.append("timeouts and limits")
+        for name, backend in added.items():
+            parts.backends[name] = backend
+            self._check(backend, new)
+            changes.append(f"backend {name} added")
+        for name, config in new.backends.items():
+            if name in added or config == old.backends.get(name):
+                continue
+            backend = parts.backends[name]
+            for server in backend.reconfigure(config):
+                checker = parts.checkers.get(name)
+                if checker is not None:
+                    checker.watch(server)
+            if config.health != old.backends[name].health:
+                self._check(backend, new)
+            changes.append(f"backend {name} reconfigured")
+        self._frontends(new, changes)
+        for name in [name for name in parts.backends if name not in new.backends]:
+            backend = parts.backends.pop(name)
+            for server in list(backend.servers):
+                backend.remove_server(server.name)
+            self._stop_checker(name)
+            changes.append(f"backend {name} removed")
+        return changes
+
+    def _frontends(self, new: ProxyConfig, changes: list[str]) -> None:
+        parts, old = self.parts, self.parts.config
+        old_frontends = {f.name: f for f in old.frontends}
+        for config in new.frontends:
+            running = parts.frontends.get(config.name)
+            if running is None:
+                parts.add_frontend(config, new)
+                changes.append(f"frontend {config.name} added")
+                continue
+            default = parts.backends[config.backend]
+            frontend = running.frontend
+            frontend.backend = default
+            frontend.router = Router(config.routes, parts.backends, default)  # also when only backends changed
+            running.listen_on(config.listen)
+            if config != old_frontends[config.name]:
+                changes.append(f"frontend {config.name} reconfigured")
+        for name in [name for name in parts.frontends if name not in {f.name for f in new.frontends}]:
+            parts.remove_frontend(name)  # stops listening and drains its connections
+            changes.append(f"frontend {name} removed")
+
+    def _check(self, backend: Backend, config: ProxyConfig) -> None:
+        """(Re)start the health checks of ``backend``, as its new settings say."""
+        parts = self.parts
+        self._stop_checker(backend.name)
+        if backend.health.check == "none":
+            return
+        checker = HealthChecker(backend.name, _servers_of(backend), backend.health, parts.reactor, parts.connector.connect)
+        parts.checkers[backend.name] = checker
+        checker.start()
+
+    def _stop_checker(self, name: str) -> None:
+        checker = self.parts.checkers.pop(name, None)
+        if checker is not None:
+            checker.stop()
+
+
+def _servers_of(backend: Backend) -> Callable[[], Any]:
+    return lambda: backend.servers
+
+
+class ReloadOnHangup(service.Service):
+    """``SIGHUP`` reloads the configuration file; a bad file is logged and changes nothing."""
+
+    log = Logger()
+
+    def __init__(self, reloader: Reloader, reactor: Any) -> None:
+        self.reloader = reloader
+        self.reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        try:
+            self.reloader.reload()
+        except ConfigError as e:
+            self.log.error("reload refused, nothing changed: {error}", error=str(e))

@@ -1,0 +1,172 @@
+"""Reload in place: a changed config file applied to the running proxy, with nothing dropped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.web.client import Agent, readBody
+
+from rubrisproxy.config import CommandLine, ConfigError, load_config
+from rubrisproxy.reload import Reloader
+from rubrisproxy.service import build_service
+
+from .helpers import ProxyTestCase, RawClient, get
+from .test_routing import NamedOrigin
+from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
+
+CONFIG = """
+[admin]
+listen = ["tcp:0:interface=127.0.0.1"]
+
+[timeouts]
+client = "{client}"
+
+[frontends.web]
+listen = ["tcp:0:interface=127.0.0.1"]
+backend = "web"
+{routes}
+
+[backends.web]
+servers = [{web}]
+
+[backends.ws]
+servers = [{ws}]
+websocket = {{ mode = "session", client-ping-interval = 0, backend-ping-interval = 0 }}
+{extra}
+"""
+
+
+class ReloadTests(ProxyTestCase):
+    def setUp(self) -> None:
+        self.web_ports = {name: self.start_web_origin(NamedOrigin(name)) for name in ("w1", "w2", "w3")}
+        self.echoes = {name: EchoBackendFactory() for name in ("e1", "e2")}
+        self.ws_ports = {}
+        for name, factory in self.echoes.items():
+            listener = listen_echo_backend(factory)
+            self.addCleanup(listener.stopListening)
+            self.ws_ports[name] = listener.getHost().port
+        self.path = self.mktemp()
+        self.write(web=("w1", "w2"), ws=("e1", "e2"))
+        self.command_line = CommandLine(config_path=self.path, access_log="off")
+        self.service = build_service(load_config(self.command_line), reactor, self.command_line)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.parts = self.service.parts  # type: ignore[attr-defined]
+        self.proxy_port = self.parts.frontends["web"].ports[0].getHost().port
+
+    def write(self, web: tuple[str, ...], ws: tuple[str, ...], client: str = "30s", routes: str = "",
+              weights: dict[str, int] | None = None, extra: str = "") -> None:
+        def servers(names: tuple[str, ...], ports: dict[str, int]) -> str:
+            return ", ".join(
+                f'{{ name = "{n}", address = "127.0.0.1:{ports[n]}", weight = {(weights or {}).get(n, 1)} }}'
+                for n in names
+            )
+        websocket_route = '[[frontends.web.routes]]\nwebsocket = true\nbackend = "ws"\n'
+        with open(self.path, "w") as f:
+            f.write(CONFIG.format(client=client, routes=routes + websocket_route, web=servers(web, self.web_ports),
+                                  ws=servers(ws, self.ws_ports), extra=extra))
+
+    def reload(self) -> list[str]:
+        return Reloader(self.parts, self.command_line).reload()
+
+    @defer.inlineCallbacks
+    def test_each_kind_of_change_is_applied(self):  # type: ignore[no-untyped-def]
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port), client)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        client.send(get(b"/blocked"))
+        (before,) = yield client.responses(1)
+        self.assertEqual(before.status, 200)
+        self.write(web=("w2", "w3"), ws=("e1", "e2"), client="12s", weights={"w2": 5},
+                   routes='[[frontends.web.routes]]\npath-prefix = "/blocked"\ndeny = 403\n',
+                   extra='[frontends.extra]\nlisten = ["tcp:0:interface=127.0.0.1"]\nbackend = "web"\n')
+        changes = self.reload()
+        self.assertIn("timeouts and limits", changes)
+        self.assertIn("backend web reconfigured", changes)
+        self.assertIn("frontend web reconfigured", changes)
+        self.assertIn("frontend extra added", changes)
+        web = self.parts.backends["web"]
+        self.assertEqual([(s.name, s.weight) for s in web.servers], [("w2", 5), ("w3", 1)])
+        self.assertEqual(self.parts.frontends["web"].frontend.timeouts.client, 12)
+        client.send(get(b"/other") + get(b"/blocked"))  # the same keep-alive connection, new routes
+        responses = yield client.responses(3)
+        self.assertIn(responses[1].body, (b"w2", b"w3"))
+        self.assertEqual(responses[2].status, 403)
+        extra_port = self.parts.frontends["extra"].ports[0].getHost().port
+        (answer,) = yield self.request_to(extra_port, get(b"/x"))
+        self.assertEqual(answer.status, 200)
+
+    @defer.inlineCallbacks
+    def request_to(self, port: int, data: bytes):  # type: ignore[no-untyped-def]
+        saved, self.proxy_port = self.proxy_port, port
+        try:
+            responses = yield self.request(data)
+        finally:
+            self.proxy_port = saved
+        return responses
+
+    def test_a_bad_file_changes_nothing(self) -> None:
+        with open(self.path, "a") as f:
+            f.write("\n[backends.web.health]\ncheck = \"sometimes\"\n")
+        with self.assertRaises(ConfigError) as caught:
+            self.reload()
+        self.assertIn("backends.web.health.check", str(caught.exception))
+        self.assertEqual([s.name for s in self.parts.backends["web"].servers], ["w1", "w2"])
+
+    @defer.inlineCallbacks
+    def test_no_websocket_or_keep_alive_client_is_dropped(self):  # type: ignore[no-untyped-def]
+        sessions = []
+        for _ in range(200):
+            client = connect_client(self.proxy_port, "/live")
+            self.addCleanup(lambda c=client: c.transport.abortConnection() if c.transport.connected else None)
+            sessions.append(client)
+        yield defer.gatherResults([client.opened for client in sessions])
+        keep_alive = []
+        for _ in range(50):
+            client = yield self.connect()
+            client.send(get(b"/a"))
+            keep_alive.append(client)
+        yield defer.gatherResults([client.responses(1) for client in keep_alive])
+        on_e1 = len(self.echoes["e1"].open)
+        self.assertTrue(0 < on_e1 < 200)
+        self.write(web=("w1", "w3"), ws=("e2",),
+                   routes='[[frontends.web.routes]]\npath-prefix = "/new"\ndeny = 410\n')
+        self.reload()
+        yield self.poll(lambda: len(self.echoes["e2"].open) == 200, "every session on e2", ticks=1000)
+        for client in sessions:
+            client.sendMessage(b"after")
+        yield defer.gatherResults([client.wait_messages(1) for client in sessions])
+        self.assertFalse(any(client.closed.called for client in sessions))
+        for client in keep_alive:
+            client.send(get(b"/new"))
+        answers = yield defer.gatherResults([client.responses(2) for client in keep_alive])
+        self.assertEqual({answer[1].status for answer in answers}, {410})
+        self.assertEqual(self.parts.backends["ws"].resumes, on_e1)
+
+    @defer.inlineCallbacks
+    def test_sighup_reloads(self):  # type: ignore[no-untyped-def]
+        self.write(web=("w3",), ws=("e1", "e2"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        yield self.poll(lambda: [s.name for s in self.parts.backends["web"].servers] == ["w3"], "the reload")
+
+    @defer.inlineCallbacks
+    def test_the_admin_api_reloads_and_reports_a_bad_file(self):  # type: ignore[no-untyped-def]
+        admin = self.service.getServiceNamed("admin").ports[0].getHost().port
+        self.write(web=("w1",), ws=("e1", "e2"))
+        code, body = yield self.post(admin, "/reload")
+        self.assertEqual((code, body["changes"]), (200, ["backend web reconfigured"]))
+        with open(self.path, "a") as f:
+            f.write("\nnonsense = 1\n")
+        code, body = yield self.post(admin, "/reload")
+        self.assertEqual(code, 400)
+        self.assertIn("nonsense", body["error"])
+        self.assertEqual([s.name for s in self.parts.backends["web"].servers], ["w1"])
+
+    @defer.inlineCallbacks
+    def post(self, port: int, path: str):  # type: ignore[no-untyped-def]
+        response = yield Agent(reactor).request(b"POST", f"http://127.0.0.1:{port}{path}".encode())
+        return response.code, json.loads((yield readBody(response)))
