@@ -95,9 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     weight = actions.add_parser("weight", help="set a server's weight")
     weight.add_argument("target", metavar="BACKEND/SERVER")
     weight.add_argument("weight", type=int)
+    actions.add_parser("reload", help="re-read the configuration file and apply it in place")
     args = parser.parse_args(argv)
     try:
-        if args.action == "status":
+        if args.action == "reload":
+            changes = call(args.admin, "POST", "/reload", args.token)["changes"]
+            print("\n".join(changes) if changes else "nothing changed")
+        elif args.action == "status":
             print(status(args.admin, args.token))
         elif args.action == "sessions":
             print(sessions(args.admin, args.token))

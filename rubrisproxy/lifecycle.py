@@ -27,4 +27,5 @@ class Termination(StrEnum):
     IDLE_TIMEOUT = "idle-timeout"  # a WebSocket idle past timeout tunnel (or a half-closed one past client-fin/server-fin)
     PING_TIMEOUT = "ping-timeout"  # a WebSocket peer that did not answer a ping in time
     PROTOCOL_ERROR = "protocol-error"  # a WebSocket peer broke the protocol or a limit (1002, 1007, 1009)
+    DRAINED = "drained"  # a tunnel closed because its server was drained, put in maintenance or removed
     RESUME_FAILED = "resume-failed"  # a session could not move to another server (buffer full, resume-timeout)

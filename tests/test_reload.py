@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import Agent, readBody
 
 from rubrisproxy.config import CommandLine, ConfigError, load_config
@@ -15,6 +17,7 @@ from rubrisproxy.reload import Reloader
 from rubrisproxy.service import build_service
 
 from .helpers import ProxyTestCase, RawClient, get
+from .test_admin import ROOT
 from .test_routing import NamedOrigin
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
@@ -170,3 +173,23 @@ class ReloadTests(ProxyTestCase):
     def post(self, port: int, path: str):  # type: ignore[no-untyped-def]
         response = yield Agent(reactor).request(b"POST", f"http://127.0.0.1:{port}{path}".encode())
         return response.code, json.loads((yield readBody(response)))
+
+    @defer.inlineCallbacks
+    def test_the_stick_table_is_shown_and_survives_a_reload(self):  # type: ignore[no-untyped-def]
+        stick = '[backends.web.stick]\non = "header(X-User)"\n'
+        self.write(web=("w1", "w2"), ws=("e1", "e2"), extra=stick)
+        self.reload()
+        answers = yield self.request(get(b"/", b"X-User: ann\r\n") + get(b"/", b"X-User: bob\r\n"), count=2)
+        admin = self.service.getServiceNamed("admin").ports[0].getHost().port
+        response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{admin}/backends/web/stick".encode())
+        table = json.loads((yield readBody(response)))
+        self.assertEqual({(e["key"], e["server"]) for e in table["entries"]},
+                         {("ann", answers[0].body.decode()), ("bob", answers[1].body.decode())})
+        self.write(web=("w1", "w2", "w3"), ws=("e1", "e2"), extra=stick)  # servers change, the table stays
+        self.reload()
+        self.assertEqual(len(self.parts.backends["web"].table.store), 2)
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ["-m", "rubrisproxy.ctl", "ctl", "--admin", f"http://127.0.0.1:{admin}", "reload"],
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
+        self.assertEqual((code, out.decode().strip()), (0, "nothing changed"), err)

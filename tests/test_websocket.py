@@ -433,6 +433,18 @@ class TimerTests(ProxyTestCase):
         self.assertEqual(self.frontend.websockets, set())
 
     @defer.inlineCallbacks
+    def test_a_tunnel_on_a_drained_server_is_closed_after_the_grace(self):  # type: ignore[no-untyped-def]
+        self.start(mode="tunnel", drain_grace=0.2)
+        client = connect_client(self.proxy_port)
+        yield client.opened
+        self.frontend.backend.drain_server("s1")
+        self.assertFalse(client.closed.called)  # not at once: the grace lets it finish
+        clean, code, reason = yield client.closed
+        yield self.settle(self.frontend)
+        self.assertEqual(self.access_log.entries[-1].termination, "drained")
+        self.assertEqual(self.frontend.backend.servers[0].watchers, set())
+
+    @defer.inlineCallbacks
     def test_a_restart_closes_sessions_with_1012(self):  # type: ignore[no-untyped-def]
         self.start()
         client = connect_client(self.proxy_port)

@@ -96,6 +96,8 @@ class AdminAPI(resource.Resource):
                         "resume_buffered_bytes": self.proxy.budget.held}
             if len(path) == 2 and path[0] == "backends":
                 return _backend(self._backend(path[1]))
+            if len(path) == 3 and path[0] == "backends" and path[2] == "stick":
+                return self._stick_table(self._backend(path[1]), request)
             if path == ["sessions"]:
                 return {"sessions": self._sessions()}
             if path == ["frontends"]:
@@ -155,6 +157,21 @@ class AdminAPI(resource.Resource):
             checker.watch(added)
         self._audit(request, "add", backend, added)
         return _server(added)
+
+    @staticmethod
+    def _stick_table(backend: Backend, request: server.Request) -> object:
+        if backend.table is None:
+            raise APIError(404, f"backend {backend.name} has no stick table")
+        try:
+            limit = int((request.args or {}).get(b"limit", [b"100"])[0])
+        except ValueError:
+            raise APIError(400, "limit must be an integer") from None
+        if not 1 <= limit <= 10000:
+            raise APIError(400, "limit must be from 1 to 10000")
+        store = backend.table.store
+        entries = [{"key": key.decode("latin-1"), "server": server, "expires_in": round(left, 1)}
+                   for key, server, left in store.items(limit)]
+        return {"backend": backend.name, "size": len(store), "entries": entries}
 
     def _reload(self, request: server.Request) -> object:
         if self.proxy.reload is None:

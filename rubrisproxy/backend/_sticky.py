@@ -31,6 +31,9 @@ class IStickStore(Interface):
     def put(key: bytes, server: str) -> None:
         """Store (or refresh) ``key`` -> ``server``."""
 
+    def items(limit: int) -> list[tuple[bytes, str, float]]:
+        """Up to ``limit`` live entries, most recently used first: (key, server, seconds left)."""
+
     def __len__() -> int:
         """Entries held."""
 
@@ -63,6 +66,17 @@ class MemoryStickStore:
         self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
+
+    def items(self, limit: int) -> list[tuple[bytes, str, float]]:
+        now = self._clock.seconds()
+        found = []
+        for key in reversed(self._entries):
+            server, expires = self._entries[key]
+            if expires > now:
+                found.append((key, server, expires - now))
+                if len(found) >= limit:
+                    break
+        return found
 
     def __len__(self) -> int:
         return len(self._entries)

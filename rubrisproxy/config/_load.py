@@ -288,7 +288,8 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
 
 _WEBSOCKET_SIZES = ("max-message-size", "max-frame-size", "auto-fragment-size", "session-buffer")
 _WEBSOCKET_DURATIONS = (
-    "open-handshake-timeout", "close-handshake-timeout", "client-ping-timeout", "backend-ping-timeout", "resume-timeout"
+    "open-handshake-timeout", "close-handshake-timeout", "client-ping-timeout", "backend-ping-timeout", "resume-timeout",
+    "drain-grace",
 )
 _WEBSOCKET_INTERVALS = ("client-ping-interval", "backend-ping-interval", "replay-window")  # 0 turns them off
 _WEBSOCKET_LISTS = ("origins", "subprotocols")

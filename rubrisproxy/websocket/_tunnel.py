@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from ..config import Timeouts
@@ -13,6 +14,7 @@ from ..flow import backed_up
 from ..lifecycle import Termination
 
 if TYPE_CHECKING:
+    from ..backend import Server
     from ..frontend._connection import ClientConnection
     from ..frontend._exchange import Exchange
     from ..origin import OriginConnection
@@ -28,7 +30,7 @@ class Tunnel:
     """
 
     __slots__ = ("_exchange", "_client", "_origin", "_timeouts", "_deadline", "_idle_limit", "_client_fin",
-                 "_origin_fin", "_ended", "_first_close")
+                 "_origin_fin", "_ended", "_first_close", "_leaving")
 
     def __init__(
         self, exchange: Exchange, client: ClientConnection, origin: OriginConnection, timeouts: Timeouts
@@ -42,11 +44,15 @@ class Tunnel:
         self._client_fin = self._origin_fin = False
         self._ended = False
         self._first_close: Termination | None = None  # the side that closed (or half-closed) first
+        self._leaving: IDelayedCall | None = None  # closes the tunnel some time after its server left
 
     def start(self, response_head: bytes, from_origin: bytes) -> None:
         """Send the 101 on to the client and start relaying (with any bytes that came with either head)."""
         client, origin = self._client, self._origin
         client.frontend.websockets.add(self)
+        server = self._exchange.server
+        if server is not None:
+            server.watchers.add(self)
         from_client = client.take_over(self)
         origin.take_over(self)
         self._deadline.set(self._idle_limit)
@@ -104,6 +110,17 @@ class Tunnel:
         self._client.transport.loseConnection()
         self._end(self._first_close or Termination.SERVER_CLOSE if reason.check(ConnectionDone) else Termination.SERVER_ABORT)
 
+    def server_leaving(self, server: Server, why: str) -> None:
+        """The server is drained, removed or down: the tunnel (which cannot move) is closed after a grace."""
+        if self._leaving is None and not self._ended:
+            grace = self._exchange.backend.websocket.drain_grace  # type: ignore[union-attr]
+            self._leaving = self._exchange.clock.callLater(grace, self._drained)
+
+    def _drained(self) -> None:
+        self._leaving = None
+        self._close_both()
+        self._end(Termination.DRAINED)
+
     def drain(self, code: int = 1001) -> None:
         """Close both connections (a tunnel cannot put a close frame between the bytes it relays)."""
         self._close_both()
@@ -128,6 +145,11 @@ class Tunnel:
             return
         self._ended = True
         self._client.frontend.websockets.discard(self)
+        server = self._exchange.server
+        if server is not None:
+            server.watchers.discard(self)
+        if self._leaving is not None and self._leaving.active():
+            self._leaving.cancel()
         self._deadline.stop()
         self._client.download.detach()
         self._origin.upload.detach()
