@@ -16,7 +16,7 @@ from rubrisproxy.config import CommandLine, ConfigError, load_config
 from rubrisproxy.reload import Reloader
 from rubrisproxy.service import build_service
 
-from .helpers import ProxyTestCase, RawClient, get
+from .helpers import ProxyTestCase, RawClient, get, run_reactor_for
 from .test_admin import ROOT
 from .test_routing import NamedOrigin
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
@@ -193,3 +193,29 @@ class ReloadTests(ProxyTestCase):
             env={**os.environ, "PYTHONPATH": ROOT},
         )
         self.assertEqual((code, out.decode().strip()), (0, "nothing changed"), err)
+
+    @defer.inlineCallbacks
+    def test_backends_and_frontends_come_and_go_and_health_stays(self):  # type: ignore[no-untyped-def]
+        self.parts.backends["web"].servers[0].set_up(False)  # as a failed health check leaves it
+        added = ('[backends.api]\nservers = ["127.0.0.1:%d"]\n\n[frontends.extra]\n'
+                 'listen = ["tcp:0:interface=127.0.0.1"]\nbackend = "api"\n') % self.web_ports["w3"]
+        self.write(web=("w1", "w2"), ws=("e1", "e2"), extra=added)
+        changes = self.reload()
+        self.assertIn("backend api added", changes)
+        self.assertIn("frontend extra added", changes)
+        self.assertFalse(self.parts.backends["web"].servers[0].up)  # health state survived the reload
+        extra = self.parts.frontends["extra"]
+        port = extra.ports[0].getHost().port
+        (answer,) = yield self.request_to(port, get(b"/"))
+        self.assertEqual(answer.body, b"w3")
+        self.write(web=("w1", "w2"), ws=("e1", "e2"))
+        changes = self.reload()
+        self.assertIn("backend api removed", changes)
+        self.assertIn("frontend extra removed", changes)
+        self.assertNotIn("api", self.parts.backends)
+        yield self.poll(lambda: not extra.running and not extra.frontend.connections, "the removed frontend drained")
+        yield run_reactor_for(10)  # its drain's last check
+        client = RawClient()
+        failed = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client).addCallbacks(
+            lambda _: False, lambda failure: True)
+        self.assertTrue(failed, "the removed frontend's port still accepts")
