@@ -274,24 +274,28 @@ class ResumeTests(ProxyTestCase):
         self.assertNotIn(f"s{serving + 1}", (f"s{first + 1}", target[0]))
 
 
+def switch(data: bytes, extra: bytes = b"") -> bytes:
+    """A 101 answering the handshake in ``data``, with ``extra`` header lines."""
+    key = [line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
+           if line.lower().startswith(b"sec-websocket-key:")][0]
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n" + extra + b"\r\n")
+
+
 class OddExtension(Protocol):
     """Answers any handshake with a 101 that names an extension nobody offered."""
 
     def dataReceived(self, data: bytes) -> None:
-        key = [line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
-               if line.lower().startswith(b"sec-websocket-key:")][0]
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                             b"Sec-WebSocket-Accept: " + accept + b"\r\nSec-WebSocket-Extensions: x-foo\r\n\r\n")
+        self.transport.write(switch(data, b"Sec-WebSocket-Extensions: x-foo\r\n"))
 
 
-class BadOpcode(OddExtension):
+class BadOpcode(Protocol):
     """A valid 101, then a frame with a reserved opcode, then silence (no answer to the proxy's close)."""
 
+    answered = False
+
     def dataReceived(self, data: bytes) -> None:
-        key = [line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
-               if line.lower().startswith(b"sec-websocket-key:")][0]
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n\x83\x00")
-        self.dataReceived = lambda data: None  # type: ignore[method-assign]
+        if not self.answered:
+            self.answered = True
+            self.transport.write(switch(data) + b"\x83\x00")
