@@ -97,8 +97,8 @@ class Reloader:
                 parts.add_frontend(config, new)
                 changes.append(f"frontend {config.name} added")
                 continue
-            default = parts.backends[config.backend]
             frontend = running.frontend
+            default = frontend.backend if config.forward is not None else parts.backends[config.backend]
             frontend.backend = default
             frontend.router = Router(config.routes, parts.backends, default)  # also when only backends changed
             running.listen_on(config.listen)

@@ -15,9 +15,9 @@ from twisted.logger import Logger
 from .accesslog import AccessLog, NullAccessLog
 from .admin import RunningProxy, admin_site
 from .backend import Backend, HealthChecker, Server
-from .config import CommandLine, FrontendConfig, ProxyConfig, ServerConfig
+from .config import BackendConfig, CommandLine, FrontendConfig, ProxyConfig, ServerConfig
 from .demo import demo_site
-from .frontend import Frontend, LocalConnectionFactory, drain
+from .frontend import ForwardProxy, Frontend, LocalConnectionFactory, drain
 from .origin import ConnectionPool, OriginConnector
 from .reload import Reloader, ReloadOnHangup
 from .routing import Router
@@ -232,12 +232,19 @@ class ProxyParts:
     frontend_list: list[Frontend] = field(default_factory=list)  # what the admin API and metrics read
     checkers: dict[str, HealthChecker] = field(default_factory=dict)
 
+    def backend_for(self, config: FrontendConfig) -> Backend:
+        """A frontend's default backend; a forward proxy's is its own, with no servers of its own."""
+        if config.forward is not None:
+            return Backend(BackendConfig(name=f"forward:{config.name}", retries=0), self.reactor)
+        return self.backends[config.backend]
+
     def add_frontend(self, config: FrontendConfig, proxy: ProxyConfig) -> FrontendService:
-        default = self.backends[config.backend]
+        default = self.backend_for(config)
         frontend = Frontend(
             name=config.name, clock=self.reactor, timeouts=proxy.timeouts, limits=proxy.limits,
             backend=default, pool=self.pool, access_log=self.access_log,
             router=Router(config.routes, self.backends, default), resume_budget=self.budget,
+            forward=ForwardProxy(config.forward, self.reactor) if config.forward is not None else None,
         )
         running = FrontendService(
             self.reactor, frontend, config.listen, proxy.shutdown_grace, proxy.shutdown_spread,
@@ -272,7 +279,7 @@ def build_service(
         (name, Backend(backend_config, reactor, config.timeouts.queue)) for name, backend_config in config.backends.items()
     )
     if config.demo:
-        used = [parts.backends[f.backend] for f in config.frontends]
+        used = [parts.backends[f.backend] for f in config.frontends if f.forward is None]
         for backend in used:
             backend.servers.clear()
         urls = tuple(_public_url(e) for f in config.frontends for e in f.listen)

@@ -8,6 +8,7 @@ are ambiguous and refused.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from ._model import (
     AdminConfig,
     BackendConfig,
     CookieConfig,
+    ForwardConfig,
     FrontendConfig,
     HealthCheckConfig,
     HookConfig,
@@ -163,9 +165,9 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
             name: replace(backend, websocket=replace(backend.websocket, mode=mode)) for name, backend in backends.items()
         }
     has_servers = any(backend.servers for backend in backends.values())
-    demo = command_line.demo or not has_servers
+    demo = command_line.demo or (not has_servers and any(f.forward is None for f in frontends))
     for frontend in frontends:
-        if frontend.backend not in backends:
+        if frontend.forward is None and frontend.backend not in backends:
             if demo:
                 websocket = config.websocket
                 if command_line.websocket is not None:
@@ -532,7 +534,16 @@ def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> Rout
 
 def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, BackendConfig]) -> FrontendConfig:
     key = f"frontends.{name}"
-    _reject_unknown(key, table, {"listen", "backend", "routes"})
+    _reject_unknown(key, table, {"listen", "backend", "routes", "mode", "forward"})
+    mode = table.get("mode", "reverse")
+    if mode not in ("reverse", "forward"):
+        raise ConfigError(f"{key}.mode", f"expected reverse or forward, got {mode!r}")
+    if mode == "forward" or "forward" in table:
+        if mode != "forward":
+            raise ConfigError(f"{key}.forward", "only a frontend with mode = \"forward\" takes forward rules")
+        listen = _endpoints(f"{key}.listen", table.get("listen", [DEFAULT_LISTEN]))
+        forward = _forward(f"{key}.forward", _table(f"{key}.forward", table.get("forward", {})))
+        return FrontendConfig(name=name, listen=listen, backend="", forward=forward)
     listen = _endpoints(f"{key}.listen", table.get("listen", [DEFAULT_LISTEN]))
     if not listen:
         raise ConfigError(f"{key}.listen", "expected at least one endpoint string such as 'tcp:8080'")
@@ -549,6 +560,58 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_PASSWORD_HASH = re.compile(r"^pbkdf2_sha256\$\d+\$[0-9a-f]+\$[0-9a-f]{64}$")
+
+
+def _forward(key: str, table: Mapping[str, Any]) -> ForwardConfig:
+    _reject_unknown(key, table, {"allow-hosts", "deny-hosts", "connect-ports", "clients", "users-file", "resolve-timeout"})
+    values: dict[str, Any] = {}
+    for name in ("allow-hosts", "deny-hosts", "clients"):
+        if name in table:
+            values[name.replace("-", "_")] = _strings(f"{key}.{name}", table[name])
+    for name in ("allow-hosts", "deny-hosts"):
+        for entry in values.get(name.replace("-", "_"), ()):
+            if "/" in entry:
+                _network(f"{key}.{name}", entry)
+    for entry in values.get("clients", ()):
+        _network(f"{key}.clients", entry)
+    if "connect-ports" in table:
+        ports = table["connect-ports"]
+        if not isinstance(ports, list) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+            raise ConfigError(f"{key}.connect-ports", f"expected a list of port numbers, got {ports!r}")
+        values["connect_ports"] = tuple(ports)
+    if "resolve-timeout" in table:
+        values["resolve_timeout"] = parse_duration(f"{key}.resolve-timeout", table["resolve-timeout"])
+    if "users-file" in table:
+        values["users"] = _users(f"{key}.users-file", table["users-file"])
+    return ForwardConfig(**values)
+
+
+def _network(key: str, value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as e:
+        raise ConfigError(key, f"{value!r} is not a network: {e}") from None
+
+
+def _users(key: str, path: object) -> dict[str, str]:
+    """``user:pbkdf2_sha256$ITERATIONS$SALT$HASH`` lines (``rubrisproxy-passwd`` writes them)."""
+    if not isinstance(path, str):
+        raise ConfigError(key, f"expected a file path, got {path!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {path!r}: {e.strerror}") from None
+    users = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        user, sep, hashed = line.partition(":")
+        if not sep or not user or not _PASSWORD_HASH.match(hashed):
+            raise ConfigError(key, f"line {number} of {path!r} is not user:pbkdf2_sha256$ITERATIONS$SALT$HASH")
+        users[user] = hashed
+    return users
 
 
 def _admin(table: Mapping[str, Any]) -> AdminConfig:

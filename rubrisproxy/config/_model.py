@@ -196,13 +196,30 @@ class RouteConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardConfig:
+    """A forward-proxy frontend's rules (docs/forward-proxy.md)."""
+
+    allow_hosts: tuple[str, ...] = ()  # destinations allowed: "example.com", ".example.com" (suffix), "10.0.0.0/8"; empty: any
+    deny_hosts: tuple[str, ...] = ()  # destinations refused, in the same forms; checked first
+    connect_ports: tuple[int, ...] = (443,)  # ports CONNECT may reach
+    clients: tuple[str, ...] = ()  # client networks (CIDR) allowed; empty: any
+    users: Mapping[str, str] = field(default_factory=dict)  # user -> "pbkdf2_sha256$ITERATIONS$SALT$HASH"; empty: no auth
+    resolve_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class FrontendConfig:
-    """A named set of listeners; routes (first match wins) choose a backend, else ``backend``."""
+    """A named set of listeners; routes (first match wins) choose a backend, else ``backend``.
+
+    With ``forward`` set, the frontend is a forward proxy instead: requests name their own
+    destination (absolute-form, or CONNECT), checked against its rules.
+    """
 
     name: str
     listen: tuple[str, ...] = ("tcp:8080",)
     backend: str = "default"
     routes: tuple[RouteConfig, ...] = ()
+    forward: ForwardConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from ..websocket import ResumeBudget
 if TYPE_CHECKING:
     from ..websocket import Relay
     from ._connection import ClientConnection
+    from ._forward import ForwardProxy
 
 
 @dataclass(eq=False)
@@ -42,6 +43,7 @@ class Frontend:
     bytes_in: int = 0  # request and WebSocket bytes from clients, as relayed
     bytes_out: int = 0
     request_seconds: Histogram = field(default_factory=Histogram)  # from the request head to the end
+    forward: ForwardProxy | None = None  # a forward proxy's rules; None for a reverse proxy
 
     def __post_init__(self) -> None:
         if self.router is None:

@@ -27,6 +27,7 @@ from ..websocket import (
     check_upgrade,
     new_key,
 )
+from ._forward import Destination, ForwardProxy, destination
 
 if TYPE_CHECKING:
     from ._connection import ClientConnection
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 ORIGIN = "origin"
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 _VIA = {version: b"Via: %s rubrisproxy\r\n" % version for version in (b"1.0", b"1.1")}
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.
 _SMALL_BODY = 65536
@@ -95,6 +97,10 @@ class Exchange:
 
     def start(self) -> None:
         head = self.head
+        forward = self.client.frontend.forward
+        if forward is not None:
+            self._forward(forward)
+            return
         if head.method == b"CONNECT":
             self.fail(HTTPError(501, "CONNECT is not served by a reverse-proxy frontend"), Termination.NOT_IMPLEMENTED)
             return
@@ -112,6 +118,65 @@ class Exchange:
             self.fail(error, Termination.BAD_REQUEST)
             return
         self._assign()
+
+    # Forward-proxy mode: the request names its destination
+
+    def _forward(self, forward: ForwardProxy) -> None:
+        self.backend = self.client.frontend.backend
+        try:
+            forward.authorize(self.head, self.client.client_address)
+            where = destination(self.head)
+            forward.check_name(where)
+        except HTTPError as error:
+            self.fail(error, Termination.DENIED if error.status in (403, 407) else Termination.BAD_REQUEST)
+            return
+        if self.head.has_body:
+            self.client.gate.pause(ORIGIN)  # hold the body until there is somewhere to send it
+        self._connect_started = self.clock.seconds()
+        forward.resolve(where.host).addCallbacks(
+            self._resolved, self._forward_failed, callbackArgs=(forward, where), errbackArgs=(Termination.NO_SERVER,)
+        )
+
+    def _resolved(self, address: str, forward: ForwardProxy, where: Destination) -> None:
+        if self.finished:
+            return
+        try:
+            forward.check_address(where, address)
+            server = forward.server(where, address)
+            if not where.tunnel:
+                self._request_bytes = self._origin_request_head()
+        except HTTPError as error:
+            self.fail(error, Termination.DENIED if error.status == 403 else Termination.BAD_REQUEST)
+            return
+        if not where.tunnel:
+            self._use(server)
+            return
+        self.server = server
+        self.client.frontend.pool.connect(server).addCallbacks(
+            self._tunnel_open, self._forward_failed, errbackArgs=(Termination.CONNECT_TIMEOUT,)
+        )
+
+    def _tunnel_open(self, connection: OriginConnection) -> None:
+        pool = self.client.frontend.pool
+        if self.finished:
+            pool.release(connection, reusable=False)
+            return
+        pool.hand_over(connection)
+        self._connected_at = self._response_at = self.clock.seconds()
+        self.status = 200
+        Tunnel(self, self.client, connection, self.client.frontend.timeouts).start(_ESTABLISHED, b"")
+
+    def _forward_failed(self, failure: Failure, timed_out: Termination) -> None:
+        """The destination could not be resolved or reached: 502, or 504 when it took too long."""
+        if self.finished:
+            return
+        if failure.check(HTTPError):
+            error = failure.value
+        elif failure.check(ConnectTimeout):
+            error = HTTPError(504, failure.getErrorMessage())
+        else:
+            error = HTTPError(502, f"cannot reach {self.head.target.decode('latin-1')}: {failure.getErrorMessage()}")
+        self.fail(error, timed_out if error.status == 504 else Termination.NO_SERVER)  # type: ignore[union-attr, arg-type]
 
     def _accept_upgrade(self, router: Router, backend: Backend) -> bool:
         """Check a WebSocket upgrade (RFC 6455, the allowlists, the hooks); False if it was refused."""
@@ -197,6 +262,9 @@ class Exchange:
 
     def _connect_failed(self, failure: Failure) -> None:
         if self.finished:
+            return
+        if self.client.frontend.forward is not None:
+            self._forward_failed(failure, Termination.CONNECT_TIMEOUT)
             return
         if not failure.check(ConnectError, ConnectTimeout, OSError):
             self.log.failure("unexpected error connecting to {server}", failure, server=self.server)

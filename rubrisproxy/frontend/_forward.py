@@ -1,0 +1,198 @@
+"""Forward-proxy mode: where a request wants to go, whether it may, and who is asking."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IHostResolution, IResolutionReceiver
+from zope.interface import implementer
+
+from ..backend import Server
+from ..config import ForwardConfig, ServerConfig
+from ..http import HTTPError, RequestHead
+
+PROXY_AUTHENTICATE = b'Proxy-Authenticate: Basic realm="rubrisproxy"\r\n'
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a forward-proxy request goes: the name it asked for, and the port."""
+
+    host: str
+    port: int
+    tunnel: bool  # CONNECT
+
+
+def destination(head: RequestHead) -> Destination:
+    """The destination of an absolute-form request or a CONNECT; :class:`HTTPError` 400 if it names none."""
+    target = head.target.decode("latin-1")
+    if head.method == b"CONNECT":
+        host, port = _authority(target, None)
+        return Destination(host, port, tunnel=True)
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() != "http":
+        raise HTTPError(400, f"a forward proxy needs an absolute http:// target, got {target[:80]!r}")
+    host, port = _authority(rest.split("/", 1)[0], 80)
+    return Destination(host, port, tunnel=False)
+
+
+def _authority(authority: str, default_port: int | None) -> tuple[str, int]:
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, sep, port_text = authority.rpartition(":") if ":" in authority else (authority, "", "")
+    if not port_text:
+        if default_port is None:
+            raise HTTPError(400, f"CONNECT needs host:port, got {authority!r}")
+        return host.lower(), default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536 or not host:
+        raise HTTPError(400, f"not a host:port: {authority!r}")
+    return host.lower(), int(port_text)
+
+
+class ForwardProxy:
+    """A forward-proxy frontend's rules and state: access lists, users, name resolution, servers by destination."""
+
+    def __init__(self, config: ForwardConfig, reactor: Any) -> None:
+        self.config = config
+        self._reactor = reactor
+        self._names, self._suffixes, self._networks = _split(config.allow_hosts)
+        self._denied_names, self._denied_suffixes, self._denied_networks = _split(config.deny_hosts)
+        self._clients = [ipaddress.ip_network(c, strict=False) for c in config.clients]
+        self._servers: dict[tuple[str, int], Server] = {}  # one per destination, for the pool's keep-alive
+        self._verified: dict[bytes, bool] = {}  # Proxy-Authorization values checked (a hash costs ~0.1 s)
+
+    def authorize(self, head: RequestHead, client: str) -> None:
+        """Check the client's network and credentials; :class:`HTTPError` 403 or 407."""
+        if self._clients and not _in(client, self._clients):
+            raise HTTPError(403, f"client {client} is not in an allowed network")
+        if not self.config.users:
+            return
+        given = next((v for n, v in head.headers if n.lower() == b"proxy-authorization"), None)
+        if given is None or not self._valid(given):
+            raise HTTPError(407, "proxy credentials missing or wrong", PROXY_AUTHENTICATE)
+
+    def _valid(self, header: bytes) -> bool:
+        known = self._verified.get(header)
+        if known is None:
+            if len(self._verified) > 1024:
+                self._verified.clear()
+            known = self._verified[header] = self._check(header)
+        return known
+
+    def _check(self, header: bytes) -> bool:
+        scheme, _, token = header.strip().partition(b" ")
+        if scheme.lower() != b"basic":
+            return False
+        try:
+            user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        stored = self.config.users.get(user)
+        return bool(sep) and stored is not None and check_password(password, stored)
+
+    def check_name(self, where: Destination) -> None:
+        """Refuse a destination by its name or port (403) before it is resolved."""
+        if where.tunnel and where.port not in self.config.connect_ports:
+            raise HTTPError(403, f"CONNECT to port {where.port} is not allowed")
+        if _matches(where.host, self._denied_names, self._denied_suffixes):
+            raise HTTPError(403, f"destination {where.host} is denied")
+
+    def check_address(self, where: Destination, address: str) -> None:
+        """Refuse a destination by the address its name resolved to (403)."""
+        if self._denied_networks and _in(address, self._denied_networks):
+            raise HTTPError(403, f"destination {where.host} ({address}) is in a denied network")
+        if (self._names or self._suffixes or self._networks) and not (
+            _matches(where.host, self._names, self._suffixes) or _in(address, self._networks)
+        ):
+            raise HTTPError(403, f"destination {where.host} ({address}) is not allowed")
+
+    def resolve(self, host: str) -> defer.Deferred[str]:
+        """The first address of ``host`` (a literal address as it is); fails with :class:`HTTPError` 502."""
+        try:
+            return defer.succeed(str(ipaddress.ip_address(host)))
+        except ValueError:
+            pass
+        done: defer.Deferred[str] = defer.Deferred()
+        self._reactor.nameResolver.resolveHostName(_FirstAddress(done, host), host)
+        return done.addTimeout(self.config.resolve_timeout, self._reactor, onTimeoutCancel=_resolve_timeout(host))
+
+    def server(self, where: Destination, address: str) -> Server:
+        """The :class:`Server` standing for ``where`` (reused, so its connections are pooled)."""
+        key = (address, where.port)
+        server = self._servers.get(key)
+        if server is None:
+            if len(self._servers) > 10_000:
+                self._servers.clear()  # bounded: a forward proxy sees unbounded destinations
+            server = Server(ServerConfig(name=where.host, host=address, port=where.port), "forward")
+            self._servers[key] = server
+        return server
+
+
+@implementer(IResolutionReceiver)
+class _FirstAddress:
+    def __init__(self, done: defer.Deferred[str], host: str) -> None:
+        self._done = done
+        self._host = host
+        self._address: str | None = None
+
+    def resolutionBegan(self, resolution: IHostResolution) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        if self._address is None:
+            self._address = address.host
+
+    def resolutionComplete(self) -> None:
+        if self._done.called:
+            return
+        if self._address is None:
+            self._done.errback(HTTPError(502, f"cannot resolve {self._host}"))
+        else:
+            self._done.callback(self._address)
+
+
+def _resolve_timeout(host: str) -> Any:
+    def timed_out(result: object, timeout: float) -> object:
+        raise HTTPError(504, f"resolving {host} took longer than {timeout:g}s")
+
+    return timed_out
+
+
+def _split(entries: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...], list[Any]]:
+    names = frozenset(e.lower() for e in entries if "/" not in e and not e.startswith("."))
+    suffixes = tuple(e.lower() for e in entries if e.startswith("."))
+    networks = [ipaddress.ip_network(e, strict=False) for e in entries if "/" in e]
+    return names, suffixes, networks
+
+
+def _matches(host: str, names: frozenset[str], suffixes: tuple[str, ...]) -> bool:
+    return host in names or any(host.endswith(s) or host == s[1:] for s in suffixes)
+
+
+def _in(address: str, networks: list[Any]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def hash_password(password: str, salt: bytes, iterations: int = 200_000) -> str:
+    """``pbkdf2_sha256$ITERATIONS$SALT$HASH``, as a users file holds it."""
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    _, iterations, salt, digest = stored.split("$")
+    computed = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt), int(iterations))
+    return hmac.compare_digest(computed.hex(), digest)

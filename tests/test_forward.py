@@ -1,0 +1,137 @@
+"""Forward-proxy mode: absolute-form requests and CONNECT tunnels, access rules, proxy authentication."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+from twisted.internet import defer, reactor, ssl
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.web import server
+
+from rubrisproxy.config import CommandLine, load_config
+from rubrisproxy.frontend import hash_password
+from rubrisproxy.service import build_service
+
+from .helpers import EchoResource, ProxyTestCase, RawClient
+from .test_tls_origin import make_certificates
+
+
+class ForwardTests(ProxyTestCase):
+    rules = ""
+
+    def setUp(self) -> None:
+        self.origin_port = self.start_web_origin()
+        ca_pem, key_pem, cert_pem = make_certificates()
+        self.ca = ssl.Certificate.loadPEM(ca_pem)
+        self.ca_path = self.mktemp()
+        with open(self.ca_path, "wb") as f:
+            f.write(ca_pem)
+        tls = reactor.listenSSL(0, server.Site(EchoResource(), logPath="/dev/null"),
+                                ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options(), interface="127.0.0.1")
+        self.addCleanup(tls.stopListening)
+        self.tls_port = tls.getHost().port
+        self.start_forward(self.rules.format(tls_port=self.tls_port, users=self.users_file()))
+
+    def users_file(self) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"ann:{hash_password('s3cret', b'salt1234', 1000)}\n")
+        return path
+
+    def start_forward(self, rules: str) -> None:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f'[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n{rules}\n')
+        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.parts = service.parts  # type: ignore[attr-defined]
+        self.proxy_port = self.parts.frontends["out"].ports[0].getHost().port
+
+    @defer.inlineCallbacks
+    def curl(self, *args: str):  # type: ignore[no-untyped-def]
+        out, err, code = yield getProcessOutputAndValue(
+            "curl", ["-sS", "--max-time", "10", "-x", f"http://127.0.0.1:{self.proxy_port}", *args], env=dict(os.environ)
+        )
+        return out.decode(), err.decode(), code
+
+
+class OpenForwardTests(ForwardTests):
+    rules = '[frontends.out.forward]\nconnect-ports = [{tls_port}]\n'
+
+    @defer.inlineCallbacks
+    def test_absolute_form_get(self):  # type: ignore[no-untyped-def]
+        target = f"http://127.0.0.1:{self.origin_port}/hello?x=1".encode()
+        (response,) = yield self.request(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        self.assertEqual((response.status, response.body), (200, b"path=/hello?x=1"))
+        self.assertIn(b"rubrisproxy", response.header(b"via"))
+
+    @defer.inlineCallbacks
+    def test_curl_forward_get(self):  # type: ignore[no-untyped-def]
+        out, err, code = yield self.curl(f"http://127.0.0.1:{self.origin_port}/via-curl")
+        self.assertEqual((code, out), (0, "path=/via-curl"), err)
+
+    @defer.inlineCallbacks
+    def test_connect_then_a_verified_tls_handshake_through_the_tunnel(self):  # type: ignore[no-untyped-def]
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port), client)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        client.send(f"CONNECT 127.0.0.1:{self.tls_port} HTTP/1.1\r\nHost: 127.0.0.1:{self.tls_port}\r\n\r\n".encode())
+        yield client.until(lambda data: data.endswith(b"\r\n\r\n"))
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 200 Connection established"))
+        client.received = b""
+        client.transport.startTLS(ssl.optionsForClientTLS("127.0.0.1", trustRoot=self.ca))  # service-identity checks
+        client.send(b"GET /inside HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        received = yield client.closed
+        self.assertTrue(received.startswith(b"HTTP/1.1 200"), received[:200])
+        self.assertTrue(received.endswith(b"path=/inside"))
+
+    @defer.inlineCallbacks
+    def test_curl_connect(self):  # type: ignore[no-untyped-def]
+        out, err, code = yield self.curl("-p", "--cacert", self.ca_path, f"https://127.0.0.1:{self.tls_port}/tunnelled")
+        self.assertEqual((code, out), (0, "path=/tunnelled"), err)
+
+    @defer.inlineCallbacks
+    def test_connect_to_a_port_not_allowed_is_403(self):  # type: ignore[no-untyped-def]
+        (response,) = yield self.request(f"CONNECT 127.0.0.1:{self.origin_port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        self.assertEqual(response.status, 403)
+
+    @defer.inlineCallbacks
+    def test_nothing_listening_is_502_and_a_reverse_style_target_400(self):  # type: ignore[no-untyped-def]
+        (refused,) = yield self.request(b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(refused.status, 502)
+        (origin_form,) = yield self.request(b"GET /relative HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(origin_form.status, 400)
+
+
+class RestrictedForwardTests(ForwardTests):
+    rules = ('[frontends.out.forward]\nallow-hosts = ["127.0.0.0/8"]\ndeny-hosts = ["blocked.test", "127.0.0.2/32"]\n'
+             'clients = ["127.0.0.0/8"]\nusers-file = "{users}"\n')
+
+    def auth(self, credentials: str) -> bytes:
+        return b"Proxy-Authorization: Basic " + base64.b64encode(credentials.encode()) + b"\r\n"
+
+    def get(self, url: str, extra: bytes = b"") -> bytes:
+        return f"GET {url} HTTP/1.1\r\nHost: x\r\n".encode() + extra + b"\r\n"
+
+    @defer.inlineCallbacks
+    def test_credentials_are_required_checked_and_not_forwarded(self):  # type: ignore[no-untyped-def]
+        url = f"http://127.0.0.1:{self.origin_port}/private"
+        (missing,) = yield self.request(self.get(url))
+        self.assertEqual(missing.status, 407)
+        self.assertEqual(missing.header(b"proxy-authenticate"), b'Basic realm="rubrisproxy"')
+        (wrong,) = yield self.request(self.get(url, self.auth("ann:nope")))
+        self.assertEqual(wrong.status, 407)
+        (right,) = yield self.request(self.get(url, self.auth("ann:s3cret")))
+        self.assertEqual((right.status, right.body), (200, b"path=/private"))
+        (seen,) = yield self.request(self.get(f"http://127.0.0.1:{self.origin_port}/headers", self.auth("ann:s3cret")))
+        self.assertNotIn(b"proxy-authorization", seen.body.lower())
+        self.assertIn(b"via", seen.body.lower())
+
+    @defer.inlineCallbacks
+    def test_denied_destinations_are_403(self):  # type: ignore[no-untyped-def]
+        for url in ("http://blocked.test/", "http://127.0.0.2:80/", "http://10.1.2.3/"):
+            (response,) = yield self.request(self.get(url, self.auth("ann:s3cret")))
+            self.assertEqual(response.status, 403, url)
