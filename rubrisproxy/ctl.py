@@ -1,8 +1,10 @@
-"""``rubrisproxy ctl``: the admin API from a shell, with readable tables (docs/admin.md)."""
+"""``rubrisproxy ctl``: the admin API from a shell, with readable tables (docs/admin.md);
+``rubrisproxy passwd``: a line for a forward proxy's users file (docs/forward-proxy.md)."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -96,7 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     weight.add_argument("target", metavar="BACKEND/SERVER")
     weight.add_argument("weight", type=int)
     actions.add_parser("reload", help="re-read the configuration file and apply it in place")
+    passwd = commands.add_parser("passwd", help="print a users-file line for USER (the password is asked for)")
+    passwd.add_argument("user")
     args = parser.parse_args(argv)
+    if args.command == "passwd":
+        return _passwd(args.user)
     try:
         if args.action == "reload":
             changes = call(args.admin, "POST", "/reload", args.token)["changes"]
@@ -110,6 +116,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CtlError as e:
         print(f"rubrisproxy ctl: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _passwd(user: str) -> int:
+    from .frontend import hash_password
+
+    if not user or ":" in user:
+        print("rubrisproxy passwd: a user name cannot be empty or contain ':'", file=sys.stderr)
+        return 1
+    password = getpass.getpass(f"password for {user}: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("rubrisproxy passwd: empty password", file=sys.stderr)
+        return 1
+    print(f"{user}:{hash_password(password, os.urandom(16))}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 
 from twisted.internet import defer, reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -15,6 +16,7 @@ from rubrisproxy.frontend import hash_password
 from rubrisproxy.service import build_service
 
 from .helpers import EchoResource, ProxyTestCase, RawClient
+from .test_admin import ROOT
 from .test_tls_origin import make_certificates
 
 
@@ -135,3 +137,35 @@ class RestrictedForwardTests(ForwardTests):
         for url in ("http://blocked.test/", "http://127.0.0.2:80/", "http://10.1.2.3/"):
             (response,) = yield self.request(self.get(url, self.auth("ann:s3cret")))
             self.assertEqual(response.status, 403, url)
+
+
+class PasswdTests(ProxyTestCase):
+    @defer.inlineCallbacks
+    def test_passwd_writes_a_line_the_users_file_takes(self):  # type: ignore[no-untyped-def]
+        from twisted.internet.protocol import ProcessProtocol
+
+        from rubrisproxy.frontend._forward import check_password
+
+        class Feed(ProcessProtocol):
+            def __init__(self) -> None:
+                self.out = b""
+                self.done: defer.Deferred[bytes] = defer.Deferred()
+
+            def connectionMade(self) -> None:
+                self.transport.write(b"hunter2\n")
+                self.transport.closeStdin()
+
+            def outReceived(self, data: bytes) -> None:
+                self.out += data
+
+            def processEnded(self, reason: object) -> None:
+                self.done.callback(self.out)
+
+        feed = Feed()
+        reactor.spawnProcess(feed, sys.executable, [sys.executable, "-m", "rubrisproxy.ctl", "passwd", "bob"],
+                             env={**os.environ, "PYTHONPATH": ROOT})
+        line = (yield feed.done).decode().strip()
+        user, _, stored = line.partition(":")
+        self.assertEqual(user, "bob")
+        self.assertTrue(check_password("hunter2", stored))
+        self.assertFalse(check_password("hunter3", stored))
