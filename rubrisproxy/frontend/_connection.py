@@ -20,6 +20,7 @@ from ._context import Frontend
 from ._exchange import Exchange
 
 if TYPE_CHECKING:
+    from ..origin import OriginConnection
     from ..websocket import Relay
 
 PIPELINE = "pipeline"
@@ -63,7 +64,7 @@ class ClientConnection(Protocol):
     __slots__ = (
         "frontend", "current", "_queued", "_receiving", "_deadline", "_waiting", "_close_timer", "_held_error",
         "closing", "lost", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
-        "_upgrading", "_after_upgrade", "_direct", "transport", "connected", "factory", "__provides__", "_forwarding", "gate", "download", "parser",
+        "_upgrading", "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding", "gate", "download", "parser",
     )
 
     def __init__(self, frontend: Frontend) -> None:
@@ -87,6 +88,7 @@ class ClientConnection(Protocol):
         self.relay: Relay | None = None  # what the connection became after an upgrade
         self._upgrading = False
         self._after_upgrade = b""
+        self.pinned: OriginConnection | None = None  # the server connection connection-oriented auth bound to it
 
     # Connection events
 
@@ -145,6 +147,8 @@ class ClientConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.lost = True
+        if self.pinned is not None:
+            self.pinned.transport.loseConnection()  # a pinned server connection serves no one else
         if self.parser is not None:
             self.parser.close()
         if self.relay is not None:

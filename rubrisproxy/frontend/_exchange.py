@@ -36,6 +36,15 @@ ORIGIN = "origin"
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+#: Authentication schemes that authenticate the connection, not the request.
+_CONNECTION_AUTH = (b"ntlm", b"negotiate")
+
+
+def _asks_connection_auth(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name.lower() == b"www-authenticate" and value.strip().lower().startswith(_CONNECTION_AUTH)
+        for name, value in headers
+    )
 _VIA = {version: b"Via: %s rubrisproxy\r\n" % version for version in (b"1.0", b"1.1")}
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.
 _SMALL_BODY = 65536
@@ -65,7 +74,7 @@ class Exchange:
         "response_head_sent", "finished", "keep_alive", "status", "bytes_in", "bytes_out", "retries",
         "pending_head", "_pending", "_framing", "_stale_retry_done", "_last_failure", "_request_bytes",
         "_connect_started", "_connected_at", "_sent_at", "_response_at", "backend", "_holds_slot", "_tried",
-        "_queued_at", "_dequeued_at", "upgrade", "websocket_key", "session_id",
+        "_queued_at", "_dequeued_at", "upgrade", "websocket_key", "session_id", "_pin",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
@@ -92,6 +101,7 @@ class Exchange:
         self.upgrade: Upgrade | None = None  # a WebSocket upgrade that passed its checks
         self.websocket_key: bytes | None = None  # the proxy's own key, in session mode
         self.session_id = ""  # session mode: the id every backend handshake carries
+        self._pin = False  # the origin asked for connection-oriented auth: keep its connection for this client
 
     # Start: choose a server, get a connection
 
@@ -203,6 +213,17 @@ class Exchange:
         return True
 
     def _assign(self) -> None:
+        pinned = self.client.pinned
+        if pinned is not None:
+            # Connection-oriented auth: every request of this client goes on its server connection.
+            if not pinned.connected:
+                self.fail(HTTPError(502, "the server connection this client is pinned to has closed"),
+                          Termination.SERVER_ABORT)
+                return
+            self.server = pinned.server
+            self.client.frontend.pool.in_use.add(pinned)
+            self._connected(pinned)
+            return
         backend = self.backend
         assert backend is not None
         server = backend.assign(self, self._tried)
@@ -368,6 +389,8 @@ class Exchange:
             backend.report_error(server, f"HTTP {status}")  # type: ignore[union-attr, arg-type]
         elif server.consecutive_errors:  # type: ignore[union-attr]
             server.consecutive_errors = 0  # type: ignore[union-attr]
+        if status == 401 and _asks_connection_auth(head.headers):
+            self._pin = True
         headers = head.forward
         client_head = self.head
         if not has_body:
@@ -537,7 +560,17 @@ class Exchange:
 
     def _release(self, connection: OriginConnection, reusable: bool) -> None:
         self.connection = None
-        self.client.frontend.pool.release(connection, reusable)
+        client = self.client
+        if self._pin or connection is client.pinned:
+            client.frontend.pool.in_use.discard(connection)
+            if reusable:
+                connection.pinned_to = client  # never pooled; its loss closes the client, and the reverse
+                client.pinned = connection
+            else:
+                connection.abort()
+                client.close()  # no silent re-route to another server connection
+        else:
+            client.frontend.pool.release(connection, reusable)
         self._free_slot()
 
     # Failures on the client side

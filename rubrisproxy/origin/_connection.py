@@ -175,6 +175,8 @@ class OriginConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
+        if self.pinned_to is not None:
+            self.pinned_to.transport.loseConnection()  # type: ignore[attr-defined]  # its client goes too
         if self.gate is not None:
             self.upload.detach()
         if self.relay is not None:

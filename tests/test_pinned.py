@@ -1,0 +1,82 @@
+"""Pinned connections: connection-oriented auth (NTLM, Negotiate) binds a server connection to one client."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+
+from .helpers import ProxyTestCase, get, parse_responses
+
+_ANSWER = b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n%s\r\n%s"
+
+
+class NTLMOrigin(Protocol):
+    """A scripted NTLM-style handshake: type 1, challenge, type 3, which only counts on the same connection."""
+
+    handshakes_done = 0
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+        self.challenged = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+            authorization = next((line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"authorization:")), b"")
+            if authorization == b"NTLM type1":
+                self.challenged = True
+                self.answer(401, b"WWW-Authenticate: NTLM challenge\r\n", b"")
+            elif authorization == b"NTLM type3" and self.challenged:
+                NTLMOrigin.handshakes_done += 1
+                self.answer(200, b"", b"welcome")
+            else:
+                self.answer(401, b"WWW-Authenticate: NTLM\r\n", b"")
+
+    def answer(self, status: int, headers: bytes, body: bytes) -> None:
+        reason = b"OK" if status == 200 else b"Unauthorized"
+        self.transport.write(_ANSWER % (status, reason, len(body), headers, body))
+
+
+class PinnedTests(ProxyTestCase):
+    def setUp(self) -> None:
+        NTLMOrigin.handshakes_done = 0
+        self.frontend = self.start_proxy(self.start_raw_origin(NTLMOrigin))
+
+    @defer.inlineCallbacks
+    def step(self, client, authorization: bytes | None, expected: int):  # type: ignore[no-untyped-def]
+        count = len(parse_responses(client.received)) + 1
+        extra = b"Authorization: " + authorization + b"\r\n" if authorization else b""
+        client.send(get(b"/secure", extra))
+        responses = yield client.responses(count)
+        self.assertEqual(responses[-1].status, expected)
+
+    @defer.inlineCallbacks
+    def test_two_clients_each_keep_their_own_server_connection(self):  # type: ignore[no-untyped-def]
+        alice = yield self.connect()
+        bob = yield self.connect()
+        yield self.step(alice, None, 401)
+        yield self.step(alice, b"NTLM type1", 401)
+        yield self.step(bob, None, 401)
+        yield self.step(bob, b"NTLM type1", 401)
+        yield self.step(alice, b"NTLM type3", 200)  # on alice's server connection, not bob's idle one
+        yield self.step(bob, b"NTLM type3", 200)
+        self.assertEqual(NTLMOrigin.handshakes_done, 2)
+        self.assertEqual(self.frontend.pool.idle_count, 0)  # pinned connections are never pooled
+
+    @defer.inlineCallbacks
+    def test_a_pinned_connection_closing_closes_its_client_and_the_reverse(self):  # type: ignore[no-untyped-def]
+        client = yield self.connect()
+        yield self.step(client, b"NTLM type1", 401)
+        (connection,) = [c for c in self.frontend.connections]
+        pinned = connection.pinned
+        self.assertIsNotNone(pinned)
+        pinned.transport.loseConnection()  # the server connection ends
+        yield client.closed
+        other = yield self.connect()
+        yield self.step(other, b"NTLM type1", 401)
+        (connection,) = [c for c in self.frontend.connections]
+        pinned = connection.pinned
+        other.transport.loseConnection()  # the client goes
+        yield self.poll(lambda: not pinned.connected, "the pinned server connection closed")
