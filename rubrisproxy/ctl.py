@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 DEFAULT_ADMIN = "http://127.0.0.1:9000"
 
@@ -35,7 +36,7 @@ def call(base: str, method: str, path: str, token: str | None = None, body: obje
         except ValueError:
             message = e.reason
         raise CtlError(f"{e.code}: {message}") from None
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, ValueError) as e:
         raise CtlError(f"cannot reach the admin API at {base}: {getattr(e, 'reason', e)}") from None
 
 
@@ -76,7 +77,8 @@ def server_action(base: str, token: str | None, action: str, target: str, weight
     if not sep or not backend or not server:
         raise CtlError(f"expected BACKEND/SERVER, got {target!r}")
     body = {"weight": weight} if action == "weight" else None
-    answer = call(base, "POST", f"/backends/{backend}/servers/{server}/{action}", token, body)
+    path = f"/backends/{quote(backend, safe='')}/servers/{quote(server, safe='')}/{action}"
+    answer = call(base, "POST", path, token, body)
     return f"{backend}/{answer['name']}: {answer['state']}, weight {answer['weight']}, {answer['sessions']} sessions"
 
 

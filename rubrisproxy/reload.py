@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from .backend import Backend, HealthChecker
 from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .routing import Router
+from .websocket import build_hooks
 
 if TYPE_CHECKING:
     from .service import ProxyParts
@@ -44,6 +45,9 @@ class Reloader:
             raise ConfigError("--config", "a proxy running the demo origin cannot be reloaded; restart it")
         added = {name: Backend(config, self.parts.reactor, new.timeouts.queue)
                  for name, config in new.backends.items() if name not in self.parts.backends}  # may fail: before any change
+        for name, config in new.backends.items():
+            if name not in added and config != self.parts.config.backends.get(name):
+                build_hooks(f"backends.{name}.websocket.hooks", config.websocket.hooks)  # fails before any change too
         changes = self._apply(new, added)
         self.parts.config = new
         self.log.info("reloaded {path}: {changes}", path=self.command_line.config_path,
@@ -61,6 +65,7 @@ class Reloader:
                 frontend_service.frontend.limits = new.limits
             parts.connector.connect_timeout = new.timeouts.connect
             parts.pool.server_timeout = new.timeouts.server
+            parts.budget.limit = new.limits.resume_buffer_total
             for backend in parts.backends.values():
                 backend.queue_timeout = new.timeouts.queue
             changes.append("timeouts and limits")
@@ -76,7 +81,8 @@ class Reloader:
                 checker = parts.checkers.get(name)
                 if checker is not None:
                     checker.watch(server)
-            if config.health != old.backends[name].health:
+            previous = old.backends.get(name)
+            if previous is None or config.health != previous.health:
                 self._check(backend, new)
             changes.append(f"backend {name} reconfigured")
         self._frontends(new, changes)
@@ -91,22 +97,30 @@ class Reloader:
     def _frontends(self, new: ProxyConfig, changes: list[str]) -> None:
         parts, old = self.parts, self.parts.config
         old_frontends = {f.name: f for f in old.frontends}
+        for name in [name for name in parts.frontends if name not in {f.name for f in new.frontends}]:
+            parts.remove_frontend(name)  # first, so its endpoints are free for the frontends that take them
+            changes.append(f"frontend {name} removed")
         for config in new.frontends:
             running = parts.frontends.get(config.name)
             if running is None:
-                parts.add_frontend(config, new)
-                changes.append(f"frontend {config.name} added")
+                try:
+                    parts.add_frontend(config, new)
+                    changes.append(f"frontend {config.name} added")
+                except SystemExit as e:  # its endpoint could not be bound; everything else still applies
+                    self.log.error("reload: {error}", error=str(e))
+                    changes.append(f"frontend {config.name} NOT listening: {e}")
                 continue
             frontend = running.frontend
             default = frontend.backend if config.forward is not None else parts.backends[config.backend]
             frontend.backend = default
             frontend.router = Router(config.routes, parts.backends, default)  # also when only backends changed
-            running.listen_on(config.listen)
-            if config != old_frontends[config.name]:
+            try:
+                running.listen_on(config.listen)
+            except SystemExit as e:
+                self.log.error("reload: {error}", error=str(e))
+                changes.append(f"frontend {config.name} NOT listening on all its endpoints: {e}")
+            if config != old_frontends.get(config.name):
                 changes.append(f"frontend {config.name} reconfigured")
-        for name in [name for name in parts.frontends if name not in {f.name for f in new.frontends}]:
-            parts.remove_frontend(name)  # stops listening and drains its connections
-            changes.append(f"frontend {name} removed")
 
     def _check(self, backend: Backend, config: ProxyConfig) -> None:
         """(Re)start the health checks of ``backend``, as its new settings say."""

@@ -189,6 +189,28 @@ class AdminTests(AdminCase):
         yield client.closed
 
 
+class BadInputTests(AdminCase):
+    @defer.inlineCallbacks
+    def test_odd_names_and_bodies_get_json_errors(self):  # type: ignore[no-untyped-def]
+        for body in ({"name": "s/3", "address": "127.0.0.1:1"}, {"name": "\ud800", "address": "127.0.0.1:1"},
+                     {"name": "", "address": "127.0.0.1:1"}, [1, 2], "text"):
+            code, error = yield self.call(b"POST", "/backends/default/servers", body)
+            self.assertEqual((code, error["status"]), (400, 400), body)
+        agent = Agent(reactor)
+        nested = FileBodyProducer(BytesIO(b"[" * 60000))
+        response = yield agent.request(b"POST", f"http://127.0.0.1:{self.admin_port}/backends/default/servers".encode(),
+                                       Headers({}), nested)
+        self.assertEqual((response.code, json.loads((yield readBody(response)))["status"]), (400, 400))
+        code, metrics_ok = yield self.call(b"GET", "/backends")
+        self.assertEqual(code, 200)
+
+    def test_a_repeated_interface_cannot_open_the_listener_without_a_token(self) -> None:
+        for endpoint in ("tcp:9000:interface=127.0.0.1:interface=0.0.0.0", "systemd:domain=INET:index=0"):
+            with self.assertRaises(ConfigError):
+                load_config(CommandLine(backends=["127.0.0.1:1"], admin=[endpoint]))
+        load_config(CommandLine(backends=["127.0.0.1:1"], admin=["unix:/tmp/rubrisproxy-admin.sock"]))
+
+
 class TokenTests(AdminTests):
     """The same API, behind a bearer token."""
 
@@ -200,6 +222,13 @@ class TokenTests(AdminTests):
 
     @defer.inlineCallbacks
     def test_calls_without_the_token_are_refused(self):  # type: ignore[no-untyped-def]
+        code, body = yield AdminTests.call(self, b"GET", "/backends", None, None)
+        self.assertEqual(code, 401)
+        agent = Agent(reactor)
+        lower = Headers({b"authorization": [f"bearer {self.token}".encode()]})  # the scheme is case-insensitive
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{self.admin_port}/backends".encode(), lower)
+        self.assertEqual(response.code, 200)
+        yield readBody(response)
         for token in (None, "wrong-token-of-some-length"):
             code, error = yield AdminTests.call(self, b"POST", "/backends/default/servers/s1/drain", None, token)
             self.assertEqual((code, error["status"]), (401, 401))

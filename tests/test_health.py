@@ -122,6 +122,15 @@ class ActiveCheckTests(ProxyTestCase):
         self.assertEqual(server.last_check_problem, "answer head over 65536 bytes")
 
 
+    def test_stopping_the_checks_mid_probe_says_nothing_about_the_server(self) -> None:
+        silent = self.start_raw_origin(Protocol)  # accepts, never answers an HTTP check
+        server = self.checker(silent, check="http", fall=1)
+        self.clock.advance(2.0)  # a probe starts
+        self.checkers[server].stop()  # as a reload that changes the checks does
+        self.assertTrue(server.up)
+        self.assertEqual(self.checkers[server].completed, 0)
+
+
 class PassiveCheckTests(unittest.TestCase):
     def test_consecutive_errors_eject_for_a_cool_off(self):
         clock = Clock()

@@ -219,3 +219,16 @@ class ReloadTests(ProxyTestCase):
         failed = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client).addCallbacks(
             lambda _: False, lambda failure: True)
         self.assertTrue(failed, "the removed frontend's port still accepts")
+
+    @defer.inlineCallbacks
+    def test_a_listener_that_cannot_bind_is_reported_and_the_rest_applies(self):  # type: ignore[no-untyped-def]
+        taken = self.parts.frontends["web"].ports[0].getHost().port
+        extra = f'[frontends.clash]\nlisten = ["tcp:{taken}:interface=127.0.0.1"]\nbackend = "web"\n'
+        self.write(web=("w3",), ws=("e1", "e2"), extra=extra)
+        changes = self.reload()
+        self.assertTrue(any(c.startswith("frontend clash NOT listening") for c in changes), changes)
+        self.assertEqual([s.name for s in self.parts.backends["web"].servers], ["w3"])
+        self.write(web=("w1",), ws=("e1", "e2"))  # the next reload works, and drops the clash
+        changes = self.reload()
+        self.assertIn("backend web reconfigured", changes)
+        yield self.poll(lambda: "clash" not in self.parts.frontends, "the clash removed")

@@ -16,7 +16,7 @@ from rubrisproxy.config import HookConfig, WebSocketConfig
 from rubrisproxy.frontend import drain
 from rubrisproxy.websocket import Message, WebSocketHook, accept_key
 
-from .helpers import ProxyTestCase, get
+from .helpers import ProxyTestCase, get, run_reactor_for
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "examples")
@@ -443,6 +443,19 @@ class TimerTests(ProxyTestCase):
         yield self.settle(self.frontend)
         self.assertEqual(self.access_log.entries[-1].termination, "drained")
         self.assertEqual(self.frontend.backend.servers[0].watchers, set())
+
+    @defer.inlineCallbacks
+    def test_a_tunnel_whose_server_is_ready_again_within_the_grace_stays(self):  # type: ignore[no-untyped-def]
+        self.start(mode="tunnel", drain_grace=0.2)
+        client = connect_client(self.proxy_port)
+        yield client.opened
+        self.frontend.backend.drain_server("s1")
+        self.frontend.backend.ready_server("s1")
+        yield run_reactor_for(40)
+        self.assertFalse(client.closed.called)
+        client.sendMessage(b"still open")
+        (message,) = yield client.wait_messages(1)
+        self.assertEqual(message[0], b"still open")
 
     @defer.inlineCallbacks
     def test_a_restart_closes_sessions_with_1012(self):  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -44,6 +45,9 @@ class APIError(Exception):
         self.message = message
 
 
+_SERVER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_MAX_BODY = 65536
+
 _SERVER_ACTIONS: dict[str, Callable[[Backend, str], Server]] = {
     "drain": Backend.drain_server,
     "ready": Backend.ready_server,
@@ -79,13 +83,16 @@ class AdminAPI(resource.Resource):
             body = self._route(request, method, path)
         except APIError as error:
             return _json(request, error.status, {"status": error.status, "error": error.message})
+        except Exception:  # noqa: BLE001 - whatever went wrong, the caller gets JSON, and the log the traceback
+            self.log.failure("admin: {method} {path} failed", method=method, path="/".join(path))
+            return _json(request, 500, {"status": 500, "error": "internal error; see the proxy's log"})
         return _json(request, 200, body)
 
     def _authorize(self, request: server.Request) -> None:
         if self.token is None:
             return
-        given = request.getHeader(b"authorization") or b""
-        if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):  # type: ignore[arg-type]
+        scheme, _, given = (request.getHeader(b"authorization") or b"").partition(b" ")  # type: ignore[union-attr]
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token.encode()):
             request.setHeader(b"www-authenticate", b'Bearer realm="rubrisproxy"')
             raise APIError(401, "a valid Authorization: Bearer token is required")
 
@@ -136,8 +143,9 @@ class AdminAPI(resource.Resource):
         if unknown:
             raise APIError(400, f"unknown fields {sorted(unknown)}; expected name, address, weight, maxconn, backup")
         name, address = body.get("name"), body.get("address")
-        if not isinstance(name, str) or not name or not isinstance(address, str):
-            raise APIError(400, "expected a JSON object with a name and an address such as '127.0.0.1:9003'")
+        if not isinstance(name, str) or not isinstance(address, str) or not _SERVER_NAME.fullmatch(name):
+            raise APIError(400, "expected a JSON object with a name (letters, digits, '.', '_', '-') and an address"
+                                " such as '127.0.0.1:9003'")
         try:
             config = parse_server("address", address, name)
         except ConfigError as e:
@@ -220,9 +228,12 @@ def admin_site(proxy: RunningProxy, token: str | None = None) -> server.Site:
 
 
 def _body(request: server.Request) -> dict[str, Any]:
+    raw = request.content.read(_MAX_BODY + 1) if request.content is not None else b""
+    if len(raw) > _MAX_BODY:
+        raise APIError(413, f"the body is over {_MAX_BODY} bytes")
     try:
-        body = json.loads(request.content.read() or b"{}")  # type: ignore[union-attr]
-    except ValueError as e:
+        body = json.loads(raw or b"{}")
+    except (ValueError, RecursionError) as e:
         raise APIError(400, f"the body is not JSON: {e}") from None
     if not isinstance(body, dict):
         raise APIError(400, "the body must be a JSON object")

@@ -104,8 +104,9 @@ class Backend:
         servers are drained (their sessions move). Health and the stick table stay.
         Returns the servers added, for their health checks.
         """
-        previous, self.config = self.config, config
+        previous = self.config
         self._settings(config, previous)
+        self.config = config
         wanted = {server.name: server for server in config.servers}
         for server in list(self.servers):
             new = wanted.get(server.name)
@@ -119,6 +120,8 @@ class Backend:
             elif new != kept.config:
                 kept.config = new
                 kept.set_weight(new.weight)
+            if kept is not None:
+                kept.slow_start = config.slow_start
         self._limited = any(server.maxconn > 0 for server in self.servers)
         return added
 

@@ -203,6 +203,8 @@ class HealthChecker:
         self.check_now(server).addCallback(self._judge, server)
 
     def _judge(self, problem: str | None, server: Server) -> None:
+        if not self.running:
+            return  # a check abandoned by stop() (a reload, say) says nothing about the server
         self.completed += 1
         config = self.config
         if problem is None:

@@ -625,12 +625,22 @@ def _admin(table: Mapping[str, Any]) -> AdminConfig:
 def _check_admin(admin: AdminConfig) -> AdminConfig:
     """An admin listener reachable from off this machine must ask for a token."""
     for endpoint in admin.listen:
-        interface = next((part.split("=", 1)[1] for part in endpoint.split(":") if part.startswith("interface=")), "")
-        if admin.token is None and (endpoint.split(":", 1)[0] in ("tcp", "tcp6", "ssl") and interface not in _LOOPBACK):
+        if admin.token is None and not _loopback_only(endpoint):
             raise ConfigError(
                 "admin.listen", f"{endpoint!r} is not loopback-only: add interface=127.0.0.1, or set admin.token"
             )
     return admin
+
+
+def _loopback_only(endpoint: str) -> bool:
+    """Whether a listen endpoint can only be reached from this machine (a UNIX socket, or TCP on loopback)."""
+    kind, _, rest = endpoint.partition(":")
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    interfaces = [part.split("=", 1)[1] for part in rest.split(":") if part.startswith("interface=")]
+    return len(interfaces) == 1 and interfaces[0] in _LOOPBACK
 
 
 def _endpoints(key: str, value: object) -> tuple[str, ...]:

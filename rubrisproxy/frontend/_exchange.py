@@ -308,7 +308,7 @@ class Exchange:
             if not backend.usable(self._tried):
                 self._tried = NONE  # every server failed once: go round again
             self._assign()
-        elif self.server.up and not self.server.full:  # type: ignore[union-attr]
+        elif self.server in backend.usable() and not self.server.full:  # type: ignore[union-attr, operator]
             self._holds_slot = True
             self._use(backend.take(self.server))  # type: ignore[arg-type]
         else:

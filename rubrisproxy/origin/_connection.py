@@ -50,15 +50,14 @@ class OriginConnection(Protocol):
     transport: ITCPTransport  # set by makeConnection before any other event
 
     __slots__ = (
-        "server", "pool", "clock", "server_timeout", "gate", "reused", "pinned_to", "requests", "connected",
+        "server", "pool", "clock", "gate", "reused", "pinned_to", "requests", "connected",
         "parser", "_user", "_deadline", "bytes_sent", "relay", "_direct", "upload", "transport", "factory",
     )
 
-    def __init__(self, server: Server, pool: ConnectionPool, clock: IReactorTime, server_timeout: float) -> None:
+    def __init__(self, server: Server, pool: ConnectionPool, clock: IReactorTime) -> None:
         self.server = server
         self.pool = pool
         self.clock = clock
-        self.server_timeout = server_timeout
         self.gate: ReadGate | None = None
         self.reused = False
         self.pinned_to: object | None = None
@@ -69,6 +68,10 @@ class OriginConnection(Protocol):
         self._deadline = Deadline(clock, self._expired)
         self.bytes_sent = 0
         self.relay: OriginRelay | None = None  # what the connection became after an upgrade
+
+    @property
+    def server_timeout(self) -> float:
+        return self.pool.server_timeout  # read each time: a reload may change it
 
     def connectionMade(self) -> None:
         self.connected = True

@@ -55,7 +55,7 @@ class ConnectionPool:
 
     def connect(self, server: Server) -> defer.Deferred[OriginConnection]:
         """A new connection to ``server``, never an idle one."""
-        connection = OriginConnection(server, self, self.clock, self.server_timeout)
+        connection = OriginConnection(server, self, self.clock)
         self.connecting += 1
 
         def connected(protocol: OriginConnection) -> OriginConnection:

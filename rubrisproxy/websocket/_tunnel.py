@@ -118,6 +118,9 @@ class Tunnel:
 
     def _drained(self) -> None:
         self._leaving = None
+        server, backend = self._exchange.server, self._exchange.backend
+        if server is not None and backend is not None and server in backend.usable():
+            return  # the server came back (made ready again) within the grace
         self._close_both()
         self._end(Termination.DRAINED)
 
