@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from dataclasses import replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -13,7 +14,7 @@ from twisted.internet import defer, reactor, ssl
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web import server
 
-from rubrisproxy.config import ServerConfig
+from rubrisproxy.config import ServerConfig, TLSConfig
 
 from .helpers import EchoResource, ProxyTestCase, get
 
@@ -81,3 +82,59 @@ class TLSOriginTests(ProxyTestCase):
         self.assertEqual(record.termination, "server-abort")
         errors = self.flushLoggedErrors()
         self.assertEqual(errors, [])
+
+
+class TLSSettingsTests(ProxyTestCase):
+    """A backend's own TLS settings: its CA file, no verification, the SNI name, a client certificate."""
+
+    def setUp(self) -> None:
+        self.ca_pem, key_pem, cert_pem = make_certificates()
+        self.ca_file = self.write(self.ca_pem)
+        self.client_file = self.write(key_pem + cert_pem)
+        self.ca = ssl.Certificate.loadPEM(self.ca_pem)
+        site = server.Site(EchoResource(), logPath="/dev/null")
+        plain = reactor.listenSSL(0, site, ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options(),
+                                  interface="127.0.0.1")
+        self.addCleanup(plain.stopListening)
+        self.plain_port = plain.getHost().port
+        strict = ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options(self.ca)  # asks for a client certificate
+        mutual = reactor.listenSSL(0, site, strict, interface="127.0.0.1")
+        self.addCleanup(mutual.stopListening)
+        self.mutual_port = mutual.getHost().port
+
+    def write(self, data: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    @defer.inlineCallbacks
+    def status_through(self, port: int, **settings: object):  # type: ignore[no-untyped-def]
+        frontend = self.start_proxy(retries=0)
+        backend = frontend.backend
+        backend.servers.clear()
+        backend.config = replace(backend.config, tls=TLSConfig(**settings))  # type: ignore[arg-type]
+        backend.add_server(ServerConfig("tls", "127.0.0.1", port, tls=True))
+        (response,) = yield self.request(get(b"/tls"))
+        return response.status
+
+    @defer.inlineCallbacks
+    def test_the_backends_ca_file_is_trusted(self):  # type: ignore[no-untyped-def]
+        self.assertEqual((yield self.status_through(self.plain_port, ca_file=self.ca_file)), 200)
+
+    @defer.inlineCallbacks
+    def test_verification_can_be_turned_off(self):  # type: ignore[no-untyped-def]
+        self.assertEqual((yield self.status_through(self.plain_port, verify=False)), 200)
+
+    @defer.inlineCallbacks
+    def test_the_sni_name_is_the_one_checked(self):  # type: ignore[no-untyped-def]
+        self.assertEqual((yield self.status_through(self.plain_port, ca_file=self.ca_file, sni="other.example")), 502)
+
+    @defer.inlineCallbacks
+    def test_a_client_certificate_is_presented(self):  # type: ignore[no-untyped-def]
+        status = yield self.status_through(self.mutual_port, ca_file=self.ca_file, client_cert=self.client_file)
+        self.assertEqual(status, 200)
+
+    @defer.inlineCallbacks
+    def test_without_the_client_certificate_the_server_refuses(self):  # type: ignore[no-untyped-def]
+        self.assertEqual((yield self.status_through(self.mutual_port, ca_file=self.ca_file)), 502)

@@ -122,6 +122,7 @@ class Backend:
                 kept.set_weight(new.weight)
             if kept is not None:
                 kept.slow_start = config.slow_start
+                kept.tls = config.tls
         self._limited = any(server.maxconn > 0 for server in self.servers)
         return added
 
@@ -129,7 +130,7 @@ class Backend:
         """Add a server (at start, or at run time); raises ValueError if the name is taken."""
         if self.server_named(config.name) is not None:
             raise ValueError(f"backend {self.name} already has a server named {config.name!r}")
-        server = Server(config, self.name, clock=self.clock, slow_start=self.slow_start)
+        server = Server(config, self.name, clock=self.clock, slow_start=self.slow_start, tls=self.config.tls)
         self.servers.append(server)
         self._limited = self._limited or config.maxconn > 0
         return server

@@ -7,7 +7,7 @@ from typing import ClassVar, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
-from ..config import ServerConfig
+from ..config import ServerConfig, TLSConfig
 
 
 class ServerWatcher(Protocol):
@@ -38,6 +38,7 @@ class Server:
     draining: bool = False  # set by an operator: takes nothing new, and its WebSocket sessions move away
     maintenance: bool = False  # set by an operator: as draining, and shown as out for maintenance
     watchers: set[ServerWatcher] = field(default_factory=set)  # session-mode WebSockets on this server
+    tls: TLSConfig | None = None  # its backend's TLS settings (for a TLS server); None: the defaults
     #: Bumped whenever any server's up state or weight changes, so backends know to recompute who is usable.
     generation: ClassVar[int] = 0
     #: What makes two servers' connections interchangeable in a pool.

@@ -20,6 +20,7 @@ from ._model import (
     ServerConfig,
     StickConfig,
     Timeouts,
+    TLSConfig,
     WebSocketConfig,
 )
 from ._values import parse_duration, parse_server, parse_size, resolve_name
@@ -43,6 +44,7 @@ __all__ = [
     "RouteConfig",
     "ServerConfig",
     "StickConfig",
+    "TLSConfig",
     "Timeouts",
     "WebSocketConfig",
     "apply_command_line",

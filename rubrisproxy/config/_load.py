@@ -9,6 +9,7 @@ are ambiguous and refused.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ from ._model import (
     ServerConfig,
     StickConfig,
     Timeouts,
+    TLSConfig,
     WebSocketConfig,
 )
 from ._values import parse_duration, parse_positive_int, parse_server, parse_size, resolve_name
@@ -257,7 +259,8 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
     _reject_unknown(
         key,
         table,
-        {"servers", "retries", "balance", "redispatch", "slow-start", "health", "passive", "cookie", "stick", "websocket"},
+        {"servers", "retries", "balance", "redispatch", "slow-start", "health", "passive", "cookie", "stick", "websocket",
+         "tls"},
     )
     raw_servers = table.get("servers", [])
     if not isinstance(raw_servers, list):
@@ -285,7 +288,29 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
         cookie=_cookie(f"{key}.cookie", _table(f"{key}.cookie", table["cookie"])) if "cookie" in table else None,
         stick=_stick(f"{key}.stick", _table(f"{key}.stick", table["stick"])) if "stick" in table else None,
         websocket=_websocket(f"{key}.websocket", _table(f"{key}.websocket", table.get("websocket", {})), websocket),
+        tls=_tls(f"{key}.tls", _table(f"{key}.tls", table.get("tls", {}))),
     )
+
+
+def _tls(key: str, table: Mapping[str, Any]) -> TLSConfig:
+    _reject_unknown(key, table, {"verify", "ca-file", "sni", "client-cert", "client-key"})
+    verify = table.get("verify", True)
+    if not isinstance(verify, bool):
+        raise ConfigError(f"{key}.verify", f"expected true or false, got {verify!r}")
+    values: dict[str, Any] = {"verify": verify}
+    for name in ("ca-file", "client-cert", "client-key"):
+        if name in table:
+            path = table[name]
+            if not isinstance(path, str) or not os.path.isfile(path):
+                raise ConfigError(f"{key}.{name}", f"expected a readable PEM file, got {path!r}")
+            values[name.replace("-", "_")] = path
+    if "sni" in table:
+        if not isinstance(table["sni"], str) or not table["sni"]:
+            raise ConfigError(f"{key}.sni", f"expected a host name, got {table['sni']!r}")
+        values["sni"] = table["sni"]
+    if "client_key" in values and "client_cert" not in values:
+        raise ConfigError(f"{key}.client-key", "needs client-cert")
+    return TLSConfig(**values)
 
 
 _WEBSOCKET_SIZES = ("max-message-size", "max-frame-size", "auto-fragment-size", "session-buffer")

@@ -111,6 +111,17 @@ class StickConfig:
     learn: str | None = None  # "header(NAME)" or "set-cookie(NAME)"
 
 
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """How a backend's TLS servers are reached: whom to trust, what name to ask for, what to present."""
+
+    verify: bool = True  # False turns certificate checks off (say it explicitly, per backend)
+    ca_file: str | None = None  # PEM CA certificates to trust instead of the system store
+    sni: str | None = None  # the name sent (SNI) and checked; else the server's address
+    client_cert: str | None = None  # PEM certificate and key (one file, or with client_key) to present
+    client_key: str | None = None
+
+
 WEBSOCKET_MODES = ("session", "tunnel")
 
 
@@ -173,6 +184,7 @@ class BackendConfig:
     cookie: CookieConfig | None = None
     stick: StickConfig | None = None
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeVar
 
+from OpenSSL import SSL
 from twisted.internet import defer, tcp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectingCancelledError
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
-from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate, optionsForClientTLS
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..backend import Server
+from ..config import TLSConfig
 
 if TYPE_CHECKING:
     from twisted.internet._sslverify import IOpenSSLTrustRoot
@@ -51,9 +54,23 @@ class OriginConnector:
         else:
             endpoint = HostnameEndpoint(self._reactor, host, port, timeout=timeout)
         if server.config.tls:
-            options = optionsForClientTLS(host, trustRoot=self.trust_root)  # verified with service-identity
-            endpoint = wrapClientTLS(options, endpoint)
+            endpoint = wrapClientTLS(self._tls_options(server), endpoint)
         return endpoint
+
+    def _tls_options(self, server: Server) -> IOpenSSLClientConnectionCreator:
+        """Verified with service-identity against the trust store (or the backend's CA file), unless told not to."""
+        settings = server.tls or TLSConfig()
+        name = settings.sni or server.config.host
+        client = None
+        if settings.client_cert is not None:
+            pem = _read(settings.client_cert) + (_read(settings.client_key) if settings.client_key else b"")
+            client = PrivateCertificate.loadPEM(pem)
+        if not settings.verify:
+            return _Unverified(name, client)
+        trust = self.trust_root
+        if settings.ca_file is not None:
+            trust = Certificate.loadPEM(_read(settings.ca_file))
+        return optionsForClientTLS(name, trustRoot=trust, clientCertificate=client)
 
     def connect(self, server: Server, protocol: P) -> defer.Deferred[P]:
         """Connect ``protocol`` to ``server``; fails with :class:`ConnectTimeout` in time."""
@@ -67,6 +84,31 @@ class OriginConnector:
         attempt.addTimeout(self.connect_timeout, self._reactor, onTimeoutCancel=on_timeout)
         attempt.addCallback(_unwrap)  # type: ignore[call-overload]
         return attempt  # type: ignore[return-value]  # fires with ``protocol`` itself
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _Unverified:
+    """TLS to a server whose certificate is not checked (``verify = false``): still SNI, still encrypted."""
+
+    def __init__(self, name: str, client: PrivateCertificate | None) -> None:
+        options = CertificateOptions(
+            privateKey=client.privateKey.original if client else None,
+            certificate=client.original if client else None,
+        )
+        self._context = options.getContext()
+        self._name = name.encode("idna") if not isIPAddress(name) and not isIPv6Address(name) else None
+
+    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        if self._name is not None:
+            connection.set_tlsext_host_name(self._name)
+        connection.set_connect_state()
+        return connection
 
 
 class _Connected(ClientFactory):
