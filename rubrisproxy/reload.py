@@ -114,6 +114,7 @@ class Reloader:
             default = frontend.backend if config.forward is not None else parts.backends[config.backend]
             frontend.backend = default
             frontend.router = Router(config.routes, parts.backends, default)  # also when only backends changed
+            frontend.forward = parts.forward_rules(config)
             try:
                 running.listen_on(config.listen)
             except SystemExit as e:

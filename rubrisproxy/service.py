@@ -238,13 +238,20 @@ class ProxyParts:
             return Backend(BackendConfig(name=f"forward:{config.name}", retries=0), self.reactor)
         return self.backends[config.backend]
 
+    def forward_rules(self, config: FrontendConfig) -> ForwardProxy | None:
+        """A forward proxy's rules, with its parents' backend."""
+        if config.forward is None:
+            return None
+        parents = self.backends.get(config.forward.parents) if config.forward.parents else None
+        return ForwardProxy(config.forward, self.reactor, parents)
+
     def add_frontend(self, config: FrontendConfig, proxy: ProxyConfig) -> FrontendService:
         default = self.backend_for(config)
         frontend = Frontend(
             name=config.name, clock=self.reactor, timeouts=proxy.timeouts, limits=proxy.limits,
             backend=default, pool=self.pool, access_log=self.access_log,
             router=Router(config.routes, self.backends, default), resume_budget=self.budget,
-            forward=ForwardProxy(config.forward, self.reactor) if config.forward is not None else None,
+            forward=self.forward_rules(config),
         )
         running = FrontendService(
             self.reactor, frontend, config.listen, proxy.shutdown_grace, proxy.shutdown_spread,

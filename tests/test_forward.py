@@ -169,3 +169,81 @@ class PasswdTests(ProxyTestCase):
         self.assertEqual(user, "bob")
         self.assertTrue(check_password("hunter2", stored))
         self.assertFalse(check_password("hunter3", stored))
+
+
+class ParentTests(ProxyTestCase):
+    """rubrisproxy -> rubrisproxy (the parent) -> origin, for requests and CONNECT tunnels."""
+
+    def setUp(self) -> None:
+        self.origin_port = self.start_web_origin()
+        ca_pem, key_pem, cert_pem = make_certificates()
+        self.ca = ssl.Certificate.loadPEM(ca_pem)
+        tls = reactor.listenSSL(0, server.Site(EchoResource(), logPath="/dev/null"),
+                                ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options(), interface="127.0.0.1")
+        self.addCleanup(tls.stopListening)
+        self.tls_port = tls.getHost().port
+        self.parent = self.start(f'[frontends.out.forward]\nconnect-ports = [{self.tls_port}]\n')
+
+    def start(self, text: str, parent_port: int | None = None):  # type: ignore[no-untyped-def]
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f'[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n{text}\n')
+            if parent_port is not None:
+                f.write(f'[backends.parents]\nservers = ["127.0.0.1:{parent_port}"]\n')
+        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service.parts  # type: ignore[attr-defined]
+
+    def child(self, rules: str = "", parent_port: int | None = None):  # type: ignore[no-untyped-def]
+        port = parent_port or self.parent.frontends["out"].ports[0].getHost().port
+        parts = self.start(f'[frontends.out.forward]\nparents = "parents"\nconnect-ports = [{self.tls_port}]\n{rules}', port)
+        self.proxy_port = parts.frontends["out"].ports[0].getHost().port
+        return parts
+
+    def parent_requests(self) -> int:
+        return self.parent.frontends["out"].frontend.requests  # type: ignore[no-any-return]
+
+    @defer.inlineCallbacks
+    def test_a_request_goes_through_the_parent(self):  # type: ignore[no-untyped-def]
+        self.child()
+        url = f"http://127.0.0.1:{self.origin_port}/headers".encode()
+        (response,) = yield self.request(b"GET " + url + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body.lower().count(b"via:"), 2)  # one each proxy
+        self.assertEqual(self.parent_requests(), 1)
+
+    @defer.inlineCallbacks
+    def test_connect_through_the_parent_with_tls_inside(self):  # type: ignore[no-untyped-def]
+        self.child()
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port), client)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        client.send(f"CONNECT 127.0.0.1:{self.tls_port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        yield client.until(lambda data: data.endswith(b"\r\n\r\n"))
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 200"))
+        client.received = b""
+        client.transport.startTLS(ssl.optionsForClientTLS("127.0.0.1", trustRoot=self.ca))
+        client.send(b"GET /chained HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        received = yield client.closed
+        self.assertTrue(received.endswith(b"path=/chained"))
+        self.assertEqual(self.parent_requests(), 1)
+
+    @defer.inlineCallbacks
+    def test_direct_destinations_skip_the_parent(self):  # type: ignore[no-untyped-def]
+        self.child('direct = ["127.0.0.1/32"]\n')
+        (response,) = yield self.request(f"GET http://127.0.0.1:{self.origin_port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        self.assertEqual(response.status, 200)
+        self.assertEqual(self.parent_requests(), 0)
+
+    @defer.inlineCallbacks
+    def test_no_parent_up_is_503_unless_direct_is_allowed(self):  # type: ignore[no-untyped-def]
+        request = f"GET http://127.0.0.1:{self.origin_port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        strict = self.child(parent_port=1)
+        strict.backends["parents"].servers[0].set_up(False)
+        (refused,) = yield self.request(request)
+        self.assertEqual(refused.status, 503)
+        lenient = self.child("never-direct = false\n", parent_port=1)
+        lenient.backends["parents"].servers[0].set_up(False)
+        (direct,) = yield self.request(request)
+        self.assertEqual(direct.status, 200)

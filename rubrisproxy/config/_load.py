@@ -567,7 +567,7 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
         if mode != "forward":
             raise ConfigError(f"{key}.forward", "only a frontend with mode = \"forward\" takes forward rules")
         listen = _endpoints(f"{key}.listen", table.get("listen", [DEFAULT_LISTEN]))
-        forward = _forward(f"{key}.forward", _table(f"{key}.forward", table.get("forward", {})))
+        forward = _forward(f"{key}.forward", _table(f"{key}.forward", table.get("forward", {})), backends)
         return FrontendConfig(name=name, listen=listen, backend="", forward=forward)
     listen = _endpoints(f"{key}.listen", table.get("listen", [DEFAULT_LISTEN]))
     if not listen:
@@ -588,13 +588,22 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _PASSWORD_HASH = re.compile(r"^pbkdf2_sha256\$\d+\$[0-9a-f]+\$[0-9a-f]{64}$")
 
 
-def _forward(key: str, table: Mapping[str, Any]) -> ForwardConfig:
-    _reject_unknown(key, table, {"allow-hosts", "deny-hosts", "connect-ports", "clients", "users-file", "resolve-timeout"})
+def _forward(key: str, table: Mapping[str, Any], backends: Mapping[str, BackendConfig]) -> ForwardConfig:
+    _reject_unknown(key, table, {"allow-hosts", "deny-hosts", "connect-ports", "clients", "users-file", "resolve-timeout",
+                                 "parents", "direct", "never-direct"})
     values: dict[str, Any] = {}
-    for name in ("allow-hosts", "deny-hosts", "clients"):
+    if "parents" in table:
+        if not isinstance(table["parents"], str) or table["parents"] not in backends:
+            raise ConfigError(f"{key}.parents", f"expected the name of a backend of parent proxies, got {table['parents']!r}")
+        values["parents"] = table["parents"]
+    if "never-direct" in table:
+        if not isinstance(table["never-direct"], bool):
+            raise ConfigError(f"{key}.never-direct", f"expected true or false, got {table['never-direct']!r}")
+        values["never_direct"] = table["never-direct"]
+    for name in ("allow-hosts", "deny-hosts", "clients", "direct"):
         if name in table:
             values[name.replace("-", "_")] = _strings(f"{key}.{name}", table[name])
-    for name in ("allow-hosts", "deny-hosts"):
+    for name in ("allow-hosts", "deny-hosts", "direct"):
         for entry in values.get(name.replace("-", "_"), ()):
             if "/" in entry:
                 _network(f"{key}.{name}", entry)

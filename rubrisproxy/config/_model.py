@@ -217,6 +217,9 @@ class ForwardConfig:
     clients: tuple[str, ...] = ()  # client networks (CIDR) allowed; empty: any
     users: Mapping[str, str] = field(default_factory=dict)  # user -> "pbkdf2_sha256$ITERATIONS$SALT$HASH"; empty: no auth
     resolve_timeout: float = 5.0
+    parents: str | None = None  # a backend whose servers are parent proxies (balanced, health-checked)
+    direct: tuple[str, ...] = ()  # destinations reached directly even with parents (same forms as allow-hosts)
+    never_direct: bool = True  # with parents and none usable: 503 (False: go direct instead)
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,7 @@ class Exchange:
         "response_head_sent", "finished", "keep_alive", "status", "bytes_in", "bytes_out", "retries",
         "pending_head", "_pending", "_framing", "_stale_retry_done", "_last_failure", "_request_bytes",
         "_connect_started", "_connected_at", "_sent_at", "_response_at", "backend", "_holds_slot", "_tried",
-        "_queued_at", "_dequeued_at", "upgrade", "websocket_key", "session_id", "_pin",
+        "_queued_at", "_dequeued_at", "upgrade", "websocket_key", "session_id", "_pin", "_via_parent", "_tunnel_to",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
@@ -102,6 +102,8 @@ class Exchange:
         self.websocket_key: bytes | None = None  # the proxy's own key, in session mode
         self.session_id = ""  # session mode: the id every backend handshake carries
         self._pin = False  # the origin asked for connection-oriented auth: keep its connection for this client
+        self._via_parent = False  # forward proxy: sent through a parent proxy
+        self._tunnel_to: Destination | None = None  # forward proxy: a CONNECT to ask a parent for
 
     # Start: choose a server, get a connection
 
@@ -140,6 +142,15 @@ class Exchange:
         except HTTPError as error:
             self.fail(error, Termination.DENIED if error.status in (403, 407) else Termination.BAD_REQUEST)
             return
+        if forward.via_parent(where):
+            self._via_parent = True
+            self.backend = forward.parents
+            if where.tunnel:
+                self._tunnel_to = where
+            else:
+                self._request_bytes = self._origin_request_head()
+            self._assign()
+            return
         if self.head.has_body:
             self.client.gate.pause(ORIGIN)  # hold the body until there is somewhere to send it
         self._connect_started = self.clock.seconds()
@@ -166,7 +177,29 @@ class Exchange:
             self._tunnel_open, self._forward_failed, errbackArgs=(Termination.CONNECT_TIMEOUT,)
         )
 
-    def _tunnel_open(self, connection: OriginConnection) -> None:
+    def _ask_parent(self, connection: OriginConnection) -> None:
+        if self.finished:
+            self.client.frontend.pool.release(connection, reusable=False)
+            return
+        self.connection = connection
+        where = self._tunnel_to
+        authority = f"{where.host}:{where.port}".encode()  # type: ignore[union-attr]
+        connection.send_connect(self, b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (authority, authority, _VIA[b"1.1"]))
+
+    def tunnel_answered(self, connection: OriginConnection, status: int, rest: bytes) -> None:
+        """A parent proxy answered the CONNECT asked of it (status 0: it closed or said nothing in time)."""
+        self.connection = None
+        if self.finished:
+            self.client.frontend.pool.release(connection, reusable=False)
+            return
+        if status != 200:
+            self.client.frontend.pool.release(connection, reusable=False)
+            why = f"answered {status}" if status else "closed or did not answer"
+            self.fail(HTTPError(502, f"parent proxy {self.server!r} {why} to CONNECT"), Termination.SERVER_ABORT)
+            return
+        self._tunnel_open(connection, rest)
+
+    def _tunnel_open(self, connection: OriginConnection, rest: bytes = b"") -> None:
         pool = self.client.frontend.pool
         if self.finished:
             pool.release(connection, reusable=False)
@@ -174,7 +207,7 @@ class Exchange:
         pool.hand_over(connection)
         self._connected_at = self._response_at = self.clock.seconds()
         self.status = 200
-        Tunnel(self, self.client, connection, self.client.frontend.timeouts).start(_ESTABLISHED, b"")
+        Tunnel(self, self.client, connection, self.client.frontend.timeouts).start(_ESTABLISHED, rest)
 
     def _forward_failed(self, failure: Failure, timed_out: Termination) -> None:
         """The destination could not be resolved or reached: 502, or 504 when it took too long."""
@@ -264,6 +297,10 @@ class Exchange:
     def _use(self, server: Server) -> None:
         self.server = server
         pool = self.client.frontend.pool
+        if self._tunnel_to is not None:
+            self._connect_started = self.clock.seconds()
+            pool.connect(server).addCallbacks(self._ask_parent, self._connect_failed)
+            return
         connection = pool.take_idle(server)
         if connection is not None:
             self._connected(connection)
@@ -284,7 +321,7 @@ class Exchange:
     def _connect_failed(self, failure: Failure) -> None:
         if self.finished:
             return
-        if self.client.frontend.forward is not None:
+        if self.client.frontend.forward is not None and not self._via_parent:
             self._forward_failed(failure, Termination.CONNECT_TIMEOUT)
             return
         if not failure.check(ConnectError, ConnectTimeout, OSError):
@@ -691,6 +728,8 @@ class Exchange:
         forward = head.forward
         if target[:1] == b"/":
             pass  # origin form, the usual case
+        elif self._via_parent:
+            pass  # a parent proxy takes the absolute form as it is
         elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
             authority, _, path = target.split(b"://", 1)[1].partition(b"/")
             target, host = b"/" + path, authority

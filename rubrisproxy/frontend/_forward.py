@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IHostResolution, IResolutionReceiver
 from zope.interface import implementer
 
-from ..backend import Server
+from ..backend import Backend, Server
 from ..config import ForwardConfig, ServerConfig
 from ..http import HTTPError, RequestHead
 
@@ -61,9 +61,11 @@ def _authority(authority: str, default_port: int | None) -> tuple[str, int]:
 class ForwardProxy:
     """A forward-proxy frontend's rules and state: access lists, users, name resolution, servers by destination."""
 
-    def __init__(self, config: ForwardConfig, reactor: Any) -> None:
+    def __init__(self, config: ForwardConfig, reactor: Any, parents: Backend | None = None) -> None:
         self.config = config
         self._reactor = reactor
+        self.parents = parents  # parent proxies, when requests go through them
+        self._direct_names, self._direct_suffixes, self._direct_networks = _split(config.direct)
         self._names, self._suffixes, self._networks = _split(config.allow_hosts)
         self._denied_names, self._denied_suffixes, self._denied_networks = _split(config.deny_hosts)
         self._clients = [ipaddress.ip_network(c, strict=False) for c in config.clients]
@@ -114,6 +116,16 @@ class ForwardProxy:
             _matches(where.host, self._names, self._suffixes) or _in(address, self._networks)
         ):
             raise HTTPError(403, f"destination {where.host} ({address}) is not allowed")
+
+    def via_parent(self, where: Destination) -> bool:
+        """Whether ``where`` is reached through a parent proxy (not when it is listed as direct, or, unless
+        ``never-direct``, when no parent is usable)."""
+        parents = self.parents
+        if parents is None or _matches(where.host, self._direct_names, self._direct_suffixes) or _in(
+            where.host, self._direct_networks
+        ):
+            return False
+        return self.config.never_direct or bool(parents.usable())
 
     def resolve(self, host: str) -> defer.Deferred[str]:
         """The first address of ``host`` (a literal address as it is); fails with :class:`HTTPError` 502."""

@@ -38,6 +38,12 @@ class OriginUser(ResponseHandler, TypingProtocol):
     def flush_head(self) -> None: ...
 
 
+class TunnelUser(TypingProtocol):
+    """What waits for a parent proxy's answer to CONNECT."""
+
+    def tunnel_answered(self, connection: OriginConnection, status: int, rest: bytes) -> None: ...
+
+
 @implementer(IHalfCloseableProtocol)  # declared up front: the endpoint's wrapper looks only once
 class OriginConnection(Protocol):
     """An origin connection: sends a request head and body, parses the response.
@@ -51,7 +57,7 @@ class OriginConnection(Protocol):
 
     __slots__ = (
         "server", "pool", "clock", "gate", "reused", "pinned_to", "requests", "connected",
-        "parser", "_user", "_deadline", "bytes_sent", "relay", "_direct", "upload", "transport", "factory",
+        "parser", "_user", "_deadline", "bytes_sent", "relay", "_direct", "upload", "transport", "factory", "_tunnel_user", "_tunnel_head",
     )
 
     def __init__(self, server: Server, pool: ConnectionPool, clock: IReactorTime) -> None:
@@ -68,6 +74,8 @@ class OriginConnection(Protocol):
         self._deadline = Deadline(clock, self._expired)
         self.bytes_sent = 0
         self.relay: OriginRelay | None = None  # what the connection became after an upgrade
+        self._tunnel_user: TunnelUser | None = None  # waiting for a parent proxy's answer to CONNECT
+        self._tunnel_head = b""
 
     @property
     def server_timeout(self) -> float:
@@ -92,6 +100,30 @@ class OriginConnection(Protocol):
         self.bytes_sent = len(head)
         self._write(head)
         self._deadline.set(timeout or self.server_timeout)
+
+    def send_connect(self, user: TunnelUser, head: bytes) -> None:
+        """Ask a parent proxy for a tunnel; ``user.tunnel_answered(status, rest)`` follows its answer's head."""
+        self._tunnel_user = user
+        self._write(head)
+        self._deadline.set(self.server_timeout)
+
+    def _tunnel_answer(self, data: bytes) -> None:
+        head = self._tunnel_head + data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(head) > 65536:
+                self._end_tunnel_wait(0, b"")
+            else:
+                self._tunnel_head = head
+            return
+        parts = head[: head.find(b"\r\n")].split(b" ", 2)
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        self._end_tunnel_wait(status, head[end + 4:])
+
+    def _end_tunnel_wait(self, status: int, rest: bytes) -> None:
+        user, self._tunnel_user, self._tunnel_head = self._tunnel_user, None, b""
+        self._deadline.clear()
+        user.tunnel_answered(self, status, rest)  # type: ignore[union-attr]
 
     def _write(self, data: bytes) -> None:
         if self._direct:
@@ -160,6 +192,9 @@ class OriginConnection(Protocol):
         if relay is not None:
             relay.origin_data(data)
             return
+        if self._tunnel_user is not None:
+            self._tunnel_answer(data)
+            return
         user, parser = self._user, self.parser
         if user is None:
             # Unsolicited bytes from an idle connection: it cannot be trusted any more.
@@ -186,6 +221,9 @@ class OriginConnection(Protocol):
             self.relay.origin_lost(reason)
             return
         self._deadline.stop()
+        if self._tunnel_user is not None:
+            self._end_tunnel_wait(0, b"")
+            return
         user, self._user = self._user, None
         try:
             if user is None:
@@ -196,6 +234,10 @@ class OriginConnection(Protocol):
             self.parser.close()
 
     def _expired(self) -> None:
+        if self._tunnel_user is not None:
+            self.transport.abortConnection()
+            self._end_tunnel_wait(0, b"")
+            return
         if self._user is None:
             self.pool.expire(self)  # idle too long in the pool
             return
