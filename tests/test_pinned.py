@@ -80,3 +80,22 @@ class PinnedTests(ProxyTestCase):
         pinned = connection.pinned
         other.transport.loseConnection()  # the client goes
         yield self.poll(lambda: not pinned.connected, "the pinned server connection closed")
+
+
+class PinRuleTests(ProxyTestCase):
+    @defer.inlineCallbacks
+    def test_a_backend_that_pins_keeps_each_clients_connection(self):  # type: ignore[no-untyped-def]
+        from dataclasses import replace
+
+        frontend = self.start_proxy(self.start_web_origin())
+        backend = frontend.backend
+        backend.config = replace(backend.config, pin=True)
+        first = yield self.connect()
+        second = yield self.connect()
+        for client in (first, second, first, second):
+            count = len(parse_responses(client.received)) + 1
+            client.send(get(b"/"))
+            yield client.responses(count)
+        self.assertEqual(frontend.pool.created, 2)
+        self.assertEqual({c.pinned is not None for c in frontend.connections}, {True})
+        self.assertEqual(frontend.pool.idle_count, 0)

@@ -138,3 +138,36 @@ class TLSSettingsTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_without_the_client_certificate_the_server_refuses(self):  # type: ignore[no-untyped-def]
         self.assertEqual((yield self.status_through(self.mutual_port, ca_file=self.ca_file)), 502)
+
+
+class TLSListenerTests(ProxyTestCase):
+    @defer.inlineCallbacks
+    def test_an_ssl_listener_serves_with_the_configured_certificate(self):  # type: ignore[no-untyped-def]
+        from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
+
+        from rubrisproxy.config import CommandLine, load_config
+        from rubrisproxy.service import build_service
+
+        from .helpers import RawClient
+
+        ca_pem, key_pem, cert_pem = make_certificates()
+        paths = {}
+        for name, data in (("key", key_pem), ("cert", cert_pem)):
+            paths[name] = self.mktemp()
+            with open(paths[name], "wb") as f:
+                f.write(data)
+        origin = self.start_web_origin()
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={paths['key']}:certKey={paths['cert']}"
+        config = load_config(CommandLine(listen=[listen], backends=[f"127.0.0.1:{origin}"], access_log="off"))
+        service = build_service(config, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service.getServiceNamed("frontend:default").ports[0].getHost().port
+        client = RawClient()
+        options = ssl.optionsForClientTLS("127.0.0.1", trustRoot=ssl.Certificate.loadPEM(ca_pem))
+        yield connectProtocol(SSL4ClientEndpoint(reactor, "127.0.0.1", port, options), client)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        client.send(get(b"/secure-front") + get(b"/headers"))
+        first, headers = yield client.responses(2)
+        self.assertEqual((first.status, first.body), (200, b"path=/secure-front"))
+        self.assertIn(b"X-Forwarded-Proto: https", headers.body)  # the origin hears the client came over TLS

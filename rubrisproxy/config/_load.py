@@ -260,7 +260,7 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
         key,
         table,
         {"servers", "retries", "balance", "redispatch", "slow-start", "health", "passive", "cookie", "stick", "websocket",
-         "tls"},
+         "tls", "pin"},
     )
     raw_servers = table.get("servers", [])
     if not isinstance(raw_servers, list):
@@ -279,6 +279,9 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
     redispatch = table.get("redispatch", True)
     if not isinstance(redispatch, bool):
         raise ConfigError(f"{key}.redispatch", f"expected true or false, got {redispatch!r}")
+    pin = table.get("pin", False)
+    if not isinstance(pin, bool):
+        raise ConfigError(f"{key}.pin", f"expected true or false, got {pin!r}")
     slow_start = table.get("slow-start", 0)
     slow_start = 0.0 if slow_start in (0, "0", "0s") else parse_duration(f"{key}.slow-start", slow_start)
     return BackendConfig(
@@ -289,6 +292,7 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
         stick=_stick(f"{key}.stick", _table(f"{key}.stick", table["stick"])) if "stick" in table else None,
         websocket=_websocket(f"{key}.websocket", _table(f"{key}.websocket", table.get("websocket", {})), websocket),
         tls=_tls(f"{key}.tls", _table(f"{key}.tls", table.get("tls", {}))),
+        pin=pin,
     )
 
 

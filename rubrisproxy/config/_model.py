@@ -185,6 +185,7 @@ class BackendConfig:
     stick: StickConfig | None = None
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    pin: bool = False  # bind each server connection to the client connection that first used it (besides NTLM)
 
 
 @dataclass(frozen=True, slots=True)

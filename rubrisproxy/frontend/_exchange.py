@@ -426,7 +426,7 @@ class Exchange:
             backend.report_error(server, f"HTTP {status}")  # type: ignore[union-attr, arg-type]
         elif server.consecutive_errors:  # type: ignore[union-attr]
             server.consecutive_errors = 0  # type: ignore[union-attr]
-        if status == 401 and _asks_connection_auth(head.headers):
+        if (status == 401 and _asks_connection_auth(head.headers)) or backend.config.pin:  # type: ignore[union-attr]
             self._pin = True
         headers = head.forward
         client_head = self.head
