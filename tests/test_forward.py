@@ -9,10 +9,13 @@ import sys
 from twisted.internet import defer, reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
 
-from rubrisproxy.config import CommandLine, load_config
+from rubrisproxy.config import CommandLine, ForwardConfig, load_config
 from rubrisproxy.frontend import hash_password
+from rubrisproxy.frontend._forward import ForwardProxy, destination
+from rubrisproxy.http import HTTPError, RequestHead
 from rubrisproxy.service import build_service
 
 from .helpers import EchoResource, ProxyTestCase, RawClient
@@ -133,10 +136,67 @@ class RestrictedForwardTests(ForwardTests):
         self.assertIn(b"via", seen.body.lower())
 
     @defer.inlineCallbacks
+    def test_only_valid_credentials_are_remembered(self):  # type: ignore[no-untyped-def]
+        url = f"http://127.0.0.1:{self.origin_port}/"
+        forward = self.parts.frontends["out"].frontend.forward
+        for _ in range(2):
+            (wrong,) = yield self.request(self.get(url, self.auth("ann:nope")))
+            self.assertEqual(wrong.status, 407)
+            (stranger,) = yield self.request(self.get(url, self.auth("eve:s3cret")))
+            self.assertEqual(stranger.status, 407)
+        self.assertEqual(forward._verified, {})
+        (right,) = yield self.request(self.get(url, self.auth("ann:s3cret")))
+        self.assertEqual(right.status, 200)
+        self.assertEqual(len(forward._verified), 1)
+
+    @defer.inlineCallbacks
     def test_denied_destinations_are_403(self):  # type: ignore[no-untyped-def]
-        for url in ("http://blocked.test/", "http://127.0.0.2:80/", "http://10.1.2.3/"):
+        for url in ("http://blocked.test/", "http://127.0.0.2:80/", "http://10.1.2.3/", "http://[::ffff:127.0.0.2]/"):
             (response,) = yield self.request(self.get(url, self.auth("ann:s3cret")))
             self.assertEqual(response.status, 403, url)
+
+
+class DestinationTests(SynchronousTestCase):
+    """What a forward-proxy request names as its destination, and the access rules that judge it."""
+
+    def where(self, target: str, method: bytes = b"GET"):  # type: ignore[no-untyped-def]
+        return destination(RequestHead(method=method, target=target.encode(), version=b"1.1", headers=[]))
+
+    def test_hosts_are_canonical(self) -> None:
+        self.assertEqual(self.where("http://Example.COM./x").host, "example.com")
+        self.assertEqual(self.where("http://[0:0::1]:8080/").host, "::1")
+        self.assertEqual(self.where("[::1]:443", b"CONNECT").port, 443)
+
+    def test_what_is_no_host_is_400(self) -> None:
+        for target in ("http://user:pw@example.com/", "http://127.1/", "http://0x7f.0.0.1/", "http://2130706433/",
+                       "http://010.0.0.1/", "http://exa mple.com/", "http://-bad.example/", "http://::1/",
+                       "http://[::1%eth0]/", "http://example.com:0/", "http://example.com:99999/"):
+            with self.assertRaises(HTTPError, msg=target) as caught:
+                self.where(target)
+            self.assertEqual(caught.exception.status, 400)
+
+    def proxy(self, **rules: tuple[str, ...]) -> ForwardProxy:
+        return ForwardProxy(ForwardConfig(**rules), reactor)  # type: ignore[arg-type]
+
+    def test_bare_addresses_are_networks_and_mapped_addresses_are_seen_through(self) -> None:
+        proxy = self.proxy(deny_hosts=("127.0.0.2", "10.0.0.0/8"))
+        for target in ("http://127.0.0.2/", "http://[::ffff:127.0.0.2]/", "http://[::ffff:10.1.2.3]/"):
+            where = self.where(target)
+            with self.assertRaises(HTTPError, msg=target):
+                proxy.check_address(where, where.host)
+        allowed = self.where("http://127.0.0.3/")
+        proxy.check_address(allowed, allowed.host)
+
+    def test_network_rules_need_the_address_name_rules_do_not(self) -> None:
+        by_name = self.proxy(allow_hosts=(".example.com",))
+        self.assertFalse(by_name.needs_address(self.where("http://www.example.com/")))
+        with self.assertRaises(HTTPError):
+            by_name.check_address(self.where("http://elsewhere.test/"), None)
+        by_network = self.proxy(allow_hosts=(".example.com", "10.0.0.0/8"))
+        self.assertFalse(by_network.needs_address(self.where("http://www.example.com/")))
+        self.assertTrue(by_network.needs_address(self.where("http://elsewhere.test/")))
+        self.assertFalse(by_network.needs_address(self.where("http://10.1.1.1/")))
+        self.assertTrue(self.proxy(deny_hosts=("10.0.0.0/8",)).needs_address(self.where("http://www.example.com/")))
 
 
 class PasswdTests(ProxyTestCase):
@@ -227,6 +287,25 @@ class ParentTests(ProxyTestCase):
         client.send(b"GET /chained HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         received = yield client.closed
         self.assertTrue(received.endswith(b"path=/chained"))
+        self.assertEqual(self.parent_requests(), 1)
+
+    @defer.inlineCallbacks
+    def test_access_rules_hold_on_the_way_to_the_parent(self):  # type: ignore[no-untyped-def]
+        self.child('deny-hosts = ["127.0.0.1"]\n')
+        for target in (f"127.0.0.1:{self.origin_port}", f"localhost:{self.origin_port}"):
+            (denied,) = yield self.request(f"GET http://{target}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(denied.status, 403, target)
+        self.child('allow-hosts = ["10.0.0.0/8"]\n')
+        (outside,) = yield self.request(f"CONNECT localhost:{self.tls_port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        self.assertEqual(outside.status, 403)
+        self.assertEqual(self.parent_requests(), 0)
+
+    @defer.inlineCallbacks
+    def test_connect_to_an_ipv6_literal_through_the_parent_is_bracketed(self):  # type: ignore[no-untyped-def]
+        self.child()
+        (response,) = yield self.request(f"CONNECT [::1]:{self.tls_port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        # The parent parsed the bracketed authority and tried ::1 (where nothing listens): 502, not 400.
+        self.assertEqual(response.status, 502)
         self.assertEqual(self.parent_requests(), 1)
 
     @defer.inlineCallbacks

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.internet.protocol import Protocol
+
+from rubrisproxy.config import CommandLine, load_config
+from rubrisproxy.service import build_service
 
 from .helpers import ProxyTestCase, get, parse_responses
 
@@ -99,3 +102,42 @@ class PinRuleTests(ProxyTestCase):
         self.assertEqual(frontend.pool.created, 2)
         self.assertEqual({c.pinned is not None for c in frontend.connections}, {True})
         self.assertEqual(frontend.pool.idle_count, 0)
+
+
+class ForwardPinnedTests(ProxyTestCase):
+    """In forward mode a client is pinned per destination: another destination unpins it, the client stays."""
+
+    def setUp(self) -> None:
+        NTLMOrigin.handshakes_done = 0
+        self.origin_port = self.start_raw_origin(NTLMOrigin)
+        self.other_port = self.start_web_origin()
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n')
+        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.frontend = service.parts.frontends["out"].frontend  # type: ignore[attr-defined]
+        self.proxy_port = service.parts.frontends["out"].ports[0].getHost().port  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def send(self, client, port: int, authorization: bytes | None = None):  # type: ignore[no-untyped-def]
+        count = len(parse_responses(client.received)) + 1
+        extra = b"Authorization: " + authorization + b"\r\n" if authorization else b""
+        client.send(b"GET http://127.0.0.1:%d/secure HTTP/1.1\r\nHost: x\r\n%s\r\n" % (port, extra))
+        responses = yield client.responses(count)
+        return responses[-1].status
+
+    @defer.inlineCallbacks
+    def test_the_handshake_stays_on_one_server_connection(self):  # type: ignore[no-untyped-def]
+        client = yield self.connect()
+        self.assertEqual((yield self.send(client, self.origin_port, b"NTLM type1")), 401)
+        (connection,) = self.frontend.connections
+        pinned = connection.pinned
+        self.assertIsNotNone(pinned)
+        self.assertEqual((yield self.send(client, self.origin_port, b"NTLM type3")), 200)
+        self.assertEqual(NTLMOrigin.handshakes_done, 1)
+        self.assertEqual((yield self.send(client, self.other_port)), 200)  # elsewhere: unpinned, not refused
+        yield self.poll(lambda: not pinned.connected, "the pinned server connection closed")
+        self.assertTrue(client.transport.connected)
+        self.assertIsNone(connection.pinned)

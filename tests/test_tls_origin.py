@@ -110,7 +110,7 @@ class TLSSettingsTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def status_through(self, port: int, **settings: object):  # type: ignore[no-untyped-def]
-        frontend = self.start_proxy(retries=0)
+        self.frontend = frontend = self.start_proxy(retries=0)
         backend = frontend.backend
         backend.servers.clear()
         backend.config = replace(backend.config, tls=TLSConfig(**settings))  # type: ignore[arg-type]
@@ -139,6 +139,16 @@ class TLSSettingsTests(ProxyTestCase):
     def test_without_the_client_certificate_the_server_refuses(self):  # type: ignore[no-untyped-def]
         self.assertEqual((yield self.status_through(self.mutual_port, ca_file=self.ca_file)), 502)
 
+
+    @defer.inlineCallbacks
+    def test_a_connection_made_unverified_never_serves_a_verified_server(self):  # type: ignore[no-untyped-def]
+        self.assertEqual((yield self.status_through(self.plain_port, verify=False)), 200)
+        frontend = self.frontend
+        self.assertEqual(frontend.pool.idle_count, 1)
+        (tls_server,) = frontend.backend.servers
+        tls_server.set_tls(TLSConfig())  # verified against the system store, which does not know our CA
+        (response,) = yield self.request(get(b"/tls"))
+        self.assertEqual(response.status, 502)
 
 class TLSListenerTests(ProxyTestCase):
     @defer.inlineCallbacks

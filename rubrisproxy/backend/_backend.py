@@ -122,7 +122,7 @@ class Backend:
                 kept.set_weight(new.weight)
             if kept is not None:
                 kept.slow_start = config.slow_start
-                kept.tls = config.tls
+                kept.set_tls(config.tls)
         self._limited = any(server.maxconn > 0 for server in self.servers)
         return added
 

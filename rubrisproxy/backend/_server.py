@@ -41,15 +41,21 @@ class Server:
     tls: TLSConfig | None = None  # its backend's TLS settings (for a TLS server); None: the defaults
     #: Bumped whenever any server's up state or weight changes, so backends know to recompute who is usable.
     generation: ClassVar[int] = 0
-    #: What makes two servers' connections interchangeable in a pool.
-    key: tuple[str, int, bool] = field(init=False)
+    #: What makes two servers' connections interchangeable in a pool (TLS settings included).
+    key: tuple[object, ...] = field(init=False)
     name: str = field(init=False)
     weight: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.key = (self.config.host, self.config.port, self.config.tls)
+        self.set_tls(self.tls)
         self.name = self.config.name
         self.weight = self.config.weight
+
+    def set_tls(self, tls: TLSConfig | None) -> None:
+        """Use ``tls`` for new connections; connections made under other settings are never reused for it."""
+        self.tls = tls
+        config = self.config
+        self.key = (config.host, config.port, config.tls, tls if config.tls else None)
 
     @property
     def backup(self) -> bool:

@@ -145,6 +145,13 @@ class ClientConnection(Protocol):
     def writeConnectionLost(self) -> None:
         """Our half-close of an upgraded connection is done."""
 
+    def unpin(self) -> None:
+        """Close the server connection this client is pinned to, if any, keeping the client."""
+        pinned, self.pinned = self.pinned, None
+        if pinned is not None:
+            pinned.pinned_to = None
+            pinned.abort()
+
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.lost = True
         if self.pinned is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -75,6 +76,7 @@ class Exchange:
         "pending_head", "_pending", "_framing", "_stale_retry_done", "_last_failure", "_request_bytes",
         "_connect_started", "_connected_at", "_sent_at", "_response_at", "backend", "_holds_slot", "_tried",
         "_queued_at", "_dequeued_at", "upgrade", "websocket_key", "session_id", "_pin", "_via_parent", "_tunnel_to",
+        "_resolving",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
@@ -104,6 +106,7 @@ class Exchange:
         self._pin = False  # the origin asked for connection-oriented auth: keep its connection for this client
         self._via_parent = False  # forward proxy: sent through a parent proxy
         self._tunnel_to: Destination | None = None  # forward proxy: a CONNECT to ask a parent for
+        self._resolving: Deferred[str] | None = None  # forward proxy: the destination's name being resolved
 
     # Start: choose a server, get a connection
 
@@ -136,46 +139,74 @@ class Exchange:
     def _forward(self, forward: ForwardProxy) -> None:
         self.backend = self.client.frontend.backend
         try:
-            forward.authorize(self.head, self.client.client_address)
+            checking = forward.authorize(self.head, self.client.client_address)
+        except HTTPError as error:
+            self.fail(error, Termination.DENIED)
+            return
+        if checking is None:
+            self._authorized(forward)
+            return
+        if self.head.has_body:
+            self.client.gate.pause(ORIGIN)  # hold the body until there is somewhere to send it
+        checking.addCallbacks(lambda _: self._authorized(forward), self._unauthorized)
+
+    def _unauthorized(self, failure: Failure) -> None:
+        if not self.finished:
+            error = failure.value if failure.check(HTTPError) else HTTPError(500, failure.getErrorMessage())
+            self.fail(error, Termination.DENIED)  # type: ignore[arg-type]
+
+    def _authorized(self, forward: ForwardProxy) -> None:
+        if self.finished:
+            return
+        try:
             where = destination(self.head)
             forward.check_name(where)
         except HTTPError as error:
             self.fail(error, Termination.DENIED if error.status in (403, 407) else Termination.BAD_REQUEST)
             return
-        if forward.via_parent(where):
-            self._via_parent = True
-            self.backend = forward.parents
-            if where.tunnel:
-                self._tunnel_to = where
-            else:
-                self._request_bytes = self._origin_request_head()
-            self._assign()
+        via_parent = forward.via_parent(where)
+        if via_parent and not forward.needs_address(where):
+            self._resolved(None, forward, where, via_parent)  # the parent resolves the name
             return
         if self.head.has_body:
             self.client.gate.pause(ORIGIN)  # hold the body until there is somewhere to send it
         self._connect_started = self.clock.seconds()
-        forward.resolve(where.host).addCallbacks(
-            self._resolved, self._forward_failed, callbackArgs=(forward, where), errbackArgs=(Termination.NO_SERVER,)
+        resolving = forward.resolve(where.host)
+        resolving.addCallbacks(
+            self._resolved, self._forward_failed,
+            callbackArgs=(forward, where, via_parent), errbackArgs=(Termination.NO_SERVER,),
         )
+        if not resolving.called:
+            self._resolving = resolving
 
-    def _resolved(self, address: str, forward: ForwardProxy, where: Destination) -> None:
+    def _resolved(self, address: str | None, forward: ForwardProxy, where: Destination, via_parent: bool) -> None:
+        """The destination's address is known (None: left to a parent proxy): check it, then go there."""
+        self._resolving = None
         if self.finished:
             return
         try:
             forward.check_address(where, address)
-            server = forward.server(where, address)
+            if via_parent:
+                self._via_parent = True
+                self.backend = forward.parents
             if not where.tunnel:
                 self._request_bytes = self._origin_request_head()
         except HTTPError as error:
             self.fail(error, Termination.DENIED if error.status == 403 else Termination.BAD_REQUEST)
             return
-        if not where.tunnel:
-            self._use(server)
+        if via_parent:
+            if where.tunnel:
+                self._tunnel_to = where
+            self._assign()
             return
-        self.server = server
-        self.client.frontend.pool.connect(server).addCallbacks(
-            self._tunnel_open, self._forward_failed, errbackArgs=(Termination.CONNECT_TIMEOUT,)
-        )
+        server = forward.server(where, address)  # type: ignore[arg-type]
+        if where.tunnel:
+            self.server = server
+            self.client.frontend.pool.connect(server).addCallbacks(
+                self._tunnel_open, self._forward_failed, errbackArgs=(Termination.CONNECT_TIMEOUT,)
+            )
+        elif not self._use_pinned(server):
+            self._use(server)
 
     def _ask_parent(self, connection: OriginConnection) -> None:
         if self.finished:
@@ -183,7 +214,9 @@ class Exchange:
             return
         self.connection = connection
         where = self._tunnel_to
-        authority = f"{where.host}:{where.port}".encode()  # type: ignore[union-attr]
+        assert where is not None
+        host = f"[{where.host}]" if ":" in where.host else where.host
+        authority = f"{host}:{where.port}".encode()
         connection.send_connect(self, b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (authority, authority, _VIA[b"1.1"]))
 
     def tunnel_answered(self, connection: OriginConnection, status: int, rest: bytes) -> None:
@@ -245,17 +278,31 @@ class Exchange:
             self.session_id = secrets.token_hex(8)
         return True
 
+    def _use_pinned(self, server: Server | None = None) -> bool:
+        """Send on the server connection this client is pinned to, if any; True if the request is taken care of.
+
+        ``server`` is a forward proxy's destination: a client pinned to another destination is unpinned
+        (its server connection closed) and the request goes on as any other.
+        """
+        client = self.client
+        pinned = client.pinned
+        if pinned is None:
+            return False
+        if server is not None and pinned.pool_key != server.key:
+            client.unpin()
+            return False
+        if not pinned.connected:
+            self.fail(HTTPError(502, "the server connection this client is pinned to has closed"),
+                      Termination.SERVER_ABORT)
+            return True
+        # Connection-oriented auth: every request of this client goes on its server connection.
+        self.server = pinned.server
+        client.frontend.pool.in_use.add(pinned)
+        self._connected(pinned)
+        return True
+
     def _assign(self) -> None:
-        pinned = self.client.pinned
-        if pinned is not None:
-            # Connection-oriented auth: every request of this client goes on its server connection.
-            if not pinned.connected:
-                self.fail(HTTPError(502, "the server connection this client is pinned to has closed"),
-                          Termination.SERVER_ABORT)
-                return
-            self.server = pinned.server
-            self.client.frontend.pool.in_use.add(pinned)
-            self._connected(pinned)
+        if self._tunnel_to is None and self._use_pinned():
             return
         backend = self.backend
         assert backend is not None
@@ -601,6 +648,8 @@ class Exchange:
         if self._pin or connection is client.pinned:
             client.frontend.pool.in_use.discard(connection)
             if reusable:
+                if client.pinned is not connection:
+                    client.unpin()  # a client is pinned to one server connection at a time
                 connection.pinned_to = client  # never pooled; its loss closes the client, and the reverse
                 client.pinned = connection
             else:
@@ -654,6 +703,8 @@ class Exchange:
 
     def _finish(self, termination: Termination, keep_alive: bool) -> None:
         self.finished = True
+        if self._resolving is not None:
+            self._resolving.cancel()  # its answer is no longer wanted
         self._pending = None
         self._free_slot()
         client = self.client

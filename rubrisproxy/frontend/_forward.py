@@ -7,10 +7,11 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IHostResolution, IResolutionReceiver
 from zope.interface import implementer
 
@@ -44,18 +45,53 @@ def destination(head: RequestHead) -> Destination:
 
 
 def _authority(authority: str, default_port: int | None) -> tuple[str, int]:
+    if "@" in authority:
+        raise HTTPError(400, f"a proxy request target carries no credentials: {authority[:80]!r}")
     if authority.startswith("["):
         host, _, rest = authority[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
+        port_text = rest[1:] if rest.startswith(":") else rest
     else:
-        host, sep, port_text = authority.rpartition(":") if ":" in authority else (authority, "", "")
+        host, _, port_text = authority.partition(":")
     if not port_text:
         if default_port is None:
             raise HTTPError(400, f"CONNECT needs host:port, got {authority!r}")
-        return host.lower(), default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536 or not host:
+        port = default_port
+    elif not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise HTTPError(400, f"not a host:port: {authority!r}")
-    return host.lower(), int(port_text)
+    else:
+        port = int(port_text)
+    return _host(host, bracketed=authority.startswith("[")), port
+
+
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
+
+
+def _host(host: str, bracketed: bool) -> str:
+    """``host`` in canonical form (lower case, no trailing dot); :class:`HTTPError` 400 if it is no host.
+
+    Numeric forms other than dotted-quad IPv4 (``127.1``, ``0x7f.1``, ``2130706433``) are refused:
+    resolvers read them differently, and access lists must see the address that is reached.
+    """
+    if bracketed:
+        try:
+            if "%" in host:
+                raise ValueError("a zone is local to the proxy")
+            return str(ipaddress.IPv6Address(host))
+        except ValueError:
+            raise HTTPError(400, f"not an IPv6 address: [{host[:80]}]") from None
+    host = host.lower()
+    if host.endswith("."):
+        host = host[:-1]
+    labels = host.split(".")
+    if not host or len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise HTTPError(400, f"not a host name: {host[:80]!r}")
+    last = labels[-1]
+    if last.isdigit() or last.startswith("0x"):
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise HTTPError(400, f"not a dotted-quad IPv4 address: {host!r}") from None
+    return host
 
 
 class ForwardProxy:
@@ -70,25 +106,31 @@ class ForwardProxy:
         self._denied_names, self._denied_suffixes, self._denied_networks = _split(config.deny_hosts)
         self._clients = [ipaddress.ip_network(c, strict=False) for c in config.clients]
         self._servers: dict[tuple[str, int], Server] = {}  # one per destination, for the pool's keep-alive
-        self._verified: dict[bytes, bool] = {}  # Proxy-Authorization values checked (a hash costs ~0.1 s)
+        self._verified: dict[bytes, bool] = {}  # Proxy-Authorization values found valid, oldest first
+        self._dummy_hash = next(iter(config.users.values()), "") or hash_password("", b"rubrisproxy")
 
-    def authorize(self, head: RequestHead, client: str) -> None:
-        """Check the client's network and credentials; :class:`HTTPError` 403 or 407."""
+    def authorize(self, head: RequestHead, client: str) -> defer.Deferred[None] | None:
+        """Check the client's network and credentials: :class:`HTTPError` 403 or 407, raised or (when a
+        password must be hashed, which happens off the reactor thread) as the Deferred's failure."""
         if self._clients and not _in(client, self._clients):
             raise HTTPError(403, f"client {client} is not in an allowed network")
         if not self.config.users:
-            return
+            return None
         given = next((v for n, v in head.headers if n.lower() == b"proxy-authorization"), None)
-        if given is None or not self._valid(given):
-            raise HTTPError(407, "proxy credentials missing or wrong", PROXY_AUTHENTICATE)
+        if given is None:
+            raise HTTPError(407, "proxy credentials missing", PROXY_AUTHENTICATE)
+        if given in self._verified:  # only successes are remembered: guessing stays as slow as hashing
+            return None
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._check, given).addCallback(
+            self._checked, given
+        )
 
-    def _valid(self, header: bytes) -> bool:
-        known = self._verified.get(header)
-        if known is None:
-            if len(self._verified) > 1024:
-                self._verified.clear()
-            known = self._verified[header] = self._check(header)
-        return known
+    def _checked(self, valid: bool, header: bytes) -> None:
+        if not valid:
+            raise HTTPError(407, "proxy credentials wrong", PROXY_AUTHENTICATE)
+        if len(self._verified) >= 1024:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[header] = True
 
     def _check(self, header: bytes) -> bool:
         scheme, _, token = header.strip().partition(b" ")
@@ -99,7 +141,9 @@ class ForwardProxy:
         except (binascii.Error, UnicodeDecodeError):
             return False
         stored = self.config.users.get(user)
-        return bool(sep) and stored is not None and check_password(password, stored)
+        # An unknown user costs a hash too, so timing does not tell which users exist.
+        matches = check_password(password, stored if stored is not None else self._dummy_hash)
+        return bool(sep) and stored is not None and matches
 
     def check_name(self, where: Destination) -> None:
         """Refuse a destination by its name or port (403) before it is resolved."""
@@ -108,14 +152,24 @@ class ForwardProxy:
         if _matches(where.host, self._denied_names, self._denied_suffixes):
             raise HTTPError(403, f"destination {where.host} is denied")
 
-    def check_address(self, where: Destination, address: str) -> None:
-        """Refuse a destination by the address its name resolved to (403)."""
-        if self._denied_networks and _in(address, self._denied_networks):
+    def needs_address(self, where: Destination) -> bool:
+        """Whether the access lists must see the address ``where``'s name resolves to."""
+        if is_address(where.host):
+            return False  # it is its own address
+        return bool(self._denied_networks) or (
+            bool(self._networks) and not _matches(where.host, self._names, self._suffixes)
+        )
+
+    def check_address(self, where: Destination, address: str | None) -> None:
+        """Refuse a destination by its address (403); ``address`` None: not resolved (a parent will)."""
+        if address is None and is_address(where.host):
+            address = where.host
+        if address is not None and self._denied_networks and _in(address, self._denied_networks):
             raise HTTPError(403, f"destination {where.host} ({address}) is in a denied network")
         if (self._names or self._suffixes or self._networks) and not (
-            _matches(where.host, self._names, self._suffixes) or _in(address, self._networks)
+            _matches(where.host, self._names, self._suffixes) or (address is not None and _in(address, self._networks))
         ):
-            raise HTTPError(403, f"destination {where.host} ({address}) is not allowed")
+            raise HTTPError(403, f"destination {where.host} ({address or 'not resolved'}) is not allowed")
 
     def via_parent(self, where: Destination) -> bool:
         """Whether ``where`` is reached through a parent proxy (not when it is listed as direct, or, unless
@@ -180,10 +234,19 @@ def _resolve_timeout(host: str) -> Any:
 
 
 def _split(entries: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...], list[Any]]:
-    names = frozenset(e.lower() for e in entries if "/" not in e and not e.startswith("."))
-    suffixes = tuple(e.lower() for e in entries if e.startswith("."))
-    networks = [ipaddress.ip_network(e, strict=False) for e in entries if "/" in e]
-    return names, suffixes, networks
+    """Host rules as exact names, ``.suffix`` names and networks (``CIDR``, or a bare address)."""
+    names: set[str] = set()
+    suffixes: list[str] = []
+    networks: list[Any] = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            if entry.startswith("."):
+                suffixes.append(entry.lower())
+            else:
+                names.add(entry.lower())
+    return frozenset(names), tuple(suffixes), networks
 
 
 def _matches(host: str, names: frozenset[str], suffixes: tuple[str, ...]) -> bool:
@@ -195,7 +258,17 @@ def _in(address: str, networks: list[Any]) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in network for network in networks)
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
+    return any(ip in network or (mapped is not None and mapped in network) for network in networks)
+
+
+def is_address(host: str) -> bool:
+    """Whether ``host`` is an IP address literal (as :func:`destination` gives it)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def hash_password(password: str, salt: bytes, iterations: int = 200_000) -> str:

@@ -56,12 +56,13 @@ class OriginConnection(Protocol):
     transport: ITCPTransport  # set by makeConnection before any other event
 
     __slots__ = (
-        "server", "pool", "clock", "gate", "reused", "pinned_to", "requests", "connected",
+        "server", "pool_key", "pool", "clock", "gate", "reused", "pinned_to", "requests", "connected",
         "parser", "_user", "_deadline", "bytes_sent", "relay", "_direct", "upload", "transport", "factory", "_tunnel_user", "_tunnel_head",
     )
 
     def __init__(self, server: Server, pool: ConnectionPool, clock: IReactorTime) -> None:
         self.server = server
+        self.pool_key = server.key  # the settings it was made with, whatever its server's become
         self.pool = pool
         self.clock = clock
         self.gate: ReadGate | None = None

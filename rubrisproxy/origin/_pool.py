@@ -28,7 +28,7 @@ class ConnectionPool:
         self.clock = clock
         self.settings = settings
         self.server_timeout = server_timeout
-        self._idle: dict[tuple[str, int, bool], list[OriginConnection]] = defaultdict(list)
+        self._idle: dict[tuple[object, ...], list[OriginConnection]] = defaultdict(list)
         self.in_use: set[OriginConnection] = set()
         self.connecting = 0
         self.created = 0
@@ -73,7 +73,7 @@ class ConnectionPool:
     def release(self, connection: OriginConnection, reusable: bool) -> None:
         """Take back a connection whose request is finished."""
         self.in_use.discard(connection)
-        idle = self._idle[connection.server.key]
+        idle = self._idle[connection.pool_key]
         if not reusable:
             connection.abort()
         elif connection.pinned_to is not None or len(idle) >= self.settings.max_idle_per_server:
@@ -95,7 +95,7 @@ class ConnectionPool:
     def forget(self, connection: OriginConnection) -> None:
         """A connection closed or is closing: it is no longer the pool's."""
         self.in_use.discard(connection)
-        idle = self._idle.get(connection.server.key)
+        idle = self._idle.get(connection.pool_key)
         if idle and connection in idle:
             idle.remove(connection)
         connection.stop_timer()
