@@ -13,10 +13,12 @@ from ._balance import (
     uri_key,
     url_param_key,
 )
+from ._engineio import PEEK_LIMIT, is_engineio, open_packet_sid, session_id
 from ._health import HealthChecker
 from ._server import Server
 
 __all__ = [
+    "PEEK_LIMIT",
     "QUEUED",
     "Backend",
     "ConsistentHash",
@@ -29,6 +31,9 @@ __all__ = [
     "Waiter",
     "balancer_for",
     "header_key",
+    "is_engineio",
+    "open_packet_sid",
+    "session_id",
     "source_key",
     "uri_key",
     "url_param_key",

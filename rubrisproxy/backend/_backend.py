@@ -15,6 +15,7 @@ from ..counters import Histogram
 from ..http import Headers, RequestHead
 from ..websocket import LegFactories, build_hooks
 from ._balance import IBalancer, balancer_for
+from ._engineio import EngineIOStickiness, is_engineio
 from ._server import Server
 from ._sticky import CookieStickiness, MemoryStickStore, TableStickiness, key_for, learned_key
 
@@ -42,6 +43,8 @@ class _Queued:
 
 
 QUEUED = object()
+#: How long an Engine.IO sid stays known after its last request (a live session polls or pings far sooner).
+ENGINEIO_EXPIRE = 300.0
 """What :meth:`Backend.assign` returns when the request waits for a free server."""
 
 
@@ -96,6 +99,10 @@ class Backend:
                 learn = learned_key(config.stick.learn) if config.stick.learn else None
                 self.table = TableStickiness(store, key_for(config.stick.on), learn)
         self.sticky = self.cookie is not None or self.table is not None
+        if not config.engineio_sticky:
+            self.engineio: EngineIOStickiness | None = None
+        elif previous is None or not previous.engineio_sticky:
+            self.engineio = EngineIOStickiness(MemoryStickStore(self.clock or Clock(), ENGINEIO_EXPIRE, 100_000))
 
     def reconfigure(self, config: BackendConfig) -> list[Server]:
         """Take a reloaded ``config`` in place: settings, and servers added, changed or removed.
@@ -238,6 +245,10 @@ class Backend:
         if len(candidates) == 1 and not self._limited and not self.sticky and not self._queue:
             return self.take(candidates[0])  # the common single-server case, without the balancer
         free = [s for s in candidates if not s.full] if self._limited else candidates
+        if self.engineio is not None and free and is_engineio(waiter.head):
+            known = self.server_named(self.engineio.server_for(waiter.head) or "")
+            if known is not None and known in free:
+                return self.take(known)
         if self.sticky and free:
             sticky = self.sticky_server(waiter)
             if sticky is not None and sticky in free:

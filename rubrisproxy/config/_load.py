@@ -260,7 +260,7 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
         key,
         table,
         {"servers", "retries", "balance", "redispatch", "slow-start", "health", "passive", "cookie", "stick", "websocket",
-         "tls", "pin"},
+         "tls", "pin", "engineio-sticky"},
     )
     raw_servers = table.get("servers", [])
     if not isinstance(raw_servers, list):
@@ -282,6 +282,9 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
     pin = table.get("pin", False)
     if not isinstance(pin, bool):
         raise ConfigError(f"{key}.pin", f"expected true or false, got {pin!r}")
+    engineio_sticky = table.get("engineio-sticky", True)
+    if not isinstance(engineio_sticky, bool):
+        raise ConfigError(f"{key}.engineio-sticky", f"expected true or false, got {engineio_sticky!r}")
     slow_start = table.get("slow-start", 0)
     slow_start = 0.0 if slow_start in (0, "0", "0s") else parse_duration(f"{key}.slow-start", slow_start)
     return BackendConfig(
@@ -293,6 +296,7 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
         websocket=_websocket(f"{key}.websocket", _table(f"{key}.websocket", table.get("websocket", {})), websocket),
         tls=_tls(f"{key}.tls", _table(f"{key}.tls", table.get("tls", {}))),
         pin=pin,
+        engineio_sticky=engineio_sticky,
     )
 
 

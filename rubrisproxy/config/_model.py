@@ -186,6 +186,7 @@ class BackendConfig:
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     pin: bool = False  # bind each server connection to the client connection that first used it (besides NTLM)
+    engineio_sticky: bool = True  # learn Engine.IO sids from handshake responses and keep each on its server
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..accesslog import AccessRecord
-from ..backend import QUEUED, Backend, Server
+from ..backend import PEEK_LIMIT, QUEUED, Backend, Server, is_engineio, open_packet_sid, session_id
 from ..counters import count
 from ..http import NONE, HTTPError, RequestHead, ResponseHead, error_response, serialize_headers
 from ..lifecycle import Termination
@@ -76,7 +76,7 @@ class Exchange:
         "pending_head", "_pending", "_framing", "_stale_retry_done", "_last_failure", "_request_bytes",
         "_connect_started", "_connected_at", "_sent_at", "_response_at", "backend", "_holds_slot", "_tried",
         "_queued_at", "_dequeued_at", "upgrade", "websocket_key", "session_id", "_pin", "_via_parent", "_tunnel_to",
-        "_resolving",
+        "_resolving", "_eio_peek",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
@@ -107,6 +107,7 @@ class Exchange:
         self._via_parent = False  # forward proxy: sent through a parent proxy
         self._tunnel_to: Destination | None = None  # forward proxy: a CONNECT to ask a parent for
         self._resolving: Deferred[str] | None = None  # forward proxy: the destination's name being resolved
+        self._eio_peek: bytes | None = None  # an Engine.IO handshake response's first bytes, until its sid is found
 
     # Start: choose a server, get a connection
 
@@ -475,6 +476,11 @@ class Exchange:
             server.consecutive_errors = 0  # type: ignore[union-attr]
         if (status == 401 and _asks_connection_auth(head.headers)) or backend.config.pin:  # type: ignore[union-attr]
             self._pin = True
+        engineio = backend.engineio  # type: ignore[union-attr]
+        if engineio is not None and status == 200 and is_engineio(self.head) and session_id(self.head) is None:
+            engineio.learn_cookie(head.headers, server.name)  # type: ignore[union-attr]
+            if has_body:
+                self._eio_peek = b""  # the open packet, with its sid, starts the body
         headers = head.forward
         client_head = self.head
         if not has_body:
@@ -584,9 +590,20 @@ class Exchange:
         self.client.write(data)
 
     def response_body(self, data: bytes) -> None:
+        if self._eio_peek is not None:
+            self._learn_sid(data)
         if self._framing == _Framing.CHUNKED:
             data = b"%x\r\n%s\r\n" % (len(data), data)
         self._send_response(data)
+
+    def _learn_sid(self, data: bytes) -> None:
+        peek = self._eio_peek + data  # type: ignore[operator]
+        sid = open_packet_sid(peek)
+        if sid is not None:
+            self._eio_peek = None
+            self.backend.engineio.remember(sid, self.server.name)  # type: ignore[union-attr]
+        else:
+            self._eio_peek = peek if len(peek) < PEEK_LIMIT else None
 
     def response_end(self) -> None:
         client = self.client

@@ -1,0 +1,73 @@
+"""Engine.IO (Socket.IO) stickiness without cookies.
+
+A Socket.IO cluster needs every request of one Engine.IO session (``sid``) on the
+server that created it. The proxy learns the ``sid`` from the handshake response
+(the open packet of a polling response, protocol v3 or v4, or an ``io`` cookie)
+and sends every later request carrying ``sid=`` to that server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ..http import Headers, RequestHead
+from ._sticky import MemoryStickStore, learned_key
+
+_EIO = re.compile(rb"[?&]EIO=\d")
+_SID = re.compile(rb"[?&]sid=([^&#]+)")
+#: The open packet is small; a response that has not shown one within this many bytes has none.
+PEEK_LIMIT = 1024
+_IO_COOKIE = learned_key("set-cookie(io)")
+_DECODER = json.JSONDecoder()
+
+
+def is_engineio(request: RequestHead) -> bool:
+    """Whether ``request`` is an Engine.IO request (its query carries ``EIO=``)."""
+    return b"EIO=" in request.target and _EIO.search(request.target) is not None
+
+
+def session_id(request: RequestHead) -> bytes | None:
+    """The ``sid`` an Engine.IO request carries, or None (a handshake)."""
+    found = _SID.search(request.target)
+    return found.group(1) if found else None
+
+
+def open_packet_sid(body: bytes) -> bytes | None:
+    """The ``sid`` of the open packet at the start of a polling response body, if it is one.
+
+    v4 sends ``0{"sid":...}``; v3 frames packets as ``<length>:0{...}`` (text) or with a
+    binary length prefix; in each case the open packet is a ``0`` followed by JSON.
+    """
+    start = body.find(b"0{")
+    if start < 0 or start > 16:
+        return None
+    try:
+        packet, _ = _DECODER.raw_decode(body[start + 1 :].decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    if not isinstance(packet, dict) or not isinstance(packet.get("sid"), str) or "pingInterval" not in packet:
+        return None
+    return packet["sid"].encode()  # type: ignore[no-any-return]
+
+
+class EngineIOStickiness:
+    """sid -> server name, learned from handshake responses, consulted for every request carrying ``sid=``."""
+
+    def __init__(self, store: MemoryStickStore) -> None:
+        self.store = store
+        self.learned = 0
+
+    def server_for(self, request: RequestHead) -> str | None:
+        sid = session_id(request)
+        return self.store.get(sid) if sid is not None else None
+
+    def learn_cookie(self, headers: Headers, server: str) -> None:
+        """An ``io`` cookie set by the handshake response names the sid."""
+        sid = _IO_COOKIE(headers)
+        if sid is not None:
+            self.remember(sid, server)
+
+    def remember(self, sid: bytes, server: str) -> None:
+        self.store.put(sid, server)
+        self.learned += 1

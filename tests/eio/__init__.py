@@ -1,0 +1,1 @@
+"""Real python-socketio servers and clients, run as subprocesses from trial tests."""

@@ -1,0 +1,78 @@
+"""Engine.IO stickiness: the sid learned from the handshake keeps a Socket.IO session on its server."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from rubrisproxy.backend import open_packet_sid, session_id
+from rubrisproxy.backend._engineio import EngineIOStickiness, is_engineio
+from rubrisproxy.backend._sticky import MemoryStickStore
+from rubrisproxy.http import RequestHead
+
+from .eio.harness import run_client, start_server
+from .helpers import ProxyTestCase
+
+OPEN = b'{"sid":"abc123","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000}'
+
+
+def request(target: bytes) -> RequestHead:
+    return RequestHead(method=b"GET", target=target, version=b"1.1", headers=[])
+
+
+class ParsingTests(SynchronousTestCase):
+    def test_open_packets_of_v4_and_v3(self) -> None:
+        self.assertEqual(open_packet_sid(b"0" + OPEN), b"abc123")  # v4
+        self.assertEqual(open_packet_sid(b"%d:0%s2:40" % (len(OPEN) + 1, OPEN)), b"abc123")  # v3 text payload
+        self.assertEqual(open_packet_sid(b"\x00\x09\x07\xff0" + OPEN), b"abc123")  # v3 binary payload
+
+    def test_what_is_not_an_open_packet(self) -> None:
+        for body in (b'42["event",{"sid":"x"}]', b"0{not json", b'0{"sid":"x"}', b"ok", b"x" * 40 + b"0" + OPEN):
+            self.assertIsNone(open_packet_sid(body), body)
+
+    def test_requests(self) -> None:
+        self.assertTrue(is_engineio(request(b"/socket.io/?EIO=4&transport=polling&t=1")))
+        self.assertFalse(is_engineio(request(b"/socket.io/?transport=polling&XEIO=4")))
+        self.assertEqual(session_id(request(b"/socket.io/?EIO=4&transport=websocket&sid=Q4Ro-y_A")), b"Q4Ro-y_A")
+        self.assertIsNone(session_id(request(b"/socket.io/?EIO=4&transport=polling&xsid=1")))
+
+    def test_the_io_cookie_names_the_sid_too(self) -> None:
+        from twisted.internet.task import Clock
+
+        sticky = EngineIOStickiness(MemoryStickStore(Clock(), 60, 10))
+        sticky.learn_cookie([(b"Set-Cookie", b"io=cookie-sid; Path=/; HttpOnly")], "s2")
+        self.assertEqual(sticky.server_for(request(b"/socket.io/?EIO=3&sid=cookie-sid&transport=polling")), "s2")
+        self.assertIsNone(sticky.server_for(request(b"/socket.io/?EIO=3&sid=other&transport=polling")))
+
+
+class SocketIOClusterTests(ProxyTestCase):
+    """Two real python-socketio servers behind round robin, and a real client that polls, then upgrades."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def connect_through_proxy(self, learn: bool):  # type: ignore[no-untyped-def]
+        ports = yield defer.gatherResults([start_server(self, "A"), start_server(self, "B")])
+        frontend = self.start_proxy(*ports)
+        if not learn:
+            frontend.backend.engineio = None  # as `engineio-sticky = false` leaves it
+        result = yield run_client(f"http://127.0.0.1:{self.proxy_port}", 5)
+        return frontend, result
+
+    @defer.inlineCallbacks
+    def test_the_learned_sid_keeps_polling_and_the_upgrade_on_one_server(self):  # type: ignore[no-untyped-def]
+        frontend, result = yield self.connect_through_proxy(learn=True)
+        self.assertEqual((result["connected"], result["error"], result["transport"]), (True, None, "websocket"), result)
+        (first, *_) = result["polling_servers"]
+        self.assertEqual(set(result["polling_servers"]), {first}, result)
+        self.assertEqual(result["names"], [first] * 5, result)  # the WebSocket reached the handshake's server
+        self.assertGreaterEqual(frontend.backend.engineio.learned, 1)
+
+    @defer.inlineCallbacks
+    def test_without_learning_round_robin_splits_the_session(self):  # type: ignore[no-untyped-def]
+        _, result = yield self.connect_through_proxy(learn=False)
+        same_server = (
+            result["connected"] and result["transport"] == "websocket"
+            and len(set(result["polling_servers"]) | set(result["names"])) == 1
+        )
+        self.assertFalse(same_server, result)
