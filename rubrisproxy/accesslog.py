@@ -33,6 +33,35 @@ class AccessRecord:
     retries: int = 0
 
 
+@dataclass(slots=True)
+class ConnectionRecord:
+    """One client connection when it ends: why, who owned it, and its counters."""
+
+    peer: str
+    frontend: str
+    end: str  # a ConnectionEnd value
+    client: str  # its owner at the end ("-": none)
+    requests: int
+    responses: int
+    bytes_in: int
+    bytes_out: int
+    duration_ms: float
+
+
+def format_connection_text(record: ConnectionRecord) -> str:
+    """``peer frontend CONNECTION end client=... requests=N responses=N in=B out=B duration_ms=MS``."""
+    r = record
+    return "%s %s CONNECTION %s client=%s requests=%d responses=%d in=%d out=%d duration_ms=%d" % (
+        r.peer, r.frontend, r.end, r.client, r.requests, r.responses, r.bytes_in, r.bytes_out, r.duration_ms + 0.5,
+    )
+
+
+def format_connection_json(record: ConnectionRecord) -> str:
+    fields = {"event": "connection", **asdict(record)}
+    fields["duration_ms"] = round(record.duration_ms, 3)
+    return json.dumps(fields, separators=(",", ":"))
+
+
 def format_text(record: AccessRecord) -> str:
     """HAProxy-like: ``client frontend backend/server Tw/Tq/Tc/Tr/Tt status in out termination "request"``.
 
@@ -66,6 +95,7 @@ class AccessLog:
 
     def __init__(self, format: str = "text", stream: IO[str] | None = None) -> None:
         self._format: Callable[[AccessRecord], str] = format_json if format == "json" else format_text
+        self._format_connection = format_connection_json if format == "json" else format_connection_text
         self._stream = stream
         self.records = 0
 
@@ -76,6 +106,14 @@ class AccessLog:
             self._stream.write(line + "\n")
         else:
             self.log.info("{line}", line=line, access=record)
+
+    def write_connection(self, record: ConnectionRecord) -> None:
+        """A line for a client connection that ended."""
+        line = self._format_connection(record)
+        if self._stream is not None:
+            self._stream.write(line + "\n")
+        else:
+            self.log.info("{line}", line=line, connection=record)
 
     def flush(self) -> None:
         if self._stream is not None:
@@ -94,3 +132,6 @@ class NullAccessLog(AccessLog):
 
     def write(self, record: AccessRecord) -> None:
         self.records += 1
+
+    def write_connection(self, record: ConnectionRecord) -> None:
+        pass

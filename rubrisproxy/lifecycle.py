@@ -1,8 +1,12 @@
-"""How a request ended: the termination reasons logs and counters share."""
+"""How requests, connections and client sessions end, and the handlers users write to see it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from zope.interface import Interface
 
 
 class Termination(StrEnum):
@@ -29,3 +33,91 @@ class Termination(StrEnum):
     PROTOCOL_ERROR = "protocol-error"  # a WebSocket peer broke the protocol or a limit (1002, 1007, 1009)
     DRAINED = "drained"  # a tunnel closed because its server was drained, put in maintenance or removed
     RESUME_FAILED = "resume-failed"  # a session could not move to another server (buffer full, resume-timeout)
+
+
+class ConnectionEnd(StrEnum):
+    """Why a client connection ended, as termination handlers, the access log and the counters see it."""
+
+    CLIENT_CLOSE = "client-close"  # the client closed between requests, or asked to (Connection: close)
+    SERVER_CLOSE = "server-close"  # the proxy closed it by choice (HTTP/1.0, a close-delimited body, drain)
+    SOCKET_READ_CLOSED = "socket-read-closed"  # the client's side ended mid-request, or was reset
+    SOCKET_WRITE_ERROR = "socket-write-error"  # the connection failed while a response was being written
+    MAX_READS = "max-reads"  # it had sent max-reads requests
+    MAX_WRITES = "max-writes"  # it had been sent max-writes responses
+    PROTOCOL_READ_ERROR = "protocol-read-error"  # the client broke HTTP (or the PROXY protocol): 4xx, then closed
+    PROTOCOL_WRITE_ERROR = "protocol-write-error"  # a response begun could not be completed: the client was cut
+    SERVER_ERROR = "server-error"  # closed after the server side failed (an error answer that closes, a lost pin)
+    TIMEOUT = "timeout"  # a timeout: http-request, http-keep-alive, client, tunnel
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """A client connection as lifecycle handlers see it. Times are seconds on the proxy's clock."""
+
+    frontend: str
+    peer: str  # the TCP peer (a proxy, on a proxied frontend)
+    proxied: bool
+    opened_at: float
+    client: str | None = None  # the client that owned the connection (its request was in progress), if any
+    session: str | None = None  # that client's session id, if it has one
+    requests: int = 0
+    responses: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    duration: float = 0.0
+
+
+class RefuseConnection(Exception):
+    """Raised by :meth:`IConnectionHandler.connection_opened` to close the new connection at once."""
+
+
+class IConnectionHandler(Interface):
+    """Called for each new client connection; may refuse it."""
+
+    def connection_opened(connection: ConnectionInfo) -> None:
+        """Return to accept the connection, or raise :class:`RefuseConnection`."""
+
+
+class ITerminationHandler(Interface):
+    """Called exactly once per client connection, when it has ended."""
+
+    def connection_ended(connection: ConnectionInfo, reason: ConnectionEnd) -> None:
+        """``connection`` (with its final counters and owner) ended for ``reason``."""
+
+
+class SessionEnd(StrEnum):
+    """Why a client session ended."""
+
+    EXPIRED = "expired"  # no request within the session's inactivity timeout
+    CLOSED_BY_CLIENT = "closed-by-client"
+    CLOSED_BY_SERVER = "closed-by-server"
+
+
+class IClientHandler(Interface):
+    """Called when a client session ends (not when a connection does: a session outlives its connections)."""
+
+    def client_destroyed(session: Any, reason: SessionEnd) -> None:
+        """``session`` (a :class:`rubrisproxy.clients.ClientSession`) ended for ``reason``."""
+
+
+@dataclass(frozen=True)
+class LifecycleHandlers:
+    """The handlers configured, by what they handle (one object may handle several)."""
+
+    opened: tuple[Any, ...] = ()
+    ended: tuple[Any, ...] = ()
+    destroyed: tuple[Any, ...] = ()
+
+    @classmethod
+    def of(cls, handlers: tuple[Any, ...]) -> LifecycleHandlers:
+        return cls(
+            tuple(h for h in handlers if IConnectionHandler.providedBy(h)),
+            tuple(h for h in handlers if ITerminationHandler.providedBy(h)),
+            tuple(h for h in handlers if IClientHandler.providedBy(h)),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.opened or self.ended or self.destroyed)
+
+
+NO_HANDLERS = LifecycleHandlers()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
@@ -115,6 +116,12 @@ class Reloader:
             frontend.backend = default
             frontend.router = Router(config.routes, parts.backends, default)  # also when only backends changed
             frontend.forward = parts.forward_rules(config)
+            previous = old_frontends.get(config.name)
+            if previous is not None and previous.peers != config.peers:
+                self.log.warn("reload: frontend {name}'s peers change from {old} to {new} on restart",
+                              name=config.name, old=previous.peers, new=config.peers)
+                config = replace(config, peers=previous.peers)
+            parts.connection_settings(frontend, config)
             try:
                 running.listen_on(config.listen)
             except SystemExit as e:

@@ -15,9 +15,10 @@ from twisted.logger import Logger
 from .accesslog import AccessLog, NullAccessLog
 from .admin import RunningProxy, admin_site
 from .backend import Backend, HealthChecker, Server
-from .config import BackendConfig, CommandLine, FrontendConfig, ProxyConfig, ServerConfig
+from .config import BackendConfig, CommandLine, FrontendConfig, ProxyConfig, ServerConfig, build_objects
 from .demo import demo_site
-from .frontend import ForwardProxy, Frontend, LocalConnectionFactory, drain
+from .frontend import ForwardProxy, Frontend, PeerSettings, connection_factory, drain
+from .lifecycle import IClientHandler, IConnectionHandler, ITerminationHandler, LifecycleHandlers
 from .origin import ConnectionPool, OriginConnector
 from .reload import Reloader, ReloadOnHangup
 from .routing import Router
@@ -119,7 +120,7 @@ class FrontendService(ListeningService):
         self, reactor: Any, frontend: Frontend, endpoints: tuple[str, ...], grace: float, spread: float = 0.0,
         close_code: int = 1001,
     ) -> None:
-        super().__init__(reactor, f"frontend {frontend.name}", LocalConnectionFactory(frontend), endpoints)
+        super().__init__(reactor, f"frontend {frontend.name}", connection_factory(frontend), endpoints)
         self.frontend = frontend
         self.grace = grace
         self.spread = spread
@@ -253,6 +254,7 @@ class ProxyParts:
             router=Router(config.routes, self.backends, default), resume_budget=self.budget,
             forward=self.forward_rules(config),
         )
+        self.connection_settings(frontend, config)
         running = FrontendService(
             self.reactor, frontend, config.listen, proxy.shutdown_grace, proxy.shutdown_spread,
             proxy.shutdown_close_code,
@@ -261,6 +263,15 @@ class ProxyParts:
         self.frontend_list.append(frontend)
         running.setServiceParent(self.root)  # starts it, if the proxy is running
         return running
+
+    @staticmethod
+    def connection_settings(frontend: Frontend, config: FrontendConfig) -> None:
+        """Give ``frontend`` its connection settings: peers, per-connection limits, lifecycle handlers."""
+        frontend.peers = PeerSettings.build(config.peers, config.trusted_proxies, config.proxy_protocol)
+        frontend.max_reads, frontend.max_writes = config.max_reads, config.max_writes
+        frontend.handlers = LifecycleHandlers.of(build_objects(
+            f"frontends.{config.name}.handlers", config.handlers, (IConnectionHandler, ITerminationHandler, IClientHandler)
+        ))
 
     def remove_frontend(self, name: str) -> None:
         running = self.frontends.pop(name)

@@ -12,7 +12,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 from twisted.web import resource, server
 
-from rubrisproxy.accesslog import AccessLog, AccessRecord
+from rubrisproxy.accesslog import AccessLog, AccessRecord, ConnectionRecord
 from rubrisproxy.backend import Backend
 from rubrisproxy.config import BackendConfig, Limits, PoolSettings, ServerConfig, Timeouts, WebSocketConfig
 from rubrisproxy.frontend import Frontend, LocalConnectionFactory
@@ -27,10 +27,14 @@ class MemoryAccessLog(AccessLog):
     def __init__(self) -> None:
         super().__init__()
         self.entries: list[AccessRecord] = []
+        self.connections: list[ConnectionRecord] = []
 
     def write(self, record: AccessRecord) -> None:
         self.records += 1
         self.entries.append(record)
+
+    def write_connection(self, record: ConnectionRecord) -> None:
+        self.connections.append(record)
 
 
 class RawClient(Protocol):

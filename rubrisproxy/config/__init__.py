@@ -23,7 +23,7 @@ from ._model import (
     TLSConfig,
     WebSocketConfig,
 )
-from ._values import parse_duration, parse_server, parse_size, resolve_name
+from ._values import build_objects, parse_duration, parse_server, parse_size, resolve_name
 
 __all__ = [
     "AdminConfig",
@@ -54,4 +54,5 @@ __all__ = [
     "parse_server",
     "parse_size",
     "resolve_name",
+    "build_objects",
 ]

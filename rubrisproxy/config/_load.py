@@ -567,7 +567,9 @@ def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> Rout
 
 def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, BackendConfig]) -> FrontendConfig:
     key = f"frontends.{name}"
-    _reject_unknown(key, table, {"listen", "backend", "routes", "mode", "forward"})
+    _reject_unknown(key, table, {"listen", "backend", "routes", "mode", "forward", "peers", "trusted-proxies",
+                                 "proxy-protocol", "max-reads", "max-writes", "handlers"})
+    connections = _connections(key, table)
     mode = table.get("mode", "reverse")
     if mode not in ("reverse", "forward"):
         raise ConfigError(f"{key}.mode", f"expected reverse or forward, got {mode!r}")
@@ -576,7 +578,7 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
             raise ConfigError(f"{key}.forward", "only a frontend with mode = \"forward\" takes forward rules")
         listen = _endpoints(f"{key}.listen", table.get("listen", [DEFAULT_LISTEN]))
         forward = _forward(f"{key}.forward", _table(f"{key}.forward", table.get("forward", {})), backends)
-        return FrontendConfig(name=name, listen=listen, backend="", forward=forward)
+        return FrontendConfig(name=name, listen=listen, backend="", forward=forward, **connections)
     listen = _endpoints(f"{key}.listen", table.get("listen", [DEFAULT_LISTEN]))
     if not listen:
         raise ConfigError(f"{key}.listen", "expected at least one endpoint string such as 'tcp:8080'")
@@ -589,10 +591,41 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
     if not isinstance(raw_routes, list):
         raise ConfigError(f"{key}.routes", "expected a list of route tables")
     routes = tuple(_route(f"{key}.routes[{i}]", raw, backends) for i, raw in enumerate(raw_routes))
-    return FrontendConfig(name=name, listen=tuple(listen), backend=backend, routes=routes)
+    return FrontendConfig(name=name, listen=tuple(listen), backend=backend, routes=routes, **connections)
+
+
+def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """A frontend's settings for its connections: who its peers are, their limits, lifecycle handlers."""
+    values: dict[str, Any] = {}
+    peers = table.get("peers", "local")
+    if peers not in ("local", "proxied"):
+        raise ConfigError(f"{key}.peers", f"expected local or proxied, got {peers!r}")
+    values["peers"] = peers
+    if "trusted-proxies" in table:
+        values["trusted_proxies"] = _strings(f"{key}.trusted-proxies", table["trusted-proxies"])
+        for entry in values["trusted_proxies"]:
+            _network(f"{key}.trusted-proxies", entry)
+    if peers == "proxied" and not values.get("trusted_proxies"):
+        raise ConfigError(f"{key}.trusted-proxies", "a proxied frontend needs the networks of the proxies it trusts")
+    protocol = table.get("proxy-protocol", "off")
+    if protocol not in PROXY_PROTOCOLS:
+        raise ConfigError(f"{key}.proxy-protocol", f"expected one of {', '.join(PROXY_PROTOCOLS)}, got {protocol!r}")
+    if protocol != "off" and peers != "proxied":
+        raise ConfigError(f"{key}.proxy-protocol", 'the PROXY protocol is spoken by proxies: set peers = "proxied"')
+    values["proxy_protocol"] = protocol
+    for name in ("max-reads", "max-writes"):
+        if name in table:
+            values[name.replace("-", "_")] = parse_positive_int(f"{key}.{name}", table[name], minimum=0)
+    if "handlers" in table:
+        handlers = table["handlers"]
+        if not isinstance(handlers, list):
+            raise ConfigError(f"{key}.handlers", "expected a list of class names or tables with a 'class' key")
+        values["handlers"] = tuple(_hook(f"{key}.handlers[{i}]", raw) for i, raw in enumerate(handlers))
+    return values
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+PROXY_PROTOCOLS = ("off", "v1", "v2", "any")
 _PASSWORD_HASH = re.compile(r"^pbkdf2_sha256\$\d+\$[0-9a-f]+\$[0-9a-f]{64}$")
 
 

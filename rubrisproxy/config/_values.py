@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
+from zope.interface.interface import InterfaceClass
+from zope.interface.verify import verifyObject
+
 from ._errors import ConfigError
-from ._model import ServerConfig
+from ._model import HookConfig, ServerConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -94,3 +99,27 @@ def resolve_name(key: str, dotted: str) -> object:
         return getattr(module, attribute)
     except AttributeError:
         raise ConfigError(key, f"module {module_name!r} has no {attribute!r}") from None
+
+
+def build_objects(key: str, configs: Sequence[HookConfig], interfaces: Sequence[InterfaceClass]) -> tuple[Any, ...]:
+    """Instantiate user classes named in the config; each must provide one of ``interfaces`` (checked with
+    zope.interface's ``verifyObject``). A class that cannot be built or provides none is a :class:`ConfigError`."""
+    built = []
+    for index, config in enumerate(configs):
+        where = f"{key}[{index}]"
+        cls: Any = resolve_name(where, config.name)
+        try:
+            instance = cls(**config.options)
+        except Exception as e:  # noqa: BLE001 - user code: report any failure as a configuration error
+            raise ConfigError(where, f"cannot build {config.name}: {e}") from None
+        provided = [i for i in interfaces if i.providedBy(instance)]
+        if not provided:
+            names = " or ".join(i.__name__ for i in interfaces)
+            raise ConfigError(where, f"{config.name} does not provide {names}")
+        for interface in provided:
+            try:
+                verifyObject(interface, instance)
+            except Exception as e:  # noqa: BLE001 - zope's verify errors have no common base worth naming
+                raise ConfigError(where, f"{config.name} does not provide {interface.__name__}: {e}") from None
+        built.append(instance)
+    return tuple(built)

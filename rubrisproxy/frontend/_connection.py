@@ -6,16 +6,18 @@ import sys
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides
 
+from ..accesslog import ConnectionRecord
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, direct_write, tune_transport, writes_directly
 from ..http import FORWARDING, HTTPError, RequestHead, RequestParser, error_response
-from ..lifecycle import Termination
+from ..lifecycle import ConnectionEnd, ConnectionInfo, RefuseConnection, Termination
 from ._context import Frontend
 from ._exchange import Exchange
 
@@ -65,6 +67,7 @@ class ClientConnection(Protocol):
         "frontend", "current", "_queued", "_receiving", "_deadline", "_waiting", "_close_timer", "_held_error",
         "closing", "lost", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
         "_upgrading", "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding", "gate", "download", "parser",
+        "opened_at", "responses", "end_reason",
     )
 
     def __init__(self, frontend: Frontend) -> None:
@@ -89,6 +92,9 @@ class ClientConnection(Protocol):
         self._upgrading = False
         self._after_upgrade = b""
         self.pinned: OriginConnection | None = None  # the server connection connection-oriented auth bound to it
+        self.opened_at = 0.0
+        self.responses = 0
+        self.end_reason: ConnectionEnd | None = None  # why the proxy is closing it, once it has decided to
 
     # Connection events
 
@@ -113,8 +119,19 @@ class ClientConnection(Protocol):
             max_body_size=limits.max_body_size,
             drop=LOCAL_CLIENT_DROPS,
         )
-        self.ready_at = frontend.clock.seconds()
+        self.ready_at = self.opened_at = frontend.clock.seconds()
         self._wait(_Wait.REQUEST)
+        for handler in frontend.handlers.opened:
+            try:
+                handler.connection_opened(self.info())
+            except RefuseConnection as refusal:
+                self.log.info("{handler} refused a connection from {peer}: {why}",
+                              handler=type(handler).__name__, peer=self.client_address, why=str(refusal))
+                self.end(ConnectionEnd.SERVER_CLOSE)
+                self.transport.abortConnection()
+                return
+            except Exception:
+                self.log.failure("connection handler {handler} failed", handler=type(handler).__name__)
 
     def dataReceived(self, data: bytes) -> None:
         relay = self.relay
@@ -154,6 +171,7 @@ class ClientConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.lost = True
+        self._ended(self.end_reason or self._end_from(reason))
         if self.pinned is not None:
             self.pinned.transport.loseConnection()  # a pinned server connection serves no one else
         if self.parser is not None:
@@ -172,10 +190,77 @@ class ClientConnection(Protocol):
         for exchange in exchanges:
             exchange.client_lost()
 
+    def _end_from(self, reason: Failure | None) -> ConnectionEnd:
+        """Why the connection ended when the proxy did not decide it: the client, or the socket."""
+        clean = reason is None or reason.check(ConnectionDone) is not None
+        if self.relay is not None:
+            return ConnectionEnd.CLIENT_CLOSE if clean else ConnectionEnd.SOCKET_READ_CLOSED
+        current = self.current
+        if clean:
+            in_request = current is not None or (self.parser is not None and self.parser.in_message)
+            return ConnectionEnd.SOCKET_READ_CLOSED if in_request else ConnectionEnd.CLIENT_CLOSE
+        writing = current is not None and (current.response_head_sent or current.pending_head is not None)
+        return ConnectionEnd.SOCKET_WRITE_ERROR if writing else ConnectionEnd.SOCKET_READ_CLOSED
+
+    def _ended(self, end: ConnectionEnd) -> None:
+        """Count, log and tell the termination handlers, once."""
+        frontend = self.frontend
+        ends = frontend.connection_ends
+        ends[end.value] = ends.get(end.value, 0) + 1
+        if frontend.access_log.enabled or frontend.handlers.ended:
+            info = self.info()
+            if frontend.access_log.enabled:
+                frontend.access_log.write_connection(ConnectionRecord(
+                    info.peer, info.frontend, end.value, info.client or "-", info.requests, info.responses,
+                    info.bytes_in, info.bytes_out, info.duration * 1000,
+                ))
+            for handler in frontend.handlers.ended:
+                try:
+                    handler.connection_ended(info, end)
+                except Exception:
+                    self.log.failure("termination handler {handler} failed", handler=type(handler).__name__)
+
+    def owner(self) -> str | None:
+        """The client this connection serves now: its own client, or on a proxied connection, the client
+        whose request is in progress."""
+        return self.client_address
+
+    def info(self) -> ConnectionInfo:
+        """This connection as lifecycle handlers see it."""
+        frontend = self.frontend
+        return ConnectionInfo(
+            frontend=frontend.name, peer=getattr(self, "peer", self.client_address), proxied=frontend.peers.proxied,
+            opened_at=self.opened_at, client=self.owner(), requests=self.requests, responses=self.responses,
+            bytes_in=self.bytes_in, bytes_out=self.bytes_out, duration=frontend.clock.seconds() - self.opened_at,
+        )
+
+    def end(self, reason: ConnectionEnd) -> None:
+        """Close the connection for ``reason`` (the first reason given is the one reported)."""
+        self.note_end(reason)
+        if not self.lost:
+            self.close()
+
+    def note_end(self, reason: ConnectionEnd) -> None:
+        """Record why the connection is ending, unless a reason is already recorded."""
+        if self.end_reason is None:
+            self.end_reason = reason
+
+    def websocket_ended(self, termination: Termination) -> None:
+        """The WebSocket this connection became has ended: its termination is the connection's end."""
+        self.note_end(upgrade_end(termination))
+
+    def client_of(self, head: RequestHead) -> str:
+        """The client that sent ``head``: on a local connection, the connection's peer."""
+        return self.client_address
+
     # RequestParser events
 
     def request_head(self, head: RequestHead) -> None:
         self.requests += 1
+        max_reads = self.frontend.max_reads
+        if max_reads and self.requests >= max_reads:
+            self.note_end(ConnectionEnd.MAX_READS)
+            self.closing = True  # this request is answered with Connection: close; nothing more is read
         if head.upgrade:
             # Nothing after an upgrade request is read until the upgrade is refused or done.
             self._upgrading = True
@@ -190,6 +275,7 @@ class ClientConnection(Protocol):
             self.current = exchange
             if head.has_body:
                 self._wait(_Wait.CLIENT)
+            self._starting()
             exchange.start()
         else:
             if self._queued:
@@ -245,7 +331,7 @@ class ClientConnection(Protocol):
         else:
             self.transport.write(data)
 
-    def forwarding_headers(self, host: bytes) -> bytes:
+    def forwarding_headers(self, host: bytes, head: RequestHead | None = None) -> bytes:
         """X-Forwarded-* and Forwarded lines describing this client, for a request to ``host``."""
         return self._forwarding % (host, host)
 
@@ -256,11 +342,20 @@ class ClientConnection(Protocol):
         elif self._waiting is _Wait.CLIENT:
             self._wait(None)
 
+    def _starting(self) -> None:
+        max_writes = self.frontend.max_writes
+        if max_writes and self.responses + 1 >= max_writes:
+            self.note_end(ConnectionEnd.MAX_WRITES)
+            self.closing = True  # the response about to be written is the last
+
     def exchange_done(self, exchange: Exchange, keep_alive: bool, now: float) -> None:
         """``exchange`` has answered; start the next request or end the connection."""
         if exchange is not self.current or self.lost:
             return
         self.current = None
+        self.responses += 1
+        if not keep_alive:
+            self.note_end(_end_after(exchange))
         if self._upgrading:
             self._upgrading = False  # refused: the connection stays HTTP
             self.gate.resume(UPGRADE)
@@ -282,6 +377,7 @@ class ClientConnection(Protocol):
                 self.gate.resume(PIPELINE)
             if self.current is self._receiving and self.current.head.has_body:
                 self._wait(_Wait.CLIENT)
+            self._starting()
             self.current.start()
         elif self.parser.in_message:
             self._wait(_Wait.REQUEST)
@@ -291,6 +387,7 @@ class ClientConnection(Protocol):
     def drain(self) -> None:
         """Finish the request in progress, if any, then close (graceful shutdown)."""
         self.closing = True
+        self.note_end(ConnectionEnd.SERVER_CLOSE)
         if self.relay is None and self.current is None:
             self.close()  # a WebSocket is closed by the frontend's drain, at its own moment
 
@@ -324,7 +421,7 @@ class ClientConnection(Protocol):
         )
         self.write(error_response(error.status))
         Exchange.log_refused(self, error.status, termination)
-        self.close()
+        self.end(ConnectionEnd.TIMEOUT if termination is Termination.REQUEST_TIMEOUT else ConnectionEnd.PROTOCOL_READ_ERROR)
 
     def _wait(self, waiting: _Wait | None) -> None:
         self._waiting = waiting
@@ -348,4 +445,39 @@ class ClientConnection(Protocol):
         elif waiting is _Wait.REQUEST and self.parser.in_message:
             self._answer_error(HTTPError(408, "request head not received in time"), Termination.REQUEST_TIMEOUT)
         else:
-            self.close()
+            self.end(ConnectionEnd.TIMEOUT)
+
+
+#: Request terminations that mean the server side failed.
+_SERVER_FAILURES = frozenset((
+    Termination.NO_SERVER, Termination.CONNECT_TIMEOUT, Termination.SERVER_TIMEOUT, Termination.SERVER_ABORT,
+    Termination.BAD_RESPONSE, Termination.QUEUE_TIMEOUT,
+))
+#: How a WebSocket's end reads as its connection's end.
+_UPGRADE_ENDS = {
+    Termination.CLIENT_CLOSE: ConnectionEnd.CLIENT_CLOSE, Termination.SERVER_CLOSE: ConnectionEnd.SERVER_CLOSE,
+    Termination.IDLE_TIMEOUT: ConnectionEnd.TIMEOUT, Termination.PING_TIMEOUT: ConnectionEnd.TIMEOUT,
+    Termination.PROTOCOL_ERROR: ConnectionEnd.PROTOCOL_READ_ERROR, Termination.CLIENT_ABORT: ConnectionEnd.SOCKET_READ_CLOSED,
+}
+
+
+def _end_after(exchange: Exchange) -> ConnectionEnd:
+    """Why a connection closes after ``exchange``, which did not keep it alive."""
+    termination = exchange.termination
+    if termination in _SERVER_FAILURES:
+        return ConnectionEnd.PROTOCOL_WRITE_ERROR if exchange.response_head_sent else ConnectionEnd.SERVER_ERROR
+    if termination is Termination.CLIENT_TIMEOUT:
+        return ConnectionEnd.TIMEOUT
+    if termination is Termination.BAD_REQUEST:
+        return ConnectionEnd.PROTOCOL_READ_ERROR
+    if termination is Termination.CLIENT_ABORT:
+        return ConnectionEnd.SOCKET_READ_CLOSED
+    if exchange.head.wants_close:
+        return ConnectionEnd.CLIENT_CLOSE
+    return ConnectionEnd.SERVER_CLOSE
+
+
+def upgrade_end(termination: Termination) -> ConnectionEnd:
+    """The connection end a WebSocket's termination stands for."""
+    return _UPGRADE_ENDS.get(termination, ConnectionEnd.SERVER_ERROR if termination in _SERVER_FAILURES
+                             or termination is Termination.RESUME_FAILED else ConnectionEnd.SERVER_CLOSE)

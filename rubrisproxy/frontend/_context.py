@@ -11,9 +11,11 @@ from ..accesslog import AccessLog
 from ..backend import Backend
 from ..config import Limits, Timeouts
 from ..counters import Histogram
+from ..lifecycle import NO_HANDLERS, LifecycleHandlers
 from ..origin import ConnectionPool
 from ..routing import Router
 from ..websocket import ResumeBudget
+from ._peers import LOCAL, PeerSettings
 
 if TYPE_CHECKING:
     from ..websocket import Relay
@@ -44,6 +46,11 @@ class Frontend:
     bytes_out: int = 0
     request_seconds: Histogram = field(default_factory=Histogram)  # from the request head to the end
     forward: ForwardProxy | None = None  # a forward proxy's rules; None for a reverse proxy
+    peers: PeerSettings = LOCAL  # local clients, or proxies speaking for clients
+    handlers: LifecycleHandlers = NO_HANDLERS
+    max_reads: int = 0  # requests read per connection before it is closed (0: no limit)
+    max_writes: int = 0  # responses written per connection before it is closed
+    connection_ends: dict[str, int] = field(default_factory=dict)  # connections by how they ended
 
     def __post_init__(self) -> None:
         if self.router is None:

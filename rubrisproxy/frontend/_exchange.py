@@ -14,7 +14,7 @@ from ..accesslog import AccessRecord
 from ..backend import PEEK_LIMIT, QUEUED, Backend, Server, is_engineio, open_packet_sid, session_id
 from ..counters import count
 from ..http import NONE, HTTPError, RequestHead, ResponseHead, error_response, serialize_headers
-from ..lifecycle import Termination
+from ..lifecycle import ConnectionEnd, Termination
 from ..origin import ConnectTimeout, OriginConnection
 from ..routing import Router, is_websocket_upgrade
 from ..websocket import (
@@ -76,12 +76,14 @@ class Exchange:
         "pending_head", "_pending", "_framing", "_stale_retry_done", "_last_failure", "_request_bytes",
         "_connect_started", "_connected_at", "_sent_at", "_response_at", "backend", "_holds_slot", "_tried",
         "_queued_at", "_dequeued_at", "upgrade", "websocket_key", "session_id", "_pin", "_via_parent", "_tunnel_to",
-        "_resolving", "_eio_peek",
+        "_resolving", "_eio_peek", "client_address", "termination",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
         self.client = client
         self.head = head
+        self.client_address = client.client_of(head)  # on a proxied connection, each request's own client
+        self.termination: Termination | None = None
         self.clock = client.frontend.clock
         self.started_at = now
         self.wait = wait
@@ -140,7 +142,7 @@ class Exchange:
     def _forward(self, forward: ForwardProxy) -> None:
         self.backend = self.client.frontend.backend
         try:
-            checking = forward.authorize(self.head, self.client.client_address)
+            checking = forward.authorize(self.head, self.client_address)
         except HTTPError as error:
             self.fail(error, Termination.DENIED)
             return
@@ -265,7 +267,7 @@ class Exchange:
             self.fail(error, Termination.DENIED if error.status == 403 else Termination.BAD_REQUEST)
             return False
         if backend.websocket_hooks:
-            request = Handshake(self.client.client_address, head.target, head.headers, upgrade.protocols, upgrade.origin)
+            request = Handshake(self.client_address, head.target, head.headers, upgrade.protocols, upgrade.origin)
             for hook in backend.websocket_hooks:
                 try:
                     hook.handshake(request)
@@ -331,7 +333,7 @@ class Exchange:
     # What the backend's queue calls
 
     def client_address_for_balancing(self) -> str:
-        return self.client.client_address
+        return self.client_address
 
     def dequeued(self, server: Server) -> None:
         """A slot on ``server`` came free for this waiting request."""
@@ -567,6 +569,8 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        self.termination = termination
+        self.client.websocket_ended(termination)
         self._free_slot()
         server = self.server
         if server is not None:
@@ -671,7 +675,7 @@ class Exchange:
                 client.pinned = connection
             else:
                 connection.abort()
-                client.close()  # no silent re-route to another server connection
+                client.end(ConnectionEnd.SERVER_ERROR)  # no silent re-route to another server connection
         else:
             client.frontend.pool.release(connection, reusable)
         self._free_slot()
@@ -702,7 +706,7 @@ class Exchange:
         self.log.warn(
             "{method} {target} from {client}: {status} {detail}",
             method=self.head.method.decode("latin-1"), target=self.head.target.decode("latin-1"),
-            client=self.client.client_address, status=error.status, detail=error.detail,
+            client=self.client_address, status=error.status, detail=error.detail,
         )
         if self.response_head_sent:
             # A framed body shows the client it was truncated, so what was relayed is still
@@ -720,6 +724,7 @@ class Exchange:
 
     def _finish(self, termination: Termination, keep_alive: bool) -> None:
         self.finished = True
+        self.termination = termination
         if self._resolving is not None:
             self._resolving.cancel()  # its answer is no longer wanted
         self._pending = None
@@ -754,7 +759,7 @@ class Exchange:
         method = head.method
         frontend.access_log.write(
             AccessRecord(
-                self.client.client_address,
+                self.client_address,
                 frontend.name,
                 _METHODS.get(method) or method.decode("latin-1"),
                 head.target.decode("latin-1"),
@@ -821,5 +826,5 @@ class Exchange:
             extra += b"Transfer-Encoding: chunked\r\n"
         return b"%s %s HTTP/1.1\r\n%s%s%s%s\r\n" % (
             head.method, target, serialize_headers(forward), _VIA[head.version],
-            self.client.forwarding_headers(host), extra,
+            self.client.forwarding_headers(host, head), extra,
         )

@@ -9,20 +9,33 @@ from twisted.internet.protocol import ServerFactory
 
 from ._connection import ClientConnection
 from ._context import Frontend
+from ._proxied import ProxiedConnection
 
 
 class LocalConnectionFactory(ServerFactory):
     """Builds a :class:`ClientConnection` per accepted local (direct client) connection."""
 
     noisy = False
+    protocol = ClientConnection
 
     def __init__(self, frontend: Frontend) -> None:
         self.frontend = frontend
 
     def buildProtocol(self, addr: object) -> ClientConnection:
-        connection = ClientConnection(self.frontend)
+        connection = self.protocol(self.frontend)
         connection.factory = self
         return connection
+
+
+class ProxiedConnectionFactory(LocalConnectionFactory):
+    """Builds a :class:`ProxiedConnection` per connection from a load balancer or proxy."""
+
+    protocol = ProxiedConnection
+
+
+def connection_factory(frontend: Frontend) -> LocalConnectionFactory:
+    """The factory for ``frontend``'s peers: local clients, or proxies."""
+    return ProxiedConnectionFactory(frontend) if frontend.peers.proxied else LocalConnectionFactory(frontend)
 
 
 def drain(

@@ -88,6 +88,10 @@ class RequestParser:
         self._parser = httptools.HttpRequestParser(self)
         self._reset()
 
+    def set_drop(self, drop: frozenset[bytes]) -> None:
+        """Drop these headers (besides hop-by-hop ones) from the requests parsed from now on."""
+        self._drop = HOP_BY_HOP | drop
+
     def _reset(self) -> None:
         self._in_head = False
         self._in_body = False

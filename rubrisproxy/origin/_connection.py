@@ -14,6 +14,7 @@ from zope.interface import implementer
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, direct_write, tune_transport, writes_directly
 from ..http import HTTPError, ResponseHandler, ResponseParser
+from ..lifecycle import ConnectionEnd
 
 if TYPE_CHECKING:
     from ..backend import Server
@@ -215,7 +216,7 @@ class OriginConnection(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
         if self.pinned_to is not None:
-            self.pinned_to.transport.loseConnection()  # type: ignore[attr-defined]  # its client goes too
+            self.pinned_to.end(ConnectionEnd.SERVER_ERROR)  # type: ignore[attr-defined]  # its client goes too
         if self.gate is not None:
             self.upload.detach()
         if self.relay is not None:

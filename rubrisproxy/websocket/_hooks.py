@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from zope.interface import Attribute, Interface, implementer
-from zope.interface.verify import verifyObject
 
-from ..config import ConfigError, HookConfig, resolve_name
+from ..config import HookConfig, build_objects
 from ..http import Headers
 
 
@@ -99,17 +97,4 @@ class WebSocketHook:
 
 def build_hooks(key: str, configs: Sequence[HookConfig]) -> tuple[IWebSocketHook, ...]:
     """Instantiate configured hooks; a class that cannot be built or is not a hook is a :class:`ConfigError`."""
-    hooks = []
-    for index, config in enumerate(configs):
-        where = f"{key}[{index}]"
-        cls: Any = resolve_name(where, config.name)
-        try:
-            hook = cls(**config.options)
-        except Exception as e:  # noqa: BLE001 - user code: report any failure as a configuration error
-            raise ConfigError(where, f"cannot build {config.name}: {e}") from None
-        try:
-            verifyObject(IWebSocketHook, hook)
-        except Exception as e:  # noqa: BLE001 - zope's verify errors have no common base worth naming
-            raise ConfigError(where, f"{config.name} does not provide IWebSocketHook: {e}") from None
-        hooks.append(hook)
-    return tuple(hooks)
+    return build_objects(key, configs, (IWebSocketHook,))

@@ -84,7 +84,7 @@ class WebSocketSession:
     ) -> None:
         config = backend.websocket
         self.session_id = exchange.session_id
-        self.client = client.client_address
+        self.client = exchange.client_address
         self._exchange = exchange
         self._client = client
         self._origin = origin

@@ -1,0 +1,79 @@
+"""Who the client is on a proxied connection: trusted proxies, forwarded-for chains, the PROXY protocol."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from ..http import Headers
+
+
+@dataclass(frozen=True)
+class PeerSettings:
+    """A frontend's peers: local clients, or proxies (of which ``trusted`` may speak for their clients)."""
+
+    proxied: bool = False
+    trusted: tuple[Any, ...] = ()  # ip_network objects
+    proxy_protocol: str = "off"
+
+    @classmethod
+    def build(cls, peers: str, trusted_proxies: tuple[str, ...], proxy_protocol: str) -> PeerSettings:
+        networks = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
+        return cls(peers == "proxied", networks, proxy_protocol)
+
+    def trusts(self, address: str) -> bool:
+        """Whether ``address`` is one of the trusted proxies."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        mapped = getattr(ip, "ipv4_mapped", None)
+        return any(ip in network or (mapped is not None and mapped in network) for network in self.trusted)
+
+
+LOCAL = PeerSettings()
+
+
+def forwarded_chain(headers: Headers) -> list[str]:
+    """The addresses a request passed through, oldest first, from ``X-Forwarded-For`` (else ``Forwarded``)."""
+    hops = [hop.strip() for name, value in headers if name.lower() == b"x-forwarded-for"
+            for hop in value.decode("latin-1").split(",")]
+    if hops:
+        return hops
+    for name, value in headers:
+        if name.lower() == b"forwarded":
+            for element in value.decode("latin-1").split(","):
+                for pair in element.split(";"):
+                    key, _, found = pair.strip().partition("=")
+                    if key.lower() == "for":
+                        hops.append(_node_address(found.strip().strip('"')))
+    return hops
+
+
+def _node_address(node: str) -> str:
+    """``192.0.2.1``, ``192.0.2.1:80``, ``[2001:db8::1]:80`` -> the address."""
+    if node.startswith("["):
+        return node[1:].partition("]")[0]
+    return node.partition(":")[0] if node.count(":") == 1 else node
+
+
+def client_of(peer: str, headers: Headers, settings: PeerSettings) -> str:
+    """The client behind ``peer``: the rightmost hop that is not a trusted proxy.
+
+    Hops are read right to left (each trusted proxy appended the one before it), so a
+    client cannot choose its address by writing a header: whatever it wrote stays left
+    of the first untrusted hop. A hop that is not an address reads as ``unknown``.
+    """
+    if not settings.trusts(peer):
+        return peer
+    hop = peer
+    for hop in reversed(forwarded_chain(headers)):
+        if not settings.trusts(hop):
+            break
+    if hop is peer:
+        return peer
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return "unknown"
