@@ -15,7 +15,7 @@ from twisted.web import resource, server
 from rubrisproxy.accesslog import AccessLog, AccessRecord, ConnectionRecord
 from rubrisproxy.backend import Backend
 from rubrisproxy.config import BackendConfig, Limits, PoolSettings, ServerConfig, Timeouts, WebSocketConfig
-from rubrisproxy.frontend import Frontend, LocalConnectionFactory
+from rubrisproxy.frontend import Frontend, PeerSettings, connection_factory
 from rubrisproxy.origin import ConnectionPool, OriginConnector
 
 GUARD = 10.0  # seconds: a guard against a hung test, never a wait
@@ -176,6 +176,7 @@ class ProxyTestCase(unittest.TestCase):
         pool: PoolSettings | None = None,
         websocket: WebSocketConfig | None = None,
         maxconn: int = 0,
+        peers: PeerSettings | None = None,
         **overrides: object,
     ) -> Frontend:
         timeouts = replace(self.timeouts, **{k: v for k, v in overrides.items() if hasattr(self.timeouts, k)})
@@ -193,7 +194,9 @@ class ProxyTestCase(unittest.TestCase):
             name="web", clock=reactor, timeouts=timeouts, limits=limits, backend=backend,
             pool=connection_pool, access_log=self.access_log,
         )
-        factory = LocalConnectionFactory(frontend)
+        if peers is not None:
+            frontend.peers = peers
+        factory = connection_factory(frontend)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.proxy_port = port.getHost().port
         self.addCleanup(self._stop_proxy, port, frontend)

@@ -106,6 +106,37 @@ class FileTests(unittest.TestCase):
         self.assertConfigError({"access-log": {"format": "xml"}}, "access-log.format")
         self.assertConfigError({"bogus": 1}, "bogus")
 
+    def test_connection_settings(self):
+        web = {"backend": "app"}
+        backends = {"app": {}}
+        self.assertConfigError({"frontends": {"web": {**web, "peers": "lb"}}, "backends": backends}, "frontends.web.peers")
+        self.assertConfigError({"frontends": {"web": {**web, "peers": "proxied"}}, "backends": backends},
+                               "frontends.web.trusted-proxies")
+        self.assertConfigError({"frontends": {"web": {**web, "peers": "proxied", "trusted-proxies": ["10.0.0.0/33"]}},
+                                "backends": backends}, "frontends.web.trusted-proxies")
+        self.assertConfigError({"frontends": {"web": {**web, "proxy-protocol": "v1"}}, "backends": backends},
+                               "frontends.web.proxy-protocol")
+        self.assertConfigError({"frontends": {"web": {**web, "max-reads": -1}}, "backends": backends},
+                               "frontends.web.max-reads")
+        self.assertConfigError({"frontends": {"web": {**web, "handlers": ["no.such.Handler"]}}, "backends": backends},
+                               "frontends.web.handlers[0]")
+        config = config_from_document({"frontends": {"web": {
+            **web, "peers": "proxied", "trusted-proxies": ["10.0.0.0/8"], "proxy-protocol": "any", "max-writes": 100,
+        }}, "backends": backends})
+        (frontend,) = config.frontends
+        self.assertEqual((frontend.peers, frontend.proxy_protocol, frontend.max_writes), ("proxied", "any", 100))
+
+    def test_a_handler_that_handles_nothing_is_refused_naming_the_key(self):
+        from twisted.internet.task import Clock
+
+        from rubrisproxy.service import build_service
+
+        config = config_from_document({"frontends": {"web": {"backend": "app", "handlers": ["collections.OrderedDict"]}},
+                                       "backends": {"app": {}}})
+        with self.assertRaises(ConfigError) as caught:
+            build_service(config, Clock())
+        self.assertEqual(caught.exception.key, "frontends.web.handlers[0]")
+
     def test_bad_toml_and_missing_file(self):
         with self.assertRaises(ConfigError) as caught:
             load_config(CommandLine(config_path=self.write("[timeouts\nclient=1")))

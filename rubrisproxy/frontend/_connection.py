@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 PIPELINE = "pipeline"
 UPGRADE = "upgrade"
+MAX_READS = "max-reads"
 #: A local client's own forwarding headers are not trusted, and Expect is answered here.
 LOCAL_CLIENT_DROPS = FORWARDING | frozenset((b"expect",))
 
@@ -67,7 +68,7 @@ class ClientConnection(Protocol):
         "frontend", "current", "_queued", "_receiving", "_deadline", "_waiting", "_close_timer", "_held_error",
         "closing", "lost", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
         "_upgrading", "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding", "gate", "download", "parser",
-        "opened_at", "responses", "end_reason",
+        "opened_at", "responses", "end_reason", "last_request",
     )
 
     def __init__(self, frontend: Frontend) -> None:
@@ -95,6 +96,7 @@ class ClientConnection(Protocol):
         self.opened_at = 0.0
         self.responses = 0
         self.end_reason: ConnectionEnd | None = None  # why the proxy is closing it, once it has decided to
+        self.last_request: Exchange | None = None  # the request after which it closes (max-reads)
 
     # Connection events
 
@@ -256,11 +258,11 @@ class ClientConnection(Protocol):
     # RequestParser events
 
     def request_head(self, head: RequestHead) -> None:
-        self.requests += 1
         max_reads = self.frontend.max_reads
         if max_reads and self.requests >= max_reads:
-            self.note_end(ConnectionEnd.MAX_READS)
-            self.closing = True  # this request is answered with Connection: close; nothing more is read
+            self._receiving = None
+            return  # read with the last one allowed: never answered, as after any close
+        self.requests += 1
         if head.upgrade:
             # Nothing after an upgrade request is read until the upgrade is refused or done.
             self._upgrading = True
@@ -271,6 +273,10 @@ class ClientConnection(Protocol):
         now = self.frontend.clock.seconds()
         exchange = Exchange(self, head, now, now - self.ready_at)
         self._receiving = exchange
+        if max_reads and self.requests == max_reads:
+            self.note_end(ConnectionEnd.MAX_READS)
+            self.last_request = exchange  # answered with Connection: close
+            self.gate.pause(MAX_READS)
         if self.current is None:
             self.current = exchange
             if head.has_body:
@@ -341,6 +347,10 @@ class ClientConnection(Protocol):
             self._wait(_Wait.CLIENT)
         elif self._waiting is _Wait.CLIENT:
             self._wait(None)
+
+    def ends_with(self, exchange: Exchange) -> bool:
+        """Whether the connection closes after answering ``exchange``."""
+        return self.closing or exchange is self.last_request
 
     def _starting(self) -> None:
         max_writes = self.frontend.max_writes

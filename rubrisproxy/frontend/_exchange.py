@@ -500,7 +500,7 @@ class Exchange:
             framing != _Framing.CLOSE
             and self.request_done
             and not client_head.wants_close
-            and not self.client.closing
+            and not self.client.ends_with(self)
         )
         self.keep_alive = keep_alive
         if not keep_alive:
@@ -716,7 +716,7 @@ class Exchange:
             self._finish(termination, keep_alive=False)
             return
         self.status = error.status
-        keep_alive = self.request_done and error.status >= 500 and not self.head.wants_close and not self.client.closing
+        keep_alive = self.request_done and error.status >= 500 and not self.head.wants_close and not self.client.ends_with(self)
         response = error_response(error.status, close=not keep_alive, headers=error.headers)
         self.bytes_out += len(response)
         self.client.write(response)

@@ -1,0 +1,119 @@
+"""Proxied connections: who the client is behind a trusted proxy, and what cannot be spoofed."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from rubrisproxy.frontend import PeerSettings
+from rubrisproxy.frontend._peers import client_of, forwarded_chain
+from rubrisproxy.lifecycle import ConnectionEnd
+
+from .helpers import ProxyTestCase, get
+
+V2_PREFIX = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_v2(source: str, port: int) -> bytes:
+    """A PROXY v2 header for a TCP/IPv4 connection from ``source``."""
+    addresses = socket.inet_aton(source) + socket.inet_aton("127.0.0.1") + struct.pack("!HH", port, 80)
+    return V2_PREFIX + b"\x21\x11" + struct.pack("!H", len(addresses)) + addresses
+
+
+class ChainTests(SynchronousTestCase):
+    settings = PeerSettings.build("proxied", ("127.0.0.0/8", "10.0.0.0/8"), "off")
+
+    def client(self, peer: str, *headers: tuple[bytes, bytes]) -> str:
+        return client_of(peer, list(headers), self.settings)
+
+    def test_the_rightmost_untrusted_hop_is_the_client(self) -> None:
+        self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"203.0.113.7, 10.1.1.1")), "203.0.113.7")
+        spoofed = (b"X-Forwarded-For", b"1.2.3.4, 203.0.113.7")  # the client wrote 1.2.3.4 itself
+        self.assertEqual(self.client("127.0.0.1", spoofed), "203.0.113.7")
+        self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"1.2.3.4"), (b"X-Forwarded-For", b"10.0.0.2")),
+                         "1.2.3.4")
+
+    def test_an_untrusted_peer_is_the_client_whatever_it_says(self) -> None:
+        self.assertEqual(self.client("192.0.2.1", (b"X-Forwarded-For", b"203.0.113.7")), "192.0.2.1")
+
+    def test_forwarded_and_odd_values(self) -> None:
+        forwarded = (b"Forwarded", b'for=198.51.100.1;proto=https, for="[2001:db8::1]:4711"')
+        self.assertEqual(forwarded_chain([forwarded]), ["198.51.100.1", "2001:db8::1"])
+        self.assertEqual(self.client("127.0.0.1", forwarded), "2001:db8::1")
+        self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"<script>")), "unknown")
+        self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"10.0.0.9")), "10.0.0.9")  # all trusted
+        self.assertEqual(self.client("127.0.0.1"), "127.0.0.1")
+
+
+class ProxiedFrontendTests(ProxyTestCase):
+    @defer.inlineCallbacks
+    def through(self, data: bytes, trusted: tuple[str, ...] = ("127.0.0.0/8",), protocol: str = "off",  # type: ignore[no-untyped-def]
+                answered: bool = True):
+        """Send ``data`` on a new connection to a proxied frontend; wait for the answer, or the close."""
+        frontend = self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", trusted, protocol))
+        client = yield self.connect()
+        client.send(data)
+        yield client.responses(1) if answered else client.closed
+        return frontend, client
+
+    @defer.inlineCallbacks
+    def test_a_trusted_proxys_chain_names_the_client_and_is_extended(self):  # type: ignore[no-untyped-def]
+        frontend, client = yield self.through(get(b"/headers", b"X-Forwarded-For: 1.2.3.4, 203.0.113.7\r\n"
+                                                                b"X-Forwarded-Proto: https\r\n"))
+        self.assertEqual(self.access_log.entries[0].client, "203.0.113.7")
+        body = client.received.lower()
+        self.assertIn(b"x-forwarded-for: 1.2.3.4, 203.0.113.7, 127.0.0.1", body)
+        self.assertIn(b"x-forwarded-proto: https", body)  # the proxy's own, kept
+        self.assertEqual(body.count(b"x-forwarded-proto"), 1)
+
+    @defer.inlineCallbacks
+    def test_many_clients_over_one_connection(self):  # type: ignore[no-untyped-def]
+        self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off"))
+        client = yield self.connect()
+        for address in (b"198.51.100.1", b"198.51.100.2"):
+            count = len(self.access_log.entries) + 1
+            client.send(get(b"/", b"X-Forwarded-For: " + address + b"\r\n"))
+            yield client.responses(count)
+        self.assertEqual([e.client for e in self.access_log.entries], ["198.51.100.1", "198.51.100.2"])
+
+    @defer.inlineCallbacks
+    def test_an_untrusted_peer_cannot_name_a_client(self):  # type: ignore[no-untyped-def]
+        _, client = yield self.through(get(b"/headers", b"X-Forwarded-For: 203.0.113.7\r\n"), trusted=("10.0.0.0/8",))
+        self.assertEqual(self.access_log.entries[0].client, "127.0.0.1")
+        self.assertNotIn(b"203.0.113.7", client.received)
+
+    @defer.inlineCallbacks
+    def test_a_local_frontend_ignores_forwarding_headers(self):  # type: ignore[no-untyped-def]
+        self.start_proxy(self.start_web_origin())
+        (response,) = yield self.request(get(b"/headers", b"X-Forwarded-For: 203.0.113.7\r\n"))
+        self.assertEqual(self.access_log.entries[0].client, "127.0.0.1")
+        self.assertNotIn(b"203.0.113.7", response.body)
+
+    @defer.inlineCallbacks
+    def test_proxy_protocol_v1(self):  # type: ignore[no-untyped-def]
+        data = b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 80\r\n" + get(b"/")
+        _, client = yield self.through(data, protocol="v1")
+        self.assertEqual(self.access_log.entries[0].client, "198.51.100.9")
+
+    @defer.inlineCallbacks
+    def test_proxy_protocol_v2(self):  # type: ignore[no-untyped-def]
+        _, client = yield self.through(proxy_v2("198.51.100.10", 5555) + get(b"/"), protocol="any")
+        self.assertEqual(self.access_log.entries[0].client, "198.51.100.10")
+
+    @defer.inlineCallbacks
+    def test_a_missing_or_unexpected_proxy_header_closes_the_connection(self):  # type: ignore[no-untyped-def]
+        for data, protocol in ((get(b"/"), "v1"), (proxy_v2("198.51.100.10", 1) + get(b"/"), "v1")):
+            frontend, client = yield self.through(data, protocol=protocol, answered=False)
+            self.assertEqual(client.received, b"")
+            ends = frontend.connection_ends
+            yield self.poll(lambda: ends, "the connection ended")  # noqa: B023 - polled within this turn
+            self.assertEqual(ends, {ConnectionEnd.PROTOCOL_READ_ERROR.value: 1})
+
+    @defer.inlineCallbacks
+    def test_a_proxy_header_from_an_untrusted_peer_is_refused(self):  # type: ignore[no-untyped-def]
+        data = b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 80\r\n" + get(b"/")
+        frontend, client = yield self.through(data, trusted=("10.0.0.0/8",), protocol="v1", answered=False)
+        self.assertEqual(client.received, b"")
