@@ -31,6 +31,7 @@ class AccessRecord:
     total_ms: float  # from the head being complete to the exchange ending
     termination: str
     retries: int = 0
+    session: str = ""  # the client session of the request, when the frontend tracks sessions
 
 
 @dataclass(slots=True)
@@ -76,7 +77,7 @@ def format_text(record: AccessRecord) -> str:
         connect + 0.5 if connect >= 0 else -1, response + 0.5 if response >= 0 else -1,
         total + 0.5 if total >= 0 else -1,
         r.status, r.bytes_in, r.bytes_out, r.termination, r.retries, r.method, r.target, r.version,
-    )
+    ) + (f" session={r.session}" if r.session else "")
 
 
 def format_json(record: AccessRecord) -> str:

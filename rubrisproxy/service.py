@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from .accesslog import AccessLog, NullAccessLog
 from .admin import RunningProxy, admin_site
 from .backend import Backend, HealthChecker, Server
+from .clients import ClientRegistry
 from .config import BackendConfig, CommandLine, FrontendConfig, ProxyConfig, ServerConfig, build_objects
 from .demo import demo_site
 from .frontend import ForwardProxy, Frontend, PeerSettings, connection_factory, drain
@@ -139,6 +140,8 @@ class FrontendService(ListeningService):
             code=self.close_code, spread=self.spread, grace=self.grace,
         )
         yield drain(frontend, self.grace, self.spread, self.close_code)
+        if frontend.clients is not None:
+            frontend.clients.stop()
         self.log.info("frontend {name} stopped", name=frontend.name)
 
 
@@ -272,6 +275,18 @@ class ProxyParts:
         frontend.handlers = LifecycleHandlers.of(build_objects(
             f"frontends.{config.name}.handlers", config.handlers, (IConnectionHandler, ITerminationHandler, IClientHandler)
         ))
+        clients = config.clients
+        if clients is None:
+            if frontend.clients is not None:
+                frontend.clients.stop()
+            frontend.clients = None
+        elif frontend.clients is None:
+            frontend.clients = ClientRegistry(config.name, clients.identify, clients.expire, frontend.clock,
+                                              frontend.handlers.destroyed)
+        else:  # a reload: the sessions stay
+            registry = frontend.clients
+            registry.identify, registry.expire, registry.handlers = (
+                clients.identify, clients.expire, frontend.handlers.destroyed)
 
     def remove_frontend(self, name: str) -> None:
         running = self.frontends.pop(name)

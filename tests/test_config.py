@@ -105,6 +105,12 @@ class FileTests(unittest.TestCase):
         self.assertConfigError({"frontends": {"web": {"listen": []}}}, "frontends.web.listen")
         self.assertConfigError({"access-log": {"format": "xml"}}, "access-log.format")
         self.assertConfigError({"bogus": 1}, "bogus")
+        self.assertConfigError({"backends": {"app": {"balance": "no.such.Balancer"}}}, "backends.app.balance")
+        clients = {"web": {"backend": "app", "clients": {"identify": ["ip"]}}}
+        self.assertConfigError({"frontends": clients, "backends": {"app": {}}}, "frontends.web.clients.identify")
+        clients = {"web": {"backend": "app", "peers": "proxied", "trusted-proxies": ["10.0.0.0/8"],
+                           "clients": {"identify": ["connection"]}}}
+        self.assertConfigError({"frontends": clients, "backends": {"app": {}}}, "frontends.web.clients.identify")
 
     def test_connection_settings(self):
         web = {"backend": "app"}

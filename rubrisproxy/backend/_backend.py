@@ -84,7 +84,7 @@ class Backend:
         self.retries = config.retries
         self.redispatch = config.redispatch
         self.slow_start = config.slow_start
-        self.balancer: IBalancer = balancer_for(config.balance)
+        self.balancer: IBalancer = balancer_for(config.balance, f"backends.{config.name}.balance")
         self.passive = config.passive
         self.health = config.health
         if previous is None or previous.websocket != config.websocket:

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 
 from zope.interface import Interface, implementer
 
+from ..config import HookConfig, build_objects
 from ..http import RequestHead
 from ._server import Server
 
@@ -168,7 +169,7 @@ def header_key(name: str) -> KeyOf:
     return key_of
 
 
-def balancer_for(algorithm: str) -> IBalancer:
+def balancer_for(algorithm: str, key: str = "balance") -> IBalancer:
     """The balancer an ``algorithm`` setting names (already validated by the config)."""
     if algorithm == "roundrobin":
         return RoundRobin()
@@ -185,4 +186,7 @@ def balancer_for(algorithm: str) -> IBalancer:
         return ConsistentHash(url_param_key(argument))
     if algorithm.startswith("hdr("):
         return ConsistentHash(header_key(argument))
+    if "." in algorithm:  # the dotted name of a user's IBalancer class
+        (balancer,) = build_objects(key, (HookConfig(algorithm),), (IBalancer,))
+        return balancer  # type: ignore[no-any-return]
     raise ValueError(f"unknown balancing algorithm {algorithm!r}")

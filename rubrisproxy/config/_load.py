@@ -22,6 +22,7 @@ from ._model import (
     AccessLogSettings,
     AdminConfig,
     BackendConfig,
+    ClientsConfig,
     CookieConfig,
     ForwardConfig,
     FrontendConfig,
@@ -271,10 +272,14 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
         raise ConfigError(f"{key}.servers", f"server names must be unique, got {names}")
     retries = parse_positive_int(f"{key}.retries", table.get("retries", 3), minimum=0)
     balance = table.get("balance", "roundrobin")
-    if not isinstance(balance, str) or not _valid_balance(balance):
+    if isinstance(balance, str) and "." in balance and "(" not in balance:
+        if not callable(resolve_name(f"{key}.balance", balance)):  # a user's IBalancer class
+            raise ConfigError(f"{key}.balance", f"{balance!r} is not a class")
+    elif not isinstance(balance, str) or not _valid_balance(balance):
         raise ConfigError(
             f"{key}.balance",
-            f"expected roundrobin, leastconn, random, source, uri, url_param(NAME) or hdr(NAME), got {balance!r}",
+            f"expected roundrobin, leastconn, random, source, uri, url_param(NAME), hdr(NAME) or the dotted name "
+            f"of an IBalancer class, got {balance!r}",
         )
     redispatch = table.get("redispatch", True)
     if not isinstance(redispatch, bool):
@@ -568,7 +573,7 @@ def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> Rout
 def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, BackendConfig]) -> FrontendConfig:
     key = f"frontends.{name}"
     _reject_unknown(key, table, {"listen", "backend", "routes", "mode", "forward", "peers", "trusted-proxies",
-                                 "proxy-protocol", "max-reads", "max-writes", "handlers"})
+                                 "proxy-protocol", "max-reads", "max-writes", "handlers", "clients"})
     connections = _connections(key, table)
     mode = table.get("mode", "reverse")
     if mode not in ("reverse", "forward"):
@@ -621,7 +626,28 @@ def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(handlers, list):
             raise ConfigError(f"{key}.handlers", "expected a list of class names or tables with a 'class' key")
         values["handlers"] = tuple(_hook(f"{key}.handlers[{i}]", raw) for i, raw in enumerate(handlers))
+    if "clients" in table:
+        values["clients"] = _clients(f"{key}.clients", _table(f"{key}.clients", table["clients"]), peers)
     return values
+
+
+def _clients(key: str, table: Mapping[str, Any], peers: str) -> ClientsConfig:
+    _reject_unknown(key, table, {"identify", "expire"})
+    values: dict[str, Any] = {}
+    if "identify" in table:
+        identify = _strings(f"{key}.identify", table["identify"])
+        for spec in identify:
+            named = spec.startswith(("cookie(", "header(")) and spec.endswith(")") and len(spec) > 8
+            if spec not in ("sid", "connection") and not named:
+                raise ConfigError(f"{key}.identify", f"expected sid, cookie(NAME), header(NAME) or connection, got {spec!r}")
+            if spec == "connection" and peers == "proxied":
+                raise ConfigError(f"{key}.identify", "a proxied connection carries many clients: it identifies none")
+        values["identify"] = identify
+    elif peers == "proxied":
+        values["identify"] = ("sid",)
+    if "expire" in table:
+        values["expire"] = parse_duration(f"{key}.expire", table["expire"])
+    return ClientsConfig(**values)
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")

@@ -225,6 +225,14 @@ class ForwardConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientsConfig:
+    """Client sessions: how a client is known across connections, and when it is forgotten."""
+
+    identify: tuple[str, ...] = ("sid", "connection")  # "sid", "cookie(NAME)", "header(NAME)", "connection"
+    expire: float = 60.0  # seconds without a request
+
+
+@dataclass(frozen=True, slots=True)
 class FrontendConfig:
     """A named set of listeners; routes (first match wins) choose a backend, else ``backend``.
 
@@ -243,6 +251,7 @@ class FrontendConfig:
     max_reads: int = 0  # requests read per connection before closing it (0: no limit)
     max_writes: int = 0  # responses written per connection before closing it
     handlers: tuple[HookConfig, ...] = ()  # lifecycle handlers: connection, termination, client-destroy
+    clients: ClientsConfig | None = None  # client sessions tracked; None: not tracked
 
 
 @dataclass(frozen=True, slots=True)

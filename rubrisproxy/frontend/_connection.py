@@ -209,6 +209,8 @@ class ClientConnection(Protocol):
         frontend = self.frontend
         ends = frontend.connection_ends
         ends[end.value] = ends.get(end.value, 0) + 1
+        if frontend.clients is not None:
+            frontend.clients.connection_ended(self, end)
         if frontend.access_log.enabled or frontend.handlers.ended:
             info = self.info()
             if frontend.access_log.enabled:
@@ -230,9 +232,10 @@ class ClientConnection(Protocol):
     def info(self) -> ConnectionInfo:
         """This connection as lifecycle handlers see it."""
         frontend = self.frontend
+        session = self.current.session if self.current is not None else None
         return ConnectionInfo(
             frontend=frontend.name, peer=getattr(self, "peer", self.client_address), proxied=frontend.peers.proxied,
-            opened_at=self.opened_at, client=self.owner(), requests=self.requests, responses=self.responses,
+            opened_at=self.opened_at, client=self.owner(), session=session.id if session is not None else None, requests=self.requests, responses=self.responses,
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, duration=frontend.clock.seconds() - self.opened_at,
         )
 
@@ -273,6 +276,10 @@ class ClientConnection(Protocol):
         now = self.frontend.clock.seconds()
         exchange = Exchange(self, head, now, now - self.ready_at)
         self._receiving = exchange
+        clients = self.frontend.clients
+        if clients is not None:
+            exchange.session = clients.request_started(head, self, not self.frontend.peers.proxied,
+                                                       exchange.client_address)
         if max_reads and self.requests == max_reads:
             self.note_end(ConnectionEnd.MAX_READS)
             self.last_request = exchange  # answered with Connection: close

@@ -18,6 +18,7 @@ from ..websocket import ResumeBudget
 from ._peers import LOCAL, PeerSettings
 
 if TYPE_CHECKING:
+    from ..clients import ClientRegistry
     from ..websocket import Relay
     from ._connection import ClientConnection
     from ._forward import ForwardProxy
@@ -51,6 +52,7 @@ class Frontend:
     max_reads: int = 0  # requests read per connection before it is closed (0: no limit)
     max_writes: int = 0  # responses written per connection before it is closed
     connection_ends: dict[str, int] = field(default_factory=dict)  # connections by how they ended
+    clients: ClientRegistry | None = None  # client sessions, when the frontend tracks them
 
     def __post_init__(self) -> None:
         if self.router is None:

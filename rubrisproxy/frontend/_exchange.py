@@ -31,6 +31,7 @@ from ..websocket import (
 from ._forward import Destination, ForwardProxy, destination
 
 if TYPE_CHECKING:
+    from ..clients import ClientSession
     from ._connection import ClientConnection
 
 ORIGIN = "origin"
@@ -76,7 +77,7 @@ class Exchange:
         "pending_head", "_pending", "_framing", "_stale_retry_done", "_last_failure", "_request_bytes",
         "_connect_started", "_connected_at", "_sent_at", "_response_at", "backend", "_holds_slot", "_tried",
         "_queued_at", "_dequeued_at", "upgrade", "websocket_key", "session_id", "_pin", "_via_parent", "_tunnel_to",
-        "_resolving", "_eio_peek", "client_address", "termination",
+        "_resolving", "_eio_peek", "client_address", "termination", "session",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
@@ -84,6 +85,7 @@ class Exchange:
         self.head = head
         self.client_address = client.client_of(head)  # on a proxied connection, each request's own client
         self.termination: Termination | None = None
+        self.session: ClientSession | None = None  # the client session the request belongs to, if tracked
         self.clock = client.frontend.clock
         self.started_at = now
         self.wait = wait
@@ -571,6 +573,12 @@ class Exchange:
         self.finished = True
         self.termination = termination
         self.client.websocket_ended(termination)
+        session = self.session
+        if session is not None:
+            clients = self.client.frontend.clients
+            clients.request_ended(session, self.server.name if self.server else None, 101)  # type: ignore[union-attr]
+            clients.websocket_ended(  # type: ignore[union-attr]
+                session, termination in (Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
         self._free_slot()
         server = self.server
         if server is not None:
@@ -725,6 +733,9 @@ class Exchange:
     def _finish(self, termination: Termination, keep_alive: bool) -> None:
         self.finished = True
         self.termination = termination
+        if self.session is not None:
+            self.client.frontend.clients.request_ended(  # type: ignore[union-attr]
+                self.session, self.server.name if self.server is not None else None, self.status)
         if self._resolving is not None:
             self._resolving.cancel()  # its answer is no longer wanted
         self._pending = None
@@ -776,6 +787,7 @@ class Exchange:
                 (now - self.started_at) * 1000,
                 _TERMINATIONS[termination],
                 self.retries,
+                self.session.id if self.session is not None else "",
             )
         )
 
