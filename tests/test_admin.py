@@ -137,6 +137,10 @@ class AdminTests(AdminCase):
         self.assertEqual(samples[("rubrisproxy_terminations_total", (("frontend", "default"), ("reason", "bad-request")))], 1)
         self.assertEqual(samples[("rubrisproxy_terminations_total", (("frontend", "default"), ("reason", "client-close")))], 1)
         self.assertEqual(samples[("rubrisproxy_bytes_total", (("direction", "in"), ("frontend", "default")))], 5)
+        ends = {"client-close": 1, "protocol-read-error": 1}  # the WebSocket the client closed, the bad request
+        for reason, count in ends.items():
+            self.assertEqual(samples[("rubrisproxy_connection_ends_total", (("frontend", "default"), ("reason", reason)))],
+                             count)
         self.assertEqual(samples[("rubrisproxy_request_duration_seconds_count", frontend)], 1)
         server = next(s for s in ("s1", "s2")
                       if ("rubrisproxy_responses_total", (("backend", "default"), ("code", "1xx"), ("server", s))) in samples)

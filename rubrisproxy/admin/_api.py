@@ -250,6 +250,9 @@ def _frontend(frontend: Frontend) -> dict[str, Any]:
         "bytes_in": frontend.bytes_in,
         "bytes_out": frontend.bytes_out,
         "terminations": dict(sorted(frontend.terminations.items())),
+        "connection_ends": dict(sorted(frontend.connection_ends.items())),
+        "peers": "proxied" if frontend.peers.proxied else "local",
+        "client_sessions": len(frontend.clients.sessions) if frontend.clients is not None else None,
     }
 
 

@@ -41,6 +41,13 @@ class ProxyCollector(Collector):
         websockets = GaugeMetricFamily(
             "rubrisproxy_websockets", "Open WebSockets by mode.", labels=["frontend", "mode"]
         )
+        connection_ends = CounterMetricFamily(
+            "rubrisproxy_connection_ends", "Client connections by how they ended.", labels=["frontend", "reason"]
+        )
+        clients = GaugeMetricFamily("rubrisproxy_client_sessions", "Client sessions tracked.", labels=["frontend"])
+        destroyed = CounterMetricFamily(
+            "rubrisproxy_client_sessions_ended", "Client sessions by how they ended.", labels=["frontend", "reason"]
+        )
         durations = HistogramMetricFamily(
             "rubrisproxy_request_duration_seconds", "From request head to the end of the answer.", labels=["frontend"]
         )
@@ -51,13 +58,19 @@ class ProxyCollector(Collector):
             requests.add_metric([name], frontend.requests)
             for reason, count in sorted(frontend.terminations.items()):
                 ended.add_metric([name, reason], count)
+            for reason, count in sorted(frontend.connection_ends.items()):
+                connection_ends.add_metric([name, reason], count)
+            if frontend.clients is not None:
+                clients.add_metric([name], len(frontend.clients.sessions))
+                for reason, count in sorted(frontend.clients.destroyed.items()):
+                    destroyed.add_metric([name, reason], count)
             traffic.add_metric([name, "in"], frontend.bytes_in)
             traffic.add_metric([name, "out"], frontend.bytes_out)
             sessions = sum(1 for relay in frontend.websockets if isinstance(relay, WebSocketSession))
             websockets.add_metric([name, "session"], sessions)
             websockets.add_metric([name, "tunnel"], len(frontend.websockets) - sessions)
             _histogram(durations, [name], frontend.request_seconds)
-        yield from (accepted, active, requests, ended, traffic, websockets, durations)
+        yield from (accepted, active, requests, ended, connection_ends, clients, destroyed, traffic, websockets, durations)
 
     def _backends(self) -> Iterator[Metric]:
         labels = ["backend", "server"]
