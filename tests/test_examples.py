@@ -11,7 +11,7 @@ from rubrisproxy.config import config_from_document
 from rubrisproxy.http import RequestHead
 from rubrisproxy.lifecycle import ConnectionEnd, LifecycleHandlers, SessionEnd
 
-from .helpers import ProxyTestCase, get, parse_responses
+from .helpers import MemoryAccessLog, ProxyTestCase, get, parse_responses
 from .test_websocket import EXAMPLES  # noqa: F401 - puts docs/examples on sys.path
 
 
@@ -82,3 +82,39 @@ class HeaderChoiceTests(ProxyTestCase):
         yield client.responses(5)
         self.assertEqual(len(parse_responses(client.received)), 5)
         self.assertEqual([e.server for e in self.access_log.entries], ["s2", "s2", "s2", "s1", "s2"])
+
+
+class CustomProtocolTests(ProxyTestCase):
+    @defer.inlineCallbacks
+    def test_requests_are_attributed_to_their_api_key(self):  # type: ignore[no-untyped-def]
+        from twisted.internet import reactor
+
+        from rubrisproxy.config import CommandLine, load_config
+        from rubrisproxy.service import build_service
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f'[frontends.api]\nlisten = ["tcp:0:interface=127.0.0.1"]\nbackend = "app"\n'
+                    f'protocol = "custom_protocol.ApiKeyConnection"\n'
+                    f'[backends.app]\nservers = ["127.0.0.1:{self.start_web_origin()}"]\n')
+        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        running = service.parts.frontends["api"]  # type: ignore[attr-defined]
+        self.proxy_port = running.ports[0].getHost().port
+        running.frontend.access_log = self.access_log = MemoryAccessLog()
+        yield self.request(get(b"/", b"X-Api-Key: k1\r\n"))
+        yield self.request(get(b"/"))
+        first, second = (entry.client for entry in self.access_log.entries)
+        self.assertTrue(first.startswith("key-") and "k1" not in first, first)
+        self.assertEqual(second, "127.0.0.1")
+
+    def test_a_class_that_is_no_connection_is_refused_naming_the_key(self) -> None:
+        from rubrisproxy.config import ConfigError
+        from rubrisproxy.service import build_service
+
+        config = config_from_document({"frontends": {"web": {"backend": "app", "protocol": "balancers.HeaderChoice"}},
+                                       "backends": {"app": {}}})
+        with self.assertRaises(ConfigError) as caught:
+            build_service(config, Clock())
+        self.assertEqual(caught.exception.key, "frontends.web.protocol")
