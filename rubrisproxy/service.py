@@ -16,9 +16,26 @@ from .accesslog import AccessLog, NullAccessLog
 from .admin import RunningProxy, admin_site
 from .backend import Backend, HealthChecker, Server
 from .clients import ClientRegistry
-from .config import BackendConfig, CommandLine, FrontendConfig, ProxyConfig, ServerConfig, build_objects
+from .config import (
+    BackendConfig,
+    CommandLine,
+    ConfigError,
+    FrontendConfig,
+    ProxyConfig,
+    ServerConfig,
+    build_objects,
+    resolve_name,
+)
 from .demo import demo_site
-from .frontend import ForwardProxy, Frontend, PeerSettings, connection_factory, drain
+from .frontend import (
+    ClientConnection,
+    ForwardProxy,
+    Frontend,
+    PeerSettings,
+    ProxiedConnection,
+    connection_factory,
+    drain,
+)
 from .lifecycle import IClientHandler, IConnectionHandler, ITerminationHandler, LifecycleHandlers
 from .origin import ConnectionPool, OriginConnector
 from .reload import Reloader, ReloadOnHangup
@@ -119,9 +136,9 @@ class FrontendService(ListeningService):
 
     def __init__(
         self, reactor: Any, frontend: Frontend, endpoints: tuple[str, ...], grace: float, spread: float = 0.0,
-        close_code: int = 1001,
+        close_code: int = 1001, protocol: type[ClientConnection] | None = None,
     ) -> None:
-        super().__init__(reactor, f"frontend {frontend.name}", connection_factory(frontend), endpoints)
+        super().__init__(reactor, f"frontend {frontend.name}", connection_factory(frontend, protocol), endpoints)
         self.frontend = frontend
         self.grace = grace
         self.spread = spread
@@ -260,7 +277,7 @@ class ProxyParts:
         self.connection_settings(frontend, config)
         running = FrontendService(
             self.reactor, frontend, config.listen, proxy.shutdown_grace, proxy.shutdown_spread,
-            proxy.shutdown_close_code,
+            proxy.shutdown_close_code, protocol_class(config),
         )
         self.frontends[config.name] = running
         self.frontend_list.append(frontend)
@@ -292,6 +309,18 @@ class ProxyParts:
         running = self.frontends.pop(name)
         self.frontend_list.remove(running.frontend)
         running.disownServiceParent()
+
+
+def protocol_class(config: FrontendConfig) -> type[ClientConnection] | None:
+    """A frontend's own protocol class, if it names one: a subclass of the connection its peers make."""
+    if config.protocol is None:
+        return None
+    key = f"frontends.{config.name}.protocol"
+    cls = resolve_name(key, config.protocol)
+    base = ProxiedConnection if config.peers == "proxied" else ClientConnection
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(key, f"{config.protocol} is not a subclass of rubrisproxy.frontend.{base.__name__}")
+    return cls
 
 
 def build_service(

@@ -573,7 +573,7 @@ def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> Rout
 def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, BackendConfig]) -> FrontendConfig:
     key = f"frontends.{name}"
     _reject_unknown(key, table, {"listen", "backend", "routes", "mode", "forward", "peers", "trusted-proxies",
-                                 "proxy-protocol", "max-reads", "max-writes", "handlers", "clients"})
+                                 "proxy-protocol", "max-reads", "max-writes", "handlers", "clients", "protocol"})
     connections = _connections(key, table)
     mode = table.get("mode", "reverse")
     if mode not in ("reverse", "forward"):
@@ -626,6 +626,11 @@ def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(handlers, list):
             raise ConfigError(f"{key}.handlers", "expected a list of class names or tables with a 'class' key")
         values["handlers"] = tuple(_hook(f"{key}.handlers[{i}]", raw) for i, raw in enumerate(handlers))
+    if "protocol" in table:
+        if not isinstance(table["protocol"], str):
+            raise ConfigError(f"{key}.protocol", f"expected the dotted name of a class, got {table['protocol']!r}")
+        resolve_name(f"{key}.protocol", table["protocol"])
+        values["protocol"] = table["protocol"]
     if "clients" in table:
         values["clients"] = _clients(f"{key}.clients", _table(f"{key}.clients", table["clients"]), peers)
     return values

@@ -252,6 +252,7 @@ class FrontendConfig:
     max_writes: int = 0  # responses written per connection before closing it
     handlers: tuple[HookConfig, ...] = ()  # lifecycle handlers: connection, termination, client-destroy
     clients: ClientsConfig | None = None  # client sessions tracked; None: not tracked
+    protocol: str | None = None  # dotted name of a ClientConnection (or ProxiedConnection) subclass to use
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,9 +33,13 @@ class ProxiedConnectionFactory(LocalConnectionFactory):
     protocol = ProxiedConnection
 
 
-def connection_factory(frontend: Frontend) -> LocalConnectionFactory:
-    """The factory for ``frontend``'s peers: local clients, or proxies."""
-    return ProxiedConnectionFactory(frontend) if frontend.peers.proxied else LocalConnectionFactory(frontend)
+def connection_factory(frontend: Frontend, protocol: type[ClientConnection] | None = None) -> LocalConnectionFactory:
+    """The factory for ``frontend``'s peers: local clients, or proxies; ``protocol``, a user's subclass of the
+    kind of connection the peers make, replaces it."""
+    factory = ProxiedConnectionFactory(frontend) if frontend.peers.proxied else LocalConnectionFactory(frontend)
+    if protocol is not None:
+        factory.protocol = protocol
+    return factory
 
 
 def drain(
