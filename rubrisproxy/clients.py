@@ -38,7 +38,8 @@ class ClientSession:
     connections: int = 0  # distinct connections its requests came on
     server: str | None = None  # the server that last answered it
     outstanding: int = 0  # requests in progress (a long poll holds its connection while it waits)
-    _last_connection: Any = field(default=None, repr=False)
+    registry: ClientRegistry = field(default=None, repr=False)  # type: ignore[assignment]  # where it is tracked
+    _last_connection: int = field(default=0, repr=False)  # id() of the connection of its latest request
 
     @property
     def long_polling(self) -> bool:
@@ -95,7 +96,7 @@ class ClientRegistry:
         if session is None:
             if len(self.sessions) >= self.limit:
                 self._destroy(next(iter(self.sessions.values())), SessionEnd.EXPIRED)  # the least recently active
-            session = self.sessions[key] = ClientSession(key, self.frontend, now, now)
+            session = self.sessions[key] = ClientSession(key, self.frontend, now, now, registry=self)
             self._schedule()
         else:
             self.sessions.move_to_end(key)
@@ -103,25 +104,26 @@ class ClientRegistry:
         session.address = address
         session.requests += 1
         session.outstanding += 1
-        if session._last_connection is not connection:
-            session._last_connection = connection
+        if session._last_connection != id(connection):
+            session._last_connection = id(connection)
             session.connections += 1
         return session
 
     def request_ended(self, session: ClientSession, server: str | None, status: int) -> None:
-        """A request of ``session`` ended (``status`` 0: no response)."""
+        """A request of ``session`` ended; ``status`` is the origin's answer (0: none from the origin)."""
         session.outstanding -= 1
         session.last_activity = self.clock.seconds()
-        if session.id in self.sessions:
-            self.sessions.move_to_end(session.id)
+        if not self._tracks(session):
+            return
+        self.sessions.move_to_end(session.id)
         if server is not None:
             session.server = server
-        if status == 400 and session.id.startswith("sid:") and session.id in self.sessions:
+        if status == 400 and session.id.startswith("sid:") and not session.outstanding:
             self._destroy(session, SessionEnd.CLOSED_BY_SERVER)  # Engine.IO's answer to a sid it does not know
 
     def websocket_ended(self, session: ClientSession, by_client: bool) -> None:
-        """The WebSocket a session's request became has ended."""
-        if session.id in self.sessions:
+        """The WebSocket a session's request became has ended: an Engine.IO or connection session ends with it."""
+        if self._tracks(session) and not session.id.startswith(("cookie:", "header:")) and not session.outstanding:
             self._destroy(session, SessionEnd.CLOSED_BY_CLIENT if by_client else SessionEnd.CLOSED_BY_SERVER)
 
     def connection_ended(self, connection: object, end: ConnectionEnd) -> None:
@@ -130,9 +132,11 @@ class ClientRegistry:
         if session is not None:
             self._destroy(session, SessionEnd.CLOSED_BY_CLIENT if end in _CLIENT_ENDS else SessionEnd.CLOSED_BY_SERVER)
 
+    def _tracks(self, session: ClientSession) -> bool:
+        return self.sessions.get(session.id) is session  # not one that ended, whose id came back
+
     def _destroy(self, session: ClientSession, reason: SessionEnd) -> None:
         del self.sessions[session.id]
-        session._last_connection = None
         self.destroyed[reason.value] = self.destroyed.get(reason.value, 0) + 1
         for handler in self.handlers:
             try:
@@ -147,11 +151,14 @@ class ClientRegistry:
     def _expire(self) -> None:
         self._sweep = None
         deadline = self.clock.seconds() - self.expire
-        for session in list(self.sessions.values()):
+        expired = []
+        for session in self.sessions.values():
             if session.last_activity > deadline:
                 break  # ordered by activity: the rest are newer
             if not session.outstanding:  # a request in progress (a long poll) keeps it alive
-                self._destroy(session, SessionEnd.EXPIRED)
+                expired.append(session)
+        for session in expired:
+            self._destroy(session, SessionEnd.EXPIRED)
         if self.sessions:
             self._schedule()
 

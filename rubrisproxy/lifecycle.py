@@ -58,6 +58,7 @@ class ConnectionInfo:
     peer: str  # the TCP peer (a proxy, on a proxied frontend)
     proxied: bool
     opened_at: float
+    source: str | None = None  # the source a PROXY header named, if any
     client: str | None = None  # the client that owned the connection (its request was in progress), if any
     session: str | None = None  # that client's session id, if it has one
     requests: int = 0
@@ -98,6 +99,9 @@ class IClientHandler(Interface):
 
     def client_destroyed(session: Any, reason: SessionEnd) -> None:
         """``session`` (a :class:`rubrisproxy.clients.ClientSession`) ended for ``reason``."""
+
+
+HANDLER_INTERFACES = (IConnectionHandler, ITerminationHandler, IClientHandler)
 
 
 @dataclass(frozen=True)

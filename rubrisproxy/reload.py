@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 from twisted.application import service
 from twisted.logger import Logger
 
-from .backend import Backend, HealthChecker
-from .config import CommandLine, ConfigError, ProxyConfig, load_config
+from .backend import Backend, HealthChecker, balancer_for
+from .config import CommandLine, ConfigError, ProxyConfig, build_objects, load_config
+from .frontend import protocol_class
+from .lifecycle import HANDLER_INTERFACES
 from .routing import Router
 from .websocket import build_hooks
 
@@ -49,6 +51,13 @@ class Reloader:
         for name, config in new.backends.items():
             if name not in added and config != self.parts.config.backends.get(name):
                 build_hooks(f"backends.{name}.websocket.hooks", config.websocket.hooks)  # fails before any change too
+                balancer_for(config.balance, f"backends.{name}.balance")
+        old_frontends = {f.name: f for f in self.parts.config.frontends}
+        for frontend in new.frontends:
+            previous = old_frontends.get(frontend.name)
+            if previous is None or previous.handlers != frontend.handlers:
+                build_objects(f"frontends.{frontend.name}.handlers", frontend.handlers, HANDLER_INTERFACES)
+            protocol_class(frontend)
         changes = self._apply(new, added)
         self.parts.config = new
         self.log.info("reloaded {path}: {changes}", path=self.command_line.config_path,

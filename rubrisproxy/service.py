@@ -19,12 +19,10 @@ from .clients import ClientRegistry
 from .config import (
     BackendConfig,
     CommandLine,
-    ConfigError,
     FrontendConfig,
     ProxyConfig,
     ServerConfig,
     build_objects,
-    resolve_name,
 )
 from .demo import demo_site
 from .frontend import (
@@ -32,11 +30,11 @@ from .frontend import (
     ForwardProxy,
     Frontend,
     PeerSettings,
-    ProxiedConnection,
     connection_factory,
     drain,
+    protocol_class,
 )
-from .lifecycle import IClientHandler, IConnectionHandler, ITerminationHandler, LifecycleHandlers
+from .lifecycle import HANDLER_INTERFACES, LifecycleHandlers
 from .origin import ConnectionPool, OriginConnector
 from .reload import Reloader, ReloadOnHangup
 from .routing import Router
@@ -287,11 +285,14 @@ class ProxyParts:
     @staticmethod
     def connection_settings(frontend: Frontend, config: FrontendConfig) -> None:
         """Give ``frontend`` its connection settings: peers, per-connection limits, lifecycle handlers."""
-        frontend.peers = PeerSettings.build(config.peers, config.trusted_proxies, config.proxy_protocol)
+        frontend.peers = PeerSettings.build(
+            config.peers, config.trusted_proxies, config.proxy_protocol, config.forwarded_header)
         frontend.max_reads, frontend.max_writes = config.max_reads, config.max_writes
-        frontend.handlers = LifecycleHandlers.of(build_objects(
-            f"frontends.{config.name}.handlers", config.handlers, (IConnectionHandler, ITerminationHandler, IClientHandler)
-        ))
+        if frontend.handler_configs != config.handlers or not config.handlers:
+            # Rebuilt only when their configuration changed: a handler's state spans reloads.
+            frontend.handlers = LifecycleHandlers.of(
+                build_objects(f"frontends.{config.name}.handlers", config.handlers, HANDLER_INTERFACES))
+            frontend.handler_configs = config.handlers
         clients = config.clients
         if clients is None:
             if frontend.clients is not None:
@@ -309,18 +310,6 @@ class ProxyParts:
         running = self.frontends.pop(name)
         self.frontend_list.remove(running.frontend)
         running.disownServiceParent()
-
-
-def protocol_class(config: FrontendConfig) -> type[ClientConnection] | None:
-    """A frontend's own protocol class, if it names one: a subclass of the connection its peers make."""
-    if config.protocol is None:
-        return None
-    key = f"frontends.{config.name}.protocol"
-    cls = resolve_name(key, config.protocol)
-    base = ProxiedConnection if config.peers == "proxied" else ClientConnection
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ConfigError(key, f"{config.protocol} is not a subclass of rubrisproxy.frontend.{base.__name__}")
-    return cls
 
 
 def build_service(

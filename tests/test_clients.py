@@ -69,6 +69,18 @@ class RegistryTests(SynchronousTestCase):
         self.clock.advance(61)
         self.assertEqual(self.handler.calls, [("sid:S2", SessionEnd.EXPIRED)])
 
+    def test_an_ended_session_whose_id_returns_is_a_new_one(self) -> None:
+        request = head(b"/?EIO=4&sid=S3")
+        old = self.registry.request_started(request, object(), False, "192.0.2.4")
+        self.registry.request_started(request, object(), False, "192.0.2.4")
+        self.registry.request_ended(old, "s1", 400)  # type: ignore[arg-type]  # a poll still waits: not yet
+        self.assertEqual(self.handler.calls, [])
+        self.registry.request_ended(old, "s1", 400)  # type: ignore[arg-type]
+        new = self.registry.request_started(request, object(), False, "192.0.2.4")
+        self.registry.websocket_ended(old, by_client=True)  # type: ignore[arg-type]  # the old one's, late
+        self.assertEqual(self.handler.calls, [("sid:S3", SessionEnd.CLOSED_BY_SERVER)])
+        self.assertIs(self.registry.sessions["sid:S3"], new)
+
     def test_closed_by_the_client_or_the_server(self) -> None:
         connection = object()
         self.registry.request_started(head(), connection, True, "192.0.2.3")
@@ -121,3 +133,29 @@ class SessionTrackingTests(ProxyTestCase):
         self.assertEqual((session.requests, session.connections, session.server, session.long_polling),
                          (2, 2, "s1", False))
         self.assertEqual([e.session for e in self.access_log.entries], ["sid:abc", "sid:abc"])
+
+    @defer.inlineCallbacks
+    def test_tracking_turned_off_by_a_reload_mid_request(self):  # type: ignore[no-untyped-def]
+        poll = LongPoll()
+        frontend = self.start_proxy(self.start_web_origin(poll))
+        registry = frontend.clients = ClientRegistry("web", ("sid",), 60, frontend.clock)
+        self.addCleanup(registry.stop)
+        client = yield self.connect()
+        client.send(get(b"/?EIO=4&sid=x"))
+        yield self.poll(lambda: poll.waiting, "the poll reached the origin")
+        frontend.clients = None  # as a reload without [clients] leaves it (the registry stops expiring)
+        poll.waiting.pop().finish()
+        (response,) = yield client.responses(1)
+        self.assertEqual(response.status, 200)
+
+    @defer.inlineCallbacks
+    def test_pipelined_requests_never_answered_leave_no_session_waiting(self):  # type: ignore[no-untyped-def]
+        frontend = self.start_proxy(self.start_web_origin())
+        registry = frontend.clients = ClientRegistry("web", ("sid",), 60, frontend.clock)
+        self.addCleanup(registry.stop)
+        client = yield self.connect()
+        client.send(get(b"/?EIO=4&sid=a", b"Connection: close\r\n") + b"".join(
+            get(b"/?EIO=4&sid=n%d" % i) for i in range(5)))
+        yield client.closed
+        yield self.settle(frontend)
+        self.assertEqual([s.outstanding for s in registry.sessions.values()], [0] * len(registry.sessions))

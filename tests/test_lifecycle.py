@@ -57,8 +57,8 @@ class TruncatingOrigin(Protocol):
         self.transport.loseConnection()
 
 
-class TerminationTests(ProxyTestCase):
-    """Each reason produced by a real scenario on loopback, reported once."""
+class EndCase(ProxyTestCase):
+    """A proxy whose connections' ends are recorded."""
 
     def setUp(self) -> None:
         self.recorder = Recorder()
@@ -81,6 +81,11 @@ class TerminationTests(ProxyTestCase):
         self.assertEqual(self.frontend.connection_ends, {reason.value: 1})
         self.assertEqual([r.end for r in self.access_log.connections], [reason.value])
         return info
+
+
+
+class TerminationTests(EndCase):
+    """Each reason produced by a real scenario on loopback, reported once."""
 
     @defer.inlineCallbacks
     def test_client_close(self):  # type: ignore[no-untyped-def]
@@ -211,3 +216,64 @@ class TimeoutTests(SynchronousTestCase):
 
 
 del reactor  # only the helpers' reactor is used here
+
+
+class WebSocketEndTests(ProxyTestCase):
+    """A WebSocket's end is its connection's end, in both modes."""
+
+    @defer.inlineCallbacks
+    def ended(self, mode: str, closer: str):  # type: ignore[no-untyped-def]
+        from rubrisproxy.config import WebSocketConfig
+
+        from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
+
+        backend = EchoBackendFactory()
+        port = listen_echo_backend(backend)
+        self.addCleanup(port.stopListening)
+        recorder = Recorder()
+        frontend = self.start_proxy(port.getHost().port, websocket=WebSocketConfig(
+            mode=mode, client_ping_interval=0, backend_ping_interval=0))
+        frontend.handlers = LifecycleHandlers.of((recorder,))
+        client = connect_client(self.proxy_port, "/")
+        yield client.opened
+        if closer == "client":
+            client.sendClose(1000)
+        else:
+            client.sendMessage(b"close:1000:bye")
+        yield client.closed
+        yield self.poll(lambda: recorder.ended, "the termination handler was called")
+        yield self.settle(frontend)
+        return [reason for _, reason in recorder.ended]
+
+    @defer.inlineCallbacks
+    def test_session_mode_knows_who_closed(self):  # type: ignore[no-untyped-def]
+        self.assertEqual((yield self.ended("session", "server")), [ConnectionEnd.SERVER_CLOSE])
+        self.assertEqual((yield self.ended("session", "client")), [ConnectionEnd.CLIENT_CLOSE])
+
+    @defer.inlineCallbacks
+    def test_a_tunnel_sees_only_who_closed_tcp(self):  # type: ignore[no-untyped-def]
+        # The server ends the TCP connection after any close handshake: that is all a tunnel sees.
+        (end,) = yield self.ended("tunnel", "client")
+        self.assertEqual(end, ConnectionEnd.SERVER_CLOSE)
+
+
+class LimitTests(EndCase):
+    @defer.inlineCallbacks
+    def test_the_last_request_allowed_is_read_whole(self):  # type: ignore[no-untyped-def]
+        self.proxy(max_reads=1)
+        client = yield self.connect()
+        client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        yield self.poll(lambda: self.frontend.connections and next(iter(self.frontend.connections)).current,
+                        "the request started")
+        client.send(b"hello")
+        received = yield client.closed
+        self.assertTrue(received.endswith(b"hello"), received)
+        yield self.ended_with(ConnectionEnd.MAX_READS)
+
+    @defer.inlineCallbacks
+    def test_a_last_response_that_fails_says_why(self):  # type: ignore[no-untyped-def]
+        self.proxy(self.start_raw_origin(TruncatingOrigin), retries=0, max_writes=1)
+        client = yield self.connect()
+        client.send(get(b"/"))
+        yield client.closed
+        yield self.ended_with(ConnectionEnd.PROTOCOL_WRITE_ERROR)  # not max-writes

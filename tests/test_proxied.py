@@ -41,8 +41,11 @@ class ChainTests(SynchronousTestCase):
 
     def test_forwarded_and_odd_values(self) -> None:
         forwarded = (b"Forwarded", b'for=198.51.100.1;proto=https, for="[2001:db8::1]:4711"')
-        self.assertEqual(forwarded_chain([forwarded]), ["198.51.100.1", "2001:db8::1"])
-        self.assertEqual(self.client("127.0.0.1", forwarded), "2001:db8::1")
+        self.assertEqual(forwarded_chain([forwarded], b"forwarded"), ["198.51.100.1", "2001:db8::1"])
+        self.assertEqual(self.client("127.0.0.1", forwarded), "127.0.0.1")  # not the header these proxies write
+        rfc7239 = PeerSettings.build("proxied", ("127.0.0.0/8",), "off", "forwarded")
+        spoofed = (b"X-Forwarded-For", b"6.6.6.6")  # written by the client, passed on by a Forwarded-only proxy
+        self.assertEqual(client_of("127.0.0.1", [spoofed, forwarded], rfc7239), "2001:db8::1")
         self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"<script>")), "unknown")
         self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"10.0.0.9")), "10.0.0.9")  # all trusted
         self.assertEqual(self.client("127.0.0.1"), "127.0.0.1")
@@ -99,13 +102,34 @@ class ProxiedFrontendTests(ProxyTestCase):
         self.assertEqual(self.access_log.entries[0].client, "198.51.100.9")
 
     @defer.inlineCallbacks
+    def test_handlers_see_the_proxy_as_peer_and_the_proxy_header_as_source(self):  # type: ignore[no-untyped-def]
+        from rubrisproxy.lifecycle import LifecycleHandlers
+
+        from .test_lifecycle import Recorder
+
+        recorder = Recorder()
+        frontend = self.start_proxy(self.start_web_origin(),
+                                    peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "v1"))
+        frontend.handlers = LifecycleHandlers.of((recorder,))
+        client = yield self.connect()
+        client.send(b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 80\r\n" + get(b"/"))
+        yield client.responses(1)
+        client.transport.loseConnection()
+        yield self.poll(lambda: recorder.ended, "ended")
+        ((info, _),) = recorder.ended
+        self.assertEqual((recorder.opened[0].peer, info.peer, info.source), ("127.0.0.1", "127.0.0.1", "198.51.100.9"))
+
+    @defer.inlineCallbacks
     def test_proxy_protocol_v2(self):  # type: ignore[no-untyped-def]
         _, client = yield self.through(proxy_v2("198.51.100.10", 5555) + get(b"/"), protocol="any")
         self.assertEqual(self.access_log.entries[0].client, "198.51.100.10")
 
     @defer.inlineCallbacks
     def test_a_missing_or_unexpected_proxy_header_closes_the_connection(self):  # type: ignore[no-untyped-def]
-        for data, protocol in ((get(b"/"), "v1"), (proxy_v2("198.51.100.10", 1) + get(b"/"), "v1")):
+        for data, protocol in ((get(b"/"), "v1"), (proxy_v2("198.51.100.10", 1) + get(b"/"), "v1"),
+                               (b"PROXY TCP4 198.51.100.9 127.0.0.1 port 80\r\n" + get(b"/"), "v1"),
+                               (b"PROXY TCP4 1.1.1.1,2.2.2.2 127.0.0.1 5555 80\r\n" + get(b"/"), "any"),
+                               (b"PROXY TCP4 \xff 127.0.0.1 5555 80\r\n" + get(b"/"), "v1")):
             frontend, client = yield self.through(data, protocol=protocol, answered=False)
             self.assertEqual(client.received, b"")
             ends = frontend.connection_ends

@@ -573,7 +573,8 @@ def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> Rout
 def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, BackendConfig]) -> FrontendConfig:
     key = f"frontends.{name}"
     _reject_unknown(key, table, {"listen", "backend", "routes", "mode", "forward", "peers", "trusted-proxies",
-                                 "proxy-protocol", "max-reads", "max-writes", "handlers", "clients", "protocol"})
+                                 "proxy-protocol", "max-reads", "max-writes", "handlers", "clients", "protocol",
+                                 "forwarded-header"})
     connections = _connections(key, table)
     mode = table.get("mode", "reverse")
     if mode not in ("reverse", "forward"):
@@ -618,6 +619,10 @@ def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
     if protocol != "off" and peers != "proxied":
         raise ConfigError(f"{key}.proxy-protocol", 'the PROXY protocol is spoken by proxies: set peers = "proxied"')
     values["proxy_protocol"] = protocol
+    header = table.get("forwarded-header", "x-forwarded-for")
+    if not isinstance(header, str) or header.lower() not in ("x-forwarded-for", "forwarded"):
+        raise ConfigError(f"{key}.forwarded-header", f"expected x-forwarded-for or forwarded, got {header!r}")
+    values["forwarded_header"] = header.lower()
     for name in ("max-reads", "max-writes"):
         if name in table:
             values[name.replace("-", "_")] = parse_positive_int(f"{key}.{name}", table[name], minimum=0)

@@ -248,6 +248,7 @@ class FrontendConfig:
     peers: str = "local"  # "local": each connection is a client; "proxied": proxies speak for their clients
     trusted_proxies: tuple[str, ...] = ()  # networks whose forwarded-for headers and PROXY headers are believed
     proxy_protocol: str = "off"  # "v1", "v2" or "any": connections start with a PROXY header (proxied only)
+    forwarded_header: str = "x-forwarded-for"  # the header trusted proxies write: "x-forwarded-for" or "forwarded"
     max_reads: int = 0  # requests read per connection before closing it (0: no limit)
     max_writes: int = 0  # responses written per connection before closing it
     handlers: tuple[HookConfig, ...] = ()  # lifecycle handlers: connection, termination, client-destroy

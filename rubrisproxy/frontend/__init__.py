@@ -3,12 +3,12 @@
 from ._connection import ClientConnection
 from ._context import Frontend
 from ._exchange import Exchange
-from ._factory import LocalConnectionFactory, ProxiedConnectionFactory, connection_factory, drain
+from ._factory import LocalConnectionFactory, ProxiedConnectionFactory, connection_factory, drain, protocol_class
 from ._forward import ForwardProxy, hash_password
 from ._peers import PeerSettings
 from ._proxied import ProxiedConnection
 
 __all__ = [
     "ClientConnection", "Exchange", "ForwardProxy", "Frontend", "LocalConnectionFactory", "PeerSettings",
-    "ProxiedConnection", "ProxiedConnectionFactory", "connection_factory", "drain", "hash_password",
+    "ProxiedConnection", "ProxiedConnectionFactory", "connection_factory", "drain", "hash_password", "protocol_class",
 ]

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 PIPELINE = "pipeline"
 UPGRADE = "upgrade"
-MAX_READS = "max-reads"
 #: A local client's own forwarding headers are not trusted, and Expect is answered here.
 LOCAL_CLIENT_DROPS = FORWARDING | frozenset((b"expect",))
 
@@ -68,7 +67,7 @@ class ClientConnection(Protocol):
         "frontend", "current", "_queued", "_receiving", "_deadline", "_waiting", "_close_timer", "_held_error",
         "closing", "lost", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
         "_upgrading", "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding", "gate", "download", "parser",
-        "opened_at", "responses", "end_reason", "last_request",
+        "opened_at", "responses", "end_reason", "last_request", "_limit_end",
     )
 
     def __init__(self, frontend: Frontend) -> None:
@@ -96,7 +95,8 @@ class ClientConnection(Protocol):
         self.opened_at = 0.0
         self.responses = 0
         self.end_reason: ConnectionEnd | None = None  # why the proxy is closing it, once it has decided to
-        self.last_request: Exchange | None = None  # the request after which it closes (max-reads)
+        self.last_request: Exchange | None = None  # the request after which it closes (max-reads, max-writes)
+        self._limit_end: ConnectionEnd | None = None  # which limit made it the last
 
     # Connection events
 
@@ -173,7 +173,13 @@ class ClientConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.lost = True
-        self._ended(self.end_reason or self._end_from(reason))
+        end = self._end_from(reason)  # read before the exchanges and relay are told
+        try:
+            self._release(reason)
+        finally:
+            self._ended(self.end_reason or end)  # a relay may have said why, as it ended
+
+    def _release(self, reason: Failure) -> None:
         if self.pinned is not None:
             self.pinned.transport.loseConnection()  # a pinned server connection serves no one else
         if self.parser is not None:
@@ -198,14 +204,24 @@ class ClientConnection(Protocol):
         if self.relay is not None:
             return ConnectionEnd.CLIENT_CLOSE if clean else ConnectionEnd.SOCKET_READ_CLOSED
         current = self.current
+        writing = current is not None and (current.response_head_sent or current.pending_head is not None)
+        if writing and (not clean or self._waiting is _Wait.CLIENT or _unsent(self.transport)):
+            # Reset while a response was being written, or closed with some of it never sent (a reset
+            # can read as a clean close when the socket was only being written to).
+            return ConnectionEnd.SOCKET_WRITE_ERROR
         if clean:
             in_request = current is not None or (self.parser is not None and self.parser.in_message)
             return ConnectionEnd.SOCKET_READ_CLOSED if in_request else ConnectionEnd.CLIENT_CLOSE
-        writing = current is not None and (current.response_head_sent or current.pending_head is not None)
-        return ConnectionEnd.SOCKET_WRITE_ERROR if writing else ConnectionEnd.SOCKET_READ_CLOSED
+        return ConnectionEnd.SOCKET_READ_CLOSED
 
     def _ended(self, end: ConnectionEnd) -> None:
         """Count, log and tell the termination handlers, once."""
+        try:
+            self._report_end(end)
+        except Exception:
+            self.log.failure("reporting the end of a connection from {peer} failed", peer=self.client_address)
+
+    def _report_end(self, end: ConnectionEnd) -> None:
         frontend = self.frontend
         ends = frontend.connection_ends
         ends[end.value] = ends.get(end.value, 0) + 1
@@ -235,7 +251,7 @@ class ClientConnection(Protocol):
         session = self.current.session if self.current is not None else None
         return ConnectionInfo(
             frontend=frontend.name, peer=getattr(self, "peer", self.client_address), proxied=frontend.peers.proxied,
-            opened_at=self.opened_at, client=self.owner(), session=session.id if session is not None else None, requests=self.requests, responses=self.responses,
+            opened_at=self.opened_at, source=getattr(self, "source", None), client=self.owner(), session=session.id if session is not None else None, requests=self.requests, responses=self.responses,
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, duration=frontend.clock.seconds() - self.opened_at,
         )
 
@@ -280,15 +296,15 @@ class ClientConnection(Protocol):
         if clients is not None:
             exchange.session = clients.request_started(head, self, not self.frontend.peers.proxied,
                                                        exchange.client_address)
-        if max_reads and self.requests == max_reads:
-            self.note_end(ConnectionEnd.MAX_READS)
-            self.last_request = exchange  # answered with Connection: close
-            self.gate.pause(MAX_READS)
+        if max_reads and self.requests == max_reads and self.last_request is None:
+            self.last_request = exchange  # answered with Connection: close; later requests are not read
+            self._limit_end = ConnectionEnd.MAX_READS
         if self.current is None:
             self.current = exchange
             if head.has_body:
                 self._wait(_Wait.CLIENT)
-            self._starting()
+            if self.frontend.max_writes:
+                self._starting()
             exchange.start()
         else:
             if self._queued:
@@ -361,9 +377,9 @@ class ClientConnection(Protocol):
 
     def _starting(self) -> None:
         max_writes = self.frontend.max_writes
-        if max_writes and self.responses + 1 >= max_writes:
-            self.note_end(ConnectionEnd.MAX_WRITES)
-            self.closing = True  # the response about to be written is the last
+        if max_writes and self.responses + 1 >= max_writes and self.last_request is None:
+            self.last_request = self.current  # the response about to be written is the last
+            self._limit_end = ConnectionEnd.MAX_WRITES
 
     def exchange_done(self, exchange: Exchange, keep_alive: bool, now: float) -> None:
         """``exchange`` has answered; start the next request or end the connection."""
@@ -372,7 +388,8 @@ class ClientConnection(Protocol):
         self.current = None
         self.responses += 1
         if not keep_alive:
-            self.note_end(_end_after(exchange))
+            answered = exchange is self.last_request and exchange.termination is Termination.OK
+            self.note_end(self._limit_end if answered else _end_after(exchange))  # type: ignore[arg-type]
         if self._upgrading:
             self._upgrading = False  # refused: the connection stays HTTP
             self.gate.resume(UPGRADE)
@@ -394,7 +411,8 @@ class ClientConnection(Protocol):
                 self.gate.resume(PIPELINE)
             if self.current is self._receiving and self.current.head.has_body:
                 self._wait(_Wait.CLIENT)
-            self._starting()
+            if self.frontend.max_writes:
+                self._starting()
             self.current.start()
         elif self.parser.in_message:
             self._wait(_Wait.REQUEST)
@@ -411,6 +429,8 @@ class ClientConnection(Protocol):
     def close(self) -> None:
         """Close after what was written is sent; a client that will not read it is cut after ``timeout client``."""
         self.closing = True
+        for exchange in self._queued:
+            exchange.dropped()  # never to be answered
         self._queued = ()
         self.transport.loseConnection()
         self._wait(None)
@@ -498,3 +518,8 @@ def upgrade_end(termination: Termination) -> ConnectionEnd:
     """The connection end a WebSocket's termination stands for."""
     return _UPGRADE_ENDS.get(termination, ConnectionEnd.SERVER_ERROR if termination in _SERVER_FAILURES
                              or termination is Termination.RESUME_FAILED else ConnectionEnd.SERVER_CLOSE)
+
+
+def _unsent(transport: object) -> int:
+    """Bytes a TCP transport holds that never reached the socket (0 where it cannot tell)."""
+    return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)

@@ -9,7 +9,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..accesslog import AccessLog
 from ..backend import Backend
-from ..config import Limits, Timeouts
+from ..config import HookConfig, Limits, Timeouts
 from ..counters import Histogram
 from ..lifecycle import NO_HANDLERS, LifecycleHandlers
 from ..origin import ConnectionPool
@@ -49,6 +49,7 @@ class Frontend:
     forward: ForwardProxy | None = None  # a forward proxy's rules; None for a reverse proxy
     peers: PeerSettings = LOCAL  # local clients, or proxies speaking for clients
     handlers: LifecycleHandlers = NO_HANDLERS
+    handler_configs: tuple[HookConfig, ...] = ()  # what ``handlers`` were built from
     max_reads: int = 0  # requests read per connection before it is closed (0: no limit)
     max_writes: int = 0  # responses written per connection before it is closed
     connection_ends: dict[str, int] = field(default_factory=dict)  # connections by how they ended

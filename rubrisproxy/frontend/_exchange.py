@@ -575,10 +575,9 @@ class Exchange:
         self.client.websocket_ended(termination)
         session = self.session
         if session is not None:
-            clients = self.client.frontend.clients
-            clients.request_ended(session, self.server.name if self.server else None, 101)  # type: ignore[union-attr]
-            clients.websocket_ended(  # type: ignore[union-attr]
-                session, termination in (Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
+            registry = session.registry
+            registry.request_ended(session, self.server.name if self.server else None, 101)
+            registry.websocket_ended(session, termination in (Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
         self._free_slot()
         server = self.server
         if server is not None:
@@ -733,9 +732,10 @@ class Exchange:
     def _finish(self, termination: Termination, keep_alive: bool) -> None:
         self.finished = True
         self.termination = termination
-        if self.session is not None:
-            self.client.frontend.clients.request_ended(  # type: ignore[union-attr]
-                self.session, self.server.name if self.server is not None else None, self.status)
+        session = self.session
+        if session is not None:
+            from_origin = self.status if self._response_at >= 0 and self.status != 101 else 0
+            session.registry.request_ended(session, self.server.name if self.server is not None else None, from_origin)
         if self._resolving is not None:
             self._resolving.cancel()  # its answer is no longer wanted
         self._pending = None
@@ -753,6 +753,12 @@ class Exchange:
         if client.frontend.access_log.enabled:
             self._log(termination, now)
         client.exchange_done(self, keep_alive, now)
+
+    def dropped(self) -> None:
+        """A pipelined request that will never be answered (its connection is closing)."""
+        self.finished = True
+        if self.session is not None:
+            self.session.registry.request_ended(self.session, None, 0)
 
     def _count(self, termination: Termination, now: float) -> None:
         frontend = self.client.frontend

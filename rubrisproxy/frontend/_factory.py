@@ -7,6 +7,7 @@ from random import Random
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 
+from ..config import ConfigError, FrontendConfig, resolve_name
 from ._connection import ClientConnection
 from ._context import Frontend
 from ._proxied import ProxiedConnection
@@ -87,3 +88,15 @@ def drain(
 
     check()
     return done
+
+
+def protocol_class(config: FrontendConfig) -> type[ClientConnection] | None:
+    """A frontend's own protocol class, if it names one: a subclass of the connection its peers make."""
+    if config.protocol is None:
+        return None
+    key = f"frontends.{config.name}.protocol"
+    cls = resolve_name(key, config.protocol)
+    base = ProxiedConnection if config.peers == "proxied" else ClientConnection
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(key, f"{config.protocol} is not a subclass of rubrisproxy.frontend.{base.__name__}")
+    return cls

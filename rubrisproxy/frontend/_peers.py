@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..http import Headers
@@ -16,14 +16,25 @@ class PeerSettings:
     proxied: bool = False
     trusted: tuple[Any, ...] = ()  # ip_network objects
     proxy_protocol: str = "off"
+    header: bytes = b"x-forwarded-for"  # the one forwarding header trusted proxies write (or b"forwarded")
+    _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def build(cls, peers: str, trusted_proxies: tuple[str, ...], proxy_protocol: str) -> PeerSettings:
+    def build(cls, peers: str, trusted_proxies: tuple[str, ...], proxy_protocol: str,
+              header: str = "x-forwarded-for") -> PeerSettings:
         networks = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
-        return cls(peers == "proxied", networks, proxy_protocol)
+        return cls(peers == "proxied", networks, proxy_protocol, header.lower().encode())
 
     def trusts(self, address: str) -> bool:
-        """Whether ``address`` is one of the trusted proxies."""
+        """Whether ``address`` is one of the trusted proxies (answers remembered: a few addresses ask often)."""
+        known = self._known.get(address)
+        if known is None:
+            if len(self._known) >= 4096:
+                self._known.clear()
+            known = self._known[address] = self._in_trusted(address)
+        return known
+
+    def _in_trusted(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -35,19 +46,23 @@ class PeerSettings:
 LOCAL = PeerSettings()
 
 
-def forwarded_chain(headers: Headers) -> list[str]:
-    """The addresses a request passed through, oldest first, from ``X-Forwarded-For`` (else ``Forwarded``)."""
-    hops = [hop.strip() for name, value in headers if name.lower() == b"x-forwarded-for"
-            for hop in value.decode("latin-1").split(",")]
-    if hops:
-        return hops
+def forwarded_chain(headers: Headers, header: bytes = b"x-forwarded-for") -> list[str]:
+    """The addresses a request passed through, oldest first, from ``header``: ``X-Forwarded-For`` or ``Forwarded``.
+
+    Only the header the trusted proxies write counts: a client can write the other one itself.
+    """
+    hops: list[str] = []
     for name, value in headers:
-        if name.lower() == b"forwarded":
-            for element in value.decode("latin-1").split(","):
-                for pair in element.split(";"):
-                    key, _, found = pair.strip().partition("=")
-                    if key.lower() == "for":
-                        hops.append(_node_address(found.strip().strip('"')))
+        if name.lower() != header:
+            continue
+        if header == b"x-forwarded-for":
+            hops.extend(hop.strip() for hop in value.decode("latin-1").split(","))
+            continue
+        for element in value.decode("latin-1").split(","):
+            for pair in element.split(";"):
+                key, _, found = pair.strip().partition("=")
+                if key.lower() == "for":
+                    hops.append(_node_address(found.strip().strip('"')))
     return hops
 
 
@@ -68,7 +83,7 @@ def client_of(peer: str, headers: Headers, settings: PeerSettings) -> str:
     if not settings.trusts(peer):
         return peer
     hop = peer
-    for hop in reversed(forwarded_chain(headers)):
+    for hop in reversed(forwarded_chain(headers, settings.header)):
         if not settings.trusts(hop):
             break
     if hop is peer:

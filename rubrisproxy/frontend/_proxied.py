@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+import ipaddress
+
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 
@@ -21,30 +22,33 @@ class ProxiedConnection(ClientConnection):
     """A connection from a proxy: the client of each request is the rightmost untrusted hop.
 
     The TCP peer is the proxy. With the PROXY protocol (v1 or v2), the header that starts
-    the connection names the client (accepted only from a trusted proxy). Forwarding
-    headers (``X-Forwarded-For``, ``Forwarded``) count only when the peer is trusted; a
-    trusted proxy's chain is extended with its address on the way to the origin.
+    the connection names the source (accepted only from a trusted proxy). Forwarding
+    headers count only when the source is trusted; a trusted proxy's chain is extended
+    with its address on the way to the origin.
     """
 
-    __slots__ = ("peer", "trusted", "_proxy_header")
+    __slots__ = ("peer", "source", "trusted", "_proxy_header", "_forwarded_element")
 
     def connectionMade(self) -> None:
         super().connectionMade()
         settings = self.frontend.peers
-        self.peer = self.client_address  # the TCP peer, until a PROXY header names another
-        self.trusted = settings.trusts(self.peer)
+        self.peer = self.source = self.client_address  # the TCP peer; the source, until a PROXY header names one
         self._proxy_header: bytes | None = None
         if settings.proxy_protocol != "off":
-            if not self.trusted:
+            if not settings.trusts(self.peer):
                 self.log.warn("{peer} is not a trusted proxy: its PROXY header is refused", peer=self.peer)
                 self.end(ConnectionEnd.PROTOCOL_READ_ERROR)
                 return
             self._proxy_header = b""
-        self._trust(self.trusted)
+        self._trust()
 
-    def _trust(self, trusted: bool) -> None:
-        self.trusted = trusted
-        self.parser.set_drop(TRUSTED_PROXY_DROPS if trusted else LOCAL_CLIENT_DROPS)
+    def _trust(self) -> None:
+        """Whether the source may speak for clients decides which forwarding headers are kept."""
+        self.trusted = self.frontend.peers.trusts(self.source)
+        self.parser.set_drop(TRUSTED_PROXY_DROPS if self.trusted else LOCAL_CLIENT_DROPS)
+        node = self.source.encode()
+        self._forwarded_element = (b'for="[%s]"' % node if b":" in node else b"for=" + node) + (
+            b";proto=https" if self.secure else b";proto=http")
 
     def dataReceived(self, data: bytes) -> None:
         if self._proxy_header is not None:
@@ -69,7 +73,7 @@ class ProxiedConnection(ClientConnection):
             return b""
         try:
             info, rest = parser.feed(buffered)
-        except InvalidProxyHeader as e:
+        except Exception as e:  # noqa: BLE001 - Twisted's parsers raise more than InvalidProxyHeader on bad input
             return self._bad_proxy_header(f"invalid PROXY header: {type(e).__name__}")
         if info is None:
             if len(buffered) > MAX_PROXY_HEADER:
@@ -77,11 +81,15 @@ class ProxiedConnection(ClientConnection):
             self._proxy_header = buffered
             return b""
         self._proxy_header = None
-        source = info.source
-        if source is not None:  # None: LOCAL / UNKNOWN, the proxy's own connection (a health check)
-            self.peer = self.client_address = source.host  # type: ignore[attr-defined]
-            self._forwarding = forwarding_template(self.peer, self.secure)
-            self._trust(self.frontend.peers.trusts(self.peer))
+        host = getattr(info.source, "host", None)  # none for LOCAL, UNKNOWN or a unix socket: the proxy's own
+        if host is not None:
+            try:
+                host = str(ipaddress.ip_address(host))
+            except ValueError:
+                return self._bad_proxy_header(f"PROXY source {host[:64]!r} is not an address")
+            self.source = self.client_address = host
+            self._forwarding = forwarding_template(host, self.secure)
+            self._trust()
         return rest or b""
 
     def _bad_proxy_header(self, why: str) -> bytes:
@@ -96,34 +104,36 @@ class ProxiedConnection(ClientConnection):
 
     def client_of(self, head: RequestHead) -> str:
         if not self.trusted:
-            return self.peer
-        return client_of(self.peer, head.headers, self.frontend.peers)
+            return self.source
+        return client_of(self.source, head.headers, self.frontend.peers)
 
     def forwarding_headers(self, host: bytes, head: RequestHead | None = None) -> bytes:
         if not self.trusted or head is None:
             return super().forwarding_headers(host)
-        return trusted_forwarding(head, self.peer, self.secure, host)
+        return self._extended(host, head)
 
-
-def trusted_forwarding(head: RequestHead, peer: str, secure: bool, host: bytes) -> bytes:
-    """Forwarding lines for a request a trusted proxy sent: its chain extended with ``peer``, its other
-    forwarding headers kept (they reached the origin as they came), ours added where it set none."""
-    ours = forwarding_template(peer, secure) % (host, host)
-    lines: dict[bytes, bytes] = {}
-    for line in ours.split(b"\r\n")[:-1]:
-        name, _, value = line.partition(b": ")
-        lines[name.lower()] = value
-    chains = {b"x-forwarded-for": [], b"forwarded": []}  # type: dict[bytes, list[bytes]]
-    present = set()
-    for name, value in head.headers:
-        lower = name.lower()
-        if lower in chains:
-            chains[lower].append(value.strip())
-        else:
-            present.add(lower)
-    out = b"X-Forwarded-For: %s\r\n" % b", ".join([*chains[b"x-forwarded-for"], lines[b"x-forwarded-for"]])
-    out += b"Forwarded: %s\r\n" % b", ".join([*chains[b"forwarded"], lines[b"forwarded"]])
-    for name, header in ((b"x-forwarded-proto", b"X-Forwarded-Proto"), (b"x-forwarded-host", b"X-Forwarded-Host")):
-        if name not in present:
-            out += b"%s: %s\r\n" % (header, lines[name])
-    return out
+    def _extended(self, host: bytes, head: RequestHead) -> bytes:
+        """Forwarding lines for a request a trusted proxy sent: its chains extended with the source, its
+        other forwarding headers kept (they reach the origin as they came), ours added where it set none."""
+        xff: list[bytes] = []
+        forwarded: list[bytes] = []
+        has_proto = has_host = False
+        for name, value in head.headers:
+            lower = name.lower()
+            if lower == b"x-forwarded-for":
+                xff.append(value.strip())
+            elif lower == b"forwarded":
+                forwarded.append(value.strip())
+            elif lower == b"x-forwarded-proto":
+                has_proto = True
+            elif lower == b"x-forwarded-host":
+                has_host = True
+        source = self.source.encode()
+        xff.append(source)
+        forwarded.append(self._forwarded_element + b';host="%s"' % host)
+        out = b"X-Forwarded-For: %s\r\nForwarded: %s\r\n" % (b", ".join(xff), b", ".join(forwarded))
+        if not has_proto:
+            out += b"X-Forwarded-Proto: %s\r\n" % (b"https" if self.secure else b"http")
+        if not has_host:
+            out += b"X-Forwarded-Host: %s\r\n" % host
+        return out

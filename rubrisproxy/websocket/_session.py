@@ -538,6 +538,7 @@ class WebSocketSession:
     def _ending(self, termination: Termination) -> None:
         if self._termination is None:
             self._termination = termination
+            self._client.websocket_ended(termination)  # the client connection's end, before its TCP close
 
     def _maybe_end(self) -> None:
         if not (self._client_done and self._backend_done):
