@@ -19,6 +19,7 @@ from rubrisproxy.service import build_service
 from .helpers import ProxyTestCase, RawClient, get, run_reactor_for
 from .test_admin import ROOT
 from .test_routing import NamedOrigin
+from .test_websocket import EXAMPLES  # noqa: F401 - puts docs/examples on sys.path
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
 CONFIG = """
@@ -118,6 +119,26 @@ class ReloadTests(ProxyTestCase):
         with self.assertRaises(ConfigError) as caught:
             self.reload()
         self.assertIn("backends.web.health.check", str(caught.exception))
+        self.assertEqual([s.name for s in self.parts.backends["web"].servers], ["w1", "w2"])
+
+    def test_handlers_keep_their_state_unless_their_configuration_changes(self) -> None:
+        handlers = 'handlers = ["lifecycle_handlers.SourceLimit"]\n'
+        self.write(web=("w1", "w2"), ws=("e1", "e2"), routes=handlers)
+        self.reload()
+        frontend = self.parts.frontends["web"].frontend
+        (first,) = frontend.handlers.opened
+        self.write(web=("w1",), ws=("e1", "e2"), routes=handlers)
+        self.reload()
+        self.assertIs(frontend.handlers.opened[0], first)
+        self.write(web=("w1",), ws=("e1", "e2"), routes='handlers = ["lifecycle_handlers.SessionAudit"]\n')
+        self.reload()
+        self.assertEqual(frontend.handlers.opened, ())
+
+    def test_a_handler_that_cannot_be_built_changes_nothing(self) -> None:
+        self.write(web=("w1",), ws=("e1", "e2"), routes='handlers = ["collections.OrderedDict"]\n')
+        with self.assertRaises(ConfigError) as caught:
+            self.reload()
+        self.assertEqual(caught.exception.key, "frontends.web.handlers[0]")
         self.assertEqual([s.name for s in self.parts.backends["web"].servers], ["w1", "w2"])
 
     @defer.inlineCallbacks
