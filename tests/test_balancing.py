@@ -23,7 +23,7 @@ from rubrisproxy.backend import (
     source_key,
     url_param_key,
 )
-from rubrisproxy.config import BackendConfig, ServerConfig
+from rubrisproxy.config import BackendConfig, CookieConfig, ServerConfig
 from rubrisproxy.http import RequestHead
 
 from .helpers import ProxyTestCase, get
@@ -182,6 +182,61 @@ class QueueTests(unittest.TestCase):
         self.backend.release(held)  # type: ignore[arg-type]
         self.assertIs(next_one.server, held)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class PersistedQueueTests(unittest.TestCase):
+    """A request that persistence sends to a full server waits for that server, not another."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.backend = Backend(BackendConfig("app", tuple(servers(1, 1, maxconn=1))), self.clock, queue_timeout=5)
+        self.s1, self.s2 = self.backend.servers
+        self.backend.engineio.remember(b"abc", "s1")  # type: ignore[union-attr]
+
+    def poll(self) -> Waiting:
+        return Waiting(b"/socket.io/?EIO=4&transport=polling&sid=abc")
+
+    def test_waits_for_its_server_while_another_is_free(self):
+        self.assertIs(self.backend.assign(self.poll()), self.s1)
+        waiting = self.poll()
+        self.assertIs(self.backend.assign(waiting), QUEUED)  # s2 is free, but the sid is s1's
+        self.assertEqual(self.s2.active, 0)
+        other = Waiting()
+        self.assertIs(self.backend.assign(other), self.s2)  # an unpinned newcomer does not queue behind it
+        self.backend.release(self.s2)
+        self.assertIsNone(waiting.server)
+        self.backend.release(self.s1)
+        self.assertIs(waiting.server, self.s1)
+        self.assertEqual(self.backend.queue_length, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_an_unpinned_request_behind_it_takes_another_server_as_it_frees(self):
+        self.backend.assign(self.poll())
+        self.backend.assign(Waiting())  # both full now
+        pinned, unpinned = self.poll(), Waiting()
+        self.assertEqual([self.backend.assign(pinned), self.backend.assign(unpinned)], [QUEUED, QUEUED])
+        self.backend.release(self.s2)
+        self.assertIsNone(pinned.server)
+        self.assertIs(unpinned.server, self.s2)
+
+    def test_balanced_once_its_server_is_down(self):
+        self.backend.assign(self.poll())
+        self.backend.assign(Waiting())
+        waiting = self.poll()
+        self.assertIs(self.backend.assign(waiting), QUEUED)
+        self.s1.set_up(False)
+        self.backend.release(self.s2)
+        self.assertIs(waiting.server, self.s2)
+
+    def test_a_stickiness_cookie_pins_too(self):
+        config = BackendConfig("app", tuple(servers(1, 1, maxconn=1)), cookie=CookieConfig("SRV"))
+        backend = Backend(config, self.clock, queue_timeout=5)
+        first, pinned = Waiting(), Waiting()
+        first.head = pinned.head = request(headers=[(b"Host", b"example.com"), (b"Cookie", b"SRV=s1")])
+        self.assertIs(backend.assign(first), backend.servers[0])
+        self.assertIs(backend.assign(pinned), QUEUED)
+        self.clock.advance(5.1)
+        self.assertTrue(pinned.timed_out)  # nothing freed s1 in time: a 503 rather than a foreign server
 
 
 class SlowStartTests(unittest.TestCase):

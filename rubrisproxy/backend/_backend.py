@@ -34,12 +34,13 @@ class Waiter(Protocol):
 
 
 class _Queued:
-    __slots__ = ("waiter", "timer", "exclude")
+    __slots__ = ("waiter", "timer", "exclude", "server")
 
-    def __init__(self, waiter: Waiter, timer: IDelayedCall, exclude: frozenset[Server]) -> None:
+    def __init__(self, waiter: Waiter, timer: IDelayedCall, exclude: frozenset[Server], server: Server | None) -> None:
         self.waiter = waiter
         self.timer = timer
         self.exclude = exclude
+        self.server = server  # the server its persistence names: it waits for that one alone
 
 
 QUEUED = object()
@@ -54,7 +55,10 @@ class Backend:
     Only servers that are up take new requests; backup servers only when no normal
     server is up. A server at its ``maxconn`` takes no more: when every usable server
     is full, requests wait in order in the backend's queue, up to ``timeout queue``,
-    and the oldest takes the next free slot.
+    and the oldest takes the next free slot. A request that persistence (a cookie, a
+    stick table, a learned Engine.IO sid) sends to a full server waits for that server
+    rather than go to another, where its session is unknown; if that server is no
+    longer usable when a slot frees, it is balanced like any other.
     """
 
     def __init__(self, config: BackendConfig, clock: IReactorTime | None = None, queue_timeout: float = 30.0) -> None:
@@ -245,20 +249,28 @@ class Backend:
         if len(candidates) == 1 and not self._limited and not self.sticky and not self._queue:
             return self.take(candidates[0])  # the common single-server case, without the balancer
         free = [s for s in candidates if not s.full] if self._limited else candidates
-        if self.engineio is not None and free and is_engineio(waiter.head):
-            known = self.server_named(self.engineio.server_for(waiter.head) or "")
-            if known is not None and known in free:
-                return self.take(known)
-        if self.sticky and free:
-            sticky = self.sticky_server(waiter)
-            if sticky is not None and sticky in free:
-                return self.take(sticky)
-        if free and not (self._queue and self._queue_has_waiters()):
+        persisted = self.persisted_server(waiter)
+        if persisted is not None and persisted in candidates:
+            if persisted in free:
+                return self.take(persisted)
+            return self._enqueue(waiter, exclude, persisted)
+        if free and not self._queue_blocks(free):
             return self._take(free, waiter)
+        return self._enqueue(waiter, exclude, None)
+
+    def persisted_server(self, waiter: Waiter) -> Server | None:
+        """The server a learned Engine.IO sid, a cookie or a stick-table entry sends this request to, if any."""
+        if self.engineio is not None and is_engineio(waiter.head):
+            known = self.server_named(self.engineio.server_for(waiter.head) or "")
+            if known is not None:
+                return known
+        return self.sticky_server(waiter) if self.sticky else None
+
+    def _enqueue(self, waiter: Waiter, exclude: frozenset[Server], server: Server | None) -> object | None:
         if self.clock is None:
             return None
         timer = self.clock.callLater(self.queue_timeout, self._queue_expired, waiter)
-        self._queue.append(_Queued(waiter, timer, exclude))
+        self._queue.append(_Queued(waiter, timer, exclude, server))
         self.queued_total += 1
         return QUEUED
 
@@ -292,29 +304,45 @@ class Backend:
         return server
 
     def release(self, server: Server) -> None:
-        """``server`` finished a request: its slot goes to the oldest waiting request, if any."""
+        """``server`` finished a request: free slots go to the oldest waiting requests that can use them."""
         server.active -= 1
-        while self._queue and self._queue_has_waiters():  # usually empty
-            entry = self._queue[0]
-            free = [s for s in self.usable(entry.exclude) if not s.full]
-            if not free:
-                return
-            self._queue.popleft()
-            if entry.timer.active():
-                entry.timer.cancel()
-            entry.waiter.dequeued(self._take(free, entry.waiter))
+        queue = self._queue
+        if not queue:
+            return
+        served = True
+        while served:
+            served = False
+            for entry in list(queue):
+                if entry.waiter.finished:
+                    self._unqueue(entry)
+                    continue
+                usable = self.usable(entry.exclude)
+                pinned = entry.server if entry.server in usable else None  # not if it went down or away
+                free = [s for s in usable if not s.full] if pinned is None else [pinned] * (not pinned.full)
+                if free:
+                    self._unqueue(entry)
+                    entry.waiter.dequeued(self._take(free, entry.waiter))
+                    served = True
+                    break
+                if pinned is None:
+                    return  # a request free to go anywhere cannot: nobody behind it can either
 
     def _take(self, free: list[Server], waiter: Waiter) -> Server:
         return self.take(self.balancer.choose(free, waiter.head, waiter.client_address_for_balancing()))
 
-    def _queue_has_waiters(self) -> bool:
-        """Drop abandoned requests from the head of the queue; True if one is still waiting."""
+    def _unqueue(self, entry: _Queued) -> None:
+        self._queue.remove(entry)
+        if entry.timer.active():
+            entry.timer.cancel()
+
+    def _queue_blocks(self, free: list[Server]) -> bool:
+        """Whether a waiting request could take one of the ``free`` servers (then a newcomer queues behind it)."""
         queue = self._queue
         while queue and queue[0].waiter.finished:
-            entry = queue.popleft()
-            if entry.timer.active():
-                entry.timer.cancel()
-        return bool(queue)
+            self._unqueue(queue[0])
+        return any(
+            not entry.waiter.finished and (entry.server is None or entry.server in free) for entry in queue
+        )
 
     def _queue_expired(self, waiter: Waiter) -> None:
         for entry in self._queue:
