@@ -62,7 +62,7 @@ class ConnectionInfo:
     client: str | None = None  # the client that owned the connection (its request was in progress), if any
     session: str | None = None  # that client's session id, if it has one
     requests: int = 0
-    responses: int = 0
+    responses: int = 0  # written to the client, a 101 and the proxy's own error answers included
     bytes_in: int = 0
     bytes_out: int = 0
     duration: float = 0.0

@@ -155,7 +155,8 @@ class TerminationTests(EndCase):
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
         received = yield client.closed
         self.assertTrue(received.startswith(b"HTTP/1.1 400"))
-        yield self.ended_with(ConnectionEnd.PROTOCOL_READ_ERROR)
+        info = yield self.ended_with(ConnectionEnd.PROTOCOL_READ_ERROR)
+        self.assertEqual((info.requests, info.responses), (0, 1))
 
     @defer.inlineCallbacks
     def test_protocol_write_error(self):  # type: ignore[no-untyped-def]
@@ -243,6 +244,7 @@ class WebSocketEndTests(ProxyTestCase):
         yield client.closed
         yield self.poll(lambda: recorder.ended, "the termination handler was called")
         yield self.settle(frontend)
+        self.assertEqual([(info.requests, info.responses) for info, _ in recorder.ended], [(1, 1)])  # the 101
         return [reason for _, reason in recorder.ended]
 
     @defer.inlineCallbacks

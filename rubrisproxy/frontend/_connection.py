@@ -339,6 +339,7 @@ class ClientConnection(Protocol):
         connection; the HTTP timers stop.
         """
         self.relay = relay
+        self.responses += 1  # its 101
         self.parser.close()  # HTTP is over on this connection: free what it used
         self.parser = None  # type: ignore[assignment]
         self._forwarding = b""
@@ -457,6 +458,7 @@ class ClientConnection(Protocol):
             client=self.client_address, status=error.status, detail=error.detail,
         )
         self.write(error_response(error.status))
+        self.responses += 1
         Exchange.log_refused(self, error.status, termination)
         self.end(ConnectionEnd.TIMEOUT if termination is Termination.REQUEST_TIMEOUT else ConnectionEnd.PROTOCOL_READ_ERROR)
 
