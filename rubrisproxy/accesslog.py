@@ -94,11 +94,12 @@ class AccessLog:
     log = Logger(namespace="rubrisproxy.access")
     enabled = True
 
-    def __init__(self, format: str = "text", stream: IO[str] | None = None) -> None:
+    def __init__(self, format: str = "text", stream: IO[str] | None = None, connections: bool = True) -> None:
         self._format: Callable[[AccessRecord], str] = format_json if format == "json" else format_text
         self._format_connection = format_connection_json if format == "json" else format_connection_text
         self._stream = stream
         self.records = 0
+        self.writes_connections = connections
 
     def write(self, record: AccessRecord) -> None:
         self.records += 1
@@ -130,6 +131,9 @@ class NullAccessLog(AccessLog):
     """An access log that writes nothing."""
 
     enabled = False
+
+    def __init__(self) -> None:
+        super().__init__(connections=False)
 
     def write(self, record: AccessRecord) -> None:
         self.records += 1

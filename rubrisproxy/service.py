@@ -365,9 +365,8 @@ def make_access_log(config: ProxyConfig) -> AccessLog:
     settings = config.access_log
     if not settings.enabled:
         return NullAccessLog()
-    if settings.path == "-":
-        return AccessLog(settings.format)
-    return AccessLog(settings.format, open(settings.path, "a", encoding="utf-8"))
+    stream = None if settings.path == "-" else open(settings.path, "a", encoding="utf-8")
+    return AccessLog(settings.format, stream, connections=settings.connections)
 
 
 def _public_url(description: str) -> str:

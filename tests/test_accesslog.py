@@ -38,3 +38,11 @@ class FormatTests(unittest.TestCase):
         with open(path) as f:
             (line,) = f.read().splitlines()
         self.assertEqual(json.loads(line)["target"], "/a?b=1")
+
+    def test_connection_lines_can_be_left_out(self):
+        for setting in (True, False):
+            config_path = self.mktemp()
+            with open(config_path, "w") as f:
+                f.write(f"[access-log]\nconnections = {str(setting).lower()}\n")
+            config = load_config(CommandLine(config_path=config_path, backends=["127.0.0.1:1"]))
+            self.assertIs(make_access_log(config).writes_connections, setting)

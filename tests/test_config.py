@@ -104,6 +104,7 @@ class FileTests(unittest.TestCase):
         self.assertConfigError({"frontends": {"web": {"backend": "nope"}}, "backends": {"app": {}}}, "frontends.web.backend")
         self.assertConfigError({"frontends": {"web": {"listen": []}}}, "frontends.web.listen")
         self.assertConfigError({"access-log": {"format": "xml"}}, "access-log.format")
+        self.assertConfigError({"access-log": {"connections": "no"}}, "access-log.connections")
         self.assertConfigError({"bogus": 1}, "bogus")
         self.assertConfigError({"backends": {"app": {"balance": "no.such.Balancer"}}}, "backends.app.balance")
         clients = {"web": {"backend": "app", "clients": {"identify": ["ip"]}}}

@@ -99,6 +99,19 @@ class TerminationTests(EndCase):
         self.assertGreater(info.bytes_out, info.bytes_in)
 
     @defer.inlineCallbacks
+    def test_without_connection_lines_handlers_and_counters_still_hear(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        self.access_log.writes_connections = False  # [access-log] connections = false
+        client = yield self.connect()
+        client.send(get(b"/a"))
+        yield client.responses(1)
+        client.transport.loseConnection()
+        yield self.poll(lambda: self.recorder.ended, "the termination handler was called")
+        yield self.settle(self.frontend)
+        self.assertEqual(self.frontend.connection_ends, {"client-close": 1})
+        self.assertEqual((len(self.access_log.entries), self.access_log.connections), (1, []))
+
+    @defer.inlineCallbacks
     def test_server_close_on_drain(self):  # type: ignore[no-untyped-def]
         self.proxy()
         client = yield self.connect()

@@ -237,15 +237,17 @@ def _pool(table: Mapping[str, Any]) -> PoolSettings:
 
 
 def _access_log(table: Mapping[str, Any]) -> AccessLogSettings:
-    _reject_unknown("access-log", table, {"enabled", "path", "format"})
-    enabled = table.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError("access-log.enabled", f"expected true or false, got {enabled!r}")
+    _reject_unknown("access-log", table, {"enabled", "path", "format", "connections"})
+    enabled, connections = table.get("enabled", True), table.get("connections", True)
+    for key, value in (("enabled", enabled), ("connections", connections)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"access-log.{key}", f"expected true or false, got {value!r}")
     path = table.get("path", "-")
     if not isinstance(path, str) or not path:
         raise ConfigError("access-log.path", f"expected a file path or '-', got {path!r}")
     return AccessLogSettings(
-        enabled=enabled, path=path, format=_log_format("access-log.format", table.get("format", "text"))
+        enabled=enabled, path=path, format=_log_format("access-log.format", table.get("format", "text")),
+        connections=connections,
     )
 
 

@@ -48,6 +48,7 @@ class AccessLogSettings:
     enabled: bool = True
     path: str = "-"  # "-" is the twistd log
     format: str = "text"  # "text" or "json"
+    connections: bool = True  # a line for each client connection as it ends, besides one per request
 
 
 @dataclass(frozen=True, slots=True)

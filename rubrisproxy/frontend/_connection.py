@@ -227,10 +227,11 @@ class ClientConnection(Protocol):
         ends[end.value] = ends.get(end.value, 0) + 1
         if frontend.clients is not None:
             frontend.clients.connection_ended(self, end)
-        if frontend.access_log.enabled or frontend.handlers.ended:
+        access_log = frontend.access_log
+        if access_log.writes_connections or frontend.handlers.ended:
             info = self.info()
-            if frontend.access_log.enabled:
-                frontend.access_log.write_connection(ConnectionRecord(
+            if access_log.writes_connections:
+                access_log.write_connection(ConnectionRecord(
                     info.peer, info.frontend, end.value, info.client or "-", info.requests, info.responses,
                     info.bytes_in, info.bytes_out, info.duration * 1000,
                 ))
