@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
@@ -12,7 +11,7 @@ from twisted.logger import Logger
 
 from .backend import Backend, HealthChecker, balancer_for
 from .config import CommandLine, ConfigError, ProxyConfig, build_objects, load_config
-from .frontend import protocol_class
+from .frontend import connection_factory, protocol_class
 from .lifecycle import HANDLER_INTERFACES
 from .routing import Router
 from .websocket import build_hooks
@@ -29,8 +28,9 @@ class Reloader:
 
     Applied: timeouts and limits; backends added and removed; each backend's settings
     and servers (added, removed and drained, re-weighted), keeping health and stick
-    tables; frontends added and removed, their routes, default backend and listen
-    endpoints. A file that does not validate changes nothing.
+    tables; frontends added and removed, their routes, default backend, listen
+    endpoints, connection settings and handlers, and (for connections accepted from then
+    on) their peers and protocol class. A file that does not validate changes nothing.
     """
 
     log = Logger()
@@ -126,11 +126,11 @@ class Reloader:
             frontend.router = Router(config.routes, parts.backends, default)  # also when only backends changed
             frontend.forward = parts.forward_rules(config)
             previous = old_frontends.get(config.name)
-            if previous is not None and previous.peers != config.peers:
-                self.log.warn("reload: frontend {name}'s peers change from {old} to {new} on restart",
-                              name=config.name, old=previous.peers, new=config.peers)
-                config = replace(config, peers=previous.peers)
             parts.connection_settings(frontend, config)
+            if previous is not None and (previous.peers, previous.protocol) != (config.peers, config.protocol):
+                running.use_factory(connection_factory(frontend, protocol_class(config)))
+                changes.append(f"frontend {config.name}: new connections are {config.peers}"
+                               + (f" ({config.protocol})" if config.protocol else ""))
             try:
                 running.listen_on(config.listen)
             except SystemExit as e:

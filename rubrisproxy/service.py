@@ -90,6 +90,16 @@ class ListeningService(service.Service):
         if self.running:
             self._listen(added)
 
+    def use_factory(self, factory: Any) -> None:
+        """Build new connections with ``factory`` from now on, on every endpoint; accepted ones stay as they are."""
+        old, self.factory = self.factory, factory
+        for port in self.ports:
+            holder = port.factory  # type: ignore[attr-defined]
+            if holder is old:
+                port.factory = factory  # type: ignore[attr-defined]
+            elif getattr(holder, "wrappedFactory", None) is old:  # a TLS port wraps the protocol's factory
+                holder.wrappedFactory = factory
+
     def _listen(self, endpoints: tuple[str, ...] | list[str] | None = None) -> None:
         self._listening_started = True
         for description in self.endpoints if endpoints is None else endpoints:

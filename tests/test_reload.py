@@ -9,16 +9,19 @@ import sys
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import Agent, readBody
 
 from rubrisproxy.config import CommandLine, ConfigError, load_config
+from rubrisproxy.http import RequestHead
 from rubrisproxy.reload import Reloader
-from rubrisproxy.service import build_service
+from rubrisproxy.service import ListeningService, build_service
 
 from .helpers import ProxyTestCase, RawClient, get, run_reactor_for
 from .test_admin import ROOT
 from .test_routing import NamedOrigin
+from .test_tls_origin import make_certificates
 from .test_websocket import EXAMPLES  # noqa: F401 - puts docs/examples on sys.path
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
@@ -112,6 +115,25 @@ class ReloadTests(ProxyTestCase):
         finally:
             self.proxy_port = saved
         return responses
+
+    @defer.inlineCallbacks
+    def test_peers_change_for_new_connections_and_open_ones_keep_their_kind(self):  # type: ignore[no-untyped-def]
+        before = yield self.connect()
+        before.send(get(b"/a"))
+        yield before.responses(1)
+        self.write(web=("w1", "w2"), ws=("e1", "e2"),
+                   routes='peers = "proxied"\ntrusted-proxies = ["127.0.0.0/8"]\n')
+        self.assertIn("frontend web: new connections are proxied", self.reload())
+        after = yield self.connect()
+        after.send(get(b"/b", b"X-Forwarded-For: 203.0.113.9\r\n"))
+        yield after.responses(1)
+        connections = self.parts.frontends["web"].frontend.connections
+        forwarded = RequestHead(b"GET", b"/", b"1.1", [(b"Host", b"x"), (b"X-Forwarded-For", b"203.0.113.9")])
+        kinds = sorted((type(c).__name__, c.client_of(forwarded)) for c in connections if c.requests)
+        self.assertEqual(kinds, [("ClientConnection", "127.0.0.1"), ("ProxiedConnection", "203.0.113.9")])
+        before.send(get(b"/c"))  # the open connection still serves, as it was
+        (answer,) = yield before.responses(1)
+        self.assertEqual(answer.status, 200)
 
     def test_a_bad_file_changes_nothing(self) -> None:
         with open(self.path, "a") as f:
@@ -253,3 +275,45 @@ class ReloadTests(ProxyTestCase):
         changes = self.reload()
         self.assertIn("backend web reconfigured", changes)
         yield self.poll(lambda: "clash" not in self.parts.frontends, "the clash removed")
+
+
+class _Recording(ServerFactory):
+    def __init__(self, name: str, built: list[str]) -> None:
+        self.name, self.built = name, built
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        self.built.append(self.name)
+        return Protocol()
+
+
+class FactorySwapTests(ProxyTestCase):
+    """A listener takes a new factory for the connections it accepts from then on."""
+
+    @defer.inlineCallbacks
+    def swapped(self, endpoint: str):  # type: ignore[no-untyped-def]
+        built: list[str] = []
+        listening = ListeningService(reactor, "test", _Recording("old", built), (endpoint,))
+        listening.startService()
+        self.addCleanup(listening.stopService)
+        listening.use_factory(_Recording("new", built))
+        client = Protocol()
+        port = listening.ports[0].getHost().port
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        self.addCleanup(client.transport.abortConnection)
+        yield self.poll(lambda: built, "the listener built a protocol")
+        return built
+
+    @defer.inlineCallbacks
+    def test_tcp(self):  # type: ignore[no-untyped-def]
+        self.assertEqual((yield self.swapped("tcp:0:interface=127.0.0.1")), ["new"])
+
+    @defer.inlineCallbacks
+    def test_tls_wraps_the_factory(self):  # type: ignore[no-untyped-def]
+        _, key_pem, cert_pem = make_certificates()
+        paths = {}
+        for name, data in (("key", key_pem), ("cert", cert_pem)):
+            paths[name] = self.mktemp()
+            with open(paths[name], "wb") as f:
+                f.write(data)
+        endpoint = f"ssl:0:interface=127.0.0.1:privateKey={paths['key']}:certKey={paths['cert']}"
+        self.assertEqual((yield self.swapped(endpoint)), ["new"])

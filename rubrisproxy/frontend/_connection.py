@@ -61,6 +61,7 @@ class ClientConnection(Protocol):
     transport: ITCPTransport  # set by makeConnection before any other event
 
     log = Logger()
+    proxied = False  # its peer is a client, not a proxy speaking for clients
 
     # Slots keep a long-lived (WebSocket) connection small; Protocol's own attributes stay in its dict.
     __slots__ = (
@@ -251,7 +252,7 @@ class ClientConnection(Protocol):
         frontend = self.frontend
         session = self.current.session if self.current is not None else None
         return ConnectionInfo(
-            frontend=frontend.name, peer=getattr(self, "peer", self.client_address), proxied=frontend.peers.proxied,
+            frontend=frontend.name, peer=getattr(self, "peer", self.client_address), proxied=self.proxied,
             opened_at=self.opened_at, source=getattr(self, "source", None), client=self.owner(), session=session.id if session is not None else None, requests=self.requests, responses=self.responses,
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, duration=frontend.clock.seconds() - self.opened_at,
         )
@@ -295,7 +296,7 @@ class ClientConnection(Protocol):
         self._receiving = exchange
         clients = self.frontend.clients
         if clients is not None:
-            exchange.session = clients.request_started(head, self, not self.frontend.peers.proxied,
+            exchange.session = clients.request_started(head, self, not self.proxied,
                                                        exchange.client_address)
         if max_reads and self.requests == max_reads and self.last_request is None:
             self.last_request = exchange  # answered with Connection: close; later requests are not read

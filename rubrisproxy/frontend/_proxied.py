@@ -28,6 +28,7 @@ class ProxiedConnection(ClientConnection):
     """
 
     __slots__ = ("peer", "source", "trusted", "_proxy_header", "_forwarded_element")
+    proxied = True
 
     def connectionMade(self) -> None:
         super().connectionMade()
