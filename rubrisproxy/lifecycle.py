@@ -39,7 +39,7 @@ class ConnectionEnd(StrEnum):
     """Why a client connection ended, as termination handlers, the access log and the counters see it."""
 
     CLIENT_CLOSE = "client-close"  # the client closed between requests, or asked to (Connection: close)
-    SERVER_CLOSE = "server-close"  # the proxy closed it by choice (HTTP/1.0, a close-delimited body, drain)
+    SERVER_CLOSE = "server-close"  # the proxy closed it by choice (a close-delimited body, drain, a refusal)
     SOCKET_READ_CLOSED = "socket-read-closed"  # the client's side ended mid-request, or was reset
     SOCKET_WRITE_ERROR = "socket-write-error"  # the connection failed while a response was being written
     MAX_READS = "max-reads"  # it had sent max-reads requests

@@ -99,6 +99,18 @@ class TerminationTests(EndCase):
         self.assertGreater(info.bytes_out, info.bytes_in)
 
     @defer.inlineCallbacks
+    def test_the_handlers_a_connection_opened_with_hear_its_end_after_a_reload(self):  # type: ignore[no-untyped-def]
+        frontend = self.proxy()
+        client = yield self.connect()
+        client.send(get(b"/a"))
+        yield client.responses(1)
+        newer = Recorder()
+        frontend.handlers = LifecycleHandlers.of((newer,))  # as a reload that changes `handlers` does
+        client.transport.loseConnection()
+        yield self.ended_with(ConnectionEnd.CLIENT_CLOSE)  # heard by the first recorder, once
+        self.assertEqual((newer.opened, newer.ended), ([], []))
+
+    @defer.inlineCallbacks
     def test_without_connection_lines_handlers_and_counters_still_hear(self):  # type: ignore[no-untyped-def]
         self.proxy()
         self.access_log.writes_connections = False  # [access-log] connections = false

@@ -83,6 +83,20 @@ class ProxiedFrontendTests(ProxyTestCase):
         self.assertEqual([e.client for e in self.access_log.entries], ["198.51.100.1", "198.51.100.2"])
 
     @defer.inlineCallbacks
+    def test_an_open_connection_keeps_the_settings_it_opened_with(self):  # type: ignore[no-untyped-def]
+        frontend = self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off"))
+        client = yield self.connect()
+        client.send(get(b"/", b"X-Forwarded-For: 198.51.100.1\r\n"))
+        yield client.responses(1)
+        frontend.peers = PeerSettings.build("proxied", (), "off")  # a reload that trusts nobody
+        client.send(get(b"/", b"X-Forwarded-For: 198.51.100.2\r\n"))
+        yield client.responses(2)
+        newcomer = yield self.connect()
+        newcomer.send(get(b"/", b"X-Forwarded-For: 198.51.100.3\r\n"))
+        yield newcomer.responses(1)
+        self.assertEqual([e.client for e in self.access_log.entries], ["198.51.100.1", "198.51.100.2", "127.0.0.1"])
+
+    @defer.inlineCallbacks
     def test_an_untrusted_peer_cannot_name_a_client(self):  # type: ignore[no-untyped-def]
         _, client = yield self.through(get(b"/headers", b"X-Forwarded-For: 203.0.113.7\r\n"), trusted=("10.0.0.0/8",))
         self.assertEqual(self.access_log.entries[0].client, "127.0.0.1")
@@ -117,7 +131,10 @@ class ProxiedFrontendTests(ProxyTestCase):
         client.transport.loseConnection()
         yield self.poll(lambda: recorder.ended, "ended")
         ((info, _),) = recorder.ended
-        self.assertEqual((recorder.opened[0].peer, info.peer, info.source), ("127.0.0.1", "127.0.0.1", "198.51.100.9"))
+        (opened,) = recorder.opened  # told once the header named the source, so a handler may refuse by it
+        self.assertEqual((opened.peer, opened.source, info.peer, info.source),
+                         ("127.0.0.1", "198.51.100.9", "127.0.0.1", "198.51.100.9"))
+
 
     @defer.inlineCallbacks
     def test_proxy_protocol_v2(self):  # type: ignore[no-untyped-def]
@@ -141,3 +158,54 @@ class ProxiedFrontendTests(ProxyTestCase):
         data = b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 80\r\n" + get(b"/")
         frontend, client = yield self.through(data, trusted=("10.0.0.0/8",), protocol="v1", answered=False)
         self.assertEqual(client.received, b"")
+
+    @defer.inlineCallbacks
+    def test_a_bad_proxy_header_is_heard_of_opened_and_ended_once(self):  # type: ignore[no-untyped-def]
+        from rubrisproxy.lifecycle import LifecycleHandlers
+
+        from .test_lifecycle import Recorder
+
+        recorder = Recorder(refuse=("127.0.0.1",))  # its refusal cannot hide why the connection closed
+        frontend = self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "v1"))
+        frontend.handlers = LifecycleHandlers.of((recorder,))
+        client = yield self.connect()
+        client.send(b"GET / HTTP/1.1\r\n")
+        yield client.closed
+        yield self.poll(lambda: recorder.ended, "ended")
+        (opened,) = recorder.opened
+        ((info, reason),) = recorder.ended
+        self.assertEqual((opened.source, info.source, reason), (None, None, ConnectionEnd.PROTOCOL_READ_ERROR))
+
+    @defer.inlineCallbacks
+    def test_proxy_unknown_keeps_the_proxy_as_the_source(self):  # type: ignore[no-untyped-def]
+        _, client = yield self.through(b"PROXY UNKNOWN\r\n" + get(b"/headers", b"X-Forwarded-For: 203.0.113.7\r\n"),
+                                       protocol="v1")
+        self.assertEqual(self.access_log.entries[0].client, "203.0.113.7")  # the proxy is trusted: its chain counts
+
+
+class ForwardingHeaderTests(ProxyTestCase):
+    """Only the header the trusted proxies write is believed; the origin gets both, from the same hops."""
+
+    @defer.inlineCallbacks
+    def headers_seen(self, believed: str, extra: bytes):  # type: ignore[no-untyped-def]
+        peers = PeerSettings.build("proxied", ("127.0.0.0/8",), "off", believed)
+        self.start_proxy(self.start_web_origin(), peers=peers)
+        (response,) = yield self.request(get(b"/headers", extra))
+        lines = response.body.lower().split(b"\n")
+        return {name: [line for line in lines if line.startswith(name + b": ")] for name in (b"x-forwarded-for", b"forwarded")}
+
+    @defer.inlineCallbacks
+    def test_forwarded_believed_an_x_forwarded_for_written_by_the_client_is_not_passed_on(self):  # type: ignore[no-untyped-def]
+        seen = yield self.headers_seen("forwarded", b"X-Forwarded-For: 6.6.6.6\r\nForwarded: for=1.2.3.4\r\n")
+        self.assertEqual(seen[b"x-forwarded-for"], [b"x-forwarded-for: 1.2.3.4, 127.0.0.1"])
+        self.assertEqual(len(seen[b"forwarded"]), 1)
+        self.assertTrue(seen[b"forwarded"][0].startswith(b"forwarded: for=1.2.3.4, for=127.0.0.1;proto=http;host="))
+
+    @defer.inlineCallbacks
+    def test_x_forwarded_for_believed_a_forwarded_written_by_the_client_is_not_passed_on(self):  # type: ignore[no-untyped-def]
+        seen = yield self.headers_seen(
+            "x-forwarded-for", b"Forwarded: for=9.9.9.9\r\nX-Forwarded-For: 2001:db8::5, not-an-ip\r\n")
+        self.assertEqual(seen[b"x-forwarded-for"], [b"x-forwarded-for: 2001:db8::5, not-an-ip, 127.0.0.1"])
+        (forwarded,) = seen[b"forwarded"]
+        self.assertTrue(forwarded.startswith(b'forwarded: for="[2001:db8::5]", for=unknown, for=127.0.0.1;proto=http'))
+        self.assertNotIn(b"9.9.9.9", forwarded)

@@ -68,11 +68,12 @@ class ClientConnection(Protocol):
         "frontend", "current", "_queued", "_receiving", "_deadline", "_waiting", "_close_timer", "_held_error",
         "closing", "lost", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
         "_upgrading", "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding", "gate", "download", "parser",
-        "opened_at", "responses", "end_reason", "last_request", "_limit_end",
+        "opened_at", "responses", "end_reason", "last_request", "_limit_end", "handlers",
     )
 
     def __init__(self, frontend: Frontend) -> None:
         self.frontend = frontend
+        self.handlers = frontend.handlers  # those it opened with hear of its end, whatever a reload changes
         self.current: Exchange | None = None
         # Pipelined requests, oldest first: rarely any, so a list is made only for the first.
         self._queued: list[Exchange] | tuple[()] = ()
@@ -124,7 +125,11 @@ class ClientConnection(Protocol):
         )
         self.ready_at = self.opened_at = frontend.clock.seconds()
         self._wait(_Wait.REQUEST)
-        for handler in frontend.handlers.opened:
+        self.announce()
+
+    def announce(self) -> None:
+        """Tell the connection handlers of this connection; one may refuse it."""
+        for handler in self.handlers.opened:
             try:
                 handler.connection_opened(self.info())
             except RefuseConnection as refusal:
@@ -229,14 +234,15 @@ class ClientConnection(Protocol):
         if frontend.clients is not None:
             frontend.clients.connection_ended(self, end)
         access_log = frontend.access_log
-        if access_log.writes_connections or frontend.handlers.ended:
+        handlers = self.handlers.ended
+        if access_log.writes_connections or handlers:
             info = self.info()
             if access_log.writes_connections:
                 access_log.write_connection(ConnectionRecord(
                     info.peer, info.frontend, end.value, info.client or "-", info.requests, info.responses,
                     info.bytes_in, info.bytes_out, info.duration * 1000,
                 ))
-            for handler in frontend.handlers.ended:
+            for handler in handlers:
                 try:
                     handler.connection_ended(info, end)
                 except Exception:

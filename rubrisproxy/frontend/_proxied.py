@@ -10,10 +10,12 @@ from twisted.protocols.haproxy._v2parser import V2Parser
 from ..http import RequestHead
 from ..lifecycle import ConnectionEnd
 from ._connection import LOCAL_CLIENT_DROPS, ClientConnection, forwarding_template
-from ._peers import client_of
+from ._peers import client_of, forwarded_chain
 
 #: A trusted proxy's forwarded-for chain is extended, not replaced; Expect is answered here.
 TRUSTED_PROXY_DROPS = frozenset((b"x-forwarded-for", b"forwarded", b"expect"))
+#: A v1 header whose proxy does not know the source (it may carry nothing more).
+V1_UNKNOWN = b"PROXY UNKNOWN\r\n"
 #: Longest PROXY header read (v1 is at most 107 bytes; v2 with TLVs is bounded here).
 MAX_PROXY_HEADER = 4096
 
@@ -27,48 +29,52 @@ class ProxiedConnection(ClientConnection):
     with its address on the way to the origin.
     """
 
-    __slots__ = ("peer", "source", "trusted", "_proxy_header", "_forwarded_element")
+    __slots__ = ("peer", "source", "peers", "trusted", "_proxy_header", "_forwarded_element")
     proxied = True
 
     def connectionMade(self) -> None:
-        super().connectionMade()
-        settings = self.frontend.peers
-        self.peer = self.source = self.client_address  # the TCP peer; the source, until a PROXY header names one
-        self._proxy_header: bytes | None = None
-        if settings.proxy_protocol != "off":
-            if not settings.trusts(self.peer):
-                self.log.warn("{peer} is not a trusted proxy: its PROXY header is refused", peer=self.peer)
-                self.end(ConnectionEnd.PROTOCOL_READ_ERROR)
-                return
-            self._proxy_header = b""
+        # Settings as they were when it opened: a reload changes them for new connections only.
+        self.peers = peers = self.frontend.peers
+        self.source: str | None = None  # what a PROXY header named
+        self._proxy_header: bytes | None = b"" if peers.proxy_protocol != "off" else None
+        super().connectionMade()  # the handlers hear of it here, or once a PROXY header has named its source
+        self.peer = self.client_address  # the TCP peer; the client address, until a PROXY header names one
+        if self._proxy_header is not None and not peers.trusts(self.peer):
+            self._bad_proxy_header(f"{self.peer} is not a trusted proxy: its PROXY header is refused")
+            return
         self._trust()
 
+    def announce(self) -> None:
+        if self._proxy_header is None:  # not while a PROXY header is still to name the source
+            super().announce()
+
     def _trust(self) -> None:
-        """Whether the source may speak for clients decides which forwarding headers are kept."""
-        self.trusted = self.frontend.peers.trusts(self.source)
+        """Whether the address speaking may speak for clients decides which forwarding headers are kept."""
+        self.trusted = self.peers.trusts(self.client_address)
         self.parser.set_drop(TRUSTED_PROXY_DROPS if self.trusted else LOCAL_CLIENT_DROPS)
-        node = self.source.encode()
-        self._forwarded_element = (b'for="[%s]"' % node if b":" in node else b"for=" + node) + (
+        self._forwarded_element = forwarded_node(self.client_address) + (
             b";proto=https" if self.secure else b";proto=http")
 
     def dataReceived(self, data: bytes) -> None:
         if self._proxy_header is not None:
             data = self._read_proxy_header(data)
-            if not data:
+            if not data or self.end_reason is not None:
                 return
         super().dataReceived(data)
 
     def _read_proxy_header(self, data: bytes) -> bytes:
         """Consume the PROXY header; returns what follows it (b"" until it is complete)."""
         buffered = self._proxy_header + data  # type: ignore[operator]
-        allowed = self.frontend.peers.proxy_protocol
+        allowed = self.peers.proxy_protocol
         parser: V1Parser | V2Parser
         if buffered.startswith(V2Parser.PREFIX[: len(buffered)]) and allowed in ("v2", "any"):
             parser = V2Parser()
         elif buffered.startswith(b"PROXY "[: len(buffered)]) and allowed in ("v1", "any"):
+            if buffered.startswith(V1_UNKNOWN):  # the proxy does not know the source: it stays the client
+                return self._proxy_header_read(buffered[len(V1_UNKNOWN):], None)
             parser = V1Parser()
         else:
-            return self._bad_proxy_header(f"no PROXY {allowed} header")
+            return self._bad_proxy_header(f"expected a PROXY header ({allowed})")
         if isinstance(parser, V2Parser) and len(buffered) < 16:
             self._proxy_header = buffered
             return b""
@@ -81,21 +87,29 @@ class ProxiedConnection(ClientConnection):
                 return self._bad_proxy_header("PROXY header too long")
             self._proxy_header = buffered
             return b""
-        self._proxy_header = None
         host = getattr(info.source, "host", None)  # none for LOCAL, UNKNOWN or a unix socket: the proxy's own
         if host is not None:
             try:
                 host = str(ipaddress.ip_address(host))
             except ValueError:
                 return self._bad_proxy_header(f"PROXY source {host[:64]!r} is not an address")
-            self.source = self.client_address = host
-            self._forwarding = forwarding_template(host, self.secure)
+        return self._proxy_header_read(rest or b"", host)
+
+    def _proxy_header_read(self, rest: bytes, source: str | None) -> bytes:
+        """The PROXY header named ``source`` (None: the proxy itself); the handlers hear of the connection now."""
+        self._proxy_header = None
+        if source is not None:
+            self.source = self.client_address = source
+            self._forwarding = forwarding_template(source, self.secure)
             self._trust()
-        return rest or b""
+        self.announce()
+        return rest
 
     def _bad_proxy_header(self, why: str) -> bytes:
         self.log.warn("closed a connection from {peer}: {why}", peer=self.peer, why=why)
+        self.note_end(ConnectionEnd.PROTOCOL_READ_ERROR)  # first, so no handler's refusal can say otherwise
         self._proxy_header = None
+        self.announce()  # every connection the termination handlers hear of, the connection handlers heard of
         self.end(ConnectionEnd.PROTOCOL_READ_ERROR)
         return b""
 
@@ -105,8 +119,8 @@ class ProxiedConnection(ClientConnection):
 
     def client_of(self, head: RequestHead) -> str:
         if not self.trusted:
-            return self.source
-        return client_of(self.source, head.headers, self.frontend.peers)
+            return self.client_address
+        return client_of(self.client_address, head.headers, self.peers)
 
     def forwarding_headers(self, host: bytes, head: RequestHead | None = None) -> bytes:
         if not self.trusted or head is None:
@@ -114,27 +128,44 @@ class ProxiedConnection(ClientConnection):
         return self._extended(host, head)
 
     def _extended(self, host: bytes, head: RequestHead) -> bytes:
-        """Forwarding lines for a request a trusted proxy sent: its chains extended with the source, its
-        other forwarding headers kept (they reach the origin as they came), ours added where it set none."""
-        xff: list[bytes] = []
-        forwarded: list[bytes] = []
+        """Forwarding lines for a request a trusted proxy sent.
+
+        The header the trusted proxies write (``forwarded-header``) is extended with the
+        address speaking; the other one, which anyone before them could have written, is
+        rewritten from the same hops, so an origin reading either sees the same chain.
+        """
+        believed = self.peers.header
+        kept: list[bytes] = []
         has_proto = has_host = False
         for name, value in head.headers:
             lower = name.lower()
-            if lower == b"x-forwarded-for":
-                xff.append(value.strip())
-            elif lower == b"forwarded":
-                forwarded.append(value.strip())
+            if lower == believed:
+                kept.append(value.strip())
             elif lower == b"x-forwarded-proto":
                 has_proto = True
             elif lower == b"x-forwarded-host":
                 has_host = True
-        source = self.source.encode()
-        xff.append(source)
-        forwarded.append(self._forwarded_element + b';host="%s"' % host)
-        out = b"X-Forwarded-For: %s\r\nForwarded: %s\r\n" % (b", ".join(xff), b", ".join(forwarded))
+        source = self.client_address
+        ours = self._forwarded_element + b';host="%s"' % host
+        if believed == b"forwarded":
+            hops = forwarded_chain(head.headers, believed) + [source]
+            xff, forwarded = ", ".join(hops).encode("latin-1"), b", ".join([*kept, ours])
+        else:
+            hops = forwarded_chain(head.headers, believed)
+            xff = b", ".join([*kept, source.encode()])
+            forwarded = b", ".join([*(forwarded_node(hop) for hop in hops), ours])
+        out = b"X-Forwarded-For: %s\r\nForwarded: %s\r\n" % (xff, forwarded)
         if not has_proto:
             out += b"X-Forwarded-Proto: %s\r\n" % (b"https" if self.secure else b"http")
         if not has_host:
             out += b"X-Forwarded-Host: %s\r\n" % host
         return out
+
+
+def forwarded_node(address: str) -> bytes:
+    """``for=`` naming ``address`` in a Forwarded element (RFC 7239): quoted for IPv6, ``unknown`` if not an IP."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return b"for=unknown"
+    return b'for="[%s]"' % str(ip).encode() if ip.version == 6 else b"for=" + str(ip).encode()
