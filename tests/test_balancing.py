@@ -184,6 +184,34 @@ class QueueTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+class RetryQueueTests(unittest.TestCase):
+    """A retry that avoids a server waits only for the others, and is not waited behind for the one it avoids."""
+
+    def test_a_newcomer_takes_the_server_a_waiting_retry_avoids(self):
+        backend = Backend(BackendConfig("app", tuple(servers(1, 1, maxconn=1))), Clock(), queue_timeout=5)
+        s1, s2 = backend.servers
+        backend.take(s1)
+        backend.take(s2)
+        retry = Waiting()
+        self.assertIs(backend.assign(retry, frozenset({s2})), QUEUED)
+        backend.release(s2)
+        self.assertIsNone(retry.server)
+        self.assertIs(backend.assign(Waiting()), s2)
+
+    def test_a_retry_takes_a_backup_its_elders_may_not(self):
+        configs = (ServerConfig("s1", "127.0.0.1", 9000, maxconn=1),
+                   ServerConfig("b1", "127.0.0.1", 9001, maxconn=1, backup=True))
+        backend = Backend(BackendConfig("app", configs), Clock(), queue_timeout=5)
+        s1, b1 = backend.servers
+        backend.take(s1)
+        backend.take(b1)
+        plain, retry = Waiting(), Waiting()
+        self.assertEqual([backend.assign(plain), backend.assign(retry, frozenset({s1}))], [QUEUED, QUEUED])
+        backend.release(b1)  # only a request that avoids s1 sees the backup
+        self.assertIs(retry.server, b1)
+        self.assertIsNone(plain.server)
+
+
 class PersistedQueueTests(unittest.TestCase):
     """A request that persistence sends to a full server waits for that server, not another."""
 
@@ -227,6 +255,37 @@ class PersistedQueueTests(unittest.TestCase):
         self.s1.set_up(False)
         self.backend.release(self.s2)
         self.assertIs(waiting.server, self.s2)
+
+    def test_gets_its_freed_server_though_an_older_retry_cannot(self):
+        self.backend.assign(self.poll())
+        self.backend.assign(Waiting())
+        retry, pinned = Waiting(), self.poll()
+        self.assertIs(self.backend.assign(retry, frozenset({self.s1})), QUEUED)  # it failed on s1 already
+        self.assertIs(self.backend.assign(pinned), QUEUED)
+        self.backend.release(self.s1)
+        self.assertIs(pinned.server, self.s1)
+        self.assertIsNone(retry.server)
+
+    def test_balanced_at_once_when_its_server_goes_down(self):
+        self.backend.assign(self.poll())  # s1 is held by a long request; s2 is idle
+        waiting = self.poll()
+        self.assertIs(self.backend.assign(waiting), QUEUED)
+        self.s1.set_up(False)  # no slot frees, but s2 has had one all along
+        self.assertIs(waiting.server, self.s2)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_long_line_for_one_server_costs_the_others_nothing(self):
+        self.backend.assign(self.poll())
+        lines = [self.poll() for _ in range(2000)]
+        for waiting in lines:
+            self.backend.assign(waiting)
+        for _ in range(2000):  # each would scan the whole line if the lines were one
+            self.backend.release(self.backend.assign(Waiting()))  # type: ignore[arg-type]
+        self.assertEqual(self.backend.queue_length, 2000)
+        for _ in range(2000):
+            self.backend.release(self.s1)
+        self.assertTrue(all(waiting.server is self.s1 for waiting in lines))
+        self.assertEqual(self.backend.queue_length, 0)
 
     def test_a_stickiness_cookie_pins_too(self):
         config = BackendConfig("app", tuple(servers(1, 1, maxconn=1)), cookie=CookieConfig("SRV"))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Protocol
 
 from twisted.internet import reactor
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
@@ -16,6 +15,7 @@ from ..http import Headers, RequestHead
 from ..websocket import LegFactories, build_hooks
 from ._balance import IBalancer, balancer_for
 from ._engineio import EngineIOStickiness, is_engineio
+from ._queue import Queued, WaitQueue
 from ._server import Server
 from ._sticky import CookieStickiness, MemoryStickStore, TableStickiness, key_for, learned_key
 
@@ -33,16 +33,6 @@ class Waiter(Protocol):
     def queue_timed_out(self) -> None: ...
 
 
-class _Queued:
-    __slots__ = ("waiter", "timer", "exclude", "server")
-
-    def __init__(self, waiter: Waiter, timer: IDelayedCall, exclude: frozenset[Server], server: Server | None) -> None:
-        self.waiter = waiter
-        self.timer = timer
-        self.exclude = exclude
-        self.server = server  # the server its persistence names: it waits for that one alone
-
-
 QUEUED = object()
 #: How long an Engine.IO sid stays known after its last request (a live session polls or pings far sooner).
 ENGINEIO_EXPIRE = 300.0
@@ -55,10 +45,10 @@ class Backend:
     Only servers that are up take new requests; backup servers only when no normal
     server is up. A server at its ``maxconn`` takes no more: when every usable server
     is full, requests wait in order in the backend's queue, up to ``timeout queue``,
-    and the oldest takes the next free slot. A request that persistence (a cookie, a
-    stick table, a learned Engine.IO sid) sends to a full server waits for that server
-    rather than go to another, where its session is unknown; if that server is no
-    longer usable when a slot frees, it is balanced like any other.
+    and the oldest that can take a free slot does. A request that persistence (a cookie,
+    a stick table, a learned Engine.IO sid) sends to a full server waits for that server
+    rather than go to another, where its session is unknown; if that server stops taking
+    requests meanwhile, it is balanced like any other.
     """
 
     def __init__(self, config: BackendConfig, clock: IReactorTime | None = None, queue_timeout: float = 30.0) -> None:
@@ -74,7 +64,8 @@ class Backend:
         self.config = config
         self._settings(config, None)
         self.servers: list[Server] = []
-        self._queue: deque[_Queued] = deque()
+        self._queue = WaitQueue()
+        self._dispatching = self._redispatch = False
         self.queued_total = 0
         self._usable: list[Server] = []
         self._usable_stamp: tuple[int, int] = (-1, -1)
@@ -135,6 +126,7 @@ class Backend:
                 kept.slow_start = config.slow_start
                 kept.set_tls(config.tls)
         self._limited = any(server.maxconn > 0 for server in self.servers)
+        self._server_changed()  # a higher maxconn may take waiting requests
         return added
 
     def add_server(self, config: ServerConfig) -> Server:
@@ -142,6 +134,7 @@ class Backend:
         if self.server_named(config.name) is not None:
             raise ValueError(f"backend {self.name} already has a server named {config.name!r}")
         server = Server(config, self.name, clock=self.clock, slow_start=self.slow_start, tls=self.config.tls)
+        server.on_change = self._server_changed  # a server that comes up or goes away may serve the queue
         self.servers.append(server)
         self._limited = self._limited or config.maxconn > 0
         return server
@@ -202,7 +195,7 @@ class Backend:
 
     @property
     def queue_length(self) -> int:
-        return sum(1 for entry in self._queue if not entry.waiter.finished)
+        return len(self._queue)
 
     def server_named(self, name: str) -> Server | None:
         for server in self.servers:
@@ -254,7 +247,7 @@ class Backend:
             if persisted in free:
                 return self.take(persisted)
             return self._enqueue(waiter, exclude, persisted)
-        if free and not self._queue_blocks(free):
+        if free and not (self._queue and self._queue.blocks(free, self.usable)):
             return self._take(free, waiter)
         return self._enqueue(waiter, exclude, None)
 
@@ -269,8 +262,7 @@ class Backend:
     def _enqueue(self, waiter: Waiter, exclude: frozenset[Server], server: Server | None) -> object | None:
         if self.clock is None:
             return None
-        timer = self.clock.callLater(self.queue_timeout, self._queue_expired, waiter)
-        self._queue.append(_Queued(waiter, timer, exclude, server))
+        self._queue.add(waiter, self.clock.callLater(self.queue_timeout, self._queue_expired, waiter), exclude, server)
         self.queued_total += 1
         return QUEUED
 
@@ -304,50 +296,42 @@ class Backend:
         return server
 
     def release(self, server: Server) -> None:
-        """``server`` finished a request: free slots go to the oldest waiting requests that can use them."""
+        """``server`` finished a request: its slot goes to the oldest waiting request that can take it."""
         server.active -= 1
-        queue = self._queue
-        if not queue:
+        if self._queue:
+            self.dispatch()
+
+    def dispatch(self) -> None:
+        """Give free slots to waiting requests, oldest first: after a slot frees, or a server changes state."""
+        if self._dispatching:  # a request dequeued here failed at once and released its slot
+            self._redispatch = True
             return
-        served = True
-        while served:
-            served = False
-            for entry in list(queue):
-                if entry.waiter.finished:
-                    self._unqueue(entry)
-                    continue
-                usable = self.usable(entry.exclude)
-                pinned = entry.server if entry.server in usable else None  # not if it went down or away
-                free = [s for s in usable if not s.full] if pinned is None else [pinned] * (not pinned.full)
-                if free:
-                    self._unqueue(entry)
+        self._dispatching = True
+        try:
+            self._redispatch = True
+            while self._redispatch:
+                self._redispatch = False
+                self._queue.unpin(self._takes_requests)
+                while (found := self._queue.next(self._free_for)) is not None:
+                    entry, free = found
                     entry.waiter.dequeued(self._take(free, entry.waiter))
-                    served = True
-                    break
-                if pinned is None:
-                    return  # a request free to go anywhere cannot: nobody behind it can either
+        finally:
+            self._dispatching = False
+
+    def _takes_requests(self, server: Server) -> bool:
+        return server in self.usable()
+
+    def _free_for(self, entry: Queued) -> list[Server]:
+        return [s for s in self.usable(entry.exclude) if not s.full]
+
+    def _server_changed(self) -> None:
+        if self._queue:
+            self.dispatch()
 
     def _take(self, free: list[Server], waiter: Waiter) -> Server:
         return self.take(self.balancer.choose(free, waiter.head, waiter.client_address_for_balancing()))
 
-    def _unqueue(self, entry: _Queued) -> None:
-        self._queue.remove(entry)
-        if entry.timer.active():
-            entry.timer.cancel()
-
-    def _queue_blocks(self, free: list[Server]) -> bool:
-        """Whether a waiting request could take one of the ``free`` servers (then a newcomer queues behind it)."""
-        queue = self._queue
-        while queue and queue[0].waiter.finished:
-            self._unqueue(queue[0])
-        return any(
-            not entry.waiter.finished and (entry.server is None or entry.server in free) for entry in queue
-        )
-
     def _queue_expired(self, waiter: Waiter) -> None:
-        for entry in self._queue:
-            if entry.waiter is waiter:
-                self._queue.remove(entry)
-                break
+        self._queue.remove(waiter)
         if not waiter.finished:
             waiter.queue_timed_out()

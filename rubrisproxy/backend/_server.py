@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -39,6 +40,7 @@ class Server:
     maintenance: bool = False  # set by an operator: as draining, and shown as out for maintenance
     watchers: set[ServerWatcher] = field(default_factory=set)  # session-mode WebSockets on this server
     tls: TLSConfig | None = None  # its backend's TLS settings (for a TLS server); None: the defaults
+    on_change: Callable[[], None] | None = field(default=None, repr=False)  # told when it may take more or less
     #: Bumped whenever any server's up state or weight changes, so backends know to recompute who is usable.
     generation: ClassVar[int] = 0
     #: What makes two servers' connections interchangeable in a pool (TLS settings included).
@@ -88,6 +90,7 @@ class Server:
         Server.generation += 1
         if was_up and not up:
             self._move_watchers("it is down")
+        self._changed()
 
     def set_draining(self, draining: bool, maintenance: bool = False) -> None:
         """Drain (or stop draining) the server: while draining it takes nothing new and its sessions move.
@@ -99,6 +102,7 @@ class Server:
         Server.generation += 1
         if draining:
             self._move_watchers("it is in maintenance" if self.maintenance else "it is draining")
+        self._changed()
 
     @property
     def state(self) -> str:
@@ -116,6 +120,11 @@ class Server:
     def set_weight(self, weight: int) -> None:
         self.weight = weight
         Server.generation += 1
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def __repr__(self) -> str:
         scheme = "https" if self.config.tls else "http"
