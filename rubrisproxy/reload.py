@@ -9,12 +9,10 @@ from typing import TYPE_CHECKING, Any
 from twisted.application import service
 from twisted.logger import Logger
 
-from .backend import Backend, HealthChecker, balancer_for
-from .config import CommandLine, ConfigError, ProxyConfig, build_objects, load_config
+from .backend import Backend, HealthChecker
+from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .frontend import connection_factory, protocol_class
-from .lifecycle import HANDLER_INTERFACES
 from .routing import Router
-from .websocket import build_hooks
 
 if TYPE_CHECKING:
     from .service import ProxyParts
@@ -43,21 +41,11 @@ class Reloader:
         """Apply the configuration as it now reads; the changes made. Raises :class:`ConfigError`, changing nothing."""
         if not self.command_line.config_path:
             raise ConfigError("--config", "there is no configuration file to reload")
-        new = load_config(self.command_line)
+        new = load_config(self.command_line)  # every class it names has been built once: none fails below
         if new.demo or self.parts.config.demo:
             raise ConfigError("--config", "a proxy running the demo origin cannot be reloaded; restart it")
         added = {name: Backend(config, self.parts.reactor, new.timeouts.queue)
                  for name, config in new.backends.items() if name not in self.parts.backends}  # may fail: before any change
-        for name, config in new.backends.items():
-            if name not in added and config != self.parts.config.backends.get(name):
-                build_hooks(f"backends.{name}.websocket.hooks", config.websocket.hooks)  # fails before any change too
-                balancer_for(config.balance, f"backends.{name}.balance")
-        old_frontends = {f.name: f for f in self.parts.config.frontends}
-        for frontend in new.frontends:
-            previous = old_frontends.get(frontend.name)
-            if previous is None or previous.handlers != frontend.handlers:
-                build_objects(f"frontends.{frontend.name}.handlers", frontend.handlers, HANDLER_INTERFACES)
-            protocol_class(frontend)
         changes = self._apply(new, added)
         self.parts.config = new
         self.log.info("reloaded {path}: {changes}", path=self.command_line.config_path,

@@ -106,6 +106,18 @@ class AdminTests(AdminCase):
             self.assertTrue(body["error"])
 
     @defer.inlineCallbacks
+    def test_frontends_are_listed_and_the_404_names_them(self):  # type: ignore[no-untyped-def]
+        code, body = yield self.call(b"GET", "/frontends")
+        self.assertEqual(code, 200)
+        (frontend,) = body["frontends"]
+        self.assertEqual(set(frontend), {"name", "connections", "accepted", "requests", "websockets", "bytes_in",
+                                         "bytes_out", "terminations", "connection_ends", "peers", "client_sessions"})
+        self.assertEqual((frontend["name"], frontend["peers"], frontend["client_sessions"]), ("default", "local", None))
+        code, body = yield self.call(b"GET", "/nothing")
+        self.assertEqual(code, 404)
+        self.assertIn("/frontends", body["error"])
+
+    @defer.inlineCallbacks
     def test_metrics_count_known_traffic(self):  # type: ignore[no-untyped-def]
         from prometheus_client.parser import text_string_to_metric_families
 

@@ -10,6 +10,8 @@ from twisted.trial import unittest
 from rubrisproxy.config import CommandLine, ConfigError, config_from_document, load_config, parse_duration, parse_size
 from rubrisproxy.tap import Options
 
+from .test_websocket import EXAMPLES  # noqa: F401 - puts docs/examples on sys.path
+
 EXAMPLE = """
 [timeouts]
 client = "20s"
@@ -144,6 +146,28 @@ class FileTests(unittest.TestCase):
             build_service(config, Clock())
         self.assertEqual(caught.exception.key, "frontends.web.handlers[0]")
 
+    def test_proxy_settings_need_a_proxied_frontend(self):
+        backends = {"app": {}}
+        for key, value in (("trusted-proxies", ["10.0.0.0/8"]), ("forwarded-header", "forwarded")):
+            with self.assertRaises(ConfigError) as caught:
+                config_from_document({"frontends": {"web": {"backend": "app", key: value}}, "backends": backends})
+            self.assertEqual(caught.exception.key, f"frontends.web.{key}")
+            self.assertIn('set peers = "proxied"', caught.exception.problem)
+
+    def test_trusted_proxies_must_be_a_list(self):
+        with self.assertRaises(ConfigError) as caught:
+            config_from_document({"frontends": {"web": {"backend": "app", "peers": "proxied",
+                                                        "trusted-proxies": "127.0.0.1"}}, "backends": {"app": {}}})
+        self.assertEqual(caught.exception.key, "frontends.web.trusted-proxies")
+        self.assertIn("expected a list of networks", caught.exception.problem)
+
+    def test_clients_must_identify_somehow(self):
+        with self.assertRaises(ConfigError) as caught:
+            config_from_document({"frontends": {"web": {"backend": "app", "clients": {"identify": []}}},
+                                  "backends": {"app": {}}})
+        self.assertEqual(caught.exception.key, "frontends.web.clients.identify")
+        self.assertIn("at least one of sid", caught.exception.problem)
+
     def test_bad_toml_and_missing_file(self):
         with self.assertRaises(ConfigError) as caught:
             load_config(CommandLine(config_path=self.write("[timeouts\nclient=1")))
@@ -156,6 +180,68 @@ class FileTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as caught:
             load_config(CommandLine(config_path=two, listen=["tcp:3"]))
         self.assertEqual(caught.exception.key, "--listen")
+
+
+class UserClassTests(unittest.TestCase):
+    """A user class named in the config that cannot be built fails the load, naming its key, not the start."""
+
+    def load(self, text: str) -> ConfigError:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[backends.app]\nservers = ["127.0.0.1:9101"]\n' + text)
+        with self.assertRaises(ConfigError) as caught:
+            load_config(CommandLine(config_path=path))
+        return caught.exception
+
+    def test_a_handler_that_provides_no_handler_interface(self):
+        error = self.load('[frontends.web]\nhandlers = ["collections.OrderedDict"]\n')
+        self.assertEqual(error.key, "frontends.web.handlers[0]")
+        self.assertEqual(error.problem, "collections.OrderedDict does not provide any of IConnectionHandler, "
+                                        "ITerminationHandler, IClientHandler")
+
+    def test_a_handler_given_an_unknown_argument(self):
+        error = self.load('[frontends.web]\nhandlers = [{ class = "lifecycle_handlers.SourceLimit", bogus = 1 }]\n')
+        self.assertEqual(error.key, "frontends.web.handlers[0]")
+        self.assertIn("cannot build lifecycle_handlers.SourceLimit:", error.problem)
+        self.assertIn("unexpected keyword argument 'bogus'", error.problem)
+
+    def test_a_handler_whose_constructor_refuses_an_argument(self):
+        error = self.load('[frontends.web]\nhandlers = [{ class = "lifecycle_handlers.SourceLimit", '
+                          'networks = ["bad"] }]\n')
+        self.assertEqual(error.key, "frontends.web.handlers[0]")
+        self.assertIn("cannot build lifecycle_handlers.SourceLimit: 'bad' does not appear to be", error.problem)
+
+    def test_a_local_protocol_on_a_proxied_frontend(self):
+        error = self.load('[frontends.web]\npeers = "proxied"\ntrusted-proxies = ["127.0.0.1"]\n'
+                          'protocol = "custom_protocol.ApiKeyConnection"\n')
+        self.assertEqual(error.key, "frontends.web.protocol")
+        self.assertEqual(error.problem, "custom_protocol.ApiKeyConnection is not a subclass of "
+                                        "rubrisproxy.frontend.ProxiedConnection")
+
+    def test_a_backends_hook_and_balancer(self):
+        error = self.load('[backends.app.websocket]\nhooks = ["collections.OrderedDict"]\n')
+        self.assertEqual((error.key, error.problem),
+                         ("backends.app.websocket.hooks[0]", "collections.OrderedDict does not provide IWebSocketHook"))
+        error = self.load('balance = "collections.OrderedDict"\n')
+        self.assertTrue(error.key.startswith("backends.app.balance"), error.key)
+        self.assertEqual(error.problem, "collections.OrderedDict does not provide IBalancer")
+
+    def test_twistd_reports_it_as_a_usage_error(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[frontends.web]\nhandlers = ["collections.OrderedDict"]\n')
+        with self.assertRaises(usage.UsageError) as caught:
+            Options().parseOptions(["--config", path, "--backend", "127.0.0.1:9101"])
+        self.assertTrue(str(caught.exception).startswith("configuration error: frontends.web.handlers[0]: "))
+
+    def test_good_classes_load(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[backends.app]\nservers = ["127.0.0.1:9101"]\n[frontends.web]\n'
+                    'handlers = [{ class = "lifecycle_handlers.SourceLimit", limit = 2 }]\n'
+                    'protocol = "custom_protocol.ApiKeyConnection"\n')
+        (frontend,) = load_config(CommandLine(config_path=path)).frontends
+        self.assertEqual(frontend.protocol, "custom_protocol.ApiKeyConnection")
 
 
 class OptionsTests(unittest.TestCase):

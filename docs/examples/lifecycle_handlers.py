@@ -30,7 +30,12 @@ from rubrisproxy.lifecycle import (
 
 @implementer(IConnectionHandler, ITerminationHandler)
 class SourceLimit:
-    """Refuse connections from outside ``networks`` (when given), and beyond ``limit`` open per source address.
+    """Refuse connections whose TCP peer (``info.peer``) is outside ``networks`` (when given), or already has
+    ``limit`` connections open.
+
+    It keys on the peer, not the client: on a proxied frontend (a load balancer in front, with or without the
+    PROXY protocol) the peer is the balancer, so the networks and the limit apply to it; the source a PROXY
+    header names is ``info.source``.
 
     The termination handler is what makes the count right: it is called exactly once per
     connection, refused ones included.

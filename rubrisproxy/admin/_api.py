@@ -109,7 +109,7 @@ class AdminAPI(resource.Resource):
                 return {"sessions": self._sessions()}
             if path == ["frontends"]:
                 return {"frontends": [_frontend(f) for f in self.proxy.frontends]}
-            raise APIError(404, "not found; see GET /backends, /sessions, /metrics")
+            raise APIError(404, "not found; see GET /frontends, /backends, /sessions, /metrics")
         if method == "POST" and path == ["reload"]:
             return self._reload(request)
         if method == "POST" and len(path) == 5 and path[0] == "backends" and path[2] == "servers":

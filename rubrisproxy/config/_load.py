@@ -39,7 +39,7 @@ from ._model import (
     TLSConfig,
     WebSocketConfig,
 )
-from ._values import parse_duration, parse_positive_int, parse_server, parse_size, resolve_name
+from ._values import build_objects, parse_duration, parse_positive_int, parse_server, parse_size, resolve_name
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_NAME = "default"
@@ -75,8 +75,26 @@ def load_config(command_line: CommandLine) -> ProxyConfig:
             raise ConfigError("--config", f"cannot read {command_line.config_path!r}: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError("--config", f"{command_line.config_path!r} is not valid TOML: {e}") from None
-    config = config_from_document(document)
-    return apply_command_line(config, command_line)
+    config = apply_command_line(config_from_document(document), command_line)
+    _check_objects(config)
+    return config
+
+
+def _check_objects(config: ProxyConfig) -> None:
+    """Build every user class the configuration names, as the proxy will, so that one that cannot be built fails
+    the load (a :class:`ConfigError` naming its key) rather than the start; the objects built are discarded."""
+    # Imported here: these packages import this one.
+    from ..backend import balancer_for
+    from ..frontend import protocol_class
+    from ..lifecycle import HANDLER_INTERFACES
+    from ..websocket import build_hooks
+
+    for name, backend in config.backends.items():
+        build_hooks(f"backends.{name}.websocket.hooks", backend.websocket.hooks)
+        balancer_for(backend.balance, f"backends.{name}.balance")
+    for frontend in config.frontends:
+        build_objects(f"frontends.{frontend.name}.handlers", frontend.handlers, HANDLER_INTERFACES)
+        protocol_class(frontend)
 
 
 def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
@@ -610,9 +628,7 @@ def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{key}.peers", f"expected local or proxied, got {peers!r}")
     values["peers"] = peers
     if "trusted-proxies" in table:
-        values["trusted_proxies"] = _strings(f"{key}.trusted-proxies", table["trusted-proxies"])
-        for entry in values["trusted_proxies"]:
-            _network(f"{key}.trusted-proxies", entry)
+        values["trusted_proxies"] = _trusted_proxies(f"{key}.trusted-proxies", table["trusted-proxies"])
     if peers == "proxied" and not values.get("trusted_proxies"):
         raise ConfigError(f"{key}.trusted-proxies", "a proxied frontend needs the networks of the proxies it trusts")
     protocol = table.get("proxy-protocol", "off")
@@ -625,6 +641,8 @@ def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(header, str) or header.lower() not in ("x-forwarded-for", "forwarded"):
         raise ConfigError(f"{key}.forwarded-header", f"expected x-forwarded-for or forwarded, got {header!r}")
     values["forwarded_header"] = header.lower()
+    if peers == "local":
+        _reject_proxy_keys(key, table)
     for name in ("max-reads", "max-writes"):
         if name in table:
             values[name.replace("-", "_")] = parse_positive_int(f"{key}.{name}", table[name], minimum=0)
@@ -643,11 +661,29 @@ def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _trusted_proxies(key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(key, f"expected a list of networks or addresses such as ['10.0.0.0/8'], got {value!r}")
+    networks = _strings(key, value)
+    for entry in networks:
+        _network(key, entry)
+    return networks
+
+
+def _reject_proxy_keys(key: str, table: Mapping[str, Any]) -> None:
+    """A local frontend's peers are its clients: settings about proxies would be silently ignored."""
+    for name in ("trusted-proxies", "forwarded-header"):
+        if name in table:
+            raise ConfigError(f"{key}.{name}", 'only proxies are trusted to name their clients: set peers = "proxied"')
+
+
 def _clients(key: str, table: Mapping[str, Any], peers: str) -> ClientsConfig:
     _reject_unknown(key, table, {"identify", "expire"})
     values: dict[str, Any] = {}
     if "identify" in table:
         identify = _strings(f"{key}.identify", table["identify"])
+        if not identify:
+            raise ConfigError(f"{key}.identify", "expected at least one of sid, cookie(NAME), header(NAME) or connection")
         for spec in identify:
             named = spec.startswith(("cookie(", "header(")) and spec.endswith(")") and len(spec) > 8
             if spec not in ("sid", "connection") and not named:

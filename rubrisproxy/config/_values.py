@@ -114,7 +114,7 @@ def build_objects(key: str, configs: Sequence[HookConfig], interfaces: Sequence[
             raise ConfigError(where, f"cannot build {config.name}: {e}") from None
         provided = [i for i in interfaces if i.providedBy(instance)]
         if not provided:
-            names = " or ".join(i.__name__ for i in interfaces)
+            names = interfaces[0].__name__ if len(interfaces) == 1 else f"any of {', '.join(i.__name__ for i in interfaces)}"
             raise ConfigError(where, f"{config.name} does not provide {names}")
         for interface in provided:
             try:
