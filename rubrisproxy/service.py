@@ -94,11 +94,14 @@ class ListeningService(service.Service):
         """Build new connections with ``factory`` from now on, on every endpoint; accepted ones stay as they are."""
         old, self.factory = self.factory, factory
         for port in self.ports:
-            holder = port.factory  # type: ignore[attr-defined]
-            if holder is old:
-                port.factory = factory  # type: ignore[attr-defined]
-            elif getattr(holder, "wrappedFactory", None) is old:  # a TLS port wraps the protocol's factory
-                holder.wrappedFactory = factory
+            owner: Any = port  # what holds our factory: the port, or a factory wrapping it (TLS, PROXY)
+            attribute = "factory"
+            while owner is not None and getattr(owner, attribute, None) is not old:
+                owner, attribute = getattr(owner, attribute, None), "wrappedFactory"
+            if owner is None:
+                self.log.warn("{label}: a listener keeps building connections as before", label=self.label)
+            else:
+                setattr(owner, attribute, factory)
 
     def _listen(self, endpoints: tuple[str, ...] | list[str] | None = None) -> None:
         self._listening_started = True

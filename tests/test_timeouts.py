@@ -120,7 +120,7 @@ class ConnectTimeoutTests(unittest.TestCase):
         reactor.advance(5.1)
         self.assertEqual(parse_responses(transport.value())[0].status, 503)
         record = frontend.access_log.entries[-1]
-        self.assertEqual((record.termination, record.retries), ("connect-timeout", 2))
+        self.assertEqual((record.termination, record.retries), ("connect-timeout", 1))  # two attempts: one retry
         self.assertEqual(pool.connecting, 0)
 
 

@@ -385,13 +385,13 @@ class Exchange:
         )
         self._last_failure = failure
         self._free_slot()
-        self.retries += 1
         backend = self.backend
         assert backend is not None
         backend.report_error(self.server, failure.getErrorMessage())  # type: ignore[arg-type]
-        if self.retries > backend.retries:
+        if self.retries >= backend.retries:
             self._no_server()
             return
+        self.retries += 1  # counts attempts made again, as the access log reports them
         if backend.redispatch:
             self._tried = self._tried | {self.server}  # type: ignore[arg-type]
             if not backend.usable(self._tried):
