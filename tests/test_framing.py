@@ -15,6 +15,7 @@ from rubrisproxy.origin import ConnectionPool, OriginConnection
 
 from .helpers import MemoryAccessLog, parse_responses
 
+_TERMINATIONS = {501: "not-implemented", 408: "request-timeout"}
 
 class FakeConnector:
     """Connects origin protocols to StringTransports, synchronously."""
@@ -62,7 +63,8 @@ class RefusalTests(unittest.TestCase):
         self.assertTrue(response.body.startswith(b"%d " % status))
         self.assertTrue(transport.disconnecting)
         self.assertEqual(connector.connections, [])
-        self.assertEqual(frontend.access_log.entries[-1].status, status)
+        record = frontend.access_log.entries[-1]
+        self.assertEqual((record.status, record.termination), (status, _TERMINATIONS.get(status, "bad-request")))
 
     def test_content_length_with_transfer_encoding(self):
         self.refuse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400)

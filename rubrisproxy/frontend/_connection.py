@@ -460,11 +460,13 @@ class ClientConnection(Protocol):
         else:
             self._answer_error(error)
 
-    def _answer_error(self, error: HTTPError, termination: Termination = Termination.BAD_REQUEST) -> None:
+    def _answer_error(self, error: HTTPError, termination: Termination | None = None) -> None:
         self.log.info(
             "refused a request from {client}: {status} {detail}",
             client=self.client_address, status=error.status, detail=error.detail,
         )
+        if termination is None:
+            termination = Termination.NOT_IMPLEMENTED if error.status == 501 else Termination.BAD_REQUEST
         self.write(error_response(error.status))
         self.responses += 1
         Exchange.log_refused(self, error.status, termination)
