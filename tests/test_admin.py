@@ -131,7 +131,7 @@ class AdminTests(AdminCase):
         yield client.closed
         raw = RawClient()
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port), raw)
-        raw.send(b"NOT A REQUEST\r\n\r\n")
+        raw.send(b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n")
         yield raw.closed
         yield self.poll(lambda: not self.frontend().connections and not self.frontend().websockets, "closed")
         agent = Agent(reactor)
