@@ -47,6 +47,8 @@ class ChainTests(SynchronousTestCase):
         spoofed = (b"X-Forwarded-For", b"6.6.6.6")  # written by the client, passed on by a Forwarded-only proxy
         self.assertEqual(client_of("127.0.0.1", [spoofed, forwarded], rfc7239), "2001:db8::1")
         self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"<script>")), "unknown")
+        self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"203.0.113.7:51234")), "203.0.113.7")
+        self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"[2001:db8::7]:443, 2001:db8::8")), "2001:db8::8")
         self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"10.0.0.9")), "10.0.0.9")  # all trusted
         self.assertEqual(self.client("127.0.0.1"), "127.0.0.1")
 

@@ -56,7 +56,7 @@ def forwarded_chain(headers: Headers, header: bytes = b"x-forwarded-for") -> lis
         if name.lower() != header:
             continue
         if header == b"x-forwarded-for":
-            hops.extend(hop.strip() for hop in value.decode("latin-1").split(","))
+            hops.extend(_node_address(hop.strip()) for hop in value.decode("latin-1").split(","))  # some add ports
             continue
         for element in value.decode("latin-1").split(","):
             for pair in element.split(";"):
