@@ -21,7 +21,7 @@ from rubrisproxy.service import ListeningService, build_service
 from .helpers import ProxyTestCase, RawClient, get, run_reactor_for
 from .test_admin import ROOT
 from .test_routing import NamedOrigin
-from .test_tls_origin import make_certificates
+from .test_tls_origin import tls_listen_endpoint
 from .test_websocket import EXAMPLES  # noqa: F401 - puts docs/examples on sys.path
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
@@ -309,11 +309,5 @@ class FactorySwapTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_tls_wraps_the_factory(self):  # type: ignore[no-untyped-def]
-        _, key_pem, cert_pem = make_certificates()
-        paths = {}
-        for name, data in (("key", key_pem), ("cert", cert_pem)):
-            paths[name] = self.mktemp()
-            with open(paths[name], "wb") as f:
-                f.write(data)
-        endpoint = f"ssl:0:interface=127.0.0.1:privateKey={paths['key']}:certKey={paths['cert']}"
+        _, endpoint = tls_listen_endpoint(self)
         self.assertEqual((yield self.swapped(endpoint)), ["new"])

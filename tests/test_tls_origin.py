@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import defer, reactor, ssl
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial import unittest
 from twisted.web import server
 
 from rubrisproxy.config import ServerConfig, TLSConfig
@@ -42,6 +43,17 @@ def make_certificates() -> tuple[bytes, bytes, bytes]:
     pem = serialization.Encoding.PEM
     key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return ca.public_bytes(pem), key_pem, leaf.public_bytes(pem)
+
+
+def tls_listen_endpoint(case: unittest.TestCase) -> tuple[bytes, str]:
+    """A fresh CA's certificate, and an ``ssl:`` endpoint on loopback serving a certificate it signed."""
+    ca_pem, key_pem, cert_pem = make_certificates()
+    paths = {}
+    for name, data in (("key", key_pem), ("cert", cert_pem)):
+        paths[name] = case.mktemp()
+        with open(paths[name], "wb") as f:
+            f.write(data)
+    return ca_pem, f"ssl:0:interface=127.0.0.1:privateKey={paths['key']}:certKey={paths['cert']}"
 
 
 class TLSOriginTests(ProxyTestCase):
@@ -160,14 +172,8 @@ class TLSListenerTests(ProxyTestCase):
 
         from .helpers import RawClient
 
-        ca_pem, key_pem, cert_pem = make_certificates()
-        paths = {}
-        for name, data in (("key", key_pem), ("cert", cert_pem)):
-            paths[name] = self.mktemp()
-            with open(paths[name], "wb") as f:
-                f.write(data)
+        ca_pem, listen = tls_listen_endpoint(self)
         origin = self.start_web_origin()
-        listen = f"ssl:0:interface=127.0.0.1:privateKey={paths['key']}:certKey={paths['cert']}"
         config = load_config(CommandLine(listen=[listen], backends=[f"127.0.0.1:{origin}"], access_log="off"))
         service = build_service(config, reactor)
         service.startService()
