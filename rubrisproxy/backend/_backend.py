@@ -298,8 +298,7 @@ class Backend:
     def release(self, server: Server) -> None:
         """``server`` finished a request: its slot goes to the oldest waiting request that can take it."""
         server.active -= 1
-        if self._queue:
-            self.dispatch()
+        self._server_changed()
 
     def dispatch(self) -> None:
         """Give free slots to waiting requests, oldest first: after a slot frees, or a server changes state."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -86,19 +86,21 @@ class WaitQueue:
             self._excluding += bool(entry.exclude)
         self._anywhere = deque(sorted([*self._anywhere, *moved], key=lambda entry: entry.order))
 
+    def _worth_asking(self) -> Iterator[Queued]:
+        """The common line's waiting requests, oldest first, for a question about free servers; stop at the
+        first yes. Once one request free to go anywhere has said no, every other such request would too."""
+        plain_asked = False
+        for entry in self._anywhere:
+            if entry.waiter.finished or (plain_asked and not entry.exclude):
+                continue
+            yield entry
+            plain_asked = plain_asked or not entry.exclude
+            if plain_asked and not self._excluding:
+                return
+
     def blocks(self, free: list[Server], usable: Callable[[frozenset[Server]], list[Server]]) -> bool:
         """Whether a request in the common line could take one of the ``free`` servers (a newcomer waits behind it)."""
-        plain_checked = False
-        for entry in self._anywhere:
-            if entry.waiter.finished or (plain_checked and not entry.exclude):
-                continue
-            servers = usable(entry.exclude)
-            if any(server in servers for server in free):
-                return True
-            plain_checked = plain_checked or not entry.exclude
-            if plain_checked and not self._excluding:
-                return False
-        return False
+        return any(any(server in usable(entry.exclude) for server in free) for entry in self._worth_asking())
 
     def next(self, free_for: Callable[[Queued], list[Server]]) -> tuple[Queued, list[Server]] | None:
         """The oldest request a free slot can take now, out of the queue, with the servers it may go to."""
@@ -107,20 +109,13 @@ class WaitQueue:
             self._drop_finished(line)  # an emptied line leaves the table
             if line and not server.full and (best is None or line[0].order < best[0].order):
                 best = (line[0], [server], line)
-        anywhere = self._anywhere
-        self._drop_finished(anywhere)
-        plain_blocked = False  # once one request free to go anywhere cannot, no other such request can
-        for entry in anywhere:
+        self._drop_finished(self._anywhere)
+        for entry in self._worth_asking():
             if best is not None and entry.order > best[0].order:
                 break
-            if entry.waiter.finished or (plain_blocked and not entry.exclude):
-                continue
             free = free_for(entry)
             if free:
-                best = (entry, free, anywhere)
-                break
-            plain_blocked = plain_blocked or not entry.exclude
-            if plain_blocked and not self._excluding:
+                best = (entry, free, self._anywhere)
                 break
         if best is None:
             return None
