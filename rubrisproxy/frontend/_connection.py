@@ -20,6 +20,7 @@ from ..http import FORWARDING, HTTPError, RequestHead, RequestParser, error_resp
 from ..lifecycle import ConnectionEnd, ConnectionInfo, RefuseConnection, Termination
 from ._context import Frontend
 from ._exchange import Exchange
+from ._peers import forwarded_node
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
@@ -35,10 +36,10 @@ def forwarding_template(address: str, secure: bool) -> bytes:
     """The forwarding header lines for one client, with two ``%s`` left for the Host value."""
     ip = address.encode().replace(b"%", b"%%")
     proto = b"https" if secure else b"http"
-    node = b'"[%s]"' % ip if b":" in ip else ip
+    node = forwarded_node(address).replace(b"%", b"%%")
     return (
         b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %%s\r\n"
-        b'Forwarded: for=%s;proto=%s;host="%%s"\r\n' % (ip, proto, node, proto)
+        b'Forwarded: %s;proto=%s;host="%%s"\r\n' % (ip, proto, node, proto)
     )
 
 

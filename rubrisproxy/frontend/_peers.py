@@ -73,6 +73,15 @@ def _node_address(node: str) -> str:
     return node.partition(":")[0] if node.count(":") == 1 else node
 
 
+def forwarded_node(address: str) -> bytes:
+    """``for=`` naming ``address`` in a Forwarded element (RFC 7239): quoted for IPv6, ``unknown`` if not an IP."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return b"for=unknown"
+    return b'for="[%s]"' % str(ip).encode() if ip.version == 6 else b"for=" + str(ip).encode()
+
+
 def client_of(peer: str, headers: Headers, settings: PeerSettings) -> str:
     """The client behind ``peer``: the rightmost hop that is not a trusted proxy.
 

@@ -10,7 +10,7 @@ from twisted.protocols.haproxy._v2parser import V2Parser
 from ..http import RequestHead
 from ..lifecycle import ConnectionEnd
 from ._connection import LOCAL_CLIENT_DROPS, ClientConnection, forwarding_template
-from ._peers import client_of, forwarded_chain
+from ._peers import client_of, forwarded_chain, forwarded_node
 
 #: A trusted proxy's forwarded-for chain is extended, not replaced; Expect is answered here.
 TRUSTED_PROXY_DROPS = frozenset((b"x-forwarded-for", b"forwarded", b"expect"))
@@ -161,11 +161,3 @@ class ProxiedConnection(ClientConnection):
             out += b"X-Forwarded-Host: %s\r\n" % host
         return out
 
-
-def forwarded_node(address: str) -> bytes:
-    """``for=`` naming ``address`` in a Forwarded element (RFC 7239): quoted for IPv6, ``unknown`` if not an IP."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return b"for=unknown"
-    return b'for="[%s]"' % str(ip).encode() if ip.version == 6 else b"for=" + str(ip).encode()
