@@ -78,7 +78,4 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """Build the proxy's service tree from parsed options."""
-    try:
-        return build_service(options.proxy_config, command_line=options.command_line)
-    except ConfigError as e:  # an error only building finds is said as plainly as the rest
-        raise SystemExit(f"configuration error: {e}") from None
+    return build_service(options.proxy_config, command_line=options.command_line)  # its classes were checked at load
