@@ -9,7 +9,7 @@ from dataclasses import replace
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
-from twisted.web import resource
+from twisted.web import resource, server
 
 from rubrisproxy.backend import (
     QUEUED,
@@ -407,3 +407,43 @@ class RealOriginTests(ProxyTestCase):
         self.assertEqual(len({(i % 2, s) for i, s in enumerate(by_header)}), 2)
         by_source = yield self.served("source", [get(b"/")] * 10)
         self.assertEqual(len(set(by_source)), 1)
+
+
+class HeldOrigin(resource.Resource):
+    """Answers with its name; a request whose target holds ``hold`` is kept open until the test answers it."""
+
+    isLeaf = True
+
+    def __init__(self, name: bytes) -> None:
+        super().__init__()
+        self.name = name
+        self.held: list = []  # type: ignore[type-arg]
+
+    def render_GET(self, request):  # type: ignore[no-untyped-def]
+        if b"hold" in request.uri:
+            self.held.append(request)
+            return server.NOT_DONE_YET
+        return self.name
+
+
+class PersistedQueueOverSocketsTests(ProxyTestCase):
+    """A learned sid whose server is at its maxconn waits for it, while other requests use the free server."""
+
+    @defer.inlineCallbacks
+    def test_a_sid_waits_for_its_full_server(self):  # type: ignore[no-untyped-def]
+        s1, s2 = HeldOrigin(b"s1"), HeldOrigin(b"s2")
+        frontend = self.start_proxy(self.start_web_origin(s1), self.start_web_origin(s2), maxconn=1)
+        frontend.backend.engineio.remember(b"abc", "s1")  # type: ignore[union-attr]
+        long_poll = yield self.connect()
+        long_poll.send(get(b"/socket.io/?EIO=4&transport=polling&sid=abc&hold=1"))
+        yield self.poll(lambda: s1.held, "s1 holds the long poll")
+        send = yield self.connect()
+        send.send(get(b"/socket.io/?EIO=4&transport=polling&sid=abc"))
+        yield self.poll(lambda: frontend.backend.queue_length == 1, "the sid's next request waits for s1")
+        (other,) = yield self.request(get(b"/plain"))  # not pinned: it takes s2 meanwhile
+        self.assertEqual(other.body, b"s2")
+        s1.held[0].write(b"s1")
+        s1.held[0].finish()
+        (answer,) = yield send.responses(1)
+        self.assertEqual(answer.body, b"s1")
+        self.assertEqual(frontend.backend.queue_length, 0)
