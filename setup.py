@@ -1,5 +1,0 @@
-"""Refresh Twisted's plugin cache after install so ``twistd rubrisproxy`` is found at once."""
-
-from setuptools import setup
-
-setup()
