@@ -9,7 +9,7 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import defer, reactor, ssl
-from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest
@@ -453,3 +453,24 @@ class SessionWSSTests(WSSInteropTests, ProxyTestCase):
 
 class TunnelWSSTests(WSSInteropTests, ProxyTestCase):
     mode = "tunnel"
+
+
+class HostileTests(TLSListenerCase):
+    @defer.inlineCallbacks
+    def test_plain_http_to_a_tls_listener_is_closed_and_logs_no_error(self):  # type: ignore[no-untyped-def]
+        key, cert = self.issue("127.0.0.1")
+        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]')
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        client.send(get(b"/plain"))
+        received = yield client.closed
+        self.assertNotIn(b"HTTP/1.1", received)  # a TLS alert at most, never an HTTP answer
+        yield self.poll(lambda: not self.running.frontend.connections, "the connection was forgotten")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    @defer.inlineCallbacks
+    def test_a_server_name_that_is_not_ascii_gets_the_default(self):  # type: ignore[no-untyped-def]
+        key, cert = self.issue("default", dns=("default.test",))
+        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]')
+        self.assertEqual((yield self.served_name(port, "\u00e9t\u00e9.test")), "default")
