@@ -293,6 +293,30 @@ class ReloadTests(TLSListenerCase):
         self.assertEqual((yield self.served_name(port, "d.test")), "d")
 
 
+    @defer.inlineCallbacks
+    def test_reload_rereads_the_files_of_an_ssl_string(self):  # type: ignore[no-untyped-def]
+        key, cert = self.issue("first")
+        port = self.start(None, listen=f'"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"')
+        key_pem, cert_pem = self.ca.issue("second", ips=("127.0.0.1",))
+        self.write_file(key_pem, key)
+        self.write_file(cert_pem, cert)
+        self.assertIn("frontend web: certificates re-read", self.reload())
+        self.assertEqual((yield self.served_name(port)), "second")
+
+    @defer.inlineCallbacks
+    def test_adding_a_tls_table_waits_for_a_restart(self):  # type: ignore[no-untyped-def]
+        port = self.start(None)
+        key, cert = self.issue("x")
+        self.write_config(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]')
+        self.assertIn("frontend web: turning TLS on or off takes effect at the next restart", self.reload())
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        client.send(get(b"/still-plain"))
+        (response,) = yield client.responses(1)
+        self.assertEqual(response.body, b"path=/still-plain")
+
+
 class BadKeyTests(TLSListenerCase):
     def load(self, tls: str | None, listen: str = '"tcp:0:interface=127.0.0.1"') -> ConfigError:
         self.write_config(tls, listen)
