@@ -98,11 +98,12 @@ class ListeningService(service.Service):
         """Listen on ``endpoints`` from now on: new ones are opened, dropped ones closed (their connections stay)."""
         added = [e for e in endpoints if e not in self.endpoints]
         for description in self.endpoints:
+            if description not in endpoints:
+                self._tls_by.pop(description, None)
             if description not in endpoints and description in self._ports_by:
                 port = self._ports_by.pop(description)
                 self.ports.remove(port)
                 port.stopListening()
-                self._tls_by.pop(description, None)
         self.endpoints = endpoints
         if self.running:
             self._listen(added)
@@ -160,7 +161,7 @@ class ListeningService(service.Service):
             return lambda: f"{self.label}: turning TLS on or off takes effect at the next restart"
         shared = build_contexts(f"{self.key}.tls", tls) if tls is not None and self._shared_tls is not None else None
         by_endpoint = self._listeners()
-        own = {description: by_endpoint[description].contexts() for description in self._tls_by}
+        own = {description: by_endpoint[description].contexts() for description in self._tls_by if description in by_endpoint}
 
         def use() -> str | None:
             self.tls = tls

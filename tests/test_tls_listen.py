@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from typing import Any
 
 from OpenSSL import SSL
@@ -260,6 +261,21 @@ class ReloadTests(TLSListenerCase):
         before.send(get(b"/still-open"))  # a connection from before keeps going
         (_, response) = yield before.responses(2)
         self.assertEqual(response.body, b"path=/still-open")
+
+    @defer.inlineCallbacks
+    def test_sighup_rereads_the_certificates(self):  # type: ignore[no-untyped-def]
+        key, cert = self.issue("first")
+        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]')
+        key_pem, cert_pem = self.ca.issue("second", ips=("127.0.0.1",))
+        self.write_file(key_pem, key)
+        self.write_file(cert_pem, cert)
+        said: list[str] = []
+        observer = lambda event: said.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        os.kill(os.getpid(), signal.SIGHUP)
+        yield self.poll(lambda: any("certificates re-read" in line for line in said), "the reload")
+        self.assertEqual((yield self.served_name(port)), "second")
 
     @defer.inlineCallbacks
     def test_a_bad_key_on_reload_changes_nothing_and_says_so_in_one_line(self):  # type: ignore[no-untyped-def]
