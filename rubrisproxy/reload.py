@@ -28,7 +28,8 @@ class Reloader:
     and servers (added, removed and drained, re-weighted), keeping health and stick
     tables; frontends added and removed, their routes, default backend, listen
     endpoints, connection settings and handlers, and (for connections accepted from then
-    on) their peers and protocol class. A file that does not validate changes nothing.
+    on) their peers, protocol class and TLS certificates (re-read from their files). A
+    file that does not validate, or a certificate that cannot be read, changes nothing.
     """
 
     log = Logger()
@@ -46,13 +47,17 @@ class Reloader:
             raise ConfigError("--config", "a proxy running the demo origin cannot be reloaded; restart it")
         added = {name: Backend(config, self.parts.reactor, new.timeouts.queue)
                  for name, config in new.backends.items() if name not in self.parts.backends}  # may fail: before any change
-        changes = self._apply(new, added)
+        certificates = {config.name: running.reread_tls(config.tls) for config in new.frontends  # may fail, likewise
+                        if (running := self.parts.frontends.get(config.name)) is not None}
+        changes = self._apply(new, added, certificates)
         self.parts.config = new
         self.log.info("reloaded {path}: {changes}", path=self.command_line.config_path,
                       changes="; ".join(changes) or "nothing changed")
         return changes
 
-    def _apply(self, new: ProxyConfig, added: dict[str, Backend]) -> list[str]:
+    def _apply(
+        self, new: ProxyConfig, added: dict[str, Backend], certificates: dict[str, Callable[[], str | None]]
+    ) -> list[str]:
         parts, old, changes = self.parts, self.parts.config, []
         for name in RESTART_ONLY:
             if getattr(old, name) != getattr(new, name):
@@ -83,7 +88,7 @@ class Reloader:
             if previous is None or config.health != previous.health:
                 self._check(backend, new)
             changes.append(f"backend {name} reconfigured")
-        self._frontends(new, changes)
+        self._frontends(new, changes, certificates)
         for name in [name for name in parts.backends if name not in new.backends]:
             backend = parts.backends.pop(name)
             for server in list(backend.servers):
@@ -92,7 +97,9 @@ class Reloader:
             changes.append(f"backend {name} removed")
         return changes
 
-    def _frontends(self, new: ProxyConfig, changes: list[str]) -> None:
+    def _frontends(
+        self, new: ProxyConfig, changes: list[str], certificates: dict[str, Callable[[], str | None]]
+    ) -> None:
         parts, old = self.parts, self.parts.config
         old_frontends = {f.name: f for f in old.frontends}
         for name in [name for name in parts.frontends if name not in {f.name for f in new.frontends}]:
@@ -119,6 +126,9 @@ class Reloader:
                 running.use_factory(connection_factory(frontend, protocol_class(config)))
                 changes.append(f"frontend {config.name}: new connections are {config.peers}"
                                + (f" ({config.protocol})" if config.protocol else ""))
+            said = certificates[config.name]()  # before listen_on: new endpoints serve the new certificates
+            if said:
+                changes.append(said)
             try:
                 running.listen_on(config.listen)
             except SystemExit as e:

@@ -11,6 +11,7 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .accesslog import AccessLog, NullAccessLog
 from .admin import RunningProxy, admin_site
@@ -19,7 +20,9 @@ from .clients import ClientRegistry
 from .config import (
     BackendConfig,
     CommandLine,
+    ConfigError,
     FrontendConfig,
+    ListenerTLSConfig,
     ProxyConfig,
     ServerConfig,
     build_objects,
@@ -38,6 +41,7 @@ from .lifecycle import HANDLER_INTERFACES, LifecycleHandlers
 from .origin import ConnectionPool, OriginConnector
 from .reload import Reloader, ReloadOnHangup
 from .routing import Router
+from .tls import Listener, ServerTLS, build_contexts, listeners
 from .websocket import ResumeBudget
 
 #: Listen backlog for TCP and TLS listeners that do not set one: Twisted's default (50) drops
@@ -54,17 +58,29 @@ def with_backlog(description: str) -> str:
 
 
 class ListeningService(service.Service):
-    """Listens on endpoint strings with ``factory``; a port that cannot be bound ends the process, saying why."""
+    """Listens on endpoint strings with ``factory``; a port that cannot be bound ends the process, saying why.
+
+    With ``tls``, every endpoint but ``ssl:`` ones serves TLS with those settings; an
+    ``ssl:`` endpoint serves TLS with the files it names. ``key`` is where the endpoints
+    are configured (``frontends.NAME``, ``admin``), for messages.
+    """
 
     log = Logger()
 
-    def __init__(self, reactor: Any, label: str, factory: Any, endpoints: tuple[str, ...]) -> None:
+    def __init__(
+        self, reactor: Any, label: str, factory: Any, endpoints: tuple[str, ...],
+        tls: ListenerTLSConfig | None = None, key: str = "listen",
+    ) -> None:
         self.reactor = reactor
         self.label = label
         self.factory = factory
         self.endpoints = endpoints
+        self.tls = tls
+        self.key = key
         self.ports: list[IListeningPort] = []
         self._ports_by: dict[str, IListeningPort] = {}  # by endpoint description
+        self._shared_tls: ServerTLS | None = None  # the TLS of the endpoints under ``tls``, once one listens
+        self._tls_by: dict[str, ServerTLS] = {}  # the TLS of each ssl: endpoint, by description
         self._listening_started = False
         self.setName(label.replace(" ", ":"))
 
@@ -82,6 +98,8 @@ class ListeningService(service.Service):
         """Listen on ``endpoints`` from now on: new ones are opened, dropped ones closed (their connections stay)."""
         added = [e for e in endpoints if e not in self.endpoints]
         for description in self.endpoints:
+            if description not in endpoints:
+                self._tls_by.pop(description, None)
             if description not in endpoints and description in self._ports_by:
                 port = self._ports_by.pop(description)
                 self.ports.remove(port)
@@ -107,13 +125,53 @@ class ListeningService(service.Service):
         self._listening_started = True
         for description in self.endpoints if endpoints is None else endpoints:
             failures: list[Any] = []
-            d = serverFromString(self.reactor, with_backlog(description)).listen(self.factory)
+            try:
+                plain, factory = self._factory_for(description)
+            except ConfigError as e:  # a key file that went bad since the configuration was checked
+                raise SystemExit(f"rubrisproxy: {self.label} cannot listen on {description}: {e}") from None
+            d = serverFromString(self.reactor, with_backlog(plain)).listen(factory)
             d.addCallbacks(self._listening, failures.append, callbackArgs=(description,))
             if failures:
                 raise SystemExit(
                     f"rubrisproxy: {self.label} cannot listen on {description}: {failures[0].getErrorMessage()}"
                 )
             d.addErrback(self._listen_failed, description)  # endpoints that answer later
+
+    def _listeners(self) -> dict[str, Listener]:
+        return dict(zip(self.endpoints, listeners(self.key, self.endpoints, self.tls)))
+
+    def _factory_for(self, description: str) -> tuple[str, Any]:
+        """The plain endpoint to listen on for ``description``, and the factory: ours, or TLS wrapping it."""
+        each = self._listeners()[description]
+        if each.tls is None:
+            return each.endpoint, self.factory
+        if each.tls is not self.tls:  # an ssl: string's own
+            server_tls = self._tls_by[description] = ServerTLS(each.contexts())
+        elif self._shared_tls is None:
+            server_tls = self._shared_tls = ServerTLS(each.contexts())
+        else:
+            server_tls = self._shared_tls
+        return each.endpoint, TLSMemoryBIOFactory(server_tls, False, self.factory)
+
+    def reread_tls(self, tls: ListenerTLSConfig | None) -> Callable[[], str | None]:
+        """Read the certificates of the TLS endpoints anew, ``tls`` being the new settings of those without their own;
+        returns what puts them in use for new connections (and says so). Raises :class:`ConfigError`, changing
+        nothing."""
+        if (tls is None) != (self.tls is None):
+            return lambda: f"{self.label}: turning TLS on or off takes effect at the next restart"
+        shared = build_contexts(f"{self.key}.tls", tls) if tls is not None and self._shared_tls is not None else None
+        by_endpoint = self._listeners()
+        own = {description: by_endpoint[description].contexts() for description in self._tls_by if description in by_endpoint}
+
+        def use() -> str | None:
+            self.tls = tls
+            if self._shared_tls is not None and shared is not None:
+                self._shared_tls.use(shared)
+            for description, contexts in own.items():
+                self._tls_by[description].use(contexts)
+            return f"{self.label}: certificates re-read" if shared is not None or own else None
+
+        return use
 
     def _listening(self, port: IListeningPort, description: str) -> None:
         self.ports.append(port)
@@ -135,6 +193,8 @@ class ListeningService(service.Service):
     def stop_listening(self) -> defer.Deferred[Any]:
         ports, self.ports = self.ports, []
         self._ports_by.clear()
+        self._tls_by.clear()
+        self._shared_tls = None
         return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
 
     def stopService(self):  # type: ignore[no-untyped-def]
@@ -147,9 +207,10 @@ class FrontendService(ListeningService):
 
     def __init__(
         self, reactor: Any, frontend: Frontend, endpoints: tuple[str, ...], grace: float, spread: float = 0.0,
-        close_code: int = 1001, protocol: type[ClientConnection] | None = None,
+        close_code: int = 1001, protocol: type[ClientConnection] | None = None, tls: ListenerTLSConfig | None = None,
     ) -> None:
-        super().__init__(reactor, f"frontend {frontend.name}", connection_factory(frontend, protocol), endpoints)
+        super().__init__(reactor, f"frontend {frontend.name}", connection_factory(frontend, protocol), endpoints,
+                         tls, f"frontends.{frontend.name}")
         self.frontend = frontend
         self.grace = grace
         self.spread = spread
@@ -288,7 +349,7 @@ class ProxyParts:
         self.connection_settings(frontend, config)
         running = FrontendService(
             self.reactor, frontend, config.listen, proxy.shutdown_grace, proxy.shutdown_spread,
-            proxy.shutdown_close_code, protocol_class(config),
+            proxy.shutdown_close_code, protocol_class(config), config.tls,
         )
         self.frontends[config.name] = running
         self.frontend_list.append(frontend)
@@ -346,7 +407,7 @@ def build_service(
         used = [parts.backends[f.backend] for f in config.frontends if f.forward is None]
         for backend in used:
             backend.servers.clear()
-        urls = tuple(_public_url(e) for f in config.frontends for e in f.listen)
+        urls = tuple(_public_url(e, f.tls is not None) for f in config.frontends for e in f.listen)
         DemoOriginService(reactor, list({id(b): b for b in used}.values()), urls).setServiceParent(root)
     for frontend_config in config.frontends:
         parts.add_frontend(frontend_config, config)
@@ -363,7 +424,7 @@ def build_service(
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers,
                                reloader.reload if reloader is not None else None)
         site = admin_site(running, config.admin.token)
-        ListeningService(reactor, "admin", site, config.admin.listen).setServiceParent(root)
+        ListeningService(reactor, "admin", site, config.admin.listen, key="admin").setServiceParent(root)
     PoolService(parts.pool).setServiceParent(root)
     AccessLogService(parts.access_log, reactor).setServiceParent(root)
     root.parts = parts  # type: ignore[attr-defined]  # for tests and the reloader's callers
@@ -382,7 +443,7 @@ def make_access_log(config: ProxyConfig) -> AccessLog:
     return AccessLog(settings.format, stream, connections=settings.connections)
 
 
-def _public_url(description: str) -> str:
+def _public_url(description: str, tls: bool = False) -> str:
     """A URL a person can open for a listen endpoint string (best effort)."""
     parts = description.split(":")
     kind = parts[0] if len(parts) > 1 else "tcp"
@@ -391,7 +452,7 @@ def _public_url(description: str) -> str:
     for part in parts[2:]:
         if part.startswith("interface="):
             host = part.split("=", 1)[1] or host
-    scheme = "https" if kind in ("ssl", "tls") else "http"
+    scheme = "https" if tls or kind in ("ssl", "tls") else "http"
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}/"

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from dataclasses import replace
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import defer, reactor, ssl
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
@@ -18,31 +12,14 @@ from twisted.web import server
 from rubrisproxy.config import ServerConfig, TLSConfig
 
 from .helpers import EchoResource, ProxyTestCase, get
+from .tlscerts import CertificateAuthority
 
 
 def make_certificates() -> tuple[bytes, bytes, bytes]:
     """A CA certificate, and a key and certificate it signed for 127.0.0.1 (all PEM)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rubrisproxy test CA")])
-    ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return ca.public_bytes(pem), key_pem, leaf.public_bytes(pem)
+    ca = CertificateAuthority()
+    key_pem, cert_pem = ca.issue("127.0.0.1", ips=("127.0.0.1",))
+    return ca.pem, key_pem, cert_pem
 
 
 def tls_listen_endpoint(case: unittest.TestCase) -> tuple[bytes, str]:

@@ -126,6 +126,8 @@ class InteropTests:
     """Each third-party client against the proxy; subclasses set ``mode``."""
 
     mode = "session"
+    client_env: dict[str, str] | None = None  # the script clients' environment (None: this process's)
+    browser_flags: tuple[str, ...] = ()  # more Chromium flags
 
     def start(self) -> _Backend:
         """The echo backend and a proxy in front of it (pings off: nothing left scheduled)."""
@@ -165,7 +167,7 @@ class InteropTests:
     async def run_script(self, name: str, argv: list[str]) -> dict[str, Any]:
         """Run a client script to its end and return its JSON result line."""
         case = cast(ProxyTestCase, self)
-        child = await wait_exit(case, spawn(case, name, argv), CLIENT_GUARD)
+        child = await wait_exit(case, spawn(case, name, argv, env=self.client_env), CLIENT_GUARD)
         lines = child.out.decode(errors="replace").strip().splitlines()
         try:
             result = cast(dict[str, Any], json.loads(lines[-1]))
@@ -176,8 +178,8 @@ class InteropTests:
 
     async def _chromium(self) -> None:
         case = cast(ProxyTestCase, self)
-        argv, env = chromium_argv(case)
         backend = self.start()
+        argv, env = chromium_argv(case, *self.browser_flags)
         root = resource.Resource()
         root.putChild(b"client.html", _Page())
         results = _Result()

@@ -3,10 +3,14 @@
 from ._errors import ConfigError
 from ._load import CommandLine, apply_command_line, config_from_document, load_config
 from ._model import (
+    ALPN_PROTOCOLS,
     BALANCE_ALGORITHMS,
+    MODERN_CIPHERS,
+    TLS_VERSIONS,
     AccessLogSettings,
     AdminConfig,
     BackendConfig,
+    CertificateFiles,
     ClientsConfig,
     CookieConfig,
     ForwardConfig,
@@ -14,6 +18,7 @@ from ._model import (
     HealthCheckConfig,
     HookConfig,
     Limits,
+    ListenerTLSConfig,
     PassiveCheckConfig,
     PoolSettings,
     ProxyConfig,
@@ -27,7 +32,12 @@ from ._model import (
 from ._values import build_objects, parse_duration, parse_server, parse_size, resolve_name
 
 __all__ = [
+    "ALPN_PROTOCOLS",
     "AdminConfig",
+    "CertificateFiles",
+    "ListenerTLSConfig",
+    "MODERN_CIPHERS",
+    "TLS_VERSIONS",
     "AccessLogSettings",
     "BackendConfig",
     "CommandLine",

@@ -19,9 +19,12 @@ from typing import Any
 from ._errors import ConfigError
 from ._model import (
     WEBSOCKET_MODES,
+    ALPN_PROTOCOLS,
+    TLS_VERSIONS,
     AccessLogSettings,
     AdminConfig,
     BackendConfig,
+    CertificateFiles,
     ClientsConfig,
     CookieConfig,
     ForwardConfig,
@@ -29,6 +32,7 @@ from ._model import (
     HealthCheckConfig,
     HookConfig,
     Limits,
+    ListenerTLSConfig,
     PassiveCheckConfig,
     PoolSettings,
     ProxyConfig,
@@ -87,6 +91,7 @@ def _check_objects(config: ProxyConfig) -> None:
     from ..backend import balancer_for
     from ..frontend import protocol_class
     from ..lifecycle import HANDLER_INTERFACES
+    from ..tls import check_listeners
     from ..websocket import build_hooks
 
     for name, backend in config.backends.items():
@@ -95,6 +100,8 @@ def _check_objects(config: ProxyConfig) -> None:
     for frontend in config.frontends:
         build_objects(f"frontends.{frontend.name}.handlers", frontend.handlers, HANDLER_INTERFACES)
         protocol_class(frontend)
+        check_listeners(f"frontends.{frontend.name}", frontend.listen, frontend.tls)  # reads the key material
+    check_listeners("admin", config.admin.listen, None)
 
 
 def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
@@ -594,7 +601,7 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
     key = f"frontends.{name}"
     _reject_unknown(key, table, {"listen", "backend", "routes", "mode", "forward", "peers", "trusted-proxies",
                                  "proxy-protocol", "max-reads", "max-writes", "handlers", "clients", "protocol",
-                                 "forwarded-header"})
+                                 "forwarded-header", "tls"})
     connections = _connections(key, table)
     mode = table.get("mode", "reverse")
     if mode not in ("reverse", "forward"):
@@ -658,7 +665,55 @@ def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
         values["protocol"] = table["protocol"]
     if "clients" in table:
         values["clients"] = _clients(f"{key}.clients", _table(f"{key}.clients", table["clients"]), peers)
+    if "tls" in table:
+        values["tls"] = _listener_tls(f"{key}.tls", _table(f"{key}.tls", table["tls"]))
     return values
+
+
+def _listener_tls(key: str, table: Mapping[str, Any]) -> ListenerTLSConfig:
+    """A frontend's ``[tls]`` table; the files it names are read when the listeners are checked (rubrisproxy.tls)."""
+    _reject_unknown(key, table, {"certificates", "directory", "min-version", "ciphers", "alpn"})
+    values: dict[str, Any] = {}
+    raw = table.get("certificates", [])
+    if not isinstance(raw, list):
+        raise ConfigError(f"{key}.certificates", "expected a list of tables such as {cert = \"a.pem\", key = \"a.key\"}")
+    certificates = []
+    for index, entry in enumerate(raw):
+        where = f"{key}.certificates[{index}]"
+        entry = _table(where, entry)
+        _reject_unknown(where, entry, {"cert", "key", "chain"})
+        paths = {}
+        for name in ("cert", "key", "chain"):
+            if name in entry:
+                if not isinstance(entry[name], str) or not entry[name]:
+                    raise ConfigError(f"{where}.{name}", f"expected a file path, got {entry[name]!r}")
+                paths[name] = entry[name]
+        if "cert" not in paths:
+            raise ConfigError(f"{where}.cert", "required: the PEM file of the certificate (and its chain)")
+        certificates.append(CertificateFiles(cert=paths["cert"], key=paths.get("key", paths["cert"]),
+                                             chain=paths.get("chain")))
+    values["certificates"] = tuple(certificates)
+    if "directory" in table:
+        if not isinstance(table["directory"], str) or not table["directory"]:
+            raise ConfigError(f"{key}.directory", f"expected a directory path, got {table['directory']!r}")
+        values["directory"] = table["directory"]
+    if not certificates and "directory" not in values:
+        raise ConfigError(f"{key}.certificates", "a TLS listener needs certificates, a directory of them, or both")
+    if "min-version" in table:
+        if table["min-version"] not in TLS_VERSIONS:
+            raise ConfigError(f"{key}.min-version", f"expected one of {', '.join(TLS_VERSIONS)}, got {table['min-version']!r}")
+        values["min_version"] = table["min-version"]
+    if "ciphers" in table:
+        if not isinstance(table["ciphers"], str) or not table["ciphers"]:
+            raise ConfigError(f"{key}.ciphers", f"expected an OpenSSL cipher list, got {table['ciphers']!r}")
+        values["ciphers"] = table["ciphers"]
+    if "alpn" in table:
+        alpn = _strings(f"{key}.alpn", table["alpn"])
+        for name in alpn:
+            if name not in ALPN_PROTOCOLS:
+                raise ConfigError(f"{key}.alpn", f"expected protocols among {', '.join(ALPN_PROTOCOLS)}, got {name!r}")
+        values["alpn"] = alpn
+    return ListenerTLSConfig(**values)
 
 
 def _trusted_proxies(key: str, value: object) -> tuple[str, ...]:

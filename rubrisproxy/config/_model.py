@@ -123,6 +123,41 @@ class TLSConfig:
     client_key: str | None = None
 
 
+#: TLS versions a listener can take as its minimum.
+TLS_VERSIONS = ("1.2", "1.3")
+#: ALPN protocol names a listener can offer (``h2`` joins them once frontends speak HTTP/2).
+ALPN_PROTOCOLS = ("http/1.1",)
+#: TLS 1.2 ciphers a listener offers by default: forward secret AEAD only (TLS 1.3 suites are OpenSSL's own).
+MODERN_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFiles:
+    """A certificate a listener presents: PEM files of its chain (leaf first) and its key (may be the same file)."""
+
+    cert: str
+    key: str
+    chain: str | None = None  # more intermediate certificates, in a file of their own
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTLSConfig:
+    """TLS on a frontend's listeners: certificates chosen by SNI (the first is the default), versions, ALPN.
+
+    ``directory`` adds a certificate for each ``*.pem`` or ``*.crt`` file in it (the key in
+    the same file, or in ``NAME.key`` beside it), listed anew at every load and reload.
+    """
+
+    certificates: tuple[CertificateFiles, ...] = ()
+    directory: str | None = None
+    min_version: str = "1.2"
+    ciphers: str = MODERN_CIPHERS
+    alpn: tuple[str, ...] = ("http/1.1",)
+
+
 WEBSOCKET_MODES = ("session", "tunnel")
 
 
@@ -255,6 +290,7 @@ class FrontendConfig:
     handlers: tuple[HookConfig, ...] = ()  # lifecycle handlers: connection, termination, client-destroy
     clients: ClientsConfig | None = None  # client sessions tracked; None: not tracked
     protocol: str | None = None  # dotted name of a ClientConnection (or ProxiedConnection) subclass to use
+    tls: ListenerTLSConfig | None = None  # TLS on every listener but ``ssl:`` ones (which name their own files)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.python.failure import Failure
 
 from ..config import Timeouts
@@ -160,8 +160,12 @@ class Tunnel:
 
 
 def _half_close(transport: object) -> None:
-    """Shut the write side only where the transport can (TCP); otherwise close after what is queued."""
-    lose_write = getattr(transport, "loseWriteConnection", None)
+    """Shut the write side only where the transport can (TCP); otherwise close after what is queued.
+
+    A TLS transport passes ``loseWriteConnection`` to the TCP connection under it, which would
+    end the TCP stream inside the TLS one: it is closed (close_notify, then FIN) instead.
+    """
+    lose_write = None if ISSLTransport.providedBy(transport) else getattr(transport, "loseWriteConnection", None)
     if lose_write is not None:
         lose_write()
     else:
