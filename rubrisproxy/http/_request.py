@@ -13,7 +13,7 @@ from typing import Protocol
 import httptools
 
 from ._errors import HTTPError
-from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
+from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 #: Headers the parser itself must read.
@@ -194,6 +194,10 @@ class RequestParser:
         if self._max_body_size and (head.content_length or 0) > self._max_body_size:
             raise HTTPError(413, f"Content-Length {head.content_length} over the {self._max_body_size} limit")
         if head.connection and not head.connection <= CONNECTION_OPTIONS:
+            if head.connection & FRAMING_OPTIONS:
+                # Removing its framing would let the body reach the origin as a request of its own.
+                listed = b", ".join(sorted(head.connection & FRAMING_OPTIONS)).decode("latin-1")
+                raise HTTPError(400, f"Connection names {listed}, which frames the request")
             head.forward = drop_listed(forward, head.connection)
         head.has_body = head.chunked or bool(head.content_length)
         head.upgrade = parser.should_upgrade()
