@@ -43,7 +43,7 @@ class Router:
 
     def _match(self, head: RequestHead) -> tuple[list[Condition], Backend | int, RouteConfig] | None:
         target = resolve(head)  # the normalised host and path, as the origin will receive them
-        host, path = target.route_host, target.path
+        host, path = target.route_host, target.route_path
         for entry in self._routes:
             if all(condition(head, host, path) for condition in entry[0]):
                 return entry  # type: ignore[return-value]

@@ -10,6 +10,9 @@ import httptools
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 
+from rubrisproxy.config import RouteConfig
+from rubrisproxy.routing import Router
+
 from .helpers import ProxyTestCase, parse_responses, run_reactor_for
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -140,3 +143,99 @@ class ConnectionFramingTests(HardeningTestCase):
         return self.check_response_framing(
             b"HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"5\r\nhello\r\n0\r\n\r\n", b"hello")
+
+
+class RoutePathTests(HardeningTestCase):
+    """Routes match the path and host the origin receives, however the client spells them."""
+
+    def setUp(self) -> None:
+        frontend = self.start_proxy(self.start_recording_origin())
+        routes = [
+            RouteConfig(path_prefix="/internal", deny=403),
+            RouteConfig(path_regex="^/private/", deny=403),
+            RouteConfig(host="admin.example.com", deny=403),
+        ]
+        frontend.router = Router(routes, {"app": frontend.backend}, frontend.backend)
+
+    @defer.inlineCallbacks
+    def answered(self, data: bytes, status: int):  # type: ignore[no-untyped-def]
+        (response,) = yield self.request(data)
+        self.assertEqual(response.status, status, data)
+        return response
+
+    @defer.inlineCallbacks
+    def test_every_spelling_of_a_denied_path_is_denied(self):  # type: ignore[no-untyped-def]
+        for target in (
+            b"/internal/x", b"/%69nternal/x", b"/%69%6E%74ernal/x", b"/./internal/x", b"//internal/x",
+            b"/y/../internal/x", b"/%2e%2e/internal/x", b"/y/%2E%2e/internal", b"/y/..;/internal/x",
+            b"/;x/internal", b"/.;/internal", b"/internal;jsessionid=1", b"/internal?x=1", b"/a/b/../../internal",
+            b"/private;x/y", b"/../private/y", b"/private/./y", b"//private//y",
+            b"http://www.example.com/y/../internal",
+        ):
+            yield self.answered(b"GET %s HTTP/1.1\r\nHost: www.example.com\r\n\r\n" % target, 403)
+        self.assertEqual(self.raw, [])
+
+    @defer.inlineCallbacks
+    def test_every_spelling_of_a_denied_host_is_denied(self):  # type: ignore[no-untyped-def]
+        for host in (b"admin.example.com", b"ADMIN.Example.COM", b"admin.example.com.", b"admin.example.com.:8080"):
+            yield self.answered(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host, 403)
+        # An absolute target's authority is the host, whatever Host says.
+        yield self.answered(b"GET http://Admin.example.com./x HTTP/1.1\r\nHost: www.example.com\r\n\r\n", 403)
+        self.assertEqual(self.raw, [])
+
+    @defer.inlineCallbacks
+    def test_the_origin_receives_the_normalised_path_and_the_query_as_sent(self):  # type: ignore[no-untyped-def]
+        cases = [
+            (b"/a/./b/../c//d%7e%41%2fe?x=/../%2e&y=%zz", b"/a/c/d~A%2Fe?x=/../%2e&y=%zz"),
+            (b"/internals/../public/", b"/public/"),
+            (b"/a;v=1/b", b"/a;v=1/b"),
+            (b"/group%2Fproject", b"/group%2Fproject"),
+            (b"http://www.example.com", b"/"),
+            (b"http://www.example.com?q=1", b"/?q=1"),
+        ]
+        for sent, _ in cases:
+            yield self.answered(b"GET %s HTTP/1.1\r\nHost: www.example.com\r\n\r\n" % sent, 200)
+        self.assertEqual([r.target for r in self.received], [expected for _, expected in cases])
+
+    @defer.inlineCallbacks
+    def test_an_absolute_targets_authority_replaces_host(self):  # type: ignore[no-untyped-def]
+        yield self.answered(b"GET http://www.example.com:8080/x HTTP/1.1\r\nHost: admin.example.com\r\n\r\n", 200)
+        yield self.answered(b"GET HTTP://www.example.com/y HTTP/1.0\r\n\r\n", 200)
+        self.assertEqual([(r.target, r.header(b"Host")) for r in self.received],
+                         [(b"/x", b"www.example.com:8080"), (b"/y", b"www.example.com")])
+        self.assertIn(b'host="www.example.com:8080"', self.received[0].header(b"Forwarded"))
+
+    @defer.inlineCallbacks
+    def test_a_path_no_route_can_read_is_refused(self):  # type: ignore[no-untyped-def]
+        for target in (
+            b"/a\\..\\internal", b"/%zz", b"/a%4", b"/a%00b", b"/x/..%2Finternal", b"/x/..%2finternal",
+            b"/%2Finternal", b"/%5Cinternal", b"/public;x%2F..%2F..%2Finternal", b"/a#frag", b"/a?b#frag",
+            b"http:///internal", b"http://user@www.example.com/", b"https://a b/", b"ftp://www.example.com/",
+        ):
+            yield self.refused(b"GET %s HTTP/1.1\r\nHost: www.example.com\r\n\r\n" % target)
+
+
+class HostTests(HardeningTestCase):
+    """A Host that is not a host (RFC 3986 host and port, narrowed to DNS names) is refused."""
+
+    @defer.inlineCallbacks
+    def test_an_invalid_host_is_refused(self):  # type: ignore[no-untyped-def]
+        self.start_proxy(self.start_recording_origin())
+        for host in (
+            b'a", for=6.6.6.6;host="x', b"a b", b"a@b", b"a/b", b"a\\b", b"[::1", b"[::1]x", b"[zz::1]",
+            b"[fe80::1%25eth0]", b"a:99999", b"a:", b"a:b", b"a..b", b".a", b"a:80:80", b"%61dmin",
+            b"a,b", b"a;b", b"a'b", b"\xc3\xa9.example",
+        ):
+            yield self.refused(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host)
+
+    @defer.inlineCallbacks
+    def test_valid_hosts_pass_as_sent(self):  # type: ignore[no-untyped-def]
+        self.start_proxy(self.start_recording_origin())
+        hosts = [b"www.example.com", b"WWW.example.com.", b"127.0.0.1:8080", b"[2001:db8::1]:443", b"my_host-1",
+                 b"xn--bcher-kva.example", b"a.b.c.d.e.f"]
+        for host in hosts:
+            (response,) = yield self.request(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host)
+            self.assertEqual(response.status, 200)
+        (response,) = yield self.request(b"GET / HTTP/1.1\r\nHost: \r\n\r\n")  # empty: allowed (RFC 9112 3.2)
+        self.assertEqual(response.status, 200)
+        self.assertEqual([r.header(b"Host") for r in self.received], [*hosts, b""])

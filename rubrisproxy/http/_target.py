@@ -11,7 +11,9 @@ escapes are kept, in upper case: ``%2F`` stays a character of its segment, never
 separator), empty segments are merged, and ``.`` and ``..`` segments are resolved; a
 segment whose name before ``;`` is empty, ``.`` or ``..`` counts as one (the parameters
 go with it), as servers that strip path parameters would read it. A backslash, a
-fragment or a broken escape is refused. The query is kept as it came.
+fragment, a broken escape, or an encoded slash or backslash next to a dot or empty
+segment (``..%2F``: a path that an origin decoding it would resolve differently) is
+refused. The query is kept as it came.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ _HOST = re.compile(
 )
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
+_ENCODED_SEPARATOR = re.compile(rb"%2F|%5C")
 #: Byte sequences whose absence means a path is already normal.
 _ABNORMAL = (b"%", b"/.", b"//", b"/;")
 
@@ -98,11 +101,27 @@ def normalise_path(path: bytes) -> bytes:
             if kept:
                 kept.pop()
         elif name != b"." and name != b"":
+            if b"%2F" in segment or b"%5C" in segment:
+                _check_encoded_separators(segment)
             kept.append(segment)
             continue
         trailing = index == last  # a path ending in a removed segment still names a directory
     normal = b"/" + b"/".join(kept)
     return normal + b"/" if trailing and kept else normal
+
+
+def _check_encoded_separators(segment: bytes) -> None:
+    """Refuse a segment that an origin decoding ``%2F`` or ``%5C`` into a separator would read as a dot or empty one."""
+    for part in _ENCODED_SEPARATOR.split(segment):
+        if part.partition(b";")[0] in (b"", b".", b".."):
+            raise HTTPError(400, "an encoded slash next to a dot or empty segment in the request path")
+
+
+def without_params(path: bytes) -> bytes:
+    """A normal ``path`` without the ``;`` parameters of its segments."""
+    if b";" not in path:
+        return path
+    return b"/".join(segment.partition(b";")[0] for segment in path.split(b"/"))
 
 
 def _decode_unreserved(path: bytes) -> bytes:
@@ -112,6 +131,8 @@ def _decode_unreserved(path: bytes) -> bytes:
         if len(part) < 2 or part[0] not in _HEX or part[1] not in _HEX:
             raise HTTPError(400, "a broken percent-escape in the request path")
         octet = int(part[:2], 16)
+        if octet == 0:
+            raise HTTPError(400, "an encoded NUL in the request path")
         if octet in _UNRESERVED:
             out.append(bytes((octet,)) + part[2:])
         else:
@@ -124,13 +145,16 @@ class Target:
     """A reverse-proxied request's destination as routes match it and its origin receives it.
 
     ``host`` is the Host value to send (an absolute target's authority replaces the Host
-    header); ``route_host`` the form routes compare; ``path`` the normalised path;
-    ``query`` the query with its ``?``, or empty.
+    header); ``path`` the normalised path the origin receives; ``query`` the query with
+    its ``?``, or empty. Routes compare ``route_host`` and ``route_path``: the path
+    without segment parameters, so that ``/internal;x/`` is ``/internal/`` to them as it
+    is to a server that strips parameters.
     """
 
     host: bytes | None
     route_host: bytes
     path: bytes
+    route_path: bytes
     query: bytes
     absolute: bool
 
@@ -147,7 +171,7 @@ def resolve(head: RequestHead) -> Target:
     raw = head.target
     host = head.host
     if raw == b"*" and head.method == b"OPTIONS":
-        target = head.resolved = Target(host, route_host(host) if host else b"", b"*", b"", False)
+        target = head.resolved = Target(host, route_host(host) if host else b"", b"*", b"*", b"", False)
         return target
     absolute = split_absolute(raw) if raw[:1] != b"/" else None
     if absolute is not None:
@@ -159,6 +183,7 @@ def resolve(head: RequestHead) -> Target:
     if b"#" in raw:
         raise HTTPError(400, "a fragment in the request target")
     path, mark, query = raw.partition(b"?")
-    target = Target(host, route_host(host) if host else b"", normalise_path(path), mark + query, absolute is not None)
+    path = normalise_path(path)
+    target = Target(host, route_host(host) if host else b"", path, without_params(path), mark + query, absolute is not None)
     head.resolved = target
     return target
