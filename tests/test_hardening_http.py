@@ -9,8 +9,11 @@ from __future__ import annotations
 import httptools
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
+from twisted.trial.unittest import SynchronousTestCase
 
 from rubrisproxy.config import RouteConfig
+from rubrisproxy.frontend import PeerSettings
+from rubrisproxy.frontend._peers import client_of, forwarded_chain, forwarded_elements, forwarded_quote
 from rubrisproxy.routing import Router
 
 from .helpers import ProxyTestCase, parse_responses, run_reactor_for
@@ -239,3 +242,89 @@ class HostTests(HardeningTestCase):
         (response,) = yield self.request(b"GET / HTTP/1.1\r\nHost: \r\n\r\n")  # empty: allowed (RFC 9112 3.2)
         self.assertEqual(response.status, 200)
         self.assertEqual([r.header(b"Host") for r in self.received], [*hosts, b""])
+
+
+#: What a proxy that quotes correctly writes for a client that sent ``Host: a", for=6.6.6.6;host="x``.
+ESCAPED = b'for=203.0.113.9;host="a\\", for=6.6.6.6;host=\\"x"'
+
+
+class ForwardedChainTests(SynchronousTestCase):
+    """The Forwarded parser reads quoted strings as values, whatever they hold."""
+
+    settings = PeerSettings.build("proxied", ("127.0.0.0/8",), "off", "forwarded")
+
+    def test_a_quoted_comma_is_no_new_hop(self) -> None:
+        headers = [(b"Forwarded", ESCAPED)]
+        self.assertEqual(forwarded_chain(headers, b"forwarded"), ["203.0.113.9"])
+        self.assertEqual(client_of("127.0.0.1", headers, self.settings), "203.0.113.9")
+        (element,) = forwarded_elements(ESCAPED.decode())  # type: ignore[misc]
+        self.assertEqual(element["host"], 'a", for=6.6.6.6;host="x')
+
+    def test_a_value_that_does_not_parse_is_one_unknown_hop(self) -> None:
+        for value in (b'for="6.6.6.6', b"for=1.1.1.1;for=6.6.6.6", b"for=6.6.6.6 x", b"for=", b"=6.6.6.6",
+                      b'for="6.6.6.6\\"', b"for=6.6.6.6;host=a,b=", b'for=6.6.6.6"x"'):
+            headers = [(b"Forwarded", value), (b"Forwarded", b"for=127.0.0.2")]
+            self.assertEqual(forwarded_chain(headers, b"forwarded"), ["unknown", "127.0.0.2"], value)
+            self.assertEqual(client_of("127.0.0.1", headers, self.settings), "unknown")
+
+    def test_quoting_round_trips(self) -> None:
+        for host in (b"a", b'a"b', b"a\\b", b'\\"', b'a", for=6.6.6.6;host="x'):
+            (element,) = forwarded_elements((b"for=1.2.3.4;host=" + forwarded_quote(host)).decode())  # type: ignore[misc]
+            self.assertEqual(element["host"].encode(), host)
+
+
+class ForwardedHeaderTests(HardeningTestCase):
+    """What the origin reads from Forwarded names the right client, through one proxy or two."""
+
+    def chain_seen(self, received: Received) -> list[str]:
+        return forwarded_chain([(b"Forwarded", received.header(b"Forwarded") or b"")], b"forwarded")
+
+    @defer.inlineCallbacks
+    def test_a_quoted_host_cannot_add_a_hop_behind_a_trusted_proxy(self):  # type: ignore[no-untyped-def]
+        self.start_proxy(self.start_recording_origin(),
+                         peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off", "forwarded"))
+        (response,) = yield self.request(b"GET / HTTP/1.1\r\nHost: www.example.com\r\nForwarded: %s\r\n\r\n" % ESCAPED)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(self.access_log.entries[0].client, "203.0.113.9")
+        (seen,) = self.received
+        self.assertEqual(seen.header(b"X-Forwarded-For"), b"203.0.113.9, 127.0.0.1")
+        self.assertEqual(self.chain_seen(seen), ["203.0.113.9", "127.0.0.1"])
+
+    @defer.inlineCallbacks
+    def test_a_broken_forwarded_value_is_passed_on_as_unknown(self):  # type: ignore[no-untyped-def]
+        self.start_proxy(self.start_recording_origin(),
+                         peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off", "forwarded"))
+        (response,) = yield self.request(b'GET / HTTP/1.1\r\nHost: a\r\nForwarded: for="6.6.6.6, for=1.2.3.4\r\n\r\n')
+        self.assertEqual(response.status, 200)
+        self.assertEqual(self.access_log.entries[0].client, "unknown")
+        (seen,) = self.received
+        self.assertTrue(seen.header(b"Forwarded").startswith(b"for=unknown, for=127.0.0.1;proto=http;host="))  # type: ignore[union-attr]
+        self.assertEqual(self.chain_seen(seen), ["unknown", "127.0.0.1"])
+        self.assertEqual(seen.header(b"X-Forwarded-For"), b"unknown, 127.0.0.1")
+
+    @defer.inlineCallbacks
+    def test_two_proxies_in_a_row(self):  # type: ignore[no-untyped-def]
+        """A local frontend in front of a proxied one: the hostile Host stops at the first."""
+        self.start_proxy(self.start_recording_origin(),
+                         peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off", "forwarded"))
+        inner_log = self.access_log
+        self.start_proxy(self.proxy_port)
+        yield self.refused(b'GET / HTTP/1.1\r\nHost: a", for=6.6.6.6;host="x\r\n\r\n')
+        (response,) = yield self.request(b"GET / HTTP/1.1\r\nHost: www.example.com:8080\r\n\r\n")
+        self.assertEqual(response.status, 200)
+        (seen,) = self.received
+        self.assertEqual(self.chain_seen(seen), ["127.0.0.1", "127.0.0.1"])
+        self.assertEqual(seen.header(b"Forwarded"),
+                         b'for=127.0.0.1;proto=http;host="www.example.com:8080", '
+                         b'for=127.0.0.1;proto=http;host="www.example.com:8080"')
+        self.assertEqual(inner_log.entries[-1].client, "127.0.0.1")
+
+    @defer.inlineCallbacks
+    def test_a_trusted_proxys_header_removed_by_its_connection_header_is_written_afresh(self):  # type: ignore[no-untyped-def]
+        self.start_proxy(self.start_recording_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off"))
+        (response,) = yield self.request(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-forwarded-proto, X-Forwarded-Host\r\n"
+            b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: b\r\n\r\n")
+        self.assertEqual(response.status, 200)
+        (seen,) = self.received
+        self.assertEqual((seen.header(b"X-Forwarded-Proto"), seen.header(b"X-Forwarded-Host")), (b"http", b"a"))
