@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rubrisproxy.config import RouteConfig
 from rubrisproxy.frontend import PeerSettings
 from rubrisproxy.frontend._peers import client_of, forwarded_chain, forwarded_elements, forwarded_quote
+from rubrisproxy.http import HTTPError, normalise_path, route_host, valid_host
 from rubrisproxy.routing import Router
 
 from .helpers import ProxyTestCase, parse_responses, run_reactor_for
@@ -328,3 +329,34 @@ class ForwardedHeaderTests(HardeningTestCase):
         self.assertEqual(response.status, 200)
         (seen,) = self.received
         self.assertEqual((seen.header(b"X-Forwarded-Proto"), seen.header(b"X-Forwarded-Host")), (b"http", b"a"))
+
+
+class NormalFormTests(SynchronousTestCase):
+    """The normal form itself, case by case."""
+
+    def test_paths(self) -> None:
+        for path, normal in [
+            (b"/", b"/"), (b"/a/", b"/a/"), (b"/a/.", b"/a/"), (b"/a/..", b"/"), (b"/..", b"/"), (b"/../../a", b"/a"),
+            (b"/a//", b"/a/"), (b"/a/./", b"/a/"), (b"/.well-known/x", b"/.well-known/x"), (b"/a..b/...", b"/a..b/..."),
+            (b"/%7e%41%20%2f%3b", b"/~A%20%2F%3B"), (b"/%252e%252e/x", b"/%252e%252e/x"), (b"/a/%2E/b", b"/a/b"),
+            (b"/a/..;x", b"/"), (b"/a;x/b;y", b"/a;x/b;y"), (b"/a/;x/b", b"/a/b"),
+        ]:
+            self.assertEqual(normalise_path(path), normal, path)
+            self.assertEqual(normalise_path(normal), normal, normal)  # normal is a fixed point
+
+    def test_refused_paths(self) -> None:
+        for path in (b"/a\\b", b"/%", b"/%4", b"/%4g", b"/%00", b"/a/..%2F", b"/%2F", b"/a%2F%2Fb", b"/a%5C.", b"/a%2F..;x"):
+            with self.assertRaises(HTTPError) as caught:
+                normalise_path(path)
+            self.assertEqual(caught.exception.status, 400, path)
+
+    def test_hosts(self) -> None:
+        for host in (b"a", b"a.", b"A-1_b~c.d", b"1.2.3.4:0", b"[::1]", b"[::ffff:1.2.3.4]:65535"):
+            self.assertTrue(valid_host(host), host)
+        for host in (b"", b".", b"a..", b"..a", b"a:65536", b"a:123456", b"[::1]:", b"[1::2::3]", b"[::1]]", b"a:-1",
+                     b"a b", b"a%20b", b"a\tb"):
+            self.assertFalse(valid_host(host), host)
+        self.assertEqual(
+            [route_host(h) for h in (b"A.Example.COM.", b"a.example.com:80", b"[2001:DB8::1]:8080", b"a.:1")],
+            [b"a.example.com", b"a.example.com", b"[2001:db8::1]", b"a"],
+        )
