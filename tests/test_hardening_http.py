@@ -11,11 +11,12 @@ from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from rubrisproxy.config import RouteConfig
+from rubrisproxy.config import HookConfig, RouteConfig, WebSocketConfig
 from rubrisproxy.frontend import PeerSettings
 from rubrisproxy.frontend._peers import client_of, forwarded_chain, forwarded_elements, forwarded_quote
 from rubrisproxy.http import HTTPError, normalise_path, route_host, valid_host
 from rubrisproxy.routing import Router
+from rubrisproxy.websocket import Handshake, WebSocketHook
 
 from .helpers import ProxyTestCase, parse_responses, run_reactor_for
 
@@ -47,6 +48,8 @@ class RecordingOrigin(Protocol):
         self.raw.append(data)
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # an upgrade it declines: already answered as a plain request
         except httptools.HttpParserError:
             self.transport.loseConnection()
 
@@ -360,3 +363,26 @@ class NormalFormTests(SynchronousTestCase):
             [route_host(h) for h in (b"A.Example.COM.", b"a.example.com:80", b"[2001:DB8::1]:8080", b"a.:1")],
             [b"a.example.com", b"a.example.com", b"[2001:db8::1]", b"a"],
         )
+
+
+class TargetRecorder(WebSocketHook):
+    """Remembers the target each handshake showed it."""
+
+    seen: list[bytes] = []
+
+    def handshake(self, request: Handshake) -> None:
+        TargetRecorder.seen.append(request.target)
+
+
+class HookTargetTests(HardeningTestCase):
+    @defer.inlineCallbacks
+    def test_a_websocket_hook_sees_the_target_the_origin_receives(self):  # type: ignore[no-untyped-def]
+        TargetRecorder.seen = []
+        hooks = (HookConfig("tests.test_hardening_http.TargetRecorder"),)
+        self.start_proxy(self.start_recording_origin(), websocket=WebSocketConfig(hooks=hooks))
+        (response,) = yield self.request(
+            b"GET /x/..;/%63hat?token=a/../b HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        self.assertEqual(response.status, 200)  # the recording origin declines the upgrade
+        self.assertEqual(TargetRecorder.seen, [b"/chat?token=a/../b"])
+        self.assertEqual([r.target for r in self.received], [b"/chat?token=a/../b"])

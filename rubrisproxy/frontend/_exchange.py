@@ -274,7 +274,8 @@ class Exchange:
             self.fail(error, Termination.DENIED if error.status == 403 else Termination.BAD_REQUEST)
             return False
         if backend.websocket_hooks:
-            request = Handshake(self.client_address, head.target, head.headers, upgrade.protocols, upgrade.origin)
+            target = head.resolved.origin_form if head.resolved is not None else head.target  # as the origin gets it
+            request = Handshake(self.client_address, target, head.headers, upgrade.protocols, upgrade.origin)
             for hook in backend.websocket_hooks:
                 try:
                     hook.handshake(request)
