@@ -35,8 +35,8 @@ _HOST = re.compile(
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
 _ENCODED_SEPARATOR = re.compile(rb"%2F|%5C")
-#: Byte sequences whose absence means a path is already normal.
-_ABNORMAL = (b"%", b"/.", b"//", b"/;")
+#: What a path needs for normalisation to change it, or to refuse it.
+_ABNORMAL = re.compile(rb"%|/[./;]|\\")
 
 
 def valid_host(value: bytes) -> bool:
@@ -61,7 +61,8 @@ def route_host(host: bytes) -> bytes:
     host = host.lower()
     if host[:1] == b"[":
         return host[: host.index(b"]") + 1]
-    host = host.partition(b":")[0]
+    if b":" in host:
+        host = host.partition(b":")[0]
     return host[:-1] if host[-1:] == b"." else host
 
 
@@ -85,10 +86,10 @@ def split_absolute(target: bytes) -> tuple[bytes, bytes] | None:
 
 def normalise_path(path: bytes) -> bytes:
     """``path`` (absolute, without query) in normal form; :class:`HTTPError` 400 if it is not a valid path."""
+    if _ABNORMAL.search(path) is None:
+        return path  # already normal: the usual case, kept cheap
     if b"\\" in path:
         raise HTTPError(400, "a backslash in the request path")
-    if not any(marker in path for marker in _ABNORMAL):
-        return path
     if b"%" in path:
         path = _decode_unreserved(path)
     segments = path.split(b"/")[1:]
@@ -142,25 +143,32 @@ def _decode_unreserved(path: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A reverse-proxied request's destination as routes match it and its origin receives it.
+    """A reverse-proxied request's destination as its origin receives it and routes match it.
 
     ``host`` is the Host value to send (an absolute target's authority replaces the Host
-    header); ``path`` the normalised path the origin receives; ``query`` the query with
-    its ``?``, or empty. Routes compare ``route_host`` and ``route_path``: the path
-    without segment parameters, so that ``/internal;x/`` is ``/internal/`` to them as it
-    is to a server that strips parameters.
+    header); ``path`` the normalised path; ``query`` the query with its ``?``, or empty.
     """
 
     host: bytes | None
-    route_host: bytes
     path: bytes
-    route_path: bytes
     query: bytes
     absolute: bool
 
     @property
     def origin_form(self) -> bytes:
         return self.path + self.query
+
+    @property
+    def route_host(self) -> bytes:
+        """The host routes compare: lower case, without port or trailing dot."""
+        host = self.host
+        return route_host(host) if host else b""
+
+    @property
+    def route_path(self) -> bytes:
+        """The path routes compare: without segment parameters, so ``/internal;x/`` is ``/internal/`` to them,
+        as it is to a server that strips parameters."""
+        return without_params(self.path)
 
 
 def resolve(head: RequestHead) -> Target:
@@ -171,7 +179,7 @@ def resolve(head: RequestHead) -> Target:
     raw = head.target
     host = head.host
     if raw == b"*" and head.method == b"OPTIONS":
-        target = head.resolved = Target(host, route_host(host) if host else b"", b"*", b"*", b"", False)
+        target = head.resolved = Target(host, b"*", b"", False)
         return target
     absolute = split_absolute(raw) if raw[:1] != b"/" else None
     if absolute is not None:
@@ -183,7 +191,6 @@ def resolve(head: RequestHead) -> Target:
     if b"#" in raw:
         raise HTTPError(400, "a fragment in the request target")
     path, mark, query = raw.partition(b"?")
-    path = normalise_path(path)
-    target = Target(host, route_host(host) if host else b"", path, without_params(path), mark + query, absolute is not None)
+    target = Target(host, normalise_path(path), mark + query, absolute is not None)
     head.resolved = target
     return target
