@@ -146,6 +146,10 @@ class ConnectionFramingTests(HardeningTestCase):
             b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, CONTENT-LENGTH, Transfer-Encoding\r\nContent-Length: 5\r\n\r\nhello",
             b"hello")
 
+    def test_a_closing_response_whose_connection_names_content_length_keeps_it(self):  # type: ignore[no-untyped-def]
+        return self.check_response_framing(
+            b"HTTP/1.1 200 OK\r\nConnection: close, content-length\r\nContent-Length: 5\r\n\r\nhello", b"hello")
+
     def test_a_chunked_response_whose_connection_names_transfer_encoding_stays_chunked(self):  # type: ignore[no-untyped-def]
         return self.check_response_framing(
             b"HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n"
