@@ -137,7 +137,7 @@ class ProxiedConnection(ClientConnection):
         believed = self.peers.header
         kept = [
             value.strip() if believed != b"forwarded" or forwarded_elements(value.decode("latin-1")) is not None
-            else b"for=unknown"  # passed on as it was read: a broken quote would swallow our element
+            else b"for=unknown"  # a value that does not parse: its broken quote would swallow our element
             for name, value in head.headers
             if name.lower() == believed
         ]

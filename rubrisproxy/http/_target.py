@@ -3,8 +3,8 @@
 A Host (or an absolute target's authority) is an IPv6 literal in brackets, or a name of
 RFC 3986 unreserved characters in non-empty dot-separated labels (an IPv4 address is
 one), with an optional trailing dot and an optional port. Sub-delimiters and
-percent-encoding, which no DNS name uses, are refused: every byte that could make the
-proxy and an origin read a different host is refused instead.
+percent-encoding, which no DNS name uses, are refused rather than interpreted, so the
+proxy and an origin cannot read two different hosts in one value.
 
 A path is normalised once: percent-encoded unreserved characters are decoded (other
 escapes are kept, in upper case: ``%2F`` stays a character of its segment, never a
