@@ -176,9 +176,4 @@ def client_of(peer: str, headers: Headers, settings: PeerSettings) -> str:
     for hop in reversed(forwarded_chain(headers, settings.header)):
         if not settings.trusts(hop):
             break
-    if hop is peer:
-        return peer
-    try:
-        return str(ipaddress.ip_address(hop))
-    except ValueError:
-        return "unknown"
+    return hop  # the chain's hops are canonical addresses or "unknown" already
