@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .backend import Backend
 from .config import RouteConfig
-from .http import RequestHead
+from .http import RequestHead, resolve, route_host
 
 Condition = Callable[[RequestHead, bytes, bytes], bool]  # (head, host, path)
 
@@ -23,7 +23,10 @@ class Router:
         ]
 
     def route(self, head: RequestHead) -> Backend | int:
-        """The backend for ``head``, or the status to refuse it with."""
+        """The backend for ``head``, or the status to refuse it with.
+
+        Raises :class:`~rubrisproxy.http.HTTPError` (400) for a target no route can read.
+        """
         if not self._routes:
             return self.default
         match = self._match(head)
@@ -39,34 +42,12 @@ class Router:
         return origins, subprotocols
 
     def _match(self, head: RequestHead) -> tuple[list[Condition], Backend | int, RouteConfig] | None:
-        host = request_host(head)
-        path = request_path(head)
+        target = resolve(head)  # the normalised host and path, as the origin will receive them
+        host, path = target.route_host, target.route_path
         for entry in self._routes:
             if all(condition(head, host, path) for condition in entry[0]):
                 return entry  # type: ignore[return-value]
         return None
-
-
-def request_host(head: RequestHead) -> bytes:
-    """The request's host, lower-cased, without a port (from an absolute target or Host)."""
-    target = head.target
-    if target[:1] != b"/" and b"://" in target:
-        host = target.split(b"://", 1)[1].split(b"/", 1)[0]
-    else:
-        host = head.host or b""
-    host = host.lower()
-    if host.startswith(b"["):
-        return host.split(b"]", 1)[0] + b"]"
-    return host.rsplit(b":", 1)[0] if b":" in host else host
-
-
-def request_path(head: RequestHead) -> bytes:
-    """The request's path, without the query."""
-    target = head.target
-    if target[:1] != b"/" and b"://" in target:
-        rest = target.split(b"://", 1)[1]
-        target = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
-    return target.split(b"?", 1)[0]
 
 
 def is_websocket_upgrade(head: RequestHead) -> bool:
@@ -90,10 +71,10 @@ def offered_subprotocols(head: RequestHead) -> list[bytes]:
 def _conditions(route: RouteConfig) -> list[Condition]:
     conditions: list[Condition] = []
     if route.host is not None:
-        exact = route.host.lower().encode()
+        exact = route_host(route.host.encode())
         conditions.append(lambda head, host, path: host == exact)
     if route.host_suffix is not None:
-        suffix = route.host_suffix.lower().encode()
+        suffix = route_host(route.host_suffix.encode())
         conditions.append(lambda head, host, path: host.endswith(suffix))
     if route.host_prefix is not None:
         prefix = route.host_prefix.lower().encode()

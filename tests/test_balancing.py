@@ -398,7 +398,8 @@ class RealOriginTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_hashing_keeps_a_key_on_one_server(self):
-        by_uri = yield self.served("uri", [get(b"/a?x=%d" % i) for i in range(10)] + [get(b"/b")] * 5)
+        spellings = [b"/b", b"//b", b"/./b", b"/x/../b", b"/%62"]  # one path, as the origin receives it
+        by_uri = yield self.served("uri", [get(b"/a?x=%d" % i) for i in range(10)] + [get(p) for p in spellings] * 3)
         self.assertEqual(len(set(by_uri[:10])), 1)  # the query is not part of the uri key
         self.assertEqual(len(set(by_uri[10:])), 1)
         by_param = yield self.served("url_param(user)", [get(b"/?user=%d" % (i % 3)) for i in range(30)])

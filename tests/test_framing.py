@@ -110,6 +110,15 @@ class RefusalTests(unittest.TestCase):
         self.refuse(b"GET / HTTP/1.1\r\n\r\n", 400)
         self.refuse(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400)
 
+    def test_invalid_host(self):
+        self.refuse(b'GET / HTTP/1.1\r\nHost: a", for=6.6.6.6;host="x\r\n\r\n', 400)
+
+    def test_connection_naming_the_framing(self):
+        self.refuse(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close, Content-Length\r\nContent-Length: 1\r\n\r\nx", 400)
+
+    def test_path_no_route_can_read(self):
+        self.refuse(b"GET /a/..%2Fb HTTP/1.1\r\nHost: a\r\n\r\n", 400)
+
     def test_unsupported_version(self):
         self.refuse(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505)
 

@@ -85,6 +85,7 @@ class RouterTests(unittest.TestCase):
             ({"path-prefix": "/a"}, "frontends.web.routes[0]"),
             ({"deny": 200}, "frontends.web.routes[0].deny"),
             ({"path-regex": "(", "deny": 403}, "frontends.web.routes[0].path-regex"),
+            ({"path-prefix": "internal", "deny": 403}, "frontends.web.routes[0].path-prefix"),
             ({"hots": "a", "deny": 403}, "frontends.web.routes[0].hots"),
         ]:
             document = {**base, "frontends": {"web": {"backend": "app", "routes": [route]}}}

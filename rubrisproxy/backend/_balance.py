@@ -138,8 +138,9 @@ def source_key(request: RequestHead, client_address: str) -> bytes:
 
 
 def uri_key(request: RequestHead, client_address: str) -> bytes:
-    """HAProxy's ``uri``: the path, without the query."""
-    return request.target.split(b"?", 1)[0]
+    """HAProxy's ``uri``: the path (normalised, as the origin receives it), without the query."""
+    resolved = request.resolved
+    return resolved.path if resolved is not None else request.target.split(b"?", 1)[0]
 
 
 def url_param_key(name: str) -> KeyOf:

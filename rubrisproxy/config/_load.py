@@ -563,6 +563,8 @@ def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> Rout
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{key}.{name}", f"expected a non-empty string, got {value!r}")
             values[name.replace("-", "_")] = value
+    if not values.get("path_prefix", "/").startswith("/"):
+        raise ConfigError(f"{key}.path-prefix", f"expected a path beginning with /, got {values['path_prefix']!r}")
     if "path_regex" in values:
         try:
             re.compile(values["path_regex"])

@@ -20,7 +20,7 @@ from ..http import FORWARDING, HTTPError, RequestHead, RequestParser, error_resp
 from ..lifecycle import ConnectionEnd, ConnectionInfo, RefuseConnection, Termination
 from ._context import Frontend
 from ._exchange import Exchange
-from ._peers import forwarded_node
+from ._peers import forwarded_node, forwarded_quote
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
@@ -33,13 +33,13 @@ LOCAL_CLIENT_DROPS = FORWARDING | frozenset((b"expect",))
 
 
 def forwarding_template(address: str, secure: bool) -> bytes:
-    """The forwarding header lines for one client, with two ``%s`` left for the Host value."""
+    """The forwarding header lines for one client, with two ``%s`` left for the Host value (the second quoted)."""
     ip = address.encode().replace(b"%", b"%%")
     proto = b"https" if secure else b"http"
     node = forwarded_node(address).replace(b"%", b"%%")
     return (
         b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %%s\r\n"
-        b'Forwarded: %s;proto=%s;host="%%s"\r\n' % (ip, proto, node, proto)
+        b"Forwarded: %s;proto=%s;host=%%s\r\n" % (ip, proto, node, proto)
     )
 
 
@@ -372,7 +372,7 @@ class ClientConnection(Protocol):
 
     def forwarding_headers(self, host: bytes, head: RequestHead | None = None) -> bytes:
         """X-Forwarded-* and Forwarded lines describing this client, for a request to ``host``."""
-        return self._forwarding % (host, host)
+        return self._forwarding % (host, forwarded_quote(host))
 
     def client_stalled(self, stalled: bool) -> None:
         """The client stopped (or resumed) reading the response: run ``timeout client`` meanwhile."""

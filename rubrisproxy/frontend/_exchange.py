@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from ..accesslog import AccessRecord
 from ..backend import PEEK_LIMIT, QUEUED, Backend, Server, is_engineio, open_packet_sid, session_id
 from ..counters import count
-from ..http import NONE, HTTPError, RequestHead, ResponseHead, error_response, serialize_headers
+from ..http import NONE, HTTPError, RequestHead, ResponseHead, error_response, resolve, serialize_headers, split_absolute
 from ..lifecycle import ConnectionEnd, Termination
 from ..origin import ConnectTimeout, OriginConnection
 from ..routing import Router, is_websocket_upgrade
@@ -125,6 +125,11 @@ class Exchange:
             self.fail(HTTPError(501, "CONNECT is not served by a reverse-proxy frontend"), Termination.NOT_IMPLEMENTED)
             return
         router = self.client.frontend.router
+        try:
+            resolve(head)  # the normalised target: what routes match and what the origin receives
+        except HTTPError as error:
+            self.fail(error, Termination.BAD_REQUEST)
+            return
         target = router.default if router.trivial else router.route(head)  # type: ignore[union-attr]
         if isinstance(target, int):
             self.fail(HTTPError(target, "denied by a route"), Termination.DENIED)
@@ -269,7 +274,8 @@ class Exchange:
             self.fail(error, Termination.DENIED if error.status == 403 else Termination.BAD_REQUEST)
             return False
         if backend.websocket_hooks:
-            request = Handshake(self.client_address, head.target, head.headers, upgrade.protocols, upgrade.origin)
+            target = head.resolved.origin_form if head.resolved is not None else head.target  # as the origin gets it
+            request = Handshake(self.client_address, target, head.headers, upgrade.protocols, upgrade.origin)
             for hook in backend.websocket_hooks:
                 try:
                     hook.handshake(request)
@@ -817,16 +823,21 @@ class Exchange:
         target = head.target
         host = head.host
         forward = head.forward
-        if target[:1] == b"/":
-            pass  # origin form, the usual case
+        resolved = head.resolved
+        authority = None  # an absolute target's, which replaces the Host header (RFC 9112 3.2.2)
+        if resolved is not None:  # a reverse proxy's: the normalised target its routes matched
+            target = resolved.origin_form
+            if resolved.absolute:
+                authority = resolved.host
         elif self._via_parent:
             pass  # a parent proxy takes the absolute form as it is
-        elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
-            authority, _, path = target.split(b"://", 1)[1].partition(b"/")
-            target, host = b"/" + path, authority
-            forward = [(n, host if n.lower() == b"host" else v) for n, v in forward]
-        elif not (target == b"*" and head.method == b"OPTIONS"):
+        elif (parts := split_absolute(target)) is not None:  # a forward proxy's: the path as asked
+            authority, target = parts
+        elif target[:1] != b"/" and not (target == b"*" and head.method == b"OPTIONS"):
             raise HTTPError(400, f"request target {target[:64]!r} is not in origin form")
+        if authority is not None:
+            host = authority
+            forward = [pair for pair in forward if pair[0].lower() != b"host"]
         backend = self.backend
         if backend is not None and backend.cookie is not None:
             forward = backend.cookie.request_headers(forward)
@@ -839,7 +850,9 @@ class Exchange:
         if host is None:  # an HTTP/1.0 request without Host
             servers = self.backend.servers if self.backend is not None else []
             host = b"%s:%d" % (servers[0].config.host.encode(), servers[0].config.port) if servers else b"localhost"
-            extra = b"Host: %s\r\n" % host
+            extra += b"Host: %s\r\n" % host
+        elif authority is not None:
+            extra += b"Host: %s\r\n" % host
         if head.chunked:
             extra += b"Transfer-Encoding: chunked\r\n"
         return b"%s %s HTTP/1.1\r\n%s%s%s%s\r\n" % (

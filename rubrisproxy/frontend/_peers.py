@@ -50,27 +50,108 @@ def forwarded_chain(headers: Headers, header: bytes = b"x-forwarded-for") -> lis
     """The addresses a request passed through, oldest first, from ``header``: ``X-Forwarded-For`` or ``Forwarded``.
 
     Only the header the trusted proxies write counts: a client can write the other one itself.
+    Each hop is an address in canonical form, or ``unknown`` (not an address, or a
+    ``Forwarded`` value that does not parse: its quotes decide where its hops are).
     """
     hops: list[str] = []
     for name, value in headers:
         if name.lower() != header:
             continue
+        text = value.decode("latin-1")
         if header == b"x-forwarded-for":
-            hops.extend(_node_address(hop.strip()) for hop in value.decode("latin-1").split(","))  # some add ports
+            hops.extend(_node_address(hop.strip()) for hop in text.split(",") if hop.strip())  # some add ports
             continue
-        for element in value.decode("latin-1").split(","):
-            for pair in element.split(";"):
-                key, _, found = pair.strip().partition("=")
-                if key.lower() == "for":
-                    hops.append(_node_address(found.strip().strip('"')))
+        elements = forwarded_elements(text)
+        if elements is None:
+            hops.append("unknown")
+            continue
+        hops.extend(_node_address(element["for"]) for element in elements if "for" in element)
     return hops
 
 
+def forwarded_elements(value: str) -> list[dict[str, str]] | None:
+    """The elements of one ``Forwarded`` value (RFC 7239 4), each as {lower-cased parameter: value}; None if malformed.
+
+    A quoted string is one value, escapes undone, whatever commas or semicolons it
+    holds; a parameter twice in one element is malformed.
+    """
+    elements: list[dict[str, str]] = []
+    pairs: dict[str, str] = {}
+    i, end = 0, len(value)
+    while True:
+        i = _skip_space(value, i)
+        if i < end and value[i] not in ",;":
+            start = i
+            while i < end and value[i] in _TOKEN:
+                i += 1
+            key = value[start:i].lower()
+            if not key or i >= end or value[i] != "=":
+                return None
+            if value[i + 1:i + 2] == '"':
+                found, i = _quoted(value, i + 2)
+            else:
+                start = i = i + 1
+                while i < end and value[i] in _BARE_VALUE:
+                    i += 1
+                found = value[start:i] or None
+            if found is None or key in pairs:
+                return None
+            pairs[key] = found
+            i = _skip_space(value, i)
+        if i >= end:
+            elements.append(pairs)
+            return elements
+        if value[i] == ",":
+            elements.append(pairs)
+            pairs = {}
+        elif value[i] != ";":
+            return None
+        i += 1
+
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+#: An unquoted value: a token, leniently with the ``[]:`` of addresses some proxies leave unquoted.
+_BARE_VALUE = _TOKEN | frozenset("[]:")
+
+
+def _skip_space(value: str, i: int) -> int:
+    while i < len(value) and value[i] in " \t":
+        i += 1
+    return i
+
+
+def _quoted(value: str, i: int) -> tuple[str | None, int]:
+    """The quoted string opened just before ``i``, unescaped, and the index after it (None: unterminated)."""
+    out: list[str] = []
+    while i < len(value):
+        char = value[i]
+        if char == '"':
+            return "".join(out), i + 1
+        if char == "\\":
+            i += 1
+            if i >= len(value):
+                break
+            char = value[i]
+        out.append(char)
+        i += 1
+    return None, i
+
+
+def forwarded_quote(value: bytes) -> bytes:
+    """``value`` as an RFC 7239 quoted string: quotes and backslashes escaped."""
+    return b'"%s"' % value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+
+
 def _node_address(node: str) -> str:
-    """``192.0.2.1``, ``192.0.2.1:80``, ``[2001:db8::1]:80`` -> the address."""
+    """``192.0.2.1``, ``192.0.2.1:80``, ``[2001:db8::1]:80`` -> the address, canonical; anything else -> ``unknown``."""
     if node.startswith("["):
-        return node[1:].partition("]")[0]
-    return node.partition(":")[0] if node.count(":") == 1 else node
+        node = node[1:].partition("]")[0]
+    elif node.count(":") == 1:
+        node = node.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(node))
+    except ValueError:
+        return "unknown"
 
 
 def forwarded_node(address: str) -> bytes:
@@ -95,9 +176,4 @@ def client_of(peer: str, headers: Headers, settings: PeerSettings) -> str:
     for hop in reversed(forwarded_chain(headers, settings.header)):
         if not settings.trusts(hop):
             break
-    if hop is peer:
-        return peer
-    try:
-        return str(ipaddress.ip_address(hop))
-    except ValueError:
-        return "unknown"
+    return hop  # the chain's hops are canonical addresses or "unknown" already

@@ -10,7 +10,7 @@ from twisted.protocols.haproxy._v2parser import V2Parser
 from ..http import RequestHead
 from ..lifecycle import ConnectionEnd
 from ._connection import LOCAL_CLIENT_DROPS, ClientConnection, forwarding_template
-from ._peers import client_of, forwarded_chain, forwarded_node
+from ._peers import client_of, forwarded_chain, forwarded_elements, forwarded_node, forwarded_quote
 
 #: A trusted proxy's forwarded-for chain is extended, not replaced; Expect is answered here.
 TRUSTED_PROXY_DROPS = frozenset((b"x-forwarded-for", b"forwarded", b"expect"))
@@ -135,18 +135,22 @@ class ProxiedConnection(ClientConnection):
         rewritten from the same hops, so an origin reading either sees the same chain.
         """
         believed = self.peers.header
-        kept: list[bytes] = []
+        kept = [
+            value.strip() if believed != b"forwarded" or forwarded_elements(value.decode("latin-1")) is not None
+            else b"for=unknown"  # a value that does not parse: its broken quote would swallow our element
+            for name, value in head.headers
+            if name.lower() == believed
+        ]
+        # What the origin gets (a Connection header may have removed what the proxy sent).
         has_proto = has_host = False
-        for name, value in head.headers:
+        for name, _ in head.forward:
             lower = name.lower()
-            if lower == believed:
-                kept.append(value.strip())
-            elif lower == b"x-forwarded-proto":
+            if lower == b"x-forwarded-proto":
                 has_proto = True
             elif lower == b"x-forwarded-host":
                 has_host = True
         source = self.client_address
-        ours = self._forwarded_element + b';host="%s"' % host
+        ours = self._forwarded_element + b";host=" + forwarded_quote(host)
         if believed == b"forwarded":
             hops = forwarded_chain(head.headers, believed) + [source]
             xff, forwarded = ", ".join(hops).encode("latin-1"), b", ".join([*kept, ours])

@@ -4,6 +4,7 @@ from ._errors import HTTPError, error_response, reason_phrase
 from ._headers import FORWARDING, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed, serialize_headers
 from ._request import RequestHandler, RequestHead, RequestParser
 from ._response import ResponseHandler, ResponseHead, ResponseParser
+from ._target import Target, normalise_path, resolve, route_host, split_absolute, valid_host
 
 __all__ = [
     "FORWARDING",
@@ -17,9 +18,15 @@ __all__ = [
     "ResponseHandler",
     "ResponseHead",
     "ResponseParser",
+    "Target",
     "connection_tokens",
     "drop_listed",
     "error_response",
+    "normalise_path",
     "reason_phrase",
+    "resolve",
+    "route_host",
     "serialize_headers",
+    "split_absolute",
+    "valid_host",
 ]

@@ -23,6 +23,10 @@ FORWARDING = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-
 #: Connection tokens that name no header to remove.
 CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade"))
 
+#: Headers a ``Connection`` header may never remove: they frame the message or name its host.
+#: A request naming one is refused; a response's framing is the proxy's own to write.
+FRAMING_OPTIONS = frozenset((b"content-length", b"transfer-encoding", b"host"))
+
 
 _COMMON_CONNECTION = {b"keep-alive": frozenset((b"keep-alive",)), b"close": frozenset((b"close",))}
 
@@ -36,8 +40,8 @@ def connection_tokens(value: bytes) -> frozenset[bytes]:
 
 
 def drop_listed(headers: Headers, connection: frozenset[bytes]) -> Headers:
-    """``headers`` without those the ``Connection`` header named (a rare second pass)."""
-    listed = connection - CONNECTION_OPTIONS
+    """``headers`` without those the ``Connection`` header named (a rare second pass); framing headers stay."""
+    listed = connection - CONNECTION_OPTIONS - FRAMING_OPTIONS
     if not listed:
         return headers
     return [(name, value) for name, value in headers if name.lower() not in listed]

@@ -2,8 +2,9 @@
 
 llhttp already refuses the classic smuggling shapes (Content-Length with
 Transfer-Encoding, duplicate or malformed Content-Length, obs-fold, bare CR or LF);
-this module adds the limits (414, 431, 413), the version and Host rules, and the
-refusal of any transfer coding but ``chunked``.
+this module adds the limits (414, 431, 413), the version and Host rules, the
+refusal of any transfer coding but ``chunked``, and of a ``Connection`` header that
+names the request's framing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Protocol
 import httptools
 
 from ._errors import HTTPError
-from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
+from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
+from ._target import Target, valid_host
 
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 #: Headers the parser itself must read.
@@ -29,7 +31,7 @@ class RequestHead:
 
     __slots__ = (
         "method", "target", "version", "headers", "forward", "host", "content_length",
-        "chunked", "expect_continue", "upgrade", "connection", "has_body",
+        "chunked", "expect_continue", "upgrade", "connection", "has_body", "resolved",
     )
 
     def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers) -> None:
@@ -45,6 +47,7 @@ class RequestHead:
         self.upgrade = False
         self.connection: frozenset[bytes] = NONE
         self.has_body = False
+        self.resolved: Target | None = None  # where a reverse proxy sends it, once worked out
 
     @property
     def wants_close(self) -> bool:
@@ -176,7 +179,7 @@ class RequestParser:
                 continue
             if lower == b"host":
                 hosts += 1
-                head.host = value
+                head.host = value.strip(b" \t")
             elif lower == b"content-length":
                 head.content_length = int(value)
             elif lower == b"transfer-encoding":
@@ -191,9 +194,15 @@ class RequestParser:
                 head.expect_continue = True
         if hosts > 1 or (hosts == 0 and version == b"1.1"):
             raise HTTPError(400, "a request must carry exactly one Host header")
+        if head.host and not valid_host(head.host):
+            raise HTTPError(400, f"invalid Host {head.host[:64]!r}")
         if self._max_body_size and (head.content_length or 0) > self._max_body_size:
             raise HTTPError(413, f"Content-Length {head.content_length} over the {self._max_body_size} limit")
         if head.connection and not head.connection <= CONNECTION_OPTIONS:
+            if head.connection & FRAMING_OPTIONS:
+                # Removing its framing would let the body reach the origin as a request of its own.
+                listed = b", ".join(sorted(head.connection & FRAMING_OPTIONS)).decode("latin-1")
+                raise HTTPError(400, f"Connection names {listed}, which frames the request")
             head.forward = drop_listed(forward, head.connection)
         head.has_body = head.chunked or bool(head.content_length)
         head.upgrade = parser.should_upgrade()

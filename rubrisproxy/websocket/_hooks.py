@@ -24,7 +24,7 @@ class Handshake:
     """A client's WebSocket upgrade request, as a hook sees it before any backend is contacted."""
 
     client: str  # the client's address
-    target: bytes  # path and query
+    target: bytes  # path (normalised, as the origin receives it) and query
     headers: Headers
     protocols: tuple[str, ...]  # the offered subprotocols the proxy allows
     origin: str | None
