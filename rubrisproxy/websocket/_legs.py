@@ -3,6 +3,10 @@
 :class:`ClientLeg` is a server protocol on the client's connection; :class:`BackendLeg`
 a client protocol on a backend connection. Both report to their session (see
 ``_session.py``); both trim Autobahn's per-message path of what the proxy does not use.
+
+Each leg is a WebSocket endpoint of its own: it answers its peer's pings at once,
+and its own auto-pings (Autobahn's, on the proxy's clock) find a peer that died or
+hangs.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from .._compat import rearm_pong_timeout
 from ..config import WebSocketConfig
+from ..flow import ReadGate
 from ..lifecycle import Termination
 from ._frames import read_simple, simple_frame
 from ._timers import BucketTimer
@@ -74,14 +80,14 @@ class LegFactories:
         for factory in (self.server, self.client):
             factory.noisy = False
             factory._batched_timer = self.timer
-        self.client_leg: type[ClientLeg] = _configured(ClientLeg, self.server)
-        self.backend_leg: type[BackendLeg] = _configured(BackendLeg, self.client)
+        self.client_leg: type[ClientLeg] = _configured(ClientLeg, self.server, self.timer)
+        self.backend_leg: type[BackendLeg] = _configured(BackendLeg, self.client, self.timer)
         #: The Sec-WebSocket-Extensions value the proxy offers a backend.
         self.offers = ", ".join(offer.get_extension_string() for offer in self.client.perMessageCompressionOffers).encode()
 
 
-def _configured(leg: Any, factory: Any) -> Any:
-    """A subclass of ``leg`` carrying ``factory``'s settings as class attributes.
+def _configured(leg: Any, factory: Any, timer: BucketTimer) -> Any:
+    """A subclass of ``leg`` carrying ``factory``'s settings (and the legs' ``timer``) as class attributes.
 
     Autobahn copies each of some forty settings from the factory into every protocol
     instance that does not already have it; as class attributes they cost nothing per
@@ -90,6 +96,7 @@ def _configured(leg: Any, factory: Any) -> Any:
     settings = {name: getattr(factory, name) for name in leg.CONFIG_ATTRS}
     sizes = [size for size in (factory.maxFramePayloadSize, factory.maxMessagePayloadSize) if size > 0]
     settings["_limit"] = min(sizes) if sizes else 0
+    settings["_timer"] = timer
     # A function as a class attribute would become a method: keep callbacks plain.
     settings = {name: staticmethod(v) if isinstance(v, FunctionType) else v for name, v in settings.items()}
     return type(leg.__name__, (leg,), settings)
@@ -113,13 +120,16 @@ def _accept_deflate_response(response: object) -> PerMessageDeflateResponseAccep
 
 
 class _Leg:
-    """What both legs add to Autobahn: pings and pongs relayed end to end, and no timer left behind."""
+    """What both legs add to Autobahn: pings answered at the proxy, a pong timeout that waits while
+    the proxy itself is not reading from the peer, and no timer left behind."""
 
     closeHandshakeTimeoutCall: Any
     session: WebSocketSession
     state: int
     STATE_OPEN: int
-    _answering_auto_ping = False
+    _timer: BucketTimer  # set per backend by _configured
+    #: Pauses reading from the peer (flow control); set when the leg is opened.
+    gate: ReadGate | None = None
     held: Any = None  # see ClientLeg
     _masked_in = _masked_out = False  # whether frames from / to the peer are masked (client to server)
     _limit = 0  # the largest payload the fast path may take (0: none); set per backend by _configured
@@ -167,17 +177,22 @@ class _Leg:
         super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)  # type: ignore[misc]
 
     def onPing(self, payload: bytes) -> None:
-        # Relayed, not answered here, so a pong keeps its place among the messages.
-        self.session.relay_control(self, b"ping", payload)
-
-    def onAutoPong(self, *args: Any) -> None:
-        self._answering_auto_ping = True  # the pong that follows answers this leg's own auto-ping
+        # The proxy is the peer's endpoint: answered now, not relayed, so a ping followed by a close
+        # still gets its pong (RFC 6455 5.5.2) and a peer's keepalive does not depend on the other side.
+        if self.state == self.STATE_OPEN:
+            self.sendPong(payload)  # type: ignore[attr-defined]
 
     def onPong(self, payload: bytes) -> None:
-        if self._answering_auto_ping:
-            self._answering_auto_ping = False
+        pass  # Autobahn has matched it to this leg's own auto-ping, if it answers one; others end here
+
+    def onAutoPingTimeout(self) -> None:
+        gate = self.gate
+        if gate is not None and gate.paused:
+            # The proxy is not reading from the peer (the other side is slow): its pong may be
+            # waiting unread. Judge again a timeout later, rather than drop a live peer.
+            rearm_pong_timeout(self, self._timer.call_later)
             return
-        self.session.relay_control(self, b"pong", payload)
+        super().onAutoPingTimeout()  # type: ignore[misc]
 
     # Autobahn's per-message path, without what the proxy does not use: observer
     # signals (a Deferred per message) and debug-log arguments built on every write.
@@ -234,12 +249,8 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
             self.session.from_client(payload, isBinary)
 
     def onPing(self, payload: bytes) -> None:
-        if self.held is None:
+        if self.held is None:  # after its close, a client's ping is not answered (RFC 6455 5.5.2)
             super().onPing(payload)
-
-    def onPong(self, payload: bytes) -> None:
-        if self.held is None:
-            super().onPong(payload)
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
         if self.held is not None and self.state == self.STATE_OPEN:
@@ -302,6 +313,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
                protocols: list[str]) -> None:
         """Take over ``origin`` (its 101 is ``switch``, answering ``key``) and open on it."""
         self.session = session
+        self.gate = origin.gate
         self._switch, self._key, self._protocols = switch, key, protocols
         origin.take_over(OriginSide(self, origin))
         self.makeConnection(origin.transport)

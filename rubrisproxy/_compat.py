@@ -1,0 +1,17 @@
+"""The few places the proxy relies on Twisted's or Autobahn's internals, each with a test
+(tests/test_compat.py) that fails when an upgrade changes what it relies on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def rearm_pong_timeout(leg: Any, call_later: Callable[..., Any]) -> None:
+    """Give an Autobahn protocol's pending auto-ping another ``autoPingTimeout`` for its pong.
+
+    Autobahn keeps the pending ping's timer in ``autoPingTimeoutCall`` (anything with
+    ``cancel()``, here from ``call_later``): it cancels it when the matching pong
+    arrives or the connection is lost, and clears it before calling ``onAutoPingTimeout``.
+    """
+    leg.autoPingTimeoutCall = call_later(leg.autoPingTimeout, leg.onAutoPingTimeout)
