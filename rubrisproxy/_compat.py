@@ -15,3 +15,13 @@ def rearm_pong_timeout(leg: Any, call_later: Callable[..., Any]) -> None:
     arrives or the connection is lost, and clears it before calling ``onAutoPingTimeout``.
     """
     leg.autoPingTimeoutCall = call_later(leg.autoPingTimeout, leg.onAutoPingTimeout)
+
+
+def use_batched_timer(factory: Any, timer: Any) -> None:
+    """Make an Autobahn factory's protocols arm their timers (handshakes, pings) on ``timer``.
+
+    Autobahn's own (``txaio``'s batched timer) rounds every deadline down to a whole
+    second and reads the global reactor; ``timer`` needs only ``call_later(delay, func)``
+    returning something with ``cancel()``.
+    """
+    factory._batched_timer = timer

@@ -32,7 +32,7 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from .._compat import rearm_pong_timeout
+from .._compat import rearm_pong_timeout, use_batched_timer
 from ..config import WebSocketConfig
 from ..flow import ReadGate
 from ..lifecycle import Termination
@@ -79,7 +79,7 @@ class LegFactories:
         self.timer = BucketTimer(clock)
         for factory in (self.server, self.client):
             factory.noisy = False
-            factory._batched_timer = self.timer
+            use_batched_timer(factory, self.timer)
         self.client_leg: type[ClientLeg] = _configured(ClientLeg, self.server, self.timer)
         self.backend_leg: type[BackendLeg] = _configured(BackendLeg, self.client, self.timer)
         #: The Sec-WebSocket-Extensions value the proxy offers a backend.

@@ -1,0 +1,63 @@
+"""What rubrisproxy._compat relies on in Autobahn: each test fails if an upgrade changes it."""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from rubrisproxy._compat import rearm_pong_timeout, use_batched_timer
+from rubrisproxy.config import WebSocketConfig
+from rubrisproxy.websocket._timers import BucketTimer
+
+from .test_ws_keepalive import OP_PING, OP_PONG, frame, open_backend_leg, parse_frames
+
+
+class RearmPongTimeoutTests(unittest.TestCase):
+    """Autobahn treats the re-armed call as its own pending pong timeout."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.leg, self.origin, _ = open_backend_leg(WebSocketConfig(backend_ping_interval=1, backend_ping_timeout=1),
+                                                    self.clock)
+        self.clock.advance(1.2)
+        ((opcode, self.ping),) = parse_frames(self.origin.transport.value())
+        self.assertEqual(opcode, OP_PING)
+        self.leg.autoPingTimeoutCall.cancel()
+        self.timer = BucketTimer(self.clock)  # apart from the leg's own, to see what Autobahn does with it
+        rearm_pong_timeout(self.leg, self.timer.call_later)
+        self.assertEqual(self.timer.pending(), 1)
+
+    def test_the_pong_cancels_it(self) -> None:
+        self.leg.dataReceived(frame(OP_PONG, self.ping))
+        self.assertEqual(self.timer.pending(), 0)
+        self.assertIsNone(self.leg.autoPingTimeoutCall)
+
+    def test_losing_the_connection_cancels_it(self) -> None:
+        self.leg.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.timer.pending(), 0)
+
+    def test_when_it_fires_the_pong_timeout_is_handled(self) -> None:
+        self.clock.advance(1.2)
+        self.assertTrue(self.origin.transport.disconnecting)
+        self.assertIsNone(self.leg.autoPingTimeoutCall)
+
+
+class UseBatchedTimerTests(unittest.TestCase):
+    def test_the_factorys_protocols_arm_their_timers_on_it(self) -> None:
+        clock = Clock()
+        leg, origin, _ = open_backend_leg(WebSocketConfig(backend_ping_interval=0.3, backend_ping_timeout=0.3), clock)
+        timer = leg.factory._batched_timer  # set by LegFactories through use_batched_timer
+        self.assertIsInstance(timer, BucketTimer)
+        self.assertEqual(timer.pending(), 1)  # the first auto-ping
+        clock.advance(0.4)  # on the proxy's clock, to its 0.2 s bucket (txaio's would round to whole seconds)
+        self.assertEqual([opcode for opcode, _ in parse_frames(origin.transport.value())], [OP_PING])
+
+    def test_it_sets_the_attribute_autobahn_reads(self) -> None:
+        class Factory:
+            pass
+
+        factory, timer = Factory(), BucketTimer(Clock())
+        use_batched_timer(factory, timer)
+        self.assertIs(factory._batched_timer, timer)  # type: ignore[attr-defined]
