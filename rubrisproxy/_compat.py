@@ -25,3 +25,14 @@ def use_batched_timer(factory: Any, timer: Any) -> None:
     returning something with ``cancel()``.
     """
     factory._batched_timer = timer
+
+
+def cancel_pong_timeout(leg: Any) -> None:
+    """Count traffic from the peer as its answer to the pending auto-ping, as Autobahn does for a data frame
+    it parses itself: the pong timeout is cancelled and the next ping scheduled an interval from now."""
+    leg._cancelAutoPingTimeoutCall()
+
+
+def compresses(leg: Any) -> bool:
+    """Whether an open Autobahn protocol negotiated a per-message compression extension."""
+    return leg._perMessageCompress is not None

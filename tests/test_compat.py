@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from rubrisproxy._compat import rearm_pong_timeout, use_batched_timer
+from rubrisproxy._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, use_batched_timer
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.websocket._timers import BucketTimer
 
@@ -61,3 +61,25 @@ class UseBatchedTimerTests(unittest.TestCase):
         factory, timer = Factory(), BucketTimer(Clock())
         use_batched_timer(factory, timer)
         self.assertIs(factory._batched_timer, timer)  # type: ignore[attr-defined]
+
+
+class CancelPongTimeoutTests(unittest.TestCase):
+    def test_the_pending_ping_is_settled_and_the_next_one_scheduled(self) -> None:
+        clock = Clock()
+        leg, origin, _ = open_backend_leg(WebSocketConfig(backend_ping_interval=1, backend_ping_timeout=1), clock)
+        clock.advance(1.2)
+        self.assertIsNotNone(leg.autoPingTimeoutCall)
+        cancel_pong_timeout(leg)
+        self.assertIsNone(leg.autoPingTimeoutCall)
+        clock.advance(1.2)  # past the cancelled timeout: still open, and the next ping went out
+        self.assertFalse(origin.transport.disconnecting)
+        self.assertEqual([opcode for opcode, _ in parse_frames(origin.transport.value())], [OP_PING, OP_PING])
+
+
+class CompressesTests(unittest.TestCase):
+    def test_it_says_whether_permessage_deflate_was_negotiated(self) -> None:
+        for compression, extensions in ((True, b"Sec-WebSocket-Extensions: permessage-deflate\r\n"), (False, b"")):
+            leg, _, _ = open_backend_leg(WebSocketConfig(compression=compression), Clock(), extensions)
+            self.assertEqual(compresses(leg), compression)
+            self.assertEqual(leg._deflating, compression)  # what the leg's fast paths check
+            leg.connectionLost(Failure(ConnectionLost()))

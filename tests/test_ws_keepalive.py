@@ -103,14 +103,16 @@ class StandInOrigin:
         self.relay = relay
 
 
-def open_backend_leg(config: WebSocketConfig, clock: Clock) -> tuple[Any, StandInOrigin, StandInSession]:
-    """A BackendLeg opened on a 101, as the session opens one; its output is cleared."""
+def open_backend_leg(
+    config: WebSocketConfig, clock: Clock, headers: bytes = b"",
+) -> tuple[Any, StandInOrigin, StandInSession]:
+    """A BackendLeg opened on a 101 (with ``headers`` besides the required ones), as the session opens one."""
     factories = LegFactories(config, clock)
     leg = factories.backend_leg()
     leg.factory = factories.client
     session, origin, key = StandInSession(), StandInOrigin(), new_key()
     switch = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-              b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n")
+              b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n" + headers + b"\r\n")
     leg.attach(session, origin, switch, key, [])  # type: ignore[arg-type]
     assert session.events == [("backend_opened", leg)], session.events
     session.events.clear()
@@ -219,7 +221,8 @@ class BackendPingTimingTests(unittest.TestCase):
         self.assertEqual(session.events, [])
 
     def test_messages_from_the_backend_count_as_a_sign_of_life(self) -> None:
-        leg, origin, session = open_backend_leg(WebSocketConfig(backend_ping_interval=1, backend_ping_timeout=1), self.clock)
+        config = WebSocketConfig(backend_ping_interval=1, backend_ping_timeout=1)
+        leg, origin, session = open_backend_leg(config, self.clock)
         for i in range(20):
             self.clock.advance(0.5)
             leg.dataReceived(frame(OP_TEXT, b"tick %d" % i))
@@ -300,7 +303,7 @@ class LoopbackKeepaliveTests(ProxyTestCase):
         os.kill(child.transport.pid, signal.SIGSTOP)  # type: ignore[attr-defined]  # hangs; cleanup SIGKILLs it
         stopped = reactor.seconds()
         await self.poll(lambda: frontend.backend.resumes or client.closed.called, "the session moved", ticks=1000)
-        self.assertFalse(client.closed.called, f"the client was closed: {client.closed.result if client.closed.called else None} {client.wasNotCleanReason} after {reactor.seconds() - stopped}")
+        self.assertFalse(client.closed.called, f"the client's keepalive gave up: {client.wasNotCleanReason}")
         self.assertLess(reactor.seconds() - stopped, 3.0)  # 1-2 s: a ping goes out within 0.5 s, 1 s for its pong
         (handshake,) = spare.handshakes
         self.assertTrue(handshake.headers["x-rubris-session"].endswith("; resume=1"))
@@ -356,7 +359,8 @@ class LoopbackKeepaliveTests(ProxyTestCase):
         frontend = self.start_proxy(listener.getHost().port, websocket=WebSocketConfig(
             client_ping_interval=0, backend_ping_interval=0,
         ))
-        result = await run_client_script(self, "node ws", [node, str(INTEROP / "ws_client.js"), self.ws_url(), "ping-close"])
+        argv = [node, str(INTEROP / "ws_client.js"), self.ws_url(), "ping-close"]
+        result = await run_client_script(self, "node ws", argv)
         self.assertEqual(result["pongs"], ["keepalive"])
         self.assertEqual(result["close"], {"code": 4001, "reason": "done", "clean": True})
         await self.poll(lambda: backend.closes, "the backend saw the close")

@@ -32,7 +32,7 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from .._compat import rearm_pong_timeout, use_batched_timer
+from .._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, use_batched_timer
 from ..config import WebSocketConfig
 from ..flow import ReadGate
 from ..lifecycle import Termination
@@ -134,6 +134,7 @@ class _Leg:
     _masked_in = _masked_out = False  # whether frames from / to the peer are masked (client to server)
     _limit = 0  # the largest payload the fast path may take (0: none); set per backend by _configured
     _tail = b""  # the start of a simple frame the last read cut off
+    _deflating = True  # whether messages are compressed (permessage-deflate): known once open
 
     def dataReceived(self, data: bytes) -> None:
         # Fast path: whole simple messages at the front of the read, when Autobahn holds nothing partial;
@@ -142,12 +143,12 @@ class _Leg:
             data, self._tail = self._tail + data, b""
         if (
             self.state == self.STATE_OPEN and not self.data and self.current_frame is None  # type: ignore[attr-defined]
-            and not self.inside_message and self._perMessageCompress is None and self.held is None  # type: ignore[attr-defined]
+            and not self.inside_message and not self._deflating and self.held is None  # type: ignore[attr-defined]
         ):
             messages, waiting = read_simple(data, self._masked_in, self._limit)
             used = 0
             if messages and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:  # type: ignore[attr-defined]
-                self._cancelAutoPingTimeoutCall()  # type: ignore[attr-defined]  # traffic proves the peer alive, as Autobahn holds
+                cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
             for payload, binary, end in messages:
                 self.onMessage(payload, binary)  # type: ignore[attr-defined]
                 used = end
@@ -166,7 +167,7 @@ class _Leg:
     def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize: int | None = None,
                     sync: bool = False, doNotCompress: bool = False) -> None:
         if (
-            self.state == self.STATE_OPEN and self._perMessageCompress is None  # type: ignore[attr-defined]
+            self.state == self.STATE_OPEN and not self._deflating
             and fragmentSize is None and not sync and not self.send_queue
             and (not self.autoFragmentSize or len(payload) <= self.autoFragmentSize)  # type: ignore[attr-defined]
         ):
@@ -175,6 +176,13 @@ class _Leg:
                 self.transport.write(frame)
                 return
         super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)  # type: ignore[misc]
+
+    def opened(self) -> None:
+        """What both legs do once open: drop the handshake Autobahn keeps (a long-lived WebSocket should
+        not carry it) and note whether messages are compressed."""
+        self.http_headers = self.http_request_data = self.http_response_data = self.http_request_uri = None
+        self.http_status_line = self.http_request_params = None
+        self._deflating = compresses(self)
 
     def onPing(self, payload: bytes) -> None:
         # The proxy is the peer's endpoint: answered now, not relayed, so a ping followed by a close
@@ -241,7 +249,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
         return self.session.accept_client()
 
     def onOpen(self) -> None:
-        _forget_handshake(self)
+        self.opened()
         self.session.client_opened()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -331,7 +339,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
             factory.protocols = []
 
     def onOpen(self) -> None:
-        _forget_handshake(self)
+        self.opened()
         self.session.backend_opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -349,12 +357,6 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.session.backend_closed(self, _leg_termination(self, Termination.SERVER_CLOSE, Termination.SERVER_ABORT))
-
-
-def _forget_handshake(leg: Any) -> None:
-    """An open leg no longer needs the handshake Autobahn keeps (a long-lived WebSocket should not carry it)."""
-    leg.http_headers = leg.http_request_data = leg.http_response_data = leg.http_request_uri = None
-    leg.http_status_line = leg.http_request_params = None
 
 
 def _valid_close(code: int | None, reason: bytes | None) -> bool:
