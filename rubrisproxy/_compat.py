@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import tcp
+
 
 def rearm_pong_timeout(leg: Any, call_later: Callable[..., Any]) -> None:
     """Give an Autobahn protocol's pending auto-ping another ``autoPingTimeout`` for its pong.
@@ -36,3 +38,16 @@ def cancel_pong_timeout(leg: Any) -> None:
 def compresses(leg: Any) -> bool:
     """Whether an open Autobahn protocol negotiated a per-message compression extension."""
     return leg._perMessageCompress is not None
+
+
+def write_backlog(transport: Any) -> int:
+    """Bytes written to ``transport`` that the kernel has not taken yet; 0 when it cannot say.
+
+    Twisted keeps them in a TCP connection's ``dataBuffer`` (from ``offset``) and
+    ``_tempDataLen``; a protocol wrapper (TLS) is looked through to the connection under it.
+    """
+    if not isinstance(transport, tcp.Connection):
+        transport = getattr(transport, "transport", None)
+        if not isinstance(transport, tcp.Connection):
+            return 0
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen

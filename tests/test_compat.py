@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionLost
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from rubrisproxy._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, use_batched_timer
+from rubrisproxy._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, use_batched_timer, write_backlog
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.websocket._timers import BucketTimer
 
+from .helpers import ProxyTestCase, RawClient
 from .test_ws_keepalive import OP_PING, OP_PONG, frame, open_backend_leg, parse_frames
 
 
@@ -83,3 +88,27 @@ class CompressesTests(unittest.TestCase):
             self.assertEqual(compresses(leg), compression)
             self.assertEqual(leg._deflating, compression)  # what the leg's fast paths check
             leg.connectionLost(Failure(ConnectionLost()))
+
+
+class WriteBacklogTests(ProxyTestCase):
+    def test_bytes_a_tcp_connection_holds_until_the_kernel_takes_them(self):  # type: ignore[no-untyped-def]
+        port = self.start_raw_origin(Protocol)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+        def connected(_: object):  # type: ignore[no-untyped-def]
+            self.addCleanup(client.transport.abortConnection)
+            client.transport.write(b"x" * 1000)
+            client.transport.write(b"y" * 500)
+            self.assertEqual(write_backlog(client.transport), 1500)  # Twisted writes on the next reactor turn
+
+            class Wrapper:  # a protocol wrapper (TLS), with the TCP connection under it
+                transport = client.transport
+
+            self.assertEqual(write_backlog(Wrapper()), 1500)
+            return self.poll(lambda: write_backlog(client.transport) == 0, "the kernel took them")
+
+        return d.addCallback(connected)
+
+    def test_a_transport_that_cannot_say_has_none(self) -> None:
+        self.assertEqual(write_backlog(StringTransport()), 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import struct
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
 
+from rubrisproxy._compat import write_backlog
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.flow import BACKPRESSURE, ReadGate
 from rubrisproxy.lifecycle import Termination
@@ -371,3 +373,42 @@ class LoopbackKeepaliveTests(ProxyTestCase):
     def test_node_ws_ping_then_close_gets_its_pong(self) -> Deferred[None]:
         """Node ``ws`` sends a ping and a close back to back: the pong comes before the close's answer."""
         return Deferred.fromCoroutine(self._node_ping_close())
+
+
+class PingFloodTests(ProxyTestCase):
+    """A client that pings without reading costs the proxy no more than a socket buffer of pongs."""
+
+    async def _flood(self) -> None:
+        backend = EchoBackendFactory()
+        listener = listen_echo_backend(backend)
+        self.addCleanup(listener.stopListening)
+        frontend = self.start_proxy(listener.getHost().port, websocket=WebSocketConfig(
+            client_ping_interval=0, backend_ping_interval=0,
+        ))
+        client = await self.connect()
+        client.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.send(b"GET /chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        answer = await client.until(lambda data: b"\r\n\r\n" in data)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 101"), answer)
+        client.received = b""
+        (connection,) = frontend.connections
+        connection.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client.transport.pauseProducing()  # reads nothing more
+        pings = [b"%05d" % i + b"p" * 120 for i in range(5000)]  # 650 KB of pings, 635 KB of pongs
+        client.send(b"".join(frame(OP_PING, ping, MASK) for ping in pings) + frame(OP_TEXT, b"after", MASK))
+        await self.poll(lambda: backend.received, "the proxy read past the pings", ticks=2000)
+        backlog = write_backlog(connection.transport)
+        self.assertLessEqual(backlog, (64 << 10) + 200)  # what was written before the backlog showed
+        client.transport.resumeProducing()
+        await client.until(lambda data: b"after" in data and pings[-1] in data)
+        received = parse_frames(client.received)
+        self.assertIn((OP_TEXT, b"after"), received)
+        pongs = [payload for opcode, payload in received if opcode == OP_PONG]
+        self.assertEqual(pongs[-1], pings[-1])  # the latest ping is answered
+        self.assertEqual(pongs, [ping for ping in pings if ping in pongs])  # in order, none made up
+        client.send(frame(OP_PING, b"still there?", MASK))  # reading again: answered at once
+        await client.until(lambda data: b"still there?" in data)
+
+    def test_pings_from_a_client_that_does_not_read_get_one_pong_once_it_reads(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._flood())

@@ -32,7 +32,7 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from .._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, use_batched_timer
+from .._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, use_batched_timer, write_backlog
 from ..config import WebSocketConfig
 from ..flow import ReadGate
 from ..lifecycle import Termination
@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from ._session import WebSocketSession
 
 _CLOSE_OPCODE = 8
+#: Unsent bytes to a peer beyond which its pings are not answered at once (Twisted's own buffer size).
+_PONG_BACKLOG = 64 << 10
+#: How often a pong owed to such a peer is tried again.
+_PONG_RETRY = 0.2
 
 
 class LegFactories:
@@ -135,6 +139,8 @@ class _Leg:
     _limit = 0  # the largest payload the fast path may take (0: none); set per backend by _configured
     _tail = b""  # the start of a simple frame the last read cut off
     _deflating = True  # whether messages are compressed (permessage-deflate): known once open
+    _owed_pong: bytes | None = None  # the latest ping of a peer that is not reading, still to answer
+    _owed_call: Any = None  # the retry of that answer
 
     def dataReceived(self, data: bytes) -> None:
         # Fast path: whole simple messages at the front of the read, when Autobahn holds nothing partial;
@@ -187,8 +193,28 @@ class _Leg:
     def onPing(self, payload: bytes) -> None:
         # The proxy is the peer's endpoint: answered now, not relayed, so a ping followed by a close
         # still gets its pong (RFC 6455 5.5.2) and a peer's keepalive does not depend on the other side.
-        if self.state == self.STATE_OPEN:
+        if self.state != self.STATE_OPEN:
+            return
+        if write_backlog(self.transport) <= _PONG_BACKLOG:
+            self._forget_owed_pong()
             self.sendPong(payload)  # type: ignore[attr-defined]
+            return
+        # The peer is not reading what it is sent: it is owed one pong, for its latest ping (RFC 6455
+        # 5.5.3 allows that), sent once it reads again, so pinging without reading costs no memory.
+        self._owed_pong = payload
+        if self._owed_call is None:
+            self._owed_call = self._timer.call_later(_PONG_RETRY, self._pay_owed_pong)
+
+    def _pay_owed_pong(self) -> None:
+        payload, self._owed_pong, self._owed_call = self._owed_pong, None, None
+        if payload is not None:
+            _Leg.onPing(self, payload)  # a ping that came before any close the peer sent since
+
+    def _forget_owed_pong(self) -> None:
+        self._owed_pong = None
+        if self._owed_call is not None:
+            self._owed_call.cancel()
+            self._owed_call = None
 
     def onPong(self, payload: bytes) -> None:
         pass  # Autobahn has matched it to this leg's own auto-ping, if it answers one; others end here
@@ -224,6 +250,7 @@ class _Leg:
 
     def _connectionLost(self, reason: Failure) -> None:
         super()._connectionLost(reason)  # type: ignore[misc]
+        self._forget_owed_pong()
         if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves it to fire on a closed leg
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
