@@ -32,7 +32,7 @@ from twisted.web.http import _GenericHTTPChannelProtocol
 
 from rubrisproxy.config import WebSocketConfig
 
-from .browser import chromium_argv, spawn, wait_exit
+from .browser import Child, chromium_argv, spawn, wait_exit
 from .helpers import ProxyTestCase
 from .wsecho import EchoBackendFactory, listen_echo_backend
 
@@ -49,7 +49,7 @@ CLOSE = (4001, "done")
 CLIENT_GUARD = 30.0  # seconds for one client's whole run (the clients give up on their own after 20)
 INSTALL_GUARD = 120.0  # seconds for `npm install`
 
-def _has_websockets() -> bool:
+def has_websockets() -> bool:
     try:
         return importlib.util.find_spec("websockets.asyncio.client") is not None  # websockets >= 13
     except ImportError:
@@ -166,15 +166,7 @@ class InteropTests:
 
     async def run_script(self, name: str, argv: list[str]) -> dict[str, Any]:
         """Run a client script to its end and return its JSON result line."""
-        case = cast(ProxyTestCase, self)
-        child = await wait_exit(case, spawn(case, name, argv, env=self.client_env), CLIENT_GUARD)
-        lines = child.out.decode(errors="replace").strip().splitlines()
-        try:
-            result = cast(dict[str, Any], json.loads(lines[-1]))
-        except (IndexError, ValueError):
-            case.fail(f"{name} printed no result line\n{child.describe()}")
-        case.assertEqual(child.exit_code, 0 if not result.get("errors") else 1, child.describe())
-        return result
+        return await run_client_script(cast(ProxyTestCase, self), name, argv, env=self.client_env)
 
     async def _chromium(self) -> None:
         case = cast(ProxyTestCase, self)
@@ -211,7 +203,7 @@ class InteropTests:
         await self.check("node ws", result, backend)
 
     async def _python_websockets(self) -> None:
-        if not _has_websockets():
+        if not has_websockets():
             raise SkipTest("the websockets library (>= 13) is not importable (pip install websockets)")
         backend = self.start()
         argv = [sys.executable, str(INTEROP / "websockets_client.py"), self.ws_url()]
@@ -229,6 +221,25 @@ class InteropTests:
     def test_python_websockets(self) -> Deferred[None]:
         """Python's asyncio ``websockets`` client."""
         return Deferred.fromCoroutine(self._python_websockets())
+
+
+async def run_client_script(case: ProxyTestCase, name: str, argv: list[str],
+                            env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a client script to its end and return its JSON result line."""
+    return await client_result(case, spawn(case, name, argv, env=env))
+
+
+async def client_result(case: ProxyTestCase, child: Child) -> dict[str, Any]:
+    """The JSON result line of a client script, once it has ended (checking its exit code agrees)."""
+    name = child.name
+    child = await wait_exit(case, child, CLIENT_GUARD)
+    lines = child.out.decode(errors="replace").strip().splitlines()
+    try:
+        result = cast(dict[str, Any], json.loads(lines[-1]))
+    except (IndexError, ValueError):
+        case.fail(f"{name} printed no result line\n{child.describe()}")
+    case.assertEqual(child.exit_code, 0 if not result.get("errors") else 1, child.describe())
+    return result
 
 
 async def ensure_node_ws(case: ProxyTestCase) -> None:

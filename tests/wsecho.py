@@ -1,5 +1,8 @@
 """An Autobahn WebSocket echo backend for tests, listening on 127.0.0.1.
 
+Run as ``python -m tests.wsecho [PORT]`` (from the checkout), it is a backend in a process of
+its own, to kill or freeze (SIGSTOP): it prints the port it listens on, then serves.
+
 Besides echoing every message (text as text, binary as binary), it obeys a few
 commands sent as text messages, so tests can make a backend misbehave on cue:
 
@@ -12,6 +15,7 @@ commands sent as text messages, so tests can make a backend misbehave on cue:
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 
 from autobahn.twisted.websocket import (
@@ -26,6 +30,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
+
+from rubrisproxy._compat import use_batched_timer
+from rubrisproxy.websocket._timers import BucketTimer
 
 
 class EchoBackendProtocol(WebSocketServerProtocol):
@@ -159,10 +166,16 @@ class TestClientFactory(WebSocketClientFactory):
 
 def connect_client(
     port: int, path: str = "/", protocols: Sequence[str] = (), headers: dict[str, str] | None = None,
-    compression: bool = False,
+    compression: bool = False, **options: object,
 ) -> TestClientProtocol:
-    """Connect a test client to 127.0.0.1:``port``; wait on its ``opened`` or ``closed``."""
+    """Connect a test client to 127.0.0.1:``port``; wait on its ``opened`` or ``closed``.
+
+    ``options`` are Autobahn protocol options (``autoPingInterval=0.2``, say).
+    """
     factory = TestClientFactory(f"ws://127.0.0.1:{port}{path}", protocols, headers)
+    if options:
+        factory.setProtocolOptions(**options)
+        use_batched_timer(factory, BucketTimer(reactor, bucket=0.05))  # Autobahn's own rounds to whole seconds
     if compression:
         factory.setProtocolOptions(
             perMessageCompressionOffers=[PerMessageDeflateOffer()],
@@ -182,3 +195,15 @@ class _Given(Factory):
 
     def buildProtocol(self, addr: object) -> TestClientProtocol:
         return self._protocol
+
+
+def main(argv: Sequence[str]) -> None:
+    """Serve an echo backend on 127.0.0.1 (port ``argv[0]``, else any) and print the port."""
+    factory = EchoBackendFactory()
+    port = reactor.listenTCP(int(argv[0]) if argv else 0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    print(port.getHost().port, flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

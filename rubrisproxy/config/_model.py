@@ -188,8 +188,10 @@ class WebSocketConfig:
     close_handshake_timeout: float = 5.0
     client_ping_interval: float = 30.0  # 0 is off
     client_ping_timeout: float = 10.0
-    backend_ping_interval: float = 30.0
-    backend_ping_timeout: float = 10.0
+    # Short towards the backend: a server that hangs is found (and the session moved) within about 10 s,
+    # before a client's own keepalive (commonly 20 s) would give up.
+    backend_ping_interval: float = 5.0
+    backend_ping_timeout: float = 5.0
     compression: bool = False  # permessage-deflate, negotiated on each side on its own
     origins: tuple[str, ...] = ()  # allowed Origin values; empty allows any
     subprotocols: tuple[str, ...] = ()  # allowed Sec-WebSocket-Protocol values; empty allows any

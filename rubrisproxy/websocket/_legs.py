@@ -3,6 +3,10 @@
 :class:`ClientLeg` is a server protocol on the client's connection; :class:`BackendLeg`
 a client protocol on a backend connection. Both report to their session (see
 ``_session.py``); both trim Autobahn's per-message path of what the proxy does not use.
+
+Each leg is a WebSocket endpoint of its own: it answers its peer's pings at once,
+and its own auto-pings (Autobahn's, on the proxy's clock) find a peer that died or
+hangs.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from .._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, use_batched_timer, write_backlog
 from ..config import WebSocketConfig
+from ..flow import ReadGate
 from ..lifecycle import Termination
 from ._frames import read_simple, simple_frame
 from ._timers import BucketTimer
@@ -38,6 +44,10 @@ if TYPE_CHECKING:
     from ._session import WebSocketSession
 
 _CLOSE_OPCODE = 8
+#: Unsent bytes to a peer beyond which its pings are not answered at once (Twisted's own buffer size).
+_PONG_BACKLOG = 64 << 10
+#: How often a pong owed to such a peer is tried again.
+_PONG_RETRY = 0.2
 
 
 class LegFactories:
@@ -73,15 +83,15 @@ class LegFactories:
         self.timer = BucketTimer(clock)
         for factory in (self.server, self.client):
             factory.noisy = False
-            factory._batched_timer = self.timer
-        self.client_leg: type[ClientLeg] = _configured(ClientLeg, self.server)
-        self.backend_leg: type[BackendLeg] = _configured(BackendLeg, self.client)
+            use_batched_timer(factory, self.timer)
+        self.client_leg: type[ClientLeg] = _configured(ClientLeg, self.server, self.timer)
+        self.backend_leg: type[BackendLeg] = _configured(BackendLeg, self.client, self.timer)
         #: The Sec-WebSocket-Extensions value the proxy offers a backend.
         self.offers = ", ".join(offer.get_extension_string() for offer in self.client.perMessageCompressionOffers).encode()
 
 
-def _configured(leg: Any, factory: Any) -> Any:
-    """A subclass of ``leg`` carrying ``factory``'s settings as class attributes.
+def _configured(leg: Any, factory: Any, timer: BucketTimer) -> Any:
+    """A subclass of ``leg`` carrying ``factory``'s settings (and the legs' ``timer``) as class attributes.
 
     Autobahn copies each of some forty settings from the factory into every protocol
     instance that does not already have it; as class attributes they cost nothing per
@@ -90,6 +100,7 @@ def _configured(leg: Any, factory: Any) -> Any:
     settings = {name: getattr(factory, name) for name in leg.CONFIG_ATTRS}
     sizes = [size for size in (factory.maxFramePayloadSize, factory.maxMessagePayloadSize) if size > 0]
     settings["_limit"] = min(sizes) if sizes else 0
+    settings["_timer"] = timer
     # A function as a class attribute would become a method: keep callbacks plain.
     settings = {name: staticmethod(v) if isinstance(v, FunctionType) else v for name, v in settings.items()}
     return type(leg.__name__, (leg,), settings)
@@ -113,17 +124,23 @@ def _accept_deflate_response(response: object) -> PerMessageDeflateResponseAccep
 
 
 class _Leg:
-    """What both legs add to Autobahn: pings and pongs relayed end to end, and no timer left behind."""
+    """What both legs add to Autobahn: pings answered at the proxy, a pong timeout that waits while
+    the proxy itself is not reading from the peer, and no timer left behind."""
 
     closeHandshakeTimeoutCall: Any
     session: WebSocketSession
     state: int
     STATE_OPEN: int
-    _answering_auto_ping = False
+    _timer: BucketTimer  # set per backend by _configured
+    #: Pauses reading from the peer (flow control); set when the leg is opened.
+    gate: ReadGate | None = None
     held: Any = None  # see ClientLeg
     _masked_in = _masked_out = False  # whether frames from / to the peer are masked (client to server)
     _limit = 0  # the largest payload the fast path may take (0: none); set per backend by _configured
     _tail = b""  # the start of a simple frame the last read cut off
+    _deflating = True  # whether messages are compressed (permessage-deflate): known once open
+    _owed_pong: bytes | None = None  # the latest ping of a peer that is not reading, still to answer
+    _owed_call: Any = None  # the retry of that answer
 
     def dataReceived(self, data: bytes) -> None:
         # Fast path: whole simple messages at the front of the read, when Autobahn holds nothing partial;
@@ -132,12 +149,12 @@ class _Leg:
             data, self._tail = self._tail + data, b""
         if (
             self.state == self.STATE_OPEN and not self.data and self.current_frame is None  # type: ignore[attr-defined]
-            and not self.inside_message and self._perMessageCompress is None and self.held is None  # type: ignore[attr-defined]
+            and not self.inside_message and not self._deflating and self.held is None  # type: ignore[attr-defined]
         ):
             messages, waiting = read_simple(data, self._masked_in, self._limit)
             used = 0
             if messages and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:  # type: ignore[attr-defined]
-                self._cancelAutoPingTimeoutCall()  # type: ignore[attr-defined]  # traffic proves the peer alive, as Autobahn holds
+                cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
             for payload, binary, end in messages:
                 self.onMessage(payload, binary)  # type: ignore[attr-defined]
                 used = end
@@ -156,7 +173,7 @@ class _Leg:
     def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize: int | None = None,
                     sync: bool = False, doNotCompress: bool = False) -> None:
         if (
-            self.state == self.STATE_OPEN and self._perMessageCompress is None  # type: ignore[attr-defined]
+            self.state == self.STATE_OPEN and not self._deflating
             and fragmentSize is None and not sync and not self.send_queue
             and (not self.autoFragmentSize or len(payload) <= self.autoFragmentSize)  # type: ignore[attr-defined]
         ):
@@ -166,18 +183,50 @@ class _Leg:
                 return
         super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)  # type: ignore[misc]
 
-    def onPing(self, payload: bytes) -> None:
-        # Relayed, not answered here, so a pong keeps its place among the messages.
-        self.session.relay_control(self, b"ping", payload)
+    def opened(self) -> None:
+        """What both legs do once open: drop the handshake Autobahn keeps (a long-lived WebSocket should
+        not carry it) and note whether messages are compressed."""
+        self.http_headers = self.http_request_data = self.http_response_data = self.http_request_uri = None
+        self.http_status_line = self.http_request_params = None
+        self._deflating = compresses(self)
 
-    def onAutoPong(self, *args: Any) -> None:
-        self._answering_auto_ping = True  # the pong that follows answers this leg's own auto-ping
+    def onPing(self, payload: bytes) -> None:
+        # The proxy is the peer's endpoint: answered now, not relayed, so a ping followed by a close
+        # still gets its pong (RFC 6455 5.5.2) and a peer's keepalive does not depend on the other side.
+        if self.state != self.STATE_OPEN:
+            return
+        if write_backlog(self.transport) <= _PONG_BACKLOG:
+            self._forget_owed_pong()
+            self.sendPong(payload)  # type: ignore[attr-defined]
+            return
+        # The peer is not reading what it is sent: it is owed one pong, for its latest ping (RFC 6455
+        # 5.5.3 allows that), sent once it reads again, so pinging without reading costs no memory.
+        self._owed_pong = payload
+        if self._owed_call is None:
+            self._owed_call = self._timer.call_later(_PONG_RETRY, self._pay_owed_pong)
+
+    def _pay_owed_pong(self) -> None:
+        payload, self._owed_pong, self._owed_call = self._owed_pong, None, None
+        if payload is not None:
+            _Leg.onPing(self, payload)  # a ping that came before any close the peer sent since
+
+    def _forget_owed_pong(self) -> None:
+        self._owed_pong = None
+        if self._owed_call is not None:
+            self._owed_call.cancel()
+            self._owed_call = None
 
     def onPong(self, payload: bytes) -> None:
-        if self._answering_auto_ping:
-            self._answering_auto_ping = False
+        pass  # Autobahn has matched it to this leg's own auto-ping, if it answers one; others end here
+
+    def onAutoPingTimeout(self) -> None:
+        gate = self.gate
+        if gate is not None and gate.paused:
+            # The proxy is not reading from the peer (the other side is slow): its pong may be
+            # waiting unread. Judge again a timeout later, rather than drop a live peer.
+            rearm_pong_timeout(self, self._timer.call_later)
             return
-        self.session.relay_control(self, b"pong", payload)
+        super().onAutoPingTimeout()  # type: ignore[misc]
 
     # Autobahn's per-message path, without what the proxy does not use: observer
     # signals (a Deferred per message) and debug-log arguments built on every write.
@@ -201,6 +250,7 @@ class _Leg:
 
     def _connectionLost(self, reason: Failure) -> None:
         super()._connectionLost(reason)  # type: ignore[misc]
+        self._forget_owed_pong()
         if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves it to fire on a closed leg
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
@@ -226,7 +276,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
         return self.session.accept_client()
 
     def onOpen(self) -> None:
-        _forget_handshake(self)
+        self.opened()
         self.session.client_opened()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -234,12 +284,8 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
             self.session.from_client(payload, isBinary)
 
     def onPing(self, payload: bytes) -> None:
-        if self.held is None:
+        if self.held is None:  # after its close, a client's ping is not answered (RFC 6455 5.5.2)
             super().onPing(payload)
-
-    def onPong(self, payload: bytes) -> None:
-        if self.held is None:
-            super().onPong(payload)
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
         if self.held is not None and self.state == self.STATE_OPEN:
@@ -302,6 +348,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
                protocols: list[str]) -> None:
         """Take over ``origin`` (its 101 is ``switch``, answering ``key``) and open on it."""
         self.session = session
+        self.gate = origin.gate
         self._switch, self._key, self._protocols = switch, key, protocols
         origin.take_over(OriginSide(self, origin))
         self.makeConnection(origin.transport)
@@ -319,7 +366,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
             factory.protocols = []
 
     def onOpen(self) -> None:
-        _forget_handshake(self)
+        self.opened()
         self.session.backend_opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -337,12 +384,6 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.session.backend_closed(self, _leg_termination(self, Termination.SERVER_CLOSE, Termination.SERVER_ABORT))
-
-
-def _forget_handshake(leg: Any) -> None:
-    """An open leg no longer needs the handshake Autobahn keeps (a long-lived WebSocket should not carry it)."""
-    leg.http_headers = leg.http_request_data = leg.http_response_data = leg.http_request_uri = None
-    leg.http_status_line = leg.http_request_params = None
 
 
 def _valid_close(code: int | None, reason: bytes | None) -> bool:

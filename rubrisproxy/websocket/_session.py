@@ -31,7 +31,7 @@ from ..http import NONE, HTTPError, ResponseHead, serialize_headers
 from ..lifecycle import Termination
 from ._handshake import HANDSHAKE_HEADERS
 from ._hooks import ISessionView, Message
-from ._legs import BackendLeg, ClientLeg, _Leg
+from ._legs import BackendLeg, ClientLeg
 from ._resume import BackendDial
 
 if TYPE_CHECKING:
@@ -170,6 +170,7 @@ class WebSocketSession:
         leg = self._factories.client_leg()
         leg.factory = self._factories.server
         leg.session = self
+        leg.gate = client.gate
         self._client_leg = leg
         self._protocol = backend_leg.websocket_protocol_in_use
         from_client = client.take_over(self)
@@ -421,16 +422,6 @@ class WebSocketSession:
     def backend_open(self) -> bool:
         leg = self._backend_leg
         return leg is not None and leg.state == leg.STATE_OPEN
-
-    def relay_control(self, leg: _Leg, kind: bytes, payload: bytes) -> None:
-        """A ping or pong from one leg, sent on by the other (while it is open)."""
-        if self._state is not _State.OPEN:
-            if kind == b"ping" and leg is self._client_leg and self._state is not _State.CLOSING:
-                leg.sendPong(payload)  # type: ignore[attr-defined]  # while moving, the proxy answers for the backend
-            return
-        other = self._backend_leg if leg is self._client_leg else self._client_leg
-        if other is not None and other.state == other.STATE_OPEN:
-            (other.sendPing if kind == b"ping" else other.sendPong)(payload)
 
     def client_closing(self, code: int | None, reason: bytes | None) -> None:
         """The client sent a close: pass it on to the backend."""

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // A WebSocket interop client built on Node's `ws` library, driven by tests/test_ws_interop.py.
 //
-// Usage: node ws_client.js ws://HOST:PORT/PATH
+// Usage: node ws_client.js ws://HOST:PORT/PATH [ping-close]
+//
+// With "ping-close", it only sends a ping ("keepalive") and at once a close (4001 "done"), and
+// reports the pongs that came back before the close did (RFC 6455 5.5.2: the ping must be answered).
 //
 // Sends the four messages every interop client sends (see EXPECTED in the test),
 // all at once, checks each echo byte for byte and in order, then closes with
@@ -15,6 +18,7 @@ const path = require("path");
 const WebSocket = require(path.join(__dirname, "node_modules", "ws"));
 
 const url = process.argv[2];
+const pingClose = process.argv[3] === "ping-close";
 const GUARD_MS = 20000;
 
 function bigBinary() {
@@ -31,7 +35,7 @@ const messages = [
 ];
 
 const result = { client: "node-ws " + require(path.join(__dirname, "node_modules", "ws", "package.json")).version,
-                 ok: false, echoes: [], errors: [], close: null };
+                 ok: false, echoes: [], errors: [], close: null, pongs: [] };
 
 function asBytes(message) {
   return message.binary ? message.data : Buffer.from(message.data, "utf8");
@@ -52,7 +56,16 @@ const ws = new WebSocket(url);
 let received = 0;
 
 ws.on("open", () => {
+  if (pingClose) {
+    ws.ping("keepalive");
+    ws.close(4001, "done");
+    return;
+  }
   for (const message of messages) ws.send(message.data, { binary: message.binary });
+});
+
+ws.on("pong", (data) => {
+  result.pongs.push(data.toString("utf8"));
 });
 
 ws.on("message", (data, isBinary) => {
@@ -76,7 +89,13 @@ ws.on("message", (data, isBinary) => {
 ws.on("close", (code, reason) => {
   // `ws` emits "close" once the TCP connection is gone; 1006 means no close frame came back.
   result.close = { code: code, reason: reason.toString("utf8"), clean: code !== 1006 };
-  if (received !== messages.length) result.errors.push("closed after " + received + " echoes");
+  if (pingClose) {
+    if (result.pongs.length !== 1 || result.pongs[0] !== "keepalive") {
+      result.errors.push("the ping sent before the close got pongs " + JSON.stringify(result.pongs));
+    }
+  } else if (received !== messages.length) {
+    result.errors.push("closed after " + received + " echoes");
+  }
   if (code === 1006) result.errors.push("no close frame came back (1006)");
   finish();
 });
