@@ -59,21 +59,30 @@ def has_websockets() -> bool:
 class _TrackingSite(server.Site):
     """A Site that remembers its connections, so cleanup can close what a killed browser left behind."""
 
-    def buildProtocol(self, addr: IAddress | None) -> _GenericHTTPChannelProtocol | None:
-        channel = super().buildProtocol(addr)
-        self.channels.append(channel)
-        return channel
-
     def __init__(self, root: resource.Resource) -> None:
         super().__init__(root, logPath="/dev/null")
         self.noisy = False
-        self.channels: list[_GenericHTTPChannelProtocol | None] = []
+        self.open: dict[_GenericHTTPChannelProtocol, Deferred[None]] = {}
 
-    def abort_all(self) -> None:
-        for channel in self.channels:
-            transport = getattr(channel, "transport", None)
-            if transport is not None and transport.connected:
-                transport.abortConnection()
+    def buildProtocol(self, addr: IAddress | None) -> _GenericHTTPChannelProtocol | None:
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            self.open[channel] = Deferred()
+            connection_lost = channel.connectionLost
+
+            def lost(reason: object) -> None:
+                connection_lost(reason)
+                self.open.pop(channel).callback(None)
+
+            channel.connectionLost = lost  # type: ignore[method-assign]
+        return channel
+
+    def abort_all(self) -> Deferred[object]:
+        """Abort every connection still open; fires once all of them are closed."""
+        waits = list(self.open.values())
+        for channel in list(self.open):
+            channel.transport.abortConnection()
+        return defer.gatherResults(waits)
 
 
 class _Page(resource.Resource):
