@@ -8,6 +8,7 @@ import sys
 
 from twisted.internet import defer, reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
@@ -64,7 +65,8 @@ class ForwardTests(ProxyTestCase):
 
 
 class OpenForwardTests(ForwardTests):
-    rules = '[frontends.out.forward]\nconnect-ports = [{tls_port}]\n'
+    # The origins are on this host: only an allow rule naming loopback lets the proxy reach them.
+    rules = '[frontends.out.forward]\nconnect-ports = [{tls_port}]\nallow-hosts = ["127.0.0.1"]\n'
 
     @defer.inlineCallbacks
     def test_absolute_form_get(self):  # type: ignore[no-untyped-def]
@@ -109,6 +111,63 @@ class OpenForwardTests(ForwardTests):
         self.assertEqual(refused.status, 502)
         (origin_form,) = yield self.request(b"GET /relative HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(origin_form.status, 400)
+
+
+class _Counting(Protocol):
+    """A raw origin that only counts the connections it gets."""
+
+    connections = 0
+
+    def connectionMade(self) -> None:
+        type(self).connections += 1
+        self.transport.loseConnection()
+
+
+class LocalDestinationTests(ProxyTestCase):
+    """A forward proxy with no rules at all still refuses this host: loopback, link-local, unspecified,
+    a name resolving there, in every spelling, for requests and CONNECT, and so never reaches its own admin API."""
+
+    def setUp(self) -> None:
+        _Counting.connections = 0
+        self.origin_port = self.start_raw_origin(_Counting)
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+                    f'[frontends.out.forward]\nconnect-ports = [443, {self.origin_port}]\n'
+                    '[admin]\nlisten = ["tcp:0:interface=127.0.0.1"]\n')
+        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.proxy_port = service.parts.frontends["out"].ports[0].getHost().port  # type: ignore[attr-defined]
+        self.admin_port = service.getServiceNamed("admin").ports[0].getHost().port
+        self.frontend = service.parts.frontends["out"].frontend  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_the_admin_api_is_not_reachable_through_the_proxy(self):  # type: ignore[no-untyped-def]
+        (response,) = yield self.request(
+            f"POST http://127.0.0.1:{self.admin_port}/reload HTTP/1.1\r\nHost: 127.0.0.1:{self.admin_port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 0\r\n\r\n".encode())
+        self.assertEqual(response.status, 403)
+        out, err, code = yield getProcessOutputAndValue(
+            "curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-x", f"http://127.0.0.1:{self.proxy_port}",
+                     f"http://127.0.0.1:{self.admin_port}/backends"], env=dict(os.environ))
+        self.assertEqual(out, b"403", err)
+
+    @defer.inlineCallbacks
+    def test_every_spelling_of_this_host_is_403_and_nothing_is_connected(self):  # type: ignore[no-untyped-def]
+        port = self.origin_port
+        hosts = ["127.0.0.1", "127.0.0.2", "0.0.0.0", "[::]", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:0.0.0.0]",
+                 "[::127.0.0.1]", "169.254.169.254", "[fe80::1]", "localhost", "LocalHost.", "anything.localhost"]
+        for host in hosts:
+            (response,) = yield self.request(f"GET http://{host}:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(response.status, 403, host)
+            (tunnel,) = yield self.request(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(tunnel.status, 403, host)
+        for spelling in ("127.1", "2130706433", "0x7f.0.0.1", "0177.0.0.1", "0"):  # never read as an address
+            (response,) = yield self.request(f"GET http://{spelling}:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(response.status, 400, spelling)
+        self.assertEqual(_Counting.connections, 0)
+        self.assertEqual(self.frontend.terminations.get("denied"), 2 * len(hosts))
 
 
 class RestrictedForwardTests(ForwardTests):
@@ -179,12 +238,12 @@ class DestinationTests(SynchronousTestCase):
         return ForwardProxy(ForwardConfig(**rules), reactor)  # type: ignore[arg-type]
 
     def test_bare_addresses_are_networks_and_mapped_addresses_are_seen_through(self) -> None:
-        proxy = self.proxy(deny_hosts=("127.0.0.2", "10.0.0.0/8"))
-        for target in ("http://127.0.0.2/", "http://[::ffff:127.0.0.2]/", "http://[::ffff:10.1.2.3]/"):
+        proxy = self.proxy(deny_hosts=("192.0.2.2", "10.0.0.0/8"))
+        for target in ("http://192.0.2.2/", "http://[::ffff:192.0.2.2]/", "http://[::ffff:10.1.2.3]/"):
             where = self.where(target)
             with self.assertRaises(HTTPError, msg=target):
                 proxy.check_address(where, where.host)
-        allowed = self.where("http://127.0.0.3/")
+        allowed = self.where("http://192.0.2.3/")
         proxy.check_address(allowed, allowed.host)
 
     def test_network_rules_need_the_address_name_rules_do_not(self) -> None:
@@ -197,6 +256,34 @@ class DestinationTests(SynchronousTestCase):
         self.assertTrue(by_network.needs_address(self.where("http://elsewhere.test/")))
         self.assertFalse(by_network.needs_address(self.where("http://10.1.1.1/")))
         self.assertTrue(self.proxy(deny_hosts=("10.0.0.0/8",)).needs_address(self.where("http://www.example.com/")))
+
+
+    def test_a_local_destination_needs_an_allow_rule_that_names_it(self) -> None:
+        def refused(proxy: ForwardProxy, target: str, address: str) -> bool:
+            where = self.where(target)
+            try:
+                proxy.check_name(where)
+                proxy.check_address(where, address)
+            except HTTPError as error:
+                self.assertEqual(error.status, 403)
+                return True
+            return False
+
+        wide = self.proxy(allow_hosts=("0.0.0.0/0", "::/0", ".example.com", "0.0.0.0/1"))
+        for target, address in [("http://127.0.0.1/", "127.0.0.1"), ("http://[::1]/", "::1"),
+                                ("http://www.example.com/", "127.0.0.1"), ("http://www.example.com/", "::ffff:127.0.0.1"),
+                                ("http://0.0.0.0/", "0.0.0.0"), ("http://[::]/", "::"), ("http://localhost/", "127.0.0.1"),
+                                ("http://169.254.169.254/", "169.254.169.254"), ("http://[fe80::1]/", "fe80::1")]:
+            self.assertTrue(refused(wide, target, address), (target, address))
+        self.assertFalse(refused(wide, "http://www.example.com/", "192.0.2.7"))
+        named = self.proxy(allow_hosts=("127.0.0.0/8", "::1", "localhost", "169.254.169.254"))
+        for target, address in [("http://127.0.0.5/", "127.0.0.5"), ("http://[::ffff:127.0.0.1]/", "::ffff:127.0.0.1"),
+                                ("http://[::1]/", "::1"), ("http://localhost/", "::1"), ("http://other.test/", "127.0.0.1"),
+                                ("http://169.254.169.254/", "169.254.169.254")]:
+            self.assertFalse(refused(named, target, address), (target, address))
+        for target, address in [("http://0.0.0.0/", "0.0.0.0"), ("http://[::]/", "::"), ("http://a.localhost/", "127.0.0.1"),
+                                ("http://169.254.0.1/", "169.254.0.1")]:
+            self.assertTrue(refused(named, target, address), (target, address))
 
 
 class PasswdTests(ProxyTestCase):
@@ -242,7 +329,7 @@ class ParentTests(ProxyTestCase):
                                 ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options(), interface="127.0.0.1")
         self.addCleanup(tls.stopListening)
         self.tls_port = tls.getHost().port
-        self.parent = self.start(f'[frontends.out.forward]\nconnect-ports = [{self.tls_port}]\n')
+        self.parent = self.start(f'[frontends.out.forward]\nconnect-ports = [{self.tls_port}]\nallow-hosts = ["127.0.0.1", "::1"]\n')
 
     def start(self, text: str, parent_port: int | None = None):  # type: ignore[no-untyped-def]
         path = self.mktemp()
@@ -257,6 +344,8 @@ class ParentTests(ProxyTestCase):
 
     def child(self, rules: str = "", parent_port: int | None = None):  # type: ignore[no-untyped-def]
         port = parent_port or self.parent.frontends["out"].ports[0].getHost().port
+        if "allow-hosts" not in rules:
+            rules += 'allow-hosts = ["127.0.0.1", "::1"]\n'  # the origins are on this host
         parts = self.start(f'[frontends.out.forward]\nparents = "parents"\nconnect-ports = [{self.tls_port}]\n{rules}', port)
         self.proxy_port = parts.frontends["out"].ports[0].getHost().port
         return parts
@@ -298,6 +387,16 @@ class ParentTests(ProxyTestCase):
         self.child('allow-hosts = ["10.0.0.0/8"]\n')
         (outside,) = yield self.request(f"CONNECT localhost:{self.tls_port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         self.assertEqual(outside.status, 403)
+        self.assertEqual(self.parent_requests(), 0)
+
+    @defer.inlineCallbacks
+    def test_this_host_is_refused_before_the_parent_is_asked(self):  # type: ignore[no-untyped-def]
+        self.child("allow-hosts = []\n")  # no rules: an open relay, but not to this host
+        for host in ("127.0.0.1", "localhost", "[::]"):
+            (denied,) = yield self.request(f"GET http://{host}:{self.origin_port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(denied.status, 403, host)
+            (tunnel,) = yield self.request(f"CONNECT {host}:{self.tls_port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(tunnel.status, 403, host)
         self.assertEqual(self.parent_requests(), 0)
 
     @defer.inlineCallbacks

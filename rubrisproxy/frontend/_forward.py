@@ -21,6 +21,13 @@ from ..http import HTTPError, RequestHead
 
 PROXY_AUTHENTICATE = b'Proxy-Authenticate: Basic realm="rubrisproxy"\r\n'
 
+#: Destinations that are this host or its link, refused unless an allow rule names them (Squid's
+#: ``to_localhost``): loopback, "this network" (``0.0.0.0`` reaches this host), link-local (cloud metadata
+#: services), unspecified and IPv4-compatible IPv6.
+LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "::/96", "fe80::/10",
+))
+
 
 @dataclass(frozen=True, slots=True)
 class Destination:
@@ -151,6 +158,9 @@ class ForwardProxy:
             raise HTTPError(403, f"CONNECT to port {where.port} is not allowed")
         if _matches(where.host, self._denied_names, self._denied_suffixes):
             raise HTTPError(403, f"destination {where.host} is denied")
+        if (where.host == "localhost" or where.host.endswith(".localhost")) and where.host not in self._names:
+            # RFC 6761: loopback wherever it is resolved (a parent's resolver included)
+            raise HTTPError(403, f"destination {where.host} is this host; allow-hosts must name it to allow it")
 
     def needs_address(self, where: Destination) -> bool:
         """Whether the access lists must see the address ``where``'s name resolves to."""
@@ -161,7 +171,10 @@ class ForwardProxy:
         )
 
     def check_address(self, where: Destination, address: str | None) -> None:
-        """Refuse a destination by its address (403); ``address`` None: not resolved (a parent will)."""
+        """Refuse a destination by its address (403); ``address`` None: not resolved (a parent will).
+
+        The address is the one the proxy then connects to, so a name cannot resolve one way here and
+        another way there."""
         if address is None and is_address(where.host):
             address = where.host
         if address is not None and self._denied_networks and _in(address, self._denied_networks):
@@ -170,6 +183,21 @@ class ForwardProxy:
             _matches(where.host, self._names, self._suffixes) or (address is not None and _in(address, self._networks))
         ):
             raise HTTPError(403, f"destination {where.host} ({address or 'not resolved'}) is not allowed")
+        local = _local_network(address) if address is not None else None
+        if local is not None and not self.names_local(where.host, address, local):
+            raise HTTPError(403, f"destination {where.host} ({address}) is this host or its link;"
+                                 " allow-hosts must name it to allow it")
+
+    def names_local(self, host: str, address: str | None, local: Any) -> bool:
+        """Whether an allow rule names this local destination: its exact name, or a network inside ``local``
+        (the local range it is in) holding its address. A suffix or a wider network does not."""
+        if host in self._names:
+            return True
+        if address is None:
+            return False
+        ip = _plain(ipaddress.ip_address(address))
+        return any(ip in network and network.subnet_of(local) for network in self._networks
+                   if network.version == ip.version)
 
     def via_parent(self, where: Destination) -> bool:
         """Whether ``where`` is reached through a parent proxy (not when it is listed as direct, or, unless
@@ -251,6 +279,17 @@ def _split(entries: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...], l
 
 def _matches(host: str, names: frozenset[str], suffixes: tuple[str, ...]) -> bool:
     return host in names or any(host.endswith(s) or host == s[1:] for s in suffixes)
+
+
+def _plain(ip: Any) -> Any:
+    """``ip``, or the IPv4 address an IPv4-mapped IPv6 address stands for (``::ffff:127.0.0.1``)."""
+    return getattr(ip, "ipv4_mapped", None) or ip
+
+
+def _local_network(address: str) -> Any:
+    """The range of :data:`LOCAL_NETWORKS` that ``address`` is in, or None."""
+    ip = _plain(ipaddress.ip_address(address))
+    return next((n for n in LOCAL_NETWORKS if n.version == ip.version and ip in n), None)
 
 
 def _in(address: str, networks: list[Any]) -> bool:
