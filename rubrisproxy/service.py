@@ -362,7 +362,7 @@ def build_service(
     if config.admin.listen:
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers,
                                reloader.reload if reloader is not None else None)
-        site = admin_site(running, config.admin.token)
+        site = admin_site(running, config.admin.token, config.timeouts, reactor)
         ListeningService(reactor, "admin", site, config.admin.listen).setServiceParent(root)
     PoolService(parts.pool).setServiceParent(root)
     AccessLogService(parts.access_log, reactor).setServiceParent(root)
