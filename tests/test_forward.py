@@ -15,6 +15,7 @@ from twisted.web import server
 
 from rubrisproxy.config import CommandLine, ForwardConfig, load_config
 from rubrisproxy.frontend import hash_password
+from rubrisproxy.frontend._auth import FREE_FAILURES
 from rubrisproxy.frontend._forward import ForwardProxy, destination
 from rubrisproxy.http import HTTPError, RequestHead
 from rubrisproxy.service import build_service
@@ -203,10 +204,26 @@ class RestrictedForwardTests(ForwardTests):
             self.assertEqual(wrong.status, 407)
             (stranger,) = yield self.request(self.get(url, self.auth("eve:s3cret")))
             self.assertEqual(stranger.status, 407)
-        self.assertEqual(forward._verified, {})
+        self.assertEqual(forward.auth.verified, {})
         (right,) = yield self.request(self.get(url, self.auth("ann:s3cret")))
         self.assertEqual(right.status, 200)
-        self.assertEqual(len(forward._verified), 1)
+        self.assertEqual(len(forward.auth.verified), 1)
+
+    @defer.inlineCallbacks
+    def test_a_guessing_client_gets_429_and_a_known_login_still_passes(self):  # type: ignore[no-untyped-def]
+        url = f"http://127.0.0.1:{self.origin_port}/"
+        (right,) = yield self.request(self.get(url, self.auth("ann:s3cret")))
+        self.assertEqual(right.status, 200)
+        statuses = []
+        for i in range(FREE_FAILURES + 2):
+            (guess,) = yield self.request(self.get(url, self.auth(f"ann:guess{i}")))
+            statuses.append(guess.status)
+        self.assertEqual(statuses, [407] * (FREE_FAILURES + 1) + [429])
+        self.assertEqual(guess.header(b"retry-after"), b"1")
+        out, err, code = yield self.curl("-o", "/dev/null", "-w", "%{http_code}", "--proxy-user", "ann:guess", url)
+        self.assertEqual(out, "429", err)
+        (right,) = yield self.request(self.get(url, self.auth("ann:s3cret")))  # known: no hash, no wait
+        self.assertEqual((right.status, right.body), (200, b"path=/"))
 
     @defer.inlineCallbacks
     def test_denied_destinations_are_403(self):  # type: ignore[no-untyped-def]

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -18,8 +14,9 @@ from zope.interface import implementer
 from ..backend import Backend, Server
 from ..config import ForwardConfig, ServerConfig
 from ..http import HTTPError, RequestHead
+from ._auth import ProxyAuth, check_password, hash_password
 
-PROXY_AUTHENTICATE = b'Proxy-Authenticate: Basic realm="rubrisproxy"\r\n'
+__all__ = ["Destination", "ForwardProxy", "check_password", "destination", "hash_password", "is_address"]
 
 #: Destinations that are this host or its link, refused unless an allow rule names them (Squid's
 #: ``to_localhost``): loopback, "this network" (``0.0.0.0`` reaches this host), link-local (cloud metadata
@@ -113,44 +110,20 @@ class ForwardProxy:
         self._denied_names, self._denied_suffixes, self._denied_networks = _split(config.deny_hosts)
         self._clients = [ipaddress.ip_network(c, strict=False) for c in config.clients]
         self._servers: dict[tuple[str, int], Server] = {}  # one per destination, for the pool's keep-alive
-        self._verified: dict[bytes, bool] = {}  # Proxy-Authorization values found valid, oldest first
-        self._dummy_hash = next(iter(config.users.values()), "") or hash_password("", b"rubrisproxy")
+        self.auth = ProxyAuth(config.users, reactor, self._off_thread) if config.users else None
+
+    def _off_thread(self, function: Any, *args: Any) -> defer.Deferred[Any]:
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), function, *args)
 
     def authorize(self, head: RequestHead, client: str) -> defer.Deferred[None] | None:
-        """Check the client's network and credentials: :class:`HTTPError` 403 or 407, raised or (when a
+        """Check the client's network and credentials: :class:`HTTPError` 403, 407 or 429, raised or (when a
         password must be hashed, which happens off the reactor thread) as the Deferred's failure."""
         if self._clients and not _in(client, self._clients):
             raise HTTPError(403, f"client {client} is not in an allowed network")
-        if not self.config.users:
+        if self.auth is None:
             return None
         given = next((v for n, v in head.headers if n.lower() == b"proxy-authorization"), None)
-        if given is None:
-            raise HTTPError(407, "proxy credentials missing", PROXY_AUTHENTICATE)
-        if given in self._verified:  # only successes are remembered: guessing stays as slow as hashing
-            return None
-        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._check, given).addCallback(
-            self._checked, given
-        )
-
-    def _checked(self, valid: bool, header: bytes) -> None:
-        if not valid:
-            raise HTTPError(407, "proxy credentials wrong", PROXY_AUTHENTICATE)
-        if len(self._verified) >= 1024:
-            del self._verified[next(iter(self._verified))]  # the oldest
-        self._verified[header] = True
-
-    def _check(self, header: bytes) -> bool:
-        scheme, _, token = header.strip().partition(b" ")
-        if scheme.lower() != b"basic":
-            return False
-        try:
-            user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        stored = self.config.users.get(user)
-        # An unknown user costs a hash too, so timing does not tell which users exist.
-        matches = check_password(password, stored if stored is not None else self._dummy_hash)
-        return bool(sep) and stored is not None and matches
+        return self.auth.check(given, client)
 
     def check_name(self, where: Destination) -> None:
         """Refuse a destination by its name or port (403) before it is resolved."""
@@ -309,14 +282,3 @@ def is_address(host: str) -> bool:
         return False
     return True
 
-
-def hash_password(password: str, salt: bytes, iterations: int = 200_000) -> str:
-    """``pbkdf2_sha256$ITERATIONS$SALT$HASH``, as a users file holds it."""
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
-
-
-def check_password(password: str, stored: str) -> bool:
-    _, iterations, salt, digest = stored.split("$")
-    computed = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt), int(iterations))
-    return hmac.compare_digest(computed.hex(), digest)
