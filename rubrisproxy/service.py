@@ -23,6 +23,7 @@ from .config import (
     ProxyConfig,
     ServerConfig,
     build_objects,
+    loopback_only,
 )
 from .demo import demo_site
 from .frontend import (
@@ -252,6 +253,8 @@ class DemoOriginService(service.Service):
 class ProxyParts:
     """The running proxy's pieces, as a reload finds and changes them."""
 
+    log = Logger()
+
     reactor: Any
     root: service.MultiService
     config: ProxyConfig
@@ -275,6 +278,11 @@ class ProxyParts:
         if config.forward is None:
             return None
         parents = self.backends.get(config.forward.parents) if config.forward.parents else None
+        reachable = [e for e in config.listen if not loopback_only(e)]
+        if reachable and not config.forward.clients and not config.forward.users:
+            self.log.warn(
+                "frontend {name}: a forward proxy open to any client on {endpoints}; set forward.clients or "
+                "forward.users-file, or listen on loopback only", name=config.name, endpoints=", ".join(reachable))
         return ForwardProxy(config.forward, self.reactor, parents)
 
     def add_frontend(self, config: FrontendConfig, proxy: ProxyConfig) -> FrontendService:

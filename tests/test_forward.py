@@ -10,6 +10,7 @@ from twisted.internet import defer, reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
 
@@ -301,6 +302,30 @@ class DestinationTests(SynchronousTestCase):
         for target, address in [("http://0.0.0.0/", "0.0.0.0"), ("http://[::]/", "::"), ("http://a.localhost/", "127.0.0.1"),
                                 ("http://169.254.0.1/", "169.254.0.1")]:
             self.assertTrue(refused(named, target, address), (target, address))
+
+
+class OpenRelayWarningTests(SynchronousTestCase):
+    """A forward listener that anyone off this machine may use is named in a warning at start."""
+
+    def warnings(self, listen: str, rules: str = "") -> list[str]:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f'[frontends.out]\nmode = "forward"\nlisten = ["{listen}"]\n[frontends.out.forward]\n{rules}\n')
+        events: list[dict] = []  # type: ignore[type-arg]
+        globalLogPublisher.addObserver(events.append)
+        try:
+            build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)  # not started
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        return [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+
+    def test_an_open_forward_listener_is_warned_of(self) -> None:
+        for listen in ("tcp:3128", "tcp:3128:interface=0.0.0.0", "tcp6:3128", "ssl:3128:interface=10.0.0.1"):
+            (warning,) = self.warnings(listen)
+            self.assertIn("frontend out: a forward proxy open to any client on " + listen, warning)
+        for listen, rules in (("tcp:3128:interface=127.0.0.1", ""), ("tcp:3128", 'clients = ["10.0.0.0/8"]'),
+                              ("unix:/tmp/rubrisproxy-test.sock", "")):
+            self.assertEqual(self.warnings(listen, rules), [], listen)
 
 
 class PasswdTests(ProxyTestCase):
