@@ -17,6 +17,7 @@ from twisted.web import server
 from rubrisproxy.config import CommandLine, ForwardConfig, load_config
 from rubrisproxy.frontend import hash_password
 from rubrisproxy.frontend._auth import FREE_FAILURES
+from rubrisproxy.frontend import _forward
 from rubrisproxy.frontend._forward import ForwardProxy, destination
 from rubrisproxy.http import HTTPError, RequestHead
 from rubrisproxy.service import build_service
@@ -170,6 +171,58 @@ class LocalDestinationTests(ProxyTestCase):
             self.assertEqual(response.status, 400, spelling)
         self.assertEqual(_Counting.connections, 0)
         self.assertEqual(self.frontend.terminations.get("denied"), 2 * len(hosts))
+
+
+class _Recording(Protocol):
+    """A raw origin that keeps what it is sent."""
+
+    received: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        self.received.append(b"")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received[-1] += data
+
+
+class OwnAddressTests(ProxyTestCase):
+    """An address of this host outside the local ranges (a network interface's): the connection shows it, with
+    the same address at both ends, and is closed before a byte is sent. Loopback stands in for such an
+    address here, taken out of the local ranges."""
+
+    def setUp(self) -> None:
+        self.patch(_forward, "LOCAL_NETWORKS", tuple(n for n in _forward.LOCAL_NETWORKS if n.version == 6))
+        _Recording.received = []
+        self.origin_port = self.start_raw_origin(_Recording)
+
+    def start_forward(self, rules: str) -> None:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+                    f'[frontends.out.forward]\nconnect-ports = [{self.origin_port}]\n{rules}\n')
+        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.proxy_port = service.parts.frontends["out"].ports[0].getHost().port  # type: ignore[attr-defined]
+        self.frontend = service.parts.frontends["out"].frontend  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_a_connection_to_this_host_is_closed_unused_unless_named(self):  # type: ignore[no-untyped-def]
+        for rules in ("", 'allow-hosts = ["127.0.0.0/8"]'):  # none, or a network wider than the address
+            self.start_forward(rules)
+            (response,) = yield self.request(
+                f"GET http://127.0.0.1:{self.origin_port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(response.status, 403, rules)
+            (tunnel,) = yield self.request(f"CONNECT 127.0.0.1:{self.origin_port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(tunnel.status, 403, rules)
+            self.assertEqual(self.frontend.terminations.get("denied"), 2)
+            yield self.poll(lambda: len(_Recording.received) == 2, "both connections made")
+            self.assertEqual(_Recording.received, [b"", b""])
+            _Recording.received = []
+        self.start_forward('allow-hosts = ["127.0.0.1"]')
+        client = yield self.connect()
+        client.send(f"GET http://127.0.0.1:{self.origin_port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        yield self.poll(lambda: _Recording.received and _Recording.received[0].startswith(b"GET / HTTP/1.1"), "sent")
 
 
 class RestrictedForwardTests(ForwardTests):

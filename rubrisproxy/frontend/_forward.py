@@ -161,6 +161,21 @@ class ForwardProxy:
             raise HTTPError(403, f"destination {where.host} ({address}) is this host or its link;"
                                  " allow-hosts must name it to allow it")
 
+    def check_connection(self, server: Server, transport: Any) -> None:
+        """Refuse (403) a new connection to ``server`` that reached this host by an address in no local range
+        (a network interface's own address): the kernel gives such a connection that address at both ends."""
+        address = server.config.host
+        try:
+            same = _plain(ipaddress.ip_address(transport.getHost().host)) == _plain(ipaddress.ip_address(
+                transport.getPeer().host))
+        except ValueError:
+            return
+        if not same or _local_network(address) is not None:  # a local range was judged before connecting
+            return
+        if not self.names_local(server.config.name, address, ipaddress.ip_network(_plain(ipaddress.ip_address(address)))):
+            raise HTTPError(403, f"destination {server.config.name} ({address}) is this host;"
+                                 " allow-hosts must name it to allow it")
+
     def names_local(self, host: str, address: str | None, local: Any) -> bool:
         """Whether an allow rule names this local destination: its exact name, or a network inside ``local``
         (the local range it is in) holding its address. A suffix or a wider network does not."""
