@@ -15,9 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
 
 from rubrisproxy.config import CommandLine, ForwardConfig, load_config
-from rubrisproxy.frontend import hash_password
+from rubrisproxy.frontend import _forward, hash_password
 from rubrisproxy.frontend._auth import FREE_FAILURES
-from rubrisproxy.frontend import _forward
 from rubrisproxy.frontend._forward import ForwardProxy, destination
 from rubrisproxy.http import HTTPError, RequestHead
 from rubrisproxy.service import build_service

@@ -33,7 +33,7 @@ class ProxyAuthTests(SynchronousTestCase):
         return answer
 
     def finish(self, count: int = 1) -> None:
-        for header, answer, valid in [h for h in self.hashes if not h[1].called][:count]:
+        for _, answer, valid in [h for h in self.hashes if not h[1].called][:count]:
             answer.callback(valid)
 
     def check(self, credentials: str, client: str):  # type: ignore[no-untyped-def]
@@ -131,6 +131,6 @@ class ProxyAuthTests(SynchronousTestCase):
             self.check("ann:guess", f"2001:db8::{i + 1}")
         self.assertEqual(self.check("ann:guess", "2001:db8::ffff"), 429)
         self.assertEqual(self.check("ann:guess", "2001:db8:0:1::1"), 407)  # another /64
-        for i in range(FREE_FAILURES + 1):
+        for _ in range(FREE_FAILURES + 1):
             self.check("ann:guess", "192.0.2.9")
         self.assertEqual(self.check("ann:guess", "::ffff:192.0.2.9"), 429)

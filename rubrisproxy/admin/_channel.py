@@ -8,6 +8,8 @@ from io import BytesIO
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web import http, server
 
 #: The largest request body the admin API takes; every call's body is a small JSON object.
@@ -45,7 +47,7 @@ class AdminRequest(server.Request):
         self.refused = True
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
         body = json.dumps({"status": 413, "error": f"the body is over {MAX_BODY} bytes"}).encode() + b"\n"
-        self.channel.transport.write(
+        self.channel.transport.write(  # type: ignore[union-attr]
             b"HTTP/1.1 413 Content Too Large\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (len(body), body)
         )
@@ -71,7 +73,7 @@ class AdminChannel(http.HTTPChannel):
         self._await_request()  # before the next pipelined request, if any, is parsed
         super().requestDone(request)
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop_timer()
         super().connectionLost(reason)
 
@@ -103,7 +105,7 @@ class AdminSite(server.Site):
         self.noisy = False
         self.displayTracebacks = False
 
-    def buildProtocol(self, addr: Any) -> AdminChannel:
-        channel: AdminChannel = super().buildProtocol(addr)
-        channel.request_timeout = self.request_timeout
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.request_timeout = self.request_timeout  # type: ignore[union-attr]
         return channel
