@@ -385,7 +385,7 @@ class PasswdTests(ProxyTestCase):
     def test_passwd_writes_a_line_the_users_file_takes(self):  # type: ignore[no-untyped-def]
         from twisted.internet.protocol import ProcessProtocol
 
-        from rubrisproxy.frontend._forward import check_password
+        from rubrisproxy.frontend._auth import check_password
 
         class Feed(ProcessProtocol):
             def __init__(self) -> None:

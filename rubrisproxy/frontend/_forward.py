@@ -14,9 +14,7 @@ from zope.interface import implementer
 from ..backend import Backend, Server
 from ..config import ForwardConfig, ServerConfig
 from ..http import HTTPError, RequestHead
-from ._auth import ProxyAuth, check_password, hash_password
-
-__all__ = ["Destination", "ForwardProxy", "check_password", "destination", "hash_password", "is_address"]
+from ._auth import ProxyAuth
 
 #: Destinations that are this host or its link, refused unless an allow rule names them (Squid's
 #: ``to_localhost``): loopback, "this network" (``0.0.0.0`` reaches this host), link-local (cloud metadata
@@ -172,7 +170,8 @@ class ForwardProxy:
             return
         if not same or _local_network(address) is not None:  # a local range was judged before connecting
             return
-        if not self.names_local(server.config.name, address, ipaddress.ip_network(_plain(ipaddress.ip_address(address)))):
+        itself = ipaddress.ip_network(_plain(ipaddress.ip_address(address)))
+        if not self.names_local(server.config.name, address, itself):
             raise HTTPError(403, f"destination {server.config.name} ({address}) is this host;"
                                  " allow-hosts must name it to allow it")
 
@@ -296,4 +295,3 @@ def is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
-
