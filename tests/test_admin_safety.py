@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase
 
-from rubrisproxy.admin import RunningProxy, admin_site
+from rubrisproxy.admin import RunningProxy, _channel, admin_site
 from rubrisproxy.admin._channel import MAX_BODY
 from rubrisproxy.config import Timeouts
 from rubrisproxy.websocket import ResumeBudget
@@ -146,14 +146,25 @@ class BodyLimitTests(AdminCase):
 
     @defer.inlineCallbacks
     def test_a_500_mb_content_length_is_413_before_the_body(self):  # type: ignore[no-untyped-def]
-        for expect in (b"", b"Expect: 100-continue\r\n"):
+        for expect, body in ((b"Expect: 100-continue\r\n", b""), (b"", b""), (b"", b"x" * 300_000)):
             client = yield self.connect()
             client.send(b"POST /backends/default/servers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 500000000\r\n%s\r\n" % expect)
-            received = yield client.closed  # answered and closed with no byte of the body sent
+                        b"Content-Length: 500000000\r\n%s\r\n%s" % (expect, body))
+            # Answered from the head and closed, the bytes sent meanwhile dropped (not a reset that loses the answer).
+            received = yield client.closed
             (response,) = parse_responses(received)
             self.assertEqual((response.status, json.loads(response.body)["status"]), (413, 413))
             self.assertNotIn(b"100 Continue", received)
+
+    @defer.inlineCallbacks
+    def test_curl_with_a_big_body_gets_413(self):  # type: ignore[no-untyped-def]
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b" " * (MAX_BODY * 4))
+        out, err, code = yield getProcessOutputAndValue("curl", [
+            "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json",
+            "--data-binary", f"@{path}", f"http://127.0.0.1:{self.admin_port}/reload"], env=dict(os.environ))
+        self.assertEqual(out, b"413", err)
 
     @defer.inlineCallbacks
     def test_a_chunked_body_is_cut_at_the_limit(self):  # type: ignore[no-untyped-def]
@@ -199,6 +210,29 @@ class TimeoutTests(SynchronousTestCase):
         self.assertTrue(self.transport.disconnected)
         self.assertEqual(self.transport.value(), b"")
         self.channel.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_refused_body_is_dropped_until_the_client_closes_or_the_linger_ends(self) -> None:
+        class HalfClosing(StringTransport):
+            write_closed = False
+
+            def loseWriteConnection(self) -> None:
+                self.write_closed = True
+
+        transport = HalfClosing()
+        channel = self.channel
+        channel.connectionLost(None)
+        channel = admin_site(RunningProxy([], {}, ResumeBudget(1 << 20)), None, Timeouts(), self.clock).buildProtocol(None)
+        channel.makeConnection(transport)
+        channel.dataReceived(b"POST /reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 999999\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 Content Too Large\r\n"))
+        self.assertTrue(transport.write_closed)
+        answered = transport.value()
+        channel.dataReceived(b"x" * 100_000 + b"GET /backends HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.assertEqual(transport.value(), answered)  # dropped, nothing parsed
+        self.clock.advance(_channel.LINGER)
+        self.assertTrue(transport.disconnected)
+        channel.connectionLost(None)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_each_request_gets_its_own_time_and_so_does_waiting_for_the_next(self) -> None:

@@ -4,6 +4,7 @@ request must arrive in time."""
 from __future__ import annotations
 
 import json
+from enum import Enum
 from io import BytesIO
 from typing import Any
 
@@ -14,6 +15,17 @@ from twisted.web import http, server
 
 #: The largest request body the admin API takes; every call's body is a small JSON object.
 MAX_BODY = 65536
+#: Seconds a refused request's client has to read the answer (its further bytes are dropped) before the
+#: connection is cut: closed at once, a socket with bytes unread would reset, and the answer could be lost.
+LINGER = 2.0
+
+
+class Phase(Enum):
+    """Where an admin connection is."""
+
+    AWAITING = "awaiting a request"  # the request timer runs
+    HANDLING = "handling a request"  # the answer is being made
+    REFUSED = "refused"  # answered 413: what comes in is dropped until the client closes or LINGER ends
 
 
 class AdminRequest(server.Request):
@@ -23,7 +35,10 @@ class AdminRequest(server.Request):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.body_size = 0
-        self.refused = False
+
+    @property
+    def _connection(self) -> AdminChannel:
+        return self.channel  # type: ignore[return-value]  # an AdminSite's channels are AdminChannels
 
     def gotLength(self, length: int | None) -> None:
         self.content = BytesIO()
@@ -31,7 +46,7 @@ class AdminRequest(server.Request):
             self._refuse()
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self.refused:
+        if self._connection.phase is Phase.REFUSED:
             return
         self.body_size += len(data)
         if self.body_size > MAX_BODY:
@@ -40,18 +55,16 @@ class AdminRequest(server.Request):
         self.content.write(data)  # type: ignore[union-attr]
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if not self.refused:
+        if self._connection.phase is not Phase.REFUSED:
             super().requestReceived(command, path, version)
 
     def _refuse(self) -> None:
-        self.refused = True
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
         body = json.dumps({"status": 413, "error": f"the body is over {MAX_BODY} bytes"}).encode() + b"\n"
-        self.channel.transport.write(  # type: ignore[union-attr]
+        self._connection.refuse(
             b"HTTP/1.1 413 Content Too Large\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (len(body), body)
         )
-        self.channel.loseConnection()
 
 
 class AdminChannel(http.HTTPChannel):
@@ -59,15 +72,37 @@ class AdminChannel(http.HTTPChannel):
     of the connection opening or of the previous answer; the factory's ``timeOut`` bounds idleness."""
 
     request_timeout = 10.0
+    phase = Phase.AWAITING
     _request_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._await_request()
 
+    def dataReceived(self, data: bytes) -> None:
+        if self.phase is not Phase.REFUSED:
+            super().dataReceived(data)
+
     def allContentReceived(self) -> None:
+        if self.phase is Phase.REFUSED:
+            return
         self._stop_timer()
+        self.phase = Phase.HANDLING
         super().allContentReceived()
+
+    def refuse(self, answer: bytes) -> None:
+        """Send ``answer`` to the request being read and close: the write side at once (the client reads
+        the answer, then its end), the connection when the client closes or after :data:`LINGER`."""
+        self._stop_timer()
+        self.phase = Phase.REFUSED
+        transport: Any = self.transport
+        transport.write(answer)
+        half_close = getattr(transport, "loseWriteConnection", None)  # TCP; not TLS
+        if half_close is None:
+            self.loseConnection()
+            return
+        half_close()
+        self._request_timer = self.callLater(LINGER, self._too_slow)
 
     def requestDone(self, request: server.Request) -> None:
         self._await_request()  # before the next pipelined request, if any, is parsed
@@ -79,6 +114,7 @@ class AdminChannel(http.HTTPChannel):
 
     def _await_request(self) -> None:
         self._stop_timer()
+        self.phase = Phase.AWAITING
         self._request_timer = self.callLater(self.request_timeout, self._too_slow)
 
     def _stop_timer(self) -> None:
