@@ -100,7 +100,7 @@ def cpu_seconds(pid: int) -> float | None:
 def post(url: str, timeout: float = 5.0) -> tuple[int | None, str, float]:
     """POST with an empty body: (status or None, first 200 characters of the answer or the error, seconds)."""
     started = time.monotonic()
-    request = urllib.request.Request(url, data=b"", method="POST")
+    request = urllib.request.Request(url, data=b"", method="POST", headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             status, body = answer.status, answer.read(200).decode(errors="replace")

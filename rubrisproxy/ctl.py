@@ -25,6 +25,8 @@ def call(base: str, method: str, path: str, token: str | None = None, body: obje
     """One API call; the decoded JSON answer, or :class:`CtlError` with the API's message."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(base.rstrip("/") + path, data=data, method=method)
+    if method != "GET":
+        request.add_header("Content-Type", "application/json")  # the API refuses a change declared otherwise
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:

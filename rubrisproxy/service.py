@@ -26,6 +26,7 @@ from .config import (
     ProxyConfig,
     ServerConfig,
     build_objects,
+    loopback_only,
 )
 from .demo import demo_site
 from .frontend import (
@@ -313,6 +314,8 @@ class DemoOriginService(service.Service):
 class ProxyParts:
     """The running proxy's pieces, as a reload finds and changes them."""
 
+    log = Logger()
+
     reactor: Any
     root: service.MultiService
     config: ProxyConfig
@@ -336,6 +339,11 @@ class ProxyParts:
         if config.forward is None:
             return None
         parents = self.backends.get(config.forward.parents) if config.forward.parents else None
+        reachable = [e for e in config.listen if not loopback_only(e)]
+        if reachable and not config.forward.clients and not config.forward.users:
+            self.log.warn(
+                "frontend {name}: a forward proxy open to any client on {endpoints}; set forward.clients or "
+                "forward.users-file, or listen on loopback only", name=config.name, endpoints=", ".join(reachable))
         return ForwardProxy(config.forward, self.reactor, parents)
 
     def add_frontend(self, config: FrontendConfig, proxy: ProxyConfig) -> FrontendService:
@@ -423,7 +431,7 @@ def build_service(
     if config.admin.listen:
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers,
                                reloader.reload if reloader is not None else None)
-        site = admin_site(running, config.admin.token)
+        site = admin_site(running, config.admin.token, config.timeouts, reactor)
         ListeningService(reactor, "admin", site, config.admin.listen, key="admin").setServiceParent(root)
     PoolService(parts.pool).setServiceParent(root)
     AccessLogService(parts.access_log, reactor).setServiceParent(root)

@@ -50,6 +50,8 @@ class AdminCase(ProxyTestCase):
     def call(self, method: bytes, path: str, body: object = None, token: str | None = None):  # type: ignore[no-untyped-def]
         agent = Agent(reactor)
         headers = Headers({b"authorization": [f"Bearer {token}".encode()]} if token else {})
+        if method != b"GET":
+            headers.addRawHeader(b"content-type", b"application/json")
         producer = FileBodyProducer(BytesIO(json.dumps(body).encode())) if body is not None else None
         response = yield agent.request(method, f"http://127.0.0.1:{self.admin_port}{path}".encode(), headers, producer)
         answer = yield readBody(response)
@@ -215,7 +217,7 @@ class BadInputTests(AdminCase):
         agent = Agent(reactor)
         nested = FileBodyProducer(BytesIO(b"[" * 60000))
         response = yield agent.request(b"POST", f"http://127.0.0.1:{self.admin_port}/backends/default/servers".encode(),
-                                       Headers({}), nested)
+                                       Headers({b"content-type": [b"application/json"]}), nested)
         self.assertEqual((response.code, json.loads((yield readBody(response)))["status"]), (400, 400))
         code, metrics_ok = yield self.call(b"GET", "/backends")
         self.assertEqual(code, 200)

@@ -8,17 +8,21 @@ import sys
 
 from twisted.internet import defer, reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
 
 from rubrisproxy.config import CommandLine, ForwardConfig, load_config
-from rubrisproxy.frontend import hash_password
+from rubrisproxy.frontend import _forward, hash_password
+from rubrisproxy.frontend._auth import FREE_FAILURES
 from rubrisproxy.frontend._forward import ForwardProxy, destination
 from rubrisproxy.http import HTTPError, RequestHead
 from rubrisproxy.service import build_service
 
 from .helpers import EchoResource, ProxyTestCase, RawClient
+from .tlscerts import CertificateAuthority
 from .test_admin import ROOT
 from .test_tls_origin import make_certificates
 
@@ -64,7 +68,8 @@ class ForwardTests(ProxyTestCase):
 
 
 class OpenForwardTests(ForwardTests):
-    rules = '[frontends.out.forward]\nconnect-ports = [{tls_port}]\n'
+    # The origins are on this host: only an allow rule naming loopback lets the proxy reach them.
+    rules = '[frontends.out.forward]\nconnect-ports = [{tls_port}]\nallow-hosts = ["127.0.0.1"]\n'
 
     @defer.inlineCallbacks
     def test_absolute_form_get(self):  # type: ignore[no-untyped-def]
@@ -111,6 +116,115 @@ class OpenForwardTests(ForwardTests):
         self.assertEqual(origin_form.status, 400)
 
 
+class _Counting(Protocol):
+    """A raw origin that only counts the connections it gets."""
+
+    connections = 0
+
+    def connectionMade(self) -> None:
+        type(self).connections += 1
+        self.transport.loseConnection()
+
+
+class LocalDestinationTests(ProxyTestCase):
+    """A forward proxy with no rules at all still refuses this host: loopback, link-local, unspecified,
+    a name resolving there, in every spelling, for requests and CONNECT, and so never reaches its own admin API."""
+
+    def setUp(self) -> None:
+        _Counting.connections = 0
+        self.origin_port = self.start_raw_origin(_Counting)
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+                    f'[frontends.out.forward]\nconnect-ports = [443, {self.origin_port}]\n'
+                    '[admin]\nlisten = ["tcp:0:interface=127.0.0.1"]\n')
+        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.proxy_port = service.parts.frontends["out"].ports[0].getHost().port  # type: ignore[attr-defined]
+        self.admin_port = service.getServiceNamed("admin").ports[0].getHost().port
+        self.frontend = service.parts.frontends["out"].frontend  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_the_admin_api_is_not_reachable_through_the_proxy(self):  # type: ignore[no-untyped-def]
+        (response,) = yield self.request(
+            f"POST http://127.0.0.1:{self.admin_port}/reload HTTP/1.1\r\nHost: 127.0.0.1:{self.admin_port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 0\r\n\r\n".encode())
+        self.assertEqual(response.status, 403)
+        out, err, code = yield getProcessOutputAndValue(
+            "curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-x", f"http://127.0.0.1:{self.proxy_port}",
+                     f"http://127.0.0.1:{self.admin_port}/backends"], env=dict(os.environ))
+        self.assertEqual(out, b"403", err)
+
+    @defer.inlineCallbacks
+    def test_every_spelling_of_this_host_is_403_and_nothing_is_connected(self):  # type: ignore[no-untyped-def]
+        port = self.origin_port
+        hosts = ["127.0.0.1", "127.0.0.2", "0.0.0.0", "[::]", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:0.0.0.0]",
+                 "[::127.0.0.1]", "169.254.169.254", "[fe80::1]", "localhost", "LocalHost.", "anything.localhost"]
+        for host in hosts:
+            (response,) = yield self.request(f"GET http://{host}:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(response.status, 403, host)
+            (tunnel,) = yield self.request(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(tunnel.status, 403, host)
+        for spelling in ("127.1", "2130706433", "0x7f.0.0.1", "0177.0.0.1", "0"):  # never read as an address
+            (response,) = yield self.request(f"GET http://{spelling}:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(response.status, 400, spelling)
+        self.assertEqual(_Counting.connections, 0)
+        self.assertEqual(self.frontend.terminations.get("denied"), 2 * len(hosts))
+
+
+class _Recording(Protocol):
+    """A raw origin that keeps what it is sent."""
+
+    received: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        self.received.append(b"")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received[-1] += data
+
+
+class OwnAddressTests(ProxyTestCase):
+    """An address of this host outside the local ranges (a network interface's): the connection shows it, with
+    the same address at both ends, and is closed before a byte is sent. Loopback stands in for such an
+    address here, taken out of the local ranges."""
+
+    def setUp(self) -> None:
+        self.patch(_forward, "LOCAL_NETWORKS", tuple(n for n in _forward.LOCAL_NETWORKS if n.version == 6))
+        _Recording.received = []
+        self.origin_port = self.start_raw_origin(_Recording)
+
+    def start_forward(self, rules: str) -> None:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+                    f'[frontends.out.forward]\nconnect-ports = [{self.origin_port}]\n{rules}\n')
+        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.proxy_port = service.parts.frontends["out"].ports[0].getHost().port  # type: ignore[attr-defined]
+        self.frontend = service.parts.frontends["out"].frontend  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_a_connection_to_this_host_is_closed_unused_unless_named(self):  # type: ignore[no-untyped-def]
+        for rules in ("", 'allow-hosts = ["127.0.0.0/8"]'):  # none, or a network wider than the address
+            self.start_forward(rules)
+            (response,) = yield self.request(
+                f"GET http://127.0.0.1:{self.origin_port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(response.status, 403, rules)
+            (tunnel,) = yield self.request(f"CONNECT 127.0.0.1:{self.origin_port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(tunnel.status, 403, rules)
+            self.assertEqual(self.frontend.terminations.get("denied"), 2)
+            yield self.poll(lambda: len(_Recording.received) == 2, "both connections made")
+            self.assertEqual(_Recording.received, [b"", b""])
+            _Recording.received = []
+        self.start_forward('allow-hosts = ["127.0.0.1"]')
+        client = yield self.connect()
+        client.send(f"GET http://127.0.0.1:{self.origin_port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        yield self.poll(lambda: _Recording.received and _Recording.received[0].startswith(b"GET / HTTP/1.1"), "sent")
+
+
 class RestrictedForwardTests(ForwardTests):
     rules = ('[frontends.out.forward]\nallow-hosts = ["127.0.0.0/8"]\ndeny-hosts = ["blocked.test", "127.0.0.2/32"]\n'
              'clients = ["127.0.0.0/8"]\nusers-file = "{users}"\n')
@@ -144,10 +258,26 @@ class RestrictedForwardTests(ForwardTests):
             self.assertEqual(wrong.status, 407)
             (stranger,) = yield self.request(self.get(url, self.auth("eve:s3cret")))
             self.assertEqual(stranger.status, 407)
-        self.assertEqual(forward._verified, {})
+        self.assertEqual(forward.auth.verified, {})
         (right,) = yield self.request(self.get(url, self.auth("ann:s3cret")))
         self.assertEqual(right.status, 200)
-        self.assertEqual(len(forward._verified), 1)
+        self.assertEqual(len(forward.auth.verified), 1)
+
+    @defer.inlineCallbacks
+    def test_a_guessing_client_gets_429_and_a_known_login_still_passes(self):  # type: ignore[no-untyped-def]
+        url = f"http://127.0.0.1:{self.origin_port}/"
+        (right,) = yield self.request(self.get(url, self.auth("ann:s3cret")))
+        self.assertEqual(right.status, 200)
+        statuses = []
+        for i in range(FREE_FAILURES + 2):
+            (guess,) = yield self.request(self.get(url, self.auth(f"ann:guess{i}")))
+            statuses.append(guess.status)
+        self.assertEqual(statuses, [407] * (FREE_FAILURES + 1) + [429])
+        self.assertEqual(guess.header(b"retry-after"), b"1")
+        out, err, code = yield self.curl("-o", "/dev/null", "-w", "%{http_code}", "--proxy-user", "ann:guess", url)
+        self.assertEqual(out, "429", err)
+        (right,) = yield self.request(self.get(url, self.auth("ann:s3cret")))  # known: no hash, no wait
+        self.assertEqual((right.status, right.body), (200, b"path=/"))
 
     @defer.inlineCallbacks
     def test_denied_destinations_are_403(self):  # type: ignore[no-untyped-def]
@@ -179,12 +309,12 @@ class DestinationTests(SynchronousTestCase):
         return ForwardProxy(ForwardConfig(**rules), reactor)  # type: ignore[arg-type]
 
     def test_bare_addresses_are_networks_and_mapped_addresses_are_seen_through(self) -> None:
-        proxy = self.proxy(deny_hosts=("127.0.0.2", "10.0.0.0/8"))
-        for target in ("http://127.0.0.2/", "http://[::ffff:127.0.0.2]/", "http://[::ffff:10.1.2.3]/"):
+        proxy = self.proxy(deny_hosts=("192.0.2.2", "10.0.0.0/8"))
+        for target in ("http://192.0.2.2/", "http://[::ffff:192.0.2.2]/", "http://[::ffff:10.1.2.3]/"):
             where = self.where(target)
             with self.assertRaises(HTTPError, msg=target):
                 proxy.check_address(where, where.host)
-        allowed = self.where("http://127.0.0.3/")
+        allowed = self.where("http://192.0.2.3/")
         proxy.check_address(allowed, allowed.host)
 
     def test_network_rules_need_the_address_name_rules_do_not(self) -> None:
@@ -199,12 +329,68 @@ class DestinationTests(SynchronousTestCase):
         self.assertTrue(self.proxy(deny_hosts=("10.0.0.0/8",)).needs_address(self.where("http://www.example.com/")))
 
 
+    def test_a_local_destination_needs_an_allow_rule_that_names_it(self) -> None:
+        def refused(proxy: ForwardProxy, target: str, address: str) -> bool:
+            where = self.where(target)
+            try:
+                proxy.check_name(where)
+                proxy.check_address(where, address)
+            except HTTPError as error:
+                self.assertEqual(error.status, 403)
+                return True
+            return False
+
+        wide = self.proxy(allow_hosts=("0.0.0.0/0", "::/0", ".example.com", "0.0.0.0/1"))
+        for target, address in [("http://127.0.0.1/", "127.0.0.1"), ("http://[::1]/", "::1"),
+                                ("http://www.example.com/", "127.0.0.1"), ("http://www.example.com/", "::ffff:127.0.0.1"),
+                                ("http://0.0.0.0/", "0.0.0.0"), ("http://[::]/", "::"), ("http://localhost/", "127.0.0.1"),
+                                ("http://169.254.169.254/", "169.254.169.254"), ("http://[fe80::1]/", "fe80::1")]:
+            self.assertTrue(refused(wide, target, address), (target, address))
+        self.assertFalse(refused(wide, "http://www.example.com/", "192.0.2.7"))
+        named = self.proxy(allow_hosts=("127.0.0.0/8", "::1", "localhost", "169.254.169.254"))
+        for target, address in [("http://127.0.0.5/", "127.0.0.5"), ("http://[::ffff:127.0.0.1]/", "::ffff:127.0.0.1"),
+                                ("http://[::1]/", "::1"), ("http://localhost/", "::1"), ("http://other.test/", "127.0.0.1"),
+                                ("http://169.254.169.254/", "169.254.169.254")]:
+            self.assertFalse(refused(named, target, address), (target, address))
+        for target, address in [("http://0.0.0.0/", "0.0.0.0"), ("http://[::]/", "::"), ("http://a.localhost/", "127.0.0.1"),
+                                ("http://169.254.0.1/", "169.254.0.1")]:
+            self.assertTrue(refused(named, target, address), (target, address))
+
+
+class OpenRelayWarningTests(SynchronousTestCase):
+    """A forward listener that anyone off this machine may use is named in a warning at start."""
+
+    def warnings(self, listen: str, rules: str = "") -> list[str]:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f'[frontends.out]\nmode = "forward"\nlisten = ["{listen}"]\n[frontends.out.forward]\n{rules}\n')
+        events: list[dict] = []  # type: ignore[type-arg]
+        globalLogPublisher.addObserver(events.append)
+        try:
+            build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)  # not started
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        return [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+
+    def test_an_open_forward_listener_is_warned_of(self) -> None:
+        key, certificate = CertificateAuthority().issue("proxy")
+        pem = os.path.abspath(self.mktemp())
+        with open(pem, "wb") as f:
+            f.write(key + certificate)
+        for listen in ("tcp:3128", "tcp:3128:interface=0.0.0.0", "tcp6:3128", f"ssl:3128:interface=10.0.0.1:privateKey={pem}"):
+            (warning,) = self.warnings(listen)
+            self.assertIn("frontend out: a forward proxy open to any client on " + listen, warning)
+        for listen, rules in (("tcp:3128:interface=127.0.0.1", ""), ("tcp:3128", 'clients = ["10.0.0.0/8"]'),
+                              ("unix:/tmp/rubrisproxy-test.sock", "")):
+            self.assertEqual(self.warnings(listen, rules), [], listen)
+
+
 class PasswdTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_passwd_writes_a_line_the_users_file_takes(self):  # type: ignore[no-untyped-def]
         from twisted.internet.protocol import ProcessProtocol
 
-        from rubrisproxy.frontend._forward import check_password
+        from rubrisproxy.frontend._auth import check_password
 
         class Feed(ProcessProtocol):
             def __init__(self) -> None:
@@ -242,7 +428,7 @@ class ParentTests(ProxyTestCase):
                                 ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options(), interface="127.0.0.1")
         self.addCleanup(tls.stopListening)
         self.tls_port = tls.getHost().port
-        self.parent = self.start(f'[frontends.out.forward]\nconnect-ports = [{self.tls_port}]\n')
+        self.parent = self.start(f'[frontends.out.forward]\nconnect-ports = [{self.tls_port}]\nallow-hosts = ["127.0.0.1", "::1"]\n')
 
     def start(self, text: str, parent_port: int | None = None):  # type: ignore[no-untyped-def]
         path = self.mktemp()
@@ -257,6 +443,8 @@ class ParentTests(ProxyTestCase):
 
     def child(self, rules: str = "", parent_port: int | None = None):  # type: ignore[no-untyped-def]
         port = parent_port or self.parent.frontends["out"].ports[0].getHost().port
+        if "allow-hosts" not in rules:
+            rules += 'allow-hosts = ["127.0.0.1", "::1"]\n'  # the origins are on this host
         parts = self.start(f'[frontends.out.forward]\nparents = "parents"\nconnect-ports = [{self.tls_port}]\n{rules}', port)
         self.proxy_port = parts.frontends["out"].ports[0].getHost().port
         return parts
@@ -298,6 +486,16 @@ class ParentTests(ProxyTestCase):
         self.child('allow-hosts = ["10.0.0.0/8"]\n')
         (outside,) = yield self.request(f"CONNECT localhost:{self.tls_port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         self.assertEqual(outside.status, 403)
+        self.assertEqual(self.parent_requests(), 0)
+
+    @defer.inlineCallbacks
+    def test_this_host_is_refused_before_the_parent_is_asked(self):  # type: ignore[no-untyped-def]
+        self.child("allow-hosts = []\n")  # no rules: an open relay, but not to this host
+        for host in ("127.0.0.1", "localhost", "[::]"):
+            (denied,) = yield self.request(f"GET http://{host}:{self.origin_port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(denied.status, 403, host)
+            (tunnel,) = yield self.request(f"CONNECT {host}:{self.tls_port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(tunnel.status, 403, host)
         self.assertEqual(self.parent_requests(), 0)
 
     @defer.inlineCallbacks

@@ -113,7 +113,9 @@ class ForwardPinnedTests(ProxyTestCase):
         self.other_port = self.start_web_origin()
         path = self.mktemp()
         with open(path, "w") as f:
-            f.write('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n')
+            # The origins are on this host: the allow rule names loopback, as an operator's must.
+            f.write('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+                    '[frontends.out.forward]\nallow-hosts = ["127.0.0.1"]\n')
         service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
         service.startService()
         self.addCleanup(service.stopService)

@@ -12,6 +12,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
 
 from rubrisproxy.config import CommandLine, ConfigError, load_config
 from rubrisproxy.http import RequestHead
@@ -214,7 +215,8 @@ class ReloadTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def post(self, port: int, path: str):  # type: ignore[no-untyped-def]
-        response = yield Agent(reactor).request(b"POST", f"http://127.0.0.1:{port}{path}".encode())
+        response = yield Agent(reactor).request(b"POST", f"http://127.0.0.1:{port}{path}".encode(),
+                                                Headers({b"content-type": [b"application/json"]}))
         return response.code, json.loads((yield readBody(response)))
 
     @defer.inlineCallbacks

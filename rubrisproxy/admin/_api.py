@@ -4,6 +4,7 @@ add and remove servers; Prometheus metrics."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -16,9 +17,10 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from ..backend import Backend, HealthChecker, Server
-from ..config import ConfigError, parse_server
+from ..config import ConfigError, Timeouts, parse_server
 from ..frontend import Frontend
 from ..websocket import ResumeBudget, WebSocketSession
+from ._channel import MAX_BODY, AdminSite
 from ._metrics import registry_for
 
 #: The stats page (``GET /``): plain HTML and script, no build step, no external assets.
@@ -46,7 +48,7 @@ class APIError(Exception):
 
 
 _SERVER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_MAX_BODY = 65536
+_READ_ONLY = ("GET", "HEAD")
 
 _SERVER_ACTIONS: dict[str, Callable[[Backend, str], Server]] = {
     "drain": Backend.drain_server,
@@ -70,12 +72,13 @@ class AdminAPI(resource.Resource):
     def render(self, request: server.Request) -> bytes:
         method = request.method.decode("latin-1")
         path = [segment.decode("utf-8", "replace") for segment in request.postpath or () if segment]
-        if method == "GET" and not path:
-            # The stats page holds no data itself: what it fetches asks for the token.
-            request.setHeader(b"content-type", b"text/html; charset=utf-8")
-            request.setHeader(b"cache-control", b"no-store")
-            return STATS_PAGE
         try:
+            self._check_browser(request, method)
+            if method == "GET" and not path:
+                # The stats page holds no data itself: what it fetches asks for the token.
+                request.setHeader(b"content-type", b"text/html; charset=utf-8")
+                request.setHeader(b"cache-control", b"no-store")
+                return STATS_PAGE
             self._authorize(request)
             if method == "GET" and path == ["metrics"]:
                 request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
@@ -87,6 +90,26 @@ class AdminAPI(resource.Resource):
             self.log.failure("admin: {method} {path} failed", method=method, path="/".join(path))
             return _json(request, 500, {"status": 500, "error": "internal error; see the proxy's log"})
         return _json(request, 200, body)
+
+    def _check_browser(self, request: server.Request, method: str) -> None:
+        """Refuse what a web page in the operator's browser could send: without a token, a Host that is not a
+        loopback name (a DNS-rebinding name); for a call that changes state, another site's request (by
+        ``Origin`` or ``Sec-Fetch-Site``) or a body that is not declared JSON (what a plain form or
+        ``fetch`` can send cross-site without asking first)."""
+        host = request.getHeader(b"host")
+        if self.token is None and host is not None and not _loopback_host(host):
+            raise APIError(403, "without admin.token, only a loopback Host is served (localhost, 127.0.0.1, [::1])")
+        if method in _READ_ONLY:
+            return
+        fetch_site = request.getHeader(b"sec-fetch-site")
+        origin = request.getHeader(b"origin")
+        if (fetch_site is not None and fetch_site.lower() not in (b"same-origin", b"none")) or (
+            origin is not None and (host is None or origin.lower().partition(b"://")[2] != host.lower())
+        ):
+            raise APIError(403, "a call from another site's page is refused")
+        content_type = (request.getHeader(b"content-type") or b"").partition(b";")[0].strip().lower()
+        if content_type != b"application/json":
+            raise APIError(415, f"a {method} needs Content-Type: application/json")
 
     def _authorize(self, request: server.Request) -> None:
         if self.token is None:
@@ -219,18 +242,37 @@ class AdminAPI(resource.Resource):
                       server=chosen.name, peer=request.getClientAddress())
 
 
-def admin_site(proxy: RunningProxy, token: str | None = None) -> server.Site:
-    """The admin listener's site."""
-    site = server.Site(AdminAPI(proxy, token), logPath=None)
-    site.noisy = False
-    site.displayTracebacks = False
-    return site
+def admin_site(proxy: RunningProxy, token: str | None = None, timeouts: Timeouts | None = None,
+               reactor: Any = None) -> server.Site:
+    """The admin listener's site: a request must arrive within ``timeout http-request``, and a connection
+    idle for ``timeout client`` is closed."""
+    timeouts = timeouts or Timeouts()
+    return AdminSite(AdminAPI(proxy, token), timeouts.http_request, timeouts.client, reactor)
+
+
+def _loopback_host(host: bytes) -> bool:
+    """Whether a Host header names this machine's loopback: ``localhost`` (or ``*.localhost``), or a
+    loopback address, with or without a port."""
+    text = host.decode("latin-1").lower()
+    if text.startswith("["):
+        name = text[1:].partition("]")[0]
+    else:
+        name, _, port = text.rpartition(":")
+        if not name or not port.isdigit():
+            name = text
+    name = name.removesuffix(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _body(request: server.Request) -> dict[str, Any]:
-    raw = request.content.read(_MAX_BODY + 1) if request.content is not None else b""
-    if len(raw) > _MAX_BODY:
-        raise APIError(413, f"the body is over {_MAX_BODY} bytes")
+    raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+    if len(raw) > MAX_BODY:
+        raise APIError(413, f"the body is over {MAX_BODY} bytes")
     try:
         body = json.loads(raw or b"{}")
     except (ValueError, RecursionError) as e:

@@ -2,6 +2,7 @@
 
 from ._errors import ConfigError
 from ._load import CommandLine, apply_command_line, config_from_document, load_config
+from ._load import _loopback_only as loopback_only
 from ._model import (
     ALPN_PROTOCOLS,
     BALANCE_ALGORITHMS,
@@ -58,6 +59,7 @@ __all__ = [
     "StickConfig",
     "TLSConfig",
     "Timeouts",
+    "loopback_only",
     "WebSocketConfig",
     "apply_command_line",
     "config_from_document",

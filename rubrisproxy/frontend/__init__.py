@@ -1,10 +1,11 @@
 """The client-facing side: HTTP/1.1 server protocol, per-request exchanges, factories."""
 
+from ._auth import hash_password
 from ._connection import ClientConnection
 from ._context import Frontend
 from ._exchange import Exchange
 from ._factory import LocalConnectionFactory, ProxiedConnectionFactory, connection_factory, drain, protocol_class
-from ._forward import ForwardProxy, hash_password
+from ._forward import ForwardProxy
 from ._peers import PeerSettings
 from ._proxied import ProxiedConnection
 

@@ -212,11 +212,20 @@ class Exchange:
         server = forward.server(where, address)  # type: ignore[arg-type]
         if where.tunnel:
             self.server = server
-            self.client.frontend.pool.connect(server).addCallbacks(
+            self.client.frontend.pool.connect(server).addCallback(self._not_this_host, forward).addCallbacks(
                 self._tunnel_open, self._forward_failed, errbackArgs=(Termination.CONNECT_TIMEOUT,)
             )
         elif not self._use_pinned(server):
             self._use(server)
+
+    def _not_this_host(self, connection: OriginConnection, forward: ForwardProxy) -> OriginConnection:
+        """A new direct connection, unless it reached this host by an address of its own (then closed, 403)."""
+        try:
+            forward.check_connection(connection.server, connection.transport)
+        except HTTPError:
+            self.client.frontend.pool.release(connection, reusable=False)
+            raise
+        return connection
 
     def _ask_parent(self, connection: OriginConnection) -> None:
         if self.finished:
@@ -262,7 +271,8 @@ class Exchange:
             error = HTTPError(504, failure.getErrorMessage())
         else:
             error = HTTPError(502, f"cannot reach {self.head.target.decode('latin-1')}: {failure.getErrorMessage()}")
-        self.fail(error, timed_out if error.status == 504 else Termination.NO_SERVER)  # type: ignore[union-attr, arg-type]
+        termination = {504: timed_out, 403: Termination.DENIED}.get(error.status, Termination.NO_SERVER)  # type: ignore[union-attr]
+        self.fail(error, termination)  # type: ignore[arg-type]
 
     def _accept_upgrade(self, router: Router, backend: Backend) -> bool:
         """Check a WebSocket upgrade (RFC 6455, the allowlists, the hooks); False if it was refused."""
@@ -372,6 +382,9 @@ class Exchange:
 
     def _connect(self, attempt) -> None:  # type: ignore[no-untyped-def]
         self._connect_started = self.clock.seconds()
+        forward = self.client.frontend.forward
+        if forward is not None and not self._via_parent:
+            attempt.addCallback(self._not_this_host, forward)
         attempt.addCallbacks(self._connected, self._connect_failed)
         if self.connection is None and not self.finished and self.head.has_body and not self.request_done:
             self.client.gate.pause(ORIGIN)  # hold the body until there is somewhere to send it

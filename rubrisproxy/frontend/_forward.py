@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -18,8 +14,14 @@ from zope.interface import implementer
 from ..backend import Backend, Server
 from ..config import ForwardConfig, ServerConfig
 from ..http import HTTPError, RequestHead
+from ._auth import ProxyAuth
 
-PROXY_AUTHENTICATE = b'Proxy-Authenticate: Basic realm="rubrisproxy"\r\n'
+#: Destinations that are this host or its link, refused unless an allow rule names them (Squid's
+#: ``to_localhost``): loopback, "this network" (``0.0.0.0`` reaches this host), link-local (cloud metadata
+#: services), unspecified and IPv4-compatible IPv6.
+LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "::/96", "fe80::/10",
+))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,44 +108,20 @@ class ForwardProxy:
         self._denied_names, self._denied_suffixes, self._denied_networks = _split(config.deny_hosts)
         self._clients = [ipaddress.ip_network(c, strict=False) for c in config.clients]
         self._servers: dict[tuple[str, int], Server] = {}  # one per destination, for the pool's keep-alive
-        self._verified: dict[bytes, bool] = {}  # Proxy-Authorization values found valid, oldest first
-        self._dummy_hash = next(iter(config.users.values()), "") or hash_password("", b"rubrisproxy")
+        self.auth = ProxyAuth(config.users, reactor, self._off_thread) if config.users else None
+
+    def _off_thread(self, function: Any, *args: Any) -> defer.Deferred[Any]:
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), function, *args)
 
     def authorize(self, head: RequestHead, client: str) -> defer.Deferred[None] | None:
-        """Check the client's network and credentials: :class:`HTTPError` 403 or 407, raised or (when a
+        """Check the client's network and credentials: :class:`HTTPError` 403, 407 or 429, raised or (when a
         password must be hashed, which happens off the reactor thread) as the Deferred's failure."""
         if self._clients and not _in(client, self._clients):
             raise HTTPError(403, f"client {client} is not in an allowed network")
-        if not self.config.users:
+        if self.auth is None:
             return None
         given = next((v for n, v in head.headers if n.lower() == b"proxy-authorization"), None)
-        if given is None:
-            raise HTTPError(407, "proxy credentials missing", PROXY_AUTHENTICATE)
-        if given in self._verified:  # only successes are remembered: guessing stays as slow as hashing
-            return None
-        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._check, given).addCallback(
-            self._checked, given
-        )
-
-    def _checked(self, valid: bool, header: bytes) -> None:
-        if not valid:
-            raise HTTPError(407, "proxy credentials wrong", PROXY_AUTHENTICATE)
-        if len(self._verified) >= 1024:
-            del self._verified[next(iter(self._verified))]  # the oldest
-        self._verified[header] = True
-
-    def _check(self, header: bytes) -> bool:
-        scheme, _, token = header.strip().partition(b" ")
-        if scheme.lower() != b"basic":
-            return False
-        try:
-            user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        stored = self.config.users.get(user)
-        # An unknown user costs a hash too, so timing does not tell which users exist.
-        matches = check_password(password, stored if stored is not None else self._dummy_hash)
-        return bool(sep) and stored is not None and matches
+        return self.auth.check(given, client)
 
     def check_name(self, where: Destination) -> None:
         """Refuse a destination by its name or port (403) before it is resolved."""
@@ -151,6 +129,9 @@ class ForwardProxy:
             raise HTTPError(403, f"CONNECT to port {where.port} is not allowed")
         if _matches(where.host, self._denied_names, self._denied_suffixes):
             raise HTTPError(403, f"destination {where.host} is denied")
+        if (where.host == "localhost" or where.host.endswith(".localhost")) and where.host not in self._names:
+            # RFC 6761: loopback wherever it is resolved (a parent's resolver included)
+            raise HTTPError(403, f"destination {where.host} is this host; allow-hosts must name it to allow it")
 
     def needs_address(self, where: Destination) -> bool:
         """Whether the access lists must see the address ``where``'s name resolves to."""
@@ -161,7 +142,10 @@ class ForwardProxy:
         )
 
     def check_address(self, where: Destination, address: str | None) -> None:
-        """Refuse a destination by its address (403); ``address`` None: not resolved (a parent will)."""
+        """Refuse a destination by its address (403); ``address`` None: not resolved (a parent will).
+
+        The address is the one the proxy then connects to, so a name cannot resolve one way here and
+        another way there."""
         if address is None and is_address(where.host):
             address = where.host
         if address is not None and self._denied_networks and _in(address, self._denied_networks):
@@ -170,6 +154,37 @@ class ForwardProxy:
             _matches(where.host, self._names, self._suffixes) or (address is not None and _in(address, self._networks))
         ):
             raise HTTPError(403, f"destination {where.host} ({address or 'not resolved'}) is not allowed")
+        local = _local_network(address) if address is not None else None
+        if local is not None and not self.names_local(where.host, address, local):
+            raise HTTPError(403, f"destination {where.host} ({address}) is this host or its link;"
+                                 " allow-hosts must name it to allow it")
+
+    def check_connection(self, server: Server, transport: Any) -> None:
+        """Refuse (403) a new connection to ``server`` that reached this host by an address in no local range
+        (a network interface's own address): the kernel gives such a connection that address at both ends."""
+        address = server.config.host
+        try:
+            same = _plain(ipaddress.ip_address(transport.getHost().host)) == _plain(ipaddress.ip_address(
+                transport.getPeer().host))
+        except ValueError:
+            return
+        if not same or _local_network(address) is not None:  # a local range was judged before connecting
+            return
+        itself = ipaddress.ip_network(_plain(ipaddress.ip_address(address)))
+        if not self.names_local(server.config.name, address, itself):
+            raise HTTPError(403, f"destination {server.config.name} ({address}) is this host;"
+                                 " allow-hosts must name it to allow it")
+
+    def names_local(self, host: str, address: str | None, local: Any) -> bool:
+        """Whether an allow rule names this local destination: its exact name, or a network inside ``local``
+        (the local range it is in) holding its address. A suffix or a wider network does not."""
+        if host in self._names:
+            return True
+        if address is None:
+            return False
+        ip = _plain(ipaddress.ip_address(address))
+        return any(ip in network and network.subnet_of(local) for network in self._networks
+                   if network.version == ip.version)
 
     def via_parent(self, where: Destination) -> bool:
         """Whether ``where`` is reached through a parent proxy (not when it is listed as direct, or, unless
@@ -253,6 +268,17 @@ def _matches(host: str, names: frozenset[str], suffixes: tuple[str, ...]) -> boo
     return host in names or any(host.endswith(s) or host == s[1:] for s in suffixes)
 
 
+def _plain(ip: Any) -> Any:
+    """``ip``, or the IPv4 address an IPv4-mapped IPv6 address stands for (``::ffff:127.0.0.1``)."""
+    return getattr(ip, "ipv4_mapped", None) or ip
+
+
+def _local_network(address: str) -> Any:
+    """The range of :data:`LOCAL_NETWORKS` that ``address`` is in, or None."""
+    ip = _plain(ipaddress.ip_address(address))
+    return next((n for n in LOCAL_NETWORKS if n.version == ip.version and ip in n), None)
+
+
 def _in(address: str, networks: list[Any]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -269,15 +295,3 @@ def is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def hash_password(password: str, salt: bytes, iterations: int = 200_000) -> str:
-    """``pbkdf2_sha256$ITERATIONS$SALT$HASH``, as a users file holds it."""
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
-
-
-def check_password(password: str, stored: str) -> bool:
-    _, iterations, salt, digest = stored.split("$")
-    computed = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt), int(iterations))
-    return hmac.compare_digest(computed.hex(), digest)
