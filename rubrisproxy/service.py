@@ -79,16 +79,26 @@ class ListeningService(service.Service):
         super().startService()
 
     def listen_on(self, endpoints: tuple[str, ...]) -> None:
-        """Listen on ``endpoints`` from now on: new ones are opened, dropped ones closed (their connections stay)."""
+        """Listen on ``endpoints`` from now on: new ones are opened, then dropped ones closed (their connections
+        stay). If a new one cannot be bound, the ones just opened are closed again and nothing else changes."""
         added = [e for e in endpoints if e not in self.endpoints]
-        for description in self.endpoints:
-            if description not in endpoints and description in self._ports_by:
-                port = self._ports_by.pop(description)
-                self.ports.remove(port)
-                port.stopListening()
-        self.endpoints = endpoints
         if self.running:
-            self._listen(added)
+            try:
+                self._listen(added)
+            except SystemExit:
+                for description in added:
+                    self._close(description)
+                raise
+        for description in self.endpoints:
+            if description not in endpoints:
+                self._close(description)
+        self.endpoints = endpoints
+
+    def _close(self, description: str) -> None:
+        port = self._ports_by.pop(description, None)
+        if port is not None:
+            self.ports.remove(port)
+            port.stopListening()
 
     def use_factory(self, factory: Any) -> None:
         """Build new connections with ``factory`` from now on, on every endpoint; accepted ones stay as they are."""
@@ -107,7 +117,11 @@ class ListeningService(service.Service):
         self._listening_started = True
         for description in self.endpoints if endpoints is None else endpoints:
             failures: list[Any] = []
-            d = serverFromString(self.reactor, with_backlog(description)).listen(self.factory)
+            try:
+                endpoint = serverFromString(self.reactor, with_backlog(description))
+            except Exception as e:  # noqa: BLE001 - checked at load, but a file an ssl: string names may have gone
+                raise SystemExit(f"rubrisproxy: {self.label} cannot listen on {description}: {e}") from None
+            d = endpoint.listen(self.factory)
             d.addCallbacks(self._listening, failures.append, callbackArgs=(description,))
             if failures:
                 raise SystemExit(
@@ -357,7 +371,7 @@ def build_service(
     )
     HealthService(parts.checkers).setServiceParent(root)
     reloader = Reloader(parts, command_line) if command_line is not None and command_line.config_path else None
-    if reloader is not None:
+    if command_line is not None:  # run by twistd: SIGHUP reloads, or is logged when there is no file to reload
         ReloadOnHangup(reloader, reactor).setServiceParent(root)
     if config.admin.listen:
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers,

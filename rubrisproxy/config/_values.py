@@ -34,19 +34,20 @@ def parse_duration(key: str, value: object, maximum: float = MAX_DURATION) -> fl
     """Seconds from ``30``, ``"30s"``, ``"500ms"``, ``"5m"``, ``"1h"``: more than zero, at most ``maximum``."""
     if isinstance(value, bool):
         raise ConfigError(key, f"expected a duration such as '30s', got {value!r}")
+    seconds: float
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"expected a finite duration such as '30s', got {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = value  # compared as it is: an integer too large for a float is still just too large
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
         raise ConfigError(key, f"expected a duration such as '30s' or '500ms', got {value!r}")
-    if not math.isfinite(seconds):
-        raise ConfigError(key, f"expected a finite duration such as '30s', got {value!r}")
     if seconds <= 0:
         raise ConfigError(key, f"must be greater than zero, got {value!r}")
     if seconds > maximum:
         raise ConfigError(key, f"must be at most {_duration_text(maximum)}, got {value!r}")
-    return seconds
+    return float(seconds)
 
 
 def parse_size(key: str, value: object, maximum: int = MAX_SIZE) -> int:
