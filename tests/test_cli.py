@@ -48,6 +48,8 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
     "count-huge": (b"[backends.app]\nservers = [{ address = \"127.0.0.1:9\", maxconn = 9223372036854775807 }]\n",
                    "backends.app.servers[0].maxconn"),
     "server-port-0": (b'[backends.app]\nservers = ["127.0.0.1:0"]\n', "backends.app.servers[0]"),
+    "regex-nested": (SERVERS + b'[[frontends.web.routes]]\npath-regex = "' + b"(" * 3000 + b")" * 3000
+                     + b'"\nbackend = "app"\n', "frontends.web.routes[0].path-regex"),
 }
 #: Those also given to twistd itself (each is a second or so of CPU): one of each way a load can fail.
 TWISTD_FILES = ("listen-not-a-port", "ssl-key-missing", "access-log-a-directory", "not-utf-8", "nested-arrays", "1e300")

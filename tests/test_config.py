@@ -270,6 +270,15 @@ class FileTests(unittest.TestCase):
         with self.assertRaises(ConfigError):
             load_config(CommandLine(config_path=os.path.join(self.mktemp(), "missing.toml")))
 
+    def test_a_users_file_that_is_not_utf_8(self):
+        users = self.mktemp()
+        with open(users, "wb") as f:
+            f.write(b"\xff\xfe:pbkdf2_sha256$1$00$" + b"0" * 64 + b"\n")
+        with self.assertRaises(ConfigError) as caught:
+            config_from_document({"frontends": {"fp": {"mode": "forward", "forward": {"users-file": users}}}})
+        self.assertEqual(caught.exception.key, "frontends.fp.forward.users-file")
+        self.assertIn("is not UTF-8 text (byte 0)", caught.exception.problem)
+
     def test_ambiguous_flags_refused(self):
         two = self.write('[frontends.a]\nlisten=["tcp:1"]\n[frontends.b]\nlisten=["tcp:2"]\n[backends.default]\nservers=["127.0.0.1:1"]\n')
         with self.assertRaises(ConfigError) as caught:

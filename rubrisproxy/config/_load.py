@@ -603,6 +603,8 @@ def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> Rout
             re.compile(values["path_regex"])
         except re.error as e:
             raise ConfigError(f"{key}.path-regex", f"invalid regular expression: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{key}.path-regex", "the regular expression nests too deeply") from None
     if "value" in values and "header" not in values:
         raise ConfigError(f"{key}.value", "needs a header to compare with")
     methods = table.get("methods", table.get("method", []))
@@ -794,6 +796,8 @@ def _users(key: str, path: object) -> dict[str, str]:
             lines = f.read().splitlines()
     except OSError as e:
         raise ConfigError(key, f"cannot read {path!r}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(key, f"{path!r} is not UTF-8 text (byte {e.start})") from None
     users = {}
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("#"):

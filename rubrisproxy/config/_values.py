@@ -138,7 +138,7 @@ def parse_endpoint(key: str, description: object) -> str:
     except Exception as e:  # noqa: BLE001 - parsers, endpoint plugins and OpenSSL raise anything for a bad string
         raise ConfigError(key, f"invalid endpoint {description!r}: {e}") from None
     fields = _ENDPOINT_FIELD.split(description)
-    if fields[0] in _PORTED_ENDPOINTS:
+    if fields[0].lower() in _PORTED_ENDPOINTS:
         positional = [f for f in fields[1:] if "=" not in f]
         named = [f.split("=", 1)[1] for f in fields[1:] if f.startswith("port=")]
         port = int((positional or named)[0])  # the parse above checked that there is one, an integer
