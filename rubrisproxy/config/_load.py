@@ -575,11 +575,11 @@ def _server(key: str, raw: object, index: int) -> ServerConfig:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{key}.name", f"expected a non-empty string, got {name!r}")
     server = parse_server(f"{key}.address", table["address"], name)
-    weight = parse_positive_int(f"{key}.weight", table.get("weight", 1), minimum=0)
+    weight = parse_positive_int(f"{key}.weight", table.get("weight", server.weight), minimum=0)
     if weight > 256:
         raise ConfigError(f"{key}.weight", f"must be at most 256, got {weight}")
-    maxconn = parse_positive_int(f"{key}.maxconn", table.get("maxconn", 0), minimum=0)
-    backup = table.get("backup", False)
+    maxconn = parse_positive_int(f"{key}.maxconn", table.get("maxconn", server.maxconn), minimum=0)
+    backup = table.get("backup", server.backup)
     if not isinstance(backup, bool):
         raise ConfigError(f"{key}.backup", f"expected true or false, got {backup!r}")
     tls = table.get("tls", server.tls)
@@ -667,7 +667,8 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
 def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
     """A frontend's settings for its connections: who its peers are, their limits, lifecycle handlers."""
     values: dict[str, Any] = {}
-    peers = table.get("peers", "local")
+    defaults = FrontendConfig(name=key)
+    peers = table.get("peers", defaults.peers)
     if peers not in ("local", "proxied"):
         raise ConfigError(f"{key}.peers", f"expected local or proxied, got {peers!r}")
     values["peers"] = peers
@@ -675,13 +676,13 @@ def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
         values["trusted_proxies"] = _trusted_proxies(f"{key}.trusted-proxies", table["trusted-proxies"])
     if peers == "proxied" and not values.get("trusted_proxies"):
         raise ConfigError(f"{key}.trusted-proxies", "a proxied frontend needs the networks of the proxies it trusts")
-    protocol = table.get("proxy-protocol", "off")
+    protocol = table.get("proxy-protocol", defaults.proxy_protocol)
     if protocol not in PROXY_PROTOCOLS:
         raise ConfigError(f"{key}.proxy-protocol", f"expected one of {', '.join(PROXY_PROTOCOLS)}, got {protocol!r}")
     if protocol != "off" and peers != "proxied":
         raise ConfigError(f"{key}.proxy-protocol", 'the PROXY protocol is spoken by proxies: set peers = "proxied"')
     values["proxy_protocol"] = protocol
-    header = table.get("forwarded-header", "x-forwarded-for")
+    header = table.get("forwarded-header", defaults.forwarded_header)
     if not isinstance(header, str) or header.lower() not in ("x-forwarded-for", "forwarded"):
         raise ConfigError(f"{key}.forwarded-header", f"expected x-forwarded-for or forwarded, got {header!r}")
     values["forwarded_header"] = header.lower()
