@@ -71,6 +71,9 @@ class ValueTests(unittest.TestCase):
         for value in (1e300, MAX_DURATION + 1, "25d", "99999999999999999999d", 10**400):
             self.assertProblem(parse_duration, value, "must be at most 24d")
         self.assertProblem(parse_duration, "9" * 5000 + "s", "expected a duration")  # no 5000-digit float parse
+        self.assertEqual(parse_duration("k", "1ms"), 0.001)
+        for value in (1e-300, "0.5ms", 0.0009):  # a timer or check that would spin
+            self.assertProblem(parse_duration, value, "must be at least 1ms")
         self.assertEqual(parse_size("k", "1t"), MAX_SIZE)
         for value in (MAX_SIZE + 1, "2t", "99999999999999999999t", 2**63 - 1):
             self.assertProblem(parse_size, value, "must be at most 1TiB")

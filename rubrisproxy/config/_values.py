@@ -21,6 +21,8 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, 
 _SIZE = re.compile(r"^\s*(\d{1,20})\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
+#: The shortest duration any setting takes: below it a timer or a check would spin.
+MIN_DURATION = 0.001
 #: The longest duration any setting takes: HAProxy's bound (its timers are 32-bit milliseconds), and about
 #: the longest timeout an event loop's poll accepts.
 MAX_DURATION = 24 * 86400.0
@@ -31,7 +33,7 @@ MAX_COUNT = (1 << 31) - 1
 
 
 def parse_duration(key: str, value: object, maximum: float = MAX_DURATION) -> float:
-    """Seconds from ``30``, ``"30s"``, ``"500ms"``, ``"5m"``, ``"1h"``: more than zero, at most ``maximum``."""
+    """Seconds from ``30``, ``"30s"``, ``"500ms"``, ``"5m"``, ``"1h"``: from 1ms to ``maximum``."""
     if isinstance(value, bool):
         raise ConfigError(key, f"expected a duration such as '30s', got {value!r}")
     seconds: float
@@ -45,6 +47,8 @@ def parse_duration(key: str, value: object, maximum: float = MAX_DURATION) -> fl
         raise ConfigError(key, f"expected a duration such as '30s' or '500ms', got {value!r}")
     if seconds <= 0:
         raise ConfigError(key, f"must be greater than zero, got {value!r}")
+    if seconds < MIN_DURATION:
+        raise ConfigError(key, f"must be at least 1ms, got {value!r}")
     if seconds > maximum:
         raise ConfigError(key, f"must be at most {_duration_text(maximum)}, got {value!r}")
     return float(seconds)
