@@ -61,6 +61,7 @@ class Command(protocol.ProcessProtocol):
     def __init__(self) -> None:
         self.out = b""
         self.err = b""
+        self.done = False
         self.ended: defer.Deferred[int] = defer.Deferred()
 
     def outReceived(self, data: bytes) -> None:
@@ -70,7 +71,9 @@ class Command(protocol.ProcessProtocol):
         self.err += data
 
     def processEnded(self, reason) -> None:  # type: ignore[no-untyped-def]
-        self.ended.callback(reason.value.exitCode)
+        self.done = True
+        if not self.ended.called:  # else it timed out
+            self.ended.callback(reason.value.exitCode)
 
 
 def run(test: unittest.TestCase, *argv: str) -> defer.Deferred[Command]:
@@ -78,7 +81,7 @@ def run(test: unittest.TestCase, *argv: str) -> defer.Deferred[Command]:
     command = Command()
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     transport = reactor.spawnProcess(command, sys.executable, [sys.executable, *argv], env=env, path=ROOT)
-    test.addCleanup(lambda: command.ended.called or transport.signalProcess("KILL"))
+    test.addCleanup(lambda: command.done or transport.signalProcess("KILL"))
     command.ended.addTimeout(GUARD, reactor)
     return command.ended.addCallback(lambda code: (setattr(command, "code", code), command)[1])
 
@@ -104,6 +107,7 @@ class ConfigErrorTests(unittest.TestCase):
         self.assertEqual(len(lines), 1, command.err)
         self.assertTrue(lines[0].startswith(f"{prefix}{key}: "), lines[0])
         self.assertNotIn("Traceback", lines[0])
+        self.assertNotIn(b"Usage:", command.err)
         return lines[0][len(prefix):]
 
     def check(self, path: str) -> tuple[int, str, str]:
