@@ -1,4 +1,5 @@
 """``rubrisproxy ctl``: the admin API from a shell, with readable tables (docs/admin.md);
+``rubrisproxy check``: validate a configuration file as a start or reload would (docs/configuration.md);
 ``rubrisproxy passwd``: a line for a forward proxy's users file (docs/forward-proxy.md)."""
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
+
+from . import __version__
+from .config import CommandLine, ConfigError, load_config
 
 DEFAULT_ADMIN = "http://127.0.0.1:9000"
 
@@ -85,7 +89,9 @@ def server_action(base: str, token: str | None, action: str, target: str, weight
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rubrisproxy", description="Talk to a running rubrisproxy.")
+    parser = argparse.ArgumentParser(prog="rubrisproxy", description="Talk to a running rubrisproxy, or check its "
+                                     "configuration file.")
+    parser.add_argument("--version", action="version", version=f"rubrisproxy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     ctl = commands.add_parser("ctl", help="call the admin API")
     ctl.add_argument("--admin", default=os.environ.get("RUBRISPROXY_ADMIN", DEFAULT_ADMIN),
@@ -102,11 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     weight.add_argument("target", metavar="BACKEND/SERVER")
     weight.add_argument("weight", type=int)
     actions.add_parser("reload", help="re-read the configuration file and apply it in place")
+    check_parser = commands.add_parser("check", help="validate a configuration file as a start or reload would; "
+                                                     "nothing is started")
+    check_parser.add_argument("file")
     passwd = commands.add_parser("passwd", help="print a users-file line for USER (the password is asked for)")
     passwd.add_argument("user")
     args = parser.parse_args(argv)
     if args.command == "passwd":
         return _passwd(args.user)
+    if args.command == "check":
+        return check(args.file)
     try:
         if args.action == "reload":
             changes = call(args.admin, "POST", "/reload", args.token)["changes"]
@@ -120,6 +131,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CtlError as e:
         print(f"rubrisproxy ctl: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def check(path: str) -> int:
+    """Load ``path`` as ``twistd rubrisproxy --config PATH`` does; 0 if it is valid, else 1 and one line why."""
+    try:
+        load_config(CommandLine(config_path=path))
+    except ConfigError as e:
+        print(f"rubrisproxy check: configuration error: {e}", file=sys.stderr)
+        return 1
+    print(f"{path}: valid")
     return 0
 
 

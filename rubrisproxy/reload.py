@@ -132,8 +132,8 @@ class Reloader:
             try:
                 running.listen_on(config.listen)
             except SystemExit as e:
-                self.log.error("reload: {error}", error=str(e))
-                changes.append(f"frontend {config.name} NOT listening on all its endpoints: {e}")
+                self.log.error("reload: {error}; it keeps its listeners", error=str(e))
+                changes.append(f"frontend {config.name} keeps its listeners: {e}")
             if config != old_frontends.get(config.name):
                 changes.append(f"frontend {config.name} reconfigured")
 
@@ -158,11 +158,12 @@ def _servers_of(backend: Backend) -> Callable[[], Any]:
 
 
 class ReloadOnHangup(service.Service):
-    """``SIGHUP`` reloads the configuration file; a bad file is logged and changes nothing."""
+    """``SIGHUP`` reloads the configuration file; a bad file is logged and changes nothing. Without a file
+    (``reloader`` is None) it is logged too: the signal's default action would end the process."""
 
     log = Logger()
 
-    def __init__(self, reloader: Reloader, reactor: Any) -> None:
+    def __init__(self, reloader: Reloader | None, reactor: Any) -> None:
         self.reloader = reloader
         self.reactor = reactor
         self._previous: Any = None
@@ -180,6 +181,9 @@ class ReloadOnHangup(service.Service):
         self.reactor.callFromThread(self.reload)
 
     def reload(self) -> None:
+        if self.reloader is None:
+            self.log.warn("SIGHUP: nothing to reload, the proxy was started without --config; carrying on")
+            return
         try:
             self.reloader.reload()
         except ConfigError as e:

@@ -96,18 +96,28 @@ class ListeningService(service.Service):
         super().startService()
 
     def listen_on(self, endpoints: tuple[str, ...]) -> None:
-        """Listen on ``endpoints`` from now on: new ones are opened, dropped ones closed (their connections stay)."""
-        added = [e for e in endpoints if e not in self.endpoints]
-        for description in self.endpoints:
-            if description not in endpoints:
-                self._tls_by.pop(description, None)
-            if description not in endpoints and description in self._ports_by:
-                port = self._ports_by.pop(description)
-                self.ports.remove(port)
-                port.stopListening()
-        self.endpoints = endpoints
+        """Listen on ``endpoints`` from now on: new ones are opened, then dropped ones closed (their connections
+        stay). If a new one cannot be bound, the ones just opened are closed again and nothing else changes."""
+        previous, self.endpoints = self.endpoints, endpoints
+        added = [e for e in endpoints if e not in previous]
         if self.running:
-            self._listen(added)
+            try:
+                self._listen(added)
+            except SystemExit:
+                for description in added:
+                    self._close(description)
+                self.endpoints = previous
+                raise
+        for description in previous:
+            if description not in endpoints:
+                self._close(description)
+
+    def _close(self, description: str) -> None:
+        self._tls_by.pop(description, None)
+        port = self._ports_by.pop(description, None)
+        if port is not None:
+            self.ports.remove(port)
+            port.stopListening()
 
     def use_factory(self, factory: Any) -> None:
         """Build new connections with ``factory`` from now on, on every endpoint; accepted ones stay as they are."""
@@ -128,9 +138,10 @@ class ListeningService(service.Service):
             failures: list[Any] = []
             try:
                 plain, factory = self._factory_for(description)
-            except ConfigError as e:  # a key file that went bad since the configuration was checked
+                endpoint = serverFromString(self.reactor, with_backlog(plain))
+            except Exception as e:  # noqa: BLE001 - checked at load, but a file an ssl: string or tls table names may have gone
                 raise SystemExit(f"rubrisproxy: {self.label} cannot listen on {description}: {e}") from None
-            d = serverFromString(self.reactor, with_backlog(plain)).listen(factory)
+            d = endpoint.listen(factory)
             d.addCallbacks(self._listening, failures.append, callbackArgs=(description,))
             if failures:
                 raise SystemExit(
@@ -426,7 +437,7 @@ def build_service(
     )
     HealthService(parts.checkers).setServiceParent(root)
     reloader = Reloader(parts, command_line) if command_line is not None and command_line.config_path else None
-    if reloader is not None:
+    if command_line is not None:  # run by twistd: SIGHUP reloads, or is logged when there is no file to reload
         ReloadOnHangup(reloader, reactor).setServiceParent(root)
     if config.admin.listen:
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers,

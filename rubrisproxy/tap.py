@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from twisted.application.service import IService
 from twisted.python import usage
 
@@ -51,7 +53,7 @@ class Options(usage.Options):
         """Set a timeout, NAME=DURATION: client, http-request, http-keep-alive, connect, server, queue, tunnel (repeatable)."""
         name, sep, value = assignment.partition("=")
         if not sep:
-            raise usage.UsageError(f"--timeout expects NAME=DURATION, got {assignment!r}")
+            refuse(ConfigError("--timeout", f"expected NAME=DURATION, got {assignment!r}"))
         self["timeout"][name.strip()] = value.strip()
 
     opt_l = opt_listen
@@ -73,7 +75,12 @@ class Options(usage.Options):
         try:
             self.proxy_config: ProxyConfig = load_config(command_line)
         except ConfigError as e:
-            raise usage.UsageError(f"configuration error: {e}") from None
+            refuse(e)
+
+
+def refuse(error: ConfigError) -> NoReturn:
+    """End twistd with one line naming the key on stderr and a non-zero status: no usage text, no traceback."""
+    raise SystemExit(f"rubrisproxy: configuration error: {error}")
 
 
 def makeService(options: Options) -> IService:

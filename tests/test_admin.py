@@ -183,6 +183,8 @@ class AdminTests(AdminCase):
             code, error = yield self.call(b"POST", "/backends/default/servers", bad)
             self.assertEqual(code, status, bad)
             self.assertTrue(error["error"])
+        code, error = yield self.call(b"POST", "/backends/default/servers", {"name": "p0", "address": "127.0.0.1:0"})
+        self.assertEqual((code, error["error"]), (400, "address: port must be from 1 to 65535, got 0 in '127.0.0.1:0'"))
         code, removed = yield self.call(b"DELETE", "/backends/default/servers/s3")
         self.assertEqual(code, 200)
         code, backend = yield self.call(b"GET", "/backends/default")

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from dataclasses import replace
 
-from twisted.python import usage
 from twisted.trial import unittest
 
-from rubrisproxy.config import CommandLine, ConfigError, config_from_document, load_config, parse_duration, parse_size
+from rubrisproxy.config import (
+    CommandLine,
+    ConfigError,
+    config_from_document,
+    load_config,
+    parse_duration,
+    parse_server,
+    parse_size,
+)
+from rubrisproxy.config._values import MAX_COUNT, MAX_DURATION, MAX_SIZE, parse_endpoint, parse_positive_int
 from rubrisproxy.tap import Options
 
 from .test_websocket import EXAMPLES  # noqa: F401 - puts docs/examples on sys.path
@@ -46,6 +57,50 @@ class ValueTests(unittest.TestCase):
         self.assertEqual(parse_size("k", "64KiB"), 64 << 10)
         for bad in ("fast", "-1s", 0, True):
             self.assertRaises(ConfigError, parse_duration, "k", bad)
+
+    def assertProblem(self, parse, value: object, problem: str) -> None:  # type: ignore[no-untyped-def]
+        with self.assertRaises(ConfigError) as caught:
+            parse("some.key", value)
+        self.assertEqual(caught.exception.key, "some.key")
+        self.assertIn(problem, caught.exception.problem)
+
+    def test_absurd_durations_sizes_and_counts_are_refused(self) -> None:
+        self.assertEqual(parse_duration("k", "24d"), MAX_DURATION)
+        for value in (math.nan, math.inf, -math.inf):
+            self.assertProblem(parse_duration, value, "expected a finite duration")
+        for value in (1e300, MAX_DURATION + 1, "25d", "99999999999999999999d", 10**400):
+            self.assertProblem(parse_duration, value, "must be at most 24d")
+        self.assertProblem(parse_duration, "9" * 5000 + "s", "expected a duration")  # no 5000-digit float parse
+        self.assertEqual(parse_duration("k", "1ms"), 0.001)
+        for value in (1e-300, "0.5ms", 0.0009):  # a timer or check that would spin
+            self.assertProblem(parse_duration, value, "must be at least 1ms")
+        self.assertEqual(parse_size("k", "1t"), MAX_SIZE)
+        for value in (MAX_SIZE + 1, "2t", "99999999999999999999t", 2**63 - 1):
+            self.assertProblem(parse_size, value, "must be at most 1TiB")
+        self.assertProblem(parse_size, "9" * 5000, "expected a size")  # int() would refuse over 4300 digits
+        self.assertProblem(parse_size, 1.5, "expected a size")
+        self.assertEqual(parse_positive_int("k", MAX_COUNT), MAX_COUNT)
+        self.assertProblem(parse_positive_int, MAX_COUNT + 1, f"must be at most {MAX_COUNT}")
+
+    def test_a_server_on_port_0_is_refused(self) -> None:
+        for address in ("127.0.0.1:0", "http://127.0.0.1:0", "https://example.com:0"):
+            self.assertProblem(lambda key, value: parse_server(key, value, "s1"), address, "port must be from 1")
+        self.assertProblem(lambda key, value: parse_server(key, value, "s1"), "127.0.0.1:65536", "invalid address")
+        self.assertEqual(parse_server("k", "127.0.0.1:1", "s1").port, 1)
+
+    def test_endpoint_strings_are_parsed_without_listening(self) -> None:
+        for good in ("tcp:8080", "tcp:0:interface=127.0.0.1", "tcp6:8080:interface=\\:\\:1", "tcp:port=65535",
+                     "unix:/run/proxy.sock", "tcp:8080:backlog=10"):
+            self.assertEqual(parse_endpoint("k", good), good)
+        self.assertProblem(parse_endpoint, "tcp:notaport", "invalid endpoint 'tcp:notaport'")
+        self.assertProblem(parse_endpoint, "tcpx:1", "Unknown endpoint type: 'tcpx'")
+        self.assertProblem(parse_endpoint, "tcp:8080:colour=red", "invalid endpoint")
+        self.assertProblem(parse_endpoint, "tcp:70000", "port must be from 0 to 65535, got 70000")
+        self.assertProblem(parse_endpoint, "tcp:port=-1", "port must be from 0 to 65535, got -1")
+        self.assertProblem(parse_endpoint, "ssl:notaport:privateKey=k.pem", "the port must be a number, got 'notaport'")
+        # An ssl: string's files are read with the TLS settings, whose errors name the field (test_tls_listen).
+        missing = os.path.join(os.path.abspath(self.mktemp()), "key.pem")
+        self.assertEqual(parse_endpoint("k", f"ssl:8443:privateKey={missing}"), f"ssl:8443:privateKey={missing}")
 
 
 class FileTests(unittest.TestCase):
@@ -90,6 +145,40 @@ class FileTests(unittest.TestCase):
         self.assertEqual([s.port for s in backend.servers], [9000, 9001])
         # The quick start: round robin with TCP health checks.
         self.assertEqual((backend.balance, backend.health.check), ("roundrobin", "tcp"))
+
+    def test_the_readme_file_and_flags_give_the_same_proxy(self):
+        """The README's quick start, with flags and "the same with a configuration file": the same backend."""
+        with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
+            readme = f.read()
+        flags = re.search(r"twistd -n rubrisproxy (--listen .*)\n", readme).group(1).split()  # type: ignore[union-attr]
+        (toml,) = re.findall(r"The same with a configuration file.*?```toml\n(.*?)```", readme, re.S)
+        options = Options()
+        options.parseOptions(flags)
+        from_flags = options.proxy_config.backends["default"]
+        from_file = load_config(CommandLine(config_path=self.write(toml))).backends["app"]
+        self.assertEqual(replace(from_file, name="default"), from_flags)
+        self.assertEqual(from_flags.health.check, "tcp")
+        # A file's backend with no health table, and one from flags on top of a file with none, alike.
+        (named,) = load_config(CommandLine(config_path=self.write(EXAMPLE), backends=["127.0.0.1:1"])).backends.values()
+        self.assertEqual(named.health, from_flags.health)
+
+    def test_access_log_path_must_be_writable_file(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        for path, problem in ((directory, "is a directory"), (os.path.join(directory, "no", "a.log"), "does not exist"),
+                              ("", "expected a file path")):
+            with self.assertRaises(ConfigError) as caught:
+                config_from_document({"access-log": {"path": path}})
+            self.assertEqual(caught.exception.key, "access-log.path")
+            self.assertIn(problem, caught.exception.problem)
+            with self.assertRaises(ConfigError) as caught:
+                load_config(CommandLine(access_log=path, backends=["127.0.0.1:1"]))
+            self.assertEqual(caught.exception.key, "--access-log")
+        fresh = os.path.join(directory, "access.log")
+        self.assertEqual(config_from_document({"access-log": {"path": fresh}}).access_log.path, fresh)
+        self.assertFalse(os.path.exists(fresh), "validating created the file")
+        off = config_from_document({"access-log": {"path": directory, "enabled": False}})
+        self.assertFalse(off.access_log.enabled)
 
     def assertConfigError(self, document: dict, key: str) -> None:  # type: ignore[type-arg]
         with self.assertRaises(ConfigError) as caught:
@@ -172,8 +261,27 @@ class FileTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as caught:
             load_config(CommandLine(config_path=self.write("[timeouts\nclient=1")))
         self.assertIn("not valid TOML", str(caught.exception))
+        for content, problem in ((b'[timeouts]\nclient = "\xff"\n', "is not UTF-8 text (byte 21)"),
+                                 (b"a = " + b"[" * 5000 + b"]" * 5000, "nests arrays or tables too deeply"),
+                                 (b"a = " + b"9" * 5000, "is not valid TOML")):
+            path = self.mktemp()
+            with open(path, "wb") as f:
+                f.write(content)
+            with self.assertRaises(ConfigError) as caught:
+                load_config(CommandLine(config_path=path))
+            self.assertEqual(caught.exception.key, "--config")
+            self.assertIn(problem, caught.exception.problem)
         with self.assertRaises(ConfigError):
             load_config(CommandLine(config_path=os.path.join(self.mktemp(), "missing.toml")))
+
+    def test_a_users_file_that_is_not_utf_8(self):
+        users = self.mktemp()
+        with open(users, "wb") as f:
+            f.write(b"\xff\xfe:pbkdf2_sha256$1$00$" + b"0" * 64 + b"\n")
+        with self.assertRaises(ConfigError) as caught:
+            config_from_document({"frontends": {"fp": {"mode": "forward", "forward": {"users-file": users}}}})
+        self.assertEqual(caught.exception.key, "frontends.fp.forward.users-file")
+        self.assertIn("is not UTF-8 text (byte 0)", caught.exception.problem)
 
     def test_ambiguous_flags_refused(self):
         two = self.write('[frontends.a]\nlisten=["tcp:1"]\n[frontends.b]\nlisten=["tcp:2"]\n[backends.default]\nservers=["127.0.0.1:1"]\n')
@@ -226,13 +334,13 @@ class UserClassTests(unittest.TestCase):
         self.assertTrue(error.key.startswith("backends.app.balance"), error.key)
         self.assertEqual(error.problem, "collections.OrderedDict does not provide IBalancer")
 
-    def test_twistd_reports_it_as_a_usage_error(self):
+    def test_twistd_reports_it_in_one_line(self):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write('[frontends.web]\nhandlers = ["collections.OrderedDict"]\n')
-        with self.assertRaises(usage.UsageError) as caught:
+        with self.assertRaises(SystemExit) as caught:
             Options().parseOptions(["--config", path, "--backend", "127.0.0.1:9101"])
-        self.assertTrue(str(caught.exception).startswith("configuration error: frontends.web.handlers[0]: "))
+        self.assertTrue(str(caught.exception).startswith("rubrisproxy: configuration error: frontends.web.handlers[0]: "))
 
     def test_good_classes_load(self):
         path = self.mktemp()
@@ -252,11 +360,11 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(config.frontends[0].listen, ("tcp:1", "tcp:2"))
         self.assertEqual(config.timeouts.client, 3)
 
-    def test_bad_value_is_usage_error_naming_key(self):
-        options = Options()
-        with self.assertRaises(usage.UsageError) as caught:
-            options.parseOptions(["--timeout", "bogus=1s"])
-        self.assertIn("--timeout bogus", str(caught.exception))
+    def test_bad_value_ends_twistd_in_one_line_naming_the_key(self):
+        for args, key in ((["--timeout", "bogus=1s"], "--timeout bogus"), (["--timeout", "client"], "--timeout")):
+            with self.assertRaises(SystemExit) as caught:
+                Options().parseOptions(args)
+            self.assertTrue(str(caught.exception).startswith(f"rubrisproxy: configuration error: {key}: "), caught.exception)
 
 
 class BacklogTests(unittest.TestCase):

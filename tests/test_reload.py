@@ -279,6 +279,54 @@ class ReloadTests(ProxyTestCase):
         yield self.poll(lambda: "clash" not in self.parts.frontends, "the clash removed")
 
 
+    @defer.inlineCallbacks
+    def test_a_bad_listen_or_value_changes_nothing(self):  # type: ignore[no-untyped-def]
+        with open(self.path) as f:
+            good = f.read()
+        listen = 'listen = ["tcp:0:interface=127.0.0.1"]\nbackend = "web"'
+        for old, new, key in ((listen, 'listen = ["tcp:notaport"]\nbackend = "web"', "frontends.web.listen"),
+                              (listen, 'listen = ["tcpx:1"]\nbackend = "web"', "frontends.web.listen"),
+                              ('client = "30s"', "client = nan", "timeouts.client"),
+                              ('client = "30s"', "client = 1e300", "timeouts.client"),
+                              ("[admin]", '[access-log]\npath = "/"\n[admin]', "access-log.path")):
+            self.assertIn(old, good)
+            with open(self.path, "w") as f:
+                f.write(good.replace(old, new, 1))
+            with self.assertRaises(ConfigError) as caught:
+                self.reload()
+            self.assertEqual(caught.exception.key, key)
+        frontend = self.parts.frontends["web"]
+        self.assertEqual((frontend.endpoints, len(frontend.ports)), (("tcp:0:interface=127.0.0.1",), 1))
+        self.assertEqual(self.parts.frontends["web"].frontend.timeouts.client, 30)
+        (answer,) = yield self.request(get(b"/still"))  # the listener the bad files named no longer is still there
+        self.assertEqual(answer.status, 200)
+
+    @defer.inlineCallbacks
+    def test_a_listener_that_cannot_bind_leaves_the_old_one_in_place(self):  # type: ignore[no-untyped-def]
+        taken = reactor.listenTCP(0, ServerFactory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        with open(self.path) as f:
+            good = f.read()
+        wanted = taken.getHost().port
+        moved = f'listen = ["tcp:{wanted}:interface=127.0.0.1"]'
+        with open(self.path, "w") as f:
+            f.write(good.replace('listen = ["tcp:0:interface=127.0.0.1"]\nbackend', moved + "\nbackend", 1))
+        changes = self.reload()
+        self.assertTrue(any(c.startswith("frontend web keeps its listeners: ") for c in changes), changes)
+        frontend = self.parts.frontends["web"]
+        self.assertEqual([p.getHost().port for p in frontend.ports], [self.proxy_port])
+        (answer,) = yield self.request(get(b"/still"))
+        self.assertEqual(answer.status, 200)
+        taken.stopListening()
+        yield run_reactor_for(2)  # the port is closed a turn later
+        changes = self.reload()  # now it can bind: the new endpoint is opened, then the old one closed
+        self.assertNotIn("frontend web keeps its listeners", " ".join(changes))
+        self.assertEqual([p.getHost().port for p in frontend.ports], [wanted])
+        self.proxy_port = wanted
+        (answer,) = yield self.request(get(b"/moved"))
+        self.assertEqual(answer.status, 200)
+
+
 class _Recording(ServerFactory):
     def __init__(self, name: str, built: list[str]) -> None:
         self.name, self.built = name, built

@@ -43,10 +43,22 @@ from ._model import (
     TLSConfig,
     WebSocketConfig,
 )
-from ._values import build_objects, parse_duration, parse_positive_int, parse_server, parse_size, resolve_name
+from ._values import (
+    build_objects,
+    parse_duration,
+    parse_endpoint,
+    parse_positive_int,
+    parse_server,
+    parse_size,
+    resolve_name,
+)
 
-DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_NAME = "default"
+#: Sizes of things held whole in memory: a request head, a WebSocket message or frame, a moving session's bytes.
+MAX_HEAD_SIZE = 1 << 20
+MAX_MESSAGE_SIZE = 1 << 30
+#: Browsers cap a cookie's Max-Age at 400 days (RFC 6265bis).
+MAX_COOKIE_AGE = 400 * 86400.0
 
 _TOP_LEVEL_KEYS = {
     "timeouts", "limits", "pool", "access-log", "shutdown", "websocket", "admin", "frontends", "backends"
@@ -72,13 +84,18 @@ def load_config(command_line: CommandLine) -> ProxyConfig:
     """Read the file named on the command line (if any) and apply the flags."""
     document: dict[str, Any] = {}
     if command_line.config_path:
+        path = command_line.config_path
         try:
-            with open(command_line.config_path, "rb") as f:
+            with open(path, "rb") as f:
                 document = tomllib.load(f)
         except OSError as e:
-            raise ConfigError("--config", f"cannot read {command_line.config_path!r}: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError("--config", f"{command_line.config_path!r} is not valid TOML: {e}") from None
+            raise ConfigError("--config", f"cannot read {path!r}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError("--config", f"{path!r} is not UTF-8 text (byte {e.start})") from None
+        except RecursionError:
+            raise ConfigError("--config", f"{path!r} nests arrays or tables too deeply") from None
+        except ValueError as e:  # TOMLDecodeError, or an integer too long to convert
+            raise ConfigError("--config", f"{path!r} is not valid TOML: {e}") from None
     config = apply_command_line(config_from_document(document), command_line)
     _check_objects(config)
     return config
@@ -113,12 +130,13 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
     access_log = _access_log(_table("access-log", document.get("access-log", {})))
     shutdown = _table("shutdown", document.get("shutdown", {}))
     _reject_unknown("shutdown", shutdown, {"grace", "close-spread", "websocket-close-code"})
-    grace = parse_duration("shutdown.grace", shutdown.get("grace", 30))
-    raw_spread = shutdown.get("close-spread", 0)
+    proxy_defaults = ProxyConfig(frontends=(), backends={})
+    grace = parse_duration("shutdown.grace", shutdown.get("grace", proxy_defaults.shutdown_grace))
+    raw_spread = shutdown.get("close-spread", proxy_defaults.shutdown_spread)
     spread = 0.0 if raw_spread in (0, "0", "0s") else parse_duration("shutdown.close-spread", raw_spread)
     if spread > grace:
         raise ConfigError("shutdown.close-spread", f"must not be longer than shutdown.grace ({grace:g}s)")
-    close_code = shutdown.get("websocket-close-code", 1001)
+    close_code = shutdown.get("websocket-close-code", proxy_defaults.shutdown_close_code)
     if close_code not in (1001, 1012):
         raise ConfigError("shutdown.websocket-close-code", f"expected 1001 or 1012, got {close_code!r}")
     admin = _table("admin", document.get("admin", {}))
@@ -160,7 +178,7 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
     if command_line.listen:
         if len(frontends) != 1:
             raise ConfigError("--listen", "the config file has several frontends; set their listen keys there")
-        frontends[0] = replace(frontends[0], listen=tuple(command_line.listen))
+        frontends[0] = replace(frontends[0], listen=_endpoints("--listen", list(command_line.listen)))
     if command_line.backends:
         target = frontends[0].backend if len(frontends) == 1 else None
         if len(backends) > 1 or (len(frontends) > 1 and not backends):
@@ -171,22 +189,23 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
             for index, address in enumerate(command_line.backends)
         )
         previous = backends.pop(name, None)
-        if previous is None:
-            # Quick start: the flags' servers, round robin, with TCP checks to step around a dead one.
-            previous = BackendConfig(name=name, health=HealthCheckConfig(check="tcp"), websocket=config.websocket)
+        if previous is None:  # the quick start: a backend with the defaults a file's backend gets
+            previous = BackendConfig(name=name, websocket=config.websocket)
         backends[name] = replace(previous, servers=servers)
     timeouts = config.timeouts
     for name, value in command_line.timeouts.items():
         timeouts = _override_timeout(timeouts, name, value)
     access_log = config.access_log
     if command_line.access_log is not None:
-        access_log = replace(access_log, path=command_line.access_log, enabled=command_line.access_log != "off")
+        enabled = command_line.access_log != "off"
+        path = _log_path("--access-log", command_line.access_log) if enabled else access_log.path
+        access_log = replace(access_log, path=path, enabled=enabled)
     if command_line.access_log_format is not None:
         access_log = replace(access_log, format=_log_format("--access-log-format", command_line.access_log_format))
 
     admin = config.admin
     if command_line.admin:
-        admin = _check_admin(replace(admin, listen=tuple(command_line.admin)))
+        admin = _check_admin(replace(admin, listen=_endpoints("--admin", list(command_line.admin))))
     if command_line.websocket is not None:
         mode = _websocket_mode("--websocket", command_line.websocket)
         backends = {
@@ -240,8 +259,12 @@ def _limits(table: Mapping[str, Any]) -> Limits:
     )
     defaults = Limits()
     return Limits(
-        max_request_line=parse_size("limits.max-request-line", table.get("max-request-line", defaults.max_request_line)),
-        max_header_size=parse_size("limits.max-header-size", table.get("max-header-size", defaults.max_header_size)),
+        max_request_line=parse_size(
+            "limits.max-request-line", table.get("max-request-line", defaults.max_request_line), MAX_HEAD_SIZE
+        ),
+        max_header_size=parse_size(
+            "limits.max-header-size", table.get("max-header-size", defaults.max_header_size), MAX_HEAD_SIZE
+        ),
         max_headers=parse_positive_int("limits.max-headers", table.get("max-headers", defaults.max_headers)),
         max_body_size=parse_size("limits.max-body-size", table.get("max-body-size", defaults.max_body_size)),
         resume_buffer_total=parse_size(
@@ -263,17 +286,32 @@ def _pool(table: Mapping[str, Any]) -> PoolSettings:
 
 def _access_log(table: Mapping[str, Any]) -> AccessLogSettings:
     _reject_unknown("access-log", table, {"enabled", "path", "format", "connections"})
-    enabled, connections = table.get("enabled", True), table.get("connections", True)
+    defaults = AccessLogSettings()
+    enabled, connections = table.get("enabled", defaults.enabled), table.get("connections", defaults.connections)
     for key, value in (("enabled", enabled), ("connections", connections)):
         if not isinstance(value, bool):
             raise ConfigError(f"access-log.{key}", f"expected true or false, got {value!r}")
-    path = table.get("path", "-")
-    if not isinstance(path, str) or not path:
-        raise ConfigError("access-log.path", f"expected a file path or '-', got {path!r}")
+    path = _log_path("access-log.path", table.get("path", defaults.path)) if enabled else defaults.path
     return AccessLogSettings(
-        enabled=enabled, path=path, format=_log_format("access-log.format", table.get("format", "text")),
+        enabled=enabled, path=path, format=_log_format("access-log.format", table.get("format", defaults.format)),
         connections=connections,
     )
+
+
+def _log_path(key: str, path: object) -> str:
+    """``-`` (the twistd log), or a file that can be appended to: it, or else its directory, exists and is writable."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError(key, f"expected a file path or '-', got {path!r}")
+    if path == "-":
+        return path
+    if os.path.isdir(path):
+        raise ConfigError(key, f"{path!r} is a directory, not a file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(key, f"the directory of {path!r} does not exist")
+    if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+        raise ConfigError(key, f"{path!r} cannot be written")
+    return path
 
 
 def _log_format(key: str, value: object) -> str:
@@ -297,8 +335,9 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
     names = [server.name for server in servers]
     if len(set(names)) != len(names):
         raise ConfigError(f"{key}.servers", f"server names must be unique, got {names}")
-    retries = parse_positive_int(f"{key}.retries", table.get("retries", 3), minimum=0)
-    balance = table.get("balance", "roundrobin")
+    defaults = BackendConfig(name=name)
+    retries = parse_positive_int(f"{key}.retries", table.get("retries", defaults.retries), minimum=0)
+    balance = table.get("balance", defaults.balance)
     if isinstance(balance, str) and "." in balance and "(" not in balance:
         if not callable(resolve_name(f"{key}.balance", balance)):  # a user's IBalancer class
             raise ConfigError(f"{key}.balance", f"{balance!r} is not a class")
@@ -308,16 +347,16 @@ def _backend(name: str, table: Mapping[str, Any], websocket: WebSocketConfig) ->
             f"expected roundrobin, leastconn, random, source, uri, url_param(NAME), hdr(NAME) or the dotted name "
             f"of an IBalancer class, got {balance!r}",
         )
-    redispatch = table.get("redispatch", True)
+    redispatch = table.get("redispatch", defaults.redispatch)
     if not isinstance(redispatch, bool):
         raise ConfigError(f"{key}.redispatch", f"expected true or false, got {redispatch!r}")
-    pin = table.get("pin", False)
+    pin = table.get("pin", defaults.pin)
     if not isinstance(pin, bool):
         raise ConfigError(f"{key}.pin", f"expected true or false, got {pin!r}")
-    engineio_sticky = table.get("engineio-sticky", True)
+    engineio_sticky = table.get("engineio-sticky", defaults.engineio_sticky)
     if not isinstance(engineio_sticky, bool):
         raise ConfigError(f"{key}.engineio-sticky", f"expected true or false, got {engineio_sticky!r}")
-    slow_start = table.get("slow-start", 0)
+    slow_start = table.get("slow-start", defaults.slow_start)
     slow_start = 0.0 if slow_start in (0, "0", "0s") else parse_duration(f"{key}.slow-start", slow_start)
     return BackendConfig(
         name=name, servers=servers, retries=retries, balance=balance, redispatch=redispatch, slow_start=slow_start,
@@ -371,7 +410,7 @@ def _websocket(key: str, table: Mapping[str, Any], defaults: WebSocketConfig) ->
         values["mode"] = _websocket_mode(f"{key}.mode", table["mode"])
     for name in _WEBSOCKET_SIZES:
         if name in table:
-            values[name.replace("-", "_")] = parse_size(f"{key}.{name}", table[name])
+            values[name.replace("-", "_")] = parse_size(f"{key}.{name}", table[name], MAX_MESSAGE_SIZE)
     for name in _WEBSOCKET_DURATIONS:
         if name in table:
             values[name.replace("-", "_")] = parse_duration(f"{key}.{name}", table[name])
@@ -448,12 +487,13 @@ def _cookie(key: str, table: Mapping[str, Any]) -> CookieConfig:
     name = table.get("name")
     if not isinstance(name, str) or not re.fullmatch(_NAME, name):
         raise ConfigError(f"{key}.name", f"expected a cookie name, got {name!r}")
-    mode = table.get("mode", "insert")
+    defaults = CookieConfig(name=name)
+    mode = table.get("mode", defaults.mode)
     if mode not in ("insert", "prefix"):
         raise ConfigError(f"{key}.mode", f"expected insert or prefix, got {mode!r}")
-    max_age = table.get("max-age", 0)
-    max_age = 0 if max_age in (0, "0") else int(parse_duration(f"{key}.max-age", max_age))
-    secure = table.get("secure", False)
+    max_age = table.get("max-age", defaults.max_age)
+    max_age = 0 if max_age in (0, "0") else int(parse_duration(f"{key}.max-age", max_age, MAX_COOKIE_AGE))
+    secure = table.get("secure", defaults.secure)
     if not isinstance(secure, bool):
         raise ConfigError(f"{key}.secure", f"expected true or false, got {secure!r}")
     return CookieConfig(name=name, mode=mode, max_age=max_age, secure=secure)
@@ -467,10 +507,11 @@ def _stick(key: str, table: Mapping[str, Any]) -> StickConfig:
     learn = table.get("learn")
     if learn is not None and (not isinstance(learn, str) or not re.fullmatch(rf"(header|set-cookie)\({_NAME}\)", learn)):
         raise ConfigError(f"{key}.learn", f"expected header(NAME) or set-cookie(NAME), got {learn!r}")
+    defaults = StickConfig(on=on)
     return StickConfig(
         on=on,
-        expire=parse_duration(f"{key}.expire", table.get("expire", 1800)),
-        size=parse_positive_int(f"{key}.size", table.get("size", 100_000)),
+        expire=parse_duration(f"{key}.expire", table.get("expire", defaults.expire)),
+        size=parse_positive_int(f"{key}.size", table.get("size", defaults.size)),
         learn=learn,
     )
 
@@ -509,13 +550,14 @@ def _health(key: str, table: Mapping[str, Any]) -> HealthCheckConfig:
 
 def _passive(key: str, table: Mapping[str, Any]) -> PassiveCheckConfig:
     _reject_unknown(key, table, {"errors", "on-5xx", "cool-off"})
-    on_5xx = table.get("on-5xx", False)
+    defaults = PassiveCheckConfig()
+    on_5xx = table.get("on-5xx", defaults.on_5xx)
     if not isinstance(on_5xx, bool):
         raise ConfigError(f"{key}.on-5xx", f"expected true or false, got {on_5xx!r}")
     return PassiveCheckConfig(
-        errors=parse_positive_int(f"{key}.errors", table.get("errors", 0), minimum=0),
+        errors=parse_positive_int(f"{key}.errors", table.get("errors", defaults.errors), minimum=0),
         on_5xx=on_5xx,
-        cool_off=parse_duration(f"{key}.cool-off", table.get("cool-off", 30)),
+        cool_off=parse_duration(f"{key}.cool-off", table.get("cool-off", defaults.cool_off)),
     )
 
 
@@ -540,11 +582,11 @@ def _server(key: str, raw: object, index: int) -> ServerConfig:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{key}.name", f"expected a non-empty string, got {name!r}")
     server = parse_server(f"{key}.address", table["address"], name)
-    weight = parse_positive_int(f"{key}.weight", table.get("weight", 1), minimum=0)
+    weight = parse_positive_int(f"{key}.weight", table.get("weight", server.weight), minimum=0)
     if weight > 256:
         raise ConfigError(f"{key}.weight", f"must be at most 256, got {weight}")
-    maxconn = parse_positive_int(f"{key}.maxconn", table.get("maxconn", 0), minimum=0)
-    backup = table.get("backup", False)
+    maxconn = parse_positive_int(f"{key}.maxconn", table.get("maxconn", server.maxconn), minimum=0)
+    backup = table.get("backup", server.backup)
     if not isinstance(backup, bool):
         raise ConfigError(f"{key}.backup", f"expected true or false, got {backup!r}")
     tls = table.get("tls", server.tls)
@@ -570,6 +612,8 @@ def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> Rout
             re.compile(values["path_regex"])
         except re.error as e:
             raise ConfigError(f"{key}.path-regex", f"invalid regular expression: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{key}.path-regex", "the regular expression nests too deeply") from None
     if "value" in values and "header" not in values:
         raise ConfigError(f"{key}.value", "needs a header to compare with")
     methods = table.get("methods", table.get("method", []))
@@ -611,10 +655,10 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
     if mode == "forward" or "forward" in table:
         if mode != "forward":
             raise ConfigError(f"{key}.forward", "only a frontend with mode = \"forward\" takes forward rules")
-        listen = _endpoints(f"{key}.listen", table.get("listen", [DEFAULT_LISTEN]))
+        listen = _endpoints(f"{key}.listen", table.get("listen", list(FrontendConfig(name=name).listen)))
         forward = _forward(f"{key}.forward", _table(f"{key}.forward", table.get("forward", {})), backends)
         return FrontendConfig(name=name, listen=listen, backend="", forward=forward, **connections)
-    listen = _endpoints(f"{key}.listen", table.get("listen", [DEFAULT_LISTEN]))
+    listen = _endpoints(f"{key}.listen", table.get("listen", list(FrontendConfig(name=name).listen)))
     if not listen:
         raise ConfigError(f"{key}.listen", "expected at least one endpoint string such as 'tcp:8080'")
     backend = table.get("backend", next(iter(backends)) if len(backends) == 1 else DEFAULT_NAME)
@@ -632,7 +676,8 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
 def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
     """A frontend's settings for its connections: who its peers are, their limits, lifecycle handlers."""
     values: dict[str, Any] = {}
-    peers = table.get("peers", "local")
+    defaults = FrontendConfig(name=key)
+    peers = table.get("peers", defaults.peers)
     if peers not in ("local", "proxied"):
         raise ConfigError(f"{key}.peers", f"expected local or proxied, got {peers!r}")
     values["peers"] = peers
@@ -640,13 +685,13 @@ def _connections(key: str, table: Mapping[str, Any]) -> dict[str, Any]:
         values["trusted_proxies"] = _trusted_proxies(f"{key}.trusted-proxies", table["trusted-proxies"])
     if peers == "proxied" and not values.get("trusted_proxies"):
         raise ConfigError(f"{key}.trusted-proxies", "a proxied frontend needs the networks of the proxies it trusts")
-    protocol = table.get("proxy-protocol", "off")
+    protocol = table.get("proxy-protocol", defaults.proxy_protocol)
     if protocol not in PROXY_PROTOCOLS:
         raise ConfigError(f"{key}.proxy-protocol", f"expected one of {', '.join(PROXY_PROTOCOLS)}, got {protocol!r}")
     if protocol != "off" and peers != "proxied":
         raise ConfigError(f"{key}.proxy-protocol", 'the PROXY protocol is spoken by proxies: set peers = "proxied"')
     values["proxy_protocol"] = protocol
-    header = table.get("forwarded-header", "x-forwarded-for")
+    header = table.get("forwarded-header", defaults.forwarded_header)
     if not isinstance(header, str) or header.lower() not in ("x-forwarded-for", "forwarded"):
         raise ConfigError(f"{key}.forwarded-header", f"expected x-forwarded-for or forwarded, got {header!r}")
     values["forwarded_header"] = header.lower()
@@ -783,7 +828,7 @@ def _forward(key: str, table: Mapping[str, Any], backends: Mapping[str, BackendC
         _network(f"{key}.clients", entry)
     if "connect-ports" in table:
         ports = table["connect-ports"]
-        if not isinstance(ports, list) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+        if not isinstance(ports, list) or not all(type(p) is int and 0 < p < 65536 for p in ports):
             raise ConfigError(f"{key}.connect-ports", f"expected a list of port numbers, got {ports!r}")
         values["connect_ports"] = tuple(ports)
     if "resolve-timeout" in table:
@@ -809,6 +854,8 @@ def _users(key: str, path: object) -> dict[str, str]:
             lines = f.read().splitlines()
     except OSError as e:
         raise ConfigError(key, f"cannot read {path!r}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(key, f"{path!r} is not UTF-8 text (byte {e.start})") from None
     users = {}
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("#"):
@@ -854,7 +901,7 @@ def _endpoints(key: str, value: object) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(e, str) and e for e in value):
         raise ConfigError(key, f"expected a list of endpoint strings such as 'tcp:8080', got {value!r}")
-    return tuple(value)
+    return tuple(parse_endpoint(key, description) for description in value)
 
 
 def _table(key: str, value: object) -> dict[str, Any]:

@@ -72,7 +72,7 @@ BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "random", "source", "uri", "url
 class HealthCheckConfig:
     """Active checks of a backend's servers (HAProxy's ``check``, ``inter``, ``rise``, ``fall``)."""
 
-    check: str = "none"  # "none", "tcp", "http" or "websocket"
+    check: str = "tcp"  # "none", "tcp", "http" or "websocket"; on by default, to step around a dead server
     interval: float = 2.0
     rise: int = 2  # consecutive successes that bring a down server up
     fall: int = 3  # consecutive failures that take an up server down

@@ -3,40 +3,59 @@
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from twisted.internet.endpoints import serverFromString
 from zope.interface.interface import InterfaceClass
 from zope.interface.verify import verifyObject
 
 from ._errors import ConfigError
 from ._model import HookConfig, ServerConfig
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,20})?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d{1,20})\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
+#: The shortest duration any setting takes: below it a timer or a check would spin.
+MIN_DURATION = 0.001
+#: The longest duration any setting takes: HAProxy's bound (its timers are 32-bit milliseconds), and about
+#: the longest timeout an event loop's poll accepts.
+MAX_DURATION = 24 * 86400.0
+#: The largest size any setting takes; settings whose bytes are held in memory have lower bounds.
+MAX_SIZE = 1 << 40
+#: The largest count (connections, retries, entries...) any setting takes.
+MAX_COUNT = (1 << 31) - 1
 
-def parse_duration(key: str, value: object) -> float:
-    """Seconds from ``30``, ``"30s"``, ``"500ms"``, ``"5m"``, ``"1h"``."""
+
+def parse_duration(key: str, value: object, maximum: float = MAX_DURATION) -> float:
+    """Seconds from ``30``, ``"30s"``, ``"500ms"``, ``"5m"``, ``"1h"``: from 1ms to ``maximum``."""
     if isinstance(value, bool):
         raise ConfigError(key, f"expected a duration such as '30s', got {value!r}")
+    seconds: float
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"expected a finite duration such as '30s', got {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = value  # compared as it is: an integer too large for a float is still just too large
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
         raise ConfigError(key, f"expected a duration such as '30s' or '500ms', got {value!r}")
     if seconds <= 0:
         raise ConfigError(key, f"must be greater than zero, got {value!r}")
-    return seconds
+    if seconds < MIN_DURATION:
+        raise ConfigError(key, f"must be at least 1ms, got {value!r}")
+    if seconds > maximum:
+        raise ConfigError(key, f"must be at most {_duration_text(maximum)}, got {value!r}")
+    return float(seconds)
 
 
-def parse_size(key: str, value: object) -> int:
-    """Bytes from ``1024``, ``"64k"``, ``"10MiB"``, ``"1g"``."""
+def parse_size(key: str, value: object, maximum: int = MAX_SIZE) -> int:
+    """Bytes from ``1024``, ``"64k"``, ``"10MiB"``, ``"1g"``: at least zero, at most ``maximum``."""
     if isinstance(value, bool):
         raise ConfigError(key, f"expected a size such as '64k', got {value!r}")
     if isinstance(value, int):
@@ -48,16 +67,34 @@ def parse_size(key: str, value: object) -> int:
         raise ConfigError(key, f"expected a size such as '64k' or '10m', got {value!r}")
     if size < 0:
         raise ConfigError(key, f"must not be negative, got {value!r}")
+    if size > maximum:
+        raise ConfigError(key, f"must be at most {_size_text(maximum)}, got {value!r}")
     return size
 
 
-def parse_positive_int(key: str, value: object, minimum: int = 1) -> int:
-    """An integer of at least ``minimum``."""
+def parse_positive_int(key: str, value: object, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """An integer from ``minimum`` to ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(key, f"expected an integer, got {value!r}")
     if value < minimum:
         raise ConfigError(key, f"must be at least {minimum}, got {value}")
+    if value > maximum:
+        raise ConfigError(key, f"must be at most {maximum}, got {value}")
     return value
+
+
+def _duration_text(seconds: float) -> str:
+    for unit in ("d", "h", "m"):
+        if seconds % _DURATION_UNITS[unit] == 0:
+            return f"{seconds / _DURATION_UNITS[unit]:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _size_text(size: int) -> str:
+    for unit in ("t", "g", "m", "k"):
+        if size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit.upper()}iB"
+    return f"{size} bytes"
 
 
 def parse_server(key: str, value: object, name: str) -> ServerConfig:
@@ -83,7 +120,39 @@ def parse_server(key: str, value: object, name: str) -> ServerConfig:
         if "://" not in value:
             raise ConfigError(key, f"missing port in {value!r}")
         port = 443 if tls else 80
+    if port == 0:
+        raise ConfigError(key, f"port must be from 1 to 65535, got 0 in {value!r}")
     return ServerConfig(name=name, host=parts.hostname, port=port, tls=tls)
+
+
+_ENDPOINT_FIELD = re.compile(r"(?<!\\):")  # endpoint string fields are split on colons not escaped with a backslash
+_PORTED_ENDPOINTS = ("tcp", "tcp6", "ssl")
+
+
+def parse_endpoint(key: str, description: object) -> str:
+    """A Twisted server endpoint string (``tcp:8080:interface=127.0.0.1``), parsed as the listener will parse it
+    but not listened on. An ``ssl:`` string's options and files are read with the TLS settings, which name the
+    field at fault."""
+    if not isinstance(description, str) or not description:
+        raise ConfigError(key, f"expected an endpoint string such as 'tcp:8080', got {description!r}")
+    fields = _ENDPOINT_FIELD.split(description)
+    kind = fields[0].lower()
+    if kind != "ssl":
+        try:
+            serverFromString(None, description)  # no reactor: parsing only builds the endpoint; nothing listens
+        except OSError as e:
+            raise ConfigError(key, f"invalid endpoint {description!r}: {e.strerror}: {e.filename}") from None
+        except Exception as e:  # noqa: BLE001 - parsers and endpoint plugins raise anything for a bad string
+            raise ConfigError(key, f"invalid endpoint {description!r}: {e}") from None
+    if kind in _PORTED_ENDPOINTS:
+        positional = [f for f in fields[1:] if "=" not in f]
+        named = [f.split("=", 1)[1] for f in fields[1:] if f.startswith("port=")]
+        port = (positional or named or [""])[0]
+        if not port.lstrip("-").isdigit():
+            raise ConfigError(key, f"invalid endpoint {description!r}: the port must be a number, got {port!r}")
+        if not 0 <= int(port) <= 65535:
+            raise ConfigError(key, f"port must be from 0 to 65535, got {port} in {description!r}")
+    return description
 
 
 def resolve_name(key: str, dotted: str) -> object:
