@@ -18,6 +18,7 @@ from .admin import RunningProxy, admin_site
 from .backend import Backend, HealthChecker, Server
 from .clients import ClientRegistry
 from .config import (
+    DEMO_ADMIN_LISTEN,
     BackendConfig,
     CommandLine,
     ConfigError,
@@ -28,7 +29,7 @@ from .config import (
     build_objects,
     loopback_only,
 )
-from .demo import demo_site
+from .demo import DemoAdminService, DemoService
 from .frontend import (
     ClientConnection,
     ForwardProxy,
@@ -293,34 +294,6 @@ class AccessLogService(service.Service):
         self.access_log.close()
 
 
-class DemoOriginService(service.Service):
-    """Runs the demo origin on a free loopback port and makes it the servers of ``backends``."""
-
-    log = Logger()
-
-    def __init__(self, reactor: Any, backends: list[Backend], public_urls: tuple[str, ...]) -> None:
-        self.reactor = reactor
-        self.backends = backends
-        self.public_urls = public_urls
-        self.port: IListeningPort | None = None
-
-    def privilegedStartService(self) -> None:
-        # Listen before the frontends start so the first request already has a server.
-        self.port = self.reactor.listenTCP(0, demo_site(), interface="127.0.0.1")
-        port = self.port.getHost().port  # type: ignore[union-attr, attr-defined]
-        for backend in self.backends:
-            backend.add_server(ServerConfig(name="demo", host="127.0.0.1", port=port))
-        self.log.info("no backend configured: proxying to the built-in demo origin on 127.0.0.1:{port}", port=port)
-        for url in self.public_urls:
-            self.log.info("demo: open {url}", url=url)
-        super().privilegedStartService()
-
-    def stopService(self):  # type: ignore[no-untyped-def]
-        super().stopService()
-        if self.port is not None:
-            return self.port.stopListening()
-
-
 @dataclass(eq=False)
 class ProxyParts:
     """The running proxy's pieces, as a reload finds and changes them."""
@@ -427,7 +400,8 @@ def build_service(
         for backend in used:
             backend.servers.clear()
         urls = tuple(_public_url(e, f.tls is not None) for f in config.frontends for e in f.listen)
-        DemoOriginService(reactor, list({id(b): b for b in used}.values()), urls).setServiceParent(root)
+        demo = DemoService(reactor, list({id(b): b for b in used}.values()), urls)
+        demo.setServiceParent(root)
     for frontend_config in config.frontends:
         parts.add_frontend(frontend_config, config)
     parts.checkers.update(
@@ -439,11 +413,17 @@ def build_service(
     reloader = Reloader(parts, command_line) if command_line is not None and command_line.config_path else None
     if command_line is not None:  # run by twistd: SIGHUP reloads, or is logged when there is no file to reload
         ReloadOnHangup(reloader, reactor).setServiceParent(root)
-    if config.admin.listen:
+    if config.admin.listen or config.demo:
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers,
                                reloader.reload if reloader is not None else None)
         site = admin_site(running, config.admin.token, config.timeouts, reactor)
-        ListeningService(reactor, "admin", site, config.admin.listen, key="admin").setServiceParent(root)
+        if config.admin.listen:
+            admin: Any = ListeningService(reactor, "admin", site, config.admin.listen, key="admin")
+        else:  # the demo's stats page, on loopback
+            admin = DemoAdminService(reactor, site, DEMO_ADMIN_LISTEN)
+        admin.setServiceParent(root)
+        if config.demo:
+            demo.link_stats(admin)
     PoolService(parts.pool).setServiceParent(root)
     AccessLogService(parts.access_log, reactor).setServiceParent(root)
     root.parts = parts  # type: ignore[attr-defined]  # for tests and the reloader's callers

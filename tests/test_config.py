@@ -14,6 +14,7 @@ from rubrisproxy.config import (
     ConfigError,
     config_from_document,
     load_config,
+    loopback_only,
     parse_duration,
     parse_server,
     parse_size,
@@ -138,7 +139,8 @@ class FileTests(unittest.TestCase):
     def test_no_file_no_backend_is_demo(self):
         config = load_config(CommandLine())
         self.assertTrue(config.demo)
-        self.assertEqual(config.frontends[0].listen, ("tcp:8080",))
+        self.assertEqual(config.frontends[0].listen, ("tcp:8080:interface=127.0.0.1",))
+        self.assertTrue(loopback_only(config.frontends[0].listen[0]))
         config = load_config(CommandLine(backends=["127.0.0.1:9000", "127.0.0.1:9001"]))
         self.assertFalse(config.demo)
         backend = config.backends["default"]

@@ -5,6 +5,7 @@ from ._load import CommandLine, apply_command_line, config_from_document, load_c
 from ._load import _loopback_only as loopback_only
 from ._model import (
     ALPN_PROTOCOLS,
+    DEMO_ADMIN_LISTEN,
     BALANCE_ALGORITHMS,
     MODERN_CIPHERS,
     TLS_VERSIONS,
@@ -34,6 +35,7 @@ from ._values import build_objects, parse_duration, parse_server, parse_size, re
 
 __all__ = [
     "ALPN_PROTOCOLS",
+    "DEMO_ADMIN_LISTEN",
     "AdminConfig",
     "CertificateFiles",
     "ListenerTLSConfig",

@@ -279,7 +279,7 @@ class FrontendConfig:
     """
 
     name: str
-    listen: tuple[str, ...] = ("tcp:8080",)
+    listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)  # loopback only unless told otherwise
     backend: str = "default"
     routes: tuple[RouteConfig, ...] = ()
     forward: ForwardConfig | None = None
@@ -293,6 +293,10 @@ class FrontendConfig:
     clients: ClientsConfig | None = None  # client sessions tracked; None: not tracked
     protocol: str | None = None  # dotted name of a ClientConnection (or ProxiedConnection) subclass to use
     tls: ListenerTLSConfig | None = None  # TLS on every listener but ``ssl:`` ones (which name their own files)
+
+
+#: Where the demo opens the admin listener (and its stats page) when none is configured.
+DEMO_ADMIN_LISTEN = "tcp:9000:interface=127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)

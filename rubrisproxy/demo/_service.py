@@ -1,0 +1,99 @@
+"""The demo's services: two origins that become the servers of the backends with none, and the stats page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from ..backend import Backend
+from ..config import ServerConfig
+from ._origin import RESTART_DELAY, DemoOrigin
+from ._site import demo_site
+
+#: The demo origins' names; each is the server ``demo-NAME`` of the demo's backends.
+ORIGIN_NAMES = ("a", "b")
+
+
+def http_url(ports: list[IListeningPort]) -> str | None:
+    """The URL of the first of ``ports`` that listens on TCP, or None."""
+    for port in ports:
+        address = port.getHost()
+        host, number = getattr(address, "host", None), getattr(address, "port", None)
+        if host is not None and number is not None:
+            host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+            return f"http://[{host}]:{number}/" if ":" in host else f"http://{host}:{number}/"
+    return None
+
+
+class DemoService(service.Service):
+    """Runs the demo origins on free loopback ports and makes them the servers of ``backends``."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, backends: list[Backend], public_urls: tuple[str, ...],
+                 restart_delay: float = RESTART_DELAY) -> None:
+        self.backends = backends
+        self.public_urls = public_urls
+        self._stats_ports: Callable[[], list[IListeningPort]] = list
+        self.origins = [
+            DemoOrigin(name, reactor, demo_site, restart_delay, lambda: http_url(self._stats_ports()))
+            for name in ORIGIN_NAMES
+        ]
+
+    def link_stats(self, admin: Any) -> None:
+        """Link the page to the stats page of ``admin`` (a service whose ``ports`` are its listeners)."""
+        self._stats_ports = lambda: admin.ports
+
+    def privilegedStartService(self) -> None:
+        # Listen before the frontends start so the first request already has a server.
+        for origin in self.origins:
+            port = origin.start()
+            for backend in self.backends:
+                backend.add_server(ServerConfig(name=f"demo-{origin.name}", host="127.0.0.1", port=port))
+            self.log.info("no backend configured: proxying to the built-in demo origin {name} on 127.0.0.1:{port}",
+                          name=origin.name, port=port)
+        for url in self.public_urls:
+            self.log.info("demo: open {url}", url=url)
+        super().privilegedStartService()
+
+    def stopService(self):  # type: ignore[no-untyped-def]
+        super().stopService()
+        return defer.gatherResults([origin.shut() for origin in self.origins])
+
+
+class DemoAdminService(service.Service):
+    """The admin listener the demo opens when none is configured; a port already taken is a warning, not an
+    exit (the demo works without its stats page)."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, site: Any, endpoint: str) -> None:
+        self.reactor = reactor
+        self.site = site
+        self.endpoint = endpoint
+        self.ports: list[IListeningPort] = []
+
+    def privilegedStartService(self) -> None:
+        d = serverFromString(self.reactor, self.endpoint).listen(self.site)
+        d.addCallbacks(self._listening, self._failed)
+        super().privilegedStartService()
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.ports.append(port)
+        self.log.info("demo: stats page and admin API on {url} (only in demo mode; --admin sets another)",
+                      url=http_url(self.ports))
+
+    def _failed(self, failure: Any) -> None:
+        self.log.warn("demo: no stats page: cannot listen on {endpoint}: {why} (--admin sets another)",
+                      endpoint=self.endpoint, why=failure.getErrorMessage())
+
+    def stopService(self):  # type: ignore[no-untyped-def]
+        super().stopService()
+        ports, self.ports = self.ports, []
+        return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])

@@ -1,0 +1,184 @@
+"""A demo origin's web site: the page and its assets, a small HTTP API, and a WebSocket at ``/ws``."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.web import resource, server
+
+from ._socket import DemoSocketFactory
+from ._stream import MAX_KIB, BlockProducer
+
+if TYPE_CHECKING:
+    from ._origin import DemoOrigin
+
+#: The largest request body ``/echo`` takes (and ``/api/stop`` much less).
+MAX_BODY = 1 << 20
+MAX_API_BODY = 1024
+
+_ASSETS = {
+    b"": ("index.html", b"text/html; charset=utf-8"),
+    b"demo.js": ("demo.js", b"text/javascript; charset=utf-8"),
+    b"demo.css": ("demo.css", b"text/css; charset=utf-8"),
+}
+_CONTENT = {name: (resources.files(__package__) / file).read_bytes() for name, (file, _) in _ASSETS.items()}
+_KIB = re.compile(rb"[0-9]{1,9}")
+
+
+class _Asset(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, name: bytes) -> None:
+        super().__init__()
+        self.body = _CONTENT[name]
+        self.content_type = _ASSETS[name][1]
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", self.content_type)
+        request.setHeader(b"cache-control", b"no-cache")
+        return self.body
+
+
+def _json(request: server.Request, value: object, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(value, indent=2).encode() + b"\n"
+
+
+def _error(request: server.Request, code: int, message: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return message.encode() + b"\n"
+
+
+class _Headers(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:
+        seen = {
+            "method": request.method.decode(),
+            "uri": request.uri.decode(errors="replace"),
+            "headers": {k.decode(errors="replace"): [v.decode(errors="replace") for v in vs]
+                        for k, vs in request.requestHeaders.getAllRawHeaders()},
+        }
+        return _json(request, seen)
+
+
+class _Echo(resource.Resource):
+    isLeaf = True
+
+    def render_POST(self, request: DemoRequest) -> bytes:  # type: ignore[override]
+        if request.too_large:
+            return _error(request, 413, f"the body is over {MAX_BODY} bytes")
+        request.setHeader(b"content-type", b"application/octet-stream")
+        return request.content.read()  # type: ignore[union-attr, no-any-return]
+
+    render_PUT = render_POST
+
+
+class _Stream(resource.Resource):
+    """``GET /stream?kib=N``: N KiB of text, written as the connection takes it."""
+
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes | int:
+        values = (request.args or {}).get(b"kib", [b"64"])
+        if len(values) != 1 or not _KIB.fullmatch(values[0]) or int(values[0]) > MAX_KIB:
+            return _error(request, 400, f"kib must be one whole number from 0 to {MAX_KIB}")
+        kib = int(values[0])
+        request.setHeader(b"content-type", b"text/plain")
+        request.setHeader(b"content-length", b"%d" % (kib * 1024))
+        BlockProducer(request, kib).start()
+        return server.NOT_DONE_YET
+
+
+class _Info(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, origin: DemoOrigin) -> None:
+        super().__init__()
+        self.origin = origin
+
+    def render_GET(self, request: server.Request) -> bytes:
+        return _json(request, {
+            "origin": self.origin.name, "port": self.origin.port_number, "stats": self.origin.stats_url(),
+            "restart_delay": self.origin.restart_delay,
+        })
+
+
+class _Stop(resource.Resource):
+    """``POST /api/stop`` with ``{"origin": NAME}`` stops this origin if it is NAME (409 if not): it stops
+    listening and drops its connections as a crash would, once this answer is written, and comes back later.
+    It can stop nothing else. JSON only, so a cross-site form cannot press it."""
+
+    isLeaf = True
+
+    def __init__(self, origin: DemoOrigin) -> None:
+        super().__init__()
+        self.origin = origin
+
+    def render_POST(self, request: DemoRequest) -> bytes:  # type: ignore[override]
+        kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        if kind != b"application/json":
+            return _error(request, 415, "send {\"origin\": NAME} as application/json")
+        body = request.content.read(MAX_API_BODY + 1) if request.content is not None else b""
+        if request.too_large or len(body) > MAX_API_BODY:
+            return _error(request, 413, f"the body is over {MAX_API_BODY} bytes")
+        try:
+            asked = json.loads(body)
+        except ValueError:
+            return _error(request, 400, "the body is not JSON")
+        if not isinstance(asked, dict) or not isinstance(asked.get("origin"), str):
+            return _error(request, 400, "expected {\"origin\": NAME}")
+        if asked["origin"] != self.origin.name:
+            return _json(request, {"origin": self.origin.name, "stopped": False}, 409)
+        answering = request.channel.transport
+        request.notifyFinish().addCallback(lambda _: self.origin.crash(answering))
+        request.setHeader(b"connection", b"close")
+        return _json(request, {"origin": self.origin.name, "stopped": True,
+                               "restart_in": self.origin.restart_delay}, 202)
+
+
+class DemoRequest(server.Request):
+    """A request whose body is kept up to :data:`MAX_BODY` bytes (the rest is dropped and ``too_large`` set),
+    and whose answer names the origin (``X-Demo-Origin``)."""
+
+    too_large = False
+    _received = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._received > MAX_BODY:
+            self.too_large = True
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        self.setHeader(b"x-demo-origin", self.channel.site.origin_name.encode())  # type: ignore[union-attr]
+        super().process()
+
+
+def demo_site(origin: DemoOrigin) -> server.Site:
+    """The site of one demo origin."""
+    root = resource.Resource()
+    for name in _ASSETS:
+        root.putChild(name, _Asset(name))
+    root.putChild(b"headers", _Headers())
+    root.putChild(b"echo", _Echo())
+    root.putChild(b"stream", _Stream())
+    api = resource.Resource()
+    api.putChild(b"info", _Info(origin))
+    api.putChild(b"stop", _Stop(origin))
+    root.putChild(b"api", api)
+    root.putChild(b"ws", WebSocketResource(DemoSocketFactory(origin.name, origin.clock)))
+    site = server.Site(root, logPath="/dev/null", requestFactory=DemoRequest)
+    site.origin_name = origin.name  # type: ignore[attr-defined]
+    site.displayTracebacks = False
+    site.noisy = False
+    return site
+
