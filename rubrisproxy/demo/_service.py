@@ -13,7 +13,7 @@ from twisted.logger import Logger
 
 from ..backend import Backend
 from ..config import ServerConfig
-from ._origin import RESTART_DELAY, DemoOrigin
+from ._origin import RESTART_DELAY, DemoOrigin, OriginState
 from ._site import demo_site
 
 #: The demo origins' names; each is the server ``demo-NAME`` of the demo's backends.
@@ -45,6 +45,7 @@ class DemoService(service.Service):
             DemoOrigin(name, reactor, demo_site, restart_delay, lambda: http_url(self._stats_ports()))
             for name in ORIGIN_NAMES
         ]
+        self.setName("demo")
 
     def link_stats(self, admin: Any) -> None:
         """Link the page to the stats page of ``admin`` (a service whose ``ports`` are its listeners)."""
@@ -52,6 +53,15 @@ class DemoService(service.Service):
 
     def privilegedStartService(self) -> None:
         # Listen before the frontends start so the first request already has a server.
+        self._start_origins()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if any(origin.state is OriginState.IDLE for origin in self.origins):  # not started by twistd
+            self._start_origins()
+        super().startService()
+
+    def _start_origins(self) -> None:
         for origin in self.origins:
             port = origin.start()
             for backend in self.backends:
@@ -60,7 +70,6 @@ class DemoService(service.Service):
                           name=origin.name, port=port)
         for url in self.public_urls:
             self.log.info("demo: open {url}", url=url)
-        super().privilegedStartService()
 
     def stopService(self):  # type: ignore[no-untyped-def]
         super().stopService()
@@ -78,11 +87,21 @@ class DemoAdminService(service.Service):
         self.site = site
         self.endpoint = endpoint
         self.ports: list[IListeningPort] = []
+        self._tried = False
 
     def privilegedStartService(self) -> None:
+        self._listen()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if not self._tried:  # not started by twistd
+            self._listen()
+        super().startService()
+
+    def _listen(self) -> None:
+        self._tried = True
         d = serverFromString(self.reactor, self.endpoint).listen(self.site)
         d.addCallbacks(self._listening, self._failed)
-        super().privilegedStartService()
 
     def _listening(self, port: IListeningPort) -> None:
         self.ports.append(port)

@@ -153,7 +153,13 @@ async function stopServing() {
   log(`origin ${target} stopped (restarts in ${answer.restart_in} s)`, null, true);
   $("stop-state").textContent = `origin ${target} stopped; it restarts in ${answer.restart_in} s. ` +
     "Watch the WebSocket stay open while its session moves.";
+  const back = Date.now() + answer.restart_in * 1000;
+  const countdown = setInterval(() => {
+    const left = Math.max(0, Math.ceil((back - Date.now()) / 1000));
+    button.textContent = left ? `Origin ${target} is down (back in ${left} s)` : `Origin ${target} is coming back`;
+  }, 250);
   setTimeout(() => {
+    clearInterval(countdown);
     demo.pendingStop = null;
     $("stop-state").textContent = `origin ${target} is back: press again to stop the one serving now.`;
     render();
