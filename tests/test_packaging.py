@@ -112,7 +112,8 @@ class InstalledPackageTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_demo_page_through_the_installed_proxy(self):
         process = Twistd()
-        args = [sys.executable, *TWISTD, "rubrisproxy", "--listen", "tcp:0:interface=127.0.0.1"]
+        args = [sys.executable, *TWISTD, "rubrisproxy", "--listen", "tcp:0:interface=127.0.0.1",
+                "--admin", "tcp:0:interface=127.0.0.1"]
         reactor.spawnProcess(process, sys.executable, args, env=self.outside_env(), path=self.elsewhere)
         self.addCleanup(lambda: process.ended.called or os.kill(process.transport.pid, signal.SIGKILL))
         match = yield process.wait_for(rb"listening on \S+ \(127\.0\.0\.1:(\d+)\)")

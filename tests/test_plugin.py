@@ -92,7 +92,7 @@ class ProcessTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_demo_serves_and_sigterm_stops_cleanly(self):
-        process = run_twistd("--listen", "tcp:0:interface=127.0.0.1")
+        process = run_twistd("--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1")
         self.addCleanup(lambda: process.ended.called or os.kill(process.transport.pid, signal.SIGKILL))
         yield process.wait_for(rb"no backend configured")
         match = yield process.wait_for(rb"listening on \S+ \(127\.0\.0\.1:(\d+)\)")
