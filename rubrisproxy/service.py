@@ -25,7 +25,6 @@ from .config import (
     FrontendConfig,
     ListenerTLSConfig,
     ProxyConfig,
-    ServerConfig,
     build_objects,
     loopback_only,
 )

@@ -104,6 +104,9 @@ class StopTests(OriginCase):
             (post(b"/api/stop", b'{"origin": "a", "pad": "' + b"x" * 1024 + b'"}'), 413),
             (post(b"/api/stop", b'{"origin": "b"}'), 409),
             (post(b"/api/stop", b'{"origin": "../a"}'), 409),
+            (post(b"/api/stop", b'{"origin": "a"}').replace(b"Host: demo", b"Host: demo\r\nOrigin: http://evil.example"),
+             403),
+            (post(b"/api/stop", b'{"origin": "a"}').replace(b"Host: demo", b"Host: demo\r\nOrigin: null"), 403),
         ]
         for request, status in cases:
             (response,) = yield self.request(request)
@@ -120,7 +123,8 @@ class StopTests(OriginCase):
         socket = connect_client(self.proxy_port, "/ws")
         self.addCleanup(lambda: socket.transport.abortConnection() if socket.transport.connected else None)
         yield socket.opened
-        (response,) = yield self.request(post(b"/api/stop", b'{"origin": "a"}'))
+        stop = post(b"/api/stop", b'{"origin": "a"}').replace(b"Host: demo", b"Host: demo\r\nOrigin: http://demo")
+        (response,) = yield self.request(stop)
         self.assertEqual(response.status, 202)
         self.assertEqual(self.json_of(response), {"origin": "a", "stopped": True, "restart_in": RESTART_DELAY})
         self.assertIs(self.origin.state, OriginState.DOWN)

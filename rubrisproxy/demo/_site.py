@@ -6,6 +6,7 @@ import json
 import re
 from importlib import resources
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web import resource, server
@@ -114,7 +115,8 @@ class _Info(resource.Resource):
 class _Stop(resource.Resource):
     """``POST /api/stop`` with ``{"origin": NAME}`` stops this origin if it is NAME (409 if not): it stops
     listening and drops its connections as a crash would, once this answer is written, and comes back later.
-    It can stop nothing else. JSON only, so a cross-site form cannot press it."""
+    It can stop nothing else. JSON only, and from no other site's page (``Origin``), so that no other page
+    can press it."""
 
     isLeaf = True
 
@@ -123,6 +125,10 @@ class _Stop(resource.Resource):
         self.origin = origin
 
     def render_POST(self, request: DemoRequest) -> bytes:  # type: ignore[override]
+        page = request.getHeader(b"origin")
+        if page is not None and urlsplit(page.decode("latin-1")).netloc.lower() != (
+                request.getHeader(b"host") or b"").decode("latin-1").lower():
+            return _error(request, 403, "only the demo page itself can stop an origin")
         kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
         if kind != b"application/json":
             return _error(request, 415, "send {\"origin\": NAME} as application/json")
@@ -159,8 +165,19 @@ class DemoRequest(server.Request):
         super().handleContentChunk(data)
 
     def process(self) -> None:
-        self.setHeader(b"x-demo-origin", self.channel.site.origin_name.encode())  # type: ignore[union-attr]
+        site: DemoSite = self.channel.site  # type: ignore[union-attr, attr-defined]  # set by Site.buildProtocol
+        self.setHeader(b"x-demo-origin", site.origin_name.encode())
         super().process()
+
+
+class DemoSite(server.Site):
+    """A demo origin's site, knowing the origin's name."""
+
+    def __init__(self, root: resource.Resource, origin_name: str) -> None:
+        super().__init__(root, logPath="/dev/null", requestFactory=DemoRequest)
+        self.origin_name = origin_name
+        self.displayTracebacks = False
+        self.noisy = False
 
 
 def demo_site(origin: DemoOrigin) -> server.Site:
@@ -176,9 +193,5 @@ def demo_site(origin: DemoOrigin) -> server.Site:
     api.putChild(b"stop", _Stop(origin))
     root.putChild(b"api", api)
     root.putChild(b"ws", WebSocketResource(DemoSocketFactory(origin.name, origin.clock)))
-    site = server.Site(root, logPath="/dev/null", requestFactory=DemoRequest)
-    site.origin_name = origin.name  # type: ignore[attr-defined]
-    site.displayTracebacks = False
-    site.noisy = False
-    return site
+    return DemoSite(root, origin.name)
 

@@ -59,7 +59,7 @@ class DemoSocket(WebSocketServerProtocol):
 class DemoSocketFactory(WebSocketServerFactory):
     """Builds :class:`DemoSocket` for the origin named ``origin``."""
 
-    protocol = DemoSocket
+    protocol = DemoSocket  # type: ignore[assignment]
 
     def __init__(self, origin: str, clock: Any) -> None:
         super().__init__()
