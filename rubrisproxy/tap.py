@@ -17,11 +17,11 @@ class Options(usage.Options):
     synopsis = "[--config FILE] [--listen ENDPOINT]... [--backend ADDRESS]... [--websocket MODE] [--demo]"
     longdesc = (
         "A reverse proxy for HTTP and WebSocket. With no backend configured, it proxies "
-        "to a built-in demo origin. Flags override the file: --listen replaces the "
+        "to a built-in demo. Flags override the file: --listen replaces the "
         "listeners of the one frontend, --backend the servers of the one backend."
     )
     optFlags = [
-        ["demo", None, "Proxy to the built-in demo origin (the default when no backend is configured)."],
+        ["demo", None, "Proxy to the built-in demo origins (the default when no backend is configured)."],
     ]
     optParameters = [
         ["config", "c", None, "TOML configuration file."],
@@ -38,7 +38,7 @@ class Options(usage.Options):
         self["admin"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """Listen on a Twisted server endpoint string, e.g. tcp:8080:interface=127.0.0.1 (repeatable; default tcp:8080)."""
+        """Listen on a Twisted server endpoint string, e.g. tcp:8080:interface=0.0.0.0 (repeatable; default tcp:8080:interface=127.0.0.1)."""
         self["listen"].append(endpoint)
 
     def opt_admin(self, endpoint: str) -> None:

@@ -212,6 +212,14 @@ class DemoModeTests(ProxyTestCase):
         self.assertTrue(all(loopback_only(e) for e in config.frontends[0].listen))
         self.assertTrue(loopback_only(DEMO_ADMIN_LISTEN))
 
+    def test_demo_mode_opens_the_stats_page_on_loopback_unless_an_admin_listener_is_set(self):
+        service = build_service(load_config(CommandLine(listen=["tcp:0:interface=127.0.0.1"])), reactor)
+        admin = service.getServiceNamed("admin")
+        self.assertIsInstance(admin, DemoAdminService)
+        self.assertEqual(admin.endpoint, "tcp:9000:interface=127.0.0.1")
+        service = build_service(load_config(CommandLine(backends=["127.0.0.1:1"])), reactor)
+        self.assertRaises(KeyError, service.getServiceNamed, "admin")  # not in demo mode: no admin listener
+
     @defer.inlineCallbacks
     def test_demo_mode_has_two_origins_and_the_stats_page(self):
         config = load_config(CommandLine(listen=["tcp:0:interface=127.0.0.1"], admin=["tcp:0:interface=127.0.0.1"],

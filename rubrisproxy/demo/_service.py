@@ -88,6 +88,7 @@ class DemoAdminService(service.Service):
         self.endpoint = endpoint
         self.ports: list[IListeningPort] = []
         self._tried = False
+        self.setName("admin")
 
     def privilegedStartService(self) -> None:
         self._listen()
