@@ -144,7 +144,8 @@ class _Stop(resource.Resource):
         if asked["origin"] != self.origin.name:
             return _json(request, {"origin": self.origin.name, "stopped": False}, 409)
         answering = request.channel.transport
-        request.notifyFinish().addCallback(lambda _: self.origin.crash(answering))
+        # Once the answer is written; not if the asker went away before it.
+        request.notifyFinish().addCallbacks(lambda _: self.origin.crash(answering), lambda _: None)
         request.setHeader(b"connection", b"close")
         return _json(request, {"origin": self.origin.name, "stopped": True,
                                "restart_in": self.origin.restart_delay}, 202)
