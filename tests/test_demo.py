@@ -91,6 +91,18 @@ class EndpointTests(OriginCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])  # the ticker stopped
 
 
+    @defer.inlineCallbacks
+    def test_websocket_refuses_a_plain_get_and_a_message_over_its_limit(self):
+        (response,) = yield self.request(get(b"/ws"))
+        self.assertEqual(response.status, 426)  # before: Autobahn's own status page, 200
+        client = connect_client(self.proxy_port, "/ws")
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        yield client.opened
+        client.sendMessage(b"x" * (64 * 1024 + 1))
+        wasClean, code, _ = yield client.closed
+        self.assertEqual((wasClean, code), (True, 1009))  # a close the proxy passes on, not a dropped connection
+
+
 class StopTests(OriginCase):
     @defer.inlineCallbacks
     def test_stop_refuses_anything_but_its_own_name_as_json(self):

@@ -65,6 +65,7 @@ class DemoSocketFactory(WebSocketServerFactory):
         super().__init__()
         self.origin = origin
         self.clock = clock
-        self.setProtocolOptions(maxMessagePayloadSize=MAX_MESSAGE, maxFramePayloadSize=MAX_MESSAGE)
+        self.setProtocolOptions(maxMessagePayloadSize=MAX_MESSAGE, maxFramePayloadSize=MAX_MESSAGE,
+                                failByDrop=False, webStatus=False)  # a 1009 close, a 426 for plain GETs
         self.noisy = False
 
