@@ -95,6 +95,7 @@ class EndpointTests(OriginCase):
     def test_websocket_refuses_a_plain_get_and_a_message_over_its_limit(self):
         (response,) = yield self.request(get(b"/ws"))
         self.assertEqual(response.status, 426)  # before: Autobahn's own status page, 200
+        self.assertIn(b"WebSocket endpoint", response.body)
         client = connect_client(self.proxy_port, "/ws")
         self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
         yield client.opened

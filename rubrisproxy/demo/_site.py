@@ -151,6 +151,22 @@ class _Stop(resource.Resource):
                                "restart_in": self.origin.restart_delay}, 202)
 
 
+class _Socket(resource.Resource):
+    """``/ws``: the WebSocket; anything but an upgrade is a 426 (Autobahn's own would leave the answer unended)."""
+
+    isLeaf = True
+
+    def __init__(self, origin: DemoOrigin) -> None:
+        super().__init__()
+        self.upgrade = WebSocketResource(DemoSocketFactory(origin.name, origin.clock))
+
+    def render(self, request: server.Request) -> bytes | int:
+        if (request.getHeader(b"upgrade") or b"").strip().lower() != b"websocket":
+            request.setHeader(b"upgrade", b"websocket")
+            return _error(request, 426, "this is a WebSocket endpoint: connect with a WebSocket client")
+        return self.upgrade.render(request)  # type: ignore[no-any-return]
+
+
 class DemoRequest(server.Request):
     """A request whose body is kept up to :data:`MAX_BODY` bytes (the rest is dropped and ``too_large`` set),
     and whose answer names the origin (``X-Demo-Origin``)."""
@@ -193,6 +209,6 @@ def demo_site(origin: DemoOrigin) -> server.Site:
     api.putChild(b"info", _Info(origin))
     api.putChild(b"stop", _Stop(origin))
     root.putChild(b"api", api)
-    root.putChild(b"ws", WebSocketResource(DemoSocketFactory(origin.name, origin.clock)))
+    root.putChild(b"ws", _Socket(origin))
     return DemoSite(root, origin.name)
 

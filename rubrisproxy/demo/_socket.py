@@ -66,6 +66,6 @@ class DemoSocketFactory(WebSocketServerFactory):
         self.origin = origin
         self.clock = clock
         self.setProtocolOptions(maxMessagePayloadSize=MAX_MESSAGE, maxFramePayloadSize=MAX_MESSAGE,
-                                failByDrop=False, webStatus=False)  # a 1009 close, a 426 for plain GETs
+                                failByDrop=False)  # a 1009 close, not a dropped connection
         self.noisy = False
 
