@@ -163,7 +163,9 @@ class _Socket(resource.Resource):
     def render(self, request: server.Request) -> bytes | int:
         if (request.getHeader(b"upgrade") or b"").strip().lower() != b"websocket":
             request.setHeader(b"upgrade", b"websocket")
-            return _error(request, 426, "this is a WebSocket endpoint: connect with a WebSocket client")
+            body = _error(request, 426, "this is a WebSocket endpoint: connect with a WebSocket client")
+            request.setResponseCode(426, b"Upgrade Required")  # a reason Twisted does not know
+            return body
         return self.upgrade.render(request)  # type: ignore[no-any-return]
 
 
