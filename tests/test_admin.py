@@ -113,7 +113,8 @@ class AdminTests(AdminCase):
         self.assertEqual(code, 200)
         (frontend,) = body["frontends"]
         self.assertEqual(set(frontend), {"name", "connections", "accepted", "requests", "websockets", "bytes_in",
-                                         "bytes_out", "terminations", "connection_ends", "peers", "client_sessions"})
+                                         "bytes_out", "responses", "proxy_responses", "terminations", "connection_ends", "peers",
+                                         "client_sessions"})
         self.assertEqual((frontend["name"], frontend["peers"], frontend["client_sessions"]), ("default", "local", None))
         code, body = yield self.call(b"GET", "/nothing")
         self.assertEqual(code, 404)
