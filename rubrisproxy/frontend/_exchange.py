@@ -413,10 +413,11 @@ class Exchange:
         self.retries += 1  # counts attempts made again, as the access log reports them
         self.server.retries += 1  # type: ignore[union-attr]
         if backend.redispatch:
-            self.server.redispatches += 1  # type: ignore[union-attr]
             self._tried = self._tried | {self.server}  # type: ignore[arg-type]
             if not backend.usable(self._tried):
                 self._tried = NONE  # every server failed once: go round again
+            else:
+                self.server.redispatches += 1  # type: ignore[union-attr]  # sent on to another server
             self._assign()
         elif self.server in backend.usable() and not self.server.full:  # type: ignore[union-attr, operator]
             self._holds_slot = True
