@@ -8,6 +8,7 @@ import io
 import json
 import os
 import platform
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
@@ -39,8 +40,17 @@ class MetricsCase(ProxyTestCase):
     ``X-Pair`` requests to ``pair`` and ``/dead`` to ``dead``."""
 
     def setUp(self) -> None:
-        origin, dead = self.start_web_origin(), closed_port()
-        document = {
+        document = self.document(self.start_web_origin(), closed_port())
+        service = self.service = build_service(config_from_document(document), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.proxy_port = service.getServiceNamed("frontend:web").ports[0].getHost().port
+        self.admin_port = service.getServiceNamed("admin").ports[0].getHost().port
+        self.parts = service.parts  # type: ignore[attr-defined]
+
+    def document(self, origin: int, dead: int) -> dict[str, Any]:
+        """The configuration, with the origin's port and a port nothing listens on."""
+        return {
             "access-log": {"enabled": False},
             "admin": {"listen": ["tcp:0:interface=127.0.0.1"]},
             "frontends": {"web": {"listen": ["tcp:0:interface=127.0.0.1"], "backend": "app", "routes": [
@@ -58,12 +68,6 @@ class MetricsCase(ProxyTestCase):
                          "health": {"check": "tcp", "interval": "60s", "fall": 1}},
             },
         }
-        service = self.service = build_service(config_from_document(document), reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
-        self.proxy_port = service.getServiceNamed("frontend:web").ports[0].getHost().port
-        self.admin_port = service.getServiceNamed("admin").ports[0].getHost().port
-        self.parts = service.parts  # type: ignore[attr-defined]
 
     def server(self, backend: str, name: str):  # type: ignore[no-untyped-def]
         return next(s for s in self.parts.backends[backend].servers if s.name == name)
