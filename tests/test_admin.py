@@ -260,8 +260,9 @@ class TokenTests(AdminTests):
 
     @defer.inlineCallbacks
     def test_calls_without_the_token_are_refused(self):  # type: ignore[no-untyped-def]
-        code, body = yield AdminTests.call(self, b"GET", "/backends", None, None)
-        self.assertEqual(code, 401)
+        for path in ("/backends", "/stats.json", "/stats.csv", "/metrics"):
+            code, body = yield AdminTests.call(self, b"GET", path, None, None)
+            self.assertEqual((code, body["status"]), (401, 401), path)
         agent = Agent(reactor)
         lower = Headers({b"authorization": [f"bearer {self.token}".encode()]})  # the scheme is case-insensitive
         response = yield agent.request(b"GET", f"http://127.0.0.1:{self.admin_port}/backends".encode(), lower)

@@ -19,9 +19,12 @@ from twisted.web.client import Agent, readBody
 
 import twisted
 from rubrisproxy import __version__
-from rubrisproxy.backend import Server
-from rubrisproxy.config import ServerConfig, config_from_document
+from rubrisproxy.admin import RunningProxy
+from rubrisproxy.admin._stats import stats_csv
+from rubrisproxy.backend import Backend, Server
+from rubrisproxy.config import BackendConfig, ServerConfig, config_from_document
 from rubrisproxy.service import build_service
+from rubrisproxy.websocket import ResumeBudget
 
 from .helpers import ProxyTestCase, get
 
@@ -275,3 +278,12 @@ class ServerCounterTests(unittest.TestCase):
         self.assertEqual(server.check_results, {"passed": 1, "failed": 1})
         self.assertEqual(server.check_seconds.count, 2)
         self.assertEqual(server.state_seconds(), 0)  # no clock: no time in state
+
+    def test_a_name_with_commas_and_quotes_stays_one_csv_field(self) -> None:
+        name = 'a,"b'
+        backend = Backend(BackendConfig(name=name, servers=(ServerConfig(name="s1", host="127.0.0.1", port=1),)),
+                          MemoryReactorClock())
+        text = stats_csv(RunningProxy([], {name: backend}, ResumeBudget()))
+        rows = list(csv.DictReader(io.StringIO(text[2:])))
+        self.assertEqual([(r["pxname"], r["svname"], r["status"]) for r in rows],
+                         [(name, "s1", "UP"), (name, "BACKEND", "UP")])

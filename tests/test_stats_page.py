@@ -22,6 +22,7 @@ from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
 CELL = 'document.querySelector(\'table[data-backend="default"] tr[data-server="{server}"] td.{column}\')'
 GUARD_STEPS = 200  # 10 s in steps of 50 ms
+MARKUP = "<img src=x onerror=window.pwned=1>"
 
 
 class StatsPageTests(AdminCase):
@@ -92,6 +93,7 @@ class LivePageTests(MetricsCase):
             self.addCleanup(listener.stopListening)
             ports.append(listener.getHost().port)
         document["frontends"]["web"]["routes"].insert(0, {"websocket": True, "backend": "ws"})
+        document["frontends"]["web"]["routes"].append({"header": "X-Tag", "value": MARKUP, "deny": 403})
         document["backends"]["ws"] = {
             "servers": [{"name": f"w{i + 1}", "address": f"127.0.0.1:{port}"} for i, port in enumerate(ports)],
             "websocket": {"mode": "session"}, "health": {"check": "none"},
@@ -130,7 +132,9 @@ class LivePageTests(MetricsCase):
         )
         self.assertEqual(routes, ["websocket -> backend ws", "path-prefix /deny -> deny 403",
                                   "header X-Pair -> backend pair", "path-prefix /dead -> backend dead",
-                                  "otherwise -> backend app"])
+                                  f"header X-Tag = {MARKUP} -> deny 403", "otherwise -> backend app"])
+        # What the configuration says is shown as text, never run as markup.
+        self.assertEqual(await browser.evaluate("[document.querySelectorAll('img').length, window.pwned]"), [0, None])
         code, listed = await self.admin_json("/sessions")
         (session,) = listed["sessions"]
         shown = f'document.querySelector(\'#sessions tr[data-session="{session["id"]}"] td.server\')'
