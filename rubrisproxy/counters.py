@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 #: Bucket upper bounds in seconds, for request, connect and resume durations.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -35,6 +38,11 @@ class Histogram:
         return pairs
 
 
-def count(counts: dict[str, int], key: str) -> None:
+def count(counts: dict[K, int], key: K) -> None:
     """Add one to ``counts[key]``."""
     counts[key] = counts.get(key, 0) + 1
+
+
+def status_class(status: int) -> str:
+    """``"2xx"`` for 200 and the like: how metrics and the stats page group statuses."""
+    return f"{status // 100}xx"

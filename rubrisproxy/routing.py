@@ -22,6 +22,10 @@ class Router:
             (_conditions(route), backends[route.backend] if route.backend else route.deny, route) for route in routes
         ]
 
+    def table(self) -> list[tuple[RouteConfig, Backend | int]]:
+        """The routes in order, each with its backend or the status it refuses with (for the stats page)."""
+        return [(route, target) for _, target, route in self._routes]  # type: ignore[misc]  # a deny is an int
+
     def route(self, head: RequestHead) -> Backend | int:
         """The backend for ``head``, or the status to refuse it with.
 

@@ -194,6 +194,15 @@ class ListeningService(service.Service):
             host=getattr(address, "host", "?"), port=getattr(address, "port", "?"),
         )
 
+    def addresses(self) -> list[dict[str, str]]:
+        """Each endpoint listened on, with the address it is bound to (a TCP port 0 shows the port chosen)."""
+        bound = []
+        for description, port in self._ports_by.items():
+            host: Any = port.getHost()
+            address = f"{host.host}:{host.port}" if hasattr(host, "port") else str(getattr(host, "name", host))
+            bound.append({"endpoint": description, "address": address})
+        return bound
+
     def _listen_failed(self, failure: Any, description: str) -> None:
         self.log.critical(
             "{label} cannot listen on {description}: {why}",
@@ -414,7 +423,7 @@ def build_service(
         ReloadOnHangup(reloader, reactor).setServiceParent(root)
     if config.admin.listen or config.demo:
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers,
-                               reloader.reload if reloader is not None else None)
+                               reloader.reload if reloader is not None else None, reactor, _listening_of(parts))
         site = admin_site(running, config.admin.token, config.timeouts, reactor)
         if config.admin.listen:
             admin: Any = ListeningService(reactor, "admin", site, config.admin.listen, key="admin")
@@ -427,6 +436,14 @@ def build_service(
     AccessLogService(parts.access_log, reactor).setServiceParent(root)
     root.parts = parts  # type: ignore[attr-defined]  # for tests and the reloader's callers
     return root
+
+
+def _listening_of(parts: ProxyParts) -> Callable[[Frontend], list[dict[str, str]]]:
+    def listening(frontend: Frontend) -> list[dict[str, str]]:
+        running = parts.frontends.get(frontend.name)
+        return running.addresses() if running is not None else []
+
+    return listening
 
 
 def _servers_of(backend: Backend) -> Callable[[], list[Server]]:

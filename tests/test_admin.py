@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from io import BytesIO
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.utils import getProcessOutputAndValue
@@ -17,7 +18,7 @@ from twisted.web.http_headers import Headers
 from rubrisproxy.config import CommandLine, ConfigError, load_config
 from rubrisproxy.service import build_service
 
-from .helpers import ProxyTestCase
+from .helpers import ProxyTestCase, RawClient
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,6 +61,17 @@ class AdminCase(ProxyTestCase):
     def frontend(self):  # type: ignore[no-untyped-def]
         return self.service.getServiceNamed("frontend:default").frontend
 
+    @defer.inlineCallbacks
+    def metrics(self):  # type: ignore[no-untyped-def]
+        """The scrape's samples by (name, sorted labels)."""
+        headers = Headers({b"authorization": [f"Bearer {self.token}".encode()]} if self.token else {})
+        response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{self.admin_port}/metrics".encode(), headers)
+        text = (yield readBody(response)).decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+        }
+
 
 class AdminTests(AdminCase):
     @defer.inlineCallbacks
@@ -88,6 +100,15 @@ class AdminTests(AdminCase):
         self.assertFalse(client.closed.called)
         code, body = yield self.call(b"GET", "/backends/default")
         self.assertEqual(body["resumes"], 1)
+        samples = yield self.metrics()
+        default = (("backend", "default"),)
+        self.assertEqual(samples[("rubrisproxy_resumes_total", default)], 1)
+        self.assertEqual(samples[("rubrisproxy_resume_duration_seconds_count", default)], 1)
+        self.assertLess(samples[("rubrisproxy_resume_duration_seconds_sum", default)], 5)
+        drained = (("backend", "default"), ("server", f"s{first + 1}"))
+        self.assertEqual({state: samples[("rubrisproxy_server_state", (*drained, ("state", state)))]
+                          for state in ("up", "down", "drain", "maint")}, {"up": 0, "down": 0, "drain": 1, "maint": 0})
+        self.assertEqual(samples[("rubrisproxy_server_up", drained)], 0)
         code, server = yield self.call(b"POST", f"/backends/default/servers/s{first + 1}/ready")
         self.assertEqual((code, server["state"]), (200, "up"))
         client.sendClose(1000)
@@ -113,7 +134,8 @@ class AdminTests(AdminCase):
         self.assertEqual(code, 200)
         (frontend,) = body["frontends"]
         self.assertEqual(set(frontend), {"name", "connections", "accepted", "requests", "websockets", "bytes_in",
-                                         "bytes_out", "terminations", "connection_ends", "peers", "client_sessions"})
+                                         "bytes_out", "responses", "proxy_responses", "terminations", "connection_ends", "peers",
+                                         "client_sessions"})
         self.assertEqual((frontend["name"], frontend["peers"], frontend["client_sessions"]), ("default", "local", None))
         code, body = yield self.call(b"GET", "/nothing")
         self.assertEqual(code, 404)
@@ -121,10 +143,6 @@ class AdminTests(AdminCase):
 
     @defer.inlineCallbacks
     def test_metrics_count_known_traffic(self):  # type: ignore[no-untyped-def]
-        from prometheus_client.parser import text_string_to_metric_families
-
-        from .helpers import RawClient
-
         client = connect_client(self.proxy_port, "/")
         yield client.opened
         client.sendMessage(b"hello")
@@ -242,8 +260,9 @@ class TokenTests(AdminTests):
 
     @defer.inlineCallbacks
     def test_calls_without_the_token_are_refused(self):  # type: ignore[no-untyped-def]
-        code, body = yield AdminTests.call(self, b"GET", "/backends", None, None)
-        self.assertEqual(code, 401)
+        for path in ("/backends", "/stats.json", "/stats.csv", "/metrics"):
+            code, body = yield AdminTests.call(self, b"GET", path, None, None)
+            self.assertEqual((code, body["status"]), (401, 401), path)
         agent = Agent(reactor)
         lower = Headers({b"authorization": [f"bearer {self.token}".encode()]})  # the scheme is case-insensitive
         response = yield agent.request(b"GET", f"http://127.0.0.1:{self.admin_port}/backends".encode(), lower)

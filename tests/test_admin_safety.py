@@ -109,7 +109,9 @@ class HostTests(_Raw):
         port = self.admin_port
         for host in (b"evil.example:%d" % port, b"evil.example", b"127.0.0.1.evil.example:%d" % port, b"10.0.0.1",
                      b"[::ffff:7f00:1]x", b"localhost.evil.example"):
-            for request in (b"GET /backends HTTP/1.1\r\nHost: %s\r\n\r\n" % host, b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host,
+            reads = [b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, host)
+                     for path in (b"/backends", b"/", b"/stats.json", b"/stats.csv", b"/metrics")]
+            for request in (*reads,
                             self.post(b"/backends/default/servers", b"Content-Type: application/json\r\n", host=host)):
                 response = yield self.send(request)
                 self.assertEqual(response.status, 403, request)

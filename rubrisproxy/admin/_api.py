@@ -7,8 +7,8 @@ import hmac
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -16,26 +16,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from ..backend import Backend, HealthChecker, Server
+from ..backend import Backend, Server
 from ..config import ConfigError, Timeouts, parse_server
-from ..frontend import Frontend
-from ..websocket import ResumeBudget, WebSocketSession
+from ..websocket import WebSocketSession
 from ._channel import MAX_BODY, AdminSite
 from ._metrics import registry_for
+from ._stats import RunningProxy, backend_fields, frontend_fields, server_fields, stats, stats_csv
 
 #: The stats page (``GET /``): plain HTML and script, no build step, no external assets.
 STATS_PAGE = (resources.files(__package__) / "stats.html").read_bytes()
-
-
-@dataclass(eq=False)
-class RunningProxy:
-    """What the admin API reads and changes."""
-
-    frontends: Sequence[Frontend]
-    backends: Mapping[str, Backend]
-    budget: ResumeBudget
-    checkers: Mapping[str, HealthChecker] = field(default_factory=dict)  # by backend name
-    reload: Callable[[], list[str]] | None = None  # re-reads the configuration file, if there is one
 
 
 class APIError(Exception):
@@ -83,6 +72,10 @@ class AdminAPI(resource.Resource):
             if method == "GET" and path == ["metrics"]:
                 request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
                 return generate_latest(self.registry)  # type: ignore[no-any-return]
+            if method == "GET" and path == ["stats.csv"]:
+                request.setHeader(b"content-type", b"text/csv; charset=utf-8")
+                request.setHeader(b"cache-control", b"no-store")
+                return stats_csv(self.proxy).encode()
             body = self._route(request, method, path)
         except APIError as error:
             return _json(request, error.status, {"status": error.status, "error": error.message})
@@ -122,17 +115,19 @@ class AdminAPI(resource.Resource):
     def _route(self, request: server.Request, method: str, path: list[str]) -> object:
         if method == "GET":
             if path == ["backends"]:
-                return {"backends": [_backend(b) for b in self.proxy.backends.values()],
+                return {"backends": [backend_fields(b) for b in self.proxy.backends.values()],
                         "resume_buffered_bytes": self.proxy.budget.held}
             if len(path) == 2 and path[0] == "backends":
-                return _backend(self._backend(path[1]))
+                return backend_fields(self._backend(path[1]))
             if len(path) == 3 and path[0] == "backends" and path[2] == "stick":
                 return self._stick_table(self._backend(path[1]), request)
             if path == ["sessions"]:
                 return {"sessions": self._sessions()}
             if path == ["frontends"]:
-                return {"frontends": [_frontend(f) for f in self.proxy.frontends]}
-            raise APIError(404, "not found; see GET /frontends, /backends, /sessions, /metrics")
+                return {"frontends": [frontend_fields(f) for f in self.proxy.frontends]}
+            if path == ["stats.json"]:
+                return stats(self.proxy)
+            raise APIError(404, "not found; see GET /frontends, /backends, /sessions, /stats.json, /stats.csv, /metrics")
         if method == "POST" and path == ["reload"]:
             return self._reload(request)
         if method == "POST" and len(path) == 5 and path[0] == "backends" and path[2] == "servers":
@@ -143,7 +138,7 @@ class AdminAPI(resource.Resource):
             backend = self._backend(path[1])
             removed = self._call(lambda: backend.remove_server(path[3]))
             self._audit(request, "remove", backend, removed)
-            return _server(removed)
+            return server_fields(removed)
         if method not in ("GET", "POST", "DELETE"):
             request.setHeader(b"allow", b"GET, POST, DELETE")
             raise APIError(405, f"{method} is not allowed here")
@@ -158,7 +153,7 @@ class AdminAPI(resource.Resource):
         else:
             raise APIError(404, f"no server action {action!r}; expected drain, ready, maint or weight")
         self._audit(request, action, backend, chosen)
-        return _server(chosen)
+        return server_fields(chosen)
 
     def _add_server(self, request: server.Request, backend: Backend) -> object:
         body = _body(request)
@@ -187,7 +182,7 @@ class AdminAPI(resource.Resource):
         if checker is not None:
             checker.watch(added)
         self._audit(request, "add", backend, added)
-        return _server(added)
+        return server_fields(added)
 
     @staticmethod
     def _stick_table(backend: Backend, request: server.Request) -> object:
@@ -280,45 +275,6 @@ def _body(request: server.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise APIError(400, "the body must be a JSON object")
     return body
-
-
-def _frontend(frontend: Frontend) -> dict[str, Any]:
-    return {
-        "name": frontend.name,
-        "connections": len(frontend.connections),
-        "accepted": frontend.accepted,
-        "requests": frontend.requests,
-        "websockets": len(frontend.websockets),
-        "bytes_in": frontend.bytes_in,
-        "bytes_out": frontend.bytes_out,
-        "terminations": dict(sorted(frontend.terminations.items())),
-        "connection_ends": dict(sorted(frontend.connection_ends.items())),
-        "peers": "proxied" if frontend.peers.proxied else "local",
-        "client_sessions": len(frontend.clients.sessions) if frontend.clients is not None else None,
-    }
-
-
-def _backend(backend: Backend) -> dict[str, Any]:
-    return {
-        "name": backend.name,
-        "servers": [_server(s) for s in backend.servers],
-        "queue": backend.queue_length,
-        "resumes": backend.resumes,
-        "resume_failures": dict(backend.resume_failures),
-    }
-
-
-def _server(server: Server) -> dict[str, Any]:
-    return {
-        "name": server.name,
-        "address": f"{server.config.host}:{server.config.port}",
-        "state": server.state,
-        "weight": server.weight,
-        "active": server.active,
-        "total": server.total,
-        "sessions": len(server.watchers),
-        "connect_failures": server.connect_failures,
-    }
 
 
 def _json(request: server.Request, status: int, body: object) -> bytes:

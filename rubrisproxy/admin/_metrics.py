@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
+from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -11,6 +12,10 @@ from ..backend import Backend
 from ..counters import Histogram
 from ..frontend import Frontend
 from ..websocket import ResumeBudget, WebSocketSession
+from ._stats import BUILD, server_classes
+
+#: The values ``rubrisproxy_server_state`` has a series for, each 1 when it is the server's state.
+SERVER_STATES = ("up", "down", "drain", "maint")
 
 
 class ProxyCollector(Collector):
@@ -22,6 +27,11 @@ class ProxyCollector(Collector):
         self.budget = budget
 
     def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily(
+            "rubrisproxy_build_info", "The running versions; always 1.", labels=["version", "python", "twisted"]
+        )
+        build.add_metric([BUILD.version, BUILD.python, BUILD.twisted], 1)
+        yield build
         yield from self._frontends()
         yield from self._backends()
         held = GaugeMetricFamily("rubrisproxy_resume_buffered_bytes", "Client bytes held by moving WebSocket sessions.")
@@ -51,6 +61,10 @@ class ProxyCollector(Collector):
         durations = HistogramMetricFamily(
             "rubrisproxy_request_duration_seconds", "From request head to the end of the answer.", labels=["frontend"]
         )
+        answered = CounterMetricFamily(
+            "rubrisproxy_frontend_responses", "Answers sent to clients by status class, and whether the origin's"
+            " or the proxy's own.", labels=["frontend", "code", "source"]
+        )
         for frontend in self.frontends:
             name = frontend.name
             accepted.add_metric([name], frontend.accepted)
@@ -70,55 +84,107 @@ class ProxyCollector(Collector):
             websockets.add_metric([name, "session"], sessions)
             websockets.add_metric([name, "tunnel"], len(frontend.websockets) - sessions)
             _histogram(durations, [name], frontend.request_seconds)
-        yield from (accepted, active, requests, ended, connection_ends, clients, destroyed, traffic, websockets, durations)
+            for (code, source), count in sorted(frontend.responses.items()):
+                answered.add_metric([name, code, source], count)
+        yield from (accepted, active, requests, ended, connection_ends, clients, destroyed, traffic, websockets, durations,
+                    answered)
 
     def _backends(self) -> Iterator[Metric]:
-        labels = ["backend", "server"]
-        responses = CounterMetricFamily(
-            "rubrisproxy_responses", "Responses by status class.", labels=[*labels, "code"]
+        yield from self._servers()
+        labels = ["backend"]
+        queue = GaugeMetricFamily("rubrisproxy_backend_queue_length", "Requests waiting for a server.", labels=labels)
+        answered = CounterMetricFamily(
+            "rubrisproxy_backend_responses", "Answers to requests routed to the backend, the proxy's own included.",
+            labels=["backend", "code"]
         )
-        in_progress = GaugeMetricFamily("rubrisproxy_server_active", "Requests and WebSockets in progress.", labels=labels)
-        state = GaugeMetricFamily(
-            "rubrisproxy_server_up", "1 if the server takes new requests (up and not draining).", labels=labels
+        durations = HistogramMetricFamily(
+            "rubrisproxy_backend_request_duration_seconds", "Requests routed to the backend: from the request head"
+            " to the end of the answer.", labels=labels
         )
-        sessions = GaugeMetricFamily("rubrisproxy_server_sessions", "Session-mode WebSockets on the server.", labels=labels)
-        failures = CounterMetricFamily(
-            "rubrisproxy_server_connect_failures", "Failed connection attempts.", labels=labels
-        )
-        queue = GaugeMetricFamily("rubrisproxy_backend_queue_length", "Requests waiting for a server.", labels=["backend"])
-        resumes = CounterMetricFamily(
-            "rubrisproxy_resumes", "Sessions moved to another server.", labels=["backend"]
-        )
+        resumes = CounterMetricFamily("rubrisproxy_resumes", "Sessions moved to another server.", labels=labels)
         resume_failures = CounterMetricFamily(
             "rubrisproxy_resume_failures", "Sessions that could not move.", labels=["backend", "reason"]
         )
         resume_seconds = HistogramMetricFamily(
-            "rubrisproxy_resume_duration_seconds", "How long sessions took to move.", labels=["backend"]
+            "rubrisproxy_resume_duration_seconds", "How long sessions took to move.", labels=labels
         )
         connect_seconds = HistogramMetricFamily(
-            "rubrisproxy_connect_duration_seconds", "How long new server connections took.", labels=["backend"]
+            "rubrisproxy_connect_duration_seconds", "How long new server connections took.", labels=labels
+        )
+        for backend in self.backends.values():
+            key = [backend.name]
+            queue.add_metric(key, backend.queue_length)
+            for code, count in sorted(backend.responses.items()):
+                answered.add_metric([*key, code], count)
+            _histogram(durations, key, backend.request_seconds)
+            resumes.add_metric(key, backend.resumes)
+            for reason, count in sorted(backend.resume_failures.items()):
+                resume_failures.add_metric([*key, reason], count)
+            _histogram(resume_seconds, key, backend.resume_seconds)
+            _histogram(connect_seconds, key, backend.connect_seconds)
+        yield from (queue, answered, durations, resumes, resume_failures, resume_seconds, connect_seconds)
+
+    def _servers(self) -> Iterator[Metric]:
+        labels = ["backend", "server"]
+        responses = CounterMetricFamily(
+            "rubrisproxy_responses", "Server answers by status class.", labels=[*labels, "code"]
+        )
+        in_progress = GaugeMetricFamily("rubrisproxy_server_active", "Requests and WebSockets in progress.", labels=labels)
+        most = GaugeMetricFamily("rubrisproxy_server_max_active", "The most requests and WebSockets in progress at once.",
+                                 labels=labels)
+        maxconn = GaugeMetricFamily("rubrisproxy_server_maxconn", "The server's maxconn (0: no limit).", labels=labels)
+        up = GaugeMetricFamily(
+            "rubrisproxy_server_up", "1 if the server takes new requests (up and not draining).", labels=labels
+        )
+        state = GaugeMetricFamily(
+            "rubrisproxy_server_state", "1 for the server's current state, 0 for the others.", labels=[*labels, "state"]
+        )
+        sessions = GaugeMetricFamily("rubrisproxy_server_sessions", "Session-mode WebSockets on the server.", labels=labels)
+        requests = CounterMetricFamily("rubrisproxy_server_requests", "Requests and WebSockets sent to the server.",
+                                       labels=labels)
+        traffic = CounterMetricFamily(
+            "rubrisproxy_server_bytes", "Bytes relayed (bodies and WebSocket data).", labels=[*labels, "direction"]
+        )
+        failures = CounterMetricFamily(
+            "rubrisproxy_server_connect_failures", "Failed connection attempts.", labels=labels
+        )
+        retries = CounterMetricFamily(
+            "rubrisproxy_server_retries", "Failed connection attempts that were tried again.", labels=labels
+        )
+        redispatches = CounterMetricFamily(
+            "rubrisproxy_server_redispatches", "Failed connection attempts sent on to another server.", labels=labels
+        )
+        checks = CounterMetricFamily(
+            "rubrisproxy_health_checks", "Active health checks by result.", labels=[*labels, "result"]
+        )
+        check_seconds = HistogramMetricFamily(
+            "rubrisproxy_health_check_duration_seconds", "How long active health checks took.", labels=labels
         )
         for backend in self.backends.values():
             for server in backend.servers:
                 key = [backend.name, server.name]
-                classes: dict[str, int] = {}
-                for status, count in server.responses.items():
-                    code = f"{status // 100}xx"
-                    classes[code] = classes.get(code, 0) + count
-                for code, count in sorted(classes.items()):
-                    responses.add_metric([*key, code], count)
+                for code, count in server_classes(server).items():
+                    if count:
+                        responses.add_metric([*key, code], count)
                 in_progress.add_metric(key, server.active)
-                state.add_metric(key, 1 if server.up and not server.draining else 0)
+                most.add_metric(key, server.max_active)
+                maxconn.add_metric(key, server.maxconn)
+                up.add_metric(key, 1 if server.state == "up" else 0)
+                for name in SERVER_STATES:
+                    state.add_metric([*key, name], 1 if server.state == name else 0)
                 sessions.add_metric(key, len(server.watchers))
+                requests.add_metric(key, server.total)
+                traffic.add_metric([*key, "in"], server.bytes_in)
+                traffic.add_metric([*key, "out"], server.bytes_out)
                 failures.add_metric(key, server.connect_failures)
-            queue.add_metric([backend.name], backend.queue_length)
-            resumes.add_metric([backend.name], backend.resumes)
-            for reason, count in sorted(backend.resume_failures.items()):
-                resume_failures.add_metric([backend.name, reason], count)
-            _histogram(resume_seconds, [backend.name], backend.resume_seconds)
-            _histogram(connect_seconds, [backend.name], backend.connect_seconds)
-        yield from (responses, in_progress, state, sessions, failures, queue, resumes, resume_failures,
-                    resume_seconds, connect_seconds)
+                retries.add_metric(key, server.retries)
+                redispatches.add_metric(key, server.redispatches)
+                if server.check_seconds.count:
+                    for result in ("passed", "failed"):
+                        checks.add_metric([*key, result], server.check_results.get(result, 0))
+                    _histogram(check_seconds, key, server.check_seconds)
+        yield from (responses, in_progress, most, maxconn, up, state, sessions, requests, traffic, failures, retries,
+                    redispatches, checks, check_seconds)
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
@@ -126,7 +192,8 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], histogram: Hist
 
 
 def registry_for(frontends: Sequence[Frontend], backends: Mapping[str, Backend], budget: ResumeBudget) -> CollectorRegistry:
-    """A registry holding only the proxy's collector (no process metrics from the library's default one)."""
+    """A registry of its own: the proxy's collector and the process's (``process_*``: CPU, memory, open files)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ProxyCollector(frontends, backends, budget))
+    ProcessCollector(registry=registry)
     return registry

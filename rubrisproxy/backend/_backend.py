@@ -59,6 +59,8 @@ class Backend:
         self.resume_failures: dict[str, int] = {}  # sessions that could not move, by reason
         self.resume_seconds = Histogram()  # how long moves took
         self.connect_seconds = Histogram()  # how long new server connections took to open
+        self.request_seconds = Histogram()  # requests routed here: from the request head to the end
+        self.responses: dict[str, int] = {}  # answers to requests routed here, the proxy's own included, by class
         self.log = Logger()
         self.table: TableStickiness | None = None
         self.config = config
@@ -291,8 +293,7 @@ class Backend:
 
     def take(self, server: Server) -> Server:
         """Take a slot on ``server``."""
-        server.active += 1
-        server.total += 1
+        server.take_slot()
         return server
 
     def release(self, server: Server) -> None:

@@ -200,12 +200,13 @@ class HealthChecker:
         self._timers.pop(server, None)
         if server not in self._servers():
             return  # removed from the backend
-        self.check_now(server).addCallback(self._judge, server)
+        self.check_now(server).addCallback(self._judge, server, self.clock.seconds())
 
-    def _judge(self, problem: str | None, server: Server) -> None:
+    def _judge(self, problem: str | None, server: Server, started: float) -> None:
         if not self.running:
             return  # a check abandoned by stop() (a reload, say) says nothing about the server
         self.completed += 1
+        server.check_done(problem, self.clock.seconds() - started)
         config = self.config
         if problem is None:
             server.check_failures = 0

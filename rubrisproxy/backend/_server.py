@@ -9,6 +9,7 @@ from typing import ClassVar, Protocol
 from twisted.internet.interfaces import IReactorTime
 
 from ..config import ServerConfig, TLSConfig
+from ..counters import Histogram
 
 
 class ServerWatcher(Protocol):
@@ -28,12 +29,22 @@ class Server:
     up: bool = True
     up_since: float = -1.0  # when it last came up; -1: up from the start (no ramp)
     active: int = 0  # requests assigned and not yet finished
+    max_active: int = 0  # the most ``active`` has been
     total: int = 0
     connect_failures: int = 0
+    retries: int = 0  # connection attempts that failed here and were tried again
+    redispatches: int = 0  # of those, the ones sent on to another server
+    bytes_in: int = 0  # request and WebSocket bytes from clients relayed to it
+    bytes_out: int = 0
     responses: dict[int, int] = field(default_factory=dict)
     check_successes: int = 0  # consecutive, from active checks
     check_failures: int = 0
     last_check_problem: str = ""
+    last_check: str = ""  # the last active check's result: "passed", "failed", or "" before the first
+    last_check_seconds: float = 0.0  # how long it took
+    check_results: dict[str, int] = field(default_factory=dict)  # active checks by result, in all
+    check_seconds: Histogram = field(default_factory=Histogram, repr=False)
+    state_since: float = 0.0  # when ``state`` last changed (the clock's time; 0 without a clock)
     consecutive_errors: int = 0  # from real traffic (passive checks)
     ejected: bool = False  # out for a passive-check cool-off
     draining: bool = False  # set by an operator: takes nothing new, and its WebSocket sessions move away
@@ -52,6 +63,8 @@ class Server:
         self.set_tls(self.tls)
         self.name = self.config.name
         self.weight = self.config.weight
+        if self.clock is not None:
+            self.state_since = self.clock.seconds()
 
     def set_tls(self, tls: TLSConfig | None) -> None:
         """Use ``tls`` for new connections; connections made under other settings are never reused for it."""
@@ -86,7 +99,8 @@ class Server:
         """Mark the server up or down; coming up starts its slow start, going down moves its sessions."""
         if up and not self.up and self.clock is not None:
             self.up_since = self.clock.seconds()
-        was_up, self.up = self.up, up
+        was_up, before, self.up = self.up, self.state, up
+        self._note_state(before)
         Server.generation += 1
         if was_up and not up:
             self._move_watchers("it is down")
@@ -97,8 +111,10 @@ class Server:
 
         ``maintenance`` marks the drain as the operator's "maint" state (HAProxy's word).
         """
+        before = self.state
         self.draining = draining
         self.maintenance = maintenance and draining
+        self._note_state(before)
         Server.generation += 1
         if draining:
             self._move_watchers("it is in maintenance" if self.maintenance else "it is draining")
@@ -112,6 +128,27 @@ class Server:
         if self.draining:
             return "drain"
         return "up" if self.up else "down"
+
+    def state_seconds(self) -> float:
+        """How long the server has been in its current ``state``."""
+        return max(0.0, self.clock.seconds() - self.state_since) if self.clock is not None else 0.0
+
+    def take_slot(self) -> None:
+        """Count a request or WebSocket assigned to the server."""
+        self.active += 1
+        self.total += 1
+        self.max_active = max(self.max_active, self.active)
+
+    def check_done(self, problem: str | None, seconds: float) -> None:
+        """Record an active check's result (None: it passed) and how long it took."""
+        result = "passed" if problem is None else "failed"
+        self.last_check, self.last_check_seconds = result, seconds
+        self.check_results[result] = self.check_results.get(result, 0) + 1
+        self.check_seconds.observe(seconds)
+
+    def _note_state(self, before: str) -> None:
+        if self.state != before and self.clock is not None:
+            self.state_since = self.clock.seconds()
 
     def _move_watchers(self, why: str) -> None:
         for watcher in list(self.watchers):

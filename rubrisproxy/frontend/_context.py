@@ -46,6 +46,8 @@ class Frontend:
     bytes_in: int = 0  # request and WebSocket bytes from clients, as relayed
     bytes_out: int = 0
     request_seconds: Histogram = field(default_factory=Histogram)  # from the request head to the end
+    #: Answers sent to clients by (status class, "origin" or "proxy"): the proxy's own refusals and errors too.
+    responses: dict[tuple[str, str], int] = field(default_factory=dict)
     forward: ForwardProxy | None = None  # a forward proxy's rules; None for a reverse proxy
     peers: PeerSettings = LOCAL  # local clients, or proxies speaking for clients
     handlers: LifecycleHandlers = NO_HANDLERS

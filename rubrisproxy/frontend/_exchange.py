@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 
 from ..accesslog import AccessRecord
 from ..backend import PEEK_LIMIT, QUEUED, Backend, Server, is_engineio, open_packet_sid, session_id
-from ..counters import count
+from ..counters import count, status_class
 from ..http import NONE, HTTPError, RequestHead, ResponseHead, error_response, resolve, serialize_headers, split_absolute
 from ..lifecycle import ConnectionEnd, Termination
 from ..origin import ConnectTimeout, OriginConnection
@@ -411,10 +411,13 @@ class Exchange:
             self._no_server()
             return
         self.retries += 1  # counts attempts made again, as the access log reports them
+        self.server.retries += 1  # type: ignore[union-attr]
         if backend.redispatch:
             self._tried = self._tried | {self.server}  # type: ignore[arg-type]
             if not backend.usable(self._tried):
                 self._tried = NONE  # every server failed once: go round again
+            else:
+                self.server.redispatches += 1  # type: ignore[union-attr]  # sent on to another server
             self._assign()
         elif self.server in backend.usable() and not self.server.full:  # type: ignore[union-attr, operator]
             self._holds_slot = True
@@ -787,6 +790,17 @@ class Exchange:
         frontend.bytes_in += self.bytes_in
         frontend.bytes_out += self.bytes_out
         frontend.request_seconds.observe(now - self.started_at)
+        status, backend, server = self.status, self.backend, self.server
+        if status:  # the proxy's own answer is the one it sent instead of an origin's head
+            source = "origin" if self.response_head_sent or status == 101 else "proxy"
+            count(frontend.responses, (status_class(status), source))
+        if backend is not None:
+            backend.request_seconds.observe(now - self.started_at)
+            if status:
+                count(backend.responses, status_class(status))
+        if server is not None:
+            server.bytes_in += self.bytes_in
+            server.bytes_out += self.bytes_out
 
     def _log(self, termination: Termination, now: float) -> None:
         head, server, frontend = self.head, self.server, self.client.frontend
@@ -820,6 +834,7 @@ class Exchange:
     def log_refused(client: ClientConnection, status: int, termination: Termination) -> None:
         """The access-log line for a request refused before it became an exchange."""
         count(client.frontend.terminations, termination.value)
+        count(client.frontend.responses, (status_class(status), "proxy"))
         client.frontend.access_log.write(
             AccessRecord(
                 client=client.client_address, frontend=client.frontend.name, method="-", target="-",
