@@ -11,8 +11,8 @@ COPY pyproject.toml setup.cfg README.md ./
 COPY rubrisproxy ./rubrisproxy
 COPY twisted ./twisted
 RUN python3 -m venv .venv && .venv/bin/pip install .
-# Twisted's plugin cache, written now: the user below cannot write it at each start.
-RUN .venv/bin/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+# Listing twistd's plugins writes Twisted's plugin cache, which the user below could not write at each start.
+RUN .venv/bin/twistd --help > /dev/null
 
 # Run as a user of its own, never root. The configuration is mounted at /etc/rubrisproxy.
 RUN useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin rubrisproxy

@@ -14,17 +14,23 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from urllib.parse import urlsplit
 
+from twisted.internet import defer, reactor
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial import unittest
 
 from rubrisproxy import ctl
 from rubrisproxy.config import ProxyConfig
 
+from .helpers import ProxyTestCase, get
 from .test_packaging import source_files
+from .test_plugin import TWISTD, Twistd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "rubrisproxy.toml")
@@ -153,6 +159,15 @@ class DockerfileTests(unittest.TestCase):
         missing = {path for path in needed if not any(path == c or path.startswith(c.rstrip("/") + "/") for c in copied)}
         self.assertEqual(missing, set())
 
+    def test_the_host_install_in_deploying_md_is_the_images(self) -> None:
+        page = read("docs", "deploying.md")
+        self.assertIn(f"sudo sh -c '{readme_install()}'", page)
+        for command in (a for k, a in dockerfile() if k == "RUN" and a != readme_install() and "useradd" not in a):
+            self.assertIn(f"sudo {command}", page)
+        (useradd,) = (a for k, a in dockerfile() if k == "RUN" and "useradd" in a)
+        self.assertIn(f"sudo {useradd}", page)
+        self.assertIn(f"{only('WORKDIR')} ", page)
+
     def test_it_runs_as_a_user_it_creates(self) -> None:
         instructions = dockerfile()
         user = only("USER")
@@ -194,7 +209,7 @@ class DockerfileTests(unittest.TestCase):
 
 
 class SystemdUnitTests(unittest.TestCase):
-    def program(self, line: str) -> list[str]:
+    def words(self, line: str) -> list[str]:
         config = unit()["Service"]["Environment"]
         (path,) = [e.partition("=")[2] for e in config if e.startswith("CONFIG=")]
         self.assertEqual(path, "/etc/rubrisproxy/rubrisproxy.toml")
@@ -204,9 +219,9 @@ class SystemdUnitTests(unittest.TestCase):
         service = unit()["Service"]
         self.assertEqual(service["Type"], ["simple"])
         (pre,) = service["ExecStartPre"]
-        self.assertEqual(self.program(pre), ["/opt/rubrisproxy/.venv/bin/rubrisproxy", "check", "${CONFIG}"])
+        self.assertEqual(self.words(pre), ["/opt/rubrisproxy/.venv/bin/rubrisproxy", "check", "${CONFIG}"])
         (start,) = service["ExecStart"]
-        argv = self.program(start)
+        argv = self.words(start)
         self.assertEqual(argv[0], "/opt/rubrisproxy/.venv/bin/twistd")
         options = twistd_options([EXAMPLE if a == "${CONFIG}" else a for a in argv[1:]])
         self.assertTrue(options["nodaemon"])  # systemd watches the process it started
@@ -218,8 +233,8 @@ class SystemdUnitTests(unittest.TestCase):
     def test_reload_checks_the_file_then_sends_sighup(self) -> None:
         service = unit()["Service"]
         check, signal = service["ExecReload"]  # in order: a failed check stops the reload before the signal
-        self.assertEqual(self.program(check), self.program(service["ExecStartPre"][0]))
-        self.assertEqual(self.program(signal), ["/bin/kill", "-HUP", "$MAINPID"])
+        self.assertEqual(self.words(check), self.words(service["ExecStartPre"][0]))
+        self.assertEqual(self.words(signal), ["/bin/kill", "-HUP", "$MAINPID"])
         with tempfile.NamedTemporaryFile("w", suffix=".toml") as bad:
             bad.write("[timeouts]\nserver = 'forever'\n")
             bad.flush()
@@ -257,3 +272,86 @@ class SystemdUnitTests(unittest.TestCase):
         self.assertEqual(verify(text), (0, ""))
         code, said = verify(text.replace("KillSignal=SIGTERM", "KillSignal=SIGTERN"))  # the check can fail
         self.assertIn("SIGTERN", said)
+
+
+PROGRAMS = {  # the installed programs, as this checkout runs them
+    "/opt/rubrisproxy/.venv/bin/rubrisproxy": [sys.executable, "-m", "rubrisproxy.ctl"],
+    "/opt/rubrisproxy/.venv/bin/twistd": [sys.executable, *TWISTD[:2]],
+    "rubrisproxy": [sys.executable, "-m", "rubrisproxy.ctl"],
+}
+ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def program(words: list[str], **substitutions: str) -> list[str]:
+    return PROGRAMS.get(words[0], words[:1]) + [substitutions.get(w, w) for w in words[1:]]
+
+
+class LifecycleTests(ProxyTestCase):
+    """The unit's and the image's commands, run in the order systemd and docker run them."""
+
+    def write_config(self, path: str, origin: int, extra: str = "") -> None:
+        with open(path, "w") as f:
+            f.write(f'[access-log]\nenabled = false\n\n[frontends.web]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+                    f'{extra}\n[backends.app]\nservers = ["127.0.0.1:{origin}"]\n')
+
+    def start(self, argv: list[str]) -> Twistd:
+        process = Twistd()
+        reactor.spawnProcess(process, argv[0], argv, env=ENV, path=ROOT)
+        self.addCleanup(lambda: process.ended.called or os.kill(process.transport.pid, signal.SIGKILL))
+        return process
+
+    @defer.inlineCallbacks
+    def execute(self, argv: list[str], env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        out, err, code = yield getProcessOutputAndValue(argv[0], argv[1:], env=env or ENV, path=ROOT)
+        return out.decode() + err.decode(), code
+
+    @defer.inlineCallbacks
+    def test_the_unit_starts_reloads_only_a_valid_file_and_stops(self):  # type: ignore[no-untyped-def]
+        service = unit()["Service"]
+        config = os.path.abspath(self.mktemp())
+        origin = self.start_web_origin()
+        self.write_config(config, origin)
+        said, code = yield self.execute(program(shlex.split(service["ExecStartPre"][0]), **{"${CONFIG}": config}))
+        self.assertEqual(code, 0, said)
+        process = self.start(program(shlex.split(service["ExecStart"][0]), **{"${CONFIG}": config}))
+        self.proxy_port = int((yield process.wait_for(rb"listening on \S+ \(127\.0\.0\.1:(\d+)\)")).group(1))
+        responses = yield self.request(get(b"/blocked"))
+        self.assertEqual(responses[0].status, 200)
+        check, hangup = (shlex.split(line) for line in service["ExecReload"])
+        with open(config, "a") as f:
+            f.write('[timeouts]\nserver = "forever"\n')
+        said, code = yield self.execute(program(check, **{"${CONFIG}": config}))
+        self.assertEqual(code, 1)  # systemd stops the reload here: no SIGHUP
+        self.assertIn("timeouts.server", said)
+        self.write_config(config, origin, '[[frontends.web.routes]]\npath-prefix = "/blocked"\ndeny = 403\n')
+        said, code = yield self.execute(program(check, **{"${CONFIG}": config}))
+        self.assertEqual(code, 0, said)
+        said, code = yield self.execute(program(hangup, **{"$MAINPID": str(process.transport.pid)}))
+        self.assertEqual(code, 0, said)
+        yield process.wait_for(rb"reloaded .*frontend web")
+        responses = yield self.request(get(b"/blocked"))
+        self.assertEqual(responses[0].status, 403)
+        process.transport.signalProcess(service["KillSignal"][0].removeprefix("SIG"))
+        yield process.ended
+        self.assertEqual(process.signal, signal.SIGTERM)  # twistd re-raises it after a clean stop
+        self.assertIn(b"Server Shut Down", process.output)
+
+    @defer.inlineCallbacks
+    def test_the_image_command_is_healthy_while_it_runs(self):  # type: ignore[no-untyped-def]
+        config = os.path.abspath(self.mktemp())
+        self.write_config(config, self.start_web_origin())
+        command = exec_form(only("CMD"))
+        mounted = command[command.index("--config") + 1]
+        admin = command[command.index("--admin") + 1]
+        argv = exec_form(only("ENTRYPOINT")) + command
+        process = self.start(program(argv, **{mounted: config, admin: re.sub(r"^tcp:\d+", "tcp:0", admin)}))
+        port = (yield process.wait_for(rb"admin listening on \S+ \(127\.0\.0\.1:(\d+)\)")).group(1).decode()
+        health = exec_form(only("HEALTHCHECK").partition(" CMD ")[2])
+        env = {**ENV, "RUBRISPROXY_ADMIN": image_env()["RUBRISPROXY_ADMIN"].replace(":9000", f":{port}")}
+        said, code = yield self.execute(program(health), env)
+        self.assertEqual((code, said.strip()), (0, "ok"))
+        process.transport.signalProcess(only("STOPSIGNAL").removeprefix("SIG"))
+        yield process.ended
+        self.assertEqual(process.signal, signal.SIGTERM)
+        said, code = yield self.execute(program(health), env)
+        self.assertEqual(code, 1)
