@@ -95,3 +95,27 @@ class HAProxyExampleTests(unittest.TestCase):
             self.assertIn("health", document["backends"][name], f"{name}: HAProxy's check, written out")
             health = config.backends[name].health
             self.assertEqual((health.check, health.interval, health.rise, health.fall), ("tcp", 2.0, 2, 3), name)
+
+
+class LinkTests(unittest.TestCase):
+    def test_every_relative_link_and_anchor_of_the_docs_exists(self) -> None:
+        pages = ["README.md", "bench/README.md"] + [f"docs/{name}" for name in os.listdir(os.path.join(ROOT, "docs"))
+                                                    if name.endswith(".md")]
+        broken = []
+        for page in pages:
+            for link in re.findall(r"\]\(([^)\s]+)\)", read(page)):
+                if re.match(r"[a-z]+:", link):
+                    continue
+                path, _, anchor = link.partition("#")
+                target = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+                if not os.path.exists(os.path.join(ROOT, target)):
+                    broken.append(f"{page}: {link}")
+                elif anchor and target.endswith(".md") and anchor not in anchors(read(target)):
+                    broken.append(f"{page}: {link} (no such heading)")
+        self.assertEqual(broken, [])
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings."""
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.*)$", text, re.M)}
