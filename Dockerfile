@@ -15,7 +15,7 @@ RUN python3 -m venv .venv && .venv/bin/pip install .
 RUN .venv/bin/twistd --help > /dev/null
 
 # Run as a user of its own, never root. The configuration is mounted at /etc/rubrisproxy.
-RUN useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin rubrisproxy
+RUN useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin rubrisproxy
 USER rubrisproxy
 ENV PATH=/opt/rubrisproxy/.venv/bin:$PATH PYTHONUNBUFFERED=1 RUBRISPROXY_ADMIN=http://127.0.0.1:9000
 EXPOSE 8080

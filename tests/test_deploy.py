@@ -164,8 +164,9 @@ class DockerfileTests(unittest.TestCase):
         self.assertIn(f"sudo sh -c '{readme_install()}'", page)
         for command in (a for k, a in dockerfile() if k == "RUN" and a != readme_install() and "useradd" not in a):
             self.assertIn(f"sudo {command}", page)
-        (useradd,) = (a for k, a in dockerfile() if k == "RUN" and "useradd" in a)
-        self.assertIn(f"sudo {useradd}", page)
+        (user,) = unit()["Service"]["User"]
+        self.assertIn(f"sudo useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {user}\n",
+                      page)
         self.assertIn(f"{only('WORKDIR')} ", page)
 
     def test_it_runs_as_a_user_it_creates(self) -> None:
