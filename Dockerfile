@@ -1,7 +1,7 @@
 # rubrisproxy in a container (docs/deploying.md):
 #   docker build -t rubrisproxy .
-#   docker run -d --name rubrisproxy -p 8080:8080 \
-#       -v "$PWD/rubrisproxy.toml:/etc/rubrisproxy/rubrisproxy.toml:ro" rubrisproxy
+#   docker run -d --name rubrisproxy -p 8080:8080 -v /etc/rubrisproxy:/etc/rubrisproxy:ro rubrisproxy
+# (the directory holds rubrisproxy.toml and any files it names, readable by uid 10001)
 FROM python:3.11-slim
 
 # The README's install, in /opt/rubrisproxy: what is copied is what `pip install .` reads.
