@@ -185,6 +185,9 @@ class DockerfileTests(unittest.TestCase):
         self.assertEqual(entrypoint[0], f"{only('WORKDIR')}/{venv}/bin/twistd")
         config = command[command.index("--config") + 1]
         self.assertEqual(os.path.dirname(config), "/etc/rubrisproxy")
+        mount = f"-v {os.path.dirname(config)}:{os.path.dirname(config)}:ro"  # as deploying.md and the comment run it
+        self.assertIn(mount, read("docs", "deploying.md"))
+        self.assertIn(mount, read("Dockerfile"))
         argv = [EXAMPLE if a == config else a for a in entrypoint[1:] + command]
         options = twistd_options(argv)
         self.assertTrue(options["nodaemon"])
