@@ -48,6 +48,8 @@ class CtlServerTests(test_admin.AdminCase):
             (("add", "s4", "nope:"), "400: address"),
             (("add", "s4", "127.0.0.1:1", "--weight", "300"), "weight must be"),
             (("add", "s/4", "127.0.0.1:1"), "404: no backend named 's'"),
+            (("add", "bad name?", "127.0.0.1:1"), "400: expected a JSON object with a name"),
+            (("remove", "../reload"), "404: no backend named '..'"),
             (("remove", "s9"), "404"),
             (("remove", "default/"), "expected BACKEND/SERVER"),
             (("drain", ""), "expected BACKEND/SERVER"),
