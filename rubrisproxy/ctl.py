@@ -78,14 +78,68 @@ def sessions(base: str, token: str | None) -> str:
     return table(rows, ("SESSION", "FRONTEND", "CLIENT", "SERVER", "STATE", "AGE", "RESUMES", "HELD BYTES"))
 
 
-def server_action(base: str, token: str | None, action: str, target: str, weight: int | None = None) -> str:
+def frontends(base: str, token: str | None) -> str:
+    answer = call(base, "GET", "/frontends", token)
+    rows = [(f["name"], f["peers"], f["connections"], f["accepted"], f["requests"], f["websockets"], f["bytes_in"],
+             f["bytes_out"], "-" if f["client_sessions"] is None else f["client_sessions"])
+            for f in answer["frontends"]]
+    header = ("FRONTEND", "PEERS", "OPEN", "ACCEPTED", "REQUESTS", "WEBSOCKETS", "BYTES IN", "BYTES OUT", "CLIENTS")
+    return table(rows, header)
+
+
+def health(base: str, token: str | None) -> str:
+    return str(call(base, "GET", "/healthz", token)["status"])
+
+
+def resolve_target(base: str, token: str | None, target: str) -> tuple[str, str]:
+    """``BACKEND/SERVER`` split in two; a bare ``SERVER`` belongs to the only backend, if there is one."""
     backend, sep, server = target.partition("/")
-    if not sep or not backend or not server:
-        raise CtlError(f"expected BACKEND/SERVER, got {target!r}")
-    body = {"weight": weight} if action == "weight" else None
-    path = f"/backends/{quote(backend, safe='')}/servers/{quote(server, safe='')}/{action}"
-    answer = call(base, "POST", path, token, body)
+    if sep:
+        if not backend or not server:
+            raise CtlError(f"expected BACKEND/SERVER, got {target!r}")
+        return backend, server
+    if not target:
+        raise CtlError("expected BACKEND/SERVER, got ''")
+    names = [b["name"] for b in call(base, "GET", "/backends", token)["backends"]]
+    if len(names) != 1:
+        raise CtlError(f"there are {len(names)} backends ({', '.join(names) or 'none'}): name one, "
+                       f"as BACKEND/SERVER, not {target!r}")
+    return names[0], target
+
+
+def _server_path(backend: str, server: str = "") -> str:
+    path = f"/backends/{quote(backend, safe='')}/servers"
+    return f"{path}/{quote(server, safe='')}" if server else path
+
+
+def _describe(backend: str, answer: dict[str, Any]) -> str:
     return f"{backend}/{answer['name']}: {answer['state']}, weight {answer['weight']}, {answer['sessions']} sessions"
+
+
+def server_action(base: str, token: str | None, action: str, target: str, weight: int | None = None) -> str:
+    backend, server = resolve_target(base, token, target)
+    body = {"weight": weight} if action == "weight" else None
+    return _describe(backend, call(base, "POST", f"{_server_path(backend, server)}/{action}", token, body))
+
+
+def add_server(base: str, token: str | None, target: str, address: str, weight: int | None = None,
+               maxconn: int | None = None, backup: bool = False) -> str:
+    backend, server = resolve_target(base, token, target)
+    body: dict[str, Any] = {"name": server, "address": address}
+    if weight is not None:
+        body["weight"] = weight
+    if maxconn is not None:
+        body["maxconn"] = maxconn
+    if backup:
+        body["backup"] = True
+    answer = call(base, "POST", _server_path(backend), token, body)
+    return f"{backend}/{answer['name']} added at {answer['address']}: {answer['state']}, weight {answer['weight']}"
+
+
+def remove_server(base: str, token: str | None, target: str) -> str:
+    backend, server = resolve_target(base, token, target)
+    answer = call(base, "DELETE", _server_path(backend, server), token)
+    return f"{backend}/{answer['name']} removed ({answer['sessions']} sessions moving, {answer['active']} in progress)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,13 +154,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="the admin token (default $RUBRISPROXY_ADMIN_TOKEN)")
     actions = ctl.add_subparsers(dest="action", required=True)
     actions.add_parser("status", help="backends and servers")
+    actions.add_parser("frontends", help="frontends: connections, requests, WebSockets, bytes")
     actions.add_parser("sessions", help="session-mode WebSockets")
+    actions.add_parser("health", help="exit 0 if the proxy answers (GET /healthz), else 1")
+    target_help = "BACKEND/SERVER, or SERVER alone when there is one backend"
     for name, what in (("drain", "move its sessions away; take nothing new"), ("ready", "take traffic again"),
-                       ("maint", "as drain, shown as maintenance")):
-        actions.add_parser(name, help=what).add_argument("target", metavar="BACKEND/SERVER")
+                       ("maint", "as drain, shown as maintenance"),
+                       ("remove", "remove a server: its sessions move, what it serves finishes")):
+        actions.add_parser(name, help=what).add_argument("target", metavar="[BACKEND/]SERVER", help=target_help)
     weight = actions.add_parser("weight", help="set a server's weight")
-    weight.add_argument("target", metavar="BACKEND/SERVER")
+    weight.add_argument("target", metavar="[BACKEND/]SERVER", help=target_help)
     weight.add_argument("weight", type=int)
+    add = actions.add_parser("add", help="add a server; it is health-checked like the others")
+    add.add_argument("target", metavar="[BACKEND/]SERVER", help=target_help + "; the new server's name")
+    add.add_argument("address", help="host:port, http://host:port or https://host:port")
+    add.add_argument("--weight", type=int, help="0 to 256 (default 1)")
+    add.add_argument("--maxconn", type=int, help="requests in flight at most (default 0: no limit)")
+    add.add_argument("--backup", action="store_true", help="used only when no normal server is up")
     actions.add_parser("reload", help="re-read the configuration file and apply it in place")
     check_parser = commands.add_parser("check", help="validate a configuration file as a start or reload would; "
                                                      "nothing is started")
@@ -124,8 +188,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join(changes) if changes else "nothing changed")
         elif args.action == "status":
             print(status(args.admin, args.token))
+        elif args.action == "frontends":
+            print(frontends(args.admin, args.token))
         elif args.action == "sessions":
             print(sessions(args.admin, args.token))
+        elif args.action == "health":
+            print(health(args.admin, args.token))
+        elif args.action == "add":
+            print(add_server(args.admin, args.token, args.target, args.address, args.weight, args.maxconn, args.backup))
+        elif args.action == "remove":
+            print(remove_server(args.admin, args.token, args.target))
         else:
             print(server_action(args.admin, args.token, args.action, args.target, getattr(args, "weight", None)))
     except CtlError as e:

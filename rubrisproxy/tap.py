@@ -14,11 +14,15 @@ from .service import build_service
 class Options(usage.Options):
     """Command-line options; flags override the config file (see docs/configuration.md)."""
 
-    synopsis = "[--config FILE] [--listen ENDPOINT]... [--backend ADDRESS]... [--websocket MODE] [--demo]"
+    synopsis = (
+        "[--config FILE] [--listen ENDPOINT]... [--backend ADDRESS]... [--timeout NAME=DURATION]... "
+        "[--websocket MODE] [--admin ENDPOINT]... [--access-log PATH] [--access-log-format FORMAT] [--demo]"
+    )
     longdesc = (
         "A reverse proxy for HTTP and WebSocket. With no backend configured, it proxies "
         "to a built-in demo. Flags override the file: --listen replaces the "
-        "listeners of the one frontend, --backend the servers of the one backend."
+        "listeners of the one frontend, --backend the servers of the one backend, --timeout "
+        "one timeout, --websocket the mode of every backend, --admin the admin listeners."
     )
     optFlags = [
         ["demo", None, "Proxy to the built-in demo origins (the default when no backend is configured)."],
@@ -50,7 +54,7 @@ class Options(usage.Options):
         self["backend"].append(address)
 
     def opt_timeout(self, assignment: str) -> None:
-        """Set a timeout, NAME=DURATION: client, http-request, http-keep-alive, connect, server, queue, tunnel (repeatable)."""
+        """Set a timeout, NAME=DURATION: client, http-request, http-keep-alive, connect, server, queue, tunnel, client-fin, server-fin (repeatable)."""
         name, sep, value = assignment.partition("=")
         if not sep:
             refuse(ConfigError("--timeout", f"expected NAME=DURATION, got {assignment!r}"))

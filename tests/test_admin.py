@@ -308,6 +308,6 @@ class CtlTests(AdminCase):
         out, err, code = yield self.ctl("drain", "default/s9")
         self.assertEqual(code, 1)
         self.assertIn("404", err)
-        out, err, code = yield self.ctl("drain", "no-slash")
+        out, err, code = yield self.ctl("drain", "no-slash")  # the one backend's (tests/test_ctl.py)
         self.assertEqual(code, 1)
-        self.assertIn("BACKEND/SERVER", err)
+        self.assertIn("404: backend default has no server 'no-slash'", err)

@@ -68,6 +68,10 @@ class AdminAPI(resource.Resource):
                 request.setHeader(b"content-type", b"text/html; charset=utf-8")
                 request.setHeader(b"cache-control", b"no-store")
                 return STATS_PAGE
+            if method in _READ_ONLY and path == ["healthz"]:
+                # Liveness, for a container's or balancer's check: answered by the event loop the frontends
+                # run on, and telling nothing else, so it needs no token.
+                return _json(request, 200, {"status": "ok"})
             self._authorize(request)
             if method == "GET" and path == ["metrics"]:
                 request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
