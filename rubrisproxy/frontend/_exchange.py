@@ -653,7 +653,8 @@ class Exchange:
 
     def origin_timed_out(self) -> None:
         self._drop_connection()
-        self.fail(HTTPError(504, f"{self.server!r} sent nothing within timeout server"), Termination.SERVER_TIMEOUT)
+        what = "sent nothing" if self.request_done or not self.head.has_body else "took none of the request body"
+        self.fail(HTTPError(504, f"{self.server!r} {what} within timeout server"), Termination.SERVER_TIMEOUT)
 
     def origin_backpressure(self, paused: bool) -> None:
         self.client.client_stalled(paused)
