@@ -8,9 +8,14 @@ from twisted.internet import defer, task
 from twisted.internet.protocol import Protocol
 from twisted.logger import globalLogPublisher
 
-from rubrisproxy.config import Timeouts
+from twisted.web import resource
 
-from .helpers import ProxyTestCase, parse_responses
+from rubrisproxy._compat import unsent
+from rubrisproxy.config import Timeouts
+from rubrisproxy.frontend._connection import PIPELINE_DEPTH
+from rubrisproxy.http._request import _HEAD_SLICE
+
+from .helpers import ProxyTestCase, get, parse_responses, run_reactor_for
 
 
 class DeafOrigin(Protocol):
@@ -18,6 +23,127 @@ class DeafOrigin(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.pauseProducing()
+
+
+class HeldOrigin(Protocol):
+    """Answers nothing until :attr:`released`; then answers every request it got, in order."""
+
+    released = False
+    instances: list[HeldOrigin] = []
+
+    def connectionMade(self) -> None:
+        self.pending = 0
+        self.buffer = b""
+        HeldOrigin.instances.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+            self.pending += 1
+            self.paths = getattr(self, "paths", []) + [head.split(b" ")[1]]
+        self.answer()
+
+    def answer(self) -> None:
+        while self.released and self.pending:
+            self.pending -= 1
+            path = self.paths.pop(0)
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path))
+
+
+class GoesDown(resource.Resource):
+    """Answers once, marking its server down: every later request is refused (503) as it starts."""
+
+    isLeaf = True
+
+    def render(self, request):  # type: ignore[no-untyped-def]
+        self.server.set_up(False)
+        return b"ok"
+
+
+def answered(data: bytes) -> int:
+    return data.count(b"HTTP/1.1 ")
+
+
+class PipeliningTests(ProxyTestCase):
+    """A client may pipeline any number of requests: all are answered, in order, at a bounded cost."""
+
+    @defer.inlineCallbacks
+    def test_thousands_of_small_requests_in_one_write_are_all_answered_in_order(self):
+        # The exact bytes of the report: 2,200 small GETs in one write once got one 200, then a false 414.
+        self.start_proxy(self.start_web_origin())
+        client = yield self.connect()
+        client.send(b"".join(get(b"/%d" % i) for i in range(2200)))
+        yield client.until(lambda data: answered(data) >= 2200)
+        responses = parse_responses(client.received)
+        self.assertEqual([r.status for r in responses], [200] * 2200)
+        self.assertEqual([r.body for r in responses], [b"path=/%d" % i for i in range(2200)])
+        self.assertTrue(client.transport.connected)
+
+    @defer.inlineCallbacks
+    def test_pipelined_requests_wait_unparsed_past_the_depth_and_reading_stops(self):
+        HeldOrigin.released, HeldOrigin.instances = False, []
+        frontend = self.start_proxy(self.start_raw_origin(HeldOrigin))
+        client = yield self.connect()
+        requests = b"".join(get(b"/%d" % i) for i in range(5000))  # 150 kB: more than one socket read
+        client.send(requests)
+        yield self.poll(lambda: HeldOrigin.instances and HeldOrigin.instances[0].pending, "the first request")
+        yield run_reactor_for(10)
+        (proxy_side,) = frontend.connections
+        # Parsing stops within the slice of input that reached the depth.
+        self.assertGreaterEqual(len(proxy_side._queued), PIPELINE_DEPTH)
+        self.assertLessEqual(len(proxy_side._queued), PIPELINE_DEPTH + _HEAD_SLICE // len(get(b"/0")))
+        self.assertTrue(proxy_side.parser.held)
+        self.assertTrue(proxy_side.gate.paused)  # reading has stopped
+        self.assertLessEqual(len(proxy_side._unparsed), 65536)  # at most one read waits unparsed
+        self.assertLess(proxy_side.bytes_in, len(requests))
+        HeldOrigin.released = True
+        HeldOrigin.instances[0].answer()
+        yield client.until(lambda data: answered(data) >= 5000)
+        responses = parse_responses(client.received)
+        self.assertEqual([r.body for r in responses], [b"/%d" % i for i in range(5000)])
+
+    @defer.inlineCallbacks
+    def test_client_pipelining_without_reading_holds_one_buffer_of_responses(self):
+        frontend = self.start_proxy(self.start_web_origin())
+        client = yield self.connect()
+        client.transport.pauseProducing()  # it sends, but never reads
+        yield self.poll(lambda: frontend.connections, "the proxy accepts")
+        (proxy_side,) = frontend.connections
+        proxy_side.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        count, size = 400, 30_000  # 12 MB of responses, each small enough to be written without flow control
+        client.send(get(b"/big/%d" % size) * count)
+        yield self.poll(lambda: proxy_side._output.full, "the proxy's buffer fills")
+        yield run_reactor_for(20)
+        self.assertLess(unsent(proxy_side.transport), 65536 + 2 * size)
+        self.assertLess(len(self.access_log.entries), 20)  # it stopped starting requests
+        client.transport.resumeProducing()
+        yield client.until(lambda data: answered(data) >= count)
+        responses = parse_responses(client.received)
+        self.assertEqual([(r.status, len(r.body)) for r in responses], [(200, size)] * count)
+
+    @defer.inlineCallbacks
+    def test_requests_refused_as_they_start_are_answered_in_a_loop_not_a_recursion(self):
+        root = GoesDown()
+        frontend = self.start_proxy(self.start_web_origin(root))
+        root.server = frontend.backend.servers[0]
+        client = yield self.connect()
+        client.send(get() * 2200)
+        yield client.until(lambda data: answered(data) >= 2200)
+        responses = parse_responses(client.received)
+        self.assertEqual([r.status for r in responses], [200] + [503] * 2199)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertTrue(client.transport.connected)
+
+    @defer.inlineCallbacks
+    def test_bad_pipelined_request_is_refused_after_those_before_it(self):
+        self.start_proxy(self.start_web_origin())
+        client = yield self.connect()
+        client.send(get(b"/a") + get(b"/b") + b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + get(b"/c"))
+        yield client.closed
+        responses = parse_responses(client.received)
+        self.assertEqual([(r.status, r.body) for r in responses][:2], [(200, b"path=/a"), (200, b"path=/b")])
+        self.assertEqual([r.status for r in responses], [200, 200, 400])
 
 
 class TrickleReader:
