@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import socket
+import subprocess
+import sys
+import time
 
-from twisted.internet import defer, task
-from twisted.internet.protocol import Protocol
-from twisted.logger import globalLogPublisher
+from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial import unittest
 
 from twisted.web import resource
 
-from rubrisproxy._compat import unsent
+from rubrisproxy._compat import guard_accepts, unsent
+from rubrisproxy.accepting import FIRST_PAUSE, LOG_INTERVAL, MAX_PAUSE, AcceptBackoff
 from rubrisproxy.config import Timeouts
 from rubrisproxy.frontend._connection import PIPELINE_DEPTH
 from rubrisproxy.http._request import _HEAD_SLICE
@@ -111,7 +121,7 @@ class PipeliningTests(ProxyTestCase):
         yield self.poll(lambda: frontend.connections, "the proxy accepts")
         (proxy_side,) = frontend.connections
         proxy_side.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        count, size = 400, 30_000  # 12 MB of responses, each small enough to be written without flow control
+        count, size = 150, 30_000  # 4.5 MB of responses, each small enough to be written without flow control
         client.send(get(b"/big/%d" % size) * count)
         yield self.poll(lambda: proxy_side._output.full, "the proxy's buffer fills")
         yield run_reactor_for(20)
@@ -314,3 +324,182 @@ class InactivityTimeoutTests(ProxyTestCase):
         (response,) = yield client.responses(1)
         self.assertEqual((response.status, response.body), (200, b"ok"))
         self.assertEqual(self.access_log.entries[0].termination, "ok")
+
+
+class FakePort:
+    """What AcceptBackoff drives: a port that reads or not."""
+
+    def __init__(self) -> None:
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def startReading(self) -> None:
+        self.reading = True
+
+
+class AcceptBackoffTests(unittest.TestCase):
+    """Out of descriptors, a listener pauses accepting with a growing pause, and says so once per interval."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.port = FakePort()
+        self.backoff = AcceptBackoff(self.port, self.clock, "frontend web")
+        self.lines: list[str] = []
+        globalLogPublisher.addObserver(self.observe)
+        self.addCleanup(globalLogPublisher.removeObserver, self.observe)
+
+    def observe(self, event: dict) -> None:
+        if event.get("log_namespace", "").startswith("rubrisproxy.accepting"):
+            self.lines.append(formatEvent(event))
+
+    def test_pause_doubles_while_failing_and_resets_once_accepting(self):
+        pauses = []
+        for _ in range(7):
+            self.backoff.exhausted(errno.EMFILE)
+            self.assertFalse(self.port.reading)
+            (call,) = self.clock.getDelayedCalls()
+            pauses.append(call.getTime() - self.clock.seconds())
+            self.clock.advance(pauses[-1])
+            self.assertTrue(self.port.reading)
+        expected = [FIRST_PAUSE * 2 ** i for i in range(5)] + [MAX_PAUSE, MAX_PAUSE]
+        self.assertEqual([round(p, 6) for p in pauses], [round(p, 6) for p in expected])
+        self.backoff.accepted()
+        self.backoff.exhausted(errno.EMFILE)
+        self.assertAlmostEqual(self.clock.getDelayedCalls()[0].getTime() - self.clock.seconds(), FIRST_PAUSE)
+
+    def test_one_line_per_interval_however_many_failures(self):
+        minutes = 5
+        while self.clock.seconds() < minutes * 60:
+            self.backoff.exhausted(errno.EMFILE)  # every retry fails at once
+            self.clock.advance(MAX_PAUSE)
+        self.assertLessEqual(len(self.lines), minutes * 60 / LOG_INTERVAL + 1)
+        self.assertIn("accept failed with EMFILE (Too many open files): accepting paused for 0.05s", self.lines[0])
+        self.assertIn("(1 pauses since the last report", self.lines[0])
+        self.assertIn("(10 pauses since the last report", self.lines[1])  # the ones it did not log are counted
+
+    def test_closing_the_port_cancels_the_retry(self):
+        self.backoff.exhausted(errno.ENFILE)
+        self.backoff.closed()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.backoff.exhausted(errno.ENFILE)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class ExhaustingListener:
+    """Stands in for a listening socket: accept(2) fails with ``error`` while set, else the real one answers."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.error: int | None = errno.EMFILE
+
+    def accept(self):  # type: ignore[no-untyped-def]
+        if self.error is not None:
+            raise OSError(self.error, os.strerror(self.error))
+        return self.sock.accept()
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.sock, name)
+
+
+class CompatTests(unittest.TestCase):
+    """Each use of Twisted's internals in rubrisproxy._compat, against the installed Twisted."""
+
+    @defer.inlineCallbacks
+    def test_guard_accepts_turns_exhaustion_into_a_quiet_pause(self):
+        lines: list[str] = []
+        observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        accepted: list[Protocol] = []
+        factory = Factory.forProtocol(Protocol)
+        factory.noisy = False
+        factory.buildProtocol = lambda addr: accepted.append(Protocol()) or accepted[-1]  # type: ignore[method-assign]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        fake = ExhaustingListener(port.socket)
+        port.socket = fake
+        failures: list[int] = []
+        closes: list[bool] = []
+        self.assertTrue(guard_accepts(port, failures.append, lambda: None, lambda: closes.append(True)))
+        self.assertFalse(guard_accepts(object(), failures.append, lambda: None, lambda: None))
+        self.assertEqual(port.getHost().port, fake.sock.getsockname()[1])  # the rest is the real socket's
+        client = socket.socket()
+        self.addCleanup(client.close)
+        client.connect(("127.0.0.1", port.getHost().port))
+        yield run_reactor_for(3)
+        self.assertEqual(failures[:1], [errno.EMFILE])  # the guard heard it; Twisted saw only EAGAIN
+        self.assertEqual([line for line in lines if "EMFILE" in line or "accept" in line], [])
+        self.assertEqual(accepted, [])
+        fake.error = None
+        yield self.poll_accepted(accepted)
+        yield port.stopListening()
+        self.assertEqual(closes, [True])
+
+    @defer.inlineCallbacks
+    def poll_accepted(self, accepted):  # type: ignore[no-untyped-def]
+        for _ in range(100):
+            if accepted:
+                return
+            yield run_reactor_for(1)
+        self.fail("never accepted")
+
+    @defer.inlineCallbacks
+    def test_unsent_counts_what_a_tcp_connection_holds(self):
+        self.assertEqual(unsent(StringTransport()), 0)  # a transport that cannot tell
+        server = Protocol()
+        factory = Factory.forProtocol(Protocol)
+        factory.buildProtocol = lambda addr: server  # type: ignore[method-assign]
+        factory.noisy = False
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.addCleanup(sock.close)
+        sock.connect(("127.0.0.1", port.getHost().port))
+        sock.setblocking(False)
+        yield run_reactor_for(2)
+        server.transport.write(b"x" * 4_000_000)
+        yield run_reactor_for(2)
+        held = unsent(server.transport)
+        self.assertGreater(held, 0)
+        self.assertLess(held, 4_000_000)
+        while True:
+            try:
+                if not sock.recv(1 << 20):
+                    break
+            except BlockingIOError:
+                if not unsent(server.transport):
+                    break
+                yield run_reactor_for(1)
+        self.assertEqual(unsent(server.transport), 0)
+        server.transport.abortConnection()
+
+
+class OutOfDescriptorsTests(unittest.TestCase):
+    """A real listener in a process whose RLIMIT_NOFILE is reached while clients keep arriving."""
+
+    def test_log_volume_is_bounded_and_accepting_resumes(self):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.emfile_server", "guarded", "2"], stdout=subprocess.PIPE,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        port = int(process.stdout.readline())  # type: ignore[union-attr]
+        clients = []
+        started = time.monotonic()
+        while time.monotonic() - started < 1.8:  # a steady flood: about 300 clients
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            clients.append(client)
+            time.sleep(0.005)
+        output, _ = process.communicate(timeout=30)
+        for client in clients:
+            client.close()
+        report = json.loads(output)
+        about_accepting = [line for line in report["lines"] if "accept" in line or "EMFILE" in line]
+        self.assertEqual(len(about_accepting), 1, about_accepting)
+        self.assertIn("test listener: accept failed with EMFILE", about_accepting[0])
+        self.assertGreater(report["accepted"], 4)  # once descriptors were free again, it accepted again

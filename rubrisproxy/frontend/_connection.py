@@ -123,7 +123,7 @@ class ClientConnection(Protocol):
         tune_transport(self.transport)
         self._direct = writes_directly(self.transport)
         self._forwarding = forwarding_template(self.client_address, self.secure)
-        self.gate = ReadGate(self.transport)
+        self.gate = ReadGate(self.transport, self._upload_stalled)
         self._output = WriteWatch(self._output_changed)
         # An origin's gate while a response body flows; else the watch, to hear of a client not reading.
         self.download = ProducerSlot(self.transport, self._output)
@@ -400,6 +400,12 @@ class ClientConnection(Protocol):
             self._wait(_Wait.CLIENT)
         elif self._waiting is _Wait.CLIENT:
             self._settle()
+
+    def _upload_stalled(self, stalled: bool) -> None:
+        """The server stopped (or resumed) taking the request body: the client gets a whole ``timeout client``
+        from when the server takes more, as it was not the one stalling."""
+        if not stalled and self._waiting is _Wait.CLIENT and self.relay is None:
+            self._deadline.set(self.frontend.timeouts.client)
 
     def _output_changed(self, full: bool) -> None:
         """The client's write buffer filled, or drained, between response bodies."""
