@@ -22,10 +22,12 @@ from twisted.web import resource
 from rubrisproxy._compat import guard_accepts, unsent
 from rubrisproxy.accepting import FIRST_PAUSE, LOG_INTERVAL, MAX_PAUSE, AcceptBackoff
 from rubrisproxy.config import Timeouts
+from rubrisproxy.frontend import ClientConnection
 from rubrisproxy.frontend._connection import PIPELINE_DEPTH
 from rubrisproxy.http._request import _HEAD_SLICE
 
 from .helpers import ProxyTestCase, get, parse_responses, run_reactor_for
+from .test_framing import make_frontend
 
 
 class DeafOrigin(Protocol):
@@ -503,3 +505,68 @@ class OutOfDescriptorsTests(unittest.TestCase):
         self.assertEqual(len(about_accepting), 1, about_accepting)
         self.assertIn("test listener: accept failed with EMFILE", about_accepting[0])
         self.assertGreater(report["accepted"], 4)  # once descriptors were free again, it accepted again
+
+
+class BufferedTransport(StringTransport):
+    """A StringTransport that says how many written bytes it still holds, as a TCP transport does."""
+
+    dataBuffer = b""
+    offset = 0
+    _tempDataLen = 0
+
+
+class InactivityClockTests(unittest.TestCase):
+    """The same semantics as :class:`InactivityTimeoutTests`, to the second, with a Clock."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.frontend, self.connector = make_frontend(
+            self.clock, timeouts=Timeouts(client=30, http_request=10, http_keep_alive=5, connect=5, server=60))
+        self.protocol = ClientConnection(self.frontend)
+        self.transport = BufferedTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def test_client_timeout_counts_time_without_progress(self):
+        self.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        (origin,) = self.connector.connections
+        origin.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 100_000)
+        self.transport._tempDataLen = 90_000  # the client is behind: its buffer filled and paused the origin
+        origin.gate.pauseProducing()
+        self.clock.advance(29)
+        self.transport._tempDataLen = 80_000  # it reads a little
+        self.clock.advance(2)
+        self.clock.advance(28)  # 59 s after it fell behind, yet it read within each timeout
+        self.transport._tempDataLen = 70_000
+        self.clock.advance(31)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.frontend.access_log.entries, [])
+        self.clock.advance(30)  # no progress for a whole timeout: cut
+        (entry,) = self.frontend.access_log.entries
+        self.assertEqual(entry.termination, "client-timeout")
+
+    def test_a_server_not_taking_the_body_runs_timeout_server_not_timeout_client(self):
+        self.protocol.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
+        (origin,) = self.connector.connections
+        self.protocol.gate.pauseProducing()  # what the origin transport does when its buffer fills
+        self.clock.advance(59.9)  # far past timeout client
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(0.2)
+        (response,) = parse_responses(self.transport.value())
+        self.assertEqual(response.status, 504)
+        self.assertEqual(self.frontend.access_log.entries[-1].termination, "server-timeout")
+
+    def test_client_timeout_restarts_when_the_server_takes_the_body_again(self):
+        origin_transport = BufferedTransport()
+        self.connector.connect = lambda server, protocol: (  # type: ignore[method-assign]
+            protocol.makeConnection(origin_transport), self.connector.connections.append(protocol),
+            defer.succeed(protocol))[-1]
+        origin_transport._tempDataLen = 150  # what it is sent waits: the origin takes nothing
+        self.protocol.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
+        self.protocol.gate.pauseProducing()
+        self.clock.advance(45)
+        origin_transport._tempDataLen = 0  # it took everything: Twisted resumes the client
+        self.protocol.gate.resumeProducing()
+        self.clock.advance(29.9)  # a whole timeout client from the resume, not from the last read
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(0.2)
+        self.assertEqual(parse_responses(self.transport.value())[0].status, 408)
