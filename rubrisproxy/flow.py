@@ -127,7 +127,8 @@ class ProducerSlot:
             self.producer = producer
 
     def detach(self) -> None:
-        """Unregister, and let the producer read again if this consumer had paused it."""
+        """Unregister, and let the producer read again if this consumer had paused it; the idle producer, if
+        any, takes its place."""
         if self.producer is not None:
             self._unregister()
             if self._idle is not None:

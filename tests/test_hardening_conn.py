@@ -570,3 +570,34 @@ class InactivityClockTests(unittest.TestCase):
         self.assertEqual(self.transport.value(), b"")
         self.clock.advance(0.2)
         self.assertEqual(parse_responses(self.transport.value())[0].status, 408)
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class PipelinedHeadSizeTests(unittest.TestCase):
+    """Each pipelined request's head is measured on its own, however many arrive in one read."""
+
+    def test_large_heads_pipelined_in_one_read_are_not_refused(self):
+        frontend, connector = make_frontend(Clock())
+        protocol = ClientConnection(frontend)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        head = b"GET /%d HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * 30_000 + b"\r\n\r\n"
+        data = b"".join(head % i for i in range(4))  # 120 kB of heads, each under the 40 kB limit
+        protocol.dataReceived(data[:-100])  # the read ends inside the fourth head
+        protocol.dataReceived(data[-100:])
+        for _ in range(4):
+            connector.connections[-1].dataReceived(OK)  # the one pooled connection, or a new one
+        self.assertEqual([r.status for r in parse_responses(transport.value())], [200, 200, 200, 200])
+        self.assertFalse(transport.disconnecting)
+
+    def test_a_head_over_the_limit_is_still_refused_when_pipelined(self):
+        frontend, connector = make_frontend(Clock())
+        protocol = ClientConnection(frontend)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(get(b"/ok") + b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * 50_000)
+        connector.connections[0].dataReceived(OK)
+        self.assertEqual([r.status for r in parse_responses(transport.value())], [200, 431])
+        self.assertTrue(transport.disconnecting)

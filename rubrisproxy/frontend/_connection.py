@@ -356,7 +356,7 @@ class ClientConnection(Protocol):
         if self._upgrading:
             self._after_upgrade += rest  # at most the one read that carried the request
         elif rest:
-            self.parser.feed(rest)
+            self._parse(rest)
 
     # What an exchange calls
 
