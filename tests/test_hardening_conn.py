@@ -33,7 +33,13 @@ from .test_framing import make_frontend
 class DeafOrigin(Protocol):
     """Accepts a connection and never reads from it."""
 
+    #: A paused connection is in none of the reactor's sets: without a reference here, the garbage collector
+    #: would close it (and the proxy would see the origin close).
+    instances: list[DeafOrigin] = []
+
     def connectionMade(self) -> None:
+        DeafOrigin.instances.append(self)
+        self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.transport.pauseProducing()
 
 
@@ -297,10 +303,14 @@ class InactivityTimeoutTests(ProxyTestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         frontend = self.start_proxy(self.start_raw_origin(DeafOrigin))
+        self.addCleanup(DeafOrigin.instances.clear)
         client = yield self.connect()
-        size = 32 << 20
+        size = 2 << 20
         client.send(b"POST /up HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % size)
-        client.send(b"x" * size)  # more than the kernel buffers take: the proxy is left holding it
+        yield self.poll(lambda: frontend.pool.in_use, "the proxy connects")
+        (origin_side,) = frontend.pool.in_use
+        origin_side.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client.send(b"x" * size)  # more than the buffers between the proxy and the origin take
         (response,) = yield client.responses(1)
         self.assertEqual(response.status, 504)  # not a 408: the client was not the one stalling
         (entry,) = self.access_log.entries
