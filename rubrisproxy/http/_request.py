@@ -125,11 +125,11 @@ class RequestParser:
 
         Returns the bytes left unparsed because :attr:`held` was set (``b""`` when all were parsed).
         """
-        view = memoryview(data)
         start, end = 0, len(data)
+        view: memoryview | None = None
         while start < end:
             if self.held:
-                return bytes(view[start:])
+                return data[start:]
             in_head = self._in_head
             if not self._in_body or in_head:
                 size = _HEAD_SLICE
@@ -137,12 +137,27 @@ class RequestParser:
                 size = self._body_left or _HEAD_SLICE  # exactly the rest of the body: the next request starts a slice
             else:
                 size = _CHUNKED_SLICE
-            piece = view[start:start + size] if start or size < end else view
+            if start == 0 and size >= end:
+                piece: bytes | memoryview = data  # the usual read: one pass
+            else:
+                if view is None:
+                    view = memoryview(data)
+                piece = view[start:start + size]
             start += size
-            upgrade_at = self._feed(piece)
-            if upgrade_at >= 0:
-                self._handler.request_upgraded(bytes(piece[upgrade_at:]) + bytes(view[start:]))
+            try:
+                self._parser.feed_data(piece)
+            except httptools.HttpParserUpgrade as upgrade:
+                # llhttp stops after an Upgrade or CONNECT head: the handler says what follows.
+                self._handler.request_upgraded(bytes(piece[upgrade.args[0]:]) + data[start:])
                 return b""
+            except httptools.HttpParserCallbackError as e:
+                if e.__context__ is not None:
+                    raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
+                raise HTTPError(400, f"invalid request: {e}") from None
+            except httptools.HttpParserInvalidMethodError as e:
+                raise HTTPError(501, f"unknown method: {e}") from None
+            except httptools.HttpParserError as e:
+                raise HTTPError(400, f"invalid request: {e}") from None
             if self._in_head and (in_head or size == _HEAD_SLICE):
                 # Bound what llhttp accumulates for this head; the slice it began in may hold a little of what
                 # came before it, hence one slice of slack.
@@ -152,23 +167,6 @@ class RequestParser:
                         raise HTTPError(414, "request line too long")
                     raise HTTPError(431, "request head too large")
         return b""
-
-    def _feed(self, piece: memoryview) -> int:
-        """Run llhttp over ``piece``; returns where in it llhttp stopped at an upgrade, or -1."""
-        try:
-            self._parser.feed_data(piece)
-        except httptools.HttpParserUpgrade as upgrade:
-            # llhttp stops after an Upgrade or CONNECT head: the handler says what follows.
-            return upgrade.args[0]  # type: ignore[no-any-return]
-        except httptools.HttpParserCallbackError as e:
-            if e.__context__ is not None:
-                raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
-            raise HTTPError(400, f"invalid request: {e}") from None
-        except httptools.HttpParserInvalidMethodError as e:
-            raise HTTPError(501, f"unknown method: {e}") from None
-        except httptools.HttpParserError as e:
-            raise HTTPError(400, f"invalid request: {e}") from None
-        return -1
 
     # llhttp callbacks (called from inside feed_data)
 
