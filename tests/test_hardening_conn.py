@@ -6,11 +6,13 @@ import errno
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
 
 from twisted.internet import defer, reactor, task
+from twisted.internet import ssl as twisted_ssl
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -28,6 +30,7 @@ from rubrisproxy.http._request import _HEAD_SLICE
 
 from .helpers import ProxyTestCase, get, parse_responses, run_reactor_for
 from .test_framing import make_frontend
+from .test_tls_origin import make_certificates
 
 
 class DeafOrigin(Protocol):
@@ -484,6 +487,43 @@ class CompatTests(unittest.TestCase):
             except BlockingIOError:
                 if not unsent(server.transport):
                     break
+                yield run_reactor_for(1)
+        self.assertEqual(unsent(server.transport), 0)
+        server.transport.abortConnection()
+
+
+    @defer.inlineCallbacks
+    def test_unsent_looks_through_tls_to_the_tcp_connection(self):
+        ca_pem, key_pem, cert_pem = make_certificates()
+        server = Protocol()
+        factory = Factory.forProtocol(Protocol)
+        factory.buildProtocol = lambda addr: server  # type: ignore[method-assign]
+        factory.noisy = False
+        options = twisted_ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options()
+        port = reactor.listenSSL(0, factory, options, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", port.getHost().port))
+        raw.setblocking(False)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        client = context.wrap_socket(raw, do_handshake_on_connect=False)
+        self.addCleanup(client.close)
+        for _ in range(200):  # the handshake, a step at a time, the reactor serving the other side
+            try:
+                client.do_handshake()
+                break
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                yield run_reactor_for(1)
+        server.transport.write(b"x" * 4_000_000)
+        yield run_reactor_for(2)
+        self.assertGreater(unsent(server.transport), 0)  # encrypted bytes the kernel has not taken
+        received = 0
+        while received < 4_000_000:
+            try:
+                received += len(client.recv(1 << 20))
+            except (ssl.SSLWantReadError, BlockingIOError):
                 yield run_reactor_for(1)
         self.assertEqual(unsent(server.transport), 0)
         server.transport.abortConnection()
