@@ -18,7 +18,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
-
 from twisted.web import resource
 
 from rubrisproxy._compat import guard_accepts, unsent
@@ -26,6 +25,7 @@ from rubrisproxy.accepting import FIRST_PAUSE, LOG_INTERVAL, MAX_PAUSE, AcceptBa
 from rubrisproxy.config import Timeouts
 from rubrisproxy.frontend import ClientConnection
 from rubrisproxy.frontend._connection import PIPELINE_DEPTH
+from rubrisproxy.http import RequestParser
 from rubrisproxy.http._request import _HEAD_SLICE
 
 from .helpers import ProxyTestCase, get, parse_responses, run_reactor_for
@@ -651,3 +651,41 @@ class PipelinedHeadSizeTests(unittest.TestCase):
         connector.connections[0].dataReceived(OK)
         self.assertEqual([r.status for r in parse_responses(transport.value())], [200, 431])
         self.assertTrue(transport.disconnecting)
+
+
+class HoldingHandler:
+    """Holds the parser after every ``every`` requests."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.targets: list[bytes] = []
+        self.parser: RequestParser
+
+    def request_head(self, head) -> None:  # type: ignore[no-untyped-def]
+        self.targets.append(head.target)
+        if len(self.targets) % self.every == 0:
+            self.parser.held = True
+
+    def request_body(self, data: bytes) -> None:
+        pass
+
+    def request_end(self) -> None:
+        pass
+
+    def request_upgraded(self, rest: bytes) -> None:
+        pass
+
+
+class ParserHoldTests(unittest.TestCase):
+    def test_held_parser_returns_the_rest_unparsed_and_picks_up_from_it(self):
+        handler = HoldingHandler(every=10)
+        handler.parser = parser = RequestParser(handler)
+        data = b"".join(get(b"/%d" % i) for i in range(100))
+        rest = parser.feed(data)
+        self.assertGreaterEqual(len(handler.targets), 10)
+        self.assertLess(len(handler.targets), 10 + _HEAD_SLICE // len(get(b"/0")) + 1)
+        self.assertTrue(data.endswith(rest) and rest)
+        while rest:
+            parser.held = False
+            rest = parser.feed(rest)
+        self.assertEqual(handler.targets, [b"/%d" % i for i in range(100)])
