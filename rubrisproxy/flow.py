@@ -8,6 +8,8 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer, ITransport
 from zope.interface import implementer
 
+from ._compat import unsent
+
 BACKPRESSURE = "backpressure"
 
 def tune_transport(transport: ITransport) -> None:
@@ -154,7 +156,7 @@ def backed_up(transport: ITransport) -> bool:
     """Whether ``transport`` holds bytes the kernel has not taken yet (always True for one that does not say, TLS)."""
     if not isinstance(transport, tcp.Connection):
         return True
-    return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
+    return unsent(transport) > 0
 
 
 def writes_directly(transport: ITransport) -> bool:

@@ -55,6 +55,7 @@ class HeldOrigin(Protocol):
     def connectionMade(self) -> None:
         self.pending = 0
         self.buffer = b""
+        self.paths: list[bytes] = []
         HeldOrigin.instances.append(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -62,7 +63,7 @@ class HeldOrigin(Protocol):
         while b"\r\n\r\n" in self.buffer:
             head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
             self.pending += 1
-            self.paths = getattr(self, "paths", []) + [head.split(b" ")[1]]
+            self.paths.append(head.split(b" ")[1])
         self.answer()
 
     def answer(self) -> None:
@@ -104,6 +105,7 @@ class PipeliningTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_pipelined_requests_wait_unparsed_past_the_depth_and_reading_stops(self):
         HeldOrigin.released, HeldOrigin.instances = False, []
+        self.addCleanup(setattr, HeldOrigin, "instances", [])
         frontend = self.start_proxy(self.start_raw_origin(HeldOrigin))
         client = yield self.connect()
         requests = b"".join(get(b"/%d" % i) for i in range(5000))  # 150 kB: more than one socket read
