@@ -103,6 +103,24 @@ class PipeliningTests(ProxyTestCase):
         self.assertTrue(client.transport.connected)
 
     @defer.inlineCallbacks
+    def test_pipelined_requests_with_bodies_are_answered_in_order(self):
+        # Bodies, chunked and not, cut anywhere by the depth's hold: each reaches its own request whole.
+        self.start_proxy(self.start_web_origin())
+        client = yield self.connect()
+        requests = []
+        for i in range(300):
+            body = b"%d:" % i + b"b" * (i % 97)
+            if i % 3:
+                requests.append(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            else:
+                requests.append(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        client.send(b"".join(requests))
+        yield client.until(lambda data: answered(data) >= 300)
+        responses = parse_responses(client.received)
+        self.assertEqual([r.body for r in responses], [b"%d:" % i + b"b" * (i % 97) for i in range(300)])
+
+    @defer.inlineCallbacks
     def test_pipelined_requests_wait_unparsed_past_the_depth_and_reading_stops(self):
         HeldOrigin.released, HeldOrigin.instances = False, []
         self.addCleanup(setattr, HeldOrigin, "instances", [])
