@@ -195,7 +195,7 @@ class TrickleReader:
 
     def __init__(self, port: int, chunk: int = 2048, period: float = 0.01) -> None:
         self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
         self.sock.connect(("127.0.0.1", port))
         self.sock.setblocking(False)
         self.received = bytearray()
@@ -227,6 +227,9 @@ class TrickleOrigin:
 
     def __init__(self, chunk: int = 2048, period: float = 0.01) -> None:
         self.listener = socket.socket()
+        # Small, and set before listen() so that accepted sockets start with it: the kernel holds little of
+        # the body beyond what the origin has read, so the last of it is read soon after it is sent.
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(8)
         self.listener.setblocking(False)
@@ -243,7 +246,6 @@ class TrickleOrigin:
                 self.sock, _ = self.listener.accept()
             except BlockingIOError:
                 return
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
             self.sock.setblocking(False)
         try:
             self.received += self.sock.recv(self._chunk)
@@ -348,7 +350,7 @@ class InactivityTimeoutTests(ProxyTestCase):
     def test_upload_into_slow_steady_origin_is_not_cut(self):
         origin = TrickleOrigin()
         self.addCleanup(origin.close)
-        frontend = self.start_proxy(origin.port, server=0.2)
+        frontend = self.start_proxy(origin.port, server=0.3)
         client = yield self.connect()
         size = 200_000
         client.send(b"POST /up HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % size)
