@@ -1,12 +1,14 @@
-"""The few places the proxy relies on Twisted's or Autobahn's internals, each with a test
-(tests/test_compat.py) that fails when an upgrade changes what it relies on."""
+"""The few places rubrisproxy relies on Twisted's or Autobahn's internals, each behind one function with a test
+(tests/test_compat.py, tests/test_hardening_conn.py) that fails when an upgrade changes what it relies on."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import tcp
+#: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
+EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
 def rearm_pong_timeout(leg: Any, call_later: Callable[..., Any]) -> None:
@@ -40,14 +42,65 @@ def compresses(leg: Any) -> bool:
     return leg._perMessageCompress is not None
 
 
-def write_backlog(transport: Any) -> int:
-    """Bytes written to ``transport`` that the kernel has not taken yet; 0 when it cannot say.
+def unsent(transport: object) -> int:
+    """Bytes written to ``transport`` that the kernel has not taken yet (0 where it cannot tell).
 
-    Twisted keeps them in a TCP connection's ``dataBuffer`` (from ``offset``) and
-    ``_tempDataLen``; a protocol wrapper (TLS) is looked through to the connection under it.
+    Reads ``tcp.Connection``'s write buffer (``dataBuffer``, ``offset``, ``_tempDataLen``); for TLS,
+    the TCP connection under it, so the count is of encrypted bytes.
     """
-    if not isinstance(transport, tcp.Connection):
-        transport = getattr(transport, "transport", None)
-        if not isinstance(transport, tcp.Connection):
+    if not hasattr(transport, "dataBuffer"):
+        transport = getattr(transport, "transport", None)  # TLSMemoryBIOProtocol: the TCP connection below
+        if not hasattr(transport, "dataBuffer"):
             return 0
-    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    t: Any = transport
+    return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[no-any-return]
+
+
+class _GuardedListener:
+    """A listening socket whose ``accept`` reports running out of descriptors instead of failing.
+
+    ``tcp.Port.doRead`` calls ``self.socket.accept()`` and, on EMFILE and its kin, logs a line and
+    returns, to be called again at once while the backlog is readable. Here such a failure is handed
+    to ``on_exhausted`` and turned into EAGAIN, which Twisted takes silently as "nothing to accept".
+    Everything else is the real socket's.
+    """
+
+    __slots__ = ("_socket", "_on_exhausted", "_on_accepted", "_on_close")
+
+    def __init__(self, sock: Any, on_exhausted: Callable[[int], None], on_accepted: Callable[[], None],
+                 on_close: Callable[[], None]) -> None:
+        self._socket = sock
+        self._on_exhausted = on_exhausted
+        self._on_accepted = on_accepted
+        self._on_close = on_close
+
+    def accept(self) -> tuple[Any, Any]:
+        try:
+            accepted = self._socket.accept()
+        except OSError as error:
+            if error.errno not in EXHAUSTED:
+                raise
+            self._on_exhausted(error.errno)
+            raise BlockingIOError(errno.EAGAIN, "accepting paused") from None
+        self._on_accepted()
+        return accepted  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._on_close()
+        self._socket.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._socket, name)
+
+
+def guard_accepts(port: object, on_exhausted: Callable[[int], None], on_accepted: Callable[[], None],
+                  on_close: Callable[[], None]) -> bool:
+    """Have a listening ``tcp.Port`` (or a subclass: TLS, UNIX) report accept(2) running out of descriptors
+    to ``on_exhausted(errno)`` instead of logging it on every reactor turn; ``on_accepted`` hears of each
+    accepted connection, ``on_close`` of the port's socket closing. False for a port that is not one.
+    """
+    sock = getattr(port, "socket", None)
+    if sock is None or not hasattr(sock, "accept") or not hasattr(port, "stopReading"):
+        return False
+    port.socket = _GuardedListener(sock, on_exhausted, on_accepted, on_close)  # type: ignore[attr-defined]
+    return True

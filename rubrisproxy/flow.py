@@ -8,6 +8,8 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer, ITransport
 from zope.interface import implementer
 
+from ._compat import unsent
+
 BACKPRESSURE = "backpressure"
 
 def tune_transport(transport: ITransport) -> None:
@@ -42,6 +44,10 @@ class ReadGate:
     def paused(self) -> bool:
         return bool(self._reasons)
 
+    def paused_for(self, reason: str) -> bool:
+        """Whether ``reason`` is one of the reasons it is paused."""
+        return reason in self._reasons
+
     def pause(self, reason: str) -> None:
         reasons = self._reasons
         if not reasons:
@@ -73,34 +79,84 @@ class ReadGate:
         """The consumer went away; its owner handles that through connectionLost."""
 
 
+@implementer(IPushProducer)
+class WriteWatch:
+    """A transport's producer while nothing else is: hears when its write buffer fills and drains.
+
+    ``on_change(full)`` is called when the buffer goes over Twisted's limit and when it has
+    emptied again; nothing is paused, the owner decides what waits.
+    """
+
+    __slots__ = ("full", "_on_change")
+
+    def __init__(self, on_change: Callable[[bool], None]) -> None:
+        self.full = False
+        self._on_change = on_change
+
+    def pauseProducing(self) -> None:
+        if not self.full:
+            self.full = True
+            self._on_change(True)
+
+    def resumeProducing(self) -> None:
+        if self.full:
+            self.full = False
+            self._on_change(False)
+
+    def stopProducing(self) -> None:
+        """The transport is closing; its owner handles that through connectionLost."""
+
+
 class ProducerSlot:
-    """The one streaming producer a transport may have, registered at most once at a time."""
+    """The one streaming producer a transport may have, registered at most once at a time.
 
-    __slots__ = ("_transport", "producer")
+    ``idle``, if given, is registered whenever no other producer is (a :class:`WriteWatch`).
+    """
 
-    def __init__(self, transport: ITransport) -> None:
+    __slots__ = ("_transport", "producer", "_idle")
+
+    def __init__(self, transport: ITransport, idle: IPushProducer | None = None) -> None:
         self._transport = transport
         self.producer: ReadGate | None = None
+        self._idle = idle
+        if idle is not None:
+            transport.registerProducer(idle, True)  # type: ignore[attr-defined]
 
     def attach(self, producer: ReadGate) -> None:
         if self.producer is not producer:
-            self.detach()
+            self._unregister()
             self._transport.registerProducer(producer, True)  # type: ignore[attr-defined]
             self.producer = producer
 
     def detach(self) -> None:
-        """Unregister, and let the producer read again if this consumer had paused it."""
+        """Unregister, and let the producer read again if this consumer had paused it; the idle producer, if
+        any, takes its place."""
+        if self.producer is not None:
+            self._unregister()
+            if self._idle is not None:
+                self._transport.registerProducer(self._idle, True)  # type: ignore[attr-defined]
+
+    def drop_idle(self) -> None:
+        """Register no idle producer from now on (the connection became something else than HTTP)."""
+        if self._idle is not None and self.producer is None:
+            self._transport.unregisterProducer()  # type: ignore[attr-defined]
+        self._idle = None
+
+    def _unregister(self) -> None:
         producer, self.producer = self.producer, None
         if producer is not None:
             self._transport.unregisterProducer()  # type: ignore[attr-defined]
             producer.resumeProducing()
+        elif self._idle is not None:
+            self._transport.unregisterProducer()  # type: ignore[attr-defined]
+            self._idle.resumeProducing()  # the attached producer is told of a full buffer from here on
 
 
 def backed_up(transport: ITransport) -> bool:
     """Whether ``transport`` holds bytes the kernel has not taken yet (always True for one that does not say, TLS)."""
     if not isinstance(transport, tcp.Connection):
         return True
-    return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
+    return unsent(transport) > 0
 
 
 def writes_directly(transport: ITransport) -> bool:

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from .accepting import back_off_when_exhausted
 from .accesslog import AccessLog, NullAccessLog
 from .admin import RunningProxy, admin_site
 from .backend import Backend, HealthChecker, Server
@@ -188,6 +189,7 @@ class ListeningService(service.Service):
     def _listening(self, port: IListeningPort, description: str) -> None:
         self.ports.append(port)
         self._ports_by[description] = port
+        back_off_when_exhausted(port, self.reactor, f"{self.label} on {description}")
         address = port.getHost()
         self.log.info(
             "{label} listening on {description} ({host}:{port})", label=self.label, description=description,

@@ -213,9 +213,12 @@ class ProxyTestCase(unittest.TestCase):
             connection.abort()
         return port.stopListening()
 
-    @defer.inlineCallbacks
     def connect(self):  # type: ignore[no-untyped-def]
-        client = RawClient()
+        return self.connect_as(RawClient())
+
+    @defer.inlineCallbacks
+    def connect_as(self, client):  # type: ignore[no-untyped-def]
+        """Connect ``client`` (a :class:`RawClient`) to the proxy."""
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port), client)
         self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
         return client

@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from rubrisproxy._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, use_batched_timer, write_backlog
+from rubrisproxy._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, unsent, use_batched_timer
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.websocket._timers import BucketTimer
 
@@ -100,15 +100,15 @@ class WriteBacklogTests(ProxyTestCase):
             self.addCleanup(client.transport.abortConnection)
             client.transport.write(b"x" * 1000)
             client.transport.write(b"y" * 500)
-            self.assertEqual(write_backlog(client.transport), 1500)  # Twisted writes on the next reactor turn
+            self.assertEqual(unsent(client.transport), 1500)  # Twisted writes on the next reactor turn
 
             class Wrapper:  # a protocol wrapper (TLS), with the TCP connection under it
                 transport = client.transport
 
-            self.assertEqual(write_backlog(Wrapper()), 1500)
-            return self.poll(lambda: write_backlog(client.transport) == 0, "the kernel took them")
+            self.assertEqual(unsent(Wrapper()), 1500)
+            return self.poll(lambda: unsent(client.transport) == 0, "the kernel took them")
 
         return d.addCallback(connected)
 
     def test_a_transport_that_cannot_say_has_none(self) -> None:
-        self.assertEqual(write_backlog(StringTransport()), 0)
+        self.assertEqual(unsent(StringTransport()), 0)

@@ -80,15 +80,16 @@ class TLSListenerCase(ProxyTestCase):
         key_pem, cert_pem = self.ca.issue(common_name, dns, ips)
         return self.write_file(key_pem), self.write_file(cert_pem)
 
-    def write_config(self, tls: str | None, listen: str = '"tcp:0:interface=127.0.0.1"') -> None:
-        """The proxy's configuration file: ``tls`` is the body of the frontend's [tls] table (None: no table)."""
+    def write_config(self, tls: str | None, listen: str = '"tcp:0:interface=127.0.0.1"', more: str = "") -> None:
+        """The proxy's configuration file: ``tls`` is the body of the frontend's [tls] table (None: no table);
+        ``more`` is appended (further tables)."""
         table = "" if tls is None else f"[frontends.web.tls]\n{tls}"
         with open(self.path, "w") as f:
-            f.write(CONFIG.format(listen=listen, tls=table, origin=self.origin))
+            f.write(CONFIG.format(listen=listen, tls=table, origin=self.origin) + more)
 
-    def start(self, tls: str | None, listen: str = '"tcp:0:interface=127.0.0.1"') -> int:
+    def start(self, tls: str | None, listen: str = '"tcp:0:interface=127.0.0.1"', more: str = "") -> int:
         """Write the configuration, start the proxy it describes; its frontend's port."""
-        self.write_config(tls, listen)
+        self.write_config(tls, listen, more)
         self.command_line = CommandLine(config_path=self.path, access_log="off")
         self.service = build_service(load_config(self.command_line), reactor, self.command_line)
         self.service.startService()
@@ -126,6 +127,28 @@ class TLSListenerCase(ProxyTestCase):
             raise SkipTest(f"no {argv[0]} binary")
         child = yield defer.Deferred.fromCoroutine(wait_exit(self, spawn(self, name, argv), CHILD_GUARD))
         return child
+
+
+class ClosingTests(TLSListenerCase):
+    @defer.inlineCallbacks
+    def test_a_silent_connection_is_closed_after_http_request(self):  # type: ignore[no-untyped-def]
+        """A TLS connection closes (close_notify, then TCP) once the proxy closes it: no producer holds it open."""
+        key, cert = self.issue("127.0.0.1")
+        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]',
+                          more='\n[timeouts]\nhttp-request = "200ms"\nclient = "20s"\n')
+        client = yield self.tls_client(port)
+        started = reactor.seconds()
+        yield client.closed.addTimeout(10, reactor)
+        self.assertLess(reactor.seconds() - started, 5)  # http-request, not the 20 s client timeout after it
+
+    @defer.inlineCallbacks
+    def test_connection_close_response_ends_the_tls_connection(self):  # type: ignore[no-untyped-def]
+        key, cert = self.issue("127.0.0.1")
+        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]', more='\n[timeouts]\nclient = "20s"\n')
+        client = yield self.tls_client(port)
+        client.send(b"GET /bye HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = yield client.closed.addTimeout(10, reactor)
+        self.assertIn(b"path=/bye", received)
 
 
 class ALPNTests(TLSListenerCase):

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
 
-from rubrisproxy._compat import write_backlog
+from rubrisproxy._compat import unsent
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.flow import BACKPRESSURE, ReadGate
 from rubrisproxy.lifecycle import Termination
@@ -398,7 +398,7 @@ class PingFloodTests(ProxyTestCase):
         pings = [b"%05d" % i + b"p" * 120 for i in range(5000)]  # 650 KB of pings, 635 KB of pongs
         client.send(b"".join(frame(OP_PING, ping, MASK) for ping in pings) + frame(OP_TEXT, b"after", MASK))
         await self.poll(lambda: backend.received, "the proxy read past the pings", ticks=2000)
-        backlog = write_backlog(connection.transport)
+        backlog = unsent(connection.transport)
         self.assertLessEqual(backlog, (64 << 10) + 200)  # what was written before the backlog showed
         client.transport.resumeProducing()
         await client.until(lambda data: b"after" in data and pings[-1] in data)

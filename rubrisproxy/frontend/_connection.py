@@ -7,15 +7,16 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, ISSLTransport, ITCPTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides
 
+from .._compat import unsent
 from ..accesslog import ConnectionRecord
 from ..deadline import Deadline
-from ..flow import ProducerSlot, ReadGate, direct_write, tune_transport, writes_directly
+from ..flow import BACKPRESSURE, ProducerSlot, ReadGate, WriteWatch, direct_write, tune_transport, writes_directly
 from ..http import FORWARDING, HTTPError, RequestHead, RequestParser, error_response
 from ..lifecycle import ConnectionEnd, ConnectionInfo, RefuseConnection, Termination
 from ._context import Frontend
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 PIPELINE = "pipeline"
 UPGRADE = "upgrade"
+#: Requests parsed ahead of the one being answered; past this, parsing stops and what follows waits unparsed
+#: (reading is paused already), so a pipelining client costs at most this many requests and one read.
+PIPELINE_DEPTH = 16
 #: A local client's own forwarding headers are not trusted, and Expect is answered here.
 LOCAL_CLIENT_DROPS = FORWARDING | frozenset((b"expect",))
 
@@ -55,8 +59,10 @@ class ClientConnection(Protocol):
     """Parses requests, runs them one at a time as :class:`Exchange` objects, answers in order.
 
     Requests pipelined behind the current one are parsed and held (reading pauses
-    until their turn), so responses go out in request order and memory stays bounded
-    by one socket read.
+    until their turn), so responses go out in request order. At most
+    :data:`PIPELINE_DEPTH` wait parsed; the bytes after them wait unparsed. The next
+    request starts only while the client takes what is written to it, so a client
+    that pipelines without reading holds one buffer of responses, not one per request.
     """
 
     transport: ITCPTransport  # set by makeConnection before any other event
@@ -70,6 +76,7 @@ class ClientConnection(Protocol):
         "closing", "lost", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
         "_upgrading", "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding", "gate", "download", "parser",
         "opened_at", "responses", "end_reason", "last_request", "_limit_end", "handlers",
+        "_unparsed", "_advancing", "_output", "_delivered",
     )
 
     def __init__(self, frontend: Frontend) -> None:
@@ -81,7 +88,10 @@ class ClientConnection(Protocol):
         self._receiving: Exchange | None = None
         self._deadline = Deadline(frontend.clock, self._timed_out)
         self._waiting: _Wait | None = None
-        self._close_timer: IDelayedCall | None = None
+        self._close_timer: Deadline | None = None
+        self._unparsed = b""  # what the parser left when PIPELINE_DEPTH requests were waiting
+        self._advancing = False  # in the loop that starts waiting requests
+        self._delivered = 0  # bytes the client had taken when its timeout was last armed
         self._held_error: HTTPError | None = None
         self.closing = False
         self.lost = False
@@ -113,8 +123,10 @@ class ClientConnection(Protocol):
         tune_transport(self.transport)
         self._direct = writes_directly(self.transport)
         self._forwarding = forwarding_template(self.client_address, self.secure)
-        self.gate = ReadGate(self.transport)
-        self.download = ProducerSlot(self.transport)  # an origin's gate, while a response body flows
+        self.gate = ReadGate(self.transport, self._upload_stalled)
+        self._output = WriteWatch(self._output_changed)
+        # An origin's gate while a response body flows; else the watch, to hear of a client not reading.
+        self.download = ProducerSlot(self.transport, self._output)
         limits = frontend.limits
         self.parser = RequestParser(
             self,
@@ -156,13 +168,21 @@ class ClientConnection(Protocol):
             self._deadline.clear()
         elif waiting is _Wait.CLIENT:
             self._deadline.set(self.frontend.timeouts.client)
-        try:
-            self.parser.feed(data)
-        except HTTPError as error:
-            self._refuse(error)
+        if not self._parse(data):
             return
         if self._waiting is None and self.current is None and self.parser.in_message:
             self._wait(_Wait.REQUEST)
+
+    def _parse(self, data: bytes) -> bool:
+        """Feed the parser; False if the request was refused."""
+        try:
+            rest = self.parser.feed(data)
+        except HTTPError as error:
+            self._refuse(error)
+            return False
+        if rest and not self.closing:
+            self._unparsed += rest
+        return True
 
     def readConnectionLost(self) -> None:
         """The client half-closed an upgraded connection (see :meth:`take_over`)."""
@@ -197,8 +217,8 @@ class ClientConnection(Protocol):
             return
         self._waiting = None
         self._deadline.stop()
-        if self._close_timer is not None and self._close_timer.active():
-            self._close_timer.cancel()
+        if self._close_timer is not None:
+            self._close_timer.stop()
         self.frontend.connections.discard(self)
         exchanges = ([self.current] if self.current else []) + list(self._queued)
         self._queued = ()
@@ -212,7 +232,7 @@ class ClientConnection(Protocol):
             return ConnectionEnd.CLIENT_CLOSE if clean else ConnectionEnd.SOCKET_READ_CLOSED
         current = self.current
         writing = current is not None and (current.response_head_sent or current.pending_head is not None)
-        if writing and (not clean or self._waiting is _Wait.CLIENT or _unsent(self.transport)):
+        if writing and (not clean or self._waiting is _Wait.CLIENT or unsent(self.transport)):
             # Reset while a response was being written, or closed with some of it never sent (a reset
             # can read as a clean close when the socket was only being written to).
             return ConnectionEnd.SOCKET_WRITE_ERROR
@@ -287,9 +307,9 @@ class ClientConnection(Protocol):
 
     def request_head(self, head: RequestHead) -> None:
         max_reads = self.frontend.max_reads
-        if max_reads and self.requests >= max_reads:
+        if self.closing or (max_reads and self.requests >= max_reads):
             self._receiving = None
-            return  # read with the last one allowed: never answered, as after any close
+            return  # read with the last one allowed, or after the close began: never answered
         self.requests += 1
         if head.upgrade:
             # Nothing after an upgrade request is read until the upgrade is refused or done.
@@ -308,19 +328,16 @@ class ClientConnection(Protocol):
         if max_reads and self.requests == max_reads and self.last_request is None:
             self.last_request = exchange  # answered with Connection: close; later requests are not read
             self._limit_end = ConnectionEnd.MAX_READS
-        if self.current is None:
-            self.current = exchange
-            if head.has_body:
-                self._wait(_Wait.CLIENT)
-            if self.frontend.max_writes:
-                self._starting()
-            exchange.start()
+        if self.current is None and not self._queued and not self._output.full:
+            self._begin(exchange)
         else:
             if self._queued:
                 self._queued.append(exchange)  # type: ignore[union-attr]
             else:
                 self._queued = [exchange]
             self.gate.pause(PIPELINE)
+            if len(self._queued) >= PIPELINE_DEPTH:
+                self.parser.held = True
 
     def request_body(self, data: bytes) -> None:
         if self._receiving is not None:
@@ -332,12 +349,14 @@ class ClientConnection(Protocol):
             self._wait(None)
         if exchange is not None:
             exchange.client_end()
+        if self._waiting is _Wait.REQUEST and self.current is None and not self._queued:
+            self._wait(_Wait.KEEP_ALIVE)  # answered before its end was parsed: now idle
 
     def request_upgraded(self, rest: bytes) -> None:
         if self._upgrading:
             self._after_upgrade += rest  # at most the one read that carried the request
         elif rest:
-            self.parser.feed(rest)
+            self._parse(rest)
 
     # What an exchange calls
 
@@ -359,6 +378,7 @@ class ClientConnection(Protocol):
         alsoProvides(self, IHalfCloseableProtocol)
         rest, self._after_upgrade = self._after_upgrade, b""
         self._upgrading = False
+        self.download.drop_idle()  # the relay registers its own producers
         self.gate.resume(UPGRADE)
         return rest
 
@@ -379,7 +399,31 @@ class ClientConnection(Protocol):
         if stalled:
             self._wait(_Wait.CLIENT)
         elif self._waiting is _Wait.CLIENT:
-            self._wait(None)
+            self._settle()
+
+    def _upload_stalled(self, stalled: bool) -> None:
+        """The server stopped (or resumed) taking the request body: the client gets a whole ``timeout client``
+        from when the server takes more, as it was not the one stalling."""
+        if not stalled and self._waiting is _Wait.CLIENT and self.relay is None:
+            self._deadline.set(self.frontend.timeouts.client)
+
+    def _output_changed(self, full: bool) -> None:
+        """The client's write buffer filled, or drained, between response bodies."""
+        if self.closing or self.lost:
+            return  # the close timer watches what is left to send
+        self.client_stalled(full)
+        if not full:
+            self._advance()
+
+    def _settle(self) -> None:
+        """Arm the timer that applies when the client is not stalled."""
+        current = self.current
+        if current is not None:
+            self._wait(_Wait.CLIENT if current is self._receiving and current.head.has_body else None)
+        elif self._queued:
+            self._wait(None)  # about to start
+        else:
+            self._wait(_Wait.REQUEST if self.parser.in_message else _Wait.KEEP_ALIVE)
 
     def ends_with(self, exchange: Exchange) -> bool:
         """Whether the connection closes after answering ``exchange``."""
@@ -406,28 +450,53 @@ class ClientConnection(Protocol):
             if self._after_upgrade:
                 keep_alive = False  # the client did not wait for the answer: nothing it sent can be trusted
                 self._after_upgrade = b""
-        if self._waiting is _Wait.CLIENT:
-            self._wait(None)
         self.ready_at = now
-        if self._held_error is not None:
-            self._answer_error(self._held_error)
-            return
         if not keep_alive or self.closing:
             self.close()
             return
-        if self._queued:
-            self.current = self._queued.pop(0)  # type: ignore[union-attr]
-            if not self._queued:
-                self.gate.resume(PIPELINE)
-            if self.current is self._receiving and self.current.head.has_body:
-                self._wait(_Wait.CLIENT)
-            if self.frontend.max_writes:
-                self._starting()
-            self.current.start()
-        elif self.parser.in_message:
-            self._wait(_Wait.REQUEST)
-        else:
-            self._wait(_Wait.KEEP_ALIVE)
+        self._advance()
+        if self.current is None and not self.closing:
+            if self._output.full:
+                self._wait(_Wait.CLIENT)  # what was written must go before anything starts
+            else:
+                self._settle()
+
+    def _begin(self, exchange: Exchange) -> None:
+        """Start answering ``exchange``."""
+        self.current = exchange
+        self._wait(_Wait.CLIENT if exchange is self._receiving and exchange.head.has_body else None)
+        if self.frontend.max_writes:
+            self._starting()
+        exchange.start()
+
+    def _advance(self) -> None:
+        """Start the waiting requests in order, one at a time, while the client takes what is written.
+
+        A loop, not a recursion: a request answered as it starts (a refusal, 503) ends inside
+        :meth:`_begin`, and its :meth:`exchange_done` leaves the next one to this loop.
+        """
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            while self.current is None and not self.closing and not self.lost and not self._output.full:
+                if self._queued:
+                    exchange = self._queued.pop(0)  # type: ignore[union-attr]
+                    self.current = exchange  # so that what is parsed below waits behind it
+                    if self.parser.held and len(self._queued) < PIPELINE_DEPTH:
+                        self.parser.held = False
+                        held, self._unparsed = self._unparsed, b""
+                        self._parse(held)
+                    if not self._queued and self._held_error is None:
+                        self.gate.resume(PIPELINE)
+                    if self.current is exchange:  # not refused while parsing what was held
+                        self._begin(exchange)
+                elif self._held_error is not None:
+                    self._answer_error(self._held_error)
+                else:
+                    break
+        finally:
+            self._advancing = False
 
     def drain(self) -> None:
         """Finish the request in progress, if any, then close (graceful shutdown)."""
@@ -442,10 +511,37 @@ class ClientConnection(Protocol):
         for exchange in self._queued:
             exchange.dropped()  # never to be answered
         self._queued = ()
+        self._unparsed = b""
+        if self.parser is not None:
+            self.parser.held = True  # nothing after this is answered: stop parsing it
+        # A TLS transport closes only once no producer is registered: the write watch must not hold it open.
+        self.download.drop_idle()
         self.transport.loseConnection()
         self._wait(None)
-        if self._close_timer is None:
-            self._close_timer = self.frontend.clock.callLater(self.frontend.timeouts.client, self.transport.abortConnection)
+        if self._close_timer is None and not self.lost:
+            self._close_timer = Deadline(self.frontend.clock, self._close_expired)
+            self._delivered = self.bytes_out - unsent(self.transport)
+            self._close_timer.set(self.frontend.timeouts.client)
+
+    def _close_expired(self) -> None:
+        if self._progressed():
+            self._close_timer.set(self.frontend.timeouts.client)  # type: ignore[union-attr]
+        else:
+            self.transport.abortConnection()
+
+    def _progressed(self) -> bool:
+        """Whether the client took some of what was written since the last look (``timeout client`` is about
+        inactivity: a client that reads slowly but steadily is not cut)."""
+        delivered = self.bytes_out - unsent(self.transport)
+        if delivered == self._delivered:
+            return False
+        self._delivered = delivered
+        return True
+
+    def _server_stalled(self) -> bool:
+        """Whether the request body waits on a server that takes none of it (``timeout server`` times that)."""
+        current = self.current
+        return current is not None and current is self._receiving and self.gate.paused_for(BACKPRESSURE)
 
     # Errors and timeouts
 
@@ -456,8 +552,8 @@ class ClientConnection(Protocol):
             receiving.client_failed(error)
             return
         self.gate.pause(PIPELINE)
-        if self.current is not None:
-            self._held_error = error  # answered in order, after the current response
+        if self.current is not None or self._queued:
+            self._held_error = error  # answered in order, after the responses to the requests before it
         else:
             self._answer_error(error)
 
@@ -484,10 +580,15 @@ class ClientConnection(Protocol):
         elif waiting is _Wait.REQUEST:
             self._deadline.set(timeouts.http_request)
         else:
+            self._delivered = self.bytes_out - unsent(self.transport)
             self._deadline.set(timeouts.client)
 
     def _timed_out(self) -> None:
-        waiting, self._waiting = self._waiting, None
+        waiting = self._waiting
+        if waiting is _Wait.CLIENT and (self._progressed() or self._server_stalled()):
+            self._deadline.set(self.frontend.timeouts.client)
+            return
+        self._waiting = None
         if waiting is None:
             return
         if waiting is _Wait.CLIENT and self.current is not None:
@@ -532,7 +633,3 @@ def upgrade_end(termination: Termination) -> ConnectionEnd:
     return _UPGRADE_ENDS.get(termination, ConnectionEnd.SERVER_ERROR if termination in _SERVER_FAILURES
                              or termination is Termination.RESUME_FAILED else ConnectionEnd.SERVER_CLOSE)
 
-
-def _unsent(transport: object) -> int:
-    """Bytes a TCP transport holds that never reached the socket (0 where it cannot tell)."""
-    return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)

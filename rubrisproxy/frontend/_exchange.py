@@ -675,7 +675,8 @@ class Exchange:
 
     def origin_timed_out(self) -> None:
         self._drop_connection()
-        self.fail(HTTPError(504, f"{self.server!r} sent nothing within timeout server"), Termination.SERVER_TIMEOUT)
+        what = "sent nothing" if self.request_done or not self.head.has_body else "took none of the request body"
+        self.fail(HTTPError(504, f"{self.server!r} {what} within timeout server"), Termination.SERVER_TIMEOUT)
 
     def origin_backpressure(self, paused: bool) -> None:
         self.client.client_stalled(paused)
@@ -745,7 +746,9 @@ class Exchange:
             self._finish(termination, keep_alive=False)
             return
         self.status = error.status
-        keep_alive = self.request_done and error.status >= 500 and not self.head.wants_close and not self.client.ends_with(self)
+        # A request without a body is whole once its head is read, even if its end is parsed after this.
+        whole = self.request_done or not (self.head.has_body or self.head.upgrade)
+        keep_alive = whole and error.status >= 500 and not self.head.wants_close and not self.client.ends_with(self)
         response = error_response(error.status, close=not keep_alive, headers=error.headers)
         self.bytes_out += len(response)
         self.client.write(response)

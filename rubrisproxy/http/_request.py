@@ -18,6 +18,11 @@ from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Hea
 from ._target import Target, valid_host
 
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+#: Outside a body, llhttp is fed this much at a time: a head is measured from within this many bytes of
+#: where it starts, and a hold (:attr:`RequestParser.held`) stops parsing within a few pipelined requests.
+_HEAD_SLICE = 512
+#: A chunked body is fed this much at a time (each slice is one write to the origin).
+_CHUNKED_SLICE = 16384
 #: Headers the parser itself must read.
 _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
 
@@ -89,6 +94,8 @@ class RequestParser:
         self._max_body_size = max_body_size
         self._drop = HOP_BY_HOP | drop
         self._parser = httptools.HttpRequestParser(self)
+        #: Set by the handler to stop parsing between two slices: :meth:`feed` returns what it left.
+        self.held = False
         self._reset()
 
     def set_drop(self, drop: frozenset[bytes]) -> None:
@@ -103,6 +110,7 @@ class RequestParser:
         self._headers: Headers = []
         self._header_bytes = 0
         self._body_bytes = 0
+        self._body_left = -1  # a Content-Length body's bytes still to come; -1 for a chunked one
         self._url_complete = False
 
     def close(self) -> None:
@@ -115,35 +123,59 @@ class RequestParser:
         """True between the first byte of a request and its end."""
         return self._in_head or self._in_body
 
-    def feed(self, data: bytes) -> None:
-        """Parse ``data``; raises :class:`HTTPError` for a request to refuse."""
-        head_before = self._in_head or not self._in_body
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            # llhttp stops after an Upgrade or CONNECT head: the handler says what follows.
-            self._handler.request_upgraded(data[upgrade.args[0]:])
-            return
-        except httptools.HttpParserCallbackError as e:
-            if e.__context__ is not None:
-                raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
-            raise HTTPError(400, f"invalid request: {e}") from None
-        except httptools.HttpParserInvalidMethodError as e:
-            raise HTTPError(501, f"unknown method: {e}") from None
-        except httptools.HttpParserError as e:
-            raise HTTPError(400, f"invalid request: {e}") from None
-        if head_before and self._in_head:
-            # Still inside a head: bound what llhttp is accumulating for us.
-            self._head_bytes += len(data)
-            if self._head_bytes > self._max_request_line + self._max_header_size:
-                if not self._headers and not self._url_complete:
-                    raise HTTPError(414, "request line too long")
-                raise HTTPError(431, "request head too large")
+    def feed(self, data: bytes) -> bytes:
+        """Parse ``data``; raises :class:`HTTPError` for a request to refuse.
+
+        Returns the bytes left unparsed because :attr:`held` was set (``b""`` when all were parsed).
+        """
+        start, end = 0, len(data)
+        view: memoryview | None = None
+        while start < end:
+            if self.held:
+                return data[start:]
+            in_head = self._in_head
+            if not self._in_body or in_head:
+                size = _HEAD_SLICE
+            elif self._body_left >= 0:
+                size = self._body_left or _HEAD_SLICE  # exactly the rest of the body: the next request starts a slice
+            else:
+                size = _CHUNKED_SLICE
+            if start == 0 and size >= end:
+                piece: bytes | memoryview = data  # the usual read: one pass
+            else:
+                if view is None:
+                    view = memoryview(data)
+                piece = view[start:start + size]
+            start += size
+            try:
+                self._parser.feed_data(piece)
+            except httptools.HttpParserUpgrade as upgrade:
+                # llhttp stops after an Upgrade or CONNECT head: the handler says what follows.
+                self._handler.request_upgraded(bytes(piece[upgrade.args[0]:]) + data[start:])
+                return b""
+            except httptools.HttpParserCallbackError as e:
+                if e.__context__ is not None:
+                    raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
+                raise HTTPError(400, f"invalid request: {e}") from None
+            except httptools.HttpParserInvalidMethodError as e:
+                raise HTTPError(501, f"unknown method: {e}") from None
+            except httptools.HttpParserError as e:
+                raise HTTPError(400, f"invalid request: {e}") from None
+            if self._in_head and (in_head or size == _HEAD_SLICE):
+                # Bound what llhttp accumulates for this head; the slice it began in may hold a little of what
+                # came before it, hence one slice of slack.
+                self._head_bytes += len(piece)
+                if self._head_bytes > self._max_request_line + self._max_header_size + _HEAD_SLICE:
+                    if not self._headers and not self._url_complete:
+                        raise HTTPError(414, "request line too long")
+                    raise HTTPError(431, "request head too large")
+        return b""
 
     # llhttp callbacks (called from inside feed_data)
 
     def on_message_begin(self) -> None:
         self._in_head = True  # from a request's first byte, so a lone "G" already counts
+        self._head_bytes = 0  # each request's head is measured on its own
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -208,10 +240,13 @@ class RequestParser:
         head.upgrade = parser.should_upgrade()
         self._in_head = False
         self._in_body = True
+        self._body_left = -1 if head.chunked else head.content_length or 0
         self._handler.request_head(head)
 
     def on_body(self, data: bytes) -> None:
         self._body_bytes += len(data)
+        if self._body_left > 0:
+            self._body_left -= len(data)
         if self._max_body_size and self._body_bytes > self._max_body_size:
             raise HTTPError(413, f"body over the {self._max_body_size} byte limit")
         self._handler.request_body(data)

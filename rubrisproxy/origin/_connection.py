@@ -11,6 +11,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .._compat import unsent
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, direct_write, tune_transport, writes_directly
 from ..http import HTTPError, ResponseHandler, ResponseParser
@@ -59,6 +60,7 @@ class OriginConnection(Protocol):
     __slots__ = (
         "server", "pool_key", "pool", "clock", "gate", "reused", "pinned_to", "requests", "connected",
         "parser", "_user", "_deadline", "bytes_sent", "relay", "_direct", "upload", "transport", "factory", "_tunnel_user", "_tunnel_head",
+        "_delivered",
     )
 
     def __init__(self, server: Server, pool: ConnectionPool, clock: IReactorTime) -> None:
@@ -78,6 +80,7 @@ class OriginConnection(Protocol):
         self.relay: OriginRelay | None = None  # what the connection became after an upgrade
         self._tunnel_user: TunnelUser | None = None  # waiting for a parent proxy's answer to CONNECT
         self._tunnel_head = b""
+        self._delivered = 0  # bytes the server had taken when its timeout was last armed
 
     @property
     def server_timeout(self) -> float:
@@ -101,6 +104,7 @@ class OriginConnection(Protocol):
         self.requests += 1
         self.bytes_sent = len(head)
         self._write(head)
+        self._delivered = self.bytes_sent - unsent(self.transport)
         self._deadline.set(timeout or self.server_timeout)
 
     def send_connect(self, user: TunnelUser, head: bytes) -> None:
@@ -158,6 +162,7 @@ class OriginConnection(Protocol):
         self._write(data)
         deadline = self._deadline
         if deadline is not None and deadline.armed:  # None: a tunnel owns the connection and its timing
+            self._delivered = self.bytes_sent - unsent(self.transport)
             deadline.set(self.server_timeout)
 
     def park(self, idle_timeout: float) -> None:
@@ -242,6 +247,12 @@ class OriginConnection(Protocol):
             return
         if self._user is None:
             self.pool.expire(self)  # idle too long in the pool
+            return
+        delivered = self.bytes_sent - unsent(self.transport)
+        if delivered != self._delivered:
+            # It is still taking the request body, slowly: inactivity, not time, is what times out.
+            self._delivered = delivered
+            self._deadline.set(self.server_timeout)
             return
         user = self._user
         self.abort()

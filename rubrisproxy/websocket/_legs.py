@@ -32,7 +32,7 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from .._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, use_batched_timer, write_backlog
+from .._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, unsent, use_batched_timer
 from ..config import WebSocketConfig
 from ..flow import ReadGate
 from ..lifecycle import Termination
@@ -195,7 +195,7 @@ class _Leg:
         # still gets its pong (RFC 6455 5.5.2) and a peer's keepalive does not depend on the other side.
         if self.state != self.STATE_OPEN:
             return
-        if write_backlog(self.transport) <= _PONG_BACKLOG:
+        if unsent(self.transport) <= _PONG_BACKLOG:
             self._forget_owed_pong()
             self.sendPong(payload)  # type: ignore[attr-defined]
             return
