@@ -288,14 +288,15 @@ class AccessLogService(service.Service):
         self.clock = clock
         self._flusher = task.LoopingCall(access_log.flush)
         self._flusher.clock = clock
-        self._closer: Any = None
+        self._close_at_shutdown = hasattr(clock, "addSystemEventTrigger")  # once, at the first start
 
     def startService(self) -> None:
         super().startService()
         self.access_log.start()
         self._flusher.start(1.0, now=False)
-        if self._closer is None and hasattr(self.clock, "addSystemEventTrigger"):
-            self._closer = self.clock.addSystemEventTrigger("after", "shutdown", self.access_log.close)
+        if self._close_at_shutdown:
+            self._close_at_shutdown = False
+            self.clock.addSystemEventTrigger("after", "shutdown", self.access_log.close)
 
     def stopService(self) -> None:
         super().stopService()

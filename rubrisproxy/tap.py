@@ -97,5 +97,5 @@ def makeService(options: Options) -> IService:
     if output is None:
         ReopenOnSignal(reopeners, reactor).setServiceParent(root)
         return root
-    ReopenOnSignal([output.reopen, *reopeners], reactor).setServiceParent(root)
+    ReopenOnSignal([*reopeners, output.reopen], reactor).setServiceParent(root)  # held access lines go to the old file
     return LoggedService(root, MainLogObserver(output, options.proxy_config.log.format))
