@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _string  # a JSON string literal, escaped (in C)
 
-from .logoutput import EventOutput, LineOutput, Timestamps, compact_json
+from .logoutput import EventOutput, LineOutput, Timestamps
 
 #: The twisted logger namespace of access-log lines written to the twistd log.
 NAMESPACE = "rubrisproxy.access"
@@ -56,27 +57,22 @@ class ConnectionRecord:
 _timestamp = Timestamps()
 
 
-def _ms(value: float) -> int:
-    """Whole milliseconds, rounded; -1 (did not happen) stays -1."""
-    return int(value + 0.5) if value >= 0 else -1
-
-
 def format_connection_text(record: ConnectionRecord) -> str:
     """``time peer frontend CONNECTION end client=... requests=N responses=N in=B out=B duration_ms=MS``."""
     r = record
     return "%s %s %s CONNECTION %s client=%s requests=%d responses=%d in=%d out=%d duration_ms=%d" % (
         _timestamp(r.at), r.peer, r.frontend, r.end, r.client, r.requests, r.responses, r.bytes_in, r.bytes_out,
-        _ms(r.duration_ms),
+        r.duration_ms + 0.5,
     )
 
 
 def format_connection_json(record: ConnectionRecord) -> str:
     r = record
-    return compact_json({
-        "time": _timestamp(r.at), "event": "connection", "peer": r.peer, "frontend": r.frontend, "end": r.end,
-        "client": r.client, "requests": r.requests, "responses": r.responses, "bytes_in": r.bytes_in,
-        "bytes_out": r.bytes_out, "duration_ms": round(r.duration_ms, 3),
-    })
+    return (
+        '{"time":"%s","event":"connection","peer":%s,"frontend":%s,"end":%s,"client":%s,"requests":%d,'
+        '"responses":%d,"bytes_in":%d,"bytes_out":%d,"duration_ms":%.3f}'
+    ) % (_timestamp(r.at), _string(r.peer), _string(r.frontend), _string(r.end), _string(r.client), r.requests,
+         r.responses, r.bytes_in, r.bytes_out, r.duration_ms)
 
 
 def format_text(record: AccessRecord) -> str:
@@ -84,29 +80,28 @@ def format_text(record: AccessRecord) -> str:
     "request"``, the time in ISO 8601 (UTC, milliseconds); the timings are whole milliseconds (rounded), -1 for
     a step that did not happen."""
     r = record
+    # %d truncates: adding 0.5 rounds a time; -1 (did not happen) stays -1.
+    wait, queue, connect, response, total = r.wait_ms, r.queue_ms, r.connect_ms, r.response_ms, r.total_ms
     line = '%s %s %s %s/%s %d/%d/%d/%d/%d %d %d %d %s retries=%d "%s %s HTTP/%s"' % (
         _timestamp(r.at), r.client, r.frontend, r.backend, r.server,
-        _ms(r.wait_ms), _ms(r.queue_ms), _ms(r.connect_ms), _ms(r.response_ms), _ms(r.total_ms),
+        wait + 0.5 if wait >= 0 else -1, queue + 0.5 if queue >= 0 else -1,
+        connect + 0.5 if connect >= 0 else -1, response + 0.5 if response >= 0 else -1,
+        total + 0.5 if total >= 0 else -1,
         r.status, r.bytes_in, r.bytes_out, r.termination, r.retries, r.method, r.target, r.version,
     )
     return line + " session=" + r.session if r.session else line
 
 
 def format_json(record: AccessRecord) -> str:
-    """One JSON object per line; timings rounded to microseconds."""
+    """One JSON object per line; timings to the microsecond."""
     r = record
-    return compact_json({
-        "time": _timestamp(r.at), "event": "request", "client": r.client, "frontend": r.frontend, "method": r.method,
-        "target": r.target,
-        "version": r.version, "status": r.status, "bytes_in": r.bytes_in, "bytes_out": r.bytes_out,
-        "backend": r.backend, "server": r.server, "wait_ms": round(r.wait_ms, 3), "queue_ms": round(r.queue_ms, 3),
-        "connect_ms": round(r.connect_ms, 3), "response_ms": round(r.response_ms, 3),
-        "total_ms": round(r.total_ms, 3), "termination": r.termination, "retries": r.retries, "session": r.session,
-    })
-
-
-    fields[key] = round(fields[key], 3)
-    return json.dumps(fields, separators=(",", ":"))
+    return (
+        '{"time":"%s","event":"request","client":%s,"frontend":%s,"method":%s,"target":%s,"version":%s,'
+        '"status":%d,"bytes_in":%d,"bytes_out":%d,"backend":%s,"server":%s,"wait_ms":%.3f,"queue_ms":%.3f,'
+        '"connect_ms":%.3f,"response_ms":%.3f,"total_ms":%.3f,"termination":%s,"retries":%d,"session":%s}'
+    ) % (_timestamp(r.at), _string(r.client), _string(r.frontend), _string(r.method), _string(r.target),
+         _string(r.version), r.status, r.bytes_in, r.bytes_out, _string(r.backend), _string(r.server), r.wait_ms,
+         r.queue_ms, r.connect_ms, r.response_ms, r.total_ms, _string(r.termination), r.retries, _string(r.session))
 
 
 class AccessLog:

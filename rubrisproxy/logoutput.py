@@ -20,20 +20,26 @@ compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class Timestamps:
-    """``2026-12-06T06:40:01.123Z`` for a POSIX time; the part up to the second is computed once a second."""
+    """``2026-12-06T06:40:01.123Z`` for a POSIX time; computed once a millisecond (the date and time once a
+    second), as many lines share them."""
 
-    __slots__ = ("_second", "_prefix")
+    __slots__ = ("_second", "_prefix", "_millisecond", "_text")
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._second = self._millisecond = -1
+        self._prefix = self._text = ""
 
     def __call__(self, at: float) -> str:
-        second = int(at)
+        millisecond = int(at * 1000)
+        if millisecond == self._millisecond:
+            return self._text
+        second, fraction = divmod(millisecond, 1000)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return "%s.%03dZ" % (self._prefix, (at - second) * 1000)
+        self._millisecond = millisecond
+        self._text = text = "%s.%03dZ" % (self._prefix, fraction)
+        return text
 
 
 class LineOutput(Protocol):
