@@ -24,10 +24,9 @@ from dataclasses import dataclass
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from twisted.internet import protocol, reactor  # noqa: E402
-
 from harness import Processes, cpu_times, free_port, middle, python_path_env, twistd_command  # noqa: E402
 from http_bench import LOAD_CORE, PROXY_CORE, ROOT, run_wrk, wait_port  # noqa: E402
+from twisted.internet import protocol, reactor  # noqa: E402
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nhello, world\n"
 
@@ -47,7 +46,7 @@ def origin(port: int) -> None:
 
     factory = protocol.Factory.forProtocol(Answer)
     factory.noisy = False
-    reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=1024)  # type: ignore[attr-defined]
+    reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=1024)  # type: ignore[attr-defined, arg-type]
     reactor.run()  # type: ignore[attr-defined]
 
 

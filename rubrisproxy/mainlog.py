@@ -10,6 +10,7 @@ access-log file, for logrotate.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
@@ -34,7 +35,7 @@ class MainLogObserver:
         self.json = format == "json"
         self._timestamp = Timestamps()
 
-    def __call__(self, event: Mapping[str, Any]) -> None:
+    def __call__(self, event: dict[str, Any]) -> None:
         lines = event.get(ACCESS_LINES)
         if lines is not None:
             if self.json and lines and lines[0][:1] != "{":
@@ -44,7 +45,7 @@ class MainLogObserver:
             return
         self.output.write_lines([self.format(event)])
 
-    def format(self, event: Mapping[str, Any]) -> str:
+    def format(self, event: dict[str, Any]) -> str:
         """One event as its line."""
         at = self._timestamp(event.get("log_time", 0.0))
         level = event.get("log_level")
@@ -77,7 +78,7 @@ def twistd_output(twistd_options: Mapping[str, Any]) -> LineOutput | None:
         return StreamOutput(sys.stdout)
     if not path and not daemon:
         return StreamOutput(sys.stdout)
-    return FileOutput(path or "twistd.log")
+    return FileOutput(os.path.abspath(path or "twistd.log"))  # twistd may change directory (--rundir) later
 
 
 class LoggedService(service.MultiService):

@@ -20,11 +20,12 @@ from twisted.trial import unittest
 from rubrisproxy.accesslog import AccessLog, AccessRecord
 from rubrisproxy.backend import Server
 from rubrisproxy.config import CommandLine, ServerConfig, config_from_document, load_config
-from rubrisproxy.http import quoted
+from rubrisproxy.http import HTTPError, RequestHead, ResponseHead, quoted
 from rubrisproxy.logoutput import ACCESS_LINES, EventOutput, FileOutput, StreamOutput, Timestamps
 from rubrisproxy.mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
 from rubrisproxy.service import AccessLogService, build_service
 from rubrisproxy.startup import startup_lines
+from rubrisproxy.websocket._handshake import check_switch, check_upgrade
 
 from .helpers import EchoResource, ProxyTestCase, get
 from .test_plugin import ROOT, TWISTD, Twistd
@@ -93,7 +94,7 @@ class MainLogObserverTests(unittest.TestCase):
     def test_text_traceback_on_the_lines_after(self):
         output = MemoryOutput()
         try:
-            1 / 0
+            raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             failure = Failure()
         MainLogObserver(output)(self.event(log_failure=failure, log_level=LogLevel.critical))
@@ -106,7 +107,7 @@ class MainLogObserverTests(unittest.TestCase):
     def test_json_line(self):
         output = MemoryOutput()
         try:
-            1 / 0
+            raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             failure = Failure()
         observer = MainLogObserver(output, "json")
@@ -155,7 +156,7 @@ class TwistdOutputTests(unittest.TestCase):
         output = twistd_output({"nodaemon": True, "logfile": path})
         self.addCleanup(output.close)  # type: ignore[union-attr]
         self.assertIsInstance(output, FileOutput)
-        self.assertEqual(output.path, path)  # type: ignore[union-attr]
+        self.assertEqual(output.path, os.path.abspath(path))  # type: ignore[union-attr]
 
     def test_a_daemon_writes_twistd_log_and_cannot_use_standard_output(self):
         cwd = os.getcwd()
@@ -165,7 +166,7 @@ class TwistdOutputTests(unittest.TestCase):
         self.addCleanup(os.chdir, cwd)
         output = twistd_output({"nodaemon": False, "logfile": None})
         self.addCleanup(output.close)  # type: ignore[union-attr]
-        self.assertEqual(output.path, "twistd.log")  # type: ignore[union-attr]
+        self.assertEqual(output.path, os.path.join(directory, "twistd.log"))  # type: ignore[union-attr]
         with self.assertRaises(SystemExit):
             twistd_output({"nodaemon": False, "logfile": "-"})
 
@@ -311,6 +312,43 @@ class NoReprTests(unittest.TestCase):
         self.assertEqual(quoted(b""), '""')
         self.assertEqual(quoted(b'a"b\\c\x00\xff'), '"a\\"b\\\\c\\x00\\xff"')
         self.assertEqual(quoted(b"x" * 70), '"' + "x" * 64 + '"...')
+
+
+class HandshakeDetailTests(unittest.TestCase):
+    """What a refused WebSocket handshake logs names the bytes sent, or their absence, never a repr."""
+
+    KEY = (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ==")
+
+    def upgrade(self, *headers: tuple[bytes, bytes]) -> RequestHead:
+        head = RequestHead(b"GET", b"/", b"1.1", [(b"Upgrade", b"websocket"), self.KEY, *headers])
+        head.upgrade, head.connection = True, frozenset({b"upgrade"})
+        return head
+
+    def test_no_origin_where_origins_are_listed(self):
+        head = self.upgrade((b"Sec-WebSocket-Version", b"13"))
+        with self.assertRaises(HTTPError) as caught:
+            check_upgrade(head, origins=("https://app.example",))
+        self.assertEqual((caught.exception.status, caught.exception.detail),
+                         (403, "an upgrade without Origin is not allowed here"))
+
+    def test_an_origin_not_listed(self):
+        head = self.upgrade((b"Sec-WebSocket-Version", b"13"), (b"Origin", b"https://evil.example\xff"))
+        with self.assertRaises(HTTPError) as caught:
+            check_upgrade(head, origins=("https://app.example",))
+        self.assertEqual(caught.exception.detail, 'Origin "https://evil.example\\xff" is not allowed')
+
+    def test_a_bad_version(self):
+        for sent, shown in ((None, '""'), (b"\x01", '"\\x01"')):
+            headers = [(b"Sec-WebSocket-Version", sent)] if sent is not None else []
+            with self.assertRaises(HTTPError) as caught:
+                check_upgrade(self.upgrade(*headers))
+            self.assertEqual(caught.exception.detail, f"unsupported Sec-WebSocket-Version {shown}")
+
+    def test_a_backend_answer_without_upgrade(self):
+        head = ResponseHead(101, b"Switching Protocols", b"1.1", [])
+        self.assertEqual(check_switch(head, self.KEY[1], ()), "no Upgrade header")
+        head = ResponseHead(101, b"Switching Protocols", b"1.1", [(b"Upgrade", b"h2c")])
+        self.assertEqual(check_switch(head, self.KEY[1], ()), 'Upgrade is "h2c", not websocket')
 
 
 class StartupLinesTests(unittest.TestCase):

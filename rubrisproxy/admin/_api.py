@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from ..backend import Backend, HealthChecker, Server
 from ..config import ConfigError, Timeouts, parse_server
@@ -252,7 +252,7 @@ class AdminAPISite(AdminSite):
     """Admin calls are not logged one line each (they would crowd the main log: monitoring polls them); the
     calls that change something are logged by the API with the caller's address."""
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 

@@ -71,7 +71,7 @@ def check_upgrade(head: RequestHead, origins: Sequence[str] = (), subprotocols: 
     if len(keys) != 1 or not _is_key(keys[0]):
         raise HTTPError(400, "a WebSocket upgrade needs one Sec-WebSocket-Key of 16 base64-encoded bytes")
     if origins and origin not in origins:
-        raise HTTPError(403, f"Origin {quoted(origin)} is not allowed")
+        raise HTTPError(403, f"Origin {quoted(origin)} is not allowed" if origin is not None else "an upgrade without Origin is not allowed here")
     protocols = tuple(p for p in offered if p in subprotocols) if subprotocols else tuple(offered)
     if offered and not protocols:
         raise HTTPError(400, f"none of the offered subprotocols {offered} is allowed")
@@ -127,7 +127,7 @@ def check_switch(head: ResponseHead, key: bytes, offered: Sequence[str]) -> str 
         elif lower == b"sec-websocket-protocol":
             protocol = value.strip().decode("latin-1")
     if upgrade != b"websocket":
-        return f"Upgrade is {quoted(upgrade)}, not websocket"
+        return f"Upgrade is {quoted(upgrade)}, not websocket" if upgrade is not None else "no Upgrade header"
     if b"upgrade" not in head.connection:
         return "Connection does not name upgrade"
     if accept != accept_key(key):
