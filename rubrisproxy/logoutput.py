@@ -54,12 +54,14 @@ class LineOutput(Protocol):
 
 class FileState(Enum):
     OPEN = "open"
+    FAILING = "failing"  # the last write failed (a full disk): lines are dropped until one succeeds
     CLOSED = "closed"
 
 
 class FileOutput:
     """Appends lines to a file, flushed after each batch. :meth:`reopen` opens the path anew (after logrotate
-    moved the file away); if that fails, it says so and keeps writing to the file it had."""
+    moved the file away); if that fails, it says so and keeps writing to the file it had. A write that fails
+    (a full disk) drops its lines, never the request that logged them; the log says when it starts and stops."""
 
     log = Logger()
 
@@ -67,17 +69,31 @@ class FileOutput:
         self.path = path
         self._file: IO[str] = self._open()
         self.state = FileState.OPEN
+        self.dropped = 0  # lines lost to failed writes
 
     def _open(self) -> IO[str]:
         return open(self.path, "a", encoding="utf-8", errors="backslashreplace")
 
     def write_lines(self, lines: list[str]) -> None:
-        if self.state is FileState.OPEN and lines:
+        if self.state is FileState.CLOSED or not lines:
+            return
+        try:
             self._file.write("\n".join(lines) + "\n")
             self._file.flush()
+        except OSError as e:
+            self.dropped += len(lines)
+            if self.state is FileState.OPEN:
+                self.state = FileState.FAILING
+                self.log.error("cannot write to {path}: {why}; dropping lines until it can", path=self.path,
+                               why=e.strerror)
+            return
+        if self.state is FileState.FAILING:
+            self.state = FileState.OPEN
+            self.log.info("writing to {path} again; {count} lines were dropped so far", path=self.path,
+                          count=self.dropped)
 
     def reopen(self) -> None:
-        if self.state is not FileState.OPEN:
+        if self.state is FileState.CLOSED:
             return
         try:
             new = self._open()
@@ -86,12 +102,18 @@ class FileOutput:
                            why=e.strerror)
             return
         old, self._file = self._file, new
-        old.close()
+        try:
+            old.close()
+        except OSError:
+            pass  # what it still held could not be written: counted as dropped when it failed
 
     def close(self) -> None:
-        if self.state is FileState.OPEN:
+        if self.state is not FileState.CLOSED:
             self.state = FileState.CLOSED
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass
 
 
 class StreamOutput:
