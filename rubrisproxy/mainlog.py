@@ -26,9 +26,9 @@ from .logoutput import ACCESS_LINES, FileOutput, LineOutput, StreamOutput, Times
 
 @implementer(ILogObserver)
 class MainLogObserver:
-    """Writes each event as one line (``time [namespace#level] message``, a traceback on the lines after) or, in
-    ``json`` format, as one JSON object; a batch of access-log lines as they are (text access lines in a JSON
-    main log become objects with the line as their ``message``)."""
+    """Writes each event as one line, ``time [namespace#level] message`` (further lines of a message or a
+    traceback start with a tab), or in ``json`` format as one JSON object; a batch of access-log lines as they
+    are (text access lines in a JSON main log become objects with the line as their ``message``)."""
 
     def __init__(self, output: LineOutput, format: str = "text") -> None:
         self.output = output
@@ -59,7 +59,7 @@ class MainLogObserver:
                 fields["traceback"] = failure.getTraceback()
             return compact_json(fields)
         system = event.get("log_system") or f"{namespace}#{level_name}"
-        line = f"{at} [{system}] {message}"
+        line = f"{at} [{system}] {message}".replace("\n", "\n\t")  # a line of its own starts with a time
         if failure is not None:
             line += "\n\t" + failure.getTraceback().rstrip("\n").replace("\n", "\n\t")
         return line

@@ -91,6 +91,12 @@ class MainLogObserverTests(unittest.TestCase):
         MainLogObserver(output)(self.event())
         self.assertEqual(output.lines, ["2025-12-06T06:40:01.123Z [rubrisproxy.test#warn] server app/s1 is DOWN"])
 
+    def test_text_a_message_of_several_lines_cannot_pass_for_other_lines(self):
+        output = MemoryOutput()
+        MainLogObserver(output)(self.event(state="DOWN\n2025-12-06T06:40:02.000Z [rubrisproxy#info] all is well"))
+        (line,) = output.lines
+        self.assertEqual(line.split("\n")[1], "\t2025-12-06T06:40:02.000Z [rubrisproxy#info] all is well")
+
     def test_text_traceback_on_the_lines_after(self):
         output = MemoryOutput()
         try:
