@@ -16,7 +16,7 @@ def startup_lines(config: ProxyConfig, config_path: str | None) -> list[str]:
     lines += [_backend(backend, config.demo) for backend in config.backends.values()]
     lines.append(f"admin API: {', '.join(config.admin.listen)}" if config.admin.listen else "admin API: off")
     access = config.access_log
-    where = "off" if not access.enabled else "the twistd log" if access.path == "-" else access.path
+    where = "off" if not access.enabled else "the main log" if access.path == "-" else access.path
     details = f" ({access.format}{', with connection lines' if access.connections else ''})" if access.enabled else ""
     lines.append(f"access log: {where}{details}; main log format: {config.log.format}")
     return lines

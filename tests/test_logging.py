@@ -388,7 +388,7 @@ class StartupLinesTests(unittest.TestCase):
                       "every 5s (rise 2, fall 3, GET /health expecting 200-399)", lines)
         self.assertIn("backend quiet: s1 http://10.0.0.3:80; roundrobin; no health checks", lines)
         self.assertIn("admin API: off", lines)
-        self.assertIn("access log: the twistd log (text, with connection lines); main log format: text", lines)
+        self.assertIn("access log: the main log (text, with connection lines); main log format: text", lines)
 
 
 def check_lines(case: unittest.TestCase, lines: list[bytes], parse_json: bool = False) -> None:
