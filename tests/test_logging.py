@@ -19,7 +19,7 @@ from twisted.trial import unittest
 
 from rubrisproxy.accesslog import AccessLog, AccessRecord
 from rubrisproxy.backend import Server
-from rubrisproxy.config import CommandLine, ServerConfig, config_from_document, load_config
+from rubrisproxy.config import CommandLine, ConfigError, ServerConfig, config_from_document, load_config
 from rubrisproxy.http import HTTPError, RequestHead, ResponseHead, quoted
 from rubrisproxy.logoutput import ACCESS_LINES, EventOutput, FileOutput, StreamOutput, Timestamps
 from rubrisproxy.mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
@@ -371,6 +371,27 @@ class HandshakeDetailTests(unittest.TestCase):
         self.assertEqual(check_switch(head, self.KEY[1], ()), "no Upgrade header")
         head = ResponseHead(101, b"Switching Protocols", b"1.1", [(b"Upgrade", b"h2c")])
         self.assertEqual(check_switch(head, self.KEY[1], ()), 'Upgrade is "h2c", not websocket')
+
+
+class LogConfigTests(unittest.TestCase):
+    def test_format_from_the_file_and_the_flag(self):
+        self.assertEqual(config_from_document({}).log.format, "text")
+        self.assertEqual(config_from_document({"log": {"format": "json"}}).log.format, "json")
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[log]\nformat = "json"\n')
+        config = load_config(CommandLine(config_path=path, backends=["127.0.0.1:1"], log_format="text"))
+        self.assertEqual(config.log.format, "text")
+
+    def test_bad_values_name_their_key(self):
+        for document, key in (({"log": {"format": "xml"}}, "log.format"), ({"log": {"level": "debug"}}, "log"),
+                              ({"log": "json"}, "log")):
+            with self.assertRaises(ConfigError) as caught:
+                config_from_document(document)
+            self.assertTrue(str(caught.exception).startswith(key), str(caught.exception))
+        with self.assertRaises(ConfigError) as caught:
+            load_config(CommandLine(backends=["127.0.0.1:1"], log_format="yaml"))
+        self.assertIn("--log-format", str(caught.exception))
 
 
 class StartupLinesTests(unittest.TestCase):
