@@ -21,6 +21,7 @@ from rubrisproxy.accesslog import AccessLog, NullAccessLog
 from rubrisproxy.backend import Backend
 from rubrisproxy.config import BackendConfig, Limits, PoolSettings, ServerConfig, Timeouts
 from rubrisproxy.frontend import ClientConnection, Frontend
+from rubrisproxy.logoutput import FileOutput
 from rubrisproxy.origin import ConnectionPool
 
 REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
@@ -46,7 +47,7 @@ def main() -> None:
     clock = Clock()
     connector = _Connector()
     pool = ConnectionPool(connector, clock, PoolSettings(), 60)  # type: ignore[arg-type]
-    access_log = AccessLog("text", open(os.devnull, "w")) if args.access_log else NullAccessLog()
+    access_log = AccessLog("text", FileOutput(os.devnull)) if args.access_log else NullAccessLog()
     frontend = Frontend(
         name="web", clock=clock, timeouts=Timeouts(), limits=Limits(), pool=pool, access_log=access_log,
         backend=Backend(BackendConfig(name="app", servers=(ServerConfig("s1", "127.0.0.1", 1),))),

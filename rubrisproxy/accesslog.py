@@ -1,19 +1,23 @@
-"""One access-log line per request, as text or JSON."""
+"""One access-log line per request (and per client connection), as text or JSON, written in batches."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import IO
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _string  # a JSON string literal, escaped (in C)
 
-from twisted.logger import Logger
+from .logoutput import EventOutput, LineOutput, Timestamps
+
+#: The twisted logger namespace of access-log lines written to the twistd log.
+NAMESPACE = "rubrisproxy.access"
 
 
 @dataclass(slots=True)
 class AccessRecord:
-    """What is known about one request when it ends. Times are milliseconds; -1 is "did not happen"."""
+    """What is known about one request when it ends. ``at`` is when (POSIX time); the other times are
+    milliseconds, -1 being "did not happen"."""
 
+    at: float
     client: str
     frontend: str
     method: str
@@ -36,8 +40,9 @@ class AccessRecord:
 
 @dataclass(slots=True)
 class ConnectionRecord:
-    """One client connection when it ends: why, who owned it, and its counters."""
+    """One client connection when it ends (``at``, POSIX time): why, who owned it, and its counters."""
 
+    at: float
     peer: str
     frontend: str
     end: str  # a ConnectionEnd value
@@ -49,82 +54,111 @@ class ConnectionRecord:
     duration_ms: float
 
 
+_timestamp = Timestamps()
+
+
 def format_connection_text(record: ConnectionRecord) -> str:
-    """``peer frontend CONNECTION end client=... requests=N responses=N in=B out=B duration_ms=MS``."""
+    """``time peer frontend CONNECTION end client=... requests=N responses=N in=B out=B duration_ms=MS``."""
     r = record
-    return "%s %s CONNECTION %s client=%s requests=%d responses=%d in=%d out=%d duration_ms=%d" % (
-        r.peer, r.frontend, r.end, r.client, r.requests, r.responses, r.bytes_in, r.bytes_out, r.duration_ms + 0.5,
+    return "%s %s %s CONNECTION %s client=%s requests=%d responses=%d in=%d out=%d duration_ms=%d" % (
+        _timestamp(r.at), r.peer, r.frontend, r.end, r.client, r.requests, r.responses, r.bytes_in, r.bytes_out,
+        r.duration_ms + 0.5,
     )
 
 
 def format_connection_json(record: ConnectionRecord) -> str:
-    fields = {"event": "connection", **asdict(record)}
-    fields["duration_ms"] = round(record.duration_ms, 3)
-    return json.dumps(fields, separators=(",", ":"))
+    r = record
+    return (
+        '{"time":"%s","event":"connection","peer":%s,"frontend":%s,"end":%s,"client":%s,"requests":%d,'
+        '"responses":%d,"bytes_in":%d,"bytes_out":%d,"duration_ms":%.3f}'
+    ) % (_timestamp(r.at), _string(r.peer), _string(r.frontend), _string(r.end), _string(r.client), r.requests,
+         r.responses, r.bytes_in, r.bytes_out, r.duration_ms)
 
 
 def format_text(record: AccessRecord) -> str:
-    """HAProxy-like: ``client frontend backend/server Tw/Tq/Tc/Tr/Tt status in out termination "request"``.
-
-    Times are whole milliseconds (rounded), -1 for a step that did not happen.
-    """
+    """HAProxy-like: ``time client frontend backend/server Tq/Tw/Tc/Tr/Tt status in out termination retries=N
+    "request"``, the time in ISO 8601 (UTC, milliseconds); the timings are whole milliseconds (rounded), -1 for
+    a step that did not happen."""
     r = record
+    # int() truncates: adding 0.5 rounds a time; -1 (did not happen) stays -1. (int and %s: the cheapest way.)
     wait, queue, connect, response, total = r.wait_ms, r.queue_ms, r.connect_ms, r.response_ms, r.total_ms
-    # %d truncates: adding 0.5 rounds a time; -1 (did not happen) stays -1.
-    return '%s %s %s/%s %d/%d/%d/%d/%d %d %d %d %s retries=%d "%s %s HTTP/%s"' % (
-        r.client, r.frontend, r.backend, r.server,
-        wait + 0.5 if wait >= 0 else -1, queue + 0.5 if queue >= 0 else -1,
-        connect + 0.5 if connect >= 0 else -1, response + 0.5 if response >= 0 else -1,
-        total + 0.5 if total >= 0 else -1,
+    line = '%s %s %s %s/%s %s/%s/%s/%s/%s %s %s %s %s retries=%s "%s %s HTTP/%s"' % (
+        _timestamp(r.at), r.client, r.frontend, r.backend, r.server,
+        int(wait + 0.5) if wait >= 0 else -1, int(queue + 0.5) if queue >= 0 else -1,
+        int(connect + 0.5) if connect >= 0 else -1, int(response + 0.5) if response >= 0 else -1,
+        int(total + 0.5) if total >= 0 else -1,
         r.status, r.bytes_in, r.bytes_out, r.termination, r.retries, r.method, r.target, r.version,
-    ) + (f" session={r.session}" if r.session else "")
+    )
+    return line + " session=" + r.session if r.session else line
 
 
 def format_json(record: AccessRecord) -> str:
-    """One JSON object per line; times rounded to microseconds."""
-    fields = asdict(record)
-    for key in ("wait_ms", "queue_ms", "connect_ms", "response_ms", "total_ms"):
-        fields[key] = round(fields[key], 3)
-    return json.dumps(fields, separators=(",", ":"))
+    """One JSON object per line; timings to the microsecond."""
+    r = record
+    return (
+        '{"time":"%s","event":"request","client":%s,"frontend":%s,"method":%s,"target":%s,"version":%s,'
+        '"status":%d,"bytes_in":%d,"bytes_out":%d,"backend":%s,"server":%s,"wait_ms":%.3f,"queue_ms":%.3f,'
+        '"connect_ms":%.3f,"response_ms":%.3f,"total_ms":%.3f,"termination":%s,"retries":%d,"session":%s}'
+    ) % (_timestamp(r.at), _string(r.client), _string(r.frontend), _string(r.method), _string(r.target),
+         _string(r.version), r.status, r.bytes_in, r.bytes_out, _string(r.backend), _string(r.server), r.wait_ms,
+         r.queue_ms, r.connect_ms, r.response_ms, r.total_ms, _string(r.termination), r.retries, _string(r.session))
 
 
 class AccessLog:
-    """Writes records to the twistd log (namespace ``rubrisproxy.access``) or to a file."""
+    """Formats records into lines held in memory, written out in batches: by :meth:`flush` (once a second, from
+    :class:`rubrisproxy.service.AccessLogService`) or when ``batch`` lines are held. Once :meth:`stop` is called
+    (shutdown), each line is written at once. By default the lines go to the twistd log."""
 
-    log = Logger(namespace="rubrisproxy.access")
     enabled = True
 
-    def __init__(self, format: str = "text", stream: IO[str] | None = None, connections: bool = True) -> None:
-        self._format: Callable[[AccessRecord], str] = format_json if format == "json" else format_text
-        self._format_connection = format_connection_json if format == "json" else format_connection_text
-        self._stream = stream
+    def __init__(self, format: str = "text", output: LineOutput | None = None, connections: bool = True,
+                 batch: int = 256) -> None:
+        json_lines = format == "json"
+        self._format: Callable[[AccessRecord], str] = format_json if json_lines else format_text
+        self._format_connection = format_connection_json if json_lines else format_connection_text
+        self.output: LineOutput = output if output is not None else EventOutput(NAMESPACE)
+        self.batch = self.batch_size = batch
+        self._lines: list[str] = []
         self.records = 0
         self.writes_connections = connections
 
     def write(self, record: AccessRecord) -> None:
         self.records += 1
-        line = self._format(record)
-        if self._stream is not None:
-            self._stream.write(line + "\n")
-        else:
-            self.log.info("{line}", line=line, access=record)
+        lines = self._lines
+        lines.append(self._format(record))
+        if len(lines) >= self.batch:
+            self.flush()
 
     def write_connection(self, record: ConnectionRecord) -> None:
         """A line for a client connection that ended."""
-        line = self._format_connection(record)
-        if self._stream is not None:
-            self._stream.write(line + "\n")
-        else:
-            self.log.info("{line}", line=line, connection=record)
+        lines = self._lines
+        lines.append(self._format_connection(record))
+        if len(lines) >= self.batch:
+            self.flush()
 
     def flush(self) -> None:
-        if self._stream is not None:
-            self._stream.flush()
+        """Write out the lines held."""
+        if self._lines:
+            lines, self._lines = self._lines, []
+            self.output.write_lines(lines)
+
+    def start(self) -> None:
+        """Hold lines again, up to the batch size."""
+        self.batch = self.batch_size
+
+    def stop(self) -> None:
+        """Write out what is held, and from now on each line as it comes (the proxy is stopping)."""
+        self.flush()
+        self.batch = 1
+
+    def reopen(self) -> None:
+        """Write out what is held, then reopen the output's file (after logrotate moved it)."""
+        self.flush()
+        self.output.reopen()
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        self.flush()
+        self.output.close()
 
 
 class NullAccessLog(AccessLog):

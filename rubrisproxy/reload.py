@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .service import ProxyParts
 
 #: Settings a reload does not change (they need a restart); a change to them is reported.
-RESTART_ONLY = ("pool", "access_log", "admin", "shutdown_grace", "shutdown_spread", "shutdown_close_code", "demo")
+RESTART_ONLY = ("pool", "access_log", "log", "admin", "shutdown_grace", "shutdown_spread", "shutdown_close_code", "demo")
 
 
 class Reloader:

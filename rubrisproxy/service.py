@@ -40,11 +40,16 @@ from .frontend import (
     protocol_class,
 )
 from .lifecycle import HANDLER_INTERFACES, LifecycleHandlers
+from .logoutput import FileOutput
 from .origin import ConnectionPool, OriginConnector
 from .reload import Reloader, ReloadOnHangup
 from .routing import Router
+from .startup import StartupReport
 from .tls import Listener, ServerTLS, build_contexts, listeners
 from .websocket import ResumeBudget
+
+#: Access-log lines held before they are written out (besides once a second).
+ACCESS_LOG_BATCH = 256
 
 #: Listen backlog for TCP and TLS listeners that do not set one: Twisted's default (50) drops
 #: connections when many clients arrive at once, as they do after a deploy.
@@ -286,22 +291,29 @@ class PoolService(service.Service):
 
 
 class AccessLogService(service.Service):
-    """Flushes a file access log once a second (not per line), and closes it on stop."""
+    """Writes out the access log's lines once a second on ``clock``; on stop, what it holds, then each line at
+    once (connections still draining log too); the file is closed when the reactor has shut down."""
 
     def __init__(self, access_log: AccessLog, clock: Any) -> None:
         self.access_log = access_log
+        self.clock = clock
         self._flusher = task.LoopingCall(access_log.flush)
         self._flusher.clock = clock
+        self._close_at_shutdown = hasattr(clock, "addSystemEventTrigger")  # once, at the first start
 
     def startService(self) -> None:
         super().startService()
+        self.access_log.start()
         self._flusher.start(1.0, now=False)
+        if self._close_at_shutdown:
+            self._close_at_shutdown = False
+            self.clock.addSystemEventTrigger("after", "shutdown", self.access_log.close)
 
     def stopService(self) -> None:
         super().stopService()
         if self._flusher.running:
             self._flusher.stop()
-        self.access_log.close()
+        self.access_log.stop()
 
 
 @dataclass(eq=False)
@@ -397,6 +409,7 @@ def build_service(
 
         reactor = default_reactor
     root = service.MultiService()
+    StartupReport(config, command_line.config_path if command_line is not None else None).setServiceParent(root)
     connector = OriginConnector(reactor, config.timeouts.connect)
     parts = ProxyParts(
         reactor, root, config, connector, ConnectionPool(connector, reactor, config.pool, config.timeouts.server),
@@ -453,11 +466,12 @@ def _servers_of(backend: Backend) -> Callable[[], list[Server]]:
 
 
 def make_access_log(config: ProxyConfig) -> AccessLog:
+    """The access log the configuration asks for: off, to the twistd log, or to a file."""
     settings = config.access_log
     if not settings.enabled:
         return NullAccessLog()
-    stream = None if settings.path == "-" else open(settings.path, "a", encoding="utf-8")
-    return AccessLog(settings.format, stream, connections=settings.connections)
+    output = None if settings.path == "-" else FileOutput(settings.path)
+    return AccessLog(settings.format, output, connections=settings.connections, batch=ACCESS_LOG_BATCH)
 
 
 def _public_url(description: str, tls: bool = False) -> str:

@@ -8,6 +8,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from .config import CommandLine, ConfigError, ProxyConfig, load_config
+from .mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
 from .service import build_service
 
 
@@ -16,7 +17,8 @@ class Options(usage.Options):
 
     synopsis = (
         "[--config FILE] [--listen ENDPOINT]... [--backend ADDRESS]... [--timeout NAME=DURATION]... "
-        "[--websocket MODE] [--admin ENDPOINT]... [--access-log PATH] [--access-log-format FORMAT] [--demo]"
+        "[--websocket MODE] [--admin ENDPOINT]... [--access-log PATH] [--access-log-format FORMAT] "
+        "[--log-format FORMAT] [--demo]"
     )
     longdesc = (
         "A reverse proxy for HTTP and WebSocket. With no backend configured, it proxies "
@@ -31,6 +33,7 @@ class Options(usage.Options):
         ["config", "c", None, "TOML configuration file."],
         ["access-log", None, None, "Access log: '-' for the twistd log, a file path, or 'off'."],
         ["access-log-format", None, None, "Access log format: 'text' or 'json'."],
+        ["log-format", None, None, "Main (twistd) log format: 'text' or 'json' (one object per line)."],
         ["websocket", None, None, "WebSocket mode of every backend: 'session' (the default) or 'tunnel'."],
     ]
 
@@ -71,6 +74,7 @@ class Options(usage.Options):
             timeouts=self["timeout"],
             access_log=self["access-log"],
             access_log_format=self["access-log-format"],
+            log_format=self["log-format"],
             websocket=self["websocket"],
             admin=self["admin"],
             demo=bool(self["demo"]),
@@ -88,5 +92,15 @@ def refuse(error: ConfigError) -> NoReturn:
 
 
 def makeService(options: Options) -> IService:
-    """Build the proxy's service tree from parsed options."""
-    return build_service(options.proxy_config, command_line=options.command_line)  # its classes were checked at load
+    """Build the proxy's service tree from parsed options; under twistd, with rubrisproxy's main log
+    (:mod:`rubrisproxy.mainlog`) and ``SIGUSR1`` reopening the log files."""
+    root = build_service(options.proxy_config, command_line=options.command_line)  # its classes were checked at load
+    reactor = root.parts.reactor  # type: ignore[attr-defined]
+    twistd_options = getattr(options, "parent", None)  # twistd's own options, when run by twistd
+    output = twistd_output(twistd_options) if twistd_options is not None else None
+    reopeners = [root.parts.access_log.reopen]  # type: ignore[attr-defined]
+    if output is None:
+        ReopenOnSignal(reopeners, reactor).setServiceParent(root)
+        return root
+    ReopenOnSignal([*reopeners, output.reopen], reactor).setServiceParent(root)  # held access lines go to the old file
+    return LoggedService(root, MainLogObserver(output, options.proxy_config.log.format))

@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from ..backend import Backend, Server
 from ..config import ConfigError, Timeouts, parse_server
@@ -210,7 +210,7 @@ class AdminAPI(resource.Resource):
             changes = self.proxy.reload()
         except ConfigError as e:
             raise APIError(400, f"the configuration was not reloaded, nothing changed: {e}") from None
-        self.log.info("admin: reload from {peer}", peer=request.getClientAddress())
+        self.log.info("admin: reload from {peer}", peer=_peer(request))
         return {"changes": changes}
 
     def _sessions(self) -> list[dict[str, Any]]:
@@ -238,7 +238,21 @@ class AdminAPI(resource.Resource):
 
     def _audit(self, request: server.Request, action: str, backend: Backend, chosen: Server) -> None:
         self.log.info("admin: {action} {backend}/{server} from {peer}", action=action, backend=backend.name,
-                      server=chosen.name, peer=request.getClientAddress())
+                      server=chosen.name, peer=_peer(request))
+
+
+def _peer(request: server.Request) -> str:
+    """The caller's address for a log line (its host; a unix socket's path or ``local``)."""
+    address = request.getClientAddress()
+    return str(getattr(address, "host", None) or getattr(address, "name", None) or "local")
+
+
+class AdminAPISite(AdminSite):
+    """Admin calls are not logged one line each (they would crowd the main log: monitoring polls them); the
+    calls that change something are logged by the API with the caller's address."""
+
+    def log(self, request: http.Request) -> None:
+        pass
 
 
 def admin_site(proxy: RunningProxy, token: str | None = None, timeouts: Timeouts | None = None,
@@ -246,7 +260,7 @@ def admin_site(proxy: RunningProxy, token: str | None = None, timeouts: Timeouts
     """The admin listener's site: a request must arrive within ``timeout http-request``, and a connection
     idle for ``timeout client`` is closed."""
     timeouts = timeouts or Timeouts()
-    return AdminSite(AdminAPI(proxy, token), timeouts.http_request, timeouts.client, reactor)
+    return AdminAPISite(AdminAPI(proxy, token), timeouts.http_request, timeouts.client, reactor)
 
 
 def _loopback_host(host: bytes) -> bool:

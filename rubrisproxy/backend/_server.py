@@ -163,6 +163,10 @@ class Server:
         if self.on_change is not None:
             self.on_change()
 
-    def __repr__(self) -> str:
+    def __str__(self) -> str:
+        """``backend/name (http://host:port)``, as log lines and error messages name it."""
         scheme = "https" if self.config.tls else "http"
-        return f"<Server {self.backend_name}/{self.name} {scheme}://{self.config.host}:{self.config.port}>"
+        return f"{self.backend_name}/{self.name} ({scheme}://{self.config.host}:{self.config.port})"
+
+    def __repr__(self) -> str:
+        return f"<Server {self}>"

@@ -33,6 +33,7 @@ from ._model import (
     HookConfig,
     Limits,
     ListenerTLSConfig,
+    LogSettings,
     PassiveCheckConfig,
     PoolSettings,
     ProxyConfig,
@@ -61,7 +62,7 @@ MAX_MESSAGE_SIZE = 1 << 30
 MAX_COOKIE_AGE = 400 * 86400.0
 
 _TOP_LEVEL_KEYS = {
-    "timeouts", "limits", "pool", "access-log", "shutdown", "websocket", "admin", "frontends", "backends"
+    "timeouts", "limits", "pool", "access-log", "log", "shutdown", "websocket", "admin", "frontends", "backends"
 }
 
 
@@ -75,6 +76,7 @@ class CommandLine:
     timeouts: Mapping[str, str] = field(default_factory=dict)
     access_log: str | None = None
     access_log_format: str | None = None
+    log_format: str | None = None  # the main log's
     websocket: str | None = None  # the WebSocket mode of every backend
     admin: Sequence[str] = ()  # admin listener endpoints
     demo: bool = False
@@ -128,6 +130,8 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
     limits = _limits(_table("limits", document.get("limits", {})))
     pool = _pool(_table("pool", document.get("pool", {})))
     access_log = _access_log(_table("access-log", document.get("access-log", {})))
+    log = _table("log", document.get("log", {}))
+    _reject_unknown("log", log, {"format"})
     shutdown = _table("shutdown", document.get("shutdown", {}))
     _reject_unknown("shutdown", shutdown, {"grace", "close-spread", "websocket-close-code"})
     proxy_defaults = ProxyConfig(frontends=(), backends={})
@@ -163,6 +167,7 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
         limits=limits,
         pool=pool,
         access_log=access_log,
+        log=LogSettings(format=_log_format("log.format", log.get("format", LogSettings().format))),
         shutdown_grace=grace,
         shutdown_spread=spread,
         shutdown_close_code=close_code,
@@ -202,6 +207,9 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
         access_log = replace(access_log, path=path, enabled=enabled)
     if command_line.access_log_format is not None:
         access_log = replace(access_log, format=_log_format("--access-log-format", command_line.access_log_format))
+    log = config.log
+    if command_line.log_format is not None:
+        log = LogSettings(format=_log_format("--log-format", command_line.log_format))
 
     admin = config.admin
     if command_line.admin:
@@ -228,6 +236,7 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
         backends=backends,
         timeouts=timeouts,
         access_log=access_log,
+        log=log,
         admin=admin,
         demo=demo,
     )

@@ -52,6 +52,13 @@ class AccessLogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LogSettings:
+    """The main log (twistd's): its format."""
+
+    format: str = "text"  # "text" or "json" (one object per line)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """One origin server of a backend."""
 
@@ -317,6 +324,7 @@ class ProxyConfig:
     limits: Limits = field(default_factory=Limits)
     pool: PoolSettings = field(default_factory=PoolSettings)
     access_log: AccessLogSettings = field(default_factory=AccessLogSettings)
+    log: LogSettings = field(default_factory=LogSettings)
     shutdown_grace: float = 30.0
     shutdown_spread: float = 0.0  # WebSockets are closed at random moments over this many seconds
     shutdown_close_code: int = 1001  # 1001 going away, or 1012 service restart

@@ -260,7 +260,7 @@ class ClientConnection(Protocol):
             info = self.info()
             if access_log.writes_connections:
                 access_log.write_connection(ConnectionRecord(
-                    info.peer, info.frontend, end.value, info.client or "-", info.requests, info.responses,
+                    info.opened_at + info.duration, info.peer, info.frontend, end.value, info.client or "-", info.requests, info.responses,
                     info.bytes_in, info.bytes_out, info.duration * 1000,
                 ))
             for handler in handlers:

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from ..accesslog import AccessRecord
 from ..backend import PEEK_LIMIT, QUEUED, Backend, Server, is_engineio, open_packet_sid, session_id
 from ..counters import count, status_class
-from ..http import NONE, HTTPError, RequestHead, ResponseHead, error_response, resolve, serialize_headers, split_absolute
+from ..http import NONE, HTTPError, RequestHead, ResponseHead, error_response, quoted, resolve, serialize_headers, split_absolute
 from ..lifecycle import ConnectionEnd, Termination
 from ..origin import ConnectTimeout, OriginConnection
 from ..routing import Router, is_websocket_upgrade
@@ -247,7 +247,7 @@ class Exchange:
         if status != 200:
             self.client.frontend.pool.release(connection, reusable=False)
             why = f"answered {status}" if status else "closed or did not answer"
-            self.fail(HTTPError(502, f"parent proxy {self.server!r} {why} to CONNECT"), Termination.SERVER_ABORT)
+            self.fail(HTTPError(502, f"parent proxy {self.server} {why} to CONNECT"), Termination.SERVER_ABORT)
             return
         self._tunnel_open(connection, rest)
 
@@ -400,7 +400,7 @@ class Exchange:
         assert self.server is not None
         self.server.connect_failures += 1
         self.log.warn(
-            "connect to {server!r} failed: {why}", server=self.server, why=failure.getErrorMessage()
+            "connect to {server} failed: {why}", server=self.server, why=failure.getErrorMessage()
         )
         self._last_failure = failure
         self._free_slot()
@@ -548,7 +548,7 @@ class Exchange:
         assert upgrade is not None and connection is not None and backend is not None and server is not None
         problem = check_switch(head, self.websocket_key or upgrade.key, upgrade.protocols)
         if problem is not None:
-            self.origin_failed(HTTPError(502, f"{server!r} answered the WebSocket upgrade wrongly: {problem}"))
+            self.origin_failed(HTTPError(502, f"{server} answered the WebSocket upgrade wrongly: {problem}"))
             return
         self.status = 101
         if server.consecutive_errors:
@@ -665,18 +665,18 @@ class Exchange:
         if not self.status and connection is not None and self._may_retry_stale(connection):
             self._stale_retry_done = True
             self.retries += 1
-            self.log.info("{server!r} closed a reused connection; retrying on a new one", server=self.server)
+            self.log.info("{server} closed a reused connection; retrying on a new one", server=self.server)
             self._connect(self.client.frontend.pool.connect(self.server))  # type: ignore[arg-type]
             return
         self.fail(
-            HTTPError(502, f"{self.server!r} closed the connection: {reason.getErrorMessage()}"),
+            HTTPError(502, f"{self.server} closed the connection: {reason.getErrorMessage()}"),
             Termination.SERVER_ABORT,
         )
 
     def origin_timed_out(self) -> None:
         self._drop_connection()
         what = "sent nothing" if self.request_done or not self.head.has_body else "took none of the request body"
-        self.fail(HTTPError(504, f"{self.server!r} {what} within timeout server"), Termination.SERVER_TIMEOUT)
+        self.fail(HTTPError(504, f"{self.server} {what} within timeout server"), Termination.SERVER_TIMEOUT)
 
     def origin_backpressure(self, paused: bool) -> None:
         self.client.client_stalled(paused)
@@ -812,6 +812,7 @@ class Exchange:
         method = head.method
         frontend.access_log.write(
             AccessRecord(
+                now,
                 self.client_address,
                 frontend.name,
                 _METHODS.get(method) or method.decode("latin-1"),
@@ -838,11 +839,12 @@ class Exchange:
         """The access-log line for a request refused before it became an exchange."""
         count(client.frontend.terminations, termination.value)
         count(client.frontend.responses, (status_class(status), "proxy"))
+        now = client.frontend.clock.seconds()
         client.frontend.access_log.write(
             AccessRecord(
-                client=client.client_address, frontend=client.frontend.name, method="-", target="-",
+                at=now, client=client.client_address, frontend=client.frontend.name, method="-", target="-",
                 version="-", status=status, bytes_in=0, bytes_out=0, backend="-", server="-",
-                wait_ms=round((client.frontend.clock.seconds() - client.ready_at) * 1000, 3),
+                wait_ms=round((now - client.ready_at) * 1000, 3),
                 queue_ms=-1, connect_ms=-1, response_ms=-1, total_ms=0.0, termination=termination.value,
             )
         )
@@ -865,7 +867,7 @@ class Exchange:
         elif (parts := split_absolute(target)) is not None:  # a forward proxy's: the path as asked
             authority, target = parts
         elif target[:1] != b"/" and not (target == b"*" and head.method == b"OPTIONS"):
-            raise HTTPError(400, f"request target {target[:64]!r} is not in origin form")
+            raise HTTPError(400, f"request target {quoted(target)} is not in origin form")
         if authority is not None:
             host = authority
             forward = [pair for pair in forward if pair[0].lower() != b"host"]

@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from ..backend import Backend, Server
 from ..config import ForwardConfig, ServerConfig
-from ..http import HTTPError, RequestHead
+from ..http import HTTPError, RequestHead, quoted
 from ._auth import ProxyAuth
 
 #: Destinations that are this host or its link, refused unless an allow rule names them (Squid's
@@ -41,14 +41,14 @@ def destination(head: RequestHead) -> Destination:
         return Destination(host, port, tunnel=True)
     scheme, sep, rest = target.partition("://")
     if not sep or scheme.lower() != "http":
-        raise HTTPError(400, f"a forward proxy needs an absolute http:// target, got {target[:80]!r}")
+        raise HTTPError(400, f"a forward proxy needs an absolute http:// target, got {quoted(target, 80)}")
     host, port = _authority(rest.split("/", 1)[0], 80)
     return Destination(host, port, tunnel=False)
 
 
 def _authority(authority: str, default_port: int | None) -> tuple[str, int]:
     if "@" in authority:
-        raise HTTPError(400, f"a proxy request target carries no credentials: {authority[:80]!r}")
+        raise HTTPError(400, f"a proxy request target carries no credentials: {quoted(authority, 80)}")
     if authority.startswith("["):
         host, _, rest = authority[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else rest
@@ -56,10 +56,10 @@ def _authority(authority: str, default_port: int | None) -> tuple[str, int]:
         host, _, port_text = authority.partition(":")
     if not port_text:
         if default_port is None:
-            raise HTTPError(400, f"CONNECT needs host:port, got {authority!r}")
+            raise HTTPError(400, f"CONNECT needs host:port, got {quoted(authority)}")
         port = default_port
     elif not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise HTTPError(400, f"not a host:port: {authority!r}")
+        raise HTTPError(400, f"not a host:port: {quoted(authority)}")
     else:
         port = int(port_text)
     return _host(host, bracketed=authority.startswith("[")), port
@@ -86,13 +86,13 @@ def _host(host: str, bracketed: bool) -> str:
         host = host[:-1]
     labels = host.split(".")
     if not host or len(host) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise HTTPError(400, f"not a host name: {host[:80]!r}")
+        raise HTTPError(400, f"not a host name: {quoted(host, 80)}")
     last = labels[-1]
     if last.isdigit() or last.startswith("0x"):
         try:
             return str(ipaddress.IPv4Address(host))
         except ValueError:
-            raise HTTPError(400, f"not a dotted-quad IPv4 address: {host!r}") from None
+            raise HTTPError(400, f"not a dotted-quad IPv4 address: {quoted(host)}") from None
     return host
 
 

@@ -7,7 +7,7 @@ import ipaddress
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 
-from ..http import RequestHead
+from ..http import RequestHead, quoted
 from ..lifecycle import ConnectionEnd
 from ._connection import LOCAL_CLIENT_DROPS, ClientConnection, forwarding_template
 from ._peers import client_of, forwarded_chain, forwarded_elements, forwarded_node, forwarded_quote
@@ -92,7 +92,7 @@ class ProxiedConnection(ClientConnection):
             try:
                 host = str(ipaddress.ip_address(host))
             except ValueError:
-                return self._bad_proxy_header(f"PROXY source {host[:64]!r} is not an address")
+                return self._bad_proxy_header(f"PROXY source {quoted(host)} is not an address")
         return self._proxy_header_read(rest or b"", host)
 
     def _proxy_header_read(self, rest: bytes, source: str | None) -> bytes:

@@ -1,6 +1,6 @@
 """HTTP/1.1 messages shared by the client-facing and origin sides."""
 
-from ._errors import HTTPError, error_response, reason_phrase
+from ._errors import HTTPError, error_response, quoted, reason_phrase
 from ._headers import FORWARDING, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed, serialize_headers
 from ._request import RequestHandler, RequestHead, RequestParser
 from ._response import ResponseHandler, ResponseHead, ResponseParser
@@ -23,6 +23,7 @@ __all__ = [
     "drop_listed",
     "error_response",
     "normalise_path",
+    "quoted",
     "reason_phrase",
     "resolve",
     "route_host",

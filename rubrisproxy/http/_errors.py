@@ -27,6 +27,15 @@ REASONS: dict[int, bytes] = {
 }
 
 
+def quoted(value: bytes | str, limit: int = 64) -> str:
+    """``value`` (its first ``limit`` characters) for a log line or an error's detail: in double quotes, bytes
+    read as Latin-1, control and non-ASCII characters, quotes and backslashes escaped; never a Python repr."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    cut = text[:limit]
+    escaped = cut.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    return f'"{escaped}"' + ("..." if len(text) > limit else "")
+
+
 class HTTPError(Exception):
     """A request the proxy refuses, or a failure it reports, as ``status`` with ``detail``.
 

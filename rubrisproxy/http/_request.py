@@ -13,7 +13,7 @@ from typing import Protocol
 
 import httptools
 
-from ._errors import HTTPError
+from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 from ._target import Target, valid_host
 
@@ -216,18 +216,18 @@ class RequestParser:
                 head.content_length = int(value)
             elif lower == b"transfer-encoding":
                 if value.strip().lower() != b"chunked":
-                    raise HTTPError(501, f"unsupported transfer coding {value!r}")
+                    raise HTTPError(501, f"unsupported transfer coding {quoted(value)}")
                 head.chunked = True
             elif lower == b"connection":
                 head.connection = head.connection | connection_tokens(value)
             elif lower == b"expect":
                 if value.strip().lower() != b"100-continue":
-                    raise HTTPError(417, f"unsupported expectation {value!r}")
+                    raise HTTPError(417, f"unsupported expectation {quoted(value)}")
                 head.expect_continue = True
         if hosts > 1 or (hosts == 0 and version == b"1.1"):
             raise HTTPError(400, "a request must carry exactly one Host header")
         if head.host and not valid_host(head.host):
-            raise HTTPError(400, f"invalid Host {head.host[:64]!r}")
+            raise HTTPError(400, f"invalid Host {quoted(head.host)}")
         if self._max_body_size and (head.content_length or 0) > self._max_body_size:
             raise HTTPError(413, f"Content-Length {head.content_length} over the {self._max_body_size} limit")
         if head.connection and not head.connection <= CONNECTION_OPTIONS:

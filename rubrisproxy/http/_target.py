@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._errors import HTTPError
+from ._errors import HTTPError, quoted
 
 if TYPE_CHECKING:
     from ._request import RequestHead
@@ -185,9 +185,9 @@ def resolve(head: RequestHead) -> Target:
     if absolute is not None:
         host, raw = absolute
         if not valid_host(host):
-            raise HTTPError(400, f"invalid authority {host[:64]!r} in the request target")
+            raise HTTPError(400, f"invalid authority {quoted(host)} in the request target")
     elif raw[:1] != b"/":
-        raise HTTPError(400, f"request target {raw[:64]!r} is not in origin form")
+        raise HTTPError(400, f"request target {quoted(raw)} is not in origin form")
     if b"#" in raw:
         raise HTTPError(400, "a fragment in the request target")
     path, mark, query = raw.partition(b"?")

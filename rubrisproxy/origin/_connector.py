@@ -78,7 +78,7 @@ class OriginConnector:
 
         def on_timeout(result: object, timeout: float) -> object:
             if isinstance(result, Failure) and result.check(defer.CancelledError, ConnectingCancelledError):
-                raise ConnectTimeout(f"no connection to {server!r} within {timeout:g}s")
+                raise ConnectTimeout(f"no connection to {server} within {timeout:g}s")
             return result
 
         attempt.addTimeout(self.connect_timeout, self._reactor, onTimeoutCancel=on_timeout)

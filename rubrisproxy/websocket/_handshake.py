@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..http import Headers, HTTPError, RequestHead, ResponseHead
+from ..http import Headers, HTTPError, RequestHead, ResponseHead, quoted
 
 VERSION = b"13"
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -66,12 +66,12 @@ def check_upgrade(head: RequestHead, origins: Sequence[str] = (), subprotocols: 
             origin = value.strip().decode("latin-1")
     if versions != [VERSION]:
         raise HTTPError(
-            426, f"unsupported Sec-WebSocket-Version {b', '.join(versions)!r}", b"Sec-WebSocket-Version: 13\r\n"
+            426, f"unsupported Sec-WebSocket-Version {quoted(b', '.join(versions))}", b"Sec-WebSocket-Version: 13\r\n"
         )
     if len(keys) != 1 or not _is_key(keys[0]):
         raise HTTPError(400, "a WebSocket upgrade needs one Sec-WebSocket-Key of 16 base64-encoded bytes")
     if origins and origin not in origins:
-        raise HTTPError(403, f"Origin {origin!r} is not allowed")
+        raise HTTPError(403, f"Origin {quoted(origin)} is not allowed" if origin is not None else "an upgrade without Origin is not allowed here")
     protocols = tuple(p for p in offered if p in subprotocols) if subprotocols else tuple(offered)
     if offered and not protocols:
         raise HTTPError(400, f"none of the offered subprotocols {offered} is allowed")
@@ -127,7 +127,7 @@ def check_switch(head: ResponseHead, key: bytes, offered: Sequence[str]) -> str 
         elif lower == b"sec-websocket-protocol":
             protocol = value.strip().decode("latin-1")
     if upgrade != b"websocket":
-        return f"Upgrade is {upgrade!r}, not websocket"
+        return f"Upgrade is {quoted(upgrade)}, not websocket" if upgrade is not None else "no Upgrade header"
     if b"upgrade" not in head.connection:
         return "Connection does not name upgrade"
     if accept != accept_key(key):

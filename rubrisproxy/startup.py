@@ -1,0 +1,73 @@
+"""What the proxy says when it starts: its version, its configuration file, and what that configures."""
+
+from __future__ import annotations
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from . import __version__
+from .config import BackendConfig, FrontendConfig, ProxyConfig
+
+
+def startup_lines(config: ProxyConfig, config_path: str | None) -> list[str]:
+    """One line for the version and file, one per frontend, one per backend, and the admin and log settings."""
+    lines = [f"rubrisproxy {__version__} starting; configuration: {config_path or 'none (command-line flags only)'}"]
+    lines += [_frontend(frontend) for frontend in config.frontends]
+    lines += [_backend(backend, config.demo) for backend in config.backends.values()]
+    lines.append(f"admin API: {', '.join(config.admin.listen)}" if config.admin.listen else "admin API: off")
+    access = config.access_log
+    where = "off" if not access.enabled else "the main log" if access.path == "-" else access.path
+    details = f" ({access.format}{', with connection lines' if access.connections else ''})" if access.enabled else ""
+    lines.append(f"access log: {where}{details}; main log format: {config.log.format}")
+    return lines
+
+
+def _frontend(frontend: FrontendConfig) -> str:
+    what = "forward proxy" if frontend.forward is not None else f"backend {frontend.backend}"
+    routes = f", {len(frontend.routes)} routes" if frontend.routes else ""
+    tls = ", TLS" if frontend.tls is not None else ""
+    return f"frontend {frontend.name}: listen {', '.join(frontend.listen)}; {what}{routes}{tls}"
+
+
+def _backend(backend: BackendConfig, demo: bool) -> str:
+    if backend.servers:
+        servers = ", ".join(
+            f"{s.name} {'https' if s.tls else 'http'}://{s.host}:{s.port}"
+            + (f" weight {s.weight}" if s.weight != 1 else "") + (" backup" if s.backup else "")
+            for s in backend.servers
+        )
+    else:
+        servers = "the demo origin" if demo else "no servers"
+    health = backend.health
+    if health.check == "none":
+        checks = "no health checks"
+    else:
+        checks = f"{health.check} health checks every {health.interval:g}s (rise {health.rise}, fall {health.fall}"
+        if health.check != "tcp":
+            checks += f", {health.method} {health.path} expecting {health.expect[0]}-{health.expect[1]}"
+        checks += ")"
+    return f"backend {backend.name}: {servers}; {backend.balance}; {checks}"
+
+
+class StartupReport(service.Service):
+    """Logs :func:`startup_lines` before anything listens."""
+
+    log = Logger()
+
+    def __init__(self, config: ProxyConfig, config_path: str | None) -> None:
+        self.lines = startup_lines(config, config_path)
+        self.reported = False
+
+    def privilegedStartService(self) -> None:
+        self._report()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        self._report()  # when started without privilegedStartService
+        super().startService()
+
+    def _report(self) -> None:
+        if not self.reported:
+            self.reported = True
+            for line in self.lines:
+                self.log.info("{line}", line=line)
