@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from .accesslog import NAMESPACE
 from .logoutput import ACCESS_LINES, FileOutput, LineOutput, StreamOutput, Timestamps, compact_json
+from .signals import SignalService
 
 
 @implementer(ILogObserver)
@@ -96,29 +97,17 @@ class LoggedService(service.MultiService):
         super().setServiceParent(parent)
 
 
-class ReopenOnSignal(service.Service):
+class ReopenOnSignal(SignalService):
     """``SIGUSR1`` reopens the log files (after logrotate moved them), from the reactor thread."""
 
     log = Logger()
 
     def __init__(self, reopeners: list[Callable[[], None]], reactor: Any, signum: int = signal.SIGUSR1) -> None:
+        super().__init__(reactor, signum)
         self.reopeners = reopeners
-        self.reactor = reactor
-        self.signum = signum
-        self._previous: Any = None
 
-    def startService(self) -> None:
-        super().startService()
-        self._previous = signal.signal(self.signum, self._received)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
-            signal.signal(self.signum, self._previous)
-            self._previous = None
-
-    def _received(self, signum: int, frame: object) -> None:
-        self.reactor.callFromThread(self.reopen)
+    def received(self) -> None:
+        self.reopen()
 
     def reopen(self) -> None:
         for reopen in self.reopeners:

@@ -6,13 +6,13 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.application import service
 from twisted.logger import Logger
 
 from .backend import Backend, HealthChecker
 from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .frontend import connection_factory, protocol_class
 from .routing import Router
+from .signals import SignalService
 
 if TYPE_CHECKING:
     from .service import ProxyParts
@@ -157,28 +157,18 @@ def _servers_of(backend: Backend) -> Callable[[], Any]:
     return lambda: backend.servers
 
 
-class ReloadOnHangup(service.Service):
+class ReloadOnHangup(SignalService):
     """``SIGHUP`` reloads the configuration file; a bad file is logged and changes nothing. Without a file
     (``reloader`` is None) it is logged too: the signal's default action would end the process."""
 
     log = Logger()
 
     def __init__(self, reloader: Reloader | None, reactor: Any) -> None:
+        super().__init__(reactor, signal.SIGHUP)
         self.reloader = reloader
-        self.reactor = reactor
-        self._previous: Any = None
 
-    def startService(self) -> None:
-        super().startService()
-        self._previous = signal.signal(signal.SIGHUP, self._hangup)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-
-    def _hangup(self, signum: int, frame: object) -> None:
-        self.reactor.callFromThread(self.reload)
+    def received(self) -> None:
+        self.reload()
 
     def reload(self) -> None:
         if self.reloader is None:
