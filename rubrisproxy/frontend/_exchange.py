@@ -594,7 +594,11 @@ class Exchange:
             return
         self.finished = True
         self.termination = termination
-        self.client.websocket_ended(termination)
+        client = self.client
+        bytes_in, bytes_out = client.upgraded_at  # what crossed the client's connection after the head
+        self.bytes_in = client.bytes_in - bytes_in
+        self.bytes_out += client.bytes_out - bytes_out
+        client.websocket_ended(termination)
         session = self.session
         if session is not None:
             registry = session.registry
@@ -790,10 +794,8 @@ class Exchange:
         terminations = frontend.terminations
         name = _TERMINATIONS[termination]
         terminations[name] = terminations.get(name, 0) + 1
-        frontend.bytes_in += self.bytes_in
-        frontend.bytes_out += self.bytes_out
         frontend.request_seconds.observe(now - self.started_at)
-        status, backend, server = self.status, self.backend, self.server
+        status, backend = self.status, self.backend
         if status:  # the proxy's own answer is the one it sent instead of an origin's head
             source = "origin" if self.response_head_sent or status == 101 else "proxy"
             count(frontend.responses, (status_class(status), source))
@@ -801,9 +803,6 @@ class Exchange:
             backend.request_seconds.observe(now - self.started_at)
             if status:
                 count(backend.responses, status_class(status))
-        if server is not None:
-            server.bytes_in += self.bytes_in
-            server.bytes_out += self.bytes_out
 
     def _log(self, termination: Termination, now: float) -> None:
         head, server, frontend = self.head, self.server, self.client.frontend
@@ -819,7 +818,7 @@ class Exchange:
                 head.target.decode("latin-1"),
                 "1.1" if head.version == b"1.1" else "1.0",
                 self.status,
-                self.bytes_in,
+                head.size + self.bytes_in,
                 self.bytes_out,
                 self.backend.name if self.backend is not None else "-",
                 server.name if server is not None else "-",
