@@ -570,9 +570,10 @@ class ClientConnection(Protocol):
         )
         if termination is None:
             termination = Termination.NOT_IMPLEMENTED if error.status == 501 else Termination.BAD_REQUEST
-        self.write(error_response(error.status))
+        response = error_response(error.status)
+        self.write(response)
         self.responses += 1
-        Exchange.log_refused(self, error.status, termination)
+        Exchange.log_refused(self, error.status, termination, len(response))
         self.end(ConnectionEnd.TIMEOUT if termination is Termination.REQUEST_TIMEOUT else ConnectionEnd.PROTOCOL_READ_ERROR)
 
     def _wait(self, waiting: _Wait | None) -> None:

@@ -834,15 +834,16 @@ class Exchange:
         )
 
     @staticmethod
-    def log_refused(client: ClientConnection, status: int, termination: Termination) -> None:
-        """The access-log line for a request refused before it became an exchange."""
+    def log_refused(client: ClientConnection, status: int, termination: Termination, bytes_out: int) -> None:
+        """The access-log line for a request refused before it became an exchange (``bytes_out``: the answer's
+        size; what was read of it is not known apart from the connection's)."""
         count(client.frontend.terminations, termination.value)
         count(client.frontend.responses, (status_class(status), "proxy"))
         now = client.frontend.clock.seconds()
         client.frontend.access_log.write(
             AccessRecord(
                 at=now, client=client.client_address, frontend=client.frontend.name, method="-", target="-",
-                version="-", status=status, bytes_in=0, bytes_out=0, backend="-", server="-",
+                version="-", status=status, bytes_in=0, bytes_out=bytes_out, backend="-", server="-",
                 wait_ms=round((now - client.ready_at) * 1000, 3),
                 queue_ms=-1, connect_ms=-1, response_ms=-1, total_ms=0.0, termination=termination.value,
             )
