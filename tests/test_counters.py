@@ -146,6 +146,22 @@ class HTTPCounterTests(ProxyTestCase):
         self.assertEqual(sum(line.bytes_out for line in self.access_log.entries), len(client.received))
 
 
+    @defer.inlineCallbacks
+    def test_a_100_continue_is_on_its_requests_line(self):  # type: ignore[no-untyped-def]
+        frontend = self.start_proxy(self.start_web_origin())
+        client: RawClient = yield self.connect()
+        head = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        client.send(head)
+        yield client.until(lambda data: data.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"))
+        client.send(b"body")
+        (_, response) = yield client.responses(2)
+        self.assertEqual(response.status, 200)
+        client.transport.loseConnection()
+        yield self.settle(frontend)
+        (line,) = self.access_log.entries
+        self.assertEqual((line.bytes_in, line.bytes_out), (len(head) + 4, len(client.received)))
+
+
 class _Echo(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)

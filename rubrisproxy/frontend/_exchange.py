@@ -446,6 +446,7 @@ class Exchange:
         if self.head.has_body:
             if self.head.expect_continue and not self.request_done and not self.bytes_in:
                 client.write(_CONTINUE)
+                self.bytes_out += len(_CONTINUE)
             for chunk in self._pending or ():
                 self._send_body(chunk)
             if self.request_done:
