@@ -46,7 +46,8 @@ class ProxyCollector(Collector):
             "rubrisproxy_terminations", "Requests and WebSockets by how they ended.", labels=["frontend", "reason"]
         )
         traffic = CounterMetricFamily(
-            "rubrisproxy_bytes", "Bytes read from (in) and written to (out) client connections, heads and frames included.",
+            "rubrisproxy_bytes",
+            "Bytes read from (in) and written to (out) client connections, heads and frames included.",
             labels=["frontend", "direction"]
         )
         websockets = GaugeMetricFamily(
@@ -145,7 +146,8 @@ class ProxyCollector(Collector):
         requests = CounterMetricFamily("rubrisproxy_server_requests", "Requests and WebSockets sent to the server.",
                                        labels=labels)
         traffic = CounterMetricFamily(
-            "rubrisproxy_server_bytes", "Bytes written to (in) and read from (out) the server for clients, heads and frames included.",
+            "rubrisproxy_server_bytes",
+            "Bytes written to (in) and read from (out) the server for clients, heads and frames included.",
             labels=[*labels, "direction"]
         )
         failures = CounterMetricFamily(

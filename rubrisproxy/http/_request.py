@@ -53,7 +53,7 @@ class RequestHead:
         self.connection: frozenset[bytes] = NONE
         self.has_body = False
         self.resolved: Target | None = None  # where a reverse proxy sends it, once worked out
-        self.size = 0  # its length as read, request line and header lines each with CRLF, and the blank line
+        self.size = 0  # its length as parsed: the request line and "Name: value" lines with CRLFs, the blank line
 
     @property
     def wants_close(self) -> bool:
