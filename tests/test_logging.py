@@ -571,8 +571,9 @@ class TwistdRunTests(ProxyTestCase):
         self.assertIn(b"rubrisproxy 0.1.0 starting; configuration: " + self.config.encode(), before)
         self.assertRegex(before, rb"backend app: s1 http://127\.0\.0\.1:\d+, s2 http://127\.0\.0\.1:\d+; roundrobin; "
                                  rb"http health checks every 0\.1s")
-        self.assertRegex(before, rb'(?m)^\S+Z 127\.0\.0\.1 web app/s1 \d+/\d+/\d+/\d+/\d+ 200 0 \d+ ok retries=0 '
-                                 rb'"GET /hello HTTP/1\.1"$')
+        # bytes_in: the GET's head, as read
+        self.assertRegex(before, rb'(?m)^\S+Z 127\.0\.0\.1 web app/s1 \d+/\d+/\d+/\d+/\d+ 200 %d \d+ ok retries=0 '
+                                 rb'"GET /hello HTTP/1\.1"$' % len(get(b"/hello")))
         self.assertIn(b"admin: drain app/s1 from 127.0.0.1", before)
         self.assertNotIn(b"GET /frontends", before)  # admin calls are not logged one line each
         self.assertIn(b'invalid Host "a\\xff"', before)

@@ -81,16 +81,19 @@ class MetricsCase(ProxyTestCase):
         checkers = self.parts.checkers
         yield self.poll(lambda: checkers["app"].completed == 1 and checkers["dead"].completed == 1, "the checks")
         self.assertEqual(self.server("dead", "d1").state, "down")
-        statuses, self.received = [], []
+        statuses, self.received, self.sent = [], [], []
         for request in (get(b"/status/200"), get(b"/status/404"), get(b"/status/500"), get(b"/deny/x"),
                         get(b"/status/201", b"X-Pair: 1\r\n"), get(b"/dead/x")):
             client = yield self.connect()
             client.send(request)
+            self.sent.append(len(request))
             (response,) = yield client.responses(1)
             statuses.append(response.status)
             self.received.append(len(client.received))
         self.assertEqual(statuses, [200, 404, 500, 403, 201, 503])
-        self.a1_out = sum(self.received[:3])  # what a1's three answers came to, as relayed
+        # What a1's three answers came to, as read from it: as relayed, less the Via line the proxy adds.
+        self.a1_out = sum(self.received[:3]) - 3 * len(b"Via: 1.1 rubrisproxy\r\n")
+        self.a1_in = sum(self.sent[:3])  # what the clients sent for it (it gets that and forwarding headers)
         yield self.poll(lambda: not any(s.active for b in self.parts.backends.values() for s in b.servers), "done")
 
     @defer.inlineCallbacks
@@ -170,8 +173,14 @@ class MetricsTests(MetricsCase):
         self.assertEqual(series("rubrisproxy_server_requests_total", backend="pair"),
                          {(("server", "p1"),): 1, (("server", "p2"),): 1})
         self.assertEqual(samples[("rubrisproxy_server_requests_total", (("backend", "app"), ("server", "a1")))], 3)
-        self.assertEqual(series("rubrisproxy_server_bytes_total", backend="app", server="a1"),
-                         {(("direction", "in"),): 0, (("direction", "out"),): self.a1_out})
+        a1_bytes = series("rubrisproxy_server_bytes_total", backend="app", server="a1")
+        self.assertEqual(a1_bytes[(("direction", "out"),)], self.a1_out)  # every byte read from it, heads included
+        # Every byte written to it: the request heads, with the forwarding headers (about 150 bytes) added.
+        self.assertGreater(a1_bytes[(("direction", "in"),)], self.a1_in + 3 * 100)
+        self.assertLess(a1_bytes[(("direction", "in"),)], self.a1_in + 3 * 300)
+        # The frontend's: every byte read from and written to its clients, the proxy's own answers included.
+        self.assertEqual(series("rubrisproxy_bytes_total", frontend="web"),
+                         {(("direction", "in"),): sum(self.sent), (("direction", "out"),): sum(self.received)})
         self.assertEqual(samples[("rubrisproxy_server_max_active", (("backend", "app"), ("server", "a1")))], 1)
         self.assertEqual(samples[("rubrisproxy_server_maxconn", (("backend", "app"), ("server", "a1")))], 50)
         self.assertEqual(samples[("rubrisproxy_server_active", (("backend", "app"), ("server", "a1")))], 0)

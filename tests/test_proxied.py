@@ -140,8 +140,11 @@ class ProxiedFrontendTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_proxy_protocol_v2(self):  # type: ignore[no-untyped-def]
-        _, client = yield self.through(proxy_v2("198.51.100.10", 5555) + get(b"/"), protocol="any")
+        data = proxy_v2("198.51.100.10", 5555) + get(b"/")
+        frontend, client = yield self.through(data, protocol="any")
         self.assertEqual(self.access_log.entries[0].client, "198.51.100.10")
+        (connection,) = frontend.connections
+        self.assertEqual(connection.bytes_in, len(data))  # the header is read from the connection too
 
     @defer.inlineCallbacks
     def test_a_missing_or_unexpected_proxy_header_closes_the_connection(self):  # type: ignore[no-untyped-def]

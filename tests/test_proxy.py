@@ -126,10 +126,13 @@ class ForwardingTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_access_log_line(self):
         self.start_proxy(self.start_web_origin())
-        yield self.request(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+        request = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+        yield self.request(request)
         (record,) = self.access_log.entries
         self.assertEqual((record.method, record.target, record.status, record.termination), ("POST", "/echo", 200, "ok"))
-        self.assertEqual((record.backend, record.server, record.bytes_in, record.client), ("app", "s1", 3, "127.0.0.1"))
+        # bytes_in is the request as read, head and body
+        self.assertEqual((record.backend, record.server, record.bytes_in, record.client),
+                         ("app", "s1", len(request), "127.0.0.1"))
         self.assertGreater(record.bytes_out, 3)
         self.assertGreaterEqual(record.total_ms, record.response_ms)
 

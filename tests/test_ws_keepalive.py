@@ -27,7 +27,8 @@ from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
 
 from rubrisproxy._compat import unsent
-from rubrisproxy.config import WebSocketConfig
+from rubrisproxy.backend import Server
+from rubrisproxy.config import ServerConfig, WebSocketConfig
 from rubrisproxy.flow import BACKPRESSURE, ReadGate
 from rubrisproxy.lifecycle import Termination
 from rubrisproxy.websocket import LegFactories, accept_key, new_key
@@ -100,6 +101,7 @@ class StandInOrigin:
         self.transport = Transport()
         self.gate = ReadGate(self.transport)
         self.relay: object = None
+        self.server = Server(ServerConfig(name="s1", host="127.0.0.1", port=1), "app")  # counts what the leg writes
 
     def take_over(self, relay: object) -> None:
         self.relay = relay
@@ -167,6 +169,7 @@ class PingAnswerTests(unittest.TestCase):
         self.assertEqual(parse_frames(origin.transport.value()), [(OP_PONG, b"beat")])
         self.assertEqual(origin.transport.value()[1] & 0x80, 0x80)  # masked, as a client's frames are
         self.assertEqual(session.events, [])
+        self.assertEqual(origin.server.bytes_in, len(origin.transport.value()))  # what the leg wrote is counted
 
     def test_pongs_from_a_peer_go_no_further(self) -> None:
         leg, transport, session = open_client_leg(self.config, self.clock)

@@ -46,7 +46,9 @@ class ProxyCollector(Collector):
             "rubrisproxy_terminations", "Requests and WebSockets by how they ended.", labels=["frontend", "reason"]
         )
         traffic = CounterMetricFamily(
-            "rubrisproxy_bytes", "Bytes relayed (bodies and WebSocket data).", labels=["frontend", "direction"]
+            "rubrisproxy_bytes",
+            "Bytes read from (in) and written to (out) client connections, heads and frames included.",
+            labels=["frontend", "direction"]
         )
         websockets = GaugeMetricFamily(
             "rubrisproxy_websockets", "Open WebSockets by mode.", labels=["frontend", "mode"]
@@ -78,8 +80,9 @@ class ProxyCollector(Collector):
                 clients.add_metric([name], len(frontend.clients.sessions))
                 for reason, count in sorted(frontend.clients.destroyed.items()):
                     destroyed.add_metric([name, reason], count)
-            traffic.add_metric([name, "in"], frontend.bytes_in)
-            traffic.add_metric([name, "out"], frontend.bytes_out)
+            bytes_in, bytes_out = frontend.traffic()
+            traffic.add_metric([name, "in"], bytes_in)
+            traffic.add_metric([name, "out"], bytes_out)
             sessions = sum(1 for relay in frontend.websockets if isinstance(relay, WebSocketSession))
             websockets.add_metric([name, "session"], sessions)
             websockets.add_metric([name, "tunnel"], len(frontend.websockets) - sessions)
@@ -143,7 +146,9 @@ class ProxyCollector(Collector):
         requests = CounterMetricFamily("rubrisproxy_server_requests", "Requests and WebSockets sent to the server.",
                                        labels=labels)
         traffic = CounterMetricFamily(
-            "rubrisproxy_server_bytes", "Bytes relayed (bodies and WebSocket data).", labels=[*labels, "direction"]
+            "rubrisproxy_server_bytes",
+            "Bytes written to (in) and read from (out) the server for clients, heads and frames included.",
+            labels=[*labels, "direction"]
         )
         failures = CounterMetricFamily(
             "rubrisproxy_server_connect_failures", "Failed connection attempts.", labels=labels

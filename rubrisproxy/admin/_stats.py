@@ -83,14 +83,15 @@ def frontend_fields(frontend: Frontend) -> dict[str, Any]:
         answered[code] = answered.get(code, 0) + number
         if source == "proxy":
             own[code] = own.get(code, 0) + number
+    bytes_in, bytes_out = frontend.traffic()
     return {
         "name": frontend.name,
         "connections": len(frontend.connections),
         "accepted": frontend.accepted,
         "requests": frontend.requests,
         "websockets": len(frontend.websockets),
-        "bytes_in": frontend.bytes_in,
-        "bytes_out": frontend.bytes_out,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
         "responses": answered,
         "proxy_responses": own,
         "terminations": dict(sorted(frontend.terminations.items())),
@@ -254,7 +255,7 @@ def _frontend_row(frontend: Frontend) -> dict[str, object]:
     fields_ = frontend_fields(frontend)
     return {
         "pxname": frontend.name, "svname": "FRONTEND", "scur": fields_["connections"], "stot": fields_["accepted"],
-        "bin": frontend.bytes_in, "bout": frontend.bytes_out, "status": "OPEN", "type": 0,
+        "bin": fields_["bytes_in"], "bout": fields_["bytes_out"], "status": "OPEN", "type": 0,
         "req_tot": frontend.requests, **_hrsp(fields_["responses"]),
     }
 

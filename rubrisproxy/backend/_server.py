@@ -34,8 +34,8 @@ class Server:
     connect_failures: int = 0
     retries: int = 0  # connection attempts that failed here and were tried again
     redispatches: int = 0  # of those, the ones sent on to another server
-    bytes_in: int = 0  # request and WebSocket bytes from clients relayed to it
-    bytes_out: int = 0
+    bytes_in: int = 0  # bytes written to it for clients: request heads and bodies, WebSocket frames
+    bytes_out: int = 0  # bytes read from it: response heads and bodies, WebSocket frames
     responses: dict[int, int] = field(default_factory=dict)
     check_successes: int = 0  # consecutive, from active checks
     check_failures: int = 0

@@ -76,7 +76,7 @@ class ClientConnection(Protocol):
         "closing", "lost", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
         "_upgrading", "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding", "gate", "download", "parser",
         "opened_at", "responses", "end_reason", "last_request", "_limit_end", "handlers",
-        "_unparsed", "_advancing", "_output", "_delivered",
+        "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at",
     )
 
     def __init__(self, frontend: Frontend) -> None:
@@ -96,8 +96,10 @@ class ClientConnection(Protocol):
         self.closing = False
         self.lost = False
         self.requests = 0
+        # Every byte read from and written to the client's socket (above TLS): heads, bodies, WebSocket frames.
         self.bytes_in = 0
         self.bytes_out = 0
+        self.upgraded_at = (0, 0)  # bytes_in and bytes_out where the upgraded protocol began (see take_over)
         self.client_address = ""
         self.secure = False
         self.ready_at = 0.0
@@ -155,13 +157,13 @@ class ClientConnection(Protocol):
                 self.log.failure("connection handler {handler} failed", handler=type(handler).__name__)
 
     def dataReceived(self, data: bytes) -> None:
+        self.bytes_in += len(data)  # every byte read from the client, whatever becomes of it
         relay = self.relay
         if relay is not None:
             relay.client_data(data)
             return
         if self.closing and self.current is None:
             return
-        self.bytes_in += len(data)
         waiting = self._waiting
         if waiting is _Wait.KEEP_ALIVE:
             self._waiting = None  # http-request applies below if the head stays incomplete
@@ -243,6 +245,9 @@ class ClientConnection(Protocol):
 
     def _ended(self, end: ConnectionEnd) -> None:
         """Count, log and tell the termination handlers, once."""
+        frontend = self.frontend
+        frontend.bytes_in += self.bytes_in  # it leaves frontend.connections: its bytes stay in the totals
+        frontend.bytes_out += self.bytes_out
         try:
             self._report_end(end)
         except Exception:
@@ -377,6 +382,7 @@ class ClientConnection(Protocol):
         self.ready_at = 0.0
         alsoProvides(self, IHalfCloseableProtocol)
         rest, self._after_upgrade = self._after_upgrade, b""
+        self.upgraded_at = (self.bytes_in - len(rest), self.bytes_out)  # rest was read (and counted) already
         self._upgrading = False
         self.download.drop_idle()  # the relay registers its own producers
         self.gate.resume(UPGRADE)
@@ -564,9 +570,10 @@ class ClientConnection(Protocol):
         )
         if termination is None:
             termination = Termination.NOT_IMPLEMENTED if error.status == 501 else Termination.BAD_REQUEST
-        self.write(error_response(error.status))
+        response = error_response(error.status)
+        self.write(response)
         self.responses += 1
-        Exchange.log_refused(self, error.status, termination)
+        Exchange.log_refused(self, error.status, termination, len(response))
         self.end(ConnectionEnd.TIMEOUT if termination is Termination.REQUEST_TIMEOUT else ConnectionEnd.PROTOCOL_READ_ERROR)
 
     def _wait(self, waiting: _Wait | None) -> None:

@@ -43,8 +43,8 @@ class Frontend:
     accepted: int = 0
     requests: int = 0
     terminations: dict[str, int] = field(default_factory=dict)  # requests (and WebSockets) by how they ended
-    bytes_in: int = 0  # request and WebSocket bytes from clients, as relayed
-    bytes_out: int = 0
+    bytes_in: int = 0  # bytes read from clients by connections that have ended (see traffic())
+    bytes_out: int = 0  # bytes written to them
     request_seconds: Histogram = field(default_factory=Histogram)  # from the request head to the end
     #: Answers sent to clients by (status class, "origin" or "proxy"): the proxy's own refusals and errors too.
     responses: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -60,3 +60,12 @@ class Frontend:
     def __post_init__(self) -> None:
         if self.router is None:
             self.router = Router((), {}, self.backend)
+
+    def traffic(self) -> tuple[int, int]:
+        """Bytes read from and written to its clients' sockets, heads and frames included: the ended
+        connections' and the open ones' so far (summed when asked, so the relaying path only counts)."""
+        bytes_in, bytes_out = self.bytes_in, self.bytes_out
+        for connection in self.connections:
+            bytes_in += connection.bytes_in
+            bytes_out += connection.bytes_out
+        return bytes_in, bytes_out

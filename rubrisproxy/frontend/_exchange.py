@@ -446,6 +446,7 @@ class Exchange:
         if self.head.has_body:
             if self.head.expect_continue and not self.request_done and not self.bytes_in:
                 client.write(_CONTINUE)
+                self.bytes_out += len(_CONTINUE)
             for chunk in self._pending or ():
                 self._send_body(chunk)
             if self.request_done:
@@ -594,7 +595,11 @@ class Exchange:
             return
         self.finished = True
         self.termination = termination
-        self.client.websocket_ended(termination)
+        client = self.client
+        bytes_in, bytes_out = client.upgraded_at  # what crossed the client's connection after the head
+        self.bytes_in = client.bytes_in - bytes_in
+        self.bytes_out += client.bytes_out - bytes_out
+        client.websocket_ended(termination)
         session = self.session
         if session is not None:
             registry = session.registry
@@ -790,10 +795,8 @@ class Exchange:
         terminations = frontend.terminations
         name = _TERMINATIONS[termination]
         terminations[name] = terminations.get(name, 0) + 1
-        frontend.bytes_in += self.bytes_in
-        frontend.bytes_out += self.bytes_out
         frontend.request_seconds.observe(now - self.started_at)
-        status, backend, server = self.status, self.backend, self.server
+        status, backend = self.status, self.backend
         if status:  # the proxy's own answer is the one it sent instead of an origin's head
             source = "origin" if self.response_head_sent or status == 101 else "proxy"
             count(frontend.responses, (status_class(status), source))
@@ -801,9 +804,6 @@ class Exchange:
             backend.request_seconds.observe(now - self.started_at)
             if status:
                 count(backend.responses, status_class(status))
-        if server is not None:
-            server.bytes_in += self.bytes_in
-            server.bytes_out += self.bytes_out
 
     def _log(self, termination: Termination, now: float) -> None:
         head, server, frontend = self.head, self.server, self.client.frontend
@@ -819,7 +819,7 @@ class Exchange:
                 head.target.decode("latin-1"),
                 "1.1" if head.version == b"1.1" else "1.0",
                 self.status,
-                self.bytes_in,
+                head.size + self.bytes_in,
                 self.bytes_out,
                 self.backend.name if self.backend is not None else "-",
                 server.name if server is not None else "-",
@@ -835,15 +835,16 @@ class Exchange:
         )
 
     @staticmethod
-    def log_refused(client: ClientConnection, status: int, termination: Termination) -> None:
-        """The access-log line for a request refused before it became an exchange."""
+    def log_refused(client: ClientConnection, status: int, termination: Termination, bytes_out: int) -> None:
+        """The access-log line for a request refused before it became an exchange (``bytes_out``: the answer's
+        size; what was read of it is not known apart from the connection's)."""
         count(client.frontend.terminations, termination.value)
         count(client.frontend.responses, (status_class(status), "proxy"))
         now = client.frontend.clock.seconds()
         client.frontend.access_log.write(
             AccessRecord(
                 at=now, client=client.client_address, frontend=client.frontend.name, method="-", target="-",
-                version="-", status=status, bytes_in=0, bytes_out=0, backend="-", server="-",
+                version="-", status=status, bytes_in=0, bytes_out=bytes_out, backend="-", server="-",
                 wait_ms=round((now - client.ready_at) * 1000, 3),
                 queue_ms=-1, connect_ms=-1, response_ms=-1, total_ms=0.0, termination=termination.value,
             )

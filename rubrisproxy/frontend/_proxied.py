@@ -57,7 +57,9 @@ class ProxiedConnection(ClientConnection):
 
     def dataReceived(self, data: bytes) -> None:
         if self._proxy_header is not None:
+            read = len(data)
             data = self._read_proxy_header(data)
+            self.bytes_in += read - len(data)  # the header's bytes: read from the client too
             if not data or self.end_reason is not None:
                 return
         super().dataReceived(data)

@@ -36,7 +36,7 @@ class RequestHead:
 
     __slots__ = (
         "method", "target", "version", "headers", "forward", "host", "content_length",
-        "chunked", "expect_continue", "upgrade", "connection", "has_body", "resolved",
+        "chunked", "expect_continue", "upgrade", "connection", "has_body", "resolved", "size",
     )
 
     def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers) -> None:
@@ -53,6 +53,7 @@ class RequestHead:
         self.connection: frozenset[bytes] = NONE
         self.has_body = False
         self.resolved: Target | None = None  # where a reverse proxy sends it, once worked out
+        self.size = 0  # its length as parsed: the request line and "Name: value" lines with CRLFs, the blank line
 
     @property
     def wants_close(self) -> bool:
@@ -199,6 +200,7 @@ class RequestParser:
         if version is None:
             raise HTTPError(505, f"HTTP/{parser.get_http_version()} is not supported")
         head = RequestHead(parser.get_method(), self._url, version, self._headers)
+        head.size = len(head.method) + len(self._url) + 14 + self._header_bytes  # "M T HTTP/1.1\r\n...\r\n"
         hosts = 0
         drop = self._drop
         forward = head.forward

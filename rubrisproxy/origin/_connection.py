@@ -132,6 +132,7 @@ class OriginConnection(Protocol):
         user.tunnel_answered(self, status, rest)  # type: ignore[union-attr]
 
     def _write(self, data: bytes) -> None:
+        self.server.bytes_in += len(data)  # every byte written to the server, heads included
         if self._direct:
             direct_write(self.transport, data)  # type: ignore[arg-type]
         else:
@@ -195,6 +196,7 @@ class OriginConnection(Protocol):
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        self.server.bytes_out += len(data)  # every byte read from the server, whatever becomes of it
         relay = self.relay
         if relay is not None:
             relay.origin_data(data)

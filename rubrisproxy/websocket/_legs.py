@@ -123,6 +123,15 @@ def _accept_deflate_response(response: object) -> PerMessageDeflateResponseAccep
     return None
 
 
+class _Uncounted:
+    """Where a leg not yet given its connection or server counts what it writes."""
+
+    __slots__ = ("bytes_in", "bytes_out")
+
+    def __init__(self) -> None:
+        self.bytes_in = self.bytes_out = 0
+
+
 class _Leg:
     """What both legs add to Autobahn: pings answered at the proxy, a pong timeout that waits while
     the proxy itself is not reading from the peer, and no timer left behind."""
@@ -141,6 +150,10 @@ class _Leg:
     _deflating = True  # whether messages are compressed (permessage-deflate): known once open
     _owed_pong: bytes | None = None  # the latest ping of a peer that is not reading, still to answer
     _owed_call: Any = None  # the retry of that answer
+    #: What counts the bytes this leg writes to its peer: the client's connection (its ``bytes_out``) for the
+    #: client leg, the server (its ``bytes_in``) for a backend leg. Reads are counted where they arrive.
+    meter: Any = _Uncounted()
+    _to_client = False
 
     def dataReceived(self, data: bytes) -> None:
         # Fast path: whole simple messages at the front of the read, when Autobahn holds nothing partial;
@@ -180,6 +193,10 @@ class _Leg:
             frame = simple_frame(payload, isBinary, self._masked_out)
             if frame is not None:
                 self.transport.write(frame)
+                if self._to_client:
+                    self.meter.bytes_out += len(frame)
+                else:
+                    self.meter.bytes_in += len(frame)
                 return
         super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)  # type: ignore[misc]
 
@@ -243,6 +260,11 @@ class _Leg:
         self.message_data = None
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Every write of Autobahn's passes here (its queue, for sync and chopped writes, is fed from here).
+        if self._to_client:
+            self.meter.bytes_out += len(data)
+        else:
+            self.meter.bytes_in += len(data)
         if sync or chopsize or self.send_queue:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
         else:
@@ -266,6 +288,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     """
 
     _masked_in = True  # a client masks what it sends; the proxy, as a server, does not
+    _to_client = True
 
     #: ("close", code, reason) or ("fail", code, reason) waiting for the backend's close; None when not closing.
     held: tuple[str, int | None, Any] | None = None
@@ -349,6 +372,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
         """Take over ``origin`` (its 101 is ``switch``, answering ``key``) and open on it."""
         self.session = session
         self.gate = origin.gate
+        self.meter = origin.server
         self._switch, self._key, self._protocols = switch, key, protocols
         origin.take_over(OriginSide(self, origin))
         self.makeConnection(origin.transport)

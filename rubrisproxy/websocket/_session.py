@@ -171,6 +171,7 @@ class WebSocketSession:
         leg.factory = self._factories.server
         leg.session = self
         leg.gate = client.gate
+        leg.meter = client
         self._client_leg = leg
         self._protocol = backend_leg.websocket_protocol_in_use
         from_client = client.take_over(self)
@@ -239,7 +240,6 @@ class WebSocketSession:
 
     def _send(self, leg: BackendLeg, message: Message) -> None:
         self.messages_in += 1
-        self._exchange.bytes_in += len(message.payload)
         if self._recent is not None:
             self._recent.append((self._exchange.clock.seconds(), message))
         leg.sendMessage(message.payload, message.binary)
@@ -248,7 +248,6 @@ class WebSocketSession:
         leg = self._client_leg
         if leg is not None and leg.state == leg.STATE_OPEN:
             self.messages_out += 1
-            self._exchange.bytes_out += len(message.payload)
             leg.sendMessage(message.payload, message.binary)
 
     def _hold(self, message: Message) -> None:

@@ -63,7 +63,6 @@ class Tunnel:
     # Relay events
 
     def client_data(self, data: bytes) -> None:
-        self._exchange.bytes_in += len(data)
         origin = self._origin
         origin.write(data)
         if origin.upload.producer is None and backed_up(origin.transport):
@@ -71,7 +70,6 @@ class Tunnel:
         self._deadline.set(self._idle_limit)
 
     def origin_data(self, data: bytes) -> None:
-        self._exchange.bytes_out += len(data)
         client = self._client
         client.write(data)
         if client.download.producer is None and backed_up(client.transport):
