@@ -18,6 +18,7 @@ refused. The query is kept as it came.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ _ENCODED_SEPARATOR = re.compile(rb"%2F|%5C")
 _ABNORMAL = re.compile(rb"%|/[./;]|\\")
 
 
+@functools.lru_cache(maxsize=1024)  # a connection sends the same few Host values; checking one costs about 1 µs
 def valid_host(value: bytes) -> bool:
     """Whether ``value`` is a valid non-empty Host value: host, optional ``:port``."""
     match = _HOST.fullmatch(value)
