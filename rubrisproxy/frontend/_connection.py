@@ -15,9 +15,9 @@ from zope.interface import alsoProvides
 
 from .._compat import unsent
 from ..accesslog import ConnectionRecord
+from ..config import WebSocketConfig
 from ..deadline import Deadline
 from ..flow import BACKPRESSURE, ProducerSlot, ReadGate, WriteWatch, direct_write, tune_transport, writes_directly
-from ..config import WebSocketConfig
 from ..http import CLIENT_CLAIMS, FORWARDING, HTTPError, RequestHead, RequestParser, error_response, spellings
 from ..lifecycle import ConnectionEnd, ConnectionInfo, RefuseConnection, Termination
 from ._context import Frontend

@@ -2,7 +2,15 @@
 
 from ._errors import HTTPError, error_response, quoted, reason_phrase
 from ._headers import (
-    CLIENT_CLAIMS, FORWARDING, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed, serialize_headers, spellings,
+    CLIENT_CLAIMS,
+    FORWARDING,
+    HOP_BY_HOP,
+    NONE,
+    Headers,
+    connection_tokens,
+    drop_listed,
+    serialize_headers,
+    spellings,
 )
 from ._request import RequestHandler, RequestHead, RequestParser
 from ._response import ResponseHandler, ResponseHead, ResponseParser
