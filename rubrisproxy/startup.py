@@ -6,7 +6,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from . import __version__
-from .config import BackendConfig, FrontendConfig, ProxyConfig
+from .config import DEMO_ADMIN_LISTEN, BackendConfig, FrontendConfig, ProxyConfig
 
 
 def startup_lines(config: ProxyConfig, config_path: str | None) -> list[str]:
@@ -14,12 +14,20 @@ def startup_lines(config: ProxyConfig, config_path: str | None) -> list[str]:
     lines = [f"rubrisproxy {__version__} starting; configuration: {config_path or 'none (command-line flags only)'}"]
     lines += [_frontend(frontend) for frontend in config.frontends]
     lines += [_backend(backend, config.demo) for backend in config.backends.values()]
-    lines.append(f"admin API: {', '.join(config.admin.listen)}" if config.admin.listen else "admin API: off")
+    lines.append(_admin(config))
     access = config.access_log
     where = "off" if not access.enabled else "the main log" if access.path == "-" else access.path
     details = f" ({access.format}{', with connection lines' if access.connections else ''})" if access.enabled else ""
     lines.append(f"access log: {where}{details}; main log format: {config.log.format}")
     return lines
+
+
+def _admin(config: ProxyConfig) -> str:
+    if config.admin.listen:
+        return f"admin API: {', '.join(config.admin.listen)}"
+    if config.demo:  # the demo opens its own (a taken port is a warning, logged when it tries)
+        return f"admin API and stats page: {DEMO_ADMIN_LISTEN} (demo mode; --admin sets another)"
+    return "admin API: off"
 
 
 def _frontend(frontend: FrontendConfig) -> str:

@@ -122,8 +122,35 @@ class HostTests(_Raw):
         self.assertEqual(self.servers(), ["s1", "s2"])
 
 
+    @defer.inlineCallbacks
+    def refused(self, data: bytes):  # type: ignore[no-untyped-def]
+        """Send ``data``; the answer must be 400, then the connection's end."""
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.admin_port), client)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        client.send(data)
+        received = yield client.closed
+        (response,) = parse_responses(received)
+        self.assertEqual((response.status, json.loads(response.body)["status"]), (400, 400), data)
+        self.assertIn(b"one Host", response.body)
+
+    @defer.inlineCallbacks
+    def test_several_host_headers_or_none_are_400(self):  # type: ignore[no-untyped-def]
+        for hosts in (b"Host: evil.com\r\nHost: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\nHost: evil.com\r\n",
+                      b"Host: 127.0.0.1\r\nHost: 127.0.0.1\r\n", b""):
+            for version in (b"1.1", b"1.0"):
+                yield self.refused(b"GET /backends HTTP/%s\r\n%s%s\r\n" % (version, hosts, self.authorization()))
+            yield self.refused(b"GET /healthz HTTP/1.1\r\n%s\r\n" % hosts)
+        add = self.post(b"/backends/default/servers", b"Content-Type: application/json\r\n")
+        yield self.refused(add.replace(b"\r\n", b"\r\nHost: evil.com\r\n", 1))
+        self.assertEqual(self.servers(), ["s1", "s2"])
+
+
 class TokenHostTests(_Raw):
     token = "a-long-enough-admin-token"
+
+    test_several_host_headers_or_none_are_400 = HostTests.test_several_host_headers_or_none_are_400
+    refused = HostTests.refused
 
     @defer.inlineCallbacks
     def test_with_a_token_any_host_name_is_served_to_whoever_has_it(self):  # type: ignore[no-untyped-def]

@@ -22,6 +22,8 @@ from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 SERVERS = b'[backends.app]\nservers = ["127.0.0.1:9"]\n'
 LISTEN = b'[frontends.web]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
 
+#: What an error about the file itself names: the file.
+FILE = "{file}"
 #: Hostile files, byte for byte, and the key each one's error must name.
 BAD_FILES: dict[str, tuple[bytes, str]] = {
     "duration-word": (b'[timeouts]\nserver = "forever"\n', "timeouts.server"),
@@ -34,10 +36,10 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
     "access-log-no-directory": (SERVERS + LISTEN + b'[access-log]\npath = "/nonexistent/dir/access.log"\n',
                                 "access-log.path"),
     "access-log-a-directory": (SERVERS + LISTEN + b'[access-log]\npath = "/"\n', "access-log.path"),
-    "not-utf-8": (b'[timeouts]\nclient = "\xff\xfe30s"\n', "--config"),
-    "nested-arrays": (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "--config"),
-    "nested-tables": (b"a = " + b"{b = " * 5000 + b"1" + b"}" * 5000 + b"\n", "--config"),
-    "integer-too-long": (b"[limits]\nmax-headers = " + b"9" * 5000 + b"\n", "--config"),
+    "not-utf-8": (b'[timeouts]\nclient = "\xff\xfe30s"\n', FILE),
+    "nested-arrays": (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", FILE),
+    "nested-tables": (b"a = " + b"{b = " * 5000 + b"1" + b"}" * 5000 + b"\n", FILE),
+    "integer-too-long": (b"[limits]\nmax-headers = " + b"9" * 5000 + b"\n", FILE),
     "nan": (b"[timeouts]\nclient = nan\n", "timeouts.client"),
     "inf": (b"[timeouts]\nserver = inf\n", "timeouts.server"),
     "1e300": (b"[timeouts]\ntunnel = 1e300\n", "timeouts.tunnel"),
@@ -119,7 +121,9 @@ class ConfigErrorTests(unittest.TestCase):
 
     def test_check_names_the_key_of_every_bad_file(self) -> None:
         for name, (content, key) in BAD_FILES.items():
-            code, out, err = self.check(self.write(name, content))
+            path = self.write(name, content)
+            key = key.format(file=path)
+            code, out, err = self.check(path)
             self.assertEqual((code, out), (1, ""), name)
             self.assertTrue(err.startswith(f"rubrisproxy check: configuration error: {key}: "), err)
             self.assertEqual(len(err.splitlines()), 1, err)
@@ -130,7 +134,7 @@ class ConfigErrorTests(unittest.TestCase):
         limit = defer.DeferredSemaphore(2)  # two processes at a time: the machine is shared
         runs = {name: limit.run(twistd, self, "--config", path) for name, path in paths.items()}
         for name in TWISTD_FILES:
-            line = self.assertOneLine((yield runs[name]), BAD_FILES[name][1])
+            line = self.assertOneLine((yield runs[name]), BAD_FILES[name][1].format(file=paths[name]))
             self.assertEqual(self.check(paths[name])[2], f"rubrisproxy check: configuration error: {line}\n", name)
 
     @defer.inlineCallbacks
@@ -161,7 +165,9 @@ class ConfigErrorTests(unittest.TestCase):
         self.assertOneLine(command, "frontends.web.listen", prefix="rubrisproxy check: configuration error: ")
         missing = os.path.join(os.path.dirname(bad), "missing.toml")
         command = yield run(self, "-m", "rubrisproxy.ctl", "check", missing)
-        self.assertOneLine(command, "--config", prefix="rubrisproxy check: configuration error: ")
+        line = self.assertOneLine(command, missing, prefix="rubrisproxy check: configuration error: ")
+        self.assertEqual(line, f"{missing}: cannot read: No such file or directory")
+        self.assertEqual(command.code, 1)
 
     @defer.inlineCallbacks
     def test_version(self):  # type: ignore[no-untyped-def]

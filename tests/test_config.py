@@ -263,18 +263,20 @@ class FileTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as caught:
             load_config(CommandLine(config_path=self.write("[timeouts\nclient=1")))
         self.assertIn("not valid TOML", str(caught.exception))
-        for content, problem in ((b'[timeouts]\nclient = "\xff"\n', "is not UTF-8 text (byte 21)"),
+        for content, problem in ((b'[timeouts]\nclient = "\xff"\n', "not UTF-8 text (byte 21)"),
                                  (b"a = " + b"[" * 5000 + b"]" * 5000, "nests arrays or tables too deeply"),
-                                 (b"a = " + b"9" * 5000, "is not valid TOML")):
+                                 (b"a = " + b"9" * 5000, "not valid TOML")):
             path = self.mktemp()
             with open(path, "wb") as f:
                 f.write(content)
             with self.assertRaises(ConfigError) as caught:
                 load_config(CommandLine(config_path=path))
-            self.assertEqual(caught.exception.key, "--config")
+            self.assertEqual(caught.exception.key, path)  # the file is what is wrong
             self.assertIn(problem, caught.exception.problem)
-        with self.assertRaises(ConfigError):
-            load_config(CommandLine(config_path=os.path.join(self.mktemp(), "missing.toml")))
+        missing = os.path.join(self.mktemp(), "missing.toml")
+        with self.assertRaises(ConfigError) as caught:
+            load_config(CommandLine(config_path=missing))
+        self.assertEqual(str(caught.exception), f"{missing}: cannot read: No such file or directory")
 
     def test_a_users_file_that_is_not_utf_8(self):
         users = self.mktemp()

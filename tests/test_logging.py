@@ -411,6 +411,13 @@ class StartupLinesTests(unittest.TestCase):
         self.assertIn("admin API: off", lines)
         self.assertIn("access log: the main log (text, with connection lines); main log format: text", lines)
 
+    def test_the_admin_listener_demo_mode_opens_is_reported(self):
+        demo = load_config(CommandLine(demo=True))
+        self.assertIn("admin API and stats page: tcp:9000:interface=127.0.0.1 (demo mode; --admin sets another)",
+                      startup_lines(demo, None))
+        demo = load_config(CommandLine(demo=True, admin=["tcp:9100:interface=127.0.0.1"]))
+        self.assertIn("admin API: tcp:9100:interface=127.0.0.1", startup_lines(demo, None))
+
 
 def check_lines(case: unittest.TestCase, lines: list[bytes], parse_json: bool = False) -> None:
     """Every line starts with an ISO 8601 timestamp (or, as JSON, parses to an object with one), and none holds

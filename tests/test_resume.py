@@ -83,6 +83,19 @@ class ResumeTests(ProxyTestCase):
         self.assertEqual(self.backend.resumes, 1)
 
     @defer.inlineCallbacks
+    def test_a_client_header_that_looks_like_the_resume_count_is_not_rewritten(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = yield self.open(headers={"X-App": "keep; resume=0", "X-Rubris-Session": "spoofed; resume=0"})
+        first = self.serving()
+        self.kill(first)
+        echoed = yield self.exchange(client, [b"after"])
+        self.assertEqual(echoed, [b"after"])
+        (resumed,) = self.backends[1 - first].handshakes
+        self.assertEqual(resumed.headers["x-app"], "keep; resume=0")
+        self.assertTrue(resumed.headers["x-rubris-session"].endswith("; resume=1"))
+        self.assertNotIn("spoofed", resumed.headers["x-rubris-session"])
+
+    @defer.inlineCallbacks
     def test_backend_closing_with_a_retryable_code_moves_the_session(self):  # type: ignore[no-untyped-def]
         for code in (1001, 1012):
             self.start()

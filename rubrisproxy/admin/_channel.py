@@ -25,12 +25,13 @@ class Phase(Enum):
 
     AWAITING = "awaiting a request"  # the request timer runs
     HANDLING = "handling a request"  # the answer is being made
-    REFUSED = "refused"  # answered 413: what comes in is dropped until the client closes or LINGER ends
+    REFUSED = "refused"  # answered 400 or 413: what comes in is dropped until the client closes or LINGER ends
 
 
 class AdminRequest(server.Request):
     """A request whose body is held in memory up to :data:`MAX_BODY`; past that (by its Content-Length, or
-    by the chunks received) it is answered 413 and the connection closed, without reading the rest."""
+    by the chunks received) it is answered 413 and the connection closed, without reading the rest. A
+    request without exactly one Host header is answered 400 the same way."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -42,15 +43,18 @@ class AdminRequest(server.Request):
 
     def gotLength(self, length: int | None) -> None:
         self.content = BytesIO()
-        if length is not None and length > MAX_BODY:
-            self._refuse()
+        if len(self.requestHeaders.getRawHeaders(b"host") or ()) != 1:
+            # RFC 9112 3.2: no Host, or several, is a bad request (and the loopback-Host rule reads exactly one).
+            self._refuse(400, "Bad Request", "a request must carry exactly one Host header")
+        elif length is not None and length > MAX_BODY:
+            self._refuse(413, "Content Too Large", f"the body is over {MAX_BODY} bytes")
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._connection.phase is Phase.REFUSED:
             return
         self.body_size += len(data)
         if self.body_size > MAX_BODY:
-            self._refuse()
+            self._refuse(413, "Content Too Large", f"the body is over {MAX_BODY} bytes")
             return
         self.content.write(data)  # type: ignore[union-attr]
 
@@ -58,12 +62,12 @@ class AdminRequest(server.Request):
         if self._connection.phase is not Phase.REFUSED:
             super().requestReceived(command, path, version)
 
-    def _refuse(self) -> None:
+    def _refuse(self, status: int, reason: str, message: str) -> None:
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
-        body = json.dumps({"status": 413, "error": f"the body is over {MAX_BODY} bytes"}).encode() + b"\n"
+        body = json.dumps({"status": status, "error": message}).encode() + b"\n"
         self._connection.refuse(
-            b"HTTP/1.1 413 Content Too Large\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (len(body), body)
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, reason.encode(), len(body), body)
         )
 
 

@@ -9,9 +9,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
-from ..config import BackendConfig, ServerConfig
+from ..config import BackendConfig, ServerConfig, WebSocketConfig
 from ..counters import Histogram
-from ..http import Headers, RequestHead
+from ..http import Headers, RequestHead, spellings
 from ..websocket import LegFactories, build_hooks
 from ._balance import IBalancer, balancer_for
 from ._engineio import EngineIOStickiness, is_engineio
@@ -34,6 +34,8 @@ class Waiter(Protocol):
 
 
 QUEUED = object()
+#: Every frontend drops a client's session header under its default name (and its other spellings).
+_DEFAULT_SESSION_HEADER = spellings((WebSocketConfig().session_header.encode(),))
 #: How long an Engine.IO sid stays known after its last request (a live session polls or pings far sooner).
 ENGINEIO_EXPIRE = 300.0
 """What :meth:`Backend.assign` returns when the request waits for a free server."""
@@ -86,6 +88,8 @@ class Backend:
         self.health = config.health
         if previous is None or previous.websocket != config.websocket:
             self.websocket = config.websocket
+            # A client's copy of a session header named otherwise: dropped from requests routed here.
+            self.session_drops = spellings((config.websocket.session_header.encode(),)) - _DEFAULT_SESSION_HEADER
             self._leg_factories: LegFactories | None = None  # sessions open already keep theirs
         self.cookie = CookieStickiness(config.cookie.name, config.cookie.mode, config.cookie.max_age,
                                        config.cookie.secure) if config.cookie else None

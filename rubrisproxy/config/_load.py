@@ -90,14 +90,15 @@ def load_config(command_line: CommandLine) -> ProxyConfig:
         try:
             with open(path, "rb") as f:
                 document = tomllib.load(f)
+        # What is wrong with the file itself is said of the file: "PATH: cannot read: ...".
         except OSError as e:
-            raise ConfigError("--config", f"cannot read {path!r}: {e.strerror}") from None
+            raise ConfigError(path, f"cannot read: {e.strerror}") from None
         except UnicodeDecodeError as e:
-            raise ConfigError("--config", f"{path!r} is not UTF-8 text (byte {e.start})") from None
+            raise ConfigError(path, f"not UTF-8 text (byte {e.start})") from None
         except RecursionError:
-            raise ConfigError("--config", f"{path!r} nests arrays or tables too deeply") from None
+            raise ConfigError(path, "nests arrays or tables too deeply") from None
         except ValueError as e:  # TOMLDecodeError, or an integer too long to convert
-            raise ConfigError("--config", f"{path!r} is not valid TOML: {e}") from None
+            raise ConfigError(path, f"not valid TOML: {e}") from None
     config = apply_command_line(config_from_document(document), command_line)
     _check_objects(config)
     return config

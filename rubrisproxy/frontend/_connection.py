@@ -15,9 +15,10 @@ from zope.interface import alsoProvides
 
 from .._compat import unsent
 from ..accesslog import ConnectionRecord
+from ..config import WebSocketConfig
 from ..deadline import Deadline
 from ..flow import BACKPRESSURE, ProducerSlot, ReadGate, WriteWatch, direct_write, tune_transport, writes_directly
-from ..http import FORWARDING, HTTPError, RequestHead, RequestParser, error_response
+from ..http import CLIENT_CLAIMS, FORWARDING, HTTPError, RequestHead, RequestParser, error_response, spellings
 from ..lifecycle import ConnectionEnd, ConnectionInfo, RefuseConnection, Termination
 from ._context import Frontend
 from ._exchange import Exchange
@@ -32,8 +33,12 @@ UPGRADE = "upgrade"
 #: Requests parsed ahead of the one being answered; past this, parsing stops and what follows waits unparsed
 #: (reading is paused already), so a pipelining client costs at most this many requests and one read.
 PIPELINE_DEPTH = 16
-#: A local client's own forwarding headers are not trusted, and Expect is answered here.
-LOCAL_CLIENT_DROPS = FORWARDING | frozenset((b"expect",))
+#: The session header's default name: a backend that names another drops that one too (``Backend.session_drops``).
+SESSION_HEADER = WebSocketConfig().session_header.lower().encode()
+#: A local client may not speak for itself where only a proxy should: its forwarding headers, the headers
+#: servers take a client's address from, and the session header, in any spelling, are dropped (the proxy
+#: writes its own); Expect is answered here.
+LOCAL_CLIENT_DROPS = spellings(FORWARDING | CLIENT_CLAIMS | {SESSION_HEADER}) | frozenset((b"expect",))
 
 
 def forwarding_template(address: str, secure: bool) -> bytes:

@@ -873,8 +873,11 @@ class Exchange:
             host = authority
             forward = [pair for pair in forward if pair[0].lower() != b"host"]
         backend = self.backend
-        if backend is not None and backend.cookie is not None:
-            forward = backend.cookie.request_headers(forward)
+        if backend is not None:
+            if backend.session_drops:
+                forward = [pair for pair in forward if pair[0].lower() not in backend.session_drops]
+            if backend.cookie is not None:
+                forward = backend.cookie.request_headers(forward)
         extra = b""
         if self.upgrade is not None:
             offers = backend.leg_factories().offers if self.websocket_key is not None else b""  # type: ignore[union-attr]

@@ -7,13 +7,19 @@ import ipaddress
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 
-from ..http import RequestHead, quoted
+from ..http import CLIENT_CLAIMS, FORWARDING, RequestHead, quoted, spellings
 from ..lifecycle import ConnectionEnd
-from ._connection import LOCAL_CLIENT_DROPS, ClientConnection, forwarding_template
+from ._connection import LOCAL_CLIENT_DROPS, SESSION_HEADER, ClientConnection, forwarding_template
 from ._peers import client_of, forwarded_chain, forwarded_elements, forwarded_node, forwarded_quote
 
-#: A trusted proxy's forwarded-for chain is extended, not replaced; Expect is answered here.
-TRUSTED_PROXY_DROPS = frozenset((b"x-forwarded-for", b"forwarded", b"expect"))
+#: A trusted proxy's forwarded-for chain is extended, not replaced, and the session header is the proxy's
+#: own; its other forwarding headers are kept, but only as a proxy writes them (an ``_`` spelling came
+#: from a client); Expect is answered here.
+TRUSTED_PROXY_DROPS = (
+    spellings((b"x-forwarded-for", b"forwarded", SESSION_HEADER))
+    | (spellings(FORWARDING | CLIENT_CLAIMS) - FORWARDING - CLIENT_CLAIMS)
+    | frozenset((b"expect",))
+)
 #: A v1 header whose proxy does not know the source (it may carry nothing more).
 V1_UNKNOWN = b"PROXY UNKNOWN\r\n"
 #: Longest PROXY header read (v1 is at most 107 bytes; v2 with TLVs is bounded here).

@@ -1,12 +1,23 @@
 """HTTP/1.1 messages shared by the client-facing and origin sides."""
 
 from ._errors import HTTPError, error_response, quoted, reason_phrase
-from ._headers import FORWARDING, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed, serialize_headers
+from ._headers import (
+    CLIENT_CLAIMS,
+    FORWARDING,
+    HOP_BY_HOP,
+    NONE,
+    Headers,
+    connection_tokens,
+    drop_listed,
+    serialize_headers,
+    spellings,
+)
 from ._request import RequestHandler, RequestHead, RequestParser
 from ._response import ResponseHandler, ResponseHead, ResponseParser
 from ._target import Target, normalise_path, resolve, route_host, split_absolute, valid_host
 
 __all__ = [
+    "CLIENT_CLAIMS",
     "FORWARDING",
     "HOP_BY_HOP",
     "HTTPError",
@@ -28,6 +39,7 @@ __all__ = [
     "resolve",
     "route_host",
     "serialize_headers",
+    "spellings",
     "split_absolute",
     "valid_host",
 ]

@@ -6,6 +6,8 @@ so a relayed message keeps its shape.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 Headers = list[tuple[bytes, bytes]]
 
 #: One empty frozenset to share: ``frozenset()`` makes a new 216-byte object each time.
@@ -16,8 +18,24 @@ HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade", b"proxy-connection")
 )
 
-#: Headers a local client might send to impersonate a trusted proxy's view of it.
+#: The forwarding headers the proxy writes itself about each request's client.
 FORWARDING = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"))
+#: Headers servers commonly take a client's address, scheme or port from, which the proxy does not write:
+#: a client that sends them would speak for itself where only a proxy should.
+CLIENT_CLAIMS = frozenset((b"x-forwarded-port", b"x-real-ip", b"x-client-ip"))
+
+
+def spellings(names: Iterable[bytes]) -> frozenset[bytes]:
+    """``names`` (lower case) in every spelling with any ``-`` written ``_``: WSGI and CGI servers read
+    ``X_Forwarded_For`` as ``HTTP_X_FORWARDED_FOR``, the same as ``X-Forwarded-For``."""
+    out: set[bytes] = set()
+    for name in names:
+        variants = [b""]
+        for index, part in enumerate(name.lower().replace(b"_", b"-").split(b"-")):
+            joins = (b"",) if index == 0 else (b"-", b"_")
+            variants = [variant + join + part for variant in variants for join in joins]
+        out.update(variants)
+    return frozenset(out)
 
 
 #: Connection tokens that name no header to remove.

@@ -9,6 +9,7 @@ names the request's framing.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Protocol
 
 import httptools
@@ -25,6 +26,12 @@ _HEAD_SLICE = 512
 _CHUNKED_SLICE = 16384
 #: Headers the parser itself must read.
 _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
+
+
+@lru_cache(maxsize=16)
+def _dropped(drop: frozenset[bytes]) -> frozenset[bytes]:
+    """``drop`` and the hop-by-hop headers: one set per drop list, not one per connection."""
+    return HOP_BY_HOP | drop
 
 
 class RequestHead:
@@ -93,7 +100,7 @@ class RequestParser:
         self._max_header_size = max_header_size
         self._max_headers = max_headers
         self._max_body_size = max_body_size
-        self._drop = HOP_BY_HOP | drop
+        self._drop = _dropped(drop)
         self._parser = httptools.HttpRequestParser(self)
         #: Set by the handler to stop parsing between two slices: :meth:`feed` returns what it left.
         self.held = False
@@ -101,7 +108,7 @@ class RequestParser:
 
     def set_drop(self, drop: frozenset[bytes]) -> None:
         """Drop these headers (besides hop-by-hop ones) from the requests parsed from now on."""
-        self._drop = HOP_BY_HOP | drop
+        self._drop = _dropped(drop)
 
     def _reset(self) -> None:
         self._in_head = False

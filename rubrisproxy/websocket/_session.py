@@ -330,7 +330,9 @@ class WebSocketSession:
             avoid = self._tried  # the server it left may be back
         if not backend.usable(avoid):
             avoid = self._tried = NONE  # every server had a go: start over
-        handshake = self._template.replace(b"; resume=0\r\n", b"; resume=%d\r\n" % (self.resumes + 1))
+        # The session header is the last line that can end so: a client's header that does too stays as sent.
+        before, mark, after = self._template.rpartition(b"; resume=0\r\n")
+        handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else self._template
         self._dial = BackendDial(
             self, self._exchange.head, handshake, self._exchange.upgrade.protocols,  # type: ignore[union-attr]
             backend, self._client.frontend.pool, avoid, self._config.open_handshake_timeout,
