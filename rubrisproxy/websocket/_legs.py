@@ -270,12 +270,27 @@ class _Leg:
         else:
             self.transport.write(data)
 
-    def _connectionLost(self, reason: Failure) -> None:
-        super()._connectionLost(reason)  # type: ignore[misc]
-        self._forget_owed_pong()
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        # RFC 6455 7.1.7: a peer that broke the protocol gets the close frame with ``code``, then its TCP
+        # connection is closed (a FIN once the frame is flushed), without waiting for a closing handshake
+        # it may never send. Autobahn (failByDrop off) would wait closeHandshakeTimeout, then reset.
+        was_open = self.state == self.STATE_OPEN
+        super()._fail_connection(code, reason)  # type: ignore[misc]
+        if was_open and self.state == self.STATE_CLOSING:
+            self.wasClean = False
+            self.wasNotCleanReason = f"protocol error ({code}): {reason}"
+            self.dropConnection(abort=False)
+            self._cancel_close_timeout()
+
+    def _cancel_close_timeout(self) -> None:
         if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves it to fire on a closed leg
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
+
+    def _connectionLost(self, reason: Failure) -> None:
+        super()._connectionLost(reason)  # type: ignore[misc]
+        self._forget_owed_pong()
+        self._cancel_close_timeout()
 
 
 class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobahn's own hints disagree
@@ -335,13 +350,15 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
         frame = self.current_frame
         if (frame.opcode if frame is not None else self._opcode) == _CLOSE_OPCODE:
             self._immediate = True  # an invalid close frame: Autobahn drops the connection at once
-        if self.state == self.STATE_OPEN and not self._immediate:
-            if self.held is None and self.session.backend_open:
+        if self.state == self.STATE_OPEN:
+            if self.held is None and self.session.backend_open and not self._immediate:
                 self.held = ("fail", code, reason)
                 self.session.client_failed(code, reason)
                 return
-            if self.held is not None:
+            if self.held is not None and not self._immediate:
                 return  # what follows a first error is not read any more: the first one is answered
+            if self.held is None:
+                self.session.client_failed(code, reason)  # failed now: the backend is closed meanwhile
         super()._fail_connection(code, reason)
 
     def answer_held(self, code: int | None = 1000, reason: bytes | None = None) -> None:
