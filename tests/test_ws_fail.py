@@ -147,12 +147,12 @@ class HostileOrigin(Protocol):
             self.record["head"] = head
             key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
                        if line.lower().startswith(b"sec-websocket-key:"))
-            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"  # type: ignore[union-attr]
                                  b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n")
 
     def send_hostile(self) -> None:
         self.record["sent"] = reactor.seconds()
-        self.transport.write(self.hostile)
+        self.transport.write(self.hostile)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.record["lost"] = (reactor.seconds(), reason, self.buffer)
@@ -237,6 +237,7 @@ class LegFailureUnitTests(unittest.TestCase):
             self.assertTrue(transport.disconnecting)
             self.assertFalse(transport.aborted)
             self.assertEqual(session.events[0][:2], ("client_failed", code))  # the backend is closed meanwhile
+            leg.connectionLost(Failure(ConnectionDone()))
             self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_a_framing_error_waits_for_the_backend_then_closes_without_a_handshake(self) -> None:
@@ -250,9 +251,22 @@ class LegFailureUnitTests(unittest.TestCase):
         self.assertEqual(close[1][:2], close_payload(1002))
         self.assertTrue(transport.disconnecting)
         self.assertFalse(transport.aborted)
-        self.assertEqual(self.clock.getDelayedCalls(), [])  # no close handshake timeout
+        self.clock.advance(1)
+        self.assertFalse(transport.aborted)  # no close handshake is awaited: the FIN goes once the frame is flushed
         leg.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(session.events[-1], ("client_closed", Termination.PROTOCOL_ERROR))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_failed_peer_that_does_not_read_is_cut_after_the_close_handshake_timeout(self) -> None:
+        leg, transport, session = self.client_leg()
+        leg.dataReceived(frame(OP_CLOSE, close_payload(1005), MASK))
+        self.assertTrue(transport.disconnecting)  # the close frame waits in the buffer: the peer does not read
+        self.clock.advance(self.config.close_handshake_timeout - 0.5)
+        self.assertFalse(transport.aborted)
+        self.clock.advance(1)
+        self.assertTrue(transport.aborted)
+        leg.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_a_clients_valid_close_still_waits_for_the_backend_and_is_echoed(self) -> None:
         leg, transport, session = self.client_leg()
@@ -270,12 +284,25 @@ class LegFailureUnitTests(unittest.TestCase):
         leg.dataReceived(frame(OP_CLOSE, close_payload(1001), MASK))
         self.assertTrue(transport.disconnecting)
 
+    def test_an_error_during_the_proxys_close_closes_at_once_too(self) -> None:
+        leg, transport, session = self.client_leg()
+        leg.sendCloseFrame(1001, b"going away")
+        transport.clear()
+        leg.dataReceived(frame(OP_TEXT, b"unmasked"))
+        self.assertEqual(transport.value(), b"")  # the proxy's close went out already
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.aborted)
+        self.clock.advance(self.config.close_handshake_timeout + 1)
+        self.assertTrue(transport.aborted)  # a peer that does not read is cut after the timeout
+        leg.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_the_backend_leg_fails_a_masked_frame_at_once(self) -> None:
         leg, origin, session = open_backend_leg(self.config, self.clock)
         leg.dataReceived(frame(OP_TEXT, b"hi", MASK))
         (close,) = parse_frames(origin.transport.value())
         self.assertEqual(close[1][:2], close_payload(1002))
         self.assertTrue(origin.transport.disconnecting)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
         leg.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(session.events[-1], ("backend_closed", leg, Termination.PROTOCOL_ERROR))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -140,6 +140,8 @@ class _Leg:
     session: WebSocketSession
     state: int
     STATE_OPEN: int
+    STATE_CLOSING: int
+    STATE_CLOSED: int
     _timer: BucketTimer  # set per backend by _configured
     #: Pauses reading from the peer (flow control); set when the leg is opened.
     gate: ReadGate | None = None
@@ -274,13 +276,23 @@ class _Leg:
         # RFC 6455 7.1.7: a peer that broke the protocol gets the close frame with ``code``, then its TCP
         # connection is closed (a FIN once the frame is flushed), without waiting for a closing handshake
         # it may never send. Autobahn (failByDrop off) would wait closeHandshakeTimeout, then reset.
-        was_open = self.state == self.STATE_OPEN
+        state = self.state
         super()._fail_connection(code, reason)  # type: ignore[misc]
-        if was_open and self.state == self.STATE_CLOSING:
+        if state == self.STATE_OPEN and self.state == self.STATE_CLOSING:
             self.wasClean = False
             self.wasNotCleanReason = f"protocol error ({code}): {reason}"
-            self.dropConnection(abort=False)
+            self.dropConnection(abort=False)  # type: ignore[attr-defined]
+        if state != self.STATE_CLOSED and self.state == self.STATE_CLOSED:  # also an error while closing
             self._cancel_close_timeout()
+            if self.closeHandshakeTimeout > 0:  # type: ignore[attr-defined]
+                # A peer that does not read would keep the unflushed close, and its connection, forever.
+                self.closeHandshakeTimeoutCall = self._timer.call_later(
+                    self.closeHandshakeTimeout, self._abort_unflushed,  # type: ignore[attr-defined]
+                )
+
+    def _abort_unflushed(self) -> None:
+        self.closeHandshakeTimeoutCall = None
+        self.transport.abortConnection()
 
     def _cancel_close_timeout(self) -> None:
         if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves it to fire on a closed leg
