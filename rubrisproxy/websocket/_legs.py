@@ -311,7 +311,9 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     A valid close from the client, or a protocol error it commits, is first passed
     to the backend; the client's answer waits for the backend's close, so what
     the backend sent before it still reaches the client, as it would directly.
-    Meanwhile nothing more from the client is relayed.
+    Meanwhile nothing more from the client is relayed. An invalid close frame is
+    answered at once. A failure's close frame is followed by the TCP close, with no
+    closing handshake awaited (see ``_Leg._fail_connection``).
     """
 
     _masked_in = True  # a client masks what it sends; the proxy, as a server, does not
@@ -361,7 +363,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
         frame = self.current_frame
         if (frame.opcode if frame is not None else self._opcode) == _CLOSE_OPCODE:
-            self._immediate = True  # an invalid close frame: Autobahn drops the connection at once
+            self._immediate = True  # an invalid close frame: answered at once, not held for the backend
         if self.state == self.STATE_OPEN:
             if self.held is None and self.session.backend_open and not self._immediate:
                 self.held = ("fail", code, reason)
