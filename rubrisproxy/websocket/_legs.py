@@ -140,6 +140,8 @@ class _Leg:
     session: WebSocketSession
     state: int
     STATE_OPEN: int
+    STATE_CLOSING: int
+    STATE_CLOSED: int
     _timer: BucketTimer  # set per backend by _configured
     #: Pauses reading from the peer (flow control); set when the leg is opened.
     gate: ReadGate | None = None
@@ -270,12 +272,37 @@ class _Leg:
         else:
             self.transport.write(data)
 
-    def _connectionLost(self, reason: Failure) -> None:
-        super()._connectionLost(reason)  # type: ignore[misc]
-        self._forget_owed_pong()
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        # RFC 6455 7.1.7: a peer that broke the protocol gets the close frame with ``code``, then its TCP
+        # connection is closed (a FIN once the frame is flushed), without waiting for a closing handshake
+        # it may never send. Autobahn (failByDrop off) would wait closeHandshakeTimeout, then reset.
+        state = self.state
+        super()._fail_connection(code, reason)  # type: ignore[misc]
+        if state == self.STATE_OPEN and self.state == self.STATE_CLOSING:
+            self.wasClean = False
+            self.wasNotCleanReason = f"protocol error ({code}): {reason}"
+            self.dropConnection(abort=False)  # type: ignore[attr-defined]
+        if state != self.STATE_CLOSED and self.state == self.STATE_CLOSED:  # also an error while closing
+            self._cancel_close_timeout()
+            if self.closeHandshakeTimeout > 0:  # type: ignore[attr-defined]
+                # A peer that does not read would keep the unflushed close, and its connection, forever.
+                self.closeHandshakeTimeoutCall = self._timer.call_later(
+                    self.closeHandshakeTimeout, self._abort_unflushed,  # type: ignore[attr-defined]
+                )
+
+    def _abort_unflushed(self) -> None:
+        self.closeHandshakeTimeoutCall = None
+        self.transport.abortConnection()
+
+    def _cancel_close_timeout(self) -> None:
         if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves it to fire on a closed leg
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
+
+    def _connectionLost(self, reason: Failure) -> None:
+        super()._connectionLost(reason)  # type: ignore[misc]
+        self._forget_owed_pong()
+        self._cancel_close_timeout()
 
 
 class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobahn's own hints disagree
@@ -284,7 +311,9 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     A valid close from the client, or a protocol error it commits, is first passed
     to the backend; the client's answer waits for the backend's close, so what
     the backend sent before it still reaches the client, as it would directly.
-    Meanwhile nothing more from the client is relayed.
+    Meanwhile nothing more from the client is relayed. An invalid close frame is
+    answered at once. A failure's close frame is followed by the TCP close, with no
+    closing handshake awaited (see ``_Leg._fail_connection``).
     """
 
     _masked_in = True  # a client masks what it sends; the proxy, as a server, does not
@@ -334,14 +363,16 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
         frame = self.current_frame
         if (frame.opcode if frame is not None else self._opcode) == _CLOSE_OPCODE:
-            self._immediate = True  # an invalid close frame: Autobahn drops the connection at once
-        if self.state == self.STATE_OPEN and not self._immediate:
-            if self.held is None and self.session.backend_open:
+            self._immediate = True  # an invalid close frame: answered at once, not held for the backend
+        if self.state == self.STATE_OPEN:
+            if self.held is None and self.session.backend_open and not self._immediate:
                 self.held = ("fail", code, reason)
                 self.session.client_failed(code, reason)
                 return
-            if self.held is not None:
+            if self.held is not None and not self._immediate:
                 return  # what follows a first error is not read any more: the first one is answered
+            if self.held is None:
+                self.session.client_failed(code, reason)  # failed now: the backend is closed meanwhile
         super()._fail_connection(code, reason)
 
     def answer_held(self, code: int | None = 1000, reason: bytes | None = None) -> None:
