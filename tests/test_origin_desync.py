@@ -7,6 +7,8 @@ asked for: relaying it would answer the client's next request, or another client
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.logger import formatEvent, globalLogPublisher
@@ -24,6 +26,7 @@ ANSWERS = {
     b"/nocontent": b"HTTP/1.1 204 No Content\r\nContent-Length: 47\r\n\r\n" + POISON.ljust(47, b"!"),
     b"/notmodified": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n\r\n" + POISON,
     b"/head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",  # asked with HEAD: the body is unasked
+    b"/headonly": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",  # a proper answer to HEAD
     b"/interim": (
         b"HTTP/1.1 100 Continue\r\n\r\n"
         b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
@@ -40,6 +43,7 @@ CLIENT_SEES = {
     b"/nocontent": b"HTTP/1.1 204 No Content\r\nContent-Length: 47\r\n" + VIA + b"\r\n",
     b"/notmodified": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n" + VIA + b"\r\n",
     b"/head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\n",
+    b"/headonly": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\n",
     b"/interim": b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n" + VIA + b"\r\ninterim",
     b"/close": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\nhello",
     b"/late": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n" + VIA + b"\r\nlate",
@@ -74,6 +78,10 @@ def request(path: bytes) -> bytes:
     return get(path).replace(b"GET", method or b"GET", 1)
 
 
+def at_least(size: int) -> Callable[[bytes], bool]:
+    return lambda data: len(data) >= size
+
+
 class OriginDesyncTests(ProxyTestCase):
     def setUp(self) -> None:
         DesyncOrigin.connections = []
@@ -98,7 +106,7 @@ class OriginDesyncTests(ProxyTestCase):
             if not pipelined:
                 client.send(request(path))
             expected += CLIENT_SEES[path.rpartition(b" ")[2]]
-            yield client.until(lambda data, size=len(expected): len(data) >= size)
+            yield client.until(at_least(len(expected)))
         self.assertEqual(client.received, expected)
 
     @defer.inlineCallbacks
@@ -152,10 +160,6 @@ class OriginDesyncTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_a_head_answered_without_a_body_keeps_its_connection(self):  # type: ignore[no-untyped-def]
-        ANSWERS[b"/headonly"] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
-        CLIENT_SEES[b"/headonly"] = CLIENT_SEES[b"/head"]
-        self.addCleanup(ANSWERS.pop, b"/headonly")
-        self.addCleanup(CLIENT_SEES.pop, b"/headonly")
         client = yield self.connect()
         yield self.exchange(client, b"HEAD /headonly", b"/normal", b"HEAD /headonly", pipelined=True)
         self.assertEqual(len(DesyncOrigin.connections), 1)
