@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from rubrisproxy.http import HTTPError, ResponseParser
 
@@ -67,7 +68,7 @@ class DesyncOrigin(Protocol):
             head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
             path = head.split(b" ")[1]
             self.requests.append(head.split(b"\r\n")[0])
-            self.transport.write(ANSWERS[path])
+            self.transport.write(ANSWERS[path])  # type: ignore[union-attr]
 
     def connectionLost(self, reason: object = None) -> None:
         self.closed = True
@@ -88,7 +89,8 @@ class OriginDesyncTests(ProxyTestCase):
         self.frontend = self.start_proxy(self.start_raw_origin(DesyncOrigin))
         self.logged: list[str] = []
 
-        def observe(event: dict) -> None:  # type: ignore[type-arg]
+        @implementer(ILogObserver)
+        def observe(event: LogEvent) -> None:
             text = formatEvent(event)
             if "after its complete response" in text:
                 self.logged.append(text)
@@ -171,7 +173,7 @@ class OriginDesyncTests(ProxyTestCase):
         yield self.exchange(client, b"/late", pipelined=False)
         yield self.poll(lambda: self.frontend.pool.idle_count == 1, "the connection pooled")
         first = DesyncOrigin.connections[0]
-        first.transport.write(POISON)
+        first.transport.write(POISON)  # type: ignore[union-attr]
         yield self.poll(lambda: first.closed, "the idle connection closed")
         self.assertEqual(self.frontend.pool.idle_count, 0)
         yield self.exchange(client, b"/normal", b"/normal", pipelined=True)
