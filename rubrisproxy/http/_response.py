@@ -47,13 +47,23 @@ class ResponseHandler(Protocol):
         """A 101 answered an upgrade request; ``rest`` is what followed it in this read."""
 
 
+class _Overrun(Exception):
+    """Raised from an llhttp callback to stop it at bytes past the complete response."""
+
+
 class ResponseParser:
     """Parses the responses of one origin connection, one request at a time.
 
     :meth:`start` readies it for the response to the next request; the llhttp parser
-    is kept across responses unless the last one left it mid-message (HEAD).
+    is kept across responses unless the last one left it mid-message (HEAD) or stopped.
     ``ended_by_close`` says whether the body's end is the connection's end;
     :meth:`connection_closed` completes such a response.
+
+    The proxy never pipelines to an origin, so any byte after a complete response
+    (a second response, a body sent with a HEAD, 204 or 304 answer) was never asked
+    for: it is never reported, and sets ``overrun`` (the connection is not reusable).
+    The end of a response is reported only once llhttp is done with the read that held
+    it, so that nothing the handler does then (reusing the connection) meets those bytes.
     """
 
     def __init__(self) -> None:
@@ -61,6 +71,9 @@ class ResponseParser:
         self._handler: ResponseHandler | None = None
         self._head_request = False
         self._upgrade = False
+        self._llhttp_stopped = False  # llhttp raised: it takes no more bytes
+        self._end_due = False  # complete, its end not yet reported
+        self.overrun = False  # bytes came after a complete response
         self._reset()
 
     def _reset(self) -> None:
@@ -85,8 +98,9 @@ class ResponseParser:
         With ``upgrade``, a 101 is the request's answer (reported through
         ``response_upgraded``), not an interim response.
         """
-        if self._head_request:
-            self._parser = httptools.HttpResponseParser(self)  # llhttp still awaits the HEAD body
+        if self._head_request or self._llhttp_stopped:
+            self._parser = httptools.HttpResponseParser(self)  # llhttp awaits the HEAD body, or stopped
+            self._llhttp_stopped = False
         self._handler = handler
         self._head_request = method == b"HEAD"
         self._upgrade = upgrade
@@ -95,9 +109,17 @@ class ResponseParser:
     def feed(self, data: bytes) -> None:
         """Parse ``data``; raises :class:`HTTPError` (502) for a malformed response."""
         if self.complete:
-            # Bytes after a complete response (a body sent for HEAD, say): never reuse.
+            self.overrun = True  # the complete response's end is already reported
             self.reusable = False
             return
+        self._parse(data)
+        if self._end_due:
+            self._end_due = False
+            if self.overrun:
+                self.reusable = False
+            self._handler.response_end()  # type: ignore[union-attr]
+
+    def _parse(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -106,11 +128,16 @@ class ResponseParser:
             self.complete = True
             self._handler.response_upgraded(self.switched, data[upgrade.args[0]:])  # type: ignore[union-attr]
             return
-        except httptools.HttpParserCallbackError as e:
-            if e.__context__ is not None:
-                raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
-            raise HTTPError(502, f"invalid response from origin: {e}") from None
         except httptools.HttpParserError as e:
+            self._llhttp_stopped = True
+            if self.complete:
+                # What follows a complete response stopped llhttp (or broke it: data after a
+                # `Connection: close` response, say); the response itself stands.
+                self.overrun = True
+                return
+            if isinstance(e, httptools.HttpParserCallbackError):
+                if e.__context__ is not None:
+                    raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
             raise HTTPError(502, f"invalid response from origin: {e}") from None
         if self.head is None:
             self._head_bytes += len(data)
@@ -123,10 +150,17 @@ class ResponseParser:
             return True
         if self.head is not None and self.ended_by_close:
             self._finish(reusable=False)
+            self._end_due = False
+            self._handler.response_end()  # type: ignore[union-attr]
             return True
         return False
 
     # llhttp callbacks
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Overrun  # a second response: stop before llhttp reads any of it
+        self._headers, self._reason = [], b""
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
@@ -173,14 +207,16 @@ class ResponseParser:
             self._finish(reusable=parser.should_keep_alive())
 
     def on_body(self, data: bytes) -> None:
-        if not self.complete:
-            self._handler.response_body(data)  # type: ignore[union-attr]
+        if self.complete:
+            raise _Overrun  # a body for a HEAD request: never relayed
+        self._handler.response_body(data)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         if self.head is not None and not self.complete:
             self._finish(reusable=self._parser.should_keep_alive())
 
     def _finish(self, reusable: bool) -> None:
+        """Complete the response; its end is reported when llhttp returns (see :meth:`feed`)."""
         self.complete = True
         self.reusable = reusable
-        self._handler.response_end()  # type: ignore[union-attr]
+        self._end_due = True

@@ -8,6 +8,7 @@ from typing import Protocol as TypingProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -56,6 +57,7 @@ class OriginConnection(Protocol):
     """
 
     transport: ITCPTransport  # set by makeConnection before any other event
+    log = Logger()
 
     __slots__ = (
         "server", "pool_key", "pool", "clock", "gate", "reused", "pinned_to", "requests", "connected",
@@ -207,18 +209,28 @@ class OriginConnection(Protocol):
         user, parser = self._user, self.parser
         if user is None:
             # Unsolicited bytes from an idle connection: it cannot be trusted any more.
+            self._unsolicited()
             self.transport.abortConnection()
             return
+        overrun = parser.overrun
         try:
             parser.feed(data)
         except HTTPError as error:
             self.abort()
             user.origin_failed(error)
             return
+        if parser.overrun and not overrun:
+            self._unsolicited()  # the response was delivered; the connection is not reused
         if user.pending_head is not None:
             user.flush_head()
         if self._user is not None and self._deadline.armed:
             self._deadline.set(self.server_timeout)  # still answering: it made progress
+
+    def _unsolicited(self) -> None:
+        self.log.warn(
+            "{server} sent bytes after its complete response; they were not relayed and its connection is closed",
+            server=self.server,
+        )
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
