@@ -194,6 +194,16 @@ class DevTools(WebSocketClientProtocol):
             raise Exception(f"page script failed: {answer['exceptionDetails']}")
         return answer["result"].get("value")
 
+    async def until(self, expression: str, guard: float) -> Any:
+        """Evaluate ``expression`` every 50 ms until it is truthy or ``guard`` seconds have passed; its last value."""
+        value = None
+        for _ in range(int(guard / 0.05)):
+            value = await self.evaluate(expression)
+            if value:
+                break
+            await deferLater(0.05)
+        return value
+
 
 async def start_devtools(case: ProxyTestCase) -> DevTools:
     """A headless Chromium, and a DevTools connection to it; both end with the test."""

@@ -12,10 +12,10 @@ from twisted.internet.defer import Deferred
 from rubrisproxy.config import CommandLine, load_config
 from rubrisproxy.service import build_service
 
-from .browser import DevTools, deferLater, start_devtools
+from .browser import DevTools, start_devtools
 from .helpers import ProxyTestCase
 
-GUARD_STEPS = 300  # 15 s in steps of 50 ms
+GUARD = 15.0  # seconds a page may take to show something
 
 
 class DemoPageTests(ProxyTestCase):
@@ -78,11 +78,9 @@ class DemoPageTests(ProxyTestCase):
 
     async def until(self, browser: DevTools, expression: str, what: str) -> object:
         """Poll the page until ``expression`` is truthy (bounded); its value."""
-        value = None
-        for _ in range(GUARD_STEPS):
-            value = await browser.evaluate(expression)
-            if value:
-                return value
-            await deferLater(0.05)
-        self.fail(f"the page never showed {what}: {json.dumps(value)}; page state: "
-                  f"{await browser.evaluate('JSON.stringify({...window.demo, socket: null})')} {await browser.evaluate('location.href + document.readyState + document.body.innerHTML.slice(0, 300)')}")
+        value = await browser.until(expression, GUARD)
+        if not value:
+            state = await browser.evaluate("JSON.stringify({...window.demo, socket: null})")
+            page = await browser.evaluate("location.href + document.readyState + document.body.innerHTML.slice(0, 300)")
+            self.fail(f"the page never showed {what}: {json.dumps(value)}; page state: {state} {page}")
+        return value

@@ -21,7 +21,7 @@ from .test_metrics import MetricsCase
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
 CELL = 'document.querySelector(\'table[data-backend="default"] tr[data-server="{server}"] td.{column}\')'
-GUARD_STEPS = 200  # 10 s in steps of 50 ms
+GUARD = 10.0  # seconds a page may take to show something
 MARKUP = "<img src=x onerror=window.pwned=1>"
 
 
@@ -71,13 +71,10 @@ class StatsPageTests(AdminCase):
 
     async def until(self, browser, expression: str, what: str) -> object:  # type: ignore[no-untyped-def]
         """Poll the page until ``expression`` is truthy (bounded); its value."""
-        value = None
-        for _ in range(GUARD_STEPS):
-            value = await browser.evaluate(expression)
-            if value:
-                return value
-            await deferLater(0.05)
-        self.fail(f"the page never showed {what}: {json.dumps(value)}")
+        value = await browser.until(expression, GUARD)
+        if not value:
+            self.fail(f"the page never showed {what}: {json.dumps(value)}")
+        return value
 
 
 class LivePageTests(MetricsCase):
