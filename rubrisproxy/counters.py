@@ -43,6 +43,10 @@ def count(counts: dict[K, int], key: K) -> None:
     counts[key] = counts.get(key, 0) + 1
 
 
+_STATUS_CLASSES = tuple(f"{first}xx" for first in range(10))
+
+
 def status_class(status: int) -> str:
     """``"2xx"`` for 200 and the like: how metrics and the stats page group statuses."""
-    return f"{status // 100}xx"
+    first = status // 100
+    return _STATUS_CLASSES[first] if 0 <= first < 10 else f"{first}xx"
