@@ -7,6 +7,11 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
+# Twisted's PROXY protocol header parsers live in private modules of twisted.protocols.haproxy; the proxied
+# connection reads its header with them (tests/test_compat.py checks they parse as used).
+from twisted.protocols.haproxy._v1parser import V1Parser  # noqa: F401
+from twisted.protocols.haproxy._v2parser import V2Parser  # noqa: F401
+
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
 EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
@@ -104,3 +109,27 @@ def guard_accepts(port: object, on_exhausted: Callable[[int], None], on_accepted
         return False
     port.socket = _GuardedListener(sock, on_exhausted, on_accepted, on_close)  # type: ignore[attr-defined]
     return True
+
+
+def direct_write(transport: Any, data: bytes) -> None:
+    """Write ``data`` to ``transport``, sending at once when nothing is queued ahead.
+
+    Twisted's ``write`` always queues and registers for writability, so every message
+    costs two epoll changes and one more trip through the reactor. A relay mostly
+    writes into an empty buffer, so this tries the socket first and hands only what
+    the kernel did not take to ``transport.write``: order, buffering and producer
+    pausing are unchanged. Reads ``tcp.Connection``'s write buffer (``dataBuffer``, ``offset``,
+    ``_tempDataLen``) and calls its ``writeSomeData``.
+    """
+    if (
+        not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+        and transport.connected
+        and not transport.disconnecting
+    ):
+        sent = transport.writeSomeData(data)
+        if sent.__class__ is int and sent > 0:  # type: ignore[operator]
+            if sent == len(data):
+                return
+            data = data[sent:]  # type: ignore[misc]
+    transport.write(data)

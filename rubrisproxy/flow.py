@@ -160,28 +160,5 @@ def backed_up(transport: ITransport) -> bool:
 
 
 def writes_directly(transport: ITransport) -> bool:
-    """Whether :func:`direct_write` may be used on ``transport`` (plain TCP; TLS and others keep ``write``)."""
+    """Whether :func:`~rubrisproxy._compat.direct_write` may be used on ``transport`` (plain TCP; TLS and others keep ``write``)."""
     return isinstance(transport, tcp.Connection)
-
-
-def direct_write(transport: tcp.Connection, data: bytes) -> None:
-    """Write ``data`` to ``transport``, sending at once when nothing is queued ahead.
-
-    Twisted's ``write`` always queues and registers for writability, so every message
-    costs two epoll changes and one more trip through the reactor. A relay mostly
-    writes into an empty buffer, so this tries the socket first and hands only what
-    the kernel did not take to ``transport.write``: order, buffering and producer
-    pausing are unchanged.
-    """
-    if (
-        not transport._tempDataLen
-        and transport.offset == len(transport.dataBuffer)
-        and transport.connected
-        and not transport.disconnecting
-    ):
-        sent = transport.writeSomeData(data)
-        if sent.__class__ is int and sent > 0:  # type: ignore[operator]
-            if sent == len(data):
-                return
-            data = data[sent:]  # type: ignore[misc]
-    transport.write(data)

@@ -11,7 +11,16 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from rubrisproxy._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, unsent, use_batched_timer
+from rubrisproxy._compat import (
+    V1Parser,
+    V2Parser,
+    cancel_pong_timeout,
+    compresses,
+    direct_write,
+    rearm_pong_timeout,
+    unsent,
+    use_batched_timer,
+)
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.websocket._timers import BucketTimer
 
@@ -112,3 +121,36 @@ class WriteBacklogTests(ProxyTestCase):
 
     def test_a_transport_that_cannot_say_has_none(self) -> None:
         self.assertEqual(unsent(StringTransport()), 0)
+
+
+class DirectWriteTests(ProxyTestCase):
+    def test_an_empty_buffer_is_skipped_and_a_queued_one_keeps_order(self):  # type: ignore[no-untyped-def]
+        received = RawClient()
+        port = self.start_raw_origin(lambda: received)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+        def connected(_: object):  # type: ignore[no-untyped-def]
+            self.addCleanup(client.transport.abortConnection)
+            direct_write(client.transport, b"first,")
+            self.assertEqual(unsent(client.transport), 0)  # sent at once: nothing was queued ahead
+            client.transport.write(b"queued,")
+            direct_write(client.transport, b"last")
+            self.assertEqual(unsent(client.transport), len(b"queued,last"))  # behind what was queued, not ahead
+            return received.until(lambda data: data == b"first,queued,last")
+
+        return d.addCallback(connected)
+
+
+class ProxyHeaderParserTests(unittest.TestCase):
+    """Twisted's private PROXY header parsers, as the proxied connection feeds them."""
+
+    def test_v1(self) -> None:
+        parser = V1Parser()
+        info, rest = parser.feed(b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\nGET")
+        self.assertEqual((info.source.host, info.source.port, rest), ("192.0.2.1", 5000, b"GET"))
+
+    def test_v2(self) -> None:
+        header = V2Parser.PREFIX + bytes([0x21, 0x11, 0, 12]) + bytes([192, 0, 2, 1, 192, 0, 2, 2]) + (5000).to_bytes(2, "big") + (80).to_bytes(2, "big")
+        info = V2Parser().feed(header)
+        self.assertEqual((info[0].source.host, info[0].source.port), ("192.0.2.1", 5000))

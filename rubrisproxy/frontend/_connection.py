@@ -13,11 +13,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides
 
-from .._compat import unsent
+from .._compat import direct_write, unsent
 from ..accesslog import ConnectionRecord
 from ..config import WebSocketConfig
 from ..deadline import Deadline
-from ..flow import BACKPRESSURE, ProducerSlot, ReadGate, WriteWatch, direct_write, tune_transport, writes_directly
+from ..flow import BACKPRESSURE, ProducerSlot, ReadGate, WriteWatch, tune_transport, writes_directly
 from ..http import CLIENT_CLAIMS, FORWARDING, HTTPError, RequestHead, RequestParser, error_response, spellings
 from ..lifecycle import ConnectionEnd, ConnectionInfo, RefuseConnection, Termination
 from ._context import Frontend

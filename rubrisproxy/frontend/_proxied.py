@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from twisted.protocols.haproxy._v1parser import V1Parser
-from twisted.protocols.haproxy._v2parser import V2Parser
-
+from .._compat import V1Parser, V2Parser
 from ..http import CLIENT_CLAIMS, FORWARDING, RequestHead, quoted, spellings
 from ..lifecycle import ConnectionEnd
 from ._connection import LOCAL_CLIENT_DROPS, SESSION_HEADER, ClientConnection, forwarding_template

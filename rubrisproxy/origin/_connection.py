@@ -12,9 +12,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._compat import unsent
+from .._compat import direct_write, unsent
 from ..deadline import Deadline
-from ..flow import ProducerSlot, ReadGate, direct_write, tune_transport, writes_directly
+from ..flow import ProducerSlot, ReadGate, tune_transport, writes_directly
 from ..http import HTTPError, ResponseHandler, ResponseParser
 from ..lifecycle import ConnectionEnd
 
