@@ -214,7 +214,7 @@ class MetricsTests(MetricsCase):
         self.assertIsNone(p1["check"])
         self.assertEqual((p1["connect_failures"], p1["retries"], p1["redispatches"]), (1, 1, 1))
         self.assertGreaterEqual(d1["state_seconds"], 0)
-        self.assertEqual(stats["sessions"], {"live": 0, "moving": 0, "resumed": 0, "failed": 0, "tunnels": 0,
+        self.assertEqual(stats["sessions"], {"live": 0, "moving": 0, "resumed": 0, "failed": 0, "messages_lost": 0, "tunnels": 0,
                                              "buffered_bytes": 0, "current": []})
 
     @defer.inlineCallbacks

@@ -7,9 +7,11 @@ import hashlib
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import formatEvent, globalLogPublisher
 
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.websocket import WebSocketSession
+from rubrisproxy.websocket._resume import is_refusal
 
 from .helpers import ProxyTestCase, run_reactor_for
 from .wsecho import EchoBackendFactory, connect_client
@@ -286,6 +288,65 @@ class ResumeTests(ProxyTestCase):
         serving = self.serving()
         self.assertNotIn(f"s{serving + 1}", (f"s{first + 1}", target[0]))
 
+    @defer.inlineCallbacks
+    def test_a_server_refusing_the_session_closes_the_client_with_1012_at_once(self):  # type: ignore[no-untyped-def]
+        events: list[dict] = []  # type: ignore[type-arg]
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        refuser = Answering.factory(b"400 Bad Request")
+        self.start(backends=[EchoBackendFactory(), refuser], resume_timeout=30)
+        client = yield self.open()
+        self.assertEqual(self.serving(), 0)
+        self.kill(0)
+        started = reactor.seconds()
+        for i in range(3):
+            client.sendMessage(b"held %d" % i)
+        clean, code, reason = yield client.closed
+        self.assertLess(reactor.seconds() - started, 2)  # not resume-timeout (30 s)
+        self.assertEqual(code, 1012)
+        self.assertIn("s2 refused it: it answered 400 Bad Request", reason)
+        self.assertEqual(refuser.requests, 1)  # not retried server after server
+        yield self.settle(self.frontend)
+        self.assertEqual(self.backend.resume_failures, {"refused": 1})
+        self.assertEqual(self.backend.messages_lost, 3)
+        self.assertEqual(self.frontend.resume_budget.held, 0)
+        self.assertEqual(self.access_log.entries[-1].termination, "resume-failed")
+        (line,) = [formatEvent(e) for e in events if "could not move" in formatEvent(e)]
+        self.assertRegex(line, r"^session \S+ could not move: s2 refused it: it answered 400 Bad Request; no other"
+                               r" server can take it; closing the client \(1012\); [0-3] held messages lost$")
+
+    @defer.inlineCallbacks
+    def test_a_refusal_while_another_server_may_take_the_session_moves_it_there(self):  # type: ignore[no-untyped-def]
+        refuser = Answering.factory(b"404 Not Found")
+        self.start(backends=[EchoBackendFactory(), refuser, EchoBackendFactory()], resume_timeout=30)
+        client = yield self.open()
+        self.assertEqual(self.serving(), 0)
+        self.kill(0)
+        echoed = yield self.exchange(client, [b"still here"])
+        self.assertEqual(echoed, [b"still here"])
+        self.assertTrue(self.backends[2].open)
+        self.assertEqual((self.backend.resume_failures, self.backend.messages_lost), ({}, 0))
+
+    @defer.inlineCallbacks
+    def test_a_server_down_or_busy_is_retried_until_one_comes_back(self):  # type: ignore[no-untyped-def]
+        busy = Answering.factory(b"503 Service Unavailable")
+        self.start(backends=[EchoBackendFactory(), busy], resume_timeout=30)
+        client = yield self.open()
+        self.assertEqual(self.serving(), 0)
+        self.kill(0)
+        for i in range(3):
+            client.sendMessage(b"held %d" % i)
+        yield self.poll(lambda: busy.requests >= 2, "the busy server asked twice")
+        self.assertFalse(client.closed.called)
+        self.restart(0)
+        messages = yield client.wait_messages(3)
+        self.assertEqual([m for m, _ in messages], [b"held %d" % i for i in range(3)])
+        self.assertEqual((self.backend.resumes, self.backend.resume_failures), (1, {}))
+
+    def test_which_answers_refuse_a_session_for_good(self) -> None:
+        self.assertEqual([s for s in (400, 401, 403, 404, 410, 426) if not is_refusal(s)], [])
+        self.assertEqual([s for s in (101, 200, 302, 408, 425, 429, 500, 502, 503) if is_refusal(s)], [])
+
 
 def switch(data: bytes, extra: bytes = b"") -> bytes:
     """A 101 answering the handshake in ``data``, with ``extra`` header lines."""
@@ -312,3 +373,21 @@ class BadOpcode(Protocol):
         if not self.answered:
             self.answered = True
             self.transport.write(switch(data) + b"\x83\x00")
+
+
+class Answering(Protocol):
+    """Answers any request with one fixed status and closes; the factory counts the requests."""
+
+    status = b""
+
+    @classmethod
+    def factory(cls, status: bytes) -> Factory:
+        factory = Factory.forProtocol(type("Answering", (cls,), {"status": status}))
+        factory.requests = 0  # type: ignore[attr-defined]
+        return factory
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"\r\n\r\n" in data:
+            self.factory.requests += 1  # type: ignore[attr-defined]
+            self.transport.write(b"HTTP/1.1 " + self.status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.transport.loseConnection()

@@ -108,6 +108,10 @@ class ProxyCollector(Collector):
         resume_failures = CounterMetricFamily(
             "rubrisproxy_resume_failures", "Sessions that could not move.", labels=["backend", "reason"]
         )
+        lost = CounterMetricFamily(
+            "rubrisproxy_websocket_messages_lost", "Client messages held by moving sessions that no server took.",
+            labels=labels,
+        )
         resume_seconds = HistogramMetricFamily(
             "rubrisproxy_resume_duration_seconds", "How long sessions took to move.", labels=labels
         )
@@ -123,9 +127,10 @@ class ProxyCollector(Collector):
             resumes.add_metric(key, backend.resumes)
             for reason, count in sorted(backend.resume_failures.items()):
                 resume_failures.add_metric([*key, reason], count)
+            lost.add_metric(key, backend.messages_lost)
             _histogram(resume_seconds, key, backend.resume_seconds)
             _histogram(connect_seconds, key, backend.connect_seconds)
-        yield from (queue, answered, durations, resumes, resume_failures, resume_seconds, connect_seconds)
+        yield from (queue, answered, durations, resumes, resume_failures, lost, resume_seconds, connect_seconds)
 
     def _servers(self) -> Iterator[Metric]:
         labels = ["backend", "server"]

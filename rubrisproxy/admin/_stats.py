@@ -110,6 +110,7 @@ def backend_fields(backend: Backend) -> dict[str, Any]:
         "responses": {code: backend.responses.get(code, 0) for code in CLASSES} | _others(backend.responses),
         "resumes": backend.resumes,
         "resume_failures": dict(backend.resume_failures),
+        "messages_lost": backend.messages_lost,
     }
 
 
@@ -216,6 +217,7 @@ def _sessions(proxy: RunningProxy) -> dict[str, Any]:
         "moving": moving,
         "resumed": sum(b.resumes for b in backends),
         "failed": sum(sum(b.resume_failures.values()) for b in backends),
+        "messages_lost": sum(b.messages_lost for b in backends),
         "tunnels": tunnels,
         "buffered_bytes": proxy.budget.held,
         "current": current,

@@ -59,6 +59,7 @@ class Backend:
         self.queue_timeout = queue_timeout
         self.resumes = 0  # session-mode WebSockets moved to another server
         self.resume_failures: dict[str, int] = {}  # sessions that could not move, by reason
+        self.messages_lost = 0  # client messages held by a session that ended before a server took them
         self.resume_seconds = Histogram()  # how long moves took
         self.connect_seconds = Histogram()  # how long new server connections took to open
         self.request_seconds = Histogram()  # requests routed here: from the request head to the end

@@ -14,6 +14,15 @@ if TYPE_CHECKING:  # both import this package: at run time they are only passed 
     from ..origin import ConnectionPool, OriginConnection
 
 
+#: 4xx answers that say "not now" rather than "not this session": worth another try.
+_TRANSIENT_4XX = frozenset((408, 425, 429))
+
+
+def is_refusal(status: int) -> bool:
+    """Whether a server's answer to a resume handshake refuses the session for good (a 4xx but a transient one)."""
+    return 400 <= status < 500 and status not in _TRANSIENT_4XX
+
+
 class ResumeBudget:
     """Bytes held by every moving session together, against one limit (``limits.resume-buffer-total``)."""
 
@@ -40,7 +49,7 @@ class DialOwner(Protocol):
 
     def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None: ...
 
-    def dial_failed(self, dial: BackendDial, why: str) -> None: ...
+    def dial_failed(self, dial: BackendDial, why: str, final: bool) -> None: ...
 
 
 class BackendDial:
@@ -48,7 +57,9 @@ class BackendDial:
 
     The server is chosen as for any request (stickiness, balancer, queue),
     avoiding ``exclude``. Exactly one of ``dial_succeeded`` / ``dial_failed`` is
-    reported, unless :meth:`cancel` comes first.
+    reported, unless :meth:`cancel` comes first. A failure is ``final`` when the
+    server answered and refused this session (see :func:`is_refusal`): trying it
+    again cannot help, unlike a refused connection, a timeout or a 5xx.
     """
 
     pending_head: bytes | None = None  # an OriginUser attribute: never used, a handshake has no body
@@ -126,7 +137,7 @@ class BackendDial:
     def response_upgraded(self, head: ResponseHead, rest: bytes) -> None:
         problem = check_switch(head, self.key, self._protocols)
         if problem is not None:
-            self._fail(f"bad 101: {problem}")
+            self._fail(f"bad 101: {problem}", final=True)
             return
         connection, self.connection = self.connection, None
         self.finished = True
@@ -134,7 +145,7 @@ class BackendDial:
         self.owner.dial_succeeded(self, connection, head, rest)  # type: ignore[arg-type]
 
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
-        self._fail(f"it answered {head.status} {head.reason.decode('latin-1')}")
+        self._fail(f"it answered {head.status} {head.reason.decode('latin-1')}", final=is_refusal(head.status))
 
     def response_body(self, data: bytes) -> None:
         pass
@@ -159,12 +170,12 @@ class BackendDial:
 
     # Ending
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, final: bool = False) -> None:
         if self.finished:
             return
         self.finished = True
         self._release()
-        self.owner.dial_failed(self, why)
+        self.owner.dial_failed(self, why, final)
 
     def _release(self) -> None:
         connection, self.connection = self.connection, None

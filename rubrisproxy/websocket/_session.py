@@ -46,6 +46,7 @@ _SENDABLE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 101
 #: gateway) would say it better, but clients built on Autobahn, among others, refuse it.
 BACKEND_LOST = 1011
 GOING_AWAY = 1001
+SERVICE_RESTART = 1012
 TRY_AGAIN_LATER = 1013
 #: Backoff between attempts to open a new backend leg.
 _FIRST_RETRY, _LAST_RETRY = 0.05, 2.0
@@ -74,7 +75,7 @@ class WebSocketSession:
         "session_id", "client", "_exchange", "_client", "_origin", "_backend", "_config", "_factories", "_hooks",
         "_budget", "_idle_limit", "_deadline", "_state", "_client_leg", "_backend_leg", "_client_headers",
         "_protocol", "_template", "_termination", "_client_done", "_backend_done", "_held", "_held_bytes",
-        "_recent", "_dial", "_retry", "_give_up_call", "_backoff", "_tried", "_moved_from", "_move_reason",
+        "_recent", "_dial", "_retry", "_give_up_call", "_backoff", "_tried", "_refused", "_moved_from", "_move_reason",
         "_move_started", "resumes", "messages_in", "messages_out", "__weakref__",
     )
 
@@ -114,6 +115,7 @@ class WebSocketSession:
         self._give_up_call: IDelayedCall | None = None
         self._backoff = _FIRST_RETRY
         self._tried: frozenset[Server] = NONE
+        self._refused: frozenset[Server] = NONE  # servers that answered this move with a final refusal
         self._moved_from: Server | None = None
         self._move_reason = ""
         self._move_started = 0.0
@@ -237,6 +239,8 @@ class WebSocketSession:
                 return
         if state is _State.MOVING or state is _State.RESUMING or state is _State.OPEN:
             self._hold(message)
+        elif self._termination is Termination.RESUME_FAILED:
+            self._backend.messages_lost += 1  # sent before the client saw its close: lost with the held ones
 
     def _send(self, leg: BackendLeg, message: Message) -> None:
         self.messages_in += 1
@@ -255,9 +259,11 @@ class WebSocketSession:
             return
         size = len(message.payload)
         if self._held_bytes + size > self._config.session_buffer:
+            self._held.append(message)  # only to be counted lost with the others
             self._give_up("session-buffer", TRY_AGAIN_LATER, "session buffer full while moving to another server")
             return
         if not self._budget.take(size):
+            self._held.append(message)
             self._give_up("proxy-buffer", TRY_AGAIN_LATER, "proxy resume buffers full")
             return
         self._held.append(message)
@@ -268,6 +274,12 @@ class WebSocketSession:
         self._budget.give_back(self._held_bytes)
         self._held_bytes = 0
         return held
+
+    def _drop_held(self) -> int:
+        """The held messages will reach no server: count them lost; how many."""
+        lost = len(self._release_held())
+        self._backend.messages_lost += lost
+        return lost
 
     # Moving to another server
 
@@ -302,7 +314,7 @@ class WebSocketSession:
             if self._state is _State.CLOSING:
                 return  # the replay did not fit in the session's buffer: the client has been told
         self._backoff = _FIRST_RETRY
-        self._tried = NONE
+        self._tried = self._refused = NONE
         self._give_up_call = self._exchange.clock.callLater(self._config.resume_timeout, self._resume_timed_out)
         self.log.info("session {id}: moving off {server} ({why}); holding client messages",
                       id=self.session_id, server=server.name if server else "-", why=self._move_reason)
@@ -339,19 +351,39 @@ class WebSocketSession:
         )
         self._dial.start()
 
-    def dial_failed(self, dial: BackendDial, why: str) -> None:
+    def dial_failed(self, dial: BackendDial, why: str, final: bool) -> None:
         if dial is not self._dial:
             return
         self._dial = None
-        self._attempt_failed(dial.server, why)
+        self._attempt_failed(dial.server, why, final)
 
-    def _attempt_failed(self, server: Server | None, why: str) -> None:
-        self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:g}s",
-                      id=self.session_id, server=server.name if server else "no server", why=why, delay=self._backoff)
+    def _attempt_failed(self, server: Server | None, why: str, final: bool) -> None:
         if server is not None:
             self._tried = self._tried | {server}
+            if final:
+                self._refused = self._refused | {server}
+        if self._refused and not self._may_still_take():
+            self._cannot_move(server, why, final)
+            return
+        self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:g}s",
+                      id=self.session_id, server=server.name if server else "no server", why=why, delay=self._backoff)
         self._retry = self._exchange.clock.callLater(self._backoff, self._dial_next)
         self._backoff = min(self._backoff * 2, _LAST_RETRY)
+
+    def _may_still_take(self) -> bool:
+        """Whether a usable server has neither refused the session nor failed it yet in this move.
+
+        The server the session left counts as failed: once another has refused the session,
+        it is not waited for.
+        """
+        avoid = self._tried | ({self._moved_from} if self._moved_from is not None else NONE)
+        return bool(self._backend.usable(avoid))
+
+    def _cannot_move(self, server: Server | None, why: str, final: bool) -> None:
+        """A server refused the session and no other can try: close the client now (1012), so it reconnects."""
+        name = server.name if server is not None else "no server"
+        what = f"{name} refused it: {why}" if final else f"{name} failed too ({why}) after a refusal"
+        self._give_up("refused", SERVICE_RESTART, f"{what}; no other server can take it")
 
     def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None:
         self._dial = None
@@ -399,12 +431,13 @@ class WebSocketSession:
             return
         self._state = _State.CLOSING
         self._cancel_timers()
-        self._release_held()
+        lost = self._drop_held()
         failures = self._backend.resume_failures
         failures[kind] = failures.get(kind, 0) + 1
         self._ending(Termination.RESUME_FAILED)
-        self.log.warn("session {id}: closing the client ({code}): {why}", id=self.session_id, code=code, why=why)
-        _close(self._client_leg, code, why.encode())
+        self.log.warn("session {id} could not move: {why}; closing the client ({code}); {lost} held messages lost",
+                      id=self.session_id, code=code, why=why, lost=lost)
+        _close(self._client_leg, code, why.encode()[:123])
         _close(self._backend_leg, GOING_AWAY, b"session closed")
 
     def _cancel_timers(self) -> None:
@@ -484,7 +517,7 @@ class WebSocketSession:
             self._backend_leg = None
             server = self._exchange.server
             self._exchange.release_server()
-            self._attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}")
+            self._attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}", final=True)
             return
         if self._may_move and self._client_leg.held is None:
             crashed = self._state is _State.OPEN
@@ -504,7 +537,7 @@ class WebSocketSession:
         """The client is closing: a move in progress is abandoned."""
         if self._state in (_State.MOVING, _State.RESUMING):
             self._cancel_timers()
-            self._release_held()
+            self._drop_held()
             if self._state is _State.RESUMING:
                 self._backend_done = True
         self._state = _State.CLOSING
@@ -539,7 +572,7 @@ class WebSocketSession:
         server = self._exchange.server
         if server is not None:
             server.watchers.discard(self)
-        self._release_held()
+        self._drop_held()
         self._deadline.stop()
         self._client.download.detach()
         self._origin.upload.detach()
