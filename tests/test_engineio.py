@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from rubrisproxy.backend import open_packet_sid, session_id
@@ -10,7 +10,7 @@ from rubrisproxy.backend._engineio import EngineIOStickiness, is_engineio
 from rubrisproxy.backend._sticky import MemoryStickStore
 from rubrisproxy.http import RequestHead
 
-from .eio.harness import run_client, start_server
+from .eio.harness import run_client, spawn_reconnecting_client, spawn_server, start_server
 from .helpers import ProxyTestCase
 
 OPEN = b'{"sid":"abc123","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000}'
@@ -76,3 +76,29 @@ class SocketIOClusterTests(ProxyTestCase):
             and len(set(result["polling_servers"]) | set(result["names"])) == 1
         )
         self.assertFalse(same_server, result)
+
+
+class SocketIOFailoverTests(ProxyTestCase):
+    """A real python-socketio client on a session-mode WebSocket whose server is killed."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_a_killed_server_s_client_is_told_at_once_and_reconnects_to_the_other(self):  # type: ignore[no-untyped-def]
+        servers = {name: spawn_server(self, name) for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)  # session mode, resume-timeout 30 s: the defaults
+        client = spawn_reconnecting_client(self, f"http://127.0.0.1:{self.proxy_port}")
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("ON "), client.lines)
+        first = line.split()[1]
+        (other,) = set(servers) - {first}
+        servers[first].transport.signalProcess("KILL")  # type: ignore[union-attr]
+        killed = reactor.seconds()
+        line = yield client.next_line()
+        noticed = reactor.seconds() - killed
+        self.assertTrue(line.startswith("DISCONNECTED"), client.lines)
+        self.assertLess(noticed, 2.0, client.lines)  # not resume-timeout (30 s) in limbo
+        line = yield client.next_line()
+        self.assertEqual(line, f"BACK {other} websocket", client.lines)
+        self.assertEqual(frontend.backend.resume_failures, {"refused": 1})

@@ -9,6 +9,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import formatEvent, globalLogPublisher
 
+from prometheus_client import generate_latest
+
+from rubrisproxy.admin._metrics import registry_for
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.websocket import WebSocketSession
 from rubrisproxy.websocket._resume import is_refusal
@@ -309,6 +312,9 @@ class ResumeTests(ProxyTestCase):
         yield self.settle(self.frontend)
         self.assertEqual(self.backend.resume_failures, {"refused": 1})
         self.assertEqual(self.backend.messages_lost, 3)
+        metrics = generate_latest(registry_for([self.frontend], {"app": self.backend}, self.frontend.resume_budget))
+        self.assertIn(b'rubrisproxy_websocket_messages_lost_total{backend="app"} 3.0', metrics)
+        self.assertIn(b'rubrisproxy_resume_failures_total{backend="app",reason="refused"} 1.0', metrics)
         self.assertEqual(self.frontend.resume_budget.held, 0)
         self.assertEqual(self.access_log.entries[-1].termination, "resume-failed")
         (line,) = [formatEvent(e) for e in events if "could not move" in formatEvent(e)]

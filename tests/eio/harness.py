@@ -2,8 +2,10 @@
 
 ``start_server(testcase, name)`` spawns ``tests.eio.server`` and fires with its port; the
 process is stopped (SIGTERM, then SIGKILL after a grace period) and reaped in the test's
-cleanup. ``run_client(url, count)`` spawns ``tests.eio.client`` and fires with its JSON
-report once the process has ended. Nothing blocks the reactor and nothing sleeps.
+cleanup (``spawn_server`` gives the process too, to kill it). ``run_client(url, count)``
+spawns ``tests.eio.client`` and fires with its JSON report once the process has ended;
+``spawn_reconnecting_client(testcase, url)`` spawns ``tests.eio.reconnect`` and gives its
+lines as they come. Nothing blocks the reactor and nothing sleeps.
 """
 
 from __future__ import annotations
@@ -115,12 +117,53 @@ class _Server(_Child):
         super().processEnded(reason)
 
 
-def start_server(testcase: unittest.TestCase, name: str) -> defer.Deferred[int]:
-    """Spawn ``python -m tests.eio.server NAME``; fires with its port. Stopped in cleanup."""
+class _Lines(_Child):
+    """Hands each complete line of the child's output to whoever waits for the next one."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(label)
+        self.lines: list[str] = []
+        self._taken = 0
+        self._next: list[defer.Deferred[str]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        super().outReceived(data)
+        *complete, _ = self.stdout.decode(errors="replace").split("\n")
+        for line in complete[len(self.lines):]:
+            self.lines.append(line)
+            if self._next:
+                self._next.pop(0).callback(line)
+
+    def next_line(self, guard: float = CLIENT_GUARD) -> defer.Deferred[str]:
+        """Fires with the child's next line not yet taken."""
+        taken, self._taken = self._taken, self._taken + 1
+        if taken < len(self.lines):
+            return defer.succeed(self.lines[taken])
+        d: defer.Deferred[str] = defer.Deferred()
+        self._next.append(d)
+        return d.addTimeout(guard, reactor)
+
+
+def spawn_server(testcase: unittest.TestCase, name: str) -> _Server:
+    """Spawn ``python -m tests.eio.server NAME``; its ``port`` fires with the port. Stopped in cleanup."""
     proto = _Server(name)
     _spawn(proto, "tests.eio.server", name)
     testcase.addCleanup(proto.stop)
-    return proto.port.addTimeout(START_GUARD, reactor)
+    proto.port.addTimeout(START_GUARD, reactor)
+    return proto
+
+
+def start_server(testcase: unittest.TestCase, name: str) -> defer.Deferred[int]:
+    """Spawn ``python -m tests.eio.server NAME``; fires with its port. Stopped in cleanup."""
+    return spawn_server(testcase, name).port
+
+
+def spawn_reconnecting_client(testcase: unittest.TestCase, url: str) -> _Lines:
+    """Spawn ``python -m tests.eio.reconnect URL``; read its lines with ``next_line()``. Stopped in cleanup."""
+    proto = _Lines("eio reconnecting client")
+    _spawn(proto, "tests.eio.reconnect", url)
+    testcase.addCleanup(proto.stop, 1.0)
+    return proto
 
 
 def run_client(url: str, count: int) -> defer.Deferred[dict[str, Any]]:
