@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from prometheus_client import generate_latest
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import formatEvent, globalLogPublisher
-
-from prometheus_client import generate_latest
 
 from rubrisproxy.admin._metrics import registry_for
 from rubrisproxy.config import WebSocketConfig
@@ -332,6 +331,35 @@ class ResumeTests(ProxyTestCase):
         self.assertEqual(echoed, [b"still here"])
         self.assertTrue(self.backends[2].open)
         self.assertEqual((self.backend.resume_failures, self.backend.messages_lost), ({}, 0))
+
+    @defer.inlineCallbacks
+    def test_a_refusal_and_an_unreachable_server_leave_no_server_to_wait_for(self):  # type: ignore[no-untyped-def]
+        refuser = Answering.factory(b"403 Forbidden")
+        self.start(backends=[EchoBackendFactory(), refuser, EchoBackendFactory()], resume_timeout=30)
+        client = yield self.open()
+        self.assertEqual(self.serving(), 0)
+        self.kill(2)  # s3 refuses connections: it may be restarting, but s2 refused the session outright
+        self.kill(0)
+        started = reactor.seconds()
+        clean, code, reason = yield client.closed
+        self.assertLess(reactor.seconds() - started, 2)
+        self.assertEqual(code, 1012)
+        self.assertIn("s2 refused it: it answered 403 Forbidden", reason)
+        self.assertEqual(self.backend.resume_failures, {"refused": 1})
+
+    @defer.inlineCallbacks
+    def test_a_101_the_proxy_must_reject_is_a_refusal(self):  # type: ignore[no-untyped-def]
+        self.start(backends=[EchoBackendFactory(), Factory.forProtocol(OddExtension)], resume_timeout=30)
+        client = yield self.open()
+        self.assertEqual(self.serving(), 0)
+        self.kill(0)
+        client.sendMessage(b"held")
+        clean, code, reason = yield client.closed
+        self.assertEqual(code, 1012)
+        self.assertIn("s2 refused it", reason)
+        yield self.settle(self.frontend)
+        self.assertEqual(self.backend.messages_lost, 1)
+        self.assertEqual(self.backend.servers[1].active, 0)
 
     @defer.inlineCallbacks
     def test_a_server_down_or_busy_is_retried_until_one_comes_back(self):  # type: ignore[no-untyped-def]

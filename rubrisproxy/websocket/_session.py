@@ -75,8 +75,8 @@ class WebSocketSession:
         "session_id", "client", "_exchange", "_client", "_origin", "_backend", "_config", "_factories", "_hooks",
         "_budget", "_idle_limit", "_deadline", "_state", "_client_leg", "_backend_leg", "_client_headers",
         "_protocol", "_template", "_termination", "_client_done", "_backend_done", "_held", "_held_bytes",
-        "_recent", "_dial", "_retry", "_give_up_call", "_backoff", "_tried", "_refused", "_moved_from", "_move_reason",
-        "_move_started", "resumes", "messages_in", "messages_out", "__weakref__",
+        "_recent", "_dial", "_retry", "_give_up_call", "_backoff", "_tried", "_refused", "_refusal", "_moved_from",
+        "_move_reason", "_move_started", "resumes", "messages_in", "messages_out", "__weakref__",
     )
 
     def __init__(
@@ -116,6 +116,7 @@ class WebSocketSession:
         self._backoff = _FIRST_RETRY
         self._tried: frozenset[Server] = NONE
         self._refused: frozenset[Server] = NONE  # servers that answered this move with a final refusal
+        self._refusal = ""  # the last of them, as the log and the client's close reason say it
         self._moved_from: Server | None = None
         self._move_reason = ""
         self._move_started = 0.0
@@ -337,11 +338,13 @@ class WebSocketSession:
         if self._state is not _State.RESUMING:
             return
         backend = self._backend
-        avoid = self._tried | ({self._moved_from} if self._moved_from is not None else NONE)
+        tried = self._tried | self._refused
+        avoid = tried | ({self._moved_from} if self._moved_from is not None else NONE)
         if not backend.usable(avoid):
-            avoid = self._tried  # the server it left may be back
+            avoid = tried  # the server it left may be back
         if not backend.usable(avoid):
-            avoid = self._tried = NONE  # every server had a go: start over
+            self._tried = NONE  # every server had a go: start over, but not with those that refused the session
+            avoid = self._refused
         # The session header is the last line that can end so: a client's header that does too stays as sent.
         before, mark, after = self._template.rpartition(b"; resume=0\r\n")
         handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else self._template
@@ -362,8 +365,9 @@ class WebSocketSession:
             self._tried = self._tried | {server}
             if final:
                 self._refused = self._refused | {server}
+                self._refusal = f"{server.name} refused it: {why}"
         if self._refused and not self._may_still_take():
-            self._cannot_move(server, why, final)
+            self._give_up("refused", SERVICE_RESTART, f"{self._refusal}; no other server can take it")
             return
         self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:g}s",
                       id=self.session_id, server=server.name if server else "no server", why=why, delay=self._backoff)
@@ -373,17 +377,12 @@ class WebSocketSession:
     def _may_still_take(self) -> bool:
         """Whether a usable server has neither refused the session nor failed it yet in this move.
 
-        The server the session left counts as failed: once another has refused the session,
-        it is not waited for.
+        Called once a server refused the session: when none is left, the client is closed at once
+        (1012, so it reconnects) rather than left waiting for ``resume-timeout``. The server the
+        session left counts as failed: it is not waited for.
         """
-        avoid = self._tried | ({self._moved_from} if self._moved_from is not None else NONE)
+        avoid = self._tried | self._refused | ({self._moved_from} if self._moved_from is not None else NONE)
         return bool(self._backend.usable(avoid))
-
-    def _cannot_move(self, server: Server | None, why: str, final: bool) -> None:
-        """A server refused the session and no other can try: close the client now (1012), so it reconnects."""
-        name = server.name if server is not None else "no server"
-        what = f"{name} refused it: {why}" if final else f"{name} failed too ({why}) after a refusal"
-        self._give_up("refused", SERVICE_RESTART, f"{what}; no other server can take it")
 
     def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None:
         self._dial = None
@@ -437,7 +436,7 @@ class WebSocketSession:
         self._ending(Termination.RESUME_FAILED)
         self.log.warn("session {id} could not move: {why}; closing the client ({code}); {lost} held messages lost",
                       id=self.session_id, code=code, why=why, lost=lost)
-        _close(self._client_leg, code, why.encode()[:123])
+        _close(self._client_leg, code, why.encode())
         _close(self._backend_leg, GOING_AWAY, b"session closed")
 
     def _cancel_timers(self) -> None:
