@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import httptools
 from twisted.internet import defer, reactor
@@ -14,9 +15,19 @@ from twisted.web import resource, server
 
 from rubrisproxy.accesslog import AccessLog, AccessRecord, ConnectionRecord
 from rubrisproxy.backend import Backend
-from rubrisproxy.config import BackendConfig, Limits, PoolSettings, ServerConfig, Timeouts, WebSocketConfig
+from rubrisproxy.config import (
+    BackendConfig,
+    CommandLine,
+    Limits,
+    PoolSettings,
+    ServerConfig,
+    Timeouts,
+    WebSocketConfig,
+    load_config,
+)
 from rubrisproxy.frontend import Frontend, PeerSettings, connection_factory
 from rubrisproxy.origin import ConnectionPool, OriginConnector
+from rubrisproxy.service import build_service
 
 GUARD = 10.0  # seconds: a guard against a hung test, never a wait
 
@@ -168,6 +179,17 @@ class ProxyTestCase(unittest.TestCase):
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return port.getHost().port  # type: ignore[no-any-return]
+
+    def start_from_config(self, text: str) -> Any:
+        """Write ``text`` as a configuration file and start the proxy it describes (access log off); its
+        service, stopped with the test."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
 
     def start_proxy(
         self,

@@ -87,19 +87,11 @@ class HeaderChoiceTests(ProxyTestCase):
 class CustomProtocolTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_requests_are_attributed_to_their_api_key(self):  # type: ignore[no-untyped-def]
-        from twisted.internet import reactor
 
-        from rubrisproxy.config import CommandLine, load_config
-        from rubrisproxy.service import build_service
 
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write(f'[frontends.api]\nlisten = ["tcp:0:interface=127.0.0.1"]\nbackend = "app"\n'
-                    f'protocol = "custom_protocol.ApiKeyConnection"\n'
-                    f'[backends.app]\nservers = ["127.0.0.1:{self.start_web_origin()}"]\n')
-        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
+        service = self.start_from_config(f'[frontends.api]\nlisten = ["tcp:0:interface=127.0.0.1"]\nbackend = "app"\n'
+                                         f'protocol = "custom_protocol.ApiKeyConnection"\n'
+                                         f'[backends.app]\nservers = ["127.0.0.1:{self.start_web_origin()}"]\n')
         running = service.parts.frontends["api"]  # type: ignore[attr-defined]
         self.proxy_port = running.ports[0].getHost().port
         running.frontend.access_log = self.access_log = MemoryAccessLog()

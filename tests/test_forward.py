@@ -22,9 +22,9 @@ from rubrisproxy.http import HTTPError, RequestHead
 from rubrisproxy.service import build_service
 
 from .helpers import EchoResource, ProxyTestCase, RawClient
-from .tlscerts import CertificateAuthority
 from .test_admin import ROOT
 from .test_tls_origin import make_certificates
+from .tlscerts import CertificateAuthority
 
 
 class ForwardTests(ProxyTestCase):
@@ -50,12 +50,7 @@ class ForwardTests(ProxyTestCase):
         return path
 
     def start_forward(self, rules: str) -> None:
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write(f'[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n{rules}\n')
-        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
+        service = self.start_from_config(f'[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n{rules}\n')
         self.parts = service.parts  # type: ignore[attr-defined]
         self.proxy_port = self.parts.frontends["out"].ports[0].getHost().port
 
@@ -133,14 +128,9 @@ class LocalDestinationTests(ProxyTestCase):
     def setUp(self) -> None:
         _Counting.connections = 0
         self.origin_port = self.start_raw_origin(_Counting)
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
-                    f'[frontends.out.forward]\nconnect-ports = [443, {self.origin_port}]\n'
-                    '[admin]\nlisten = ["tcp:0:interface=127.0.0.1"]\n')
-        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
+        service = self.start_from_config('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+                                         f'[frontends.out.forward]\nconnect-ports = [443, {self.origin_port}]\n'
+                                         '[admin]\nlisten = ["tcp:0:interface=127.0.0.1"]\n')
         self.proxy_port = service.parts.frontends["out"].ports[0].getHost().port  # type: ignore[attr-defined]
         self.admin_port = service.getServiceNamed("admin").ports[0].getHost().port
         self.frontend = service.parts.frontends["out"].frontend  # type: ignore[attr-defined]
@@ -196,13 +186,8 @@ class OwnAddressTests(ProxyTestCase):
         self.origin_port = self.start_raw_origin(_Recording)
 
     def start_forward(self, rules: str) -> None:
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
-                    f'[frontends.out.forward]\nconnect-ports = [{self.origin_port}]\n{rules}\n')
-        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
+        service = self.start_from_config('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+                                         f'[frontends.out.forward]\nconnect-ports = [{self.origin_port}]\n{rules}\n')
         self.proxy_port = service.parts.frontends["out"].ports[0].getHost().port  # type: ignore[attr-defined]
         self.frontend = service.parts.frontends["out"].frontend  # type: ignore[attr-defined]
 
@@ -431,14 +416,9 @@ class ParentTests(ProxyTestCase):
         self.parent = self.start(f'[frontends.out.forward]\nconnect-ports = [{self.tls_port}]\nallow-hosts = ["127.0.0.1", "::1"]\n')
 
     def start(self, text: str, parent_port: int | None = None):  # type: ignore[no-untyped-def]
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write(f'[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n{text}\n')
-            if parent_port is not None:
-                f.write(f'[backends.parents]\nservers = ["127.0.0.1:{parent_port}"]\n')
-        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
+        parents = f'[backends.parents]\nservers = ["127.0.0.1:{parent_port}"]\n' if parent_port is not None else ""
+        service = self.start_from_config(f'[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n{text}\n'
+                                         + parents)
         return service.parts  # type: ignore[attr-defined]
 
     def child(self, rules: str = "", parent_port: int | None = None):  # type: ignore[no-untyped-def]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.protocol import Protocol
-
-from rubrisproxy.config import CommandLine, load_config
-from rubrisproxy.service import build_service
 
 from .helpers import ProxyTestCase, get, parse_responses
 
@@ -111,14 +108,9 @@ class ForwardPinnedTests(ProxyTestCase):
         NTLMOrigin.handshakes_done = 0
         self.origin_port = self.start_raw_origin(NTLMOrigin)
         self.other_port = self.start_web_origin()
-        path = self.mktemp()
-        with open(path, "w") as f:
-            # The origins are on this host: the allow rule names loopback, as an operator's must.
-            f.write('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
-                    '[frontends.out.forward]\nallow-hosts = ["127.0.0.1"]\n')
-        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
+        # The origins are on this host: the allow rule names loopback, as an operator's must.
+        service = self.start_from_config('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+                                         '[frontends.out.forward]\nallow-hosts = ["127.0.0.1"]\n')
         self.frontend = service.parts.frontends["out"].frontend  # type: ignore[attr-defined]
         self.proxy_port = service.parts.frontends["out"].ports[0].getHost().port  # type: ignore[attr-defined]
 

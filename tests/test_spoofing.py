@@ -3,16 +3,15 @@ header, in any spelling, never reach an origin from a client (only the proxy's o
 
 from __future__ import annotations
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from rubrisproxy.config import CommandLine, WebSocketConfig, load_config
+from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.frontend import PeerSettings
 from rubrisproxy.frontend._connection import LOCAL_CLIENT_DROPS
 from rubrisproxy.frontend._proxied import TRUSTED_PROXY_DROPS
 from rubrisproxy.http import spellings
-from rubrisproxy.service import build_service
 
 from .helpers import ProxyTestCase, get
 from .test_resume import switch
@@ -185,13 +184,8 @@ class ForwardModeSpoofingTests(ProxyTestCase):
     def test_forward_mode_drops_them_too(self):  # type: ignore[no-untyped-def]
         heads: list[bytes] = []
         origin = self.start_raw_origin(lambda: Recorder(heads))
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
-                    '[frontends.out.forward]\nallow-hosts = ["127.0.0.1"]\n')
-        service = build_service(load_config(CommandLine(config_path=path, access_log="off")), reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
+        service = self.start_from_config('[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+                                         '[frontends.out.forward]\nallow-hosts = ["127.0.0.1"]\n')
         self.proxy_port = service.parts.frontends["out"].ports[0].getHost().port  # type: ignore[attr-defined]
         target = b"http://127.0.0.1:%d/" % origin
         (response,) = yield self.request(
