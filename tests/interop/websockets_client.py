@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 import websockets
@@ -61,17 +62,22 @@ async def exchange(url: str, result: dict[str, Any]) -> None:
             errors.append(f"state after close is {ws.protocol.state.name}")
 
 
-def main() -> int:
-    """Run the exchange under a guard and print the result line."""
-    result: dict[str, Any] = {"client": f"python-websockets {websockets.__version__}", "ok": False,
-                              "echoes": [], "errors": [], "close": None}
+def report(result: dict[str, Any], exchange: Coroutine[Any, Any, None]) -> int:
+    """Run ``exchange`` under the guard, print ``result`` as the JSON result line; the exit status."""
+    result.update({"client": f"python-websockets {websockets.__version__}", "ok": False})
     try:
-        asyncio.run(asyncio.wait_for(exchange(sys.argv[1], result), GUARD))
+        asyncio.run(asyncio.wait_for(exchange, GUARD))
     except Exception as error:  # reported, not raised: the test reads the result line
         result["errors"].append(f"{type(error).__name__}: {error}")
     result["ok"] = not result["errors"]
     print(json.dumps(result), flush=True)
     return 0 if result["ok"] else 1
+
+
+def main() -> int:
+    """Run the exchange and print the result line."""
+    result: dict[str, Any] = {"echoes": [], "errors": [], "close": None}
+    return report(result, exchange(sys.argv[1], result))
 
 
 if __name__ == "__main__":
