@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITransport
 from zope.interface import implementer
 
 from ._compat import unsent
@@ -162,3 +162,18 @@ def backed_up(transport: ITransport) -> bool:
 def writes_directly(transport: ITransport) -> bool:
     """Whether :func:`~rubrisproxy._compat.direct_write` may be used on ``transport`` (plain TCP; TLS and others keep ``write``)."""
     return isinstance(transport, tcp.Connection)
+
+
+def half_close(transport: object, close: Callable[[], object] | None = None) -> bool:
+    """Shut the write side only where the transport can (TCP), and say so; otherwise close after what is
+    queued (with ``close``, the transport's ``loseConnection`` if not given) and return False.
+
+    A TLS transport passes ``loseWriteConnection`` to the TCP connection under it, which would
+    end the TCP stream inside the TLS one: it is closed (close_notify, then FIN) instead.
+    """
+    lose_write = None if ISSLTransport.providedBy(transport) else getattr(transport, "loseWriteConnection", None)
+    if lose_write is None:
+        (close or transport.loseConnection)()  # type: ignore[attr-defined]
+        return False
+    lose_write()
+    return True

@@ -13,6 +13,8 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
 
+from ..flow import half_close
+
 #: The largest request body the admin API takes; every call's body is a small JSON object.
 MAX_BODY = 65536
 #: Seconds a refused request's client has to read the answer (its further bytes are dropped) before the
@@ -101,12 +103,8 @@ class AdminChannel(http.HTTPChannel):
         self.phase = Phase.REFUSED
         transport: Any = self.transport
         transport.write(answer)
-        half_close = getattr(transport, "loseWriteConnection", None)  # TCP; not TLS
-        if half_close is None:
-            self.loseConnection()
-            return
-        half_close()
-        self._request_timer = self.callLater(LINGER, self._too_slow)
+        if half_close(transport, self.loseConnection):  # the channel's: it unregisters itself as producer first
+            self._request_timer = self.callLater(LINGER, self._too_slow)
 
     def requestDone(self, request: server.Request) -> None:
         self._await_request()  # before the next pipelined request, if any, is parsed

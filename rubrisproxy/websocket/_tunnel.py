@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, ISSLTransport
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from ..config import Timeouts
 from ..deadline import Deadline
-from ..flow import backed_up
+from ..flow import backed_up, half_close
 from ..lifecycle import Termination
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class Tunnel:
         if self._origin_fin:
             self._close_both()
             return
-        _half_close(self._origin.transport)
+        half_close(self._origin.transport)
         self._idle_limit = min(self._idle_limit, self._timeouts.client_fin)
         self._deadline.set(self._idle_limit)
 
@@ -96,7 +96,7 @@ class Tunnel:
         if self._client_fin:
             self._close_both()
             return
-        _half_close(self._client.transport)
+        half_close(self._client.transport)
         self._idle_limit = min(self._idle_limit, self._timeouts.server_fin)
         self._deadline.set(self._idle_limit)
 
@@ -155,16 +155,3 @@ class Tunnel:
         self._client.download.detach()
         self._origin.upload.detach()
         self._exchange.upgrade_ended(termination)
-
-
-def _half_close(transport: object) -> None:
-    """Shut the write side only where the transport can (TCP); otherwise close after what is queued.
-
-    A TLS transport passes ``loseWriteConnection`` to the TCP connection under it, which would
-    end the TCP stream inside the TLS one: it is closed (close_notify, then FIN) instead.
-    """
-    lose_write = None if ISSLTransport.providedBy(transport) else getattr(transport, "loseWriteConnection", None)
-    if lose_write is not None:
-        lose_write()
-    else:
-        transport.loseConnection()  # type: ignore[attr-defined]
