@@ -99,8 +99,7 @@ def makeService(options: Options) -> IService:
     twistd_options = getattr(options, "parent", None)  # twistd's own options, when run by twistd
     output = twistd_output(twistd_options) if twistd_options is not None else None
     reopeners = [root.parts.access_log.reopen]  # type: ignore[attr-defined]
-    if output is None:
-        ReopenOnSignal(reopeners, reactor).setServiceParent(root)
-        return root
-    ReopenOnSignal([*reopeners, output.reopen], reactor).setServiceParent(root)  # held access lines go to the old file
-    return LoggedService(root, MainLogObserver(output, options.proxy_config.log.format))
+    if output is not None:
+        reopeners.append(output.reopen)  # after the access log's: its held lines go to the old file
+    ReopenOnSignal(reopeners, reactor).setServiceParent(root)
+    return root if output is None else LoggedService(root, MainLogObserver(output, options.proxy_config.log.format))

@@ -127,7 +127,7 @@ class Contexts:
         self._wildcard: dict[str, SSL.Context] = {}  # "*.example.com" by "example.com"
         contexts = [self._context(settings, certificate) for certificate in self.certificates]
         self.default = contexts[0]
-        for certificate, context in zip(self.certificates, contexts):
+        for certificate, context in zip(self.certificates, contexts, strict=True):
             for name in certificate.names:
                 if name.startswith("*."):
                     self._wildcard.setdefault(name[2:], context)
@@ -218,8 +218,7 @@ class Listener:
 
 def listener(key: str, description: str, tls: ListenerTLSConfig | None) -> Listener:
     """``description`` under ``tls``; an ``ssl:`` string becomes ``tcp:`` with the certificate it names."""
-    kind = description.split(":", 1)[0].lower()
-    if kind != "ssl":
+    if not _is_ssl(description):
         return Listener(f"{key}.tls", description, tls)
     return _ssl_listener(key, description)
 

@@ -662,13 +662,12 @@ def _frontend(name: str, table: Mapping[str, Any], backends: Mapping[str, Backen
     mode = table.get("mode", "reverse")
     if mode not in ("reverse", "forward"):
         raise ConfigError(f"{key}.mode", f"expected reverse or forward, got {mode!r}")
+    listen = _endpoints(f"{key}.listen", table.get("listen", list(FrontendConfig(name=name).listen)))
     if mode == "forward" or "forward" in table:
         if mode != "forward":
             raise ConfigError(f"{key}.forward", "only a frontend with mode = \"forward\" takes forward rules")
-        listen = _endpoints(f"{key}.listen", table.get("listen", list(FrontendConfig(name=name).listen)))
         forward = _forward(f"{key}.forward", _table(f"{key}.forward", table.get("forward", {})), backends)
         return FrontendConfig(name=name, listen=listen, backend="", forward=forward, **connections)
-    listen = _endpoints(f"{key}.listen", table.get("listen", list(FrontendConfig(name=name).listen)))
     if not listen:
         raise ConfigError(f"{key}.listen", "expected at least one endpoint string such as 'tcp:8080'")
     backend = table.get("backend", next(iter(backends)) if len(backends) == 1 else DEFAULT_NAME)

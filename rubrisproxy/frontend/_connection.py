@@ -475,7 +475,7 @@ class ClientConnection(Protocol):
     def _begin(self, exchange: Exchange) -> None:
         """Start answering ``exchange``."""
         self.current = exchange
-        self._wait(_Wait.CLIENT if exchange is self._receiving and exchange.head.has_body else None)
+        self._settle()
         if self.frontend.max_writes:
             self._starting()
         exchange.start()

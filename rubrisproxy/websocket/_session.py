@@ -339,7 +339,7 @@ class WebSocketSession:
             return
         backend = self._backend
         tried = self._tried | self._refused
-        avoid = tried | ({self._moved_from} if self._moved_from is not None else NONE)
+        avoid = self._avoided()
         if not backend.usable(avoid):
             avoid = tried  # the server it left may be back
         if not backend.usable(avoid):
@@ -381,8 +381,12 @@ class WebSocketSession:
         (1012, so it reconnects) rather than left waiting for ``resume-timeout``. The server the
         session left counts as failed: it is not waited for.
         """
-        avoid = self._tried | self._refused | ({self._moved_from} if self._moved_from is not None else NONE)
-        return bool(self._backend.usable(avoid))
+        return bool(self._backend.usable(self._avoided()))
+
+    def _avoided(self) -> frozenset[Server]:
+        """The servers this move does not try: those tried or refused, and the one the session left."""
+        left = {self._moved_from} if self._moved_from is not None else NONE
+        return self._tried | self._refused | left
 
     def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None:
         self._dial = None
