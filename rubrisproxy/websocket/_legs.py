@@ -32,7 +32,7 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from .._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, unsent, use_batched_timer
+from .._compat import AutobahnHooks, cancel_pong_timeout, compresses, rearm_pong_timeout, unsent, use_batched_timer
 from ..config import WebSocketConfig
 from ..flow import ReadGate
 from ..lifecycle import Termination
@@ -132,7 +132,7 @@ class _Uncounted:
         self.bytes_in = self.bytes_out = 0
 
 
-class _Leg:
+class _Leg(AutobahnHooks):
     """What both legs add to Autobahn: pings answered at the proxy, a pong timeout that waits while
     the proxy itself is not reading from the peer, and no timer left behind."""
 
@@ -272,12 +272,12 @@ class _Leg:
         else:
             self.transport.write(data)
 
-    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+    def fail_connection(self, code: int, reason: str) -> None:
         # RFC 6455 7.1.7: a peer that broke the protocol gets the close frame with ``code``, then its TCP
         # connection is closed (a FIN once the frame is flushed), without waiting for a closing handshake
         # it may never send. Autobahn (failByDrop off) would wait closeHandshakeTimeout, then reset.
         state = self.state
-        super()._fail_connection(code, reason)  # type: ignore[misc]
+        self.autobahn_fail_connection(code, reason)
         if state == self.STATE_OPEN and self.state == self.STATE_CLOSING:
             self.wasClean = False
             self.wasNotCleanReason = f"protocol error ({code}): {reason}"
@@ -299,8 +299,7 @@ class _Leg:
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
 
-    def _connectionLost(self, reason: Failure) -> None:
-        super()._connectionLost(reason)  # type: ignore[misc]
+    def connection_gone(self, reason: Failure) -> None:
         self._forget_owed_pong()
         self._cancel_close_timeout()
 
@@ -313,7 +312,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     the backend sent before it still reaches the client, as it would directly.
     Meanwhile nothing more from the client is relayed. An invalid close frame is
     answered at once. A failure's close frame is followed by the TCP close, with no
-    closing handshake awaited (see ``_Leg._fail_connection``).
+    closing handshake awaited (see ``_Leg.fail_connection``).
     """
 
     _masked_in = True  # a client masks what it sends; the proxy, as a server, does not
@@ -357,10 +356,10 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
 
     def processData(self) -> bool:
         if self.current_frame is None and self.data:
-            self._opcode = self.data[0] & 0x0F  # of the frame about to be parsed, for _fail_connection
-        return super().processData()  # type: ignore[no-any-return]
+            self._opcode = self.data[0] & 0x0F  # of the frame about to be parsed, for fail_connection
+        return super().processData()
 
-    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+    def fail_connection(self, code: int, reason: str) -> None:
         frame = self.current_frame
         if (frame.opcode if frame is not None else self._opcode) == _CLOSE_OPCODE:
             self._immediate = True  # an invalid close frame: answered at once, not held for the backend
@@ -373,7 +372,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
                 return  # what follows a first error is not read any more: the first one is answered
             if self.held is None:
                 self.session.client_failed(code, reason)  # failed now: the backend is closed meanwhile
-        super()._fail_connection(code, reason)
+        super().fail_connection(code, reason)
 
     def answer_held(self, code: int | None = 1000, reason: bytes | None = None) -> None:
         """The backend has closed: answer the client's close with the backend's ``code`` and ``reason``,
@@ -383,7 +382,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
             return
         kind, own_code, own_reason = held
         if kind == "fail":
-            super()._fail_connection(own_code, own_reason)  # type: ignore[arg-type]
+            super().fail_connection(own_code, own_reason)  # type: ignore[arg-type]
             return
         self.wasClean = True
         self.sendCloseFrame(code=code, reasonUtf8=reason if code is not None else None, isReply=True)
