@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Private modules: the interface of a TLS trust root (what platformTrust() and trustRootFromCertificates() make),
-# and the PROXY protocol header parsers the proxied connection reads its header with.
+# Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
+# and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
 from twisted.internet import tcp
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
+
+if TYPE_CHECKING:  # to the type checker, a leg's mixin is the Autobahn protocol it is mixed into
+    from autobahn.twisted.websocket import WebSocketAdapterProtocol
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    class _AutobahnProtocol(WebSocketAdapterProtocol, WebSocketProtocol):  # type: ignore[misc]  # their hints disagree
+        pass
+else:
+    _AutobahnProtocol = object
 
 __all__ = [
     "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
@@ -180,7 +189,7 @@ def unwrap_endpoint(protocol: Protocol) -> None:
         transport.connector.factory = _CONNECTED
 
 
-class AutobahnHooks:
+class AutobahnHooks(_AutobahnProtocol):
     """The private methods of Autobahn's ``WebSocketProtocol`` a leg takes part in, under names of ours.
 
     Listed before Autobahn's protocol class in a subclass's bases. Autobahn calls
@@ -200,10 +209,10 @@ class AutobahnHooks:
 
     def autobahn_fail_connection(self, code: int, reason: str) -> None:
         """Autobahn's own failing: a close frame with ``code`` (failByDrop off), or the TCP connection dropped."""
-        super()._fail_connection(code, reason)  # type: ignore[misc]
+        super()._fail_connection(code, reason)
 
     def _connectionLost(self, reason: Any) -> None:
-        super()._connectionLost(reason)  # type: ignore[misc]
+        super()._connectionLost(reason)
         self.connection_gone(reason)
 
     def connection_gone(self, reason: Any) -> None:

@@ -136,12 +136,11 @@ class _Leg(AutobahnHooks):
     """What both legs add to Autobahn: pings answered at the proxy, a pong timeout that waits while
     the proxy itself is not reading from the peer, and no timer left behind."""
 
-    closeHandshakeTimeoutCall: Any
     session: WebSocketSession
-    state: int
-    STATE_OPEN: int
-    STATE_CLOSING: int
-    STATE_CLOSED: int
+    transport: Any  # a TCP connection, or the TLS one over it
+    closeHandshakeTimeoutCall: Any  # Autobahn's, or one of _timer's
+    autoFragmentSize: int  # Autobahn's settings: set per backend by _configured
+    closeHandshakeTimeout: float
     _timer: BucketTimer  # set per backend by _configured
     #: Pauses reading from the peer (flow control); set when the leg is opened.
     gate: ReadGate | None = None
@@ -163,15 +162,15 @@ class _Leg(AutobahnHooks):
         if self._tail:
             data, self._tail = self._tail + data, b""
         if (
-            self.state == self.STATE_OPEN and not self.data and self.current_frame is None  # type: ignore[attr-defined]
-            and not self.inside_message and not self._deflating and self.held is None  # type: ignore[attr-defined]
+            self.state == self.STATE_OPEN and not self.data and self.current_frame is None
+            and not self.inside_message and not self._deflating and self.held is None
         ):
             messages, waiting = read_simple(data, self._masked_in, self._limit)
             used = 0
-            if messages and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:  # type: ignore[attr-defined]
+            if messages and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
                 cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
             for payload, binary, end in messages:
-                self.onMessage(payload, binary)  # type: ignore[attr-defined]
+                self.onMessage(payload, binary)
                 used = end
                 if self.state != self.STATE_OPEN or self.held is not None:
                     waiting = False  # the message closed or failed the leg: Autobahn reads the rest
@@ -183,14 +182,14 @@ class _Leg(AutobahnHooks):
             if waiting:
                 self._tail = data
                 return
-        super().dataReceived(data)  # type: ignore[misc]
+        super().dataReceived(data)
 
     def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize: int | None = None,
                     sync: bool = False, doNotCompress: bool = False) -> None:
         if (
             self.state == self.STATE_OPEN and not self._deflating
             and fragmentSize is None and not sync and not self.send_queue
-            and (not self.autoFragmentSize or len(payload) <= self.autoFragmentSize)  # type: ignore[attr-defined]
+            and (not self.autoFragmentSize or len(payload) <= self.autoFragmentSize)
         ):
             frame = simple_frame(payload, isBinary, self._masked_out)
             if frame is not None:
@@ -200,7 +199,7 @@ class _Leg(AutobahnHooks):
                 else:
                     self.meter.bytes_in += len(frame)
                 return
-        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)  # type: ignore[misc]
+        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
 
     def opened(self) -> None:
         """What both legs do once open: drop the handshake Autobahn keeps (a long-lived WebSocket should
@@ -216,7 +215,7 @@ class _Leg(AutobahnHooks):
             return
         if unsent(self.transport) <= _PONG_BACKLOG:
             self._forget_owed_pong()
-            self.sendPong(payload)  # type: ignore[attr-defined]
+            self.sendPong(payload)
             return
         # The peer is not reading what it is sent: it is owed one pong, for its latest ping (RFC 6455
         # 5.5.3 allows that), sent once it reads again, so pinging without reading costs no memory.
@@ -245,21 +244,15 @@ class _Leg(AutobahnHooks):
             # waiting unread. Judge again a timeout later, rather than drop a live peer.
             rearm_pong_timeout(self, self._timer.call_later)
             return
-        super().onAutoPingTimeout()  # type: ignore[misc]
+        super().onAutoPingTimeout()
 
     # Autobahn's per-message path, without what the proxy does not use: observer
     # signals (a Deferred per message) and debug-log arguments built on every write.
 
-    failedByMe: bool
-    message_data: list[bytes] | None
-    message_is_binary: bool
-    send_queue: Any
-    transport: Any
-
     def onMessageEnd(self) -> None:
         if not self.failedByMe:
-            self.onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[arg-type, attr-defined]
-        self.message_data = None
+            self.onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None  # type: ignore[assignment]  # as Autobahn's own does
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Every write of Autobahn's passes here (its queue, for sync and chopped writes, is fed from here).
@@ -268,7 +261,7 @@ class _Leg(AutobahnHooks):
         else:
             self.meter.bytes_in += len(data)
         if sync or chopsize or self.send_queue:
-            super().sendData(data, sync, chopsize)  # type: ignore[misc]
+            super().sendData(data, sync, chopsize)
         else:
             self.transport.write(data)
 
@@ -281,13 +274,13 @@ class _Leg(AutobahnHooks):
         if state == self.STATE_OPEN and self.state == self.STATE_CLOSING:
             self.wasClean = False
             self.wasNotCleanReason = f"protocol error ({code}): {reason}"
-            self.dropConnection(abort=False)  # type: ignore[attr-defined]
+            self.dropConnection(abort=False)
         if state != self.STATE_CLOSED and self.state == self.STATE_CLOSED:  # also an error while closing
             self._cancel_close_timeout()
-            if self.closeHandshakeTimeout > 0:  # type: ignore[attr-defined]
+            if self.closeHandshakeTimeout > 0:
                 # A peer that does not read would keep the unflushed close, and its connection, forever.
                 self.closeHandshakeTimeoutCall = self._timer.call_later(
-                    self.closeHandshakeTimeout, self._abort_unflushed,  # type: ignore[attr-defined]
+                    self.closeHandshakeTimeout, self._abort_unflushed,
                 )
 
     def _abort_unflushed(self) -> None:
