@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 # Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
@@ -173,7 +173,10 @@ class _Connected(ClientFactory):
 _CONNECTED = _Connected()
 
 
-def unwrap_endpoint(protocol: Protocol) -> None:
+P = TypeVar("P", bound=Protocol)
+
+
+def unwrap_endpoint(protocol: P) -> P:
     """Let a TCP connection an endpoint made talk to ``protocol`` directly.
 
     A client endpoint puts a pass-through protocol (``endpoints._WrappingProtocol``) between
@@ -181,12 +184,13 @@ def unwrap_endpoint(protocol: Protocol) -> None:
     factories and Deferred: about 1.4 KB per connection, for nothing once it is made. Here the
     connection's ``protocol`` becomes ``protocol`` and its ``connector.factory`` an empty one.
     (The wrapper passes on half-closes too, which a protocol here takes itself.) Other transports
-    (TLS) are left as they are.
+    (TLS) are left as they are. Returns ``protocol`` (a callback of the endpoint's Deferred).
     """
     transport = protocol.transport
     if isinstance(transport, tcp.Client):
         transport.protocol = protocol
         transport.connector.factory = _CONNECTED
+    return protocol
 
 
 class AutobahnHooks(_AutobahnProtocol):

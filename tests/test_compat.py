@@ -254,7 +254,7 @@ class UnwrapEndpointTests(ProxyTestCase):
             wrapper = transport.protocol
             self.assertIsNot(wrapper, client)  # the endpoint's pass-through protocol
             self.assertIs(getattr(wrapper, "_wrappedProtocol", None), client)
-            unwrap_endpoint(client)
+            self.assertIs(unwrap_endpoint(client), client)
             self.assertIs(transport.protocol, client)
             self.assertFalse(transport.connector.factory.noisy)  # not the endpoint's: an empty one
             client.send(b"hello")
@@ -266,7 +266,7 @@ class UnwrapEndpointTests(ProxyTestCase):
         protocol = Protocol()
         transport = StringTransport()
         protocol.makeConnection(transport)
-        unwrap_endpoint(protocol)
+        self.assertIs(unwrap_endpoint(protocol), protocol)
         self.assertIs(protocol.transport, transport)
 
 
