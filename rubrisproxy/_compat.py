@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
 from twisted.internet import tcp
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
+from twisted.python.failure import Failure
 
 if TYPE_CHECKING:  # to the type checker, a leg's mixin is the Autobahn protocol it is mixed into
     from autobahn.twisted.websocket import WebSocketAdapterProtocol
@@ -31,8 +33,8 @@ else:
 
 __all__ = [
     "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
-    "direct_write", "guard_accepts", "rearm_pong_timeout", "tcp_buffered", "unsent", "unwrap_endpoint",
-    "use_batched_timer",
+    "direct_write", "end_as_closed", "guard_accepts", "rearm_pong_timeout", "tcp_buffered", "unsent",
+    "unwrap_endpoint", "use_batched_timer",
 ]
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
@@ -162,6 +164,16 @@ def direct_write(transport: Any, data: bytes) -> None:
                 return
             data = data[sent:]
     transport.write(data)
+
+
+def end_as_closed(transport: Any) -> None:
+    """End a connection whose peer half-closed as Twisted ends one whose protocol does not take half-closes.
+
+    Calls the transport's own ``connectionLost`` (``tcp.Connection``'s, not part of any interface) with
+    ``ConnectionDone``, as the reactor does on such an end of stream: the socket is closed and the
+    protocol's ``connectionLost`` called.
+    """
+    transport.connectionLost(Failure(ConnectionDone()))
 
 
 class _Connected(ClientFactory):

@@ -10,13 +10,15 @@ from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerP
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from rubrisproxy._compat import (
     AutobahnHooks,
@@ -26,6 +28,7 @@ from rubrisproxy._compat import (
     cancel_pong_timeout,
     compresses,
     direct_write,
+    end_as_closed,
     rearm_pong_timeout,
     tcp_buffered,
     unsent,
@@ -296,3 +299,37 @@ class TrustRootTests(unittest.TestCase):
         ca_pem, _, _ = make_certificates()
         self.assertTrue(IOpenSSLTrustRoot.providedBy(platformTrust()))
         self.assertTrue(IOpenSSLTrustRoot.providedBy(trustRootFromCertificates([Certificate.loadPEM(ca_pem)])))
+
+
+@implementer(IHalfCloseableProtocol)
+class _EndsOnHalfClose(Protocol):
+    """Takes the peer's half-close by ending the connection through end_as_closed."""
+
+    def __init__(self) -> None:
+        self.lost: list[Failure] = []
+
+    def readConnectionLost(self) -> None:
+        end_as_closed(self.transport)
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.lost.append(reason)
+
+
+class EndAsClosedTests(ProxyTestCase):
+    def test_a_half_closed_tcp_connection_is_closed_and_its_protocol_told(self) -> Any:
+        server = _EndsOnHalfClose()
+        port = self.start_raw_origin(lambda: server)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+        def connected(_: object) -> Any:
+            client.transport.loseWriteConnection()  # type: ignore[union-attr]
+            return client.closed  # the server closed its side too
+
+        def closed(_: object) -> None:
+            self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
+
+        return d.addCallback(connected).addCallback(closed)
