@@ -19,7 +19,8 @@ from zope.interface import implementer
 from rubrisproxy.config import CertificateFiles, CommandLine, ConfigError, ListenerTLSConfig, load_config
 from rubrisproxy.reload import ReloadOnHangup, Reloader
 from rubrisproxy.frontend import connection_factory
-from rubrisproxy.service import ListeningService, build_service
+from rubrisproxy.listening import ListeningService
+from rubrisproxy.service import build_service
 from rubrisproxy.tls import build_contexts, listener
 
 from .browser import chromium_argv, spawn, wait_exit
