@@ -224,7 +224,7 @@ class ListeningService(service.Service):
         self._shared_tls = None
         return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
 
-    def stopService(self):  # type: ignore[no-untyped-def]
+    def stopService(self):
         super().stopService()
         return self.stop_listening()
 
@@ -244,7 +244,7 @@ class FrontendService(ListeningService):
         self.close_code = close_code
 
     @defer.inlineCallbacks
-    def stopService(self):  # type: ignore[no-untyped-def]
+    def stopService(self):
         service.Service.stopService(self)
         yield self.stop_listening()
         frontend = self.frontend

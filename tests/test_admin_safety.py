@@ -48,7 +48,7 @@ class _Raw(AdminCase):
         return getProcessOutputAndValue("curl", ["-sS", *token, *args], env=dict(os.environ))
 
     def servers(self) -> list[str]:
-        return [s.name for s in self.service.parts.backends["default"].servers]  # type: ignore[attr-defined]
+        return [s.name for s in self.service.parts.backends["default"].servers]
 
 
 class BrowserTests(_Raw):

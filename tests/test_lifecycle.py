@@ -127,7 +127,7 @@ class TerminationTests(EndCase):
         client = yield self.connect()
         client.send(get(b"/a"))
         yield client.responses(1)
-        yield drain(self.frontend, grace=5)
+        yield drain(self.frontend, grace=5, spread=0.0, close_code=1001)
         yield self.ended_with(ConnectionEnd.SERVER_CLOSE)
 
     @defer.inlineCallbacks

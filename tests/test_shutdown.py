@@ -125,7 +125,7 @@ class SpreadCloseTests(unittest.TestCase):
         frontend = self.frontend(clock)
         stuck = self.FakeRelay(frontend, clock, ends=False)
         frontend.websockets.add(stuck)
-        done = drain(frontend, grace=5, spread=2, rng=Random(1))
+        done = drain(frontend, grace=5, spread=2, close_code=1001, rng=Random(1))
         clock.pump([0.1] * 60)
         self.assertEqual(len(stuck.drained), 1)
         self.assertTrue(stuck.aborted)

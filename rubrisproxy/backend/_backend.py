@@ -111,8 +111,7 @@ class Backend:
             self.websocket = config.websocket
             # A client's copy of a session header named otherwise: dropped from requests routed here.
             self.session_drops = spellings((config.websocket.session_header.encode(),)) - _DEFAULT_SESSION_HEADER
-        self.cookie = CookieStickiness(config.cookie.name, config.cookie.mode, config.cookie.max_age,
-                                       config.cookie.secure) if config.cookie else None
+        self.cookie = CookieStickiness(config.cookie) if config.cookie else None
         if previous is None or previous.stick != config.stick:
             self.table = None
             if config.stick is not None:
