@@ -245,8 +245,11 @@ class FrontendService(ListeningService):
 
     @defer.inlineCallbacks
     def stopService(self):
+        started = self.running
         service.Service.stopService(self)
         yield self.stop_listening()
+        if not started:  # it could not listen: it has accepted nothing
+            return
         frontend = self.frontend
         in_flight = sum(1 for c in frontend.connections if c.current is not None and c.relay is None)
         self.log.info(
