@@ -45,7 +45,6 @@ class _NoWebSocket:
 NO_WEBSOCKET: WebSocketPieces = _NoWebSocket()
 
 
-
 QUEUED = object()
 #: Every frontend drops a client's session header under its default name (and its other spellings).
 _DEFAULT_SESSION_HEADER = spellings((WebSocketConfig().session_header.encode(),))

@@ -25,7 +25,6 @@ class Waiter(Protocol):
     def queue_timed_out(self) -> None: ...
 
 
-
 class Queued:
     """One waiting request: ``server`` is the one its persistence names (it waits for that one alone)."""
 
