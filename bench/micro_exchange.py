@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from rubrisproxy.accesslog import AccessLog, NullAccessLog
-from rubrisproxy.build import ProxyParts
+from rubrisproxy.builder import ProxyParts
 from rubrisproxy.config import BackendConfig, FrontendConfig, PoolSettings, ProxyConfig, ServerConfig
 from rubrisproxy.frontend import ClientConnection
 from rubrisproxy.logoutput import FileOutput

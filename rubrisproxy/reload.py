@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from .build import ProxyParts
+from .builder import ProxyParts
 from .config import CommandLine, ConfigError, load_config
 from .signals import SignalService
 

@@ -9,7 +9,7 @@ from twisted.internet import task
 
 from .accesslog import AccessLog
 from .admin import RunningProxy, admin_site
-from .build import ProxyParts
+from .builder import ProxyParts
 from .config import DEMO_ADMIN_LISTEN, CommandLine, ProxyConfig
 from .demo import DemoAdminService, DemoService
 from .listening import ListenFailed, ListeningService

@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from twisted.web import resource, server
 
 from rubrisproxy.accesslog import AccessLog, AccessRecord, ConnectionRecord
-from rubrisproxy.build import ProxyParts
+from rubrisproxy.builder import ProxyParts
 from rubrisproxy.config import (
     BackendConfig,
     CommandLine,
