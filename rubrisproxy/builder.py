@@ -9,6 +9,8 @@ from functools import partial
 from typing import Any
 
 from twisted.application import service
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from .accesslog import AccessLog, NullAccessLog
@@ -31,7 +33,7 @@ ACCESS_LOG_BATCH = 256
 class HealthService(service.Service):
     """Runs the active health checks of every backend that has them (``checkers``, by backend name)."""
 
-    def __init__(self, clock: Any, connect: Callable[..., Any]) -> None:
+    def __init__(self, clock: Any, connect: Callable[[Server, Protocol], Deferred[Protocol]]) -> None:
         self.clock = clock
         self.connect = connect
         self.checkers: dict[str, HealthChecker] = {}
