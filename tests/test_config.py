@@ -373,7 +373,7 @@ class OptionsTests(unittest.TestCase):
 
 class BacklogTests(unittest.TestCase):
     def test_tcp_and_tls_listeners_get_a_deep_backlog_unless_set(self) -> None:
-        from rubrisproxy.service import with_backlog
+        from rubrisproxy.listening import with_backlog
 
         self.assertEqual(with_backlog("tcp:8080"), "tcp:8080:backlog=1024")
         self.assertEqual(with_backlog("ssl:8443:privateKey=k.pem"), "ssl:8443:privateKey=k.pem:backlog=1024")

@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from ..backend import Server
 from ..config import TLSConfig
+from ..settings import LiveSettings
 
 if TYPE_CHECKING:
     from twisted.internet._sslverify import IOpenSSLTrustRoot
@@ -36,16 +37,20 @@ class OriginConnector:
     """Opens connections to servers: plain TCP or TLS verified with service-identity."""
 
     def __init__(
-        self, reactor: IReactorTime, connect_timeout: float, trust_root: IOpenSSLTrustRoot | Certificate | None = None
+        self, reactor: IReactorTime, settings: LiveSettings, trust_root: IOpenSSLTrustRoot | Certificate | None = None
     ) -> None:
         self._reactor = reactor
-        self.connect_timeout = connect_timeout
+        self.settings = settings
         self.trust_root = trust_root  # None: the platform's trust store
+
+    @property
+    def connect_timeout(self) -> float:
+        return self.settings.current.timeouts.connect
 
     def endpoint(self, server: Server) -> IStreamClientEndpoint:
         """The client endpoint that reaches ``server``."""
         host, port = server.config.host, server.config.port
-        timeout = self.connect_timeout + 1  # the Deferred timeout below governs
+        timeout = self.connect_timeout + 1  # the Deferred timeout in connect() governs
         endpoint: IStreamClientEndpoint
         if isIPAddress(host):
             endpoint = TCP4ClientEndpoint(self._reactor, host, port, timeout=timeout)
@@ -74,6 +79,7 @@ class OriginConnector:
 
     def connect(self, server: Server, protocol: P) -> defer.Deferred[P]:
         """Connect ``protocol`` to ``server``; fails with :class:`ConnectTimeout` in time."""
+        timeout = self.connect_timeout
         attempt = self.endpoint(server).connect(_OneProtocolFactory(protocol))
 
         def on_timeout(result: object, timeout: float) -> object:
@@ -81,7 +87,7 @@ class OriginConnector:
                 raise ConnectTimeout(f"no connection to {server} within {timeout:g}s")
             return result
 
-        attempt.addTimeout(self.connect_timeout, self._reactor, onTimeoutCancel=on_timeout)
+        attempt.addTimeout(timeout, self._reactor, onTimeoutCancel=on_timeout)
         attempt.addCallback(_unwrap)  # type: ignore[call-overload]
         return attempt  # type: ignore[return-value]  # fires with ``protocol`` itself
 

@@ -6,6 +6,7 @@ from ._legs import LegFactories
 from ._relay import OriginRelay, Relay
 from ._resume import BackendDial, ResumeBudget
 from ._session import WebSocketSession
+from ._support import BackendWebSocket
 from ._tunnel import Tunnel
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "ISessionView",
     "IWebSocketHook",
     "BackendDial",
+    "BackendWebSocket",
     "LegFactories",
     "Message",
     "RefuseHandshake",
