@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 
 from .backend import Backend, HealthChecker
+from .checks import check_config
 from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .frontend import connection_factory, protocol_class
 from .routing import Router
@@ -42,7 +43,7 @@ class Reloader:
         """Apply the configuration as it now reads; the changes made. Raises :class:`ConfigError`, changing nothing."""
         if not self.command_line.config_path:
             raise ConfigError("--config", "there is no configuration file to reload")
-        new = load_config(self.command_line)  # every class it names has been built once: none fails below
+        new = check_config(load_config(self.command_line))  # every class it names has been built once: none fails below
         if new.demo or self.parts.config.demo:
             raise ConfigError("--config", "a proxy running the demo origin cannot be reloaded; restart it")
         added = {name: Backend(config, self.parts.reactor, new.timeouts.queue)

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from twisted.trial import unittest
 
+from rubrisproxy.checks import check_config
 from rubrisproxy.config import (
     CommandLine,
     ConfigError,
@@ -295,14 +296,14 @@ class FileTests(unittest.TestCase):
 
 
 class UserClassTests(unittest.TestCase):
-    """A user class named in the config that cannot be built fails the load, naming its key, not the start."""
+    """A user class named in the config that cannot be built fails the load's check, naming its key, not the start."""
 
     def load(self, text: str) -> ConfigError:
         path = self.mktemp()
         with open(path, "w") as f:
             f.write('[backends.app]\nservers = ["127.0.0.1:9101"]\n' + text)
         with self.assertRaises(ConfigError) as caught:
-            load_config(CommandLine(config_path=path))
+            check_config(load_config(CommandLine(config_path=path)))
         return caught.exception
 
     def test_a_handler_that_provides_no_handler_interface(self):
@@ -352,7 +353,7 @@ class UserClassTests(unittest.TestCase):
             f.write('[backends.app]\nservers = ["127.0.0.1:9101"]\n[frontends.web]\n'
                     'handlers = [{ class = "lifecycle_handlers.SourceLimit", limit = 2 }]\n'
                     'protocol = "custom_protocol.ApiKeyConnection"\n')
-        (frontend,) = load_config(CommandLine(config_path=path)).frontends
+        (frontend,) = check_config(load_config(CommandLine(config_path=path))).frontends
         self.assertEqual(frontend.protocol, "custom_protocol.ApiKeyConnection")
 
 

@@ -45,7 +45,6 @@ from ._model import (
     WebSocketConfig,
 )
 from ._values import (
-    build_objects,
     parse_duration,
     parse_endpoint,
     parse_positive_int,
@@ -99,29 +98,7 @@ def load_config(command_line: CommandLine) -> ProxyConfig:
             raise ConfigError(path, "nests arrays or tables too deeply") from None
         except ValueError as e:  # TOMLDecodeError, or an integer too long to convert
             raise ConfigError(path, f"not valid TOML: {e}") from None
-    config = apply_command_line(config_from_document(document), command_line)
-    _check_objects(config)
-    return config
-
-
-def _check_objects(config: ProxyConfig) -> None:
-    """Build every user class the configuration names, as the proxy will, so that one that cannot be built fails
-    the load (a :class:`ConfigError` naming its key) rather than the start; the objects built are discarded."""
-    # Imported here: these packages import this one.
-    from ..backend import balancer_for
-    from ..frontend import protocol_class
-    from ..lifecycle import HANDLER_INTERFACES
-    from ..tls import check_listeners
-    from ..websocket import build_hooks
-
-    for name, backend in config.backends.items():
-        build_hooks(f"backends.{name}.websocket.hooks", backend.websocket.hooks)
-        balancer_for(backend.balance, f"backends.{name}.balance")
-    for frontend in config.frontends:
-        build_objects(f"frontends.{frontend.name}.handlers", frontend.handlers, HANDLER_INTERFACES)
-        protocol_class(frontend)
-        check_listeners(f"frontends.{frontend.name}", frontend.listen, frontend.tls)  # reads the key material
-    check_listeners("admin", config.admin.listen, None)
+    return apply_command_line(config_from_document(document), command_line)
 
 
 def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
