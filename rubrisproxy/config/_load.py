@@ -18,9 +18,9 @@ from typing import Any
 
 from ._errors import ConfigError
 from ._model import (
-    WEBSOCKET_MODES,
     ALPN_PROTOCOLS,
     TLS_VERSIONS,
+    WEBSOCKET_MODES,
     AccessLogSettings,
     AdminConfig,
     BackendConfig,
@@ -45,6 +45,7 @@ from ._model import (
     WebSocketConfig,
 )
 from ._values import (
+    loopback_only,
     parse_duration,
     parse_endpoint,
     parse_positive_int,
@@ -786,7 +787,6 @@ def _clients(key: str, table: Mapping[str, Any], peers: str) -> ClientsConfig:
     return ClientsConfig(**values)
 
 
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 PROXY_PROTOCOLS = ("off", "v1", "v2", "any")
 _PASSWORD_HASH = re.compile(r"^pbkdf2_sha256\$\d+\$[0-9a-f]+\$[0-9a-f]{64}$")
 
@@ -864,22 +864,11 @@ def _admin(table: Mapping[str, Any]) -> AdminConfig:
 def _check_admin(admin: AdminConfig) -> AdminConfig:
     """An admin listener reachable from off this machine must ask for a token."""
     for endpoint in admin.listen:
-        if admin.token is None and not _loopback_only(endpoint):
+        if admin.token is None and not loopback_only(endpoint):
             raise ConfigError(
                 "admin.listen", f"{endpoint!r} is not loopback-only: add interface=127.0.0.1, or set admin.token"
             )
     return admin
-
-
-def _loopback_only(endpoint: str) -> bool:
-    """Whether a listen endpoint can only be reached from this machine (a UNIX socket, or TCP on loopback)."""
-    kind, _, rest = endpoint.partition(":")
-    if kind == "unix":
-        return True
-    if kind not in ("tcp", "tcp6", "ssl"):
-        return False
-    interfaces = [part.split("=", 1)[1] for part in rest.split(":") if part.startswith("interface=")]
-    return len(interfaces) == 1 and interfaces[0] in _LOOPBACK
 
 
 def _endpoints(key: str, value: object) -> tuple[str, ...]:

@@ -125,8 +125,33 @@ def parse_server(key: str, value: object, name: str) -> ServerConfig:
     return ServerConfig(name=name, host=parts.hostname, port=port, tls=tls)
 
 
-_ENDPOINT_FIELD = re.compile(r"(?<!\\):")  # endpoint string fields are split on colons not escaped with a backslash
 _PORTED_ENDPOINTS = ("tcp", "tcp6", "ssl")
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def split_endpoint(description: str) -> tuple[str, list[str], list[tuple[str, str]]]:
+    """An endpoint string read as Twisted reads it: its kind (lowercase), its positional arguments and its named
+    ones, in order; ``:`` separates, ``=`` names, ``\\`` escapes either. The one reader of endpoint strings."""
+    parts: list[tuple[str | None, str]] = []
+    name: str | None = None
+    current: list[str] = []
+    characters = iter(description)
+    for character in characters:
+        if character == "\\":
+            current.append(next(characters, ""))
+        elif character == ":":
+            parts.append((name, "".join(current)))
+            name, current = None, []
+        elif character == "=" and name is None:
+            name, current = "".join(current), []
+        else:
+            current.append(character)
+    parts.append((name, "".join(current)))
+    first_name, first = parts[0]
+    kind = first.lower() if first_name is None else ""
+    positional = [value for name, value in parts[1:] if name is None]
+    named = [(name, value) for name, value in parts[1:] if name is not None]
+    return kind, positional, named
 
 
 def parse_endpoint(key: str, description: object) -> str:
@@ -135,8 +160,7 @@ def parse_endpoint(key: str, description: object) -> str:
     field at fault."""
     if not isinstance(description, str) or not description:
         raise ConfigError(key, f"expected an endpoint string such as 'tcp:8080', got {description!r}")
-    fields = _ENDPOINT_FIELD.split(description)
-    kind = fields[0].lower()
+    kind, positional, named = split_endpoint(description)
     if kind != "ssl":
         try:
             serverFromString(None, description)  # no reactor: parsing only builds the endpoint; nothing listens
@@ -145,14 +169,21 @@ def parse_endpoint(key: str, description: object) -> str:
         except Exception as e:  # noqa: BLE001 - parsers and endpoint plugins raise anything for a bad string
             raise ConfigError(key, f"invalid endpoint {description!r}: {e}") from None
     if kind in _PORTED_ENDPOINTS:
-        positional = [f for f in fields[1:] if "=" not in f]
-        named = [f.split("=", 1)[1] for f in fields[1:] if f.startswith("port=")]
-        port = (positional or named or [""])[0]
+        port = (positional or [value for name, value in named if name == "port"] or [""])[0]
         if not port.lstrip("-").isdigit():
             raise ConfigError(key, f"invalid endpoint {description!r}: the port must be a number, got {port!r}")
         if not 0 <= int(port) <= 65535:
             raise ConfigError(key, f"port must be from 0 to 65535, got {port} in {description!r}")
     return description
+
+
+def loopback_only(endpoint: str) -> bool:
+    """Whether a listen endpoint can only be reached from this machine (a UNIX socket, or TCP on loopback)."""
+    kind, _, named = split_endpoint(endpoint)
+    if kind == "unix":
+        return True
+    interfaces = [value for name, value in named if name == "interface"]
+    return kind in _PORTED_ENDPOINTS and len(interfaces) == 1 and interfaces[0] in _LOOPBACK
 
 
 def resolve_name(key: str, dotted: str) -> object:
