@@ -1,9 +1,14 @@
-"""Parsers for the scalar values a config uses: durations, sizes, server addresses."""
+"""Parsers of the values a config takes: each is given the key (for its message) and the value as TOML gave it,
+and returns the value to keep or raises a :class:`ConfigError` naming the key. Scalars (durations, sizes, counts,
+server addresses, endpoint strings), and the values of particular keys (a health check's expected statuses, a
+forward proxy's users file...)."""
 
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import math
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +19,7 @@ from zope.interface.interface import InterfaceClass
 from zope.interface.verify import verifyObject
 
 from ._errors import ConfigError
+from ._fields import Parser
 from ._model import HookConfig, ServerConfig
 
 _DURATION = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,20})?)\s*(ms|s|m|h|d)?\s*$")
@@ -223,3 +229,355 @@ def build_objects(key: str, configs: Sequence[HookConfig], interfaces: Sequence[
                 raise ConfigError(where, f"{config.name} does not provide {interface.__name__}: {e}") from None
         built.append(instance)
     return tuple(built)
+
+
+# Generic values.
+
+
+def parse_bool(key: str, value: object) -> bool:
+    """``true`` or ``false``."""
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    return value
+
+
+def one_of(choices: Sequence[object], said: str = "") -> Parser:
+    """A parser taking only ``choices``; its message says them as ``said`` (else "one of A, B")."""
+    said = said or f"one of {', '.join(map(str, choices))}"
+
+    def parse(key: str, value: object) -> Any:
+        if value not in choices:
+            raise ConfigError(key, f"expected {said}, got {value!r}")
+        return value
+
+    return parse
+
+
+def text(what: str) -> Parser:
+    """A parser of a non-empty string; its message says it expected ``what``."""
+
+    def parse(key: str, value: object) -> str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, f"expected {what}, got {value!r}")
+        return value
+
+    return parse
+
+
+NON_EMPTY = text("a non-empty string")
+
+
+def unset_or(parse: Parser) -> Parser:
+    """``parse``, but ``None`` (as a document built in Python may give it) is left unset."""
+    return lambda key, value: None if value is None else parse(key, value)
+
+
+def strings(key: str, value: object) -> tuple[str, ...]:
+    """A list of non-empty strings, or one string."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(key, f"expected a list of non-empty strings, got {value!r}")
+    return tuple(value)
+
+
+def duration_or_off(key: str, value: object) -> float:
+    """A duration, or 0 (``0``, ``"0"``, ``"0s"``) that turns a setting off."""
+    return 0.0 if value in (0, "0", "0s") else parse_duration(key, value)
+
+
+def size(maximum: int = MAX_SIZE) -> Parser:
+    """A parser of sizes up to ``maximum``."""
+    return lambda key, value: parse_size(key, value, maximum)
+
+
+def count(minimum: int = 1, maximum: int = MAX_COUNT) -> Parser:
+    """A parser of integers from ``minimum`` to ``maximum``."""
+    return lambda key, value: parse_positive_int(key, value, minimum, maximum)
+
+
+def endpoints(key: str, value: object) -> tuple[str, ...]:
+    """Endpoint strings: a list, or one."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(e, str) and e for e in value):
+        raise ConfigError(key, f"expected a list of endpoint strings such as 'tcp:8080', got {value!r}")
+    return tuple(parse_endpoint(key, description) for description in value)
+
+
+def network(key: str, value: str) -> str:
+    """A network (``10.0.0.0/8``) or an address."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as e:
+        raise ConfigError(key, f"{value!r} is not a network: {e}") from None
+    return value
+
+
+def networks(key: str, value: object) -> tuple[str, ...]:
+    """Networks or addresses: a list, or one."""
+    return tuple(network(key, entry) for entry in strings(key, value))
+
+
+def hosts(key: str, value: object) -> tuple[str, ...]:
+    """Destinations: names (``example.com``), suffixes (``.example.com``) or networks (``10.0.0.0/8``)."""
+    return tuple(network(key, entry) if "/" in entry else entry for entry in strings(key, value))
+
+
+_NAME = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"  # an HTTP token: a header's or a cookie's name
+
+
+def http_token(what: str) -> Parser:
+    """A parser of a header's or cookie's name; its message says it expected ``what``."""
+
+    def parse(key: str, value: object) -> str:
+        if not isinstance(value, str) or not re.fullmatch(_NAME, value):
+            raise ConfigError(key, f"expected {what}, got {value!r}")
+        return value
+
+    return parse
+
+
+def hook(key: str, raw: object) -> HookConfig:
+    """``"module.Class"`` or ``{class = "module.Class", ...keyword arguments}``; the class must import."""
+    if isinstance(raw, str):
+        name, options = raw, {}
+    elif isinstance(raw, dict) and isinstance(raw.get("class"), str):
+        options = dict(raw)
+        name = options.pop("class")
+    else:
+        raise ConfigError(key, f"expected a class name or a table with a 'class' key, got {raw!r}")
+    if not callable(resolve_name(f"{key}.class" if options else key, name)):
+        raise ConfigError(key, f"{name!r} is not a class")
+    return HookConfig(name, options)
+
+
+def hooks(key: str, value: object) -> tuple[HookConfig, ...]:
+    """A list of classes to build (WebSocket hooks, lifecycle handlers)."""
+    if not isinstance(value, list):
+        raise ConfigError(key, "expected a list of class names or tables with a 'class' key")
+    return tuple(hook(f"{key}[{i}]", raw) for i, raw in enumerate(value))
+
+
+def dotted_class(key: str, value: object) -> str:
+    """The dotted name of an importable class."""
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected the dotted name of a class, got {value!r}")
+    resolve_name(key, value)
+    return value
+
+
+def log_path(key: str, path: object) -> str:
+    """``-`` (the twistd log), or a file that can be appended to: it, or else its directory, exists and is writable."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError(key, f"expected a file path or '-', got {path!r}")
+    if path == "-":
+        return path
+    if os.path.isdir(path):
+        raise ConfigError(key, f"{path!r} is a directory, not a file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(key, f"the directory of {path!r} does not exist")
+    if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+        raise ConfigError(key, f"{path!r} cannot be written")
+    return path
+
+
+log_format = one_of(("text", "json"), "'text' or 'json'")
+
+
+def pem_file(key: str, path: object) -> str:
+    """The path of an existing file (PEM certificates or a key)."""
+    if not isinstance(path, str) or not os.path.isfile(path):
+        raise ConfigError(key, f"expected a readable PEM file, got {path!r}")
+    return path
+
+
+# Values of particular keys.
+
+
+def status_range(key: str, value: object) -> tuple[int, int]:
+    """A health check's accepted statuses: ``200`` or ``"200-399"``."""
+    match = re.fullmatch(r"\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?", str(value))
+    if not match:
+        raise ConfigError(key, f"expected a status or a range such as '200-399', got {value!r}")
+    low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+    if low > high:
+        raise ConfigError(key, f"the range is empty: {value!r}")
+    return low, high
+
+
+def check_path(key: str, value: object) -> str:
+    """A health check's request path."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(key, f"expected a path starting with '/', got {value!r}")
+    return value
+
+
+def http_method(key: str, value: object) -> str:
+    """A health check's request method, in capitals."""
+    if not isinstance(value, str) or not value.isalpha():
+        raise ConfigError(key, f"expected an HTTP method, got {value!r}")
+    return value.upper()
+
+
+def balance(key: str, value: object) -> str:
+    """A balancing algorithm (HAProxy's names) or the dotted name of a user's ``IBalancer`` class."""
+    if isinstance(value, str) and "." in value and "(" not in value:
+        if not callable(resolve_name(key, value)):
+            raise ConfigError(key, f"{value!r} is not a class")
+        return value
+    if not isinstance(value, str) or not _valid_balance(value):
+        raise ConfigError(
+            key,
+            f"expected roundrobin, leastconn, random, source, uri, url_param(NAME), hdr(NAME) or the dotted name "
+            f"of an IBalancer class, got {value!r}",
+        )
+    return value
+
+
+def _valid_balance(balance: str) -> bool:
+    if balance in ("roundrobin", "leastconn", "random", "source", "uri"):
+        return True
+    for prefix in ("url_param(", "hdr("):
+        if balance.startswith(prefix) and balance.endswith(")") and len(balance) > len(prefix) + 1:
+            return True
+    return False
+
+
+#: Browsers cap a cookie's Max-Age at 400 days (RFC 6265bis).
+MAX_COOKIE_AGE = 400 * 86400.0
+
+
+def cookie_age(key: str, value: object) -> int:
+    """A cookie's Max-Age in whole seconds; 0 makes a session cookie."""
+    return 0 if value in (0, "0") else int(parse_duration(key, value, MAX_COOKIE_AGE))
+
+
+STICK_ON = "source, header(NAME), url_param(NAME) or cookie(NAME)"
+
+
+def stick_on(key: str, value: object) -> str:
+    """What a stick table keys on."""
+    if not isinstance(value, str) or not (
+            value == "source" or re.fullmatch(rf"(header|url_param|cookie)\({_NAME}\)", value)):
+        raise ConfigError(key, f"expected {STICK_ON}, got {value!r}")
+    return value
+
+
+def stick_learn(key: str, value: object) -> str:
+    """The response value a stick table learns."""
+    if not isinstance(value, str) or not re.fullmatch(rf"(header|set-cookie)\({_NAME}\)", value):
+        raise ConfigError(key, f"expected header(NAME) or set-cookie(NAME), got {value!r}")
+    return value
+
+
+def close_codes(key: str, value: object) -> tuple[int, ...]:
+    """WebSocket close codes."""
+    if not isinstance(value, list) or not all(isinstance(c, int) and 1000 <= c <= 4999 for c in value):
+        raise ConfigError(key, f"expected a list of close codes (1000-4999), got {value!r}")
+    return tuple(value)
+
+
+def path_prefix(key: str, value: object) -> str:
+    """A route's path prefix."""
+    path: str = NON_EMPTY(key, value)
+    if not path.startswith("/"):
+        raise ConfigError(key, f"expected a path beginning with /, got {path!r}")
+    return path
+
+
+def regex(key: str, value: object) -> str:
+    """A regular expression that compiles."""
+    pattern: str = NON_EMPTY(key, value)
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(key, f"invalid regular expression: {e}") from None
+    except RecursionError:
+        raise ConfigError(key, "the regular expression nests too deeply") from None
+    return pattern
+
+
+def methods(key: str, value: object) -> tuple[str, ...]:
+    """Request methods, in capitals: a list, or one."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+        raise ConfigError(key, f"expected a method or a list of methods, got {value!r}")
+    return tuple(m.upper() for m in value)
+
+
+def deny_status(key: str, value: object) -> int:
+    """The status a route refuses with."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599:
+        raise ConfigError(key, f"expected a 4xx or 5xx status, got {value!r}")
+    return value
+
+
+def trusted_proxies(key: str, value: object) -> tuple[str, ...]:
+    """The networks of the proxies a frontend trusts (a list: one string is refused, it is too easy to get wrong)."""
+    if not isinstance(value, list):
+        raise ConfigError(key, f"expected a list of networks or addresses such as ['10.0.0.0/8'], got {value!r}")
+    return networks(key, value)
+
+
+def forwarded_header(key: str, value: object) -> str:
+    """The header trusted proxies write, in lowercase."""
+    if not isinstance(value, str) or value.lower() not in ("x-forwarded-for", "forwarded"):
+        raise ConfigError(key, f"expected x-forwarded-for or forwarded, got {value!r}")
+    return value.lower()
+
+
+IDENTIFY = "sid, cookie(NAME), header(NAME) or connection"
+
+
+def identify(key: str, value: object) -> tuple[str, ...]:
+    """How client sessions are known: ``sid``, ``cookie(NAME)``, ``header(NAME)``, ``connection``."""
+    specs = strings(key, value)
+    if not specs:
+        raise ConfigError(key, f"expected at least one of {IDENTIFY}")
+    for spec in specs:
+        named = spec.startswith(("cookie(", "header(")) and spec.endswith(")") and len(spec) > 8
+        if spec not in ("sid", "connection") and not named:
+            raise ConfigError(key, f"expected {IDENTIFY}, got {spec!r}")
+    return specs
+
+
+def connect_ports(key: str, value: object) -> tuple[int, ...]:
+    """The ports CONNECT may reach."""
+    if not isinstance(value, list) or not all(type(p) is int and 0 < p < 65536 for p in value):
+        raise ConfigError(key, f"expected a list of port numbers, got {value!r}")
+    return tuple(value)
+
+
+_PASSWORD_HASH = re.compile(r"^pbkdf2_sha256\$\d+\$[0-9a-f]+\$[0-9a-f]{64}$")
+
+
+def users_file(key: str, path: object) -> dict[str, str]:
+    """``user:pbkdf2_sha256$ITERATIONS$SALT$HASH`` lines (``rubrisproxy passwd`` writes them)."""
+    if not isinstance(path, str):
+        raise ConfigError(key, f"expected a file path, got {path!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {path!r}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(key, f"{path!r} is not UTF-8 text (byte {e.start})") from None
+    users = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        user, sep, hashed = line.partition(":")
+        if not sep or not user or not _PASSWORD_HASH.match(hashed):
+            raise ConfigError(key, f"line {number} of {path!r} is not user:pbkdf2_sha256$ITERATIONS$SALT$HASH")
+        users[user] = hashed
+    return users
+
+
+def admin_token(key: str, value: object) -> str:
+    """The admin API's bearer token."""
+    if not isinstance(value, str) or len(value) < 16:
+        raise ConfigError(key, "expected a string of at least 16 characters")
+    return value
