@@ -1,8 +1,9 @@
 """Turn a TOML file plus command-line flags into a validated :class:`ProxyConfig`.
 
-Each TOML table is read by its :class:`Table` of field specifications below: the keys
-it takes, each with its parser (``_values``); a key left out keeps the model's default
-(``_model``). Rules across keys and tables follow each table's reading.
+Each TOML table is read by its table of field specifications (``_tables``: the keys it
+takes, each with its parser); a key left out keeps the model's default (``_model``).
+Here: the keys read by hand, for they depend on other keys or tables, and the rules
+across keys and tables.
 
 Flags override the file: ``--listen`` replaces the listeners of the one frontend,
 ``--backend`` replaces the servers of the one backend, ``--timeout NAME=VALUE``
@@ -17,85 +18,36 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from . import _tables as tables
 from ._errors import ConfigError
-from ._fields import Field, Table, as_table, section
+from ._fields import as_table
 from ._model import (
-    ALPN_PROTOCOLS,
-    TLS_VERSIONS,
-    WEBSOCKET_MODES,
     AccessLogSettings,
     AdminConfig,
     BackendConfig,
-    CertificateFiles,
     ClientsConfig,
-    CookieConfig,
     ForwardConfig,
     FrontendConfig,
-    HealthCheckConfig,
-    Limits,
-    ListenerTLSConfig,
     LogSettings,
-    PassiveCheckConfig,
-    PoolSettings,
     ProxyConfig,
     RouteConfig,
     ServerConfig,
-    StickConfig,
     Timeouts,
-    TLSConfig,
     WebSocketConfig,
 )
 from ._values import (
-    NON_EMPTY,
-    STICK_ON,
-    admin_token,
-    balance,
-    check_path,
-    close_codes,
-    connect_ports,
-    cookie_age,
-    count,
     deny_status,
-    dotted_class,
-    duration_or_off,
     endpoints,
-    forwarded_header,
-    hooks,
-    hosts,
-    http_method,
-    http_token,
-    identify,
     log_format,
     log_path,
     loopback_only,
     methods,
-    networks,
-    one_of,
-    parse_bool,
     parse_duration,
     parse_server,
-    path_prefix,
-    pem_file,
-    regex,
-    size,
-    status_range,
-    stick_learn,
-    stick_on,
-    strings,
-    text,
-    trusted_proxies,
-    unset_or,
-    users_file,
+    websocket_mode,
 )
 
 DEFAULT_NAME = "default"
-#: Sizes of things held whole in memory: a request head, a WebSocket message or frame, a moving session's bytes.
-MAX_HEAD_SIZE = 1 << 20
-MAX_MESSAGE_SIZE = 1 << 30
-PROXY_PROTOCOLS = ("off", "v1", "v2", "any")
-
-websocket_mode = one_of(WEBSOCKET_MODES)
-_FILE = text("a file path")
 
 
 @dataclass(slots=True)
@@ -135,245 +87,14 @@ def load_config(command_line: CommandLine) -> ProxyConfig:
     return apply_command_line(config_from_document(document), command_line)
 
 
-# The tables, leaves first. ``Field(KEY, None)``: read by hand, in the function after the table.
-
-_TIMEOUTS = Table(Timeouts, tuple(Field(f.name.replace("_", "-"), parse_duration) for f in fields(Timeouts)))
-
-_LIMITS = Table(Limits, (
-    Field("max-request-line", size(MAX_HEAD_SIZE)),
-    Field("max-header-size", size(MAX_HEAD_SIZE)),
-    Field("max-headers", count()),
-    Field("max-body-size", size()),
-    Field("resume-buffer-total", size()),
-))
-
-_POOL = Table(PoolSettings, (
-    Field("max-idle-per-server", count(minimum=0)),
-    Field("idle-timeout", parse_duration),
-))
-
-_ACCESS_LOG = Table(AccessLogSettings, (
-    Field("enabled", parse_bool),
-    Field("connections", parse_bool),
-    Field("path", None),  # checked only when the log is enabled
-    Field("format", log_format),
-))
-
-_LOG = Table(LogSettings, (Field("format", log_format),))
-
-_SHUTDOWN = Table(ProxyConfig, (
-    Field("grace", parse_duration, "shutdown_grace"),
-    Field("close-spread", duration_or_off, "shutdown_spread"),
-    Field("websocket-close-code", one_of((1001, 1012), "1001 or 1012"), "shutdown_close_code"),
-))
-
-_ADMIN = Table(AdminConfig, (
-    Field("listen", endpoints),
-    Field("token", unset_or(admin_token)),
-))
-
-_WEBSOCKET = Table(WebSocketConfig, (
-    Field("mode", websocket_mode),
-    Field("max-message-size", size(MAX_MESSAGE_SIZE)),
-    Field("max-frame-size", size(MAX_MESSAGE_SIZE)),
-    Field("auto-fragment-size", size(MAX_MESSAGE_SIZE)),
-    Field("open-handshake-timeout", parse_duration),
-    Field("close-handshake-timeout", parse_duration),
-    Field("client-ping-interval", duration_or_off),
-    Field("client-ping-timeout", parse_duration),
-    Field("backend-ping-interval", duration_or_off),
-    Field("backend-ping-timeout", parse_duration),
-    Field("compression", parse_bool),
-    Field("origins", strings),
-    Field("subprotocols", strings),
-    Field("hooks", hooks),
-    Field("resume", parse_bool),
-    Field("resume-timeout", parse_duration),
-    Field("resume-codes", close_codes),
-    Field("session-buffer", size(MAX_MESSAGE_SIZE)),
-    Field("replay-messages", count(minimum=0)),
-    Field("replay-window", duration_or_off),
-    Field("session-header", http_token("a header name")),
-    Field("drain-grace", parse_duration),
-))
-
-_SERVER = Table(ServerConfig, (
-    Field("address", None, required="is required"),
-    Field("name", NON_EMPTY),
-    Field("weight", count(minimum=0, maximum=256)),
-    Field("maxconn", count(minimum=0)),
-    Field("backup", parse_bool),
-    Field("tls", parse_bool),  # else as the address's scheme says
-))
-
-
-def _check_tls(key: str, tls: TLSConfig) -> None:
-    if tls.client_key is not None and tls.client_cert is None:
-        raise ConfigError(f"{key}.client-key", "needs client-cert")
-
-
-_HEALTH = Table(HealthCheckConfig, (
-    Field("check", one_of(("none", "tcp", "http", "websocket"), "none, tcp, http or websocket")),
-    Field("expect", status_range),
-    Field("path", check_path),
-    Field("method", http_method),
-    Field("host", unset_or(text("a host name"))),
-    Field("interval", parse_duration),
-    Field("rise", count()),
-    Field("fall", count()),
-    Field("timeout", parse_duration),
-))
-_PASSIVE = Table(PassiveCheckConfig, (
-    Field("errors", count(minimum=0)),
-    Field("on-5xx", parse_bool),
-    Field("cool-off", parse_duration),
-))
-_COOKIE = Table(CookieConfig, (
-    Field("name", http_token("a cookie name"), required="expected a cookie name, got None"),
-    Field("mode", one_of(("insert", "prefix"), "insert or prefix")),
-    Field("max-age", cookie_age),
-    Field("secure", parse_bool),
-))
-_STICK = Table(StickConfig, (
-    Field("on", stick_on, required=f"expected {STICK_ON}, got None"),
-    Field("learn", unset_or(stick_learn)),
-    Field("expire", parse_duration),
-    Field("size", count()),
-))
-_TLS = Table(TLSConfig, (
-    Field("verify", parse_bool),
-    Field("ca-file", pem_file),
-    Field("client-cert", pem_file),
-    Field("client-key", pem_file),
-    Field("sni", text("a host name")),
-), check=_check_tls)
-
-_BACKEND = Table(BackendConfig, (
-    Field("servers", None),  # addresses, or tables as _SERVER
-    Field("retries", count(minimum=0)),
-    Field("balance", balance),
-    Field("redispatch", parse_bool),
-    Field("pin", parse_bool),
-    Field("engineio-sticky", parse_bool),
-    Field("slow-start", duration_or_off),
-    Field("health", section(_HEALTH)),
-    Field("passive", section(_PASSIVE)),
-    Field("cookie", section(_COOKIE)),
-    Field("stick", section(_STICK)),
-    Field("websocket", None),  # over the top-level [websocket]
-    Field("tls", section(_TLS)),
-))
-
-_ROUTE = Table(RouteConfig, (
-    Field("host", NON_EMPTY),
-    Field("host-suffix", NON_EMPTY),
-    Field("host-prefix", NON_EMPTY),
-    Field("path-prefix", path_prefix),
-    Field("path-regex", regex),
-    Field("header", NON_EMPTY),
-    Field("value", NON_EMPTY),
-    Field("methods", methods),
-    Field("method", None),  # the same as methods, which wins
-    Field("websocket", parse_bool),
-    Field("subprotocol", NON_EMPTY),
-    Field("subprotocols", strings),
-    Field("origins", strings),
-    Field("backend", None),  # exactly one of backend (a backend's name) and deny (a status)
-    Field("deny", None),
-))
-
-_CERTIFICATE = Table(CertificateFiles, (
-    Field("cert", _FILE, required="required: the PEM file of the certificate (and its chain)"),
-    Field("key", _FILE),  # else the cert's file
-    Field("chain", _FILE),
-))
-
-
-def _check_listener_tls(key: str, tls: ListenerTLSConfig) -> None:
-    if not tls.certificates and tls.directory is None:
-        raise ConfigError(f"{key}.certificates", "a TLS listener needs certificates, a directory of them, or both")
-
-
-def _certificates(key: str, value: object) -> tuple[CertificateFiles, ...]:
-    if not isinstance(value, list):
-        raise ConfigError(key, "expected a list of tables such as {cert = \"a.pem\", key = \"a.key\"}")
-    read = [_CERTIFICATE.read(f"{key}[{index}]", entry) for index, entry in enumerate(value)]
-    return tuple(CertificateFiles(**{"key": files["cert"], **files}) for files in read)
-
-
-def _alpn(key: str, value: object) -> tuple[str, ...]:
-    names = strings(key, value)
-    for name in names:
-        if name not in ALPN_PROTOCOLS:
-            raise ConfigError(key, f"expected protocols among {', '.join(ALPN_PROTOCOLS)}, got {name!r}")
-    return names
-
-
-_LISTENER_TLS = Table(ListenerTLSConfig, (
-    Field("certificates", _certificates),
-    Field("directory", text("a directory path")),
-    Field("min-version", one_of(TLS_VERSIONS)),
-    Field("ciphers", text("an OpenSSL cipher list")),
-    Field("alpn", _alpn),
-), check=_check_listener_tls)
-
-_CLIENTS = Table(ClientsConfig, (
-    Field("identify", identify),
-    Field("expire", parse_duration),
-))
-
-_FORWARD = Table(ForwardConfig, (
-    Field("parents", None),  # a backend's name
-    Field("never-direct", parse_bool),
-    Field("allow-hosts", hosts),
-    Field("deny-hosts", hosts),
-    Field("direct", hosts),
-    Field("clients", networks),
-    Field("connect-ports", connect_ports),
-    Field("resolve-timeout", parse_duration),
-    Field("users-file", users_file, "users"),
-))
-
-_FRONTEND = Table(FrontendConfig, (
-    Field("mode", None),  # "reverse" (without it), or "forward" with the [forward] table
-    Field("listen", endpoints),
-    Field("backend", None),  # a backend's name
-    Field("routes", None),  # tables as _ROUTE
-    Field("forward", None),  # as _FORWARD
-    Field("peers", one_of(("local", "proxied"), "local or proxied")),
-    Field("trusted-proxies", trusted_proxies),
-    Field("proxy-protocol", one_of(PROXY_PROTOCOLS)),
-    Field("forwarded-header", forwarded_header),
-    Field("max-reads", count(minimum=0)),
-    Field("max-writes", count(minimum=0)),
-    Field("handlers", hooks),
-    Field("protocol", dotted_class),
-    Field("clients", None),  # as _CLIENTS, which depends on peers
-    Field("tls", section(_LISTENER_TLS)),
-))
-
-_DOCUMENT = Table(ProxyConfig, (
-    Field("timeouts", section(_TIMEOUTS)),
-    Field("limits", section(_LIMITS)),
-    Field("pool", section(_POOL)),
-    Field("access-log", None),
-    Field("log", section(_LOG)),
-    Field("shutdown", None),  # as _SHUTDOWN: three settings of the proxy's own
-    Field("websocket", None),  # the defaults of every backend's
-    Field("admin", None),
-    Field("backends", None),
-    Field("frontends", None),
-))
-
-
 def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
     """Validate a parsed TOML document; every error names its key."""
-    values = _DOCUMENT.read("", document)
-    config = ProxyConfig(frontends=(), backends={}, **values, **_SHUTDOWN.read("shutdown", document.get("shutdown", {})))
+    values = tables.DOCUMENT.read("", document)
+    config = ProxyConfig(frontends=(), backends={}, **values, **tables.SHUTDOWN.read("shutdown", document.get("shutdown", {})))
     if config.shutdown_spread > config.shutdown_grace:
         raise ConfigError("shutdown.close-spread", f"must not be longer than shutdown.grace ({config.shutdown_grace:g}s)")
     access_log = _access_log(document.get("access-log", {}))
-    admin = _check_admin(_ADMIN.build("admin", document.get("admin", {})))
+    admin = _check_admin(tables.ADMIN.build("admin", document.get("admin", {})))
     websocket = _websocket("websocket", document.get("websocket", {}), config.websocket)
     backends = {
         name: _backend(name, body, websocket)
@@ -467,7 +188,7 @@ def _timeout_names() -> str:
 
 def _access_log(value: object) -> AccessLogSettings:
     table = as_table("access-log", value)
-    settings = _ACCESS_LOG.build("access-log", table)
+    settings = tables.ACCESS_LOG.build("access-log", table)
     if settings.enabled and "path" in table:
         settings = replace(settings, path=log_path("access-log.path", table["path"]))
     return settings
@@ -485,7 +206,7 @@ def _check_admin(admin: AdminConfig) -> AdminConfig:
 
 def _websocket(key: str, value: object, defaults: WebSocketConfig) -> WebSocketConfig:
     """A ``[websocket]`` table: the keys it sets over ``defaults``."""
-    config = replace(defaults, **_WEBSOCKET.read(key, value))
+    config = replace(defaults, **tables.WEBSOCKET.read(key, value))
     if config.max_frame_size > config.max_message_size:
         raise ConfigError(f"{key}.max-frame-size", "cannot be larger than max-message-size")
     if config.auto_fragment_size <= 0:
@@ -496,7 +217,7 @@ def _websocket(key: str, value: object, defaults: WebSocketConfig) -> WebSocketC
 def _backend(name: str, value: object, websocket: WebSocketConfig) -> BackendConfig:
     key = f"backends.{name}"
     table = as_table(key, value)
-    values = _BACKEND.read(key, table)
+    values = tables.BACKEND.read(key, table)
     raw_servers = table.get("servers", [])
     if not isinstance(raw_servers, list):
         raise ConfigError(f"{key}.servers", "expected a list of addresses or server tables")
@@ -512,13 +233,13 @@ def _server(key: str, raw: object, name: str) -> ServerConfig:
     if isinstance(raw, str):
         return parse_server(key, raw, name)
     table = as_table(key, raw)
-    values = _SERVER.read(key, table)
+    values = tables.SERVER.read(key, table)
     return replace(parse_server(f"{key}.address", table["address"], values.pop("name", name)), **values)
 
 
 def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> RouteConfig:
     table = as_table(key, raw)
-    values = _ROUTE.read(key, table)
+    values = tables.ROUTE.read(key, table)
     if "value" in values and "header" not in values:
         raise ConfigError(f"{key}.value", "needs a header to compare with")
     if "method" in table and "methods" not in table:
@@ -543,7 +264,7 @@ def _default_backend(backends: Mapping[str, BackendConfig]) -> str:
 def _frontend(name: str, value: object, backends: Mapping[str, BackendConfig]) -> FrontendConfig:
     key = f"frontends.{name}"
     table = as_table(key, value)
-    config = FrontendConfig(name=name, **_FRONTEND.read(key, table))
+    config = FrontendConfig(name=name, **tables.FRONTEND.read(key, table))
     if config.peers == "proxied" and not config.trusted_proxies:
         raise ConfigError(f"{key}.trusted-proxies", "a proxied frontend needs the networks of the proxies it trusts")
     if config.proxy_protocol != "off" and config.peers != "proxied":
@@ -576,7 +297,7 @@ def _frontend(name: str, value: object, backends: Mapping[str, BackendConfig]) -
 
 def _clients(key: str, value: object, peers: str) -> ClientsConfig:
     table = as_table(key, value)
-    clients = _CLIENTS.build(key, table)
+    clients = tables.CLIENTS.build(key, table)
     if peers == "proxied":  # a proxied connection carries many clients
         if "identify" not in table:
             clients = replace(clients, identify=tuple(way for way in clients.identify if way != "connection"))
@@ -587,7 +308,7 @@ def _clients(key: str, value: object, peers: str) -> ClientsConfig:
 
 def _forward(key: str, value: object, backends: Mapping[str, BackendConfig]) -> ForwardConfig:
     table = as_table(key, value)
-    forward = _FORWARD.build(key, table)
+    forward = tables.FORWARD.build(key, table)
     if "parents" in table:
         parents = table["parents"]
         if not isinstance(parents, str) or parents not in backends:

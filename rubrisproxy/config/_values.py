@@ -20,7 +20,7 @@ from zope.interface.verify import verifyObject
 
 from ._errors import ConfigError
 from ._fields import Parser
-from ._model import HookConfig, ServerConfig
+from ._model import ALPN_PROTOCOLS, WEBSOCKET_MODES, HookConfig, ServerConfig
 
 _DURATION = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,20})?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -384,6 +384,7 @@ def log_path(key: str, path: object) -> str:
 
 
 log_format = one_of(("text", "json"), "'text' or 'json'")
+websocket_mode = one_of(WEBSOCKET_MODES)
 
 
 def pem_file(key: str, path: object) -> str:
@@ -574,6 +575,15 @@ def users_file(key: str, path: object) -> dict[str, str]:
             raise ConfigError(key, f"line {number} of {path!r} is not user:pbkdf2_sha256$ITERATIONS$SALT$HASH")
         users[user] = hashed
     return users
+
+
+def alpn(key: str, value: object) -> tuple[str, ...]:
+    """ALPN protocol names a listener offers."""
+    names = strings(key, value)
+    for name in names:
+        if name not in ALPN_PROTOCOLS:
+            raise ConfigError(key, f"expected protocols among {', '.join(ALPN_PROTOCOLS)}, got {name!r}")
+    return names
 
 
 def admin_token(key: str, value: object) -> str:
