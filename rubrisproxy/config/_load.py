@@ -31,7 +31,6 @@ from ._model import (
     LogSettings,
     ProxyConfig,
     RouteConfig,
-    ServerConfig,
     Timeouts,
     WebSocketConfig,
 )
@@ -89,8 +88,8 @@ def load_config(command_line: CommandLine) -> ProxyConfig:
 
 def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
     """Validate a parsed TOML document; every error names its key."""
-    values = tables.DOCUMENT.read("", document)
-    config = ProxyConfig(frontends=(), backends={}, **values, **tables.SHUTDOWN.read("shutdown", document.get("shutdown", {})))
+    values = tables.DOCUMENT.read("", document) | tables.SHUTDOWN.read("shutdown", document.get("shutdown", {}))
+    config = ProxyConfig(frontends=(), backends={}, **values)
     if config.shutdown_spread > config.shutdown_grace:
         raise ConfigError("shutdown.close-spread", f"must not be longer than shutdown.grace ({config.shutdown_grace:g}s)")
     access_log = _access_log(document.get("access-log", {}))
@@ -218,23 +217,8 @@ def _backend(name: str, value: object, websocket: WebSocketConfig) -> BackendCon
     key = f"backends.{name}"
     table = as_table(key, value)
     values = tables.BACKEND.read(key, table)
-    raw_servers = table.get("servers", [])
-    if not isinstance(raw_servers, list):
-        raise ConfigError(f"{key}.servers", "expected a list of addresses or server tables")
-    servers = tuple(_server(f"{key}.servers[{i}]", raw, f"s{i + 1}") for i, raw in enumerate(raw_servers))
-    names = [server.name for server in servers]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{key}.servers", f"server names must be unique, got {names}")
-    return BackendConfig(name=name, servers=servers, websocket=_websocket(f"{key}.websocket", table.get("websocket", {}),
-                                                                          websocket), **values)
-
-
-def _server(key: str, raw: object, name: str) -> ServerConfig:
-    if isinstance(raw, str):
-        return parse_server(key, raw, name)
-    table = as_table(key, raw)
-    values = tables.SERVER.read(key, table)
-    return replace(parse_server(f"{key}.address", table["address"], values.pop("name", name)), **values)
+    return BackendConfig(name=name, websocket=_websocket(f"{key}.websocket", table.get("websocket", {}), websocket),
+                         **values)
 
 
 def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> RouteConfig:

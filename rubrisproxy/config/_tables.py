@@ -4,10 +4,10 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from ._errors import ConfigError
-from ._fields import Field, Table, section
+from ._fields import Field, Table, as_table, section
 from ._model import (
     TLS_VERSIONS,
     AccessLogSettings,
@@ -58,6 +58,7 @@ from ._values import (
     one_of,
     parse_bool,
     parse_duration,
+    parse_server,
     path_prefix,
     pem_file,
     regex,
@@ -151,6 +152,24 @@ SERVER = Table(ServerConfig, (
 ))
 
 
+def servers(key: str, value: object) -> tuple[ServerConfig, ...]:
+    """A backend's servers: addresses, or tables as ``SERVER``, named ``s1``, ``s2``... unless named."""
+    if not isinstance(value, list):
+        raise ConfigError(key, "expected a list of addresses or server tables")
+    found = tuple(_server(f"{key}[{i}]", raw, f"s{i + 1}") for i, raw in enumerate(value))
+    names = [server.name for server in found]
+    if len(set(names)) != len(names):
+        raise ConfigError(key, f"server names must be unique, got {names}")
+    return found
+
+
+def _server(key: str, raw: object, name: str) -> ServerConfig:
+    if isinstance(raw, str):
+        return parse_server(key, raw, name)
+    values = SERVER.read(key, raw)
+    return replace(parse_server(f"{key}.address", as_table(key, raw)["address"], values.pop("name", name)), **values)
+
+
 def _check_tls(key: str, tls: TLSConfig) -> None:
     if tls.client_key is not None and tls.client_cert is None:
         raise ConfigError(f"{key}.client-key", "needs client-cert")
@@ -193,7 +212,7 @@ TLS = Table(TLSConfig, (
 ), check=_check_tls)
 
 BACKEND = Table(BackendConfig, (
-    Field("servers", None),  # addresses, or tables as SERVER
+    Field("servers", servers),
     Field("retries", count(minimum=0)),
     Field("balance", balance),
     Field("redispatch", parse_bool),
