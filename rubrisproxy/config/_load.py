@@ -22,8 +22,6 @@ from . import _tables as tables
 from ._errors import ConfigError
 from ._fields import as_table
 from ._model import (
-    AccessLogSettings,
-    AdminConfig,
     BackendConfig,
     ClientsConfig,
     ForwardConfig,
@@ -39,7 +37,6 @@ from ._values import (
     endpoints,
     log_format,
     log_path,
-    loopback_only,
     methods,
     parse_duration,
     parse_server,
@@ -92,8 +89,6 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
     config = ProxyConfig(frontends=(), backends={}, **values)
     if config.shutdown_spread > config.shutdown_grace:
         raise ConfigError("shutdown.close-spread", f"must not be longer than shutdown.grace ({config.shutdown_grace:g}s)")
-    access_log = _access_log(document.get("access-log", {}))
-    admin = _check_admin(tables.ADMIN.build("admin", document.get("admin", {})))
     websocket = _websocket("websocket", document.get("websocket", {}), config.websocket)
     backends = {
         name: _backend(name, body, websocket)
@@ -104,8 +99,7 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
         frontends = tuple(_frontend(name, body, backends) for name, body in frontend_tables.items())
     else:
         frontends = (FrontendConfig(name=DEFAULT_NAME, backend=_default_backend(backends)),)
-    return replace(config, frontends=frontends, backends=backends, access_log=access_log, admin=admin,
-                   websocket=websocket)
+    return replace(config, frontends=frontends, backends=backends, websocket=websocket)
 
 
 def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyConfig:
@@ -145,7 +139,8 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
 
     admin = config.admin
     if command_line.admin:
-        admin = _check_admin(replace(admin, listen=endpoints("--admin", list(command_line.admin))))
+        admin = replace(admin, listen=endpoints("--admin", list(command_line.admin)))
+        tables.check_admin("admin", admin)
     if command_line.websocket is not None:
         mode = websocket_mode("--websocket", command_line.websocket)
         backends = {
@@ -183,24 +178,6 @@ def _override_timeout(timeouts: Timeouts, name: str, value: object) -> Timeouts:
 
 def _timeout_names() -> str:
     return ", ".join(f.name.replace("_", "-") for f in fields(Timeouts))
-
-
-def _access_log(value: object) -> AccessLogSettings:
-    table = as_table("access-log", value)
-    settings = tables.ACCESS_LOG.build("access-log", table)
-    if settings.enabled and "path" in table:
-        settings = replace(settings, path=log_path("access-log.path", table["path"]))
-    return settings
-
-
-def _check_admin(admin: AdminConfig) -> AdminConfig:
-    """An admin listener reachable from off this machine must ask for a token."""
-    for endpoint in admin.listen:
-        if admin.token is None and not loopback_only(endpoint):
-            raise ConfigError(
-                "admin.listen", f"{endpoint!r} is not loopback-only: add interface=127.0.0.1, or set admin.token"
-            )
-    return admin
 
 
 def _websocket(key: str, value: object, defaults: WebSocketConfig) -> WebSocketConfig:

@@ -53,6 +53,8 @@ from ._values import (
     http_token,
     identify,
     log_format,
+    log_path,
+    loopback_only,
     methods,
     networks,
     one_of,
@@ -100,9 +102,18 @@ POOL = Table(PoolSettings, (
 ACCESS_LOG = Table(AccessLogSettings, (
     Field("enabled", parse_bool),
     Field("connections", parse_bool),
-    Field("path", None),  # checked only when the log is enabled
+    Field("path", None),  # read by access_log
     Field("format", log_format),
 ))
+
+def access_log(key: str, value: object) -> AccessLogSettings:
+    """The ``[access-log]`` table; its path is checked only when the log is enabled."""
+    settings = ACCESS_LOG.build(key, value)
+    table = as_table(key, value)
+    if settings.enabled and "path" in table:
+        settings = replace(settings, path=log_path(f"{key}.path", table["path"]))
+    return settings
+
 
 LOG = Table(LogSettings, (Field("format", log_format),))
 
@@ -112,10 +123,19 @@ SHUTDOWN = Table(ProxyConfig, (
     Field("websocket-close-code", one_of((1001, 1012), "1001 or 1012"), "shutdown_close_code"),
 ))
 
+def check_admin(key: str, admin: AdminConfig) -> None:
+    """An admin listener reachable from off this machine must ask for a token."""
+    for endpoint in admin.listen:
+        if admin.token is None and not loopback_only(endpoint):
+            raise ConfigError(
+                f"{key}.listen", f"{endpoint!r} is not loopback-only: add interface=127.0.0.1, or set admin.token"
+            )
+
+
 ADMIN = Table(AdminConfig, (
     Field("listen", endpoints),
     Field("token", unset_or(admin_token)),
-))
+), check=check_admin)
 
 WEBSOCKET = Table(WebSocketConfig, (
     Field("mode", websocket_mode),
@@ -311,11 +331,11 @@ DOCUMENT = Table(ProxyConfig, (
     Field("timeouts", section(TIMEOUTS)),
     Field("limits", section(LIMITS)),
     Field("pool", section(POOL)),
-    Field("access-log", None),
+    Field("access-log", access_log),
     Field("log", section(LOG)),
     Field("shutdown", None),  # as SHUTDOWN: three settings of the proxy's own
     Field("websocket", None),  # the defaults of every backend's
-    Field("admin", None),
-    Field("backends", None),
-    Field("frontends", None),
+    Field("admin", section(ADMIN)),
+    Field("backends", None),  # tables as BACKEND, by name
+    Field("frontends", None),  # tables as FRONTEND, by name
 ))
