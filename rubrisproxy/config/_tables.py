@@ -84,6 +84,8 @@ PROXY_PROTOCOLS = ("off", "v1", "v2", "any")
 _FILE = text("a file path")
 
 
+# Every field of Timeouts (client, http-request, http-keep-alive, connect, server, queue, tunnel, client-fin,
+# server-fin) is a duration.
 TIMEOUTS = Table(Timeouts, tuple(Field(f.name.replace("_", "-"), parse_duration) for f in fields(Timeouts)))
 
 LIMITS = Table(Limits, (
