@@ -10,7 +10,7 @@ import ipaddress
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -234,34 +234,29 @@ def build_objects(key: str, configs: Sequence[HookConfig], interfaces: Sequence[
 # Generic values.
 
 
-def parse_bool(key: str, value: object) -> bool:
-    """``true`` or ``false``."""
-    if not isinstance(value, bool):
-        raise ConfigError(key, f"expected true or false, got {value!r}")
-    return value
+def expect(what: str, test: Callable[[Any], object], convert: Callable[[Any], Any] | None = None) -> Parser:
+    """A parser of the values that pass ``test`` (then given to ``convert``, if any); it refuses others as
+    "expected WHAT, got VALUE"."""
+
+    def parse(key: str, value: object) -> Any:
+        if not test(value):
+            raise ConfigError(key, f"expected {what}, got {value!r}")
+        return value if convert is None else convert(value)
+
+    return parse
+
+
+parse_bool = expect("true or false", lambda v: isinstance(v, bool))
 
 
 def one_of(choices: Sequence[object], said: str = "") -> Parser:
     """A parser taking only ``choices``; its message says them as ``said`` (else "one of A, B")."""
-    said = said or f"one of {', '.join(map(str, choices))}"
-
-    def parse(key: str, value: object) -> Any:
-        if value not in choices:
-            raise ConfigError(key, f"expected {said}, got {value!r}")
-        return value
-
-    return parse
+    return expect(said or f"one of {', '.join(map(str, choices))}", lambda v: v in choices)
 
 
 def text(what: str) -> Parser:
     """A parser of a non-empty string; its message says it expected ``what``."""
-
-    def parse(key: str, value: object) -> str:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(key, f"expected {what}, got {value!r}")
-        return value
-
-    return parse
+    return expect(what, lambda v: isinstance(v, str) and v != "")
 
 
 NON_EMPTY = text("a non-empty string")
@@ -329,13 +324,7 @@ _NAME = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"  # an HTTP token: a header's or a cookie'
 
 def http_token(what: str) -> Parser:
     """A parser of a header's or cookie's name; its message says it expected ``what``."""
-
-    def parse(key: str, value: object) -> str:
-        if not isinstance(value, str) or not re.fullmatch(_NAME, value):
-            raise ConfigError(key, f"expected {what}, got {value!r}")
-        return value
-
-    return parse
+    return expect(what, lambda v: isinstance(v, str) and re.fullmatch(_NAME, v))
 
 
 def hook(key: str, raw: object) -> HookConfig:
@@ -385,13 +374,7 @@ def log_path(key: str, path: object) -> str:
 
 log_format = one_of(("text", "json"), "'text' or 'json'")
 websocket_mode = one_of(WEBSOCKET_MODES)
-
-
-def pem_file(key: str, path: object) -> str:
-    """The path of an existing file (PEM certificates or a key)."""
-    if not isinstance(path, str) or not os.path.isfile(path):
-        raise ConfigError(key, f"expected a readable PEM file, got {path!r}")
-    return path
+pem_file = expect("a readable PEM file", lambda v: isinstance(v, str) and os.path.isfile(v))
 
 
 # Values of particular keys.
@@ -408,18 +391,8 @@ def status_range(key: str, value: object) -> tuple[int, int]:
     return low, high
 
 
-def check_path(key: str, value: object) -> str:
-    """A health check's request path."""
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise ConfigError(key, f"expected a path starting with '/', got {value!r}")
-    return value
-
-
-def http_method(key: str, value: object) -> str:
-    """A health check's request method, in capitals."""
-    if not isinstance(value, str) or not value.isalpha():
-        raise ConfigError(key, f"expected an HTTP method, got {value!r}")
-    return value.upper()
+check_path = expect("a path starting with '/'", lambda v: isinstance(v, str) and v.startswith("/"))
+http_method = expect("an HTTP method", lambda v: isinstance(v, str) and v.isalpha(), str.upper)
 
 
 def balance(key: str, value: object) -> str:
@@ -456,28 +429,12 @@ def cookie_age(key: str, value: object) -> int:
 
 
 STICK_ON = "source, header(NAME), url_param(NAME) or cookie(NAME)"
-
-
-def stick_on(key: str, value: object) -> str:
-    """What a stick table keys on."""
-    if not isinstance(value, str) or not (
-            value == "source" or re.fullmatch(rf"(header|url_param|cookie)\({_NAME}\)", value)):
-        raise ConfigError(key, f"expected {STICK_ON}, got {value!r}")
-    return value
-
-
-def stick_learn(key: str, value: object) -> str:
-    """The response value a stick table learns."""
-    if not isinstance(value, str) or not re.fullmatch(rf"(header|set-cookie)\({_NAME}\)", value):
-        raise ConfigError(key, f"expected header(NAME) or set-cookie(NAME), got {value!r}")
-    return value
-
-
-def close_codes(key: str, value: object) -> tuple[int, ...]:
-    """WebSocket close codes."""
-    if not isinstance(value, list) or not all(isinstance(c, int) and 1000 <= c <= 4999 for c in value):
-        raise ConfigError(key, f"expected a list of close codes (1000-4999), got {value!r}")
-    return tuple(value)
+stick_on = expect(STICK_ON, lambda v: isinstance(v, str) and (
+    v == "source" or re.fullmatch(rf"(header|url_param|cookie)\({_NAME}\)", v)))
+stick_learn = expect("header(NAME) or set-cookie(NAME)",
+                     lambda v: isinstance(v, str) and re.fullmatch(rf"(header|set-cookie)\({_NAME}\)", v))
+close_codes = expect("a list of close codes (1000-4999)",
+                     lambda v: isinstance(v, list) and all(isinstance(c, int) and 1000 <= c <= 4999 for c in v), tuple)
 
 
 def path_prefix(key: str, value: object) -> str:
@@ -509,11 +466,8 @@ def methods(key: str, value: object) -> tuple[str, ...]:
     return tuple(m.upper() for m in value)
 
 
-def deny_status(key: str, value: object) -> int:
-    """The status a route refuses with."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599:
-        raise ConfigError(key, f"expected a 4xx or 5xx status, got {value!r}")
-    return value
+deny_status = expect("a 4xx or 5xx status",
+                     lambda v: not isinstance(v, bool) and isinstance(v, int) and 400 <= v <= 599)
 
 
 def trusted_proxies(key: str, value: object) -> tuple[str, ...]:
@@ -523,11 +477,8 @@ def trusted_proxies(key: str, value: object) -> tuple[str, ...]:
     return networks(key, value)
 
 
-def forwarded_header(key: str, value: object) -> str:
-    """The header trusted proxies write, in lowercase."""
-    if not isinstance(value, str) or value.lower() not in ("x-forwarded-for", "forwarded"):
-        raise ConfigError(key, f"expected x-forwarded-for or forwarded, got {value!r}")
-    return value.lower()
+forwarded_header = expect("x-forwarded-for or forwarded",
+                          lambda v: isinstance(v, str) and v.lower() in ("x-forwarded-for", "forwarded"), str.lower)
 
 
 IDENTIFY = "sid, cookie(NAME), header(NAME) or connection"
@@ -545,11 +496,8 @@ def identify(key: str, value: object) -> tuple[str, ...]:
     return specs
 
 
-def connect_ports(key: str, value: object) -> tuple[int, ...]:
-    """The ports CONNECT may reach."""
-    if not isinstance(value, list) or not all(type(p) is int and 0 < p < 65536 for p in value):
-        raise ConfigError(key, f"expected a list of port numbers, got {value!r}")
-    return tuple(value)
+connect_ports = expect("a list of port numbers",
+                       lambda v: isinstance(v, list) and all(type(p) is int and 0 < p < 65536 for p in v), tuple)
 
 
 _PASSWORD_HASH = re.compile(r"^pbkdf2_sha256\$\d+\$[0-9a-f]+\$[0-9a-f]{64}$")
