@@ -8,6 +8,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from .builder import ProxyParts
+from .checks import check_config
 from .config import CommandLine, ConfigError, load_config
 from .signals import SignalService
 
@@ -30,7 +31,7 @@ class Reloader:
         """Apply the configuration as it now reads; the changes made. Raises :class:`ConfigError`, changing nothing."""
         if not self.command_line.config_path:
             raise ConfigError("--config", "there is no configuration file to reload")
-        new = load_config(self.command_line)  # every class it names has been built once: none fails below
+        new = check_config(load_config(self.command_line))  # every class it names has been built once: none fails below
         old = self.parts.config
         if new.demo or old.demo:
             raise ConfigError("--config", "a proxy running the demo origin cannot be reloaded; restart it")

@@ -7,6 +7,7 @@ from typing import NoReturn
 from twisted.application.service import IService
 from twisted.python import usage
 
+from .checks import check_config
 from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
 from .service import build_service
@@ -81,7 +82,7 @@ class Options(usage.Options):
         )
         self.command_line = command_line
         try:
-            self.proxy_config: ProxyConfig = load_config(command_line)
+            self.proxy_config: ProxyConfig = check_config(load_config(command_line))
         except ConfigError as e:
             refuse(e)
 

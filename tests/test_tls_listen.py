@@ -16,6 +16,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest
 from zope.interface import implementer
 
+from rubrisproxy.checks import check_config
 from rubrisproxy.config import CertificateFiles, CommandLine, ConfigError, ListenerTLSConfig, load_config
 from rubrisproxy.reload import ReloadOnHangup, Reloader
 from rubrisproxy.frontend import connection_factory
@@ -360,7 +361,7 @@ class ReloadTests(TLSListenerCase):
 class BadKeyTests(TLSListenerCase):
     def load(self, tls: str | None, listen: str = '"tcp:0:interface=127.0.0.1"') -> ConfigError:
         self.write_config(tls, listen)
-        return self.assertRaises(ConfigError, load_config, CommandLine(config_path=self.path))
+        return self.assertRaises(ConfigError, lambda: check_config(load_config(CommandLine(config_path=self.path))))
 
     def test_missing_key_file_names_the_key(self):
         _, cert = self.issue("x")
