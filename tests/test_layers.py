@@ -62,7 +62,6 @@ class LayeringTests(unittest.TestCase):
                   if not (each.module == "twisted.internet" and " import reactor" in each.statement)]
         self.assertEqual(inside, [], "imports inside a function:\n" + layers.listing(inside))
 
-    test_no_import_inside_a_function.todo = TODO  # type: ignore[attr-defined]
 
 
 class ToolTests(unittest.TestCase):
