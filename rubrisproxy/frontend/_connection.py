@@ -22,7 +22,9 @@ from ..http import CLIENT_CLAIMS, FORWARDING, HTTPError, RequestHead, RequestPar
 from ..lifecycle import ConnectionEnd, ConnectionInfo, RefuseConnection, Termination
 from ._context import Frontend
 from ._exchange import Exchange
+from ._forward_exchange import ForwardExchange
 from ._peers import forwarded_node, forwarded_quote
+from ._timing import log_refused
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
@@ -238,7 +240,7 @@ class ClientConnection(Protocol):
         if self.relay is not None:
             return ConnectionEnd.CLIENT_CLOSE if clean else ConnectionEnd.SOCKET_READ_CLOSED
         current = self.current
-        writing = current is not None and (current.response_head_sent or current.pending_head is not None)
+        writing = current is not None and current.responding
         if writing and (not clean or self._waiting is _Wait.CLIENT or unsent(self.transport)):
             # Reset while a response was being written, or closed with some of it never sent (a reset
             # can read as a clean close when the socket was only being written to).
@@ -329,7 +331,7 @@ class ClientConnection(Protocol):
         if self._waiting is _Wait.REQUEST:
             self._wait(None)
         now = self.frontend.clock.seconds()
-        exchange = Exchange(self, head, now, now - self.ready_at)
+        exchange = (Exchange if self.frontend.forward is None else ForwardExchange)(self, head, now, now - self.ready_at)
         self._receiving = exchange
         clients = self.frontend.clients
         if clients is not None:
@@ -446,15 +448,16 @@ class ClientConnection(Protocol):
             self.last_request = self.current  # the response about to be written is the last
             self._limit_end = ConnectionEnd.MAX_WRITES
 
-    def exchange_done(self, exchange: Exchange, keep_alive: bool, now: float) -> None:
-        """``exchange`` has answered; start the next request or end the connection."""
+    def exchange_done(self, exchange: Exchange, keep_alive: bool, now: float, relayed: bool) -> None:
+        """``exchange`` has answered (``relayed``: with a response head written, when it ended); start the next
+        request or end the connection."""
         if exchange is not self.current or self.lost:
             return
         self.current = None
         self.responses += 1
         if not keep_alive:
             answered = exchange is self.last_request and exchange.termination is Termination.OK
-            self.note_end(self._limit_end if answered else _end_after(exchange))  # type: ignore[arg-type]
+            self.note_end(self._limit_end if answered else _end_after(exchange, relayed))  # type: ignore[arg-type]
         if self._upgrading:
             self._upgrading = False  # refused: the connection stays HTTP
             self.gate.resume(UPGRADE)
@@ -578,7 +581,7 @@ class ClientConnection(Protocol):
         response = error_response(error.status)
         self.write(response)
         self.responses += 1
-        Exchange.log_refused(self, error.status, termination, len(response))
+        log_refused(self.frontend, self.client_address, self.ready_at, error.status, termination, len(response))
         self.end(ConnectionEnd.TIMEOUT if termination is Termination.REQUEST_TIMEOUT else ConnectionEnd.PROTOCOL_READ_ERROR)
 
     def _wait(self, waiting: _Wait | None) -> None:
@@ -624,11 +627,12 @@ _UPGRADE_ENDS = {
 }
 
 
-def _end_after(exchange: Exchange) -> ConnectionEnd:
-    """Why a connection closes after ``exchange``, which did not keep it alive."""
+def _end_after(exchange: Exchange, relayed: bool) -> ConnectionEnd:
+    """Why a connection closes after ``exchange``, which did not keep it alive (``relayed``: it had written
+    its response head)."""
     termination = exchange.termination
     if termination in _SERVER_FAILURES:
-        return ConnectionEnd.PROTOCOL_WRITE_ERROR if exchange.response_head_sent else ConnectionEnd.SERVER_ERROR
+        return ConnectionEnd.PROTOCOL_WRITE_ERROR if relayed else ConnectionEnd.SERVER_ERROR
     if termination is Termination.CLIENT_TIMEOUT:
         return ConnectionEnd.TIMEOUT
     if termination is Termination.BAD_REQUEST:

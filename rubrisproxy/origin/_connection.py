@@ -20,7 +20,6 @@ from ..lifecycle import ConnectionEnd
 
 if TYPE_CHECKING:
     from ..backend import Server
-    from ..websocket import OriginRelay
     from ._pool import ConnectionPool
 
 
@@ -39,6 +38,17 @@ class OriginUser(ResponseHandler, TypingProtocol):
     pending_head: bytes | None
 
     def flush_head(self) -> None: ...
+
+
+class OriginRelay(TypingProtocol):
+    """An origin connection's events, once a WebSocket owns it (see :meth:`OriginConnection.take_over`)."""
+
+    def origin_data(self, data: bytes) -> None: ...
+
+    def origin_fin(self) -> None:
+        """The origin half-closed (TCP FIN)."""
+
+    def origin_lost(self, reason: Failure) -> None: ...
 
 
 class TunnelUser(TypingProtocol):

@@ -25,7 +25,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..config import Timeouts
 from ..deadline import Deadline
 from ..http import NONE, HTTPError, ResponseHead, serialize_headers
 from ..lifecycle import Termination
@@ -36,9 +35,8 @@ from ._resume import BackendDial
 
 if TYPE_CHECKING:
     from ..backend import Backend, Server
-    from ..frontend._connection import ClientConnection
-    from ..frontend._exchange import Exchange
     from ..origin import OriginConnection
+    from ._handoff import UpgradeHandoff
 
 #: Close codes an endpoint may put on the wire (RFC 6455 7.4.1, as Autobahn and browsers accept them).
 _SENDABLE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013))
@@ -72,37 +70,34 @@ class WebSocketSession:
     log = Logger()
 
     __slots__ = (
-        "session_id", "client", "_exchange", "_client", "_origin", "_backend", "_config", "_factories", "_hooks",
+        "session_id", "client", "_handoff", "_client", "_origin", "_backend", "_config", "_factories", "_hooks",
         "_budget", "_idle_limit", "_deadline", "_state", "_client_leg", "_backend_leg", "_client_headers",
         "_protocol", "_template", "_termination", "_client_done", "_backend_done", "_held", "_held_bytes",
         "_recent", "_dial", "_retry", "_give_up_call", "_backoff", "_tried", "_refused", "_refusal", "_moved_from",
         "_move_reason", "_move_started", "resumes", "messages_in", "messages_out", "__weakref__",
     )
 
-    def __init__(
-        self, exchange: Exchange, client: ClientConnection, origin: OriginConnection, backend: Backend,
-        timeouts: Timeouts, handshake: bytes,
-    ) -> None:
+    def __init__(self, handoff: UpgradeHandoff, origin: OriginConnection, backend: Backend, handshake: bytes) -> None:
         config = backend.websocket
-        self.session_id = exchange.session_id
-        self.client = exchange.client_address
-        self._exchange = exchange
-        self._client = client
+        self.session_id = handoff.session_id
+        self.client = handoff.client_address
+        self._handoff = handoff
+        self._client = handoff.client
         self._origin = origin
         self._backend = backend
         self._config = config
         self._factories = backend.leg_factories()
         self._hooks = backend.websocket_hooks
-        self._budget = client.frontend.resume_budget
-        self._idle_limit = timeouts.tunnel
-        self._deadline = Deadline(exchange.clock, self._idle)
+        self._budget = handoff.resume_budget
+        self._idle_limit = handoff.timeouts.tunnel
+        self._deadline = Deadline(handoff.clock, self._idle)
         self._state = _State.OPENING
         self._client_leg: ClientLeg | None = None
         self._backend_leg: BackendLeg | None = None
         self._client_headers: dict[str, list[str]] = {}
         self._protocol: str | None = None
         # The handshake every later backend leg is opened with: a fresh key, the resume count.
-        self._template = handshake.replace(exchange.websocket_key or b"", b"%KEY%")
+        self._template = handshake.replace(handoff.websocket_key or b"", b"%KEY%")
         self._termination: Termination | None = None
         self._client_done = self._backend_done = False
         self._held: list[Message] = []  # client messages waiting for a backend leg
@@ -125,7 +120,7 @@ class WebSocketSession:
 
     @property
     def server(self) -> str | None:
-        server = self._exchange.server
+        server = self._handoff.server
         return server.name if server is not None else None
 
     @property
@@ -136,7 +131,7 @@ class WebSocketSession:
         """The session as the admin API shows it."""
         return {
             "id": self.session_id, "client": self.client, "server": self.server, "state": self._state.value,
-            "age": round(self._exchange.clock.seconds() - self._exchange.started_at, 3),
+            "age": round(self._handoff.age(), 3),
             "buffered_bytes": self._held_bytes, "resumes": self.resumes,
             "messages_in": self.messages_in, "messages_out": self.messages_out,
         }
@@ -148,8 +143,8 @@ class WebSocketSession:
         for name, value in head.forward:
             if name.lower() not in HANDSHAKE_HEADERS and name.lower() != b"sec-websocket-accept":
                 self._client_headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
-        self._client.frontend.websockets.add(self)
-        self._open_backend_leg(self._origin, head, self._exchange.websocket_key or b"", from_origin)
+        self._handoff.websockets.add(self)
+        self._open_backend_leg(self._origin, head, self._handoff.websocket_key or b"", from_origin)
 
     def _open_backend_leg(self, origin: OriginConnection, head: ResponseHead, key: bytes, rest: bytes) -> None:
         self._origin = origin
@@ -158,7 +153,7 @@ class WebSocketSession:
         leg.factory = self._factories.client
         self._backend_leg = leg
         switch = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % serialize_headers(head.headers)
-        leg.attach(self, origin, switch, key, list(self._exchange.upgrade.protocols))  # type: ignore[union-attr]
+        leg.attach(self, origin, switch, key, list(self._handoff.upgrade.protocols))  # type: ignore[union-attr]
         if rest and leg is self._backend_leg and not self._backend_done:
             leg.dataReceived(rest)
 
@@ -180,7 +175,7 @@ class WebSocketSession:
         from_client = client.take_over(self)
         leg.makeConnection(client.transport)
         self._wire_flow_control()
-        leg.dataReceived(self._exchange.client_handshake() + from_client)
+        leg.dataReceived(self._handoff.client_handshake() + from_client)
 
     def _wire_flow_control(self) -> None:
         self._client.download.attach(self._origin.gate)  # type: ignore[arg-type]
@@ -197,7 +192,7 @@ class WebSocketSession:
 
     def _watch_server(self) -> None:
         """Be told when the session's server leaves; if it left while the session was joining it, move now."""
-        server = self._exchange.server
+        server = self._handoff.server
         if server is None:
             return
         server.watchers.add(self)
@@ -246,7 +241,7 @@ class WebSocketSession:
     def _send(self, leg: BackendLeg, message: Message) -> None:
         self.messages_in += 1
         if self._recent is not None:
-            self._recent.append((self._exchange.clock.seconds(), message))
+            self._recent.append((self._handoff.clock.seconds(), message))
         leg.sendMessage(message.payload, message.binary)
 
     def send_to_client(self, message: Message) -> None:
@@ -294,20 +289,20 @@ class WebSocketSession:
 
     def server_leaving(self, server: Server, why: str) -> None:
         """The server is down or draining: close its leg (1001), relay what it still sends, then move."""
-        if self._state is not _State.OPEN or not self._may_move or self._exchange.server is not server:
+        if self._state is not _State.OPEN or not self._may_move or self._handoff.server is not server:
             return
         self._state = _State.MOVING
         self._move_reason = f"{server.name} {why}"
         _close(self._backend_leg, GOING_AWAY, b"server " + why.encode())
 
     def _begin_resume(self, crashed: bool) -> None:
-        server = self._exchange.server
+        server = self._handoff.server
         if server is not None:
             server.watchers.discard(self)
-        self._exchange.release_server()  # the next server's slot must not wait behind this one
+        self._handoff.release_server()  # the next server's slot must not wait behind this one
         self._state = _State.RESUMING
         self._moved_from = server
-        self._move_started = self._exchange.clock.seconds()
+        self._move_started = self._handoff.clock.seconds()
         self._backend_leg = None
         self._client.download.detach()
         if crashed and self._recent:
@@ -316,7 +311,7 @@ class WebSocketSession:
                 return  # the replay did not fit in the session's buffer: the client has been told
         self._backoff = _FIRST_RETRY
         self._tried = self._refused = NONE
-        self._give_up_call = self._exchange.clock.callLater(self._config.resume_timeout, self._resume_timed_out)
+        self._give_up_call = self._handoff.clock.callLater(self._config.resume_timeout, self._resume_timed_out)
         self.log.info("session {id}: moving off {server} ({why}); holding client messages",
                       id=self.session_id, server=server.name if server else "-", why=self._move_reason)
         self._dial_next()
@@ -324,7 +319,7 @@ class WebSocketSession:
     def _replay_recent(self) -> None:
         """At least once: what was sent to the lost server lately goes to the next one too."""
         window = self._config.replay_window
-        oldest = self._exchange.clock.seconds() - window if window else float("-inf")
+        oldest = self._handoff.clock.seconds() - window if window else float("-inf")
         replay = [message for sent_at, message in self._recent if sent_at >= oldest]  # type: ignore[union-attr]
         self._recent.clear()  # type: ignore[union-attr]
         held = self._release_held()
@@ -349,8 +344,8 @@ class WebSocketSession:
         before, mark, after = self._template.rpartition(b"; resume=0\r\n")
         handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else self._template
         self._dial = BackendDial(
-            self, self._exchange.head, handshake, self._exchange.upgrade.protocols,  # type: ignore[union-attr]
-            backend, self._client.frontend.pool, avoid, self._config.open_handshake_timeout,
+            self, self._handoff.head, handshake, self._handoff.upgrade.protocols,  # type: ignore[union-attr]
+            backend, self._handoff.pool, avoid, self._config.open_handshake_timeout,
         )
         self._dial.start()
 
@@ -371,7 +366,7 @@ class WebSocketSession:
             return
         self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:g}s",
                       id=self.session_id, server=server.name if server else "no server", why=why, delay=self._backoff)
-        self._retry = self._exchange.clock.callLater(self._backoff, self._dial_next)
+        self._retry = self._handoff.clock.callLater(self._backoff, self._dial_next)
         self._backoff = min(self._backoff * 2, _LAST_RETRY)
 
     def _may_still_take(self) -> bool:
@@ -394,7 +389,7 @@ class WebSocketSession:
             origin.transport.abortConnection()
             self._backend.release(dial.server)  # type: ignore[arg-type]
             return
-        self._exchange.switch_server(dial.server)  # type: ignore[arg-type]
+        self._handoff.switch_server(dial.server)  # type: ignore[arg-type]
         self._open_backend_leg(origin, head, dial.key, rest)
 
     def _resumed(self, leg: BackendLeg) -> None:
@@ -409,8 +404,8 @@ class WebSocketSession:
         self._state = _State.OPEN
         self.resumes += 1
         self._backend.resumes += 1
-        self._backend.resume_seconds.observe(self._exchange.clock.seconds() - self._move_started)
-        server = self._exchange.server
+        self._backend.resume_seconds.observe(self._handoff.clock.seconds() - self._move_started)
+        server = self._handoff.server
         self._wire_flow_control()
         held = self._release_held()
         for message in held:
@@ -419,7 +414,7 @@ class WebSocketSession:
         self.log.info(
             "session {id} resumed: {old} -> {new} in {ms:.0f} ms ({why}); {count} held messages sent, resume #{n}",
             id=self.session_id, old=moved_from.name if moved_from else "-", new=server.name if server else "-",
-            ms=(self._exchange.clock.seconds() - self._move_started) * 1000, why=self._move_reason,
+            ms=(self._handoff.clock.seconds() - self._move_started) * 1000, why=self._move_reason,
             count=len(held), n=self.resumes,
         )
         self._watch_server()
@@ -509,8 +504,8 @@ class WebSocketSession:
         if self._client_leg is None:
             # The 101 was not a valid answer to the proxy's handshake: the client is still on HTTP.
             self._ending(termination)
-            self._client.frontend.websockets.discard(self)
-            self._exchange.fail(
+            self._handoff.websockets.discard(self)
+            self._handoff.fail(
                 HTTPError(502, f"backend WebSocket handshake failed: {leg.wasNotCleanReason}"), Termination.BAD_RESPONSE
             )
             self._deadline.stop()
@@ -518,8 +513,8 @@ class WebSocketSession:
         if self._state is _State.RESUMING:
             # The new server's 101 passed our checks but not Autobahn's (an extension, say): try another.
             self._backend_leg = None
-            server = self._exchange.server
-            self._exchange.release_server()
+            server = self._handoff.server
+            self._handoff.release_server()
             self._attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}", final=True)
             return
         if self._may_move and self._client_leg.held is None:
@@ -571,8 +566,8 @@ class WebSocketSession:
     def _maybe_end(self) -> None:
         if not (self._client_done and self._backend_done):
             return
-        self._client.frontend.websockets.discard(self)
-        server = self._exchange.server
+        self._handoff.websockets.discard(self)
+        server = self._handoff.server
         if server is not None:
             server.watchers.discard(self)
         self._drop_held()
@@ -581,7 +576,7 @@ class WebSocketSession:
         self._origin.upload.detach()
         for hook in self._hooks:
             hook.session_closed(self)
-        self._exchange.upgrade_ended(self._termination or Termination.OK)
+        self._handoff.ended(self._termination or Termination.OK)
 
     # The client connection's events go to the client leg
 
