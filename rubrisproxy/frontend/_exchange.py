@@ -2,53 +2,35 @@
 
 from __future__ import annotations
 
-from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from twisted.internet.error import ConnectError
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..backend import QUEUED, Backend, Server
-from ..http import NONE, HTTPError, RequestHead, ResponseHead, error_response, resolve, serialize_headers
+from ..http import HTTPError, RequestHead, ResponseHead, error_response, resolve, serialize_headers
 from ..lifecycle import Termination
-from ..origin import ConnectTimeout, OriginConnection
+from ..origin import OriginConnection
 from ..routing import is_websocket_upgrade
 from ..websocket import check_switch
+from ._dispatch import ORIGIN, Dispatch, State
 from ._heads import VIA, origin_request_head
-from ._pinning import asks_connection_auth, keep_pinned, pinned_connection
-from ._timing import Timing
+from ._pinning import asks_connection_auth
 from ._upgrade import ExchangeHandoff, accept_upgrade
 
 if TYPE_CHECKING:
     from ..clients import ClientSession
     from ._connection import ClientConnection
 
-ORIGIN = "origin"
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.
 _SMALL_BODY = 65536
 
 
-class State(Enum):
-    """Where an :class:`Exchange` is on its trip (its ``_state``)."""
-
-    STARTING = "starting"  # checked, routed, a server chosen (a forward proxy: authorized, resolved)
-    QUEUED = "queued"  # waiting in the backend's queue for a free slot
-    CONNECTING = "connecting"  # a server is chosen: its connection is being made
-    WAITING = "waiting"  # the request head is sent; no response head yet
-    ANSWERING = "answering"  # the response head is read, held in ``pending_head`` to leave with the body
-    RELAYING = "relaying"  # the response head is written: an error now cuts the client instead of answering
-    UPGRADED = "upgraded"  # a WebSocket (or a CONNECT tunnel) owns both connections
-    DONE = "done"  # answered, failed, dropped, or its WebSocket ended: later events are ignored
-
-
 class _Framing:
     NONE, LENGTH, CHUNKED, CLOSE = range(4)
 
 
-class Exchange(Timing):
+class Exchange(Dispatch):
     """Relays one request to a server of the frontend's backend and the response back.
 
     Bodies stream with flow control: while the request body flows, the client's
@@ -65,42 +47,23 @@ class Exchange(Timing):
     client's pace and independent of it: a server may answer before the body is all sent.
     """
 
-    log = Logger()
-
     __slots__ = (
-        "client", "head", "clock", "server", "connection", "request_done", "keep_alive", "pending_head", "_state",
-        "_pending", "_framing", "_stale_retry_done", "_last_failure", "_request_bytes", "backend", "_holds_slot",
-        "_tried", "websocket", "_pin", "_eio_peek", "client_address", "termination", "session",
+        "keep_alive", "pending_head", "_pending", "_framing", "_stale_retry_done", "_request_bytes", "websocket",
+        "_eio_peek", "termination", "session",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
-        Timing.__init__(self, now, wait)
-        self.client = client
-        self.head = head
-        self.client_address = client.client_of(head)  # on a proxied connection, each request's own client
+        Dispatch.__init__(self, client, head, now, wait)
         self.termination: Termination | None = None
         self.session: ClientSession | None = None  # the client session the request belongs to, if tracked
-        self.clock = client.frontend.clock
-        self._state = State.STARTING
-        self.server: Server | None = None
-        self.connection: OriginConnection | None = None
-        self.backend: Backend | None = None
-        self.request_done = self.keep_alive = False
+        self.keep_alive = False  # the response head said the connection stays open
         self.pending_head: bytes | None = None  # a response head held back to leave with body bytes
         self._pending: list[bytes] | None = None  # request body read before there was a connection for it
         self._framing = _Framing.NONE
         self._stale_retry_done = False
-        self._last_failure: Failure | None = None
         self._request_bytes = b""
-        self._holds_slot = False  # a server slot (its ``active`` count) is ours until released
-        self._tried: frozenset[Server] = NONE
         self.websocket: ExchangeHandoff | None = None  # a WebSocket upgrade that passed its checks
-        self._pin = False  # the origin asked for connection-oriented auth: keep its connection for this client
         self._eio_peek: bytes | None = None  # an Engine.IO handshake response's first bytes, until its sid is found
-
-    @property
-    def finished(self) -> bool:
-        return self._state is State.DONE
 
     @property
     def response_head_sent(self) -> bool:
@@ -112,7 +75,7 @@ class Exchange(Timing):
         state = self._state
         return state is State.ANSWERING or state is State.RELAYING
 
-    # Start: choose a server, get a connection
+    # Start: check and route the request
 
     def start(self) -> None:
         head = self.head
@@ -141,111 +104,6 @@ class Exchange(Timing):
             self.fail(error, Termination.BAD_REQUEST)
             return
         self._assign()
-
-    def _use_pinned(self, server: Server | None = None) -> bool:
-        """Send on the server connection this client is pinned to, if any; True if the request is taken care of."""
-        try:
-            pinned = pinned_connection(self.client, server)
-        except HTTPError as error:
-            self.fail(error, Termination.SERVER_ABORT)
-            return True
-        if pinned is None:
-            return False
-        self.server = pinned.server
-        self._connected(pinned)
-        return True
-
-    def _assign(self) -> None:
-        if self.client.pinned is not None and self._use_pinned():
-            return
-        backend = self.backend
-        assert backend is not None
-        server = backend.assign(self, self._tried)
-        if server is QUEUED:
-            self._state = State.QUEUED
-            self.queued_at = self.clock.seconds()
-            if self.head.has_body and not self.request_done:
-                self.client.gate.pause(ORIGIN)
-        elif server is None:
-            self._no_server()
-        else:
-            self._holds_slot = True
-            self._use(server)  # type: ignore[arg-type]
-
-    def _no_server(self) -> None:
-        """503: no server could take the request (the last connect failure, if any, says why)."""
-        failure = self._last_failure
-        timed_out = failure is not None and failure.check(ConnectTimeout)
-        why = failure.getErrorMessage() if failure is not None else f"no server of {self.backend.name} is up"  # type: ignore[union-attr]
-        self.fail(
-            HTTPError(503, f"no server available: {why}"),
-            Termination.CONNECT_TIMEOUT if timed_out else Termination.NO_SERVER,
-        )
-
-    # What the backend's queue calls
-
-    def client_address_for_balancing(self) -> str:
-        return self.client_address
-
-    def dequeued(self, server: Server) -> None:
-        """A slot on ``server`` came free for this waiting request."""
-        self.dequeued_at = self.clock.seconds()
-        self._holds_slot = True
-        self._use(server)
-
-    def queue_timed_out(self) -> None:
-        self.fail(HTTPError(503, "every server stayed full past timeout queue"), Termination.QUEUE_TIMEOUT)
-
-    def _use(self, server: Server) -> None:
-        self.server = server
-        pool = self.client.frontend.pool
-        connection = pool.take_idle(server)
-        if connection is not None:
-            self._connected(connection)
-        else:
-            self._connect(pool.connect(server))
-
-    def _free_slot(self) -> None:
-        if self._holds_slot:
-            self._holds_slot = False
-            self.backend.release(self.server)  # type: ignore[union-attr, arg-type]
-
-    def _connect(self, attempt: Any) -> None:
-        self._state = State.CONNECTING
-        self.connect_started = self.clock.seconds()
-        attempt.addCallbacks(self._connected, self._connect_failed)
-        if self.connection is None and self._state is not State.DONE and self.head.has_body and not self.request_done:
-            self.client.gate.pause(ORIGIN)  # hold the body until there is somewhere to send it
-
-    def _connect_failed(self, failure: Failure) -> None:
-        if self._state is State.DONE:
-            return
-        server, backend = self.server, self.backend
-        assert server is not None and backend is not None
-        if not failure.check(ConnectError, ConnectTimeout, OSError):
-            self.log.failure("unexpected error connecting to {server}", failure, server=server)
-        server.connect_failures += 1
-        self.log.warn("connect to {server} failed: {why}", server=server, why=failure.getErrorMessage())
-        self._last_failure = failure
-        self._free_slot()
-        backend.report_error(server, failure.getErrorMessage())
-        if self.retries >= backend.retries:
-            self._no_server()
-            return
-        self.retries += 1  # counts attempts made again, as the access log reports them
-        server.retries += 1
-        if backend.redispatch:
-            self._tried = self._tried | {server}
-            if not backend.usable(self._tried):
-                self._tried = NONE  # every server failed once: go round again
-            else:
-                server.redispatches += 1  # sent on to another server
-            self._assign()
-        elif server in backend.usable() and not server.full:
-            self._holds_slot = True
-            self._use(backend.take(server))
-        else:
-            self._assign()
 
     def _connected(self, connection: OriginConnection) -> None:
         if self._state is State.DONE:  # its slot was freed when it finished
@@ -385,40 +243,18 @@ class Exchange(Timing):
         request, self._request_bytes = self._request_bytes, b""
         websocket.switched(head, rest, connection, request)
 
-    def release_server(self) -> None:
-        """Its WebSocket is leaving its server: the slot there is free for others (the server stays, for the log)."""
-        self._free_slot()
-
-    def switch_server(self, server: Server) -> None:
-        """Its WebSocket moved to ``server``, whose slot it already took."""
-        self._free_slot()
-        self.server = server
-        self._holds_slot = True
-
     def upgrade_ended(self, termination: Termination, bytes_in: int, bytes_out: int) -> None:
         """The WebSocket this exchange became has ended, having moved ``bytes_in`` and ``bytes_out`` over the
         client's connection: free its server slot and log it."""
         if self._state is State.DONE:
             return
-        self._state = State.DONE
-        self.termination = termination
         self.bytes_in = bytes_in
         self.bytes_out += bytes_out
-        client = self.client
-        client.websocket_ended(termination)
+        self.client.websocket_ended(termination)
+        self._account(termination, 101, 101, True)
         session = self.session
         if session is not None:
-            registry = session.registry
-            registry.request_ended(session, self.server.name if self.server else None, 101)
-            registry.websocket_ended(session, termination in (Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
-        self._free_slot()
-        server = self.server
-        if server is not None:
-            server.responses[101] = server.responses.get(101, 0) + 1
-        now = self.clock.seconds()
-        self.count(client.frontend, self.backend, termination, now, True)
-        if client.frontend.access_log.enabled:
-            self._log(termination, now)
+            session.registry.websocket_ended(session, termination in (Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
 
     def flush_head(self) -> None:
         """Send the response head now (the origin's read ended before any body)."""
@@ -489,21 +325,6 @@ class Exchange(Timing):
             return False
         return self.head.method in IDEMPOTENT or connection.bytes_sent == 0
 
-    def _drop_connection(self) -> None:
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            connection.abort()
-            self._release(connection, reusable=False)
-
-    def _release(self, connection: OriginConnection, reusable: bool) -> None:
-        self.connection = None
-        client = self.client
-        if self._pin or connection is client.pinned:
-            keep_pinned(client, connection, reusable)
-        else:
-            client.frontend.pool.release(connection, reusable)
-        self._free_slot()
-
     # Failures on the client side
 
     def client_lost(self) -> None:
@@ -550,40 +371,43 @@ class Exchange(Timing):
 
     def _finish(self, termination: Termination, keep_alive: bool) -> None:
         relayed = self._state is State.RELAYING
-        self._state = State.DONE
-        self.termination = termination
-        session = self.session
-        if session is not None:
-            from_origin = self.status if self.response_at >= 0 and self.status != 101 else 0
-            session.registry.request_ended(session, self.server.name if self.server is not None else None, from_origin)
+        status = self.status
+        now = self._account(termination, status if self.response_at >= 0 and status != 101 else 0, status,
+                            relayed or status == 101)
         self._pending = None
-        self._free_slot()
         client = self.client
         if client.gate.paused:
             client.gate.resume(ORIGIN)
         if client.download.producer is not None:
             client.download.detach()
-        server, status = self.server, self.status
-        if server is not None and status:
-            server.responses[status] = server.responses.get(status, 0) + 1
-        now = self.clock.seconds()
-        frontend = client.frontend
-        self.count(frontend, self.backend, termination, now, relayed or status == 101)
-        if frontend.access_log.enabled:
-            self._log(termination, now)
         client.exchange_done(self, keep_alive, now, relayed)
+
+    def _account(self, termination: Termination, origin_status: int, answered: int, from_origin: bool) -> float:
+        """Mark it done, tell its client session (``origin_status``: the origin's answer, 0 if none), free its
+        server slot, count ``answered`` as the server's answer, and add it to the metrics and the access log.
+        Returns when it ended."""
+        self._state = State.DONE
+        self.termination = termination
+        server, session = self.server, self.session
+        if session is not None:
+            session.registry.request_ended(session, server.name if server is not None else None, origin_status)
+        self._free_slot()
+        if server is not None and answered:
+            server.responses[answered] = server.responses.get(answered, 0) + 1
+        now = self.clock.seconds()
+        frontend = self.client.frontend
+        self.count(frontend, self.backend, termination, now, from_origin)
+        if frontend.access_log.enabled:
+            frontend.access_log.write(self.record(
+                now, self.head, self.client_address, frontend.name, self.backend, server, termination, session,
+            ))
+        return now
 
     def dropped(self) -> None:
         """A pipelined request that will never be answered (its connection is closing)."""
         self._state = State.DONE
         if self.session is not None:
             self.session.registry.request_ended(self.session, None, 0)
-
-    def _log(self, termination: Termination, now: float) -> None:
-        frontend = self.client.frontend
-        frontend.access_log.write(self.record(
-            now, self.head, self.client_address, frontend.name, self.backend, self.server, termination, self.session,
-        ))
 
     # The request as the origin sees it
 

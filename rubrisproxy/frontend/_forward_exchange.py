@@ -12,7 +12,8 @@ from ..http import HTTPError, quoted, split_absolute
 from ..lifecycle import Termination
 from ..origin import ConnectTimeout, OriginConnection
 from ..websocket import Tunnel
-from ._exchange import ORIGIN, Exchange, State
+from ._dispatch import ORIGIN, State
+from ._exchange import Exchange
 from ._forward import Destination, ForwardProxy, destination
 from ._heads import VIA
 from ._upgrade import ExchangeHandoff
