@@ -28,6 +28,7 @@ from ..deadline import Deadline
 from ..http import HTTPError, ResponseHead, serialize_headers
 from ..lifecycle import Termination
 from ._handshake import HANDSHAKE_HEADERS
+from ._held import HeldMessages
 from ._hooks import ISessionView, Message
 from ._legs import BackendLeg, ClientLeg
 from ._move import TRY_AGAIN_LATER, SessionMove
@@ -69,8 +70,8 @@ class WebSocketSession:
 
     __slots__ = (
         "session_id", "client", "_handoff", "_client", "_origin", "_backend", "_config", "_factories", "_hooks",
-        "_budget", "_idle_limit", "_deadline", "_state", "_client_leg", "_backend_leg", "_client_headers",
-        "_protocol", "_template", "_termination", "_client_done", "_backend_done", "_held", "_held_bytes",
+        "_idle_limit", "_deadline", "_state", "_client_leg", "_backend_leg", "_client_headers",
+        "_protocol", "_template", "_termination", "_client_done", "_backend_done", "_held",
         "_recent", "_move", "resumes", "messages_in", "messages_out", "__weakref__",
     )
 
@@ -85,7 +86,6 @@ class WebSocketSession:
         self._config = config
         self._factories = backend.leg_factories()
         self._hooks = backend.websocket_hooks
-        self._budget = handoff.resume_budget
         self._idle_limit = handoff.timeouts.tunnel
         self._deadline = Deadline(handoff.clock, self._idle)
         self._state = _State.OPENING
@@ -97,8 +97,7 @@ class WebSocketSession:
         self._template = handshake.replace(handoff.websocket_key or b"", b"%KEY%")
         self._termination: Termination | None = None
         self._client_done = self._backend_done = False
-        self._held: list[Message] = []  # client messages waiting for a backend leg
-        self._held_bytes = 0
+        self._held = HeldMessages(config.session_buffer, handoff.resume_budget)  # waiting for a backend leg
         self._recent: deque[tuple[float, Message]] | None = (
             deque(maxlen=config.replay_messages) if config.replay_messages else None
         )
@@ -113,14 +112,14 @@ class WebSocketSession:
 
     @property
     def buffered_bytes(self) -> int:
-        return self._held_bytes
+        return self._held.size
 
     def describe(self) -> dict[str, object]:
         """The session as the admin API shows it."""
         return {
             "id": self.session_id, "client": self.client, "server": self.server, "state": self._state.value,
             "age": round(self._handoff.age(), 3),
-            "buffered_bytes": self._held_bytes, "resumes": self.resumes,
+            "buffered_bytes": self._held.size, "resumes": self.resumes,
             "messages_in": self.messages_in, "messages_out": self.messages_out,
         }
 
@@ -241,27 +240,13 @@ class WebSocketSession:
     def _hold(self, message: Message) -> None:
         if self._state is _State.CLOSING:
             return
-        size = len(message.payload)
-        if self._held_bytes + size > self._config.session_buffer:
-            self._held.append(message)  # only to be counted lost with the others
-            self.give_up("session-buffer", TRY_AGAIN_LATER, "session buffer full while moving to another server")
-            return
-        if not self._budget.take(size):
-            self._held.append(message)
-            self.give_up("proxy-buffer", TRY_AGAIN_LATER, "proxy resume buffers full")
-            return
-        self._held.append(message)
-        self._held_bytes += size
-
-    def _release_held(self) -> list[Message]:
-        held, self._held = self._held, []
-        self._budget.give_back(self._held_bytes)
-        self._held_bytes = 0
-        return held
+        refused = self._held.hold(message)
+        if refused is not None:
+            self.give_up(refused[0], TRY_AGAIN_LATER, refused[1])
 
     def _drop_held(self) -> int:
         """The held messages will reach no server: count them lost; how many."""
-        lost = len(self._release_held())
+        lost = len(self._held.release())
         self._backend.messages_lost += lost
         return lost
 
@@ -304,7 +289,7 @@ class WebSocketSession:
         oldest = self._handoff.clock.seconds() - window if window else float("-inf")
         replay = [message for sent_at, message in self._recent if sent_at >= oldest]  # type: ignore[union-attr]
         self._recent.clear()  # type: ignore[union-attr]
-        held = self._release_held()
+        held = self._held.release()
         for message in replay + list(held):
             self._hold(message)
             if self._state is _State.CLOSING:
@@ -353,7 +338,7 @@ class WebSocketSession:
         self._backend.resume_seconds.observe(self._handoff.clock.seconds() - move.started)
         server = self._handoff.server
         self._wire_flow_control()
-        held = self._release_held()
+        held = self._held.release()
         for message in held:
             self._send(leg, message)
         moved_from = move.moved_from
