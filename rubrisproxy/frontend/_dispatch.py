@@ -36,6 +36,10 @@ class State(Enum):
     DONE = "done"  # answered, failed, dropped, or its WebSocket ended: later events are ignored
 
 
+# The states it moves through, as module names: a member read through its Enum class costs a descriptor call.
+_STARTING, _QUEUED, _CONNECTING, _DONE = State.STARTING, State.QUEUED, State.CONNECTING, State.DONE
+
+
 class Dispatch(Timing):
     """Gets a request a connection to a server; the base of :class:`~rubrisproxy.frontend.Exchange`,
     which relays over it (:meth:`_connected`) and answers when there is none (:meth:`fail`).
@@ -59,7 +63,7 @@ class Dispatch(Timing):
         self.head = head
         self.clock = client.frontend.clock
         self.client_address = client.client_of(head)  # on a proxied connection, each request's own client
-        self._state = State.STARTING
+        self._state = _STARTING
         self.server: Server | None = None
         self.connection: OriginConnection | None = None
         self.backend: Backend | None = None
@@ -71,7 +75,7 @@ class Dispatch(Timing):
 
     @property
     def finished(self) -> bool:
-        return self._state is State.DONE
+        return self._state is _DONE
 
     # Done by the exchange
 
@@ -105,7 +109,7 @@ class Dispatch(Timing):
         assert backend is not None
         server = backend.assign(self, self._tried)
         if server is QUEUED:
-            self._state = State.QUEUED
+            self._state = _QUEUED
             self.queued_at = self.clock.seconds()
             if self.head.has_body and not self.request_done:
                 self.client.gate.pause(ORIGIN)
@@ -154,14 +158,14 @@ class Dispatch(Timing):
             self.backend.release(self.server)  # type: ignore[union-attr, arg-type]
 
     def _connect(self, attempt: Any) -> None:
-        self._state = State.CONNECTING
+        self._state = _CONNECTING
         self.connect_started = self.clock.seconds()
         attempt.addCallbacks(self._connected, self._connect_failed)
-        if self.connection is None and self._state is not State.DONE and self.head.has_body and not self.request_done:
+        if self.connection is None and self._state is not _DONE and self.head.has_body and not self.request_done:
             self.client.gate.pause(ORIGIN)  # hold the body until there is somewhere to send it
 
     def _connect_failed(self, failure: Failure) -> None:
-        if self._state is State.DONE:
+        if self._state is _DONE:
             return
         server, backend = self.server, self.backend
         assert server is not None and backend is not None

@@ -24,6 +24,10 @@ IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.
 _SMALL_BODY = 65536
+# The states it moves through, as module names: a member read through its Enum class costs a descriptor call.
+_WAITING, _ANSWERING, _RELAYING, _UPGRADED, _DONE = (
+    State.WAITING, State.ANSWERING, State.RELAYING, State.UPGRADED, State.DONE
+)
 
 
 class _Framing:
@@ -67,13 +71,13 @@ class Exchange(Dispatch):
 
     @property
     def response_head_sent(self) -> bool:
-        return self._state is State.RELAYING
+        return self._state is _RELAYING
 
     @property
     def responding(self) -> bool:
         """Whether a response head is read (held or written) and the exchange is not over."""
         state = self._state
-        return state is State.ANSWERING or state is State.RELAYING
+        return state is _ANSWERING or state is _RELAYING
 
     # Start: check and route the request
 
@@ -106,11 +110,11 @@ class Exchange(Dispatch):
         self._assign()
 
     def _connected(self, connection: OriginConnection) -> None:
-        if self._state is State.DONE:  # its slot was freed when it finished
+        if self._state is _DONE:  # its slot was freed when it finished
             self.client.frontend.pool.release(connection, reusable=True)  # never used: as good as idle
             return
         self.connection = connection
-        self._state = State.WAITING
+        self._state = _WAITING
         self.connected_at = now = self.clock.seconds()
         if connection.reused:
             self.connect_started = now
@@ -140,7 +144,7 @@ class Exchange(Dispatch):
 
     def client_body(self, data: bytes) -> None:
         self.bytes_in += len(data)
-        if self._state is State.DONE:
+        if self._state is _DONE:
             return
         if self.connection is None:
             if self._pending is None:
@@ -151,7 +155,7 @@ class Exchange(Dispatch):
 
     def client_end(self) -> None:
         self.request_done = True
-        if self.connection is not None and self.head.has_body and self._state is not State.DONE:
+        if self.connection is not None and self.head.has_body and self._state is not _DONE:
             self._send_body_end()
 
     def _send_body(self, data: bytes) -> None:
@@ -171,7 +175,7 @@ class Exchange(Dispatch):
     # The response, as the origin connection's parser delivers it
 
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
-        self._state = State.ANSWERING
+        self._state = _ANSWERING
         self.response_at = self.clock.seconds()
         self.status = status = head.status
         server, backend = self.server, self.backend
@@ -232,7 +236,7 @@ class Exchange(Dispatch):
         if problem is not None:
             self.origin_failed(HTTPError(502, f"{server} answered the WebSocket upgrade wrongly: {problem}"))
             return
-        self._state = State.UPGRADED
+        self._state = _UPGRADED
         self.status = 101
         if server.consecutive_errors:
             server.consecutive_errors = 0
@@ -246,7 +250,7 @@ class Exchange(Dispatch):
     def upgrade_ended(self, termination: Termination, bytes_in: int, bytes_out: int) -> None:
         """The WebSocket this exchange became has ended, having moved ``bytes_in`` and ``bytes_out`` over the
         client's connection: free its server slot and log it."""
-        if self._state is State.DONE:
+        if self._state is _DONE:
             return
         self.bytes_in = bytes_in
         self.bytes_out += bytes_out
@@ -264,7 +268,7 @@ class Exchange(Dispatch):
         head = self.pending_head
         if head is not None:
             self.pending_head = None
-            self._state = State.RELAYING
+            self._state = _RELAYING
             data = head + data
         self.bytes_out += len(data)
         self.client.write(data)
@@ -298,7 +302,7 @@ class Exchange(Dispatch):
     def origin_lost(self, reason: Failure) -> None:
         connection = self.connection
         self._drop_connection()
-        if self._state is State.DONE:
+        if self._state is _DONE:
             return
         if not self.status and connection is not None and self._may_retry_stale(connection):
             self._stale_retry_done = True
@@ -328,7 +332,7 @@ class Exchange(Dispatch):
     # Failures on the client side
 
     def client_lost(self) -> None:
-        if self._state is State.DONE:
+        if self._state is _DONE:
             return
         self._drop_connection()
         self._finish(Termination.CLIENT_ABORT, keep_alive=False)
@@ -345,7 +349,7 @@ class Exchange(Dispatch):
 
     def fail(self, error: HTTPError, termination: Termination) -> None:
         """End with ``error``: answered if no response has started, else the client is cut."""
-        if self._state is State.DONE:
+        if self._state is _DONE:
             return
         self.pending_head = None  # never sent: the client gets the error instead
         self.log.warn(
@@ -353,7 +357,7 @@ class Exchange(Dispatch):
             method=self.head.method.decode("latin-1"), target=self.head.target.decode("latin-1"),
             client=self.client_address, status=error.status, detail=error.detail,
         )
-        if self._state is State.RELAYING:
+        if self._state is _RELAYING:
             # A framed body shows the client it was truncated, so what was relayed is still
             # delivered; a close-delimited one, or a stalled client, is reset instead.
             if self._framing == _Framing.CLOSE or termination is Termination.CLIENT_TIMEOUT:
@@ -370,7 +374,7 @@ class Exchange(Dispatch):
         self._finish(termination, keep_alive)
 
     def _finish(self, termination: Termination, keep_alive: bool) -> None:
-        relayed = self._state is State.RELAYING
+        relayed = self._state is _RELAYING
         status = self.status
         now = self._account(termination, status if self.response_at >= 0 and status != 101 else 0, status,
                             relayed or status == 101)
@@ -386,7 +390,7 @@ class Exchange(Dispatch):
         """Mark it done, tell its client session (``origin_status``: the origin's answer, 0 if none), free its
         server slot, count ``answered`` as the server's answer, and add it to the metrics and the access log.
         Returns when it ended."""
-        self._state = State.DONE
+        self._state = _DONE
         self.termination = termination
         server, session = self.server, self.session
         if session is not None:
@@ -405,7 +409,7 @@ class Exchange(Dispatch):
 
     def dropped(self) -> None:
         """A pipelined request that will never be answered (its connection is closing)."""
-        self._state = State.DONE
+        self._state = _DONE
         if self.session is not None:
             self.session.registry.request_ended(self.session, None, 0)
 
