@@ -261,7 +261,7 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
             self._begin(exchange)
         else:
             if self._queued:
-                self._queued.append(exchange)  # type: ignore[union-attr]
+                self._queued.append(exchange)
             else:
                 self._queued = [exchange]
             self.gate.pause(PIPELINE)
@@ -316,7 +316,7 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
         if self._direct:
-            direct_write(self.transport, data)  # type: ignore[arg-type]
+            direct_write(self.transport, data)
         else:
             self.transport.write(data)
 
@@ -389,7 +389,7 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
         try:
             while self.current is None and not self.closing and not self.lost and not self._output.full:
                 if self._queued:
-                    exchange = self._queued.pop(0)  # type: ignore[union-attr]
+                    exchange = self._queued.pop(0)
                     self.current = exchange  # so that what is parsed below waits behind it
                     if self.parser.held and len(self._queued) < PIPELINE_DEPTH:
                         self.parser.held = False

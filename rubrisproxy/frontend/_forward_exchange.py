@@ -34,7 +34,9 @@ class ForwardExchange(Exchange):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self._forward: ForwardProxy = self.client.frontend.forward  # type: ignore[assignment]
+        forward = self.client.frontend.forward
+        assert forward is not None  # a forward proxy's frontend makes ForwardExchanges
+        self._forward: ForwardProxy = forward
         self._via_parent = False  # sent through a parent proxy
         self._tunnel_to: Destination | None = None  # a CONNECT to ask a parent for
         self._resolving: Deferred[str] | None = None  # the destination's name being resolved
@@ -55,8 +57,9 @@ class ForwardExchange(Exchange):
 
     def _unauthorized(self, failure: Failure) -> None:
         if self._state is not State.DONE:
-            error = failure.value if failure.check(HTTPError) else HTTPError(500, failure.getErrorMessage())
-            self.fail(error, Termination.DENIED)  # type: ignore[arg-type]
+            error = failure.value
+            self.fail(error if isinstance(error, HTTPError) else HTTPError(500, failure.getErrorMessage()),
+                      Termination.DENIED)
 
     def _authorized(self) -> None:
         if self._state is State.DONE:
@@ -150,14 +153,14 @@ class ForwardExchange(Exchange):
         """The destination could not be resolved or reached: 502, or 504 when it took too long."""
         if self._state is State.DONE:
             return
-        if failure.check(HTTPError):
+        if isinstance(failure.value, HTTPError):
             error = failure.value
         elif failure.check(ConnectTimeout):
             error = HTTPError(504, failure.getErrorMessage())
         else:
             error = HTTPError(502, f"cannot reach {self.head.target.decode('latin-1')}: {failure.getErrorMessage()}")
-        termination = {504: timed_out, 403: Termination.DENIED}.get(error.status, Termination.NO_SERVER)  # type: ignore[union-attr]
-        self.fail(error, termination)  # type: ignore[arg-type]
+        termination = {504: timed_out, 403: Termination.DENIED}.get(error.status, Termination.NO_SERVER)
+        self.fail(error, termination)
 
     # CONNECT
 

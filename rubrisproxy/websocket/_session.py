@@ -71,7 +71,7 @@ class WebSocketSession:
     __slots__ = (
         "session_id", "client", "_handoff", "_client", "_origin", "_backend", "_config", "_factories", "_hooks",
         "_idle_limit", "_deadline", "_state", "_client_leg", "_backend_leg", "_client_headers",
-        "_protocol", "_template", "_termination", "_client_done", "_backend_done", "_held",
+        "_protocol", "_offered", "_template", "_termination", "_client_done", "_backend_done", "_held",
         "_recent", "_move", "resumes", "messages_in", "messages_out", "__weakref__",
     )
 
@@ -93,6 +93,8 @@ class WebSocketSession:
         self._backend_leg: BackendLeg | None = None
         self._client_headers: dict[str, list[str]] = {}
         self._protocol: str | None = None
+        assert handoff.upgrade is not None
+        self._offered = handoff.upgrade.protocols  # the subprotocols every backend handshake offers
         # The handshake every later backend leg is opened with: a fresh key, the resume count.
         self._template = handshake.replace(handoff.websocket_key or b"", b"%KEY%")
         self._termination: Termination | None = None
@@ -140,7 +142,7 @@ class WebSocketSession:
         leg.factory = self._factories.client
         self._backend_leg = leg
         switch = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % serialize_headers(head.headers)
-        leg.attach(self, origin, switch, key, list(self._handoff.upgrade.protocols))  # type: ignore[union-attr]
+        leg.attach(self, origin, switch, key, list(self._offered))
         if rest and leg is self._backend_leg and not self._backend_done:
             leg.dataReceived(rest)
 
@@ -281,14 +283,18 @@ class WebSocketSession:
             self._replay_recent()
             if self._state is _State.CLOSING:
                 return  # the replay did not fit in the session's buffer: the client has been told
-        self._move.search(server, started, self._config.resume_timeout)  # type: ignore[union-attr]
+        move = self._move
+        assert move is not None  # made as the session began to move
+        move.search(server, started, self._config.resume_timeout)
 
     def _replay_recent(self) -> None:
         """At least once: what was sent to the lost server lately goes to the next one too."""
         window = self._config.replay_window
         oldest = self._handoff.clock.seconds() - window if window else float("-inf")
-        replay = [message for sent_at, message in self._recent if sent_at >= oldest]  # type: ignore[union-attr]
-        self._recent.clear()  # type: ignore[union-attr]
+        recent = self._recent
+        assert recent is not None
+        replay = [message for sent_at, message in recent if sent_at >= oldest]
+        recent.clear()
         held = self._held.release()
         for message in replay + list(held):
             self._hold(message)
@@ -312,7 +318,7 @@ class WebSocketSession:
         before, mark, after = self._template.rpartition(b"; resume=0\r\n")
         handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else self._template
         return BackendDial(
-            move, self._handoff.head, handshake, self._handoff.upgrade.protocols,  # type: ignore[union-attr]
+            move, self._handoff.head, handshake, self._offered,
             self._backend, self._handoff.pool, avoid, self._config.open_handshake_timeout,
         )
 
@@ -437,7 +443,9 @@ class WebSocketSession:
             self._backend_leg = None
             server = self._handoff.server
             self._handoff.release_server()
-            self._move.attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}", final=True)  # type: ignore[union-attr]
+            move = self._move
+            assert move is not None
+            move.attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}", final=True)
             return
         if self._may_move and self._client_leg.held is None:
             crashed = self._state is _State.OPEN
