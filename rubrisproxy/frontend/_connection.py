@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -211,22 +210,6 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
         self._queued = ()
         for exchange in exchanges:
             exchange.client_lost()
-
-    def _end_from(self, reason: Failure | None) -> ConnectionEnd:
-        """Why the connection ended when the proxy did not decide it: the client, or the socket."""
-        clean = reason is None or reason.check(ConnectionDone) is not None
-        if self.relay is not None:
-            return ConnectionEnd.CLIENT_CLOSE if clean else ConnectionEnd.SOCKET_READ_CLOSED
-        current = self.current
-        writing = current is not None and current.responding
-        if writing and (not clean or self._waiting is Wait.CLIENT or unsent(self.transport)):
-            # Reset while a response was being written, or closed with some of it never sent (a reset
-            # can read as a clean close when the socket was only being written to).
-            return ConnectionEnd.SOCKET_WRITE_ERROR
-        if clean:
-            in_request = current is not None or (self.parser is not None and self.parser.in_message)
-            return ConnectionEnd.SOCKET_READ_CLOSED if in_request else ConnectionEnd.CLIENT_CLOSE
-        return ConnectionEnd.SOCKET_READ_CLOSED
 
     def client_of(self, head: RequestHead) -> str:
         """The client that sent ``head``: on a local connection, the connection's peer."""

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from .._compat import unsent
 from ..accesslog import ConnectionRecord
+from ..http import RequestParser
 from ..lifecycle import ConnectionEnd, ConnectionInfo, LifecycleHandlers, RefuseConnection, Termination
+from ._timeouts import Wait
 
 if TYPE_CHECKING:
+    from ..websocket import Relay
     from ._context import Frontend
     from ._exchange import Exchange
 
 
 class ConnectionEnding:
     """The part of :class:`~rubrisproxy.frontend.ClientConnection` that reports on it: the connection handlers
-    hear of it as it opens (:meth:`announce`); its end reason is the first one given (:meth:`note_end`), and
-    once it is gone it is counted, logged and told to the termination handlers (:meth:`_ended`)."""
+    hear of it as it opens (:meth:`announce`); its end reason is the first one given (:meth:`note_end`), or
+    if none was, read from how it closed (:meth:`_end_from`), and once it is gone it is counted, logged and
+    told to the termination handlers (:meth:`_ended`)."""
 
     log: Logger
     transport: ITCPTransport
@@ -27,6 +34,9 @@ class ConnectionEnding:
     client_address: str
     proxied: bool
     current: Exchange | None
+    relay: Relay | None
+    parser: RequestParser
+    _waiting: Wait | None
     lost: bool
     end_reason: ConnectionEnd | None
     opened_at: float
@@ -51,6 +61,22 @@ class ConnectionEnding:
                 return
             except Exception:
                 self.log.failure("connection handler {handler} failed", handler=type(handler).__name__)
+
+    def _end_from(self, reason: Failure | None) -> ConnectionEnd:
+        """Why the connection ended when the proxy did not decide it: the client, or the socket."""
+        clean = reason is None or reason.check(ConnectionDone) is not None
+        if self.relay is not None:
+            return ConnectionEnd.CLIENT_CLOSE if clean else ConnectionEnd.SOCKET_READ_CLOSED
+        current = self.current
+        writing = current is not None and current.responding
+        if writing and (not clean or self._waiting is Wait.CLIENT or unsent(self.transport)):
+            # Reset while a response was being written, or closed with some of it never sent (a reset
+            # can read as a clean close when the socket was only being written to).
+            return ConnectionEnd.SOCKET_WRITE_ERROR
+        if clean:
+            in_request = current is not None or (self.parser is not None and self.parser.in_message)
+            return ConnectionEnd.SOCKET_READ_CLOSED if in_request else ConnectionEnd.CLIENT_CLOSE
+        return ConnectionEnd.SOCKET_READ_CLOSED
 
     def _ended(self, end: ConnectionEnd) -> None:
         """Count, log and tell the termination handlers, once."""

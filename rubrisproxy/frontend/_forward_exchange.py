@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from ..backend import Server
-from ..http import HTTPError, quoted, split_absolute
+from ..http import HTTPError, RequestHead, quoted, split_absolute
 from ..lifecycle import Termination
 from ..origin import ConnectTimeout, OriginConnection
 from ..websocket import Tunnel
@@ -17,6 +17,9 @@ from ._exchange import Exchange
 from ._forward import Destination, ForwardProxy, destination
 from ._heads import VIA
 from ._upgrade import ExchangeHandoff
+
+if TYPE_CHECKING:
+    from ._connection import ClientConnection
 
 _ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 
@@ -32,8 +35,8 @@ class ForwardExchange(Exchange):
 
     __slots__ = ("_forward", "_via_parent", "_tunnel_to", "_resolving")
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
+        super().__init__(client, head, now, wait)
         forward = self.client.frontend.forward
         assert forward is not None  # a forward proxy's frontend makes ForwardExchanges
         self._forward: ForwardProxy = forward
