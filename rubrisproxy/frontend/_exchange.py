@@ -89,7 +89,7 @@ class Exchange(Dispatch):
         router = self.client.frontend.router
         assert router is not None
         try:
-            resolve(head)  # the normalised target: what routes match and what the origin receives
+            resolved = resolve(head)  # the normalised target: what routes match and what the origin receives
         except HTTPError as error:
             self.fail(error, Termination.BAD_REQUEST)
             return
@@ -102,11 +102,9 @@ class Exchange(Dispatch):
             self.websocket = accept_upgrade(self, router, target)
             if self.websocket is None:
                 return
-        try:
-            self._request_bytes = self._origin_request_head()
-        except HTTPError as error:
-            self.fail(error, Termination.BAD_REQUEST)
-            return
+        self._request_bytes = origin_request_head(
+            head, resolved.origin_form, resolved.host if resolved.absolute else None, target, self.client, self.websocket,
+        )
         self._assign()
 
     def _connected(self, connection: OriginConnection) -> None:
@@ -412,17 +410,3 @@ class Exchange(Dispatch):
         self._state = _DONE
         if self.session is not None:
             self.session.registry.request_ended(self.session, None, 0)
-
-    # The request as the origin sees it
-
-    def _origin_request_head(self) -> bytes:
-        resolved = self.head.resolved
-        if resolved is not None:  # a reverse proxy's: the normalised target its routes matched
-            target, authority = resolved.origin_form, resolved.host if resolved.absolute else None
-        else:
-            target, authority = self._target_as_sent()
-        return origin_request_head(self.head, target, authority, self.backend, self.client, self.websocket)
-
-    def _target_as_sent(self) -> tuple[bytes, bytes | None]:
-        """The target and authority of a request no route resolved (a forward proxy's)."""
-        return self.head.target, None

@@ -15,7 +15,7 @@ from ..websocket import Tunnel
 from ._dispatch import ORIGIN, State
 from ._exchange import Exchange
 from ._forward import Destination, ForwardProxy, destination
-from ._heads import VIA
+from ._heads import VIA, origin_request_head
 from ._upgrade import ExchangeHandoff
 
 if TYPE_CHECKING:
@@ -101,7 +101,8 @@ class ForwardExchange(Exchange):
                 self._via_parent = True
                 self.backend = forward.parents
             if not where.tunnel:
-                self._request_bytes = self._origin_request_head()
+                target, authority = self._target_as_sent()
+                self._request_bytes = origin_request_head(self.head, target, authority, self.backend, self.client, None)
         except HTTPError as error:
             self.fail(error, Termination.DENIED if error.status == 403 else Termination.BAD_REQUEST)
             return
@@ -204,9 +205,8 @@ class ForwardExchange(Exchange):
         self.websocket = handoff = ExchangeHandoff(self, None)
         Tunnel(handoff, connection).start(_ESTABLISHED, rest)
 
-    # What differs from a reverse proxy's
-
     def _target_as_sent(self) -> tuple[bytes, bytes | None]:
+        """The target the origin gets, and the authority that replaces Host (an absolute target's)."""
         head = self.head
         target = head.target
         if self._via_parent:
