@@ -13,16 +13,19 @@ import argparse
 import os
 import time
 
+from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from rubrisproxy.accesslog import AccessLog, NullAccessLog
-from rubrisproxy.backend import Backend
-from rubrisproxy.config import BackendConfig, Limits, PoolSettings, ServerConfig, Timeouts
-from rubrisproxy.frontend import ClientConnection, Frontend
+from rubrisproxy.builder import ProxyParts
+from rubrisproxy.config import BackendConfig, FrontendConfig, PoolSettings, ProxyConfig, ServerConfig
+from rubrisproxy.frontend import ClientConnection
 from rubrisproxy.logoutput import FileOutput
 from rubrisproxy.origin import ConnectionPool
+from rubrisproxy.settings import LiveSettings
+from rubrisproxy.websocket import ResumeBudget
 
 REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 05:00:00 GMT\r\n"
@@ -46,12 +49,13 @@ def main() -> None:
     args = parser.parse_args()
     clock = Clock()
     connector = _Connector()
-    pool = ConnectionPool(connector, clock, PoolSettings(), 60)  # type: ignore[arg-type]
+    settings = LiveSettings()
+    pool = ConnectionPool(connector, clock, PoolSettings(), settings)  # type: ignore[arg-type]
     access_log = AccessLog("text", FileOutput(os.devnull)) if args.access_log else NullAccessLog()
-    frontend = Frontend(
-        name="web", clock=clock, timeouts=Timeouts(), limits=Limits(), pool=pool, access_log=access_log,
-        backend=Backend(BackendConfig(name="app", servers=(ServerConfig("s1", "127.0.0.1", 1),))),
-    )
+    parts = ProxyParts(clock, MultiService(), settings, pool, access_log, ResumeBudget(settings))
+    backend = BackendConfig(name="app", servers=(ServerConfig("s1", "127.0.0.1", 1),))
+    parts.apply(ProxyConfig(frontends=(FrontendConfig(name="web", listen=(), backend="app"),), backends={"app": backend}))
+    frontend = parts.frontends["web"].frontend
     client = ClientConnection(frontend)
     client_transport = StringTransport()
     client.makeConnection(client_transport)

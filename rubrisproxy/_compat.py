@@ -1,16 +1,41 @@
-"""The few places rubrisproxy relies on Twisted's or Autobahn's internals, each behind one function with a test
-(tests/test_compat.py, tests/test_hardening_conn.py) that fails when an upgrade changes what it relies on."""
+"""Every place rubrisproxy relies on Twisted's or Autobahn's internals (private modules, underscore names,
+undocumented attributes), each behind one name here with a test (tests/test_compat.py,
+tests/test_hardening_conn.py) that fails when an upgrade changes what it relies on.
+
+Nothing else in rubrisproxy imports a private module, reads or sets a library's underscore attribute, or
+overrides a library's underscore method: it goes through this module.
+"""
 
 from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-# Twisted's PROXY protocol header parsers live in private modules of twisted.protocols.haproxy; the proxied
-# connection reads its header with them (tests/test_compat.py checks they parse as used).
-from twisted.protocols.haproxy._v1parser import V1Parser  # noqa: F401
-from twisted.protocols.haproxy._v2parser import V2Parser  # noqa: F401
+# Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
+# and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
+from twisted.internet import tcp
+from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.protocols.haproxy._v1parser import V1Parser
+from twisted.protocols.haproxy._v2parser import V2Parser
+from twisted.python.failure import Failure
+
+if TYPE_CHECKING:  # to the type checker, a leg's mixin is the Autobahn protocol it is mixed into
+    from autobahn.twisted.websocket import WebSocketAdapterProtocol
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    class _AutobahnProtocol(WebSocketAdapterProtocol, WebSocketProtocol):  # type: ignore[misc]  # their hints disagree
+        pass
+else:
+    _AutobahnProtocol = object
+
+__all__ = [
+    "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
+    "direct_write", "end_as_closed", "guard_accepts", "rearm_pong_timeout", "tcp_buffered", "unsent",
+    "unwrap_endpoint", "use_batched_timer",
+]
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
 EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
@@ -47,6 +72,12 @@ def compresses(leg: Any) -> bool:
     return leg._perMessageCompress is not None
 
 
+def tcp_buffered(transport: object) -> bool:
+    """Whether ``transport`` is a Twisted TCP connection, whose write buffer :func:`unsent` counts and
+    :func:`direct_write` may bypass (TLS and other transports are not)."""
+    return isinstance(transport, tcp.Connection)
+
+
 def unsent(transport: object) -> int:
     """Bytes written to ``transport`` that the kernel has not taken yet (0 where it cannot tell).
 
@@ -58,7 +89,7 @@ def unsent(transport: object) -> int:
         if not hasattr(transport, "dataBuffer"):
             return 0
     t: Any = transport
-    return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[no-any-return]
+    return len(t.dataBuffer) - t.offset + t._tempDataLen
 
 
 class _GuardedListener:
@@ -88,7 +119,7 @@ class _GuardedListener:
             self._on_exhausted(error.errno)
             raise BlockingIOError(errno.EAGAIN, "accepting paused") from None
         self._on_accepted()
-        return accepted  # type: ignore[no-any-return]
+        return accepted
 
     def close(self) -> None:
         self._on_close()
@@ -128,8 +159,77 @@ def direct_write(transport: Any, data: bytes) -> None:
         and not transport.disconnecting
     ):
         sent = transport.writeSomeData(data)
-        if sent.__class__ is int and sent > 0:  # type: ignore[operator]
+        if sent.__class__ is int and sent > 0:
             if sent == len(data):
                 return
-            data = data[sent:]  # type: ignore[misc]
+            data = data[sent:]
     transport.write(data)
+
+
+def end_as_closed(transport: Any) -> None:
+    """End a connection whose peer half-closed as Twisted ends one whose protocol does not take half-closes.
+
+    Calls the transport's own ``connectionLost`` (``tcp.Connection``'s, not part of any interface) with
+    ``ConnectionDone``, as the reactor does on such an end of stream: the socket is closed and the
+    protocol's ``connectionLost`` called.
+    """
+    transport.connectionLost(Failure(ConnectionDone()))
+
+
+class _Connected(ClientFactory):
+    """What an unwrapped TCP connection's connector points at: nothing to tell."""
+
+    noisy = False
+
+
+_CONNECTED = _Connected()
+
+
+P = TypeVar("P", bound=Protocol)
+
+
+def unwrap_endpoint(protocol: P) -> P:
+    """Let a TCP connection an endpoint made talk to ``protocol`` directly.
+
+    A client endpoint puts a pass-through protocol (``endpoints._WrappingProtocol``) between
+    ``tcp.Client`` and the caller's protocol, and the connection's connector keeps the endpoint's
+    factories and Deferred: about 1.4 KB per connection, for nothing once it is made. Here the
+    connection's ``protocol`` becomes ``protocol`` and its ``connector.factory`` an empty one.
+    (The wrapper passes on half-closes too, which a protocol here takes itself.) Other transports
+    (TLS) are left as they are. Returns ``protocol`` (a callback of the endpoint's Deferred).
+    """
+    transport = protocol.transport
+    if isinstance(transport, tcp.Client):
+        transport.protocol = protocol
+        transport.connector.factory = _CONNECTED
+    return protocol
+
+
+class AutobahnHooks(_AutobahnProtocol):
+    """The private methods of Autobahn's ``WebSocketProtocol`` a leg takes part in, under names of ours.
+
+    Listed before Autobahn's protocol class in a subclass's bases. Autobahn calls
+    ``_fail_connection(code, reason)`` wherever it fails a connection (a protocol error, a message
+    too big, an invalid close); that calls :meth:`fail_connection`, which a subclass overrides and
+    which runs Autobahn's own as :meth:`autobahn_fail_connection`. Autobahn's ``connectionLost``
+    (its Twisted adapter) calls ``_connectionLost(reason)``, which cancels its timers and calls
+    ``onClose``; :meth:`connection_gone` runs after it.
+    """
+
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        self.fail_connection(code, reason)
+
+    def fail_connection(self, code: int, reason: str) -> None:
+        """Fail the WebSocket with ``code`` and ``reason``, as Autobahn would (by default)."""
+        self.autobahn_fail_connection(code, reason)
+
+    def autobahn_fail_connection(self, code: int, reason: str) -> None:
+        """Autobahn's own failing: a close frame with ``code`` (failByDrop off), or the TCP connection dropped."""
+        super()._fail_connection(code, reason)
+
+    def _connectionLost(self, reason: Any) -> None:
+        super()._connectionLost(reason)
+        self.connection_gone(reason)
+
+    def connection_gone(self, reason: Any) -> None:
+        """The connection is lost and Autobahn has cancelled its own timers and called ``onClose``."""

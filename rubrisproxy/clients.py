@@ -15,8 +15,7 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from .backend import session_id
-from .backend._sticky import cookie_value
+from .backend import cookie_value, session_id
 from .http import RequestHead
 from .lifecycle import ConnectionEnd, SessionEnd
 
@@ -44,6 +43,12 @@ class ClientSession:
     @property
     def long_polling(self) -> bool:
         return self.outstanding > 0
+
+    def came_on(self, connection: object) -> None:
+        """A request of this client came on ``connection``: counted if it is not the one its last request came on."""
+        if self._last_connection != id(connection):
+            self._last_connection = id(connection)
+            self.connections += 1
 
 
 class ClientRegistry:
@@ -104,9 +109,7 @@ class ClientRegistry:
         session.address = address
         session.requests += 1
         session.outstanding += 1
-        if session._last_connection != id(connection):
-            session._last_connection = id(connection)
-            session.connections += 1
+        session.came_on(connection)
         return session
 
     def request_ended(self, session: ClientSession, server: str | None, status: int) -> None:

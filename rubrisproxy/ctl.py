@@ -16,7 +16,9 @@ from typing import Any
 from urllib.parse import quote
 
 from . import __version__
+from .checks import check_config
 from .config import CommandLine, ConfigError, load_config
+from .frontend import hash_password
 
 DEFAULT_ADMIN = "http://127.0.0.1:9000"
 
@@ -209,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def check(path: str) -> int:
     """Load ``path`` as ``twistd rubrisproxy --config PATH`` does; 0 if it is valid, else 1 and one line why."""
     try:
-        load_config(CommandLine(config_path=path))
+        check_config(load_config(CommandLine(config_path=path)))
     except ConfigError as e:
         print(f"rubrisproxy check: configuration error: {e}", file=sys.stderr)
         return 1
@@ -218,8 +220,6 @@ def check(path: str) -> int:
 
 
 def _passwd(user: str) -> int:
-    from .frontend import hash_password
-
     if not user or ":" in user:
         print("rubrisproxy passwd: a user name cannot be empty or contain ':'", file=sys.stderr)
         return 1

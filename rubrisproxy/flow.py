@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITransport
 from zope.interface import implementer
 
-from ._compat import unsent
+from ._compat import tcp_buffered, unsent
 
 BACKPRESSURE = "backpressure"
+
 
 def tune_transport(transport: ITransport) -> None:
     """Relay-friendly socket settings: no Nagle delay on what is relayed."""
@@ -154,14 +154,12 @@ class ProducerSlot:
 
 def backed_up(transport: ITransport) -> bool:
     """Whether ``transport`` holds bytes the kernel has not taken yet (always True for one that does not say, TLS)."""
-    if not isinstance(transport, tcp.Connection):
-        return True
-    return unsent(transport) > 0
+    return not tcp_buffered(transport) or unsent(transport) > 0
 
 
 def writes_directly(transport: ITransport) -> bool:
     """Whether :func:`~rubrisproxy._compat.direct_write` may be used on ``transport`` (plain TCP; TLS and others keep ``write``)."""
-    return isinstance(transport, tcp.Connection)
+    return tcp_buffered(transport)
 
 
 def half_close(transport: object, close: Callable[[], object] | None = None) -> bool:

@@ -7,6 +7,7 @@ from typing import NoReturn
 from twisted.application.service import IService
 from twisted.python import usage
 
+from .checks import check_config
 from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
 from .service import build_service
@@ -81,7 +82,7 @@ class Options(usage.Options):
         )
         self.command_line = command_line
         try:
-            self.proxy_config: ProxyConfig = load_config(command_line)
+            self.proxy_config: ProxyConfig = check_config(load_config(command_line))
         except ConfigError as e:
             refuse(e)
 
@@ -95,10 +96,10 @@ def makeService(options: Options) -> IService:
     """Build the proxy's service tree from parsed options; under twistd, with rubrisproxy's main log
     (:mod:`rubrisproxy.mainlog`) and ``SIGUSR1`` reopening the log files."""
     root = build_service(options.proxy_config, command_line=options.command_line)  # its classes were checked at load
-    reactor = root.parts.reactor  # type: ignore[attr-defined]
+    reactor = root.parts.reactor
     twistd_options = getattr(options, "parent", None)  # twistd's own options, when run by twistd
     output = twistd_output(twistd_options) if twistd_options is not None else None
-    reopeners = [root.parts.access_log.reopen]  # type: ignore[attr-defined]
+    reopeners = [root.parts.access_log.reopen]
     if output is not None:
         reopeners.append(output.reopen)  # after the access log's: its held lines go to the old file
     ReopenOnSignal(reopeners, reactor).setServiceParent(root)

@@ -22,7 +22,7 @@ from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
-from .config import CertificateFiles, ConfigError, ListenerTLSConfig
+from .config import CertificateFiles, ConfigError, ListenerTLSConfig, split_endpoint
 
 _VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 _SESSION_ID_CONTEXT = b"rubrisproxy"
@@ -238,20 +238,17 @@ def check_listeners(key: str, endpoints: Sequence[str], tls: ListenerTLSConfig |
 
 
 def _is_ssl(description: str) -> bool:
-    return description.split(":", 1)[0].lower() == "ssl"
+    return split_endpoint(description)[0] == "ssl"
 
 
 def _ssl_listener(key: str, description: str) -> Listener:
     """Twisted's ``ssl:PORT:privateKey=K:certKey=C[:extraCertChain=F][:interface=I][:backlog=N]``."""
-    positional: list[str] = []
+    _, positional, named = split_endpoint(description)
     options: dict[str, str] = {}
-    for name, value in _parse(description)[1:]:
-        if name is None:
-            positional.append(value)
-        elif name not in _SSL_OPTIONS:
+    for name, value in named:
+        if name not in _SSL_OPTIONS:
             raise ConfigError(key, f"{name} is not supported on an ssl: listener; use a [tls] table")
-        else:
-            options[name] = value
+        options[name] = value
     if len(positional) > 1 or (positional and "port" in options):
         raise ConfigError(key, f"expected ssl:PORT:privateKey=KEY:certKey=CERT, got {description!r}")
     port = positional[0] if positional else options.get("port", "")
@@ -263,26 +260,6 @@ def _ssl_listener(key: str, description: str) -> Listener:
         if name in options:
             plain.append(f"{name}={_escape(options[name])}")
     return Listener(key, ":".join(plain), ListenerTLSConfig(certificates=(files,)), SSL_STRING_NAMES)
-
-
-def _parse(description: str) -> list[tuple[str | None, str]]:
-    """An endpoint string's parts, as Twisted reads them: ``:`` separates, ``=`` names, ``\\`` escapes either."""
-    parts: list[tuple[str | None, str]] = []
-    name: str | None = None
-    current: list[str] = []
-    characters = iter(description)
-    for character in characters:
-        if character == "\\":
-            current.append(next(characters, ""))
-        elif character == ":":
-            parts.append((name, "".join(current)))
-            name, current = None, []
-        elif character == "=" and name is None:
-            name, current = "".join(current), []
-        else:
-            current.append(character)
-    parts.append((name, "".join(current)))
-    return parts
 
 
 def _escape(value: str) -> str:

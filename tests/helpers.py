@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import httptools
+from twisted.application.service import MultiService
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -14,12 +15,14 @@ from twisted.trial import unittest
 from twisted.web import resource, server
 
 from rubrisproxy.accesslog import AccessLog, AccessRecord, ConnectionRecord
-from rubrisproxy.backend import Backend
+from rubrisproxy.builder import ProxyParts
 from rubrisproxy.config import (
     BackendConfig,
     CommandLine,
+    FrontendConfig,
     Limits,
     PoolSettings,
+    ProxyConfig,
     ServerConfig,
     Timeouts,
     WebSocketConfig,
@@ -28,6 +31,8 @@ from rubrisproxy.config import (
 from rubrisproxy.frontend import Frontend, PeerSettings, connection_factory
 from rubrisproxy.origin import ConnectionPool, OriginConnector
 from rubrisproxy.service import build_service
+from rubrisproxy.settings import LiveSettings
+from rubrisproxy.websocket import ResumeBudget
 
 GUARD = 10.0  # seconds: a guard against a hung test, never a wait
 
@@ -46,6 +51,27 @@ class MemoryAccessLog(AccessLog):
 
     def write_connection(self, record: ConnectionRecord) -> None:
         self.connections.append(record)
+
+
+def build_frontend(
+    clock: Any, backend: BackendConfig | None = None, *, timeouts: Timeouts | None = None, limits: Limits | None = None,
+    pool: PoolSettings | None = None, connector: Any = None, access_log: AccessLog | None = None,
+) -> Frontend:
+    """Frontend ``web`` (not listening) sending to ``backend``, on ``clock``, built as the proxy builds one: its
+    configuration applied to an empty proxy. ``connector`` replaces the proxy's (a fake that connects at once)."""
+    backend = backend or BackendConfig(name="app")
+    config = ProxyConfig(
+        frontends=(FrontendConfig(name="web", listen=(), backend=backend.name),), backends={backend.name: backend},
+        timeouts=timeouts or Timeouts(), limits=limits or Limits(), pool=pool or PoolSettings(),
+    )
+    settings = LiveSettings()
+    connection_pool = ConnectionPool(connector if connector is not None else OriginConnector(clock, settings), clock,
+                                     config.pool, settings)
+    parts = ProxyParts(clock, MultiService(), settings, connection_pool,
+                       access_log if access_log is not None else MemoryAccessLog(),
+                       ResumeBudget(settings))
+    parts.apply(config)
+    return parts.frontends["web"].frontend
 
 
 class RawClient(Protocol):
@@ -207,15 +233,8 @@ class ProxyTestCase(unittest.TestCase):
             ServerConfig(name=f"s{i + 1}", host="127.0.0.1", port=p, maxconn=maxconn) for i, p in enumerate(origin_ports)
         )
         config = BackendConfig(name="app", servers=servers, retries=retries, websocket=websocket or WebSocketConfig())
-        backend = Backend(config, reactor, timeouts.queue)
-        connection_pool = ConnectionPool(
-            OriginConnector(reactor, timeouts.connect), reactor, pool or PoolSettings(), timeouts.server
-        )
         self.access_log = MemoryAccessLog()
-        frontend = Frontend(
-            name="web", clock=reactor, timeouts=timeouts, limits=limits, backend=backend,
-            pool=connection_pool, access_log=self.access_log,
-        )
+        frontend = build_frontend(reactor, config, timeouts=timeouts, limits=limits, pool=pool, access_log=self.access_log)
         if peers is not None:
             frontend.peers = peers
         factory = connection_factory(frontend)

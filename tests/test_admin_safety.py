@@ -48,7 +48,7 @@ class _Raw(AdminCase):
         return getProcessOutputAndValue("curl", ["-sS", *token, *args], env=dict(os.environ))
 
     def servers(self) -> list[str]:
-        return [s.name for s in self.service.parts.backends["default"].servers]  # type: ignore[attr-defined]
+        return [s.name for s in self.service.parts.backends["default"].servers]
 
 
 class BrowserTests(_Raw):
@@ -224,7 +224,7 @@ class TimeoutTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
-        proxy = RunningProxy([], {}, ResumeBudget(1 << 20))
+        proxy = RunningProxy([], {}, ResumeBudget())
         site = admin_site(proxy, None, Timeouts(http_request=10, client=30), self.clock)
         self.channel = site.buildProtocol(None)
         self.transport = StringTransport()
@@ -251,7 +251,7 @@ class TimeoutTests(SynchronousTestCase):
         transport = HalfClosing()
         channel = self.channel
         channel.connectionLost(None)
-        channel = admin_site(RunningProxy([], {}, ResumeBudget(1 << 20)), None, Timeouts(), self.clock).buildProtocol(None)
+        channel = admin_site(RunningProxy([], {}, ResumeBudget()), None, Timeouts(), self.clock).buildProtocol(None)
         channel.makeConnection(transport)
         channel.dataReceived(b"POST /reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 999999\r\n\r\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 Content Too Large\r\n"))

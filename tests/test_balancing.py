@@ -23,10 +23,13 @@ from rubrisproxy.backend import (
     source_key,
     url_param_key,
 )
-from rubrisproxy.config import BackendConfig, CookieConfig, ServerConfig
+from rubrisproxy.config import BackendConfig, CookieConfig, ServerConfig, Timeouts
 from rubrisproxy.http import RequestHead
+from rubrisproxy.settings import LiveSettings
 
 from .helpers import ProxyTestCase, get
+
+QUEUE_5 = LiveSettings.of(Timeouts(queue=5))  # timeout queue 5s
 
 
 def servers(*weights: int, **options: object) -> list[ServerConfig]:
@@ -146,7 +149,7 @@ class BackupTests(unittest.TestCase):
 class QueueTests(unittest.TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.backend = Backend(BackendConfig("app", tuple(servers(1, 1, maxconn=1))), self.clock, queue_timeout=5)
+        self.backend = Backend(BackendConfig("app", tuple(servers(1, 1, maxconn=1))), self.clock, QUEUE_5)
 
     def test_full_servers_queue_in_order_and_free_slots_go_to_the_oldest(self):
         first, second = self.backend.assign(Waiting()), self.backend.assign(Waiting())
@@ -188,7 +191,7 @@ class RetryQueueTests(unittest.TestCase):
     """A retry that avoids a server waits only for the others, and is not waited behind for the one it avoids."""
 
     def test_a_newcomer_takes_the_server_a_waiting_retry_avoids(self):
-        backend = Backend(BackendConfig("app", tuple(servers(1, 1, maxconn=1))), Clock(), queue_timeout=5)
+        backend = Backend(BackendConfig("app", tuple(servers(1, 1, maxconn=1))), Clock(), QUEUE_5)
         s1, s2 = backend.servers
         backend.take(s1)
         backend.take(s2)
@@ -201,7 +204,7 @@ class RetryQueueTests(unittest.TestCase):
     def test_a_retry_takes_a_backup_its_elders_may_not(self):
         configs = (ServerConfig("s1", "127.0.0.1", 9000, maxconn=1),
                    ServerConfig("b1", "127.0.0.1", 9001, maxconn=1, backup=True))
-        backend = Backend(BackendConfig("app", configs), Clock(), queue_timeout=5)
+        backend = Backend(BackendConfig("app", configs), Clock(), QUEUE_5)
         s1, b1 = backend.servers
         backend.take(s1)
         backend.take(b1)
@@ -217,7 +220,7 @@ class PersistedQueueTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.backend = Backend(BackendConfig("app", tuple(servers(1, 1, maxconn=1))), self.clock, queue_timeout=5)
+        self.backend = Backend(BackendConfig("app", tuple(servers(1, 1, maxconn=1))), self.clock, QUEUE_5)
         self.s1, self.s2 = self.backend.servers
         self.backend.engineio.remember(b"abc", "s1")  # type: ignore[union-attr]
 
@@ -289,7 +292,7 @@ class PersistedQueueTests(unittest.TestCase):
 
     def test_a_stickiness_cookie_pins_too(self):
         config = BackendConfig("app", tuple(servers(1, 1, maxconn=1)), cookie=CookieConfig("SRV"))
-        backend = Backend(config, self.clock, queue_timeout=5)
+        backend = Backend(config, self.clock, QUEUE_5)
         first, pinned = Waiting(), Waiting()
         first.head = pinned.head = request(headers=[(b"Host", b"example.com"), (b"Cookie", b"SRV=s1")])
         self.assertIs(backend.assign(first), backend.servers[0])
@@ -323,7 +326,7 @@ class ExchangeQueueTests(unittest.TestCase):
         self.clock = Clock()
         self.frontend, self.connector = make_frontend(self.clock)
         config = BackendConfig("app", (ServerConfig("s1", "127.0.0.1", 1, maxconn=1),))
-        self.frontend.backend = Backend(config, self.clock, queue_timeout=5)
+        self.frontend.backend = Backend(config, self.clock, QUEUE_5)
         self.frontend.router = None
         self.frontend.__post_init__()
         self.clients = [connect(self.frontend) for _ in range(3)]

@@ -1,30 +1,45 @@
-"""What rubrisproxy._compat relies on in Autobahn: each test fails if an upgrade changes it."""
+"""What rubrisproxy._compat relies on in Twisted and Autobahn: each test fails if an upgrade changes it (the
+rest, on accept(2) and the write buffer under load, is in tests/test_hardening_conn.py)."""
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
+from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from rubrisproxy._compat import (
+    AutobahnHooks,
+    IOpenSSLTrustRoot,
     V1Parser,
     V2Parser,
     cancel_pong_timeout,
     compresses,
     direct_write,
+    end_as_closed,
     rearm_pong_timeout,
+    tcp_buffered,
     unsent,
+    unwrap_endpoint,
     use_batched_timer,
 )
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.websocket._timers import BucketTimer
 
 from .helpers import ProxyTestCase, RawClient
+from .test_tls_origin import make_certificates
 from .test_ws_keepalive import OP_PING, OP_PONG, frame, open_backend_leg, parse_frames
 
 
@@ -154,3 +169,167 @@ class ProxyHeaderParserTests(unittest.TestCase):
         header = V2Parser.PREFIX + bytes([0x21, 0x11, 0, 12]) + bytes([192, 0, 2, 1, 192, 0, 2, 2]) + (5000).to_bytes(2, "big") + (80).to_bytes(2, "big")
         info = V2Parser().feed(header)
         self.assertEqual((info[0].source.host, info[0].source.port), ("192.0.2.1", 5000))
+
+
+OP_TEXT, OP_RESERVED = 0x1, 0x3
+
+
+class AutobahnHooksTests(unittest.TestCase):
+    """Autobahn still calls the private methods :class:`AutobahnHooks` takes over, when and as the legs rely on."""
+
+    def test_the_private_names_exist_with_the_signatures_overridden(self) -> None:
+        self.assertEqual(list(inspect.signature(WebSocketProtocol._fail_connection).parameters), ["self", "code", "reason"])
+        self.assertEqual(list(inspect.signature(WebSocketProtocol._connectionLost).parameters), ["self", "reason"])
+
+    def test_our_names_shadow_nothing_of_autobahns(self) -> None:
+        ours = {name for name in vars(AutobahnHooks) if not name.startswith("__")} - {"_fail_connection", "_connectionLost"}
+        for base in (WebSocketServerProtocol, WebSocketClientProtocol):
+            self.assertEqual([name for name in ours if hasattr(base, name)], [], base)
+
+    def test_a_protocol_error_calls_fail_connection_then_autobahns_own_closes(self) -> None:
+        leg, origin, _ = open_backend_leg(WebSocketConfig(), Clock())
+        calls: list[tuple[int, str]] = []
+        own = leg.fail_connection
+
+        def recorded(code: int, reason: str) -> None:
+            calls.append((code, reason))
+            own(code, reason)
+
+        leg.fail_connection = recorded
+        leg.dataReceived(frame(OP_RESERVED))  # reserved opcode: Autobahn's frame parser fails the connection
+        self.assertEqual([code for code, _ in calls], [1002])
+        self.assertTrue(leg.failedByMe)
+        ((opcode, payload),) = parse_frames(origin.transport.value())  # Autobahn's close frame (failByDrop off)
+        self.assertEqual((opcode, int.from_bytes(payload[:2], "big")), (0x8, 1002))
+        leg.connectionLost(Failure(ConnectionLost()))
+
+    def test_autobahn_fail_connection_is_autobahns_own(self) -> None:
+        leg, origin, _ = open_backend_leg(WebSocketConfig(), Clock())
+        leg.autobahn_fail_connection(1009, "too big")
+        self.assertEqual((leg.state, leg.failedByMe), (leg.STATE_CLOSING, True))  # a close sent, the TCP left open
+        ((opcode, payload),) = parse_frames(origin.transport.value())
+        self.assertEqual((opcode, payload), (0x8, (1009).to_bytes(2, "big") + b"too big"))
+        leg.connectionLost(Failure(ConnectionLost()))
+
+    def test_connection_gone_runs_after_autobahns_cleanup_and_on_close(self) -> None:
+        clock = Clock()
+        leg, _, _ = open_backend_leg(WebSocketConfig(backend_ping_interval=1, backend_ping_timeout=1), clock)
+        clock.advance(1.2)  # a ping out, its pong timeout pending
+        self.assertIsNotNone(leg.autoPingTimeoutCall)
+        events: list[Any] = []
+        leg.onClose = lambda *args: events.append("onClose")
+        leg.connection_gone = lambda reason: events.append(
+            ("gone", leg.state, leg.autoPingTimeoutCall, leg.autoPingPendingCall, reason.type))
+        leg.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(events, ["onClose", ("gone", leg.STATE_CLOSED, None, None, ConnectionLost)])
+
+
+class AutobahnParserStateTests(unittest.TestCase):
+    """The public-looking but undocumented attributes of Autobahn's frame parser that a leg's fast path reads
+    (``data``, ``current_frame``, ``inside_message``, ``send_queue``) and the settings it copies (``CONFIG_ATTRS``)."""
+
+    def test_an_open_idle_leg_holds_nothing(self) -> None:
+        leg, _, _ = open_backend_leg(WebSocketConfig(), Clock())
+        self.assertEqual((leg.data, leg.current_frame, leg.inside_message, len(leg.send_queue)), (b"", None, False, 0))
+        self.assertIn("autoPingInterval", WebSocketClientProtocol.CONFIG_ATTRS)
+        self.assertIn("maxFramePayloadSize", WebSocketServerProtocol.CONFIG_ATTRS)
+        leg.connectionLost(Failure(ConnectionLost()))
+
+    def test_a_partial_frame_and_a_fragmented_message_show(self) -> None:
+        leg, _, session = open_backend_leg(WebSocketConfig(), Clock())
+        leg.dataReceived(bytes((OP_TEXT, 2)) + b"a")  # a first fragment (no FIN), cut short: Autobahn's path
+        self.assertIsNotNone(leg.current_frame)
+        self.assertTrue(leg.inside_message)
+        leg.dataReceived(b"b" + bytes((0x80, 1)) + b"c")  # its end, then the final continuation
+        self.assertEqual((leg.current_frame, leg.inside_message), (None, False))
+        self.assertEqual(session.events, [("from_backend", b"abc", False)])
+        leg.connectionLost(Failure(ConnectionLost()))
+
+
+class UnwrapEndpointTests(ProxyTestCase):
+    def test_the_tcp_connection_talks_to_the_protocol_directly(self) -> Any:
+        port = self.start_raw_origin(_Echo)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+        def connected(_: object) -> Any:
+            transport: Any = client.transport
+            wrapper = transport.protocol
+            self.assertIsNot(wrapper, client)  # the endpoint's pass-through protocol
+            self.assertIs(getattr(wrapper, "_wrappedProtocol", None), client)
+            self.assertIs(unwrap_endpoint(client), client)
+            self.assertIs(transport.protocol, client)
+            self.assertFalse(transport.connector.factory.noisy)  # not the endpoint's: an empty one
+            client.send(b"hello")
+            return client.until(lambda data: data == b"hello").addCallback(lambda _: transport.loseConnection())
+
+        return d.addCallback(connected).addCallback(lambda _: client.closed)
+
+    def test_a_transport_that_is_not_tcp_is_left_alone(self) -> None:
+        protocol = Protocol()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertIs(unwrap_endpoint(protocol), protocol)
+        self.assertIs(protocol.transport, transport)
+
+
+class _Echo(Protocol):
+    """Echoes what it reads."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+
+class TcpBufferedTests(ProxyTestCase):
+    def test_only_a_tcp_connection_is(self) -> Any:
+        self.assertFalse(tcp_buffered(StringTransport()))
+        port = self.start_raw_origin(Protocol)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+        def connected(_: object) -> None:
+            self.addCleanup(client.transport.abortConnection)  # type: ignore[union-attr]
+            self.assertTrue(tcp_buffered(client.transport))
+
+        return d.addCallback(connected)
+
+
+class TrustRootTests(unittest.TestCase):
+    def test_the_trust_roots_twisted_makes_provide_it(self) -> None:
+        ca_pem, _, _ = make_certificates()
+        self.assertTrue(IOpenSSLTrustRoot.providedBy(platformTrust()))
+        self.assertTrue(IOpenSSLTrustRoot.providedBy(trustRootFromCertificates([Certificate.loadPEM(ca_pem)])))
+
+
+@implementer(IHalfCloseableProtocol)
+class _EndsOnHalfClose(Protocol):
+    """Takes the peer's half-close by ending the connection through end_as_closed."""
+
+    def __init__(self) -> None:
+        self.lost: list[Failure] = []
+
+    def readConnectionLost(self) -> None:
+        end_as_closed(self.transport)
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.lost.append(reason)
+
+
+class EndAsClosedTests(ProxyTestCase):
+    def test_a_half_closed_tcp_connection_is_closed_and_its_protocol_told(self) -> Any:
+        server = _EndsOnHalfClose()
+        port = self.start_raw_origin(lambda: server)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+        def connected(_: object) -> Any:
+            client.transport.loseWriteConnection()  # type: ignore[union-attr]
+            return client.closed  # the server closed its side too
+
+        def closed(_: object) -> None:
+            self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
+
+        return d.addCallback(connected).addCallback(closed)

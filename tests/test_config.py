@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from twisted.trial import unittest
 
+from rubrisproxy.checks import check_config
 from rubrisproxy.config import (
     CommandLine,
     ConfigError,
@@ -19,7 +20,14 @@ from rubrisproxy.config import (
     parse_server,
     parse_size,
 )
-from rubrisproxy.config._values import MAX_COUNT, MAX_DURATION, MAX_SIZE, parse_endpoint, parse_positive_int
+from rubrisproxy.config._values import (
+    MAX_COUNT,
+    MAX_DURATION,
+    MAX_SIZE,
+    parse_endpoint,
+    parse_positive_int,
+    split_endpoint,
+)
 from rubrisproxy.tap import Options
 
 from .test_websocket import EXAMPLES  # noqa: F401 - puts docs/examples on sys.path
@@ -102,6 +110,27 @@ class ValueTests(unittest.TestCase):
         # An ssl: string's files are read with the TLS settings, whose errors name the field (test_tls_listen).
         missing = os.path.join(os.path.abspath(self.mktemp()), "key.pem")
         self.assertEqual(parse_endpoint("k", f"ssl:8443:privateKey={missing}"), f"ssl:8443:privateKey={missing}")
+
+
+    def test_endpoint_strings_are_read_as_twisted_reads_them(self) -> None:
+        """One reader for the listener, the loopback rule and ssl: strings: ':' and '=' escaped with '\\'."""
+        self.assertEqual(split_endpoint("TCP6:8080:interface=\\:\\:1:backlog=5"),
+                         ("tcp6", ["8080"], [("interface", "::1"), ("backlog", "5")]))
+        self.assertEqual(split_endpoint("unix:/run/a\\:b.sock"), ("unix", ["/run/a:b.sock"], []))
+        self.assertTrue(loopback_only("tcp6:8080:interface=\\:\\:1"))
+        self.assertTrue(loopback_only("unix:/run/proxy.sock"))
+        self.assertFalse(loopback_only("tcp:8080"))
+        self.assertFalse(loopback_only("tcp:8080:interface=0.0.0.0"))
+
+    def test_config_imports_nothing_of_the_runtime(self) -> None:
+        import subprocess
+        import sys
+
+        code = ("import sys, rubrisproxy.config; print(sorted(m for m in sys.modules if m.startswith('rubrisproxy.')"
+                " and not m.startswith('rubrisproxy.config')))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+        self.assertEqual(out.strip(), "[]")
 
 
 class FileTests(unittest.TestCase):
@@ -295,14 +324,14 @@ class FileTests(unittest.TestCase):
 
 
 class UserClassTests(unittest.TestCase):
-    """A user class named in the config that cannot be built fails the load, naming its key, not the start."""
+    """A user class named in the config that cannot be built fails the load's check, naming its key, not the start."""
 
     def load(self, text: str) -> ConfigError:
         path = self.mktemp()
         with open(path, "w") as f:
             f.write('[backends.app]\nservers = ["127.0.0.1:9101"]\n' + text)
         with self.assertRaises(ConfigError) as caught:
-            load_config(CommandLine(config_path=path))
+            check_config(load_config(CommandLine(config_path=path)))
         return caught.exception
 
     def test_a_handler_that_provides_no_handler_interface(self):
@@ -352,7 +381,7 @@ class UserClassTests(unittest.TestCase):
             f.write('[backends.app]\nservers = ["127.0.0.1:9101"]\n[frontends.web]\n'
                     'handlers = [{ class = "lifecycle_handlers.SourceLimit", limit = 2 }]\n'
                     'protocol = "custom_protocol.ApiKeyConnection"\n')
-        (frontend,) = load_config(CommandLine(config_path=path)).frontends
+        (frontend,) = check_config(load_config(CommandLine(config_path=path))).frontends
         self.assertEqual(frontend.protocol, "custom_protocol.ApiKeyConnection")
 
 
@@ -373,7 +402,7 @@ class OptionsTests(unittest.TestCase):
 
 class BacklogTests(unittest.TestCase):
     def test_tcp_and_tls_listeners_get_a_deep_backlog_unless_set(self) -> None:
-        from rubrisproxy.service import with_backlog
+        from rubrisproxy.listening import with_backlog
 
         self.assertEqual(with_backlog("tcp:8080"), "tcp:8080:backlog=1024")
         self.assertEqual(with_backlog("ssl:8443:privateKey=k.pem"), "ssl:8443:privateKey=k.pem:backlog=1024")

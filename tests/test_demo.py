@@ -229,7 +229,7 @@ class DemoModeTests(ProxyTestCase):
         service = build_service(load_config(CommandLine(listen=["tcp:0:interface=127.0.0.1"])), reactor)
         admin = service.getServiceNamed("admin")
         self.assertIsInstance(admin, DemoAdminService)
-        self.assertEqual(admin.endpoint, "tcp:9000:interface=127.0.0.1")
+        self.assertEqual(admin.endpoints, ("tcp:9000:interface=127.0.0.1",))
         service = build_service(load_config(CommandLine(backends=["127.0.0.1:1"])), reactor)
         self.assertRaises(KeyError, service.getServiceNamed, "admin")  # not in demo mode: no admin listener
 

@@ -7,13 +7,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from rubrisproxy.backend import Backend
-from rubrisproxy.config import BackendConfig, Limits, PoolSettings, ServerConfig, Timeouts
+from rubrisproxy.config import BackendConfig, Limits, ServerConfig, Timeouts
 from rubrisproxy.frontend import ClientConnection, Frontend
 from rubrisproxy.http import HTTPError, RequestParser
-from rubrisproxy.origin import ConnectionPool, OriginConnection
+from rubrisproxy.origin import OriginConnection
 
-from .helpers import MemoryAccessLog, parse_responses
+from .helpers import build_frontend, parse_responses
 
 _TERMINATIONS = {501: "not-implemented", 408: "request-timeout"}
 
@@ -34,12 +33,8 @@ class FakeConnector:
 def make_frontend(clock: Clock, limits: Limits | None = None, timeouts: Timeouts | None = None):  # type: ignore[no-untyped-def]
     timeouts = timeouts or Timeouts(client=30, http_request=10, http_keep_alive=5, connect=5, server=60)
     connector = FakeConnector()
-    pool = ConnectionPool(connector, clock, PoolSettings(), timeouts.server)  # type: ignore[arg-type]
-    backend = Backend(BackendConfig(name="app", servers=(ServerConfig("s1", "127.0.0.1", 1),)))
-    frontend = Frontend(
-        name="web", clock=clock, timeouts=timeouts, limits=limits or Limits(), backend=backend,
-        pool=pool, access_log=MemoryAccessLog(),
-    )
+    backend = BackendConfig(name="app", servers=(ServerConfig("s1", "127.0.0.1", 1),))
+    frontend = build_frontend(clock, backend, timeouts=timeouts, limits=limits, connector=connector)
     return frontend, connector
 
 

@@ -10,8 +10,9 @@ from twisted.trial import unittest
 from twisted.web import resource
 
 from rubrisproxy.backend import Backend, HealthChecker
-from rubrisproxy.config import BackendConfig, HealthCheckConfig, PassiveCheckConfig, ServerConfig
+from rubrisproxy.config import BackendConfig, HealthCheckConfig, PassiveCheckConfig, ServerConfig, Timeouts
 from rubrisproxy.origin import OriginConnector
+from rubrisproxy.settings import LiveSettings
 
 from .helpers import ProxyTestCase
 
@@ -31,7 +32,7 @@ class ActiveCheckTests(ProxyTestCase):
         config = HealthCheckConfig(**{"interval": 2.0, "rise": 2, "fall": 3, "timeout": 1.0, **settings})  # type: ignore[arg-type]
         backend = Backend(BackendConfig("app", (ServerConfig("s1", "127.0.0.1", port),), health=config), self.clock)
         checker = HealthChecker("app", lambda: backend.servers, config, self.clock,
-                                OriginConnector(reactor, 1.0).connect)
+                                OriginConnector(reactor, LiveSettings.of(Timeouts(connect=1.0))).connect)
         checker.start()
         self.addCleanup(checker.stop)
         self.checkers = {**getattr(self, "checkers", {}), backend.servers[0]: checker}

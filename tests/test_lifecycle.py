@@ -14,8 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from rubrisproxy.backend import Backend
-from rubrisproxy.config import BackendConfig, Limits, PoolSettings, Timeouts
+from rubrisproxy.config import BackendConfig, Timeouts
 from rubrisproxy.frontend import ClientConnection, Frontend, drain
 from rubrisproxy.lifecycle import (
     ConnectionEnd,
@@ -25,9 +24,8 @@ from rubrisproxy.lifecycle import (
     LifecycleHandlers,
     RefuseConnection,
 )
-from rubrisproxy.origin import ConnectionPool, OriginConnector
 
-from .helpers import MemoryAccessLog, ProxyTestCase, get
+from .helpers import ProxyTestCase, build_frontend, get
 from .test_pinned import NTLMOrigin
 
 
@@ -129,7 +127,7 @@ class TerminationTests(EndCase):
         client = yield self.connect()
         client.send(get(b"/a"))
         yield client.responses(1)
-        yield drain(self.frontend, grace=5)
+        yield drain(self.frontend, grace=5, spread=0.0, close_code=1001)
         yield self.ended_with(ConnectionEnd.SERVER_CLOSE)
 
     @defer.inlineCallbacks
@@ -223,10 +221,8 @@ class TimeoutTests(SynchronousTestCase):
         clock = Clock()
         recorder = Recorder()
         timeouts = Timeouts(client=5, http_request=5, http_keep_alive=2, connect=2, server=5)
-        backend = Backend(BackendConfig(name="app"), clock)
-        pool = ConnectionPool(OriginConnector(clock, 2), clock, PoolSettings(), 5)
-        frontend = Frontend(name="web", clock=clock, timeouts=timeouts, limits=Limits(), backend=backend, pool=pool,
-                            access_log=MemoryAccessLog(), handlers=LifecycleHandlers.of((recorder,)))
+        frontend = build_frontend(clock, BackendConfig(name="app"), timeouts=timeouts)
+        frontend.handlers = LifecycleHandlers.of((recorder,))
         connection = ClientConnection(frontend)
         transport = StringTransport()
         connection.makeConnection(transport)

@@ -49,7 +49,7 @@ class MetricsCase(ProxyTestCase):
         self.addCleanup(service.stopService)
         self.proxy_port = service.getServiceNamed("frontend:web").ports[0].getHost().port
         self.admin_port = service.getServiceNamed("admin").ports[0].getHost().port
-        self.parts = service.parts  # type: ignore[attr-defined]
+        self.parts = service.parts
 
     def document(self, origin: int, dead: int) -> dict[str, Any]:
         """The configuration, with the origin's port and a port nothing listens on."""

@@ -17,7 +17,8 @@ from twisted.web.http_headers import Headers
 from rubrisproxy.config import CommandLine, ConfigError, load_config
 from rubrisproxy.http import RequestHead
 from rubrisproxy.reload import Reloader
-from rubrisproxy.service import ListeningService, build_service
+from rubrisproxy.listening import ListeningService
+from rubrisproxy.service import build_service
 
 from .helpers import ProxyTestCase, RawClient, get, run_reactor_for
 from .test_admin import ROOT
@@ -63,7 +64,7 @@ class ReloadTests(ProxyTestCase):
         self.service = build_service(load_config(self.command_line), reactor, self.command_line)
         self.service.startService()
         self.addCleanup(self.service.stopService)
-        self.parts = self.service.parts  # type: ignore[attr-defined]
+        self.parts = self.service.parts
         self.proxy_port = self.parts.frontends["web"].ports[0].getHost().port
 
     def write(self, web: tuple[str, ...], ws: tuple[str, ...], client: str = "30s", routes: str = "",

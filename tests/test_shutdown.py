@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from rubrisproxy.frontend import drain
-from rubrisproxy.service import FrontendService
+from rubrisproxy.listening import FrontendService
 
 from .helpers import ProxyTestCase, RawClient, get
 
@@ -38,7 +38,7 @@ class ShutdownTests(ProxyTestCase):
         HeldOrigin.held = []
         frontend = self.start_proxy(self.start_raw_origin(HeldOrigin))
         frontend.clock = self.clock = Clock()
-        self.service = FrontendService(reactor, frontend, ("tcp:0:interface=127.0.0.1",), grace)
+        self.service = FrontendService(reactor, frontend, ("tcp:0:interface=127.0.0.1",), grace, 0.0, 1001)
         self.service.startService()
         self.proxy_port = self.service.ports[0].getHost().port
         idle = yield self.connect()
@@ -99,16 +99,11 @@ class SpreadCloseTests(unittest.TestCase):
             self.frontend.websockets.discard(self)
 
     def frontend(self, clock: Clock):  # type: ignore[no-untyped-def]
-        from rubrisproxy.backend import Backend
-        from rubrisproxy.config import BackendConfig, Limits, PoolSettings, Timeouts
-        from rubrisproxy.frontend import Frontend
-        from rubrisproxy.origin import ConnectionPool, OriginConnector
+        from rubrisproxy.config import BackendConfig, Timeouts
 
-        from .helpers import MemoryAccessLog
+        from .helpers import build_frontend
 
-        pool = ConnectionPool(OriginConnector(clock, 1), clock, PoolSettings(), 1)
-        return Frontend(name="web", clock=clock, timeouts=Timeouts(), limits=Limits(), backend=Backend(BackendConfig("b")),
-                        pool=pool, access_log=MemoryAccessLog())
+        return build_frontend(clock, BackendConfig("b"), timeouts=Timeouts(connect=1, server=1))
 
     def test_closes_spread_over_the_window_with_the_code(self) -> None:
         clock = Clock()
@@ -130,7 +125,7 @@ class SpreadCloseTests(unittest.TestCase):
         frontend = self.frontend(clock)
         stuck = self.FakeRelay(frontend, clock, ends=False)
         frontend.websockets.add(stuck)
-        done = drain(frontend, grace=5, spread=2, rng=Random(1))
+        done = drain(frontend, grace=5, spread=2, close_code=1001, rng=Random(1))
         clock.pump([0.1] * 60)
         self.assertEqual(len(stuck.drained), 1)
         self.assertTrue(stuck.aborted)

@@ -6,12 +6,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
-from rubrisproxy.backend import Backend
-from rubrisproxy.config import BackendConfig, Limits, PoolSettings, ServerConfig, Timeouts
-from rubrisproxy.frontend import Frontend
-from rubrisproxy.origin import ConnectionPool, OriginConnector
+from rubrisproxy.config import BackendConfig, ServerConfig, Timeouts
 
-from .helpers import MemoryAccessLog, parse_responses
+from .helpers import build_frontend, parse_responses
 from .test_framing import connect, make_frontend
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -104,13 +101,9 @@ class ConnectTimeoutTests(unittest.TestCase):
     def test_connect_timeout_tries_next_then_503(self):
         reactor = MemoryReactorClock()
         timeouts = Timeouts(connect=5)
-        pool = ConnectionPool(OriginConnector(reactor, timeouts.connect), reactor, PoolSettings(), timeouts.server)
         servers = (ServerConfig("s1", "127.0.0.1", 1), ServerConfig("s2", "127.0.0.1", 2))
-        frontend = Frontend(
-            name="web", clock=reactor, timeouts=timeouts, limits=Limits(),
-            backend=Backend(BackendConfig(name="app", servers=servers, retries=1)), pool=pool,
-            access_log=MemoryAccessLog(),
-        )
+        frontend = build_frontend(reactor, BackendConfig(name="app", servers=servers, retries=1), timeouts=timeouts)
+        pool = frontend.pool
         protocol, transport = connect(frontend)
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertEqual([c[1] for c in reactor.tcpClients], [1])

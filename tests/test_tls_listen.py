@@ -16,10 +16,12 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest
 from zope.interface import implementer
 
+from rubrisproxy.checks import check_config
 from rubrisproxy.config import CertificateFiles, CommandLine, ConfigError, ListenerTLSConfig, load_config
 from rubrisproxy.reload import ReloadOnHangup, Reloader
 from rubrisproxy.frontend import connection_factory
-from rubrisproxy.service import ListeningService, build_service
+from rubrisproxy.listening import ListeningService
+from rubrisproxy.service import build_service
 from rubrisproxy.tls import build_contexts, listener
 
 from .browser import chromium_argv, spawn, wait_exit
@@ -94,7 +96,7 @@ class TLSListenerCase(ProxyTestCase):
         self.service = build_service(load_config(self.command_line), reactor, self.command_line)
         self.service.startService()
         self.addCleanup(self.service.stopService)
-        self.running = self.service.parts.frontends["web"]  # type: ignore[attr-defined]
+        self.running = self.service.parts.frontends["web"]
         return self.running.ports[0].getHost().port  # type: ignore[no-any-return]
 
     @defer.inlineCallbacks
@@ -263,7 +265,7 @@ class VersionTests(TLSListenerCase):
 
 class ReloadTests(TLSListenerCase):
     def reload(self) -> list[str]:
-        return Reloader(self.service.parts, self.command_line).reload()  # type: ignore[attr-defined]
+        return Reloader(self.service.parts, self.command_line).reload()
 
     @defer.inlineCallbacks
     def test_reload_serves_a_replaced_certificate_to_new_connections(self):  # type: ignore[no-untyped-def]
@@ -310,7 +312,7 @@ class ReloadTests(TLSListenerCase):
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        ReloadOnHangup(Reloader(self.service.parts, self.command_line), reactor).reload()  # type: ignore[attr-defined]
+        ReloadOnHangup(Reloader(self.service.parts, self.command_line), reactor).reload()
         errors = [formatEvent(e) for e in events if e.get("log_level") is not None and e["log_level"].name == "error"]
         self.assertEqual(len(errors), 1, errors)
         self.assertTrue(errors[0].startswith(
@@ -359,7 +361,7 @@ class ReloadTests(TLSListenerCase):
 class BadKeyTests(TLSListenerCase):
     def load(self, tls: str | None, listen: str = '"tcp:0:interface=127.0.0.1"') -> ConfigError:
         self.write_config(tls, listen)
-        return self.assertRaises(ConfigError, load_config, CommandLine(config_path=self.path))
+        return self.assertRaises(ConfigError, lambda: check_config(load_config(CommandLine(config_path=self.path))))
 
     def test_missing_key_file_names_the_key(self):
         _, cert = self.issue("x")

@@ -427,7 +427,7 @@ class TimerTests(ProxyTestCase):
         self.start()
         client = connect_client(self.proxy_port)
         yield client.opened
-        yield drain(self.frontend, 5)
+        yield drain(self.frontend, 5, 0.0, 1001)
         clean, code, reason = yield client.closed
         self.assertEqual(code, 1001)
         self.assertEqual(self.frontend.websockets, set())
@@ -462,7 +462,7 @@ class TimerTests(ProxyTestCase):
         self.start()
         client = connect_client(self.proxy_port)
         yield client.opened
-        yield drain(self.frontend, 5, close_code=1012)
+        yield drain(self.frontend, 5, 0.0, 1012)
         clean, code, reason = yield client.closed
         self.assertEqual((code, reason), (1012, "proxy restarting"))
 

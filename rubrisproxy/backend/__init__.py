@@ -16,6 +16,7 @@ from ._balance import (
 from ._engineio import PEEK_LIMIT, is_engineio, open_packet_sid, session_id
 from ._health import HealthChecker
 from ._server import Server
+from ._sticky import cookie_value
 
 __all__ = [
     "PEEK_LIMIT",
@@ -30,6 +31,7 @@ __all__ = [
     "Server",
     "Waiter",
     "balancer_for",
+    "cookie_value",
     "header_key",
     "is_engineio",
     "open_packet_sid",

@@ -2,37 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from twisted.internet import reactor
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from ..config import BackendConfig, ServerConfig, WebSocketConfig
 from ..counters import Histogram
-from ..http import Headers, RequestHead, spellings
-from ..websocket import LegFactories, build_hooks
+from ..http import Headers, spellings
+from ..settings import LiveSettings
 from ._balance import IBalancer, balancer_for
 from ._engineio import EngineIOStickiness, is_engineio
-from ._queue import Queued, WaitQueue
+from ._queue import Queued, Waiter, WaitQueue
 from ._server import Server
 from ._sticky import CookieStickiness, MemoryStickStore, TableStickiness, key_for, learned_key
 
 
-class Waiter(Protocol):
-    """What waits in a backend's queue: an exchange, seen from the backend."""
+class WebSocketPieces(Protocol):
+    """A backend's WebSocket pieces, built above it (``websocket.BackendWebSocket``): the user's hooks, and its
+    session legs' factories."""
 
-    head: RequestHead
+    hooks: tuple[Any, ...]
 
-    @property
-    def finished(self) -> bool: ...
+    def leg_factories(self) -> Any: ...
 
-    def client_address_for_balancing(self) -> str: ...
 
-    def dequeued(self, server: Server) -> None: ...
+#: Builds a backend's WebSocket pieces from its configuration, given those it had (:data:`NO_WEBSOCKET` at first).
+WebSocketBuilder = Callable[[BackendConfig, WebSocketPieces], WebSocketPieces]
 
-    def queue_timed_out(self) -> None: ...
+
+class _NoWebSocket:
+    """The WebSocket pieces of a backend built without a :data:`WebSocketBuilder`: no hooks, no session mode."""
+
+    hooks: tuple[Any, ...] = ()
+
+    def leg_factories(self) -> Any:
+        raise RuntimeError("this backend was built without WebSocket support")
+
+
+NO_WEBSOCKET: WebSocketPieces = _NoWebSocket()
 
 
 QUEUED = object()
@@ -55,10 +65,15 @@ class Backend:
     requests meanwhile, it is balanced like any other.
     """
 
-    def __init__(self, config: BackendConfig, clock: IReactorTime | None = None, queue_timeout: float = 30.0) -> None:
+    def __init__(
+        self, config: BackendConfig, clock: IReactorTime | None = None, settings: LiveSettings | None = None,
+        websocket: WebSocketBuilder | None = None,
+    ) -> None:
         self.name = config.name
         self.clock = clock
-        self.queue_timeout = queue_timeout
+        self.settings = settings or LiveSettings()  # the proxy's: ``timeouts.queue``
+        self._build_websocket = websocket
+        self._websocket = NO_WEBSOCKET
         self.resumes = 0  # session-mode WebSockets moved to another server
         self.resume_failures: dict[str, int] = {}  # sessions that could not move, by reason
         self.messages_lost = 0  # client messages held by a session that ended before a server took them
@@ -82,7 +97,9 @@ class Backend:
 
     def _settings(self, config: BackendConfig, previous: BackendConfig | None) -> None:
         """Take ``config``'s settings (not its servers); a stick table whose settings stay is kept."""
-        self.websocket_hooks = build_hooks(f"backends.{config.name}.websocket.hooks", config.websocket.hooks)
+        if self._build_websocket is not None:
+            self._websocket = self._build_websocket(config, self._websocket)
+        self.websocket_hooks = self._websocket.hooks
         self.retries = config.retries
         self.redispatch = config.redispatch
         self.slow_start = config.slow_start
@@ -93,9 +110,7 @@ class Backend:
             self.websocket = config.websocket
             # A client's copy of a session header named otherwise: dropped from requests routed here.
             self.session_drops = spellings((config.websocket.session_header.encode(),)) - _DEFAULT_SESSION_HEADER
-            self._leg_factories: LegFactories | None = None  # sessions open already keep theirs
-        self.cookie = CookieStickiness(config.cookie.name, config.cookie.mode, config.cookie.max_age,
-                                       config.cookie.secure) if config.cookie else None
+        self.cookie = CookieStickiness(config.cookie) if config.cookie else None
         if previous is None or previous.stick != config.stick:
             self.table = None
             if config.stick is not None:
@@ -148,11 +163,9 @@ class Backend:
         self._limited = self._limited or config.maxconn > 0
         return server
 
-    def leg_factories(self) -> LegFactories:
-        """The Autobahn factories for this backend's session-mode WebSockets, built on first use."""
-        if self._leg_factories is None:
-            self._leg_factories = LegFactories(self.websocket, self.clock or reactor)
-        return self._leg_factories
+    def leg_factories(self) -> Any:
+        """The Autobahn factories for this backend's session-mode WebSockets (``websocket.LegFactories``)."""
+        return self._websocket.leg_factories()
 
     def drain_server(self, name: str) -> Server:
         """Drain server ``name``: it takes no new requests or sessions, and its WebSocket sessions move to
@@ -271,7 +284,8 @@ class Backend:
     def _enqueue(self, waiter: Waiter, exclude: frozenset[Server], server: Server | None) -> object | None:
         if self.clock is None:
             return None
-        self._queue.add(waiter, self.clock.callLater(self.queue_timeout, self._queue_expired, waiter), exclude, server)
+        timeout = self.settings.current.timeouts.queue
+        self._queue.add(waiter, self.clock.callLater(timeout, self._queue_expired, waiter), exclude, server)
         self.queued_total += 1
         return QUEUED
 

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall
 
+from ..http import RequestHead
 from ._server import Server
 
-if TYPE_CHECKING:
-    from ._backend import Waiter
+
+class Waiter(Protocol):
+    """What waits in a backend's queue: an exchange, seen from the backend."""
+
+    head: RequestHead
+
+    @property
+    def finished(self) -> bool: ...
+
+    def client_address_for_balancing(self) -> str: ...
+
+    def dequeued(self, server: Server) -> None: ...
+
+    def queue_timed_out(self) -> None: ...
 
 
 class Queued:

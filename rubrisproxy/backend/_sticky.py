@@ -16,6 +16,7 @@ from http.cookies import SimpleCookie
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
+from ..config import CookieConfig
 from ..http import Headers, RequestHead
 from ._balance import KeyOf, header_key, source_key, url_param_key
 
@@ -135,10 +136,11 @@ def learned_key(spec: str) -> Callable[[Headers], bytes | None]:
 class CookieStickiness:
     """HAProxy's ``cookie NAME insert`` or ``cookie NAME prefix``."""
 
-    def __init__(self, name: str, mode: str, max_age: int = 0, secure: bool = False) -> None:
-        self.name = name
-        self.mode = mode
-        self._attributes = "; Path=/; HttpOnly" + (f"; Max-Age={max_age}" if max_age else "") + ("; Secure" if secure else "")
+    def __init__(self, config: CookieConfig) -> None:
+        self.name = config.name
+        self.mode = config.mode
+        self._attributes = ("; Path=/; HttpOnly" + (f"; Max-Age={config.max_age}" if config.max_age else "")
+                            + ("; Secure" if config.secure else ""))
 
     def server_for(self, request: RequestHead) -> str | None:
         value = cookie_value(request.headers, self.name)

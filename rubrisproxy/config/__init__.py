@@ -2,11 +2,10 @@
 
 from ._errors import ConfigError
 from ._load import CommandLine, apply_command_line, config_from_document, load_config
-from ._load import _loopback_only as loopback_only
 from ._model import (
     ALPN_PROTOCOLS,
-    DEMO_ADMIN_LISTEN,
     BALANCE_ALGORITHMS,
+    DEMO_ADMIN_LISTEN,
     MODERN_CIPHERS,
     TLS_VERSIONS,
     AccessLogSettings,
@@ -32,7 +31,16 @@ from ._model import (
     TLSConfig,
     WebSocketConfig,
 )
-from ._values import build_objects, parse_duration, parse_server, parse_size, resolve_name
+from ._values import (
+    build_objects,
+    loopback_only,
+    parse_duration,
+    parse_endpoint,
+    parse_server,
+    parse_size,
+    resolve_name,
+    split_endpoint,
+)
 
 __all__ = [
     "ALPN_PROTOCOLS",
@@ -73,4 +81,6 @@ __all__ = [
     "parse_size",
     "resolve_name",
     "build_objects",
+    "parse_endpoint",
+    "split_endpoint",
 ]

@@ -1,11 +1,16 @@
-"""Parsers for the scalar values a config uses: durations, sizes, server addresses."""
+"""Parsers of the values a config takes: each is given the key (for its message) and the value as TOML gave it,
+and returns the value to keep or raises a :class:`ConfigError` naming the key. Scalars (durations, sizes, counts,
+server addresses, endpoint strings), and the values of particular keys (a health check's expected statuses, a
+forward proxy's users file...)."""
 
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import math
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,7 +19,8 @@ from zope.interface.interface import InterfaceClass
 from zope.interface.verify import verifyObject
 
 from ._errors import ConfigError
-from ._model import HookConfig, ServerConfig
+from ._fields import Parser
+from ._model import ALPN_PROTOCOLS, WEBSOCKET_MODES, HookConfig, ServerConfig
 
 _DURATION = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,20})?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -125,8 +131,33 @@ def parse_server(key: str, value: object, name: str) -> ServerConfig:
     return ServerConfig(name=name, host=parts.hostname, port=port, tls=tls)
 
 
-_ENDPOINT_FIELD = re.compile(r"(?<!\\):")  # endpoint string fields are split on colons not escaped with a backslash
 _PORTED_ENDPOINTS = ("tcp", "tcp6", "ssl")
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def split_endpoint(description: str) -> tuple[str, list[str], list[tuple[str, str]]]:
+    """An endpoint string read as Twisted reads it: its kind (lowercase), its positional arguments and its named
+    ones, in order; ``:`` separates, ``=`` names, ``\\`` escapes either. The one reader of endpoint strings."""
+    parts: list[tuple[str | None, str]] = []
+    name: str | None = None
+    current: list[str] = []
+    characters = iter(description)
+    for character in characters:
+        if character == "\\":
+            current.append(next(characters, ""))
+        elif character == ":":
+            parts.append((name, "".join(current)))
+            name, current = None, []
+        elif character == "=" and name is None:
+            name, current = "".join(current), []
+        else:
+            current.append(character)
+    parts.append((name, "".join(current)))
+    first_name, first = parts[0]
+    kind = first.lower() if first_name is None else ""
+    positional = [value for name, value in parts[1:] if name is None]
+    named = [(name, value) for name, value in parts[1:] if name is not None]
+    return kind, positional, named
 
 
 def parse_endpoint(key: str, description: object) -> str:
@@ -135,8 +166,7 @@ def parse_endpoint(key: str, description: object) -> str:
     field at fault."""
     if not isinstance(description, str) or not description:
         raise ConfigError(key, f"expected an endpoint string such as 'tcp:8080', got {description!r}")
-    fields = _ENDPOINT_FIELD.split(description)
-    kind = fields[0].lower()
+    kind, positional, named = split_endpoint(description)
     if kind != "ssl":
         try:
             serverFromString(None, description)  # no reactor: parsing only builds the endpoint; nothing listens
@@ -145,14 +175,21 @@ def parse_endpoint(key: str, description: object) -> str:
         except Exception as e:  # noqa: BLE001 - parsers and endpoint plugins raise anything for a bad string
             raise ConfigError(key, f"invalid endpoint {description!r}: {e}") from None
     if kind in _PORTED_ENDPOINTS:
-        positional = [f for f in fields[1:] if "=" not in f]
-        named = [f.split("=", 1)[1] for f in fields[1:] if f.startswith("port=")]
-        port = (positional or named or [""])[0]
+        port = (positional or [value for name, value in named if name == "port"] or [""])[0]
         if not port.lstrip("-").isdigit():
             raise ConfigError(key, f"invalid endpoint {description!r}: the port must be a number, got {port!r}")
         if not 0 <= int(port) <= 65535:
             raise ConfigError(key, f"port must be from 0 to 65535, got {port} in {description!r}")
     return description
+
+
+def loopback_only(endpoint: str) -> bool:
+    """Whether a listen endpoint can only be reached from this machine (a UNIX socket, or TCP on loopback)."""
+    kind, _, named = split_endpoint(endpoint)
+    if kind == "unix":
+        return True
+    interfaces = [value for name, value in named if name == "interface"]
+    return kind in _PORTED_ENDPOINTS and len(interfaces) == 1 and interfaces[0] in _LOOPBACK
 
 
 def resolve_name(key: str, dotted: str) -> object:
@@ -192,3 +229,313 @@ def build_objects(key: str, configs: Sequence[HookConfig], interfaces: Sequence[
                 raise ConfigError(where, f"{config.name} does not provide {interface.__name__}: {e}") from None
         built.append(instance)
     return tuple(built)
+
+
+# Generic values.
+
+
+def expect(what: str, test: Callable[[Any], object], convert: Callable[[Any], Any] | None = None) -> Parser:
+    """A parser of the values that pass ``test`` (then given to ``convert``, if any); it refuses others as
+    "expected WHAT, got VALUE"."""
+
+    def parse(key: str, value: object) -> Any:
+        if not test(value):
+            raise ConfigError(key, f"expected {what}, got {value!r}")
+        return value if convert is None else convert(value)
+
+    return parse
+
+
+parse_bool = expect("true or false", lambda v: isinstance(v, bool))
+
+
+def one_of(choices: Sequence[object], said: str = "") -> Parser:
+    """A parser taking only ``choices``; its message says them as ``said`` (else "one of A, B")."""
+    return expect(said or f"one of {', '.join(map(str, choices))}", lambda v: v in choices)
+
+
+def text(what: str) -> Parser:
+    """A parser of a non-empty string; its message says it expected ``what``."""
+    return expect(what, lambda v: isinstance(v, str) and v != "")
+
+
+NON_EMPTY = text("a non-empty string")
+
+
+def unset_or(parse: Parser) -> Parser:
+    """``parse``, but ``None`` (as a document built in Python may give it) is left unset."""
+    return lambda key, value: None if value is None else parse(key, value)
+
+
+def strings(key: str, value: object) -> tuple[str, ...]:
+    """A list of non-empty strings, or one string."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(key, f"expected a list of non-empty strings, got {value!r}")
+    return tuple(value)
+
+
+def duration_or_off(key: str, value: object) -> float:
+    """A duration, or 0 (``0``, ``"0"``, ``"0s"``) that turns a setting off."""
+    return 0.0 if value in (0, "0", "0s") else parse_duration(key, value)
+
+
+def size(maximum: int = MAX_SIZE) -> Parser:
+    """A parser of sizes up to ``maximum``."""
+    return lambda key, value: parse_size(key, value, maximum)
+
+
+def count(minimum: int = 1, maximum: int = MAX_COUNT) -> Parser:
+    """A parser of integers from ``minimum`` to ``maximum``."""
+    return lambda key, value: parse_positive_int(key, value, minimum, maximum)
+
+
+def endpoints(key: str, value: object) -> tuple[str, ...]:
+    """Endpoint strings: a list, or one."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(e, str) and e for e in value):
+        raise ConfigError(key, f"expected a list of endpoint strings such as 'tcp:8080', got {value!r}")
+    return tuple(parse_endpoint(key, description) for description in value)
+
+
+def network(key: str, value: str) -> str:
+    """A network (``10.0.0.0/8``) or an address."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as e:
+        raise ConfigError(key, f"{value!r} is not a network: {e}") from None
+    return value
+
+
+def networks(key: str, value: object) -> tuple[str, ...]:
+    """Networks or addresses: a list, or one."""
+    return tuple(network(key, entry) for entry in strings(key, value))
+
+
+def hosts(key: str, value: object) -> tuple[str, ...]:
+    """Destinations: names (``example.com``), suffixes (``.example.com``) or networks (``10.0.0.0/8``)."""
+    return tuple(network(key, entry) if "/" in entry else entry for entry in strings(key, value))
+
+
+_NAME = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"  # an HTTP token: a header's or a cookie's name
+
+
+def http_token(what: str) -> Parser:
+    """A parser of a header's or cookie's name; its message says it expected ``what``."""
+    return expect(what, lambda v: isinstance(v, str) and re.fullmatch(_NAME, v))
+
+
+def hook(key: str, raw: object) -> HookConfig:
+    """``"module.Class"`` or ``{class = "module.Class", ...keyword arguments}``; the class must import."""
+    if isinstance(raw, str):
+        name, options = raw, {}
+    elif isinstance(raw, dict) and isinstance(raw.get("class"), str):
+        options = dict(raw)
+        name = options.pop("class")
+    else:
+        raise ConfigError(key, f"expected a class name or a table with a 'class' key, got {raw!r}")
+    if not callable(resolve_name(f"{key}.class" if options else key, name)):
+        raise ConfigError(key, f"{name!r} is not a class")
+    return HookConfig(name, options)
+
+
+def hooks(key: str, value: object) -> tuple[HookConfig, ...]:
+    """A list of classes to build (WebSocket hooks, lifecycle handlers)."""
+    if not isinstance(value, list):
+        raise ConfigError(key, "expected a list of class names or tables with a 'class' key")
+    return tuple(hook(f"{key}[{i}]", raw) for i, raw in enumerate(value))
+
+
+def dotted_class(key: str, value: object) -> str:
+    """The dotted name of an importable class."""
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected the dotted name of a class, got {value!r}")
+    resolve_name(key, value)
+    return value
+
+
+def log_path(key: str, path: object) -> str:
+    """``-`` (the twistd log), or a file that can be appended to: it, or else its directory, exists and is writable."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError(key, f"expected a file path or '-', got {path!r}")
+    if path == "-":
+        return path
+    if os.path.isdir(path):
+        raise ConfigError(key, f"{path!r} is a directory, not a file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(key, f"the directory of {path!r} does not exist")
+    if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+        raise ConfigError(key, f"{path!r} cannot be written")
+    return path
+
+
+log_format = one_of(("text", "json"), "'text' or 'json'")
+websocket_mode = one_of(WEBSOCKET_MODES)
+pem_file = expect("a readable PEM file", lambda v: isinstance(v, str) and os.path.isfile(v))
+
+
+# Values of particular keys.
+
+
+def status_range(key: str, value: object) -> tuple[int, int]:
+    """A health check's accepted statuses: ``200`` or ``"200-399"``."""
+    match = re.fullmatch(r"\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?", str(value))
+    if not match:
+        raise ConfigError(key, f"expected a status or a range such as '200-399', got {value!r}")
+    low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+    if low > high:
+        raise ConfigError(key, f"the range is empty: {value!r}")
+    return low, high
+
+
+check_path = expect("a path starting with '/'", lambda v: isinstance(v, str) and v.startswith("/"))
+http_method = expect("an HTTP method", lambda v: isinstance(v, str) and v.isalpha(), str.upper)
+
+
+def balance(key: str, value: object) -> str:
+    """A balancing algorithm (HAProxy's names) or the dotted name of a user's ``IBalancer`` class."""
+    if isinstance(value, str) and "." in value and "(" not in value:
+        if not callable(resolve_name(key, value)):
+            raise ConfigError(key, f"{value!r} is not a class")
+        return value
+    if not isinstance(value, str) or not _valid_balance(value):
+        raise ConfigError(
+            key,
+            f"expected roundrobin, leastconn, random, source, uri, url_param(NAME), hdr(NAME) or the dotted name "
+            f"of an IBalancer class, got {value!r}",
+        )
+    return value
+
+
+def _valid_balance(balance: str) -> bool:
+    if balance in ("roundrobin", "leastconn", "random", "source", "uri"):
+        return True
+    for prefix in ("url_param(", "hdr("):
+        if balance.startswith(prefix) and balance.endswith(")") and len(balance) > len(prefix) + 1:
+            return True
+    return False
+
+
+#: Browsers cap a cookie's Max-Age at 400 days (RFC 6265bis).
+MAX_COOKIE_AGE = 400 * 86400.0
+
+
+def cookie_age(key: str, value: object) -> int:
+    """A cookie's Max-Age in whole seconds; 0 makes a session cookie."""
+    return 0 if value in (0, "0") else int(parse_duration(key, value, MAX_COOKIE_AGE))
+
+
+STICK_ON = "source, header(NAME), url_param(NAME) or cookie(NAME)"
+stick_on = expect(STICK_ON, lambda v: isinstance(v, str) and (
+    v == "source" or re.fullmatch(rf"(header|url_param|cookie)\({_NAME}\)", v)))
+stick_learn = expect("header(NAME) or set-cookie(NAME)",
+                     lambda v: isinstance(v, str) and re.fullmatch(rf"(header|set-cookie)\({_NAME}\)", v))
+close_codes = expect("a list of close codes (1000-4999)",
+                     lambda v: isinstance(v, list) and all(isinstance(c, int) and 1000 <= c <= 4999 for c in v), tuple)
+
+
+def path_prefix(key: str, value: object) -> str:
+    """A route's path prefix."""
+    path: str = NON_EMPTY(key, value)
+    if not path.startswith("/"):
+        raise ConfigError(key, f"expected a path beginning with /, got {path!r}")
+    return path
+
+
+def regex(key: str, value: object) -> str:
+    """A regular expression that compiles."""
+    pattern: str = NON_EMPTY(key, value)
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(key, f"invalid regular expression: {e}") from None
+    except RecursionError:
+        raise ConfigError(key, "the regular expression nests too deeply") from None
+    return pattern
+
+
+def methods(key: str, value: object) -> tuple[str, ...]:
+    """Request methods, in capitals: a list, or one."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+        raise ConfigError(key, f"expected a method or a list of methods, got {value!r}")
+    return tuple(m.upper() for m in value)
+
+
+deny_status = expect("a 4xx or 5xx status",
+                     lambda v: not isinstance(v, bool) and isinstance(v, int) and 400 <= v <= 599)
+
+
+def trusted_proxies(key: str, value: object) -> tuple[str, ...]:
+    """The networks of the proxies a frontend trusts (a list: one string is refused, it is too easy to get wrong)."""
+    if not isinstance(value, list):
+        raise ConfigError(key, f"expected a list of networks or addresses such as ['10.0.0.0/8'], got {value!r}")
+    return networks(key, value)
+
+
+forwarded_header = expect("x-forwarded-for or forwarded",
+                          lambda v: isinstance(v, str) and v.lower() in ("x-forwarded-for", "forwarded"), str.lower)
+
+
+IDENTIFY = "sid, cookie(NAME), header(NAME) or connection"
+
+
+def identify(key: str, value: object) -> tuple[str, ...]:
+    """How client sessions are known: ``sid``, ``cookie(NAME)``, ``header(NAME)``, ``connection``."""
+    specs = strings(key, value)
+    if not specs:
+        raise ConfigError(key, f"expected at least one of {IDENTIFY}")
+    for spec in specs:
+        named = spec.startswith(("cookie(", "header(")) and spec.endswith(")") and len(spec) > 8
+        if spec not in ("sid", "connection") and not named:
+            raise ConfigError(key, f"expected {IDENTIFY}, got {spec!r}")
+    return specs
+
+
+connect_ports = expect("a list of port numbers",
+                       lambda v: isinstance(v, list) and all(type(p) is int and 0 < p < 65536 for p in v), tuple)
+
+
+_PASSWORD_HASH = re.compile(r"^pbkdf2_sha256\$\d+\$[0-9a-f]+\$[0-9a-f]{64}$")
+
+
+def users_file(key: str, path: object) -> dict[str, str]:
+    """``user:pbkdf2_sha256$ITERATIONS$SALT$HASH`` lines (``rubrisproxy passwd`` writes them)."""
+    if not isinstance(path, str):
+        raise ConfigError(key, f"expected a file path, got {path!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {path!r}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(key, f"{path!r} is not UTF-8 text (byte {e.start})") from None
+    users = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        user, sep, hashed = line.partition(":")
+        if not sep or not user or not _PASSWORD_HASH.match(hashed):
+            raise ConfigError(key, f"line {number} of {path!r} is not user:pbkdf2_sha256$ITERATIONS$SALT$HASH")
+        users[user] = hashed
+    return users
+
+
+def alpn(key: str, value: object) -> tuple[str, ...]:
+    """ALPN protocol names a listener offers."""
+    names = strings(key, value)
+    for name in names:
+        if name not in ALPN_PROTOCOLS:
+            raise ConfigError(key, f"expected protocols among {', '.join(ALPN_PROTOCOLS)}, got {name!r}")
+    return names
+
+
+def admin_token(key: str, value: object) -> str:
+    """The admin API's bearer token."""
+    if not isinstance(value, str) or len(value) < 16:
+        raise ConfigError(key, "expected a string of at least 16 characters")
+    return value

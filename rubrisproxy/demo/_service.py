@@ -7,12 +7,12 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from ..backend import Backend
 from ..config import ServerConfig
+from ..listening import ListeningService
 from ._origin import RESTART_DELAY, DemoOrigin, OriginState
 from ._site import demo_site
 
@@ -32,13 +32,12 @@ def http_url(ports: list[IListeningPort]) -> str | None:
 
 
 class DemoService(service.Service):
-    """Runs the demo origins on free loopback ports and makes them the servers of ``backends``."""
+    """Runs the demo origins on free loopback ports and makes them the servers of the backends it serves."""
 
     log = Logger()
 
-    def __init__(self, reactor: Any, backends: list[Backend], public_urls: tuple[str, ...],
-                 restart_delay: float = RESTART_DELAY) -> None:
-        self.backends = backends
+    def __init__(self, reactor: Any, public_urls: tuple[str, ...], restart_delay: float = RESTART_DELAY) -> None:
+        self.backends: list[Backend] = []
         self.public_urls = public_urls
         self._stats_ports: Callable[[], list[IListeningPort]] = list
         self.origins = [
@@ -46,6 +45,12 @@ class DemoService(service.Service):
             for name in ORIGIN_NAMES
         ]
         self.setName("demo")
+
+    def serve(self, backends: list[Backend]) -> None:
+        """Make the demo origins the only servers of ``backends`` (once they start)."""
+        for backend in backends:
+            backend.servers.clear()
+        self.backends = backends
 
     def link_stats(self, admin: Any) -> None:
         """Link the page to the stats page of ``admin`` (a service whose ``ports`` are its listeners)."""
@@ -76,44 +81,17 @@ class DemoService(service.Service):
         return defer.gatherResults([origin.shut() for origin in self.origins])
 
 
-class DemoAdminService(service.Service):
+class DemoAdminService(ListeningService):
     """The admin listener the demo opens when none is configured; a port already taken is a warning, not an
     exit (the demo works without its stats page)."""
 
-    log = Logger()
-
     def __init__(self, reactor: Any, site: Any, endpoint: str) -> None:
-        self.reactor = reactor
-        self.site = site
-        self.endpoint = endpoint
-        self.ports: list[IListeningPort] = []
-        self._tried = False
-        self.setName("admin")
+        super().__init__(reactor, "admin", site, (endpoint,), key="admin", required=False)
 
-    def privilegedStartService(self) -> None:
-        self._listen()
-        super().privilegedStartService()
-
-    def startService(self) -> None:
-        if not self._tried:  # not started by twistd
-            self._listen()
-        super().startService()
-
-    def _listen(self) -> None:
-        self._tried = True
-        d = serverFromString(self.reactor, self.endpoint).listen(self.site)
-        d.addCallbacks(self._listening, self._failed)
-
-    def _listening(self, port: IListeningPort) -> None:
-        self.ports.append(port)
+    def said_listening(self, port: IListeningPort, description: str) -> None:
         self.log.info("demo: stats page and admin API on {url} (only in demo mode; --admin sets another)",
                       url=http_url(self.ports))
 
-    def _failed(self, failure: Any) -> None:
+    def unavailable(self, description: str, why: str) -> None:
         self.log.warn("demo: no stats page: cannot listen on {endpoint}: {why} (--admin sets another)",
-                      endpoint=self.endpoint, why=failure.getErrorMessage())
-
-    def stopService(self):  # type: ignore[no-untyped-def]
-        super().stopService()
-        ports, self.ports = self.ports, []
-        return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
+                      endpoint=description, why=why)

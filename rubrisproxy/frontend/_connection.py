@@ -438,5 +438,5 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
         response = error_response(error.status)
         self.write(response)
         self.responses += 1
-        log_refused(self.frontend, self.client_address, self.ready_at, error.status, termination, len(response))
+        log_refused(self, error.status, termination, len(response))
         self.end(ConnectionEnd.TIMEOUT if termination is Termination.REQUEST_TIMEOUT else ConnectionEnd.PROTOCOL_READ_ERROR)

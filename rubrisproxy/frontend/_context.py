@@ -14,6 +14,7 @@ from ..counters import Histogram
 from ..lifecycle import NO_HANDLERS, LifecycleHandlers
 from ..origin import ConnectionPool
 from ..routing import Router
+from ..settings import LiveSettings
 from ..websocket import ResumeBudget
 from ._peers import LOCAL, PeerSettings
 
@@ -30,8 +31,7 @@ class Frontend:
 
     name: str
     clock: IReactorTime
-    timeouts: Timeouts
-    limits: Limits
+    settings: LiveSettings  # the proxy's: its timeouts and limits, read as they are now
     backend: Backend
     pool: ConnectionPool
     access_log: AccessLog
@@ -60,6 +60,14 @@ class Frontend:
     def __post_init__(self) -> None:
         if self.router is None:
             self.router = Router((), {}, self.backend)
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self.settings.current.timeouts
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.current.limits
 
     def traffic(self) -> tuple[int, int]:
         """Bytes read from and written to its clients' sockets, heads and frames included: the ended

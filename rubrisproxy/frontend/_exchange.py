@@ -102,9 +102,7 @@ class Exchange(Dispatch):
             self.websocket = accept_upgrade(self, router, target)
             if self.websocket is None:
                 return
-        self._request_bytes = origin_request_head(
-            head, resolved.origin_form, resolved.host if resolved.absolute else None, target, self.client, self.websocket,
-        )
+        self._request_bytes = origin_request_head(self, resolved.origin_form, resolved.host if resolved.absolute else None)
         self._assign()
 
     def _connected(self, connection: OriginConnection) -> None:
@@ -175,21 +173,8 @@ class Exchange(Dispatch):
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
         self._state = _ANSWERING
         self.response_at = self.clock.seconds()
-        self.status = status = head.status
-        server, backend = self.server, self.backend
-        assert server is not None and backend is not None
-        if backend.sticky:
-            head.forward = backend.sticky_response(head.forward, self, server)
-        if status >= 500 and backend.passive.on_5xx:  # passive health: the server answers, badly
-            backend.report_error(server, f"HTTP {status}")
-        elif server.consecutive_errors:
-            server.consecutive_errors = 0
-        if (status == 401 and asks_connection_auth(head.headers)) or backend.config.pin:
-            self._pin = True
-        engineio = backend.engineio
-        if engineio is not None and status == 200 and engineio.learn_response(self.head, head.headers, server.name):
-            if has_body:
-                self._eio_peek = b""  # the open packet, with its sid, starts the body
+        self.status = head.status
+        self._learn(head, has_body)
         headers = head.forward
         client_head = self.head
         if not has_body:
@@ -223,6 +208,25 @@ class Exchange(Dispatch):
         )
         if has_body and (framing != _Framing.LENGTH or head.content_length > _SMALL_BODY):  # type: ignore[operator]
             self.client.download.attach(self.connection.gate)  # type: ignore[union-attr, arg-type]
+
+    def _learn(self, head: ResponseHead, has_body: bool) -> None:
+        """What the backend learns from a response head: its stickiness (which may set a cookie), the server's
+        passive health, whether the client is pinned to this connection, an Engine.IO session's server."""
+        status = head.status
+        server, backend = self.server, self.backend
+        assert server is not None and backend is not None
+        if backend.sticky:
+            head.forward = backend.sticky_response(head.forward, self, server)
+        if status >= 500 and backend.passive.on_5xx:  # the server answers, badly
+            backend.report_error(server, f"HTTP {status}")
+        elif server.consecutive_errors:
+            server.consecutive_errors = 0
+        if (status == 401 and asks_connection_auth(head.headers)) or backend.config.pin:
+            self._pin = True
+        engineio = backend.engineio
+        if engineio is not None and status == 200 and engineio.learn_response(self.head, head.headers, server.name):
+            if has_body:
+                self._eio_peek = b""  # the open packet, with its sid, starts the body
 
     def response_upgraded(self, head: ResponseHead, rest: bytes) -> None:
         """The backend accepted the WebSocket upgrade: hand both connections to a tunnel or a session."""
@@ -400,9 +404,7 @@ class Exchange(Dispatch):
         frontend = self.client.frontend
         self.count(frontend, self.backend, termination, now, from_origin)
         if frontend.access_log.enabled:
-            frontend.access_log.write(self.record(
-                now, self.head, self.client_address, frontend.name, self.backend, server, termination, session,
-            ))
+            frontend.access_log.write(self.record(now, frontend.name, termination))
         return now
 
     def dropped(self) -> None:

@@ -44,7 +44,7 @@ def connection_factory(frontend: Frontend, protocol: type[ClientConnection] | No
 
 
 def drain(
-    frontend: Frontend, grace: float, spread: float = 0.0, close_code: int = 1001, rng: Random | None = None
+    frontend: Frontend, grace: float, spread: float, close_code: int, rng: Random | None = None
 ) -> defer.Deferred[None]:
     """Stop gracefully: in-flight requests finish and WebSockets are closed, within ``grace`` seconds.
 

@@ -102,7 +102,7 @@ class ForwardExchange(Exchange):
                 self.backend = forward.parents
             if not where.tunnel:
                 target, authority = self._target_as_sent()
-                self._request_bytes = origin_request_head(self.head, target, authority, self.backend, self.client, None)
+                self._request_bytes = origin_request_head(self, target, authority)
         except HTTPError as error:
             self.fail(error, Termination.DENIED if error.status == 403 else Termination.BAD_REQUEST)
             return

@@ -21,16 +21,30 @@ class _Handshaking(Protocol):
     def handshake_lines(self, forward: Headers, backend: Backend) -> tuple[Headers, bytes]: ...
 
 
-def origin_request_head(
-    head: RequestHead, target: bytes, authority: bytes | None, backend: Backend | None, client: _Client,
-    websocket: _Handshaking | None,
-) -> bytes:
-    """The head of the request sent to the origin for ``head``, asking for ``target``.
+class _Request(Protocol):
+    """What the head is written from: an exchange."""
+
+    @property
+    def head(self) -> RequestHead: ...
+
+    @property
+    def backend(self) -> Backend | None: ...
+
+    @property
+    def client(self) -> _Client: ...
+
+    @property
+    def websocket(self) -> _Handshaking | None: ...
+
+
+def origin_request_head(request: _Request, target: bytes, authority: bytes | None) -> bytes:
+    """The head of the request sent to the origin for ``request``, asking for ``target``.
 
     ``authority`` (an absolute target's) replaces the Host header (RFC 9112 3.2.2); the backend drops
-    its session headers and rewrites its cookie; ``websocket`` adds the backend handshake; the Via and
-    forwarding headers say who asked.
+    its session headers and rewrites its cookie; a WebSocket upgrade adds the backend handshake; the Via
+    and forwarding headers say who asked.
     """
+    head, backend, websocket = request.head, request.backend, request.websocket
     host = head.host
     forward = head.forward
     if authority is not None:
@@ -54,5 +68,6 @@ def origin_request_head(
     if head.chunked:
         extra += b"Transfer-Encoding: chunked\r\n"
     return b"%s %s HTTP/1.1\r\n%s%s%s%s\r\n" % (
-        head.method, target, serialize_headers(forward), VIA[head.version], client.forwarding_headers(host, head), extra,
+        head.method, target, serialize_headers(forward), VIA[head.version], request.client.forwarding_headers(host, head),
+        extra,
     )

@@ -81,25 +81,28 @@ class ProxiedConnection(ClientConnection):
             parser = V1Parser()
         else:
             return self._bad_proxy_header(f"expected a PROXY header ({allowed})")
-        if isinstance(parser, V2Parser) and len(buffered) < 16:
-            self._proxy_header = buffered
-            return b""
-        try:
-            info, rest = parser.feed(buffered)
-        except Exception as e:  # noqa: BLE001 - Twisted's parsers raise more than InvalidProxyHeader on bad input
-            return self._bad_proxy_header(f"invalid PROXY header: {type(e).__name__}")
+        info = rest = None
+        if not (isinstance(parser, V2Parser) and len(buffered) < 16):  # a v2 header's fixed part is 16 bytes
+            try:
+                info, rest = parser.feed(buffered)
+            except Exception as e:  # noqa: BLE001 - Twisted's parsers raise more than InvalidProxyHeader on bad input
+                return self._bad_proxy_header(f"invalid PROXY header: {type(e).__name__}")
         if info is None:
             if len(buffered) > MAX_PROXY_HEADER:
                 return self._bad_proxy_header("PROXY header too long")
             self._proxy_header = buffered
             return b""
-        host = getattr(info.source, "host", None)  # none for LOCAL, UNKNOWN or a unix socket: the proxy's own
+        return self._proxy_source(info.source, rest or b"")
+
+    def _proxy_source(self, source: object, rest: bytes) -> bytes:
+        """A complete PROXY header named ``source``; ``rest`` followed it."""
+        host = getattr(source, "host", None)  # none for LOCAL, UNKNOWN or a unix socket: the proxy's own
         if host is not None:
             try:
                 host = str(ipaddress.ip_address(host))
             except ValueError:
                 return self._bad_proxy_header(f"PROXY source {quoted(host)} is not an address")
-        return self._proxy_header_read(rest or b"", host)
+        return self._proxy_header_read(rest, host)
 
     def _proxy_header_read(self, rest: bytes, source: str | None) -> bytes:
         """The PROXY header named ``source`` (None: the proxy itself); the handlers hear of the connection now."""

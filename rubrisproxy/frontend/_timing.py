@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..accesslog import AccessRecord
 from ..counters import count, status_class
@@ -29,6 +29,13 @@ class Timing:
         "started_at", "wait", "queued_at", "dequeued_at", "connect_started", "connected_at", "sent_at",
         "response_at", "status", "bytes_in", "bytes_out", "retries",
     )
+
+    # What the record says of the request besides: the exchange's own (see Dispatch and Exchange).
+    head: RequestHead
+    client_address: str
+    backend: Backend | None
+    server: Server | None
+    session: ClientSession | None
 
     def __init__(self, now: float, wait: float) -> None:
         self.started_at = now  # the request head was read
@@ -57,17 +64,15 @@ class Timing:
             if status:
                 count(backend.responses, status_class(status))
 
-    def record(
-        self, now: float, head: RequestHead, client: str, frontend: str, backend: Backend | None,
-        server: Server | None, termination: Termination, session: ClientSession | None,
-    ) -> AccessRecord:
+    def record(self, now: float, frontend: str, termination: Termination) -> AccessRecord:
         """The request's access-log record."""
+        head, backend, server, session = self.head, self.backend, self.server, self.session
         connect_started, connected_at = self.connect_started, self.connected_at
         sent_at, response_at = self.sent_at, self.response_at
         method = head.method
         return AccessRecord(
             now,
-            client,
+            self.client_address,
             frontend,
             _METHODS.get(method) or method.decode("latin-1"),
             head.target.decode("latin-1"),
@@ -88,19 +93,24 @@ class Timing:
         )
 
 
-def log_refused(
-    frontend: Frontend, client: str, ready_at: float, status: int, termination: Termination, bytes_out: int
-) -> None:
-    """Count and log a request refused before it became an exchange (``bytes_out``: the answer's size; what
-    was read of it is not known apart from the connection's)."""
+class _Connection(Protocol):
+    frontend: Frontend
+    client_address: str
+    ready_at: float  # when it was last ready for a request
+
+
+def log_refused(connection: _Connection, status: int, termination: Termination, bytes_out: int) -> None:
+    """Count and log a request ``connection`` refused before it became an exchange (``bytes_out``: the answer's
+    size; what was read of it is not known apart from the connection's)."""
+    frontend = connection.frontend
     count(frontend.terminations, termination.value)
     count(frontend.responses, (status_class(status), "proxy"))
     now = frontend.clock.seconds()
     frontend.access_log.write(
         AccessRecord(
-            at=now, client=client, frontend=frontend.name, method="-", target="-",
+            at=now, client=connection.client_address, frontend=frontend.name, method="-", target="-",
             version="-", status=status, bytes_in=0, bytes_out=bytes_out, backend="-", server="-",
-            wait_ms=round((now - ready_at) * 1000, 3),
+            wait_ms=round((now - connection.ready_at) * 1000, 3),
             queue_ms=-1, connect_ms=-1, response_ms=-1, total_ms=0.0, termination=termination.value,
         )
     )

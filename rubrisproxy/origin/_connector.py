@@ -6,24 +6,23 @@ same :meth:`OriginConnector.connect` with their own protocol.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from OpenSSL import SSL
-from twisted.internet import defer, tcp
+from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate, optionsForClientTLS
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .._compat import IOpenSSLTrustRoot, unwrap_endpoint
 from ..backend import Server
 from ..config import TLSConfig
-
-if TYPE_CHECKING:
-    from twisted.internet._sslverify import IOpenSSLTrustRoot
+from ..settings import LiveSettings
 
 P = TypeVar("P", bound=Protocol)
 
@@ -36,16 +35,20 @@ class OriginConnector:
     """Opens connections to servers: plain TCP or TLS verified with service-identity."""
 
     def __init__(
-        self, reactor: IReactorTime, connect_timeout: float, trust_root: IOpenSSLTrustRoot | Certificate | None = None
+        self, reactor: IReactorTime, settings: LiveSettings, trust_root: IOpenSSLTrustRoot | Certificate | None = None
     ) -> None:
         self._reactor = reactor
-        self.connect_timeout = connect_timeout
+        self.settings = settings
         self.trust_root = trust_root  # None: the platform's trust store
+
+    @property
+    def connect_timeout(self) -> float:
+        return self.settings.current.timeouts.connect
 
     def endpoint(self, server: Server) -> IStreamClientEndpoint:
         """The client endpoint that reaches ``server``."""
         host, port = server.config.host, server.config.port
-        timeout = self.connect_timeout + 1  # the Deferred timeout below governs
+        timeout = self.connect_timeout + 1  # the Deferred timeout in connect() governs
         endpoint: IStreamClientEndpoint
         if isIPAddress(host):
             endpoint = TCP4ClientEndpoint(self._reactor, host, port, timeout=timeout)
@@ -74,6 +77,7 @@ class OriginConnector:
 
     def connect(self, server: Server, protocol: P) -> defer.Deferred[P]:
         """Connect ``protocol`` to ``server``; fails with :class:`ConnectTimeout` in time."""
+        timeout = self.connect_timeout
         attempt = self.endpoint(server).connect(_OneProtocolFactory(protocol))
 
         def on_timeout(result: object, timeout: float) -> object:
@@ -81,8 +85,8 @@ class OriginConnector:
                 raise ConnectTimeout(f"no connection to {server} within {timeout:g}s")
             return result
 
-        attempt.addTimeout(self.connect_timeout, self._reactor, onTimeoutCancel=on_timeout)
-        attempt.addCallback(_unwrap)  # type: ignore[call-overload]
+        attempt.addTimeout(timeout, self._reactor, onTimeoutCancel=on_timeout)
+        attempt.addCallback(unwrap_endpoint)  # type: ignore[call-overload]
         return attempt  # type: ignore[return-value]  # fires with ``protocol`` itself
 
 
@@ -109,30 +113,6 @@ class _Unverified:
             connection.set_tlsext_host_name(self._name)
         connection.set_connect_state()
         return connection
-
-
-class _Connected(ClientFactory):
-    """What a plain TCP connection's connector points at once connected: nothing to tell."""
-
-    noisy = False
-
-
-_CONNECTED = _Connected()
-
-
-def _unwrap(protocol: P) -> P:
-    """Let a connected TCP connection's transport talk to ``protocol`` directly.
-
-    The endpoint put a pass-through protocol in between, and its connector keeps the
-    endpoint's factories and Deferred: about 1.4 KB per connection, for nothing once
-    the connection is made. (Our protocols take half-closes themselves, which is all
-    else the wrapper passes on.)
-    """
-    transport = protocol.transport
-    if isinstance(transport, tcp.Client):
-        transport.protocol = protocol
-        transport.connector.factory = _CONNECTED
-    return protocol
 
 
 class _OneProtocolFactory(Factory):

@@ -9,6 +9,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..backend import Server
 from ..config import PoolSettings
+from ..settings import LiveSettings
 from ._connection import OriginConnection
 from ._connector import OriginConnector
 
@@ -17,23 +18,28 @@ class ConnectionPool:
     """Hands out origin connections, reusing idle keep-alive ones per server.
 
     Idle connections are kept most-recently-used first, at most
-    ``max_idle_per_server`` per server, each closed after ``idle_timeout`` unused.
-    A released connection that is not reusable, or is pinned, is closed instead.
+    ``max_idle_per_server`` per server, each closed after ``idle_timeout`` unused
+    (``pool_settings``: those it started with; they change at a restart). A released
+    connection that is not reusable, or is pinned, is closed instead.
     """
 
     def __init__(
-        self, connector: OriginConnector, clock: IReactorTime, settings: PoolSettings, server_timeout: float
+        self, connector: OriginConnector, clock: IReactorTime, pool_settings: PoolSettings, settings: LiveSettings
     ) -> None:
         self.connector = connector
         self.clock = clock
+        self.pool_settings = pool_settings
         self.settings = settings
-        self.server_timeout = server_timeout
         self._idle: dict[tuple[object, ...], list[OriginConnection]] = defaultdict(list)
         self.in_use: set[OriginConnection] = set()
         self.connecting = 0
         self.created = 0
         self.reuses = 0
         self.upgraded = 0
+
+    @property
+    def server_timeout(self) -> float:
+        return self.settings.current.timeouts.server  # read each time: a reload may change it
 
     @property
     def idle_count(self) -> int:
@@ -76,11 +82,11 @@ class ConnectionPool:
         idle = self._idle[connection.pool_key]
         if not reusable:
             connection.abort()
-        elif connection.pinned_to is not None or len(idle) >= self.settings.max_idle_per_server:
+        elif connection.pinned_to is not None or len(idle) >= self.pool_settings.max_idle_per_server:
             connection.transport.loseConnection()
         else:
             idle.append(connection)
-            connection.park(self.settings.idle_timeout)
+            connection.park(self.pool_settings.idle_timeout)
 
     def hand_over(self, connection: OriginConnection) -> None:
         """A connection in use becomes something else (a WebSocket): no longer the pool's, still open."""

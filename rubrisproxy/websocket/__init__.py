@@ -7,6 +7,7 @@ from ._legs import LegFactories
 from ._relay import Relay
 from ._resume import BackendDial, ResumeBudget
 from ._session import WebSocketSession
+from ._support import BackendWebSocket
 from ._tunnel import Tunnel
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "ISessionView",
     "IWebSocketHook",
     "BackendDial",
+    "BackendWebSocket",
     "LegFactories",
     "Message",
     "RefuseHandshake",

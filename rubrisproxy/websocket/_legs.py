@@ -32,7 +32,7 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from .._compat import cancel_pong_timeout, compresses, rearm_pong_timeout, unsent, use_batched_timer
+from .._compat import AutobahnHooks, cancel_pong_timeout, compresses, rearm_pong_timeout, unsent, use_batched_timer
 from ..config import WebSocketConfig
 from ..flow import ReadGate
 from ..lifecycle import Termination
@@ -132,16 +132,15 @@ class _Uncounted:
         self.bytes_in = self.bytes_out = 0
 
 
-class _Leg:
+class _Leg(AutobahnHooks):
     """What both legs add to Autobahn: pings answered at the proxy, a pong timeout that waits while
     the proxy itself is not reading from the peer, and no timer left behind."""
 
-    closeHandshakeTimeoutCall: Any
     session: WebSocketSession
-    state: int
-    STATE_OPEN: int
-    STATE_CLOSING: int
-    STATE_CLOSED: int
+    transport: Any  # a TCP connection, or the TLS one over it
+    closeHandshakeTimeoutCall: Any  # Autobahn's, or one of _timer's
+    autoFragmentSize: int  # Autobahn's settings: set per backend by _configured
+    closeHandshakeTimeout: float
     _timer: BucketTimer  # set per backend by _configured
     #: Pauses reading from the peer (flow control); set when the leg is opened.
     gate: ReadGate | None = None
@@ -163,15 +162,15 @@ class _Leg:
         if self._tail:
             data, self._tail = self._tail + data, b""
         if (
-            self.state == self.STATE_OPEN and not self.data and self.current_frame is None  # type: ignore[attr-defined]
-            and not self.inside_message and not self._deflating and self.held is None  # type: ignore[attr-defined]
+            self.state == self.STATE_OPEN and not self.data and self.current_frame is None
+            and not self.inside_message and not self._deflating and self.held is None
         ):
             messages, waiting = read_simple(data, self._masked_in, self._limit)
             used = 0
-            if messages and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:  # type: ignore[attr-defined]
+            if messages and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
                 cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
             for payload, binary, end in messages:
-                self.onMessage(payload, binary)  # type: ignore[attr-defined]
+                self.onMessage(payload, binary)
                 used = end
                 if self.state != self.STATE_OPEN or self.held is not None:
                     waiting = False  # the message closed or failed the leg: Autobahn reads the rest
@@ -183,14 +182,14 @@ class _Leg:
             if waiting:
                 self._tail = data
                 return
-        super().dataReceived(data)  # type: ignore[misc]
+        super().dataReceived(data)
 
     def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize: int | None = None,
                     sync: bool = False, doNotCompress: bool = False) -> None:
         if (
             self.state == self.STATE_OPEN and not self._deflating
             and fragmentSize is None and not sync and not self.send_queue
-            and (not self.autoFragmentSize or len(payload) <= self.autoFragmentSize)  # type: ignore[attr-defined]
+            and (not self.autoFragmentSize or len(payload) <= self.autoFragmentSize)
         ):
             frame = simple_frame(payload, isBinary, self._masked_out)
             if frame is not None:
@@ -200,7 +199,7 @@ class _Leg:
                 else:
                     self.meter.bytes_in += len(frame)
                 return
-        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)  # type: ignore[misc]
+        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
 
     def opened(self) -> None:
         """What both legs do once open: drop the handshake Autobahn keeps (a long-lived WebSocket should
@@ -216,7 +215,7 @@ class _Leg:
             return
         if unsent(self.transport) <= _PONG_BACKLOG:
             self._forget_owed_pong()
-            self.sendPong(payload)  # type: ignore[attr-defined]
+            self.sendPong(payload)
             return
         # The peer is not reading what it is sent: it is owed one pong, for its latest ping (RFC 6455
         # 5.5.3 allows that), sent once it reads again, so pinging without reading costs no memory.
@@ -245,21 +244,15 @@ class _Leg:
             # waiting unread. Judge again a timeout later, rather than drop a live peer.
             rearm_pong_timeout(self, self._timer.call_later)
             return
-        super().onAutoPingTimeout()  # type: ignore[misc]
+        super().onAutoPingTimeout()
 
     # Autobahn's per-message path, without what the proxy does not use: observer
     # signals (a Deferred per message) and debug-log arguments built on every write.
 
-    failedByMe: bool
-    message_data: list[bytes] | None
-    message_is_binary: bool
-    send_queue: Any
-    transport: Any
-
     def onMessageEnd(self) -> None:
         if not self.failedByMe:
-            self.onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[arg-type, attr-defined]
-        self.message_data = None
+            self.onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None  # type: ignore[assignment]  # as Autobahn's own does
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Every write of Autobahn's passes here (its queue, for sync and chopped writes, is fed from here).
@@ -268,26 +261,26 @@ class _Leg:
         else:
             self.meter.bytes_in += len(data)
         if sync or chopsize or self.send_queue:
-            super().sendData(data, sync, chopsize)  # type: ignore[misc]
+            super().sendData(data, sync, chopsize)
         else:
             self.transport.write(data)
 
-    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+    def fail_connection(self, code: int, reason: str) -> None:
         # RFC 6455 7.1.7: a peer that broke the protocol gets the close frame with ``code``, then its TCP
         # connection is closed (a FIN once the frame is flushed), without waiting for a closing handshake
         # it may never send. Autobahn (failByDrop off) would wait closeHandshakeTimeout, then reset.
         state = self.state
-        super()._fail_connection(code, reason)  # type: ignore[misc]
+        self.autobahn_fail_connection(code, reason)
         if state == self.STATE_OPEN and self.state == self.STATE_CLOSING:
             self.wasClean = False
             self.wasNotCleanReason = f"protocol error ({code}): {reason}"
-            self.dropConnection(abort=False)  # type: ignore[attr-defined]
+            self.dropConnection(abort=False)
         if state != self.STATE_CLOSED and self.state == self.STATE_CLOSED:  # also an error while closing
             self._cancel_close_timeout()
-            if self.closeHandshakeTimeout > 0:  # type: ignore[attr-defined]
+            if self.closeHandshakeTimeout > 0:
                 # A peer that does not read would keep the unflushed close, and its connection, forever.
                 self.closeHandshakeTimeoutCall = self._timer.call_later(
-                    self.closeHandshakeTimeout, self._abort_unflushed,  # type: ignore[attr-defined]
+                    self.closeHandshakeTimeout, self._abort_unflushed,
                 )
 
     def _abort_unflushed(self) -> None:
@@ -299,8 +292,7 @@ class _Leg:
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
 
-    def _connectionLost(self, reason: Failure) -> None:
-        super()._connectionLost(reason)  # type: ignore[misc]
+    def connection_gone(self, reason: Failure) -> None:
         self._forget_owed_pong()
         self._cancel_close_timeout()
 
@@ -313,7 +305,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     the backend sent before it still reaches the client, as it would directly.
     Meanwhile nothing more from the client is relayed. An invalid close frame is
     answered at once. A failure's close frame is followed by the TCP close, with no
-    closing handshake awaited (see ``_Leg._fail_connection``).
+    closing handshake awaited (see ``_Leg.fail_connection``).
     """
 
     _masked_in = True  # a client masks what it sends; the proxy, as a server, does not
@@ -357,10 +349,10 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
 
     def processData(self) -> bool:
         if self.current_frame is None and self.data:
-            self._opcode = self.data[0] & 0x0F  # of the frame about to be parsed, for _fail_connection
-        return super().processData()  # type: ignore[no-any-return]
+            self._opcode = self.data[0] & 0x0F  # of the frame about to be parsed, for fail_connection
+        return super().processData()
 
-    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+    def fail_connection(self, code: int, reason: str) -> None:
         frame = self.current_frame
         if (frame.opcode if frame is not None else self._opcode) == _CLOSE_OPCODE:
             self._immediate = True  # an invalid close frame: answered at once, not held for the backend
@@ -373,7 +365,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
                 return  # what follows a first error is not read any more: the first one is answered
             if self.held is None:
                 self.session.client_failed(code, reason)  # failed now: the backend is closed meanwhile
-        super()._fail_connection(code, reason)
+        super().fail_connection(code, reason)
 
     def answer_held(self, code: int | None = 1000, reason: bytes | None = None) -> None:
         """The backend has closed: answer the client's close with the backend's ``code`` and ``reason``,
@@ -383,7 +375,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
             return
         kind, own_code, own_reason = held
         if kind == "fail":
-            super()._fail_connection(own_code, own_reason)  # type: ignore[arg-type]
+            super().fail_connection(own_code, own_reason)  # type: ignore[arg-type]
             return
         self.wasClean = True
         self.sendCloseFrame(code=code, reasonUtf8=reason if code is not None else None, isReply=True)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 from twisted.python.failure import Failure
 
 from ..http import HTTPError, RequestHead, ResponseHead
+from ..settings import LiveSettings
 from ._handshake import check_switch, new_key
 
 if TYPE_CHECKING:  # both import this package: at run time they are only passed in
@@ -26,11 +27,15 @@ def is_refusal(status: int) -> bool:
 class ResumeBudget:
     """Bytes held by every moving session together, against one limit (``limits.resume-buffer-total``)."""
 
-    __slots__ = ("limit", "held")
+    __slots__ = ("settings", "held")
 
-    def __init__(self, limit: int = 256 << 20) -> None:
-        self.limit = limit
+    def __init__(self, settings: LiveSettings | None = None) -> None:
+        self.settings = settings or LiveSettings()
         self.held = 0
+
+    @property
+    def limit(self) -> int:
+        return self.settings.current.limits.resume_buffer_total
 
     def take(self, size: int) -> bool:
         if self.held + size > self.limit:
