@@ -173,8 +173,21 @@ class Exchange(Dispatch):
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
         self._state = _ANSWERING
         self.response_at = self.clock.seconds()
-        self.status = head.status
-        self._learn(head, has_body)
+        self.status = status = head.status
+        server, backend = self.server, self.backend
+        assert server is not None and backend is not None
+        # What the backend learns from it: stickiness (which may set a cookie), the server's passive health,
+        # whether the client is pinned to this connection, an Engine.IO session's server.
+        if backend.sticky:
+            head.forward = backend.sticky_response(head.forward, self, server)
+        if status >= 500 and backend.passive.on_5xx:  # the server answers, badly
+            backend.report_error(server, f"HTTP {status}")
+        elif server.consecutive_errors:
+            server.consecutive_errors = 0
+        self._pin = (status == 401 and asks_connection_auth(head.headers)) or backend.config.pin
+        engineio = backend.engineio
+        if engineio is not None and status == 200 and engineio.learn_response(self.head, head.headers, server.name):
+            self._eio_peek = b"" if has_body else None  # the open packet, with its sid, starts the body
         headers = head.forward
         client_head = self.head
         if not has_body:
@@ -195,12 +208,10 @@ class Exchange(Dispatch):
             and not self.client.ends_with(self)
         )
         self.keep_alive = keep_alive
-        if not keep_alive:
-            connection = b"Connection: close\r\n"
-        elif client_head.version == b"1.0":
-            connection = b"Connection: keep-alive\r\n"
-        else:
-            connection = b""
+        connection = (
+            b"Connection: close\r\n" if not keep_alive
+            else b"Connection: keep-alive\r\n" if client_head.version == b"1.0" else b""
+        )
         # Held until the first body bytes (or the end of this read) so that a small
         # response leaves in one packet.
         self.pending_head = b"HTTP/1.1 %d %s\r\n%s%s%s\r\n" % (
@@ -208,25 +219,6 @@ class Exchange(Dispatch):
         )
         if has_body and (framing != _Framing.LENGTH or head.content_length > _SMALL_BODY):  # type: ignore[operator]
             self.client.download.attach(self.connection.gate)  # type: ignore[union-attr, arg-type]
-
-    def _learn(self, head: ResponseHead, has_body: bool) -> None:
-        """What the backend learns from a response head: its stickiness (which may set a cookie), the server's
-        passive health, whether the client is pinned to this connection, an Engine.IO session's server."""
-        status = head.status
-        server, backend = self.server, self.backend
-        assert server is not None and backend is not None
-        if backend.sticky:
-            head.forward = backend.sticky_response(head.forward, self, server)
-        if status >= 500 and backend.passive.on_5xx:  # the server answers, badly
-            backend.report_error(server, f"HTTP {status}")
-        elif server.consecutive_errors:
-            server.consecutive_errors = 0
-        if (status == 401 and asks_connection_auth(head.headers)) or backend.config.pin:
-            self._pin = True
-        engineio = backend.engineio
-        if engineio is not None and status == 200 and engineio.learn_response(self.head, head.headers, server.name):
-            if has_body:
-                self._eio_peek = b""  # the open packet, with its sid, starts the body
 
     def response_upgraded(self, head: ResponseHead, rest: bytes) -> None:
         """The backend accepted the WebSocket upgrade: hand both connections to a tunnel or a session."""
