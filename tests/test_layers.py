@@ -13,7 +13,6 @@ from types import ModuleType
 from twisted.trial import unittest
 
 ROOT = Path(__file__).resolve().parent.parent
-TODO = "enabled after the issue 16 merge"
 
 
 def _load_tool() -> ModuleType:
@@ -43,8 +42,6 @@ class LayeringTests(unittest.TestCase):
         wrong = layers.violations(self.imports)
         self.assertEqual(wrong, [], "imports against the layering:\n" + layers.listing(wrong))
 
-    test_no_unit_imports_a_higher_layer_or_a_sibling_it_may_not.todo = TODO  # type: ignore[attr-defined]
-
     def test_no_cycle_between_units(self) -> None:
         edges = layers.graph(self.imports)
         found = layers.cycles(edges)
@@ -52,8 +49,6 @@ class LayeringTests(unittest.TestCase):
             [each for source in group for target, statements in edges[source].items() if target in group
              for each in statements]) for group in found]
         self.assertEqual(found, [], "units that import each other:\n" + "\n".join(detail))
-
-    test_no_cycle_between_units.todo = TODO  # type: ignore[attr-defined]
 
     def test_no_import_inside_a_function(self) -> None:
         # Except the global reactor: importing it installs the default one, so it is imported late on purpose

@@ -12,7 +12,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from rubrisproxy.admin._metrics import registry_for
 from rubrisproxy.config import WebSocketConfig
-from rubrisproxy.websocket import WebSocketSession
+from rubrisproxy.websocket._move import SessionMove
 from rubrisproxy.websocket._resume import is_refusal
 
 from .helpers import ProxyTestCase, run_reactor_for
@@ -274,15 +274,15 @@ class ResumeTests(ProxyTestCase):
         client = yield self.open()
         first = self.serving()
         target: list[str] = []
-        dial_succeeded = WebSocketSession.dial_succeeded
+        dial_succeeded = SessionMove.dial_succeeded
 
-        def drain_target_first(session, dial, *args):  # type: ignore[no-untyped-def]
+        def drain_target_first(move, dial, *args):  # type: ignore[no-untyped-def]
             if not target:
                 target.append(dial.server.name)
                 self.backend.drain_server(dial.server.name)  # the drain arrives while the 101 is on its way
-            return dial_succeeded(session, dial, *args)
+            return dial_succeeded(move, dial, *args)
 
-        self.patch(WebSocketSession, "dial_succeeded", drain_target_first)
+        self.patch(SessionMove, "dial_succeeded", drain_target_first)
         self.backend.drain_server(f"s{first + 1}")
         yield self.poll(lambda: self.backend.resumes == 2, "two moves")
         echoed = yield self.exchange(client, [b"where now"])

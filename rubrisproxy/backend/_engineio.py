@@ -68,6 +68,25 @@ class EngineIOStickiness:
         if sid is not None:
             self.remember(sid, server)
 
+    def learn_response(self, request: RequestHead, headers: Headers, server: str) -> bool:
+        """A 200 to ``request``: if it opened a session (an Engine.IO request without a sid), learn the sid
+        from the response's ``io`` cookie; True then, as its body's open packet names the sid too
+        (see :meth:`learn_body`)."""
+        if not is_engineio(request) or session_id(request) is not None:
+            return False
+        self.learn_cookie(headers, server)
+        return True
+
+    def learn_body(self, peek: bytes, server: str) -> bytes | None:
+        """The body of a session-opening response so far: remember the sid once its open packet names it.
+        Returns what to keep looking at with the next bytes, or None when done (found, or past
+        :data:`PEEK_LIMIT`)."""
+        sid = open_packet_sid(peek)
+        if sid is not None:
+            self.remember(sid, server)
+            return None
+        return peek if len(peek) < PEEK_LIMIT else None
+
     def remember(self, sid: bytes, server: str) -> None:
         self.store.put(sid, server)
         self.learned += 1

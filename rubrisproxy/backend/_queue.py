@@ -16,7 +16,9 @@ class Waiter(Protocol):
     """What waits in a backend's queue: an exchange, seen from the backend."""
 
     head: RequestHead
-    finished: bool
+
+    @property
+    def finished(self) -> bool: ...
 
     def client_address_for_balancing(self) -> str: ...
 

@@ -6,10 +6,11 @@ from ._context import Frontend
 from ._exchange import Exchange
 from ._factory import LocalConnectionFactory, ProxiedConnectionFactory, connection_factory, drain, protocol_class
 from ._forward import ForwardProxy
+from ._forward_exchange import ForwardExchange
 from ._peers import PeerSettings
 from ._proxied import ProxiedConnection
 
 __all__ = [
-    "ClientConnection", "Exchange", "ForwardProxy", "Frontend", "LocalConnectionFactory", "PeerSettings",
+    "ClientConnection", "Exchange", "ForwardExchange", "ForwardProxy", "Frontend", "LocalConnectionFactory", "PeerSettings",
     "ProxiedConnection", "ProxiedConnectionFactory", "connection_factory", "drain", "hash_password", "protocol_class",
 ]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from typing import TYPE_CHECKING
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -14,15 +12,18 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides
 
 from .._compat import direct_write, unsent
-from ..accesslog import ConnectionRecord
 from ..config import WebSocketConfig
 from ..deadline import Deadline
-from ..flow import BACKPRESSURE, ProducerSlot, ReadGate, WriteWatch, tune_transport, writes_directly
+from ..flow import ProducerSlot, ReadGate, WriteWatch, tune_transport, writes_directly
 from ..http import CLIENT_CLAIMS, FORWARDING, HTTPError, RequestHead, RequestParser, error_response, spellings
-from ..lifecycle import ConnectionEnd, ConnectionInfo, RefuseConnection, Termination
+from ..lifecycle import ConnectionEnd, Termination
 from ._context import Frontend
+from ._ending import ConnectionEnding, end_after
 from ._exchange import Exchange
+from ._forward_exchange import ForwardExchange
 from ._peers import forwarded_node, forwarded_quote
+from ._timeouts import ConnectionTimeouts, Wait
+from ._timing import log_refused
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
@@ -52,15 +53,7 @@ def forwarding_template(address: str, secure: bool) -> bytes:
     )
 
 
-class _Wait(Enum):
-    """Which timeout the connection's one timer is running."""
-
-    REQUEST = "http-request"
-    KEEP_ALIVE = "http-keep-alive"
-    CLIENT = "client"
-
-
-class ClientConnection(Protocol):
+class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
     """Parses requests, runs them one at a time as :class:`Exchange` objects, answers in order.
 
     Requests pipelined behind the current one are parsed and held (reading pauses
@@ -92,7 +85,7 @@ class ClientConnection(Protocol):
         self._queued: list[Exchange] | tuple[()] = ()
         self._receiving: Exchange | None = None
         self._deadline = Deadline(frontend.clock, self._timed_out)
-        self._waiting: _Wait | None = None
+        self._waiting: Wait | None = None
         self._close_timer: Deadline | None = None
         self._unparsed = b""  # what the parser left when PIPELINE_DEPTH requests were waiting
         self._advancing = False  # in the loop that starts waiting requests
@@ -144,22 +137,8 @@ class ClientConnection(Protocol):
             drop=LOCAL_CLIENT_DROPS,
         )
         self.ready_at = self.opened_at = frontend.clock.seconds()
-        self._wait(_Wait.REQUEST)
+        self._wait(Wait.REQUEST)
         self.announce()
-
-    def announce(self) -> None:
-        """Tell the connection handlers of this connection; one may refuse it."""
-        for handler in self.handlers.opened:
-            try:
-                handler.connection_opened(self.info())
-            except RefuseConnection as refusal:
-                self.log.info("{handler} refused a connection from {peer}: {why}",
-                              handler=type(handler).__name__, peer=self.client_address, why=str(refusal))
-                self.end(ConnectionEnd.SERVER_CLOSE)
-                self.transport.abortConnection()
-                return
-            except Exception:
-                self.log.failure("connection handler {handler} failed", handler=type(handler).__name__)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)  # every byte read from the client, whatever becomes of it
@@ -170,15 +149,15 @@ class ClientConnection(Protocol):
         if self.closing and self.current is None:
             return
         waiting = self._waiting
-        if waiting is _Wait.KEEP_ALIVE:
+        if waiting is Wait.KEEP_ALIVE:
             self._waiting = None  # http-request applies below if the head stays incomplete
             self._deadline.clear()
-        elif waiting is _Wait.CLIENT:
+        elif waiting is Wait.CLIENT:
             self._deadline.set(self.frontend.timeouts.client)
         if not self._parse(data):
             return
         if self._waiting is None and self.current is None and self.parser.in_message:
-            self._wait(_Wait.REQUEST)
+            self._wait(Wait.REQUEST)
 
     def _parse(self, data: bytes) -> bool:
         """Feed the parser; False if the request was refused."""
@@ -232,83 +211,6 @@ class ClientConnection(Protocol):
         for exchange in exchanges:
             exchange.client_lost()
 
-    def _end_from(self, reason: Failure | None) -> ConnectionEnd:
-        """Why the connection ended when the proxy did not decide it: the client, or the socket."""
-        clean = reason is None or reason.check(ConnectionDone) is not None
-        if self.relay is not None:
-            return ConnectionEnd.CLIENT_CLOSE if clean else ConnectionEnd.SOCKET_READ_CLOSED
-        current = self.current
-        writing = current is not None and (current.response_head_sent or current.pending_head is not None)
-        if writing and (not clean or self._waiting is _Wait.CLIENT or unsent(self.transport)):
-            # Reset while a response was being written, or closed with some of it never sent (a reset
-            # can read as a clean close when the socket was only being written to).
-            return ConnectionEnd.SOCKET_WRITE_ERROR
-        if clean:
-            in_request = current is not None or (self.parser is not None and self.parser.in_message)
-            return ConnectionEnd.SOCKET_READ_CLOSED if in_request else ConnectionEnd.CLIENT_CLOSE
-        return ConnectionEnd.SOCKET_READ_CLOSED
-
-    def _ended(self, end: ConnectionEnd) -> None:
-        """Count, log and tell the termination handlers, once."""
-        frontend = self.frontend
-        frontend.bytes_in += self.bytes_in  # it leaves frontend.connections: its bytes stay in the totals
-        frontend.bytes_out += self.bytes_out
-        try:
-            self._report_end(end)
-        except Exception:
-            self.log.failure("reporting the end of a connection from {peer} failed", peer=self.client_address)
-
-    def _report_end(self, end: ConnectionEnd) -> None:
-        frontend = self.frontend
-        ends = frontend.connection_ends
-        ends[end.value] = ends.get(end.value, 0) + 1
-        if frontend.clients is not None:
-            frontend.clients.connection_ended(self, end)
-        access_log = frontend.access_log
-        handlers = self.handlers.ended
-        if access_log.writes_connections or handlers:
-            info = self.info()
-            if access_log.writes_connections:
-                access_log.write_connection(ConnectionRecord(
-                    info.opened_at + info.duration, info.peer, info.frontend, end.value, info.client or "-", info.requests, info.responses,
-                    info.bytes_in, info.bytes_out, info.duration * 1000,
-                ))
-            for handler in handlers:
-                try:
-                    handler.connection_ended(info, end)
-                except Exception:
-                    self.log.failure("termination handler {handler} failed", handler=type(handler).__name__)
-
-    def owner(self) -> str | None:
-        """The client this connection serves now: its own client, or on a proxied connection, the client
-        whose request is in progress."""
-        return self.client_address
-
-    def info(self) -> ConnectionInfo:
-        """This connection as lifecycle handlers see it."""
-        frontend = self.frontend
-        session = self.current.session if self.current is not None else None
-        return ConnectionInfo(
-            frontend=frontend.name, peer=getattr(self, "peer", self.client_address), proxied=self.proxied,
-            opened_at=self.opened_at, source=getattr(self, "source", None), client=self.owner(), session=session.id if session is not None else None, requests=self.requests, responses=self.responses,
-            bytes_in=self.bytes_in, bytes_out=self.bytes_out, duration=frontend.clock.seconds() - self.opened_at,
-        )
-
-    def end(self, reason: ConnectionEnd) -> None:
-        """Close the connection for ``reason`` (the first reason given is the one reported)."""
-        self.note_end(reason)
-        if not self.lost:
-            self.close()
-
-    def note_end(self, reason: ConnectionEnd) -> None:
-        """Record why the connection is ending, unless a reason is already recorded."""
-        if self.end_reason is None:
-            self.end_reason = reason
-
-    def websocket_ended(self, termination: Termination) -> None:
-        """The WebSocket this connection became has ended: its termination is the connection's end."""
-        self.note_end(upgrade_end(termination))
-
     def client_of(self, head: RequestHead) -> str:
         """The client that sent ``head``: on a local connection, the connection's peer."""
         return self.client_address
@@ -326,10 +228,10 @@ class ClientConnection(Protocol):
             self._upgrading = True
             self.gate.pause(UPGRADE)
         self.frontend.requests += 1
-        if self._waiting is _Wait.REQUEST:
+        if self._waiting is Wait.REQUEST:
             self._wait(None)
         now = self.frontend.clock.seconds()
-        exchange = Exchange(self, head, now, now - self.ready_at)
+        exchange = (Exchange if self.frontend.forward is None else ForwardExchange)(self, head, now, now - self.ready_at)
         self._receiving = exchange
         clients = self.frontend.clients
         if clients is not None:
@@ -342,7 +244,7 @@ class ClientConnection(Protocol):
             self._begin(exchange)
         else:
             if self._queued:
-                self._queued.append(exchange)  # type: ignore[union-attr]
+                self._queued.append(exchange)
             else:
                 self._queued = [exchange]
             self.gate.pause(PIPELINE)
@@ -355,12 +257,12 @@ class ClientConnection(Protocol):
 
     def request_end(self) -> None:
         exchange, self._receiving = self._receiving, None
-        if self._waiting is _Wait.CLIENT and exchange is self.current:
+        if self._waiting is Wait.CLIENT and exchange is self.current:
             self._wait(None)
         if exchange is not None:
             exchange.client_end()
-        if self._waiting is _Wait.REQUEST and self.current is None and not self._queued:
-            self._wait(_Wait.KEEP_ALIVE)  # answered before its end was parsed: now idle
+        if self._waiting is Wait.REQUEST and self.current is None and not self._queued:
+            self._wait(Wait.KEEP_ALIVE)  # answered before its end was parsed: now idle
 
     def request_upgraded(self, rest: bytes) -> None:
         if self._upgrading:
@@ -397,26 +299,13 @@ class ClientConnection(Protocol):
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
         if self._direct:
-            direct_write(self.transport, data)  # type: ignore[arg-type]
+            direct_write(self.transport, data)
         else:
             self.transport.write(data)
 
     def forwarding_headers(self, host: bytes, head: RequestHead | None = None) -> bytes:
         """X-Forwarded-* and Forwarded lines describing this client, for a request to ``host``."""
         return self._forwarding % (host, forwarded_quote(host))
-
-    def client_stalled(self, stalled: bool) -> None:
-        """The client stopped (or resumed) reading the response: run ``timeout client`` meanwhile."""
-        if stalled:
-            self._wait(_Wait.CLIENT)
-        elif self._waiting is _Wait.CLIENT:
-            self._settle()
-
-    def _upload_stalled(self, stalled: bool) -> None:
-        """The server stopped (or resumed) taking the request body: the client gets a whole ``timeout client``
-        from when the server takes more, as it was not the one stalling."""
-        if not stalled and self._waiting is _Wait.CLIENT and self.relay is None:
-            self._deadline.set(self.frontend.timeouts.client)
 
     def _output_changed(self, full: bool) -> None:
         """The client's write buffer filled, or drained, between response bodies."""
@@ -425,16 +314,6 @@ class ClientConnection(Protocol):
         self.client_stalled(full)
         if not full:
             self._advance()
-
-    def _settle(self) -> None:
-        """Arm the timer that applies when the client is not stalled."""
-        current = self.current
-        if current is not None:
-            self._wait(_Wait.CLIENT if current is self._receiving and current.head.has_body else None)
-        elif self._queued:
-            self._wait(None)  # about to start
-        else:
-            self._wait(_Wait.REQUEST if self.parser.in_message else _Wait.KEEP_ALIVE)
 
     def ends_with(self, exchange: Exchange) -> bool:
         """Whether the connection closes after answering ``exchange``."""
@@ -446,15 +325,16 @@ class ClientConnection(Protocol):
             self.last_request = self.current  # the response about to be written is the last
             self._limit_end = ConnectionEnd.MAX_WRITES
 
-    def exchange_done(self, exchange: Exchange, keep_alive: bool, now: float) -> None:
-        """``exchange`` has answered; start the next request or end the connection."""
+    def exchange_done(self, exchange: Exchange, keep_alive: bool, now: float, relayed: bool) -> None:
+        """``exchange`` has answered (``relayed``: with a response head written, when it ended); start the next
+        request or end the connection."""
         if exchange is not self.current or self.lost:
             return
         self.current = None
         self.responses += 1
         if not keep_alive:
             answered = exchange is self.last_request and exchange.termination is Termination.OK
-            self.note_end(self._limit_end if answered else _end_after(exchange))  # type: ignore[arg-type]
+            self.note_end(self._limit_end if answered else end_after(exchange, relayed))  # type: ignore[arg-type]
         if self._upgrading:
             self._upgrading = False  # refused: the connection stays HTTP
             self.gate.resume(UPGRADE)
@@ -468,7 +348,7 @@ class ClientConnection(Protocol):
         self._advance()
         if self.current is None and not self.closing:
             if self._output.full:
-                self._wait(_Wait.CLIENT)  # what was written must go before anything starts
+                self._wait(Wait.CLIENT)  # what was written must go before anything starts
             else:
                 self._settle()
 
@@ -492,7 +372,7 @@ class ClientConnection(Protocol):
         try:
             while self.current is None and not self.closing and not self.lost and not self._output.full:
                 if self._queued:
-                    exchange = self._queued.pop(0)  # type: ignore[union-attr]
+                    exchange = self._queued.pop(0)
                     self.current = exchange  # so that what is parsed below waits behind it
                     if self.parser.held and len(self._queued) < PIPELINE_DEPTH:
                         self.parser.held = False
@@ -534,26 +414,6 @@ class ClientConnection(Protocol):
             self._delivered = self.bytes_out - unsent(self.transport)
             self._close_timer.set(self.frontend.timeouts.client)
 
-    def _close_expired(self) -> None:
-        if self._progressed():
-            self._close_timer.set(self.frontend.timeouts.client)  # type: ignore[union-attr]
-        else:
-            self.transport.abortConnection()
-
-    def _progressed(self) -> bool:
-        """Whether the client took some of what was written since the last look (``timeout client`` is about
-        inactivity: a client that reads slowly but steadily is not cut)."""
-        delivered = self.bytes_out - unsent(self.transport)
-        if delivered == self._delivered:
-            return False
-        self._delivered = delivered
-        return True
-
-    def _server_stalled(self) -> bool:
-        """Whether the request body waits on a server that takes none of it (``timeout server`` times that)."""
-        current = self.current
-        return current is not None and current is self._receiving and self.gate.paused_for(BACKPRESSURE)
-
     # Errors and timeouts
 
     def _refuse(self, error: HTTPError) -> None:
@@ -578,70 +438,5 @@ class ClientConnection(Protocol):
         response = error_response(error.status)
         self.write(response)
         self.responses += 1
-        Exchange.log_refused(self, error.status, termination, len(response))
+        log_refused(self, error.status, termination, len(response))
         self.end(ConnectionEnd.TIMEOUT if termination is Termination.REQUEST_TIMEOUT else ConnectionEnd.PROTOCOL_READ_ERROR)
-
-    def _wait(self, waiting: _Wait | None) -> None:
-        self._waiting = waiting
-        if waiting is None:
-            self._deadline.clear()
-            return
-        timeouts = self.frontend.timeouts
-        if waiting is _Wait.KEEP_ALIVE:
-            self._deadline.set(timeouts.http_keep_alive)
-        elif waiting is _Wait.REQUEST:
-            self._deadline.set(timeouts.http_request)
-        else:
-            self._delivered = self.bytes_out - unsent(self.transport)
-            self._deadline.set(timeouts.client)
-
-    def _timed_out(self) -> None:
-        waiting = self._waiting
-        if waiting is _Wait.CLIENT and (self._progressed() or self._server_stalled()):
-            self._deadline.set(self.frontend.timeouts.client)
-            return
-        self._waiting = None
-        if waiting is None:
-            return
-        if waiting is _Wait.CLIENT and self.current is not None:
-            self.current.client_timed_out()
-        elif waiting is _Wait.REQUEST and self.parser.in_message:
-            self._answer_error(HTTPError(408, "request head not received in time"), Termination.REQUEST_TIMEOUT)
-        else:
-            self.end(ConnectionEnd.TIMEOUT)
-
-
-#: Request terminations that mean the server side failed.
-_SERVER_FAILURES = frozenset((
-    Termination.NO_SERVER, Termination.CONNECT_TIMEOUT, Termination.SERVER_TIMEOUT, Termination.SERVER_ABORT,
-    Termination.BAD_RESPONSE, Termination.QUEUE_TIMEOUT,
-))
-#: How a WebSocket's end reads as its connection's end.
-_UPGRADE_ENDS = {
-    Termination.CLIENT_CLOSE: ConnectionEnd.CLIENT_CLOSE, Termination.SERVER_CLOSE: ConnectionEnd.SERVER_CLOSE,
-    Termination.IDLE_TIMEOUT: ConnectionEnd.TIMEOUT, Termination.PING_TIMEOUT: ConnectionEnd.TIMEOUT,
-    Termination.PROTOCOL_ERROR: ConnectionEnd.PROTOCOL_READ_ERROR, Termination.CLIENT_ABORT: ConnectionEnd.SOCKET_READ_CLOSED,
-}
-
-
-def _end_after(exchange: Exchange) -> ConnectionEnd:
-    """Why a connection closes after ``exchange``, which did not keep it alive."""
-    termination = exchange.termination
-    if termination in _SERVER_FAILURES:
-        return ConnectionEnd.PROTOCOL_WRITE_ERROR if exchange.response_head_sent else ConnectionEnd.SERVER_ERROR
-    if termination is Termination.CLIENT_TIMEOUT:
-        return ConnectionEnd.TIMEOUT
-    if termination is Termination.BAD_REQUEST:
-        return ConnectionEnd.PROTOCOL_READ_ERROR
-    if termination is Termination.CLIENT_ABORT:
-        return ConnectionEnd.SOCKET_READ_CLOSED
-    if exchange.head.wants_close:
-        return ConnectionEnd.CLIENT_CLOSE
-    return ConnectionEnd.SERVER_CLOSE
-
-
-def upgrade_end(termination: Termination) -> ConnectionEnd:
-    """The connection end a WebSocket's termination stands for."""
-    return _UPGRADE_ENDS.get(termination, ConnectionEnd.SERVER_ERROR if termination in _SERVER_FAILURES
-                             or termination is Termination.RESUME_FAILED else ConnectionEnd.SERVER_CLOSE)
-

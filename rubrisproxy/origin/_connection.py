@@ -20,7 +20,6 @@ from ..lifecycle import ConnectionEnd
 
 if TYPE_CHECKING:
     from ..backend import Server
-    from ..websocket import OriginRelay
     from ._pool import ConnectionPool
 
 
@@ -39,6 +38,23 @@ class OriginUser(ResponseHandler, TypingProtocol):
     pending_head: bytes | None
 
     def flush_head(self) -> None: ...
+
+
+class OriginRelay(TypingProtocol):
+    """An origin connection's events, once a WebSocket owns it (see :meth:`OriginConnection.take_over`)."""
+
+    def origin_data(self, data: bytes) -> None: ...
+
+    def origin_fin(self) -> None:
+        """The origin half-closed (TCP FIN)."""
+
+    def origin_lost(self, reason: Failure) -> None: ...
+
+
+class PinnedClient(TypingProtocol):
+    """The client connection a pinned connection belongs to (see ``OriginConnection.pinned_to``)."""
+
+    def end(self, reason: ConnectionEnd) -> None: ...
 
 
 class TunnelUser(TypingProtocol):
@@ -72,7 +88,7 @@ class OriginConnection(Protocol):
         self.clock = clock
         self.gate: ReadGate | None = None
         self.reused = False
-        self.pinned_to: object | None = None
+        self.pinned_to: PinnedClient | None = None
         self.requests = 0
         self.connected = False
         self.parser = ResponseParser()
@@ -131,12 +147,13 @@ class OriginConnection(Protocol):
     def _end_tunnel_wait(self, status: int, rest: bytes) -> None:
         user, self._tunnel_user, self._tunnel_head = self._tunnel_user, None, b""
         self._deadline.clear()
-        user.tunnel_answered(self, status, rest)  # type: ignore[union-attr]
+        assert user is not None  # called only while one waits
+        user.tunnel_answered(self, status, rest)
 
     def _write(self, data: bytes) -> None:
         self.server.bytes_in += len(data)  # every byte written to the server, heads included
         if self._direct:
-            direct_write(self.transport, data)  # type: ignore[arg-type]
+            direct_write(self.transport, data)
         else:
             self.transport.write(data)
 
@@ -235,7 +252,7 @@ class OriginConnection(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
         if self.pinned_to is not None:
-            self.pinned_to.end(ConnectionEnd.SERVER_ERROR)  # type: ignore[attr-defined]  # its client goes too
+            self.pinned_to.end(ConnectionEnd.SERVER_ERROR)  # its client goes too
         if self.gate is not None:
             self.upload.detach()
         if self.relay is not None:

@@ -1,15 +1,17 @@
 """WebSocket proxying: handshake checks, tunnel mode, session mode (Autobahn), and the hooks users write."""
 
+from ._handoff import ClientSide, UpgradeHandoff
 from ._handshake import Upgrade, accept_key, backend_handshake, check_switch, check_upgrade, new_key
 from ._hooks import Handshake, ISessionView, IWebSocketHook, Message, RefuseHandshake, WebSocketHook, build_hooks
 from ._legs import LegFactories
-from ._relay import OriginRelay, Relay
+from ._relay import Relay
 from ._resume import BackendDial, ResumeBudget
 from ._session import WebSocketSession
 from ._support import BackendWebSocket
 from ._tunnel import Tunnel
 
 __all__ = [
+    "ClientSide",
     "Handshake",
     "ISessionView",
     "IWebSocketHook",
@@ -18,11 +20,11 @@ __all__ = [
     "LegFactories",
     "Message",
     "RefuseHandshake",
-    "OriginRelay",
     "Relay",
     "ResumeBudget",
     "Tunnel",
     "Upgrade",
+    "UpgradeHandoff",
     "WebSocketHook",
     "WebSocketSession",
     "accept_key",

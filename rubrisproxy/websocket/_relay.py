@@ -1,21 +1,10 @@
-"""What a client and an origin connection hand themselves over to after a 101."""
+"""What a client connection hands itself over to after a 101 (an origin connection's: ``origin.OriginRelay``)."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
 from twisted.python.failure import Failure
-
-
-class OriginRelay(Protocol):
-    """An origin connection's events, once a WebSocket owns it."""
-
-    def origin_data(self, data: bytes) -> None: ...
-
-    def origin_fin(self) -> None:
-        """The origin half-closed (TCP FIN)."""
-
-    def origin_lost(self, reason: Failure) -> None: ...
 
 
 class Relay(Protocol):

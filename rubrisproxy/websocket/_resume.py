@@ -48,9 +48,11 @@ class ResumeBudget:
 
 
 class DialOwner(Protocol):
-    """The session a :class:`BackendDial` works for."""
+    """The session (its move) a :class:`BackendDial` works for."""
 
-    client: str
+    @property
+    def client(self) -> str:
+        """The session's client, which balancing may go by."""
 
     def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None: ...
 

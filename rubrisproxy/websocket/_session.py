@@ -20,25 +20,26 @@ from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..config import Timeouts
 from ..deadline import Deadline
-from ..http import NONE, HTTPError, ResponseHead, serialize_headers
+from ..http import HTTPError, ResponseHead, serialize_headers
 from ..lifecycle import Termination
 from ._handshake import HANDSHAKE_HEADERS
+from ._held import HeldMessages
 from ._hooks import ISessionView, Message
 from ._legs import BackendLeg, ClientLeg
+from ._move import TRY_AGAIN_LATER, SessionMove
 from ._resume import BackendDial
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
     from ..backend import Backend, Server
-    from ..frontend._connection import ClientConnection
-    from ..frontend._exchange import Exchange
     from ..origin import OriginConnection
+    from ._handoff import UpgradeHandoff
 
 #: Close codes an endpoint may put on the wire (RFC 6455 7.4.1, as Autobahn and browsers accept them).
 _SENDABLE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013))
@@ -46,10 +47,6 @@ _SENDABLE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 101
 #: gateway) would say it better, but clients built on Autobahn, among others, refuse it.
 BACKEND_LOST = 1011
 GOING_AWAY = 1001
-SERVICE_RESTART = 1012
-TRY_AGAIN_LATER = 1013
-#: Backoff between attempts to open a new backend leg.
-_FIRST_RETRY, _LAST_RETRY = 0.05, 2.0
 
 
 class _State(Enum):
@@ -72,72 +69,59 @@ class WebSocketSession:
     log = Logger()
 
     __slots__ = (
-        "session_id", "client", "_exchange", "_client", "_origin", "_backend", "_config", "_factories", "_hooks",
-        "_budget", "_idle_limit", "_deadline", "_state", "_client_leg", "_backend_leg", "_client_headers",
-        "_protocol", "_template", "_termination", "_client_done", "_backend_done", "_held", "_held_bytes",
-        "_recent", "_dial", "_retry", "_give_up_call", "_backoff", "_tried", "_refused", "_refusal", "_moved_from",
-        "_move_reason", "_move_started", "resumes", "messages_in", "messages_out", "__weakref__",
+        "session_id", "client", "_handoff", "_client", "_origin", "_backend", "_config", "_factories", "_hooks",
+        "_idle_limit", "_deadline", "_state", "_client_leg", "_backend_leg", "_client_headers",
+        "_protocol", "_offered", "_template", "_termination", "_client_done", "_backend_done", "_held",
+        "_recent", "_move", "resumes", "messages_in", "messages_out", "__weakref__",
     )
 
-    def __init__(
-        self, exchange: Exchange, client: ClientConnection, origin: OriginConnection, backend: Backend,
-        timeouts: Timeouts, handshake: bytes,
-    ) -> None:
+    def __init__(self, handoff: UpgradeHandoff, origin: OriginConnection, backend: Backend, handshake: bytes) -> None:
         config = backend.websocket
-        self.session_id = exchange.session_id
-        self.client = exchange.client_address
-        self._exchange = exchange
-        self._client = client
+        self.session_id = handoff.session_id
+        self.client = handoff.client_address
+        self._handoff = handoff
+        self._client = handoff.client
         self._origin = origin
         self._backend = backend
         self._config = config
         self._factories = backend.leg_factories()
         self._hooks = backend.websocket_hooks
-        self._budget = client.frontend.resume_budget
-        self._idle_limit = timeouts.tunnel
-        self._deadline = Deadline(exchange.clock, self._idle)
+        self._idle_limit = handoff.timeouts.tunnel
+        self._deadline = Deadline(handoff.clock, self._idle)
         self._state = _State.OPENING
         self._client_leg: ClientLeg | None = None
         self._backend_leg: BackendLeg | None = None
         self._client_headers: dict[str, list[str]] = {}
         self._protocol: str | None = None
+        assert handoff.upgrade is not None
+        self._offered = handoff.upgrade.protocols  # the subprotocols every backend handshake offers
         # The handshake every later backend leg is opened with: a fresh key, the resume count.
-        self._template = handshake.replace(exchange.websocket_key or b"", b"%KEY%")
+        self._template = handshake.replace(handoff.websocket_key or b"", b"%KEY%")
         self._termination: Termination | None = None
         self._client_done = self._backend_done = False
-        self._held: list[Message] = []  # client messages waiting for a backend leg
-        self._held_bytes = 0
+        self._held = HeldMessages(config.session_buffer, handoff.resume_budget)  # waiting for a backend leg
         self._recent: deque[tuple[float, Message]] | None = (
             deque(maxlen=config.replay_messages) if config.replay_messages else None
         )
-        self._dial: BackendDial | None = None
-        self._retry: IDelayedCall | None = None
-        self._give_up_call: IDelayedCall | None = None
-        self._backoff = _FIRST_RETRY
-        self._tried: frozenset[Server] = NONE
-        self._refused: frozenset[Server] = NONE  # servers that answered this move with a final refusal
-        self._refusal = ""  # the last of them, as the log and the client's close reason say it
-        self._moved_from: Server | None = None
-        self._move_reason = ""
-        self._move_started = 0.0
+        self._move: SessionMove | None = None  # from the reason it moves until a new backend leg opens
         self.resumes = 0
         self.messages_in = self.messages_out = 0
 
     @property
     def server(self) -> str | None:
-        server = self._exchange.server
+        server = self._handoff.server
         return server.name if server is not None else None
 
     @property
     def buffered_bytes(self) -> int:
-        return self._held_bytes
+        return self._held.size
 
     def describe(self) -> dict[str, object]:
         """The session as the admin API shows it."""
         return {
             "id": self.session_id, "client": self.client, "server": self.server, "state": self._state.value,
-            "age": round(self._exchange.clock.seconds() - self._exchange.started_at, 3),
-            "buffered_bytes": self._held_bytes, "resumes": self.resumes,
+            "age": round(self._handoff.age(), 3),
+            "buffered_bytes": self._held.size, "resumes": self.resumes,
             "messages_in": self.messages_in, "messages_out": self.messages_out,
         }
 
@@ -148,8 +132,8 @@ class WebSocketSession:
         for name, value in head.forward:
             if name.lower() not in HANDSHAKE_HEADERS and name.lower() != b"sec-websocket-accept":
                 self._client_headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
-        self._client.frontend.websockets.add(self)
-        self._open_backend_leg(self._origin, head, self._exchange.websocket_key or b"", from_origin)
+        self._handoff.websockets.add(self)
+        self._open_backend_leg(self._origin, head, self._handoff.websocket_key or b"", from_origin)
 
     def _open_backend_leg(self, origin: OriginConnection, head: ResponseHead, key: bytes, rest: bytes) -> None:
         self._origin = origin
@@ -158,7 +142,7 @@ class WebSocketSession:
         leg.factory = self._factories.client
         self._backend_leg = leg
         switch = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % serialize_headers(head.headers)
-        leg.attach(self, origin, switch, key, list(self._exchange.upgrade.protocols))  # type: ignore[union-attr]
+        leg.attach(self, origin, switch, key, list(self._offered))
         if rest and leg is self._backend_leg and not self._backend_done:
             leg.dataReceived(rest)
 
@@ -180,7 +164,7 @@ class WebSocketSession:
         from_client = client.take_over(self)
         leg.makeConnection(client.transport)
         self._wire_flow_control()
-        leg.dataReceived(self._exchange.client_handshake() + from_client)
+        leg.dataReceived(self._handoff.client_handshake() + from_client)
 
     def _wire_flow_control(self) -> None:
         self._client.download.attach(self._origin.gate)  # type: ignore[arg-type]
@@ -197,7 +181,7 @@ class WebSocketSession:
 
     def _watch_server(self) -> None:
         """Be told when the session's server leaves; if it left while the session was joining it, move now."""
-        server = self._exchange.server
+        server = self._handoff.server
         if server is None:
             return
         server.watchers.add(self)
@@ -246,7 +230,7 @@ class WebSocketSession:
     def _send(self, leg: BackendLeg, message: Message) -> None:
         self.messages_in += 1
         if self._recent is not None:
-            self._recent.append((self._exchange.clock.seconds(), message))
+            self._recent.append((self._handoff.clock.seconds(), message))
         leg.sendMessage(message.payload, message.binary)
 
     def send_to_client(self, message: Message) -> None:
@@ -258,27 +242,13 @@ class WebSocketSession:
     def _hold(self, message: Message) -> None:
         if self._state is _State.CLOSING:
             return
-        size = len(message.payload)
-        if self._held_bytes + size > self._config.session_buffer:
-            self._held.append(message)  # only to be counted lost with the others
-            self._give_up("session-buffer", TRY_AGAIN_LATER, "session buffer full while moving to another server")
-            return
-        if not self._budget.take(size):
-            self._held.append(message)
-            self._give_up("proxy-buffer", TRY_AGAIN_LATER, "proxy resume buffers full")
-            return
-        self._held.append(message)
-        self._held_bytes += size
-
-    def _release_held(self) -> list[Message]:
-        held, self._held = self._held, []
-        self._budget.give_back(self._held_bytes)
-        self._held_bytes = 0
-        return held
+        refused = self._held.hold(message)
+        if refused is not None:
+            self.give_up(refused[0], TRY_AGAIN_LATER, refused[1])
 
     def _drop_held(self) -> int:
         """The held messages will reach no server: count them lost; how many."""
-        lost = len(self._release_held())
+        lost = len(self._held.release())
         self._backend.messages_lost += lost
         return lost
 
@@ -294,146 +264,104 @@ class WebSocketSession:
 
     def server_leaving(self, server: Server, why: str) -> None:
         """The server is down or draining: close its leg (1001), relay what it still sends, then move."""
-        if self._state is not _State.OPEN or not self._may_move or self._exchange.server is not server:
+        if self._state is not _State.OPEN or not self._may_move or self._handoff.server is not server:
             return
         self._state = _State.MOVING
-        self._move_reason = f"{server.name} {why}"
+        self._move = SessionMove(self, self._backend, f"{server.name} {why}")
         _close(self._backend_leg, GOING_AWAY, b"server " + why.encode())
 
     def _begin_resume(self, crashed: bool) -> None:
-        server = self._exchange.server
+        server = self._handoff.server
         if server is not None:
             server.watchers.discard(self)
-        self._exchange.release_server()  # the next server's slot must not wait behind this one
+        self._handoff.release_server()  # the next server's slot must not wait behind this one
         self._state = _State.RESUMING
-        self._moved_from = server
-        self._move_started = self._exchange.clock.seconds()
+        started = self._handoff.clock.seconds()
         self._backend_leg = None
         self._client.download.detach()
         if crashed and self._recent:
             self._replay_recent()
             if self._state is _State.CLOSING:
                 return  # the replay did not fit in the session's buffer: the client has been told
-        self._backoff = _FIRST_RETRY
-        self._tried = self._refused = NONE
-        self._give_up_call = self._exchange.clock.callLater(self._config.resume_timeout, self._resume_timed_out)
-        self.log.info("session {id}: moving off {server} ({why}); holding client messages",
-                      id=self.session_id, server=server.name if server else "-", why=self._move_reason)
-        self._dial_next()
+        move = self._move
+        assert move is not None  # made as the session began to move
+        move.search(server, started, self._config.resume_timeout)
 
     def _replay_recent(self) -> None:
         """At least once: what was sent to the lost server lately goes to the next one too."""
         window = self._config.replay_window
-        oldest = self._exchange.clock.seconds() - window if window else float("-inf")
-        replay = [message for sent_at, message in self._recent if sent_at >= oldest]  # type: ignore[union-attr]
-        self._recent.clear()  # type: ignore[union-attr]
-        held = self._release_held()
+        oldest = self._handoff.clock.seconds() - window if window else float("-inf")
+        recent = self._recent
+        assert recent is not None
+        replay = [message for sent_at, message in recent if sent_at >= oldest]
+        recent.clear()
+        held = self._held.release()
         for message in replay + list(held):
             self._hold(message)
             if self._state is _State.CLOSING:
                 return
 
-    def _dial_next(self) -> None:
-        self._retry = None
-        if self._state is not _State.RESUMING:
-            return
-        backend = self._backend
-        tried = self._tried | self._refused
-        avoid = self._avoided()
-        if not backend.usable(avoid):
-            avoid = tried  # the server it left may be back
-        if not backend.usable(avoid):
-            self._tried = NONE  # every server had a go: start over, but not with those that refused the session
-            avoid = self._refused
+    # What its move calls
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self._handoff.clock
+
+    @property
+    def resuming(self) -> bool:
+        """Whether it is looking for a server to move to."""
+        return self._state is _State.RESUMING
+
+    def dial(self, move: SessionMove, avoid: frozenset[Server]) -> BackendDial:
+        """A dial for ``move``'s next attempt, avoiding the servers in ``avoid``."""
         # The session header is the last line that can end so: a client's header that does too stays as sent.
         before, mark, after = self._template.rpartition(b"; resume=0\r\n")
         handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else self._template
-        self._dial = BackendDial(
-            self, self._exchange.head, handshake, self._exchange.upgrade.protocols,  # type: ignore[union-attr]
-            backend, self._client.frontend.pool, avoid, self._config.open_handshake_timeout,
+        return BackendDial(
+            move, self._handoff.head, handshake, self._offered,
+            self._backend, self._handoff.pool, avoid, self._config.open_handshake_timeout,
         )
-        self._dial.start()
 
-    def dial_failed(self, dial: BackendDial, why: str, final: bool) -> None:
-        if dial is not self._dial:
-            return
-        self._dial = None
-        self._attempt_failed(dial.server, why, final)
-
-    def _attempt_failed(self, server: Server | None, why: str, final: bool) -> None:
-        if server is not None:
-            self._tried = self._tried | {server}
-            if final:
-                self._refused = self._refused | {server}
-                self._refusal = f"{server.name} refused it: {why}"
-        if self._refused and not self._may_still_take():
-            self._give_up("refused", SERVICE_RESTART, f"{self._refusal}; no other server can take it")
-            return
-        self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:g}s",
-                      id=self.session_id, server=server.name if server else "no server", why=why, delay=self._backoff)
-        self._retry = self._exchange.clock.callLater(self._backoff, self._dial_next)
-        self._backoff = min(self._backoff * 2, _LAST_RETRY)
-
-    def _may_still_take(self) -> bool:
-        """Whether a usable server has neither refused the session nor failed it yet in this move.
-
-        Called once a server refused the session: when none is left, the client is closed at once
-        (1012, so it reconnects) rather than left waiting for ``resume-timeout``. The server the
-        session left counts as failed: it is not waited for.
-        """
-        return bool(self._backend.usable(self._avoided()))
-
-    def _avoided(self) -> frozenset[Server]:
-        """The servers this move does not try: those tried or refused, and the one the session left."""
-        left = {self._moved_from} if self._moved_from is not None else NONE
-        return self._tried | self._refused | left
-
-    def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None:
-        self._dial = None
-        if self._state is not _State.RESUMING:
-            origin.transport.abortConnection()
-            self._backend.release(dial.server)  # type: ignore[arg-type]
-            return
-        self._exchange.switch_server(dial.server)  # type: ignore[arg-type]
-        self._open_backend_leg(origin, head, dial.key, rest)
+    def took_over(self, server: Server, origin: OriginConnection, head: ResponseHead, key: bytes, rest: bytes) -> None:
+        """``server`` answered a dial with its 101: open the new backend leg on it."""
+        self._handoff.switch_server(server)
+        self._open_backend_leg(origin, head, key, rest)
 
     def _resumed(self, leg: BackendLeg) -> None:
         if leg.websocket_protocol_in_use != self._protocol:
-            self._give_up(
+            self.give_up(
                 "subprotocol", BACKEND_LOST,
                 f"the new server chose subprotocol {leg.websocket_protocol_in_use!r}, not {self._protocol!r}",
             )
             _close(leg, GOING_AWAY, b"subprotocol mismatch")
             return
-        self._cancel_timers()
+        move = self._move
+        assert move is not None
+        self._cancel_move()
         self._state = _State.OPEN
         self.resumes += 1
         self._backend.resumes += 1
-        self._backend.resume_seconds.observe(self._exchange.clock.seconds() - self._move_started)
-        server = self._exchange.server
+        self._backend.resume_seconds.observe(self._handoff.clock.seconds() - move.started)
+        server = self._handoff.server
         self._wire_flow_control()
-        held = self._release_held()
+        held = self._held.release()
         for message in held:
             self._send(leg, message)
-        moved_from = self._moved_from
+        moved_from = move.moved_from
         self.log.info(
             "session {id} resumed: {old} -> {new} in {ms:.0f} ms ({why}); {count} held messages sent, resume #{n}",
             id=self.session_id, old=moved_from.name if moved_from else "-", new=server.name if server else "-",
-            ms=(self._exchange.clock.seconds() - self._move_started) * 1000, why=self._move_reason,
+            ms=(self._handoff.clock.seconds() - move.started) * 1000, why=move.reason,
             count=len(held), n=self.resumes,
         )
         self._watch_server()
 
-    def _resume_timed_out(self) -> None:
-        self._give_up_call = None
-        self._give_up("timeout", TRY_AGAIN_LATER, "no server took the session within resume-timeout")
-
-    def _give_up(self, kind: str, code: int, why: str) -> None:
+    def give_up(self, kind: str, code: int, why: str) -> None:
         """The session cannot move: close the client, saying why, and count it."""
         if self._state is _State.CLOSING:
             return
         self._state = _State.CLOSING
-        self._cancel_timers()
+        self._cancel_move()
         lost = self._drop_held()
         failures = self._backend.resume_failures
         failures[kind] = failures.get(kind, 0) + 1
@@ -443,15 +371,10 @@ class WebSocketSession:
         _close(self._client_leg, code, why.encode())
         _close(self._backend_leg, GOING_AWAY, b"session closed")
 
-    def _cancel_timers(self) -> None:
-        for name in ("_retry", "_give_up_call"):
-            call = getattr(self, name)
-            if call is not None and call.active():
-                call.cancel()
-            setattr(self, name, None)
-        if self._dial is not None:
-            self._dial.cancel()
-            self._dial = None
+    def _cancel_move(self) -> None:
+        move, self._move = self._move, None
+        if move is not None:
+            move.cancel()
 
     # Closing
 
@@ -489,7 +412,7 @@ class WebSocketSession:
             return
         if code in self._config.resume_codes and self._may_move:
             self._state = _State.MOVING
-            self._move_reason = f"it closed with {code}"
+            self._move = SessionMove(self, self._backend, f"it closed with {code}")
             return
         self._ending(Termination.SERVER_CLOSE)
         self._state = _State.CLOSING
@@ -509,8 +432,8 @@ class WebSocketSession:
         if self._client_leg is None:
             # The 101 was not a valid answer to the proxy's handshake: the client is still on HTTP.
             self._ending(termination)
-            self._client.frontend.websockets.discard(self)
-            self._exchange.fail(
+            self._handoff.websockets.discard(self)
+            self._handoff.fail(
                 HTTPError(502, f"backend WebSocket handshake failed: {leg.wasNotCleanReason}"), Termination.BAD_RESPONSE
             )
             self._deadline.stop()
@@ -518,14 +441,16 @@ class WebSocketSession:
         if self._state is _State.RESUMING:
             # The new server's 101 passed our checks but not Autobahn's (an extension, say): try another.
             self._backend_leg = None
-            server = self._exchange.server
-            self._exchange.release_server()
-            self._attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}", final=True)
+            server = self._handoff.server
+            self._handoff.release_server()
+            move = self._move
+            assert move is not None
+            move.attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}", final=True)
             return
         if self._may_move and self._client_leg.held is None:
             crashed = self._state is _State.OPEN
             if crashed:
-                self._move_reason = f"connection lost: {leg.wasNotCleanReason or 'closed'}"
+                self._move = SessionMove(self, self._backend, f"connection lost: {leg.wasNotCleanReason or 'closed'}")
             self._begin_resume(crashed)
             return
         self._ending(termination)
@@ -539,7 +464,7 @@ class WebSocketSession:
     def _stop_moving(self) -> None:
         """The client is closing: a move in progress is abandoned."""
         if self._state in (_State.MOVING, _State.RESUMING):
-            self._cancel_timers()
+            self._cancel_move()
             self._drop_held()
             if self._state is _State.RESUMING:
                 self._backend_done = True
@@ -571,8 +496,8 @@ class WebSocketSession:
     def _maybe_end(self) -> None:
         if not (self._client_done and self._backend_done):
             return
-        self._client.frontend.websockets.discard(self)
-        server = self._exchange.server
+        self._handoff.websockets.discard(self)
+        server = self._handoff.server
         if server is not None:
             server.watchers.discard(self)
         self._drop_held()
@@ -581,7 +506,7 @@ class WebSocketSession:
         self._origin.upload.detach()
         for hook in self._hooks:
             hook.session_closed(self)
-        self._exchange.upgrade_ended(self._termination or Termination.OK)
+        self._handoff.ended(self._termination or Termination.OK)
 
     # The client connection's events go to the client leg
 

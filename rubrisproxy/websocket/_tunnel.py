@@ -8,16 +8,14 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
-from ..config import Timeouts
 from ..deadline import Deadline
 from ..flow import backed_up, half_close
 from ..lifecycle import Termination
 
 if TYPE_CHECKING:
     from ..backend import Server
-    from ..frontend._connection import ClientConnection
-    from ..frontend._exchange import Exchange
     from ..origin import OriginConnection
+    from ._handoff import UpgradeHandoff
 
 
 class Tunnel:
@@ -29,17 +27,15 @@ class Tunnel:
     ``client-fin`` / ``server-fin`` once a side has half-closed.
     """
 
-    __slots__ = ("_exchange", "_client", "_origin", "_timeouts", "_deadline", "_idle_limit", "_client_fin",
+    __slots__ = ("_handoff", "_client", "_origin", "_timeouts", "_deadline", "_idle_limit", "_client_fin",
                  "_origin_fin", "_ended", "_first_close", "_leaving")
 
-    def __init__(
-        self, exchange: Exchange, client: ClientConnection, origin: OriginConnection, timeouts: Timeouts
-    ) -> None:
-        self._exchange = exchange
-        self._client = client
+    def __init__(self, handoff: UpgradeHandoff, origin: OriginConnection) -> None:
+        self._handoff = handoff
+        self._client = handoff.client
         self._origin = origin
-        self._timeouts = timeouts
-        self._deadline = Deadline(exchange.clock, self._idle)
+        self._timeouts = timeouts = handoff.timeouts
+        self._deadline = Deadline(handoff.clock, self._idle)
         self._idle_limit = timeouts.tunnel
         self._client_fin = self._origin_fin = False
         self._ended = False
@@ -49,8 +45,9 @@ class Tunnel:
     def start(self, response_head: bytes, from_origin: bytes) -> None:
         """Send the 101 on to the client and start relaying (with any bytes that came with either head)."""
         client, origin = self._client, self._origin
-        client.frontend.websockets.add(self)
-        server = self._exchange.server
+        handoff = self._handoff
+        handoff.websockets.add(self)
+        server = handoff.server
         if server is not None:
             server.watchers.add(self)
         from_client = client.take_over(self)
@@ -111,12 +108,12 @@ class Tunnel:
     def server_leaving(self, server: Server, why: str) -> None:
         """The server is drained, removed or down: the tunnel (which cannot move) is closed after a grace."""
         if self._leaving is None and not self._ended:
-            grace = self._exchange.backend.websocket.drain_grace  # type: ignore[union-attr]
-            self._leaving = self._exchange.clock.callLater(grace, self._drained)
+            grace = self._handoff.backend.websocket.drain_grace  # type: ignore[union-attr]
+            self._leaving = self._handoff.clock.callLater(grace, self._drained)
 
     def _drained(self) -> None:
         self._leaving = None
-        server, backend = self._exchange.server, self._exchange.backend
+        server, backend = self._handoff.server, self._handoff.backend
         if server is not None and backend is not None and server in backend.usable():
             return  # the server came back (made ready again) within the grace
         self._close_both()
@@ -145,8 +142,9 @@ class Tunnel:
         if self._ended:
             return
         self._ended = True
-        self._client.frontend.websockets.discard(self)
-        server = self._exchange.server
+        handoff = self._handoff
+        handoff.websockets.discard(self)
+        server = handoff.server
         if server is not None:
             server.watchers.discard(self)
         if self._leaving is not None and self._leaving.active():
@@ -154,4 +152,4 @@ class Tunnel:
         self._deadline.stop()
         self._client.download.detach()
         self._origin.upload.detach()
-        self._exchange.upgrade_ended(termination)
+        handoff.ended(termination)

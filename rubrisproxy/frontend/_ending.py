@@ -1,0 +1,177 @@
+"""How a client connection ends: why (the first reason given), counted, logged, told to the handlers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ITCPTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .._compat import unsent
+from ..accesslog import ConnectionRecord
+from ..http import RequestParser
+from ..lifecycle import ConnectionEnd, ConnectionInfo, LifecycleHandlers, RefuseConnection, Termination
+from ._timeouts import Wait
+
+if TYPE_CHECKING:
+    from ..websocket import Relay
+    from ._context import Frontend
+    from ._exchange import Exchange
+
+
+class ConnectionEnding:
+    """The part of :class:`~rubrisproxy.frontend.ClientConnection` that reports on it: the connection handlers
+    hear of it as it opens (:meth:`announce`); its end reason is the first one given (:meth:`note_end`), or
+    if none was, read from how it closed (:meth:`_end_from`), and once it is gone it is counted, logged and
+    told to the termination handlers (:meth:`_ended`)."""
+
+    log: Logger
+    transport: ITCPTransport
+    frontend: Frontend
+    handlers: LifecycleHandlers
+    client_address: str
+    proxied: bool
+    current: Exchange | None
+    relay: Relay | None
+    parser: RequestParser
+    _waiting: Wait | None
+    lost: bool
+    end_reason: ConnectionEnd | None
+    opened_at: float
+    requests: int
+    responses: int
+    bytes_in: int
+    bytes_out: int
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def announce(self) -> None:
+        """Tell the connection handlers of this connection; one may refuse it."""
+        for handler in self.handlers.opened:
+            try:
+                handler.connection_opened(self.info())
+            except RefuseConnection as refusal:
+                self.log.info("{handler} refused a connection from {peer}: {why}",
+                              handler=type(handler).__name__, peer=self.client_address, why=str(refusal))
+                self.end(ConnectionEnd.SERVER_CLOSE)
+                self.transport.abortConnection()
+                return
+            except Exception:
+                self.log.failure("connection handler {handler} failed", handler=type(handler).__name__)
+
+    def _end_from(self, reason: Failure | None) -> ConnectionEnd:
+        """Why the connection ended when the proxy did not decide it: the client, or the socket."""
+        clean = reason is None or reason.check(ConnectionDone) is not None
+        if self.relay is not None:
+            return ConnectionEnd.CLIENT_CLOSE if clean else ConnectionEnd.SOCKET_READ_CLOSED
+        current = self.current
+        writing = current is not None and current.responding
+        if writing and (not clean or self._waiting is Wait.CLIENT or unsent(self.transport)):
+            # Reset while a response was being written, or closed with some of it never sent (a reset
+            # can read as a clean close when the socket was only being written to).
+            return ConnectionEnd.SOCKET_WRITE_ERROR
+        if clean:
+            in_request = current is not None or (self.parser is not None and self.parser.in_message)
+            return ConnectionEnd.SOCKET_READ_CLOSED if in_request else ConnectionEnd.CLIENT_CLOSE
+        return ConnectionEnd.SOCKET_READ_CLOSED
+
+    def _ended(self, end: ConnectionEnd) -> None:
+        """Count, log and tell the termination handlers, once."""
+        frontend = self.frontend
+        frontend.bytes_in += self.bytes_in  # it leaves frontend.connections: its bytes stay in the totals
+        frontend.bytes_out += self.bytes_out
+        try:
+            self._report_end(end)
+        except Exception:
+            self.log.failure("reporting the end of a connection from {peer} failed", peer=self.client_address)
+
+    def _report_end(self, end: ConnectionEnd) -> None:
+        frontend = self.frontend
+        ends = frontend.connection_ends
+        ends[end.value] = ends.get(end.value, 0) + 1
+        if frontend.clients is not None:
+            frontend.clients.connection_ended(self, end)
+        access_log = frontend.access_log
+        handlers = self.handlers.ended
+        if access_log.writes_connections or handlers:
+            info = self.info()
+            if access_log.writes_connections:
+                access_log.write_connection(ConnectionRecord(
+                    info.opened_at + info.duration, info.peer, info.frontend, end.value, info.client or "-", info.requests, info.responses,
+                    info.bytes_in, info.bytes_out, info.duration * 1000,
+                ))
+            for handler in handlers:
+                try:
+                    handler.connection_ended(info, end)
+                except Exception:
+                    self.log.failure("termination handler {handler} failed", handler=type(handler).__name__)
+
+    def owner(self) -> str | None:
+        """The client this connection serves now: its own client, or on a proxied connection, the client
+        whose request is in progress."""
+        return self.client_address
+
+    def info(self) -> ConnectionInfo:
+        """This connection as lifecycle handlers see it."""
+        frontend = self.frontend
+        session = self.current.session if self.current is not None else None
+        return ConnectionInfo(
+            frontend=frontend.name, peer=getattr(self, "peer", self.client_address), proxied=self.proxied,
+            opened_at=self.opened_at, source=getattr(self, "source", None), client=self.owner(), session=session.id if session is not None else None, requests=self.requests, responses=self.responses,
+            bytes_in=self.bytes_in, bytes_out=self.bytes_out, duration=frontend.clock.seconds() - self.opened_at,
+        )
+
+    def end(self, reason: ConnectionEnd) -> None:
+        """Close the connection for ``reason`` (the first reason given is the one reported)."""
+        self.note_end(reason)
+        if not self.lost:
+            self.close()
+
+    def note_end(self, reason: ConnectionEnd) -> None:
+        """Record why the connection is ending, unless a reason is already recorded."""
+        if self.end_reason is None:
+            self.end_reason = reason
+
+    def websocket_ended(self, termination: Termination) -> None:
+        """The WebSocket this connection became has ended: its termination is the connection's end."""
+        self.note_end(upgrade_end(termination))
+
+
+#: Request terminations that mean the server side failed.
+_SERVER_FAILURES = frozenset((
+    Termination.NO_SERVER, Termination.CONNECT_TIMEOUT, Termination.SERVER_TIMEOUT, Termination.SERVER_ABORT,
+    Termination.BAD_RESPONSE, Termination.QUEUE_TIMEOUT,
+))
+#: How a WebSocket's end reads as its connection's end.
+_UPGRADE_ENDS = {
+    Termination.CLIENT_CLOSE: ConnectionEnd.CLIENT_CLOSE, Termination.SERVER_CLOSE: ConnectionEnd.SERVER_CLOSE,
+    Termination.IDLE_TIMEOUT: ConnectionEnd.TIMEOUT, Termination.PING_TIMEOUT: ConnectionEnd.TIMEOUT,
+    Termination.PROTOCOL_ERROR: ConnectionEnd.PROTOCOL_READ_ERROR, Termination.CLIENT_ABORT: ConnectionEnd.SOCKET_READ_CLOSED,
+}
+
+
+def end_after(exchange: Exchange, relayed: bool) -> ConnectionEnd:
+    """Why a connection closes after ``exchange``, which did not keep it alive (``relayed``: it had written
+    its response head)."""
+    termination = exchange.termination
+    if termination in _SERVER_FAILURES:
+        return ConnectionEnd.PROTOCOL_WRITE_ERROR if relayed else ConnectionEnd.SERVER_ERROR
+    if termination is Termination.CLIENT_TIMEOUT:
+        return ConnectionEnd.TIMEOUT
+    if termination is Termination.BAD_REQUEST:
+        return ConnectionEnd.PROTOCOL_READ_ERROR
+    if termination is Termination.CLIENT_ABORT:
+        return ConnectionEnd.SOCKET_READ_CLOSED
+    if exchange.head.wants_close:
+        return ConnectionEnd.CLIENT_CLOSE
+    return ConnectionEnd.SERVER_CLOSE
+
+
+def upgrade_end(termination: Termination) -> ConnectionEnd:
+    """The connection end a WebSocket's termination stands for."""
+    return _UPGRADE_ENDS.get(termination, ConnectionEnd.SERVER_ERROR if termination in _SERVER_FAILURES
+                             or termination is Termination.RESUME_FAILED else ConnectionEnd.SERVER_CLOSE)
+

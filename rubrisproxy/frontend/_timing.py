@@ -1,0 +1,116 @@
+"""When a request's steps happened and what it moved: its metrics and its access-log record."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ..accesslog import AccessRecord
+from ..counters import count, status_class
+from ..lifecycle import Termination
+
+if TYPE_CHECKING:
+    from ..backend import Backend, Server
+    from ..clients import ClientSession
+    from ..http import RequestHead
+    from ._context import Frontend
+
+_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
+TERMINATIONS = {termination: termination.value for termination in Termination}
+
+
+class Timing:
+    """A request's clock readings and byte counts, and the metrics and log line made of them.
+
+    The base of :class:`~rubrisproxy.frontend.Exchange` rather than an object of its own, so that it costs
+    no allocation per request. A reading of -1 means the step did not happen (the log shows -1 for it).
+    """
+
+    __slots__ = (
+        "started_at", "wait", "queued_at", "dequeued_at", "connect_started", "connected_at", "sent_at",
+        "response_at", "status", "bytes_in", "bytes_out", "retries",
+    )
+
+    # What the record says of the request besides: the exchange's own (see Dispatch and Exchange).
+    head: RequestHead
+    client_address: str
+    backend: Backend | None
+    server: Server | None
+    session: ClientSession | None
+
+    def __init__(self, now: float, wait: float) -> None:
+        self.started_at = now  # the request head was read
+        self.wait = wait  # from the connection being ready for a request to its head being read
+        self.queued_at = self.dequeued_at = -1.0  # in and out of the backend's queue
+        self.connect_started = self.connected_at = -1.0  # connecting to the server (or resolving its name)
+        self.sent_at = self.response_at = -1.0  # the request head sent, the response head read
+        self.status = 0  # the status answered (the origin's or the proxy's own)
+        self.bytes_in = 0  # request body bytes (the head is counted apart), or a WebSocket's bytes from the client
+        self.bytes_out = 0  # bytes written to the client for this request
+        self.retries = 0  # connection attempts made again, as the access log reports them
+
+    def count(
+        self, frontend: Frontend, backend: Backend | None, termination: Termination, now: float, from_origin: bool
+    ) -> None:
+        """Add the request to the frontend's and its backend's metrics (``from_origin``: the answer was the origin's)."""
+        terminations = frontend.terminations
+        name = TERMINATIONS[termination]
+        terminations[name] = terminations.get(name, 0) + 1
+        frontend.request_seconds.observe(now - self.started_at)
+        status = self.status
+        if status:
+            count(frontend.responses, (status_class(status), "origin" if from_origin else "proxy"))
+        if backend is not None:
+            backend.request_seconds.observe(now - self.started_at)
+            if status:
+                count(backend.responses, status_class(status))
+
+    def record(self, now: float, frontend: str, termination: Termination) -> AccessRecord:
+        """The request's access-log record."""
+        head, backend, server, session = self.head, self.backend, self.server, self.session
+        connect_started, connected_at = self.connect_started, self.connected_at
+        sent_at, response_at = self.sent_at, self.response_at
+        method = head.method
+        return AccessRecord(
+            now,
+            self.client_address,
+            frontend,
+            _METHODS.get(method) or method.decode("latin-1"),
+            head.target.decode("latin-1"),
+            "1.1" if head.version == b"1.1" else "1.0",
+            self.status,
+            head.size + self.bytes_in,
+            self.bytes_out,
+            backend.name if backend is not None else "-",
+            server.name if server is not None else "-",
+            self.wait * 1000,
+            (self.dequeued_at - self.queued_at) * 1000 if self.dequeued_at >= 0 else (0.0 if server else -1),
+            (connected_at - connect_started) * 1000 if connected_at >= 0 and connect_started >= 0 else -1,
+            (response_at - sent_at) * 1000 if response_at >= 0 and sent_at >= 0 else -1,
+            (now - self.started_at) * 1000,
+            TERMINATIONS[termination],
+            self.retries,
+            session.id if session is not None else "",
+        )
+
+
+class _Connection(Protocol):
+    frontend: Frontend
+    client_address: str
+    ready_at: float  # when it was last ready for a request
+
+
+def log_refused(connection: _Connection, status: int, termination: Termination, bytes_out: int) -> None:
+    """Count and log a request ``connection`` refused before it became an exchange (``bytes_out``: the answer's
+    size; what was read of it is not known apart from the connection's)."""
+    frontend = connection.frontend
+    count(frontend.terminations, termination.value)
+    count(frontend.responses, (status_class(status), "proxy"))
+    now = frontend.clock.seconds()
+    frontend.access_log.write(
+        AccessRecord(
+            at=now, client=connection.client_address, frontend=frontend.name, method="-", target="-",
+            version="-", status=status, bytes_in=0, bytes_out=bytes_out, backend="-", server="-",
+            wait_ms=round((now - connection.ready_at) * 1000, 3),
+            queue_ms=-1, connect_ms=-1, response_ms=-1, total_ms=0.0, termination=termination.value,
+        )
+    )

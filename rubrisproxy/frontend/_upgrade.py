@@ -1,0 +1,157 @@
+"""An exchange's WebSocket upgrade: its checks, its backend handshake, and its hand-off to a tunnel or a session."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from ..http import NONE, HTTPError, ResponseHead, serialize_headers
+from ..lifecycle import Termination
+from ..websocket import (
+    Handshake,
+    RefuseHandshake,
+    Tunnel,
+    Upgrade,
+    WebSocketSession,
+    backend_handshake,
+    check_upgrade,
+    new_key,
+)
+from ._heads import VIA
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from ..backend import Backend, Server
+    from ..config import Timeouts
+    from ..http import Headers, RequestHead
+    from ..origin import ConnectionPool, OriginConnection
+    from ..routing import Router
+    from ..websocket import Relay, ResumeBudget
+    from ._connection import ClientConnection
+    from ._exchange import Exchange
+
+_NO_HEADERS = ()  # what a tunnelled request keeps of its headers: none
+
+
+def accept_upgrade(exchange: Exchange, router: Router, backend: Backend) -> ExchangeHandoff | None:
+    """Check a WebSocket upgrade (RFC 6455, the allowlists, the hooks): its hand-off, or None if it was refused
+    (the exchange has answered)."""
+    head = exchange.head
+    origins, subprotocols = router.websocket_rules(head, backend)
+    try:
+        upgrade = check_upgrade(head, origins, subprotocols)
+    except HTTPError as error:
+        exchange.fail(error, Termination.DENIED if error.status == 403 else Termination.BAD_REQUEST)
+        return None
+    if backend.websocket_hooks:
+        target = head.resolved.origin_form if head.resolved is not None else head.target  # as the origin gets it
+        request = Handshake(exchange.client_address, target, head.headers, upgrade.protocols, upgrade.origin)
+        for hook in backend.websocket_hooks:
+            try:
+                hook.handshake(request)
+            except RefuseHandshake as refusal:
+                exchange.fail(HTTPError(refusal.status, f"refused by {type(hook).__name__}: {refusal.reason}"),
+                              Termination.DENIED)
+                return None
+    return ExchangeHandoff(exchange, upgrade, session=backend.websocket.mode == "session")
+
+
+class ExchangeHandoff:
+    """An exchange's WebSocket, as :class:`~rubrisproxy.websocket.UpgradeHandoff` describes it.
+
+    Made when the client's upgrade passes its checks (or a forward proxy's CONNECT tunnel opens, with no
+    ``upgrade``): it adds the backend handshake to the request and, at the backend's 101, hands both
+    connections to a :class:`~rubrisproxy.websocket.Tunnel` or a :class:`~rubrisproxy.websocket.WebSocketSession`,
+    which report through it until they end.
+    """
+
+    __slots__ = ("exchange", "client", "head", "clock", "client_address", "upgrade", "websocket_key", "session_id")
+
+    def __init__(self, exchange: Exchange, upgrade: Upgrade | None, session: bool = False) -> None:
+        self.exchange = exchange
+        self.client: ClientConnection = exchange.client
+        self.head: RequestHead = exchange.head
+        self.clock: IReactorTime = exchange.clock
+        self.client_address = exchange.client_address
+        self.upgrade = upgrade
+        self.websocket_key = new_key() if session else None  # session mode: the proxy's own key
+        self.session_id = secrets.token_hex(8) if session else ""  # session mode: every backend handshake carries it
+
+    # What the request to the backend carries
+
+    def handshake_lines(self, forward: Headers, backend: Backend) -> tuple[Headers, bytes]:
+        """The request's end-to-end headers without the client's handshake, and the backend handshake's lines."""
+        upgrade = self.upgrade
+        assert upgrade is not None
+        key = self.websocket_key
+        offers = backend.leg_factories().offers if key is not None else b""
+        forward, extra = backend_handshake(forward, upgrade, key, offers)
+        if self.session_id:
+            extra += b"%s: %s; resume=0\r\n" % (backend.websocket.session_header.encode(), self.session_id.encode())
+        return forward, extra
+
+    def switched(self, head: ResponseHead, rest: bytes, origin: OriginConnection, handshake: bytes) -> None:
+        """The backend's 101 passed its checks: hand both connections to a tunnel or a session (``handshake``:
+        the request that asked for it, ``rest``: what followed the 101)."""
+        if self.websocket_key is None:
+            switch = b"HTTP/1.1 101 Switching Protocols\r\n%sConnection: Upgrade\r\nUpgrade: websocket\r\n%s\r\n" % (
+                serialize_headers(head.forward), VIA.get(head.version, VIA[b"1.1"]),
+            )
+            Tunnel(self, origin).start(switch, rest)
+            self.upgrade = None  # a tunnel needs nothing more of the handshake
+            request = self.head  # only its request line is logged from here on
+            request.headers = request.forward = _NO_HEADERS  # type: ignore[assignment]
+            request.connection = NONE
+            request.host = None
+        else:
+            backend = self.backend
+            assert backend is not None
+            WebSocketSession(self, origin, backend, handshake).start(head, rest)
+
+    # websocket.UpgradeHandoff
+
+    @property
+    def server(self) -> Server | None:
+        return self.exchange.server
+
+    @property
+    def backend(self) -> Backend | None:
+        return self.exchange.backend
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self.client.frontend.timeouts
+
+    @property
+    def pool(self) -> ConnectionPool:
+        return self.client.frontend.pool
+
+    @property
+    def resume_budget(self) -> ResumeBudget:
+        return self.client.frontend.resume_budget
+
+    @property
+    def websockets(self) -> set[Relay]:
+        return self.client.frontend.websockets
+
+    def age(self) -> float:
+        return self.clock.seconds() - self.exchange.started_at
+
+    def client_handshake(self) -> bytes:
+        head = self.head
+        return b"GET %s HTTP/1.1\r\n%s\r\n" % (head.target, serialize_headers(head.headers))
+
+    def release_server(self) -> None:
+        self.exchange.release_server()
+
+    def switch_server(self, server: Server) -> None:
+        self.exchange.switch_server(server)
+
+    def fail(self, error: HTTPError, termination: Termination) -> None:
+        self.exchange.fail(error, termination)
+
+    def ended(self, termination: Termination) -> None:
+        client = self.client
+        bytes_in, bytes_out = client.upgraded_at  # what crossed the client's connection before the WebSocket
+        self.exchange.upgrade_ended(termination, client.bytes_in - bytes_in, client.bytes_out - bytes_out)

@@ -1,0 +1,145 @@
+"""A session's move to another server: one dial at a time, backing off, until one takes it or it gives up."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from ..http import NONE
+
+if TYPE_CHECKING:
+    from ..backend import Backend, Server
+    from ..http import ResponseHead
+    from ..origin import OriginConnection
+    from ._resume import BackendDial
+    from ._session import WebSocketSession
+
+#: Backoff between attempts to open a new backend leg.
+_FIRST_RETRY, _LAST_RETRY = 0.05, 2.0
+SERVICE_RESTART = 1012
+TRY_AGAIN_LATER = 1013
+
+
+class SessionMove:
+    """One move of a session's backend side, from the reason it moves until a new backend leg opens.
+
+    Made when the session starts to move (its server leaving, a resume close code, a lost backend
+    connection); :meth:`search` then dials the backend's servers one at a time (a
+    :class:`~rubrisproxy.websocket.BackendDial`, whose owner it is), backing off between attempts.
+    A server that failed in this move is not tried again until every one has had a go, one that
+    refused the session never; the server the session left is tried last. The session gives up
+    after ``resume-timeout``, or at once when every usable server has refused it.
+    """
+
+    log = Logger()
+
+    __slots__ = ("_session", "_backend", "reason", "moved_from", "started", "_dial", "_retry", "_give_up_call",
+                 "_backoff", "_tried", "_refused", "_refusal")
+
+    def __init__(self, session: WebSocketSession, backend: Backend, reason: str) -> None:
+        self._session = session
+        self._backend = backend
+        self.reason = reason  # why the session moves, as the log says it
+        self.moved_from: Server | None = None  # the server it left
+        self.started = 0.0  # when its old backend leg ended
+        self._dial: BackendDial | None = None
+        self._retry: IDelayedCall | None = None
+        self._give_up_call: IDelayedCall | None = None
+        self._backoff = _FIRST_RETRY
+        self._tried: frozenset[Server] = NONE
+        self._refused: frozenset[Server] = NONE  # servers that answered this move with a final refusal
+        self._refusal = ""  # the last of them, as the log and the client's close reason say it
+
+    @property
+    def client(self) -> str:
+        """The session's client (a :class:`~rubrisproxy.websocket.BackendDial` balances by it)."""
+        return self._session.client
+
+    def search(self, moved_from: Server | None, started: float, resume_timeout: float) -> None:
+        """Start dialling, the old backend leg having ended at ``started``."""
+        self.moved_from = moved_from
+        self.started = started
+        session = self._session
+        self._give_up_call = session.clock.callLater(resume_timeout, self._timed_out)
+        self.log.info("session {id}: moving off {server} ({why}); holding client messages",
+                      id=session.session_id, server=moved_from.name if moved_from else "-", why=self.reason)
+        self._dial_next()
+
+    def _dial_next(self) -> None:
+        self._retry = None
+        session = self._session
+        if not session.resuming:
+            return
+        backend = self._backend
+        tried = self._tried | self._refused
+        avoid = self._avoided()
+        if not backend.usable(avoid):
+            avoid = tried  # the server it left may be back
+        if not backend.usable(avoid):
+            self._tried = NONE  # every server had a go: start over, but not with those that refused the session
+            avoid = self._refused
+        self._dial = session.dial(self, avoid)
+        self._dial.start()
+
+    def dial_failed(self, dial: BackendDial, why: str, final: bool) -> None:
+        if dial is not self._dial:
+            return
+        self._dial = None
+        self.attempt_failed(dial.server, why, final)
+
+    def attempt_failed(self, server: Server | None, why: str, final: bool) -> None:
+        """An attempt on ``server`` failed (``final``: it refused the session): try again later, or give up."""
+        session = self._session
+        if server is not None:
+            self._tried = self._tried | {server}
+            if final:
+                self._refused = self._refused | {server}
+                self._refusal = f"{server.name} refused it: {why}"
+        if self._refused and not self._may_still_take():
+            session.give_up("refused", SERVICE_RESTART, f"{self._refusal}; no other server can take it")
+            return
+        self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:g}s",
+                      id=session.session_id, server=server.name if server else "no server", why=why,
+                      delay=self._backoff)
+        self._retry = session.clock.callLater(self._backoff, self._dial_next)
+        self._backoff = min(self._backoff * 2, _LAST_RETRY)
+
+    def _may_still_take(self) -> bool:
+        """Whether a usable server has neither refused the session nor failed it yet in this move.
+
+        Called once a server refused the session: when none is left, the client is closed at once
+        (1012, so it reconnects) rather than left waiting for ``resume-timeout``. The server the
+        session left counts as failed: it is not waited for.
+        """
+        return bool(self._backend.usable(self._avoided()))
+
+    def _avoided(self) -> frozenset[Server]:
+        """The servers this move does not try: those tried or refused, and the one the session left."""
+        left = {self.moved_from} if self.moved_from is not None else NONE
+        return self._tried | self._refused | left
+
+    def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None:
+        self._dial = None
+        server = dial.server
+        assert server is not None
+        if not self._session.resuming:
+            origin.transport.abortConnection()
+            self._backend.release(server)
+            return
+        self._session.took_over(server, origin, head, dial.key, rest)
+
+    def _timed_out(self) -> None:
+        self._give_up_call = None
+        self._session.give_up("timeout", TRY_AGAIN_LATER, "no server took the session within resume-timeout")
+
+    def cancel(self) -> None:
+        """Stop: no more dials, no give-up timer."""
+        for call in (self._retry, self._give_up_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._retry = self._give_up_call = None
+        if self._dial is not None:
+            self._dial.cancel()
+            self._dial = None
