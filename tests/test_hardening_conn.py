@@ -24,7 +24,7 @@ from rubrisproxy._compat import guard_accepts, unsent
 from rubrisproxy.accepting import FIRST_PAUSE, LOG_INTERVAL, MAX_PAUSE, AcceptBackoff
 from rubrisproxy.config import Timeouts
 from rubrisproxy.frontend import ClientConnection
-from rubrisproxy.frontend._connection import PIPELINE_DEPTH
+from rubrisproxy.frontend._pipeline import PIPELINE_DEPTH
 from rubrisproxy.http import RequestParser
 from rubrisproxy.http._request import _HEAD_SLICE
 

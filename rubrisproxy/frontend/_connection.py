@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport, ITCPTransport
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides
@@ -15,25 +15,21 @@ from .._compat import direct_write, unsent
 from ..config import WebSocketConfig
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, WriteWatch, tune_transport, writes_directly
-from ..http import CLIENT_CLAIMS, FORWARDING, HTTPError, RequestHead, RequestParser, error_response, spellings
-from ..lifecycle import ConnectionEnd, Termination
+from ..http import CLIENT_CLAIMS, FORWARDING, HTTPError, RequestHead, RequestParser, spellings
+from ..lifecycle import ConnectionEnd
 from ._context import Frontend
-from ._ending import ConnectionEnding, end_after
+from ._ending import ConnectionEnding
 from ._exchange import Exchange
 from ._forward_exchange import ForwardExchange
 from ._peers import forwarded_node, forwarded_quote
+from ._phase import CLOSING, LOST, READING, UPGRADED, UPGRADING, Phase
+from ._pipeline import UPGRADE, Pipeline
 from ._timeouts import ConnectionTimeouts, Wait
-from ._timing import log_refused
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
     from ..websocket import Relay
 
-PIPELINE = "pipeline"
-UPGRADE = "upgrade"
-#: Requests parsed ahead of the one being answered; past this, parsing stops and what follows waits unparsed
-#: (reading is paused already), so a pipelining client costs at most this many requests and one read.
-PIPELINE_DEPTH = 16
 #: The session header's default name: a backend that names another drops that one too (``Backend.session_drops``).
 SESSION_HEADER = WebSocketConfig().session_header.lower().encode()
 #: A local client may not speak for itself where only a proxy should: its forwarding headers, the headers
@@ -53,14 +49,15 @@ def forwarding_template(address: str, secure: bool) -> bytes:
     )
 
 
-class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
+class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol):
     """Parses requests, runs them one at a time as :class:`Exchange` objects, answers in order.
 
     Requests pipelined behind the current one are parsed and held (reading pauses
-    until their turn), so responses go out in request order. At most
-    :data:`PIPELINE_DEPTH` wait parsed; the bytes after them wait unparsed. The next
+    until their turn), so responses go out in request order (:class:`~rubrisproxy.frontend._pipeline.Pipeline`).
+    At most :data:`PIPELINE_DEPTH` wait parsed; the bytes after them wait unparsed. The next
     request starts only while the client takes what is written to it, so a client
     that pipelines without reading holds one buffer of responses, not one per request.
+    Its state is one :class:`~rubrisproxy.frontend._phase.Phase` (``_phase``), changed only by :meth:`_to`.
     """
 
     transport: ITCPTransport  # set by makeConnection before any other event
@@ -71,15 +68,16 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
     # Slots keep a long-lived (WebSocket) connection small; Protocol's own attributes stay in its dict.
     __slots__ = (
         "frontend", "current", "_queued", "_receiving", "_deadline", "_waiting", "_close_timer", "_held_error",
-        "closing", "lost", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
-        "_upgrading", "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding", "gate", "download", "parser",
-        "opened_at", "responses", "end_reason", "last_request", "_limit_end", "handlers",
-        "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at",
+        "_phase", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
+        "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding",
+        "gate", "download", "parser", "opened_at", "responses", "end_reason", "last_request", "_limit_end",
+        "handlers", "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at",
     )
 
     def __init__(self, frontend: Frontend) -> None:
         self.frontend = frontend
         self.handlers = frontend.handlers  # those it opened with hear of its end, whatever a reload changes
+        self._phase = READING
         self.current: Exchange | None = None
         # Pipelined requests, oldest first: rarely any, so a list is made only for the first.
         self._queued: list[Exchange] | tuple[()] = ()
@@ -91,8 +89,6 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
         self._advancing = False  # in the loop that starts waiting requests
         self._delivered = 0  # bytes the client had taken when its timeout was last armed
         self._held_error: HTTPError | None = None
-        self.closing = False
-        self.lost = False
         self.requests = 0
         # Every byte read from and written to the client's socket (above TLS): heads, bodies, WebSocket frames.
         self.bytes_in = 0
@@ -102,7 +98,6 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
         self.secure = False
         self.ready_at = 0.0
         self.relay: Relay | None = None  # what the connection became after an upgrade
-        self._upgrading = False
         self._after_upgrade = b""
         self.pinned: OriginConnection | None = None  # the server connection connection-oriented auth bound to it
         self.opened_at = 0.0
@@ -110,6 +105,12 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
         self.end_reason: ConnectionEnd | None = None  # why the proxy is closing it, once it has decided to
         self.last_request: Exchange | None = None  # the request after which it closes (max-reads, max-writes)
         self._limit_end: ConnectionEnd | None = None  # which limit made it the last
+
+    def _to(self, phase: Phase) -> None:
+        """Move to ``phase`` if it may follow the present one (see :class:`~rubrisproxy.frontend._phase.Phase`);
+        a close asked for once the connection is upgraded or lost changes nothing."""
+        if phase in _FOLLOWS[self._phase]:
+            self._phase = phase
 
     # Connection events
 
@@ -146,7 +147,7 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
         if relay is not None:
             relay.client_data(data)
             return
-        if self.closing and self.current is None:
+        if self._phase is CLOSING and self.current is None:
             return
         waiting = self._waiting
         if waiting is Wait.KEEP_ALIVE:
@@ -166,13 +167,14 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
         except HTTPError as error:
             self._refuse(error)
             return False
-        if rest and not self.closing:
+        if rest and self._phase is not CLOSING:
             self._unparsed += rest
         return True
 
     def readConnectionLost(self) -> None:
         """The client half-closed an upgraded connection (see :meth:`take_over`)."""
-        self.relay.client_fin()  # type: ignore[union-attr]
+        assert self.relay is not None  # half-closes are declared only at the hand-over
+        self.relay.client_fin()
 
     def writeConnectionLost(self) -> None:
         """Our half-close of an upgraded connection is done."""
@@ -184,9 +186,9 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
             pinned.pinned_to = None
             pinned.abort()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self.lost = True
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         end = self._end_from(reason)  # read before the exchanges and relay are told
+        self._to(LOST)
         try:
             self._release(reason)
         finally:
@@ -219,13 +221,13 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
 
     def request_head(self, head: RequestHead) -> None:
         max_reads = self.frontend.max_reads
-        if self.closing or (max_reads and self.requests >= max_reads):
+        if self._phase is CLOSING or (max_reads and self.requests >= max_reads):
             self._receiving = None
             return  # read with the last one allowed, or after the close began: never answered
         self.requests += 1
         if head.upgrade:
             # Nothing after an upgrade request is read until the upgrade is refused or done.
-            self._upgrading = True
+            self._to(UPGRADING)
             self.gate.pause(UPGRADE)
         self.frontend.requests += 1
         if self._waiting is Wait.REQUEST:
@@ -240,16 +242,7 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
         if max_reads and self.requests == max_reads and self.last_request is None:
             self.last_request = exchange  # answered with Connection: close; later requests are not read
             self._limit_end = ConnectionEnd.MAX_READS
-        if self.current is None and not self._queued and not self._output.full:
-            self._begin(exchange)
-        else:
-            if self._queued:
-                self._queued.append(exchange)
-            else:
-                self._queued = [exchange]
-            self.gate.pause(PIPELINE)
-            if len(self._queued) >= PIPELINE_DEPTH:
-                self.parser.held = True
+        self._take(exchange)
 
     def request_body(self, data: bytes) -> None:
         if self._receiving is not None:
@@ -265,7 +258,7 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
             self._wait(Wait.KEEP_ALIVE)  # answered before its end was parsed: now idle
 
     def request_upgraded(self, rest: bytes) -> None:
-        if self._upgrading:
+        if self.gate.paused_for(UPGRADE):  # its upgrade request is not answered yet
             self._after_upgrade += rest  # at most the one read that carried the request
         elif rest:
             self._parse(rest)
@@ -279,22 +272,21 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
         connection; the HTTP timers stop.
         """
         self.relay = relay
+        self._to(UPGRADED)
         self.responses += 1  # its 101
         self.parser.close()  # HTTP is over on this connection: free what it used
-        self.parser = None  # type: ignore[assignment]
+        self.parser = None  # type: ignore[assignment]  # a WebSocket's connection keeps no parser
         self._forwarding = b""
         self._wait(None)
         self._deadline.stop()
-        self._deadline = None  # type: ignore[assignment]
+        self._deadline = None  # type: ignore[assignment]  # an upgraded connection keeps no HTTP timer
         self.ready_at = 0.0
         alsoProvides(self, IHalfCloseableProtocol)
         rest, self._after_upgrade = self._after_upgrade, b""
         self.upgraded_at = (self.bytes_in - len(rest), self.bytes_out)  # rest was read (and counted) already
-        self._upgrading = False
         self.download.drop_idle()  # the relay registers its own producers
         self.gate.resume(UPGRADE)
         return rest
-
 
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -309,134 +301,41 @@ class ClientConnection(ConnectionEnding, ConnectionTimeouts, Protocol):
 
     def _output_changed(self, full: bool) -> None:
         """The client's write buffer filled, or drained, between response bodies."""
-        if self.closing or self.lost:
+        phase = self._phase
+        if phase is CLOSING or phase is LOST:
             return  # the close timer watches what is left to send
         self.client_stalled(full)
         if not full:
             self._advance()
 
-    def ends_with(self, exchange: Exchange) -> bool:
-        """Whether the connection closes after answering ``exchange``."""
-        return self.closing or exchange is self.last_request
-
-    def _starting(self) -> None:
-        max_writes = self.frontend.max_writes
-        if max_writes and self.responses + 1 >= max_writes and self.last_request is None:
-            self.last_request = self.current  # the response about to be written is the last
-            self._limit_end = ConnectionEnd.MAX_WRITES
-
-    def exchange_done(self, exchange: Exchange, keep_alive: bool, now: float, relayed: bool) -> None:
-        """``exchange`` has answered (``relayed``: with a response head written, when it ended); start the next
-        request or end the connection."""
-        if exchange is not self.current or self.lost:
-            return
-        self.current = None
-        self.responses += 1
-        if not keep_alive:
-            answered = exchange is self.last_request and exchange.termination is Termination.OK
-            self.note_end(self._limit_end if answered else end_after(exchange, relayed))  # type: ignore[arg-type]
-        if self._upgrading:
-            self._upgrading = False  # refused: the connection stays HTTP
-            self.gate.resume(UPGRADE)
-            if self._after_upgrade:
-                keep_alive = False  # the client did not wait for the answer: nothing it sent can be trusted
-                self._after_upgrade = b""
-        self.ready_at = now
-        if not keep_alive or self.closing:
-            self.close()
-            return
-        self._advance()
-        if self.current is None and not self.closing:
-            if self._output.full:
-                self._wait(Wait.CLIENT)  # what was written must go before anything starts
-            else:
-                self._settle()
-
-    def _begin(self, exchange: Exchange) -> None:
-        """Start answering ``exchange``."""
-        self.current = exchange
-        self._settle()
-        if self.frontend.max_writes:
-            self._starting()
-        exchange.start()
-
-    def _advance(self) -> None:
-        """Start the waiting requests in order, one at a time, while the client takes what is written.
-
-        A loop, not a recursion: a request answered as it starts (a refusal, 503) ends inside
-        :meth:`_begin`, and its :meth:`exchange_done` leaves the next one to this loop.
-        """
-        if self._advancing:
-            return
-        self._advancing = True
-        try:
-            while self.current is None and not self.closing and not self.lost and not self._output.full:
-                if self._queued:
-                    exchange = self._queued.pop(0)
-                    self.current = exchange  # so that what is parsed below waits behind it
-                    if self.parser.held and len(self._queued) < PIPELINE_DEPTH:
-                        self.parser.held = False
-                        held, self._unparsed = self._unparsed, b""
-                        self._parse(held)
-                    if not self._queued and self._held_error is None:
-                        self.gate.resume(PIPELINE)
-                    if self.current is exchange:  # not refused while parsing what was held
-                        self._begin(exchange)
-                elif self._held_error is not None:
-                    self._answer_error(self._held_error)
-                else:
-                    break
-        finally:
-            self._advancing = False
-
     def drain(self) -> None:
         """Finish the request in progress, if any, then close (graceful shutdown)."""
-        self.closing = True
+        self._to(CLOSING)
         self.note_end(ConnectionEnd.SERVER_CLOSE)
         if self.relay is None and self.current is None:
             self.close()  # a WebSocket is closed by the frontend's drain, at its own moment
 
     def close(self) -> None:
         """Close after what was written is sent; a client that will not read it is cut after ``timeout client``."""
-        self.closing = True
-        for exchange in self._queued:
-            exchange.dropped()  # never to be answered
-        self._queued = ()
-        self._unparsed = b""
+        self._to(CLOSING)
+        self._drop_queued()
         if self.parser is not None:
             self.parser.held = True  # nothing after this is answered: stop parsing it
         # A TLS transport closes only once no producer is registered: the write watch must not hold it open.
         self.download.drop_idle()
         self.transport.loseConnection()
         self._wait(None)
-        if self._close_timer is None and not self.lost:
+        if self._close_timer is None and self._phase is not LOST:
             self._close_timer = Deadline(self.frontend.clock, self._close_expired)
             self._delivered = self.bytes_out - unsent(self.transport)
             self._close_timer.set(self.frontend.timeouts.client)
 
-    # Errors and timeouts
 
-    def _refuse(self, error: HTTPError) -> None:
-        receiving = self._receiving
-        if receiving is not None and receiving.head is not None and receiving is self.current:
-            self._receiving = None
-            receiving.client_failed(error)
-            return
-        self.gate.pause(PIPELINE)
-        if self.current is not None or self._queued:
-            self._held_error = error  # answered in order, after the responses to the requests before it
-        else:
-            self._answer_error(error)
-
-    def _answer_error(self, error: HTTPError, termination: Termination | None = None) -> None:
-        self.log.info(
-            "refused a request from {client}: {status} {detail}",
-            client=self.client_address, status=error.status, detail=error.detail,
-        )
-        if termination is None:
-            termination = Termination.NOT_IMPLEMENTED if error.status == 501 else Termination.BAD_REQUEST
-        response = error_response(error.status)
-        self.write(response)
-        self.responses += 1
-        log_refused(self, error.status, termination, len(response))
-        self.end(ConnectionEnd.TIMEOUT if termination is Termination.REQUEST_TIMEOUT else ConnectionEnd.PROTOCOL_READ_ERROR)
+#: The phases each one may move to (see :class:`~rubrisproxy.frontend._phase.Phase`).
+_FOLLOWS = {
+    READING: frozenset((UPGRADING, UPGRADED, CLOSING, LOST)),
+    UPGRADING: frozenset((READING, UPGRADED, CLOSING, LOST)),
+    CLOSING: frozenset((UPGRADED, LOST)),
+    UPGRADED: frozenset((LOST,)),
+    LOST: frozenset(),
+}

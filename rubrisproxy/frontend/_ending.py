@@ -13,6 +13,7 @@ from .._compat import unsent
 from ..accesslog import ConnectionRecord
 from ..http import RequestParser
 from ..lifecycle import ConnectionEnd, ConnectionInfo, LifecycleHandlers, RefuseConnection, Termination
+from ._phase import LOST, Phase
 from ._timeouts import Wait
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class ConnectionEnding:
     relay: Relay | None
     parser: RequestParser
     _waiting: Wait | None
-    lost: bool
+    _phase: Phase
     end_reason: ConnectionEnd | None
     opened_at: float
     requests: int
@@ -127,7 +128,7 @@ class ConnectionEnding:
     def end(self, reason: ConnectionEnd) -> None:
         """Close the connection for ``reason`` (the first reason given is the one reported)."""
         self.note_end(reason)
-        if not self.lost:
+        if self._phase is not LOST:
             self.close()
 
     def note_end(self, reason: ConnectionEnd) -> None:

@@ -1,0 +1,33 @@
+"""Where a client connection is in its life: one state, read through module names."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Phase(Enum):
+    """A :class:`~rubrisproxy.frontend.ClientConnection`'s state (its ``_phase``).
+
+    ``READING`` while it serves HTTP: requests are read, and answered one at a time in order.
+    An upgrade request (WebSocket, ``Upgrade`` header) moves it to ``UPGRADING``: nothing after
+    that request is read (the gate's ``upgrade`` reason) until it is answered; a refusal (any
+    response but the hand-over) goes back to ``READING``, a hand-over to ``UPGRADED``, where a
+    relay owns every read, half-close and loss and the HTTP timers are stopped. ``CLOSING``, from
+    ``READING`` or ``UPGRADING``, once the proxy decided to close (an error, a limit, drain): no
+    new request is answered, the one in progress finishes. ``LOST`` from any of them when the
+    transport is gone; later events are ignored. An upgrade request still unanswered when a close
+    began keeps its gate reason, which the answer releases (see ``exchange_done``); its 101 may
+    still hand the connection over.
+    """
+
+    READING = "reading"
+    UPGRADING = "upgrading"
+    UPGRADED = "upgraded"
+    CLOSING = "closing"
+    LOST = "lost"
+
+
+# Read through module names: a member read through its Enum class costs a descriptor call.
+READING, UPGRADING, UPGRADED, CLOSING, LOST = (
+    Phase.READING, Phase.UPGRADING, Phase.UPGRADED, Phase.CLOSING, Phase.LOST
+)
