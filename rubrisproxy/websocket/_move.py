@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ..http import ResponseHead
     from ..origin import OriginConnection
     from ._resume import BackendDial
+    from ._resumption import Resumption
     from ._session import WebSocketSession
 
 #: Backoff between attempts to open a new backend leg.
@@ -35,11 +36,12 @@ class SessionMove:
 
     log = Logger()
 
-    __slots__ = ("_session", "_backend", "reason", "moved_from", "started", "_dial", "_retry", "_give_up_call",
+    __slots__ = ("_session", "_dialer", "_backend", "reason", "moved_from", "started", "_dial", "_retry", "_give_up_call",
                  "_backoff", "_tried", "_refused", "_refusal")
 
-    def __init__(self, session: WebSocketSession, backend: Backend, reason: str) -> None:
+    def __init__(self, session: WebSocketSession, dialer: Resumption, backend: Backend, reason: str) -> None:
         self._session = session
+        self._dialer = dialer  # makes each attempt's dial
         self._backend = backend
         self.reason = reason  # why the session moves, as the log says it
         self.moved_from: Server | None = None  # the server it left
@@ -80,7 +82,7 @@ class SessionMove:
         if not backend.usable(avoid):
             self._tried = NONE  # every server had a go: start over, but not with those that refused the session
             avoid = self._refused
-        self._dial = session.dial(self, avoid)
+        self._dial = self._dialer.dial(self, avoid)
         self._dial.start()
 
     def dial_failed(self, dial: BackendDial, why: str, final: bool) -> None:

@@ -16,7 +16,6 @@ what the client sends, opens a new backend leg (``BackendDial``, then a new
 
 from __future__ import annotations
 
-from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -28,11 +27,10 @@ from ..deadline import Deadline
 from ..http import HTTPError, ResponseHead, serialize_headers
 from ..lifecycle import Termination
 from ._handshake import HANDSHAKE_HEADERS
-from ._held import HeldMessages
 from ._hooks import ISessionView, Message
 from ._legs import BackendLeg, ClientLeg
-from ._move import TRY_AGAIN_LATER, SessionMove
-from ._resume import BackendDial
+from ._move import TRY_AGAIN_LATER
+from ._resumption import Resumption
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -57,13 +55,20 @@ class _State(Enum):
     CLOSING = "closing"  # the session ends: nothing more moves
 
 
+# Read through module names: a member read through its Enum class costs a descriptor call.
+_OPENING, _OPEN, _MOVING, _RESUMING, _CLOSING = (
+    _State.OPENING, _State.OPEN, _State.MOVING, _State.RESUMING, _State.CLOSING
+)
+
 @implementer(ISessionView)
 class WebSocketSession:
     """A client's WebSocket in session mode: its legs, the hooks between them, and how it moves and ends.
 
     Messages are relayed whole, in order, text as text and binary as binary. Each
     side's transport is the other's streaming producer, so a slow reader pauses
-    the other side. Closes are relayed with their codes.
+    the other side. Closes are relayed with their codes. What it needs to move (its handshake, held
+    and replayed messages, the move in progress) is its :class:`~rubrisproxy.websocket._resumption.Resumption`;
+    when it moves is decided here, in its ``_state`` (see :class:`_State` and the module docstring).
     """
 
     log = Logger()
@@ -71,8 +76,8 @@ class WebSocketSession:
     __slots__ = (
         "session_id", "client", "_handoff", "_client", "_origin", "_backend", "_config", "_factories", "_hooks",
         "_idle_limit", "_deadline", "_state", "_client_leg", "_backend_leg", "_client_headers",
-        "_protocol", "_offered", "_template", "_termination", "_client_done", "_backend_done", "_held",
-        "_recent", "_move", "resumes", "messages_in", "messages_out", "__weakref__",
+        "_protocol", "_termination", "_client_done", "_backend_done", "_resumption", "messages_in", "messages_out",
+        "__weakref__",
     )
 
     def __init__(self, handoff: UpgradeHandoff, origin: OriginConnection, backend: Backend, handshake: bytes) -> None:
@@ -88,23 +93,14 @@ class WebSocketSession:
         self._hooks = backend.websocket_hooks
         self._idle_limit = handoff.timeouts.tunnel
         self._deadline = Deadline(handoff.clock, self._idle)
-        self._state = _State.OPENING
+        self._state = _OPENING
         self._client_leg: ClientLeg | None = None
         self._backend_leg: BackendLeg | None = None
         self._client_headers: dict[str, list[str]] = {}
         self._protocol: str | None = None
-        assert handoff.upgrade is not None
-        self._offered = handoff.upgrade.protocols  # the subprotocols every backend handshake offers
-        # The handshake every later backend leg is opened with: a fresh key, the resume count.
-        self._template = handshake.replace(handoff.websocket_key or b"", b"%KEY%")
         self._termination: Termination | None = None
         self._client_done = self._backend_done = False
-        self._held = HeldMessages(config.session_buffer, handoff.resume_budget)  # waiting for a backend leg
-        self._recent: deque[tuple[float, Message]] | None = (
-            deque(maxlen=config.replay_messages) if config.replay_messages else None
-        )
-        self._move: SessionMove | None = None  # from the reason it moves until a new backend leg opens
-        self.resumes = 0
+        self._resumption = Resumption(handoff, backend, handshake)
         self.messages_in = self.messages_out = 0
 
     @property
@@ -114,14 +110,18 @@ class WebSocketSession:
 
     @property
     def buffered_bytes(self) -> int:
-        return self._held.size
+        return self._resumption.held.size
+
+    @property
+    def resumes(self) -> int:
+        return self._resumption.resumes
 
     def describe(self) -> dict[str, object]:
         """The session as the admin API shows it."""
         return {
             "id": self.session_id, "client": self.client, "server": self.server, "state": self._state.value,
             "age": round(self._handoff.age(), 3),
-            "buffered_bytes": self._held.size, "resumes": self.resumes,
+            "buffered_bytes": self._resumption.held.size, "resumes": self._resumption.resumes,
             "messages_in": self.messages_in, "messages_out": self.messages_out,
         }
 
@@ -142,7 +142,7 @@ class WebSocketSession:
         leg.factory = self._factories.client
         self._backend_leg = leg
         switch = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % serialize_headers(head.headers)
-        leg.attach(self, origin, switch, key, list(self._offered))
+        leg.attach(self, origin, switch, key, list(self._resumption.offered))
         if rest and leg is self._backend_leg and not self._backend_done:
             leg.dataReceived(rest)
 
@@ -175,7 +175,7 @@ class WebSocketSession:
         return self._protocol, self._client_headers
 
     def client_opened(self) -> None:
-        self._state = _State.OPEN
+        self._state = _OPEN
         self._deadline.set(self._idle_limit)
         self._watch_server()
 
@@ -217,20 +217,21 @@ class WebSocketSession:
 
     def send_to_backend(self, message: Message) -> None:
         state = self._state
-        if state is _State.OPEN:
+        if state is _OPEN:
             leg = self._backend_leg
             if leg is not None and leg.state == leg.STATE_OPEN:
                 self._send(leg, message)
                 return
-        if state is _State.MOVING or state is _State.RESUMING or state is _State.OPEN:
+        if state is _MOVING or state is _RESUMING or state is _OPEN:
             self._hold(message)
         elif self._termination is Termination.RESUME_FAILED:
             self._backend.messages_lost += 1  # sent before the client saw its close: lost with the held ones
 
     def _send(self, leg: BackendLeg, message: Message) -> None:
         self.messages_in += 1
-        if self._recent is not None:
-            self._recent.append((self._handoff.clock.seconds(), message))
+        recent = self._resumption.recent
+        if recent is not None:
+            recent.append((self._handoff.clock.seconds(), message))
         leg.sendMessage(message.payload, message.binary)
 
     def send_to_client(self, message: Message) -> None:
@@ -240,17 +241,11 @@ class WebSocketSession:
             leg.sendMessage(message.payload, message.binary)
 
     def _hold(self, message: Message) -> None:
-        if self._state is _State.CLOSING:
+        if self._state is _CLOSING:
             return
-        refused = self._held.hold(message)
+        refused = self._resumption.held.hold(message)
         if refused is not None:
             self.give_up(refused[0], TRY_AGAIN_LATER, refused[1])
-
-    def _drop_held(self) -> int:
-        """The held messages will reach no server: count them lost; how many."""
-        lost = len(self._held.release())
-        self._backend.messages_lost += lost
-        return lost
 
     # Moving to another server
 
@@ -258,16 +253,16 @@ class WebSocketSession:
     def _may_move(self) -> bool:
         leg = self._client_leg
         return (
-            self._config.resume and self._state in (_State.OPEN, _State.MOVING)
+            self._config.resume and (self._state is _OPEN or self._state is _MOVING)
             and leg is not None and leg.state == leg.STATE_OPEN and leg.held is None
         )
 
     def server_leaving(self, server: Server, why: str) -> None:
         """The server is down or draining: close its leg (1001), relay what it still sends, then move."""
-        if self._state is not _State.OPEN or not self._may_move or self._handoff.server is not server:
+        if self._state is not _OPEN or not self._may_move or self._handoff.server is not server:
             return
-        self._state = _State.MOVING
-        self._move = SessionMove(self, self._backend, f"{server.name} {why}")
+        self._state = _MOVING
+        self._resumption.begin(self, f"{server.name} {why}")
         _close(self._backend_leg, GOING_AWAY, b"server " + why.encode())
 
     def _begin_resume(self, crashed: bool) -> None:
@@ -275,31 +270,17 @@ class WebSocketSession:
         if server is not None:
             server.watchers.discard(self)
         self._handoff.release_server()  # the next server's slot must not wait behind this one
-        self._state = _State.RESUMING
+        self._state = _RESUMING
         started = self._handoff.clock.seconds()
         self._backend_leg = None
         self._client.download.detach()
-        if crashed and self._recent:
-            self._replay_recent()
-            if self._state is _State.CLOSING:
-                return  # the replay did not fit in the session's buffer: the client has been told
-        move = self._move
-        assert move is not None  # made as the session began to move
-        move.search(server, started, self._config.resume_timeout)
-
-    def _replay_recent(self) -> None:
-        """At least once: what was sent to the lost server lately goes to the next one too."""
-        window = self._config.replay_window
-        oldest = self._handoff.clock.seconds() - window if window else float("-inf")
-        recent = self._recent
-        assert recent is not None
-        replay = [message for sent_at, message in recent if sent_at >= oldest]
-        recent.clear()
-        held = self._held.release()
-        for message in replay + list(held):
-            self._hold(message)
-            if self._state is _State.CLOSING:
-                return
+        if crashed and self._resumption.recent:
+            # At least once: what was sent to the lost server lately goes to the next one too.
+            for message in self._resumption.replayed():
+                self._hold(message)
+                if self._state is _CLOSING:
+                    return  # the replay did not fit in the session's buffer: the client has been told
+        self._resumption.search(server, started)
 
     # What its move calls
 
@@ -310,17 +291,7 @@ class WebSocketSession:
     @property
     def resuming(self) -> bool:
         """Whether it is looking for a server to move to."""
-        return self._state is _State.RESUMING
-
-    def dial(self, move: SessionMove, avoid: frozenset[Server]) -> BackendDial:
-        """A dial for ``move``'s next attempt, avoiding the servers in ``avoid``."""
-        # The session header is the last line that can end so: a client's header that does too stays as sent.
-        before, mark, after = self._template.rpartition(b"; resume=0\r\n")
-        handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else self._template
-        return BackendDial(
-            move, self._handoff.head, handshake, self._offered,
-            self._backend, self._handoff.pool, avoid, self._config.open_handshake_timeout,
-        )
+        return self._state is _RESUMING
 
     def took_over(self, server: Server, origin: OriginConnection, head: ResponseHead, key: bytes, rest: bytes) -> None:
         """``server`` answered a dial with its 101: open the new backend leg on it."""
@@ -335,16 +306,11 @@ class WebSocketSession:
             )
             _close(leg, GOING_AWAY, b"subprotocol mismatch")
             return
-        move = self._move
-        assert move is not None
-        self._cancel_move()
-        self._state = _State.OPEN
-        self.resumes += 1
-        self._backend.resumes += 1
-        self._backend.resume_seconds.observe(self._handoff.clock.seconds() - move.started)
+        move = self._resumption.resumed()
+        self._state = _OPEN
         server = self._handoff.server
         self._wire_flow_control()
-        held = self._held.release()
+        held = self._resumption.held.release()
         for message in held:
             self._send(leg, message)
         moved_from = move.moved_from
@@ -352,17 +318,17 @@ class WebSocketSession:
             "session {id} resumed: {old} -> {new} in {ms:.0f} ms ({why}); {count} held messages sent, resume #{n}",
             id=self.session_id, old=moved_from.name if moved_from else "-", new=server.name if server else "-",
             ms=(self._handoff.clock.seconds() - move.started) * 1000, why=move.reason,
-            count=len(held), n=self.resumes,
+            count=len(held), n=self._resumption.resumes,
         )
         self._watch_server()
 
     def give_up(self, kind: str, code: int, why: str) -> None:
         """The session cannot move: close the client, saying why, and count it."""
-        if self._state is _State.CLOSING:
+        if self._state is _CLOSING:
             return
-        self._state = _State.CLOSING
-        self._cancel_move()
-        lost = self._drop_held()
+        self._state = _CLOSING
+        self._resumption.cancel()
+        lost = self._resumption.drop_held()
         failures = self._backend.resume_failures
         failures[kind] = failures.get(kind, 0) + 1
         self._ending(Termination.RESUME_FAILED)
@@ -370,11 +336,6 @@ class WebSocketSession:
                       id=self.session_id, code=code, why=why, lost=lost)
         _close(self._client_leg, code, why.encode())
         _close(self._backend_leg, GOING_AWAY, b"session closed")
-
-    def _cancel_move(self) -> None:
-        move, self._move = self._move, None
-        if move is not None:
-            move.cancel()
 
     # Closing
 
@@ -399,7 +360,7 @@ class WebSocketSession:
 
     def backend_answered_close(self, leg: BackendLeg, code: int | None, reason: bytes | None) -> None:
         """The backend answered a close the proxy sent it: the client's own close or failure can be answered."""
-        if leg is self._backend_leg and self._client_leg is not None and self._state is not _State.MOVING:
+        if leg is self._backend_leg and self._client_leg is not None and self._state is not _MOVING:
             self._client_leg.answer_held(*_sendable(code, reason))
 
     def backend_closing(self, leg: BackendLeg, code: int | None, reason: bytes | None) -> None:
@@ -411,11 +372,11 @@ class WebSocketSession:
             client_leg.answer_held(*_sendable(code, reason))  # both closed at once: the client's close is answered
             return
         if code in self._config.resume_codes and self._may_move:
-            self._state = _State.MOVING
-            self._move = SessionMove(self, self._backend, f"it closed with {code}")
+            self._state = _MOVING
+            self._resumption.begin(self, f"it closed with {code}")
             return
         self._ending(Termination.SERVER_CLOSE)
-        self._state = _State.CLOSING
+        self._state = _CLOSING
         _close(self._client_leg, code, reason)
 
     def client_closed(self, termination: Termination) -> None:
@@ -438,37 +399,38 @@ class WebSocketSession:
             )
             self._deadline.stop()
             return
-        if self._state is _State.RESUMING:
+        if self._state is _RESUMING:
             # The new server's 101 passed our checks but not Autobahn's (an extension, say): try another.
             self._backend_leg = None
             server = self._handoff.server
             self._handoff.release_server()
-            move = self._move
+            move = self._resumption.move
             assert move is not None
             move.attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}", final=True)
             return
         if self._may_move and self._client_leg.held is None:
-            crashed = self._state is _State.OPEN
+            crashed = self._state is _OPEN
             if crashed:
-                self._move = SessionMove(self, self._backend, f"connection lost: {leg.wasNotCleanReason or 'closed'}")
+                self._resumption.begin(self, f"connection lost: {leg.wasNotCleanReason or 'closed'}")
             self._begin_resume(crashed)
             return
         self._ending(termination)
         client_leg = self._client_leg
         if client_leg.held is not None:
             client_leg.answer_held()
-        elif self._state is not _State.CLOSING:
+        elif self._state is not _CLOSING:
             _close(client_leg, BACKEND_LOST, b"backend connection lost")
         self._maybe_end()
 
     def _stop_moving(self) -> None:
         """The client is closing: a move in progress is abandoned."""
-        if self._state in (_State.MOVING, _State.RESUMING):
-            self._cancel_move()
-            self._drop_held()
-            if self._state is _State.RESUMING:
+        state = self._state
+        if state is _MOVING or state is _RESUMING:
+            self._resumption.cancel()
+            self._resumption.drop_held()
+            if state is _RESUMING:
                 self._backend_done = True
-        self._state = _State.CLOSING
+        self._state = _CLOSING
 
     def drain(self, code: int = GOING_AWAY) -> None:
         self._ending(Termination.SHUTDOWN)
@@ -500,7 +462,7 @@ class WebSocketSession:
         server = self._handoff.server
         if server is not None:
             server.watchers.discard(self)
-        self._drop_held()
+        self._resumption.drop_held()
         self._deadline.stop()
         self._client.download.detach()
         self._origin.upload.detach()

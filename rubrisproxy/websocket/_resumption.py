@@ -1,0 +1,92 @@
+"""What lets a session move to another server: its handshake, the messages it replays and holds, its moves."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ._held import HeldMessages
+from ._move import SessionMove
+from ._resume import BackendDial
+
+if TYPE_CHECKING:
+    from ..backend import Backend, Server
+    from ._handoff import UpgradeHandoff
+    from ._hooks import Message
+    from ._session import WebSocketSession
+
+
+class Resumption:
+    """A session's means to move, one per session: the handshake each new backend leg is opened with (a
+    fresh key, the resume count), the messages sent lately that a crash replays (``replay-messages``,
+    ``replay-window``), the client's messages held while there is no backend leg, the move in progress
+    (a :class:`SessionMove`) and how many moves it made. The session decides when it moves."""
+
+    __slots__ = ("_handoff", "_backend", "offered", "_template", "recent", "held", "move", "resumes")
+
+    def __init__(self, handoff: UpgradeHandoff, backend: Backend, handshake: bytes) -> None:
+        config = backend.websocket
+        self._handoff = handoff
+        self._backend = backend
+        assert handoff.upgrade is not None
+        self.offered = handoff.upgrade.protocols  # the subprotocols every backend handshake offers
+        self._template = handshake.replace(handoff.websocket_key or b"", b"%KEY%")
+        #: What was sent to the backend lately, with when: replayed to the next server after a crash.
+        self.recent: deque[tuple[float, Message]] | None = (
+            deque(maxlen=config.replay_messages) if config.replay_messages else None
+        )
+        self.held = HeldMessages(config.session_buffer, handoff.resume_budget)  # waiting for a backend leg
+        self.move: SessionMove | None = None  # from the reason it moves until a new backend leg opens
+        self.resumes = 0
+
+    def begin(self, session: WebSocketSession, reason: str) -> None:
+        """The session starts to move, for ``reason`` (as the log says it)."""
+        self.move = SessionMove(session, self, self._backend, reason)
+
+    def search(self, moved_from: Server | None, started: float) -> None:
+        """Dial the backend's servers, the old leg (on ``moved_from``) having ended at ``started``."""
+        assert self.move is not None  # made as the session began to move
+        self.move.search(moved_from, started, self._backend.websocket.resume_timeout)
+
+    def dial(self, move: SessionMove, avoid: frozenset[Server]) -> BackendDial:
+        """A dial for ``move``'s next attempt, avoiding the servers in ``avoid``."""
+        # The session header is the last line that can end so: a client's header that does too stays as sent.
+        before, mark, after = self._template.rpartition(b"; resume=0\r\n")
+        handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else self._template
+        handoff, backend = self._handoff, self._backend
+        return BackendDial(move, handoff.head, handshake, self.offered, backend, handoff.pool, avoid,
+                           backend.websocket.open_handshake_timeout)
+
+    def replayed(self) -> list[Message]:
+        """At least once: what was sent to a lost server within the replay window, then what is held, in order;
+        neither is kept."""
+        window = self._backend.websocket.replay_window
+        oldest = self._handoff.clock.seconds() - window if window else float("-inf")
+        recent = self.recent
+        assert recent is not None
+        replay = [message for sent_at, message in recent if sent_at >= oldest]
+        recent.clear()
+        return replay + self.held.release()
+
+    def drop_held(self) -> int:
+        """The held messages will reach no server: count them lost; how many."""
+        lost = len(self.held.release())
+        self._backend.messages_lost += lost
+        return lost
+
+    def resumed(self) -> SessionMove:
+        """A new backend leg opened: the move is over (returned, for the log), and counted."""
+        move = self.move
+        assert move is not None
+        self.cancel()
+        self.resumes += 1
+        backend = self._backend
+        backend.resumes += 1
+        backend.resume_seconds.observe(self._handoff.clock.seconds() - move.started)
+        return move
+
+    def cancel(self) -> None:
+        """No move in progress any more: its dials and timers stop."""
+        move, self.move = self.move, None
+        if move is not None:
+            move.cancel()
