@@ -305,6 +305,14 @@ class Backend:
             )
             self.clock.callLater(passive.cool_off, self._readmit, server)
 
+    def report_response(self, server: Server, status: int) -> None:
+        """A response from ``server``: a 5xx is an error if they count (``passive.on_5xx``), any other answer
+        ends its run of errors. (Its callers skip the call when neither applies: nothing to do.)"""
+        if status >= 500 and self.passive.on_5xx:  # the server answers, badly
+            self.report_error(server, f"HTTP {status}")
+        elif server.consecutive_errors:
+            server.consecutive_errors = 0
+
     def _readmit(self, server: Server) -> None:
         server.ejected = False
         server.consecutive_errors = 0

@@ -113,17 +113,18 @@ class Dispatch(Timing):
             self.queued_at = self.clock.seconds()
             if self.head.has_body and not self.request_done:
                 self.client.gate.pause(ORIGIN)
-        elif server is None:
-            self._no_server()
-        else:
+        elif isinstance(server, Server):
             self._holds_slot = True
-            self._use(server)  # type: ignore[arg-type]
+            self._use(server)
+        else:
+            self._no_server()
 
     def _no_server(self) -> None:
         """503: no server could take the request (the last connect failure, if any, says why)."""
-        failure = self._last_failure
+        failure, backend = self._last_failure, self.backend
+        assert backend is not None  # chosen before any server is
         timed_out = failure is not None and failure.check(ConnectTimeout)
-        why = failure.getErrorMessage() if failure is not None else f"no server of {self.backend.name} is up"  # type: ignore[union-attr]
+        why = failure.getErrorMessage() if failure is not None else f"no server of {backend.name} is up"
         self.fail(
             HTTPError(503, f"no server available: {why}"),
             Termination.CONNECT_TIMEOUT if timed_out else Termination.NO_SERVER,
@@ -155,7 +156,9 @@ class Dispatch(Timing):
     def _free_slot(self) -> None:
         if self._holds_slot:
             self._holds_slot = False
-            self.backend.release(self.server)  # type: ignore[union-attr, arg-type]
+            backend, server = self.backend, self.server
+            assert backend is not None and server is not None  # a slot is taken on a backend's server
+            backend.release(server)
 
     def _connect(self, attempt: Any) -> None:
         self._state = _CONNECTING

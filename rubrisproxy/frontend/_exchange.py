@@ -115,11 +115,15 @@ class Exchange(Dispatch):
         if connection.reused:
             self.connect_started = now
         elif self.connect_started >= 0:
-            self.backend.connect_seconds.observe(now - self.connect_started)  # type: ignore[union-attr]
+            backend = self.backend
+            assert backend is not None  # chosen before any connection is made
+            backend.connect_seconds.observe(now - self.connect_started)
         if self.websocket is None:
             connection.send(self, self.head.method, self._request_bytes)
         else:
-            timeout = self.backend.websocket.open_handshake_timeout  # type: ignore[union-attr]
+            backend = self.backend
+            assert backend is not None
+            timeout = backend.websocket.open_handshake_timeout
             connection.send(self, b"GET", self._request_bytes, upgrade=True, timeout=timeout)
         self.sent_at = now
         head = self.head
@@ -129,7 +133,7 @@ class Exchange(Dispatch):
                 client.write(_CONTINUE)
                 self.bytes_out += len(_CONTINUE)
             for chunk in self._pending or ():
-                self._send_body(chunk)
+                self._send_body(connection, chunk)
             if self.request_done:
                 self._send_body_end()
             else:
@@ -142,23 +146,24 @@ class Exchange(Dispatch):
         self.bytes_in += len(data)
         if self._state is _DONE:
             return
-        if self.connection is None:
+        connection = self.connection
+        if connection is None:
             if self._pending is None:
                 self._pending = []
             self._pending.append(data)  # bounded: the gate is paused until connected
         else:
-            self._send_body(data)
+            self._send_body(connection, data)
 
     def client_end(self) -> None:
         self.request_done = True
         if self.connection is not None and self.head.has_body and self._state is not _DONE:
             self._send_body_end()
 
-    def _send_body(self, data: bytes) -> None:
+    def _send_body(self, connection: OriginConnection, data: bytes) -> None:
         if self.head.chunked:
-            self.connection.write(b"%x\r\n%s\r\n" % (len(data), data))  # type: ignore[union-attr]
+            connection.write(b"%x\r\n%s\r\n" % (len(data), data))
         else:
-            self.connection.write(data)  # type: ignore[union-attr]
+            connection.write(data)
 
     def _send_body_end(self) -> None:
         self._pending = None
@@ -180,20 +185,20 @@ class Exchange(Dispatch):
         # whether the client is pinned to this connection, an Engine.IO session's server.
         if backend.sticky:
             head.forward = backend.sticky_response(head.forward, self, server)
-        if status >= 500 and backend.passive.on_5xx:  # the server answers, badly
-            backend.report_error(server, f"HTTP {status}")
-        elif server.consecutive_errors:
-            server.consecutive_errors = 0
+        if status >= 500 or server.consecutive_errors:  # else passive health has nothing to do: no call
+            backend.report_response(server, status)
         self._pin = (status == 401 and asks_connection_auth(head.headers)) or backend.config.pin
         engineio = backend.engineio
         if engineio is not None and status == 200 and engineio.learn_response(self.head, head.headers, server.name):
             self._eio_peek = b"" if has_body else None  # the open packet, with its sid, starts the body
         headers = head.forward
         client_head = self.head
+        streamed = has_body  # through flow control: any body but a small one of known length
         if not has_body:
             framing = _Framing.NONE
         elif head.content_length is not None and not head.chunked:
             framing = _Framing.LENGTH
+            streamed = head.content_length > _SMALL_BODY
         elif client_head.version == b"1.1":
             framing = _Framing.CHUNKED
             headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
@@ -217,8 +222,10 @@ class Exchange(Dispatch):
         self.pending_head = b"HTTP/1.1 %d %s\r\n%s%s%s\r\n" % (
             head.status, head.reason, serialize_headers(headers), VIA.get(head.version, VIA[b"1.1"]), connection,
         )
-        if has_body and (framing != _Framing.LENGTH or head.content_length > _SMALL_BODY):  # type: ignore[operator]
-            self.client.download.attach(self.connection.gate)  # type: ignore[union-attr, arg-type]
+        if streamed:
+            origin = self.connection
+            assert origin is not None and origin.gate is not None  # connected: it answered
+            self.client.download.attach(origin.gate)
 
     def response_upgraded(self, head: ResponseHead, rest: bytes) -> None:
         """The backend accepted the WebSocket upgrade: hand both connections to a tunnel or a session."""
@@ -233,7 +240,7 @@ class Exchange(Dispatch):
         self._state = _UPGRADED
         self.status = 101
         if server.consecutive_errors:
-            server.consecutive_errors = 0
+            backend.report_response(server, 101)
         self.connection = None
         self.client.frontend.pool.hand_over(connection)
         if backend.sticky:
@@ -269,7 +276,9 @@ class Exchange(Dispatch):
 
     def response_body(self, data: bytes) -> None:
         if self._eio_peek is not None:
-            self._eio_peek = self.backend.engineio.learn_body(self._eio_peek + data, self.server.name)  # type: ignore[union-attr]
+            backend, server = self.backend, self.server
+            assert backend is not None and backend.engineio is not None and server is not None  # what set _eio_peek
+            self._eio_peek = backend.engineio.learn_body(self._eio_peek + data, server.name)
         if self._framing == _Framing.CHUNKED:
             data = b"%x\r\n%s\r\n" % (len(data), data)
         self._send_response(data)
@@ -302,7 +311,8 @@ class Exchange(Dispatch):
             self._stale_retry_done = True
             self.retries += 1
             self.log.info("{server} closed a reused connection; retrying on a new one", server=self.server)
-            self._connect(self.client.frontend.pool.connect(self.server))  # type: ignore[arg-type]
+            assert self.server is not None  # its connection was to one
+            self._connect(self.client.frontend.pool.connect(self.server))
             return
         self.fail(
             HTTPError(502, f"{self.server} closed the connection: {reason.getErrorMessage()}"),

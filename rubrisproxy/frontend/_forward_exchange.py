@@ -111,7 +111,8 @@ class ForwardExchange(Exchange):
                 self._tunnel_to = where
             self._assign()
             return
-        server = forward.server(where, address)  # type: ignore[arg-type]
+        assert address is not None  # left unresolved only for a parent proxy
+        server = forward.server(where, address)
         if where.tunnel:
             self.server = server
             self._state = State.CONNECTING

@@ -80,8 +80,10 @@ class ConnectionTimeouts:
             self._wait(Wait.REQUEST if self.parser.in_message else Wait.KEEP_ALIVE)
 
     def _close_expired(self) -> None:
+        timer = self._close_timer
+        assert timer is not None  # it is what fired
         if self._progressed():
-            self._close_timer.set(self.frontend.timeouts.client)  # type: ignore[union-attr]
+            timer.set(self.frontend.timeouts.client)
         else:
             self.transport.abortConnection()
 

@@ -7,7 +7,7 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime, ITCPTransport
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -249,7 +249,7 @@ class OriginConnection(Protocol):
             server=self.server,
         )
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
         if self.pinned_to is not None:
             self.pinned_to.end(ConnectionEnd.SERVER_ERROR)  # its client goes too

@@ -24,18 +24,25 @@ if TYPE_CHECKING:
     from ._resume import ResumeBudget
 
 
-class ClientSide(Protocol):
+class ByteMeter(Protocol):
+    """What counts the bytes a session's leg writes itself (``_Leg.meter``): the client's connection (its
+    ``bytes_out``) for the client leg, the server (its ``bytes_in``) for a backend leg. Plain attributes a
+    leg adds to, not a method: a call per frame would cost more than the addition."""
+
+    bytes_in: int
+    bytes_out: int
+
+
+class ClientSide(ByteMeter, Protocol):
     """The client's connection, as the WebSocket that takes it over sees it.
 
     ``bytes_in`` and ``bytes_out`` count every byte read from and written to its socket; a leg that
-    writes frames itself adds what it wrote (see ``ClientLeg.meter``).
+    writes frames itself adds what it wrote (see :class:`ByteMeter`).
     """
 
     transport: ITCPTransport
     gate: ReadGate  # pauses the client's reads
     download: ProducerSlot  # the producer its transport pauses while its buffer is full
-    bytes_in: int
-    bytes_out: int
 
     def write(self, data: bytes) -> None: ...
 

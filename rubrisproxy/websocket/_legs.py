@@ -41,6 +41,7 @@ from ._timers import BucketTimer
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
+    from ._handoff import ByteMeter
     from ._session import WebSocketSession
 
 _CLOSE_OPCODE = 8
@@ -153,7 +154,7 @@ class _Leg(AutobahnHooks):
     _owed_call: Any = None  # the retry of that answer
     #: What counts the bytes this leg writes to its peer: the client's connection (its ``bytes_out``) for the
     #: client leg, the server (its ``bytes_in``) for a backend leg. Reads are counted where they arrive.
-    meter: Any = _Uncounted()
+    meter: ByteMeter = _Uncounted()
     _to_client = False
 
     def dataReceived(self, data: bytes) -> None:

@@ -167,7 +167,9 @@ class WebSocketSession:
         leg.dataReceived(self._handoff.client_handshake() + from_client)
 
     def _wire_flow_control(self) -> None:
-        self._client.download.attach(self._origin.gate)  # type: ignore[arg-type]
+        gate = self._origin.gate
+        assert gate is not None  # it is connected: it answered with a 101
+        self._client.download.attach(gate)
         self._origin.upload.attach(self._client.gate)
 
     def accept_client(self) -> tuple[str | None, dict[str, list[str]]]:
@@ -192,19 +194,23 @@ class WebSocketSession:
 
     def from_client(self, payload: bytes, binary: bool) -> None:
         self._deadline.set(self._idle_limit)
-        message: Message | None = Message(payload, binary)
+        message = Message(payload, binary)
         if self._hooks:
-            message = self._hooked(message, from_client=True)  # type: ignore[arg-type]
-        if message is not None:
-            self.send_to_backend(message)
+            hooked = self._hooked(message, from_client=True)
+            if hooked is None:
+                return
+            message = hooked
+        self.send_to_backend(message)
 
     def from_backend(self, payload: bytes, binary: bool) -> None:
         self._deadline.set(self._idle_limit)
-        message: Message | None = Message(payload, binary)
+        message = Message(payload, binary)
         if self._hooks:
-            message = self._hooked(message, from_client=False)  # type: ignore[arg-type]
-        if message is not None:
-            self.send_to_client(message)
+            hooked = self._hooked(message, from_client=False)
+            if hooked is None:
+                return
+            message = hooked
+        self.send_to_client(message)
 
     def _hooked(self, message: Message, from_client: bool) -> Message | None:
         """``message`` as the hooks leave it, in order; None if one dropped it."""
@@ -473,13 +479,17 @@ class WebSocketSession:
     # The client connection's events go to the client leg
 
     def client_data(self, data: bytes) -> None:
-        self._client_leg.dataReceived(data)  # type: ignore[union-attr]
+        leg = self._client_leg
+        assert leg is not None  # the session is the client connection's relay from the client leg's opening on
+        leg.dataReceived(data)
 
     def client_fin(self) -> None:
         self._client.transport.loseConnection()
 
     def client_lost(self, reason: Failure) -> None:
-        self._client_leg.connectionLost(reason)  # type: ignore[union-attr]
+        leg = self._client_leg
+        assert leg is not None
+        leg.connectionLost(reason)
 
 
 def _close(leg: ClientLeg | BackendLeg | None, code: int | None, reason: bytes | None) -> None:

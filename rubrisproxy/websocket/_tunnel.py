@@ -70,7 +70,9 @@ class Tunnel:
         client = self._client
         client.write(data)
         if client.download.producer is None and backed_up(client.transport):
-            client.download.attach(self._origin.gate)  # type: ignore[arg-type]
+            gate = self._origin.gate
+            assert gate is not None  # it is connected: it answered the upgrade (or the CONNECT)
+            client.download.attach(gate)
         self._deadline.set(self._idle_limit)
 
     def client_fin(self) -> None:
@@ -108,8 +110,9 @@ class Tunnel:
     def server_leaving(self, server: Server, why: str) -> None:
         """The server is drained, removed or down: the tunnel (which cannot move) is closed after a grace."""
         if self._leaving is None and not self._ended:
-            grace = self._handoff.backend.websocket.drain_grace  # type: ignore[union-attr]
-            self._leaving = self._handoff.clock.callLater(grace, self._drained)
+            backend = self._handoff.backend
+            assert backend is not None  # a server leaving is one of a backend's (a CONNECT tunnel's is watched by none)
+            self._leaving = self._handoff.clock.callLater(backend.websocket.drain_grace, self._drained)
 
     def _drained(self) -> None:
         self._leaving = None
