@@ -242,7 +242,10 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         if max_reads and self.requests == max_reads and self.last_request is None:
             self.last_request = exchange  # answered with Connection: close; later requests are not read
             self._limit_end = ConnectionEnd.MAX_READS
-        self._take(exchange)
+        if self.current is None and not self._queued and not self._output.full:
+            self._begin(exchange)
+        else:
+            self._hold(exchange)
 
     def request_body(self, data: bytes) -> None:
         if self._receiving is not None:

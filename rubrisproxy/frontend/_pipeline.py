@@ -65,11 +65,8 @@ class Pipeline:
         def end(self, reason: ConnectionEnd) -> None: ...
         def close(self) -> None: ...
 
-    def _take(self, exchange: Exchange) -> None:
-        """A request was read: answer it now if nothing is before it, else hold it parsed."""
-        if self.current is None and not self._queued and not self._output.full:
-            self._begin(exchange)
-            return
+    def _hold(self, exchange: Exchange) -> None:
+        """A request was read while another is answered (or the client is not reading): it waits parsed."""
         if self._queued:
             self._queued.append(exchange)
         else:
