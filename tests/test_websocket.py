@@ -202,7 +202,9 @@ class ModeTests:
             client.sendMessage(chunk, isBinary=True)
         sent = client.transport
         yield self.poll(lambda: len(sent.dataBuffer) + sent._tempDataLen > 4 << 20, "client blocked")  # type: ignore[attr-defined]
-        origin_transports = [relay._origin.transport for relay in self.frontend.websockets]  # type: ignore[attr-defined]
+        # The backend's connection: a tunnel's own, a session's under its legs.
+        origin_transports = [(relay._legs.origin if hasattr(relay, "_legs") else relay._origin).transport
+                             for relay in self.frontend.websockets]
         self.assertEqual(len(origin_transports), 1)
         buffered = len(origin_transports[0].dataBuffer) + origin_transports[0]._tempDataLen
         self.assertLess(buffered, 4 << 20)

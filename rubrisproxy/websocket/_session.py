@@ -24,10 +24,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..deadline import Deadline
-from ..http import HTTPError, ResponseHead, serialize_headers
+from ..http import HTTPError, ResponseHead
 from ..lifecycle import Termination
-from ._handshake import HANDSHAKE_HEADERS
 from ._hooks import ISessionView, Message
+from ._legpair import LegPair
 from ._legs import BackendLeg, ClientLeg
 from ._move import TRY_AGAIN_LATER
 from ._resumption import Resumption
@@ -74,9 +74,8 @@ class WebSocketSession:
     log = Logger()
 
     __slots__ = (
-        "session_id", "client", "_handoff", "_client", "_origin", "_backend", "_config", "_factories", "_hooks",
-        "_idle_limit", "_deadline", "_state", "_client_leg", "_backend_leg", "_client_headers",
-        "_protocol", "_termination", "_client_done", "_backend_done", "_resumption", "messages_in", "messages_out",
+        "session_id", "client", "_handoff", "_client", "_legs", "_backend", "_config", "_hooks",
+        "_idle_limit", "_deadline", "_state", "_termination", "_client_done", "_backend_done", "_resumption", "messages_in", "messages_out",
         "__weakref__",
     )
 
@@ -86,18 +85,13 @@ class WebSocketSession:
         self.client = handoff.client_address
         self._handoff = handoff
         self._client = handoff.client
-        self._origin = origin
         self._backend = backend
         self._config = config
-        self._factories = backend.leg_factories()
         self._hooks = backend.websocket_hooks
         self._idle_limit = handoff.timeouts.tunnel
         self._deadline = Deadline(handoff.clock, self._idle)
         self._state = _OPENING
-        self._client_leg: ClientLeg | None = None
-        self._backend_leg: BackendLeg | None = None
-        self._client_headers: dict[str, list[str]] = {}
-        self._protocol: str | None = None
+        self._legs = LegPair(self, handoff, origin, backend.leg_factories())
         self._termination: Termination | None = None
         self._client_done = self._backend_done = False
         self._resumption = Resumption(handoff, backend, handshake)
@@ -129,52 +123,25 @@ class WebSocketSession:
 
     def start(self, head: ResponseHead, from_origin: bytes) -> None:
         """Open the first backend leg on its 101, then answer the client (see the module docstring)."""
-        for name, value in head.forward:
-            if name.lower() not in HANDSHAKE_HEADERS and name.lower() != b"sec-websocket-accept":
-                self._client_headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+        self._legs.keep_headers(head)
         self._handoff.websockets.add(self)
-        self._open_backend_leg(self._origin, head, self._handoff.websocket_key or b"", from_origin)
+        self._open_backend_leg(self._legs.origin, head, self._handoff.websocket_key or b"", from_origin)
 
     def _open_backend_leg(self, origin: OriginConnection, head: ResponseHead, key: bytes, rest: bytes) -> None:
-        self._origin = origin
         self._backend_done = False
-        leg = self._factories.backend_leg()
-        leg.factory = self._factories.client
-        self._backend_leg = leg
-        switch = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % serialize_headers(head.headers)
-        leg.attach(self, origin, switch, key, list(self._resumption.offered))
-        if rest and leg is self._backend_leg and not self._backend_done:
+        leg = self._legs.open_backend(origin, head, key, list(self._resumption.offered))
+        if rest and leg is self._legs.backend and not self._backend_done:  # not failed on the 101
             leg.dataReceived(rest)
 
     def backend_opened(self, leg: BackendLeg) -> None:
-        if self._client_leg is None:
-            self._open_client_leg(leg)
+        if self._legs.client is None:
+            self._legs.open_client(leg)
         else:
             self._resumed(leg)
 
-    def _open_client_leg(self, backend_leg: BackendLeg) -> None:
-        client = self._client
-        leg = self._factories.client_leg()
-        leg.factory = self._factories.server
-        leg.session = self
-        leg.gate = client.gate
-        leg.meter = client
-        self._client_leg = leg
-        self._protocol = backend_leg.websocket_protocol_in_use
-        from_client = client.take_over(self)
-        leg.makeConnection(client.transport)
-        self._wire_flow_control()
-        leg.dataReceived(self._handoff.client_handshake() + from_client)
-
-    def _wire_flow_control(self) -> None:
-        gate = self._origin.gate
-        assert gate is not None  # it is connected: it answered with a 101
-        self._client.download.attach(gate)
-        self._origin.upload.attach(self._client.gate)
-
     def accept_client(self) -> tuple[str | None, dict[str, list[str]]]:
         """The answer to the client's handshake: the backend's subprotocol and headers."""
-        return self._protocol, self._client_headers
+        return self._legs.answer()
 
     def client_opened(self) -> None:
         self._state = _OPEN
@@ -224,7 +191,7 @@ class WebSocketSession:
     def send_to_backend(self, message: Message) -> None:
         state = self._state
         if state is _OPEN:
-            leg = self._backend_leg
+            leg = self._legs.backend
             if leg is not None and leg.state == leg.STATE_OPEN:
                 self._send(leg, message)
                 return
@@ -241,7 +208,7 @@ class WebSocketSession:
         leg.sendMessage(message.payload, message.binary)
 
     def send_to_client(self, message: Message) -> None:
-        leg = self._client_leg
+        leg = self._legs.client
         if leg is not None and leg.state == leg.STATE_OPEN:
             self.messages_out += 1
             leg.sendMessage(message.payload, message.binary)
@@ -257,7 +224,7 @@ class WebSocketSession:
 
     @property
     def _may_move(self) -> bool:
-        leg = self._client_leg
+        leg = self._legs.client
         return (
             self._config.resume and (self._state is _OPEN or self._state is _MOVING)
             and leg is not None and leg.state == leg.STATE_OPEN and leg.held is None
@@ -269,7 +236,7 @@ class WebSocketSession:
             return
         self._state = _MOVING
         self._resumption.begin(self, f"{server.name} {why}")
-        _close(self._backend_leg, GOING_AWAY, b"server " + why.encode())
+        _close(self._legs.backend, GOING_AWAY, b"server " + why.encode())
 
     def _begin_resume(self, crashed: bool) -> None:
         server = self._handoff.server
@@ -278,7 +245,7 @@ class WebSocketSession:
         self._handoff.release_server()  # the next server's slot must not wait behind this one
         self._state = _RESUMING
         started = self._handoff.clock.seconds()
-        self._backend_leg = None
+        self._legs.backend = None
         self._client.download.detach()
         if crashed and self._resumption.recent:
             # At least once: what was sent to the lost server lately goes to the next one too.
@@ -305,17 +272,17 @@ class WebSocketSession:
         self._open_backend_leg(origin, head, key, rest)
 
     def _resumed(self, leg: BackendLeg) -> None:
-        if leg.websocket_protocol_in_use != self._protocol:
+        if leg.websocket_protocol_in_use != self._legs.protocol:
             self.give_up(
                 "subprotocol", BACKEND_LOST,
-                f"the new server chose subprotocol {leg.websocket_protocol_in_use!r}, not {self._protocol!r}",
+                f"the new server chose subprotocol {leg.websocket_protocol_in_use!r}, not {self._legs.protocol!r}",
             )
             _close(leg, GOING_AWAY, b"subprotocol mismatch")
             return
         move = self._resumption.resumed()
         self._state = _OPEN
         server = self._handoff.server
-        self._wire_flow_control()
+        self._legs.wire()
         held = self._resumption.held.release()
         for message in held:
             self._send(leg, message)
@@ -340,21 +307,20 @@ class WebSocketSession:
         self._ending(Termination.RESUME_FAILED)
         self.log.warn("session {id} could not move: {why}; closing the client ({code}); {lost} held messages lost",
                       id=self.session_id, code=code, why=why, lost=lost)
-        _close(self._client_leg, code, why.encode())
-        _close(self._backend_leg, GOING_AWAY, b"session closed")
+        _close(self._legs.client, code, why.encode())
+        _close(self._legs.backend, GOING_AWAY, b"session closed")
 
     # Closing
 
     @property
     def backend_open(self) -> bool:
-        leg = self._backend_leg
-        return leg is not None and leg.state == leg.STATE_OPEN
+        return self._legs.backend_open
 
     def client_closing(self, code: int | None, reason: bytes | None) -> None:
         """The client sent a close: pass it on to the backend."""
         self._ending(Termination.CLIENT_CLOSE)
         self._stop_moving()
-        _close(self._backend_leg, code, reason)
+        _close(self._legs.backend, code, reason)
 
     def client_failed(self, code: int, reason: str) -> None:
         """The client broke the protocol or a limit: close the backend, then fail the client with ``code``."""
@@ -362,18 +328,18 @@ class WebSocketSession:
         self._stop_moving()
         self.log.info("session {id}: the client broke the WebSocket protocol ({code}): {reason}",
                       id=self.session_id, code=code, reason=reason)
-        _close(self._backend_leg, GOING_AWAY, b"client protocol error")
+        _close(self._legs.backend, GOING_AWAY, b"client protocol error")
 
     def backend_answered_close(self, leg: BackendLeg, code: int | None, reason: bytes | None) -> None:
         """The backend answered a close the proxy sent it: the client's own close or failure can be answered."""
-        if leg is self._backend_leg and self._client_leg is not None and self._state is not _MOVING:
-            self._client_leg.answer_held(*_sendable(code, reason))
+        if leg is self._legs.backend and self._legs.client is not None and self._state is not _MOVING:
+            self._legs.client.answer_held(*_sendable(code, reason))
 
     def backend_closing(self, leg: BackendLeg, code: int | None, reason: bytes | None) -> None:
         """The backend sent a close: move the session if the code says so, else pass it on to the client."""
-        if leg is not self._backend_leg:
+        if leg is not self._legs.backend:
             return
-        client_leg = self._client_leg
+        client_leg = self._legs.client
         if client_leg is not None and client_leg.held is not None:
             client_leg.answer_held(*_sendable(code, reason))  # both closed at once: the client's close is answered
             return
@@ -383,20 +349,20 @@ class WebSocketSession:
             return
         self._ending(Termination.SERVER_CLOSE)
         self._state = _CLOSING
-        _close(self._client_leg, code, reason)
+        _close(self._legs.client, code, reason)
 
     def client_closed(self, termination: Termination) -> None:
         self._ending(termination)
         self._client_done = True
         self._stop_moving()
-        _close(self._backend_leg, GOING_AWAY, b"client went away")
+        _close(self._legs.backend, GOING_AWAY, b"client went away")
         self._maybe_end()
 
     def backend_closed(self, leg: BackendLeg, termination: Termination) -> None:
-        if leg is not self._backend_leg:
+        if leg is not self._legs.backend:
             return
         self._backend_done = True
-        if self._client_leg is None:
+        if self._legs.client is None:
             # The 101 was not a valid answer to the proxy's handshake: the client is still on HTTP.
             self._ending(termination)
             self._handoff.websockets.discard(self)
@@ -407,21 +373,21 @@ class WebSocketSession:
             return
         if self._state is _RESUMING:
             # The new server's 101 passed our checks but not Autobahn's (an extension, say): try another.
-            self._backend_leg = None
+            self._legs.backend = None
             server = self._handoff.server
             self._handoff.release_server()
             move = self._resumption.move
             assert move is not None
             move.attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}", final=True)
             return
-        if self._may_move and self._client_leg.held is None:
+        if self._may_move and self._legs.client.held is None:
             crashed = self._state is _OPEN
             if crashed:
                 self._resumption.begin(self, f"connection lost: {leg.wasNotCleanReason or 'closed'}")
             self._begin_resume(crashed)
             return
         self._ending(termination)
-        client_leg = self._client_leg
+        client_leg = self._legs.client
         if client_leg.held is not None:
             client_leg.answer_held()
         elif self._state is not _CLOSING:
@@ -441,20 +407,18 @@ class WebSocketSession:
     def drain(self, code: int = GOING_AWAY) -> None:
         self._ending(Termination.SHUTDOWN)
         self._stop_moving()
-        _close(self._client_leg, code, b"proxy restarting" if code == 1012 else b"proxy shutting down")
-        _close(self._backend_leg, GOING_AWAY, b"proxy shutting down")
+        _close(self._legs.client, code, b"proxy restarting" if code == 1012 else b"proxy shutting down")
+        _close(self._legs.backend, GOING_AWAY, b"proxy shutting down")
 
     def abort(self) -> None:
         self._stop_moving()
-        self._client.transport.abortConnection()
-        if self._backend_leg is not None:
-            self._origin.transport.abortConnection()
+        self._legs.abort()
 
     def _idle(self) -> None:
         self._ending(Termination.IDLE_TIMEOUT)
         self._stop_moving()
-        _close(self._client_leg, GOING_AWAY, b"idle timeout")
-        _close(self._backend_leg, GOING_AWAY, b"idle timeout")
+        _close(self._legs.client, GOING_AWAY, b"idle timeout")
+        _close(self._legs.backend, GOING_AWAY, b"idle timeout")
 
     def _ending(self, termination: Termination) -> None:
         if self._termination is None:
@@ -470,8 +434,7 @@ class WebSocketSession:
             server.watchers.discard(self)
         self._resumption.drop_held()
         self._deadline.stop()
-        self._client.download.detach()
-        self._origin.upload.detach()
+        self._legs.unwire()
         for hook in self._hooks:
             hook.session_closed(self)
         self._handoff.ended(self._termination or Termination.OK)
@@ -479,7 +442,7 @@ class WebSocketSession:
     # The client connection's events go to the client leg
 
     def client_data(self, data: bytes) -> None:
-        leg = self._client_leg
+        leg = self._legs.client
         assert leg is not None  # the session is the client connection's relay from the client leg's opening on
         leg.dataReceived(data)
 
@@ -487,7 +450,7 @@ class WebSocketSession:
         self._client.transport.loseConnection()
 
     def client_lost(self, reason: Failure) -> None:
-        leg = self._client_leg
+        leg = self._legs.client
         assert leg is not None
         leg.connectionLost(reason)
 

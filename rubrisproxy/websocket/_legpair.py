@@ -1,0 +1,94 @@
+"""A session's two legs and the connections under them: how each leg is opened, and their flow control."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..http import ResponseHead, serialize_headers
+from ._handshake import HANDSHAKE_HEADERS
+
+if TYPE_CHECKING:
+    from ..origin import OriginConnection
+    from ._handoff import ClientSide, UpgradeHandoff
+    from ._legs import BackendLeg, ClientLeg, LegFactories
+    from ._session import WebSocketSession
+
+
+class LegPair:
+    """A session's legs: the client leg, on the client's connection for its whole WebSocket, and one backend
+    leg at a time, on an origin connection. Opens each (a backend leg on a 101 the proxy received, the client
+    leg once the first backend leg opened, answering with that backend's subprotocol and headers) and makes
+    each side's transport the other's streaming producer. The session decides when; its legs report to it."""
+
+    __slots__ = ("_session", "_handoff", "_factories", "_connection", "origin", "client", "backend", "_headers",
+                 "protocol")
+
+    def __init__(self, session: WebSocketSession, handoff: UpgradeHandoff, origin: OriginConnection,
+                 factories: LegFactories) -> None:
+        self._session = session
+        self._handoff = handoff
+        self._factories = factories
+        self._connection: ClientSide = handoff.client
+        self.origin = origin  # under the backend leg, or the last one
+        self.client: ClientLeg | None = None
+        self.backend: BackendLeg | None = None
+        self._headers: dict[str, list[str]] = {}  # the first backend's 101 headers, for the client's answer
+        self.protocol: str | None = None  # the subprotocol the first backend chose: every later one must too
+
+    @property
+    def backend_open(self) -> bool:
+        leg = self.backend
+        return leg is not None and leg.state == leg.STATE_OPEN
+
+    def keep_headers(self, head: ResponseHead) -> None:
+        """The first backend's 101: its headers but the handshake's own answer the client's handshake."""
+        for name, value in head.forward:
+            if name.lower() not in HANDSHAKE_HEADERS and name.lower() != b"sec-websocket-accept":
+                self._headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+
+    def answer(self) -> tuple[str | None, dict[str, list[str]]]:
+        """The answer to the client's handshake: the backend's subprotocol and headers."""
+        return self.protocol, self._headers
+
+    def open_backend(self, origin: OriginConnection, head: ResponseHead, key: bytes, offered: list[str]) -> BackendLeg:
+        """A backend leg on ``origin``, handed the 101 it answered the handshake with ``key`` with (Autobahn
+        checks it as if it had sent the request)."""
+        self.origin = origin
+        leg = self._factories.backend_leg()
+        leg.factory = self._factories.client
+        self.backend = leg
+        switch = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % serialize_headers(head.headers)
+        leg.attach(self._session, origin, switch, key, offered)
+        return leg
+
+    def open_client(self, backend_leg: BackendLeg) -> None:
+        """The first backend leg opened: take the client's connection over and answer its handshake."""
+        connection = self._connection
+        leg = self._factories.client_leg()
+        leg.factory = self._factories.server
+        leg.session = self._session
+        leg.gate = connection.gate
+        leg.meter = connection
+        self.client = leg
+        self.protocol = backend_leg.websocket_protocol_in_use
+        from_client = connection.take_over(self._session)
+        leg.makeConnection(connection.transport)
+        self.wire()
+        leg.dataReceived(self._handoff.client_handshake() + from_client)
+
+    def wire(self) -> None:
+        """Each side's transport the other's producer: a slow reader pauses the other side."""
+        gate = self.origin.gate
+        assert gate is not None  # it is connected: it answered with a 101
+        self._connection.download.attach(gate)
+        self.origin.upload.attach(self._connection.gate)
+
+    def unwire(self) -> None:
+        self._connection.download.detach()
+        self.origin.upload.detach()
+
+    def abort(self) -> None:
+        """Cut the client's connection, and the backend's if a leg is on it."""
+        self._connection.transport.abortConnection()
+        if self.backend is not None:
+            self.origin.transport.abortConnection()
