@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from twisted.logger import Logger
+
 from ._held import HeldMessages
 from ._move import SessionMove
 from ._resume import BackendDial
@@ -21,6 +23,8 @@ class Resumption:
     fresh key, the resume count), the messages sent lately that a crash replays (``replay-messages``,
     ``replay-window``), the client's messages held while there is no backend leg, the move in progress
     (a :class:`SessionMove`) and how many moves it made. The session decides when it moves."""
+
+    log = Logger()
 
     __slots__ = ("_handoff", "_backend", "offered", "_template", "recent", "held", "move", "resumes")
 
@@ -74,16 +78,32 @@ class Resumption:
         self._backend.messages_lost += lost
         return lost
 
-    def resumed(self) -> SessionMove:
-        """A new backend leg opened: the move is over (returned, for the log), and counted."""
+    def resumed(self) -> list[Message]:
+        """A new backend leg opened: the move is over, counted and logged; the held messages, to send first."""
         move = self.move
         assert move is not None
         self.cancel()
         self.resumes += 1
-        backend = self._backend
+        handoff, backend = self._handoff, self._backend
+        took = handoff.clock.seconds() - move.started
         backend.resumes += 1
-        backend.resume_seconds.observe(self._handoff.clock.seconds() - move.started)
-        return move
+        backend.resume_seconds.observe(took)
+        held = self.held.release()
+        moved_from, server = move.moved_from, handoff.server
+        self.log.info(
+            "session {id} resumed: {old} -> {new} in {ms:.0f} ms ({why}); {count} held messages sent, resume #{n}",
+            id=handoff.session_id, old=moved_from.name if moved_from else "-", new=server.name if server else "-",
+            ms=took * 1000, why=move.reason, count=len(held), n=self.resumes,
+        )
+        return held
+
+    def failed(self, kind: str) -> int:
+        """The session could not move (``kind``: why, as counted): no more dials; the held messages are lost
+        (how many is returned)."""
+        self.cancel()
+        failures = self._backend.resume_failures
+        failures[kind] = failures.get(kind, 0) + 1
+        return self.drop_held()
 
     def cancel(self) -> None:
         """No move in progress any more: its dials and timers stop."""

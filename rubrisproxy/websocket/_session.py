@@ -48,6 +48,15 @@ GOING_AWAY = 1001
 
 
 class _State(Enum):
+    """Where a :class:`WebSocketSession` is (its ``_state``), changed by the session only.
+
+    ``OPENING`` until the client's handshake is answered, then ``OPEN``. A move starts in
+    ``MOVING`` when the old backend leg is asked to close (its server leaving, a resume close code)
+    and goes on to ``RESUMING`` once that leg is gone; a backend connection lost while ``OPEN`` goes
+    straight to ``RESUMING``. ``RESUMING`` returns to ``OPEN`` when a new backend leg opens. Any of
+    them ends in ``CLOSING`` (a close from either side, a failure, drain, idle timeout, a move given up).
+    """
+
     OPENING = "opening"  # the client's handshake is not answered yet
     OPEN = "open"  # relaying
     MOVING = "moving"  # the old backend leg is closing; client messages are held
@@ -279,20 +288,11 @@ class WebSocketSession:
             )
             _close(leg, GOING_AWAY, b"subprotocol mismatch")
             return
-        move = self._resumption.resumed()
+        held = self._resumption.resumed()
         self._state = _OPEN
-        server = self._handoff.server
         self._legs.wire()
-        held = self._resumption.held.release()
         for message in held:
             self._send(leg, message)
-        moved_from = move.moved_from
-        self.log.info(
-            "session {id} resumed: {old} -> {new} in {ms:.0f} ms ({why}); {count} held messages sent, resume #{n}",
-            id=self.session_id, old=moved_from.name if moved_from else "-", new=server.name if server else "-",
-            ms=(self._handoff.clock.seconds() - move.started) * 1000, why=move.reason,
-            count=len(held), n=self._resumption.resumes,
-        )
         self._watch_server()
 
     def give_up(self, kind: str, code: int, why: str) -> None:
@@ -300,10 +300,7 @@ class WebSocketSession:
         if self._state is _CLOSING:
             return
         self._state = _CLOSING
-        self._resumption.cancel()
-        lost = self._resumption.drop_held()
-        failures = self._backend.resume_failures
-        failures[kind] = failures.get(kind, 0) + 1
+        lost = self._resumption.failed(kind)
         self._ending(Termination.RESUME_FAILED)
         self.log.warn("session {id} could not move: {why}; closing the client ({code}); {lost} held messages lost",
                       id=self.session_id, code=code, why=why, lost=lost)
