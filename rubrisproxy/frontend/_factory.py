@@ -5,6 +5,7 @@ from __future__ import annotations
 from random import Random
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ServerFactory
 
 from ..config import ConfigError, FrontendConfig, resolve_name
@@ -53,17 +54,27 @@ def drain(
     all reconnect at once. Whatever remains after ``grace`` is cut.
     """
     frontend.draining = True
-    clock = frontend.clock
-    rng = rng or Random()
     for connection in list(frontend.connections):
         connection.drain()
+    return _drained(frontend, grace, _close_websockets(frontend, spread, close_code, rng or Random()))
+
+
+def _close_websockets(frontend: Frontend, spread: float, close_code: int, rng: Random) -> list[IDelayedCall]:
+    """Close each WebSocket with ``close_code`` at a random moment within ``spread`` seconds; the calls to come."""
     pending = []
     for relay in list(frontend.websockets):  # also those whose client has gone and whose backend has yet to close
         delay = rng.uniform(0, spread) if spread > 0 else 0.0
         if delay:
-            pending.append(clock.callLater(delay, relay.drain, close_code))
+            pending.append(frontend.clock.callLater(delay, relay.drain, close_code))
         else:
             relay.drain(close_code)
+    return pending
+
+
+def _drained(frontend: Frontend, grace: float, pending: list[IDelayedCall]) -> defer.Deferred[None]:
+    """Fires once no connection nor WebSocket is left; what remains after ``grace`` seconds is cut (and
+    ``pending`` closes cancelled)."""
+    clock = frontend.clock
     done: defer.Deferred[None] = defer.Deferred()
     deadline = clock.seconds() + grace
 

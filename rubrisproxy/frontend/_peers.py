@@ -69,6 +69,26 @@ def forwarded_chain(headers: Headers, header: bytes = b"x-forwarded-for") -> lis
     return hops
 
 
+def _pair(value: str, i: int) -> tuple[str, str, int] | None:
+    """The ``parameter=value`` at ``i`` (its value a token or a quoted string), lower-cased parameter first, and
+    where it ends; None if malformed."""
+    end = len(value)
+    start = i
+    while i < end and value[i] in _TOKEN:
+        i += 1
+    key = value[start:i].lower()
+    if not key or i >= end or value[i] != "=":
+        return None
+    if value[i + 1:i + 2] == '"':
+        found, i = _quoted(value, i + 2)
+    else:
+        start = i = i + 1
+        while i < end and value[i] in _BARE_VALUE:
+            i += 1
+        found = value[start:i] or None
+    return None if found is None else (key, found, i)
+
+
 def forwarded_elements(value: str) -> list[dict[str, str]] | None:
     """The elements of one ``Forwarded`` value (RFC 7239 4), each as {lower-cased parameter: value}; None if malformed.
 
@@ -81,21 +101,10 @@ def forwarded_elements(value: str) -> list[dict[str, str]] | None:
     while True:
         i = _skip_space(value, i)
         if i < end and value[i] not in ",;":
-            start = i
-            while i < end and value[i] in _TOKEN:
-                i += 1
-            key = value[start:i].lower()
-            if not key or i >= end or value[i] != "=":
+            pair = _pair(value, i)
+            if pair is None or pair[0] in pairs:
                 return None
-            if value[i + 1:i + 2] == '"':
-                found, i = _quoted(value, i + 2)
-            else:
-                start = i = i + 1
-                while i < end and value[i] in _BARE_VALUE:
-                    i += 1
-                found = value[start:i] or None
-            if found is None or key in pairs:
-                return None
+            key, found, i = pair
             pairs[key] = found
             i = _skip_space(value, i)
         if i >= end:
