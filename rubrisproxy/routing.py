@@ -34,7 +34,7 @@ class Router:
         if not self._routes:
             return self.default
         match = self._match(head)
-        return self.default if match is None else match[1]  # type: ignore[return-value]
+        return self.default if match is None else match[1]
 
     def websocket_rules(self, head: RequestHead, backend: Backend) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The (allowed origins, allowed subprotocols) for an upgrade: the matching route's, else the backend's."""

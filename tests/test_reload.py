@@ -16,8 +16,8 @@ from twisted.web.http_headers import Headers
 
 from rubrisproxy.config import CommandLine, ConfigError, load_config
 from rubrisproxy.http import RequestHead
-from rubrisproxy.reload import Reloader
 from rubrisproxy.listening import ListeningService
+from rubrisproxy.reload import Reloader
 from rubrisproxy.service import build_service
 
 from .helpers import ProxyTestCase, RawClient, get, run_reactor_for

@@ -18,9 +18,9 @@ from zope.interface import implementer
 
 from rubrisproxy.checks import check_config
 from rubrisproxy.config import CertificateFiles, CommandLine, ConfigError, ListenerTLSConfig, load_config
-from rubrisproxy.reload import ReloadOnHangup, Reloader
 from rubrisproxy.frontend import connection_factory
 from rubrisproxy.listening import ListeningService
+from rubrisproxy.reload import Reloader, ReloadOnHangup
 from rubrisproxy.service import build_service
 from rubrisproxy.tls import build_contexts, listener
 

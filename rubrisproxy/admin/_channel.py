@@ -145,5 +145,5 @@ class AdminSite(server.Site):
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
-        channel.request_timeout = self.request_timeout  # type: ignore[union-attr]
+        channel.request_timeout = self.request_timeout
         return channel

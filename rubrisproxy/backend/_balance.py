@@ -189,5 +189,5 @@ def balancer_for(algorithm: str, key: str = "balance") -> IBalancer:
         return ConsistentHash(header_key(argument))
     if "." in algorithm:  # the dotted name of a user's IBalancer class
         (balancer,) = build_objects(key, (HookConfig(algorithm),), (IBalancer,))
-        return balancer  # type: ignore[no-any-return]
+        return balancer
     raise ValueError(f"unknown balancing algorithm {algorithm!r}")

@@ -51,8 +51,9 @@ class DemoOrigin:
 
     def start(self) -> int:
         """Listen (again); the port number. Raises CannotListenError."""
-        self._port = self.reactor.listenTCP(self.port_number, self._factory, interface="127.0.0.1")
-        self.port_number = self._port.getHost().port  # type: ignore[union-attr, attr-defined]
+        port = self.reactor.listenTCP(self.port_number, self._factory, interface="127.0.0.1")
+        self._port = port
+        self.port_number = port.getHost().port
         self.state = OriginState.UP
         return self.port_number
 

@@ -76,7 +76,7 @@ class DemoService(service.Service):
         for url in self.public_urls:
             self.log.info("demo: open {url}", url=url)
 
-    def stopService(self):  # type: ignore[no-untyped-def]
+    def stopService(self):
         super().stopService()
         return defer.gatherResults([origin.shut() for origin in self.origins])
 

@@ -73,11 +73,11 @@ class _Headers(resource.Resource):
 class _Echo(resource.Resource):
     isLeaf = True
 
-    def render_POST(self, request: DemoRequest) -> bytes:  # type: ignore[override]
+    def render_POST(self, request: DemoRequest) -> bytes:
         if request.too_large:
             return _error(request, 413, f"the body is over {MAX_BODY} bytes")
         request.setHeader(b"content-type", b"application/octet-stream")
-        return request.content.read()  # type: ignore[union-attr, no-any-return]
+        return request.content.read() if request.content is not None else b""
 
     render_PUT = render_POST
 
@@ -124,7 +124,7 @@ class _Stop(resource.Resource):
         super().__init__()
         self.origin = origin
 
-    def render_POST(self, request: DemoRequest) -> bytes:  # type: ignore[override]
+    def render_POST(self, request: DemoRequest) -> bytes:
         page = request.getHeader(b"origin")
         if page is not None and urlsplit(page.decode("latin-1")).netloc.lower() != (
                 request.getHeader(b"host") or b"").decode("latin-1").lower():
@@ -166,7 +166,7 @@ class _Socket(resource.Resource):
             body = _error(request, 426, "this is a WebSocket endpoint: connect with a WebSocket client")
             request.setResponseCode(426, b"Upgrade Required")  # a reason Twisted does not know
             return body
-        return self.upgrade.render(request)  # type: ignore[no-any-return]
+        return self.upgrade.render(request)
 
 
 class DemoRequest(server.Request):
@@ -174,6 +174,7 @@ class DemoRequest(server.Request):
     and whose answer names the origin (``X-Demo-Origin``)."""
 
     too_large = False
+    origin_header = b""  # set by the DemoSite that made it
     _received = 0
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -184,8 +185,7 @@ class DemoRequest(server.Request):
         super().handleContentChunk(data)
 
     def process(self) -> None:
-        site: DemoSite = self.channel.site  # type: ignore[union-attr, attr-defined]  # set by Site.buildProtocol
-        self.setHeader(b"x-demo-origin", site.origin_name.encode())
+        self.setHeader(b"x-demo-origin", self.origin_header)
         super().process()
 
 
@@ -193,10 +193,15 @@ class DemoSite(server.Site):
     """A demo origin's site, knowing the origin's name."""
 
     def __init__(self, root: resource.Resource, origin_name: str) -> None:
-        super().__init__(root, logPath="/dev/null", requestFactory=DemoRequest)
+        super().__init__(root, logPath="/dev/null", requestFactory=self._request)
         self.origin_name = origin_name
         self.displayTracebacks = False
         self.noisy = False
+
+    def _request(self, channel: object, queued: int) -> DemoRequest:
+        request = DemoRequest(channel, queued)
+        request.origin_header = self.origin_name.encode()
+        return request
 
 
 def demo_site(origin: DemoOrigin) -> server.Site:

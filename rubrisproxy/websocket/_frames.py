@@ -26,7 +26,7 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     if not size:
         return payload
     if size >= _NATIVE_FROM:
-        return create_xor_masker(mask, size).process(payload)  # type: ignore[no-any-return]
+        return create_xor_masker(mask, size).process(payload)
     key = (mask * ((size >> 2) + 1))[:size]
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
 

@@ -98,7 +98,7 @@ class BackendDial:
         if chosen is None:
             self._fail("no server is up")
         elif chosen in self.backend.servers:
-            self._use(chosen)  # type: ignore[arg-type]
+            self._use(chosen)
         # else queued: dequeued() or queue_timed_out() follows
 
     def cancel(self) -> None:
