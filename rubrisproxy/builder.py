@@ -264,12 +264,9 @@ class ProxyParts:
                 frontend.clients.stop()
             frontend.clients = None
         elif frontend.clients is None:
-            frontend.clients = ClientRegistry(config.name, clients.identify, clients.expire, frontend.clock,
-                                              frontend.handlers.destroyed)
+            frontend.clients = ClientRegistry(config.name, clients, frontend.clock, frontend.handlers.destroyed)
         else:  # a reload: the sessions stay
-            registry = frontend.clients
-            registry.identify, registry.expire, registry.handlers = (
-                clients.identify, clients.expire, frontend.handlers.destroyed)
+            frontend.clients.settings, frontend.clients.handlers = clients, frontend.handlers.destroyed
 
 
 def make_access_log(config: ProxyConfig) -> AccessLog:
