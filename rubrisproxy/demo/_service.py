@@ -14,7 +14,6 @@ from ..backend import Backend
 from ..config import ServerConfig
 from ..listening import ListeningService
 from ._origin import RESTART_DELAY, DemoOrigin, OriginState
-from ._site import demo_site
 
 #: The demo origins' names; each is the server ``demo-NAME`` of the demo's backends.
 ORIGIN_NAMES = ("a", "b")
@@ -41,7 +40,7 @@ class DemoService(service.Service):
         self.public_urls = public_urls
         self._stats_ports: Callable[[], list[IListeningPort]] = list
         self.origins = [
-            DemoOrigin(name, reactor, demo_site, restart_delay, lambda: http_url(self._stats_ports()))
+            DemoOrigin(name, reactor, restart_delay, lambda: http_url(self._stats_ports()))
             for name in ORIGIN_NAMES
         ]
         self.setName("demo")
