@@ -168,7 +168,7 @@ class ResponseParser:
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))  # after the head: trailers, dropped with the list
 
-    def on_headers_complete(self) -> None:
+    def on_headers_complete(self) -> None:  # noqa: C901 - one pass over a response's headers, no helper calls
         parser = self._parser
         status = parser.get_status_code()
         if 100 <= status < 200 and not (status == 101 and self._upgrade):
