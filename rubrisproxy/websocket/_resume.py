@@ -122,7 +122,7 @@ class BackendDial:
 
     def _use(self, server: Server) -> None:
         self.server = server
-        self._pool.connect(server).addCallbacks(self._connected, self._connect_failed)
+        self._pool.connect(server).addCallbacks(self._connected, self._connect_failed, errbackArgs=(server,))
 
     def _connected(self, connection: OriginConnection) -> None:
         if self.finished:
@@ -131,10 +131,10 @@ class BackendDial:
         self.connection = connection
         connection.send(self, b"GET", self._handshake.replace(b"%KEY%", self.key), upgrade=True, timeout=self._timeout)
 
-    def _connect_failed(self, failure: Failure) -> None:
+    def _connect_failed(self, failure: Failure, server: Server) -> None:
         if self.finished:
             return
-        self.backend.report_error(self.server, failure.getErrorMessage())  # type: ignore[arg-type]
+        self.backend.report_error(server, failure.getErrorMessage())
         self._fail(f"connect failed: {failure.getErrorMessage()}")
 
     # The handshake's answer (OriginUser)
@@ -145,9 +145,10 @@ class BackendDial:
             self._fail(f"bad 101: {problem}", final=True)
             return
         connection, self.connection = self.connection, None
+        assert connection is not None  # the answer came on it
         self.finished = True
-        self._pool.hand_over(connection)  # type: ignore[arg-type]
-        self.owner.dial_succeeded(self, connection, head, rest)  # type: ignore[arg-type]
+        self._pool.hand_over(connection)
+        self.owner.dial_succeeded(self, connection, head, rest)
 
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
         self._fail(f"it answered {head.status} {head.reason.decode('latin-1')}", final=is_refusal(head.status))
