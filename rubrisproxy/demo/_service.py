@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from ..backend import Backend
 from ..config import ServerConfig
-from ..listening import ListeningService
+from ..listening import ListeningService, ListenSettings
 from ._origin import RESTART_DELAY, DemoOrigin, OriginState
 
 #: The demo origins' names; each is the server ``demo-NAME`` of the demo's backends.
@@ -85,7 +85,7 @@ class DemoAdminService(ListeningService):
     exit (the demo works without its stats page)."""
 
     def __init__(self, reactor: Any, site: Any, endpoint: str) -> None:
-        super().__init__(reactor, "admin", site, (endpoint,), key="admin", required=False)
+        super().__init__(reactor, "admin", site, ListenSettings((endpoint,), key="admin"), required=False)
 
     def said_listening(self, port: IListeningPort, description: str) -> None:
         self.log.info("demo: stats page and admin API on {url} (only in demo mode; --admin sets another)",
