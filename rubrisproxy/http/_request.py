@@ -83,6 +83,18 @@ class RequestHandler(Protocol):
         """The request asked for another protocol; ``rest`` is what followed it in this read."""
 
 
+class _Closed:
+    """The handler of a closed parser: its owner feeds it nothing any more, so any call is a bug."""
+
+    def _unexpected(self, *args: object) -> None:
+        raise RuntimeError("a request came to a closed parser")
+
+    request_head = request_body = request_end = request_upgraded = _unexpected
+
+
+_CLOSED: RequestHandler = _Closed()
+
+
 class RequestParser:
     """Feed bytes in; get head, body and end events out; get :class:`HTTPError` on bad input."""
 
@@ -124,7 +136,7 @@ class RequestParser:
     def close(self) -> None:
         """Let go of llhttp, whose callbacks are this parser's methods: the cycle would wait for the GC."""
         self._parser = None  # type: ignore[assignment]
-        self._handler = None  # type: ignore[assignment]
+        self._handler = _CLOSED
 
     @property
     def in_message(self) -> bool:
