@@ -5,7 +5,10 @@ then each relay pinned to one core, and drives each with wrk (keep-alive) from t
 other core: small responses at 1, 50 and 200 connections and 1 MiB responses at 10.
 Prints req/s, p99 latency, the relay's CPU microseconds per request, and ratios.
 
-    python bench/http_bench.py [--duration 10] [--access-log off|file]
+    python bench/http_bench.py [--duration 10] [--access-log off|file] [--compare DIR]
+
+``--compare DIR`` runs each rubrisproxy relay a second time from another checkout (``NAME@compared``, e.g.
+the code before a change) in the same interleaved rounds, and prints this checkout's ratios to it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from harness import cpu_times, free_port, middle, python_path_env
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SECOND_ORIGIN_PORT = 0
+COMPARED = "compared"  # the suffix of a relay run from the --compare checkout
 PROXY_CORE = "1"
 LOAD_CORE = "0"
 
@@ -85,11 +89,15 @@ def start_origin(tmp: str) -> tuple[subprocess.Popen[bytes], int, str]:
     return process, port, name
 
 
-def start_relay(kind: str, origin_port: int, access_log: str, tmp: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_relay(kind: str, origin_port: int, access_log: str, tmp: str,
+                compare: str = "") -> tuple[subprocess.Popen[bytes], int]:
+    """A relay listening on a port it returns; ``kind@compared`` is that rubrisproxy relay run from ``compare``."""
+    kind, _, at = kind.partition("@")
+    root = compare if at else ROOT
     port = free_port()
     pin = ["taskset", "-c", PROXY_CORE]
     if kind.startswith("rubrisproxy"):
-        log = "off" if access_log == "off" or kind == "rubrisproxy-nolog" else os.path.join(tmp, f"{kind}.log")
+        log = "off" if access_log == "off" or kind == "rubrisproxy-nolog" else os.path.join(tmp, f"{kind}{at}.log")
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
                    "--logfile", os.path.join(tmp, "rubrisproxy.log"), "rubrisproxy",
                    "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
@@ -98,7 +106,7 @@ def start_relay(kind: str, origin_port: int, access_log: str, tmp: str) -> tuple
             command += ["--backend", f"127.0.0.1:{SECOND_ORIGIN_PORT}"]  # round robin over both
     else:
         command = [sys.executable, os.path.join(HERE, "baselines.py"), kind, str(port), str(origin_port)]
-    env = python_path_env(ROOT)
+    env = python_path_env(root)
     # ReverseProxyResource prints a traceback for every request wrk abandons at the end of a run.
     process = subprocess.Popen(pin + command, env=env, stderr=subprocess.DEVNULL if kind == "reverse" else None)
     wait_port(port)
@@ -132,6 +140,7 @@ def main() -> None:
                              "rubrisproxy-nolog logs nothing (as portforward); rubrisproxy-2origins balances "
                              "over two origin addresses")
     parser.add_argument("--only", default="", help="run only the tests whose name contains this, e.g. c=50")
+    parser.add_argument("--compare", default="", help="another checkout whose rubrisproxy relays run beside these")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
@@ -139,6 +148,8 @@ def main() -> None:
              ("1MiB c=10", "/large", 10)]
     tests = [test for test in tests if args.only in test[0]]
     relays = args.relays.split(",")
+    if args.compare:
+        relays += [f"{relay}@{COMPARED}" for relay in relays if relay.startswith("rubrisproxy")]
     samples: dict[tuple[str, str], list[Result]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         origin, origin_port, origin_name = start_origin(tmp)
@@ -147,7 +158,7 @@ def main() -> None:
         processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         try:
             for relay in relays:
-                processes[relay] = start_relay(relay, origin_port, args.access_log, tmp)
+                processes[relay] = start_relay(relay, origin_port, args.access_log, tmp, args.compare)
                 run_wrk(processes[relay][1], "/small", 10, 1)  # warm up
             for round_number in range(args.rounds):
                 for name, path, connections in tests:
@@ -160,7 +171,7 @@ def main() -> None:
                         per_request = 1e6 / max(total, 1)
                         result = Result(relay, name, rps, p99, (user + system) * per_request, user * per_request)
                         samples.setdefault((relay, name), []).append(result)
-                        print(f"  round {round_number + 1} {relay:17} {name:12} {rps:10.0f} req/s  "
+                        print(f"  round {round_number + 1} {relay:26} {name:12} {rps:10.0f} req/s  "
                               f"p99 {p99:8.2f} ms  {result.cpu_us:8.1f} CPU us/req ({result.user_us:.1f} user)")
         finally:
             for process, _ in processes.values():
@@ -179,28 +190,31 @@ def median(results: list[Result]) -> Result:
 
 def report(results: list[Result]) -> None:
     by = {(r.relay, r.test): r for r in results}
+    tests = list(dict.fromkeys(r.test for r in results))
     print("\nmedians")
     for r in results:
-        print(f"  {r.relay:17} {r.test:12} {r.rps:10.0f} req/s  p99 {r.p99_ms:8.2f} ms  {r.cpu_us:8.1f} CPU us/req "
+        print(f"  {r.relay:26} {r.test:12} {r.rps:10.0f} req/s  p99 {r.p99_ms:8.2f} ms  {r.cpu_us:8.1f} CPU us/req "
               f"({r.user_us:.1f} user)")
     print("\nratios: req/s, and CPU per request (lower is better for rubrisproxy)")
-    for test in dict.fromkeys(r.test for r in results):
+    for test in tests:
         one, two = by.get(("rubrisproxy", test)), by.get(("rubrisproxy-2origins", test))
         if one and two:
             print(f"  {test:12} balancing over 2 origins vs 1: {two.rps / one.rps:5.2f}x req/s, "
                   f"{two.cpu_us / one.cpu_us:5.2f}x CPU/req")
-    for test in dict.fromkeys(r.test for r in results):
+    for test in tests:
         for variant in ("rubrisproxy", "rubrisproxy-nolog"):
-            ours = by.get((variant, test))
-            if ours is None:
-                continue
-            parts = []
-            for baseline in ("reverse", "portforward"):
-                other = by.get((baseline, test))
-                if other:
-                    parts.append(f"vs {baseline}: {ours.rps / other.rps:5.2f}x req/s, "
-                                 f"{ours.cpu_us / other.cpu_us:5.2f}x CPU/req")
-            print(f"  {test:12} {variant:17} " + "; ".join(parts))
+            if (variant, test) in by:
+                print(f"  {test:12} {variant:17} " + "; ".join(
+                    ratio_line(by[variant, test], by[baseline, test], f"vs {baseline}")
+                    for baseline in ("reverse", "portforward") if (baseline, test) in by))
+    for r in results:
+        if (f"{r.relay}@{COMPARED}", r.test) in by:
+            print(f"  {r.test:12} {r.relay:17} "
+                  + ratio_line(r, by[f"{r.relay}@{COMPARED}", r.test], "vs the compared checkout"))
+
+
+def ratio_line(ours: Result, other: Result, label: str) -> str:
+    return f"{label}: {ours.rps / other.rps:5.2f}x req/s, {ours.cpu_us / other.cpu_us:5.2f}x CPU/req"
 
 
 if __name__ == "__main__":

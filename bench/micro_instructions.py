@@ -1,0 +1,57 @@
+"""Instructions per request of ``micro_exchange.py`` under callgrind: the in-process request path, steady.
+
+Runs ``micro_exchange.py`` twice under ``valgrind --tool=callgrind`` with a small and a large request count
+and divides the difference in instructions by the difference in requests, so start-up and imports cancel
+out. ``--compare DIR`` measures another checkout (e.g. the code before a change) the same way, in the same
+run, and prints the ratio.
+
+    python bench/micro_instructions.py [--requests 1000,4000] [--access-log] [--compare DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def instructions(root: str, requests: int, access_log: bool) -> int:
+    """Instructions the whole ``micro_exchange.py`` run of ``root`` executed for ``requests`` requests."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+                   os.path.join(root, "bench", "micro_exchange.py"), "--requests", str(requests)]
+        subprocess.run(command + (["--access-log"] if access_log else []), cwd=root, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": root})
+        with open(out) as f:
+            totals = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.MULTILINE)
+        assert totals, "callgrind wrote no totals"
+        return int(totals.group(1))
+
+
+def per_request(root: str, small: int, large: int, access_log: bool) -> float:
+    return (instructions(root, large, access_log) - instructions(root, small, access_log)) / (large - small)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", default="1000,4000", help="the small and the large request count")
+    parser.add_argument("--access-log", action="store_true")
+    parser.add_argument("--compare", default="", help="another checkout to measure the same way")
+    args = parser.parse_args()
+    small, large = (int(n) for n in args.requests.split(","))
+    here = per_request(ROOT, small, large, args.access_log)
+    print(f"{ROOT}: {here:,.0f} instructions per request")
+    if args.compare:
+        there = per_request(os.path.abspath(args.compare), small, large, args.access_log)
+        print(f"{os.path.abspath(args.compare)}: {there:,.0f} instructions per request")
+        print(f"ratio (this / compared): {here / there:.3f}")
+
+
+if __name__ == "__main__":
+    main()
