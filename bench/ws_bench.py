@@ -53,6 +53,18 @@ class RelayUnavailable(Exception):
     """A relay that would not start or would not pass a WebSocket echo."""
 
 
+@dataclass(frozen=True)
+class LoadShape:
+    """One run of the load generator: ``clients`` connections, each keeping ``in_flight`` messages of ``size``
+    bytes in flight (0: they only open and hold), measured for ``seconds`` after ``warmup``."""
+
+    clients: int
+    in_flight: int
+    size: int
+    seconds: float
+    warmup: float = WARMUP_SECONDS
+
+
 @dataclass
 class LoadResult:
     """One load run through one relay."""
@@ -80,7 +92,7 @@ class IdleResult:
 
 
 out = Output()
-wait_port = partial(harness.wait_port, error=RelayUnavailable)
+wait_port = partial(harness.wait_port, how=harness.PortWait(error=RelayUnavailable))
 
 
 def rss_kib(pid: int) -> int:
@@ -173,7 +185,7 @@ class Bench:
         relay = Relay(name, port, process)
         try:
             wait_port(port, process)
-            self.load(relay, clients=10, in_flight=4, size=32, seconds=1.0, warmup=0.2)  # warm up and check
+            self.load(relay, LoadShape(clients=10, in_flight=4, size=32, seconds=1.0, warmup=0.2))  # warm up and check
         except (RelayUnavailable, RuntimeError) as error:
             self.processes.stop(process)
             tail = b"".join(path.read_bytes()[-1500:] for path in (log, self.tmp / f"{name}.log") if path.exists())
@@ -184,19 +196,17 @@ class Bench:
         if relay.process is not None:
             self.processes.stop(relay.process)
 
-    def loadgen(self, url: str, clients: int, in_flight: int, size: int, seconds: float,
-                warmup: float = WARMUP_SECONDS) -> subprocess.Popen[bytes]:
-        command = ["taskset", "-c", LOAD_CORE, "node", str(WS_DIR / "loadgen.js"), url, str(clients),
-                   str(in_flight), str(size), str(seconds), "--warmup", str(warmup),
+    def loadgen(self, url: str, shape: LoadShape) -> subprocess.Popen[bytes]:
+        command = ["taskset", "-c", LOAD_CORE, "node", str(WS_DIR / "loadgen.js"), url, str(shape.clients),
+                   str(shape.in_flight), str(shape.size), str(shape.seconds), "--warmup", str(shape.warmup),
                    "--open-timeout", str(OPEN_TIMEOUT_SECONDS)]
         return self.processes.start(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
-    def load(self, relay: Relay, clients: int, in_flight: int, size: int, seconds: float,
-             warmup: float = WARMUP_SECONDS, test: str = "") -> LoadResult:
+    def load(self, relay: Relay, shape: LoadShape, test: str = "") -> LoadResult:
         """One load run; relay CPU is read when the load generator starts and stops its window."""
-        loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/", clients, in_flight, size, seconds, warmup)
+        loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/", shape)
         reader = LineReader(loadgen)
-        deadline = time.monotonic() + OPEN_TIMEOUT_SECONDS + warmup + seconds + 30
+        deadline = time.monotonic() + OPEN_TIMEOUT_SECONDS + shape.warmup + shape.seconds + 30
         pids = [loadgen.pid, self.echo.pid]
         try:
             reader.until("start", deadline)
@@ -227,8 +237,8 @@ class Bench:
         try:
             time.sleep(0.5)
             before = rss_kib(pid)
-            loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/", connections, 0, 0,
-                                   OPEN_TIMEOUT_SECONDS + IDLE_HOLD_SECONDS + 30)
+            loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/",
+                                   LoadShape(connections, 0, 0, OPEN_TIMEOUT_SECONDS + IDLE_HOLD_SECONDS + 30))
             reader = LineReader(loadgen)
             opened = reader.until("open", time.monotonic() + OPEN_TIMEOUT_SECONDS + 10)
             if opened["opened"] != connections:
@@ -357,41 +367,11 @@ def main() -> None:
             out(f"relays pinned to core {PROXY_CORE}; Node ws load generator and echo backend on core {LOAD_CORE}; "
                 f"{args.duration:g}s per load run after {WARMUP_SECONDS:g}s warm-up, {args.rounds} interleaved rounds; "
                 f"open files limit {limit}")
-            relays: dict[str, Relay] = {}
-            for name in args.relays:
-                try:
-                    relays[name] = bench.start_relay(name)
-                except RelayUnavailable as error:
-                    skipped[name] = str(error).strip()
-                    out(f"  {name}: unavailable, skipped: {skipped[name].splitlines()[0]}")
-            for relay in relays.values():
-                if relay.process is not None:
-                    out(f"  {relay.name}: pid {relay.process.pid}, open files limit "
-                        f"{open_files_limit(relay.process.pid)}")
+            relays = _start_relays(bench, args.relays, skipped)
             idle_relays = [name for name in relays if name != "direct"] if not args.skip_idle else []
             for round_number in range(1, args.rounds + 1):
-                for test, size in LOADS:
-                    for relay in list(relays.values()):
-                        try:
-                            r = bench.load(relay, CLIENTS, IN_FLIGHT, size, args.duration, test=test)
-                        except RuntimeError as error:
-                            out(f"  round {round_number} {relay.name:12} {test:7} failed: {error}")
-                            continue
-                        loads.setdefault((relay.name, test), []).append(r)
-                        cpu = f"{r.cpu_us:7.1f} CPU us/msg" if r.cpu_us is not None else f"{'-':>7} CPU us/msg"
-                        busy = f"relay {r.relay_busy:4.0%}" if r.relay_busy is not None else "relay    -"
-                        out(f"  round {round_number} {relay.name:12} {test:7} {r.rate:9.0f} msg/s  p50 {r.p50_ms:7.2f} "
-                            f"p99 {r.p99_ms:7.2f} ms  {cpu}  {busy}, load core {r.load_busy:4.0%}")
-                for name in idle_relays:
-                    try:
-                        i = bench.idle(name, args.idle_connections)
-                    except (RuntimeError, RelayUnavailable) as error:
-                        out(f"  round {round_number} {name:12} idle    failed: {str(error).strip()}")
-                        continue
-                    idles.setdefault(name, []).append(i)
-                    out(f"  round {round_number} {name:12} idle    {i.kb_per_conn:7.2f} KB/conn  RSS "
-                        f"{i.rss_before_mib:.1f} -> {i.rss_after_mib:.1f} MiB, opened in {i.open_seconds:.2f}s, "
-                        f"{i.fds} relay fds")
+                _load_round(bench, relays, round_number, args.duration, loads)
+                _idle_round(bench, idle_relays, round_number, args.idle_connections, idles)
         finally:
             processes.stop_all()
     if loads:
@@ -404,6 +384,54 @@ def main() -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text("python bench/ws_bench.py " + " ".join(sys.argv[1:]) + "\n" + "\n".join(out.lines) + "\n")
     print(f"written to {RESULTS.relative_to(ROOT)}")
+
+
+def _start_relays(bench: Bench, names: list[str], skipped: dict[str, str]) -> dict[str, Relay]:
+    """The relays that start, by name; why the others did not goes to ``skipped``."""
+    relays: dict[str, Relay] = {}
+    for name in names:
+        try:
+            relays[name] = bench.start_relay(name)
+        except RelayUnavailable as error:
+            skipped[name] = str(error).strip()
+            out(f"  {name}: unavailable, skipped: {skipped[name].splitlines()[0]}")
+    for relay in relays.values():
+        if relay.process is not None:
+            out(f"  {relay.name}: pid {relay.process.pid}, open files limit "
+                f"{open_files_limit(relay.process.pid)}")
+    return relays
+
+
+def _load_round(bench: Bench, relays: dict[str, Relay], round_number: int, duration: float,
+                loads: dict[tuple[str, str], list[LoadResult]]) -> None:
+    """Each load on each relay once; the results go to ``loads``."""
+    for test, size in LOADS:
+        for relay in list(relays.values()):
+            try:
+                r = bench.load(relay, LoadShape(CLIENTS, IN_FLIGHT, size, duration), test=test)
+            except RuntimeError as error:
+                out(f"  round {round_number} {relay.name:12} {test:7} failed: {error}")
+                continue
+            loads.setdefault((relay.name, test), []).append(r)
+            cpu = f"{r.cpu_us:7.1f} CPU us/msg" if r.cpu_us is not None else f"{'-':>7} CPU us/msg"
+            busy = f"relay {r.relay_busy:4.0%}" if r.relay_busy is not None else "relay    -"
+            out(f"  round {round_number} {relay.name:12} {test:7} {r.rate:9.0f} msg/s  p50 {r.p50_ms:7.2f} "
+                f"p99 {r.p99_ms:7.2f} ms  {cpu}  {busy}, load core {r.load_busy:4.0%}")
+
+
+def _idle_round(bench: Bench, names: list[str], round_number: int, connections: int,
+                idles: dict[str, list[IdleResult]]) -> None:
+    """The idle measure on each relay once; the results go to ``idles``."""
+    for name in names:
+        try:
+            i = bench.idle(name, connections)
+        except (RuntimeError, RelayUnavailable) as error:
+            out(f"  round {round_number} {name:12} idle    failed: {str(error).strip()}")
+            continue
+        idles.setdefault(name, []).append(i)
+        out(f"  round {round_number} {name:12} idle    {i.kb_per_conn:7.2f} KB/conn  RSS "
+            f"{i.rss_before_mib:.1f} -> {i.rss_after_mib:.1f} MiB, opened in {i.open_seconds:.2f}s, "
+            f"{i.fds} relay fds")
 
 
 if __name__ == "__main__":

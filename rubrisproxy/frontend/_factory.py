@@ -5,6 +5,7 @@ from __future__ import annotations
 from random import Random
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ServerFactory
 
 from ..config import ConfigError, FrontendConfig, resolve_name
@@ -57,13 +58,7 @@ def drain(
     rng = rng or Random()
     for connection in list(frontend.connections):
         connection.drain()
-    pending = []
-    for relay in list(frontend.websockets):  # also those whose client has gone and whose backend has yet to close
-        delay = rng.uniform(0, spread) if spread > 0 else 0.0
-        if delay:
-            pending.append(clock.callLater(delay, relay.drain, close_code))
-        else:
-            relay.drain(close_code)
+    pending = _close_websockets(frontend, spread, close_code, rng)
     done: defer.Deferred[None] = defer.Deferred()
     deadline = clock.seconds() + grace
 
@@ -78,16 +73,34 @@ def drain(
             finish()
             return
         if clock.seconds() >= deadline:
-            for relay in list(frontend.websockets):
-                relay.abort()
-            for connection in list(frontend.connections):
-                connection.transport.abortConnection()
+            _cut(frontend)
             finish()
             return
         clock.callLater(min(0.05, max(0.0, deadline - clock.seconds())), check)
 
     check()
     return done
+
+
+def _close_websockets(frontend: Frontend, spread: float, close_code: int, rng: Random) -> list[IDelayedCall]:
+    """Close each WebSocket with ``close_code`` at a random moment within ``spread`` seconds; the calls
+    still to come."""
+    pending = []
+    for relay in list(frontend.websockets):  # also those whose client has gone and whose backend has yet to close
+        delay = rng.uniform(0, spread) if spread > 0 else 0.0
+        if delay:
+            pending.append(frontend.clock.callLater(delay, relay.drain, close_code))
+        else:
+            relay.drain(close_code)
+    return pending
+
+
+def _cut(frontend: Frontend) -> None:
+    """The grace is over: abort whatever is still open."""
+    for relay in list(frontend.websockets):
+        relay.abort()
+    for connection in list(frontend.connections):
+        connection.transport.abortConnection()
 
 
 def protocol_class(config: FrontendConfig) -> type[ClientConnection] | None:

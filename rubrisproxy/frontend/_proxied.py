@@ -62,15 +62,15 @@ class ProxiedConnection(ClientConnection):
     def dataReceived(self, data: bytes) -> None:
         if self._proxy_header is not None:
             read = len(data)
-            data = self._read_proxy_header(data)
+            data = self._read_proxy_header(self._proxy_header + data)
             self.bytes_in += read - len(data)  # the header's bytes: read from the client too
             if not data or self.end_reason is not None:
                 return
         super().dataReceived(data)
 
-    def _read_proxy_header(self, data: bytes) -> bytes:
-        """Consume the PROXY header; returns what follows it (b"" until it is complete)."""
-        buffered = self._proxy_header + data  # type: ignore[operator]
+    def _read_proxy_header(self, buffered: bytes) -> bytes:
+        """Consume the PROXY header (what came of it so far is ``buffered``); returns what follows it (b"" until
+        it is complete)."""
         allowed = self.peers.proxy_protocol
         parser: V1Parser | V2Parser
         if buffered.startswith(V2Parser.PREFIX[: len(buffered)]) and allowed in ("v2", "any"):

@@ -32,7 +32,7 @@ from ._held import HeldMessages
 from ._hooks import ISessionView, Message
 from ._legs import BackendLeg, ClientLeg
 from ._move import TRY_AGAIN_LATER, SessionMove
-from ._resume import BackendDial
+from ._resume import BackendDial, DialRequest
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -317,10 +317,8 @@ class WebSocketSession:
         # The session header is the last line that can end so: a client's header that does too stays as sent.
         before, mark, after = self._template.rpartition(b"; resume=0\r\n")
         handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else self._template
-        return BackendDial(
-            move, self._handoff.head, handshake, self._offered,
-            self._backend, self._handoff.pool, avoid, self._config.open_handshake_timeout,
-        )
+        request = DialRequest(self._handoff.head, handshake, self._offered, self._config.open_handshake_timeout)
+        return BackendDial(move, request, self._backend, self._handoff.pool, avoid)
 
     def took_over(self, server: Server, origin: OriginConnection, head: ResponseHead, key: bytes, rest: bytes) -> None:
         """``server`` answered a dial with its 101: open the new backend leg on it."""
