@@ -11,7 +11,10 @@ each relay, holds them 5 s and reports the relay's RSS growth per connection.
 Rounds are interleaved; medians are reported and written to bench/results/ws_bench.txt.
 
     python bench/ws_bench.py [--rounds 3] [--duration 10] [--only tunnel,portforward]
-                             [--idle-connections 5000] [--skip-idle]
+                             [--idle-connections 5000] [--skip-idle] [--compare DIR]
+
+``--compare DIR`` runs the tunnel and session relays a second time from another checkout (``tunnel@compared``,
+``session@compared``, e.g. the code before a change) in the same interleaved rounds.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ PROXY_CORE = "1"
 LOAD_CORE = "0"
 RELAYS = ("direct", "portforward", "tunnel", "session")
 BASELINE = "portforward"
+COMPARED = "compared"  # the suffix of a relay run from the --compare checkout
 CLIENTS = 50
 IN_FLIGHT = 16
 LOADS = (("32 B", 32), ("16 KiB", 16 * 1024))
@@ -154,9 +158,10 @@ class Relay:
 class Bench:
     """The echo backend, the relays and the load generator runs."""
 
-    def __init__(self, processes: Processes, tmp: Path) -> None:
+    def __init__(self, processes: Processes, tmp: Path, compare: str = "") -> None:
         self.processes = processes
         self.tmp = tmp
+        self.compare = compare
         self.echo_port = free_port()
         self.echo = processes.start(["taskset", "-c", LOAD_CORE, "node", str(WS_DIR / "echo.js"), str(self.echo_port)],
                                     stdout=subprocess.DEVNULL)
@@ -166,7 +171,9 @@ class Bench:
             raise SystemExit(f"echo backend: {error}") from error
 
     def start_relay(self, name: str) -> Relay:
-        """Start one relay on core 1 and check a WebSocket echo through it."""
+        """Start one relay on core 1 and check a WebSocket echo through it; ``mode@compared`` runs from the
+        ``--compare`` checkout (:attr:`compare`)."""
+        mode, _, at = name.partition("@")
         if name == "direct":
             return Relay(name, self.echo_port, None)
         port = free_port()
@@ -176,8 +183,8 @@ class Bench:
             command = harness.twistd_command() + [
                 "-n", "--pidfile=", "--logfile", str(self.tmp / f"{name}.log"), "rubrisproxy",
                 "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
-                "--backend", f"127.0.0.1:{self.echo_port}", "--access-log", "off", "--websocket", name]
-        env = harness.python_path_env(ROOT)
+                "--backend", f"127.0.0.1:{self.echo_port}", "--access-log", "off", "--websocket", mode]
+        env = harness.python_path_env(self.compare if at else ROOT)
         log = self.tmp / f"{name}.out"
         with open(log, "wb") as sink:
             process = self.processes.start(["taskset", "-c", PROXY_CORE, *command], env=env, stdout=sink,
@@ -304,14 +311,14 @@ def report_load(results: list[LoadResult]) -> None:
         rows = [r for r in results if r.test == test]
         base = next((r for r in rows if r.relay == BASELINE), None)
         out(f"\n{CLIENTS} clients x {IN_FLIGHT} in flight, {test} messages (medians)")
-        out(f"  {'relay':12} {'msg/s':>9} {'x pf':>6} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/msg':>11} {'x pf':>6} "
+        out(f"  {'relay':16} {'msg/s':>9} {'x pf':>6} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/msg':>11} {'x pf':>6} "
             f"{'relay core':>10} {'load core':>9} {'limit':>7}  target")
         for r in rows:
             cpu_ratio = r.cpu_us / base.cpu_us if base and base.cpu_us and r.cpu_us is not None else None
             target = verdict(cpu_ratio, TARGETS[r.relay][0], "x pf CPU/msg") if r.relay in TARGETS else ""
             cpu = f"{r.cpu_us:11.1f}" if r.cpu_us is not None else f"{'-':>11}"
             relay_busy = f"{r.relay_busy:9.0%}" if r.relay_busy is not None else f"{'-':>9}"
-            out(f"  {r.relay:12} {r.rate:9.0f} {ratio(r.rate, base.rate if base else None):>6} {r.p50_ms:8.2f} "
+            out(f"  {r.relay:16} {r.rate:9.0f} {ratio(r.rate, base.rate if base else None):>6} {r.p50_ms:8.2f} "
                 f"{r.p99_ms:8.2f} {cpu} {ratio(r.cpu_us, base.cpu_us if base else None):>6} "
                 f"{relay_busy:>10} {r.load_busy:9.0%} {limited_by(r):>7}  {target}")
     out("  relay core, load core: CPU seconds per second of the relay, and of the load generator plus echo backend;")
@@ -340,6 +347,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(RELAYS), help="comma-separated relays: " + ", ".join(RELAYS))
     parser.add_argument("--idle-connections", type=int, default=5000, help="idle WebSockets per relay")
     parser.add_argument("--skip-idle", action="store_true", help="skip the idle-connection memory test")
+    parser.add_argument("--compare", default="", help="another checkout whose tunnel and session relays run too")
     args = parser.parse_args()
     args.relays = [name for name in args.only.split(",") if name]
     unknown = set(args.relays) - set(RELAYS)
@@ -347,6 +355,8 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"unknown relays {sorted(unknown)}; choose from {', '.join(RELAYS)}")
     if not 1 <= args.rounds <= 100 or not 0 < args.duration <= 3600 or not 1 <= args.idle_connections <= 50000:
         parser.error("--rounds 1..100, --duration 0..3600, --idle-connections 1..50000")
+    if args.compare:
+        args.relays += [f"{name}@{COMPARED}" for name in args.relays if name in ("tunnel", "session")]
     return args
 
 
@@ -363,7 +373,7 @@ def main() -> None:
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp, harness.terminate_on_sigterm():
         try:
-            bench = Bench(processes, Path(tmp))
+            bench = Bench(processes, Path(tmp), args.compare)
             out(f"relays pinned to core {PROXY_CORE}; Node ws load generator and echo backend on core {LOAD_CORE}; "
                 f"{args.duration:g}s per load run after {WARMUP_SECONDS:g}s warm-up, {args.rounds} interleaved rounds; "
                 f"open files limit {limit}")
@@ -410,12 +420,12 @@ def _load_round(bench: Bench, relays: dict[str, Relay], round_number: int, durat
             try:
                 r = bench.load(relay, LoadShape(CLIENTS, IN_FLIGHT, size, duration), test=test)
             except RuntimeError as error:
-                out(f"  round {round_number} {relay.name:12} {test:7} failed: {error}")
+                out(f"  round {round_number} {relay.name:16} {test:7} failed: {error}")
                 continue
             loads.setdefault((relay.name, test), []).append(r)
             cpu = f"{r.cpu_us:7.1f} CPU us/msg" if r.cpu_us is not None else f"{'-':>7} CPU us/msg"
             busy = f"relay {r.relay_busy:4.0%}" if r.relay_busy is not None else "relay    -"
-            out(f"  round {round_number} {relay.name:12} {test:7} {r.rate:9.0f} msg/s  p50 {r.p50_ms:7.2f} "
+            out(f"  round {round_number} {relay.name:16} {test:7} {r.rate:9.0f} msg/s  p50 {r.p50_ms:7.2f} "
                 f"p99 {r.p99_ms:7.2f} ms  {cpu}  {busy}, load core {r.load_busy:4.0%}")
 
 
