@@ -145,25 +145,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 20.0, *,
-              interval: float = 0.05, error: Callable[[str], BaseException] = RuntimeError,
-              name_command: bool = False) -> None:
-    """Poll a TCP connect to ``port`` until it succeeds, ``process`` exits or ``timeout`` passes.
+@dataclass(frozen=True)
+class PortWait:
+    """How a script waits for a port: polling every ``interval`` seconds, failing with ``error(message)``;
+    ``name_command`` starts the message about an exit with the process's command."""
 
-    Raises ``error(message)`` when it does not listen; ``name_command`` starts the message about an exit
-    with the process's command.
-    """
+    interval: float = 0.05
+    error: Callable[[str], BaseException] = RuntimeError
+    name_command: bool = False
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 20.0, *,
+              how: PortWait = PortWait()) -> None:
+    """Poll a TCP connect to ``port`` until it succeeds, ``process`` exits or ``timeout`` passes; raises as
+    ``how`` says when it does not listen."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            who = f"{process.args!r} " if name_command else ""
-            raise error(f"{who}exited with status {process.returncode} before listening on {port}")
+            who = f"{process.args!r} " if how.name_command else ""
+            raise how.error(f"{who}exited with status {process.returncode} before listening on {port}")
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
             return
         except OSError:
-            time.sleep(interval)
-    raise error(f"nothing listening on {port} after {timeout:.0f}s")
+            time.sleep(how.interval)
+    raise how.error(f"nothing listening on {port} after {timeout:.0f}s")
 
 
 # --- measuring -----------------------------------------------------------------------------------

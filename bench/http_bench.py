@@ -63,7 +63,7 @@ class Result:
     user_us: float = 0.0
 
 
-wait_port = partial(harness.wait_port, timeout=15.0, error=SystemExit)  # instructions_bench.py imports it too
+wait_port = partial(harness.wait_port, timeout=15.0, how=harness.PortWait(error=SystemExit))  # instructions_bench.py imports it too
 
 
 def start_origin(tmp: str) -> tuple[subprocess.Popen[bytes], int, str]:

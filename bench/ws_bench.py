@@ -11,7 +11,10 @@ each relay, holds them 5 s and reports the relay's RSS growth per connection.
 Rounds are interleaved; medians are reported and written to bench/results/ws_bench.txt.
 
     python bench/ws_bench.py [--rounds 3] [--duration 10] [--only tunnel,portforward]
-                             [--idle-connections 5000] [--skip-idle]
+                             [--idle-connections 5000] [--skip-idle] [--compare DIR]
+
+``--compare DIR`` runs the tunnel and session relays a second time from another checkout (``tunnel@compared``,
+``session@compared``, e.g. the code before a change) in the same interleaved rounds.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ PROXY_CORE = "1"
 LOAD_CORE = "0"
 RELAYS = ("direct", "portforward", "tunnel", "session")
 BASELINE = "portforward"
+COMPARED = "compared"  # the suffix of a relay run from the --compare checkout
 CLIENTS = 50
 IN_FLIGHT = 16
 LOADS = (("32 B", 32), ("16 KiB", 16 * 1024))
@@ -51,6 +55,18 @@ TARGETS = {"tunnel": (1.3, 5.0), "session": (4.0, 20.0)}
 
 class RelayUnavailable(Exception):
     """A relay that would not start or would not pass a WebSocket echo."""
+
+
+@dataclass(frozen=True)
+class LoadShape:
+    """One run of the load generator: ``clients`` connections, each keeping ``in_flight`` messages of ``size``
+    bytes in flight (0: they only open and hold), measured for ``seconds`` after ``warmup``."""
+
+    clients: int
+    in_flight: int
+    size: int
+    seconds: float
+    warmup: float = WARMUP_SECONDS
 
 
 @dataclass
@@ -80,7 +96,7 @@ class IdleResult:
 
 
 out = Output()
-wait_port = partial(harness.wait_port, error=RelayUnavailable)
+wait_port = partial(harness.wait_port, how=harness.PortWait(error=RelayUnavailable))
 
 
 def rss_kib(pid: int) -> int:
@@ -142,9 +158,10 @@ class Relay:
 class Bench:
     """The echo backend, the relays and the load generator runs."""
 
-    def __init__(self, processes: Processes, tmp: Path) -> None:
+    def __init__(self, processes: Processes, tmp: Path, compare: str = "") -> None:
         self.processes = processes
         self.tmp = tmp
+        self.compare = compare
         self.echo_port = free_port()
         self.echo = processes.start(["taskset", "-c", LOAD_CORE, "node", str(WS_DIR / "echo.js"), str(self.echo_port)],
                                     stdout=subprocess.DEVNULL)
@@ -154,7 +171,9 @@ class Bench:
             raise SystemExit(f"echo backend: {error}") from error
 
     def start_relay(self, name: str) -> Relay:
-        """Start one relay on core 1 and check a WebSocket echo through it."""
+        """Start one relay on core 1 and check a WebSocket echo through it; ``mode@compared`` runs from the
+        ``--compare`` checkout (:attr:`compare`)."""
+        mode, _, at = name.partition("@")
         if name == "direct":
             return Relay(name, self.echo_port, None)
         port = free_port()
@@ -164,8 +183,8 @@ class Bench:
             command = harness.twistd_command() + [
                 "-n", "--pidfile=", "--logfile", str(self.tmp / f"{name}.log"), "rubrisproxy",
                 "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
-                "--backend", f"127.0.0.1:{self.echo_port}", "--access-log", "off", "--websocket", name]
-        env = harness.python_path_env(ROOT)
+                "--backend", f"127.0.0.1:{self.echo_port}", "--access-log", "off", "--websocket", mode]
+        env = harness.python_path_env(self.compare if at else ROOT)
         log = self.tmp / f"{name}.out"
         with open(log, "wb") as sink:
             process = self.processes.start(["taskset", "-c", PROXY_CORE, *command], env=env, stdout=sink,
@@ -173,7 +192,7 @@ class Bench:
         relay = Relay(name, port, process)
         try:
             wait_port(port, process)
-            self.load(relay, clients=10, in_flight=4, size=32, seconds=1.0, warmup=0.2)  # warm up and check
+            self.load(relay, LoadShape(clients=10, in_flight=4, size=32, seconds=1.0, warmup=0.2))  # warm up and check
         except (RelayUnavailable, RuntimeError) as error:
             self.processes.stop(process)
             tail = b"".join(path.read_bytes()[-1500:] for path in (log, self.tmp / f"{name}.log") if path.exists())
@@ -184,19 +203,17 @@ class Bench:
         if relay.process is not None:
             self.processes.stop(relay.process)
 
-    def loadgen(self, url: str, clients: int, in_flight: int, size: int, seconds: float,
-                warmup: float = WARMUP_SECONDS) -> subprocess.Popen[bytes]:
-        command = ["taskset", "-c", LOAD_CORE, "node", str(WS_DIR / "loadgen.js"), url, str(clients),
-                   str(in_flight), str(size), str(seconds), "--warmup", str(warmup),
+    def loadgen(self, url: str, shape: LoadShape) -> subprocess.Popen[bytes]:
+        command = ["taskset", "-c", LOAD_CORE, "node", str(WS_DIR / "loadgen.js"), url, str(shape.clients),
+                   str(shape.in_flight), str(shape.size), str(shape.seconds), "--warmup", str(shape.warmup),
                    "--open-timeout", str(OPEN_TIMEOUT_SECONDS)]
         return self.processes.start(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
-    def load(self, relay: Relay, clients: int, in_flight: int, size: int, seconds: float,
-             warmup: float = WARMUP_SECONDS, test: str = "") -> LoadResult:
+    def load(self, relay: Relay, shape: LoadShape, test: str = "") -> LoadResult:
         """One load run; relay CPU is read when the load generator starts and stops its window."""
-        loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/", clients, in_flight, size, seconds, warmup)
+        loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/", shape)
         reader = LineReader(loadgen)
-        deadline = time.monotonic() + OPEN_TIMEOUT_SECONDS + warmup + seconds + 30
+        deadline = time.monotonic() + OPEN_TIMEOUT_SECONDS + shape.warmup + shape.seconds + 30
         pids = [loadgen.pid, self.echo.pid]
         try:
             reader.until("start", deadline)
@@ -227,8 +244,8 @@ class Bench:
         try:
             time.sleep(0.5)
             before = rss_kib(pid)
-            loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/", connections, 0, 0,
-                                   OPEN_TIMEOUT_SECONDS + IDLE_HOLD_SECONDS + 30)
+            loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/",
+                                   LoadShape(connections, 0, 0, OPEN_TIMEOUT_SECONDS + IDLE_HOLD_SECONDS + 30))
             reader = LineReader(loadgen)
             opened = reader.until("open", time.monotonic() + OPEN_TIMEOUT_SECONDS + 10)
             if opened["opened"] != connections:
@@ -294,14 +311,14 @@ def report_load(results: list[LoadResult]) -> None:
         rows = [r for r in results if r.test == test]
         base = next((r for r in rows if r.relay == BASELINE), None)
         out(f"\n{CLIENTS} clients x {IN_FLIGHT} in flight, {test} messages (medians)")
-        out(f"  {'relay':12} {'msg/s':>9} {'x pf':>6} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/msg':>11} {'x pf':>6} "
+        out(f"  {'relay':16} {'msg/s':>9} {'x pf':>6} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/msg':>11} {'x pf':>6} "
             f"{'relay core':>10} {'load core':>9} {'limit':>7}  target")
         for r in rows:
             cpu_ratio = r.cpu_us / base.cpu_us if base and base.cpu_us and r.cpu_us is not None else None
             target = verdict(cpu_ratio, TARGETS[r.relay][0], "x pf CPU/msg") if r.relay in TARGETS else ""
             cpu = f"{r.cpu_us:11.1f}" if r.cpu_us is not None else f"{'-':>11}"
             relay_busy = f"{r.relay_busy:9.0%}" if r.relay_busy is not None else f"{'-':>9}"
-            out(f"  {r.relay:12} {r.rate:9.0f} {ratio(r.rate, base.rate if base else None):>6} {r.p50_ms:8.2f} "
+            out(f"  {r.relay:16} {r.rate:9.0f} {ratio(r.rate, base.rate if base else None):>6} {r.p50_ms:8.2f} "
                 f"{r.p99_ms:8.2f} {cpu} {ratio(r.cpu_us, base.cpu_us if base else None):>6} "
                 f"{relay_busy:>10} {r.load_busy:9.0%} {limited_by(r):>7}  {target}")
     out("  relay core, load core: CPU seconds per second of the relay, and of the load generator plus echo backend;")
@@ -330,6 +347,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(RELAYS), help="comma-separated relays: " + ", ".join(RELAYS))
     parser.add_argument("--idle-connections", type=int, default=5000, help="idle WebSockets per relay")
     parser.add_argument("--skip-idle", action="store_true", help="skip the idle-connection memory test")
+    parser.add_argument("--compare", default="", help="another checkout whose tunnel and session relays run too")
     args = parser.parse_args()
     args.relays = [name for name in args.only.split(",") if name]
     unknown = set(args.relays) - set(RELAYS)
@@ -337,6 +355,8 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"unknown relays {sorted(unknown)}; choose from {', '.join(RELAYS)}")
     if not 1 <= args.rounds <= 100 or not 0 < args.duration <= 3600 or not 1 <= args.idle_connections <= 50000:
         parser.error("--rounds 1..100, --duration 0..3600, --idle-connections 1..50000")
+    if args.compare:
+        args.relays += [f"{name}@{COMPARED}" for name in args.relays if name in ("tunnel", "session")]
     return args
 
 
@@ -353,45 +373,15 @@ def main() -> None:
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp, harness.terminate_on_sigterm():
         try:
-            bench = Bench(processes, Path(tmp))
+            bench = Bench(processes, Path(tmp), args.compare)
             out(f"relays pinned to core {PROXY_CORE}; Node ws load generator and echo backend on core {LOAD_CORE}; "
                 f"{args.duration:g}s per load run after {WARMUP_SECONDS:g}s warm-up, {args.rounds} interleaved rounds; "
                 f"open files limit {limit}")
-            relays: dict[str, Relay] = {}
-            for name in args.relays:
-                try:
-                    relays[name] = bench.start_relay(name)
-                except RelayUnavailable as error:
-                    skipped[name] = str(error).strip()
-                    out(f"  {name}: unavailable, skipped: {skipped[name].splitlines()[0]}")
-            for relay in relays.values():
-                if relay.process is not None:
-                    out(f"  {relay.name}: pid {relay.process.pid}, open files limit "
-                        f"{open_files_limit(relay.process.pid)}")
+            relays = _start_relays(bench, args.relays, skipped)
             idle_relays = [name for name in relays if name != "direct"] if not args.skip_idle else []
             for round_number in range(1, args.rounds + 1):
-                for test, size in LOADS:
-                    for relay in list(relays.values()):
-                        try:
-                            r = bench.load(relay, CLIENTS, IN_FLIGHT, size, args.duration, test=test)
-                        except RuntimeError as error:
-                            out(f"  round {round_number} {relay.name:12} {test:7} failed: {error}")
-                            continue
-                        loads.setdefault((relay.name, test), []).append(r)
-                        cpu = f"{r.cpu_us:7.1f} CPU us/msg" if r.cpu_us is not None else f"{'-':>7} CPU us/msg"
-                        busy = f"relay {r.relay_busy:4.0%}" if r.relay_busy is not None else "relay    -"
-                        out(f"  round {round_number} {relay.name:12} {test:7} {r.rate:9.0f} msg/s  p50 {r.p50_ms:7.2f} "
-                            f"p99 {r.p99_ms:7.2f} ms  {cpu}  {busy}, load core {r.load_busy:4.0%}")
-                for name in idle_relays:
-                    try:
-                        i = bench.idle(name, args.idle_connections)
-                    except (RuntimeError, RelayUnavailable) as error:
-                        out(f"  round {round_number} {name:12} idle    failed: {str(error).strip()}")
-                        continue
-                    idles.setdefault(name, []).append(i)
-                    out(f"  round {round_number} {name:12} idle    {i.kb_per_conn:7.2f} KB/conn  RSS "
-                        f"{i.rss_before_mib:.1f} -> {i.rss_after_mib:.1f} MiB, opened in {i.open_seconds:.2f}s, "
-                        f"{i.fds} relay fds")
+                _load_round(bench, relays, round_number, args.duration, loads)
+                _idle_round(bench, idle_relays, round_number, args.idle_connections, idles)
         finally:
             processes.stop_all()
     if loads:
@@ -404,6 +394,54 @@ def main() -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text("python bench/ws_bench.py " + " ".join(sys.argv[1:]) + "\n" + "\n".join(out.lines) + "\n")
     print(f"written to {RESULTS.relative_to(ROOT)}")
+
+
+def _start_relays(bench: Bench, names: list[str], skipped: dict[str, str]) -> dict[str, Relay]:
+    """The relays that start, by name; why the others did not goes to ``skipped``."""
+    relays: dict[str, Relay] = {}
+    for name in names:
+        try:
+            relays[name] = bench.start_relay(name)
+        except RelayUnavailable as error:
+            skipped[name] = str(error).strip()
+            out(f"  {name}: unavailable, skipped: {skipped[name].splitlines()[0]}")
+    for relay in relays.values():
+        if relay.process is not None:
+            out(f"  {relay.name}: pid {relay.process.pid}, open files limit "
+                f"{open_files_limit(relay.process.pid)}")
+    return relays
+
+
+def _load_round(bench: Bench, relays: dict[str, Relay], round_number: int, duration: float,
+                loads: dict[tuple[str, str], list[LoadResult]]) -> None:
+    """Each load on each relay once; the results go to ``loads``."""
+    for test, size in LOADS:
+        for relay in list(relays.values()):
+            try:
+                r = bench.load(relay, LoadShape(CLIENTS, IN_FLIGHT, size, duration), test=test)
+            except RuntimeError as error:
+                out(f"  round {round_number} {relay.name:16} {test:7} failed: {error}")
+                continue
+            loads.setdefault((relay.name, test), []).append(r)
+            cpu = f"{r.cpu_us:7.1f} CPU us/msg" if r.cpu_us is not None else f"{'-':>7} CPU us/msg"
+            busy = f"relay {r.relay_busy:4.0%}" if r.relay_busy is not None else "relay    -"
+            out(f"  round {round_number} {relay.name:16} {test:7} {r.rate:9.0f} msg/s  p50 {r.p50_ms:7.2f} "
+                f"p99 {r.p99_ms:7.2f} ms  {cpu}  {busy}, load core {r.load_busy:4.0%}")
+
+
+def _idle_round(bench: Bench, names: list[str], round_number: int, connections: int,
+                idles: dict[str, list[IdleResult]]) -> None:
+    """The idle measure on each relay once; the results go to ``idles``."""
+    for name in names:
+        try:
+            i = bench.idle(name, connections)
+        except (RuntimeError, RelayUnavailable) as error:
+            out(f"  round {round_number} {name:12} idle    failed: {str(error).strip()}")
+            continue
+        idles.setdefault(name, []).append(i)
+        out(f"  round {round_number} {name:12} idle    {i.kb_per_conn:7.2f} KB/conn  RSS "
+            f"{i.rss_before_mib:.1f} -> {i.rss_after_mib:.1f} MiB, opened in {i.open_seconds:.2f}s, "
+            f"{i.fds} relay fds")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ class ScenarioError(Exception):
 
 
 out = Output()
-wait_port = partial(harness.wait_port, interval=0.02, error=ScenarioError, name_command=True)
+wait_port = partial(harness.wait_port, how=harness.PortWait(interval=0.02, error=ScenarioError, name_command=True))
 
 
 def open_sockets(pid: int) -> int | None:
@@ -275,47 +275,49 @@ class Scenario:
     def events(self) -> list[Event]:
         """The schedule for this relay."""
         a = self.args
-
-        def connections(name: str) -> Callable[[], str]:
-            def count() -> str:
-                sockets = open_sockets(self.backends[name].pid)
-                if sockets is None:
-                    return ""
-                if name == "A":
-                    self.a_connections_at_kill = sockets - 1
-                return f"{name} had {sockets - 1} connections; "
-            return count
-
-        def kill_a() -> str:
-            self.stop_backend("A", signal.SIGKILL)
-            return "killed"
-
-        def restart(name: str) -> Callable[[], str]:
-            def action() -> str:
-                started = time.monotonic()
-                self.start_backend(name)
-                return f"listening after {(time.monotonic() - started) * 1000:.0f} ms"
-            return action
-
-        def stop_b() -> str:
-            self.stop_backend("B", signal.SIGTERM)
-            return "exited"
-
-        def ready_b() -> str:
-            wait_port(self.backend_ports["B"], self.backends["B"], timeout=10.0)
-            return self.admin_call("ready")
-
         if self.relay == "roundrobin":
-            return [Event("kill_a", a.kill_a, "SIGKILL A", kill_a, connections("A")),
-                    Event("restart_a", a.restart_a, "restart A", restart("A")),
-                    Event("stop_b", a.baseline_stop_b, "SIGTERM B (no drain call)", stop_b, connections("B")),
-                    Event("restart_b", a.baseline_restart_b, "restart B", restart("B"))]
-        return [Event("kill_a", a.kill_a, "SIGKILL A", kill_a, connections("A")),
-                Event("restart_a", a.restart_a, "restart A", restart("A")),
-                Event("drain_b", a.drain_b, "drain s2 (B)", lambda: self.admin_call("drain"), connections("B")),
-                Event("stop_b", a.stop_b, "SIGTERM B", stop_b, connections("B")),
-                Event("restart_b", a.restart_b, "restart B", restart("B")),
-                Event("ready_b", a.restart_b, "ready s2 (B)", ready_b)]
+            return [Event("kill_a", a.kill_a, "SIGKILL A", self._kill_a, self._connections("A")),
+                    Event("restart_a", a.restart_a, "restart A", self._restart("A")),
+                    Event("stop_b", a.baseline_stop_b, "SIGTERM B (no drain call)", self._stop_b,
+                          self._connections("B")),
+                    Event("restart_b", a.baseline_restart_b, "restart B", self._restart("B"))]
+        return [Event("kill_a", a.kill_a, "SIGKILL A", self._kill_a, self._connections("A")),
+                Event("restart_a", a.restart_a, "restart A", self._restart("A")),
+                Event("drain_b", a.drain_b, "drain s2 (B)", lambda: self.admin_call("drain"), self._connections("B")),
+                Event("stop_b", a.stop_b, "SIGTERM B", self._stop_b, self._connections("B")),
+                Event("restart_b", a.restart_b, "restart B", self._restart("B")),
+                Event("ready_b", a.restart_b, "ready s2 (B)", self._ready_b)]
+
+    # The events' actions and notes
+
+    def _connections(self, name: str) -> Callable[[], str]:
+        def count() -> str:
+            sockets = open_sockets(self.backends[name].pid)
+            if sockets is None:
+                return ""
+            if name == "A":
+                self.a_connections_at_kill = sockets - 1
+            return f"{name} had {sockets - 1} connections; "
+        return count
+
+    def _kill_a(self) -> str:
+        self.stop_backend("A", signal.SIGKILL)
+        return "killed"
+
+    def _restart(self, name: str) -> Callable[[], str]:
+        def action() -> str:
+            started = time.monotonic()
+            self.start_backend(name)
+            return f"listening after {(time.monotonic() - started) * 1000:.0f} ms"
+        return action
+
+    def _stop_b(self) -> str:
+        self.stop_backend("B", signal.SIGTERM)
+        return "exited"
+
+    def _ready_b(self) -> str:
+        wait_port(self.backend_ports["B"], self.backends["B"], timeout=10.0)
+        return self.admin_call("ready")
 
     def run(self) -> RunResult:
         a = self.args
@@ -712,6 +714,26 @@ def prepare_proxy_source(args: argparse.Namespace, tmp: Path) -> str:
     return f"{args.proxy_path}"
 
 
+def _run_one(scenario: Scenario, runs: list[RunResult]) -> None:
+    """Run one relay's scenario: its result goes to ``runs``, or its failure and notes to the output."""
+    out(f"running {scenario.relay} ...")
+    try:
+        runs.append(scenario.run())
+    except ScenarioError as error:
+        out(f"{scenario.relay}: failed: {str(error).strip()}")
+        for note in scenario.notes:
+            out(f"  note: {note}")
+    finally:
+        scenario.processes.stop_all()
+
+
+def _keep_logs(tmp: Path, keep: Path) -> None:
+    keep.mkdir(parents=True, exist_ok=True)
+    for path in tmp.iterdir():
+        if path.is_file():
+            shutil.copy(path, keep / path.name)
+
+
 def main() -> None:
     args = parse_args()
     if not shutil.which("node"):
@@ -732,24 +754,11 @@ def main() -> None:
             out(f"rubrisproxy: {prepare_proxy_source(args, tmp)}")
         try:
             for relay in args.relay_list:
-                out(f"running {relay} ...")
-                scenario = Scenario(args, relay, processes, tmp)
-                try:
-                    runs.append(scenario.run())
-                except ScenarioError as error:
-                    out(f"{relay}: failed: {str(error).strip()}")
-                    for note in scenario.notes:
-                        out(f"  note: {note}")
-                finally:
-                    processes.stop_all()
+                _run_one(Scenario(args, relay, processes, tmp), runs)
         finally:
             processes.stop_all()
             if args.keep_logs:
-                keep = Path(args.keep_logs)
-                keep.mkdir(parents=True, exist_ok=True)
-                for path in tmp.iterdir():
-                    if path.is_file():
-                        shutil.copy(path, keep / path.name)
+                _keep_logs(tmp, Path(args.keep_logs))
     if runs:
         report(runs, args)
     strays = processes.strays()

@@ -19,7 +19,7 @@ from .clients import ClientRegistry
 from .config import BackendConfig, FrontendConfig, ProxyConfig, build_objects, loopback_only
 from .frontend import ForwardProxy, Frontend, PeerSettings, connection_factory, protocol_class
 from .lifecycle import HANDLER_INTERFACES, LifecycleHandlers
-from .listening import FrontendService, ListenFailed
+from .listening import FrontendService, ListenFailed, Shutdown
 from .logoutput import FileOutput
 from .origin import ConnectionPool, OriginConnector
 from .routing import Router
@@ -224,10 +224,7 @@ class ProxyParts:
     def add_frontend(self, config: FrontendConfig, proxy: ProxyConfig) -> FrontendService:
         """A new frontend, listening (at once, if the proxy is running: :class:`ListenFailed` if it cannot)."""
         frontend = self.new_frontend(config)
-        running = FrontendService(
-            self.reactor, frontend, config.listen, proxy.shutdown_grace, proxy.shutdown_spread,
-            proxy.shutdown_close_code, protocol_class(config), config.tls,
-        )
+        running = FrontendService(self.reactor, frontend, config, Shutdown.of(proxy), protocol_class(config))
         self.frontends[config.name] = running
         self.frontend_list.append(frontend)
         try:
@@ -264,12 +261,9 @@ class ProxyParts:
                 frontend.clients.stop()
             frontend.clients = None
         elif frontend.clients is None:
-            frontend.clients = ClientRegistry(config.name, clients.identify, clients.expire, frontend.clock,
-                                              frontend.handlers.destroyed)
+            frontend.clients = ClientRegistry(config.name, clients, frontend.clock, frontend.handlers.destroyed)
         else:  # a reload: the sessions stay
-            registry = frontend.clients
-            registry.identify, registry.expire, registry.handlers = (
-                clients.identify, clients.expire, frontend.handlers.destroyed)
+            frontend.clients.settings, frontend.clients.handlers = clients, frontend.handlers.destroyed
 
 
 def make_access_log(config: ProxyConfig) -> AccessLog:

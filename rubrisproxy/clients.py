@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from .backend import cookie_value, session_id
+from .config import ClientsConfig
 from .http import RequestHead
 from .lifecycle import ConnectionEnd, SessionEnd
 
@@ -37,7 +38,7 @@ class ClientSession:
     connections: int = 0  # distinct connections its requests came on
     server: str | None = None  # the server that last answered it
     outstanding: int = 0  # requests in progress (a long poll holds its connection while it waits)
-    registry: ClientRegistry = field(default=None, repr=False)  # type: ignore[assignment]  # where it is tracked
+    registry: ClientRegistry = field(kw_only=True, repr=False)  # where it is tracked
     _last_connection: int = field(default=0, repr=False)  # id() of the connection of its latest request
 
     @property
@@ -56,11 +57,10 @@ class ClientRegistry:
 
     log = Logger()
 
-    def __init__(self, frontend: str, identify: tuple[str, ...], expire: float, clock: IReactorTime,
-                 handlers: tuple[Any, ...] = (), limit: int = 1_000_000) -> None:
+    def __init__(self, frontend: str, settings: ClientsConfig, clock: IReactorTime, handlers: tuple[Any, ...] = (),
+                 limit: int = 1_000_000) -> None:
         self.frontend = frontend
-        self.identify = identify
-        self.expire = expire
+        self.settings = settings  # identify and expire; a reload swaps it
         self.clock = clock
         self.handlers = handlers  # IClientHandler providers
         self.limit = limit
@@ -70,7 +70,7 @@ class ClientRegistry:
 
     def key_of(self, head: RequestHead, connection: object, local: bool) -> str | None:
         """The session id of a request, by the first identifier it carries."""
-        for spec in self.identify:
+        for spec in self.settings.identify:
             if spec == "sid":
                 found = session_id(head) if b"sid=" in head.target else None
                 if found is not None:
@@ -149,11 +149,11 @@ class ClientRegistry:
 
     def _schedule(self) -> None:
         if self._sweep is None or not self._sweep.active():
-            self._sweep = self.clock.callLater(max(self.expire / 4, 0.25), self._expire)
+            self._sweep = self.clock.callLater(max(self.settings.expire / 4, 0.25), self._expire)
 
     def _expire(self) -> None:
         self._sweep = None
-        deadline = self.clock.seconds() - self.expire
+        deadline = self.clock.seconds() - self.settings.expire
         expired = []
         for session in self.sessions.values():
             if session.last_activity > deadline:

@@ -11,7 +11,8 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -27,25 +28,52 @@ class CtlError(Exception):
     """The API refused the call, or could not be reached."""
 
 
-def call(base: str, method: str, path: str, token: str | None = None, body: object = None) -> Any:
-    """One API call; the decoded JSON answer, or :class:`CtlError` with the API's message."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base.rstrip("/") + path, data=data, method=method)
-    if method != "GET":
-        request.add_header("Content-Type", "application/json")  # the API refuses a change declared otherwise
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as e:
+@dataclass(frozen=True)
+class AdminClient:
+    """Where the admin API answers, and the token to show it."""
+
+    base: str
+    token: str | None = None
+
+    def call(self, method: str, path: str, body: object = None) -> Any:
+        """One API call; the decoded JSON answer, or :class:`CtlError` with the API's message."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base.rstrip("/") + path, data=data, method=method)
+        if method != "GET":
+            request.add_header("Content-Type", "application/json")  # the API refuses a change declared otherwise
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            message = json.loads(e.read()).get("error", e.reason)
-        except ValueError:
-            message = e.reason
-        raise CtlError(f"{e.code}: {message}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise CtlError(f"cannot reach the admin API at {base}: {getattr(e, 'reason', e)}") from None
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            try:
+                message = json.loads(e.read()).get("error", e.reason)
+            except ValueError:
+                message = e.reason
+            raise CtlError(f"{e.code}: {message}") from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise CtlError(f"cannot reach the admin API at {self.base}: {getattr(e, 'reason', e)}") from None
+
+
+@dataclass(frozen=True)
+class NewServer:
+    """What ``ctl add`` sets for a new server; None leaves the API's default."""
+
+    address: str
+    weight: int | None = None
+    maxconn: int | None = None
+    backup: bool = False
+
+    def body(self, name: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "address": self.address}
+        if self.weight is not None:
+            body["weight"] = self.weight
+        if self.maxconn is not None:
+            body["maxconn"] = self.maxconn
+        if self.backup:
+            body["backup"] = True
+        return body
 
 
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
@@ -56,8 +84,8 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
                      for row in cells)
 
 
-def status(base: str, token: str | None) -> str:
-    answer = call(base, "GET", "/backends", token)
+def status(api: AdminClient) -> str:
+    answer = api.call("GET", "/backends")
     rows = [
         (backend["name"], server["name"], server["address"], server["state"], server["weight"], server["active"],
          server["sessions"], server["total"], server["connect_failures"])
@@ -73,15 +101,15 @@ def status(base: str, token: str | None) -> str:
     return "\n".join(lines)
 
 
-def sessions(base: str, token: str | None) -> str:
-    answer = call(base, "GET", "/sessions", token)
+def sessions(api: AdminClient) -> str:
+    answer = api.call("GET", "/sessions")
     rows = [(s["id"], s["frontend"], s["client"], s["server"], s["state"], f"{s['age']:.0f}s", s["resumes"],
              s["buffered_bytes"]) for s in answer["sessions"]]
     return table(rows, ("SESSION", "FRONTEND", "CLIENT", "SERVER", "STATE", "AGE", "RESUMES", "HELD BYTES"))
 
 
-def frontends(base: str, token: str | None) -> str:
-    answer = call(base, "GET", "/frontends", token)
+def frontends(api: AdminClient) -> str:
+    answer = api.call("GET", "/frontends")
     rows = [(f["name"], f["peers"], f["connections"], f["accepted"], f["requests"], f["websockets"], f["bytes_in"],
              f["bytes_out"], "-" if f["client_sessions"] is None else f["client_sessions"])
             for f in answer["frontends"]]
@@ -89,11 +117,11 @@ def frontends(base: str, token: str | None) -> str:
     return table(rows, header)
 
 
-def health(base: str, token: str | None) -> str:
-    return str(call(base, "GET", "/healthz", token)["status"])
+def health(api: AdminClient) -> str:
+    return str(api.call("GET", "/healthz")["status"])
 
 
-def resolve_target(base: str, token: str | None, target: str) -> tuple[str, str]:
+def resolve_target(api: AdminClient, target: str) -> tuple[str, str]:
     """``BACKEND/SERVER`` split in two; a bare ``SERVER`` belongs to the only backend, if there is one."""
     backend, sep, server = target.partition("/")
     if sep:
@@ -102,7 +130,7 @@ def resolve_target(base: str, token: str | None, target: str) -> tuple[str, str]
         return backend, server
     if not target:
         raise CtlError("expected BACKEND/SERVER, got ''")
-    names = [b["name"] for b in call(base, "GET", "/backends", token)["backends"]]
+    names = [b["name"] for b in api.call("GET", "/backends")["backends"]]
     if len(names) != 1:
         raise CtlError(f"there are {len(names)} backends ({', '.join(names) or 'none'}): name one, "
                        f"as BACKEND/SERVER, not {target!r}")
@@ -118,33 +146,62 @@ def _describe(backend: str, answer: dict[str, Any]) -> str:
     return f"{backend}/{answer['name']}: {answer['state']}, weight {answer['weight']}, {answer['sessions']} sessions"
 
 
-def server_action(base: str, token: str | None, action: str, target: str, weight: int | None = None) -> str:
-    backend, server = resolve_target(base, token, target)
+def server_action(api: AdminClient, action: str, target: str, weight: int | None = None) -> str:
+    backend, server = resolve_target(api, target)
     body = {"weight": weight} if action == "weight" else None
-    return _describe(backend, call(base, "POST", f"{_server_path(backend, server)}/{action}", token, body))
+    return _describe(backend, api.call("POST", f"{_server_path(backend, server)}/{action}", body))
 
 
-def add_server(base: str, token: str | None, target: str, address: str, weight: int | None = None,
-               maxconn: int | None = None, backup: bool = False) -> str:
-    backend, server = resolve_target(base, token, target)
-    body: dict[str, Any] = {"name": server, "address": address}
-    if weight is not None:
-        body["weight"] = weight
-    if maxconn is not None:
-        body["maxconn"] = maxconn
-    if backup:
-        body["backup"] = True
-    answer = call(base, "POST", _server_path(backend), token, body)
+def add_server(api: AdminClient, target: str, new: NewServer) -> str:
+    backend, server = resolve_target(api, target)
+    answer = api.call("POST", _server_path(backend), new.body(server))
     return f"{backend}/{answer['name']} added at {answer['address']}: {answer['state']}, weight {answer['weight']}"
 
 
-def remove_server(base: str, token: str | None, target: str) -> str:
-    backend, server = resolve_target(base, token, target)
-    answer = call(base, "DELETE", _server_path(backend, server), token)
+def remove_server(api: AdminClient, target: str) -> str:
+    backend, server = resolve_target(api, target)
+    answer = api.call("DELETE", _server_path(backend, server))
     return f"{backend}/{answer['name']} removed ({answer['sessions']} sessions moving, {answer['active']} in progress)"
 
 
+def reload(api: AdminClient) -> str:
+    changes = api.call("POST", "/reload")["changes"]
+    return "\n".join(changes) if changes else "nothing changed"
+
+
+#: ``ctl ACTION``: what each prints (an action not here is a server action: drain, ready, maint, weight).
+_ACTIONS: dict[str, Callable[[AdminClient, argparse.Namespace], str]] = {
+    "reload": lambda api, args: reload(api),
+    "status": lambda api, args: status(api),
+    "frontends": lambda api, args: frontends(api),
+    "sessions": lambda api, args: sessions(api),
+    "health": lambda api, args: health(api),
+    "add": lambda api, args: add_server(api, args.target, NewServer(args.address, args.weight, args.maxconn,
+                                                                    args.backup)),
+    "remove": lambda api, args: remove_server(api, args.target),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "passwd":
+        return _passwd(args.user)
+    if args.command == "check":
+        return check(args.file)
+    api = AdminClient(args.admin, args.token)
+    try:
+        action = _ACTIONS.get(args.action)
+        if action is not None:
+            print(action(api, args))
+        else:
+            print(server_action(api, args.action, args.target, getattr(args, "weight", None)))
+    except CtlError as e:
+        print(f"rubrisproxy ctl: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rubrisproxy", description="Talk to a running rubrisproxy, or check its "
                                      "configuration file.")
     parser.add_argument("--version", action="version", version=f"rubrisproxy {__version__}")
@@ -179,33 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_parser.add_argument("file")
     passwd = commands.add_parser("passwd", help="print a users-file line for USER (the password is asked for)")
     passwd.add_argument("user")
-    args = parser.parse_args(argv)
-    if args.command == "passwd":
-        return _passwd(args.user)
-    if args.command == "check":
-        return check(args.file)
-    try:
-        if args.action == "reload":
-            changes = call(args.admin, "POST", "/reload", args.token)["changes"]
-            print("\n".join(changes) if changes else "nothing changed")
-        elif args.action == "status":
-            print(status(args.admin, args.token))
-        elif args.action == "frontends":
-            print(frontends(args.admin, args.token))
-        elif args.action == "sessions":
-            print(sessions(args.admin, args.token))
-        elif args.action == "health":
-            print(health(args.admin, args.token))
-        elif args.action == "add":
-            print(add_server(args.admin, args.token, args.target, args.address, args.weight, args.maxconn, args.backup))
-        elif args.action == "remove":
-            print(remove_server(args.admin, args.token, args.target))
-        else:
-            print(server_action(args.admin, args.token, args.action, args.target, getattr(args, "weight", None)))
-    except CtlError as e:
-        print(f"rubrisproxy ctl: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return parser
 
 
 def check(path: str) -> int:

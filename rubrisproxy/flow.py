@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol, cast
 
 from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITransport
 from zope.interface import implementer
@@ -10,6 +11,19 @@ from zope.interface import implementer
 from ._compat import tcp_buffered, unsent
 
 BACKPRESSURE = "backpressure"
+
+
+class FlowTransport(Protocol):
+    """What flow control uses of a transport. Twisted's TCP and TLS transports are also push producers
+    (their reading) and consumers (their writing), which their declared ``ITransport`` does not say."""
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
+
+    def unregisterProducer(self) -> None: ...
 
 
 def tune_transport(transport: ITransport) -> None:
@@ -36,7 +50,7 @@ class ReadGate:
     __slots__ = ("_transport", "_reasons", "_on_backpressure")
 
     def __init__(self, transport: ITransport, on_backpressure: Callable[[bool], None] | None = None) -> None:
-        self._transport = transport
+        self._transport = cast(FlowTransport, transport)
         self._reasons: tuple[str, ...] = ()  # a tuple: at most a few reasons, and none costs nothing
         self._on_backpressure = on_backpressure
 
@@ -51,7 +65,7 @@ class ReadGate:
     def pause(self, reason: str) -> None:
         reasons = self._reasons
         if not reasons:
-            self._transport.pauseProducing()  # type: ignore[attr-defined]
+            self._transport.pauseProducing()
         if reason not in reasons:
             self._reasons = reasons + (reason,)
 
@@ -60,7 +74,7 @@ class ReadGate:
             return
         self._reasons = tuple(r for r in self._reasons if r != reason)
         if not self._reasons and not getattr(self._transport, "disconnecting", False):
-            self._transport.resumeProducing()  # type: ignore[attr-defined]
+            self._transport.resumeProducing()
 
     # IPushProducer, as seen by the consumer on the other side
 
@@ -116,16 +130,16 @@ class ProducerSlot:
     __slots__ = ("_transport", "producer", "_idle")
 
     def __init__(self, transport: ITransport, idle: IPushProducer | None = None) -> None:
-        self._transport = transport
+        self._transport = cast(FlowTransport, transport)
         self.producer: ReadGate | None = None
         self._idle = idle
         if idle is not None:
-            transport.registerProducer(idle, True)  # type: ignore[attr-defined]
+            self._transport.registerProducer(idle, True)
 
     def attach(self, producer: ReadGate) -> None:
         if self.producer is not producer:
             self._unregister()
-            self._transport.registerProducer(producer, True)  # type: ignore[attr-defined]
+            self._transport.registerProducer(producer, True)
             self.producer = producer
 
     def detach(self) -> None:
@@ -134,21 +148,21 @@ class ProducerSlot:
         if self.producer is not None:
             self._unregister()
             if self._idle is not None:
-                self._transport.registerProducer(self._idle, True)  # type: ignore[attr-defined]
+                self._transport.registerProducer(self._idle, True)
 
     def drop_idle(self) -> None:
         """Register no idle producer from now on (the connection became something else than HTTP)."""
         if self._idle is not None and self.producer is None:
-            self._transport.unregisterProducer()  # type: ignore[attr-defined]
+            self._transport.unregisterProducer()
         self._idle = None
 
     def _unregister(self) -> None:
         producer, self.producer = self.producer, None
         if producer is not None:
-            self._transport.unregisterProducer()  # type: ignore[attr-defined]
+            self._transport.unregisterProducer()
             producer.resumeProducing()
         elif self._idle is not None:
-            self._transport.unregisterProducer()  # type: ignore[attr-defined]
+            self._transport.unregisterProducer()
             self._idle.resumeProducing()  # the attached producer is told of a full buffer from here on
 
 
@@ -162,7 +176,7 @@ def writes_directly(transport: ITransport) -> bool:
     return tcp_buffered(transport)
 
 
-def half_close(transport: object, close: Callable[[], object] | None = None) -> bool:
+def half_close(transport: ITransport, close: Callable[[], object] | None = None) -> bool:
     """Shut the write side only where the transport can (TCP), and say so; otherwise close after what is
     queued (with ``close``, the transport's ``loseConnection`` if not given) and return False.
 
@@ -171,7 +185,7 @@ def half_close(transport: object, close: Callable[[], object] | None = None) -> 
     """
     lose_write = None if ISSLTransport.providedBy(transport) else getattr(transport, "loseWriteConnection", None)
     if lose_write is None:
-        (close or transport.loseConnection)()  # type: ignore[attr-defined]
+        (close or transport.loseConnection)()
         return False
     lose_write()
     return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application import service
@@ -13,7 +14,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .accepting import back_off_when_exhausted
-from .config import ListenerTLSConfig
+from .config import FrontendConfig, ListenerTLSConfig, ProxyConfig
 from .frontend import ClientConnection, Frontend, connection_factory, drain
 from .tls import Listener, ServerTLS, build_contexts, listeners
 
@@ -40,27 +41,47 @@ def with_backlog(description: str) -> str:
     return description
 
 
-class ListeningService(service.Service):
-    """Listens on endpoint strings with ``factory``; a port that cannot be bound raises :class:`ListenFailed`
-    (or, when not ``required``, is a warning: the service carries on without it).
+@dataclass(frozen=True)
+class ListenSettings:
+    """Where a listener listens: endpoint strings and the TLS over them; ``key`` is where they are configured
+    (``frontends.NAME``, ``admin``), for messages.
 
     With ``tls``, every endpoint but ``ssl:`` ones serves TLS with those settings; an
-    ``ssl:`` endpoint serves TLS with the files it names. ``key`` is where the endpoints
-    are configured (``frontends.NAME``, ``admin``), for messages.
+    ``ssl:`` endpoint serves TLS with the files it names.
     """
+
+    endpoints: tuple[str, ...]
+    tls: ListenerTLSConfig | None = None
+    key: str = "listen"
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """How a frontend stops: WebSockets closed with ``close_code`` at random moments over ``spread`` seconds,
+    whatever is left cut after ``grace`` seconds."""
+
+    grace: float
+    spread: float
+    close_code: int
+
+    @classmethod
+    def of(cls, config: ProxyConfig) -> Shutdown:
+        return cls(config.shutdown_grace, config.shutdown_spread, config.shutdown_close_code)
+
+
+class ListeningService(service.Service):
+    """Listens where ``listen`` says with ``factory``; a port that cannot be bound raises :class:`ListenFailed`
+    (or, when not ``required``, is a warning: the service carries on without it)."""
 
     log = Logger()
 
-    def __init__(
-        self, reactor: Any, label: str, factory: Any, endpoints: tuple[str, ...],
-        tls: ListenerTLSConfig | None = None, key: str = "listen", required: bool = True,
-    ) -> None:
+    def __init__(self, reactor: Any, label: str, factory: Any, listen: ListenSettings, required: bool = True) -> None:
         self.reactor = reactor
         self.label = label
         self.factory = factory
-        self.endpoints = endpoints
-        self.tls = tls
-        self.key = key
+        self.endpoints = listen.endpoints  # these two change on a reload
+        self.tls = listen.tls
+        self.key = listen.key
         self.required = required
         self.ports: list[IListeningPort] = []
         self._ports_by: dict[str, IListeningPort] = {}  # by endpoint description
@@ -232,16 +253,12 @@ class ListeningService(service.Service):
 class FrontendService(ListeningService):
     """Listens on a frontend's endpoints; on stop, stops accepting and drains."""
 
-    def __init__(
-        self, reactor: Any, frontend: Frontend, endpoints: tuple[str, ...], grace: float, spread: float,
-        close_code: int, protocol: type[ClientConnection] | None = None, tls: ListenerTLSConfig | None = None,
-    ) -> None:
-        super().__init__(reactor, f"frontend {frontend.name}", connection_factory(frontend, protocol), endpoints,
-                         tls, f"frontends.{frontend.name}")
+    def __init__(self, reactor: Any, frontend: Frontend, config: FrontendConfig, shutdown: Shutdown,
+                 protocol: type[ClientConnection] | None = None) -> None:
+        super().__init__(reactor, f"frontend {frontend.name}", connection_factory(frontend, protocol),
+                         ListenSettings(config.listen, config.tls, f"frontends.{frontend.name}"))
         self.frontend = frontend
-        self.grace = grace
-        self.spread = spread
-        self.close_code = close_code
+        self.shutdown = shutdown
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -256,9 +273,9 @@ class FrontendService(ListeningService):
             "frontend {name} stopped accepting; draining {count} connections ({busy} busy) and closing "
             "{websockets} WebSockets ({code}) over {spread:g}s, for up to {grace:g}s",
             name=frontend.name, count=len(frontend.connections), busy=in_flight, websockets=len(frontend.websockets),
-            code=self.close_code, spread=self.spread, grace=self.grace,
+            code=self.shutdown.close_code, spread=self.shutdown.spread, grace=self.shutdown.grace,
         )
-        yield drain(frontend, self.grace, self.spread, self.close_code)
+        yield drain(frontend, self.shutdown.grace, self.shutdown.spread, self.shutdown.close_code)
         if frontend.clients is not None:
             frontend.clients.stop()
         self.log.info("frontend {name} stopped", name=frontend.name)

@@ -10,6 +10,15 @@ from .config import RouteConfig
 from .http import RequestHead, resolve, route_host
 
 Condition = Callable[[RequestHead, bytes, bytes], bool]  # (head, host, path)
+#: A route as matched: its conditions, its backend or the status it refuses with, its configuration.
+_Entry = tuple[list[Condition], "Backend | int", RouteConfig]
+
+
+def _target(route: RouteConfig, backends: Mapping[str, Backend]) -> Backend | int:
+    if route.backend:
+        return backends[route.backend]
+    assert route.deny is not None  # the config has one or the other
+    return route.deny
 
 
 class Router:
@@ -18,13 +27,11 @@ class Router:
     def __init__(self, routes: Sequence[RouteConfig], backends: Mapping[str, Backend], default: Backend) -> None:
         self.default = default
         self.trivial = not routes  # every request goes to ``default``
-        self._routes = [
-            (_conditions(route), backends[route.backend] if route.backend else route.deny, route) for route in routes
-        ]
+        self._routes: list[_Entry] = [(_conditions(route), _target(route, backends), route) for route in routes]
 
     def table(self) -> list[tuple[RouteConfig, Backend | int]]:
         """The routes in order, each with its backend or the status it refuses with (for the stats page)."""
-        return [(route, target) for _, target, route in self._routes]  # type: ignore[misc]  # a deny is an int
+        return [(route, target) for _, target, route in self._routes]
 
     def route(self, head: RequestHead) -> Backend | int:
         """The backend for ``head``, or the status to refuse it with.
@@ -34,7 +41,7 @@ class Router:
         if not self._routes:
             return self.default
         match = self._match(head)
-        return self.default if match is None else match[1]  # type: ignore[return-value]
+        return self.default if match is None else match[1]
 
     def websocket_rules(self, head: RequestHead, backend: Backend) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The (allowed origins, allowed subprotocols) for an upgrade: the matching route's, else the backend's."""
@@ -45,12 +52,12 @@ class Router:
         subprotocols = route.subprotocols if route is not None and route.subprotocols else config.subprotocols
         return origins, subprotocols
 
-    def _match(self, head: RequestHead) -> tuple[list[Condition], Backend | int, RouteConfig] | None:
+    def _match(self, head: RequestHead) -> _Entry | None:
         target = resolve(head)  # the normalised host and path, as the origin will receive them
         host, path = target.route_host, target.route_path
         for entry in self._routes:
             if all(condition(head, host, path) for condition in entry[0]):
-                return entry  # type: ignore[return-value]
+                return entry
         return None
 
 

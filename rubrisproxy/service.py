@@ -12,7 +12,7 @@ from .admin import RunningProxy, admin_site
 from .builder import ProxyParts
 from .config import DEMO_ADMIN_LISTEN, CommandLine, ProxyConfig
 from .demo import DemoAdminService, DemoService
-from .listening import ListenFailed, ListeningService
+from .listening import ListenFailed, ListeningService, ListenSettings
 from .origin import ConnectionPool
 from .reload import Reloader, ReloadOnHangup
 from .startup import StartupReport
@@ -101,7 +101,7 @@ def build_service(config: ProxyConfig, reactor: Any = None, command_line: Comman
                                reloader.reload if reloader is not None else None, reactor, parts.addresses)
         site = admin_site(running, config.admin.token, config.timeouts, reactor)
         if config.admin.listen:
-            admin: ListeningService = ListeningService(reactor, "admin", site, config.admin.listen, key="admin")
+            admin: ListeningService = ListeningService(reactor, "admin", site, ListenSettings(config.admin.listen, key="admin"))
         else:  # the demo's stats page, on loopback
             admin = DemoAdminService(reactor, site, DEMO_ADMIN_LISTEN)
         admin.setServiceParent(root)

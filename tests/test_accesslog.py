@@ -14,8 +14,8 @@ from rubrisproxy.accesslog import (
     format_json,
     format_text,
 )
-from rubrisproxy.config import CommandLine, load_config
 from rubrisproxy.builder import make_access_log
+from rubrisproxy.config import CommandLine, load_config
 
 RECORD = AccessRecord(
     at=1765003201.1234, client="127.0.0.1", frontend="web", method="GET", target="/a?b=1", version="1.1", status=502,

@@ -9,6 +9,7 @@ from twisted.web import resource, server
 from zope.interface import implementer
 
 from rubrisproxy.clients import ClientRegistry, ClientSession
+from rubrisproxy.config import ClientsConfig
 from rubrisproxy.http import RequestHead
 from rubrisproxy.lifecycle import ConnectionEnd, IClientHandler, SessionEnd
 
@@ -32,7 +33,7 @@ class RegistryTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.handler = Destroyed()
-        self.registry = ClientRegistry("web", ("sid", "cookie(app)", "header(X-Client)", "connection"), 60,
+        self.registry = ClientRegistry("web", ClientsConfig(("sid", "cookie(app)", "header(X-Client)", "connection"), 60),
                                        self.clock, (self.handler,))
 
     def test_identified_in_the_configured_order(self) -> None:
@@ -112,7 +113,7 @@ class SessionTrackingTests(ProxyTestCase):
         poll = LongPoll()
         frontend = self.start_proxy(self.start_web_origin(poll))
         handler = Destroyed()
-        frontend.clients = ClientRegistry("web", ("sid",), 60, frontend.clock, (handler,))
+        frontend.clients = ClientRegistry("web", ClientsConfig(("sid",), 60), frontend.clock, (handler,))
         self.addCleanup(frontend.clients.stop)
         target = b"/socket.io/?EIO=4&transport=polling&sid=abc"
         first = yield self.connect()
@@ -138,7 +139,7 @@ class SessionTrackingTests(ProxyTestCase):
     def test_tracking_turned_off_by_a_reload_mid_request(self):  # type: ignore[no-untyped-def]
         poll = LongPoll()
         frontend = self.start_proxy(self.start_web_origin(poll))
-        registry = frontend.clients = ClientRegistry("web", ("sid",), 60, frontend.clock)
+        registry = frontend.clients = ClientRegistry("web", ClientsConfig(("sid",), 60), frontend.clock)
         self.addCleanup(registry.stop)
         client = yield self.connect()
         client.send(get(b"/?EIO=4&sid=x"))
@@ -151,7 +152,7 @@ class SessionTrackingTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_pipelined_requests_never_answered_leave_no_session_waiting(self):  # type: ignore[no-untyped-def]
         frontend = self.start_proxy(self.start_web_origin())
-        registry = frontend.clients = ClientRegistry("web", ("sid",), 60, frontend.clock)
+        registry = frontend.clients = ClientRegistry("web", ClientsConfig(("sid",), 60), frontend.clock)
         self.addCleanup(registry.stop)
         client = yield self.connect()
         client.send(get(b"/?EIO=4&sid=a", b"Connection: close\r\n") + b"".join(

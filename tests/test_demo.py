@@ -32,7 +32,7 @@ class OriginCase(ProxyTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.origin = DemoOrigin("a", reactor, demo_site, clock=self.clock)
+        self.origin = DemoOrigin("a", reactor, clock=self.clock)
         self.proxy_port = self.origin.start()  # the helpers' requests go to ``proxy_port``
         self.addCleanup(self.origin.shut)
 
@@ -256,12 +256,12 @@ class DemoModeTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_demo_admin_port_taken_is_a_warning(self):
-        taken = reactor.listenTCP(0, demo_site(DemoOrigin("x", reactor, demo_site)), interface="127.0.0.1")
+        taken = reactor.listenTCP(0, demo_site(DemoOrigin("x", reactor)), interface="127.0.0.1")
         self.addCleanup(taken.stopListening)
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        admin = DemoAdminService(reactor, demo_site(DemoOrigin("y", reactor, demo_site)),
+        admin = DemoAdminService(reactor, demo_site(DemoOrigin("y", reactor)),
                                  f"tcp:{taken.getHost().port}:interface=127.0.0.1")
         admin.privilegedStartService()
         admin.startService()

@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from rubrisproxy.clients import ClientRegistry
-from rubrisproxy.config import config_from_document
+from rubrisproxy.config import ClientsConfig, config_from_document
 from rubrisproxy.http import RequestHead
 from rubrisproxy.lifecycle import ConnectionEnd, LifecycleHandlers, SessionEnd
 
@@ -56,7 +56,7 @@ class SessionAuditTests(SynchronousTestCase):
 
         audit = SessionAudit()
         clock = Clock()
-        registry = ClientRegistry("web", ("sid",), 30, clock, (audit,))
+        registry = ClientRegistry("web", ClientsConfig(("sid",), 30), clock, (audit,))
         head = RequestHead(method=b"GET", target=b"/socket.io/?EIO=4&sid=x1", version=b"1.1", headers=[])
         session = registry.request_started(head, object(), False, "192.0.2.1")
         registry.request_ended(session, "s1", 200)  # type: ignore[arg-type]

@@ -157,7 +157,7 @@ class ParserTests(unittest.TestCase):
         self.assertEqual((body, recorder.events[-1]), (b"hello", "end"))
 
     def test_chunked_body_over_limit(self):
-        parser = RequestParser(self.Recorder(), max_body_size=4)
+        parser = RequestParser(self.Recorder(), Limits(max_body_size=4))
         with self.assertRaises(HTTPError) as caught:
             parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
         self.assertEqual(caught.exception.status, 413)

@@ -16,8 +16,8 @@ from twisted.web.http_headers import Headers
 
 from rubrisproxy.config import CommandLine, ConfigError, load_config
 from rubrisproxy.http import RequestHead
+from rubrisproxy.listening import ListeningService, ListenSettings
 from rubrisproxy.reload import Reloader
-from rubrisproxy.listening import ListeningService
 from rubrisproxy.service import build_service
 
 from .helpers import ProxyTestCase, RawClient, get, run_reactor_for
@@ -343,7 +343,7 @@ class FactorySwapTests(ProxyTestCase):
     @defer.inlineCallbacks
     def swapped(self, endpoint: str):  # type: ignore[no-untyped-def]
         built: list[str] = []
-        listening = ListeningService(reactor, "test", _Recording("old", built), (endpoint,))
+        listening = ListeningService(reactor, "test", _Recording("old", built), ListenSettings((endpoint,)))
         listening.startService()
         self.addCleanup(listening.stopService)
         listening.use_factory(_Recording("new", built))

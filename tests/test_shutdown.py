@@ -11,8 +11,9 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from rubrisproxy.config import FrontendConfig
 from rubrisproxy.frontend import drain
-from rubrisproxy.listening import FrontendService
+from rubrisproxy.listening import FrontendService, Shutdown
 
 from .helpers import ProxyTestCase, RawClient, get
 
@@ -38,7 +39,8 @@ class ShutdownTests(ProxyTestCase):
         HeldOrigin.held = []
         frontend = self.start_proxy(self.start_raw_origin(HeldOrigin))
         frontend.clock = self.clock = Clock()
-        self.service = FrontendService(reactor, frontend, ("tcp:0:interface=127.0.0.1",), grace, 0.0, 1001)
+        config = FrontendConfig(name=frontend.name, listen=("tcp:0:interface=127.0.0.1",))
+        self.service = FrontendService(reactor, frontend, config, Shutdown(grace, 0.0, 1001))
         self.service.startService()
         self.proxy_port = self.service.ports[0].getHost().port
         idle = yield self.connect()

@@ -18,9 +18,9 @@ from zope.interface import implementer
 
 from rubrisproxy.checks import check_config
 from rubrisproxy.config import CertificateFiles, CommandLine, ConfigError, ListenerTLSConfig, load_config
-from rubrisproxy.reload import ReloadOnHangup, Reloader
 from rubrisproxy.frontend import connection_factory
-from rubrisproxy.listening import ListeningService
+from rubrisproxy.listening import ListeningService, ListenSettings
+from rubrisproxy.reload import Reloader, ReloadOnHangup
 from rubrisproxy.service import build_service
 from rubrisproxy.tls import build_contexts, listener
 
@@ -499,7 +499,7 @@ class WSSInteropTests(InteropTests):
                 f.write(data)
         settings = ListenerTLSConfig(certificates=(CertificateFiles(cert=files["cert"], key=files["key"]),))
         listening = ListeningService(reactor, "frontend web", connection_factory(self.frontend),
-                                     ("tcp:0:interface=127.0.0.1",), settings, "frontends.web")
+                                     ListenSettings(("tcp:0:interface=127.0.0.1",), settings, "frontends.web"))
         listening.startService()
         case.addCleanup(listening.stopService)
         case.proxy_port = listening.ports[0].getHost().port

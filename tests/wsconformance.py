@@ -313,6 +313,9 @@ class WSClient(Protocol):
             if not fin or len(payload) > 125:
                 return "bad control frame"
             return self._control(opcode, payload)
+        return self._data(fin, opcode, payload)
+
+    def _data(self, fin: bool, opcode: int, payload: bytes) -> str | None:
         if opcode == OP_CONTINUATION:
             if self._fragments is None:
                 return "continuation outside a message"

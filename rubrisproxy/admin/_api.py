@@ -8,7 +8,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -63,30 +63,18 @@ class AdminAPI(resource.Resource):
         path = [segment.decode("utf-8", "replace") for segment in request.postpath or () if segment]
         try:
             self._check_browser(request, method)
-            if method == "GET" and not path:
-                # The stats page holds no data itself: what it fetches asks for the token.
-                request.setHeader(b"content-type", b"text/html; charset=utf-8")
-                request.setHeader(b"cache-control", b"no-store")
-                return STATS_PAGE
-            if method in _READ_ONLY and path == ["healthz"]:
-                # Liveness, for a container's or balancer's check: answered by the event loop the frontends
-                # run on, and telling nothing else, so it needs no token.
-                return _json(request, 200, {"status": "ok"})
-            self._authorize(request)
-            if method == "GET" and path == ["metrics"]:
-                request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-                return generate_latest(self.registry)  # type: ignore[no-any-return]
-            if method == "GET" and path == ["stats.csv"]:
-                request.setHeader(b"content-type", b"text/csv; charset=utf-8")
-                request.setHeader(b"cache-control", b"no-store")
-                return stats_csv(self.proxy).encode()
-            body = self._route(request, method, path)
+            call, args = _find(method, path)
+            if call is None or not call.public:
+                self._authorize(request)
+            if call is None:
+                raise _not_found(request, method)
+            body = call.answer(self, request, *args)
         except APIError as error:
             return _json(request, error.status, {"status": error.status, "error": error.message})
         except Exception:  # noqa: BLE001 - whatever went wrong, the caller gets JSON, and the log the traceback
             self.log.failure("admin: {method} {path} failed", method=method, path="/".join(path))
             return _json(request, 500, {"status": 500, "error": "internal error; see the proxy's log"})
-        return _json(request, 200, body)
+        return body if isinstance(body, bytes) else _json(request, 200, body)
 
     def _check_browser(self, request: server.Request, method: str) -> None:
         """Refuse what a web page in the operator's browser could send: without a token, a Host that is not a
@@ -111,47 +99,58 @@ class AdminAPI(resource.Resource):
     def _authorize(self, request: server.Request) -> None:
         if self.token is None:
             return
-        scheme, _, given = (request.getHeader(b"authorization") or b"").partition(b" ")  # type: ignore[union-attr]
+        scheme, _, given = (request.getHeader(b"authorization") or b"").partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token.encode()):
             request.setHeader(b"www-authenticate", b'Bearer realm="rubrisproxy"')
             raise APIError(401, "a valid Authorization: Bearer token is required")
 
-    def _route(self, request: server.Request, method: str, path: list[str]) -> object:
-        if method == "GET":
-            if path == ["backends"]:
-                return {"backends": [backend_fields(b) for b in self.proxy.backends.values()],
-                        "resume_buffered_bytes": self.proxy.budget.held}
-            if len(path) == 2 and path[0] == "backends":
-                return backend_fields(self._backend(path[1]))
-            if len(path) == 3 and path[0] == "backends" and path[2] == "stick":
-                return self._stick_table(self._backend(path[1]), request)
-            if path == ["sessions"]:
-                return {"sessions": self._sessions()}
-            if path == ["frontends"]:
-                return {"frontends": [frontend_fields(f) for f in self.proxy.frontends]}
-            if path == ["stats.json"]:
-                return stats(self.proxy)
-            raise APIError(404, "not found; see GET /frontends, /backends, /sessions, /stats.json, /stats.csv, /metrics")
-        if method == "POST" and path == ["reload"]:
-            return self._reload(request)
-        if method == "POST" and len(path) == 5 and path[0] == "backends" and path[2] == "servers":
-            return self._server_action(request, self._backend(path[1]), path[3], path[4])
-        if method == "POST" and len(path) == 3 and path[0] == "backends" and path[2] == "servers":
-            return self._add_server(request, self._backend(path[1]))
-        if method == "DELETE" and len(path) == 4 and path[0] == "backends" and path[2] == "servers":
-            backend = self._backend(path[1])
-            removed = self._call(lambda: backend.remove_server(path[3]))
-            self._audit(request, "remove", backend, removed)
-            return server_fields(removed)
-        if method not in ("GET", "POST", "DELETE"):
-            request.setHeader(b"allow", b"GET, POST, DELETE")
-            raise APIError(405, f"{method} is not allowed here")
-        raise APIError(404, "not found; see docs/admin.md for the calls")
+    def _stats_page(self, request: server.Request) -> bytes:
+        # The stats page holds no data itself: what it fetches asks for the token.
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return STATS_PAGE
 
-    def _server_action(self, request: server.Request, backend: Backend, name: str, action: str) -> object:
+    def _healthz(self, request: server.Request) -> object:
+        # Liveness, for a container's or balancer's check: answered by the event loop the frontends run on,
+        # and telling nothing else, so it needs no token.
+        return {"status": "ok"}
+
+    def _metrics(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self.registry)
+
+    def _stats_csv(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", b"text/csv; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return stats_csv(self.proxy).encode()
+
+    def _backends(self, request: server.Request) -> object:
+        return {"backends": [backend_fields(b) for b in self.proxy.backends.values()],
+                "resume_buffered_bytes": self.proxy.budget.held}
+
+    def _one_backend(self, request: server.Request, name: str) -> object:
+        return backend_fields(self._backend(name))
+
+    def _stick(self, request: server.Request, name: str) -> object:
+        return self._stick_table(self._backend(name), request)
+
+    def _frontends(self, request: server.Request) -> object:
+        return {"frontends": [frontend_fields(f) for f in self.proxy.frontends]}
+
+    def _stats_json(self, request: server.Request) -> object:
+        return stats(self.proxy)
+
+    def _remove_server(self, request: server.Request, backend_name: str, name: str) -> object:
+        backend = self._backend(backend_name)
+        removed = self._call(lambda: backend.remove_server(name))
+        self._audit(request, "remove", backend, removed)
+        return server_fields(removed)
+
+    def _server_action(self, request: server.Request, backend_name: str, name: str, action: str) -> object:
+        backend = self._backend(backend_name)
         if action == "weight":
             weight = _body(request).get("weight")
-            chosen = self._call(lambda: backend.set_server_weight(name, weight))  # type: ignore[arg-type]
+            chosen = self._call(lambda: backend.set_server_weight(name, weight))
         elif action in _SERVER_ACTIONS:
             chosen = self._call(lambda: _SERVER_ACTIONS[action](backend, name))
         else:
@@ -159,7 +158,8 @@ class AdminAPI(resource.Resource):
         self._audit(request, action, backend, chosen)
         return server_fields(chosen)
 
-    def _add_server(self, request: server.Request, backend: Backend) -> object:
+    def _add_server(self, request: server.Request, backend_name: str) -> object:
+        backend = self._backend(backend_name)
         body = _body(request)
         unknown = set(body) - {"name", "address", "weight", "maxconn", "backup"}
         if unknown:
@@ -213,13 +213,13 @@ class AdminAPI(resource.Resource):
         self.log.info("admin: reload from {peer}", peer=_peer(request))
         return {"changes": changes}
 
-    def _sessions(self) -> list[dict[str, Any]]:
+    def _sessions(self, request: server.Request) -> object:
         sessions = []
         for frontend in self.proxy.frontends:
             for relay in frontend.websockets:
                 if isinstance(relay, WebSocketSession):
                     sessions.append(relay.describe() | {"frontend": frontend.name})
-        return sessions
+        return {"sessions": sessions}
 
     def _backend(self, name: str) -> Backend:
         backend = self.proxy.backends.get(name)
@@ -239,6 +239,66 @@ class AdminAPI(resource.Resource):
     def _audit(self, request: server.Request, action: str, backend: Backend, chosen: Server) -> None:
         self.log.info("admin: {action} {backend}/{server} from {peer}", action=action, backend=backend.name,
                       server=chosen.name, peer=_peer(request))
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One call of the API: its method and path (``*`` is any one segment, handed to ``answer`` in order),
+    and whether it is served without the token. ``answer`` returns bytes to send as they are, or a value
+    to send as JSON."""
+
+    method: str
+    path: tuple[str, ...]
+    answer: Callable[..., object]
+    public: bool = False
+
+    def match(self, method: str, path: list[str]) -> list[str] | None:
+        """The segments ``*`` matched, or None if this is not the call asked for."""
+        if method != self.method or len(path) != len(self.path):
+            return None
+        args = []
+        for want, got in zip(self.path, path, strict=True):
+            if want == "*":
+                args.append(got)
+            elif want != got:
+                return None
+        return args
+
+
+_CALLS = (
+    _Call("GET", (), AdminAPI._stats_page, public=True),
+    _Call("GET", ("healthz",), AdminAPI._healthz, public=True),
+    _Call("HEAD", ("healthz",), AdminAPI._healthz, public=True),
+    _Call("GET", ("metrics",), AdminAPI._metrics),
+    _Call("GET", ("stats.csv",), AdminAPI._stats_csv),
+    _Call("GET", ("stats.json",), AdminAPI._stats_json),
+    _Call("GET", ("backends",), AdminAPI._backends),
+    _Call("GET", ("backends", "*"), AdminAPI._one_backend),
+    _Call("GET", ("backends", "*", "stick"), AdminAPI._stick),
+    _Call("GET", ("sessions",), AdminAPI._sessions),
+    _Call("GET", ("frontends",), AdminAPI._frontends),
+    _Call("POST", ("reload",), AdminAPI._reload),
+    _Call("POST", ("backends", "*", "servers"), AdminAPI._add_server),
+    _Call("POST", ("backends", "*", "servers", "*", "*"), AdminAPI._server_action),
+    _Call("DELETE", ("backends", "*", "servers", "*"), AdminAPI._remove_server),
+)
+
+
+def _find(method: str, path: list[str]) -> tuple[_Call | None, list[str]]:
+    for call in _CALLS:
+        args = call.match(method, path)
+        if args is not None:
+            return call, args
+    return None, []
+
+
+def _not_found(request: server.Request, method: str) -> APIError:
+    if method == "GET":
+        return APIError(404, "not found; see GET /frontends, /backends, /sessions, /stats.json, /stats.csv, /metrics")
+    if method not in ("GET", "POST", "DELETE"):
+        request.setHeader(b"allow", b"GET, POST, DELETE")
+        return APIError(405, f"{method} is not allowed here")
+    return APIError(404, "not found; see docs/admin.md for the calls")
 
 
 def _peer(request: server.Request) -> str:

@@ -39,12 +39,16 @@ class AdminRequest(server.Request):
         super().__init__(*args, **kwargs)
         self.body_size = 0
 
+    _body: BytesIO  # from gotLength on
+
     @property
     def _connection(self) -> AdminChannel:
-        return self.channel  # type: ignore[return-value]  # an AdminSite's channels are AdminChannels
+        channel = self.channel
+        assert isinstance(channel, AdminChannel)  # an AdminSite's channels are, until the request is over
+        return channel
 
     def gotLength(self, length: int | None) -> None:
-        self.content = BytesIO()
+        self.content = self._body = BytesIO()
         if len(self.requestHeaders.getRawHeaders(b"host") or ()) != 1:
             # RFC 9112 3.2: no Host, or several, is a bad request (and the loopback-Host rule reads exactly one).
             self._refuse(400, "Bad Request", "a request must carry exactly one Host header")
@@ -58,7 +62,7 @@ class AdminRequest(server.Request):
         if self.body_size > MAX_BODY:
             self._refuse(413, "Content Too Large", f"the body is over {MAX_BODY} bytes")
             return
-        self.content.write(data)  # type: ignore[union-attr]
+        self._body.write(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._connection.phase is not Phase.REFUSED:
@@ -127,14 +131,15 @@ class AdminChannel(http.HTTPChannel):
 
     def _too_slow(self) -> None:
         self._request_timer = None
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        transport: Any = self.transport  # TCP, UNIX or TLS: each can abort
+        transport.abortConnection()
 
 
 class AdminSite(server.Site):
     """The admin listener's site: :class:`AdminChannel` connections, :class:`AdminRequest` requests, bodies
     never parsed as forms."""
 
-    protocol = AdminChannel  # type: ignore[assignment]
+    protocol = AdminChannel  # type: ignore[assignment]  # Twisted types it as its HTTP/1.1-or-2 wrapper only
 
     def __init__(self, root: Any, request_timeout: float, idle_timeout: float, reactor: Any = None) -> None:
         super().__init__(root, requestFactory=AdminRequest, logPath=None, timeout=idle_timeout,
@@ -145,5 +150,5 @@ class AdminSite(server.Site):
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
-        channel.request_timeout = self.request_timeout  # type: ignore[union-attr]
+        channel.request_timeout = self.request_timeout
         return channel

@@ -184,8 +184,8 @@ class Backend:
                       backend=self.name, server=name, count=len(server.watchers))
         return server
 
-    def set_server_weight(self, name: str, weight: int) -> Server:
-        """Change server ``name``'s weight (0..256; 0 takes no new requests)."""
+    def set_server_weight(self, name: str, weight: object) -> Server:
+        """Change server ``name``'s weight (0..256; 0 takes no new requests); anything else is a ValueError."""
         if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 256:
             raise ValueError(f"weight must be an integer from 0 to 256, got {weight!r}")
         server = self._named(name)

@@ -170,24 +170,31 @@ def header_key(name: str) -> KeyOf:
     return key_of
 
 
+#: The algorithms named by a plain word, and what each builds.
+_PLAIN: dict[str, Callable[[], IBalancer]] = {
+    "roundrobin": RoundRobin,
+    "leastconn": LeastConnections,
+    "random": PowerOfTwoChoices,
+    "source": lambda: ConsistentHash(source_key),
+    "uri": lambda: ConsistentHash(uri_key),
+}
+
+#: The algorithms taking an argument, ``name(argument)``, and how each hashes a request.
+_KEYED: dict[str, Callable[[str], KeyOf]] = {
+    "url_param": url_param_key,
+    "hdr": header_key,
+}
+
+
 def balancer_for(algorithm: str, key: str = "balance") -> IBalancer:
     """The balancer an ``algorithm`` setting names (already validated by the config)."""
-    if algorithm == "roundrobin":
-        return RoundRobin()
-    if algorithm == "leastconn":
-        return LeastConnections()
-    if algorithm == "random":
-        return PowerOfTwoChoices()
-    if algorithm == "source":
-        return ConsistentHash(source_key)
-    if algorithm == "uri":
-        return ConsistentHash(uri_key)
-    argument = algorithm[algorithm.index("(") + 1 : -1] if "(" in algorithm else ""
-    if algorithm.startswith("url_param("):
-        return ConsistentHash(url_param_key(argument))
-    if algorithm.startswith("hdr("):
-        return ConsistentHash(header_key(argument))
+    plain = _PLAIN.get(algorithm)
+    if plain is not None:
+        return plain()
+    name, paren, argument = algorithm.partition("(")
+    if paren and name in _KEYED:
+        return ConsistentHash(_KEYED[name](argument[:-1]))
     if "." in algorithm:  # the dotted name of a user's IBalancer class
         (balancer,) = build_objects(key, (HookConfig(algorithm),), (IBalancer,))
-        return balancer  # type: ignore[no-any-return]
+        return balancer
     raise ValueError(f"unknown balancing algorithm {algorithm!r}")

@@ -48,7 +48,7 @@ def open_packet_sid(body: bytes) -> bytes | None:
         return None
     if not isinstance(packet, dict) or not isinstance(packet.get("sid"), str) or "pingInterval" not in packet:
         return None
-    return packet["sid"].encode()  # type: ignore[no-any-return]
+    return packet["sid"].encode()
 
 
 class EngineIOStickiness:

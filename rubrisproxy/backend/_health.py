@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -95,7 +95,7 @@ class _Probe(Protocol):
         if self.buffer.startswith(b"\x88"):
             self.finish(None)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
         if self.closing:
             self.finish(None)  # the server closed after the handshake and our close frame

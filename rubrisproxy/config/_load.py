@@ -22,6 +22,7 @@ from . import _tables as tables
 from ._errors import ConfigError
 from ._fields import as_table
 from ._model import (
+    AccessLogSettings,
     BackendConfig,
     ClientsConfig,
     ForwardConfig,
@@ -104,39 +105,15 @@ def config_from_document(document: Mapping[str, Any]) -> ProxyConfig:
 
 def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyConfig:
     """Apply flags over a configuration, as the module docstring describes."""
-    frontends = list(config.frontends)
-    backends = dict(config.backends)
-    if command_line.listen:
-        if len(frontends) != 1:
-            raise ConfigError("--listen", "the config file has several frontends; set their listen keys there")
-        frontends[0] = replace(frontends[0], listen=endpoints("--listen", list(command_line.listen)))
-    if command_line.backends:
-        target = frontends[0].backend if len(frontends) == 1 else None
-        if len(backends) > 1 or (len(frontends) > 1 and not backends):
-            raise ConfigError("--backend", "the config file has several backends; set their servers there")
-        name = target or next(iter(backends))
-        servers = tuple(
-            parse_server("--backend", address, f"s{index + 1}")
-            for index, address in enumerate(command_line.backends)
-        )
-        previous = backends.pop(name, None)
-        if previous is None:  # the quick start: a backend with the defaults a file's backend gets
-            previous = BackendConfig(name=name, websocket=config.websocket)
-        backends[name] = replace(previous, servers=servers)
+    frontends = _listen_flag(list(config.frontends), command_line)
+    backends = _backend_flag(config, frontends, command_line)
     timeouts = config.timeouts
     for name, value in command_line.timeouts.items():
         timeouts = _override_timeout(timeouts, name, value)
-    access_log = config.access_log
-    if command_line.access_log is not None:
-        enabled = command_line.access_log != "off"
-        path = log_path("--access-log", command_line.access_log) if enabled else access_log.path
-        access_log = replace(access_log, path=path, enabled=enabled)
-    if command_line.access_log_format is not None:
-        access_log = replace(access_log, format=log_format("--access-log-format", command_line.access_log_format))
+    access_log = _access_log_flags(config.access_log, command_line)
     log = config.log
     if command_line.log_format is not None:
         log = LogSettings(format=log_format("--log-format", command_line.log_format))
-
     admin = config.admin
     if command_line.admin:
         admin = replace(admin, listen=endpoints("--admin", list(command_line.admin)))
@@ -148,15 +125,7 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
         }
     has_servers = any(backend.servers for backend in backends.values())
     demo = command_line.demo or (not has_servers and any(f.forward is None for f in frontends))
-    for frontend in frontends:
-        if frontend.forward is None and frontend.backend not in backends:
-            if demo:
-                websocket = config.websocket
-                if command_line.websocket is not None:
-                    websocket = replace(websocket, mode=command_line.websocket)
-                backends[frontend.backend] = BackendConfig(name=frontend.backend, websocket=websocket)
-            else:
-                raise ConfigError(f"frontends.{frontend.name}.backend", f"no backend named {frontend.backend!r}")
+    _add_missing_backends(config, command_line, frontends, backends, demo)
     return replace(
         config,
         frontends=tuple(frontends),
@@ -167,6 +136,61 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
         admin=admin,
         demo=demo,
     )
+
+
+def _listen_flag(frontends: list[FrontendConfig], command_line: CommandLine) -> list[FrontendConfig]:
+    """``--listen``: the listeners of the one frontend."""
+    if command_line.listen:
+        if len(frontends) != 1:
+            raise ConfigError("--listen", "the config file has several frontends; set their listen keys there")
+        frontends[0] = replace(frontends[0], listen=endpoints("--listen", list(command_line.listen)))
+    return frontends
+
+
+def _backend_flag(config: ProxyConfig, frontends: list[FrontendConfig],
+                  command_line: CommandLine) -> dict[str, BackendConfig]:
+    """``--backend``: the servers of the one backend (made with the file's defaults if there is none)."""
+    backends = dict(config.backends)
+    if not command_line.backends:
+        return backends
+    target = frontends[0].backend if len(frontends) == 1 else None
+    if len(backends) > 1 or (len(frontends) > 1 and not backends):
+        raise ConfigError("--backend", "the config file has several backends; set their servers there")
+    name = target or next(iter(backends))
+    servers = tuple(
+        parse_server("--backend", address, f"s{index + 1}")
+        for index, address in enumerate(command_line.backends)
+    )
+    previous = backends.pop(name, None)
+    if previous is None:  # the quick start: a backend with the defaults a file's backend gets
+        previous = BackendConfig(name=name, websocket=config.websocket)
+    backends[name] = replace(previous, servers=servers)
+    return backends
+
+
+def _access_log_flags(access_log: AccessLogSettings, command_line: CommandLine) -> AccessLogSettings:
+    """``--access-log`` and ``--access-log-format``."""
+    if command_line.access_log is not None:
+        enabled = command_line.access_log != "off"
+        path = log_path("--access-log", command_line.access_log) if enabled else access_log.path
+        access_log = replace(access_log, path=path, enabled=enabled)
+    if command_line.access_log_format is not None:
+        access_log = replace(access_log, format=log_format("--access-log-format", command_line.access_log_format))
+    return access_log
+
+
+def _add_missing_backends(config: ProxyConfig, command_line: CommandLine, frontends: list[FrontendConfig],
+                          backends: dict[str, BackendConfig], demo: bool) -> None:
+    """A frontend's backend that no table defines: in the demo, an empty one (the demo fills it); else an
+    error."""
+    for frontend in frontends:
+        if frontend.forward is None and frontend.backend not in backends:
+            if not demo:
+                raise ConfigError(f"frontends.{frontend.name}.backend", f"no backend named {frontend.backend!r}")
+            websocket = config.websocket
+            if command_line.websocket is not None:
+                websocket = replace(websocket, mode=command_line.websocket)
+            backends[frontend.backend] = BackendConfig(name=frontend.backend, websocket=websocket)
 
 
 def _override_timeout(timeouts: Timeouts, name: str, value: object) -> Timeouts:
@@ -226,13 +250,7 @@ def _frontend(name: str, value: object, backends: Mapping[str, BackendConfig]) -
     key = f"frontends.{name}"
     table = as_table(key, value)
     config = FrontendConfig(name=name, **tables.FRONTEND.read(key, table))
-    if config.peers == "proxied" and not config.trusted_proxies:
-        raise ConfigError(f"{key}.trusted-proxies", "a proxied frontend needs the networks of the proxies it trusts")
-    if config.proxy_protocol != "off" and config.peers != "proxied":
-        raise ConfigError(f"{key}.proxy-protocol", 'the PROXY protocol is spoken by proxies: set peers = "proxied"')
-    for proxy_key in ("trusted-proxies", "forwarded-header"):  # a local frontend's peers are its clients
-        if config.peers == "local" and proxy_key in table:
-            raise ConfigError(f"{key}.{proxy_key}", 'only proxies are trusted to name their clients: set peers = "proxied"')
+    _check_peers(key, config, table)
     if "clients" in table:
         config = replace(config, clients=_clients(f"{key}.clients", table["clients"], config.peers))
     mode = table.get("mode", "reverse")
@@ -242,6 +260,23 @@ def _frontend(name: str, value: object, backends: Mapping[str, BackendConfig]) -
         if mode != "forward":
             raise ConfigError(f"{key}.forward", "only a frontend with mode = \"forward\" takes forward rules")
         return replace(config, backend="", forward=_forward(f"{key}.forward", table.get("forward", {}), backends))
+    return _reverse(key, config, table, backends)
+
+
+def _check_peers(key: str, config: FrontendConfig, table: Mapping[str, object]) -> None:
+    """The rules between ``peers`` and the keys about proxies in front."""
+    if config.peers == "proxied" and not config.trusted_proxies:
+        raise ConfigError(f"{key}.trusted-proxies", "a proxied frontend needs the networks of the proxies it trusts")
+    if config.proxy_protocol != "off" and config.peers != "proxied":
+        raise ConfigError(f"{key}.proxy-protocol", 'the PROXY protocol is spoken by proxies: set peers = "proxied"')
+    for proxy_key in ("trusted-proxies", "forwarded-header"):  # a local frontend's peers are its clients
+        if config.peers == "local" and proxy_key in table:
+            raise ConfigError(f"{key}.{proxy_key}", 'only proxies are trusted to name their clients: set peers = "proxied"')
+
+
+def _reverse(key: str, config: FrontendConfig, table: Mapping[str, Any],
+             backends: Mapping[str, BackendConfig]) -> FrontendConfig:
+    """A reverse-proxy frontend's listeners, backend and routes."""
     if not config.listen:
         raise ConfigError(f"{key}.listen", "expected at least one endpoint string such as 'tcp:8080'")
     backend = table.get("backend", _default_backend(backends))

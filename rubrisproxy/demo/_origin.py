@@ -12,6 +12,8 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
+from ._site import demo_site
+
 #: Seconds a stopped demo origin stays down before it listens again.
 RESTART_DELAY = 5.0
 
@@ -33,8 +35,7 @@ class DemoOrigin:
     log = Logger()
 
     def __init__(
-        self, name: str, reactor: Any, site_for: Callable[[DemoOrigin], Any],
-        restart_delay: float = RESTART_DELAY, stats_url: Callable[[], str | None] = lambda: None,
+        self, name: str, reactor: Any, restart_delay: float = RESTART_DELAY, stats_url: Callable[[], str | None] = lambda: None,
         clock: Any = None,
     ) -> None:
         self.name = name
@@ -46,13 +47,14 @@ class DemoOrigin:
         self.port_number = 0  # 0 until the first listen chose one
         self._port: IListeningPort | None = None
         self._restart: IDelayedCall | None = None
-        self._factory = WrappingFactory(site_for(self))  # keeps the open connections, to drop them
+        self._factory = WrappingFactory(demo_site(self))  # keeps the open connections, to drop them
         self._factory.noisy = False
 
     def start(self) -> int:
         """Listen (again); the port number. Raises CannotListenError."""
-        self._port = self.reactor.listenTCP(self.port_number, self._factory, interface="127.0.0.1")
-        self.port_number = self._port.getHost().port  # type: ignore[union-attr, attr-defined]
+        port = self.reactor.listenTCP(self.port_number, self._factory, interface="127.0.0.1")
+        self._port = port
+        self.port_number = port.getHost().port
         self.state = OriginState.UP
         return self.port_number
 

@@ -12,9 +12,8 @@ from twisted.logger import Logger
 
 from ..backend import Backend
 from ..config import ServerConfig
-from ..listening import ListeningService
+from ..listening import ListeningService, ListenSettings
 from ._origin import RESTART_DELAY, DemoOrigin, OriginState
-from ._site import demo_site
 
 #: The demo origins' names; each is the server ``demo-NAME`` of the demo's backends.
 ORIGIN_NAMES = ("a", "b")
@@ -41,7 +40,7 @@ class DemoService(service.Service):
         self.public_urls = public_urls
         self._stats_ports: Callable[[], list[IListeningPort]] = list
         self.origins = [
-            DemoOrigin(name, reactor, demo_site, restart_delay, lambda: http_url(self._stats_ports()))
+            DemoOrigin(name, reactor, restart_delay, lambda: http_url(self._stats_ports()))
             for name in ORIGIN_NAMES
         ]
         self.setName("demo")
@@ -76,7 +75,7 @@ class DemoService(service.Service):
         for url in self.public_urls:
             self.log.info("demo: open {url}", url=url)
 
-    def stopService(self):  # type: ignore[no-untyped-def]
+    def stopService(self):
         super().stopService()
         return defer.gatherResults([origin.shut() for origin in self.origins])
 
@@ -86,7 +85,7 @@ class DemoAdminService(ListeningService):
     exit (the demo works without its stats page)."""
 
     def __init__(self, reactor: Any, site: Any, endpoint: str) -> None:
-        super().__init__(reactor, "admin", site, (endpoint,), key="admin", required=False)
+        super().__init__(reactor, "admin", site, ListenSettings((endpoint,), key="admin"), required=False)
 
     def said_listening(self, port: IListeningPort, description: str) -> None:
         self.log.info("demo: stats page and admin API on {url} (only in demo mode; --admin sets another)",

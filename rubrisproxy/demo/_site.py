@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
@@ -14,8 +14,18 @@ from twisted.web import resource, server
 from ._socket import DemoSocketFactory
 from ._stream import MAX_KIB, BlockProducer
 
-if TYPE_CHECKING:
-    from ._origin import DemoOrigin
+
+class SiteOrigin(Protocol):
+    """What a demo site needs of its origin (a :class:`~rubrisproxy.demo.DemoOrigin`)."""
+
+    name: str
+    port_number: int
+    restart_delay: float
+    clock: Any  # times the WebSocket ticks
+
+    def stats_url(self) -> str | None: ...
+
+    def crash(self, answering: Any = None) -> None: ...
 
 #: The largest request body ``/echo`` takes (and ``/api/stop`` much less).
 MAX_BODY = 1 << 20
@@ -73,11 +83,11 @@ class _Headers(resource.Resource):
 class _Echo(resource.Resource):
     isLeaf = True
 
-    def render_POST(self, request: DemoRequest) -> bytes:  # type: ignore[override]
+    def render_POST(self, request: DemoRequest) -> bytes:
         if request.too_large:
             return _error(request, 413, f"the body is over {MAX_BODY} bytes")
         request.setHeader(b"content-type", b"application/octet-stream")
-        return request.content.read()  # type: ignore[union-attr, no-any-return]
+        return request.content.read() if request.content is not None else b""
 
     render_PUT = render_POST
 
@@ -101,7 +111,7 @@ class _Stream(resource.Resource):
 class _Info(resource.Resource):
     isLeaf = True
 
-    def __init__(self, origin: DemoOrigin) -> None:
+    def __init__(self, origin: SiteOrigin) -> None:
         super().__init__()
         self.origin = origin
 
@@ -120,28 +130,16 @@ class _Stop(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, origin: DemoOrigin) -> None:
+    def __init__(self, origin: SiteOrigin) -> None:
         super().__init__()
         self.origin = origin
 
-    def render_POST(self, request: DemoRequest) -> bytes:  # type: ignore[override]
-        page = request.getHeader(b"origin")
-        if page is not None and urlsplit(page.decode("latin-1")).netloc.lower() != (
-                request.getHeader(b"host") or b"").decode("latin-1").lower():
-            return _error(request, 403, "only the demo page itself can stop an origin")
-        kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-        if kind != b"application/json":
-            return _error(request, 415, "send {\"origin\": NAME} as application/json")
-        body = request.content.read(MAX_API_BODY + 1) if request.content is not None else b""
-        if request.too_large or len(body) > MAX_API_BODY:
-            return _error(request, 413, f"the body is over {MAX_API_BODY} bytes")
+    def render_POST(self, request: DemoRequest) -> bytes:
         try:
-            asked = json.loads(body)
-        except ValueError:
-            return _error(request, 400, "the body is not JSON")
-        if not isinstance(asked, dict) or not isinstance(asked.get("origin"), str):
-            return _error(request, 400, "expected {\"origin\": NAME}")
-        if asked["origin"] != self.origin.name:
+            asked = _stop_asked(request)
+        except _Refused as refused:
+            return _error(request, refused.code, refused.message)
+        if asked != self.origin.name:
             return _json(request, {"origin": self.origin.name, "stopped": False}, 409)
         answering = request.channel.transport
         # Once the answer is written; not if the asker went away before it.
@@ -151,12 +149,42 @@ class _Stop(resource.Resource):
                                "restart_in": self.origin.restart_delay}, 202)
 
 
+class _Refused(Exception):
+    """A request the API refuses: the status and why."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _stop_asked(request: DemoRequest) -> object:
+    """The origin a ``POST /api/stop`` names; :class:`_Refused` if the request is not one to take."""
+    page = request.getHeader(b"origin")
+    if page is not None and urlsplit(page.decode("latin-1")).netloc.lower() != (
+            request.getHeader(b"host") or b"").decode("latin-1").lower():
+        raise _Refused(403, "only the demo page itself can stop an origin")
+    kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if kind != b"application/json":
+        raise _Refused(415, "send {\"origin\": NAME} as application/json")
+    body = request.content.read(MAX_API_BODY + 1) if request.content is not None else b""
+    if request.too_large or len(body) > MAX_API_BODY:
+        raise _Refused(413, f"the body is over {MAX_API_BODY} bytes")
+    try:
+        asked = json.loads(body)
+    except ValueError:
+        raise _Refused(400, "the body is not JSON") from None
+    if not isinstance(asked, dict) or not isinstance(asked.get("origin"), str):
+        raise _Refused(400, "expected {\"origin\": NAME}")
+    return asked["origin"]
+
+
 class _Socket(resource.Resource):
     """``/ws``: the WebSocket; anything but an upgrade is a 426 (Autobahn's own would leave the answer unended)."""
 
     isLeaf = True
 
-    def __init__(self, origin: DemoOrigin) -> None:
+    def __init__(self, origin: SiteOrigin) -> None:
         super().__init__()
         self.upgrade = WebSocketResource(DemoSocketFactory(origin.name, origin.clock))
 
@@ -166,7 +194,7 @@ class _Socket(resource.Resource):
             body = _error(request, 426, "this is a WebSocket endpoint: connect with a WebSocket client")
             request.setResponseCode(426, b"Upgrade Required")  # a reason Twisted does not know
             return body
-        return self.upgrade.render(request)  # type: ignore[no-any-return]
+        return self.upgrade.render(request)
 
 
 class DemoRequest(server.Request):
@@ -174,6 +202,7 @@ class DemoRequest(server.Request):
     and whose answer names the origin (``X-Demo-Origin``)."""
 
     too_large = False
+    origin_header = b""  # set by the DemoSite that made it
     _received = 0
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -184,8 +213,7 @@ class DemoRequest(server.Request):
         super().handleContentChunk(data)
 
     def process(self) -> None:
-        site: DemoSite = self.channel.site  # type: ignore[union-attr, attr-defined]  # set by Site.buildProtocol
-        self.setHeader(b"x-demo-origin", site.origin_name.encode())
+        self.setHeader(b"x-demo-origin", self.origin_header)
         super().process()
 
 
@@ -193,13 +221,18 @@ class DemoSite(server.Site):
     """A demo origin's site, knowing the origin's name."""
 
     def __init__(self, root: resource.Resource, origin_name: str) -> None:
-        super().__init__(root, logPath="/dev/null", requestFactory=DemoRequest)
+        super().__init__(root, logPath="/dev/null", requestFactory=self._request)
         self.origin_name = origin_name
         self.displayTracebacks = False
         self.noisy = False
 
+    def _request(self, channel: object, queued: int) -> DemoRequest:
+        request = DemoRequest(channel, queued)
+        request.origin_header = self.origin_name.encode()
+        return request
 
-def demo_site(origin: DemoOrigin) -> server.Site:
+
+def demo_site(origin: SiteOrigin) -> server.Site:
     """The site of one demo origin."""
     root = resource.Resource()
     for name in _ASSETS:

@@ -128,15 +128,7 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         self._output = WriteWatch(self._output_changed)
         # An origin's gate while a response body flows; else the watch, to hear of a client not reading.
         self.download = ProducerSlot(self.transport, self._output)
-        limits = frontend.limits
-        self.parser = RequestParser(
-            self,
-            max_request_line=limits.max_request_line,
-            max_header_size=limits.max_header_size,
-            max_headers=limits.max_headers,
-            max_body_size=limits.max_body_size,
-            drop=LOCAL_CLIENT_DROPS,
-        )
+        self.parser = RequestParser(self, frontend.limits, drop=LOCAL_CLIENT_DROPS)
         self.ready_at = self.opened_at = frontend.clock.seconds()
         self._wait(Wait.REQUEST)
         self.announce()

@@ -54,27 +54,11 @@ def drain(
     all reconnect at once. Whatever remains after ``grace`` is cut.
     """
     frontend.draining = True
+    clock = frontend.clock
+    rng = rng or Random()
     for connection in list(frontend.connections):
         connection.drain()
-    return _drained(frontend, grace, _close_websockets(frontend, spread, close_code, rng or Random()))
-
-
-def _close_websockets(frontend: Frontend, spread: float, close_code: int, rng: Random) -> list[IDelayedCall]:
-    """Close each WebSocket with ``close_code`` at a random moment within ``spread`` seconds; the calls to come."""
-    pending = []
-    for relay in list(frontend.websockets):  # also those whose client has gone and whose backend has yet to close
-        delay = rng.uniform(0, spread) if spread > 0 else 0.0
-        if delay:
-            pending.append(frontend.clock.callLater(delay, relay.drain, close_code))
-        else:
-            relay.drain(close_code)
-    return pending
-
-
-def _drained(frontend: Frontend, grace: float, pending: list[IDelayedCall]) -> defer.Deferred[None]:
-    """Fires once no connection nor WebSocket is left; what remains after ``grace`` seconds is cut (and
-    ``pending`` closes cancelled)."""
-    clock = frontend.clock
+    pending = _close_websockets(frontend, spread, close_code, rng)
     done: defer.Deferred[None] = defer.Deferred()
     deadline = clock.seconds() + grace
 
@@ -89,16 +73,34 @@ def _drained(frontend: Frontend, grace: float, pending: list[IDelayedCall]) -> d
             finish()
             return
         if clock.seconds() >= deadline:
-            for relay in list(frontend.websockets):
-                relay.abort()
-            for connection in list(frontend.connections):
-                connection.transport.abortConnection()
+            _cut(frontend)
             finish()
             return
         clock.callLater(min(0.05, max(0.0, deadline - clock.seconds())), check)
 
     check()
     return done
+
+
+def _close_websockets(frontend: Frontend, spread: float, close_code: int, rng: Random) -> list[IDelayedCall]:
+    """Close each WebSocket with ``close_code`` at a random moment within ``spread`` seconds; the calls
+    still to come."""
+    pending = []
+    for relay in list(frontend.websockets):  # also those whose client has gone and whose backend has yet to close
+        delay = rng.uniform(0, spread) if spread > 0 else 0.0
+        if delay:
+            pending.append(frontend.clock.callLater(delay, relay.drain, close_code))
+        else:
+            relay.drain(close_code)
+    return pending
+
+
+def _cut(frontend: Frontend) -> None:
+    """The grace is over: abort whatever is still open."""
+    for relay in list(frontend.websockets):
+        relay.abort()
+    for connection in list(frontend.connections):
+        connection.transport.abortConnection()
 
 
 def protocol_class(config: FrontendConfig) -> type[ClientConnection] | None:

@@ -69,26 +69,6 @@ def forwarded_chain(headers: Headers, header: bytes = b"x-forwarded-for") -> lis
     return hops
 
 
-def _pair(value: str, i: int) -> tuple[str, str, int] | None:
-    """The ``parameter=value`` at ``i`` (its value a token or a quoted string), lower-cased parameter first, and
-    where it ends; None if malformed."""
-    end = len(value)
-    start = i
-    while i < end and value[i] in _TOKEN:
-        i += 1
-    key = value[start:i].lower()
-    if not key or i >= end or value[i] != "=":
-        return None
-    if value[i + 1:i + 2] == '"':
-        found, i = _quoted(value, i + 2)
-    else:
-        start = i = i + 1
-        while i < end and value[i] in _BARE_VALUE:
-            i += 1
-        found = value[start:i] or None
-    return None if found is None else (key, found, i)
-
-
 def forwarded_elements(value: str) -> list[dict[str, str]] | None:
     """The elements of one ``Forwarded`` value (RFC 7239 4), each as {lower-cased parameter: value}; None if malformed.
 
@@ -101,10 +81,9 @@ def forwarded_elements(value: str) -> list[dict[str, str]] | None:
     while True:
         i = _skip_space(value, i)
         if i < end and value[i] not in ",;":
-            pair = _pair(value, i)
-            if pair is None or pair[0] in pairs:
+            key, found, i = _parameter(value, i)
+            if found is None or key in pairs:
                 return None
-            key, found, i = pair
             pairs[key] = found
             i = _skip_space(value, i)
         if i >= end:
@@ -121,6 +100,23 @@ def forwarded_elements(value: str) -> list[dict[str, str]] | None:
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 #: An unquoted value: a token, leniently with the ``[]:`` of addresses some proxies leave unquoted.
 _BARE_VALUE = _TOKEN | frozenset("[]:")
+
+
+def _parameter(value: str, i: int) -> tuple[str, str | None, int]:
+    """The ``key=value`` pair at ``i``: the key lower-cased, the value (None: malformed) and the index after it."""
+    start, end = i, len(value)
+    while i < end and value[i] in _TOKEN:
+        i += 1
+    key = value[start:i].lower()
+    if not key or i >= end or value[i] != "=":
+        return key, None, i
+    if value[i + 1:i + 2] == '"':
+        found, i = _quoted(value, i + 2)
+        return key, found, i
+    start = i = i + 1
+    while i < end and value[i] in _BARE_VALUE:
+        i += 1
+    return key, value[start:i] or None, i
 
 
 def _skip_space(value: str, i: int) -> int:

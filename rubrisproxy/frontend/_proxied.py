@@ -69,8 +69,8 @@ class ProxiedConnection(ClientConnection):
         super().dataReceived(data)
 
     def _read_proxy_header(self, buffered: bytes) -> bytes:
-        """Consume the PROXY header (``buffered``: what was read of it); returns what follows it (b"" until it is
-        complete)."""
+        """Consume the PROXY header (what came of it so far is ``buffered``); returns what follows it (b"" until
+        it is complete)."""
         allowed = self.peers.proxy_protocol
         parser: V1Parser | V2Parser
         if buffered.startswith(V2Parser.PREFIX[: len(buffered)]) and allowed in ("v2", "any"):

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 Headers = list[tuple[bytes, bytes]]
 
 #: One empty frozenset to share: ``frozenset()`` makes a new 216-byte object each time.
-NONE: frozenset = frozenset()  # type: ignore[type-arg]
+NONE: frozenset = frozenset()
 
 #: Headers that describe one connection and never cross the proxy (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset(

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import httptools
 
+from ..config import Limits
 from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 from ._target import Target, valid_host
@@ -83,23 +84,28 @@ class RequestHandler(Protocol):
         """The request asked for another protocol; ``rest`` is what followed it in this read."""
 
 
+class _Closed:
+    """The handler of a closed parser: its owner feeds it nothing any more, so any call is a bug."""
+
+    def _unexpected(self, *args: object) -> None:
+        raise RuntimeError("a request came to a closed parser")
+
+    request_head = request_body = request_end = request_upgraded = _unexpected
+
+
+_CLOSED: RequestHandler = _Closed()
+_NO_LIMITS = Limits()  # the model's defaults
+
+
 class RequestParser:
     """Feed bytes in; get head, body and end events out; get :class:`HTTPError` on bad input."""
 
-    def __init__(
-        self,
-        handler: RequestHandler,
-        max_request_line: int = 8192,
-        max_header_size: int = 32768,
-        max_headers: int = 100,
-        max_body_size: int = 0,
-        drop: frozenset[bytes] = frozenset(),
-    ) -> None:
+    def __init__(self, handler: RequestHandler, limits: Limits = _NO_LIMITS, drop: frozenset[bytes] = frozenset()) -> None:
         self._handler = handler
-        self._max_request_line = max_request_line
-        self._max_header_size = max_header_size
-        self._max_headers = max_headers
-        self._max_body_size = max_body_size
+        self._max_request_line = limits.max_request_line  # read per request: kept here, not behind ``limits``
+        self._max_header_size = limits.max_header_size
+        self._max_headers = limits.max_headers
+        self._max_body_size = limits.max_body_size
         self._drop = _dropped(drop)
         self._parser = httptools.HttpRequestParser(self)
         #: Set by the handler to stop parsing between two slices: :meth:`feed` returns what it left.
@@ -124,14 +130,14 @@ class RequestParser:
     def close(self) -> None:
         """Let go of llhttp, whose callbacks are this parser's methods: the cycle would wait for the GC."""
         self._parser = None  # type: ignore[assignment]
-        self._handler = None  # type: ignore[assignment]
+        self._handler = _CLOSED
 
     @property
     def in_message(self) -> bool:
         """True between the first byte of a request and its end."""
         return self._in_head or self._in_body
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes) -> bytes:  # noqa: C901, PLR0912 - one loop per read on the request path: no helper calls
         """Parse ``data``; raises :class:`HTTPError` for a request to refuse.
 
         Returns the bytes left unparsed because :attr:`held` was set (``b""`` when all were parsed).
@@ -201,7 +207,7 @@ class RequestParser:
             raise HTTPError(431, f"more than {self._max_headers} headers")
         self._headers.append((name, value))
 
-    def on_headers_complete(self) -> None:
+    def on_headers_complete(self) -> None:  # noqa: C901, PLR0912 - one pass over a request's headers, no helper calls
         parser = self._parser
         version = _VERSIONS.get(parser.get_http_version())
         if version is None:

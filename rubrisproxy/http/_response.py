@@ -47,6 +47,19 @@ class ResponseHandler(Protocol):
         """A 101 answered an upgrade request; ``rest`` is what followed it in this read."""
 
 
+class _NoHandler:
+    """The handler of a parser expecting no response (before its first :meth:`~ResponseParser.start`, after
+    :meth:`~ResponseParser.close`); its owner feeds it nothing then, so any call is a bug."""
+
+    def _unexpected(self, *args: object) -> None:
+        raise RuntimeError("a response came to a parser expecting none")
+
+    response_head = response_body = response_end = response_upgraded = _unexpected
+
+
+_NO_HANDLER: ResponseHandler = _NoHandler()
+
+
 class _Overrun(Exception):
     """Raised from an llhttp callback to stop it at bytes past the complete response."""
 
@@ -68,7 +81,7 @@ class ResponseParser:
 
     def __init__(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
-        self._handler: ResponseHandler | None = None
+        self._handler = _NO_HANDLER
         self._head_request = False
         self._upgrade = False
         self._llhttp_stopped = False  # llhttp raised: it takes no more bytes
@@ -89,7 +102,7 @@ class ResponseParser:
     def close(self) -> None:
         """Let go of llhttp, whose callbacks are this parser's methods: the cycle would wait for the GC."""
         self._parser = None  # type: ignore[assignment]
-        self._handler = None
+        self._handler = _NO_HANDLER
         self.head = self.switched = None
 
     def start(self, handler: ResponseHandler, method: bytes, upgrade: bool = False) -> None:
@@ -117,7 +130,7 @@ class ResponseParser:
             self._end_due = False
             if self.overrun:
                 self.reusable = False
-            self._handler.response_end()  # type: ignore[union-attr]
+            self._handler.response_end()
 
     def _parse(self, data: bytes) -> None:
         try:
@@ -126,7 +139,7 @@ class ResponseParser:
             if self.switched is None:
                 raise HTTPError(502, "origin switched protocols unasked") from None
             self.complete = True
-            self._handler.response_upgraded(self.switched, data[upgrade.args[0]:])  # type: ignore[union-attr]
+            self._handler.response_upgraded(self.switched, data[upgrade.args[0]:])
             return
         except httptools.HttpParserError as e:
             self._llhttp_stopped = True
@@ -151,7 +164,7 @@ class ResponseParser:
         if self.head is not None and self.ended_by_close:
             self._finish(reusable=False)
             self._end_due = False
-            self._handler.response_end()  # type: ignore[union-attr]
+            self._handler.response_end()
             return True
         return False
 
@@ -168,7 +181,7 @@ class ResponseParser:
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))  # after the head: trailers, dropped with the list
 
-    def on_headers_complete(self) -> None:
+    def on_headers_complete(self) -> None:  # noqa: C901 - one pass over a response's headers, no helper calls
         parser = self._parser
         status = parser.get_status_code()
         if 100 <= status < 200 and not (status == 101 and self._upgrade):
@@ -202,14 +215,14 @@ class ResponseParser:
         self.head = head
         has_body = not (self._head_request or status == 204 or status == 304)
         self.ended_by_close = has_body and head.content_length is None and not head.chunked
-        self._handler.response_head(head, has_body)  # type: ignore[union-attr]
+        self._handler.response_head(head, has_body)
         if not has_body:
             self._finish(reusable=parser.should_keep_alive())
 
     def on_body(self, data: bytes) -> None:
         if self.complete:
             raise _Overrun  # a body for a HEAD request: never relayed
-        self._handler.response_body(data)  # type: ignore[union-attr]
+        self._handler.response_body(data)
 
     def on_message_complete(self) -> None:
         if self.head is not None and not self.complete:

@@ -70,7 +70,7 @@ class ConnectionPool:
             self.in_use.add(protocol)
             return protocol
 
-        def failed(reason):  # type: ignore[no-untyped-def]
+        def failed(reason):
             self.connecting -= 1
             return reason
 

@@ -26,12 +26,12 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     if not size:
         return payload
     if size >= _NATIVE_FROM:
-        return create_xor_masker(mask, size).process(payload)  # type: ignore[no-any-return]
+        return create_xor_masker(mask, size).process(payload)
     key = (mask * ((size >> 2) + 1))[:size]
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
 
 
-def read_simple(data: bytes, masked: bool, limit: int) -> tuple[list[tuple[bytes, bool, int]], bool]:
+def read_simple(data: bytes, masked: bool, limit: int) -> tuple[list[tuple[bytes, bool, int]], bool]:  # noqa: C901, PLR0911, PLR0912 - per message: one loop, no helper calls
     """Whole simple messages at the front of ``data``, and whether the rest begins a simple one.
 
     Each message is (payload, binary, where its frame ends). ``masked`` says whether

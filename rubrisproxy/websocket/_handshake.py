@@ -37,14 +37,7 @@ def check_upgrade(head: RequestHead, origins: Sequence[str] = (), subprotocols: 
     subprotocols outside the allowlist are withheld from the backend, and a client
     that offered some but none allowed is refused.
     """
-    if head.method != b"GET":
-        raise HTTPError(400, f"a WebSocket upgrade must be GET, not {head.method.decode('latin-1')}")
-    if head.version != b"1.1":
-        raise HTTPError(400, "a WebSocket upgrade must be HTTP/1.1")
-    if b"upgrade" not in head.connection:
-        raise HTTPError(400, "a WebSocket upgrade needs Connection: upgrade")
-    if head.has_body:
-        raise HTTPError(400, "a WebSocket upgrade cannot carry a body")
+    _check_form(head)
     keys: list[bytes] = []
     versions: list[bytes] = []
     offered: list[str] = []
@@ -64,6 +57,24 @@ def check_upgrade(head: RequestHead, origins: Sequence[str] = (), subprotocols: 
             extensions.append(value)
         elif lower == b"origin":
             origin = value.strip().decode("latin-1")
+    _check_offer(versions, keys, origin, origins)
+    return Upgrade(keys[0], _allowed_protocols(offered, subprotocols), origin, tuple(extensions))
+
+
+def _check_form(head: RequestHead) -> None:
+    """The request itself: a bodiless HTTP/1.1 GET asking for an upgrade."""
+    if head.method != b"GET":
+        raise HTTPError(400, f"a WebSocket upgrade must be GET, not {head.method.decode('latin-1')}")
+    if head.version != b"1.1":
+        raise HTTPError(400, "a WebSocket upgrade must be HTTP/1.1")
+    if b"upgrade" not in head.connection:
+        raise HTTPError(400, "a WebSocket upgrade needs Connection: upgrade")
+    if head.has_body:
+        raise HTTPError(400, "a WebSocket upgrade cannot carry a body")
+
+
+def _check_offer(versions: list[bytes], keys: list[bytes], origin: str | None, origins: Sequence[str]) -> None:
+    """The handshake's version (13), its one key, and its origin if ``origins`` limits them."""
     if versions != [VERSION]:
         raise HTTPError(
             426, f"unsupported Sec-WebSocket-Version {quoted(b', '.join(versions))}", b"Sec-WebSocket-Version: 13\r\n"
@@ -72,10 +83,14 @@ def check_upgrade(head: RequestHead, origins: Sequence[str] = (), subprotocols: 
         raise HTTPError(400, "a WebSocket upgrade needs one Sec-WebSocket-Key of 16 base64-encoded bytes")
     if origins and origin not in origins:
         raise HTTPError(403, f"Origin {quoted(origin)} is not allowed" if origin is not None else "an upgrade without Origin is not allowed here")
+
+
+def _allowed_protocols(offered: list[str], subprotocols: Sequence[str]) -> tuple[str, ...]:
+    """The offered subprotocols the allowlist allows (all when it is empty); refused if none of some is."""
     protocols = tuple(p for p in offered if p in subprotocols) if subprotocols else tuple(offered)
     if offered and not protocols:
         raise HTTPError(400, f"none of the offered subprotocols {offered} is allowed")
-    return Upgrade(keys[0], protocols, origin, tuple(extensions))
+    return protocols
 
 
 def _is_key(key: bytes) -> bool:

@@ -12,7 +12,7 @@ hangs.
 from __future__ import annotations
 
 from types import FunctionType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
@@ -313,7 +313,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     _to_client = True
 
     #: ("close", code, reason) or ("fail", code, reason) waiting for the backend's close; None when not closing.
-    held: tuple[str, int | None, Any] | None = None
+    held: tuple[Literal["close"], int, bytes | None] | tuple[Literal["fail"], int, str] | None = None
     _immediate = False
     _opcode = 0
 
@@ -374,9 +374,8 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
         held, self.held = self.held, None
         if held is None or self.state != self.STATE_OPEN:
             return
-        kind, own_code, own_reason = held
-        if kind == "fail":
-            super().fail_connection(own_code, own_reason)  # type: ignore[arg-type]
+        if held[0] == "fail":
+            super().fail_connection(held[1], held[2])
             return
         self.wasClean = True
         self.sendCloseFrame(code=code, reasonUtf8=reason if code is not None else None, isReply=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from twisted.python.failure import Failure
@@ -59,6 +60,17 @@ class DialOwner(Protocol):
     def dial_failed(self, dial: BackendDial, why: str, final: bool) -> None: ...
 
 
+@dataclass(frozen=True)
+class DialRequest:
+    """What a dial sends: the handshake (``%KEY%`` where the key goes) for the request ``head``, which the
+    server is chosen by; the subprotocols it offers, and how long its answer may take."""
+
+    head: RequestHead
+    handshake: bytes
+    protocols: tuple[str, ...]
+    timeout: float
+
+
 class BackendDial:
     """One attempt to open a session's WebSocket on a server: choose it, connect, send the handshake.
 
@@ -71,26 +83,15 @@ class BackendDial:
 
     pending_head: bytes | None = None  # an OriginUser attribute: never used, a handshake has no body
 
-    def __init__(
-        self,
-        owner: DialOwner,
-        head: RequestHead,
-        handshake: bytes,
-        protocols: tuple[str, ...],
-        backend: Backend,
-        pool: ConnectionPool,
-        exclude: frozenset[Server],
-        timeout: float,
-    ) -> None:
+    def __init__(self, owner: DialOwner, request: DialRequest, backend: Backend, pool: ConnectionPool,
+                 exclude: frozenset[Server]) -> None:
         self.owner = owner
-        self.head = head
+        self.head = request.head
         self.backend = backend
         self.key = new_key()
-        self._handshake = handshake
-        self._protocols = protocols
+        self._request = request
         self._pool = pool
         self._exclude = exclude
-        self._timeout = timeout
         self.server: Server | None = None
         self.connection: OriginConnection | None = None
         self.finished = False
@@ -100,7 +101,7 @@ class BackendDial:
         if chosen is None:
             self._fail("no server is up")
         elif chosen in self.backend.servers:
-            self._use(chosen)  # type: ignore[arg-type]
+            self._use(chosen)
         # else queued: dequeued() or queue_timed_out() follows
 
     def cancel(self) -> None:
@@ -124,32 +125,34 @@ class BackendDial:
 
     def _use(self, server: Server) -> None:
         self.server = server
-        self._pool.connect(server).addCallbacks(self._connected, self._connect_failed)
+        self._pool.connect(server).addCallbacks(self._connected, self._connect_failed, errbackArgs=(server,))
 
     def _connected(self, connection: OriginConnection) -> None:
         if self.finished:
             self._pool.release(connection, reusable=False)
             return
         self.connection = connection
-        connection.send(self, b"GET", self._handshake.replace(b"%KEY%", self.key), upgrade=True, timeout=self._timeout)
+        connection.send(self, b"GET", self._request.handshake.replace(b"%KEY%", self.key), upgrade=True,
+                        timeout=self._request.timeout)
 
-    def _connect_failed(self, failure: Failure) -> None:
+    def _connect_failed(self, failure: Failure, server: Server) -> None:
         if self.finished:
             return
-        self.backend.report_error(self.server, failure.getErrorMessage())  # type: ignore[arg-type]
+        self.backend.report_error(server, failure.getErrorMessage())
         self._fail(f"connect failed: {failure.getErrorMessage()}")
 
     # The handshake's answer (OriginUser)
 
     def response_upgraded(self, head: ResponseHead, rest: bytes) -> None:
-        problem = check_switch(head, self.key, self._protocols)
+        problem = check_switch(head, self.key, self._request.protocols)
         if problem is not None:
             self._fail(f"bad 101: {problem}", final=True)
             return
         connection, self.connection = self.connection, None
+        assert connection is not None  # the answer came on it
         self.finished = True
-        self._pool.hand_over(connection)  # type: ignore[arg-type]
-        self.owner.dial_succeeded(self, connection, head, rest)  # type: ignore[arg-type]
+        self._pool.hand_over(connection)
+        self.owner.dial_succeeded(self, connection, head, rest)
 
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
         self._fail(f"it answered {head.status} {head.reason.decode('latin-1')}", final=is_refusal(head.status))

@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from ._held import HeldMessages
 from ._move import SessionMove
-from ._resume import BackendDial
+from ._resume import BackendDial, DialRequest
 
 if TYPE_CHECKING:
     from ..backend import Backend, Server
@@ -58,8 +58,8 @@ class Resumption:
         before, mark, after = self._template.rpartition(b"; resume=0\r\n")
         handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else self._template
         handoff, backend = self._handoff, self._backend
-        return BackendDial(move, handoff.head, handshake, self.offered, backend, handoff.pool, avoid,
-                           backend.websocket.open_handshake_timeout)
+        request = DialRequest(handoff.head, handshake, self.offered, backend.websocket.open_handshake_timeout)
+        return BackendDial(move, request, backend, handoff.pool, avoid)
 
     def replayed(self) -> list[Message]:
         """At least once: what was sent to a lost server within the replay window, then what is held, in order;
