@@ -24,6 +24,7 @@ from rubrisproxy._compat import guard_accepts, unsent
 from rubrisproxy.accepting import FIRST_PAUSE, LOG_INTERVAL, MAX_PAUSE, AcceptBackoff
 from rubrisproxy.config import Timeouts
 from rubrisproxy.frontend import ClientConnection
+from rubrisproxy.frontend._phase import Phase
 from rubrisproxy.frontend._pipeline import PIPELINE_DEPTH
 from rubrisproxy.http import RequestParser
 from rubrisproxy.http._request import _HEAD_SLICE
@@ -711,3 +712,40 @@ class ParserHoldTests(unittest.TestCase):
             parser.held = False
             rest = parser.feed(rest)
         self.assertEqual(handler.targets, [b"/%d" % i for i in range(100)])
+
+
+class PhaseTests(unittest.TestCase):
+    """A client connection's one state, and the moves its table allows."""
+
+    def setUp(self) -> None:
+        self.frontend, self.connector = make_frontend(Clock())
+        self.protocol = ClientConnection(self.frontend)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def test_a_refused_upgrade_goes_back_to_reading(self):
+        self.assertIs(self.protocol._phase, Phase.READING)
+        self.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
+        self.assertIs(self.protocol._phase, Phase.UPGRADING)
+        self.assertTrue(self.protocol.gate.paused_for("upgrade"))
+        self.connector.connections[0].dataReceived(OK)
+        self.assertIs(self.protocol._phase, Phase.READING)
+        self.assertFalse(self.protocol.gate.paused_for("upgrade"))
+        self.protocol.dataReceived(get(b"/next"))
+        self.connector.connections[-1].dataReceived(OK)
+        self.assertEqual([r.status for r in parse_responses(self.transport.value())], [200, 200])
+
+    def test_a_close_begun_while_an_upgrade_waits_still_releases_its_read_pause(self):
+        self.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
+        self.protocol.drain()
+        self.assertIs(self.protocol._phase, Phase.CLOSING)
+        self.connector.connections[0].dataReceived(OK)
+        self.assertFalse(self.protocol.gate.paused_for("upgrade"))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_nothing_follows_lost(self):
+        self.protocol.connectionLost()
+        self.assertIs(self.protocol._phase, Phase.LOST)
+        self.protocol.close()
+        self.protocol.drain()
+        self.assertIs(self.protocol._phase, Phase.LOST)
