@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
+
+from rubrisproxy.config import WebSocketConfig
+from rubrisproxy.websocket import accept_key
 
 from .helpers import ProxyTestCase, get, parse_responses
 
@@ -135,3 +140,41 @@ class ForwardPinnedTests(ProxyTestCase):
         yield self.poll(lambda: not pinned.connected, "the pinned server connection closed")
         self.assertTrue(client.transport.connected)
         self.assertIsNone(connection.pinned)
+
+
+class UpgradeOrigin(Protocol):
+    """Answers a WebSocket handshake with its 101, anything else with a 200; then relays nothing."""
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+            fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:])
+            key = {name.strip().lower(): value.strip() for name, value in fields.items()}.get(b"sec-websocket-key")
+            if key is None:
+                self.transport.write(_ANSWER % (200, b"OK", 2, b"", b"ok"))
+            else:
+                self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                                     b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n")
+
+
+class PinnedUpgradeTests(ProxyTestCase):
+    @defer.inlineCallbacks
+    def test_a_pinned_connection_that_became_a_websocket_ends_its_client_when_it_ends(self):  # type: ignore[no-untyped-def]
+        frontend = self.start_proxy(self.start_raw_origin(UpgradeOrigin), websocket=WebSocketConfig(mode="tunnel"))
+        frontend.backend.config = replace(frontend.backend.config, pin=True)
+        client = yield self.connect()
+        client.send(get(b"/"))
+        yield client.responses(1)
+        (connection,) = frontend.connections
+        pinned = connection.pinned
+        client.send(get(b"/chat", b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"))
+        yield client.until(lambda data: b" 101 " in data)
+        self.assertIs(connection.pinned, pinned)  # the WebSocket rides the pinned server connection
+        pinned.transport.loseConnection()  # the server ends it
+        yield client.closed
+        self.assertEqual(self.flushLoggedErrors(), [])

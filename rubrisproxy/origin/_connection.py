@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._compat import direct_write, unsent
+from .._compat import direct_write, end_as_closed, unsent
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, tune_transport, writes_directly
 from ..http import HTTPError, ResponseHandler, ResponseParser
@@ -158,9 +157,14 @@ class OriginConnection(Protocol):
             self.transport.write(data)
 
     def take_over(self, relay: OriginRelay) -> None:
-        """Hand the connection to ``relay`` (a WebSocket): it gets every read, half-close and loss from now on."""
+        """Hand the connection to ``relay`` (a WebSocket): it gets every read, half-close and loss from now on.
+
+        A pinned connection stops being a pin: its loss is the WebSocket's to handle (a tunnel ends, a session
+        moves), not a reason to end the client connection, which the WebSocket owns too.
+        """
         self.relay = relay
         self._user = None
+        self.pinned_to = None
         self.parser.close()  # HTTP is over on this connection: free its parser and timer
         self.parser = None  # type: ignore[assignment]
         self._deadline.stop()
@@ -171,7 +175,7 @@ class OriginConnection(Protocol):
         if self.relay is not None:
             self.relay.origin_fin()
         else:
-            self.transport.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+            end_as_closed(self.transport)
 
     def writeConnectionLost(self) -> None:
         """Our half-close of an upgraded connection is done."""
