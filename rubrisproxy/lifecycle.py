@@ -25,6 +25,7 @@ class Termination(StrEnum):
     NOT_IMPLEMENTED = "not-implemented"  # a request this frontend does not serve (501)
     DENIED = "denied"  # refused by a route's deny rule
     QUEUE_TIMEOUT = "queue-timeout"  # every server stayed full past timeout queue (503)
+    SESSION_GONE = "session-gone"  # an Engine.IO request whose session's server is gone (400, as Engine.IO's own)
     SHUTDOWN = "shutdown"  # cut by the end of the shutdown grace period
     CLIENT_CLOSE = "client-close"  # a WebSocket the client closed
     SERVER_CLOSE = "server-close"  # a WebSocket the backend closed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from rubrisproxy.backend import open_packet_sid, session_id
@@ -102,3 +103,82 @@ class SocketIOFailoverTests(ProxyTestCase):
         line = yield client.next_line()
         self.assertEqual(line, f"BACK {other} websocket", client.lines)
         self.assertEqual(frontend.backend.resume_failures, {"refused": 1})
+
+
+class SocketIOPollingFailoverTests(ProxyTestCase):
+    """A real python-socketio client on long polling only (no WebSocket) whose server goes away: its next
+    request is answered at once as an unknown sid, never sent to a server that does not know it, and the
+    client is back on the other server with a new session within a second or two."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def lose_the_server(self, how: str, mode: str = "polling", back_within: float = 2.0):  # type: ignore[no-untyped-def]
+        servers = {name: spawn_server(self, name) for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)
+        client = spawn_reconnecting_client(self, f"http://127.0.0.1:{self.proxy_port}", mode)
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("ON "), client.lines)
+        first = line.split()[1]
+        (other,) = set(servers) - {first}
+        name, other_name = ("s1", "s2") if first == "A" else ("s2", "s1")
+        (old_sid,) = {e.target.partition("sid=")[2].partition("&")[0] for e in self.access_log.entries if "sid=" in e.target}
+        lost = reactor.seconds()
+        if how == "kill":
+            servers[first].transport.signalProcess("KILL")  # type: ignore[union-attr]
+        else:
+            frontend.backend.remove_server(name)
+        line = yield client.next_line()
+        self.assertLess(reactor.seconds() - lost, 1.0, client.lines)
+        self.assertTrue(line.startswith("DISCONNECTED"), client.lines)
+        line = yield client.next_line()
+        self.assertLess(reactor.seconds() - lost, back_within, client.lines)
+        self.assertEqual(line, f"BACK {other} polling", client.lines)
+        old = [e for e in self.access_log.entries if f"sid={old_sid}" in e.target and e.at >= lost]
+        self.assertTrue(old, self.access_log.entries)
+        for entry in old:
+            self.assertNotEqual(entry.server, other_name, entry)  # never a request the other server cannot know
+            self.assertIn(
+                (entry.status, entry.termination), {(400, "session-gone"), (502, "server-abort"), (504, "server-timeout")},
+                entry,
+            )
+            if entry.termination != "server-timeout":
+                self.assertLess(entry.total_ms, 1000, entry)  # no wait for a queue or any timeout
+        if "session-gone" in {e.termination for e in old}:
+            self.assertEqual(frontend.backend.engineio.server_for(request(old[0].target.encode())), "")  # forgotten
+        return old
+
+    @defer.inlineCallbacks
+    def test_a_killed_server_s_clients_next_request_fails_at_once(self):  # type: ignore[no-untyped-def]
+        old = yield self.lose_the_server("kill")
+        self.assertIn("session-gone", {e.termination for e in old})  # the connect refused: 400, not retried elsewhere
+
+    @defer.inlineCallbacks
+    def test_a_long_poll_in_flight_at_the_kill_fails_at_once(self):  # type: ignore[no-untyped-def]
+        old = yield self.lose_the_server("kill", "polling-idle")
+        self.assertEqual((old[0].method, old[0].status, old[0].termination), ("GET", 502, "server-abort"), old)
+
+    @defer.inlineCallbacks
+    def test_a_draining_server_keeps_its_sessions(self):  # type: ignore[no-untyped-def]
+        servers = {name: spawn_server(self, name) for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)
+        client = spawn_reconnecting_client(self, f"http://127.0.0.1:{self.proxy_port}", "polling")
+        line = yield client.next_line()
+        first = line.split()[1]
+        frontend.backend.drain_server("s1" if first == "A" else "s2")
+        drained = reactor.seconds()
+        yield deferLater(reactor, 1.0)
+        self.assertEqual(client.lines, [line])  # no disconnect
+        after = [e for e in self.access_log.entries if e.at >= drained]
+        self.assertGreater(len(after), 5, after)  # the emits went on, every 100 ms
+        self.assertEqual({(e.status, e.server) for e in after}, {(200, "s1" if first == "A" else "s2")}, after)
+
+    @defer.inlineCallbacks
+    def test_a_removed_server_s_clients_are_told_at_once(self):  # type: ignore[no-untyped-def]
+        # The server lives on: a long poll already on it ends when it answers (here the server timeout,
+        # 5 s; a ping interval at most in production), and python-socketio's client waits for it before
+        # reconnecting. Every request of the session the proxy sees after the removal is answered at once.
+        old = yield self.lose_the_server("remove", back_within=self.timeouts.server + 2)
+        self.assertIn((400, "session-gone", "-"), {(e.status, e.termination, e.server) for e in old}, old)

@@ -1,6 +1,6 @@
 """Backends: named groups of origin servers, balancing over them, and their queue."""
 
-from ._backend import QUEUED, Backend, Waiter
+from ._backend import QUEUED, SESSION_GONE, Backend, Waiter
 from ._balance import (
     ConsistentHash,
     IBalancer,
@@ -13,7 +13,7 @@ from ._balance import (
     uri_key,
     url_param_key,
 )
-from ._engineio import PEEK_LIMIT, is_engineio, open_packet_sid, session_id
+from ._engineio import PEEK_LIMIT, UNKNOWN_SESSION, is_engineio, open_packet_sid, session_id
 from ._health import HealthChecker
 from ._server import Server
 from ._sticky import cookie_value
@@ -21,6 +21,8 @@ from ._sticky import cookie_value
 __all__ = [
     "PEEK_LIMIT",
     "QUEUED",
+    "SESSION_GONE",
+    "UNKNOWN_SESSION",
     "Backend",
     "ConsistentHash",
     "HealthChecker",

@@ -51,6 +51,8 @@ _DEFAULT_SESSION_HEADER = spellings((WebSocketConfig().session_header.encode(),)
 #: How long an Engine.IO sid stays known after its last request (a live session polls or pings far sooner).
 ENGINEIO_EXPIRE = 300.0
 """What :meth:`Backend.assign` returns when the request waits for a free server."""
+#: What :meth:`Backend.assign` returns, when asked, for a request of an Engine.IO session whose server is gone.
+SESSION_GONE = object()
 
 
 class Backend:
@@ -62,7 +64,9 @@ class Backend:
     and the oldest that can take a free slot does. A request that persistence (a cookie,
     a stick table, a learned Engine.IO sid) sends to a full server waits for that server
     rather than go to another, where its session is unknown; if that server stops taking
-    requests meanwhile, it is balanced like any other.
+    requests meanwhile, it is balanced like any other. A learned Engine.IO sid's requests
+    go to its server even while it drains, and are answered as an unknown session once it
+    is down or removed (:meth:`assign`).
     """
 
     def __init__(
@@ -256,15 +260,33 @@ class Backend:
         normal = [s for s in taking if not s.backup]
         return normal or [s for s in taking if s.backup]
 
-    def assign(self, waiter: Waiter, exclude: frozenset[Server] = frozenset()) -> Server | object | None:
-        """A server for ``waiter`` with its slot taken, :data:`QUEUED`, or None if no server can take it."""
+    def assign(
+        self, waiter: Waiter, exclude: frozenset[Server] = frozenset(), gone: object = None,
+    ) -> Server | object | None:
+        """A server for ``waiter`` with its slot taken, :data:`QUEUED`, or None if no server can take it.
+
+        A request of an Engine.IO session learned on a server goes to that server. ``gone``, when given, asks
+        for the rules of a client's own request: it goes there while the server is up, draining or not (it
+        alone knows the session), and ``gone`` is returned once the server is down, removed or excluded, the
+        sid forgotten, as no other server knows it. Without ``gone`` (a session's resume), a request whose
+        server cannot take it is balanced like any other.
+        """
         candidates = self.usable(exclude)
+        engineio = self.engineio
+        if engineio is not None and is_engineio(waiter.head):
+            name = engineio.server_for(waiter.head)
+            learned = self.server_named(name) if name is not None else None
+            if learned is not None and (learned in candidates or (gone is not None and learned.up and learned not in exclude)):
+                return self._enqueue(waiter, exclude, learned) if learned.full else self.take(learned)
+            if name is not None and gone is not None:
+                engineio.forget(waiter.head)
+                return gone
         if not candidates:
             return None
         if len(candidates) == 1 and not self._limited and not self.sticky and not self._queue:
             return self.take(candidates[0])  # the common single-server case, without the balancer
         free = [s for s in candidates if not s.full] if self._limited else candidates
-        persisted = self.persisted_server(waiter)
+        persisted = self.sticky_server(waiter) if self.sticky else None
         if persisted is not None and persisted in candidates:
             if persisted in free:
                 return self.take(persisted)
@@ -273,13 +295,15 @@ class Backend:
             return self._take(free, waiter)
         return self._enqueue(waiter, exclude, None)
 
-    def persisted_server(self, waiter: Waiter) -> Server | None:
-        """The server a learned Engine.IO sid, a cookie or a stick-table entry sends this request to, if any."""
-        if self.engineio is not None and is_engineio(waiter.head):
-            known = self.server_named(self.engineio.server_for(waiter.head) or "")
-            if known is not None:
-                return known
-        return self.sticky_server(waiter) if self.sticky else None
+    def session_lost(self, waiter: Waiter, server: Server) -> bool:
+        """A connect to ``server`` failed for ``waiter``: True if ``waiter`` belongs to an Engine.IO session
+        learned on ``server``, now forgotten (a server refusing connections has lost its sessions, and no other
+        knows them)."""
+        engineio = self.engineio
+        if engineio is None or not is_engineio(waiter.head) or engineio.server_for(waiter.head) != server.name:
+            return False
+        engineio.forget(waiter.head)
+        return True
 
     def _enqueue(self, waiter: Waiter, exclude: frozenset[Server], server: Server | None) -> object | None:
         if self.clock is None:

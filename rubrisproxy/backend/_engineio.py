@@ -3,7 +3,10 @@
 A Socket.IO cluster needs every request of one Engine.IO session (``sid``) on the
 server that created it. The proxy learns the ``sid`` from the handshake response
 (the open packet of a polling response, protocol v3 or v4, or an ``io`` cookie)
-and sends every later request carrying ``sid=`` to that server.
+and sends every later request carrying ``sid=`` to that server. When that server is gone
+(down, drained, removed, or refusing connections), no other server knows the sid: the request
+is answered at once as an Engine.IO server answers an unknown sid (:data:`UNKNOWN_SESSION`),
+so the client reconnects, and the sid is forgotten.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ _SID = re.compile(rb"[?&]sid=([^&#]+)")
 PEEK_LIMIT = 1024
 _IO_COOKIE = learned_key("set-cookie(io)")
 _DECODER = json.JSONDecoder()
+#: What an Engine.IO server answers (with a 400) to a request whose sid it does not know.
+UNKNOWN_SESSION = b'{"code":1,"message":"Session ID unknown"}'
+#: The server name a forgotten sid's entry holds: no server is named so.
+GONE = ""
 
 
 def is_engineio(request: RequestHead) -> bool:
@@ -61,6 +68,14 @@ class EngineIOStickiness:
     def server_for(self, request: RequestHead) -> str | None:
         sid = session_id(request)
         return self.store.get(sid) if sid is not None else None
+
+    def forget(self, request: RequestHead) -> None:
+        """The server of ``request``'s sid is gone: the sid is known nowhere now. Its entry names no server
+        (:data:`GONE`) until it expires, so the session's other requests in flight are answered the same way,
+        never balanced to a server that does not know them."""
+        sid = session_id(request)
+        if sid is not None:
+            self.store.put(sid, GONE)
 
     def learn_cookie(self, headers: Headers, server: str) -> None:
         """An ``io`` cookie set by the handshake response names the sid."""

@@ -9,7 +9,7 @@ from twisted.internet.error import ConnectError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..backend import QUEUED, Backend, Server
+from ..backend import QUEUED, SESSION_GONE, UNKNOWN_SESSION, Backend, Server
 from ..http import NONE, HTTPError, RequestHead
 from ..lifecycle import Termination
 from ..origin import ConnectTimeout, OriginConnection
@@ -107,7 +107,7 @@ class Dispatch(Timing):
             return
         backend = self.backend
         assert backend is not None
-        server = backend.assign(self, self._tried)
+        server = backend.assign(self, self._tried, SESSION_GONE)
         if server is QUEUED:
             self._state = _QUEUED
             self.queued_at = self.clock.seconds()
@@ -116,8 +116,17 @@ class Dispatch(Timing):
         elif isinstance(server, Server):
             self._holds_slot = True
             self._use(server)
+        elif server is SESSION_GONE:
+            self._session_gone("is gone")
         else:
             self._no_server()
+
+    def _session_gone(self, why: str) -> None:
+        """400 as Engine.IO answers an unknown sid: the server of this request's session ``why``, and no other
+        knows it; the client reconnects at once."""
+        self.fail(
+            HTTPError(400, f"the server of this Engine.IO session {why}", body=UNKNOWN_SESSION), Termination.SESSION_GONE,
+        )
 
     def _no_server(self) -> None:
         """503: no server could take the request (the last connect failure, if any, says why)."""
@@ -179,6 +188,9 @@ class Dispatch(Timing):
         self._last_failure = failure
         self._free_slot()
         backend.report_error(server, failure.getErrorMessage())
+        if backend.engineio is not None and backend.session_lost(self, server):
+            self._session_gone("refused the connection")
+            return
         if self.retries >= backend.retries:
             self._no_server()
             return

@@ -144,7 +144,7 @@ class ConnectionEnding:
 #: Request terminations that mean the server side failed.
 _SERVER_FAILURES = frozenset((
     Termination.NO_SERVER, Termination.CONNECT_TIMEOUT, Termination.SERVER_TIMEOUT, Termination.SERVER_ABORT,
-    Termination.BAD_RESPONSE, Termination.QUEUE_TIMEOUT,
+    Termination.BAD_RESPONSE, Termination.QUEUE_TIMEOUT, Termination.SESSION_GONE,
 ))
 #: How a WebSocket's end reads as its connection's end.
 _UPGRADE_ENDS = {

@@ -372,7 +372,7 @@ class Exchange(Dispatch):
         # A request without a body is whole once its head is read, even if its end is parsed after this.
         whole = self.request_done or not (self.head.has_body or self.head.upgrade)
         keep_alive = whole and error.status >= 500 and not self.head.wants_close and not self.client.ends_with(self)
-        response = error_response(error.status, close=not keep_alive, headers=error.headers)
+        response = error_response(error.status, close=not keep_alive, headers=error.headers, json=error.body)
         self.bytes_out += len(response)
         self.client.write(response)
         self._finish(termination, keep_alive)

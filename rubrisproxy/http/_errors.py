@@ -40,14 +40,16 @@ class HTTPError(Exception):
     """A request the proxy refuses, or a failure it reports, as ``status`` with ``detail``.
 
     ``detail`` goes to the log; the client sees the standard reason phrase and any
-    ``headers`` (serialized lines, each ending in CRLF).
+    ``headers`` (serialized lines, each ending in CRLF), and ``body`` (JSON) when one is given
+    instead of the short text one.
     """
 
-    def __init__(self, status: int, detail: str, headers: bytes = b"") -> None:
+    def __init__(self, status: int, detail: str, headers: bytes = b"", body: bytes = b"") -> None:
         super().__init__(f"{status} {detail}")
         self.status = status
         self.detail = detail
         self.headers = headers
+        self.body = body
 
 
 def reason_phrase(status: int) -> bytes:
@@ -55,14 +57,14 @@ def reason_phrase(status: int) -> bytes:
     return REASONS.get(status, b"Unknown")
 
 
-def error_response(status: int, close: bool = True, headers: bytes = b"") -> bytes:
-    """A complete response for a proxy-generated error: status line, headers, short body."""
+def error_response(status: int, close: bool = True, headers: bytes = b"", json: bytes = b"") -> bytes:
+    """A complete response for a proxy-generated error: status line, headers, short body (``json``, if given)."""
     reason = reason_phrase(status)
-    body = b"%d %s\n" % (status, reason)
+    body = json or b"%d %s\n" % (status, reason)
     return b"".join(
         (
             b"HTTP/1.1 %d %s\r\n" % (status, reason),
-            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Type: application/json\r\n" if json else b"Content-Type: text/plain; charset=utf-8\r\n",
             b"Content-Length: %d\r\n" % len(body),
             b"Cache-Control: no-store\r\n",
             headers,

@@ -4,7 +4,7 @@
 process is stopped (SIGTERM, then SIGKILL after a grace period) and reaped in the test's
 cleanup (``spawn_server`` gives the process too, to kill it). ``run_client(url, count)``
 spawns ``tests.eio.client`` and fires with its JSON report once the process has ended;
-``spawn_reconnecting_client(testcase, url)`` spawns ``tests.eio.reconnect`` and gives its
+``spawn_reconnecting_client(testcase, url, *mode)`` spawns ``tests.eio.reconnect`` and gives its
 lines as they come. Nothing blocks the reactor and nothing sleeps.
 """
 
@@ -158,10 +158,11 @@ def start_server(testcase: unittest.TestCase, name: str) -> defer.Deferred[int]:
     return spawn_server(testcase, name).port
 
 
-def spawn_reconnecting_client(testcase: unittest.TestCase, url: str) -> _Lines:
-    """Spawn ``python -m tests.eio.reconnect URL``; read its lines with ``next_line()``. Stopped in cleanup."""
+def spawn_reconnecting_client(testcase: unittest.TestCase, url: str, *args: str) -> _Lines:
+    """Spawn ``python -m tests.eio.reconnect URL [polling|polling-idle]``; read its lines with ``next_line()``. Stopped in
+    cleanup."""
     proto = _Lines("eio reconnecting client")
-    _spawn(proto, "tests.eio.reconnect", url)
+    _spawn(proto, "tests.eio.reconnect", url, *args)
     testcase.addCleanup(proto.stop, 1.0)
     return proto
 

@@ -1,9 +1,12 @@
-"""A real python-socketio client that reconnects, for tests: ``python -m tests.eio.reconnect URL``.
+"""A real python-socketio client that reconnects, for tests:
+``python -m tests.eio.reconnect URL [polling|polling-idle]``.
 
-Connects with the default transports (long polling, then the WebSocket upgrade) and
-reconnection on, and prints one line per event, flushed as it happens::
+Connects with the default transports (long polling, then the WebSocket upgrade), or with long
+polling only when given ``polling`` (it then also emits ``whoami`` every 100 ms while connected,
+so its POSTs meet the server's loss too) or ``polling-idle`` (it then only sits in its long poll),
+with reconnection on, and prints one line per event, flushed as it happens::
 
-    ON <server>             connected and upgraded; <server> answered ``whoami``
+    ON <server>             connected (and upgraded); <server> answered ``whoami``
     DISCONNECTED <reason>   the client noticed its connection was gone
     BACK <server> <transport>  reconnected; <server> answered ``whoami``
     ERROR <text>            something failed (the process then exits)
@@ -23,6 +26,7 @@ import socketio
 DEADLINE = 20.0
 CALL_TIMEOUT = 5.0
 UPGRADE_WAIT = 5.0
+EMIT_EVERY = 0.1
 
 
 def say(line: str) -> None:
@@ -30,14 +34,26 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def upgraded(client: socketio.Client) -> str:
+def upgraded(client: socketio.Client, polling: bool) -> str:
     deadline = time.monotonic() + UPGRADE_WAIT
-    while client.transport() != "websocket" and time.monotonic() < deadline:
+    while not polling and client.transport() != "websocket" and time.monotonic() < deadline:
         time.sleep(0.02)
     return client.transport()
 
 
-def run(url: str) -> None:
+def emitting(client: socketio.Client, connected: threading.Event) -> None:
+    """Emit ``whoami`` (with an ack) every 100 ms while connected, for as long as the process runs."""
+    while True:
+        if connected.is_set():
+            try:
+                client.emit("whoami", callback=lambda *_: None)
+            except Exception:  # a client between sessions refuses emits: the next round tries again
+                pass
+        time.sleep(EMIT_EVERY)
+
+
+def run(url: str, mode: str) -> None:
+    polling = mode.startswith("polling")
     client = socketio.Client(
         reconnection=True, reconnection_delay=0.1, reconnection_delay_max=0.5, randomization_factor=0,
         request_timeout=CALL_TIMEOUT, handle_sigint=False,
@@ -53,15 +69,17 @@ def run(url: str) -> None:
         connected.clear()
         say(f"DISCONNECTED {reason}")
 
-    client.connect(url, wait_timeout=CALL_TIMEOUT)
-    upgraded(client)
+    client.connect(url, wait_timeout=CALL_TIMEOUT, transports=["polling"] if polling else None)
+    upgraded(client, polling)
     say(f"ON {client.call('whoami', timeout=CALL_TIMEOUT)}")
+    if mode == "polling":
+        threading.Thread(target=emitting, args=(client, connected), daemon=True).start()
     while connected.is_set():
         time.sleep(0.01)
     if not connected.wait(DEADLINE):
         say("ERROR never reconnected")
         return
-    transport = upgraded(client)
+    transport = upgraded(client, polling)
     say(f"BACK {client.call('whoami', timeout=CALL_TIMEOUT)} {transport}")
     client.disconnect()
 
@@ -75,7 +93,7 @@ def main(argv: list[str]) -> int:
     watchdog.daemon = True
     watchdog.start()
     try:
-        run(argv[1])
+        run(argv[1], argv[2] if len(argv) > 2 else "")
     except Exception as exc:
         say(f"ERROR {type(exc).__name__}: {exc}")
     watchdog.cancel()
