@@ -272,15 +272,10 @@ class Backend:
         server cannot take it is balanced like any other.
         """
         candidates = self.usable(exclude)
-        engineio = self.engineio
-        if engineio is not None and is_engineio(waiter.head):
-            name = engineio.server_for(waiter.head)
-            learned = self.server_named(name) if name is not None else None
-            if learned is not None and (learned in candidates or (gone is not None and learned.up and learned not in exclude)):
-                return self._enqueue(waiter, exclude, learned) if learned.full else self.take(learned)
-            if name is not None and gone is not None:
-                engineio.forget(waiter.head)
-                return gone
+        if self.engineio is not None and is_engineio(waiter.head):
+            chosen = self._assign_learned(self.engineio, waiter, candidates, exclude, gone)
+            if chosen is not None:
+                return chosen
         if not candidates:
             return None
         if len(candidates) == 1 and not self._limited and not self.sticky and not self._queue:
@@ -288,12 +283,26 @@ class Backend:
         free = [s for s in candidates if not s.full] if self._limited else candidates
         persisted = self.sticky_server(waiter) if self.sticky else None
         if persisted is not None and persisted in candidates:
-            if persisted in free:
-                return self.take(persisted)
-            return self._enqueue(waiter, exclude, persisted)
+            return self.take(persisted) if persisted in free else self._enqueue(waiter, exclude, persisted)
         if free and not (self._queue and self._queue.blocks(free, self.usable)):
             return self._take(free, waiter)
         return self._enqueue(waiter, exclude, None)
+
+    def _assign_learned(
+        self, engineio: EngineIOStickiness, waiter: Waiter, candidates: list[Server], exclude: frozenset[Server],
+        gone: object,
+    ) -> Server | object | None:
+        """:meth:`assign` for an Engine.IO request: its learned server's slot, QUEUED or ``gone``; None to
+        balance it."""
+        name = engineio.server_for(waiter.head)
+        if name is None:
+            return None
+        learned = self.server_named(name)
+        if learned is not None and (learned in candidates or (gone is not None and learned.up and learned not in exclude)):
+            return self._enqueue(waiter, exclude, learned) if learned.full else self.take(learned)
+        if gone is not None:
+            engineio.forget(waiter.head)
+        return gone
 
     def session_lost(self, waiter: Waiter, server: Server) -> bool:
         """A connect to ``server`` failed for ``waiter``: True if ``waiter`` belongs to an Engine.IO session

@@ -9,7 +9,7 @@ from twisted.internet.error import ConnectError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..backend import QUEUED, SESSION_GONE, UNKNOWN_SESSION, Backend, Server
+from ..backend import QUEUED, SESSION_GONE, UNKNOWN_SESSION, Backend, Server, session_id
 from ..http import NONE, HTTPError, RequestHead
 from ..lifecycle import Termination
 from ..origin import ConnectTimeout, OriginConnection
@@ -37,7 +37,9 @@ class State(Enum):
 
 
 # The states it moves through, as module names: a member read through its Enum class costs a descriptor call.
-_STARTING, _QUEUED, _CONNECTING, _DONE = State.STARTING, State.QUEUED, State.CONNECTING, State.DONE
+_STARTING, _QUEUED, _CONNECTING, _WAITING, _DONE = (
+    State.STARTING, State.QUEUED, State.CONNECTING, State.WAITING, State.DONE,
+)
 
 
 class Dispatch(Timing):
@@ -123,7 +125,22 @@ class Dispatch(Timing):
 
     def _session_gone(self, why: str) -> None:
         """400 as Engine.IO answers an unknown sid: the server of this request's session ``why``, and no other
-        knows it; the client reconnects at once."""
+        knows it; the client reconnects at once. The session's requests still waiting for that server's
+        answer (a long poll on a server removed or marked down, yet alive) are answered so too: an Engine.IO
+        client waits for its long poll to end before it reconnects."""
+        self._answer_gone(why)
+        sid = session_id(self.head)
+        if sid is None:
+            return
+        param = b"sid=" + sid
+        for connection in list(self.client.frontend.connections):
+            other = connection.current
+            if (other is not None and other._state is _WAITING and param in other.head.target
+                    and session_id(other.head) == sid):
+                other._drop_connection()
+                other._answer_gone(why)
+
+    def _answer_gone(self, why: str) -> None:
         self.fail(
             HTTPError(400, f"the server of this Engine.IO session {why}", body=UNKNOWN_SESSION), Termination.SESSION_GONE,
         )
