@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-from rubrisproxy.backend import UNKNOWN_SESSION, open_packet_sid, session_id
+from rubrisproxy.backend import SESSION_GONE, UNKNOWN_SESSION, Backend, open_packet_sid, session_id
 from rubrisproxy.backend._engineio import EngineIOStickiness, is_engineio
 from rubrisproxy.backend._sticky import MemoryStickStore
+from rubrisproxy.config import BackendConfig, ServerConfig
 from rubrisproxy.http import RequestHead
 
 from .eio.harness import run_client, spawn_reconnecting_client, spawn_server, start_server
@@ -38,12 +39,63 @@ class ParsingTests(SynchronousTestCase):
         self.assertIsNone(session_id(request(b"/socket.io/?EIO=4&transport=polling&xsid=1")))
 
     def test_the_io_cookie_names_the_sid_too(self) -> None:
-        from twisted.internet.task import Clock
-
         sticky = EngineIOStickiness(MemoryStickStore(Clock(), 60, 10))
         sticky.learn_cookie([(b"Set-Cookie", b"io=cookie-sid; Path=/; HttpOnly")], "s2")
         self.assertEqual(sticky.server_for(request(b"/socket.io/?EIO=3&sid=cookie-sid&transport=polling")), "s2")
         self.assertIsNone(sticky.server_for(request(b"/socket.io/?EIO=3&sid=other&transport=polling")))
+
+
+class GoneSessionTests(SynchronousTestCase):
+    """Backend.assign for a request of a learned sid whose server can no longer take it."""
+
+    def setUp(self) -> None:
+        self.gone = SESSION_GONE
+        servers = tuple(ServerConfig(f"s{i}", "127.0.0.1", 9000 + i) for i in (1, 2))
+        self.backend = Backend(BackendConfig("app", servers), clock=Clock())
+        self.backend.engineio.remember(b"abc", "s1")
+        self.target = b"/socket.io/?EIO=4&transport=polling&sid=abc"
+
+    def assign(self, gone: object = None, target: bytes | None = None) -> object:
+        waiter = Waiting(target or self.target)
+        return self.backend.assign(waiter, frozenset(), gone)
+
+    def test_a_live_server_takes_its_sessions_draining_or_not(self) -> None:
+        s1 = self.backend.server_named("s1")
+        self.assertIs(self.assign(self.gone), s1)
+        self.backend.drain_server("s1")
+        self.assertIs(self.assign(self.gone), s1)
+        self.assertIs(self.assign(), self.backend.server_named("s2"))  # a resume (no ``gone``): balanced, as before
+
+    def test_a_down_or_removed_server_s_sessions_are_gone_and_forgotten(self) -> None:
+        self.backend.server_named("s1").set_up(False)
+        self.assertIs(self.assign(self.gone), self.gone)
+        self.assertEqual(self.backend.engineio.server_for(request(self.target)), "")
+        self.backend.server_named("s1").set_up(True)
+        self.assertIs(self.assign(self.gone), self.gone)  # the sid stays forgotten: the restarted server has no such session
+        self.backend.engineio.remember(b"def", "s2")
+        self.backend.remove_server("s2")
+        self.assertIs(self.assign(self.gone, b"/socket.io/?EIO=4&transport=polling&sid=def"), self.gone)
+
+    def test_what_the_proxy_does_not_know_is_balanced(self) -> None:
+        self.assertIn(self.assign(self.gone, b"/socket.io/?EIO=4&transport=polling&sid=unknown"), self.backend.servers)
+        self.assertIn(self.assign(self.gone, b"/socket.io/?EIO=4&transport=polling"), self.backend.servers)
+
+
+class Waiting:
+    """A request waiting for a server, as the backend sees it."""
+
+    def __init__(self, target: bytes) -> None:
+        self.head = request(target)
+        self.finished = False
+
+    def client_address_for_balancing(self) -> str:
+        return "127.0.0.1"
+
+    def dequeued(self, server: object) -> None:
+        pass
+
+    def queue_timed_out(self) -> None:
+        pass
 
 
 class SocketIOClusterTests(ProxyTestCase):
