@@ -16,7 +16,8 @@ Relays, run one after the other in one command:
     compare               rubrisproxy session mode from the tree given by --compare DIR
     compare-noresume      the same with resume = false
 
-Reports per relay: clients on A, clients disconnected (of all, and of A's), the reconnect storm
+Reports per relay: clients on A, clients disconnected (of all, and of A's), how soon they noticed
+(their ``disconnect`` events after the kill: first, median, last), the reconnect storm
 (reconnections after the kill: how many, first, median, 90th percentile and last, in seconds after
 the kill), emits lost (sent, never acknowledged), emits refused while between sessions, and the
 longest gap between two acks of one client (all clients' maximum, and the median of A's clients).
@@ -182,12 +183,16 @@ def summarize(run: Run) -> list[str]:
     dropped = [c for c in clients if any(t >= killed for t in c["disconnects"])]
     dropped_a = [c for c in on_a if c in dropped]
     reconnects = sorted(t - killed for c in clients for t in c["connects"] if t >= killed)
+    noticed = sorted(t - killed for c in clients for t in c["disconnects"] if t >= killed)
     sent = sum(c["sent"] for c in clients)
     lost = sum(c["sent"] - c["acked"] for c in clients)
     lines = [
         f"{run.relay}: {len(clients)} clients, {len(on_a)} on A",
         f"  disconnected      {len(dropped)} ({len(dropped_a)} of A's, {len(dropped) - len(dropped_a)} of B's)",
     ]
+    if noticed:
+        lines.append(f"  noticed           {len(noticed)} disconnect events: first {noticed[0]:.2f} s after the kill, "
+                     f"median {quantile(noticed, 0.5):.2f}, last {noticed[-1]:.2f}")
     if reconnects:
         lines.append(
             f"  reconnect storm   {len(reconnects)} reconnections: first {reconnects[0]:.2f} s after the kill, "
