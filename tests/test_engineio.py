@@ -9,7 +9,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from rubrisproxy.backend import SESSION_GONE, UNKNOWN_SESSION, Backend, open_packet_sid, session_id
 from rubrisproxy.backend._engineio import EngineIOStickiness, is_engineio
 from rubrisproxy.backend._sticky import MemoryStickStore
-from rubrisproxy.config import BackendConfig, ServerConfig
+from rubrisproxy.clients import ClientRegistry
+from rubrisproxy.config import BackendConfig, ClientsConfig, ServerConfig
 from rubrisproxy.http import RequestHead
 
 from .eio.harness import run_client, spawn_reconnecting_client, spawn_server, start_server
@@ -169,6 +170,8 @@ class SocketIOPollingFailoverTests(ProxyTestCase):
         servers = {name: spawn_server(self, name) for name in ("A", "B")}
         ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
         frontend = self.start_proxy(*ports)
+        self.registry = frontend.clients = ClientRegistry("web", ClientsConfig(("sid",), 60), frontend.clock)
+        self.addCleanup(self.registry.stop)
         client = spawn_reconnecting_client(self, f"http://127.0.0.1:{self.proxy_port}", mode)
         line = yield client.next_line()
         self.assertTrue(line.startswith("ON "), client.lines)
@@ -238,3 +241,5 @@ class SocketIOPollingFailoverTests(ProxyTestCase):
         # The server lives on: the long poll waiting there is answered too (the client waits for it).
         old = yield self.lose_the_server("remove")
         self.assertEqual({(e.status, e.termination) for e in old}, {(400, "session-gone")}, old)
+        self.assertNotIn(old[0].session, self.registry.sessions)
+        self.assertEqual(set(self.registry.destroyed), {"closed-by-server"})  # as after the server's own 400

@@ -380,7 +380,9 @@ class Exchange(Dispatch):
     def _finish(self, termination: Termination, keep_alive: bool) -> None:
         relayed = self._state is _RELAYING
         status = self.status
-        now = self._account(termination, status if self.response_at >= 0 and status != 101 else 0, status,
+        # A session-gone answer stands for the server's own 400 to an unknown sid: the client session ends with it.
+        answered_for_origin = self.response_at >= 0 or termination is Termination.SESSION_GONE
+        now = self._account(termination, status if answered_for_origin and status != 101 else 0, status,
                             relayed or status == 101)
         self._pending = None
         client = self.client
