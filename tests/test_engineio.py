@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from twisted.internet import defer, reactor
+import json
+
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from rubrisproxy.backend import open_packet_sid, session_id
@@ -10,7 +12,9 @@ from rubrisproxy.backend._engineio import EngineIOStickiness, is_engineio
 from rubrisproxy.backend._sticky import MemoryStickStore
 from rubrisproxy.http import RequestHead
 
-from .eio.harness import run_client, spawn_reconnecting_client, spawn_server, start_server
+from rubrisproxy.config import WebSocketConfig
+
+from .eio.harness import run_client, spawn_emitter, spawn_reconnecting_client, spawn_server, start_server
 from .helpers import ProxyTestCase
 
 OPEN = b'{"sid":"abc123","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000}'
@@ -79,7 +83,8 @@ class SocketIOClusterTests(ProxyTestCase):
 
 
 class SocketIOFailoverTests(ProxyTestCase):
-    """A real python-socketio client on a session-mode WebSocket whose server is killed."""
+    """A real python-socketio client on a session-mode WebSocket whose server is killed, with the generic resume
+    (``engineio = "off"``): the other server refuses the old sid, so the client is told at once."""
 
     timeout = 60
 
@@ -87,7 +92,8 @@ class SocketIOFailoverTests(ProxyTestCase):
     def test_a_killed_server_s_client_is_told_at_once_and_reconnects_to_the_other(self):  # type: ignore[no-untyped-def]
         servers = {name: spawn_server(self, name) for name in ("A", "B")}
         ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
-        frontend = self.start_proxy(*ports)  # session mode, resume-timeout 30 s: the defaults
+        # session mode, resume-timeout 30 s: the defaults
+        frontend = self.start_proxy(*ports, websocket=WebSocketConfig(engineio="off"))
         client = spawn_reconnecting_client(self, f"http://127.0.0.1:{self.proxy_port}")
         line = yield client.next_line()
         self.assertTrue(line.startswith("ON "), client.lines)
@@ -102,3 +108,45 @@ class SocketIOFailoverTests(ProxyTestCase):
         line = yield client.next_line()
         self.assertEqual(line, f"BACK {other} websocket", client.lines)
         self.assertEqual(frontend.backend.resume_failures, {"refused": 1})
+
+
+class SocketIOResumeTests(ProxyTestCase):
+    """Engine.IO-aware resume (the default): a python-socketio client in two namespaces, with auth, emitting with
+    acks every 100 ms, whose server is SIGKILLed, does not notice."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_a_killed_server_s_client_sees_no_disconnect(self):  # type: ignore[no-untyped-def]
+        servers = {name: spawn_server(self, name) for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)
+        client = spawn_emitter(self, f"http://127.0.0.1:{self.proxy_port}")
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("ON "), client.lines)
+        first = line.split()[1]
+        (other,) = set(servers) - {first}
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        servers[first].transport.signalProcess("KILL")  # type: ignore[union-attr]
+        line = yield client.next_line()
+        self.assertEqual(line, f"MOVED {other}", client.lines)
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("DONE "), client.lines)
+        report = json.loads(line[5:])
+        self.assertTrue(report["connected"], report)
+        self.assertEqual(report["sid"], report["sid_after"], report)  # the client keeps its Engine.IO sid ...
+        for start, end in report["sids"].values():
+            self.assertEqual(start, end, report)  # ... and its socket ids
+        self.assertGreater(report["servers"].get(other, 0), 5, report)  # events continue on the other server
+        backend = frontend.backend
+        self.assertEqual(backend.resumes, 1)
+        self.assertEqual(backend.resume_failures, {})
+        # The emits in flight at the kill never got their ack: the proxy counted exactly those lost.
+        self.assertEqual(len(report["unacked"]), backend.messages_lost, report)
+        self.assertLessEqual(len(report["unacked"]), 3, report)
+        # The other server's connect handlers saw the client's auth in both namespaces, on the resumed handshake.
+        connects = [line for line in servers[other].stdout.decode().splitlines() if line.startswith("CONNECT ")]
+        self.assertEqual(len(connects), 2, connects)
+        for namespace, connect in zip(("/", "/chat"), connects):
+            self.assertTrue(connect.startswith(f'CONNECT {namespace} {{"token":"secret-1"}} '), connects)
+            self.assertTrue(connect.endswith("; resume=1"), connects)

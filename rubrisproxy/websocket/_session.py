@@ -26,6 +26,8 @@ from zope.interface import implementer
 from ..deadline import Deadline
 from ..http import HTTPError, ResponseHead
 from ..lifecycle import Termination
+from ._eioresume import EngineIOResume, NewLeg
+from ._engineio import has_sid, session_version
 from ._hooks import ISessionView, Message
 from ._legpair import LegPair
 from ._legs import BackendLeg, ClientLeg
@@ -103,8 +105,14 @@ class WebSocketSession:
         self._legs = LegPair(self, handoff, origin, backend.leg_factories())
         self._termination: Termination | None = None
         self._client_done = self._backend_done = False
-        self._resumption = Resumption(handoff, backend, handshake)
         self.messages_in = self.messages_out = 0
+        engineio = None
+        version = session_version(config.engineio, handoff.head.target) if config.resume else None
+        if version is not None:
+            # First of the hooks: it sees what the client sent and what the server sent, as they are.
+            engineio = EngineIOResume(self, version, has_sid(handoff.head.target), config.open_handshake_timeout)
+            self._hooks = (engineio, *self._hooks)
+        self._resumption = Resumption(handoff, backend, handshake, engineio)
 
     @property
     def server(self) -> str | None:
@@ -275,6 +283,11 @@ class WebSocketSession:
         """Whether it is looking for a server to move to."""
         return self._state is _RESUMING
 
+    @property
+    def holding(self) -> bool:
+        """Whether what the client sends now is held."""
+        return self._state is _MOVING or self._state is _RESUMING
+
     def took_over(self, server: Server, origin: OriginConnection, head: ResponseHead, key: bytes, rest: bytes) -> None:
         """``server`` answered a dial with its 101: open the new backend leg on it."""
         self._handoff.switch_server(server)
@@ -288,12 +301,35 @@ class WebSocketSession:
             )
             _close(leg, GOING_AWAY, b"subprotocol mismatch")
             return
+        if not self._resumption.rejoin(leg):
+            self.rejoined(leg)
+
+    def rejoined(self, leg: NewLeg) -> None:
+        """The new backend leg is ready (for a Socket.IO session, rejoined): send what is held, and relay."""
+        assert leg is self._legs.backend
         held = self._resumption.resumed()
         self._state = _OPEN
         self._legs.wire()
         for message in held:
             self._send(leg, message)
         self._watch_server()
+
+    def rejoin_failed(self, leg: NewLeg, why: str) -> None:
+        """The new server did not take the client's Engine.IO session: close its leg and try another."""
+        backend = self._legs.backend
+        if leg is not backend or self._state is not _RESUMING:
+            return
+        self._attempt_failed(why)
+        _close(backend, GOING_AWAY, b"session not taken")
+
+    def _attempt_failed(self, why: str) -> None:
+        """The new backend leg will not do: the move tries another server."""
+        self._legs.backend = None
+        server = self._handoff.server
+        self._handoff.release_server()
+        move = self._resumption.move
+        assert move is not None
+        move.attempt_failed(server, why, final=True)
 
     def give_up(self, kind: str, code: int, why: str) -> None:
         """The session cannot move: close the client, saying why, and count it."""
@@ -370,12 +406,7 @@ class WebSocketSession:
             return
         if self._state is _RESUMING:
             # The new server's 101 passed our checks but not Autobahn's (an extension, say): try another.
-            self._legs.backend = None
-            server = self._handoff.server
-            self._handoff.release_server()
-            move = self._resumption.move
-            assert move is not None
-            move.attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}", final=True)
+            self._attempt_failed(f"its WebSocket handshake failed: {leg.wasNotCleanReason}")
             return
         if self._may_move and self._legs.client.held is None:
             crashed = self._state is _OPEN

@@ -5,7 +5,7 @@ process is stopped (SIGTERM, then SIGKILL after a grace period) and reaped in th
 cleanup (``spawn_server`` gives the process too, to kill it). ``run_client(url, count)``
 spawns ``tests.eio.client`` and fires with its JSON report once the process has ended;
 ``spawn_reconnecting_client(testcase, url)`` spawns ``tests.eio.reconnect`` and gives its
-lines as they come. Nothing blocks the reactor and nothing sleeps.
+lines as they come, ``spawn_emitter`` the same for ``tests.eio.emitter``. Nothing blocks the reactor and nothing sleeps.
 """
 
 from __future__ import annotations
@@ -162,6 +162,14 @@ def spawn_reconnecting_client(testcase: unittest.TestCase, url: str) -> _Lines:
     """Spawn ``python -m tests.eio.reconnect URL``; read its lines with ``next_line()``. Stopped in cleanup."""
     proto = _Lines("eio reconnecting client")
     _spawn(proto, "tests.eio.reconnect", url)
+    testcase.addCleanup(proto.stop, 1.0)
+    return proto
+
+
+def spawn_emitter(testcase: unittest.TestCase, url: str) -> _Lines:
+    """Spawn ``python -m tests.eio.emitter URL``; read its lines with ``next_line()``. Stopped in cleanup."""
+    proto = _Lines("eio emitter")
+    _spawn(proto, "tests.eio.emitter", url)
     testcase.addCleanup(proto.stop, 1.0)
     return proto
 
