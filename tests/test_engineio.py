@@ -13,7 +13,14 @@ from rubrisproxy.backend._sticky import MemoryStickStore
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.http import RequestHead
 
-from .eio.harness import run_client, spawn_emitter, spawn_reconnecting_client, spawn_server, start_server
+from .eio.harness import (
+    run_client,
+    spawn_emitter,
+    spawn_node_emitter,
+    spawn_reconnecting_client,
+    spawn_server,
+    start_server,
+)
 from .helpers import ProxyTestCase
 
 OPEN = b'{"sid":"abc123","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000}'
@@ -115,12 +122,19 @@ class SocketIOResumeTests(ProxyTestCase):
 
     timeout = 60
 
+    def test_python_socketio(self):  # type: ignore[no-untyped-def]
+        return self.kill_the_client_s_server(spawn_emitter)
+
+    def test_socket_io_javascript_client(self):  # type: ignore[no-untyped-def]
+        return self.kill_the_client_s_server(spawn_node_emitter)
+
     @defer.inlineCallbacks
-    def test_a_killed_server_s_client_sees_no_disconnect(self):  # type: ignore[no-untyped-def]
+    def kill_the_client_s_server(self, spawn):  # type: ignore[no-untyped-def]
+        """``spawn``'s client (tests/eio/emitter.py's lines) sees no disconnect when its server is SIGKILLed."""
         servers = {name: spawn_server(self, name) for name in ("A", "B")}
         ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
         frontend = self.start_proxy(*ports)
-        client = spawn_emitter(self, f"http://127.0.0.1:{self.proxy_port}")
+        client = spawn(self, f"http://127.0.0.1:{self.proxy_port}")
         line = yield client.next_line()
         self.assertTrue(line.startswith("ON "), client.lines)
         first = line.split()[1]

@@ -5,13 +5,14 @@ process is stopped (SIGTERM, then SIGKILL after a grace period) and reaped in th
 cleanup (``spawn_server`` gives the process too, to kill it). ``run_client(url, count)``
 spawns ``tests.eio.client`` and fires with its JSON report once the process has ended;
 ``spawn_reconnecting_client(testcase, url)`` spawns ``tests.eio.reconnect`` and gives its
-lines as they come, ``spawn_emitter`` the same for ``tests.eio.emitter``. Nothing blocks the reactor and nothing sleeps.
+lines as they come, ``spawn_emitter`` the same for ``tests.eio.emitter`` (``spawn_node_emitter``: its Socket.IO JavaScript twin). Nothing blocks the reactor and nothing sleeps.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,19 @@ def spawn_emitter(testcase: unittest.TestCase, url: str) -> _Lines:
     """Spawn ``python -m tests.eio.emitter URL``; read its lines with ``next_line()``. Stopped in cleanup."""
     proto = _Lines("eio emitter")
     _spawn(proto, "tests.eio.emitter", url)
+    testcase.addCleanup(proto.stop, 1.0)
+    return proto
+
+
+def spawn_node_emitter(testcase: unittest.TestCase, url: str) -> _Lines:
+    """Spawn ``node tests/interop/socketio_client.js URL`` (the Socket.IO JavaScript client, with the lines of
+    ``tests.eio.emitter``); skips the test without node or ``npm ci --prefix tests/interop``. Stopped in cleanup."""
+    node = shutil.which("node")
+    script = REPO_ROOT / "tests" / "interop" / "socketio_client.js"
+    if node is None or not (script.parent / "node_modules" / "socket.io-client").is_dir():
+        raise unittest.SkipTest("no node, or socket.io-client not installed (npm ci --prefix tests/interop)")
+    proto = _Lines("socket.io-client emitter")
+    reactor.spawnProcess(proto, node, [node, str(script), url], env=_env(), path=str(REPO_ROOT))
     testcase.addCleanup(proto.stop, 1.0)
     return proto
 
