@@ -129,6 +129,26 @@ class SocketIOResumeTests(ProxyTestCase):
         return self.kill_the_client_s_server(spawn_node_emitter)
 
     @defer.inlineCallbacks
+    def test_a_drained_server_s_client_loses_no_emit(self):  # type: ignore[no-untyped-def]
+        servers = {name: spawn_server(self, name) for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)
+        client = spawn_emitter(self, f"http://127.0.0.1:{self.proxy_port}")
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("ON "), client.lines)
+        first = {"A": "s1", "B": "s2"}[line.split()[1]]
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        frontend.backend.drain_server(first)
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("MOVED "), client.lines)
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("DONE "), client.lines)
+        report = json.loads(line[5:])
+        self.assertTrue(report["connected"], report)
+        self.assertEqual((report["unacked"], frontend.backend.messages_lost), ([], 0), report)
+        self.assertEqual(frontend.backend.resumes, 1)
+
+    @defer.inlineCallbacks
     def kill_the_client_s_server(self, spawn):  # type: ignore[no-untyped-def]
         """``spawn``'s client (tests/eio/emitter.py's lines) sees no disconnect when its server is SIGKILLed."""
         servers = {name: spawn_server(self, name) for name in ("A", "B")}
