@@ -428,8 +428,8 @@ class WebSocketSession:
         if state is _MOVING or state is _RESUMING:
             self._resumption.cancel()
             self._resumption.drop_held()
-            if state is _RESUMING:
-                self._backend_done = True
+            if state is _RESUMING and self._legs.backend is None:
+                self._backend_done = True  # no backend leg: a new one rejoining a Socket.IO session ends by itself
         self._state = _CLOSING
 
     def drain(self, code: int = GOING_AWAY) -> None:
