@@ -276,6 +276,13 @@ class EngineIOResumeTests(SynchronousTestCase):
         eio.backend_message(session, text(b'42/other,["ev"]'))  # a namespace it never saw joined
         self.assertFalse(eio.can_rejoin)
 
+    def test_what_a_crash_replays(self) -> None:
+        replayable = EngineIOResume.replayable
+        self.assertTrue(replayable(text(b'42["ev"]')))
+        self.assertTrue(replayable(Message(b"40", True)))  # an attachment
+        for payload in (b"40", b'40/chat,{"a":1}', b"3", b"2probe", b"5", b""):
+            self.assertFalse(replayable(text(payload)), payload)
+
     def test_a_namespace_left_is_not_rejoined(self) -> None:
         session, eio = self.joined()
         eio.client_message(session, text(b"41/chat,"))

@@ -228,6 +228,13 @@ class EngineIOResume:
         self._acks.clear()
         return lost
 
+    @staticmethod
+    def replayable(message: Message) -> bool:
+        """Whether a message sent to the lost server may be replayed to the next one (``replay-messages``): its
+        Socket.IO traffic, not its CONNECTs (the rejoin sends those) nor Engine.IO pongs meant for the lost one."""
+        payload = message.payload
+        return message.binary or (payload[:1] == b"4" and payload[1:2] != b"0")
+
     def rejoin(self, leg: NewLeg) -> bool:
         """A new backend leg opened: rejoin on it (the session hears :meth:`RejoiningSession.rejoined`), or
         False if this move is the generic resume."""
@@ -282,6 +289,8 @@ class EngineIOResume:
         self._held_acks.clear()
         if self.version >= 4:
             self._send_ping()  # the new server's first ping is an interval away: the client's wait starts now
+        self.log.info("session {id}: Engine.IO session rejoined in {n} namespaces; the client keeps sid {sid}",
+                      id=self._session.session_id, n=len(self.joined), sid=self.sid or "-")
         self._session.rejoined(leg)
 
     def _failed(self, why: str) -> None:

@@ -95,6 +95,8 @@ class Resumption:
         recent = self.recent
         assert recent is not None
         replay = [message for sent_at, message in recent if sent_at >= oldest]
+        if self._rejoins and self.engineio is not None:
+            replay = [message for message in replay if self.engineio.replayable(message)]
         recent.clear()
         return replay + self.held.release()
 
