@@ -125,6 +125,9 @@ class SocketIOResumeTests(ProxyTestCase):
     def test_python_socketio(self):  # type: ignore[no-untyped-def]
         return self.kill_the_client_s_server(spawn_emitter)
 
+    def test_python_socketio_upgraded_from_polling(self):  # type: ignore[no-untyped-def]
+        return self.kill_the_client_s_server(lambda case, url: spawn_emitter(case, url, "upgrade"))
+
     def test_socket_io_javascript_client(self):  # type: ignore[no-untyped-def]
         return self.kill_the_client_s_server(spawn_node_emitter)
 
@@ -167,6 +170,7 @@ class SocketIOResumeTests(ProxyTestCase):
         self.assertTrue(line.startswith("DONE "), client.lines)
         report = json.loads(line[5:])
         self.assertTrue(report["connected"], report)
+        self.assertEqual(report.get("transport", "websocket"), "websocket", report)
         self.assertEqual(report["sid"], report["sid_after"], report)  # the client keeps its Engine.IO sid ...
         for start, end in report["sids"].values():
             self.assertEqual(start, end, report)  # ... and its socket ids

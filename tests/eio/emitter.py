@@ -1,6 +1,7 @@
-"""A python-socketio client that emits with acks, for failover tests: ``python -m tests.eio.emitter URL``.
+"""A python-socketio client that emits with acks, for failover tests: ``python -m tests.eio.emitter URL [upgrade]``.
 
-Connects over the WebSocket transport only, to the namespaces ``/`` and ``/chat`` with the auth payload
+Connects over the WebSocket transport only (with ``upgrade``: long polling first, then the upgrade, which
+python-socketio makes before it joins its namespaces), to the namespaces ``/`` and ``/chat`` with the auth payload
 ``{"token": "secret-1"}``, and emits ``tick`` every 100 ms, alternating namespaces, each with an ack
 callback (``tests.eio.server`` acks with its name). Prints one line per event, flushed::
 
@@ -59,12 +60,13 @@ class Emitter:
                 say(f"MOVED {server}")
 
 
-def run(url: str) -> None:
+def run(url: str, upgrade: bool) -> None:
     client = socketio.Client(reconnection=False, handle_sigint=False)
     emitter = Emitter()
     for namespace in NAMESPACES:
         client.on("disconnect", lambda *args, ns=namespace: say(f"DISCONNECTED {ns}"), namespace=namespace)
-    client.connect(url, transports=["websocket"], namespaces=NAMESPACES, auth=AUTH, wait_timeout=5)
+    transports = ["polling", "websocket"] if upgrade else ["websocket"]
+    client.connect(url, transports=transports, namespaces=NAMESPACES, auth=AUTH, wait_timeout=5)
     sid = client.eio.sid
     sids = {ns: [client.get_sid(ns)] for ns in NAMESPACES}
     started = time.monotonic()
@@ -86,7 +88,7 @@ def run(url: str) -> None:
         unacked = [n for n in range(emitter.emitted) if n not in emitter.acked]
         report = {
             "emitted": emitter.emitted, "acked": len(emitter.acked), "unacked": unacked, "servers": emitter.servers,
-            "sid": sid, "sid_after": client.eio.sid, "connected": client.connected,
+            "sid": sid, "sid_after": client.eio.sid, "connected": client.connected, "transport": client.transport(),
             "sids": {ns: [*sids[ns], client.get_sid(ns)] for ns in NAMESPACES},
         }
     say("DONE " + json.dumps(report))
@@ -102,7 +104,7 @@ def main(argv: list[str]) -> int:
     watchdog.daemon = True
     watchdog.start()
     try:
-        run(argv[1])
+        run(argv[1], argv[2:] == ["upgrade"])
     except Exception as exc:
         say(f"ERROR {type(exc).__name__}: {exc}")
     sys.stdout.flush()

@@ -167,10 +167,10 @@ def spawn_reconnecting_client(testcase: unittest.TestCase, url: str) -> _Lines:
     return proto
 
 
-def spawn_emitter(testcase: unittest.TestCase, url: str) -> _Lines:
-    """Spawn ``python -m tests.eio.emitter URL``; read its lines with ``next_line()``. Stopped in cleanup."""
+def spawn_emitter(testcase: unittest.TestCase, url: str, *args: str) -> _Lines:
+    """Spawn ``python -m tests.eio.emitter URL [ARGS]``; read its lines with ``next_line()``. Stopped in cleanup."""
     proto = _Lines("eio emitter")
-    _spawn(proto, "tests.eio.emitter", url)
+    _spawn(proto, "tests.eio.emitter", url, *args)
     testcase.addCleanup(proto.stop, 1.0)
     return proto
 
