@@ -32,12 +32,14 @@ class OpenPacketTests(SynchronousTestCase):
         self.assertEqual(open_packet(OPEN), OpenPacket("abc", 25.0, 20.0))
         v3 = b'0{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":5000}'
         self.assertEqual(open_packet(v3), OpenPacket("x", 25.0, 5.0))
+        self.assertEqual(open_packet(b'0{"sid":"x","pingInterval":500.0,"pingTimeout":250.0}'), OpenPacket("x", 0.5, 0.25))
 
     def test_what_is_not_read(self) -> None:
         hostile = [
             b"", b"0", b"0{", b'0{"sid":"abc","pingInterval":25000', b"0{not json}", b"0[1,2]", b'0"x"',
             b'0{"sid":1,"pingInterval":1,"pingTimeout":1}', b'0{"sid":"a","pingInterval":true,"pingTimeout":1}',
             b'0{"sid":"a","pingInterval":-5,"pingTimeout":1}', b'0{"sid":"a","pingInterval":1e99,"pingTimeout":1}',
+            b'0{"sid":"a","pingInterval":NaN,"pingTimeout":1}', b'0{"sid":"a","pingInterval":Infinity,"pingTimeout":1}',
             b'0{"sid":"a","pingInterval":1}', b"0{\xff\xfe}", b"1" + OPEN[1:],
             OPEN[:-1] + b' ' * OPEN_LIMIT + b'}',  # too long to be read
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase
@@ -149,6 +150,31 @@ class SocketIOResumeTests(ProxyTestCase):
         report = json.loads(line[5:])
         self.assertTrue(report["connected"], report)
         self.assertEqual((report["unacked"], frontend.backend.messages_lost), ([], 0), report)
+        self.assertEqual(frontend.backend.resumes, 1)
+
+    @defer.inlineCallbacks
+    def test_a_move_longer_than_the_heartbeat_keeps_the_client(self):  # type: ignore[no-untyped-def]
+        # A 1 s ping interval and timeout: a client not pinged for 2 s gives up. The next server is stopped
+        # (SIGSTOP) for 3.5 s while the client's server is killed, so only the proxy's pings keep the client.
+        servers = {name: spawn_server(self, name, EIO_PING_INTERVAL="1") for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)
+        client = spawn_emitter(self, f"http://127.0.0.1:{self.proxy_port}")
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("ON "), client.lines)
+        first = line.split()[1]
+        (other,) = set(servers) - {first}
+        servers[other].transport.signalProcess(signal.SIGSTOP)  # type: ignore[union-attr]
+        self.addCleanup(lambda: servers[other].reason is None and servers[other].transport.signalProcess(signal.SIGCONT))  # type: ignore[union-attr]
+        servers[first].transport.signalProcess("KILL")  # type: ignore[union-attr]
+        yield task.deferLater(reactor, 3.5, lambda: None)
+        servers[other].transport.signalProcess(signal.SIGCONT)  # type: ignore[union-attr]
+        line = yield client.next_line()
+        self.assertEqual(line, f"MOVED {other}", client.lines)
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("DONE "), client.lines)
+        report = json.loads(line[5:])
+        self.assertTrue(report["connected"], report)
         self.assertEqual(frontend.backend.resumes, 1)
 
     @defer.inlineCallbacks

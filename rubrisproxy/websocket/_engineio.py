@@ -85,8 +85,8 @@ def open_packet(payload: bytes) -> OpenPacket | None:
 
 def _seconds(milliseconds: object) -> float | None:
     """A heartbeat setting in milliseconds, in seconds; None if it is not a sane one."""
-    if isinstance(milliseconds, int) and not isinstance(milliseconds, bool) and 0 < milliseconds < 86_400_000:
-        return milliseconds / 1000
+    if isinstance(milliseconds, (int, float)) and not isinstance(milliseconds, bool) and 0 < milliseconds < 86_400_000:
+        return milliseconds / 1000  # python-engineio sends 500.0 for a ping interval set as 0.5 s
     return None
 
 

@@ -30,17 +30,17 @@ STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 CLIENT_GUARD = 30.0  # the client bounds itself to ~20 s; this is a backstop
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, **extra)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def _spawn(protocol: ProcessProtocol, module: str, *args: str) -> IProcessTransport:
+def _spawn(protocol: ProcessProtocol, module: str, *args: str, **env: str) -> IProcessTransport:
     argv = [sys.executable, "-m", module, *args]
-    return reactor.spawnProcess(protocol, sys.executable, argv, env=_env(), path=str(REPO_ROOT))
+    return reactor.spawnProcess(protocol, sys.executable, argv, env=_env(**env), path=str(REPO_ROOT))
 
 
 class _Child(ProcessProtocol):
@@ -145,10 +145,11 @@ class _Lines(_Child):
         return d.addTimeout(guard, reactor)
 
 
-def spawn_server(testcase: unittest.TestCase, name: str) -> _Server:
-    """Spawn ``python -m tests.eio.server NAME``; its ``port`` fires with the port. Stopped in cleanup."""
+def spawn_server(testcase: unittest.TestCase, name: str, **env: str) -> _Server:
+    """Spawn ``python -m tests.eio.server NAME`` (``env`` added to its environment); its ``port`` fires with the
+    port. Stopped in cleanup."""
     proto = _Server(name)
-    _spawn(proto, "tests.eio.server", name)
+    _spawn(proto, "tests.eio.server", name, **env)
     testcase.addCleanup(proto.stop)
     proto.port.addTimeout(START_GUARD, reactor)
     return proto

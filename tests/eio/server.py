@@ -6,13 +6,15 @@ WebSocket handshake) with ``X-Eio-Server: NAME``, and exits cleanly on SIGTERM/S
 
 In the namespaces ``/`` and ``/chat`` it prints ``CONNECT <namespace> <auth as JSON> <X-Rubris-Session>``
 for each connection (the auth payload its connect handler saw, the proxy's session header) and
-answers the ``tick`` event with NAME through the ack.
+answers the ``tick`` event with NAME through the ack. ``EIO_PING_INTERVAL`` (seconds, in the environment)
+(whole seconds) sets its Engine.IO ping interval and timeout (python-socketio's defaults: 25 s and 20 s).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 
@@ -42,7 +44,11 @@ def _tick_handler(name: str):  # type: ignore[no-untyped-def]
 
 def make_app(name: str) -> web.Application:
     """The aiohttp application serving Socket.IO at the default ``/socket.io/`` path."""
-    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*", logger=False, engineio_logger=False)
+    heartbeat: dict[str, int] = {}
+    if os.environ.get("EIO_PING_INTERVAL"):
+        heartbeat["ping_interval"] = heartbeat["ping_timeout"] = int(os.environ["EIO_PING_INTERVAL"])
+    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*", logger=False, engineio_logger=False,
+                               **heartbeat)
 
     @sio.event
     async def whoami(sid: str, data: object = None) -> str:
