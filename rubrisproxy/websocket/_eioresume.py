@@ -28,13 +28,17 @@ from ._engineio import (
     OPEN,
     PING,
     PONG,
+    has_sid,
     open_packet,
+    session_version,
     socketio_packet,
 )
 from ._hooks import Message
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
+
+    from ..config import WebSocketConfig
 
 #: The heartbeat assumed until an open packet says (Engine.IO v4's default pingInterval).
 _DEFAULT_INTERVAL = 25.0
@@ -113,6 +117,15 @@ class EngineIOResume:
         self._owed_pongs = 0
         self._leg: NewLeg | None = None
         self._expected: set[bytes] = set()
+
+    @classmethod
+    def for_session(cls, session: RejoiningSession, config: WebSocketConfig, target: bytes) -> EngineIOResume | None:
+        """The Engine.IO state of a session whose upgrade went to ``target``, if its backend's ``engineio`` and
+        ``resume`` settings make it one to read."""
+        version = session_version(config.engineio, target) if config.resume else None
+        if version is None:
+            return None
+        return cls(session, version, has_sid(target), config.open_handshake_timeout)
 
     @property
     def can_rejoin(self) -> bool:

@@ -27,7 +27,6 @@ from ..deadline import Deadline
 from ..http import HTTPError, ResponseHead
 from ..lifecycle import Termination
 from ._eioresume import EngineIOResume, NewLeg
-from ._engineio import has_sid, session_version
 from ._hooks import ISessionView, Message
 from ._legpair import LegPair
 from ._legs import BackendLeg, ClientLeg
@@ -106,12 +105,9 @@ class WebSocketSession:
         self._termination: Termination | None = None
         self._client_done = self._backend_done = False
         self.messages_in = self.messages_out = 0
-        engineio = None
-        version = session_version(config.engineio, handoff.head.target) if config.resume else None
-        if version is not None:
-            # First of the hooks: it sees what the client sent and what the server sent, as they are.
-            engineio = EngineIOResume(self, version, has_sid(handoff.head.target), config.open_handshake_timeout)
-            self._hooks = (engineio, *self._hooks)
+        engineio = EngineIOResume.for_session(self, config, handoff.head.target)
+        if engineio is not None:
+            self._hooks = (engineio, *self._hooks)  # first: it sees what the client and the server sent, as they are
         self._resumption = Resumption(handoff, backend, handshake, engineio)
 
     @property
@@ -405,8 +401,9 @@ class WebSocketSession:
             self._deadline.stop()
             return
         if self._state is _RESUMING:
-            # The new server's 101 passed our checks but not Autobahn's (an extension, say): try another.
-            self._attempt_failed(f"its WebSocket handshake failed: {leg.wasNotCleanReason}")
+            # The new server's 101 passed our checks but not Autobahn's (an extension, say), or it closed while a
+            # Socket.IO session rejoined on it: try another.
+            self._attempt_failed(f"its WebSocket ended before the session was on it: {leg.wasNotCleanReason}")
             return
         if self._may_move and self._legs.client.held is None:
             crashed = self._state is _OPEN
