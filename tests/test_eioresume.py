@@ -9,7 +9,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from rubrisproxy.config import ConfigError, WebSocketConfig, config_from_document
 from rubrisproxy.websocket import Message
-from rubrisproxy.websocket._eioresume import EngineIOResume
+from rubrisproxy.websocket._eioresume import MAX_ACKS, MAX_CONNECT, MAX_NAMESPACES, EngineIOResume
 from rubrisproxy.websocket._engineio import (
     OPEN_LIMIT,
     OpenPacket,
@@ -284,6 +284,22 @@ class EngineIOResumeTests(SynchronousTestCase):
         self.assertTrue(replayable(Message(b"40", True)))  # an attachment
         for payload in (b"40", b'40/chat,{"a":1}', b"3", b"2probe", b"5", b""):
             self.assertFalse(replayable(text(payload)), payload)
+
+    def test_what_a_client_can_make_it_keep_is_bounded(self) -> None:
+        session, eio = self.joined()
+        eio.client_message(session, text(b"40/big," + b"x" * MAX_CONNECT))
+        self.assertNotIn(b"/big", eio.joined)
+        self.assertFalse(eio.can_rejoin)
+        eio.client_message(session, text(b"40/later,"))
+        self.assertFalse(eio.can_rejoin)  # for good
+        session, eio = self.joined()
+        for n in range(MAX_NAMESPACES + 10):
+            eio.client_message(session, text(b"40/n%d," % n))
+        self.assertEqual(len(eio.joined), MAX_NAMESPACES)
+        self.assertFalse(eio.can_rejoin)
+        for n in range(MAX_ACKS + 10):
+            eio.client_message(session, text(b'42/chat,%d["x"]' % n))
+        self.assertEqual(eio.moved_off(), MAX_ACKS)
 
     def test_a_namespace_left_is_not_rejoined(self) -> None:
         session, eio = self.joined()

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 #: The heartbeat assumed until an open packet says (Engine.IO v4's default pingInterval).
 _DEFAULT_INTERVAL = 25.0
+#: What a client may make the proxy keep: namespaces joined, the size of a CONNECT, emits waiting for acks.
+#: Past the first two its session gets the generic resume; past the third, further emits are not counted.
+MAX_NAMESPACES, MAX_CONNECT, MAX_ACKS = 64, 64 << 10, 10_000
 _PING = Message(b"2", False)
 
 
@@ -157,6 +160,9 @@ class EngineIOResume:
         if packet is None:
             return
         if packet.kind == CONNECT:
+            if len(payload) > MAX_CONNECT or len(self.joined) >= MAX_NAMESPACES:
+                self._seen_traffic, self._complete = True, False  # not kept: a rejoin could not rebuild it
+                return
             self.joined[packet.namespace] = payload
             if not self._seen_traffic:
                 self._complete = True
@@ -166,7 +172,9 @@ class EngineIOResume:
             return
         self._saw(packet.namespace)
         if packet.ack is not None and packet.kind != ACK and packet.kind != BINARY_ACK:
-            (self._held_acks if self._session.holding else self._acks).add((packet.namespace, packet.ack))
+            acks = self._held_acks if self._session.holding else self._acks
+            if len(acks) < MAX_ACKS:
+                acks.add((packet.namespace, packet.ack))
 
     def _saw(self, namespace: bytes) -> None:
         self._seen_traffic = True
