@@ -133,6 +133,24 @@ class SocketIOResumeTests(ProxyTestCase):
         return self.kill_the_client_s_server(spawn_node_emitter)
 
     @defer.inlineCallbacks
+    def test_a_client_that_joined_over_polling_is_told_at_once(self):  # type: ignore[no-untyped-def]
+        # socket.io-client sends its CONNECTs over long polling, before it upgrades: out of the session's sight, so
+        # the session gets the generic resume, which the other server refuses (unknown sid): 1012, no limbo.
+        servers = {name: spawn_server(self, name) for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)
+        client = spawn_node_emitter(self, f"http://127.0.0.1:{self.proxy_port}", "upgrade")
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("ON "), client.lines)
+        yield task.deferLater(reactor, 0.5, lambda: None)  # upgraded by then
+        servers[line.split()[1]].transport.signalProcess("KILL")  # type: ignore[union-attr]
+        killed = reactor.seconds()
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("DISCONNECTED "), client.lines)
+        self.assertLess(reactor.seconds() - killed, 2.0, client.lines)
+        self.assertEqual(frontend.backend.resume_failures, {"refused": 1})
+
+    @defer.inlineCallbacks
     def test_a_drained_server_s_client_loses_no_emit(self):  # type: ignore[no-untyped-def]
         servers = {name: spawn_server(self, name) for name in ("A", "B")}
         ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])

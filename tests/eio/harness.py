@@ -176,15 +176,15 @@ def spawn_emitter(testcase: unittest.TestCase, url: str, *args: str) -> _Lines:
     return proto
 
 
-def spawn_node_emitter(testcase: unittest.TestCase, url: str) -> _Lines:
-    """Spawn ``node tests/interop/socketio_client.js URL`` (the Socket.IO JavaScript client, with the lines of
+def spawn_node_emitter(testcase: unittest.TestCase, url: str, *args: str) -> _Lines:
+    """Spawn ``node tests/interop/socketio_client.js URL [ARGS]`` (the Socket.IO JavaScript client, with the lines of
     ``tests.eio.emitter``); skips the test without node or ``npm ci --prefix tests/interop``. Stopped in cleanup."""
     node = shutil.which("node")
     script = REPO_ROOT / "tests" / "interop" / "socketio_client.js"
     if node is None or not (script.parent / "node_modules" / "socket.io-client").is_dir():
         raise unittest.SkipTest("no node, or socket.io-client not installed (npm ci --prefix tests/interop)")
     proto = _Lines("socket.io-client emitter")
-    reactor.spawnProcess(proto, node, [node, str(script), url], env=_env(), path=str(REPO_ROOT))
+    reactor.spawnProcess(proto, node, [node, str(script), url, *args], env=_env(), path=str(REPO_ROOT))
     testcase.addCleanup(proto.stop, 1.0)
     return proto
 

@@ -2,9 +2,10 @@
 // The Socket.IO JavaScript client (npm socket.io-client) emitting with acks, driven by tests/test_engineio.py:
 // the same run and the same lines as tests/eio/emitter.py (see there).
 //
-// Usage: node socketio_client.js http://HOST:PORT
+// Usage: node socketio_client.js http://HOST:PORT [upgrade]
 //
-// Connects over the WebSocket transport only, to the namespaces "/" and "/chat" with the auth payload
+// Connects over the WebSocket transport only (with "upgrade": long polling first, then the upgrade; the client
+// joins its namespaces over polling), to the namespaces "/" and "/chat" with the auth payload
 // {"token": "secret-1"}, emits "tick" every 100 ms alternating namespaces, each with an ack callback, and prints
 // ON <server>, MOVED <server>, DISCONNECTED <namespace> <reason>, DONE <json> or ERROR <text>, one per line.
 "use strict";
@@ -13,6 +14,7 @@ const path = require("path");
 const { Manager } = require(path.join(__dirname, "node_modules", "socket.io-client"));
 
 const url = process.argv[2];
+const upgrade = process.argv[3] === "upgrade";
 const DEADLINE_MS = 25000;
 const AFTER_MOVE_MS = 1500;
 const LATE_ACKS_MS = 2000;
@@ -23,7 +25,7 @@ function say(line) {
   process.stdout.write(line + "\n");
 }
 
-const manager = new Manager(url, { transports: ["websocket"], reconnection: false });
+const manager = new Manager(url, { transports: upgrade ? ["polling", "websocket"] : ["websocket"], reconnection: false });
 const sockets = NAMESPACES.map((ns) => manager.socket(ns, { auth: AUTH }));
 const acked = new Set();
 const servers = {};
@@ -59,6 +61,7 @@ function finish() {
   for (let n = 0; n < emitted; n++) if (!acked.has(n)) unacked.push(n);
   const report = {
     emitted, acked: acked.size, unacked, servers, sid, sid_after: manager.engine.id,
+    transport: manager.engine.transport ? manager.engine.transport.name : null,
     connected: sockets.every((s) => s.connected),
     sids: Object.fromEntries(NAMESPACES.map((ns, i) => [ns, [sids[i], sockets[i].id]])),
   };
