@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from twisted.internet import defer, reactor
-from twisted.internet.task import Clock, deferLater
+import json
+import signal
+
+from twisted.internet import defer, reactor, task
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from rubrisproxy.backend import SESSION_GONE, UNKNOWN_SESSION, Backend, open_packet_sid, session_id
 from rubrisproxy.backend._engineio import EngineIOStickiness, is_engineio
 from rubrisproxy.backend._sticky import MemoryStickStore
 from rubrisproxy.clients import ClientRegistry
-from rubrisproxy.config import BackendConfig, ClientsConfig, ServerConfig
+from rubrisproxy.config import BackendConfig, ClientsConfig, ServerConfig, WebSocketConfig
 from rubrisproxy.http import RequestHead
 
-from .eio.harness import run_client, spawn_reconnecting_client, spawn_server, start_server
+from .eio.harness import (
+    run_client,
+    spawn_emitter,
+    spawn_node_emitter,
+    spawn_reconnecting_client,
+    spawn_server,
+    start_server,
+)
 from .helpers import ProxyTestCase
 
 OPEN = b'{"sid":"abc123","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000}'
@@ -133,7 +143,8 @@ class SocketIOClusterTests(ProxyTestCase):
 
 
 class SocketIOFailoverTests(ProxyTestCase):
-    """A real python-socketio client on a session-mode WebSocket whose server is killed."""
+    """A real python-socketio client on a session-mode WebSocket whose server is killed, with the generic resume
+    (``engineio = "off"``): the other server refuses the old sid, so the client is told at once."""
 
     timeout = 60
 
@@ -141,7 +152,8 @@ class SocketIOFailoverTests(ProxyTestCase):
     def test_a_killed_server_s_client_is_told_at_once_and_reconnects_to_the_other(self):  # type: ignore[no-untyped-def]
         servers = {name: spawn_server(self, name) for name in ("A", "B")}
         ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
-        frontend = self.start_proxy(*ports)  # session mode, resume-timeout 30 s: the defaults
+        # session mode, resume-timeout 30 s: the defaults
+        frontend = self.start_proxy(*ports, websocket=WebSocketConfig(engineio="off"))
         client = spawn_reconnecting_client(self, f"http://127.0.0.1:{self.proxy_port}")
         line = yield client.next_line()
         self.assertTrue(line.startswith("ON "), client.lines)
@@ -156,6 +168,123 @@ class SocketIOFailoverTests(ProxyTestCase):
         line = yield client.next_line()
         self.assertEqual(line, f"BACK {other} websocket", client.lines)
         self.assertEqual(frontend.backend.resume_failures, {"refused": 1})
+
+
+class SocketIOResumeTests(ProxyTestCase):
+    """Engine.IO-aware resume (the default): a python-socketio client in two namespaces, with auth, emitting with
+    acks every 100 ms, whose server is SIGKILLed, does not notice."""
+
+    timeout = 60
+
+    def test_python_socketio(self):  # type: ignore[no-untyped-def]
+        return self.kill_the_client_s_server(spawn_emitter)
+
+    def test_python_socketio_upgraded_from_polling(self):  # type: ignore[no-untyped-def]
+        return self.kill_the_client_s_server(lambda case, url: spawn_emitter(case, url, "upgrade"))
+
+    def test_socket_io_javascript_client(self):  # type: ignore[no-untyped-def]
+        return self.kill_the_client_s_server(spawn_node_emitter)
+
+    @defer.inlineCallbacks
+    def test_a_client_that_joined_over_polling_is_told_at_once(self):  # type: ignore[no-untyped-def]
+        # socket.io-client sends its CONNECTs over long polling, before it upgrades: out of the session's sight, so
+        # the session gets the generic resume, which the other server refuses (unknown sid): 1012, no limbo.
+        servers = {name: spawn_server(self, name) for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)
+        client = spawn_node_emitter(self, f"http://127.0.0.1:{self.proxy_port}", "upgrade")
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("ON "), client.lines)
+        yield task.deferLater(reactor, 0.5, lambda: None)  # upgraded by then
+        servers[line.split()[1]].transport.signalProcess("KILL")  # type: ignore[union-attr]
+        killed = reactor.seconds()
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("DISCONNECTED "), client.lines)
+        self.assertLess(reactor.seconds() - killed, 2.0, client.lines)
+        self.assertEqual(frontend.backend.resume_failures, {"refused": 1})
+
+    @defer.inlineCallbacks
+    def test_a_drained_server_s_client_loses_no_emit(self):  # type: ignore[no-untyped-def]
+        servers = {name: spawn_server(self, name) for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)
+        client = spawn_emitter(self, f"http://127.0.0.1:{self.proxy_port}")
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("ON "), client.lines)
+        first = {"A": "s1", "B": "s2"}[line.split()[1]]
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        frontend.backend.drain_server(first)
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("MOVED "), client.lines)
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("DONE "), client.lines)
+        report = json.loads(line[5:])
+        self.assertTrue(report["connected"], report)
+        self.assertEqual((report["unacked"], frontend.backend.messages_lost), ([], 0), report)
+        self.assertEqual(frontend.backend.resumes, 1)
+
+    @defer.inlineCallbacks
+    def test_a_move_longer_than_the_heartbeat_keeps_the_client(self):  # type: ignore[no-untyped-def]
+        # A 1 s ping interval and timeout: a client not pinged for 2 s gives up. The next server is stopped
+        # (SIGSTOP) for 3.5 s while the client's server is killed, so only the proxy's pings keep the client.
+        servers = {name: spawn_server(self, name, EIO_PING_INTERVAL="1") for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)
+        client = spawn_emitter(self, f"http://127.0.0.1:{self.proxy_port}")
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("ON "), client.lines)
+        first = line.split()[1]
+        (other,) = set(servers) - {first}
+        servers[other].transport.signalProcess(signal.SIGSTOP)  # type: ignore[union-attr]
+        self.addCleanup(lambda: servers[other].reason is None and servers[other].transport.signalProcess(signal.SIGCONT))  # type: ignore[union-attr]
+        servers[first].transport.signalProcess("KILL")  # type: ignore[union-attr]
+        yield task.deferLater(reactor, 3.5, lambda: None)
+        servers[other].transport.signalProcess(signal.SIGCONT)  # type: ignore[union-attr]
+        line = yield client.next_line()
+        self.assertEqual(line, f"MOVED {other}", client.lines)
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("DONE "), client.lines)
+        report = json.loads(line[5:])
+        self.assertTrue(report["connected"], report)
+        self.assertEqual(frontend.backend.resumes, 1)
+
+    @defer.inlineCallbacks
+    def kill_the_client_s_server(self, spawn):  # type: ignore[no-untyped-def]
+        """``spawn``'s client (tests/eio/emitter.py's lines) sees no disconnect when its server is SIGKILLed."""
+        servers = {name: spawn_server(self, name) for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)
+        client = spawn(self, f"http://127.0.0.1:{self.proxy_port}")
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("ON "), client.lines)
+        first = line.split()[1]
+        (other,) = set(servers) - {first}
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        servers[first].transport.signalProcess("KILL")  # type: ignore[union-attr]
+        line = yield client.next_line()
+        self.assertEqual(line, f"MOVED {other}", client.lines)
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("DONE "), client.lines)
+        report = json.loads(line[5:])
+        self.assertTrue(report["connected"], report)
+        self.assertEqual(report.get("transport", "websocket"), "websocket", report)
+        self.assertEqual(report["sid"], report["sid_after"], report)  # the client keeps its Engine.IO sid ...
+        for start, end in report["sids"].values():
+            self.assertEqual(start, end, report)  # ... and its socket ids
+        self.assertGreater(report["servers"].get(other, 0), 5, report)  # events continue on the other server
+        backend = frontend.backend
+        self.assertEqual(backend.resumes, 1)
+        self.assertEqual(backend.resume_failures, {})
+        # The emits in flight at the kill never got their ack: the proxy counted exactly those lost.
+        self.assertEqual(len(report["unacked"]), backend.messages_lost, report)
+        self.assertLessEqual(len(report["unacked"]), 3, report)
+        # The other server's connect handlers saw the client's auth in both namespaces, on the resumed handshake.
+        connects = [line for line in servers[other].stdout.decode().splitlines() if line.startswith("CONNECT ")]
+        self.assertEqual(sorted(connect.split()[1] for connect in connects), ["/", "/chat"], connects)
+        for connect in connects:
+            _, _, auth, session = connect.split(" ", 3)
+            self.assertEqual(auth, '{"token":"secret-1"}', connects)
+            self.assertTrue(session.endswith("; resume=1"), connects)
 
 
 class SocketIOPollingFailoverTests(ProxyTestCase):
@@ -178,7 +307,7 @@ class SocketIOPollingFailoverTests(ProxyTestCase):
         first = line.split()[1]
         (other,) = set(servers) - {first}
         if mode == "polling-idle":
-            yield deferLater(reactor, 0.3)  # its long poll is surely waiting
+            yield task.deferLater(reactor, 0.3, lambda: None)  # its long poll is surely waiting
         name, other_name = ("s1", "s2") if first == "A" else ("s2", "s1")
         (old_sid,) = {e.target.partition("sid=")[2].partition("&")[0] for e in self.access_log.entries if "sid=" in e.target}
         lost = reactor.seconds()
@@ -230,7 +359,7 @@ class SocketIOPollingFailoverTests(ProxyTestCase):
         first = line.split()[1]
         frontend.backend.drain_server("s1" if first == "A" else "s2")
         drained = reactor.seconds()
-        yield deferLater(reactor, 1.0)
+        yield task.deferLater(reactor, 1.0, lambda: None)
         self.assertEqual(client.lines, [line])  # no disconnect
         after = [e for e in self.access_log.entries if e.at >= drained]
         self.assertGreater(len(after), 5, after)  # the emits went on, every 100 ms

@@ -211,6 +211,9 @@ class WebSocketConfig:
     replay_messages: int = 0  # at-least-once: resend up to this many recent messages after a crash
     replay_window: float = 0.0  # ... sent within this many seconds before it (0: no age limit)
     session_header: str = "X-Rubris-Session"  # carries "<session id>; resume=<n>" on every backend handshake
+    # Engine.IO-aware resume (session mode): "auto" for upgrades whose query carries EIO=, "on" for every session
+    # of the backend (v4 unless EIO=3), "off" the generic resume only.
+    engineio: str = "auto"
     drain_grace: float = 30.0  # tunnel mode: a tunnel whose server is drained or removed is closed after this
 
 

@@ -161,6 +161,7 @@ WEBSOCKET = Table(WebSocketConfig, (
     Field("replay-messages", count(minimum=0)),
     Field("replay-window", duration_or_off),
     Field("session-header", http_token("a header name")),
+    Field("engineio", one_of(("auto", "on", "off"), "auto, on or off")),
     Field("drain-grace", parse_duration),
 ))
 

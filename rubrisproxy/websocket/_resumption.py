@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
+from ._engineio import without_sid
 from ._held import HeldMessages
 from ._move import SessionMove
 from ._resume import BackendDial, DialRequest
 
 if TYPE_CHECKING:
     from ..backend import Backend, Server
+    from ._eioresume import EngineIOResume, NewLeg
     from ._handoff import UpgradeHandoff
     from ._hooks import Message
     from ._session import WebSocketSession
@@ -22,13 +24,19 @@ class Resumption:
     """A session's means to move, one per session: the handshake each new backend leg is opened with (a
     fresh key, the resume count), the messages sent lately that a crash replays (``replay-messages``,
     ``replay-window``), the client's messages held while there is no backend leg, the move in progress
-    (a :class:`SessionMove`) and how many moves it made. The session decides when it moves."""
+    (a :class:`SessionMove`) and how many moves it made. The session decides when it moves.
+
+    A Socket.IO session has an ``engineio`` (:class:`~rubrisproxy.websocket._eioresume.EngineIOResume`): a move
+    it can rejoin dials without the old Engine.IO ``sid`` and rejoins on the new leg before the held messages go.
+    """
 
     log = Logger()
 
-    __slots__ = ("_handoff", "_backend", "offered", "_template", "recent", "held", "move", "resumes")
+    __slots__ = ("_handoff", "_backend", "offered", "_template", "recent", "held", "move", "resumes", "engineio",
+                 "_rejoins")
 
-    def __init__(self, handoff: UpgradeHandoff, backend: Backend, handshake: bytes) -> None:
+    def __init__(self, handoff: UpgradeHandoff, backend: Backend, handshake: bytes,
+                 engineio: EngineIOResume | None = None) -> None:
         config = backend.websocket
         self._handoff = handoff
         self._backend = backend
@@ -42,21 +50,39 @@ class Resumption:
         self.held = HeldMessages(config.session_buffer, handoff.resume_budget)  # waiting for a backend leg
         self.move: SessionMove | None = None  # from the reason it moves until a new backend leg opens
         self.resumes = 0
+        self.engineio = engineio
+        self._rejoins = False  # whether the move in progress rejoins an Engine.IO session
 
     def begin(self, session: WebSocketSession, reason: str) -> None:
         """The session starts to move, for ``reason`` (as the log says it)."""
         self.move = SessionMove(session, self, self._backend, reason)
+        self._rejoins = self.engineio is not None and self.engineio.moving()
 
     def search(self, moved_from: Server | None, started: float) -> None:
         """Dial the backend's servers, the old leg (on ``moved_from``) having ended at ``started``."""
         assert self.move is not None  # made as the session began to move
         self.move.search(moved_from, started, self._backend.websocket.resume_timeout)
+        if self._rejoins:
+            self._acks_lost(moved_from)
+
+    def _acks_lost(self, moved_from: Server | None) -> None:
+        assert self.engineio is not None
+        lost = self.engineio.moved_off()
+        if lost:
+            self._backend.messages_lost += lost
+            self.log.info("session {id}: {lost} emits sent to {server} never got their ack (lost with it)",
+                          id=self._handoff.session_id, lost=lost, server=moved_from.name if moved_from else "-")
+
+    def rejoin(self, leg: NewLeg) -> bool:
+        """A new backend leg opened: whether the session waits for an Engine.IO rejoin on it first."""
+        return self._rejoins and self.engineio is not None and self.engineio.rejoin(leg)
 
     def dial(self, move: SessionMove, avoid: frozenset[Server]) -> BackendDial:
         """A dial for ``move``'s next attempt, avoiding the servers in ``avoid``."""
+        template = without_sid(self._template) if self._rejoins else self._template
         # The session header is the last line that can end so: a client's header that does too stays as sent.
-        before, mark, after = self._template.rpartition(b"; resume=0\r\n")
-        handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else self._template
+        before, mark, after = template.rpartition(b"; resume=0\r\n")
+        handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else template
         handoff, backend = self._handoff, self._backend
         request = DialRequest(handoff.head, handshake, self.offered, backend.websocket.open_handshake_timeout)
         return BackendDial(move, request, backend, handoff.pool, avoid)
@@ -69,6 +95,8 @@ class Resumption:
         recent = self.recent
         assert recent is not None
         replay = [message for sent_at, message in recent if sent_at >= oldest]
+        if self._rejoins and self.engineio is not None:
+            replay = [message for message in replay if self.engineio.replayable(message)]
         recent.clear()
         return replay + self.held.release()
 
@@ -110,3 +138,5 @@ class Resumption:
         move, self.move = self.move, None
         if move is not None:
             move.cancel()
+            if self.engineio is not None:
+                self.engineio.stop_moving()

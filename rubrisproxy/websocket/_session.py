@@ -26,6 +26,7 @@ from zope.interface import implementer
 from ..deadline import Deadline
 from ..http import HTTPError, ResponseHead
 from ..lifecycle import Termination
+from ._eioresume import EngineIOResume, NewLeg
 from ._hooks import ISessionView, Message
 from ._legpair import LegPair
 from ._legs import BackendLeg, ClientLeg
@@ -103,8 +104,11 @@ class WebSocketSession:
         self._legs = LegPair(self, handoff, origin, backend.leg_factories())
         self._termination: Termination | None = None
         self._client_done = self._backend_done = False
-        self._resumption = Resumption(handoff, backend, handshake)
         self.messages_in = self.messages_out = 0
+        engineio = EngineIOResume.for_session(self, config, handoff.head.target)
+        if engineio is not None:
+            self._hooks = (engineio, *self._hooks)  # first: it sees what the client and the server sent, as they are
+        self._resumption = Resumption(handoff, backend, handshake, engineio)
 
     @property
     def server(self) -> str | None:
@@ -275,6 +279,11 @@ class WebSocketSession:
         """Whether it is looking for a server to move to."""
         return self._state is _RESUMING
 
+    @property
+    def holding(self) -> bool:
+        """Whether what the client sends now is held."""
+        return self._state is _MOVING or self._state is _RESUMING
+
     def took_over(self, server: Server, origin: OriginConnection, head: ResponseHead, key: bytes, rest: bytes) -> None:
         """``server`` answered a dial with its 101: open the new backend leg on it."""
         self._handoff.switch_server(server)
@@ -288,12 +297,35 @@ class WebSocketSession:
             )
             _close(leg, GOING_AWAY, b"subprotocol mismatch")
             return
+        if not self._resumption.rejoin(leg):
+            self.rejoined(leg)
+
+    def rejoined(self, leg: NewLeg) -> None:
+        """The new backend leg is ready (for a Socket.IO session, rejoined): send what is held, and relay."""
+        assert leg is self._legs.backend
         held = self._resumption.resumed()
         self._state = _OPEN
         self._legs.wire()
         for message in held:
             self._send(leg, message)
         self._watch_server()
+
+    def rejoin_failed(self, leg: NewLeg, why: str) -> None:
+        """The new server did not take the client's Engine.IO session: close its leg and try another."""
+        backend = self._legs.backend
+        if leg is not backend or self._state is not _RESUMING:
+            return
+        self._attempt_failed(why)
+        _close(backend, GOING_AWAY, b"session not taken")
+
+    def _attempt_failed(self, why: str) -> None:
+        """The new backend leg will not do: the move tries another server."""
+        self._legs.backend = None
+        server = self._handoff.server
+        self._handoff.release_server()
+        move = self._resumption.move
+        assert move is not None
+        move.attempt_failed(server, why, final=True)
 
     def give_up(self, kind: str, code: int, why: str) -> None:
         """The session cannot move: close the client, saying why, and count it."""
@@ -369,13 +401,9 @@ class WebSocketSession:
             self._deadline.stop()
             return
         if self._state is _RESUMING:
-            # The new server's 101 passed our checks but not Autobahn's (an extension, say): try another.
-            self._legs.backend = None
-            server = self._handoff.server
-            self._handoff.release_server()
-            move = self._resumption.move
-            assert move is not None
-            move.attempt_failed(server, f"its WebSocket handshake failed: {leg.wasNotCleanReason}", final=True)
+            # The new server's 101 passed our checks but not Autobahn's (an extension, say), or it closed while a
+            # Socket.IO session rejoined on it: try another.
+            self._attempt_failed(f"its WebSocket ended before the session was on it: {leg.wasNotCleanReason}")
             return
         if self._may_move and self._legs.client.held is None:
             crashed = self._state is _OPEN
@@ -397,8 +425,8 @@ class WebSocketSession:
         if state is _MOVING or state is _RESUMING:
             self._resumption.cancel()
             self._resumption.drop_held()
-            if state is _RESUMING:
-                self._backend_done = True
+            if state is _RESUMING and self._legs.backend is None:
+                self._backend_done = True  # no backend leg: a new one rejoining a Socket.IO session ends by itself
         self._state = _CLOSING
 
     def drain(self, code: int = GOING_AWAY) -> None:

@@ -5,13 +5,14 @@ process is stopped (SIGTERM, then SIGKILL after a grace period) and reaped in th
 cleanup (``spawn_server`` gives the process too, to kill it). ``run_client(url, count)``
 spawns ``tests.eio.client`` and fires with its JSON report once the process has ended;
 ``spawn_reconnecting_client(testcase, url, *mode)`` spawns ``tests.eio.reconnect`` and gives its
-lines as they come. Nothing blocks the reactor and nothing sleeps.
+lines as they come, ``spawn_emitter`` the same for ``tests.eio.emitter`` (``spawn_node_emitter``: its Socket.IO JavaScript twin). Nothing blocks the reactor and nothing sleeps.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,17 +30,17 @@ STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 CLIENT_GUARD = 30.0  # the client bounds itself to ~20 s; this is a backstop
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, **extra)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def _spawn(protocol: ProcessProtocol, module: str, *args: str) -> IProcessTransport:
+def _spawn(protocol: ProcessProtocol, module: str, *args: str, **env: str) -> IProcessTransport:
     argv = [sys.executable, "-m", module, *args]
-    return reactor.spawnProcess(protocol, sys.executable, argv, env=_env(), path=str(REPO_ROOT))
+    return reactor.spawnProcess(protocol, sys.executable, argv, env=_env(**env), path=str(REPO_ROOT))
 
 
 class _Child(ProcessProtocol):
@@ -144,10 +145,11 @@ class _Lines(_Child):
         return d.addTimeout(guard, reactor)
 
 
-def spawn_server(testcase: unittest.TestCase, name: str) -> _Server:
-    """Spawn ``python -m tests.eio.server NAME``; its ``port`` fires with the port. Stopped in cleanup."""
+def spawn_server(testcase: unittest.TestCase, name: str, **env: str) -> _Server:
+    """Spawn ``python -m tests.eio.server NAME`` (``env`` added to its environment); its ``port`` fires with the
+    port. Stopped in cleanup."""
     proto = _Server(name)
-    _spawn(proto, "tests.eio.server", name)
+    _spawn(proto, "tests.eio.server", name, **env)
     testcase.addCleanup(proto.stop)
     proto.port.addTimeout(START_GUARD, reactor)
     return proto
@@ -163,6 +165,27 @@ def spawn_reconnecting_client(testcase: unittest.TestCase, url: str, *args: str)
     cleanup."""
     proto = _Lines("eio reconnecting client")
     _spawn(proto, "tests.eio.reconnect", url, *args)
+    testcase.addCleanup(proto.stop, 1.0)
+    return proto
+
+
+def spawn_emitter(testcase: unittest.TestCase, url: str, *args: str) -> _Lines:
+    """Spawn ``python -m tests.eio.emitter URL [ARGS]``; read its lines with ``next_line()``. Stopped in cleanup."""
+    proto = _Lines("eio emitter")
+    _spawn(proto, "tests.eio.emitter", url, *args)
+    testcase.addCleanup(proto.stop, 1.0)
+    return proto
+
+
+def spawn_node_emitter(testcase: unittest.TestCase, url: str, *args: str) -> _Lines:
+    """Spawn ``node tests/interop/socketio_client.js URL [ARGS]`` (the Socket.IO JavaScript client, with the lines of
+    ``tests.eio.emitter``); skips the test without node or ``npm ci --prefix tests/interop``. Stopped in cleanup."""
+    node = shutil.which("node")
+    script = REPO_ROOT / "tests" / "interop" / "socketio_client.js"
+    if node is None or not (script.parent / "node_modules" / "socket.io-client").is_dir():
+        raise unittest.SkipTest("no node, or socket.io-client not installed (npm ci --prefix tests/interop)")
+    proto = _Lines("socket.io-client emitter")
+    reactor.spawnProcess(proto, node, [node, str(script), url, *args], env=_env(), path=str(REPO_ROOT))
     testcase.addCleanup(proto.stop, 1.0)
     return proto
 

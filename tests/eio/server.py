@@ -3,11 +3,18 @@
 Listens on 127.0.0.1 on a free port, prints ``PORT <n>`` once listening, answers the
 ``whoami`` event with NAME through the ack, tags every HTTP response (polling and the
 WebSocket handshake) with ``X-Eio-Server: NAME``, and exits cleanly on SIGTERM/SIGINT.
+
+In the namespaces ``/`` and ``/chat`` it prints ``CONNECT <namespace> <auth as JSON> <X-Rubris-Session>``
+for each connection (the auth payload its connect handler saw, the proxy's session header) and
+answers the ``tick`` event with NAME through the ack. ``EIO_PING_INTERVAL`` (seconds, in the environment)
+(whole seconds) sets its Engine.IO ping interval and timeout (python-socketio's defaults: 25 s and 20 s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import sys
 
@@ -17,13 +24,39 @@ from aiohttp import web
 SERVER_HEADER = "X-Eio-Server"
 
 
+NAMESPACES = ("/", "/chat")
+
+
+def _connect_handler(namespace: str):  # type: ignore[no-untyped-def]
+    async def connect(sid: str, environ: dict[str, object], auth: object = None) -> None:
+        session = environ.get("HTTP_X_RUBRIS_SESSION", "-")
+        print(f"CONNECT {namespace} {json.dumps(auth, separators=(',', ':'))} {session}", flush=True)
+
+    return connect
+
+
+def _tick_handler(name: str):  # type: ignore[no-untyped-def]
+    async def tick(sid: str, data: object = None) -> str:
+        return name
+
+    return tick
+
+
 def make_app(name: str) -> web.Application:
     """The aiohttp application serving Socket.IO at the default ``/socket.io/`` path."""
-    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*", logger=False, engineio_logger=False)
+    heartbeat: dict[str, int] = {}
+    if os.environ.get("EIO_PING_INTERVAL"):
+        heartbeat["ping_interval"] = heartbeat["ping_timeout"] = int(os.environ["EIO_PING_INTERVAL"])
+    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*", logger=False, engineio_logger=False,
+                               **heartbeat)
 
     @sio.event
     async def whoami(sid: str, data: object = None) -> str:
         return name
+
+    for namespace in NAMESPACES:
+        sio.on("connect", _connect_handler(namespace), namespace=namespace)
+        sio.on("tick", _tick_handler(name), namespace=namespace)
 
     app = web.Application()
     sio.attach(app)

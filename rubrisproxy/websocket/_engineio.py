@@ -1,0 +1,129 @@
+"""Reading Engine.IO (v4, v3) and Socket.IO framing on a session's text messages, cheaply.
+
+Only what a resume needs is read: the packet type (the first byte), and for an open packet (``0``) its JSON,
+for a Socket.IO packet (``4``) its type, namespace and ack id. Everything else, binary messages included
+(attachments of ``45-``/``46-`` packets), is passed on unread. Nothing here raises on hostile input: what
+cannot be read is not Engine.IO as far as the proxy is concerned.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+OPEN, CLOSE, PING, PONG, MESSAGE = 0x30, 0x31, 0x32, 0x33, 0x34  # "0" .. "4"
+# Socket.IO packet types, the byte after the Engine.IO "4"
+CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = b"0123456"
+DEFAULT_NAMESPACE = b"/"
+#: An open packet is small; a longer "0..." message is not read.
+OPEN_LIMIT = 4096
+#: Ack ids longer than this many digits are not read (a JavaScript client's ids stay far below).
+_ACK_DIGITS = 15
+_EIO = re.compile(rb"[?&]EIO=(\d+)")
+_SID = re.compile(rb"[?&]sid=")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPacket:
+    """What an Engine.IO open packet says: the session id and the heartbeat (seconds)."""
+
+    sid: str
+    ping_interval: float
+    ping_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class SocketIOPacket:
+    """The head of a Socket.IO packet: its type (a byte of ``0``-``6``), namespace and ack id (None: none)."""
+
+    kind: int
+    namespace: bytes
+    ack: int | None
+
+
+def version(target: bytes) -> int | None:
+    """The Engine.IO protocol version a request target's query names (``EIO=4``), or None."""
+    found = _EIO.search(target)
+    return int(found.group(1)) if found else None
+
+
+def has_sid(target: bytes) -> bool:
+    """Whether a request target names an Engine.IO session (an upgrade from polling)."""
+    return _SID.search(target) is not None
+
+
+def without_sid(handshake: bytes) -> bytes:
+    """A raw upgrade request with the ``sid`` query parameter taken off its request line (a new Engine.IO
+    session, not the one the lost server knew)."""
+    line, sep, rest = handshake.partition(b"\r\n")
+    method, _, tail = line.partition(b" ")
+    target, _, proto = tail.rpartition(b" ")
+    path, mark, query = target.partition(b"?")
+    if not mark:
+        return handshake
+    kept = b"&".join(part for part in query.split(b"&") if not part.startswith(b"sid="))
+    target = path + (b"?" + kept if kept else b"")
+    return b"%s %s %s%s%s" % (method, target, proto, sep, rest)
+
+
+def open_packet(payload: bytes) -> OpenPacket | None:
+    """An open packet (``0{"sid":...,"pingInterval":...,"pingTimeout":...}``), read; None if it is not one."""
+    if len(payload) > OPEN_LIMIT or payload[:2] != b"0{":
+        return None
+    try:
+        data = json.loads(payload[1:])
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    sid, interval, timeout = data.get("sid"), _seconds(data.get("pingInterval")), _seconds(data.get("pingTimeout"))
+    if not isinstance(sid, str) or interval is None or timeout is None:
+        return None
+    return OpenPacket(sid, interval, timeout)
+
+
+def _seconds(milliseconds: object) -> float | None:
+    """A heartbeat setting in milliseconds, in seconds; None if it is not a sane one."""
+    if isinstance(milliseconds, (int, float)) and not isinstance(milliseconds, bool) and 0 < milliseconds < 86_400_000:
+        return milliseconds / 1000  # python-engineio sends 500.0 for a ping interval set as 0.5 s
+    return None
+
+
+def socketio_packet(payload: bytes) -> SocketIOPacket | None:
+    """The head of the Socket.IO packet an Engine.IO message (``4...``) carries; None if it is not one.
+
+    ``4<type>[<attachments>-][/<namespace>,][<ack id>]<data>``: v5 and v4 of Socket.IO alike (v4's namespace
+    may carry a query, ``/chat?x=1``, which is not part of its name).
+    """
+    if len(payload) < 2 or payload[0] != MESSAGE or not 0x30 <= payload[1] <= 0x36:
+        return None
+    kind = payload[1]
+    at = 2
+    if kind == BINARY_EVENT or kind == BINARY_ACK:
+        dash = payload.find(b"-", at, at + 12)
+        if dash < 0 or not payload[at:dash].isdigit():
+            return None
+        at = dash + 1
+    namespace = DEFAULT_NAMESPACE
+    if payload[at:at + 1] == b"/":
+        comma = payload.find(b",", at)
+        end = comma if comma >= 0 else len(payload)
+        namespace = payload[at:end].partition(b"?")[0]
+        at = end + 1
+    digits = at
+    while digits < len(payload) and digits - at <= _ACK_DIGITS and 0x30 <= payload[digits] <= 0x39:
+        digits += 1
+    ack = int(payload[at:digits]) if at < digits <= at + _ACK_DIGITS else None
+    return SocketIOPacket(kind, namespace, ack)
+
+
+def session_version(setting: str, target: bytes) -> int | None:
+    """The Engine.IO version a session is read as, by its backend's ``engineio`` setting and its upgrade's
+    target; None when it is not read (``off``, or ``auto`` and no ``EIO=`` of version 3 or 4)."""
+    if setting == "off":
+        return None
+    found = version(target)
+    if found in (3, 4):
+        return found
+    return 4 if setting == "on" and found is None else None
