@@ -372,3 +372,22 @@ class SocketIOPollingFailoverTests(ProxyTestCase):
         self.assertEqual({(e.status, e.termination) for e in old}, {(400, "session-gone")}, old)
         self.assertNotIn(old[0].session, self.registry.sessions)
         self.assertEqual(set(self.registry.destroyed), {"closed-by-server"})  # as after the server's own 400
+
+    @defer.inlineCallbacks
+    def test_the_socket_io_javascript_client_on_polling_is_told_at_once(self):  # type: ignore[no-untyped-def]
+        servers = {name: spawn_server(self, name) for name in ("A", "B")}
+        ports = yield defer.gatherResults([servers["A"].port, servers["B"].port])
+        frontend = self.start_proxy(*ports)
+        client = spawn_node_emitter(self, f"http://127.0.0.1:{self.proxy_port}", "polling")
+        line = yield client.next_line()
+        self.assertTrue(line.startswith("ON "), client.lines)
+        name = "s1" if line.split()[1] == "A" else "s2"
+        lost = reactor.seconds()
+        frontend.backend.remove_server(name)  # alive: its long poll would otherwise wait for its next ping
+        line = yield client.next_line()
+        self.assertLess(reactor.seconds() - lost, 1.0, client.lines)
+        self.assertTrue(line.startswith("DISCONNECTED "), client.lines)  # the client reconnects from here
+        after = [e for e in self.access_log.entries if e.at >= lost and "sid=" in e.target]
+        self.assertTrue(after, self.access_log.entries)
+        self.assertEqual({(e.status, e.termination) for e in after}, {(400, "session-gone")}, after)
+

@@ -2,10 +2,10 @@
 // The Socket.IO JavaScript client (npm socket.io-client) emitting with acks, driven by tests/test_engineio.py:
 // the same run and the same lines as tests/eio/emitter.py (see there).
 //
-// Usage: node socketio_client.js http://HOST:PORT [upgrade]
+// Usage: node socketio_client.js http://HOST:PORT [upgrade|polling]
 //
 // Connects over the WebSocket transport only (with "upgrade": long polling first, then the upgrade; the client
-// joins its namespaces over polling), to the namespaces "/" and "/chat" with the auth payload
+// joins its namespaces over polling; with "polling": long polling only), to the namespaces "/" and "/chat" with the auth payload
 // {"token": "secret-1"}, emits "tick" every 100 ms alternating namespaces, each with an ack callback, and prints
 // ON <server>, MOVED <server>, DISCONNECTED <namespace> <reason>, DONE <json> or ERROR <text>, one per line.
 "use strict";
@@ -14,7 +14,7 @@ const path = require("path");
 const { Manager } = require(path.join(__dirname, "node_modules", "socket.io-client"));
 
 const url = process.argv[2];
-const upgrade = process.argv[3] === "upgrade";
+const mode = process.argv[3];
 const DEADLINE_MS = 25000;
 const AFTER_MOVE_MS = 1500;
 const LATE_ACKS_MS = 2000;
@@ -25,7 +25,10 @@ function say(line) {
   process.stdout.write(line + "\n");
 }
 
-const manager = new Manager(url, { transports: upgrade ? ["polling", "websocket"] : ["websocket"], reconnection: false });
+const manager = new Manager(url, {
+  transports: mode === "upgrade" ? ["polling", "websocket"] : mode === "polling" ? ["polling"] : ["websocket"],
+  reconnection: false,
+});
 const sockets = NAMESPACES.map((ns) => manager.socket(ns, { auth: AUTH }));
 const acked = new Set();
 const servers = {};
