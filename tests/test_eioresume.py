@@ -7,10 +7,10 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from rubrisproxy.backend import EngineIOStickiness
+from rubrisproxy.backend._sticky import ExpiringStore, MemoryStickStore
 from rubrisproxy.config import ConfigError, WebSocketConfig, config_from_document
-from rubrisproxy.websocket import Message
-from rubrisproxy.websocket._eioresume import MAX_ACKS, MAX_CONNECT, MAX_NAMESPACES, EngineIOResume
-from rubrisproxy.websocket._engineio import (
+from rubrisproxy.engineio import (
     OPEN_LIMIT,
     OpenPacket,
     SocketIOPacket,
@@ -20,6 +20,9 @@ from rubrisproxy.websocket._engineio import (
     socketio_packet,
     without_sid,
 )
+from rubrisproxy.http import RequestHead
+from rubrisproxy.websocket import Message
+from rubrisproxy.websocket._eioresume import MAX_ACKS, MAX_CONNECT, MAX_NAMESPACES, EngineIOResume
 
 from .helpers import ProxyTestCase
 from .wsecho import EchoBackendFactory, EchoBackendProtocol, connect_client
@@ -164,6 +167,39 @@ class EngineIOResumeTests(SynchronousTestCase):
             self.assertIs(eio.client_message(session, message), message)
             self.assertIs(eio.backend_message(session, message), message)
         self.assertTrue(eio.can_rejoin)
+
+    def test_a_session_upgraded_from_polling_takes_over_its_polling_record(self) -> None:
+        sticky = EngineIOStickiness(MemoryStickStore(Clock(), 60, 10), ExpiringStore(Clock(), 60, 10))
+        sticky.learn_body(OPEN, "s1", 4)
+        polling = RequestHead(method=b"POST", target=b"/socket.io/?EIO=4&transport=polling&sid=abc", version=b"1.1",
+                              headers=[])
+        peek = sticky.poll_peek(polling)
+        assert peek is not None
+        peek.feed(b'40{"token":"t"}\x1e40/chat,{"token":"t"}')
+        peek.end()
+        session = FakeSession()
+        eio = EngineIOResume.for_session(session, WebSocketConfig(),  # type: ignore[arg-type]
+                                         b"/socket.io/?EIO=4&transport=websocket&sid=abc", sticky)
+        assert eio is not None
+        self.assertFalse(eio.can_rejoin)  # until it takes the record over, at its first Socket.IO packet
+        eio.client_message(session, text(b'42/chat,1["tick"]'))
+        self.assertTrue(eio.can_rejoin)
+        self.assertEqual((eio.sid, eio.interval, eio.timeout), ("abc", 25.0, 20.0))
+        self.assertEqual(eio.joined, {b"/": b'40{"token":"t"}', b"/chat": b'40/chat,{"token":"t"}'})
+        self.assertIsNone(sticky.polled.get(b"abc"))
+
+    def test_an_untrusted_polling_record_gives_the_generic_resume(self) -> None:
+        sticky = EngineIOStickiness(MemoryStickStore(Clock(), 60, 10), ExpiringStore(Clock(), 60, 10))
+        sticky.learn_body(OPEN, "s1", 4)
+        record = sticky.polled.get(b"abc")
+        assert record is not None
+        record.overflowed()
+        session = FakeSession()
+        eio = EngineIOResume.for_session(session, WebSocketConfig(),  # type: ignore[arg-type]
+                                         b"/socket.io/?EIO=4&transport=websocket&sid=abc", sticky)
+        assert eio is not None
+        eio.client_message(session, text(b'40/other,'))  # a join on the WebSocket does not make it complete
+        self.assertFalse(eio.moving())
 
     def test_acks_owed_by_the_lost_server_are_counted(self) -> None:
         session, eio = self.joined()

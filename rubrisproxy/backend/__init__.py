@@ -13,7 +13,16 @@ from ._balance import (
     uri_key,
     url_param_key,
 )
-from ._engineio import PEEK_LIMIT, UNKNOWN_SESSION, is_engineio, open_packet_sid, session_id
+from ._engineio import (
+    PEEK_LIMIT,
+    UNKNOWN_SESSION,
+    EngineIOStickiness,
+    PolledSession,
+    PollPeek,
+    is_engineio,
+    open_packet_sid,
+    session_id,
+)
 from ._health import HealthChecker
 from ._server import Server
 from ._sticky import cookie_value
@@ -25,9 +34,12 @@ __all__ = [
     "UNKNOWN_SESSION",
     "Backend",
     "ConsistentHash",
+    "EngineIOStickiness",
     "HealthChecker",
     "IBalancer",
     "LeastConnections",
+    "PolledSession",
+    "PollPeek",
     "PowerOfTwoChoices",
     "RoundRobin",
     "Server",

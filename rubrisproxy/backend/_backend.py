@@ -17,7 +17,7 @@ from ._balance import IBalancer, balancer_for
 from ._engineio import EngineIOStickiness, is_engineio
 from ._queue import Queued, Waiter, WaitQueue
 from ._server import Server
-from ._sticky import CookieStickiness, MemoryStickStore, TableStickiness, key_for, learned_key
+from ._sticky import CookieStickiness, ExpiringStore, MemoryStickStore, TableStickiness, key_for, learned_key
 
 
 class WebSocketPieces(Protocol):
@@ -50,6 +50,8 @@ QUEUED = object()
 _DEFAULT_SESSION_HEADER = spellings((WebSocketConfig().session_header.encode(),))
 #: How long an Engine.IO sid stays known after its last request (a live session polls or pings far sooner).
 ENGINEIO_EXPIRE = 300.0
+#: How many polling sessions' records (:class:`~rubrisproxy.backend._engineio.PolledSession`) are kept at once.
+POLLED_SESSIONS = 10_000
 """What :meth:`Backend.assign` returns when the request waits for a free server."""
 #: What :meth:`Backend.assign` returns, when asked, for a request of an Engine.IO session whose server is gone.
 SESSION_GONE = object()
@@ -125,7 +127,9 @@ class Backend:
         if not config.engineio_sticky:
             self.engineio: EngineIOStickiness | None = None
         elif previous is None or not previous.engineio_sticky:
-            self.engineio = EngineIOStickiness(MemoryStickStore(self.clock or Clock(), ENGINEIO_EXPIRE, 100_000))
+            clock = self.clock or Clock()
+            self.engineio = EngineIOStickiness(MemoryStickStore(clock, ENGINEIO_EXPIRE, 100_000),
+                                               ExpiringStore(clock, ENGINEIO_EXPIRE, POLLED_SESSIONS))
 
     def reconfigure(self, config: BackendConfig) -> list[Server]:
         """Take a reloaded ``config`` in place: settings, and servers added, changed or removed.

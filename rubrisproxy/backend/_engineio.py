@@ -7,22 +7,38 @@ and sends every later request carrying ``sid=`` to that server. When that server
 (down, drained, removed, or refusing connections), no other server knows the sid: the request
 is answered at once as an Engine.IO server answers an unknown sid (:data:`UNKNOWN_SESSION`),
 so the client reconnects, and the sid is forgotten.
+
+While a session polls, the proxy also keeps what a WebSocket session upgraded from it needs to move to another
+server (:class:`PolledSession`): the open packet's heartbeat, the client's namespace CONNECTs (auth included)
+and the server's answers, read from a bounded peek at each polling body (:class:`PollPeek`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 
+from ..engineio import (
+    CONNECT,
+    CONNECT_ERROR,
+    DISCONNECT,
+    MAX_CONNECT,
+    MAX_NAMESPACES,
+    OpenPacket,
+    SocketIOPacket,
+    polling_open_packet,
+    polling_packets,
+    sid_of,
+    socketio_packet,
+)
 from ..http import Headers, RequestHead
-from ._sticky import MemoryStickStore, learned_key
+from ._sticky import ExpiringStore, MemoryStickStore, learned_key
 
 _EIO = re.compile(rb"[?&]EIO=\d")
-_SID = re.compile(rb"[?&]sid=([^&#]+)")
 #: The open packet is small; a response that has not shown one within this many bytes has none.
 PEEK_LIMIT = 1024
 _IO_COOKIE = learned_key("set-cookie(io)")
-_DECODER = json.JSONDecoder()
+#: How much of one polling body is read; a session whose polling bodies outgrow it keeps no polling record.
+POLL_PEEK_LIMIT = 64 << 10
 #: What an Engine.IO server answers (with a 400) to a request whose sid it does not know.
 UNKNOWN_SESSION = b'{"code":1,"message":"Session ID unknown"}'
 #: The server name a forgotten sid's entry holds: no server is named so.
@@ -36,33 +52,104 @@ def is_engineio(request: RequestHead) -> bool:
 
 def session_id(request: RequestHead) -> bytes | None:
     """The ``sid`` an Engine.IO request carries, or None (a handshake)."""
-    found = _SID.search(request.target)
-    return found.group(1) if found else None
+    return sid_of(request.target)
 
 
 def open_packet_sid(body: bytes) -> bytes | None:
-    """The ``sid`` of the open packet at the start of a polling response body, if it is one.
+    """The ``sid`` of the open packet at the start of a polling response body, if it is one."""
+    packet = polling_open_packet(body)
+    return packet.sid.encode() if packet is not None else None
 
-    v4 sends ``0{"sid":...}``; v3 frames packets as ``<length>:0{...}`` (text) or with a
-    binary length prefix; in each case the open packet is a ``0`` followed by JSON.
-    """
-    start = body.find(b"0{")
-    if start < 0 or start > 16:
-        return None
-    try:
-        packet, _ = _DECODER.raw_decode(body[start + 1 :].decode("utf-8", "replace"))
-    except ValueError:
-        return None
-    if not isinstance(packet, dict) or not isinstance(packet.get("sid"), str) or "pingInterval" not in packet:
-        return None
-    return packet["sid"].encode()
+
+class PolledSession:
+    """What one Engine.IO session did over long polling, for the WebSocket session it may upgrade to: its open
+    packet, the namespaces its client joined (each CONNECT as sent, auth included, in order) and the server's
+    answers. ``complete`` is False once anything could not be read or kept: then it is not to be trusted."""
+
+    __slots__ = ("version", "open", "connects", "answers", "complete", "_size")
+
+    def __init__(self, version: int, open: OpenPacket) -> None:
+        self.version = version
+        self.open = open
+        self.connects: dict[bytes, bytes] = {}
+        self.answers: dict[bytes, bytes] = {}
+        self.complete = True
+        self._size = 0
+
+    def client_sent(self, body: bytes) -> None:
+        """A polling POST's body: the client's CONNECTs and DISCONNECTs."""
+        for packet, head in self._packets(body):
+            if head.kind == CONNECT:
+                self._size += len(packet)
+                if len(self.connects) >= MAX_NAMESPACES or len(packet) > MAX_CONNECT or self._size > POLL_PEEK_LIMIT:
+                    self.overflowed()
+                    return
+                self.connects[head.namespace] = packet
+            elif head.kind == DISCONNECT:
+                self.connects.pop(head.namespace, None)
+
+    def server_sent(self, body: bytes) -> None:
+        """A polling GET's response body: the server's CONNECT answers, refusals and DISCONNECTs."""
+        for packet, head in self._packets(body):
+            if head.kind == CONNECT:
+                if len(packet) <= MAX_CONNECT:
+                    self.answers[head.namespace] = packet
+            elif head.kind == DISCONNECT or head.kind == CONNECT_ERROR:
+                self.connects.pop(head.namespace, None)
+
+    def _packets(self, body: bytes) -> list[tuple[bytes, SocketIOPacket]]:
+        if not self.complete:
+            return []
+        packets = polling_packets(body, self.version)
+        if packets is None:
+            self.overflowed()
+            return []
+        return [(packet, head) for packet in packets if (head := socketio_packet(packet)) is not None]
+
+    def overflowed(self) -> None:
+        """Something was not read or not kept: nothing of it is trusted."""
+        self.complete = False
+        self.connects.clear()
+        self.answers.clear()
+
+
+class PollPeek:
+    """A bounded look at one polling request's body (a POST: the client's packets) or its response's (a GET: the
+    server's), handed to its :class:`PolledSession` at the end. The body itself streams on as it comes."""
+
+    __slots__ = ("session", "post", "_seen")
+
+    def __init__(self, session: PolledSession, post: bool) -> None:
+        self.session = session
+        self.post = post
+        self._seen: bytes | None = b""
+
+    def feed(self, data: bytes) -> None:
+        seen = self._seen
+        if seen is None:
+            return
+        seen += data
+        if len(seen) > POLL_PEEK_LIMIT:
+            self.session.overflowed()
+            self._seen = None
+        else:
+            self._seen = seen
+
+    def end(self) -> None:
+        seen, self._seen = self._seen, None
+        if seen:
+            if self.post:
+                self.session.client_sent(seen)
+            else:
+                self.session.server_sent(seen)
 
 
 class EngineIOStickiness:
     """sid -> server name, learned from handshake responses, consulted for every request carrying ``sid=``."""
 
-    def __init__(self, store: MemoryStickStore) -> None:
+    def __init__(self, store: MemoryStickStore, polled: ExpiringStore[PolledSession]) -> None:
         self.store = store
+        self.polled = polled  # what each polling session did, until a WebSocket session takes it
         self.learned = 0
 
     def server_for(self, request: RequestHead) -> str | None:
@@ -76,6 +163,7 @@ class EngineIOStickiness:
         sid = session_id(request)
         if sid is not None:
             self.store.put(sid, GONE)
+            self.polled.pop(sid)
 
     def learn_cookie(self, headers: Headers, server: str) -> None:
         """An ``io`` cookie set by the handshake response names the sid."""
@@ -92,15 +180,30 @@ class EngineIOStickiness:
         self.learn_cookie(headers, server)
         return True
 
-    def learn_body(self, peek: bytes, server: str) -> bytes | None:
-        """The body of a session-opening response so far: remember the sid once its open packet names it.
-        Returns what to keep looking at with the next bytes, or None when done (found, or past
-        :data:`PEEK_LIMIT`)."""
-        sid = open_packet_sid(peek)
-        if sid is not None:
+    def learn_body(self, peek: bytes, server: str, version: int | None) -> bytes | None:
+        """The body of a session-opening response so far: remember the sid once its open packet names it (and
+        the open packet, for its session's polling record). Returns what to keep looking at with the next bytes,
+        or None when done (found, or past :data:`PEEK_LIMIT`)."""
+        packet = polling_open_packet(peek)
+        if packet is not None:
+            sid = packet.sid.encode()
             self.remember(sid, server)
+            if version in (3, 4):
+                self.polled.put(sid, PolledSession(version, packet))
             return None
         return peek if len(peek) < PEEK_LIMIT else None
+
+    def poll_peek(self, request: RequestHead) -> PollPeek | None:
+        """A peek at a polling request of a session with a polling record (a POST's body, a GET's response)."""
+        if request.method != b"POST" and request.method != b"GET":
+            return None
+        sid = session_id(request)
+        session = self.polled.get(sid) if sid is not None else None
+        return PollPeek(session, request.method == b"POST") if session is not None else None
+
+    def take_polled(self, sid: bytes) -> PolledSession | None:
+        """The polling record of ``sid``, which a WebSocket session takes over: no longer kept here."""
+        return self.polled.pop(sid)
 
     def remember(self, sid: bytes, server: str) -> None:
         self.store.put(sid, server)

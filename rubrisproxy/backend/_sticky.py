@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from http.cookies import SimpleCookie
+from typing import Generic, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
@@ -19,6 +20,8 @@ from zope.interface import Interface, implementer
 from ..config import CookieConfig
 from ..http import Headers, RequestHead
 from ._balance import KeyOf, header_key, source_key, url_param_key
+
+V = TypeVar("V")
 
 PREFIX_SEPARATOR = "~"
 
@@ -39,17 +42,16 @@ class IStickStore(Interface):
         """Entries held."""
 
 
-@implementer(IStickStore)
-class MemoryStickStore:
+class ExpiringStore(Generic[V]):
     """A bounded in-process store: entries expire ``expire`` seconds after last use; the oldest go first when full."""
 
     def __init__(self, clock: IReactorTime, expire: float, size: int) -> None:
         self._clock = clock
         self._expire = expire
         self._size = size
-        self._entries: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[V, float]] = OrderedDict()
 
-    def get(self, key: bytes) -> str | None:
+    def get(self, key: bytes) -> V | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -62,13 +64,18 @@ class MemoryStickStore:
         self._entries.move_to_end(key)
         return server
 
-    def put(self, key: bytes, server: str) -> None:
+    def pop(self, key: bytes) -> V | None:
+        """Take ``key``'s value out of the store (None if it has none, or an expired one)."""
+        entry = self._entries.pop(key, None)
+        return entry[0] if entry is not None and entry[1] >= self._clock.seconds() else None
+
+    def put(self, key: bytes, server: V) -> None:
         self._entries[key] = (server, self._clock.seconds() + self._expire)
         self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
 
-    def items(self, limit: int) -> list[tuple[bytes, str, float]]:
+    def items(self, limit: int) -> list[tuple[bytes, V, float]]:
         now = self._clock.seconds()
         found = []
         for key in reversed(self._entries):
@@ -81,6 +88,11 @@ class MemoryStickStore:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+@implementer(IStickStore)
+class MemoryStickStore(ExpiringStore[str]):
+    """A stick table's in-process store: key -> server name."""
 
 
 def cookie_value(headers: Headers, name: str) -> str | None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from twisted.python.failure import Failure
 
+from ..engineio import version
 from ..http import HTTPError, RequestHead, ResponseHead, error_response, resolve, serialize_headers
 from ..lifecycle import Termination
 from ..origin import OriginConnection
@@ -17,6 +18,7 @@ from ._pinning import asks_connection_auth
 from ._upgrade import ExchangeHandoff, accept_upgrade
 
 if TYPE_CHECKING:
+    from ..backend import PollPeek
     from ..clients import ClientSession
     from ._connection import ClientConnection
 
@@ -53,7 +55,7 @@ class Exchange(Dispatch):
 
     __slots__ = (
         "keep_alive", "pending_head", "_pending", "_framing", "_stale_retry_done", "_request_bytes", "websocket",
-        "_eio_peek", "termination", "session",
+        "_eio_peek", "_eio_poll", "termination", "session",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
@@ -68,6 +70,7 @@ class Exchange(Dispatch):
         self._request_bytes = b""
         self.websocket: ExchangeHandoff | None = None  # a WebSocket upgrade that passed its checks
         self._eio_peek: bytes | None = None  # an Engine.IO handshake response's first bytes, until its sid is found
+        self._eio_poll: PollPeek | None = None  # a look at a polling body of an Engine.IO session that may upgrade
 
     @property
     def response_head_sent(self) -> bool:
@@ -98,6 +101,9 @@ class Exchange(Dispatch):
             self.fail(HTTPError(target, "denied by a route"), Termination.DENIED)
             return
         self.backend = target
+        engineio = target.engineio
+        if engineio is not None and b"sid=" in head.target:
+            self._eio_poll = engineio.poll_peek(head)
         if head.upgrade and is_websocket_upgrade(head):
             self.websocket = accept_upgrade(self, router, target)
             if self.websocket is None:
@@ -144,6 +150,8 @@ class Exchange(Dispatch):
 
     def client_body(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self._eio_poll is not None:
+            self._eio_poll.feed(data)
         if self._state is _DONE:
             return
         connection = self.connection
@@ -156,6 +164,8 @@ class Exchange(Dispatch):
 
     def client_end(self) -> None:
         self.request_done = True
+        if self._eio_poll is not None and self._eio_poll.post:
+            self._eio_poll.end()
         if self.connection is not None and self.head.has_body and self._state is not _DONE:
             self._send_body_end()
 
@@ -191,6 +201,8 @@ class Exchange(Dispatch):
         engineio = backend.engineio
         if engineio is not None and status == 200 and engineio.learn_response(self.head, head.headers, server.name):
             self._eio_peek = b"" if has_body else None  # the open packet, with its sid, starts the body
+        elif self._eio_poll is not None and (status != 200 or not has_body) and not self._eio_poll.post:
+            self._eio_poll = None
         headers = head.forward
         client_head = self.head
         streamed = has_body  # through flow control: any body but a small one of known length
@@ -278,13 +290,17 @@ class Exchange(Dispatch):
         if self._eio_peek is not None:
             backend, server = self.backend, self.server
             assert backend is not None and backend.engineio is not None and server is not None  # what set _eio_peek
-            self._eio_peek = backend.engineio.learn_body(self._eio_peek + data, server.name)
+            self._eio_peek = backend.engineio.learn_body(self._eio_peek + data, server.name, version(self.head.target))
+        elif self._eio_poll is not None and not self._eio_poll.post:
+            self._eio_poll.feed(data)
         if self._framing == _Framing.CHUNKED:
             data = b"%x\r\n%s\r\n" % (len(data), data)
         self._send_response(data)
 
     def response_end(self) -> None:
         client = self.client
+        if self._eio_poll is not None and not self._eio_poll.post:
+            self._eio_poll.end()
         if self._framing == _Framing.CHUNKED:
             self._send_response(b"0\r\n\r\n")
         elif self.pending_head is not None:

@@ -7,6 +7,10 @@ waiting for an ack. When the session moves, the new server is dialled without th
 session), and once its backend leg opens this object rejoins: it consumes the server's open packet, replays the
 CONNECTs, consumes the answers, then lets the session send what it held. The client keeps its connection, its
 Engine.IO sid and its socket ids; only the server knows the session under new ids.
+
+A session upgraded from long polling may have joined its namespaces over polling, out of its sight: what the
+backend kept of that (:class:`~rubrisproxy.backend.PolledSession`) is taken over at its first Socket.IO packet
+(by then the client has stopped polling) or when it moves, whichever comes first.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from typing import TYPE_CHECKING, Protocol
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from ._engineio import (
+from ..engineio import (
     ACK,
     BINARY_ACK,
     CONNECT,
     CONNECT_ERROR,
     DEFAULT_NAMESPACE,
     DISCONNECT,
+    MAX_CONNECT,
+    MAX_NAMESPACES,
     MESSAGE,
     OPEN,
     PING,
@@ -31,6 +37,7 @@ from ._engineio import (
     has_sid,
     open_packet,
     session_version,
+    sid_of,
     socketio_packet,
 )
 from ._hooks import Message
@@ -38,13 +45,14 @@ from ._hooks import Message
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
+    from ..backend import EngineIOStickiness
     from ..config import WebSocketConfig
 
 #: The heartbeat assumed until an open packet says (Engine.IO v4's default pingInterval).
 _DEFAULT_INTERVAL = 25.0
 #: What a client may make the proxy keep: namespaces joined, the size of a CONNECT, emits waiting for acks.
 #: Past the first two its session gets the generic resume; past the third, further emits are not counted.
-MAX_NAMESPACES, MAX_CONNECT, MAX_ACKS = 64, 64 << 10, 10_000
+MAX_ACKS = 10_000
 _PING = Message(b"2", False)
 
 
@@ -95,7 +103,7 @@ class EngineIOResume:
 
     __slots__ = ("_session", "version", "_handshake_timeout", "sid", "interval", "timeout", "_last_ping", "joined",
                  "server_sids", "_acks", "_held_acks", "_complete", "_seen_traffic", "_phase", "_aware", "_beat",
-                 "_deadline", "_owed_pongs", "_leg", "_expected")
+                 "_deadline", "_owed_pongs", "_leg", "_expected", "_polling", "_polled_sid")
 
     def __init__(self, session: RejoiningSession, version: int, upgraded: bool, handshake_timeout: float) -> None:
         self._session = session
@@ -120,15 +128,39 @@ class EngineIOResume:
         self._owed_pongs = 0
         self._leg: NewLeg | None = None
         self._expected: set[bytes] = set()
+        self._polling: EngineIOStickiness | None = None  # where this session's polling record waits, if it has one
+        self._polled_sid = b""
 
     @classmethod
-    def for_session(cls, session: RejoiningSession, config: WebSocketConfig, target: bytes) -> EngineIOResume | None:
+    def for_session(cls, session: RejoiningSession, config: WebSocketConfig, target: bytes,
+                    polling: EngineIOStickiness | None) -> EngineIOResume | None:
         """The Engine.IO state of a session whose upgrade went to ``target``, if its backend's ``engineio`` and
-        ``resume`` settings make it one to read."""
+        ``resume`` settings make it one to read; ``polling`` keeps what sessions did before they upgraded."""
         version = session_version(config.engineio, target) if config.resume else None
         if version is None:
             return None
-        return cls(session, version, has_sid(target), config.open_handshake_timeout)
+        resume = cls(session, version, has_sid(target), config.open_handshake_timeout)
+        sid = sid_of(target)
+        if sid is not None and polling is not None and polling.polled.get(sid) is not None:
+            resume._polling, resume._polled_sid = polling, sid
+        return resume
+
+    def _take_polled(self) -> None:
+        """Take over what the client and server did over polling (the client polls no more)."""
+        polling, self._polling = self._polling, None
+        assert polling is not None
+        record = polling.take_polled(self._polled_sid)
+        if record is None or record.version != self.version:
+            return
+        if not record.complete:
+            self._seen_traffic = True  # joined out of sight for sure: no later CONNECT makes it complete
+            return
+        self.sid = record.open.sid
+        self.interval, self.timeout = record.open.ping_interval, record.open.ping_timeout
+        self.joined = {**record.connects, **self.joined}  # v3's default namespace stays joined by the server
+        self.server_sids.update(record.answers)
+        if not self._seen_traffic:
+            self._complete = True
 
     @property
     def can_rejoin(self) -> bool:
@@ -156,6 +188,8 @@ class EngineIOResume:
         return message
 
     def _from_client(self, payload: bytes) -> None:
+        if self._polling is not None:
+            self._take_polled()
         packet = socketio_packet(payload)
         if packet is None:
             return
@@ -206,6 +240,8 @@ class EngineIOResume:
         return True
 
     def _from_server(self, payload: bytes) -> None:
+        if self._polling is not None:
+            self._take_polled()
         packet = socketio_packet(payload)
         if packet is None:
             return
@@ -227,6 +263,8 @@ class EngineIOResume:
 
     def moving(self) -> bool:
         """The session starts to move: keep the client's heartbeat going; whether this move rejoins."""
+        if self._polling is not None:
+            self._take_polled()
         self._phase = _Phase.MOVING
         self._aware = self._complete
         if self.version >= 4 and self._beat is None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from ._engineio import without_sid
+from ..engineio import without_sid
 from ._held import HeldMessages
 from ._move import SessionMove
 from ._resume import BackendDial, DialRequest

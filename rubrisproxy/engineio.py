@@ -1,4 +1,5 @@
-"""Reading Engine.IO (v4, v3) and Socket.IO framing on a session's text messages, cheaply.
+"""Reading Engine.IO (v4, v3) and Socket.IO framing, cheaply: a WebSocket session's text messages, and the
+packets of long-polling bodies (the handshake's open packet, what a session sent before it upgraded).
 
 Only what a resume needs is read: the packet type (the first byte), and for an open packet (``0``) its JSON,
 for a Socket.IO packet (``4``) its type, namespace and ack id. Everything else, binary messages included
@@ -18,10 +19,15 @@ CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = b"012
 DEFAULT_NAMESPACE = b"/"
 #: An open packet is small; a longer "0..." message is not read.
 OPEN_LIMIT = 4096
+#: What the proxy keeps of a session's Socket.IO namespaces: how many, and how big a CONNECT (its auth).
+MAX_NAMESPACES, MAX_CONNECT = 64, 64 << 10
 #: Ack ids longer than this many digits are not read (a JavaScript client's ids stay far below).
 _ACK_DIGITS = 15
 _EIO = re.compile(rb"[?&]EIO=(\d+)")
-_SID = re.compile(rb"[?&]sid=")
+_SID = re.compile(rb"[?&]sid=([^&#]+)")
+_DECODER = json.JSONDecoder()
+#: v3's text payload: ``<length>:<packet>`` repeated, the length in characters.
+_V3_LENGTH = re.compile(r"(\d{1,9}):")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,12 @@ def has_sid(target: bytes) -> bool:
     return _SID.search(target) is not None
 
 
+def sid_of(target: bytes) -> bytes | None:
+    """The Engine.IO session id a request target names (``sid=``), or None (a handshake)."""
+    found = _SID.search(target)
+    return found.group(1) if found else None
+
+
 def without_sid(handshake: bytes) -> bytes:
     """A raw upgrade request with the ``sid`` query parameter taken off its request line (a new Engine.IO
     session, not the one the lost server knew)."""
@@ -75,6 +87,48 @@ def open_packet(payload: bytes) -> OpenPacket | None:
         data = json.loads(payload[1:])
     except ValueError:
         return None
+    return _open(data)
+
+
+def polling_open_packet(body: bytes) -> OpenPacket | None:
+    """The open packet at the start of a polling handshake response body, if it is one.
+
+    v4 sends ``0{"sid":...}``; v3 frames packets as ``<length>:0{...}`` (text) or with a binary length prefix;
+    in each case the open packet is a ``0`` followed by JSON, within the first bytes.
+    """
+    start = body.find(b"0{")
+    if start < 0 or start > 16:
+        return None
+    try:
+        data, _ = _DECODER.raw_decode(body[start + 1 :].decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    return _open(data)
+
+
+def polling_packets(body: bytes, version: int) -> list[bytes] | None:
+    """The packets of a long-polling payload: v4's are separated by ``\\x1e``, v3's framed ``<length>:<packet>``;
+    None if it cannot be read (v3's binary framing, a length that does not fit)."""
+    if version >= 4:
+        return body.split(b"\x1e")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    packets, at = [], 0
+    while at < len(text):
+        found = _V3_LENGTH.match(text, at)
+        if found is None:
+            return None
+        at, end = found.end(), found.end() + int(found.group(1))
+        if end > len(text):
+            return None
+        packets.append(text[at:end].encode())
+        at = end
+    return packets
+
+
+def _open(data: object) -> OpenPacket | None:
     if not isinstance(data, dict):
         return None
     sid, interval, timeout = data.get("sid"), _seconds(data.get("pingInterval")), _seconds(data.get("pingTimeout"))
