@@ -92,7 +92,8 @@ class PolledSession:
         """A polling GET's response body: the server's CONNECT answers, refusals and DISCONNECTs."""
         for packet, head in self._packets(body):
             if head.kind == CONNECT:
-                if len(packet) <= MAX_CONNECT:
+                if len(packet) <= MAX_CONNECT and (head.namespace in self.answers
+                                                   or len(self.answers) < MAX_NAMESPACES):
                     self.answers[head.namespace] = packet
             elif head.kind == DISCONNECT or head.kind == CONNECT_ERROR:
                 self.connects.pop(head.namespace, None)

@@ -102,7 +102,7 @@ class Exchange(Dispatch):
             return
         self.backend = target
         engineio = target.engineio
-        if engineio is not None and b"sid=" in head.target:
+        if engineio is not None and b"sid=" in head.target and not head.upgrade:
             self._eio_poll = engineio.poll_peek(head)
         if head.upgrade and is_websocket_upgrade(head):
             self.websocket = accept_upgrade(self, router, target)
