@@ -16,7 +16,7 @@ from ..origin import ConnectionPool
 from ..routing import Router
 from ..settings import LiveSettings
 from ..websocket import ResumeBudget
-from ._peers import LOCAL, PeerSettings
+from ._peers import PeerSettings
 
 if TYPE_CHECKING:
     from ..clients import ClientRegistry
@@ -48,14 +48,15 @@ class Frontend:
     request_seconds: Histogram = field(default_factory=Histogram)  # from the request head to the end
     #: Answers sent to clients by (status class, "origin" or "proxy"): the proxy's own refusals and errors too.
     responses: dict[tuple[str, str], int] = field(default_factory=dict)
+    connection_ends: dict[str, int] = field(default_factory=dict)  # connections by how they ended
     forward: ForwardProxy | None = None  # a forward proxy's rules; None for a reverse proxy
-    peers: PeerSettings = LOCAL  # local clients, or proxies speaking for clients
+    # Its connection settings, from its FrontendConfig (set by builder.ProxyParts.connection_settings):
+    peers: PeerSettings = field(init=False)  # local clients, or proxies speaking for clients
     handlers: LifecycleHandlers = NO_HANDLERS
     handler_configs: tuple[HookConfig, ...] = ()  # what ``handlers`` were built from
-    max_reads: int = 0  # requests read per connection before it is closed (0: no limit)
-    max_writes: int = 0  # responses written per connection before it is closed
-    connection_ends: dict[str, int] = field(default_factory=dict)  # connections by how they ended
-    clients: ClientRegistry | None = None  # client sessions, when the frontend tracks them
+    max_reads: int = field(init=False)  # requests read per connection before it is closed (0: no limit)
+    max_writes: int = field(init=False)  # responses written per connection before it is closed
+    clients: ClientRegistry | None = None  # its client sessions, when it tracks them
 
     def __post_init__(self) -> None:
         if self.router is None:
