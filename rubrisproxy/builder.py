@@ -26,9 +26,6 @@ from .routing import Router
 from .settings import LiveSettings
 from .websocket import BackendWebSocket, ResumeBudget
 
-#: Access-log lines held before they are written out (besides once a second).
-ACCESS_LOG_BATCH = 256
-
 
 class HealthService(service.Service):
     """Runs the active health checks of every backend that has them (``checkers``, by backend name)."""
@@ -272,4 +269,4 @@ def make_access_log(config: ProxyConfig) -> AccessLog:
     if not settings.enabled:
         return NullAccessLog()
     output = None if settings.path == "-" else FileOutput(settings.path)
-    return AccessLog(settings.format, output, connections=settings.connections, batch=ACCESS_LOG_BATCH)
+    return AccessLog(settings.format, output, connections=settings.connections)
