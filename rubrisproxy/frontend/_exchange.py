@@ -34,7 +34,9 @@ class Exchange(ExchangeEnding):
     :class:`~rubrisproxy.flow.ReadGate` is the origin transport's producer; while the
     response body flows, the origin's gate is the client transport's producer.
     A forward proxy's requests are :class:`~rubrisproxy.frontend._forward_exchange.ForwardExchange`
-    objects, which choose their destination themselves.
+    objects, which choose their destination themselves. Its bases get it a server connection
+    (:class:`~rubrisproxy.frontend._dispatch.Dispatch`) and end it, answering a failure
+    (:class:`~rubrisproxy.frontend._exchange_ending.ExchangeEnding`).
 
     ``_state`` is one of :class:`State`: ``STARTING`` until a server is chosen, then ``QUEUED``
     (a full backend) or straight to ``CONNECTING``; ``WAITING`` once the request head is sent (a
@@ -44,9 +46,7 @@ class Exchange(ExchangeEnding):
     client's pace and independent of it: a server may answer before the body is all sent.
     """
 
-    __slots__ = (
-        "keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek",
-    )
+    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek")
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
         Dispatch.__init__(self, client, head, now, wait)
