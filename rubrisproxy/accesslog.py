@@ -6,7 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _string  # a JSON string literal, escaped (in C)
 
+from .config import AccessLogSettings
 from .logoutput import EventOutput, LineOutput, Timestamps
+
+_DEFAULTS = AccessLogSettings()  # the model's defaults
 
 #: The twisted logger namespace of access-log lines written to the twistd log.
 NAMESPACE = "rubrisproxy.access"
@@ -111,8 +114,8 @@ class AccessLog:
 
     enabled = True
 
-    def __init__(self, format: str = "text", output: LineOutput | None = None, connections: bool = True,
-                 batch: int = 256) -> None:
+    def __init__(self, format: str = _DEFAULTS.format, output: LineOutput | None = None,
+                 connections: bool = _DEFAULTS.connections, batch: int = 256) -> None:
         json_lines = format == "json"
         self._format: Callable[[AccessRecord], str] = format_json if json_lines else format_text
         self._format_connection = format_connection_json if json_lines else format_connection_text

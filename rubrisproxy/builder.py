@@ -26,9 +26,6 @@ from .routing import Router
 from .settings import LiveSettings
 from .websocket import BackendWebSocket, ResumeBudget
 
-#: Access-log lines held before they are written out (besides once a second).
-ACCESS_LOG_BATCH = 256
-
 
 class HealthService(service.Service):
     """Runs the active health checks of every backend that has them (``checkers``, by backend name)."""
@@ -203,7 +200,8 @@ class ProxyParts:
                    if config.forward is not None else self.backends[config.backend])
         frontend = Frontend(
             name=config.name, clock=self.reactor, settings=self.settings, backend=default, pool=self.pool,
-            access_log=self.access_log, router=Router(config.routes, self.backends, default),
+            access_log=self.access_log, peers=peer_settings(config), max_reads=config.max_reads,
+            max_writes=config.max_writes, router=Router(config.routes, self.backends, default),
             resume_budget=self.budget, forward=self.forward_rules(config),
         )
         self.connection_settings(frontend, config)
@@ -247,8 +245,7 @@ class ProxyParts:
     @staticmethod
     def connection_settings(frontend: Frontend, config: FrontendConfig) -> None:
         """Give ``frontend`` its connection settings: peers, per-connection limits, lifecycle handlers."""
-        frontend.peers = PeerSettings.build(
-            config.peers, config.trusted_proxies, config.proxy_protocol, config.forwarded_header)
+        frontend.peers = peer_settings(config)
         frontend.max_reads, frontend.max_writes = config.max_reads, config.max_writes
         if frontend.handler_configs != config.handlers or not config.handlers:
             # Rebuilt only when their configuration changed: a handler's state spans reloads.
@@ -266,10 +263,15 @@ class ProxyParts:
             frontend.clients.settings, frontend.clients.handlers = clients, frontend.handlers.destroyed
 
 
+def peer_settings(config: FrontendConfig) -> PeerSettings:
+    """Who a frontend's peers are, as ``config`` says."""
+    return PeerSettings.build(config.peers, config.trusted_proxies, config.proxy_protocol, config.forwarded_header)
+
+
 def make_access_log(config: ProxyConfig) -> AccessLog:
     """The access log the configuration asks for: off, to the twistd log, or to a file."""
     settings = config.access_log
     if not settings.enabled:
         return NullAccessLog()
     output = None if settings.path == "-" else FileOutput(settings.path)
-    return AccessLog(settings.format, output, connections=settings.connections, batch=ACCESS_LOG_BATCH)
+    return AccessLog(settings.format, output, connections=settings.connections)

@@ -28,9 +28,6 @@ class ListenFailed(Exception):
 
     def __init__(self, label: str, description: str, why: str) -> None:
         super().__init__(f"{label} cannot listen on {description}: {why}")
-        self.label = label
-        self.description = description
-        self.why = why
 
 
 def with_backlog(description: str) -> str:

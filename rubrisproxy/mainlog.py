@@ -21,6 +21,7 @@ from twisted.logger import ILogObserver, Logger, eventAsText
 from zope.interface import implementer
 
 from .accesslog import NAMESPACE
+from .config import LogSettings
 from .logoutput import ACCESS_LINES, FileOutput, LineOutput, StreamOutput, Timestamps, compact_json
 from .signals import SignalService
 
@@ -31,7 +32,7 @@ class MainLogObserver:
     traceback start with a tab), or in ``json`` format as one JSON object; a batch of access-log lines as they
     are (text access lines in a JSON main log become objects with the line as their ``message``)."""
 
-    def __init__(self, output: LineOutput, format: str = "text") -> None:
+    def __init__(self, output: LineOutput, format: str = LogSettings().format) -> None:
         self.output = output
         self.json = format == "json"
         self._timestamp = Timestamps()

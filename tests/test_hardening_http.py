@@ -329,7 +329,7 @@ class ForwardedHeaderTests(HardeningTestCase):
 
     @defer.inlineCallbacks
     def test_a_trusted_proxys_header_removed_by_its_connection_header_is_written_afresh(self):  # type: ignore[no-untyped-def]
-        self.start_proxy(self.start_recording_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off"))
+        self.start_proxy(self.start_recording_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off", "x-forwarded-for"))
         (response,) = yield self.request(
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-forwarded-proto, X-Forwarded-Host\r\n"
             b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: b\r\n\r\n")

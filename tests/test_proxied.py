@@ -24,7 +24,7 @@ def proxy_v2(source: str, port: int) -> bytes:
 
 
 class ChainTests(SynchronousTestCase):
-    settings = PeerSettings.build("proxied", ("127.0.0.0/8", "10.0.0.0/8"), "off")
+    settings = PeerSettings.build("proxied", ("127.0.0.0/8", "10.0.0.0/8"), "off", "x-forwarded-for")
 
     def client(self, peer: str, *headers: tuple[bytes, bytes]) -> str:
         return client_of(peer, list(headers), self.settings)
@@ -58,7 +58,7 @@ class ProxiedFrontendTests(ProxyTestCase):
     def through(self, data: bytes, trusted: tuple[str, ...] = ("127.0.0.0/8",), protocol: str = "off",  # type: ignore[no-untyped-def]
                 answered: bool = True):
         """Send ``data`` on a new connection to a proxied frontend; wait for the answer, or the close."""
-        frontend = self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", trusted, protocol))
+        frontend = self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", trusted, protocol, "x-forwarded-for"))
         client = yield self.connect()
         client.send(data)
         yield client.responses(1) if answered else client.closed
@@ -76,7 +76,7 @@ class ProxiedFrontendTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_many_clients_over_one_connection(self):  # type: ignore[no-untyped-def]
-        self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off"))
+        self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off", "x-forwarded-for"))
         client = yield self.connect()
         for address in (b"198.51.100.1", b"198.51.100.2"):
             count = len(self.access_log.entries) + 1
@@ -86,11 +86,11 @@ class ProxiedFrontendTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_an_open_connection_keeps_the_settings_it_opened_with(self):  # type: ignore[no-untyped-def]
-        frontend = self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off"))
+        frontend = self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off", "x-forwarded-for"))
         client = yield self.connect()
         client.send(get(b"/", b"X-Forwarded-For: 198.51.100.1\r\n"))
         yield client.responses(1)
-        frontend.peers = PeerSettings.build("proxied", (), "off")  # a reload that trusts nobody
+        frontend.peers = PeerSettings.build("proxied", (), "off", "x-forwarded-for")  # a reload that trusts nobody
         client.send(get(b"/", b"X-Forwarded-For: 198.51.100.2\r\n"))
         yield client.responses(2)
         newcomer = yield self.connect()
@@ -125,7 +125,7 @@ class ProxiedFrontendTests(ProxyTestCase):
 
         recorder = Recorder()
         frontend = self.start_proxy(self.start_web_origin(),
-                                    peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "v1"))
+                                    peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "v1", "x-forwarded-for"))
         frontend.handlers = LifecycleHandlers.of((recorder,))
         client = yield self.connect()
         client.send(b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 80\r\n" + get(b"/"))
@@ -171,7 +171,7 @@ class ProxiedFrontendTests(ProxyTestCase):
         from .test_lifecycle import Recorder
 
         recorder = Recorder(refuse=("127.0.0.1",))  # its refusal cannot hide why the connection closed
-        frontend = self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "v1"))
+        frontend = self.start_proxy(self.start_web_origin(), peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "v1", "x-forwarded-for"))
         frontend.handlers = LifecycleHandlers.of((recorder,))
         client = yield self.connect()
         client.send(b"GET / HTTP/1.1\r\n")

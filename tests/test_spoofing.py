@@ -111,7 +111,7 @@ class SpoofedHeaderTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_plain_http_from_an_untrusted_peer(self):  # type: ignore[no-untyped-def]
-        heads = self.start(PeerSettings.build("proxied", ("10.0.0.0/8",), "off"))
+        heads = self.start(PeerSettings.build("proxied", ("10.0.0.0/8",), "off", "x-forwarded-for"))
         (response,) = yield self.request(get(b"/", SPOOFED + BENIGN + b"X-Forwarded-For: 6.6.6.9\r\n"))
         self.assertEqual(response.status, 200)
         (head,) = heads
@@ -120,7 +120,7 @@ class SpoofedHeaderTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_plain_http_from_a_trusted_proxy(self):  # type: ignore[no-untyped-def]
-        heads = self.start(PeerSettings.build("proxied", ("127.0.0.0/8",), "off"))
+        heads = self.start(PeerSettings.build("proxied", ("127.0.0.0/8",), "off", "x-forwarded-for"))
         trusted = (b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Real-IP: 203.0.113.7\r\n"
                    b"X-Forwarded-Port: 443\r\n")
         # A trusted proxy's own X-Real-IP, X-Client-IP and X-Forwarded-Port are its word: not sent as spoofed.

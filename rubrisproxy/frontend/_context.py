@@ -16,7 +16,7 @@ from ..origin import ConnectionPool
 from ..routing import Router
 from ..settings import LiveSettings
 from ..websocket import ResumeBudget
-from ._peers import LOCAL, PeerSettings
+from ._peers import PeerSettings
 
 if TYPE_CHECKING:
     from ..clients import ClientRegistry
@@ -35,6 +35,12 @@ class Frontend:
     backend: Backend
     pool: ConnectionPool
     access_log: AccessLog
+    # Its connection settings, from its FrontendConfig (a reload sets them again: builder's connection_settings).
+    # Every field is set by __init__: an attribute added after it would slow each read of a frontend's attributes
+    # (its instance dict no longer shares its keys: 1% of the request path's instructions).
+    peers: PeerSettings  # local clients, or proxies speaking for clients
+    max_reads: int  # requests read per connection before it is closed (0: no limit)
+    max_writes: int  # responses written per connection before it is closed
     router: Router | None = None  # None: every request goes to ``backend``
     connections: set[ClientConnection] = field(default_factory=set)
     websockets: set[Relay] = field(default_factory=set)  # live tunnels and sessions
@@ -48,14 +54,11 @@ class Frontend:
     request_seconds: Histogram = field(default_factory=Histogram)  # from the request head to the end
     #: Answers sent to clients by (status class, "origin" or "proxy"): the proxy's own refusals and errors too.
     responses: dict[tuple[str, str], int] = field(default_factory=dict)
+    connection_ends: dict[str, int] = field(default_factory=dict)  # connections by how they ended
     forward: ForwardProxy | None = None  # a forward proxy's rules; None for a reverse proxy
-    peers: PeerSettings = LOCAL  # local clients, or proxies speaking for clients
     handlers: LifecycleHandlers = NO_HANDLERS
     handler_configs: tuple[HookConfig, ...] = ()  # what ``handlers`` were built from
-    max_reads: int = 0  # requests read per connection before it is closed (0: no limit)
-    max_writes: int = 0  # responses written per connection before it is closed
-    connection_ends: dict[str, int] = field(default_factory=dict)  # connections by how they ended
-    clients: ClientRegistry | None = None  # client sessions, when the frontend tracks them
+    clients: ClientRegistry | None = None  # its client sessions, when it tracks them
 
     def __post_init__(self) -> None:
         if self.router is None:

@@ -44,7 +44,8 @@ _STARTING, _QUEUED, _CONNECTING, _WAITING, _DONE = (
 
 class Dispatch(Timing):
     """Gets a request a connection to a server; the base of :class:`~rubrisproxy.frontend.Exchange`,
-    which relays over it (:meth:`_connected`) and answers when there is none (:meth:`fail`).
+    which relays over it (:meth:`_connected`); :class:`~rubrisproxy.frontend._exchange_ending.ExchangeEnding`
+    answers when there is none (:meth:`fail`).
 
     The server comes from the backend's balancing (waiting in its queue while every server is full),
     or is the one the client's pinned connection goes to. A failed connect is retried, on another

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..websocket import Relay
     from ._context import Frontend
     from ._exchange import Exchange
+    from ._exchange_ending import ExchangeEnding
 
 
 class ConnectionEnding:
@@ -154,7 +155,7 @@ _UPGRADE_ENDS = {
 }
 
 
-def end_after(exchange: Exchange, relayed: bool) -> ConnectionEnd:
+def end_after(exchange: ExchangeEnding, relayed: bool) -> ConnectionEnd:
     """Why a connection closes after ``exchange``, which did not keep it alive (``relayed``: it had written
     its response head)."""
     termination = exchange.termination

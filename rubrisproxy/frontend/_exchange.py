@@ -4,25 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from twisted.python.failure import Failure
-
 from ..engineio import version
-from ..http import HTTPError, RequestHead, ResponseHead, error_response, resolve, serialize_headers
+from ..http import HTTPError, RequestHead, ResponseHead, resolve, serialize_headers
 from ..lifecycle import Termination
 from ..origin import OriginConnection
 from ..routing import is_websocket_upgrade
 from ..websocket import check_switch
 from ._dispatch import ORIGIN, Dispatch, State
-from ._heads import VIA, origin_request_head
+from ._exchange_ending import ExchangeEnding
+from ._heads import VIA, Framing, origin_request_head
 from ._pinning import asks_connection_auth
 from ._upgrade import ExchangeHandoff, accept_upgrade
 
 if TYPE_CHECKING:
     from ..backend import PollPeek
-    from ..clients import ClientSession
     from ._connection import ClientConnection
 
-IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.
 _SMALL_BODY = 65536
@@ -32,18 +29,16 @@ _WAITING, _ANSWERING, _RELAYING, _UPGRADED, _DONE = (
 )
 
 
-class _Framing:
-    NONE, LENGTH, CHUNKED, CLOSE = range(4)
-
-
-class Exchange(Dispatch):
+class Exchange(ExchangeEnding):
     """Relays one request to a server of the frontend's backend and the response back.
 
     Bodies stream with flow control: while the request body flows, the client's
     :class:`~rubrisproxy.flow.ReadGate` is the origin transport's producer; while the
     response body flows, the origin's gate is the client transport's producer.
     A forward proxy's requests are :class:`~rubrisproxy.frontend._forward_exchange.ForwardExchange`
-    objects, which choose their destination themselves.
+    objects, which choose their destination themselves. Its bases get it a server connection
+    (:class:`~rubrisproxy.frontend._dispatch.Dispatch`) and end it, answering a failure
+    (:class:`~rubrisproxy.frontend._exchange_ending.ExchangeEnding`).
 
     ``_state`` is one of :class:`State`: ``STARTING`` until a server is chosen, then ``QUEUED``
     (a full backend) or straight to ``CONNECTING``; ``WAITING`` once the request head is sent (a
@@ -53,20 +48,15 @@ class Exchange(Dispatch):
     client's pace and independent of it: a server may answer before the body is all sent.
     """
 
-    __slots__ = (
-        "keep_alive", "pending_head", "_pending", "_framing", "_stale_retry_done", "_request_bytes", "websocket",
-        "_eio_peek", "_eio_poll", "termination", "session",
-    )
+    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll")
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
         Dispatch.__init__(self, client, head, now, wait)
-        self.termination: Termination | None = None
-        self.session: ClientSession | None = None  # the client session the request belongs to, if tracked
-        self.keep_alive = False  # the response head said the connection stays open
-        self.pending_head: bytes | None = None  # a response head held back to leave with body bytes
-        self._pending: list[bytes] | None = None  # request body read before there was a connection for it
-        self._framing = _Framing.NONE
+        self.termination = self.session = None  # ExchangeEnding's
         self._stale_retry_done = False
+        self.pending_head = self._pending = None
+        self.keep_alive = False  # the response head said the connection stays open
+        self._framing = Framing.NONE
         self._request_bytes = b""
         self.websocket: ExchangeHandoff | None = None  # a WebSocket upgrade that passed its checks
         self._eio_peek: bytes | None = None  # an Engine.IO handshake response's first bytes, until its sid is found
@@ -207,19 +197,19 @@ class Exchange(Dispatch):
         client_head = self.head
         streamed = has_body  # through flow control: any body but a small one of known length
         if not has_body:
-            framing = _Framing.NONE
+            framing = Framing.NONE
         elif head.content_length is not None and not head.chunked:
-            framing = _Framing.LENGTH
+            framing = Framing.LENGTH
             streamed = head.content_length > _SMALL_BODY
         elif client_head.version == b"1.1":
-            framing = _Framing.CHUNKED
+            framing = Framing.CHUNKED
             headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
             headers.append((b"Transfer-Encoding", b"chunked"))
         else:
-            framing = _Framing.CLOSE
+            framing = Framing.CLOSE
         self._framing = framing
         keep_alive = (
-            framing != _Framing.CLOSE
+            framing != Framing.CLOSE
             and self.request_done
             and not client_head.wants_close
             and not self.client.ends_with(self)
@@ -260,19 +250,6 @@ class Exchange(Dispatch):
         request, self._request_bytes = self._request_bytes, b""
         websocket.switched(head, rest, connection, request)
 
-    def upgrade_ended(self, termination: Termination, bytes_in: int, bytes_out: int) -> None:
-        """The WebSocket this exchange became has ended, having moved ``bytes_in`` and ``bytes_out`` over the
-        client's connection: free its server slot and log it."""
-        if self._state is _DONE:
-            return
-        self.bytes_in = bytes_in
-        self.bytes_out += bytes_out
-        self.client.websocket_ended(termination)
-        self._account(termination, 101, 101, True)
-        session = self.session
-        if session is not None:
-            session.registry.websocket_ended(session, termination in (Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
-
     def flush_head(self) -> None:
         """Send the response head now (the origin's read ended before any body)."""
         self._send_response(b"")
@@ -293,7 +270,7 @@ class Exchange(Dispatch):
             self._eio_peek = backend.engineio.learn_body(self._eio_peek + data, server.name, version(self.head.target))
         elif self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.feed(data)
-        if self._framing == _Framing.CHUNKED:
+        if self._framing == Framing.CHUNKED:
             data = b"%x\r\n%s\r\n" % (len(data), data)
         self._send_response(data)
 
@@ -301,7 +278,7 @@ class Exchange(Dispatch):
         client = self.client
         if self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.end()
-        if self._framing == _Framing.CHUNKED:
+        if self._framing == Framing.CHUNKED:
             self._send_response(b"0\r\n\r\n")
         elif self.pending_head is not None:
             self._send_response(b"")
@@ -312,123 +289,5 @@ class Exchange(Dispatch):
             self._release(connection, reusable=connection.finish() and self.request_done)
         self._finish(Termination.OK, keep_alive=self.keep_alive and self.request_done)
 
-    # Failures on the origin side
-
-    def origin_failed(self, error: HTTPError) -> None:
-        self._drop_connection()
-        self.fail(error, Termination.BAD_RESPONSE)
-
-    def origin_lost(self, reason: Failure) -> None:
-        connection = self.connection
-        self._drop_connection()
-        if self._state is _DONE:
-            return
-        if not self.status and connection is not None and self._may_retry_stale(connection):
-            self._stale_retry_done = True
-            self.retries += 1
-            self.log.info("{server} closed a reused connection; retrying on a new one", server=self.server)
-            assert self.server is not None  # its connection was to one
-            self._connect(self.client.frontend.pool.connect(self.server))
-            return
-        self.fail(
-            HTTPError(502, f"{self.server} closed the connection: {reason.getErrorMessage()}"),
-            Termination.SERVER_ABORT,
-        )
-
-    def origin_timed_out(self) -> None:
-        self._drop_connection()
-        what = "sent nothing" if self.request_done or not self.head.has_body else "took none of the request body"
-        self.fail(HTTPError(504, f"{self.server} {what} within timeout server"), Termination.SERVER_TIMEOUT)
-
     def origin_backpressure(self, paused: bool) -> None:
         self.client.client_stalled(paused)
-
-    def _may_retry_stale(self, connection: OriginConnection) -> bool:
-        """A reused connection died before answering: safe to resend only if nothing is lost by it."""
-        if self._stale_retry_done or not connection.reused or self.bytes_in:
-            return False
-        return self.head.method in IDEMPOTENT or connection.bytes_sent == 0
-
-    # Failures on the client side
-
-    def client_lost(self) -> None:
-        if self._state is _DONE:
-            return
-        self._drop_connection()
-        self._finish(Termination.CLIENT_ABORT, keep_alive=False)
-
-    def client_timed_out(self) -> None:
-        self._drop_connection()
-        self.fail(HTTPError(408, "client stalled past timeout client"), Termination.CLIENT_TIMEOUT)
-
-    def client_failed(self, error: HTTPError) -> None:
-        self._drop_connection()
-        self.fail(error, Termination.BAD_REQUEST)
-
-    # Ending
-
-    def fail(self, error: HTTPError, termination: Termination) -> None:
-        """End with ``error``: answered if no response has started, else the client is cut."""
-        if self._state is _DONE:
-            return
-        self.pending_head = None  # never sent: the client gets the error instead
-        self.log.warn(
-            "{method} {target} from {client}: {status} {detail}",
-            method=self.head.method.decode("latin-1"), target=self.head.target.decode("latin-1"),
-            client=self.client_address, status=error.status, detail=error.detail,
-        )
-        if self._state is _RELAYING:
-            # A framed body shows the client it was truncated, so what was relayed is still
-            # delivered; a close-delimited one, or a stalled client, is reset instead.
-            if self._framing == _Framing.CLOSE or termination is Termination.CLIENT_TIMEOUT:
-                self.client.transport.abortConnection()
-            self._finish(termination, keep_alive=False)
-            return
-        self.status = error.status
-        # A request without a body is whole once its head is read, even if its end is parsed after this.
-        whole = self.request_done or not (self.head.has_body or self.head.upgrade)
-        keep_alive = whole and error.status >= 500 and not self.head.wants_close and not self.client.ends_with(self)
-        response = error_response(error.status, close=not keep_alive, headers=error.headers, json=error.body)
-        self.bytes_out += len(response)
-        self.client.write(response)
-        self._finish(termination, keep_alive)
-
-    def _finish(self, termination: Termination, keep_alive: bool) -> None:
-        relayed = self._state is _RELAYING
-        status = self.status
-        # A session-gone answer stands for the server's own 400 to an unknown sid: the client session ends with it.
-        answered_for_origin = self.response_at >= 0 or termination is Termination.SESSION_GONE
-        now = self._account(termination, status if answered_for_origin and status != 101 else 0, status,
-                            relayed or status == 101)
-        self._pending = None
-        client = self.client
-        if client.gate.paused:
-            client.gate.resume(ORIGIN)
-        if client.download.producer is not None:
-            client.download.detach()
-        client.exchange_done(self, keep_alive, now, relayed)
-
-    def _account(self, termination: Termination, origin_status: int, answered: int, from_origin: bool) -> float:
-        """Mark it done, tell its client session (``origin_status``: the origin's answer, 0 if none), free its
-        server slot, count ``answered`` as the server's answer, and add it to the metrics and the access log.
-        Returns when it ended."""
-        self._state = _DONE
-        self.termination = termination
-        server, session = self.server, self.session
-        if session is not None:
-            session.registry.request_ended(session, server.name if server is not None else None, origin_status)
-        self._free_slot()
-        if server is not None and answered:
-            server.responses[answered] = server.responses.get(answered, 0) + 1
-        now = self.clock.seconds()
-        frontend = self.client.frontend
-        self.count(frontend, self.backend, termination, now, from_origin)
-        if frontend.access_log.enabled:
-            frontend.access_log.write(self.record(now, frontend.name, termination))
-        return now
-
-    def dropped(self) -> None:
-        """A pipelined request that will never be answered (its connection is closing)."""
-        self._state = _DONE
-        if self.session is not None:
-            self.session.registry.request_ended(self.session, None, 0)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from ._connection import ClientConnection
 
 _ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+# The states it moves through, as module names: a member read through its Enum class costs a descriptor call.
+_CONNECTING, _WAITING, _UPGRADED, _DONE = State.CONNECTING, State.WAITING, State.UPGRADED, State.DONE
 
 
 class ForwardExchange(Exchange):
@@ -59,13 +61,13 @@ class ForwardExchange(Exchange):
         checking.addCallbacks(lambda _: self._authorized(), self._unauthorized)
 
     def _unauthorized(self, failure: Failure) -> None:
-        if self._state is not State.DONE:
+        if self._state is not _DONE:
             error = failure.value
             self.fail(error if isinstance(error, HTTPError) else HTTPError(500, failure.getErrorMessage()),
                       Termination.DENIED)
 
     def _authorized(self) -> None:
-        if self._state is State.DONE:
+        if self._state is _DONE:
             return
         forward = self._forward
         try:
@@ -92,7 +94,7 @@ class ForwardExchange(Exchange):
     def _resolved(self, address: str | None, where: Destination, via_parent: bool) -> None:
         """The destination's address is known (None: left to a parent proxy): check it, then go there."""
         self._resolving = None
-        if self._state is State.DONE:
+        if self._state is _DONE:
             return
         forward = self._forward
         try:
@@ -115,7 +117,7 @@ class ForwardExchange(Exchange):
         server = forward.server(where, address)
         if where.tunnel:
             self.server = server
-            self._state = State.CONNECTING
+            self._state = _CONNECTING
             self.client.frontend.pool.connect(server).addCallback(self._not_this_host).addCallbacks(
                 self._tunnel_open, self._forward_failed, errbackArgs=(Termination.CONNECT_TIMEOUT,)
             )
@@ -130,7 +132,7 @@ class ForwardExchange(Exchange):
             super()._use(server)
             return
         self.server = server
-        self._state = State.CONNECTING
+        self._state = _CONNECTING
         self.connect_started = self.clock.seconds()
         self.client.frontend.pool.connect(server).addCallbacks(self._ask_parent, self._connect_failed)
 
@@ -156,7 +158,7 @@ class ForwardExchange(Exchange):
 
     def _forward_failed(self, failure: Failure, timed_out: Termination) -> None:
         """The destination could not be resolved or reached: 502, or 504 when it took too long."""
-        if self._state is State.DONE:
+        if self._state is _DONE:
             return
         if isinstance(failure.value, HTTPError):
             error = failure.value
@@ -170,11 +172,11 @@ class ForwardExchange(Exchange):
     # CONNECT
 
     def _ask_parent(self, connection: OriginConnection) -> None:
-        if self._state is State.DONE:
+        if self._state is _DONE:
             self.client.frontend.pool.release(connection, reusable=False)
             return
         self.connection = connection
-        self._state = State.WAITING
+        self._state = _WAITING
         where = self._tunnel_to
         assert where is not None
         host = f"[{where.host}]" if ":" in where.host else where.host
@@ -184,7 +186,7 @@ class ForwardExchange(Exchange):
     def tunnel_answered(self, connection: OriginConnection, status: int, rest: bytes) -> None:
         """A parent proxy answered the CONNECT asked of it (status 0: it closed or said nothing in time)."""
         self.connection = None
-        if self._state is State.DONE:
+        if self._state is _DONE:
             self.client.frontend.pool.release(connection, reusable=False)
             return
         if status != 200:
@@ -196,11 +198,11 @@ class ForwardExchange(Exchange):
 
     def _tunnel_open(self, connection: OriginConnection, rest: bytes = b"") -> None:
         pool = self.client.frontend.pool
-        if self._state is State.DONE:
+        if self._state is _DONE:
             pool.release(connection, reusable=False)
             return
         pool.hand_over(connection)
-        self._state = State.UPGRADED
+        self._state = _UPGRADED
         self.connected_at = self.response_at = self.clock.seconds()
         self.status = 200
         self.websocket = handoff = ExchangeHandoff(self, None)

@@ -1,4 +1,4 @@
-"""The request head an origin receives: the client's, rewritten by the proxy."""
+"""The request head an origin receives (the client's, rewritten by the proxy), and how a response is framed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ if TYPE_CHECKING:
     from ..http import Headers, RequestHead
 
 VIA = {version: b"Via: %s rubrisproxy\r\n" % version for version in (b"1.0", b"1.1")}
+
+
+class Framing:
+    """How a response body is delimited to the client: none, a length, chunks, or the connection's close."""
+
+    NONE, LENGTH, CHUNKED, CLOSE = range(4)
 
 
 class _Client(Protocol):

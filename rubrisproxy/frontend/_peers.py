@@ -13,15 +13,15 @@ from ..http import Headers
 class PeerSettings:
     """A frontend's peers: local clients, or proxies (of which ``trusted`` may speak for their clients)."""
 
-    proxied: bool = False
-    trusted: tuple[Any, ...] = ()  # ip_network objects
-    proxy_protocol: str = "off"
-    header: bytes = b"x-forwarded-for"  # the one forwarding header trusted proxies write (or b"forwarded")
+    proxied: bool
+    trusted: tuple[Any, ...]  # ip_network objects
+    proxy_protocol: str
+    header: bytes  # the one forwarding header trusted proxies write: b"x-forwarded-for" or b"forwarded"
     _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, peers: str, trusted_proxies: tuple[str, ...], proxy_protocol: str,
-              header: str = "x-forwarded-for") -> PeerSettings:
+              header: str) -> PeerSettings:
         networks = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
         return cls(peers == "proxied", networks, proxy_protocol, header.lower().encode())
 
@@ -43,10 +43,7 @@ class PeerSettings:
         return any(ip in network or (mapped is not None and mapped in network) for network in self.trusted)
 
 
-LOCAL = PeerSettings()
-
-
-def forwarded_chain(headers: Headers, header: bytes = b"x-forwarded-for") -> list[str]:
+def forwarded_chain(headers: Headers, header: bytes) -> list[str]:
     """The addresses a request passed through, oldest first, from ``header``: ``X-Forwarded-For`` or ``Forwarded``.
 
     Only the header the trusted proxies write counts: a client can write the other one itself.

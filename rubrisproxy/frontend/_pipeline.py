@@ -17,6 +17,7 @@ from ._timing import log_refused
 if TYPE_CHECKING:
     from ._context import Frontend
     from ._exchange import Exchange
+    from ._exchange_ending import ExchangeEnding
 
 PIPELINE = "pipeline"
 UPGRADE = "upgrade"
@@ -75,7 +76,7 @@ class Pipeline:
         if len(self._queued) >= PIPELINE_DEPTH:
             self.parser.held = True
 
-    def ends_with(self, exchange: Exchange) -> bool:
+    def ends_with(self, exchange: ExchangeEnding) -> bool:
         """Whether the connection closes after answering ``exchange``."""
         phase = self._phase
         return phase is CLOSING or phase is LOST or exchange is self.last_request
@@ -86,7 +87,7 @@ class Pipeline:
             self.last_request = self.current  # the response about to be written is the last
             self._limit_end = ConnectionEnd.MAX_WRITES
 
-    def exchange_done(self, exchange: Exchange, keep_alive: bool, now: float, relayed: bool) -> None:
+    def exchange_done(self, exchange: ExchangeEnding, keep_alive: bool, now: float, relayed: bool) -> None:
         """``exchange`` has answered (``relayed``: with a response head written, when it ended); start the next
         request or end the connection."""
         phase = self._phase

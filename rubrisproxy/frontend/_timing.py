@@ -30,7 +30,7 @@ class Timing:
         "response_at", "status", "bytes_in", "bytes_out", "retries",
     )
 
-    # What the record says of the request besides: the exchange's own (see Dispatch and Exchange).
+    # What the record says of the request besides: the exchange's own (see Dispatch and ExchangeEnding).
     head: RequestHead
     client_address: str
     backend: Backend | None
