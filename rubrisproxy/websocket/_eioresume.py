@@ -50,8 +50,8 @@ if TYPE_CHECKING:
 
 #: The heartbeat assumed until an open packet says (Engine.IO v4's default pingInterval).
 _DEFAULT_INTERVAL = 25.0
-#: What a client may make the proxy keep: namespaces joined, the size of a CONNECT, emits waiting for acks.
-#: Past the first two its session gets the generic resume; past the third, further emits are not counted.
+#: Emits waiting for acks the proxy counts per session (past it, further emits are not counted). Past
+#: ``MAX_NAMESPACES`` namespaces joined or a CONNECT over ``MAX_CONNECT`` bytes, a session gets the generic resume.
 MAX_ACKS = 10_000
 _PING = Message(b"2", False)
 
