@@ -10,7 +10,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from rubrisproxy.backend import SESSION_GONE, UNKNOWN_SESSION, Backend, open_packet_sid, session_id
-from rubrisproxy.backend._engineio import POLL_PEEK_LIMIT, EngineIOStickiness, PolledSession, is_engineio
+from rubrisproxy.backend._engineio import (
+    POLL_PEEK_LIMIT,
+    POLLED_RECORD_BYTES,
+    EngineIOStickiness,
+    PolledSession,
+    is_engineio,
+)
 from rubrisproxy.backend._sticky import ExpiringStore, MemoryStickStore
 from rubrisproxy.clients import ClientRegistry
 from rubrisproxy.config import BackendConfig, ClientsConfig, ServerConfig, WebSocketConfig
@@ -430,6 +436,12 @@ class PollingRecordTests(SynchronousTestCase):
         sticky, record = self.sticky(3)
         self.poll(sticky, b"POST", [b"\x00\x02\xff40"])  # v3's binary framing is not read
         self.assertFalse(record.complete)
+        half = POLLED_RECORD_BYTES // 2
+        sticky, record = self.sticky()  # a record's CONNECTs and answers share one budget
+        self.poll(sticky, b"POST", [b'40{"token":"%s"}' % (b"t" * half)])
+        self.assertTrue(record.complete)
+        self.poll(sticky, b"GET", [b'40{"sid":"%s"}' % (b"s" * half)])
+        self.assertEqual((record.complete, record.connects, record.answers), (False, {}, {}))
 
     def test_a_forgotten_sid_keeps_no_record(self) -> None:
         sticky, _ = self.sticky()

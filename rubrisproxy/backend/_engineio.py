@@ -39,6 +39,10 @@ PEEK_LIMIT = 1024
 _IO_COOKIE = learned_key("set-cookie(io)")
 #: How much of one polling body is read; a session whose polling bodies outgrow it keeps no polling record.
 POLL_PEEK_LIMIT = 64 << 10
+#: What one session's polling record keeps at most, its CONNECTs and the server's answers together: with at most
+#: POLLED_SESSIONS records, the bytes all records hold stay bounded (10,000 x 8 KiB). A session that joins with
+#: more (a very large auth) keeps no record and gets the generic resume.
+POLLED_RECORD_BYTES = 8 << 10
 #: What an Engine.IO server answers (with a 400) to a request whose sid it does not know.
 UNKNOWN_SESSION = b'{"code":1,"message":"Session ID unknown"}'
 #: The server name a forgotten sid's entry holds: no server is named so.
@@ -81,7 +85,7 @@ class PolledSession:
         for packet, head in self._packets(body):
             if head.kind == CONNECT:
                 self._size += len(packet)
-                if len(self.connects) >= MAX_NAMESPACES or len(packet) > MAX_CONNECT or self._size > POLL_PEEK_LIMIT:
+                if len(self.connects) >= MAX_NAMESPACES or len(packet) > MAX_CONNECT or self._size > POLLED_RECORD_BYTES:
                     self.overflowed()
                     return
                 self.connects[head.namespace] = packet
@@ -92,9 +96,12 @@ class PolledSession:
         """A polling GET's response body: the server's CONNECT answers, refusals and DISCONNECTs."""
         for packet, head in self._packets(body):
             if head.kind == CONNECT:
-                if len(packet) <= MAX_CONNECT and (head.namespace in self.answers
-                                                   or len(self.answers) < MAX_NAMESPACES):
-                    self.answers[head.namespace] = packet
+                self._size += len(packet)
+                if self._size > POLLED_RECORD_BYTES or (head.namespace not in self.answers
+                                                        and len(self.answers) >= MAX_NAMESPACES):
+                    self.overflowed()
+                    return
+                self.answers[head.namespace] = packet
             elif head.kind == DISCONNECT or head.kind == CONNECT_ERROR:
                 self.connects.pop(head.namespace, None)
 
