@@ -138,8 +138,9 @@ def _open(data: object) -> OpenPacket | None:
 
 
 def _seconds(milliseconds: object) -> float | None:
-    """A heartbeat setting in milliseconds, in seconds; None if it is not a sane one."""
-    if isinstance(milliseconds, (int, float)) and not isinstance(milliseconds, bool) and 0 < milliseconds < 86_400_000:
+    """A heartbeat setting in milliseconds, in seconds; None if it is not a sane one (from 10 ms, under a day:
+    the proxy pings a moving session's client at the interval, so a tiny one would flood it)."""
+    if isinstance(milliseconds, (int, float)) and not isinstance(milliseconds, bool) and 10 <= milliseconds < 86_400_000:
         return milliseconds / 1000  # python-engineio sends 500.0 for a ping interval set as 0.5 s
     return None
 

@@ -44,6 +44,8 @@ class OpenPacketTests(SynchronousTestCase):
             b'0{"sid":"a","pingInterval":-5,"pingTimeout":1}', b'0{"sid":"a","pingInterval":1e99,"pingTimeout":1}',
             b'0{"sid":"a","pingInterval":NaN,"pingTimeout":1}', b'0{"sid":"a","pingInterval":Infinity,"pingTimeout":1}',
             b'0{"sid":"a","pingInterval":1}', b"0{\xff\xfe}", b"1" + OPEN[1:],
+            b'0{"sid":"a","pingInterval":0.001,"pingTimeout":5000}',  # a ping loop that would flood the client
+            b'0{"sid":"a","pingInterval":25000,"pingTimeout":0}',
             OPEN[:-1] + b' ' * OPEN_LIMIT + b'}',  # too long to be read
         ]
         for payload in hostile:
