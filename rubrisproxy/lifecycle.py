@@ -34,6 +34,7 @@ class Termination(StrEnum):
     PROTOCOL_ERROR = "protocol-error"  # a WebSocket peer broke the protocol or a limit (1002, 1007, 1009)
     DRAINED = "drained"  # a tunnel closed because its server was drained, put in maintenance or removed
     RESUME_FAILED = "resume-failed"  # a session could not move to another server (buffer full, resume-timeout)
+    AUTH_FAILED = "auth-failed"  # a parent proxy refused the proxy's own credentials, or asked for ones it could not send (502)
 
 
 class ConnectionEnd(StrEnum):

@@ -24,6 +24,7 @@ from ._engineio import (
     session_id,
 )
 from ._health import HealthChecker
+from ._login import Login
 from ._server import Server
 from ._sticky import cookie_value
 
@@ -38,6 +39,7 @@ __all__ = [
     "HealthChecker",
     "IBalancer",
     "LeastConnections",
+    "Login",
     "PolledSession",
     "PollPeek",
     "PowerOfTwoChoices",

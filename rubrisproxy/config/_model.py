@@ -165,6 +165,30 @@ class ListenerTLSConfig:
     alpn: tuple[str, ...] = ("http/1.1",)
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A login the proxy presents to servers: read from a file or an environment variable, never inline.
+
+    The password is left out of the dataclass's repr; ``source`` says where the login was read (a file's path or
+    a variable's name, never its content), for messages.
+    """
+
+    user: str
+    password: str = field(repr=False)
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OriginAuthConfig:
+    """How the proxy logs in to a backend's servers: Basic or Digest to origin servers (a ``401``), and Basic or
+    Digest to parent proxies when the backend is a forward proxy's ``parents`` (a ``407``); docs/configuration.md."""
+
+    credentials: Credentials | None = None
+    #: A challenged request is sent again only if its body was held whole: bodies up to this size are held while
+    #: they are sent (0: only requests without a body are sent again).
+    resubmit_body: int = 64 << 10
+
+
 WEBSOCKET_MODES = ("session", "tunnel")
 
 
@@ -235,6 +259,7 @@ class BackendConfig:
     tls: TLSConfig = field(default_factory=TLSConfig)
     pin: bool = False  # bind each server connection to the client connection that first used it (besides NTLM)
     engineio_sticky: bool = True  # learn Engine.IO sids from handshake responses and keep each on its server
+    auth: OriginAuthConfig | None = None  # the proxy's own login to its servers; None: it presents none
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from ._model import (
     Limits,
     ListenerTLSConfig,
     LogSettings,
+    OriginAuthConfig,
     PassiveCheckConfig,
     PoolSettings,
     ProxyConfig,
@@ -43,6 +44,8 @@ from ._values import (
     connect_ports,
     cookie_age,
     count,
+    credentials_env,
+    credentials_file,
     dotted_class,
     duration_or_off,
     endpoints,
@@ -234,6 +237,24 @@ TLS = Table(TLSConfig, (
     Field("sni", text("a host name")),
 ), check=_check_tls)
 
+ORIGIN_AUTH = Table(OriginAuthConfig, (
+    Field("credentials-file", credentials_file, "credentials"),
+    Field("credentials-env", credentials_env, "credentials"),
+    Field("resubmit-body", size(MAX_HEAD_SIZE)),
+))
+
+
+def origin_auth(key: str, value: object) -> OriginAuthConfig:
+    """A backend's ``auth`` table: its credentials from exactly one of a file and an environment variable."""
+    table = as_table(key, value)
+    given = [name for name in ("credentials-file", "credentials-env") if name in table]
+    if len(given) != 1:
+        problem = "takes one of credentials-file and credentials-env, not both" if given else (
+            "needs credentials-file or credentials-env (user:password, never inline)")
+        raise ConfigError(f"{key}.{given[-1] if given else 'credentials-file'}", problem)
+    return ORIGIN_AUTH.build(key, table)
+
+
 BACKEND = Table(BackendConfig, (
     Field("servers", servers),
     Field("retries", count(minimum=0)),
@@ -248,6 +269,7 @@ BACKEND = Table(BackendConfig, (
     Field("stick", section(STICK)),
     Field("websocket", None),  # over the top-level [websocket]
     Field("tls", section(TLS)),
+    Field("auth", origin_auth),
 ))
 
 ROUTE = Table(RouteConfig, (

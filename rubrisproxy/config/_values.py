@@ -20,7 +20,7 @@ from zope.interface.verify import verifyObject
 
 from ._errors import ConfigError
 from ._fields import Parser
-from ._model import ALPN_PROTOCOLS, WEBSOCKET_MODES, HookConfig, ServerConfig
+from ._model import ALPN_PROTOCOLS, WEBSOCKET_MODES, Credentials, HookConfig, ServerConfig
 
 _DURATION = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,20})?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -523,6 +523,43 @@ def users_file(key: str, path: object) -> dict[str, str]:
             raise ConfigError(key, f"line {number} of {path!r} is not user:pbkdf2_sha256$ITERATIONS$SALT$HASH")
         users[user] = hashed
     return users
+
+
+def credentials_file(key: str, path: object) -> Credentials:
+    """The ``user:password`` on the first line of the file at ``path`` (the line's end is not part of it)."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError(key, f"expected a file path, got {path!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline()
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {path!r}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(key, f"{path!r} is not UTF-8 text (byte {e.start})") from None
+    return _credentials(key, line.rstrip("\r\n"), f"file {path!r}")
+
+
+def credentials_env(key: str, name: object) -> Credentials:
+    """The ``user:password`` held by the environment variable ``name``."""
+    if not isinstance(name, str) or not name or "=" in name:
+        raise ConfigError(key, f"expected an environment variable's name, got {name!r}")
+    value = os.environ.get(name)
+    if value is None:
+        raise ConfigError(key, f"the environment variable {name} is not set")
+    return _credentials(key, value, f"environment variable {name}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _credentials(key: str, value: str, source: str) -> Credentials:
+    """``user:password`` read from ``source``; what is wrong is said without quoting it (it holds a password)."""
+    user, sep, password = value.partition(":")
+    if not sep or not user:
+        raise ConfigError(key, f"the {source} does not hold user:password")
+    if _CONTROL.search(value):
+        raise ConfigError(key, f"the {source} holds a control character in its user:password")
+    return Credentials(user, password, source)
 
 
 def alpn(key: str, value: object) -> tuple[str, ...]:

@@ -246,10 +246,14 @@ class Dispatch(Timing):
             self._release(connection, reusable=False)
 
     def _release(self, connection: OriginConnection, reusable: bool) -> None:
+        self._put_back(connection, reusable)
+        self._free_slot()
+
+    def _put_back(self, connection: OriginConnection, reusable: bool) -> None:
+        """Give ``connection`` back (to the pool, or kept pinned), keeping the server slot."""
         self.connection = None
         client = self.client
         if self._pin or connection is client.pinned:
             keep_pinned(client, connection, reusable)
         else:
             client.frontend.pool.release(connection, reusable)
-        self._free_slot()

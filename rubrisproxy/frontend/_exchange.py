@@ -11,9 +11,9 @@ from ..origin import OriginConnection
 from ..routing import is_websocket_upgrade
 from ..websocket import check_switch
 from ._dispatch import ORIGIN, Dispatch, State
-from ._exchange_ending import ExchangeEnding
 from ._heads import VIA, Framing, origin_request_head
 from ._pinning import asks_connection_auth
+from ._resubmit import Resubmitting
 from ._upgrade import ExchangeHandoff, accept_upgrade
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ _WAITING, _ANSWERING, _RELAYING, _UPGRADED, _DONE = (
 )
 
 
-class Exchange(ExchangeEnding):
+class Exchange(Resubmitting):
     """Relays one request to a server of the frontend's backend and the response back.
 
     Bodies stream with flow control: while the request body flows, the client's
@@ -38,7 +38,8 @@ class Exchange(ExchangeEnding):
     A forward proxy's requests are :class:`~rubrisproxy.frontend._forward_exchange.ForwardExchange`
     objects, which choose their destination themselves. Its bases get it a server connection
     (:class:`~rubrisproxy.frontend._dispatch.Dispatch`) and end it, answering a failure
-    (:class:`~rubrisproxy.frontend._exchange_ending.ExchangeEnding`).
+    (:class:`~rubrisproxy.frontend._exchange_ending.ExchangeEnding`), and log in to it when its backend has
+    credentials (:class:`~rubrisproxy.frontend._resubmit.Resubmitting`).
 
     ``_state`` is one of :class:`State`: ``STARTING`` until a server is chosen, then ``QUEUED``
     (a full backend) or straight to ``CONNECTING``; ``WAITING`` once the request head is sent (a
@@ -61,6 +62,7 @@ class Exchange(ExchangeEnding):
         self.websocket: ExchangeHandoff | None = None  # a WebSocket upgrade that passed its checks
         self._eio_peek: bytes | None = None  # an Engine.IO handshake response's first bytes, until its sid is found
         self._eio_poll: PollPeek | None = None  # a look at a polling body of an Engine.IO session that may upgrade
+        self._login = None  # Resubmitting's: the proxy's own login to the server, when the backend has one
 
     @property
     def response_head_sent(self) -> bool:
@@ -99,6 +101,8 @@ class Exchange(ExchangeEnding):
             if self.websocket is None:
                 return
         self._request_bytes = origin_request_head(self, resolved.origin_form, resolved.host if resolved.absolute else None)
+        if target.login is not None:
+            self._begin_login(target.login, False, b"GET" if self.websocket else head.method, resolved.origin_form)
         self._assign()
 
     def _connected(self, connection: OriginConnection) -> None:
@@ -114,13 +118,17 @@ class Exchange(ExchangeEnding):
             backend = self.backend
             assert backend is not None  # chosen before any connection is made
             backend.connect_seconds.observe(now - self.connect_started)
+        request = self._request_bytes
+        if self._login is not None:
+            assert self.server is not None  # the connection is to it
+            request = self._login.head(self.server, request)
         if self.websocket is None:
-            connection.send(self, self.head.method, self._request_bytes)
+            connection.send(self, self.head.method, request)
         else:
             backend = self.backend
             assert backend is not None
             timeout = backend.websocket.open_handshake_timeout
-            connection.send(self, b"GET", self._request_bytes, upgrade=True, timeout=timeout)
+            connection.send(self, b"GET", request, upgrade=True, timeout=timeout)
         self.sent_at = now
         head = self.head
         if head.has_body:
@@ -142,6 +150,8 @@ class Exchange(ExchangeEnding):
         self.bytes_in += len(data)
         if self._eio_poll is not None:
             self._eio_poll.feed(data)
+        if self._login is not None:
+            self._login.hold(data)
         if self._state is _DONE:
             return
         connection = self.connection
@@ -176,6 +186,9 @@ class Exchange(ExchangeEnding):
     # The response, as the origin connection's parser delivers it
 
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
+        login = self._login
+        if login is not None and head.status == login.status and self._challenged(login, head):
+            return  # answered by the proxy: the request goes again
         self._state = _ANSWERING
         self.response_at = self.clock.seconds()
         self.status = status = head.status

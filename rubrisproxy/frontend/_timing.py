@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from ..backend import Backend, Server
     from ..clients import ClientSession
     from ..http import RequestHead
+    from ..origin import LoginAttempt
     from ._context import Frontend
 
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
@@ -36,6 +37,7 @@ class Timing:
     backend: Backend | None
     server: Server | None
     session: ClientSession | None
+    _login: LoginAttempt | None  # the proxy's own login to the server (Resubmitting's)
 
     def __init__(self, now: float, wait: float) -> None:
         self.started_at = now  # the request head was read
@@ -90,6 +92,7 @@ class Timing:
             TERMINATIONS[termination],
             self.retries,
             session.id if session is not None else "",
+            self._login.mark if self._login is not None else "",
         )
 
 

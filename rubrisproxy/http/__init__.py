@@ -1,5 +1,7 @@
 """HTTP/1.1 messages shared by the client-facing and origin sides."""
 
+from ._auth import Challenge, best, challenges, digest
+from ._auth import basic as basic_credentials
 from ._errors import HTTPError, error_response, quoted, reason_phrase
 from ._headers import (
     CLIENT_CLAIMS,
@@ -17,6 +19,11 @@ from ._response import ResponseHandler, ResponseHead, ResponseParser
 from ._target import Target, normalise_path, resolve, route_host, split_absolute, valid_host
 
 __all__ = [
+    "Challenge",
+    "basic_credentials",
+    "best",
+    "challenges",
+    "digest",
     "CLIENT_CLAIMS",
     "FORWARDING",
     "HOP_BY_HOP",
