@@ -118,9 +118,18 @@ class ProxyCollector(Collector):
         connect_seconds = HistogramMetricFamily(
             "rubrisproxy_connect_duration_seconds", "How long new server connections took.", labels=labels
         )
+        challenges = CounterMetricFamily(
+            "rubrisproxy_backend_auth_challenges", "Challenges (401, or a parent proxy's 407) met with the backend's"
+            " own credentials, by outcome: answered (the request sent again), failed (the credentials refused),"
+            " passed (handed to the client unanswered).", labels=["backend", "outcome"]
+        )
         for backend in self.backends.values():
             key = [backend.name]
             queue.add_metric(key, backend.queue_length)
+            login = backend.login
+            if login is not None:
+                for outcome in ("answered", "failed", "passed"):
+                    challenges.add_metric([*key, outcome], getattr(login, outcome))
             for code, count in sorted(backend.responses.items()):
                 answered.add_metric([*key, code], count)
             _histogram(durations, key, backend.request_seconds)
@@ -130,7 +139,8 @@ class ProxyCollector(Collector):
             lost.add_metric(key, backend.messages_lost)
             _histogram(resume_seconds, key, backend.resume_seconds)
             _histogram(connect_seconds, key, backend.connect_seconds)
-        yield from (queue, answered, durations, resumes, resume_failures, lost, resume_seconds, connect_seconds)
+        yield from (queue, answered, durations, resumes, resume_failures, lost, resume_seconds, connect_seconds,
+                    challenges)
 
     def _servers(self) -> Iterator[Metric]:
         labels = ["backend", "server"]

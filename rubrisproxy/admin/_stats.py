@@ -111,7 +111,17 @@ def backend_fields(backend: Backend) -> dict[str, Any]:
         "resumes": backend.resumes,
         "resume_failures": dict(backend.resume_failures),
         "messages_lost": backend.messages_lost,
+        "auth": _login(backend),
     }
+
+
+def _login(backend: Backend) -> dict[str, int] | None:
+    """The backend's own login to its servers: challenges answered, refused and handed to clients (None: it has no
+    credentials)."""
+    login = backend.login
+    if login is None:
+        return None
+    return {"answered": login.answered, "failed": login.failed, "passed": login.passed}
 
 
 def server_fields(server: Server) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from ._errors import ConfigError
-from ._fields import Field, Table, as_table, section
+from ._fields import Field, Table, as_table, reject_unknown, section
 from ._model import (
     TLS_VERSIONS,
     AccessLogSettings,
@@ -247,6 +247,7 @@ ORIGIN_AUTH = Table(OriginAuthConfig, (
 def origin_auth(key: str, value: object) -> OriginAuthConfig:
     """A backend's ``auth`` table: its credentials from exactly one of a file and an environment variable."""
     table = as_table(key, value)
+    reject_unknown(key, table, {field.key for field in ORIGIN_AUTH.fields})
     given = [name for name in ("credentials-file", "credentials-env") if name in table]
     if len(given) != 1:
         problem = "takes one of credentials-file and credentials-env, not both" if given else (

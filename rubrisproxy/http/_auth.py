@@ -178,7 +178,7 @@ def digest(credentials: tuple[str, str], challenge: Challenge, method: bytes, ur
         fields = [(b"username", _quoted(user.encode()))]
     else:
         fields = [(b"username*", b"UTF-8''" + quote(user, safe="").encode())]
-    fields += [(b"realm", _quoted(realm)), (b"uri", _quoted(uri)), (b"algorithm", algorithm.encode("latin-1")),
+    fields += [(b"realm", _quoted(realm)), (b"uri", _quoted(uri)), (b"algorithm", params.get("algorithm", "MD5").encode("latin-1")),
                (b"nonce", _quoted(nonce))]
     if qop is not None:
         fields += [(b"nc", count), (b"cnonce", _quoted(cnonce.encode())), (b"qop", qop)]
