@@ -52,7 +52,7 @@ class Resubmitting(ExchangeEnding):
         login, server = self._login, self.server
         assert login is not None and server is not None
         reusable = complete and connection.finish()
-        if login.mark != "answered":
+        if login.verdict is not Verdict.RESUBMIT:
             self._put_back(connection, reusable)
             self._refused(login)
             return

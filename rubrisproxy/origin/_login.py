@@ -39,7 +39,7 @@ class LoginAttempt:
     """
 
     __slots__ = ("login", "status", "_ask", "_answer", "method", "uri", "body", "_held", "_sent", "_tries",
-                 "mark", "why")
+                 "verdict", "mark", "why")
 
     def __init__(self, login: Login, proxy: bool, method: bytes, uri: bytes, request: RequestHead) -> None:
         self.login = login
@@ -54,6 +54,7 @@ class LoginAttempt:
         self._held = 0
         self._sent = False  # the last send carried credentials
         self._tries = 0  # sends after a challenge
+        self.verdict: Verdict | None = None  # what became of the last challenge
         self.mark = ""  # "", "preemptive", "answered", "passed" or "failed"
         self.why = ""  # why a challenge was not answered
 
@@ -80,6 +81,10 @@ class LoginAttempt:
     def challenged(self, server: Server, headers: Headers, whole: bool) -> Verdict:
         """``server`` answered with a challenge (``headers``: its response's); ``whole``: the request's body, if
         any, is all read."""
+        self.verdict = verdict = self._judge(server, headers, whole)
+        return verdict
+
+    def _judge(self, server: Server, headers: Headers, whole: bool) -> Verdict:
         login = self.login
         challenge = best(challenges(headers, self._ask))
         if challenge is None:
