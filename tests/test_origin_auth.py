@@ -8,10 +8,13 @@ import base64
 import hashlib
 import json
 import os
+import random
 import re
+from dataclasses import replace
 
 from twisted.internet import defer, reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
@@ -278,6 +281,36 @@ class OriginAuthTests(SecretsNotLogged, ProxyTestCase):
         self.assertEqual(self.counters(), (0, 0, 2))
 
     @defer.inlineCallbacks
+    def test_a_large_or_close_delimited_challenge_is_not_read_to_its_end(self):  # type: ignore[no-untyped-def]
+        class Large(BasicOrigin):
+            def render(self, request: server.Request) -> bytes:
+                answer = super().render(request)
+                return answer * 100_000 if request.code == 401 else answer  # 200 KB: past the drain's bound
+
+        origin = Large()
+        self.start(origin)
+        (response,) = yield self.request(b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n")
+        self.assertEqual((response.status, response.body), (200, b"basic ok "))
+        self.assertEqual(self.parts.pool.created, 2)  # the challenge's connection was closed, not drained
+        seen: list[bytes] = []
+
+        class CloseDelimited(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                seen.append(data)
+                if b"Authorization: Basic" in data:
+                    self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                else:  # a challenge whose body ends with the connection, which stays open
+                    self.transport.write(b'HTTP/1.1 401 No\r\nWWW-Authenticate: Basic realm="c"\r\n\r\nmore to')
+
+        port = self.start_raw_origin(CloseDelimited)
+        self.backend.login.forget(self.backend.servers[0])
+        self.backend.servers[0].config = replace(self.backend.servers[0].config, port=port)
+        self.backend.servers[0].set_tls(None)
+        (response,) = yield self.request(b"GET /y HTTP/1.1\r\nHost: app\r\n\r\n")
+        self.assertEqual((response.status, response.body), (200, b"ok"))
+        self.assertEqual(len(seen), 2)
+
+    @defer.inlineCallbacks
     def test_the_clients_own_authorization_wins(self):  # type: ignore[no-untyped-def]
         origin = BasicOrigin()
         self.start(origin)
@@ -517,6 +550,22 @@ class LoginUnitTests(unittest.TestCase):
         self.assertEqual([c.scheme for c in read], ["newauth", "basic", "negotiate", "ntlm"])
         self.assertEqual(read[0].params["title"], 'Login to "apps"')
         self.assertEqual(read[1].realm, "simple")
+
+    def test_hostile_challenges_are_read_without_failing(self) -> None:
+        rng = random.Random(7)
+        alphabet = b'Digest Basic realm="=,\\ \t;nonce=algorithm=SHA-256-sess qop=auth-int stale=true \x00\xff'
+        for _ in range(2000):
+            value = bytes(rng.choice(alphabet) for _ in range(rng.randrange(60)))
+            attempt = self.attempt()
+            self.assertIn(attempt.challenged(self.server, self.challenge(value), True), tuple(Verdict))
+            answer = attempt.head(self.server, b"GET / HTTP/1.1\r\n\r\n")
+            self.assertNotIn(b"\n\r\n", answer[:-4])  # one header line at most, whatever was read
+        many = b", ".join(b'Basic realm="%d"' % i for i in range(5000))
+        self.assertEqual(len(challenges(self.challenge(many), b"www-authenticate")), 5000)
+        for i in range(3000):  # each realm remembered; the table is bounded
+            self.login.learn(Server(ServerConfig("s", "127.0.0.1", 9), "a"), challenges(
+                self.challenge(b'Basic realm="%d"' % i), b"www-authenticate")[0])
+        self.assertLessEqual(len(self.login._spaces), 1024)
 
     def test_realms_are_kept_per_server(self) -> None:
         other = Server(ServerConfig("t", "127.0.0.1", 10), "a")
