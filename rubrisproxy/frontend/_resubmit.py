@@ -53,7 +53,7 @@ class Resubmitting(ExchangeEnding):
         assert login is not None and server is not None
         reusable = complete and connection.finish()
         if login.verdict is not Verdict.RESUBMIT:
-            self._put_back(connection, reusable)
+            self._release(connection, reusable, keep_slot=True)
             self._refused(login)
             return
         if self.head.has_body:
@@ -61,7 +61,7 @@ class Resubmitting(ExchangeEnding):
         if reusable:
             self._connected(connection)
         else:
-            self._put_back(connection, False)
+            self._release(connection, False, keep_slot=True)
             self._connect(self.client.frontend.pool.connect(server))
 
     def _refused(self, login: LoginAttempt) -> None:
