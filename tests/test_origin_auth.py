@@ -23,8 +23,15 @@ from twisted.web import resource, server
 
 from rubrisproxy.admin._metrics import ProxyCollector
 from rubrisproxy.admin._stats import backend_fields
-from rubrisproxy.backend import Login, Server
-from rubrisproxy.config import ConfigError, Credentials, OriginAuthConfig, ServerConfig, config_from_document
+from rubrisproxy.backend import Backend, Login, Server
+from rubrisproxy.config import (
+    BackendConfig,
+    ConfigError,
+    Credentials,
+    OriginAuthConfig,
+    ServerConfig,
+    config_from_document,
+)
 from rubrisproxy.frontend import hash_password
 from rubrisproxy.http import RequestHead, basic_credentials, challenges
 from rubrisproxy.lifecycle import Termination
@@ -569,6 +576,19 @@ class LoginUnitTests(unittest.TestCase):
             self.login.learn(Server(ServerConfig("s", "127.0.0.1", 9), "a"), challenges(
                 self.challenge(b'Basic realm="%d"' % i), b"www-authenticate")[0])
         self.assertLessEqual(len(self.login._spaces), 1024)
+
+    def test_a_reload_keeps_what_servers_asked_while_the_login_stays(self) -> None:
+        config = BackendConfig("a", (ServerConfig("s", "127.0.0.1", 9),), auth=OriginAuthConfig(
+            Credentials(USER, PASSWORD, "test")))
+        backend = Backend(config)
+        login = backend.login
+        self.assertIsNotNone(login)
+        backend.reconfigure(replace(config, retries=1))
+        self.assertIs(backend.login, login)
+        backend.reconfigure(replace(config, auth=OriginAuthConfig(Credentials(USER, "new", "test"))))
+        self.assertIsNot(backend.login, login)
+        backend.reconfigure(replace(config, auth=None))
+        self.assertIsNone(backend.login)
 
     def test_realms_are_kept_per_server(self) -> None:
         other = Server(ServerConfig("t", "127.0.0.1", 10), "a")
