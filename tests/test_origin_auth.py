@@ -447,7 +447,7 @@ class ParentAuthTests(SecretsNotLogged, ProxyTestCase):
             f'users-file = "{users}"\n').parts
         self.parent_log = self.parent.frontends["out"].frontend.access_log = MemoryAccessLog()
 
-    def child(self, password: str = PASSWORD) -> None:
+    def child(self, password: str = PASSWORD, resubmit: str = "64k") -> None:
         credentials = self.mktemp()
         with open(credentials, "w") as f:
             f.write(f"{USER}:{password}\n")
@@ -457,7 +457,7 @@ class ParentAuthTests(SecretsNotLogged, ProxyTestCase):
             f'[frontends.out.forward]\nparents = "parents"\nconnect-ports = [{self.tls_port}]\n'
             'allow-hosts = ["127.0.0.1"]\n'
             f'[backends.parents]\nservers = ["127.0.0.1:{port}"]\n[backends.parents.health]\ncheck = "none"\n'
-            f'[backends.parents.auth]\ncredentials-file = "{credentials}"\n').parts
+            f'[backends.parents.auth]\ncredentials-file = "{credentials}"\nresubmit-body = "{resubmit}"\n').parts
         self.access_log = parts.frontends["out"].frontend.access_log = MemoryAccessLog()
         self.login = parts.backends["parents"].login
         self.proxy_port = parts.frontends["out"].ports[0].getHost().port
@@ -502,6 +502,16 @@ class ParentAuthTests(SecretsNotLogged, ProxyTestCase):
         self.assertEqual((self.login.answered, self.login.failed), (1, 0))
 
     @defer.inlineCallbacks
+    def test_a_407_to_a_body_not_held_is_a_502_then_credentials_go_up_front(self):  # type: ignore[no-untyped-def]
+        self.child(resubmit="0")
+        url = f"http://127.0.0.1:{self.origin_port}/echo".encode()
+        request = b"POST " + url + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        first, second = yield self.request(request + request, count=2)
+        self.assertEqual((first.status, second.status, second.body), (502, 200, b"hello"))
+        self.assertEqual([e.auth for e in self.access_log.entries], ["passed", "preemptive"])
+        self.assertTrue(any("answered 407: the request's body was not held" in line for line in self.logged))
+
+    @defer.inlineCallbacks
     def test_a_second_407_is_a_502(self):  # type: ignore[no-untyped-def]
         self.child(password="not the one")
         url = f"http://127.0.0.1:{self.origin_port}/x".encode()
@@ -515,7 +525,7 @@ class ParentAuthTests(SecretsNotLogged, ProxyTestCase):
         self.assertEqual([e.termination for e in self.access_log.entries], [Termination.AUTH_FAILED.value] * 2)
         self.assertEqual([e.auth for e in self.access_log.entries], ["failed", "failed"])
         self.assertEqual((self.login.answered, self.login.failed), (2, 2))
-        self.assertTrue(any("refused the proxy's credentials" in line for line in self.logged))
+        self.assertTrue(any("answered 407: the proxy's credentials were refused" in line for line in self.logged))
 
 
 class LoginUnitTests(unittest.TestCase):

@@ -48,6 +48,7 @@ class Resubmitting(ExchangeEnding):
     def challenge_drained(self, connection: OriginConnection, complete: bool) -> None:
         """The challenge's response is read (``complete``) or given up: send the request again, or end."""
         if self._state is _DONE:
+            self.client.frontend.pool.release(connection, reusable=False)
             return
         login, server = self._login, self.server
         assert login is not None and server is not None
@@ -65,7 +66,7 @@ class Resubmitting(ExchangeEnding):
             self._connect(self.client.frontend.pool.connect(server))
 
     def _refused(self, login: LoginAttempt) -> None:
-        self.fail(HTTPError(502, f"parent proxy {self.server} asked for credentials: {login.why}"),
+        self.fail(HTTPError(502, f"parent proxy {self.server} answered 407: {login.why}"),
                   Termination.AUTH_FAILED)
 
     def _tunnel_challenged(self, connection: OriginConnection, headers: Headers) -> bool:

@@ -88,12 +88,12 @@ class LoginAttempt:
         login = self.login
         challenge = best(challenges(headers, self._ask))
         if challenge is None:
-            return self._pass("it asked for no scheme the proxy speaks (Basic, Digest)")
+            return self._pass("no scheme the proxy speaks (Basic, Digest) was offered")
         stale = challenge.stale and self._sent and challenge.scheme == "digest"
         if self._tries >= 2 or (self._sent and self._tries and not stale):
             login.failed += 1
             login.forget(server)
-            self.mark, self.why = "failed", "it refused the proxy's credentials"
+            self.mark, self.why = "failed", "the proxy's credentials were refused"
             return Verdict.FAIL
         login.learn(server, challenge)  # later requests carry credentials up front, whatever becomes of this one
         if not whole or self.body is None:
