@@ -64,6 +64,7 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
 
     log = Logger()
     proxied = False  # its peer is a client, not a proxy speaking for clients
+    trusted = False  # its peer is not a trusted proxy (a ProxiedConnection's may be)
 
     # Slots keep a long-lived (WebSocket) connection small; Protocol's own attributes stay in its dict.
     __slots__ = (

@@ -19,6 +19,7 @@ from ._upgrade import ExchangeHandoff, accept_upgrade
 if TYPE_CHECKING:
     from ..backend import PollPeek
     from ._connection import ClientConnection
+    from ._rules import RuleRun
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.
@@ -48,7 +49,7 @@ class Exchange(ExchangeEnding):
     client's pace and independent of it: a server may answer before the body is all sent.
     """
 
-    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll")
+    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll", "rules")
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
         Dispatch.__init__(self, client, head, now, wait)
@@ -61,6 +62,7 @@ class Exchange(ExchangeEnding):
         self.websocket: ExchangeHandoff | None = None  # a WebSocket upgrade that passed its checks
         self._eio_peek: bytes | None = None  # an Engine.IO handshake response's first bytes, until its sid is found
         self._eio_poll: PollPeek | None = None  # a look at a polling body of an Engine.IO session that may upgrade
+        self.rules: RuleRun | None = None  # its run through the frontend's HTTP rules, if it has any
 
     @property
     def response_head_sent(self) -> bool:
@@ -79,14 +81,22 @@ class Exchange(ExchangeEnding):
         if head.method == b"CONNECT":
             self.fail(HTTPError(501, "CONNECT is not served by a reverse-proxy frontend"), Termination.NOT_IMPLEMENTED)
             return
-        router = self.client.frontend.router
+        frontend = self.client.frontend
+        router = frontend.router
         assert router is not None
         try:
             resolved = resolve(head)  # the normalised target: what routes match and what the origin receives
         except HTTPError as error:
             self.fail(error, Termination.BAD_REQUEST)
             return
-        target = router.default if router.trivial else router.route(head)
+        rules = frontend.rules
+        if rules is None:
+            target = router.default if router.trivial else router.route(head)
+        else:  # the frontend's request rules, the route, the route's (which may answer the request)
+            chosen = rules.start(self, router)
+            if chosen is None:
+                return
+            target = chosen
         if isinstance(target, int):
             self.fail(HTTPError(target, "denied by a route"), Termination.DENIED)
             return
@@ -195,6 +205,9 @@ class Exchange(ExchangeEnding):
             self._eio_poll = None
         headers = head.forward
         client_head = self.head
+        rules = self.rules
+        if rules is not None:
+            headers = rules.respond(headers, server.name, client_head)
         streamed = has_body  # through flow control: any body but a small one of known length
         if not has_body:
             framing = Framing.NONE

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ..clients import ClientSession
     from ..http import RequestHead
     from ._context import Frontend
+    from ._rules import RuleRun
 
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 TERMINATIONS = {termination: termination.value for termination in Termination}
@@ -36,6 +37,7 @@ class Timing:
     backend: Backend | None
     server: Server | None
     session: ClientSession | None
+    rules: RuleRun | None
 
     def __init__(self, now: float, wait: float) -> None:
         self.started_at = now  # the request head was read
@@ -90,6 +92,7 @@ class Timing:
             TERMINATIONS[termination],
             self.retries,
             session.id if session is not None else "",
+            self.rules.request_id.decode("latin-1") if self.rules is not None else "",
         )
 
 

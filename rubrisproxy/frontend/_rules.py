@@ -1,0 +1,366 @@
+"""HTTP rules at the exchange's seams, whatever protocol carried the request: ``http-request`` rules between
+reading a request and sending it on, ``http-response`` rules on the server's response head (docs/rules.md).
+
+A frontend with no rules and no unique-id header has no :class:`FrontendRules`: its exchanges check one
+attribute and go on. Otherwise each request gets a :class:`RuleRun`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IReactorTime
+
+from ..config import TEMPLATE_VARIABLES, FrontendConfig, RuleConfig, template_parts
+from ..engineio import sid_of
+from ..http import (
+    Address,
+    Headers,
+    HTTPError,
+    RedirectTarget,
+    RequestHead,
+    Template,
+    client_ip,
+    del_header,
+    field_safe,
+    header_value,
+    in_networks,
+    masked,
+    networks,
+    resolve,
+    set_header,
+)
+from ..lifecycle import Termination
+from ..ratelimit import Entry, LimiterTable, retry_after
+from ..routing import Router, is_websocket_upgrade
+
+if TYPE_CHECKING:
+    from ..backend import Backend
+    from ._exchange import Exchange
+
+#: Generated request ids: this process's random prefix and a counter, ``0f3a9c1be27d44a1-1f``.
+_PREFIX = os.urandom(8).hex().encode()
+_COUNTER = itertools.count(1)
+#: The longest request id kept from a trusted proxy.
+MAX_REQUEST_ID = 128
+
+#: What a request rule may end with: an answer (and how the request ended), or ALLOW (no more rules run).
+Verdict = tuple[HTTPError, Termination] | None
+ALLOW: Verdict = (HTTPError(0, "allowed"), Termination.OK)
+
+
+class RuleRun:
+    """One request's run through its frontend's and route's rules: what the values of its headers may name, the
+    response rules of its route and frontend, and the rate-limit entries it holds while in flight."""
+
+    __slots__ = ("client_address", "ip", "secure", "frontend", "backend", "server", "request_id", "response", "held")
+
+    def __init__(self, exchange: Exchange, request_id: bytes) -> None:
+        self.client_address = exchange.client_address
+        self.ip: Address | None = client_ip(exchange.client_address)
+        self.secure = exchange.client.secure
+        self.frontend = exchange.client.frontend.name
+        self.backend = self.server = ""
+        self.request_id = request_id
+        self.response: Sequence[HeaderRule] = ()
+        self.held: list[Entry] | None = None
+
+    def variable(self, name: str) -> bytes:
+        if name == "src":
+            return self.client_address.encode()
+        if name == "unique-id":
+            return self.request_id
+        return field_safe({"srv_name": self.server, "be_name": self.backend, "fe_name": self.frontend}[name])
+
+    def respond(self, headers: Headers, server: str, head: RequestHead) -> Headers:
+        """The response ``headers`` after the route's and the frontend's response rules (``head``: the request it
+        answers, which their conditions read)."""
+        self.server = server
+        for rule in self.response:
+            headers = rule.edit(headers, self, head)
+        return headers
+
+    def end(self) -> None:
+        """The request ended: what its rate limits counted in flight is released."""
+        held, self.held = self.held, None
+        for entry in held or ():
+            entry.active -= 1
+
+
+class Condition:
+    """A rule's conditions: the client in ``src`` and not in ``unless-src``, TLS or not, the path, the method."""
+
+    __slots__ = ("src", "unless", "ssl", "path_prefix", "methods")
+
+    def __init__(self, rule: RuleConfig) -> None:
+        self.src = networks(rule.src)
+        self.unless = networks(rule.unless_src)
+        self.ssl = rule.ssl
+        self.path_prefix = rule.path_prefix.encode() if rule.path_prefix is not None else None
+        self.methods = frozenset(method.encode() for method in rule.methods)
+
+    @staticmethod
+    def of(rule: RuleConfig) -> Condition | None:
+        """``rule``'s conditions, None when it has none."""
+        if rule.src or rule.unless_src or rule.ssl is not None or rule.path_prefix is not None or rule.methods:
+            return Condition(rule)
+        return None
+
+    def holds(self, run: RuleRun, head: RequestHead) -> bool:
+        if self.src and not in_networks(run.ip, self.src):
+            return False
+        if self.unless and in_networks(run.ip, self.unless):
+            return False
+        if self.ssl is not None and run.secure != self.ssl:
+            return False
+        if self.methods and head.method not in self.methods:
+            return False
+        return self.path_prefix is None or resolve(head).route_path.startswith(self.path_prefix)
+
+
+class Rule:
+    """An ``http-request`` rule: done when its condition holds."""
+
+    __slots__ = ("condition",)
+
+    def __init__(self, rule: RuleConfig) -> None:
+        self.condition = Condition.of(rule)
+
+    def request(self, run: RuleRun, exchange: Exchange) -> Verdict:
+        """Do it for ``exchange``'s request; an answer, ALLOW, or None to go on."""
+        raise NotImplementedError
+
+
+class HeaderRule(Rule):
+    """set-header, add-header, del-header: on the request the origin receives, or on the response."""
+
+    __slots__ = ("action", "name", "lower", "value")
+
+    def __init__(self, rule: RuleConfig) -> None:
+        super().__init__(rule)
+        self.action = rule.action
+        self.name = rule.name.encode()
+        self.lower = self.name.lower()
+        self.value = Template(template_parts("value", rule.value, TEMPLATE_VARIABLES))
+
+    def edit(self, headers: Headers, run: RuleRun, head: RequestHead) -> Headers:
+        """``headers`` (a response's) edited, if the condition holds for the request ``head``."""
+        condition = self.condition
+        if condition is not None and not condition.holds(run, head):
+            return headers
+        return self._edit(headers, run)
+
+    def _edit(self, headers: Headers, run: RuleRun) -> Headers:
+        action = self.action
+        if action == "del-header":
+            return del_header(headers, self.lower)
+        value = self.value.render(run)
+        if action == "set-header":
+            return set_header(headers, self.lower, self.name, value)
+        headers.append((self.name, value))
+        return headers
+
+    def request(self, run: RuleRun, exchange: Exchange) -> Verdict:
+        head = exchange.head
+        head.forward = self._edit(head.forward, run)
+        return None
+
+
+class Redirect(Rule):
+    """redirect: answered with ``code`` and a Location as HAProxy's location, prefix or scheme make it."""
+
+    __slots__ = ("target", "code")
+
+    def __init__(self, rule: RuleConfig) -> None:
+        super().__init__(rule)
+        location, prefix, scheme = (None if text is None else text.encode()
+                                    for text in (rule.location, rule.prefix, rule.scheme))
+        self.target = RedirectTarget(location, prefix, scheme, rule.drop_query)
+        self.code = rule.code
+
+    def request(self, run: RuleRun, exchange: Exchange) -> Verdict:
+        where = self.target.to(resolve(exchange.head), run.secure)
+        if where is None:
+            return HTTPError(400, "no Host to redirect to"), Termination.BAD_REQUEST
+        return HTTPError(self.code, "redirected", headers=b"Location: %s\r\n" % where), Termination.REDIRECT
+
+
+class Deny(Rule):
+    """deny: answered with ``status``."""
+
+    __slots__ = ("status",)
+
+    def __init__(self, rule: RuleConfig) -> None:
+        super().__init__(rule)
+        self.status = rule.status
+
+    def request(self, run: RuleRun, exchange: Exchange) -> Verdict:
+        return HTTPError(self.status, "denied by an http-request rule"), Termination.DENIED
+
+
+class Allow(Rule):
+    """allow: no more http-request rules run for this request (HAProxy's ``http-request allow``)."""
+
+    __slots__ = ()
+
+    def request(self, run: RuleRun, exchange: Exchange) -> Verdict:
+        return ALLOW
+
+
+class RateLimit(Rule):
+    """rate-limit: per key, requests and new WebSockets over a sliding window, and requests in flight; over any,
+    answered 429 with Retry-After. A request without the key (no such header, no sid) is not limited."""
+
+    __slots__ = ("table", "key", "header", "requests", "websockets", "concurrent", "ipv6_mask", "limited")
+
+    def __init__(self, rule: RuleConfig, table: LimiterTable) -> None:
+        super().__init__(rule)
+        self.table = table
+        self.key = rule.key
+        self.header = rule.key[4:-1].lower().encode() if rule.key.startswith("hdr(") else b""
+        self.requests, self.websockets, self.concurrent = rule.requests, rule.websockets, rule.concurrent
+        self.ipv6_mask = rule.ipv6_mask
+        self.limited = 0  # requests answered 429
+
+    def _key(self, run: RuleRun, head: RequestHead) -> str | bytes | None:
+        if self.header:
+            return header_value(head.headers, self.header)
+        if self.key == "sid":
+            return sid_of(head.target)
+        return masked(run.ip, run.client_address, self.ipv6_mask)
+
+    def request(self, run: RuleRun, exchange: Exchange) -> Verdict:
+        head = exchange.head
+        key = self._key(run, head)
+        if key is None:
+            return None
+        table = self.table
+        entry, into = table.entry(key)
+        wait = 0.0
+        if self.concurrent and entry.active >= self.concurrent:
+            wait, why = 1.0, f"{self.concurrent} requests in flight"
+        elif self.websockets and head.upgrade and is_websocket_upgrade(head):
+            wait, why = table.websocket_wait(entry, into, self.websockets), f"{self.websockets} new WebSockets"
+        if not wait and self.requests:
+            wait, why = table.request_wait(entry, into, self.requests), f"{self.requests} requests"
+        if wait:
+            self.limited += 1
+            error = HTTPError(429, f"over {why} per {table.period:g}s for {self.key}",
+                              headers=b"Retry-After: %d\r\n" % retry_after(wait))
+            return error, Termination.RATE_LIMITED
+        if self.concurrent:
+            entry.active += 1
+            if run.held is None:
+                run.held = []
+            run.held.append(entry)
+        return None
+
+
+def _request_rule(rule: RuleConfig) -> Rule:
+    kind: type[Rule] = {"redirect": Redirect, "deny": Deny, "allow": Allow}.get(rule.action, HeaderRule)
+    return kind(rule)
+
+
+#: Where a rule is: the frontend's, or the route's at this index; with the rule, a rate limit's table key.
+_Place = tuple[int, RuleConfig]
+
+
+class FrontendRules:
+    """A frontend's rules, compiled: its own and each route's, request and response, and its request ids.
+
+    Rate-limit tables are kept across a reload for a rule left as it was in the same place.
+    """
+
+    def __init__(self, config: FrontendConfig, clock: IReactorTime, previous: FrontendRules | None = None) -> None:
+        self.clock = clock
+        kept = previous.tables if previous is not None else {}
+        self.tables: dict[tuple[int, int, RuleConfig], LimiterTable] = {}
+        self.rate_limits: list[tuple[str, int, RateLimit]] = []  # (where, index, rule): what the admin API shows
+        self.request = self._compile(-1, config.http_request, kept)
+        self.response = tuple(HeaderRule(rule) for rule in config.http_response)
+        self.routes = tuple(
+            (self._compile(index, route.http_request, kept), tuple(HeaderRule(rule) for rule in route.http_response))
+            for index, route in enumerate(config.routes))
+        header = config.unique_id_header
+        self.id_header = header.encode() if header is not None else None
+        self.id_lower = self.id_header.lower() if self.id_header is not None else b""
+
+    @staticmethod
+    def of(config: FrontendConfig, clock: IReactorTime, previous: FrontendRules | None = None) -> FrontendRules | None:
+        """A frontend's rules; None when it has none and no unique-id header (its requests pay one check)."""
+        if config.http_request or config.http_response or config.unique_id_header is not None or any(
+                route.http_request or route.http_response for route in config.routes):
+            return FrontendRules(config, clock, previous)
+        return None
+
+    def _compile(self, place: int, rules: Sequence[RuleConfig],
+                 kept: dict[tuple[int, int, RuleConfig], LimiterTable]) -> tuple[Rule, ...]:
+        """The request rules of the frontend (``place`` -1) or of the route at index ``place``."""
+        compiled: list[Rule] = []
+        for index, rule in enumerate(rules):
+            if rule.action != "rate-limit":
+                compiled.append(_request_rule(rule))
+                continue
+            key = (place, index, rule)
+            table = self.tables[key] = kept.get(key) or LimiterTable(self.clock, rule.period, rule.table_size)
+            limit = RateLimit(rule, table)
+            self.rate_limits.append(("frontend" if place < 0 else f"route {place}", index, limit))
+            compiled.append(limit)
+        return tuple(compiled)
+
+    def start(self, exchange: Exchange, router: Router) -> Backend | int | None:
+        """Run the frontend's request rules, route the request, run its route's: the backend (or the route's deny
+        status), or None when a rule answered it."""
+        head = exchange.head
+        run = exchange.rules = RuleRun(exchange, self._request_id(exchange, head))
+        if self._run(self.request, run, exchange):
+            return None
+        target, index = (router.default, -1) if router.trivial else router.choose(head)
+        if isinstance(target, int):  # the route's deny
+            return target
+        run.backend = target.name
+        response = self.response
+        if index >= 0:
+            request, route_response = self.routes[index]
+            if self._run(request, run, exchange):
+                return None
+            response = route_response + response
+        run.response = response
+        return target
+
+    @staticmethod
+    def _run(rules: tuple[Rule, ...], run: RuleRun, exchange: Exchange) -> bool:
+        """Run ``rules`` on ``exchange``'s request; True if one answered it."""
+        head = exchange.head
+        for rule in rules:
+            condition = rule.condition
+            if condition is not None and not condition.holds(run, head):
+                continue
+            verdict = rule.request(run, exchange)
+            if verdict is ALLOW:
+                return False
+            if verdict is not None:
+                exchange.answer(*verdict)
+                return True
+        return False
+
+    def _request_id(self, exchange: Exchange, head: RequestHead) -> bytes:
+        """The request's id, in its forwarded headers: a trusted proxy's if it sent a usable one, else a new one
+        (any other copy the client sent is dropped)."""
+        header = self.id_header
+        if header is None:
+            return b""
+        lower = self.id_lower
+        found = header_value(head.forward, lower)
+        if found is not None:
+            head.forward = del_header(head.forward, lower)
+            if exchange.client.trusted and 0 < len(found) <= MAX_REQUEST_ID and found.isascii() and \
+                    all(0x21 <= byte <= 0x7E for byte in found):
+                head.forward.append((header, found))
+                return found
+        request_id = b"%s-%x" % (_PREFIX, next(_COUNTER))
+        head.forward.append((header, request_id))
+        return request_id
