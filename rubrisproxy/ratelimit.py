@@ -84,10 +84,13 @@ class LimiterTable:
     def _make_room(self, now: float) -> None:
         entries = self._entries
         stale = now - 2 * self.period
-        while entries:
-            oldest = next(iter(entries.values()))
-            if oldest.seen > stale or oldest.active:
+        for _ in range(len(entries)):
+            key, oldest = next(iter(entries.items()))
+            if oldest.seen > stale:
                 break
+            if oldest.active:  # idle, but a request still holds it: it goes behind the others
+                entries.move_to_end(key)
+                continue
             entries.popitem(last=False)
             self.expired += 1
         while len(entries) >= self.size:

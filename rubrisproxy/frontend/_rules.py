@@ -296,6 +296,14 @@ class FrontendRules:
             return FrontendRules(config, clock, previous)
         return None
 
+    def limits(self) -> list[dict[str, object]]:
+        """Its rate limits as the admin API shows them: where each is, its key, its table, what it refused."""
+        return [
+            {"where": where, "rule": index, "key": limit.key, "keys": len(limit.table), "size": limit.table.size,
+             "limited": limit.limited, "evicted": limit.table.evicted, "expired": limit.table.expired}
+            for where, index, limit in self.rate_limits
+        ]
+
     def _compile(self, place: int, rules: Sequence[RuleConfig],
                  kept: dict[tuple[int, int, RuleConfig], LimiterTable]) -> tuple[Rule, ...]:
         """The request rules of the frontend (``place`` -1) or of the route at index ``place``."""
