@@ -54,6 +54,7 @@ class LimiterTable:
         self._entries: OrderedDict[str | bytes, Entry] = OrderedDict()
         self.evicted = 0
         self.expired = 0
+        self.limited = 0  # events refused, by the rule that reads it (kept with the table across reloads)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -174,6 +174,29 @@ class LimiterTableTests(SynchronousTestCase):
         self.assertEqual([retry_after(s) for s in (0.001, 1.0, 1.2, 59.9)], [1, 1, 2, 60])
 
 
+class CompiledRulesTests(SynchronousTestCase):
+    """What a frontend's rules compile to, and what a reload keeps."""
+
+    def test_no_rules_cost_nothing(self) -> None:
+        self.assertIsNone(FrontendRules.of(frontend_config(), Clock()))
+        self.assertIsNotNone(FrontendRules.of(frontend_config(**{"unique-id-header": "X-ID"}), Clock()))
+
+    def test_a_reload_keeps_the_tables_of_unchanged_rules(self) -> None:
+        clock = Clock()
+        limit = {"action": "rate-limit", "requests": 1}
+        first = FrontendRules.of(frontend_config(**{"http-request": [limit]}), clock)
+        assert first is not None
+        first.rate_limits[0][2].table.limited = 7
+        second = FrontendRules.of(frontend_config(**{"http-request": [limit]}), clock, first)
+        assert second is not None
+        self.assertIs(second.rate_limits[0][2].table, first.rate_limits[0][2].table)
+        self.assertEqual(second.limits()[0]["limited"], 7)
+        moved = FrontendRules.of(frontend_config(**{"http-request": [{"action": "allow", "src": "10.0.0.1"}, limit]}),
+                                 clock, second)
+        assert moved is not None
+        self.assertIsNot(moved.rate_limits[0][2].table, first.rate_limits[0][2].table)
+
+
 class AddressTests(SynchronousTestCase):
     """Source networks, IPv6 and IPv4-mapped addresses."""
 

@@ -76,7 +76,7 @@ class ProxyCollector(Collector):
         for frontend in self.frontends:
             name = frontend.name
             for where, index, limit in frontend.rules.rate_limits if frontend.rules is not None else ():
-                limited.add_metric([name, f"{where}[{index}]"], limit.limited)
+                limited.add_metric([name, f"{where}[{index}]"], limit.table.limited)
                 limit_keys.add_metric([name, f"{where}[{index}]"], len(limit.table))
             accepted.add_metric([name], frontend.accepted)
             active.add_metric([name], len(frontend.connections))

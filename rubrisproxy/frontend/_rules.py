@@ -214,7 +214,7 @@ class RateLimit(Rule):
     """rate-limit: per key, requests and new WebSockets over a sliding window, and requests in flight; over any,
     answered 429 with Retry-After. A request without the key (no such header, no sid) is not limited."""
 
-    __slots__ = ("table", "key", "header", "requests", "websockets", "concurrent", "ipv6_mask", "limited")
+    __slots__ = ("table", "key", "header", "requests", "websockets", "concurrent", "ipv6_mask")
 
     def __init__(self, rule: RuleConfig, table: LimiterTable) -> None:
         super().__init__(rule)
@@ -223,7 +223,6 @@ class RateLimit(Rule):
         self.header = rule.key[4:-1].lower().encode() if rule.key.startswith("hdr(") else b""
         self.requests, self.websockets, self.concurrent = rule.requests, rule.websockets, rule.concurrent
         self.ipv6_mask = rule.ipv6_mask
-        self.limited = 0  # requests answered 429
 
     def _key(self, run: RuleRun, head: RequestHead) -> str | bytes | None:
         if self.header:
@@ -247,7 +246,7 @@ class RateLimit(Rule):
         if not wait and self.requests:
             wait, why = table.request_wait(entry, into, self.requests), f"{self.requests} requests"
         if wait:
-            self.limited += 1
+            table.limited += 1
             error = HTTPError(429, f"over {why} per {table.period:g}s for {self.key}",
                               headers=b"Retry-After: %d\r\n" % retry_after(wait))
             return error, Termination.RATE_LIMITED
@@ -300,7 +299,7 @@ class FrontendRules:
         """Its rate limits as the admin API shows them: where each is, its key, its table, what it refused."""
         return [
             {"where": where, "rule": index, "key": limit.key, "keys": len(limit.table), "size": limit.table.size,
-             "limited": limit.limited, "evicted": limit.table.evicted, "expired": limit.table.expired}
+             "limited": limit.table.limited, "evicted": limit.table.evicted, "expired": limit.table.expired}
             for where, index, limit in self.rate_limits
         ]
 
