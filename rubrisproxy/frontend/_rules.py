@@ -312,7 +312,10 @@ class FrontendRules:
                 compiled.append(_request_rule(rule))
                 continue
             key = (place, index, rule)
-            table = self.tables[key] = kept.get(key) or LimiterTable(self.clock, rule.period, rule.table_size)
+            table = kept.get(key)
+            if table is None:  # a new rule, or one changed or moved
+                table = LimiterTable(self.clock, rule.period, rule.table_size)
+            self.tables[key] = table
             limit = RateLimit(rule, table)
             self.rate_limits.append(("frontend" if place < 0 else f"route {place}", index, limit))
             compiled.append(limit)
