@@ -17,7 +17,6 @@ from twisted.internet.interfaces import IReactorTime
 from ..config import TEMPLATE_VARIABLES, FrontendConfig, RuleConfig, template_parts
 from ..engineio import sid_of
 from ..http import (
-    Address,
     Headers,
     HTTPError,
     RedirectTarget,
@@ -56,11 +55,10 @@ class RuleRun:
     """One request's run through its frontend's and route's rules: what the values of its headers may name, the
     response rules of its route and frontend, and the rate-limit entries it holds while in flight."""
 
-    __slots__ = ("client_address", "ip", "secure", "frontend", "backend", "server", "request_id", "response", "held")
+    __slots__ = ("client_address", "secure", "frontend", "backend", "server", "request_id", "response", "held")
 
     def __init__(self, exchange: Exchange, request_id: bytes) -> None:
         self.client_address = exchange.client_address
-        self.ip: Address | None = client_ip(exchange.client_address)
         self.secure = exchange.client.secure
         self.frontend = exchange.client.frontend.name
         self.backend = self.server = ""
@@ -73,7 +71,9 @@ class RuleRun:
             return self.client_address.encode()
         if name == "unique-id":
             return self.request_id
-        return field_safe({"srv_name": self.server, "be_name": self.backend, "fe_name": self.frontend}[name])
+        if name == "srv_name":
+            return field_safe(self.server)
+        return field_safe(self.backend if name == "be_name" else self.frontend)
 
     def respond(self, headers: Headers, server: str, head: RequestHead) -> Headers:
         """The response ``headers`` after the route's and the frontend's response rules (``head``: the request it
@@ -110,9 +110,9 @@ class Condition:
         return None
 
     def holds(self, run: RuleRun, head: RequestHead) -> bool:
-        if self.src and not in_networks(run.ip, self.src):
+        if self.src and not in_networks(client_ip(run.client_address), self.src):
             return False
-        if self.unless and in_networks(run.ip, self.unless):
+        if self.unless and in_networks(client_ip(run.client_address), self.unless):
             return False
         if self.ssl is not None and run.secure != self.ssl:
             return False
@@ -137,14 +137,14 @@ class Rule:
 class HeaderRule(Rule):
     """set-header, add-header, del-header: on the request the origin receives, or on the response."""
 
-    __slots__ = ("action", "name", "lower", "value")
+    __slots__ = ("name", "lower", "value", "_edit")
 
     def __init__(self, rule: RuleConfig) -> None:
         super().__init__(rule)
-        self.action = rule.action
         self.name = rule.name.encode()
         self.lower = self.name.lower()
         self.value = Template(template_parts("value", rule.value, TEMPLATE_VARIABLES))
+        self._edit = {"set-header": self._set, "add-header": self._add, "del-header": self._delete}[rule.action]
 
     def edit(self, headers: Headers, run: RuleRun, head: RequestHead) -> Headers:
         """``headers`` (a response's) edited, if the condition holds for the request ``head``."""
@@ -153,15 +153,15 @@ class HeaderRule(Rule):
             return headers
         return self._edit(headers, run)
 
-    def _edit(self, headers: Headers, run: RuleRun) -> Headers:
-        action = self.action
-        if action == "del-header":
-            return del_header(headers, self.lower)
-        value = self.value.render(run)
-        if action == "set-header":
-            return set_header(headers, self.lower, self.name, value)
-        headers.append((self.name, value))
+    def _set(self, headers: Headers, run: RuleRun) -> Headers:
+        return set_header(headers, self.lower, self.name, self.value.render(run))
+
+    def _add(self, headers: Headers, run: RuleRun) -> Headers:
+        headers.append((self.name, self.value.render(run)))
         return headers
+
+    def _delete(self, headers: Headers, run: RuleRun) -> Headers:
+        return del_header(headers, self.lower)
 
     def request(self, run: RuleRun, exchange: Exchange) -> Verdict:
         head = exchange.head
@@ -229,7 +229,7 @@ class RateLimit(Rule):
             return header_value(head.headers, self.header)
         if self.key == "sid":
             return sid_of(head.target)
-        return masked(run.ip, run.client_address, self.ipv6_mask)
+        return masked(client_ip(run.client_address), run.client_address, self.ipv6_mask)
 
     def request(self, run: RuleRun, exchange: Exchange) -> Verdict:
         head = exchange.head

@@ -25,7 +25,7 @@ class Variables(Protocol):
 class Template:
     """A header value as configured: text and ``%[NAME]`` substitutions (already checked by the config)."""
 
-    __slots__ = ("constant", "parts")
+    __slots__ = ("constant", "name", "parts")
 
     def __init__(self, parts: Sequence[tuple[bool, str]]) -> None:
         # A name stays a str, a piece of text becomes bytes.
@@ -34,11 +34,14 @@ class Template:
         self.constant: bytes | None = None
         if not any(is_name for is_name, _ in parts):
             self.constant = b"".join(piece.encode("ascii") for _, piece in parts)
+        self.name = parts[0][1] if len(parts) == 1 and parts[0][0] else None  # the value is one %[NAME]
 
     def render(self, variables: Variables) -> bytes:
         constant = self.constant
         if constant is not None:
             return constant
+        if self.name is not None:
+            return variables.variable(self.name)
         return b"".join([variables.variable(piece) if isinstance(piece, str) else piece for piece in self.parts])
 
 
@@ -105,6 +108,7 @@ def in_networks(address: Address | None, within: tuple[Network, ...]) -> bool:
     return any(network.version == version and address in network for network in within)
 
 
+@functools.lru_cache(maxsize=4096)
 def masked(address: Address | None, text: str, ipv6_mask: int) -> str:
     """The key a rate limit counts ``address`` under: an IPv6 one as its network of ``ipv6_mask`` bits."""
     if address is None or address.version == 4 or ipv6_mask >= 128:
