@@ -9,7 +9,8 @@ from ._forward import ForwardProxy
 from ._forward_exchange import ForwardExchange
 from ._peers import PeerSettings
 from ._proxied import ProxiedConnection
-from ._rules import FrontendRules, RuleRun
+from ._rule_actions import RuleRun
+from ._rules import FrontendRules
 
 __all__ = [
     "ClientConnection", "Exchange", "ForwardExchange", "ForwardProxy", "Frontend", "LocalConnectionFactory", "PeerSettings",

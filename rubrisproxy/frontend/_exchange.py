@@ -19,7 +19,7 @@ from ._upgrade import ExchangeHandoff, accept_upgrade
 if TYPE_CHECKING:
     from ..backend import PollPeek
     from ._connection import ClientConnection
-    from ._rules import RuleRun
+    from ._rule_actions import RuleRun
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.

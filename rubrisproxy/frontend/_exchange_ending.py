@@ -14,7 +14,7 @@ from ._heads import Framing
 
 if TYPE_CHECKING:
     from ..clients import ClientSession
-    from ._rules import RuleRun
+    from ._rule_actions import RuleRun
 
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 # The states it reads, as module names: a member read through its Enum class costs a descriptor call.

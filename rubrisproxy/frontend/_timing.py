@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ..clients import ClientSession
     from ..http import RequestHead
     from ._context import Frontend
-    from ._rules import RuleRun
+    from ._rule_actions import RuleRun
 
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 TERMINATIONS = {termination: termination.value for termination in Termination}
