@@ -51,6 +51,7 @@ class ConnectionEnd(StrEnum):
     PROTOCOL_WRITE_ERROR = "protocol-write-error"  # a response begun could not be completed: the client was cut
     SERVER_ERROR = "server-error"  # closed after the server side failed (an error answer that closes, a lost pin)
     TIMEOUT = "timeout"  # a timeout: http-request, http-keep-alive, client, tunnel
+    RATE_LIMITED = "rate-limited"  # closed as it opened: its source had a rate-limit rule's connections open
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,15 +16,17 @@ from twisted.internet.interfaces import IReactorTime
 
 class Entry:
     """One key's counts: requests and new WebSockets in the current and the previous period, requests in
-    flight, and when it was last seen."""
+    flight, connections open, and when it was last seen."""
 
-    __slots__ = ("period_index", "requests", "requests_before", "websockets", "websockets_before", "active", "seen")
+    __slots__ = ("period_index", "requests", "requests_before", "websockets", "websockets_before", "active",
+                 "connections", "seen")
 
     def __init__(self, period_index: int, now: float) -> None:
         self.period_index = period_index
         self.requests = self.requests_before = 0
         self.websockets = self.websockets_before = 0
         self.active = 0
+        self.connections = 0
         self.seen = now
 
 
@@ -89,7 +91,7 @@ class LimiterTable:
             key, oldest = next(iter(entries.items()))
             if oldest.seen > stale:
                 break
-            if oldest.active:  # idle, but a request still holds it: it goes behind the others
+            if oldest.active or oldest.connections:  # idle, but held by a request or a connection: behind the others
                 entries.move_to_end(key)
                 continue
             entries.popitem(last=False)

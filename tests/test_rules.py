@@ -98,6 +98,17 @@ class ConfigTests(SynchronousTestCase):
                      "frontends.web.http-request[0].src", "not a network")
         self.refused({"http-request": {"action": "deny"}}, "frontends.web.http-request", "a list of rule tables")
 
+    def test_connection_limits_are_a_frontends_per_source(self) -> None:
+        limit = {"action": "rate-limit", "connections": 5}
+        self.refused({"http-request": [{**limit, "key": "sid"}]}, "frontends.web.http-request[0].connections",
+                     "per source")
+        self.refused({"http-request": [{**limit, "path-prefix": "/a"}]}, "frontends.web.http-request[0].connections",
+                     "only src and unless-src")
+        self.refused({"routes": [{"backend": "app", "http-request": [limit]}]},
+                     "frontends.web.routes[0].http-request[0].connections", "the frontend's rules")
+        (rule,) = frontend_config(**{"http-request": [{**limit, "unless-src": ["10.0.0.0/8"]}]}).http_request
+        self.assertEqual(rule.connections, 5)
+
     def test_route_rules_and_forward_frontends(self) -> None:
         config = frontend_config(routes=[{"path-prefix": "/api", "backend": "app", "http-request": [
             {"action": "deny", "unless-src": ["10.0.0.0/8", "2001:db8::/32"]}]}])
@@ -413,6 +424,43 @@ class RuleProxyTests(ProxyTestCase):
         (response,) = yield self.request(get(b"/"))
         self.assertEqual((response.status, response.header(b"Retry-After")), (429, b"1"))
         yield run_reactor_for(1)
+
+    @defer.inlineCallbacks
+    def test_connections_over_the_limit_are_closed_as_they_open(self):  # type: ignore[no-untyped-def]
+        frontend = self.start(**{"http-request": [{"action": "rate-limit", "connections": 2}]})
+        first = yield self.connect()
+        second = yield self.connect()
+        third = yield self.connect()
+        yield self.poll(lambda: not third.transport.connected, "the third connection closed")
+        self.assertEqual(frontend.connection_ends.get("rate-limited"), 1)
+        (response,) = yield self.request_on(second, get(b"/"))
+        self.assertEqual(response.status, 200)
+        first.transport.loseConnection()
+        yield self.poll(lambda: len(frontend.connections) == 1, "the first connection gone")
+        fourth = yield self.connect()
+        (response,) = yield self.request_on(fourth, get(b"/"))
+        self.assertEqual(response.status, 200)
+        self.assertEqual(frontend.rules.limits()[0]["limited"], 1)
+        entry, _ = frontend.rules.rate_limits[0][2].table.entry("127.0.0.1")
+        self.assertEqual(entry.connections, 2)
+
+    @defer.inlineCallbacks
+    def test_a_proxys_connections_are_not_counted_as_a_clients(self):  # type: ignore[no-untyped-def]
+        frontend = self.start(PeerSettings.build("proxied", ("127.0.0.1/32",), "off", "x-forwarded-for"),
+                              **{"http-request": [{"action": "rate-limit", "connections": 1}]})
+        clients = []
+        for _ in range(3):
+            clients.append((yield self.connect()))
+        for client in clients:
+            (response,) = yield self.request_on(client, get(b"/"))
+            self.assertEqual(response.status, 200)
+        self.assertNotIn("rate-limited", frontend.connection_ends)
+
+    @defer.inlineCallbacks
+    def request_on(self, client, data: bytes):  # type: ignore[no-untyped-def]
+        client.send(data)
+        responses = yield client.responses(1)
+        return responses
 
     @defer.inlineCallbacks
     def test_new_websockets_per_period(self):  # type: ignore[no-untyped-def]

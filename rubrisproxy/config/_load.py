@@ -230,6 +230,10 @@ def _backend(name: str, value: object, websocket: WebSocketConfig) -> BackendCon
 def _route(key: str, raw: object, backends: Mapping[str, BackendConfig], unique_id: str | None) -> RouteConfig:
     table = as_table(key, raw)
     values = tables.ROUTE.read(key, table) | _rules_of(key, table, unique_id)
+    for index, rule in enumerate(values.get("http_request", ())):
+        if rule.connections:
+            raise ConfigError(f"{key}.http-request[{index}].connections",
+                              "a connection opens before any route is chosen: put it in the frontend's rules")
     if "value" in values and "header" not in values:
         raise ConfigError(f"{key}.value", "needs a header to compare with")
     if "method" in table and "methods" not in table:

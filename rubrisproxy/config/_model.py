@@ -275,6 +275,7 @@ class RuleConfig:
     requests: int = 0  # requests per period
     websockets: int = 0  # new WebSockets per period
     concurrent: int = 0  # requests in flight at once (a WebSocket while it is open)
+    connections: int = 0  # client connections open at once (key src, a frontend's rule): one more is closed
     period: float = 1.0
     table_size: int = 100_000  # keys remembered; the least recently seen is forgotten first
     ipv6_mask: int = 64  # an IPv6 source counts as its /64 (one host's usual allotment)

@@ -277,8 +277,13 @@ def _check_redirect(key: str, rule: RuleConfig) -> None:
 
 
 def _check_rate_limit(key: str, rule: RuleConfig) -> None:
-    if not (rule.requests or rule.websockets or rule.concurrent):
-        raise ConfigError(key, "a rate limit needs at least one of requests, websockets and concurrent")
+    if not (rule.requests or rule.websockets or rule.concurrent or rule.connections):
+        raise ConfigError(key, "a rate limit needs at least one of requests, websockets, concurrent and connections")
+    if rule.connections and rule.key != "src":
+        raise ConfigError(f"{key}.connections", "connections are counted per source: set key = \"src\"")
+    if rule.connections and (rule.ssl is not None or rule.path_prefix is not None or rule.methods):
+        raise ConfigError(f"{key}.connections", "a connection is counted as it opens, before any request: "
+                                                "only src and unless-src conditions apply")
 
 
 _HEADER_NAME = Field("name", rule_header_name, required="is required: the header's name")
@@ -304,6 +309,7 @@ RULES = {
         Field("requests", count()),
         Field("websockets", count()),
         Field("concurrent", count()),
+        Field("connections", count()),
         Field("period", parse_duration),
         Field("table-size", count(maximum=10_000_000)),
         Field("ipv6-mask", count(minimum=1, maximum=128)),

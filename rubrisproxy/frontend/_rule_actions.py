@@ -94,10 +94,14 @@ class Condition:
             return Condition(rule)
         return None
 
-    def holds(self, run: RuleRun, head: RequestHead) -> bool:
-        if self.src and not in_networks(client_ip(run.client_address), self.src):
+    def holds_for(self, address: str) -> bool:
+        """Whether the conditions on the client's address hold for ``address``."""
+        if self.src and not in_networks(client_ip(address), self.src):
             return False
-        if self.unless and in_networks(client_ip(run.client_address), self.unless):
+        return not (self.unless and in_networks(client_ip(address), self.unless))
+
+    def holds(self, run: RuleRun, head: RequestHead) -> bool:
+        if (self.src or self.unless) and not self.holds_for(run.client_address):
             return False
         if self.ssl is not None and run.secure != self.ssl:
             return False
@@ -199,7 +203,7 @@ class RateLimit(Rule):
     """rate-limit: per key, requests and new WebSockets over a sliding window, and requests in flight; over any,
     answered 429 with Retry-After. A request without the key (no such header, no sid) is not limited."""
 
-    __slots__ = ("table", "key", "header", "requests", "websockets", "concurrent", "ipv6_mask")
+    __slots__ = ("table", "key", "header", "requests", "websockets", "concurrent", "connections", "ipv6_mask")
 
     def __init__(self, rule: RuleConfig, table: LimiterTable) -> None:
         super().__init__(rule)
@@ -207,7 +211,18 @@ class RateLimit(Rule):
         self.key = rule.key
         self.header = rule.key[4:-1].lower().encode() if rule.key.startswith("hdr(") else b""
         self.requests, self.websockets, self.concurrent = rule.requests, rule.websockets, rule.concurrent
+        self.connections = rule.connections
         self.ipv6_mask = rule.ipv6_mask
+
+    def open_connection(self, address: str) -> Entry | None:
+        """A connection from ``address`` (which its conditions let it count) opens: the entry that counts it, or
+        None if it is one too many (refused, and counted so)."""
+        entry, _ = self.table.entry(masked(client_ip(address), address, self.ipv6_mask))
+        if entry.connections >= self.connections:
+            self.table.limited += 1
+            return None
+        entry.connections += 1
+        return entry
 
     def _key(self, run: RuleRun, head: RequestHead) -> str | bytes | None:
         if self.header:

@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..config import FrontendConfig, RuleConfig
 from ..http import RequestHead, del_header, header_value
-from ..ratelimit import LimiterTable
+from ..ratelimit import Entry, LimiterTable
 from ..routing import Router
 from ._rule_actions import ALLOW, HeaderRule, RateLimit, Rule, RuleRun, request_rule
 
@@ -44,6 +44,7 @@ class FrontendRules:
         self.tables: dict[tuple[int, int, RuleConfig], LimiterTable] = {}
         self.rate_limits: list[tuple[str, int, RateLimit]] = []  # (where, index, rule): what the admin API shows
         self.request = self._compile(-1, config.http_request, kept)
+        self.connection_limits = tuple(limit for where, _, limit in self.rate_limits if limit.connections)
         self.response = tuple(HeaderRule(rule) for rule in config.http_response)
         self.routes = tuple(
             (self._compile(index, route.http_request, kept), tuple(HeaderRule(rule) for rule in route.http_response))
@@ -59,6 +60,21 @@ class FrontendRules:
                 route.http_request or route.http_response for route in config.routes):
             return FrontendRules(config, clock, previous)
         return None
+
+    def connection_opened(self, address: str) -> list[Entry] | None:
+        """A connection from ``address`` opens: the entries of the frontend's ``connections`` limits that count it,
+        to give back with :func:`connection_closed`; None if it is one too many for one of them."""
+        held: list[Entry] = []
+        for limit in self.connection_limits:
+            condition = limit.condition
+            if condition is not None and not condition.holds_for(address):
+                continue
+            entry = limit.open_connection(address)
+            if entry is None:
+                connection_closed(held)
+                return None
+            held.append(entry)
+        return held
 
     def limits(self) -> list[dict[str, object]]:
         """Its rate limits as the admin API shows them: where each is, its key, its table, what it refused."""
@@ -139,3 +155,9 @@ class FrontendRules:
         request_id = b"%s-%x" % (_PREFIX, next(_COUNTER))
         head.forward.append((header, request_id))
         return request_id
+
+
+def connection_closed(held: list[Entry]) -> None:
+    """A connection counted by ``held`` (:meth:`FrontendRules.connection_opened`'s) has closed."""
+    for entry in held:
+        entry.connections -= 1
