@@ -464,7 +464,8 @@ class RuleProxyTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_new_websockets_per_period(self):  # type: ignore[no-untyped-def]
-        self.start(**{"http-request": [{"action": "rate-limit", "websockets": 1, "period": "1h"}]})
+        frontend = self.start(**{"http-request": [{"action": "rate-limit", "websockets": 1, "requests": 10,
+                                                   "period": "1h"}]})
         upgrade = (b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
         (first,) = yield self.request(upgrade)  # the origin refuses it, but it was a new WebSocket
@@ -472,6 +473,8 @@ class RuleProxyTests(ProxyTestCase):
         (plain,) = yield self.request(get(b"/"))
         self.assertNotEqual(first.status, 429)
         self.assertEqual((second.status, plain.status), (429, 200))
+        entry, _ = frontend.rules.rate_limits[0][2].table.entry("127.0.0.1")
+        self.assertEqual((entry.requests, entry.websockets), (2, 1))  # the refused upgrade is not counted
 
     @defer.inlineCallbacks
     def test_engineio_sid_as_the_key(self):  # type: ignore[no-untyped-def]

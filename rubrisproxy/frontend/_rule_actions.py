@@ -238,17 +238,16 @@ class RateLimit(Rule):
             return None
         table = self.table
         entry, into = table.entry(key)
-        wait = 0.0
-        if self.concurrent and entry.active >= self.concurrent:
-            wait, why = 1.0, f"{self.concurrent} requests in flight"
-        elif self.websockets and head.upgrade and is_websocket_upgrade(head):
-            wait, why = table.websocket_wait(entry, into, self.websockets), f"{self.websockets} new WebSockets"
+        wait = 1.0 if self.concurrent and entry.active >= self.concurrent else 0.0
         if not wait and self.requests:
-            wait, why = table.request_wait(entry, into, self.requests), f"{self.requests} requests"
+            wait = table.request_wait(entry, into, self.requests)  # counted if admitted
+        if not wait and self.websockets and head.upgrade and is_websocket_upgrade(head):
+            wait = table.websocket_wait(entry, into, self.websockets)
+            if wait and self.requests:
+                entry.requests -= 1  # not admitted after all
         if wait:
             table.limited += 1
-            error = HTTPError(429, f"over {why} per {table.period:g}s for {self.key}",
-                              headers=b"Retry-After: %d\r\n" % retry_after(wait))
+            error = HTTPError(429, f"over a rate limit on {self.key}", headers=b"Retry-After: %d\r\n" % retry_after(wait))
             return error, Termination.RATE_LIMITED
         if self.concurrent:
             entry.active += 1

@@ -99,7 +99,8 @@ class FrontendRules:
             self.tables[key] = table
             limit = RateLimit(rule, table)
             self.rate_limits.append(("frontend" if place < 0 else f"route {place}", index, limit))
-            compiled.append(limit)
+            if rule.requests or rule.websockets or rule.concurrent:  # not a limit of connections alone
+                compiled.append(limit)
         return tuple(compiled)
 
     def start(self, exchange: Exchange, router: Router) -> Backend | int | None:
