@@ -23,7 +23,9 @@ class Termination(StrEnum):
     SERVER_ABORT = "server-abort"  # the origin closed or reset mid-exchange (502)
     BAD_RESPONSE = "bad-response"  # the origin's response was malformed (502)
     NOT_IMPLEMENTED = "not-implemented"  # a request this frontend does not serve (501)
-    DENIED = "denied"  # refused by a route's deny rule
+    DENIED = "denied"  # refused by a route's deny rule, or an http-request deny rule
+    REDIRECT = "redirect"  # answered by an http-request redirect rule
+    RATE_LIMITED = "rate-limited"  # over an http-request rate limit (429)
     QUEUE_TIMEOUT = "queue-timeout"  # every server stayed full past timeout queue (503)
     SESSION_GONE = "session-gone"  # an Engine.IO request whose session's server is gone (400, as Engine.IO's own)
     SHUTDOWN = "shutdown"  # cut by the end of the shutdown grace period
@@ -50,6 +52,7 @@ class ConnectionEnd(StrEnum):
     PROTOCOL_WRITE_ERROR = "protocol-write-error"  # a response begun could not be completed: the client was cut
     SERVER_ERROR = "server-error"  # closed after the server side failed (an error answer that closes, a lost pin)
     TIMEOUT = "timeout"  # a timeout: http-request, http-keep-alive, client, tunnel
+    RATE_LIMITED = "rate-limited"  # closed as it opened: its source had a rate-limit rule's connections open
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,8 +67,17 @@ class ProxyCollector(Collector):
             "rubrisproxy_frontend_responses", "Answers sent to clients by status class, and whether the origin's"
             " or the proxy's own.", labels=["frontend", "code", "source"]
         )
+        limited = CounterMetricFamily(
+            "rubrisproxy_rate_limited", "Requests answered 429 by a rate-limit rule.", labels=["frontend", "rule"]
+        )
+        limit_keys = GaugeMetricFamily(
+            "rubrisproxy_rate_limit_keys", "Keys a rate-limit rule's table holds.", labels=["frontend", "rule"]
+        )
         for frontend in self.frontends:
             name = frontend.name
+            for where, index, limit in frontend.rules.rate_limits if frontend.rules is not None else ():
+                limited.add_metric([name, f"{where}[{index}]"], limit.table.limited)
+                limit_keys.add_metric([name, f"{where}[{index}]"], len(limit.table))
             accepted.add_metric([name], frontend.accepted)
             active.add_metric([name], len(frontend.connections))
             requests.add_metric([name], frontend.requests)
@@ -90,7 +99,7 @@ class ProxyCollector(Collector):
             for (code, source), count in sorted(frontend.responses.items()):
                 answered.add_metric([name, code, source], count)
         yield from (accepted, active, requests, ended, connection_ends, clients, destroyed, traffic, websockets, durations,
-                    answered)
+                    answered, limited, limit_keys)
 
     def _backends(self) -> Iterator[Metric]:
         yield from self._servers()

@@ -98,6 +98,7 @@ def frontend_fields(frontend: Frontend) -> dict[str, Any]:
         "connection_ends": dict(sorted(frontend.connection_ends.items())),
         "peers": "proxied" if frontend.peers.proxied else "local",
         "client_sessions": len(frontend.clients.sessions) if frontend.clients is not None else None,
+        "rate_limits": frontend.rules.limits() if frontend.rules is not None else [],
     }
 
 

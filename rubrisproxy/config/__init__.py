@@ -7,6 +7,9 @@ from ._model import (
     BALANCE_ALGORITHMS,
     DEMO_ADMIN_LISTEN,
     MODERN_CIPHERS,
+    REQUEST_ACTIONS,
+    RESPONSE_ACTIONS,
+    TEMPLATE_VARIABLES,
     TLS_VERSIONS,
     AccessLogSettings,
     AdminConfig,
@@ -27,6 +30,7 @@ from ._model import (
     PoolSettings,
     ProxyConfig,
     RouteConfig,
+    RuleConfig,
     ServerConfig,
     StickConfig,
     Timeouts,
@@ -42,6 +46,7 @@ from ._values import (
     parse_size,
     resolve_name,
     split_endpoint,
+    template_parts,
 )
 
 __all__ = [
@@ -51,6 +56,9 @@ __all__ = [
     "CertificateFiles",
     "ListenerTLSConfig",
     "MODERN_CIPHERS",
+    "REQUEST_ACTIONS",
+    "RESPONSE_ACTIONS",
+    "TEMPLATE_VARIABLES",
     "TLS_VERSIONS",
     "AccessLogSettings",
     "BackendConfig",
@@ -71,6 +79,7 @@ __all__ = [
     "BALANCE_ALGORITHMS",
     "ProxyConfig",
     "RouteConfig",
+    "RuleConfig",
     "ServerConfig",
     "StickConfig",
     "TLSConfig",
@@ -87,4 +96,5 @@ __all__ = [
     "build_objects",
     "parse_endpoint",
     "split_endpoint",
+    "template_parts",
 ]

@@ -17,8 +17,9 @@ from ._resubmit import Resubmitting
 from ._upgrade import ExchangeHandoff, accept_upgrade
 
 if TYPE_CHECKING:
-    from ..backend import PollPeek
+    from ..backend import PollPeek, Server
     from ._connection import ClientConnection
+    from ._rule_actions import RuleRun
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.
@@ -49,7 +50,7 @@ class Exchange(Resubmitting):
     client's pace and independent of it: a server may answer before the body is all sent.
     """
 
-    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll")
+    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll", "rules")
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
         Dispatch.__init__(self, client, head, now, wait)
@@ -63,6 +64,7 @@ class Exchange(Resubmitting):
         self._eio_peek: bytes | None = None  # an Engine.IO handshake response's first bytes, until its sid is found
         self._eio_poll: PollPeek | None = None  # a look at a polling body of an Engine.IO session that may upgrade
         self._login = None  # Resubmitting's: the proxy's own login to the server, when the backend has one
+        self.rules: RuleRun | None = None  # its run through the frontend's HTTP rules, if it has any
 
     @property
     def response_head_sent(self) -> bool:
@@ -81,14 +83,22 @@ class Exchange(Resubmitting):
         if head.method == b"CONNECT":
             self.fail(HTTPError(501, "CONNECT is not served by a reverse-proxy frontend"), Termination.NOT_IMPLEMENTED)
             return
-        router = self.client.frontend.router
+        frontend = self.client.frontend
+        router = frontend.router
         assert router is not None
         try:
             resolved = resolve(head)  # the normalised target: what routes match and what the origin receives
         except HTTPError as error:
             self.fail(error, Termination.BAD_REQUEST)
             return
-        target = router.default if router.trivial else router.route(head)
+        rules = frontend.rules
+        if rules is None:
+            target = router.default if router.trivial else router.route(head)
+        else:  # the frontend's request rules, the route, the route's (which may answer the request)
+            chosen = rules.start(self, router)
+            if chosen is None:
+                return
+            target = chosen
         if isinstance(target, int):
             self.fail(HTTPError(target, "denied by a route"), Termination.DENIED)
             return
@@ -185,17 +195,11 @@ class Exchange(Resubmitting):
 
     # The response, as the origin connection's parser delivers it
 
-    def response_head(self, head: ResponseHead, has_body: bool) -> None:
-        login = self._login
-        if login is not None and head.status == login.status and self._challenged(login, head):
-            return  # answered by the proxy: the request goes again
-        self._state = _ANSWERING
-        self.response_at = self.clock.seconds()
-        self.status = status = head.status
-        server, backend = self.server, self.backend
-        assert server is not None and backend is not None
-        # What the backend learns from it: stickiness (which may set a cookie), the server's passive health,
-        # whether the client is pinned to this connection, an Engine.IO session's server.
+    def _learn(self, head: ResponseHead, has_body: bool, server: Server, status: int) -> None:
+        """What the backend learns from a response: stickiness (which may set a cookie), the server's passive
+        health, whether the client is pinned to this connection, an Engine.IO session's server."""
+        backend = self.backend
+        assert backend is not None
         if backend.sticky:
             head.forward = backend.sticky_response(head.forward, self, server)
         if status >= 500 or server.consecutive_errors:  # else passive health has nothing to do: no call
@@ -206,8 +210,22 @@ class Exchange(Resubmitting):
             self._eio_peek = b"" if has_body else None  # the open packet, with its sid, starts the body
         elif self._eio_poll is not None and (status != 200 or not has_body) and not self._eio_poll.post:
             self._eio_poll = None
+
+    def response_head(self, head: ResponseHead, has_body: bool) -> None:
+        login = self._login
+        if login is not None and head.status == login.status and self._challenged(login, head):
+            return  # answered by the proxy: the request goes again
+        self._state = _ANSWERING
+        self.response_at = self.clock.seconds()
+        self.status = status = head.status
+        server = self.server
+        assert server is not None
+        self._learn(head, has_body, server, status)
         headers = head.forward
         client_head = self.head
+        rules = self.rules
+        if rules is not None:
+            headers = rules.respond(headers, server.name, client_head)
         streamed = has_body  # through flow control: any body but a small one of known length
         if not has_body:
             framing = Framing.NONE

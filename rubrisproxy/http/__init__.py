@@ -16,6 +16,20 @@ from ._headers import (
 )
 from ._request import RequestHandler, RequestHead, RequestParser
 from ._response import ResponseHandler, ResponseHead, ResponseParser
+from ._rules import (
+    Address,
+    Network,
+    RedirectTarget,
+    Template,
+    client_ip,
+    del_header,
+    field_safe,
+    header_value,
+    in_networks,
+    masked,
+    networks,
+    set_header,
+)
 from ._target import Target, normalise_path, resolve, route_host, split_absolute, valid_host
 
 __all__ = [
@@ -24,6 +38,18 @@ __all__ = [
     "best",
     "challenges",
     "digest",
+    "Address",
+    "Network",
+    "RedirectTarget",
+    "Template",
+    "client_ip",
+    "del_header",
+    "field_safe",
+    "header_value",
+    "in_networks",
+    "masked",
+    "networks",
+    "set_header",
     "CLIENT_CLAIMS",
     "FORWARDING",
     "HOP_BY_HOP",
