@@ -1,0 +1,33 @@
+"""A worker process, as the supervisor spawns it: ``python -m rubrisproxy.workers``, the channel its fd 3."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from twisted.internet import reactor as default_reactor
+from twisted.logger import globalLogBeginner
+
+from ..logoutput import StreamOutput
+from ..mainlog import MainLogObserver
+from ._channel import CHANNEL_FD
+from ._worker import Worker, WorkerChannelFactory
+
+
+def main() -> None:
+    """Serve as the supervisor says over the channel, until it says stop (``SIGTERM``) or goes away."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor reloads; a stray SIGHUP must not end a worker
+    observer = MainLogObserver(StreamOutput(sys.stdout))  # the supervisor writes these lines to its log
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    reactor: Any = default_reactor
+    worker = Worker(reactor, observer)
+    reactor.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, WorkerChannelFactory(worker))
+    os.close(CHANNEL_FD)  # adopted: the reactor has its own copy
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
