@@ -70,9 +70,11 @@ class FleetAdminAPI(AdminAPI):
         self.collector = WorkersCollector(supervisor)
 
     def answer(self, call: Call, request: server.Request, args: list[str]) -> object:
-        if call.public or call.answer is FleetAdminAPI._workers:
+        if call.public:
             return call.answer(self, request, *args)
-        if call.answer is AdminAPI._reload:
+        if call.answer is FleetAdminAPI._workers:
+            done = self._workers()
+        elif call.answer is AdminAPI._reload:
             done = self._fleet_reload(request)
         else:
             done = self._forward(call, request)
@@ -82,8 +84,21 @@ class FleetAdminAPI(AdminAPI):
         done.addCallback(_write, request, gone)
         return server.NOT_DONE_YET
 
-    def _workers(self, request: server.Request) -> object:
-        return {"state": self.supervisor.state.value, "workers": [h.describe() for h in self.supervisor.handles]}
+    def _workers(self, request: server.Request | None = None) -> defer.Deferred[tuple[int, str, bytes]]:
+        """Each worker (pid, state, restarts), with what its frontends accepted and were asked (the spread)."""
+        serving = self.supervisor.serving()
+
+        def listed(answers: list[dict[str, Any]]) -> tuple[int, str, bytes]:
+            counts = {}
+            for handle, answer in zip(serving, answers, strict=True):
+                frontends = json.loads(answer["body"])["frontends"] if answer["status"] == 200 else []
+                counts[handle.index] = {"accepted": sum(f["accepted"] for f in frontends),
+                                        "requests": sum(f["requests"] for f in frontends)}
+            workers = [h.describe() | counts.get(h.index, {"accepted": None, "requests": None})
+                       for h in self.supervisor.handles]
+            return _json(200, {"state": self.supervisor.state.value, "workers": workers})
+
+        return self.supervisor.ask("GET", "frontends", "", b"", "supervisor").addCallback(listed)
 
     def _fleet_reload(self, request: server.Request) -> defer.Deferred[tuple[int, str, bytes]]:
         if self.reloader is None:

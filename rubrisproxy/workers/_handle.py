@@ -10,7 +10,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from twisted.internet import defer
-from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
@@ -167,6 +167,11 @@ class SupervisorChannel(amp.AMP):
         self.handle.channel = self
         self.handle.supervisor.reactor.callLater(0, self.handle.supervisor.start_worker, self.handle)
         return {}
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        if self.handle.channel is self:  # the worker is gone, or going: asked nothing more
+            self.handle.channel = None
 
     @Publish.responder
     def publish(self, topic: str, payload: bytes, retain: str) -> dict[str, Any]:
