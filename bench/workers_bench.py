@@ -90,7 +90,7 @@ def main() -> None:
             proxies = {n: start_proxy(processes, n, origin_port, tmp) for n in (1, 2)}
             out(f"origin: twisted.web (one process); {os.cpu_count()} cores, nothing pinned; wrk -t1 "
                 f"-c{args.connections}, {args.duration}s per run, {args.rounds} interleaved rounds; access log off")
-            for n, (_, port, _) in proxies.items():
+            for _, port, _ in proxies.values():
                 run_wrk(port, "/small", 10, 1)  # warm up
             for round_number in range(args.rounds):
                 for n, (process, port, admin) in proxies.items():
