@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from typing import Any
 
 import harness
 from harness import Output, Processes, cpu_seconds, free_port, middle, python_path_env, twistd_command
@@ -33,7 +34,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def start_proxy(processes: Processes, workers: int, origin_port: int, tmp: str) -> tuple[object, int, int]:
+def start_proxy(processes: Processes, workers: int, origin_port: int,
+                tmp: str) -> tuple[subprocess.Popen[bytes], int, int]:
     """rubrisproxy with ``workers`` workers (1: one process); its process, port and admin port."""
     port, admin = free_port(), free_port()
     command = [*twistd_command(), "-n", "--pidfile=", "--logfile", os.path.join(tmp, f"proxy{workers}.log"),
@@ -51,9 +53,9 @@ def start_proxy(processes: Processes, workers: int, origin_port: int, tmp: str) 
     return process, port, admin
 
 
-def admin_json(admin: int, path: str) -> dict:  # type: ignore[type-arg]
+def admin_json(admin: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/{path}", timeout=10) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
+        return json.loads(response.read())
 
 
 def pids(process: subprocess.Popen[bytes], workers: int, admin: int) -> list[int]:
@@ -94,7 +96,7 @@ def main() -> None:
                 run_wrk(port, "/small", 10, 1)  # warm up
             for round_number in range(args.rounds):
                 for n, (process, port, admin) in proxies.items():
-                    every = pids(process, n, admin)  # type: ignore[arg-type]
+                    every = pids(process, n, admin)
                     before = cpu(every)
                     rps, p99, total = run_wrk(port, "/small", args.connections, args.duration)
                     per_request = (cpu(every) - before) * 1e6 / max(total, 1)
@@ -103,10 +105,10 @@ def main() -> None:
                         f"{per_request:7.1f} CPU us/req (all {len(every)} processes)")
             _, port, admin = proxies[2]
             for run in range(args.spreads):
-                before = [w["accepted"] for w in admin_json(admin, "workers")["workers"]]
+                accepted = [w["accepted"] for w in admin_json(admin, "workers")["workers"]]
                 run_wrk(port, "/small", 200, 2)
-                after = [w["accepted"] for w in admin_json(admin, "workers")["workers"]]
-                spreads.append([a - b for a, b in zip(after, before, strict=True)])
+                now = [w["accepted"] for w in admin_json(admin, "workers")["workers"]]
+                spreads.append([a - b for a, b in zip(now, accepted, strict=True)])
                 share = [100 * d / max(1, sum(spreads[-1])) for d in spreads[-1]]
                 out(f"  spread run {run + 1}: 200 connections -> workers accepted {spreads[-1]} "
                     f"({', '.join(f'{s:.0f}%' for s in share)})")
