@@ -7,13 +7,20 @@ import json
 import os
 import signal
 import socket
+import tomllib
 from io import BytesIO
 from typing import Any
 
 from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import resource, server
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
+
+from rubrisproxy.config import CommandLine, ConfigError, ProxyConfig, apply_command_line, config_from_document
+from rubrisproxy.workers import share, worker_config
+from rubrisproxy.workers._channel import Deliver
+from rubrisproxy.workers._merge import merge_csv, merge_json, merge_metrics
 
 from .eio.harness import spawn_node_many, start_server
 from .helpers import ProxyTestCase, get
@@ -303,3 +310,85 @@ class SocketIOTests(WorkersTestCase):
             self.assertEqual(client["polling"], client["websocket"], client)  # one server, before and after
         workers = yield self.workers()
         self.assertTrue(all(w["requests"] > 0 for w in workers["workers"]), workers)
+
+
+class ConfigTests(SynchronousTestCase):
+    def load(self, text: str, **flags: Any) -> ProxyConfig:
+        return apply_command_line(config_from_document(tomllib.loads(text)), CommandLine(**flags))
+
+    SERVED = '[frontends.web]\nlisten = ["tcp:8080"]\n[backends.default]\nservers = ["127.0.0.1:9001"]\n'
+
+    def test_workers_from_the_file_and_the_flag(self) -> None:
+        self.assertEqual(self.load(self.SERVED).process.workers, 1)
+        self.assertEqual(self.load(self.SERVED + "[process]\nworkers = 4\n").process.workers, 4)
+        self.assertEqual(self.load(self.SERVED, workers="3").process.workers, 3)
+        self.assertEqual(self.load(self.SERVED + '[process]\nworkers = "auto"\n').process.workers,
+                         len(os.sched_getaffinity(0)))
+
+    def test_bad_counts_name_their_key(self) -> None:
+        for value in ("0", "257", "true", '"many"', "1.5"):
+            with self.assertRaisesRegex(ConfigError, r"^process\.workers: "):
+                self.load(self.SERVED + f"[process]\nworkers = {value}\n")
+        with self.assertRaisesRegex(ConfigError, r"^--workers: "):
+            self.load(self.SERVED, workers="none")
+        with self.assertRaisesRegex(ConfigError, r"^process\.typo: "):
+            self.load(self.SERVED + "[process]\ntypo = 1\n")
+
+    def test_what_several_workers_cannot_share_is_refused(self) -> None:
+        for listen in ("unix:/tmp/x.sock", "tcp:0:interface=127.0.0.1", "tcp:port=0"):
+            text = self.SERVED.replace('"tcp:8080"', f'"{listen}"') + "[process]\nworkers = 2\n"
+            with self.assertRaisesRegex(ConfigError, r"^frontends\.web\.listen: .*SO_REUSEPORT"):
+                self.load(text)
+            self.load(text.replace("workers = 2", "workers = 1"))  # one process: as before
+        with self.assertRaisesRegex(ConfigError, r"^process\.workers: the demo"):
+            self.load("", workers="2")
+
+    def test_each_worker_takes_a_share_of_maxconn_rounded_up(self) -> None:
+        config = self.load('[frontends.web]\nlisten = ["tcp:8080"]\n[admin]\nlisten = ["tcp:9000:interface=127.0.0.1"]\n'
+                           '[[backends.default.servers]]\nname = "a"\naddress = "127.0.0.1:1"\nmaxconn = 5\n'
+                           '[[backends.default.servers]]\nname = "b"\naddress = "127.0.0.1:2"\n')
+        shared = worker_config(config, 2)
+        self.assertEqual([s.maxconn for s in shared.backends["default"].servers], [3, 0])
+        self.assertEqual(shared.admin.listen, ())  # the supervisor's
+        self.assertEqual([share(m, 4) for m in (0, 1, 4, 5, 100)], [0, 1, 1, 2, 25])
+
+
+class MergeTests(SynchronousTestCase):
+    def test_counts_are_summed_and_the_rest_is_worker_0_s(self) -> None:
+        one = {"backends": [{"name": "app", "queue": 1, "servers": [
+            {"name": "s1", "state": "up", "weight": 2, "total": 10, "responses": {"2xx": 9}, "state_seconds": 5.0}]}]}
+        two = {"backends": [{"name": "app", "queue": 2, "servers": [
+            {"name": "s1", "state": "down", "weight": 2, "total": 7, "responses": {"2xx": 7}, "state_seconds": 4.0},
+            {"name": "s2", "state": "up", "weight": 1, "total": 1, "responses": {"2xx": 1}, "state_seconds": 1.0}]}]}
+        merged = merge_json([one, two])
+        (app,) = merged["backends"]
+        self.assertEqual(app["queue"], 3)
+        self.assertEqual(app["servers"], [
+            {"name": "s1", "state": "up", "weight": 2, "total": 17, "responses": {"2xx": 16}, "state_seconds": 5.0},
+            {"name": "s2", "state": "up", "weight": 1, "total": 1, "responses": {"2xx": 1}, "state_seconds": 1.0}])
+        sessions = merge_json([{"current": [{"id": "a", "age": 1.0}]}, {"current": [{"id": "b", "age": 2.0}]}])
+        self.assertEqual(sessions, {"current": [{"id": "a", "age": 1.0}, {"id": "b", "age": 2.0}]})
+
+    def test_metrics_are_summed_but_states(self) -> None:
+        text = ('# HELP rubrisproxy_requests Requests received.\n# TYPE rubrisproxy_requests counter\n'
+                'rubrisproxy_requests_total{frontend="web"} %d.0\n'
+                '# HELP rubrisproxy_server_up Up.\n# TYPE rubrisproxy_server_up gauge\n'
+                'rubrisproxy_server_up{backend="app",server="s1"} 1.0\n')
+        merged = merge_metrics([(text % 3).encode(), (text % 4).encode()])
+        self.assertIn(b'rubrisproxy_requests_total{frontend="web"} 7.0', merged)
+        self.assertIn(b'rubrisproxy_server_up{backend="app",server="s1"} 1.0', merged)
+
+    def test_csv_cells_are_summed_by_row(self) -> None:
+        head = "# pxname,svname,scur,weight,status\n"
+        merged = merge_csv([head + "app,s1,3,2,UP\n", head + "app,s1,4,2,UP\n"])
+        self.assertEqual(merged, head + "app,s1,7,2,UP\n")
+
+
+class ChannelTests(SynchronousTestCase):
+    def test_values_past_64k_travel_in_pieces(self) -> None:
+        payload = os.urandom(200_000)
+        box = Deliver.makeArguments({"topic": "t", "payload": payload, "sender": 1}, None)
+        self.assertTrue(all(len(value) < 65536 for value in box.values()))
+        self.assertEqual(Deliver.parseArguments(box, None), {"topic": "t", "payload": payload, "sender": 1})
+        empty = Deliver.makeArguments({"topic": "t", "payload": b"", "sender": -1}, None)
+        self.assertEqual(Deliver.parseArguments(empty, None)["payload"], b"")
