@@ -20,6 +20,7 @@ from ._worker import Worker, WorkerChannelFactory
 def main() -> None:
     """Serve as the supervisor says over the channel, until it says stop (``SIGTERM``) or goes away."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor reloads; a stray SIGHUP must not end a worker
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the proxy runs: then it reopens the access log
     observer = MainLogObserver(StreamOutput(sys.stdout))  # the supervisor writes these lines to its log
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     reactor: Any = default_reactor

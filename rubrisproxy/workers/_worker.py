@@ -23,7 +23,7 @@ from twisted.web import server
 from ..admin import AdminAPI, RunningProxy
 from ..backend import Server
 from ..config import AdminConfig, CommandLine, ConfigError, ProxyConfig
-from ..mainlog import MainLogObserver
+from ..mainlog import MainLogObserver, ReopenOnSignal
 from ..reload import Reloader
 from ..service import ProxyService, build_service
 from ._channel import VERSION, AdminCall, Apply, Deliver, Hello, Publish, Refused, Start, StartFailed
@@ -106,6 +106,7 @@ class Worker:
         else:
             parts.health.probing = False
             self.subscribe(HEALTH_TOPIC, self._health)
+        ReopenOnSignal([parts.access_log.reopen], self.reactor).setServiceParent(root)  # the supervisor passes it on
         self.reloader = Reloader(parts, CommandLine())
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers, None,
                                self.reactor, parts.addresses)
