@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from functools import partial
 from typing import NoReturn
@@ -107,7 +108,7 @@ def makeService(options: Options) -> IService:
     if options.proxy_config.process.workers > 1:
         root = supervised = build_supervisor(options.proxy_config, command_line=options.command_line, output=output)
         reactor = supervised.reactor
-        reopeners: list[Callable[[], None]] = [partial(supervised.supervisor.signal_workers, "USR1")]
+        reopeners: list[Callable[[], None]] = [partial(supervised.supervisor.signal_workers, signal.SIGUSR1)]
     else:
         root = single = build_service(options.proxy_config, command_line=options.command_line)  # classes checked at load
         reactor = single.parts.reactor

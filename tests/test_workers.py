@@ -279,6 +279,21 @@ class StopTests(WorkersTestCase):
         self.assertEqual(self.process.output.count(b"stopped accepting; draining"), 2)
 
     @defer.inlineCallbacks
+    def test_sigterm_to_every_process_at_once_as_systemd_sends_it(self):  # type: ignore[no-untyped-def]
+        yield self.start_workers({"s1": self.origin("A")})
+        self.process.transport.signalProcess(signal.SIGUSR1)  # passed on: each reopens its log files, and lives
+        yield self.process.wait_for(rb"(?s)(log files reopened.*){3}")
+        answers = yield self.names(10)
+        self.assertEqual(set(answers), {(200, "A")})
+        for pid in [self.process.transport.pid, *self.pids]:
+            os.kill(pid, signal.SIGTERM)
+        yield self.process.ended
+        self.assertEqual(self.process.signal, signal.SIGTERM)
+        self.assertIn(b"all workers stopped", self.process.output)
+        self.assertEqual(self.process.output.count(b"stopped (exit status 0)"), 2)
+        self.assertNotIn(b"Traceback", self.process.output)
+
+    @defer.inlineCallbacks
     def test_a_port_another_program_holds_ends_the_start(self):  # type: ignore[no-untyped-def]
         taken = reactor.listenTCP(0, server.Site(Named("x")), interface="127.0.0.1")
         self.addCleanup(taken.stopListening)

@@ -27,6 +27,15 @@ def main() -> None:
     worker = Worker(reactor, observer)
     reactor.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, WorkerChannelFactory(worker))
     os.close(CHANNEL_FD)  # adopted: the reactor has its own copy
+
+    def terminate(signum: int, frame: object) -> None:
+        reactor.callFromThread(worker.terminate)
+
+    def take_signals() -> None:  # after the reactor's own: the supervisor's SIGTERM and systemd's may both come
+        for each in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(each, terminate)
+
+    reactor.callWhenRunning(take_signals)
     reactor.run()
 
 

@@ -4,6 +4,7 @@ the channel, its state, its restarts and their backoff."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from enum import Enum
@@ -97,10 +98,10 @@ class WorkerHandle:
         self.pid = self.process.pid
         self.process.closeStdin()
 
-    def signal(self, name: str) -> None:
-        """Send the worker process signal ``name`` (``TERM``, ``KILL``, ``USR1``), if it runs."""
+    def signal(self, number: int) -> None:
+        """Send the worker process signal ``number``, if it runs."""
         if self.process is not None and self.process.pid is not None:
-            self.process.signalProcess(name)
+            self.process.signalProcess(number)
 
     def backoff(self) -> float:
         """How long to wait before restarting the worker that just died."""
@@ -162,7 +163,7 @@ class SupervisorChannel(amp.AMP):
             self.handle.supervisor.log.error(
                 "worker {index} (pid {pid}) speaks channel version {version}, not {ours}: stopping it",
                 index=self.handle.index, pid=pid, version=version, ours=VERSION)
-            self.handle.signal("TERM")
+            self.handle.signal(signal.SIGTERM)
             raise VersionMismatch(f"the supervisor speaks version {VERSION}")
         self.handle.channel = self
         self.handle.supervisor.reactor.callLater(0, self.handle.supervisor.start_worker, self.handle)

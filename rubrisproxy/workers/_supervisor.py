@@ -5,6 +5,7 @@ publishes to the others, and stops them all gracefully on ``SIGTERM``."""
 from __future__ import annotations
 
 import pickle
+import signal
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -95,7 +96,7 @@ class Supervisor(service.Service):
             if self.reactor.running:
                 self.reactor.stop()
             return
-        handle.signal("TERM")  # restarted with backoff when it has ended
+        handle.signal(signal.SIGTERM)  # restarted with backoff when it has ended
 
     def worker_ended(self, handle: WorkerHandle) -> None:
         """``handle``'s process has ended: restarted after its backoff, unless the proxy is stopping."""
@@ -127,7 +128,7 @@ class Supervisor(service.Service):
                 handle.restart_timer.cancel()
             if handle.process is not None:
                 handle.state = HandleState.STOPPING
-                handle.signal("TERM")
+                handle.signal(signal.SIGTERM)
             else:
                 handle.state = HandleState.STOPPED
         kill = self.reactor.callLater(self.config.shutdown_grace + STOP_MARGIN, self._kill_all)
@@ -145,12 +146,12 @@ class Supervisor(service.Service):
         for handle in self.handles:
             if handle.process is not None:
                 self.log.warn("worker {index} (pid {pid}) still running: killed", index=handle.index, pid=handle.pid)
-                handle.signal("KILL")
+                handle.signal(signal.SIGKILL)
 
-    def signal_workers(self, name: str) -> None:
-        """Send every worker signal ``name`` (``USR1``: reopen the access log)."""
+    def signal_workers(self, number: int) -> None:
+        """Send every worker signal ``number`` (``SIGUSR1``: reopen the access log)."""
         for handle in self.handles:
-            handle.signal(name)
+            handle.signal(number)
 
     def relay(self, lines: list[str]) -> None:
         """A worker's log lines, written as they are to the proxy's log."""

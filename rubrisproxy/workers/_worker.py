@@ -141,10 +141,18 @@ class Worker:
         self.state = WorkerState.STOPPING
         return self.root.stopService() if self.root is not None and self.root.running else None
 
+    def terminate(self) -> None:
+        """``SIGTERM`` or ``SIGINT``: stop gracefully, once however many come."""
+        if self.state is not WorkerState.STOPPING and self.reactor.running:
+            self.log.info("worker {index}: stopping", index=self.index)
+            self.state = WorkerState.STOPPING
+            self.reactor.stop()
+
     def supervisor_gone(self) -> None:
         """The channel closed: the supervisor is gone, or stopping us; stop gracefully."""
         if self.state is not WorkerState.STOPPING and self.reactor.running:
             self.log.warn("worker {index}: the supervisor's channel closed; stopping", index=self.index)
+            self.state = WorkerState.STOPPING
             self.reactor.stop()
 
     def _judged(self, backend: str, server: Server) -> None:
