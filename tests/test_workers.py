@@ -168,9 +168,23 @@ class ServingTests(WorkersTestCase):
     @defer.inlineCallbacks
     def test_a_killed_worker_is_restarted_and_the_other_keeps_serving(self):  # type: ignore[no-untyped-def]
         yield self.start_workers({"s1": self.origin("A")})
+        kept = []
+        for _ in range(12):  # keep-alive connections, on either worker
+            client = yield self.connect()
+            client.send(get())
+            yield client.responses(1)
+            kept.append(client)
         killed = self.pids[1]
         os.kill(killed, signal.SIGKILL)
         yield self.process.wait_for(rb"worker 1 \(pid %d\) died \(signal 9\).*restarting it in" % killed)
+        yield task.deferLater(reactor, 0.2, lambda: None)  # the dead worker's connections seen closed here
+        lost = [c for c in kept if not c.transport.connected]
+        survivors = [c for c in kept if c.transport.connected]
+        self.assertTrue(lost and survivors, (len(lost), len(survivors)))  # 12 all on one worker: 2**-11
+        for client in survivors:  # worker 0's connections carry on
+            client.send(get())
+            (_, response) = yield client.responses(2)
+            self.assertEqual((response.status, response.body), (200, b"A"))
         answers = yield self.names(20)  # while it is down, or starting again: the other serves every one
         self.assertEqual(set(answers), {(200, "A")})
         match = yield self.process.wait_for(rb"worker 1 \(pid (?!%d\))(\d+)\) serving" % killed)
