@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pickle
 import signal
-from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -15,13 +14,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..bus import Subscriber
 from ..config import ProxyConfig
 from ..logoutput import LineOutput
 from ._channel import AdminCall, Apply, Deliver, Refused, Start
 from ._handle import HandleState, WorkerHandle
 
-#: What a subscriber of a topic is called with: the payload and the publishing worker's index (-1: the supervisor).
-Subscriber = Callable[[bytes, int], None]
 #: Seconds past ``shutdown.grace`` the supervisor waits for a stopping worker before killing it.
 STOP_MARGIN = 5.0
 #: The most admin actions kept to replay into a restarted worker (the oldest are forgotten first).

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import pickle
-from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
 from io import BytesIO
@@ -22,6 +21,7 @@ from twisted.web import server
 
 from ..admin import AdminAPI, RunningProxy
 from ..backend import Server
+from ..bus import Subscriber
 from ..config import AdminConfig, CommandLine, ConfigError, ProxyConfig
 from ..mainlog import MainLogObserver, ReopenOnSignal
 from ..reload import Reloader
@@ -31,8 +31,6 @@ from ._channel import VERSION, AdminCall, Apply, Deliver, Hello, Publish, Refuse
 #: The topic worker 0 publishes its health-check verdicts on (retained per server).
 HEALTH_TOPIC = "health"
 
-#: What a subscriber of a topic is called with: the payload and the index of the worker that published it.
-Subscriber = Callable[[bytes, int], None]
 
 
 class WorkerState(Enum):
@@ -61,7 +59,7 @@ def worker_config(config: ProxyConfig, workers: int) -> ProxyConfig:
 
 class Worker:
     """The proxy in this worker process, and its end of the channel's topics (:meth:`subscribe`,
-    :meth:`publish`)."""
+    :meth:`publish`: a :class:`rubrisproxy.bus.Bus`)."""
 
     log = Logger()
 
