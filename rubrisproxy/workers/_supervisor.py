@@ -17,8 +17,9 @@ from twisted.python.failure import Failure
 from ..bus import Subscriber
 from ..config import ProxyConfig
 from ..logoutput import LineOutput
-from ._channel import AdminCall, Apply, Deliver, Refused, Start
+from ._channel import AdminCall, Apply, Start
 from ._handle import HandleState, WorkerHandle
+from ._topics import Topics
 
 #: Seconds past ``shutdown.grace`` the supervisor waits for a stopping worker before killing it.
 STOP_MARGIN = 5.0
@@ -46,8 +47,7 @@ class Supervisor(service.Service):
         self.output = output
         self.state = SupervisorState.STOPPED
         self.handles = [WorkerHandle(self, index) for index in range(config.process.workers)]
-        self._subscribers: dict[str, list[Subscriber]] = {}
-        self._retained: dict[tuple[str, str], tuple[bytes, int]] = {}
+        self.topics = Topics(self.handles)
         self._journal: dict[tuple[str, str, bytes], None] = {}  # admin actions in the order last done
 
     def startService(self) -> None:
@@ -70,9 +70,7 @@ class Supervisor(service.Service):
 
     @defer.inlineCallbacks
     def _catch_up(self, handle: WorkerHandle) -> Any:
-        for (topic, _), (payload, sender) in list(self._retained.items()):
-            if handle.channel is not None and sender != handle.index:
-                handle.channel.callRemote(Deliver, topic=topic, payload=payload, sender=sender)
+        self.topics.catch_up(handle)
         for method, path, body in list(self._journal):
             if handle.channel is not None:
                 yield handle.channel.callRemote(AdminCall, method=method, path=path, query="", body=body,
@@ -159,25 +157,19 @@ class Supervisor(service.Service):
             for line in lines:
                 self.log.info("{line}", line=line)
 
-    # Topics: what one worker publishes, the others (and the supervisor's subscribers) hear.
+    # Topics (a bus.Bus): what one worker publishes, the others (and the supervisor's subscribers) hear.
 
     def subscribe(self, topic: str, subscriber: Subscriber) -> None:
         """Call ``subscriber`` with each payload a worker publishes on ``topic``."""
-        self._subscribers.setdefault(topic, []).append(subscriber)
+        self.topics.subscribe(topic, subscriber)
 
     def publish(self, topic: str, payload: bytes, retain: str = "") -> None:
         """Send ``payload`` on ``topic`` to every worker (as sender -1)."""
-        self.published(-1, topic, payload, retain)
+        self.topics.published(-1, topic, payload, retain)
 
     def published(self, sender: int, topic: str, payload: bytes, retain: str) -> None:
-        """Fan ``payload`` out to every serving worker but ``sender``; kept per (topic, ``retain``) if given."""
-        if retain:
-            self._retained[(topic, retain)] = (payload, sender)
-        for handle in self.handles:
-            if handle.index != sender and handle.channel is not None and handle.state is HandleState.SERVING:
-                handle.channel.callRemote(Deliver, topic=topic, payload=payload, sender=sender)
-        for subscriber in self._subscribers.get(topic, ()):
-            subscriber(payload, sender)
+        """Worker ``sender`` published ``payload`` on ``topic``."""
+        self.topics.published(sender, topic, payload, retain)
 
     # The admin API and reloads: asked of every serving worker.
 
@@ -209,5 +201,3 @@ class Supervisor(service.Service):
 
         return defer.gatherResults(calls, consumeErrors=True).addCallback(first)
 
-
-__all__ = ["Refused", "Supervisor", "SupervisorState"]
