@@ -159,6 +159,8 @@ class ServingTests(WorkersTestCase):
         self.assertEqual(code, 200)
         self.assertIn(b'rubrisproxy_requests_total{frontend="web"} 70.0', metrics)
         self.assertIn(b'rubrisproxy_workers{state="serving"} 2.0', metrics)
+        code, health = yield self.admin("healthz")
+        self.assertEqual((code, json.loads(health)), (200, {"status": "ok", "workers_serving": 2, "workers": 2}))
         code, stats = yield self.admin("stats.json")
         stats = json.loads(stats)
         self.assertEqual(stats["frontends"][0]["accepted"], 70)

@@ -70,6 +70,8 @@ class FleetAdminAPI(AdminAPI):
         self.collector = WorkersCollector(supervisor)
 
     def answer(self, call: Call, request: server.Request, args: list[str]) -> object:
+        if call.answer is AdminAPI._healthz:
+            return self._fleet_health()
         if call.public:
             return call.answer(self, request, *args)
         if call.answer is FleetAdminAPI._workers:
@@ -83,6 +85,13 @@ class FleetAdminAPI(AdminAPI):
         done.addErrback(self._failed)
         done.addCallback(_write, request, gone)
         return server.NOT_DONE_YET
+
+    def _fleet_health(self) -> object:
+        """Alive while some worker serves: a 503 when none does (all starting, restarting or stopping)."""
+        serving = len(self.supervisor.serving())
+        if not serving:
+            raise APIError(503, "no worker is serving")
+        return {"status": "ok", "workers_serving": serving, "workers": len(self.supervisor.handles)}
 
     def _workers(self, request: server.Request | None = None) -> defer.Deferred[tuple[int, str, bytes]]:
         """Each worker (pid, state, restarts), with what its frontends accepted and were asked (the spread)."""
