@@ -7,11 +7,12 @@ import json
 import os
 import signal
 import socket
+import sys
 import tomllib
 from io import BytesIO
 from typing import Any
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, utils
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import resource, server
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
@@ -24,7 +25,7 @@ from rubrisproxy.workers._merge import merge_csv, merge_json, merge_metrics
 
 from .eio.harness import spawn_node_many, start_server
 from .helpers import ProxyTestCase, get
-from .test_plugin import Twistd, run_twistd
+from .test_plugin import ROOT, Twistd, run_twistd
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
 #: Seconds a worker has to come up, or come back.
@@ -197,6 +198,10 @@ class ServingTests(WorkersTestCase):
         self.assertEqual([(w["pid"], w["state"], w["restarts"]) for w in workers["workers"]],
                          [(self.pids[0], "serving", 0), (restarted, "serving", 1)])
         self.assertEqual(workers["workers"][1]["last_exit"], "signal 9")
+        listed = yield utils.getProcessOutput(sys.executable, ["-m", "rubrisproxy.ctl", "ctl", "--admin",
+                                                               f"http://127.0.0.1:{self.admin_port}", "workers"],
+                                              env=dict(os.environ), path=ROOT)
+        self.assertRegex(listed.decode(), rf"(?m)^1 +{restarted} +serving +1 .* signal 9 ")
         code, metrics = yield self.admin("metrics")
         self.assertIn(b'rubrisproxy_worker_restarts_total{worker="1"} 1.0', metrics)
         answers = yield self.names(40)
