@@ -39,6 +39,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie is not running: its parent, killed, left it to init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class Named(resource.Resource):
     """An origin that answers with its name, after ``delay`` seconds."""
 
@@ -179,7 +188,7 @@ class ServingTests(WorkersTestCase):
             kept.append(client)
         killed = self.pids[1]
         os.kill(killed, signal.SIGKILL)
-        yield self.process.wait_for(rb"worker 1 \(pid %d\) died \(signal 9\).*restarting it in" % killed)
+        yield self.process.wait_for(rb"worker 1 \(pid %d\) ended \(signal 9\).*restarting it in" % killed)
         yield task.deferLater(reactor, 0.2, lambda: None)  # the dead worker's connections seen closed here
         lost = [c for c in kept if not c.transport.connected]
         survivors = [c for c in kept if c.transport.connected]
@@ -313,6 +322,18 @@ class StopTests(WorkersTestCase):
         self.assertIn(b"all workers stopped", self.process.output)
         self.assertEqual(self.process.output.count(b"stopped (exit status 0)"), 2)
         self.assertNotIn(b"Traceback", self.process.output)
+
+    @defer.inlineCallbacks
+    def test_workers_whose_supervisor_is_killed_stop_by_themselves(self):  # type: ignore[no-untyped-def]
+        yield self.start_workers({"s1": self.origin("A")})
+        os.kill(self.process.transport.pid, signal.SIGKILL)
+        yield self.process.ended
+        for _ in range(100):  # their channel closed: each stops as on SIGTERM (nothing in flight: at once)
+            alive = [pid for pid in self.pids if _alive(pid)]
+            if not alive:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(alive, [])
 
     @defer.inlineCallbacks
     def test_a_port_another_program_holds_ends_the_start(self):  # type: ignore[no-untyped-def]

@@ -84,13 +84,13 @@ class WorkerHandle:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE, env.get("PYTHONPATH", "")) if p)
-        self.ended = defer.Deferred()
-        self.state = HandleState.SPAWNED
         self.started_at = reactor.seconds()
         try:
             self.process = reactor.spawnProcess(
                 WorkerProcess(self), sys.executable, [sys.executable, "-m", "rubrisproxy.workers"], env=env,
                 childFDs={0: "w", 1: "r", 2: "r", CHANNEL_FD: theirs.fileno()})
+            self.ended = defer.Deferred()  # fired by processEnded, which never comes before this returns
+            self.state = HandleState.SPAWNED
             reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, ChannelFactory(self))
         finally:
             ours.close()

@@ -54,7 +54,7 @@ class Supervisor(service.Service):
         super().startService()
         self.state = SupervisorState.STARTING
         for handle in self.handles:
-            handle.spawn()
+            self._spawn(handle)
 
     # The workers' lifecycle.
 
@@ -104,7 +104,7 @@ class Supervisor(service.Service):
         delay = handle.backoff()
         handle.state = HandleState.WAITING
         handle.restarts += 1
-        self.log.warn("worker {index} (pid {pid}) died ({how}); its connections are lost, the other workers serve;"
+        self.log.warn("worker {index} (pid {pid}) ended ({how}); its connections are lost, the other workers serve;"
                       " restarting it in {delay:g}s (restart {count})", index=handle.index, pid=handle.pid,
                       how=handle.last_exit, delay=delay, count=handle.restarts)
         handle.restart_timer = self.reactor.callLater(delay, self._respawn, handle)
@@ -112,7 +112,15 @@ class Supervisor(service.Service):
     def _respawn(self, handle: WorkerHandle) -> None:
         handle.restart_timer = None
         if self.state in (SupervisorState.STARTING, SupervisorState.RUNNING):
+            self._spawn(handle)
+
+    def _spawn(self, handle: WorkerHandle) -> None:
+        try:
             handle.spawn()
+        except OSError as e:  # no file descriptors or processes left, say: tried again after the backoff
+            handle.process = None
+            handle.last_exit = f"not started: {e.strerror}"
+            self.worker_ended(handle)
 
     def stopService(self) -> defer.Deferred[Any]:
         """Stop every worker as ``SIGTERM`` stops one process (its listeners closed, connections drained), and
