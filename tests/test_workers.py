@@ -92,8 +92,10 @@ class WorkersTestCase(ProxyTestCase):
         self.pids = [w["pid"] for w in workers["workers"]]
         return process
 
-    def write_config(self, servers: dict[str, int], extra: str = "", health: str = "none") -> None:
-        lines = [f'[frontends.web]\nlisten = ["tcp:{self.proxy_port}:interface=127.0.0.1"]\nbackend = "app"\n',
+    def write_config(self, servers: dict[str, int], extra: str = "", health: str = "none",
+                     ports: tuple[int, ...] = ()) -> None:
+        listen = ", ".join(f'"tcp:{port}:interface=127.0.0.1"' for port in (self.proxy_port, *ports))
+        lines = [f'[frontends.web]\nlisten = [{listen}]\nbackend = "app"\n',
                  f'[admin]\nlisten = ["tcp:{self.admin_port}:interface=127.0.0.1"]\n',
                  "[shutdown]\ngrace = \"5s\"\n",
                  f'[backends.app]\nhealth.check = "{health}"\nhealth.interval = "200ms"\n']
@@ -267,12 +269,21 @@ class AdminTests(WorkersTestCase):
             f.write('[timeouts]\nserver = "forever"\n')
         self.process.transport.signalProcess("HUP")
         yield self.process.wait_for(rb"reload refused, nothing changed: timeouts.server")
-        self.write_config(servers, '[[frontends.web.routes]]\npath-prefix = "/denied"\ndeny = 403\n')
+        added = free_port()
+        self.write_config(servers, '[[frontends.web.routes]]\npath-prefix = "/denied"\ndeny = 403\n', ports=(added,))
         self.process.transport.signalProcess("HUP")
         yield self.process.wait_for(rb"reloaded \S+ in 2 workers")
         answers = yield self.names(30, b"/denied")
         self.assertEqual({status for status, _ in answers}, {403})
         self.assertEqual(self.process.output.count(b"reloaded the configuration"), 2)  # each worker applied it
+        self.assertEqual(self.process.output.count(b"listening on tcp:%d" % added), 2)  # the new listener: both
+        before = yield self.workers()
+        self.proxy_port = added
+        answers = yield self.names(40)
+        self.assertEqual(set(answers), {(200, "A")})
+        after = yield self.workers()
+        spread = [a["accepted"] - b["accepted"] for a, b in zip(after["workers"], before["workers"], strict=True)]
+        self.assertTrue(all(n > 0 for n in spread), spread)  # the kernel spreads the new port over both
 
     @defer.inlineCallbacks
     def test_health_checks_probe_once_and_reach_both_workers(self):  # type: ignore[no-untyped-def]
