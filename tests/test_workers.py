@@ -180,6 +180,34 @@ class ServingTests(WorkersTestCase):
         self.assertEqual([w["pid"] for w in stats["proxy"]["workers"]], self.pids)
 
     @defer.inlineCallbacks
+    def test_websocket_sessions_resume_within_their_worker(self):  # type: ignore[no-untyped-def]
+        echoes = [EchoBackendFactory(), EchoBackendFactory()]
+        listeners = [listen_echo_backend(factory) for factory in echoes]
+        for listener in listeners:
+            self.addCleanup(lambda each=listener: each.stopListening() if each.connected else None)
+        yield self.start_workers({"s1": listeners[0].getHost().port, "s2": listeners[1].getHost().port},
+                                 '\n[websocket]\nbackend-ping-interval = 0\nclient-ping-interval = 0\n')
+        clients = []
+        for n in range(16):  # on either worker (all 16 on one: 2**-15), balanced over both servers
+            client = connect_client(self.proxy_port, "/chat")
+            self.addCleanup(lambda c=client: c.transport.abortConnection() if c.transport.connected else None)
+            yield client.opened
+            client.sendMessage(b"one %d" % n)
+            yield client.wait_messages(1)
+            clients.append(client)
+        listeners[0].stopListening()  # server s1 dies: its WebSockets are cut
+        for protocol in list(echoes[0].open):
+            protocol.transport.abortConnection()
+        for n, client in enumerate(clients):
+            client.sendMessage(b"two %d" % n)
+            messages = yield client.wait_messages(2)
+            self.assertEqual(messages[1], (b"two %d" % n, False))
+            self.assertFalse(client.closed.called)
+        self.assertEqual(len(echoes[1].open), 16)  # every session moved to s2, in whichever worker it lives
+        workers = yield self.workers()
+        self.assertTrue(all(w["accepted"] > 0 for w in workers["workers"]), workers)
+
+    @defer.inlineCallbacks
     def test_a_killed_worker_is_restarted_and_the_other_keeps_serving(self):  # type: ignore[no-untyped-def]
         yield self.start_workers({"s1": self.origin("A")})
         kept = []
