@@ -363,6 +363,16 @@ class StopTests(WorkersTestCase):
         self.assertNotIn(b"Traceback", self.process.output)
 
     @defer.inlineCallbacks
+    def test_a_second_proxy_on_the_same_ports_is_refused(self):  # type: ignore[no-untyped-def]
+        yield self.start_workers({"s1": self.origin("A")})
+        second = run_twistd("--listen", f"tcp:{self.proxy_port}:interface=127.0.0.1", "--backend", "127.0.0.1:9",
+                            "--workers", "2")
+        self.addCleanup(self._kill, second)
+        code = yield second.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"cannot listen on tcp:%d" % self.proxy_port, second.output)
+
+    @defer.inlineCallbacks
     def test_workers_whose_supervisor_is_killed_stop_by_themselves(self):  # type: ignore[no-untyped-def]
         yield self.start_workers({"s1": self.origin("A")})
         os.kill(self.process.transport.pid, signal.SIGKILL)

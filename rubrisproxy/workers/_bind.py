@@ -10,7 +10,8 @@ from ..tls import listeners
 
 
 def check_listeners_free(config: ProxyConfig) -> None:
-    """Bind (and close again) each frontend's TCP listeners with ``SO_REUSEPORT``, as the workers will; SystemExit
+    """Bind (and close again) each frontend's TCP listeners, as one process would (``SO_REUSEADDR``, not
+    ``SO_REUSEPORT``: a port anything listens on, another rubrisproxy's workers included, is refused); SystemExit
     naming the first that cannot be bound."""
     for frontend in config.frontends:
         for description, each in zip(frontend.listen, listeners(f"frontends.{frontend.name}", frontend.listen,
@@ -24,7 +25,7 @@ def check_listeners_free(config: ProxyConfig) -> None:
                 family = socket.AF_INET6
             try:
                 with socket.socket(family, socket.SOCK_STREAM) as trial:
-                    trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     trial.bind((interface, port))
             except OSError as e:
                 raise SystemExit(f"rubrisproxy: frontend {frontend.name} cannot listen on {description}: "
