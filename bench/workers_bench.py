@@ -147,6 +147,7 @@ def main() -> None:
     processes = Processes()
     samples: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in ARMS}
     spreads: list[list[int]] = []
+    counted: dict[int, float] = {}  # instructions per request, by the number of workers
     with tempfile.TemporaryDirectory() as tmp, harness.terminate_on_sigterm():
         try:
             origin_port = free_port()
@@ -170,14 +171,14 @@ def main() -> None:
                     out(f"  round {round_number + 1} {label:16} c={connections:<4} {result[0]:9.0f} req/s  "
                         f"{result[1]:7.1f} CPU us/req ({result[2]:.1f} system; {result[3]:.2f} context switches/req)")
             spreads = measure_spread(proxies[2], args.spreads, out)
-            if args.instructions:
-                for n in (1, 2):
-                    per_request, requests = instructions(n, origin_port, 15, args.connections, tmp)
-                    out(f"  callgrind workers={n}: {per_request / 1000:.1f} k instructions/request ({requests} requests, "
-                        "every process of the proxy)")
+            for n in (1, 2) if args.instructions else ():
+                per_request, requests = instructions(n, origin_port, 15, args.connections, tmp)
+                counted[n] = per_request
+                out(f"  callgrind workers={n}: {per_request / 1000:.1f} k instructions/request ({requests} requests, "
+                    "every process of the proxy)")
         finally:
             processes.stop_all()
-    report(out, samples, spreads, args.connections)
+    report(out, samples, spreads, args.connections, counted)
 
 
 def measure(proxy: tuple[subprocess.Popen[bytes], int, int], workers: int, connections: int,
@@ -210,7 +211,7 @@ def measure_spread(proxy: tuple[subprocess.Popen[bytes], int, int], runs: int, o
 
 
 def report(out: Output, samples: dict[str, list[tuple[float, float]]], spreads: list[list[int]],
-           connections: int) -> None:
+           connections: int, counted: dict[int, float]) -> None:
     rps = {label: middle([s[0] for s in runs]) for label, runs in samples.items()}
     cost = {label: middle([s[1] for s in runs]) for label, runs in samples.items()}
     out()
@@ -221,6 +222,9 @@ def report(out: Output, samples: dict[str, list[tuple[float, float]]], spreads: 
     out(f"ratio: CPU per request, 2 workers / 1 process: {two / cost['1 process']:.3f} at the same {connections} "
         f"connections; {two / cost['1 process, half']:.3f} against one process with as many connections as each "
         f"worker has ({connections // 2}) (target <= 1.1)")
+    if counted:
+        out(f"ratio: instructions per request under callgrind, 2 workers / 1 process: {counted[2] / counted[1]:.3f} "
+            "(what the processes do, whatever else runs on the machine)")
     shares = [100 * max(s) / max(1, sum(s)) for s in spreads]
     out(f"spread: the busier worker's share of 200 connections per run: {', '.join(f'{s:.0f}%' for s in shares)} "
         f"(target 40-60%: at most 60%)")
