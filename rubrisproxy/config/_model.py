@@ -391,6 +391,18 @@ class AdminConfig:
     token: str | None = None  # required as "Authorization: Bearer TOKEN" when set; needed off loopback
 
 
+#: The most worker processes ``[process] workers`` takes.
+MAX_WORKERS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessConfig:
+    """How many processes serve: 1 is one process (no supervisor); more is a supervisor and that many workers
+    (``auto`` in the file is read as the number of cores this process may run on)."""
+
+    workers: int = 1
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
     """The whole configuration: what :func:`rubrisproxy.service.build_service` needs."""
@@ -407,4 +419,5 @@ class ProxyConfig:
     shutdown_close_code: int = 1001  # 1001 going away, or 1012 service restart
     admin: AdminConfig = field(default_factory=AdminConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)  # the top-level defaults for backends
+    process: ProcessConfig = field(default_factory=ProcessConfig)
     demo: bool = False
