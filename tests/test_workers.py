@@ -359,7 +359,7 @@ class StopTests(WorkersTestCase):
         yield self.process.ended
         self.assertEqual(self.process.signal, signal.SIGTERM)
         self.assertIn(b"all workers stopped", self.process.output)
-        self.assertEqual(self.process.output.count(b"stopped (exit status 0)"), 2)
+        self.assertEqual(self.process.output.count(b"stopped (exit status 0)"), 2, self.process.output.decode()[-3000:])
         self.assertNotIn(b"Traceback", self.process.output)
 
     @defer.inlineCallbacks

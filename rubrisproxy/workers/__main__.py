@@ -37,6 +37,10 @@ def main() -> None:
 
     reactor.callWhenRunning(take_signals)
     reactor.run()
+    # Stopped: a later SIGTERM (the supervisor's and systemd's both come) must not kill a worker exiting cleanly,
+    # and Python's finalisation puts the default action back for signals that have a Python handler.
+    for each in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(each, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
