@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ._context import Frontend
 
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
+_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0", b"2.0": "2.0"}
 TERMINATIONS = {termination: termination.value for termination in Termination}
 
 
@@ -76,7 +77,7 @@ class Timing:
             frontend,
             _METHODS.get(method) or method.decode("latin-1"),
             head.target.decode("latin-1"),
-            "1.1" if head.version == b"1.1" else "1.0",
+            _VERSIONS.get(head.version, "1.0"),
             self.status,
             head.size + self.bytes_in,
             self.bytes_out,

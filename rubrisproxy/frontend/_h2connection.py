@@ -1,0 +1,336 @@
+"""A client connection speaking HTTP/2: its frames in and out, its streams, its limits and defences."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Any, cast
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection as FrameMachine
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    PingReceived,
+    PriorityUpdated,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    UnknownFrameReceived,
+    WindowUpdated,
+)
+from h2.exceptions import H2Error
+from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..config import Http2Config
+from ..deadline import Deadline
+from ..flow import FlowTransport, WriteWatch
+from ..http import HTTPError, error_response
+from ..lifecycle import ConnectionEnd, Termination
+from ._exchange import Exchange
+from ._h2guard import Budget
+from ._h2head import request_head
+from ._h2stream import H2Stream
+from ._timing import log_refused
+
+if TYPE_CHECKING:
+    from ._connection import ClientConnection
+
+#: What a client's first bytes are when it speaks HTTP/2 without asking (prior knowledge, RFC 9113 3.3).
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_CONFIG = H2Configuration(client_side=False, header_encoding=None)
+
+
+def speaks_h2(data: bytes) -> bool:
+    """Whether a cleartext connection's first read is HTTP/2's preface (or, shorter, a start no HTTP/1.1
+    request has)."""
+    if len(data) >= len(PREFACE):
+        return data.startswith(PREFACE)
+    return len(data) >= 4 and PREFACE.startswith(data)
+
+
+class H2State(Enum):
+    """Where an :class:`H2Connection` is."""
+
+    OPEN = "open"  # streams are taken
+    DRAINING = "draining"  # GOAWAY sent: the streams up to its last id finish, later ones are refused
+    CLOSED = "closed"  # closing or lost: nothing more is read or sent
+
+
+_OPEN, _DRAINING, _CLOSED = H2State.OPEN, H2State.DRAINING, H2State.CLOSED
+
+
+class H2Connection:
+    """The HTTP/2 side of a :class:`~rubrisproxy.frontend.ClientConnection`, which hands itself over to it
+    (as its relay) on the first read: ALPN said ``h2``, or the read is the preface.
+
+    Each stream is an :class:`~rubrisproxy.frontend._h2stream.H2Stream` with its own exchange, so the
+    streams share the origin pool, routing, logging and errors of HTTP/1.1 requests. The client
+    connection keeps counting the bytes, requests and responses and reports its end. Idle with no
+    stream open, it is closed after ``timeout http-request`` (before its first stream) or
+    ``http-keep-alive``; resets and control frames beyond the configured budgets, and the h2 library's
+    own refusals (too many streams, oversized header lists, CONTINUATION floods), end it with GOAWAY.
+    """
+
+    log = Logger()
+
+    def __init__(self, client: ClientConnection, settings: Http2Config, drop: frozenset[bytes]) -> None:
+        self.client = client
+        self.frontend = client.frontend
+        self.settings = settings
+        self._drop = drop
+        self._state = _OPEN
+        self.frames = FrameMachine(config=_CONFIG)
+        self.streams: dict[int, H2Stream] = {}
+        self._waiting: dict[H2Stream, None] = {}  # streams holding data for a window or the socket, in order
+        self.writable = True
+        self._watch = WriteWatch(self._output_changed)
+        clock = self.frontend.clock
+        self._resets = Budget(clock, settings.max_resets, settings.flood_window)
+        self._control = Budget(clock, settings.max_control_frames, settings.flood_window)
+        self._idle = Deadline(clock, self._idle_expired)
+        self._last_stream = 0  # the last stream a GOAWAY let finish
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            RequestReceived: self._request, DataReceived: self._data, StreamEnded: self._stream_ended,
+            StreamReset: self._stream_reset, WindowUpdated: self._window_updated,
+            RemoteSettingsChanged: self._control_frame, PingReceived: self._control_frame,
+            PriorityUpdated: self._control_frame, UnknownFrameReceived: self._control_frame,
+            ConnectionTerminated: self._terminated,
+        }
+
+    def start(self, data: bytes) -> None:
+        """Send the proxy's SETTINGS, then read the client's first bytes."""
+        settings, frames = self.settings, self.frames
+        header_list = self.frontend.limits.max_header_size
+        # In force from the first frame, not from the client's acknowledgement: a client cannot outrun them.
+        frames.local_settings = Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
+            SettingCodes.INITIAL_WINDOW_SIZE: settings.initial_window_size,
+            SettingCodes.MAX_HEADER_LIST_SIZE: header_list,
+        })
+        frames.decoder.max_header_list_size = header_list
+        frames.initiate_connection()
+        # The connection's window covers every stream's: one whose origin is slow never stalls the others.
+        whole = settings.max_concurrent_streams * settings.initial_window_size
+        if whole > 65535:
+            frames.increment_flow_control_window(min(whole, (1 << 31) - 1) - 65535)
+        cast(FlowTransport, self.client.transport).registerProducer(self._watch, True)
+        self._idle.set(self.frontend.timeouts.http_request)
+        self.client_data(data)
+
+    # Reading
+
+    def client_data(self, data: bytes) -> None:
+        if self._state is _CLOSED:
+            return
+        try:
+            events = self.frames.receive_data(data)
+        except H2Error as error:  # h2 has sent GOAWAY with the error's code
+            self.log.info("HTTP/2 error from {client}: {error}", client=self.client.client_address, error=error)
+            self._close(ConnectionEnd.PROTOCOL_READ_ERROR)
+            return
+        handlers = self._handlers
+        for event in events:
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(event)
+                if self._state is _CLOSED:
+                    return
+        self.send()
+
+    def _request(self, event: RequestReceived) -> None:
+        stream_id = event.stream_id
+        if self._state is _DRAINING and stream_id > self._last_stream:
+            self.frames.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        stream = self.streams[stream_id] = H2Stream(self, stream_id)
+        self._idle.clear()
+        client, frontend = self.client, self.frontend
+        client.requests += 1
+        frontend.requests += 1
+        ended = event.stream_ended is not None
+        try:
+            head = request_head(event.headers or (), ended, frontend.limits, self._drop)
+        except HTTPError as error:
+            self.answer_error(stream, error)
+            return
+        now = frontend.clock.seconds()
+        exchange = Exchange(stream, head, now, now - client.ready_at)
+        if frontend.clients is not None:
+            exchange.session = frontend.clients.request_started(head, client, not client.proxied,
+                                                                exchange.client_address)
+        stream.request(exchange, ended)
+
+    def _data(self, event: DataReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is None:  # answered and closed already: its bytes only count against the connection
+            self.acknowledge(event.stream_id, event.flow_controlled_length)
+        else:
+            stream.body(event.data, event.flow_controlled_length)
+
+    def _stream_ended(self, event: StreamEnded) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.body_end()
+
+    def _stream_reset(self, event: StreamReset) -> None:
+        if not self._resets.spend():
+            self._calm("stream resets")
+            return
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.reset()
+
+    def _window_updated(self, event: WindowUpdated) -> None:
+        if event.stream_id:
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and stream in self._waiting:
+                del self._waiting[stream]
+                stream.flush()
+        else:
+            self._flush_waiting()
+
+    def _control_frame(self, event: object) -> None:
+        if not self._control.spend():
+            self._calm("control frames")
+        elif isinstance(event, RemoteSettingsChanged):
+            self._flush_waiting()  # a larger initial window opens every stream's
+
+    def _terminated(self, event: ConnectionTerminated) -> None:
+        """The client sent GOAWAY: h2 sends nothing after it, so the streams in progress are cut."""
+        self.client.note_end(ConnectionEnd.CLIENT_CLOSE)
+        self._close(ConnectionEnd.CLIENT_CLOSE)
+
+    def _calm(self, what: str) -> None:
+        self.log.warn("HTTP/2 flood of {what} from {client}: GOAWAY", what=what, client=self.client.client_address)
+        self.frames.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+        self._close(ConnectionEnd.PROTOCOL_READ_ERROR)
+
+    # What streams call
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """``size`` request body bytes of ``stream_id`` are taken: the client may send more."""
+        self.frames.acknowledge_received_data(size, stream_id)
+        self.send()
+
+    def send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.frames.send_headers(stream_id, headers)
+        self.send()
+
+    def send_data(self, stream_id: int, held: deque[bytes]) -> int:
+        """Send what ``held`` holds as the windows allow, taking it out; the bytes sent."""
+        frames = self.frames
+        sent = 0
+        while held:
+            room = min(frames.local_flow_control_window(stream_id), frames.max_outbound_frame_size)
+            if room <= 0:
+                break
+            chunk = held[0]
+            if len(chunk) > room:
+                held[0] = chunk[room:]
+                chunk = chunk[:room]
+            else:
+                held.popleft()
+            frames.send_data(stream_id, chunk)
+            sent += len(chunk)
+        self.send()
+        return sent
+
+    def end_stream(self, stream_id: int, reset: bool) -> None:
+        """END_STREAM on ``stream_id``; ``reset``: its request is not all read, and will not be (RFC 9113 8.1)."""
+        frames = self.frames
+        frames.end_stream(stream_id)
+        if reset:
+            frames.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+        self.send()
+
+    def reset_stream(self, stream_id: int, code: ErrorCodes) -> None:
+        if self._state is not _CLOSED:
+            self.frames.reset_stream(stream_id, code)
+            self.send()
+
+    def waiting(self, stream: H2Stream) -> None:
+        """``stream`` holds data a window or the client's socket did not take yet."""
+        self._waiting[stream] = None
+
+    def stream_closed(self, stream: H2Stream) -> None:
+        self._waiting.pop(stream, None)
+        if self.streams.pop(stream.stream_id, None) is None or self.streams or self._state is _CLOSED:
+            return
+        if self._state is _DRAINING:
+            self._close(ConnectionEnd.SERVER_CLOSE)
+        else:
+            self.client.ready_at = self.frontend.clock.seconds()
+            self._idle.set(self.frontend.timeouts.http_keep_alive)
+
+    def answer_error(self, stream: H2Stream, error: HTTPError) -> None:
+        """Refuse a request before it became an exchange: the error answered on its stream."""
+        response = error_response(error.status)
+        stream.answer(response)
+        termination = Termination.NOT_IMPLEMENTED if error.status == 501 else Termination.BAD_REQUEST
+        self.client.responses += 1
+        log_refused(self.client, error.status, termination, len(response))
+
+    def send(self) -> None:
+        data = self.frames.data_to_send()
+        if data:
+            self.client.write(data)
+
+    # Output and ends
+
+    def _output_changed(self, full: bool) -> None:
+        self.writable = not full
+        if not full:
+            self._flush_waiting()
+
+    def _flush_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for stream in waiting:
+            stream.flush()
+
+    def _idle_expired(self) -> None:
+        if not self.streams and self._state is not _CLOSED:
+            self.frames.close_connection(ErrorCodes.NO_ERROR)
+            self._close(ConnectionEnd.TIMEOUT)
+
+    def drain(self, code: int = 1001) -> None:
+        """Stop taking streams (graceful stop): GOAWAY with the last stream read; close once they are done."""
+        if self._state is not _OPEN:
+            return
+        self._state = _DRAINING
+        self._last_stream = self.frames.highest_inbound_stream_id
+        self.client.write(GoAwayFrame(0, last_stream_id=self._last_stream, error_code=0).serialize())
+        if not self.streams:
+            self._close(ConnectionEnd.SERVER_CLOSE)
+
+    def abort(self) -> None:
+        self.client.transport.abortConnection()
+
+    def client_fin(self) -> None:
+        """Not declared: a half-close is a close to an HTTP/2 connection."""
+
+    def client_lost(self, reason: Failure) -> None:
+        self._state = _CLOSED
+        self._idle.stop()
+        for stream in list(self.streams.values()):
+            stream.reset()
+        self.streams.clear()
+        self._waiting.clear()
+
+    def _close(self, reason: ConnectionEnd) -> None:
+        """Send what h2 has queued (a GOAWAY), end every stream, and close the client connection."""
+        self.send()
+        self._state = _CLOSED
+        self._idle.stop()
+        for stream in list(self.streams.values()):
+            stream.reset()
+        self.streams.clear()
+        self._waiting.clear()
+        cast(FlowTransport, self.client.transport).unregisterProducer()  # a TLS transport closes only then
+        self.client.end(reason)
