@@ -169,7 +169,8 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         elif not frontend.http2.enabled or not speaks_h2(data):
             return False
         self._phase = HTTP2
-        self._wait(None)
+        self._waiting = None
+        self._deadline.stop()
         self.download.drop_idle()  # the HTTP/2 connection watches the socket's buffer itself
         self.parser.close()  # what it drops is kept for the streams' heads
         relay = H2Connection(self, frontend.http2, self.parser.dropped)
@@ -218,6 +219,8 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
             self.parser.close()
         if self.relay is not None:
             self.frontend.connections.discard(self)
+            if self._close_timer is not None:  # an HTTP/2 connection closing
+                self._close_timer.stop()
             self.relay.client_lost(reason)
             return
         self._waiting = None
