@@ -135,6 +135,11 @@ class H2Connection:
             self.log.info("HTTP/2 error from {client}: {error}", client=self.client.client_address, error=error)
             self._close(ConnectionEnd.PROTOCOL_READ_ERROR)
             return
+        if len(self.frames.incoming_buffer._data) > self.frames.max_inbound_frame_size + 9:
+            # What is left unparsed is a frame over the size allowed: h2 would read all of it before saying so.
+            self.frames.close_connection(ErrorCodes.FRAME_SIZE_ERROR)
+            self._close(ConnectionEnd.PROTOCOL_READ_ERROR)
+            return
         handlers = self._handlers
         for event in events:
             handler = handlers.get(type(event))
@@ -149,12 +154,12 @@ class H2Connection:
         if self._state is _DRAINING and stream_id > self._last_stream:
             self.frames.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
-        stream = self.streams[stream_id] = H2Stream(self, stream_id)
+        ended = event.stream_ended is not None
+        stream = self.streams[stream_id] = H2Stream(self, stream_id, ended)
         self._idle.clear()
         client, frontend = self.client, self.frontend
         client.requests += 1
         frontend.requests += 1
-        ended = event.stream_ended is not None
         try:
             head = request_head(event.headers or (), ended, frontend.limits, self._drop)
         except HTTPError as error:
@@ -165,7 +170,7 @@ class H2Connection:
         if frontend.clients is not None:
             exchange.session = frontend.clients.request_started(head, client, not client.proxied,
                                                                 exchange.client_address)
-        stream.request(exchange, ended)
+        stream.request(exchange)
 
     def _data(self, event: DataReceived) -> None:
         stream = self.streams.get(event.stream_id)

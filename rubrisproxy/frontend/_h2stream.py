@@ -62,13 +62,13 @@ class H2Stream:
     proxied = False
     disconnecting = False  # what a ReadGate reads of its transport
 
-    def __init__(self, connection: H2Connection, stream_id: int) -> None:
+    def __init__(self, connection: H2Connection, stream_id: int, ended: bool) -> None:
         self.connection = connection
         self.stream_id = stream_id
         self.frontend: Frontend = connection.frontend
         self.exchange: Exchange | None = None
         self._phase = _HEAD
-        self._request_ended = False
+        self._request_ended = ended  # END_STREAM came with its HEADERS: no body
         self._unacked = 0  # request body bytes received and not yet acknowledged
         self._reading = True  # the gate is not paused: received bytes are acknowledged at once
         self.gate = ReadGate(self)  # its transport is the stream's window
@@ -92,10 +92,9 @@ class H2Stream:
 
     # The request, as the connection delivers its frames
 
-    def request(self, exchange: Exchange, ended: bool) -> None:
+    def request(self, exchange: Exchange) -> None:
         self.exchange = exchange
-        if ended:
-            self._request_ended = True
+        ended = self._request_ended
         exchange.start()
         if ended and not exchange.finished:
             exchange.client_end()

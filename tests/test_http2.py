@@ -1,0 +1,404 @@
+"""HTTP/2 on the client side: streams through the HTTP/1.1 origin pool, flow control, the limits and defences
+against hostile frames, timeouts, GOAWAY on drain, and clients nobody here wrote (curl, nghttp, h2load)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from typing import Any
+
+from h2.errors import ErrorCodes
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.trial.unittest import SkipTest
+
+from rubrisproxy.config import Http2Config
+from rubrisproxy.frontend import Frontend
+from rubrisproxy.frontend._h2stream import HIGH_WATER
+
+from .browser import spawn, wait_exit
+from .h2client import PREFACE, H2Client
+from .helpers import ProxyTestCase, run_reactor_for
+
+CHILD_GUARD = 30.0
+
+
+class _Silent(Protocol):
+    """An origin that reads requests and never answers."""
+
+    connections: list[_Silent] = []
+
+    def connectionMade(self) -> None:
+        _Silent.connections.append(self)
+
+
+class H2Case(ProxyTestCase):
+    def setUp(self) -> None:
+        self.origin = self.start_web_origin()
+        _Silent.connections = []
+
+    def proxy(self, http2: Http2Config | None = None, **overrides: Any) -> Frontend:
+        frontend = self.start_proxy(self.origin, **overrides)
+        if http2 is not None:
+            frontend.http2 = http2
+        self.frontend = frontend
+        return frontend
+
+    @defer.inlineCallbacks
+    def h2(self, client: H2Client | None = None):  # type: ignore[no-untyped-def]
+        client = client or H2Client()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port), client)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        return client
+
+    def done(self, client: H2Client, *streams: int):  # type: ignore[no-untyped-def]
+        return self.poll(lambda: all(client.answer(s).ended or client.answer(s).reset is not None for s in streams),
+                         f"streams {streams} answered")
+
+
+class RequestTests(H2Case):
+    @defer.inlineCallbacks
+    def test_get_by_prior_knowledge_is_logged_as_http2(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        client = yield self.h2()
+        stream = client.request(b"/hello?x=1")
+        yield self.done(client, stream)
+        answer = client.answer(stream)
+        self.assertEqual((answer.status, answer.body), (200, b"path=/hello?x=1"))
+        self.assertEqual(answer.headers[b"via"], b"1.1 rubrisproxy")
+        self.assertNotIn(b"connection", answer.headers)
+        (record,) = self.access_log.entries
+        self.assertEqual((record.version, record.method, record.target, record.status, record.termination),
+                         ("2.0", "GET", "/hello?x=1", 200, "ok"))
+
+    @defer.inlineCallbacks
+    def test_streams_are_multiplexed_on_the_origin_pool(self):  # type: ignore[no-untyped-def]
+        frontend = self.proxy()
+        client = yield self.h2()
+        streams = [client.request(b"/s%d" % i) for i in range(20)]
+        yield self.done(client, *streams)
+        for i, stream in enumerate(streams):
+            self.assertEqual(client.answer(stream).body, b"path=/s%d" % i)
+        self.assertEqual(len(frontend.connections), 1)
+        (connection,) = frontend.connections
+        self.assertEqual((connection.requests, connection.responses), (20, 20))
+
+    @defer.inlineCallbacks
+    def test_origin_sees_host_forwarding_and_joined_cookies(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        client = yield self.h2()
+        stream = client.request(b"/headers", headers=[(b"cookie", b"a=1"), (b"cookie", b"b=2"),
+                                                      (b"x-forwarded-for", b"6.6.6.6")])
+        yield self.done(client, stream)
+        lines = client.answer(stream).body.split(b"\n")
+        self.assertIn(b"Host: example.test", lines)
+        self.assertIn(b"Cookie: a=1; b=2", lines)
+        self.assertIn(b"X-Forwarded-For: 127.0.0.1", lines)
+        self.assertIn(b"Via: 2.0 rubrisproxy", lines)
+
+    @defer.inlineCallbacks
+    def test_request_body_larger_than_the_windows(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        client = yield self.h2()
+        body = bytes(range(256)) * 1200  # 300 KiB: several windows' worth
+        stream = client.request(b"/echo", method=b"POST", end=False)
+        left = client.send_body(stream, body)
+        self.assertTrue(left, "the client's window covered it all")
+        while left:
+            yield self.poll(lambda: client.h2.local_flow_control_window(stream) > 0, "the window opened")
+            left = client.send_body(stream, left)
+        yield self.done(client, stream)
+        self.assertEqual(client.answer(stream).body, body)
+
+    @defer.inlineCallbacks
+    def test_a_bad_request_is_refused_on_its_stream_only(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        client = yield self.h2()
+        bad = client.request(b"/x", headers=[(b"expect", b"something")])
+        good = client.request(b"/after")
+        yield self.done(client, bad, good)
+        self.assertEqual(client.answer(bad).status, 417)
+        self.assertEqual(client.answer(good).body, b"path=/after")
+
+    @defer.inlineCallbacks
+    def test_a_reset_stream_aborts_its_exchange_not_the_others(self):  # type: ignore[no-untyped-def]
+        self.origin = self.start_raw_origin(_Silent)
+        self.proxy()
+        client = yield self.h2()
+        stream = client.request(b"/slow")
+        yield self.poll(lambda: _Silent.connections, "the origin got the request")
+        client.reset(stream)
+        yield self.poll(lambda: self.access_log.entries, "the exchange ended")
+        self.assertEqual(self.access_log.entries[0].termination, "client-abort")
+        self.assertFalse(client.lost)
+
+    @defer.inlineCallbacks
+    def test_head_and_204_end_without_body(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        client = yield self.h2()
+        head = client.request(b"/x", method=b"HEAD")
+        empty = client.request(b"/status/204")
+        yield self.done(client, head, empty)
+        self.assertEqual((client.answer(head).status, client.answer(head).body), (200, b""))
+        self.assertEqual((client.answer(empty).status, client.answer(empty).body), (204, b""))
+
+
+class FlowControlTests(H2Case):
+    @defer.inlineCallbacks
+    def test_a_stream_that_is_not_read_pauses_its_origin_only(self):  # type: ignore[no-untyped-def]
+        """The client never acknowledges: the big response fills its window and the proxy's hold, its origin's
+        reads pause, and a small response on another stream still comes."""
+        frontend = self.proxy()
+        # As browsers do, the connection's window is wide; but this client never acknowledges a stream's data.
+        client = yield self.h2(H2Client(acknowledge=False, window=10_000_000))
+        big = client.request(b"/big/4000000")
+        yield self.poll(lambda: len(client.answer(big).body) >= 65535, "the first window's worth")
+        yield run_reactor_for(20)
+        (connection,) = frontend.connections
+        stream = connection.relay.streams[big]  # type: ignore[union-attr]
+        self.assertLessEqual(stream._held_size, HIGH_WATER + 65536)
+        origin = stream.exchange.connection
+        self.assertTrue(origin.gate.paused, "the origin's reads go on")
+        small = client.request(b"/small")
+        yield self.done(client, small)
+        self.assertEqual(client.answer(small).body, b"path=/small")
+        self.assertEqual(len(client.answer(big).body), 65535)  # the stream's window, no more
+        self.assertTrue(origin.gate.paused)
+
+    @defer.inlineCallbacks
+    def test_a_slow_origin_stops_the_request_body_at_the_window(self):  # type: ignore[no-untyped-def]
+        self.origin = self.start_raw_origin(_Silent)
+        self.proxy(http2=Http2Config(initial_window_size=16384))
+        client = yield self.h2()
+        stream = client.request(b"/upload", method=b"POST", end=False)
+        left = client.send_body(stream, b"x" * 10_000_000, end=False)
+        yield run_reactor_for(50)
+        left = client.send_body(stream, left, end=False)
+        # The origin reads nothing more once its socket buffers are full: the client is held at its window.
+        self.assertGreater(len(left), 5_000_000)
+
+
+class DefenceTests(H2Case):
+    @defer.inlineCallbacks
+    def closed_with(self, client: H2Client, code: ErrorCodes):  # type: ignore[no-untyped-def]
+        yield self.poll(lambda: client.lost, "the connection closed")
+        self.assertIsNotNone(client.goaway, "no GOAWAY")
+        self.assertEqual(client.goaway.error_code, code)
+
+    def raw_client(self) -> H2Client:
+        return H2Client()
+
+    @defer.inlineCallbacks
+    def test_rapid_reset_is_answered_with_enhance_your_calm(self):  # type: ignore[no-untyped-def]
+        self.proxy(http2=Http2Config(max_resets=50))
+        client = yield self.h2()
+        for _ in range(60):
+            stream = client.request(b"/reset")
+            client.reset(stream)
+        yield self.closed_with(client, ErrorCodes.ENHANCE_YOUR_CALM)
+        yield self.poll(lambda: not self.frontend.connections, "the connection gone")
+        self.assertEqual(self.frontend.connection_ends, {"protocol-read-error": 1})
+
+    @defer.inlineCallbacks
+    def test_settings_flood(self):  # type: ignore[no-untyped-def]
+        self.proxy(http2=Http2Config(max_control_frames=100))
+        client = yield self.h2()
+        client.raw(SettingsFrame(0).serialize() * 150)
+        yield self.closed_with(client, ErrorCodes.ENHANCE_YOUR_CALM)
+
+    @defer.inlineCallbacks
+    def test_ping_flood(self):  # type: ignore[no-untyped-def]
+        self.proxy(http2=Http2Config(max_control_frames=100))
+        client = yield self.h2()
+        client.raw(PingFrame(0, opaque_data=b"12345678").serialize() * 150)
+        yield self.closed_with(client, ErrorCodes.ENHANCE_YOUR_CALM)
+
+    @defer.inlineCallbacks
+    def test_continuation_flood(self):  # type: ignore[no-untyped-def]
+        """HEADERS without END_HEADERS then CONTINUATION frames without end: h2 stops after 64 of them."""
+        self.proxy()
+        client = yield self.h2()
+        client.raw(HeadersFrame(1, data=b"\x82", flags=["END_STREAM"]).serialize())
+        client.raw(ContinuationFrame(1, data=b"\x00" * 100).serialize() * 100)
+        yield self.closed_with(client, ErrorCodes.PROTOCOL_ERROR)
+
+    @defer.inlineCallbacks
+    def test_too_many_concurrent_streams(self):  # type: ignore[no-untyped-def]
+        self.origin = self.start_raw_origin(_Silent)
+        self.proxy(http2=Http2Config(max_concurrent_streams=3))
+        client = yield self.h2()
+        yield self.poll(lambda: client.h2.remote_settings.max_concurrent_streams == 3, "the proxy's SETTINGS")
+        for _ in range(3):
+            client.request(b"/slow")
+        client.raw_request(7, b"/one-more")  # a client that ignores the limit
+        yield self.closed_with(client, ErrorCodes.PROTOCOL_ERROR)
+
+    @defer.inlineCallbacks
+    def test_oversized_header_list(self):  # type: ignore[no-untyped-def]
+        self.proxy(max_header_size=4096)
+        client = yield self.h2()
+        client.h2.remote_settings.max_header_list_size = 1 << 20  # ignore the proxy's limit
+        client.request(b"/big-headers", headers=[(b"x-big", b"v" * 8000)])
+        yield self.closed_with(client, ErrorCodes.ENHANCE_YOUR_CALM)
+
+    @defer.inlineCallbacks
+    def test_reset_of_unknown_streams_counts_too(self):  # type: ignore[no-untyped-def]
+        self.proxy(http2=Http2Config(max_resets=10))
+        client = yield self.h2()
+        client.raw(b"".join(RstStreamFrame(i, error_code=8).serialize() for i in range(1, 60, 2)))
+        yield self.poll(lambda: client.lost, "the connection closed")
+        self.assertIsNotNone(client.goaway)
+
+    @defer.inlineCallbacks
+    def test_an_oversized_frame_is_refused_before_it_is_all_read(self):  # type: ignore[no-untyped-def]
+        """h2 would buffer a frame up to its 16 MiB length before checking it against SETTINGS_MAX_FRAME_SIZE."""
+        self.proxy()
+        client = yield self.h2()
+        client.raw(b"\xff\xff\xff\x00\x00\x00\x00\x00\x01" + b"x" * 40000)
+        yield self.closed_with(client, ErrorCodes.FRAME_SIZE_ERROR)
+        yield self.poll(lambda: not self.frontend.connections, "the connection gone")
+        self.assertEqual(self.frontend.connection_ends, {"protocol-read-error": 1})
+
+    @defer.inlineCallbacks
+    def test_a_malformed_frame(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        client = yield self.h2()
+        client.raw(b"\x00\x00\x05\x04\x00\x00\x00\x00\x00" + b"x" * 5)  # SETTINGS of 5 bytes
+        yield self.poll(lambda: client.lost, "the connection closed")
+        yield self.poll(lambda: not self.frontend.connections, "the connection gone")
+        self.assertEqual(self.frontend.connection_ends, {"protocol-read-error": 1})
+
+
+class TimeoutTests(H2Case):
+    @defer.inlineCallbacks
+    def test_an_idle_connection_is_closed_after_http_keep_alive(self):  # type: ignore[no-untyped-def]
+        self.proxy(http_keep_alive=0.3)
+        client = yield self.h2()
+        stream = client.request(b"/one")
+        yield self.done(client, stream)
+        yield self.poll(lambda: client.lost, "the idle connection closed", ticks=2000)
+        self.assertEqual(client.goaway.error_code, ErrorCodes.NO_ERROR)
+        yield self.poll(lambda: not self.frontend.connections, "the connection gone")
+        self.assertEqual(self.frontend.connection_ends, {"timeout": 1})
+
+    @defer.inlineCallbacks
+    def test_a_silent_preface_is_closed_after_http_request(self):  # type: ignore[no-untyped-def]
+        """A connection that sent the preface and a HEADERS frame without END_HEADERS, then nothing."""
+        self.proxy(http_request=0.3)
+        client = yield self.h2()
+        client.raw(HeadersFrame(1, data=b"\x82").serialize())
+        yield self.poll(lambda: client.lost, "closed", ticks=2000)
+
+    @defer.inlineCallbacks
+    def test_a_stalled_upload_times_out_with_408(self):  # type: ignore[no-untyped-def]
+        self.proxy(client=0.3)
+        client = yield self.h2()
+        stream = client.request(b"/echo", method=b"POST", end=False)
+        yield self.poll(lambda: client.answer(stream).headers, "an answer", ticks=2000)
+        self.assertEqual(client.answer(stream).status, 408)
+        self.assertEqual(self.access_log.entries[0].termination, "client-timeout")
+
+
+class DrainTests(H2Case):
+    @defer.inlineCallbacks
+    def test_drain_sends_goaway_lets_the_stream_finish_and_refuses_new_ones(self):  # type: ignore[no-untyped-def]
+        from rubrisproxy.frontend import drain
+
+        self.origin = self.start_raw_origin(_Silent)
+        frontend = self.proxy()
+        client = yield self.h2()
+        stream = client.request(b"/slow")
+        yield self.poll(lambda: _Silent.connections, "the origin got the request")
+        drained = drain(frontend, grace=5, spread=0, close_code=1001)
+        yield self.poll(lambda: client.goaway is not None, "GOAWAY")
+        self.assertEqual((client.goaway.error_code, client.goaway.last_stream_id), (0, stream))
+        self.assertFalse(client.lost)
+        # h2 reads nothing after a GOAWAY (it closes its side): what follows is read as bytes.
+        late = stream + 2
+        client.raw_request(late, b"/late")
+        refused = RstStreamFrame(late, error_code=ErrorCodes.REFUSED_STREAM).serialize()
+        yield self.poll(lambda: refused in client.received, "the late stream refused")
+        _Silent.connections[-1].transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+        yield self.poll(lambda: client.received.endswith(b"done" + DataFrame(stream, flags=["END_STREAM"]).serialize())
+                        or b"done" in client.received, "the stream's answer")
+        yield drained
+        self.assertTrue(client.lost)
+        self.assertEqual(frontend.connection_ends, {"server-close": 1})
+
+
+class InteropTests(H2Case):
+    @defer.inlineCallbacks
+    def run_child(self, argv: list[str]):  # type: ignore[no-untyped-def]
+        if shutil.which(argv[0]) is None:
+            raise SkipTest(f"no {argv[0]} binary")
+        child = yield defer.Deferred.fromCoroutine(wait_exit(self, spawn(self, argv[0], argv), CHILD_GUARD))
+        self.assertEqual(child.exit_code, 0, child.describe())
+        return child
+
+    @defer.inlineCallbacks
+    def test_curl_prior_knowledge(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        child = yield self.run_child(["curl", "-sS", "-v", "--http2-prior-knowledge",
+                                      f"http://127.0.0.1:{self.proxy_port}/curl"])
+        self.assertEqual(child.out, b"path=/curl")
+        self.assertIn(b"< HTTP/2 200", child.err)
+
+    @defer.inlineCallbacks
+    def test_curl_h2c_upgrade_is_answered_in_http1(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        child = yield self.run_child(["curl", "-sS", "-v", "--http2", f"http://127.0.0.1:{self.proxy_port}/h2c"])
+        self.assertEqual(child.out, b"path=/h2c")
+        self.assertIn(b"< HTTP/1.1 200", child.err)
+
+    @defer.inlineCallbacks
+    def test_curl_posts_a_body(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        path = self.mktemp()
+        body = bytes(range(256)) * 2000
+        with open(path, "wb") as f:
+            f.write(body)
+        child = yield self.run_child(["curl", "-sS", "--http2-prior-knowledge", "--data-binary", f"@{path}",
+                                      f"http://127.0.0.1:{self.proxy_port}/echo"])
+        self.assertEqual(child.out, body)
+
+    @defer.inlineCallbacks
+    def test_nghttp(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        child = yield self.run_child(["nghttp", "-v", f"http://127.0.0.1:{self.proxy_port}/nghttp"])
+        self.assertIn(b"path=/nghttp", child.out)
+        self.assertIn(b":status: 200", child.out)
+
+    @defer.inlineCallbacks
+    def test_h2load_many_streams_on_few_connections(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        child = yield self.run_child(["h2load", "-n", "200", "-c", "4", "-m", "10",
+                                      f"http://127.0.0.1:{self.proxy_port}/load"])
+        self.assertIn(b"200 succeeded, 0 failed, 0 errored", child.out)
+        self.assertEqual(len(self.access_log.entries), 200)
+        self.assertEqual({e.version for e in self.access_log.entries}, {"2.0"})
+
+
+class PrefaceTests(H2Case):
+    @defer.inlineCallbacks
+    def test_a_frontend_without_http2_answers_the_preface_with_400(self):  # type: ignore[no-untyped-def]
+        self.proxy(http2=replace(Http2Config(), enabled=False))
+        (response,) = yield self.request(PREFACE)
+        self.assertEqual(response.status, 400)
+
+    @defer.inlineCallbacks
+    def test_the_preface_split_over_reads(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        client = yield self.h2(H2Client(split=12))
+        yield self.poll(lambda: not client.split, "the rest of the preface sent")
+        stream = client.request(b"/split")
+        yield self.done(client, stream)
+        self.assertEqual(client.answer(stream).body, b"path=/split")
