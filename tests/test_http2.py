@@ -21,13 +21,14 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SkipTest
 
-from rubrisproxy.config import Http2Config
+from rubrisproxy.config import Http2Config, WebSocketConfig
 from rubrisproxy.frontend import Frontend
 from rubrisproxy.frontend._h2stream import HIGH_WATER
 
 from .browser import spawn, wait_exit
 from .h2client import PREFACE, H2Client
 from .helpers import ProxyTestCase, run_reactor_for
+from .wsecho import EchoBackendFactory, listen_echo_backend
 
 CHILD_GUARD = 30.0
 
@@ -402,3 +403,69 @@ class PrefaceTests(H2Case):
         stream = client.request(b"/split")
         yield self.done(client, stream)
         self.assertEqual(client.answer(stream).body, b"path=/split")
+
+
+def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """A masked client frame (payload under 126 bytes)."""
+    mask = b"\x01\x02\x03\x04"
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class WebSocketTests(H2Case):
+    """WebSockets over HTTP/2 (RFC 8441): the extended CONNECT is answered 200 and its stream carries the
+    frames; the backend gets an HTTP/1.1 upgrade."""
+
+    mode = "tunnel"
+
+    def start_ws(self) -> EchoBackendFactory:
+        backend = EchoBackendFactory()
+        port = listen_echo_backend(backend)
+        self.addCleanup(port.stopListening)
+        self.origin = port.getHost().port
+        self.proxy(websocket=WebSocketConfig(mode=self.mode, client_ping_interval=0, backend_ping_interval=0))
+        return backend
+
+    @defer.inlineCallbacks
+    def connect_ws(self, client: H2Client):  # type: ignore[no-untyped-def]
+        yield self.poll(lambda: client.h2.remote_settings.enable_connect_protocol, "SETTINGS_ENABLE_CONNECT_PROTOCOL")
+        stream = client.request(b"/chat", method=b"CONNECT", end=False, headers=[
+            (b":protocol", b"websocket"), (b"sec-websocket-version", b"13"), (b"origin", b"http://example.test"),
+        ])
+        yield self.poll(lambda: client.answer(stream).headers, "the answer to the extended CONNECT")
+        return stream
+
+    @defer.inlineCallbacks
+    def test_echo_then_close(self):  # type: ignore[no-untyped-def]
+        backend = self.start_ws()
+        client = yield self.h2()
+        stream = yield self.connect_ws(client)
+        self.assertEqual(client.answer(stream).status, 200)
+        self.assertNotIn(b"sec-websocket-accept", client.answer(stream).headers)
+        self.assertEqual(len(backend.handshakes), 1)
+        client.send_body(stream, ws_frame(b"hello over h2"), end=False)
+        yield self.poll(lambda: b"hello over h2" in client.answer(stream).body, "the echo")
+        self.assertEqual(client.answer(stream).body, b"\x81\x0dhello over h2")
+        other = client.request(b"/beside")  # the connection still carries requests
+        yield self.done(client, other)
+        self.assertTrue(client.answer(other).status)  # the WebSocket server's own page
+        client.send_body(stream, ws_frame(b"\x03\xe8", opcode=8), end=True)  # close 1000, then END_STREAM
+        yield self.poll(lambda: client.answer(stream).ended or client.answer(stream).reset is not None, "the end")
+        yield self.poll(lambda: len(self.access_log.entries) == 2, "the WebSocket logged")
+        record = [e for e in self.access_log.entries if e.target == "/chat"][0]
+        self.assertEqual((record.version, record.method, record.status), ("2.0", "GET", 101))
+        self.assertFalse(client.lost)
+
+    @defer.inlineCallbacks
+    def test_a_reset_stream_ends_the_websocket(self):  # type: ignore[no-untyped-def]
+        backend = self.start_ws()
+        client = yield self.h2()
+        stream = yield self.connect_ws(client)
+        yield self.poll(lambda: backend.open, "the backend's WebSocket open")
+        client.reset(stream)
+        yield self.poll(lambda: self.access_log.entries, "the WebSocket logged")
+        yield self.poll(lambda: not self.frontend.websockets, "the relay ended")
+        self.assertFalse(client.lost)
+
+
+class SessionWebSocketTests(WebSocketTests):
+    mode = "session"

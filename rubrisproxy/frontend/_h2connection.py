@@ -113,6 +113,7 @@ class H2Connection:
             SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
             SettingCodes.INITIAL_WINDOW_SIZE: settings.initial_window_size,
             SettingCodes.MAX_HEADER_LIST_SIZE: header_list,
+            SettingCodes.ENABLE_CONNECT_PROTOCOL: int(settings.websocket),
         })
         frames.decoder.max_header_list_size = header_list
         frames.initiate_connection()
@@ -259,6 +260,10 @@ class H2Connection:
         if self._state is not _CLOSED:
             self.frames.reset_stream(stream_id, code)
             self.send()
+
+    def open_stream(self, stream: H2Stream) -> bool:
+        """Whether ``stream`` is still one of the connection's (not closed both ways)."""
+        return self.streams.get(stream.stream_id) is stream
 
     def waiting(self, stream: H2Stream) -> None:
         """``stream`` holds data a window or the client's socket did not take yet."""

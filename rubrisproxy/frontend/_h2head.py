@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from ..config import Limits
 from ..http import HTTPError, RequestHead, quoted, valid_host
+from ..websocket import new_key
 
 #: The version an HTTP/2 request carries through the proxy: its access log and Via say 2.0; an exchange frames
 #: its response as for HTTP/1.0 (no chunks: the stream's frames delimit it).
@@ -16,6 +17,7 @@ _CONNECTION_SPECIFIC = frozenset((
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
 ))
 _CONTINUE = b"100-continue"
+_UPGRADE = frozenset((b"upgrade",))
 
 
 def request_head(
@@ -23,9 +25,14 @@ def request_head(
 ) -> RequestHead:
     """The request a HEADERS frame carries (``ended``: with END_STREAM, so no body), as an HTTP/1.1 exchange
     reads it; :class:`HTTPError` for one to refuse. h2 has checked the pseudo-headers and refused the
-    connection-specific ones; the cookie crumbs are joined (RFC 9113 8.2.3)."""
+    connection-specific ones; the cookie crumbs are joined (RFC 9113 8.2.3). A WebSocket's extended CONNECT
+    (RFC 8441) reads as the GET that upgrades on HTTP/1.1, with a key of the proxy's own."""
     pseudo, regular, cookies, size = _split(headers)
     method, path, authority = pseudo.get(b":method", b""), pseudo.get(b":path", b""), pseudo.get(b":authority", b"")
+    upgrade = _websocket(pseudo, regular)
+    if upgrade:
+        method = b"GET"
+        ended = True  # what follows on the stream is the WebSocket's
     if len(path) > limits.max_request_line:
         raise HTTPError(414, f"request target longer than {limits.max_request_line} bytes")
     if len(regular) + (len(cookies) > 0) > limits.max_headers:
@@ -34,13 +41,11 @@ def request_head(
         regular.append((b"cookie", b"; ".join(cookies)))
     head = RequestHead(method, path, HTTP2, regular)
     head.size = size
+    if upgrade:
+        head.upgrade = True
+        head.connection = _UPGRADE
     _read_fields(head, regular, drop)
-    if head.host is None and authority:
-        head.host = authority
-        regular.insert(0, (b"host", authority))
-        head.forward.insert(0, (b"host", authority))
-    if head.host is None or not valid_host(head.host):
-        raise HTTPError(400, f"invalid Host {quoted(head.host or b'')}")
+    _host(head, authority)
     if ended:
         head.content_length = head.content_length or None
     elif head.content_length is None:
@@ -49,6 +54,24 @@ def request_head(
         raise HTTPError(413, f"Content-Length {head.content_length} over the {limits.max_body_size} limit")
     head.has_body = head.chunked or bool(head.content_length)
     return head
+
+
+def _host(head: RequestHead, authority: bytes) -> None:
+    """The Host header an HTTP/1.1 origin gets: the client's, else made of :authority (RFC 9113 8.3.1)."""
+    if head.host is None and authority:
+        head.host = authority
+        head.headers.insert(0, (b"host", authority))
+        head.forward.insert(0, (b"host", authority))
+    if head.host is None or not valid_host(head.host):
+        raise HTTPError(400, f"invalid Host {quoted(head.host or b'')}")
+
+
+def _websocket(pseudo: dict[bytes, bytes], regular: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request is a WebSocket's extended CONNECT; if so, ``regular`` gains the upgrade's headers."""
+    if pseudo.get(b":method") != b"CONNECT" or pseudo.get(b":protocol") != b"websocket":
+        return False
+    regular += [(b"connection", b"upgrade"), (b"upgrade", b"websocket"), (b"sec-websocket-key", new_key())]
+    return True
 
 
 def _split(

@@ -7,17 +7,20 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
 
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate
 from ..http import HTTPError, RequestHead
 from ..lifecycle import ConnectionEnd, Termination
 from ._h2head import response_head
+from ._h2transport import StreamTransport
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
-    from ._client import UpgradedClient
+    from ..websocket import Relay
     from ._context import Frontend
     from ._exchange import Exchange
     from ._exchange_ending import ExchangeEnding
@@ -34,11 +37,14 @@ class StreamPhase(Enum):
 
     HEAD = "head"  # the exchange has not written its response head yet
     BODY = "body"  # HEADERS sent: what the exchange writes goes out in DATA frames, as the windows allow
-    ENDING = "ending"  # the exchange is done: END_STREAM follows what is still held
+    ENDING = "ending"  # the exchange is done (or its WebSocket closed): END_STREAM follows what is still held
+    HALF_CLOSING = "half-closing"  # its WebSocket half-closed: END_STREAM follows, the client may still send
     CLOSED = "closed"  # END_STREAM or RST_STREAM sent, or reset by the client: nothing more is sent
 
 
-_HEAD, _BODY, _ENDING, _CLOSED = StreamPhase.HEAD, StreamPhase.BODY, StreamPhase.ENDING, StreamPhase.CLOSED
+_HEAD, _BODY, _ENDING, _HALF_CLOSING, _CLOSED = (
+    StreamPhase.HEAD, StreamPhase.BODY, StreamPhase.ENDING, StreamPhase.HALF_CLOSING, StreamPhase.CLOSED,
+)
 
 
 class H2Stream:
@@ -56,7 +62,7 @@ class H2Stream:
     __slots__ = (
         "connection", "stream_id", "frontend", "exchange", "gate", "download", "_phase", "_request_ended",
         "_unacked", "_reading", "_held", "_held_size", "_producer", "_paused_producer", "_timer", "_sent",
-        "_timed_sent", "pinned", "bytes_in", "bytes_out",
+        "_timed_sent", "pinned", "bytes_in", "bytes_out", "relay", "upgraded_at", "_early", "_transport",
     )
 
     proxied = False
@@ -81,10 +87,17 @@ class H2Stream:
         self._sent = self._timed_sent = 0
         self.pinned: OriginConnection | None = None
         self.bytes_in = self.bytes_out = 0
+        self.relay: Relay | None = None  # the WebSocket that took the stream over
+        self.upgraded_at = (0, 0)
+        self._early = b""  # what the client sent before its WebSocket was answered
+        self._transport: StreamTransport | None = None
 
     @property
-    def transport(self) -> H2Stream:
-        return self
+    def transport(self) -> StreamTransport:
+        """The stream as a transport (made when first asked for: by a WebSocket, or an exchange cutting it)."""
+        if self._transport is None:
+            self._transport = StreamTransport(self)
+        return self._transport
 
     @property
     def open(self) -> bool:
@@ -94,11 +107,12 @@ class H2Stream:
 
     def request(self, exchange: Exchange) -> None:
         self.exchange = exchange
-        ended = self._request_ended
         exchange.start()
-        if ended and not exchange.finished:
+        if exchange.finished:
+            return
+        if self._request_ended or exchange.head.upgrade:
             exchange.client_end()
-        elif not ended and not exchange.finished:
+        else:
             self._arm(self.frontend.timeouts.client)
 
     def refuse(self, error: HTTPError) -> None:
@@ -107,7 +121,17 @@ class H2Stream:
 
     def body(self, data: bytes, flow_length: int) -> None:
         self._unacked += flow_length
+        self.bytes_in += len(data)
+        relay = self.relay
+        if relay is not None:
+            relay.client_data(data)
+            if self._reading:
+                self._acknowledge()
+            return
         exchange = self.exchange
+        if exchange is not None and exchange.head.upgrade and not exchange.finished:
+            self._early += data  # unacknowledged: bounded by the window
+            return
         if exchange is not None and not exchange.finished:
             limit = self.frontend.limits.max_body_size
             if limit and exchange.bytes_in + len(data) > limit:
@@ -123,6 +147,12 @@ class H2Stream:
         if self._request_ended:  # with END_STREAM on its HEADERS: told at the request
             return
         self._request_ended = True
+        if self.relay is not None:
+            if self._phase is _CLOSED:  # both sides are done
+                self._drop()
+            else:
+                self.relay.client_fin()
+            return
         exchange = self.exchange
         if exchange is not None and not exchange.finished:
             if self._timer is not None:
@@ -132,7 +162,7 @@ class H2Stream:
     def reset(self) -> None:
         """The client reset the stream (or the connection is gone): its exchange is aborted."""
         self._phase = _CLOSED
-        self._drop()
+        self._drop(lost=True)
         exchange = self.exchange
         if exchange is not None and not exchange.finished:
             exchange.client_lost()
@@ -171,12 +201,17 @@ class H2Stream:
     # The response, as the exchange writes it
 
     def write(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.send(data)
+
+    def send(self, data: bytes) -> None:
+        """What :meth:`write` does, uncounted: a WebSocket leg counts what it writes itself."""
         phase = self._phase
         if phase is _HEAD:
             data = self._head(data)
             if self._phase is _HEAD:
                 return
-        elif phase is _CLOSED:
+        elif phase is not _BODY:
             return
         if data:
             self._held.append(data)
@@ -200,6 +235,8 @@ class H2Stream:
                 raise ValueError("an exchange wrote a response head in pieces")
             status, headers = response_head(data, end)
             data = data[end + 4:]
+            if status == 101:  # a WebSocket accepted: RFC 8441 says 200
+                headers = [(b":status", b"200")] + [pair for pair in headers[1:] if pair[0] != b"sec-websocket-accept"]
             self.connection.send_headers(self.stream_id, headers)
             if status >= 200 or status == 101:
                 self._phase = _BODY
@@ -216,7 +253,7 @@ class H2Stream:
             self._sent += sent
         if self._held:
             connection.waiting(self)
-        elif self._phase is _ENDING:
+        elif self._phase is _ENDING or self._phase is _HALF_CLOSING:
             self._end()
         if self._paused_producer and self._held_size <= LOW_WATER:
             self._paused_producer = False
@@ -224,29 +261,64 @@ class H2Stream:
             self._producer.resumeProducing()
 
     def _end(self) -> None:
+        half = self._phase is _HALF_CLOSING
         self._phase = _CLOSED
         exchange = self.exchange
-        if exchange is not None and exchange.termination is not Termination.OK and exchange.response_at >= 0:
+        if (self.relay is None and exchange is not None and exchange.termination is not Termination.OK
+                and exchange.response_at >= 0):
             self.connection.reset_stream(self.stream_id, ErrorCodes.INTERNAL_ERROR)  # a body cut short
+        elif half:
+            self.connection.end_stream(self.stream_id, False)
+            if not self._request_ended:
+                return  # the client may still send: the stream lasts until it ends too
         else:
             self.connection.end_stream(self.stream_id, not self._request_ended)
         self._drop()
 
-    def abortConnection(self) -> None:
-        """The exchange cut its response: the stream is reset, the connection goes on."""
-        if self._phase is not _CLOSED:
-            self._phase = _CLOSED
-            self.connection.reset_stream(self.stream_id, ErrorCodes.INTERNAL_ERROR)
+    def close(self, whole: bool) -> None:
+        """Its WebSocket closed (``whole``) or half-closed the stream: END_STREAM once what is held is sent."""
+        if self._phase is _BODY or (whole and self._phase is _HALF_CLOSING):
+            self._phase = _ENDING if whole else _HALF_CLOSING
+            self.flush()
+        elif whole and self._phase is _CLOSED and self.relay is not None and self.connection.open_stream(self):
+            self.connection.reset_stream(self.stream_id, ErrorCodes.NO_ERROR)  # half-closed: the rest is refused
             self._drop()
 
-    loseConnection = abortConnection
+    def abortConnection(self) -> None:  # noqa: N802 (Twisted's name)
+        """The exchange cut its response (or its WebSocket the stream): the stream is reset, the connection goes on."""
+        if self._phase is not _CLOSED or (self.relay is not None and self.connection.open_stream(self)):
+            self._phase = _CLOSED
+            self.connection.reset_stream(self.stream_id, ErrorCodes.CANCEL)
+            self._drop(lost=True)
 
-    def _drop(self) -> None:
+    def _drop(self, lost: bool = False) -> None:
         self._held.clear()
         self._held_size = 0
         if self._timer is not None:
             self._timer.stop()
         self.connection.stream_closed(self)
+        relay, self.relay = self.relay, None
+        if relay is not None:  # as a transport tells its protocol: later, not from inside the call that closed it
+            reason = Failure(ConnectionLost() if lost else ConnectionDone())
+            self.frontend.clock.callLater(0, relay.client_lost, reason)
+
+    # What a WebSocket calls, as on a client connection
+
+    def upgraded(self) -> H2Stream:
+        return self
+
+    def take_over(self, relay: Relay) -> bytes:
+        """The WebSocket ``relay`` gets the stream's DATA from here on; what came before it is returned."""
+        self.relay = relay
+        self.connection.client.responses += 1  # its 200
+        self.upgraded_at = (self.bytes_in - len(self._early), self.bytes_out)
+        if self._timer is not None:
+            self._timer.stop()
+        early, self._early = self._early, b""
+        return early
+
+    def websocket_ended(self, termination: Termination) -> None:
+        """A stream's WebSocket ending ends nothing more than the stream."""
 
     # What the exchange calls, as on a client connection
 
@@ -294,12 +366,6 @@ class H2Stream:
             self._arm(self.frontend.timeouts.client)
             return
         exchange.client_timed_out()
-
-    def upgraded(self) -> UpgradedClient:
-        raise NotImplementedError("a WebSocket over HTTP/2 is not taken over as a connection")
-
-    def websocket_ended(self, termination: Termination) -> None:
-        """A stream's WebSocket ending ends nothing more than the stream."""
 
     def unpin(self) -> None:
         """A stream keeps no server connection past its request (connection-oriented auth needs HTTP/1.1)."""
