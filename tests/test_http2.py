@@ -23,7 +23,7 @@ from twisted.trial.unittest import SkipTest
 
 from rubrisproxy.config import Http2Config, WebSocketConfig
 from rubrisproxy.frontend import Frontend
-from rubrisproxy.frontend._h2stream import HIGH_WATER
+from rubrisproxy.frontend._h2response import HIGH_WATER
 
 from .browser import spawn, wait_exit
 from .h2client import PREFACE, H2Client

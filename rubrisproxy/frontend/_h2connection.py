@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
-from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
 from h2.config import H2Configuration
@@ -36,11 +34,13 @@ from ..lifecycle import ConnectionEnd, Termination
 from ._exchange import Exchange
 from ._h2guard import Budget
 from ._h2head import request_head
+from ._h2output import FrameOutput, H2State
 from ._h2stream import H2Stream
 from ._timing import log_refused
 
 if TYPE_CHECKING:
     from ._connection import ClientConnection
+    from ._h2response import StreamResponse
 
 #: What a client's first bytes are when it speaks HTTP/2 without asking (prior knowledge, RFC 9113 3.3).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -55,18 +55,10 @@ def speaks_h2(data: bytes) -> bool:
     return len(data) >= 4 and PREFACE.startswith(data)
 
 
-class H2State(Enum):
-    """Where an :class:`H2Connection` is."""
-
-    OPEN = "open"  # streams are taken
-    DRAINING = "draining"  # GOAWAY sent: the streams up to its last id finish, later ones are refused
-    CLOSED = "closed"  # closing or lost: nothing more is read or sent
-
-
 _OPEN, _DRAINING, _CLOSED = H2State.OPEN, H2State.DRAINING, H2State.CLOSED
 
 
-class H2Connection:
+class H2Connection(FrameOutput):
     """The HTTP/2 side of a :class:`~rubrisproxy.frontend.ClientConnection`, which hands itself over to it
     (as its relay) on the first read: ALPN said ``h2``, or the read is the preface.
 
@@ -88,7 +80,7 @@ class H2Connection:
         self._state = _OPEN
         self.frames = FrameMachine(config=_CONFIG)
         self.streams: dict[int, H2Stream] = {}
-        self._waiting: dict[H2Stream, None] = {}  # streams holding data for a window or the socket, in order
+        self._waiting: dict[StreamResponse, None] = {}  # streams holding data for a window or the socket, in order
         self.writable = True
         self._watch = WriteWatch(self._output_changed)
         clock = self.frontend.clock
@@ -218,58 +210,13 @@ class H2Connection:
         self.frames.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
         self._close(ConnectionEnd.PROTOCOL_READ_ERROR)
 
-    # What streams call
+    # What streams call (and FrameOutput's)
 
-    def acknowledge(self, stream_id: int, size: int) -> None:
-        """``size`` request body bytes of ``stream_id`` are taken: the client may send more."""
-        self.frames.acknowledge_received_data(size, stream_id)
-        self.send()
-
-    def send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.frames.send_headers(stream_id, headers)
-        self.send()
-
-    def send_data(self, stream_id: int, held: deque[bytes]) -> int:
-        """Send what ``held`` holds as the windows allow, taking it out; the bytes sent."""
-        frames = self.frames
-        sent = 0
-        while held:
-            room = min(frames.local_flow_control_window(stream_id), frames.max_outbound_frame_size)
-            if room <= 0:
-                break
-            chunk = held[0]
-            if len(chunk) > room:
-                held[0] = chunk[room:]
-                chunk = chunk[:room]
-            else:
-                held.popleft()
-            frames.send_data(stream_id, chunk)
-            sent += len(chunk)
-        self.send()
-        return sent
-
-    def end_stream(self, stream_id: int, reset: bool) -> None:
-        """END_STREAM on ``stream_id``; ``reset``: its request is not all read, and will not be (RFC 9113 8.1)."""
-        frames = self.frames
-        frames.end_stream(stream_id)
-        if reset:
-            frames.reset_stream(stream_id, ErrorCodes.NO_ERROR)
-        self.send()
-
-    def reset_stream(self, stream_id: int, code: ErrorCodes) -> None:
-        if self._state is not _CLOSED:
-            self.frames.reset_stream(stream_id, code)
-            self.send()
-
-    def open_stream(self, stream: H2Stream) -> bool:
+    def open_stream(self, stream: StreamResponse) -> bool:
         """Whether ``stream`` is still one of the connection's (not closed both ways)."""
         return self.streams.get(stream.stream_id) is stream
 
-    def waiting(self, stream: H2Stream) -> None:
-        """``stream`` holds data a window or the client's socket did not take yet."""
-        self._waiting[stream] = None
-
-    def stream_closed(self, stream: H2Stream) -> None:
+    def stream_closed(self, stream: StreamResponse) -> None:
         self._waiting.pop(stream, None)
         if self.streams.pop(stream.stream_id, None) is None or self.streams or self._state is _CLOSED:
             return
@@ -287,22 +234,7 @@ class H2Connection:
         self.client.responses += 1
         log_refused(self.client, error.status, termination, len(response))
 
-    def send(self) -> None:
-        data = self.frames.data_to_send()
-        if data:
-            self.client.write(data)
-
-    # Output and ends
-
-    def _output_changed(self, full: bool) -> None:
-        self.writable = not full
-        if not full:
-            self._flush_waiting()
-
-    def _flush_waiting(self) -> None:
-        waiting, self._waiting = self._waiting, {}
-        for stream in waiting:
-            stream.flush()
+    # Ends
 
     def _idle_expired(self) -> None:
         if not self.streams and self._state is not _CLOSED:
