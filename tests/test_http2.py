@@ -3,6 +3,7 @@ against hostile frames, timeouts, GOAWAY on drain, and clients nobody here wrote
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import replace
 from typing import Any
@@ -21,13 +22,15 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SkipTest
 
-from rubrisproxy.config import Http2Config, WebSocketConfig
-from rubrisproxy.frontend import Frontend
+from rubrisproxy.config import CertificateFiles, Http2Config, ListenerTLSConfig, WebSocketConfig
+from rubrisproxy.frontend import Frontend, connection_factory, drain
 from rubrisproxy.frontend._h2response import HIGH_WATER
+from rubrisproxy.listening import ListeningService, ListenSettings
 
-from .browser import spawn, wait_exit
+from .browser import find_chromium, spawn, start_devtools, wait_exit
 from .h2client import PREFACE, H2Client
 from .helpers import ProxyTestCase, run_reactor_for
+from .tlscerts import CertificateAuthority, spki_hash
 from .wsecho import EchoBackendFactory, listen_echo_backend
 
 CHILD_GUARD = 30.0
@@ -312,8 +315,6 @@ class TimeoutTests(H2Case):
 class DrainTests(H2Case):
     @defer.inlineCallbacks
     def test_drain_sends_goaway_lets_the_stream_finish_and_refuses_new_ones(self):  # type: ignore[no-untyped-def]
-        from rubrisproxy.frontend import drain
-
         self.origin = self.start_raw_origin(_Silent)
         frontend = self.proxy()
         client = yield self.h2()
@@ -469,3 +470,54 @@ class WebSocketTests(H2Case):
 
 class SessionWebSocketTests(WebSocketTests):
     mode = "session"
+
+
+class ChromiumTests(H2Case):
+    """Headless Chromium over https: the page comes over h2, and its WebSocket goes over HTTP/2 too (an
+    extended CONNECT on a stream of the same connection: logged as version 2.0)."""
+
+    mode = "session"
+
+    @defer.inlineCallbacks
+    def test_page_and_websocket_over_h2(self):  # type: ignore[no-untyped-def]
+        backend = EchoBackendFactory()
+        port = listen_echo_backend(backend)
+        self.addCleanup(port.stopListening)
+        self.origin = port.getHost().port
+        frontend = self.proxy(websocket=WebSocketConfig(mode=self.mode, client_ping_interval=0,
+                                                        backend_ping_interval=0))
+        authority = CertificateAuthority()
+        key_pem, cert_pem = authority.issue("127.0.0.1", ips=("127.0.0.1",))
+        files = {}
+        for name, data in (("key", key_pem), ("cert", cert_pem)):
+            files[name] = os.path.abspath(self.mktemp())
+            with open(files[name], "wb") as f:
+                f.write(data)
+        settings = ListenerTLSConfig(certificates=(CertificateFiles(cert=files["cert"], key=files["key"]),))
+        listening = ListeningService(reactor, "frontend web", connection_factory(frontend),
+                                     ListenSettings(("tcp:0:interface=127.0.0.1",), settings, "frontends.web"))
+        listening.startService()
+        self.addCleanup(listening.stopService)
+        https = listening.ports[0].getHost().port
+        if find_chromium() is None:
+            raise SkipTest("no Chromium binary (apt-get install chromium)")
+        devtools = yield defer.Deferred.fromCoroutine(
+            start_devtools(self, f"--ignore-certificate-errors-spki-list={spki_hash(cert_pem)}"))
+        yield defer.Deferred.fromCoroutine(devtools.open_page(f"https://127.0.0.1:{https}/page"))
+        protocol = yield defer.Deferred.fromCoroutine(devtools.until(
+            "document.readyState == 'complete' && performance.getEntries()[0].nextHopProtocol", CHILD_GUARD))
+        self.assertEqual(protocol, "h2")
+        echoed = yield defer.Deferred.fromCoroutine(devtools.evaluate(
+            f"new Promise((ok, fail) => {{ const ws = new WebSocket('wss://127.0.0.1:{https}/chat');"
+            "ws.onopen = () => ws.send('hello from chromium'); ws.onmessage = (e) => { ok(e.data); ws.close(); };"
+            "ws.onerror = () => fail('websocket error'); })"))
+        self.assertEqual(echoed, "hello from chromium")
+        yield self.poll(lambda: [e for e in self.access_log.entries if e.target == "/chat"], "the WebSocket logged",
+                        ticks=2000)
+        (record,) = [e for e in self.access_log.entries if e.target == "/chat"]
+        self.assertEqual((record.version, record.status), ("2.0", 101))  # an extended CONNECT on a stream
+        self.assertEqual({e.version for e in self.access_log.entries}, {"2.0"})
+
+
+class TunnelChromiumTests(ChromiumTests):
+    mode = "tunnel"
