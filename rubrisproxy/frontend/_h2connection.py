@@ -44,7 +44,10 @@ if TYPE_CHECKING:
 
 #: What a client's first bytes are when it speaks HTTP/2 without asking (prior knowledge, RFC 9113 3.3).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_CONFIG = H2Configuration(client_side=False, header_encoding=None)
+#: What clients send is checked (the pseudo-headers, the characters, the connection-specific headers); what the
+#: proxy sends was made by it from a parsed response (names in lower case, those HTTP/2 forbids left out).
+_CONFIG = H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
+                          normalize_outbound_headers=False)
 
 
 def speaks_h2(data: bytes) -> bool:
@@ -247,7 +250,9 @@ class H2Connection(FrameOutput):
             return
         self._state = _DRAINING
         self._last_stream = self.frames.highest_inbound_stream_id
-        self.client.write(GoAwayFrame(0, last_stream_id=self._last_stream, error_code=0).serialize())
+        # Written here, not through h2, which would send nothing more after it: the streams it lets finish must.
+        self.send()
+        self.write(GoAwayFrame(0, last_stream_id=self._last_stream, error_code=0).serialize())
         if not self.streams:
             self._close(ConnectionEnd.SERVER_CLOSE)
 

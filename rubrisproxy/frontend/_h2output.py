@@ -86,9 +86,17 @@ class FrameOutput:
         self._waiting[stream] = None
 
     def send(self) -> None:
+        """Pass on what h2 has queued. Through the transport's buffer, not written at once as HTTP/1.1
+        responses are: the frames of one turn of the reactor (a response's HEADERS, DATA and END_STREAM,
+        several streams' answers) then leave in one write."""
         data = self.frames.data_to_send()
         if data:
-            self.client.write(data)
+            self.write(data)
+
+    def write(self, data: bytes) -> None:
+        client = self.client
+        client.bytes_out += len(data)
+        client.transport.write(data)
 
     def _output_changed(self, full: bool) -> None:
         self.writable = not full
