@@ -17,15 +17,24 @@ from hyperframe.frame import (
     RstStreamFrame,
     SettingsFrame,
 )
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SkipTest
 
-from rubrisproxy.config import CertificateFiles, Http2Config, ListenerTLSConfig, WebSocketConfig
+from rubrisproxy.config import (
+    CertificateFiles,
+    CommandLine,
+    Http2Config,
+    ListenerTLSConfig,
+    WebSocketConfig,
+    load_config,
+)
 from rubrisproxy.frontend import Frontend, connection_factory, drain
 from rubrisproxy.frontend._h2response import HIGH_WATER
 from rubrisproxy.listening import ListeningService, ListenSettings
+from rubrisproxy.reload import Reloader
+from rubrisproxy.service import build_service
 
 from .browser import find_chromium, spawn, start_devtools, wait_exit
 from .h2client import PREFACE, H2Client
@@ -521,3 +530,65 @@ class ChromiumTests(H2Case):
 
 class TunnelChromiumTests(ChromiumTests):
     mode = "tunnel"
+
+
+RELOAD_CONFIG = """
+[frontends.web]
+listen = ["tcp:0:interface=127.0.0.1"]
+backend = "app"
+{web_extra}
+
+[frontends.other]
+listen = ["tcp:0:interface=127.0.0.1"]
+backend = "app"
+
+[backends.app]
+servers = ["127.0.0.1:{origin}"]
+"""
+
+
+class ReloadTests(H2Case):
+    def start(self, web: bool = True, web_extra: str = "") -> None:
+        self.path = getattr(self, "path", None) or self.mktemp()
+        text = RELOAD_CONFIG.format(origin=self.origin, web_extra=web_extra)
+        if not web:
+            text = text.replace('[frontends.web]\nlisten = ["tcp:0:interface=127.0.0.1"]\nbackend = "app"\n', "")
+        with open(self.path, "w") as f:
+            f.write(text)
+
+    @defer.inlineCallbacks
+    def test_a_reload_that_removes_the_frontend_sends_goaway(self):  # type: ignore[no-untyped-def]
+        self.origin = self.start_raw_origin(_Silent)
+        self.start()
+        command_line = CommandLine(config_path=self.path, access_log="off")
+        service = build_service(load_config(command_line), reactor, command_line)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.proxy_port = service.parts.frontends["web"].ports[0].getHost().port
+        client = yield self.h2()
+        stream = client.request(b"/slow")
+        yield self.poll(lambda: _Silent.connections, "the origin got the request")
+        self.start(web=False)
+        Reloader(service.parts, command_line).reload()
+        yield self.poll(lambda: client.goaway is not None, "GOAWAY")
+        self.assertEqual((client.goaway.error_code, client.goaway.last_stream_id), (0, stream))
+        _Silent.connections[-1].transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        yield self.poll(lambda: client.lost, "closed once its stream is answered")
+        self.assertIn(b"ok", client.received)
+        yield task.deferLater(reactor, 0.2, lambda: None)  # the frontend's drain sees it gone
+
+    @defer.inlineCallbacks
+    def test_a_reload_sets_the_settings_of_new_connections(self):  # type: ignore[no-untyped-def]
+        self.start()
+        command_line = CommandLine(config_path=self.path, access_log="off")
+        service = build_service(load_config(command_line), reactor, command_line)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.proxy_port = service.parts.frontends["web"].ports[0].getHost().port
+        before = yield self.h2()
+        yield self.poll(lambda: before.h2.remote_settings.max_concurrent_streams == 100, "the first SETTINGS")
+        self.start(web_extra="[frontends.web.http2]\nmax-concurrent-streams = 7\n")
+        Reloader(service.parts, command_line).reload()
+        after = yield self.h2()
+        yield self.poll(lambda: after.h2.remote_settings.max_concurrent_streams == 7, "the new SETTINGS")
+        self.assertEqual(before.h2.remote_settings.max_concurrent_streams, 100)
