@@ -22,8 +22,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SkipTest
 
+from rubrisproxy.clients import ClientRegistry
 from rubrisproxy.config import (
     CertificateFiles,
+    ClientsConfig,
     CommandLine,
     Http2Config,
     ListenerTLSConfig,
@@ -32,6 +34,7 @@ from rubrisproxy.config import (
 )
 from rubrisproxy.frontend import Frontend, connection_factory, drain
 from rubrisproxy.frontend._h2response import HIGH_WATER
+from rubrisproxy.lifecycle import ConnectionEnd, LifecycleHandlers
 from rubrisproxy.listening import ListeningService, ListenSettings
 from rubrisproxy.reload import Reloader
 from rubrisproxy.service import build_service
@@ -39,6 +42,7 @@ from rubrisproxy.service import build_service
 from .browser import find_chromium, spawn, start_devtools, wait_exit
 from .h2client import PREFACE, H2Client
 from .helpers import ProxyTestCase, run_reactor_for
+from .test_lifecycle import Recorder
 from .tlscerts import CertificateAuthority, spki_hash
 from .wsecho import EchoBackendFactory, listen_echo_backend
 
@@ -592,3 +596,29 @@ class ReloadTests(H2Case):
         after = yield self.h2()
         yield self.poll(lambda: after.h2.remote_settings.max_concurrent_streams == 7, "the new SETTINGS")
         self.assertEqual(before.h2.remote_settings.max_concurrent_streams, 100)
+
+
+class ObserverTests(H2Case):
+    """Lifecycle handlers and client sessions see an HTTP/2 connection and its streams as they see an
+    HTTP/1.1 connection and its requests."""
+
+    @defer.inlineCallbacks
+    def test_handlers_and_sessions(self):  # type: ignore[no-untyped-def]
+        frontend = self.proxy()
+        recorder = Recorder()
+        frontend.handlers = LifecycleHandlers.of((recorder,))
+        frontend.clients = ClientRegistry("web", ClientsConfig(identify=("connection",)), reactor)
+        self.addCleanup(frontend.clients.stop)
+        client = yield self.h2()
+        streams = [client.request(b"/s%d" % i) for i in range(3)]
+        yield self.done(client, *streams)
+        (session,) = frontend.clients.sessions.values()
+        self.assertEqual((session.requests, session.outstanding), (3, 0))
+        client.transport.loseConnection()
+        yield self.poll(lambda: recorder.ended, "the connection's end reported")
+        (info, end) = recorder.ended[0]
+        self.assertEqual((info.requests, info.responses, end), (3, 3, ConnectionEnd.CLIENT_CLOSE))
+        self.assertEqual(len(recorder.opened), 1)
+        self.assertEqual(frontend.clients.sessions, {})
+        self.assertEqual(frontend.terminations, {"ok": 3})
+        self.assertEqual(frontend.responses, {("2xx", "origin"): 3})
