@@ -470,6 +470,18 @@ class WebSocketTests(H2Case):
         self.assertFalse(client.lost)
 
     @defer.inlineCallbacks
+    def test_without_websocket_setting_an_extended_connect_is_refused(self):  # type: ignore[no-untyped-def]
+        self.start_ws()
+        self.frontend.http2 = Http2Config(websocket=False)
+        client = yield self.h2()
+        yield self.poll(lambda: client.h2.remote_settings.max_concurrent_streams == 100, "the proxy's SETTINGS")
+        self.assertFalse(client.h2.remote_settings.enable_connect_protocol)
+        stream = client.request(b"/chat", method=b"CONNECT", end=False, headers=[
+            (b":protocol", b"websocket"), (b"sec-websocket-version", b"13")])
+        yield self.poll(lambda: client.answer(stream).headers, "the answer")
+        self.assertEqual(client.answer(stream).status, 501)
+
+    @defer.inlineCallbacks
     def test_a_reset_stream_ends_the_websocket(self):  # type: ignore[no-untyped-def]
         backend = self.start_ws()
         client = yield self.h2()

@@ -157,7 +157,7 @@ class H2Connection(FrameOutput):
         client.requests += 1
         frontend.requests += 1
         try:
-            head = request_head(event.headers or (), ended, frontend.limits, self._drop)
+            head = request_head(event.headers or (), ended, frontend.limits, self._drop, self.settings.websocket)
         except HTTPError as error:
             self.answer_error(stream, error)
             return

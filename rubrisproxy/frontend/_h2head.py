@@ -21,15 +21,16 @@ _UPGRADE = frozenset((b"upgrade",))
 
 
 def request_head(
-    headers: Iterable[tuple[bytes, bytes]], ended: bool, limits: Limits, drop: frozenset[bytes]
+    headers: Iterable[tuple[bytes, bytes]], ended: bool, limits: Limits, drop: frozenset[bytes], websocket: bool = True,
 ) -> RequestHead:
     """The request a HEADERS frame carries (``ended``: with END_STREAM, so no body), as an HTTP/1.1 exchange
     reads it; :class:`HTTPError` for one to refuse. h2 has checked the pseudo-headers and refused the
     connection-specific ones; the cookie crumbs are joined (RFC 9113 8.2.3). A WebSocket's extended CONNECT
-    (RFC 8441) reads as the GET that upgrades on HTTP/1.1, with a key of the proxy's own."""
+    (RFC 8441), when ``websocket`` allows it, reads as the GET that upgrades on HTTP/1.1, with a key of the
+    proxy's own (else it stays a CONNECT, which an exchange refuses)."""
     pseudo, regular, cookies, size = _split(headers)
     method, path, authority = pseudo.get(b":method", b""), pseudo.get(b":path", b""), pseudo.get(b":authority", b"")
-    upgrade = _websocket(pseudo, regular)
+    upgrade = websocket and _websocket(pseudo, regular)
     if upgrade:
         method = b"GET"
         ended = True  # what follows on the stream is the WebSocket's

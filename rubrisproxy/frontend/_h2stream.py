@@ -80,10 +80,6 @@ class H2Stream(StreamResponse):
         else:
             self._arm(self.frontend.timeouts.client)
 
-    def refuse(self, error: HTTPError) -> None:
-        """The request's head is refused before it becomes an exchange: answered on the stream alone."""
-        self.connection.answer_error(self, error)
-
     def body(self, data: bytes, flow_length: int) -> None:
         self._unacked += flow_length
         self.bytes_in += len(data)
