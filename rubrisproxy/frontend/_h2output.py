@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from ._h2response import StreamResponse
 
 
+#: A piece of a response held for a stream: what an exchange wrote, or the rest of it (a view, not a copy).
+Chunk = bytes | memoryview
+
+
 class H2State(Enum):
     """Where an :class:`~rubrisproxy.frontend._h2connection.H2Connection` is."""
 
@@ -49,22 +53,30 @@ class FrameOutput:
         self.frames.send_headers(stream_id, headers)
         self.send()
 
-    def send_data(self, stream_id: int, held: deque[bytes]) -> int:
-        """Send what ``held`` holds as the windows allow, taking it out; the bytes sent."""
+    def send_data(self, stream_id: int, held: deque[Chunk]) -> int:
+        """Send what ``held`` holds as the windows allow, taking it out; the bytes sent. A large piece is cut
+        into frames without copying it, small ones share a frame."""
         frames = self.frames
         sent = 0
         while held:
             room = min(frames.local_flow_control_window(stream_id), frames.max_outbound_frame_size)
             if room <= 0:
                 break
-            chunk = held[0]
-            if len(chunk) > room:
-                held[0] = chunk[room:]
-                chunk = chunk[:room]
-            else:
-                held.popleft()
+            chunk = held.popleft()
+            size = len(chunk)
+            if size > room:
+                view = memoryview(chunk)
+                held.appendleft(view[room:])
+                chunk, size = view[:room], room
+            elif held and size + len(held[0]) <= room:
+                parts = [chunk]
+                while held and size + len(held[0]) <= room:
+                    part = held.popleft()
+                    parts.append(part)
+                    size += len(part)
+                chunk = b"".join(parts)
             frames.send_data(stream_id, chunk)
-            sent += len(chunk)
+            sent += size
         self.send()
         return sent
 

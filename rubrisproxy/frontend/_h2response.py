@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from ..deadline import Deadline
 from ..lifecycle import Termination
 from ._h2head import response_head
+from ._h2output import Chunk
 
 if TYPE_CHECKING:
     from ..websocket import Relay
@@ -63,7 +64,7 @@ class StreamResponse:
 
     def __init__(self) -> None:
         self._phase = _HEAD
-        self._held: deque[bytes] = deque()
+        self._held: deque[Chunk] = deque()
         self._held_size = 0
         self._producer: IPushProducer | None = None
         self._paused_producer = False
