@@ -160,21 +160,14 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         """The first read: True if it begins HTTP/2 (ALPN chose ``h2``, or it is the preface on a frontend that
         speaks HTTP/2), which takes the connection over; else HTTP/1.1 goes on."""
         self._phase = READING
-        frontend = self.frontend
-        if frontend.forward is not None:
-            return False
-        if self.secure:
-            if getattr(self.transport, "negotiatedProtocol", None) != b"h2":
-                return False
-        elif not frontend.http2.enabled or not speaks_h2(data):
+        if not speaks_h2(self.frontend, self.transport, data):
             return False
         self._phase = HTTP2
         self._waiting = None
         self._deadline.stop()
         self.download.drop_idle()  # the HTTP/2 connection watches the socket's buffer itself
         self.parser.close()  # what it drops is kept for the streams' heads
-        relay = H2Connection(self, frontend.http2, self.parser.dropped)
-        self.relay = relay
+        self.relay = relay = H2Connection(self, self.frontend.http2, self.parser.dropped)
         relay.start(data)
         return True
 

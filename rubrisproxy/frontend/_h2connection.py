@@ -23,6 +23,7 @@ from h2.events import (
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
+from twisted.internet.interfaces import ISSLTransport, ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -40,6 +41,7 @@ from ._timing import log_refused
 
 if TYPE_CHECKING:
     from ._connection import ClientConnection
+    from ._context import Frontend
     from ._h2response import StreamResponse
 
 #: What a client's first bytes are when it speaks HTTP/2 without asking (prior knowledge, RFC 9113 3.3).
@@ -50,9 +52,16 @@ _CONFIG = H2Configuration(client_side=False, header_encoding=None, validate_outb
                           normalize_outbound_headers=False)
 
 
-def speaks_h2(data: bytes) -> bool:
-    """Whether a cleartext connection's first read is HTTP/2's preface (or, shorter, a start no HTTP/1.1
-    request has)."""
+def speaks_h2(frontend: Frontend, transport: ITransport, data: bytes) -> bool:
+    """Whether a connection of ``frontend`` whose first read is ``data`` speaks HTTP/2: over TLS, if ALPN chose
+    ``h2``; in cleartext, if the frontend speaks it and ``data`` is the preface (or, shorter, a start no
+    HTTP/1.1 request has). A forward proxy speaks HTTP/1.1 only."""
+    if frontend.forward is not None:
+        return False
+    if ISSLTransport.providedBy(transport):
+        return getattr(transport, "negotiatedProtocol", None) == b"h2"
+    if not frontend.http2.enabled:
+        return False
     if len(data) >= len(PREFACE):
         return data.startswith(PREFACE)
     return len(data) >= 4 and PREFACE.startswith(data)
