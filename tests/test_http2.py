@@ -634,3 +634,33 @@ class ObserverTests(H2Case):
         self.assertEqual(frontend.clients.sessions, {})
         self.assertEqual(frontend.terminations, {"ok": 3})
         self.assertEqual(frontend.responses, {("2xx", "origin"): 3})
+
+
+class SessionResumeTests(H2Case):
+    """A WebSocket session opened over HTTP/2 survives its backend's loss as one over HTTP/1.1 does."""
+
+    @defer.inlineCallbacks
+    def test_backend_killed_session_moves_to_the_other(self):  # type: ignore[no-untyped-def]
+        backends = [EchoBackendFactory() for _ in range(2)]
+        listeners = [listen_echo_backend(factory) for factory in backends]
+        for listener in listeners:
+            self.addCleanup(lambda listener=listener: listener.stopListening() if listener.connected else None)
+        frontend = self.start_proxy(*[listener.getHost().port for listener in listeners], websocket=WebSocketConfig(
+            mode="session", client_ping_interval=0, backend_ping_interval=0, resume_timeout=5))
+        client = yield self.h2()
+        yield self.poll(lambda: client.h2.remote_settings.enable_connect_protocol, "the proxy's SETTINGS")
+        stream = client.request(b"/chat", method=b"CONNECT", end=False, headers=[
+            (b":protocol", b"websocket"), (b"sec-websocket-version", b"13")])
+        client.send_body(stream, ws_frame(b"one"), end=False)
+        yield self.poll(lambda: b"one" in client.answer(stream).body, "the first echo")
+        (first,) = [i for i, factory in enumerate(backends) if factory.open]
+        listeners[first].stopListening()
+        for protocol in list(backends[first].open):
+            protocol.transport.abortConnection()  # the server process dies
+        yield self.poll(lambda: frontend.backend.resumes == 1, "the session moved")  # what was in flight is lost
+        client.send_body(stream, ws_frame(b"two"), end=False)
+        yield self.poll(lambda: b"two" in client.answer(stream).body, "the echo from the other backend", ticks=2000)
+        self.assertEqual(frontend.backend.resumes, 1)
+        self.assertTrue(backends[1 - first].open)
+        self.assertFalse(client.answer(stream).ended or client.answer(stream).reset is not None)
+        self.assertFalse(client.lost)
