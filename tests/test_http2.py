@@ -664,3 +664,42 @@ class SessionResumeTests(H2Case):
         self.assertTrue(backends[1 - first].open)
         self.assertFalse(client.answer(stream).ended or client.answer(stream).reset is not None)
         self.assertFalse(client.lost)
+
+
+class _Truncating(Protocol):
+    """Answers with a Content-Length of 200000, sends half, and closes."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"x" * 100000)
+        self.transport.loseConnection()
+
+
+class _Garbage(Protocol):
+    """Answers with something that is not HTTP."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"NOT HTTP AT ALL\r\n\r\n")
+
+
+class OriginFailureTests(H2Case):
+    @defer.inlineCallbacks
+    def test_a_response_broken_off_is_delivered_as_far_as_it_went_then_reset(self):  # type: ignore[no-untyped-def]
+        self.origin = self.start_raw_origin(_Truncating)
+        self.proxy()
+        client = yield self.h2()
+        stream = client.request(b"/cut")
+        yield self.done(client, stream)
+        answer = client.answer(stream)
+        self.assertEqual((answer.status, len(answer.body), answer.reset), (200, 100000, ErrorCodes.INTERNAL_ERROR))
+        self.assertFalse(answer.ended)
+        self.assertFalse(client.lost)
+
+    @defer.inlineCallbacks
+    def test_a_bad_response_is_answered_502_on_its_stream(self):  # type: ignore[no-untyped-def]
+        self.origin = self.start_raw_origin(_Garbage)
+        self.proxy()
+        client = yield self.h2()
+        stream = client.request(b"/bad")
+        yield self.done(client, stream)
+        answer = client.answer(stream)
+        self.assertEqual((answer.status, answer.ended, answer.reset), (502, True, None))

@@ -12,7 +12,6 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
 from ..deadline import Deadline
-from ..lifecycle import Termination
 from ._h2head import response_head
 from ._h2output import Chunk
 
@@ -35,11 +34,13 @@ class StreamPhase(Enum):
     BODY = "body"  # HEADERS sent: what the exchange writes goes out in DATA frames, as the windows allow
     ENDING = "ending"  # the exchange is done (or its WebSocket closed): END_STREAM follows what is still held
     HALF_CLOSING = "half-closing"  # its WebSocket half-closed: END_STREAM follows, the client may still send
+    CUTTING = "cutting"  # the exchange broke its response off: RST_STREAM follows what is still held
     CLOSED = "closed"  # END_STREAM or RST_STREAM sent, or reset by the client: nothing more is sent
 
 
-_HEAD, _BODY, _ENDING, _HALF_CLOSING, _CLOSED = (
-    StreamPhase.HEAD, StreamPhase.BODY, StreamPhase.ENDING, StreamPhase.HALF_CLOSING, StreamPhase.CLOSED,
+_HEAD, _BODY, _ENDING, _HALF_CLOSING, _CUTTING, _CLOSED = (
+    StreamPhase.HEAD, StreamPhase.BODY, StreamPhase.ENDING, StreamPhase.HALF_CLOSING, StreamPhase.CUTTING,
+    StreamPhase.CLOSED,
 )
 
 
@@ -144,7 +145,7 @@ class StreamResponse:
             self._sent += sent
         if self._held:
             connection.waiting(self)
-        elif self._phase is _ENDING or self._phase is _HALF_CLOSING:
+        elif self._phase is not _BODY and self._phase is not _CLOSED:
             self._end()
         if self._paused_producer and self._held_size <= LOW_WATER:
             self._paused_producer = False
@@ -152,13 +153,10 @@ class StreamResponse:
             self._producer.resumeProducing()
 
     def _end(self) -> None:
-        half = self._phase is _HALF_CLOSING
-        self._phase = _CLOSED
-        exchange = self.exchange
-        if (self.relay is None and exchange is not None and exchange.termination is not Termination.OK
-                and exchange.response_at >= 0):
-            self.connection.reset_stream(self.stream_id, ErrorCodes.INTERNAL_ERROR)  # a body cut short
-        elif half:
+        phase, self._phase = self._phase, _CLOSED
+        if phase is _CUTTING:
+            self.connection.reset_stream(self.stream_id, ErrorCodes.INTERNAL_ERROR)
+        elif phase is _HALF_CLOSING:
             self.connection.end_stream(self.stream_id, False)
             if not self._request_ended:
                 return  # the client may still send: the stream lasts until it ends too

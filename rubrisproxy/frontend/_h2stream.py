@@ -8,7 +8,7 @@ from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate
 from ..http import HTTPError, RequestHead
 from ..lifecycle import ConnectionEnd, Termination
-from ._h2response import _CLOSED, _ENDING, _HEAD, StreamResponse
+from ._h2response import _CLOSED, _CUTTING, _ENDING, _HEAD, StreamResponse
 from ._h2transport import StreamTransport
 
 if TYPE_CHECKING:
@@ -181,7 +181,8 @@ class H2Stream(StreamResponse):
         if self._phase is _HEAD:  # ended without an answer (the client is gone)
             self.abortConnection()
             return
-        self._phase = _ENDING
+        # A response broken off once begun is delivered as far as it went, then reset: the client sees it cut.
+        self._phase = _CUTTING if relayed and exchange.termination is not Termination.OK else _ENDING
         self.flush()
 
     def client_stalled(self, stalled: bool) -> None:
