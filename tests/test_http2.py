@@ -240,6 +240,25 @@ class DefenceTests(H2Case):
         yield self.closed_with(client, ErrorCodes.ENHANCE_YOUR_CALM)
 
     @defer.inlineCallbacks
+    def test_empty_data_flood(self):  # type: ignore[no-untyped-def]
+        self.origin = self.start_raw_origin(_Silent)
+        self.proxy(http2=Http2Config(max_control_frames=100))
+        client = yield self.h2()
+        stream = client.request(b"/upload", method=b"POST", end=False)
+        client.raw(DataFrame(stream).serialize() * 150)
+        yield self.closed_with(client, ErrorCodes.ENHANCE_YOUR_CALM)
+
+    @defer.inlineCallbacks
+    def test_a_long_download_is_no_flood(self):  # type: ignore[no-untyped-def]
+        """A client acknowledging a large response sends many WINDOW_UPDATE frames: they are not counted."""
+        self.proxy(http2=Http2Config(max_control_frames=10))
+        client = yield self.h2()
+        stream = client.request(b"/big/3000000")
+        yield self.done(client, stream)
+        self.assertEqual(len(client.answer(stream).body), 3000000)
+        self.assertIsNone(client.goaway)
+
+    @defer.inlineCallbacks
     def test_continuation_flood(self):  # type: ignore[no-untyped-def]
         """HEADERS without END_HEADERS then CONTINUATION frames without end: h2 stops after 64 of them."""
         self.proxy()

@@ -170,15 +170,15 @@ class Http2Config:
     """HTTP/2 on a reverse-proxy frontend: by ALPN on TLS listeners, by prior knowledge on cleartext ones.
 
     The floods an HTTP/2 client can send are counted over ``flood_window`` seconds: streams it resets
-    (CVE-2023-44487, rapid reset) past ``max_resets``, and SETTINGS, PING and PRIORITY frames past
-    ``max_control_frames``, end its connection with GOAWAY ENHANCE_YOUR_CALM.
+    (CVE-2023-44487, rapid reset) past ``max_resets``, and SETTINGS, PING, PRIORITY, unknown and empty DATA
+    frames past ``max_control_frames``, end its connection with GOAWAY ENHANCE_YOUR_CALM.
     """
 
     enabled: bool = True
     max_concurrent_streams: int = 100  # SETTINGS_MAX_CONCURRENT_STREAMS
     initial_window_size: int = 65535  # request body bytes a stream may send ahead of the origin taking them
     max_resets: int = 200  # streams reset by the client per flood window
-    max_control_frames: int = 1000  # SETTINGS, PING and PRIORITY frames per flood window
+    max_control_frames: int = 1000  # SETTINGS, PING, PRIORITY, unknown and empty DATA frames per flood window
     flood_window: float = 10.0
     websocket: bool = True  # WebSockets over HTTP/2 (RFC 8441 extended CONNECT)
 

@@ -178,6 +178,9 @@ class H2Connection(FrameOutput):
         stream.request(exchange)
 
     def _data(self, event: DataReceived) -> None:
+        if not event.flow_controlled_length and event.stream_ended is None and not self._control.spend():
+            self._calm("empty DATA frames")  # they cost the proxy work and the client nothing (CVE-2019-9518)
+            return
         stream = self.streams.get(event.stream_id)
         if stream is None:  # answered and closed already: its bytes only count against the connection
             self.acknowledge(event.stream_id, event.flow_controlled_length)
