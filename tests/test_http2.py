@@ -3,6 +3,7 @@ against hostile frames, timeouts, GOAWAY on drain, and clients nobody here wrote
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import replace
@@ -40,6 +41,7 @@ from rubrisproxy.reload import Reloader
 from rubrisproxy.service import build_service
 
 from .browser import find_chromium, spawn, start_devtools, wait_exit
+from .eio.harness import spawn_server
 from .h2client import PREFACE, H2Client
 from .helpers import ProxyTestCase, run_reactor_for
 from .test_lifecycle import Recorder
@@ -157,6 +159,19 @@ class RequestTests(H2Case):
         yield self.poll(lambda: self.access_log.entries, "the exchange ended")
         self.assertEqual(self.access_log.entries[0].termination, "client-abort")
         self.assertFalse(client.lost)
+
+    @defer.inlineCallbacks
+    def test_a_request_refused_as_it_starts_whose_body_came_with_it(self):  # type: ignore[no-untyped-def]
+        """HEADERS and DATA with END_STREAM in one read, answered at its start (a CONNECT: 501): the stream is
+        closed both ways by the answer, and no RST_STREAM follows."""
+        self.proxy(http2=Http2Config(websocket=False))
+        client = yield self.h2()
+        stream = client.request(b"/", method=b"CONNECT", body=b"body", headers=[(b":protocol", b"websocket")])
+        after = client.request(b"/after")
+        yield self.done(client, stream, after)
+        self.assertEqual((client.answer(stream).status, client.answer(stream).reset), (501, None))
+        self.assertEqual(client.answer(after).body, b"path=/after")
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     @defer.inlineCallbacks
     def test_head_and_204_end_without_body(self):  # type: ignore[no-untyped-def]
@@ -722,3 +737,28 @@ class OriginFailureTests(H2Case):
         yield self.done(client, stream)
         answer = client.answer(stream)
         self.assertEqual((answer.status, answer.ended, answer.reset), (502, True, None))
+
+
+class EngineIOTests(H2Case):
+    """Engine.IO long polling over HTTP/2 streams: a session whose server is removed has its long poll, waiting
+    on one stream, answered at once when its next request (on another stream) finds the server gone."""
+
+    @defer.inlineCallbacks
+    def test_a_long_poll_on_a_stream_is_told_at_once(self):  # type: ignore[no-untyped-def]
+        servers = [spawn_server(self, name) for name in ("A", "B")]
+        ports = yield defer.gatherResults([server.port for server in servers])
+        frontend = self.start_proxy(*ports)
+        client = yield self.h2()
+        handshake = client.request(b"/socket.io/?EIO=4&transport=polling")
+        yield self.done(client, handshake)
+        sid = json.loads(client.answer(handshake).body[1:])["sid"].encode()
+        (opened,) = self.access_log.entries
+        poll = client.request(b"/socket.io/?EIO=4&transport=polling&sid=" + sid)
+        yield task.deferLater(reactor, 0.3, lambda: None)  # the long poll waits at its server
+        self.assertFalse(client.answer(poll).headers)
+        frontend.backend.remove_server(opened.server)  # alive: the long poll would wait for its next ping
+        post = client.request(b"/socket.io/?EIO=4&transport=polling&sid=" + sid, method=b"POST", body=b"3")
+        yield self.done(client, post, poll)
+        self.assertEqual((client.answer(post).status, client.answer(poll).status), (400, 400))
+        gone = [e.termination for e in self.access_log.entries if b"sid=" + sid in e.target.encode()]
+        self.assertEqual(gone, ["session-gone", "session-gone"])

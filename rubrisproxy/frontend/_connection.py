@@ -304,6 +304,13 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         self.gate.resume(UPGRADE)
         return rest
 
+    def in_progress(self) -> list[Exchange]:
+        """The requests it is answering: its current one, or an HTTP/2 connection's streams'."""
+        if self._phase is HTTP2:
+            assert isinstance(self.relay, H2Connection)
+            return self.relay.in_progress()
+        return [self.current] if self.current is not None else []
+
     def upgraded(self) -> ClientConnection:
         """What a WebSocket upgrade takes over: the connection itself."""
         return self

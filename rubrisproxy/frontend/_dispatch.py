@@ -135,11 +135,10 @@ class Dispatch(Timing):
             return
         param = b"sid=" + sid
         for connection in list(self.client.frontend.connections):
-            other = connection.current
-            if (other is not None and other._state is _WAITING and param in other.head.target
-                    and session_id(other.head) == sid):
-                other._drop_connection()
-                other._answer_gone(why)
+            for other in connection.in_progress():
+                if other._state is _WAITING and param in other.head.target and session_id(other.head) == sid:
+                    other._drop_connection()
+                    other._answer_gone(why)
 
     def _answer_gone(self, why: str) -> None:
         self.fail(

@@ -227,6 +227,10 @@ class H2Connection(FrameOutput):
 
     # What streams call (and FrameOutput's)
 
+    def in_progress(self) -> list[Exchange]:
+        """Its streams' exchanges."""
+        return [stream.exchange for stream in self.streams.values() if stream.exchange is not None]
+
     def open_stream(self, stream: StreamResponse) -> bool:
         """Whether ``stream`` is still one of the connection's (not closed both ways)."""
         return self.streams.get(stream.stream_id) is stream

@@ -85,11 +85,14 @@ class FrameOutput:
         frames = self.frames
         frames.end_stream(stream_id)
         if reset:
-            frames.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+            self.reset_stream(stream_id, ErrorCodes.NO_ERROR)
         self.send()
 
     def reset_stream(self, stream_id: int, code: ErrorCodes) -> None:
-        if self._state is not _CLOSED:
+        """RST_STREAM, unless the stream is closed both ways already (the client's END_STREAM may have been read
+        in the same read as its request, before the request was answered)."""
+        stream = self.frames.streams.get(stream_id)
+        if self._state is not _CLOSED and stream is not None and not stream.closed:
             self.frames.reset_stream(stream_id, code)
             self.send()
 
