@@ -40,7 +40,7 @@ class H2Client(Protocol):
     leaves received DATA unacknowledged, so the proxy's windows close (a client that does not read)."""
 
     def __init__(self, acknowledge: bool = True, settings: dict[int, int] | None = None, split: int = 0,
-                 window: int = 0) -> None:
+                 window: int = 0, prefix: bytes = b"") -> None:
         self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None))
         self.acknowledge = acknowledge
         self.settings = settings or {}
@@ -50,9 +50,12 @@ class H2Client(Protocol):
         self.lost = False
         self.protocol_error: ProtocolError | None = None
         self.window = window  # opened on the connection's window at the start
+        self.prefix = prefix  # written before the preface (a PROXY header)
         self.split = split  # write the first bytes (the preface) in two, this many first, a moment apart
 
     def connectionMade(self) -> None:
+        if self.prefix:
+            self.transport.write(self.prefix)
         self.h2.initiate_connection()
         if self.settings:
             self.h2.update_settings(self.settings)

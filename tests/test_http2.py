@@ -33,7 +33,7 @@ from rubrisproxy.config import (
     WebSocketConfig,
     load_config,
 )
-from rubrisproxy.frontend import Frontend, connection_factory, drain
+from rubrisproxy.frontend import Frontend, PeerSettings, connection_factory, drain
 from rubrisproxy.frontend._h2response import HIGH_WATER
 from rubrisproxy.lifecycle import ConnectionEnd, LifecycleHandlers
 from rubrisproxy.listening import ListeningService, ListenSettings
@@ -434,6 +434,30 @@ class InteropTests(H2Case):
         self.assertIn(b"200 succeeded, 0 failed, 0 errored", child.out)
         self.assertEqual(len(self.access_log.entries), 200)
         self.assertEqual({e.version for e in self.access_log.entries}, {"2.0"})
+
+
+class ProxiedTests(H2Case):
+    """Behind a load balancer: a PROXY header, then HTTP/2; each stream's client is the one it names, and a
+    trusted proxy's forwarding headers are believed per stream."""
+
+    @defer.inlineCallbacks
+    def test_proxy_header_then_prior_knowledge(self):  # type: ignore[no-untyped-def]
+        self.proxy(peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "v1", "x-forwarded-for"))
+        client = yield self.h2(H2Client(prefix=b"PROXY TCP4 192.0.2.7 192.0.2.1 5555 443\r\n"))
+        stream = client.request(b"/headers")
+        yield self.done(client, stream)
+        lines = client.answer(stream).body.split(b"\n")
+        self.assertIn(b"X-Forwarded-For: 192.0.2.7", lines)
+        self.assertEqual(self.access_log.entries[0].client, "192.0.2.7")
+
+    @defer.inlineCallbacks
+    def test_a_trusted_proxy_names_each_stream_s_client(self):  # type: ignore[no-untyped-def]
+        self.proxy(peers=PeerSettings.build("proxied", ("127.0.0.0/8",), "off", "x-forwarded-for"))
+        client = yield self.h2()
+        one = client.request(b"/one", headers=[(b"x-forwarded-for", b"198.51.100.1")])
+        two = client.request(b"/two", headers=[(b"x-forwarded-for", b"198.51.100.2")])
+        yield self.done(client, one, two)
+        self.assertEqual(sorted(e.client for e in self.access_log.entries), ["198.51.100.1", "198.51.100.2"])
 
 
 class PrefaceTests(H2Case):
