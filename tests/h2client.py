@@ -9,6 +9,7 @@ from h2.connection import H2Connection
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    InformationalResponseReceived,
     ResponseReceived,
     StreamEnded,
     StreamReset,
@@ -29,6 +30,7 @@ class Answer:
         self.body = b""
         self.ended = False
         self.reset: int | None = None  # the RST_STREAM error code, if reset
+        self.informational: list[bytes] = []  # the statuses of 1xx answers before the response
 
     @property
     def status(self) -> int:
@@ -85,7 +87,9 @@ class H2Client(Protocol):
         self._flush()
 
     def _event(self, event: Any) -> None:
-        if isinstance(event, ResponseReceived):
+        if isinstance(event, InformationalResponseReceived):
+            self.answer(event.stream_id).informational.append(dict(event.headers)[b":status"])
+        elif isinstance(event, ResponseReceived):
             self.answer(event.stream_id).headers.update(dict(event.headers))
         elif isinstance(event, DataReceived):
             self.answer(event.stream_id).body += event.data

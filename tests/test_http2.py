@@ -174,6 +174,17 @@ class RequestTests(H2Case):
         self.assertEqual(self.flushLoggedErrors(), [])
 
     @defer.inlineCallbacks
+    def test_expect_100_continue(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        client = yield self.h2()
+        stream = client.request(b"/echo", method=b"POST", end=False, headers=[(b"expect", b"100-continue")])
+        yield self.poll(lambda: client.answer(stream).informational, "100 Continue")
+        self.assertEqual(client.answer(stream).informational, [b"100"])
+        client.send_body(stream, b"the body")
+        yield self.done(client, stream)
+        self.assertEqual((client.answer(stream).status, client.answer(stream).body), (200, b"the body"))
+
+    @defer.inlineCallbacks
     def test_head_and_204_end_without_body(self):  # type: ignore[no-untyped-def]
         self.proxy()
         client = yield self.h2()
