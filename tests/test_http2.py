@@ -679,6 +679,23 @@ class ReloadTests(H2Case):
         self.assertEqual(before.h2.remote_settings.max_concurrent_streams, 100)
 
 
+class LimitTests(H2Case):
+    @defer.inlineCallbacks
+    def test_max_reads_counts_streams(self):  # type: ignore[no-untyped-def]
+        frontend = self.proxy()
+        frontend.max_reads = 3
+        client = yield self.h2()
+        streams = [client.request(b"/s%d" % i) for i in range(3)]
+        yield self.poll(lambda: client.goaway is not None, "GOAWAY")
+        self.assertEqual((client.goaway.error_code, client.goaway.last_stream_id), (0, streams[-1]))
+        # h2 reads nothing after a GOAWAY (it closes its side): the answers that follow it are read as bytes.
+        yield self.poll(lambda: client.lost, "closed after the last stream allowed")
+        for i in range(3):
+            self.assertIn(b"path=/s%d" % i, client.received)
+        yield self.poll(lambda: not frontend.connections, "the connection gone")
+        self.assertEqual(frontend.connection_ends, {"max-reads": 1})
+
+
 class ObserverTests(H2Case):
     """Lifecycle handlers and client sessions see an HTTP/2 connection and its streams as they see an
     HTTP/1.1 connection and its requests."""

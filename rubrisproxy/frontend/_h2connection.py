@@ -165,6 +165,8 @@ class H2Connection(FrameOutput):
         client, frontend = self.client, self.frontend
         client.requests += 1
         frontend.requests += 1
+        if frontend.max_reads or frontend.max_writes:
+            self._limit(client.requests)
         try:
             head = request_head(event.headers or (), ended, frontend.limits, self._drop, self.settings.websocket)
         except HTTPError as error:
@@ -176,6 +178,15 @@ class H2Connection(FrameOutput):
             exchange.session = frontend.clients.request_started(head, client, not client.proxied,
                                                                 exchange.client_address)
         stream.request(exchange)
+
+    def _limit(self, streams: int) -> None:
+        """``max-reads`` and ``max-writes`` count streams: the last one allowed is answered, with a GOAWAY naming
+        it sent at once, so the client opens no more on this connection."""
+        frontend = self.frontend
+        for limit, end in ((frontend.max_reads, ConnectionEnd.MAX_READS), (frontend.max_writes, ConnectionEnd.MAX_WRITES)):
+            if limit and streams >= limit and self._state is _OPEN:
+                self.client.note_end(end)
+                self.drain()
 
     def _data(self, event: DataReceived) -> None:
         if not event.flow_controlled_length and event.stream_ended is None and not self._control.spend():
