@@ -96,9 +96,9 @@ def main() -> None:
     processes = harness.Processes()
     tmp = tempfile.mkdtemp(prefix="h2bench-")
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    origin_process = None
     try:
         origin_process, origin, origin_name = start_origin(tmp)
-        processes.children.append(origin_process)  # stopped with the rest, whatever happens
         output(f"origin: {origin_name}; h2load -c 10 by prior knowledge; relays on core {PROXY_CORE}")
         relays = {kind: start_relay(processes, kind, origin, tmp) for kind in ("rubrisproxy", "haproxy")}
         for _process, port, _h1 in relays.values():  # warm up: connections pooled, code paths hot
@@ -121,6 +121,9 @@ def main() -> None:
                    f"{theirs[1]:.1f} µs/req; ratio req/s {ours[0] / theirs[0]:.2f}, CPU/req {ours[1] / theirs[1]:.2f}")
     finally:
         processes.stop_all()
+        if origin_process is not None:  # not in a process group of its own (http_bench starts it)
+            origin_process.terminate()
+            origin_process.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     with open(args.out, "w") as f:
         f.write("\n".join(output.lines) + "\n")
