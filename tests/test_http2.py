@@ -33,7 +33,7 @@ from rubrisproxy.config import (
     WebSocketConfig,
     load_config,
 )
-from rubrisproxy.frontend import Frontend, PeerSettings, connection_factory, drain
+from rubrisproxy.frontend import Frontend, FrontendRules, PeerSettings, connection_factory, drain
 from rubrisproxy.frontend._h2response import HIGH_WATER
 from rubrisproxy.lifecycle import ConnectionEnd, LifecycleHandlers
 from rubrisproxy.listening import ListeningService, ListenSettings
@@ -45,6 +45,7 @@ from .eio.harness import spawn_server
 from .h2client import PREFACE, H2Client
 from .helpers import ProxyTestCase, run_reactor_for
 from .test_lifecycle import Recorder
+from .test_rules import frontend_config
 from .tlscerts import CertificateAuthority, spki_hash
 from .wsecho import EchoBackendFactory, listen_echo_backend
 
@@ -814,3 +815,46 @@ class EngineIOTests(H2Case):
         self.assertEqual((client.answer(post).status, client.answer(poll).status), (400, 400))
         gone = [e.termination for e in self.access_log.entries if b"sid=" + sid in e.target.encode()]
         self.assertEqual(gone, ["session-gone", "session-gone"])
+
+
+class RulesTests(H2Case):
+    """HTTP rules apply to each stream as to an HTTP/1.1 request; a rule's answer ends its stream only."""
+
+    def with_rules(self, **keys: Any) -> Frontend:
+        frontend = self.proxy()
+        frontend.rules = FrontendRules.of(frontend_config(**keys), reactor)
+        return frontend
+
+    @defer.inlineCallbacks
+    def test_header_rules_and_request_id(self):  # type: ignore[no-untyped-def]
+        self.with_rules(**{
+            "unique-id-header": "X-Request-ID",
+            "http-request": [{"action": "set-header", "name": "X-Client", "value": "%[src]/%[fe_name]"}],
+            "http-response": [{"action": "add-header", "name": "X-Served", "value": "%[srv_name]"}],
+        })
+        client = yield self.h2()
+        stream = client.request(b"/headers", headers=[(b"x-request-id", b"forged"), (b"x-client", b"forged")])
+        yield self.done(client, stream)
+        answer = client.answer(stream)
+        lines = answer.body.lower().split(b"\n")  # the origin's names are its own case
+        self.assertIn(b"x-client: 127.0.0.1/web", lines)
+        self.assertNotIn(b"x-request-id: forged", lines)
+        self.assertEqual(answer.headers[b"x-served"], b"s1")
+        (record,) = self.access_log.entries
+        self.assertIn(b"x-request-id: %s" % record.request_id.encode(), lines)
+        self.assertEqual(record.version, "2.0")
+
+    @defer.inlineCallbacks
+    def test_a_rate_limited_stream_leaves_the_others_alone(self):  # type: ignore[no-untyped-def]
+        self.with_rules(**{"http-request": [{"action": "rate-limit", "requests": 1, "period": "1h"}]})
+        client = yield self.h2()
+        first = client.request(b"/echo", method=b"POST", end=False)  # admitted, still in flight
+        yield self.poll(lambda: self.access_log.entries == [] and self.frontend.requests == 1, "the first admitted")
+        limited = client.request(b"/")
+        yield self.done(client, limited)
+        self.assertEqual(client.answer(limited).status, 429)
+        self.assertIsNotNone(client.answer(limited).headers.get(b"retry-after"))
+        client.send_body(first, b"still here")
+        yield self.done(client, first)
+        self.assertEqual((client.answer(first).status, client.answer(first).body), (200, b"still here"))
+        self.assertEqual(sorted(r.termination for r in self.access_log.entries), ["ok", "rate-limited"])
