@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 OPEN, CLOSE, PING, PONG, MESSAGE = 0x30, 0x31, 0x32, 0x33, 0x34  # "0" .. "4"
 # Socket.IO packet types, the byte after the Engine.IO "4"
@@ -56,13 +57,25 @@ def version(target: bytes) -> int | None:
 
 def has_sid(target: bytes) -> bool:
     """Whether a request target names an Engine.IO session (an upgrade from polling)."""
-    return _SID.search(target) is not None
+    return sid_of(target) is not None
 
 
 def sid_of(target: bytes) -> bytes | None:
-    """The Engine.IO session id a request target names (``sid=``), or None (a handshake)."""
+    """The Engine.IO session id a request target names (``sid=``), or None (a handshake): the first one, decoded,
+    as an Engine.IO server reads its query (so ``sid=%61`` is ``a``, and ``%73id=a`` names it too)."""
+    if b"%" in target or b"+" in target:
+        return _decoded_sid(target)
     found = _SID.search(target)
     return found.group(1) if found else None
+
+
+def _decoded_sid(target: bytes) -> bytes | None:
+    query = target.partition(b"?")[2].partition(b"#")[0]
+    for pair in query.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        if unquote_to_bytes(name.replace(b"+", b" ")) == b"sid":
+            return unquote_to_bytes(value.replace(b"+", b" ")) or None
+    return None
 
 
 def without_sid(handshake: bytes) -> bytes:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from hashlib import blake2b
 
 from twisted.internet.interfaces import IReactorTime
+
+#: Keys longer than this (bytes a client sent) are held as a 17-byte digest.
+MAX_KEY = 64
 
 
 class Entry:
@@ -63,6 +67,10 @@ class LimiterTable:
 
     def entry(self, key: str | bytes) -> tuple[Entry, float]:
         """``key``'s entry, its counts moved to the present period, and how far into that period it is."""
+        if len(key) > MAX_KEY and isinstance(key, bytes):
+            # What a client chose (a header, a sid) is held as a digest past MAX_KEY: the table's memory is
+            # bounded by its size, not by what clients send. NUL starts no header value or sid.
+            key = b"\0" + blake2b(key, digest_size=16).digest()
         now = self.clock.seconds()
         period = self.period
         index = int(now // period)

@@ -50,6 +50,9 @@ class ChainTests(SynchronousTestCase):
         self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"203.0.113.7:51234")), "203.0.113.7")
         self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"[2001:db8::7]:443, 2001:db8::8")), "2001:db8::8")
         self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"10.0.0.9")), "10.0.0.9")  # all trusted
+        # An empty hop is no address (the trusted proxy passed on what a client wrote): it stops the chain.
+        self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b"10.1.1.1,")), "unknown")
+        self.assertEqual(self.client("127.0.0.1", (b"X-Forwarded-For", b" , 203.0.113.5")), "203.0.113.5")
         self.assertEqual(self.client("127.0.0.1"), "127.0.0.1")
 
 

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rubrisproxy.config import ConfigError, FrontendConfig, config_from_document
 from rubrisproxy.frontend import FrontendRules, PeerSettings
 from rubrisproxy.http import RedirectTarget, Target, client_ip, in_networks, masked, networks
-from rubrisproxy.ratelimit import LimiterTable, retry_after
+from rubrisproxy.ratelimit import MAX_KEY, LimiterTable, retry_after
 from rubrisproxy.routing import Router
 
 from .helpers import ProxyTestCase, get, run_reactor_for
@@ -166,6 +166,14 @@ class LimiterTableTests(SynchronousTestCase):
                 self.assertIs(table.entry("hot")[0], hot)  # seen recently: kept
         self.assertEqual(len(table), 100)
         self.assertEqual(table.evicted, 10_000 + 1 - 100)
+
+    def test_long_keys_are_held_as_digests(self) -> None:
+        table = LimiterTable(Clock(), 1.0, 100)
+        long_key = b"k" * 30_000  # a client's header value
+        entry, _ = table.entry(long_key)
+        self.assertIs(table.entry(b"k" * 30_000)[0], entry)
+        self.assertIsNot(table.entry(b"k" * 29_999 + b"j")[0], entry)
+        self.assertTrue(all(len(key) <= MAX_KEY for key in table._entries))
 
     def test_idle_keys_expire(self) -> None:
         clock = Clock()
@@ -413,6 +421,20 @@ class RuleProxyTests(ProxyTestCase):
         self.assertEqual(response.status, 200)
 
     @defer.inlineCallbacks
+    def test_a_header_key_is_read_as_an_origin_reads_it(self):  # type: ignore[no-untyped-def]
+        self.start(**{"http-request": [{"action": "rate-limit", "key": "hdr(X-Key)", "requests": 1, "period": "1h"}]})
+        statuses = []
+        for extra in (b"X-Key: k1\r\n", b"X-Key: k1   \r\n", b"X-Key: k1\t\r\n", b"x-key:  k1\r\n",
+                      b"X-Key: k1\r\nX-Key: k1\r\n"):
+            (response,) = yield self.request(get(b"/", extra))
+            statuses.append(response.status)
+        self.assertEqual(statuses, [200, 429, 429, 429, 429])  # whitespace is not part of a value
+        # Repeated with another value: an origin may read either one, so which to count is unknowable.
+        (response,) = yield self.request(get(b"/", b"X-Key: other\r\nX-Key: k1\r\n"))
+        self.assertEqual(response.status, 400)
+        self.assertEqual(self.access_log.entries[-1].termination, "bad-request")
+
+    @defer.inlineCallbacks
     def test_the_concurrent_limit_counts_requests_in_flight(self):  # type: ignore[no-untyped-def]
         frontend = self.start(**{"http-request": [{"action": "rate-limit", "concurrent": 1}]})
         table = frontend.rules.rate_limits[0][2].table
@@ -486,3 +508,12 @@ class RuleProxyTests(ProxyTestCase):
             statuses.append(response.status)
         self.assertEqual(statuses[1], 429)
         self.assertNotIn(429, statuses[2:])
+
+    @defer.inlineCallbacks
+    def test_a_sid_is_read_as_an_engineio_server_reads_it(self):  # type: ignore[no-untyped-def]
+        self.start(**{"http-request": [{"action": "rate-limit", "key": "sid", "requests": 1, "period": "1h"}]})
+        statuses = []
+        for query in (b"sid=a", b"sid=%61", b"%73id=a", b"sid=a&sid=zz", b"EIO=4&sid=%2561"):
+            (response,) = yield self.request(get(b"/socket.io/?EIO=4&transport=polling&" + query))
+            statuses.append(response.status)
+        self.assertEqual(statuses, [200, 429, 429, 429, 200])  # %2561 is "%61", another sid

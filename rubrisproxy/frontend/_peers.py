@@ -56,7 +56,8 @@ def forwarded_chain(headers: Headers, header: bytes) -> list[str]:
             continue
         text = value.decode("latin-1")
         if header == b"x-forwarded-for":
-            hops.extend(_node_address(hop.strip()) for hop in text.split(",") if hop.strip())  # some add ports
+            if text.strip():  # some add ports; an empty hop in a list is no address: a client wrote it
+                hops.extend(_node_address(hop.strip()) if hop.strip() else "unknown" for hop in text.split(","))
             continue
         elements = forwarded_elements(text)
         if elements is None:

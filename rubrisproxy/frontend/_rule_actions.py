@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ..config import TEMPLATE_VARIABLES, RuleConfig, template_parts
 from ..engineio import sid_of
 from ..http import (
+    AMBIGUOUS,
     Headers,
     HTTPError,
     RedirectTarget,
@@ -17,8 +18,8 @@ from ..http import (
     client_ip,
     del_header,
     field_safe,
-    header_value,
     in_networks,
+    key_value,
     masked,
     networks,
     resolve,
@@ -226,7 +227,7 @@ class RateLimit(Rule):
 
     def _key(self, run: RuleRun, head: RequestHead) -> str | bytes | None:
         if self.header:
-            return header_value(head.headers, self.header)
+            return key_value(head.headers, self.header)
         if self.key == "sid":
             return sid_of(head.target)
         return masked(client_ip(run.client_address), run.client_address, self.ipv6_mask)
@@ -236,6 +237,8 @@ class RateLimit(Rule):
         key = self._key(run, head)
         if key is None:
             return None
+        if key is AMBIGUOUS:
+            return HTTPError(400, f"{self.key} comes more than once with different values"), Termination.BAD_REQUEST
         table = self.table
         entry, into = table.entry(key)
         wait = 1.0 if self.concurrent and entry.active >= self.concurrent else 0.0

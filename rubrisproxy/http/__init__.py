@@ -17,6 +17,7 @@ from ._headers import (
 from ._request import RequestHandler, RequestHead, RequestParser
 from ._response import ResponseHandler, ResponseHead, ResponseParser
 from ._rules import (
+    AMBIGUOUS,
     Address,
     Network,
     RedirectTarget,
@@ -26,6 +27,7 @@ from ._rules import (
     field_safe,
     header_value,
     in_networks,
+    key_value,
     masked,
     networks,
     set_header,
@@ -46,6 +48,8 @@ __all__ = [
     "del_header",
     "field_safe",
     "header_value",
+    "key_value",
+    "AMBIGUOUS",
     "in_networks",
     "masked",
     "networks",

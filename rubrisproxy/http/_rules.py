@@ -75,6 +75,24 @@ def header_value(headers: Headers, lower: bytes) -> bytes | None:
     return None
 
 
+#: What :func:`key_value` answers for a header repeated with different values.
+AMBIGUOUS = b"\0ambiguous"
+
+
+def key_value(headers: Headers, lower: bytes) -> bytes | None:
+    """The value of header ``lower`` as a key: without the whitespace around it (RFC 9110 5.5: not part of the
+    value, which an origin strips); None if absent; :data:`AMBIGUOUS` if it comes more than once with different
+    values (an origin may read either, so counting one would let a client rotate the other)."""
+    found: bytes | None = None
+    for name, value in headers:
+        if name.lower() == lower:
+            value = value.strip(b" \t")
+            if found is not None and value != found:
+                return AMBIGUOUS
+            found = value
+    return found
+
+
 @functools.lru_cache(maxsize=4096)
 def client_ip(address: str) -> Address | None:
     """The address a client is known by, an IPv4-mapped IPv6 one as its IPv4 address (None: not an IP address)."""
