@@ -14,8 +14,9 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from .accesslog import AccessLog, NullAccessLog
-from .backend import Backend, HealthChecker, Server
+from .backend import Backend, HealthChecker, Server, SharedBackends
 from .clients import ClientRegistry
+from .cluster import RedisTransport, node_name
 from .config import BackendConfig, FrontendConfig, ProxyConfig, build_objects, loopback_only
 from .frontend import ForwardProxy, Frontend, PeerSettings, connection_factory, protocol_class
 from .lifecycle import HANDLER_INTERFACES, LifecycleHandlers
@@ -24,6 +25,7 @@ from .logoutput import FileOutput
 from .origin import ConnectionPool, OriginConnector
 from .routing import Router
 from .settings import LiveSettings
+from .sharing import StateTransport
 from .websocket import BackendWebSocket, ResumeBudget
 
 
@@ -90,17 +92,24 @@ class ProxyParts:
     backends: dict[str, Backend] = field(default_factory=dict)
     frontends: dict[str, FrontendService] = field(default_factory=dict)
     frontend_list: list[Frontend] = field(default_factory=list)  # what the admin API and metrics read
+    transport: StateTransport | None = None  # with a cluster: where shared state goes and comes from
     health: HealthService = field(init=False)
+    shared: SharedBackends | None = field(init=False, default=None)  # with a cluster: the proxy's side of it
 
     def __post_init__(self) -> None:
         self.health = HealthService(self.reactor, self.pool.connector.connect)
+        if self.transport is not None:
+            self.shared = SharedBackends(self.backends, self.transport, self.reactor)
+            self.transport.attach(self.shared)
 
     @classmethod
     def empty(cls, reactor: Any, root: service.MultiService, config: ProxyConfig) -> ProxyParts:
         """A proxy with nothing in it yet, its pool and access log as ``config`` says: :meth:`apply` starts it."""
         settings = LiveSettings()
         pool = ConnectionPool(OriginConnector(reactor, settings), reactor, config.pool, settings)
-        return cls(reactor, root, settings, pool, make_access_log(config), ResumeBudget(settings))
+        cluster = config.cluster
+        transport = RedisTransport(reactor, cluster.redis, node_name(cluster)) if cluster is not None else None
+        return cls(reactor, root, settings, pool, make_access_log(config), ResumeBudget(settings), transport=transport)
 
     @property
     def config(self) -> ProxyConfig:
@@ -191,7 +200,7 @@ class ProxyParts:
 
     def new_backend(self, config: BackendConfig) -> Backend:
         """A backend as ``config`` describes it, reading the proxy's settings, with its WebSocket pieces."""
-        return Backend(config, self.reactor, self.settings, partial(BackendWebSocket, self.reactor))
+        return Backend(config, self.reactor, self.settings, partial(BackendWebSocket, self.reactor), self.transport)
 
     def new_frontend(self, config: FrontendConfig) -> Frontend:
         """A frontend as ``config`` describes it (not listening): its default backend, routes and connection

@@ -13,7 +13,7 @@ from .config import CommandLine, ConfigError, load_config
 from .signals import SignalService
 
 #: Settings a reload does not change (they need a restart); a change to them is reported.
-RESTART_ONLY = ("pool", "access_log", "log", "admin", "shutdown_grace", "shutdown_spread", "shutdown_close_code", "demo")
+RESTART_ONLY = ("pool", "access_log", "log", "admin", "cluster", "shutdown_grace", "shutdown_spread", "shutdown_close_code", "demo")
 
 
 class Reloader:

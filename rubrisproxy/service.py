@@ -10,6 +10,7 @@ from twisted.internet import task
 from .accesslog import AccessLog
 from .admin import RunningProxy, admin_site
 from .builder import ProxyParts
+from .cluster import RedisTransport, TransportService
 from .config import DEMO_ADMIN_LISTEN, CommandLine, ProxyConfig
 from .demo import DemoAdminService, DemoService
 from .listening import ListenFailed, ListeningService, ListenSettings
@@ -93,12 +94,16 @@ def build_service(config: ProxyConfig, reactor: Any = None, command_line: Comman
         used = [parts.backends[f.backend] for f in config.frontends if f.forward is None]
         demo.serve(list({id(b): b for b in used}.values()))
     parts.health.setServiceParent(root)
+    if parts.transport is not None:
+        TransportService(parts.transport).setServiceParent(root)
     reloader = Reloader(parts, command_line) if command_line is not None and command_line.config_path else None
     if command_line is not None:  # run by twistd: SIGHUP reloads, or is logged when there is no file to reload
         ReloadOnHangup(reloader, reactor).setServiceParent(root)
     if config.admin.listen or config.demo:
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers,
-                               reloader.reload if reloader is not None else None, reactor, parts.addresses)
+                               reloader.reload if reloader is not None else None, reactor, parts.addresses,
+                               parts.shared,
+                               parts.transport.describe if isinstance(parts.transport, RedisTransport) else None)
         site = admin_site(running, config.admin.token, config.timeouts, reactor)
         if config.admin.listen:
             admin: ListeningService = ListeningService(reactor, "admin", site, ListenSettings(config.admin.listen, key="admin"))

@@ -24,7 +24,9 @@ from ._engineio import (
     session_id,
 )
 from ._health import HealthChecker
+from ._replica import SharedBackends
 from ._server import Server
+from ._shared import SharedStickStore
 from ._sticky import cookie_value
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "PowerOfTwoChoices",
     "RoundRobin",
     "Server",
+    "SharedBackends",
+    "SharedStickStore",
     "Waiter",
     "balancer_for",
     "cookie_value",

@@ -13,11 +13,13 @@ from ..config import BackendConfig, ServerConfig, WebSocketConfig
 from ..counters import Histogram
 from ..http import Headers, spellings
 from ..settings import LiveSettings
+from ..sharing import Kind, StateTransport
 from ._balance import IBalancer, balancer_for
 from ._engineio import EngineIOStickiness, is_engineio
 from ._queue import Queued, Waiter, WaitQueue
 from ._server import Server
-from ._sticky import CookieStickiness, ExpiringStore, MemoryStickStore, TableStickiness, key_for, learned_key
+from ._shared import ShareAs, stick_store
+from ._sticky import CookieStickiness, ExpiringStore, TableStickiness, key_for, learned_key
 
 
 class WebSocketPieces(Protocol):
@@ -73,9 +75,10 @@ class Backend:
 
     def __init__(
         self, config: BackendConfig, clock: IReactorTime | None = None, settings: LiveSettings | None = None,
-        websocket: WebSocketBuilder | None = None,
+        websocket: WebSocketBuilder | None = None, sharing: StateTransport | None = None,
     ) -> None:
         self.name = config.name
+        self.sharing = sharing  # where its stick table's and learned sids' new entries go, with a cluster
         self.clock = clock
         self.settings = settings or LiveSettings()  # the proxy's: ``timeouts.queue``
         self._build_websocket = websocket
@@ -120,7 +123,8 @@ class Backend:
         if previous is None or previous.stick != config.stick:
             self.table = None
             if config.stick is not None:
-                store = MemoryStickStore(self.clock or Clock(), config.stick.expire, config.stick.size)
+                store = stick_store(self.clock or Clock(), config.stick.expire, config.stick.size,
+                                    self._share_as(Kind.STICK))
                 learn = learned_key(config.stick.learn) if config.stick.learn else None
                 self.table = TableStickiness(store, key_for(config.stick.on), learn)
         self.sticky = self.cookie is not None or self.table is not None
@@ -128,8 +132,12 @@ class Backend:
             self.engineio: EngineIOStickiness | None = None
         elif previous is None or not previous.engineio_sticky:
             clock = self.clock or Clock()
-            self.engineio = EngineIOStickiness(MemoryStickStore(clock, ENGINEIO_EXPIRE, 100_000),
-                                               ExpiringStore(clock, ENGINEIO_EXPIRE, POLLED_SESSIONS))
+            self.engineio = EngineIOStickiness(
+                stick_store(clock, ENGINEIO_EXPIRE, 100_000, self._share_as(Kind.SID)),
+                ExpiringStore(clock, ENGINEIO_EXPIRE, POLLED_SESSIONS))
+
+    def _share_as(self, kind: Kind) -> ShareAs | None:
+        return ShareAs(self.sharing, kind, self.name) if self.sharing is not None else None
 
     def reconfigure(self, config: BackendConfig) -> list[Server]:
         """Take a reloaded ``config`` in place: settings, and servers added, changed or removed.

@@ -31,7 +31,7 @@ from ..engineio import (
     socketio_packet,
 )
 from ..http import Headers, RequestHead
-from ._sticky import ExpiringStore, MemoryStickStore, learned_key
+from ._sticky import ExpiringStore, IStickStore, learned_key
 
 _EIO = re.compile(rb"[?&]EIO=\d")
 #: The open packet is small; a response that has not shown one within this many bytes has none.
@@ -155,7 +155,7 @@ class PollPeek:
 class EngineIOStickiness:
     """sid -> server name, learned from handshake responses, consulted for every request carrying ``sid=``."""
 
-    def __init__(self, store: MemoryStickStore, polled: ExpiringStore[PolledSession]) -> None:
+    def __init__(self, store: IStickStore, polled: ExpiringStore[PolledSession]) -> None:
         self.store = store
         self.polled = polled  # what each polling session did, until a WebSocket session takes it
         self.learned = 0

@@ -1,0 +1,235 @@
+"""Several nodes sharing Redis: a real redis-server on loopback, two proxies built from configuration files in this
+process, real origins. Stick entries and drains made through one node apply on the other; Redis killed and
+restarted under traffic costs no request, logs once, and the nodes converge."""
+
+from __future__ import annotations
+
+import json
+from io import BytesIO
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+from twisted.logger import globalLogPublisher
+from twisted.web import resource
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+
+from rubrisproxy.cluster import RedisTransport, decode_change, encode_change
+from rubrisproxy.config import RedisAddress, config_from_document
+from rubrisproxy.sharing import Change, Kind
+
+from .helpers import ProxyTestCase, get
+from .redis_server import start_redis
+
+
+class Named(resource.Resource):
+    """Answers with its name."""
+
+    isLeaf = True
+
+    def __init__(self, name: bytes) -> None:
+        super().__init__()
+        self.name = name
+
+    def render_GET(self, request):  # type: ignore[no-untyped-def]
+        return self.name
+
+
+class Receiver:
+    """A StateReceiver that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[Change, bool]] = []
+        self.admin: list[Change] = []
+
+    def apply(self, change: Change, only_new: bool = False) -> None:
+        self.changes.append((change, only_new))
+
+    def admin_states(self) -> list[Change]:
+        return self.admin
+
+
+class ClusterCase(ProxyTestCase):
+    def capture_log(self) -> list[str]:
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            text = event.get("log_format") or ""
+            if "cluster:" in text:
+                lines.append(text)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return lines
+
+
+class TransportTests(ClusterCase):
+    @defer.inlineCallbacks
+    def transports(self, redis, count=2):  # type: ignore[no-untyped-def]
+        found = []
+        for index in range(count):
+            transport = RedisTransport(reactor, RedisAddress("127.0.0.1", redis.port, db=3), f"n{index}")
+            receiver = Receiver()
+            transport.attach(receiver)
+            transport.start()
+            self.addCleanup(transport.stop)
+            found.append((transport, receiver))
+        yield self.poll(lambda: all(t.connected for t, _ in found), "both transports connected")
+        return found
+
+    def test_a_change_survives_its_encoding_and_junk_is_refused(self) -> None:
+        change = Change(Kind.SID, "app", b"\xffsid", "s1", expire=300.0, at=12.5)
+        self.assertEqual(decode_change(encode_change("a", change)), ("a", change))
+        for junk in (b"", b"[]", b"{}", b'{"n":1}', b"\xff", b"[" * 100_000,
+                     encode_change("a", change).replace(b'"sid"', b'"other"'),
+                     encode_change("a", Change(Kind.STICK, "app", b"k" * 5000, "s1"))):
+            self.assertIsNone(decode_change(junk))
+
+    @defer.inlineCallbacks
+    def test_a_change_reaches_the_other_node_and_not_its_own(self):  # type: ignore[no-untyped-def]
+        redis = yield start_redis(self)
+        (a, on_a), (b, on_b) = yield self.transports(redis)
+        change = Change(Kind.STICK, "app", b"user-1", "s2", expire=60.0, at=1.0)
+        a.publish(change)
+        yield self.poll(lambda: on_b.changes, "the change received")
+        self.assertEqual(on_b.changes, [(change, False)])
+        self.assertEqual(on_a.changes, [])
+        # where a node that connects later finds it, expiring with the entry
+        self.assertIn("rubrisproxy:e:stick:app:user-1", redis.command("-n", "3", "KEYS", "*"))
+        self.assertTrue(0 < int(redis.command("-n", "3", "PTTL", "rubrisproxy:e:stick:app:user-1")) <= 60_000)
+
+    @defer.inlineCallbacks
+    def test_redis_down_logs_once_queues_bounded_and_resynchronises(self):  # type: ignore[no-untyped-def]
+        lines = self.capture_log()
+        redis = yield start_redis(self)
+        (a, on_a), (b, on_b) = yield self.transports(redis)
+        on_a.admin = [Change(Kind.SERVER, "app", b"s1", "drain", 1, at=5.0)]
+        redis.kill()
+        yield self.poll(lambda: not a.connected and not b.connected, "both see Redis gone")
+        for index in range(5):
+            a.publish(Change(Kind.STICK, "app", b"k%d" % index, "s1", expire=60.0, at=2.0))
+        self.assertEqual(a.describe()["queued"], 5)
+        yield task.deferLater(reactor, 1.5, lambda: None)  # several reconnection attempts fail meanwhile
+        self.assertEqual(len([line for line in lines if "unreachable" in line]), 2)  # once per node
+        yield redis.start()
+        yield self.poll(lambda: a.connected and b.connected, "both reconnected", ticks=2000)
+        yield self.poll(lambda: len(on_b.changes) >= 6, "what waited on a reached b")
+        received = {change.key for change, _ in on_b.changes}
+        self.assertEqual(received, {b"k0", b"k1", b"k2", b"k3", b"k4", b"s1"})
+        # a's admin state, newer than none, is written back where a node that comes later finds it
+        self.assertIn("app/s1", redis.command("-n", "3", "HKEYS", "rubrisproxy:servers"))
+        self.assertEqual(len([line for line in lines if "reachable again" in line]), 2)
+        self.assertEqual(len([line for line in lines if "unreachable" in line]), 2)
+
+
+def node_config(name: str, redis_url: str, ports: list[int], stick: bool = True) -> str:
+    servers = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
+    text = (f'[cluster]\nredis = "{redis_url}"\nnode = "{name}"\n'
+            f'[admin]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+            f'[frontends.web]\nlisten = ["tcp:0:interface=127.0.0.1"]\nbackend = "app"\n'
+            f'[backends.app]\nservers = [{servers}]\n')
+    if stick:
+        text += '[backends.app.stick]\non = "header(X-User)"\n'
+    return text
+
+
+class TwoNodesTests(ClusterCase):
+    @defer.inlineCallbacks
+    def start_nodes(self, stick: bool = True):  # type: ignore[no-untyped-def]
+        self.redis = yield start_redis(self)
+        ports = [self.start_web_origin(Named(b"s1")), self.start_web_origin(Named(b"s2"))]
+        self.nodes = [self.start_from_config(node_config(name, self.redis.url, ports, stick)) for name in ("a", "b")]
+        yield self.poll(lambda: all(n.parts.transport.connected for n in self.nodes), "both nodes in the cluster")
+
+    def port_of(self, node: Any) -> int:
+        return node.getServiceNamed("frontend:web").ports[0].getHost().port  # type: ignore[no-any-return]
+
+    @defer.inlineCallbacks
+    def ask(self, node: Any, extra: bytes = b"") -> Any:
+        self.proxy_port = self.port_of(node)
+        (response,) = yield self.request(get(b"/", extra))
+        return response
+
+    @defer.inlineCallbacks
+    def admin(self, node: Any, method: bytes, path: str, body: object = None) -> Any:
+        port = node.getServiceNamed("admin").ports[0].getHost().port
+        headers = Headers({b"content-type": [b"application/json"]} if body is not None else {})
+        producer = FileBodyProducer(BytesIO(json.dumps(body).encode())) if body is not None else None
+        response = yield Agent(reactor).request(method, f"http://127.0.0.1:{port}{path}".encode(), headers, producer)
+        return response.code, json.loads((yield readBody(response)))
+
+    @defer.inlineCallbacks
+    def test_a_stick_entry_learned_on_one_node_is_used_by_the_other(self):  # type: ignore[no-untyped-def]
+        yield self.start_nodes()
+        a, b = self.nodes
+        learned = {}
+        for user in range(6):
+            response = yield self.ask(a, b"X-User: u%d\r\n" % user)
+            learned[user] = response.body
+        self.assertEqual(set(learned.values()), {b"s1", b"s2"})
+        yield self.ask(b)  # no key: b's round robin moves on, so on its own it would pick otherwise
+        table = b.parts.backends["app"].table.store
+        yield self.poll(lambda: len(table) == 6, "b holds a's entries")
+        for user, server in learned.items():
+            response = yield self.ask(b, b"X-User: u%d\r\n" % user)
+            self.assertEqual(response.body, server, f"user {user}")
+        code, stick = yield self.admin(b, b"GET", "/backends/app/stick")
+        self.assertEqual(code, 200)
+        self.assertEqual(stick["size"], 6)
+
+    @defer.inlineCallbacks
+    def test_a_drain_through_one_nodes_api_applies_on_the_other(self):  # type: ignore[no-untyped-def]
+        yield self.start_nodes(stick=False)
+        a, b = self.nodes
+        code, answer = yield self.admin(a, b"POST", "/backends/app/servers/s1/drain", {})
+        self.assertEqual((code, answer["state"]), (200, "drain"))
+        on_b = b.parts.backends["app"].server_named("s1")
+        yield self.poll(lambda: on_b.state == "drain", "s1 drained on b")
+        bodies = set()
+        for _ in range(4):
+            response = yield self.ask(b)
+            bodies.add(response.body)
+        self.assertEqual(bodies, {b"s2"})
+        code, answer = yield self.admin(b, b"POST", "/backends/app/servers/s1/weight", {"weight": 7})
+        on_a = a.parts.backends["app"].server_named("s1")
+        yield self.poll(lambda: on_a.weight == 7, "the weight set on b applied on a")
+        self.assertEqual(on_a.state, "drain")  # a weight change carries the state as it is
+        yield self.admin(b, b"POST", "/backends/app/servers/s1/ready", {})
+        yield self.poll(lambda: on_a.state == "up", "s1 ready again on a")
+        code, cluster = yield self.admin(a, b"GET", "/cluster")
+        self.assertEqual((code, cluster["node"], cluster["connected"], cluster["dropped"]), (200, "a", True, 0))
+
+    @defer.inlineCallbacks
+    def test_redis_restarted_under_traffic_no_request_fails_and_state_converges(self):  # type: ignore[no-untyped-def]
+        lines = self.capture_log()
+        yield self.start_nodes()
+        a, b = self.nodes
+        self.redis.kill()
+        yield self.poll(lambda: not a.parts.transport.connected and not b.parts.transport.connected, "Redis gone")
+        statuses = []
+        learned = {}
+        for user in range(4):  # traffic on both nodes while Redis is away: served from local state
+            response = yield self.ask(a, b"X-User: d%d\r\n" % user)
+            learned[user] = response.body
+            statuses.append(response.status)
+            response = yield self.ask(b)
+            statuses.append(response.status)
+        code, _ = yield self.admin(a, b"POST", "/backends/app/servers/s2/maint", {})
+        self.assertEqual(code, 200)
+        yield self.redis.start()
+        yield self.poll(lambda: a.parts.transport.connected and b.parts.transport.connected, "reconnected", ticks=2000)
+        on_b = b.parts.backends["app"]
+        yield self.poll(lambda: on_b.server_named("s2").state == "maint", "a's maint reached b")
+        yield self.poll(lambda: len(on_b.table.store) == 4, "a's entries reached b")
+        self.assertEqual({status for status in statuses}, {200})
+        self.assertEqual(len([line for line in lines if "unreachable" in line]), 2)  # once per node
+        self.assertEqual(len([line for line in lines if "reachable again" in line]), 2)
+
+
+class ClusterConfigTests(ClusterCase):
+    def test_without_cluster_nothing_is_shared(self) -> None:
+        config = config_from_document({"backends": {"app": {"servers": ["127.0.0.1:1"], "stick": {"on": "source"}}}})
+        self.assertIsNone(config.cluster)
+        service = self.start_from_config('[backends.app]\nservers = ["127.0.0.1:1"]\n[backends.app.stick]\non = "source"\n')
+        self.assertIsNone(service.parts.transport)
+        self.assertEqual(type(service.parts.backends["app"].table.store).__name__, "MemoryStickStore")
