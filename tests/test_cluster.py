@@ -8,7 +8,11 @@ import json
 from io import BytesIO
 from typing import Any
 
+import re
+
 from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import Factory
+from twisted.protocols import portforward
 from twisted.logger import globalLogPublisher
 from twisted.web import resource
 from twisted.web.client import Agent, FileBodyProducer, readBody
@@ -18,6 +22,7 @@ from rubrisproxy.cluster import RedisTransport, decode_change, encode_change
 from rubrisproxy.config import RedisAddress, config_from_document
 from rubrisproxy.sharing import Change, Kind
 
+from .eio.harness import run_client, start_server
 from .helpers import ProxyTestCase, get
 from .redis_server import start_redis
 
@@ -122,6 +127,42 @@ class TransportTests(ClusterCase):
         self.assertEqual(len([line for line in lines if "unreachable" in line]), 2)
 
 
+class _Alternate(portforward.ProxyServer):
+    """A connection of :class:`Alternating`: sent on to the next node in turn; notes the sids it carries."""
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.node = factory.turn % len(factory.ports)
+        factory.turn += 1
+        factory.port = factory.ports[self.node]
+        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        factory = self.factory
+        if data.startswith(b"GET /socket.io/?") and b"sid=" not in data.partition(b"\r\n")[0]:
+            factory.handshake = self.node  # a new session: its sid is learned on this node
+        for sid in re.findall(rb"[?&]sid=([^&\s]+)", data.partition(b"\r\n")[0]):
+            factory.seen.setdefault(sid, {factory.handshake}).add(self.node)
+        super().dataReceived(data)
+
+
+class Alternating(Factory):
+    """A TCP balancer without stickiness (an ELB in TCP mode): each new connection to the next node in turn.
+    ``seen`` maps each sid to the nodes its requests went through, its handshake's included (for clients that
+    connect one after another)."""
+
+    protocol = _Alternate
+    noisy = False
+
+    def __init__(self, ports: list[int]) -> None:
+        self.host = "127.0.0.1"
+        self.ports = ports
+        self.port = ports[0]
+        self.turn = 0
+        self.handshake = -1
+        self.seen: dict[bytes, set[int]] = {}
+
+
 def node_config(name: str, redis_url: str, ports: list[int], stick: bool = True) -> str:
     servers = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
     text = (f'[cluster]\nredis = "{redis_url}"\nnode = "{name}"\n'
@@ -224,6 +265,44 @@ class TwoNodesTests(ClusterCase):
         self.assertEqual({status for status in statuses}, {200})
         self.assertEqual(len([line for line in lines if "unreachable" in line]), 2)  # once per node
         self.assertEqual(len([line for line in lines if "reachable again" in line]), 2)
+
+
+class SocketIOAcrossNodesTests(ClusterCase):
+    """Real python-socketio servers and clients through two nodes behind a balancer with no stickiness: each new
+    connection goes to the other node, so a client's polling requests and its upgrade cross nodes."""
+
+    @defer.inlineCallbacks
+    def start(self, config: Any) -> Any:
+        self.redis = yield start_redis(self)
+        ports = yield defer.gatherResults([start_server(self, "eio-1"), start_server(self, "eio-2")])
+        self.nodes = [self.start_from_config(config(name, ports)) for name in ("a", "b")]
+        balancer = Alternating([n.getServiceNamed("frontend:web").ports[0].getHost().port for n in self.nodes])
+        listener = reactor.listenTCP(0, balancer, interface="127.0.0.1")
+        self.addCleanup(listener.stopListening)
+        return balancer, f"http://127.0.0.1:{listener.getHost().port}"
+
+    def check_reports(self, reports: list[dict[str, Any]], balancer: Alternating) -> None:
+        for report in reports:
+            self.assertIsNone(report["error"], report)
+            self.assertEqual(report["transport"], "websocket", report)
+            servers = {*report["names"], *report["polling_servers"], report["websocket_server"]}
+            self.assertEqual(len(servers), 1, report)
+        crossed = [sid for sid, nodes in balancer.seen.items() if len(nodes) > 1]
+        self.assertTrue(crossed, f"no client's requests crossed nodes: {balancer.seen}")
+
+    @defer.inlineCallbacks
+    def test_a_client_polling_through_one_node_and_upgrading_through_the_other_stays_on_its_server(self):  # type: ignore[no-untyped-def]
+        def config(name: str, ports: list[int]) -> str:
+            return node_config(name, self.redis.url, ports, stick=False)
+
+        balancer, url = yield self.start(config)
+        yield self.poll(lambda: all(n.parts.transport.connected for n in self.nodes), "both nodes in the cluster")
+        self.proxy_port = balancer.ports[1]
+        yield self.request(get(b"/"))  # b's round robin one ahead of a's: on its own, b would choose otherwise
+        reports = []
+        for _ in range(4):  # one after another: each one's connections alternate between the nodes
+            reports.append((yield run_client(url, 3)))
+        self.check_reports(reports, balancer)
 
 
 class ClusterConfigTests(ClusterCase):
