@@ -5,15 +5,14 @@ restarted under traffic costs no request, logs once, and the nodes converge."""
 from __future__ import annotations
 
 import json
+import re
 from io import BytesIO
 from typing import Any
 
-import re
-
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import Factory
-from twisted.protocols import portforward
 from twisted.logger import globalLogPublisher
+from twisted.protocols import portforward
 from twisted.web import resource
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
@@ -22,7 +21,7 @@ from rubrisproxy.cluster import RedisTransport, decode_change, encode_change
 from rubrisproxy.config import RedisAddress, config_from_document
 from rubrisproxy.sharing import Change, Kind
 
-from .eio.harness import run_client, start_server
+from .eio.harness import run_client, spawn_node_emitter, start_server
 from .helpers import ProxyTestCase, get
 from .redis_server import start_redis
 
@@ -267,7 +266,7 @@ class TwoNodesTests(ClusterCase):
         self.assertEqual(len([line for line in lines if "reachable again" in line]), 2)
 
 
-class SocketIOAcrossNodesTests(ClusterCase):
+class AcrossNodes(ClusterCase):
     """Real python-socketio servers and clients through two nodes behind a balancer with no stickiness: each new
     connection goes to the other node, so a client's polling requests and its upgrade cross nodes."""
 
@@ -290,6 +289,8 @@ class SocketIOAcrossNodesTests(ClusterCase):
         crossed = [sid for sid, nodes in balancer.seen.items() if len(nodes) > 1]
         self.assertTrue(crossed, f"no client's requests crossed nodes: {balancer.seen}")
 
+
+class SocketIOAcrossNodesTests(AcrossNodes):
     @defer.inlineCallbacks
     def test_a_client_polling_through_one_node_and_upgrading_through_the_other_stays_on_its_server(self):  # type: ignore[no-untyped-def]
         def config(name: str, ports: list[int]) -> str:
@@ -303,6 +304,88 @@ class SocketIOAcrossNodesTests(ClusterCase):
         for _ in range(4):  # one after another: each one's connections alternate between the nodes
             reports.append((yield run_client(url, 3)))
         self.check_reports(reports, balancer)
+
+
+def prefix_config(name: str, ports: list[int]) -> str:
+    """A node with no cluster at all: the sid prefix alone keeps each session on its server."""
+    servers = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
+    return (f'[frontends.web]\nlisten = ["tcp:0:interface=127.0.0.1"]\nbackend = "app"\n'
+            f'[backends.app]\nservers = [{servers}]\nengineio-sid-prefix = true\n'
+            f'[backends.app.websocket]\nmode = "session"\n')
+
+
+class SidPrefixAcrossNodesTests(AcrossNodes):
+    """The same clients through two nodes that share nothing (no Redis): the sid the client sees names its server."""
+
+    @defer.inlineCallbacks
+    def start_prefixed(self) -> Any:
+        ports = yield defer.gatherResults([start_server(self, "eio-1"), start_server(self, "eio-2")])
+        self.nodes = [self.start_from_config(prefix_config(name, ports)) for name in ("a", "b")]
+        balancer = Alternating([n.getServiceNamed("frontend:web").ports[0].getHost().port for n in self.nodes])
+        listener = reactor.listenTCP(0, balancer, interface="127.0.0.1")
+        self.addCleanup(listener.stopListening)
+        self.proxy_port = balancer.ports[1]
+        yield self.request(get(b"/"))  # b's round robin one ahead of a's
+        return balancer, f"http://127.0.0.1:{listener.getHost().port}"
+
+    @defer.inlineCallbacks
+    def test_python_socketio_clients_stay_on_their_server_through_nodes_that_share_nothing(self):  # type: ignore[no-untyped-def]
+        balancer, url = yield self.start_prefixed()
+        reports = []
+        for _ in range(4):
+            reports.append((yield run_client(url, 3)))
+        self.check_reports(reports, balancer)
+        for report in reports:
+            self.assertRegex(report["sid"], r"^[0-9a-f]{8}~")  # what the client saw
+        for node in self.nodes:  # what each learned, under the sid the client uses
+            for sid, _, _ in node.parts.backends["app"].engineio.store.items(100):
+                self.assertRegex(sid, rb"^[0-9a-f]{8}~")
+
+    @defer.inlineCallbacks
+    def test_the_socketio_javascript_client_polling_then_upgrading_stays_on_its_server(self):  # type: ignore[no-untyped-def]
+        balancer, url = yield self.start_prefixed()
+        clients = [spawn_node_emitter(self, url, "upgrade", "1500") for _ in range(3)]
+        for client in clients:
+            line = yield client.next_line()
+            while not line.startswith(("DONE", "ERROR")):
+                self.assertFalse(line.startswith(("MOVED", "DISCONNECTED")), line)
+                line = yield client.next_line()
+            self.assertTrue(line.startswith("DONE"), line)
+            report = json.loads(line[5:])
+            self.assertEqual((report["connected"], report["transport"], report["unacked"]), (True, "websocket", []))
+            self.assertEqual(len(report["servers"]), 1, report)
+            self.assertRegex(report["sid"], r"^[0-9a-f]{8}~")
+        polled = [sid for sid, nodes in balancer.seen.items() if len(nodes) > 1]
+        self.assertTrue(polled, balancer.seen)
+
+    def test_a_token_is_taken_off_every_sid_and_names_its_server(self) -> None:
+        from rubrisproxy.backend._sidprefix import SidPrefix
+
+        prefix = SidPrefix("app")
+        token = prefix.token("s2")
+        self.assertEqual(prefix.server_of(token + b"~abc", ["s1", "s2"]), "s2")
+        for hostile in (b"deadbeef~abc", token, token + b"~", b"~abc", b"x" * 10_000 + b"~abc", token[:7] + b"~abc"):
+            self.assertIsNone(prefix.server_of(hostile, ["s1", "s2"]), hostile[:20])
+        self.assertEqual(prefix.strip(b"/socket.io/?EIO=4&sid=%s~a&x=1&sid=%s~b" % (token, token)),
+                         b"/socket.io/?EIO=4&sid=a&x=1&sid=b")
+        self.assertEqual(prefix.strip(b"/p?q=%s~a" % token), b"/p?q=%s~a" % token)  # only sid= values
+
+    def test_open_packets_are_prefixed_in_each_payload_framing(self) -> None:
+        from rubrisproxy.backend._sidprefix import SidPrefix
+
+        prefix = SidPrefix("app")
+        token = prefix.token("s1")
+        v4 = b'0{"sid":"Ab_-9","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000}'
+        self.assertEqual(prefix.prefix_open(v4 + b"\x1e40", "s1"), v4.replace(b'"Ab_', b'"' + token + b"~Ab_") + b"\x1e40")
+        packet = b'0{"sid": "Ab", "upgrades": [], "pingTimeout": 60000, "pingInterval": 25000}'
+        grown = packet.replace(b'"Ab"', b'"' + token + b'~Ab"')
+        self.assertEqual(prefix.prefix_open(b"%d:%s2:40" % (len(packet), packet), "s1"),
+                         b"%d:%s2:40" % (len(grown), grown))
+        binary = b"\x00" + bytes(int(d) for d in str(len(packet))) + b"\xff" + packet
+        self.assertEqual(prefix.prefix_open(binary, "s1"), b"\x00" + bytes(int(d) for d in str(len(grown))) + b"\xff" + grown)
+        for hostile in (b"5:" + packet, b"\x00\x01\xff" + packet, b"0{}", b'0{"sid":"\\u0041b","pingInterval":1,"pingTimeout":1}',
+                        b"x" * 20 + packet):
+            self.assertIsNone(prefix.prefix_open(hostile, "s1"), hostile[:20])
 
 
 class ClusterConfigTests(ClusterCase):

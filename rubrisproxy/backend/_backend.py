@@ -19,6 +19,7 @@ from ._engineio import EngineIOStickiness, is_engineio
 from ._queue import Queued, Waiter, WaitQueue
 from ._server import Server
 from ._shared import ShareAs, stick_store
+from ._sidprefix import SidPrefix
 from ._sticky import CookieStickiness, ExpiringStore, TableStickiness, key_for, learned_key
 
 
@@ -134,7 +135,12 @@ class Backend:
             clock = self.clock or Clock()
             self.engineio = EngineIOStickiness(
                 stick_store(clock, ENGINEIO_EXPIRE, 100_000, self._share_as(Kind.SID)),
-                ExpiringStore(clock, ENGINEIO_EXPIRE, POLLED_SESSIONS))
+                ExpiringStore(clock, ENGINEIO_EXPIRE, POLLED_SESSIONS), names=self._server_names)
+        if self.engineio is not None:
+            self.engineio.prefix = SidPrefix(self.name) if config.engineio_sid_prefix else None
+
+    def _server_names(self) -> list[str]:
+        return [server.name for server in self.servers]
 
     def _share_as(self, kind: Kind) -> ShareAs | None:
         return ShareAs(self.sharing, kind, self.name) if self.sharing is not None else None

@@ -16,6 +16,7 @@ and the server's answers, read from a bounded peek at each polling body (:class:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from ..engineio import (
     CONNECT,
@@ -31,6 +32,7 @@ from ..engineio import (
     socketio_packet,
 )
 from ..http import Headers, RequestHead
+from ._sidprefix import SidPrefix
 from ._sticky import ExpiringStore, IStickStore, learned_key
 
 _EIO = re.compile(rb"[?&]EIO=\d")
@@ -155,14 +157,22 @@ class PollPeek:
 class EngineIOStickiness:
     """sid -> server name, learned from handshake responses, consulted for every request carrying ``sid=``."""
 
-    def __init__(self, store: IStickStore, polled: ExpiringStore[PolledSession]) -> None:
+    def __init__(self, store: IStickStore, polled: ExpiringStore[PolledSession], prefix: SidPrefix | None = None,
+                 names: Callable[[], list[str]] | None = None) -> None:
         self.store = store
         self.polled = polled  # what each polling session did, until a WebSocket session takes it
+        self.prefix = prefix  # with ``engineio-sid-prefix``: the sids clients see carry their server's token
+        self._names = names or list  # the backend's server names, for a token's server
         self.learned = 0
 
     def server_for(self, request: RequestHead) -> str | None:
         sid = session_id(request)
-        return self.store.get(sid) if sid is not None else None
+        if sid is None:
+            return None
+        found = self.store.get(sid)
+        if found is None and self.prefix is not None:
+            return self.prefix.server_of(sid, self._names())  # learned elsewhere: the token says where
+        return found
 
     def forget(self, request: RequestHead) -> None:
         """The server of ``request``'s sid is gone: the sid is known nowhere now. Its entry names no server
@@ -200,6 +210,22 @@ class EngineIOStickiness:
                 self.polled.put(sid, PolledSession(version, packet))
             return None
         return peek if len(peek) < PEEK_LIMIT else None
+
+    def open_body(self, peek: bytes, server: str, version: int | None) -> tuple[bool, bytes]:
+        """With a sid prefix: a session-opening response's body so far, held from the client. Returns (True, what
+        to keep holding) until the open packet is read, then (False, the body with its sid prefixed), which is
+        what the session's sid is remembered as; (False, the body as it came) once it cannot be (past
+        :data:`PEEK_LIMIT`, or not an open packet that can be rewritten)."""
+        assert self.prefix is not None
+        packet = polling_open_packet(peek)
+        if packet is None:
+            return len(peek) < PEEK_LIMIT, peek
+        rewritten = self.prefix.prefix_open(peek, server)
+        if rewritten is None:
+            self.learn_body(peek, server, version)  # kept, unprefixed: this proxy routes it by what it learned
+            return False, peek
+        self.learn_body(rewritten, server, version)
+        return False, rewritten
 
     def poll_peek(self, request: RequestHead) -> PollPeek | None:
         """A peek at a polling request of a session with a polling record (a POST's body, a GET's response)."""

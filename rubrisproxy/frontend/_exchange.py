@@ -48,7 +48,7 @@ class Exchange(ExchangeEnding):
     client's pace and independent of it: a server may answer before the body is all sent.
     """
 
-    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll")
+    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_held", "_eio_poll")
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
         Dispatch.__init__(self, client, head, now, wait)
@@ -60,6 +60,7 @@ class Exchange(ExchangeEnding):
         self._request_bytes = b""
         self.websocket: ExchangeHandoff | None = None  # a WebSocket upgrade that passed its checks
         self._eio_peek: bytes | None = None  # an Engine.IO handshake response's first bytes, until its sid is found
+        self._eio_held = False  # ... held from the client meanwhile, to prefix the sid (``engineio-sid-prefix``)
         self._eio_poll: PollPeek | None = None  # a look at a polling body of an Engine.IO session that may upgrade
 
     @property
@@ -92,13 +93,17 @@ class Exchange(ExchangeEnding):
             return
         self.backend = target
         engineio = target.engineio
-        if engineio is not None and b"sid=" in head.target and not head.upgrade:
-            self._eio_poll = engineio.poll_peek(head)
+        origin_form = resolved.origin_form
+        if engineio is not None and b"sid=" in head.target:
+            if not head.upgrade:
+                self._eio_poll = engineio.poll_peek(head)
+            if engineio.prefix is not None:  # the server sees its own sid
+                origin_form = engineio.prefix.strip(origin_form)
         if head.upgrade and is_websocket_upgrade(head):
             self.websocket = accept_upgrade(self, router, target)
             if self.websocket is None:
                 return
-        self._request_bytes = origin_request_head(self, resolved.origin_form, resolved.host if resolved.absolute else None)
+        self._request_bytes = origin_request_head(self, origin_form, resolved.host if resolved.absolute else None)
         self._assign()
 
     def _connected(self, connection: OriginConnection) -> None:
@@ -191,6 +196,7 @@ class Exchange(ExchangeEnding):
         engineio = backend.engineio
         if engineio is not None and status == 200 and engineio.learn_response(self.head, head.headers, server.name):
             self._eio_peek = b"" if has_body else None  # the open packet, with its sid, starts the body
+            self._eio_held = has_body and engineio.prefix is not None  # its length changes: sent chunked or to close
         elif self._eio_poll is not None and (status != 200 or not has_body) and not self._eio_poll.post:
             self._eio_poll = None
         headers = head.forward
@@ -198,7 +204,7 @@ class Exchange(ExchangeEnding):
         streamed = has_body  # through flow control: any body but a small one of known length
         if not has_body:
             framing = Framing.NONE
-        elif head.content_length is not None and not head.chunked:
+        elif head.content_length is not None and not head.chunked and not self._eio_held:
             framing = Framing.LENGTH
             streamed = head.content_length > _SMALL_BODY
         elif client_head.version == b"1.1":
@@ -267,7 +273,15 @@ class Exchange(ExchangeEnding):
         if self._eio_peek is not None:
             backend, server = self.backend, self.server
             assert backend is not None and backend.engineio is not None and server is not None  # what set _eio_peek
-            self._eio_peek = backend.engineio.learn_body(self._eio_peek + data, server.name, version(self.head.target))
+            if self._eio_held:
+                held, data = backend.engineio.open_body(self._eio_peek + data, server.name, version(self.head.target))
+                self._eio_peek = data if held else None
+                if held:
+                    return
+                self._eio_held = False
+            else:
+                self._eio_peek = backend.engineio.learn_body(self._eio_peek + data, server.name,
+                                                             version(self.head.target))
         elif self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.feed(data)
         if self._framing == Framing.CHUNKED:
@@ -276,6 +290,9 @@ class Exchange(ExchangeEnding):
 
     def response_end(self) -> None:
         client = self.client
+        if self._eio_held and self._eio_peek:  # the body ended before an open packet: sent as it came
+            self._eio_held, held = False, self._eio_peek
+            self.response_body(held)
         if self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.end()
         if self._framing == Framing.CHUNKED:
