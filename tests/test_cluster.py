@@ -60,7 +60,7 @@ class ClusterCase(ProxyTestCase):
         def observe(event: dict[str, Any]) -> None:
             text = event.get("log_format") or ""
             if "cluster:" in text:
-                lines.append(text)
+                lines.append(text.format(**{k: v for k, v in event.items() if isinstance(k, str)}))
 
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
@@ -259,11 +259,12 @@ class TwoNodesTests(ClusterCase):
         yield self.redis.start()
         yield self.poll(lambda: a.parts.transport.connected and b.parts.transport.connected, "reconnected", ticks=2000)
         on_b = b.parts.backends["app"]
-        yield self.poll(lambda: on_b.server_named("s2").state == "maint", "a's maint reached b")
+        yield self.poll(lambda: on_b.server_named("s2").state == "maint",
+                        "a's maint reached b")
         yield self.poll(lambda: len(on_b.table.store) == 4, "a's entries reached b")
         self.assertEqual({status for status in statuses}, {200})
-        self.assertEqual(len([line for line in lines if "unreachable" in line]), 2)  # once per node
-        self.assertEqual(len([line for line in lines if "reachable again" in line]), 2)
+        self.assertEqual(len([line for line in lines if "unreachable" in line]), 2, lines)  # once per node
+        self.assertEqual(len([line for line in lines if "reachable again" in line]), 2, lines)
 
 
 class AcrossNodes(ClusterCase):
@@ -357,6 +358,17 @@ class SidPrefixAcrossNodesTests(AcrossNodes):
             self.assertRegex(report["sid"], r"^[0-9a-f]{8}~")
         polled = [sid for sid, nodes in balancer.seen.items() if len(nodes) > 1]
         self.assertTrue(polled, balancer.seen)
+
+    @defer.inlineCallbacks
+    def test_a_websocket_first_session_s_open_packet_is_prefixed_too(self):  # type: ignore[no-untyped-def]
+        balancer, url = yield self.start_prefixed()
+        client = spawn_node_emitter(self, url, "", "500")
+        line = yield client.next_line()
+        while not line.startswith(("DONE", "ERROR")):
+            line = yield client.next_line()
+        report = json.loads(line[5:])
+        self.assertEqual((report["connected"], report["transport"], report["unacked"]), (True, "websocket", []))
+        self.assertRegex(report["sid"], r"^[0-9a-f]{8}~")
 
     def test_a_token_is_taken_off_every_sid_and_names_its_server(self) -> None:
         from rubrisproxy.backend._sidprefix import SidPrefix

@@ -27,6 +27,7 @@ from ._health import HealthChecker
 from ._replica import SharedBackends
 from ._server import Server
 from ._shared import SharedStickStore
+from ._sidprefix import SidPrefix
 from ._sticky import cookie_value
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Server",
     "SharedBackends",
     "SharedStickStore",
+    "SidPrefix",
     "Waiter",
     "balancer_for",
     "cookie_value",

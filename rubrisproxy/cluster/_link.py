@@ -14,7 +14,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from ..config import RedisAddress
-from ._resp import RedisConnection
+from ._resp import RedisConnection, Reply
 
 #: Reconnection backoff: the first retry after this, doubling up to the longest; connecting gives up after the
 #: timeout (a node waits at most MAX_BACKOFF + CONNECT_TIMEOUT to see Redis back).
@@ -23,7 +23,7 @@ FIRST_BACKOFF, MAX_BACKOFF, CONNECT_TIMEOUT = 0.25, 8.0, 5.0
 
 class LinkState(enum.Enum):
     IDLE = "idle"  # not started
-    CONNECTING = "connecting"
+    CONNECTING = "connecting"  # until connected and answering PING
     UP = "up"
     WAITING = "waiting"  # to reconnect, after a failure or a loss
     STOPPED = "stopped"
@@ -80,8 +80,19 @@ class Link:
         if self.state is LinkState.STOPPED:
             connection.close()
             return
-        self.state, self.connection, self._failures = LinkState.UP, connection, 0
+        self.connection = connection
         connection.on_lost = self._lost
+        # Up once it answers as Redis does: a port that is not Redis's (or a socket connected to itself, which a
+        # reconnect to a local port nobody listens on can make) is dropped and retried.
+        connection.command(b"PING", callback=lambda reply: self._answered(connection, reply))
+
+    def _answered(self, connection: RedisConnection, reply: Reply) -> None:
+        if connection is not self.connection or self.state is not LinkState.CONNECTING:
+            return
+        if reply != b"PONG":
+            connection.close()
+            return
+        self.state, self._failures = LinkState.UP, 0
         self._on_up(connection)
 
     def _failed(self, reason: Failure) -> None:
@@ -90,7 +101,7 @@ class Link:
             self._down(reason.getErrorMessage())
 
     def _lost(self, connection: RedisConnection, reason: Failure) -> None:
-        if connection is self.connection and self.state is LinkState.UP:
+        if connection is self.connection and self.state in (LinkState.UP, LinkState.CONNECTING):
             self.connection = None
             self._down(reason.getErrorMessage())
 

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from ..config import RedisAddress
 from ..sharing import Change, Kind, StateReceiver
-from ._link import Link, endpoint_for
+from ._link import Link, LinkState, endpoint_for
 from ._resp import RedisConnection, RedisError, Reply
 
 #: Changes kept while Redis is away (the oldest dropped beyond), and commands sent but not yet answered
@@ -55,7 +55,7 @@ class RedisTransport:
         self.published = self.received = self.dropped = 0
         endpoint = endpoint_for(reactor, address)
         self._commands = Link(reactor, endpoint, self._commands_up, self._link_down)
-        self._subscriber = Link(reactor, endpoint, self._subscriber_up, self._link_down, self._message)
+        self._subscriber = Link(reactor, endpoint, self._subscriber_up, self._subscriber_down, self._message)
 
     def attach(self, receiver: StateReceiver) -> None:
         self._receiver = receiver
@@ -118,17 +118,22 @@ class RedisTransport:
         self._subscribed = connection
         self._resync()
 
+    def _subscriber_down(self, why: str) -> None:
+        self._subscribed = None
+        self._link_down(why)
+
     def _link_down(self, why: str) -> None:
         self._ready = None
         if self._down_since is None:
             self._down_since = self._reactor.seconds()
-            self.log.warn("cluster: Redis at {address} is unreachable ({why}); serving from local state, reconnecting",
-                          address=str(self.address), why=why)
+            self.log.warn("cluster: node {node}: Redis at {address} is unreachable ({why}); serving from local state,"
+                          " reconnecting", node=self.node, address=str(self.address), why=why)
 
     def _resync(self) -> None:
         """Once both connections are up: the admin states compared, what waited sent, others' entries read."""
         connection = self._commands.connection
-        if connection is None or self._subscriber.connection is not self._subscribed or self._ready is not None:
+        if (connection is None or self._commands.state is not LinkState.UP or self._ready is not None
+                or self._subscribed is None):
             return
         connection.command(b"HGETALL", self._servers, callback=lambda reply: self._admin_states(connection, reply))
         while self._queue:
@@ -140,8 +145,9 @@ class RedisTransport:
             self.log.info("cluster: node {node} shares state through Redis at {address}", node=self.node,
                           address=str(self.address))
         if self._down_since is not None:
-            self.log.info("cluster: Redis at {address} is reachable again after {seconds:.1f}s; resynchronised",
-                          address=str(self.address), seconds=self._reactor.seconds() - self._down_since)
+            self.log.info("cluster: node {node}: Redis at {address} is reachable again after {seconds:.1f}s;"
+                          " resynchronised", node=self.node, address=str(self.address),
+                          seconds=self._reactor.seconds() - self._down_since)
             self._down_since = None
 
     def _admin_states(self, connection: RedisConnection, reply: Reply) -> None:
