@@ -407,3 +407,110 @@ class ClusterConfigTests(ClusterCase):
         service = self.start_from_config('[backends.app]\nservers = ["127.0.0.1:1"]\n[backends.app.stick]\non = "source"\n')
         self.assertIsNone(service.parts.transport)
         self.assertEqual(type(service.parts.backends["app"].table.store).__name__, "MemoryStickStore")
+
+
+class FakeEngineIO(resource.Resource):
+    """An Engine.IO server's polling answers, enough for the sid prefix: a handshake opens a session (v4, or v3's
+    text framing for EIO=3); a request with a sid it opened is answered with what it saw, any other with 400."""
+
+    isLeaf = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.opened: list[str] = []
+        self.seen: list[bytes] = []
+
+    def render_GET(self, request):  # type: ignore[no-untyped-def]
+        self.seen.append(request.uri)
+        sid = request.args.get(b"sid", [None])[0]
+        if sid is None:
+            opened = f"{self.name}-{len(self.opened)}"
+            self.opened.append(opened)
+            packet = json.dumps({"sid": opened, "upgrades": [], "pingInterval": 25000, "pingTimeout": 20000}).encode()
+            return b"0" + packet if request.args.get(b"EIO") != [b"3"] else b"%d:0%s2:40" % (len(packet) + 1, packet)
+        if sid.decode() not in self.opened:
+            request.setResponseCode(400)
+            return b'{"code":1,"message":"Session ID unknown"}'
+        return b"6"  # a noop packet
+
+
+class SidPrefixTests(ProxyTestCase):
+    """The sid prefix through one proxy, with Engine.IO servers that say what they saw."""
+
+    def setUp(self) -> None:
+        self.origins = [FakeEngineIO("s1"), FakeEngineIO("s2")]
+        ports = [self.start_web_origin(origin) for origin in self.origins]
+        service = self.start_from_config(
+            '[frontends.web]\nlisten = ["tcp:0:interface=127.0.0.1"]\nbackend = "app"\n'
+            f'[backends.app]\nservers = ["127.0.0.1:{ports[0]}", "127.0.0.1:{ports[1]}"]\nengineio-sid-prefix = true\n')
+        self.backend = service.parts.backends["app"]
+        self.proxy_port = service.getServiceNamed("frontend:web").ports[0].getHost().port
+
+    @defer.inlineCallbacks
+    def handshake(self, eio: bytes = b"4") -> Any:
+        (response,) = yield self.request(get(b"/socket.io/?EIO=" + eio + b"&transport=polling"))
+        self.assertEqual(response.status, 200)
+        self.assertIsNone(response.header(b"content-length"))  # its length changed: sent chunked
+        return response
+
+    @defer.inlineCallbacks
+    def poll(self, sid: bytes) -> Any:  # type: ignore[override]
+        (response,) = yield self.request(get(b"/socket.io/?EIO=4&transport=polling&sid=" + sid))
+        return response
+
+    @defer.inlineCallbacks
+    def test_the_client_sees_the_token_and_the_server_never_does(self):  # type: ignore[no-untyped-def]
+        for _ in range(4):
+            response = yield self.handshake()
+            sid = json.loads(response.body[1:])["sid"].encode()
+            token, _, raw = sid.partition(b"~")
+            server = raw.split(b"-")[0].decode()
+            self.assertEqual(token, self.backend.engineio.prefix.token(server))
+            for _ in range(3):
+                answer = yield self.poll(sid)
+                self.assertEqual((answer.status, answer.body), (200, b"6"))
+        for origin in self.origins:
+            self.assertEqual([uri for uri in origin.seen if b"~" in uri], [])
+            self.assertEqual(len([uri for uri in origin.seen if b"sid=" in uri]), 6)  # each its own sessions' polls
+
+    @defer.inlineCallbacks
+    def test_a_v3_handshake_is_reframed(self):  # type: ignore[no-untyped-def]
+        response = yield self.handshake(b"3")
+        length, _, rest = response.body.partition(b":")
+        packet = rest[:int(length)]
+        self.assertEqual(rest[int(length):], b"2:40")
+        self.assertRegex(json.loads(packet[1:])["sid"], r"^[0-9a-f]{8}~s[12]-0$")
+
+    @defer.inlineCallbacks
+    def test_a_sid_learned_elsewhere_is_routed_by_its_token_alone(self):  # type: ignore[no-untyped-def]
+        response = yield self.handshake()
+        sid = json.loads(response.body[1:])["sid"].encode()
+        self.backend.engineio.store = type(self.backend.engineio.store)(self.backend.clock, 300, 10)  # forgotten
+        for _ in range(4):  # the round robin would split them; the token keeps them on the server
+            answer = yield self.poll(sid)
+            self.assertEqual((answer.status, answer.body), (200, b"6"))
+
+    @defer.inlineCallbacks
+    def test_hostile_sids(self):  # type: ignore[no-untyped-def]
+        response = yield self.handshake()
+        sid = json.loads(response.body[1:])["sid"].encode()
+        token, _, raw = sid.partition(b"~")
+        # a forged token: balanced as a new request would be; the server reached answers for itself
+        for forged in (b"deadbeef~" + raw, b"~" + raw, token + b"~", token + b"~nobody", b"x" * 7000):
+            answer = yield self.poll(forged)
+            self.assertIn(answer.status, (200, 400), forged[:30])
+        answer = yield self.poll(b"y" * 9000)  # past the request line's limit
+        self.assertEqual(answer.status, 414)
+        # both a learned sid and another: the first routes, both reach the server without their tokens
+        other = self.backend.engineio.prefix.token("s2" if raw.startswith(b"s1") else "s1") + b"~zz"
+        answer = yield self.poll(sid + b"&sid=" + other)
+        self.assertEqual(answer.status, 200)
+        # a drained server keeps its sessions; a removed one's are answered as unknown, at once
+        server = raw.split(b"-")[0].decode()
+        self.backend.drain_server(server)
+        answer = yield self.poll(sid)
+        self.assertEqual((answer.status, answer.body), (200, b"6"))
+        self.backend.remove_server(server)
+        answer = yield self.poll(sid)
+        self.assertEqual(answer.status, 400)
