@@ -94,10 +94,10 @@ class RedisTransport:
     def _send(self, connection: RedisConnection, change: Change) -> None:
         payload = encode_change(self.node, change)
         if change.kind is Kind.SERVER:
-            connection.command(b"HSET", self._servers, server_field(change), payload)
+            stored: tuple[bytes, ...] = (b"HSET", self._servers, server_field(change), payload)
         else:
-            connection.command(b"SET", self._entry_key(change), payload, b"PX", b"%d" % max(1, int(change.expire * 1000)))
-        connection.command(b"PUBLISH", self._channel, payload)
+            stored = (b"SET", self._entry_key(change), payload, b"PX", b"%d" % max(1, int(change.expire * 1000)))
+        connection.commands(stored, (b"PUBLISH", self._channel, payload))
         self.published += 1
 
     def _entry_key(self, change: Change) -> bytes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from twisted.internet.interfaces import ITransport
+from twisted.internet.interfaces import ITCPTransport, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
@@ -82,6 +82,8 @@ class RedisConnection(Protocol):
 
     def makeConnection(self, transport: ITransport) -> None:
         self._out = transport
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)  # small commands, sent as they come
         super().makeConnection(transport)
 
     @property
@@ -93,6 +95,11 @@ class RedisConnection(Protocol):
         """Send a command; ``callback`` gets its reply."""
         self._waiting.append(callback)
         self._out.write(encode(*args))
+
+    def commands(self, *commands: tuple[bytes, ...]) -> None:
+        """Send commands in one write, their replies dropped."""
+        self._waiting.extend(None for _ in commands)
+        self._out.write(b"".join(encode(*args) for args in commands))
 
     def close(self) -> None:
         self._out.loseConnection()
