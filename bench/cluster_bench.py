@@ -22,6 +22,8 @@ creates an entry), and the same with no key; median and p99 per node, rounds int
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import shutil
 import socket
@@ -29,7 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+
+from websockets.sync.client import connect as websocket_connect
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -61,14 +67,44 @@ def redis_calls(port: int) -> int:
     return total
 
 
-def start_node(processes: harness.Processes, kind: str, tmp: str, origin: int, origin2: int, redis: int) -> tuple[int, int]:
-    port, admin = harness.free_port(), harness.free_port()
+def start_echo(processes: harness.Processes) -> int:
+    """A WebSocket echo backend (tests/wsecho.py)."""
+    port = harness.free_port()
+    processes.start([sys.executable, "-m", "tests.wsecho", str(port)], cwd=str(ROOT), stdout=subprocess.DEVNULL,
+                    env=harness.python_path_env(ROOT))
+    harness.wait_port(port)
+    return port
+
+
+@dataclass(frozen=True)
+class Backends:
+    """What the nodes stand in front of: the HTTP origin's two ports, the two echo backends, Redis's port."""
+
+    origins: list[int]
+    echoes: list[int]
+    redis: int
+
+
+@dataclass(frozen=True)
+class Node:
+    port: int
+    admin: int
+    ws: int
+    pid: int
+
+
+def start_node(processes: harness.Processes, kind: str, tmp: str, backends: Backends) -> Node:
+    origins, echoes, redis = backends.origins, backends.echoes, backends.redis
+    port, admin, ws = harness.free_port(), harness.free_port(), harness.free_port()
     config = Path(tmp) / f"{kind}.toml"
     text = (f'[admin]\nlisten = ["tcp:{admin}:interface=127.0.0.1"]\n'
             f'[frontends.web]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\nbackend = "app"\n'
+            f'[frontends.ws]\nlisten = ["tcp:{ws}:interface=127.0.0.1"]\nbackend = "ws"\n'
             f'[access-log]\nenabled = false\n'
-            f'[backends.app]\nservers = ["127.0.0.1:{origin}", "127.0.0.1:{origin2}"]\n'
-            f'[backends.app.stick]\non = "header(X-User)"\n')
+            f'[backends.app]\nservers = ["127.0.0.1:{origins[0]}", "127.0.0.1:{origins[1]}"]\n'
+            f'[backends.app.stick]\non = "header(X-User)"\n'
+            f'[backends.ws]\nservers = ["127.0.0.1:{echoes[0]}", "127.0.0.1:{echoes[1]}"]\n'
+            f'[backends.ws.websocket]\nmode = "session"\n')
     if kind == "cluster":
         text = f'[cluster]\nredis = "redis://127.0.0.1:{redis}/0"\nnode = "bench"\n' + text
     config.write_text(text)
@@ -77,7 +113,38 @@ def start_node(processes: harness.Processes, kind: str, tmp: str, origin: int, o
                "rubrisproxy", "--config", str(config)]
     process = processes.start(command, env=harness.python_path_env(ROOT))
     harness.wait_port(port, process)
-    return port, admin
+    return Node(port, admin, ws, process.pid)
+
+
+def admin_call(admin: int, method: str, path: str) -> dict[str, object]:
+    request = urllib.request.Request(f"http://127.0.0.1:{admin}{path}", method=method,
+                                     data=b"{}" if method == "POST" else None,
+                                     headers={"Content-Type": "application/json"} if method == "POST" else {})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return dict(json.loads(answer.read()))
+
+
+def count_resume_operations(out: harness.Output, admin: int, ws: int, redis: int, count: int = 40) -> None:
+    """Session-mode WebSockets, then a drain of the server half of them are on: Redis operations per resume."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(websocket_connect(f"ws://127.0.0.1:{ws}/")) for _ in range(count)]
+        for each in sockets:
+            each.send("hello")
+            each.recv(timeout=10)
+        before = redis_calls(redis)
+        admin_call(admin, "POST", "/backends/ws/servers/s1/drain")
+        deadline = time.monotonic() + 20
+        resumes = 0
+        while time.monotonic() < deadline and resumes < count // 2:
+            time.sleep(0.1)
+            resumes = int(str(admin_call(admin, "GET", "/backends/ws")["resumes"]))
+        for each in sockets:
+            each.send("again")
+            each.recv(timeout=10)
+        time.sleep(0.3)
+        operations = redis_calls(redis) - before
+    out(f"  Redis operations per session resume: {(operations - 2) / max(resumes, 1):.3f} "
+        f"({resumes} sessions moved by a drain; the drain itself: 2)")
 
 
 class Client:
@@ -143,6 +210,21 @@ def count_operations(out: harness.Output, port: int, redis: int, count: int) -> 
         client.close()
 
 
+def report(out: harness.Output, samples: dict[tuple[str, str], list[float]], cpu: dict[tuple[str, str], float],
+           requests: int) -> None:
+    out("Latency, one request at a time: median / p99 (µs), their ratios to local; the node's CPU per request")
+    for phase in ("new entry", ""):
+        base = samples[("local", phase)]
+        for kind in NODES:
+            values = samples[(kind, phase)]
+            out(f"  {kind:14} {phase or 'no stick key':12} {harness.middle(values) * 1e6:7.1f} / "
+                f"{percentile(values, 0.99) * 1e6:7.1f}   "
+                f"{harness.middle(values) / harness.middle(base):.2f}x / "
+                f"{percentile(values, 0.99) / percentile(base, 0.99):.2f}x   "
+                f"CPU {cpu[(kind, phase)] / requests * 1e6:6.1f} µs/req "
+                f"({cpu[(kind, phase)] / cpu[('local', phase)]:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
@@ -156,30 +238,29 @@ def main() -> None:
     try:
         with harness.terminate_on_sigterm():
             redis = start_redis(processes, tmp)
-            origin, origin2 = harness.free_port(), harness.free_port()
-            processes.start([sys.executable, str(HERE / "baselines.py"), "origin", str(origin), str(origin2)])
-            harness.wait_port(origin)
-            nodes = {kind: start_node(processes, kind, tmp, origin, origin2, redis) for kind in NODES}
+            origins = [harness.free_port(), harness.free_port()]
+            processes.start([sys.executable, str(HERE / "baselines.py"), "origin", *map(str, origins)])
+            harness.wait_port(origins[0])
+            backends = Backends(origins, [start_echo(processes), start_echo(processes)], redis)
+            nodes = {kind: start_node(processes, kind, tmp, backends) for kind in NODES}
             time.sleep(0.5)  # the cluster node connects
             out(f"cluster_bench: {args.requests} requests per phase, {args.rounds} interleaved rounds, "
                 f"one keep-alive connection, loopback; python {sys.version.split()[0]}")
             out("Redis operations (INFO commandstats, on the cluster node):")
-            count_operations(out, nodes["cluster"][0], redis, args.requests)
+            cluster = nodes["cluster"]
+            count_operations(out, cluster.port, redis, args.requests)
+            count_resume_operations(out, cluster.admin, cluster.ws, redis)
             samples: dict[tuple[str, str], list[float]] = {}
+            cpu: dict[tuple[str, str], float] = {}
             for round_ in range(args.rounds):
                 for kind in NODES:
                     for keyed in ("", f"r{round_}"):
-                        samples.setdefault((kind, keyed and "new entry"), []).extend(
-                            latencies(nodes[kind][0], args.requests, keyed and f"{kind}-{keyed}"))
-            out("Latency, one request at a time (median / p99, µs; ratio to local):")
-            for phase in ("new entry", ""):
-                base = samples[("local", phase)]
-                for kind in NODES:
-                    values = samples[(kind, phase)]
-                    out(f"  {kind:14} {phase or 'no stick key':12} {harness.middle(values) * 1e6:7.1f} / "
-                        f"{percentile(values, 0.99) * 1e6:7.1f}   "
-                        f"{harness.middle(values) / harness.middle(base):.2f}x / "
-                        f"{percentile(values, 0.99) / percentile(base, 0.99):.2f}x")
+                        phase = keyed and "new entry"
+                        used = harness.cpu_seconds(nodes[kind].pid)
+                        samples.setdefault((kind, phase), []).extend(
+                            latencies(nodes[kind].port, args.requests, keyed and f"{kind}-{keyed}"))
+                        cpu[(kind, phase)] = cpu.get((kind, phase), 0.0) + harness.cpu_seconds(nodes[kind].pid) - used
+            report(out, samples, cpu, args.requests * args.rounds)
     finally:
         for process in list(processes.children):
             processes.stop(process)
