@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from io import BytesIO
 from typing import Any
 
@@ -173,13 +174,8 @@ def node_config(name: str, redis_url: str, ports: list[int], stick: bool = True)
     return text
 
 
-class TwoNodesTests(ClusterCase):
-    @defer.inlineCallbacks
-    def start_nodes(self, stick: bool = True):  # type: ignore[no-untyped-def]
-        self.redis = yield start_redis(self)
-        ports = [self.start_web_origin(Named(b"s1")), self.start_web_origin(Named(b"s2"))]
-        self.nodes = [self.start_from_config(node_config(name, self.redis.url, ports, stick)) for name in ("a", "b")]
-        yield self.poll(lambda: all(n.parts.transport.connected for n in self.nodes), "both nodes in the cluster")
+class NodesCase(ClusterCase):
+    """Nodes started from configuration files, asked through their frontend and admin listeners."""
 
     def port_of(self, node: Any) -> int:
         return node.getServiceNamed("frontend:web").ports[0].getHost().port  # type: ignore[no-any-return]
@@ -197,6 +193,16 @@ class TwoNodesTests(ClusterCase):
         producer = FileBodyProducer(BytesIO(json.dumps(body).encode())) if body is not None else None
         response = yield Agent(reactor).request(method, f"http://127.0.0.1:{port}{path}".encode(), headers, producer)
         return response.code, json.loads((yield readBody(response)))
+
+
+
+class TwoNodesTests(NodesCase):
+    @defer.inlineCallbacks
+    def start_nodes(self, stick: bool = True):  # type: ignore[no-untyped-def]
+        self.redis = yield start_redis(self)
+        ports = [self.start_web_origin(Named(b"s1")), self.start_web_origin(Named(b"s2"))]
+        self.nodes = [self.start_from_config(node_config(name, self.redis.url, ports, stick)) for name in ("a", "b")]
+        yield self.poll(lambda: all(n.parts.transport.connected for n in self.nodes), "both nodes in the cluster")
 
     @defer.inlineCallbacks
     def test_a_stick_entry_learned_on_one_node_is_used_by_the_other(self):  # type: ignore[no-untyped-def]
@@ -398,6 +404,29 @@ class SidPrefixAcrossNodesTests(AcrossNodes):
         for hostile in (b"5:" + packet, b"\x00\x01\xff" + packet, b"0{}", b'0{"sid":"\\u0041b","pingInterval":1,"pingTimeout":1}',
                         b"x" * 20 + packet):
             self.assertIsNone(prefix.prefix_open(hostile, "s1"), hostile[:20])
+
+
+class NoRedisTests(NodesCase):
+    """A node whose Redis was never there."""
+
+    @defer.inlineCallbacks
+    def test_a_node_whose_redis_never_answers_serves_and_logs_once(self):  # type: ignore[no-untyped-def]
+        lines = self.capture_log()
+        with socket.socket() as probe:  # a port nobody listens on
+            probe.bind(("127.0.0.1", 0))
+            url = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+        ports = [self.start_web_origin(Named(b"s1")), self.start_web_origin(Named(b"s2"))]
+        node = self.start_from_config(node_config("lonely", url, ports))
+        for user in range(10):
+            response = yield self.ask(node, b"X-User: u%d\r\n" % user)
+            self.assertEqual(response.status, 200)
+        yield self.admin(node, b"POST", "/backends/app/servers/s1/drain", {})
+        yield task.deferLater(reactor, 1.5, lambda: None)  # several attempts fail meanwhile
+        code, cluster = yield self.admin(node, b"GET", "/cluster")
+        self.assertEqual((code, cluster["connected"], cluster["queued"]), (200, False, 11))
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("unreachable", lines[0])
+
 
 
 class ClusterConfigTests(ClusterCase):

@@ -131,13 +131,13 @@ class Backend:
         self.sticky = self.cookie is not None or self.table is not None
         if not config.engineio_sticky:
             self.engineio: EngineIOStickiness | None = None
-        elif previous is None or not previous.engineio_sticky:
-            clock = self.clock or Clock()
+        elif previous is None or not previous.engineio_sticky or previous.engineio_sid_prefix != config.engineio_sid_prefix:
+            # With the sid prefix, the sid names its server: learned sids are not shared.
+            clock, prefixed = self.clock or Clock(), config.engineio_sid_prefix
             self.engineio = EngineIOStickiness(
-                stick_store(clock, ENGINEIO_EXPIRE, 100_000, self._share_as(Kind.SID)),
-                ExpiringStore(clock, ENGINEIO_EXPIRE, POLLED_SESSIONS), names=self._server_names)
-        if self.engineio is not None:
-            self.engineio.prefix = SidPrefix(self.name) if config.engineio_sid_prefix else None
+                stick_store(clock, ENGINEIO_EXPIRE, 100_000, None if prefixed else self._share_as(Kind.SID)),
+                ExpiringStore(clock, ENGINEIO_EXPIRE, POLLED_SESSIONS), SidPrefix(self.name) if prefixed else None,
+                self._server_names)
 
     def _server_names(self) -> list[str]:
         return [server.name for server in self.servers]
