@@ -15,8 +15,8 @@ from twisted.logger import Logger
 
 from .accesslog import AccessLog, NullAccessLog
 from .backend import Backend, HealthChecker, Server, SharedBackends
-from .clients import ClientRegistry
-from .cluster import RedisTransport, node_name
+from .clients import ClientRegistry, SessionSharing
+from .cluster import ProxyReceiver, RedisTransport, node_name
 from .config import BackendConfig, FrontendConfig, ProxyConfig, build_objects, loopback_only
 from .frontend import ForwardProxy, Frontend, PeerSettings, connection_factory, protocol_class
 from .lifecycle import HANDLER_INTERFACES, LifecycleHandlers
@@ -93,6 +93,7 @@ class ProxyParts:
     frontends: dict[str, FrontendService] = field(default_factory=dict)
     frontend_list: list[Frontend] = field(default_factory=list)  # what the admin API and metrics read
     transport: StateTransport | None = None  # with a cluster: where shared state goes and comes from
+    node: str = ""  # with a cluster: this proxy's name in it
     health: HealthService = field(init=False)
     shared: SharedBackends | None = field(init=False, default=None)  # with a cluster: the proxy's side of it
 
@@ -100,7 +101,7 @@ class ProxyParts:
         self.health = HealthService(self.reactor, self.pool.connector.connect)
         if self.transport is not None:
             self.shared = SharedBackends(self.backends, self.transport, self.reactor)
-            self.transport.attach(self.shared)
+            self.transport.attach(ProxyReceiver(self.shared, self.frontend_list))
 
     @classmethod
     def empty(cls, reactor: Any, root: service.MultiService, config: ProxyConfig) -> ProxyParts:
@@ -108,8 +109,10 @@ class ProxyParts:
         settings = LiveSettings()
         pool = ConnectionPool(OriginConnector(reactor, settings), reactor, config.pool, settings)
         cluster = config.cluster
-        transport = RedisTransport(reactor, cluster.redis, node_name(cluster)) if cluster is not None else None
-        return cls(reactor, root, settings, pool, make_access_log(config), ResumeBudget(settings), transport=transport)
+        node = node_name(cluster) if cluster is not None else ""
+        transport = RedisTransport(reactor, cluster.redis, node) if cluster is not None else None
+        return cls(reactor, root, settings, pool, make_access_log(config), ResumeBudget(settings), transport=transport,
+                   node=node)
 
     @property
     def config(self) -> ProxyConfig:
@@ -251,8 +254,7 @@ class ProxyParts:
         running = self.frontends.get(frontend.name)
         return running.addresses() if running is not None else []
 
-    @staticmethod
-    def connection_settings(frontend: Frontend, config: FrontendConfig) -> None:
+    def connection_settings(self, frontend: Frontend, config: FrontendConfig) -> None:
         """Give ``frontend`` its connection settings: peers, per-connection limits, lifecycle handlers."""
         frontend.peers = peer_settings(config)
         frontend.max_reads, frontend.max_writes = config.max_reads, config.max_writes
@@ -268,6 +270,8 @@ class ProxyParts:
             frontend.clients = None
         elif frontend.clients is None:
             frontend.clients = ClientRegistry(config.name, clients, frontend.clock, frontend.handlers.destroyed)
+            if self.transport is not None:
+                frontend.clients.sharing = SessionSharing(self.transport, self.node)
         else:  # a reload: the sessions stay
             frontend.clients.settings, frontend.clients.handlers = clients, frontend.handlers.destroyed
 

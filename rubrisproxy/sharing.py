@@ -27,14 +27,16 @@ class Kind(enum.Enum):
     STICK = "stick"  # a stick-table entry: key -> server name
     SID = "sid"  # a learned Engine.IO sid: sid -> server name ("" once its server is gone)
     SERVER = "server"  # a server's admin state and weight
+    CLIENT = "client"  # a client session's owner, or its end (``clients.ClientRegistry``)
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
     """One change of shared state.
 
-    ``key`` is the stick key or the sid (bytes as the request carried them), or the server's name (SERVER).
-    ``value`` is the server's name (STICK, SID), or the admin state ``ready``, ``drain`` or ``maint`` (SERVER).
+    ``backend`` is the backend's name (the frontend's for CLIENT). ``key`` is the stick key or the sid (bytes as the
+    request carried them), the server's name (SERVER) or the session's id (CLIENT). ``value`` is the server's name
+    (STICK, SID), the admin state ``ready``, ``drain`` or ``maint`` (SERVER), or what ``clients`` says (CLIENT).
     ``weight`` is a SERVER change's weight; ``expire`` how long a STICK or SID entry lives (seconds);
     ``at`` when the change was made (the clock's wall time: between SERVER changes, the later one wins).
     """

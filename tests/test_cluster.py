@@ -12,14 +12,20 @@ from typing import Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.protocols import portforward
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import resource
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
+from rubrisproxy.clients import ClientRegistry, SessionSharing
 from rubrisproxy.cluster import RedisTransport, decode_change, encode_change
-from rubrisproxy.config import RedisAddress, config_from_document
+from rubrisproxy.config import ClientsConfig, RedisAddress, config_from_document
+from rubrisproxy.http import RequestHead
+from rubrisproxy.lifecycle import IClientHandler
 from rubrisproxy.sharing import Change, Kind
 
 from .eio.harness import run_client, spawn_node_emitter, start_server
@@ -163,11 +169,12 @@ class Alternating(Factory):
         self.seen: dict[bytes, set[int]] = {}
 
 
-def node_config(name: str, redis_url: str, ports: list[int], stick: bool = True) -> str:
+def node_config(name: str, redis_url: str, ports: list[int], stick: bool = True, frontend: str = "") -> str:
+    """A node's configuration file: ``frontend`` holds more keys of its frontend's table."""
     servers = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
     text = (f'[cluster]\nredis = "{redis_url}"\nnode = "{name}"\n'
             f'[admin]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
-            f'[frontends.web]\nlisten = ["tcp:0:interface=127.0.0.1"]\nbackend = "app"\n'
+            f'[frontends.web]\nlisten = ["tcp:0:interface=127.0.0.1"]\nbackend = "app"\n{frontend}'
             f'[backends.app]\nservers = [{servers}]\n')
     if stick:
         text += '[backends.app.stick]\non = "header(X-User)"\n'
@@ -406,6 +413,39 @@ class SidPrefixAcrossNodesTests(AcrossNodes):
             self.assertIsNone(prefix.prefix_open(hostile, "s1"), hostile[:20])
 
 
+DESTROYED: list[tuple[str, str]] = []
+
+
+@implementer(IClientHandler)
+class DestroyedEverywhere:
+    """A client-destroy handler configured on every node: what it hears goes to DESTROYED."""
+
+    def client_destroyed(self, session: Any, reason: SessionEnd) -> None:
+        DESTROYED.append((session.id, reason.value))
+
+
+class SharedSessionNodesTests(NodesCase):
+    @defer.inlineCallbacks
+    def test_a_client_on_two_nodes_is_destroyed_once(self):  # type: ignore[no-untyped-def]
+        self.redis = yield start_redis(self)
+        ports = [self.start_web_origin(Named(b"s1")), self.start_web_origin(Named(b"s2"))]
+        clients = ('[frontends.web.clients]\nidentify = ["header(X-Client)"]\nexpire = "1s"\n')
+        handlers = 'handlers = ["tests.test_cluster.DestroyedEverywhere"]\n'
+        nodes = [self.start_from_config(node_config(name, self.redis.url, ports, stick=False, frontend=handlers)
+                                        + clients) for name in ("a", "b")]
+        yield self.poll(lambda: all(n.parts.transport.connected for n in nodes), "both nodes in the cluster")
+        del DESTROYED[:]
+        yield self.ask(nodes[0], b"X-Client: c1\r\n")
+        for _ in range(8):  # 2 s on b alone: twice the expiry
+            yield task.deferLater(reactor, 0.25, lambda: None)
+            yield self.ask(nodes[1], b"X-Client: c1\r\n")
+        self.assertEqual(DESTROYED, [])
+        yield self.poll(lambda: DESTROYED, "the session expired", ticks=1000)
+        yield task.deferLater(reactor, 2.5, lambda: None)
+        self.assertEqual(DESTROYED, [("header:c1", "expired")])
+        self.assertEqual([len(n.parts.frontends["web"].frontend.clients.sessions) for n in nodes], [0, 0])
+
+
 class NoRedisTests(NodesCase):
     """A node whose Redis was never there."""
 
@@ -543,3 +583,116 @@ class SidPrefixTests(ProxyTestCase):
         self.backend.remove_server(server)
         answer = yield self.poll(sid)
         self.assertEqual(answer.status, 400)
+
+
+class Wire:
+    """Carries changes between registries in one process: each reaches the others at once, or, while ``held``,
+    once released."""
+
+    def __init__(self) -> None:
+        self.registries: list[Any] = []
+        self.held: list[tuple[Any, Change]] | None = None
+        self.sent: list[Change] = []
+
+    def deliver(self, sender: Any, change: Change) -> None:
+        self.sent.append(change)
+        for registry in self.registries:
+            if registry is not sender:
+                if self.held is not None:
+                    self.held.append((registry, change))
+                else:
+                    registry.apply(change)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for registry, change in held:
+            registry.apply(change)
+
+
+class _Sending:
+    """One registry's end of the wire (so the wire knows who sent what)."""
+
+    def __init__(self, wire: Wire, registry: Any) -> None:
+        self.wire, self.registry = wire, registry
+
+    def attach(self, receiver: Any) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def publish(self, change: Change) -> None:
+        self.wire.deliver(self.registry, change)
+
+
+@implementer(IClientHandler)
+class _Recorder:
+    def __init__(self, node: str, calls: list[tuple[str, str, str]]) -> None:
+        self.node, self.calls = node, calls
+
+    def client_destroyed(self, session: Any, reason: Any) -> None:
+        self.calls.append((self.node, session.id, reason.value))
+
+
+class SharedSessionTests(SynchronousTestCase):
+    """Client sessions shared between two proxies: one owner, whose handlers alone hear of the end."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.wire = Wire()
+        self.calls: list[tuple[str, str, str]] = []
+        self.registries = []
+        for node in ("a", "b"):
+            handler = _Recorder(node, self.calls)
+            registry = ClientRegistry("web", ClientsConfig(("sid", "header(X-Client)", "connection"), 10), self.clock,
+                                      (handler,))
+            registry.sharing = SessionSharing(_Sending(self.wire, registry), node)
+            self.registries.append(registry)
+        self.wire.registries = self.registries
+
+    def use(self, index: int, client: bytes = b"c1", target: bytes = b"/") -> Any:
+        registry = self.registries[index]
+        head = RequestHead(method=b"GET", target=target, version=b"1.1", headers=[(b"X-Client", client)] if client else [])
+        session = registry.request_started(head, object(), True, "192.0.2.1")
+        registry.request_ended(session, "s1", 200)
+        return session
+
+    def test_the_owner_alone_expires_it_once_no_proxy_has_used_it(self) -> None:
+        a, b = self.registries
+        self.assertEqual(self.use(0).owner, "a")
+        self.assertEqual(self.use(1).owner, "a")  # b heard a's claim
+        for _ in range(30):  # used on b only, for three expiries' time
+            self.clock.advance(1)
+            self.use(1)
+        self.assertEqual(self.calls, [])
+        self.assertIn("header:c1", a.sessions)  # b's word kept it alive on a
+        self.clock.advance(30)
+        self.assertEqual(self.calls, [("a", "header:c1", "expired")])
+        self.assertEqual((a.sessions, b.sessions), ({}, {}))
+        sent = len(self.wire.sent)
+        self.assertLessEqual(sent, 2 + 30 // 5 + 1)  # a claim, b's word at most once per half expire, a's end
+
+    def test_an_end_seen_by_a_proxy_that_does_not_own_it_is_reported_by_the_owner(self) -> None:
+        self.use(0, b"", b"/socket.io/?EIO=4&sid=S1")
+        b = self.registries[1]
+        session = b.request_started(RequestHead(method=b"GET", target=b"/socket.io/?EIO=4&sid=S1", version=b"1.1",
+                                                headers=[]), object(), True, "192.0.2.1")
+        self.assertEqual(session.owner, "a")
+        b.request_ended(session, "s1", 400)  # the server no longer knows the sid: the session ends, seen on b
+        self.assertEqual(self.calls, [("a", "sid:S1", "closed-by-server")])
+        self.assertEqual((self.registries[0].sessions, b.sessions), ({}, {}))
+        self.clock.advance(100)
+        self.assertEqual(len(self.calls), 1)
+
+    def test_two_claims_at_once_leave_one_owner(self) -> None:
+        self.wire.held = []
+        self.use(1)
+        self.clock.advance(0.5)
+        self.use(0)  # neither has heard of the other's claim
+        self.wire.release()
+        self.assertEqual({r.sessions["header:c1"].owner for r in self.registries}, {"b"})  # the earlier claim
+        self.clock.advance(100)
+        self.assertEqual(self.calls, [("b", "header:c1", "expired")])

@@ -1,4 +1,5 @@
-"""Several proxy nodes as one: the state they share (``sharing``) carried through Redis."""
+"""Several proxy nodes as one: the proxy's side of the shared-state seam (``sharing``), whatever carries it, and the
+transport that carries it through Redis."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from twisted.application import service
 
 from ..config import ClusterConfig
 from ..sharing import StateTransport
+from ._receiver import ProxyReceiver
 from ._redis import RedisTransport, decode_change, encode_change
 from ._resp import RedisConnection, RedisError
 
@@ -33,5 +35,5 @@ class TransportService(service.Service):
         self.transport.stop()
 
 
-__all__ = ["RedisConnection", "RedisError", "RedisTransport", "TransportService", "decode_change", "encode_change",
+__all__ = ["ProxyReceiver", "RedisConnection", "RedisError", "RedisTransport", "TransportService", "decode_change", "encode_change",
            "node_name"]

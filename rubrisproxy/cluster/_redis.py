@@ -93,11 +93,14 @@ class RedisTransport:
 
     def _send(self, connection: RedisConnection, change: Change) -> None:
         payload = encode_change(self.node, change)
-        if change.kind is Kind.SERVER:
-            stored: tuple[bytes, ...] = (b"HSET", self._servers, server_field(change), payload)
+        published = (b"PUBLISH", self._channel, payload)
+        if change.kind is Kind.CLIENT:  # a session's word is for the proxies that hold it now: not kept
+            connection.commands(published)
+        elif change.kind is Kind.SERVER:
+            connection.commands((b"HSET", self._servers, server_field(change), payload), published)
         else:
-            stored = (b"SET", self._entry_key(change), payload, b"PX", b"%d" % max(1, int(change.expire * 1000)))
-        connection.commands(stored, (b"PUBLISH", self._channel, payload))
+            connection.commands(
+                (b"SET", self._entry_key(change), payload, b"PX", b"%d" % max(1, int(change.expire * 1000))), published)
         self.published += 1
 
     def _entry_key(self, change: Change) -> bytes:
@@ -184,7 +187,7 @@ class RedisTransport:
             return
         for payload in reply:
             change = decode_change(payload) if isinstance(payload, bytes) else None
-            if change is not None and change[1].kind is not Kind.SERVER:
+            if change is not None and change[1].kind in (Kind.STICK, Kind.SID):
                 self._receiver.apply(change[1], only_new=True)
 
     def _message(self, channel: bytes, payload: bytes) -> None:
