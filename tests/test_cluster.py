@@ -25,7 +25,7 @@ from rubrisproxy.clients import ClientRegistry, SessionSharing
 from rubrisproxy.cluster import RedisTransport, decode_change, encode_change
 from rubrisproxy.config import ClientsConfig, RedisAddress, config_from_document
 from rubrisproxy.http import RequestHead
-from rubrisproxy.lifecycle import IClientHandler
+from rubrisproxy.lifecycle import IClientHandler, SessionEnd
 from rubrisproxy.sharing import Change, Kind
 
 from .eio.harness import run_client, spawn_node_emitter, start_server
