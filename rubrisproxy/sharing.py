@@ -1,15 +1,16 @@
 """The shared-state seam: what the proxy's balancing state hands to, and takes from, other proxies.
 
 Some state is worth sharing between the processes that serve one site (several worker processes, or several
-nodes): stick-table entries, the Engine.IO sids learned from handshakes, and the admin state operators set on
-servers (drain, maint, ready, weight). Each local change becomes a :class:`Change`, given to a
+nodes): stick-table entries, the Engine.IO sids learned from handshakes, the admin state operators set on
+servers (drain, maint, ready, weight), and client sessions (whose end one process reports). Each local change becomes a :class:`Change`, given to a
 :class:`StateTransport`'s ``publish``, which never blocks and never fails (a transport that cannot send keeps
 what it can, bounded, and drops the rest); each change made elsewhere reaches the :class:`StateReceiver`'s
 ``apply``. Nothing on a request's path ever waits for a transport: state is pushed, and a key not known
 locally is not looked up.
 
 A transport (Redis, the worker channel) implements :class:`StateTransport`; the proxy's side is
-``backend.SharedBackends``. The wiring layer builds the transport and connects the two:
+``cluster.ProxyReceiver`` (backends' state to ``backend.SharedBackends``, client sessions to their
+``clients.ClientRegistry``). The wiring layer builds the transport and connects the two:
 ``transport.attach(receiver)`` then ``transport.start()``.
 """
 
