@@ -5,7 +5,9 @@ restarted under traffic costs no request, logs once, and the nodes converge."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 from io import BytesIO
 from typing import Any
@@ -73,13 +75,12 @@ class ClusterCase(ProxyTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, observe)
         return lines
 
-
-class TransportTests(ClusterCase):
     @defer.inlineCallbacks
-    def transports(self, redis, count=2):  # type: ignore[no-untyped-def]
+    def transports(self, redis, count=2, heartbeat=5.0):  # type: ignore[no-untyped-def]
         found = []
         for index in range(count):
             transport = RedisTransport(reactor, RedisAddress("127.0.0.1", redis.port, db=3), f"n{index}")
+            transport._commands.heartbeat = transport._subscriber.heartbeat = heartbeat
             receiver = Receiver()
             transport.attach(receiver)
             transport.start()
@@ -88,6 +89,8 @@ class TransportTests(ClusterCase):
         yield self.poll(lambda: all(t.connected for t, _ in found), "both transports connected")
         return found
 
+
+class TransportTests(ClusterCase):
     def test_a_change_survives_its_encoding_and_junk_is_refused(self) -> None:
         change = Change(Kind.SID, "app", b"\xffsid", "s1", expire=300.0, at=12.5)
         self.assertEqual(decode_change(encode_change("a", change)), ("a", change))
@@ -167,6 +170,25 @@ class Alternating(Factory):
         self.turn = 0
         self.handshake = -1
         self.seen: dict[bytes, set[int]] = {}
+
+
+class HungRedisTests(ClusterCase):
+    @defer.inlineCallbacks
+    def test_a_redis_that_hangs_is_noticed_and_left_until_it_answers_again(self):  # type: ignore[no-untyped-def]
+        lines = self.capture_log()
+        redis = yield start_redis(self)
+        (a, _), (b, on_b) = yield self.transports(redis, heartbeat=0.3)
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        self.addCleanup(lambda: redis.process is None or os.kill(redis.process.pid, signal.SIGCONT))
+        yield self.poll(lambda: not a.connected and not b.connected, "the hang noticed")
+        change = Change(Kind.STICK, "app", b"while-hung", "s1", expire=60.0, at=1.0)
+        a.publish(change)
+        yield task.deferLater(reactor, 1.0, lambda: None)  # reconnections meanwhile: accepted, never answered
+        self.assertEqual(len([line for line in lines if "no answer to PING within 0.3s" in line]), 2, lines)
+        os.kill(redis.process.pid, signal.SIGCONT)
+        yield self.poll(lambda: a.connected and b.connected, "both back", ticks=2000)
+        yield self.poll(lambda: (change, False) in on_b.changes, "what waited on a reached b")
+        self.assertEqual(len([line for line in lines if "unreachable" in line]), 2, lines)
 
 
 def node_config(name: str, redis_url: str, ports: list[int], stick: bool = True, frontend: str = "") -> str:

@@ -19,6 +19,9 @@ from ._resp import RedisConnection, Reply
 #: Reconnection backoff: the first retry after this, doubling up to the longest; connecting gives up after the
 #: timeout (a node waits at most MAX_BACKOFF + CONNECT_TIMEOUT to see Redis back).
 FIRST_BACKOFF, MAX_BACKOFF, CONNECT_TIMEOUT = 0.25, 8.0, 5.0
+#: An open connection is sent a PING this often; one whose last PING is still unanswered at the next is dropped
+#: (a Redis that hangs, or a network that drops packets without a reset, is noticed within twice this).
+HEARTBEAT = 5.0
 
 
 class LinkState(enum.Enum):
@@ -51,8 +54,10 @@ class Link:
         self.state = LinkState.IDLE
         self.connection: RedisConnection | None = None
         self._attempt: Deferred[Any] | None = None
-        self._retry: IDelayedCall | None = None
+        self._retry: IDelayedCall | None = None  # the next attempt, or the next heartbeat while up
         self._failures = 0
+        self._unanswered = False  # the heartbeat's PING has no answer yet
+        self.heartbeat = HEARTBEAT
 
     def start(self) -> None:
         if self.state is LinkState.IDLE:
@@ -83,8 +88,11 @@ class Link:
         self.connection = connection
         connection.on_lost = self._lost
         # Up once it answers as Redis does: a port that is not Redis's (or a socket connected to itself, which a
-        # reconnect to a local port nobody listens on can make) is dropped and retried.
+        # reconnect to a local port nobody listens on can make) is dropped and retried, as is one that does not
+        # answer within the heartbeat (a Redis that hangs still has the kernel accept connections).
+        self._unanswered = True
         connection.command(b"PING", callback=lambda reply: self._answered(connection, reply))
+        self._retry = self._reactor.callLater(self.heartbeat, self._beat)
 
     def _answered(self, connection: RedisConnection, reply: Reply) -> None:
         if connection is not self.connection or self.state is not LinkState.CONNECTING:
@@ -92,8 +100,26 @@ class Link:
         if reply != b"PONG":
             connection.close()
             return
-        self.state, self._failures = LinkState.UP, 0
+        self.state, self._failures, self._unanswered = LinkState.UP, 0, False
         self._on_up(connection)
+
+    def _beat(self) -> None:
+        connection = self.connection
+        if connection is None or self.state not in (LinkState.UP, LinkState.CONNECTING):
+            return
+        if self._unanswered:
+            self.connection = None
+            connection.on_lost = None
+            connection.abort()
+            self._down(f"no answer to PING within {self.heartbeat:g}s")
+            return
+        self._retry = self._reactor.callLater(self.heartbeat, self._beat)
+        if self.state is LinkState.UP:
+            self._unanswered = True
+            connection.command(b"PING", callback=self._pong)
+
+    def _pong(self, reply: Reply) -> None:
+        self._unanswered = False
 
     def _failed(self, reason: Failure) -> None:
         self._attempt = None
@@ -106,7 +132,9 @@ class Link:
             self._down(reason.getErrorMessage())
 
     def _down(self, why: str) -> None:
-        self.state = LinkState.WAITING
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()  # the heartbeat
+        self.state, self._unanswered = LinkState.WAITING, False
         delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** min(self._failures, 16)) * random.uniform(0.8, 1.2)
         self._failures += 1
         self._retry = self._reactor.callLater(delay, self._connect)

@@ -104,6 +104,13 @@ class RedisConnection(Protocol):
     def close(self) -> None:
         self._out.loseConnection()
 
+    def abort(self) -> None:
+        """Close at once, whatever is unsent (the peer does not read)."""
+        if ITCPTransport.providedBy(self._out):
+            self._out.abortConnection()
+        else:
+            self._out.loseConnection()
+
     def dataReceived(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
         at = 0
