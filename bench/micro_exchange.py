@@ -4,7 +4,10 @@ Feeds a request into a client connection and the origin's response into the orig
 in-memory transports, and reports microseconds per request. Steady, unlike a socket benchmark, so it is
 the number to watch while optimising the request path.
 
-    python bench/micro_exchange.py [--requests 50000] [--access-log]
+    python bench/micro_exchange.py [--requests 50000] [--access-log] [--rules]
+
+``--rules`` puts a handful of HTTP rules on the frontend (docs/rules.md): a unique-id header, three request
+header rules and two response header rules, each a kind operators write (RULES below).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
@@ -20,7 +24,7 @@ from twisted.internet.testing import StringTransport
 
 from rubrisproxy.accesslog import AccessLog, NullAccessLog
 from rubrisproxy.builder import ProxyParts
-from rubrisproxy.config import BackendConfig, FrontendConfig, PoolSettings, ProxyConfig, ServerConfig
+from rubrisproxy.config import BackendConfig, FrontendConfig, PoolSettings, ProxyConfig, RuleConfig, ServerConfig
 from rubrisproxy.frontend import ClientConnection
 from rubrisproxy.logoutput import FileOutput
 from rubrisproxy.origin import ConnectionPool
@@ -30,6 +34,21 @@ from rubrisproxy.websocket import ResumeBudget
 REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 05:00:00 GMT\r\n"
             b"Content-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nhello, world\n")
+
+
+#: The handful of rules ``--rules`` adds: what a frontend translated from HAProxy commonly carries.
+RULES: dict[str, Any] = {
+    "unique_id_header": "X-Request-ID",
+    "http_request": (
+        RuleConfig("set-header", name="X-Client-IP", value="%[src]"),
+        RuleConfig("add-header", name="X-Frontend", value="%[fe_name]"),
+        RuleConfig("del-header", name="X-Debug"),
+    ),
+    "http_response": (
+        RuleConfig("set-header", name="X-Request-ID", value="%[unique-id]"),
+        RuleConfig("del-header", name="Server"),
+    ),
+}
 
 
 class _Connector:
@@ -46,6 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=50000)
     parser.add_argument("--access-log", action="store_true")
+    parser.add_argument("--rules", action="store_true", help="a handful of HTTP rules on (see RULES)")
     args = parser.parse_args()
     clock = Clock()
     connector = _Connector()
@@ -54,7 +74,9 @@ def main() -> None:
     access_log = AccessLog("text", FileOutput(os.devnull)) if args.access_log else NullAccessLog()
     parts = ProxyParts(clock, MultiService(), settings, pool, access_log, ResumeBudget(settings))
     backend = BackendConfig(name="app", servers=(ServerConfig("s1", "127.0.0.1", 1),))
-    parts.apply(ProxyConfig(frontends=(FrontendConfig(name="web", listen=(), backend="app"),), backends={"app": backend}))
+    rules = RULES if args.rules else {}
+    frontends = (FrontendConfig(name="web", listen=(), backend="app", **rules),)
+    parts.apply(ProxyConfig(frontends=frontends, backends={"app": backend}))
     frontend = parts.frontends["web"].frontend
     client = ClientConnection(frontend)
     client_transport = StringTransport()
@@ -70,7 +92,8 @@ def main() -> None:
         origin.transport.clear()
     elapsed = time.perf_counter() - start
     assert pool.created == 1, "every request must reuse the one origin connection"
-    print(f"{elapsed / args.requests * 1e6:.1f} us per request (access log {'on' if args.access_log else 'off'})")
+    print(f"{elapsed / args.requests * 1e6:.1f} us per request (access log {'on' if args.access_log else 'off'}, "
+          f"rules {'on' if args.rules else 'off'})")
 
 
 if __name__ == "__main__":

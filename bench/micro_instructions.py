@@ -5,7 +5,10 @@ and divides the difference in instructions by the difference in requests, so sta
 out. ``--compare DIR`` measures another checkout (e.g. the code before a change) the same way, in the same
 run, and prints the ratio.
 
-    python bench/micro_instructions.py [--requests 1000,4000] [--access-log] [--compare DIR]
+    python bench/micro_instructions.py [--requests 1000,4000] [--access-log] [--compare DIR] [--rules]
+
+``--rules`` measures this checkout twice in the same run, without rules and with ``micro_exchange.py``'s
+handful of HTTP rules, and prints the ratio (the cost of the rules).
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def instructions(root: str, requests: int, access_log: bool) -> int:
+def instructions(root: str, requests: int, access_log: bool, rules: bool = False) -> int:
     """Instructions the whole ``micro_exchange.py`` run of ``root`` executed for ``requests`` requests."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
                    os.path.join(root, "bench", "micro_exchange.py"), "--requests", str(requests)]
-        subprocess.run(command + (["--access-log"] if access_log else []), cwd=root, check=True,
+        flags = (["--access-log"] if access_log else []) + (["--rules"] if rules else [])
+        subprocess.run(command + flags, cwd=root, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": root})
         with open(out) as f:
             totals = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.MULTILINE)
@@ -34,8 +38,8 @@ def instructions(root: str, requests: int, access_log: bool) -> int:
         return int(totals.group(1))
 
 
-def per_request(root: str, small: int, large: int, access_log: bool) -> float:
-    return (instructions(root, large, access_log) - instructions(root, small, access_log)) / (large - small)
+def per_request(root: str, small: int, large: int, access_log: bool, rules: bool = False) -> float:
+    return (instructions(root, large, access_log, rules) - instructions(root, small, access_log, rules)) / (large - small)
 
 
 def main() -> None:
@@ -43,10 +47,15 @@ def main() -> None:
     parser.add_argument("--requests", default="1000,4000", help="the small and the large request count")
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--compare", default="", help="another checkout to measure the same way")
+    parser.add_argument("--rules", action="store_true", help="also measure with a handful of HTTP rules on")
     args = parser.parse_args()
     small, large = (int(n) for n in args.requests.split(","))
     here = per_request(ROOT, small, large, args.access_log)
     print(f"{ROOT}: {here:,.0f} instructions per request")
+    if args.rules:
+        ruled = per_request(ROOT, small, large, args.access_log, rules=True)
+        print(f"{ROOT} with a handful of HTTP rules: {ruled:,.0f} instructions per request")
+        print(f"ratio (rules / none): {ruled / here:.3f}")
     if args.compare:
         there = per_request(os.path.abspath(args.compare), small, large, args.access_log)
         print(f"{os.path.abspath(args.compare)}: {there:,.0f} instructions per request")

@@ -39,6 +39,8 @@ class AccessRecord:
     termination: str
     retries: int = 0
     session: str = ""  # the client session of the request, when the frontend tracks sessions
+    request_id: str = ""  # its unique id, when the frontend has a unique-id-header
+    auth: str = ""  # the proxy's own login to the server: "preemptive", "answered" (sent again), "passed", "failed"
 
 
 @dataclass(slots=True)
@@ -81,7 +83,7 @@ def format_connection_json(record: ConnectionRecord) -> str:
 def format_text(record: AccessRecord) -> str:
     """HAProxy-like: ``time client frontend backend/server Tq/Tw/Tc/Tr/Tt status in out termination retries=N
     "request"``, the time in ISO 8601 (UTC, milliseconds); the timings are whole milliseconds (rounded), -1 for
-    a step that did not happen."""
+    a step that did not happen; then ``session=ID``, ``id=REQUEST-ID`` and ``auth=MARK`` when there are."""
     r = record
     # int() truncates: adding 0.5 rounds a time; -1 (did not happen) stays -1. (int and %s: the cheapest way.)
     wait, queue, connect, response, total = r.wait_ms, r.queue_ms, r.connect_ms, r.response_ms, r.total_ms
@@ -92,7 +94,11 @@ def format_text(record: AccessRecord) -> str:
         int(total + 0.5) if total >= 0 else -1,
         r.status, r.bytes_in, r.bytes_out, r.termination, r.retries, r.method, r.target, r.version,
     )
-    return line + " session=" + r.session if r.session else line
+    if r.session:
+        line += " session=" + r.session
+    if r.request_id:
+        line += " id=" + r.request_id
+    return line + " auth=" + r.auth if r.auth else line
 
 
 def format_json(record: AccessRecord) -> str:
@@ -101,10 +107,12 @@ def format_json(record: AccessRecord) -> str:
     return (
         '{"time":"%s","event":"request","client":%s,"frontend":%s,"method":%s,"target":%s,"version":%s,'
         '"status":%d,"bytes_in":%d,"bytes_out":%d,"backend":%s,"server":%s,"wait_ms":%.3f,"queue_ms":%.3f,'
-        '"connect_ms":%.3f,"response_ms":%.3f,"total_ms":%.3f,"termination":%s,"retries":%d,"session":%s}'
+        '"connect_ms":%.3f,"response_ms":%.3f,"total_ms":%.3f,"termination":%s,"retries":%d,"session":%s,'
+        '"request_id":%s,"auth":%s}'
     ) % (_timestamp(r.at), _string(r.client), _string(r.frontend), _string(r.method), _string(r.target),
          _string(r.version), r.status, r.bytes_in, r.bytes_out, _string(r.backend), _string(r.server), r.wait_ms,
-         r.queue_ms, r.connect_ms, r.response_ms, r.total_ms, _string(r.termination), r.retries, _string(r.session))
+         r.queue_ms, r.connect_ms, r.response_ms, r.total_ms, _string(r.termination), r.retries, _string(r.session),
+         _string(r.request_id), _string(r.auth))
 
 
 class AccessLog:

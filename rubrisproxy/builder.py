@@ -18,7 +18,7 @@ from .backend import Backend, HealthChecker, Server, SharedBackends
 from .clients import ClientRegistry, SessionSharing
 from .cluster import ProxyReceiver, RedisTransport, node_name
 from .config import BackendConfig, FrontendConfig, ProxyConfig, build_objects, loopback_only
-from .frontend import ForwardProxy, Frontend, PeerSettings, connection_factory, protocol_class
+from .frontend import ForwardProxy, Frontend, FrontendRules, PeerSettings, connection_factory, protocol_class
 from .lifecycle import HANDLER_INTERFACES, LifecycleHandlers
 from .listening import FrontendService, ListenFailed, Shutdown
 from .logoutput import FileOutput
@@ -183,6 +183,7 @@ class ProxyParts:
             if config.forward is None:
                 frontend.backend = self.backends[config.backend]
             frontend.router = Router(config.routes, self.backends, frontend.backend)  # also when only backends changed
+            frontend.rules = FrontendRules.of(config, self.reactor, frontend.rules)  # the same routes' indexes
             frontend.forward = self.forward_rules(config)
             previous = old_frontends.get(config.name)
             self.connection_settings(frontend, config)
@@ -215,6 +216,7 @@ class ProxyParts:
             access_log=self.access_log, peers=peer_settings(config), max_reads=config.max_reads,
             max_writes=config.max_writes, router=Router(config.routes, self.backends, default),
             resume_budget=self.budget, forward=self.forward_rules(config),
+            rules=FrontendRules.of(config, self.reactor),
         )
         self.connection_settings(frontend, config)
         return frontend

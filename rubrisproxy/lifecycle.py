@@ -23,7 +23,9 @@ class Termination(StrEnum):
     SERVER_ABORT = "server-abort"  # the origin closed or reset mid-exchange (502)
     BAD_RESPONSE = "bad-response"  # the origin's response was malformed (502)
     NOT_IMPLEMENTED = "not-implemented"  # a request this frontend does not serve (501)
-    DENIED = "denied"  # refused by a route's deny rule
+    DENIED = "denied"  # refused by a route's deny rule, or an http-request deny rule
+    REDIRECT = "redirect"  # answered by an http-request redirect rule
+    RATE_LIMITED = "rate-limited"  # over an http-request rate limit (429)
     QUEUE_TIMEOUT = "queue-timeout"  # every server stayed full past timeout queue (503)
     SESSION_GONE = "session-gone"  # an Engine.IO request whose session's server is gone (400, as Engine.IO's own)
     SHUTDOWN = "shutdown"  # cut by the end of the shutdown grace period
@@ -34,6 +36,7 @@ class Termination(StrEnum):
     PROTOCOL_ERROR = "protocol-error"  # a WebSocket peer broke the protocol or a limit (1002, 1007, 1009)
     DRAINED = "drained"  # a tunnel closed because its server was drained, put in maintenance or removed
     RESUME_FAILED = "resume-failed"  # a session could not move to another server (buffer full, resume-timeout)
+    AUTH_FAILED = "auth-failed"  # a parent proxy refused the proxy's own credentials, or asked for ones it could not send (502)
 
 
 class ConnectionEnd(StrEnum):
@@ -49,6 +52,7 @@ class ConnectionEnd(StrEnum):
     PROTOCOL_WRITE_ERROR = "protocol-write-error"  # a response begun could not be completed: the client was cut
     SERVER_ERROR = "server-error"  # closed after the server side failed (an error answer that closes, a lost pin)
     TIMEOUT = "timeout"  # a timeout: http-request, http-keep-alive, client, tunnel
+    RATE_LIMITED = "rate-limited"  # closed as it opened: its source had a rate-limit rule's connections open
 
 
 @dataclass(frozen=True, slots=True)

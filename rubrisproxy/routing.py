@@ -43,6 +43,11 @@ class Router:
         match = self._match(head)
         return self.default if match is None else match[1]
 
+    def choose(self, head: RequestHead) -> tuple[Backend | int, int]:
+        """As :meth:`route`, with the index of the route that matched (-1: none, the default backend)."""
+        index = self._index(head)
+        return (self.default, -1) if index < 0 else (self._routes[index][1], index)
+
     def websocket_rules(self, head: RequestHead, backend: Backend) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The (allowed origins, allowed subprotocols) for an upgrade: the matching route's, else the backend's."""
         match = self._match(head) if self._routes else None
@@ -53,12 +58,17 @@ class Router:
         return origins, subprotocols
 
     def _match(self, head: RequestHead) -> _Entry | None:
+        index = self._index(head)
+        return None if index < 0 else self._routes[index]
+
+    def _index(self, head: RequestHead) -> int:
+        """The index of the first route whose conditions all hold, -1 if none does."""
         target = resolve(head)  # the normalised host and path, as the origin will receive them
         host, path = target.route_host, target.route_path
-        for entry in self._routes:
+        for index, entry in enumerate(self._routes):
             if all(condition(head, host, path) for condition in entry[0]):
-                return entry
-        return None
+                return index
+        return -1
 
 
 def is_websocket_upgrade(head: RequestHead) -> bool:

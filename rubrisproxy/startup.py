@@ -54,7 +54,10 @@ def _backend(backend: BackendConfig, demo: bool) -> str:
         if health.check != "tcp":
             checks += f", {health.method} {health.path} expecting {health.expect[0]}-{health.expect[1]}"
         checks += ")"
-    return f"backend {backend.name}: {servers}; {backend.balance}; {checks}"
+    login = ""
+    if backend.auth is not None and backend.auth.credentials is not None:
+        login = f"; logs in as {backend.auth.credentials.user} (from the {backend.auth.credentials.source})"
+    return f"backend {backend.name}: {servers}; {backend.balance}; {checks}{login}"
 
 
 class StartupReport(service.Service):

@@ -135,8 +135,9 @@ class AdminTests(AdminCase):
         (frontend,) = body["frontends"]
         self.assertEqual(set(frontend), {"name", "connections", "accepted", "requests", "websockets", "bytes_in",
                                          "bytes_out", "responses", "proxy_responses", "terminations", "connection_ends", "peers",
-                                         "client_sessions"})
+                                         "client_sessions", "rate_limits"})
         self.assertEqual((frontend["name"], frontend["peers"], frontend["client_sessions"]), ("default", "local", None))
+        self.assertEqual(frontend["rate_limits"], [])
         code, body = yield self.call(b"GET", "/nothing")
         self.assertEqual(code, 404)
         self.assertIn("/frontends", body["error"])

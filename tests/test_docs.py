@@ -62,6 +62,12 @@ class PageTests(unittest.TestCase):
         self.assertEqual(edge.peers, "proxied")
         self.assertIsNotNone(edge.clients)
 
+    def test_the_snippets_of_rules_md_make_one_valid_file(self) -> None:
+        config = config_from_document(tomllib.loads("\n".join(blocks(read("docs", "rules.md"), "toml"))))
+        (web,) = config.frontends
+        self.assertEqual((web.unique_id_header, len(web.http_request), len(web.routes[0].http_request)),
+                         ("X-Request-ID", 6, 2))
+
     def test_every_flag_is_in_the_synopsis_and_the_flags_table(self) -> None:
         flags = long_options()
         self.assertTrue({"config", "listen", "backend", "timeout", "admin", "websocket", "demo"} <= flags, flags)

@@ -72,7 +72,9 @@ class _TrackingSite(server.Site):
 
             def lost(reason: object) -> None:
                 connection_lost(reason)
-                self.open.pop(channel).callback(None)
+                waiting = self.open.pop(channel, None)
+                if waiting is not None:
+                    waiting.callback(None)
 
             channel.connectionLost = lost  # type: ignore[method-assign]
         return channel
@@ -81,7 +83,12 @@ class _TrackingSite(server.Site):
         """Abort every connection still open; fires once all of them are closed."""
         waits = list(self.open.values())
         for channel in list(self.open):
-            channel.transport.abortConnection()
+            transport = getattr(channel, "transport", None)
+            if transport is None:
+                # Built but never connected (or already let go): nothing to abort, nothing to wait for.
+                self.open.pop(channel).callback(None)
+            else:
+                transport.abortConnection()
         return defer.gatherResults(waits)
 
 

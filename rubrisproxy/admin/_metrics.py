@@ -67,8 +67,17 @@ class ProxyCollector(Collector):
             "rubrisproxy_frontend_responses", "Answers sent to clients by status class, and whether the origin's"
             " or the proxy's own.", labels=["frontend", "code", "source"]
         )
+        limited = CounterMetricFamily(
+            "rubrisproxy_rate_limited", "Requests answered 429 by a rate-limit rule.", labels=["frontend", "rule"]
+        )
+        limit_keys = GaugeMetricFamily(
+            "rubrisproxy_rate_limit_keys", "Keys a rate-limit rule's table holds.", labels=["frontend", "rule"]
+        )
         for frontend in self.frontends:
             name = frontend.name
+            for where, index, limit in frontend.rules.rate_limits if frontend.rules is not None else ():
+                limited.add_metric([name, f"{where}[{index}]"], limit.table.limited)
+                limit_keys.add_metric([name, f"{where}[{index}]"], len(limit.table))
             accepted.add_metric([name], frontend.accepted)
             active.add_metric([name], len(frontend.connections))
             requests.add_metric([name], frontend.requests)
@@ -90,7 +99,7 @@ class ProxyCollector(Collector):
             for (code, source), count in sorted(frontend.responses.items()):
                 answered.add_metric([name, code, source], count)
         yield from (accepted, active, requests, ended, connection_ends, clients, destroyed, traffic, websockets, durations,
-                    answered)
+                    answered, limited, limit_keys)
 
     def _backends(self) -> Iterator[Metric]:
         yield from self._servers()
@@ -118,9 +127,18 @@ class ProxyCollector(Collector):
         connect_seconds = HistogramMetricFamily(
             "rubrisproxy_connect_duration_seconds", "How long new server connections took.", labels=labels
         )
+        challenges = CounterMetricFamily(
+            "rubrisproxy_backend_auth_challenges", "Challenges (401, or a parent proxy's 407) met with the backend's"
+            " own credentials, by outcome: answered (the request sent again), failed (the credentials refused),"
+            " passed (handed to the client unanswered).", labels=["backend", "outcome"]
+        )
         for backend in self.backends.values():
             key = [backend.name]
             queue.add_metric(key, backend.queue_length)
+            login = backend.login
+            if login is not None:
+                for outcome in ("answered", "failed", "passed"):
+                    challenges.add_metric([*key, outcome], getattr(login, outcome))
             for code, count in sorted(backend.responses.items()):
                 answered.add_metric([*key, code], count)
             _histogram(durations, key, backend.request_seconds)
@@ -130,7 +148,8 @@ class ProxyCollector(Collector):
             lost.add_metric(key, backend.messages_lost)
             _histogram(resume_seconds, key, backend.resume_seconds)
             _histogram(connect_seconds, key, backend.connect_seconds)
-        yield from (queue, answered, durations, resumes, resume_failures, lost, resume_seconds, connect_seconds)
+        yield from (queue, answered, durations, resumes, resume_failures, lost, resume_seconds, connect_seconds,
+                    challenges)
 
     def _servers(self) -> Iterator[Metric]:
         labels = ["backend", "server"]

@@ -100,6 +100,7 @@ def frontend_fields(frontend: Frontend) -> dict[str, Any]:
         "connection_ends": dict(sorted(frontend.connection_ends.items())),
         "peers": "proxied" if frontend.peers.proxied else "local",
         "client_sessions": len(frontend.clients.sessions) if frontend.clients is not None else None,
+        "rate_limits": frontend.rules.limits() if frontend.rules is not None else [],
     }
 
 
@@ -113,7 +114,17 @@ def backend_fields(backend: Backend) -> dict[str, Any]:
         "resumes": backend.resumes,
         "resume_failures": dict(backend.resume_failures),
         "messages_lost": backend.messages_lost,
+        "auth": _login(backend),
     }
+
+
+def _login(backend: Backend) -> dict[str, int] | None:
+    """The backend's own login to its servers: challenges answered, refused and handed to clients (None: it has no
+    credentials)."""
+    login = backend.login
+    if login is None:
+        return None
+    return {"answered": login.answered, "failed": login.failed, "passed": login.passed}
 
 
 def server_fields(server: Server) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from ._engineio import (
     session_id,
 )
 from ._health import HealthChecker
+from ._login import Login
 from ._replica import SharedBackends
 from ._server import Server
 from ._shared import SharedStickStore
@@ -41,6 +42,7 @@ __all__ = [
     "HealthChecker",
     "IBalancer",
     "LeastConnections",
+    "Login",
     "PolledSession",
     "PollPeek",
     "PowerOfTwoChoices",

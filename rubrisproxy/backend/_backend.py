@@ -16,6 +16,7 @@ from ..settings import LiveSettings
 from ..sharing import Kind, StateTransport
 from ._balance import IBalancer, balancer_for
 from ._engineio import EngineIOStickiness, is_engineio
+from ._login import Login
 from ._queue import Queued, Waiter, WaitQueue
 from ._server import Server
 from ._shared import ShareAs, stick_store
@@ -129,6 +130,8 @@ class Backend:
                 learn = learned_key(config.stick.learn) if config.stick.learn else None
                 self.table = TableStickiness(store, key_for(config.stick.on), learn)
         self.sticky = self.cookie is not None or self.table is not None
+        if previous is None or previous.auth != config.auth:  # what servers asked is kept while the login stays
+            self.login: Login | None = Login(config.auth) if config.auth is not None else None
         if not config.engineio_sticky:
             self.engineio: EngineIOStickiness | None = None
         elif previous is None or not previous.engineio_sticky or previous.engineio_sid_prefix != config.engineio_sid_prefix:

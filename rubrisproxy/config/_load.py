@@ -22,6 +22,9 @@ from . import _tables as tables
 from ._errors import ConfigError
 from ._fields import as_table
 from ._model import (
+    REQUEST_ACTIONS,
+    RESPONSE_ACTIONS,
+    TEMPLATE_VARIABLES,
     AccessLogSettings,
     BackendConfig,
     ClientsConfig,
@@ -30,6 +33,7 @@ from ._model import (
     LogSettings,
     ProxyConfig,
     RouteConfig,
+    RuleConfig,
     Timeouts,
     WebSocketConfig,
 )
@@ -41,6 +45,7 @@ from ._values import (
     methods,
     parse_duration,
     parse_server,
+    template_parts,
     websocket_mode,
 )
 
@@ -224,9 +229,13 @@ def _backend(name: str, value: object, websocket: WebSocketConfig) -> BackendCon
                          **values)
 
 
-def _route(key: str, raw: object, backends: Mapping[str, BackendConfig]) -> RouteConfig:
+def _route(key: str, raw: object, backends: Mapping[str, BackendConfig], unique_id: str | None) -> RouteConfig:
     table = as_table(key, raw)
-    values = tables.ROUTE.read(key, table)
+    values = tables.ROUTE.read(key, table) | _rules_of(key, table, unique_id)
+    for index, rule in enumerate(values.get("http_request", ())):
+        if rule.connections:
+            raise ConfigError(f"{key}.http-request[{index}].connections",
+                              "a connection opens before any route is chosen: put it in the frontend's rules")
     if "value" in values and "header" not in values:
         raise ConfigError(f"{key}.value", "needs a header to compare with")
     if "method" in table and "methods" not in table:
@@ -261,6 +270,9 @@ def _frontend(name: str, value: object, backends: Mapping[str, BackendConfig]) -
     if mode == "forward" or "forward" in table:
         if mode != "forward":
             raise ConfigError(f"{key}.forward", "only a frontend with mode = \"forward\" takes forward rules")
+        for reverse_only in ("http-request", "http-response", "unique-id-header"):
+            if reverse_only in table:
+                raise ConfigError(f"{key}.{reverse_only}", "a forward proxy's frontend takes no HTTP rules")
         return replace(config, backend="", forward=_forward(f"{key}.forward", table.get("forward", {}), backends))
     return _reverse(key, config, table, backends)
 
@@ -289,8 +301,41 @@ def _reverse(key: str, config: FrontendConfig, table: Mapping[str, Any],
     raw_routes = table.get("routes", [])
     if not isinstance(raw_routes, list):
         raise ConfigError(f"{key}.routes", "expected a list of route tables")
-    routes = tuple(_route(f"{key}.routes[{i}]", raw, backends) for i, raw in enumerate(raw_routes))
-    return replace(config, backend=backend, routes=routes)
+    routes = tuple(_route(f"{key}.routes[{i}]", raw, backends, config.unique_id_header)
+                   for i, raw in enumerate(raw_routes))
+    return replace(config, backend=backend, routes=routes, **_rules_of(key, table, config.unique_id_header))
+
+
+def _rules_of(key: str, table: Mapping[str, Any], unique_id: str | None) -> dict[str, Any]:
+    """The ``http-request`` and ``http-response`` rules of a frontend's or a route's table, by attribute."""
+    found = {}
+    for name, actions in (("http-request", REQUEST_ACTIONS), ("http-response", RESPONSE_ACTIONS)):
+        if name in table:
+            value = table[name]
+            if not isinstance(value, list):
+                raise ConfigError(f"{key}.{name}", 'expected a list of rule tables such as {action = "deny"}')
+            found[name.replace("-", "_")] = tuple(
+                _rule(f"{key}.{name}[{index}]", raw, actions, unique_id) for index, raw in enumerate(value))
+    return found
+
+
+def _rule(key: str, raw: object, actions: tuple[str, ...], unique_id: str | None) -> RuleConfig:
+    """One rule: its action's table read (``tables.RULES``), and the rules that depend on where it is."""
+    table = as_table(key, raw)
+    action = table.get("action")
+    if action not in actions:
+        raise ConfigError(f"{key}.action", f"expected one of {', '.join(actions)}, got {action!r}")
+    spec = tables.RULES[action]
+    rule = RuleConfig(action=action, **spec.read(key, table))
+    if spec.check is not None:
+        spec.check(key, rule)
+    if actions is REQUEST_ACTIONS:
+        if (True, "srv_name") in template_parts(f"{key}.value", rule.value, TEMPLATE_VARIABLES):
+            raise ConfigError(f"{key}.value", "the server is chosen after the request rules run: "
+                                              "%[srv_name] is for http-response rules")
+        if unique_id is not None and rule.name.lower() == unique_id.lower():
+            raise ConfigError(f"{key}.name", f"{rule.name} is the frontend's unique-id-header: the proxy writes it")
+    return rule
 
 
 def _clients(key: str, value: object, peers: str) -> ClientsConfig:

@@ -165,6 +165,30 @@ class ListenerTLSConfig:
     alpn: tuple[str, ...] = ("http/1.1",)
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A login the proxy presents to servers: read from a file or an environment variable, never inline.
+
+    The password is left out of the dataclass's repr; ``source`` says where the login was read (a file's path or
+    a variable's name, never its content), for messages.
+    """
+
+    user: str
+    password: str = field(repr=False)
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OriginAuthConfig:
+    """How the proxy logs in to a backend's servers: Basic or Digest to origin servers (a ``401``), and Basic or
+    Digest to parent proxies when the backend is a forward proxy's ``parents`` (a ``407``); docs/configuration.md."""
+
+    credentials: Credentials | None = None
+    #: A challenged request is sent again only if its body was held whole: bodies up to this size are held while
+    #: they are sent (0: only requests without a body are sent again).
+    resubmit_body: int = 64 << 10
+
+
 WEBSOCKET_MODES = ("session", "tunnel")
 
 
@@ -236,6 +260,51 @@ class BackendConfig:
     pin: bool = False  # bind each server connection to the client connection that first used it (besides NTLM)
     engineio_sticky: bool = True  # learn Engine.IO sids from handshake responses and keep each on its server
     engineio_sid_prefix: bool = False  # the client sees each sid prefixed with its server's token (no shared state)
+    auth: OriginAuthConfig | None = None  # the proxy's own login to its servers; None: it presents none
+
+
+#: The actions of ``http-request`` rules and of ``http-response`` rules, as HAProxy names them (docs/rules.md).
+REQUEST_ACTIONS = ("set-header", "add-header", "del-header", "redirect", "deny", "allow", "rate-limit")
+RESPONSE_ACTIONS = ("set-header", "add-header", "del-header")
+#: What a header rule's value may name as ``%[NAME]``.
+TEMPLATE_VARIABLES = ("src", "unique-id", "srv_name", "be_name", "fe_name")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    """One ``http-request`` or ``http-response`` rule: an action, done when every condition holds.
+
+    The keys an action takes are its own (``_tables.RULES``); the others keep these defaults.
+    """
+
+    action: str
+    # Conditions (all must hold): the client's address in ``src`` and not in ``unless_src``, TLS or not, the path,
+    # the method.
+    src: tuple[str, ...] = ()
+    unless_src: tuple[str, ...] = ()
+    ssl: bool | None = None
+    path_prefix: str | None = None
+    methods: tuple[str, ...] = ()
+    # set-header, add-header, del-header
+    name: str = ""
+    value: str = ""  # may name %[src], %[unique-id], %[srv_name], %[be_name], %[fe_name]; %% is a percent sign
+    # redirect: exactly one of location, prefix and scheme
+    location: str | None = None
+    prefix: str | None = None
+    scheme: str | None = None
+    code: int = 302
+    drop_query: bool = False
+    # deny
+    status: int = 403
+    # rate-limit: over a sliding window of ``period``, per ``key``; 0 is no limit
+    key: str = "src"  # "src", "hdr(NAME)" or "sid"
+    requests: int = 0  # requests per period
+    websockets: int = 0  # new WebSockets per period
+    concurrent: int = 0  # requests in flight at once (a WebSocket while it is open)
+    connections: int = 0  # client connections open at once (key src, a frontend's rule): one more is closed
+    period: float = 1.0
+    table_size: int = 100_000  # keys remembered; the least recently seen is forgotten first
+    ipv6_mask: int = 64  # an IPv6 source counts as its /64 (one host's usual allotment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +325,8 @@ class RouteConfig:
     origins: tuple[str, ...] = ()  # allowed Origin values on this route (else the backend's)
     backend: str | None = None
     deny: int | None = None
+    http_request: tuple[RuleConfig, ...] = ()  # run after the frontend's, when this route is chosen
+    http_response: tuple[RuleConfig, ...] = ()  # run before the frontend's
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +375,9 @@ class FrontendConfig:
     clients: ClientsConfig | None = None  # client sessions tracked; None: not tracked
     protocol: str | None = None  # dotted name of a ClientConnection (or ProxiedConnection) subclass to use
     tls: ListenerTLSConfig | None = None  # TLS on every listener but ``ssl:`` ones (which name their own files)
+    http_request: tuple[RuleConfig, ...] = ()  # rules run on each request before routing (docs/rules.md)
+    http_response: tuple[RuleConfig, ...] = ()  # rules run on each server response, after the route's
+    unique_id_header: str | None = None  # a request id sent to the origin in this header, and logged
 
 
 #: Where the demo opens the admin listener (and its stats page) when none is configured.

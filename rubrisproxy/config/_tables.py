@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from ._errors import ConfigError
-from ._fields import Field, Table, as_table, section
+from ._fields import Field, Table, as_table, reject_unknown, section
 from ._model import (
     TLS_VERSIONS,
     AccessLogSettings,
@@ -23,10 +23,12 @@ from ._model import (
     Limits,
     ListenerTLSConfig,
     LogSettings,
+    OriginAuthConfig,
     PassiveCheckConfig,
     PoolSettings,
     ProxyConfig,
     RouteConfig,
+    RuleConfig,
     ServerConfig,
     StickConfig,
     Timeouts,
@@ -44,6 +46,9 @@ from ._values import (
     connect_ports,
     cookie_age,
     count,
+    credentials_env,
+    credentials_file,
+    deny_status,
     dotted_class,
     duration_or_off,
     endpoints,
@@ -65,8 +70,15 @@ from ._values import (
     parse_server,
     path_prefix,
     pem_file,
+    rate_limit_key,
+    redirect_code,
+    redirect_location,
+    redirect_prefix,
+    redirect_scheme,
     redis_address,
     regex,
+    rule_header_name,
+    rule_header_value,
     size,
     status_range,
     stick_learn,
@@ -242,6 +254,25 @@ TLS = Table(TLSConfig, (
     Field("sni", text("a host name")),
 ), check=_check_tls)
 
+ORIGIN_AUTH = Table(OriginAuthConfig, (
+    Field("credentials-file", credentials_file, "credentials"),
+    Field("credentials-env", credentials_env, "credentials"),
+    Field("resubmit-body", size(MAX_HEAD_SIZE)),
+))
+
+
+def origin_auth(key: str, value: object) -> OriginAuthConfig:
+    """A backend's ``auth`` table: its credentials from exactly one of a file and an environment variable."""
+    table = as_table(key, value)
+    reject_unknown(key, table, {field.key for field in ORIGIN_AUTH.fields})
+    given = [name for name in ("credentials-file", "credentials-env") if name in table]
+    if len(given) != 1:
+        problem = "takes one of credentials-file and credentials-env, not both" if given else (
+            "needs credentials-file or credentials-env (user:password, never inline)")
+        raise ConfigError(f"{key}.{given[-1] if given else 'credentials-file'}", problem)
+    return ORIGIN_AUTH.build(key, table)
+
+
 BACKEND = Table(BackendConfig, (
     Field("servers", servers),
     Field("retries", count(minimum=0)),
@@ -257,7 +288,66 @@ BACKEND = Table(BackendConfig, (
     Field("stick", section(STICK)),
     Field("websocket", None),  # over the top-level [websocket]
     Field("tls", section(TLS)),
+    Field("auth", origin_auth),
 ))
+
+# HTTP rules: a table per action, each taking the conditions and the action's own keys.
+
+_CONDITIONS = (
+    Field("action", None),  # the table's own action
+    Field("src", networks),
+    Field("unless-src", networks),
+    Field("ssl", parse_bool),
+    Field("path-prefix", path_prefix),
+    Field("methods", methods),
+)
+
+
+def _check_redirect(key: str, rule: RuleConfig) -> None:
+    if sum(target is not None for target in (rule.location, rule.prefix, rule.scheme)) != 1:
+        raise ConfigError(key, "a redirect needs exactly one of location, prefix and scheme")
+
+
+def _check_rate_limit(key: str, rule: RuleConfig) -> None:
+    if not (rule.requests or rule.websockets or rule.concurrent or rule.connections):
+        raise ConfigError(key, "a rate limit needs at least one of requests, websockets, concurrent and connections")
+    if rule.connections and rule.key != "src":
+        raise ConfigError(f"{key}.connections", "connections are counted per source: set key = \"src\"")
+    if rule.connections and (rule.ssl is not None or rule.path_prefix is not None or rule.methods):
+        raise ConfigError(f"{key}.connections", "a connection is counted as it opens, before any request: "
+                                                "only src and unless-src conditions apply")
+
+
+_HEADER_NAME = Field("name", rule_header_name, required="is required: the header's name")
+_HEADER_VALUE = Field("value", rule_header_value, required="is required: the header's value")
+#: Every action's table, by the action's name (config._model.REQUEST_ACTIONS and RESPONSE_ACTIONS).
+RULES = {
+    "set-header": Table(RuleConfig, (*_CONDITIONS, _HEADER_NAME, _HEADER_VALUE)),
+    "add-header": Table(RuleConfig, (*_CONDITIONS, _HEADER_NAME, _HEADER_VALUE)),
+    "del-header": Table(RuleConfig, (*_CONDITIONS, _HEADER_NAME)),
+    "redirect": Table(RuleConfig, (
+        *_CONDITIONS,
+        Field("location", redirect_location),
+        Field("prefix", redirect_prefix),
+        Field("scheme", redirect_scheme),
+        Field("code", redirect_code),
+        Field("drop-query", parse_bool),
+    ), check=_check_redirect),
+    "deny": Table(RuleConfig, (*_CONDITIONS, Field("status", deny_status))),
+    "allow": Table(RuleConfig, _CONDITIONS),
+    "rate-limit": Table(RuleConfig, (
+        *_CONDITIONS,
+        Field("key", rate_limit_key),
+        Field("requests", count()),
+        Field("websockets", count()),
+        Field("concurrent", count()),
+        Field("connections", count()),
+        Field("period", parse_duration),
+        Field("table-size", count(maximum=10_000_000)),
+        Field("ipv6-mask", count(minimum=1, maximum=128)),
+    ), check=_check_rate_limit),
+}
+
 
 ROUTE = Table(RouteConfig, (
     Field("host", NON_EMPTY),
@@ -275,6 +365,8 @@ ROUTE = Table(RouteConfig, (
     Field("origins", strings),
     Field("backend", None),  # exactly one of backend (a backend's name) and deny (a status)
     Field("deny", None),
+    Field("http-request", None),  # rules as RULES, read with the frontend's unique-id header known
+    Field("http-response", None),
 ))
 
 CERTIFICATE = Table(CertificateFiles, (
@@ -337,6 +429,9 @@ FRONTEND = Table(FrontendConfig, (
     Field("protocol", dotted_class),
     Field("clients", None),  # as CLIENTS, which depends on peers
     Field("tls", section(LISTENER_TLS)),
+    Field("unique-id-header", rule_header_name),
+    Field("http-request", None),  # rules as RULES
+    Field("http-response", None),
 ))
 
 DOCUMENT = Table(ProxyConfig, (

@@ -20,7 +20,15 @@ from zope.interface.verify import verifyObject
 
 from ._errors import ConfigError
 from ._fields import Parser
-from ._model import ALPN_PROTOCOLS, WEBSOCKET_MODES, HookConfig, RedisAddress, ServerConfig
+from ._model import (
+    ALPN_PROTOCOLS,
+    TEMPLATE_VARIABLES,
+    WEBSOCKET_MODES,
+    Credentials,
+    HookConfig,
+    RedisAddress,
+    ServerConfig,
+)
 
 _DURATION = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,20})?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -525,6 +533,43 @@ def users_file(key: str, path: object) -> dict[str, str]:
     return users
 
 
+def credentials_file(key: str, path: object) -> Credentials:
+    """The ``user:password`` on the first line of the file at ``path`` (the line's end is not part of it)."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError(key, f"expected a file path, got {path!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline()
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {path!r}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(key, f"{path!r} is not UTF-8 text (byte {e.start})") from None
+    return _credentials(key, line.rstrip("\r\n"), f"file {path!r}")
+
+
+def credentials_env(key: str, name: object) -> Credentials:
+    """The ``user:password`` held by the environment variable ``name``."""
+    if not isinstance(name, str) or not name or "=" in name:
+        raise ConfigError(key, f"expected an environment variable's name, got {name!r}")
+    value = os.environ.get(name)
+    if value is None:
+        raise ConfigError(key, f"the environment variable {name} is not set")
+    return _credentials(key, value, f"environment variable {name}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _credentials(key: str, value: str, source: str) -> Credentials:
+    """``user:password`` read from ``source``; what is wrong is said without quoting it (it holds a password)."""
+    user, sep, password = value.partition(":")
+    if not sep or not user:
+        raise ConfigError(key, f"the {source} does not hold user:password")
+    if _CONTROL.search(value):
+        raise ConfigError(key, f"the {source} holds a control character in its user:password")
+    return Credentials(user, password, source)
+
+
 def alpn(key: str, value: object) -> tuple[str, ...]:
     """ALPN protocol names a listener offers."""
     names = strings(key, value)
@@ -569,3 +614,89 @@ def node_name(key: str, value: object) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", value):
         raise ConfigError(key, f"expected 1 to 64 letters, digits, '.', '_', ':' or '-', got {value!r}")
     return value
+
+
+# HTTP rules (docs/rules.md).
+
+#: Header names no rule may set, add or delete: they frame the message, name its host or describe the connection
+#: (the proxy writes them from what it parsed), or the proxy writes them itself after the rules.
+FRAMING_HEADERS = frozenset((
+    "content-length", "transfer-encoding", "connection", "upgrade", "host", "keep-alive", "te", "trailer",
+    "proxy-connection", "expect", "via",
+))
+FORWARDING_HEADERS = frozenset(("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"))
+_VARIABLE = re.compile(r"%\[([^\]]*)\]|%%|%")
+_FIELD_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?|")  # visible ASCII, inner spaces and tabs
+_URI = re.compile(r"[\x21-\x7e]+")  # visible ASCII, no space
+
+
+def template_parts(key: str, text: str, variables: Sequence[str]) -> tuple[tuple[bool, str], ...]:
+    """A header value read as text and ``%[NAME]`` substitutions (``%%``: a percent sign), as ``(is a NAME,
+    text)`` pairs; a NAME not among ``variables``, or a lone ``%``, is refused."""
+    parts: list[tuple[bool, str]] = []
+    at = 0
+    for match in _VARIABLE.finditer(text):
+        literal = text[at:match.start()]
+        at = match.end()
+        if match.group(0) == "%%":
+            parts.append((False, literal + "%"))
+            continue
+        if match.group(1) is None:
+            raise ConfigError(key, f"a lone % in {text!r}: write %% for a percent sign, or %[NAME]")
+        if match.group(1) not in variables:
+            raise ConfigError(key, f"unknown %[{match.group(1)}] in {text!r}; known: {', '.join(variables)}")
+        parts.extend([(False, literal), (True, match.group(1))])
+    parts.append((False, text[at:]))
+    merged: list[tuple[bool, str]] = []
+    for is_name, piece in parts:
+        if not is_name and merged and not merged[-1][0]:
+            merged[-1] = (False, merged[-1][1] + piece)
+        elif is_name or piece:
+            merged.append((is_name, piece))
+    return tuple(merged)
+
+
+def rule_header_name(key: str, value: object) -> str:
+    """The name of a header a rule sets, adds or deletes: a token, and none that frames the message."""
+    name: str = http_token("a header name")(key, value)
+    lower = name.lower()
+    if lower in FRAMING_HEADERS or lower.startswith("proxy-"):
+        raise ConfigError(key, f"{name} frames the message or describes the connection: the proxy writes it")
+    if lower in FORWARDING_HEADERS:
+        raise ConfigError(key, f"{name} is written by the proxy about each client (docs/connections.md)")
+    return name
+
+
+def rule_header_value(key: str, value: object) -> str:
+    """A header value a rule writes: visible ASCII with inner spaces (no CR, LF, NUL or other control)."""
+    if not isinstance(value, str) or not _FIELD_VALUE.fullmatch(value):
+        raise ConfigError(key, f"expected visible ASCII text (no CR, LF or control characters, no edge spaces), "
+                               f"got {value!r}")
+    template_parts(key, value, TEMPLATE_VARIABLES)
+    return value
+
+
+def redirect_location(key: str, value: object) -> str:
+    """A redirect's location: a URI of visible ASCII (relative or absolute)."""
+    if not isinstance(value, str) or not _URI.fullmatch(value):
+        raise ConfigError(key, f"expected a URI of visible ASCII without spaces, got {value!r}")
+    return value
+
+
+def redirect_prefix(key: str, value: object) -> str:
+    """A redirect's prefix: ``/path`` or ``scheme://host[/path]``, without query or fragment."""
+    prefix = redirect_location(key, value)
+    parts = urlsplit(prefix)
+    relative = prefix.startswith("/") and not prefix.startswith("//")
+    if not relative and not (parts.scheme and parts.netloc):
+        raise ConfigError(key, f"expected /path or scheme://host[/path], got {prefix!r}")
+    if parts.query or parts.fragment or "?" in prefix or "#" in prefix or "\\" in prefix:
+        raise ConfigError(key, f"a prefix takes no query, fragment or backslash, got {prefix!r}")
+    return prefix
+
+
+redirect_scheme = expect("a URI scheme such as https", lambda v: isinstance(v, str) and re.fullmatch(
+    r"[A-Za-z][A-Za-z0-9+.-]*", v), str.lower)
+redirect_code = one_of((301, 302, 303, 307, 308), "301, 302, 303, 307 or 308")
+rate_limit_key = expect("src, sid or hdr(NAME)", lambda v: isinstance(v, str) and (
+    v in ("src", "sid") or re.fullmatch(rf"hdr\({_NAME}\)", v)))

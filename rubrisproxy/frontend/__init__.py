@@ -9,8 +9,11 @@ from ._forward import ForwardProxy
 from ._forward_exchange import ForwardExchange
 from ._peers import PeerSettings
 from ._proxied import ProxiedConnection
+from ._rule_actions import RuleRun
+from ._rules import FrontendRules
 
 __all__ = [
     "ClientConnection", "Exchange", "ForwardExchange", "ForwardProxy", "Frontend", "LocalConnectionFactory", "PeerSettings",
-    "ProxiedConnection", "ProxiedConnectionFactory", "connection_factory", "drain", "hash_password", "protocol_class",
+    "FrontendRules", "ProxiedConnection", "ProxiedConnectionFactory", "RuleRun", "connection_factory", "drain",
+    "hash_password", "protocol_class",
 ]

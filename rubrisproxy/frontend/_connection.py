@@ -24,10 +24,12 @@ from ._forward_exchange import ForwardExchange
 from ._peers import forwarded_node, forwarded_quote
 from ._phase import CLOSING, LOST, READING, UPGRADED, UPGRADING, Phase
 from ._pipeline import UPGRADE, Pipeline
+from ._rules import connection_closed
 from ._timeouts import ConnectionTimeouts, Wait
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
+    from ..ratelimit import Entry
     from ..websocket import Relay
 
 #: The session header's default name: a backend that names another drops that one too (``Backend.session_drops``).
@@ -64,6 +66,7 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
 
     log = Logger()
     proxied = False  # its peer is a client, not a proxy speaking for clients
+    trusted = False  # its peer is not a trusted proxy (a ProxiedConnection's may be)
 
     # Slots keep a long-lived (WebSocket) connection small; Protocol's own attributes stay in its dict.
     __slots__ = (
@@ -71,7 +74,7 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         "_phase", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
         "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding",
         "gate", "download", "parser", "opened_at", "responses", "end_reason", "last_request", "_limit_end",
-        "handlers", "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at",
+        "handlers", "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at", "limits_held",
     )
 
     def __init__(self, frontend: Frontend) -> None:
@@ -105,6 +108,7 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         self.end_reason: ConnectionEnd | None = None  # why the proxy is closing it, once it has decided to
         self.last_request: Exchange | None = None  # the request after which it closes (max-reads, max-writes)
         self._limit_end: ConnectionEnd | None = None  # which limit made it the last
+        self.limits_held: list[Entry] | None = None  # counted by the frontend's connection rate limits
 
     def _to(self, phase: Phase) -> None:
         """Move to ``phase`` if it may follow the present one (see :class:`~rubrisproxy.frontend._phase.Phase`);
@@ -179,6 +183,9 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
             pinned.abort()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.limits_held is not None:
+            connection_closed(self.limits_held)
+            self.limits_held = None
         end = self._end_from(reason)  # read before the exchanges and relay are told
         self._to(LOST)
         try:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..websocket import Relay
     from ._connection import ClientConnection
     from ._forward import ForwardProxy
+    from ._rules import FrontendRules
 
 
 @dataclass(eq=False)
@@ -59,6 +60,7 @@ class Frontend:
     handlers: LifecycleHandlers = NO_HANDLERS
     handler_configs: tuple[HookConfig, ...] = ()  # what ``handlers`` were built from
     clients: ClientRegistry | None = None  # its client sessions, when it tracks them
+    rules: FrontendRules | None = None  # its HTTP rules and its routes'; None: none, and no unique-id header
 
     def __post_init__(self) -> None:
         if self.router is None:

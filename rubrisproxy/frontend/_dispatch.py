@@ -245,11 +245,14 @@ class Dispatch(Timing):
             connection.abort()
             self._release(connection, reusable=False)
 
-    def _release(self, connection: OriginConnection, reusable: bool) -> None:
+    def _release(self, connection: OriginConnection, reusable: bool, keep_slot: bool = False) -> None:
+        """Give ``connection`` back (to the pool, or kept pinned) and free the server slot, unless ``keep_slot``
+        (the request goes again on another connection to the same server)."""
         self.connection = None
         client = self.client
         if self._pin or connection is client.pinned:
             keep_pinned(client, connection, reusable)
         else:
             client.frontend.pool.release(connection, reusable)
-        self._free_slot()
+        if not keep_slot:
+            self._free_slot()

@@ -17,6 +17,7 @@ from ._phase import LOST, Phase
 from ._timeouts import Wait
 
 if TYPE_CHECKING:
+    from ..ratelimit import Entry
     from ..websocket import Relay
     from ._context import Frontend
     from ._exchange import Exchange
@@ -41,6 +42,7 @@ class ConnectionEnding:
     _waiting: Wait | None
     _phase: Phase
     end_reason: ConnectionEnd | None
+    limits_held: list[Entry] | None  # what the frontend's connection limits count it with, until it closes
     opened_at: float
     requests: int
     responses: int
@@ -51,7 +53,26 @@ class ConnectionEnding:
         raise NotImplementedError
 
     def announce(self) -> None:
-        """Tell the connection handlers of this connection; one may refuse it."""
+        """Tell the connection handlers of this connection; one may refuse it. Then count it against the
+        frontend's ``connections`` rate limits, if it has any: one too many is closed."""
+        self._tell_handlers()
+        rules = self.frontend.rules
+        if rules is not None and rules.connection_limits and self.end_reason is None:
+            source = self.source_address()
+            held = rules.connection_opened(source) if source is not None else []
+            if held is None:
+                self.log.info("closed a connection from {peer}: over a rate limit's connections", peer=source)
+                self.end(ConnectionEnd.RATE_LIMITED)
+                self.transport.abortConnection()
+                return
+            self.limits_held = held
+
+    def source_address(self) -> str | None:
+        """The address a connection limit counts this connection under: its client, when it is known as it
+        opens (a local connection's peer)."""
+        return self.client_address
+
+    def _tell_handlers(self) -> None:
         for handler in self.handlers.opened:
             try:
                 handler.connection_opened(self.info())

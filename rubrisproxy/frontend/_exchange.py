@@ -11,14 +11,15 @@ from ..origin import OriginConnection
 from ..routing import is_websocket_upgrade
 from ..websocket import check_switch
 from ._dispatch import ORIGIN, Dispatch, State
-from ._exchange_ending import ExchangeEnding
 from ._heads import VIA, Framing, origin_request_head
 from ._pinning import asks_connection_auth
+from ._resubmit import Resubmitting
 from ._upgrade import ExchangeHandoff, accept_upgrade
 
 if TYPE_CHECKING:
-    from ..backend import PollPeek
+    from ..backend import EngineIOStickiness, PollPeek, Server
     from ._connection import ClientConnection
+    from ._rule_actions import RuleRun
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.
@@ -29,7 +30,7 @@ _WAITING, _ANSWERING, _RELAYING, _UPGRADED, _DONE = (
 )
 
 
-class Exchange(ExchangeEnding):
+class Exchange(Resubmitting):
     """Relays one request to a server of the frontend's backend and the response back.
 
     Bodies stream with flow control: while the request body flows, the client's
@@ -38,7 +39,8 @@ class Exchange(ExchangeEnding):
     A forward proxy's requests are :class:`~rubrisproxy.frontend._forward_exchange.ForwardExchange`
     objects, which choose their destination themselves. Its bases get it a server connection
     (:class:`~rubrisproxy.frontend._dispatch.Dispatch`) and end it, answering a failure
-    (:class:`~rubrisproxy.frontend._exchange_ending.ExchangeEnding`).
+    (:class:`~rubrisproxy.frontend._exchange_ending.ExchangeEnding`), and log in to it when its backend has
+    credentials (:class:`~rubrisproxy.frontend._resubmit.Resubmitting`).
 
     ``_state`` is one of :class:`State`: ``STARTING`` until a server is chosen, then ``QUEUED``
     (a full backend) or straight to ``CONNECTING``; ``WAITING`` once the request head is sent (a
@@ -48,7 +50,7 @@ class Exchange(ExchangeEnding):
     client's pace and independent of it: a server may answer before the body is all sent.
     """
 
-    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_held", "_eio_poll")
+    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_held", "_eio_poll", "rules")
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
         Dispatch.__init__(self, client, head, now, wait)
@@ -62,6 +64,8 @@ class Exchange(ExchangeEnding):
         self._eio_peek: bytes | None = None  # an Engine.IO handshake response's first bytes, until its sid is found
         self._eio_held = False  # ... held from the client meanwhile, to prefix the sid (``engineio-sid-prefix``)
         self._eio_poll: PollPeek | None = None  # a look at a polling body of an Engine.IO session that may upgrade
+        self._login = None  # Resubmitting's: the proxy's own login to the server, when the backend has one
+        self.rules: RuleRun | None = None  # its run through the frontend's HTTP rules, if it has any
 
     @property
     def response_head_sent(self) -> bool:
@@ -80,31 +84,44 @@ class Exchange(ExchangeEnding):
         if head.method == b"CONNECT":
             self.fail(HTTPError(501, "CONNECT is not served by a reverse-proxy frontend"), Termination.NOT_IMPLEMENTED)
             return
-        router = self.client.frontend.router
+        frontend = self.client.frontend
+        router = frontend.router
         assert router is not None
         try:
             resolved = resolve(head)  # the normalised target: what routes match and what the origin receives
         except HTTPError as error:
             self.fail(error, Termination.BAD_REQUEST)
             return
-        target = router.default if router.trivial else router.route(head)
+        rules = frontend.rules
+        if rules is None:
+            target = router.default if router.trivial else router.route(head)
+        else:  # the frontend's request rules, the route, the route's (which may answer the request)
+            chosen = rules.start(self, router)
+            if chosen is None:
+                return
+            target = chosen
         if isinstance(target, int):
             self.fail(HTTPError(target, "denied by a route"), Termination.DENIED)
             return
         self.backend = target
-        engineio = target.engineio
         origin_form = resolved.origin_form
-        if engineio is not None and b"sid=" in head.target:
-            if not head.upgrade:
-                self._eio_poll = engineio.poll_peek(head)
-            if engineio.prefix is not None:  # the server sees its own sid
-                origin_form = engineio.prefix.strip(origin_form)
+        if target.engineio is not None and b"sid=" in head.target:
+            origin_form = self._engineio_session(target.engineio, origin_form)
         if head.upgrade and is_websocket_upgrade(head):
             self.websocket = accept_upgrade(self, router, target)
             if self.websocket is None:
                 return
         self._request_bytes = origin_request_head(self, origin_form, resolved.host if resolved.absolute else None)
+        if target.login is not None:
+            self._begin_login(target.login, False, b"GET" if self.websocket else head.method, origin_form)
         self._assign()
+
+    def _engineio_session(self, engineio: EngineIOStickiness, origin_form: bytes) -> bytes:
+        """A request of an Engine.IO session: a look at its polling body (if it has a polling record), and its
+        target as the server knows it (without the sid's token, with ``engineio-sid-prefix``)."""
+        if not self.head.upgrade:
+            self._eio_poll = engineio.poll_peek(self.head)
+        return engineio.prefix.strip(origin_form) if engineio.prefix is not None else origin_form
 
     def _connected(self, connection: OriginConnection) -> None:
         if self._state is _DONE:  # its slot was freed when it finished
@@ -119,13 +136,17 @@ class Exchange(ExchangeEnding):
             backend = self.backend
             assert backend is not None  # chosen before any connection is made
             backend.connect_seconds.observe(now - self.connect_started)
+        request = self._request_bytes
+        if self._login is not None:
+            assert self.server is not None  # the connection is to it
+            request = self._login.head(self.server, request)
         if self.websocket is None:
-            connection.send(self, self.head.method, self._request_bytes)
+            connection.send(self, self.head.method, request)
         else:
             backend = self.backend
             assert backend is not None
             timeout = backend.websocket.open_handshake_timeout
-            connection.send(self, b"GET", self._request_bytes, upgrade=True, timeout=timeout)
+            connection.send(self, b"GET", request, upgrade=True, timeout=timeout)
         self.sent_at = now
         head = self.head
         if head.has_body:
@@ -147,6 +168,8 @@ class Exchange(ExchangeEnding):
         self.bytes_in += len(data)
         if self._eio_poll is not None:
             self._eio_poll.feed(data)
+        if self._login is not None:
+            self._login.hold(data)
         if self._state is _DONE:
             return
         connection = self.connection
@@ -180,14 +203,11 @@ class Exchange(ExchangeEnding):
 
     # The response, as the origin connection's parser delivers it
 
-    def response_head(self, head: ResponseHead, has_body: bool) -> None:
-        self._state = _ANSWERING
-        self.response_at = self.clock.seconds()
-        self.status = status = head.status
-        server, backend = self.server, self.backend
-        assert server is not None and backend is not None
-        # What the backend learns from it: stickiness (which may set a cookie), the server's passive health,
-        # whether the client is pinned to this connection, an Engine.IO session's server.
+    def _learn(self, head: ResponseHead, has_body: bool, server: Server, status: int) -> None:
+        """What the backend learns from a response: stickiness (which may set a cookie), the server's passive
+        health, whether the client is pinned to this connection, an Engine.IO session's server."""
+        backend = self.backend
+        assert backend is not None
         if backend.sticky:
             head.forward = backend.sticky_response(head.forward, self, server)
         if status >= 500 or server.consecutive_errors:  # else passive health has nothing to do: no call
@@ -199,8 +219,22 @@ class Exchange(ExchangeEnding):
             self._eio_held = has_body and engineio.prefix is not None  # its length changes: sent chunked or to close
         elif self._eio_poll is not None and (status != 200 or not has_body) and not self._eio_poll.post:
             self._eio_poll = None
+
+    def response_head(self, head: ResponseHead, has_body: bool) -> None:
+        login = self._login
+        if login is not None and head.status == login.status and self._challenged(login, head):
+            return  # answered by the proxy: the request goes again
+        self._state = _ANSWERING
+        self.response_at = self.clock.seconds()
+        self.status = status = head.status
+        server = self.server
+        assert server is not None
+        self._learn(head, has_body, server, status)
         headers = head.forward
         client_head = self.head
+        rules = self.rules
+        if rules is not None:
+            headers = rules.respond(headers, server.name, client_head)
         streamed = has_body  # through flow control: any body but a small one of known length
         if not has_body:
             framing = Framing.NONE

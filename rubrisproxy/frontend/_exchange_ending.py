@@ -14,6 +14,7 @@ from ._heads import Framing
 
 if TYPE_CHECKING:
     from ..clients import ClientSession
+    from ._rule_actions import RuleRun
 
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 # The states it reads, as module names: a member read through its Enum class costs a descriptor call.
@@ -40,6 +41,7 @@ class ExchangeEnding(Dispatch):
     pending_head: bytes | None
     _pending: list[bytes] | None
     _framing: int  # Exchange's: how the response body is delimited (a Framing)
+    rules: RuleRun | None  # Exchange's: its run through HTTP rules, which holds rate-limit entries until it ends
 
     # Failures on the origin side
 
@@ -97,12 +99,19 @@ class ExchangeEnding(Dispatch):
         """End with ``error``: answered if no response has started, else the client is cut."""
         if self._state is _DONE:
             return
-        self.pending_head = None  # never sent: the client gets the error instead
         self.log.warn(
             "{method} {target} from {client}: {status} {detail}",
             method=self.head.method.decode("latin-1"), target=self.head.target.decode("latin-1"),
             client=self.client_address, status=error.status, detail=error.detail,
         )
+        self.answer(error, termination)
+
+    def answer(self, error: HTTPError, termination: Termination) -> None:
+        """End with ``error`` as :meth:`fail` does, without a line in the main log: the proxy's answer by a rule
+        (a redirect, a deny, a rate limit's 429), which the access log shows."""
+        if self._state is _DONE:
+            return
+        self.pending_head = None  # never sent: the client gets the error instead
         if self._state is _RELAYING:
             # A framed body shows the client it was truncated, so what was relayed is still
             # delivered; a close-delimited one, or a stalled client, is reset instead.
@@ -113,8 +122,13 @@ class ExchangeEnding(Dispatch):
         self.status = error.status
         # A request without a body is whole once its head is read, even if its end is parsed after this.
         whole = self.request_done or not (self.head.has_body or self.head.upgrade)
-        keep_alive = whole and error.status >= 500 and not self.head.wants_close and not self.client.ends_with(self)
+        status = error.status
+        # A redirect and a 5xx keep the connection; another 4xx refused the request, maybe unread: it closes.
+        keep_alive = (whole and (status >= 500 or status < 400) and not self.head.wants_close
+                      and not self.client.ends_with(self))
         response = error_response(error.status, close=not keep_alive, headers=error.headers, json=error.body)
+        if self.head.method == b"HEAD":  # its head alone: a body the client does not expect would be read as a response
+            response = response[:response.index(b"\r\n\r\n") + 4]
         self.bytes_out += len(response)
         self.client.write(response)
         self._finish(termination, keep_alive)
@@ -140,6 +154,8 @@ class ExchangeEnding(Dispatch):
         Returns when it ended."""
         self._state = _DONE
         self.termination = termination
+        if self.rules is not None:
+            self.rules.end()
         server, session = self.server, self.session
         if session is not None:
             session.registry.request_ended(session, server.name if server is not None else None, origin_status)

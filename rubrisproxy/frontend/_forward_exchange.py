@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from ..backend import Server
-from ..http import HTTPError, RequestHead, quoted, split_absolute
+from ..http import Headers, HTTPError, RequestHead, quoted, split_absolute
 from ..lifecycle import Termination
 from ..origin import ConnectTimeout, OriginConnection
 from ..websocket import Tunnel
@@ -105,6 +105,9 @@ class ForwardExchange(Exchange):
             if not where.tunnel:
                 target, authority = self._target_as_sent()
                 self._request_bytes = origin_request_head(self, target, authority)
+            if via_parent and self.backend is not None and self.backend.login is not None:
+                uri = _authority(where) if where.tunnel else self.head.target
+                self._begin_login(self.backend.login, True, self.head.method, uri)
         except HTTPError as error:
             self.fail(error, Termination.DENIED if error.status == 403 else Termination.BAD_REQUEST)
             return
@@ -179,15 +182,21 @@ class ForwardExchange(Exchange):
         self._state = _WAITING
         where = self._tunnel_to
         assert where is not None
-        host = f"[{where.host}]" if ":" in where.host else where.host
-        authority = f"{host}:{where.port}".encode()
-        connection.send_connect(self, b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (authority, authority, VIA[b"1.1"]))
+        authority = _authority(where)
+        head = b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (authority, authority, VIA[b"1.1"])
+        if self._login is not None:
+            head = self._login.head(connection.server, head)
+        connection.send_connect(self, head)
 
-    def tunnel_answered(self, connection: OriginConnection, status: int, rest: bytes) -> None:
+    def tunnel_answered(self, connection: OriginConnection, status: int, rest: bytes, headers: Headers) -> None:
         """A parent proxy answered the CONNECT asked of it (status 0: it closed or said nothing in time)."""
         self.connection = None
         if self._state is _DONE:
             self.client.frontend.pool.release(connection, reusable=False)
+            return
+        if status == 407 and self._login is not None:
+            if self._tunnel_challenged(connection, headers):
+                self._use(connection.server)  # asked again, with credentials, on a new connection
             return
         if status != 200:
             self.client.frontend.pool.release(connection, reusable=False)
@@ -225,3 +234,9 @@ class ForwardExchange(Exchange):
         super()._finish(termination, keep_alive)
         if self._resolving is not None:
             self._resolving.cancel()  # its answer is no longer wanted
+
+
+def _authority(where: Destination) -> bytes:
+    """``host:port`` of a CONNECT's destination, an IPv6 address bracketed."""
+    host = f"[{where.host}]" if ":" in where.host else where.host
+    return f"{host}:{where.port}".encode()

@@ -122,6 +122,10 @@ class ProxiedConnection(ClientConnection):
         self.end(ConnectionEnd.PROTOCOL_READ_ERROR)
         return b""
 
+    def source_address(self) -> str | None:
+        """A proxy's connection carries many clients: only one a PROXY header named is its own."""
+        return self.source
+
     def owner(self) -> str | None:
         current = self.current
         return current.client_address if current is not None else None

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from ..backend import Backend, Server
     from ..clients import ClientSession
     from ..http import RequestHead
+    from ..origin import LoginAttempt
     from ._context import Frontend
+    from ._rule_actions import RuleRun
 
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 TERMINATIONS = {termination: termination.value for termination in Termination}
@@ -36,6 +38,8 @@ class Timing:
     backend: Backend | None
     server: Server | None
     session: ClientSession | None
+    rules: RuleRun | None
+    _login: LoginAttempt | None  # the proxy's own login to the server (Resubmitting's)
 
     def __init__(self, now: float, wait: float) -> None:
         self.started_at = now  # the request head was read
@@ -90,6 +94,8 @@ class Timing:
             TERMINATIONS[termination],
             self.retries,
             session.id if session is not None else "",
+            self.rules.request_id.decode("latin-1") if self.rules is not None else "",
+            self._login.mark if self._login is not None else "",
         )
 
 

@@ -1,5 +1,7 @@
 """HTTP/1.1 messages shared by the client-facing and origin sides."""
 
+from ._auth import Challenge, best, challenges, digest
+from ._auth import basic as basic_credentials
 from ._errors import HTTPError, error_response, quoted, reason_phrase
 from ._headers import (
     CLIENT_CLAIMS,
@@ -14,9 +16,40 @@ from ._headers import (
 )
 from ._request import RequestHandler, RequestHead, RequestParser
 from ._response import ResponseHandler, ResponseHead, ResponseParser
+from ._rules import (
+    Address,
+    Network,
+    RedirectTarget,
+    Template,
+    client_ip,
+    del_header,
+    field_safe,
+    header_value,
+    in_networks,
+    masked,
+    networks,
+    set_header,
+)
 from ._target import Target, normalise_path, resolve, route_host, split_absolute, valid_host
 
 __all__ = [
+    "Challenge",
+    "basic_credentials",
+    "best",
+    "challenges",
+    "digest",
+    "Address",
+    "Network",
+    "RedirectTarget",
+    "Template",
+    "client_ip",
+    "del_header",
+    "field_safe",
+    "header_value",
+    "in_networks",
+    "masked",
+    "networks",
+    "set_header",
     "CLIENT_CLAIMS",
     "FORWARDING",
     "HOP_BY_HOP",

@@ -5,6 +5,11 @@ from __future__ import annotations
 REASONS: dict[int, bytes] = {
     100: b"Continue",
     200: b"OK",
+    301: b"Moved Permanently",
+    302: b"Found",
+    303: b"See Other",
+    307: b"Temporary Redirect",
+    308: b"Permanent Redirect",
     400: b"Bad Request",
     401: b"Unauthorized",
     403: b"Forbidden",

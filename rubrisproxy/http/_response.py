@@ -119,6 +119,10 @@ class ResponseParser:
         self._upgrade = upgrade
         self._reset()
 
+    def redirect(self, handler: ResponseHandler) -> None:
+        """Report the rest of the current response to ``handler`` (one that takes it over mid-response)."""
+        self._handler = handler
+
     def feed(self, data: bytes) -> None:
         """Parse ``data``; raises :class:`HTTPError` (502) for a malformed response."""
         if self.complete:

@@ -14,7 +14,7 @@ from zope.interface import implementer
 from .._compat import direct_write, end_as_closed, unsent
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, tune_transport, writes_directly
-from ..http import HTTPError, ResponseHandler, ResponseParser
+from ..http import Headers, HTTPError, ResponseHandler, ResponseParser
 from ..lifecycle import ConnectionEnd
 
 if TYPE_CHECKING:
@@ -59,7 +59,8 @@ class PinnedClient(TypingProtocol):
 class TunnelUser(TypingProtocol):
     """What waits for a parent proxy's answer to CONNECT."""
 
-    def tunnel_answered(self, connection: OriginConnection, status: int, rest: bytes) -> None: ...
+    def tunnel_answered(self, connection: OriginConnection, status: int, rest: bytes, headers: Headers) -> None:
+        """``headers``: the answer's (read only for an answer other than 200)."""
 
 
 @implementer(IHalfCloseableProtocol)  # declared up front: the endpoint's wrapper looks only once
@@ -124,8 +125,13 @@ class OriginConnection(Protocol):
         self._delivered = self.bytes_sent - unsent(self.transport)
         self._deadline.set(timeout or self.server_timeout)
 
+    def hand_to(self, user: OriginUser) -> None:
+        """Let ``user`` take over the response in progress (and the connection's events) from the one who sent it."""
+        self._user = user
+        self.parser.redirect(user)
+
     def send_connect(self, user: TunnelUser, head: bytes) -> None:
-        """Ask a parent proxy for a tunnel; ``user.tunnel_answered(status, rest)`` follows its answer's head."""
+        """Ask a parent proxy for a tunnel; ``user.tunnel_answered(...)`` follows its answer's head."""
         self._tunnel_user = user
         self._write(head)
         self._deadline.set(self.server_timeout)
@@ -139,15 +145,19 @@ class OriginConnection(Protocol):
             else:
                 self._tunnel_head = head
             return
-        parts = head[: head.find(b"\r\n")].split(b" ", 2)
+        lines = head[:end].split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
         status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        self._end_tunnel_wait(status, head[end + 4:])
+        headers = [] if status == 200 else [
+            (name.strip(), value.strip()) for name, sep, value in (line.partition(b":") for line in lines[1:]) if sep
+        ]
+        self._end_tunnel_wait(status, head[end + 4:], headers)
 
-    def _end_tunnel_wait(self, status: int, rest: bytes) -> None:
+    def _end_tunnel_wait(self, status: int, rest: bytes, headers: Headers | None = None) -> None:
         user, self._tunnel_user, self._tunnel_head = self._tunnel_user, None, b""
         self._deadline.clear()
         assert user is not None  # called only while one waits
-        user.tunnel_answered(self, status, rest)
+        user.tunnel_answered(self, status, rest, headers or [])
 
     def _write(self, data: bytes) -> None:
         self.server.bytes_in += len(data)  # every byte written to the server, heads included
