@@ -154,6 +154,42 @@ class PollPeek:
                 self.session.server_sent(seen)
 
 
+class OpenPeek:
+    """A look at a session-opening response's body until its open packet is read (its sid learned). With a sid
+    prefix the body is held from the client meanwhile (at most :data:`PEEK_LIMIT`) and sent with the sid
+    prefixed; ``holds`` says so (its length changes: the exchange frames it anew)."""
+
+    __slots__ = ("_stickiness", "_server", "_version", "_seen", "holds")
+
+    def __init__(self, stickiness: EngineIOStickiness, server: str, version: int | None) -> None:
+        self._stickiness = stickiness
+        self._server = server
+        self._version = version
+        self._seen: bytes | None = b""
+        self.holds = stickiness.prefix is not None
+
+    @property
+    def done(self) -> bool:
+        return self._seen is None
+
+    def feed(self, data: bytes) -> bytes:
+        """The body's next bytes: what to send the client now (nothing while held)."""
+        seen = self._seen
+        if seen is None:
+            return data
+        if not self.holds:
+            self._seen = self._stickiness.learn_body(seen + data, self._server, self._version)
+            return data
+        held, body = self._stickiness.open_body(seen + data, self._server, self._version)
+        self._seen = body if held else None
+        return b"" if held else body
+
+    def end(self) -> bytes:
+        """The body ended: what is still held, to send as it came."""
+        seen, self._seen = self._seen, None
+        return seen if self.holds and seen else b""
+
+
 class EngineIOStickiness:
     """sid -> server name, learned from handshake responses, consulted for every request carrying ``sid=``."""
 
@@ -226,6 +262,12 @@ class EngineIOStickiness:
             return False, peek
         self.learn_body(rewritten, server, version)
         return False, rewritten
+
+    def session_request(self, request: RequestHead, target: bytes) -> tuple[PollPeek | None, bytes]:
+        """A request carrying a sid: a peek at its polling body (if its session has a polling record; none for an
+        upgrade), and ``target`` as the server knows it (without the sid's token, with a sid prefix)."""
+        peek = None if request.upgrade else self.poll_peek(request)
+        return peek, self.prefix.strip(target) if self.prefix is not None else target
 
     def poll_peek(self, request: RequestHead) -> PollPeek | None:
         """A peek at a polling request of a session with a polling record (a POST's body, a GET's response)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..backend import OpenPeek
 from ..engineio import version
 from ..http import HTTPError, RequestHead, ResponseHead, resolve, serialize_headers
 from ..lifecycle import Termination
@@ -17,7 +18,7 @@ from ._resubmit import Resubmitting
 from ._upgrade import ExchangeHandoff, accept_upgrade
 
 if TYPE_CHECKING:
-    from ..backend import EngineIOStickiness, PollPeek, Server
+    from ..backend import PollPeek, Server
     from ._connection import ClientConnection
     from ._rule_actions import RuleRun
 
@@ -50,7 +51,7 @@ class Exchange(Resubmitting):
     client's pace and independent of it: a server may answer before the body is all sent.
     """
 
-    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_held", "_eio_poll", "rules")
+    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll", "rules")
 
     def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
         Dispatch.__init__(self, client, head, now, wait)
@@ -61,8 +62,7 @@ class Exchange(Resubmitting):
         self._framing = Framing.NONE
         self._request_bytes = b""
         self.websocket: ExchangeHandoff | None = None  # a WebSocket upgrade that passed its checks
-        self._eio_peek: bytes | None = None  # an Engine.IO handshake response's first bytes, until its sid is found
-        self._eio_held = False  # ... held from the client meanwhile, to prefix the sid (``engineio-sid-prefix``)
+        self._eio_peek: OpenPeek | None = None  # an Engine.IO handshake response's body, until its sid is found
         self._eio_poll: PollPeek | None = None  # a look at a polling body of an Engine.IO session that may upgrade
         self._login = None  # Resubmitting's: the proxy's own login to the server, when the backend has one
         self.rules: RuleRun | None = None  # its run through the frontend's HTTP rules, if it has any
@@ -106,7 +106,7 @@ class Exchange(Resubmitting):
         self.backend = target
         origin_form = resolved.origin_form
         if target.engineio is not None and b"sid=" in head.target:
-            origin_form = self._engineio_session(target.engineio, origin_form)
+            self._eio_poll, origin_form = target.engineio.session_request(head, origin_form)
         if head.upgrade and is_websocket_upgrade(head):
             self.websocket = accept_upgrade(self, router, target)
             if self.websocket is None:
@@ -115,13 +115,6 @@ class Exchange(Resubmitting):
         if target.login is not None:
             self._begin_login(target.login, False, b"GET" if self.websocket else head.method, origin_form)
         self._assign()
-
-    def _engineio_session(self, engineio: EngineIOStickiness, origin_form: bytes) -> bytes:
-        """A request of an Engine.IO session: a look at its polling body (if it has a polling record), and its
-        target as the server knows it (without the sid's token, with ``engineio-sid-prefix``)."""
-        if not self.head.upgrade:
-            self._eio_poll = engineio.poll_peek(self.head)
-        return engineio.prefix.strip(origin_form) if engineio.prefix is not None else origin_form
 
     def _connected(self, connection: OriginConnection) -> None:
         if self._state is _DONE:  # its slot was freed when it finished
@@ -215,8 +208,8 @@ class Exchange(Resubmitting):
         self._pin = (status == 401 and asks_connection_auth(head.headers)) or backend.config.pin
         engineio = backend.engineio
         if engineio is not None and status == 200 and engineio.learn_response(self.head, head.headers, server.name):
-            self._eio_peek = b"" if has_body else None  # the open packet, with its sid, starts the body
-            self._eio_held = has_body and engineio.prefix is not None  # its length changes: sent chunked or to close
+            # the open packet, with its sid, starts the body
+            self._eio_peek = OpenPeek(engineio, server.name, version(self.head.target)) if has_body else None
         elif self._eio_poll is not None and (status != 200 or not has_body) and not self._eio_poll.post:
             self._eio_poll = None
 
@@ -238,7 +231,7 @@ class Exchange(Resubmitting):
         streamed = has_body  # through flow control: any body but a small one of known length
         if not has_body:
             framing = Framing.NONE
-        elif head.content_length is not None and not head.chunked and not self._eio_held:
+        elif head.content_length is not None and not head.chunked and (self._eio_peek is None or not self._eio_peek.holds):
             framing = Framing.LENGTH
             streamed = head.content_length > _SMALL_BODY
         elif client_head.version == b"1.1":
@@ -304,18 +297,13 @@ class Exchange(Resubmitting):
         self.client.write(data)
 
     def response_body(self, data: bytes) -> None:
-        if self._eio_peek is not None:
-            backend, server = self.backend, self.server
-            assert backend is not None and backend.engineio is not None and server is not None  # what set _eio_peek
-            if self._eio_held:
-                held, data = backend.engineio.open_body(self._eio_peek + data, server.name, version(self.head.target))
-                self._eio_peek = data if held else None
-                if held:
-                    return
-                self._eio_held = False
-            else:
-                self._eio_peek = backend.engineio.learn_body(self._eio_peek + data, server.name,
-                                                             version(self.head.target))
+        peek = self._eio_peek
+        if peek is not None:
+            data = peek.feed(data)
+            if peek.done:
+                self._eio_peek = None
+            if not data:
+                return  # held until its open packet is read, to prefix the sid (its length changes: not LENGTH framed)
         elif self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.feed(data)
         if self._framing == Framing.CHUNKED:
@@ -324,9 +312,9 @@ class Exchange(Resubmitting):
 
     def response_end(self) -> None:
         client = self.client
-        if self._eio_held and self._eio_peek:  # the body ended before an open packet: sent as it came
-            self._eio_held, held = False, self._eio_peek
-            self.response_body(held)
+        peek, self._eio_peek = self._eio_peek, None
+        if peek is not None and (held := peek.end()):
+            self.response_body(held)  # the body ended before an open packet: sent as it came
         if self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.end()
         if self._framing == Framing.CHUNKED:
