@@ -5,8 +5,9 @@ nodes): stick-table entries, the Engine.IO sids learned from handshakes, the adm
 servers (drain, maint, ready, weight), and client sessions (whose end one process reports). Each local change becomes a :class:`Change`, given to a
 :class:`StateTransport`'s ``publish``, which never blocks and never fails (a transport that cannot send keeps
 what it can, bounded, and drops the rest); each change made elsewhere reaches the :class:`StateReceiver`'s
-``apply``. Nothing on a request's path ever waits for a transport: state is pushed, and a key not known
-locally is not looked up.
+``apply``. State is pushed: nothing on a request's path waits for a transport, but for a request carrying an Engine.IO sid
+this proxy does not know, which may ask (``lookup``; once per sid, bounded in time and number) in case its
+handshake was answered elsewhere an instant before the push could arrive.
 
 A transport (Redis, the worker channel) implements :class:`StateTransport`; the proxy's side is
 ``cluster.ProxyReceiver`` (backends' state to ``backend.SharedBackends``, client sessions to their
@@ -17,7 +18,7 @@ A transport (Redis, the worker channel) implements :class:`StateTransport`; the 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,6 +73,11 @@ class StateTransport(Protocol):
     def publish(self, change: Change) -> None:
         """Send a local change to the others: returns at once, never raises; bounded (when it cannot keep up or
         is cut off, the oldest unsent changes are dropped, and counted)."""
+
+    def lookup(self, kind: Kind, backend: str, key: bytes, answer: Callable[[Change | None], None]) -> bool:
+        """Ask for an entry this proxy does not hold (a sid whose handshake another proxy answered an instant
+        ago, before its push arrived): ``answer`` gets it, or None, within a bounded wait. Returns False, and
+        never calls ``answer``, when it cannot ask now (cut off, or too many questions in flight)."""
 
     def start(self) -> None:
         """Connect (and keep reconnecting): from then on, changes flow both ways."""

@@ -718,3 +718,31 @@ class SharedSessionTests(SynchronousTestCase):
         self.assertEqual({r.sessions["header:c1"].owner for r in self.registries}, {"b"})  # the earlier claim
         self.clock.advance(100)
         self.assertEqual(self.calls, [("b", "header:c1", "expired")])
+
+
+class LookupTests(NodesCase):
+    """A sid whose push has not arrived yet (the client came back through another node faster than Redis could
+    tell it) is asked of Redis, once."""
+
+    @defer.inlineCallbacks
+    def test_an_unknown_sid_is_asked_once_and_found(self):  # type: ignore[no-untyped-def]
+        self.redis = yield start_redis(self)
+        origins = [FakeEngineIO("s1"), FakeEngineIO("s2")]
+        ports = [self.start_web_origin(origin) for origin in origins]
+        a, b = (self.start_from_config(node_config(name, self.redis.url, ports, stick=False)) for name in ("a", "b"))
+        yield self.poll(lambda: a.parts.transport.connected and b.parts.transport.connected, "both in the cluster")
+        yield self.ask(b)  # b's round robin one ahead of a's
+        b.parts.transport._receiver = None  # b hears no push: as if the client were faster than Redis
+        self.proxy_port = self.port_of(a)
+        (opened,) = yield self.request(get(b"/socket.io/?EIO=4&transport=polling"))
+        sid = json.loads(opened.body[1:])["sid"].encode()
+        self.proxy_port = self.port_of(b)
+        for _ in range(3):
+            (answer,) = yield self.request(get(b"/socket.io/?EIO=4&transport=polling&sid=" + sid))
+            self.assertEqual((answer.status, answer.body), (200, b"6"))
+        self.assertEqual(b.parts.transport.lookups, 1)  # found, then known
+        for _ in range(3):  # a sid nobody learned: asked once, then balanced as any
+            (answer,) = yield self.request(get(b"/socket.io/?EIO=4&transport=polling&sid=forged"))
+            self.assertEqual(answer.status, 400)
+        self.assertEqual(b.parts.transport.lookups, 2)
+        self.assertEqual(a.parts.transport.lookups, 0)

@@ -1,6 +1,6 @@
 """Backends: named groups of origin servers, balancing over them, and their queue."""
 
-from ._backend import QUEUED, SESSION_GONE, Backend, Waiter
+from ._backend import LOOKING, QUEUED, SESSION_GONE, Backend, Waiter
 from ._balance import (
     ConsistentHash,
     IBalancer,
@@ -33,6 +33,7 @@ from ._sidprefix import SidPrefix
 from ._sticky import cookie_value
 
 __all__ = [
+    "LOOKING",
     "PEEK_LIMIT",
     "QUEUED",
     "SESSION_GONE",

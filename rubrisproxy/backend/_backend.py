@@ -59,6 +59,9 @@ POLLED_SESSIONS = 10_000
 """What :meth:`Backend.assign` returns when the request waits for a free server."""
 #: What :meth:`Backend.assign` returns, when asked, for a request of an Engine.IO session whose server is gone.
 SESSION_GONE = object()
+#: What :meth:`Backend.assign` returns for a client's request whose sid it is asking the cluster about: the request
+#: hears ``looked_up()`` once answered, and is assigned again.
+LOOKING = object()
 
 
 class Backend:
@@ -317,7 +320,7 @@ class Backend:
         balance it."""
         name = engineio.server_for(waiter.head)
         if name is None:
-            return None
+            return LOOKING if gone is not None and engineio.look_up(waiter.head, waiter.looked_up) else None
         learned = self.server_named(name)
         if learned is not None and (learned in candidates or (gone is not None and learned.up and learned not in exclude)):
             return self._enqueue(waiter, exclude, learned) if learned.full else self.take(learned)

@@ -32,6 +32,7 @@ from ..engineio import (
     socketio_packet,
 )
 from ..http import Headers, RequestHead
+from ._shared import SharedStickStore
 from ._sidprefix import SidPrefix
 from ._sticky import ExpiringStore, IStickStore, learned_key
 
@@ -209,6 +210,13 @@ class EngineIOStickiness:
         if found is None and self.prefix is not None:
             return self.prefix.server_of(sid, self._names())  # learned elsewhere: the token says where
         return found
+
+    def look_up(self, request: RequestHead, done: Callable[[], None]) -> bool:
+        """A sid this proxy does not know: ask the others (in a cluster), in case its handshake was answered
+        elsewhere an instant ago; ``done()`` once answered. False if not asked."""
+        sid = session_id(request)
+        store = self.store
+        return sid is not None and isinstance(store, SharedStickStore) and store.lookup(sid, done)
 
     def forget(self, request: RequestHead) -> None:
         """The server of ``request``'s sid is gone: the sid is known nowhere now. Its entry names no server

@@ -4,6 +4,7 @@ entries made elsewhere applied. Without a transport none of this is built: backe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
@@ -11,6 +12,10 @@ from zope.interface import implementer
 
 from ..sharing import Change, Kind, StateTransport
 from ._sticky import ExpiringStore, IStickStore, MemoryStickStore
+
+#: A key looked up is not looked up again for this long (a forged sid costs one question, not one per request);
+#: at most this many are remembered.
+ASKED_FOR, ASKED_KEYS = 10.0, 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,7 @@ class SharedStickStore:
     finds its entry costs no message. Entries made elsewhere come in through :meth:`apply`."""
 
     def __init__(self, clock: IReactorTime, expire: float, size: int, share: ShareAs) -> None:
+        self._asked: ExpiringStore[bool] = ExpiringStore(clock, ASKED_FOR, ASKED_KEYS)  # keys looked up lately
         self._clock = clock
         self._expire = expire
         self._kind = share.kind
@@ -63,6 +69,20 @@ class SharedStickStore:
         if entry is not None and (only_new or (entry[0] != change.value and entry[1] > change.at)):
             return
         self._local.put(change.key, (change.value, change.at))
+
+    def lookup(self, key: bytes, done: Callable[[], None]) -> bool:
+        """Ask the others for ``key``, unknown here (once per key in :data:`ASKED_FOR`): ``done()`` once answered,
+        the entry kept if there is one. False if not asked (then ``done`` is never called)."""
+        if self._asked.get(key) is not None:
+            return False
+        self._asked.put(key, True)
+
+        def answered(change: Change | None) -> None:
+            if change is not None:
+                self.apply(change)
+            done()
+
+        return self._transport.lookup(self._kind, self._backend, key, answered)
 
     def items(self, limit: int) -> list[tuple[bytes, str, float]]:
         return [(key, entry[0], left) for key, entry, left in self._local.items(limit)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -29,6 +30,9 @@ from ._resp import RedisConnection, RedisError, Reply
 MAX_QUEUED, MAX_PENDING = 10_000, 10_000
 #: A resync reads at most this many entries, a page of this many at a time.
 MAX_RESYNC_ENTRIES, RESYNC_PAGE = 200_000, 500
+#: Lookups in flight at once (more are not asked: the request goes on as if the answer were "none"), and how long
+#: one may take before it is taken as "none".
+MAX_LOOKUPS, LOOKUP_TIMEOUT = 64, 0.25
 #: The longest stick key or sid a change may carry (a longer one from Redis is ignored).
 MAX_KEY = 4096
 PREFIX = b"rubrisproxy:"
@@ -52,7 +56,8 @@ class RedisTransport:
         self._subscribed: RedisConnection | None = None  # the subscriber connection, once its SUBSCRIBE is answered
         self._reached = False  # Redis has been reached once (its first time is logged)
         self._down_since: float | None = None  # when the outage logged began
-        self.published = self.received = self.dropped = 0
+        self.published = self.received = self.dropped = self.lookups = 0
+        self._asking = 0  # lookups in flight
         endpoint = endpoint_for(reactor, address)
         self._commands = Link(reactor, endpoint, self._commands_up, self._link_down)
         self._subscriber = Link(reactor, endpoint, self._subscriber_up, self._subscriber_down, self._message)
@@ -77,6 +82,7 @@ class RedisTransport:
         """What the admin API shows of the cluster."""
         return {"redis": str(self.address), "node": self.node, "connected": self.connected,
                 "published": self.published, "received": self.received, "dropped": self.dropped,
+                "lookups": self.lookups,
                 "queued": len(self._queue)}
 
     def publish(self, change: Change) -> None:
@@ -90,6 +96,29 @@ class RedisTransport:
             self.dropped += 1
         else:
             self._send(connection, change)
+
+    def lookup(self, kind: Kind, backend: str, key: bytes, answer: Callable[[Change | None], None]) -> bool:
+        connection = self._ready
+        if connection is None or self._asking >= MAX_LOOKUPS or kind is Kind.SERVER or kind is Kind.CLIENT:
+            return False
+        self._asking += 1
+        self.lookups += 1
+        answered = False
+
+        def done(reply: Reply) -> None:
+            nonlocal answered
+            if answered:
+                return
+            answered = True
+            self._asking -= 1
+            if timer.active():
+                timer.cancel()
+            decoded = decode_change(reply) if isinstance(reply, bytes) else None
+            answer(decoded[1] if decoded is not None and decoded[1].kind is kind else None)
+
+        timer = self._reactor.callLater(LOOKUP_TIMEOUT, done, None)
+        connection.command(b"GET", self._entry_key(Change(kind, backend, key, "")), callback=done)
+        return True
 
     def _send(self, connection: RedisConnection, change: Change) -> None:
         payload = encode_change(self.node, change)
