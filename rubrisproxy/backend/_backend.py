@@ -320,7 +320,8 @@ class Backend:
         balance it."""
         name = engineio.server_for(waiter.head)
         if name is None:
-            return LOOKING if gone is not None and engineio.look_up(waiter.head, waiter.looked_up) else None
+            asked = gone is not None and engineio.shared and engineio.look_up(waiter.head, waiter.looked_up)
+            return LOOKING if asked else None
         learned = self.server_named(name)
         if learned is not None and (learned in candidates or (gone is not None and learned.up and learned not in exclude)):
             return self._enqueue(waiter, exclude, learned) if learned.full else self.take(learned)

@@ -211,6 +211,11 @@ class EngineIOStickiness:
             return self.prefix.server_of(sid, self._names())  # learned elsewhere: the token says where
         return found
 
+    @property
+    def shared(self) -> bool:
+        """Whether its sids are shared with other proxies (a cluster)."""
+        return isinstance(self.store, SharedStickStore)
+
     def look_up(self, request: RequestHead, done: Callable[[], None]) -> bool:
         """A sid this proxy does not know: ask the others (in a cluster), in case its handshake was answered
         elsewhere an instant ago; ``done()`` once answered. False if not asked."""
