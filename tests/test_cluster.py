@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+from dataclasses import replace
 from io import BytesIO
 from typing import Any
 
@@ -493,6 +494,34 @@ class NoRedisTests(NodesCase):
 
 
 class ClusterConfigTests(ClusterCase):
+    def test_the_start_says_where_the_cluster_is(self) -> None:
+        from rubrisproxy.startup import startup_lines
+
+        config = config_from_document({"cluster": {"redis": "unix:///run/redis.sock?db=3", "node": "edge-1"},
+                                       "backends": {"app": {"servers": ["127.0.0.1:1"]}}})
+        self.assertIn("cluster: node edge-1, sharing state through Redis at unix:///run/redis.sock?db=3",
+                      startup_lines(config, None))
+        self.assertFalse([line for line in startup_lines(replace(config, cluster=None), None) if "cluster" in line])
+
+    def test_each_key_is_checked_naming_it(self) -> None:
+        from rubrisproxy.config import ConfigError
+
+        for table, key in (({"redis": "http://x"}, "cluster.redis"), ({"redis": "redis://h:99999"}, "cluster.redis"),
+                           ({"redis": "redis://h/16"}, "cluster.redis"), ({"redis": "redis://u:p@h"}, "cluster.redis"),
+                           ({"redis": "unix:///s?db=x"}, "cluster.redis"), ({}, "cluster.redis"),
+                           ({"redis": "redis://h", "node": "a b"}, "cluster.node"),
+                           ({"redis": "redis://h", "other": 1}, "cluster.other")):
+            with self.assertRaises(ConfigError) as caught:
+                config_from_document({"cluster": table})
+            self.assertTrue(str(caught.exception).startswith(key + ":"), str(caught.exception))
+            self.assertNotIn("\n", str(caught.exception))
+        with self.assertRaises(ConfigError) as caught:
+            config_from_document({"backends": {"app": {"engineio-sticky": False, "engineio-sid-prefix": True}}})
+        self.assertTrue(str(caught.exception).startswith("backends.app.engineio-sid-prefix:"))
+        parsed = config_from_document({"cluster": {"redis": "redis://[::1]:7000/2"}}).cluster
+        self.assertEqual((parsed.redis.host, parsed.redis.port, parsed.redis.db), ("::1", 7000, 2))
+        self.assertEqual(str(parsed.redis), "redis://[::1]:7000/2")
+
     def test_without_cluster_nothing_is_shared(self) -> None:
         config = config_from_document({"backends": {"app": {"servers": ["127.0.0.1:1"], "stick": {"on": "source"}}}})
         self.assertIsNone(config.cluster)

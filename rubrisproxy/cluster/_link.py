@@ -77,7 +77,9 @@ class Link:
     def _connect(self) -> None:
         self._retry = None
         self.state = LinkState.CONNECTING
-        attempt = self._attempt = self._endpoint.connect(Factory.forProtocol(lambda: RedisConnection(self._on_message)))
+        factory = Factory.forProtocol(lambda: RedisConnection(self._on_message))
+        factory.noisy = False  # no "Starting factory" line per attempt: the transport says what an outage is
+        attempt = self._attempt = self._endpoint.connect(factory)
         attempt.addCallbacks(self._made, self._failed)
 
     def _made(self, connection: RedisConnection) -> None:

@@ -402,8 +402,10 @@ class RedisAddress:
     db: int = 0
 
     def __str__(self) -> str:
-        where = f"unix://{self.path}" if self.path else f"redis://{self.host}:{self.port}"
-        return f"{where}/{self.db}" if not self.path else f"{where}?db={self.db}"
+        if self.path:
+            return f"unix://{self.path}?db={self.db}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{host}:{self.port}/{self.db}"
 
 
 @dataclass(frozen=True, slots=True)
