@@ -30,15 +30,21 @@ from .websocket import BackendWebSocket, ResumeBudget
 
 
 class HealthService(service.Service):
-    """Runs the active health checks of every backend that has them (``checkers``, by backend name)."""
+    """Runs the active health checks of every backend that has them (``checkers``, by backend name). Not
+    ``probing`` (a worker process other than the first), its checkers never probe: their verdicts come from
+    the worker that does; ``judged`` hears each verdict of a probing one."""
 
     def __init__(self, clock: Any, connect: Callable[[Server, Protocol], Deferred[Protocol]]) -> None:
         self.clock = clock
         self.connect = connect
         self.checkers: dict[str, HealthChecker] = {}
+        self.probing = True
+        self.judged: Callable[[str, Server], None] | None = None
 
     def startService(self) -> None:
         super().startService()
+        if not self.probing:
+            return
         for checker in self.checkers.values():
             checker.start()
 
@@ -53,9 +59,17 @@ class HealthService(service.Service):
         if backend.health.check == "none":
             return
         checker = HealthChecker(backend.name, _servers_of(backend), backend.health, self.clock, self.connect)
+        if self.judged is not None:
+            checker.judged = partial(self.judged, backend.name)
         self.checkers[backend.name] = checker
-        if self.running:
+        if self.running and self.probing:
             checker.start()
+
+    def report_to(self, judged: Callable[[str, Server], None]) -> None:
+        """Tell ``judged`` the backend's name and the server after each verdict, from now on."""
+        self.judged = judged
+        for name, checker in self.checkers.items():
+            checker.judged = partial(judged, name)
 
     def watch(self, name: str, server: Server) -> None:
         """Check ``server``, just added to backend ``name``, if that backend is checked."""
@@ -236,7 +250,8 @@ class ProxyParts:
     def add_frontend(self, config: FrontendConfig, proxy: ProxyConfig) -> FrontendService:
         """A new frontend, listening (at once, if the proxy is running: :class:`ListenFailed` if it cannot)."""
         frontend = self.new_frontend(config)
-        running = FrontendService(self.reactor, frontend, config, Shutdown.of(proxy), protocol_class(config))
+        running = FrontendService(self.reactor, frontend, config, Shutdown.of(proxy), protocol_class(config),
+                                  reuse_port=proxy.process.workers > 1)
         self.frontends[config.name] = running
         self.frontend_list.append(frontend)
         try:

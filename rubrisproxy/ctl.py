@@ -117,6 +117,14 @@ def frontends(api: AdminClient) -> str:
     return table(rows, header)
 
 
+def workers(api: AdminClient) -> str:
+    answer = api.call("GET", "/workers")
+    rows = [(w["index"], w["pid"] or "-", w["state"], w["restarts"], f"{w['uptime']:.0f}s", w["last_exit"] or "-",
+             "-" if w["accepted"] is None else w["accepted"], "-" if w["requests"] is None else w["requests"])
+            for w in answer["workers"]]
+    return table(rows, ("WORKER", "PID", "STATE", "RESTARTS", "UP", "LAST EXIT", "ACCEPTED", "REQUESTS"))
+
+
 def health(api: AdminClient) -> str:
     return str(api.call("GET", "/healthz")["status"])
 
@@ -174,6 +182,7 @@ _ACTIONS: dict[str, Callable[[AdminClient, argparse.Namespace], str]] = {
     "reload": lambda api, args: reload(api),
     "status": lambda api, args: status(api),
     "frontends": lambda api, args: frontends(api),
+    "workers": lambda api, args: workers(api),
     "sessions": lambda api, args: sessions(api),
     "health": lambda api, args: health(api),
     "add": lambda api, args: add_server(api, args.target, NewServer(args.address, args.weight, args.maxconn,
@@ -215,6 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("status", help="backends and servers")
     actions.add_parser("frontends", help="frontends: connections, requests, WebSockets, bytes")
     actions.add_parser("sessions", help="session-mode WebSockets")
+    actions.add_parser("workers", help="worker processes ([process] workers > 1): pid, state, restarts, spread")
     actions.add_parser("health", help="exit 0 if the proxy answers (GET /healthz), else 1")
     target_help = "BACKEND/SERVER, or SERVER alone when there is one backend"
     for name, what in (("drain", "move its sessions away; take nothing new"), ("ready", "take traffic again"),

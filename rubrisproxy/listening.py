@@ -16,6 +16,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from .accepting import back_off_when_exhausted
 from .config import FrontendConfig, ListenerTLSConfig, ProxyConfig
 from .frontend import ClientConnection, Frontend, connection_factory, drain
+from .reuseport import ReusePortReactor
 from .tls import Listener, ServerTLS, build_contexts, listeners
 
 #: Listen backlog for TCP and TLS listeners that do not set one: Twisted's default (50) drops
@@ -50,6 +51,7 @@ class ListenSettings:
     endpoints: tuple[str, ...]
     tls: ListenerTLSConfig | None = None
     key: str = "listen"
+    reuse_port: bool = False  # TCP sockets bound with SO_REUSEPORT: each worker process binds its own
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class ListeningService(service.Service):
         self.reactor = reactor
         self.label = label
         self.factory = factory
+        self._endpoint_reactor = ReusePortReactor(reactor) if listen.reuse_port else reactor
         self.endpoints = listen.endpoints  # these two change on a reload
         self.tls = listen.tls
         self.key = listen.key
@@ -142,7 +145,7 @@ class ListeningService(service.Service):
             failures: list[Any] = []
             try:
                 plain, factory = self._factory_for(description)
-                endpoint = serverFromString(self.reactor, with_backlog(plain))
+                endpoint = serverFromString(self._endpoint_reactor, with_backlog(plain))
             except Exception as e:  # noqa: BLE001 - checked at load, but a file an ssl: string or tls table names may have gone
                 self._cannot_listen(description, str(e))
                 continue
@@ -250,10 +253,10 @@ class ListeningService(service.Service):
 class FrontendService(ListeningService):
     """Listens on a frontend's endpoints; on stop, stops accepting and drains."""
 
-    def __init__(self, reactor: Any, frontend: Frontend, config: FrontendConfig, shutdown: Shutdown,
-                 protocol: type[ClientConnection] | None = None) -> None:
+    def __init__(self, reactor: Any, frontend: Frontend, config: FrontendConfig, shutdown: Shutdown,  # noqa: PLR0913 - what a frontend's listener is made of, from the proxy's config and the frontend's
+                 protocol: type[ClientConnection] | None = None, reuse_port: bool = False) -> None:
         super().__init__(reactor, f"frontend {frontend.name}", connection_factory(frontend, protocol),
-                         ListenSettings(config.listen, config.tls, f"frontends.{frontend.name}"))
+                         ListenSettings(config.listen, config.tls, f"frontends.{frontend.name}", reuse_port))
         self.frontend = frontend
         self.shutdown = shutdown
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import signal
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.logger import Logger
 
 from .builder import ProxyParts
 from .checks import check_config
-from .config import CommandLine, ConfigError, load_config
+from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .signals import SignalService
 
 #: Settings a reload does not change (they need a restart); a change to them is reported.
-RESTART_ONLY = ("pool", "access_log", "log", "admin", "cluster", "shutdown_grace", "shutdown_spread", "shutdown_close_code", "demo")
+RESTART_ONLY = ("pool", "access_log", "log", "admin", "cluster", "shutdown_grace", "shutdown_spread",
+                "shutdown_close_code", "demo", "process")
 
 
 class Reloader:
@@ -31,16 +32,27 @@ class Reloader:
         """Apply the configuration as it now reads; the changes made. Raises :class:`ConfigError`, changing nothing."""
         if not self.command_line.config_path:
             raise ConfigError("--config", "there is no configuration file to reload")
-        new = check_config(load_config(self.command_line))  # every class it names has been built once: none fails below
+        return self.apply(check_config(load_config(self.command_line)))  # every class it names has been built once
+
+    def apply(self, new: ProxyConfig) -> list[str]:
+        """Apply ``new``, a configuration :func:`check_config` passed; the changes made (those that need a restart
+        said). Raises :class:`ConfigError` (a demo), changing nothing."""
         old = self.parts.config
         if new.demo or old.demo:
             raise ConfigError("--config", "a proxy running the demo origin cannot be reloaded; restart it")
         changes = [f"{name.replace('_', '-')} changed: it takes effect at the next restart"
                    for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
         changes += self.parts.apply(new)
-        self.log.info("reloaded {path}: {changes}", path=self.command_line.config_path,
+        self.log.info("reloaded {path}: {changes}", path=self.command_line.config_path or "the configuration",
                       changes="; ".join(changes) or "nothing changed")
         return changes
+
+
+class Reloads(Protocol):
+    """What ``SIGHUP`` reloads with: a :class:`Reloader`, or the supervisor's, which applies in every worker."""
+
+    def reload(self) -> object:
+        """Reload; :class:`ConfigError` for a configuration that does not validate."""
 
 
 class ReloadOnHangup(SignalService):
@@ -49,7 +61,7 @@ class ReloadOnHangup(SignalService):
 
     log = Logger()
 
-    def __init__(self, reloader: Reloader | None, reactor: Any) -> None:
+    def __init__(self, reloader: Reloads | None, reactor: Any) -> None:
         super().__init__(reactor, signal.SIGHUP)
         self.reloader = reloader
 

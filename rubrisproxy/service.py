@@ -75,15 +75,18 @@ class AccessLogService(service.Service):
         self.access_log.stop()
 
 
-def build_service(config: ProxyConfig, reactor: Any = None, command_line: CommandLine | None = None) -> ProxyService:
+def build_service(config: ProxyConfig, reactor: Any = None, command_line: CommandLine | None = None,
+                  report: bool = True) -> ProxyService:
     """The whole proxy as one service, ready for twistd (reloadable when built from a config file): the
-    configuration applied to an empty proxy, as a reload applies the next one."""
+    configuration applied to an empty proxy, as a reload applies the next one. ``report``: the start-up lines
+    (a worker process leaves them to its supervisor)."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
     root = ProxyService()
-    StartupReport(config, command_line.config_path if command_line is not None else None).setServiceParent(root)
+    if report:
+        StartupReport(config, command_line.config_path if command_line is not None else None).setServiceParent(root)
     parts = root.parts = ProxyParts.empty(reactor, root, config)
     demo = None
     if config.demo:  # before the frontends, so the first request already has a server

@@ -23,6 +23,9 @@ def startup_lines(config: ProxyConfig, config_path: str | None) -> list[str]:
     where = "off" if not access.enabled else "the main log" if access.path == "-" else access.path
     details = f" ({access.format}{', with connection lines' if access.connections else ''})" if access.enabled else ""
     lines.append(f"access log: {where}{details}; main log format: {config.log.format}")
+    if config.process.workers > 1:
+        lines.append(f"processes: a supervisor and {config.process.workers} workers, each listener bound by every"
+                     " worker (SO_REUSEPORT)")
     return lines
 
 

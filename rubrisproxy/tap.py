@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
+from functools import partial
 from typing import NoReturn
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from .checks import check_config
 from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
 from .service import build_service
+from .workers import build_supervisor
 
 
 class Options(usage.Options):
@@ -19,7 +23,7 @@ class Options(usage.Options):
     synopsis = (
         "[--config FILE] [--listen ENDPOINT]... [--backend ADDRESS]... [--timeout NAME=DURATION]... "
         "[--websocket MODE] [--admin ENDPOINT]... [--access-log PATH] [--access-log-format FORMAT] "
-        "[--log-format FORMAT] [--demo]"
+        "[--log-format FORMAT] [--workers N|auto] [--demo]"
     )
     longdesc = (
         "A reverse proxy for HTTP and WebSocket. With no backend configured, it proxies "
@@ -36,6 +40,7 @@ class Options(usage.Options):
         ["access-log-format", None, None, "Access log format: 'text' or 'json'."],
         ["log-format", None, None, "Main (twistd) log format: 'text' or 'json' (one object per line)."],
         ["websocket", None, None, "WebSocket mode of every backend: 'session' (the default) or 'tunnel'."],
+        ["workers", None, None, "Worker processes: a number, or 'auto' for one per core (default 1: one process)."],
     ]
 
     def __init__(self) -> None:
@@ -79,6 +84,7 @@ class Options(usage.Options):
             websocket=self["websocket"],
             admin=self["admin"],
             demo=bool(self["demo"]),
+            workers=self["workers"],
         )
         self.command_line = command_line
         try:
@@ -94,12 +100,19 @@ def refuse(error: ConfigError) -> NoReturn:
 
 def makeService(options: Options) -> IService:
     """Build the proxy's service tree from parsed options; under twistd, with rubrisproxy's main log
-    (:mod:`rubrisproxy.mainlog`) and ``SIGUSR1`` reopening the log files."""
-    root = build_service(options.proxy_config, command_line=options.command_line)  # its classes were checked at load
-    reactor = root.parts.reactor
+    (:mod:`rubrisproxy.mainlog`) and ``SIGUSR1`` reopening the log files. With several workers, the tree is
+    their supervisor's (:mod:`rubrisproxy.workers`), ``SIGUSR1`` passed on to them."""
     twistd_options = getattr(options, "parent", None)  # twistd's own options, when run by twistd
     output = twistd_output(twistd_options) if twistd_options is not None else None
-    reopeners = [root.parts.access_log.reopen]
+    root: MultiService
+    if options.proxy_config.process.workers > 1:
+        root = supervised = build_supervisor(options.proxy_config, command_line=options.command_line, output=output)
+        reactor = supervised.reactor
+        reopeners: list[Callable[[], None]] = [partial(supervised.supervisor.signal_workers, signal.SIGUSR1)]
+    else:
+        root = single = build_service(options.proxy_config, command_line=options.command_line)  # classes checked at load
+        reactor = single.parts.reactor
+        reopeners = [single.parts.access_log.reopen]
     if output is not None:
         reopeners.append(output.reopen)  # after the access log's: its held lines go to the old file
     ReopenOnSignal(reopeners, reactor).setServiceParent(root)

@@ -51,6 +51,7 @@ class AdminAPI(resource.Resource):
 
     isLeaf = True
     log = Logger()
+    calls: tuple[_Call, ...]  # the calls it answers (set below the table)
 
     def __init__(self, proxy: RunningProxy, token: str | None = None) -> None:
         super().__init__()
@@ -58,23 +59,29 @@ class AdminAPI(resource.Resource):
         self.token = token
         self.registry = registry_for(proxy.frontends, proxy.backends, proxy.budget)
 
-    def render(self, request: server.Request) -> bytes:
+    def render(self, request: server.Request) -> bytes | int:
         method = request.method.decode("latin-1")
         path = [segment.decode("utf-8", "replace") for segment in request.postpath or () if segment]
         try:
             self._check_browser(request, method)
-            call, args = _find(method, path)
+            call, args = _find(self.calls, method, path)
             if call is None or not call.public:
                 self._authorize(request)
             if call is None:
                 raise _not_found(request, method)
-            body = call.answer(self, request, *args)
+            body = self.answer(call, request, args)
         except APIError as error:
             return _json(request, error.status, {"status": error.status, "error": error.message})
         except Exception:  # noqa: BLE001 - whatever went wrong, the caller gets JSON, and the log the traceback
             self.log.failure("admin: {method} {path} failed", method=method, path="/".join(path))
             return _json(request, 500, {"status": 500, "error": "internal error; see the proxy's log"})
+        if body is server.NOT_DONE_YET:
+            return server.NOT_DONE_YET
         return body if isinstance(body, bytes) else _json(request, 200, body)
+
+    def answer(self, call: _Call, request: server.Request, args: list[str]) -> object:
+        """``call``'s answer: bytes sent as they are, a value sent as JSON, or ``NOT_DONE_YET`` (written later)."""
+        return call.answer(self, request, *args)
 
     def _check_browser(self, request: server.Request, method: str) -> None:
         """Refuse what a web page in the operator's browser could send: without a token, a Host that is not a
@@ -292,8 +299,11 @@ _CALLS = (
 )
 
 
-def _find(method: str, path: list[str]) -> tuple[_Call | None, list[str]]:
-    for call in _CALLS:
+AdminAPI.calls = _CALLS
+
+
+def _find(calls: tuple[_Call, ...], method: str, path: list[str]) -> tuple[_Call | None, list[str]]:
+    for call in calls:
         args = call.match(method, path)
         if args is not None:
             return call, args
@@ -368,3 +378,7 @@ def _json(request: server.Request, status: int, body: object) -> bytes:
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
     return json.dumps(body, indent=1).encode() + b"\n"
+
+
+#: The name the supervisor's admin API (rubrisproxy.workers) adds its own calls with.
+Call = _Call

@@ -141,6 +141,7 @@ class HealthChecker:
         self._probes: set[_Probe] = set()
         self.running = False
         self.completed = 0  # checks judged, all servers together
+        self.judged: Callable[[Server], None] | None = None  # told of each server judged (a worker tells the others)
 
     def start(self) -> None:
         self.running = True
@@ -225,4 +226,6 @@ class HealthChecker:
                 self.log.warn("server {backend}/{server} is DOWN: {problem} ({count} failed {check} checks)",
                               backend=self.backend_name, server=server.name, problem=problem,
                               count=server.check_failures, check=config.check)
+        if self.judged is not None:
+            self.judged(server)
         self._schedule(server, config.interval)

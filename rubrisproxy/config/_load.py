@@ -31,6 +31,7 @@ from ._model import (
     ForwardConfig,
     FrontendConfig,
     LogSettings,
+    ProcessConfig,
     ProxyConfig,
     RouteConfig,
     RuleConfig,
@@ -45,8 +46,10 @@ from ._values import (
     methods,
     parse_duration,
     parse_server,
+    split_endpoint,
     template_parts,
     websocket_mode,
+    workers,
 )
 
 DEFAULT_NAME = "default"
@@ -66,6 +69,7 @@ class CommandLine:
     websocket: str | None = None  # the WebSocket mode of every backend
     admin: Sequence[str] = ()  # admin listener endpoints
     demo: bool = False
+    workers: str | None = None  # a number of worker processes, or "auto"
 
 
 def load_config(command_line: CommandLine) -> ProxyConfig:
@@ -131,7 +135,10 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
     has_servers = any(backend.servers for backend in backends.values())
     demo = command_line.demo or (not has_servers and any(f.forward is None for f in frontends))
     _add_missing_backends(config, command_line, frontends, backends, demo)
-    return replace(
+    process = config.process
+    if command_line.workers is not None:
+        process = ProcessConfig(workers=workers("--workers", command_line.workers))
+    new = replace(
         config,
         frontends=tuple(frontends),
         backends=backends,
@@ -139,8 +146,28 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
         access_log=access_log,
         log=log,
         admin=admin,
+        process=process,
         demo=demo,
     )
+    _check_workers(new)
+    return new
+
+
+def _check_workers(config: ProxyConfig) -> None:
+    """With several workers, each binds every frontend listener with SO_REUSEPORT: a UNIX socket or a TCP port 0
+    (a port of each worker's own) cannot be shared, and the demo's origins live in one process."""
+    if config.process.workers == 1:
+        return
+    if config.demo:
+        raise ConfigError("process.workers", "the demo runs in one process: set workers = 1, or configure backends")
+    for frontend in config.frontends:
+        for description in frontend.listen:
+            kind, positional, named = split_endpoint(description)
+            port = positional[0] if positional else dict(named).get("port", "0")
+            if kind not in ("tcp", "tcp6", "ssl") or port == "0":
+                raise ConfigError(f"frontends.{frontend.name}.listen",
+                                  f"{description!r}: with process.workers > 1 every worker binds it with SO_REUSEPORT,"
+                                  " so it must be a TCP port other than 0")
 
 
 def _listen_flag(frontends: list[FrontendConfig], command_line: CommandLine) -> list[FrontendConfig]:

@@ -392,6 +392,18 @@ class AdminConfig:
     token: str | None = None  # required as "Authorization: Bearer TOKEN" when set; needed off loopback
 
 
+#: The most worker processes ``[process] workers`` takes.
+MAX_WORKERS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessConfig:
+    """How many processes serve: 1 is one process (no supervisor); more is a supervisor and that many workers
+    (``auto`` in the file is read as the number of cores this process may run on)."""
+
+    workers: int = 1
+
+
 @dataclass(frozen=True, slots=True)
 class RedisAddress:
     """Where a cluster's Redis listens: TCP ``host:port``, or a UNIX socket ``path``; and its database number."""
@@ -433,4 +445,5 @@ class ProxyConfig:
     admin: AdminConfig = field(default_factory=AdminConfig)
     cluster: ClusterConfig | None = None  # None: one node, nothing shared (no Redis needed)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)  # the top-level defaults for backends
+    process: ProcessConfig = field(default_factory=ProcessConfig)
     demo: bool = False

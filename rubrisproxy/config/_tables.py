@@ -26,6 +26,7 @@ from ._model import (
     OriginAuthConfig,
     PassiveCheckConfig,
     PoolSettings,
+    ProcessConfig,
     ProxyConfig,
     RouteConfig,
     RuleConfig,
@@ -89,6 +90,7 @@ from ._values import (
     unset_or,
     users_file,
     websocket_mode,
+    workers,
 )
 
 #: Sizes of things held whole in memory: a request head, a WebSocket message or frame, a moving session's bytes.
@@ -133,6 +135,8 @@ def access_log(key: str, value: object) -> AccessLogSettings:
 
 
 LOG = Table(LogSettings, (Field("format", log_format),))
+
+PROCESS = Table(ProcessConfig, (Field("workers", workers),))
 
 SHUTDOWN = Table(ProxyConfig, (
     Field("grace", parse_duration, "shutdown_grace"),
@@ -444,6 +448,7 @@ DOCUMENT = Table(ProxyConfig, (
     Field("websocket", None),  # the defaults of every backend's
     Field("admin", section(ADMIN)),
     Field("cluster", section(CLUSTER)),
+    Field("process", section(PROCESS)),
     Field("backends", None),  # tables as BACKEND, by name
     Field("frontends", None),  # tables as FRONTEND, by name
 ))

@@ -22,6 +22,7 @@ from ._errors import ConfigError
 from ._fields import Parser
 from ._model import (
     ALPN_PROTOCOLS,
+    MAX_WORKERS,
     TEMPLATE_VARIABLES,
     WEBSOCKET_MODES,
     Credentials,
@@ -297,6 +298,17 @@ def size(maximum: int = MAX_SIZE) -> Parser:
 def count(minimum: int = 1, maximum: int = MAX_COUNT) -> Parser:
     """A parser of integers from ``minimum`` to ``maximum``."""
     return lambda key, value: parse_positive_int(key, value, minimum, maximum)
+
+
+def workers(key: str, value: object) -> int:
+    """A number of worker processes, or ``auto``: as many as the cores this process may run on."""
+    if value == "auto":
+        return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)  # from the command line
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(key, f"expected a number of processes from 1 to {MAX_WORKERS}, or 'auto', got {value!r}")
+    return value
 
 
 def endpoints(key: str, value: object) -> tuple[str, ...]:

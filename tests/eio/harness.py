@@ -206,3 +206,28 @@ def run_client(url: str, count: int) -> defer.Deferred[dict[str, Any]]:
         return report
 
     return proto.when_ended().addCallback(parse)
+
+
+def spawn_node_many(testcase: unittest.TestCase, url: str, count: int) -> defer.Deferred[list[dict[str, Any]]]:
+    """Run ``node tests/interop/socketio_many.js URL COUNT`` (COUNT Socket.IO JavaScript clients, each asking
+    ``whoami`` over polling and after its upgrade); fires with its JSON report. Skips without node or
+    ``npm ci --prefix tests/interop``."""
+    node = shutil.which("node")
+    script = REPO_ROOT / "tests" / "interop" / "socketio_many.js"
+    if node is None or not (script.parent / "node_modules" / "socket.io-client").is_dir():
+        raise unittest.SkipTest("no node, or socket.io-client not installed (npm ci --prefix tests/interop)")
+    proto = _Child("socket.io-client many")
+    reactor.spawnProcess(proto, node, [node, str(script), url, str(count)], env=_env(), path=str(REPO_ROOT))
+    guard = reactor.callLater(CLIENT_GUARD, proto.stop, 1.0)
+    testcase.addCleanup(proto.stop, 1.0)
+
+    def parse(_: None) -> list[dict[str, Any]]:
+        if guard.active():
+            guard.cancel()
+        lines = [line for line in proto.stdout.splitlines() if line.strip()]
+        if not lines:
+            raise RuntimeError(f"node printed nothing; stderr: {proto.stderr.decode(errors='replace')}")
+        report: list[dict[str, Any]] = json.loads(lines[-1])
+        return report
+
+    return proto.when_ended().addCallback(parse)

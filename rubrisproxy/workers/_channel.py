@@ -1,0 +1,92 @@
+"""The supervisor-worker channel's messages: AMP commands over a socket pair the supervisor hands each worker at
+spawn (the worker's file descriptor :data:`CHANNEL_FD`). Both ends say :data:`VERSION` first (:class:`Hello`); a
+worker of another version is refused and stopped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.protocols import amp
+
+#: The channel's version: a change to a command's arguments or meaning takes a new one.
+VERSION = 1
+#: The worker's end of the channel, as the worker process finds it.
+CHANNEL_FD = 3
+#: An AMP value holds at most 65,535 bytes: longer ones travel in pieces of this size.
+_PIECE = 60_000
+
+
+class BigBytes(amp.Argument):
+    """Bytes of any length: AMP's values are at most 64 KiB, so a longer one is split over the keys ``NAME``
+    (the number of pieces), ``NAME.0``, ``NAME.1``..."""
+
+    def toBox(self, name: bytes, strings: Any, objects: Any, proto: Any) -> None:
+        value: bytes = objects.pop(name.decode())  # the names used here are Python identifiers as they are
+        pieces = [value[i:i + _PIECE] for i in range(0, len(value), _PIECE)] or [b""]
+        strings[name] = str(len(pieces)).encode()
+        for index, piece in enumerate(pieces):
+            strings[name + b".%d" % index] = piece
+
+    def fromBox(self, name: bytes, strings: Any, objects: Any, proto: Any) -> None:
+        count = int(strings.pop(name))
+        pieces = [strings.pop(name + b".%d" % index) for index in range(count)]
+        objects[name.decode()] = b"".join(pieces)
+
+
+class VersionMismatch(Exception):
+    """The two ends of the channel speak different versions."""
+
+
+class StartFailed(Exception):
+    """A worker could not start serving (a listener it could not bind, say)."""
+
+
+class Refused(Exception):
+    """A configuration a worker could not apply."""
+
+
+class Hello(amp.Command):
+    """Worker to supervisor, first: its channel version and pid."""
+
+    arguments = [(b"version", amp.Integer()), (b"pid", amp.Integer())]
+    errors = {VersionMismatch: b"VERSION_MISMATCH"}
+
+
+class Start(amp.Command):
+    """Supervisor to worker: serve ``config`` (a pickled, checked :class:`ProxyConfig`) as worker ``index`` of
+    ``workers``; answered once it listens."""
+
+    arguments = [(b"config", BigBytes()), (b"index", amp.Integer()), (b"workers", amp.Integer())]
+    errors = {StartFailed: b"START_FAILED"}
+
+
+class Apply(amp.Command):
+    """Supervisor to worker: a reload, ``config`` checked once by the supervisor; the changes made."""
+
+    arguments = [(b"config", BigBytes())]
+    response = [(b"changes", amp.ListOf(amp.Unicode()))]
+    errors = {Refused: b"REFUSED"}
+
+
+class AdminCall(amp.Command):
+    """Supervisor to worker: an admin API call (docs/admin.md), already authorised by the supervisor, answered by
+    the worker's own API: its status, content type and body."""
+
+    arguments = [(b"method", amp.Unicode()), (b"path", amp.Unicode()), (b"query", amp.Unicode()),
+                 (b"body", BigBytes()), (b"peer", amp.Unicode())]
+    response = [(b"status", amp.Integer()), (b"content_type", amp.Unicode()), (b"body", BigBytes())]
+
+
+class Publish(amp.Command):
+    """Worker to supervisor: ``payload`` on ``topic`` for the other workers (and the supervisor's subscribers).
+    A non-empty ``retain`` key keeps it, the last payload per (topic, key), for workers that start later."""
+
+    arguments = [(b"topic", amp.Unicode()), (b"payload", BigBytes()), (b"retain", amp.Unicode())]
+    requiresAnswer = False
+
+
+class Deliver(amp.Command):
+    """Supervisor to worker: what ``sender`` (a worker's index; -1 the supervisor) published on ``topic``."""
+
+    arguments = [(b"topic", amp.Unicode()), (b"payload", BigBytes()), (b"sender", amp.Integer())]
+    requiresAnswer = False

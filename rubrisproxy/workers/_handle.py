@@ -1,0 +1,191 @@
+"""One worker slot as the supervisor keeps it: its process (spawned with the channel's socket pair), its end of
+the channel, its state, its restarts and their backoff."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from enum import Enum
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, ProcessProtocol, connectionDone
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from ._channel import CHANNEL_FD, VERSION, Hello, Publish, VersionMismatch
+
+#: Where the rubrisproxy package this supervisor runs was imported from: its workers import the same.
+_SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+#: Restart backoff: the first restart after this many seconds, doubling up to the most; a worker that served
+#: this long before it died starts the backoff over.
+FIRST_BACKOFF = 0.5
+MOST_BACKOFF = 30.0
+STEADY = 30.0
+
+
+class HandleState(Enum):
+    """A worker slot's lifecycle, as the supervisor sees it."""
+
+    SPAWNED = "spawned"  # its process started; its Hello not yet heard
+    STARTING = "starting"  # told to start serving
+    SERVING = "serving"
+    STOPPING = "stopping"  # told to stop (SIGTERM)
+    WAITING = "waiting"  # died; restarted after its backoff
+    STOPPED = "stopped"  # its process has ended, and it is not to be restarted
+
+
+class Fleet(Protocol):
+    """What a worker handle needs of its supervisor."""
+
+    reactor: Any
+    log: Any
+
+    def relay(self, lines: list[str]) -> None:
+        """Write a worker's output lines to the proxy's log."""
+
+    def worker_ended(self, handle: WorkerHandle) -> None:
+        """The worker's process has ended."""
+
+    def start_worker(self, handle: WorkerHandle) -> None:
+        """The worker said hello: tell it to start serving."""
+
+    def published(self, sender: int, topic: str, payload: bytes, retain: str) -> None:
+        """The worker published ``payload`` on ``topic``."""
+
+
+class WorkerHandle:
+    """Worker ``index``: its process, channel and lifecycle."""
+
+    def __init__(self, supervisor: Fleet, index: int) -> None:
+        self.supervisor = supervisor
+        self.index = index
+        self.state = HandleState.STOPPED
+        self.pid: int | None = None
+        self.process: Any = None  # the IProcessTransport
+        self.channel: SupervisorChannel | None = None
+        self.restarts = 0
+        self.failures = 0  # deaths in a row, for the backoff
+        self.started_at = 0.0
+        self.last_exit = ""
+        self.ended: defer.Deferred[None] = defer.succeed(None)  # fires when the process has ended
+        self.restart_timer: Any = None
+
+    @property
+    def serving(self) -> bool:
+        return self.state is HandleState.SERVING and self.channel is not None
+
+    def spawn(self) -> None:
+        """Start the worker process, its channel a socket pair: our end adopted here, its end its fd 3."""
+        reactor = self.supervisor.reactor
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE, env.get("PYTHONPATH", "")) if p)
+        self.started_at = reactor.seconds()
+        try:
+            self.process = reactor.spawnProcess(
+                WorkerProcess(self), sys.executable, [sys.executable, "-m", "rubrisproxy.workers"], env=env,
+                childFDs={0: "w", 1: "r", 2: "r", CHANNEL_FD: theirs.fileno()})
+            self.ended = defer.Deferred()  # fired by processEnded, which never comes before this returns
+            self.state = HandleState.SPAWNED
+            reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, ChannelFactory(self))
+        finally:
+            ours.close()
+            theirs.close()
+        self.pid = self.process.pid
+        self.process.closeStdin()
+
+    def signal(self, number: int) -> None:
+        """Send the worker process signal ``number``, if it runs."""
+        if self.process is not None and self.process.pid is not None:
+            self.process.signalProcess(number)
+
+    def backoff(self) -> float:
+        """How long to wait before restarting the worker that just died."""
+        if self.supervisor.reactor.seconds() - self.started_at >= STEADY:
+            self.failures = 0
+        self.failures += 1
+        return min(MOST_BACKOFF, FIRST_BACKOFF * 2 ** (self.failures - 1))
+
+    def process_ended(self, reason: Failure) -> None:
+        value = reason.value
+        signal_number = getattr(value, "signal", None)
+        self.last_exit = f"signal {signal_number}" if signal_number else f"exit status {getattr(value, 'exitCode', '?')}"
+        self.process = None
+        if self.channel is not None and self.channel.transport is not None:
+            self.channel.transport.loseConnection()
+        self.channel = None
+        ended, self.ended = self.ended, defer.succeed(None)
+        self.supervisor.worker_ended(self)
+        ended.callback(None)
+
+    def describe(self) -> dict[str, Any]:
+        """The worker as ``GET /workers`` shows it."""
+        now = self.supervisor.reactor.seconds()
+        return {"index": self.index, "pid": self.pid, "state": self.state.value, "restarts": self.restarts,
+                "uptime": round(now - self.started_at, 3) if self.process is not None else 0.0,
+                "last_exit": self.last_exit}
+
+
+class WorkerProcess(ProcessProtocol):
+    """A worker's process: its output lines relayed to the supervisor's log, its end reported."""
+
+    def __init__(self, handle: WorkerHandle) -> None:
+        self.handle = handle
+        self._partial = {1: b"", 2: b""}
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        lines = (self._partial.get(childFD, b"") + data).split(b"\n")
+        self._partial[childFD] = lines.pop()
+        if lines:
+            self.handle.supervisor.relay([line.decode("utf-8", "replace") for line in lines])
+
+    def processEnded(self, reason: Failure) -> None:
+        rest = [part.decode("utf-8", "replace") for part in self._partial.values() if part]
+        if rest:
+            self.handle.supervisor.relay(rest)
+        self.handle.process_ended(reason)
+
+
+class SupervisorChannel(amp.AMP):
+    """The supervisor's end of one worker's channel."""
+
+    def __init__(self, handle: WorkerHandle) -> None:
+        super().__init__()
+        self.handle = handle
+
+    @Hello.responder
+    def hello(self, version: int, pid: int) -> dict[str, Any]:
+        if version != VERSION:
+            self.handle.supervisor.log.error(
+                "worker {index} (pid {pid}) speaks channel version {version}, not {ours}: stopping it",
+                index=self.handle.index, pid=pid, version=version, ours=VERSION)
+            self.handle.signal(signal.SIGTERM)
+            raise VersionMismatch(f"the supervisor speaks version {VERSION}")
+        self.handle.channel = self
+        self.handle.supervisor.reactor.callLater(0, self.handle.supervisor.start_worker, self.handle)
+        return {}
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        if self.handle.channel is self:  # the worker is gone, or going: asked nothing more
+            self.handle.channel = None
+
+    @Publish.responder
+    def publish(self, topic: str, payload: bytes, retain: str) -> dict[str, Any]:
+        self.handle.supervisor.published(self.handle.index, topic, payload, retain)
+        return {}
+
+
+class ChannelFactory(Factory):
+    """Builds the supervisor's end of one worker's channel."""
+
+    def __init__(self, handle: WorkerHandle) -> None:
+        self.handle = handle
+
+    def buildProtocol(self, addr: Any) -> SupervisorChannel:
+        return SupervisorChannel(self.handle)
+
