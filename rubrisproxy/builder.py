@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from .accesslog import AccessLog, NullAccessLog
 from .backend import Backend, HealthChecker, Server, SharedBackends
 from .clients import ClientRegistry, SessionSharing
-from .cluster import ProxyReceiver, RedisTransport, node_name
+from .cluster import ProxyReceiver, Siblings, shared_state
 from .config import BackendConfig, FrontendConfig, ProxyConfig, build_objects, loopback_only
 from .frontend import ForwardProxy, Frontend, FrontendRules, PeerSettings, connection_factory, protocol_class
 from .lifecycle import HANDLER_INTERFACES, LifecycleHandlers
@@ -118,13 +118,13 @@ class ProxyParts:
             self.transport.attach(ProxyReceiver(self.shared, self.frontend_list))
 
     @classmethod
-    def empty(cls, reactor: Any, root: service.MultiService, config: ProxyConfig) -> ProxyParts:
-        """A proxy with nothing in it yet, its pool and access log as ``config`` says: :meth:`apply` starts it."""
+    def empty(cls, reactor: Any, root: service.MultiService, config: ProxyConfig,
+              siblings: Siblings | None = None) -> ProxyParts:
+        """A proxy with nothing in it yet, its pool and access log as ``config`` says: :meth:`apply` starts it.
+        Its state is shared as ``config`` says (``[cluster]``), or with its ``siblings`` (a worker's)."""
         settings = LiveSettings()
         pool = ConnectionPool(OriginConnector(reactor, settings), reactor, config.pool, settings)
-        cluster = config.cluster
-        node = node_name(cluster) if cluster is not None else ""
-        transport = RedisTransport(reactor, cluster.redis, node) if cluster is not None else None
+        transport, node = shared_state(reactor, config, siblings)
         return cls(reactor, root, settings, pool, make_access_log(config), ResumeBudget(settings), transport=transport,
                    node=node)
 

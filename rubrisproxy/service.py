@@ -10,7 +10,7 @@ from twisted.internet import task
 from .accesslog import AccessLog
 from .admin import RunningProxy, admin_site
 from .builder import ProxyParts
-from .cluster import RedisTransport, TransportService
+from .cluster import RedisTransport, Siblings, TransportService
 from .config import DEMO_ADMIN_LISTEN, CommandLine, ProxyConfig
 from .demo import DemoAdminService, DemoService
 from .listening import ListenFailed, ListeningService, ListenSettings
@@ -76,10 +76,10 @@ class AccessLogService(service.Service):
 
 
 def build_service(config: ProxyConfig, reactor: Any = None, command_line: CommandLine | None = None,
-                  report: bool = True) -> ProxyService:
+                  report: bool = True, siblings: Siblings | None = None) -> ProxyService:
     """The whole proxy as one service, ready for twistd (reloadable when built from a config file): the
     configuration applied to an empty proxy, as a reload applies the next one. ``report``: the start-up lines
-    (a worker process leaves them to its supervisor)."""
+    (a worker process leaves them to its supervisor); ``siblings``: a worker's, it shares its state with."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
@@ -87,7 +87,7 @@ def build_service(config: ProxyConfig, reactor: Any = None, command_line: Comman
     root = ProxyService()
     if report:
         StartupReport(config, command_line.config_path if command_line is not None else None).setServiceParent(root)
-    parts = root.parts = ProxyParts.empty(reactor, root, config)
+    parts = root.parts = ProxyParts.empty(reactor, root, config, siblings)
     demo = None
     if config.demo:  # before the frontends, so the first request already has a server
         demo = DemoService(reactor, tuple(_public_url(e, f.tls is not None) for f in config.frontends for e in f.listen))

@@ -776,3 +776,57 @@ class LookupTests(NodesCase):
             self.assertEqual(answer.status, 400)
         self.assertEqual(b.parts.transport.lookups, 2)
         self.assertEqual(a.parts.transport.lookups, 0)
+
+
+class MemoryBus:
+    """Topics between workers in one process: what one publishes reaches the others (a ``bus.Bus`` each)."""
+
+    def __init__(self) -> None:
+        self.ends: list[MemoryBus.End] = []
+
+    class End:
+        def __init__(self, bus: MemoryBus, index: int) -> None:
+            self.bus, self.index = bus, index
+            self.subscribers: dict[str, list[Any]] = {}
+
+        def publish(self, topic: str, payload: bytes, retain: str = "") -> None:
+            for other in self.bus.ends:
+                if other is not self:
+                    for subscriber in other.subscribers.get(topic, ()):
+                        subscriber(payload, self.index)
+
+        def subscribe(self, topic: str, subscriber: Any) -> None:
+            self.subscribers.setdefault(topic, []).append(subscriber)
+
+    def end(self) -> MemoryBus.End:
+        end = MemoryBus.End(self, len(self.ends))
+        self.ends.append(end)
+        return end
+
+
+class SiblingWorkersTests(SynchronousTestCase):
+    """Two workers' proxies in one process, sharing through a bus as the supervisor's channel does."""
+
+    def test_a_stick_entry_and_a_learned_sid_reach_the_sibling_and_admin_states_stay_home(self) -> None:
+        from rubrisproxy.cluster import BusTransport, Siblings
+        from rubrisproxy.service import build_service
+
+        bus, clock = MemoryBus(), Clock()
+        config = config_from_document({"backends": {"app": {"servers": ["127.0.0.1:1", "127.0.0.1:2"],
+                                                            "stick": {"on": "header(X-User)"}}}})
+        parts = []
+        for index in range(2):
+            root = build_service(config, clock, report=False, siblings=Siblings(bus.end(), index))
+            self.assertIsInstance(root.parts.transport, BusTransport)
+            root.parts.transport.start()
+            parts.append(root.parts)
+        one, two = (p.backends["app"] for p in parts)
+        one.table.store.put(b"u1", "s2")
+        one.engineio.remember(b"sid-1", "s1")
+        self.assertEqual(two.table.store.get(b"u1"), "s2")
+        self.assertEqual(two.engineio.store.get(b"sid-1"), "s1")
+        parts[0].shared.admin_changed(one, one.drain_server("s1"))  # the supervisor hands it to every worker itself
+        self.assertEqual(two.server_named("s1").state, "up")
+        self.assertEqual((parts[0].transport.published, parts[1].transport.received), (2, 2))
+        for p in parts:
+            p.transport.stop()

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
+from typing import Any
 
 from twisted.application import service
 
-from ..config import ClusterConfig
+from ..bus import Bus
+from ..config import ClusterConfig, ProxyConfig
 from ..sharing import StateTransport
+from ._bus import BusTransport
 from ._receiver import ProxyReceiver
 from ._redis import RedisTransport, decode_change, encode_change
 from ._resp import RedisConnection, RedisError
@@ -18,6 +22,27 @@ from ._resp import RedisConnection, RedisError
 def node_name(config: ClusterConfig) -> str:
     """This node's name in the cluster: as configured, else the host name and process id."""
     return config.node or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Siblings:
+    """A worker process's siblings: the channel to them (through the supervisor) and this worker's index."""
+
+    bus: Bus
+    index: int
+
+
+def shared_state(reactor: Any, config: ProxyConfig, siblings: Siblings | None) -> tuple[StateTransport | None, str]:
+    """The transport a proxy shares its state through, and its name there: Redis with ``[cluster]`` (each worker
+    a node of its own), else the supervisor's channel for a worker with siblings, else none."""
+    cluster = config.cluster
+    if cluster is not None:
+        node = node_name(cluster) + (f"/{siblings.index}" if siblings is not None else "")
+        return RedisTransport(reactor, cluster.redis, node), node
+    if siblings is not None:
+        node = f"worker-{siblings.index}"
+        return BusTransport(siblings.bus, node), node
+    return None, ""
 
 
 class TransportService(service.Service):
@@ -35,5 +60,5 @@ class TransportService(service.Service):
         self.transport.stop()
 
 
-__all__ = ["ProxyReceiver", "RedisConnection", "RedisError", "RedisTransport", "TransportService", "decode_change", "encode_change",
+__all__ = ["BusTransport", "ProxyReceiver", "Siblings", "shared_state", "RedisConnection", "RedisError", "RedisTransport", "TransportService", "decode_change", "encode_change",
            "node_name"]
