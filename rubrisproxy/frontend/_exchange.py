@@ -312,9 +312,10 @@ class Exchange(Resubmitting):
 
     def response_end(self) -> None:
         client = self.client
-        peek, self._eio_peek = self._eio_peek, None
-        if peek is not None and (held := peek.end()):
-            self.response_body(held)  # the body ended before an open packet: sent as it came
+        if self._eio_peek is not None:
+            peek, self._eio_peek = self._eio_peek, None
+            if held := peek.end():
+                self.response_body(held)  # the body ended before an open packet: sent as it came
         if self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.end()
         if self._framing == Framing.CHUNKED:
