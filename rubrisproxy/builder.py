@@ -275,6 +275,7 @@ class ProxyParts:
         """Give ``frontend`` its connection settings: peers, per-connection limits, lifecycle handlers."""
         frontend.peers = peer_settings(config)
         frontend.max_reads, frontend.max_writes = config.max_reads, config.max_writes
+        frontend.http2 = config.http2
         if frontend.handler_configs != config.handlers or not config.handlers:
             # Rebuilt only when their configuration changed: a handler's state spans reloads.
             frontend.handlers = LifecycleHandlers.of(

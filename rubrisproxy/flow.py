@@ -49,7 +49,7 @@ class ReadGate:
 
     __slots__ = ("_transport", "_reasons", "_on_backpressure")
 
-    def __init__(self, transport: ITransport, on_backpressure: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, transport: ITransport | FlowTransport, on_backpressure: Callable[[bool], None] | None = None) -> None:
         self._transport = cast(FlowTransport, transport)
         self._reasons: tuple[str, ...] = ()  # a tuple: at most a few reasons, and none costs nothing
         self._on_backpressure = on_backpressure
@@ -129,7 +129,7 @@ class ProducerSlot:
 
     __slots__ = ("_transport", "producer", "_idle")
 
-    def __init__(self, transport: ITransport, idle: IPushProducer | None = None) -> None:
+    def __init__(self, transport: ITransport | FlowTransport, idle: IPushProducer | None = None) -> None:
         self._transport = cast(FlowTransport, transport)
         self.producer: ReadGate | None = None
         self._idle = idle

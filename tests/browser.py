@@ -205,9 +205,9 @@ class DevTools(WebSocketClientProtocol):
         return value
 
 
-async def start_devtools(case: ProxyTestCase) -> DevTools:
-    """A headless Chromium, and a DevTools connection to it; both end with the test."""
-    argv, env = chromium_argv(case, "--remote-debugging-port=0", "about:blank")
+async def start_devtools(case: ProxyTestCase, *flags: str) -> DevTools:
+    """A headless Chromium (with more ``flags``), and a DevTools connection to it; both end with the test."""
+    argv, env = chromium_argv(case, "--remote-debugging-port=0", *flags, "about:blank")
     browser = spawn(case, "chromium", argv, env=env)
     found = None
     for _ in range(int(DEVTOOLS_GUARD / 0.05)):

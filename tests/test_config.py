@@ -13,6 +13,7 @@ from rubrisproxy.checks import check_config
 from rubrisproxy.config import (
     CommandLine,
     ConfigError,
+    Http2Config,
     config_from_document,
     load_config,
     loopback_only,
@@ -234,6 +235,26 @@ class FileTests(unittest.TestCase):
         clients = {"web": {"backend": "app", "peers": "proxied", "trusted-proxies": ["10.0.0.0/8"],
                            "clients": {"identify": ["connection"]}}}
         self.assertConfigError({"frontends": clients, "backends": {"app": {}}}, "frontends.web.clients.identify")
+
+    def test_http2_settings(self):
+        backends = {"app": {}}
+        web = {"backend": "app", "http2": {"max-concurrent-streams": 10, "initial-window-size": 1 << 20,
+                                           "max-resets": 50, "max-control-frames": 100, "flood-window": "5s",
+                                           "websocket": False}}
+        (frontend,) = config_from_document({"frontends": {"web": web}, "backends": backends}).frontends
+        self.assertEqual(frontend.http2, Http2Config(max_concurrent_streams=10, initial_window_size=1 << 20,
+                                                     max_resets=50, max_control_frames=100, flood_window=5.0,
+                                                     websocket=False))
+        (default,) = config_from_document({"frontends": {"web": {"backend": "app"}}, "backends": backends}).frontends
+        self.assertEqual(default.http2, Http2Config())
+        for key, value in [("enabled", "yes"), ("max-concurrent-streams", 0), ("initial-window-size", 10),
+                           ("max-resets", -1), ("flood-window", "soon"), ("bogus", 1)]:
+            frontends = {"web": {"backend": "app", "http2": {key: value}}}
+            self.assertConfigError({"frontends": frontends, "backends": backends}, f"frontends.web.http2.{key}")
+        forward = {"web": {"mode": "forward", "http2": {"enabled": True}}}
+        self.assertConfigError({"frontends": forward, "backends": backends}, "frontends.web.http2.enabled")
+        (proxy,) = config_from_document({"frontends": {"web": {"mode": "forward"}}, "backends": backends}).frontends
+        self.assertFalse(proxy.http2.enabled)
 
     def test_connection_settings(self):
         web = {"backend": "app"}

@@ -724,8 +724,10 @@ class PhaseTests(unittest.TestCase):
         self.protocol.makeConnection(self.transport)
 
     def test_a_refused_upgrade_goes_back_to_reading(self):
+        self.assertIs(self.protocol._phase, Phase.OPENING)  # its first read says HTTP/1.1 or HTTP/2
+        self.protocol.dataReceived(b"GET / HTTP/1.1\r\n")
         self.assertIs(self.protocol._phase, Phase.READING)
-        self.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
+        self.protocol.dataReceived(b"Host: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
         self.assertIs(self.protocol._phase, Phase.UPGRADING)
         self.assertTrue(self.protocol.gate.paused_for("upgrade"))
         self.connector.connections[0].dataReceived(OK)

@@ -153,11 +153,27 @@ class ClosingTests(TLSListenerCase):
         self.assertIn(b"path=/bye", received)
 
 
+#: A frontend that does not speak HTTP/2, appended to the configuration: its listeners offer http/1.1 only.
+NO_HTTP2 = "\n[frontends.web.http2]\nenabled = false\n"
+
+
 class ALPNTests(TLSListenerCase):
     @defer.inlineCallbacks
     def test_curl_with_its_default_alpn(self):  # type: ignore[no-untyped-def]
         key, cert = self.issue("web.test", dns=("web.test",))
         port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]')
+        child = yield self.run_child("curl", [
+            "curl", "-sS", "-v", "--cacert", self.ca_file, "--resolve", f"web.test:{port}:127.0.0.1",
+            f"https://web.test:{port}/over-curl"])
+        self.assertEqual(child.exit_code, 0, child.describe())
+        self.assertEqual(child.out, b"path=/over-curl")
+        self.assertIn(b"ALPN: server accepted h2", child.err)
+        self.assertIn(b"< HTTP/2 200", child.err)
+
+    @defer.inlineCallbacks
+    def test_curl_gets_http1_from_a_frontend_without_http2(self):  # type: ignore[no-untyped-def]
+        key, cert = self.issue("web.test", dns=("web.test",))
+        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]', more=NO_HTTP2)
         child = yield self.run_child("curl", [
             "curl", "-sS", "-v", "--cacert", self.ca_file, "--resolve", f"web.test:{port}:127.0.0.1",
             f"https://web.test:{port}/over-curl"])
@@ -174,12 +190,13 @@ class ALPNTests(TLSListenerCase):
                                               f"https://127.0.0.1:{port}/ssl-string"])
         self.assertEqual(child.exit_code, 0, child.describe())
         self.assertEqual(child.out, b"path=/ssl-string")
-        self.assertIn(b"ALPN: server accepted http/1.1", child.err)
+        self.assertIn(b"ALPN: server accepted h2", child.err)
 
     @defer.inlineCallbacks
     def test_a_client_offering_only_h2_gets_no_alpn_answer_and_speaks_http1(self):  # type: ignore[no-untyped-def]
+        """From a frontend that does not speak HTTP/2."""
         key, cert = self.issue("127.0.0.1")
-        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]')
+        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]', more=NO_HTTP2)
         client = yield self.tls_client(port, protocols=(b"h2",))
         client.send(get(b"/h2-only"))
         (response,) = yield client.responses(1)
@@ -188,12 +205,30 @@ class ALPNTests(TLSListenerCase):
 
     @defer.inlineCallbacks
     def test_alpn_answers_http1_to_a_client_offering_it_after_h2(self):  # type: ignore[no-untyped-def]
+        """From a frontend that does not speak HTTP/2."""
         key, cert = self.issue("127.0.0.1")
-        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]')
+        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]', more=NO_HTTP2)
         client = yield self.tls_client(port, protocols=(b"h2", b"http/1.1"))
         client.send(get(b"/"))
         yield client.responses(1)
         self.assertEqual(client.transport.negotiatedProtocol, b"http/1.1")
+
+    @defer.inlineCallbacks
+    def test_alpn_answers_h2_to_a_client_offering_it_first(self):  # type: ignore[no-untyped-def]
+        key, cert = self.issue("127.0.0.1")
+        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]')
+        client = yield self.tls_client(port, protocols=(b"http/1.1", b"h2"))
+        client.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        yield self.poll(lambda: client.received, "the proxy's SETTINGS")
+        self.assertEqual(client.transport.negotiatedProtocol, b"h2")
+        self.assertEqual(client.received[3:4], b"\x04")  # a SETTINGS frame: the proxy speaks HTTP/2
+
+    def test_a_frontend_without_http2_may_not_offer_h2(self) -> None:
+        key, cert = self.issue("x")
+        self.write_config(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]\nalpn = ["h2", "http/1.1"]',
+                          more=NO_HTTP2)
+        error = self.assertRaises(ConfigError, load_config, CommandLine(config_path=self.path))
+        self.assertEqual(error.key, "frontends.web.tls.alpn")
 
 
 class SNITests(TLSListenerCase):
@@ -397,7 +432,7 @@ class BadKeyTests(TLSListenerCase):
         pair = f'certificates = [{{ cert = "{cert}", key = "{key}" }}]'
         for extra, where in [
             ('min-version = "1.1"', "frontends.web.tls.min-version"),
-            ('alpn = ["h2"]', "frontends.web.tls.alpn"),
+            ('alpn = ["spdy/3"]', "frontends.web.tls.alpn"),
             ('ciphers = "NO-SUCH-CIPHER"', "frontends.web.tls.ciphers"),
             ("bogus = 1", "frontends.web.tls.bogus"),
         ]:

@@ -289,6 +289,7 @@ def _frontend(name: str, value: object, backends: Mapping[str, BackendConfig]) -
     table = as_table(key, value)
     config = FrontendConfig(name=name, **tables.FRONTEND.read(key, table))
     _check_peers(key, config, table)
+    config = _http2(key, config, table)
     if "clients" in table:
         config = replace(config, clients=_clients(f"{key}.clients", table["clients"], config.peers))
     mode = table.get("mode", "reverse")
@@ -302,6 +303,23 @@ def _frontend(name: str, value: object, backends: Mapping[str, BackendConfig]) -
                 raise ConfigError(f"{key}.{reverse_only}", "a forward proxy's frontend takes no HTTP rules")
         return replace(config, backend="", forward=_forward(f"{key}.forward", table.get("forward", {}), backends))
     return _reverse(key, config, table, backends)
+
+
+def _http2(key: str, config: FrontendConfig, table: Mapping[str, Any]) -> FrontendConfig:
+    """A frontend that does not speak HTTP/2 (turned off, or a forward proxy) does not offer it by ALPN."""
+    forward = table.get("mode") == "forward"
+    if forward and config.http2.enabled and "enabled" in table.get("http2", {}):
+        raise ConfigError(f"{key}.http2.enabled", "a forward proxy speaks HTTP/1.1 only")
+    if config.http2.enabled and not forward:
+        return config
+    if forward:
+        config = replace(config, http2=replace(config.http2, enabled=False))
+    tls = config.tls
+    if tls is None or "h2" not in tls.alpn:
+        return config
+    if "alpn" in table.get("tls", {}):
+        raise ConfigError(f"{key}.tls.alpn", "offers h2, which this frontend does not speak (http2.enabled)")
+    return replace(config, tls=replace(tls, alpn=tuple(name for name in tls.alpn if name != "h2")))
 
 
 def _check_peers(key: str, config: FrontendConfig, table: Mapping[str, object]) -> None:

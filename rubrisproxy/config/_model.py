@@ -132,8 +132,8 @@ class TLSConfig:
 
 #: TLS versions a listener can take as its minimum.
 TLS_VERSIONS = ("1.2", "1.3")
-#: ALPN protocol names a listener can offer (``h2`` joins them once frontends speak HTTP/2).
-ALPN_PROTOCOLS = ("http/1.1",)
+#: ALPN protocol names a listener can offer.
+ALPN_PROTOCOLS = ("h2", "http/1.1")
 #: TLS 1.2 ciphers a listener offers by default: forward secret AEAD only (TLS 1.3 suites are OpenSSL's own).
 MODERN_CIPHERS = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
@@ -162,7 +162,25 @@ class ListenerTLSConfig:
     directory: str | None = None
     min_version: str = "1.2"
     ciphers: str = MODERN_CIPHERS
-    alpn: tuple[str, ...] = ("http/1.1",)
+    alpn: tuple[str, ...] = ALPN_PROTOCOLS  # h2 is left out where the frontend does not speak HTTP/2
+
+
+@dataclass(frozen=True, slots=True)
+class Http2Config:
+    """HTTP/2 on a reverse-proxy frontend: by ALPN on TLS listeners, by prior knowledge on cleartext ones.
+
+    The floods an HTTP/2 client can send are counted over ``flood_window`` seconds: streams it resets
+    (CVE-2023-44487, rapid reset) past ``max_resets``, and SETTINGS, PING, PRIORITY, unknown and empty DATA
+    frames past ``max_control_frames``, end its connection with GOAWAY ENHANCE_YOUR_CALM.
+    """
+
+    enabled: bool = True
+    max_concurrent_streams: int = 100  # SETTINGS_MAX_CONCURRENT_STREAMS
+    initial_window_size: int = 65535  # request body bytes a stream may send ahead of the origin taking them
+    max_resets: int = 200  # streams reset by the client per flood window
+    max_control_frames: int = 1000  # SETTINGS, PING, PRIORITY, unknown and empty DATA frames per flood window
+    flood_window: float = 10.0
+    websocket: bool = True  # WebSockets over HTTP/2 (RFC 8441 extended CONNECT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +396,7 @@ class FrontendConfig:
     http_request: tuple[RuleConfig, ...] = ()  # rules run on each request before routing (docs/rules.md)
     http_response: tuple[RuleConfig, ...] = ()  # rules run on each server response, after the route's
     unique_id_header: str | None = None  # a request id sent to the origin in this header, and logged
+    http2: Http2Config = field(default_factory=Http2Config)
 
 
 #: Where the demo opens the admin listener (and its stats page) when none is configured.

@@ -20,6 +20,7 @@ from ._model import (
     ForwardConfig,
     FrontendConfig,
     HealthCheckConfig,
+    Http2Config,
     Limits,
     ListenerTLSConfig,
     LogSettings,
@@ -400,6 +401,16 @@ LISTENER_TLS = Table(ListenerTLSConfig, (
     Field("alpn", alpn),
 ), check=_check_listener_tls)
 
+HTTP2 = Table(Http2Config, (
+    Field("enabled", parse_bool),
+    Field("max-concurrent-streams", count(maximum=1 << 16)),
+    Field("initial-window-size", count(minimum=1024, maximum=(1 << 31) - 1)),
+    Field("max-resets", count()),
+    Field("max-control-frames", count()),
+    Field("flood-window", parse_duration),
+    Field("websocket", parse_bool),
+))
+
 CLIENTS = Table(ClientsConfig, (
     Field("identify", identify),
     Field("expire", parse_duration),
@@ -436,6 +447,7 @@ FRONTEND = Table(FrontendConfig, (
     Field("unique-id-header", rule_header_name),
     Field("http-request", None),  # rules as RULES
     Field("http-response", None),
+    Field("http2", section(HTTP2)),
 ))
 
 DOCUMENT = Table(ProxyConfig, (

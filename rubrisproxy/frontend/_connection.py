@@ -21,8 +21,9 @@ from ._context import Frontend
 from ._ending import ConnectionEnding
 from ._exchange import Exchange
 from ._forward_exchange import ForwardExchange
+from ._h2connection import H2Connection, speaks_h2
 from ._peers import forwarded_node, forwarded_quote
-from ._phase import CLOSING, LOST, READING, UPGRADED, UPGRADING, Phase
+from ._phase import CLOSING, HTTP2, LOST, OPENING, READING, UPGRADED, UPGRADING, Phase
 from ._pipeline import UPGRADE, Pipeline
 from ._rules import connection_closed
 from ._timeouts import ConnectionTimeouts, Wait
@@ -80,7 +81,7 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
     def __init__(self, frontend: Frontend) -> None:
         self.frontend = frontend
         self.handlers = frontend.handlers  # those it opened with hear of its end, whatever a reload changes
-        self._phase = READING
+        self._phase = OPENING
         self.current: Exchange | None = None
         # Pipelined requests, oldest first: rarely any, so a list is made only for the first.
         self._queued: list[Exchange] | tuple[()] = ()
@@ -143,7 +144,10 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         if relay is not None:
             relay.client_data(data)
             return
-        if self._phase is CLOSING and self.current is None:
+        phase = self._phase
+        if phase is OPENING and self._opened(data):
+            return
+        if phase is CLOSING and self.current is None:
             return
         waiting = self._waiting
         if waiting is Wait.KEEP_ALIVE:
@@ -155,6 +159,21 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
             return
         if self._waiting is None and self.current is None and self.parser.in_message:
             self._wait(Wait.REQUEST)
+
+    def _opened(self, data: bytes) -> bool:
+        """The first read: True if it begins HTTP/2 (ALPN chose ``h2``, or it is the preface on a frontend that
+        speaks HTTP/2), which takes the connection over; else HTTP/1.1 goes on."""
+        self._phase = READING
+        if not speaks_h2(self.frontend, self.transport, data):
+            return False
+        self._phase = HTTP2
+        self._waiting = None
+        self._deadline.stop()
+        self.download.drop_idle()  # the HTTP/2 connection watches the socket's buffer itself
+        self.parser.close()  # what it drops is kept for the streams' heads
+        self.relay = relay = H2Connection(self, self.frontend.http2, self.parser.dropped)
+        relay.start(data)
+        return True
 
     def _parse(self, data: bytes) -> bool:
         """Feed the parser; False if the request was refused."""
@@ -200,6 +219,8 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
             self.parser.close()
         if self.relay is not None:
             self.frontend.connections.discard(self)
+            if self._close_timer is not None:  # an HTTP/2 connection closing
+                self._close_timer.stop()
             self.relay.client_lost(reason)
             return
         self._waiting = None
@@ -290,6 +311,17 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         self.gate.resume(UPGRADE)
         return rest
 
+    def in_progress(self) -> list[Exchange]:
+        """The requests it is answering: its current one, or an HTTP/2 connection's streams'."""
+        if self._phase is HTTP2:
+            assert isinstance(self.relay, H2Connection)
+            return self.relay.in_progress()
+        return [self.current] if self.current is not None else []
+
+    def upgraded(self) -> ClientConnection:
+        """What a WebSocket upgrade takes over: the connection itself."""
+        return self
+
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
         if self._direct:
@@ -314,7 +346,10 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         """Finish the request in progress, if any, then close (graceful shutdown)."""
         self._to(CLOSING)
         self.note_end(ConnectionEnd.SERVER_CLOSE)
-        if self.relay is None and self.current is None:
+        if self._phase is HTTP2:
+            assert self.relay is not None
+            self.relay.drain()  # GOAWAY: the streams in progress finish
+        elif self.relay is None and self.current is None:
             self.close()  # a WebSocket is closed by the frontend's drain, at its own moment
 
     def close(self) -> None:
@@ -335,6 +370,8 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
 
 #: The phases each one may move to (see :class:`~rubrisproxy.frontend._phase.Phase`).
 _FOLLOWS = {
+    OPENING: frozenset((READING, HTTP2, CLOSING, LOST)),
+    HTTP2: frozenset((LOST,)),
     READING: frozenset((UPGRADING, UPGRADED, CLOSING, LOST)),
     UPGRADING: frozenset((READING, UPGRADED, CLOSING, LOST)),
     CLOSING: frozenset((UPGRADED, LOST)),

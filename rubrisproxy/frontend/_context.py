@@ -9,7 +9,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..accesslog import AccessLog
 from ..backend import Backend
-from ..config import HookConfig, Limits, Timeouts
+from ..config import HookConfig, Http2Config, Limits, Timeouts
 from ..counters import Histogram
 from ..lifecycle import NO_HANDLERS, LifecycleHandlers
 from ..origin import ConnectionPool
@@ -61,6 +61,7 @@ class Frontend:
     handler_configs: tuple[HookConfig, ...] = ()  # what ``handlers`` were built from
     clients: ClientRegistry | None = None  # its client sessions, when it tracks them
     rules: FrontendRules | None = None  # its HTTP rules and its routes'; None: none, and no unique-id header
+    http2: Http2Config = field(default_factory=Http2Config)  # HTTP/2 on its listeners (a reload sets it again)
 
     def __post_init__(self) -> None:
         if self.router is None:

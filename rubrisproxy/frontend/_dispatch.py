@@ -17,7 +17,7 @@ from ._pinning import keep_pinned, pinned_connection
 from ._timing import Timing
 
 if TYPE_CHECKING:
-    from ._connection import ClientConnection
+    from ._client import ExchangeClient
 
 #: The reason a request's body is held (the client's gate paused) until there is a connection to send it on.
 ORIGIN = "origin"
@@ -60,7 +60,7 @@ class Dispatch(Timing):
         "_holds_slot", "_tried", "_last_failure", "_pin",
     )
 
-    def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
+    def __init__(self, client: ExchangeClient, head: RequestHead, now: float, wait: float) -> None:
         Timing.__init__(self, now, wait)
         self.client = client
         self.head = head
@@ -138,11 +138,10 @@ class Dispatch(Timing):
             return
         param = b"sid=" + sid
         for connection in list(self.client.frontend.connections):
-            other = connection.current
-            if (other is not None and other._state is _WAITING and param in other.head.target
-                    and session_id(other.head) == sid):
-                other._drop_connection()
-                other._answer_gone(why)
+            for other in connection.in_progress():
+                if other._state is _WAITING and param in other.head.target and session_id(other.head) == sid:
+                    other._drop_connection()
+                    other._answer_gone(why)
 
     def _answer_gone(self, why: str) -> None:
         self.fail(

@@ -19,7 +19,7 @@ from ._upgrade import ExchangeHandoff, accept_upgrade
 
 if TYPE_CHECKING:
     from ..backend import PollPeek, Server
-    from ._connection import ClientConnection
+    from ._client import ExchangeClient
     from ._rule_actions import RuleRun
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -53,7 +53,7 @@ class Exchange(Resubmitting):
 
     __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll", "rules")
 
-    def __init__(self, client: ClientConnection, head: RequestHead, now: float, wait: float) -> None:
+    def __init__(self, client: ExchangeClient, head: RequestHead, now: float, wait: float) -> None:
         Dispatch.__init__(self, client, head, now, wait)
         self.termination = self.session = None  # ExchangeEnding's
         self._stale_retry_done = False

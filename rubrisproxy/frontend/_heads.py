@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from ..backend import Backend
     from ..http import Headers, RequestHead
 
-VIA = {version: b"Via: %s rubrisproxy\r\n" % version for version in (b"1.0", b"1.1")}
+VIA = {version: b"Via: %s rubrisproxy\r\n" % version for version in (b"1.0", b"1.1", b"2.0")}
 
 
 class Framing:

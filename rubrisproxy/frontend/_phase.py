@@ -8,7 +8,9 @@ from enum import Enum
 class Phase(Enum):
     """A :class:`~rubrisproxy.frontend.ClientConnection`'s state (its ``_phase``).
 
-    ``READING`` while it serves HTTP: requests are read, and answered one at a time in order.
+    ``OPENING`` until its first read, which decides what it speaks: ``HTTP2`` (ALPN said ``h2``, or the
+    read is HTTP/2's preface), where an HTTP/2 connection owns every read until ``LOST``, or else HTTP/1.1.
+    ``READING`` while it serves HTTP/1.1: requests are read, and answered one at a time in order.
     An upgrade request (WebSocket, ``Upgrade`` header) moves it to ``UPGRADING``: nothing after
     that request is read (the gate's ``upgrade`` reason) until it is answered; a refusal (any
     response but the hand-over) goes back to ``READING``, a hand-over to ``UPGRADED``, where a
@@ -20,6 +22,8 @@ class Phase(Enum):
     still hand the connection over.
     """
 
+    OPENING = "opening"
+    HTTP2 = "http2"
     READING = "reading"
     UPGRADING = "upgrading"
     UPGRADED = "upgraded"
@@ -28,6 +32,6 @@ class Phase(Enum):
 
 
 # Read through module names: a member read through its Enum class costs a descriptor call.
-READING, UPGRADING, UPGRADED, CLOSING, LOST = (
-    Phase.READING, Phase.UPGRADING, Phase.UPGRADED, Phase.CLOSING, Phase.LOST
+OPENING, HTTP2, READING, UPGRADING, UPGRADED, CLOSING, LOST = (
+    Phase.OPENING, Phase.HTTP2, Phase.READING, Phase.UPGRADING, Phase.UPGRADED, Phase.CLOSING, Phase.LOST
 )

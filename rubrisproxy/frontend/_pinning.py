@@ -15,7 +15,7 @@ from ..lifecycle import ConnectionEnd
 if TYPE_CHECKING:
     from ..backend import Server
     from ..origin import OriginConnection
-    from ._connection import ClientConnection
+    from ._client import ExchangeClient
 
 #: Authentication schemes that authenticate the connection, not the request.
 _CONNECTION_AUTH = (b"ntlm", b"negotiate")
@@ -29,7 +29,7 @@ def asks_connection_auth(headers: Headers) -> bool:
     )
 
 
-def pinned_connection(client: ClientConnection, server: Server | None = None) -> OriginConnection | None:
+def pinned_connection(client: ExchangeClient, server: Server | None = None) -> OriginConnection | None:
     """The server connection a request of ``client`` must go on (taken from the pool's idle ones), or None;
     :class:`HTTPError` 502 if it has closed.
 
@@ -48,7 +48,7 @@ def pinned_connection(client: ClientConnection, server: Server | None = None) ->
     return pinned
 
 
-def keep_pinned(client: ClientConnection, connection: OriginConnection, reusable: bool) -> None:
+def keep_pinned(client: ExchangeClient, connection: OriginConnection, reusable: bool) -> None:
     """A request on a pinned (or newly pinning) server connection is over: the connection stays the client's,
     or, not reusable, is closed with the client (no silent re-route to another server connection)."""
     client.frontend.pool.in_use.discard(connection)

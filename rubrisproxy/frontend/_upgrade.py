@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ..origin import ConnectionPool, OriginConnection
     from ..routing import Router
     from ..websocket import Relay, ResumeBudget
-    from ._connection import ClientConnection
+    from ._client import UpgradedClient
     from ._exchange import Exchange
 
 _NO_HEADERS = ()  # what a tunnelled request keeps of its headers: none
@@ -70,7 +70,7 @@ class ExchangeHandoff:
 
     def __init__(self, exchange: Exchange, upgrade: Upgrade | None, session: bool = False) -> None:
         self.exchange = exchange
-        self.client: ClientConnection = exchange.client
+        self.client: UpgradedClient = exchange.client.upgraded()
         self.head: RequestHead = exchange.head
         self.clock: IReactorTime = exchange.clock
         self.client_address = exchange.client_address
@@ -121,19 +121,19 @@ class ExchangeHandoff:
 
     @property
     def timeouts(self) -> Timeouts:
-        return self.client.frontend.timeouts
+        return self.exchange.client.frontend.timeouts
 
     @property
     def pool(self) -> ConnectionPool:
-        return self.client.frontend.pool
+        return self.exchange.client.frontend.pool
 
     @property
     def resume_budget(self) -> ResumeBudget:
-        return self.client.frontend.resume_budget
+        return self.exchange.client.frontend.resume_budget
 
     @property
     def websockets(self) -> set[Relay]:
-        return self.client.frontend.websockets
+        return self.exchange.client.frontend.websockets
 
     def age(self) -> float:
         return self.clock.seconds() - self.exchange.started_at

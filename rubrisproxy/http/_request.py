@@ -116,6 +116,11 @@ class RequestParser:
         """Drop these headers (besides hop-by-hop ones) from the requests parsed from now on."""
         self._drop = _dropped(drop)
 
+    @property
+    def dropped(self) -> frozenset[bytes]:
+        """The headers it drops: hop-by-hop ones and its drop list."""
+        return self._drop
+
     def _reset(self) -> None:
         self._in_head = False
         self._in_body = False

@@ -40,7 +40,10 @@ class ClientSide(ByteMeter, Protocol):
     writes frames itself adds what it wrote (see :class:`ByteMeter`).
     """
 
-    transport: ITCPTransport
+    @property
+    def transport(self) -> ITCPTransport:
+        """Its socket's (or an HTTP/2 stream as one)."""
+
     gate: ReadGate  # pauses the client's reads
     download: ProducerSlot  # the producer its transport pauses while its buffer is full
 

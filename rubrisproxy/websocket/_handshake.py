@@ -65,7 +65,7 @@ def _check_form(head: RequestHead) -> None:
     """The request itself: a bodiless HTTP/1.1 GET asking for an upgrade."""
     if head.method != b"GET":
         raise HTTPError(400, f"a WebSocket upgrade must be GET, not {head.method.decode('latin-1')}")
-    if head.version != b"1.1":
+    if head.version == b"1.0":  # HTTP/1.1, or an HTTP/2 extended CONNECT (RFC 8441) read as one
         raise HTTPError(400, "a WebSocket upgrade must be HTTP/1.1")
     if b"upgrade" not in head.connection:
         raise HTTPError(400, "a WebSocket upgrade needs Connection: upgrade")
