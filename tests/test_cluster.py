@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 from dataclasses import replace
@@ -18,7 +19,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.protocols import portforward
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web import resource
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
@@ -830,3 +831,37 @@ class SiblingWorkersTests(SynchronousTestCase):
         self.assertEqual((parts[0].transport.published, parts[1].transport.received), (2, 2))
         for p in parts:
             p.transport.stop()
+
+
+class SidPrefixFramingTests(ProxyTestCase):
+    """The prefixed handshake to clients that cannot take chunks: its Content-Length dropped, the body delimited by
+    the close (HTTP/1.0) or the stream's end (HTTP/2)."""
+
+    setUp = SidPrefixTests.setUp
+
+    @defer.inlineCallbacks
+    def test_an_http_1_0_client_gets_it_delimited_by_the_close(self):  # type: ignore[no-untyped-def]
+        client = yield self.connect()
+        client.send(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.0\r\nHost: test\r\n\r\n")
+        data = yield self.poll_closed(client)
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertNotIn(b"content-length", head.lower())
+        self.assertRegex(json.loads(body[1:])["sid"], r"^[0-9a-f]{8}~s[12]-0$")
+
+    @defer.inlineCallbacks
+    def poll_closed(self, client: Any) -> Any:
+        yield self.poll(lambda: not client.transport.connected, "the response delimited by the close")
+        return client.received
+
+    @defer.inlineCallbacks
+    def test_an_http_2_client_gets_it_in_its_stream(self):  # type: ignore[no-untyped-def]
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        curl = shutil.which("curl")
+        if curl is None:
+            raise SkipTest("no curl")
+        url = f"http://127.0.0.1:{self.proxy_port}/socket.io/?EIO=4&transport=polling"
+        out, err, code = yield getProcessOutputAndValue(curl, ["-s", "--http2-prior-knowledge", url])
+        self.assertEqual(code, 0, err)
+        self.assertRegex(json.loads(out[1:])["sid"], r"^[0-9a-f]{8}~s[12]-0$")
+

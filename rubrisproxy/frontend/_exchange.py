@@ -209,7 +209,9 @@ class Exchange(Resubmitting):
         engineio = backend.engineio
         if engineio is not None and status == 200 and engineio.learn_response(self.head, head.headers, server.name):
             # the open packet, with its sid, starts the body
-            self._eio_peek = OpenPeek(engineio, server.name, version(self.head.target)) if has_body else None
+            peek = self._eio_peek = OpenPeek(engineio, server.name, version(self.head.target)) if has_body else None
+            if peek is not None and peek.holds:  # its length changes: chunked, or delimited by the close or the stream
+                head.forward = [pair for pair in head.forward if pair[0].lower() != b"content-length"]
         elif self._eio_poll is not None and (status != 200 or not has_body) and not self._eio_poll.post:
             self._eio_poll = None
 
