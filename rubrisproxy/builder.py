@@ -14,8 +14,9 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from .accesslog import AccessLog, NullAccessLog
-from .backend import Backend, HealthChecker, Server
-from .clients import ClientRegistry
+from .backend import Backend, HealthChecker, Server, SharedBackends
+from .clients import ClientRegistry, SessionSharing
+from .cluster import ProxyReceiver, Siblings, shared_state
 from .config import BackendConfig, FrontendConfig, ProxyConfig, build_objects, loopback_only
 from .frontend import ForwardProxy, Frontend, FrontendRules, PeerSettings, connection_factory, protocol_class
 from .lifecycle import HANDLER_INTERFACES, LifecycleHandlers
@@ -24,6 +25,7 @@ from .logoutput import FileOutput
 from .origin import ConnectionPool, OriginConnector
 from .routing import Router
 from .settings import LiveSettings
+from .sharing import StateTransport
 from .websocket import BackendWebSocket, ResumeBudget
 
 
@@ -104,17 +106,27 @@ class ProxyParts:
     backends: dict[str, Backend] = field(default_factory=dict)
     frontends: dict[str, FrontendService] = field(default_factory=dict)
     frontend_list: list[Frontend] = field(default_factory=list)  # what the admin API and metrics read
+    transport: StateTransport | None = None  # with a cluster: where shared state goes and comes from
+    node: str = ""  # with a cluster: this proxy's name in it
     health: HealthService = field(init=False)
+    shared: SharedBackends | None = field(init=False, default=None)  # with a cluster: the proxy's side of it
 
     def __post_init__(self) -> None:
         self.health = HealthService(self.reactor, self.pool.connector.connect)
+        if self.transport is not None:
+            self.shared = SharedBackends(self.backends, self.transport, self.reactor)
+            self.transport.attach(ProxyReceiver(self.shared, self.frontend_list))
 
     @classmethod
-    def empty(cls, reactor: Any, root: service.MultiService, config: ProxyConfig) -> ProxyParts:
-        """A proxy with nothing in it yet, its pool and access log as ``config`` says: :meth:`apply` starts it."""
+    def empty(cls, reactor: Any, root: service.MultiService, config: ProxyConfig,
+              siblings: Siblings | None = None) -> ProxyParts:
+        """A proxy with nothing in it yet, its pool and access log as ``config`` says: :meth:`apply` starts it.
+        Its state is shared as ``config`` says (``[cluster]``), or with its ``siblings`` (a worker's)."""
         settings = LiveSettings()
         pool = ConnectionPool(OriginConnector(reactor, settings), reactor, config.pool, settings)
-        return cls(reactor, root, settings, pool, make_access_log(config), ResumeBudget(settings))
+        transport, node = shared_state(reactor, config, siblings)
+        return cls(reactor, root, settings, pool, make_access_log(config), ResumeBudget(settings), transport=transport,
+                   node=node)
 
     @property
     def config(self) -> ProxyConfig:
@@ -206,7 +218,7 @@ class ProxyParts:
 
     def new_backend(self, config: BackendConfig) -> Backend:
         """A backend as ``config`` describes it, reading the proxy's settings, with its WebSocket pieces."""
-        return Backend(config, self.reactor, self.settings, partial(BackendWebSocket, self.reactor))
+        return Backend(config, self.reactor, self.settings, partial(BackendWebSocket, self.reactor), self.transport)
 
     def new_frontend(self, config: FrontendConfig) -> Frontend:
         """A frontend as ``config`` describes it (not listening): its default backend, routes and connection
@@ -259,8 +271,7 @@ class ProxyParts:
         running = self.frontends.get(frontend.name)
         return running.addresses() if running is not None else []
 
-    @staticmethod
-    def connection_settings(frontend: Frontend, config: FrontendConfig) -> None:
+    def connection_settings(self, frontend: Frontend, config: FrontendConfig) -> None:
         """Give ``frontend`` its connection settings: peers, per-connection limits, lifecycle handlers."""
         frontend.peers = peer_settings(config)
         frontend.max_reads, frontend.max_writes = config.max_reads, config.max_writes
@@ -277,6 +288,8 @@ class ProxyParts:
             frontend.clients = None
         elif frontend.clients is None:
             frontend.clients = ClientRegistry(config.name, clients, frontend.clock, frontend.handlers.destroyed)
+            if self.transport is not None:
+                frontend.clients.sharing = SessionSharing(self.transport, self.node)
         else:  # a reload: the sessions stay
             frontend.clients.settings, frontend.clients.handlers = clients, frontend.handlers.destroyed
 

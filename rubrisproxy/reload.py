@@ -13,8 +13,8 @@ from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .signals import SignalService
 
 #: Settings a reload does not change (they need a restart); a change to them is reported.
-RESTART_ONLY = ("pool", "access_log", "log", "admin", "shutdown_grace", "shutdown_spread", "shutdown_close_code", "demo",
-                "process")
+RESTART_ONLY = ("pool", "access_log", "log", "admin", "cluster", "shutdown_grace", "shutdown_spread",
+                "shutdown_close_code", "demo", "process")
 
 
 class Reloader:

@@ -10,6 +10,7 @@ from twisted.internet import task
 from .accesslog import AccessLog
 from .admin import RunningProxy, admin_site
 from .builder import ProxyParts
+from .cluster import RedisTransport, Siblings, TransportService
 from .config import DEMO_ADMIN_LISTEN, CommandLine, ProxyConfig
 from .demo import DemoAdminService, DemoService
 from .listening import ListenFailed, ListeningService, ListenSettings
@@ -75,10 +76,10 @@ class AccessLogService(service.Service):
 
 
 def build_service(config: ProxyConfig, reactor: Any = None, command_line: CommandLine | None = None,
-                  report: bool = True) -> ProxyService:
+                  report: bool = True, siblings: Siblings | None = None) -> ProxyService:
     """The whole proxy as one service, ready for twistd (reloadable when built from a config file): the
     configuration applied to an empty proxy, as a reload applies the next one. ``report``: the start-up lines
-    (a worker process leaves them to its supervisor)."""
+    (a worker process leaves them to its supervisor); ``siblings``: a worker's, it shares its state with."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
@@ -86,7 +87,7 @@ def build_service(config: ProxyConfig, reactor: Any = None, command_line: Comman
     root = ProxyService()
     if report:
         StartupReport(config, command_line.config_path if command_line is not None else None).setServiceParent(root)
-    parts = root.parts = ProxyParts.empty(reactor, root, config)
+    parts = root.parts = ProxyParts.empty(reactor, root, config, siblings)
     demo = None
     if config.demo:  # before the frontends, so the first request already has a server
         demo = DemoService(reactor, tuple(_public_url(e, f.tls is not None) for f in config.frontends for e in f.listen))
@@ -96,12 +97,16 @@ def build_service(config: ProxyConfig, reactor: Any = None, command_line: Comman
         used = [parts.backends[f.backend] for f in config.frontends if f.forward is None]
         demo.serve(list({id(b): b for b in used}.values()))
     parts.health.setServiceParent(root)
+    if parts.transport is not None:
+        TransportService(parts.transport).setServiceParent(root)
     reloader = Reloader(parts, command_line) if command_line is not None and command_line.config_path else None
     if command_line is not None:  # run by twistd: SIGHUP reloads, or is logged when there is no file to reload
         ReloadOnHangup(reloader, reactor).setServiceParent(root)
     if config.admin.listen or config.demo:
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers,
-                               reloader.reload if reloader is not None else None, reactor, parts.addresses)
+                               reloader.reload if reloader is not None else None, reactor, parts.addresses,
+                               parts.shared,
+                               parts.transport.describe if isinstance(parts.transport, RedisTransport) else None)
         site = admin_site(running, config.admin.token, config.timeouts, reactor)
         if config.admin.listen:
             admin: ListeningService = ListeningService(reactor, "admin", site, ListenSettings(config.admin.listen, key="admin"))

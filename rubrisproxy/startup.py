@@ -6,15 +6,19 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from . import __version__
+from .cluster import node_name
 from .config import DEMO_ADMIN_LISTEN, BackendConfig, FrontendConfig, ProxyConfig
 
 
 def startup_lines(config: ProxyConfig, config_path: str | None) -> list[str]:
-    """One line for the version and file, one per frontend, one per backend, and the admin and log settings."""
+    """One line for the version and file, one per frontend, one per backend, the admin (and cluster) and log
+    settings."""
     lines = [f"rubrisproxy {__version__} starting; configuration: {config_path or 'none (command-line flags only)'}"]
     lines += [_frontend(frontend) for frontend in config.frontends]
     lines += [_backend(backend, config.demo) for backend in config.backends.values()]
     lines.append(_admin(config))
+    if config.cluster is not None:
+        lines.append(f"cluster: node {node_name(config.cluster)}, sharing state through Redis at {config.cluster.redis}")
     access = config.access_log
     where = "off" if not access.enabled else "the main log" if access.path == "-" else access.path
     details = f" ({access.format}{', with connection lines' if access.connections else ''})" if access.enabled else ""

@@ -401,9 +401,7 @@ class StopTests(WorkersTestCase):
 class SocketIOTests(WorkersTestCase):
     """Real python-socketio servers and the real Socket.IO JavaScript client through ``--workers 2``: with 24
     clients, some client's polling requests and its upgrade land on different workers; each client's requests
-    must still reach one server."""
-
-    skip = "needs shared sid state (cluster seam)"
+    must still reach one server (their learned sids are shared between the workers: cluster.BusTransport)."""
 
     @defer.inlineCallbacks
     def test_each_javascript_client_reaches_one_server_across_workers(self):  # type: ignore[no-untyped-def]

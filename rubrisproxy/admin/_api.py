@@ -163,6 +163,8 @@ class AdminAPI(resource.Resource):
         else:
             raise APIError(404, f"no server action {action!r}; expected drain, ready, maint or weight")
         self._audit(request, action, backend, chosen)
+        if self.proxy.shared is not None:
+            self.proxy.shared.admin_changed(backend, chosen)
         return server_fields(chosen)
 
     def _add_server(self, request: server.Request, backend_name: str) -> object:
@@ -209,6 +211,11 @@ class AdminAPI(resource.Resource):
         entries = [{"key": key.decode("latin-1"), "server": server, "expires_in": round(left, 1)}
                    for key, server, left in store.items(limit)]
         return {"backend": backend.name, "size": len(store), "entries": entries}
+
+    def _cluster(self, request: server.Request) -> object:
+        if self.proxy.cluster is None:
+            raise APIError(404, "this proxy is not in a cluster (no [cluster] table)")
+        return self.proxy.cluster()
 
     def _reload(self, request: server.Request) -> object:
         if self.proxy.reload is None:
@@ -284,6 +291,7 @@ _CALLS = (
     _Call("GET", ("backends", "*", "stick"), AdminAPI._stick),
     _Call("GET", ("sessions",), AdminAPI._sessions),
     _Call("GET", ("frontends",), AdminAPI._frontends),
+    _Call("GET", ("cluster",), AdminAPI._cluster),
     _Call("POST", ("reload",), AdminAPI._reload),
     _Call("POST", ("backends", "*", "servers"), AdminAPI._add_server),
     _Call("POST", ("backends", "*", "servers", "*", "*"), AdminAPI._server_action),

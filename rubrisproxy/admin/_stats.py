@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 import twisted
 
 from .. import __version__
-from ..backend import Backend, HealthChecker, Server
+from ..backend import Backend, HealthChecker, Server, SharedBackends
 from ..config import RouteConfig
 from ..counters import status_class
 from ..frontend import Frontend
@@ -53,6 +53,8 @@ class RunningProxy:
     clock: IReactorTime | None = None  # for the uptime; None: the system's clock
     #: A frontend's listening sockets: ``{"endpoint": "tcp:8080", "address": "0.0.0.0:8080"}`` each.
     listening: Callable[[Frontend], list[dict[str, str]]] = field(default=lambda frontend: [])
+    shared: SharedBackends | None = None  # with a cluster: told of admin changes, which other nodes then apply
+    cluster: Callable[[], dict[str, Any]] | None = None  # with a cluster: its transport's state, as GET /cluster shows
     started_at: float = field(init=False)
 
     def __post_init__(self) -> None:

@@ -1,6 +1,6 @@
 """Backends: named groups of origin servers, balancing over them, and their queue."""
 
-from ._backend import QUEUED, SESSION_GONE, Backend, Waiter
+from ._backend import LOOKING, QUEUED, SESSION_GONE, Backend, Waiter
 from ._balance import (
     ConsistentHash,
     IBalancer,
@@ -17,6 +17,7 @@ from ._engineio import (
     PEEK_LIMIT,
     UNKNOWN_SESSION,
     EngineIOStickiness,
+    OpenPeek,
     PolledSession,
     PollPeek,
     is_engineio,
@@ -25,10 +26,14 @@ from ._engineio import (
 )
 from ._health import HealthChecker
 from ._login import Login
+from ._replica import SharedBackends
 from ._server import Server
+from ._shared import SharedStickStore
+from ._sidprefix import SidPrefix
 from ._sticky import cookie_value
 
 __all__ = [
+    "LOOKING",
     "PEEK_LIMIT",
     "QUEUED",
     "SESSION_GONE",
@@ -38,6 +43,7 @@ __all__ = [
     "EngineIOStickiness",
     "HealthChecker",
     "IBalancer",
+    "OpenPeek",
     "LeastConnections",
     "Login",
     "PolledSession",
@@ -45,6 +51,9 @@ __all__ = [
     "PowerOfTwoChoices",
     "RoundRobin",
     "Server",
+    "SharedBackends",
+    "SharedStickStore",
+    "SidPrefix",
     "Waiter",
     "balancer_for",
     "cookie_value",

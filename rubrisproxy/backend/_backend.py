@@ -13,12 +13,15 @@ from ..config import BackendConfig, ServerConfig, WebSocketConfig
 from ..counters import Histogram
 from ..http import Headers, spellings
 from ..settings import LiveSettings
+from ..sharing import Kind, StateTransport
 from ._balance import IBalancer, balancer_for
 from ._engineio import EngineIOStickiness, is_engineio
 from ._login import Login
 from ._queue import Queued, Waiter, WaitQueue
 from ._server import Server
-from ._sticky import CookieStickiness, ExpiringStore, MemoryStickStore, TableStickiness, key_for, learned_key
+from ._shared import ShareAs, stick_store
+from ._sidprefix import SidPrefix
+from ._sticky import CookieStickiness, ExpiringStore, TableStickiness, key_for, learned_key
 
 
 class WebSocketPieces(Protocol):
@@ -56,6 +59,9 @@ POLLED_SESSIONS = 10_000
 """What :meth:`Backend.assign` returns when the request waits for a free server."""
 #: What :meth:`Backend.assign` returns, when asked, for a request of an Engine.IO session whose server is gone.
 SESSION_GONE = object()
+#: What :meth:`Backend.assign` returns for a client's request whose sid it is asking the cluster about: the request
+#: hears ``looked_up()`` once answered, and is assigned again.
+LOOKING = object()
 
 
 class Backend:
@@ -74,9 +80,10 @@ class Backend:
 
     def __init__(
         self, config: BackendConfig, clock: IReactorTime | None = None, settings: LiveSettings | None = None,
-        websocket: WebSocketBuilder | None = None,
+        websocket: WebSocketBuilder | None = None, sharing: StateTransport | None = None,
     ) -> None:
         self.name = config.name
+        self.sharing = sharing  # where its stick table's and learned sids' new entries go, with a cluster
         self.clock = clock
         self.settings = settings or LiveSettings()  # the proxy's: ``timeouts.queue``
         self._build_websocket = websocket
@@ -121,7 +128,8 @@ class Backend:
         if previous is None or previous.stick != config.stick:
             self.table = None
             if config.stick is not None:
-                store = MemoryStickStore(self.clock or Clock(), config.stick.expire, config.stick.size)
+                store = stick_store(self.clock or Clock(), config.stick.expire, config.stick.size,
+                                    self._share_as(Kind.STICK))
                 learn = learned_key(config.stick.learn) if config.stick.learn else None
                 self.table = TableStickiness(store, key_for(config.stick.on), learn)
         self.sticky = self.cookie is not None or self.table is not None
@@ -129,10 +137,19 @@ class Backend:
             self.login: Login | None = Login(config.auth) if config.auth is not None else None
         if not config.engineio_sticky:
             self.engineio: EngineIOStickiness | None = None
-        elif previous is None or not previous.engineio_sticky:
-            clock = self.clock or Clock()
-            self.engineio = EngineIOStickiness(MemoryStickStore(clock, ENGINEIO_EXPIRE, 100_000),
-                                               ExpiringStore(clock, ENGINEIO_EXPIRE, POLLED_SESSIONS))
+        elif previous is None or not previous.engineio_sticky or previous.engineio_sid_prefix != config.engineio_sid_prefix:
+            # With the sid prefix, the sid names its server: learned sids are not shared.
+            clock, prefixed = self.clock or Clock(), config.engineio_sid_prefix
+            self.engineio = EngineIOStickiness(
+                stick_store(clock, ENGINEIO_EXPIRE, 100_000, None if prefixed else self._share_as(Kind.SID)),
+                ExpiringStore(clock, ENGINEIO_EXPIRE, POLLED_SESSIONS), SidPrefix(self.name) if prefixed else None,
+                self._server_names)
+
+    def _server_names(self) -> list[str]:
+        return [server.name for server in self.servers]
+
+    def _share_as(self, kind: Kind) -> ShareAs | None:
+        return ShareAs(self.sharing, kind, self.name) if self.sharing is not None else None
 
     def reconfigure(self, config: BackendConfig) -> list[Server]:
         """Take a reloaded ``config`` in place: settings, and servers added, changed or removed.
@@ -303,7 +320,8 @@ class Backend:
         balance it."""
         name = engineio.server_for(waiter.head)
         if name is None:
-            return None
+            asked = gone is not None and engineio.shared and engineio.look_up(waiter.head, waiter.looked_up)
+            return LOOKING if asked else None
         learned = self.server_named(name)
         if learned is not None and (learned in candidates or (gone is not None and learned.up and learned not in exclude)):
             return self._enqueue(waiter, exclude, learned) if learned.full else self.take(learned)

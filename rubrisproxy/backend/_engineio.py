@@ -16,6 +16,7 @@ and the server's answers, read from a bounded peek at each polling body (:class:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from ..engineio import (
     CONNECT,
@@ -31,7 +32,9 @@ from ..engineio import (
     socketio_packet,
 )
 from ..http import Headers, RequestHead
-from ._sticky import ExpiringStore, MemoryStickStore, learned_key
+from ._shared import SharedStickStore
+from ._sidprefix import SidPrefix
+from ._sticky import ExpiringStore, IStickStore, learned_key
 
 _EIO = re.compile(rb"[?&]EIO=\d")
 #: The open packet is small; a response that has not shown one within this many bytes has none.
@@ -152,17 +155,73 @@ class PollPeek:
                 self.session.server_sent(seen)
 
 
+class OpenPeek:
+    """A look at a session-opening response's body until its open packet is read (its sid learned). With a sid
+    prefix the body is held from the client meanwhile (at most :data:`PEEK_LIMIT`) and sent with the sid
+    prefixed; ``holds`` says so (its length changes: the exchange frames it anew)."""
+
+    __slots__ = ("_stickiness", "_server", "_version", "_seen", "holds")
+
+    def __init__(self, stickiness: EngineIOStickiness, server: str, version: int | None) -> None:
+        self._stickiness = stickiness
+        self._server = server
+        self._version = version
+        self._seen: bytes | None = b""
+        self.holds = stickiness.prefix is not None
+
+    @property
+    def done(self) -> bool:
+        return self._seen is None
+
+    def feed(self, data: bytes) -> bytes:
+        """The body's next bytes: what to send the client now (nothing while held)."""
+        seen = self._seen
+        if seen is None:
+            return data
+        if not self.holds:
+            self._seen = self._stickiness.learn_body(seen + data, self._server, self._version)
+            return data
+        held, body = self._stickiness.open_body(seen + data, self._server, self._version)
+        self._seen = body if held else None
+        return b"" if held else body
+
+    def end(self) -> bytes:
+        """The body ended: what is still held, to send as it came."""
+        seen, self._seen = self._seen, None
+        return seen if self.holds and seen else b""
+
+
 class EngineIOStickiness:
     """sid -> server name, learned from handshake responses, consulted for every request carrying ``sid=``."""
 
-    def __init__(self, store: MemoryStickStore, polled: ExpiringStore[PolledSession]) -> None:
+    def __init__(self, store: IStickStore, polled: ExpiringStore[PolledSession], prefix: SidPrefix | None = None,
+                 names: Callable[[], list[str]] | None = None) -> None:
         self.store = store
         self.polled = polled  # what each polling session did, until a WebSocket session takes it
+        self.prefix = prefix  # with ``engineio-sid-prefix``: the sids clients see carry their server's token
+        self._names = names or list  # the backend's server names, for a token's server
         self.learned = 0
 
     def server_for(self, request: RequestHead) -> str | None:
         sid = session_id(request)
-        return self.store.get(sid) if sid is not None else None
+        if sid is None:
+            return None
+        found = self.store.get(sid)
+        if found is None and self.prefix is not None:
+            return self.prefix.server_of(sid, self._names())  # learned elsewhere: the token says where
+        return found
+
+    @property
+    def shared(self) -> bool:
+        """Whether its sids are shared with other proxies (a cluster)."""
+        return isinstance(self.store, SharedStickStore)
+
+    def look_up(self, request: RequestHead, done: Callable[[], None]) -> bool:
+        """A sid this proxy does not know: ask the others (in a cluster), in case its handshake was answered
+        elsewhere an instant ago; ``done()`` once answered. False if not asked."""
+        sid = session_id(request)
+        store = self.store
+        return sid is not None and isinstance(store, SharedStickStore) and store.lookup(sid, done)
 
     def forget(self, request: RequestHead) -> None:
         """The server of ``request``'s sid is gone: the sid is known nowhere now. Its entry names no server
@@ -200,6 +259,28 @@ class EngineIOStickiness:
                 self.polled.put(sid, PolledSession(version, packet))
             return None
         return peek if len(peek) < PEEK_LIMIT else None
+
+    def open_body(self, peek: bytes, server: str, version: int | None) -> tuple[bool, bytes]:
+        """With a sid prefix: a session-opening response's body so far, held from the client. Returns (True, what
+        to keep holding) until the open packet is read, then (False, the body with its sid prefixed), which is
+        what the session's sid is remembered as; (False, the body as it came) once it cannot be (past
+        :data:`PEEK_LIMIT`, or not an open packet that can be rewritten)."""
+        assert self.prefix is not None
+        packet = polling_open_packet(peek)
+        if packet is None:
+            return len(peek) < PEEK_LIMIT, peek
+        rewritten = self.prefix.prefix_open(peek, server)
+        if rewritten is None:
+            self.learn_body(peek, server, version)  # kept, unprefixed: this proxy routes it by what it learned
+            return False, peek
+        self.learn_body(rewritten, server, version)
+        return False, rewritten
+
+    def session_request(self, request: RequestHead, target: bytes) -> tuple[PollPeek | None, bytes]:
+        """A request carrying a sid: a peek at its polling body (if its session has a polling record; none for an
+        upgrade), and ``target`` as the server knows it (without the sid's token, with a sid prefix)."""
+        peek = None if request.upgrade else self.poll_peek(request)
+        return peek, self.prefix.strip(target) if self.prefix is not None else target
 
     def poll_peek(self, request: RequestHead) -> PollPeek | None:
         """A peek at a polling request of a session with a polling record (a POST's body, a GET's response)."""

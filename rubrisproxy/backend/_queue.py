@@ -26,6 +26,8 @@ class Waiter(Protocol):
 
     def queue_timed_out(self) -> None: ...
 
+    def looked_up(self) -> None: ...
+
 
 class Queued:
     """One waiting request: ``server`` is the one its persistence names (it waits for that one alone)."""

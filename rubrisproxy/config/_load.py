@@ -250,6 +250,8 @@ def _backend(name: str, value: object, websocket: WebSocketConfig) -> BackendCon
     key = f"backends.{name}"
     table = as_table(key, value)
     values = tables.BACKEND.read(key, table)
+    if values.get("engineio_sid_prefix") and values.get("engineio_sticky") is False:
+        raise ConfigError(f"{key}.engineio-sid-prefix", "needs engineio-sticky (the sids are learned to be prefixed)")
     return BackendConfig(name=name, websocket=_websocket(f"{key}.websocket", table.get("websocket", {}), websocket),
                          **values)
 

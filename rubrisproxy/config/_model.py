@@ -277,6 +277,7 @@ class BackendConfig:
     tls: TLSConfig = field(default_factory=TLSConfig)
     pin: bool = False  # bind each server connection to the client connection that first used it (besides NTLM)
     engineio_sticky: bool = True  # learn Engine.IO sids from handshake responses and keep each on its server
+    engineio_sid_prefix: bool = False  # the client sees each sid prefixed with its server's token (no shared state)
     auth: OriginAuthConfig | None = None  # the proxy's own login to its servers; None: it presents none
 
 
@@ -423,6 +424,30 @@ class ProcessConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisAddress:
+    """Where a cluster's Redis listens: TCP ``host:port``, or a UNIX socket ``path``; and its database number."""
+
+    host: str = ""
+    port: int = 6379
+    path: str = ""  # a UNIX socket's path (then host is empty)
+    db: int = 0
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"unix://{self.path}?db={self.db}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{host}:{self.port}/{self.db}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Several proxy nodes sharing stick tables, learned Engine.IO sids and server admin state through Redis."""
+
+    redis: RedisAddress = field(default_factory=RedisAddress)
+    node: str = ""  # this node's name in the cluster; empty: the host name and process id
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyConfig:
     """The whole configuration: what :func:`rubrisproxy.service.build_service` needs."""
 
@@ -437,6 +462,7 @@ class ProxyConfig:
     shutdown_spread: float = 0.0  # WebSockets are closed at random moments over this many seconds
     shutdown_close_code: int = 1001  # 1001 going away, or 1012 service restart
     admin: AdminConfig = field(default_factory=AdminConfig)
+    cluster: ClusterConfig | None = None  # None: one node, nothing shared (no Redis needed)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)  # the top-level defaults for backends
     process: ProcessConfig = field(default_factory=ProcessConfig)
     demo: bool = False

@@ -15,6 +15,7 @@ from ._model import (
     BackendConfig,
     CertificateFiles,
     ClientsConfig,
+    ClusterConfig,
     CookieConfig,
     ForwardConfig,
     FrontendConfig,
@@ -64,6 +65,7 @@ from ._values import (
     loopback_only,
     methods,
     networks,
+    node_name,
     one_of,
     parse_bool,
     parse_duration,
@@ -75,6 +77,7 @@ from ._values import (
     redirect_location,
     redirect_prefix,
     redirect_scheme,
+    redis_address,
     regex,
     rule_header_name,
     rule_header_value,
@@ -150,6 +153,11 @@ def check_admin(key: str, admin: AdminConfig) -> None:
                 f"{key}.listen", f"{endpoint!r} is not loopback-only: add interface=127.0.0.1, or set admin.token"
             )
 
+
+CLUSTER = Table(ClusterConfig, (
+    Field("redis", redis_address, required="required: where the cluster's Redis listens, redis://host:port/db"),
+    Field("node", node_name),
+))
 
 ADMIN = Table(AdminConfig, (
     Field("listen", endpoints),
@@ -277,6 +285,7 @@ BACKEND = Table(BackendConfig, (
     Field("redispatch", parse_bool),
     Field("pin", parse_bool),
     Field("engineio-sticky", parse_bool),
+    Field("engineio-sid-prefix", parse_bool),
     Field("slow-start", duration_or_off),
     Field("health", section(HEALTH)),
     Field("passive", section(PASSIVE)),
@@ -450,6 +459,7 @@ DOCUMENT = Table(ProxyConfig, (
     Field("shutdown", None),  # as SHUTDOWN: three settings of the proxy's own
     Field("websocket", None),  # the defaults of every backend's
     Field("admin", section(ADMIN)),
+    Field("cluster", section(CLUSTER)),
     Field("process", section(PROCESS)),
     Field("backends", None),  # tables as BACKEND, by name
     Field("frontends", None),  # tables as FRONTEND, by name

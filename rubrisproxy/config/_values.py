@@ -27,6 +27,7 @@ from ._model import (
     WEBSOCKET_MODES,
     Credentials,
     HookConfig,
+    RedisAddress,
     ServerConfig,
 )
 
@@ -594,6 +595,36 @@ def admin_token(key: str, value: object) -> str:
     """The admin API's bearer token."""
     if not isinstance(value, str) or len(value) < 16:
         raise ConfigError(key, "expected a string of at least 16 characters")
+    return value
+
+
+def redis_address(key: str, value: object) -> RedisAddress:
+    """``redis://HOST[:PORT][/DB]`` or ``unix:///PATH[?db=DB]``: where a cluster's Redis listens."""
+    expected = "expected redis://host:port/db or unix:///path/to/socket"
+    if not isinstance(value, str) or len(value) > 1024:
+        raise ConfigError(key, f"{expected}, got {value!r}")
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError as e:
+        raise ConfigError(key, f"{expected}: {e}") from None
+    if url.scheme == "unix" and url.path and not url.netloc and not url.fragment:
+        db = url.query.removeprefix("db=") if url.query else "0"
+        if not db.isdigit() or int(db) > 15:
+            raise ConfigError(key, f"the database must be db=0 .. db=15, got {url.query!r}")
+        return RedisAddress(path=url.path, db=int(db))
+    if url.scheme != "redis" or not url.hostname or url.query or url.fragment or url.username or url.password:
+        raise ConfigError(key, f"{expected} (no password, query or fragment), got {value!r}")
+    db = url.path.strip("/") or "0"
+    if not db.isdigit() or int(db) > 15:
+        raise ConfigError(key, f"the database must be /0 .. /15, got {url.path!r}")
+    return RedisAddress(host=url.hostname, port=port or 6379, db=int(db))
+
+
+def node_name(key: str, value: object) -> str:
+    """A cluster node's name: letters, digits, ``.``, ``_``, ``-``, ``:``; at most 64."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", value):
+        raise ConfigError(key, f"expected 1 to 64 letters, digits, '.', '_', ':' or '-', got {value!r}")
     return value
 
 

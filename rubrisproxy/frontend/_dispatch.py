@@ -9,7 +9,7 @@ from twisted.internet.error import ConnectError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..backend import QUEUED, SESSION_GONE, UNKNOWN_SESSION, Backend, Server, session_id
+from ..backend import LOOKING, QUEUED, SESSION_GONE, UNKNOWN_SESSION, Backend, Server, session_id
 from ..http import NONE, HTTPError, RequestHead
 from ..lifecycle import Termination
 from ..origin import ConnectTimeout, OriginConnection
@@ -121,6 +121,9 @@ class Dispatch(Timing):
             self._use(server)
         elif server is SESSION_GONE:
             self._session_gone("is gone")
+        elif server is LOOKING:  # its sid, unknown here, is asked of the cluster: looked_up() follows
+            if self.head.has_body and not self.request_done:
+                self.client.gate.pause(ORIGIN)
         else:
             self._no_server()
 
@@ -166,6 +169,11 @@ class Dispatch(Timing):
         self.dequeued_at = self.clock.seconds()
         self._holds_slot = True
         self._use(server)
+
+    def looked_up(self) -> None:
+        """The cluster answered about this request's unknown sid: assigned again, the sid now known or not."""
+        if self._state is _STARTING and not self.finished:
+            self._assign()
 
     def queue_timed_out(self) -> None:
         self.fail(HTTPError(503, "every server stayed full past timeout queue"), Termination.QUEUE_TIMEOUT)

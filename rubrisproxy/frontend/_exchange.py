@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..backend import OpenPeek
 from ..engineio import version
 from ..http import HTTPError, RequestHead, ResponseHead, resolve, serialize_headers
 from ..lifecycle import Termination
@@ -61,7 +62,7 @@ class Exchange(Resubmitting):
         self._framing = Framing.NONE
         self._request_bytes = b""
         self.websocket: ExchangeHandoff | None = None  # a WebSocket upgrade that passed its checks
-        self._eio_peek: bytes | None = None  # an Engine.IO handshake response's first bytes, until its sid is found
+        self._eio_peek: OpenPeek | None = None  # an Engine.IO handshake response's body, until its sid is found
         self._eio_poll: PollPeek | None = None  # a look at a polling body of an Engine.IO session that may upgrade
         self._login = None  # Resubmitting's: the proxy's own login to the server, when the backend has one
         self.rules: RuleRun | None = None  # its run through the frontend's HTTP rules, if it has any
@@ -103,16 +104,16 @@ class Exchange(Resubmitting):
             self.fail(HTTPError(target, "denied by a route"), Termination.DENIED)
             return
         self.backend = target
-        engineio = target.engineio
-        if engineio is not None and b"sid=" in head.target and not head.upgrade:
-            self._eio_poll = engineio.poll_peek(head)
+        origin_form = resolved.origin_form
+        if target.engineio is not None and b"sid=" in head.target:
+            self._eio_poll, origin_form = target.engineio.session_request(head, origin_form)
         if head.upgrade and is_websocket_upgrade(head):
             self.websocket = accept_upgrade(self, router, target)
             if self.websocket is None:
                 return
-        self._request_bytes = origin_request_head(self, resolved.origin_form, resolved.host if resolved.absolute else None)
+        self._request_bytes = origin_request_head(self, origin_form, resolved.host if resolved.absolute else None)
         if target.login is not None:
-            self._begin_login(target.login, False, b"GET" if self.websocket else head.method, resolved.origin_form)
+            self._begin_login(target.login, False, b"GET" if self.websocket else head.method, origin_form)
         self._assign()
 
     def _connected(self, connection: OriginConnection) -> None:
@@ -207,7 +208,10 @@ class Exchange(Resubmitting):
         self._pin = (status == 401 and asks_connection_auth(head.headers)) or backend.config.pin
         engineio = backend.engineio
         if engineio is not None and status == 200 and engineio.learn_response(self.head, head.headers, server.name):
-            self._eio_peek = b"" if has_body else None  # the open packet, with its sid, starts the body
+            # the open packet, with its sid, starts the body
+            peek = self._eio_peek = OpenPeek(engineio, server.name, version(self.head.target)) if has_body else None
+            if peek is not None and peek.holds:  # its length changes: chunked, or delimited by the close or the stream
+                head.forward = [pair for pair in head.forward if pair[0].lower() != b"content-length"]
         elif self._eio_poll is not None and (status != 200 or not has_body) and not self._eio_poll.post:
             self._eio_poll = None
 
@@ -229,7 +233,7 @@ class Exchange(Resubmitting):
         streamed = has_body  # through flow control: any body but a small one of known length
         if not has_body:
             framing = Framing.NONE
-        elif head.content_length is not None and not head.chunked:
+        elif head.content_length is not None and not head.chunked and (self._eio_peek is None or not self._eio_peek.holds):
             framing = Framing.LENGTH
             streamed = head.content_length > _SMALL_BODY
         elif client_head.version == b"1.1":
@@ -295,10 +299,13 @@ class Exchange(Resubmitting):
         self.client.write(data)
 
     def response_body(self, data: bytes) -> None:
-        if self._eio_peek is not None:
-            backend, server = self.backend, self.server
-            assert backend is not None and backend.engineio is not None and server is not None  # what set _eio_peek
-            self._eio_peek = backend.engineio.learn_body(self._eio_peek + data, server.name, version(self.head.target))
+        peek = self._eio_peek
+        if peek is not None:
+            data = peek.feed(data)
+            if peek.done:
+                self._eio_peek = None
+            if not data:
+                return  # held until its open packet is read, to prefix the sid (its length changes: not LENGTH framed)
         elif self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.feed(data)
         if self._framing == Framing.CHUNKED:
@@ -307,6 +314,10 @@ class Exchange(Resubmitting):
 
     def response_end(self) -> None:
         client = self.client
+        if self._eio_peek is not None:
+            peek, self._eio_peek = self._eio_peek, None
+            if held := peek.end():
+                self.response_body(held)  # the body ended before an open packet: sent as it came
         if self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.end()
         if self._framing == Framing.CHUNKED:

@@ -45,7 +45,7 @@ from ._hooks import Message
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-    from ..backend import EngineIOStickiness
+    from ..backend import EngineIOStickiness, SidPrefix
     from ..config import WebSocketConfig
 
 #: The heartbeat assumed until an open packet says (Engine.IO v4's default pingInterval).
@@ -103,7 +103,7 @@ class EngineIOResume:
 
     __slots__ = ("_session", "version", "_handshake_timeout", "sid", "interval", "timeout", "_last_ping", "joined",
                  "server_sids", "_acks", "_held_acks", "_complete", "_seen_traffic", "_phase", "_aware", "_beat",
-                 "_deadline", "_owed_pongs", "_leg", "_expected", "_polling", "_polled_sid")
+                 "_deadline", "_owed_pongs", "_leg", "_expected", "_polling", "_polled_sid", "prefixing")
 
     def __init__(self, session: RejoiningSession, version: int, upgraded: bool, handshake_timeout: float) -> None:
         self._session = session
@@ -130,10 +130,12 @@ class EngineIOResume:
         self._expected: set[bytes] = set()
         self._polling: EngineIOStickiness | None = None  # where this session's polling record waits, if it has one
         self._polled_sid = b""
+        #: A WebSocket-first session of a backend with ``engineio-sid-prefix``: its sid prefix and server.
+        self.prefixing: tuple[SidPrefix, str] | None = None
 
     @classmethod
     def for_session(cls, session: RejoiningSession, config: WebSocketConfig, target: bytes,
-                    polling: EngineIOStickiness | None) -> EngineIOResume | None:
+                    polling: EngineIOStickiness | None, server: str | None = None) -> EngineIOResume | None:
         """The Engine.IO state of a session whose upgrade went to ``target``, if its backend's ``engineio`` and
         ``resume`` settings make it one to read; ``polling`` keeps what sessions did before they upgraded."""
         version = session_version(config.engineio, target) if config.resume else None
@@ -143,6 +145,8 @@ class EngineIOResume:
         sid = sid_of(target)
         if sid is not None and polling is not None and polling.polled.get(sid) is not None:
             resume._polling, resume._polled_sid = polling, sid
+        if sid is None and polling is not None and polling.prefix is not None and server is not None:
+            resume.prefixing = (polling.prefix, server)
         return resume
 
     def _take_polled(self) -> None:
@@ -225,10 +229,19 @@ class EngineIOResume:
         if kind == PING:
             self._last_ping = self._session.clock.seconds()
         elif kind == OPEN:
-            self._learn_open(payload, first=True)
+            if self.prefixing is not None and self.sid is None:
+                message = self._prefixed(self.prefixing, message)
+            self._learn_open(message.payload, first=True)
         elif kind == MESSAGE:
             self._from_server(payload)
         return message
+
+    @staticmethod
+    def _prefixed(prefixing: tuple[SidPrefix, str], message: Message) -> Message:
+        """A WebSocket-first session's open packet, its sid prefixed with its server's token (as polling's are)."""
+        prefix, server = prefixing
+        rewritten = prefix.prefix_open(message.payload, server)
+        return Message(rewritten, False) if rewritten is not None else message
 
     def _learn_open(self, payload: bytes, first: bool) -> bool:
         packet = open_packet(payload)

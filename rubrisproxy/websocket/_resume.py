@@ -118,6 +118,9 @@ class BackendDial:
     def dequeued(self, server: Server) -> None:
         self._use(server)
 
+    def looked_up(self) -> None:
+        pass  # a move asks nothing of the cluster (Backend.assign without ``gone``)
+
     def queue_timed_out(self) -> None:
         self._fail("every server stayed full past timeout queue")
 

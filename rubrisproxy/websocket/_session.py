@@ -105,7 +105,7 @@ class WebSocketSession:
         self._termination: Termination | None = None
         self._client_done = self._backend_done = False
         self.messages_in = self.messages_out = 0
-        engineio = EngineIOResume.for_session(self, config, handoff.head.target, backend.engineio)
+        engineio = EngineIOResume.for_session(self, config, handoff.head.target, backend.engineio, self.server)
         if engineio is not None:
             self._hooks = (engineio, *self._hooks)  # first: it sees what the client and the server sent, as they are
         self._resumption = Resumption(handoff, backend, handshake, engineio)

@@ -22,6 +22,7 @@ from twisted.web import server
 from ..admin import AdminAPI, RunningProxy
 from ..backend import Server
 from ..bus import Subscriber
+from ..cluster import Siblings
 from ..config import AdminConfig, CommandLine, ConfigError, ProxyConfig
 from ..mainlog import MainLogObserver, ReopenOnSignal
 from ..reload import Reloader
@@ -97,7 +98,8 @@ class Worker:
         self.state = WorkerState.STARTING
         self.index, self.workers = index, workers
         self.observer.json = config.log.format == "json"
-        root = self.root = build_service(worker_config(config, workers), self.reactor, report=False)
+        siblings = Siblings(self, index) if workers > 1 else None  # its stick tables, sids, client sessions shared
+        root = self.root = build_service(worker_config(config, workers), self.reactor, report=False, siblings=siblings)
         parts = root.parts
         if index == 0:
             parts.health.report_to(self._judged)
@@ -107,7 +109,7 @@ class Worker:
         ReopenOnSignal([parts.access_log.reopen], self.reactor).setServiceParent(root)  # the supervisor passes it on
         self.reloader = Reloader(parts, CommandLine())
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers, None,
-                               self.reactor, parts.addresses)
+                               self.reactor, parts.addresses, parts.shared)  # with [cluster], a drain reaches the nodes
         self.api = AdminAPI(running)
         try:
             root.privilegedStartService()

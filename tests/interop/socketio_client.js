@@ -2,7 +2,7 @@
 // The Socket.IO JavaScript client (npm socket.io-client) emitting with acks, driven by tests/test_engineio.py:
 // the same run and the same lines as tests/eio/emitter.py (see there).
 //
-// Usage: node socketio_client.js http://HOST:PORT [upgrade|polling]
+// Usage: node socketio_client.js http://HOST:PORT [upgrade|polling] [RUN_MS]
 //
 // Connects over the WebSocket transport only (with "upgrade": long polling first, then the upgrade; the client
 // joins its namespaces over polling; with "polling": long polling only), to the namespaces "/" and "/chat" with the auth payload
@@ -15,6 +15,7 @@ const { Manager } = require(path.join(__dirname, "node_modules", "socket.io-clie
 
 const url = process.argv[2];
 const mode = process.argv[3];
+const RUN_MS = Number(process.argv[4] || 0); // emit for this long, then finish (0: until the deadline or a move)
 const DEADLINE_MS = 25000;
 const AFTER_MOVE_MS = 1500;
 const LATE_ACKS_MS = 2000;
@@ -80,7 +81,7 @@ function start() {
   const timer = setInterval(() => {
     const seq = emitted++;
     sockets[seq % 2].emit("tick", seq, (server) => ackedBy(seq, server));
-    const late = Date.now() - started > DEADLINE_MS - LATE_ACKS_MS - 3000;
+    const late = Date.now() - started > (RUN_MS || DEADLINE_MS - LATE_ACKS_MS - 3000);
     if (late || (movedAt !== null && Date.now() - movedAt > AFTER_MOVE_MS)) {
       clearInterval(timer);
       setTimeout(finish, LATE_ACKS_MS);
