@@ -253,7 +253,7 @@ class ServingTests(WorkersTestCase):
 
 class LivenessTests(WorkersTestCase):
     @defer.inlineCallbacks
-    def test_a_stopped_worker_is_named_unresponsive_then_killed_and_restarted(self):  # type: ignore[no-untyped-def]
+    def test_a_stopped_worker_is_named_unresponsive_then_killed_and_restarted(self):
         yield self.start_workers({"s1": self.origin("A")}, '[process]\nworker-timeout = "2s"\n')
         wedged = self.pids[0]
         self.addCleanup(lambda: os.kill(wedged, signal.SIGKILL) if _alive(wedged) else None)
@@ -280,7 +280,7 @@ class LivenessTests(WorkersTestCase):
         self.pids = [w["pid"] for w in workers["workers"]]
         self.assertEqual(self.pids[0], int(match.group(1)))
         self.assertEqual([(w["state"], w["restarts"], w["unresponsive"], w["last_exit"]) for w in workers["workers"]],
-                         [("serving", 1, 1, "signal 9 (unresponsive)"), ("serving", 0, 0, "")])
+                         [("serving", 1, 1, "signal 9, unresponsive"), ("serving", 0, 0, "")])
         self.assertEqual(workers["unresponsive_workers"], [])
         answers = yield self.names(40)  # the stopped worker's listener is closed: every new connection served
         self.assertEqual(set(answers), {(200, "A")})
@@ -328,7 +328,7 @@ class DeadlineTests(SynchronousTestCase):
         self.supervisor.log = Logger(observer=self.events.append)
         self.supervisor.state = SupervisorState.RUNNING
         for handle, answering in zip(self.supervisor.handles, (True, False), strict=True):
-            handle.channel = FakeChannel(answering)  # type: ignore[assignment]
+            handle.channel = FakeChannel(answering)
             handle.process = FakeProcess(100 + handle.index)
             handle.pid = handle.process.pid
             handle.ended = defer.Deferred()
@@ -341,12 +341,12 @@ class DeadlineTests(SynchronousTestCase):
         one, two = self.supervisor.handles
         self.supervisor.heartbeat.start()
         self.clock.advance(1.0)
-        self.assertEqual([c for c, _ in two.channel.calls], [Ping])  # type: ignore[union-attr]
+        self.assertEqual([c for c, _ in two.channel.calls], [Ping])
         self.clock.advance(0.5)
         asked = self.supervisor.ask("GET", "frontends", "", b"", "test")
         self.clock.advance(0.5)
-        self.assertEqual([c for c, _ in one.channel.calls], [Ping, AdminCall, Ping])  # type: ignore[union-attr]
-        self.assertEqual([c for c, _ in two.channel.calls], [Ping, AdminCall])  # type: ignore[union-attr]
+        self.assertEqual([c for c, _ in one.channel.calls], [Ping, AdminCall, Ping])
+        self.assertEqual([c for c, _ in two.channel.calls], [Ping, AdminCall])
         self.assertNoResult(asked)
         self.clock.advance(1.0)  # worker 1's ping, 2 s unanswered
         self.assertEqual((one.state, two.state), (HandleState.SERVING, HandleState.UNRESPONSIVE))
@@ -359,16 +359,15 @@ class DeadlineTests(SynchronousTestCase):
         self.assertEqual(two.unresponsive, 1)
         self.assertEqual(self.logged("did not answer {what}"), 1)
         two.process_ended(Failure(error.ProcessTerminated(signal=signal.SIGKILL)))
-        self.assertEqual((two.state, two.last_exit, two.restarts), (HandleState.WAITING, "signal 9 (unresponsive)", 1))
+        self.assertEqual((two.state, two.last_exit, two.restarts), (HandleState.WAITING, "signal 9, unresponsive", 1))
         self.assertEqual(two.restart_timer.getTime(), self.clock.seconds() + 0.5)
         self.supervisor.state = SupervisorState.STOPPING  # the restart is not run here: no processes
         self.supervisor.heartbeat.stop()
 
     def test_every_call_has_the_deadline(self) -> None:
         one, two = self.supervisor.handles
-        two.channel.answering = True  # type: ignore[union-attr]
         for handle in (one, two):
-            handle.channel.answering = False  # type: ignore[union-attr]
+            handle.channel.answering = False
         asked = self.supervisor.ask("GET", "frontends", "", b"", "test")
         applied = self.supervisor.apply(self.supervisor.config)
         self.clock.advance(1.999)
@@ -379,6 +378,14 @@ class DeadlineTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(applied), [])  # nobody answered: restarted, each gets it then
         self.assertEqual([h.state for h in (one, two)], [HandleState.UNRESPONSIVE] * 2)
         self.assertEqual(self.logged("did not answer {what}"), 2)
+
+    def test_an_answer_read_in_the_turn_its_deadline_passed_counts(self) -> None:
+        two = self.supervisor.handles[1]
+        call = two.call(Ping)
+        (_, sent) = two.channel.calls[-1]
+        self.clock.callLater(2.0, sent.callback, {})  # the supervisor was busy: read only after the deadline's timer
+        self.clock.advance(2.0)
+        self.assertEqual((self.successResultOf(call), two.state, two.process.signals), ({}, HandleState.SERVING, []))
 
     def test_a_worker_that_does_not_answer_its_start_is_killed_and_restarted_not_fatal(self) -> None:
         two = self.supervisor.handles[1]

@@ -111,17 +111,25 @@ class WorkerHandle:
         if self.channel is None:
             return defer.fail(error.ConnectionLost("the worker's channel is closed"))
         d: defer.Deferred[Any] = self.channel.callRemote(command, **arguments)
-        d.addTimeout(self.supervisor.timeout, self.supervisor.reactor)
+        clock = self.supervisor.reactor
+        # Judged one reactor turn after the deadline: an answer the supervisor had not read yet (it was busy
+        # itself) is read first, so its own lateness is not blamed on the worker.
+        timer = clock.callLater(self.supervisor.timeout, clock.callLater, 0, self._overdue, d, command.__name__)
         self._calls.add(d)
-        return d.addBoth(self._answered, d, command.__name__)
+        return d.addBoth(self._answered, d, timer, command.__name__)
 
-    def _answered(self, result: Any, d: defer.Deferred[Any], name: str) -> Any:
+    def _answered(self, result: Any, d: defer.Deferred[Any], timer: Any, name: str) -> Any:
         self._calls.discard(d)
-        if isinstance(result, Failure) and result.check(defer.TimeoutError, defer.CancelledError):
-            if result.check(defer.TimeoutError):
-                self.supervisor.unresponsive(self, name)
-            raise Unresponsive(f"worker {self.index} did not answer {name} within {self.supervisor.timeout:g}s")
+        if timer.active():
+            timer.cancel()
+        if isinstance(result, Failure) and result.check(defer.CancelledError):
+            raise Unresponsive(f"worker {self.index} is unresponsive: {name} unanswered")
         return result
+
+    def _overdue(self, d: defer.Deferred[Any], name: str) -> None:
+        if not d.called:
+            self.supervisor.unresponsive(self, name)
+            d.cancel()  # if it was not already, with every other call waiting on the worker
 
     def abandon_calls(self) -> None:
         """Fail every call still waiting on the worker with :class:`Unresponsive`, now."""
@@ -145,7 +153,7 @@ class WorkerHandle:
         signal_number = getattr(value, "signal", None)
         self.last_exit = f"signal {signal_number}" if signal_number else f"exit status {getattr(value, 'exitCode', '?')}"
         if self.state is HandleState.UNRESPONSIVE:
-            self.last_exit += " (unresponsive)"
+            self.last_exit += ", unresponsive"
         self.process = None
         if self.channel is not None and self.channel.transport is not None:
             self.channel.transport.loseConnection()
