@@ -1,6 +1,6 @@
 """The supervisor: the twistd process of a proxy with ``workers > 1``. It spawns the workers, restarts one that
-dies (with backoff) or stops answering (killed first), hands each the configuration (and each reload, checked once here), carries what one worker
-publishes to the others, and stops them all gracefully on ``SIGTERM``."""
+dies (with backoff) or stops answering (killed first), hands each the configuration (and each reload, checked
+once here), carries what one worker publishes to the others, and stops them all gracefully on ``SIGTERM``."""
 
 from __future__ import annotations
 
