@@ -12,15 +12,17 @@ import tomllib
 from io import BytesIO
 from typing import Any
 
-from twisted.internet import defer, reactor, task, utils
+from twisted.internet import defer, error, reactor, task, utils
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import resource, server
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
 from rubrisproxy.config import CommandLine, ConfigError, ProxyConfig, apply_command_line, config_from_document
-from rubrisproxy.workers import share, worker_config
-from rubrisproxy.workers._channel import Deliver
+from rubrisproxy.workers import HandleState, Supervisor, SupervisorState, share, worker_config
+from rubrisproxy.workers._channel import AdminCall, Deliver, Ping, Start, Unresponsive
 from rubrisproxy.workers._merge import merge_csv, merge_json, merge_metrics
 
 from .eio.harness import spawn_node_many, start_server
@@ -249,6 +251,157 @@ class ServingTests(WorkersTestCase):
         self.assertTrue(all(w["accepted"] > 0 for w in workers["workers"]), workers)  # the new one serves too
 
 
+class LivenessTests(WorkersTestCase):
+    @defer.inlineCallbacks
+    def test_a_stopped_worker_is_named_unresponsive_then_killed_and_restarted(self):
+        yield self.start_workers({"s1": self.origin("A")}, '[process]\nworker-timeout = "2s"\n')
+        wedged = self.pids[0]
+        self.addCleanup(lambda: os.kill(wedged, signal.SIGKILL) if _alive(wedged) else None)
+        os.kill(wedged, signal.SIGSTOP)  # as a worker stuck in a blocking call or a busy loop
+        started = reactor.seconds()
+        (code, listed), (metrics_code, metrics) = yield defer.gatherResults([self.admin("workers"),
+                                                                             self.admin("metrics")])
+        self.assertLess(reactor.seconds() - started, 2 + 1 + 2)  # the timeout, a ping's interval, slack
+        self.assertEqual((code, metrics_code), (200, 200), (listed, metrics))
+        workers = json.loads(listed)
+        self.assertEqual(workers["unresponsive_workers"], [0])
+        self.assertEqual([(w["pid"], w["state"], w["accepted"] is None) for w in workers["workers"]],
+                         [(wedged, "unresponsive", True), (self.pids[1], "serving", False)])
+        self.assertIn(b"rubrisproxy_workers_unresponsive 1.0", metrics)  # worker 0's figures are missing
+        self.assertIn(b'rubrisproxy_workers{state="unresponsive"} 1.0', metrics)
+        self.assertIn(b'rubrisproxy_requests_total{frontend="web"}', metrics)  # worker 1's
+        code, health = yield self.admin("healthz")  # before the restart (at least its 0.5 s backoff)
+        self.assertEqual((code, json.loads(health)["workers_serving"]), (200, 1))
+        yield self.process.wait_for(rb"worker 0 \(pid %d\) did not answer \w+ within 2s: unresponsive;" % wedged)
+        match = yield self.process.wait_for(rb"worker 0 \(pid (?!%d\))(\d+)\) serving" % wedged)
+        self.assertFalse(_alive(wedged))  # killed (SIGKILL: a stopped process cannot act on SIGTERM), reaped
+        self.assertEqual(self.process.output.count(b"unresponsive; killing it"), 1)
+        workers = yield self.workers()
+        self.pids = [w["pid"] for w in workers["workers"]]
+        self.assertEqual(self.pids[0], int(match.group(1)))
+        self.assertEqual([(w["state"], w["restarts"], w["unresponsive"], w["last_exit"]) for w in workers["workers"]],
+                         [("serving", 1, 1, "signal 9, unresponsive"), ("serving", 0, 0, "")])
+        self.assertEqual(workers["unresponsive_workers"], [])
+        answers = yield self.names(40)  # the stopped worker's listener is closed: every new connection served
+        self.assertEqual(set(answers), {(200, "A")})
+        code, metrics = yield self.admin("metrics")
+        self.assertIn(b'rubrisproxy_worker_unresponsive_total{worker="0"} 1.0', metrics)
+        self.assertIn(b"rubrisproxy_workers_unresponsive 0.0", metrics)
+
+
+class FakeChannel:
+    """A worker's channel that answers each call at once (``answering``) or never."""
+
+    transport = None
+
+    def __init__(self, answering: bool) -> None:
+        self.answering = answering
+        self.calls: list[tuple[type, defer.Deferred[Any]]] = []
+
+    def callRemote(self, command: type, **arguments: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.calls.append((command, d))
+        if self.answering:
+            d.callback({"status": 200, "content_type": "application/json", "body": b'{"n": 1}'}
+                       if command is AdminCall else {})
+        return d
+
+
+class FakeProcess:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[int] = []
+
+    def signalProcess(self, number: int) -> None:
+        self.signals.append(number)
+
+
+class DeadlineTests(SynchronousTestCase):
+    """The supervisor's deadlines and heartbeat on a :class:`task.Clock`, its workers' channels fakes: worker 0
+    answers, worker 1 never does."""
+
+    def setUp(self) -> None:
+        config = ConfigTests.load(ConfigTests(), ConfigTests.SERVED + '[process]\nworkers = 2\nworker-timeout = "2s"\n')
+        self.clock = task.Clock()
+        self.supervisor = Supervisor(self.clock, config)
+        self.events: list[dict[str, Any]] = []
+        self.supervisor.log = Logger(observer=self.events.append)
+        self.supervisor.state = SupervisorState.RUNNING
+        for handle, answering in zip(self.supervisor.handles, (True, False), strict=True):
+            handle.channel = FakeChannel(answering)
+            handle.process = FakeProcess(100 + handle.index)
+            handle.pid = handle.process.pid
+            handle.ended = defer.Deferred()
+            handle.state = HandleState.SERVING
+
+    def logged(self, text: str) -> int:
+        return sum(text in event["log_format"] for event in self.events)
+
+    def test_an_unanswered_ping_makes_the_worker_unresponsive_and_killed_once(self) -> None:
+        one, two = self.supervisor.handles
+        self.supervisor.heartbeat.start()
+        self.clock.advance(1.0)
+        self.assertEqual([c for c, _ in two.channel.calls], [Ping])
+        self.clock.advance(0.5)
+        asked = self.supervisor.ask("GET", "frontends", "", b"", "test")
+        self.clock.advance(0.5)
+        self.assertEqual([c for c, _ in one.channel.calls], [Ping, AdminCall, Ping])
+        self.assertEqual([c for c, _ in two.channel.calls], [Ping, AdminCall])
+        self.assertNoResult(asked)
+        self.clock.advance(1.0)  # worker 1's ping, 2 s unanswered
+        self.assertEqual((one.state, two.state), (HandleState.SERVING, HandleState.UNRESPONSIVE))
+        self.assertEqual((one.process.signals, two.process.signals), ([], [signal.SIGKILL]))
+        answers = self.successResultOf(asked)  # answered at once by the one that answers, not at its own deadline
+        self.assertEqual(([h for h, _ in answers.answered], answers.unanswered), ([one], (two,)))
+        self.assertEqual(answers.values[0]["body"], b'{"n": 1}')
+        self.assertEqual(self.supervisor.serving(), [one])
+        self.clock.advance(5.0)
+        self.assertEqual(two.unresponsive, 1)
+        self.assertEqual(self.logged("did not answer {what}"), 1)
+        two.process_ended(Failure(error.ProcessTerminated(signal=signal.SIGKILL)))
+        self.assertEqual((two.state, two.last_exit, two.restarts), (HandleState.WAITING, "signal 9, unresponsive", 1))
+        self.assertEqual(two.restart_timer.getTime(), self.clock.seconds() + 0.5)
+        self.supervisor.state = SupervisorState.STOPPING  # the restart is not run here: no processes
+        self.supervisor.heartbeat.stop()
+
+    def test_every_call_has_the_deadline(self) -> None:
+        one, two = self.supervisor.handles
+        for handle in (one, two):
+            handle.channel.answering = False
+        asked = self.supervisor.ask("GET", "frontends", "", b"", "test")
+        applied = self.supervisor.apply(self.supervisor.config)
+        self.clock.advance(1.999)
+        self.assertNoResult(asked)
+        self.clock.advance(0.001)
+        answers = self.successResultOf(asked)
+        self.assertEqual((answers.answered, answers.unanswered), ((), (one, two)))
+        self.assertEqual(self.successResultOf(applied), [])  # nobody answered: restarted, each gets it then
+        self.assertEqual([h.state for h in (one, two)], [HandleState.UNRESPONSIVE] * 2)
+        self.assertEqual(self.logged("did not answer {what}"), 2)
+
+    def test_an_answer_read_in_the_turn_its_deadline_passed_counts(self) -> None:
+        two = self.supervisor.handles[1]
+        call = two.call(Ping)
+        (_, sent) = two.channel.calls[-1]
+        self.clock.callLater(2.0, sent.callback, {})  # the supervisor was busy: read only after the deadline's timer
+        self.clock.advance(2.0)
+        self.assertEqual((self.successResultOf(call), two.state, two.process.signals), ({}, HandleState.SERVING, []))
+
+    def test_a_worker_that_does_not_answer_its_start_is_killed_and_restarted_not_fatal(self) -> None:
+        two = self.supervisor.handles[1]
+        self.supervisor.state = SupervisorState.STARTING
+        two.state = HandleState.SPAWNED
+        self.supervisor.start_worker(two)
+        self.assertEqual(two.state, HandleState.STARTING)
+        self.clock.advance(2.0)
+        self.assertEqual((two.state, two.process.signals), (HandleState.UNRESPONSIVE, [signal.SIGKILL]))
+        self.assertEqual(self.logged("cannot serve"), 0)  # not the start failure that ends the proxy's start
+        call = two.call(Start, config=b"", index=1, workers=2)
+        self.clock.advance(2.0)
+        self.assertIsInstance(self.failureResultOf(call).value, Unresponsive)  # a later call too, at its deadline
+        self.assertEqual((two.unresponsive, self.logged("did not answer {what}")), (1, 1))  # declared once
+
+
 class AdminTests(WorkersTestCase):
     @defer.inlineCallbacks
     def test_a_drain_and_an_added_server_reach_both_workers(self):  # type: ignore[no-untyped-def]
@@ -437,6 +590,14 @@ class ConfigTests(SynchronousTestCase):
             self.load(self.SERVED, workers="none")
         with self.assertRaisesRegex(ConfigError, r"^process\.typo: "):
             self.load(self.SERVED + "[process]\ntypo = 1\n")
+
+    def test_worker_timeout(self) -> None:
+        self.assertEqual(self.load(self.SERVED).process.worker_timeout, 5.0)
+        loaded = self.load(self.SERVED + '[process]\nworker-timeout = "2s"\n', workers="2").process
+        self.assertEqual((loaded.workers, loaded.worker_timeout), (2, 2.0))  # --workers keeps the file's timeout
+        for value in ('"50ms"', "0", "-1", "true", '"soon"'):
+            with self.assertRaisesRegex(ConfigError, r"^process\.worker-timeout: "):
+                self.load(self.SERVED + f"[process]\nworker-timeout = {value}\n")
 
     def test_what_several_workers_cannot_share_is_refused(self) -> None:
         for listen in ("unix:/tmp/x.sock", "tcp:0:interface=127.0.0.1", "tcp:port=0"):

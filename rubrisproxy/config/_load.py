@@ -31,7 +31,6 @@ from ._model import (
     ForwardConfig,
     FrontendConfig,
     LogSettings,
-    ProcessConfig,
     ProxyConfig,
     RouteConfig,
     RuleConfig,
@@ -137,7 +136,7 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
     _add_missing_backends(config, command_line, frontends, backends, demo)
     process = config.process
     if command_line.workers is not None:
-        process = ProcessConfig(workers=workers("--workers", command_line.workers))
+        process = replace(process, workers=workers("--workers", command_line.workers))
     new = replace(
         config,
         frontends=tuple(frontends),

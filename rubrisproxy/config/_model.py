@@ -413,14 +413,18 @@ class AdminConfig:
 
 #: The most worker processes ``[process] workers`` takes.
 MAX_WORKERS = 256
+#: The shortest ``[process] worker-timeout``: the supervisor pings a worker twice within it.
+MIN_WORKER_TIMEOUT = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class ProcessConfig:
     """How many processes serve: 1 is one process (no supervisor); more is a supervisor and that many workers
-    (``auto`` in the file is read as the number of cores this process may run on)."""
+    (``auto`` in the file is read as the number of cores this process may run on). A worker that leaves a
+    call of the supervisor unanswered for ``worker_timeout`` seconds is killed and restarted."""
 
     workers: int = 1
+    worker_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,7 @@ from ._values import (
     unset_or,
     users_file,
     websocket_mode,
+    worker_timeout,
     workers,
 )
 
@@ -137,7 +138,7 @@ def access_log(key: str, value: object) -> AccessLogSettings:
 
 LOG = Table(LogSettings, (Field("format", log_format),))
 
-PROCESS = Table(ProcessConfig, (Field("workers", workers),))
+PROCESS = Table(ProcessConfig, (Field("workers", workers), Field("worker-timeout", worker_timeout)))
 
 SHUTDOWN = Table(ProxyConfig, (
     Field("grace", parse_duration, "shutdown_grace"),

@@ -23,6 +23,7 @@ from ._fields import Parser
 from ._model import (
     ALPN_PROTOCOLS,
     MAX_WORKERS,
+    MIN_WORKER_TIMEOUT,
     TEMPLATE_VARIABLES,
     WEBSOCKET_MODES,
     Credentials,
@@ -309,6 +310,14 @@ def workers(key: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
         raise ConfigError(key, f"expected a number of processes from 1 to {MAX_WORKERS}, or 'auto', got {value!r}")
     return value
+
+
+def worker_timeout(key: str, value: object) -> float:
+    """How long a worker may leave the supervisor's call unanswered: a duration of at least 100ms."""
+    seconds = parse_duration(key, value)
+    if seconds < MIN_WORKER_TIMEOUT:
+        raise ConfigError(key, f"must be at least 100ms, got {value!r}")
+    return seconds
 
 
 def endpoints(key: str, value: object) -> tuple[str, ...]:

@@ -1,5 +1,6 @@
 """The supervisor's admin API: the calls of docs/admin.md answered for the whole proxy. Reads are asked of every
-serving worker and merged (:mod:`._merge`); actions reach every worker (and are replayed into one that starts
+serving worker and what answered within ``process.worker-timeout`` merged (:mod:`._merge`), naming the workers
+that did not; actions reach every worker (and are replayed into one that starts
 later); a reload is checked once here and applied in every worker; ``GET /workers`` lists the workers."""
 
 from __future__ import annotations
@@ -7,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,7 +20,8 @@ from twisted.web import resource, server
 from ..admin import MAX_BODY, AdminAPI, APIError, Call
 from ..checks import check_config
 from ..config import CommandLine, ConfigError, load_config
-from ._handle import HandleState
+from ._handle import HandleState, WorkerHandle
+from ._liveness import Answers
 from ._merge import merge_csv, merge_json, merge_metrics
 from ._supervisor import Supervisor
 from ._worker import share
@@ -67,7 +68,6 @@ class FleetAdminAPI(AdminAPI):
         self.supervisor = supervisor
         self.reloader = reloader
         self.token = token
-        self.collector = WorkersCollector(supervisor)
 
     def answer(self, call: Call, request: server.Request, args: list[str]) -> object:
         if call.answer is AdminAPI._healthz:
@@ -87,7 +87,8 @@ class FleetAdminAPI(AdminAPI):
         return server.NOT_DONE_YET
 
     def _fleet_health(self) -> object:
-        """Alive while some worker serves: a 503 when none does (all starting, restarting or stopping)."""
+        """Alive while some worker serves: a 503 when none does (all starting, restarting, stopping or
+        unresponsive)."""
         serving = len(self.supervisor.serving())
         if not serving:
             raise APIError(503, "no worker is serving")
@@ -95,17 +96,17 @@ class FleetAdminAPI(AdminAPI):
 
     def _workers(self, request: server.Request | None = None) -> defer.Deferred[tuple[int, str, bytes]]:
         """Each worker (pid, state, restarts), with what its frontends accepted and were asked (the spread)."""
-        serving = self.supervisor.serving()
 
-        def listed(answers: list[dict[str, Any]]) -> tuple[int, str, bytes]:
+        def listed(answers: Answers) -> tuple[int, str, bytes]:
             counts = {}
-            for handle, answer in zip(serving, answers, strict=True):
+            for handle, answer in answers.answered:
                 frontends = json.loads(answer["body"])["frontends"] if answer["status"] == 200 else []
                 counts[handle.index] = {"accepted": sum(f["accepted"] for f in frontends),
                                         "requests": sum(f["requests"] for f in frontends)}
             workers = [h.describe() | counts.get(h.index, {"accepted": None, "requests": None})
                        for h in self.supervisor.handles]
-            return _json(200, {"state": self.supervisor.state.value, "workers": workers})
+            return _json(200, {"state": self.supervisor.state.value, "workers": workers,
+                               "unresponsive_workers": _indices(answers.unanswered)})
 
         return self.supervisor.ask("GET", "frontends", "", b"", "supervisor").addCallback(listed)
 
@@ -143,21 +144,27 @@ class FleetAdminAPI(AdminAPI):
             return json.dumps(fields).encode()
         return body
 
-    def _merge(self, answers: list[dict[str, Any]], call: Call, method: str, path: str,
-               body: bytes) -> tuple[int, str, bytes]:
-        refused = [a for a in answers if a["status"] != 200]
+    def _merge(self, answers: Answers, call: Call, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        """The answers merged; a worker that did not answer is named (and gets an action when it restarts)."""
+        values = answers.values
+        if not values:
+            raise APIError(503, f"no worker answered within {self.supervisor.timeout:g}s (workers "
+                                f"{', '.join(map(str, _indices(answers.unanswered)))}: unresponsive); try again")
+        refused = [a for a in values if a["status"] != 200]
         if refused:
             return refused[0]["status"], refused[0]["content_type"], refused[0]["body"]
-        bodies = [a["body"] for a in answers]
+        bodies = [a["body"] for a in values]
         if method not in ("GET", "HEAD"):
             self.supervisor.remember(method, path, body)
         if call.answer is AdminAPI._metrics:
-            return 200, CONTENT_TYPE_LATEST, merge_metrics(bodies, self.collector)
+            return 200, CONTENT_TYPE_LATEST, merge_metrics(bodies, WorkersCollector(self.supervisor, answers))
         if call.answer is AdminAPI._stats_csv:
-            return 200, answers[0]["content_type"], merge_csv([b.decode() for b in bodies]).encode()
+            return 200, values[0]["content_type"], merge_csv([b.decode() for b in bodies]).encode()
         merged = merge_json([json.loads(b) for b in bodies])
         if call.answer is AdminAPI._stats_json:
             merged["proxy"] |= {"pid": os.getpid(), "workers": [h.describe() for h in self.supervisor.handles]}
+        if answers.unanswered and isinstance(merged, dict):
+            merged["unresponsive_workers"] = _indices(answers.unanswered)
         return _json(200, merged)
 
     def _failed(self, failure: Failure) -> tuple[int, str, bytes]:
@@ -169,10 +176,12 @@ class FleetAdminAPI(AdminAPI):
 
 
 class WorkersCollector(Collector):
-    """The supervisor's own metrics: workers by state, and each worker's restarts."""
+    """The supervisor's own metrics: workers by state, each worker's restarts and kills for not answering, and
+    how many workers did not answer this scrape (``answers``)."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, answers: Answers) -> None:
         self.supervisor = supervisor
+        self.answers = answers
 
     def collect(self) -> Iterator[Metric]:
         states = GaugeMetricFamily("rubrisproxy_workers", "Worker processes, by state.", labels=["state"])
@@ -184,6 +193,14 @@ class WorkersCollector(Collector):
         for handle in self.supervisor.handles:
             restarts.add_metric([str(handle.index)], handle.restarts)
         yield restarts
+        killed = CounterMetricFamily("rubrisproxy_worker_unresponsive", "Times a worker was killed for leaving a "
+                                     "call unanswered past process.worker-timeout.", labels=["worker"])
+        for handle in self.supervisor.handles:
+            killed.add_metric([str(handle.index)], handle.unresponsive)
+        yield killed
+        yield GaugeMetricFamily("rubrisproxy_workers_unresponsive", "Workers asked for this scrape that did not "
+                                "answer within process.worker-timeout (their figures are missing).",
+                                value=len(self.answers.unanswered))
 
 
 def _json(status: int, body: object) -> tuple[int, str, bytes]:
@@ -199,6 +216,10 @@ def _write(answer: tuple[int, str, bytes], request: server.Request, gone: list[b
     request.setHeader(b"cache-control", b"no-store")
     request.write(body)
     request.finish()
+
+
+def _indices(handles: tuple[WorkerHandle, ...]) -> list[int]:
+    return [handle.index for handle in handles]
 
 
 def _why(failure: Failure) -> str:

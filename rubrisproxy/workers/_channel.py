@@ -9,7 +9,7 @@ from typing import Any
 from twisted.protocols import amp
 
 #: The channel's version: a change to a command's arguments or meaning takes a new one.
-VERSION = 1
+VERSION = 2
 #: The worker's end of the channel, as the worker process finds it.
 CHANNEL_FD = 3
 #: An AMP value holds at most 65,535 bytes: longer ones travel in pieces of this size.
@@ -45,6 +45,11 @@ class Refused(Exception):
     """A configuration a worker could not apply."""
 
 
+class Unresponsive(Exception):
+    """A worker left a call of the supervisor unanswered past ``process.worker-timeout`` (or was found so by
+    another call meanwhile): it is killed and restarted."""
+
+
 class Hello(amp.Command):
     """Worker to supervisor, first: its channel version and pid."""
 
@@ -75,6 +80,10 @@ class AdminCall(amp.Command):
     arguments = [(b"method", amp.Unicode()), (b"path", amp.Unicode()), (b"query", amp.Unicode()),
                  (b"body", BigBytes()), (b"peer", amp.Unicode())]
     response = [(b"status", amp.Integer()), (b"content_type", amp.Unicode()), (b"body", BigBytes())]
+
+
+class Ping(amp.Command):
+    """Supervisor to worker, every second or so while it serves: answered at once by a worker whose reactor runs."""
 
 
 class Publish(amp.Command):

@@ -10,12 +10,12 @@ import sys
 from enum import Enum
 from typing import Any, Protocol
 
-from twisted.internet import defer
+from twisted.internet import defer, error
 from twisted.internet.protocol import Factory, ProcessProtocol, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from ._channel import CHANNEL_FD, VERSION, Hello, Publish, VersionMismatch
+from ._channel import CHANNEL_FD, VERSION, Hello, Publish, Unresponsive, VersionMismatch
 
 #: Where the rubrisproxy package this supervisor runs was imported from: its workers import the same.
 _SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,6 +33,7 @@ class HandleState(Enum):
     SPAWNED = "spawned"  # its process started; its Hello not yet heard
     STARTING = "starting"  # told to start serving
     SERVING = "serving"
+    UNRESPONSIVE = "unresponsive"  # left a call unanswered past the timeout: killed (SIGKILL), then restarted
     STOPPING = "stopping"  # told to stop (SIGTERM)
     WAITING = "waiting"  # died; restarted after its backoff
     STOPPED = "stopped"  # its process has ended, and it is not to be restarted
@@ -43,6 +44,10 @@ class Fleet(Protocol):
 
     reactor: Any
     log: Any
+    timeout: float  # process.worker-timeout: how long a call may go unanswered
+
+    def unresponsive(self, handle: WorkerHandle, what: str) -> None:
+        """The worker left ``what`` unanswered past the timeout."""
 
     def relay(self, lines: list[str]) -> None:
         """Write a worker's output lines to the proxy's log."""
@@ -68,11 +73,13 @@ class WorkerHandle:
         self.process: Any = None  # the IProcessTransport
         self.channel: SupervisorChannel | None = None
         self.restarts = 0
+        self.unresponsive = 0  # times it was killed for leaving a call unanswered
         self.failures = 0  # deaths in a row, for the backoff
         self.started_at = 0.0
         self.last_exit = ""
         self.ended: defer.Deferred[None] = defer.succeed(None)  # fires when the process has ended
         self.restart_timer: Any = None
+        self._calls: set[defer.Deferred[Any]] = set()  # the calls not answered yet
 
     @property
     def serving(self) -> bool:
@@ -98,6 +105,37 @@ class WorkerHandle:
         self.pid = self.process.pid
         self.process.closeStdin()
 
+    def call(self, command: type[amp.Command], **arguments: Any) -> defer.Deferred[Any]:
+        """``command`` sent to the worker, to be answered within the supervisor's timeout: one that is not makes
+        the worker unresponsive, and fails (as every call still waiting on it) with :class:`Unresponsive`."""
+        if self.channel is None:
+            return defer.fail(error.ConnectionLost("the worker's channel is closed"))
+        d: defer.Deferred[Any] = self.channel.callRemote(command, **arguments)
+        clock = self.supervisor.reactor
+        # Judged one reactor turn after the deadline: an answer the supervisor had not read yet (it was busy
+        # itself) is read first, so its own lateness is not blamed on the worker.
+        timer = clock.callLater(self.supervisor.timeout, clock.callLater, 0, self._overdue, d, command.__name__)
+        self._calls.add(d)
+        return d.addBoth(self._answered, d, timer, command.__name__)
+
+    def _answered(self, result: Any, d: defer.Deferred[Any], timer: Any, name: str) -> Any:
+        self._calls.discard(d)
+        if timer.active():
+            timer.cancel()
+        if isinstance(result, Failure) and result.check(defer.CancelledError):
+            raise Unresponsive(f"worker {self.index} is unresponsive: {name} unanswered")
+        return result
+
+    def _overdue(self, d: defer.Deferred[Any], name: str) -> None:
+        if not d.called:
+            self.supervisor.unresponsive(self, name)
+            d.cancel()  # if it was not already, with every other call waiting on the worker
+
+    def abandon_calls(self) -> None:
+        """Fail every call still waiting on the worker with :class:`Unresponsive`, now."""
+        for d in list(self._calls):
+            d.cancel()
+
     def signal(self, number: int) -> None:
         """Send the worker process signal ``number``, if it runs."""
         if self.process is not None and self.process.pid is not None:
@@ -114,6 +152,8 @@ class WorkerHandle:
         value = reason.value
         signal_number = getattr(value, "signal", None)
         self.last_exit = f"signal {signal_number}" if signal_number else f"exit status {getattr(value, 'exitCode', '?')}"
+        if self.state is HandleState.UNRESPONSIVE:
+            self.last_exit += ", unresponsive"
         self.process = None
         if self.channel is not None and self.channel.transport is not None:
             self.channel.transport.loseConnection()
@@ -126,6 +166,7 @@ class WorkerHandle:
         """The worker as ``GET /workers`` shows it."""
         now = self.supervisor.reactor.seconds()
         return {"index": self.index, "pid": self.pid, "state": self.state.value, "restarts": self.restarts,
+                "unresponsive": self.unresponsive,
                 "uptime": round(now - self.started_at, 3) if self.process is not None else 0.0,
                 "last_exit": self.last_exit}
 

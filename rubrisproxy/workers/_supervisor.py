@@ -1,6 +1,6 @@
 """The supervisor: the twistd process of a proxy with ``workers > 1``. It spawns the workers, restarts one that
-dies (with backoff), hands each the configuration (and each reload, checked once here), carries what one worker
-publishes to the others, and stops them all gracefully on ``SIGTERM``."""
+dies (with backoff) or stops answering (killed first), hands each the configuration (and each reload, checked
+once here), carries what one worker publishes to the others, and stops them all gracefully on ``SIGTERM``."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from twisted.python.failure import Failure
 from ..bus import Subscriber
 from ..config import ProxyConfig
 from ..logoutput import LineOutput
-from ._channel import AdminCall, Apply, Start
+from ._channel import AdminCall, Apply, Start, Unresponsive
 from ._handle import HandleState, WorkerHandle
+from ._liveness import Answers, Heartbeat, gather
 from ._topics import Topics
 
 #: Seconds past ``shutdown.grace`` the supervisor waits for a stopping worker before killing it.
@@ -46,7 +47,9 @@ class Supervisor(service.Service):
         self.config = config
         self.output = output
         self.state = SupervisorState.STOPPED
+        self.timeout = config.process.worker_timeout  # as process.workers: a reload changes it at the next restart
         self.handles = [WorkerHandle(self, index) for index in range(config.process.workers)]
+        self.heartbeat = Heartbeat(reactor, self.handles, self.timeout)
         self.topics = Topics(self.handles)
         self._journal: dict[tuple[str, str, bytes], None] = {}  # admin actions in the order last done
 
@@ -55,6 +58,7 @@ class Supervisor(service.Service):
         self.state = SupervisorState.STARTING
         for handle in self.handles:
             self._spawn(handle)
+        self.heartbeat.start()
 
     # The workers' lifecycle.
 
@@ -63,8 +67,7 @@ class Supervisor(service.Service):
         if handle.channel is None or self.state is SupervisorState.STOPPING:
             return
         handle.state = HandleState.STARTING
-        d = handle.channel.callRemote(Start, config=pickle.dumps(self.config), index=handle.index,
-                                      workers=len(self.handles))
+        d = handle.call(Start, config=pickle.dumps(self.config), index=handle.index, workers=len(self.handles))
         d.addCallback(lambda _: self._catch_up(handle))
         d.addCallbacks(lambda _: self._serving(handle), self._start_failed, errbackArgs=(handle,))
 
@@ -73,8 +76,8 @@ class Supervisor(service.Service):
         self.topics.catch_up(handle)
         for method, path, body in list(self._journal):
             if handle.channel is not None:
-                yield handle.channel.callRemote(AdminCall, method=method, path=path, query="", body=body,
-                                                peer="supervisor (replay)")
+                yield handle.call(AdminCall, method=method, path=path, query="", body=body,
+                                  peer="supervisor (replay)")
 
     def _serving(self, handle: WorkerHandle) -> None:
         if handle.process is None or handle.state is not HandleState.STARTING:
@@ -86,6 +89,8 @@ class Supervisor(service.Service):
             self.log.info("all {count} workers serving", count=len(self.handles))
 
     def _start_failed(self, failure: Failure, handle: WorkerHandle) -> None:
+        if failure.check(Unresponsive):  # killed, and restarted with backoff: a hang is no reason to give up
+            return
         self.log.critical("worker {index} (pid {pid}) cannot serve: {why}", index=handle.index, pid=handle.pid,
                           why=failure.getErrorMessage())
         if self.state is SupervisorState.STARTING and handle.restarts == 0:  # the proxy's start failed
@@ -93,6 +98,18 @@ class Supervisor(service.Service):
                 self.reactor.stop()
             return
         handle.signal(signal.SIGTERM)  # restarted with backoff when it has ended
+
+    def unresponsive(self, handle: WorkerHandle, what: str) -> None:
+        """``handle``'s worker left ``what`` unanswered past the timeout: wedged (it could not act on ``SIGTERM``),
+        so killed; its listeners close with it, and it is restarted after its backoff once it has ended."""
+        if handle.state not in (HandleState.STARTING, HandleState.SERVING):
+            return
+        handle.state = HandleState.UNRESPONSIVE
+        handle.unresponsive += 1
+        self.log.error("worker {index} (pid {pid}) did not answer {what} within {timeout:g}s: unresponsive;"
+                       " killing it (SIGKILL)", index=handle.index, pid=handle.pid, what=what, timeout=self.timeout)
+        handle.signal(signal.SIGKILL)
+        handle.abandon_calls()  # what waits on it is answered now, by the others
 
     def worker_ended(self, handle: WorkerHandle) -> None:
         """``handle``'s process has ended: restarted after its backoff, unless the proxy is stopping."""
@@ -127,6 +144,7 @@ class Supervisor(service.Service):
         fire when all have ended (a worker still running ``shutdown.grace`` + 5 s later is killed)."""
         super().stopService()
         self.state = SupervisorState.STOPPING
+        self.heartbeat.stop()
         for handle in self.handles:
             if handle.restart_timer is not None and handle.restart_timer.active():
                 handle.restart_timer.cancel()
@@ -184,11 +202,12 @@ class Supervisor(service.Service):
     def serving(self) -> list[WorkerHandle]:
         return [handle for handle in self.handles if handle.serving]
 
-    def ask(self, method: str, path: str, query: str, body: bytes, peer: str) -> defer.Deferred[list[dict[str, Any]]]:
-        """An admin call answered by every serving worker, in the workers' order."""
-        calls = [handle.channel.callRemote(AdminCall, method=method, path=path, query=query, body=body, peer=peer)
-                 for handle in self.serving() if handle.channel is not None]
-        return defer.gatherResults(calls, consumeErrors=True)
+    def ask(self, method: str, path: str, query: str, body: bytes, peer: str) -> defer.Deferred[Answers]:
+        """An admin call asked of every serving worker: what each answered within the timeout, and who did not."""
+        asked = self.serving()
+        calls = [handle.call(AdminCall, method=method, path=path, query=query, body=body, peer=peer)
+                 for handle in asked]
+        return gather(asked, calls)
 
     def remember(self, method: str, path: str, body: bytes) -> None:
         """An admin action every worker applied: replayed into a worker that starts later, in order."""
@@ -199,13 +218,14 @@ class Supervisor(service.Service):
             del self._journal[next(iter(self._journal))]
 
     def apply(self, config: ProxyConfig) -> defer.Deferred[list[str]]:
-        """Apply ``config`` (checked) in every worker; the changes the first made. Workers that start later get it."""
+        """Apply ``config`` (checked) in every worker; the changes the first made. Workers that start later get it,
+        and so does one that did not answer (it is restarted)."""
         self.config = config  # the admin journal stays: a drain outlives a reload, as in one process
-        calls = [handle.channel.callRemote(Apply, config=pickle.dumps(config))
-                 for handle in self.serving() if handle.channel is not None]
+        asked = self.serving()
+        calls = [handle.call(Apply, config=pickle.dumps(config)) for handle in asked]
 
-        def first(results: list[dict[str, list[str]]]) -> list[str]:
-            return results[0]["changes"] if results else []
+        def first(answers: Answers) -> list[str]:
+            return answers.values[0]["changes"] if answers.answered else []
 
-        return defer.gatherResults(calls, consumeErrors=True).addCallback(first)
+        return gather(asked, calls).addCallback(first)
 

@@ -27,7 +27,7 @@ from ..config import AdminConfig, CommandLine, ConfigError, ProxyConfig
 from ..mainlog import MainLogObserver, ReopenOnSignal
 from ..reload import Reloader
 from ..service import ProxyService, build_service
-from ._channel import VERSION, AdminCall, Apply, Deliver, Hello, Publish, Refused, Start, StartFailed
+from ._channel import VERSION, AdminCall, Apply, Deliver, Hello, Ping, Publish, Refused, Start, StartFailed
 
 #: The topic worker 0 publishes its health-check verdicts on (retained per server).
 HEALTH_TOPIC = "health"
@@ -233,6 +233,10 @@ class WorkerChannel(amp.AMP):
     def admin_call(self, method: str, path: str, query: str, body: bytes, peer: str) -> dict[str, Any]:
         status, content_type, answer = self.worker.admin(method, path, query, body, peer)
         return {"status": status, "content_type": content_type, "body": answer}
+
+    @Ping.responder
+    def ping(self) -> dict[str, Any]:
+        return {}
 
     @Deliver.responder
     def deliver(self, topic: str, payload: bytes, sender: int) -> dict[str, Any]:
