@@ -14,6 +14,7 @@ from ..counters import Histogram
 from ..http import Headers, spellings
 from ..settings import LiveSettings
 from ..sharing import Kind, StateTransport
+from ._actions import ServerActions
 from ._balance import IBalancer, balancer_for
 from ._engineio import EngineIOStickiness, is_engineio
 from ._login import Login
@@ -64,7 +65,7 @@ SESSION_GONE = object()
 LOOKING = object()
 
 
-class Backend:
+class Backend(ServerActions):
     """A named group of servers that requests are balanced over.
 
     Only servers that are up take new requests; backup servers only when no normal
@@ -195,63 +196,9 @@ class Backend:
         """The Autobahn factories for this backend's session-mode WebSockets (``websocket.LegFactories``)."""
         return self._websocket.leg_factories()
 
-    def drain_server(self, name: str) -> Server:
-        """Drain server ``name``: it takes no new requests or sessions, and its WebSocket sessions move to
-        other servers without losing a message. Raises KeyError for an unknown name."""
-        server = self._named(name)
-        server.set_draining(True)
-        self.log.info("server {backend}/{server} is DRAINING: moving {count} sessions",
-                      backend=self.name, server=name, count=len(server.watchers))
-        return server
-
-    def maint_server(self, name: str) -> Server:
-        """Put server ``name`` in maintenance: drained as :meth:`drain_server` does, and shown as ``maint``."""
-        server = self._named(name)
-        server.set_draining(True, maintenance=True)
-        self.log.info("server {backend}/{server} is in MAINT: moving {count} sessions",
-                      backend=self.name, server=name, count=len(server.watchers))
-        return server
-
-    def set_server_weight(self, name: str, weight: object) -> Server:
-        """Change server ``name``'s weight (0..256; 0 takes no new requests); anything else is a ValueError."""
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 256:
-            raise ValueError(f"weight must be an integer from 0 to 256, got {weight!r}")
-        server = self._named(name)
-        server.set_weight(weight)
-        self.log.info("server {backend}/{server} weight is now {weight}", backend=self.name, server=name, weight=weight)
-        return server
-
-    def remove_server(self, name: str) -> Server:
-        """Take server ``name`` out: nothing new goes to it, its sessions move, what it is serving finishes."""
-        server = self._named(name)
-        self.servers.remove(server)
-        Server.generation += 1
-        server.set_draining(True)
-        self.log.info("server {backend}/{server} REMOVED", backend=self.name, server=name)
-        return server
-
-    def ready_server(self, name: str) -> Server:
-        """Let a drained server take requests and sessions again."""
-        server = self._named(name)
-        server.set_draining(False)
-        self.log.info("server {backend}/{server} is READY", backend=self.name, server=name)
-        return server
-
-    def _named(self, name: str) -> Server:
-        server = self.server_named(name)
-        if server is None:
-            raise KeyError(f"backend {self.name} has no server {name!r}")
-        return server
-
     @property
     def queue_length(self) -> int:
         return len(self._queue)
-
-    def server_named(self, name: str) -> Server | None:
-        for server in self.servers:
-            if server.name == name:
-                return server
-        return None
 
     def sticky_server(self, waiter: Waiter) -> Server | None:
         """The server this request's cookie or stick-table entry names, if any."""
