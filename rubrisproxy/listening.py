@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .accepting import back_off_when_exhausted
-from .config import FrontendConfig, ListenerTLSConfig, ProxyConfig
+from .config import HTTP1_ALPN, FrontendConfig, ListenerTLSConfig, ProxyConfig
 from .frontend import ClientConnection, Frontend, connection_factory, drain
 from .reuseport import ReusePortReactor
 from .tls import Listener, ServerTLS, build_contexts, listeners
@@ -52,6 +52,7 @@ class ListenSettings:
     tls: ListenerTLSConfig | None = None
     key: str = "listen"
     reuse_port: bool = False  # TCP sockets bound with SO_REUSEPORT: each worker process binds its own
+    alpn: tuple[str, ...] | None = None  # what its ssl: strings offer by ALPN (None: the default protocols)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class ListeningService(service.Service):
         self._endpoint_reactor = ReusePortReactor(reactor) if listen.reuse_port else reactor
         self.endpoints = listen.endpoints  # these two change on a reload
         self.tls = listen.tls
+        self.alpn = listen.alpn
         self.key = listen.key
         self.required = required
         self.ports: list[IListeningPort] = []
@@ -168,7 +170,8 @@ class ListeningService(service.Service):
 
     def _listener(self, description: str) -> Listener:
         if self._parsed is None:
-            self._parsed = dict(zip(self.endpoints, listeners(self.key, self.endpoints, self.tls), strict=True))
+            self._parsed = dict(zip(self.endpoints, listeners(self.key, self.endpoints, self.tls, self.alpn),
+                                    strict=True))
         return self._parsed[description]
 
     def _factory_for(self, description: str) -> tuple[str, Any]:
@@ -256,7 +259,8 @@ class FrontendService(ListeningService):
     def __init__(self, reactor: Any, frontend: Frontend, config: FrontendConfig, shutdown: Shutdown,  # noqa: PLR0913 - what a frontend's listener is made of, from the proxy's config and the frontend's
                  protocol: type[ClientConnection] | None = None, reuse_port: bool = False) -> None:
         super().__init__(reactor, f"frontend {frontend.name}", connection_factory(frontend, protocol),
-                         ListenSettings(config.listen, config.tls, f"frontends.{frontend.name}", reuse_port))
+                         ListenSettings(config.listen, config.tls, f"frontends.{frontend.name}", reuse_port,
+                                        None if config.http2.enabled else HTTP1_ALPN))
         self.frontend = frontend
         self.shutdown = shutdown
 

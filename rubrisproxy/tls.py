@@ -216,16 +216,19 @@ class Listener:
         return build_contexts(self.key, self.tls, self.names)
 
 
-def listener(key: str, description: str, tls: ListenerTLSConfig | None) -> Listener:
-    """``description`` under ``tls``; an ``ssl:`` string becomes ``tcp:`` with the certificate it names."""
+def listener(key: str, description: str, tls: ListenerTLSConfig | None,
+             alpn: tuple[str, ...] | None = None) -> Listener:
+    """``description`` under ``tls``; an ``ssl:`` string becomes ``tcp:`` with the certificate it names, offering
+    ``alpn`` (None: the default protocols)."""
     if not _is_ssl(description):
         return Listener(f"{key}.tls", description, tls)
-    return _ssl_listener(key, description)
+    return _ssl_listener(key, description, alpn)
 
 
-def listeners(key: str, endpoints: Sequence[str], tls: ListenerTLSConfig | None) -> list[Listener]:
+def listeners(key: str, endpoints: Sequence[str], tls: ListenerTLSConfig | None,
+              alpn: tuple[str, ...] | None = None) -> list[Listener]:
     """Each of a frontend's (or the admin's) endpoints as a :class:`Listener`, ``ssl:`` ones keyed by position."""
-    return [listener(f"{key}.listen[{i}]" if _is_ssl(d) else key, d, tls) for i, d in enumerate(endpoints)]
+    return [listener(f"{key}.listen[{i}]" if _is_ssl(d) else key, d, tls, alpn) for i, d in enumerate(endpoints)]
 
 
 def check_listeners(key: str, endpoints: Sequence[str], tls: ListenerTLSConfig | None) -> None:
@@ -241,7 +244,7 @@ def _is_ssl(description: str) -> bool:
     return split_endpoint(description)[0] == "ssl"
 
 
-def _ssl_listener(key: str, description: str) -> Listener:
+def _ssl_listener(key: str, description: str, alpn: tuple[str, ...] | None) -> Listener:
     """Twisted's ``ssl:PORT:privateKey=K:certKey=C[:extraCertChain=F][:interface=I][:backlog=N]``."""
     _, positional, named = split_endpoint(description)
     options: dict[str, str] = {}
@@ -259,7 +262,8 @@ def _ssl_listener(key: str, description: str) -> Listener:
     for name in ("interface", "backlog"):
         if name in options:
             plain.append(f"{name}={_escape(options[name])}")
-    return Listener(key, ":".join(plain), ListenerTLSConfig(certificates=(files,)), SSL_STRING_NAMES)
+    tls = ListenerTLSConfig(certificates=(files,)) if alpn is None else ListenerTLSConfig(certificates=(files,), alpn=alpn)
+    return Listener(key, ":".join(plain), tls, SSL_STRING_NAMES)
 
 
 def _escape(value: str) -> str:

@@ -193,6 +193,16 @@ class ALPNTests(TLSListenerCase):
         self.assertIn(b"ALPN: server accepted h2", child.err)
 
     @defer.inlineCallbacks
+    def test_an_ssl_endpoint_string_of_a_frontend_without_http2_offers_http1_only(self):  # type: ignore[no-untyped-def]
+        key, cert = self.issue("127.0.0.1")
+        port = self.start(None, listen=f'"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"', more=NO_HTTP2)
+        child = yield self.run_child("curl", ["curl", "-sS", "-v", "--cacert", self.ca_file,
+                                              f"https://127.0.0.1:{port}/ssl-string"])
+        self.assertEqual(child.exit_code, 0, child.describe())
+        self.assertEqual(child.out, b"path=/ssl-string")
+        self.assertIn(b"ALPN: server accepted http/1.1", child.err)
+
+    @defer.inlineCallbacks
     def test_a_client_offering_only_h2_gets_no_alpn_answer_and_speaks_http1(self):  # type: ignore[no-untyped-def]
         """From a frontend that does not speak HTTP/2."""
         key, cert = self.issue("127.0.0.1")

@@ -6,6 +6,7 @@ from ._model import (
     ALPN_PROTOCOLS,
     BALANCE_ALGORITHMS,
     DEMO_ADMIN_LISTEN,
+    HTTP1_ALPN,
     MODERN_CIPHERS,
     REQUEST_ACTIONS,
     RESPONSE_ACTIONS,
@@ -55,6 +56,7 @@ from ._values import (
 
 __all__ = [
     "ALPN_PROTOCOLS",
+    "HTTP1_ALPN",
     "DEMO_ADMIN_LISTEN",
     "AdminConfig",
     "CertificateFiles",

@@ -134,6 +134,8 @@ class TLSConfig:
 TLS_VERSIONS = ("1.2", "1.3")
 #: ALPN protocol names a listener can offer.
 ALPN_PROTOCOLS = ("h2", "http/1.1")
+#: What a listener of a frontend that does not speak HTTP/2 offers.
+HTTP1_ALPN = tuple(name for name in ALPN_PROTOCOLS if name != "h2")
 #: TLS 1.2 ciphers a listener offers by default: forward secret AEAD only (TLS 1.3 suites are OpenSSL's own).
 MODERN_CIPHERS = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
