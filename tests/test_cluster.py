@@ -98,7 +98,9 @@ class TransportTests(ClusterCase):
         self.assertEqual(decode_change(encode_change("a", change)), ("a", change))
         for junk in (b"", b"[]", b"{}", b'{"n":1}', b"\xff", b"[" * 100_000,
                      encode_change("a", change).replace(b'"sid"', b'"other"'),
-                     encode_change("a", Change(Kind.STICK, "app", b"k" * 5000, "s1"))):
+                     encode_change("a", Change(Kind.STICK, "app", b"k" * 5000, "s1")),
+                     b'{"n":"x","k":"server","b":"app","key":"s1","v":"maint","w":1,"e":0,"t":Infinity}',
+                     b'{"n":"x","k":"server","b":"app","key":"s1","v":"maint","w":1,"e":NaN,"t":1}'):
             self.assertIsNone(decode_change(junk))
 
     @defer.inlineCallbacks

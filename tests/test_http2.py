@@ -21,7 +21,7 @@ from hyperframe.frame import (
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.trial.unittest import SkipTest
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from rubrisproxy.clients import ClientRegistry
 from rubrisproxy.config import (
@@ -34,6 +34,7 @@ from rubrisproxy.config import (
     load_config,
 )
 from rubrisproxy.frontend import Frontend, FrontendRules, PeerSettings, connection_factory, drain
+from rubrisproxy.frontend._h2head import response_head
 from rubrisproxy.frontend._h2response import HIGH_WATER
 from rubrisproxy.lifecycle import ConnectionEnd, LifecycleHandlers
 from rubrisproxy.listening import ListeningService, ListenSettings
@@ -83,6 +84,15 @@ class H2Case(ProxyTestCase):
     def done(self, client: H2Client, *streams: int):  # type: ignore[no-untyped-def]
         return self.poll(lambda: all(client.answer(s).ended or client.answer(s).reset is not None for s in streams),
                          f"streams {streams} answered")
+
+
+class ResponseHeadTests(SynchronousTestCase):
+    def test_a_204_carries_no_content_length(self) -> None:
+        """An origin's length on a 204 would make HTTP/2 clients refuse the stream (RFC 9110 8.6)."""
+        head = b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: b\r\n\r\n"
+        self.assertEqual(response_head(head, len(head) - 4), (204, [(b":status", b"204"), (b"x-a", b"b")]))
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+        self.assertEqual(response_head(head, len(head) - 4), (200, [(b":status", b"200"), (b"content-length", b"5")]))
 
 
 class RequestTests(H2Case):
@@ -148,6 +158,21 @@ class RequestTests(H2Case):
         yield self.done(client, bad, good)
         self.assertEqual(client.answer(bad).status, 417)
         self.assertEqual(client.answer(good).body, b"path=/after")
+
+    @defer.inlineCallbacks
+    def test_a_request_line_the_origin_would_read_otherwise_is_refused(self):  # type: ignore[no-untyped-def]
+        """What an HTTP/1.1 origin's request line is made of: nothing in a method or path may split it."""
+        self.proxy()
+        client = yield self.h2()
+        bad = [client.request(path, method=method) for method, path in (
+            (b"GET", b"/p10 HTTP/1.0"), (b"GET", b"/a b"), (b"GET /admin", b"/x"), (b"GET", b"/tab\tx"),
+            (b"GET", b"/ctl\x01x"), (b"GET", b"/del\x7fx"), (b"G(T", b"/x"), (b"GET", b"http://evil.example/abs"),
+        )]
+        good = client.request(b"/after")
+        yield self.done(client, *bad, good)
+        self.assertEqual([client.answer(stream).status for stream in bad], [400] * len(bad))
+        self.assertEqual(client.answer(good).body, b"path=/after")
+        self.assertEqual([record.target for record in self.access_log.entries if record.status == 200], ["/after"])
 
     @defer.inlineCallbacks
     def test_a_reset_stream_aborts_its_exchange_not_the_others(self):  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ begins and once when it ends.
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -249,8 +250,8 @@ def decode_change(payload: bytes) -> tuple[str, Change] | None:
         return None
     if not (isinstance(node, str) and isinstance(backend, str) and isinstance(key, str) and len(key) <= MAX_KEY
             and isinstance(value, str) and isinstance(weight, int) and isinstance(expire, (int, float))
-            and isinstance(at, (int, float))):
-        return None
+            and isinstance(at, (int, float)) and math.isfinite(expire) and math.isfinite(at)):
+        return None  # json reads NaN and Infinity: a change stamped Infinity would win over every later one
     try:
         raw = key.encode("latin-1")
     except UnicodeEncodeError:

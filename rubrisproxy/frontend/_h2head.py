@@ -3,6 +3,7 @@ response head an exchange writes as the header list of a HEADERS frame."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from ..config import Limits
@@ -17,6 +18,10 @@ _CONNECTION_SPECIFIC = frozenset((
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
 ))
 _CONTINUE = b"100-continue"
+#: RFC 9110 5.6.2: a method is a token (it goes into the origin's request line as it is).
+_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: RFC 9113 8.3.1: ``:path`` is origin-form (or ``*``); visible ASCII only, so nothing splits the origin's line.
+_PATH = re.compile(rb"/[\x21-\x7e]*|\*")
 _UPGRADE = frozenset((b"upgrade",))
 
 
@@ -34,8 +39,7 @@ def request_head(
     if upgrade:
         method = b"GET"
         ended = True  # what follows on the stream is the WebSocket's
-    if len(path) > limits.max_request_line:
-        raise HTTPError(414, f"request target longer than {limits.max_request_line} bytes")
+    _check_line(method, path, limits)
     if len(regular) + (len(cookies) > 0) > limits.max_headers:
         raise HTTPError(431, f"more than {limits.max_headers} headers")
     if cookies:
@@ -55,6 +59,16 @@ def request_head(
         raise HTTPError(413, f"Content-Length {head.content_length} over the {limits.max_body_size} limit")
     head.has_body = head.chunked or bool(head.content_length)
     return head
+
+
+def _check_line(method: bytes, path: bytes, limits: Limits) -> None:
+    """Refuse a method or path that the origin's request line could not carry as the proxy read them."""
+    if len(path) > limits.max_request_line:
+        raise HTTPError(414, f"request target longer than {limits.max_request_line} bytes")
+    if _METHOD.fullmatch(method) is None:
+        raise HTTPError(400, f"invalid method {quoted(method)}")
+    if method != b"CONNECT" and _PATH.fullmatch(path) is None:
+        raise HTTPError(400, f"invalid :path {quoted(path)}: origin-form and visible ASCII only")
 
 
 def _host(head: RequestHead, authority: bytes) -> None:
@@ -106,10 +120,9 @@ def _read_fields(head: RequestHead, regular: list[tuple[bytes, bytes]], drop: fr
             hosts += 1
             head.host = value.strip(b" \t")
         elif name == b"content-length":
-            try:
-                head.content_length = int(value)
-            except ValueError:
-                raise HTTPError(400, f"invalid Content-Length {quoted(value)}") from None
+            if not value.isdigit() or len(value) > 18:  # int() would take "+5", " 5 " and "1_0"
+                raise HTTPError(400, f"invalid Content-Length {quoted(value)}")
+            head.content_length = int(value)
         elif name == b"expect":
             if value.strip().lower() != _CONTINUE:
                 raise HTTPError(417, f"unsupported expectation {quoted(value)}")
@@ -127,6 +140,6 @@ def response_head(data: bytes, end: int) -> tuple[int, list[tuple[bytes, bytes]]
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         name = name.lower()
-        if name not in _CONNECTION_SPECIFIC:
-            headers.append((name, value.strip()))
+        if name not in _CONNECTION_SPECIFIC and not (name == b"content-length" and status == 204):
+            headers.append((name, value.strip()))  # a 204 has no content (an origin's length would break it)
     return status, headers
