@@ -22,7 +22,7 @@ from ._exchange import Exchange
 from ._forward_exchange import ForwardExchange
 from ._handover import Handover
 from ._peers import forwarded_node, forwarded_quote
-from ._phase import CLOSING, HTTP2, LOST, OPENING, READING, UPGRADED, UPGRADING, Phase
+from ._phase import CLOSING, FOLLOWS, HTTP2, LOST, OPENING, UPGRADING, Phase
 from ._pipeline import UPGRADE, Pipeline
 from ._rules import connection_closed
 from ._timeouts import ConnectionTimeouts, Wait
@@ -59,7 +59,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
     At most :data:`PIPELINE_DEPTH` wait parsed; the bytes after them wait unparsed. The next
     request starts only while the client takes what is written to it, so a client
     that pipelines without reading holds one buffer of responses, not one per request.
-    Its state is one :class:`~rubrisproxy.frontend._phase.Phase` (``_phase``), changed only by :meth:`_to`.
+    Its first read, or a WebSocket's 101, may hand it to another protocol
+    (:class:`~rubrisproxy.frontend._handover.Handover`). Its state is one :class:`~rubrisproxy.frontend._phase.Phase` (``_phase``), changed only by :meth:`_to`.
     """
 
     transport: ITCPTransport  # set by makeConnection before any other event
@@ -113,7 +114,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
     def _to(self, phase: Phase) -> None:
         """Move to ``phase`` if it may follow the present one (see :class:`~rubrisproxy.frontend._phase.Phase`);
         a close asked for once the connection is upgraded or lost changes nothing."""
-        if phase in _FOLLOWS[self._phase]:
+        if phase in FOLLOWS[self._phase]:
             self._phase = phase
 
     # Connection events
@@ -303,14 +304,3 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
             self._delivered = self.bytes_out - unsent(self.transport)
             self._close_timer.set(self.frontend.timeouts.client)
 
-
-#: The phases each one may move to (see :class:`~rubrisproxy.frontend._phase.Phase`).
-_FOLLOWS = {
-    OPENING: frozenset((READING, HTTP2, CLOSING, LOST)),
-    HTTP2: frozenset((LOST,)),
-    READING: frozenset((UPGRADING, UPGRADED, CLOSING, LOST)),
-    UPGRADING: frozenset((READING, UPGRADED, CLOSING, LOST)),
-    CLOSING: frozenset((UPGRADED, LOST)),
-    UPGRADED: frozenset((LOST,)),
-    LOST: frozenset(),
-}
