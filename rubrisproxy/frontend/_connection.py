@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport, ITCPTransport
+from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import alsoProvides
 
 from .._compat import direct_write, unsent
 from ..config import WebSocketConfig
@@ -21,9 +20,9 @@ from ._context import Frontend
 from ._ending import ConnectionEnding
 from ._exchange import Exchange
 from ._forward_exchange import ForwardExchange
-from ._h2connection import H2Connection, speaks_h2
+from ._handover import Handover
 from ._peers import forwarded_node, forwarded_quote
-from ._phase import CLOSING, HTTP2, LOST, OPENING, READING, UPGRADED, UPGRADING, Phase
+from ._phase import CLOSING, FOLLOWS, HTTP2, LOST, OPENING, UPGRADING, Phase
 from ._pipeline import UPGRADE, Pipeline
 from ._rules import connection_closed
 from ._timeouts import ConnectionTimeouts, Wait
@@ -52,7 +51,7 @@ def forwarding_template(address: str, secure: bool) -> bytes:
     )
 
 
-class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol):
+class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts, Protocol):
     """Parses requests, runs them one at a time as :class:`Exchange` objects, answers in order.
 
     Requests pipelined behind the current one are parsed and held (reading pauses
@@ -60,7 +59,8 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
     At most :data:`PIPELINE_DEPTH` wait parsed; the bytes after them wait unparsed. The next
     request starts only while the client takes what is written to it, so a client
     that pipelines without reading holds one buffer of responses, not one per request.
-    Its state is one :class:`~rubrisproxy.frontend._phase.Phase` (``_phase``), changed only by :meth:`_to`.
+    Its first read, or a WebSocket's 101, may hand it to another protocol
+    (:class:`~rubrisproxy.frontend._handover.Handover`). Its state is one :class:`~rubrisproxy.frontend._phase.Phase` (``_phase``), changed only by :meth:`_to`.
     """
 
     transport: ITCPTransport  # set by makeConnection before any other event
@@ -114,7 +114,7 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
     def _to(self, phase: Phase) -> None:
         """Move to ``phase`` if it may follow the present one (see :class:`~rubrisproxy.frontend._phase.Phase`);
         a close asked for once the connection is upgraded or lost changes nothing."""
-        if phase in _FOLLOWS[self._phase]:
+        if phase in FOLLOWS[self._phase]:
             self._phase = phase
 
     # Connection events
@@ -160,21 +160,6 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         if self._waiting is None and self.current is None and self.parser.in_message:
             self._wait(Wait.REQUEST)
 
-    def _opened(self, data: bytes) -> bool:
-        """The first read: True if it begins HTTP/2 (ALPN chose ``h2``, or it is the preface on a frontend that
-        speaks HTTP/2), which takes the connection over; else HTTP/1.1 goes on."""
-        self._phase = READING
-        if not speaks_h2(self.frontend, self.transport, data):
-            return False
-        self._phase = HTTP2
-        self._waiting = None
-        self._deadline.stop()
-        self.download.drop_idle()  # the HTTP/2 connection watches the socket's buffer itself
-        self.parser.close()  # what it drops is kept for the streams' heads
-        self.relay = relay = H2Connection(self, self.frontend.http2, self.parser.dropped)
-        relay.start(data)
-        return True
-
     def _parse(self, data: bytes) -> bool:
         """Feed the parser; False if the request was refused."""
         try:
@@ -185,14 +170,6 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         if rest and self._phase is not CLOSING:
             self._unparsed += rest
         return True
-
-    def readConnectionLost(self) -> None:
-        """The client half-closed an upgraded connection (see :meth:`take_over`)."""
-        assert self.relay is not None  # half-closes are declared only at the hand-over
-        self.relay.client_fin()
-
-    def writeConnectionLost(self) -> None:
-        """Our half-close of an upgraded connection is done."""
 
     def unpin(self) -> None:
         """Close the server connection this client is pinned to, if any, keeping the client."""
@@ -280,47 +257,7 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
         if self._waiting is Wait.REQUEST and self.current is None and not self._queued:
             self._wait(Wait.KEEP_ALIVE)  # answered before its end was parsed: now idle
 
-    def request_upgraded(self, rest: bytes) -> None:
-        if self.gate.paused_for(UPGRADE):  # its upgrade request is not answered yet
-            self._after_upgrade += rest  # at most the one read that carried the request
-        elif rest:
-            self._parse(rest)
-
     # What an exchange calls
-
-    def take_over(self, relay: Relay) -> bytes:
-        """Hand the connection to ``relay`` (a WebSocket); returns the bytes the client sent after its request.
-
-        From here on the relay gets every read, half-close and loss of the
-        connection; the HTTP timers stop.
-        """
-        self.relay = relay
-        self._to(UPGRADED)
-        self.responses += 1  # its 101
-        self.parser.close()  # HTTP is over on this connection: free what it used
-        self.parser = None  # type: ignore[assignment]  # a WebSocket's connection keeps no parser
-        self._forwarding = b""
-        self._wait(None)
-        self._deadline.stop()
-        self._deadline = None  # type: ignore[assignment]  # an upgraded connection keeps no HTTP timer
-        self.ready_at = 0.0
-        alsoProvides(self, IHalfCloseableProtocol)
-        rest, self._after_upgrade = self._after_upgrade, b""
-        self.upgraded_at = (self.bytes_in - len(rest), self.bytes_out)  # rest was read (and counted) already
-        self.download.drop_idle()  # the relay registers its own producers
-        self.gate.resume(UPGRADE)
-        return rest
-
-    def in_progress(self) -> list[Exchange]:
-        """The requests it is answering: its current one, or an HTTP/2 connection's streams'."""
-        if self._phase is HTTP2:
-            assert isinstance(self.relay, H2Connection)
-            return self.relay.in_progress()
-        return [self.current] if self.current is not None else []
-
-    def upgraded(self) -> ClientConnection:
-        """What a WebSocket upgrade takes over: the connection itself."""
-        return self
 
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -367,14 +304,3 @@ class ClientConnection(ConnectionEnding, Pipeline, ConnectionTimeouts, Protocol)
             self._delivered = self.bytes_out - unsent(self.transport)
             self._close_timer.set(self.frontend.timeouts.client)
 
-
-#: The phases each one may move to (see :class:`~rubrisproxy.frontend._phase.Phase`).
-_FOLLOWS = {
-    OPENING: frozenset((READING, HTTP2, CLOSING, LOST)),
-    HTTP2: frozenset((LOST,)),
-    READING: frozenset((UPGRADING, UPGRADED, CLOSING, LOST)),
-    UPGRADING: frozenset((READING, UPGRADED, CLOSING, LOST)),
-    CLOSING: frozenset((UPGRADED, LOST)),
-    UPGRADED: frozenset((LOST,)),
-    LOST: frozenset(),
-}

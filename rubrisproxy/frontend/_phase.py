@@ -35,3 +35,15 @@ class Phase(Enum):
 OPENING, HTTP2, READING, UPGRADING, UPGRADED, CLOSING, LOST = (
     Phase.OPENING, Phase.HTTP2, Phase.READING, Phase.UPGRADING, Phase.UPGRADED, Phase.CLOSING, Phase.LOST
 )
+
+
+#: The phases each one may move to (see :class:`Phase`): ``ClientConnection._to`` moves only along them.
+FOLLOWS = {
+    OPENING: frozenset((READING, HTTP2, CLOSING, LOST)),
+    HTTP2: frozenset((LOST,)),
+    READING: frozenset((UPGRADING, UPGRADED, CLOSING, LOST)),
+    UPGRADING: frozenset((READING, UPGRADED, CLOSING, LOST)),
+    CLOSING: frozenset((UPGRADED, LOST)),
+    UPGRADED: frozenset((LOST,)),
+    LOST: frozenset(),
+}

@@ -1,0 +1,120 @@
+"""A client connection handed to another protocol: HTTP/2 at its first read, or a WebSocket relay after a 101."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Self, cast
+
+from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
+from zope.interface import alsoProvides
+
+from ..deadline import Deadline
+from ..flow import ProducerSlot, ReadGate
+from ..http import RequestParser
+from ._h2connection import H2Connection, speaks_h2
+from ._phase import HTTP2, READING, UPGRADED, Phase
+from ._pipeline import UPGRADE
+from ._timeouts import Wait
+
+if TYPE_CHECKING:
+    from ..websocket import Relay
+    from ._connection import ClientConnection
+    from ._context import Frontend
+    from ._exchange import Exchange
+
+
+class Handover:
+    """The part of :class:`~rubrisproxy.frontend.ClientConnection` that gives the connection to another protocol.
+
+    Its first read decides what it speaks (:meth:`_opened`): HTTP/2 hands it to an
+    :class:`~rubrisproxy.frontend._h2connection.H2Connection`; else HTTP/1.1 goes on. A WebSocket's
+    101 hands it to a relay (:meth:`take_over`), with the bytes read after the upgrade request
+    (:meth:`request_upgraded`). Either way the protocol taking over is its ``relay``: from then on it
+    gets every read, half-close and loss of the connection.
+    """
+
+    transport: ITCPTransport
+    frontend: Frontend
+    current: Exchange | None
+    relay: Relay | None
+    parser: RequestParser
+    gate: ReadGate
+    download: ProducerSlot
+    _phase: Phase
+    _waiting: Wait | None
+    _deadline: Deadline
+    _after_upgrade: bytes
+    _forwarding: bytes
+    responses: int
+    ready_at: float
+    bytes_in: int
+    bytes_out: int
+    upgraded_at: tuple[int, int]
+
+    if TYPE_CHECKING:  # the connection's own, and its other parts'
+        def _to(self, phase: Phase) -> None: ...
+        def _parse(self, data: bytes) -> bool: ...
+        def _wait(self, waiting: Wait | None) -> None: ...
+
+    def _opened(self, data: bytes) -> bool:
+        """The first read: True if it begins HTTP/2 (ALPN chose ``h2``, or it is the preface on a frontend that
+        speaks HTTP/2), which takes the connection over; else HTTP/1.1 goes on."""
+        self._phase = READING
+        if not speaks_h2(self.frontend, self.transport, data):
+            return False
+        self._phase = HTTP2
+        self._waiting = None
+        self._deadline.stop()
+        self.download.drop_idle()  # the HTTP/2 connection watches the socket's buffer itself
+        self.parser.close()  # what it drops is kept for the streams' heads
+        # Only a ClientConnection has this base.
+        self.relay = relay = H2Connection(cast("ClientConnection", self), self.frontend.http2, self.parser.dropped)
+        relay.start(data)
+        return True
+
+    def request_upgraded(self, rest: bytes) -> None:
+        if self.gate.paused_for(UPGRADE):  # its upgrade request is not answered yet
+            self._after_upgrade += rest  # at most the one read that carried the request
+        elif rest:
+            self._parse(rest)
+
+    def take_over(self, relay: Relay) -> bytes:
+        """Hand the connection to ``relay`` (a WebSocket); returns the bytes the client sent after its request.
+
+        From here on the relay gets every read, half-close and loss of the
+        connection; the HTTP timers stop.
+        """
+        self.relay = relay
+        self._to(UPGRADED)
+        self.responses += 1  # its 101
+        self.parser.close()  # HTTP is over on this connection: free what it used
+        self.parser = None  # type: ignore[assignment]  # a WebSocket's connection keeps no parser
+        self._forwarding = b""
+        self._wait(None)
+        self._deadline.stop()
+        self._deadline = None  # type: ignore[assignment]  # an upgraded connection keeps no HTTP timer
+        self.ready_at = 0.0
+        alsoProvides(self, IHalfCloseableProtocol)
+        rest, self._after_upgrade = self._after_upgrade, b""
+        self.upgraded_at = (self.bytes_in - len(rest), self.bytes_out)  # rest was read (and counted) already
+        self.download.drop_idle()  # the relay registers its own producers
+        self.gate.resume(UPGRADE)
+        return rest
+
+    def readConnectionLost(self) -> None:
+        """The client half-closed an upgraded connection (see :meth:`take_over`)."""
+        assert self.relay is not None  # half-closes are declared only at the hand-over
+        self.relay.client_fin()
+
+    def writeConnectionLost(self) -> None:
+        """Our half-close of an upgraded connection is done."""
+
+    def in_progress(self) -> list[Exchange]:
+        """The requests it is answering: its current one, or an HTTP/2 connection's streams'."""
+        if self._phase is HTTP2:
+            assert isinstance(self.relay, H2Connection)
+            return self.relay.in_progress()
+        return [self.current] if self.current is not None else []
+
+    def upgraded(self) -> Self:
+        """What a WebSocket upgrade takes over: the connection itself."""
+        return self
