@@ -13,9 +13,9 @@ if TYPE_CHECKING:
     from ..backend import Backend, Server
     from ..http import ResponseHead
     from ..origin import OriginConnection
+    from ._moving import SessionMoving
     from ._resume import BackendDial
     from ._resumption import Resumption
-    from ._session import WebSocketSession
 
 #: Backoff between attempts to open a new backend leg.
 _FIRST_RETRY, _LAST_RETRY = 0.05, 2.0
@@ -39,7 +39,7 @@ class SessionMove:
     __slots__ = ("_session", "_dialer", "_backend", "reason", "moved_from", "started", "_dial", "_retry", "_give_up_call",
                  "_backoff", "_tried", "_refused", "_refusal")
 
-    def __init__(self, session: WebSocketSession, dialer: Resumption, backend: Backend, reason: str) -> None:
+    def __init__(self, session: SessionMoving, dialer: Resumption, backend: Backend, reason: str) -> None:
         self._session = session
         self._dialer = dialer  # makes each attempt's dial
         self._backend = backend

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ._eioresume import EngineIOResume, NewLeg
     from ._handoff import UpgradeHandoff
     from ._hooks import Message
-    from ._session import WebSocketSession
+    from ._moving import SessionMoving
 
 
 class Resumption:
@@ -53,7 +53,7 @@ class Resumption:
         self.engineio = engineio
         self._rejoins = False  # whether the move in progress rejoins an Engine.IO session
 
-    def begin(self, session: WebSocketSession, reason: str) -> None:
+    def begin(self, session: SessionMoving, reason: str) -> None:
         """The session starts to move, for ``reason`` (as the log says it)."""
         self.move = SessionMove(session, self, self._backend, reason)
         self._rejoins = self.engineio is not None and self.engineio.moving()
