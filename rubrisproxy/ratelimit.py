@@ -110,19 +110,23 @@ class LimiterTable:
 
     def request_wait(self, entry: Entry, into: float, limit: int) -> float:
         """0 if one more request fits in ``entry``'s window under ``limit`` (and count it), else the seconds to wait."""
-        weighted = entry.requests_before * (1 - into / self.period) + entry.requests
-        if weighted + 1 <= limit:
+        wait = self._window_wait(entry.requests_before, entry.requests, into, limit)
+        if not wait:
             entry.requests += 1
-            return 0.0
-        return max(_wait(entry.requests_before, entry.requests, limit, into, self.period), 0.001)
+        return wait
 
     def websocket_wait(self, entry: Entry, into: float, limit: int) -> float:
         """As :meth:`request_wait`, for new WebSockets."""
-        weighted = entry.websockets_before * (1 - into / self.period) + entry.websockets
-        if weighted + 1 <= limit:
+        wait = self._window_wait(entry.websockets_before, entry.websockets, into, limit)
+        if not wait:
             entry.websockets += 1
+        return wait
+
+    def _window_wait(self, before: int, current: int, into: float, limit: int) -> float:
+        """0 if one more fits in the sliding window of counts ``before`` and ``current``, else the seconds to wait."""
+        if before * (1 - into / self.period) + current + 1 <= limit:
             return 0.0
-        return max(_wait(entry.websockets_before, entry.websockets, limit, into, self.period), 0.001)
+        return max(_wait(before, current, limit, into, self.period), 0.001)
 
 
 def retry_after(seconds: float) -> int:

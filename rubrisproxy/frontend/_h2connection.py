@@ -290,6 +290,10 @@ class H2Connection(FrameOutput):
         """Not declared: a half-close is a close to an HTTP/2 connection."""
 
     def client_lost(self, reason: Failure) -> None:
+        self._end_streams()
+
+    def _end_streams(self) -> None:
+        """Closed: its timer stopped, and every stream reset (each ends its exchange)."""
         self._state = _CLOSED
         self._idle.stop()
         for stream in list(self.streams.values()):
@@ -300,11 +304,6 @@ class H2Connection(FrameOutput):
     def _close(self, reason: ConnectionEnd) -> None:
         """Send what h2 has queued (a GOAWAY), end every stream, and close the client connection."""
         self.send()
-        self._state = _CLOSED
-        self._idle.stop()
-        for stream in list(self.streams.values()):
-            stream.reset()
-        self.streams.clear()
-        self._waiting.clear()
+        self._end_streams()
         cast(FlowTransport, self.client.transport).unregisterProducer()  # a TLS transport closes only then
         self.client.end(reason)
