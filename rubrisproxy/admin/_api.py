@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.logger import Logger
@@ -38,6 +38,8 @@ class APIError(Exception):
 
 _SERVER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _READ_ONLY = ("GET", "HEAD")
+
+T = TypeVar("T")
 
 _SERVER_ACTIONS: dict[str, Callable[[Backend, str], Server]] = {
     "drain": Backend.drain_server,
@@ -218,14 +220,19 @@ class AdminAPI(resource.Resource):
         return self.proxy.cluster()
 
     def _reload(self, request: server.Request) -> object:
-        if self.proxy.reload is None:
+        return {"changes": self.reload_by(self.proxy.reload, request)}
+
+    def reload_by(self, reload: Callable[[], T] | None, request: server.Request) -> T:
+        """What ``reload`` answers, asked for by ``request``; None (no configuration file) is a 409, a bad
+        configuration a 400 that says nothing changed."""
+        if reload is None:
             raise APIError(409, "the proxy was not started with a configuration file: nothing to reload")
         try:
-            changes = self.proxy.reload()
+            answer = reload()
         except ConfigError as e:
             raise APIError(400, f"the configuration was not reloaded, nothing changed: {e}") from None
         self.log.info("admin: reload from {peer}", peer=_peer(request))
-        return {"changes": changes}
+        return answer
 
     def _sessions(self, request: server.Request) -> object:
         sessions = []

@@ -111,13 +111,7 @@ class FleetAdminAPI(AdminAPI):
         return self.supervisor.ask("GET", "frontends", "", b"", "supervisor").addCallback(listed)
 
     def _fleet_reload(self, request: server.Request) -> defer.Deferred[tuple[int, str, bytes]]:
-        if self.reloader is None:
-            raise APIError(409, "the proxy was not started with a configuration file: nothing to reload")
-        try:
-            reloading = self.reloader.reload()
-        except ConfigError as e:
-            raise APIError(400, f"the configuration was not reloaded, nothing changed: {e}") from None
-        self.log.info("admin: reload from {peer}", peer=_peer(request))
+        reloading = self.reload_by(self.reloader.reload if self.reloader is not None else None, request)
         return reloading.addCallback(lambda changes: _json(200, {"changes": changes}))
 
     def _forward(self, call: Call, request: server.Request) -> defer.Deferred[tuple[int, str, bytes]]:
