@@ -35,19 +35,7 @@ from rubrisproxy.sharing import Change, Kind
 from .eio.harness import run_client, spawn_node_emitter, start_server
 from .helpers import ProxyTestCase, get
 from .redis_server import start_redis
-
-
-class Named(resource.Resource):
-    """Answers with its name."""
-
-    isLeaf = True
-
-    def __init__(self, name: bytes) -> None:
-        super().__init__()
-        self.name = name
-
-    def render_GET(self, request):  # type: ignore[no-untyped-def]
-        return self.name
+from .test_balancing import Named
 
 
 class Receiver:

@@ -12,7 +12,6 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web import server
 
 from rubrisproxy.config import CommandLine, ForwardConfig, load_config
 from rubrisproxy.frontend import _forward, hash_password
@@ -21,9 +20,9 @@ from rubrisproxy.frontend._forward import ForwardProxy, destination
 from rubrisproxy.http import HTTPError, RequestHead
 from rubrisproxy.service import build_service
 
-from .helpers import EchoResource, ProxyTestCase, RawClient
+from .helpers import ProxyTestCase, RawClient
 from .test_admin import ROOT
-from .test_tls_origin import make_certificates
+from .test_tls_origin import listen_tls_echo
 from .tlscerts import CertificateAuthority
 
 
@@ -32,15 +31,11 @@ class ForwardTests(ProxyTestCase):
 
     def setUp(self) -> None:
         self.origin_port = self.start_web_origin()
-        ca_pem, key_pem, cert_pem = make_certificates()
+        ca_pem, self.tls_port = listen_tls_echo(self)
         self.ca = ssl.Certificate.loadPEM(ca_pem)
         self.ca_path = self.mktemp()
         with open(self.ca_path, "wb") as f:
             f.write(ca_pem)
-        tls = reactor.listenSSL(0, server.Site(EchoResource(), logPath="/dev/null"),
-                                ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options(), interface="127.0.0.1")
-        self.addCleanup(tls.stopListening)
-        self.tls_port = tls.getHost().port
         self.start_forward(self.rules.format(tls_port=self.tls_port, users=self.users_file()))
 
     def users_file(self) -> str:
@@ -407,12 +402,8 @@ class ParentTests(ProxyTestCase):
 
     def setUp(self) -> None:
         self.origin_port = self.start_web_origin()
-        ca_pem, key_pem, cert_pem = make_certificates()
+        ca_pem, self.tls_port = listen_tls_echo(self)
         self.ca = ssl.Certificate.loadPEM(ca_pem)
-        tls = reactor.listenSSL(0, server.Site(EchoResource(), logPath="/dev/null"),
-                                ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options(), interface="127.0.0.1")
-        self.addCleanup(tls.stopListening)
-        self.tls_port = tls.getHost().port
         self.parent = self.start(f'[frontends.out.forward]\nconnect-ports = [{self.tls_port}]\nallow-hosts = ["127.0.0.1", "::1"]\n')
 
     def start(self, text: str, parent_port: int | None = None):  # type: ignore[no-untyped-def]

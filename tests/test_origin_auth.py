@@ -39,7 +39,7 @@ from rubrisproxy.origin import LoginAttempt, Verdict
 
 from .helpers import EchoResource, MemoryAccessLog, ProxyTestCase, RawClient
 from .test_cli import twistd
-from .test_tls_origin import make_certificates
+from .test_tls_origin import listen_tls_echo
 
 USER, PASSWORD = "robot", "pa:ss w0rd-\u00e9"  # a colon and a non-ASCII letter in the password
 #: Every form the password could leak in.
@@ -432,12 +432,8 @@ class ParentAuthTests(SecretsNotLogged, ProxyTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.origin_port = self.start_web_origin(EchoResource())
-        ca_pem, key_pem, cert_pem = make_certificates()
+        ca_pem, self.tls_port = listen_tls_echo(self)
         self.ca = ssl.Certificate.loadPEM(ca_pem)
-        tls = reactor.listenSSL(0, server.Site(EchoResource(), logPath="/dev/null"),
-                                ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options(), interface="127.0.0.1")
-        self.addCleanup(tls.stopListening)
-        self.tls_port = tls.getHost().port
         users = self.mktemp()
         with open(users, "w") as f:
             f.write(f"{USER}:{hash_password(PASSWORD, b'salt1234', 1000)}\n")

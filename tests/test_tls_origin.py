@@ -22,6 +22,15 @@ def make_certificates() -> tuple[bytes, bytes, bytes]:
     return ca.pem, key_pem, cert_pem
 
 
+def listen_tls_echo(case: unittest.TestCase) -> tuple[bytes, int]:
+    """A fresh CA's certificate (PEM), and the port of an HTTPS echo origin on loopback serving one it signed."""
+    ca_pem, key_pem, cert_pem = make_certificates()
+    tls = reactor.listenSSL(0, server.Site(EchoResource(), logPath="/dev/null"),
+                            ssl.PrivateCertificate.loadPEM(key_pem + cert_pem).options(), interface="127.0.0.1")
+    case.addCleanup(tls.stopListening)
+    return ca_pem, tls.getHost().port
+
+
 def tls_listen_endpoint(case: unittest.TestCase) -> tuple[bytes, str]:
     """A fresh CA's certificate, and an ``ssl:`` endpoint on loopback serving a certificate it signed."""
     ca_pem, key_pem, cert_pem = make_certificates()
