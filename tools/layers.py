@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("client and origin sides", ("frontend", "websocket", "origin")),
     ("balancing and servers", ("routing", "clients", "backend")),
     ("bottom", ("http", "flow", "deadline", "counters", "lifecycle", "accesslog", "logoutput", "accepting",
-                "signals", "tls", "_compat", "settings", "engineio", "ratelimit", "reuseport", "bus", "sharing",
+                "signals", "tls", "_compat", "settings", "engineio", "ratelimit", "reuseport", "bus", "sharing", "transfer",
                 "config", PACKAGE)),
 )
 ORDERED_LAYERS = frozenset({"client and origin sides"})

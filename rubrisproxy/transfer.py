@@ -1,0 +1,79 @@
+"""Live connections carried to another rubrisproxy process in an upgrade: the seam's plain data and protocols.
+
+The old process offers each connection, at a point where it may move, to a :class:`Carrier` (the
+upgrade's channel) as a :class:`Carried`: its kind, the version of its record, the frontend it belongs
+to, the record (JSON-encodable) and its sockets. The new process gives it to the :class:`Adopter` of its
+kind, which rebuilds the connection or refuses it (:class:`Refused`); a refused connection stays, and
+goes on being served, where it was. Bottom layer: plain data and typing protocols only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+
+class Kind(StrEnum):
+    """What a carried connection is."""
+
+    HTTP = "http"  # an HTTP/1.1 keep-alive connection between requests
+    TUNNEL = "tunnel"  # a tunnel-mode WebSocket or a CONNECT tunnel: the client's and the server's sockets
+    SESSION = "session"  # a session-mode WebSocket at a message boundary
+
+
+class Outcome(StrEnum):
+    """What became of a connection in an upgrade: counted per kind."""
+
+    MOVED = "moved"  # adopted by the new process
+    KEPT = "kept"  # served on by the old process (refused, or it could not move) until it ended
+    CLOSED = "closed"  # still in the old process at the deadline, closed as a graceful stop closes it
+
+
+@dataclass(frozen=True)
+class Carried:
+    """One connection as it crosses between processes.
+
+    ``sockets`` are file descriptors, the client's first; ``record`` is what the
+    kind's adopter needs to rebuild it (JSON-encodable: str, int, float, bool, None,
+    lists, dicts; bytes as latin-1 strings or base64, as the kind's record says).
+    """
+
+    kind: Kind
+    version: int
+    frontend: str
+    record: Mapping[str, object]
+    sockets: tuple[int, ...]
+
+
+class Refused(Exception):
+    """The new process cannot take this connection (an unknown kind or version, a frontend it lacks)."""
+
+
+class Carrier(Protocol):
+    """Where the old process sends a connection it hands over."""
+
+    def carry(self, carried: Carried) -> Deferred[bool]:
+        """Send ``carried``: True once the new process adopted it (this process then lets go of its sockets
+        without shutting them down), False if it was refused (this process keeps serving it)."""
+
+
+class Movable(Protocol):
+    """A live connection that can be asked to move (a client connection, a tunnel, a session)."""
+
+    def move(self, carrier: Carrier) -> None:
+        """Move through ``carrier`` at its next point where it may, or stay (and say so through ``carrier``'s
+        owner) if it cannot."""
+
+
+class Adopter(Protocol):
+    """The new process's side of one kind: a connection rebuilt from its record and sockets."""
+
+    kind: Kind
+    versions: frozenset[int]  # the record versions it reads
+
+    def adopt(self, carried: Carried) -> None:
+        """Take ``carried`` over (its sockets are this process's now), or raise :class:`Refused`."""
