@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementedBy
 
 from .._compat import direct_write, unsent
 from ..config import WebSocketConfig
@@ -40,6 +42,7 @@ SESSION_HEADER = WebSocketConfig().session_header.lower().encode()
 LOCAL_CLIENT_DROPS = spellings(FORWARDING | CLIENT_CLAIMS | {SESSION_HEADER}) | frozenset((b"expect",))
 
 
+@lru_cache(maxsize=1024)  # a client reconnecting, or many behind one address, reuses its lines
 def forwarding_template(address: str, secure: bool) -> bytes:
     """The forwarding header lines for one client, with two ``%s`` left for the Host value (the second quoted)."""
     ip = address.encode().replace(b"%", b"%%")
@@ -79,6 +82,9 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
     )
 
     def __init__(self, frontend: Frontend) -> None:
+        # What zope.interface answers when nothing is declared on the instance, set so that its look-ups (Twisted
+        # asks several per connection) find it at once instead of failing on the empty slot first.
+        self.__provides__ = implementedBy(type(self))
         self.frontend = frontend
         self.handlers = frontend.handlers  # those it opened with hear of its end, whatever a reload changes
         self._phase = OPENING
@@ -124,7 +130,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
         frontend.connections.add(self)
         frontend.accepted += 1
         peer = self.transport.getPeer()
-        self.client_address = sys.intern(getattr(peer, "host", str(peer)))  # one copy per address, not per connection
+        host = getattr(peer, "host", None)
+        self.client_address = sys.intern(str(peer) if host is None else host)  # one copy per address, not per connection
         self.secure = ISSLTransport.providedBy(self.transport)
         tune_transport(self.transport)
         self._direct = writes_directly(self.transport)
@@ -299,6 +306,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
         self.download.drop_idle()
         self.transport.loseConnection()
         self._wait(None)
+        if self._direct and not unsent(self.transport) and getattr(self.transport, "producer", None) is None:
+            return  # all sent, no producer to wait for: Twisted closes it on its next write event, no timer needed
         if self._close_timer is None and self._phase is not LOST:
             self._close_timer = Deadline(self.frontend.clock, self._close_expired)
             self._delivered = self.bytes_out - unsent(self.transport)
