@@ -23,13 +23,12 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def instructions(root: str, requests: int, access_log: bool, rules: bool = False, close: bool = False) -> int:
+def instructions(root: str, requests: int, flags: list[str]) -> int:
     """Instructions the whole ``micro_exchange.py`` run of ``root`` executed for ``requests`` requests."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
                    os.path.join(ROOT, "bench", "micro_exchange.py"), "--requests", str(requests)]  # this driver, root's code
-        flags = (["--access-log"] if access_log else []) + (["--rules"] if rules else []) + (["--close"] if close else [])
         subprocess.run(command + flags, cwd=root, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": root})
         with open(out) as f:
@@ -38,9 +37,9 @@ def instructions(root: str, requests: int, access_log: bool, rules: bool = False
         return int(totals.group(1))
 
 
-def per_request(root: str, small: int, large: int, access_log: bool, rules: bool = False, close: bool = False) -> float:
-    return ((instructions(root, large, access_log, rules, close) - instructions(root, small, access_log, rules, close))
-            / (large - small))
+def per_request(root: str, small: int, large: int, flags: list[str]) -> float:
+    """``micro_exchange.py``'s instructions per request with ``flags`` (``--access-log``, ``--rules``, ``--close``)."""
+    return (instructions(root, large, flags) - instructions(root, small, flags)) / (large - small)
 
 
 def main() -> None:
@@ -52,14 +51,15 @@ def main() -> None:
     parser.add_argument("--close", action="store_true", help="Connection: close, a client connection per request")
     args = parser.parse_args()
     small, large = (int(n) for n in args.requests.split(","))
-    here = per_request(ROOT, small, large, args.access_log, close=args.close)
+    flags = (["--access-log"] if args.access_log else []) + (["--close"] if args.close else [])
+    here = per_request(ROOT, small, large, flags)
     print(f"{ROOT}: {here:,.0f} instructions per request")
     if args.rules:
-        ruled = per_request(ROOT, small, large, args.access_log, rules=True)
+        ruled = per_request(ROOT, small, large, [*flags, "--rules"])
         print(f"{ROOT} with a handful of HTTP rules: {ruled:,.0f} instructions per request")
         print(f"ratio (rules / none): {ruled / here:.3f}")
     if args.compare:
-        there = per_request(os.path.abspath(args.compare), small, large, args.access_log, close=args.close)
+        there = per_request(os.path.abspath(args.compare), small, large, flags)
         print(f"{os.path.abspath(args.compare)}: {there:,.0f} instructions per request")
         print(f"ratio (this / compared): {here / there:.3f}")
 

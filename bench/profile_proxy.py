@@ -10,8 +10,8 @@ The origin must already listen on 127.0.0.1:ORIGIN_PORT (http_bench.py starts ng
 from __future__ import annotations
 
 import argparse
-import os
 import cProfile
+import os
 import pstats
 import subprocess
 import threading
