@@ -49,6 +49,12 @@ class Deadline:
                 self._call.cancel()
             self._call = None
 
+    def disown(self) -> None:
+        """Stop, and let go of ``on_expire`` (its owner is gone): a bound method would keep a cycle through the
+        owner, which only Python's cyclic garbage collector frees."""
+        self.stop()
+        self._on_expire = _nothing
+
     def _fire(self) -> None:
         self._call = None
         at = self._at
@@ -61,3 +67,7 @@ class Deadline:
             return
         self._at = None
         self._on_expire()
+
+
+def _nothing() -> None:
+    """A disowned :class:`Deadline`'s callback."""

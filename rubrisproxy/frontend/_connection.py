@@ -195,6 +195,18 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
             self._release(reason)
         finally:
             self._ended(self.end_reason or end)  # a relay may have said why, as it ended
+            if self.relay is None:
+                self._disown()
+
+    def _disown(self) -> None:
+        """Make its gate, write watch and timers call it back no more. Their bound methods are cycles through the
+        connection: left, each closed connection would wait for Python's cyclic garbage collector, which then runs
+        every few dozen connections and, every few thousand, walks the whole heap."""
+        self.gate.disown()
+        self._output.disown()
+        self._deadline.disown()
+        if self._close_timer is not None:
+            self._close_timer.disown()
 
     def _release(self, reason: Failure) -> None:
         if self.pinned is not None:
