@@ -128,7 +128,7 @@ def start_relay(kind: str, origin_port: int, access_log: str, tmp: str,
     port = free_port()
     pin = ["taskset", "-c", PROXY_CORE]
     if kind.startswith("rubrisproxy"):
-        log = "off" if access_log == "off" or kind == "rubrisproxy-nolog" else os.path.join(tmp, f"{kind}{at}.log")
+        log = "off" if access_log == "off" or kind == "rubrisproxy-nolog" else os.path.join(tmp, f"access-{kind}{at}.log")
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
                    "--logfile", os.path.join(tmp, "rubrisproxy.log"), "rubrisproxy",
                    "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
@@ -194,7 +194,7 @@ def main() -> None:
     if args.compare:
         relays += [f"{relay}@{COMPARED}" for relay in relays if relay.startswith("rubrisproxy")]
     samples: dict[tuple[str, str], list[Result]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with harness.terminate_on_sigterm(), tempfile.TemporaryDirectory() as tmp:
         origin, origin_port, origin_name = start_origin(tmp, args.origin)
         print(f"origin: {origin_name}; relays pinned to core {PROXY_CORE}, wrk and origin on core {LOAD_CORE}; "
               f"{args.duration}s per run, {args.rounds} interleaved rounds; rubrisproxy access log: {args.access_log}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 from collections.abc import Callable
 from functools import partial
@@ -113,6 +114,10 @@ def makeService(options: Options) -> IService:
         root = single = build_service(options.proxy_config, command_line=options.command_line)  # classes checked at load
         reactor = single.parts.reactor
         reopeners = [single.parts.access_log.reopen]
+        # What is imported and built at start lives as long as the process: frozen, it is left out of the garbage
+        # collector's full passes (one every few thousand new connections), which then walk ~2k objects, not ~70k
+        # (0.3 ms, not 70-150 ms). The cost: cycles among these objects that a reload drops stay, once.
+        reactor.callWhenRunning(gc.freeze)
     if output is not None:
         reopeners.append(output.reopen)  # after the access log's: its held lines go to the old file
     ReopenOnSignal(reopeners, reactor).setServiceParent(root)
