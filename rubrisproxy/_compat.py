@@ -9,11 +9,14 @@ overrides a library's underscore method: it goes through this module.
 from __future__ import annotations
 
 import errno
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 # Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
+from autobahn.twisted import websocket as _autobahn_twisted
+from autobahn.websocket import protocol as _autobahn_protocol
 from twisted.internet import tcp
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.error import ConnectionDone
@@ -21,6 +24,13 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.python.failure import Failure
+
+try:  # Autobahn's compiled XOR masker: absent where it was installed without a compiler
+    import _nvx_xormasker
+
+    _nvx: tuple[Any, Any] | None = (_nvx_xormasker.ffi, _nvx_xormasker.lib)
+except ImportError:
+    _nvx = None
 
 if TYPE_CHECKING:  # to the type checker, a leg's mixin is the Autobahn protocol it is mixed into
     from autobahn.twisted.websocket import WebSocketAdapterProtocol
@@ -33,7 +43,7 @@ else:
 
 __all__ = [
     "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
-    "direct_write", "end_as_closed", "guard_accepts", "rearm_pong_timeout", "tcp_buffered", "unsent",
+    "defer_autobahn_debug", "direct_write", "end_as_closed", "native_xor", "guard_accepts", "rearm_pong_timeout", "tcp_buffered", "unsent",
     "unwrap_endpoint", "use_batched_timer",
 ]
 
@@ -59,6 +69,64 @@ def use_batched_timer(factory: Any, timer: Any) -> None:
     returning something with ``cancel()``.
     """
     factory._batched_timer = timer
+
+
+class _Deferred:
+    """A debug-log argument built only when the line is written (formatted, or turned into a string)."""
+
+    __slots__ = ("_build", "_args", "_kwargs")
+
+    def __init__(self, build: Callable[..., str], *args: Any, **kwargs: Any) -> None:
+        self._build = build
+        self._args = args
+        self._kwargs = kwargs
+
+    def __str__(self) -> str:
+        return self._build(*self._args, **self._kwargs)
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return format(self._build(*self._args, **self._kwargs), spec)
+
+
+#: Autobahn's helpers that colour a debug line's arguments (with ``click``), whatever the log level.
+_DEBUG_HELPERS = ("hltype", "hlval")
+
+
+def defer_autobahn_debug() -> None:
+    """Have Autobahn's WebSocket protocol (``autobahn.websocket.protocol``, ``autobahn.twisted.websocket``) build
+    the coloured arguments of its debug lines only if one is written.
+
+    Every handshake, connection and close calls ``hltype``/``hlval`` for a ``log.debug`` that the proxy's log level
+    drops: about a tenth of a session handshake's CPU. Those modules use them only as keyword arguments of log
+    calls (a test checks), so the module globals are replaced by deferring wrappers. Idempotent.
+    """
+    for module in (_autobahn_protocol, _autobahn_twisted):
+        for name in _DEBUG_HELPERS:
+            helper = getattr(module, name)
+            if not isinstance(helper, functools.partial):
+                setattr(module, name, functools.partial(_Deferred, helper))
+
+
+def native_xor() -> Callable[[bytes | memoryview, bytes], bytearray] | None:
+    """XOR with a repeated 4-byte mask in C: Autobahn's NVX masker (``_nvx_xormasker``, the cffi module its wheels
+    ship), called without the two copies and the allocations its ``XorMaskerNvx.process`` adds; None where that
+    module was not built (no compiler at install time), and the caller uses Python's.
+    """
+    if _nvx is None:
+        return None
+    ffi, lib = _nvx
+    new, process, free, into = lib.nvx_xormask_new, lib.nvx_xormask_process, lib.nvx_xormask_free, ffi.from_buffer
+
+    def xor(data: bytes | memoryview, mask: bytes) -> bytearray:
+        out = bytearray(data)
+        masker = new(mask)
+        process(masker, into(out), len(out))
+        free(masker)
+        return out
+
+    return xor
 
 
 def cancel_pong_timeout(leg: Any) -> None:

@@ -4,9 +4,13 @@ rest, on accept(2) and the write buffer under load, is in tests/test_hardening_c
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
+from autobahn import util
+from autobahn.twisted import websocket as twisted_websocket
 from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
+from autobahn.websocket import protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -27,8 +31,10 @@ from rubrisproxy._compat import (
     V2Parser,
     cancel_pong_timeout,
     compresses,
+    defer_autobahn_debug,
     direct_write,
     end_as_closed,
+    native_xor,
     rearm_pong_timeout,
     tcp_buffered,
     unsent,
@@ -36,6 +42,7 @@ from rubrisproxy._compat import (
     use_batched_timer,
 )
 from rubrisproxy.config import WebSocketConfig
+from rubrisproxy.websocket._legs import LegFactories
 from rubrisproxy.websocket._timers import BucketTimer
 
 from .helpers import ProxyTestCase, RawClient
@@ -333,3 +340,47 @@ class EndAsClosedTests(ProxyTestCase):
             self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
 
         return d.addCallback(connected).addCallback(closed)
+
+
+class DeferAutobahnDebugTests(unittest.TestCase):
+    """Autobahn's colouring helpers are deferred: the same text if a debug line is written, nothing built if not."""
+
+    def test_the_helpers_are_used_only_as_keyword_arguments_of_log_calls(self) -> None:
+        for module in (protocol, twisted_websocket):
+            source = inspect.getsource(module)
+            for match in re.finditer(r"(\W)(hltype|hlval)\(", source):
+                before = source[: match.start() + 1].rstrip()
+                self.assertTrue(before.endswith("="), f"{module.__name__} uses {match.group(2)} outside a log call")
+
+    def test_a_deferred_argument_formats_as_the_helper_would(self) -> None:
+        defer_autobahn_debug()
+        defer_autobahn_debug()  # idempotent
+        for name in ("hltype", "hlval"):
+            deferred = getattr(protocol, name)(self.test_a_deferred_argument_formats_as_the_helper_would)
+            expected = getattr(util, name)(self.test_a_deferred_argument_formats_as_the_helper_would)
+            self.assertEqual((f"{deferred}", str(deferred), "%s" % deferred), (expected,) * 3)
+
+
+class NativeXorTests(unittest.TestCase):
+    def test_it_masks_as_python_does(self) -> None:
+        xor = native_xor()
+        if xor is None:
+            raise unittest.SkipTest("Autobahn's NVX masker is not built here")
+        for size in (0, 1, 3, 4, 17, 300, 16384, 70000):
+            data, mask = bytes(range(256)) * (size // 256) + bytes(range(size % 256)), b"\x01\x80\xfe\x33"
+            key = (mask * (size // 4 + 1))[:size]
+            expected = bytes(a ^ b for a, b in zip(data, key, strict=True))
+            self.assertEqual(bytes(xor(data, mask)), expected)
+            self.assertEqual(bytes(xor(memoryview(b"ab" + data)[2:], mask)), expected)
+
+
+class ConfiguredLegTests(unittest.TestCase):
+    def test_autobahn_finds_every_setting_on_the_leg_class(self) -> None:
+        """Settings are class attributes of a backend's leg classes: Autobahn's per-connection copy has none left."""
+        factories = LegFactories(WebSocketConfig(max_frame_size=1234), Clock())
+        for leg, base in ((factories.client_leg, WebSocketServerProtocol),
+                          (factories.backend_leg, WebSocketClientProtocol)):
+            self.assertEqual(leg.CONFIG_ATTRS, ())
+            for name in base.CONFIG_ATTRS:
+                self.assertIn(name, vars(leg))
+            self.assertEqual(leg.maxFramePayloadSize, 1234)

@@ -32,7 +32,15 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from .._compat import AutobahnHooks, cancel_pong_timeout, compresses, rearm_pong_timeout, unsent, use_batched_timer
+from .._compat import (
+    AutobahnHooks,
+    cancel_pong_timeout,
+    compresses,
+    defer_autobahn_debug,
+    rearm_pong_timeout,
+    unsent,
+    use_batched_timer,
+)
 from ..config import WebSocketConfig
 from ..flow import ReadGate
 from ..lifecycle import Termination
@@ -80,6 +88,7 @@ class LegFactories:
             perMessageCompressionAccept=_accept_deflate_response if config.compression else _refuse_extensions,
             **limits,
         )
+        defer_autobahn_debug()
         #: Every leg's Autobahn timers (handshakes, pings), on the proxy's clock.
         self.timer = BucketTimer(clock)
         for factory in (self.server, self.client):
@@ -99,6 +108,9 @@ def _configured(leg: Any, factory: Any, timer: BucketTimer) -> Any:
     connection, which matters for many idle WebSockets.
     """
     settings = {name: getattr(factory, name) for name in leg.CONFIG_ATTRS}
+    # Nothing left for Autobahn to copy at each connection: its loop would only build (and pretty-print, for a
+    # debug line not written) a list of the forty settings, a third of a session's handshake CPU.
+    settings["CONFIG_ATTRS"] = ()
     sizes = [size for size in (factory.maxFramePayloadSize, factory.maxMessagePayloadSize) if size > 0]
     settings["_limit"] = min(sizes) if sizes else 0
     settings["_timer"] = timer
