@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import errno
 import functools
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 # Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
@@ -43,8 +44,8 @@ else:
 
 __all__ = [
     "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
-    "defer_autobahn_debug", "direct_write", "end_as_closed", "native_xor", "guard_accepts", "rearm_pong_timeout", "tcp_buffered", "unsent",
-    "unwrap_endpoint", "use_batched_timer",
+    "defer_autobahn_debug", "direct_write", "end_as_closed", "guard_accepts", "native_xor", "rearm_pong_timeout",
+    "send_queue_back", "slim_open_leg", "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer",
 ]
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
@@ -127,6 +128,35 @@ def native_xor() -> Callable[[bytes | memoryview, bytes], bytearray] | None:
         return out
 
     return xor
+
+
+#: One TrafficStats for every slimmed leg: Autobahn adds to its counters, which nothing reads.
+_SHARED_TRAFFIC_STATS = _autobahn_protocol.TrafficStats()
+
+
+def slim_open_leg(leg: Any, at_rest: Mapping[str, object]) -> None:
+    """Drop what an open Autobahn protocol keeps per connection but a leg does not use: about 2.5 KB each.
+
+    Its send queue (an empty ``deque``, 760 bytes; Autobahn fills it only from ``sendData`` with ``sync`` or
+    ``chopsize``, after :func:`send_queue_back`), its ``TrafficStats`` (shared by all legs: written,
+    never read) and its ``TransportDetails`` (read only while opening, and by ``_onOpen`` just before ``onOpen``).
+    Then each attribute whose value is the very object ``at_rest`` names for it (None, False, 0: the leg's class
+    holds the same value, so reading it is unchanged, and Autobahn's next assignment puts it back), and the
+    instance dict is rebuilt at its new size.
+    """
+    if not leg.send_queue:
+        leg.send_queue = ()
+    leg.trafficStats = _SHARED_TRAFFIC_STATS
+    leg._transport_details = None
+    attributes = leg.__dict__
+    leg.__dict__ = {name: value for name, value in attributes.items()
+                    if name not in at_rest or at_rest[name] is not value}
+
+
+def send_queue_back(leg: Any) -> None:
+    """Give a slimmed leg (:func:`slim_open_leg`) a send queue again, before Autobahn's ``sendData`` may fill it."""
+    if leg.send_queue.__class__ is tuple:
+        leg.send_queue = deque()
 
 
 def cancel_pong_timeout(leg: Any) -> None:

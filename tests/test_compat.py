@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections import deque
 from typing import Any
 
 from autobahn import util
@@ -36,6 +37,7 @@ from rubrisproxy._compat import (
     end_as_closed,
     native_xor,
     rearm_pong_timeout,
+    send_queue_back,
     tcp_buffered,
     unsent,
     unwrap_endpoint,
@@ -384,3 +386,42 @@ class ConfiguredLegTests(unittest.TestCase):
             for name in base.CONFIG_ATTRS:
                 self.assertIn(name, vars(leg))
             self.assertEqual(leg.maxFramePayloadSize, 1234)
+
+
+class SlimOpenLegTests(unittest.TestCase):
+    """An open leg keeps less of Autobahn's per-connection state, and behaves as before."""
+
+    def test_autobahn_queues_only_in_send_data(self) -> None:
+        source = inspect.getsource(protocol)
+        appends = [m.start() for m in re.finditer(r"self\.send_queue\.append", source)]
+        send_data = inspect.getsource(WebSocketProtocol.sendData)
+        self.assertEqual(len(appends), send_data.count("self.send_queue.append"))
+        self.assertIn("send_queue", inspect.getsource(WebSocketProtocol._connectionMade))  # where it is made
+
+    def test_an_open_leg_is_slimmed_and_reads_the_same(self) -> None:
+        leg, origin, _ = open_backend_leg(WebSocketConfig(), Clock())
+        self.assertEqual(leg.send_queue, ())
+        self.assertIsNone(leg._transport_details)
+        self.assertNotIn("wasClean", vars(leg))
+        self.assertLess(len(vars(leg)), 35)
+        self.assertEqual((leg.wasClean, leg.closedByMe, leg.remoteCloseCode, leg.autoPingPendingSeq),
+                         (False, False, None, 0))
+        other, _, _ = open_backend_leg(WebSocketConfig(), Clock())
+        self.assertIs(leg.trafficStats, other.trafficStats)
+        origin.transport.clear()
+        leg.sendMessage(b"abc", isBinary=True, sync=True)  # Autobahn's own queue: a deque is put back first
+        self.assertIsInstance(leg.send_queue, deque)
+        self.assertEqual(parse_frames(origin.transport.value()), [(0x2, b"abc")])
+        leg.connectionLost(Failure(ConnectionLost()))
+        other.connectionLost(Failure(ConnectionLost()))
+
+    def test_send_queue_back_keeps_a_real_queue(self) -> None:
+        class Leg:
+            send_queue: Any = ()
+
+        leg = Leg()
+        send_queue_back(leg)
+        queue = leg.send_queue
+        self.assertIsInstance(queue, deque)
+        send_queue_back(leg)
+        self.assertIs(leg.send_queue, queue)

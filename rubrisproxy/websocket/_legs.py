@@ -38,6 +38,8 @@ from .._compat import (
     compresses,
     defer_autobahn_debug,
     rearm_pong_timeout,
+    send_queue_back,
+    slim_open_leg,
     unsent,
     use_batched_timer,
 )
@@ -145,6 +147,22 @@ class _Uncounted:
         self.bytes_in = self.bytes_out = 0
 
 
+#: Autobahn's per-connection attributes that an open leg holds at these values until something happens (an error,
+#: a close, a ping): kept once, on the leg classes, not in every leg (see ``slim_open_leg``). Not those the message
+#: path reads (``data``, ``current_frame``, ``inside_message``): an instance's own are faster to read.
+_AT_REST: dict[str, object] = dict.fromkeys((
+    "_perMessageCompress", "trackedTimings", "wasNotCleanReason", "localCloseCode", "localCloseReason",
+    "remoteCloseCode", "remoteCloseReason", "serverConnectionDropTimeoutCall", "openHandshakeTimeoutCall",
+    "closeHandshakeTimeoutCall", "autoPingTimeoutCall", "autoPingPending", "autoPingPendingSent",
+    "http_response_data", "http_status_line", "http_headers", "http_request_data", "http_request_uri",
+    "http_request_params", "websocket_protocol_in_use",
+)) | dict.fromkeys((
+    "triggered", "wasMaxFramePayloadSizeExceeded", "wasMaxMessagePayloadSizeExceeded", "closedByMe", "failedByMe",
+    "droppedByMe", "wasClean", "wasServerConnectionDropTimeout", "wasOpenHandshakeTimeout",
+    "wasCloseHandshakeTimeout", "wasServingFlashSocketPolicyFile",
+), False) | {"autoPingPendingSeq": 0, "send_state": 0}
+
+
 class _Leg(AutobahnHooks):
     """What both legs add to Autobahn: pings answered at the proxy, a pong timeout that waits while
     the proxy itself is not reading from the peer, and no timer left behind."""
@@ -220,6 +238,7 @@ class _Leg(AutobahnHooks):
         self.http_headers = self.http_request_data = self.http_response_data = self.http_request_uri = None
         self.http_status_line = self.http_request_params = None
         self._deflating = compresses(self)
+        slim_open_leg(self, _AT_REST)
 
     def onPing(self, payload: bytes) -> None:
         # The proxy is the peer's endpoint: answered now, not relayed, so a ping followed by a close
@@ -274,6 +293,7 @@ class _Leg(AutobahnHooks):
         else:
             self.meter.bytes_in += len(data)
         if sync or chopsize or self.send_queue:
+            send_queue_back(self)
             super().sendData(data, sync, chopsize)
         else:
             self.transport.write(data)
@@ -308,6 +328,10 @@ class _Leg(AutobahnHooks):
     def connection_gone(self, reason: Failure) -> None:
         self._forget_owed_pong()
         self._cancel_close_timeout()
+
+
+for _name, _value in _AT_REST.items():
+    setattr(_Leg, _name, _value)
 
 
 class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobahn's own hints disagree
