@@ -47,6 +47,7 @@ from ..config import WebSocketConfig
 from ..flow import ReadGate
 from ..lifecycle import Termination
 from ._frames import read_simple, simple_frame
+from ._outbox import Outbox
 from ._timers import BucketTimer
 
 if TYPE_CHECKING:
@@ -96,13 +97,15 @@ class LegFactories:
         for factory in (self.server, self.client):
             factory.noisy = False
             use_batched_timer(factory, self.timer)
-        self.client_leg: type[ClientLeg] = _configured(ClientLeg, self.server, self.timer)
-        self.backend_leg: type[BackendLeg] = _configured(BackendLeg, self.client, self.timer)
+        #: The fast-path frames of every leg, held while a read is relayed.
+        self.outbox = Outbox()
+        self.client_leg: type[ClientLeg] = _configured(ClientLeg, self.server, self.timer, self.outbox)
+        self.backend_leg: type[BackendLeg] = _configured(BackendLeg, self.client, self.timer, self.outbox)
         #: The Sec-WebSocket-Extensions value the proxy offers a backend.
         self.offers = ", ".join(offer.get_extension_string() for offer in self.client.perMessageCompressionOffers).encode()
 
 
-def _configured(leg: Any, factory: Any, timer: BucketTimer) -> Any:
+def _configured(leg: Any, factory: Any, timer: BucketTimer, outbox: Outbox) -> Any:
     """A subclass of ``leg`` carrying ``factory``'s settings (and the legs' ``timer``) as class attributes.
 
     Autobahn copies each of some forty settings from the factory into every protocol
@@ -116,6 +119,7 @@ def _configured(leg: Any, factory: Any, timer: BucketTimer) -> Any:
     sizes = [size for size in (factory.maxFramePayloadSize, factory.maxMessagePayloadSize) if size > 0]
     settings["_limit"] = min(sizes) if sizes else 0
     settings["_timer"] = timer
+    settings["_outbox"] = outbox
     # A function as a class attribute would become a method: keep callbacks plain.
     settings = {name: staticmethod(v) if isinstance(v, FunctionType) else v for name, v in settings.items()}
     return type(leg.__name__, (leg,), settings)
@@ -182,6 +186,8 @@ class _Leg(AutobahnHooks):
     _deflating = True  # whether messages are compressed (permessage-deflate): known once open
     _owed_pong: bytes | None = None  # the latest ping of a peer that is not reading, still to answer
     _owed_call: Any = None  # the retry of that answer
+    _outbox: Outbox  # set per backend by _configured
+    _held_frames: list[bytes] | None = None  # fast-path frames the outbox holds until the read is relayed
     #: What counts the bytes this leg writes to its peer: the client's connection (its ``bytes_out``) for the
     #: client leg, the server (its ``bytes_in``) for a backend leg. Reads are counted where they arrive.
     meter: ByteMeter = _Uncounted()
@@ -198,14 +204,20 @@ class _Leg(AutobahnHooks):
         ):
             messages, waiting = read_simple(data, self._masked_in, self._limit)
             used = 0
-            if messages and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
-                cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
-            for payload, binary, end in messages:
-                self.onMessage(payload, binary)
-                used = end
-                if self.state != self.STATE_OPEN or self.held is not None:
-                    waiting = False  # the message closed or failed the leg: Autobahn reads the rest
-                    break
+            if messages:
+                if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
+                    cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
+                outbox = self._outbox
+                outbox.depth += 1  # what the messages prompt is written once they are all relayed
+                try:
+                    for payload, binary, end in messages:
+                        self.onMessage(payload, binary)
+                        used = end
+                        if self.state != self.STATE_OPEN or self.held is not None:
+                            waiting = False  # the message closed or failed the leg: Autobahn reads the rest
+                            break
+                finally:
+                    outbox.close()
             if used:
                 data = data[used:]
                 if not data:
@@ -224,7 +236,14 @@ class _Leg(AutobahnHooks):
         ):
             frame = simple_frame(payload, isBinary, self._masked_out)
             if frame is not None:
-                self.transport.write(frame)
+                held = self._held_frames
+                if held is not None:
+                    held.append(frame)
+                elif self._outbox.depth:
+                    self._held_frames = [frame]
+                    self._outbox.holding(self)
+                else:
+                    self.transport.write(frame)
                 if self._to_client:
                     self.meter.bytes_out += len(frame)
                 else:
@@ -286,8 +305,17 @@ class _Leg(AutobahnHooks):
             self.onMessage(b"".join(self.message_data), self.message_is_binary)
         self.message_data = None  # type: ignore[assignment]  # as Autobahn's own does
 
+    def flush(self) -> None:
+        """Write the frames the outbox held for this leg (see ``dataReceived``)."""
+        frames, self._held_frames = self._held_frames, None
+        if frames:
+            self.transport.writeSequence(frames)
+
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        # Every write of Autobahn's passes here (its queue, for sync and chopped writes, is fed from here).
+        # Every write of Autobahn's passes here (its queue, for sync and chopped writes, is fed from here),
+        # after the frames held for this leg.
+        if self._held_frames is not None:
+            self.flush()
         if self._to_client:
             self.meter.bytes_out += len(data)
         else:
