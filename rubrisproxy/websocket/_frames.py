@@ -2,7 +2,7 @@
 
 Most traffic is whole, uncompressed text or binary messages of at most 64 KiB, each
 in one frame. :func:`read_simple` takes such frames off the front of a read and
-:func:`simple_frame` builds them; everything else (fragments, control frames,
+:func:`frame_parts` builds them; everything else (fragments, control frames,
 extensions, anything invalid or over a limit, a frame cut by the read) is left to
 Autobahn, which stays the reference for the whole protocol. The conformance suite
 (``tests/test_ws_conformance.py``) checks the two agree.
@@ -113,8 +113,9 @@ def read_simple(data: bytes, masked: bool, limit: int) -> tuple[list[tuple[bytes
     return messages, False
 
 
-def simple_frame(payload: bytes, binary: bool, masked: bool) -> bytes | None:
-    """One whole frame for ``payload``, or None if it is not a simple message (too large)."""
+def frame_parts(payload: bytes, binary: bool, masked: bool) -> tuple[bytes, bytes | bytearray] | None:
+    """One whole frame for ``payload`` as its head (with the mask) and its body, or None if it is not a simple
+    message (too large). Kept apart, the body is copied once, where the frames of a write are joined."""
     size = len(payload)
     if size > _MAX_SIMPLE:
         return None
@@ -125,8 +126,14 @@ def simple_frame(payload: bytes, binary: bool, masked: bool) -> bytes | None:
     else:
         head = bytes((first, mask_bit | 126, size >> 8, size & 0xFF))
     if not masked:
-        return head + payload
+        return head, payload
     mask = _masks.take()
     if size >= _NATIVE_FROM and _xor is not None:
-        return head + mask + _xor(payload, mask)  # bytes + bytearray: bytes, in one copy
-    return head + mask + unmask(payload, mask)
+        return head + mask, _xor(payload, mask)
+    return head + mask, unmask(payload, mask)
+
+
+def simple_frame(payload: bytes, binary: bool, masked: bool) -> bytes | None:
+    """One whole frame for ``payload``, or None if it is not a simple message (too large)."""
+    parts = frame_parts(payload, binary, masked)
+    return None if parts is None else parts[0] + parts[1]

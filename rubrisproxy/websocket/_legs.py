@@ -37,6 +37,7 @@ from .._compat import (
     cancel_pong_timeout,
     compresses,
     defer_autobahn_debug,
+    direct_write,
     rearm_pong_timeout,
     send_queue_back,
     slim_open_leg,
@@ -44,9 +45,9 @@ from .._compat import (
     use_batched_timer,
 )
 from ..config import WebSocketConfig
-from ..flow import ReadGate
+from ..flow import ReadGate, writes_directly
 from ..lifecycle import Termination
-from ._frames import read_simple, simple_frame
+from ._frames import frame_parts, read_simple
 from ._outbox import Outbox
 from ._timers import BucketTimer
 
@@ -187,7 +188,7 @@ class _Leg(AutobahnHooks):
     _owed_pong: bytes | None = None  # the latest ping of a peer that is not reading, still to answer
     _owed_call: Any = None  # the retry of that answer
     _outbox: Outbox  # set per backend by _configured
-    _held_frames: list[bytes] | None = None  # fast-path frames the outbox holds until the read is relayed
+    _held_frames: list[bytes | bytearray] | None = None  # fast-path frames (heads, bodies) held while a read is relayed
     #: What counts the bytes this leg writes to its peer: the client's connection (its ``bytes_out``) for the
     #: client leg, the server (its ``bytes_in``) for a backend leg. Reads are counted where they arrive.
     meter: ByteMeter = _Uncounted()
@@ -234,20 +235,21 @@ class _Leg(AutobahnHooks):
             and fragmentSize is None and not sync and not self.send_queue
             and (not self.autoFragmentSize or len(payload) <= self.autoFragmentSize)
         ):
-            frame = simple_frame(payload, isBinary, self._masked_out)
-            if frame is not None:
+            parts = frame_parts(payload, isBinary, self._masked_out)
+            if parts is not None:
                 held = self._held_frames
                 if held is not None:
-                    held.append(frame)
+                    held += parts
                 elif self._outbox.depth:
-                    self._held_frames = [frame]
+                    self._held_frames = list(parts)
                     self._outbox.holding(self)
                 else:
-                    self.transport.write(frame)
+                    self.transport.write(parts[0] + parts[1])
+                size = len(parts[0]) + len(parts[1])
                 if self._to_client:
-                    self.meter.bytes_out += len(frame)
+                    self.meter.bytes_out += size
                 else:
-                    self.meter.bytes_in += len(frame)
+                    self.meter.bytes_in += size
                 return
         super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
 
@@ -309,7 +311,11 @@ class _Leg(AutobahnHooks):
         """Write the frames the outbox held for this leg (see ``dataReceived``)."""
         frames, self._held_frames = self._held_frames, None
         if frames:
-            self.transport.writeSequence(frames)
+            transport = self.transport
+            if writes_directly(transport):  # sent now if nothing waits: no writer registered, no reactor trip
+                direct_write(transport, b"".join(frames))
+            else:
+                transport.write(b"".join(frames))
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Every write of Autobahn's passes here (its queue, for sync and chopped writes, is fed from here),
