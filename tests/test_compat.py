@@ -4,6 +4,7 @@ rest, on accept(2) and the write buffer under load, is in tests/test_hardening_c
 from __future__ import annotations
 
 import inspect
+import pprint
 import re
 from collections import deque
 from typing import Any
@@ -361,6 +362,8 @@ class DeferAutobahnDebugTests(unittest.TestCase):
             deferred = getattr(protocol, name)(self.test_a_deferred_argument_formats_as_the_helper_would)
             expected = getattr(util, name)(self.test_a_deferred_argument_formats_as_the_helper_would)
             self.assertEqual((f"{deferred}", str(deferred), "%s" % deferred), (expected,) * 3)
+        for value in ([], [("a", 1)] * 30, {}, ()):
+            self.assertEqual(protocol.pformat(value), pprint.pformat(value))
 
 
 class NativeXorTests(unittest.TestCase):

@@ -71,7 +71,9 @@ class LegFactories:
             maxFramePayloadSize=config.max_frame_size,
             maxMessagePayloadSize=config.max_message_size,
             autoFragmentSize=config.auto_fragment_size,
-            openHandshakeTimeout=config.open_handshake_timeout,
+            # A leg is handed a whole handshake (the client's, or the backend's 101) and answers it at once: no timer
+            # (open-handshake-timeout bounds the wait for the 101, on the HTTP path).
+            openHandshakeTimeout=0,
             closeHandshakeTimeout=config.close_handshake_timeout,
             failByDrop=False,  # a protocol error is answered with its close code (1002, 1007, 1009)
         )
