@@ -45,7 +45,8 @@ else:
 
 __all__ = [
     "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
-    "defer_autobahn_debug", "direct_write", "end_as_closed", "guard_accepts", "native_xor", "rearm_pong_timeout",
+    "defer_autobahn_debug", "direct_write", "end_as_closed", "guard_accepts", "native_xor", "open_at_once",
+    "rearm_pong_timeout",
     "send_queue_back", "slim_open_leg", "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer",
 ]
 
@@ -161,6 +162,29 @@ def slim_open_leg(leg: Any, at_rest: Mapping[str, object]) -> None:
     attributes = leg.__dict__
     leg.__dict__ = {name: value for name, value in attributes.items()
                     if name not in at_rest or at_rest[name] is not value}
+
+
+def open_at_once(leg: Any, version: int, protocol: str | None) -> None:
+    """Open an Autobahn protocol whose opening handshake the proxy checked (and, as a server, answered) itself,
+    leaving it as Autobahn's ``processHandshake`` (a client's) or ``succeedHandshake`` (a server's) would with no
+    extension in use: open, its auto-ping scheduled, ``onOpen`` called (through ``_onOpen``), ``is_open`` resolved.
+    (tests/test_compat.py compares such a leg with one Autobahn opened.)
+    """
+    leg.websocket_version = version
+    leg.websocket_protocol_in_use = protocol
+    leg.websocket_extensions_in_use = []
+    leg.state = _autobahn_protocol.WebSocketProtocol.STATE_OPEN
+    if leg.openHandshakeTimeoutCall is not None:
+        leg.openHandshakeTimeoutCall.cancel()
+        leg.openHandshakeTimeoutCall = None
+    leg.inside_message = False
+    leg.current_frame = None
+    if leg.autoPingInterval:
+        leg.autoPingPendingCall = leg.factory._batched_timer.call_later(leg.autoPingInterval, leg._sendAutoPing)
+    if leg.trackedTimings:
+        leg.trackedTimings.track("onOpen")
+    leg._onOpen()
+    leg.is_open.callback(None)  # txaio.resolve, on Twisted
 
 
 def send_queue_back(leg: Any) -> None:

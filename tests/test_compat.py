@@ -45,12 +45,22 @@ from rubrisproxy._compat import (
     use_batched_timer,
 )
 from rubrisproxy.config import WebSocketConfig
-from rubrisproxy.websocket._legs import LegFactories
+from rubrisproxy.websocket import accept_key, new_key
+from rubrisproxy.websocket._legs import _AT_REST, LegFactories
 from rubrisproxy.websocket._timers import BucketTimer
 
 from .helpers import ProxyTestCase, RawClient
 from .test_tls_origin import make_certificates
-from .test_ws_keepalive import OP_PING, OP_PONG, frame, open_backend_leg, parse_frames
+from .test_ws_keepalive import (
+    OP_PING,
+    OP_PONG,
+    StandInOrigin,
+    StandInSession,
+    Transport,
+    frame,
+    open_backend_leg,
+    parse_frames,
+)
 
 
 class RearmPongTimeoutTests(unittest.TestCase):
@@ -428,3 +438,69 @@ class SlimOpenLegTests(unittest.TestCase):
         self.assertIsInstance(queue, deque)
         send_queue_back(leg)
         self.assertIs(leg.send_queue, queue)
+
+
+#: What only Autobahn's handshake parsing leaves on a leg (read by nothing once it is open).
+_HANDSHAKE_ONLY = {"_wskey", "websocket_origin", "websocket_protocols", "websocket_extensions", "http_request_host",
+                   "http_request_path", "websocket_key", "_switch", "_key", "_protocols"}
+
+
+def _state(leg: Any) -> dict[str, Any]:
+    """A leg's attributes that are plain values (not its timers, Deferreds, transport or validator)."""
+    plain = (type(None), bool, int, float, str, bytes, tuple, list)
+    own = {name: value for name, value in vars(leg).items() if name not in _HANDSHAKE_ONLY and isinstance(value, plain)}
+    return own | {name: getattr(leg, name) for name in _AT_REST}  # and those kept on the class
+
+
+class OpenAtOnceTests(unittest.TestCase):
+    """A leg opened by open_at_once is the leg Autobahn's handshake would have opened."""
+
+    def test_a_client_leg_answers_as_autobahn_does(self) -> None:
+        key = b"dGhlIHNhbXBsZSBub25jZQ=="
+        for chosen, headers in ((None, {}), ("chat", {"Set-Cookie": ["a=1", "b=2"], "X-Caf\u00e9": ["\u00e9"]})):
+            legs = []
+            for fast in (False, True):
+                factories = LegFactories(WebSocketConfig(client_ping_interval=5), Clock())
+                leg = factories.client_leg()
+                leg.factory = factories.server
+                session, transport = StandInSession(), Transport()
+                session.accept_client = lambda chosen=chosen, headers=headers: (chosen, headers)  # type: ignore[method-assign]
+                leg.session = session
+                leg.makeConnection(transport)
+                if fast:
+                    leg.answer_handshake(key)
+                else:
+                    offer = b"Sec-WebSocket-Protocol: chat\r\n" if chosen else b""
+                    leg.dataReceived(b"GET / HTTP/1.1\r\nHost: rubrisproxy\r\nUpgrade: websocket\r\n"
+                                     b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
+                                     + key + b"\r\n" + offer + b"\r\n")
+                self.assertEqual(session.events, [("client_opened",)])
+                legs.append((leg, transport.value()))
+            (slow, slow_answer), (quick, quick_answer) = legs
+            self.assertEqual(quick_answer, slow_answer)
+            self.assertEqual(_state(quick), _state(slow))
+            self.assertEqual(quick.websocket_protocol_in_use, chosen)
+            self.assertGreater(len(vars(quick).keys() - _HANDSHAKE_ONLY), 10)
+            self.assertIsNotNone(quick.autoPingPendingCall)
+            self.assertTrue(quick.is_open.called)
+            for leg, _ in legs:
+                leg.connectionLost(Failure(ConnectionLost()))
+
+    def test_a_backend_leg_opens_as_autobahn_does(self) -> None:
+        legs = []
+        for fast in (False, True):
+            factories = LegFactories(WebSocketConfig(backend_ping_interval=5), Clock())
+            leg = factories.backend_leg()
+            leg.factory = factories.client
+            session, origin, key = StandInSession(), StandInOrigin(), new_key()
+            switch = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n")
+            leg.attach(session, origin, "chat" if fast else switch, key, ["chat"])  # type: ignore[arg-type]
+            self.assertEqual(session.events, [("backend_opened", leg)])
+            legs.append(leg)
+        slow, quick = legs
+        self.assertEqual(_state(quick), _state(slow))
+        self.assertEqual(quick.websocket_protocol_in_use, "chat")
+        self.assertIsNotNone(quick.autoPingPendingCall)
+        for leg in legs:
+            leg.connectionLost(Failure(ConnectionLost()))

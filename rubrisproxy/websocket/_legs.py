@@ -38,6 +38,7 @@ from .._compat import (
     compresses,
     defer_autobahn_debug,
     direct_write,
+    open_at_once,
     rearm_pong_timeout,
     send_queue_back,
     slim_open_leg,
@@ -48,6 +49,7 @@ from ..config import WebSocketConfig
 from ..flow import ReadGate, writes_directly
 from ..lifecycle import Termination
 from ._frames import frame_parts, read_simple
+from ._handshake import accept_key
 from ._outbox import Outbox
 from ._timers import BucketTimer
 
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from ._session import WebSocketSession
 
 _CLOSE_OPCODE = 8
+_RFC6455 = 13  # the Sec-WebSocket-Version of every client handshake a leg answers (check_upgrade)
 #: Unsent bytes to a peer beyond which its pings are not answered at once (Twisted's own buffer size).
 _PONG_BACKLOG = 64 << 10
 #: How often a pong owed to such a peer is tried again.
@@ -179,6 +182,7 @@ class _Leg(AutobahnHooks):
     closeHandshakeTimeoutCall: Any  # Autobahn's, or one of _timer's
     autoFragmentSize: int  # Autobahn's settings: set per backend by _configured
     closeHandshakeTimeout: float
+    version: int
     _timer: BucketTimer  # set per backend by _configured
     #: Pauses reading from the peer (flow control); set when the leg is opened.
     gate: ReadGate | None = None
@@ -392,6 +396,18 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     def onConnect(self, request: ConnectionRequest) -> Any:
         return self.session.accept_client()
 
+    def answer_handshake(self, key: bytes) -> None:
+        """Answer the client's handshake (checked by check_upgrade; sent with ``key``, no extension to negotiate) and
+        open, as Autobahn's ``succeedHandshake`` does: the same 101, the backend's subprotocol and headers in it."""
+        protocol, headers = self.session.accept_client()
+        lines = ["HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, values in headers.items() for value in values)
+        if protocol is not None:
+            lines.append(f"Sec-WebSocket-Protocol: {protocol}\r\n")
+        lines.append(f"Sec-WebSocket-Accept: {accept_key(key).decode()}\r\n\r\n")
+        self.sendData("".join(lines).encode("utf8"))
+        open_at_once(self, _RFC6455, protocol)
+
     def onOpen(self) -> None:
         self.opened()
         self.session.client_opened()
@@ -461,10 +477,12 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     """The proxy's own WebSocket to the backend, opened on a 101 the HTTP path already received."""
 
     _masked_out = True  # the proxy is the client here: what it sends is masked
+    _switch: bytes | str | None = None  # see attach
 
-    def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes, key: bytes,
+    def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
                protocols: list[str]) -> None:
-        """Take over ``origin`` (its 101 is ``switch``, answering ``key``) and open on it."""
+        """Take over ``origin`` and open on it: its 101 answering ``key`` is ``switch`` for Autobahn to check, or,
+        already checked and with no extension, only the subprotocol it chose (a str, or None)."""
         self.session = session
         self.gate = origin.gate
         self.meter = origin.server
@@ -473,16 +491,23 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
         self.makeConnection(origin.transport)
 
     def startHandshake(self) -> None:
-        # The request went out on the proxy's HTTP path: let Autobahn check the 101 it got,
-        # against this session's key and offered subprotocols, as if it had sent it.
+        # The request went out on the proxy's HTTP path, and check_switch passed its 101: open at once, unless it
+        # is to negotiate an extension, which Autobahn does as if it had sent the request, with this session's
+        # key and offered subprotocols.
+        switch = self._switch
+        if not isinstance(switch, bytes):
+            self._switch = None
+            open_at_once(self, self.version, switch)
+            return
         self.websocket_key = self._key
-        self.data = self._switch
+        self.data = switch
         factory = self.factory
         factory.protocols = self._protocols
         try:
             self.processHandshake()
         finally:
             factory.protocols = []
+        self._switch = None
 
     def onOpen(self) -> None:
         self.opened()
