@@ -44,7 +44,7 @@ else:
     _AutobahnProtocol = object
 
 __all__ = [
-    "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
+    "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "LazyUtf8Validator", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
     "defer_autobahn_debug", "direct_write", "end_as_closed", "guard_accepts", "native_xor", "open_at_once",
     "rearm_pong_timeout",
     "send_queue_back", "slim_open_leg", "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer",
@@ -151,7 +151,8 @@ def slim_open_leg(leg: Any, at_rest: Mapping[str, object]) -> None:
     Its send queue (an empty ``deque``, 760 bytes; Autobahn fills it only from ``sendData`` with ``sync`` or
     ``chopsize``, after :func:`send_queue_back`), its ``TrafficStats`` (shared by all legs: written,
     never read) and its ``TransportDetails`` (read only while opening, and by ``_onOpen`` just before ``onOpen``).
-    Then each attribute whose value is the very object ``at_rest`` names for it (None, False, 0: the leg's class
+    Its ``utf8validator`` goes too (the leg class makes one when Autobahn's parser next needs it: see
+    :class:`LazyUtf8Validator`). Then each attribute whose value is the very object ``at_rest`` names for it (None, False, 0: the leg's class
     holds the same value, so reading it is unchanged, and Autobahn's next assignment puts it back), and the
     instance dict is rebuilt at its new size.
     """
@@ -159,6 +160,9 @@ def slim_open_leg(leg: Any, at_rest: Mapping[str, object]) -> None:
         leg.send_queue = ()
     leg.trafficStats = _SHARED_TRAFFIC_STATS
     leg._transport_details = None
+    # ObservableMixin's: its one event ("message") is fired from onMessage, which a leg overrides; with these at
+    # None (the mixin's class defaults) ``on`` still works, without checking the event's name.
+    leg._valid_events = leg._results = None
     attributes = leg.__dict__
     leg.__dict__ = {name: value for name, value in attributes.items()
                     if name not in at_rest or at_rest[name] is not value}
@@ -185,6 +189,27 @@ def open_at_once(leg: Any, version: int, protocol: str | None) -> None:
         leg.trackedTimings.track("onOpen")
     leg._onOpen()
     leg.is_open.callback(None)  # txaio.resolve, on Twisted
+
+
+class LazyUtf8Validator:
+    """An Autobahn protocol's ``utf8validator``, made when it is first read rather than for every connection.
+
+    Autobahn makes one per connection (``_connectionMade``) and uses it only for text messages its own parser
+    reads (``reset`` at a message's start, then ``validate``); a leg's fast path validates those it takes itself.
+    As a class attribute of the leg, this data descriptor drops what Autobahn assigns and keeps the one it makes
+    in ``_utf8``.
+    """
+
+    def __get__(self, leg: Any, owner: type | None = None) -> Any:
+        if leg is None:
+            return self
+        validator = leg.__dict__.get("_utf8")
+        if validator is None:
+            validator = leg._utf8 = _autobahn_protocol.Utf8Validator()
+        return validator
+
+    def __set__(self, leg: Any, value: object) -> None:
+        pass  # Autobahn's own, made at connectionMade: one is made when needed
 
 
 def send_queue_back(leg: Any) -> None:

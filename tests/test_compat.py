@@ -504,3 +504,23 @@ class OpenAtOnceTests(unittest.TestCase):
         self.assertIsNotNone(quick.autoPingPendingCall)
         for leg in legs:
             leg.connectionLost(Failure(ConnectionLost()))
+
+
+class LazyUtf8ValidatorTests(unittest.TestCase):
+    def test_autobahn_assigns_it_once_per_connection_and_only_reads_it_after(self) -> None:
+        source = inspect.getsource(protocol)
+        self.assertEqual(source.count("self.utf8validator ="), 1)
+        self.assertIn("self.utf8validator = Utf8Validator()", inspect.getsource(WebSocketProtocol._connectionMade))
+
+    def test_an_open_leg_makes_one_only_when_autobahns_parser_needs_it(self) -> None:
+        leg, origin, session = open_backend_leg(WebSocketConfig(), Clock())
+        self.assertNotIn("_utf8", vars(leg))
+        leg.dataReceived(bytes((0x01, 2)) + "é".encode()[:1] + b"a")  # a first text fragment, cut inside a character
+        self.assertIn("_utf8", vars(leg))
+        self.assertIs(leg.utf8validator, vars(leg)["_utf8"])
+        leg.dataReceived(bytes((0x80, 1)) + b"b")  # its end: invalid UTF-8 is failed with 1007
+        frames = parse_frames(origin.transport.value())
+        self.assertEqual(frames[-1][0], 0x8)
+        self.assertEqual(int.from_bytes(frames[-1][1][:2], "big"), 1007)
+        self.assertEqual(session.events, [])
+        leg.connectionLost(Failure(ConnectionLost()))

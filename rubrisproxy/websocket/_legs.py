@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 
 from .._compat import (
     AutobahnHooks,
+    LazyUtf8Validator,
     cancel_pong_timeout,
     compresses,
     defer_autobahn_debug,
@@ -165,7 +166,8 @@ _AT_REST: dict[str, object] = dict.fromkeys((
     "remoteCloseCode", "remoteCloseReason", "serverConnectionDropTimeoutCall", "openHandshakeTimeoutCall",
     "closeHandshakeTimeoutCall", "autoPingTimeoutCall", "autoPingPending", "autoPingPendingSent",
     "http_response_data", "http_status_line", "http_headers", "http_request_data", "http_request_uri",
-    "http_request_params", "websocket_protocol_in_use",
+    "http_request_params", "websocket_protocol_in_use", "_transport_details", "_valid_events", "_results",
+    "_switch",
 )) | dict.fromkeys((
     "triggered", "wasMaxFramePayloadSizeExceeded", "wasMaxMessagePayloadSizeExceeded", "closedByMe", "failedByMe",
     "droppedByMe", "wasClean", "wasServerConnectionDropTimeout", "wasOpenHandshakeTimeout",
@@ -193,6 +195,7 @@ class _Leg(AutobahnHooks):
     _deflating = True  # whether messages are compressed (permessage-deflate): known once open
     _owed_pong: bytes | None = None  # the latest ping of a peer that is not reading, still to answer
     _owed_call: Any = None  # the retry of that answer
+    utf8validator = LazyUtf8Validator()  # for Autobahn's parser: made if a text message needs it
     _outbox: Outbox  # set per backend by _configured
     _held_frames: list[bytes | bytearray] | None = None  # fast-path frames (heads, bodies) held while a read is relayed
     #: What counts the bytes this leg writes to its peer: the client's connection (its ``bytes_out``) for the
@@ -486,7 +489,9 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
         self.session = session
         self.gate = origin.gate
         self.meter = origin.server
-        self._switch, self._key, self._protocols = switch, key, protocols
+        self._switch = switch
+        if isinstance(switch, bytes):  # for Autobahn to check it
+            self._key, self._protocols = key, protocols
         origin.take_over(OriginSide(self, origin))
         self.makeConnection(origin.transport)
 
