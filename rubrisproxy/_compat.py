@@ -9,11 +9,16 @@ overrides a library's underscore method: it goes through this module.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+import functools
+import pprint
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 # Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
+from autobahn.twisted import websocket as _autobahn_twisted
+from autobahn.websocket import protocol as _autobahn_protocol
 from twisted.internet import tcp
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.error import ConnectionDone
@@ -21,6 +26,13 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.python.failure import Failure
+
+try:  # Autobahn's compiled XOR masker: absent where it was installed without a compiler
+    import _nvx_xormasker
+
+    _nvx: tuple[Any, Any] | None = (_nvx_xormasker.ffi, _nvx_xormasker.lib)
+except ImportError:
+    _nvx = None
 
 if TYPE_CHECKING:  # to the type checker, a leg's mixin is the Autobahn protocol it is mixed into
     from autobahn.twisted.websocket import WebSocketAdapterProtocol
@@ -32,9 +44,10 @@ else:
     _AutobahnProtocol = object
 
 __all__ = [
-    "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
-    "direct_write", "end_as_closed", "guard_accepts", "rearm_pong_timeout", "tcp_buffered", "unsent",
-    "unwrap_endpoint", "use_batched_timer",
+    "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "LazyUtf8Validator", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
+    "defer_autobahn_debug", "direct_write", "end_as_closed", "guard_accepts", "native_xor", "open_at_once",
+    "rearm_pong_timeout",
+    "send_queue_back", "slim_open_leg", "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer",
 ]
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
@@ -59,6 +72,150 @@ def use_batched_timer(factory: Any, timer: Any) -> None:
     returning something with ``cancel()``.
     """
     factory._batched_timer = timer
+
+
+class _Deferred:
+    """A debug-log argument built only when the line is written (formatted, or turned into a string)."""
+
+    __slots__ = ("_build", "_args", "_kwargs")
+
+    def __init__(self, build: Callable[..., str], *args: Any, **kwargs: Any) -> None:
+        self._build = build
+        self._args = args
+        self._kwargs = kwargs
+
+    def __str__(self) -> str:
+        return self._build(*self._args, **self._kwargs)
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return format(self._build(*self._args, **self._kwargs), spec)
+
+
+#: Autobahn's helpers that colour a debug line's arguments (with ``click``), whatever the log level.
+_DEBUG_HELPERS = ("hltype", "hlval")
+
+
+def defer_autobahn_debug() -> None:
+    """Have Autobahn's WebSocket protocol (``autobahn.websocket.protocol``, ``autobahn.twisted.websocket``) build
+    the coloured arguments of its debug lines only if one is written (and pretty-print an empty list quickly).
+
+    Every handshake, connection and close calls ``hltype``/``hlval`` for a ``log.debug`` that the proxy's log level
+    drops: about a tenth of a session handshake's CPU. Those modules use them only as keyword arguments of log
+    calls (a test checks), so the module globals are replaced by deferring wrappers. Idempotent.
+    """
+    for module in (_autobahn_protocol, _autobahn_twisted):
+        for name in _DEBUG_HELPERS:
+            helper = getattr(module, name)
+            if not isinstance(helper, functools.partial):
+                setattr(module, name, functools.partial(_Deferred, helper))
+    setattr(_autobahn_protocol, "pformat", _pformat)  # noqa: B010 - its own signature, not pprint's
+
+
+def _pformat(value: object, *args: Any, **kwargs: Any) -> str:
+    """``pprint.pformat``, without making a PrettyPrinter for an empty list: each new connection's debug line (of
+    the settings it copied from its factory: none, for a leg) pretty-prints one."""
+    if value.__class__ is list and not value:
+        return "[]"
+    return pprint.pformat(value, *args, **kwargs)
+
+
+def native_xor() -> Callable[[bytes | memoryview, bytes], bytearray] | None:
+    """XOR with a repeated 4-byte mask in C: Autobahn's NVX masker (``_nvx_xormasker``, the cffi module its wheels
+    ship), called without the two copies and the allocations its ``XorMaskerNvx.process`` adds; None where that
+    module was not built (no compiler at install time), and the caller uses Python's.
+    """
+    if _nvx is None:
+        return None
+    ffi, lib = _nvx
+    new, process, free, into = lib.nvx_xormask_new, lib.nvx_xormask_process, lib.nvx_xormask_free, ffi.from_buffer
+
+    def xor(data: bytes | memoryview, mask: bytes) -> bytearray:
+        out = bytearray(data)
+        masker = new(mask)
+        process(masker, into(out), len(out))
+        free(masker)
+        return out
+
+    return xor
+
+
+#: One TrafficStats for every slimmed leg: Autobahn adds to its counters, which nothing reads.
+_SHARED_TRAFFIC_STATS = _autobahn_protocol.TrafficStats()
+
+
+def slim_open_leg(leg: Any, at_rest: Mapping[str, object]) -> None:
+    """Drop what an open Autobahn protocol keeps per connection but a leg does not use: about 2.5 KB each.
+
+    Its send queue (an empty ``deque``, 760 bytes; Autobahn fills it only from ``sendData`` with ``sync`` or
+    ``chopsize``, after :func:`send_queue_back`), its ``TrafficStats`` (shared by all legs: written,
+    never read) and its ``TransportDetails`` (read only while opening, and by ``_onOpen`` just before ``onOpen``).
+    Its ``utf8validator`` goes too (the leg class makes one when Autobahn's parser next needs it: see
+    :class:`LazyUtf8Validator`). Then each attribute whose value is the very object ``at_rest`` names for it (None, False, 0: the leg's class
+    holds the same value, so reading it is unchanged, and Autobahn's next assignment puts it back), and the
+    instance dict is rebuilt at its new size.
+    """
+    if not leg.send_queue:
+        leg.send_queue = ()
+    leg.trafficStats = _SHARED_TRAFFIC_STATS
+    leg._transport_details = None
+    # ObservableMixin's: its one event ("message") is fired from onMessage, which a leg overrides; with these at
+    # None (the mixin's class defaults) ``on`` still works, without checking the event's name.
+    leg._valid_events = leg._results = None
+    attributes = leg.__dict__
+    leg.__dict__ = {name: value for name, value in attributes.items()
+                    if name not in at_rest or at_rest[name] is not value}
+
+
+def open_at_once(leg: Any, version: int, protocol: str | None) -> None:
+    """Open an Autobahn protocol whose opening handshake the proxy checked (and, as a server, answered) itself,
+    leaving it as Autobahn's ``processHandshake`` (a client's) or ``succeedHandshake`` (a server's) would with no
+    extension in use: open, its auto-ping scheduled, ``onOpen`` called (through ``_onOpen``), ``is_open`` resolved.
+    (tests/test_compat.py compares such a leg with one Autobahn opened.)
+    """
+    leg.websocket_version = version
+    leg.websocket_protocol_in_use = protocol
+    leg.websocket_extensions_in_use = []
+    leg.state = _autobahn_protocol.WebSocketProtocol.STATE_OPEN
+    if leg.openHandshakeTimeoutCall is not None:
+        leg.openHandshakeTimeoutCall.cancel()
+        leg.openHandshakeTimeoutCall = None
+    leg.inside_message = False
+    leg.current_frame = None
+    if leg.autoPingInterval:
+        leg.autoPingPendingCall = leg.factory._batched_timer.call_later(leg.autoPingInterval, leg._sendAutoPing)
+    if leg.trackedTimings:
+        leg.trackedTimings.track("onOpen")
+    leg._onOpen()
+    leg.is_open.callback(None)  # txaio.resolve, on Twisted
+
+
+class LazyUtf8Validator:
+    """An Autobahn protocol's ``utf8validator``, made when it is first read rather than for every connection.
+
+    Autobahn makes one per connection (``_connectionMade``) and uses it only for text messages its own parser
+    reads (``reset`` at a message's start, then ``validate``); a leg's fast path validates those it takes itself.
+    As a class attribute of the leg, this data descriptor drops what Autobahn assigns and keeps the one it makes
+    in ``_utf8``.
+    """
+
+    def __get__(self, leg: Any, owner: type | None = None) -> Any:
+        if leg is None:
+            return self
+        validator = leg.__dict__.get("_utf8")
+        if validator is None:
+            validator = leg._utf8 = _autobahn_protocol.Utf8Validator()
+        return validator
+
+    def __set__(self, leg: Any, value: object) -> None:
+        pass  # Autobahn's own, made at connectionMade: one is made when needed
+
+
+def send_queue_back(leg: Any) -> None:
+    """Give a slimmed leg (:func:`slim_open_leg`) a send queue again, before Autobahn's ``sendData`` may fill it."""
+    if leg.send_queue.__class__ is tuple:
+        leg.send_queue = deque()
 
 
 def cancel_pong_timeout(leg: Any) -> None:

@@ -4,9 +4,15 @@ rest, on accept(2) and the write buffer under load, is in tests/test_hardening_c
 from __future__ import annotations
 
 import inspect
+import pprint
+import re
+from collections import deque
 from typing import Any
 
+from autobahn import util
+from autobahn.twisted import websocket as twisted_websocket
 from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
+from autobahn.websocket import protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -27,20 +33,34 @@ from rubrisproxy._compat import (
     V2Parser,
     cancel_pong_timeout,
     compresses,
+    defer_autobahn_debug,
     direct_write,
     end_as_closed,
+    native_xor,
     rearm_pong_timeout,
+    send_queue_back,
     tcp_buffered,
     unsent,
     unwrap_endpoint,
     use_batched_timer,
 )
 from rubrisproxy.config import WebSocketConfig
+from rubrisproxy.websocket import accept_key, new_key
+from rubrisproxy.websocket._legs import _AT_REST, LegFactories
 from rubrisproxy.websocket._timers import BucketTimer
 
 from .helpers import ProxyTestCase, RawClient
 from .test_tls_origin import make_certificates
-from .test_ws_keepalive import OP_PING, OP_PONG, frame, open_backend_leg, parse_frames
+from .test_ws_keepalive import (
+    OP_PING,
+    OP_PONG,
+    StandInOrigin,
+    StandInSession,
+    Transport,
+    frame,
+    open_backend_leg,
+    parse_frames,
+)
 
 
 class RearmPongTimeoutTests(unittest.TestCase):
@@ -333,3 +353,174 @@ class EndAsClosedTests(ProxyTestCase):
             self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
 
         return d.addCallback(connected).addCallback(closed)
+
+
+class DeferAutobahnDebugTests(unittest.TestCase):
+    """Autobahn's colouring helpers are deferred: the same text if a debug line is written, nothing built if not."""
+
+    def test_the_helpers_are_used_only_as_keyword_arguments_of_log_calls(self) -> None:
+        for module in (protocol, twisted_websocket):
+            source = inspect.getsource(module)
+            for match in re.finditer(r"(\W)(hltype|hlval)\(", source):
+                before = source[: match.start() + 1].rstrip()
+                self.assertTrue(before.endswith("="), f"{module.__name__} uses {match.group(2)} outside a log call")
+
+    def test_a_deferred_argument_formats_as_the_helper_would(self) -> None:
+        defer_autobahn_debug()
+        defer_autobahn_debug()  # idempotent
+        for name in ("hltype", "hlval"):
+            deferred = getattr(protocol, name)(self.test_a_deferred_argument_formats_as_the_helper_would)
+            expected = getattr(util, name)(self.test_a_deferred_argument_formats_as_the_helper_would)
+            self.assertEqual((f"{deferred}", str(deferred), "%s" % deferred), (expected,) * 3)
+        for value in ([], [("a", 1)] * 30, {}, ()):
+            self.assertEqual(protocol.pformat(value), pprint.pformat(value))
+
+
+class NativeXorTests(unittest.TestCase):
+    def test_it_masks_as_python_does(self) -> None:
+        xor = native_xor()
+        if xor is None:
+            raise unittest.SkipTest("Autobahn's NVX masker is not built here")
+        for size in (0, 1, 3, 4, 17, 300, 16384, 70000):
+            data, mask = bytes(range(256)) * (size // 256) + bytes(range(size % 256)), b"\x01\x80\xfe\x33"
+            key = (mask * (size // 4 + 1))[:size]
+            expected = bytes(a ^ b for a, b in zip(data, key, strict=True))
+            self.assertEqual(bytes(xor(data, mask)), expected)
+            self.assertEqual(bytes(xor(memoryview(b"ab" + data)[2:], mask)), expected)
+
+
+class ConfiguredLegTests(unittest.TestCase):
+    def test_autobahn_finds_every_setting_on_the_leg_class(self) -> None:
+        """Settings are class attributes of a backend's leg classes: Autobahn's per-connection copy has none left."""
+        factories = LegFactories(WebSocketConfig(max_frame_size=1234), Clock())
+        for leg, base in ((factories.client_leg, WebSocketServerProtocol),
+                          (factories.backend_leg, WebSocketClientProtocol)):
+            self.assertEqual(leg.CONFIG_ATTRS, ())
+            for name in base.CONFIG_ATTRS:
+                self.assertIn(name, vars(leg))
+            self.assertEqual(leg.maxFramePayloadSize, 1234)
+
+
+class SlimOpenLegTests(unittest.TestCase):
+    """An open leg keeps less of Autobahn's per-connection state, and behaves as before."""
+
+    def test_autobahn_queues_only_in_send_data(self) -> None:
+        source = inspect.getsource(protocol)
+        appends = [m.start() for m in re.finditer(r"self\.send_queue\.append", source)]
+        send_data = inspect.getsource(WebSocketProtocol.sendData)
+        self.assertEqual(len(appends), send_data.count("self.send_queue.append"))
+        self.assertIn("send_queue", inspect.getsource(WebSocketProtocol._connectionMade))  # where it is made
+
+    def test_an_open_leg_is_slimmed_and_reads_the_same(self) -> None:
+        leg, origin, _ = open_backend_leg(WebSocketConfig(), Clock())
+        self.assertEqual(leg.send_queue, ())
+        self.assertIsNone(leg._transport_details)
+        self.assertNotIn("wasClean", vars(leg))
+        self.assertLess(len(vars(leg)), 35)
+        self.assertEqual((leg.wasClean, leg.closedByMe, leg.remoteCloseCode, leg.autoPingPendingSeq),
+                         (False, False, None, 0))
+        other, _, _ = open_backend_leg(WebSocketConfig(), Clock())
+        self.assertIs(leg.trafficStats, other.trafficStats)
+        origin.transport.clear()
+        leg.sendMessage(b"abc", isBinary=True, sync=True)  # Autobahn's own queue: a deque is put back first
+        self.assertIsInstance(leg.send_queue, deque)
+        self.assertEqual(parse_frames(origin.transport.value()), [(0x2, b"abc")])
+        leg.connectionLost(Failure(ConnectionLost()))
+        other.connectionLost(Failure(ConnectionLost()))
+
+    def test_send_queue_back_keeps_a_real_queue(self) -> None:
+        class Leg:
+            send_queue: Any = ()
+
+        leg = Leg()
+        send_queue_back(leg)
+        queue = leg.send_queue
+        self.assertIsInstance(queue, deque)
+        send_queue_back(leg)
+        self.assertIs(leg.send_queue, queue)
+
+
+#: What only Autobahn's handshake parsing leaves on a leg (read by nothing once it is open).
+_HANDSHAKE_ONLY = {"_wskey", "websocket_origin", "websocket_protocols", "websocket_extensions", "http_request_host",
+                   "http_request_path", "websocket_key", "_switch", "_key", "_protocols"}
+
+
+def _state(leg: Any) -> dict[str, Any]:
+    """A leg's attributes that are plain values (not its timers, Deferreds, transport or validator)."""
+    plain = (type(None), bool, int, float, str, bytes, tuple, list)
+    own = {name: value for name, value in vars(leg).items() if name not in _HANDSHAKE_ONLY and isinstance(value, plain)}
+    return own | {name: getattr(leg, name) for name in _AT_REST}  # and those kept on the class
+
+
+class OpenAtOnceTests(unittest.TestCase):
+    """A leg opened by open_at_once is the leg Autobahn's handshake would have opened."""
+
+    def test_a_client_leg_answers_as_autobahn_does(self) -> None:
+        key = b"dGhlIHNhbXBsZSBub25jZQ=="
+        for chosen, headers in ((None, {}), ("chat", {"Set-Cookie": ["a=1", "b=2"], "X-Caf\u00e9": ["\u00e9"]})):
+            legs = []
+            for fast in (False, True):
+                factories = LegFactories(WebSocketConfig(client_ping_interval=5), Clock())
+                leg = factories.client_leg()
+                leg.factory = factories.server
+                session, transport = StandInSession(), Transport()
+                session.accept_client = lambda chosen=chosen, headers=headers: (chosen, headers)  # type: ignore[method-assign]
+                leg.session = session
+                leg.makeConnection(transport)
+                if fast:
+                    leg.answer_handshake(key)
+                else:
+                    offer = b"Sec-WebSocket-Protocol: chat\r\n" if chosen else b""
+                    leg.dataReceived(b"GET / HTTP/1.1\r\nHost: rubrisproxy\r\nUpgrade: websocket\r\n"
+                                     b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
+                                     + key + b"\r\n" + offer + b"\r\n")
+                self.assertEqual(session.events, [("client_opened",)])
+                legs.append((leg, transport.value()))
+            (slow, slow_answer), (quick, quick_answer) = legs
+            self.assertEqual(quick_answer, slow_answer)
+            self.assertEqual(_state(quick), _state(slow))
+            self.assertEqual(quick.websocket_protocol_in_use, chosen)
+            self.assertGreater(len(vars(quick).keys() - _HANDSHAKE_ONLY), 10)
+            self.assertIsNotNone(quick.autoPingPendingCall)
+            self.assertTrue(quick.is_open.called)
+            for leg, _ in legs:
+                leg.connectionLost(Failure(ConnectionLost()))
+
+    def test_a_backend_leg_opens_as_autobahn_does(self) -> None:
+        legs = []
+        for fast in (False, True):
+            factories = LegFactories(WebSocketConfig(backend_ping_interval=5), Clock())
+            leg = factories.backend_leg()
+            leg.factory = factories.client
+            session, origin, key = StandInSession(), StandInOrigin(), new_key()
+            switch = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n")
+            leg.attach(session, origin, "chat" if fast else switch, key, ["chat"])  # type: ignore[arg-type]
+            self.assertEqual(session.events, [("backend_opened", leg)])
+            legs.append(leg)
+        slow, quick = legs
+        self.assertEqual(_state(quick), _state(slow))
+        self.assertEqual(quick.websocket_protocol_in_use, "chat")
+        self.assertIsNotNone(quick.autoPingPendingCall)
+        for leg in legs:
+            leg.connectionLost(Failure(ConnectionLost()))
+
+
+class LazyUtf8ValidatorTests(unittest.TestCase):
+    def test_autobahn_assigns_it_once_per_connection_and_only_reads_it_after(self) -> None:
+        source = inspect.getsource(protocol)
+        self.assertEqual(source.count("self.utf8validator ="), 1)
+        self.assertIn("self.utf8validator = Utf8Validator()", inspect.getsource(WebSocketProtocol._connectionMade))
+
+    def test_an_open_leg_makes_one_only_when_autobahns_parser_needs_it(self) -> None:
+        leg, origin, session = open_backend_leg(WebSocketConfig(), Clock())
+        self.assertNotIn("_utf8", vars(leg))
+        leg.dataReceived(bytes((0x01, 2)) + "é".encode()[:1] + b"a")  # a first text fragment, cut inside a character
+        self.assertIn("_utf8", vars(leg))
+        self.assertIs(leg.utf8validator, vars(leg)["_utf8"])
+        leg.dataReceived(bytes((0x80, 1)) + b"b")  # its end: invalid UTF-8 is failed with 1007
+        frames = parse_frames(origin.transport.value())
+        self.assertEqual(frames[-1][0], 0x8)
+        self.assertEqual(int.from_bytes(frames[-1][1][:2], "big"), 1007)
+        self.assertEqual(session.events, [])
+        leg.connectionLost(Failure(ConnectionLost()))

@@ -139,8 +139,19 @@ class ExchangeHandoff:
         return self.clock.seconds() - self.exchange.started_at
 
     def client_handshake(self) -> bytes:
-        head = self.head
-        return b"GET %s HTTP/1.1\r\n%s\r\n" % (head.target, serialize_headers(head.headers))
+        # What Autobahn reads of it, already checked by check_upgrade: not the application's headers (cookies...),
+        # which it would parse and validate again for nothing.
+        upgrade = self.upgrade
+        assert upgrade is not None  # a session's
+        lines = [b"GET / HTTP/1.1\r\nHost: rubrisproxy\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n" % upgrade.key]
+        if upgrade.protocols:
+            lines.append(b"Sec-WebSocket-Protocol: %s\r\n" % ", ".join(upgrade.protocols).encode("latin-1"))
+        lines.extend(b"Sec-WebSocket-Extensions: %s\r\n" % offer for offer in upgrade.extensions)
+        if upgrade.origin is not None:
+            lines.append(b"Origin: %s\r\n" % upgrade.origin.encode("latin-1"))
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     def release_server(self) -> None:
         self.exchange.release_server()

@@ -97,7 +97,8 @@ class UpgradeHandoff(Protocol):
         """Seconds since the request's head was read."""
 
     def client_handshake(self) -> bytes:
-        """The client's upgrade request as it sent it (for a session's own WebSocket server to answer)."""
+        """The client's upgrade request as a session's own WebSocket server reads it: its key, version, offered
+        (allowed) subprotocols, extension offers and origin, as the client sent them."""
 
     def release_server(self) -> None:
         """The WebSocket is leaving its server: its slot there is free for others."""

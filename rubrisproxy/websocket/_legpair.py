@@ -54,10 +54,16 @@ class LegPair:
         """A backend leg on ``origin``, handed the 101 it answered the handshake with ``key`` with (Autobahn
         checks it as if it had sent the request)."""
         self.origin = origin
-        leg = self._factories.backend_leg()
-        leg.factory = self._factories.client
+        factories = self._factories
+        leg = factories.backend_leg()
+        leg.factory = factories.client
         self.backend = leg
-        switch = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % serialize_headers(head.headers)
+        chosen = False if factories.offers else _plain_switch(head)
+        switch: bytes | str | None
+        if chosen is False:  # extensions to negotiate, or a subprotocol header twice: Autobahn's to judge
+            switch = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % serialize_headers(head.headers)
+        else:
+            switch = chosen if isinstance(chosen, str) else None
         leg.attach(self._session, origin, switch, key, offered)
         return leg
 
@@ -74,7 +80,14 @@ class LegPair:
         from_client = connection.take_over(self._session)
         leg.makeConnection(connection.transport)
         self.wire()
-        leg.dataReceived(self._handoff.client_handshake() + from_client)
+        upgrade = self._handoff.upgrade
+        assert upgrade is not None  # a session's
+        if upgrade.extensions or self._factories.offers:  # extension offers to judge and answer: Autobahn's
+            leg.dataReceived(self._handoff.client_handshake() + from_client)
+            return
+        leg.answer_handshake(upgrade.key)
+        if from_client:
+            leg.dataReceived(from_client)
 
     def wire(self) -> None:
         """Each side's transport the other's producer: a slow reader pauses the other side."""
@@ -92,3 +105,20 @@ class LegPair:
         self._connection.transport.abortConnection()
         if self.backend is not None:
             self.origin.transport.abortConnection()
+
+
+def _plain_switch(head: ResponseHead) -> str | None | bool:
+    """The subprotocol a backend's 101 (checked by check_switch) chose, None for none; False if Autobahn must read it
+    (an extension in it, or Sec-WebSocket-Protocol more than once)."""
+    protocol: str | None = None
+    seen = False
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower == b"sec-websocket-extensions":
+            return False
+        if lower == b"sec-websocket-protocol":
+            if seen:
+                return False
+            seen = True
+            protocol = value.strip().decode("latin-1") or None
+    return protocol
