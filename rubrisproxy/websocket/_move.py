@@ -83,7 +83,7 @@ class SessionMove:
             self._tried = NONE  # every server had a go: start over, but not with those that refused the session
             avoid = self._refused
         self._dial = self._dialer.dial(self, avoid)
-        self._dial.start()
+        self._dial.start(session.clock)
 
     def dial_failed(self, dial: BackendDial, why: str, final: bool) -> None:
         if dial is not self._dial:

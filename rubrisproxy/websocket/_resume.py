@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from ..http import HTTPError, RequestHead, ResponseHead
 from ..settings import LiveSettings
 from ._handshake import check_switch, new_key
+from ._pacing import DialPacer
 
 if TYPE_CHECKING:  # both import this package: at run time they are only passed in
     from ..backend import Backend, Server
@@ -26,13 +29,15 @@ def is_refusal(status: int) -> bool:
 
 
 class ResumeBudget:
-    """Bytes held by every moving session together, against one limit (``limits.resume-buffer-total``)."""
+    """What every moving session of the proxy shares: the bytes they hold together, against one limit
+    (``limits.resume-buffer-total``), and the pace of their dials (a :class:`DialPacer`)."""
 
-    __slots__ = ("settings", "held")
+    __slots__ = ("settings", "held", "dials")
 
     def __init__(self, settings: LiveSettings | None = None) -> None:
         self.settings = settings or LiveSettings()
         self.held = 0
+        self.dials = DialPacer(self.settings)
 
     @property
     def limit(self) -> int:
@@ -71,11 +76,19 @@ class DialRequest:
     timeout: float
 
 
+class DialState(Enum):
+    """Where a :class:`BackendDial` is: waiting for its turn (its :class:`DialPacer`'s), dialling, or ended."""
+
+    WAITING = "waiting"
+    DIALLING = "dialling"
+    ENDED = "ended"  # answered, failed or cancelled
+
+
 class BackendDial:
     """One attempt to open a session's WebSocket on a server: choose it, connect, send the handshake.
 
-    The server is chosen as for any request (stickiness, balancer, queue),
-    avoiding ``exclude``. Exactly one of ``dial_succeeded`` / ``dial_failed`` is
+    It starts when its ``pacer`` lets it. The server is chosen as for any request (stickiness, balancer,
+    queue), avoiding ``exclude``. Exactly one of ``dial_succeeded`` / ``dial_failed`` is
     reported, unless :meth:`cancel` comes first. A failure is ``final`` when the
     server answered and refused this session (see :func:`is_refusal`): trying it
     again cannot help, unlike a refused connection, a timeout or a 5xx.
@@ -84,7 +97,7 @@ class BackendDial:
     pending_head: bytes | None = None  # an OriginUser attribute: never used, a handshake has no body
 
     def __init__(self, owner: DialOwner, request: DialRequest, backend: Backend, pool: ConnectionPool,
-                 exclude: frozenset[Server]) -> None:
+                 exclude: frozenset[Server], pacer: DialPacer) -> None:
         self.owner = owner
         self.head = request.head
         self.backend = backend
@@ -92,11 +105,22 @@ class BackendDial:
         self._request = request
         self._pool = pool
         self._exclude = exclude
+        self._pacer = pacer
         self.server: Server | None = None
         self.connection: OriginConnection | None = None
-        self.finished = False
+        self.state = DialState.WAITING
 
-    def start(self) -> None:
+    @property
+    def finished(self) -> bool:
+        return self.state is DialState.ENDED
+
+    def start(self, clock: IReactorTime) -> None:
+        """Dial when the pacer lets it (at once unless many sessions are moving)."""
+        self._pacer.start(self, clock)
+
+    def go(self) -> None:
+        """The pacer's go: choose the server and connect."""
+        self.state = DialState.DIALLING
         chosen = self.backend.assign(self, self._exclude)
         if chosen is None:
             self._fail("no server is up")
@@ -106,8 +130,8 @@ class BackendDial:
 
     def cancel(self) -> None:
         """The session no longer needs this attempt."""
-        if not self.finished:
-            self.finished = True
+        state, self.state = self.state, DialState.ENDED
+        if state is DialState.DIALLING:
             self._release()
 
     # What the backend's queue calls
@@ -153,8 +177,9 @@ class BackendDial:
             return
         connection, self.connection = self.connection, None
         assert connection is not None  # the answer came on it
-        self.finished = True
+        self.state = DialState.ENDED
         self._pool.hand_over(connection)
+        self._pacer.done()
         self.owner.dial_succeeded(self, connection, head, rest)
 
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
@@ -184,13 +209,15 @@ class BackendDial:
     # Ending
 
     def _fail(self, why: str, final: bool = False) -> None:
-        if self.finished:
+        if self.state is not DialState.DIALLING:
             return
-        self.finished = True
+        self.state = DialState.ENDED
         self._release()
         self.owner.dial_failed(self, why, final)
 
     def _release(self) -> None:
+        """Its place in the pacer, its connection and its server's slot go back."""
+        self._pacer.done()
         connection, self.connection = self.connection, None
         if connection is not None:
             self._pool.release(connection, reusable=False)

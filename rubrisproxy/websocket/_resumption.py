@@ -85,7 +85,7 @@ class Resumption:
         handshake = before + b"; resume=%d\r\n" % (self.resumes + 1) + after if mark else template
         handoff, backend = self._handoff, self._backend
         request = DialRequest(handoff.head, handshake, self.offered, backend.websocket.open_handshake_timeout)
-        return BackendDial(move, request, backend, handoff.pool, avoid)
+        return BackendDial(move, request, backend, handoff.pool, avoid, handoff.resume_budget.dials)
 
     def replayed(self) -> list[Message]:
         """At least once: what was sent to a lost server within the replay window, then what is held, in order;
