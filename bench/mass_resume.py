@@ -185,13 +185,13 @@ class Run:
         clients.stdin.flush()
         started = lines.next(time.monotonic() + 10)
         t0_ns = int(started["t0_ns"])
-        spy = None
-        if a.py_spy:
-            spy = self.processes.start([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
-                                        str(proxy.pid), "--format", "raw", "--rate", "250", "--output", a.py_spy,
-                                        "--duration", str(int(a.before_kill + a.after_kill + 1))],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(a.before_kill)
+        spy = None
+        if a.py_spy:  # from the kill on, for --py-spy-seconds
+            spy = self.processes.start([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                                        str(proxy.pid), "--format", "raw", "--rate", "500", "--output", a.py_spy,
+                                        "--duration", str(a.py_spy_seconds)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu_before = harness.cpu_seconds(proxy.pid)
         kill_ns = time.monotonic_ns()
         self.processes.signal(self.backends.pop("A"), signal.SIGKILL, timeout=5.0)
@@ -273,7 +273,8 @@ def parse_args() -> argparse.Namespace:
                         help="run rubrisproxy from this checkout (repeatable; default: this tree)")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each tree, interleaved")
     parser.add_argument("--output", default=str(RESULTS))
-    parser.add_argument("--py-spy", metavar="PATH", help="py-spy record the proxy while probing (raw stacks)")
+    parser.add_argument("--py-spy", metavar="PATH", help="py-spy record the proxy from the kill on (raw stacks)")
+    parser.add_argument("--py-spy-seconds", type=int, default=1)
     parser.add_argument("--keep-json", metavar="PATH", help="write the last run's raw client result here")
     args = parser.parse_args()
     args.trees = [str(Path(tree).resolve()) for tree in args.tree] or [str(ROOT)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall
@@ -23,12 +24,22 @@ SERVICE_RESTART = 1012
 TRY_AGAIN_LATER = 1013
 
 
+class MoveState(Enum):
+    """Where a :class:`SessionMove` is: waiting for its turn to dial, dialling, backing off, or ended."""
+
+    WAITING = "waiting"  # for the proxy's DialPacer to let it dial
+    DIALLING = "dialling"  # a dial (or the new leg it opened) is under way
+    BACKING_OFF = "backing off"  # until its next attempt
+    ENDED = "ended"
+
+
 class SessionMove:
     """One move of a session's backend side, from the reason it moves until a new backend leg opens.
 
     Made when the session starts to move (its server leaving, a resume close code, a lost backend
     connection); :meth:`search` then dials the backend's servers one at a time (a
-    :class:`~rubrisproxy.websocket.BackendDial`, whose owner it is), backing off between attempts.
+    :class:`~rubrisproxy.websocket.BackendDial`, whose owner it is), backing off between attempts; each
+    dial starts when the proxy's :class:`~rubrisproxy.websocket._pacing.DialPacer` gives the move its turn.
     A server that failed in this move is not tried again until every one has had a go, one that
     refused the session never; the server the session left is tried last. The session gives up
     after ``resume-timeout``, or at once when every usable server has refused it.
@@ -37,7 +48,7 @@ class SessionMove:
     log = Logger()
 
     __slots__ = ("_session", "_dialer", "_backend", "reason", "moved_from", "started", "_dial", "_retry", "_give_up_call",
-                 "_backoff", "_tried", "_refused", "_refusal")
+                 "_backoff", "_tried", "_refused", "_refusal", "state", "dials")
 
     def __init__(self, session: SessionMoving, dialer: Resumption, backend: Backend, reason: str) -> None:
         self._session = session
@@ -53,6 +64,8 @@ class SessionMove:
         self._tried: frozenset[Server] = NONE
         self._refused: frozenset[Server] = NONE  # servers that answered this move with a final refusal
         self._refusal = ""  # the last of them, as the log and the client's close reason say it
+        self.state = MoveState.WAITING
+        self.dials = 0  # dials made
 
     @property
     def client(self) -> str:
@@ -65,15 +78,25 @@ class SessionMove:
         self.started = started
         session = self._session
         self._give_up_call = session.clock.callLater(resume_timeout, self._timed_out)
-        self.log.info("session {id}: moving off {server} ({why}); holding client messages",
-                      id=session.session_id, server=moved_from.name if moved_from else "-", why=self.reason)
-        self._dial_next()
+        self._dialer.pace(self)
 
-    def _dial_next(self) -> None:
+    def _retry_now(self) -> None:
         self._retry = None
+        if self._session.resuming:
+            self.state = MoveState.WAITING
+            self._dialer.pace(self)
+
+    def go(self) -> bool:
+        """Its turn came (the pacer's): dial the next server; False if the move is over."""
         session = self._session
-        if not session.resuming:
-            return
+        if self.state is not MoveState.WAITING or not session.resuming:
+            return False
+        if not self.dials:
+            moved_from = self.moved_from
+            self.log.info("session {id}: moving off {server} ({why}); holding client messages",
+                          id=session.session_id, server=moved_from.name if moved_from else "-", why=self.reason)
+        self.state = MoveState.DIALLING
+        self.dials += 1
         backend = self._backend
         tried = self._tried | self._refused
         avoid = self._avoided()
@@ -83,7 +106,7 @@ class SessionMove:
             self._tried = NONE  # every server had a go: start over, but not with those that refused the session
             avoid = self._refused
         self._dial = self._dialer.dial(self, avoid)
-        self._dial.start(session.clock)
+        self._dial.start()
 
     def dial_failed(self, dial: BackendDial, why: str, final: bool) -> None:
         if dial is not self._dial:
@@ -105,7 +128,8 @@ class SessionMove:
         self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:g}s",
                       id=session.session_id, server=server.name if server else "no server", why=why,
                       delay=self._backoff)
-        self._retry = session.clock.callLater(self._backoff, self._dial_next)
+        self.state = MoveState.BACKING_OFF
+        self._retry = session.clock.callLater(self._backoff, self._retry_now)
         self._backoff = min(self._backoff * 2, _LAST_RETRY)
 
     def _may_still_take(self) -> bool:
@@ -138,6 +162,7 @@ class SessionMove:
 
     def cancel(self) -> None:
         """Stop: no more dials, no give-up timer."""
+        self.state = MoveState.ENDED
         for call in (self._retry, self._give_up_call):
             if call is not None and call.active():
                 call.cancel()

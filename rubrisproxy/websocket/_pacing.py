@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from typing import Protocol
 
@@ -11,14 +12,11 @@ from ..settings import LiveSettings
 
 
 class Paced(Protocol):
-    """A dial the pacer starts (a :class:`~rubrisproxy.websocket.BackendDial`)."""
+    """What the pacer starts: a session's move (a :class:`~rubrisproxy.websocket._move.SessionMove`) whose next dial
+    waits for its turn."""
 
-    @property
-    def finished(self) -> bool:
-        """Whether it ended (or was cancelled): one still waiting is then dropped, not started."""
-
-    def go(self) -> None:
-        """Start now: choose a server, connect, send the handshake."""
+    def go(self) -> bool:
+        """Dial now; False if the dial is no longer wanted (then no :meth:`DialPacer.done` follows)."""
 
 
 class DialPacer:
@@ -29,10 +27,14 @@ class DialPacer:
     Dialling them all there and then would hold the reactor for seconds: nobody else would be served. A dial
     asked for while there is room starts at once, as if there were no pacer; the others wait in a queue,
     and a call on the next turn (``callLater(0)``: the reactor serves what is ready in between) starts the next
-    batch. A dial holds its place from :meth:`start` until :meth:`done`, when it got its 101 or failed.
+    batch. A dial holds its place from its start until :meth:`done` (its 101, or its failure).
+
+    While dials wait, Python's garbage collector is frozen (``gc.freeze``): a storm of moves allocates what makes
+    it run a full collection, which over the thousands of live sessions would stop the proxy for as long as
+    the whole storm's dials take; what the storm left behind is collected once it is over.
     """
 
-    __slots__ = ("_settings", "_waiting", "in_flight", "_started", "_turn", "_clock")
+    __slots__ = ("_settings", "_waiting", "in_flight", "_started", "_turn", "_clock", "_frozen")
 
     def __init__(self, settings: LiveSettings) -> None:
         self._settings = settings
@@ -41,34 +43,43 @@ class DialPacer:
         self._started = 0  # dials started in this reactor turn
         self._turn: IDelayedCall | None = None  # the call that starts the next turn's batch
         self._clock: IReactorTime | None = None
+        self._frozen = False
 
     @property
     def waiting(self) -> int:
-        """Dials asked for and not started yet (cancelled ones among them until their turn comes)."""
+        """Moves waiting for their turn (those that gave up meanwhile among them until their turn comes)."""
         return len(self._waiting)
 
-    def start(self, dial: Paced, clock: IReactorTime) -> None:
-        """Start ``dial`` now if the limits allow it and no other waits, else when its turn comes (``clock``: the
+    def start(self, move: Paced, clock: IReactorTime) -> None:
+        """Let ``move`` dial now if the limits allow it and no other waits, else when its turn comes (``clock``: the
         proxy's, which every session shares)."""
         self._clock = clock
         limits = self._settings.current.limits
         if self._waiting or self.in_flight >= limits.resume_dials or self._started >= limits.resume_dials_per_turn:
-            self._waiting.append(dial)
+            self._waiting.append(move)
+            if not self._frozen:
+                self._frozen = True
+                gc.freeze()
             self._next_turn()
             return
-        self._go(dial)
+        self._go(move)
 
     def done(self) -> None:
         """A dial started by the pacer ended: its place goes to the next one, on the next turn."""
         self.in_flight -= 1
         if self._waiting:
             self._next_turn()
+        elif self._frozen and not self.in_flight:
+            self._frozen = False
+            gc.unfreeze()
 
-    def _go(self, dial: Paced) -> None:
-        self.in_flight += 1
+    def _go(self, move: Paced) -> None:
+        self.in_flight += 1  # first: the dial may end before go() returns
         self._started += 1
         self._next_turn()  # so that the count of this turn's dials starts again from 0
-        dial.go()
+        if not move.go():
+            self.in_flight -= 1
+            self._started -= 1
 
     def _next_turn(self) -> None:
         if self._turn is None and self._clock is not None:
@@ -80,6 +91,7 @@ class DialPacer:
         limits = self._settings.current.limits
         waiting = self._waiting
         while waiting and self.in_flight < limits.resume_dials and self._started < limits.resume_dials_per_turn:
-            dial = waiting.popleft()
-            if not dial.finished:
-                self._go(dial)
+            self._go(waiting.popleft())
+        if not waiting and self._frozen and not self.in_flight:
+            self._frozen = False
+            gc.unfreeze()

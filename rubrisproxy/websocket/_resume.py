@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from ..http import HTTPError, RequestHead, ResponseHead
@@ -76,19 +74,11 @@ class DialRequest:
     timeout: float
 
 
-class DialState(Enum):
-    """Where a :class:`BackendDial` is: waiting for its turn (its :class:`DialPacer`'s), dialling, or ended."""
-
-    WAITING = "waiting"
-    DIALLING = "dialling"
-    ENDED = "ended"  # answered, failed or cancelled
-
-
 class BackendDial:
     """One attempt to open a session's WebSocket on a server: choose it, connect, send the handshake.
 
-    It starts when its ``pacer`` lets it. The server is chosen as for any request (stickiness, balancer,
-    queue), avoiding ``exclude``. Exactly one of ``dial_succeeded`` / ``dial_failed`` is
+    The server is chosen as for any request (stickiness, balancer, queue),
+    avoiding ``exclude``. It holds a place in its ``pacer`` from :meth:`start` until it ends. Exactly one of ``dial_succeeded`` / ``dial_failed`` is
     reported, unless :meth:`cancel` comes first. A failure is ``final`` when the
     server answered and refused this session (see :func:`is_refusal`): trying it
     again cannot help, unlike a refused connection, a timeout or a 5xx.
@@ -108,19 +98,9 @@ class BackendDial:
         self._pacer = pacer
         self.server: Server | None = None
         self.connection: OriginConnection | None = None
-        self.state = DialState.WAITING
+        self.finished = False
 
-    @property
-    def finished(self) -> bool:
-        return self.state is DialState.ENDED
-
-    def start(self, clock: IReactorTime) -> None:
-        """Dial when the pacer lets it (at once unless many sessions are moving)."""
-        self._pacer.start(self, clock)
-
-    def go(self) -> None:
-        """The pacer's go: choose the server and connect."""
-        self.state = DialState.DIALLING
+    def start(self) -> None:
         chosen = self.backend.assign(self, self._exclude)
         if chosen is None:
             self._fail("no server is up")
@@ -130,8 +110,8 @@ class BackendDial:
 
     def cancel(self) -> None:
         """The session no longer needs this attempt."""
-        state, self.state = self.state, DialState.ENDED
-        if state is DialState.DIALLING:
+        if not self.finished:
+            self.finished = True
             self._release()
 
     # What the backend's queue calls
@@ -177,7 +157,7 @@ class BackendDial:
             return
         connection, self.connection = self.connection, None
         assert connection is not None  # the answer came on it
-        self.state = DialState.ENDED
+        self.finished = True
         self._pool.hand_over(connection)
         self._pacer.done()
         self.owner.dial_succeeded(self, connection, head, rest)
@@ -209,9 +189,9 @@ class BackendDial:
     # Ending
 
     def _fail(self, why: str, final: bool = False) -> None:
-        if self.state is not DialState.DIALLING:
+        if self.finished:
             return
-        self.state = DialState.ENDED
+        self.finished = True
         self._release()
         self.owner.dial_failed(self, why, final)
 
