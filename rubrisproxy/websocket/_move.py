@@ -107,11 +107,16 @@ class SessionMove:
             avoid = self._refused
         self._dial = self._dialer.dial(self, avoid)
         self._dial.start()
+        return True
+
+    def _dial_ended(self) -> None:
+        self._dial = None
+        self._dialer.dial_ended()  # its place in the pacer goes to the next move
 
     def dial_failed(self, dial: BackendDial, why: str, final: bool) -> None:
         if dial is not self._dial:
             return
-        self._dial = None
+        self._dial_ended()
         self.attempt_failed(dial.server, why, final)
 
     def attempt_failed(self, server: Server | None, why: str, final: bool) -> None:
@@ -147,7 +152,7 @@ class SessionMove:
         return self._tried | self._refused | left
 
     def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None:
-        self._dial = None
+        self._dial_ended()
         server = dial.server
         assert server is not None
         if not self._session.resuming:
@@ -169,4 +174,4 @@ class SessionMove:
         self._retry = self._give_up_call = None
         if self._dial is not None:
             self._dial.cancel()
-            self._dial = None
+            self._dial_ended()

@@ -78,7 +78,7 @@ class BackendDial:
     """One attempt to open a session's WebSocket on a server: choose it, connect, send the handshake.
 
     The server is chosen as for any request (stickiness, balancer, queue),
-    avoiding ``exclude``. It holds a place in its ``pacer`` from :meth:`start` until it ends. Exactly one of ``dial_succeeded`` / ``dial_failed`` is
+    avoiding ``exclude``. Exactly one of ``dial_succeeded`` / ``dial_failed`` is
     reported, unless :meth:`cancel` comes first. A failure is ``final`` when the
     server answered and refused this session (see :func:`is_refusal`): trying it
     again cannot help, unlike a refused connection, a timeout or a 5xx.
@@ -87,7 +87,7 @@ class BackendDial:
     pending_head: bytes | None = None  # an OriginUser attribute: never used, a handshake has no body
 
     def __init__(self, owner: DialOwner, request: DialRequest, backend: Backend, pool: ConnectionPool,
-                 exclude: frozenset[Server], pacer: DialPacer) -> None:
+                 exclude: frozenset[Server]) -> None:
         self.owner = owner
         self.head = request.head
         self.backend = backend
@@ -95,7 +95,6 @@ class BackendDial:
         self._request = request
         self._pool = pool
         self._exclude = exclude
-        self._pacer = pacer
         self.server: Server | None = None
         self.connection: OriginConnection | None = None
         self.finished = False
@@ -159,7 +158,6 @@ class BackendDial:
         assert connection is not None  # the answer came on it
         self.finished = True
         self._pool.hand_over(connection)
-        self._pacer.done()
         self.owner.dial_succeeded(self, connection, head, rest)
 
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
@@ -196,8 +194,6 @@ class BackendDial:
         self.owner.dial_failed(self, why, final)
 
     def _release(self) -> None:
-        """Its place in the pacer, its connection and its server's slot go back."""
-        self._pacer.done()
         connection, self.connection = self.connection, None
         if connection is not None:
             self._pool.release(connection, reusable=False)
