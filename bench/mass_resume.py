@@ -167,11 +167,9 @@ class Run:
             raise ScenarioError(f"{error}\n{tail.decode(errors='replace')}") from error
         return process
 
-    def run(self) -> RunResult:
+    def open_clients(self) -> tuple[subprocess.Popen[bytes], JsonLines, dict[str, Any]]:
+        """The clients' process, opened and its probes asked where they are; its lines; what it said on opening."""
         a = self.args
-        self.start_backend("A")
-        self.start_backend("B")
-        proxy = self.start_proxy()
         command = ["taskset", "-c", LOAD_CORE, "node", str(CLIENTS_JS), f"ws://127.0.0.1:{self.port}/",
                    str(a.connections), str(a.sample), str(a.interval_ms), "--drain-ms", str(DRAIN_MS)]
         clients = self.processes.start(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -180,6 +178,15 @@ class Run:
         if opened.get("failed"):
             out(f"  {opened['failed']} connections failed to open: {opened.get('errors')}")
         asked = lines.next(time.monotonic() + 30)
+        out(f"  probes per backend: {asked.get('backends')}")
+        return clients, lines, opened
+
+    def run(self) -> RunResult:
+        a = self.args
+        self.start_backend("A")
+        self.start_backend("B")
+        proxy = self.start_proxy()
+        clients, lines, opened = self.open_clients()
         assert clients.stdin is not None
         clients.stdin.write(b"start\n")
         clients.stdin.flush()
@@ -206,40 +213,46 @@ class Run:
             spy.wait(30)
         if a.keep_json:
             Path(a.keep_json).write_text(json.dumps(result | {"kill_ns": kill_ns, "t0_ns": t0_ns}))
-        kill_ms = (kill_ns - t0_ns) / 1e6
-        stop_ms = kill_ms + a.after_kill * 1000
-        steady = {"stayed on B": Group("stayed on B"), "moved from A": Group("moved from A")}
-        after = {"stayed on B": Group("stayed on B"), "moved from A": Group("moved from A")}
-        not_moved = 0
-        for probe in result["probes"]:
-            key = {"A": "moved from A", "B": "stayed on B"}.get(probe["before"])
-            if key is None:
-                continue
-            if key == "moved from A" and probe["after"] != "B":
-                not_moved += 1
-            sent, echoed = probe["sent"], probe["echoed"]
-            for groups, start, stop in ((steady, 1000.0, kill_ms - a.interval_ms), (after, kill_ms - a.interval_ms,
-                                                                                    stop_ms)):
-                group = groups[key]
-                group.probes += 1
-                each, unanswered = waits(sent, echoed, start, stop)
-                group.longest.append(max(each, default=0.0) if not unanswered else float("inf"))
-                group.unanswered += unanswered
-                group.round_trips += [e - s for s, e in zip(sent, echoed) if e is not None and start <= s < stop]
-            firsts = [e for s, e in zip(sent, echoed) if s >= kill_ms and e is not None]
-            if firsts:
-                after[key].first_answer.append(min(firsts) - kill_ms)
+        steady, after, not_moved = analyse(result["probes"], (kill_ns - t0_ns) / 1e6, a)
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         resumed = [int(m.group(3)) for m in RESUMED.finditer(text)]
         failures = text.count("could not move")
-        out(f"  probes per backend: {asked.get('backends')}")
         return RunResult(self.tree, int(opened["opened"]), opened["open_ms"] / 1000, steady, after, result["closes"],
                          resumed, failures, proxy_cpu, not_moved)
 
 
+def analyse(probes: list[dict[str, Any]], kill_ms: float,
+            args: argparse.Namespace) -> tuple[dict[str, Group], dict[str, Group], int]:
+    """The probes' waits by group, before the kill and from it on; how many of A's probes did not end on B."""
+    stop_ms = kill_ms + args.after_kill * 1000
+    steady = {"stayed on B": Group("stayed on B"), "moved from A": Group("moved from A")}
+    after = {"stayed on B": Group("stayed on B"), "moved from A": Group("moved from A")}
+    not_moved = 0
+    for probe in probes:
+        key = {"A": "moved from A", "B": "stayed on B"}.get(probe["before"])
+        if key is None:
+            continue
+        if key == "moved from A" and probe["after"] != "B":
+            not_moved += 1
+        sent, echoed = probe["sent"], probe["echoed"]
+        pairs = list(zip(sent, echoed, strict=True))
+        for groups, start, stop in ((steady, 1000.0, kill_ms - args.interval_ms),
+                                    (after, kill_ms - args.interval_ms, stop_ms)):
+            group = groups[key]
+            group.probes += 1
+            each, unanswered = waits(sent, echoed, start, stop)
+            group.longest.append(max(each, default=0.0) if not unanswered else float("inf"))
+            group.unanswered += unanswered
+            group.round_trips += [e - s for s, e in pairs if e is not None and start <= s < stop]
+        firsts = [e for s, e in pairs if s >= kill_ms and e is not None]
+        if firsts:
+            after[key].first_answer.append(min(firsts) - kill_ms)
+    return steady, after, not_moved
+
+
 def report(run: RunResult, args: argparse.Namespace) -> None:
     out(f"\n{run.tree}: {run.opened} WebSockets opened in {run.open_s:.1f} s")
-    out(f"  before the kill (steady, from 1 s after the start):")
+    out("  before the kill (steady, from 1 s after the start):")
     for group in run.steady.values():
         out(f"    {group.line()}")
     out(f"  from the kill on ({args.after_kill:g} s):")
@@ -248,7 +261,8 @@ def report(run: RunResult, args: argparse.Namespace) -> None:
     moved = sorted(run.resumed_ms)
     out(f"  proxy log: {len(moved)} sessions resumed, in p50 {ms(quantile(moved, .5))} / p99 "
         f"{ms(quantile(moved, .99))} / max {ms(moved[-1] if moved else None)} ms after their backend leg ended; "
-        f"{run.failures} could not move; proxy CPU {run.proxy_cpu_s:.2f} s from the kill on")
+        f"{run.failures} could not move; proxy CPU {run.proxy_cpu_s:.2f} s from the kill on"
+        + (f" ({run.proxy_cpu_s * 1e3 / len(moved):.2f} ms per move)" if moved else ""))
     codes: dict[int, int] = {}
     for _, _, code in run.closes:
         codes[code] = codes.get(code, 0) + 1
