@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rubrisproxy.config import Limits, WebSocketConfig
 from rubrisproxy.settings import LiveSettings
+from rubrisproxy.websocket._move import MoveState, SessionMove
 from rubrisproxy.websocket._pacing import DialPacer
 
 from . import test_resume
@@ -213,3 +214,44 @@ class MassResumeTests(ProxyTestCase):
         self.assertLess(max(waits), 1.0)  # about 0.1 s here (0.23 s unpaced, with 100 dials in flight)
         self.assertEqual((pacer.in_flight, pacer.waiting), (0, 0))
         self.assertEqual(gc.get_freeze_count(), 0)
+
+
+class FakeSession:
+    """What a SessionMove asks of its session."""
+
+    session_id = "s"
+    client = "127.0.0.1"
+    resuming = True
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+
+class FakeDialer:
+    """Counts the turns a move asks for."""
+
+    def __init__(self) -> None:
+        self.paced = 0
+
+    def pace(self, move: object) -> None:
+        self.paced += 1
+
+
+class BackoffTests(SynchronousTestCase):
+    """A failed attempt backs off, doubling, each wait drawn from the upper half (jitter)."""
+
+    def test_waits_double_with_jitter(self) -> None:
+        clock = Clock()
+        dialer = FakeDialer()
+        move = SessionMove(FakeSession(clock), dialer, object(), "test")  # type: ignore[arg-type]
+        waits = []
+        for _ in range(8):
+            move.attempt_failed(None, "refused", final=False)
+            (call,) = clock.getDelayedCalls()
+            waits.append(call.getTime() - clock.seconds())
+            clock.advance(waits[-1])
+        limits = [min(0.05 * 2**i, 2.0) for i in range(8)]
+        for wait, limit in zip(waits, limits, strict=True):
+            self.assertTrue(limit / 2 <= wait <= limit, (wait, limit))
+        self.assertEqual(dialer.paced, 8)  # each retry asks the pacer for a turn again
+        self.assertIs(move.state, MoveState.WAITING)

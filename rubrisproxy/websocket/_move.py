@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from random import uniform
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
     from ._resume import BackendDial
     from ._resumption import Resumption
 
-#: Backoff between attempts to open a new backend leg.
+#: Backoff between attempts to open a new backend leg; each wait is drawn from its upper half (jitter), so that
+#: the thousands of sessions a dead server left do not all try again in the same instant.
 _FIRST_RETRY, _LAST_RETRY = 0.05, 2.0
 SERVICE_RESTART = 1012
 TRY_AGAIN_LATER = 1013
@@ -130,11 +132,11 @@ class SessionMove:
         if self._refused and not self._may_still_take():
             session.give_up("refused", SERVICE_RESTART, f"{self._refusal}; no other server can take it")
             return
-        self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:g}s",
-                      id=session.session_id, server=server.name if server else "no server", why=why,
-                      delay=self._backoff)
+        delay = uniform(self._backoff / 2, self._backoff)
+        self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:.3g}s",
+                      id=session.session_id, server=server.name if server else "no server", why=why, delay=delay)
         self.state = MoveState.BACKING_OFF
-        self._retry = session.clock.callLater(self._backoff, self._retry_now)
+        self._retry = session.clock.callLater(delay, self._retry_now)
         self._backoff = min(self._backoff * 2, _LAST_RETRY)
 
     def _may_still_take(self) -> bool:
