@@ -205,10 +205,10 @@ class Run:
         clients.stdin.write(f"mark kill {kill_ns}\n".encode())
         clients.stdin.flush()
         time.sleep(a.after_kill)
-        proxy_cpu = harness.cpu_seconds(proxy.pid) - cpu_before
         clients.stdin.write(b"stop\n")
         clients.stdin.flush()
         result = lines.next(time.monotonic() + DRAIN_MS / 1000 + 30)
+        proxy_cpu = harness.cpu_seconds(proxy.pid) - cpu_before  # the drain included: moves may end in it
         if spy is not None:
             spy.wait(30)
         if a.keep_json:
@@ -261,7 +261,7 @@ def report(run: RunResult, args: argparse.Namespace) -> None:
     moved = sorted(run.resumed_ms)
     out(f"  proxy log: {len(moved)} sessions resumed, in p50 {ms(quantile(moved, .5))} / p99 "
         f"{ms(quantile(moved, .99))} / max {ms(moved[-1] if moved else None)} ms after their backend leg ended; "
-        f"{run.failures} could not move; proxy CPU {run.proxy_cpu_s:.2f} s from the kill on"
+        f"{run.failures} could not move; proxy CPU {run.proxy_cpu_s:.2f} s from the kill to the end of the drain"
         + (f" ({run.proxy_cpu_s * 1e3 / len(moved):.2f} ms per move)" if moved else ""))
     codes: dict[int, int] = {}
     for _, _, code in run.closes:
