@@ -127,6 +127,7 @@ class RunResult:
     closes: list[list[Any]]
     resumed_ms: list[int]
     failures: int
+    retries: int  # dials that did not take over (each move then tries again)
     proxy_cpu_s: float
     not_moved: int
 
@@ -217,8 +218,9 @@ class Run:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         resumed = [int(m.group(3)) for m in RESUMED.finditer(text)]
         failures = text.count("could not move")
+        retries = text.count("did not take over")
         return RunResult(self.tree, int(opened["opened"]), opened["open_ms"] / 1000, steady, after, result["closes"],
-                         resumed, failures, proxy_cpu, not_moved)
+                         resumed, failures, retries, proxy_cpu, not_moved)
 
 
 def analyse(probes: list[dict[str, Any]], kill_ms: float,
@@ -261,7 +263,7 @@ def report(run: RunResult, args: argparse.Namespace) -> None:
     moved = sorted(run.resumed_ms)
     out(f"  proxy log: {len(moved)} sessions resumed, in p50 {ms(quantile(moved, .5))} / p99 "
         f"{ms(quantile(moved, .99))} / max {ms(moved[-1] if moved else None)} ms after their backend leg ended; "
-        f"{run.failures} could not move; proxy CPU {run.proxy_cpu_s:.2f} s from the kill to the end of the drain"
+        f"{run.failures} could not move, {run.retries} dials did not take over; proxy CPU {run.proxy_cpu_s:.2f} s from the kill to the end of the drain"
         + (f" ({run.proxy_cpu_s * 1e3 / len(moved):.2f} ms per move)" if moved else ""))
     codes: dict[int, int] = {}
     for _, _, code in run.closes:
