@@ -133,6 +133,7 @@ class MassResumeTests(ProxyTestCase):
 
     SESSIONS = 200
     DIALS, PER_TURN = 8, 4
+    RESUME_TIMEOUT = 30.0
 
     listen = test_resume.ResumeTests.listen
     kill = test_resume.ResumeTests.kill
@@ -141,7 +142,7 @@ class MassResumeTests(ProxyTestCase):
         """Two echo backends behind a proxy with small pacing limits; the most dials it had in flight, as it goes."""
         self.backends = [EchoBackendFactory(), EchoBackendFactory()]
         self.listeners = [self.listen(factory) for factory in self.backends]
-        config = WebSocketConfig(client_ping_interval=0, backend_ping_interval=0, resume_timeout=30)
+        config = WebSocketConfig(client_ping_interval=0, backend_ping_interval=0, resume_timeout=self.RESUME_TIMEOUT)
         self.frontend = self.start_proxy(*(listener.getHost().port for listener in self.listeners), websocket=config,
                                          resume_dials=self.DIALS, resume_dials_per_turn=self.PER_TURN)
         self.backend = self.frontend.backend
@@ -213,6 +214,22 @@ class MassResumeTests(ProxyTestCase):
         self.assertGreaterEqual(min(during.values()), 2)
         self.assertLess(max(waits), 1.0)  # about 0.1 s here (0.23 s unpaced, with 100 dials in flight)
         self.assertEqual((pacer.in_flight, pacer.waiting), (0, 0))
+        self.assertEqual(gc.get_freeze_count(), 0)
+
+
+    @defer.inlineCallbacks
+    def test_moves_that_find_no_server_give_their_places_back(self):  # type: ignore[no-untyped-def]
+        self.SESSIONS, self.RESUME_TIMEOUT = 40, 1.0
+        most = self.start()
+        pacer = self.frontend.resume_budget.dials
+        clients = yield self.open_clients()
+        self.kill(0)
+        self.kill(1)  # every dial fails (connection refused), backs off and asks for a turn again, until resume-timeout
+        closes = yield defer.gatherResults([client.closed for client in clients])
+        self.assertEqual({code for _, code, _ in closes}, {1013})
+        self.assertLessEqual(most[0], self.DIALS)
+        yield self.poll(lambda: not pacer.waiting, "the pacer's queue empty")
+        self.assertEqual(pacer.in_flight, 0)
         self.assertEqual(gc.get_freeze_count(), 0)
 
 
