@@ -31,6 +31,8 @@ class Limits:
     max_headers: int = 100
     max_body_size: int = 0  # 0 means unlimited (bodies are streamed, never held)
     resume_buffer_total: int = 256 << 20  # messages held by all resuming WebSocket sessions together
+    resume_dials: int = 256  # moving sessions' dials in flight at once (the others wait their turn)
+    resume_dials_per_turn: int = 64  # ... started per reactor turn (the proxy serves others in between)
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,8 @@ LIMITS = Table(Limits, (
     Field("max-headers", count()),
     Field("max-body-size", size()),
     Field("resume-buffer-total", size()),
+    Field("resume-dials", count()),
+    Field("resume-dials-per-turn", count()),
 ))
 
 POOL = Table(PoolSettings, (

@@ -87,6 +87,14 @@ class Resumption:
         request = DialRequest(handoff.head, handshake, self.offered, backend.websocket.open_handshake_timeout)
         return BackendDial(move, request, backend, handoff.pool, avoid)
 
+    def pace(self, move: SessionMove) -> None:
+        """Let ``move`` dial when the proxy's pacer gives it its turn (at once unless many sessions are moving)."""
+        self._handoff.resume_budget.dials.start(move, self._handoff.clock)
+
+    def dial_ended(self) -> None:
+        """A dial its move made (on its turn) ended: answered, failed or cancelled."""
+        self._handoff.resume_budget.dials.done()
+
     def replayed(self) -> list[Message]:
         """At least once: what was sent to a lost server within the replay window, then what is held, in order;
         neither is kept."""
