@@ -33,8 +33,8 @@ else:
 
 __all__ = [
     "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
-    "direct_write", "end_as_closed", "guard_accepts", "rearm_pong_timeout", "tcp_buffered", "unsent",
-    "unwrap_endpoint", "use_batched_timer",
+    "direct_write", "end_as_closed", "guard_accepts", "let_go", "pause_auto_ping", "rearm_pong_timeout",
+    "resume_auto_ping", "take_unsent", "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer",
 ]
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
@@ -90,6 +90,54 @@ def unsent(transport: object) -> int:
             return 0
     t: Any = transport
     return len(t.dataBuffer) - t.offset + t._tempDataLen
+
+
+def take_unsent(transport: Any) -> bytes:
+    """Take the bytes written to a ``tcp.Connection`` that the kernel has not taken yet: they are no longer the
+    transport's (it stops writing) and are returned, in order, for whoever sends them next.
+
+    Empties ``tcp.Connection``'s write buffer (``dataBuffer``, ``offset``, ``_tempDataBuffer``, ``_tempDataLen``).
+    """
+    data = bytes(transport.dataBuffer[transport.offset:]) + b"".join(transport._tempDataBuffer)
+    transport.dataBuffer, transport.offset = b"", 0
+    transport._tempDataBuffer, transport._tempDataLen = [], 0
+    transport.stopWriting()
+    return data
+
+
+def let_go(transport: Any) -> None:
+    """Let go of a ``tcp.Connection``'s socket without shutting it down: another process holding the same socket
+    (passed with ``SCM_RIGHTS``) carries on with it, and its peer sees nothing. The reactor stops watching it,
+    this process's descriptor is closed, and the protocol is not told (it is ended by its owner).
+
+    Takes ``tcp.Connection``'s ``socket``, ``fileno`` and ``protocol`` away as its own ``connectionLost`` does, so a
+    later event or close of the transport is a no-op.
+    """
+    transport.stopReading()
+    transport.stopWriting()
+    transport.connected = False
+    transport.disconnected = True
+    sock = transport.socket
+    del transport.socket, transport.fileno, transport.protocol
+    sock.close()  # no shutdown(2): the connection lives on in the other process
+
+
+def pause_auto_ping(leg: Any) -> None:
+    """Stop an Autobahn protocol's auto-ping: its next ping and any wait for a pong are cancelled (Autobahn's
+    ``autoPingPendingCall``, ``autoPingTimeoutCall``, ``autoPingPending``); :func:`resume_auto_ping` starts it again."""
+    for name in ("autoPingPendingCall", "autoPingTimeoutCall"):
+        call = getattr(leg, name)
+        if call is not None:
+            call.cancel()
+            setattr(leg, name, None)
+    leg.autoPingPending = None
+
+
+def resume_auto_ping(leg: Any, call_later: Callable[..., Any]) -> None:
+    """Schedule an Autobahn protocol's next auto-ping an interval from now (its private ``_sendAutoPing``), on
+    ``call_later``, if it pings at all."""
+    if leg.autoPingInterval:
+        leg.autoPingPendingCall = call_later(leg.autoPingInterval, leg._sendAutoPing)
 
 
 class _GuardedListener:

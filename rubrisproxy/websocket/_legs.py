@@ -32,7 +32,16 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from .._compat import AutobahnHooks, cancel_pong_timeout, compresses, rearm_pong_timeout, unsent, use_batched_timer
+from .._compat import (
+    AutobahnHooks,
+    cancel_pong_timeout,
+    compresses,
+    pause_auto_ping,
+    rearm_pong_timeout,
+    resume_auto_ping,
+    unsent,
+    use_batched_timer,
+)
 from ..config import WebSocketConfig
 from ..flow import ReadGate
 from ..lifecycle import Termination
@@ -234,6 +243,19 @@ class _Leg(AutobahnHooks):
         if self._owed_call is not None:
             self._owed_call.cancel()
             self._owed_call = None
+
+    def stop_pings(self) -> None:
+        """No ping from this leg and no pong owed (its session is being carried to another process)."""
+        pause_auto_ping(self)
+        self._forget_owed_pong()
+
+    def restart_pings(self) -> None:
+        """Ping the peer again, an interval from now."""
+        resume_auto_ping(self, self._timer.call_later)
+
+    def unread(self) -> bytes:
+        """What was read from the peer and not parsed yet: at a message boundary, the start of its next frame."""
+        return self._tail + self.data
 
     def onPong(self, payload: bytes) -> None:
         pass  # Autobahn has matched it to this leg's own auto-ping, if it answers one; others end here
