@@ -1,0 +1,231 @@
+"""Session-mode WebSockets carried to a new process in an upgrade: two proxies in one reactor (the old and the
+new), the client's socket passed between them over a UNIX socket pair with SCM_RIGHTS, as the upgrade's channel
+passes it, and the record through JSON."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.logger import formatEvent, globalLogPublisher
+
+from rubrisproxy.config import WebSocketConfig
+from rubrisproxy.frontend import Frontend, SessionAdopter, connection_factory
+from rubrisproxy.transfer import Carried, Kind, Refused
+from rubrisproxy.websocket import WebSocketSession
+
+from .helpers import ProxyTestCase, run_reactor_for
+from .wsecho import EchoBackendFactory, connect_client
+
+
+def masked_frame(payload: bytes) -> bytes:
+    """One whole binary frame as a client sends it (masked, 64-bit length)."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes((0x82, 0x80 | 127)) + len(payload).to_bytes(8, "big") + mask + masked
+
+
+class SocketPairCarrier:
+    """The upgrade's channel, in small: each connection's fd crosses a socket pair (SCM_RIGHTS) and its record
+    JSON, to ``adopter``; True once adopted, False when refused."""
+
+    def __init__(self, adopter: SessionAdopter, version: int | None = None) -> None:
+        self.adopter = adopter
+        self.version = version  # a version to claim instead of the record's (a record the new one cannot read)
+        self.sent: list[Carried] = []
+        self.refusals: list[str] = []
+        self._old, self._new = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def close(self) -> None:
+        self._old.close()
+        self._new.close()
+
+    def carry(self, carried: Carried) -> defer.Deferred[bool]:
+        self.sent.append(carried)
+        message = json.dumps({"kind": carried.kind.value, "version": self.version or carried.version,
+                              "frontend": carried.frontend, "record": carried.record})
+        socket.send_fds(self._old, [b"session"], list(carried.sockets))  # the record goes beside: JSON, in memory
+        _, fds, _, _ = socket.recv_fds(self._new, 16, 4)
+        sent = json.loads(message)
+        received = Carried(Kind(sent["kind"]), sent["version"], sent["frontend"], sent["record"], tuple(fds))
+        try:
+            self.adopter.adopt(received)
+        except Refused as refusal:
+            self.refusals.append(str(refusal))
+            return defer.succeed(False)
+        return defer.succeed(True)
+
+
+class CarryTests(ProxyTestCase):
+    """An old proxy and a new one, the same configuration built twice, in front of the same echo backends."""
+
+    def start(self, count: int = 2, **websocket: Any) -> None:  # type: ignore[override]
+        self.backends = [EchoBackendFactory() for _ in range(count)]
+        self.listeners = [self.listen(factory) for factory in self.backends]
+        ports = self.ports = [listener.getHost().port for listener in self.listeners]
+        websocket.setdefault("client_ping_interval", 0)
+        websocket.setdefault("backend_ping_interval", 0)
+        websocket.setdefault("resume_timeout", 5)
+        config = WebSocketConfig(**websocket)
+        self.new = self.start_proxy(*ports, websocket=config)
+        self.new_log = self.access_log
+        self.old = self.start_proxy(*ports, websocket=config)  # the one clients connect to
+        self.old_log = self.access_log
+        self.adopter = SessionAdopter(reactor, self._factories, {self.new.backend.name: self.new.backend})
+
+    def listen(self, factory: EchoBackendFactory, port: int = 0) -> Any:
+        listener = reactor.listenTCP(port, factory, interface="127.0.0.1")
+        self.addCleanup(lambda: listener.stopListening() if listener.connected else None)
+        return listener
+
+    def _factories(self, name: str) -> Any:
+        return connection_factory(self.new) if name == self.new.name else None
+
+    def carrier(self, version: int | None = None) -> SocketPairCarrier:
+        carrier = SocketPairCarrier(self.adopter, version)
+        self.addCleanup(carrier.close)
+        return carrier
+
+    @defer.inlineCallbacks
+    def open(self, path: str = "/chat", **kwargs: Any):  # type: ignore[no-untyped-def]
+        client = connect_client(self.proxy_port, path, **kwargs)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        yield client.opened
+        return client
+
+    @staticmethod
+    def session_of(frontend: Frontend) -> WebSocketSession:
+        (session,) = [relay for relay in frontend.websockets if isinstance(relay, WebSocketSession)]
+        return session
+
+    @defer.inlineCallbacks
+    def move(self, carrier: SocketPairCarrier):  # type: ignore[no-untyped-def]
+        self.session_of(self.old).move(carrier)
+        yield self.poll(lambda: not self.old.websockets and self.new.websockets, "the session moved")
+        session = self.session_of(self.new)
+        yield self.poll(lambda: session.backend_open, "its new backend leg opened")
+        return session
+
+    @defer.inlineCallbacks
+    def test_numbered_messages_both_ways_through_a_carry(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = yield self.open()
+        carrier = self.carrier()
+        sent = 0
+
+        def send(count: int) -> None:
+            nonlocal sent
+            for _ in range(count):
+                client.sendMessage(b"n%d" % sent)
+                sent += 1
+
+        send(20)
+        yield client.wait_messages(10)
+        self.session_of(self.old).move(carrier)
+        send(20)  # while it leaves its server and crosses: held, then sent from the new process
+        yield self.poll(lambda: self.new.websockets, "the session moved")
+        send(20)
+        messages = yield client.wait_messages(60)
+        self.assertEqual([payload for payload, _ in messages], [b"n%d" % i for i in range(60)])
+        self.assertFalse(client.closed.called)
+        self.assertEqual(len(carrier.sent), 1)
+        self.assertFalse(self.old.connections)
+        self.assertEqual(len(self.new.connections), 1)
+        self.assertEqual(self.old_log.entries, [])  # its one line is the new process's
+        self.assertEqual(self.old_log.connections, [])
+        new = self.session_of(self.new)
+        self.assertEqual(new.resumes, 1)
+        self.assertEqual(new.messages_out, 60)
+        handshakes = [request for backend in self.backends for request in backend.handshakes]
+        self.assertEqual([h.headers["x-rubris-session"].rsplit("; ", 1)[1] for h in handshakes],
+                         ["resume=0", "resume=1"])
+        client.sendClose(1000)
+        yield client.closed
+        yield self.poll(lambda: self.new_log.entries, "the new process logged it")
+        (line,) = self.new_log.entries
+        self.assertEqual((line.status, line.termination, line.target), (101, "client-close", "/chat"))
+        self.assertGreater(line.total_ms, 0)
+        self.assertGreater(line.bytes_in, 60 * 6)  # the whole life's frames, the old process's too
+
+    @defer.inlineCallbacks
+    def test_a_large_message_arrives_whole_once(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = yield self.open()
+        carrier = self.carrier()
+        big = bytes(range(256)) * 4096  # 1 MiB
+        frame = masked_frame(big)
+        half = len(frame) // 2
+        client.transport.write(frame[:half])
+        leg = self.session_of(self.old)._legs.client
+        yield self.poll(lambda: leg.current_frame is not None, "the proxy is inside the message")
+        self.session_of(self.old).move(carrier)
+        yield run_reactor_for(10)
+        self.assertEqual(carrier.sent, [])  # the move waits for the message's end
+        client.transport.write(frame[half:])
+        client.sendMessage(b"after")
+        messages = yield client.wait_messages(2)
+        self.assertEqual(messages, [(big, True), (b"after", False)])
+        self.assertEqual(len(carrier.sent), 1)
+        self.assertTrue(self.new.websockets)
+        received = [payload for backend in self.backends for payload, _ in backend.received]
+        self.assertEqual(received, [big, b"after"])  # once each, in order
+
+    @defer.inlineCallbacks
+    def test_a_session_resuming_with_held_messages_is_carried(self):  # type: ignore[no-untyped-def]
+        self.start(count=1)
+        client = yield self.open()
+        # Its server goes away: the session holds what the client sends while it dials, then it is carried.
+        self.listeners[0].stopListening()
+        for protocol in list(self.backends[0].open):
+            protocol.transport.abortConnection()
+        yield self.poll(lambda: self.session_of(self.old).resuming, "it is resuming")
+        for i in range(5):
+            client.sendMessage(b"held %d" % i)
+        yield run_reactor_for(5)
+        old = self.session_of(self.old)
+        self.assertEqual(old.buffered_bytes, 5 * 6)
+        carrier = self.carrier()
+        old.move(carrier)
+        yield self.poll(lambda: self.new.websockets, "the session moved")
+        self.assertEqual(carrier.sent[0].record["state"], "resuming")
+        self.assertEqual(len(carrier.sent[0].record["held"]), 5)
+        self.listeners[0] = self.listen(self.backends[0], self.ports[0])  # back: the new process's dials take
+        messages = yield client.wait_messages(5)
+        self.assertEqual([payload for payload, _ in messages], [b"held %d" % i for i in range(5)])
+        self.assertEqual(self.old.resume_budget.held, 0)
+
+    @defer.inlineCallbacks
+    def test_a_refused_version_leaves_it_relaying_in_the_old_process(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = yield self.open()
+        carrier = self.carrier(version=99)
+        self.session_of(self.old).move(carrier)
+        yield self.poll(lambda: carrier.refusals, "the new process refused it")
+        self.assertIn("version 99", carrier.refusals[0])
+        messages = []
+        for i in range(5):
+            client.sendMessage(b"still %d" % i)
+        messages = yield client.wait_messages(5)
+        self.assertEqual([payload for payload, _ in messages], [b"still %d" % i for i in range(5)])
+        self.assertTrue(self.old.websockets)
+        self.assertFalse(self.new.websockets)
+        self.assertFalse(self.new.connections)
+        self.assertFalse(client.closed.called)
+
+    @defer.inlineCallbacks
+    def test_a_deflate_session_with_context_takeover_stays(self):  # type: ignore[no-untyped-def]
+        self.start(compression=True)
+        client = yield self.open(compression=True)
+        lines: list[str] = []
+        observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        carrier = self.carrier()
+        self.session_of(self.old).move(carrier)
+        self.assertEqual(carrier.sent, [])
+        self.assertTrue(any("context that cannot be carried" in line for line in lines))
+        client.sendMessage(b"x" * 1000)
+        (message,) = yield client.wait_messages(1)
+        self.assertEqual(message, (b"x" * 1000, False))
