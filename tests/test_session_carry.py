@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
+from websockets.sync.client import connect as ws_connect
 from twisted.logger import formatEvent, globalLogPublisher
 
 from rubrisproxy.config import WebSocketConfig
@@ -17,6 +19,7 @@ from rubrisproxy.transfer import Carried, Kind, Refused
 from rubrisproxy.websocket import WebSocketSession
 
 from .helpers import ProxyTestCase, run_reactor_for
+from .test_eioresume import EngineIOBackendFactory
 from .wsecho import EchoBackendFactory, connect_client
 
 
@@ -61,8 +64,9 @@ class SocketPairCarrier:
 class CarryTests(ProxyTestCase):
     """An old proxy and a new one, the same configuration built twice, in front of the same echo backends."""
 
-    def start(self, count: int = 2, **websocket: Any) -> None:  # type: ignore[override]
-        self.backends = [EchoBackendFactory() for _ in range(count)]
+    def start(self, count: int = 2, backends: list[EchoBackendFactory] | None = None,  # type: ignore[override]
+              **websocket: Any) -> None:
+        self.backends = backends or [EchoBackendFactory() for _ in range(count)]
         self.listeners = [self.listen(factory) for factory in self.backends]
         ports = self.ports = [listener.getHost().port for listener in self.listeners]
         websocket.setdefault("client_ping_interval", 0)
@@ -229,3 +233,48 @@ class CarryTests(ProxyTestCase):
         client.sendMessage(b"x" * 1000)
         (message,) = yield client.wait_messages(1)
         self.assertEqual(message, (b"x" * 1000, False))
+
+    @defer.inlineCallbacks
+    def test_a_socketio_session_rejoins_from_the_new_process(self):  # type: ignore[no-untyped-def]
+        self.start(backends=[EngineIOBackendFactory(), EngineIOBackendFactory()])
+        client = yield self.open("/socket.io/?EIO=4&transport=websocket")
+        yield client.wait_messages(1)  # the open packet
+        client.sendMessage(b'40/chat,{"token":"t"}')
+        yield client.wait_messages(2)  # its answer
+        (first,) = [i for i, factory in enumerate(self.backends) if factory.open]
+        carrier = self.carrier()
+        self.session_of(self.old).move(carrier)
+        client.sendMessage(b'42/chat,["held"]')
+        yield self.poll(lambda: self.new.websockets, "the session moved")
+        state = json.loads(json.dumps(carrier.sent[0].record["engineio"]))
+        self.assertEqual((state["sid"], state["joined"]), ("sid-1", [["/chat", '40/chat,{"token":"t"}']]))
+        messages = yield client.wait_messages(4)
+        self.assertEqual([payload for payload, _ in messages[1:]],
+                         [b'40/chat,{"sid":"server-side"}', b"2", b'42/chat,["held"]'])
+        joined = [payload for factory in self.backends for payload, _ in factory.received]
+        self.assertEqual(joined.count(b'40/chat,{"token":"t"}'), 2)  # joined on the first server, then again
+        handshakes = [handshake for factory in self.backends for handshake in factory.handshakes]
+        self.assertNotIn("sid", handshakes[-1].params)
+        self.assertFalse(client.closed.called)
+
+    @defer.inlineCallbacks
+    def test_a_python_websockets_client_through_a_carry(self):  # type: ignore[no-untyped-def]
+        self.start()
+        received: list[str] = []
+        url = f"ws://127.0.0.1:{self.proxy_port}/chat"
+
+        def client() -> None:  # the websockets library's own client, in a thread: nothing of this project's
+            with ws_connect(url, open_timeout=5, close_timeout=2) as websocket:
+                for i in range(60):
+                    websocket.send(f"n{i}")
+                    received.append(str(websocket.recv(timeout=5)))
+                    time.sleep(0.01)
+
+        done = threads.deferToThread(client)
+        yield self.poll(lambda: len(received) >= 20, "the client is half way")
+        carrier = self.carrier()
+        self.session_of(self.old).move(carrier)
+        yield done
+        self.assertEqual(received, [f"n{i}" for i in range(60)])
+        self.assertEqual(len(carrier.sent), 1)
+        self.assertFalse(self.old.websockets)
