@@ -9,6 +9,7 @@ overrides a library's underscore method: it goes through this module.
 from __future__ import annotations
 
 import errno
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,7 +34,7 @@ else:
 
 __all__ = [
     "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
-    "direct_write", "end_as_closed", "guard_accepts", "let_go", "pause_auto_ping", "rearm_pong_timeout",
+    "direct_write", "end_as_closed", "guard_accepts", "inbound_window_bits", "let_go", "message_compressed", "pause_auto_ping", "prime_inflater", "rearm_pong_timeout",
     "resume_auto_ping", "take_unsent", "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer",
 ]
 
@@ -70,6 +71,29 @@ def cancel_pong_timeout(leg: Any) -> None:
 def compresses(leg: Any) -> bool:
     """Whether an open Autobahn protocol negotiated a per-message compression extension."""
     return leg._perMessageCompress is not None
+
+
+def inbound_window_bits(leg: Any) -> int:
+    """The window (in bits) of the inflater an open Autobahn protocol's permessage-deflate keeps from one message
+    to the next (its peer's context takeover), or 0 if it has none (no extension, or no context takeover)."""
+    pmce = leg._perMessageCompress
+    if pmce is None:
+        return 0
+    if pmce._is_server:
+        return 0 if pmce.client_no_context_takeover else int(pmce.client_max_window_bits)
+    return 0 if pmce.server_no_context_takeover else int(pmce.server_max_window_bits)
+
+
+def message_compressed(leg: Any) -> bool:
+    """Whether the message an Autobahn protocol is ending (in ``onMessageEnd``) came compressed (RSV1)."""
+    return bool(leg._isMessageCompressed)
+
+
+def prime_inflater(leg: Any, window: bytes) -> None:
+    """Make an open Autobahn protocol's permessage-deflate inflater go on from ``window``, the plaintext its
+    peer's compressor holds as its window: the peer's next messages, which may refer to it, decode. Replaces
+    its private ``_decompressor`` (raw inflate, its window bits, ``window`` as the dictionary)."""
+    leg._perMessageCompress._decompressor = zlib.decompressobj(-inbound_window_bits(leg), zdict=window)
 
 
 def tcp_buffered(transport: object) -> bool:

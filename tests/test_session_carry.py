@@ -11,7 +11,6 @@ from typing import Any
 
 from twisted.internet import defer, reactor, threads
 from websockets.sync.client import connect as ws_connect
-from twisted.logger import formatEvent, globalLogPublisher
 
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.frontend import Frontend, SessionAdopter, connection_factory
@@ -219,20 +218,28 @@ class CarryTests(ProxyTestCase):
         self.assertFalse(client.closed.called)
 
     @defer.inlineCallbacks
-    def test_a_deflate_session_with_context_takeover_stays(self):  # type: ignore[no-untyped-def]
+    def test_a_deflate_session_with_context_takeover_is_carried(self):  # type: ignore[no-untyped-def]
         self.start(compression=True)
         client = yield self.open(compression=True)
-        lines: list[str] = []
-        observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.assertEqual(client.websocket_extensions_in_use[0].EXTENSION_NAME, "permessage-deflate")
+        texts = [b"the same words again and again, message %d" % i for i in range(90)]
+        for text in texts[:30]:
+            client.sendMessage(text)
+        yield client.wait_messages(30)
+        leg = self.session_of(self.old)._legs.client
+        self.assertTrue(leg.inflate_window())  # what the client's compressor may refer to
         carrier = self.carrier()
         self.session_of(self.old).move(carrier)
-        self.assertEqual(carrier.sent, [])
-        self.assertTrue(any("context that cannot be carried" in line for line in lines))
-        client.sendMessage(b"x" * 1000)
-        (message,) = yield client.wait_messages(1)
-        self.assertEqual(message, (b"x" * 1000, False))
+        for text in texts[30:60]:  # compressed by the client against what it sent before the carry
+            client.sendMessage(text)
+        yield self.poll(lambda: self.new.websockets, "the session moved")
+        for text in texts[60:]:
+            client.sendMessage(text)
+        messages = yield client.wait_messages(90)
+        self.assertEqual([payload for payload, _ in messages], texts)
+        self.assertFalse(client.closed.called)
+        self.assertTrue(carrier.sent[0].record["inflate_window"])
+        self.assertIsNone(self.session_of(self.new)._termination)
 
     @defer.inlineCallbacks
     def test_a_socketio_session_rejoins_from_the_new_process(self):  # type: ignore[no-untyped-def]
@@ -258,23 +265,42 @@ class CarryTests(ProxyTestCase):
         self.assertFalse(client.closed.called)
 
     @defer.inlineCallbacks
-    def test_a_python_websockets_client_through_a_carry(self):  # type: ignore[no-untyped-def]
-        self.start()
+    def websockets_client(self, messages: int):  # type: ignore[no-untyped-def]
+        """The websockets library's own client (nothing of this project's), in a thread, sending numbered
+        messages and reading their echoes; the session carried half way. Returns what it read, the extensions
+        it negotiated and the carrier."""
         received: list[str] = []
+        extensions: list[str] = []
         url = f"ws://127.0.0.1:{self.proxy_port}/chat"
 
-        def client() -> None:  # the websockets library's own client, in a thread: nothing of this project's
+        def client() -> None:
             with ws_connect(url, open_timeout=5, close_timeout=2) as websocket:
-                for i in range(60):
-                    websocket.send(f"n{i}")
+                extensions.append(websocket.response.headers.get("Sec-WebSocket-Extensions", ""))
+                for i in range(messages):
+                    websocket.send(f"numbered message {i}, with words that repeat")
                     received.append(str(websocket.recv(timeout=5)))
                     time.sleep(0.01)
 
         done = threads.deferToThread(client)
-        yield self.poll(lambda: len(received) >= 20, "the client is half way")
+        yield self.poll(lambda: len(received) >= messages // 3, "the client is a third of the way")
         carrier = self.carrier()
         self.session_of(self.old).move(carrier)
         yield done
-        self.assertEqual(received, [f"n{i}" for i in range(60)])
+        self.assertEqual(received, [f"numbered message {i}, with words that repeat" for i in range(messages)])
         self.assertEqual(len(carrier.sent), 1)
         self.assertFalse(self.old.websockets)
+        return extensions[0], carrier
+
+    @defer.inlineCallbacks
+    def test_a_python_websockets_client_through_a_carry(self):  # type: ignore[no-untyped-def]
+        self.start()
+        extensions, _ = yield self.websockets_client(60)
+        self.assertEqual(extensions, "")
+
+    @defer.inlineCallbacks
+    def test_a_python_websockets_client_with_permessage_deflate_through_a_carry(self):  # type: ignore[no-untyped-def]
+        self.start(compression=True)
+        extensions, carrier = yield self.websockets_client(60)
+        self.assertTrue(extensions.startswith("permessage-deflate"))  # with context takeover: it asked for none
+        self.assertNotIn("no_context_takeover", extensions)
+        self.assertTrue(carrier.sent[0].record["inflate_window"])

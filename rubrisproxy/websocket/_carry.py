@@ -11,6 +11,7 @@ backend leg through the resume path, held messages first. See ``docs/websocket.m
 
 from __future__ import annotations
 
+import json
 from base64 import b64decode
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +56,6 @@ class SessionCarrying(SessionMoving):
             return "it is closing"
         if not tcp_buffered(self._client.transport):
             return "its client is not on a plain TCP connection (TLS, HTTP/2)"
-        for extension in leg.websocket_extensions_in_use or ():
-            if not (getattr(extension, "server_no_context_takeover", True)
-                    and getattr(extension, "client_no_context_takeover", True)):
-                return "its permessage-deflate keeps a context that cannot be carried"
         if not self._config.resume:
             return "its backend does not resume sessions"
         return None
@@ -143,7 +140,8 @@ class SessionCarrying(SessionMoving):
             protocol=legs.protocol, answer_headers=legs.answer()[1], extensions=negotiated(leg),
             resumes=resumption.resumes, messages_in=self.messages_in, messages_out=self.messages_out,
             idle=self._deadline.remaining, held=encode_messages(resumption.held.peek()),
-            unread=b64(leg.unread()), unsent=b64(self._unsent), log=handoff.carried(),
+            unread=b64(leg.unread()), unsent=b64(self._unsent), inflate_window=b64(leg.inflate_window()),
+            log=handoff.carried(),
             engineio=resumption.engineio.carried() if resumption.engineio is not None else None,
         )
 
@@ -210,6 +208,7 @@ class SessionCarrying(SessionMoving):
             leg.stop_pings()
             resumption.held.release()
             raise Refused(f"its extensions {record.extensions!r} are not what this process negotiates")
+        leg.prime(b64decode(record.inflate_window))
         unsent = b64decode(record.unsent)
         if unsent:
             self._client.transport.write(unsent)  # before anything this process sends the client
@@ -229,5 +228,5 @@ class SessionCarrying(SessionMoving):
 
 
 def negotiated(leg: Any) -> str:
-    """The extensions an open leg negotiated, as its ``Sec-WebSocket-Extensions`` header says them."""
-    return ", ".join(extension.get_extension_string() for extension in leg.websocket_extensions_in_use or ())
+    """The extensions an open leg negotiated, with their parameters (as Autobahn describes them: JSON)."""
+    return json.dumps([extension.__json__() for extension in leg.websocket_extensions_in_use or ()], sort_keys=True)

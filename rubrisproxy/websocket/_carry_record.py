@@ -29,7 +29,9 @@ class SessionRecord:
     goes); ``answer``: the subprotocol and headers the client was answered with; ``extensions``: what the
     client leg negotiated, as the header says it; ``held``: the client's messages waiting for a backend leg, in
     order; ``unread``: bytes read from the client and not parsed yet (the start of its next frame),
-    ``unsent``: bytes written to the client that the kernel had not taken; ``log``: what the request's
+    ``unsent``: bytes written to the client that the kernel had not taken; ``inflate_window``: the plaintext the
+    client's permessage-deflate compressor may still refer to (the new inflater is primed with it; what the proxy
+    compresses starts afresh, which the client's inflater takes as it is); ``log``: what the request's
     access-log line needs (its fields as the old process had them, when it began, the bytes so far).
     """
 
@@ -54,6 +56,7 @@ class SessionRecord:
     held: list[tuple[str, bool]]
     unread: str
     unsent: str
+    inflate_window: str  # what the client's compressor may still refer to (its context takeover), base64
     log: Mapping[str, Any]
     engineio: Mapping[str, Any] | None
 

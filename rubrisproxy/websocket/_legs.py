@@ -36,7 +36,10 @@ from .._compat import (
     AutobahnHooks,
     cancel_pong_timeout,
     compresses,
+    inbound_window_bits,
+    message_compressed,
     pause_auto_ping,
+    prime_inflater,
     rearm_pong_timeout,
     resume_auto_ping,
     unsent,
@@ -47,6 +50,7 @@ from ..flow import ReadGate
 from ..lifecycle import Termination
 from ._frames import read_simple, simple_frame
 from ._timers import BucketTimer
+from ._window import InflateWindow
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
@@ -165,6 +169,9 @@ class _Leg(AutobahnHooks):
     #: client leg, the server (its ``bytes_in``) for a backend leg. Reads are counted where they arrive.
     meter: ByteMeter = _Uncounted()
     _to_client = False
+    #: The client leg's last window of what the client compressed (its context takeover), for a carry to another
+    #: process; None: it compresses nothing, or without context takeover.
+    _window: InflateWindow | None = None
 
     def dataReceived(self, data: bytes) -> None:
         # Fast path: whole simple messages at the front of the read, when Autobahn holds nothing partial;
@@ -274,7 +281,10 @@ class _Leg(AutobahnHooks):
 
     def onMessageEnd(self) -> None:
         if not self.failedByMe:
-            self.onMessage(b"".join(self.message_data), self.message_is_binary)
+            payload = b"".join(self.message_data)
+            if self._window is not None and message_compressed(self):
+                self._window.add(payload)
+            self.onMessage(payload, self.message_is_binary)
         self.message_data = None  # type: ignore[assignment]  # as Autobahn's own does
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
@@ -344,7 +354,21 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
 
     def onOpen(self) -> None:
         self.opened()
+        bits = inbound_window_bits(self)
+        if bits:
+            self._window = InflateWindow(1 << bits)
         self.session.client_opened()
+
+    def inflate_window(self) -> bytes:
+        """What the client's compressor may still refer to (empty: nothing, or no context takeover)."""
+        return self._window.value() if self._window is not None else b""
+
+    def prime(self, window: bytes) -> None:
+        """Go on inflating what the client compresses from ``window`` (see :meth:`inflate_window`), carried from
+        the process this leg's session came from."""
+        if window and self._window is not None:
+            prime_inflater(self, window)
+            self._window.add(window)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.held is None:
