@@ -409,7 +409,7 @@ class AutoPingPauseTests(unittest.TestCase):
 
 class DeflateWindowTests(unittest.TestCase):
     def test_the_inflaters_window_and_a_primed_one(self) -> None:
-        for compression, bits in ((False, 0), (True, 15)):
+        for compression in (False, True):
             leg, _, _ = open_client_leg(WebSocketConfig(compression=compression), Clock())
             self.assertEqual(inbound_window_bits(leg), 0)  # the stand-in client offered no extension
             leg.connectionLost(Failure(ConnectionLost()))
