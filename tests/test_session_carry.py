@@ -12,10 +12,11 @@ from typing import Any
 from twisted.internet import defer, reactor, threads
 from websockets.sync.client import connect as ws_connect
 
+from rubrisproxy._compat import unsent
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.frontend import Frontend, SessionAdopter, connection_factory
 from rubrisproxy.transfer import Carried, Kind, Refused
-from rubrisproxy.websocket import WebSocketSession
+from rubrisproxy.websocket import Message, WebSocketSession, _carry
 
 from .helpers import ProxyTestCase, run_reactor_for
 from .test_eioresume import EngineIOBackendFactory
@@ -304,3 +305,52 @@ class CarryTests(ProxyTestCase):
         self.assertTrue(extensions.startswith("permessage-deflate"))  # with context takeover: it asked for none
         self.assertNotIn("no_context_takeover", extensions)
         self.assertTrue(carrier.sent[0].record["inflate_window"])
+
+    @defer.inlineCallbacks
+    def test_a_client_that_stops_inside_a_message_keeps_its_session_here(self):  # type: ignore[no-untyped-def]
+        self.patch(_carry, "CARRY_WAIT", 0.2)
+        self.start()
+        client = yield self.open()
+        frame = masked_frame(b"y" * 100_000)
+        client.transport.write(frame[:1000])
+        leg = self.session_of(self.old)._legs.client
+        yield self.poll(lambda: leg.current_frame is not None, "the proxy is inside the message")
+        carrier = self.carrier()
+        self.session_of(self.old).move(carrier)
+        yield run_reactor_for(40)
+        self.assertEqual(carrier.sent, [])
+        client.transport.write(frame[1000:])
+        client.sendMessage(b"after")
+        messages = yield client.wait_messages(2)
+        self.assertEqual(messages, [(b"y" * 100_000, True), (b"after", False)])
+        self.assertEqual(carrier.sent, [])  # it stayed, and moved to a server of the old process's
+        self.assertEqual(self.session_of(self.old).resumes, 1)
+        self.assertFalse(self.new.websockets)
+
+    @defer.inlineCallbacks
+    def test_what_the_client_had_not_taken_yet_goes_with_it_once(self):  # type: ignore[no-untyped-def]
+        self.start(count=1)
+        client = yield self.open()
+        old = self.session_of(self.old)
+        # Small kernel buffers (no autotuning), so what the client does not read stays in the proxy's.
+        old._client.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        client.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        self.listeners[0].stopListening()  # its server dies: the session resumes, and dials wait
+        for protocol in list(self.backends[0].open):
+            protocol.transport.abortConnection()
+        yield self.poll(lambda: old.resuming, "it is resuming")
+        client.transport.pauseProducing()  # the client reads nothing for now
+        sent = [Message(b"%03d" % i + b"f" * 65533, True) for i in range(40)]
+        for message in sent:  # as a Socket.IO session's heartbeat writes to its client while it moves
+            old.send_to_client(message)
+        self.assertGreater(unsent(old._client.transport), 0)
+        carrier = self.carrier()
+        old.move(carrier)
+        yield self.poll(lambda: carrier.sent, "it was carried")
+        self.assertGreater(len(carrier.sent[0].record["unsent"]), 1 << 20)
+        self.listeners[0] = self.listen(self.backends[0], self.ports[0])
+        client.transport.resumeProducing()
+        client.sendMessage(b"after")
+        messages = yield client.wait_messages(41)
+        self.assertEqual(messages, [(message.payload, True) for message in sent] + [(b"after", False)])
+        self.assertFalse(client.closed.called)

@@ -169,6 +169,10 @@ class SessionCarrying(SessionMoving):
         if not self._client.gate.paused_for(CARRYING):
             self._stay(f"its client did not reach a message boundary within {CARRY_WAIT:g}s")
 
+    def _maybe_end(self) -> None:
+        self._stop_waiting()  # it is ending: a carry waiting for it is over
+        super()._maybe_end()
+
     def _stop_waiting(self) -> None:
         call, self._carry_wait = self._carry_wait, None
         if call is not None and call.active():
