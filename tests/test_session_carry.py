@@ -8,8 +8,10 @@ import json
 import socket
 import time
 from typing import Any
+from urllib.parse import quote
 
 from twisted.internet import defer, reactor, threads
+from twisted.web import resource, server
 from websockets.sync.client import connect as ws_connect
 
 from rubrisproxy._compat import unsent
@@ -18,8 +20,10 @@ from rubrisproxy.frontend import Frontend, SessionAdopter, connection_factory
 from rubrisproxy.transfer import Carried, Kind, Refused
 from rubrisproxy.websocket import Message, WebSocketSession, _carry
 
+from .browser import chromium_argv, spawn
 from .helpers import ProxyTestCase, run_reactor_for
 from .test_eioresume import EngineIOBackendFactory
+from .test_ws_interop import CLIENT_GUARD, INTEROP, _Result, _TrackingSite
 from .wsecho import EchoBackendFactory, connect_client
 
 
@@ -61,7 +65,7 @@ class SocketPairCarrier:
         return defer.succeed(True)
 
 
-class CarryTests(ProxyTestCase):
+class TwoProxies(ProxyTestCase):
     """An old proxy and a new one, the same configuration built twice, in front of the same echo backends."""
 
     def start(self, count: int = 2, backends: list[EchoBackendFactory] | None = None,  # type: ignore[override]
@@ -111,6 +115,9 @@ class CarryTests(ProxyTestCase):
         session = self.session_of(self.new)
         yield self.poll(lambda: session.backend_open, "its new backend leg opened")
         return session
+
+class CarryTests(TwoProxies):
+    """Sessions carried from the old proxy to the new one."""
 
     @defer.inlineCallbacks
     def test_numbered_messages_both_ways_through_a_carry(self):  # type: ignore[no-untyped-def]
@@ -354,3 +361,49 @@ class CarryTests(ProxyTestCase):
         messages = yield client.wait_messages(41)
         self.assertEqual(messages, [(message.payload, True) for message in sent] + [(b"after", False)])
         self.assertFalse(client.closed.called)
+
+
+class _CarryPage(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return (INTEROP / "carry_client.html").read_bytes()
+
+
+class BrowserCarryTests(TwoProxies):
+    """A headless Chromium page's WebSocket (permessage-deflate with context takeover) through a carry."""
+
+    async def _chromium(self) -> None:
+        self.start(compression=True)
+        argv, env = chromium_argv(self)
+        root = resource.Resource()
+        root.putChild(b"carry_client.html", _CarryPage())
+        results = _Result()
+        root.putChild(b"result", results)
+        site = _TrackingSite(root)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(site.abort_all)  # runs after Chromium is killed
+        count = 150
+        ws = quote(f"ws://127.0.0.1:{self.proxy_port}/chat", safe="")
+        argv.append(f"http://127.0.0.1:{port.getHost().port}/carry_client.html?ws={ws}&count={count}")
+        browser = spawn(self, "chromium", argv, env=env)
+        await self.poll(lambda: any(getattr(relay, "messages_out", 0) >= 40 for relay in self.old.websockets),
+                        "the page is a quarter of the way", ticks=2000)
+        carrier = self.carrier()
+        self.session_of(self.old).move(carrier)
+        try:
+            result = await results.result.addTimeout(CLIENT_GUARD, reactor)
+        except defer.TimeoutError:
+            self.fail(f"Chromium reported nothing within {CLIENT_GUARD:.0f} s\n{browser.describe()}")
+        self.assertEqual(result["errors"], [])
+        self.assertEqual(len(result["received"]), count)
+        self.assertIn("permessage-deflate", result["extensions"])
+        self.assertEqual(len(carrier.sent), 1)
+        self.assertTrue(carrier.sent[0].record["inflate_window"])
+        self.assertTrue(self.new.websockets)
+
+    def test_chromium(self) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self._chromium())

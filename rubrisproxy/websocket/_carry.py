@@ -191,9 +191,12 @@ class SessionCarrying(SessionMoving):
             leg.restart_pings()
             self._deadline.set(self._idle_limit)
             self._client.gate.resume(CARRYING)
-        move = self._resumption.move
+        resumption = self._resumption
+        move = resumption.move
         if self._state is RESUMING and self._legs.backend is None and move is not None:
-            self._resumption.search(move.moved_from, move.started)
+            if resumption.engineio is not None:
+                resumption.engineio.moving()  # its heartbeat to the client, stopped for the record, goes on
+            resumption.search(move.moved_from, move.started)
 
     # The new process
 
