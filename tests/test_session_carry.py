@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import socket
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from twisted.internet import defer, reactor, threads
 from twisted.web import resource, server
 from websockets.sync.client import connect as ws_connect
@@ -25,6 +27,12 @@ from .helpers import ProxyTestCase, run_reactor_for
 from .test_eioresume import EngineIOBackendFactory
 from .test_ws_interop import CLIENT_GUARD, INTEROP, _Result, _TrackingSite
 from .wsecho import EchoBackendFactory, connect_client
+
+
+def _accept_deflate(offers: list[Any]) -> Any:
+    """An echo backend's acceptance of permessage-deflate, with context takeover."""
+    return next((PerMessageDeflateOfferAccept(offer) for offer in offers if isinstance(offer, PerMessageDeflateOffer)),
+                None)
 
 
 def masked_frame(payload: bytes) -> bytes:
@@ -69,7 +77,8 @@ class TwoProxies(ProxyTestCase):
     """An old proxy and a new one, the same configuration built twice, in front of the same echo backends."""
 
     def start(self, count: int = 2, backends: list[EchoBackendFactory] | None = None,  # type: ignore[override]
-              **websocket: Any) -> None:
+              new: dict[str, Any] | None = None, **websocket: Any) -> None:
+        """``new``: what the new process's configuration changes."""
         self.backends = backends or [EchoBackendFactory() for _ in range(count)]
         self.listeners = [self.listen(factory) for factory in self.backends]
         ports = self.ports = [listener.getHost().port for listener in self.listeners]
@@ -77,7 +86,7 @@ class TwoProxies(ProxyTestCase):
         websocket.setdefault("backend_ping_interval", 0)
         websocket.setdefault("resume_timeout", 5)
         config = WebSocketConfig(**websocket)
-        self.new = self.start_proxy(*ports, websocket=config)
+        self.new = self.start_proxy(*ports, websocket=replace(config, **new or {}))
         self.new_log = self.access_log
         self.old = self.start_proxy(*ports, websocket=config)  # the one clients connect to
         self.old_log = self.access_log
@@ -120,7 +129,11 @@ class CarryTests(TwoProxies):
     """Sessions carried from the old proxy to the new one."""
 
     @defer.inlineCallbacks
-    def test_numbered_messages_both_ways_through_a_carry(self):  # type: ignore[no-untyped-def]
+    def numbered(self, both_sockets: bool):  # type: ignore[no-untyped-def]
+        """Numbered messages both ways, sent before, during and after the carry: none lost, duplicated or
+        reordered; the one access-log line is the new process's. Returns the carrier."""
+        if not both_sockets:
+            self.patch(WebSocketSession, "_takes_backend", lambda session: False)  # as for a TLS backend connection
         self.start()
         client = yield self.open()
         carrier = self.carrier()
@@ -135,23 +148,23 @@ class CarryTests(TwoProxies):
         send(20)
         yield client.wait_messages(10)
         self.session_of(self.old).move(carrier)
-        send(20)  # while it leaves its server and crosses: held, then sent from the new process
+        send(20)  # while it crosses
         yield self.poll(lambda: self.new.websockets, "the session moved")
         send(20)
         messages = yield client.wait_messages(60)
         self.assertEqual([payload for payload, _ in messages], [b"n%d" % i for i in range(60)])
         self.assertFalse(client.closed.called)
         self.assertEqual(len(carrier.sent), 1)
+        self.assertEqual(len(carrier.sent[0].sockets), 2 if both_sockets else 1)
         self.assertFalse(self.old.connections)
         self.assertEqual(len(self.new.connections), 1)
         self.assertEqual(self.old_log.entries, [])  # its one line is the new process's
         self.assertEqual(self.old_log.connections, [])
         new = self.session_of(self.new)
-        self.assertEqual(new.resumes, 1)
         self.assertEqual(new.messages_out, 60)
-        handshakes = [request for backend in self.backends for request in backend.handshakes]
-        self.assertEqual([h.headers["x-rubris-session"].rsplit("; ", 1)[1] for h in handshakes],
-                         ["resume=0", "resume=1"])
+        self.assertEqual(new.resumes, 0 if both_sockets else 1)
+        self.assertEqual(self.new.backend.servers[0].active + self.new.backend.servers[1].active, 1)
+        self.assertEqual(self.old.backend.servers[0].active + self.old.backend.servers[1].active, 0)
         client.sendClose(1000)
         yield client.closed
         yield self.poll(lambda: self.new_log.entries, "the new process logged it")
@@ -159,6 +172,22 @@ class CarryTests(TwoProxies):
         self.assertEqual((line.status, line.termination, line.target), (101, "client-close", "/chat"))
         self.assertGreater(line.total_ms, 0)
         self.assertGreater(line.bytes_in, 60 * 6)  # the whole life's frames, the old process's too
+        return carrier
+
+    @defer.inlineCallbacks
+    def test_numbered_messages_both_ways_both_sockets_cross(self):  # type: ignore[no-untyped-def]
+        yield self.numbered(both_sockets=True)
+        handshakes = [request for backend in self.backends for request in backend.handshakes]
+        self.assertEqual([h.headers["x-rubris-session"].rsplit("; ", 1)[1] for h in handshakes], ["resume=0"])
+        (closes,) = [backend.closes for backend in self.backends if backend.handshakes]
+        self.assertEqual(closes, [(True, 1000, None)])  # the backend saw one WebSocket, closed by its client
+
+    @defer.inlineCallbacks
+    def test_numbered_messages_both_ways_through_the_resume_path(self):  # type: ignore[no-untyped-def]
+        yield self.numbered(both_sockets=False)
+        handshakes = [request for backend in self.backends for request in backend.handshakes]
+        self.assertEqual([h.headers["x-rubris-session"].rsplit("; ", 1)[1] for h in handshakes],
+                         ["resume=0", "resume=1"])
 
     @defer.inlineCallbacks
     def test_a_large_message_arrives_whole_once(self):  # type: ignore[no-untyped-def]
@@ -251,6 +280,7 @@ class CarryTests(TwoProxies):
 
     @defer.inlineCallbacks
     def test_a_socketio_session_rejoins_from_the_new_process(self):  # type: ignore[no-untyped-def]
+        self.patch(WebSocketSession, "_takes_backend", lambda session: False)  # the resume path
         self.start(backends=[EngineIOBackendFactory(), EngineIOBackendFactory()])
         client = yield self.open("/socket.io/?EIO=4&transport=websocket")
         yield client.wait_messages(1)  # the open packet
@@ -361,6 +391,75 @@ class CarryTests(TwoProxies):
         messages = yield client.wait_messages(41)
         self.assertEqual(messages, [(message.payload, True) for message in sent] + [(b"after", False)])
         self.assertFalse(client.closed.called)
+
+
+    @defer.inlineCallbacks
+    def test_a_socketio_session_crossed_whole_rejoins_later_from_what_it_carried(self):  # type: ignore[no-untyped-def]
+        self.start(backends=[EngineIOBackendFactory(), EngineIOBackendFactory()])
+        client = yield self.open("/socket.io/?EIO=4&transport=websocket")
+        yield client.wait_messages(1)
+        client.sendMessage(b'40/chat,{"token":"t"}')
+        yield client.wait_messages(2)
+        (first,) = [i for i, factory in enumerate(self.backends) if factory.open]
+        carrier = self.carrier()
+        self.session_of(self.old).move(carrier)
+        yield self.poll(lambda: self.new.websockets, "the session moved, with its backend connection")
+        self.assertEqual(len(carrier.sent[0].sockets), 2)
+        client.sendMessage(b'42/chat,["crossed"]')
+        yield client.wait_messages(3)
+        # Its server dies under the new process: the session rejoins the other from the state it carried.
+        self.listeners[first].stopListening()
+        for protocol in list(self.backends[first].open):
+            protocol.transport.abortConnection()
+        client.sendMessage(b'42/chat,["after"]')
+        messages = yield client.wait_messages(5)
+        self.assertEqual([payload for payload, _ in messages[2:]], [b'42/chat,["crossed"]', b"2", b'42/chat,["after"]'])
+        other = self.backends[1 - first]
+        self.assertEqual(other.received, [(b'40/chat,{"token":"t"}', False), (b'42/chat,["after"]', False)])
+        self.assertFalse(client.closed.called)
+
+    @defer.inlineCallbacks
+    def test_a_new_process_that_would_negotiate_otherwise_refuses_and_touches_nothing(self):  # type: ignore[no-untyped-def]
+        self.start(compression=True, new={"compression": False})
+        client = yield self.open(compression=True)
+        carrier = self.carrier()
+        self.session_of(self.old).move(carrier)
+        yield self.poll(lambda: carrier.refusals, "the new process refused it")
+        self.assertIn("extensions", carrier.refusals[0])
+        self.assertFalse(self.new.websockets)
+        self.assertFalse(self.new.connections)
+        texts = [b"still here, still compressed %d" % i for i in range(20)]
+        for text in texts:
+            client.sendMessage(text)
+        messages = yield client.wait_messages(20)
+        self.assertEqual([payload for payload, _ in messages], texts)
+        self.assertFalse(client.closed.called)
+        self.assertEqual([factory.closes for factory in self.backends], [[], []])  # the backend noticed nothing
+
+    @defer.inlineCallbacks
+    def test_a_backend_compressing_with_context_takeover_crosses_too(self):  # type: ignore[no-untyped-def]
+        backends = [EchoBackendFactory() for _ in range(2)]
+        for factory in backends:
+            factory.setProtocolOptions(perMessageCompressionAccept=_accept_deflate)
+        self.start(backends=backends, compression=True)
+        client = yield self.open()
+        old = self.session_of(self.old)
+        self.assertTrue(old._legs.backend.inflate_window() == b"")  # nothing compressed by the backend yet
+        texts = [b"the backend compresses these words again and again, %d" % i for i in range(60)]
+        for text in texts[:20]:
+            client.sendMessage(text)
+        yield client.wait_messages(20)
+        self.assertTrue(old._legs.backend.inflate_window())
+        carrier = self.carrier()
+        old.move(carrier)
+        yield self.poll(lambda: self.new.websockets, "the session moved")
+        self.assertEqual(len(carrier.sent[0].sockets), 2)
+        self.assertTrue(carrier.sent[0].record["backend_socket"]["inflate_window"])
+        for text in texts[20:]:
+            client.sendMessage(text)
+        messages = yield client.wait_messages(60)
+        self.assertEqual([payload for payload, _ in messages], texts)
+        self.assertEqual([factory.closes for factory in backends], [[], []])
 
 
 class _CarryPage(resource.Resource):

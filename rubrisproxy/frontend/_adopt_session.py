@@ -15,10 +15,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
 
 from .._compat import let_go
 from ..accesslog import AccessRecord
 from ..http import RequestHead, serialize_headers
+from ..origin import OriginConnection
 from ..transfer import Carried, Kind, Refused
 from ..websocket import SESSION_RECORD_VERSIONS, SessionRecord, Upgrade, WebSocketSession, read_record
 
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from ..websocket import Relay, ResumeBudget
     from ._connection import ClientConnection
     from ._context import Frontend
+
+
+log = Logger()
 
 
 class SessionAdopter:
@@ -67,30 +72,75 @@ class SessionAdopter:
         backend = self._backends.get(record.backend)
         if backend is None or backend.websocket.mode != "session":
             raise Refused(f"no session-mode backend {record.backend!r} in this process")
-        if len(carried.sockets) != 1:
-            raise Refused("a session carries one socket, the client's")
+        crossed = record.backend_socket
+        if len(carried.sockets) != (2 if crossed is not None else 1):
+            raise Refused("a session carries the client's socket, and the backend's when its connection crosses")
+        server = None
+        if crossed is not None:
+            server = next((server for server in backend.servers if server.name == crossed["server"]), None)
+            if server is None:
+                raise Refused(f"no server {crossed['server']!r} in backend {backend.name!r} here")
         connection = self._connection(carried.sockets[0], factory)
         handoff = AdoptedHandoff(connection, record, backend)
         session = WebSocketSession(handoff, None, backend, record.handshake.encode("latin-1"))
         connection.adopting()
         moved_from = next((server for server in backend.servers if server.name == record.moved_from), None)
+        origin = None
         try:
-            session.adopt(record, moved_from)
-        except Refused:
-            let_go(connection.transport)  # the old process keeps it: nothing may reach the client from here
+            if server is not None:
+                origin = self._origin(carried.sockets[1], server, connection.frontend)
+                handoff.switch_server(backend.take(server))
+            session.adopt(record, moved_from, origin)
+        except Exception as error:
+            # The old process keeps it: nothing may reach either peer from here.
+            handoff.release_server()
+            let_go(connection.transport)
             connection.moved_away()
-            raise
+            if origin is not None:
+                let_go(origin.transport)
+            if isinstance(error, Refused):
+                raise
+            log.failure("session {id} could not be made again here", id=record.session_id)
+            raise Refused(f"it could not be made again here: {error!r}") from error
         handoff.websockets.add(session)
 
-    def _connection(self, fd: int, factory: ServerFactory) -> ClientConnection:
-        probe = socket.socket(fileno=fd)
-        family = probe.family
-        probe.detach()
+    def _origin(self, fd: int, server: Server, frontend: Frontend) -> OriginConnection:
+        """The backend's connection, adopted: an origin connection already handed over to a WebSocket."""
         made: list[Any] = []
-        self._reactor.adoptStreamConnection(fd, family, _Keeping(factory, made))
+        pool = frontend.pool
+        self._reactor.adoptStreamConnection(fd, _family(fd), _Building(lambda: OriginConnection(server, pool, frontend.clock), made))
+        (origin,) = made
+        pool.hand_over(origin)
+        return origin
+
+    def _connection(self, fd: int, factory: ServerFactory) -> ClientConnection:
+        made: list[Any] = []
+        self._reactor.adoptStreamConnection(fd, _family(fd), _Keeping(factory, made))
         if not made:
             raise Refused("the frontend would not take the connection")
         return made[0]
+
+
+def _family(fd: int) -> int:
+    probe = socket.socket(fileno=fd)
+    family = probe.family
+    probe.detach()
+    return family
+
+
+class _Building(ServerFactory):
+    """Builds one protocol with ``build``, and keeps it."""
+
+    noisy = False
+
+    def __init__(self, build: Callable[[], Any], made: list[Any]) -> None:
+        self._build = build
+        self._made = made
+
+    def buildProtocol(self, addr: Any) -> Any:
+        built = self._build()
+        self._made.append(built)
+        return built
 
 
 class _Keeping(ServerFactory):

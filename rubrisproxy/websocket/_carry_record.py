@@ -57,6 +57,10 @@ class SessionRecord:
     unread: str
     unsent: str
     inflate_window: str  # what the client's compressor may still refer to (its context takeover), base64
+    #: The backend's connection, when it crosses too: its server, the 101 its leg opened on and the key it answered,
+    #: its negotiated extensions, its unread and unsent bytes and inflate window (as the client's above); None when
+    #: the new process opens a backend leg through the resume path.
+    backend_socket: Mapping[str, Any] | None
     log: Mapping[str, Any]
     engineio: Mapping[str, Any] | None
 

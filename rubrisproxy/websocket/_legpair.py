@@ -96,6 +96,20 @@ class LegPair:
         if self.backend is not None and self.origin is not None:
             self.origin.transport.abortConnection()
 
+    def adopt_backend(self, opening: WebSocketSession, origin: OriginConnection, switch: bytes, key: bytes,
+                      offered: list[str]) -> BackendLeg:
+        """The backend leg of a session carried with its backend connection from another process, open again on
+        ``origin`` (the adopted socket) from the 101 it opened on there, with nothing written (``opening`` hears of
+        its opening; the caller then gives it to the session)."""
+        self.origin = origin
+        leg = self._factories.backend_leg()
+        leg.factory = self._factories.client
+        self.backend = leg
+        leg.prepare(opening, origin, switch, key, offered)
+        leg.makeConnection(silent(origin.transport))
+        leg.transport = origin.transport
+        return leg
+
     def adopt_client(self, protocol: str | None, headers: dict[str, list[str]]) -> ClientLeg:
         """The client leg of a session carried from another process, open on the adopted connection: the client's
         handshake (as it was answered, with ``protocol`` and ``headers``) is replayed to it with nothing written

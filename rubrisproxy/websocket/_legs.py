@@ -169,8 +169,8 @@ class _Leg(AutobahnHooks):
     #: client leg, the server (its ``bytes_in``) for a backend leg. Reads are counted where they arrive.
     meter: ByteMeter = _Uncounted()
     _to_client = False
-    #: The client leg's last window of what the client compressed (its context takeover), for a carry to another
-    #: process; None: it compresses nothing, or without context takeover.
+    #: The last window of what the peer compressed (its context takeover), for a carry to another process;
+    #: None: it compresses nothing, or without context takeover.
     _window: InflateWindow | None = None
 
     def dataReceived(self, data: bytes) -> None:
@@ -224,6 +224,20 @@ class _Leg(AutobahnHooks):
         self.http_headers = self.http_request_data = self.http_response_data = self.http_request_uri = None
         self.http_status_line = self.http_request_params = None
         self._deflating = compresses(self)
+        bits = inbound_window_bits(self)
+        if bits:
+            self._window = InflateWindow(1 << bits)
+
+    def inflate_window(self) -> bytes:
+        """What the peer's compressor may still refer to (empty: nothing, or no context takeover)."""
+        return self._window.value() if self._window is not None else b""
+
+    def prime(self, window: bytes) -> None:
+        """Go on inflating what the peer compresses from ``window`` (see :meth:`inflate_window`), carried from
+        the process this leg's session came from."""
+        if window and self._window is not None:
+            prime_inflater(self, window)
+            self._window.add(window)
 
     def onPing(self, payload: bytes) -> None:
         # The proxy is the peer's endpoint: answered now, not relayed, so a ping followed by a close
@@ -354,21 +368,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
 
     def onOpen(self) -> None:
         self.opened()
-        bits = inbound_window_bits(self)
-        if bits:
-            self._window = InflateWindow(1 << bits)
         self.session.client_opened()
-
-    def inflate_window(self) -> bytes:
-        """What the client's compressor may still refer to (empty: nothing, or no context takeover)."""
-        return self._window.value() if self._window is not None else b""
-
-    def prime(self, window: bytes) -> None:
-        """Go on inflating what the client compresses from ``window`` (see :meth:`inflate_window`), carried from
-        the process this leg's session came from."""
-        if window and self._window is not None:
-            prime_inflater(self, window)
-            self._window.add(window)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.held is None:
@@ -439,12 +439,22 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes, key: bytes,
                protocols: list[str]) -> None:
         """Take over ``origin`` (its 101 is ``switch``, answering ``key``) and open on it."""
+        self.prepare(session, origin, switch, key, protocols)
+        self.makeConnection(origin.transport)
+
+    def prepare(self, session: WebSocketSession, origin: OriginConnection, switch: bytes, key: bytes,
+                protocols: list[str]) -> None:
+        """Take over ``origin``, to open on its 101 ``switch`` (answering ``key``) once connected to a transport
+        (:meth:`attach`; a leg made again in another process opens on one that writes nothing)."""
         self.session = session
         self.gate = origin.gate
         self.meter = origin.server
         self._switch, self._key, self._protocols = switch, key, protocols
         origin.take_over(OriginSide(self, origin))
-        self.makeConnection(origin.transport)
+
+    def opening(self) -> tuple[bytes, bytes]:
+        """The 101 it opened on and the key it answered: what makes it again in another process."""
+        return self._switch, self._key
 
     def startHandshake(self) -> None:
         # The request went out on the proxy's HTTP path: let Autobahn check the 101 it got,

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from ..deadline import Deadline
 from ..lifecycle import Termination
-from ._carry import SessionCarrying
+from ._adopting import SessionAdopting
 from ._eioresume import EngineIOResume
 from ._ending import MOVING, OPEN, OPENING, RESUMING
 from ._hooks import ISessionView, Message
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 
 @implementer(ISessionView)
-class WebSocketSession(SessionCarrying):
+class WebSocketSession(SessionAdopting):
     """A client's WebSocket in session mode: its opening, its legs, the hooks between them, and its messages.
 
     Messages are relayed whole, in order, text as text and binary as binary. Each
@@ -50,7 +50,8 @@ class WebSocketSession(SessionCarrying):
     the other side. When and how it moves to another server is its base
     :class:`~rubrisproxy.websocket._moving.SessionMoving`; how it ends (closes relayed with their codes, drain,
     idle timeout), :class:`~rubrisproxy.websocket._ending.SessionEnding`; its move to another rubrisproxy process in
-    an upgrade, :class:`~rubrisproxy.websocket._carry.SessionCarrying`; its state is a
+    an upgrade, :class:`~rubrisproxy.websocket._carry.SessionCarrying` and its making again in the new process,
+    :class:`~rubrisproxy.websocket._adopting.SessionAdopting`; its state is a
     :class:`~rubrisproxy.websocket._ending.SessionState`.
     """
 
@@ -80,8 +81,8 @@ class WebSocketSession(SessionCarrying):
         self._termination = None
         self._client_done = self._backend_done = False
         self.messages_in = self.messages_out = 0
-        self._carrier = self._carry_wait = None
-        self._unsent = b""
+        self._carrier = self._carry_wait = self._carrying = None
+        self._unsent = (b"", b"")
         engineio = EngineIOResume.for_session(self, config, handoff.head.target, backend.engineio, self.server)
         if engineio is not None:
             self._hooks = (engineio, *self._hooks)  # first: it sees what the client and the server sent, as they are
@@ -190,7 +191,7 @@ class WebSocketSession(SessionCarrying):
         assert leg is not None  # the session is the client connection's relay from the client leg's opening on
         leg.dataReceived(data)
         if self._carrier is not None:
-            self.client_read()
+            self.carry_read()
 
     def client_fin(self) -> None:
         self._client.transport.loseConnection()

@@ -7,7 +7,8 @@ from typing import Any
 
 class _Silent:
     """What a client leg made again in the new process answers the client's replayed handshake on: the client
-    had its answer long ago, so nothing is written; everything else is the real transport's."""
+    had its answer long ago, so nothing is written, and a leg that fails to open closes nothing (the old process
+    keeps the connection); everything else is the real transport's."""
 
     __slots__ = ("_transport",)
 
@@ -18,6 +19,12 @@ class _Silent:
         pass
 
     def writeSequence(self, data: list[bytes]) -> None:
+        pass
+
+    def loseConnection(self) -> None:
+        pass  # a leg that fails to open again must not close the connection: the old process may keep it
+
+    def abortConnection(self) -> None:
         pass
 
     def __getattr__(self, name: str) -> Any:
