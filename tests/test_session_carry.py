@@ -18,7 +18,7 @@ from websockets.sync.client import connect as ws_connect
 
 from rubrisproxy._compat import unsent
 from rubrisproxy.config import WebSocketConfig
-from rubrisproxy.frontend import Frontend, SessionAdopter, connection_factory
+from rubrisproxy.frontend import Frontend, ProxiedConnectionFactory, SessionAdopter, connection_factory
 from rubrisproxy.transfer import Carried, Kind, Refused
 from rubrisproxy.websocket import Message, WebSocketSession, _carry
 
@@ -460,6 +460,29 @@ class CarryTests(TwoProxies):
         messages = yield client.wait_messages(60)
         self.assertEqual([payload for payload, _ in messages], texts)
         self.assertEqual([factory.closes for factory in backends], [[], []])
+
+
+    @defer.inlineCallbacks
+    def test_a_frontend_or_backend_the_new_process_lacks_refuses_it(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = yield self.open()
+        refusals = []
+        for adopter in (SessionAdopter(reactor, lambda name: None, {self.new.backend.name: self.new.backend}),
+                        SessionAdopter(reactor, self._factories, {}),
+                        SessionAdopter(reactor, lambda name: ProxiedConnectionFactory(self.new),
+                                       {self.new.backend.name: self.new.backend})):
+            carrier = SocketPairCarrier(adopter)
+            self.addCleanup(carrier.close)
+            self.session_of(self.old).move(carrier)
+            yield self.poll(lambda carrier=carrier: carrier.refusals, "the new process refused it")
+            refusals.append(carrier.refusals[0])
+            client.sendMessage(b"still")
+            yield client.wait_messages(len(refusals))
+        self.assertEqual([refusal.split(" ", 2)[:2] for refusal in refusals],
+                         [["no", "frontend"], ["no", "session-mode"], ["frontend", "'web'"]])
+        self.assertFalse(self.new.connections)
+        self.assertFalse(client.closed.called)
+        self.assertEqual([factory.closes for factory in self.backends], [[], []])
 
 
 class _CarryPage(resource.Resource):

@@ -23,6 +23,7 @@ from ..http import RequestHead, serialize_headers
 from ..origin import OriginConnection
 from ..transfer import Carried, Kind, Refused
 from ..websocket import SESSION_RECORD_VERSIONS, SessionRecord, Upgrade, WebSocketSession, read_record
+from ._factory import ProxiedConnectionFactory
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -65,21 +66,7 @@ class SessionAdopter:
                 os.close(fd)  # the reactor works on its own duplicate
 
     def _adopt(self, carried: Carried) -> None:
-        record = read_record(carried.version, carried.record)
-        factory = self._factories(carried.frontend)
-        if factory is None:
-            raise Refused(f"no frontend {carried.frontend!r} in this process")
-        backend = self._backends.get(record.backend)
-        if backend is None or backend.websocket.mode != "session":
-            raise Refused(f"no session-mode backend {record.backend!r} in this process")
-        crossed = record.backend_socket
-        if len(carried.sockets) != (2 if crossed is not None else 1):
-            raise Refused("a session carries the client's socket, and the backend's when its connection crosses")
-        server = None
-        if crossed is not None:
-            server = next((server for server in backend.servers if server.name == crossed["server"]), None)
-            if server is None:
-                raise Refused(f"no server {crossed['server']!r} in backend {backend.name!r} here")
+        record, factory, backend, server = self._where(carried)
         connection = self._connection(carried.sockets[0], factory)
         handoff = AdoptedHandoff(connection, record, backend)
         session = WebSocketSession(handoff, None, backend, record.handshake.encode("latin-1"))
@@ -103,6 +90,28 @@ class SessionAdopter:
             log.failure("session {id} could not be made again here", id=record.session_id)
             raise Refused(f"it could not be made again here: {error!r}") from error
         handoff.websockets.add(session)
+
+    def _where(self, carried: Carried) -> tuple[SessionRecord, ServerFactory, Backend, Server | None]:
+        """Its record, and what of this process it goes to (its frontend's factory, its backend, and its server
+        when its backend connection crossed too); :class:`Refused` when it cannot."""
+        record = read_record(carried.version, carried.record)
+        factory = self._factories(carried.frontend)
+        if factory is None:
+            raise Refused(f"no frontend {carried.frontend!r} in this process")
+        if isinstance(factory, ProxiedConnectionFactory):
+            raise Refused(f"frontend {carried.frontend!r} takes its clients from a proxy: what it said does not cross")
+        backend = self._backends.get(record.backend)
+        if backend is None or backend.websocket.mode != "session":
+            raise Refused(f"no session-mode backend {record.backend!r} in this process")
+        crossed = record.backend_socket
+        if len(carried.sockets) != (2 if crossed is not None else 1):
+            raise Refused("a session carries the client's socket, and the backend's when its connection crosses")
+        if crossed is None:
+            return record, factory, backend, None
+        server = next((server for server in backend.servers if server.name == crossed["server"]), None)
+        if server is None:
+            raise Refused(f"no server {crossed['server']!r} in backend {backend.name!r} here")
+        return record, factory, backend, server
 
     def _origin(self, fd: int, server: Server, frontend: Frontend) -> OriginConnection:
         """The backend's connection, adopted: an origin connection already handed over to a WebSocket."""
