@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from twisted.internet import defer, reactor, threads
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import resource, server
 from websockets.sync.client import connect as ws_connect
 
@@ -20,7 +21,7 @@ from rubrisproxy._compat import unsent
 from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.frontend import Frontend, ProxiedConnectionFactory, SessionAdopter, connection_factory
 from rubrisproxy.transfer import Carried, Kind, Refused
-from rubrisproxy.websocket import Message, WebSocketSession, _carry
+from rubrisproxy.websocket import Message, WebSocketSession, _carry, read_record
 
 from .browser import chromium_argv, spawn
 from .helpers import ProxyTestCase, run_reactor_for
@@ -529,3 +530,11 @@ class BrowserCarryTests(TwoProxies):
 
     def test_chromium(self) -> defer.Deferred[None]:
         return defer.Deferred.fromCoroutine(self._chromium())
+
+
+class RecordTests(SynchronousTestCase):
+    def test_a_version_or_a_shape_it_does_not_read_is_refused(self) -> None:
+        with self.assertRaisesRegex(Refused, "version 2"):
+            read_record(2, {})
+        with self.assertRaisesRegex(Refused, "without session_id, backend"):
+            read_record(1, {"state": "open"})
