@@ -486,6 +486,40 @@ class CarryTests(TwoProxies):
         self.assertEqual([factory.closes for factory in self.backends], [[], []])
 
 
+    @defer.inlineCallbacks
+    def test_carried_again_its_one_line_still_covers_its_whole_life(self):  # type: ignore[no-untyped-def]
+        self.start()
+        client = yield self.open()
+        back = SocketPairCarrier(SessionAdopter(
+            reactor, lambda name: connection_factory(self.old), {self.old.backend.name: self.old.backend}))
+        self.addCleanup(back.close)
+        there = self.carrier()
+        for i, (source, carrier) in enumerate(((self.old, there), (self.new, back))):
+            client.sendMessage(b"before %d" % i)
+            yield client.wait_messages(2 * i + 1)
+            self.session_of(source).move(carrier)
+            yield self.poll(lambda source=source: not source.websockets, "it moved on")
+            client.sendMessage(b"after %d" % i)
+            yield client.wait_messages(2 * i + 2)
+        self.assertEqual([payload for payload, _ in client.messages], [b"before 0", b"after 0", b"before 1", b"after 1"])
+        self.assertEqual(back.sent[0].record["messages_out"], 3)  # counted on across processes
+        session = self.session_of(self.old)  # back where it began, in what stands for a third process
+        self.assertEqual(session.messages_out, 4)
+        client.sendClose(1000)
+        yield client.closed
+        yield self.poll(lambda: self.old_log.entries, "the last process logged it")
+        (line,) = self.old_log.entries
+        self.assertEqual(self.new_log.entries, [])
+        self.assertEqual((line.status, line.termination, line.server), (101, "client-close", "s1"))
+        first, second = there.sent[0].record["log"], back.sent[0].record["log"]
+        before, after = 2 + 4 + len(b"before 0"), 2 + 4 + len(b"after 0")  # the client's masked frames
+        self.assertEqual(first["bytes_in"], before)  # the first process read "before 0"
+        self.assertEqual(second["bytes_in"], 2 * before + after)  # and the second "after 0", "before 1"
+        close = 2 + 4 + 2
+        # Its one line: the upgrade request's head, then every frame the client sent, in whichever process.
+        self.assertEqual(line.bytes_in, first["line"]["bytes_in"] + 2 * before + 2 * after + close)
+
+
 class _CarryPage(resource.Resource):
     isLeaf = True
 
