@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import pprint
+import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,10 +45,11 @@ else:
     _AutobahnProtocol = object
 
 __all__ = [
-    "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "LazyUtf8Validator", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
-    "defer_autobahn_debug", "direct_write", "end_as_closed", "guard_accepts", "native_xor", "open_at_once",
-    "rearm_pong_timeout",
-    "send_queue_back", "slim_open_leg", "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer",
+    "EXHAUSTED", "AutobahnHooks", "cancel_pong_timeout", "compresses", "defer_autobahn_debug", "direct_write",
+    "end_as_closed", "guard_accepts", "inbound_window_bits", "IOpenSSLTrustRoot", "LazyUtf8Validator", "let_go",
+    "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "prime_inflater", "rearm_pong_timeout",
+    "resume_auto_ping", "send_queue_back", "slim_open_leg", "take_unsent", "tcp_buffered", "unsent",
+    "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
 ]
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
@@ -229,6 +231,29 @@ def compresses(leg: Any) -> bool:
     return leg._perMessageCompress is not None
 
 
+def inbound_window_bits(leg: Any) -> int:
+    """The window (in bits) of the inflater an open Autobahn protocol's permessage-deflate keeps from one message
+    to the next (its peer's context takeover), or 0 if it has none (no extension, or no context takeover)."""
+    pmce = leg._perMessageCompress
+    if pmce is None:
+        return 0
+    if pmce._is_server:
+        return 0 if pmce.client_no_context_takeover else int(pmce.client_max_window_bits)
+    return 0 if pmce.server_no_context_takeover else int(pmce.server_max_window_bits)
+
+
+def message_compressed(leg: Any) -> bool:
+    """Whether the message an Autobahn protocol is ending (in ``onMessageEnd``) came compressed (RSV1)."""
+    return bool(leg._isMessageCompressed)
+
+
+def prime_inflater(leg: Any, window: bytes) -> None:
+    """Make an open Autobahn protocol's permessage-deflate inflater go on from ``window``, the plaintext its
+    peer's compressor holds as its window: the peer's next messages, which may refer to it, decode. Replaces
+    its private ``_decompressor`` (raw inflate, its window bits, ``window`` as the dictionary)."""
+    leg._perMessageCompress._decompressor = zlib.decompressobj(-inbound_window_bits(leg), zdict=window)
+
+
 def tcp_buffered(transport: object) -> bool:
     """Whether ``transport`` is a Twisted TCP connection, whose write buffer :func:`unsent` counts and
     :func:`direct_write` may bypass (TLS and other transports are not)."""
@@ -247,6 +272,54 @@ def unsent(transport: object) -> int:
             return 0
     t: Any = transport
     return len(t.dataBuffer) - t.offset + t._tempDataLen
+
+
+def take_unsent(transport: Any) -> bytes:
+    """Take the bytes written to a ``tcp.Connection`` that the kernel has not taken yet: they are no longer the
+    transport's (it stops writing) and are returned, in order, for whoever sends them next.
+
+    Empties ``tcp.Connection``'s write buffer (``dataBuffer``, ``offset``, ``_tempDataBuffer``, ``_tempDataLen``).
+    """
+    data = bytes(transport.dataBuffer[transport.offset:]) + b"".join(transport._tempDataBuffer)
+    transport.dataBuffer, transport.offset = b"", 0
+    transport._tempDataBuffer, transport._tempDataLen = [], 0
+    transport.stopWriting()
+    return data
+
+
+def let_go(transport: Any) -> None:
+    """Let go of a ``tcp.Connection``'s socket without shutting it down: another process holding the same socket
+    (passed with ``SCM_RIGHTS``) carries on with it, and its peer sees nothing. The reactor stops watching it,
+    this process's descriptor is closed, and the protocol is not told (it is ended by its owner).
+
+    Takes ``tcp.Connection``'s ``socket``, ``fileno`` and ``protocol`` away as its own ``connectionLost`` does, so a
+    later event or close of the transport is a no-op.
+    """
+    transport.stopReading()
+    transport.stopWriting()
+    transport.connected = False
+    transport.disconnected = True
+    sock = transport.socket
+    del transport.socket, transport.fileno, transport.protocol
+    sock.close()  # no shutdown(2): the connection lives on in the other process
+
+
+def pause_auto_ping(leg: Any) -> None:
+    """Stop an Autobahn protocol's auto-ping: its next ping and any wait for a pong are cancelled (Autobahn's
+    ``autoPingPendingCall``, ``autoPingTimeoutCall``, ``autoPingPending``); :func:`resume_auto_ping` starts it again."""
+    for name in ("autoPingPendingCall", "autoPingTimeoutCall"):
+        call = getattr(leg, name)
+        if call is not None:
+            call.cancel()
+            setattr(leg, name, None)
+    leg.autoPingPending = None
+
+
+def resume_auto_ping(leg: Any, call_later: Callable[..., Any]) -> None:
+    """Schedule an Autobahn protocol's next auto-ping an interval from now (its private ``_sendAutoPing``), on
+    ``call_later``, if it pings at all."""
+    if leg.autoPingInterval:
+        leg.autoPingPendingCall = call_later(leg.autoPingInterval, leg._sendAutoPing)
 
 
 class _GuardedListener:

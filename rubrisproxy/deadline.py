@@ -29,6 +29,11 @@ class Deadline:
     def armed(self) -> bool:
         return self._at is not None
 
+    @property
+    def remaining(self) -> float | None:
+        """Seconds until it expires (None: not armed)."""
+        return None if self._at is None else max(0.0, self._at - self._clock.seconds())
+
     def set(self, delay: float) -> None:
         self._at = at = self._clock.seconds() + delay
         call = self._call

@@ -4,8 +4,11 @@ rest, on accept(2) and the write buffer under load, is in tests/test_hardening_c
 from __future__ import annotations
 
 import inspect
+import os
 import pprint
 import re
+import socket as sockets
+import zlib
 from collections import deque
 from typing import Any
 
@@ -36,9 +39,16 @@ from rubrisproxy._compat import (
     defer_autobahn_debug,
     direct_write,
     end_as_closed,
+    inbound_window_bits,
+    let_go,
+    message_compressed,
     native_xor,
+    pause_auto_ping,
+    prime_inflater,
     rearm_pong_timeout,
+    resume_auto_ping,
     send_queue_back,
+    take_unsent,
     tcp_buffered,
     unsent,
     unwrap_endpoint,
@@ -59,6 +69,7 @@ from .test_ws_keepalive import (
     Transport,
     frame,
     open_backend_leg,
+    open_client_leg,
     parse_frames,
 )
 
@@ -449,7 +460,8 @@ def _state(leg: Any) -> dict[str, Any]:
     """A leg's attributes that are plain values (not its timers, Deferreds, transport or validator)."""
     plain = (type(None), bool, int, float, str, bytes, tuple, list)
     own = {name: value for name, value in vars(leg).items() if name not in _HANDSHAKE_ONLY and isinstance(value, plain)}
-    return own | {name: getattr(leg, name) for name in _AT_REST}  # and those kept on the class
+    # and those kept on the class (but what it opened on, kept for opening(): a 101, or the subprotocol it chose)
+    return own | {name: getattr(leg, name) for name in _AT_REST if name not in _HANDSHAKE_ONLY}
 
 
 class OpenAtOnceTests(unittest.TestCase):
@@ -523,4 +535,86 @@ class LazyUtf8ValidatorTests(unittest.TestCase):
         self.assertEqual(frames[-1][0], 0x8)
         self.assertEqual(int.from_bytes(frames[-1][1][:2], "big"), 1007)
         self.assertEqual(session.events, [])
+
+
+class TakeUnsentTests(ProxyTestCase):
+    def test_the_write_buffer_is_taken_in_order_and_not_sent(self) -> Any:
+        received = RawClient()
+        port = self.start_raw_origin(lambda: received)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+        def connected(_: object) -> Any:
+            self.addCleanup(client.transport.abortConnection)  # type: ignore[union-attr]
+            client.transport.write(b"first,")  # type: ignore[union-attr]
+            client.transport.write(b"second")  # type: ignore[union-attr]
+            self.assertEqual(take_unsent(client.transport), b"first,second")
+            self.assertEqual(unsent(client.transport), 0)
+            client.transport.write(b"later")  # type: ignore[union-attr]  # writing again: only this goes
+            return received.until(lambda data: data == b"later")
+
+        return d.addCallback(connected)
+
+
+class LetGoTests(ProxyTestCase):
+    def test_the_socket_is_closed_here_without_a_fin_and_lives_on_in_a_duplicate(self) -> Any:
+        received = RawClient()
+        port = self.start_raw_origin(lambda: received)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        lost: list[object] = []
+        client.connectionLost = lost.append  # type: ignore[method-assign]
+
+        def connected(_: object) -> Any:
+            transport: Any = client.transport
+            duplicate = sockets.socket(fileno=os.dup(transport.fileno()))  # as SCM_RIGHTS gives another process
+            self.addCleanup(duplicate.close)
+            let_go(transport)
+            self.assertFalse(hasattr(transport, "socket"))
+            self.assertEqual(lost, [])  # the protocol is not told
+            transport.loseConnection()  # a no-op now
+            duplicate.sendall(b"still here")
+            return received.until(lambda data: data == b"still here")
+
+        def still_open(_: object) -> None:
+            self.assertFalse(received.closed.called)  # type: ignore[attr-defined]
+
+        return d.addCallback(connected).addCallback(still_open)
+
+
+class AutoPingPauseTests(unittest.TestCase):
+    def test_paused_it_pings_no_more_and_resumed_it_pings_an_interval_later(self) -> None:
+        clock = Clock()
+        leg, origin, _ = open_backend_leg(WebSocketConfig(backend_ping_interval=1.0, backend_ping_timeout=5.0), clock)
+        clock.advance(1.0)
+        self.assertIsNotNone(leg.autoPingTimeoutCall)  # a ping went out: its pong is awaited
+        pause_auto_ping(leg)
+        self.assertEqual((leg.autoPingPendingCall, leg.autoPingTimeoutCall, leg.autoPingPending), (None, None, None))
+        origin.transport.clear()
+        clock.advance(10)
+        self.assertEqual(origin.transport.value(), b"")
+        resume_auto_ping(leg, leg._timer.call_later)
+        clock.advance(1.0)
+        self.assertEqual([opcode for opcode, _ in parse_frames(origin.transport.value())], [OP_PING])
+        leg.connectionLost(Failure(ConnectionLost()))
+
+
+class DeflateWindowTests(unittest.TestCase):
+    def test_the_inflaters_window_and_a_primed_one(self) -> None:
+        for compression in (False, True):
+            leg, _, _ = open_client_leg(WebSocketConfig(compression=compression), Clock())
+            self.assertEqual(inbound_window_bits(leg), 0)  # the stand-in client offered no extension
+            leg.connectionLost(Failure(ConnectionLost()))
+        leg, _, _ = open_backend_leg(WebSocketConfig(compression=True), Clock(),
+                                     b"Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        self.assertEqual(inbound_window_bits(leg), 15)
+        # The server compresses two messages with context takeover; the second refers to the first.
+        server = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        first = b"hello hello hello, a message"
+        server.compress(first), server.flush(zlib.Z_SYNC_FLUSH)
+        second = server.compress(first) + server.flush(zlib.Z_SYNC_FLUSH)
+        prime_inflater(leg, first)  # as if the leg had inflated the first elsewhere
+        leg.dataReceived(bytes((0xC1, len(second) - 4)) + second[:-4])  # FIN, RSV1, text
+        self.assertEqual(leg.session.events[-1], ("from_backend", first, False))
+        self.assertTrue(message_compressed(leg))
         leg.connectionLost(Failure(ConnectionLost()))

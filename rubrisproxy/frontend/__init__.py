@@ -1,5 +1,6 @@
 """The client-facing side: HTTP/1.1 server protocol, per-request exchanges, factories."""
 
+from ._adopt_session import SessionAdopter
 from ._auth import hash_password
 from ._connection import ClientConnection
 from ._context import Frontend
@@ -13,6 +14,7 @@ from ._rule_actions import RuleRun
 from ._rules import FrontendRules
 
 __all__ = [
+    "SessionAdopter",
     "ClientConnection", "Exchange", "ForwardExchange", "ForwardProxy", "Frontend", "LocalConnectionFactory", "PeerSettings",
     "FrontendRules", "ProxiedConnection", "ProxiedConnectionFactory", "RuleRun", "connection_factory", "drain",
     "hash_password", "protocol_class",

@@ -159,6 +159,10 @@ class H2Stream(StreamResponse):
     def websocket_ended(self, termination: Termination) -> None:
         """A stream's WebSocket ending ends nothing more than the stream."""
 
+    def moved_away(self) -> None:
+        """Never called: a WebSocket on a stream stays in its process (its socket is the whole connection's)."""
+        raise AssertionError("a WebSocket over HTTP/2 is not carried to another process")
+
     # What the exchange calls, as on a client connection
 
     @property

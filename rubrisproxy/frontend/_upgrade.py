@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from ..http import NONE, HTTPError, ResponseHead, serialize_headers
@@ -163,6 +164,25 @@ class ExchangeHandoff:
         self.exchange.fail(error, termination)
 
     def ended(self, termination: Termination) -> None:
+        bytes_in, bytes_out = self._since_upgrade()
+        self.exchange.upgrade_ended(termination, bytes_in, bytes_out)
+
+    def _since_upgrade(self) -> tuple[int, int]:
         client = self.client
         bytes_in, bytes_out = client.upgraded_at  # what crossed the client's connection before the WebSocket
-        self.exchange.upgrade_ended(termination, client.bytes_in - bytes_in, client.bytes_out - bytes_out)
+        return client.bytes_in - bytes_in, client.bytes_out - bytes_out
+
+    @property
+    def frontend(self) -> str:
+        return self.exchange.client.frontend.name
+
+    def carried(self) -> dict[str, object]:
+        exchange = self.exchange
+        bytes_in, bytes_out = self._since_upgrade()
+        record = exchange.record(self.clock.seconds(), self.frontend, Termination.OK)
+        return {"line": asdict(record), "started": exchange.started_at, "bytes_in": bytes_in,
+                "bytes_out": exchange.bytes_out + bytes_out}
+
+    def moved(self) -> None:
+        self.exchange.upgrade_moved()
+        self.client.moved_away()

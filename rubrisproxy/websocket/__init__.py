@@ -1,5 +1,7 @@
 """WebSocket proxying: handshake checks, tunnel mode, session mode (Autobahn), and the hooks users write."""
 
+from ._carry_record import VERSIONS as SESSION_RECORD_VERSIONS
+from ._carry_record import SessionRecord, read_record
 from ._handoff import ClientSide, UpgradeHandoff
 from ._handshake import Upgrade, accept_key, backend_handshake, check_switch, check_upgrade, new_key
 from ._hooks import Handshake, ISessionView, IWebSocketHook, Message, RefuseHandshake, WebSocketHook, build_hooks
@@ -11,6 +13,9 @@ from ._support import BackendWebSocket
 from ._tunnel import Tunnel
 
 __all__ = [
+    "SESSION_RECORD_VERSIONS",
+    "SessionRecord",
+    "read_record",
     "ClientSide",
     "Handshake",
     "ISessionView",

@@ -55,6 +55,9 @@ class ClientSide(ByteMeter, Protocol):
     def websocket_ended(self, termination: Termination) -> None:
         """The WebSocket ended with ``termination``: the connection's end, before its TCP close."""
 
+    def moved_away(self) -> None:
+        """The connection was carried to another process (its socket let go of already): end here uncounted."""
+
 
 class UpgradeHandoff(Protocol):
     """The upgraded request: what a :class:`~rubrisproxy.websocket.Tunnel` or a
@@ -111,3 +114,14 @@ class UpgradeHandoff(Protocol):
 
     def ended(self, termination: Termination) -> None:
         """The WebSocket has ended: free its server slot, count and log it."""
+
+    @property
+    def frontend(self) -> str:
+        """The frontend's name."""
+
+    def carried(self) -> dict[str, object]:
+        """What the request's one access-log line needs, for the process a session is carried to (JSON-encodable:
+        the line's fields so far, when the request began, the bytes crossed since the 101)."""
+
+    def moved(self) -> None:
+        """The WebSocket was carried to another process, which logs it when it ends: end here, unlogged."""

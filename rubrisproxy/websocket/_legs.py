@@ -39,8 +39,13 @@ from .._compat import (
     compresses,
     defer_autobahn_debug,
     direct_write,
+    inbound_window_bits,
+    message_compressed,
     open_at_once,
+    pause_auto_ping,
+    prime_inflater,
     rearm_pong_timeout,
+    resume_auto_ping,
     send_queue_back,
     slim_open_leg,
     unsent,
@@ -53,6 +58,7 @@ from ._frames import frame_parts, read_simple
 from ._handshake import accept_key
 from ._outbox import Outbox
 from ._timers import BucketTimer
+from ._window import InflateWindow
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
@@ -202,6 +208,9 @@ class _Leg(AutobahnHooks):
     #: client leg, the server (its ``bytes_in``) for a backend leg. Reads are counted where they arrive.
     meter: ByteMeter = _Uncounted()
     _to_client = False
+    #: The last window of what the peer compressed (its context takeover), for a carry to another process;
+    #: None: it compresses nothing, or without context takeover.
+    _window: InflateWindow | None = None
 
     def dataReceived(self, data: bytes) -> None:
         # Fast path: whole simple messages at the front of the read, when Autobahn holds nothing partial;
@@ -268,7 +277,21 @@ class _Leg(AutobahnHooks):
         self.http_headers = self.http_request_data = self.http_response_data = self.http_request_uri = None
         self.http_status_line = self.http_request_params = None
         self._deflating = compresses(self)
+        bits = inbound_window_bits(self)
+        if bits:
+            self._window = InflateWindow(1 << bits)
         slim_open_leg(self, _AT_REST)
+
+    def inflate_window(self) -> bytes:
+        """What the peer's compressor may still refer to (empty: nothing, or no context takeover)."""
+        return self._window.value() if self._window is not None else b""
+
+    def prime(self, window: bytes) -> None:
+        """Go on inflating what the peer compresses from ``window`` (see :meth:`inflate_window`), carried from
+        the process this leg's session came from."""
+        if window and self._window is not None:
+            prime_inflater(self, window)
+            self._window.add(window)
 
     def onPing(self, payload: bytes) -> None:
         # The proxy is the peer's endpoint: answered now, not relayed, so a ping followed by a close
@@ -296,6 +319,19 @@ class _Leg(AutobahnHooks):
             self._owed_call.cancel()
             self._owed_call = None
 
+    def stop_pings(self) -> None:
+        """No ping from this leg and no pong owed (its session is being carried to another process)."""
+        pause_auto_ping(self)
+        self._forget_owed_pong()
+
+    def restart_pings(self) -> None:
+        """Ping the peer again, an interval from now."""
+        resume_auto_ping(self, self._timer.call_later)
+
+    def unread(self) -> bytes:
+        """What was read from the peer and not parsed yet: at a message boundary, the start of its next frame."""
+        return self._tail + self.data
+
     def onPong(self, payload: bytes) -> None:
         pass  # Autobahn has matched it to this leg's own auto-ping, if it answers one; others end here
 
@@ -313,7 +349,10 @@ class _Leg(AutobahnHooks):
 
     def onMessageEnd(self) -> None:
         if not self.failedByMe:
-            self.onMessage(b"".join(self.message_data), self.message_is_binary)
+            payload = b"".join(self.message_data)
+            if self._window is not None and message_compressed(self):
+                self._window.add(payload)
+            self.onMessage(payload, self.message_is_binary)
         self.message_data = None  # type: ignore[assignment]  # as Autobahn's own does
 
     def flush(self) -> None:
@@ -486,6 +525,13 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
                protocols: list[str]) -> None:
         """Take over ``origin`` and open on it: its 101 answering ``key`` is ``switch`` for Autobahn to check, or,
         already checked and with no extension, only the subprotocol it chose (a str, or None)."""
+        self.prepare(session, origin, switch, key, protocols)
+        self.makeConnection(origin.transport)
+
+    def prepare(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
+                protocols: list[str]) -> None:
+        """Take over ``origin``, to open on ``switch`` (see :meth:`attach`) once connected to a transport
+        (:meth:`attach`; a leg made again in another process opens on one that writes nothing)."""
         self.session = session
         self.gate = origin.gate
         self.meter = origin.server
@@ -493,15 +539,19 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
         if isinstance(switch, bytes):  # for Autobahn to check it
             self._key, self._protocols = key, protocols
         origin.take_over(OriginSide(self, origin))
-        self.makeConnection(origin.transport)
+
+    def opening(self) -> tuple[bytes | str | None, bytes]:
+        """What it opened on and the key it answered: what makes it again in another process. What it opened on is
+        the 101 Autobahn checked, or, for a leg opened at once, the subprotocol the 101 chose (a str, or None)."""
+        switch = self._switch
+        return switch, self._key if isinstance(switch, bytes) else b""
 
     def startHandshake(self) -> None:
         # The request went out on the proxy's HTTP path, and check_switch passed its 101: open at once, unless it
         # is to negotiate an extension, which Autobahn does as if it had sent the request, with this session's
         # key and offered subprotocols.
         switch = self._switch
-        if not isinstance(switch, bytes):
-            self._switch = None
+        if not isinstance(switch, bytes):  # kept (a short str, or None) for opening()
             open_at_once(self, self.version, switch)
             return
         self.websocket_key = self._key
@@ -512,7 +562,8 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
             self.processHandshake()
         finally:
             factory.protocols = []
-        self._switch = None
+        # _switch stays: a session carried to another process opens its backend leg there again on this 101
+        # (only a 101 with an extension comes here: its session already keeps a compressor's state)
 
     def onOpen(self) -> None:
         self.opened()

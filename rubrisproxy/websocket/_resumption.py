@@ -53,6 +53,11 @@ class Resumption:
         self.engineio = engineio
         self._rejoins = False  # whether the move in progress rejoins an Engine.IO session
 
+    @property
+    def template(self) -> bytes:
+        """The backend handshake each new backend leg is opened with, ``%KEY%`` where its key goes."""
+        return self._template
+
     def begin(self, session: SessionMoving, reason: str) -> None:
         """The session starts to move, for ``reason`` (as the log says it)."""
         self.move = SessionMove(session, self, self._backend, reason)
