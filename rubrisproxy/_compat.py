@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 # Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
-from twisted.internet import tcp
+from twisted.internet import tcp, unix
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientFactory, Protocol
@@ -33,8 +33,8 @@ else:
 
 __all__ = [
     "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
-    "direct_write", "end_as_closed", "guard_accepts", "rearm_pong_timeout", "tcp_buffered", "unsent",
-    "unwrap_endpoint", "use_batched_timer",
+    "direct_write", "end_as_closed", "guard_accepts", "let_go", "let_go_port", "rearm_pong_timeout", "take_unsent",
+    "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer",
 ]
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
@@ -90,6 +90,54 @@ def unsent(transport: object) -> int:
             return 0
     t: Any = transport
     return len(t.dataBuffer) - t.offset + t._tempDataLen
+
+
+def take_unsent(transport: object) -> bytes:
+    """Take the bytes written to a TCP ``transport`` that the kernel has not taken yet out of its write buffer
+    (``dataBuffer`` from ``offset``, then ``_tempDataBuffer``), leaving it empty; b"" for any other transport.
+
+    For a connection handed to another process, which writes them first.
+    """
+    if not isinstance(transport, tcp.Connection):
+        return b""
+    t: Any = transport
+    data = bytes(t.dataBuffer[t.offset:]) + b"".join(t._tempDataBuffer)
+    t.dataBuffer, t.offset, t._tempDataBuffer, t._tempDataLen = b"", 0, [], 0
+    return data
+
+
+class _LetGo(Protocol):
+    """What a connection let go of tells of its end: nothing (its protocol lives on in another process)."""
+
+
+def let_go(transport: object) -> None:
+    """Stop using a TCP ``transport``'s socket without shutting it down: another process holds a copy of it.
+
+    ``loseConnection`` would ``shutdown(2)`` the socket, which ends it for every process holding it. Here
+    the transport's producer is dropped without being stopped, the transport stops reading and writing,
+    and its ``connectionLost`` runs with ``_shouldShutdown`` off (``tcp._SocketCloser``), so only this
+    process's descriptor is closed; the protocol is not told (a stand-in hears the loss instead).
+    Later writes and closes are no-ops, as on any lost connection.
+    """
+    t: Any = transport
+    t.producer = None
+    t.protocol = _LetGo()
+    t._shouldShutdown = False
+    t.connectionLost(Failure(ConnectionDone()))
+
+
+def let_go_port(port: object) -> None:
+    """Stop accepting on a listening ``port`` and close this process's copy of its socket, leaving the socket
+    itself (and the connections waiting in its accept queue) to the process that adopted a copy.
+
+    ``stopListening`` does just that for TCP (``tcp.Port`` never shuts its socket down); a UNIX ``unix.Port``
+    would also remove its path, which the other process's copy still answers on: its ``_bindPath`` is
+    made an abstract name first, which nothing removes.
+    """
+    p: Any = port
+    if isinstance(port, unix.Port):
+        p._bindPath = b"\0"
+    p.stopListening()
 
 
 class _GuardedListener:

@@ -7,13 +7,14 @@ from ._exchange import Exchange
 from ._factory import LocalConnectionFactory, ProxiedConnectionFactory, connection_factory, drain, protocol_class
 from ._forward import ForwardProxy
 from ._forward_exchange import ForwardExchange
+from ._moving import ConnectionAdopter
 from ._peers import PeerSettings
 from ._proxied import ProxiedConnection
 from ._rule_actions import RuleRun
 from ._rules import FrontendRules
 
 __all__ = [
-    "ClientConnection", "Exchange", "ForwardExchange", "ForwardProxy", "Frontend", "LocalConnectionFactory", "PeerSettings",
+    "ClientConnection", "ConnectionAdopter", "Exchange", "ForwardExchange", "ForwardProxy", "Frontend", "LocalConnectionFactory", "PeerSettings",
     "FrontendRules", "ProxiedConnection", "ProxiedConnectionFactory", "RuleRun", "connection_factory", "drain",
     "hash_password", "protocol_class",
 ]
