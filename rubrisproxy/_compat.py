@@ -130,11 +130,13 @@ def let_go_port(port: object) -> None:
     """Stop accepting on a listening ``port`` and close this process's copy of its socket, leaving the socket
     itself (and the connections waiting in its accept queue) to the process that adopted a copy.
 
-    ``stopListening`` does just that for TCP (``tcp.Port`` never shuts its socket down); a UNIX ``unix.Port``
-    would also remove its path, which the other process's copy still answers on: its ``_bindPath`` is
-    made an abstract name first, which nothing removes.
+    ``stopListening`` closes the socket after ``shutdown(2)`` (``tcp._SocketCloser``: a port that bound its
+    own socket has ``_shouldShutdown`` set), which would end it in every process (EPOLLHUP on the other's
+    copy): it is turned off first. A UNIX ``unix.Port`` would also remove its path, which the other
+    process's copy still answers on: its ``_bindPath`` is made an abstract name, which nothing removes.
     """
     p: Any = port
+    p._shouldShutdown = False
     if isinstance(port, unix.Port):
         p._bindPath = b"\0"
     p.stopListening()

@@ -49,6 +49,10 @@ class ProxyService(service.MultiService):
         except ListenFailed as e:
             raise SystemExit(f"rubrisproxy: {e}") from None
 
+    def stopService(self) -> Any:
+        self.upgrader.close()
+        return super().stopService()
+
     def _start_children(self) -> None:
         for child in self:
             child.startService()

@@ -74,6 +74,7 @@ class Upgrader:
         self._answer: Deferred[dict[str, Any]] | None = None
         self._timer: IDelayedCall | None = None
         self._checking: LoopingCall | None = None
+        self._exited: str | None = None  # how the new process exited, while its channel is read to its end
 
     # What the admin API, the signal and metrics ask
 
@@ -83,7 +84,7 @@ class Upgrader:
         if self.state is not UpgradeState.IDLE:
             return fail(UpgradeFailed(f"an upgrade is under way ({self.state.value})"))
         self.state = UpgradeState.STARTING
-        self.last_failure = None
+        self.last_failure = self._exited = None
         self._directory = tempfile.mkdtemp(prefix="rubrisproxy-upgrade-")  # mode 0700
         path = os.path.join(self._directory, "handover.sock")
         self._port = self.reactor.listenUNIX(path, _Factory(self), mode=0o600)
@@ -168,19 +169,25 @@ class Upgrader:
             return
         self._channel = None
         if self.state is UpgradeState.STARTING:
-            self.fail("the new process closed the hand-over channel")
+            self.fail(f"the new process exited before taking over ({self._exited})" if self._exited
+                      else "the new process closed the hand-over channel")
         elif self._carrier is not None:
             self._carrier.channel = None
 
     def _process_ended(self, why: str | None) -> None:
-        if why is not None:
+        if why is None or self.state is not UpgradeState.STARTING:
+            return
+        if self._channel is not None:  # what it said before it exited is read first: the channel's end decides
+            self._exited = why
+        else:
             self.fail(f"the new process exited before taking over ({why})")
 
     # Handing over
 
     def _hand_over(self) -> None:
         carrier = self._carrier
-        assert carrier is not None
+        if carrier is None or self.state is not UpgradeState.HANDING_OVER:
+            return  # this process stopped meanwhile
         for frontend in self.frontends():
             for connection in list(frontend.connections):
                 connection.move(carrier)
@@ -239,18 +246,29 @@ class Upgrader:
         self._close_socket()
         self.stop()
 
+    def close(self) -> None:
+        """This process stops: an upgrade under way is given up, its timers and socket closed."""
+        self.fail("this process is stopping")
+        if self.state is UpgradeState.HANDING_OVER:
+            self.state = UpgradeState.DONE
+        self._cancel_timer()
+        if self._checking is not None and self._checking.running:
+            self._checking.stop()
+        self._close_socket()
+
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
     def _close_socket(self) -> None:
-        if self._port is not None:
-            self._port.stopListening()
-            self._port = None
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
+        channel, self._channel = self._channel, None
+        if channel is not None and channel.transport is not None:
+            channel.transport.loseConnection()
+        port, self._port = self._port, None
+        directory, self._directory = self._directory, None
+        if port is not None:  # its socket's path is removed as it closes; then its directory
+            port.stopListening().addBoth(lambda _: shutil.rmtree(directory, ignore_errors=True) if directory else None)
 
 
 def _kind_of(relay: object) -> Kind:

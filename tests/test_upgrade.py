@@ -1,0 +1,354 @@
+"""Live upgrade (docs/upgrade.md): an old and a new proxy in this process, over a real hand-over socket (AMP over
+UNIX, descriptors passed with SCM_RIGHTS), real client connections on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, reactor, ssl
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.web import resource, server
+
+from rubrisproxy.config import CommandLine, ConfigError, load_config
+from rubrisproxy.frontend import ConnectionAdopter
+from rubrisproxy.service import ProxyService, UpgradeSetup, build_service
+from rubrisproxy.transfer import Kind, Outcome
+from rubrisproxy.upgrade import Pidfile, UpgradeFailed, UpgradeState
+
+from .helpers import EchoResource, ProxyTestCase, RawClient, get, parse_responses
+from .test_tls_origin import tls_listen_endpoint
+
+CONFIG = """
+[admin]
+listen = ["tcp:0:interface=127.0.0.1"]
+
+[process]
+upgrade-deadline = "{deadline}"
+
+[frontends.web]
+listen = [{listen}]
+backend = "web"
+
+[backends.web]
+servers = [{{ name = "w1", address = "127.0.0.1:{origin}" }}]
+"""
+
+
+class HeldResource(resource.Resource):
+    """Answers ``/slow`` only when the test says (``release``); anything else at once, as the echo does."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[server.Request] = []
+        self.echo = EchoResource()
+
+    def render(self, request: server.Request) -> bytes | int:
+        if request.path == b"/slow":
+            self.held.append(request)
+            return server.NOT_DONE_YET
+        return self.echo.render(request)
+
+    def release(self) -> None:
+        for request in self.held:
+            request.write(b"slow done")
+            request.finish()
+        self.held.clear()
+
+
+class InProcess:
+    """A "new process" built in this one from the configuration file as it reads now: a spawner for the old
+    proxy's upgrader."""
+
+    def __init__(self, case: UpgradeTestCase) -> None:
+        self.case = case
+        self.service: ProxyService | None = None
+        self.exits: list[str] = []
+        self.ended: Callable[[str | None], None] | None = None
+
+    def spawn(self, socket_path: str, ended: Callable[[str | None], None]) -> None:
+        self.ended = ended
+        try:
+            config = load_config(CommandLine(config_path=self.case.path, access_log="off"))
+        except ConfigError as e:  # as a real new process does: it exits, saying why on its stderr
+            reactor.callLater(0, ended, f"it exited with status 1 ({e})")
+            return
+        self.service = build_service(config, reactor, upgrade=UpgradeSetup(successor_socket=socket_path, exit=self.exit))
+        self.case.addCleanup(self._stop)
+        self.service.startService()
+
+    def exit(self, why: str) -> None:
+        self.exits.append(why)
+        reactor.callLater(0, self._exited)
+
+    def _exited(self) -> None:
+        self._stop()
+        if self.ended is not None:
+            self.ended("it exited with status 1")
+
+    def _stop(self) -> Any:
+        service, self.service = self.service, None
+        if service is not None and service.running:
+            return service.stopService()
+        return None
+
+    def kill(self) -> None:
+        pass
+
+
+class UpgradeTestCase(ProxyTestCase):
+    def setUp(self) -> None:
+        self.origin = HeldResource()
+        self.origin_port = self.start_web_origin(self.origin)
+        self.path = self.mktemp()
+        self.stopped: list[bool] = []
+
+    def write(self, deadline: str = "30s", listen: str = '"tcp:0:interface=127.0.0.1"') -> None:
+        with open(self.path, "w") as f:
+            f.write(CONFIG.format(deadline=deadline, listen=listen, origin=self.origin_port))
+
+    def start_old(self, deadline: str = "30s", listen: str = '"tcp:0:interface=127.0.0.1"') -> ProxyService:
+        self.write(deadline, listen)
+        self.new = InProcess(self)
+        self.old = build_service(load_config(CommandLine(config_path=self.path, access_log="off")), reactor,
+                                 upgrade=UpgradeSetup(spawner=self.new, stop=self._old_stopped))
+        self.old.startService()
+        self.addCleanup(self._stop_old)
+        self.port = self.old.parts.frontends["web"].ports[0].getHost().port
+        self.proxy_port = self.port
+        return self.old
+
+    def _old_stopped(self) -> None:
+        self.stopped.append(True)
+        self.old_stopping = defer.maybeDeferred(self.old.stopService)
+
+    def _stop_old(self) -> Any:
+        if self.old.running:
+            return self.old.stopService()
+        return getattr(self, "old_stopping", None)
+
+    @property
+    def new_parts(self) -> Any:
+        assert self.new.service is not None
+        return self.new.service.parts
+
+    @defer.inlineCallbacks
+    def exchange(self, client: RawClient, path: bytes = b"/"):  # type: ignore[no-untyped-def]
+        """One request on ``client``'s connection, and its response."""
+        before = len(parse_responses(client.received))
+        client.send(get(path))
+        responses = yield client.responses(before + 1)
+        return responses[before]
+
+    def old_frontend(self) -> Any:
+        return self.old.parts.frontends["web"].frontend
+
+    def new_frontend(self) -> Any:
+        return self.new_parts.frontends["web"].frontend
+
+
+class HTTPMoveTests(UpgradeTestCase):
+    @defer.inlineCallbacks
+    def test_idle_keep_alive_connection_moves(self):  # type: ignore[no-untyped-def]
+        """An idle keep-alive connection is carried: its next request, on the same TCP connection, is answered by
+        the new proxy, which logs its whole life; the old one exits, its counts reported to the new one."""
+        self.start_old()
+        client = yield self.connect()
+        first = yield self.exchange(client)
+        self.assertEqual(first.status, 200)
+        answer = yield self.old.upgrader.start()
+        self.assertEqual(answer["pid"], os.getpid())
+        yield self.poll(lambda: self.stopped, "the old proxy exits")
+        self.assertEqual(self.old.upgrader.tally.counts, {(Kind.HTTP, Outcome.MOVED): 1})
+        second = yield self.exchange(client)
+        self.assertEqual(second.status, 200)
+        frontend = self.new_frontend()
+        self.assertEqual(frontend.requests, 1)
+        connection, = frontend.connections
+        self.assertEqual((connection.requests, connection.responses), (2, 2))  # its whole life
+        port = self.new_parts.frontends["web"].ports[0]
+        print("DBG", port, port.__dict__.keys(), port.connected, port.disconnecting)
+        self.assertEqual(self.new_parts.frontends["web"].ports[0].getHost().port, self.port)  # the same socket
+        upgrader = self.new.service.upgrader  # type: ignore[union-attr]
+        self.assertEqual(upgrader.previous["connections"]["moved"], {"http": 1})
+        self.assertEqual(dict(upgrader.counts()), {(Kind.HTTP, Outcome.MOVED): 1})
+
+    @defer.inlineCallbacks
+    def test_request_in_flight_finishes_then_moves(self):  # type: ignore[no-untyped-def]
+        """A request in flight is answered by the old proxy; its connection moves right after, and the next
+        request on it is the new proxy's."""
+        self.start_old()
+        client = yield self.connect()
+        client.send(get(b"/slow"))
+        yield self.poll(lambda: self.origin.held, "the request reaches the origin")
+        yield self.old.upgrader.start()
+        yield self.poll(lambda: self.old.upgrader.state is UpgradeState.HANDING_OVER, "handing over")
+        self.assertEqual(len(self.old_frontend().connections), 1)  # it waits for its answer
+        self.origin.release()
+        first, = yield client.responses(1)
+        self.assertEqual(first.body, b"slow done")
+        yield self.poll(lambda: self.stopped, "the old proxy exits")
+        second = yield self.exchange(client)
+        self.assertEqual(second.status, 200)
+        self.assertEqual(self.new_frontend().requests, 1)
+        self.assertEqual(self.old_frontend().requests, 1)
+
+    @defer.inlineCallbacks
+    def test_pipelined_requests_answered_in_order_across_the_switch(self):  # type: ignore[no-untyped-def]
+        """Requests pipelined behind one in flight (read, parsed, held) are answered in order by the old proxy,
+        and a request after them by the new one, on one connection."""
+        self.start_old()
+        client = yield self.connect()
+        client.send(get(b"/slow") + get(b"/a") + get(b"/b"))
+        yield self.poll(lambda: self.origin.held, "the request reaches the origin")
+        yield self.old.upgrader.start()
+        self.origin.release()
+        responses = yield client.responses(3)
+        self.assertEqual([r.status for r in responses], [200, 200, 200])
+        self.assertEqual(responses[0].body, b"slow done")
+        yield self.poll(lambda: self.stopped, "the old proxy exits")
+        last = yield self.exchange(client, b"/c")
+        self.assertEqual(last.status, 200)
+        self.assertEqual((self.old_frontend().requests, self.new_frontend().requests), (3, 1))
+
+    @defer.inlineCallbacks
+    def test_connections_made_during_the_switch_are_served(self):  # type: ignore[no-untyped-def]
+        """The listening socket itself moves: connections made before, during and after the switch are all
+        accepted (by one process or the other), none refused."""
+        self.start_old()
+        clients = []
+        for _ in range(3):
+            clients.append((yield self.connect()))
+        started = self.old.upgrader.start()
+        for _ in range(3):
+            clients.append((yield self.connect()))
+        yield started
+        for _ in range(3):
+            clients.append((yield self.connect()))
+        for client in clients:
+            response = yield self.exchange(client)
+            self.assertEqual(response.status, 200)
+
+    @defer.inlineCallbacks
+    def test_refused_record_version_stays_in_the_old_process(self):  # type: ignore[no-untyped-def]
+        """A new process that cannot read the record's version refuses it: the old process keeps serving the
+        connection (counted kept), until its client closes it; then the old one exits."""
+        self.patch(ConnectionAdopter, "versions", frozenset({99}))
+        self.start_old()
+        client = yield self.connect()
+        yield self.exchange(client)
+        yield self.old.upgrader.start()
+        yield self.poll(lambda: self.old.upgrader.tally, "the connection's outcome")
+        self.assertEqual(self.old.upgrader.tally.counts, {(Kind.HTTP, Outcome.KEPT): 1})
+        again = yield self.exchange(client)
+        self.assertEqual(again.status, 200)
+        self.assertEqual(self.old_frontend().requests, 2)
+        self.assertFalse(self.stopped)
+        client.transport.loseConnection()
+        yield self.poll(lambda: self.stopped, "the old proxy exits once its last connection ended")
+        self.assertEqual(self.new_frontend().requests, 0)
+
+
+class StayingTests(UpgradeTestCase):
+    @defer.inlineCallbacks
+    def tls_client(self):  # type: ignore[no-untyped-def]
+        client = RawClient()
+        options = ssl.optionsForClientTLS("127.0.0.1", trustRoot=ssl.Certificate.loadPEM(self.ca_pem))
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+        yield connectProtocol(wrapClientTLS(options, endpoint), client)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        return client
+
+    @defer.inlineCallbacks
+    def test_tls_connection_is_kept_then_closed_at_the_deadline(self):  # type: ignore[no-untyped-def]
+        """A TLS connection (its state in this process's memory) stays in the old process, which serves it;
+        at the deadline what is left is closed as a graceful stop closes it, counted closed."""
+        self.ca_pem, endpoint = tls_listen_endpoint(self)
+        self.start_old(deadline="1s", listen=json.dumps(endpoint))
+        client = yield self.tls_client()
+        yield self.exchange(client)
+        yield self.old.upgrader.start()
+        yield self.poll(lambda: self.old.upgrader.tally, "the connection's outcome")
+        again = yield self.exchange(client)
+        self.assertEqual(again.status, 200)
+        self.assertEqual(self.old_frontend().requests, 2)
+        self.assertEqual(self.old.upgrader.tally.reasons, {(Kind.HTTP, "tls"): 1})
+        yield self.poll(lambda: self.stopped, "the deadline passes", ticks=400)
+        yield client.closed
+        self.assertEqual(self.old.upgrader.tally.counts,
+                         {(Kind.HTTP, Outcome.KEPT): 1, (Kind.HTTP, Outcome.CLOSED): 1})
+
+
+class FailureTests(UpgradeTestCase):
+    @defer.inlineCallbacks
+    def test_new_process_with_a_bad_configuration_leaves_the_old_serving(self):  # type: ignore[no-untyped-def]
+        """A new process that exits (here: the file no longer validates) fails the upgrade, saying why; the old
+        process keeps its listeners and connections, and may be upgraded again."""
+        self.start_old()
+        client = yield self.connect()
+        with open(self.path, "a") as f:
+            f.write("\n[nonsense]\n")
+        failure = yield self.assertFailure(self.old.upgrader.start(), UpgradeFailed)
+        self.assertIn("exited", str(failure))
+        self.assertEqual(self.old.upgrader.state, UpgradeState.IDLE)
+        self.assertIn("nonsense", self.old.upgrader.status()["last_failure"])
+        response = yield self.exchange(client)
+        self.assertEqual(response.status, 200)
+        fresh = yield self.connect()
+        response = yield self.exchange(fresh)
+        self.assertEqual(response.status, 200)
+        self.write()
+        yield self.old.upgrader.start()
+
+    @defer.inlineCallbacks
+    def test_new_process_that_cannot_listen_leaves_the_old_serving(self):  # type: ignore[no-untyped-def]
+        """A new process that cannot bind a listener it adds says so and exits: the old keeps everything."""
+        self.start_old()
+        taken = reactor.listenTCP(0, server.Site(EchoResource()), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        self.write(listen=f'"tcp:0:interface=127.0.0.1", "tcp:{taken.getHost().port}:interface=127.0.0.1"')
+        failure = yield self.assertFailure(self.old.upgrader.start(), UpgradeFailed)
+        self.assertIn("cannot listen", str(failure))
+        self.assertEqual(len(self.new.exits), 1)
+        client = yield self.connect()
+        response = yield self.exchange(client)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(len(self.old.parts.frontends["web"].ports), 1)
+
+    @defer.inlineCallbacks
+    def test_one_upgrade_at_a_time(self):  # type: ignore[no-untyped-def]
+        self.start_old()
+        first = self.old.upgrader.start()
+        yield self.assertFailure(self.old.upgrader.start(), UpgradeFailed)
+        yield first
+
+
+class PidfileTests(UpgradeTestCase):
+    def test_pidfile_hidden_restored_and_handed_over(self) -> None:
+        """The pidfile is removed while the new process starts (twistd would refuse to start), written back if
+        the upgrade fails, and left to the new process (not removed by the old twistd) once it took over."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        options = {"pidfile": path}
+        pidfile = Pidfile(options)
+        pidfile.hide()
+        self.assertFalse(os.path.exists(path))
+        pidfile.restore()
+        with open(path) as f:
+            self.assertEqual(f.read().strip(), str(os.getpid()))
+        pidfile.hide()
+        pidfile.hand_over()
+        self.assertEqual(options["pidfile"], "")
+
+    def test_a_pidfile_naming_another_process_is_left_alone(self) -> None:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("1\n")
+        Pidfile({"pidfile": path}).hide()
+        self.assertTrue(os.path.exists(path))
+
