@@ -105,5 +105,6 @@ class Successor:
         self.log.error("upgrade: this process cannot take over, it exits: {why}", why=why)
         if self.channel is not None:
             self.channel.callRemote(Failed, why=why)
-            self.channel.transport.loseConnection()
+            if self.channel.transport is not None:
+                self.channel.transport.loseConnection()
         self.exit(why)
