@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.utils import getProcessOutputAndValue
 
 from .helpers import ProxyTestCase
-from .test_plugin import ROOT, Twistd, run_twistd
+from .test_plugin import ROOT, Twistd
 from .test_workers import Named, free_port
 from .wsecho import EchoBackendFactory, listen_echo_backend
 
