@@ -3,14 +3,20 @@ UNIX, descriptors passed with SCM_RIGHTS), real client connections on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.protocol import Protocol
 from twisted.web import resource, server
+
+from rubrisproxy._compat import unsent
 
 from rubrisproxy.config import CommandLine, ConfigError, load_config
 from rubrisproxy.frontend import ConnectionAdopter
@@ -101,6 +107,8 @@ class InProcess:
 
 
 class UpgradeTestCase(ProxyTestCase):
+    tunnel_port = 0
+
     def setUp(self) -> None:
         self.origin = HeldResource()
         self.origin_port = self.start_web_origin(self.origin)
@@ -352,3 +360,128 @@ class PidfileTests(UpgradeTestCase):
         Pidfile({"pidfile": path}).hide()
         self.assertTrue(os.path.exists(path))
 
+
+
+TUNNEL_CONFIG = """
+[frontends.ws]
+listen = ["tcp:0:interface=127.0.0.1"]
+backend = "ws"
+
+[backends.ws]
+servers = [{{ name = "t1", address = "127.0.0.1:{tunnel_origin}" }}]
+websocket = {{ mode = "tunnel" }}
+"""
+#: Bytes each side sends while the other does not read: far more than the sockets' buffers hold.
+BIG = 1024 * 1024
+
+
+def pattern(seed: int, size: int) -> bytes:
+    block = bytes((i * seed + 11) & 0xFF for i in range(65536))
+    return (block * (size // len(block) + 1))[:size]
+
+
+class RawUpgradeOrigin(Protocol):
+    """Answers a WebSocket upgrade with a 101, then sends ``BIG`` bytes and keeps what it reads."""
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.received = b""
+        self.switched = False
+
+    def connectionMade(self) -> None:
+        small_buffers(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.switched:
+            self.received += data
+            return
+        self.head += data
+        if b"\r\n\r\n" not in self.head:
+            return
+        head, _, rest = self.head.partition(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        self.switched = True
+        self.received = rest
+        self.transport.write(pattern(7, BIG))
+
+
+def small_buffers(transport: Any) -> None:
+    """Loopback's socket buffers grow to megabytes: kept small, a peer that stops reading backs the proxy up."""
+    transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+
+
+UPGRADE_REQUEST = (b"GET /t HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+
+
+class TunnelMoveTests(UpgradeTestCase):
+    def write(self, deadline: str = "30s", listen: str = '"tcp:0:interface=127.0.0.1"') -> None:
+        super().write(deadline, listen)
+        with open(self.path, "a") as f:
+            f.write(TUNNEL_CONFIG.format(tunnel_origin=self.tunnel_port))
+
+    @defer.inlineCallbacks
+    def test_tunnel_with_bytes_in_flight_both_ways_moves_whole(self):  # type: ignore[no-untyped-def]
+        """A tunnel whose both sides are backed up (neither peer reads) moves with the bytes the old proxy's
+        transports still held: every byte arrives once, in order, both ways; the new proxy relays it from then
+        on and logs it once when it ends."""
+        origins: list[RawUpgradeOrigin] = []
+
+        def origin() -> RawUpgradeOrigin:
+            origins.append(RawUpgradeOrigin())
+            return origins[-1]
+
+        self.tunnel_port = self.start_raw_origin(origin)
+        self.start_old()
+        self.proxy_port = self.old.parts.frontends["ws"].ports[0].getHost().port
+        client = yield self.connect()
+        small_buffers(client.transport)
+        client.send(UPGRADE_REQUEST)
+        yield client.until(lambda data: b"\r\n\r\n" in data)
+        head, _, _ = client.received.partition(b"\r\n\r\n")
+        self.assertIn(b" 101 ", head)
+        start = len(head) + 4
+        server = next(origin for origin in origins if origin.switched)  # not a health check's
+        client.transport.pauseProducing()
+        server.transport.pauseProducing()
+        old_frontend = self.old.parts.frontends["ws"].frontend
+        tunnel, = old_frontend.websockets
+        connection, = old_frontend.connections
+        small_buffers(connection.transport)  # the proxy's sockets too: its transports hold what the kernel will not
+        small_buffers(tunnel._origin.transport)
+        chunk = pattern(3, 1 << 18)
+        sent = 0
+
+        def backed_up_both_ways() -> bool:
+            nonlocal sent
+            if not unsent(tunnel._origin.transport) and sent < 64 * len(chunk):
+                client.transport.write(chunk)  # loopback's buffers are large: more until the proxy holds some
+                sent += len(chunk)
+            return bool(unsent(connection.transport) and unsent(tunnel._origin.transport))
+
+        yield self.poll(backed_up_both_ways, "bytes held back both ways in the old proxy", ticks=3000)
+        yield self.old.upgrader.start()
+        yield self.poll(lambda: self.old.upgrader.tally, "the tunnel's outcome")
+        self.assertEqual(self.old.upgrader.tally.counts, {(Kind.TUNNEL, Outcome.MOVED): 1})
+        client.transport.resumeProducing()
+        server.transport.resumeProducing()
+        yield self.poll(lambda: len(client.received) - start >= BIG and len(server.received) >= sent,
+                        "every byte relayed", ticks=3000)
+        self.assertTrue(client.received[start:] == pattern(7, BIG), "the client got the server's bytes as sent")
+        self.assertTrue(server.received == chunk * (sent // len(chunk)), "the server got the client's bytes as sent")
+        yield self.poll(lambda: self.stopped, "the old proxy exits")
+        new_frontend = self.new_parts.frontends["ws"].frontend
+        self.assertEqual(len(new_frontend.websockets), 1)
+        client.send(b"after")
+        yield self.poll(lambda: server.received.endswith(b"after"), "relayed by the new proxy")
+        server.transport.write(b"back")
+        yield client.until(lambda data: data.endswith(b"back"))
+        client.transport.loseConnection()
+        yield self.poll(lambda: not new_frontend.websockets, "the tunnel ends")
+        self.assertEqual(sum(new_frontend.terminations.values()), 1)  # logged once, in the new process
+        self.assertEqual(sum(old_frontend.terminations.values()), 0)

@@ -8,6 +8,7 @@ from ._factory import LocalConnectionFactory, ProxiedConnectionFactory, connecti
 from ._forward import ForwardProxy
 from ._forward_exchange import ForwardExchange
 from ._moving import ConnectionAdopter
+from ._moving_tunnel import TunnelAdopter
 from ._peers import PeerSettings
 from ._proxied import ProxiedConnection
 from ._rule_actions import RuleRun
@@ -15,6 +16,6 @@ from ._rules import FrontendRules
 
 __all__ = [
     "ClientConnection", "ConnectionAdopter", "Exchange", "ForwardExchange", "ForwardProxy", "Frontend", "LocalConnectionFactory", "PeerSettings",
-    "FrontendRules", "ProxiedConnection", "ProxiedConnectionFactory", "RuleRun", "connection_factory", "drain",
+    "FrontendRules", "ProxiedConnection", "ProxiedConnectionFactory", "RuleRun", "TunnelAdopter", "connection_factory", "drain",
     "hash_password", "protocol_class",
 ]

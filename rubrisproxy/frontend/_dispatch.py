@@ -246,6 +246,19 @@ class Dispatch(Timing):
         self.server = server
         self._holds_slot = True
 
+    # A live upgrade (docs/upgrade.md)
+
+    def moved_away(self) -> None:
+        """Its WebSocket moved to another process, which counts and logs it: its slot is freed, nothing logged."""
+        self._free_slot()
+        self._state = _DONE
+
+    def resume_upgraded(self, backend: Backend, server: Server) -> None:
+        """In the process it moved to: a tunnel open on ``server`` owns both connections; it holds a slot there."""
+        self.backend, self.server = backend, backend.take(server)
+        self._holds_slot = True
+        self._state = State.UPGRADED
+
     def _drop_connection(self) -> None:
         connection, self.connection = self.connection, None
         if connection is not None:

@@ -134,15 +134,22 @@ class Moving:
             self.limits_held = None
         let_go(self.transport)
 
+    def let_go_upgraded(self) -> None:
+        """Its WebSocket (a tunnel) moved to another process: let go of its socket, log nothing here."""
+        self._to(LOST)
+        self.frontend.connections.discard(self)
+        if self.limits_held is not None:
+            connection_closed(self.limits_held)
+            self.limits_held = None
+        let_go(self.transport)
+
     # In the new process
 
     def restore(self, record: Mapping[str, Any]) -> None:
         """Take up the life a connection had in the old process (``record``, version :data:`HTTP_RECORD`):
         its counts and times, so its end is logged once with all of it; what was left to send to its
         client is sent first, and what it had read but not parsed is parsed."""
-        self.opened_at = float(record["opened_at"])
-        self.requests, self.responses = int(record["requests"]), int(record["responses"])
-        self.bytes_in, self.bytes_out = int(record["bytes_in"]), int(record["bytes_out"])
+        self.restore_counts(record)
         self.restore_peer(record)
         unsent = str(record["unsent"]).encode("latin-1")
         if unsent:
@@ -153,6 +160,12 @@ class Moving:
         if unparsed:
             self.bytes_in -= len(unparsed)  # counted as they were read, in the old process
             self.dataReceived(unparsed)
+
+    def restore_counts(self, record: Mapping[str, Any]) -> None:
+        """Its times and counts as they were in the old process."""
+        self.opened_at = float(record["opened_at"])
+        self.requests, self.responses = int(record["requests"]), int(record["responses"])
+        self.bytes_in, self.bytes_out = int(record["bytes_in"]), int(record["bytes_out"])
 
     def restore_peer(self, record: Mapping[str, Any]) -> None:
         """Who the client is: a local connection's is its peer, as it was."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..http import NONE, HTTPError, ResponseHead, serialize_headers
 from ..lifecycle import Termination
@@ -150,6 +150,22 @@ class ExchangeHandoff:
 
     def fail(self, error: HTTPError, termination: Termination) -> None:
         self.exchange.fail(error, termination)
+
+    def move_record(self) -> dict[str, Any]:
+        exchange, head = self.exchange, self.head
+        return {
+            "frontend": self.exchange.client.frontend.name, "client": self.client.move_record(True, b""),
+            "request": {"method": head.method.decode("latin-1"), "target": head.target.decode("latin-1"),
+                        "version": head.version.decode("latin-1"), "size": head.size},
+            "client_address": exchange.client_address, "timing": exchange.timing_record(),
+            "upgraded_at": list(self.client.upgraded_at),
+            "backend": exchange.backend.name if exchange.backend is not None else None,
+            "server": exchange.server.name if exchange.server is not None else None,
+        }
+
+    def moved(self) -> None:
+        self.exchange.moved_away()
+        self.client.let_go_upgraded()
 
     def ended(self, termination: Termination) -> None:
         client = self.client

@@ -10,7 +10,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from ..builder import ProxyParts
-from ..frontend import ConnectionAdopter
+from ..frontend import ConnectionAdopter, TunnelAdopter
 from ..signals import SignalService
 from ..transfer import Adopters
 from ._old import Upgrader
@@ -21,6 +21,7 @@ def standard_adopters(parts: ProxyParts) -> Adopters:
     proxy's ``parts``: the one place a kind is registered."""
     adopters = Adopters()
     adopters.add(ConnectionAdopter(parts.reactor, parts.factory_of))
+    adopters.add(TunnelAdopter(parts.reactor, parts.factory_of, parts.backends.get, parts.pool))
     return adopters
 
 

@@ -8,7 +8,7 @@ client's connection through :attr:`UpgradeHandoff.client`, and reports its end w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime, ITCPTransport
@@ -110,3 +110,11 @@ class UpgradeHandoff(Protocol):
 
     def ended(self, termination: Termination) -> None:
         """The WebSocket has ended: free its server slot, count and log it."""
+
+    def move_record(self) -> dict[str, Any]:
+        """The request a WebSocket moving to another process came from (a live upgrade): its line, its client,
+        its timings and counts, its backend and server, where its client's bytes began."""
+
+    def moved(self) -> None:
+        """The WebSocket moved to another process, which counts and logs it: its slot here is freed, the client's
+        socket let go of (not shut down)."""
