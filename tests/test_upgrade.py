@@ -17,7 +17,6 @@ from twisted.internet.protocol import Protocol
 from twisted.web import resource, server
 
 from rubrisproxy._compat import unsent
-
 from rubrisproxy.config import CommandLine, ConfigError, load_config
 from rubrisproxy.frontend import ConnectionAdopter
 from rubrisproxy.service import ProxyService, UpgradeSetup, build_service
