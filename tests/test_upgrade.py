@@ -484,3 +484,39 @@ class TunnelMoveTests(UpgradeTestCase):
         yield self.poll(lambda: not new_frontend.websockets, "the tunnel ends")
         self.assertEqual(sum(new_frontend.terminations.values()), 1)  # logged once, in the new process
         self.assertEqual(sum(old_frontend.terminations.values()), 0)
+
+
+class Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class ConnectTunnelTests(UpgradeTestCase):
+    def write(self, deadline: str = "30s", listen: str = '"tcp:0:interface=127.0.0.1"') -> None:
+        super().write(deadline, listen)
+        with open(self.path, "a") as f:
+            f.write(f'[frontends.out]\nmode = "forward"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+                    f'[frontends.out.forward]\nconnect-ports = [{self.tunnel_port}]\nallow-hosts = ["127.0.0.1"]\n')
+
+    @defer.inlineCallbacks
+    def test_connect_tunnel_moves(self):  # type: ignore[no-untyped-def]
+        """A forward proxy's CONNECT tunnel moves: the same two connections relay on in the new process."""
+        self.tunnel_port = self.start_raw_origin(Echo)
+        self.start_old()
+        self.proxy_port = self.old.parts.frontends["out"].ports[0].getHost().port
+        client = yield self.connect()
+        client.send(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (self.tunnel_port, self.tunnel_port))
+        yield client.until(lambda data: b"\r\n\r\n" in data)
+        self.assertIn(b" 200 ", client.received)
+        client.send(b"before")
+        yield client.until(lambda data: data.endswith(b"before"))
+        yield self.old.upgrader.start()
+        yield self.poll(lambda: self.stopped, "the old proxy exits")
+        self.assertEqual(self.old.upgrader.tally.counts, {(Kind.TUNNEL, Outcome.MOVED): 1})
+        client.send(b"after")
+        yield client.until(lambda data: data.endswith(b"after"))
+        frontend = self.new_parts.frontends["out"].frontend
+        self.assertEqual(len(frontend.websockets), 1)
+        client.transport.loseConnection()
+        yield self.poll(lambda: not frontend.websockets, "the tunnel ends")
+        self.assertEqual(sum(frontend.terminations.values()), 1)

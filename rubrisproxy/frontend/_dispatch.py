@@ -253,10 +253,13 @@ class Dispatch(Timing):
         self._free_slot()
         self._state = _DONE
 
-    def resume_upgraded(self, backend: Backend, server: Server) -> None:
-        """In the process it moved to: a tunnel open on ``server`` owns both connections; it holds a slot there."""
-        self.backend, self.server = backend, backend.take(server)
-        self._holds_slot = True
+    def resume_upgraded(self, backend: Backend, server: Server, slot: bool) -> None:
+        """In the process it moved to: a tunnel open on ``server`` owns both connections; ``slot``: it holds a
+        slot there (a backend's server; not a forward proxy's direct CONNECT)."""
+        self.backend, self.server = backend, server
+        if slot:
+            backend.take(server)
+            self._holds_slot = True
         self._state = State.UPGRADED
 
     def _drop_connection(self) -> None:

@@ -15,7 +15,9 @@ from ..origin import ConnectionPool, OriginConnection
 from ..transfer import Carried, Kind, Refused
 from ..websocket import TUNNEL_RECORD, Tunnel
 from ._connection import ClientConnection
+from ._context import Frontend
 from ._exchange import Exchange
+from ._forward import Destination
 from ._moving import Moving, adopt_socket
 from ._upgrade import ExchangeHandoff
 
@@ -56,7 +58,7 @@ class TunnelAdopter:
         protocol = getattr(factory, "protocol", None)
         if not (isinstance(protocol, type) and issubclass(protocol, Moving)):
             raise Refused(f"frontend {carried.frontend} builds connections that cannot be adopted")
-        backend, server = self._server(exchange_record)
+        backend, server = self._server(exchange_record, getattr(factory, "frontend", None))
         client = adopt_socket(self.reactor, carried.sockets[0], factory)
         origin = adopt_socket(self.reactor, carried.sockets[1], _OriginFactory(server, self.pool, self.reactor))
         assert isinstance(client, ClientConnection) and isinstance(origin, OriginConnection)
@@ -68,7 +70,7 @@ class TunnelAdopter:
         exchange = Exchange(client, head, 0.0, 0.0)
         exchange.client_address = str(exchange_record["client_address"])
         exchange.restore_timing(exchange_record["timing"])
-        exchange.resume_upgraded(backend, server)
+        exchange.resume_upgraded(backend, server, server in backend.servers)
         client.current = exchange
         handoff = exchange.websocket = ExchangeHandoff(exchange, None)
         tunnel = Tunnel(handoff, origin)
@@ -78,7 +80,12 @@ class TunnelAdopter:
         client.upgraded_at = (int(upgraded_in), int(upgraded_out))
         self.pool.upgraded += 1
 
-    def _server(self, record: Mapping[str, Any]) -> tuple[Backend, Server]:
+    def _server(self, record: Mapping[str, Any], frontend: Frontend | None) -> tuple[Backend, Server]:
+        forward = frontend.forward if frontend is not None else None
+        if frontend is not None and forward is not None and record["backend"] == frontend.backend.name:
+            # a forward proxy's CONNECT, made directly: the frontend's own server for the destination
+            name, address, port = record["destination"]
+            return frontend.backend, forward.server(Destination(str(name), int(port), tunnel=True), str(address))
         backend = self.backends(str(record["backend"])) if record["backend"] is not None else None
         if backend is None:
             raise Refused(f"there is no backend {record['backend']} here")

@@ -161,6 +161,9 @@ class ExchangeHandoff:
             "upgraded_at": list(self.client.upgraded_at),
             "backend": exchange.backend.name if exchange.backend is not None else None,
             "server": exchange.server.name if exchange.server is not None else None,
+            # where a forward proxy's CONNECT tunnel made directly goes: the destination's name, address and port
+            "destination": [exchange.server.name, exchange.server.config.host, exchange.server.config.port]
+            if exchange.server is not None else None,
         }
 
     def moved(self) -> None:
