@@ -23,6 +23,7 @@ from rubrisproxy.service import ProxyService, UpgradeSetup, build_service
 from rubrisproxy.transfer import Kind, Outcome
 from rubrisproxy.upgrade import Pidfile, UpgradeFailed, UpgradeState
 
+from .h2client import H2Client
 from .helpers import EchoResource, ProxyTestCase, RawClient, get, parse_responses
 from .test_tls_origin import tls_listen_endpoint
 
@@ -520,3 +521,28 @@ class ConnectTunnelTests(UpgradeTestCase):
         client.transport.loseConnection()
         yield self.poll(lambda: not frontend.websockets, "the tunnel ends")
         self.assertEqual(sum(frontend.terminations.values()), 1)
+
+
+class HTTP2Tests(UpgradeTestCase):
+    @defer.inlineCallbacks
+    def test_http2_connection_is_sent_goaway_and_kept(self):  # type: ignore[no-untyped-def]
+        """An HTTP/2 connection cannot move (its streams share it): it is sent GOAWAY, its stream in flight
+        finishes in the old process, and the client's next connection is the new process's."""
+        self.start_old()
+        client = H2Client()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        slow = client.request(b"/slow")
+        yield self.poll(lambda: self.origin.held, "the request reaches the origin")
+        yield self.old.upgrader.start()
+        yield self.poll(lambda: client.goaway is not None, "GOAWAY")
+        self.assertEqual(self.old.upgrader.tally.reasons, {(Kind.HTTP, "http2"): 1})
+        self.origin.release()
+        # h2 reads nothing after a GOAWAY (it closes its side): what follows is read as bytes.
+        yield self.poll(lambda: b"slow done" in client.received, "the stream in flight finishes")
+        self.assertEqual(client.goaway.last_stream_id, slow)
+        yield self.poll(lambda: self.stopped, "the old proxy exits once it has ended")
+        again = yield self.connect()
+        response = yield self.exchange(again)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(self.new_frontend().requests, 1)
