@@ -16,6 +16,7 @@ from twisted.protocols import amp
 from ..listening import Inherited, ListeningService
 from ..transfer import Adopters, Carried, Kind, Refused
 from ._channel import VERSION, Adopt, AdoptRefused, Failed, Hello, Report, Serving, TakeListener
+from ._notify import notify
 
 
 class NewSide(amp.AMP):
@@ -99,6 +100,8 @@ class Successor:
                 service.inherited = None
         self.log.info("upgrade: took {count} listening sockets over from the old process, serving", count=taken_count)
         yield channel.callRemote(Serving)
+        if notify(f"MAINPID={os.getpid()}"):  # under systemd (NotifyAccess=all): this process is the service now
+            self.log.info("upgrade: told systemd this process ({pid}) is the service's main process", pid=os.getpid())
 
     def _failed(self, failure: Any) -> None:
         why = failure.getErrorMessage()
