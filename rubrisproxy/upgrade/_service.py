@@ -39,6 +39,19 @@ class UpgradeOnSignal(SignalService):
         self.upgrader.start().addErrback(lambda failure: None)  # the upgrader logs why
 
 
+class NoUpgradeOnSignal(SignalService):
+    """With worker processes, ``SIGUSR2`` is logged, not acted on (its default action would end the supervisor):
+    a live upgrade is not available there yet."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__(reactor, signal.SIGUSR2)
+
+    def received(self) -> None:
+        self.log.warn("SIGUSR2: a live upgrade is not available with worker processes; carrying on")
+
+
 def exit_now(reactor: Any) -> Callable[[str], None]:
     """How a new process that cannot take over ends: the reactor stopped, then exit status 1 (the pidfile, which
     the old process writes back, is not removed)."""
