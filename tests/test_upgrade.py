@@ -546,3 +546,40 @@ class HTTP2Tests(UpgradeTestCase):
         response = yield self.exchange(again)
         self.assertEqual(response.status, 200)
         self.assertEqual(self.new_frontend().requests, 1)
+
+
+class ProxiedTests(UpgradeTestCase):
+    def write(self, deadline: str = "30s", listen: str = '"tcp:0:interface=127.0.0.1"') -> None:
+        super().write(deadline, listen)
+        with open(self.path) as f:
+            text = f.read()
+        with open(self.path, "w") as f:
+            f.write(text.replace('backend = "web"\n', 'backend = "web"\npeers = "proxied"\n'
+                                 'trusted-proxies = ["127.0.0.1"]\nproxy-protocol = "v1"\n', 1))
+
+    @defer.inlineCallbacks
+    def test_the_client_a_proxy_header_named_moves_with_the_connection(self):  # type: ignore[no-untyped-def]
+        """A proxied connection's client, learned from its PROXY header before the upgrade, is still its client
+        in the new process: the origin is told the same address."""
+        self.start_old()
+        client = yield self.connect()
+        client.send(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n")
+        before = yield self.exchange(client, b"/headers")
+        self.assertIn(b"X-Forwarded-For: 203.0.113.7", before.body)
+        yield self.old.upgrader.start()
+        yield self.poll(lambda: self.stopped, "the old proxy exits")
+        self.assertEqual(self.old.upgrader.tally.counts, {(Kind.HTTP, Outcome.MOVED): 1})
+        after = yield self.exchange(client, b"/headers")
+        self.assertIn(b"X-Forwarded-For: 203.0.113.7", after.body)
+        connection, = self.new_frontend().connections
+        self.assertEqual((connection.source, connection.peer), ("203.0.113.7", "127.0.0.1"))
+
+
+class ConfigTests(UpgradeTestCase):
+    def test_the_deadline_is_checked_naming_its_key(self) -> None:
+        self.write(deadline="forever")
+        with self.assertRaises(ConfigError) as raised:
+            load_config(CommandLine(config_path=self.path))
+        self.assertIn("process.upgrade-deadline", str(raised.exception))
+        self.write(deadline="90s")
+        self.assertEqual(load_config(CommandLine(config_path=self.path)).process.upgrade_deadline, 90.0)
