@@ -164,13 +164,17 @@ def _upgrades(root: ProxyService, reactor: Any, setup: UpgradeSetup, signalled: 
     parts = root.parts
     upgrader = Upgrader(reactor, root.listeners, partial(list, parts.frontend_list),
                         lambda: parts.config.process.upgrade_deadline, setup.spawner or ProcessSpawner(reactor),
-                        setup.stop or reactor.stop, setup.pidfile)
+                        setup.stop or partial(_stop_reactor, reactor), setup.pidfile)
     if signalled:
         UpgradeOnSignal(upgrader, reactor).setServiceParent(root)
     if setup.successor_socket:
         root.successor = Successor(reactor, setup.successor_socket, standard_adopters(parts), root.listeners,
                                    upgrader.took_over, setup.exit or exit_now(reactor))
     return upgrader
+
+
+def _stop_reactor(reactor: Any) -> None:
+    reactor.stop()
 
 
 def _public_url(description: str, tls: bool = False) -> str:

@@ -16,7 +16,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 
 from .helpers import ProxyTestCase
 from .test_plugin import ROOT, Twistd
-from .test_workers import Named, free_port
+from .test_workers import Named, WorkersTestCase, free_port
 from .wsecho import EchoBackendFactory, listen_echo_backend
 
 NUMBERED = os.path.join(ROOT, "tests", "interop", "websockets_numbered.py")
@@ -196,3 +196,18 @@ websocket = {{ mode = "tunnel" }}
         out, err, code = yield self.ctl("upgrade", "--status")
         self.assertIn(b"last failure: the new process exited", out)
         yield old.wait_for(rb"nonsense")  # the new process said why, where the old one logs
+
+
+class WorkersRefuseTests(WorkersTestCase):
+    @defer.inlineCallbacks
+    def test_with_workers_an_upgrade_is_refused_and_sigusr2_is_harmless(self):  # type: ignore[no-untyped-def]
+        """Not available with worker processes yet: the API says so (409), and SIGUSR2, whose default action
+        would end the supervisor, is logged."""
+        process = yield self.start_workers({"o": self.origin("o")})
+        code, body = yield self.admin("upgrade", b"POST", {})
+        self.assertEqual(code, 409, body)
+        self.assertIn(b"not available with worker processes", body)
+        os.kill(process.transport.pid, signal.SIGUSR2)
+        yield process.wait_for(rb"SIGUSR2: a live upgrade is not available")
+        code, _ = yield self.admin("workers")
+        self.assertEqual(code, 200)

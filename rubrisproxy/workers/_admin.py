@@ -74,6 +74,8 @@ class FleetAdminAPI(AdminAPI):
             return self._fleet_health()
         if call.public:
             return call.answer(self, request, *args)
+        if call.answer in (AdminAPI._upgrade, AdminAPI._upgrade_status):
+            raise APIError(409, "a live upgrade is not available with worker processes yet (docs/upgrade.md)")
         if call.answer is FleetAdminAPI._workers:
             done = self._workers()
         elif call.answer is AdminAPI._reload:
