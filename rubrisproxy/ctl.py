@@ -177,8 +177,8 @@ def reload(api: AdminClient) -> str:
     return "\n".join(changes) if changes else "nothing changed"
 
 
-#: How long ``ctl upgrade`` waits for the new process to take over (the proxy gives it 60s, then gives up).
-UPGRADE_WAIT = 90.0
+#: How long ``ctl upgrade`` waits for the new process (each worker's replacement in turn) to take over.
+UPGRADE_WAIT = 600.0
 
 
 def upgrade(api: AdminClient, status_only: bool = False) -> str:
@@ -186,6 +186,9 @@ def upgrade(api: AdminClient, status_only: bool = False) -> str:
     if status_only:
         return upgrade_status(api.call("GET", "/upgrade"))
     answer = api.call("POST", "/upgrade", {}, timeout=UPGRADE_WAIT)
+    if "workers" in answer:  # the supervisor stays, its workers were replaced in turn
+        replaced = [f"worker {w['index']}: pid {w['was']} -> {w['pid']}" for w in answer["workers"]]
+        return f"upgraded: supervisor {answer['pid']} stays; " + "; ".join(replaced)
     return f"upgraded: process {answer['pid']} serves; process {answer['was']} hands its connections over and exits"
 
 

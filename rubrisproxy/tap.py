@@ -15,7 +15,7 @@ from .checks import check_config
 from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
 from .service import UpgradeSetup, build_service
-from .upgrade import SOCKET_ENV, NoUpgradeOnSignal, Pidfile
+from .upgrade import SOCKET_ENV, Pidfile, UpgradeOnSignal
 from .workers import build_supervisor
 
 
@@ -113,7 +113,7 @@ def makeService(options: Options) -> IService:
         root = supervised = build_supervisor(options.proxy_config, command_line=options.command_line, output=output)
         reactor = supervised.reactor
         reopeners: list[Callable[[], None]] = [partial(supervised.supervisor.signal_workers, signal.SIGUSR1)]
-        NoUpgradeOnSignal(reactor).setServiceParent(root)
+        UpgradeOnSignal(supervised.supervisor.rolling, reactor).setServiceParent(root)  # each worker replaced in turn
     else:
         upgrade = UpgradeSetup(pidfile=Pidfile(twistd_options) if twistd_options is not None else None,
                                successor_socket=os.environ.pop(SOCKET_ENV, None))  # set by a live upgrade's old process

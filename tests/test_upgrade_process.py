@@ -198,16 +198,36 @@ websocket = {{ mode = "tunnel" }}
         yield old.wait_for(rb"nonsense")  # the new process said why, where the old one logs
 
 
-class WorkersRefuseTests(WorkersTestCase):
+class WorkersUpgradeTests(WorkersTestCase):
+    timeout = 120
+
     @defer.inlineCallbacks
-    def test_with_workers_an_upgrade_is_refused_and_sigusr2_is_harmless(self):  # type: ignore[no-untyped-def]
-        """Not available with worker processes yet: the API says so (409), and SIGUSR2, whose default action
-        would end the supervisor, is logged."""
+    def test_each_worker_is_replaced_in_turn_keeping_a_keep_alive_connection(self):  # type: ignore[no-untyped-def]
+        """With two workers, ``ctl upgrade`` replaces each in turn by one from the code installed now, the old
+        handing its SO_REUSEPORT listeners and its connections over: curl's keep-alive connection carries on,
+        every request answered, and the supervisor keeps its pid."""
+        if CURL is None:
+            raise self.skipTest("curl is not installed") if not os.environ.get("CI") else AssertionError("no curl")
         process = yield self.start_workers({"o": self.origin("o")})
-        code, body = yield self.admin("upgrade", b"POST", {})
-        self.assertEqual(code, 409, body)
-        self.assertIn(b"not available with worker processes", body)
-        os.kill(process.transport.pid, signal.SIGUSR2)
-        yield process.wait_for(rb"SIGUSR2: a live upgrade is not available")
-        code, _ = yield self.admin("workers")
-        self.assertEqual(code, 200)
+        before = set(self.pids)
+        url = f"http://127.0.0.1:{self.proxy_port}/"
+        curl = getProcessOutputAndValue(CURL, ["-sS", "--rate", "4/s", "-w", "%{http_code} %{num_connects}\\n",
+                                               *(["-o", "/dev/null"] * 48), *([url] * 48)])
+        yield task.deferLater(reactor, 1.0, lambda: None)
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ["-m", "rubrisproxy.ctl", "ctl", "--admin", f"http://127.0.0.1:{self.admin_port}", "upgrade"],
+            env={**os.environ, "PYTHONPATH": ROOT})
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"upgraded: supervisor {process.transport.pid} stays; worker 0: pid".encode(), out)
+        workers = yield self.workers()
+        after = {w["pid"] for w in workers["workers"]}
+        self.pids += list(after)
+        self.assertFalse(before & after, (before, after))
+        self.assertEqual([w["state"] for w in workers["workers"]], ["serving", "serving"])
+        out, err, code = yield curl
+        self.assertEqual(code, 0, err)
+        lines = out.decode().split()
+        self.assertEqual(lines[0::2], ["200"] * 48, out)
+        self.assertEqual(sum(map(int, lines[1::2])), 1, out)  # one TCP connection throughout
+        yield process.wait_for(rb"upgrade: worker 1 replaced")
+        yield process.wait_for(rb"upgrade: moved 1 http")  # the connection moved (to one worker's replacement)

@@ -5,10 +5,10 @@ from ._channel import SOCKET_ENV, VERSION
 from ._new import Successor
 from ._old import UpgradeFailed, Upgrader
 from ._process import Pidfile, ProcessSpawner, Spawner
-from ._service import NoUpgradeOnSignal, UpgradeOnSignal, exit_now, standard_adopters
+from ._service import UpgradeOnSignal, exit_now, standard_adopters
 from ._tally import Tally, UpgradeState
 
 __all__ = [
-    "SOCKET_ENV", "VERSION", "NoUpgradeOnSignal", "Pidfile", "ProcessSpawner", "Spawner", "Successor", "Tally", "UpgradeFailed",
+    "SOCKET_ENV", "VERSION", "Pidfile", "ProcessSpawner", "Spawner", "Successor", "Tally", "UpgradeFailed",
     "UpgradeOnSignal", "UpgradeState", "Upgrader", "exit_now", "standard_adopters",
 ]

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..builder import ProxyParts
 from ..frontend import ConnectionAdopter, TunnelAdopter
 from ..signals import SignalService
 from ..transfer import Adopters
-from ._old import Upgrader
 
 
 def standard_adopters(parts: ProxyParts) -> Adopters:
@@ -30,7 +30,7 @@ class UpgradeOnSignal(SignalService):
 
     log = Logger()
 
-    def __init__(self, upgrader: Upgrader, reactor: Any) -> None:
+    def __init__(self, upgrader: Upgrades, reactor: Any) -> None:
         super().__init__(reactor, signal.SIGUSR2)
         self.upgrader = upgrader
 
@@ -39,17 +39,10 @@ class UpgradeOnSignal(SignalService):
         self.upgrader.start().addErrback(lambda failure: None)  # the upgrader logs why
 
 
-class NoUpgradeOnSignal(SignalService):
-    """With worker processes, ``SIGUSR2`` is logged, not acted on (its default action would end the supervisor):
-    a live upgrade is not available there yet."""
+class Upgrades(Protocol):
+    """What ``SIGUSR2`` starts: a process's :class:`Upgrader`, or the supervisor's rolling upgrade of its workers."""
 
-    log = Logger()
-
-    def __init__(self, reactor: Any) -> None:
-        super().__init__(reactor, signal.SIGUSR2)
-
-    def received(self) -> None:
-        self.log.warn("SIGUSR2: a live upgrade is not available with worker processes; carrying on")
+    def start(self) -> Deferred[dict[str, Any]]: ...
 
 
 def exit_now(reactor: Any) -> Callable[[str], None]:

@@ -9,7 +9,7 @@ from twisted.protocols import amp
 from ..ampvalues import BigBytes
 
 #: The channel's version: a change to a command's arguments or meaning takes a new one.
-VERSION = 2
+VERSION = 3
 #: The worker's end of the channel, as the worker process finds it.
 CHANNEL_FD = 3
 
@@ -79,4 +79,30 @@ class Deliver(amp.Command):
     """Supervisor to worker: what ``sender`` (a worker's index; -1 the supervisor) published on ``topic``."""
 
     arguments = [(b"topic", amp.Unicode()), (b"payload", BigBytes()), (b"sender", amp.Integer())]
+    requiresAnswer = False
+
+
+class UpgradeRefused(Exception):
+    """A worker's live upgrade could not happen: why (the worker serves on as before)."""
+
+
+class PrepareUpgrade(amp.Command):
+    """Supervisor to worker: a live upgrade of this worker (docs/upgrade.md) begins: open the hand-over socket and
+    say where it is, for the replacement the supervisor starts next."""
+
+    response = [(b"socket", amp.Unicode())]
+    errors = {UpgradeRefused: b"UPGRADE_REFUSED"}
+
+
+class AwaitUpgrade(amp.Command):
+    """Supervisor to worker: answered once its replacement has taken its listeners (its pid), or failed (why)."""
+
+    response = [(b"pid", amp.Integer())]
+    errors = {UpgradeRefused: b"UPGRADE_REFUSED"}
+
+
+class AbortUpgrade(amp.Command):
+    """Supervisor to worker: its replacement ended before taking over (``why``): the upgrade is given up."""
+
+    arguments = [(b"why", amp.Unicode())]
     requiresAnswer = False
