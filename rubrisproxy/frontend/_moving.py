@@ -156,6 +156,7 @@ class Moving:
             self.transport.write(unsent)
         if record["opened"]:
             self._to(READING)
+            self._settle()  # between requests: the keep-alive timeout, not the first request's
         unparsed = str(record["unparsed"]).encode("latin-1")
         if unparsed:
             self.bytes_in -= len(unparsed)  # counted as they were read, in the old process

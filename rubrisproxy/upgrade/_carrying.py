@@ -89,9 +89,8 @@ class ChannelCarrier:
         return True
 
     def _refused(self, failure: Failure, kind: Kind) -> bool:
-        why = failure.getErrorMessage() if failure.check(AdoptRefused) else "channel closed"
-        self.log.info("upgrade: a {kind} connection stays: {why}", kind=kind.value, why=why)
-        self._count(kind, Outcome.KEPT, "refused" if failure.check(AdoptRefused) else why)
+        why = f"refused: {failure.getErrorMessage()}" if failure.check(AdoptRefused) else "channel closed"
+        self._count(kind, Outcome.KEPT, why)  # the batch's line says why, once per reason
         return False
 
     def _settled(self, result: bool, done: Deferred[bool]) -> bool:

@@ -219,6 +219,10 @@ class Upgrader:
 
     def _deadline_passed(self) -> None:
         self._timer = None
+        carrier = self._carrier
+        if carrier is not None and carrier.pending:  # a connection being carried is the new process's or ours:
+            DeferredList(list(carrier.pending)).addCallback(lambda _: self._deadline_passed())  # never closed meanwhile
+            return
         for kind, count in self._left():
             for _ in range(count):
                 self.tally.add(kind, Outcome.CLOSED)
