@@ -168,6 +168,8 @@ class HTTPMoveTests(UpgradeTestCase):
         client = yield self.connect()
         first = yield self.exchange(client)
         self.assertEqual(first.status, 200)
+        old_connection, = self.old_frontend().connections
+        opened_at, bytes_in = old_connection.opened_at, old_connection.bytes_in
         answer = yield self.old.upgrader.start()
         self.assertEqual(answer["pid"], os.getpid())
         yield self.poll(lambda: self.stopped, "the old proxy exits")
@@ -178,6 +180,8 @@ class HTTPMoveTests(UpgradeTestCase):
         self.assertEqual(frontend.requests, 1)
         connection, = frontend.connections
         self.assertEqual((connection.requests, connection.responses), (2, 2))  # its whole life
+        self.assertEqual(connection.opened_at, opened_at)
+        self.assertEqual(connection.bytes_in, 2 * bytes_in)
         port = self.new_parts.frontends["web"].ports[0]
         print("DBG", port, port.__dict__.keys(), port.connected, port.disconnecting)
         self.assertEqual(self.new_parts.frontends["web"].ports[0].getHost().port, self.port)  # the same socket
