@@ -231,3 +231,6 @@ class WorkersUpgradeTests(WorkersTestCase):
         self.assertEqual(sum(map(int, lines[1::2])), 1, out)  # one TCP connection throughout
         yield process.wait_for(rb"upgrade: worker 1 replaced")
         yield process.wait_for(rb"upgrade: moved 1 http")  # the connection moved (to one worker's replacement)
+        code, body = yield self.admin("upgrade")
+        self.assertEqual(code, 200, body)
+        self.assertEqual(json.loads(body)["previous"]["connections"]["moved"], {"http": 1})  # summed over workers

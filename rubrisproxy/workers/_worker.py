@@ -131,7 +131,8 @@ class Worker:
         ReopenOnSignal([parts.access_log.reopen], self.reactor).setServiceParent(root)  # the supervisor passes it on
         self.reloader = Reloader(parts, CommandLine())
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers, None,
-                               self.reactor, parts.addresses, parts.shared)  # with [cluster], a drain reaches the nodes
+                               self.reactor, parts.addresses, parts.shared,  # with [cluster], a drain reaches the nodes
+                               upgrade=root.upgrader)  # GET /upgrade and its metrics (the supervisor starts one)
         self.api = AdminAPI(running)
         try:
             root.privilegedStartService()
