@@ -183,9 +183,10 @@ class HTTPMoveTests(UpgradeTestCase):
         self.assertEqual(connection.opened_at, opened_at)
         self.assertEqual(connection.bytes_in, 2 * bytes_in)
         port = self.new_parts.frontends["web"].ports[0]
-        print("DBG", port, port.__dict__.keys(), port.connected, port.disconnecting)
-        self.assertEqual(self.new_parts.frontends["web"].ports[0].getHost().port, self.port)  # the same socket
-        upgrader = self.new.service.upgrader  # type: ignore[union-attr]
+        self.assertTrue(port.connected)  # adopted, and not shut down when the old one let go of its copy
+        self.assertEqual(port.getHost().port, self.port)  # the same socket
+        assert self.new.service is not None
+        upgrader = self.new.service.upgrader
         self.assertEqual(upgrader.previous["connections"]["moved"], {"http": 1})
         self.assertEqual(dict(upgrader.counts()), {(Kind.HTTP, Outcome.MOVED): 1})
 

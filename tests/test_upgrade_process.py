@@ -166,7 +166,9 @@ websocket = {{ mode = "tunnel" }}
         def trigger(old):  # type: ignore[no-untyped-def]
             out, err, code = yield self.ctl("upgrade")
             self.assertEqual(code, 0, err)
-            return int(re.search(rb"process (\d+) serves", out).group(1))  # type: ignore[union-attr]
+            match = re.search(rb"process (\d+) serves", out)
+            assert match is not None, out
+            return int(match.group(1))
 
         yield self.upgrade_while_clients_run(trigger)
 
