@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
 from autobahn.twisted import websocket as _autobahn_twisted
 from autobahn.websocket import protocol as _autobahn_protocol
-from twisted.internet import tcp
+from twisted.internet import tcp, unix
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientFactory, Protocol
@@ -45,11 +45,11 @@ else:
     _AutobahnProtocol = object
 
 __all__ = [
-    "EXHAUSTED", "AutobahnHooks", "cancel_pong_timeout", "compresses", "defer_autobahn_debug", "direct_write",
-    "end_as_closed", "guard_accepts", "inbound_window_bits", "IOpenSSLTrustRoot", "LazyUtf8Validator", "let_go",
-    "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "prime_inflater", "rearm_pong_timeout",
-    "resume_auto_ping", "send_queue_back", "slim_open_leg", "take_unsent", "tcp_buffered", "unsent",
-    "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
+    "AutobahnHooks", "cancel_pong_timeout", "compresses", "defer_autobahn_debug", "direct_write", "end_as_closed",
+    "EXHAUSTED", "guard_accepts", "inbound_window_bits", "IOpenSSLTrustRoot", "LazyUtf8Validator", "let_go",
+    "let_go_port", "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "prime_inflater",
+    "rearm_pong_timeout", "resume_auto_ping", "send_queue_back", "slim_open_leg", "take_unsent", "tcp_buffered",
+    "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
 ]
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
@@ -274,34 +274,54 @@ def unsent(transport: object) -> int:
     return len(t.dataBuffer) - t.offset + t._tempDataLen
 
 
-def take_unsent(transport: Any) -> bytes:
-    """Take the bytes written to a ``tcp.Connection`` that the kernel has not taken yet: they are no longer the
-    transport's (it stops writing) and are returned, in order, for whoever sends them next.
+def take_unsent(transport: object) -> bytes:
+    """Take the bytes written to a TCP ``transport`` that the kernel has not taken yet out of its write buffer
+    (``dataBuffer`` from ``offset``, then ``_tempDataBuffer``), leaving it empty; b"" for any other transport.
 
-    Empties ``tcp.Connection``'s write buffer (``dataBuffer``, ``offset``, ``_tempDataBuffer``, ``_tempDataLen``).
+    For a connection handed to another process, which writes them first.
     """
-    data = bytes(transport.dataBuffer[transport.offset:]) + b"".join(transport._tempDataBuffer)
-    transport.dataBuffer, transport.offset = b"", 0
-    transport._tempDataBuffer, transport._tempDataLen = [], 0
-    transport.stopWriting()
+    if not isinstance(transport, tcp.Connection):
+        return b""
+    t: Any = transport
+    data = bytes(t.dataBuffer[t.offset:]) + b"".join(t._tempDataBuffer)
+    t.dataBuffer, t.offset, t._tempDataBuffer, t._tempDataLen = b"", 0, [], 0
     return data
 
 
-def let_go(transport: Any) -> None:
-    """Let go of a ``tcp.Connection``'s socket without shutting it down: another process holding the same socket
-    (passed with ``SCM_RIGHTS``) carries on with it, and its peer sees nothing. The reactor stops watching it,
-    this process's descriptor is closed, and the protocol is not told (it is ended by its owner).
+class _LetGo(Protocol):
+    """What a connection let go of tells of its end: nothing (its protocol lives on in another process)."""
 
-    Takes ``tcp.Connection``'s ``socket``, ``fileno`` and ``protocol`` away as its own ``connectionLost`` does, so a
-    later event or close of the transport is a no-op.
+
+def let_go(transport: object) -> None:
+    """Stop using a TCP ``transport``'s socket without shutting it down: another process holds a copy of it.
+
+    ``loseConnection`` would ``shutdown(2)`` the socket, which ends it for every process holding it. Here
+    the transport's producer is dropped without being stopped, the transport stops reading and writing,
+    and its ``connectionLost`` runs with ``_shouldShutdown`` off (``tcp._SocketCloser``), so only this
+    process's descriptor is closed; the protocol is not told (a stand-in hears the loss instead).
+    Later writes and closes are no-ops, as on any lost connection.
     """
-    transport.stopReading()
-    transport.stopWriting()
-    transport.connected = False
-    transport.disconnected = True
-    sock = transport.socket
-    del transport.socket, transport.fileno, transport.protocol
-    sock.close()  # no shutdown(2): the connection lives on in the other process
+    t: Any = transport
+    t.producer = None
+    t.protocol = _LetGo()
+    t._shouldShutdown = False
+    t.connectionLost(Failure(ConnectionDone()))
+
+
+def let_go_port(port: object) -> None:
+    """Stop accepting on a listening ``port`` and close this process's copy of its socket, leaving the socket
+    itself (and the connections waiting in its accept queue) to the process that adopted a copy.
+
+    ``stopListening`` closes the socket after ``shutdown(2)`` (``tcp._SocketCloser``: a port that bound its
+    own socket has ``_shouldShutdown`` set), which would end it in every process (EPOLLHUP on the other's
+    copy): it is turned off first. A UNIX ``unix.Port`` would also remove its path, which the other
+    process's copy still answers on: its ``_bindPath`` is made an abstract name, which nothing removes.
+    """
+    p: Any = port
+    p._shouldShutdown = False
+    if isinstance(port, unix.Port):
+        p._bindPath = b"\0"
+    p.stopListening()
 
 
 def pause_auto_ping(leg: Any) -> None:

@@ -7,7 +7,7 @@ import inspect
 import os
 import pprint
 import re
-import socket as sockets
+import socket
 import zlib
 from collections import deque
 from typing import Any
@@ -17,11 +17,11 @@ from autobahn.twisted import websocket as twisted_websocket
 from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
 from autobahn.websocket import protocol
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -41,6 +41,7 @@ from rubrisproxy._compat import (
     end_as_closed,
     inbound_window_bits,
     let_go,
+    let_go_port,
     message_compressed,
     native_xor,
     pause_auto_ping,
@@ -567,7 +568,7 @@ class LetGoTests(ProxyTestCase):
 
         def connected(_: object) -> Any:
             transport: Any = client.transport
-            duplicate = sockets.socket(fileno=os.dup(transport.fileno()))  # as SCM_RIGHTS gives another process
+            duplicate = socket.socket(fileno=os.dup(transport.fileno()))  # as SCM_RIGHTS gives another process
             self.addCleanup(duplicate.close)
             let_go(transport)
             self.assertFalse(hasattr(transport, "socket"))
@@ -618,3 +619,71 @@ class DeflateWindowTests(unittest.TestCase):
         self.assertEqual(leg.session.events[-1], ("from_backend", first, False))
         self.assertTrue(message_compressed(leg))
         leg.connectionLost(Failure(ConnectionLost()))
+
+
+class HandOverTests(ProxyTestCase):
+    """What a live upgrade needs of Twisted's TCP internals: the write buffer taken out, a connection and a
+    listening port let go of without shutting their sockets down (another process holds a copy)."""
+
+    @defer.inlineCallbacks
+    def test_take_unsent_empties_the_buffer_in_order(self):  # type: ignore[no-untyped-def]
+        port = self.start_raw_origin(Protocol)
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        self.addCleanup(client.transport.abortConnection)
+        client.transport.write(b"first,")
+        client.transport.write(b"second")
+        self.assertEqual(take_unsent(client.transport), b"first,second")
+        self.assertEqual(unsent(client.transport), 0)
+        self.assertEqual(take_unsent(StringTransport()), b"")
+
+    @defer.inlineCallbacks
+    def test_let_go_closes_only_this_copy_and_tells_the_protocol_nothing(self):  # type: ignore[no-untyped-def]
+        server = RawClient()
+        port = self.start_raw_origin(lambda: server)
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        self.addCleanup(client.transport.abortConnection)
+        copy = socket.socket(fileno=os.dup(client.transport.fileno()))  # another process's copy
+        self.addCleanup(copy.close)
+        lost: list[object] = []
+        client.connectionLost = lost.append  # type: ignore[method-assign]
+        let_go(client.transport)
+        self.assertEqual(lost, [])
+        self.assertFalse(client.transport.connected)
+        client.transport.write(b"ignored")
+        client.transport.loseConnection()  # a no-op now
+        copy.setblocking(True)
+        copy.sendall(b"still open")
+        yield server.until(lambda data: data == b"still open")
+        self.assertFalse(server.closed.called)
+
+    @defer.inlineCallbacks
+    def test_let_go_port_leaves_the_socket_listening_for_its_copy(self):  # type: ignore[no-untyped-def]
+        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        number = port.getHost().port
+        copy = socket.socket(fileno=os.dup(port.fileno()))
+        self.addCleanup(copy.close)
+        let_go_port(port)
+        yield self.poll(lambda: not port.connected, "the port stopped")
+        copy.settimeout(5)
+        client = socket.create_connection(("127.0.0.1", number), timeout=5)
+        self.addCleanup(client.close)
+        accepted, _ = copy.accept()  # the socket was not shut down: its copy accepts
+        accepted.close()
+
+    @defer.inlineCallbacks
+    def test_let_go_port_keeps_a_unix_sockets_path(self):  # type: ignore[no-untyped-def]
+        path = self.mktemp()
+        port = reactor.listenUNIX(path, Factory.forProtocol(Protocol))
+        copy = socket.socket(fileno=os.dup(port.fileno()))
+        self.addCleanup(copy.close)
+        let_go_port(port)
+        yield self.poll(lambda: not port.connected, "the port stopped")
+        self.assertTrue(os.path.exists(path))
+        client = socket.socket(socket.AF_UNIX)
+        self.addCleanup(client.close)
+        client.connect(path)
+        copy.settimeout(5)
+        accepted, _ = copy.accept()
+        accepted.close()

@@ -5,6 +5,7 @@ passes it, and the record through JSON."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from dataclasses import replace
@@ -52,6 +53,7 @@ class SocketPairCarrier:
         self.version = version  # a version to claim instead of the record's (a record the new one cannot read)
         self.sent: list[Carried] = []
         self.refusals: list[str] = []
+        self.kept: list[tuple[Kind, str]] = []
         self._old, self._new = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
     def close(self) -> None:
@@ -71,7 +73,13 @@ class SocketPairCarrier:
         except Refused as refusal:
             self.refusals.append(str(refusal))
             return defer.succeed(False)
+        finally:
+            for fd in fds:  # as the upgrade's channel does: the reactor works on its own duplicates
+                os.close(fd)
         return defer.succeed(True)
+
+    def keep(self, kind: Kind, why: str) -> None:
+        self.kept.append((kind, why))
 
 
 class TwoProxies(ProxyTestCase):

@@ -425,10 +425,13 @@ MIN_WORKER_TIMEOUT = 0.1
 class ProcessConfig:
     """How many processes serve: 1 is one process (no supervisor); more is a supervisor and that many workers
     (``auto`` in the file is read as the number of cores this process may run on). A worker that leaves a
-    call of the supervisor unanswered for ``worker_timeout`` seconds is killed and restarted."""
+    call of the supervisor unanswered for ``worker_timeout`` seconds is killed and restarted. After a live
+    upgrade (docs/upgrade.md) the old process serves what it kept for at most ``upgrade_deadline`` seconds,
+    then closes it as a graceful stop does."""
 
     workers: int = 1
     worker_timeout: float = 5.0
+    upgrade_deadline: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,9 @@ def access_log(key: str, value: object) -> AccessLogSettings:
 
 LOG = Table(LogSettings, (Field("format", log_format),))
 
-PROCESS = Table(ProcessConfig, (Field("workers", workers), Field("worker-timeout", worker_timeout)))
+PROCESS = Table(ProcessConfig, (
+    Field("workers", workers), Field("worker-timeout", worker_timeout), Field("upgrade-deadline", parse_duration),
+))
 
 SHUTDOWN = Table(ProxyConfig, (
     Field("grace", parse_duration, "shutdown_grace"),

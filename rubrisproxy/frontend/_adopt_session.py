@@ -8,7 +8,6 @@ plays the upgraded request: its server slot, and its one access-log line when it
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -59,13 +58,8 @@ class SessionAdopter:
         self._backends = backends
 
     def adopt(self, carried: Carried) -> None:
-        try:
-            self._adopt(carried)
-        finally:
-            for fd in carried.sockets:
-                os.close(fd)  # the reactor works on its own duplicate
-
-    def _adopt(self, carried: Carried) -> None:
+        """Rebuild the session ``carried`` describes on its sockets (which stay the caller's to close: the reactor
+        works on its own duplicates), or raise :class:`~rubrisproxy.transfer.Refused`."""
         record, factory, backend, server = self._where(carried)
         connection = self._connection(carried.sockets[0], factory)
         handoff = AdoptedHandoff(connection, record, backend)
@@ -259,6 +253,10 @@ class AdoptedHandoff:
             server=server.name if server is not None else line.server,
             total_ms=(now - float(log["started"])) * 1000, termination=termination,
         )
+
+    def move_record(self) -> dict[str, Any]:
+        """Never called: what a tunnel moves with (an adopted session's request moves with :meth:`carried`)."""
+        raise AssertionError("an adopted session's request is carried by carried(), not move_record()")
 
     def carried(self) -> dict[str, object]:
         line = self._line(self.clock.seconds(), "")

@@ -23,6 +23,7 @@ from ._ending import ConnectionEnding
 from ._exchange import Exchange
 from ._forward_exchange import ForwardExchange
 from ._handover import Handover
+from ._moving import Moving
 from ._peers import forwarded_node, forwarded_quote
 from ._phase import CLOSING, FOLLOWS, HTTP2, LOST, OPENING, UPGRADING, Phase
 from ._pipeline import UPGRADE, Pipeline
@@ -32,6 +33,7 @@ from ._timeouts import ConnectionTimeouts, Wait
 if TYPE_CHECKING:
     from ..origin import OriginConnection
     from ..ratelimit import Entry
+    from ..transfer import Carrier
     from ..websocket import Relay
 
 #: The session header's default name: a backend that names another drops that one too (``Backend.session_drops``).
@@ -54,7 +56,7 @@ def forwarding_template(address: str, secure: bool) -> bytes:
     )
 
 
-class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts, Protocol):
+class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionTimeouts, Protocol):
     """Parses requests, runs them one at a time as :class:`Exchange` objects, answers in order.
 
     Requests pipelined behind the current one are parsed and held (reading pauses
@@ -78,7 +80,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
         "_phase", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
         "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding",
         "gate", "download", "parser", "opened_at", "responses", "end_reason", "last_request", "_limit_end",
-        "handlers", "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at", "limits_held",
+        "handlers", "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at", "limits_held", "_carrier",
     )
 
     def __init__(self, frontend: Frontend) -> None:
@@ -116,6 +118,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
         self.last_request: Exchange | None = None  # the request after which it closes (max-reads, max-writes)
         self._limit_end: ConnectionEnd | None = None  # which limit made it the last
         self.limits_held: list[Entry] | None = None  # counted by the frontend's connection rate limits
+        self._carrier: Carrier | None = None  # a live upgrade's, while it waits to move (see Moving)
 
     def _to(self, phase: Phase) -> None:
         """Move to ``phase`` if it may follow the present one (see :class:`~rubrisproxy.frontend._phase.Phase`);

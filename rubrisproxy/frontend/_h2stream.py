@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate
@@ -142,6 +142,9 @@ class H2Stream(StreamResponse):
         self._acknowledge()
 
     # What a WebSocket calls, as on a client connection
+
+    def move_record(self, opened: bool, unsent: bytes) -> dict[str, Any]:
+        raise NotImplementedError("a WebSocket over an HTTP/2 stream does not move (its connection carries others)")
 
     def upgraded(self) -> H2Stream:
         return self

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..http import NONE, HTTPError, ResponseHead, serialize_headers
 from ..lifecycle import Termination
@@ -162,6 +162,21 @@ class ExchangeHandoff:
 
     def fail(self, error: HTTPError, termination: Termination) -> None:
         self.exchange.fail(error, termination)
+
+    def move_record(self) -> dict[str, Any]:
+        exchange, head = self.exchange, self.head
+        return {
+            "frontend": self.exchange.client.frontend.name, "client": self.client.move_record(True, b""),
+            "request": {"method": head.method.decode("latin-1"), "target": head.target.decode("latin-1"),
+                        "version": head.version.decode("latin-1"), "size": head.size},
+            "client_address": exchange.client_address, "timing": exchange.timing_record(),
+            "upgraded_at": list(self.client.upgraded_at),
+            "backend": exchange.backend.name if exchange.backend is not None else None,
+            "server": exchange.server.name if exchange.server is not None else None,
+            # where a forward proxy's CONNECT tunnel made directly goes: the destination's name, address and port
+            "destination": [exchange.server.name, exchange.server.config.host, exchange.server.config.port]
+            if exchange.server is not None else None,
+        }
 
     def ended(self, termination: Termination) -> None:
         bytes_in, bytes_out = self._since_upgrade()

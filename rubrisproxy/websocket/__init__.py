@@ -11,6 +11,7 @@ from ._resume import BackendDial, ResumeBudget
 from ._session import WebSocketSession
 from ._support import BackendWebSocket
 from ._tunnel import Tunnel
+from ._tunnel_moving import TUNNEL_RECORD
 
 __all__ = [
     "SESSION_RECORD_VERSIONS",
@@ -27,6 +28,7 @@ __all__ = [
     "RefuseHandshake",
     "Relay",
     "ResumeBudget",
+    "TUNNEL_RECORD",
     "Tunnel",
     "Upgrade",
     "UpgradeHandoff",

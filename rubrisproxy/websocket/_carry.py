@@ -81,7 +81,9 @@ class SessionCarrying(SessionMoving):
         session that cannot move stays, and says why (see the class docstring)."""
         why = self.carriable()
         if why is not None or self._carrier is not None:
-            self.log.info("session {id} stays in this process: {why}", id=self.session_id, why=why or "moving already")
+            why = why or "moving already"
+            self.log.info("session {id} stays in this process: {why}", id=self.session_id, why=why)
+            carrier.keep(Kind.SESSION, why)
             return
         self._carrier = carrier
         self._carry_wait = self._handoff.clock.callLater(CARRY_WAIT, self._carry_timed_out)
@@ -232,7 +234,10 @@ class SessionCarrying(SessionMoving):
             self._carry_wait = self._handoff.clock.callLater(CARRY_WAIT, self._carry_timed_out)
             self._leave_server()
             return
-        self._stay(f"it did not reach a message boundary within {CARRY_WAIT:g}s")
+        why = f"it did not reach a message boundary within {CARRY_WAIT:g}s"
+        if self._carrier is not None:
+            self._carrier.keep(Kind.SESSION, why)
+        self._stay(why)
 
     def _maybe_end(self) -> None:
         self._stop_waiting()  # it is ending: a carry waiting for it is over

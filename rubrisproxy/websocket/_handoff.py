@@ -8,7 +8,7 @@ client's connection through :attr:`UpgradeHandoff.client`, and reports its end w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime, ITCPTransport
@@ -123,5 +123,10 @@ class UpgradeHandoff(Protocol):
         """What the request's one access-log line needs, for the process a session is carried to (JSON-encodable:
         the line's fields so far, when the request began, the bytes crossed since the 101)."""
 
+    def move_record(self) -> dict[str, Any]:
+        """The request a WebSocket moving to another process came from (a live upgrade): its line, its client,
+        its timings and counts, its backend and server, where its client's bytes began."""
+
     def moved(self) -> None:
-        """The WebSocket was carried to another process, which logs it when it ends: end here, unlogged."""
+        """The WebSocket was carried to another process (its sockets let go of already, without a shutdown), which
+        counts and logs it when it ends: its server slot freed, ended here unlogged."""
