@@ -176,6 +176,18 @@ class _Adopting(Factory):
         return built
 
 
+def adopting_factory(factories: Callable[[str], Factory | None], name: str) -> Factory:
+    """Frontend ``name``'s factory, if this process has that frontend and its connections can be adopted; else
+    :class:`Refused`."""
+    factory = factories(name)
+    if factory is None:
+        raise Refused(f"there is no frontend {name} here")
+    protocol = getattr(factory, "protocol", None)
+    if not (isinstance(protocol, type) and issubclass(protocol, Moving)):
+        raise Refused(f"frontend {name} builds connections that cannot be adopted")
+    return factory
+
+
 def adopt_socket(reactor: Any, fd: int, factory: Factory) -> Protocol:
     """A connection ``factory`` builds on the connected socket ``fd`` (which the reactor copies: ``fd`` stays
     the caller's to close)."""
@@ -201,12 +213,7 @@ class ConnectionAdopter:
         self.factories = factories
 
     def adopt(self, carried: Carried) -> None:
-        factory = self.factories(carried.frontend)
-        if factory is None:
-            raise Refused(f"there is no frontend {carried.frontend} here")
-        protocol = getattr(factory, "protocol", None)
-        if not (isinstance(protocol, type) and issubclass(protocol, Moving)):
-            raise Refused(f"frontend {carried.frontend} builds connections that cannot be adopted")
+        factory = adopting_factory(self.factories, carried.frontend)
         connection = adopt_socket(self.reactor, carried.sockets[0], factory)
         assert isinstance(connection, Moving)
         connection.restore(carried.record)

@@ -18,7 +18,7 @@ from ._connection import ClientConnection
 from ._context import Frontend
 from ._exchange import Exchange
 from ._forward import Destination
-from ._moving import Moving, adopt_socket
+from ._moving import adopt_socket, adopting_factory
 from ._upgrade import ExchangeHandoff
 
 
@@ -52,12 +52,7 @@ class TunnelAdopter:
     def adopt(self, carried: Carried) -> None:
         record: Mapping[str, Any] = carried.record
         exchange_record: Mapping[str, Any] = record["exchange"]
-        factory = self.factories(carried.frontend)
-        if factory is None:
-            raise Refused(f"there is no frontend {carried.frontend} here")
-        protocol = getattr(factory, "protocol", None)
-        if not (isinstance(protocol, type) and issubclass(protocol, Moving)):
-            raise Refused(f"frontend {carried.frontend} builds connections that cannot be adopted")
+        factory = adopting_factory(self.factories, carried.frontend)
         backend, server = self._server(exchange_record, getattr(factory, "frontend", None))
         client = adopt_socket(self.reactor, carried.sockets[0], factory)
         origin = adopt_socket(self.reactor, carried.sockets[1], _OriginFactory(server, self.pool, self.reactor))
