@@ -15,10 +15,12 @@ from twisted.internet import defer, reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import Protocol
 from twisted.web import resource, server
+from zope.interface import implementer
 
 from rubrisproxy._compat import unsent
 from rubrisproxy.config import CommandLine, ConfigError, load_config
 from rubrisproxy.frontend import ConnectionAdopter
+from rubrisproxy.lifecycle import IConnectionHandler, RefuseConnection
 from rubrisproxy.service import ProxyService, UpgradeSetup, build_service
 from rubrisproxy.transfer import Kind, Outcome
 from rubrisproxy.upgrade import Pidfile, UpgradeFailed, UpgradeState
@@ -588,3 +590,41 @@ class ConfigTests(UpgradeTestCase):
         self.assertIn("process.upgrade-deadline", str(raised.exception))
         self.write(deadline="90s")
         self.assertEqual(load_config(CommandLine(config_path=self.path)).process.upgrade_deadline, 90.0)
+
+
+@implementer(IConnectionHandler)
+class RefuseEveryone:
+    """A connection handler that refuses every connection."""
+
+    def connection_opened(self, connection: Any) -> None:
+        raise RefuseConnection("no one")
+
+    def connection_ended(self, connection: Any, reason: Any) -> None:
+        pass
+
+
+class AdoptedAreNotRefusedTests(UpgradeTestCase):
+    @defer.inlineCallbacks
+    def test_a_handler_or_rate_limit_of_the_new_process_does_not_reset_a_moved_connection(self):  # type: ignore[no-untyped-def]
+        """The new process's handlers hear of an adopted connection, but it was accepted in the old process: a
+        refusal there (or a connection rate limit already spent) would reset the socket both processes share."""
+        self.start_old()
+        clients = []
+        for _ in range(2):
+            client = yield self.connect()
+            yield self.exchange(client)
+            clients.append(client)
+        refusing = CONFIG.format(deadline="30s", listen='"tcp:0:interface=127.0.0.1"', origin=self.origin_port)
+        refusing = refusing.replace('backend = "web"\n', 'backend = "web"\nhandlers = ["tests.test_upgrade.RefuseEveryone"]\n'
+                                    'http-request = [{ action = "rate-limit", key = "src", connections = 1 }]\n', 1)
+        with open(self.path, "w") as f:  # what the new process reads as it starts
+            f.write(refusing)
+        yield self.old.upgrader.start()
+        yield self.poll(lambda: self.stopped, "the old proxy exits")
+        self.assertEqual(self.old.upgrader.tally.counts, {(Kind.HTTP, Outcome.MOVED): 2})
+        for client in clients:
+            again = yield self.exchange(client)
+            self.assertEqual(again.status, 200)
+        self.assertEqual(len(self.new_frontend().connections), 2)
+        fresh = yield self.connect()  # one the new process accepts itself is refused, as configured
+        yield fresh.closed  # refused: closed without an answer

@@ -8,21 +8,21 @@ plays the upgraded request: its server slot, and its one access-log line when it
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.protocol import Factory, ServerFactory
 from twisted.logger import Logger
 
 from .._compat import let_go
 from ..accesslog import AccessRecord
 from ..http import RequestHead, serialize_headers
-from ..origin import OriginConnection
 from ..transfer import Carried, Kind, Refused
 from ..websocket import SESSION_RECORD_VERSIONS, SessionRecord, Upgrade, WebSocketSession, read_record
+from ._connection import ClientConnection
 from ._factory import ProxiedConnectionFactory
+from ._moving import adopt_origin, adopt_socket, adopting_factory
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -61,7 +61,8 @@ class SessionAdopter:
         """Rebuild the session ``carried`` describes on its sockets (which stay the caller's to close: the reactor
         works on its own duplicates), or raise :class:`~rubrisproxy.transfer.Refused`."""
         record, factory, backend, server = self._where(carried)
-        connection = self._connection(carried.sockets[0], factory)
+        connection = adopt_socket(self._reactor, carried.sockets[0], factory)
+        assert isinstance(connection, ClientConnection)
         handoff = AdoptedHandoff(connection, record, backend)
         session = WebSocketSession(handoff, None, backend, record.handshake.encode("latin-1"))
         connection.adopting()
@@ -69,7 +70,7 @@ class SessionAdopter:
         origin = None
         try:
             if server is not None:
-                origin = self._origin(carried.sockets[1], server, connection.frontend)
+                origin = adopt_origin(self._reactor, carried.sockets[1], server, connection.frontend.pool)
                 handoff.switch_server(backend.take(server))
             session.adopt(record, moved_from, origin)
         except Exception as error:
@@ -85,13 +86,11 @@ class SessionAdopter:
             raise Refused(f"it could not be made again here: {error!r}") from error
         handoff.websockets.add(session)
 
-    def _where(self, carried: Carried) -> tuple[SessionRecord, ServerFactory, Backend, Server | None]:
+    def _where(self, carried: Carried) -> tuple[SessionRecord, Factory, Backend, Server | None]:
         """Its record, and what of this process it goes to (its frontend's factory, its backend, and its server
         when its backend connection crossed too); :class:`Refused` when it cannot."""
         record = read_record(carried.version, carried.record)
-        factory = self._factories(carried.frontend)
-        if factory is None:
-            raise Refused(f"no frontend {carried.frontend!r} in this process")
+        factory = adopting_factory(self._factories, carried.frontend)
         if isinstance(factory, ProxiedConnectionFactory):
             raise Refused(f"frontend {carried.frontend!r} takes its clients from a proxy: what it said does not cross")
         backend = self._backends.get(record.backend)
@@ -107,59 +106,6 @@ class SessionAdopter:
             raise Refused(f"no server {crossed['server']!r} in backend {backend.name!r} here")
         return record, factory, backend, server
 
-    def _origin(self, fd: int, server: Server, frontend: Frontend) -> OriginConnection:
-        """The backend's connection, adopted: an origin connection already handed over to a WebSocket."""
-        made: list[Any] = []
-        pool = frontend.pool
-        self._reactor.adoptStreamConnection(fd, _family(fd), _Building(lambda: OriginConnection(server, pool, frontend.clock), made))
-        (origin,) = made
-        pool.hand_over(origin)
-        return origin
-
-    def _connection(self, fd: int, factory: ServerFactory) -> ClientConnection:
-        made: list[Any] = []
-        self._reactor.adoptStreamConnection(fd, _family(fd), _Keeping(factory, made))
-        if not made:
-            raise Refused("the frontend would not take the connection")
-        return made[0]
-
-
-def _family(fd: int) -> int:
-    probe = socket.socket(fileno=fd)
-    family = probe.family
-    probe.detach()
-    return family
-
-
-class _Building(ServerFactory):
-    """Builds one protocol with ``build``, and keeps it."""
-
-    noisy = False
-
-    def __init__(self, build: Callable[[], Any], made: list[Any]) -> None:
-        self._build = build
-        self._made = made
-
-    def buildProtocol(self, addr: Any) -> Any:
-        built = self._build()
-        self._made.append(built)
-        return built
-
-
-class _Keeping(ServerFactory):
-    """The frontend's factory, keeping the connection it builds."""
-
-    noisy = False
-
-    def __init__(self, factory: ServerFactory, made: list[Any]) -> None:
-        self._factory = factory
-        self._made = made
-
-    def buildProtocol(self, addr: Any) -> Any:
-        connection = self._factory.buildProtocol(addr)
-        if connection is not None:
-            self._made.append(connection)
-        return connection
 
 
 class AdoptedHandoff:

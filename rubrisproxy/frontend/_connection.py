@@ -80,7 +80,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         "_phase", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
         "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding",
         "gate", "download", "parser", "opened_at", "responses", "end_reason", "last_request", "_limit_end",
-        "handlers", "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at", "limits_held", "_carrier",
+        "handlers", "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at", "limits_held", "_carrier", "adopted",
     )
 
     def __init__(self, frontend: Frontend) -> None:
@@ -118,6 +118,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         self.last_request: Exchange | None = None  # the request after which it closes (max-reads, max-writes)
         self._limit_end: ConnectionEnd | None = None  # which limit made it the last
         self.limits_held: list[Entry] | None = None  # counted by the frontend's connection rate limits
+        self.adopted = False  # see Moving
         self._carrier: Carrier | None = None  # a live upgrade's, while it waits to move (see Moving)
 
     def _to(self, phase: Phase) -> None:

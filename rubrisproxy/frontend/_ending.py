@@ -43,6 +43,7 @@ class ConnectionEnding:
     _phase: Phase
     end_reason: ConnectionEnd | None
     limits_held: list[Entry] | None  # what the frontend's connection limits count it with, until it closes
+    adopted: bool  # taken over from another process in a live upgrade (see frontend._moving)
     opened_at: float
     requests: int
     responses: int
@@ -60,6 +61,8 @@ class ConnectionEnding:
         if rules is not None and rules.connection_limits and self.end_reason is None:
             source = self.source_address()
             held = rules.connection_opened(source) if source is not None else []
+            if held is None and self.adopted:
+                return  # accepted by the process it came from: a reset here would end it there too
             if held is None:
                 self.log.info("closed a connection from {peer}: over a rate limit's connections", peer=source)
                 self.end(ConnectionEnd.RATE_LIMITED)
@@ -77,6 +80,10 @@ class ConnectionEnding:
             try:
                 handler.connection_opened(self.info())
             except RefuseConnection as refusal:
+                if self.adopted:  # accepted by the process it came from: a reset here would end it there too
+                    self.log.info("{handler} refused a connection taken over from another process; it is kept",
+                                  handler=type(handler).__name__)
+                    continue
                 self.log.info("{handler} refused a connection from {peer}: {why}",
                               handler=type(handler).__name__, peer=self.client_address, why=str(refusal))
                 self.end(ConnectionEnd.SERVER_CLOSE)

@@ -15,12 +15,14 @@ from ..deadline import Deadline
 from ..flow import ReadGate
 from ..http import HTTPError, RequestParser
 from ..lifecycle import ConnectionEnd
+from ..origin import ConnectionPool, OriginConnection
 from ..transfer import Carried, Carrier, Kind, Refused
 from ._phase import HTTP2, LOST, MOVING, OPENING, READING, UPGRADING, Phase
 from ._rules import connection_closed
 from ._timeouts import Wait
 
 if TYPE_CHECKING:
+    from ..backend import Server
     from ..ratelimit import Entry
     from ._context import Frontend
     from ._exchange import Exchange
@@ -50,6 +52,7 @@ class Moving:
     _phase: Phase
     _deadline: Deadline
     _carrier: Carrier | None
+    adopted: bool  # taken over from another process: it was accepted there, and is not refused here
     parser: RequestParser
     gate: ReadGate
     pinned: object
@@ -172,8 +175,29 @@ class _Adopting(Factory):
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
         built: Any = self.factory.buildProtocol(addr)
+        if isinstance(built, Moving):
+            built.adopted = True  # before it is made: it was accepted in the old process, it is not refused here
         self.built = built
         return built
+
+
+class _OriginFactory(Factory):
+    """Builds the one origin connection an adopted socket is."""
+
+    def __init__(self, server: Server, pool: ConnectionPool, clock: Any) -> None:
+        self.server, self.pool, self.clock = server, pool, clock
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return OriginConnection(self.server, self.pool, self.clock)
+
+
+def adopt_origin(reactor: Any, fd: int, server: Server, pool: ConnectionPool) -> OriginConnection:
+    """The server's connection of a tunnel or WebSocket carried from another process, adopted on ``fd``: an origin
+    connection to ``server`` already handed over to what relays on it (not the pool's)."""
+    origin = adopt_socket(reactor, fd, _OriginFactory(server, pool, reactor))
+    assert isinstance(origin, OriginConnection)
+    pool.hand_over(origin)
+    return origin
 
 
 def adopting_factory(factories: Callable[[str], Factory | None], name: str) -> Factory:
@@ -181,7 +205,7 @@ def adopting_factory(factories: Callable[[str], Factory | None], name: str) -> F
     :class:`Refused`."""
     factory = factories(name)
     if factory is None:
-        raise Refused(f"there is no frontend {name} here")
+        raise Refused(f"no frontend {name!r} in this process")
     protocol = getattr(factory, "protocol", None)
     if not (isinstance(protocol, type) and issubclass(protocol, Moving)):
         raise Refused(f"frontend {name} builds connections that cannot be adopted")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 
 from ..backend import Backend, Server
 from ..http import RequestHead
@@ -18,18 +18,8 @@ from ._connection import ClientConnection
 from ._context import Frontend
 from ._exchange import Exchange
 from ._forward import Destination
-from ._moving import adopt_socket, adopting_factory
+from ._moving import adopt_origin, adopt_socket, adopting_factory
 from ._upgrade import ExchangeHandoff
-
-
-class _OriginFactory(Factory):
-    """Builds the one origin connection an adopted socket is."""
-
-    def __init__(self, server: Server, pool: ConnectionPool, clock: Any) -> None:
-        self.server, self.pool, self.clock = server, pool, clock
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return OriginConnection(self.server, self.pool, self.clock)
 
 
 class TunnelAdopter:
@@ -55,7 +45,7 @@ class TunnelAdopter:
         factory = adopting_factory(self.factories, carried.frontend)
         backend, server = self._server(exchange_record, getattr(factory, "frontend", None))
         client = adopt_socket(self.reactor, carried.sockets[0], factory)
-        origin = adopt_socket(self.reactor, carried.sockets[1], _OriginFactory(server, self.pool, self.reactor))
+        origin = adopt_origin(self.reactor, carried.sockets[1], server, self.pool)
         assert isinstance(client, ClientConnection) and isinstance(origin, OriginConnection)
         client.restore(record["client"])
         request = exchange_record["request"]
