@@ -3,6 +3,7 @@ channel, its admin API answering the supervisor's calls, its health checks probi
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -141,6 +142,7 @@ class Worker:
             raise StartFailed(str(e)) from None
         self.reactor.addSystemEventTrigger("before", "shutdown", self._stop)
         self.state = WorkerState.SERVING
+        gc.freeze()  # as a single process does (tap): what start built is left out of the collector's full passes
 
     def apply(self, config: ProxyConfig) -> list[str]:
         """A reload: ``config`` as the supervisor checked it, applied here."""
