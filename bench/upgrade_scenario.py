@@ -91,20 +91,57 @@ wait_port = harness.PortWait(interval=0.02, error=ScenarioError, name_command=Tr
 
 # --- processes of a run ---------------------------------------------------------------------------------
 
+def all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
 def tagged_pids(tag: str) -> set[int]:
-    """Processes whose environment carries ``TAG=tag`` (the relay and whatever it spawned)."""
+    """Processes whose environment carries ``TAG=tag`` (the relay and whatever it spawned with its environment)."""
     needle = f"{TAG}={tag}".encode()
     found = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    for pid in all_pids():
         try:
-            with open(f"/proc/{name}/environ", "rb") as f:
+            with open(f"/proc/{pid}/environ", "rb") as f:
                 if needle in f.read().split(b"\0"):
-                    found.add(int(name))
+                    found.add(pid)
         except OSError:
             continue
     return {pid for pid in found if alive(pid)}
+
+
+def children(parents: set[int]) -> set[int]:
+    """Living processes whose parent is one of ``parents``."""
+    found = set()
+    for pid in all_pids():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) in parents:
+                    found.add(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return {pid for pid in found if alive(pid)}
+
+
+def listeners(port: int, skip: set[int], since: int) -> set[int]:
+    """Processes (but those in ``skip``, and those older than pid ``since``) holding a socket listening on ``port``:
+    one spawned with a clean environment, and not by a process we know, is still found this way. Costly on a busy
+    machine (every socket of the host, every file descriptor of the candidates): done a few times per run."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = [line.split() for line in f.readlines()[1:]]
+        except OSError:
+            continue
+        inodes |= {f"socket:[{row[9]}]" for row in rows if row[3] == "0A" and int(row[1].rsplit(":", 1)[1], 16) == port}
+    found = set()
+    for pid in {pid for pid in all_pids() if pid >= since} - skip - {os.getpid()}:
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd")):
+                found.add(pid)
+        except OSError:
+            continue
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -126,9 +163,9 @@ def command_line(pid: int) -> str:
                     for i, w in enumerate(words) if w)[:90]
 
 
-def kill_tagged(tag: str) -> list[int]:
-    """SIGTERM, then SIGKILL, every process carrying the tag; returns those that had to be killed."""
-    left = sorted(tagged_pids(tag))
+def kill_all(pids: set[int]) -> list[int]:
+    """SIGTERM, then SIGKILL, the living ones of ``pids``; returns them."""
+    left = sorted(pid for pid in pids if alive(pid))
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in left:
             try:
@@ -147,27 +184,41 @@ class Watched:
 
     pid: int
     what: str
-    exited: float | None = None  # scenario seconds
+    seen: float  # scenario seconds
+    exited: float | None = None
+    status: int | None = None  # its exit status, when it was our child (negative: the signal that ended it)
     cpu: float = 0.0
 
 
 class Watch:
     """The relay's processes (found by tag), polled: exit times and CPU."""
 
-    SCAN_S = 0.2  # how often /proc is searched for new processes of the relay
+    SCAN_S = 0.5  # how often /proc is searched for new processes of the relay
 
-    def __init__(self, tag: str) -> None:
-        self.tag = tag
+    def __init__(self, tag: str, port: int, load: Callable[[], set[int]]) -> None:
+        self.tag, self.port, self.load = tag, port, load
         self.pids: dict[int, Watched] = {}
         self.scanned = -1.0
+        self.deep_at: list[float] = []  # when to look for listeners on the port too (after the event)
+
+    def scan(self, deep: bool = False) -> set[int]:
+        """The relay's processes now: tagged, children of those we know, and (``deep``) listening on its port."""
+        found = tagged_pids(self.tag) | children(self.living())
+        if deep and self.pids:
+            found |= listeners(self.port, skip=found | self.load(), since=min(self.pids))
+        return found
 
     def poll(self, now: float, direct: list[subprocess.Popen[bytes]]) -> None:
         for process in direct:
-            process.poll()  # reap our own children, so their exit is seen
+            if process.poll() is not None and process.pid in self.pids:  # reaped, so its exit is seen
+                self.pids[process.pid].status = process.returncode
         if now - self.scanned >= self.SCAN_S:
             self.scanned = now
-            for pid in tagged_pids(self.tag) - set(self.pids):
-                self.pids[pid] = Watched(pid, command_line(pid))
+            deep = bool(self.deep_at) and now >= self.deep_at[0]
+            if deep:
+                self.deep_at.pop(0)
+            for pid in self.scan(deep) - set(self.pids):
+                self.pids[pid] = Watched(pid, command_line(pid), now)
         for watched in self.pids.values():
             if watched.exited is not None:
                 continue
@@ -280,7 +331,7 @@ class Run:
         self.direct: list[subprocess.Popen[bytes]] = []  # relay processes we started (to reap them)
         self.load: dict[str, subprocess.Popen[bytes]] = {}
         self.readers: dict[str, JsonLines] = {}
-        self.watch = Watch(self.tag)
+        self.watch = Watch(self.tag, self.port, lambda: {p.pid for p in self.load.values()})
         self.event = EventRecord()
         self.t0 = 0.0
         self.log = self.tmp / f"{variant}.log"
@@ -365,6 +416,7 @@ class Run:
         self.watch.poll(self.now(), self.direct)
         self.event.old = self.watch.living()
         self.event.at = self.now()
+        self.watch.deep_at = [self.event.at + 1.0, self.event.at + 5.0]
         started = time.monotonic()
         {"upgrade": self.upgrade, "restart": self.restart, "haproxy-reload": self.reload_haproxy}[self.variant]()
         self.event.what += f" (the call took {(time.monotonic() - started) * 1000:.0f} ms)"
@@ -552,8 +604,11 @@ class Run:
 
     def cleanup(self) -> list[int]:
         """Stop everything this run started (the relay's spawn found by tag); the pids that had to be killed."""
+        self.watch.scanned = -1e9
+        self.watch.poll(self.now(), self.direct)
         self.processes.stop_all()
-        return kill_tagged(self.tag)
+        known = self.watch.living()
+        return kill_all(tagged_pids(self.tag) | children(known) | known)
 
 
 def tree_env(args: argparse.Namespace) -> dict[str, str]:
@@ -609,6 +664,14 @@ def old_processes(run: RunResult) -> str:
     return "; ".join(parts)
 
 
+def new_processes(run: RunResult) -> str:
+    """The relay's processes that appeared after the event: when first seen, in seconds after it."""
+    at = run.event.at or 0.0
+    new = [w for w in run.processes if w.pid not in run.event.old and w.seen >= at]
+    return "; ".join(f"+{w.seen - at:.1f} s" + ("" if w.exited is None else f" (exited +{w.exited - at:.1f} s)")
+                     for w in new) or "none"
+
+
 def http_errors(run: RunResult) -> str:
     w = run.wrk
     if w is None:
@@ -636,6 +699,7 @@ def report(runs: list[RunResult], args: argparse.Namespace) -> None:
     rows.append(("  keep-alive closed by relay", [f"{len(r.probe.closed_idle)} (connections {r.probe.connections})"
                                                   for r in runs], ""))
     rows.append(("old process exited", [old_processes(r) for r in runs], ""))
+    rows.append(("new process seen", [new_processes(r) for r in runs], ""))
     rows.append(("CPU busy: relay / load / script", [f"{r.cpu['relay']:.0%} / {r.cpu['load']:.0%} / "
                                                      f"{r.cpu['this script']:.0%}" for r in runs], ""))
     width = max(len(label) for label, _, _ in rows) + 2
@@ -656,15 +720,12 @@ def describe(run: RunResult, args: argparse.Namespace) -> None:
         out(f"  {note}")
     for w in run.processes:
         state = "alive at the end" if w.exited is None else f"exited at {w.exited:.2f} s"
-        out(f"  pid {w.pid} ({w.what}): {state}")
+        state += "" if w.status is None else f" (status {w.status})"
+        out(f"  pid {w.pid} ({w.what}): seen at {w.seen:.2f} s, {state}")
+    if run.variant == "upgrade" and new_processes(run) == "none":
+        out("  NO UPGRADE SEEN: no new relay process appeared after the event")
     for mode in MODES:
-        r = run.clients[mode]
-        if r["disconnects"]:
-            times = sorted(d["t"] / 1000 for d in r["disconnects"])
-            out(f"  {mode}: disconnects from {times[0]:.2f} s to {times[-1]:.2f} s")
-        if r["p50_ms"] is not None and r["p50_ms"] > r["interval_ms"]:
-            out(f"  {mode}: SATURATED: median round trip {r['p50_ms']:.0f} ms exceeds the {r['interval_ms']:g} ms "
-                "interval")
+        describe_clients(mode, run.clients[mode])
     for label, items in (("probe failures", run.probe.failures), ("keep-alive closed", run.probe.closed_idle)):
         if items:
             out(f"  {label}: " + ", ".join(f"{t:.2f} s {what}" for t, what in items[:8])
@@ -674,6 +735,16 @@ def describe(run: RunResult, args: argparse.Namespace) -> None:
         out(f"  relay log after the event: {len(after)} lines")
         for line in log_shapes(after, args.log_shapes):
             out(f"    {line}")
+
+
+def describe_clients(mode: str, r: dict[str, Any]) -> None:
+    """When one mode's clients were disconnected, and whether the load kept up."""
+    if r["disconnects"]:
+        times = sorted(d["t"] / 1000 for d in r["disconnects"])
+        out(f"  {mode}: disconnects from {times[0]:.2f} s to {times[-1]:.2f} s")
+    if r["p50_ms"] is not None and r["p50_ms"] > r["interval_ms"]:
+        out(f"  {mode}: SATURATED: the median round trip ({r['p50_ms']:.0f} ms) exceeds the {r['interval_ms']:g} ms "
+            "interval: the relay or this shared machine did not keep up, so silences include queueing")
 
 
 # --- main ---------------------------------------------------------------------------------------------------
