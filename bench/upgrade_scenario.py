@@ -69,6 +69,7 @@ PROXY_CORE, LOAD_CORE = "1", "0"
 DRAIN_MS = 3000  # the clients wait this long for late echoes after they stop sending
 LINGER_S = 5.0  # after the clients have closed, how long old processes are watched for their exit
 OPEN_TIMEOUT_S = 60.0
+UPGRADE_LINE = "upgrade:"  # the relay's log lines about an upgrade start so; shown whole
 WRK_SCRIPT = """
 local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "10")
 function delay() return delay_ms end
@@ -731,9 +732,15 @@ def describe(run: RunResult, args: argparse.Namespace) -> None:
             out(f"  {label}: " + ", ".join(f"{t:.2f} s {what}" for t, what in items[:8])
                 + (f" ... ({len(items)})" if len(items) > 8 else ""))
     after = [(t, text) for t, text in run.log if run.event.at is not None and t >= run.event.at]
-    if after:
-        out(f"  relay log after the event: {len(after)} lines")
-        for line in log_shapes(after, args.log_shapes):
+    said = [(t, text.split("] ", 1)[-1]) for t, text in after if UPGRADE_LINE in text]
+    if said:
+        out(f"  the relay's '{UPGRADE_LINE}' log lines (seconds when this script saw them):")
+        for t, message in said[:args.log_shapes * 2]:
+            out(f"    {t:6.2f}  {message[:300]}")
+    rest = [(t, text) for t, text in after if UPGRADE_LINE not in text]
+    if rest:
+        out(f"  other relay log lines after the event: {len(rest)}")
+        for line in log_shapes(rest, args.log_shapes):
             out(f"    {line}")
 
 
