@@ -731,7 +731,11 @@ def describe(run: RunResult, args: argparse.Namespace) -> None:
         if items:
             out(f"  {label}: " + ", ".join(f"{t:.2f} s {what}" for t, what in items[:8])
                 + (f" ... ({len(items)})" if len(items) > 8 else ""))
-    after = [(t, text) for t, text in run.log if run.event.at is not None and t >= run.event.at]
+    describe_log([(t, text) for t, text in run.log if run.event.at is not None and t >= run.event.at], args)
+
+
+def describe_log(after: list[tuple[float, str]], args: argparse.Namespace) -> None:
+    """The relay's log after the event: its upgrade lines whole, the rest folded into kinds."""
     said = [(t, text.split("] ", 1)[-1]) for t, text in after if UPGRADE_LINE in text]
     if said:
         out(f"  the relay's '{UPGRADE_LINE}' log lines (seconds when this script saw them):")
