@@ -49,6 +49,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +318,8 @@ class RunResult:
     end: float
     log: list[tuple[float, str]]
     cpu: dict[str, float]  # relay and load: CPU seconds per second of the run
+    t0_wall: float  # time.time() at scenario second 0, to place the log's own timestamps
+    args_seconds: float  # the sending time
 
 
 class Run:
@@ -335,6 +338,7 @@ class Run:
         self.watch = Watch(self.tag, self.port, lambda: {p.pid for p in self.load.values()})
         self.event = EventRecord()
         self.t0 = 0.0
+        self.t0_wall = 0.0
         self.log = self.tmp / f"{variant}.log"
         self.tail = LogTail(self.log)
         self.ctl: subprocess.Popen[bytes] | None = None
@@ -579,7 +583,7 @@ class Run:
             self.proxy_config()
             self.relay = self.start_rubrisproxy()
         self.start_clients()
-        self.t0 = time.monotonic()
+        self.t0, self.t0_wall = time.monotonic(), time.time()
         script_cpu = time.process_time()
         stop = threading.Event()
         probe = self.start_http(stop)
@@ -601,7 +605,7 @@ class Run:
         probe.join(5)
         return RunResult(self.variant, clients, wrk, probe.result, self.event,
                          sorted(self.watch.pids.values(), key=lambda w: w.pid), closed, end, self.tail.lines,
-                         {name: seconds / end for name, seconds in cpu.items()})
+                         {name: seconds / end for name, seconds in cpu.items()}, self.t0_wall, a.seconds)
 
     def cleanup(self) -> list[int]:
         """Stop everything this run started (the relay's spawn found by tag); the pids that had to be killed."""
@@ -654,11 +658,12 @@ def old_processes(run: RunResult) -> str:
     old = [w for w in run.processes if w.pid in run.event.old]
     if not old:
         return "-"
+    closing = max(r["end_ms"] for r in run.clients.values()) / 1000  # the clients close their connections from here
     parts = []
     for w in old:
         if w.exited is None:
             parts.append("alive at the end")
-        elif run.clients_closed is not None and w.exited >= run.clients_closed - 0.25:
+        elif w.exited >= closing:
             parts.append(f"alive until the clients closed at the end (+{w.exited - at:.1f} s)")
         else:
             parts.append(f"+{w.exited - at:.2f} s")
@@ -719,6 +724,9 @@ def describe(run: RunResult, args: argparse.Namespace) -> None:
     out(f"\n{run.variant}: event at {run.event.at or 0:.2f} s: {run.event.what}")
     for note in run.event.notes:
         out(f"  {note}")
+    closing = max(r["end_ms"] for r in run.clients.values()) / 1000
+    out(f"  the clients stopped sending at {run.args_seconds:g} s and closed their connections from {closing:.2f} s"
+        + (f"; their processes had exited at {run.clients_closed:.2f} s" if run.clients_closed is not None else ""))
     for w in run.processes:
         state = "alive at the end" if w.exited is None else f"exited at {w.exited:.2f} s"
         state += "" if w.status is None else f" (status {w.status})"
@@ -731,14 +739,22 @@ def describe(run: RunResult, args: argparse.Namespace) -> None:
         if items:
             out(f"  {label}: " + ", ".join(f"{t:.2f} s {what}" for t, what in items[:8])
                 + (f" ... ({len(items)})" if len(items) > 8 else ""))
-    describe_log([(t, text) for t, text in run.log if run.event.at is not None and t >= run.event.at], args)
+    describe_log([(t, text) for t, text in run.log if run.event.at is not None and t >= run.event.at], run, args)
 
 
-def describe_log(after: list[tuple[float, str]], args: argparse.Namespace) -> None:
+def logged_at(text: str, run: RunResult, seen: float) -> float:
+    """The scenario second of a log line, from its own ISO timestamp (else when this script saw it)."""
+    try:
+        return datetime.fromisoformat(text.split(" ", 1)[0].replace("Z", "+00:00")).timestamp() - run.t0_wall
+    except ValueError:
+        return seen
+
+
+def describe_log(after: list[tuple[float, str]], run: RunResult, args: argparse.Namespace) -> None:
     """The relay's log after the event: its upgrade lines whole, the rest folded into kinds."""
-    said = [(t, text.split("] ", 1)[-1]) for t, text in after if UPGRADE_LINE in text]
+    said = [(logged_at(text, run, t), text.split("] ", 1)[-1]) for t, text in after if UPGRADE_LINE in text]
     if said:
-        out(f"  the relay's '{UPGRADE_LINE}' log lines (seconds when this script saw them):")
+        out(f"  the relay's '{UPGRADE_LINE}' log lines (scenario seconds, by their own time stamps):")
         for t, message in said[:args.log_shapes * 2]:
             out(f"    {t:6.2f}  {message[:300]}")
     rest = [(t, text) for t, text in after if UPGRADE_LINE not in text]
