@@ -652,30 +652,41 @@ def silence(result: dict[str, Any]) -> str:
     return f"{s['p99_ms']:.0f} / {s['max_ms']:.0f} ms ({s['clients']})"
 
 
+def kind(w: Watched) -> str:
+    """A relay process's kind, from its command line."""
+    return next((name for needle, name in (("rubrisproxy.workers", "worker"), ("twistd", "twistd"),
+                                           ("haproxy", "haproxy")) if needle in w.what), w.what.split(" ", 1)[0])
+
+
+def grouped(items: list[tuple[str, str]]) -> str:
+    """(kind, text) pairs as "kind text", alike ones counted: "twistd +0.5 s; 2 x worker +0.5 s"."""
+    counts: dict[tuple[str, str], int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return "; ".join(f"{f'{n} x ' if n > 1 else ''}{name} {text}" for (name, text), n in counts.items())
+
+
 def old_processes(run: RunResult) -> str:
     """When each process alive at the event exited, in seconds after it; or that it outlived the run."""
     at = run.event.at or 0.0
-    old = [w for w in run.processes if w.pid in run.event.old]
-    if not old:
-        return "-"
     closing = max(r["end_ms"] for r in run.clients.values()) / 1000  # the clients close their connections from here
     parts = []
-    for w in old:
+    for w in (w for w in run.processes if w.pid in run.event.old):
         if w.exited is None:
-            parts.append("alive at the end")
+            parts.append((kind(w), "alive at the end"))
         elif w.exited >= closing:
-            parts.append(f"alive until the clients closed at the end (+{w.exited - at:.1f} s)")
+            parts.append((kind(w), f"alive until the clients closed at the end (+{w.exited - at:.1f} s)"))
         else:
-            parts.append(f"+{w.exited - at:.2f} s")
-    return "; ".join(parts)
+            parts.append((kind(w), f"+{w.exited - at:.2f} s"))
+    return grouped(parts) or "-"
 
 
 def new_processes(run: RunResult) -> str:
     """The relay's processes that appeared after the event: when first seen, in seconds after it."""
     at = run.event.at or 0.0
     new = [w for w in run.processes if w.pid not in run.event.old and w.seen >= at]
-    return "; ".join(f"+{w.seen - at:.1f} s" + ("" if w.exited is None else f" (exited +{w.exited - at:.1f} s)")
-                     for w in new) or "none"
+    return grouped([(kind(w), f"+{w.seen - at:.1f} s" + ("" if w.exited is None else f" (exited +{w.exited - at:.1f} s)"))
+                    for w in new]) or "none"
 
 
 def http_errors(run: RunResult) -> str:
