@@ -689,12 +689,9 @@ def new_processes(run: RunResult) -> str:
                     for w in new]) or "none"
 
 
-def http_errors(run: RunResult) -> str:
+def socket_errors(run: RunResult) -> str:
     w = run.wrk
-    if w is None:
-        return "wrk gave no summary"
-    return (f"{w['status']} non-2xx; sockets: connect {w['connect']}, read {w['read']}, write {w['write']}, "
-            f"timeout {w['timeout']}")
+    return "no summary" if w is None else f"{w['connect']} / {w['read']} / {w['write']} / {w['timeout']}"
 
 
 def report(runs: list[RunResult], args: argparse.Namespace) -> None:
@@ -711,7 +708,8 @@ def report(runs: list[RunResult], args: argparse.Namespace) -> None:
         rows.append(("  round trip p50 / p99", [f"{r.clients[mode]['p50_ms']:.1f} / {r.clients[mode]['p99_ms']:.1f} ms"
                                                 for r in runs], ""))
     rows.append(("wrk requests", [str(r.wrk["requests"]) if r.wrk else "-" for r in runs], ""))
-    rows.append(("wrk errors", [http_errors(r) for r in runs], "0"))
+    rows.append(("wrk non-2xx", [str(r.wrk["status"]) if r.wrk else "-" for r in runs], "0"))
+    rows.append(("wrk socket errors c/r/w/t", [socket_errors(r) for r in runs], "0"))
     rows.append(("probe requests / failures", [f"{r.probe.requests} / {len(r.probe.failures)}" for r in runs], "- / 0"))
     rows.append(("  keep-alive closed by relay", [f"{len(r.probe.closed_idle)} (connections {r.probe.connections})"
                                                   for r in runs], ""))
@@ -726,7 +724,9 @@ def report(runs: list[RunResult], args: argparse.Namespace) -> None:
         out(f"{label:{width}}" + "".join(f"{v:>{c}}" for v, c in zip(values, columns, strict=True))
             + (f"   {target}" if target else ""))
     out("  silence: each client's longest stretch without an echo, from the event on (the clients still connected at "
-        "the end; how many in brackets); a message is lost when never echoed, both directions.")
+        "the end; how many in brackets); a message is lost when never echoed, both directions. wrk socket errors:")
+    out("  connect / read / write / timeout; wrk reconnects at once, so while nothing listens each refused attempt "
+        "counts (as a write error), and a keep-alive connection the relay closes counts as a read error even when idle.")
     for run in runs:
         describe(run, args)
 
