@@ -146,14 +146,13 @@ function percentile(sorted, fraction) {
 
 /**
  * A client's longest silence ending after ``t`` (ms since t0): the longest stretch between consecutive
- * first echoes, or from its last echo to ``endMs`` when it closed or its last messages were never echoed.
+ * first echoes, or from its last echo to ``endMs`` when it closed or a message sent after that echo never
+ * came back (the stream stopped).
  */
 function longestSilence(client, t, endMs) {
   const times = [];
-  let unechoed = false;
   for (let seq = 0; seq < client.nextSeq; seq++) {
     if (Number.isFinite(client.echoed[seq])) times.push(client.echoed[seq]);
-    else unechoed = true;
   }
   times.sort((a, b) => a - b);
   let longest = 0;
@@ -162,7 +161,11 @@ function longestSilence(client, t, endMs) {
     if (echo > t) longest = Math.max(longest, echo - previous);
     previous = echo;
   }
-  if ((client.closed || unechoed) && endMs > t) longest = Math.max(longest, endMs - previous);
+  let stopped = client.closed !== null;
+  for (let seq = client.nextSeq - 1; seq >= 0 && !stopped && client.sent[seq] >= previous; seq--) {
+    stopped = !Number.isFinite(client.echoed[seq]);
+  }
+  if (stopped && endMs > t) longest = Math.max(longest, endMs - previous);
   return longest;
 }
 
