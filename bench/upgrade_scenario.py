@@ -19,8 +19,9 @@ Printed per variant, next to the targets (0 disconnected, 0 lost/duplicated/reor
 disconnected clients and close codes, lost / duplicated / reordered messages per mode, the longest
 silence of each client from the event on (p99 and max over the clients that stayed connected), wrk's
 non-2xx and socket errors, the probe's failures and the keep-alive connections the relay closed, and when
-each old process exited (seconds after the event) or that it was still alive at the end. Written to
-bench/results/upgrade_scenario.txt.
+each old process exited (seconds after the event) or that it was still alive at the end; then per variant the
+targets met or missed, what `ctl upgrade` and `ctl upgrade --status` said, and the relay's `upgrade:` log lines.
+Written to bench/results/upgrade_scenario.txt.
 
     python bench/upgrade_scenario.py [--variants upgrade,restart,haproxy-reload] [--tree DIR] [--workers N]
                                      [--clients 200] [--interval-ms 20] [--seconds 20] [--event-at 10]
@@ -429,15 +430,31 @@ class Run:
     def upgrade(self) -> None:
         assert self.relay is not None
         if self.args.upgrade_how == "ctl":
-            command = [sys.executable, "-m", "rubrisproxy.ctl", "ctl", "--admin", f"http://127.0.0.1:{self.admin_port}",
-                       "upgrade"]
-            self.ctl = self.processes.start(command, env=tree_env(self.args), cwd=self.tmp, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT)
+            self.ctl = self.processes.start(self.ctl_command("upgrade"), env=tree_env(self.args), cwd=self.tmp,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             self.ctl_started = time.monotonic()
             self.event.what = "rubrisproxy ctl upgrade started"
         else:
             os.kill(self.relay.pid, signal.SIGUSR2)
             self.event.what = f"kill -USR2 {self.relay.pid} (no `ctl upgrade` in this tree)"
+
+    def ctl_command(self, *words: str) -> list[str]:
+        return [sys.executable, "-m", "rubrisproxy.ctl", "ctl", "--admin", f"http://127.0.0.1:{self.admin_port}", *words]
+
+    def upgrade_status(self) -> None:
+        """What `ctl upgrade --status` says at the end (the upgrade's counts, as the new process sees them)."""
+        if self.ctl is not None:
+            self.event.notes.append("ctl upgrade was still running at the end")
+            return
+        try:
+            done = subprocess.run(self.ctl_command("upgrade", "--status"), env=tree_env(self.args), cwd=self.tmp,
+                                  capture_output=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            self.event.notes.append("ctl upgrade --status did not answer within 30 s")
+            return
+        said = (done.stdout + done.stderr).decode(errors="replace").strip()
+        self.event.notes.append(f"ctl upgrade --status at the end (exit {done.returncode}):")
+        self.event.notes.extend(f"  {line}" for line in said.splitlines()[:20])
 
     def poll_ctl(self) -> None:
         """Note how `ctl upgrade` ended, once it has."""
@@ -602,6 +619,8 @@ class Run:
         while self.watch.living() and time.monotonic() < linger:
             self.pump(self.now() + 0.1)
         self.poll_ctl()
+        if self.variant == "upgrade" and a.upgrade_how == "ctl":
+            self.upgrade_status()
         probe.join(5)
         return RunResult(self.variant, clients, wrk, probe.result, self.event,
                          sorted(self.watch.pids.values(), key=lambda w: w.pid), closed, end, self.tail.lines,
@@ -744,6 +763,7 @@ def describe(run: RunResult, args: argparse.Namespace) -> None:
         out(f"  pid {w.pid} ({w.what}): seen at {w.seen:.2f} s, {state}")
     if run.variant == "upgrade" and new_processes(run) == "none":
         out("  NO UPGRADE SEEN: no new relay process appeared after the event")
+    verdicts(run)
     for mode in MODES:
         describe_clients(mode, run.clients[mode])
     for label, items in (("probe failures", run.probe.failures), ("keep-alive closed", run.probe.closed_idle)):
@@ -773,6 +793,19 @@ def describe_log(after: list[tuple[float, str]], run: RunResult, args: argparse.
         out(f"  other relay log lines after the event: {len(rest)}")
         for line in log_shapes(rest, args.log_shapes):
             out(f"    {line}")
+
+
+def verdicts(run: RunResult) -> None:
+    """Each target of issue 18, met or missed."""
+    def verdict(value: int) -> str:
+        return f"{value} ({'met' if value == 0 else 'MISSED'})"
+
+    disconnected = sum(r["disconnected"] for r in run.clients.values())
+    sequence = sum(r["lost"] + r["duplicated"] + r["out_of_order"] for r in run.clients.values())
+    w = run.wrk or {}
+    http = sum(w.get(key, 0) for key in ("status", "connect", "read", "write", "timeout")) + len(run.probe.failures)
+    out(f"  targets: disconnected {verdict(disconnected)}; lost+duplicated+reordered {verdict(sequence)}; HTTP "
+        f"errors (wrk and the probe) {verdict(http)}" + ("" if run.wrk else " (wrk gave no summary)"))
 
 
 def describe_clients(mode: str, r: dict[str, Any]) -> None:
