@@ -24,6 +24,7 @@ targets met or missed, what `ctl upgrade` and `ctl upgrade --status` said, and t
 Written to bench/results/upgrade_scenario.txt.
 
     python bench/upgrade_scenario.py [--variants upgrade,restart,haproxy-reload] [--tree DIR] [--workers N]
+                                     [--upgrade-by auto|ctl|signal]
                                      [--clients 200] [--interval-ms 20] [--seconds 20] [--event-at 10]
                                      [--http-connections 20] [--http-delay-ms 10] [--no-pin] [--keep-logs DIR]
 
@@ -40,6 +41,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -436,7 +438,7 @@ class Run:
             self.event.what = "rubrisproxy ctl upgrade started"
         else:
             os.kill(self.relay.pid, signal.SIGUSR2)
-            self.event.what = f"kill -USR2 {self.relay.pid} (no `ctl upgrade` in this tree)"
+            self.event.what = f"kill -USR2 {self.relay.pid}"
 
     def ctl_command(self, *words: str) -> list[str]:
         return [sys.executable, "-m", "rubrisproxy.ctl", "ctl", "--admin", f"http://127.0.0.1:{self.admin_port}", *words]
@@ -640,16 +642,20 @@ def tree_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def upgrade_how(args: argparse.Namespace, tmp: Path) -> str | None:
-    """How the tree upgrades: "ctl" (`rubrisproxy ctl upgrade` exists), "usr2" (its source handles SIGUSR2), None."""
+    """How the tree upgrades: "ctl" (`rubrisproxy ctl upgrade` exists), "usr2" (its source handles SIGUSR2), None;
+    ``--upgrade-by`` may ask for one of them."""
+    has_ctl = False
     try:
         done = subprocess.run([sys.executable, "-m", "rubrisproxy.ctl", "ctl", "--help"], env=tree_env(args),
                               cwd=tmp, capture_output=True, timeout=30)
-        if b"upgrade" in done.stdout:
-            return "ctl"
+        has_ctl = re.search(rb"[{,]upgrade[,}]", done.stdout) is not None
     except subprocess.TimeoutExpired:
         pass
     source = Path(args.tree) / "rubrisproxy"
-    if any("SIGUSR2" in path.read_text(errors="replace") for path in source.rglob("*.py")):
+    has_usr2 = any("SIGUSR2" in path.read_text(errors="replace") for path in source.rglob("*.py"))
+    if has_ctl and args.upgrade_by in ("auto", "ctl"):
+        return "ctl"
+    if has_usr2 and args.upgrade_by in ("auto", "signal"):
         return "usr2"
     return None
 
@@ -824,6 +830,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--tree", default=str(ROOT), help="the checkout whose rubrisproxy runs (default: this one)")
+    parser.add_argument("--upgrade-by", choices=("auto", "ctl", "signal"), default="auto",
+                        help="auto: `ctl upgrade` when the tree has it, else SIGUSR2 when its source handles it")
     parser.add_argument("--workers", type=int, default=0, help="rubrisproxy [process] workers (default: unset)")
     parser.add_argument("--clients", type=int, default=200, help="WebSocket clients per mode")
     parser.add_argument("--interval-ms", type=float, default=20.0)
@@ -868,8 +876,8 @@ def run_variants(args: argparse.Namespace, tmp: Path) -> list[RunResult]:
         if variant == "upgrade":
             args.upgrade_how = upgrade_how(args, tmp)
             if args.upgrade_how is None:
-                out("upgrade: upgrade not available in this tree (no `rubrisproxy ctl upgrade`, no SIGUSR2 handling): "
-                    "skipped")
+                out(f"upgrade: upgrade not available in this tree (--upgrade-by {args.upgrade_by}: no `rubrisproxy ctl "
+                    "upgrade`, no SIGUSR2 handling found): skipped")
                 continue
         out(f"running {variant} ...")
         run = Run(args, variant, Processes(), tmp)
