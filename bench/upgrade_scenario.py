@@ -28,7 +28,8 @@ Written to bench/results/upgrade_scenario.txt.
                                      [--clients 200] [--interval-ms 20] [--seconds 20] [--event-at 10]
                                      [--http-connections 20] [--http-delay-ms 10] [--no-pin] [--keep-logs DIR]
 
---tree DIR runs rubrisproxy (and its ctl) from that checkout (PYTHONPATH=DIR, from a temporary directory).
+--tree DIR runs rubrisproxy (and its ctl) from that checkout (PYTHONPATH=DIR, from a temporary directory), for the
+upgrade and restart variants alike. --upgrade-by ctl or signal insists on one way.
 --workers N gives rubrisproxy `[process] workers = N` (then nothing is pinned: the workers need both cores);
 otherwise the relay runs on core 1 and the load on core 0. Every process of a variant carries a tag in its
 environment, so what the relay spawned (an upgraded process, workers) is found and stopped too, even on
@@ -91,7 +92,7 @@ class ScenarioError(Exception):
 
 
 out = Output()
-wait_port = harness.PortWait(interval=0.02, error=ScenarioError, name_command=True)
+PORT_WAIT = harness.PortWait(interval=0.02, error=ScenarioError, name_command=True)
 
 
 # --- processes of a run ---------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def kill_all(pids: set[int]) -> list[int]:
 
 @dataclass
 class Watched:
-    """A process of the relay: when it was first and last seen alive, its CPU seconds when last seen."""
+    """A process of the relay: when it was first seen and when it exited, its CPU seconds when last seen."""
 
     pid: int
     what: str
@@ -196,7 +197,8 @@ class Watched:
 
 
 class Watch:
-    """The relay's processes (found by tag), polled: exit times and CPU."""
+    """The relay's processes (found by tag, parentage or, twice after the event, listening socket), polled: when
+    each appeared and exited, and its CPU."""
 
     SCAN_S = 0.5  # how often /proc is searched for new processes of the relay
 
@@ -277,8 +279,9 @@ class KeepAliveProbe(threading.Thread):
             except (OSError, http.client.HTTPException) as error:
                 connection.close()
                 connection = None
-                (r.closed_idle if reused else r.failures).append((self.clock(), type(error).__name__))
-                if reused:
+                closed = reused and not isinstance(error, TimeoutError)  # a slow answer is a failure, not a close
+                (r.closed_idle if closed else r.failures).append((self.clock(), type(error).__name__))
+                if closed:
                     continue
             else:
                 reused = True
@@ -411,7 +414,7 @@ class Run:
 
     def wait_listening(self, process: subprocess.Popen[bytes], port: int) -> None:
         try:
-            harness.wait_port(port, process, timeout=30.0, how=wait_port)
+            harness.wait_port(port, process, timeout=30.0, how=PORT_WAIT)
         except ScenarioError as error:
             self.tail.poll(self.now())
             tail = "\n".join(text for _, text in self.tail.lines[-15:])
@@ -492,9 +495,9 @@ class Run:
     def start_load(self) -> None:
         for index, port in enumerate(self.echo_ports):
             process = self.start(f"echo{index}", ["node", str(ECHO_JS), str(port)])
-            harness.wait_port(port, process, timeout=10.0, how=wait_port)
+            harness.wait_port(port, process, timeout=10.0, how=PORT_WAIT)
         origin = self.start("origin", [sys.executable, str(FAST_ORIGIN), str(self.origin_port)])
-        harness.wait_port(self.origin_port, origin, timeout=10.0, how=wait_port)
+        harness.wait_port(self.origin_port, origin, timeout=10.0, how=PORT_WAIT)
 
     def start_clients(self) -> None:
         a = self.args
