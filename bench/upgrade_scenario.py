@@ -499,7 +499,8 @@ class Run:
         origin = self.start("origin", [sys.executable, str(FAST_ORIGIN), str(self.origin_port)])
         harness.wait_port(self.origin_port, origin, timeout=10.0, how=PORT_WAIT)
 
-    def start_clients(self) -> None:
+    def start_clients(self) -> float:
+        """Start both client processes, wait for every connection, tell them to go; their start (monotonic s)."""
         a = self.args
         for mode in MODES:
             command = ["node", str(CLIENTS_JS), f"ws://127.0.0.1:{self.port}/{mode}", str(a.clients), str(a.interval_ms),
@@ -512,10 +513,13 @@ class Run:
             if opened.get("event") != "open" or opened["opened"] != a.clients:
                 raise ScenarioError(f"the {mode} clients did not all open: {opened}")
         self.tell_clients("go")
+        starts: list[float] = []
         for mode, reader in self.readers.items():
             started = reader.next(time.monotonic() + 10)
             if started.get("event") != "start":
                 raise ScenarioError(f"the {mode} clients did not start: {started}")
+            starts.append(int(started["t0_ns"]) / 1e9)  # CLOCK_MONOTONIC, time.monotonic()'s clock
+        return min(starts)
 
     def tell_clients(self, line: str) -> None:
         for mode in MODES:
@@ -604,8 +608,8 @@ class Run:
         else:
             self.proxy_config()
             self.relay = self.start_rubrisproxy()
-        self.start_clients()
-        self.t0, self.t0_wall = time.monotonic(), time.time()
+        self.t0 = self.start_clients()  # the clients' own timeline, so their times and ours agree
+        self.t0_wall = time.time() - (time.monotonic() - self.t0)
         script_cpu = time.process_time()
         stop = threading.Event()
         probe = self.start_http(stop)
@@ -703,7 +707,7 @@ def old_processes(run: RunResult) -> str:
         if w.exited is None:
             parts.append((kind(w), "alive at the end"))
         elif w.exited >= closing:
-            parts.append((kind(w), f"alive until the clients closed at the end (+{w.exited - at:.1f} s)"))
+            parts.append((kind(w), f"alive until the clients left at the end, +{w.exited - at:.1f} s"))
         else:
             parts.append((kind(w), f"+{w.exited - at:.2f} s"))
     return grouped(parts) or "-"
@@ -741,8 +745,6 @@ def report(runs: list[RunResult], args: argparse.Namespace) -> None:
     rows.append(("probe requests / failures", [f"{r.probe.requests} / {len(r.probe.failures)}" for r in runs], "- / 0"))
     rows.append(("  keep-alive closed by relay", [f"{len(r.probe.closed_idle)} (connections {r.probe.connections})"
                                                   for r in runs], ""))
-    rows.append(("old process exited", [old_processes(r) for r in runs], ""))
-    rows.append(("new process seen", [new_processes(r) for r in runs], ""))
     rows.append(("CPU busy: relay / load / script", [f"{r.cpu['relay']:.0%} / {r.cpu['load']:.0%} / "
                                                      f"{r.cpu['this script']:.0%}" for r in runs], ""))
     width = max(len(label) for label, _, _ in rows) + 2
@@ -755,6 +757,13 @@ def report(runs: list[RunResult], args: argparse.Namespace) -> None:
         "the end; how many in brackets); a message is lost when never echoed, both directions. wrk socket errors:")
     out("  connect / read / write / timeout; wrk reconnects at once, so while nothing listens each refused attempt "
         "counts (as a write error), and a keep-alive connection the relay closes counts as a read error even when idle.")
+    name_width = max(len(r.variant) for r in runs) + 2
+    out("\nthe relay's processes alive at the event: when each exited (seconds after the event)")
+    for r in runs:
+        out(f"  {r.variant + ':':{name_width}}{old_processes(r)}")
+    out("new processes of the relay: when each was first seen (seconds after the event)")
+    for r in runs:
+        out(f"  {r.variant + ':':{name_width}}{new_processes(r)}")
     for run in runs:
         describe(run, args)
 
@@ -795,7 +804,7 @@ def describe_log(after: list[tuple[float, str]], run: RunResult, args: argparse.
     said = [(logged_at(text, run, t), text.split("] ", 1)[-1]) for t, text in after if UPGRADE_LINE in text]
     if said:
         out(f"  the relay's '{UPGRADE_LINE}' log lines (scenario seconds, by their own time stamps):")
-        for t, message in said[:args.log_shapes * 2]:
+        for t, message in said[:args.log_shapes * 5]:
             out(f"    {t:6.2f}  {message[:300]}")
     rest = [(t, text) for t, text in after if UPGRADE_LINE not in text]
     if rest:
