@@ -251,6 +251,7 @@ class ProbeResult:
     connections: int = 0
     failures: list[tuple[float, str]] = field(default_factory=list)
     closed_idle: list[tuple[float, str]] = field(default_factory=list)  # retried at once on a new connection
+    answered: list[tuple[float, float]] = field(default_factory=list)  # (when sent, seconds to the answer)
 
 
 class KeepAliveProbe(threading.Thread):
@@ -272,10 +273,12 @@ class KeepAliveProbe(threading.Thread):
                 connection, reused = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2.0), False
                 r.connections += 1
             r.requests += 1
+            sent = self.clock()
             try:
                 connection.request("GET", "/probe")
                 answer = connection.getresponse()
                 answer.read()
+                r.answered.append((sent, self.clock() - sent))
             except (OSError, http.client.HTTPException) as error:
                 connection.close()
                 connection = None
@@ -721,6 +724,13 @@ def new_processes(run: RunResult) -> str:
                     for w in new]) or "none"
 
 
+def probe_latency(run: RunResult) -> str:
+    """The probe's median answer time for requests sent before the event and after it."""
+    at = run.event.at or 0.0
+    halves = ([d for t, d in run.probe.answered if t < at], [d for t, d in run.probe.answered if t >= at])
+    return " / ".join(f"{harness.middle(h) * 1000:.1f}" if h else "-" for h in halves) + " ms"
+
+
 def socket_errors(run: RunResult) -> str:
     w = run.wrk
     return "no summary" if w is None else f"{w['connect']} / {w['read']} / {w['write']} / {w['timeout']}"
@@ -740,9 +750,12 @@ def report(runs: list[RunResult], args: argparse.Namespace) -> None:
         rows.append(("  round trip p50 / p99", [f"{r.clients[mode]['p50_ms']:.1f} / {r.clients[mode]['p99_ms']:.1f} ms"
                                                 for r in runs], ""))
     rows.append(("wrk requests", [str(r.wrk["requests"]) if r.wrk else "-" for r in runs], ""))
+    rows.append(("  latency p99 / max", [f"{r.wrk['p99_us'] / 1000:.0f} / {r.wrk['max_us'] / 1000:.0f} ms" if r.wrk
+                                         else "-" for r in runs], ""))
     rows.append(("wrk non-2xx", [str(r.wrk["status"]) if r.wrk else "-" for r in runs], "0"))
     rows.append(("wrk socket errors c/r/w/t", [socket_errors(r) for r in runs], "0"))
     rows.append(("probe requests / failures", [f"{r.probe.requests} / {len(r.probe.failures)}" for r in runs], "- / 0"))
+    rows.append(("  p50 before / after event", [probe_latency(r) for r in runs], ""))
     rows.append(("  keep-alive closed by relay", [f"{len(r.probe.closed_idle)} (connections {r.probe.connections})"
                                                   for r in runs], ""))
     rows.append(("CPU busy: relay / load / script", [f"{r.cpu['relay']:.0%} / {r.cpu['load']:.0%} / "
