@@ -725,10 +725,11 @@ def new_processes(run: RunResult) -> str:
 
 
 def probe_latency(run: RunResult) -> str:
-    """The probe's median answer time for requests sent before the event and after it."""
+    """The probe's median answer time for requests sent before the event, in the 5 s after it, and later."""
     at = run.event.at or 0.0
-    halves = ([d for t, d in run.probe.answered if t < at], [d for t, d in run.probe.answered if t >= at])
-    return " / ".join(f"{harness.middle(h) * 1000:.1f}" if h else "-" for h in halves) + " ms"
+    spans = ((-1e9, at), (at, at + 5), (at + 5, 1e9))
+    medians = [[d for t, d in run.probe.answered if start <= t < end] for start, end in spans]
+    return " / ".join(f"{harness.middle(m) * 1000:.1f}" if m else "-" for m in medians) + " ms"
 
 
 def socket_errors(run: RunResult) -> str:
@@ -755,7 +756,7 @@ def report(runs: list[RunResult], args: argparse.Namespace) -> None:
     rows.append(("wrk non-2xx", [str(r.wrk["status"]) if r.wrk else "-" for r in runs], "0"))
     rows.append(("wrk socket errors c/r/w/t", [socket_errors(r) for r in runs], "0"))
     rows.append(("probe requests / failures", [f"{r.probe.requests} / {len(r.probe.failures)}" for r in runs], "- / 0"))
-    rows.append(("  p50 before / after event", [probe_latency(r) for r in runs], ""))
+    rows.append(("  p50 before / +0-5 s / later", [probe_latency(r) for r in runs], ""))
     rows.append(("  keep-alive closed by relay", [f"{len(r.probe.closed_idle)} (connections {r.probe.connections})"
                                                   for r in runs], ""))
     rows.append(("CPU busy: relay / load / script", [f"{r.cpu['relay']:.0%} / {r.cpu['load']:.0%} / "
