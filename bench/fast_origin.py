@@ -11,6 +11,7 @@ import asyncio
 import sys
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n"
+CLOSING = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nhello, world\n"
 
 
 class Origin(asyncio.Protocol):
@@ -22,6 +23,10 @@ class Origin(asyncio.Protocol):
         self.pending += data
         count = self.pending.count(b"\r\n\r\n")
         if count:
+            if b"connection: close" in self.pending.lower():  # a relay passing a client's close on
+                self.transport.write(CLOSING)
+                self.transport.close()
+                return
             self.pending = self.pending[self.pending.rindex(b"\r\n\r\n") + 4:]
             self.transport.write(RESPONSE * count)
 

@@ -5,7 +5,12 @@ then each relay pinned to one core, and drives each with wrk (keep-alive) from t
 other core: small responses at 1, 50 and 200 connections and 1 MiB responses at 10.
 Prints req/s, p99 latency, the relay's CPU microseconds per request, and ratios.
 
-    python bench/http_bench.py [--duration 10] [--access-log off|file] [--compare DIR]
+    python bench/http_bench.py [--duration 10] [--access-log off|file] [--compare DIR] [--origin fast]
+
+``--relays`` may also name ``haproxy`` (HAProxy 2.6 in http mode, keep-alive and connection reuse to the origin).
+``--origin fast`` answers small requests from ``fast_origin.py`` (canned answers, far cheaper than the relays), so
+the relay is the bottleneck; the 1 MiB test needs the default origin. The ``close c=50`` test sends
+``Connection: close`` on every request: a new client connection per request.
 
 ``--compare DIR`` runs each rubrisproxy relay a second time from another checkout (``NAME@compared``, e.g.
 the code before a change) in the same interleaved rounds, and prints this checkout's ratios to it.
@@ -33,6 +38,24 @@ SECOND_ORIGIN_PORT = 0
 COMPARED = "compared"  # the suffix of a relay run from the --compare checkout
 PROXY_CORE = "1"
 LOAD_CORE = "0"
+
+HAPROXY_CONF = """
+global
+    nbthread 1
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+frontend web
+    bind 127.0.0.1:{port} backlog 1024
+    default_backend app
+backend app
+    http-reuse always
+    server s1 127.0.0.1:{origin}
+"""
 
 NGINX_CONF = """
 worker_processes 1;
@@ -66,11 +89,19 @@ class Result:
 wait_port = partial(harness.wait_port, timeout=15.0, how=harness.PortWait(error=SystemExit))  # instructions_bench.py imports it too
 
 
-def start_origin(tmp: str) -> tuple[subprocess.Popen[bytes], int, str]:
-    """The origin (nginx if installed), listening on a port it returns and on SECOND_ORIGIN_PORT too."""
+def start_origin(tmp: str, kind: str = "") -> tuple[subprocess.Popen[bytes], int, str]:
+    """The origin (nginx if installed), listening on a port it returns and on SECOND_ORIGIN_PORT too.
+
+    ``kind="fast"``: fast_origin.py (small answers only, one port).
+    """
     global SECOND_ORIGIN_PORT
     port = free_port()
     SECOND_ORIGIN_PORT = free_port()
+    if kind == "fast":
+        process = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, os.path.join(HERE, "fast_origin.py"),
+                                    str(port)])
+        wait_port(port)
+        return process, port, "fast_origin.py"
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if nginx:
         os.chmod(tmp, 0o755)  # nginx workers run unprivileged
@@ -97,26 +128,33 @@ def start_relay(kind: str, origin_port: int, access_log: str, tmp: str,
     port = free_port()
     pin = ["taskset", "-c", PROXY_CORE]
     if kind.startswith("rubrisproxy"):
-        log = "off" if access_log == "off" or kind == "rubrisproxy-nolog" else os.path.join(tmp, f"{kind}{at}.log")
+        log = "off" if access_log == "off" or kind == "rubrisproxy-nolog" else os.path.join(tmp, f"access-{kind}{at}.log")
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
                    "--logfile", os.path.join(tmp, "rubrisproxy.log"), "rubrisproxy",
                    "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
                    "--backend", f"127.0.0.1:{origin_port}", "--access-log", log]
         if kind == "rubrisproxy-2origins":
             command += ["--backend", f"127.0.0.1:{SECOND_ORIGIN_PORT}"]  # round robin over both
+    elif kind == "haproxy":
+        conf = os.path.join(tmp, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write(HAPROXY_CONF.format(port=port, origin=origin_port))
+        command = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-f", conf, "-db"]
     else:
         command = [sys.executable, os.path.join(HERE, "baselines.py"), kind, str(port), str(origin_port)]
     env = python_path_env(root)
     # ReverseProxyResource prints a traceback for every request wrk abandons at the end of a run.
-    process = subprocess.Popen(pin + command, env=env, stderr=subprocess.DEVNULL if kind == "reverse" else None)
+    quiet = kind in ("reverse", "haproxy")
+    process = subprocess.Popen(pin + command, env=env, stderr=subprocess.DEVNULL if quiet else None)
     wait_port(port)
     return process, port
 
 
-def run_wrk(port: int, path: str, connections: int, duration: int) -> tuple[float, float, int]:
+def run_wrk(port: int, path: str, connections: int, duration: int,
+            headers: tuple[str, ...] = ()) -> tuple[float, float, int]:
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-         f"http://127.0.0.1:{port}{path}"],
+         *(arg for header in headers for arg in ("-H", header)), f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -141,18 +179,23 @@ def main() -> None:
                              "over two origin addresses")
     parser.add_argument("--only", default="", help="run only the tests whose name contains this, e.g. c=50")
     parser.add_argument("--compare", default="", help="another checkout whose rubrisproxy relays run beside these")
+    parser.add_argument("--origin", choices=("default", "fast"), default="default",
+                        help="fast: fast_origin.py (small responses only)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    tests = [("small c=1", "/small", 1), ("small c=50", "/small", 50), ("small c=200", "/small", 200),
-             ("1MiB c=10", "/large", 10)]
+    close = ("Connection: close",)
+    tests = [("small c=1", "/small", 1, ()), ("small c=50", "/small", 50, ()), ("small c=200", "/small", 200, ()),
+             ("1MiB c=10", "/large", 10, ()), ("close c=50", "/small", 50, close)]
+    if args.origin == "fast":
+        tests = [test for test in tests if test[1] == "/small"]
     tests = [test for test in tests if args.only in test[0]]
     relays = args.relays.split(",")
     if args.compare:
         relays += [f"{relay}@{COMPARED}" for relay in relays if relay.startswith("rubrisproxy")]
     samples: dict[tuple[str, str], list[Result]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        origin, origin_port, origin_name = start_origin(tmp)
+    with harness.terminate_on_sigterm(), tempfile.TemporaryDirectory() as tmp:
+        origin, origin_port, origin_name = start_origin(tmp, args.origin)
         print(f"origin: {origin_name}; relays pinned to core {PROXY_CORE}, wrk and origin on core {LOAD_CORE}; "
               f"{args.duration}s per run, {args.rounds} interleaved rounds; rubrisproxy access log: {args.access_log}")
         processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
@@ -161,11 +204,11 @@ def main() -> None:
                 processes[relay] = start_relay(relay, origin_port, args.access_log, tmp, args.compare)
                 run_wrk(processes[relay][1], "/small", 10, 1)  # warm up
             for round_number in range(args.rounds):
-                for name, path, connections in tests:
+                for name, path, connections, headers in tests:
                     for relay in relays:
                         process, port = processes[relay]
                         user_before, system_before = cpu_times(process.pid)
-                        rps, p99, total = run_wrk(port, path, connections, args.duration)
+                        rps, p99, total = run_wrk(port, path, connections, args.duration, headers)
                         user_after, system_after = cpu_times(process.pid)
                         user, system = user_after - user_before, system_after - system_before
                         per_request = 1e6 / max(total, 1)
@@ -206,7 +249,7 @@ def report(results: list[Result]) -> None:
             if (variant, test) in by:
                 print(f"  {test:12} {variant:17} " + "; ".join(
                     ratio_line(by[variant, test], by[baseline, test], f"vs {baseline}")
-                    for baseline in ("reverse", "portforward") if (baseline, test) in by))
+                    for baseline in ("reverse", "portforward", "haproxy") if (baseline, test) in by))
     for r in results:
         if (f"{r.relay}@{COMPARED}", r.test) in by:
             print(f"  {r.test:12} {r.relay:17} "

@@ -4,10 +4,12 @@ Feeds a request into a client connection and the origin's response into the orig
 in-memory transports, and reports microseconds per request. Steady, unlike a socket benchmark, so it is
 the number to watch while optimising the request path.
 
-    python bench/micro_exchange.py [--requests 50000] [--access-log] [--rules]
+    python bench/micro_exchange.py [--requests 50000] [--access-log] [--rules] [--close]
 
 ``--rules`` puts a handful of HTTP rules on the frontend (docs/rules.md): a unique-id header, three request
-header rules and two response header rules, each a kind operators write (RULES below).
+header rules and two response header rules, each a kind operators write (RULES below). ``--close`` sends
+``Connection: close``: every request on a client connection of its own (made, answered, closed and lost), the
+origin connection still pooled.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from rubrisproxy.accesslog import AccessLog, NullAccessLog
 from rubrisproxy.builder import ProxyParts
@@ -32,6 +36,7 @@ from rubrisproxy.settings import LiveSettings
 from rubrisproxy.websocket import ResumeBudget
 
 REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+CLOSE_REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 05:00:00 GMT\r\n"
             b"Content-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nhello, world\n")
 
@@ -66,6 +71,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50000)
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--rules", action="store_true", help="a handful of HTTP rules on (see RULES)")
+    parser.add_argument("--close", action="store_true", help="a new client connection per request")
     args = parser.parse_args()
     clock = Clock()
     connector = _Connector()
@@ -85,15 +91,25 @@ def main() -> None:
     (origin,) = connector.connections
     origin.dataReceived(RESPONSE)
     start = time.perf_counter()
-    for _ in range(args.requests):
-        client.dataReceived(REQUEST)
-        origin.dataReceived(RESPONSE)
-        client_transport.clear()
-        origin.transport.clear()
+    if args.close:
+        closed = Failure(ConnectionDone())
+        for _ in range(args.requests):
+            client = ClientConnection(frontend)
+            client.makeConnection(StringTransport())
+            client.dataReceived(CLOSE_REQUEST)
+            origin.dataReceived(RESPONSE)
+            client.connectionLost(closed)
+            origin.transport.clear()
+    else:
+        for _ in range(args.requests):
+            client.dataReceived(REQUEST)
+            origin.dataReceived(RESPONSE)
+            client_transport.clear()
+            origin.transport.clear()
     elapsed = time.perf_counter() - start
     assert pool.created == 1, "every request must reuse the one origin connection"
     print(f"{elapsed / args.requests * 1e6:.1f} us per request (access log {'on' if args.access_log else 'off'}, "
-          f"rules {'on' if args.rules else 'off'})")
+          f"rules {'on' if args.rules else 'off'}{', Connection: close' if args.close else ''})")
 
 
 if __name__ == "__main__":

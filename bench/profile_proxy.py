@@ -1,6 +1,8 @@
 """Profile rubrisproxy under load: runs the proxy in-process with cProfile while wrk drives it.
 
-    python bench/profile_proxy.py ORIGIN_PORT [--seconds 5] [--connections 50] [--path /small]
+    python bench/profile_proxy.py ORIGIN_PORT [--seconds 5] [--connections 50] [--path /small] [--close]
+
+``--close`` sends ``Connection: close`` on every request (a new client connection per request).
 
 The origin must already listen on 127.0.0.1:ORIGIN_PORT (http_bench.py starts nginx the same way).
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import subprocess
 import threading
@@ -27,6 +30,8 @@ def main() -> None:
     parser.add_argument("--path", default="/small")
     parser.add_argument("--port", type=int, default=18998)
     parser.add_argument("--access-log", default="off")
+    parser.add_argument("--close", action="store_true", help="a new client connection per request")
+    parser.add_argument("--sort", default="tottime")
     args = parser.parse_args()
     config = load_config(CommandLine(
         listen=[f"tcp:{args.port}:interface=127.0.0.1"], backends=[f"127.0.0.1:{args.origin_port}"],
@@ -37,7 +42,8 @@ def main() -> None:
 
     def load() -> None:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", f"http://127.0.0.1:{args.port}{args.path}"],
+            ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", *(["-H", "Connection: close"] if args.close else []),
+             f"http://127.0.0.1:{args.port}{args.path}"],
             capture_output=True, text=True,
         ).stdout
         print(out)
@@ -46,7 +52,9 @@ def main() -> None:
     reactor.callLater(0.5, threading.Thread(target=load, daemon=True).start)
     profiler = cProfile.Profile()
     profiler.runcall(reactor.run)
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    stats = pstats.Stats(profiler)
+    stats.dump_stats(os.environ.get("PROFILE_OUT", "/tmp/proxy.prof"))
+    stats.sort_stats(args.sort).print_stats(40)
 
 
 if __name__ == "__main__":

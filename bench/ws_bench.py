@@ -1,17 +1,20 @@
-"""WebSocket benchmark: rubrisproxy's tunnel and session modes against portforward and no relay, in one run.
+"""WebSocket benchmark: rubrisproxy's tunnel and session modes against portforward, HAProxy and no relay, in one run.
 
 Starts a Node `ws` echo backend (bench/ws/echo.js), then each relay pinned to core 1, and
 drives each with a Node `ws` load generator (bench/ws/loadgen.js) from core 0, where the
 backend runs too. Relays: direct (no relay), portforward (twisted.protocols.portforward),
-tunnel and session (rubrisproxy --websocket tunnel|session). Loads, 50 clients each keeping
+tunnel and session (rubrisproxy --websocket tunnel|session), haproxy (HAProxy 2.6, one thread, if installed).
+Loads, 50 clients each keeping
 16 binary messages in flight: 32 B and 16 KiB. Reports echoed messages/s, p50 and p99
 round trip, and the relay's CPU (utime + stime from /proc) per message, each also as a ratio
 to portforward. Then opens --idle-connections idle WebSockets through a fresh instance of
-each relay, holds them 5 s and reports the relay's RSS growth per connection.
+each relay, holds them 5 s and reports the relay's RSS growth per connection; and opens
+--handshakes WebSockets (100 handshakes in flight) through another fresh instance, as a reconnect storm
+after a restart would: handshakes per second and the relay's CPU per handshake.
 Rounds are interleaved; medians are reported and written to bench/results/ws_bench.txt.
 
     python bench/ws_bench.py [--rounds 3] [--duration 10] [--only tunnel,portforward]
-                             [--idle-connections 5000] [--skip-idle] [--compare DIR]
+                             [--idle-connections 5000] [--skip-idle] [--handshakes 5000] [--compare DIR]
 
 ``--compare DIR`` runs the tunnel and session relays a second time from another checkout (``tunnel@compared``,
 ``session@compared``, e.g. the code before a change) in the same interleaved rounds.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -40,7 +44,7 @@ WS_DIR = HERE / "ws"
 RESULTS = HERE / "results" / "ws_bench.txt"
 PROXY_CORE = "1"
 LOAD_CORE = "0"
-RELAYS = ("direct", "portforward", "tunnel", "session")
+RELAYS = ("direct", "portforward", "haproxy", "tunnel", "session")
 BASELINE = "portforward"
 COMPARED = "compared"  # the suffix of a relay run from the --compare checkout
 CLIENTS = 50
@@ -49,8 +53,25 @@ LOADS = (("32 B", 32), ("16 KiB", 16 * 1024))
 WARMUP_SECONDS = 1.0
 IDLE_HOLD_SECONDS = 5.0
 OPEN_TIMEOUT_SECONDS = 120.0
-# Targets: relay -> (max CPU/msg ratio to portforward, max idle KB per connection).
-TARGETS = {"tunnel": (1.3, 5.0), "session": (4.0, 20.0)}
+HANDSHAKES_IN_FLIGHT = 100
+# Targets: relay -> ({load: max CPU/msg ratio to portforward}, max idle KB per connection, min handshakes/s).
+TARGETS = {"tunnel": ({"32 B": 1.3, "16 KiB": 1.3}, 5.5, 0.0), "session": ({"32 B": 1.2, "16 KiB": 1.5}, 10.0, 1500.0)}
+HAPROXY_CONF = """
+global
+    nbthread 1
+    maxconn {maxconn}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+frontend ws
+    bind 127.0.0.1:{port} backlog 1024
+    default_backend echo
+backend echo
+    server s1 127.0.0.1:{echo}
+"""
 
 
 class RelayUnavailable(Exception):
@@ -93,6 +114,15 @@ class IdleResult:
     rss_after_mib: float
     open_seconds: float
     fds: int
+
+
+@dataclass
+class HandshakeResult:
+    """WebSockets opened through one fresh relay process, ``HANDSHAKES_IN_FLIGHT`` at a time."""
+
+    relay: str
+    per_second: float
+    cpu_us: float  # relay user + system CPU per handshake
 
 
 out = Output()
@@ -179,6 +209,14 @@ class Bench:
         port = free_port()
         if name == "portforward":
             command = [sys.executable, str(HERE / "baselines.py"), "portforward", str(port), str(self.echo_port)]
+        elif name == "haproxy":
+            haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+            if not os.path.exists(haproxy):
+                raise RelayUnavailable("haproxy is not installed")
+            conf = self.tmp / "haproxy.cfg"
+            maxconn = (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100) // 2  # two descriptors per connection
+            conf.write_text(HAPROXY_CONF.format(port=port, echo=self.echo_port, maxconn=maxconn))
+            command = [haproxy, "-f", str(conf), "-db"]
         else:
             command = harness.twistd_command() + [
                 "-n", "--pidfile=", "--logfile", str(self.tmp / f"{name}.log"), "rubrisproxy",
@@ -203,10 +241,10 @@ class Bench:
         if relay.process is not None:
             self.processes.stop(relay.process)
 
-    def loadgen(self, url: str, shape: LoadShape) -> subprocess.Popen[bytes]:
+    def loadgen(self, url: str, shape: LoadShape, concurrency: int = 200) -> subprocess.Popen[bytes]:
         command = ["taskset", "-c", LOAD_CORE, "node", str(WS_DIR / "loadgen.js"), url, str(shape.clients),
                    str(shape.in_flight), str(shape.size), str(shape.seconds), "--warmup", str(shape.warmup),
-                   "--open-timeout", str(OPEN_TIMEOUT_SECONDS)]
+                   "--open-timeout", str(OPEN_TIMEOUT_SECONDS), "--concurrency", str(concurrency)]
         return self.processes.start(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def load(self, relay: Relay, shape: LoadShape, test: str = "") -> LoadResult:
@@ -265,6 +303,31 @@ class Bench:
         return IdleResult(name, (after - before) / connections, before / 1024, after / 1024,
                           float(opened["open_seconds"]), fds)
 
+    def handshakes(self, name: str, count: int) -> HandshakeResult:
+        """Open ``count`` WebSockets, ``HANDSHAKES_IN_FLIGHT`` at a time, through a fresh relay: the rate and its CPU."""
+        relay = self.start_relay(name)
+        assert relay.process is not None
+        pid = relay.process.pid
+        loadgen = None
+        try:
+            time.sleep(0.5)
+            before = cpu_seconds(pid)
+            loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/",
+                                   LoadShape(count, 0, 0, OPEN_TIMEOUT_SECONDS + 30), HANDSHAKES_IN_FLIGHT)
+            reader = LineReader(loadgen)
+            opened = reader.until("open", time.monotonic() + OPEN_TIMEOUT_SECONDS + 10)
+            cpu = cpu_seconds(pid) - before
+            if opened["opened"] != count:
+                raise RuntimeError(f"opened {opened['opened']} of {count}: {opened['errors']}")
+            assert loadgen.stdin is not None
+            loadgen.stdin.close()
+            reader.until("result", time.monotonic() + 30)
+        finally:
+            if loadgen is not None:
+                self.processes.stop(loadgen)
+            self.stop_relay(relay)
+        return HandshakeResult(name, count / float(opened["open_seconds"]), cpu * 1e6 / count)
+
 
 # --- reporting ------------------------------------------------------------------------------------
 
@@ -315,7 +378,7 @@ def report_load(results: list[LoadResult]) -> None:
             f"{'relay core':>10} {'load core':>9} {'limit':>7}  target")
         for r in rows:
             cpu_ratio = r.cpu_us / base.cpu_us if base and base.cpu_us and r.cpu_us is not None else None
-            target = verdict(cpu_ratio, TARGETS[r.relay][0], "x pf CPU/msg") if r.relay in TARGETS else ""
+            target = verdict(cpu_ratio, TARGETS[r.relay][0][test], "x pf CPU/msg") if r.relay in TARGETS else ""
             cpu = f"{r.cpu_us:11.1f}" if r.cpu_us is not None else f"{'-':>11}"
             relay_busy = f"{r.relay_busy:9.0%}" if r.relay_busy is not None else f"{'-':>9}"
             out(f"  {r.relay:16} {r.rate:9.0f} {ratio(r.rate, base.rate if base else None):>6} {r.p50_ms:8.2f} "
@@ -338,6 +401,18 @@ def report_idle(results: list[IdleResult], connections: int) -> None:
             f"{r.rss_before_mib:7.1f} MiB {r.rss_after_mib:6.1f} MiB {r.open_seconds:7.2f} {r.fds:9}  {target}")
 
 
+def report_handshakes(results: list[HandshakeResult], count: int) -> None:
+    """The handshake table: WebSockets opened per second and CPU per handshake, ratios to HAProxy."""
+    base = next((r for r in results if r.relay == "haproxy"), None)
+    out(f"\n{count} WebSockets opened, {HANDSHAKES_IN_FLIGHT} handshakes in flight, through a fresh relay (medians)")
+    out(f"  {'relay':16} {'opened/s':>9} {'x haproxy':>9} {'CPU us/handshake':>17} {'x haproxy':>9}  target")
+    for r in results:
+        minimum = TARGETS[r.relay][2] if r.relay in TARGETS else 0.0
+        target = (f"target >= {minimum:g}/s: {'met' if r.per_second >= minimum else 'MISSED'}" if minimum else "")
+        out(f"  {r.relay:16} {r.per_second:9.0f} {ratio(r.per_second, base.per_second if base else None):>9} "
+            f"{r.cpu_us:17.0f} {ratio(r.cpu_us, base.cpu_us if base else None):>9}  {target}")
+
+
 # --- main -------------------------------------------------------------------------------------------
 
 def parse_args() -> argparse.Namespace:
@@ -347,14 +422,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(RELAYS), help="comma-separated relays: " + ", ".join(RELAYS))
     parser.add_argument("--idle-connections", type=int, default=5000, help="idle WebSockets per relay")
     parser.add_argument("--skip-idle", action="store_true", help="skip the idle-connection memory test")
+    parser.add_argument("--handshakes", type=int, default=5000, help="WebSockets opened per relay (0: skip)")
+    parser.add_argument("--skip-load", action="store_true", help="skip the message loads")
     parser.add_argument("--compare", default="", help="another checkout whose tunnel and session relays run too")
     args = parser.parse_args()
     args.relays = [name for name in args.only.split(",") if name]
     unknown = set(args.relays) - set(RELAYS)
     if unknown or not args.relays:
         parser.error(f"unknown relays {sorted(unknown)}; choose from {', '.join(RELAYS)}")
-    if not 1 <= args.rounds <= 100 or not 0 < args.duration <= 3600 or not 1 <= args.idle_connections <= 50000:
-        parser.error("--rounds 1..100, --duration 0..3600, --idle-connections 1..50000")
+    if (not 1 <= args.rounds <= 100 or not 0 < args.duration <= 3600 or not 1 <= args.idle_connections <= 50000
+            or not 0 <= args.handshakes <= 50000):
+        parser.error("--rounds 1..100, --duration 0..3600, --idle-connections 1..50000, --handshakes 0..50000")
     if args.compare:
         args.relays += [f"{name}@{COMPARED}" for name in args.relays if name in ("tunnel", "session")]
     return args
@@ -370,6 +448,7 @@ def main() -> None:
     processes = Processes()
     loads: dict[tuple[str, str], list[LoadResult]] = {}
     idles: dict[str, list[IdleResult]] = {}
+    shakes: dict[str, list[HandshakeResult]] = {}
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp, harness.terminate_on_sigterm():
         try:
@@ -378,16 +457,23 @@ def main() -> None:
                 f"{args.duration:g}s per load run after {WARMUP_SECONDS:g}s warm-up, {args.rounds} interleaved rounds; "
                 f"open files limit {limit}")
             relays = _start_relays(bench, args.relays, skipped)
-            idle_relays = [name for name in relays if name != "direct"] if not args.skip_idle else []
+            fresh = [name for name in relays if name != "direct"]
             for round_number in range(1, args.rounds + 1):
-                _load_round(bench, relays, round_number, args.duration, loads)
-                _idle_round(bench, idle_relays, round_number, args.idle_connections, idles)
+                if not args.skip_load:
+                    _load_round(bench, relays, round_number, args.duration, loads)
+                if not args.skip_idle:
+                    _idle_round(bench, fresh, round_number, args.idle_connections, idles)
+                if args.handshakes:
+                    _handshake_round(bench, fresh, round_number, args.handshakes, shakes)
         finally:
             processes.stop_all()
     if loads:
         report_load([median_load(results) for results in loads.values()])
     if idles:
         report_idle([median_idle(results) for results in idles.values()], args.idle_connections)
+    if shakes:
+        report_handshakes([HandshakeResult(r[0].relay, middle([x.per_second for x in r]), middle([x.cpu_us for x in r]))
+                           for r in shakes.values()], args.handshakes)
     for name, reason in skipped.items():
         out(f"\n{name} skipped: {reason}")
     out(f"\ntotal {time.monotonic() - started:.0f}s")
@@ -442,6 +528,19 @@ def _idle_round(bench: Bench, names: list[str], round_number: int, connections: 
         out(f"  round {round_number} {name:12} idle    {i.kb_per_conn:7.2f} KB/conn  RSS "
             f"{i.rss_before_mib:.1f} -> {i.rss_after_mib:.1f} MiB, opened in {i.open_seconds:.2f}s, "
             f"{i.fds} relay fds")
+
+
+def _handshake_round(bench: Bench, names: list[str], round_number: int, count: int,
+                     shakes: dict[str, list[HandshakeResult]]) -> None:
+    """The handshake measure on each relay once; the results go to ``shakes``."""
+    for name in names:
+        try:
+            h = bench.handshakes(name, count)
+        except (RuntimeError, RelayUnavailable) as error:
+            out(f"  round {round_number} {name:12} handshakes failed: {str(error).strip()}")
+            continue
+        shakes.setdefault(name, []).append(h)
+        out(f"  round {round_number} {name:12} handshakes {h.per_second:7.0f}/s  {h.cpu_us:6.0f} CPU us/handshake")
 
 
 if __name__ == "__main__":

@@ -9,18 +9,31 @@ overrides a library's underscore method: it goes through this module.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+import functools
+import pprint
+import zlib
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 # Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
-from twisted.internet import tcp
+from autobahn.twisted import websocket as _autobahn_twisted
+from autobahn.websocket import protocol as _autobahn_protocol
+from twisted.internet import tcp, unix
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.python.failure import Failure
+
+try:  # Autobahn's compiled XOR masker: absent where it was installed without a compiler
+    import _nvx_xormasker
+
+    _nvx: tuple[Any, Any] | None = (_nvx_xormasker.ffi, _nvx_xormasker.lib)
+except ImportError:
+    _nvx = None
 
 if TYPE_CHECKING:  # to the type checker, a leg's mixin is the Autobahn protocol it is mixed into
     from autobahn.twisted.websocket import WebSocketAdapterProtocol
@@ -32,9 +45,11 @@ else:
     _AutobahnProtocol = object
 
 __all__ = [
-    "EXHAUSTED", "AutobahnHooks", "IOpenSSLTrustRoot", "V1Parser", "V2Parser", "cancel_pong_timeout", "compresses",
-    "direct_write", "end_as_closed", "guard_accepts", "rearm_pong_timeout", "tcp_buffered", "unsent",
-    "unwrap_endpoint", "use_batched_timer",
+    "AutobahnHooks", "cancel_pong_timeout", "compresses", "defer_autobahn_debug", "direct_write", "end_as_closed",
+    "EXHAUSTED", "guard_accepts", "inbound_window_bits", "IOpenSSLTrustRoot", "LazyUtf8Validator", "let_go",
+    "let_go_port", "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "prime_inflater",
+    "rearm_pong_timeout", "resume_auto_ping", "send_queue_back", "slim_open_leg", "take_unsent", "tcp_buffered",
+    "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
 ]
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
@@ -61,6 +76,150 @@ def use_batched_timer(factory: Any, timer: Any) -> None:
     factory._batched_timer = timer
 
 
+class _Deferred:
+    """A debug-log argument built only when the line is written (formatted, or turned into a string)."""
+
+    __slots__ = ("_build", "_args", "_kwargs")
+
+    def __init__(self, build: Callable[..., str], *args: Any, **kwargs: Any) -> None:
+        self._build = build
+        self._args = args
+        self._kwargs = kwargs
+
+    def __str__(self) -> str:
+        return self._build(*self._args, **self._kwargs)
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return format(self._build(*self._args, **self._kwargs), spec)
+
+
+#: Autobahn's helpers that colour a debug line's arguments (with ``click``), whatever the log level.
+_DEBUG_HELPERS = ("hltype", "hlval")
+
+
+def defer_autobahn_debug() -> None:
+    """Have Autobahn's WebSocket protocol (``autobahn.websocket.protocol``, ``autobahn.twisted.websocket``) build
+    the coloured arguments of its debug lines only if one is written (and pretty-print an empty list quickly).
+
+    Every handshake, connection and close calls ``hltype``/``hlval`` for a ``log.debug`` that the proxy's log level
+    drops: about a tenth of a session handshake's CPU. Those modules use them only as keyword arguments of log
+    calls (a test checks), so the module globals are replaced by deferring wrappers. Idempotent.
+    """
+    for module in (_autobahn_protocol, _autobahn_twisted):
+        for name in _DEBUG_HELPERS:
+            helper = getattr(module, name)
+            if not isinstance(helper, functools.partial):
+                setattr(module, name, functools.partial(_Deferred, helper))
+    setattr(_autobahn_protocol, "pformat", _pformat)  # noqa: B010 - its own signature, not pprint's
+
+
+def _pformat(value: object, *args: Any, **kwargs: Any) -> str:
+    """``pprint.pformat``, without making a PrettyPrinter for an empty list: each new connection's debug line (of
+    the settings it copied from its factory: none, for a leg) pretty-prints one."""
+    if value.__class__ is list and not value:
+        return "[]"
+    return pprint.pformat(value, *args, **kwargs)
+
+
+def native_xor() -> Callable[[bytes | memoryview, bytes], bytearray] | None:
+    """XOR with a repeated 4-byte mask in C: Autobahn's NVX masker (``_nvx_xormasker``, the cffi module its wheels
+    ship), called without the two copies and the allocations its ``XorMaskerNvx.process`` adds; None where that
+    module was not built (no compiler at install time), and the caller uses Python's.
+    """
+    if _nvx is None:
+        return None
+    ffi, lib = _nvx
+    new, process, free, into = lib.nvx_xormask_new, lib.nvx_xormask_process, lib.nvx_xormask_free, ffi.from_buffer
+
+    def xor(data: bytes | memoryview, mask: bytes) -> bytearray:
+        out = bytearray(data)
+        masker = new(mask)
+        process(masker, into(out), len(out))
+        free(masker)
+        return out
+
+    return xor
+
+
+#: One TrafficStats for every slimmed leg: Autobahn adds to its counters, which nothing reads.
+_SHARED_TRAFFIC_STATS = _autobahn_protocol.TrafficStats()
+
+
+def slim_open_leg(leg: Any, at_rest: Mapping[str, object]) -> None:
+    """Drop what an open Autobahn protocol keeps per connection but a leg does not use: about 2.5 KB each.
+
+    Its send queue (an empty ``deque``, 760 bytes; Autobahn fills it only from ``sendData`` with ``sync`` or
+    ``chopsize``, after :func:`send_queue_back`), its ``TrafficStats`` (shared by all legs: written,
+    never read) and its ``TransportDetails`` (read only while opening, and by ``_onOpen`` just before ``onOpen``).
+    Its ``utf8validator`` goes too (the leg class makes one when Autobahn's parser next needs it: see
+    :class:`LazyUtf8Validator`). Then each attribute whose value is the very object ``at_rest`` names for it (None, False, 0: the leg's class
+    holds the same value, so reading it is unchanged, and Autobahn's next assignment puts it back), and the
+    instance dict is rebuilt at its new size.
+    """
+    if not leg.send_queue:
+        leg.send_queue = ()
+    leg.trafficStats = _SHARED_TRAFFIC_STATS
+    leg._transport_details = None
+    # ObservableMixin's: its one event ("message") is fired from onMessage, which a leg overrides; with these at
+    # None (the mixin's class defaults) ``on`` still works, without checking the event's name.
+    leg._valid_events = leg._results = None
+    attributes = leg.__dict__
+    leg.__dict__ = {name: value for name, value in attributes.items()
+                    if name not in at_rest or at_rest[name] is not value}
+
+
+def open_at_once(leg: Any, version: int, protocol: str | None) -> None:
+    """Open an Autobahn protocol whose opening handshake the proxy checked (and, as a server, answered) itself,
+    leaving it as Autobahn's ``processHandshake`` (a client's) or ``succeedHandshake`` (a server's) would with no
+    extension in use: open, its auto-ping scheduled, ``onOpen`` called (through ``_onOpen``), ``is_open`` resolved.
+    (tests/test_compat.py compares such a leg with one Autobahn opened.)
+    """
+    leg.websocket_version = version
+    leg.websocket_protocol_in_use = protocol
+    leg.websocket_extensions_in_use = []
+    leg.state = _autobahn_protocol.WebSocketProtocol.STATE_OPEN
+    if leg.openHandshakeTimeoutCall is not None:
+        leg.openHandshakeTimeoutCall.cancel()
+        leg.openHandshakeTimeoutCall = None
+    leg.inside_message = False
+    leg.current_frame = None
+    if leg.autoPingInterval:
+        leg.autoPingPendingCall = leg.factory._batched_timer.call_later(leg.autoPingInterval, leg._sendAutoPing)
+    if leg.trackedTimings:
+        leg.trackedTimings.track("onOpen")
+    leg._onOpen()
+    leg.is_open.callback(None)  # txaio.resolve, on Twisted
+
+
+class LazyUtf8Validator:
+    """An Autobahn protocol's ``utf8validator``, made when it is first read rather than for every connection.
+
+    Autobahn makes one per connection (``_connectionMade``) and uses it only for text messages its own parser
+    reads (``reset`` at a message's start, then ``validate``); a leg's fast path validates those it takes itself.
+    As a class attribute of the leg, this data descriptor drops what Autobahn assigns and keeps the one it makes
+    in ``_utf8``.
+    """
+
+    def __get__(self, leg: Any, owner: type | None = None) -> Any:
+        if leg is None:
+            return self
+        validator = leg.__dict__.get("_utf8")
+        if validator is None:
+            validator = leg._utf8 = _autobahn_protocol.Utf8Validator()
+        return validator
+
+    def __set__(self, leg: Any, value: object) -> None:
+        pass  # Autobahn's own, made at connectionMade: one is made when needed
+
+
+def send_queue_back(leg: Any) -> None:
+    """Give a slimmed leg (:func:`slim_open_leg`) a send queue again, before Autobahn's ``sendData`` may fill it."""
+    if leg.send_queue.__class__ is tuple:
+        leg.send_queue = deque()
+
+
 def cancel_pong_timeout(leg: Any) -> None:
     """Count traffic from the peer as its answer to the pending auto-ping, as Autobahn does for a data frame
     it parses itself: the pong timeout is cancelled and the next ping scheduled an interval from now."""
@@ -70,6 +229,29 @@ def cancel_pong_timeout(leg: Any) -> None:
 def compresses(leg: Any) -> bool:
     """Whether an open Autobahn protocol negotiated a per-message compression extension."""
     return leg._perMessageCompress is not None
+
+
+def inbound_window_bits(leg: Any) -> int:
+    """The window (in bits) of the inflater an open Autobahn protocol's permessage-deflate keeps from one message
+    to the next (its peer's context takeover), or 0 if it has none (no extension, or no context takeover)."""
+    pmce = leg._perMessageCompress
+    if pmce is None:
+        return 0
+    if pmce._is_server:
+        return 0 if pmce.client_no_context_takeover else int(pmce.client_max_window_bits)
+    return 0 if pmce.server_no_context_takeover else int(pmce.server_max_window_bits)
+
+
+def message_compressed(leg: Any) -> bool:
+    """Whether the message an Autobahn protocol is ending (in ``onMessageEnd``) came compressed (RSV1)."""
+    return bool(leg._isMessageCompressed)
+
+
+def prime_inflater(leg: Any, window: bytes) -> None:
+    """Make an open Autobahn protocol's permessage-deflate inflater go on from ``window``, the plaintext its
+    peer's compressor holds as its window: the peer's next messages, which may refer to it, decode. Replaces
+    its private ``_decompressor`` (raw inflate, its window bits, ``window`` as the dictionary)."""
+    leg._perMessageCompress._decompressor = zlib.decompressobj(-inbound_window_bits(leg), zdict=window)
 
 
 def tcp_buffered(transport: object) -> bool:
@@ -90,6 +272,74 @@ def unsent(transport: object) -> int:
             return 0
     t: Any = transport
     return len(t.dataBuffer) - t.offset + t._tempDataLen
+
+
+def take_unsent(transport: object) -> bytes:
+    """Take the bytes written to a TCP ``transport`` that the kernel has not taken yet out of its write buffer
+    (``dataBuffer`` from ``offset``, then ``_tempDataBuffer``), leaving it empty; b"" for any other transport.
+
+    For a connection handed to another process, which writes them first.
+    """
+    if not isinstance(transport, tcp.Connection):
+        return b""
+    t: Any = transport
+    data = bytes(t.dataBuffer[t.offset:]) + b"".join(t._tempDataBuffer)
+    t.dataBuffer, t.offset, t._tempDataBuffer, t._tempDataLen = b"", 0, [], 0
+    return data
+
+
+class _LetGo(Protocol):
+    """What a connection let go of tells of its end: nothing (its protocol lives on in another process)."""
+
+
+def let_go(transport: object) -> None:
+    """Stop using a TCP ``transport``'s socket without shutting it down: another process holds a copy of it.
+
+    ``loseConnection`` would ``shutdown(2)`` the socket, which ends it for every process holding it. Here
+    the transport's producer is dropped without being stopped, the transport stops reading and writing,
+    and its ``connectionLost`` runs with ``_shouldShutdown`` off (``tcp._SocketCloser``), so only this
+    process's descriptor is closed; the protocol is not told (a stand-in hears the loss instead).
+    Later writes and closes are no-ops, as on any lost connection.
+    """
+    t: Any = transport
+    t.producer = None
+    t.protocol = _LetGo()
+    t._shouldShutdown = False
+    t.connectionLost(Failure(ConnectionDone()))
+
+
+def let_go_port(port: object) -> None:
+    """Stop accepting on a listening ``port`` and close this process's copy of its socket, leaving the socket
+    itself (and the connections waiting in its accept queue) to the process that adopted a copy.
+
+    ``stopListening`` closes the socket after ``shutdown(2)`` (``tcp._SocketCloser``: a port that bound its
+    own socket has ``_shouldShutdown`` set), which would end it in every process (EPOLLHUP on the other's
+    copy): it is turned off first. A UNIX ``unix.Port`` would also remove its path, which the other
+    process's copy still answers on: its ``_bindPath`` is made an abstract name, which nothing removes.
+    """
+    p: Any = port
+    p._shouldShutdown = False
+    if isinstance(port, unix.Port):
+        p._bindPath = b"\0"
+    p.stopListening()
+
+
+def pause_auto_ping(leg: Any) -> None:
+    """Stop an Autobahn protocol's auto-ping: its next ping and any wait for a pong are cancelled (Autobahn's
+    ``autoPingPendingCall``, ``autoPingTimeoutCall``, ``autoPingPending``); :func:`resume_auto_ping` starts it again."""
+    for name in ("autoPingPendingCall", "autoPingTimeoutCall"):
+        call = getattr(leg, name)
+        if call is not None:
+            call.cancel()
+            setattr(leg, name, None)
+    leg.autoPingPending = None
+
+
+def resume_auto_ping(leg: Any, call_later: Callable[..., Any]) -> None:
+    """Schedule an Autobahn protocol's next auto-ping an interval from now (its private ``_sendAutoPing``), on
+    ``call_later``, if it pings at all."""
+    if leg.autoPingInterval:
+        leg.autoPingPendingCall = call_later(leg.autoPingInterval, leg._sendAutoPing)
 
 
 class _GuardedListener:
@@ -150,7 +400,8 @@ def direct_write(transport: Any, data: bytes) -> None:
     writes into an empty buffer, so this tries the socket first and hands only what
     the kernel did not take to ``transport.write``: order, buffering and producer
     pausing are unchanged. Reads ``tcp.Connection``'s write buffer (``dataBuffer``, ``offset``,
-    ``_tempDataLen``) and calls its ``writeSomeData``.
+    ``_tempDataLen``) and sends on its ``socket`` (what its ``writeSomeData`` does, without the memoryview and
+    retry wrapper around each send: those cost about as much as the send's own Python call).
     """
     if (
         not transport._tempDataLen
@@ -158,8 +409,11 @@ def direct_write(transport: Any, data: bytes) -> None:
         and transport.connected
         and not transport.disconnecting
     ):
-        sent = transport.writeSomeData(data)
-        if sent.__class__ is int and sent > 0:
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            pass  # full, interrupted or broken: queued below, where Twisted's own write reports a loss
+        else:
             if sent == len(data):
                 return
             data = data[sent:]

@@ -266,6 +266,11 @@ class ProxyParts:
         self.frontend_list.remove(running.frontend)
         running.disownServiceParent()
 
+    def factory_of(self, name: str) -> Any:
+        """The factory frontend ``name`` builds its connections with (None: there is no such frontend)."""
+        running = self.frontends.get(name)
+        return running.factory if running is not None else None
+
     def addresses(self, frontend: Frontend) -> list[dict[str, str]]:
         """Where ``frontend`` listens: each endpoint and the address it is bound to."""
         running = self.frontends.get(frontend.name)

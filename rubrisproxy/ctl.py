@@ -35,7 +35,7 @@ class AdminClient:
     base: str
     token: str | None = None
 
-    def call(self, method: str, path: str, body: object = None) -> Any:
+    def call(self, method: str, path: str, body: object = None, timeout: float = 10) -> Any:
         """One API call; the decoded JSON answer, or :class:`CtlError` with the API's message."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.base.rstrip("/") + path, data=data, method=method)
@@ -44,7 +44,7 @@ class AdminClient:
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as e:
             try:
@@ -177,9 +177,41 @@ def reload(api: AdminClient) -> str:
     return "\n".join(changes) if changes else "nothing changed"
 
 
+#: How long ``ctl upgrade`` waits for the new process (each worker's replacement in turn) to take over.
+UPGRADE_WAIT = 600.0
+
+
+def upgrade(api: AdminClient, status_only: bool = False) -> str:
+    """Start a live upgrade and say the new process's pid (or why not: :class:`CtlError`); or its status."""
+    if status_only:
+        return upgrade_status(api.call("GET", "/upgrade"))
+    answer = api.call("POST", "/upgrade", {}, timeout=UPGRADE_WAIT)
+    if "workers" in answer:  # the supervisor stays, its workers were replaced in turn
+        replaced = [f"worker {w['index']}: pid {w['was']} -> {w['pid']}" for w in answer["workers"]]
+        return f"upgraded: supervisor {answer['pid']} stays; " + "; ".join(replaced)
+    return f"upgraded: process {answer['pid']} serves; process {answer['was']} hands its connections over and exits"
+
+
+def upgrade_status(status: dict[str, Any]) -> str:
+    """``GET /upgrade`` as lines: the state, the last failure, and the counts by outcome and kind."""
+    lines = [f"state: {status['state']} (pid {status['pid']}" + (f", new pid {status['new_pid']}" if status.get("new_pid") else "")
+             + f", deadline {status['deadline']:g}s)"]
+    if status.get("last_failure"):
+        lines.append(f"last failure: {status['last_failure']}")
+    for title, counts in (("this process", status["connections"]),
+                          (f"process {status['previous']['pid']}", status["previous"]["connections"])
+                          if status.get("previous") else ("", None)):
+        if counts is not None and any(counts.values()):
+            lines.append(f"{title}: " + "; ".join(
+                f"{outcome} " + (", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "0")
+                for outcome, kinds in counts.items()))
+    return "\n".join(lines)
+
+
 #: ``ctl ACTION``: what each prints (an action not here is a server action: drain, ready, maint, weight).
 _ACTIONS: dict[str, Callable[[AdminClient, argparse.Namespace], str]] = {
     "reload": lambda api, args: reload(api),
+    "upgrade": lambda api, args: upgrade(api, args.status),
     "status": lambda api, args: status(api),
     "frontends": lambda api, args: frontends(api),
     "workers": lambda api, args: workers(api),
@@ -241,6 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--maxconn", type=int, help="requests in flight at most (default 0: no limit)")
     add.add_argument("--backup", action="store_true", help="used only when no normal server is up")
     actions.add_parser("reload", help="re-read the configuration file and apply it in place")
+    upgrade_parser = actions.add_parser("upgrade", help="live upgrade: a new process from the code installed now "
+                                        "takes the listeners and connections (docs/upgrade.md)")
+    upgrade_parser.add_argument("--status", action="store_true", help="show the upgrade's state and counts only")
     check_parser = commands.add_parser("check", help="validate a configuration file as a start or reload would; "
                                                      "nothing is started")
     check_parser.add_argument("file")

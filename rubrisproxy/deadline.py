@@ -29,6 +29,11 @@ class Deadline:
     def armed(self) -> bool:
         return self._at is not None
 
+    @property
+    def remaining(self) -> float | None:
+        """Seconds until it expires (None: not armed)."""
+        return None if self._at is None else max(0.0, self._at - self._clock.seconds())
+
     def set(self, delay: float) -> None:
         self._at = at = self._clock.seconds() + delay
         call = self._call
@@ -49,6 +54,12 @@ class Deadline:
                 self._call.cancel()
             self._call = None
 
+    def disown(self) -> None:
+        """Stop, and let go of ``on_expire`` (its owner is gone): a bound method would keep a cycle through the
+        owner, which only Python's cyclic garbage collector frees."""
+        self.stop()
+        self._on_expire = _nothing
+
     def _fire(self) -> None:
         self._call = None
         at = self._at
@@ -61,3 +72,7 @@ class Deadline:
             return
         self._at = None
         self._on_expire()
+
+
+def _nothing() -> None:
+    """A disowned :class:`Deadline`'s callback."""

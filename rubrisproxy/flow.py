@@ -92,6 +92,11 @@ class ReadGate:
     def stopProducing(self) -> None:
         """The consumer went away; its owner handles that through connectionLost."""
 
+    def disown(self) -> None:
+        """Call its owner back no more (the owner is gone): its bound method would keep a cycle through the owner,
+        which only Python's cyclic garbage collector frees."""
+        self._on_backpressure = None
+
 
 @implementer(IPushProducer)
 class WriteWatch:
@@ -119,6 +124,14 @@ class WriteWatch:
 
     def stopProducing(self) -> None:
         """The transport is closing; its owner handles that through connectionLost."""
+
+    def disown(self) -> None:
+        """Call its owner back no more (see :meth:`ReadGate.disown`)."""
+        self._on_change = _ignore
+
+
+def _ignore(full: bool) -> None:
+    """A disowned :class:`WriteWatch`'s owner."""
 
 
 class ProducerSlot:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application import service
@@ -13,6 +14,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from ._compat import let_go_port
 from .accepting import back_off_when_exhausted
 from .config import HTTP1_ALPN, FrontendConfig, ListenerTLSConfig, ProxyConfig
 from .frontend import ClientConnection, Frontend, connection_factory, drain
@@ -69,11 +71,30 @@ class Shutdown:
         return cls(config.shutdown_grace, config.shutdown_spread, config.shutdown_close_code)
 
 
+@dataclass
+class Inherited:
+    """Listening sockets handed over by the process a live upgrade replaces (docs/upgrade.md): by where they
+    are configured and their endpoint string, each socket's descriptor and address family."""
+
+    sockets: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+
+    def take(self, key: str, description: str) -> tuple[int, int] | None:
+        """The socket ``key`` listened on at ``description``, if it was handed over (then it is the caller's)."""
+        return self.sockets.pop((key, description), None)
+
+    def close_rest(self) -> None:
+        """Close the sockets nothing took (listeners the new configuration no longer has)."""
+        for fd, _ in self.sockets.values():
+            os.close(fd)
+        self.sockets.clear()
+
+
 class ListeningService(service.Service):
     """Listens where ``listen`` says with ``factory``; a port that cannot be bound raises :class:`ListenFailed`
     (or, when not ``required``, is a warning: the service carries on without it)."""
 
     log = Logger()
+    inherited: Inherited | None = None  # in a live upgrade's new process: sockets to adopt rather than bind
 
     def __init__(self, reactor: Any, label: str, factory: Any, listen: ListenSettings, required: bool = True) -> None:
         self.reactor = reactor
@@ -147,6 +168,10 @@ class ListeningService(service.Service):
             failures: list[Any] = []
             try:
                 plain, factory = self._factory_for(description)
+                inherited = self.inherited.take(self.key, description) if self.inherited is not None else None
+                if inherited is not None:
+                    self._adopt(description, factory, *inherited)
+                    continue
                 endpoint = serverFromString(self._endpoint_reactor, with_backlog(plain))
             except Exception as e:  # noqa: BLE001 - checked at load, but a file an ssl: string or tls table names may have gone
                 self._cannot_listen(description, str(e))
@@ -157,6 +182,28 @@ class ListeningService(service.Service):
                 self._cannot_listen(description, failures[0].getErrorMessage())
                 continue
             d.addErrback(self._listen_failed, description)  # endpoints that answer later
+
+    def _adopt(self, description: str, factory: Any, fd: int, family: int) -> None:
+        """Listen on the socket the replaced process handed over (its accept queue kept), not a new one."""
+        try:
+            port = self.reactor.adoptStreamPort(fd, family, factory)
+        finally:
+            os.close(fd)  # the reactor made its own copy
+        self._listening(port, description)
+
+    def handed_over(self) -> list[tuple[str, str, int, int]]:
+        """Its listening sockets, for a live upgrade: where each is configured, its endpoint string, its
+        descriptor and its address family."""
+        ports: dict[str, Any] = self._ports_by  # tcp.Port and unix.Port: their socket and its descriptor
+        return [(self.key, description, port.fileno(), port.socket.family) for description, port in ports.items()]
+
+    def release(self) -> None:
+        """Stop accepting, closing only this process's copies of the sockets: the process that adopted them
+        accepts from their queues from now on."""
+        ports, self.ports = self.ports, []
+        self._ports_by.clear()
+        for port in ports:
+            let_go_port(port)
 
     def _cannot_listen(self, description: str, why: str) -> None:
         if self.required:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from twisted.application import service
@@ -17,6 +20,7 @@ from .listening import ListenFailed, ListeningService, ListenSettings
 from .origin import ConnectionPool
 from .reload import Reloader, ReloadOnHangup
 from .startup import StartupReport
+from .upgrade import Pidfile, ProcessSpawner, Spawner, Successor, UpgradeOnSignal, Upgrader, exit_now, standard_adopters
 
 
 class ProxyService(service.MultiService):
@@ -24,18 +28,38 @@ class ProxyService(service.MultiService):
     that cannot bind as it starts ends the process with one line (twistd exits non-zero)."""
 
     parts: ProxyParts
+    upgrader: Upgrader  # its live upgrades (docs/upgrade.md)
+    successor: Successor | None = None  # started by a live upgrade: takes the old process's place as it starts
 
     def privilegedStartService(self) -> None:
+        if self.successor is not None:
+            return  # its listeners come from the old process, once the reactor runs
         try:
             super().privilegedStartService()
         except ListenFailed as e:
             raise SystemExit(f"rubrisproxy: {e}") from None
 
     def startService(self) -> None:
+        if self.successor is not None:
+            service.Service.startService(self)
+            self.parts.reactor.callWhenRunning(self.successor.take_over, self._start_children)
+            return
         try:
             super().startService()
         except ListenFailed as e:
             raise SystemExit(f"rubrisproxy: {e}") from None
+
+    def stopService(self) -> Any:
+        self.upgrader.close()
+        return super().stopService()
+
+    def _start_children(self) -> None:
+        for child in self:
+            child.startService()
+
+    def listeners(self) -> list[ListeningService]:
+        """Its listening services: the frontends', the admin's (what an upgrade hands over)."""
+        return [child for child in self if isinstance(child, ListeningService)]
 
 
 class PoolService(service.Service):
@@ -75,11 +99,12 @@ class AccessLogService(service.Service):
         self.access_log.stop()
 
 
-def build_service(config: ProxyConfig, reactor: Any = None, command_line: CommandLine | None = None,
-                  report: bool = True, siblings: Siblings | None = None) -> ProxyService:
+def build_service(config: ProxyConfig, reactor: Any = None, command_line: CommandLine | None = None,  # noqa: PLR0913 - a process's parts
+                  report: bool = True, siblings: Siblings | None = None, upgrade: UpgradeSetup | None = None) -> ProxyService:
     """The whole proxy as one service, ready for twistd (reloadable when built from a config file): the
     configuration applied to an empty proxy, as a reload applies the next one. ``report``: the start-up lines
-    (a worker process leaves them to its supervisor); ``siblings``: a worker's, it shares its state with."""
+    (a worker process leaves them to its supervisor); ``siblings``: a worker's, it shares its state with;
+    ``upgrade``: how its live upgrades start new processes, and whether it was started by one."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
@@ -99,6 +124,7 @@ def build_service(config: ProxyConfig, reactor: Any = None, command_line: Comman
     parts.health.setServiceParent(root)
     if parts.transport is not None:
         TransportService(parts.transport).setServiceParent(root)
+    root.upgrader = _upgrades(root, reactor, upgrade or UpgradeSetup(), command_line is not None)
     reloader = Reloader(parts, command_line) if command_line is not None and command_line.config_path else None
     if command_line is not None:  # run by twistd: SIGHUP reloads, or is logged when there is no file to reload
         ReloadOnHangup(reloader, reactor).setServiceParent(root)
@@ -106,7 +132,8 @@ def build_service(config: ProxyConfig, reactor: Any = None, command_line: Comman
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers,
                                reloader.reload if reloader is not None else None, reactor, parts.addresses,
                                parts.shared,
-                               parts.transport.describe if isinstance(parts.transport, RedisTransport) else None)
+                               parts.transport.describe if isinstance(parts.transport, RedisTransport) else None,
+                               upgrade=root.upgrader)
         site = admin_site(running, config.admin.token, config.timeouts, reactor)
         if config.admin.listen:
             admin: ListeningService = ListeningService(reactor, "admin", site, ListenSettings(config.admin.listen, key="admin"))
@@ -118,6 +145,36 @@ def build_service(config: ProxyConfig, reactor: Any = None, command_line: Comman
     PoolService(parts.pool).setServiceParent(root)
     AccessLogService(parts.access_log, reactor).setServiceParent(root)
     return root
+
+
+@dataclass(frozen=True)
+class UpgradeSetup:
+    """How a process's live upgrades go: what starts the new process (None: a real one), what stops this one
+    once it has handed over (None: the reactor), twistd's pidfile; and, in a process an upgrade started, the
+    old process's hand-over socket and how this one exits if it cannot take over (None: status 1)."""
+
+    spawner: Spawner | None = None
+    stop: Callable[[], None] | None = None
+    pidfile: Pidfile | None = None
+    successor_socket: str | None = None
+    exit: Callable[[str], None] | None = None
+
+
+def _upgrades(root: ProxyService, reactor: Any, setup: UpgradeSetup, signalled: bool) -> Upgrader:
+    parts = root.parts
+    upgrader = Upgrader(reactor, root.listeners, partial(list, parts.frontend_list),
+                        lambda: parts.config.process.upgrade_deadline, setup.spawner or ProcessSpawner(reactor),
+                        setup.stop or partial(_stop_reactor, reactor), setup.pidfile)
+    if signalled:
+        UpgradeOnSignal(upgrader, reactor).setServiceParent(root)
+    if setup.successor_socket:
+        root.successor = Successor(reactor, setup.successor_socket, standard_adopters(parts), root.listeners,
+                                   upgrader.took_over, setup.exit or exit_now(reactor))
+    return upgrader
+
+
+def _stop_reactor(reactor: Any) -> None:
+    reactor.stop()
 
 
 def _public_url(description: str, tls: bool = False) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
@@ -54,13 +54,23 @@ class Refused(Exception):
 
 
 class Carrier(Protocol):
-    """Where the old process sends a connection it hands over."""
+    """Where the old process sends a connection it hands over.
+
+    It guarantees: ``carried.sockets`` stay open in this process until the Deferred fires (they are
+    sent with the record); the Deferred never fails; a True means the new process holds its copies
+    and has rebuilt the connection, and the connection is counted moved; a False (refused, the channel
+    gone) means nothing changed in the new process, and the connection is counted kept.
+    """
 
     def carry(self, carried: Carried) -> Deferred[bool]:
         """Send ``carried``: True once the new process adopted it (this process then lets go of its sockets
         without shutting them down), False if it was refused (this process keeps serving it)."""
 
+    def keep(self, kind: Kind, why: str) -> None:
+        """A connection of ``kind`` that cannot move (TLS, HTTP/2, a half-closed tunnel...) stays: counted kept."""
 
+
+@runtime_checkable
 class Movable(Protocol):
     """A live connection that can be asked to move (a client connection, a tunnel, a session)."""
 
@@ -77,3 +87,42 @@ class Adopter(Protocol):
 
     def adopt(self, carried: Carried) -> None:
         """Take ``carried`` over (its sockets are this process's now), or raise :class:`Refused`."""
+
+
+class Adopters:
+    """The new process's adopters, one per kind: the one place a kind is registered (``add``), and what the
+    channel asks (``reads`` for the hand-over's greeting, ``adopt`` for each connection)."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[Kind, Adopter] = {}
+
+    def add(self, adopter: Adopter) -> None:
+        """Register ``adopter`` for its kind (a second one for a kind replaces the first)."""
+        self.by_kind[adopter.kind] = adopter
+
+    def reads(self) -> dict[str, list[int]]:
+        """The record versions read, by kind: what the new process tells the old one first."""
+        return {kind.value: sorted(adopter.versions) for kind, adopter in self.by_kind.items()}
+
+    def adopt(self, carried: Carried) -> None:
+        """Hand ``carried`` to its kind's adopter; :class:`Refused` for a kind or version none reads."""
+        adopter = self.by_kind.get(carried.kind)
+        if adopter is None:
+            raise Refused(f"no adopter for {carried.kind.value} connections")
+        if carried.version not in adopter.versions:
+            raise Refused(f"{carried.kind.value} record version {carried.version} is not read here")
+        adopter.adopt(carried)
+
+
+class Upgrades(Protocol):
+    """What the admin API and metrics read and ask of the live upgrade (the wiring's ``upgrade.Upgrader``)."""
+
+    def start(self) -> Deferred[dict[str, Any]]:
+        """Start an upgrade: fires with ``{"pid": NEW}`` once the new process has taken the listeners, fails
+        with the reason it could not."""
+
+    def status(self) -> dict[str, Any]:
+        """Its state and counts, as ``GET /upgrade`` shows them."""
+
+    def counts(self) -> Mapping[tuple[Kind, Outcome], int]:
+        """Connections by kind and outcome: this process's hand-over, or the one that started it."""

@@ -4,15 +4,24 @@ rest, on accept(2) and the write buffer under load, is in tests/test_hardening_c
 from __future__ import annotations
 
 import inspect
+import os
+import pprint
+import re
+import socket
+import zlib
+from collections import deque
 from typing import Any
 
+from autobahn import util
+from autobahn.twisted import websocket as twisted_websocket
 from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
+from autobahn.websocket import protocol
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -27,20 +36,43 @@ from rubrisproxy._compat import (
     V2Parser,
     cancel_pong_timeout,
     compresses,
+    defer_autobahn_debug,
     direct_write,
     end_as_closed,
+    inbound_window_bits,
+    let_go,
+    let_go_port,
+    message_compressed,
+    native_xor,
+    pause_auto_ping,
+    prime_inflater,
     rearm_pong_timeout,
+    resume_auto_ping,
+    send_queue_back,
+    take_unsent,
     tcp_buffered,
     unsent,
     unwrap_endpoint,
     use_batched_timer,
 )
 from rubrisproxy.config import WebSocketConfig
+from rubrisproxy.websocket import accept_key, new_key
+from rubrisproxy.websocket._legs import _AT_REST, LegFactories
 from rubrisproxy.websocket._timers import BucketTimer
 
 from .helpers import ProxyTestCase, RawClient
 from .test_tls_origin import make_certificates
-from .test_ws_keepalive import OP_PING, OP_PONG, frame, open_backend_leg, parse_frames
+from .test_ws_keepalive import (
+    OP_PING,
+    OP_PONG,
+    StandInOrigin,
+    StandInSession,
+    Transport,
+    frame,
+    open_backend_leg,
+    open_client_leg,
+    parse_frames,
+)
 
 
 class RearmPongTimeoutTests(unittest.TestCase):
@@ -333,3 +365,325 @@ class EndAsClosedTests(ProxyTestCase):
             self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
 
         return d.addCallback(connected).addCallback(closed)
+
+
+class DeferAutobahnDebugTests(unittest.TestCase):
+    """Autobahn's colouring helpers are deferred: the same text if a debug line is written, nothing built if not."""
+
+    def test_the_helpers_are_used_only_as_keyword_arguments_of_log_calls(self) -> None:
+        for module in (protocol, twisted_websocket):
+            source = inspect.getsource(module)
+            for match in re.finditer(r"(\W)(hltype|hlval)\(", source):
+                before = source[: match.start() + 1].rstrip()
+                self.assertTrue(before.endswith("="), f"{module.__name__} uses {match.group(2)} outside a log call")
+
+    def test_a_deferred_argument_formats_as_the_helper_would(self) -> None:
+        defer_autobahn_debug()
+        defer_autobahn_debug()  # idempotent
+        for name in ("hltype", "hlval"):
+            deferred = getattr(protocol, name)(self.test_a_deferred_argument_formats_as_the_helper_would)
+            expected = getattr(util, name)(self.test_a_deferred_argument_formats_as_the_helper_would)
+            self.assertEqual((f"{deferred}", str(deferred), "%s" % deferred), (expected,) * 3)
+        for value in ([], [("a", 1)] * 30, {}, ()):
+            self.assertEqual(protocol.pformat(value), pprint.pformat(value))
+
+
+class NativeXorTests(unittest.TestCase):
+    def test_it_masks_as_python_does(self) -> None:
+        xor = native_xor()
+        if xor is None:
+            raise unittest.SkipTest("Autobahn's NVX masker is not built here")
+        for size in (0, 1, 3, 4, 17, 300, 16384, 70000):
+            data, mask = bytes(range(256)) * (size // 256) + bytes(range(size % 256)), b"\x01\x80\xfe\x33"
+            key = (mask * (size // 4 + 1))[:size]
+            expected = bytes(a ^ b for a, b in zip(data, key, strict=True))
+            self.assertEqual(bytes(xor(data, mask)), expected)
+            self.assertEqual(bytes(xor(memoryview(b"ab" + data)[2:], mask)), expected)
+
+
+class ConfiguredLegTests(unittest.TestCase):
+    def test_autobahn_finds_every_setting_on_the_leg_class(self) -> None:
+        """Settings are class attributes of a backend's leg classes: Autobahn's per-connection copy has none left."""
+        factories = LegFactories(WebSocketConfig(max_frame_size=1234), Clock())
+        for leg, base in ((factories.client_leg, WebSocketServerProtocol),
+                          (factories.backend_leg, WebSocketClientProtocol)):
+            self.assertEqual(leg.CONFIG_ATTRS, ())
+            for name in base.CONFIG_ATTRS:
+                self.assertIn(name, vars(leg))
+            self.assertEqual(leg.maxFramePayloadSize, 1234)
+
+
+class SlimOpenLegTests(unittest.TestCase):
+    """An open leg keeps less of Autobahn's per-connection state, and behaves as before."""
+
+    def test_autobahn_queues_only_in_send_data(self) -> None:
+        source = inspect.getsource(protocol)
+        appends = [m.start() for m in re.finditer(r"self\.send_queue\.append", source)]
+        send_data = inspect.getsource(WebSocketProtocol.sendData)
+        self.assertEqual(len(appends), send_data.count("self.send_queue.append"))
+        self.assertIn("send_queue", inspect.getsource(WebSocketProtocol._connectionMade))  # where it is made
+
+    def test_an_open_leg_is_slimmed_and_reads_the_same(self) -> None:
+        leg, origin, _ = open_backend_leg(WebSocketConfig(), Clock())
+        self.assertEqual(leg.send_queue, ())
+        self.assertIsNone(leg._transport_details)
+        self.assertNotIn("wasClean", vars(leg))
+        self.assertLess(len(vars(leg)), 35)
+        self.assertEqual((leg.wasClean, leg.closedByMe, leg.remoteCloseCode, leg.autoPingPendingSeq),
+                         (False, False, None, 0))
+        other, _, _ = open_backend_leg(WebSocketConfig(), Clock())
+        self.assertIs(leg.trafficStats, other.trafficStats)
+        origin.transport.clear()
+        leg.sendMessage(b"abc", isBinary=True, sync=True)  # Autobahn's own queue: a deque is put back first
+        self.assertIsInstance(leg.send_queue, deque)
+        self.assertEqual(parse_frames(origin.transport.value()), [(0x2, b"abc")])
+        leg.connectionLost(Failure(ConnectionLost()))
+        other.connectionLost(Failure(ConnectionLost()))
+
+    def test_send_queue_back_keeps_a_real_queue(self) -> None:
+        class Leg:
+            send_queue: Any = ()
+
+        leg = Leg()
+        send_queue_back(leg)
+        queue = leg.send_queue
+        self.assertIsInstance(queue, deque)
+        send_queue_back(leg)
+        self.assertIs(leg.send_queue, queue)
+
+
+#: What only Autobahn's handshake parsing leaves on a leg (read by nothing once it is open).
+_HANDSHAKE_ONLY = {"_wskey", "websocket_origin", "websocket_protocols", "websocket_extensions", "http_request_host",
+                   "http_request_path", "websocket_key", "_switch", "_key", "_protocols"}
+
+
+def _state(leg: Any) -> dict[str, Any]:
+    """A leg's attributes that are plain values (not its timers, Deferreds, transport or validator)."""
+    plain = (type(None), bool, int, float, str, bytes, tuple, list)
+    own = {name: value for name, value in vars(leg).items() if name not in _HANDSHAKE_ONLY and isinstance(value, plain)}
+    # and those kept on the class (but what it opened on, kept for opening(): a 101, or the subprotocol it chose)
+    return own | {name: getattr(leg, name) for name in _AT_REST if name not in _HANDSHAKE_ONLY}
+
+
+class OpenAtOnceTests(unittest.TestCase):
+    """A leg opened by open_at_once is the leg Autobahn's handshake would have opened."""
+
+    def test_a_client_leg_answers_as_autobahn_does(self) -> None:
+        key = b"dGhlIHNhbXBsZSBub25jZQ=="
+        for chosen, headers in ((None, {}), ("chat", {"Set-Cookie": ["a=1", "b=2"], "X-Caf\u00e9": ["\u00e9"]})):
+            legs = []
+            for fast in (False, True):
+                factories = LegFactories(WebSocketConfig(client_ping_interval=5), Clock())
+                leg = factories.client_leg()
+                leg.factory = factories.server
+                session, transport = StandInSession(), Transport()
+                session.accept_client = lambda chosen=chosen, headers=headers: (chosen, headers)  # type: ignore[method-assign]
+                leg.session = session
+                leg.makeConnection(transport)
+                if fast:
+                    leg.answer_handshake(key)
+                else:
+                    offer = b"Sec-WebSocket-Protocol: chat\r\n" if chosen else b""
+                    leg.dataReceived(b"GET / HTTP/1.1\r\nHost: rubrisproxy\r\nUpgrade: websocket\r\n"
+                                     b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
+                                     + key + b"\r\n" + offer + b"\r\n")
+                self.assertEqual(session.events, [("client_opened",)])
+                legs.append((leg, transport.value()))
+            (slow, slow_answer), (quick, quick_answer) = legs
+            self.assertEqual(quick_answer, slow_answer)
+            self.assertEqual(_state(quick), _state(slow))
+            self.assertEqual(quick.websocket_protocol_in_use, chosen)
+            self.assertGreater(len(vars(quick).keys() - _HANDSHAKE_ONLY), 10)
+            self.assertIsNotNone(quick.autoPingPendingCall)
+            self.assertTrue(quick.is_open.called)
+            for leg, _ in legs:
+                leg.connectionLost(Failure(ConnectionLost()))
+
+    def test_a_backend_leg_opens_as_autobahn_does(self) -> None:
+        legs = []
+        for fast in (False, True):
+            factories = LegFactories(WebSocketConfig(backend_ping_interval=5), Clock())
+            leg = factories.backend_leg()
+            leg.factory = factories.client
+            session, origin, key = StandInSession(), StandInOrigin(), new_key()
+            switch = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n")
+            leg.attach(session, origin, "chat" if fast else switch, key, ["chat"])  # type: ignore[arg-type]
+            self.assertEqual(session.events, [("backend_opened", leg)])
+            legs.append(leg)
+        slow, quick = legs
+        self.assertEqual(_state(quick), _state(slow))
+        self.assertEqual(quick.websocket_protocol_in_use, "chat")
+        self.assertIsNotNone(quick.autoPingPendingCall)
+        for leg in legs:
+            leg.connectionLost(Failure(ConnectionLost()))
+
+
+class LazyUtf8ValidatorTests(unittest.TestCase):
+    def test_autobahn_assigns_it_once_per_connection_and_only_reads_it_after(self) -> None:
+        source = inspect.getsource(protocol)
+        self.assertEqual(source.count("self.utf8validator ="), 1)
+        self.assertIn("self.utf8validator = Utf8Validator()", inspect.getsource(WebSocketProtocol._connectionMade))
+
+    def test_an_open_leg_makes_one_only_when_autobahns_parser_needs_it(self) -> None:
+        leg, origin, session = open_backend_leg(WebSocketConfig(), Clock())
+        self.assertNotIn("_utf8", vars(leg))
+        leg.dataReceived(bytes((0x01, 2)) + "é".encode()[:1] + b"a")  # a first text fragment, cut inside a character
+        self.assertIn("_utf8", vars(leg))
+        self.assertIs(leg.utf8validator, vars(leg)["_utf8"])
+        leg.dataReceived(bytes((0x80, 1)) + b"b")  # its end: invalid UTF-8 is failed with 1007
+        frames = parse_frames(origin.transport.value())
+        self.assertEqual(frames[-1][0], 0x8)
+        self.assertEqual(int.from_bytes(frames[-1][1][:2], "big"), 1007)
+        self.assertEqual(session.events, [])
+
+
+class TakeUnsentTests(ProxyTestCase):
+    def test_the_write_buffer_is_taken_in_order_and_not_sent(self) -> Any:
+        received = RawClient()
+        port = self.start_raw_origin(lambda: received)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+        def connected(_: object) -> Any:
+            self.addCleanup(client.transport.abortConnection)  # type: ignore[union-attr]
+            client.transport.write(b"first,")  # type: ignore[union-attr]
+            client.transport.write(b"second")  # type: ignore[union-attr]
+            self.assertEqual(take_unsent(client.transport), b"first,second")
+            self.assertEqual(unsent(client.transport), 0)
+            client.transport.write(b"later")  # type: ignore[union-attr]  # writing again: only this goes
+            return received.until(lambda data: data == b"later")
+
+        return d.addCallback(connected)
+
+
+class LetGoTests(ProxyTestCase):
+    def test_the_socket_is_closed_here_without_a_fin_and_lives_on_in_a_duplicate(self) -> Any:
+        received = RawClient()
+        port = self.start_raw_origin(lambda: received)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        lost: list[object] = []
+        client.connectionLost = lost.append  # type: ignore[method-assign]
+
+        def connected(_: object) -> Any:
+            transport: Any = client.transport
+            duplicate = socket.socket(fileno=os.dup(transport.fileno()))  # as SCM_RIGHTS gives another process
+            self.addCleanup(duplicate.close)
+            let_go(transport)
+            self.assertFalse(hasattr(transport, "socket"))
+            self.assertEqual(lost, [])  # the protocol is not told
+            transport.loseConnection()  # a no-op now
+            duplicate.sendall(b"still here")
+            return received.until(lambda data: data == b"still here")
+
+        def still_open(_: object) -> None:
+            self.assertFalse(received.closed.called)  # type: ignore[attr-defined]
+
+        return d.addCallback(connected).addCallback(still_open)
+
+
+class AutoPingPauseTests(unittest.TestCase):
+    def test_paused_it_pings_no_more_and_resumed_it_pings_an_interval_later(self) -> None:
+        clock = Clock()
+        leg, origin, _ = open_backend_leg(WebSocketConfig(backend_ping_interval=1.0, backend_ping_timeout=5.0), clock)
+        clock.advance(1.0)
+        self.assertIsNotNone(leg.autoPingTimeoutCall)  # a ping went out: its pong is awaited
+        pause_auto_ping(leg)
+        self.assertEqual((leg.autoPingPendingCall, leg.autoPingTimeoutCall, leg.autoPingPending), (None, None, None))
+        origin.transport.clear()
+        clock.advance(10)
+        self.assertEqual(origin.transport.value(), b"")
+        resume_auto_ping(leg, leg._timer.call_later)
+        clock.advance(1.0)
+        self.assertEqual([opcode for opcode, _ in parse_frames(origin.transport.value())], [OP_PING])
+        leg.connectionLost(Failure(ConnectionLost()))
+
+
+class DeflateWindowTests(unittest.TestCase):
+    def test_the_inflaters_window_and_a_primed_one(self) -> None:
+        for compression in (False, True):
+            leg, _, _ = open_client_leg(WebSocketConfig(compression=compression), Clock())
+            self.assertEqual(inbound_window_bits(leg), 0)  # the stand-in client offered no extension
+            leg.connectionLost(Failure(ConnectionLost()))
+        leg, _, _ = open_backend_leg(WebSocketConfig(compression=True), Clock(),
+                                     b"Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        self.assertEqual(inbound_window_bits(leg), 15)
+        # The server compresses two messages with context takeover; the second refers to the first.
+        server = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        first = b"hello hello hello, a message"
+        server.compress(first), server.flush(zlib.Z_SYNC_FLUSH)
+        second = server.compress(first) + server.flush(zlib.Z_SYNC_FLUSH)
+        prime_inflater(leg, first)  # as if the leg had inflated the first elsewhere
+        leg.dataReceived(bytes((0xC1, len(second) - 4)) + second[:-4])  # FIN, RSV1, text
+        self.assertEqual(leg.session.events[-1], ("from_backend", first, False))
+        self.assertTrue(message_compressed(leg))
+        leg.connectionLost(Failure(ConnectionLost()))
+
+
+class HandOverTests(ProxyTestCase):
+    """What a live upgrade needs of Twisted's TCP internals: the write buffer taken out, a connection and a
+    listening port let go of without shutting their sockets down (another process holds a copy)."""
+
+    @defer.inlineCallbacks
+    def test_take_unsent_empties_the_buffer_in_order(self):  # type: ignore[no-untyped-def]
+        port = self.start_raw_origin(Protocol)
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        self.addCleanup(client.transport.abortConnection)
+        client.transport.write(b"first,")
+        client.transport.write(b"second")
+        self.assertEqual(take_unsent(client.transport), b"first,second")
+        self.assertEqual(unsent(client.transport), 0)
+        self.assertEqual(take_unsent(StringTransport()), b"")
+
+    @defer.inlineCallbacks
+    def test_let_go_closes_only_this_copy_and_tells_the_protocol_nothing(self):  # type: ignore[no-untyped-def]
+        server = RawClient()
+        port = self.start_raw_origin(lambda: server)
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        self.addCleanup(client.transport.abortConnection)
+        copy = socket.socket(fileno=os.dup(client.transport.fileno()))  # another process's copy
+        self.addCleanup(copy.close)
+        lost: list[object] = []
+        client.connectionLost = lost.append  # type: ignore[method-assign]
+        let_go(client.transport)
+        self.assertEqual(lost, [])
+        self.assertFalse(client.transport.connected)
+        client.transport.write(b"ignored")
+        client.transport.loseConnection()  # a no-op now
+        copy.setblocking(True)
+        copy.sendall(b"still open")
+        yield server.until(lambda data: data == b"still open")
+        self.assertFalse(server.closed.called)
+
+    @defer.inlineCallbacks
+    def test_let_go_port_leaves_the_socket_listening_for_its_copy(self):  # type: ignore[no-untyped-def]
+        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        number = port.getHost().port
+        copy = socket.socket(fileno=os.dup(port.fileno()))
+        self.addCleanup(copy.close)
+        let_go_port(port)
+        yield self.poll(lambda: not port.connected, "the port stopped")
+        copy.settimeout(5)
+        client = socket.create_connection(("127.0.0.1", number), timeout=5)
+        self.addCleanup(client.close)
+        accepted, _ = copy.accept()  # the socket was not shut down: its copy accepts
+        accepted.close()
+
+    @defer.inlineCallbacks
+    def test_let_go_port_keeps_a_unix_sockets_path(self):  # type: ignore[no-untyped-def]
+        path = self.mktemp()
+        port = reactor.listenUNIX(path, Factory.forProtocol(Protocol))
+        copy = socket.socket(fileno=os.dup(port.fileno()))
+        self.addCleanup(copy.close)
+        let_go_port(port)
+        yield self.poll(lambda: not port.connected, "the port stopped")
+        self.assertTrue(os.path.exists(path))
+        client = socket.socket(socket.AF_UNIX)
+        self.addCleanup(client.close)
+        client.connect(path)
+        copy.settimeout(5)
+        accepted, _ = copy.accept()
+        accepted.close()

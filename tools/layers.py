@@ -28,11 +28,11 @@ DEFAULT_SOURCE = Path(__file__).resolve().parent.parent / PACKAGE
 #: (frontend > websocket > origin: only downward); the balancing layer's imports are the pairs listed.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("wiring", ("service", "reload", "tap", "ctl", "startup", "admin", "demo", "mainlog", "builder", "listening", "checks",
-                "cluster", "workers")),
+                "cluster", "workers", "upgrade")),
     ("client and origin sides", ("frontend", "websocket", "origin")),
     ("balancing and servers", ("routing", "clients", "backend")),
     ("bottom", ("http", "flow", "deadline", "counters", "lifecycle", "accesslog", "logoutput", "accepting",
-                "signals", "tls", "_compat", "settings", "engineio", "ratelimit", "reuseport", "bus", "sharing", "transfer",
+                "signals", "tls", "_compat", "settings", "engineio", "ratelimit", "reuseport", "bus", "sharing", "transfer", "ampvalues",
                 "config", PACKAGE)),
 )
 ORDERED_LAYERS = frozenset({"client and origin sides"})

@@ -18,6 +18,7 @@ from twisted.web import http, resource, server
 
 from ..backend import Backend, Server
 from ..config import ConfigError, Timeouts, parse_server
+from ..transfer import Upgrades
 from ..websocket import WebSocketSession
 from ._channel import MAX_BODY, AdminSite
 from ._metrics import registry_for
@@ -59,7 +60,7 @@ class AdminAPI(resource.Resource):
         super().__init__()
         self.proxy = proxy
         self.token = token
-        self.registry = registry_for(proxy.frontends, proxy.backends, proxy.budget)
+        self.registry = registry_for(proxy.frontends, proxy.backends, proxy.budget, proxy.upgrade)
 
     def render(self, request: server.Request) -> bytes | int:
         method = request.method.decode("latin-1")
@@ -234,6 +235,32 @@ class AdminAPI(resource.Resource):
         self.log.info("admin: reload from {peer}", peer=_peer(request))
         return answer
 
+    def _upgrade_status(self, request: server.Request) -> object:
+        return self._upgrades().status()
+
+    def _upgrade(self, request: server.Request) -> object:
+        """Start a live upgrade; answered once the new process has taken the listeners (its pid), or failed (why:
+        502, the proxy serving on as before)."""
+        self.log.info("admin: upgrade from {peer}", peer=_peer(request))
+
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def answer(status: int, body: dict[str, Any]) -> None:
+            if not gone:
+                request.write(_json(request, status, body))
+                request.finish()
+
+        started = self._upgrades().start()
+        started.addCallbacks(lambda done: answer(200, done),
+                             lambda failure: answer(502, {"status": 502, "error": failure.getErrorMessage()}))
+        return server.NOT_DONE_YET
+
+    def _upgrades(self) -> Upgrades:
+        if self.proxy.upgrade is None:
+            raise APIError(409, "this process cannot be upgraded live (worker processes: restart them)")
+        return self.proxy.upgrade
+
     def _sessions(self, request: server.Request) -> object:
         sessions = []
         for frontend in self.proxy.frontends:
@@ -300,6 +327,8 @@ _CALLS = (
     _Call("GET", ("frontends",), AdminAPI._frontends),
     _Call("GET", ("cluster",), AdminAPI._cluster),
     _Call("POST", ("reload",), AdminAPI._reload),
+    _Call("GET", ("upgrade",), AdminAPI._upgrade_status),
+    _Call("POST", ("upgrade",), AdminAPI._upgrade),
     _Call("POST", ("backends", "*", "servers"), AdminAPI._add_server),
     _Call("POST", ("backends", "*", "servers", "*", "*"), AdminAPI._server_action),
     _Call("DELETE", ("backends", "*", "servers", "*"), AdminAPI._remove_server),

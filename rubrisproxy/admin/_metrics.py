@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from ..backend import Backend
 from ..counters import Histogram
 from ..frontend import Frontend
+from ..transfer import Upgrades
 from ..websocket import ResumeBudget, WebSocketSession
 from ._stats import BUILD, server_classes
 
@@ -21,10 +22,12 @@ SERVER_STATES = ("up", "down", "drain", "maint")
 class ProxyCollector(Collector):
     """Every metric, computed from frontends, backends and servers when scraped: nothing is counted twice."""
 
-    def __init__(self, frontends: Sequence[Frontend], backends: Mapping[str, Backend], budget: ResumeBudget) -> None:
+    def __init__(self, frontends: Sequence[Frontend], backends: Mapping[str, Backend], budget: ResumeBudget,
+                 upgrade: Upgrades | None = None) -> None:
         self.frontends = frontends
         self.backends = backends
         self.budget = budget
+        self.upgrade = upgrade
 
     def collect(self) -> Iterator[Metric]:
         build = GaugeMetricFamily(
@@ -37,6 +40,13 @@ class ProxyCollector(Collector):
         held = GaugeMetricFamily("rubrisproxy_resume_buffered_bytes", "Client bytes held by moving WebSocket sessions.")
         held.add_metric([], self.budget.held)
         yield held
+        if self.upgrade is not None:
+            upgraded = CounterMetricFamily(
+                "rubrisproxy_upgrade_connections", "Connections of the last live upgrade (this process's, or the one"
+                " it replaced) by kind and outcome: moved, kept, closed at the deadline.", labels=["kind", "outcome"])
+            for (kind, outcome), count in sorted(self.upgrade.counts().items()):
+                upgraded.add_metric([kind.value, outcome.value], count)
+            yield upgraded
 
     def _frontends(self) -> Iterator[Metric]:
         accepted = CounterMetricFamily("rubrisproxy_connections", "Client connections accepted.", labels=["frontend"])
@@ -220,9 +230,10 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], histogram: Hist
     family.add_metric(labels, histogram.cumulative(), histogram.total)
 
 
-def registry_for(frontends: Sequence[Frontend], backends: Mapping[str, Backend], budget: ResumeBudget) -> CollectorRegistry:
+def registry_for(frontends: Sequence[Frontend], backends: Mapping[str, Backend], budget: ResumeBudget,
+                 upgrade: Upgrades | None = None) -> CollectorRegistry:
     """A registry of its own: the proxy's collector and the process's (``process_*``: CPU, memory, open files)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProxyCollector(frontends, backends, budget))
+    registry.register(ProxyCollector(frontends, backends, budget, upgrade))
     ProcessCollector(registry=registry)
     return registry

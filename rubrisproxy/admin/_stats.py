@@ -21,6 +21,7 @@ from ..backend import Backend, HealthChecker, Server, SharedBackends
 from ..config import RouteConfig
 from ..counters import status_class
 from ..frontend import Frontend
+from ..transfer import Upgrades
 from ..websocket import ResumeBudget, WebSocketSession
 
 #: The most current sessions ``GET /stats.json`` lists (``GET /sessions`` lists them all).
@@ -55,6 +56,7 @@ class RunningProxy:
     listening: Callable[[Frontend], list[dict[str, str]]] = field(default=lambda frontend: [])
     shared: SharedBackends | None = None  # with a cluster: told of admin changes, which other nodes then apply
     cluster: Callable[[], dict[str, Any]] | None = None  # with a cluster: its transport's state, as GET /cluster shows
+    upgrade: Upgrades | None = None  # its live upgrades (POST /upgrade, GET /upgrade)
     started_at: float = field(init=False)
 
     def __post_init__(self) -> None:

@@ -31,6 +31,8 @@ class Limits:
     max_headers: int = 100
     max_body_size: int = 0  # 0 means unlimited (bodies are streamed, never held)
     resume_buffer_total: int = 256 << 20  # messages held by all resuming WebSocket sessions together
+    resume_dials: int = 256  # moving sessions' dials in flight at once (the others wait their turn)
+    resume_dials_per_turn: int = 64  # ... started per reactor turn (the proxy serves others in between)
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,10 +425,13 @@ MIN_WORKER_TIMEOUT = 0.1
 class ProcessConfig:
     """How many processes serve: 1 is one process (no supervisor); more is a supervisor and that many workers
     (``auto`` in the file is read as the number of cores this process may run on). A worker that leaves a
-    call of the supervisor unanswered for ``worker_timeout`` seconds is killed and restarted."""
+    call of the supervisor unanswered for ``worker_timeout`` seconds is killed and restarted. After a live
+    upgrade (docs/upgrade.md) the old process serves what it kept for at most ``upgrade_deadline`` seconds,
+    then closes it as a graceful stop does."""
 
     workers: int = 1
     worker_timeout: float = 5.0
+    upgrade_deadline: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)

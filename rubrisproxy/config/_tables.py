@@ -113,6 +113,8 @@ LIMITS = Table(Limits, (
     Field("max-headers", count()),
     Field("max-body-size", size()),
     Field("resume-buffer-total", size()),
+    Field("resume-dials", count()),
+    Field("resume-dials-per-turn", count()),
 ))
 
 POOL = Table(PoolSettings, (
@@ -138,7 +140,9 @@ def access_log(key: str, value: object) -> AccessLogSettings:
 
 LOG = Table(LogSettings, (Field("format", log_format),))
 
-PROCESS = Table(ProcessConfig, (Field("workers", workers), Field("worker-timeout", worker_timeout)))
+PROCESS = Table(ProcessConfig, (
+    Field("workers", workers), Field("worker-timeout", worker_timeout), Field("upgrade-deadline", parse_duration),
+))
 
 SHUTDOWN = Table(ProxyConfig, (
     Field("grace", parse_duration, "shutdown_grace"),

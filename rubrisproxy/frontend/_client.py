@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..websocket import ClientSide
 
@@ -23,6 +23,9 @@ class UpgradedClient(ClientSide, Protocol):
     """The client side a WebSocket takes over."""
 
     upgraded_at: tuple[int, int]  # bytes_in and bytes_out where the WebSocket began
+
+    def move_record(self, opened: bool, unsent: bytes) -> dict[str, Any]:
+        """Its connection's life so far, for a live upgrade (see ``frontend._moving``)."""
 
 
 class ExchangeClient(Protocol):

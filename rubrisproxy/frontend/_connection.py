@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementedBy
 
 from .._compat import direct_write, unsent
 from ..config import WebSocketConfig
@@ -21,6 +23,7 @@ from ._ending import ConnectionEnding
 from ._exchange import Exchange
 from ._forward_exchange import ForwardExchange
 from ._handover import Handover
+from ._moving import Moving
 from ._peers import forwarded_node, forwarded_quote
 from ._phase import CLOSING, FOLLOWS, HTTP2, LOST, OPENING, UPGRADING, Phase
 from ._pipeline import UPGRADE, Pipeline
@@ -30,6 +33,7 @@ from ._timeouts import ConnectionTimeouts, Wait
 if TYPE_CHECKING:
     from ..origin import OriginConnection
     from ..ratelimit import Entry
+    from ..transfer import Carrier
     from ..websocket import Relay
 
 #: The session header's default name: a backend that names another drops that one too (``Backend.session_drops``).
@@ -40,6 +44,7 @@ SESSION_HEADER = WebSocketConfig().session_header.lower().encode()
 LOCAL_CLIENT_DROPS = spellings(FORWARDING | CLIENT_CLAIMS | {SESSION_HEADER}) | frozenset((b"expect",))
 
 
+@lru_cache(maxsize=1024)  # a client reconnecting, or many behind one address, reuses its lines
 def forwarding_template(address: str, secure: bool) -> bytes:
     """The forwarding header lines for one client, with two ``%s`` left for the Host value (the second quoted)."""
     ip = address.encode().replace(b"%", b"%%")
@@ -51,7 +56,7 @@ def forwarding_template(address: str, secure: bool) -> bytes:
     )
 
 
-class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts, Protocol):
+class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionTimeouts, Protocol):
     """Parses requests, runs them one at a time as :class:`Exchange` objects, answers in order.
 
     Requests pipelined behind the current one are parsed and held (reading pauses
@@ -75,10 +80,13 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
         "_phase", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
         "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding",
         "gate", "download", "parser", "opened_at", "responses", "end_reason", "last_request", "_limit_end",
-        "handlers", "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at", "limits_held",
+        "handlers", "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at", "limits_held", "_carrier",
     )
 
     def __init__(self, frontend: Frontend) -> None:
+        # What zope.interface answers when nothing is declared on the instance, set so that its look-ups (Twisted
+        # asks several per connection) find it at once instead of failing on the empty slot first.
+        self.__provides__ = implementedBy(type(self))
         self.frontend = frontend
         self.handlers = frontend.handlers  # those it opened with hear of its end, whatever a reload changes
         self._phase = OPENING
@@ -110,6 +118,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
         self.last_request: Exchange | None = None  # the request after which it closes (max-reads, max-writes)
         self._limit_end: ConnectionEnd | None = None  # which limit made it the last
         self.limits_held: list[Entry] | None = None  # counted by the frontend's connection rate limits
+        self._carrier: Carrier | None = None  # a live upgrade's, while it waits to move (see Moving)
 
     def _to(self, phase: Phase) -> None:
         """Move to ``phase`` if it may follow the present one (see :class:`~rubrisproxy.frontend._phase.Phase`);
@@ -124,7 +133,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
         frontend.connections.add(self)
         frontend.accepted += 1
         peer = self.transport.getPeer()
-        self.client_address = sys.intern(getattr(peer, "host", str(peer)))  # one copy per address, not per connection
+        host = getattr(peer, "host", None)
+        self.client_address = sys.intern(str(peer) if host is None else host)  # one copy per address, not per connection
         self.secure = ISSLTransport.providedBy(self.transport)
         tune_transport(self.transport)
         self._direct = writes_directly(self.transport)
@@ -188,6 +198,18 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
             self._release(reason)
         finally:
             self._ended(self.end_reason or end)  # a relay may have said why, as it ended
+            if self.relay is None:
+                self._disown()
+
+    def _disown(self) -> None:
+        """Make its gate, write watch and timers call it back no more. Their bound methods are cycles through the
+        connection: left, each closed connection would wait for Python's cyclic garbage collector, which then runs
+        every few dozen connections and, every few thousand, walks the whole heap."""
+        self.gate.disown()
+        self._output.disown()
+        self._deadline.disown()
+        if self._close_timer is not None:
+            self._close_timer.disown()
 
     def _release(self, reason: Failure) -> None:
         if self.pinned is not None:
@@ -299,6 +321,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, ConnectionTimeouts,
         self.download.drop_idle()
         self.transport.loseConnection()
         self._wait(None)
+        if self._direct and not unsent(self.transport) and getattr(self.transport, "producer", None) is None:
+            return  # all sent, no producer to wait for: Twisted closes it on its next write event, no timer needed
         if self._close_timer is None and self._phase is not LOST:
             self._close_timer = Deadline(self.frontend.clock, self._close_expired)
             self._delivered = self.bytes_out - unsent(self.transport)

@@ -246,6 +246,17 @@ class Dispatch(Timing):
         self.server = server
         self._holds_slot = True
 
+    # A live upgrade (docs/upgrade.md)
+
+    def resume_upgraded(self, backend: Backend, server: Server, slot: bool) -> None:
+        """In the process it moved to: a tunnel open on ``server`` owns both connections; ``slot``: it holds a
+        slot there (a backend's server; not a forward proxy's direct CONNECT)."""
+        self.backend, self.server = backend, server
+        if slot:
+            backend.take(server)
+            self._holds_slot = True
+        self._state = State.UPGRADED
+
     def _drop_connection(self) -> None:
         connection, self.connection = self.connection, None
         if connection is not None:

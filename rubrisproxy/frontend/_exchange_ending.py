@@ -182,6 +182,16 @@ class ExchangeEnding(Dispatch):
         if session is not None:
             session.registry.websocket_ended(session, termination in (Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
 
+    def upgrade_moved(self) -> None:
+        """The WebSocket this exchange became was carried to another process, which counts and logs it: done
+        here, its server slot (if it still held one) freed."""
+        if self._state is _DONE:
+            return
+        self._state = _DONE
+        if self.rules is not None:
+            self.rules.end()
+        self._free_slot()
+
     def dropped(self) -> None:
         """A pipelined request that will never be answered (its connection is closing)."""
         self._state = _DONE

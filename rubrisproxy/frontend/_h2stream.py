@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate
@@ -143,6 +143,9 @@ class H2Stream(StreamResponse):
 
     # What a WebSocket calls, as on a client connection
 
+    def move_record(self, opened: bool, unsent: bytes) -> dict[str, Any]:
+        raise NotImplementedError("a WebSocket over an HTTP/2 stream does not move (its connection carries others)")
+
     def upgraded(self) -> H2Stream:
         return self
 
@@ -158,6 +161,10 @@ class H2Stream(StreamResponse):
 
     def websocket_ended(self, termination: Termination) -> None:
         """A stream's WebSocket ending ends nothing more than the stream."""
+
+    def moved_away(self) -> None:
+        """Never called: a WebSocket on a stream stays in its process (its socket is the whole connection's)."""
+        raise AssertionError("a WebSocket over HTTP/2 is not carried to another process")
 
     # What the exchange calls, as on a client connection
 

@@ -11,11 +11,13 @@ from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate
 from ..http import RequestParser
 from ._h2connection import H2Connection, speaks_h2
-from ._phase import HTTP2, READING, UPGRADED, Phase
+from ._phase import HTTP2, LOST, READING, UPGRADED, Phase
 from ._pipeline import UPGRADE
+from ._rules import connection_closed
 from ._timeouts import Wait
 
 if TYPE_CHECKING:
+    from ..ratelimit import Entry
     from ..websocket import Relay
     from ._connection import ClientConnection
     from ._context import Frontend
@@ -49,6 +51,7 @@ class Handover:
     bytes_in: int
     bytes_out: int
     upgraded_at: tuple[int, int]
+    limits_held: list[Entry] | None
 
     if TYPE_CHECKING:  # the connection's own, and its other parts'
         def _to(self, phase: Phase) -> None: ...
@@ -99,6 +102,23 @@ class Handover:
         self.download.drop_idle()  # the relay registers its own producers
         self.gate.resume(UPGRADE)
         return rest
+
+    def adopting(self) -> None:
+        """A WebSocket carried from another process takes this just adopted connection over next (it reads no
+        request here: see :meth:`take_over`)."""
+        self._to(READING)
+
+    def moved_away(self) -> None:
+        """Its WebSocket was carried to another process with its socket (let go of already, without a FIN): the
+        connection ends here, neither counted nor logged (the new process does both when it ends)."""
+        if self.limits_held is not None:
+            connection_closed(self.limits_held)
+            self.limits_held = None
+        self.frontend.connections.discard(self)
+        self.frontend.bytes_in += self.bytes_in  # what crossed it here stays in this process's totals
+        self.frontend.bytes_out += self.bytes_out
+        self.relay = None
+        self._to(LOST)
 
     def readConnectionLost(self) -> None:
         """The client half-closed an upgraded connection (see :meth:`take_over`)."""

@@ -19,7 +19,9 @@ class Phase(Enum):
     new request is answered, the one in progress finishes. ``LOST`` from any of them when the
     transport is gone; later events are ignored. An upgrade request still unanswered when a close
     began keeps its gate reason, which the answer releases (see ``exchange_done``); its 101 may
-    still hand the connection over.
+    still hand the connection over. ``MOVING``, from ``OPENING`` or ``READING`` while idle, when a live
+    upgrade carries it to the new process (reading paused): back where it was if refused, else ``LOST``
+    (its socket let go of, nothing more logged here: the new process logs its whole life).
     """
 
     OPENING = "opening"
@@ -28,20 +30,23 @@ class Phase(Enum):
     UPGRADING = "upgrading"
     UPGRADED = "upgraded"
     CLOSING = "closing"
+    MOVING = "moving"
     LOST = "lost"
 
 
 # Read through module names: a member read through its Enum class costs a descriptor call.
-OPENING, HTTP2, READING, UPGRADING, UPGRADED, CLOSING, LOST = (
-    Phase.OPENING, Phase.HTTP2, Phase.READING, Phase.UPGRADING, Phase.UPGRADED, Phase.CLOSING, Phase.LOST
+OPENING, HTTP2, READING, UPGRADING, UPGRADED, CLOSING, MOVING, LOST = (
+    Phase.OPENING, Phase.HTTP2, Phase.READING, Phase.UPGRADING, Phase.UPGRADED, Phase.CLOSING, Phase.MOVING,
+    Phase.LOST,
 )
 
 
 #: The phases each one may move to (see :class:`Phase`): ``ClientConnection._to`` moves only along them.
 FOLLOWS = {
-    OPENING: frozenset((READING, HTTP2, CLOSING, LOST)),
+    OPENING: frozenset((READING, HTTP2, CLOSING, MOVING, LOST)),
     HTTP2: frozenset((LOST,)),
-    READING: frozenset((UPGRADING, UPGRADED, CLOSING, LOST)),
+    READING: frozenset((UPGRADING, UPGRADED, CLOSING, MOVING, LOST)),
+    MOVING: frozenset((OPENING, READING, CLOSING, LOST)),
     UPGRADING: frozenset((READING, UPGRADED, CLOSING, LOST)),
     CLOSING: frozenset((UPGRADED, LOST)),
     UPGRADED: frozenset((LOST,)),

@@ -15,6 +15,7 @@ from ._timeouts import Wait
 from ._timing import log_refused
 
 if TYPE_CHECKING:
+    from ..transfer import Carrier
     from ._context import Frontend
     from ._exchange import Exchange
     from ._exchange_ending import ExchangeEnding
@@ -55,6 +56,7 @@ class Pipeline:
     ready_at: float
     last_request: Exchange | None
     _limit_end: ConnectionEnd | None
+    _carrier: Carrier | None
 
     if TYPE_CHECKING:  # the connection's own, and its other parts'
         def _to(self, phase: Phase) -> None: ...
@@ -65,6 +67,7 @@ class Pipeline:
         def note_end(self, reason: ConnectionEnd) -> None: ...
         def end(self, reason: ConnectionEnd) -> None: ...
         def close(self) -> None: ...
+        def _move_if_idle(self) -> None: ...
 
     def _hold(self, exchange: Exchange) -> None:
         """A request was read while another is answered (or the client is not reading): it waits parsed."""
@@ -117,6 +120,8 @@ class Pipeline:
                 self._wait(Wait.CLIENT)  # what was written must go before anything starts
             else:
                 self._settle()
+            if self._carrier is not None:  # a live upgrade waits for it to be idle
+                self._move_if_idle()
 
     def _begin(self, exchange: Exchange) -> None:
         """Start answering ``exchange``."""

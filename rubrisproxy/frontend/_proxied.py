@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
+from typing import Any
 
 from .._compat import V1Parser, V2Parser
 from ..http import CLIENT_CLAIMS, FORWARDING, RequestHead, quoted, spellings
@@ -121,6 +123,21 @@ class ProxiedConnection(ClientConnection):
         self.announce()  # every connection the termination handlers hear of, the connection handlers heard of
         self.end(ConnectionEnd.PROTOCOL_READ_ERROR)
         return b""
+
+    # A live upgrade: the client identity it learned travels with it
+
+    def may_move(self) -> bool:
+        return not self._proxy_header  # not while a PROXY header is half read
+
+    def move_record(self, opened: bool, unsent: bytes) -> dict[str, Any]:
+        return super().move_record(opened, unsent) | {
+            "peer": self.peer, "source": self.source, "proxy_header_read": self._proxy_header is None}
+
+    def restore_peer(self, record: Mapping[str, Any]) -> None:
+        if not record.get("proxy_header_read") or self._proxy_header is None:
+            return  # its PROXY header is still to come (or it was announced as it opened here)
+        source = record.get("source")
+        self._proxy_header_read(b"", str(source) if source is not None else None)
 
     def source_address(self) -> str | None:
         """A proxy's connection carries many clients: only one a PROXY header named is its own."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from ..accesslog import AccessRecord
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
 
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 TERMINATIONS = {termination: termination.value for termination in Termination}
+
+
+#: What :meth:`Timing.timing_record` carries: every reading and count the access log and metrics read.
+TIMING_FIELDS = ("started_at", "wait", "queued_at", "dequeued_at", "connect_started", "connected_at", "sent_at",
+                 "response_at", "status", "bytes_in", "bytes_out", "retries")
 
 
 class Timing:
@@ -51,6 +57,15 @@ class Timing:
         self.bytes_in = 0  # request body bytes (the head is counted apart), or a WebSocket's bytes from the client
         self.bytes_out = 0  # bytes written to the client for this request
         self.retries = 0  # connection attempts made again, as the access log reports them
+
+    def timing_record(self) -> dict[str, float]:
+        """Its clock readings and counts, for a WebSocket carried to another process by a live upgrade."""
+        return {name: getattr(self, name) for name in TIMING_FIELDS}
+
+    def restore_timing(self, record: Mapping[str, float]) -> None:
+        """Take up the readings and counts of :meth:`timing_record` (the old process's)."""
+        for name in TIMING_FIELDS:
+            setattr(self, name, record[name])
 
     def count(
         self, frontend: Frontend, backend: Backend | None, termination: Termination, now: float, from_origin: bool

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from ..http import NONE, HTTPError, ResponseHead, serialize_headers
 from ..lifecycle import Termination
@@ -139,8 +140,19 @@ class ExchangeHandoff:
         return self.clock.seconds() - self.exchange.started_at
 
     def client_handshake(self) -> bytes:
-        head = self.head
-        return b"GET %s HTTP/1.1\r\n%s\r\n" % (head.target, serialize_headers(head.headers))
+        # What Autobahn reads of it, already checked by check_upgrade: not the application's headers (cookies...),
+        # which it would parse and validate again for nothing.
+        upgrade = self.upgrade
+        assert upgrade is not None  # a session's
+        lines = [b"GET / HTTP/1.1\r\nHost: rubrisproxy\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n" % upgrade.key]
+        if upgrade.protocols:
+            lines.append(b"Sec-WebSocket-Protocol: %s\r\n" % ", ".join(upgrade.protocols).encode("latin-1"))
+        lines.extend(b"Sec-WebSocket-Extensions: %s\r\n" % offer for offer in upgrade.extensions)
+        if upgrade.origin is not None:
+            lines.append(b"Origin: %s\r\n" % upgrade.origin.encode("latin-1"))
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     def release_server(self) -> None:
         self.exchange.release_server()
@@ -151,7 +163,41 @@ class ExchangeHandoff:
     def fail(self, error: HTTPError, termination: Termination) -> None:
         self.exchange.fail(error, termination)
 
+    def move_record(self) -> dict[str, Any]:
+        exchange, head = self.exchange, self.head
+        return {
+            "frontend": self.exchange.client.frontend.name, "client": self.client.move_record(True, b""),
+            "request": {"method": head.method.decode("latin-1"), "target": head.target.decode("latin-1"),
+                        "version": head.version.decode("latin-1"), "size": head.size},
+            "client_address": exchange.client_address, "timing": exchange.timing_record(),
+            "upgraded_at": list(self.client.upgraded_at),
+            "backend": exchange.backend.name if exchange.backend is not None else None,
+            "server": exchange.server.name if exchange.server is not None else None,
+            # where a forward proxy's CONNECT tunnel made directly goes: the destination's name, address and port
+            "destination": [exchange.server.name, exchange.server.config.host, exchange.server.config.port]
+            if exchange.server is not None else None,
+        }
+
     def ended(self, termination: Termination) -> None:
+        bytes_in, bytes_out = self._since_upgrade()
+        self.exchange.upgrade_ended(termination, bytes_in, bytes_out)
+
+    def _since_upgrade(self) -> tuple[int, int]:
         client = self.client
         bytes_in, bytes_out = client.upgraded_at  # what crossed the client's connection before the WebSocket
-        self.exchange.upgrade_ended(termination, client.bytes_in - bytes_in, client.bytes_out - bytes_out)
+        return client.bytes_in - bytes_in, client.bytes_out - bytes_out
+
+    @property
+    def frontend(self) -> str:
+        return self.exchange.client.frontend.name
+
+    def carried(self) -> dict[str, object]:
+        exchange = self.exchange
+        bytes_in, bytes_out = self._since_upgrade()
+        record = exchange.record(self.clock.seconds(), self.frontend, Termination.OK)
+        return {"line": asdict(record), "started": exchange.started_at, "bytes_in": bytes_in,
+                "bytes_out": exchange.bytes_out + bytes_out}
+
+    def moved(self) -> None:
+        self.exchange.upgrade_moved()
+        self.client.moved_away()

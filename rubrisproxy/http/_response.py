@@ -17,6 +17,31 @@ MAX_RESPONSE_HEAD = 65536
 #: Headers the parser itself reads, or that never cross the proxy.
 _SPECIAL = HOP_BY_HOP | frozenset((b"content-length",))
 
+#: What a response header is to the parser, by name.
+_FORWARD, _DROP, _LENGTH, _CODING, _CONNECTION = range(5)
+
+
+_READ = {b"content-length": _LENGTH, b"transfer-encoding": _CODING, b"connection": _CONNECTION}
+
+
+def _kind(name: bytes) -> int:
+    lower = name.lower()
+    if lower not in _SPECIAL:
+        return _DROP if lower[:6] == b"proxy-" else _FORWARD
+    return _READ.get(lower, _DROP)  # the other hop-by-hop headers never cross
+
+
+#: The kinds of the names origins commonly send, as they spell them: looked up instead of worked out per header.
+_KINDS = {
+    spelling: _kind(spelling)
+    for name in (
+        b"Server", b"Date", b"Content-Type", b"Content-Length", b"Connection", b"Keep-Alive", b"Transfer-Encoding",
+        b"Last-Modified", b"ETag", b"Accept-Ranges", b"Cache-Control", b"Expires", b"Vary", b"Set-Cookie",
+        b"Location", b"Content-Encoding", b"X-Powered-By", b"Access-Control-Allow-Origin",
+    )
+    for spelling in (name, name.lower())
+}
+
 
 class ResponseHead:
     """A parsed status line and headers; ``forward`` holds the end-to-end ones."""
@@ -196,17 +221,19 @@ class ResponseParser:
         head = ResponseHead(status, self._reason, _VERSIONS.get(parser.get_http_version(), b"1.1"), headers)
         forward = head.forward
         connection = head.connection
+        kinds = _KINDS
         for pair in headers:
-            lower = pair[0].lower()
-            if lower not in _SPECIAL:
-                if lower[:6] != b"proxy-":
-                    forward.append(pair)
-            elif lower == b"content-length":
+            kind = kinds.get(pair[0])
+            if kind is None:
+                kind = _kind(pair[0])
+            if kind == _FORWARD:
+                forward.append(pair)
+            elif kind == _LENGTH:
                 forward.append(pair)
                 head.content_length = int(pair[1])
-            elif lower == b"transfer-encoding":
+            elif kind == _CODING:
                 head.chunked = pair[1].strip().lower().endswith(b"chunked")
-            elif lower == b"connection":
+            elif kind == _CONNECTION:
                 tokens = connection_tokens(pair[1])
                 connection = connection | tokens if connection else tokens
         if connection:

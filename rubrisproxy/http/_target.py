@@ -173,6 +173,13 @@ class Target:
         return without_params(self.path)
 
 
+#: Targets resolved lately, by request target and Host: most requests repeat a few, whose checks and normal form
+#: need working out once. Bounded: emptied when full.
+_RESOLVED: dict[tuple[bytes, bytes | None], Target] = {}
+_RESOLVED_MAX = 512
+_CACHED_LENGTH = 256  # longer targets are rarely repeated, and would make the cache large
+
+
 def resolve(head: RequestHead) -> Target:
     """``head``'s :class:`Target`, worked out once; :class:`HTTPError` 400 if it has none."""
     target = head.resolved
@@ -180,9 +187,21 @@ def resolve(head: RequestHead) -> Target:
         return target
     raw = head.target
     host = head.host
-    if raw == b"*" and head.method == b"OPTIONS":
-        target = head.resolved = Target(host, b"*", b"", False)
-        return target
+    key = (raw, host)
+    target = _RESOLVED.get(key)
+    if target is None:
+        target = _resolve(raw, host, head.method)
+        if raw != b"*" and len(raw) <= _CACHED_LENGTH:  # "*" means something for OPTIONS only
+            if len(_RESOLVED) >= _RESOLVED_MAX:
+                _RESOLVED.clear()
+            _RESOLVED[key] = target
+    head.resolved = target
+    return target
+
+
+def _resolve(raw: bytes, host: bytes | None, method: bytes) -> Target:
+    if raw == b"*" and method == b"OPTIONS":
+        return Target(host, b"*", b"", False)
     absolute = split_absolute(raw) if raw[:1] != b"/" else None
     if absolute is not None:
         host, raw = absolute
@@ -193,6 +212,4 @@ def resolve(head: RequestHead) -> Target:
     if b"#" in raw:
         raise HTTPError(400, "a fragment in the request target")
     path, mark, query = raw.partition(b"?")
-    target = Target(host, normalise_path(path), mark + query, absolute is not None)
-    head.resolved = target
-    return target
+    return Target(host, normalise_path(path), mark + query, absolute is not None)

@@ -40,6 +40,7 @@ from ..engineio import (
     sid_of,
     socketio_packet,
 )
+from ._eiocarry import EngineIOCarrying
 from ._hooks import Message
 
 if TYPE_CHECKING:
@@ -90,20 +91,20 @@ class _Phase(Enum):
     REJOINING = "rejoining"  # a new backend leg is open: its open packet and CONNECT answers are consumed
 
 
-class EngineIOResume:
+class EngineIOResume(EngineIOCarrying):
     """A session's Engine.IO state and its rejoin on a new server (see the module docstring).
 
     Heartbeats while moving: in v4 the server pings and the client answers, so the proxy pings the client
     itself at the learned interval and swallows as many of its pongs; in v3 the client pings, so the proxy
     answers its pings. An emit that waited for its ack when the old server was lost never gets it: those
-    are counted lost (:meth:`moved_off`).
+    are counted lost (:meth:`moved_off`). What of it crosses to another process with its session: its base
+    :class:`~rubrisproxy.websocket._eiocarry.EngineIOCarrying`.
     """
 
     log = Logger()
 
-    __slots__ = ("_session", "version", "_handshake_timeout", "sid", "interval", "timeout", "_last_ping", "joined",
-                 "server_sids", "_acks", "_held_acks", "_complete", "_seen_traffic", "_phase", "_aware", "_beat",
-                 "_deadline", "_owed_pongs", "_leg", "_expected", "_polling", "_polled_sid", "prefixing")
+    __slots__ = ("_session", "version", "_handshake_timeout", "_phase", "_aware", "_deadline", "_leg", "_expected",
+                 "_polled_sid", "prefixing")
 
     def __init__(self, session: RejoiningSession, version: int, upgraded: bool, handshake_timeout: float) -> None:
         self._session = session

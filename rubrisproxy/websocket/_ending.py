@@ -36,7 +36,8 @@ class SessionState(Enum):
     ``MOVING`` when the old backend leg is asked to close (its server leaving, a resume close code)
     and goes on to ``RESUMING`` once that leg is gone; a backend connection lost while ``OPEN`` goes
     straight to ``RESUMING``. ``RESUMING`` returns to ``OPEN`` when a new backend leg opens. Any of
-    them ends in ``CLOSING`` (a close from either side, a failure, drain, idle timeout, a move given up).
+    them ends in ``CLOSING`` (a close from either side, a failure, drain, idle timeout, a move given up), or, from
+    ``RESUMING``, in ``CARRIED``: another rubrisproxy process took it over (an upgrade), and it is gone from here.
     """
 
     OPENING = "opening"  # the client's handshake is not answered yet
@@ -44,11 +45,13 @@ class SessionState(Enum):
     MOVING = "moving"  # the old backend leg is closing; client messages are held
     RESUMING = "resuming"  # no backend leg: a new one is being opened; client messages are held
     CLOSING = "closing"  # the session ends: nothing more moves
+    CARRIED = "carried"  # another process has it: nothing more moves here, and its end is not this process's
 
 
 # Read through module names: a member read through its Enum class costs a descriptor call.
-OPENING, OPEN, MOVING, RESUMING, CLOSING = (
-    SessionState.OPENING, SessionState.OPEN, SessionState.MOVING, SessionState.RESUMING, SessionState.CLOSING
+OPENING, OPEN, MOVING, RESUMING, CLOSING, CARRIED = (
+    SessionState.OPENING, SessionState.OPEN, SessionState.MOVING, SessionState.RESUMING, SessionState.CLOSING,
+    SessionState.CARRIED,
 )
 
 

@@ -8,7 +8,7 @@ client's connection through :attr:`UpgradeHandoff.client`, and reports its end w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime, ITCPTransport
@@ -55,6 +55,9 @@ class ClientSide(ByteMeter, Protocol):
     def websocket_ended(self, termination: Termination) -> None:
         """The WebSocket ended with ``termination``: the connection's end, before its TCP close."""
 
+    def moved_away(self) -> None:
+        """The connection was carried to another process (its socket let go of already): end here uncounted."""
+
 
 class UpgradeHandoff(Protocol):
     """The upgraded request: what a :class:`~rubrisproxy.websocket.Tunnel` or a
@@ -97,7 +100,8 @@ class UpgradeHandoff(Protocol):
         """Seconds since the request's head was read."""
 
     def client_handshake(self) -> bytes:
-        """The client's upgrade request as it sent it (for a session's own WebSocket server to answer)."""
+        """The client's upgrade request as a session's own WebSocket server reads it: its key, version, offered
+        (allowed) subprotocols, extension offers and origin, as the client sent them."""
 
     def release_server(self) -> None:
         """The WebSocket is leaving its server: its slot there is free for others."""
@@ -110,3 +114,19 @@ class UpgradeHandoff(Protocol):
 
     def ended(self, termination: Termination) -> None:
         """The WebSocket has ended: free its server slot, count and log it."""
+
+    @property
+    def frontend(self) -> str:
+        """The frontend's name."""
+
+    def carried(self) -> dict[str, object]:
+        """What the request's one access-log line needs, for the process a session is carried to (JSON-encodable:
+        the line's fields so far, when the request began, the bytes crossed since the 101)."""
+
+    def move_record(self) -> dict[str, Any]:
+        """The request a WebSocket moving to another process came from (a live upgrade): its line, its client,
+        its timings and counts, its backend and server, where its client's bytes began."""
+
+    def moved(self) -> None:
+        """The WebSocket was carried to another process (its sockets let go of already, without a shutdown), which
+        counts and logs it when it ends: its server slot freed, ended here unlogged."""

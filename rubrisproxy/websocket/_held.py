@@ -33,6 +33,10 @@ class HeldMessages:
         self.size += size
         return None
 
+    def peek(self) -> list[Message]:
+        """Every held message, oldest first, still held."""
+        return list(self._messages)
+
     def release(self) -> list[Message]:
         """Every held message, oldest first; none is held after."""
         held, self._messages = self._messages, []

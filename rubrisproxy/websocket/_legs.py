@@ -32,12 +32,33 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from .._compat import AutobahnHooks, cancel_pong_timeout, compresses, rearm_pong_timeout, unsent, use_batched_timer
+from .._compat import (
+    AutobahnHooks,
+    LazyUtf8Validator,
+    cancel_pong_timeout,
+    compresses,
+    defer_autobahn_debug,
+    direct_write,
+    inbound_window_bits,
+    message_compressed,
+    open_at_once,
+    pause_auto_ping,
+    prime_inflater,
+    rearm_pong_timeout,
+    resume_auto_ping,
+    send_queue_back,
+    slim_open_leg,
+    unsent,
+    use_batched_timer,
+)
 from ..config import WebSocketConfig
-from ..flow import ReadGate
+from ..flow import ReadGate, writes_directly
 from ..lifecycle import Termination
-from ._frames import read_simple, simple_frame
+from ._frames import frame_parts, read_simple
+from ._handshake import accept_key
+from ._outbox import Outbox
 from ._timers import BucketTimer
+from ._window import InflateWindow
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
@@ -45,6 +66,7 @@ if TYPE_CHECKING:
     from ._session import WebSocketSession
 
 _CLOSE_OPCODE = 8
+_RFC6455 = 13  # the Sec-WebSocket-Version of every client handshake a leg answers (check_upgrade)
 #: Unsent bytes to a peer beyond which its pings are not answered at once (Twisted's own buffer size).
 _PONG_BACKLOG = 64 << 10
 #: How often a pong owed to such a peer is tried again.
@@ -59,7 +81,9 @@ class LegFactories:
             maxFramePayloadSize=config.max_frame_size,
             maxMessagePayloadSize=config.max_message_size,
             autoFragmentSize=config.auto_fragment_size,
-            openHandshakeTimeout=config.open_handshake_timeout,
+            # A leg is handed a whole handshake (the client's, or the backend's 101) and answers it at once: no timer
+            # (open-handshake-timeout bounds the wait for the 101, on the HTTP path).
+            openHandshakeTimeout=0,
             closeHandshakeTimeout=config.close_handshake_timeout,
             failByDrop=False,  # a protocol error is answered with its close code (1002, 1007, 1009)
         )
@@ -80,18 +104,21 @@ class LegFactories:
             perMessageCompressionAccept=_accept_deflate_response if config.compression else _refuse_extensions,
             **limits,
         )
+        defer_autobahn_debug()
         #: Every leg's Autobahn timers (handshakes, pings), on the proxy's clock.
         self.timer = BucketTimer(clock)
         for factory in (self.server, self.client):
             factory.noisy = False
             use_batched_timer(factory, self.timer)
-        self.client_leg: type[ClientLeg] = _configured(ClientLeg, self.server, self.timer)
-        self.backend_leg: type[BackendLeg] = _configured(BackendLeg, self.client, self.timer)
+        #: The fast-path frames of every leg, held while a read is relayed.
+        self.outbox = Outbox()
+        self.client_leg: type[ClientLeg] = _configured(ClientLeg, self.server, self.timer, self.outbox)
+        self.backend_leg: type[BackendLeg] = _configured(BackendLeg, self.client, self.timer, self.outbox)
         #: The Sec-WebSocket-Extensions value the proxy offers a backend.
         self.offers = ", ".join(offer.get_extension_string() for offer in self.client.perMessageCompressionOffers).encode()
 
 
-def _configured(leg: Any, factory: Any, timer: BucketTimer) -> Any:
+def _configured(leg: Any, factory: Any, timer: BucketTimer, outbox: Outbox) -> Any:
     """A subclass of ``leg`` carrying ``factory``'s settings (and the legs' ``timer``) as class attributes.
 
     Autobahn copies each of some forty settings from the factory into every protocol
@@ -99,9 +126,13 @@ def _configured(leg: Any, factory: Any, timer: BucketTimer) -> Any:
     connection, which matters for many idle WebSockets.
     """
     settings = {name: getattr(factory, name) for name in leg.CONFIG_ATTRS}
+    # Nothing left for Autobahn to copy at each connection: its loop would only build (and pretty-print, for a
+    # debug line not written) a list of the forty settings, a third of a session's handshake CPU.
+    settings["CONFIG_ATTRS"] = ()
     sizes = [size for size in (factory.maxFramePayloadSize, factory.maxMessagePayloadSize) if size > 0]
     settings["_limit"] = min(sizes) if sizes else 0
     settings["_timer"] = timer
+    settings["_outbox"] = outbox
     # A function as a class attribute would become a method: keep callbacks plain.
     settings = {name: staticmethod(v) if isinstance(v, FunctionType) else v for name, v in settings.items()}
     return type(leg.__name__, (leg,), settings)
@@ -133,6 +164,23 @@ class _Uncounted:
         self.bytes_in = self.bytes_out = 0
 
 
+#: Autobahn's per-connection attributes that an open leg holds at these values until something happens (an error,
+#: a close, a ping): kept once, on the leg classes, not in every leg (see ``slim_open_leg``). Not those the message
+#: path reads (``data``, ``current_frame``, ``inside_message``): an instance's own are faster to read.
+_AT_REST: dict[str, object] = dict.fromkeys((
+    "_perMessageCompress", "trackedTimings", "wasNotCleanReason", "localCloseCode", "localCloseReason",
+    "remoteCloseCode", "remoteCloseReason", "serverConnectionDropTimeoutCall", "openHandshakeTimeoutCall",
+    "closeHandshakeTimeoutCall", "autoPingTimeoutCall", "autoPingPending", "autoPingPendingSent",
+    "http_response_data", "http_status_line", "http_headers", "http_request_data", "http_request_uri",
+    "http_request_params", "websocket_protocol_in_use", "_transport_details", "_valid_events", "_results",
+    "_switch",
+)) | dict.fromkeys((
+    "triggered", "wasMaxFramePayloadSizeExceeded", "wasMaxMessagePayloadSizeExceeded", "closedByMe", "failedByMe",
+    "droppedByMe", "wasClean", "wasServerConnectionDropTimeout", "wasOpenHandshakeTimeout",
+    "wasCloseHandshakeTimeout", "wasServingFlashSocketPolicyFile",
+), False) | {"autoPingPendingSeq": 0, "send_state": 0}
+
+
 class _Leg(AutobahnHooks):
     """What both legs add to Autobahn: pings answered at the proxy, a pong timeout that waits while
     the proxy itself is not reading from the peer, and no timer left behind."""
@@ -142,6 +190,7 @@ class _Leg(AutobahnHooks):
     closeHandshakeTimeoutCall: Any  # Autobahn's, or one of _timer's
     autoFragmentSize: int  # Autobahn's settings: set per backend by _configured
     closeHandshakeTimeout: float
+    version: int
     _timer: BucketTimer  # set per backend by _configured
     #: Pauses reading from the peer (flow control); set when the leg is opened.
     gate: ReadGate | None = None
@@ -152,10 +201,16 @@ class _Leg(AutobahnHooks):
     _deflating = True  # whether messages are compressed (permessage-deflate): known once open
     _owed_pong: bytes | None = None  # the latest ping of a peer that is not reading, still to answer
     _owed_call: Any = None  # the retry of that answer
+    utf8validator = LazyUtf8Validator()  # for Autobahn's parser: made if a text message needs it
+    _outbox: Outbox  # set per backend by _configured
+    _held_frames: list[bytes | bytearray] | None = None  # fast-path frames (heads, bodies) held while a read is relayed
     #: What counts the bytes this leg writes to its peer: the client's connection (its ``bytes_out``) for the
     #: client leg, the server (its ``bytes_in``) for a backend leg. Reads are counted where they arrive.
     meter: ByteMeter = _Uncounted()
     _to_client = False
+    #: The last window of what the peer compressed (its context takeover), for a carry to another process;
+    #: None: it compresses nothing, or without context takeover.
+    _window: InflateWindow | None = None
 
     def dataReceived(self, data: bytes) -> None:
         # Fast path: whole simple messages at the front of the read, when Autobahn holds nothing partial;
@@ -168,14 +223,20 @@ class _Leg(AutobahnHooks):
         ):
             messages, waiting = read_simple(data, self._masked_in, self._limit)
             used = 0
-            if messages and self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
-                cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
-            for payload, binary, end in messages:
-                self.onMessage(payload, binary)
-                used = end
-                if self.state != self.STATE_OPEN or self.held is not None:
-                    waiting = False  # the message closed or failed the leg: Autobahn reads the rest
-                    break
+            if messages:
+                if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
+                    cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
+                outbox = self._outbox
+                outbox.depth += 1  # what the messages prompt is written once they are all relayed
+                try:
+                    for payload, binary, end in messages:
+                        self.onMessage(payload, binary)
+                        used = end
+                        if self.state != self.STATE_OPEN or self.held is not None:
+                            waiting = False  # the message closed or failed the leg: Autobahn reads the rest
+                            break
+                finally:
+                    outbox.close()
             if used:
                 data = data[used:]
                 if not data:
@@ -192,13 +253,21 @@ class _Leg(AutobahnHooks):
             and fragmentSize is None and not sync and not self.send_queue
             and (not self.autoFragmentSize or len(payload) <= self.autoFragmentSize)
         ):
-            frame = simple_frame(payload, isBinary, self._masked_out)
-            if frame is not None:
-                self.transport.write(frame)
-                if self._to_client:
-                    self.meter.bytes_out += len(frame)
+            parts = frame_parts(payload, isBinary, self._masked_out)
+            if parts is not None:
+                held = self._held_frames
+                if held is not None:
+                    held += parts
+                elif self._outbox.depth:
+                    self._held_frames = list(parts)
+                    self._outbox.holding(self)
                 else:
-                    self.meter.bytes_in += len(frame)
+                    self.transport.write(parts[0] + parts[1])
+                size = len(parts[0]) + len(parts[1])
+                if self._to_client:
+                    self.meter.bytes_out += size
+                else:
+                    self.meter.bytes_in += size
                 return
         super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
 
@@ -208,6 +277,21 @@ class _Leg(AutobahnHooks):
         self.http_headers = self.http_request_data = self.http_response_data = self.http_request_uri = None
         self.http_status_line = self.http_request_params = None
         self._deflating = compresses(self)
+        bits = inbound_window_bits(self)
+        if bits:
+            self._window = InflateWindow(1 << bits)
+        slim_open_leg(self, _AT_REST)
+
+    def inflate_window(self) -> bytes:
+        """What the peer's compressor may still refer to (empty: nothing, or no context takeover)."""
+        return self._window.value() if self._window is not None else b""
+
+    def prime(self, window: bytes) -> None:
+        """Go on inflating what the peer compresses from ``window`` (see :meth:`inflate_window`), carried from
+        the process this leg's session came from."""
+        if window and self._window is not None:
+            prime_inflater(self, window)
+            self._window.add(window)
 
     def onPing(self, payload: bytes) -> None:
         # The proxy is the peer's endpoint: answered now, not relayed, so a ping followed by a close
@@ -235,6 +319,19 @@ class _Leg(AutobahnHooks):
             self._owed_call.cancel()
             self._owed_call = None
 
+    def stop_pings(self) -> None:
+        """No ping from this leg and no pong owed (its session is being carried to another process)."""
+        pause_auto_ping(self)
+        self._forget_owed_pong()
+
+    def restart_pings(self) -> None:
+        """Ping the peer again, an interval from now."""
+        resume_auto_ping(self, self._timer.call_later)
+
+    def unread(self) -> bytes:
+        """What was read from the peer and not parsed yet: at a message boundary, the start of its next frame."""
+        return self._tail + self.data
+
     def onPong(self, payload: bytes) -> None:
         pass  # Autobahn has matched it to this leg's own auto-ping, if it answers one; others end here
 
@@ -252,16 +349,33 @@ class _Leg(AutobahnHooks):
 
     def onMessageEnd(self) -> None:
         if not self.failedByMe:
-            self.onMessage(b"".join(self.message_data), self.message_is_binary)
+            payload = b"".join(self.message_data)
+            if self._window is not None and message_compressed(self):
+                self._window.add(payload)
+            self.onMessage(payload, self.message_is_binary)
         self.message_data = None  # type: ignore[assignment]  # as Autobahn's own does
 
+    def flush(self) -> None:
+        """Write the frames the outbox held for this leg (see ``dataReceived``)."""
+        frames, self._held_frames = self._held_frames, None
+        if frames:
+            transport = self.transport
+            if writes_directly(transport):  # sent now if nothing waits: no writer registered, no reactor trip
+                direct_write(transport, b"".join(frames))
+            else:
+                transport.write(b"".join(frames))
+
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        # Every write of Autobahn's passes here (its queue, for sync and chopped writes, is fed from here).
+        # Every write of Autobahn's passes here (its queue, for sync and chopped writes, is fed from here),
+        # after the frames held for this leg.
+        if self._held_frames is not None:
+            self.flush()
         if self._to_client:
             self.meter.bytes_out += len(data)
         else:
             self.meter.bytes_in += len(data)
         if sync or chopsize or self.send_queue:
+            send_queue_back(self)
             super().sendData(data, sync, chopsize)
         else:
             self.transport.write(data)
@@ -298,6 +412,10 @@ class _Leg(AutobahnHooks):
         self._cancel_close_timeout()
 
 
+for _name, _value in _AT_REST.items():
+    setattr(_Leg, _name, _value)
+
+
 class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobahn's own hints disagree
     """The client's WebSocket, terminated at the proxy.
 
@@ -319,6 +437,18 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         return self.session.accept_client()
+
+    def answer_handshake(self, key: bytes) -> None:
+        """Answer the client's handshake (checked by check_upgrade; sent with ``key``, no extension to negotiate) and
+        open, as Autobahn's ``succeedHandshake`` does: the same 101, the backend's subprotocol and headers in it."""
+        protocol, headers = self.session.accept_client()
+        lines = ["HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, values in headers.items() for value in values)
+        if protocol is not None:
+            lines.append(f"Sec-WebSocket-Protocol: {protocol}\r\n")
+        lines.append(f"Sec-WebSocket-Accept: {accept_key(key).decode()}\r\n\r\n")
+        self.sendData("".join(lines).encode("utf8"))
+        open_at_once(self, _RFC6455, protocol)
 
     def onOpen(self) -> None:
         self.opened()
@@ -389,28 +519,51 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     """The proxy's own WebSocket to the backend, opened on a 101 the HTTP path already received."""
 
     _masked_out = True  # the proxy is the client here: what it sends is masked
+    _switch: bytes | str | None = None  # see attach
 
-    def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes, key: bytes,
+    def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
                protocols: list[str]) -> None:
-        """Take over ``origin`` (its 101 is ``switch``, answering ``key``) and open on it."""
+        """Take over ``origin`` and open on it: its 101 answering ``key`` is ``switch`` for Autobahn to check, or,
+        already checked and with no extension, only the subprotocol it chose (a str, or None)."""
+        self.prepare(session, origin, switch, key, protocols)
+        self.makeConnection(origin.transport)
+
+    def prepare(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
+                protocols: list[str]) -> None:
+        """Take over ``origin``, to open on ``switch`` (see :meth:`attach`) once connected to a transport
+        (:meth:`attach`; a leg made again in another process opens on one that writes nothing)."""
         self.session = session
         self.gate = origin.gate
         self.meter = origin.server
-        self._switch, self._key, self._protocols = switch, key, protocols
+        self._switch = switch
+        if isinstance(switch, bytes):  # for Autobahn to check it
+            self._key, self._protocols = key, protocols
         origin.take_over(OriginSide(self, origin))
-        self.makeConnection(origin.transport)
+
+    def opening(self) -> tuple[bytes | str | None, bytes]:
+        """What it opened on and the key it answered: what makes it again in another process. What it opened on is
+        the 101 Autobahn checked, or, for a leg opened at once, the subprotocol the 101 chose (a str, or None)."""
+        switch = self._switch
+        return switch, self._key if isinstance(switch, bytes) else b""
 
     def startHandshake(self) -> None:
-        # The request went out on the proxy's HTTP path: let Autobahn check the 101 it got,
-        # against this session's key and offered subprotocols, as if it had sent it.
+        # The request went out on the proxy's HTTP path, and check_switch passed its 101: open at once, unless it
+        # is to negotiate an extension, which Autobahn does as if it had sent the request, with this session's
+        # key and offered subprotocols.
+        switch = self._switch
+        if not isinstance(switch, bytes):  # kept (a short str, or None) for opening()
+            open_at_once(self, self.version, switch)
+            return
         self.websocket_key = self._key
-        self.data = self._switch
+        self.data = switch
         factory = self.factory
         factory.protocols = self._protocols
         try:
             self.processHandshake()
         finally:
             factory.protocols = []
+        # _switch stays: a session carried to another process opens its backend leg there again on this 101
+        # (only a 101 with an extension comes here: its session already keeps a compressor's state)
 
     def onOpen(self) -> None:
         self.opened()

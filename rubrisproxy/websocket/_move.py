@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum
+from random import uniform
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall
@@ -17,10 +19,20 @@ if TYPE_CHECKING:
     from ._resume import BackendDial
     from ._resumption import Resumption
 
-#: Backoff between attempts to open a new backend leg.
+#: Backoff between attempts to open a new backend leg; each wait is drawn from its upper half (jitter), so that
+#: the thousands of sessions a dead server left do not all try again in the same instant.
 _FIRST_RETRY, _LAST_RETRY = 0.05, 2.0
 SERVICE_RESTART = 1012
 TRY_AGAIN_LATER = 1013
+
+
+class MoveState(Enum):
+    """Where a :class:`SessionMove` is: waiting for its turn to dial, dialling, backing off, or ended."""
+
+    WAITING = "waiting"  # for the proxy's DialPacer to let it dial
+    DIALLING = "dialling"  # a dial (or the new leg it opened) is under way
+    BACKING_OFF = "backing off"  # until its next attempt
+    ENDED = "ended"
 
 
 class SessionMove:
@@ -28,7 +40,8 @@ class SessionMove:
 
     Made when the session starts to move (its server leaving, a resume close code, a lost backend
     connection); :meth:`search` then dials the backend's servers one at a time (a
-    :class:`~rubrisproxy.websocket.BackendDial`, whose owner it is), backing off between attempts.
+    :class:`~rubrisproxy.websocket.BackendDial`, whose owner it is), backing off between attempts; each
+    dial starts when the proxy's :class:`~rubrisproxy.websocket._pacing.DialPacer` gives the move its turn.
     A server that failed in this move is not tried again until every one has had a go, one that
     refused the session never; the server the session left is tried last. The session gives up
     after ``resume-timeout``, or at once when every usable server has refused it.
@@ -37,7 +50,7 @@ class SessionMove:
     log = Logger()
 
     __slots__ = ("_session", "_dialer", "_backend", "reason", "moved_from", "started", "_dial", "_retry", "_give_up_call",
-                 "_backoff", "_tried", "_refused", "_refusal")
+                 "_backoff", "_tried", "_refused", "_refusal", "state", "dials")
 
     def __init__(self, session: SessionMoving, dialer: Resumption, backend: Backend, reason: str) -> None:
         self._session = session
@@ -53,6 +66,8 @@ class SessionMove:
         self._tried: frozenset[Server] = NONE
         self._refused: frozenset[Server] = NONE  # servers that answered this move with a final refusal
         self._refusal = ""  # the last of them, as the log and the client's close reason say it
+        self.state = MoveState.WAITING
+        self.dials = 0  # dials made
 
     @property
     def client(self) -> str:
@@ -65,15 +80,25 @@ class SessionMove:
         self.started = started
         session = self._session
         self._give_up_call = session.clock.callLater(resume_timeout, self._timed_out)
-        self.log.info("session {id}: moving off {server} ({why}); holding client messages",
-                      id=session.session_id, server=moved_from.name if moved_from else "-", why=self.reason)
-        self._dial_next()
+        self._dialer.pace(self)
 
-    def _dial_next(self) -> None:
+    def _retry_now(self) -> None:
         self._retry = None
+        if self._session.resuming:
+            self.state = MoveState.WAITING
+            self._dialer.pace(self)
+
+    def go(self) -> bool:
+        """Its turn came (the pacer's): dial the next server; False if the move is over."""
         session = self._session
-        if not session.resuming:
-            return
+        if self.state is not MoveState.WAITING or not session.resuming:
+            return False
+        if not self.dials:
+            moved_from = self.moved_from
+            self.log.info("session {id}: moving off {server} ({why}); holding client messages",
+                          id=session.session_id, server=moved_from.name if moved_from else "-", why=self.reason)
+        self.state = MoveState.DIALLING
+        self.dials += 1
         backend = self._backend
         tried = self._tried | self._refused
         avoid = self._avoided()
@@ -84,11 +109,16 @@ class SessionMove:
             avoid = self._refused
         self._dial = self._dialer.dial(self, avoid)
         self._dial.start()
+        return True
+
+    def _dial_ended(self) -> None:
+        self._dial = None
+        self._dialer.dial_ended()  # its place in the pacer goes to the next move
 
     def dial_failed(self, dial: BackendDial, why: str, final: bool) -> None:
         if dial is not self._dial:
             return
-        self._dial = None
+        self._dial_ended()
         self.attempt_failed(dial.server, why, final)
 
     def attempt_failed(self, server: Server | None, why: str, final: bool) -> None:
@@ -102,10 +132,11 @@ class SessionMove:
         if self._refused and not self._may_still_take():
             session.give_up("refused", SERVICE_RESTART, f"{self._refusal}; no other server can take it")
             return
-        self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:g}s",
-                      id=session.session_id, server=server.name if server else "no server", why=why,
-                      delay=self._backoff)
-        self._retry = session.clock.callLater(self._backoff, self._dial_next)
+        delay = uniform(self._backoff / 2, self._backoff)
+        self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:.3g}s",
+                      id=session.session_id, server=server.name if server else "no server", why=why, delay=delay)
+        self.state = MoveState.BACKING_OFF
+        self._retry = session.clock.callLater(delay, self._retry_now)
         self._backoff = min(self._backoff * 2, _LAST_RETRY)
 
     def _may_still_take(self) -> bool:
@@ -123,7 +154,7 @@ class SessionMove:
         return self._tried | self._refused | left
 
     def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None:
-        self._dial = None
+        self._dial_ended()
         server = dial.server
         assert server is not None
         if not self._session.resuming:
@@ -138,10 +169,11 @@ class SessionMove:
 
     def cancel(self) -> None:
         """Stop: no more dials, no give-up timer."""
+        self.state = MoveState.ENDED
         for call in (self._retry, self._give_up_call):
             if call is not None and call.active():
                 call.cancel()
         self._retry = self._give_up_call = None
         if self._dial is not None:
             self._dial.cancel()
-            self._dial = None
+            self._dial_ended()

@@ -101,7 +101,11 @@ class SessionMoving(SessionEnding):
                 self._hold(message)
                 if self._state is CLOSING:
                     return  # the replay did not fit in the session's buffer: the client has been told
-        self._resumption.search(server, started)
+        self._search(server, started)
+
+    def _search(self, moved_from: Server | None, started: float) -> None:
+        """Look for the next server (a session being carried to another process hands itself over instead)."""
+        self._resumption.search(moved_from, started)
 
     # What its move calls
 
@@ -144,6 +148,10 @@ class SessionMoving(SessionEnding):
         for message in held:
             self._send(leg, message)
         self._watch_server()
+        self._settled()
+
+    def _settled(self) -> None:
+        """The session is OPEN again after a move (a move to another process waiting for that goes on)."""
 
     def rejoin_failed(self, leg: NewLeg, why: str) -> None:
         """The new server did not take the client's Engine.IO session: close its leg and try another."""

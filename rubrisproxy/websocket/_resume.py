@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 from ..http import HTTPError, RequestHead, ResponseHead
 from ..settings import LiveSettings
 from ._handshake import check_switch, new_key
+from ._pacing import DialPacer
 
 if TYPE_CHECKING:  # both import this package: at run time they are only passed in
     from ..backend import Backend, Server
@@ -26,13 +27,15 @@ def is_refusal(status: int) -> bool:
 
 
 class ResumeBudget:
-    """Bytes held by every moving session together, against one limit (``limits.resume-buffer-total``)."""
+    """What every moving session of the proxy shares: the bytes they hold together, against one limit
+    (``limits.resume-buffer-total``), and the pace of their dials (a :class:`DialPacer`)."""
 
-    __slots__ = ("settings", "held")
+    __slots__ = ("settings", "held", "dials")
 
     def __init__(self, settings: LiveSettings | None = None) -> None:
         self.settings = settings or LiveSettings()
         self.held = 0
+        self.dials = DialPacer(self.settings)
 
     @property
     def limit(self) -> int:

@@ -53,6 +53,11 @@ class Resumption:
         self.engineio = engineio
         self._rejoins = False  # whether the move in progress rejoins an Engine.IO session
 
+    @property
+    def template(self) -> bytes:
+        """The backend handshake each new backend leg is opened with, ``%KEY%`` where its key goes."""
+        return self._template
+
     def begin(self, session: SessionMoving, reason: str) -> None:
         """The session starts to move, for ``reason`` (as the log says it)."""
         self.move = SessionMove(session, self, self._backend, reason)
@@ -86,6 +91,14 @@ class Resumption:
         handoff, backend = self._handoff, self._backend
         request = DialRequest(handoff.head, handshake, self.offered, backend.websocket.open_handshake_timeout)
         return BackendDial(move, request, backend, handoff.pool, avoid)
+
+    def pace(self, move: SessionMove) -> None:
+        """Let ``move`` dial when the proxy's pacer gives it its turn (at once unless many sessions are moving)."""
+        self._handoff.resume_budget.dials.start(move, self._handoff.clock)
+
+    def dial_ended(self) -> None:
+        """A dial its move made (on its turn) ended: answered, failed or cancelled."""
+        self._handoff.resume_budget.dials.done()
 
     def replayed(self) -> list[Message]:
         """At least once: what was sent to a lost server within the replay window, then what is held, in order;

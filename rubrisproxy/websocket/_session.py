@@ -26,11 +26,11 @@ from zope.interface import implementer
 
 from ..deadline import Deadline
 from ..lifecycle import Termination
+from ._adopting import SessionAdopting
 from ._eioresume import EngineIOResume
 from ._ending import MOVING, OPEN, OPENING, RESUMING
 from ._hooks import ISessionView, Message
 from ._legpair import LegPair
-from ._moving import SessionMoving
 from ._resumption import Resumption
 
 if TYPE_CHECKING:
@@ -42,14 +42,16 @@ if TYPE_CHECKING:
 
 
 @implementer(ISessionView)
-class WebSocketSession(SessionMoving):
+class WebSocketSession(SessionAdopting):
     """A client's WebSocket in session mode: its opening, its legs, the hooks between them, and its messages.
 
     Messages are relayed whole, in order, text as text and binary as binary. Each
     side's transport is the other's streaming producer, so a slow reader pauses
     the other side. When and how it moves to another server is its base
     :class:`~rubrisproxy.websocket._moving.SessionMoving`; how it ends (closes relayed with their codes, drain,
-    idle timeout), :class:`~rubrisproxy.websocket._ending.SessionEnding`; its state is a
+    idle timeout), :class:`~rubrisproxy.websocket._ending.SessionEnding`; its move to another rubrisproxy process in
+    an upgrade, :class:`~rubrisproxy.websocket._carry.SessionCarrying` and its making again in the new process,
+    :class:`~rubrisproxy.websocket._adopting.SessionAdopting`; its state is a
     :class:`~rubrisproxy.websocket._ending.SessionState`.
     """
 
@@ -57,10 +59,13 @@ class WebSocketSession(SessionMoving):
 
     __slots__ = (
         "session_id", "client", "_handoff", "_client", "_legs", "_backend", "_config", "_hooks", "_idle_limit",
-        "_deadline", "_resumption", "messages_out", "__weakref__",
+        "_deadline", "_resumption", "__weakref__",
     )
 
-    def __init__(self, handoff: UpgradeHandoff, origin: OriginConnection, backend: Backend, handshake: bytes) -> None:
+    def __init__(self, handoff: UpgradeHandoff, origin: OriginConnection | None, backend: Backend,
+                 handshake: bytes) -> None:
+        """``origin``: the connection the backend answered the first handshake on (None: a session carried from
+        another process, made again by :meth:`adopt`)."""
         config = backend.websocket
         self.session_id = handoff.session_id
         self.client = handoff.client_address
@@ -76,6 +81,8 @@ class WebSocketSession(SessionMoving):
         self._termination = None
         self._client_done = self._backend_done = False
         self.messages_in = self.messages_out = 0
+        self._carrier = self._carry_wait = self._carrying = None
+        self._unsent = (b"", b"")
         engineio = EngineIOResume.for_session(self, config, handoff.head.target, backend.engineio, self.server)
         if engineio is not None:
             self._hooks = (engineio, *self._hooks)  # first: it sees what the client and the server sent, as they are
@@ -109,7 +116,9 @@ class WebSocketSession(SessionMoving):
         """Open the first backend leg on its 101, then answer the client (see the module docstring)."""
         self._legs.keep_headers(head)
         self._handoff.websockets.add(self)
-        self._open_backend_leg(self._legs.origin, head, self._handoff.websocket_key or b"", from_origin)
+        origin = self._legs.origin
+        assert origin is not None
+        self._open_backend_leg(origin, head, self._handoff.websocket_key or b"", from_origin)
 
     def backend_opened(self, leg: BackendLeg) -> None:
         if self._legs.client is None:
@@ -181,6 +190,8 @@ class WebSocketSession(SessionMoving):
         leg = self._legs.client
         assert leg is not None  # the session is the client connection's relay from the client leg's opening on
         leg.dataReceived(data)
+        if self._carrier is not None:
+            self.carry_read()
 
     def client_fin(self) -> None:
         self._client.transport.loseConnection()

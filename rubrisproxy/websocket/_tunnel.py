@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 from ..deadline import Deadline
 from ..flow import backed_up, half_close
 from ..lifecycle import Termination
+from ._tunnel_moving import TunnelMoving
 
 if TYPE_CHECKING:
     from ..backend import Server
@@ -18,13 +19,14 @@ if TYPE_CHECKING:
     from ._handoff import UpgradeHandoff
 
 
-class Tunnel:
+class Tunnel(TunnelMoving):
     """Relays an upgraded connection byte for byte, like ``twisted.protocols.portforward``.
 
     Each side's transport is the other's streaming producer, so a slow reader
     pauses the other side's reads and nothing queues without bound. A half-close
     is passed on; ``timeout tunnel`` is the inactivity limit, shortened to
-    ``client-fin`` / ``server-fin`` once a side has half-closed.
+    ``client-fin`` / ``server-fin`` once a side has half-closed. A live upgrade moves it
+    (:class:`~rubrisproxy.websocket._tunnel_moving.TunnelMoving`).
     """
 
     __slots__ = ("_handoff", "_client", "_origin", "_timeouts", "_deadline", "_idle_limit", "_client_fin",
@@ -142,8 +144,13 @@ class Tunnel:
         self._origin.transport.loseConnection()
 
     def _end(self, termination: Termination) -> None:
+        if self._leave():
+            self._handoff.ended(termination)
+
+    def _leave(self) -> bool:
+        """Stop relaying (ended, or moved to another process): False if it had already."""
         if self._ended:
-            return
+            return False
         self._ended = True
         handoff = self._handoff
         handoff.websockets.discard(self)
@@ -155,4 +162,4 @@ class Tunnel:
         self._deadline.stop()
         self._client.download.detach()
         self._origin.upload.detach()
-        handoff.ended(termination)
+        return True

@@ -78,6 +78,8 @@ class FleetAdminAPI(AdminAPI):
             done = self._workers()
         elif call.answer is AdminAPI._reload:
             done = self._fleet_reload(request)
+        elif call.answer is AdminAPI._upgrade:
+            done = self._fleet_upgrade(request)
         else:
             done = self._forward(call, request)
         gone: list[bool] = []
@@ -113,6 +115,12 @@ class FleetAdminAPI(AdminAPI):
     def _fleet_reload(self, request: server.Request) -> defer.Deferred[tuple[int, str, bytes]]:
         reloading = self.reload_by(self.reloader.reload if self.reloader is not None else None, request)
         return reloading.addCallback(lambda changes: _json(200, {"changes": changes}))
+
+    def _fleet_upgrade(self, request: server.Request) -> defer.Deferred[tuple[int, str, bytes]]:
+        """Every worker replaced in turn (docs/upgrade.md); the supervisor stays."""
+        self.log.info("admin: upgrade from {peer}", peer=_peer(request))
+        return self.supervisor.rolling.start().addCallbacks(
+            lambda done: _json(200, done), lambda failure: _json(502, {"status": 502, "error": failure.getErrorMessage()}))
 
     def _forward(self, call: Call, request: server.Request) -> defer.Deferred[tuple[int, str, bytes]]:
         method = call.method

@@ -4,33 +4,14 @@ worker of another version is refused and stopped."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.protocols import amp
 
+from ..ampvalues import BigBytes
+
 #: The channel's version: a change to a command's arguments or meaning takes a new one.
-VERSION = 2
+VERSION = 3
 #: The worker's end of the channel, as the worker process finds it.
 CHANNEL_FD = 3
-#: An AMP value holds at most 65,535 bytes: longer ones travel in pieces of this size.
-_PIECE = 60_000
-
-
-class BigBytes(amp.Argument):
-    """Bytes of any length: AMP's values are at most 64 KiB, so a longer one is split over the keys ``NAME``
-    (the number of pieces), ``NAME.0``, ``NAME.1``..."""
-
-    def toBox(self, name: bytes, strings: Any, objects: Any, proto: Any) -> None:
-        value: bytes = objects.pop(name.decode())  # the names used here are Python identifiers as they are
-        pieces = [value[i:i + _PIECE] for i in range(0, len(value), _PIECE)] or [b""]
-        strings[name] = str(len(pieces)).encode()
-        for index, piece in enumerate(pieces):
-            strings[name + b".%d" % index] = piece
-
-    def fromBox(self, name: bytes, strings: Any, objects: Any, proto: Any) -> None:
-        count = int(strings.pop(name))
-        pieces = [strings.pop(name + b".%d" % index) for index in range(count)]
-        objects[name.decode()] = b"".join(pieces)
 
 
 class VersionMismatch(Exception):
@@ -98,4 +79,30 @@ class Deliver(amp.Command):
     """Supervisor to worker: what ``sender`` (a worker's index; -1 the supervisor) published on ``topic``."""
 
     arguments = [(b"topic", amp.Unicode()), (b"payload", BigBytes()), (b"sender", amp.Integer())]
+    requiresAnswer = False
+
+
+class UpgradeRefused(Exception):
+    """A worker's live upgrade could not happen: why (the worker serves on as before)."""
+
+
+class PrepareUpgrade(amp.Command):
+    """Supervisor to worker: a live upgrade of this worker (docs/upgrade.md) begins: open the hand-over socket and
+    say where it is, for the replacement the supervisor starts next."""
+
+    response = [(b"socket", amp.Unicode())]
+    errors = {UpgradeRefused: b"UPGRADE_REFUSED"}
+
+
+class AwaitUpgrade(amp.Command):
+    """Supervisor to worker: answered once its replacement has taken its listeners (its pid), or failed (why)."""
+
+    response = [(b"pid", amp.Integer())]
+    errors = {UpgradeRefused: b"UPGRADE_REFUSED"}
+
+
+class AbortUpgrade(amp.Command):
+    """Supervisor to worker: its replacement ended before taking over (``why``): the upgrade is given up."""
+
+    arguments = [(b"why", amp.Unicode())]
     requiresAnswer = False

@@ -85,11 +85,12 @@ class WorkerHandle:
     def serving(self) -> bool:
         return self.state is HandleState.SERVING and self.channel is not None
 
-    def spawn(self) -> None:
-        """Start the worker process, its channel a socket pair: our end adopted here, its end its fd 3."""
+    def spawn(self, extra_env: dict[str, str] | None = None) -> None:
+        """Start the worker process, its channel a socket pair: our end adopted here, its end its fd 3 (``extra_env``:
+        a live upgrade's replacement is told where the worker it replaces hands over)."""
         reactor = self.supervisor.reactor
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
+        env = dict(os.environ, **(extra_env or {}))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE, env.get("PYTHONPATH", "")) if p)
         self.started_at = reactor.seconds()
         try:

@@ -16,7 +16,7 @@ from prometheus_client.samples import Sample
 #: Numbers that are not counts: the first worker's is the proxy's.
 KEPT = frozenset({
     "weight", "state_seconds", "pid", "started_at", "uptime", "seconds", "expires_in", "age", "type", "act", "bck",
-    "lastchg", "check_duration",
+    "lastchg", "check_duration", "new_pid", "deadline",
 })
 #: Metric families that are not counts (a series per state or version, set to 1): the first worker's.
 KEPT_METRICS = frozenset({

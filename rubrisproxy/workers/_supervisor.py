@@ -20,6 +20,7 @@ from ..logoutput import LineOutput
 from ._channel import AdminCall, Apply, Start, Unresponsive
 from ._handle import HandleState, WorkerHandle
 from ._liveness import Answers, Heartbeat, gather
+from ._rolling import RollingUpgrade
 from ._topics import Topics
 
 #: Seconds past ``shutdown.grace`` the supervisor waits for a stopping worker before killing it.
@@ -52,6 +53,7 @@ class Supervisor(service.Service):
         self.heartbeat = Heartbeat(reactor, self.handles, self.timeout)
         self.topics = Topics(self.handles)
         self._journal: dict[tuple[str, str, bytes], None] = {}  # admin actions in the order last done
+        self.rolling = RollingUpgrade(self)  # its live upgrades: the workers replaced in turn
 
     def startService(self) -> None:
         super().startService()
@@ -112,7 +114,10 @@ class Supervisor(service.Service):
         handle.abandon_calls()  # what waits on it is answered now, by the others
 
     def worker_ended(self, handle: WorkerHandle) -> None:
-        """``handle``'s process has ended: restarted after its backoff, unless the proxy is stopping."""
+        """``handle``'s process has ended: restarted after its backoff, unless the proxy is stopping (or a live
+        upgrade replaced it)."""
+        if self.rolling.ended(handle):
+            return
         if self.state in (SupervisorState.STOPPING, SupervisorState.STOPPED) or handle.state is HandleState.STOPPING:
             handle.state = HandleState.STOPPED
             self.log.info("worker {index} (pid {pid}) stopped ({how})", index=handle.index, pid=handle.pid,

@@ -7,12 +7,14 @@ import json
 import math
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
 from io import BytesIO
 from typing import Any, cast
 from urllib.parse import parse_qs
 
+from twisted.internet import defer
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -26,8 +28,24 @@ from ..cluster import Siblings
 from ..config import AdminConfig, CommandLine, ConfigError, ProxyConfig
 from ..mainlog import MainLogObserver, ReopenOnSignal
 from ..reload import Reloader
-from ..service import ProxyService, build_service
-from ._channel import VERSION, AdminCall, Apply, Deliver, Hello, Ping, Publish, Refused, Start, StartFailed
+from ..service import ProxyService, UpgradeSetup, build_service
+from ..upgrade import SOCKET_ENV, UpgradeState
+from ._channel import (
+    VERSION,
+    AbortUpgrade,
+    AdminCall,
+    Apply,
+    AwaitUpgrade,
+    Deliver,
+    Hello,
+    Ping,
+    PrepareUpgrade,
+    Publish,
+    Refused,
+    Start,
+    StartFailed,
+    UpgradeRefused,
+)
 
 #: The topic worker 0 publishes its health-check verdicts on (retained per server).
 HEALTH_TOPIC = "health"
@@ -75,6 +93,8 @@ class Worker:
         self.api: AdminAPI | None = None
         self.reloader: Reloader | None = None
         self._subscribers: dict[str, list[Subscriber]] = {}
+        self.spawner = ChannelSpawner()  # a live upgrade's replacement is started by the supervisor
+        self._upgrade: defer.Deferred[dict[str, Any]] | None = None
 
     def subscribe(self, topic: str, subscriber: Subscriber) -> None:
         """Call ``subscriber`` with what the other workers (or the supervisor) publish on ``topic``."""
@@ -99,7 +119,9 @@ class Worker:
         self.index, self.workers = index, workers
         self.observer.json = config.log.format == "json"
         siblings = Siblings(self, index) if workers > 1 else None  # its stick tables, sids, client sessions shared
-        root = self.root = build_service(worker_config(config, workers), self.reactor, report=False, siblings=siblings)
+        upgrade = UpgradeSetup(spawner=self.spawner, successor_socket=os.environ.pop(SOCKET_ENV, None))
+        root = self.root = build_service(worker_config(config, workers), self.reactor, report=False, siblings=siblings,
+                                         upgrade=upgrade)
         parts = root.parts
         if index == 0:
             parts.health.report_to(self._judged)
@@ -109,7 +131,8 @@ class Worker:
         ReopenOnSignal([parts.access_log.reopen], self.reactor).setServiceParent(root)  # the supervisor passes it on
         self.reloader = Reloader(parts, CommandLine())
         running = RunningProxy(parts.frontend_list, parts.backends, parts.budget, parts.checkers, None,
-                               self.reactor, parts.addresses, parts.shared)  # with [cluster], a drain reaches the nodes
+                               self.reactor, parts.addresses, parts.shared,  # with [cluster], a drain reaches the nodes
+                               upgrade=root.upgrader)  # GET /upgrade and its metrics (the supervisor starts one)
         self.api = AdminAPI(running)
         try:
             root.privilegedStartService()
@@ -136,6 +159,36 @@ class Worker:
         answer = self.api.render(cast(server.Request, request))
         assert isinstance(answer, bytes)  # a worker's API answers at once
         return request.code, request.content_type, answer
+
+    # A live upgrade (docs/upgrade.md): the supervisor starts the replacement; this worker hands over to it
+
+    def prepare_upgrade(self) -> str:
+        """Start this worker's upgrade: the hand-over socket its replacement is to be told."""
+        if self.root is None or self.state is not WorkerState.SERVING:
+            raise UpgradeRefused("the worker is not serving")
+        upgrader = self.root.upgrader
+        if upgrader.state is not UpgradeState.IDLE:
+            raise UpgradeRefused(f"an upgrade is under way ({upgrader.state.value})")
+        self.spawner.path = None
+        self._upgrade = upgrader.start()
+        if self.spawner.path is None:
+            raise UpgradeRefused("no hand-over socket")
+        return self.spawner.path
+
+    def await_upgrade(self) -> defer.Deferred[dict[str, Any]]:
+        """Fires with the replacement's pid once it has taken the listeners; fails with why it could not."""
+        if self._upgrade is None:
+            return defer.fail(UpgradeRefused("no upgrade under way"))
+        upgrade, self._upgrade = self._upgrade, None
+
+        def refused(failure: Failure) -> dict[str, Any]:
+            raise UpgradeRefused(failure.getErrorMessage())
+
+        return upgrade.addCallbacks(lambda done: {"pid": done["pid"]}, refused)
+
+    def abort_upgrade(self, why: str) -> None:
+        if self.root is not None:
+            self.root.upgrader.fail(why)
 
     def _stop(self) -> Any:
         self.state = WorkerState.STOPPING
@@ -203,6 +256,20 @@ class _Peer:
         self.host = host
 
 
+class ChannelSpawner:
+    """A worker's :class:`~rubrisproxy.upgrade.Spawner`: it starts nothing, it keeps the hand-over socket's path for
+    the supervisor, which starts the replacement (and watches it)."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+
+    def spawn(self, socket_path: str, ended: Callable[[str | None], None]) -> None:
+        self.path = socket_path
+
+    def kill(self) -> None:
+        """The supervisor kills a replacement that failed."""
+
+
 class WorkerChannel(amp.AMP):
     """The worker's end of the channel: says hello, then does what the supervisor asks."""
 
@@ -233,6 +300,19 @@ class WorkerChannel(amp.AMP):
     def admin_call(self, method: str, path: str, query: str, body: bytes, peer: str) -> dict[str, Any]:
         status, content_type, answer = self.worker.admin(method, path, query, body, peer)
         return {"status": status, "content_type": content_type, "body": answer}
+
+    @PrepareUpgrade.responder
+    def prepare_upgrade(self) -> dict[str, Any]:
+        return {"socket": self.worker.prepare_upgrade()}
+
+    @AwaitUpgrade.responder
+    def await_upgrade(self) -> defer.Deferred[dict[str, Any]]:
+        return self.worker.await_upgrade()
+
+    @AbortUpgrade.responder
+    def abort_upgrade(self, why: str) -> dict[str, Any]:
+        self.worker.abort_upgrade(why)
+        return {}
 
     @Ping.responder
     def ping(self) -> dict[str, Any]:
