@@ -624,23 +624,32 @@ def describe(run: RunResult, args: argparse.Namespace) -> None:
     bounds = [(-1e9, "start")] + [(e.actual, e.label) for e in run.events if e.actual is not None]
     for index, (start, label) in enumerate(bounds):
         stop = bounds[index + 1][0] if index + 1 < len(bounds) else 1e9
-        lines = [text for t, text in run.log if start <= t < stop]
-        shapes: Counter[str] = Counter()
-        first: dict[str, tuple[float, str]] = {}
-        for t, text in ((t, text) for t, text in run.log if start <= t < stop):
-            message = text.split("] ", 1)[-1]
-            shape = re.sub(r"\d+(\.\d+)?", "N", re.sub(r"\b[0-9a-f]{8,}\b", "ID", message))
-            shapes[shape] += 1
-            first.setdefault(shape, (t, message))
+        lines = [(t, text) for t, text in run.log if start <= t < stop]
         out(f"  after {label}: {len(lines)} lines")
-        summary = resume_summary([(t, text) for t, text in run.log if start <= t < stop])
+        summary = resume_summary(lines)
         if summary:
             out(f"    {summary}")
-        for shape, count in shapes.most_common(args.log_shapes):
-            t, message = first[shape]
-            out(f"    {count:5}x  first at {t:6.2f}s: {message[:220]}")
-        if len(shapes) > args.log_shapes:
-            out(f"    ... {len(shapes) - args.log_shapes} more kinds")
+        for line in log_shapes(lines, args.log_shapes):
+            out(f"    {line}")
+
+
+def log_shapes(lines: list[tuple[float, str]], limit: int) -> list[str]:
+    """Log lines folded into kinds (ids to ID, numbers to N), most common first: a count, the first time and
+    message of each of the ``limit`` commonest, then how many kinds were left out."""
+    shapes: Counter[str] = Counter()
+    first: dict[str, tuple[float, str]] = {}
+    for t, text in lines:
+        message = text.split("] ", 1)[-1]
+        shape = re.sub(r"\d+(\.\d+)?", "N", re.sub(r"\b[0-9a-f]{8,}\b", "ID", message))
+        shapes[shape] += 1
+        first.setdefault(shape, (t, message))
+    shown = []
+    for shape, count in shapes.most_common(limit):
+        t, message = first[shape]
+        shown.append(f"{count:5}x  first at {t:6.2f}s: {message[:220]}")
+    if len(shapes) > limit:
+        shown.append(f"... {len(shapes) - limit} more kinds")
+    return shown
 
 
 # --- main ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 //
 //   node clients.js URL CLIENTS INTERVAL_MS SECONDS
 //       [--mark-at NAME=MS ...] [--drain-ms MS] [--open-timeout S] [--concurrency K] [--list-limit N]
-//       [--gap-list-ms MS]
+//       [--gap-list-ms MS] [--wait-go]
 //
 // Opens CLIENTS WebSocket connections (at most K handshakes at a time), prints
 // {"event":"open",...}, then {"event":"start","t0_ns":...}: from then on each client sends
@@ -24,6 +24,14 @@
 // echo of a higher seq of the same client. Gaps are between consecutive echoes of a client;
 // those longer than --gap-list-ms (default 100) are listed. Lists hold at most --list-limit
 // entries (default 20000) each.
+//
+// Each mark also gives the longest silence of each client from the mark on: the longest stretch
+// between consecutive first echoes that ends after the mark (for a client that closed, or whose last
+// messages were never echoed, its last echo to the end counts as one), summarised as p50/p99/max over
+// the clients still open at the end ("silence") and over those that closed ("silence_closed").
+//
+// --wait-go: after the open line, wait for a line "go" on stdin before starting, so several client
+// processes (bench/upgrade_scenario.py runs one per WebSocket mode) start sending together.
 
 const path = require('path');
 const WebSocket = require(path.join(__dirname, '..', 'ws', 'node_modules', 'ws')); // bench/ws's ws module
@@ -38,13 +46,14 @@ function emit(object) {
 
 function usage() {
   console.error('usage: node clients.js URL CLIENTS INTERVAL_MS SECONDS [--mark-at NAME=MS ...] '
-    + '[--drain-ms MS] [--open-timeout S] [--concurrency K] [--list-limit N] [--gap-list-ms MS]');
+    + '[--drain-ms MS] [--open-timeout S] [--concurrency K] [--list-limit N] [--gap-list-ms MS] [--wait-go]');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const positional = [];
-  const options = { marks: [], drainMs: 3000, openTimeout: 60, concurrency: 100, listLimit: 20000, gapListMs: 100 };
+  const options = { marks: [], drainMs: 3000, openTimeout: 60, concurrency: 100, listLimit: 20000, gapListMs: 100,
+    waitGo: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--mark-at') {
@@ -57,6 +66,7 @@ function parseArgs(argv) {
     else if (arg === '--concurrency') options.concurrency = Number(argv[++i]);
     else if (arg === '--list-limit') options.listLimit = Number(argv[++i]);
     else if (arg === '--gap-list-ms') options.gapListMs = Number(argv[++i]);
+    else if (arg === '--wait-go') options.waitGo = true;
     else positional.push(arg);
   }
   if (positional.length !== 4) usage();
@@ -134,6 +144,42 @@ function percentile(sorted, fraction) {
   return sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))];
 }
 
+/**
+ * A client's longest silence ending after ``t`` (ms since t0): the longest stretch between consecutive
+ * first echoes, or from its last echo to ``endMs`` when it closed or a message sent after that echo never
+ * came back (the stream stopped).
+ */
+function longestSilence(client, t, endMs) {
+  const times = [];
+  for (let seq = 0; seq < client.nextSeq; seq++) {
+    if (Number.isFinite(client.echoed[seq])) times.push(client.echoed[seq]);
+  }
+  times.sort((a, b) => a - b);
+  let longest = 0;
+  let previous = times.length ? times[0] : 0;
+  for (const echo of times) {
+    if (echo > t) longest = Math.max(longest, echo - previous);
+    previous = echo;
+  }
+  let stopped = client.closed !== null;
+  for (let seq = client.nextSeq - 1; seq >= 0 && !stopped && client.sent[seq] >= previous; seq--) {
+    stopped = !Number.isFinite(client.echoed[seq]);
+  }
+  if (stopped && endMs > t) longest = Math.max(longest, endMs - previous);
+  return longest;
+}
+
+/** Longest silences from ``t`` on: p50/p99/max over the clients open at the end, and over those that closed. */
+function silences(clients, t, endMs) {
+  const summary = (group) => {
+    const sorted = Float64Array.from(group.map((c) => longestSilence(c, t, endMs))).sort();
+    return { clients: sorted.length, p50_ms: round3(percentile(sorted, 0.5)), p99_ms: round3(percentile(sorted, 0.99)),
+      max_ms: round3(sorted.length ? sorted[sorted.length - 1] : null) };
+  };
+  const open = clients.filter((c) => c.socket);
+  return { silence: summary(open.filter((c) => !c.closed)), silence_closed: summary(open.filter((c) => c.closed)) };
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const round3 = (x) => (Number.isFinite(x) ? Math.round(x * 1000) / 1000 : null);
 
@@ -143,6 +189,8 @@ async function main() {
   const capacity = Math.ceil((args.seconds * 1000) / args.interval) + 2;
   const clients = Array.from({ length: args.clients }, (_, i) => new Client(i, capacity));
   const stdinMarks = [];
+  let go = null; // with --wait-go: resolves the wait for the "go" line
+  const goSaid = new Promise((resolve) => { go = resolve; });
   let stdinBuffer = '';
   process.stdin.setEncoding('utf8');
   process.stdin.on('data', (chunk) => {
@@ -152,6 +200,7 @@ async function main() {
       const [word, name, ns] = stdinBuffer.slice(0, newline).trim().split(/\s+/);
       stdinBuffer = stdinBuffer.slice(newline + 1);
       if (word === 'mark' && name) stdinMarks.push({ name, ns: ns ? BigInt(ns) : nowNs() });
+      else if (word === 'go' && go) go();
     }
   });
   process.stdin.on('error', () => {});
@@ -161,6 +210,7 @@ async function main() {
   const opened = clients.filter((c) => c.socket).length;
   await emit({ event: 'open', opened, failed: args.clients - opened, errors, open_ms: Date.now() - began });
   if (opened === 0) process.exit(1);
+  if (args.waitGo) await goSaid;
 
   const t0 = nowNs();
   const since = () => Number(nowNs() - t0) / 1e6;
@@ -310,7 +360,7 @@ async function main() {
       if (mine) perClient[client.id] = mine;
       inFlight += mine;
     }
-    return { name, t: round3(t), in_flight: inFlight, per_client: perClient };
+    return { name, t: round3(t), in_flight: inFlight, per_client: perClient, ...silences(clients, t, endMs) };
   });
 
   await emit({
