@@ -16,7 +16,7 @@ from .checks import check_config
 from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
 from .service import UpgradeSetup, build_service
-from .upgrade import SOCKET_ENV, Pidfile, UpgradeOnSignal
+from .upgrade import SOCKET_ENV, Pidfile, UpgradeOnSignal, restore_stderr
 from .workers import build_supervisor
 
 
@@ -107,6 +107,7 @@ def makeService(options: Options) -> IService:
     upgrade it live (:mod:`rubrisproxy.upgrade`), and when a live upgrade started it, it takes the old process's
     place. With several workers, the tree is their supervisor's (:mod:`rubrisproxy.workers`), ``SIGUSR1`` passed
     on to them."""
+    restore_stderr(os.environ)  # a live upgrade's new process, started: the old process's stderr is its own again
     twistd_options = getattr(options, "parent", None)  # twistd's own options, when run by twistd
     output = twistd_output(twistd_options) if twistd_options is not None else None
     root: MultiService

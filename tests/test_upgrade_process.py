@@ -184,13 +184,16 @@ websocket = {{ mode = "tunnel" }}
 
     @defer.inlineCallbacks
     def test_a_new_process_that_fails_leaves_the_old_serving(self):  # type: ignore[no-untyped-def]
-        """The file made invalid before the upgrade: ``ctl upgrade`` fails saying why, non-zero; the old process
-        keeps its listeners, its pidfile and its connections."""
+        """The file made invalid before the upgrade: ``ctl upgrade`` fails saying why (the key, as the new process
+        said it, whatever the old one's stderr is), non-zero; the old process keeps its listeners, its pidfile and
+        its connections."""
         old = yield self.start()
         self.write_config(extra="[nonsense]\n")
         out, err, code = yield self.ctl("upgrade")
         self.assertEqual(code, 1, out)
         self.assertIn(b"502: the new process exited before taking over", err)
+        self.assertIn(b"rubrisproxy: configuration error: nonsense", err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
         out, err, code = yield getProcessOutputAndValue(CURL or "curl", ["-sS", f"http://127.0.0.1:{self.web_port}/"])
         self.assertEqual((code, out), (0, b"o"), err)
         with open(self.pidfile) as f:
