@@ -114,12 +114,16 @@ class Adopters:
         adopter.adopt(carried)
 
 
+class UpgradeUnderWay(Exception):
+    """An upgrade was asked for while one is under way: only one at a time (the admin API's 409)."""
+
+
 class Upgrades(Protocol):
     """What the admin API and metrics read and ask of the live upgrade (the wiring's ``upgrade.Upgrader``)."""
 
     def start(self) -> Deferred[dict[str, Any]]:
         """Start an upgrade: fires with ``{"pid": NEW}`` once the new process has taken the listeners, fails
-        with the reason it could not."""
+        with the reason it could not (:class:`UpgradeUnderWay` if one is under way already)."""
 
     def status(self) -> dict[str, Any]:
         """Its state and counts, as ``GET /upgrade`` shows them."""

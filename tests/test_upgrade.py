@@ -14,15 +14,17 @@ from typing import Any
 from twisted.internet import defer, reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 from zope.interface import implementer
 
 from rubrisproxy._compat import unsent
+from rubrisproxy.admin import upgrade_failed
 from rubrisproxy.config import CommandLine, ConfigError, load_config
 from rubrisproxy.frontend import ConnectionAdopter
 from rubrisproxy.lifecycle import IConnectionHandler, RefuseConnection
 from rubrisproxy.service import ProxyService, UpgradeSetup, build_service
-from rubrisproxy.transfer import Kind, Outcome
+from rubrisproxy.transfer import Kind, Outcome, UpgradeUnderWay
 from rubrisproxy.upgrade import Pidfile, UpgradeFailed, UpgradeState
 
 from .h2client import H2Client
@@ -338,8 +340,10 @@ class FailureTests(UpgradeTestCase):
     def test_one_upgrade_at_a_time(self):  # type: ignore[no-untyped-def]
         self.start_old()
         first = self.old.upgrader.start()
-        yield self.assertFailure(self.old.upgrader.start(), UpgradeFailed)
+        yield self.assertFailure(self.old.upgrader.start(), UpgradeUnderWay)
         yield first
+        self.assertEqual(upgrade_failed(Failure(UpgradeUnderWay("an upgrade is under way")))[0], 409)  # the API's
+        self.assertEqual(upgrade_failed(Failure(UpgradeFailed("it exited")))[0], 502)
 
 
 class PidfileTests(UpgradeTestCase):

@@ -14,11 +14,12 @@ from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
 from ..backend import Backend, Server
 from ..config import ConfigError, Timeouts, parse_server
-from ..transfer import Upgrades
+from ..transfer import Upgrades, UpgradeUnderWay
 from ..websocket import WebSocketSession
 from ._channel import MAX_BODY, AdminSite
 from ._metrics import registry_for
@@ -240,7 +241,7 @@ class AdminAPI(resource.Resource):
 
     def _upgrade(self, request: server.Request) -> object:
         """Start a live upgrade; answered once the new process has taken the listeners (its pid), or failed (why:
-        502, the proxy serving on as before)."""
+        502, the proxy serving on as before; 409 while another is under way)."""
         self.log.info("admin: upgrade from {peer}", peer=_peer(request))
 
         gone: list[bool] = []
@@ -252,8 +253,7 @@ class AdminAPI(resource.Resource):
                 request.finish()
 
         started = self._upgrades().start()
-        started.addCallbacks(lambda done: answer(200, done),
-                             lambda failure: answer(502, {"status": 502, "error": failure.getErrorMessage()}))
+        started.addCallbacks(lambda done: answer(200, done), lambda failure: answer(*upgrade_failed(failure)))
         return server.NOT_DONE_YET
 
     def _upgrades(self) -> Upgrades:
@@ -344,6 +344,12 @@ def _find(calls: tuple[_Call, ...], method: str, path: list[str]) -> tuple[_Call
         if args is not None:
             return call, args
     return None, []
+
+
+def upgrade_failed(failure: Failure) -> tuple[int, dict[str, Any]]:
+    """The answer to an upgrade that did not happen: 409 while another is under way, else 502, with why."""
+    status = 409 if failure.check(UpgradeUnderWay) else 502
+    return status, {"status": status, "error": failure.getErrorMessage()}
 
 
 def _not_found(request: server.Request, method: str) -> APIError:

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from ..frontend import Frontend
 from ..listening import ListeningService
-from ..transfer import Kind, Movable, Outcome
+from ..transfer import Kind, Movable, Outcome, UpgradeUnderWay
 from ..websocket import Tunnel
 from ._carrying import ChannelCarrier, OldSide
 from ._channel import Report
@@ -82,7 +82,7 @@ class Upgrader:
         """Start the new process; fires with its pid once it has taken the listeners, fails with
         :class:`UpgradeFailed` (why) if it could not, this process serving on as before."""
         if self.state is not UpgradeState.IDLE:
-            return fail(UpgradeFailed(f"an upgrade is under way ({self.state.value})"))
+            return fail(UpgradeUnderWay(f"an upgrade is under way ({self.state.value})"))
         self.state = UpgradeState.STARTING
         self.last_failure = self._exited = None
         self._directory = tempfile.mkdtemp(prefix="rubrisproxy-upgrade-")  # mode 0700

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from ..admin import MAX_BODY, AdminAPI, APIError, Call
+from ..admin import MAX_BODY, AdminAPI, APIError, Call, upgrade_failed
 from ..checks import check_config
 from ..config import CommandLine, ConfigError, load_config
 from ._handle import HandleState, WorkerHandle
@@ -120,7 +120,7 @@ class FleetAdminAPI(AdminAPI):
         """Every worker replaced in turn (docs/upgrade.md); the supervisor stays."""
         self.log.info("admin: upgrade from {peer}", peer=_peer(request))
         return self.supervisor.rolling.start().addCallbacks(
-            lambda done: _json(200, done), lambda failure: _json(502, {"status": 502, "error": failure.getErrorMessage()}))
+            lambda done: _json(200, done), lambda failure: _json(*upgrade_failed(failure)))
 
     def _forward(self, call: Call, request: server.Request) -> defer.Deferred[tuple[int, str, bytes]]:
         method = call.method

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from ..transfer import UpgradeUnderWay
 from ..upgrade import SOCKET_ENV, UpgradeFailed
 from ._channel import AbortUpgrade, AwaitUpgrade, PrepareUpgrade
 from ._handle import HandleState, WorkerHandle
@@ -36,7 +37,7 @@ class RollingUpgrade:
         """Replace every worker in turn; fires with the pids, or fails with :class:`UpgradeFailed` (the workers
         not yet replaced serve on as before)."""
         if self.running:
-            return defer.fail(UpgradeFailed("an upgrade is under way"))
+            return defer.fail(UpgradeUnderWay("an upgrade is under way"))
         self.running = True
         self.last_failure = None
         return defer.Deferred.fromCoroutine(self._all())
