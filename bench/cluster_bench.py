@@ -265,9 +265,7 @@ def main() -> None:
         for process in list(processes.children):
             processes.stop(process)
         shutil.rmtree(tmp, ignore_errors=True)
-    results = HERE / "results" / "cluster_bench.txt"
-    results.write_text("\n".join(out.lines) + "\n")
-    print(f"written to {os.path.relpath(results)}")
+    out.save(os.path.relpath(HERE / "results" / "cluster_bench.txt"))
 
 
 if __name__ == "__main__":

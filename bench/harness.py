@@ -36,6 +36,13 @@ class Output:
         print(line, flush=True)
         self.lines.append(line)
 
+    def save(self, path: str) -> None:
+        """Write every line kept to ``path`` (its directory made if need be), and say where."""
+        output = Path(path)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("\n".join(self.lines) + "\n")
+        print(f"written to {output}")
+
 
 # --- processes -----------------------------------------------------------------------------------
 

@@ -333,10 +333,7 @@ def main() -> None:
     strays = processes.strays()
     out(f"\ntotal {time.monotonic() - started:.0f} s; load average at the end {os.getloadavg()[0]:.2f}; "
         + (f"STRAY process groups left: {strays}" if strays else "no stray processes left"))
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("\n".join(out.lines) + "\n")
-    print(f"written to {output}")
+    out.save(args.output)
 
 
 if __name__ == "__main__":

@@ -243,8 +243,7 @@ def main() -> int:
                     out(line)
         finally:
             processes.stop_all()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text("\n".join(out.lines) + "\n")
+    out.save(str(RESULTS))
     return 0
 
 

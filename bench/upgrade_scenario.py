@@ -944,10 +944,7 @@ def main() -> None:
     if runs:
         report(runs, args)
     out(f"\ntotal {time.monotonic() - started:.0f} s")
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("\n".join(out.lines) + "\n")
-    print(f"written to {output}")
+    out.save(args.output)
 
 
 if __name__ == "__main__":
