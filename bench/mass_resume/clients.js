@@ -19,6 +19,7 @@
 
 const path = require('path');
 const WebSocket = require(path.join(__dirname, '..', 'ws', 'node_modules', 'ws'));
+const { openOne } = require(path.join(__dirname, '..', 'ws', 'common.js'));
 
 const HANDSHAKE_TIMEOUT_MS = 20000;
 
@@ -56,21 +57,6 @@ const nowNs = () => process.hrtime.bigint();
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const round3 = (x) => (Number.isFinite(x) ? Math.round(x * 1000) / 1000 : null);
 
-function openOne(url) {
-  return new Promise((resolve) => {
-    const socket = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: HANDSHAKE_TIMEOUT_MS });
-    let done = false;
-    const settle = (error) => {
-      if (done) return;
-      done = true;
-      if (error) socket.terminate();
-      resolve(error ? { error } : { socket });
-    };
-    socket.once('open', () => settle(null));
-    socket.once('error', (error) => settle(error.code || error.message));
-    socket.once('unexpected-response', (request, response) => settle(`HTTP ${response.statusCode}`));
-  });
-}
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
@@ -88,7 +74,7 @@ async function main() {
   const worker = async () => {
     while (next < args.connections && Date.now() < deadline) {
       const index = next++;
-      const { socket, error } = await openOne(args.url);
+      const { socket, error } = await openOne(WebSocket, args.url, HANDSHAKE_TIMEOUT_MS);
       if (error) {
         errors[error] = (errors[error] || 0) + 1;
         continue;

@@ -1,5 +1,5 @@
 'use strict';
-// Helpers shared by echo.js and loadgen.js.
+// Helpers shared by echo.js, loadgen.js and the resume and upgrade clients.
 
 const path = require('path');
 
@@ -35,4 +35,22 @@ function batchedSender(socket) {
   };
 }
 
-module.exports = { batchedSender, requireNativeBufferutil };
+/** Open one WebSocket with ws's ``WebSocket`` class, no compression, its handshake within ``timeoutMs``; resolves with
+ * ``{ socket }`` or ``{ error }`` (a code, a message, or the HTTP status of a refusal). */
+function openOne(WebSocket, url, timeoutMs) {
+  return new Promise((resolve) => {
+    const socket = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: timeoutMs });
+    let done = false;
+    const settle = (error) => {
+      if (done) return;
+      done = true;
+      if (error) socket.terminate();
+      resolve(error ? { error } : { socket });
+    };
+    socket.once('open', () => settle(null));
+    socket.once('error', (error) => settle(error.code || error.message));
+    socket.once('unexpected-response', (request, response) => settle(`HTTP ${response.statusCode}`));
+  });
+}
+
+module.exports = { batchedSender, openOne, requireNativeBufferutil };

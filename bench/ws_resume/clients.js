@@ -35,6 +35,7 @@
 
 const path = require('path');
 const WebSocket = require(path.join(__dirname, '..', 'ws', 'node_modules', 'ws')); // bench/ws's ws module
+const { openOne } = require(path.join(__dirname, '..', 'ws', 'common.js'));
 
 const HANDSHAKE_TIMEOUT_MS = 10000;
 const CLOSE_GRACE_MS = 2000;
@@ -105,22 +106,6 @@ class Client {
   }
 }
 
-/** Open one WebSocket; resolves with the socket or an error string. */
-function openOne(url) {
-  return new Promise((resolve) => {
-    const socket = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: HANDSHAKE_TIMEOUT_MS });
-    let done = false;
-    const settle = (error) => {
-      if (done) return;
-      done = true;
-      if (error) socket.terminate();
-      resolve(error ? { error } : { socket });
-    };
-    socket.once('open', () => settle(null));
-    socket.once('error', (error) => settle(error.code || error.message));
-    socket.once('unexpected-response', (request, response) => settle(`HTTP ${response.statusCode}`));
-  });
-}
 
 /** Open every client's connection, ``concurrency`` handshakes at a time, within ``timeoutMs``. */
 async function openAll(args, clients) {
@@ -130,7 +115,7 @@ async function openAll(args, clients) {
   const worker = async () => {
     while (next < clients.length && Date.now() < deadline) {
       const client = clients[next++];
-      const { socket, error } = await openOne(args.url);
+      const { socket, error } = await openOne(WebSocket, args.url, HANDSHAKE_TIMEOUT_MS);
       if (error) errors[error] = (errors[error] || 0) + 1;
       else client.socket = socket;
     }
