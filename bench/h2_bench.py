@@ -21,26 +21,7 @@ import tempfile
 
 import harness
 from harness import Output, cpu_seconds, free_port, middle, python_path_env
-from http_bench import LOAD_CORE, PROXY_CORE, ROOT, start_origin, wait_port
-
-HAPROXY_CONF = """
-global
-    nbthread 1
-    maxconn 4000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-frontend web
-    bind 127.0.0.1:{port} proto h2
-    bind 127.0.0.1:{h1_port}
-    default_backend app
-backend app
-    http-reuse always
-    server s1 127.0.0.1:{origin}
-"""
+from http_bench import HAPROXY_CONF, LOAD_CORE, PROXY_CORE, ROOT, start_origin, wait_port
 
 #: path, streams in flight per connection, h2load's protocol flag; "h1 small" is the same load in HTTP/1.1 (one
 #: request at a time per connection), the HTTP/2 figures' baseline.
@@ -63,7 +44,8 @@ def start_relay(processes: harness.Processes, kind: str, origin: int,
         conf = os.path.join(tmp, "haproxy.cfg")
         h1_port = free_port()  # an h2-only bind takes no HTTP/1.1
         with open(conf, "w") as f:
-            f.write(HAPROXY_CONF.format(port=port, h1_port=h1_port, origin=origin))
+            f.write(HAPROXY_CONF.format(binds=f"    bind 127.0.0.1:{port} proto h2\n    bind 127.0.0.1:{h1_port}",
+                                        origin=origin))
         process = processes.start(pin + [haproxy, "-f", conf, "-db"], stderr=subprocess.DEVNULL)
     wait_port(port, process)
     return process, port, h1_port

@@ -50,7 +50,7 @@ defaults
     timeout server 30s
     option http-keep-alive
 frontend web
-    bind 127.0.0.1:{port} backlog 1024
+{binds}
     default_backend app
 backend app
     http-reuse always
@@ -138,7 +138,7 @@ def start_relay(kind: str, origin_port: int, access_log: str, tmp: str,
     elif kind == "haproxy":
         conf = os.path.join(tmp, "haproxy.cfg")
         with open(conf, "w") as f:
-            f.write(HAPROXY_CONF.format(port=port, origin=origin_port))
+            f.write(HAPROXY_CONF.format(binds=f"    bind 127.0.0.1:{port} backlog 1024", origin=origin_port))
         command = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-f", conf, "-db"]
     else:
         command = [sys.executable, os.path.join(HERE, "baselines.py"), kind, str(port), str(origin_port)]
