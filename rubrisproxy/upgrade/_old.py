@@ -233,9 +233,7 @@ class Upgrader:
         if self.state is not UpgradeState.HANDING_OVER:
             return
         self.state = UpgradeState.DONE
-        self._cancel_timer()
-        if self._checking is not None and self._checking.running:
-            self._checking.stop()
+        self._stop_timers()
         self.log.info("upgrade: this process is done: {line}", line=self.tally.line())
         channel = self._channel
         if channel is None:
@@ -255,15 +253,19 @@ class Upgrader:
         self.fail("this process is stopping")
         if self.state is UpgradeState.HANDING_OVER:
             self.state = UpgradeState.DONE
-        self._cancel_timer()
-        if self._checking is not None and self._checking.running:
-            self._checking.stop()
+        self._stop_timers()
         self._close_socket()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+
+    def _stop_timers(self) -> None:
+        """The hand-over is over: its deadline and its check for what is left stop."""
+        self._cancel_timer()
+        if self._checking is not None and self._checking.running:
+            self._checking.stop()
 
     def _close_socket(self) -> None:
         channel, self._channel = self._channel, None
