@@ -109,8 +109,9 @@ class Handover:
         self._to(READING)
 
     def moved_away(self) -> None:
-        """Its WebSocket was carried to another process with its socket (let go of already, without a FIN): the
-        connection ends here, neither counted nor logged (the new process does both when it ends)."""
+        """It was carried to another process (an idle HTTP/1.1 connection, or its WebSocket) with its socket, let
+        go of already without a FIN: the connection ends here, neither counted nor logged (the new process does
+        both when it ends)."""
         if self.limits_held is not None:
             connection_closed(self.limits_held)
             self.limits_held = None

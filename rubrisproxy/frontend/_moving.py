@@ -17,8 +17,7 @@ from ..http import HTTPError, RequestParser
 from ..lifecycle import ConnectionEnd
 from ..origin import ConnectionPool, OriginConnection
 from ..transfer import Carried, Carrier, Kind, Refused
-from ._phase import HTTP2, LOST, MOVING, OPENING, READING, UPGRADING, Phase
-from ._rules import connection_closed
+from ._phase import HTTP2, MOVING, OPENING, READING, UPGRADING, Phase
 from ._timeouts import Wait
 
 if TYPE_CHECKING:
@@ -70,6 +69,7 @@ class Moving:
         def _to(self, phase: Phase) -> None: ...
         def _wait(self, waiting: Wait | None) -> None: ...
         def _settle(self) -> None: ...
+        def moved_away(self) -> None: ...
         def drain(self) -> None: ...
         def dataReceived(self, data: bytes) -> None: ...
 
@@ -128,14 +128,10 @@ class Moving:
             self.gate.resume(MOVING_READS)
             self._settle()
             return
-        self._to(LOST)
         self._deadline.stop()
         self.parser.close()
-        self.frontend.connections.discard(self)
-        if self.limits_held is not None:
-            connection_closed(self.limits_held)
-            self.limits_held = None
         let_go(self.transport)
+        self.moved_away()
 
     # In the new process
 
