@@ -16,6 +16,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
+#: A read gate's reason while its connection is being carried to another process: nothing more is read here
+#: (what was read goes in the record); a refused carry resumes it.
+CARRYING = "carrying"
+
 
 class Kind(StrEnum):
     """What a carried connection is."""

@@ -16,7 +16,7 @@ from ..flow import ReadGate
 from ..http import HTTPError, RequestParser
 from ..lifecycle import ConnectionEnd
 from ..origin import ConnectionPool, OriginConnection
-from ..transfer import Carried, Carrier, Kind, Refused
+from ..transfer import CARRYING, Carried, Carrier, Kind, Refused
 from ._phase import HTTP2, MOVING, OPENING, READING, UPGRADING, Phase
 from ._timeouts import Wait
 
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 #: The version of the record :meth:`Moving.move_record` writes and :meth:`Moving.restore` reads.
 HTTP_RECORD = 1
-#: The read gate's reason while a connection is being carried: nothing more is read here.
-MOVING_READS = "moving"
 
 
 class Moving:
@@ -99,7 +97,7 @@ class Moving:
             return
         self._carrier = None
         self._to(MOVING)
-        self.gate.pause(MOVING_READS)
+        self.gate.pause(CARRYING)
         self._wait(None)
         unsent = take_unsent(self.transport)
         record = self.move_record(phase is READING, unsent)
@@ -125,7 +123,7 @@ class Moving:
             self._to(previous)
             if unsent:
                 self.transport.write(unsent)
-            self.gate.resume(MOVING_READS)
+            self.gate.resume(CARRYING)
             self._settle()
             return
         self._deadline.stop()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from twisted.python.failure import Failure
 
 from .._compat import let_go, take_unsent, tcp_buffered
-from ..transfer import Carried, Kind
+from ..transfer import CARRYING, Carried, Kind
 from ._carry_record import VERSION, SessionRecord, b64, encode_messages, latin
 from ._ending import CARRIED, GOING_AWAY, MOVING, OPEN, RESUMING, close
 from ._moving import SessionMoving
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from ..origin import OriginRelay
     from ..transfer import Carrier
 
-#: The client connection's read-gate reason while its session is handed over.
-CARRYING = "carry"
 #: How long a carry waits for the client to reach a message boundary before the session moves here instead.
 CARRY_WAIT = 10.0
 

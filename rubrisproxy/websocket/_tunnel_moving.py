@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .._compat import let_go, take_unsent, tcp_buffered
 from ..deadline import Deadline
 from ..flow import backed_up
-from ..transfer import Carried, Carrier, Kind
+from ..transfer import CARRYING, Carried, Carrier, Kind
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
 #: The version of a tunnel's record (:meth:`TunnelMoving.move`; read by ``frontend``'s ``TunnelAdopter``).
 TUNNEL_RECORD = 1
-#: The read gates' reason while a tunnel is being carried: nothing more is read here.
-MOVING_READS = "moving"
 
 
 class TunnelMoving:
@@ -63,8 +61,8 @@ class TunnelMoving:
             return
         gate = origin.gate
         assert gate is not None  # connected
-        client.gate.pause(MOVING_READS)
-        gate.pause(MOVING_READS)
+        client.gate.pause(CARRYING)
+        gate.pause(CARRYING)
         self._deadline.clear()
         client.download.detach()
         origin.upload.detach()
@@ -83,9 +81,9 @@ class TunnelMoving:
             return
         if not moved:  # it goes on here, as it was
             self._send(to_client, to_origin)
-            client.gate.resume(MOVING_READS)
+            client.gate.resume(CARRYING)
             assert origin.gate is not None
-            origin.gate.resume(MOVING_READS)
+            origin.gate.resume(CARRYING)
             self._deadline.set(self._idle_limit)
             return
         if self._leave():
