@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -273,60 +275,66 @@ class Bench:
                           relay_cpu * 1e6 / messages if relay.process else None,
                           relay_cpu / wall if relay.process else None, load_cpu / wall)
 
-    def idle(self, name: str, connections: int) -> IdleResult:
-        """Open ``connections`` WebSockets through a fresh relay, hold them idle, measure its RSS growth."""
+    @contextmanager
+    def opening(self, name: str, count: int, seconds: float, in_flight: int | None = None,
+                before: Callable[[int], float] = lambda pid: 0.0) -> Iterator[Opening]:
+        """A fresh relay ``name``, ``count`` WebSockets opened through it (``in_flight`` handshakes at a time, kept
+        open ``seconds``), ``before(pid)`` read just before they start; it stops the load and the relay on the way
+        out. What it yields: the relay's pid, ``before``'s reading, the load generator's "open" report."""
         relay = self.start_relay(name)
         assert relay.process is not None
         pid = relay.process.pid
         loadgen = None
         try:
             time.sleep(0.5)
-            before = rss_kib(pid)
-            loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/",
-                                   LoadShape(connections, 0, 0, OPEN_TIMEOUT_SECONDS + IDLE_HOLD_SECONDS + 30))
+            reading = before(pid)
+            extra = () if in_flight is None else (in_flight,)
+            loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/", LoadShape(count, 0, 0, seconds), *extra)
             reader = LineReader(loadgen)
             opened = reader.until("open", time.monotonic() + OPEN_TIMEOUT_SECONDS + 10)
-            if opened["opened"] != connections:
-                raise RuntimeError(f"opened {opened['opened']} of {connections}: {opened['errors']}")
-            time.sleep(IDLE_HOLD_SECONDS)
-            after = rss_kib(pid)
-            fds = len(os.listdir(f"/proc/{pid}/fd"))
-            assert loadgen.stdin is not None
-            loadgen.stdin.close()  # the load generator closes its connections and reports
-            result = reader.until("result", time.monotonic() + 30)
-            if not result.get("ok") or result.get("still_open") != connections:
-                raise RuntimeError(f"connections did not stay open: {result}")
+            if opened["opened"] != count:
+                raise RuntimeError(f"opened {opened['opened']} of {count}: {opened['errors']}")
+            yield Opening(pid, reading, opened, loadgen, reader)
         finally:
             if loadgen is not None:
                 self.processes.stop(loadgen)
             self.stop_relay(relay)
-        return IdleResult(name, (after - before) / connections, before / 1024, after / 1024,
-                          float(opened["open_seconds"]), fds)
+
+    def idle(self, name: str, connections: int) -> IdleResult:
+        """Open ``connections`` WebSockets through a fresh relay, hold them idle, measure its RSS growth."""
+        with self.opening(name, connections, OPEN_TIMEOUT_SECONDS + IDLE_HOLD_SECONDS + 30, before=rss_kib) as o:
+            time.sleep(IDLE_HOLD_SECONDS)
+            after = rss_kib(o.pid)
+            fds = len(os.listdir(f"/proc/{o.pid}/fd"))
+            result = o.finish()
+            if not result.get("ok") or result.get("still_open") != connections:
+                raise RuntimeError(f"connections did not stay open: {result}")
+        return IdleResult(name, (after - o.before) / connections, o.before / 1024, after / 1024,
+                          float(o.opened["open_seconds"]), fds)
 
     def handshakes(self, name: str, count: int) -> HandshakeResult:
         """Open ``count`` WebSockets, ``HANDSHAKES_IN_FLIGHT`` at a time, through a fresh relay: the rate and its CPU."""
-        relay = self.start_relay(name)
-        assert relay.process is not None
-        pid = relay.process.pid
-        loadgen = None
-        try:
-            time.sleep(0.5)
-            before = cpu_seconds(pid)
-            loadgen = self.loadgen(f"ws://127.0.0.1:{relay.port}/",
-                                   LoadShape(count, 0, 0, OPEN_TIMEOUT_SECONDS + 30), HANDSHAKES_IN_FLIGHT)
-            reader = LineReader(loadgen)
-            opened = reader.until("open", time.monotonic() + OPEN_TIMEOUT_SECONDS + 10)
-            cpu = cpu_seconds(pid) - before
-            if opened["opened"] != count:
-                raise RuntimeError(f"opened {opened['opened']} of {count}: {opened['errors']}")
-            assert loadgen.stdin is not None
-            loadgen.stdin.close()
-            reader.until("result", time.monotonic() + 30)
-        finally:
-            if loadgen is not None:
-                self.processes.stop(loadgen)
-            self.stop_relay(relay)
-        return HandshakeResult(name, count / float(opened["open_seconds"]), cpu * 1e6 / count)
+        with self.opening(name, count, OPEN_TIMEOUT_SECONDS + 30, HANDSHAKES_IN_FLIGHT, before=cpu_seconds) as o:
+            cpu = cpu_seconds(o.pid) - o.before
+            o.finish()
+        return HandshakeResult(name, count / float(o.opened["open_seconds"]), cpu * 1e6 / count)
+
+
+@dataclass
+class Opening:
+    """WebSockets opened through a fresh relay (:meth:`Bench.opening`)."""
+
+    pid: int
+    before: float
+    opened: dict[str, Any]
+    loadgen: subprocess.Popen[bytes]
+    reader: LineReader
+
+    def finish(self) -> dict[str, Any]:
+        """The load generator closes its connections and reports: its result."""
+        assert self.loadgen.stdin is not None
+        self.loadgen.stdin.close()
+        return self.reader.until("result", time.monotonic() + 30)
 
 
 # --- reporting ------------------------------------------------------------------------------------
