@@ -93,6 +93,12 @@ class StandInSession:
     def accept_client(self) -> tuple[None, dict[str, list[str]]]:
         return None, {}
 
+    def backend_passage(self) -> None:
+        return None  # each message goes by from_client, recorded
+
+    def client_passage(self) -> None:
+        return None
+
 
 class StandInOrigin:
     """The backend connection a BackendLeg takes over."""

@@ -53,64 +53,125 @@ class _Masks:
         self._at = at + 4
         return self._pool[at:at + 4]
 
+    def take_many(self, count: int) -> bytes:
+        """``count`` keys, one after the other."""
+        size = count << 2
+        at = self._at
+        if at + size > len(self._pool):
+            self._pool, at = os.urandom(max(_MASK_POOL, size)), 0
+        self._at = at + size
+        return self._pool[at:at + size]
+
 
 _masks = _Masks()
 
 
-def read_simple(data: bytes, masked: bool, limit: int) -> tuple[list[tuple[bytes, bool, int]], bool]:  # noqa: C901, PLR0911, PLR0912 - per message: one loop, no helper calls
-    """Whole simple messages at the front of ``data``, and whether the rest begins a simple one.
+def scan_simple(data: bytes, masked: bool, limit: int) -> tuple[list[tuple[int, int, bool]], bool]:  # noqa: C901, PLR0911 - per frame: one loop, no helper calls
+    """The whole simple frames at the front of ``data``, and whether the rest begins a simple one.
 
-    Each message is (payload, binary, where its frame ends). ``masked`` says whether
-    frames must be masked (from a client) or must not be (from a server); ``limit`` is
-    the largest payload allowed (0: no limit). Reading stops at the first frame that
-    is not simple, valid and complete; the flag is True when what stopped it is only
-    the end of ``data`` (a simple frame cut by the read), so the caller can wait for
-    the rest instead of handing it to Autobahn.
+    Each frame is (where its payload starts, where it ends, binary); a masked frame's key is the 4 bytes before
+    its payload. ``masked`` says whether frames must be masked (from a client) or must not be (from a server);
+    ``limit`` is the largest payload allowed (0: no limit). Reading stops at the first frame that is not simple,
+    valid (text: UTF-8) and complete; the flag is True when what stopped it is only the end of ``data`` (a simple
+    frame cut by the read), so the caller can wait for the rest instead of handing it to Autobahn.
     """
-    messages: list[tuple[bytes, bool, int]] = []
+    frames: list[tuple[int, int, bool]] = []
     pos, end = 0, len(data)
     while pos < end:
         first = data[pos]
         if first != _TEXT and first != _BINARY:
-            return messages, False
+            return frames, False
         if end - pos < 2:
-            return messages, True
+            return frames, True
         second = data[pos + 1]
         if bool(second & 0x80) != masked:
-            return messages, False
+            return frames, False
         size = second & 0x7F
         start = pos + 2
         if size == 127:
-            return messages, False
+            return frames, False
         if size == 126:
             if end - start < 2:
-                return messages, True
-            size = int.from_bytes(data[start:start + 2], "big")
+                return frames, True
+            size = (data[start] << 8) | data[start + 1]
             if size < 126:
-                return messages, False  # a length in a longer form than needed: Autobahn refuses it
+                return frames, False  # a length in a longer form than needed: Autobahn refuses it
             start += 2
         if limit and size > limit:
-            return messages, False
+            return frames, False
         if masked:
-            mask = data[start:start + 4]
             start += 4
         stop = start + size
         if stop > end:
-            return messages, True
-        if not masked:
-            payload = data[start:stop]
-        elif size < _NATIVE_FROM:
-            payload = unmask(data[start:stop], mask)
-        else:
-            payload = unmask(memoryview(data)[start:stop], mask)  # the C masker copies it once
+            return frames, True
         if first == _TEXT:
             try:
-                payload.decode("utf-8")
+                (unmask(data[start:stop], data[start - 4:start]) if masked else data[start:stop]).decode("utf-8")
             except UnicodeDecodeError:
-                return messages, False  # Autobahn fails it with 1007
-        messages.append((payload, first == _BINARY, stop))
+                return frames, False  # Autobahn fails it with 1007
+        frames.append((start, stop, first == _BINARY))
         pos = stop
-    return messages, False
+    return frames, False
+
+
+def read_simple(data: bytes, masked: bool, limit: int) -> tuple[list[tuple[bytes, bool, int]], bool]:
+    """The whole simple messages at the front of ``data`` (see :func:`scan_simple`), each as (payload, binary,
+    where its frame ends), and whether the rest begins a simple one."""
+    frames, waiting = scan_simple(data, masked, limit)
+    if not masked:
+        return [(data[start:stop], binary, stop) for start, stop, binary in frames], waiting
+    messages = []
+    for start, stop, binary in frames:
+        if stop - start < _NATIVE_FROM:
+            payload = unmask(data[start:stop], data[start - 4:start])
+        else:
+            payload = unmask(memoryview(data)[start:stop], data[start - 4:start])  # the C masker copies it once
+        messages.append((payload, binary, stop))
+    return messages, waiting
+
+
+def remasked(data: bytes, frames: list[tuple[int, int, bool]]) -> list[bytes | bytearray]:
+    """The masked ``frames`` of ``data`` (:func:`scan_simple`'s, from its start), as they are passed on: each with
+    a fresh masking key, in pieces to be joined.
+
+    A frame masked with key ``k`` is passed on masked with ``k ^ d``, ``d`` fresh from the OS's random source
+    (so the new key is as unpredictable): its key and payload XORed with ``d`` repeated, its head unchanged. The
+    payload is never unmasked. Small frames are XORed together, as one big integer; from ``_NATIVE_FROM`` bytes,
+    each by the C masker.
+    """
+    keys = _masks.take_many(len(frames))
+    pieces: list[bytes | bytearray] = []
+    stream: list[bytes] = []  # what the run of small frames from ``run`` is XORed with
+    run = at = pos = 0
+    for start, stop, _ in frames:
+        key_at = start - 4
+        key = keys[at:at + 4]
+        at += 4
+        size = stop - key_at
+        if size - 4 < _NATIVE_FROM or _xor is None:
+            stream.append(_ZEROS[key_at - pos])
+            stream.append((key * ((size >> 2) + 1))[:size])
+        else:
+            if run < pos:
+                pieces.append(_xored(data[run:pos], b"".join(stream)))
+                stream.clear()
+            pieces.append(data[pos:key_at])
+            pieces.append(_xor(memoryview(data)[key_at:stop], key))
+            run = stop
+        pos = stop
+    if run < pos:
+        pieces.append(_xored(data[run:pos], b"".join(stream)))
+    return pieces
+
+
+#: The zeros an unchanged frame head (2 or 4 bytes: the key follows) is XORed with.
+_ZEROS = {2: b"\0\0", 4: b"\0\0\0\0"}
+
+
+def _xored(data: bytes, stream: bytes) -> bytes:
+    """``data`` XOR ``stream`` (of its length), as one big integer."""
+    size = len(data)
+    return (int.from_bytes(data, "little") ^ int.from_bytes(stream, "little")).to_bytes(size, "little")
 
 
 def frame_parts(payload: bytes, binary: bool, masked: bool) -> tuple[bytes, bytes | bytearray] | None:

@@ -54,7 +54,7 @@ from .._compat import (
 from ..config import WebSocketConfig
 from ..flow import ReadGate, writes_directly
 from ..lifecycle import Termination
-from ._frames import frame_parts, read_simple
+from ._frames import frame_parts, read_simple, remasked, scan_simple
 from ._handshake import accept_key
 from ._outbox import Outbox
 from ._timers import BucketTimer
@@ -221,22 +221,11 @@ class _Leg(AutobahnHooks):
             self.state == self.STATE_OPEN and not self.data and self.current_frame is None
             and not self.inside_message and not self._deflating and self.held is None
         ):
-            messages, waiting = read_simple(data, self._masked_in, self._limit)
-            used = 0
-            if messages:
-                if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
-                    cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
-                outbox = self._outbox
-                outbox.depth += 1  # what the messages prompt is written once they are all relayed
-                try:
-                    for payload, binary, end in messages:
-                        self.onMessage(payload, binary)
-                        used = end
-                        if self.state != self.STATE_OPEN or self.held is not None:
-                            waiting = False  # the message closed or failed the leg: Autobahn reads the rest
-                            break
-                finally:
-                    outbox.close()
+            target = self._passage()
+            if target is not None and not target._deflating and not target.send_queue:
+                used, waiting = self._pass(data, target)
+            else:
+                used, waiting = self._relay(data)
             if used:
                 data = data[used:]
                 if not data:
@@ -245,6 +234,76 @@ class _Leg(AutobahnHooks):
                 self._tail = data
                 return
         super().dataReceived(data)
+
+    def _pass(self, data: bytes, target: _Leg) -> tuple[int, bool]:
+        """Pass the simple messages at the front of ``data`` to ``target`` as the frames they came in (a client's
+        with fresh masking keys), nothing in between to see them (see ``_passage``): where they end, and whether
+        the rest begins a simple frame."""
+        limit, fragment = self._limit, target.autoFragmentSize
+        if fragment and (not limit or fragment < limit):
+            limit = fragment  # a larger message would leave fragmented
+        frames, waiting = scan_simple(data, self._masked_in, limit)
+        if not frames:
+            return 0, waiting
+        if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
+            cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
+        used = frames[-1][1]
+        if self._masked_in:
+            target.pass_on(remasked(data, frames), used)
+        else:
+            target.pass_on([data if used == len(data) else data[:used]], used)
+        self._passed(len(frames))
+        return used, waiting
+
+    def _relay(self, data: bytes) -> tuple[int, bool]:
+        """Relay the simple messages at the front of ``data`` one by one (``onMessage``): where the last one taken
+        ends, and whether the rest begins a simple frame."""
+        messages, waiting = read_simple(data, self._masked_in, self._limit)
+        used = 0
+        if messages:
+            if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
+                cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
+            outbox = self._outbox
+            outbox.depth += 1  # what the messages prompt is written once they are all relayed
+            try:
+                for payload, binary, end in messages:
+                    self.onMessage(payload, binary)
+                    used = end
+                    if self.state != self.STATE_OPEN or self.held is not None:
+                        waiting = False  # the message closed or failed the leg: Autobahn reads the rest
+                        break
+            finally:
+                outbox.close()
+        return used, waiting
+
+    def _passage(self) -> _Leg | None:
+        """The leg this leg's messages may be passed to as frames (its session's :meth:`backend_passage` or
+        :meth:`client_passage`), or None."""
+        raise NotImplementedError
+
+    def _passed(self, count: int) -> None:
+        """``count`` messages were passed to :meth:`_passage`'s leg: tell the session."""
+        raise NotImplementedError
+
+    def pass_on(self, frames: list[bytes | bytearray], size: int) -> None:
+        """Send ``frames`` (``size`` bytes of whole frames, passed from the other leg), after any frame held."""
+        held = self._held_frames
+        if held is not None:
+            held += frames
+        elif self._outbox.depth:
+            self._held_frames = frames
+            self._outbox.holding(self)
+        else:
+            transport = self.transport
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            if writes_directly(transport):
+                direct_write(transport, data)
+            else:
+                transport.write(data)
+        if self._to_client:
+            self.meter.bytes_out += size
+        else:
+            self.meter.bytes_in += size
 
     def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize: int | None = None,
                     sync: bool = False, doNotCompress: bool = False) -> None:
@@ -458,6 +517,12 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
         if self.held is None:
             self.session.from_client(payload, isBinary)
 
+    def _passage(self) -> _Leg | None:
+        return self.session.backend_passage()
+
+    def _passed(self, count: int) -> None:
+        self.session.passed_to_backend(count)
+
     def onPing(self, payload: bytes) -> None:
         if self.held is None:  # after its close, a client's ping is not answered (RFC 6455 5.5.2)
             super().onPing(payload)
@@ -571,6 +636,12 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.session.from_backend(payload, isBinary)
+
+    def _passage(self) -> _Leg | None:
+        return self.session.client_passage()
+
+    def _passed(self, count: int) -> None:
+        self.session.passed_to_client(count)
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
         was_open = self.state == self.STATE_OPEN

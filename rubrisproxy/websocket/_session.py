@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ..http import ResponseHead
     from ..origin import OriginConnection
     from ._handoff import UpgradeHandoff
-    from ._legs import BackendLeg
+    from ._legs import BackendLeg, ClientLeg
 
 
 @implementer(ISessionView)
@@ -156,6 +156,34 @@ class WebSocketSession(SessionAdopting):
                 return
             message = hooked
         self.send_to_client(message)
+
+    def backend_passage(self) -> BackendLeg | None:
+        """The backend leg the client's messages may be passed to as the frames they came in: open, with nothing to
+        see them on the way (no hook, no replay) and nothing to hold them. None: each goes by :meth:`from_client`."""
+        if self._hooks or self._state is not OPEN or self._resumption.recent is not None:
+            return None
+        leg = self._legs.backend
+        return leg if leg is not None and leg.state == leg.STATE_OPEN else None
+
+    def passed_to_backend(self, count: int) -> None:
+        """``count`` messages from the client were passed to :meth:`backend_passage`'s leg, as :meth:`from_client`
+        would have sent them."""
+        self._deadline.set(self._idle_limit)
+        self.messages_in += count
+
+    def client_passage(self) -> ClientLeg | None:
+        """The client leg the backend's messages may be passed to as the frames they came in: open, with no hook to
+        see them on the way. None: each goes by :meth:`from_backend`."""
+        if self._hooks:
+            return None
+        leg = self._legs.client
+        return leg if leg is not None and leg.state == leg.STATE_OPEN else None
+
+    def passed_to_client(self, count: int) -> None:
+        """``count`` messages from the backend were passed to :meth:`client_passage`'s leg, as :meth:`from_backend`
+        would have sent them."""
+        self._deadline.set(self._idle_limit)
+        self.messages_out += count
 
     def _hooked(self, message: Message, from_client: bool) -> Message | None:
         """``message`` as the hooks leave it, in order; None if one dropped it."""
