@@ -66,7 +66,7 @@ class _Masks:
 _masks = _Masks()
 
 
-def scan_simple(data: bytes, masked: bool, limit: int) -> tuple[list[tuple[int, int, bool]], bool]:  # noqa: C901, PLR0911 - per frame: one loop, no helper calls
+def scan_simple(data: bytes, masked: bool, limit: int) -> tuple[list[tuple[int, int, bool]], bool]:  # noqa: C901, PLR0911, PLR0912 - per frame: one loop, no helper calls
     """The whole simple frames at the front of ``data``, and whether the rest begins a simple one.
 
     Each frame is (where its payload starts, where it ends, binary); a masked frame's key is the 4 bytes before

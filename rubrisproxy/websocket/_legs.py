@@ -295,7 +295,7 @@ class _Leg(AutobahnHooks):
             self._outbox.holding(self)
         else:
             transport = self.transport
-            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            data = bytes(frames[0]) if len(frames) == 1 else b"".join(frames)  # bytes(): no copy of bytes
             if writes_directly(transport):
                 direct_write(transport, data)
             else:
