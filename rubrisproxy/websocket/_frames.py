@@ -76,40 +76,44 @@ def scan_simple(data: bytes, masked: bool, limit: int) -> tuple[list[tuple[int, 
     frame cut by the read), so the caller can wait for the rest instead of handing it to Autobahn.
     """
     frames: list[tuple[int, int, bool]] = []
+    append = frames.append
+    mask_bit, key = (0x80, 4) if masked else (0, 0)
+    limit = limit or _MAX_SIMPLE  # no frame here is larger
     pos, end = 0, len(data)
     while pos < end:
         first = data[pos]
-        if first != _TEXT and first != _BINARY:
+        if first != _BINARY and first != _TEXT:
             return frames, False
-        if end - pos < 2:
+        if pos + 1 == end:
             return frames, True
         second = data[pos + 1]
-        if bool(second & 0x80) != masked:
+        if (second & 0x80) != mask_bit:
             return frames, False
         size = second & 0x7F
-        start = pos + 2
-        if size == 127:
-            return frames, False
-        if size == 126:
-            if end - start < 2:
+        if size < 126:
+            start = pos + 2 + key
+        elif size == 126:
+            if end - pos < 4:
                 return frames, True
-            size = (data[start] << 8) | data[start + 1]
+            size = (data[pos + 2] << 8) | data[pos + 3]
             if size < 126:
                 return frames, False  # a length in a longer form than needed: Autobahn refuses it
-            start += 2
-        if limit and size > limit:
+            start = pos + 4 + key
+        else:
+            return frames, False  # a 64-bit length
+        if size > limit:
             return frames, False
-        if masked:
-            start += 4
         stop = start + size
         if stop > end:
             return frames, True
-        if first == _TEXT:
+        if first == _BINARY:
+            append((start, stop, True))
+        else:
             try:
                 (unmask(data[start:stop], data[start - 4:start]) if masked else data[start:stop]).decode("utf-8")
             except UnicodeDecodeError:
                 return frames, False  # Autobahn fails it with 1007
-        frames.append((start, stop, first == _BINARY))
+            append((start, stop, False))
         pos = stop
     return frames, False
 
