@@ -14,7 +14,7 @@ from zope.interface import alsoProvides
 
 from rubrisproxy.config import HookConfig, WebSocketConfig
 from rubrisproxy.frontend import drain
-from rubrisproxy.websocket import Message, WebSocketHook, accept_key
+from rubrisproxy.websocket import Message, WebSocketHook, WebSocketSession, accept_key
 
 from .helpers import ProxyTestCase, get, run_reactor_for
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
@@ -413,6 +413,29 @@ class TimerTests(ProxyTestCase):
         self.assertEqual(backend.closes[0][1], 1001)
         yield self.settle(self.frontend)
         self.assertEqual(self.access_log.entries[-1].termination, "idle-timeout")
+
+    @defer.inlineCallbacks
+    def test_messages_passed_either_way_keep_a_session_open_and_are_counted(self):  # type: ignore[no-untyped-def]
+        """Messages the legs pass as frames (no hook) move the idle deadline and count as those relayed one by one:
+        echoed every 0.1 s, a session with a 0.3 s idle limit stays open for 1 s."""
+        self.start(tunnel=0.3)
+        one_by_one: list[bytes] = []
+        for name in ("from_client", "from_backend"):
+            self.patch(WebSocketSession, name, lambda session, payload, binary: one_by_one.append(payload))
+        client = connect_client(self.proxy_port)
+        yield client.opened
+        for i in range(10):
+            client.sendMessage(b"m%d" % i, isBinary=bool(i % 2))
+            yield client.wait_messages(i + 1)
+            yield run_reactor_for(10)
+        self.assertEqual(one_by_one, [])
+        (session,) = self.frontend.websockets
+        self.assertEqual((session.messages_in, session.messages_out), (10, 10))
+        self.assertEqual(session.describe()["messages_in"], 10)
+        self.assertFalse(client.closed.called)
+        clean, code, reason = yield client.closed  # then idle
+        self.assertEqual((code, reason), (1001, "idle timeout"))
+        yield self.settle(self.frontend)
 
     @defer.inlineCallbacks
     def test_idle_tunnel_is_cut(self):  # type: ignore[no-untyped-def]
