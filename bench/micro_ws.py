@@ -1,8 +1,9 @@
 """Session mode's fast path in process: CPU per message from a client leg's read into a backend leg's write.
 
 Both legs are opened as a session opens them (tests/test_ws_keepalive.py's helpers) over in-memory transports,
-and each read carries ``--per-read`` masked binary messages of ``--size`` bytes; the client leg unmasks them and
-the backend leg masks them again (the session's own calls between the two are left out). Steady, for
+and each read carries ``--per-read`` masked binary messages of ``--size`` bytes, which the client leg passes to the
+backend leg with fresh masking keys, as a session with no hook has it do (in a checkout without that passage: the
+client leg unmasks them and the backend leg masks them again); the session's own calls are left out. Steady, for
 optimising; reports the best of 5 runs, µs per message. ``--compare DIR`` measures another checkout too.
 
     python bench/micro_ws.py [--size 32] [--per-read 16] [--reads 3000] [--compare DIR]
