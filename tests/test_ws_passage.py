@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from rubrisproxy.config import WebSocketConfig
+from rubrisproxy.websocket import _frames
 from rubrisproxy.websocket._frames import remasked, scan_simple
 from rubrisproxy.websocket._legs import LegFactories
 
@@ -227,6 +228,10 @@ class PassageTests(unittest.TestCase):
 
 
 class RemaskTests(unittest.TestCase):
+    def test_without_the_c_masker(self) -> None:
+        self.patch(_frames, "_xor", None)
+        self.test_each_frame_leaves_with_a_fresh_key()
+
     def test_each_frame_leaves_with_a_fresh_key(self) -> None:
         payloads = [os.urandom(size) for size in (0, 1, 5, 125, 126, 255, 256, 1000, 300, 3, 65535)]
         data = b"".join(frame(0x82, payload) for payload in payloads)
