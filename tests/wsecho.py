@@ -94,7 +94,7 @@ class EchoBackendFactory(WebSocketServerFactory):
         self.received: list[tuple[bytes, bool]] = []
         self.closes: list[tuple[bool, int | None, str | None]] = []
         self.open: set[EchoBackendProtocol] = set()
-        self.setProtocolOptions(maxMessagePayloadSize=64 * 1024 * 1024, autoPingInterval=0)
+        self.setProtocolOptions(maxMessagePayloadSize=64 * 1024 * 1024, autoPingInterval=0, allowNullOrigin=True)
         self.noisy = False
 
 

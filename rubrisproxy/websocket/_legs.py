@@ -90,6 +90,9 @@ class LegFactories:
         self.server = WebSocketServerFactory(server=None)  # the backend's own Server header is passed on
         self.server.protocol = ClientLeg
         self.server.setProtocolOptions(
+            # Origins were checked on the HTTP path (check_upgrade): the leg allows any, as Autobahn's factory
+            # does until setProtocolOptions turns its null-origin default off (pages from file:// send "null").
+            allowNullOrigin=True,
             autoPingInterval=config.client_ping_interval,
             autoPingTimeout=config.client_ping_timeout,
             perMessageCompressionAccept=_accept_deflate if config.compression else _refuse_extensions,
