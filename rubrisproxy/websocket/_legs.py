@@ -520,6 +520,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
 
     _masked_out = True  # the proxy is the client here: what it sends is masked
     _switch: bytes | str | None = None  # see attach
+    _lost: Failure | None = None  # its connection's loss, put aside until its turn (see lose)
 
     def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
                protocols: list[str]) -> None:
@@ -585,6 +586,28 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.session.backend_closed(self, _leg_termination(self, Termination.SERVER_CLOSE, Termination.SERVER_ABORT))
 
+    def lose(self, reason: Failure) -> None:
+        """Its connection is lost: handled now (``connectionLost``), or, in a storm of losses, on a later reactor turn
+        (its session decides: see :class:`~rubrisproxy.websocket._losses.LossPacer`). Meanwhile it reads as closing
+        (nothing is sent to it: its session holds what the client sends), its pings stopped."""
+        if self.state == self.STATE_OPEN and self.session.defer_loss(self):
+            self._lost = reason
+            self.state = self.STATE_CLOSING
+            self.stop_pings()
+            return
+        self.connectionLost(reason)
+
+    @property
+    def loss_waits(self) -> bool:
+        """Whether its connection's loss was put aside and is not handled yet."""
+        return self._lost is not None
+
+    def settle_loss(self) -> None:
+        """Handle its connection's loss now, if it was put aside and is not handled yet."""
+        reason, self._lost = self._lost, None
+        if reason is not None:
+            self.connectionLost(reason)
+
 
 def _valid_close(code: int | None, reason: bytes | None) -> bool:
     """Whether a received close frame is one Autobahn would accept (RFC 6455 7.4)."""
@@ -629,4 +652,4 @@ class OriginSide:
         self._origin.transport.loseConnection()
 
     def origin_lost(self, reason: Failure) -> None:
-        self._leg.connectionLost(reason)
+        self._leg.lose(reason)

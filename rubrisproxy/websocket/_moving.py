@@ -80,6 +80,7 @@ class SessionMoving(SessionEnding):
 
     def server_leaving(self, server: Server, why: str) -> None:
         """The server is down or draining: close its leg (1001), relay what it still sends, then move."""
+        self._settle_loss()
         if self._state is not OPEN or not self._may_move or self._handoff.server is not server:
             return
         self._state = MOVING
@@ -183,6 +184,15 @@ class SessionMoving(SessionEnding):
         close(self._legs.backend, GOING_AWAY, b"session closed")
 
     # A backend leg's close: move, or end
+
+    def defer_loss(self, leg: BackendLeg) -> bool:
+        """Whether the loss of ``leg``'s connection waits for a later reactor turn (a storm of them: see
+        :class:`~rubrisproxy.websocket._losses.LossPacer`); only an OPEN session's, which a Socket.IO one is not
+        (its hook must see the move begin before the client's next message)."""
+        if self._state is not OPEN or leg is not self._legs.backend or self._resumption.engineio is not None:
+            return False
+        handoff = self._handoff
+        return handoff.resume_budget.losses.put_aside(leg, handoff.clock)
 
     def backend_closing(self, leg: BackendLeg, code: int | None, reason: bytes | None) -> None:
         """The backend sent a close: move the session if the code says so, else pass it on to the client."""
