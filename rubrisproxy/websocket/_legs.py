@@ -39,6 +39,7 @@ from .._compat import (
     compresses,
     defer_autobahn_debug,
     direct_write,
+    end_as_closed,
     inbound_window_bits,
     message_compressed,
     open_at_once,
@@ -48,6 +49,7 @@ from .._compat import (
     resume_auto_ping,
     send_queue_back,
     slim_open_leg,
+    tcp_buffered,
     unsent,
     use_batched_timer,
 )
@@ -649,7 +651,14 @@ class OriginSide:
         self._leg.dataReceived(data)
 
     def origin_fin(self) -> None:
-        self._origin.transport.loseConnection()
+        transport = self._origin.transport
+        if tcp_buffered(transport) and not unsent(transport):
+            # Nothing left to send: closed at once, as Twisted ends a connection whose protocol takes no half-close
+            # (ConnectionDone, as after loseConnection), not on a write turn of its own: each of a dead server's
+            # thousands of connections is handled once, in the turn its end is read.
+            end_as_closed(transport)
+            return
+        transport.loseConnection()
 
     def origin_lost(self, reason: Failure) -> None:
         self._leg.lose(reason)
