@@ -523,6 +523,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     _masked_out = True  # the proxy is the client here: what it sends is masked
     _switch: bytes | str | None = None  # see attach
     _lost: Failure | None = None  # its connection's loss, put aside until its turn (see lose)
+    lost_at = 0.0  # when that loss was put aside (0: it was not)
 
     def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
                protocols: list[str]) -> None:
@@ -594,6 +595,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
         (nothing is sent to it: its session holds what the client sends), its pings stopped."""
         if self.state == self.STATE_OPEN and self.session.defer_loss(self):
             self._lost = reason
+            self.lost_at = self.session.clock.seconds()
             self.state = self.STATE_CLOSING
             self.stop_pings()
             return

@@ -7,8 +7,8 @@ from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-#: Lost backend legs handled in one reactor turn (about 30 us each: Autobahn's closing, the session's move begun).
-LOSSES_PER_TURN = 64
+#: Lost backend legs handled in one reactor turn (about 25 us each: Autobahn's closing, the session's move begun).
+LOSSES_PER_TURN = 512
 
 
 class PutAside(Protocol):

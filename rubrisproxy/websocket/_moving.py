@@ -87,18 +87,20 @@ class SessionMoving(SessionEnding):
         self._resumption.begin(self, f"{server.name} {why}")
         close(self._legs.backend, GOING_AWAY, b"server " + why.encode())
 
-    def _begin_resume(self, crashed: bool) -> None:
+    def _begin_resume(self, crashed: bool, lost_at: float) -> None:
+        """The old backend leg is gone (at ``lost_at`` if its loss waited for its turn, else now): look for the next
+        server, replaying what the lost one may have missed if it ``crashed``."""
         server = self._handoff.server
         if server is not None:
             server.watchers.discard(self)
         self._handoff.release_server()  # the next server's slot must not wait behind this one
         self._state = RESUMING
-        started = self._handoff.clock.seconds()
+        started = lost_at or self._handoff.clock.seconds()
         self._legs.backend = None
         self._client.download.detach()
         if crashed and self._resumption.recent:
             # At least once: what was sent to the lost server lately goes to the next one too.
-            for message in self._resumption.replayed():
+            for message in self._resumption.replayed(started):
                 self._hold(message)
                 if self._state is CLOSING:
                     return  # the replay did not fit in the session's buffer: the client has been told
@@ -232,7 +234,7 @@ class SessionMoving(SessionEnding):
             crashed = self._state is OPEN
             if crashed:
                 self._resumption.begin(self, f"connection lost: {leg.wasNotCleanReason or 'closed'}")
-            self._begin_resume(crashed)
+            self._begin_resume(crashed, leg.lost_at)
             return
         self._ending(termination)
         client_leg = self._legs.client
