@@ -30,6 +30,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from .._compat import (
@@ -37,6 +38,7 @@ from .._compat import (
     LazyUtf8Validator,
     cancel_pong_timeout,
     compresses,
+    connection_lost,
     defer_autobahn_debug,
     direct_write,
     end_as_closed,
@@ -408,6 +410,9 @@ class _Leg(AutobahnHooks):
         if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves it to fire on a closed leg
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        connection_lost(self, reason)  # Autobahn's, without building its debug lines
 
     def connection_gone(self, reason: Failure) -> None:
         self._forget_owed_pong()
