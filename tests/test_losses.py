@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from rubrisproxy.websocket import _losses
+from rubrisproxy.websocket._legs import BackendLeg
 from rubrisproxy.websocket._losses import LossPacer
 
 from . import test_pacing, test_resume
@@ -91,6 +93,32 @@ class PutAsideResumeTests(test_resume.ResumeTests):
 
         self.patch(LossPacer, "put_aside", always)
         return super().setUp()
+
+
+    @defer.inlineCallbacks
+    def test_a_backend_ending_its_stream_is_closed_on_its_turn_and_the_session_moves(self):  # type: ignore[no-untyped-def]
+        self.start(replay_messages=3)
+        client = yield self.open()
+        yield self.exchange(client, [b"a", b"b"])
+        first = self.serving()
+        settled = []
+        settle = BackendLeg.settle_loss
+
+        def recorded(leg: BackendLeg) -> None:
+            if leg.loss_waits:
+                settled.append((leg.state, leg.transport.connected))
+            settle(leg)
+
+        self.patch(BackendLeg, "settle_loss", recorded)
+        for protocol in list(self.backends[first].open):
+            protocol.transport.loseConnection()  # a FIN, no close frame: the proxy's leg ends with its stream
+        client.sendMessage(b"c")
+        messages = yield client.wait_messages(5)
+        self.assertEqual([m for m, _ in messages], [b"a", b"b", b"a", b"b", b"c"])  # the replayed ones echoed again
+        self.assertEqual(settled, [(BackendLeg.STATE_CLOSING, True)])  # put aside open, closed on its turn
+        self.assertEqual([m for m, _ in self.backends[1 - first].received], [b"a", b"b", b"c"])  # replayed, then c
+        self.assertFalse(client.closed.called)
+        self.assertEqual(self.backend.resumes, 1)
 
 
 class PutAsideMassResumeTests(test_pacing.MassResumeTests):

@@ -29,6 +29,7 @@ from autobahn.websocket.compress import (
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from autobahn.websocket.utf8validator import Utf8Validator
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -71,6 +72,8 @@ if TYPE_CHECKING:
 
 _CLOSE_OPCODE = 8
 _RFC6455 = 13  # the Sec-WebSocket-Version of every client handshake a leg answers (check_upgrade)
+#: The loss of a backend leg put aside at its end of stream (see BackendLeg.ended).
+_END_OF_STREAM = Failure(ConnectionDone())
 #: Unsent bytes to a peer beyond which its pings are not answered at once (Twisted's own buffer size).
 _PONG_BACKLOG = 64 << 10
 #: How often a pong owed to such a peer is tried again.
@@ -596,15 +599,28 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
 
     def lose(self, reason: Failure) -> None:
         """Its connection is lost: handled now (``connectionLost``), or, in a storm of losses, on a later reactor turn
-        (its session decides: see :class:`~rubrisproxy.websocket._losses.LossPacer`). Meanwhile it reads as closing
-        (nothing is sent to it: its session holds what the client sends), its pings stopped."""
-        if self.state == self.STATE_OPEN and self.session.defer_loss(self):
-            self._lost = reason
-            self.lost_at = self.session.clock.seconds()
-            self.state = self.STATE_CLOSING
-            self.stop_pings()
-            return
-        self.connectionLost(reason)
+        (see :meth:`_put_aside`)."""
+        if not self._put_aside(reason):
+            self.connectionLost(reason)
+
+    def ended(self) -> None:
+        """The backend ended its stream, and nothing is left to send it: its connection closes (as Twisted closes one
+        whose protocol takes no half-close, which reports its loss) now, or, in a storm of losses, with its loss on a
+        later reactor turn (see :meth:`_put_aside`)."""
+        if not self._put_aside(_END_OF_STREAM):
+            end_as_closed(self.transport)
+
+    def _put_aside(self, reason: Failure) -> bool:
+        """Whether its loss waits for a later turn (its session decides: see
+        :class:`~rubrisproxy.websocket._losses.LossPacer`). Meanwhile it reads as closing (nothing is sent to it: its
+        session holds what the client sends), its pings stopped."""
+        if self.state != self.STATE_OPEN or not self.session.defer_loss(self):
+            return False
+        self._lost = reason
+        self.lost_at = self.session.clock.seconds()
+        self.state = self.STATE_CLOSING
+        self.stop_pings()
+        return True
 
     @property
     def loss_waits(self) -> bool:
@@ -612,9 +628,14 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
         return self._lost is not None
 
     def settle_loss(self) -> None:
-        """Handle its connection's loss now, if it was put aside and is not handled yet."""
+        """Handle its connection's loss now, if it was put aside and is not handled yet: a connection put aside at its
+        end of stream is closed first (its loss then comes back through :meth:`lose`)."""
         reason, self._lost = self._lost, None
-        if reason is not None:
+        if reason is None:
+            return
+        if self.transport.connected:
+            end_as_closed(self.transport)
+        else:
             self.connectionLost(reason)
 
 
@@ -660,10 +681,9 @@ class OriginSide:
     def origin_fin(self) -> None:
         transport = self._origin.transport
         if tcp_buffered(transport) and not unsent(transport):
-            # Nothing left to send: closed at once, as Twisted ends a connection whose protocol takes no half-close
-            # (ConnectionDone, as after loseConnection), not on a write turn of its own: each of a dead server's
-            # thousands of connections is handled once, in the turn its end is read.
-            end_as_closed(transport)
+            # Nothing left to send: closed without a write turn of its own (ConnectionDone, as after loseConnection),
+            # so that each of a dead server's thousands of connections is handled once.
+            self._leg.ended()
             return
         transport.loseConnection()
 
