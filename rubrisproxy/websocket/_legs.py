@@ -531,7 +531,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     _masked_out = True  # the proxy is the client here: what it sends is masked
     _switch: bytes | str | None = None  # see attach
     _lost: Failure | None = None  # its connection's loss, put aside until its turn (see lose)
-    lost_at = 0.0  # when that loss was put aside (0: it was not)
+    lost_at: float | None = None  # when that loss was put aside (None: it was not)
 
     def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
                protocols: list[str]) -> None:

@@ -87,7 +87,7 @@ class SessionMoving(SessionEnding):
         self._resumption.begin(self, f"{server.name} {why}")
         close(self._legs.backend, GOING_AWAY, b"server " + why.encode())
 
-    def _begin_resume(self, crashed: bool, lost_at: float) -> None:
+    def _begin_resume(self, crashed: bool, lost_at: float | None) -> None:
         """The old backend leg is gone (at ``lost_at`` if its loss waited for its turn, else now): look for the next
         server, replaying what the lost one may have missed if it ``crashed``."""
         server = self._handoff.server
@@ -95,7 +95,7 @@ class SessionMoving(SessionEnding):
             server.watchers.discard(self)
         self._handoff.release_server()  # the next server's slot must not wait behind this one
         self._state = RESUMING
-        started = lost_at or self._handoff.clock.seconds()
+        started = lost_at if lost_at is not None else self._handoff.clock.seconds()
         self._legs.backend = None
         self._client.download.detach()
         if crashed and self._resumption.recent:
