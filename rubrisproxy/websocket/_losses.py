@@ -7,9 +7,9 @@ from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-#: Lost backend legs handled in one reactor turn (about 45 us each: the socket closed, Autobahn's closing, the
+#: Lost backend legs handled in one reactor turn (about 50 us each: the socket closed, Autobahn's closing, the
 #: session's move begun).
-LOSSES_PER_TURN = 256
+LOSSES_PER_TURN = 128
 
 
 class PutAside(Protocol):
