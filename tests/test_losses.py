@@ -121,6 +121,26 @@ class PutAsideResumeTests(test_resume.ResumeTests):
         self.assertEqual(self.backend.resumes, 1)
 
 
+    @defer.inlineCallbacks
+    def test_a_client_closing_while_its_loss_waits_has_it_handled_first(self):  # type: ignore[no-untyped-def]
+        self.patch(LossPacer, "_new_turn", lambda pacer: None)  # no batch: the loss waits until the session needs it
+        self.start(replay_messages=2)
+        client = yield self.open()
+        yield self.exchange(client, [b"a", b"b"])
+        first = self.serving()
+        self.kill(first)
+        yield self.poll(lambda: self.frontend.resume_budget.losses.waiting == 1, "the loss put aside")
+        (leg,) = self.frontend.resume_budget.losses._waiting
+        self.assertTrue(leg.loss_waits)
+        client.sendMessage(b"c")  # held, as behind a handled loss
+        client.sendClose(1000, "bye")
+        _, code, _ = yield client.closed
+        self.assertEqual(code, 1000)  # answered at once: no backend leg to pass the close to
+        self.assertFalse(leg.loss_waits)  # handled before the close ...
+        self.assertEqual(self.backend.messages_lost, 3)  # ... so a, b (replayed) and c were held, and lost with it
+        self.assertEqual((self.backend.resumes, self.backend.resume_failures), (0, {}))
+
+
 class PutAsideMassResumeTests(test_pacing.MassResumeTests):
     """The mass resume, its losses handled a few per turn."""
 

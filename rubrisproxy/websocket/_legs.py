@@ -473,6 +473,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
             super().onPing(payload)
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
+        self.session.settle_loss()  # a backend leg's loss put aside happened first
         if self.held is not None and self.state == self.STATE_OPEN:
             return None  # a second close, while the first waits for the backend
         if self.state != self.STATE_OPEN or not self.session.backend_open or not _valid_close(code, reasonRaw):
@@ -494,6 +495,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
         return super().processData()
 
     def fail_connection(self, code: int, reason: str) -> None:
+        self.session.settle_loss()  # a backend leg's loss put aside happened first
         frame = self.current_frame
         if (frame.opcode if frame is not None else self._opcode) == _CLOSE_OPCODE:
             self._immediate = True  # an invalid close frame: answered at once, not held for the backend
@@ -523,6 +525,10 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.session.client_closed(_leg_termination(self, Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.session.settle_loss()  # a backend leg's loss put aside happened first
+        super().connectionLost(reason)
 
 
 class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]

@@ -80,7 +80,7 @@ class SessionMoving(SessionEnding):
 
     def server_leaving(self, server: Server, why: str) -> None:
         """The server is down or draining: close its leg (1001), relay what it still sends, then move."""
-        self._settle_loss()
+        self.settle_loss()
         if self._state is not OPEN or not self._may_move or self._handoff.server is not server:
             return
         self._state = MOVING
