@@ -197,7 +197,7 @@ class Run:
         spy = None
         if a.py_spy:  # from the kill on, for --py-spy-seconds
             spy = self.processes.start([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
-                                        str(proxy.pid), "--format", "raw", "--rate", "500", "--output", a.py_spy,
+                                        str(proxy.pid), "--nonblocking", "--format", "raw", "--rate", "500", "--output", a.py_spy,
                                         "--duration", str(a.py_spy_seconds)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu_before = harness.cpu_seconds(proxy.pid)
@@ -289,7 +289,9 @@ def parse_args() -> argparse.Namespace:
                         help="run rubrisproxy from this checkout (repeatable; default: this tree)")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each tree, interleaved")
     parser.add_argument("--output", default=str(RESULTS))
-    parser.add_argument("--py-spy", metavar="PATH", help="py-spy record the proxy from the kill on (raw stacks)")
+    parser.add_argument("--py-spy", metavar="PATH",
+                        help="py-spy record the proxy from the kill on (raw stacks; --nonblocking: a sample does not "
+                             "stop the proxy, which blocking samples slow down several times over)")
     parser.add_argument("--py-spy-seconds", type=int, default=1)
     parser.add_argument("--keep-json", metavar="PATH", help="write the last run's raw client result here")
     args = parser.parse_args()

@@ -3,6 +3,7 @@ rest, on accept(2) and the write buffer under load, is in tests/test_hardening_c
 
 from __future__ import annotations
 
+import ast
 import inspect
 import os
 import pprint
@@ -17,6 +18,7 @@ from autobahn.twisted import websocket as twisted_websocket
 from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
 from autobahn.websocket import protocol
 from autobahn.websocket.protocol import WebSocketProtocol
+from OpenSSL import SSL
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -36,6 +38,7 @@ from rubrisproxy._compat import (
     V2Parser,
     cancel_pong_timeout,
     compresses,
+    connection_lost,
     defer_autobahn_debug,
     direct_write,
     end_as_closed,
@@ -254,6 +257,36 @@ class AutobahnHooksTests(unittest.TestCase):
             ("gone", leg.state, leg.autoPingTimeoutCall, leg.autoPingPendingCall, reason.type))
         leg.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(events, ["onClose", ("gone", leg.STATE_CLOSED, None, None, ConnectionLost)])
+
+
+class ConnectionLostTests(unittest.TestCase):
+    """``connection_lost`` is Autobahn's Twisted ``connectionLost`` but for its debug lines."""
+
+    def test_autobahns_does_nothing_else_but_log(self) -> None:
+        source = inspect.getsource(twisted_websocket.WebSocketAdapterProtocol.connectionLost)
+        tree = ast.parse(inspect.cleandoc("\n" + source))
+        calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        self.assertEqual(calls - {"self.log.debug", "hltype", "hlval"}, {  # hltype, hlval: debug-line arguments
+            "isinstance", "_is_tls_error", "self.log.error", "_maybe_tls_reason", "str", "hasattr", "type",
+            "self._connectionLost",
+        })
+        assigned = {ast.unparse(target) for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                    for target in node.targets}
+        self.assertEqual(assigned, {"was_clean", "message"})  # read by its debug lines only
+
+    def test_a_tls_error_is_logged_then_autobahns_cleanup_runs(self) -> None:
+        leg, _, _ = open_backend_leg(WebSocketConfig(), Clock())
+        logged: list[str] = []
+        leg.log = type("Log", (), {"error": staticmethod(logged.append), "debug": staticmethod(lambda *args, **kwargs: None)})()
+        events: list[Any] = []
+        leg.onClose = lambda *args: events.append("onClose")
+        connection_lost(leg, Failure(SSL.Error([("SSL routines", "", "bad record mac")])))
+        self.assertEqual(logged, [util._maybe_tls_reason(SSL.Error([("SSL routines", "", "bad record mac")]))])
+        self.assertEqual((events, leg.state), (["onClose"], leg.STATE_CLOSED))
+        leg2, _, _ = open_backend_leg(WebSocketConfig(), Clock())
+        leg2.log = type("Log", (), {"error": staticmethod(logged.append), "debug": staticmethod(lambda *args, **kwargs: None)})()
+        connection_lost(leg2, Failure(ConnectionLost()))
+        self.assertEqual((len(logged), leg2.state), (1, leg2.STATE_CLOSED))
 
 
 class AutobahnParserStateTests(unittest.TestCase):

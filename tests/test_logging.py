@@ -13,7 +13,7 @@ from typing import Any
 from twisted.application.service import Application, IService
 from twisted.internet import defer, reactor
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel, eventAsText, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -22,7 +22,7 @@ from rubrisproxy.backend import Server
 from rubrisproxy.config import CommandLine, ConfigError, ServerConfig, config_from_document, load_config
 from rubrisproxy.http import HTTPError, RequestHead, ResponseHead, quoted
 from rubrisproxy.logoutput import ACCESS_LINES, EventOutput, FileOutput, StreamOutput, Timestamps
-from rubrisproxy.mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
+from rubrisproxy.mainlog import LoggedService, MainLogObserver, ReopenOnSignal, _message, twistd_output
 from rubrisproxy.service import AccessLogService, build_service
 from rubrisproxy.startup import startup_lines
 from rubrisproxy.websocket._handshake import check_switch, check_upgrade
@@ -603,3 +603,33 @@ class TwistdRunTests(ProxyTestCase):
         self.assertEqual([e["status"] for e in events if e.get("target") == "/last"], [200])
         self.assertTrue(any(e.get("event") == "connection" for e in events))
         self.assertTrue(any("resumed" in e.get("message", "") for e in events))
+
+
+class _Shown:
+    attr = 5
+
+    def __str__(self) -> str:
+        return "shown"
+
+    def __repr__(self) -> str:
+        return "<Shown>"
+
+
+class MessageTests(unittest.TestCase):
+    """A main-log line's message is Twisted's text of the event, through whichever way it takes."""
+
+    def test_the_same_text_as_twisted_makes(self) -> None:
+        events: list[dict[str, Any]] = [
+            {"log_format": "a {x} b {y!r} c {z:.3g} {o} {o!r} {o.attr} {seq[0]} {d[k]} {{braces}}", "x": 1, "y": "s",
+             "z": 0.123456, "o": _Shown(), "seq": [9], "d": {"k": "v"}},
+            {"log_format": "called: {f()}", "f": lambda: "yes"},
+            {"log_format": "missing {nope}"},
+            {"log_format": "positional {}"},
+            {"log_format": "bad spec {x:d}", "x": "s"},
+            {"log_format": b"bytes {x}", "x": 2},
+            {"log_format": None},
+            {},
+        ]
+        for event in events:
+            self.assertEqual(_message(dict(event)), eventAsText(
+                dict(event), includeTimestamp=False, includeSystem=False, includeTraceback=False))

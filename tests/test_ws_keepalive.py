@@ -90,6 +90,9 @@ class StandInSession:
             raise AttributeError(name)
         return lambda *args: self.events.append((name, *args))
 
+    def settle_loss(self) -> None:
+        """Not a report: a session's backend leg whose loss waits for its turn (none here) is handled first."""
+
     def accept_client(self) -> tuple[None, dict[str, list[str]]]:
         return None, {}
 

@@ -61,6 +61,7 @@ class SessionCarrying(SessionMoving):
 
     def carriable(self) -> str | None:
         """Why the session cannot move to another process now (None: it can)."""
+        self.settle_loss()
         leg = self._legs.client
         if self._state not in (OPEN, MOVING, RESUMING) or leg is None or leg.held is not None:
             return "it is closing"

@@ -78,6 +78,15 @@ class SessionEnding:
     def backend_open(self) -> bool:
         return self._legs.backend_open
 
+    def settle_loss(self) -> None:
+        """If the backend leg's lost connection waits for its turn (a storm of losses: see
+        :class:`~rubrisproxy.websocket._losses.LossPacer`), handle it now: what comes next (the client's close, its
+        connection's loss, a drain) follows it, as it would have had the loss been handled as it came."""
+        if self._state is OPEN:
+            leg = self._legs.backend
+            if leg is not None and leg.loss_waits:
+                leg.settle_loss()
+
     def client_closing(self, code: int | None, reason: bytes | None) -> None:
         """The client sent a close: pass it on to the backend."""
         self._ending(Termination.CLIENT_CLOSE)
@@ -115,16 +124,19 @@ class SessionEnding:
         self._state = CLOSING
 
     def drain(self, code: int = GOING_AWAY) -> None:
+        self.settle_loss()
         self._ending(Termination.SHUTDOWN)
         self._stop_moving()
         close(self._legs.client, code, b"proxy restarting" if code == 1012 else b"proxy shutting down")
         close(self._legs.backend, GOING_AWAY, b"proxy shutting down")
 
     def abort(self) -> None:
+        self.settle_loss()
         self._stop_moving()
         self._legs.abort()
 
     def _idle(self) -> None:
+        self.settle_loss()
         self._ending(Termination.IDLE_TIMEOUT)
         self._stop_moving()
         close(self._legs.client, GOING_AWAY, b"idle timeout")

@@ -29,7 +29,9 @@ from autobahn.websocket.compress import (
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from autobahn.websocket.utf8validator import Utf8Validator
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from .._compat import (
@@ -37,8 +39,10 @@ from .._compat import (
     LazyUtf8Validator,
     cancel_pong_timeout,
     compresses,
+    connection_lost,
     defer_autobahn_debug,
     direct_write,
+    end_as_closed,
     inbound_window_bits,
     message_compressed,
     open_at_once,
@@ -48,6 +52,7 @@ from .._compat import (
     resume_auto_ping,
     send_queue_back,
     slim_open_leg,
+    tcp_buffered,
     unsent,
     use_batched_timer,
 )
@@ -67,6 +72,8 @@ if TYPE_CHECKING:
 
 _CLOSE_OPCODE = 8
 _RFC6455 = 13  # the Sec-WebSocket-Version of every client handshake a leg answers (check_upgrade)
+#: The loss of a backend leg put aside at its end of stream (see BackendLeg.ended).
+_END_OF_STREAM = Failure(ConnectionDone())
 #: Unsent bytes to a peer beyond which its pings are not answered at once (Twisted's own buffer size).
 _PONG_BACKLOG = 64 << 10
 #: How often a pong owed to such a peer is tried again.
@@ -469,6 +476,9 @@ class _Leg(AutobahnHooks):
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
 
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        connection_lost(self, reason)  # Autobahn's, without building its debug lines
+
     def connection_gone(self, reason: Failure) -> None:
         self._forget_owed_pong()
         self._cancel_close_timeout()
@@ -531,6 +541,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
             super().onPing(payload)
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
+        self.session.settle_loss()  # a backend leg's loss put aside happened first
         if self.held is not None and self.state == self.STATE_OPEN:
             return None  # a second close, while the first waits for the backend
         if self.state != self.STATE_OPEN or not self.session.backend_open or not _valid_close(code, reasonRaw):
@@ -552,6 +563,7 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
         return super().processData()
 
     def fail_connection(self, code: int, reason: str) -> None:
+        self.session.settle_loss()  # a backend leg's loss put aside happened first
         frame = self.current_frame
         if (frame.opcode if frame is not None else self._opcode) == _CLOSE_OPCODE:
             self._immediate = True  # an invalid close frame: answered at once, not held for the backend
@@ -582,12 +594,18 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.session.client_closed(_leg_termination(self, Termination.CLIENT_CLOSE, Termination.CLIENT_ABORT))
 
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.session.settle_loss()  # a backend leg's loss put aside happened first
+        super().connectionLost(reason)
+
 
 class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     """The proxy's own WebSocket to the backend, opened on a 101 the HTTP path already received."""
 
     _masked_out = True  # the proxy is the client here: what it sends is masked
     _switch: bytes | str | None = None  # see attach
+    _lost: Failure | None = None  # its connection's loss, put aside until its turn (see lose)
+    lost_at: float | None = None  # when that loss was put aside (None: it was not)
 
     def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
                protocols: list[str]) -> None:
@@ -659,6 +677,47 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.session.backend_closed(self, _leg_termination(self, Termination.SERVER_CLOSE, Termination.SERVER_ABORT))
 
+    def lose(self, reason: Failure) -> None:
+        """Its connection is lost: handled now (``connectionLost``), or, in a storm of losses, on a later reactor turn
+        (see :meth:`_put_aside`)."""
+        if not self._put_aside(reason):
+            self.connectionLost(reason)
+
+    def ended(self) -> None:
+        """The backend ended its stream, and nothing is left to send it: its connection closes (as Twisted closes one
+        whose protocol takes no half-close, which reports its loss) now, or, in a storm of losses, with its loss on a
+        later reactor turn (see :meth:`_put_aside`)."""
+        if not self._put_aside(_END_OF_STREAM):
+            end_as_closed(self.transport)
+
+    def _put_aside(self, reason: Failure) -> bool:
+        """Whether its loss waits for a later turn (its session decides: see
+        :class:`~rubrisproxy.websocket._losses.LossPacer`). Meanwhile it reads as closing (nothing is sent to it: its
+        session holds what the client sends), its pings stopped."""
+        if self.state != self.STATE_OPEN or not self.session.defer_loss(self):
+            return False
+        self._lost = reason
+        self.lost_at = self.session.clock.seconds()
+        self.state = self.STATE_CLOSING
+        self.stop_pings()
+        return True
+
+    @property
+    def loss_waits(self) -> bool:
+        """Whether its connection's loss was put aside and is not handled yet."""
+        return self._lost is not None
+
+    def settle_loss(self) -> None:
+        """Handle its connection's loss now, if it was put aside and is not handled yet: a connection put aside at its
+        end of stream is closed first (its loss then comes back through :meth:`lose`)."""
+        reason, self._lost = self._lost, None
+        if reason is None:
+            return
+        if self.transport.connected:
+            end_as_closed(self.transport)
+        else:
+            self.connectionLost(reason)
+
 
 def _valid_close(code: int | None, reason: bytes | None) -> bool:
     """Whether a received close frame is one Autobahn would accept (RFC 6455 7.4)."""
@@ -700,7 +759,13 @@ class OriginSide:
         self._leg.dataReceived(data)
 
     def origin_fin(self) -> None:
-        self._origin.transport.loseConnection()
+        transport = self._origin.transport
+        if tcp_buffered(transport) and not unsent(transport):
+            # Nothing left to send: closed without a write turn of its own (ConnectionDone, as after loseConnection),
+            # so that each of a dead server's thousands of connections is handled once.
+            self._leg.ended()
+            return
+        transport.loseConnection()
 
     def origin_lost(self, reason: Failure) -> None:
-        self._leg.connectionLost(reason)
+        self._leg.lose(reason)

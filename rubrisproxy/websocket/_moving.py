@@ -80,24 +80,27 @@ class SessionMoving(SessionEnding):
 
     def server_leaving(self, server: Server, why: str) -> None:
         """The server is down or draining: close its leg (1001), relay what it still sends, then move."""
+        self.settle_loss()
         if self._state is not OPEN or not self._may_move or self._handoff.server is not server:
             return
         self._state = MOVING
         self._resumption.begin(self, f"{server.name} {why}")
         close(self._legs.backend, GOING_AWAY, b"server " + why.encode())
 
-    def _begin_resume(self, crashed: bool) -> None:
+    def _begin_resume(self, crashed: bool, lost_at: float | None) -> None:
+        """The old backend leg is gone (at ``lost_at`` if its loss waited for its turn, else now): look for the next
+        server, replaying what the lost one may have missed if it ``crashed``."""
         server = self._handoff.server
         if server is not None:
             server.watchers.discard(self)
         self._handoff.release_server()  # the next server's slot must not wait behind this one
         self._state = RESUMING
-        started = self._handoff.clock.seconds()
+        started = lost_at if lost_at is not None else self._handoff.clock.seconds()
         self._legs.backend = None
         self._client.download.detach()
         if crashed and self._resumption.recent:
             # At least once: what was sent to the lost server lately goes to the next one too.
-            for message in self._resumption.replayed():
+            for message in self._resumption.replayed(started):
                 self._hold(message)
                 if self._state is CLOSING:
                     return  # the replay did not fit in the session's buffer: the client has been told
@@ -184,6 +187,15 @@ class SessionMoving(SessionEnding):
 
     # A backend leg's close: move, or end
 
+    def defer_loss(self, leg: BackendLeg) -> bool:
+        """Whether the loss of ``leg``'s connection waits for a later reactor turn (a storm of them: see
+        :class:`~rubrisproxy.websocket._losses.LossPacer`); only an OPEN session's, which a Socket.IO one is not
+        (its hook must see the move begin before the client's next message)."""
+        if self._state is not OPEN or leg is not self._legs.backend or self._resumption.engineio is not None:
+            return False
+        handoff = self._handoff
+        return handoff.resume_budget.losses.put_aside(leg, handoff.clock)
+
     def backend_closing(self, leg: BackendLeg, code: int | None, reason: bytes | None) -> None:
         """The backend sent a close: move the session if the code says so, else pass it on to the client."""
         if leg is not self._legs.backend:
@@ -222,7 +234,7 @@ class SessionMoving(SessionEnding):
             crashed = self._state is OPEN
             if crashed:
                 self._resumption.begin(self, f"connection lost: {leg.wasNotCleanReason or 'closed'}")
-            self._begin_resume(crashed)
+            self._begin_resume(crashed, leg.lost_at)
             return
         self._ending(termination)
         client_leg = self._legs.client

@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 from ..http import HTTPError, RequestHead, ResponseHead
 from ..settings import LiveSettings
 from ._handshake import check_switch, new_key
+from ._losses import LossPacer
 from ._pacing import DialPacer
 
 if TYPE_CHECKING:  # both import this package: at run time they are only passed in
@@ -28,14 +29,16 @@ def is_refusal(status: int) -> bool:
 
 class ResumeBudget:
     """What every moving session of the proxy shares: the bytes they hold together, against one limit
-    (``limits.resume-buffer-total``), and the pace of their dials (a :class:`DialPacer`)."""
+    (``limits.resume-buffer-total``), the pace of their dials (a :class:`DialPacer`) and of the handling of their
+    lost backend connections (a :class:`LossPacer`)."""
 
-    __slots__ = ("settings", "held", "dials")
+    __slots__ = ("settings", "held", "dials", "losses")
 
     def __init__(self, settings: LiveSettings | None = None) -> None:
         self.settings = settings or LiveSettings()
         self.held = 0
         self.dials = DialPacer(self.settings)
+        self.losses = LossPacer()
 
     @property
     def limit(self) -> int:

@@ -100,11 +100,11 @@ class Resumption:
         """A dial its move made (on its turn) ended: answered, failed or cancelled."""
         self._handoff.resume_budget.dials.done()
 
-    def replayed(self) -> list[Message]:
-        """At least once: what was sent to a lost server within the replay window, then what is held, in order;
-        neither is kept."""
+    def replayed(self, lost_at: float) -> list[Message]:
+        """At least once: what was sent to a server lost at ``lost_at`` within the replay window before, then what is
+        held, in order; neither is kept."""
         window = self._backend.websocket.replay_window
-        oldest = self._handoff.clock.seconds() - window if window else float("-inf")
+        oldest = lost_at - window if window else float("-inf")
         recent = self.recent
         assert recent is not None
         replay = [message for sent_at, message in recent if sent_at >= oldest]
