@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
 from autobahn.twisted import websocket as _autobahn_twisted
 from autobahn.websocket import protocol as _autobahn_protocol
-from twisted.internet import tcp, unix
+from twisted.internet import epollreactor, tcp, unix
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
+from twisted.python import context as _context
+from twisted.python import log as _log
 from twisted.python.failure import Failure
 
 try:  # Autobahn's compiled XOR masker: absent where it was installed without a compiler
@@ -46,7 +48,7 @@ else:
 
 __all__ = [
     "AutobahnHooks", "cancel_pong_timeout", "compresses", "defer_autobahn_debug", "direct_write", "end_as_closed",
-    "EXHAUSTED", "guard_accepts", "inbound_window_bits", "IOpenSSLTrustRoot", "LazyUtf8Validator", "let_go",
+    "EXHAUSTED", "guard_accepts", "inbound_window_bits", "lean_poll", "IOpenSSLTrustRoot", "LazyUtf8Validator", "let_go",
     "let_go_port", "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "prime_inflater",
     "rearm_pong_timeout", "resume_auto_ping", "send_queue_back", "slim_open_leg", "take_unsent", "tcp_buffered",
     "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
@@ -487,3 +489,80 @@ class AutobahnHooks(_AutobahnProtocol):
 
     def connection_gone(self, reason: Any) -> None:
         """The connection is lost and Autobahn has cancelled its own timers and called ``onClose``."""
+
+
+# The reactor's poll, without the call layers around each event
+
+
+_STOCK_CALL_WITH_LOGGER = _log.callWithLogger
+
+
+def lean_poll(reactor: object) -> bool:
+    """Have an epoll ``reactor`` run each I/O event in the same logging context as Twisted, without the call layers.
+
+    ``EPollReactor.doPoll`` runs every ready descriptor's event through ``log.callWithLogger``, which reaches
+    the event through four more calls (``log.callWithContext``, ``context.get``, ``context.call`` and the
+    thread's tracker) that look up, copy and push the log context: about as much Python per event as a small
+    request's own reading. Here the reactor's ``doIteration`` is a copy of ``doPoll`` that does the same
+    inline: the context pushed for an event is the same dict (the outer log context with ``system`` set to
+    the selectable's ``logPrefix()``), a failing ``logPrefix`` or event is logged as ``callWithLogger`` logs
+    it, and with any other context tracker or ``callWithLogger`` in place each event goes through Twisted's.
+    Reads ``EPollReactor``'s ``_poller``, ``_selectables`` and ``_doReadOrWrite``. False, and nothing changed,
+    for another reactor.
+    """
+    if getattr(type(reactor), "doIteration", None) is not epollreactor.EPollReactor.doPoll:  # or a subclass polling its own way
+        return False
+    r: Any = reactor
+    r.doIteration = functools.partial(_lean_do_poll, reactor)
+    return True
+
+
+def _lean_do_poll(reactor: Any, timeout: float | None) -> None:
+    """``EPollReactor.doPoll`` with ``log.callWithLogger`` inlined (see :func:`lean_poll`)."""
+    try:
+        events = reactor._poller.poll(-1 if timeout is None else timeout, len(reactor._selectables))
+    except OSError as error:
+        if error.errno == errno.EINTR:
+            return
+        raise
+    if not events:
+        return
+    tracker = _context.theContextTracker
+    if type(tracker) is _context.ThreadedContextTracker and _log.callWithLogger is _STOCK_CALL_WITH_LOGGER:
+        _handle_events(reactor, events, tracker.currentContext().contexts, tracker.getContext(_log.ILogContext))
+        return
+    selectables, handle = reactor._selectables, reactor._doReadOrWrite
+    for fd, event in events:
+        selectable = selectables.get(fd)
+        if selectable is not None:
+            _log.callWithLogger(selectable, handle, selectable, fd, event)
+
+
+def _handle_events(reactor: Any, events: list[tuple[int, int]], contexts: list[dict[Any, Any]],
+                   outer: dict[str, Any]) -> None:
+    """Each event's handling in the log context ``log.callWithLogger`` would push onto ``contexts`` (``outer``,
+    what ``log.callWithContext`` copies, is the same for every event of a poll)."""
+    selectables, handle = reactor._selectables, reactor._doReadOrWrite
+    for fd, event in events:
+        selectable = selectables.get(fd)
+        if selectable is None:
+            continue
+        try:
+            system = selectable.logPrefix()
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            system = "(buggy logPrefix method)"
+            _log.err(system=system)
+        logging = outer.copy()
+        logging["system"] = system
+        try:
+            contexts.append({_log.ILogContext: logging})
+            try:
+                handle(selectable, fd, event)
+            finally:
+                contexts.pop()
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            _log.err(system=system)

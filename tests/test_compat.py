@@ -25,6 +25,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python import context, log
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
@@ -40,6 +41,7 @@ from rubrisproxy._compat import (
     direct_write,
     end_as_closed,
     inbound_window_bits,
+    lean_poll,
     let_go,
     let_go_port,
     message_compressed,
@@ -687,3 +689,78 @@ class HandOverTests(ProxyTestCase):
         copy.settimeout(5)
         accepted, _ = copy.accept()
         accepted.close()
+
+
+class _Contexts(Protocol):
+    """Records the log context each read runs in, and fails on ``boom``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[dict[str, Any], str]] = []
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.seen.append((dict(context.get(log.ILogContext)), self.transport.logPrefix()))  # type: ignore[attr-defined]
+        if b"boom" in data:
+            raise ZeroDivisionError("boom")
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.lost.callback(None)
+
+
+class LeanPollTests(ProxyTestCase):
+    """The reactor's poll with the log context inlined: every event sees what Twisted's own poll gives it."""
+
+    def _served(self) -> Any:
+        """A connection to a _Contexts server: (the client, the server, a Deferred for the client connected)."""
+        server = _Contexts()
+        port = self.start_raw_origin(lambda: server)
+        client = RawClient()
+        return client, server, connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+    def _until(self, condition: Any) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+
+        def check() -> None:
+            if condition():
+                d.callback(None)
+            else:
+                reactor.callLater(0.01, check)  # type: ignore[attr-defined]
+
+        check()
+        return d.addTimeout(5, reactor)
+
+    @defer.inlineCallbacks
+    def test_an_event_runs_in_the_context_twistds_poll_gives_it(self) -> Any:
+        client, server, connected = self._served()
+        yield connected
+        client.send(b"stock")
+        yield self._until(lambda: len(server.seen) == 1)
+        self.assertTrue(lean_poll(reactor))
+        self.addCleanup(delattr, reactor, "doIteration")
+        client.send(b"lean")
+        yield self._until(lambda: len(server.seen) == 2)
+        (stock, prefix), (lean, _) = server.seen
+        self.assertEqual(stock["system"], prefix)  # what Twisted's poll pushes: the outer context, system set
+        self.assertEqual(lean, stock)
+        client.transport.loseConnection()
+        yield server.lost
+
+    @defer.inlineCallbacks
+    def test_a_failing_event_is_logged_in_its_context_and_drops_the_connection(self) -> Any:
+        self.assertTrue(lean_poll(reactor))
+        self.addCleanup(delattr, reactor, "doIteration")
+        events: list[dict[str, Any]] = []
+        log.addObserver(events.append)
+        self.addCleanup(log.removeObserver, events.append)
+        client, server, connected = self._served()
+        yield connected
+        client.send(b"boom")
+        yield server.lost
+        (_, prefix), = server.seen
+        failures = [event for event in events if event.get("isError")]
+        self.assertEqual([event["system"] for event in failures], [prefix])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_another_reactor_is_left_alone(self) -> None:
+        self.assertFalse(lean_poll(Clock()))
