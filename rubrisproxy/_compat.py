@@ -47,7 +47,7 @@ else:
     _AutobahnProtocol = object
 
 __all__ = [
-    "AutobahnHooks", "cancel_pong_timeout", "compresses", "defer_autobahn_debug", "direct_write", "end_as_closed",
+    "AutobahnHooks", "cancel_pong_timeout", "close_sent", "compresses", "defer_autobahn_debug", "direct_write", "end_as_closed",
     "EXHAUSTED", "guard_accepts", "inbound_window_bits", "lean_poll", "IOpenSSLTrustRoot", "LazyUtf8Validator", "let_go",
     "let_go_port", "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "prime_inflater",
     "rearm_pong_timeout", "resume_auto_ping", "send_queue_back", "slim_open_leg", "take_unsent", "tcp_buffered",
@@ -430,6 +430,29 @@ def end_as_closed(transport: Any) -> None:
     protocol's ``connectionLost`` called.
     """
     transport.connectionLost(Failure(ConnectionDone()))
+
+
+def close_sent(transport: Any) -> None:
+    """Close a TCP ``transport`` that has nothing left to send and no producer: what ``loseConnection`` does,
+    without waiting for the socket to be writable.
+
+    ``loseConnection`` stops reading, registers for writability and closes once the empty buffer's write
+    event comes: two epoll changes and a trip through the reactor. Here reading stops and ``disconnecting`` is
+    set (as ``loseConnection`` sets them), and the connection ends on its reactor's next turn (the transport's
+    ``reactor``, whatever clock its protocol times with) as that write event would end it: the transport's
+    ``connectionLost`` with ``ConnectionDone``, never inside the caller. Whatever was written meanwhile is
+    left to Twisted, which closes once it is sent.
+    """
+    if not transport.connected or transport.disconnecting:
+        return
+    transport.stopReading()
+    transport.disconnecting = 1
+    transport.reactor.callLater(0, _close_if_sent, transport)
+
+
+def _close_if_sent(transport: Any) -> None:
+    if transport.connected and not unsent(transport) and transport.producer is None:
+        end_as_closed(transport)
 
 
 class _Connected(ClientFactory):

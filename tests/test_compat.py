@@ -36,6 +36,7 @@ from rubrisproxy._compat import (
     V1Parser,
     V2Parser,
     cancel_pong_timeout,
+    close_sent,
     compresses,
     defer_autobahn_debug,
     direct_write,
@@ -764,3 +765,56 @@ class LeanPollTests(ProxyTestCase):
 
     def test_another_reactor_is_left_alone(self) -> None:
         self.assertFalse(lean_poll(Clock()))
+
+
+class _ClosesWhenSent(Protocol):
+    """Answers its first read and closes through close_sent; ``then`` is written after the close began."""
+
+    def __init__(self, then: bytes = b"") -> None:
+        self.then = then
+        self.lost: list[Failure] = []
+        self.lost_in_close = False
+        self.ended: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        direct_write(self.transport, b"answer")
+        close_sent(self.transport)
+        self.lost_in_close = bool(self.lost)
+        close_sent(self.transport)  # a second close changes nothing
+        if self.then:
+            self.transport.write(self.then)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.lost.append(reason)
+        self.ended.callback(None)
+
+
+class CloseSentTests(ProxyTestCase):
+    """close_sent ends a TCP connection as loseConnection would, a reactor turn later, without a write event."""
+
+    @defer.inlineCallbacks
+    def _exchange(self, server: _ClosesWhenSent) -> Any:
+        port = self.start_raw_origin(lambda: server)
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        client.send(b"ask")
+        received = yield client.closed
+        yield server.ended
+        return received
+
+    @defer.inlineCallbacks
+    def test_the_connection_ends_cleanly_after_what_was_sent_and_not_inside_the_caller(self) -> Any:
+        server = _ClosesWhenSent()
+        received = yield self._exchange(server)
+        self.assertEqual(received, b"answer")
+        self.assertFalse(server.lost_in_close)
+        self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
+        self.assertTrue(server.transport.disconnecting)  # type: ignore[union-attr]
+
+    @defer.inlineCallbacks
+    def test_what_is_written_meanwhile_is_sent_before_the_close(self) -> Any:
+        server = _ClosesWhenSent(then=b" and more" * 100_000)  # more than the kernel takes at once
+        received = yield self._exchange(server)
+        self.assertEqual(received, b"answer" + b" and more" * 100_000)
+        self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
