@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import functools
 import pprint
+import socket
+import sys
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -47,7 +49,7 @@ else:
     _AutobahnProtocol = object
 
 __all__ = [
-    "AutobahnHooks", "cancel_pong_timeout", "close_sent", "compresses", "defer_autobahn_debug", "direct_write", "end_as_closed",
+    "accepted_without_delay", "AutobahnHooks", "cancel_pong_timeout", "close_sent", "compresses", "defer_autobahn_debug", "direct_write", "end_as_closed",
     "EXHAUSTED", "guard_accepts", "inbound_window_bits", "lean_poll", "IOpenSSLTrustRoot", "LazyUtf8Validator", "let_go",
     "let_go_port", "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "prime_inflater",
     "rearm_pong_timeout", "resume_auto_ping", "send_queue_back", "slim_open_leg", "take_unsent", "tcp_buffered",
@@ -353,7 +355,7 @@ class _GuardedListener:
     Everything else is the real socket's.
     """
 
-    __slots__ = ("_socket", "_on_exhausted", "_on_accepted", "_on_close")
+    __slots__ = ("_socket", "_on_exhausted", "_on_accepted", "_on_close", "no_delay")
 
     def __init__(self, sock: Any, on_exhausted: Callable[[int], None], on_accepted: Callable[[], None],
                  on_close: Callable[[], None]) -> None:
@@ -361,6 +363,7 @@ class _GuardedListener:
         self._on_exhausted = on_exhausted
         self._on_accepted = on_accepted
         self._on_close = on_close
+        self.no_delay = _no_delay_inherited(sock)  # what it accepts has TCP_NODELAY on already
 
     def accept(self) -> tuple[Any, Any]:
         try:
@@ -381,11 +384,31 @@ class _GuardedListener:
         return getattr(self._socket, name)
 
 
+def _no_delay_inherited(sock: Any) -> bool:
+    """Turn TCP_NODELAY on on a listening TCP socket where the sockets it accepts inherit it (Linux); whether it did."""
+    if sys.platform != "linux" or sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        return False
+    return True
+
+
+def accepted_without_delay(transport: object) -> bool:
+    """Whether TCP ``transport`` was accepted by a port :func:`guard_accepts` guards whose sockets inherit
+    TCP_NODELAY from it (``tcp.Server``'s ``server``, the port): then it has it on, with no setsockopt of its own."""
+    listener = getattr(getattr(transport, "server", None), "socket", None)
+    return type(listener) is _GuardedListener and listener.no_delay
+
+
 def guard_accepts(port: object, on_exhausted: Callable[[int], None], on_accepted: Callable[[], None],
                   on_close: Callable[[], None]) -> bool:
     """Have a listening ``tcp.Port`` (or a subclass: TLS, UNIX) report accept(2) running out of descriptors
     to ``on_exhausted(errno)`` instead of logging it on every reactor turn; ``on_accepted`` hears of each
     accepted connection, ``on_close`` of the port's socket closing. False for a port that is not one.
+    On Linux, a TCP port's socket gets TCP_NODELAY, which the sockets it accepts inherit
+    (:func:`accepted_without_delay`).
     """
     sock = getattr(port, "socket", None)
     if sock is None or not hasattr(sock, "accept") or not hasattr(port, "stopReading"):

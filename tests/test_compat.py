@@ -8,6 +8,7 @@ import os
 import pprint
 import re
 import socket
+import sys
 import zlib
 from collections import deque
 from typing import Any
@@ -23,7 +24,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python import context, log
 from twisted.python.failure import Failure
@@ -35,12 +36,14 @@ from rubrisproxy._compat import (
     IOpenSSLTrustRoot,
     V1Parser,
     V2Parser,
+    accepted_without_delay,
     cancel_pong_timeout,
     close_sent,
     compresses,
     defer_autobahn_debug,
     direct_write,
     end_as_closed,
+    guard_accepts,
     inbound_window_bits,
     lean_poll,
     let_go,
@@ -818,3 +821,39 @@ class CloseSentTests(ProxyTestCase):
         received = yield self._exchange(server)
         self.assertEqual(received, b"answer" + b" and more" * 100_000)
         self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
+
+
+class AcceptedWithoutDelayTests(ProxyTestCase):
+    """A guarded TCP port's listening socket has TCP_NODELAY, which what it accepts inherits (Linux)."""
+
+    @defer.inlineCallbacks
+    def _accepted(self, guard: bool) -> Any:
+        server = _Contexts()
+        factory = Factory.forProtocol(lambda: server)
+        factory.noisy = False
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        if guard:
+            self.assertTrue(guard_accepts(port, lambda error: None, lambda: None, lambda: None))
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client)
+        client.send(b"x")
+        while not server.seen:
+            yield deferLater(reactor, 0.01)
+        self.addCleanup(client.transport.loseConnection)
+        return server.transport
+
+    @defer.inlineCallbacks
+    def test_a_connection_a_guarded_port_accepts_has_tcp_nodelay_on(self) -> Any:
+        if not sys.platform.startswith("linux"):
+            raise unittest.SkipTest("accepted sockets inherit TCP_NODELAY on Linux")
+        transport = yield self._accepted(guard=True)
+        self.assertTrue(accepted_without_delay(transport))
+        self.assertTrue(transport.getTcpNoDelay())
+
+    @defer.inlineCallbacks
+    def test_an_unguarded_port_s_connection_is_not_said_to(self) -> Any:
+        transport = yield self._accepted(guard=False)
+        self.assertFalse(accepted_without_delay(transport))
+        self.assertFalse(transport.getTcpNoDelay())
+        self.assertFalse(accepted_without_delay(StringTransport()))
