@@ -355,7 +355,7 @@ class _GuardedListener:
     Everything else is the real socket's.
     """
 
-    __slots__ = ("_socket", "_on_exhausted", "_on_accepted", "_on_close", "no_delay")
+    __slots__ = ("_socket", "_on_exhausted", "_on_accepted", "_on_close", "no_delay", "_kind")
 
     def __init__(self, sock: Any, on_exhausted: Callable[[int], None], on_accepted: Callable[[], None],
                  on_close: Callable[[], None]) -> None:
@@ -364,10 +364,14 @@ class _GuardedListener:
         self._on_accepted = on_accepted
         self._on_close = on_close
         self.no_delay = _no_delay_inherited(sock)  # what it accepts has TCP_NODELAY on already
+        # What socket.accept() reads from the listener for each socket it makes (as enums, through properties):
+        # read once. None for anything but a plain socket.socket.
+        self._kind = (int(sock.family), int(sock.type), sock.proto) if type(sock) is socket.socket else None
 
     def accept(self) -> tuple[Any, Any]:
         try:
-            accepted = self._socket.accept()
+            kind = self._kind
+            accepted = self._socket.accept() if kind is None else self._accept(*kind)
         except OSError as error:
             if error.errno not in EXHAUSTED:
                 raise
@@ -375,6 +379,16 @@ class _GuardedListener:
             raise BlockingIOError(errno.EAGAIN, "accepting paused") from None
         self._on_accepted()
         return accepted
+
+    def _accept(self, family: int, kind: int, proto: int) -> tuple[socket.socket, Any]:
+        """``socket.socket.accept``, with the listener's family, type and protocol read once (its private
+        ``_accept`` is accept4(2) with close-on-exec)."""
+        listener = self._socket
+        fd, address = listener._accept()
+        sock = socket.socket(family, kind, proto, fileno=fd)
+        if socket.getdefaulttimeout() is None and listener.gettimeout():
+            sock.setblocking(True)
+        return sock, address
 
     def close(self) -> None:
         self._on_close()

@@ -857,3 +857,14 @@ class AcceptedWithoutDelayTests(ProxyTestCase):
         self.assertFalse(accepted_without_delay(transport))
         self.assertFalse(transport.getTcpNoDelay())
         self.assertFalse(accepted_without_delay(StringTransport()))
+
+    @defer.inlineCallbacks
+    def test_a_guarded_port_accepts_sockets_as_socket_accept_makes_them(self) -> Any:
+        guarded = (yield self._accepted(guard=True)).socket
+        plain = (yield self._accepted(guard=False)).socket
+
+        def kind(sock: socket.socket) -> tuple[Any, ...]:
+            return (type(sock), sock.family, sock.type, sock.proto, sock.gettimeout(), sock.get_inheritable(),
+                    sock.getsockname()[0], sock.getpeername()[0])
+
+        self.assertEqual(kind(guarded), kind(plain))
