@@ -49,9 +49,10 @@ else:
     _AutobahnProtocol = object
 
 __all__ = [
-    "accepted_without_delay", "AutobahnHooks", "cancel_pong_timeout", "close_sent", "compresses", "defer_autobahn_debug", "direct_write", "end_as_closed",
-    "EXHAUSTED", "guard_accepts", "inbound_window_bits", "lean_poll", "IOpenSSLTrustRoot", "LazyUtf8Validator", "let_go",
-    "let_go_port", "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "prime_inflater",
+    "accepted_without_delay", "AutobahnHooks", "cancel_pong_timeout", "close_sent", "compresses",
+    "defer_autobahn_debug", "direct_write", "end_as_closed", "EXHAUSTED", "guard_accepts", "inbound_window_bits",
+    "IOpenSSLTrustRoot", "LazyUtf8Validator", "lean_poll", "let_go", "let_go_port", "message_compressed",
+    "native_xor", "open_at_once", "pause_auto_ping", "peer_host", "prime_inflater",
     "rearm_pong_timeout", "resume_auto_ping", "send_queue_back", "slim_open_leg", "take_unsent", "tcp_buffered",
     "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
 ]
@@ -457,6 +458,12 @@ def direct_write(transport: Any, data: bytes) -> None:
                 return
             data = data[sent:]
     transport.write(data)
+
+
+def peer_host(transport: object) -> str | None:
+    """The peer's host of an accepted TCP ``transport``: ``tcp.Server``'s ``hostname``, what ``getPeer().host``
+    says, without building the address; None for any other transport."""
+    return str(transport.hostname) if isinstance(transport, tcp.Server) else None
 
 
 def end_as_closed(transport: Any) -> None:

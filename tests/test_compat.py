@@ -51,6 +51,7 @@ from rubrisproxy._compat import (
     message_compressed,
     native_xor,
     pause_auto_ping,
+    peer_host,
     prime_inflater,
     rearm_pong_timeout,
     resume_auto_ping,
@@ -868,3 +869,9 @@ class AcceptedWithoutDelayTests(ProxyTestCase):
                     sock.getsockname()[0], sock.getpeername()[0])
 
         self.assertEqual(kind(guarded), kind(plain))
+
+    @defer.inlineCallbacks
+    def test_peer_host_is_what_get_peer_says(self) -> Any:
+        transport = yield self._accepted(guard=False)
+        self.assertEqual(peer_host(transport), transport.getPeer().host)
+        self.assertIsNone(peer_host(StringTransport()))

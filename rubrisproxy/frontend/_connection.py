@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementedBy
 
-from .._compat import close_sent, direct_write, unsent
+from .._compat import close_sent, direct_write, peer_host, unsent
 from ..config import WebSocketConfig
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, WriteWatch, tune_transport, writes_directly
@@ -133,9 +133,12 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         frontend = self.frontend
         frontend.connections.add(self)
         frontend.accepted += 1
-        peer = self.transport.getPeer()
-        host = getattr(peer, "host", None)
-        self.client_address = sys.intern(str(peer) if host is None else host)  # one copy per address, not per connection
+        host = peer_host(self.transport)
+        if host is None:
+            peer = self.transport.getPeer()
+            host = getattr(peer, "host", None)
+            host = str(peer) if host is None else host
+        self.client_address = sys.intern(host)  # one copy per address, not per connection
         self.secure = ISSLTransport.providedBy(self.transport)
         tune_transport(self.transport)
         self._direct = writes_directly(self.transport)
