@@ -25,7 +25,7 @@ from autobahn.websocket import protocol as _autobahn_protocol
 from twisted.internet import epollreactor, tcp, unix
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.python import context as _context
@@ -496,7 +496,7 @@ def close_sent(transport: Any) -> None:
 
 def _close_if_sent(transport: Any) -> None:
     if transport.connected and not unsent(transport) and transport.producer is None:
-        end_as_closed(transport)
+        transport.connectionLost(connectionDone)  # Twisted's shared ConnectionDone failure: none made per connection
 
 
 class _Connected(ClientFactory):
