@@ -129,7 +129,8 @@ def start_relay(kind: str, origin_port: int, access_log: str, tmp: str,
     pin = ["taskset", "-c", PROXY_CORE]
     if kind.startswith("rubrisproxy"):
         log = "off" if access_log == "off" or kind == "rubrisproxy-nolog" else os.path.join(tmp, f"access-{kind}{at}.log")
-        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+        # twistd's script, not ``python -c``: that puts the working directory first on sys.path, ahead of ``root``
+        command = [*harness.twistd_command(), "-n", "--pidfile=",
                    "--logfile", os.path.join(tmp, "rubrisproxy.log"), "rubrisproxy",
                    "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
                    "--backend", f"127.0.0.1:{origin_port}", "--access-log", log]

@@ -24,6 +24,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from harness import twistd_command  # noqa: E402
 from http_bench import COMPARED, ROOT, free_port, run_wrk, start_origin, wait_port  # noqa: E402
 
 
@@ -31,7 +32,8 @@ def relay_command(kind: str, port: int, origin_port: int, tmp: str) -> list[str]
     if kind == "rubrisproxy-nolog":
         return relay_command("rubrisproxy", port, origin_port, tmp)[:-1] + ["off"]
     if kind == "rubrisproxy":
-        return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+        # twistd's script, not ``python -c``: that puts the working directory first on sys.path, ahead of --compare's
+        return [*twistd_command(), "-n", "--pidfile=",
                 "--logfile", os.path.join(tmp, "rubrisproxy.log"), "rubrisproxy",
                 "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
                 "--backend", f"127.0.0.1:{origin_port}", "--access-log", os.path.join(tmp, "access.log")]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import functools
 import pprint
+import socket
+import sys
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -20,12 +22,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
 from autobahn.twisted import websocket as _autobahn_twisted
 from autobahn.websocket import protocol as _autobahn_protocol
-from twisted.internet import tcp, unix
+from twisted.internet import epollreactor, tcp, unix
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
+from twisted.python import context as _context
+from twisted.python import log as _log
 from twisted.python.failure import Failure
 
 try:  # Autobahn's compiled XOR masker: absent where it was installed without a compiler
@@ -45,9 +49,10 @@ else:
     _AutobahnProtocol = object
 
 __all__ = [
-    "AutobahnHooks", "cancel_pong_timeout", "compresses", "defer_autobahn_debug", "direct_write", "end_as_closed",
-    "EXHAUSTED", "guard_accepts", "inbound_window_bits", "IOpenSSLTrustRoot", "LazyUtf8Validator", "let_go",
-    "let_go_port", "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "prime_inflater",
+    "accepted_without_delay", "AutobahnHooks", "cancel_pong_timeout", "close_sent", "compresses",
+    "defer_autobahn_debug", "direct_write", "end_as_closed", "EXHAUSTED", "guard_accepts", "inbound_window_bits",
+    "IOpenSSLTrustRoot", "LazyUtf8Validator", "lean_poll", "let_go", "let_go_port", "message_compressed",
+    "native_xor", "open_at_once", "pause_auto_ping", "peer_host", "prime_inflater",
     "rearm_pong_timeout", "resume_auto_ping", "send_queue_back", "slim_open_leg", "take_unsent", "tcp_buffered",
     "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
 ]
@@ -360,7 +365,7 @@ class _GuardedListener:
     Everything else is the real socket's.
     """
 
-    __slots__ = ("_socket", "_on_exhausted", "_on_accepted", "_on_close")
+    __slots__ = ("_socket", "_on_exhausted", "_on_accepted", "_on_close", "no_delay", "_kind")
 
     def __init__(self, sock: Any, on_exhausted: Callable[[int], None], on_accepted: Callable[[], None],
                  on_close: Callable[[], None]) -> None:
@@ -368,10 +373,15 @@ class _GuardedListener:
         self._on_exhausted = on_exhausted
         self._on_accepted = on_accepted
         self._on_close = on_close
+        self.no_delay = _no_delay_inherited(sock)  # what it accepts has TCP_NODELAY on already
+        # What socket.accept() reads from the listener for each socket it makes (as enums, through properties):
+        # read once. None for anything but a plain socket.socket.
+        self._kind = (int(sock.family), int(sock.type), sock.proto) if type(sock) is socket.socket else None
 
     def accept(self) -> tuple[Any, Any]:
         try:
-            accepted = self._socket.accept()
+            kind = self._kind
+            accepted = self._socket.accept() if kind is None else self._accept(*kind)
         except OSError as error:
             if error.errno not in EXHAUSTED:
                 raise
@@ -379,6 +389,16 @@ class _GuardedListener:
             raise BlockingIOError(errno.EAGAIN, "accepting paused") from None
         self._on_accepted()
         return accepted
+
+    def _accept(self, family: int, kind: int, proto: int) -> tuple[socket.socket, Any]:
+        """``socket.socket.accept``, with the listener's family, type and protocol read once (its private
+        ``_accept`` is accept4(2) with close-on-exec)."""
+        listener = self._socket
+        fd, address = listener._accept()
+        sock = socket.socket(family, kind, proto, fileno=fd)
+        if socket.getdefaulttimeout() is None and listener.gettimeout():
+            sock.setblocking(True)
+        return sock, address
 
     def close(self) -> None:
         self._on_close()
@@ -388,11 +408,31 @@ class _GuardedListener:
         return getattr(self._socket, name)
 
 
+def _no_delay_inherited(sock: Any) -> bool:
+    """Turn TCP_NODELAY on on a listening TCP socket where the sockets it accepts inherit it (Linux); whether it did."""
+    if sys.platform != "linux" or sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        return False
+    return True
+
+
+def accepted_without_delay(transport: object) -> bool:
+    """Whether TCP ``transport`` was accepted by a port :func:`guard_accepts` guards whose sockets inherit
+    TCP_NODELAY from it (``tcp.Server``'s ``server``, the port): then it has it on, with no setsockopt of its own."""
+    listener = getattr(getattr(transport, "server", None), "socket", None)
+    return type(listener) is _GuardedListener and listener.no_delay
+
+
 def guard_accepts(port: object, on_exhausted: Callable[[int], None], on_accepted: Callable[[], None],
                   on_close: Callable[[], None]) -> bool:
     """Have a listening ``tcp.Port`` (or a subclass: TLS, UNIX) report accept(2) running out of descriptors
     to ``on_exhausted(errno)`` instead of logging it on every reactor turn; ``on_accepted`` hears of each
     accepted connection, ``on_close`` of the port's socket closing. False for a port that is not one.
+    On Linux, a TCP port's socket gets TCP_NODELAY, which the sockets it accepts inherit
+    (:func:`accepted_without_delay`).
     """
     sock = getattr(port, "socket", None)
     if sock is None or not hasattr(sock, "accept") or not hasattr(port, "stopReading"):
@@ -429,6 +469,12 @@ def direct_write(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
+def peer_host(transport: object) -> str | None:
+    """The peer's host of an accepted TCP ``transport``: ``tcp.Server``'s ``hostname``, what ``getPeer().host``
+    says, without building the address; None for any other transport."""
+    return str(transport.hostname) if isinstance(transport, tcp.Server) else None
+
+
 def end_as_closed(transport: Any) -> None:
     """End a connection whose peer half-closed as Twisted ends one whose protocol does not take half-closes.
 
@@ -437,6 +483,29 @@ def end_as_closed(transport: Any) -> None:
     protocol's ``connectionLost`` called.
     """
     transport.connectionLost(Failure(ConnectionDone()))
+
+
+def close_sent(transport: Any) -> None:
+    """Close a TCP ``transport`` that has nothing left to send and no producer: what ``loseConnection`` does,
+    without waiting for the socket to be writable.
+
+    ``loseConnection`` stops reading, registers for writability and closes once the empty buffer's write
+    event comes: two epoll changes and a trip through the reactor. Here reading stops and ``disconnecting`` is
+    set (as ``loseConnection`` sets them), and the connection ends on its reactor's next turn (the transport's
+    ``reactor``, whatever clock its protocol times with) as that write event would end it: the transport's
+    ``connectionLost`` with ``ConnectionDone``, never inside the caller. Whatever was written meanwhile is
+    left to Twisted, which closes once it is sent.
+    """
+    if not transport.connected or transport.disconnecting:
+        return
+    transport.stopReading()
+    transport.disconnecting = 1
+    transport.reactor.callLater(0, _close_if_sent, transport)
+
+
+def _close_if_sent(transport: Any) -> None:
+    if transport.connected and not unsent(transport) and transport.producer is None:
+        transport.connectionLost(connectionDone)  # Twisted's shared ConnectionDone failure: none made per connection
 
 
 class _Connected(ClientFactory):
@@ -496,3 +565,80 @@ class AutobahnHooks(_AutobahnProtocol):
 
     def connection_gone(self, reason: Any) -> None:
         """The connection is lost and Autobahn has cancelled its own timers and called ``onClose``."""
+
+
+# The reactor's poll, without the call layers around each event
+
+
+_STOCK_CALL_WITH_LOGGER = _log.callWithLogger
+
+
+def lean_poll(reactor: object) -> bool:
+    """Have an epoll ``reactor`` run each I/O event in the same logging context as Twisted, without the call layers.
+
+    ``EPollReactor.doPoll`` runs every ready descriptor's event through ``log.callWithLogger``, which reaches
+    the event through four more calls (``log.callWithContext``, ``context.get``, ``context.call`` and the
+    thread's tracker) that look up, copy and push the log context: about as much Python per event as a small
+    request's own reading. Here the reactor's ``doIteration`` is a copy of ``doPoll`` that does the same
+    inline: the context pushed for an event is the same dict (the outer log context with ``system`` set to
+    the selectable's ``logPrefix()``), a failing ``logPrefix`` or event is logged as ``callWithLogger`` logs
+    it, and with any other context tracker or ``callWithLogger`` in place each event goes through Twisted's.
+    Reads ``EPollReactor``'s ``_poller``, ``_selectables`` and ``_doReadOrWrite``. False, and nothing changed,
+    for another reactor.
+    """
+    if getattr(type(reactor), "doIteration", None) is not epollreactor.EPollReactor.doPoll:  # or a subclass polling its own way
+        return False
+    r: Any = reactor
+    r.doIteration = functools.partial(_lean_do_poll, reactor)
+    return True
+
+
+def _lean_do_poll(reactor: Any, timeout: float | None) -> None:
+    """``EPollReactor.doPoll`` with ``log.callWithLogger`` inlined (see :func:`lean_poll`)."""
+    try:
+        events = reactor._poller.poll(-1 if timeout is None else timeout, len(reactor._selectables))
+    except OSError as error:
+        if error.errno == errno.EINTR:
+            return
+        raise
+    if not events:
+        return
+    tracker = _context.theContextTracker
+    if type(tracker) is _context.ThreadedContextTracker and _log.callWithLogger is _STOCK_CALL_WITH_LOGGER:
+        _handle_events(reactor, events, tracker.currentContext().contexts, tracker.getContext(_log.ILogContext))
+        return
+    selectables, handle = reactor._selectables, reactor._doReadOrWrite
+    for fd, event in events:
+        selectable = selectables.get(fd)
+        if selectable is not None:
+            _log.callWithLogger(selectable, handle, selectable, fd, event)
+
+
+def _handle_events(reactor: Any, events: list[tuple[int, int]], contexts: list[dict[Any, Any]],
+                   outer: dict[str, Any]) -> None:
+    """Each event's handling in the log context ``log.callWithLogger`` would push onto ``contexts`` (``outer``,
+    what ``log.callWithContext`` copies, is the same for every event of a poll)."""
+    selectables, handle = reactor._selectables, reactor._doReadOrWrite
+    for fd, event in events:
+        selectable = selectables.get(fd)
+        if selectable is None:
+            continue
+        try:
+            system = selectable.logPrefix()
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            system = "(buggy logPrefix method)"
+            _log.err(system=system)
+        logging = outer.copy()
+        logging["system"] = system
+        try:
+            contexts.append({_log.ILogContext: logging})
+            try:
+                handle(selectable, fd, event)
+            finally:
+                contexts.pop()
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            _log.err(system=system)

@@ -8,7 +8,7 @@ from typing import Protocol, cast
 from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITransport
 from zope.interface import implementer
 
-from ._compat import tcp_buffered, unsent
+from ._compat import accepted_without_delay, tcp_buffered, unsent
 
 BACKPRESSURE = "backpressure"
 
@@ -27,7 +27,10 @@ class FlowTransport(Protocol):
 
 
 def tune_transport(transport: ITransport) -> None:
-    """Relay-friendly socket settings: no Nagle delay on what is relayed."""
+    """Relay-friendly socket settings: no Nagle delay on what is relayed (set already on a connection accepted
+    from a listening socket that has it)."""
+    if accepted_without_delay(transport):
+        return
     set_no_delay = getattr(transport, "setTcpNoDelay", None)
     if set_no_delay is not None:
         try:

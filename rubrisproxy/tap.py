@@ -12,6 +12,7 @@ from typing import NoReturn
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
+from ._compat import lean_poll
 from .checks import check_config
 from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
@@ -127,6 +128,7 @@ def makeService(options: Options) -> IService:
         # collector's full passes (one every few thousand new connections), which then walk ~2k objects, not ~70k
         # (0.3 ms, not 70-150 ms). The cost: cycles among these objects that a reload drops stay, once.
         reactor.callWhenRunning(gc.freeze)
+        lean_poll(reactor)  # each I/O event in Twisted's log context, without its call layers
     if output is not None:
         reopeners.append(output.reopen)  # after the access log's: its held lines go to the old file
     ReopenOnSignal(reopeners, reactor).setServiceParent(root)

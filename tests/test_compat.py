@@ -9,6 +9,7 @@ import os
 import pprint
 import re
 import socket
+import sys
 import zlib
 from collections import deque
 from typing import Any
@@ -25,8 +26,9 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
+from twisted.python import context, log
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
@@ -36,18 +38,23 @@ from rubrisproxy._compat import (
     IOpenSSLTrustRoot,
     V1Parser,
     V2Parser,
+    accepted_without_delay,
     cancel_pong_timeout,
+    close_sent,
     compresses,
     connection_lost,
     defer_autobahn_debug,
     direct_write,
     end_as_closed,
+    guard_accepts,
     inbound_window_bits,
+    lean_poll,
     let_go,
     let_go_port,
     message_compressed,
     native_xor,
     pause_auto_ping,
+    peer_host,
     prime_inflater,
     rearm_pong_timeout,
     resume_auto_ping,
@@ -720,3 +727,184 @@ class HandOverTests(ProxyTestCase):
         copy.settimeout(5)
         accepted, _ = copy.accept()
         accepted.close()
+
+
+class _Contexts(Protocol):
+    """Records the log context each read runs in, and fails on ``boom``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[dict[str, Any], str]] = []
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.seen.append((dict(context.get(log.ILogContext)), self.transport.logPrefix()))  # type: ignore[attr-defined]
+        if b"boom" in data:
+            raise ZeroDivisionError("boom")
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.lost.callback(None)
+
+
+class LeanPollTests(ProxyTestCase):
+    """The reactor's poll with the log context inlined: every event sees what Twisted's own poll gives it."""
+
+    def _served(self) -> Any:
+        """A connection to a _Contexts server: (the client, the server, a Deferred for the client connected)."""
+        server = _Contexts()
+        port = self.start_raw_origin(lambda: server)
+        client = RawClient()
+        return client, server, connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+    def _until(self, condition: Any) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+
+        def check() -> None:
+            if condition():
+                d.callback(None)
+            else:
+                reactor.callLater(0.01, check)  # type: ignore[attr-defined]
+
+        check()
+        return d.addTimeout(5, reactor)
+
+    @defer.inlineCallbacks
+    def test_an_event_runs_in_the_context_twistds_poll_gives_it(self) -> Any:
+        client, server, connected = self._served()
+        yield connected
+        client.send(b"stock")
+        yield self._until(lambda: len(server.seen) == 1)
+        self.assertTrue(lean_poll(reactor))
+        self.addCleanup(delattr, reactor, "doIteration")
+        client.send(b"lean")
+        yield self._until(lambda: len(server.seen) == 2)
+        (stock, prefix), (lean, _) = server.seen
+        self.assertEqual(stock["system"], prefix)  # what Twisted's poll pushes: the outer context, system set
+        self.assertEqual(lean, stock)
+        client.transport.loseConnection()
+        yield server.lost
+
+    @defer.inlineCallbacks
+    def test_a_failing_event_is_logged_in_its_context_and_drops_the_connection(self) -> Any:
+        self.assertTrue(lean_poll(reactor))
+        self.addCleanup(delattr, reactor, "doIteration")
+        events: list[dict[str, Any]] = []
+        log.addObserver(events.append)
+        self.addCleanup(log.removeObserver, events.append)
+        client, server, connected = self._served()
+        yield connected
+        client.send(b"boom")
+        yield server.lost
+        (_, prefix), = server.seen
+        failures = [event for event in events if event.get("isError")]
+        self.assertEqual([event["system"] for event in failures], [prefix])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_another_reactor_is_left_alone(self) -> None:
+        self.assertFalse(lean_poll(Clock()))
+
+
+class _ClosesWhenSent(Protocol):
+    """Answers its first read and closes through close_sent; ``then`` is written after the close began."""
+
+    def __init__(self, then: bytes = b"") -> None:
+        self.then = then
+        self.lost: list[Failure] = []
+        self.lost_in_close = False
+        self.ended: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        direct_write(self.transport, b"answer")
+        close_sent(self.transport)
+        self.lost_in_close = bool(self.lost)
+        close_sent(self.transport)  # a second close changes nothing
+        if self.then:
+            self.transport.write(self.then)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.lost.append(reason)
+        self.ended.callback(None)
+
+
+class CloseSentTests(ProxyTestCase):
+    """close_sent ends a TCP connection as loseConnection would, a reactor turn later, without a write event."""
+
+    @defer.inlineCallbacks
+    def _exchange(self, server: _ClosesWhenSent) -> Any:
+        port = self.start_raw_origin(lambda: server)
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        client.send(b"ask")
+        received = yield client.closed
+        yield server.ended
+        return received
+
+    @defer.inlineCallbacks
+    def test_the_connection_ends_cleanly_after_what_was_sent_and_not_inside_the_caller(self) -> Any:
+        server = _ClosesWhenSent()
+        received = yield self._exchange(server)
+        self.assertEqual(received, b"answer")
+        self.assertFalse(server.lost_in_close)
+        self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
+        self.assertTrue(server.transport.disconnecting)  # type: ignore[union-attr]
+
+    @defer.inlineCallbacks
+    def test_what_is_written_meanwhile_is_sent_before_the_close(self) -> Any:
+        server = _ClosesWhenSent(then=b" and more" * 100_000)  # more than the kernel takes at once
+        received = yield self._exchange(server)
+        self.assertEqual(received, b"answer" + b" and more" * 100_000)
+        self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
+
+
+class AcceptedWithoutDelayTests(ProxyTestCase):
+    """A guarded TCP port's listening socket has TCP_NODELAY, which what it accepts inherits (Linux)."""
+
+    @defer.inlineCallbacks
+    def _accepted(self, guard: bool) -> Any:
+        server = _Contexts()
+        factory = Factory.forProtocol(lambda: server)
+        factory.noisy = False
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        if guard:
+            self.assertTrue(guard_accepts(port, lambda error: None, lambda: None, lambda: None))
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client)
+        client.send(b"x")
+        while not server.seen:
+            yield deferLater(reactor, 0.01)
+        self.addCleanup(client.transport.loseConnection)
+        return server.transport
+
+    @defer.inlineCallbacks
+    def test_a_connection_a_guarded_port_accepts_has_tcp_nodelay_on(self) -> Any:
+        if not sys.platform.startswith("linux"):
+            raise unittest.SkipTest("accepted sockets inherit TCP_NODELAY on Linux")
+        transport = yield self._accepted(guard=True)
+        self.assertTrue(accepted_without_delay(transport))
+        self.assertTrue(transport.getTcpNoDelay())
+
+    @defer.inlineCallbacks
+    def test_an_unguarded_port_s_connection_is_not_said_to(self) -> Any:
+        transport = yield self._accepted(guard=False)
+        self.assertFalse(accepted_without_delay(transport))
+        self.assertFalse(transport.getTcpNoDelay())
+        self.assertFalse(accepted_without_delay(StringTransport()))
+
+    @defer.inlineCallbacks
+    def test_a_guarded_port_accepts_sockets_as_socket_accept_makes_them(self) -> Any:
+        guarded = (yield self._accepted(guard=True)).socket
+        plain = (yield self._accepted(guard=False)).socket
+
+        def kind(sock: socket.socket) -> tuple[Any, ...]:
+            return (type(sock), sock.family, sock.type, sock.proto, sock.gettimeout(), sock.get_inheritable(),
+                    sock.getsockname()[0], sock.getpeername()[0])
+
+        self.assertEqual(kind(guarded), kind(plain))
+
+    @defer.inlineCallbacks
+    def test_peer_host_is_what_get_peer_says(self) -> Any:
+        transport = yield self._accepted(guard=False)
+        self.assertEqual(peer_host(transport), transport.getPeer().host)
+        self.assertIsNone(peer_host(StringTransport()))

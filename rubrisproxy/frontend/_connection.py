@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementedBy
 
-from .._compat import direct_write, unsent
+from .._compat import close_sent, direct_write, peer_host, unsent
 from ..config import WebSocketConfig
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, WriteWatch, tune_transport, writes_directly
@@ -133,9 +133,12 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         frontend = self.frontend
         frontend.connections.add(self)
         frontend.accepted += 1
-        peer = self.transport.getPeer()
-        host = getattr(peer, "host", None)
-        self.client_address = sys.intern(str(peer) if host is None else host)  # one copy per address, not per connection
+        host = peer_host(self.transport)
+        if host is None:
+            peer = self.transport.getPeer()
+            host = getattr(peer, "host", None)
+            host = str(peer) if host is None else host
+        self.client_address = sys.intern(host)  # one copy per address, not per connection
         self.secure = ISSLTransport.providedBy(self.transport)
         tune_transport(self.transport)
         self._direct = writes_directly(self.transport)
@@ -320,10 +323,12 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             self.parser.held = True  # nothing after this is answered: stop parsing it
         # A TLS transport closes only once no producer is registered: the write watch must not hold it open.
         self.download.drop_idle()
+        if self._direct and not unsent(self.transport) and getattr(self.transport, "producer", None) is None:
+            self._wait(None)
+            close_sent(self.transport)  # all sent, no producer: no close timer needed
+            return
         self.transport.loseConnection()
         self._wait(None)
-        if self._direct and not unsent(self.transport) and getattr(self.transport, "producer", None) is None:
-            return  # all sent, no producer to wait for: Twisted closes it on its next write event, no timer needed
         if self._close_timer is None and self._phase is not LOST:
             self._close_timer = Deadline(self.frontend.clock, self._close_expired)
             self._delivered = self.bytes_out - unsent(self.transport)

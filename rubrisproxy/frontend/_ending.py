@@ -94,7 +94,7 @@ class ConnectionEnding:
 
     def _end_from(self, reason: Failure | None) -> ConnectionEnd:
         """Why the connection ended when the proxy did not decide it: the client, or the socket."""
-        clean = reason is None or reason.check(ConnectionDone) is not None
+        clean = reason is None or isinstance(reason.value, ConnectionDone)  # Failure.check formats qualified names
         if self.relay is not None:
             return ConnectionEnd.CLIENT_CLOSE if clean else ConnectionEnd.SOCKET_READ_CLOSED
         current = self.current

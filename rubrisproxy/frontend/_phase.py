@@ -24,6 +24,8 @@ class Phase(Enum):
     (its socket let go of, nothing more logged here: the new process logs its whole life).
     """
 
+    __hash__ = object.__hash__  # members are compared by identity: Enum's hashes their names in Python
+
     OPENING = "opening"
     HTTP2 = "http2"
     READING = "reading"

@@ -29,7 +29,6 @@ _CHUNKED_SLICE = 16384
 _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
 
 
-@lru_cache(maxsize=16)
 @lru_cache(maxsize=64)  # a frozenset's hash is cached: the look-up is cheap, a new union of ~40 names is not
 def _dropped(drop: frozenset[bytes]) -> frozenset[bytes]:
     """``drop`` and the hop-by-hop headers: one set per drop list, not one per connection."""

@@ -22,6 +22,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.web import server
 
+from .._compat import lean_poll
 from ..admin import AdminAPI, RunningProxy
 from ..backend import Server
 from ..bus import Subscriber
@@ -143,6 +144,7 @@ class Worker:
         self.reactor.addSystemEventTrigger("before", "shutdown", self._stop)
         self.state = WorkerState.SERVING
         gc.freeze()  # as a single process does (tap): what start built is left out of the collector's full passes
+        lean_poll(self.reactor)  # as a single process does (tap)
 
     def apply(self, config: ProxyConfig) -> list[str]:
         """A reload: ``config`` as the supervisor checked it, applied here."""
