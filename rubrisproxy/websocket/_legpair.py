@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._compat import slim_transport
 from ..http import ResponseHead, serialize_headers
 from ._handshake import HANDSHAKE_HEADERS
 from ._silent import silent
@@ -92,11 +93,14 @@ class LegPair:
             leg.dataReceived(from_client)
 
     def wire(self) -> None:
-        """Each side's transport the other's producer: a slow reader pauses the other side."""
+        """Each side's transport the other's producer: a slow reader pauses the other side. Both connections are
+        then done with their handshakes, and what they keep for a long, mostly idle life is slimmed."""
         origin = self.origin
         assert origin is not None and origin.gate is not None  # it is connected: it answered with a 101
         self._connection.download.attach(origin.gate)
         origin.upload.attach(self._connection.gate)
+        slim_transport(self._connection.transport)
+        slim_transport(origin.transport)
 
     def unwire(self) -> None:
         self._connection.download.detach()
