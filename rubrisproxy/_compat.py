@@ -243,18 +243,20 @@ class LazyFuture:
             return self
         future = leg.__dict__.get(self._name)
         if future is None:
-            future = leg.__dict__[self._name] = Deferred()
+            made: Deferred[object] = Deferred()
             if self._resolved:
-                future.callback(None)
+                made.callback(None)
+            future = leg.__dict__[self._name] = made
         return future
 
     def __set__(self, leg: Any, value: object) -> None:
         leg.__dict__[self._name] = value
 
     def drop_unused(self, leg: Any) -> None:
-        """Drop the leg's future if it is as a read would make it again, with no callbacks."""
-        future = leg.__dict__.get(self._name)
-        if future is not None and (future.__class__ is Deferred and not future.callbacks and future.called == self._resolved
+        """Drop the leg's future if it is as a read would make it again, with no callbacks (Deferred's private
+        ``_callbacks``: its public ``callbacks`` is deprecated)."""
+        future: Any = leg.__dict__.get(self._name)
+        if (isinstance(future, Deferred) and not future._callbacks and future.called == self._resolved
                 and (not self._resolved or future.result is None)):
             del leg.__dict__[self._name]
 

@@ -133,6 +133,10 @@ class ExchangeHandoff:
         return self.exchange.client.frontend.resume_budget
 
     @property
+    def idle_clock(self) -> IReactorTime:
+        return self.exchange.client.frontend.websocket_timer
+
+    @property
     def websockets(self) -> set[Relay]:
         return self.exchange.client.frontend.websockets
 
