@@ -316,18 +316,29 @@ def slim_transport(transport: object) -> None:
     A Python object keeps its attributes in a compact array laid out by keys its class shares, until one is set
     that those keys cannot take: then it gets a dict with a table of its own, sized after the shared keys.
     Twisted's ``tcp.Server`` and ``tcp.Client`` take more attribute names over a process's life than the shared
-    keys hold (30), so a connection given a producer (``registerProducer``) soon gets such a table, of 64 slots
-    for some 17 attributes; a copy has 32. A connection without a dict (its gc referents are its attribute values,
-    not a dict: reading ``__dict__`` would make one), or whose dict is no larger than a copy (one on the shared
-    keys), is left as it is, as are other transports. Attributes read and written as before.
+    keys hold (30), so a connection given a producer (``registerProducer``) or flushing its first buffered write
+    (``doWrite`` sets ``dataBuffer`` and ``offset``, its class's defaults until then) soon gets such a table, of 64
+    slots for some 17 attributes; a copy has 32. A connection with bytes waiting gets the names its flush sets
+    first (so that it does not grow the copy again). A connection without a dict (its gc referents are its
+    attribute values, not a dict: reading ``__dict__`` would make one), or whose dict is no larger than a copy
+    (one on the shared keys), is left as it is, as are other transports. Attributes read and written as before.
     """
-    if isinstance(transport, tcp.Connection):
-        referents = gc.get_referents(transport)
-        if len(referents) <= 2 and referents and referents[0].__class__ is dict:
-            attributes = referents[0]
-            copy = dict(attributes)
-            if sys.getsizeof(copy) < sys.getsizeof(attributes):
-                transport.__dict__ = copy
+    if not isinstance(transport, tcp.Connection):
+        return
+    if unsent(transport):
+        for name in _WRITE_STATE:
+            setattr(transport, name, getattr(transport, name))
+    referents = gc.get_referents(transport)
+    if len(referents) <= 2 and referents and referents[0].__class__ is dict:
+        attributes = referents[0]
+        copy = dict(attributes)
+        if sys.getsizeof(copy) < sys.getsizeof(attributes):
+            transport.__dict__ = copy
+
+
+#: The attributes ``FileDescriptor.doWrite`` sets on a transport (with ``_tempDataBuffer`` and ``_tempDataLen``,
+#: which its ``__init__`` sets already).
+_WRITE_STATE = ("dataBuffer", "offset")
 
 
 def tcp_buffered(transport: object) -> bool:

@@ -19,7 +19,7 @@ from autobahn.twisted import websocket as twisted_websocket
 from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
 from autobahn.websocket import protocol
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet import defer, reactor
+from twisted.internet import abstract, defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -626,7 +626,15 @@ class SlimTransportTests(ProxyTestCase):
             slim_transport(transport)
             self.assertIs(vars(transport), smaller)  # already its size: kept
             slim_transport(StringTransport())  # not a TCP connection: left alone
-            client.send(b"still")  # reads and writes as before
+            source = inspect.getsource(abstract.FileDescriptor.doWrite)
+            self.assertIn("self.dataBuffer = ", source)  # the names a flush sets
+            self.assertIn("self.offset = 0", source)
+            for name in ("dataBuffer", "offset"):
+                vars(transport).pop(name, None)
+            transport.write(b"st")  # queued until the reactor's next turn: the flush would set them
+            slim_transport(transport)
+            self.assertEqual((vars(transport)["dataBuffer"], vars(transport)["offset"]), (b"", 0))
+            client.send(b"ill")  # reads and writes as before
             return client.until(lambda data: data == b"still")
 
         return d.addCallback(connected)

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from ._exchange import Exchange
 
 _NO_HEADERS = ()  # what a tunnelled request keeps of its headers: none
+#: A session keeps its request's head (its re-dials and a carry read it) for its whole life: the Connection tokens
+#: clients send (a set of its own each, 216 bytes) are kept as one of these when equal.
+_CONNECTION_TOKENS = {tokens: tokens for tokens in (frozenset((b"upgrade",)), frozenset((b"keep-alive", b"upgrade")))}
 
 
 def accept_upgrade(exchange: Exchange, router: Router, backend: Backend) -> ExchangeHandoff | None:
@@ -108,6 +111,8 @@ class ExchangeHandoff:
         else:
             backend = self.backend
             assert backend is not None
+            request = self.head
+            request.connection = _CONNECTION_TOKENS.get(request.connection, request.connection)
             WebSocketSession(self, origin, backend, handshake).start(head, rest)
 
     # websocket.UpgradeHandoff

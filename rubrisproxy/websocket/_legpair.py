@@ -89,6 +89,7 @@ class LegPair:
             leg.dataReceived(self._handoff.client_handshake() + from_client)
             return
         leg.answer_handshake(upgrade.key)
+        slim_transport(connection.transport)  # its 101 written: what it keeps while the WebSocket idles
         if from_client:
             leg.dataReceived(from_client)
 
