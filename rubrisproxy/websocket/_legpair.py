@@ -35,7 +35,7 @@ class LegPair:
         self.origin = origin
         self.client: ClientLeg | None = None
         self.backend: BackendLeg | None = None
-        self._headers: dict[str, list[str]] = {}  # the first backend's 101 headers, for the client's answer
+        self._headers: dict[str, list[str]] = _NO_HEADERS  # the first backend's 101 headers, for the client's answer
         self.protocol: str | None = None  # the subprotocol the first backend chose: every later one must too
 
     @property
@@ -45,9 +45,12 @@ class LegPair:
 
     def keep_headers(self, head: ResponseHead) -> None:
         """The first backend's 101: its headers but the handshake's own answer the client's handshake."""
+        headers: dict[str, list[str]] = {}
         for name, value in head.forward:
             if name.lower() not in HANDSHAKE_HEADERS and name.lower() != b"sec-websocket-accept":
-                self._headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+                headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+        if headers:
+            self._headers = headers
 
     def answer(self) -> tuple[str | None, dict[str, list[str]]]:
         """The answer to the client's handshake: the backend's subprotocol and headers."""
@@ -145,6 +148,10 @@ class LegPair:
         leg.gate = connection.gate
         leg.meter = connection
         return leg
+
+
+#: The headers of a 101 with none but the handshake's own (shared: never changed, only replaced).
+_NO_HEADERS: dict[str, list[str]] = {}
 
 
 def _plain_switch(head: ResponseHead) -> str | None | bool:
