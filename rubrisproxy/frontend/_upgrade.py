@@ -111,8 +111,9 @@ class ExchangeHandoff:
         else:
             backend = self.backend
             assert backend is not None
-            request = self.head
+            request = self.head  # kept for the session's life: its re-dials choose a server by it, a carry sends it
             request.connection = _CONNECTION_TOKENS.get(request.connection, request.connection)
+            request.forward = request.headers  # what was forwarded is sent (a re-dial sends the session's template)
             WebSocketSession(self, origin, backend, handshake).start(head, rest)
 
     # websocket.UpgradeHandoff
