@@ -158,9 +158,10 @@ def slim_open_leg(leg: Any, at_rest: Mapping[str, object]) -> None:
     never read) and its ``TransportDetails`` (read only while opening, and by ``_onOpen`` just before ``onOpen``).
     Its ``utf8validator`` goes too (the leg class makes one when Autobahn's parser next needs it: see
     :class:`LazyUtf8Validator`), and so do its ``is_open`` and ``is_closed`` futures where the leg class makes them
-    when read (:class:`LazyFuture`). Then each attribute whose value is the very object ``at_rest`` names for it (None, False, 0: the leg's class
-    holds the same value, so reading it is unchanged, and Autobahn's next assignment puts it back), and the
-    instance dict is rebuilt at its new size.
+    when read (:class:`LazyFuture`). An empty list of extensions in use becomes what ``at_rest`` names for it (a
+    shared empty tuple). Then each attribute whose value is the very object ``at_rest`` names for it (None, False,
+    0: the leg's class holds the same value, so reading it is unchanged, and Autobahn's next assignment puts it
+    back), and the instance dict is rebuilt at its new size.
     """
     if not leg.send_queue:
         leg.send_queue = ()
@@ -170,6 +171,8 @@ def slim_open_leg(leg: Any, at_rest: Mapping[str, object]) -> None:
     # None (the mixin's class defaults) ``on`` still works, without checking the event's name.
     leg._valid_events = leg._results = None
     _drop_futures(leg)
+    if leg.__dict__.get("websocket_extensions_in_use") == [] and "websocket_extensions_in_use" in at_rest:
+        leg.websocket_extensions_in_use = at_rest["websocket_extensions_in_use"]  # none: its class's (an empty tuple)
     attributes = leg.__dict__
     leg.__dict__ = {name: value for name, value in attributes.items()
                     if name not in at_rest or at_rest[name] is not value}

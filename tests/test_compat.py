@@ -432,6 +432,8 @@ class SlimOpenLegTests(unittest.TestCase):
         self.assertEqual(leg.send_queue, ())
         self.assertIsNone(leg._transport_details)
         self.assertNotIn("wasClean", vars(leg))
+        self.assertNotIn("websocket_extensions_in_use", vars(leg))
+        self.assertEqual(leg.websocket_extensions_in_use, ())  # none, shared
         self.assertLess(len(vars(leg)), 35)
         self.assertEqual((leg.wasClean, leg.closedByMe, leg.remoteCloseCode, leg.autoPingPendingSeq),
                          (False, False, None, 0))

@@ -179,7 +179,7 @@ _AT_REST: dict[str, object] = dict.fromkeys((
     "triggered", "wasMaxFramePayloadSizeExceeded", "wasMaxMessagePayloadSizeExceeded", "closedByMe", "failedByMe",
     "droppedByMe", "wasClean", "wasServerConnectionDropTimeout", "wasOpenHandshakeTimeout",
     "wasCloseHandshakeTimeout", "wasServingFlashSocketPolicyFile",
-), False) | {"autoPingPendingSeq": 0, "send_state": 0}
+), False) | {"autoPingPendingSeq": 0, "send_state": 0, "websocket_extensions_in_use": ()}
 
 
 class _Leg(AutobahnHooks):
