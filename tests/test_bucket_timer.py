@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from rubrisproxy.deadline import Deadline
 from rubrisproxy.websocket._timers import BucketTimer
 
 
@@ -41,3 +42,42 @@ class BucketTimerTests(unittest.TestCase):
         self.timer.call_later(1, self.fired.append, "b").cancel()
         self.clock.advance(1.2)
         self.assertEqual(self.fired, ["a"])
+
+    def test_a_call_cancelled_by_another_of_its_bucket_does_not_run(self) -> None:
+        calls = []
+        self.timer.call_later(1, lambda: (self.fired.append("a"), calls[0].cancel()))
+        calls.append(self.timer.call_later(1, self.fired.append, "b"))
+        self.timer.call_later(1.05, self.fired.append, "c")  # the next bucket
+        self.clock.advance(1)
+        self.assertEqual(self.fired, ["a"])
+        self.clock.advance(0.25)
+        self.assertEqual(self.fired, ["a", "c"])
+        self.assertEqual((self.timer.pending(), self.clock.getDelayedCalls()), (0, []))
+
+    def test_a_reset_call_runs_once_at_its_new_time(self) -> None:
+        call = self.timer.call_later(1, self.fired.append, "a")
+        self.timer.call_later(1, self.fired.append, "b")  # keeps the first bucket alive
+        call.reset(3)
+        self.assertTrue(call.active())
+        self.assertAlmostEqual(call.getTime(), 3.0)
+        self.clock.advance(1)
+        self.assertEqual(self.fired, ["b"])
+        call.reset(2)  # earlier again, into a bucket of its own
+        self.assertEqual(len(self.timer.getDelayedCalls()), 1)
+        self.clock.advance(2)
+        self.assertEqual(self.fired, ["b", "a"])
+        self.assertFalse(call.active())
+        self.assertEqual((self.timer.pending(), self.clock.getDelayedCalls()), (0, []))
+
+    def test_a_deadline_on_it_expires_no_earlier_and_at_most_a_bucket_later(self) -> None:
+        deadline = Deadline(self.timer, lambda: self.fired.append("expired"))
+        deadline.set(5.03)
+        self.clock.advance(2)
+        deadline.set(5.03)  # moved later: its call stays, and is armed again when it fires early
+        self.clock.advance(5.02)
+        self.assertEqual(self.fired, [])
+        self.clock.advance(0.2)
+        self.assertEqual(self.fired, ["expired"])
+        deadline.set(1)
+        deadline.stop()
+        self.assertEqual((self.timer.pending(), self.clock.getDelayedCalls()), (0, []))

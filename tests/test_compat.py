@@ -4,6 +4,7 @@ rest, on accept(2) and the write buffer under load, is in tests/test_hardening_c
 from __future__ import annotations
 
 import ast
+import gc
 import inspect
 import os
 import pprint
@@ -20,7 +21,7 @@ from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerP
 from autobahn.websocket import protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from OpenSSL import SSL
-from twisted.internet import defer, reactor
+from twisted.internet import abstract, defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -36,6 +37,7 @@ from zope.interface import implementer
 from rubrisproxy._compat import (
     AutobahnHooks,
     IOpenSSLTrustRoot,
+    LazyFuture,
     V1Parser,
     V2Parser,
     accepted_without_delay,
@@ -59,6 +61,7 @@ from rubrisproxy._compat import (
     rearm_pong_timeout,
     resume_auto_ping,
     send_queue_back,
+    slim_transport,
     take_unsent,
     tcp_buffered,
     unsent,
@@ -468,6 +471,8 @@ class SlimOpenLegTests(unittest.TestCase):
         self.assertEqual(leg.send_queue, ())
         self.assertIsNone(leg._transport_details)
         self.assertNotIn("wasClean", vars(leg))
+        self.assertNotIn("websocket_extensions_in_use", vars(leg))
+        self.assertEqual(leg.websocket_extensions_in_use, ())  # none, shared
         self.assertLess(len(vars(leg)), 35)
         self.assertEqual((leg.wasClean, leg.closedByMe, leg.remoteCloseCode, leg.autoPingPendingSeq),
                          (False, False, None, 0))
@@ -576,6 +581,104 @@ class LazyUtf8ValidatorTests(unittest.TestCase):
         self.assertEqual(frames[-1][0], 0x8)
         self.assertEqual(int.from_bytes(frames[-1][1][:2], "big"), 1007)
         self.assertEqual(session.events, [])
+
+
+class LazyFutureTests(unittest.TestCase):
+    def test_autobahn_makes_both_at_init_and_only_resolves_them_after(self) -> None:
+        source = inspect.getsource(protocol)
+        init = inspect.getsource(WebSocketProtocol.__init__)
+        for name in ("is_open", "is_closed"):
+            self.assertEqual(source.count(f"self.{name} ="), 1)
+            self.assertIn(f"self.{name} = txaio.create_future()", init)
+        self.assertEqual(len(re.findall(r"txaio\.resolve\(self\.is_open, None\)", source)), 2)
+        self.assertEqual(len(re.findall(r"txaio\.resolve\(self\.is_closed, self\)", source)), 2)
+
+    def test_a_leg_opened_at_once_holds_neither_and_a_read_makes_them_as_they_were(self) -> None:
+        factories = LegFactories(WebSocketConfig(), Clock())
+        backend = factories.backend_leg()
+        backend.factory = factories.client
+        backend.attach(StandInSession(), StandInOrigin(), None, new_key(), [])  # type: ignore[arg-type]
+        client = factories.client_leg()
+        client.factory = factories.server
+        session: Any = StandInSession()
+        session.accept_client = lambda: (None, {})
+        client.session = session
+        client.makeConnection(Transport())
+        client.answer_handshake(new_key())
+        for leg in (backend, client):
+            self.assertEqual(leg.state, WebSocketProtocol.STATE_OPEN)
+            self.assertNotIn("is_open", vars(leg))
+            self.assertNotIn("is_closed", vars(leg))
+            self.assertTrue(leg.is_open.called)
+            self.assertIsNone(leg.is_open.result)
+            closed = leg.is_closed
+            self.assertFalse(closed.called)
+            self.assertIs(leg.is_closed, closed)  # kept once made
+            results: list[object] = []
+            closed.addCallback(results.append)
+            leg.connectionLost(Failure(ConnectionLost()))
+            self.assertEqual(results, [leg])  # Autobahn resolves the one made
+
+    def test_a_leg_autobahn_opened_holds_no_is_closed(self) -> None:
+        leg, _, _ = open_backend_leg(WebSocketConfig(), Clock())  # is_open is resolved after onOpen: kept
+        self.assertNotIn("is_closed", vars(leg))
+        self.assertTrue(leg.is_open.called)
+
+    def test_a_future_with_callbacks_or_another_result_is_kept(self) -> None:
+        class Leg:
+            is_open = LazyFuture(resolved=True)
+            is_closed = LazyFuture(resolved=False)
+
+        leg = Leg()
+        leg.is_open, leg.is_closed = defer.Deferred(), defer.Deferred()
+        opened, closed = leg.is_open, leg.is_closed
+        closed.addCallback(lambda _: None)
+        opened.callback("other")
+        Leg.is_open.drop_unused(leg)
+        Leg.is_closed.drop_unused(leg)
+        self.assertEqual((vars(leg)["is_open"], vars(leg)["is_closed"]), (opened, closed))
+        leg.is_open = defer.Deferred()
+        Leg.is_open.drop_unused(leg)  # not resolved yet: kept, for Autobahn to resolve
+        self.assertIn("is_open", vars(leg))
+
+
+class SlimTransportTests(ProxyTestCase):
+    def test_a_connection_whose_dict_outgrew_the_shared_keys_gets_a_smaller_one(self) -> Any:
+        port = self.start_raw_origin(_Echo)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+        def connected(_: object) -> Any:
+            transport: Any = client.transport
+            self.addCleanup(transport.abortConnection)
+            slim_transport(transport)
+            self.assertNotIn(dict, [type(r) for r in gc.get_referents(transport)])  # none of its own: none made
+            names = [f"_extra_{n}" for n in range(40)]  # more names than a class's shared keys take
+            for name in names:
+                setattr(transport, name, None)
+            for name in names:
+                delattr(transport, name)
+            attributes = dict(vars(transport))
+            before = sys.getsizeof(vars(transport))
+            slim_transport(transport)
+            self.assertLess(sys.getsizeof(vars(transport)), before)
+            self.assertEqual(vars(transport), attributes)
+            smaller = vars(transport)
+            slim_transport(transport)
+            self.assertIs(vars(transport), smaller)  # already its size: kept
+            slim_transport(StringTransport())  # not a TCP connection: left alone
+            source = inspect.getsource(abstract.FileDescriptor.doWrite)
+            self.assertIn("self.dataBuffer = ", source)  # the names a flush sets
+            self.assertIn("self.offset = 0", source)
+            for name in ("dataBuffer", "offset"):
+                vars(transport).pop(name, None)
+            transport.write(b"st")  # queued until the reactor's next turn: the flush would set them
+            slim_transport(transport)
+            self.assertEqual((vars(transport)["dataBuffer"], vars(transport)["offset"]), (b"", 0))
+            client.send(b"ill")  # reads and writes as before
+            return client.until(lambda data: data == b"still")
+
+        return d.addCallback(connected)
 
 
 class TakeUnsentTests(ProxyTestCase):

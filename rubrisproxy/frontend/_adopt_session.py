@@ -160,6 +160,10 @@ class AdoptedHandoff:
         return self._frontend.resume_budget
 
     @property
+    def idle_clock(self) -> IReactorTime:
+        return self._frontend.websocket_timer
+
+    @property
     def websockets(self) -> set[Relay]:
         return self._frontend.websockets
 

@@ -15,7 +15,7 @@ from ..lifecycle import NO_HANDLERS, LifecycleHandlers
 from ..origin import ConnectionPool
 from ..routing import Router
 from ..settings import LiveSettings
-from ..websocket import ResumeBudget
+from ..websocket import BucketTimer, ResumeBudget
 from ._peers import PeerSettings
 
 if TYPE_CHECKING:
@@ -62,10 +62,13 @@ class Frontend:
     clients: ClientRegistry | None = None  # its client sessions, when it tracks them
     rules: FrontendRules | None = None  # its HTTP rules and its routes'; None: none, and no unique-id header
     http2: Http2Config = field(default_factory=Http2Config)  # HTTP/2 on its listeners (a reload sets it again)
+    #: Its WebSockets' idle deadlines, batched on its clock: one reactor call per 0.2 s, not one per WebSocket.
+    websocket_timer: BucketTimer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.router is None:
             self.router = Router((), {}, self.backend)
+        self.websocket_timer = BucketTimer(self.clock)
 
     @property
     def timeouts(self) -> Timeouts:

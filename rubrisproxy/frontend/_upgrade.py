@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from ._exchange import Exchange
 
 _NO_HEADERS = ()  # what a tunnelled request keeps of its headers: none
+#: A session keeps its request's head (its re-dials and a carry read it) for its whole life: the Connection tokens
+#: clients send (a set of its own each, 216 bytes) are kept as one of these when equal.
+_CONNECTION_TOKENS = {tokens: tokens for tokens in (frozenset((b"upgrade",)), frozenset((b"keep-alive", b"upgrade")))}
 
 
 def accept_upgrade(exchange: Exchange, router: Router, backend: Backend) -> ExchangeHandoff | None:
@@ -108,6 +111,9 @@ class ExchangeHandoff:
         else:
             backend = self.backend
             assert backend is not None
+            request = self.head  # kept for the session's life: its re-dials choose a server by it, a carry sends it
+            request.connection = _CONNECTION_TOKENS.get(request.connection, request.connection)
+            request.forward = request.headers  # what was forwarded is sent (a re-dial sends the session's template)
             WebSocketSession(self, origin, backend, handshake).start(head, rest)
 
     # websocket.UpgradeHandoff
@@ -131,6 +137,10 @@ class ExchangeHandoff:
     @property
     def resume_budget(self) -> ResumeBudget:
         return self.exchange.client.frontend.resume_budget
+
+    @property
+    def idle_clock(self) -> IReactorTime:
+        return self.exchange.client.frontend.websocket_timer
 
     @property
     def websockets(self) -> set[Relay]:

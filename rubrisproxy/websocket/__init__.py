@@ -10,6 +10,7 @@ from ._relay import Relay
 from ._resume import BackendDial, ResumeBudget
 from ._session import WebSocketSession
 from ._support import BackendWebSocket
+from ._timers import BucketTimer
 from ._tunnel import Tunnel
 from ._tunnel_moving import TUNNEL_RECORD
 
@@ -23,6 +24,7 @@ __all__ = [
     "IWebSocketHook",
     "BackendDial",
     "BackendWebSocket",
+    "BucketTimer",
     "LegFactories",
     "Message",
     "RefuseHandshake",

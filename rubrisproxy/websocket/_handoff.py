@@ -73,6 +73,11 @@ class UpgradeHandoff(Protocol):
     session_id: str
 
     @property
+    def idle_clock(self) -> IReactorTime:
+        """The clock of the WebSocket's idle deadline: a batched one its frontend's WebSockets share (late by at
+        most a fraction of a second), so an idle WebSocket keeps no reactor call of its own."""
+
+    @property
     def client(self) -> ClientSide:
         """The client's connection, for the WebSocket to take over."""
 

@@ -16,7 +16,7 @@ class HeldMessages:
     __slots__ = ("_messages", "size", "_limit", "_budget")
 
     def __init__(self, limit: int, budget: ResumeBudget) -> None:
-        self._messages: list[Message] = []
+        self._messages: list[Message] | tuple[()] = ()  # a list from the first message held: most sessions hold none
         self.size = 0  # the payload bytes held
         self._limit = limit
         self._budget = budget
@@ -25,7 +25,11 @@ class HeldMessages:
         """Hold ``message``; if a limit does not allow it, the kind of the failure and why (the message is then
         held only to be counted lost with the others)."""
         size = len(message.payload)
-        self._messages.append(message)
+        messages = self._messages
+        if isinstance(messages, list):
+            messages.append(message)
+        else:
+            self._messages = [message]
         if self.size + size > self._limit:
             return "session-buffer", "session buffer full while moving to another server"
         if not self._budget.take(size):
@@ -39,7 +43,7 @@ class HeldMessages:
 
     def release(self) -> list[Message]:
         """Every held message, oldest first; none is held after."""
-        held, self._messages = self._messages, []
+        held, self._messages = self._messages, ()
         self._budget.give_back(self.size)
         self.size = 0
-        return held
+        return held if isinstance(held, list) else []

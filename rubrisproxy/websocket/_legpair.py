@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._compat import slim_transport
 from ..http import ResponseHead, serialize_headers
 from ._handshake import HANDSHAKE_HEADERS
 from ._silent import silent
@@ -34,7 +35,7 @@ class LegPair:
         self.origin = origin
         self.client: ClientLeg | None = None
         self.backend: BackendLeg | None = None
-        self._headers: dict[str, list[str]] = {}  # the first backend's 101 headers, for the client's answer
+        self._headers: dict[str, list[str]] = _NO_HEADERS  # the first backend's 101 headers, for the client's answer
         self.protocol: str | None = None  # the subprotocol the first backend chose: every later one must too
 
     @property
@@ -44,9 +45,12 @@ class LegPair:
 
     def keep_headers(self, head: ResponseHead) -> None:
         """The first backend's 101: its headers but the handshake's own answer the client's handshake."""
+        headers: dict[str, list[str]] = {}
         for name, value in head.forward:
             if name.lower() not in HANDSHAKE_HEADERS and name.lower() != b"sec-websocket-accept":
-                self._headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+                headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+        if headers:
+            self._headers = headers
 
     def answer(self) -> tuple[str | None, dict[str, list[str]]]:
         """The answer to the client's handshake: the backend's subprotocol and headers."""
@@ -88,15 +92,19 @@ class LegPair:
             leg.dataReceived(self._handoff.client_handshake() + from_client)
             return
         leg.answer_handshake(upgrade.key)
+        slim_transport(connection.transport)  # its 101 written: what it keeps while the WebSocket idles
         if from_client:
             leg.dataReceived(from_client)
 
     def wire(self) -> None:
-        """Each side's transport the other's producer: a slow reader pauses the other side."""
+        """Each side's transport the other's producer: a slow reader pauses the other side. Both connections are
+        then done with their handshakes, and what they keep for a long, mostly idle life is slimmed."""
         origin = self.origin
         assert origin is not None and origin.gate is not None  # it is connected: it answered with a 101
         self._connection.download.attach(origin.gate)
         origin.upload.attach(self._connection.gate)
+        slim_transport(self._connection.transport)
+        slim_transport(origin.transport)
 
     def unwire(self) -> None:
         self._connection.download.detach()
@@ -140,6 +148,10 @@ class LegPair:
         leg.gate = connection.gate
         leg.meter = connection
         return leg
+
+
+#: The headers of a 101 with none but the handshake's own (shared: never changed, only replaced).
+_NO_HEADERS: dict[str, list[str]] = {}
 
 
 def _plain_switch(head: ResponseHead) -> str | None | bool:

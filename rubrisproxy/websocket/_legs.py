@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 
 from .._compat import (
     AutobahnHooks,
+    LazyFuture,
     LazyUtf8Validator,
     cancel_pong_timeout,
     compresses,
@@ -188,7 +189,7 @@ _AT_REST: dict[str, object] = dict.fromkeys((
     "triggered", "wasMaxFramePayloadSizeExceeded", "wasMaxMessagePayloadSizeExceeded", "closedByMe", "failedByMe",
     "droppedByMe", "wasClean", "wasServerConnectionDropTimeout", "wasOpenHandshakeTimeout",
     "wasCloseHandshakeTimeout", "wasServingFlashSocketPolicyFile",
-), False) | {"autoPingPendingSeq": 0, "send_state": 0}
+), False) | {"autoPingPendingSeq": 0, "send_state": 0, "websocket_extensions_in_use": ()}
 
 
 class _Leg(AutobahnHooks):
@@ -212,6 +213,8 @@ class _Leg(AutobahnHooks):
     _owed_pong: bytes | None = None  # the latest ping of a peer that is not reading, still to answer
     _owed_call: Any = None  # the retry of that answer
     utf8validator = LazyUtf8Validator()  # for Autobahn's parser: made if a text message needs it
+    is_open = LazyFuture(resolved=True)  # Autobahn's futures: dropped once open (slim_open_leg), made again if read
+    is_closed = LazyFuture(resolved=False)
     _outbox: Outbox  # set per backend by _configured
     _held_frames: list[bytes | bytearray] | None = None  # fast-path frames (heads, bodies) held while a read is relayed
     #: What counts the bytes this leg writes to its peer: the client's connection (its ``bytes_out``) for the

@@ -75,7 +75,7 @@ class WebSocketSession(SessionAdopting):
         self._config = config
         self._hooks = backend.websocket_hooks
         self._idle_limit = handoff.timeouts.tunnel
-        self._deadline = Deadline(handoff.clock, self._idle)
+        self._deadline = Deadline(handoff.idle_clock, self._idle)
         self._state = OPENING
         self._legs = LegPair(self, handoff, origin, backend.leg_factories())
         self._termination = None

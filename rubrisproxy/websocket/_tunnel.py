@@ -37,7 +37,7 @@ class Tunnel(TunnelMoving):
         self._client = handoff.client
         self._origin = origin
         self._timeouts = timeouts = handoff.timeouts
-        self._deadline = Deadline(handoff.clock, self._idle)
+        self._deadline = Deadline(handoff.idle_clock, self._idle)
         self._idle_limit = timeouts.tunnel
         self._client_fin = self._origin_fin = False
         self._ended = False
