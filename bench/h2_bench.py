@@ -34,7 +34,7 @@ def start_relay(processes: harness.Processes, kind: str, origin: int,
     port = h1_port = free_port()
     pin = ["taskset", "-c", PROXY_CORE]
     if kind == "rubrisproxy":
-        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+        command = [*harness.twistd_command(), "-n", "--pidfile=",
                    "--logfile", os.path.join(tmp, "rubrisproxy.log"), "rubrisproxy",
                    "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
                    "--backend", f"127.0.0.1:{origin}", "--access-log", "off"]

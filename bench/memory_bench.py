@@ -14,19 +14,14 @@ import argparse
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
+
+from harness import free_port, python_path_env, twistd_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BLOCK = 65536
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mib(pid: int) -> float:
@@ -119,12 +114,11 @@ def main() -> None:
     listener.listen(8)
     threading.Thread(target=origin, args=(listener, size, rate, results), daemon=True).start()
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proxy = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "--logfile=/dev/null",
+        [*twistd_command(), "-n", "--pidfile=", "--logfile=/dev/null",
          "rubrisproxy", "--listen", f"tcp:{port}:interface=127.0.0.1", "--backend", f"127.0.0.1:{listener.getsockname()[1]}",
          "--timeout", "server=1h", "--timeout", "client=1h"],
-        env=env,
+        env=python_path_env(ROOT),
     )
     try:
         for _ in range(100):
