@@ -204,6 +204,49 @@ def middle(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
+_SPEED_LOOP = """
+import sys, time
+out = open(sys.argv[1], "w", buffering=1)
+while True:
+    start = time.thread_time()
+    total = 0
+    for i in range(20000):
+        total += i
+    out.write(f"{time.time():.3f} {time.thread_time() - start:.6f}\\n")
+    time.sleep(0.25)
+"""
+
+
+class CoreSpeed:
+    """How fast a core runs a fixed piece of Python, sampled 4 times a second by a small process pinned to it.
+
+    On a shared virtual machine a core's speed can drop by up to 2x for seconds at a time (its host is busy), and
+    every process on it then spends more CPU per request: :meth:`slowdown` says by how much it did during a run,
+    as the CPU time of the fixed piece (mean over the run: a run's CPU rises with the time it spent slowed) over
+    the fastest seen, so a run's figures can be read
+    with that in mind. The probe costs under 1% of the core.
+    """
+
+    def __init__(self, processes: Processes, core: str, tmp: str | Path) -> None:
+        self._path = Path(tmp) / f"core{core}-speed.txt"
+        processes.start(["taskset", "-c", core, sys.executable, "-c", _SPEED_LOOP, str(self._path)])
+
+    def _samples(self) -> list[tuple[float, float]]:
+        try:
+            lines = self._path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [(float(a), float(b)) for a, b in (line.split() for line in lines if line.count(" ") == 1)]
+
+    def slowdown(self, start: float, end: float) -> float:
+        """The core's mean time for the fixed piece between the wall-clock times ``start`` and ``end``, over its best."""
+        samples = self._samples()
+        during = [took for at, took in samples if start <= at <= end]
+        if not during:
+            return float("nan")
+        return sum(during) / len(during) / min(took for _, took in samples)
+
+
 class JsonLines:
     """JSON objects, one a line, from a child's stdout, each read with a deadline.
 

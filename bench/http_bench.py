@@ -14,6 +14,10 @@ the relay is the bottleneck; the 1 MiB test needs the default origin. The ``clos
 
 ``--compare DIR`` runs each rubrisproxy relay a second time from another checkout (``NAME@compared``, e.g.
 the code before a change) in the same interleaved rounds, and prints this checkout's ratios to it.
+
+Each run also says how much slower than its best the relays' core ran a fixed piece of Python meanwhile
+(``harness.CoreSpeed``): on a shared virtual machine that core can slow down by up to 2x for seconds at a time,
+and a run's CPU per request rises with it; such a run is the machine's, not the relay's.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import partial
 
@@ -200,6 +205,8 @@ def main() -> None:
         print(f"origin: {origin_name}; relays pinned to core {PROXY_CORE}, wrk and origin on core {LOAD_CORE}; "
               f"{args.duration}s per run, {args.rounds} interleaved rounds; rubrisproxy access log: {args.access_log}")
         processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        probes = harness.Processes()
+        speed = harness.CoreSpeed(probes, PROXY_CORE, tmp)
         try:
             for relay in relays:
                 processes[relay] = start_relay(relay, origin_port, args.access_log, tmp, args.compare)
@@ -209,15 +216,19 @@ def main() -> None:
                     for relay in relays:
                         process, port = processes[relay]
                         user_before, system_before = cpu_times(process.pid)
+                        started = time.time()
                         rps, p99, total = run_wrk(port, path, connections, args.duration, headers)
                         user_after, system_after = cpu_times(process.pid)
+                        slowdown = speed.slowdown(started, time.time())
                         user, system = user_after - user_before, system_after - system_before
                         per_request = 1e6 / max(total, 1)
                         result = Result(relay, name, rps, p99, (user + system) * per_request, user * per_request)
                         samples.setdefault((relay, name), []).append(result)
                         print(f"  round {round_number + 1} {relay:26} {name:12} {rps:10.0f} req/s  "
-                              f"p99 {p99:8.2f} ms  {result.cpu_us:8.1f} CPU us/req ({result.user_us:.1f} user)")
+                              f"p99 {p99:8.2f} ms  {result.cpu_us:8.1f} CPU us/req ({result.user_us:.1f} user)  "
+                              f"core {slowdown:4.2f}x slower than its best")
         finally:
+            probes.stop_all()
             for process, _ in processes.values():
                 process.send_signal(signal.SIGTERM)
                 process.wait(10)
