@@ -35,14 +35,11 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from .._compat import (
-    AutobahnHooks,
     LazyFuture,
     LazyUtf8Validator,
-    cancel_pong_timeout,
     compresses,
     connection_lost,
     defer_autobahn_debug,
-    direct_write,
     end_as_closed,
     inbound_window_bits,
     message_compressed,
@@ -51,16 +48,15 @@ from .._compat import (
     prime_inflater,
     rearm_pong_timeout,
     resume_auto_ping,
-    send_queue_back,
     slim_open_leg,
     tcp_buffered,
     unsent,
     use_batched_timer,
 )
 from ..config import WebSocketConfig
-from ..flow import ReadGate, writes_directly
+from ..flow import ReadGate
 from ..lifecycle import Termination
-from ._frames import frame_parts, read_simple, remasked, scan_simple
+from ._framepath import FramePath
 from ._handshake import accept_key
 from ._outbox import Outbox
 from ._timers import BucketTimer
@@ -68,7 +64,6 @@ from ._window import InflateWindow
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
-    from ._handoff import ByteMeter
     from ._session import WebSocketSession
 
 _CLOSE_OPCODE = 8
@@ -166,15 +161,6 @@ def _accept_deflate_response(response: object) -> PerMessageDeflateResponseAccep
     return None
 
 
-class _Uncounted:
-    """Where a leg not yet given its connection or server counts what it writes."""
-
-    __slots__ = ("bytes_in", "bytes_out")
-
-    def __init__(self) -> None:
-        self.bytes_in = self.bytes_out = 0
-
-
 #: Autobahn's per-connection attributes that an open leg holds at these values until something happens (an error,
 #: a close, a ping): kept once, on the leg classes, not in every leg (see ``slim_open_leg``). Not those the message
 #: path reads (``data``, ``current_frame``, ``inside_message``): an instance's own are faster to read.
@@ -192,156 +178,25 @@ _AT_REST: dict[str, object] = dict.fromkeys((
 ), False) | {"autoPingPendingSeq": 0, "send_state": 0, "websocket_extensions_in_use": ()}
 
 
-class _Leg(AutobahnHooks):
+class _Leg(FramePath):
     """What both legs add to Autobahn: pings answered at the proxy, a pong timeout that waits while
     the proxy itself is not reading from the peer, and no timer left behind."""
 
     session: WebSocketSession
-    transport: Any  # a TCP connection, or the TLS one over it
     closeHandshakeTimeoutCall: Any  # Autobahn's, or one of _timer's
-    autoFragmentSize: int  # Autobahn's settings: set per backend by _configured
     closeHandshakeTimeout: float
     version: int
     _timer: BucketTimer  # set per backend by _configured
     #: Pauses reading from the peer (flow control); set when the leg is opened.
     gate: ReadGate | None = None
-    held: Any = None  # see ClientLeg
-    _masked_in = _masked_out = False  # whether frames from / to the peer are masked (client to server)
-    _limit = 0  # the largest payload the fast path may take (0: none); set per backend by _configured
-    _tail = b""  # the start of a simple frame the last read cut off
-    _deflating = True  # whether messages are compressed (permessage-deflate): known once open
     _owed_pong: bytes | None = None  # the latest ping of a peer that is not reading, still to answer
     _owed_call: Any = None  # the retry of that answer
     utf8validator = LazyUtf8Validator()  # for Autobahn's parser: made if a text message needs it
     is_open = LazyFuture(resolved=True)  # Autobahn's futures: dropped once open (slim_open_leg), made again if read
     is_closed = LazyFuture(resolved=False)
-    _outbox: Outbox  # set per backend by _configured
-    _held_frames: list[bytes | bytearray] | None = None  # fast-path frames (heads, bodies) held while a read is relayed
-    #: What counts the bytes this leg writes to its peer: the client's connection (its ``bytes_out``) for the
-    #: client leg, the server (its ``bytes_in``) for a backend leg. Reads are counted where they arrive.
-    meter: ByteMeter = _Uncounted()
-    _to_client = False
     #: The last window of what the peer compressed (its context takeover), for a carry to another process;
     #: None: it compresses nothing, or without context takeover.
     _window: InflateWindow | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        # Fast path: whole simple messages at the front of the read, when Autobahn holds nothing partial;
-        # a simple frame cut by the read waits here for its rest (``_tail``, at most one frame).
-        if self._tail:
-            data, self._tail = self._tail + data, b""
-        if (
-            self.state == self.STATE_OPEN and not self.data and self.current_frame is None
-            and not self.inside_message and not self._deflating and self.held is None
-        ):
-            target = self._passage()
-            if target is not None and not target._deflating and not target.send_queue:
-                used, waiting = self._pass(data, target)
-            else:
-                used, waiting = self._relay(data)
-            if used:
-                data = data[used:]
-                if not data:
-                    return
-            if waiting:
-                self._tail = data
-                return
-        super().dataReceived(data)
-
-    def _pass(self, data: bytes, target: _Leg) -> tuple[int, bool]:
-        """Pass the simple messages at the front of ``data`` to ``target`` as the frames they came in (a client's
-        with fresh masking keys), nothing in between to see them (see ``_passage``): where they end, and whether
-        the rest begins a simple frame."""
-        limit, fragment = self._limit, target.autoFragmentSize
-        if fragment and (not limit or fragment < limit):
-            limit = fragment  # a larger message would leave fragmented
-        frames, waiting = scan_simple(data, self._masked_in, limit)
-        if not frames:
-            return 0, waiting
-        if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
-            cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
-        used = frames[-1][1]
-        if self._masked_in:
-            target.pass_on(remasked(data, frames), used)
-        else:
-            target.pass_on([data if used == len(data) else data[:used]], used)
-        self._passed(len(frames))
-        return used, waiting
-
-    def _relay(self, data: bytes) -> tuple[int, bool]:
-        """Relay the simple messages at the front of ``data`` one by one (``onMessage``): where the last one taken
-        ends, and whether the rest begins a simple frame."""
-        messages, waiting = read_simple(data, self._masked_in, self._limit)
-        used = 0
-        if messages:
-            if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
-                cancel_pong_timeout(self)  # traffic proves the peer alive, as Autobahn holds
-            outbox = self._outbox
-            outbox.depth += 1  # what the messages prompt is written once they are all relayed
-            try:
-                for payload, binary, end in messages:
-                    self.onMessage(payload, binary)
-                    used = end
-                    if self.state != self.STATE_OPEN or self.held is not None:
-                        waiting = False  # the message closed or failed the leg: Autobahn reads the rest
-                        break
-            finally:
-                outbox.close()
-        return used, waiting
-
-    def _passage(self) -> _Leg | None:
-        """The leg this leg's messages may be passed to as frames (its session's :meth:`backend_passage` or
-        :meth:`client_passage`), or None."""
-        raise NotImplementedError
-
-    def _passed(self, count: int) -> None:
-        """``count`` messages were passed to :meth:`_passage`'s leg: tell the session."""
-        raise NotImplementedError
-
-    def pass_on(self, frames: list[bytes | bytearray], size: int) -> None:
-        """Send ``frames`` (``size`` bytes of whole frames, passed from the other leg), after any frame held."""
-        held = self._held_frames
-        if held is not None:
-            held += frames
-        elif self._outbox.depth:
-            self._held_frames = frames
-            self._outbox.holding(self)
-        else:
-            transport = self.transport
-            data = bytes(frames[0]) if len(frames) == 1 else b"".join(frames)  # bytes(): no copy of bytes
-            if writes_directly(transport):
-                direct_write(transport, data)
-            else:
-                transport.write(data)
-        if self._to_client:
-            self.meter.bytes_out += size
-        else:
-            self.meter.bytes_in += size
-
-    def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize: int | None = None,
-                    sync: bool = False, doNotCompress: bool = False) -> None:
-        if (
-            self.state == self.STATE_OPEN and not self._deflating
-            and fragmentSize is None and not sync and not self.send_queue
-            and (not self.autoFragmentSize or len(payload) <= self.autoFragmentSize)
-        ):
-            parts = frame_parts(payload, isBinary, self._masked_out)
-            if parts is not None:
-                held = self._held_frames
-                if held is not None:
-                    held += parts
-                elif self._outbox.depth:
-                    self._held_frames = list(parts)
-                    self._outbox.holding(self)
-                else:
-                    self.transport.write(parts[0] + parts[1])
-                size = len(parts[0]) + len(parts[1])
-                if self._to_client:
-                    self.meter.bytes_out += size
-                else:
-                    self.meter.bytes_in += size
-                return
-        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
 
     def opened(self) -> None:
         """What both legs do once open: drop the handshake Autobahn keeps (a long-lived WebSocket should
@@ -426,31 +281,6 @@ class _Leg(AutobahnHooks):
                 self._window.add(payload)
             self.onMessage(payload, self.message_is_binary)
         self.message_data = None  # type: ignore[assignment]  # as Autobahn's own does
-
-    def flush(self) -> None:
-        """Write the frames the outbox held for this leg (see ``dataReceived``)."""
-        frames, self._held_frames = self._held_frames, None
-        if frames:
-            transport = self.transport
-            if writes_directly(transport):  # sent now if nothing waits: no writer registered, no reactor trip
-                direct_write(transport, b"".join(frames))
-            else:
-                transport.write(b"".join(frames))
-
-    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        # Every write of Autobahn's passes here (its queue, for sync and chopped writes, is fed from here),
-        # after the frames held for this leg.
-        if self._held_frames is not None:
-            self.flush()
-        if self._to_client:
-            self.meter.bytes_out += len(data)
-        else:
-            self.meter.bytes_in += len(data)
-        if sync or chopsize or self.send_queue:
-            send_queue_back(self)
-            super().sendData(data, sync, chopsize)
-        else:
-            self.transport.write(data)
 
     def fail_connection(self, code: int, reason: str) -> None:
         # RFC 6455 7.1.7: a peer that broke the protocol gets the close frame with ``code``, then its TCP
