@@ -121,7 +121,8 @@ class FramePath(AutobahnHooks):
         raise NotImplementedError
 
     def pass_on(self, frames: list[bytes | bytearray], size: int) -> None:
-        """Send ``frames`` (``size`` bytes of whole frames, passed from the other leg), after any frame held."""
+        """Send ``frames`` (``size`` bytes of whole frames: passed from the other leg, or a message framed here), after
+        any frame held, or hold them while the outbox is relaying a read."""
         held = self._held_frames
         if held is not None:
             held += frames
@@ -129,16 +130,8 @@ class FramePath(AutobahnHooks):
             self._held_frames = frames
             self._outbox.holding(self)
         else:
-            transport = self.transport
-            data = bytes(frames[0]) if len(frames) == 1 else b"".join(frames)  # bytes(): no copy of bytes
-            if writes_directly(transport):
-                direct_write(transport, data)
-            else:
-                transport.write(data)
-        if self._to_client:
-            self.meter.bytes_out += size
-        else:
-            self.meter.bytes_in += size
+            self._write_now(bytes(frames[0]) if len(frames) == 1 else b"".join(frames))  # bytes(): no copy of bytes
+        self._count(size)
 
     def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize: int | None = None,
                     sync: bool = False, doNotCompress: bool = False) -> None:
@@ -149,19 +142,7 @@ class FramePath(AutobahnHooks):
         ):
             parts = frame_parts(payload, isBinary, self._masked_out)
             if parts is not None:
-                held = self._held_frames
-                if held is not None:
-                    held += parts
-                elif self._outbox.depth:
-                    self._held_frames = list(parts)
-                    self._outbox.holding(self)
-                else:
-                    self.transport.write(parts[0] + parts[1])
-                size = len(parts[0]) + len(parts[1])
-                if self._to_client:
-                    self.meter.bytes_out += size
-                else:
-                    self.meter.bytes_in += size
+                self.pass_on(list(parts), len(parts[0]) + len(parts[1]))
                 return
         super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
 
@@ -169,21 +150,29 @@ class FramePath(AutobahnHooks):
         """Write the frames the outbox held for this leg (see ``dataReceived``)."""
         frames, self._held_frames = self._held_frames, None
         if frames:
-            transport = self.transport
-            if writes_directly(transport):  # sent now if nothing waits: no writer registered, no reactor trip
-                direct_write(transport, b"".join(frames))
-            else:
-                transport.write(b"".join(frames))
+            self._write_now(b"".join(frames))
+
+    def _write_now(self, data: bytes) -> None:
+        """Write ``data`` now: straight to the socket when nothing waits to be sent there."""
+        transport = self.transport
+        if writes_directly(transport):  # sent now if nothing waits: no writer registered, no reactor trip
+            direct_write(transport, data)
+        else:
+            transport.write(data)
+
+    def _count(self, size: int) -> None:
+        """``size`` bytes written to the peer, counted on the leg's meter."""
+        if self._to_client:
+            self.meter.bytes_out += size
+        else:
+            self.meter.bytes_in += size
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Every write of Autobahn's passes here (its queue, for sync and chopped writes, is fed from here),
         # after the frames held for this leg.
         if self._held_frames is not None:
             self.flush()
-        if self._to_client:
-            self.meter.bytes_out += len(data)
-        else:
-            self.meter.bytes_in += len(data)
+        self._count(len(data))
         if sync or chopsize or self.send_queue:
             send_queue_back(self)
             super().sendData(data, sync, chopsize)
