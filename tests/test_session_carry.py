@@ -15,7 +15,7 @@ from urllib.parse import quote
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web import resource, server
+from twisted.web import resource
 from websockets.sync.client import connect as ws_connect
 
 from rubrisproxy._compat import unsent
@@ -27,7 +27,7 @@ from rubrisproxy.websocket import Message, WebSocketSession, _carry, read_record
 from .browser import chromium_argv, spawn
 from .helpers import ProxyTestCase, run_reactor_for
 from .test_eioresume import EngineIOBackendFactory
-from .test_ws_interop import CLIENT_GUARD, INTEROP, _Result, _TrackingSite
+from .test_ws_interop import CLIENT_GUARD, _Page, _Result, _TrackingSite
 from .wsecho import EchoBackendFactory, connect_client
 
 
@@ -528,15 +528,6 @@ class CarryTests(TwoProxies):
         self.assertEqual(line.bytes_in, first["line"]["bytes_in"] + 2 * before + 2 * after + close)
 
 
-class _CarryPage(resource.Resource):
-    isLeaf = True
-
-    def render_GET(self, request: server.Request) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        return (INTEROP / "carry_client.html").read_bytes()
-
-
 class BrowserCarryTests(TwoProxies):
     """A headless Chromium page's WebSocket (permessage-deflate with context takeover) through a carry."""
 
@@ -544,7 +535,7 @@ class BrowserCarryTests(TwoProxies):
         self.start(compression=True)
         argv, env = chromium_argv(self)
         root = resource.Resource()
-        root.putChild(b"carry_client.html", _CarryPage())
+        root.putChild(b"carry_client.html", _Page("carry_client.html"))
         results = _Result()
         root.putChild(b"result", results)
         site = _TrackingSite(root)

@@ -93,12 +93,18 @@ class _TrackingSite(server.Site):
 
 
 class _Page(resource.Resource):
+    """One of the interop pages (``name``, in tests/interop), never cached."""
+
     isLeaf = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
 
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
-        return (INTEROP / "browser_client.html").read_bytes()
+        return (INTEROP / self.name).read_bytes()
 
 
 class _Result(resource.Resource):
@@ -189,7 +195,7 @@ class InteropTests:
         backend = self.start()
         argv, env = chromium_argv(case, *self.browser_flags)
         root = resource.Resource()
-        root.putChild(b"client.html", _Page())
+        root.putChild(b"client.html", _Page("browser_client.html"))
         results = _Result()
         root.putChild(b"result", results)
         site = _TrackingSite(root)
