@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
 from autobahn.twisted import websocket as _autobahn_twisted
 from autobahn.websocket import protocol as _autobahn_protocol
-from twisted.internet import epollreactor, tcp, unix
+from twisted.internet import abstract, address, epollreactor, tcp, unix
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
@@ -53,8 +53,8 @@ else:
 __all__ = [
     "accepted_without_delay", "AutobahnHooks", "cancel_pong_timeout", "close_sent", "compresses", "connection_lost",
     "defer_autobahn_debug", "direct_write", "end_as_closed", "EXHAUSTED", "guard_accepts", "inbound_window_bits",
-    "IOpenSSLTrustRoot", "LazyFuture", "LazyUtf8Validator", "lean_poll", "let_go", "let_go_port",
-    "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "peer_host", "prime_inflater",
+    "IOpenSSLTrustRoot", "LazyFuture", "LazyUtf8Validator", "lean_accepted", "lean_poll", "let_go", "let_go_port",
+    "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "plain_peer_host", "prime_inflater",
     "rearm_pong_timeout", "resume_auto_ping", "send_queue_back", "slim_open_leg", "slim_transport", "take_unsent",
     "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
 ]
@@ -558,10 +558,67 @@ def direct_write(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
-def peer_host(transport: object) -> str | None:
-    """The peer's host of an accepted TCP ``transport``: ``tcp.Server``'s ``hostname``, what ``getPeer().host``
-    says, without building the address; None for any other transport."""
-    return str(transport.hostname) if isinstance(transport, tcp.Server) else None
+def plain_peer_host(transport: object) -> str | None:
+    """The peer's host of an accepted TCP ``transport`` that has not started TLS: ``tcp.Server``'s ``hostname``, what
+    ``getPeer().host`` says, without building the address. None for any other transport, which may be secure, and
+    for one that started TLS (``tcp.Server``'s ``TLS`` flag, which ``startTLS`` sets as it makes it provide
+    ``ISSLTransport``)."""
+    if isinstance(transport, tcp.Server) and not transport.TLS:
+        return str(transport.hostname)
+    return None
+
+
+class _LeanServer(tcp.Server):
+    """``tcp.Server`` as a guarded port builds it (:func:`lean_accepted`): the same attributes, logging prefix and
+    ``repr``, with the ``repr`` formatted when read (Twisted formats it for every connection, and nothing reads it
+    unless something goes wrong), and a close told apart from an abort by the failure's type rather than
+    ``Failure.check``, which formats the qualified names of the class it is given on every call."""
+
+    def __init__(self, sock: socket.socket, protocol: Any, client: tuple[object, ...], server: Any,  # noqa: PLR0913 - tcp.Server's
+                 sessionno: int, reactor: Any) -> None:
+        # tcp.Server.__init__, through Connection's and FileDescriptor's, in one frame.
+        self.reactor = reactor
+        self._tempDataBuffer: list[bytes] = []
+        self._tempDataLen = 0
+        self.socket = sock
+        sock.setblocking(False)
+        self.fileno = sock.fileno
+        self.protocol = protocol
+        if len(client) != 2:
+            self._addressType = address.IPv6Address
+        self.server = server
+        self.client = client
+        self.sessionno = sessionno
+        self.hostname = client[0]
+        self._protocol_name = protocol.__class__.__name__  # for __repr__: what Twisted formats at once
+        self._port_number = server._realPortNumber  # (which a port that stops listening sets to None)
+        self.logstr = f"{self._getLogPrefix(protocol)},{sessionno},{self.hostname}"
+        self.startReading()
+        self.connected = 1
+
+    def __repr__(self) -> str:  # tcp.Server's, which returns the repstr it formatted as it was made
+        return f"<{self._protocol_name} #{self.sessionno} on {self._port_number}>"
+
+    def connectionLost(self, reason: Failure) -> None:
+        if not hasattr(self, "socket"):  # as tcp.Connection's: called twice, the second time does nothing
+            return
+        abstract.FileDescriptor.connectionLost(self, reason)
+        self._closeSocket(not isinstance(reason.value, ConnectionAborted))
+        protocol = self.protocol
+        del self.protocol
+        del self.socket
+        del self.fileno
+        protocol.connectionLost(reason)
+
+
+def lean_accepted(port: object) -> bool:
+    """Have a listening TCP ``port`` (``tcp.Port``, TLS ones included) build what it accepts as a
+    :class:`_LeanServer` instead of a ``tcp.Server``; False, and nothing changed, for another port (UNIX, or a port
+    that builds its own kind of connection)."""
+    if type(port) is not tcp.Port or port.transport is not tcp.Server:
+        return False
+    port.transport = _LeanServer
+    return True
 
 
 def end_as_closed(transport: Any) -> None:
@@ -583,18 +640,34 @@ def close_sent(transport: Any) -> None:
     set (as ``loseConnection`` sets them), and the connection ends on its reactor's next turn (the transport's
     ``reactor``, whatever clock its protocol times with) as that write event would end it: the transport's
     ``connectionLost`` with ``ConnectionDone``, never inside the caller. Whatever was written meanwhile is
-    left to Twisted, which closes once it is sent.
+    left to Twisted, which closes once it is sent. The connections a reactor turn closes so share one call
+    of the next turn, in the order they were closed; one whose end fails is logged as a failing call is, and
+    the others still end.
     """
     if not transport.connected or transport.disconnecting:
         return
     transport.stopReading()
     transport.disconnecting = 1
-    transport.reactor.callLater(0, _close_if_sent, transport)
+    reactor = transport.reactor
+    batch = _closing.get(reactor)
+    if batch is None:
+        batch = _closing[reactor] = []
+        reactor.callLater(0, _close_batch, reactor)
+    batch.append(transport)
 
 
-def _close_if_sent(transport: Any) -> None:
-    if transport.connected and not unsent(transport) and transport.producer is None:
-        transport.connectionLost(connectionDone)  # Twisted's shared ConnectionDone failure: none made per connection
+#: The transports close_sent ends on each reactor's next turn, by reactor; a reactor is in it only while its
+#: call is pending.
+_closing: dict[Any, list[Any]] = {}
+
+
+def _close_batch(reactor: Any) -> None:
+    for transport in _closing.pop(reactor):
+        try:
+            if transport.connected and not unsent(transport) and transport.producer is None:
+                transport.connectionLost(connectionDone)  # Twisted's shared ConnectionDone failure: none per connection
+        except Exception:  # noqa: BLE001 - as the reactor logs a failing call, and goes on with the next
+            _log.err()
 
 
 class _Connected(ClientFactory):

@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from ._compat import let_go_port
+from ._compat import lean_accepted, let_go_port
 from .accepting import back_off_when_exhausted
 from .config import HTTP1_ALPN, FrontendConfig, ListenerTLSConfig, ProxyConfig
 from .frontend import ClientConnection, Frontend, connection_factory, drain
@@ -258,6 +258,7 @@ class ListeningService(service.Service):
         self.ports.append(port)
         self._ports_by[description] = port
         back_off_when_exhausted(port, self.reactor, f"{self.label} on {description}")
+        lean_accepted(port)  # what it accepts: Twisted's TCP connection without its per-connection formatting
         self.said_listening(port, description)
 
     def said_listening(self, port: IListeningPort, description: str) -> None:

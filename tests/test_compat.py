@@ -21,7 +21,7 @@ from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerP
 from autobahn.websocket import protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from OpenSSL import SSL
-from twisted.internet import abstract, defer, reactor
+from twisted.internet import abstract, defer, reactor, tcp
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -50,13 +50,14 @@ from rubrisproxy._compat import (
     end_as_closed,
     guard_accepts,
     inbound_window_bits,
+    lean_accepted,
     lean_poll,
     let_go,
     let_go_port,
     message_compressed,
     native_xor,
     pause_auto_ping,
-    peer_host,
+    plain_peer_host,
     prime_inflater,
     rearm_pong_timeout,
     resume_auto_ping,
@@ -960,6 +961,53 @@ class CloseSentTests(ProxyTestCase):
         self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
 
 
+class _Closing:
+    """As much of a TCP transport as close_sent reads, on a Clock; ``fails``: its end raises."""
+
+    dataBuffer = b""
+    offset = 0
+    _tempDataLen = 0
+    producer = None
+
+    def __init__(self, reactor: Clock, ended: list[str], name: str, fails: bool = False) -> None:
+        self.reactor, self.ended, self.name, self.fails = reactor, ended, name, fails
+        self.connected, self.disconnecting, self.reading = 1, 0, True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.connected = 0
+        if self.fails:
+            raise ZeroDivisionError(self.name)
+        self.ended.append(self.name)
+
+
+class CloseSentBatchTests(unittest.TestCase):
+    """The connections close_sent closes in one reactor turn end in one call of the next, in order."""
+
+    def test_one_call_ends_them_in_order_and_a_failing_one_is_logged(self) -> None:
+        clock, ended = Clock(), []
+        transports = [_Closing(clock, ended, "a"), _Closing(clock, ended, "b", fails=True), _Closing(clock, ended, "c")]
+        for transport in transports:
+            close_sent(transport)
+            close_sent(transport)  # a second close changes nothing
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        self.assertEqual([(t.reading, t.disconnecting) for t in transports], [(False, 1)] * 3)
+        self.assertEqual(ended, [])
+        clock.advance(0)
+        self.assertEqual(ended, ["a", "c"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        close_sent(_Closing(clock, ended, "d"))  # a later turn: a call of its own
+        other = Clock()
+        close_sent(_Closing(other, ended, "e"))  # another reactor's turn is its own
+        self.assertEqual((len(clock.getDelayedCalls()), len(other.getDelayedCalls())), (1, 1))
+        other.advance(0)
+        clock.advance(0)
+        self.assertEqual(ended, ["a", "c", "e", "d"])
+
+
 class AcceptedWithoutDelayTests(ProxyTestCase):
     """A guarded TCP port's listening socket has TCP_NODELAY, which what it accepts inherits (Linux)."""
 
@@ -1007,7 +1055,97 @@ class AcceptedWithoutDelayTests(ProxyTestCase):
         self.assertEqual(kind(guarded), kind(plain))
 
     @defer.inlineCallbacks
-    def test_peer_host_is_what_get_peer_says(self) -> Any:
+    def test_plain_peer_host_is_what_get_peer_says(self) -> Any:
         transport = yield self._accepted(guard=False)
-        self.assertEqual(peer_host(transport), transport.getPeer().host)
-        self.assertIsNone(peer_host(StringTransport()))
+        self.assertEqual(plain_peer_host(transport), transport.getPeer().host)
+        self.assertIsNone(plain_peer_host(StringTransport()))
+        transport.TLS = True  # what startTLS sets, as the connection starts to provide ISSLTransport
+        self.assertIsNone(plain_peer_host(transport))
+
+
+class _Ends(Protocol):
+    """One side of a connection, which says how it ended (the type of its failure)."""
+
+    def __init__(self) -> None:
+        self.ended: defer.Deferred[type] = defer.Deferred()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.ended.callback(reason.type)
+
+
+class _ClientEnds(_Ends):
+    """The client side (a class of its own: the server's repr names its protocol's)."""
+
+
+class LeanAcceptedTests(ProxyTestCase):
+    """A port given lean_accepted builds connections that read, log, print and end as Twisted's tcp.Server."""
+
+    @defer.inlineCallbacks
+    def _pair(self, lean: bool) -> Any:
+        server = _Ends()
+        factory = Factory.forProtocol(lambda: server)
+        factory.noisy = False
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        if lean:
+            self.assertTrue(lean_accepted(port))
+        client = _ClientEnds()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client)
+        while server.transport is None:
+            yield deferLater(reactor, 0.01)
+        return port, server, client
+
+    @defer.inlineCallbacks
+    def _closed(self, *pairs: Any) -> Any:
+        for _, server, client in pairs:
+            server.transport.loseConnection()
+            yield defer.gatherResults([server.ended, client.ended])
+
+    @defer.inlineCallbacks
+    def test_a_lean_connection_has_what_a_tcp_server_has(self) -> Any:
+        leaned = yield self._pair(lean=True)
+        stocked = yield self._pair(lean=False)
+        (port, lean, _), (stock_port, stock, _) = leaned, stocked
+        self.assertIsInstance(lean.transport, tcp.Server)
+        self.assertIsNot(type(lean.transport), tcp.Server)
+        self.assertIs(type(stock.transport), tcp.Server)
+        own = set(vars(lean.transport)) - {"_protocol_name", "_port_number"}
+        self.assertEqual(own, set(vars(stock.transport)) - {"repstr"})
+        for name in own - {"socket", "fileno", "protocol", "client", "hostname", "sessionno", "server", "logstr"}:
+            self.assertEqual(getattr(lean.transport, name), getattr(stock.transport, name), name)
+        self.assertEqual(lean.transport.hostname, stock.transport.hostname)
+        self.assertEqual(lean.transport.getPeer().host, stock.transport.getPeer().host)
+        self.assertEqual(lean.transport.socket.gettimeout(), stock.transport.socket.gettimeout())
+        self.assertEqual(repr(lean.transport), f"<_Ends #{lean.transport.sessionno} on {port.getHost().port}>")
+        self.assertEqual(repr(stock.transport), f"<_Ends #{stock.transport.sessionno} on {stock_port.getHost().port}>")
+        self.assertEqual(lean.transport.logPrefix(), f"_Ends,{lean.transport.sessionno},127.0.0.1")
+        self.assertEqual(stock.transport.logPrefix(), f"_Ends,{stock.transport.sessionno},127.0.0.1")
+        yield self._closed(leaned, stocked)
+        self.assertEqual(repr(lean.transport), f"<_Ends #{lean.transport.sessionno} on {port.getHost().port}>")
+
+    @defer.inlineCallbacks
+    def _ending(self, lean: bool, abort: bool) -> Any:
+        _, server, client = yield self._pair(lean)
+        transport = server.transport
+        if abort:
+            transport.abortConnection()
+        else:
+            transport.loseConnection()
+        served, seen = yield defer.gatherResults([server.ended, client.ended])
+        gone = [name for name in ("protocol", "socket", "fileno") if hasattr(transport, name)]
+        return served, seen, gone, transport.connected, transport.disconnected
+
+    @defer.inlineCallbacks
+    def test_a_lean_connection_closes_and_aborts_as_a_tcp_server(self) -> Any:
+        for abort in (False, True):
+            lean = yield self._ending(lean=True, abort=abort)
+            stock = yield self._ending(lean=False, abort=abort)
+            self.assertEqual(lean, stock)
+            self.assertEqual(lean[1], ConnectionLost if abort else ConnectionDone)  # a reset, or a FIN
+
+    def test_only_a_tcp_port_is_made_lean(self) -> None:
+        self.assertFalse(lean_accepted(object()))
+        path = self.mktemp()
+        port = reactor.listenUNIX(path, Factory.forProtocol(Protocol))  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        self.assertFalse(lean_accepted(port))

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementedBy
 
-from .._compat import close_sent, direct_write, peer_host, unsent
+from .._compat import close_sent, direct_write, plain_peer_host, unsent
 from ..config import WebSocketConfig
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, WriteWatch, tune_transport, writes_directly
@@ -133,13 +133,13 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         frontend = self.frontend
         frontend.connections.add(self)
         frontend.accepted += 1
-        host = peer_host(self.transport)
+        host = plain_peer_host(self.transport)  # secure is False then
         if host is None:
             peer = self.transport.getPeer()
             host = getattr(peer, "host", None)
             host = str(peer) if host is None else host
+            self.secure = ISSLTransport.providedBy(self.transport)
         self.client_address = sys.intern(host)  # one copy per address, not per connection
-        self.secure = ISSLTransport.providedBy(self.transport)
         tune_transport(self.transport)
         self._direct = writes_directly(self.transport)
         self._forwarding = forwarding_template(self.client_address, self.secure)
