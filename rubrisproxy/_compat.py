@@ -614,11 +614,20 @@ class _LeanServer(tcp.Server):
 def lean_accepted(port: object) -> bool:
     """Have a listening TCP ``port`` (``tcp.Port``, TLS ones included) build what it accepts as a
     :class:`_LeanServer` instead of a ``tcp.Server``; False, and nothing changed, for another port (UNIX, or a port
-    that builds its own kind of connection)."""
+    that builds its own kind of connection). Where the port's factory says its ``buildProtocol`` ignores the
+    address it is given (a true ``builds_without_address``), the port gives it None instead of building an
+    ``IPv4Address`` per connection (the port's private ``_buildAddr``)."""
     if type(port) is not tcp.Port or port.transport is not tcp.Server:
         return False
-    port.transport = _LeanServer
+    p: Any = port
+    p.transport = _LeanServer
+    if getattr(p.factory, "builds_without_address", False) is True:
+        p._buildAddr = _no_address
     return True
+
+
+def _no_address(address: object) -> None:
+    """A lean port's address for a factory that does not read it (see :func:`lean_accepted`)."""
 
 
 def end_as_closed(transport: Any) -> None:

@@ -1,28 +1,33 @@
-"""A timeout that is cheap to move, for timers reset on every request or read."""
+"""A timeout that is cheap to move, for timers reset on every request or read; and a clock on which many
+timeouts of a few lengths are cheap to arm."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
 
 class Deadline:
     """Calls ``on_expire`` once the deadline last :meth:`set` passes.
 
-    Moving the deadline later costs one clock read: the single pending DelayedCall is
+    Moving the deadline later costs one clock read: the single pending call is
     left alone and, when it fires early, re-armed for what remains. Only moving it
-    earlier resets the call. :meth:`clear` disarms without touching the reactor;
-    :meth:`stop` cancels the call (on close, so nothing is left behind).
+    earlier replaces the call. :meth:`clear` disarms without touching the clock;
+    :meth:`stop` cancels the call (on close, so nothing is left behind). ``clock`` is the
+    reactor, or anything with its ``seconds`` and ``callLater`` (a :class:`QueuedTimer`).
     """
 
     __slots__ = ("_clock", "_on_expire", "_at", "_call", "_call_at")
 
-    def __init__(self, clock: IReactorTime, on_expire: Callable[[], object]) -> None:
-        self._clock = clock
+    def __init__(self, clock: IReactorTime | QueuedTimer, on_expire: Callable[[], object]) -> None:
+        self._clock: Any = clock
         self._on_expire = on_expire
         self._at: float | None = None
-        self._call: IDelayedCall | None = None
+        self._call: IDelayedCall | QueuedCall | None = None
         self._call_at = 0.0  # when the pending call fires
 
     @property
@@ -41,7 +46,8 @@ class Deadline:
             self._call = self._clock.callLater(delay, self._fire)
             self._call_at = at
         elif self._call_at > at:
-            call.reset(delay)
+            call.cancel()
+            self._call = self._clock.callLater(delay, self._fire)
             self._call_at = at
 
     def clear(self) -> None:
@@ -76,3 +82,134 @@ class Deadline:
 
 def _nothing() -> None:
     """A disowned :class:`Deadline`'s callback."""
+
+
+class QueuedTimer:
+    """A clock for many timeouts of a few lengths: each length's calls are queued in the order they were made,
+    which is the order they come due in, so one reactor call (for the first of them) serves a whole queue.
+
+    A connection's timeouts take a handful of lengths (``http-request``, ``http-keep-alive``, ``client``): armed
+    here, each costs an append to its queue rather than a DelayedCall pushed onto the reactor's heap (and, once
+    cancelled, left in it). A call runs when the reactor's call for it would have run, not before. A cancelled
+    call stays queued, inert, until its queue reaches it or drops the cancelled ones (when they outnumber the
+    pending ones: :data:`SLACK`); a queue with no call pending has no reactor call. Only what a :class:`Deadline`
+    asks of its clock: :meth:`seconds` and :meth:`callLater`.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self.seconds = clock.seconds  # the clock's own, read by each Deadline.set: no wrapper
+        self._queues: dict[float, _Queue] = {}
+
+    def callLater(self, delay: float, func: Callable[[], object]) -> QueuedCall:
+        queue = self._queues.get(delay)
+        if queue is None:
+            queue = self._queues[delay] = _Queue(self, delay)
+        call = QueuedCall(queue, self._clock.seconds() + delay, func)
+        queue.add(call)
+        return call
+
+    def pending(self) -> int:
+        """The calls pending, in every queue."""
+        return sum(queue.live for queue in self._queues.values())
+
+
+#: A queue drops its cancelled calls when they are more than this many beyond three times its pending ones.
+SLACK = 64
+
+
+class _Queue:
+    """One length's calls, in the order they come due; ``live`` of them pending."""
+
+    __slots__ = ("_timer", "_delay", "calls", "live", "_wakeup", "_firing")
+
+    def __init__(self, timer: QueuedTimer, delay: float) -> None:
+        self._timer = timer
+        self._delay = delay
+        self.calls: deque[QueuedCall] = deque()
+        self.live = 0
+        self._wakeup: IDelayedCall | None = None
+        self._firing = False
+
+    def add(self, call: QueuedCall) -> None:
+        self.calls.append(call)
+        self.live += 1
+        if self._wakeup is None and not self._firing:
+            self._wakeup = self._timer._clock.callLater(self._delay, self._fire)
+
+    def cancelled(self) -> None:
+        self.live -= 1
+        if self._firing:
+            return
+        if not self.live:
+            self._drop()
+        elif len(self.calls) > 3 * self.live + SLACK:
+            self.calls = deque(call for call in self.calls if call.pending)  # the reactor call may now come early
+
+    def _drop(self) -> None:
+        """No call is pending: no reactor call, no queue."""
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = None
+        self.calls.clear()
+        queues = self._timer._queues
+        if queues.get(self._delay) is self:
+            del queues[self._delay]
+
+    def _fire(self) -> None:
+        self._wakeup = None
+        timer = self._timer
+        now = timer.seconds()
+        calls = self.calls
+        self._firing = True
+        try:
+            for _ in range(len(calls)):  # those queued now: one queued meanwhile waits for the next reactor call
+                call = calls[0]
+                if call.pending:
+                    if call.at > now:
+                        break
+                    call.pending = False
+                    self.live -= 1
+                    try:
+                        call.run()
+                    except Exception:  # noqa: BLE001 - as the reactor logs a failing call, and goes on
+                        timer.log.failure("a timeout failed")
+                calls.popleft()
+        finally:
+            self._firing = False
+        if not self.live:
+            self._drop()
+            return
+        while not calls[0].pending:
+            calls.popleft()
+        self._wakeup = timer._clock.callLater(max(0.0, calls[0].at - now), self._fire)
+
+
+class QueuedCall:
+    """A call of a :class:`QueuedTimer`, pending until it runs or is cancelled."""
+
+    __slots__ = ("_queue", "at", "_func", "pending")
+
+    def __init__(self, queue: _Queue, at: float, func: Callable[[], object]) -> None:
+        self._queue = queue
+        self.at = at
+        self._func: Callable[[], object] = func
+        self.pending = True
+
+    def getTime(self) -> float:
+        return self.at
+
+    def active(self) -> bool:
+        return self.pending
+
+    def cancel(self) -> None:
+        if self.pending:
+            self.pending = False
+            self._func = _nothing  # what it would have called may go now, while it waits in its queue
+            self._queue.cancelled()
+
+    def run(self) -> None:
+        func, self._func = self._func, _nothing
+        func()

@@ -1143,6 +1143,33 @@ class LeanAcceptedTests(ProxyTestCase):
             self.assertEqual(lean, stock)
             self.assertEqual(lean[1], ConnectionLost if abort else ConnectionDone)  # a reset, or a FIN
 
+    @defer.inlineCallbacks
+    def test_a_factory_that_reads_no_address_is_given_none(self) -> Any:
+        addresses: list[object] = []
+
+        class _Reads(Factory):
+            noisy = False
+
+            def buildProtocol(self, addr: object) -> Protocol:
+                addresses.append(addr)
+                return _Ends()
+
+        class _Ignores(_Reads):
+            builds_without_address = True
+
+        for factory in (_Reads(), _Ignores()):
+            port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+            self.addCleanup(port.stopListening)
+            self.assertTrue(lean_accepted(port))
+            client = _ClientEnds()
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client)
+            while len(addresses) < (1 if type(factory) is _Reads else 2):
+                yield deferLater(reactor, 0.01)
+            client.transport.loseConnection()  # type: ignore[union-attr]
+            yield client.ended
+        self.assertEqual(addresses[0].host, "127.0.0.1")  # type: ignore[attr-defined]
+        self.assertIsNone(addresses[1])
+
     def test_only_a_tcp_port_is_made_lean(self) -> None:
         self.assertFalse(lean_accepted(object()))
         path = self.mktemp()

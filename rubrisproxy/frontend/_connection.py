@@ -94,7 +94,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         # Pipelined requests, oldest first: rarely any, so a list is made only for the first.
         self._queued: list[Exchange] | tuple[()] = ()
         self._receiving: Exchange | None = None
-        self._deadline = Deadline(frontend.clock, self._timed_out)
+        self._deadline = Deadline(frontend.timer, self._timed_out)
         self._waiting: Wait | None = None
         self._close_timer: Deadline | None = None
         self._unparsed = b""  # what the parser left when PIPELINE_DEPTH requests were waiting
@@ -330,7 +330,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         self.transport.loseConnection()
         self._wait(None)
         if self._close_timer is None and self._phase is not LOST:
-            self._close_timer = Deadline(self.frontend.clock, self._close_expired)
+            self._close_timer = Deadline(self.frontend.timer, self._close_expired)
             self._delivered = self.bytes_out - unsent(self.transport)
             self._close_timer.set(self.frontend.timeouts.client)
 

@@ -11,6 +11,7 @@ from ..accesslog import AccessLog
 from ..backend import Backend
 from ..config import HookConfig, Http2Config, Limits, Timeouts
 from ..counters import Histogram
+from ..deadline import QueuedTimer
 from ..lifecycle import NO_HANDLERS, LifecycleHandlers
 from ..origin import ConnectionPool
 from ..routing import Router
@@ -64,11 +65,14 @@ class Frontend:
     http2: Http2Config = field(default_factory=Http2Config)  # HTTP/2 on its listeners (a reload sets it again)
     #: Its WebSockets' idle deadlines, batched on its clock: one reactor call per 0.2 s, not one per WebSocket.
     websocket_timer: BucketTimer = field(init=False, repr=False)
+    #: Its connections' HTTP timeouts, on its clock: a queue per length, not a reactor call per connection.
+    timer: QueuedTimer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.router is None:
             self.router = Router((), {}, self.backend)
         self.websocket_timer = BucketTimer(self.clock)
+        self.timer = QueuedTimer(self.clock)
 
     @property
     def timeouts(self) -> Timeouts:

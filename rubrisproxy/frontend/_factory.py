@@ -19,6 +19,7 @@ class LocalConnectionFactory(ServerFactory):
 
     noisy = False
     protocol = ClientConnection
+    builds_without_address = True  # buildProtocol reads no address: a port need not build one (_compat.lean_accepted)
 
     def __init__(self, frontend: Frontend) -> None:
         self.frontend = frontend
