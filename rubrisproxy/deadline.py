@@ -118,6 +118,8 @@ class QueuedTimer:
 
 #: A queue drops its cancelled calls when they are more than this many beyond three times its pending ones.
 SLACK = 64
+#: Queues with no call pending kept for their lengths' next calls (a connection's timeouts take a few lengths).
+KEPT_QUEUES = 8
 
 
 class _Queue:
@@ -149,13 +151,15 @@ class _Queue:
             self.calls = deque(call for call in self.calls if call.pending)  # the reactor call may now come early
 
     def _drop(self) -> None:
-        """No call is pending: no reactor call, no queue."""
+        """No call is pending: no reactor call; the queue itself is kept for the next call of its length, unless
+        the timer keeps :data:`KEPT_QUEUES` already (a Deadline re-armed for what remained of it asks for a length
+        of its own)."""
         if self._wakeup is not None:
             self._wakeup.cancel()
             self._wakeup = None
         self.calls.clear()
         queues = self._timer._queues
-        if queues.get(self._delay) is self:
+        if len(queues) > KEPT_QUEUES and queues.get(self._delay) is self:
             del queues[self._delay]
 
     def _fire(self) -> None:
