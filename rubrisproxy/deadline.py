@@ -107,8 +107,11 @@ class QueuedTimer:
         queue = self._queues.get(delay)
         if queue is None:
             queue = self._queues[delay] = _Queue(self, delay)
-        call = QueuedCall(queue, self._clock.seconds() + delay, func)
-        queue.add(call)
+        call = QueuedCall(queue, self.seconds() + delay, func)
+        queue.calls.append(call)
+        queue.live += 1
+        if queue.wakeup is None and not queue.firing:
+            queue.wakeup = self._clock.callLater(delay, queue.fire)
         return call
 
     def pending(self) -> int:
@@ -125,49 +128,42 @@ KEPT_QUEUES = 8
 class _Queue:
     """One length's calls, in the order they come due; ``live`` of them pending."""
 
-    __slots__ = ("_timer", "_delay", "calls", "live", "_wakeup", "_firing")
+    __slots__ = ("_timer", "_delay", "calls", "live", "wakeup", "firing")
 
     def __init__(self, timer: QueuedTimer, delay: float) -> None:
         self._timer = timer
         self._delay = delay
         self.calls: deque[QueuedCall] = deque()
         self.live = 0
-        self._wakeup: IDelayedCall | None = None
-        self._firing = False
+        self.wakeup: IDelayedCall | None = None  # the reactor call for its first call (QueuedTimer.callLater arms it)
+        self.firing = False
 
-    def add(self, call: QueuedCall) -> None:
-        self.calls.append(call)
-        self.live += 1
-        if self._wakeup is None and not self._firing:
-            self._wakeup = self._timer._clock.callLater(self._delay, self._fire)
-
-    def cancelled(self) -> None:
-        self.live -= 1
-        if self._firing:
-            return
+    def settle(self) -> None:
+        """A call was cancelled, leaving none pending or more cancelled than :data:`SLACK` allows."""
         if not self.live:
             self._drop()
-        elif len(self.calls) > 3 * self.live + SLACK:
+        else:
             self.calls = deque(call for call in self.calls if call.pending)  # the reactor call may now come early
 
     def _drop(self) -> None:
         """No call is pending: no reactor call; the queue itself is kept for the next call of its length, unless
         the timer keeps :data:`KEPT_QUEUES` already (a Deadline re-armed for what remained of it asks for a length
         of its own)."""
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-            self._wakeup = None
+        if self.wakeup is not None:
+            self.wakeup.cancel()
+            self.wakeup = None
         self.calls.clear()
         queues = self._timer._queues
         if len(queues) > KEPT_QUEUES and queues.get(self._delay) is self:
             del queues[self._delay]
 
-    def _fire(self) -> None:
-        self._wakeup = None
+    def fire(self) -> None:
+        """Its reactor call: run the calls due, in order, then wait for the next."""
+        self.wakeup = None
         timer = self._timer
         now = timer.seconds()
         calls = self.calls
-        self._firing = True
+        self.firing = True
         try:
             for _ in range(len(calls)):  # those queued now: one queued meanwhile waits for the next reactor call
                 call = calls[0]
@@ -182,13 +178,13 @@ class _Queue:
                         timer.log.failure("a timeout failed")
                 calls.popleft()
         finally:
-            self._firing = False
+            self.firing = False
         if not self.live:
             self._drop()
             return
         while not calls[0].pending:
             calls.popleft()
-        self._wakeup = timer._clock.callLater(max(0.0, calls[0].at - now), self._fire)
+        self.wakeup = timer._clock.callLater(max(0.0, calls[0].at - now), self.fire)
 
 
 class QueuedCall:
@@ -212,7 +208,10 @@ class QueuedCall:
         if self.pending:
             self.pending = False
             self._func = _nothing  # what it would have called may go now, while it waits in its queue
-            self._queue.cancelled()
+            queue = self._queue
+            queue.live -= 1
+            if not queue.firing and (not queue.live or len(queue.calls) > 3 * queue.live + SLACK):
+                queue.settle()
 
     def run(self) -> None:
         func, self._func = self._func, _nothing

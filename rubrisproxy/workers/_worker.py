@@ -3,7 +3,6 @@ channel, its admin API answering the supervisor's calls, its health checks probi
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from ..admin import AdminAPI, RunningProxy
 from ..backend import Server
 from ..bus import Subscriber
 from ..cluster import Siblings
+from ..collector import settle_collector
 from ..config import AdminConfig, CommandLine, ConfigError, ProxyConfig
 from ..mainlog import MainLogObserver, ReopenOnSignal
 from ..reload import Reloader
@@ -143,7 +143,7 @@ class Worker:
             raise StartFailed(str(e)) from None
         self.reactor.addSystemEventTrigger("before", "shutdown", self._stop)
         self.state = WorkerState.SERVING
-        gc.freeze()  # as a single process does (tap): what start built is left out of the collector's full passes
+        settle_collector()  # as a single process does (tap): what start built frozen, the young passes spaced out
         lean_poll(self.reactor)  # as a single process does (tap)
 
     def apply(self, config: ProxyConfig) -> list[str]:
