@@ -330,7 +330,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         self.transport.loseConnection()
         self._wait(None)
         if self._close_timer is None and self._phase is not LOST:
-            self._close_timer = Deadline(self.frontend.timer, self._close_expired)
+            self._close_timer = Deadline(self.frontend.clock, self._close_expired)  # rare: on the reactor itself
             self._delivered = self.bytes_out - unsent(self.transport)
             self._close_timer.set(self.frontend.timeouts.client)
 
