@@ -23,7 +23,7 @@ from h2.events import (
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
-from twisted.internet.interfaces import ISSLTransport, ITransport
+from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -52,13 +52,13 @@ _CONFIG = H2Configuration(client_side=False, header_encoding=None, validate_outb
                           normalize_outbound_headers=False)
 
 
-def speaks_h2(frontend: Frontend, transport: ITransport, data: bytes) -> bool:
-    """Whether a connection of ``frontend`` whose first read is ``data`` speaks HTTP/2: over TLS, if ALPN chose
-    ``h2``; in cleartext, if the frontend speaks it and ``data`` is the preface (or, shorter, a start no
-    HTTP/1.1 request has). A forward proxy speaks HTTP/1.1 only."""
+def speaks_h2(frontend: Frontend, transport: ITransport, data: bytes, secure: bool) -> bool:
+    """Whether a connection of ``frontend`` whose first read is ``data`` speaks HTTP/2: over TLS (``secure``: its
+    transport provides ``ISSLTransport``), if ALPN chose ``h2``; in cleartext, if the frontend speaks it and
+    ``data`` is the preface (or, shorter, a start no HTTP/1.1 request has). A forward proxy speaks HTTP/1.1 only."""
     if frontend.forward is not None:
         return False
-    if ISSLTransport.providedBy(transport):
+    if secure:
         return getattr(transport, "negotiatedProtocol", None) == b"h2"
     if not frontend.http2.enabled:
         return False

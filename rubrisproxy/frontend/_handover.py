@@ -46,6 +46,7 @@ class Handover:
     _deadline: Deadline
     _after_upgrade: bytes
     _forwarding: bytes
+    secure: bool  # its transport provides ISSLTransport (read as it opened)
     responses: int
     ready_at: float
     bytes_in: int
@@ -62,7 +63,7 @@ class Handover:
         """The first read: True if it begins HTTP/2 (ALPN chose ``h2``, or it is the preface on a frontend that
         speaks HTTP/2), which takes the connection over; else HTTP/1.1 goes on."""
         self._phase = READING
-        if not speaks_h2(self.frontend, self.transport, data):
+        if not speaks_h2(self.frontend, self.transport, data, self.secure):
             return False
         self._phase = HTTP2
         self._waiting = None
