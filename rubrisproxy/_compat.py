@@ -568,6 +568,9 @@ def plain_peer_host(transport: object) -> str | None:
     return None
 
 
+_PROTOCOL_LOG_PREFIX = Protocol.logPrefix
+
+
 class _LeanServer(tcp.Server):
     """``tcp.Server`` as a guarded port builds it (:func:`lean_accepted`): the same attributes, logging prefix and
     ``repr``, with the ``repr`` formatted when read (Twisted formats it for every connection, and nothing reads it
@@ -590,9 +593,12 @@ class _LeanServer(tcp.Server):
         self.client = client
         self.sessionno = sessionno
         self.hostname = client[0]
-        self._protocol_name = protocol.__class__.__name__  # for __repr__: what Twisted formats at once
+        cls = protocol.__class__
+        self._protocol_name = name = cls.__name__  # for __repr__: what Twisted formats at once
         self._port_number = server._realPortNumber  # (which a port that stops listening sets to None)
-        self.logstr = f"{self._getLogPrefix(protocol)},{sessionno},{self.hostname}"
+        # A protocol with Protocol's own logPrefix is an ILoggingContext whose prefix is its class's name.
+        prefix = name if cls.logPrefix is _PROTOCOL_LOG_PREFIX else self._getLogPrefix(protocol)
+        self.logstr = f"{prefix},{sessionno},{self.hostname}"
         self.startReading()
         self.connected = 1
 

@@ -40,6 +40,7 @@ from rubrisproxy._compat import (
     LazyFuture,
     V1Parser,
     V2Parser,
+    _LeanServer,
     accepted_without_delay,
     cancel_pong_timeout,
     close_sent,
@@ -1077,6 +1078,18 @@ class _ClientEnds(_Ends):
     """The client side (a class of its own: the server's repr names its protocol's)."""
 
 
+class _Prefixed(_Ends):
+    def logPrefix(self) -> str:
+        return "prefixed"
+
+
+class _NoReactor:
+    """A reactor that is not told of the connection (a lean connection built only to be looked at)."""
+
+    def addReader(self, reader: object) -> None:
+        pass
+
+
 class LeanAcceptedTests(ProxyTestCase):
     """A port given lean_accepted builds connections that read, log, print and end as Twisted's tcp.Server."""
 
@@ -1120,6 +1133,9 @@ class LeanAcceptedTests(ProxyTestCase):
         self.assertEqual(repr(stock.transport), f"<_Ends #{stock.transport.sessionno} on {stock_port.getHost().port}>")
         self.assertEqual(lean.transport.logPrefix(), f"_Ends,{lean.transport.sessionno},127.0.0.1")
         self.assertEqual(stock.transport.logPrefix(), f"_Ends,{stock.transport.sessionno},127.0.0.1")
+        with socket.socket() as sock:  # a protocol's own logPrefix is asked
+            prefixed = _LeanServer(sock, _Prefixed(), ("127.0.0.1", 1), port, 7, _NoReactor())
+            self.assertEqual(prefixed.logstr, "prefixed,7,127.0.0.1")
         yield self._closed(leaned, stocked)
         self.assertEqual(repr(lean.transport), f"<_Ends #{lean.transport.sessionno} on {port.getHost().port}>")
 
