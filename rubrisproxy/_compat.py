@@ -622,11 +622,14 @@ def lean_accepted(port: object) -> bool:
     :class:`_LeanServer` instead of a ``tcp.Server``; False, and nothing changed, for another port (UNIX, or a port
     that builds its own kind of connection). Where the port's factory says its ``buildProtocol`` ignores the
     address it is given (a true ``builds_without_address``), the port gives it None instead of building an
-    ``IPv4Address`` per connection (the port's private ``_buildAddr``)."""
+    ``IPv4Address`` per connection (the port's private ``_buildAddr``). The port's ``_logger`` (a ``Logger``
+    class attribute, which makes a Logger for the port on every read) is read once and kept."""
     if type(port) is not tcp.Port or port.transport is not tcp.Server:
         return False
     p: Any = port
     p.transport = _LeanServer
+    # Its Logger, which each accepting read reads twice (a Logger class attribute makes a new one on every read).
+    p._logger = p._logger
     if getattr(p.factory, "builds_without_address", False) is True:
         p._buildAddr = _no_address
     return True

@@ -1132,6 +1132,9 @@ class LeanAcceptedTests(ProxyTestCase):
         self.assertEqual(repr(lean.transport), f"<_Ends #{lean.transport.sessionno} on {port.getHost().port}>")
         self.assertEqual(repr(stock.transport), f"<_Ends #{stock.transport.sessionno} on {stock_port.getHost().port}>")
         self.assertEqual(lean.transport.logPrefix(), f"_Ends,{lean.transport.sessionno},127.0.0.1")
+        self.assertIs(port._logger, port._logger)  # kept: the same Logger each time
+        self.assertEqual((port._logger.namespace, port._logger.source), ("twisted.internet.tcp.Port", port))
+        self.assertIsNot(stock_port._logger, stock_port._logger)  # a new one on each read
         self.assertEqual(stock.transport.logPrefix(), f"_Ends,{stock.transport.sessionno},127.0.0.1")
         with socket.socket() as sock:  # a protocol's own logPrefix is asked
             prefixed = _LeanServer(sock, _Prefixed(), ("127.0.0.1", 1), port, 7, _NoReactor())
