@@ -231,9 +231,11 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         if self._close_timer is not None:
             self._close_timer.stop()
         self.frontend.connections.discard(self)
-        exchanges = ([self.current] if self.current else []) + list(self._queued)
+        current, queued = self.current, self._queued
         self._queued = ()
-        for exchange in exchanges:
+        if current is not None:
+            current.client_lost()
+        for exchange in queued:
             exchange.client_lost()
 
     def client_of(self, head: RequestHead) -> str:
