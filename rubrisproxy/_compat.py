@@ -572,7 +572,7 @@ _PROTOCOL_LOG_PREFIX = Protocol.logPrefix
 
 
 class _LeanServer(tcp.Server):
-    """``tcp.Server`` as a guarded port builds it (:func:`lean_accepted`): the same attributes, logging prefix and
+    """``tcp.Server`` as a port given :func:`lean_accepted` builds it: the same attributes, logging prefix and
     ``repr``, with the ``repr`` formatted when read (Twisted formats it for every connection, and nothing reads it
     unless something goes wrong), and a close told apart from an abort by the failure's type rather than
     ``Failure.check``, which formats the qualified names of the class it is given on every call."""
@@ -618,13 +618,13 @@ class _LeanServer(tcp.Server):
 
 
 def lean_accepted(port: object) -> bool:
-    """Have a listening TCP ``port`` (``tcp.Port``, TLS ones included) build what it accepts as a
-    :class:`_LeanServer` instead of a ``tcp.Server``; False, and nothing changed, for another port (UNIX, or a port
-    that builds its own kind of connection). Where the port's factory says its ``buildProtocol`` ignores the
+    """Have a listening TCP ``port`` (a ``tcp.Port``, TLS ones and ``SO_REUSEPORT`` ones included) build what it
+    accepts as a :class:`_LeanServer` instead of a ``tcp.Server``; False, and nothing changed, for another port
+    (UNIX, or one that builds its own kind of connection). Where the port's factory says its ``buildProtocol`` ignores the
     address it is given (a true ``builds_without_address``), the port gives it None instead of building an
     ``IPv4Address`` per connection (the port's private ``_buildAddr``). The port's ``_logger`` (a ``Logger``
     class attribute, which makes a Logger for the port on every read) is read once and kept."""
-    if type(port) is not tcp.Port or port.transport is not tcp.Server:
+    if not isinstance(port, tcp.Port) or port.transport is not tcp.Server:
         return False
     p: Any = port
     p.transport = _LeanServer

@@ -71,6 +71,7 @@ from rubrisproxy._compat import (
     use_batched_timer,
 )
 from rubrisproxy.config import WebSocketConfig
+from rubrisproxy.reuseport import ReusePortReactor
 from rubrisproxy.websocket import accept_key, new_key
 from rubrisproxy.websocket._legs import _AT_REST, LegFactories
 from rubrisproxy.websocket._timers import BucketTimer
@@ -1191,6 +1192,9 @@ class LeanAcceptedTests(ProxyTestCase):
 
     def test_only_a_tcp_port_is_made_lean(self) -> None:
         self.assertFalse(lean_accepted(object()))
+        shared = ReusePortReactor(reactor).listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(shared.stopListening)
+        self.assertTrue(lean_accepted(shared))  # a worker's SO_REUSEPORT listener: a tcp.Port of its own class
         path = self.mktemp()
         port = reactor.listenUNIX(path, Factory.forProtocol(Protocol))  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
