@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 # Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
+from autobahn.twisted import util as _autobahn_util
 from autobahn.twisted import websocket as _autobahn_twisted
 from autobahn.websocket import protocol as _autobahn_protocol
 from twisted.internet import epollreactor, tcp, unix
@@ -206,8 +207,8 @@ def open_at_once(leg: Any, version: int, protocol: str | None) -> None:
         leg.openHandshakeTimeoutCall = None
     leg.inside_message = False
     leg.current_frame = None
-    if leg.autoPingInterval:
-        leg.autoPingPendingCall = leg.factory._batched_timer.call_later(leg.autoPingInterval, leg._sendAutoPing)
+    leg.autoPingPendingCall = (leg.factory._batched_timer.call_later(leg.autoPingInterval, leg._sendAutoPing)
+                               if leg.autoPingInterval else None)
     if leg.trackedTimings:
         leg.trackedTimings.track("onOpen")
     leg._onOpen()
@@ -731,3 +732,39 @@ def _handle_events(reactor: Any, events: list[tuple[int, int]], contexts: list[d
             raise
         except BaseException:
             _log.err(system=system)
+
+
+# A backend leg opened at once, without Autobahn's connection set-up
+
+
+def connect_open(leg: Any, transport: Any, version: int, protocol: str | None, no_delay: bool) -> None:
+    """Connect an Autobahn client protocol to ``transport`` and open it, its opening handshake checked by the proxy
+    with no extension in use, as ``makeConnection`` then :func:`open_at_once` then :func:`slim_open_leg` would leave it
+    (tests/test_compat.py compares), without making what they make only to drop: Autobahn's ``__init__`` (its futures,
+    events and transport details: for a leg whose class skips it), ``connectionMade``'s transport details, traffic
+    stats, UTF-8 validator and send queue, and some forty attributes at the values its class keeps (``_AT_REST``).
+    ``onOpen`` is not called: the caller goes on as it would (the leg is open).
+
+    For a leg of a class configured as the proxy's are: settings on the class, no open-handshake timeout, no timing
+    tracking, no proxy. ``no_delay``: TCP_NODELAY is on already (an origin connection's), set only if the leg's
+    factory asks for it off, as ``connectionMade`` would set it.
+    """
+    leg.connected = 1  # BaseProtocol.makeConnection's
+    leg.transport = transport
+    leg.peer = _autobahn_util.peer2str(transport)  # connectionMade's, which Autobahn keeps "for backward compatibility"
+    if leg.tcpNoDelay != no_delay:
+        try:
+            transport.setTcpNoDelay(leg.tcpNoDelay)
+        except Exception:  # noqa: BLE001 - as Autobahn: not a TCP socket (a UNIX one)
+            pass
+    leg.data = b""
+    leg.send_queue = ()
+    leg.trafficStats = _SHARED_TRAFFIC_STATS
+    leg.websocket_version = version
+    if protocol is not None:
+        leg.websocket_protocol_in_use = protocol
+    leg.state = _autobahn_protocol.WebSocketProtocol.STATE_OPEN
+    leg.inside_message = False
+    leg.current_frame = None
+    leg.autoPingPendingCall = (leg.factory._batched_timer.call_later(leg.autoPingInterval, leg._sendAutoPing)
+                               if leg.autoPingInterval else None)

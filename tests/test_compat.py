@@ -44,6 +44,7 @@ from rubrisproxy._compat import (
     cancel_pong_timeout,
     close_sent,
     compresses,
+    connect_open,
     connection_lost,
     defer_autobahn_debug,
     direct_write,
@@ -562,6 +563,69 @@ class OpenAtOnceTests(unittest.TestCase):
         self.assertIsNotNone(quick.autoPingPendingCall)
         for leg in legs:
             leg.connectionLost(Failure(ConnectionLost()))
+
+
+class ConnectOpenTests(unittest.TestCase):
+    """A backend leg connect_open opened is the leg Autobahn's connection set-up and open_at_once would have opened."""
+
+    def _legs(self, **settings: Any) -> tuple[Any, Any, list[StandInSession]]:
+        legs, sessions = [], []
+        for lean in (False, True):
+            factories = LegFactories(WebSocketConfig(backend_ping_interval=5), Clock())
+            for name, value in settings.items():
+                setattr(factories.backend_leg, name, value)
+            leg = factories.backend_leg()
+            leg.factory = factories.client
+            session, origin = StandInSession(), StandInOrigin()
+            if lean:
+                leg.attach(session, origin, "chat", new_key(), ["chat"])  # type: ignore[arg-type]
+            else:  # what attach did: Autobahn connects it, and its startHandshake opens it with open_at_once
+                leg.prepare(session, origin, "chat", new_key(), ["chat"])  # type: ignore[arg-type]
+                leg.makeConnection(origin.transport)
+            self.assertEqual(session.events, [("backend_opened", leg)])
+            legs.append(leg)
+            sessions.append(session)
+        return legs[0], legs[1], sessions
+
+    def test_it_holds_the_same_attributes_with_the_same_values(self) -> None:
+        slow, quick, _ = self._legs()
+        self.assertEqual(vars(quick).keys(), vars(slow).keys())
+        self.assertEqual(_state(quick), _state(slow))
+        self.assertEqual(quick.peer, slow.peer)
+        self.assertIs(quick.trafficStats, slow.trafficStats)
+        self.assertIsNotNone(quick.autoPingPendingCall)
+        self.assertEqual(quick.autoPingPendingCall.getTime(), slow.autoPingPendingCall.getTime())
+        self.assertNotIn("_transport_details", vars(quick))
+        self.assertTrue(quick.is_open.called)
+        for leg in (slow, quick):
+            leg.connectionLost(Failure(ConnectionLost()))
+
+    def test_it_sends_and_closes_as_the_other(self) -> None:
+        slow, quick, sessions = self._legs()
+        for leg, session in zip((slow, quick), sessions, strict=True):
+            leg.transport.clear()
+            leg.sendMessage(b"abc", isBinary=True)
+            leg.dataReceived(frame(0x1, b"hi"))
+            leg.connectionLost(Failure(ConnectionLost()))
+            self.assertEqual(parse_frames(leg.transport.value()), [(0x2, b"abc")])
+            self.assertEqual(session.events[1][0], "from_backend")
+            self.assertEqual(leg.state, WebSocketProtocol.STATE_CLOSED)
+        slow_events, quick_events = ([tuple("leg" if arg is leg else arg for arg in event) for event in session.events]
+                                     for leg, session in zip((slow, quick), sessions, strict=True))
+        self.assertEqual(quick_events, slow_events)
+
+    def test_tcp_nodelay_is_set_only_where_the_factory_asks_for_it_off(self) -> None:
+        for wanted in (True, False):
+            leg = LegFactories(WebSocketConfig(), Clock()).backend_leg()
+            leg.tcpNoDelay = wanted
+            transport = Transport()
+            calls: list[bool] = []
+            transport.setTcpNoDelay = calls.append  # type: ignore[method-assign]
+            leg.factory = LegFactories(WebSocketConfig(), Clock()).client
+            connect_open(leg, transport, 13, None, no_delay=True)
+            self.assertEqual(calls, [] if wanted else [False])
+            self.assertNotIn("websocket_protocol_in_use", vars(leg))  # none chosen: its class's None
+            self.assertIsNone(leg.websocket_protocol_in_use)
 
 
 class LazyUtf8ValidatorTests(unittest.TestCase):

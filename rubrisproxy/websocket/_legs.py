@@ -38,6 +38,7 @@ from .._compat import (
     LazyFuture,
     LazyUtf8Validator,
     compresses,
+    connect_open,
     connection_lost,
     defer_autobahn_debug,
     end_as_closed,
@@ -440,12 +441,25 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     _lost: Failure | None = None  # its connection's loss, put aside until its turn (see lose)
     lost_at: float | None = None  # when that loss was put aside (None: it was not)
 
+    def __init__(self) -> None:
+        pass  # Autobahn's own waits for makeConnection: a leg opened at once (see attach) needs none of it
+
+    def makeConnection(self, transport: Any) -> None:
+        WebSocketProtocol.__init__(self)  # what Autobahn's constructor makes (its futures, events, transport details)
+        super().makeConnection(transport)
+
     def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
                protocols: list[str]) -> None:
         """Take over ``origin`` and open on it: its 101 answering ``key`` is ``switch`` for Autobahn to check, or,
-        already checked and with no extension, only the subprotocol it chose (a str, or None)."""
+        already checked and with no extension, only the subprotocol it chose (a str, or None): then it opens at
+        once, without Autobahn's connection set-up (``connect_open``), as it would have opened."""
         self.prepare(session, origin, switch, key, protocols)
-        self.makeConnection(origin.transport)
+        if isinstance(switch, bytes):
+            self.makeConnection(origin.transport)
+            return
+        connect_open(self, origin.transport, self.version, switch, no_delay=True)  # the origin's (tune_transport)
+        self._deflating = False
+        self.session.backend_opened(self)
 
     def prepare(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
                 protocols: list[str]) -> None:
