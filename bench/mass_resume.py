@@ -235,12 +235,14 @@ class Run:
         self.backends[name] = process
         wait_port(self.ports[name], process, timeout=10.0)
 
-    def start_proxy(self, wrapper: tuple[str, ...] = ("taskset", "-c", PROXY_CORE)) -> subprocess.Popen[bytes]:
-        """rubrisproxy in front of A and B, run by ``wrapper`` (pinned to its core; or under valgrind)."""
+    def start_proxy(self, wrapper: tuple[str, ...] = ("taskset", "-c", PROXY_CORE),
+                    options: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+        """rubrisproxy in front of A and B, run by ``wrapper`` (pinned to its core; or under valgrind), with more
+        ``options``."""
         command = [*harness.twistd_command(), "-n", "--pidfile=", "--logfile", str(self.log), "rubrisproxy",
                    "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=4096",
                    "--backend", f"127.0.0.1:{self.ports['A']}", "--backend", f"127.0.0.1:{self.ports['B']}",
-                   "--websocket", "session", "--access-log", "off"]
+                   "--websocket", "session", "--access-log", "off", *options]
         with open(self.tmp / "proxy.out", "ab") as sink:
             process = self.processes.start([*wrapper, *command], stdout=sink,
                                            stderr=subprocess.STDOUT, env=harness.python_path_env(self.tree),

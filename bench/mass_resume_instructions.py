@@ -4,7 +4,8 @@ The scenario of bench/mass_resume.py, smaller (``--connections``, default 1200: 
 under ``valgrind --tool=callgrind`` counting only from the SIGKILL of backend A until the proxy's log says every
 session of A resumed on B (plus ``--settle`` seconds). Its instructions over the moves are the cost of one move:
 the lost backend leg, the dial, the new leg's handshake, the replay and the log lines. The probes are idle
-(one message every 100 s), so what is counted is the moves (and the reactor's turns meanwhile). ``--tree DIR``
+(one message every 100 s) and nothing pings (client- and backend-ping-interval 0), so what is counted is the moves
+(and the reactor's turns meanwhile). ``--tree DIR``
 (repeatable) measures another checkout in the same command; figures are ratios to the first tree.
 
 ``--cprofile PATH`` runs the proxy without valgrind, cProfiled over the same window, and prints where the time
@@ -56,12 +57,15 @@ def measure(args: argparse.Namespace, tree: str, processes: Processes, tmp: Path
     dumps = str(tmp / "callgrind.out")
     run.start_backend("A")
     run.start_backend("B")
+    config = tmp / "quiet.toml"  # no pings: their count over the window would follow how long it lasts
+    config.write_text("[websocket]\nclient-ping-interval = 0\nbackend-ping-interval = 0\n")
+    options = ("--config", str(config))
     if args.cprofile:
-        proxy = run.start_proxy((sys.executable, str(PROFILED), str(Path(args.cprofile).resolve())))
+        proxy = run.start_proxy((sys.executable, str(PROFILED), str(Path(args.cprofile).resolve())), options)
         start = stop = ["kill", f"-{int(PROFILE_SIGNAL)}", str(proxy.pid)]
     else:
         proxy = run.start_proxy(("valgrind", "--tool=callgrind", "--instr-atstart=no",
-                                 f"--callgrind-out-file={dumps}.%p"))
+                                 f"--callgrind-out-file={dumps}.%p"), options)
         start, stop = (["callgrind_control", "-i", flag, str(proxy.pid)] for flag in ("on", "off"))
     clients, lines, opened = run.open_clients("--concurrency", "20", "--open-timeout", "600")
     if int(opened["opened"]) != args.connections:
