@@ -768,3 +768,13 @@ def connect_open(leg: Any, transport: Any, version: int, protocol: str | None, n
     leg.current_frame = None
     leg.autoPingPendingCall = (leg.factory._batched_timer.call_later(leg.autoPingInterval, leg._sendAutoPing)
                                if leg.autoPingInterval else None)
+
+
+def close_ended(transport: Any) -> None:
+    """:func:`end_as_closed` for a TCP connection whose peer ended its stream, without ``shutdown(2)`` before the
+    socket's ``close(2)`` (Twisted's ``_SocketCloser`` does both "to be safe"): closing its last descriptor ends the
+    connection as the shutdown would (the peer is gone: its FIN came), one system call fewer for each of a dead
+    server's thousands of connections. A copy of the socket held by another process (a session carried there) is
+    left to it, as :func:`let_go` leaves one. Twisted's shared ``ConnectionDone`` failure, not one per connection."""
+    transport._shouldShutdown = False
+    transport.connectionLost(connectionDone)

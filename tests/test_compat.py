@@ -42,6 +42,7 @@ from rubrisproxy._compat import (
     V2Parser,
     accepted_without_delay,
     cancel_pong_timeout,
+    close_ended,
     close_sent,
     compresses,
     connect_open,
@@ -407,6 +408,44 @@ class EndAsClosedTests(ProxyTestCase):
 
         def closed(_: object) -> None:
             self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
+
+        return d.addCallback(connected).addCallback(closed)
+
+
+class _ClosesOnHalfClose(_EndsOnHalfClose):
+    """Takes the peer's half-close by closing through close_ended, its socket's calls recorded."""
+
+    def connectionMade(self) -> None:
+        self.calls: list[str] = []
+        real = self.transport.socket  # type: ignore[attr-defined]
+        calls = self.calls
+
+        class Recorded:
+            def __getattr__(self, name: str) -> Any:
+                calls.append(name)
+                return getattr(real, name)
+
+        self.transport.socket = Recorded()  # type: ignore[attr-defined]
+
+    def readConnectionLost(self) -> None:
+        close_ended(self.transport)
+
+
+class CloseEndedTests(ProxyTestCase):
+    def test_the_socket_is_closed_without_shutdown_and_the_peer_sees_the_end(self) -> Any:
+        server = _ClosesOnHalfClose()
+        port = self.start_raw_origin(lambda: server)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+        def connected(_: object) -> Any:
+            client.transport.loseWriteConnection()  # type: ignore[union-attr]
+            return client.closed  # the server closed its side too
+
+        def closed(_: object) -> None:
+            self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
+            self.assertIn("close", server.calls)
+            self.assertNotIn("shutdown", server.calls)
 
         return d.addCallback(connected).addCallback(closed)
 

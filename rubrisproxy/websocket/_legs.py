@@ -37,11 +37,11 @@ from twisted.python.failure import Failure
 from .._compat import (
     LazyFuture,
     LazyUtf8Validator,
+    close_ended,
     compresses,
     connect_open,
     connection_lost,
     defer_autobahn_debug,
-    end_as_closed,
     inbound_window_bits,
     message_compressed,
     open_at_once,
@@ -535,7 +535,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
         whose protocol takes no half-close, which reports its loss) now, or, in a storm of losses, with its loss on a
         later reactor turn (see :meth:`_put_aside`)."""
         if not self._put_aside(_END_OF_STREAM):
-            end_as_closed(self.transport)
+            close_ended(self.transport)
 
     def _put_aside(self, reason: Failure) -> bool:
         """Whether its loss waits for a later turn (its session decides: see
@@ -561,7 +561,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
         if reason is None:
             return
         if self.transport.connected:
-            end_as_closed(self.transport)
+            close_ended(self.transport)
         else:
             self.connectionLost(reason)
 
