@@ -9,7 +9,7 @@ the lost backend leg, the dial, the new leg's handshake, the replay and the log 
 (repeatable) measures another checkout in the same command; figures are ratios to the first tree.
 
 ``--cprofile PATH`` runs the proxy without valgrind, cProfiled over the same window, and prints where the time
-went per move.
+went per move; ``--py-spy PATH`` has py-spy sample it instead (raw stacks).
 
     python bench/mass_resume_instructions.py [--connections 1200] [--tree DIR ...] [--output PATH]
                                              [--cprofile PATH [--top 40]]
@@ -60,7 +60,11 @@ def measure(args: argparse.Namespace, tree: str, processes: Processes, tmp: Path
     config = tmp / "quiet.toml"  # no pings: their count over the window would follow how long it lasts
     config.write_text("[websocket]\nclient-ping-interval = 0\nbackend-ping-interval = 0\n")
     options = ("--config", str(config))
-    if args.cprofile:
+    spy = None
+    if args.py_spy:
+        proxy = run.start_proxy(options=options)
+        start, stop = ["true"], ["true"]
+    elif args.cprofile:
         proxy = run.start_proxy((sys.executable, str(PROFILED), str(Path(args.cprofile).resolve())), options)
         start = stop = ["kill", f"-{int(PROFILE_SIGNAL)}", str(proxy.pid)]
     else:
@@ -72,6 +76,11 @@ def measure(args: argparse.Namespace, tree: str, processes: Processes, tmp: Path
         raise ScenarioError(f"only {opened['opened']} connections opened")
     moving = args.connections // 2
     subprocess.run(start, check=True, capture_output=True)
+    if args.py_spy:
+        spy = processes.start([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proxy.pid),
+                               "--nonblocking", "--format", "raw", "--rate", "1000", "--output", args.py_spy],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # attached
     processes.signal(run.backends.pop("A"), signal.SIGKILL, timeout=5.0)
     deadline = time.monotonic() + 600
     resumed = 0
@@ -83,12 +92,15 @@ def measure(args: argparse.Namespace, tree: str, processes: Processes, tmp: Path
             break
     time.sleep(args.settle)
     subprocess.run(stop, check=True, capture_output=True)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it recorded
+        spy.wait(30)
     if resumed < moving:
         raise ScenarioError(f"{resumed} of {moving} sessions resumed")
     time.sleep(1.0)  # the stats written
     processes.signal(proxy, signal.SIGTERM, timeout=120.0)  # callgrind writes its counts as the proxy exits
     del clients, lines
-    return (0 if args.cprofile else instructions(dumps)), resumed
+    return (0 if args.cprofile or args.py_spy else instructions(dumps)), resumed
 
 
 def profile_summary(path: str, moves: int, top: int) -> None:
@@ -115,11 +127,13 @@ def main() -> None:
     parser.add_argument("--output", default=str(RESULTS))
     parser.add_argument("--cprofile", metavar="PATH",
                         help="no valgrind: cProfile the proxy over the same window, stats to PATH, a summary printed")
+    parser.add_argument("--py-spy", metavar="PATH", help="no valgrind: py-spy records the proxy over the same window "
+                        "(raw stacks to PATH)")
     parser.add_argument("--top", type=int, default=40, help="functions in the --cprofile summary")
     args = parser.parse_args()
     args.trees = [str(Path(tree).resolve()) for tree in args.tree] or [str(ROOT)]
     args.sample, args.interval_ms = 2, 100_000.0
-    for tool in ("node", *(() if args.cprofile else ("valgrind", "callgrind_control"))):
+    for tool in ("node", *(() if args.cprofile or args.py_spy else ("valgrind", "callgrind_control"))):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is needed")
     harness.raise_open_files(2 * args.connections + 2048)
@@ -140,6 +154,9 @@ def main() -> None:
                         continue
                     finally:
                         processes.stop_all()
+                if args.py_spy:
+                    out(f"{tree}: {moves} moves, py-spy's samples in {args.py_spy}")
+                    continue
                 if args.cprofile:
                     out(f"{tree}: {moves} moves")
                     profile_summary(args.cprofile, moves, args.top)

@@ -6,12 +6,13 @@ Also the timestamp every line starts with: ISO 8601 in UTC with milliseconds.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from enum import Enum
 from typing import IO, Any, Protocol
 
 from twisted.logger import Logger
-from twisted.python.threadable import isInIOThread
+from twisted.python import threadable
 
 #: The key of a log event carrying access-log lines; the main log writes them as they are.
 ACCESS_LINES = "access_lines"
@@ -169,7 +170,7 @@ class TurnBatchedOutput:
         reactor.addSystemEventTrigger("after", "shutdown", self.flush)
 
     def write_lines(self, lines: list[str]) -> None:
-        if not isInIOThread():
+        if threading.get_ident() != threadable.ioThread:  # threadable.isInIOThread(), without current_thread()
             self.output.write_lines(lines)
             return
         held = self._held

@@ -23,12 +23,13 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from OpenSSL import SSL
 from twisted.internet import abstract, defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, LogLevel
 from twisted.python import context, log
 from twisted.python.failure import Failure
 from twisted.trial import unittest
@@ -41,11 +42,13 @@ from rubrisproxy._compat import (
     V1Parser,
     V2Parser,
     accepted_without_delay,
+    cache_log_levels,
     cancel_pong_timeout,
     close_ended,
     close_sent,
     compresses,
     connect_open,
+    connect_tcp,
     connection_lost,
     defer_autobahn_debug,
     direct_write,
@@ -350,6 +353,66 @@ class UnwrapEndpointTests(ProxyTestCase):
         self.assertIs(protocol.transport, transport)
 
 
+class ConnectTcpTests(ProxyTestCase):
+    """connect_tcp connects as a client endpoint and unwrap_endpoint would, without their layers."""
+
+    def test_the_protocol_is_connected_and_the_connection_talks_to_it_directly(self) -> Any:
+        port = self.start_raw_origin(_Echo)
+        client = RawClient()
+        d = connect_tcp(reactor, ("127.0.0.1", port), client, 5.0, lambda: AssertionError("timed out"))
+
+        def connected(protocol: object) -> Any:
+            self.assertIs(protocol, client)
+            transport: Any = client.transport
+            self.assertIs(transport.protocol, client)
+            self.assertFalse(transport.connector.factory.noisy)  # an empty one: nothing kept alive through it
+            self.assertFalse([c for c in reactor.getDelayedCalls() if c.func.__name__ == "time_out"])  # cancelled
+            client.send(b"hello")
+            return client.until(lambda data: data == b"hello").addCallback(lambda _: transport.loseConnection())
+
+        return d.addCallback(connected).addCallback(lambda _: client.closed)
+
+    @defer.inlineCallbacks
+    def test_a_refused_connection_fails_as_through_an_endpoint(self) -> Any:
+        listening = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        port = listening.getHost().port
+        yield listening.stopListening()  # nothing listens there now
+        outcomes = yield defer.DeferredList(
+            [connect_tcp(reactor, ("127.0.0.1", port), RawClient(), 5.0, lambda: AssertionError("timed out")),
+             TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(Factory.forProtocol(RawClient))],
+            consumeErrors=True)
+        (ok, lean), (ok2, endpoint) = outcomes
+        self.assertFalse(ok or ok2)
+        self.assertEqual(lean.type, endpoint.type)
+        self.assertEqual(lean.getErrorMessage(), endpoint.getErrorMessage())
+
+    def test_it_times_out_with_the_callers_error_and_stops_the_attempt(self) -> None:
+        clock = MemoryReactorClock()
+        d = connect_tcp(clock, ("127.0.0.1", 1), RawClient(), 5.0, lambda: ConnectionError("no connection within 5s"))
+        (host, port, factory, timeout, _), = clock.tcpClients
+        self.assertEqual((host, port, timeout), ("127.0.0.1", 1, None))  # the timeout is its own reactor call
+        failures: list[Failure] = []
+        d.addErrback(failures.append)
+        clock.advance(4.9)
+        self.assertEqual(failures, [])
+        clock.advance(0.2)
+        self.assertEqual([f.getErrorMessage() for f in failures], ["no connection within 5s"])
+        self.assertTrue(clock.connectors[0].stoppedConnecting)  # type: ignore[attr-defined]
+
+    def test_cancelled_it_stops_the_attempt(self) -> None:
+        clock = MemoryReactorClock()
+        d = connect_tcp(clock, ("127.0.0.1", 1), RawClient(), 5.0, lambda: AssertionError("timed out"))
+        failures: list[Failure] = []
+        d.addErrback(failures.append)
+        d.cancel()
+        self.assertEqual([f.type for f in failures], [ConnectingCancelledError])
+        self.assertTrue(clock.connectors[0].stoppedConnecting)  # type: ignore[attr-defined]
+        self.assertEqual(clock.getDelayedCalls(), [])
+        factory = clock.tcpClients[0][2]
+        factory.clientConnectionFailed(clock.connectors[0], Failure(ConnectionDone()))  # the attempt's end: nothing more
+        self.assertEqual(len(failures), 1)
+
+
 class _Echo(Protocol):
     """Echoes what it reads."""
 
@@ -448,6 +511,27 @@ class CloseEndedTests(ProxyTestCase):
             self.assertNotIn("shutdown", server.calls)
 
         return d.addCallback(connected).addCallback(closed)
+
+
+class CacheLogLevelsTests(unittest.TestCase):
+    def test_the_same_levels_in_the_same_order_each_call_a_new_iterator(self) -> None:
+        before = list(LogLevel.iterconstants())
+        cache_log_levels()
+        cache_log_levels()
+        first, second = LogLevel.iterconstants(), LogLevel.iterconstants()
+        self.assertIsNot(first, second)
+        self.assertEqual(list(first), before)
+        self.assertEqual(list(second), before)
+        self.assertEqual(before, sorted(LogLevel._enumerants.values(), key=lambda level: level._index))
+
+    def test_an_invalid_level_is_still_refused(self) -> None:
+        cache_log_levels()
+        events: list[dict[str, Any]] = []
+        Logger(observer=events.append).emit("not a level", "x")  # type: ignore[arg-type]
+        self.assertEqual(len(events), 1)
+        self.assertIs(events[0]["log_level"], LogLevel.critical)  # Twisted's failure for it
+        Logger(observer=events.append).info("y")
+        self.assertIs(events[1]["log_level"], LogLevel.info)
 
 
 class DeferAutobahnDebugTests(unittest.TestCase):
