@@ -155,14 +155,17 @@ class SessionMove:
         return self._tried | self._refused | left
 
     def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None:
-        self._dial_ended()
+        self._dial = None
         server = dial.server
         assert server is not None
         if not self._session.resuming:
             origin.transport.abortConnection()
             self._backend.release(server)
-            return
-        self._session.took_over(server, origin, head, dial.key, rest)
+        else:
+            self._session.took_over(server, origin, head, dial.key, rest)
+        # Its place in the pacer given back once the session is on its new leg: the last move of a storm lets the
+        # garbage collector run again (see DialPacer), which it then does after that session's answer, not before.
+        self._dialer.dial_ended()
 
     def _timed_out(self) -> None:
         self._give_up_call = None
