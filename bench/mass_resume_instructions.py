@@ -98,6 +98,8 @@ def measure(args: argparse.Namespace, tree: str, processes: Processes, tmp: Path
     if resumed < moving:
         raise ScenarioError(f"{resumed} of {moving} sessions resumed")
     time.sleep(1.0)  # the stats written
+    if args.keep_log:
+        shutil.copyfile(run.log, args.keep_log)
     processes.signal(proxy, signal.SIGTERM, timeout=120.0)  # callgrind writes its counts as the proxy exits
     del clients, lines
     return (0 if args.cprofile or args.py_spy else instructions(dumps)), resumed
@@ -129,6 +131,7 @@ def main() -> None:
                         help="no valgrind: cProfile the proxy over the same window, stats to PATH, a summary printed")
     parser.add_argument("--py-spy", metavar="PATH", help="no valgrind: py-spy records the proxy over the same window "
                         "(raw stacks to PATH)")
+    parser.add_argument("--keep-log", metavar="PATH", help="copy the proxy's log here")
     parser.add_argument("--top", type=int, default=40, help="functions in the --cprofile summary")
     args = parser.parse_args()
     args.trees = [str(Path(tree).resolve()) for tree in args.tree] or [str(ROOT)]
