@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import gc
+import os
 import pprint
 import socket
 import sys
@@ -24,7 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from autobahn.twisted import util as _autobahn_util
 from autobahn.twisted import websocket as _autobahn_twisted
 from autobahn.websocket import protocol as _autobahn_protocol
-from twisted.internet import epollreactor, tcp, unix
+from twisted.internet import epollreactor, posixbase, tcp, unix
+from twisted.internet import error as _tcp_error
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectingCancelledError, ConnectionDone
@@ -851,16 +853,76 @@ class _HandOver(Protocol):
         self._done.callback(protocol)
 
 
+class _LeanClient(tcp.Client):
+    """``tcp.Client`` with a connection attempt of five system calls fewer: the address (an IP address) used as it is
+    rather than through a Deferred; no ``SO_ERROR`` read before the ``connect(2)`` of a new socket, which has none;
+    on the socket's first event (writable: connected, or failed with the error ``SO_ERROR`` gives, as Twisted's), no
+    second ``connect(2)``, and reading left registered (writing off: one epoll change) rather than both taken off
+    and reading put back (three)."""
+
+    _attempted = False
+
+    def resolveAddress(self) -> None:
+        if self._requiresResolution:
+            super().resolveAddress()
+            return
+        try:
+            self._setRealAddress(self.addr)
+        except BaseException:  # as the Deferred's errback in Twisted's
+            self.failIfNotConnected(Failure())
+
+    def doConnect(self) -> None:
+        vars(self).update(doRead=self.doConnect, doWrite=self.doConnect)  # as Twisted's: both events come here
+        if not hasattr(self, "connector"):
+            return  # failed meanwhile
+        if not self._attempted:
+            self._attempted = True
+            try:
+                result = self.socket.connect_ex(self.realAddress)
+            except OSError as e:
+                result = e.args[0]
+            if result in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+                self.startReading()
+                self.startWriting()
+                return
+            if result and result != errno.EISCONN:
+                self.failIfNotConnected(_tcp_error.getConnectError((result, os.strerror(result))))
+                return
+        else:
+            err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.failIfNotConnected(_tcp_error.getConnectError((err, os.strerror(err))))
+                return
+        del self.doWrite, self.doRead
+        self.stopWriting()
+        self._connectDone()
+
+
+#: A connector's timeout when it has none (Twisted takes None; its stubs say float).
+_NO_TIMEOUT: Any = None
+
+
+class _LeanConnector(tcp.Connector):
+    """A ``tcp.Connector`` making a :class:`_LeanClient`."""
+
+    def _makeTransport(self) -> tcp.Client:
+        return _LeanClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
 def connect_tcp(reactor: Any, address: tuple[str, int], protocol: P, timeout: float,
                 timed_out: Callable[[], Exception]) -> Deferred[P]:
     """Connect ``protocol`` over TCP to ``address`` (an IP address and a port), as ``TCP4ClientEndpoint`` (or 6) then
     :func:`unwrap_endpoint` would: the Deferred fires with ``protocol`` once connected (its ``makeConnection``
     done, the connection talking to it directly), or fails with the attempt's failure, with ``timed_out()`` after
     ``timeout`` seconds (the attempt stopped), or, cancelled, with ``ConnectingCancelledError`` (the attempt
-    stopped). Without the endpoint's wrapping factory and protocol, and with one reactor call for the timeout
-    rather than the connector's and the Deferred's: each of a dead server's thousands of moving sessions' dials
-    makes one."""
+    stopped). Without the endpoint's wrapping factory and protocol, with one reactor call for the timeout rather
+    than the connector's and the Deferred's, and (on a real reactor) with five system calls fewer
+    (:class:`_LeanClient`): each of a dead server's thousands of moving sessions' dials makes one."""
     factory = _Connecting(protocol, Deferred(lambda done: factory.cancel(done)), timed_out)
-    factory.connector = reactor.connectTCP(*address, factory, timeout=None)
+    if isinstance(reactor, posixbase.PosixReactorBase):  # what its connectTCP does, with a lean client
+        factory.connector = connector = _LeanConnector(*address, factory, _NO_TIMEOUT, None, reactor)
+        connector.connect()
+    else:
+        factory.connector = reactor.connectTCP(*address, factory, timeout=None)
     factory.timer = reactor.callLater(timeout, factory.time_out)
     return factory.done

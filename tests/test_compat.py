@@ -367,6 +367,9 @@ class ConnectTcpTests(ProxyTestCase):
             self.assertIs(transport.protocol, client)
             self.assertFalse(transport.connector.factory.noisy)  # an empty one: nothing kept alive through it
             self.assertFalse([c for c in reactor.getDelayedCalls() if c.func.__name__ == "time_out"])  # cancelled
+            self.assertIn(transport, reactor.getReaders())  # reading, as Twisted's client leaves it
+            self.assertNotIn(transport, reactor.getWriters())
+            self.assertNotIn("doRead", vars(transport))  # its own doRead again, not doConnect
             client.send(b"hello")
             return client.until(lambda data: data == b"hello").addCallback(lambda _: transport.loseConnection())
 
