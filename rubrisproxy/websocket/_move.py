@@ -83,6 +83,11 @@ class SessionMove:
         self._give_up_call = timer.callLater(resume_timeout, self._timed_out)
         self._dialer.pace(self)
 
+    def hurry(self) -> None:
+        """The session holds a message its client sent: if it waits for its turn, it dials among the first."""
+        if self.state is MoveState.WAITING:
+            self._dialer.hurry(self)
+
     def _retry_now(self) -> None:
         self._retry = None
         if self._session.resuming:

@@ -94,8 +94,19 @@ class Resumption:
         return BackendDial(move, request, backend, handoff.pool, avoid)
 
     def pace(self, move: SessionMove) -> None:
-        """Let ``move`` dial when the proxy's pacer gives it its turn (at once unless many sessions are moving)."""
-        self._handoff.resume_budget.dials.start(move, self._handoff.clock)
+        """Let ``move`` dial when the proxy's pacer gives it its turn (at once unless many sessions are moving; among
+        the first if the session holds messages: its client waits for an answer)."""
+        self._handoff.resume_budget.dials.start(move, self._handoff.clock, urgent=self.held.count > 0)
+
+    def hurry(self, move: SessionMove) -> None:
+        """``move`` waits for its turn and the session now holds a message: it dials among the first."""
+        self._handoff.resume_budget.dials.hurry(move, self._handoff.clock)
+
+    def held_first(self) -> None:
+        """The session holds its first message (its client now waits for an answer): a move waiting for its turn
+        dials among the first."""
+        if self.move is not None:
+            self.move.hurry()
 
     def dial_ended(self) -> None:
         """A dial its move made (on its turn) ended: answered, failed or cancelled."""
