@@ -102,7 +102,7 @@ class SessionMove:
         if not self.dials:
             moved_from = self.moved_from
             _log.info("session {id}: moving off {server} ({why}); holding client messages",
-                          id=session.session_id, server=moved_from.name if moved_from else "-", why=self.reason)
+                      id=session.session_id, server=moved_from.name if moved_from else "-", why=self.reason)
         self.state = MoveState.DIALLING
         self.dials += 1
         backend = self._backend
@@ -140,7 +140,7 @@ class SessionMove:
             return
         delay = uniform(self._backoff / 2, self._backoff)
         _log.info("session {id}: {server} did not take over: {why}; next try in {delay:.3g}s",
-                      id=session.session_id, server=server.name if server else "no server", why=why, delay=delay)
+                  id=session.session_id, server=server.name if server else "no server", why=why, delay=delay)
         self.state = MoveState.BACKING_OFF
         self._retry = session.clock.callLater(delay, self._retry_now)
         self._backoff = min(self._backoff * 2, _LAST_RETRY)

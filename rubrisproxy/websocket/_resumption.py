@@ -77,7 +77,7 @@ class Resumption:
         if lost:
             self._backend.messages_lost += lost
             _log.info("session {id}: {lost} emits sent to {server} never got their ack (lost with it)",
-                          id=self._handoff.session_id, lost=lost, server=moved_from.name if moved_from else "-")
+                      id=self._handoff.session_id, lost=lost, server=moved_from.name if moved_from else "-")
 
     def rejoin(self, leg: NewLeg) -> bool:
         """A new backend leg opened: whether the session waits for an Engine.IO rejoin on it first."""
