@@ -34,7 +34,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from calendar import timegm
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -50,6 +52,8 @@ CLIENTS_JS = HERE / "mass_resume" / "clients.js"
 RESULTS = HERE / "results" / "mass_resume.txt"
 PROXY_CORE, LOAD_CORE = "1", "0"
 RESUMED = re.compile(r"resumed: (\S+) -> (\S+) in (\d+) ms")
+#: A "resumed" line's time (the main log's ISO 8601 UTC, milliseconds) and how long its move took.
+RESUMED_AT = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z .*resumed: \S+ -> \S+ in (\d+) ms", re.M)
 DRAIN_MS = 2000
 
 
@@ -130,6 +134,85 @@ class RunResult:
     retries: int  # dials that did not take over (each move then tries again)
     proxy_cpu_s: float
     not_moved: int
+    timeline: Timeline
+
+
+def schedstat(pid: int) -> tuple[float, float]:
+    """Seconds a process ran on a CPU and waited for one (runnable, another task running), from /proc/PID/schedstat."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        ran, waited, _ = f.read().split()
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
+class CpuSampler:
+    """The proxy's user and system CPU seconds (clock ticks: 10 ms steps) and its time on and waiting for a CPU,
+    sampled every 20 ms from :meth:`start`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float, float, float, float]] = []  # (time.time(), user, system, ran, waited)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                user, system = harness.cpu_times(self.pid)
+                ran, waited = schedstat(self.pid)
+            except OSError:
+                return
+            self.samples.append((time.time(), user, system, ran, waited))
+            self._stop.wait(0.02)
+
+    def between(self, start: float, stop: float) -> tuple[float, ...]:
+        """User and system CPU seconds, seconds on a CPU and waiting for one, from the first sample at or after
+        ``start`` to the first at or after ``stop``."""
+        def at(moment: float) -> tuple[float, ...]:
+            for sample in self.samples:
+                if sample[0] >= moment:
+                    return sample[1:]
+            return self.samples[-1][1:] if self.samples else (0.0,) * 4
+        return tuple(b - a for a, b in zip(at(start), at(stop), strict=True))
+
+
+@dataclass
+class Timeline:
+    """When the moves happened, from the proxy's log, in seconds after the kill."""
+
+    lost: list[float]  # each moved session's old backend leg ended (its "resumed" line's time less its duration)
+    resumed: list[float]
+    cpu_user: float  # the proxy's CPU seconds from the kill to the last move
+    cpu_system: float
+    ran: float  # its seconds on a CPU (schedstat) from the kill to the last move
+    waited: float  # runnable, waiting for a CPU that something else held
+
+    def line(self) -> str:
+        if not self.resumed:
+            return "timeline: no moves"
+        last = max(max(self.resumed), 1e-3)
+        return (f"timeline after the kill: backend legs ended {min(self.lost) * 1e3:.0f}..{max(self.lost) * 1e3:.0f} ms, "
+                f"moves done {min(self.resumed) * 1e3:.0f}..{last * 1e3:.0f} ms (p50 "
+                f"{ms(quantile(self.resumed, .5) * 1e3)}); proxy CPU to the last move {(self.cpu_user + self.cpu_system) * 1e3:.0f} "
+                f"ms (user {self.cpu_user * 1e3:.0f} / system {self.cpu_system * 1e3:.0f}); on its CPU {self.ran / last:.0%} of "
+                f"the time, waiting for it {self.waited / last:.0%}, idle {max(0.0, 1 - (self.ran + self.waited) / last):.0%}")
+
+
+def timeline(log: str, kill_wall: float, cpu: CpuSampler) -> Timeline:
+    """The moves' timeline from the proxy's ``log`` text (times in UTC) against the kill (``kill_wall``)."""
+    lost, resumed = [], []
+    for match in RESUMED_AT.finditer(log):
+        at = timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S")) + int(match.group(2)) / 1000 - kill_wall
+        resumed.append(at)
+        lost.append(at - int(match.group(3)) / 1000)
+    user, system, ran, waited = cpu.between(kill_wall, kill_wall + max(resumed, default=0.0))
+    return Timeline(lost, resumed, user, system, ran, waited)
 
 
 class Run:
@@ -152,27 +235,30 @@ class Run:
         self.backends[name] = process
         wait_port(self.ports[name], process, timeout=10.0)
 
-    def start_proxy(self) -> subprocess.Popen[bytes]:
+    def start_proxy(self, wrapper: tuple[str, ...] = ("taskset", "-c", PROXY_CORE),
+                    options: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+        """rubrisproxy in front of A and B, run by ``wrapper`` (pinned to its core; or under valgrind), with more
+        ``options``."""
         command = [*harness.twistd_command(), "-n", "--pidfile=", "--logfile", str(self.log), "rubrisproxy",
                    "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=4096",
                    "--backend", f"127.0.0.1:{self.ports['A']}", "--backend", f"127.0.0.1:{self.ports['B']}",
-                   "--websocket", "session", "--access-log", "off"]
+                   "--websocket", "session", "--access-log", "off", *options]
         with open(self.tmp / "proxy.out", "ab") as sink:
-            process = self.processes.start(["taskset", "-c", PROXY_CORE, *command], stdout=sink,
+            process = self.processes.start([*wrapper, *command], stdout=sink,
                                            stderr=subprocess.STDOUT, env=harness.python_path_env(self.tree),
                                            cwd=self.tmp)
         try:
-            wait_port(self.port, process)
+            wait_port(self.port, process, timeout=300.0 if wrapper[:1] == ("valgrind",) else 20.0)
         except ScenarioError as error:
             tail = b"".join(p.read_bytes()[-2000:] for p in (self.tmp / "proxy.out", self.log) if p.exists())
             raise ScenarioError(f"{error}\n{tail.decode(errors='replace')}") from error
         return process
 
-    def open_clients(self) -> tuple[subprocess.Popen[bytes], JsonLines, dict[str, Any]]:
+    def open_clients(self, *options: str) -> tuple[subprocess.Popen[bytes], JsonLines, dict[str, Any]]:
         """The clients' process, opened and its probes asked where they are; its lines; what it said on opening."""
         a = self.args
         command = ["taskset", "-c", LOAD_CORE, "node", str(CLIENTS_JS), f"ws://127.0.0.1:{self.port}/",
-                   str(a.connections), str(a.sample), str(a.interval_ms), "--drain-ms", str(DRAIN_MS)]
+                   str(a.connections), str(a.sample), str(a.interval_ms), "--drain-ms", str(DRAIN_MS), *options]
         clients = self.processes.start(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         lines = JsonLines(clients, "clients.js", ScenarioError)
         opened = lines.next(time.monotonic() + 300)
@@ -201,7 +287,9 @@ class Run:
                                         "--duration", str(a.py_spy_seconds)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu_before = harness.cpu_seconds(proxy.pid)
-        kill_ns = time.monotonic_ns()
+        sampler = CpuSampler(proxy.pid)
+        sampler.start()
+        kill_ns, kill_wall = time.monotonic_ns(), time.time()
         self.processes.signal(self.backends.pop("A"), signal.SIGKILL, timeout=5.0)
         clients.stdin.write(f"mark kill {kill_ns}\n".encode())
         clients.stdin.flush()
@@ -210,17 +298,21 @@ class Run:
         clients.stdin.flush()
         result = lines.next(time.monotonic() + DRAIN_MS / 1000 + 30)
         proxy_cpu = harness.cpu_seconds(proxy.pid) - cpu_before  # the drain included: moves may end in it
+        sampler.stop()
         if spy is not None:
             spy.wait(30)
         if a.keep_json:
-            Path(a.keep_json).write_text(json.dumps(result | {"kill_ns": kill_ns, "t0_ns": t0_ns}))
+            Path(a.keep_json).write_text(json.dumps(result | {"kill_ns": kill_ns, "t0_ns": t0_ns, "kill_wall": kill_wall}))
+        if a.keep_log and self.log.exists():
+            shutil.copyfile(self.log, a.keep_log)
         steady, after, not_moved = analyse(result["probes"], (kill_ns - t0_ns) / 1e6, a)
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         resumed = [int(m.group(3)) for m in RESUMED.finditer(text)]
+        moves = timeline(text, kill_wall, sampler)
         failures = text.count("could not move")
         retries = text.count("did not take over")
         return RunResult(self.tree, int(opened["opened"]), opened["open_ms"] / 1000, steady, after, result["closes"],
-                         resumed, failures, retries, proxy_cpu, not_moved)
+                         resumed, failures, retries, proxy_cpu, not_moved, moves)
 
 
 def analyse(probes: list[dict[str, Any]], kill_ms: float,
@@ -265,6 +357,7 @@ def report(run: RunResult, args: argparse.Namespace) -> None:
         f"{ms(quantile(moved, .99))} / max {ms(moved[-1] if moved else None)} ms after their backend leg ended; "
         f"{run.failures} could not move, {run.retries} dials did not take over; proxy CPU {run.proxy_cpu_s:.2f} s from the kill to the end of the drain"
         + (f" ({run.proxy_cpu_s * 1e3 / len(moved):.2f} ms per move)" if moved else ""))
+    out(f"  {run.timeline.line()}")
     codes: dict[int, int] = {}
     for _, _, code in run.closes:
         codes[code] = codes.get(code, 0) + 1
@@ -294,6 +387,7 @@ def parse_args() -> argparse.Namespace:
                              "stop the proxy, which blocking samples slow down several times over)")
     parser.add_argument("--py-spy-seconds", type=int, default=1)
     parser.add_argument("--keep-json", metavar="PATH", help="write the last run's raw client result here")
+    parser.add_argument("--keep-log", metavar="PATH", help="copy the last run's proxy log here")
     args = parser.parse_args()
     args.trees = [str(Path(tree).resolve()) for tree in args.tree] or [str(ROOT)]
     if not 2 <= args.connections <= 9000 or not 1 <= args.sample <= args.connections:

@@ -11,23 +11,27 @@ from __future__ import annotations
 import errno
 import functools
 import gc
+import os
 import pprint
 import socket
 import sys
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 # Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
+from autobahn.twisted import util as _autobahn_util
 from autobahn.twisted import websocket as _autobahn_twisted
 from autobahn.websocket import protocol as _autobahn_protocol
-from twisted.internet import abstract, address, epollreactor, tcp, unix
+from twisted.internet import abstract, address, epollreactor, posixbase, tcp, unix
+from twisted.internet import error as _tcp_error
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.error import ConnectingCancelledError, ConnectionAborted, ConnectionDone
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
+from twisted.logger import LogLevel
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.python import context as _context
@@ -51,12 +55,13 @@ else:
     _AutobahnProtocol = object
 
 __all__ = [
-    "accepted_without_delay", "AutobahnHooks", "cancel_pong_timeout", "close_sent", "compresses", "connection_lost",
-    "defer_autobahn_debug", "direct_write", "end_as_closed", "EXHAUSTED", "guard_accepts", "inbound_window_bits",
-    "IOpenSSLTrustRoot", "LazyFuture", "LazyUtf8Validator", "lean_accepted", "lean_poll", "let_go", "let_go_port",
-    "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "plain_peer_host", "prime_inflater",
-    "rearm_pong_timeout", "resume_auto_ping", "send_queue_back", "slim_open_leg", "slim_transport", "take_unsent",
-    "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
+    "accepted_without_delay", "AutobahnHooks", "cache_log_levels", "cancel_pong_timeout", "close_ended",
+    "close_sent", "compresses", "connect_open", "connect_tcp", "connection_lost", "defer_autobahn_debug",
+    "direct_write", "end_as_closed", "EXHAUSTED", "guard_accepts", "inbound_window_bits", "IOpenSSLTrustRoot",
+    "LazyFuture", "LazyUtf8Validator", "lean_accepted", "lean_poll", "let_go", "let_go_port", "message_compressed",
+    "native_xor", "open_at_once", "pause_auto_ping", "plain_peer_host", "prime_inflater", "rearm_pong_timeout",
+    "resume_auto_ping", "send_queue_back", "slim_open_leg", "slim_transport", "take_unsent", "tcp_buffered",
+    "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
 ]
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
@@ -206,8 +211,8 @@ def open_at_once(leg: Any, version: int, protocol: str | None) -> None:
         leg.openHandshakeTimeoutCall = None
     leg.inside_message = False
     leg.current_frame = None
-    if leg.autoPingInterval:
-        leg.autoPingPendingCall = leg.factory._batched_timer.call_later(leg.autoPingInterval, leg._sendAutoPing)
+    leg.autoPingPendingCall = (leg.factory._batched_timer.call_later(leg.autoPingInterval, leg._sendAutoPing)
+                               if leg.autoPingInterval else None)
     if leg.trackedTimings:
         leg.trackedTimings.track("onOpen")
     leg._onOpen()
@@ -822,3 +827,194 @@ def _handle_events(reactor: Any, events: list[tuple[int, int]], contexts: list[d
             raise
         except BaseException:
             _log.err(system=system)
+
+
+# A backend leg opened at once, without Autobahn's connection set-up
+
+
+def connect_open(leg: Any, transport: Any, version: int, protocol: str | None, no_delay: bool) -> None:
+    """Connect an Autobahn client protocol to ``transport`` and open it, its opening handshake checked by the proxy
+    with no extension in use, as ``makeConnection`` then :func:`open_at_once` then :func:`slim_open_leg` would leave it
+    (tests/test_compat.py compares), without making what they make only to drop: Autobahn's ``__init__`` (its futures,
+    events and transport details: for a leg whose class skips it), ``connectionMade``'s transport details, traffic
+    stats, UTF-8 validator and send queue, and some forty attributes at the values its class keeps (``_AT_REST``).
+    ``onOpen`` is not called: the caller goes on as it would (the leg is open).
+
+    For a leg of a class configured as the proxy's are: settings on the class, no open-handshake timeout, no timing
+    tracking, no proxy. ``no_delay``: TCP_NODELAY is on already (an origin connection's), set only if the leg's
+    factory asks for it off, as ``connectionMade`` would set it.
+    """
+    leg.connected = 1  # BaseProtocol.makeConnection's
+    leg.transport = transport
+    leg.peer = _autobahn_util.peer2str(transport)  # connectionMade's, which Autobahn keeps "for backward compatibility"
+    if leg.tcpNoDelay != no_delay:
+        try:
+            transport.setTcpNoDelay(leg.tcpNoDelay)
+        except Exception:  # noqa: BLE001 - as Autobahn: not a TCP socket (a UNIX one)
+            pass
+    leg.data = b""
+    leg.send_queue = ()
+    leg.trafficStats = _SHARED_TRAFFIC_STATS
+    leg.websocket_version = version
+    if protocol is not None:
+        leg.websocket_protocol_in_use = protocol
+    leg.state = _autobahn_protocol.WebSocketProtocol.STATE_OPEN
+    leg.inside_message = False
+    leg.current_frame = None
+    leg.autoPingPendingCall = (leg.factory._batched_timer.call_later(leg.autoPingInterval, leg._sendAutoPing)
+                               if leg.autoPingInterval else None)
+
+
+def close_ended(transport: Any) -> None:
+    """:func:`end_as_closed` for a TCP connection whose peer ended its stream, without ``shutdown(2)`` before the
+    socket's ``close(2)`` (Twisted's ``_SocketCloser`` does both "to be safe"): closing its last descriptor ends the
+    connection as the shutdown would (the peer is gone: its FIN came), one system call fewer for each of a dead
+    server's thousands of connections. A copy of the socket held by another process (a session carried there) is
+    left to it, as :func:`let_go` leaves one. Twisted's shared ``ConnectionDone`` failure, not one per connection."""
+    transport._shouldShutdown = False
+    transport.connectionLost(connectionDone)
+
+
+def cache_log_levels() -> None:
+    """Have ``LogLevel.iterconstants()``, which Twisted's ``Logger.emit`` calls for every event to check its level,
+    iterate over the levels sorted once rather than sort them again at each call (with a Python key function: a
+    sixth of a log line's cost). The same levels in the same order, a new iterator each call. Idempotent."""
+    if "iterconstants" in vars(LogLevel):
+        return
+    levels = tuple(LogLevel.iterconstants())
+
+    def iterconstants(cls: type) -> Iterator[LogLevel]:
+        return iter(levels)
+
+    LogLevel.iterconstants = classmethod(iterconstants)
+
+
+# A TCP connection to an IP address, without a client endpoint's layers
+
+
+class _Connecting(ClientFactory):
+    """The factory of one connection :func:`connect_tcp` makes: hands its protocol over once connected, or fails its
+    Deferred (the attempt's failure, its timeout, its cancelling)."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol, done: Deferred[Any], timed_out: Callable[[], Exception]) -> None:
+        self._protocol = protocol
+        self.done = done
+        self._timed_out = timed_out
+        self.connector: Any = None
+        self.timer: Any = None  # the timeout's reactor call
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        self._stop_timer()
+        return _HandOver(self._protocol, self.done)
+
+    def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
+        self._stop_timer()
+        if not self.done.called:  # else timed out or cancelled, which stopped the attempt
+            self.done.errback(reason)
+
+    def time_out(self) -> None:
+        self.timer = None
+        self.done.errback(self._timed_out())
+        self.connector.stopConnecting()
+
+    def cancel(self, done: Deferred[Any]) -> None:
+        self._stop_timer()
+        done.errback(ConnectingCancelledError(self.connector.getDestination()))
+        self.connector.stopConnecting()
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class _HandOver(Protocol):
+    """What a connection :func:`connect_tcp` made first talks to: it gives the connection to the caller's protocol."""
+
+    def __init__(self, protocol: Protocol, done: Deferred[Any]) -> None:
+        self._protocol = protocol
+        self._done = done
+
+    def makeConnection(self, transport: Any) -> None:
+        protocol = self._protocol
+        transport.protocol = protocol
+        transport.connector.factory = _CONNECTED  # nothing to tell it any more (see unwrap_endpoint)
+        protocol.makeConnection(transport)
+        self._done.callback(protocol)
+
+
+class _LeanClient(tcp.Client):
+    """``tcp.Client`` with a connection attempt of five system calls fewer: the address (an IP address) used as it is
+    rather than through a Deferred; no ``SO_ERROR`` read before the ``connect(2)`` of a new socket, which has none;
+    on the socket's first event (writable: connected, or failed with the error ``SO_ERROR`` gives, as Twisted's), no
+    second ``connect(2)``, and reading left registered (writing off: one epoll change) rather than both taken off
+    and reading put back (three)."""
+
+    _attempted = False
+
+    def resolveAddress(self) -> None:
+        if self._requiresResolution:
+            super().resolveAddress()
+            return
+        try:
+            self._setRealAddress(self.addr)
+        except BaseException:  # as the Deferred's errback in Twisted's
+            self.failIfNotConnected(Failure())
+
+    def doConnect(self) -> None:
+        vars(self).update(doRead=self.doConnect, doWrite=self.doConnect)  # as Twisted's: both events come here
+        if not hasattr(self, "connector"):
+            return  # failed meanwhile
+        if not self._attempted:
+            self._attempted = True
+            try:
+                result = self.socket.connect_ex(self.realAddress)
+            except OSError as e:
+                result = e.args[0]
+            if result in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+                self.startReading()
+                self.startWriting()
+                return
+            if result and result != errno.EISCONN:
+                self.failIfNotConnected(_tcp_error.getConnectError((result, os.strerror(result))))
+                return
+        else:
+            err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.failIfNotConnected(_tcp_error.getConnectError((err, os.strerror(err))))
+                return
+        del self.doWrite, self.doRead
+        self.stopWriting()
+        self._connectDone()
+
+
+#: A connector's timeout when it has none (Twisted takes None; its stubs say float).
+_NO_TIMEOUT: Any = None
+
+
+class _LeanConnector(tcp.Connector):
+    """A ``tcp.Connector`` making a :class:`_LeanClient`."""
+
+    def _makeTransport(self) -> tcp.Client:
+        return _LeanClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+def connect_tcp(reactor: Any, address: tuple[str, int], protocol: P, timeout: float,
+                timed_out: Callable[[], Exception]) -> Deferred[P]:
+    """Connect ``protocol`` over TCP to ``address`` (an IP address and a port), as ``TCP4ClientEndpoint`` (or 6) then
+    :func:`unwrap_endpoint` would: the Deferred fires with ``protocol`` once connected (its ``makeConnection``
+    done, the connection talking to it directly), or fails with the attempt's failure, with ``timed_out()`` after
+    ``timeout`` seconds (the attempt stopped), or, cancelled, with ``ConnectingCancelledError`` (the attempt
+    stopped). Without the endpoint's wrapping factory and protocol, with one reactor call for the timeout rather
+    than the connector's and the Deferred's, and (on a real reactor) with five system calls fewer
+    (:class:`_LeanClient`): each of a dead server's thousands of moving sessions' dials makes one."""
+    factory = _Connecting(protocol, Deferred(lambda done: factory.cancel(done)), timed_out)
+    if isinstance(reactor, posixbase.PosixReactorBase):  # what its connectTCP does, with a lean client
+        factory.connector = connector = _LeanConnector(*address, factory, _NO_TIMEOUT, None, reactor)
+        connector.connect()
+    else:
+        factory.connector = reactor.connectTCP(*address, factory, timeout=None)
+    factory.timer = reactor.callLater(timeout, factory.time_out)
+    return factory.done

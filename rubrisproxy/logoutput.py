@@ -6,11 +6,13 @@ Also the timestamp every line starts with: ISO 8601 in UTC with milliseconds.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from enum import Enum
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from twisted.logger import Logger
+from twisted.python import threadable
 
 #: The key of a log event carrying access-log lines; the main log writes them as they are.
 ACCESS_LINES = "access_lines"
@@ -150,3 +152,48 @@ class EventOutput:
 
     def close(self) -> None:
         pass
+
+
+class TurnBatchedOutput:
+    """Writes to ``output`` the lines the reactor's thread gives it in one reactor turn together, on the next turn
+    (``callLater(0)``): one write and flush for a burst of lines (each of a dead server's thousands of moving
+    sessions logs two) rather than one per line. Lines from another thread, or while the reactor is not running,
+    go at once (those held first, when it is that the reactor stopped); what is held when it shuts down goes
+    then."""
+
+    __slots__ = ("output", "_reactor", "_held")
+
+    def __init__(self, output: LineOutput, reactor: Any) -> None:
+        self.output = output
+        self._reactor = reactor
+        self._held: list[str] | None = None  # the lines of this turn, a write of them scheduled
+        reactor.addSystemEventTrigger("after", "shutdown", self.flush)
+
+    def write_lines(self, lines: list[str]) -> None:
+        if threading.get_ident() != threadable.ioThread:  # threadable.isInIOThread(), without current_thread()
+            self.output.write_lines(lines)
+            return
+        held = self._held
+        if held is not None:
+            held.extend(lines)
+            if not self._reactor.running:
+                self.flush()
+        elif self._reactor.running:
+            self._held = list(lines)
+            self._reactor.callLater(0, self.flush)
+        else:
+            self.output.write_lines(lines)
+
+    def flush(self) -> None:
+        """Write the lines held now."""
+        held, self._held = self._held, None
+        if held:
+            self.output.write_lines(held)
+
+    def reopen(self) -> None:
+        self.flush()
+        self.output.reopen()
+
+    def close(self) -> None:
+        self.flush()
+        self.output.close()

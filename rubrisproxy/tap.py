@@ -11,10 +11,11 @@ from typing import NoReturn
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from ._compat import lean_poll
+from ._compat import cache_log_levels, lean_poll
 from .checks import check_config
 from .collector import settle_collector
 from .config import CommandLine, ConfigError, ProxyConfig, load_config
+from .logoutput import TurnBatchedOutput
 from .mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
 from .service import UpgradeSetup, build_service
 from .upgrade import SOCKET_ENV, Pidfile, UpgradeOnSignal, restore_stderr
@@ -126,7 +127,10 @@ def makeService(options: Options) -> IService:
         reopeners = [single.parts.access_log.reopen]
         reactor.callWhenRunning(settle_collector)  # what start built frozen, the young passes spaced out
         lean_poll(reactor)  # each I/O event in Twisted's log context, without its call layers
-    if output is not None:
-        reopeners.append(output.reopen)  # after the access log's: its held lines go to the old file
+        cache_log_levels()  # each log event's level checked without sorting the levels again
+    # A reactor turn's lines in one write: a mass move logs thousands.
+    batched = TurnBatchedOutput(output, reactor) if output is not None else None
+    if batched is not None:
+        reopeners.append(batched.reopen)  # after the access log's: its held lines go to the old file
     ReopenOnSignal(reopeners, reactor).setServiceParent(root)
-    return root if output is None else LoggedService(root, MainLogObserver(output, options.proxy_config.log.format))
+    return root if batched is None else LoggedService(root, MainLogObserver(batched, options.proxy_config.log.format))

@@ -23,12 +23,13 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from OpenSSL import SSL
 from twisted.internet import abstract, defer, reactor, tcp
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, LogLevel
 from twisted.python import context, log
 from twisted.python.failure import Failure
 from twisted.trial import unittest
@@ -42,9 +43,13 @@ from rubrisproxy._compat import (
     V2Parser,
     _LeanServer,
     accepted_without_delay,
+    cache_log_levels,
     cancel_pong_timeout,
+    close_ended,
     close_sent,
     compresses,
+    connect_open,
+    connect_tcp,
     connection_lost,
     defer_autobahn_debug,
     direct_write,
@@ -351,6 +356,69 @@ class UnwrapEndpointTests(ProxyTestCase):
         self.assertIs(protocol.transport, transport)
 
 
+class ConnectTcpTests(ProxyTestCase):
+    """connect_tcp connects as a client endpoint and unwrap_endpoint would, without their layers."""
+
+    def test_the_protocol_is_connected_and_the_connection_talks_to_it_directly(self) -> Any:
+        port = self.start_raw_origin(_Echo)
+        client = RawClient()
+        d = connect_tcp(reactor, ("127.0.0.1", port), client, 5.0, lambda: AssertionError("timed out"))
+
+        def connected(protocol: object) -> Any:
+            self.assertIs(protocol, client)
+            transport: Any = client.transport
+            self.assertIs(transport.protocol, client)
+            self.assertFalse(transport.connector.factory.noisy)  # an empty one: nothing kept alive through it
+            self.assertFalse([c for c in reactor.getDelayedCalls() if c.func.__name__ == "time_out"])  # cancelled
+            self.assertIn(transport, reactor.getReaders())  # reading, as Twisted's client leaves it
+            self.assertNotIn(transport, reactor.getWriters())
+            self.assertNotIn("doRead", vars(transport))  # its own doRead again, not doConnect
+            client.send(b"hello")
+            return client.until(lambda data: data == b"hello").addCallback(lambda _: transport.loseConnection())
+
+        return d.addCallback(connected).addCallback(lambda _: client.closed)
+
+    @defer.inlineCallbacks
+    def test_a_refused_connection_fails_as_through_an_endpoint(self) -> Any:
+        listening = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        port = listening.getHost().port
+        yield listening.stopListening()  # nothing listens there now
+        outcomes = yield defer.DeferredList(
+            [connect_tcp(reactor, ("127.0.0.1", port), RawClient(), 5.0, lambda: AssertionError("timed out")),
+             TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(Factory.forProtocol(RawClient))],
+            consumeErrors=True)
+        (ok, lean), (ok2, endpoint) = outcomes
+        self.assertFalse(ok or ok2)
+        self.assertEqual(lean.type, endpoint.type)
+        self.assertEqual(lean.getErrorMessage(), endpoint.getErrorMessage())
+
+    def test_it_times_out_with_the_callers_error_and_stops_the_attempt(self) -> None:
+        clock = MemoryReactorClock()
+        d = connect_tcp(clock, ("127.0.0.1", 1), RawClient(), 5.0, lambda: ConnectionError("no connection within 5s"))
+        (host, port, factory, timeout, _), = clock.tcpClients
+        self.assertEqual((host, port, timeout), ("127.0.0.1", 1, None))  # the timeout is its own reactor call
+        failures: list[Failure] = []
+        d.addErrback(failures.append)
+        clock.advance(4.9)
+        self.assertEqual(failures, [])
+        clock.advance(0.2)
+        self.assertEqual([f.getErrorMessage() for f in failures], ["no connection within 5s"])
+        self.assertTrue(clock.connectors[0].stoppedConnecting)  # type: ignore[attr-defined]
+
+    def test_cancelled_it_stops_the_attempt(self) -> None:
+        clock = MemoryReactorClock()
+        d = connect_tcp(clock, ("127.0.0.1", 1), RawClient(), 5.0, lambda: AssertionError("timed out"))
+        failures: list[Failure] = []
+        d.addErrback(failures.append)
+        d.cancel()
+        self.assertEqual([f.type for f in failures], [ConnectingCancelledError])
+        self.assertTrue(clock.connectors[0].stoppedConnecting)  # type: ignore[attr-defined]
+        self.assertEqual(clock.getDelayedCalls(), [])
+        factory = clock.tcpClients[0][2]
+        factory.clientConnectionFailed(clock.connectors[0], Failure(ConnectionDone()))  # the attempt's end: nothing more
+        self.assertEqual(len(failures), 1)
+
+
 class _Echo(Protocol):
     """Echoes what it reads."""
 
@@ -411,6 +479,65 @@ class EndAsClosedTests(ProxyTestCase):
             self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
 
         return d.addCallback(connected).addCallback(closed)
+
+
+class _ClosesOnHalfClose(_EndsOnHalfClose):
+    """Takes the peer's half-close by closing through close_ended, its socket's calls recorded."""
+
+    def connectionMade(self) -> None:
+        self.calls: list[str] = []
+        real = self.transport.socket  # type: ignore[attr-defined]
+        calls = self.calls
+
+        class Recorded:
+            def __getattr__(self, name: str) -> Any:
+                calls.append(name)
+                return getattr(real, name)
+
+        self.transport.socket = Recorded()  # type: ignore[attr-defined]
+
+    def readConnectionLost(self) -> None:
+        close_ended(self.transport)
+
+
+class CloseEndedTests(ProxyTestCase):
+    def test_the_socket_is_closed_without_shutdown_and_the_peer_sees_the_end(self) -> Any:
+        server = _ClosesOnHalfClose()
+        port = self.start_raw_origin(lambda: server)
+        client = RawClient()
+        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+        def connected(_: object) -> Any:
+            client.transport.loseWriteConnection()  # type: ignore[union-attr]
+            return client.closed  # the server closed its side too
+
+        def closed(_: object) -> None:
+            self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
+            self.assertIn("close", server.calls)
+            self.assertNotIn("shutdown", server.calls)
+
+        return d.addCallback(connected).addCallback(closed)
+
+
+class CacheLogLevelsTests(unittest.TestCase):
+    def test_the_same_levels_in_the_same_order_each_call_a_new_iterator(self) -> None:
+        before = list(LogLevel.iterconstants())
+        cache_log_levels()
+        cache_log_levels()
+        first, second = LogLevel.iterconstants(), LogLevel.iterconstants()
+        self.assertIsNot(first, second)
+        self.assertEqual(list(first), before)
+        self.assertEqual(list(second), before)
+        self.assertEqual(before, sorted(LogLevel._enumerants.values(), key=lambda level: level._index))
+
+    def test_an_invalid_level_is_still_refused(self) -> None:
+        cache_log_levels()
+        events: list[dict[str, Any]] = []
+        Logger(observer=events.append).emit("not a level", "x")  # type: ignore[arg-type]
+        self.assertEqual(len(events), 1)
+        self.assertIs(events[0]["log_level"], LogLevel.critical)  # Twisted's failure for it
+        Logger(observer=events.append).info("y")
+        self.assertIs(events[1]["log_level"], LogLevel.info)
 
 
 class DeferAutobahnDebugTests(unittest.TestCase):
@@ -565,6 +692,69 @@ class OpenAtOnceTests(unittest.TestCase):
         self.assertIsNotNone(quick.autoPingPendingCall)
         for leg in legs:
             leg.connectionLost(Failure(ConnectionLost()))
+
+
+class ConnectOpenTests(unittest.TestCase):
+    """A backend leg connect_open opened is the leg Autobahn's connection set-up and open_at_once would have opened."""
+
+    def _legs(self, **settings: Any) -> tuple[Any, Any, list[StandInSession]]:
+        legs, sessions = [], []
+        for lean in (False, True):
+            factories = LegFactories(WebSocketConfig(backend_ping_interval=5), Clock())
+            for name, value in settings.items():
+                setattr(factories.backend_leg, name, value)
+            leg = factories.backend_leg()
+            leg.factory = factories.client
+            session, origin = StandInSession(), StandInOrigin()
+            if lean:
+                leg.attach(session, origin, "chat", new_key(), ["chat"])  # type: ignore[arg-type]
+            else:  # what attach did: Autobahn connects it, and its startHandshake opens it with open_at_once
+                leg.prepare(session, origin, "chat", new_key(), ["chat"])  # type: ignore[arg-type]
+                leg.makeConnection(origin.transport)
+            self.assertEqual(session.events, [("backend_opened", leg)])
+            legs.append(leg)
+            sessions.append(session)
+        return legs[0], legs[1], sessions
+
+    def test_it_holds_the_same_attributes_with_the_same_values(self) -> None:
+        slow, quick, _ = self._legs()
+        self.assertEqual(vars(quick).keys(), vars(slow).keys())
+        self.assertEqual(_state(quick), _state(slow))
+        self.assertEqual(quick.peer, slow.peer)
+        self.assertIs(quick.trafficStats, slow.trafficStats)
+        self.assertIsNotNone(quick.autoPingPendingCall)
+        self.assertEqual(quick.autoPingPendingCall.getTime(), slow.autoPingPendingCall.getTime())
+        self.assertNotIn("_transport_details", vars(quick))
+        self.assertTrue(quick.is_open.called)
+        for leg in (slow, quick):
+            leg.connectionLost(Failure(ConnectionLost()))
+
+    def test_it_sends_and_closes_as_the_other(self) -> None:
+        slow, quick, sessions = self._legs()
+        for leg, session in zip((slow, quick), sessions, strict=True):
+            leg.transport.clear()
+            leg.sendMessage(b"abc", isBinary=True)
+            leg.dataReceived(frame(0x1, b"hi"))
+            leg.connectionLost(Failure(ConnectionLost()))
+            self.assertEqual(parse_frames(leg.transport.value()), [(0x2, b"abc")])
+            self.assertEqual(session.events[1][0], "from_backend")
+            self.assertEqual(leg.state, WebSocketProtocol.STATE_CLOSED)
+        slow_events, quick_events = ([tuple("leg" if arg is leg else arg for arg in event) for event in session.events]
+                                     for leg, session in zip((slow, quick), sessions, strict=True))
+        self.assertEqual(quick_events, slow_events)
+
+    def test_tcp_nodelay_is_set_only_where_the_factory_asks_for_it_off(self) -> None:
+        for wanted in (True, False):
+            leg = LegFactories(WebSocketConfig(), Clock()).backend_leg()
+            leg.tcpNoDelay = wanted
+            transport = Transport()
+            calls: list[bool] = []
+            transport.setTcpNoDelay = calls.append  # type: ignore[method-assign]
+            leg.factory = LegFactories(WebSocketConfig(), Clock()).client
+            connect_open(leg, transport, 13, None, no_delay=True)
+            self.assertEqual(calls, [] if wanted else [False])
+            self.assertNotIn("websocket_protocol_in_use", vars(leg))  # none chosen: its class's None
+            self.assertIsNone(leg.websocket_protocol_in_use)
 
 
 class LazyUtf8ValidatorTests(unittest.TestCase):

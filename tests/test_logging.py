@@ -8,12 +8,14 @@ import os
 import re
 import signal
 import sys
+import threading
 from typing import Any
 
 from twisted.application.service import Application, IService
 from twisted.internet import defer, reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogLevel, eventAsText, formatEvent, globalLogPublisher
+from twisted.python import threadable
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -21,7 +23,7 @@ from rubrisproxy.accesslog import AccessLog, AccessRecord
 from rubrisproxy.backend import Server
 from rubrisproxy.config import CommandLine, ConfigError, ServerConfig, config_from_document, load_config
 from rubrisproxy.http import HTTPError, RequestHead, ResponseHead, quoted
-from rubrisproxy.logoutput import ACCESS_LINES, EventOutput, FileOutput, StreamOutput, Timestamps
+from rubrisproxy.logoutput import ACCESS_LINES, EventOutput, FileOutput, StreamOutput, Timestamps, TurnBatchedOutput
 from rubrisproxy.mainlog import LoggedService, MainLogObserver, ReopenOnSignal, _message, twistd_output
 from rubrisproxy.service import AccessLogService, build_service
 from rubrisproxy.startup import startup_lines
@@ -187,6 +189,58 @@ class TwistdOutputTests(unittest.TestCase):
                       observer).setServiceParent(application)
         self.assertIs(application.getComponent(ILogObserver), observer)
         self.assertEqual(len(list(IService(application))), 1)
+
+
+class TurnBatchedOutputTests(unittest.TestCase):
+    """The main log's lines of one reactor turn are written together, on the next turn."""
+
+    def setUp(self) -> None:
+        self.addCleanup(setattr, threadable, "ioThread", threadable.ioThread)
+        threadable.registerAsIOThread()  # as the reactor does as it starts (trial's leaves it unset)
+        self.reactor = MemoryReactorClock()
+        self.reactor.running = True
+        self.memory = MemoryOutput()
+        self.output = TurnBatchedOutput(self.memory, self.reactor)
+
+    def test_a_turns_lines_are_one_batch_written_on_the_next_turn(self):
+        self.output.write_lines(["a"])
+        self.output.write_lines(["b", "c"])
+        self.assertEqual(self.memory.batches, [])
+        self.reactor.advance(0)
+        self.assertEqual(self.memory.batches, [["a", "b", "c"]])
+        self.output.write_lines(["d"])
+        self.reactor.advance(0)
+        self.assertEqual(self.memory.batches, [["a", "b", "c"], ["d"]])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_lines_from_another_thread_go_at_once(self):
+        self.output.write_lines(["held"])
+        thread = threading.Thread(target=self.output.write_lines, args=(["from a thread"],))
+        thread.start()
+        thread.join()
+        self.assertEqual(self.memory.lines, ["from a thread"])
+        self.reactor.advance(0)
+        self.assertEqual(self.memory.lines, ["from a thread", "held"])
+
+    def test_without_a_running_reactor_lines_go_at_once_after_those_held(self):
+        self.output.write_lines(["held"])
+        self.reactor.running = False
+        self.output.write_lines(["stopped"])
+        self.assertEqual(self.memory.batches, [["held", "stopped"]])
+        self.output.write_lines(["after"])
+        self.assertEqual(self.memory.batches, [["held", "stopped"], ["after"]])
+
+    def test_what_is_held_is_written_as_the_reactor_shuts_down_or_the_file_is_reopened_or_closed(self):
+        self.output.write_lines(["a"])
+        for trigger, args, kwargs in self.reactor.triggers["after"]["shutdown"]:
+            trigger(*args, **kwargs)
+        self.assertEqual(self.memory.lines, ["a"])
+        self.output.write_lines(["b"])
+        self.output.reopen()
+        self.assertEqual((self.memory.lines, self.memory.reopened), (["a", "b"], 1))
+        self.output.write_lines(["c"])
+        self.output.close()
+        self.assertEqual((self.memory.lines, self.memory.closed), (["a", "b", "c"], True))
 
 
 class FileOutputTests(unittest.TestCase):

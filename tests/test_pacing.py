@@ -34,6 +34,15 @@ class FakeMove:
         return True
 
 
+class OnceMove(FakeMove):
+    """A move that dials once: a later turn finds it dialled (as a SessionMove no longer WAITING)."""
+
+    def go(self) -> bool:
+        went = super().go()
+        self.wanted = False
+        return went
+
+
 def pacer(dials: int, per_turn: int) -> DialPacer:
     return DialPacer(LiveSettings.of(limits=Limits(resume_dials=dials, resume_dials_per_turn=per_turn)))
 
@@ -115,6 +124,30 @@ class DialPacerTests(SynchronousTestCase):
             self.turn()
             paced.done()
         self.assertEqual(self.started, [0, 1, 2, 0])
+
+    def test_the_moves_of_clients_waiting_for_an_answer_go_first(self) -> None:
+        paced = pacer(1, 1)
+        idle, waiting_client = self.moves(3), FakeMove(3, self.started)
+        for move in idle:
+            paced.start(move, self.clock)
+        paced.start(waiting_client, self.clock, urgent=True)
+        self.assertEqual(paced.waiting, 3)
+        for _ in range(3):
+            paced.done()
+            self.turn()
+        self.assertEqual(self.started, [0, 3, 1, 2])
+
+    def test_a_hurried_move_goes_first_and_its_first_place_is_passed_over(self) -> None:
+        paced = pacer(1, 1)
+        moves = [OnceMove(i, self.started) for i in range(4)]
+        for move in moves:
+            paced.start(move, self.clock)
+        paced.hurry(moves[3], self.clock)  # its session now holds a message
+        while paced.waiting or paced.in_flight:
+            paced.done()
+            self.turn()
+        self.assertEqual(self.started, [0, 3, 1, 2])  # 3 did not go twice
+        self.assertTrue(gc.isenabled())
 
     def test_the_collector_is_held_off_while_moves_wait(self) -> None:
         paced = pacer(2, 2)
@@ -216,6 +249,26 @@ class MassResumeTests(ProxyTestCase):
         self.assertEqual((pacer.in_flight, pacer.waiting), (0, 0))
         self.assertTrue(gc.isenabled())
 
+
+    @defer.inlineCallbacks
+    def test_a_session_whose_client_waits_for_an_answer_moves_ahead_of_idle_ones(self):  # type: ignore[no-untyped-def]
+        self.SESSIONS, self.DIALS, self.PER_TURN = 60, 2, 1
+        self.start()
+        pacer = self.frontend.resume_budget.dials
+        clients = yield self.open_clients()
+        on_first = {int(payload.split()[1]) for payload, _ in self.backends[0].received}
+        moving = len(on_first)
+        self.kill(0)
+        yield self.poll(lambda: pacer.waiting > moving // 2, "most moves waiting for their turn")
+        session = pacer._waiting[-1]._session  # type: ignore[attr-defined]  # the move queued last
+        port = session._legs.client.transport.getPeer().port
+        (last,) = [client for client in clients if client.transport.getHost().port == port]
+        last.sendMessage(b"waiting for an answer")  # held: its move goes ahead of the idle ones
+        messages = yield last.wait_messages(2)
+        self.assertEqual(messages[1][0], b"waiting for an answer")
+        self.assertLess(self.backend.resumes, moving // 2)  # answered while most idle sessions still wait to move
+        yield self.poll(lambda: self.backend.resumes == moving, "every session of the dead server resumed",
+                        ticks=3000)
 
     @defer.inlineCallbacks
     def test_moves_that_find_no_server_give_their_places_back(self):  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -10,11 +11,12 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial import unittest
 from zope.interface import alsoProvides
 
 from rubrisproxy.config import HookConfig, WebSocketConfig
 from rubrisproxy.frontend import drain
-from rubrisproxy.websocket import Message, WebSocketHook, WebSocketSession, accept_key
+from rubrisproxy.websocket import Message, WebSocketHook, WebSocketSession, accept_key, new_key
 
 from .helpers import ProxyTestCase, get, run_reactor_for
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
@@ -544,3 +546,26 @@ class TunnelHalfCloseTests(ProxyTestCase):
         received = yield client.closed
         self.assertTrue(received.endswith(b"early bytesgoodbye"))
         yield self.settle(frontend)
+
+
+class NewKeyTests(unittest.TestCase):
+    """The proxy's own handshake keys: 16 random bytes each, base64-encoded, never the same twice."""
+
+    def setUp(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        self.addCleanup(os.close, self.read_end)
+        self.addCleanup(os.close, self.write_end)
+
+    def test_keys_are_16_bytes_and_distinct_across_reads_from_the_system(self) -> None:
+        keys = [new_key() for _ in range(1000)]  # 16 KB: several 4 KiB reads
+        self.assertEqual(len(set(keys)), len(keys))
+        self.assertTrue(all(len(base64.b64decode(key, validate=True)) == 16 for key in keys))
+
+    def test_a_forked_child_reads_its_own(self) -> None:
+        new_key()
+        child = os.fork()
+        if child == 0:  # the child: its next key must not be the parent's next one
+            os.write(self.write_end, new_key())
+            os._exit(0)
+        os.waitpid(child, 0)
+        self.assertNotEqual(os.read(self.read_end, 24), new_key())

@@ -19,7 +19,7 @@ from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertifi
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._compat import IOpenSSLTrustRoot, unwrap_endpoint
+from .._compat import IOpenSSLTrustRoot, connect_tcp, unwrap_endpoint
 from ..backend import Server
 from ..config import TLSConfig
 from ..settings import LiveSettings
@@ -78,6 +78,10 @@ class OriginConnector:
     def connect(self, server: Server, protocol: P) -> defer.Deferred[P]:
         """Connect ``protocol`` to ``server``; fails with :class:`ConnectTimeout` in time."""
         timeout = self.connect_timeout
+        host = server.config.host
+        if not server.config.tls and (isIPAddress(host) or isIPv6Address(host)):  # no endpoint needed
+            return connect_tcp(self._reactor, (host, server.config.port), protocol, timeout,
+                               lambda: ConnectTimeout(f"no connection to {server} within {timeout:g}s"))
         # The endpoint fires with what the factory built, ``protocol`` itself; its stubs say only IProtocol.
         attempt = cast("defer.Deferred[P]", self.endpoint(server).connect(_OneProtocolFactory(protocol)))
 

@@ -100,9 +100,34 @@ def _is_key(key: bytes) -> bool:
         return False
 
 
+class _RandomKeys:
+    """Random bytes for keys, read from the system 4 KiB at a time (a system call per key would be one of the
+    costliest parts of a dial); read anew in a forked child, which must not hand out its parent's."""
+
+    __slots__ = ("_bytes", "_at")
+
+    def __init__(self) -> None:
+        self._bytes = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self.drop)
+
+    def take(self, size: int) -> bytes:
+        at = self._at
+        if at + size > len(self._bytes):
+            self._bytes, at = os.urandom(4096), 0
+        self._at = at + size
+        return self._bytes[at:at + size]
+
+    def drop(self) -> None:
+        self._bytes, self._at = b"", 0
+
+
+_KEYS = _RandomKeys()
+
+
 def new_key() -> bytes:
-    """A fresh Sec-WebSocket-Key for the proxy's own handshake with a backend."""
-    return base64.b64encode(os.urandom(16))
+    """A fresh Sec-WebSocket-Key for the proxy's own handshake with a backend: 16 random bytes, base64-encoded."""
+    return base64.b64encode(_KEYS.take(16))
 
 
 def accept_key(key: bytes) -> bytes:

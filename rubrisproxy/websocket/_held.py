@@ -37,6 +37,11 @@ class HeldMessages:
         self.size += size
         return None
 
+    @property
+    def count(self) -> int:
+        """How many messages are held."""
+        return len(self._messages)
+
     def peek(self) -> list[Message]:
         """Every held message, oldest first, still held."""
         return list(self._messages)

@@ -37,10 +37,11 @@ from twisted.python.failure import Failure
 from .._compat import (
     LazyFuture,
     LazyUtf8Validator,
+    close_ended,
     compresses,
+    connect_open,
     connection_lost,
     defer_autobahn_debug,
-    end_as_closed,
     inbound_window_bits,
     message_compressed,
     open_at_once,
@@ -440,12 +441,25 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
     _lost: Failure | None = None  # its connection's loss, put aside until its turn (see lose)
     lost_at: float | None = None  # when that loss was put aside (None: it was not)
 
+    def __init__(self) -> None:
+        pass  # Autobahn's own waits for makeConnection: a leg opened at once (see attach) needs none of it
+
+    def makeConnection(self, transport: Any) -> None:
+        WebSocketProtocol.__init__(self)  # what Autobahn's constructor makes (its futures, events, transport details)
+        super().makeConnection(transport)
+
     def attach(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
                protocols: list[str]) -> None:
         """Take over ``origin`` and open on it: its 101 answering ``key`` is ``switch`` for Autobahn to check, or,
-        already checked and with no extension, only the subprotocol it chose (a str, or None)."""
+        already checked and with no extension, only the subprotocol it chose (a str, or None): then it opens at
+        once, without Autobahn's connection set-up (``connect_open``), as it would have opened."""
         self.prepare(session, origin, switch, key, protocols)
-        self.makeConnection(origin.transport)
+        if isinstance(switch, bytes):
+            self.makeConnection(origin.transport)
+            return
+        connect_open(self, origin.transport, self.version, switch, no_delay=True)  # the origin's (tune_transport)
+        self._deflating = False
+        self.session.backend_opened(self)
 
     def prepare(self, session: WebSocketSession, origin: OriginConnection, switch: bytes | str | None, key: bytes,
                 protocols: list[str]) -> None:
@@ -521,7 +535,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
         whose protocol takes no half-close, which reports its loss) now, or, in a storm of losses, with its loss on a
         later reactor turn (see :meth:`_put_aside`)."""
         if not self._put_aside(_END_OF_STREAM):
-            end_as_closed(self.transport)
+            close_ended(self.transport)
 
     def _put_aside(self, reason: Failure) -> bool:
         """Whether its loss waits for a later turn (its session decides: see
@@ -547,7 +561,7 @@ class BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
         if reason is None:
             return
         if self.transport.connected:
-            end_as_closed(self.transport)
+            close_ended(self.transport)
         else:
             self.connectionLost(reason)
 

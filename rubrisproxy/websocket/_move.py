@@ -6,7 +6,7 @@ from enum import Enum
 from random import uniform
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ..http import NONE
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from ._moving import SessionMoving
     from ._resume import BackendDial
     from ._resumption import Resumption
+
+#: The log of its moves (one Logger, not one per line: the class attribute's makes one at each read).
+_log = Logger(namespace="rubrisproxy.websocket._move.SessionMove")
 
 #: Backoff between attempts to open a new backend leg; each wait is drawn from its upper half (jitter), so that
 #: the thousands of sessions a dead server left do not all try again in the same instant.
@@ -47,8 +50,6 @@ class SessionMove:
     after ``resume-timeout``, or at once when every usable server has refused it.
     """
 
-    log = Logger()
-
     __slots__ = ("_session", "_dialer", "_backend", "reason", "moved_from", "started", "_dial", "_retry", "_give_up_call",
                  "_backoff", "_tried", "_refused", "_refusal", "state", "dials")
 
@@ -74,13 +75,18 @@ class SessionMove:
         """The session's client (a :class:`~rubrisproxy.websocket.BackendDial` balances by it)."""
         return self._session.client
 
-    def search(self, moved_from: Server | None, started: float, resume_timeout: float) -> None:
-        """Start dialling, the old backend leg having ended at ``started``."""
+    def search(self, moved_from: Server | None, started: float, resume_timeout: float, timer: IReactorTime) -> None:
+        """Start dialling, the old backend leg having ended at ``started``; give up ``resume_timeout`` later on
+        ``timer`` (a batched one: a dead server's thousands of moves leave no reactor call each)."""
         self.moved_from = moved_from
         self.started = started
-        session = self._session
-        self._give_up_call = session.clock.callLater(resume_timeout, self._timed_out)
+        self._give_up_call = timer.callLater(resume_timeout, self._timed_out)
         self._dialer.pace(self)
+
+    def hurry(self) -> None:
+        """The session holds a message its client sent: if it waits for its turn, it dials among the first."""
+        if self.state is MoveState.WAITING:
+            self._dialer.hurry(self)
 
     def _retry_now(self) -> None:
         self._retry = None
@@ -95,8 +101,8 @@ class SessionMove:
             return False
         if not self.dials:
             moved_from = self.moved_from
-            self.log.info("session {id}: moving off {server} ({why}); holding client messages",
-                          id=session.session_id, server=moved_from.name if moved_from else "-", why=self.reason)
+            _log.info("session {id}: moving off {server} ({why}); holding client messages",
+                      id=session.session_id, server=moved_from.name if moved_from else "-", why=self.reason)
         self.state = MoveState.DIALLING
         self.dials += 1
         backend = self._backend
@@ -133,8 +139,8 @@ class SessionMove:
             session.give_up("refused", SERVICE_RESTART, f"{self._refusal}; no other server can take it")
             return
         delay = uniform(self._backoff / 2, self._backoff)
-        self.log.info("session {id}: {server} did not take over: {why}; next try in {delay:.3g}s",
-                      id=session.session_id, server=server.name if server else "no server", why=why, delay=delay)
+        _log.info("session {id}: {server} did not take over: {why}; next try in {delay:.3g}s",
+                  id=session.session_id, server=server.name if server else "no server", why=why, delay=delay)
         self.state = MoveState.BACKING_OFF
         self._retry = session.clock.callLater(delay, self._retry_now)
         self._backoff = min(self._backoff * 2, _LAST_RETRY)
@@ -154,14 +160,17 @@ class SessionMove:
         return self._tried | self._refused | left
 
     def dial_succeeded(self, dial: BackendDial, origin: OriginConnection, head: ResponseHead, rest: bytes) -> None:
-        self._dial_ended()
+        self._dial = None
         server = dial.server
         assert server is not None
         if not self._session.resuming:
             origin.transport.abortConnection()
             self._backend.release(server)
-            return
-        self._session.took_over(server, origin, head, dial.key, rest)
+        else:
+            self._session.took_over(server, origin, head, dial.key, rest)
+        # Its place in the pacer given back once the session is on its new leg: the last move of a storm lets the
+        # garbage collector run again (see DialPacer), which it then does after that session's answer, not before.
+        self._dialer.dial_ended()
 
     def _timed_out(self) -> None:
         self._give_up_call = None

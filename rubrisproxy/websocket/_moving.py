@@ -64,9 +64,12 @@ class SessionMoving(SessionEnding):
     def _hold(self, message: Message) -> None:
         if self._state is CLOSING:
             return
-        refused = self._resumption.held.hold(message)
+        resumption = self._resumption
+        refused = resumption.held.hold(message)
         if refused is not None:
             self.give_up(refused[0], TRY_AGAIN_LATER, refused[1])
+        elif resumption.held.count == 1:
+            resumption.held_first()  # its client now waits for an answer: its move goes ahead of idle ones
 
     # Moving to another server
 

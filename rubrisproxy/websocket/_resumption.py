@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from ._hooks import Message
     from ._moving import SessionMoving
 
+#: The log of its moves (one Logger, not one per line: the class attribute's makes one at each read).
+_log = Logger(namespace="rubrisproxy.websocket._resumption.Resumption")
+
 
 class Resumption:
     """A session's means to move, one per session: the handshake each new backend leg is opened with (a
@@ -29,8 +32,6 @@ class Resumption:
     A Socket.IO session has an ``engineio`` (:class:`~rubrisproxy.websocket._eioresume.EngineIOResume`): a move
     it can rejoin dials without the old Engine.IO ``sid`` and rejoins on the new leg before the held messages go.
     """
-
-    log = Logger()
 
     __slots__ = ("_handoff", "_backend", "offered", "_template", "recent", "held", "move", "resumes", "engineio",
                  "_rejoins")
@@ -66,7 +67,7 @@ class Resumption:
     def search(self, moved_from: Server | None, started: float) -> None:
         """Dial the backend's servers, the old leg (on ``moved_from``) having ended at ``started``."""
         assert self.move is not None  # made as the session began to move
-        self.move.search(moved_from, started, self._backend.websocket.resume_timeout)
+        self.move.search(moved_from, started, self._backend.websocket.resume_timeout, self._handoff.idle_clock)
         if self._rejoins:
             self._acks_lost(moved_from)
 
@@ -75,8 +76,8 @@ class Resumption:
         lost = self.engineio.moved_off()
         if lost:
             self._backend.messages_lost += lost
-            self.log.info("session {id}: {lost} emits sent to {server} never got their ack (lost with it)",
-                          id=self._handoff.session_id, lost=lost, server=moved_from.name if moved_from else "-")
+            _log.info("session {id}: {lost} emits sent to {server} never got their ack (lost with it)",
+                      id=self._handoff.session_id, lost=lost, server=moved_from.name if moved_from else "-")
 
     def rejoin(self, leg: NewLeg) -> bool:
         """A new backend leg opened: whether the session waits for an Engine.IO rejoin on it first."""
@@ -93,8 +94,19 @@ class Resumption:
         return BackendDial(move, request, backend, handoff.pool, avoid)
 
     def pace(self, move: SessionMove) -> None:
-        """Let ``move`` dial when the proxy's pacer gives it its turn (at once unless many sessions are moving)."""
-        self._handoff.resume_budget.dials.start(move, self._handoff.clock)
+        """Let ``move`` dial when the proxy's pacer gives it its turn (at once unless many sessions are moving; among
+        the first if the session holds messages: its client waits for an answer)."""
+        self._handoff.resume_budget.dials.start(move, self._handoff.clock, urgent=self.held.count > 0)
+
+    def hurry(self, move: SessionMove) -> None:
+        """``move`` waits for its turn and the session now holds a message: it dials among the first."""
+        self._handoff.resume_budget.dials.hurry(move, self._handoff.clock)
+
+    def held_first(self) -> None:
+        """The session holds its first message (its client now waits for an answer): a move waiting for its turn
+        dials among the first."""
+        if self.move is not None:
+            self.move.hurry()
 
     def dial_ended(self) -> None:
         """A dial its move made (on its turn) ended: answered, failed or cancelled."""
@@ -131,7 +143,7 @@ class Resumption:
         backend.resume_seconds.observe(took)
         held = self.held.release()
         moved_from, server = move.moved_from, handoff.server
-        self.log.info(
+        _log.info(
             "session {id} resumed: {old} -> {new} in {ms:.0f} ms ({why}); {count} held messages sent, resume #{n}",
             id=handoff.session_id, old=moved_from.name if moved_from else "-", new=server.name if server else "-",
             ms=took * 1000, why=move.reason, count=len(held), n=self.resumes,
