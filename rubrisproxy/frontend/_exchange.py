@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 from ..backend import OpenPeek
 from ..engineio import version
-from ..http import HTTPError, RequestHead, ResponseHead, resolve, serialize_headers
+from ..http import NONE, HTTPError, RequestHead, ResponseHead, resolve, serialize_headers
 from ..lifecycle import Termination
 from ..origin import OriginConnection
 from ..routing import is_websocket_upgrade
 from ..websocket import check_switch
-from ._dispatch import ORIGIN, Dispatch, State
+from ._dispatch import ORIGIN, State
 from ._heads import VIA, Framing, origin_request_head
 from ._pinning import asks_connection_auth
 from ._resubmit import Resubmitting
@@ -26,8 +26,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.
 _SMALL_BODY = 65536
 # The states it moves through, as module names: a member read through its Enum class costs a descriptor call.
-_WAITING, _ANSWERING, _RELAYING, _UPGRADED, _DONE = (
-    State.WAITING, State.ANSWERING, State.RELAYING, State.UPGRADED, State.DONE
+_STARTING, _WAITING, _ANSWERING, _RELAYING, _UPGRADED, _DONE = (
+    State.STARTING, State.WAITING, State.ANSWERING, State.RELAYING, State.UPGRADED, State.DONE
 )
 
 
@@ -54,7 +54,29 @@ class Exchange(Resubmitting):
     __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll", "rules")
 
     def __init__(self, client: ExchangeClient, head: RequestHead, now: float, wait: float) -> None:
-        Dispatch.__init__(self, client, head, now, wait)
+        # Its bases' slots are set here, in one call per request rather than one per base (see each base).
+        # Timing's: a reading of -1 means the step did not happen.
+        self.started_at = now  # the request head was read
+        self.wait = wait  # from the connection being ready for a request to its head being read
+        self.queued_at = self.dequeued_at = -1.0  # in and out of the backend's queue
+        self.connect_started = self.connected_at = -1.0  # connecting to the server (or resolving its name)
+        self.sent_at = self.response_at = -1.0  # the request head sent, the response head read
+        self.status = 0  # the status answered (the origin's or the proxy's own)
+        self.bytes_in = 0  # request body bytes (the head is counted apart), or a WebSocket's bytes from the client
+        self.bytes_out = 0  # bytes written to the client for this request
+        self.retries = 0  # connection attempts made again, as the access log reports them
+        # Dispatch's
+        self.client = client
+        self.head = head
+        self.clock = client.frontend.clock
+        self.client_address = client.client_of(head)  # on a proxied connection, each request's own client
+        self._state = _STARTING
+        self.server = self.connection = self.backend = None
+        self.request_done = False  # the client's request body has all been read
+        self._holds_slot = False  # a server slot (its ``active`` count) is ours until released
+        self._tried = NONE  # servers a retry avoids
+        self._last_failure = None
+        self._pin = False  # the origin asked for connection-oriented auth: keep its connection for this client
         self.termination = self.session = None  # ExchangeEnding's
         self._stale_retry_done = False
         self.pending_head = self._pending = None
@@ -105,7 +127,7 @@ class Exchange(Resubmitting):
             return
         self.backend = target
         origin_form = resolved.origin_form
-        if target.engineio is not None and b"sid=" in head.target:
+        if target.engineio is not None and head.target.find(b"sid=") >= 0:  # not ``in``: see is_engineio
             self._eio_poll, origin_form = target.engineio.session_request(head, origin_form)
         if head.upgrade and is_websocket_upgrade(head):
             self.websocket = accept_upgrade(self, router, target)
