@@ -29,6 +29,9 @@ _SMALL_BODY = 65536
 _STARTING, _WAITING, _ANSWERING, _RELAYING, _UPGRADED, _DONE = (
     State.STARTING, State.WAITING, State.ANSWERING, State.RELAYING, State.UPGRADED, State.DONE
 )
+_OK = Termination.OK
+# Framing's values as module names too (a class attribute read is a type look-up).
+_NO_BODY, _LENGTH, _CHUNKED, _CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
 
 
 class Exchange(Resubmitting):
@@ -81,7 +84,7 @@ class Exchange(Resubmitting):
         self._stale_retry_done = False
         self.pending_head = self._pending = None
         self.keep_alive = False  # the response head said the connection stays open
-        self._framing = Framing.NONE
+        self._framing = _NO_BODY
         self._request_bytes = b""
         self.websocket: ExchangeHandoff | None = None  # a WebSocket upgrade that passed its checks
         self._eio_peek: OpenPeek | None = None  # an Engine.IO handshake response's body, until its sid is found
@@ -254,19 +257,19 @@ class Exchange(Resubmitting):
             headers = rules.respond(headers, server.name, client_head)
         streamed = has_body  # through flow control: any body but a small one of known length
         if not has_body:
-            framing = Framing.NONE
+            framing = _NO_BODY
         elif head.content_length is not None and not head.chunked and (self._eio_peek is None or not self._eio_peek.holds):
-            framing = Framing.LENGTH
+            framing = _LENGTH
             streamed = head.content_length > _SMALL_BODY
         elif client_head.version == b"1.1":
-            framing = Framing.CHUNKED
+            framing = _CHUNKED
             headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
             headers.append((b"Transfer-Encoding", b"chunked"))
         else:
-            framing = Framing.CLOSE
+            framing = _CLOSE
         self._framing = framing
         keep_alive = (
-            framing != Framing.CLOSE
+            framing != _CLOSE
             and self.request_done
             and not client_head.wants_close
             and not self.client.ends_with(self)
@@ -330,7 +333,7 @@ class Exchange(Resubmitting):
                 return  # held until its open packet is read, to prefix the sid (its length changes: not LENGTH framed)
         elif self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.feed(data)
-        if self._framing == Framing.CHUNKED:
+        if self._framing == _CHUNKED:
             data = b"%x\r\n%s\r\n" % (len(data), data)
         self._send_response(data)
 
@@ -342,7 +345,7 @@ class Exchange(Resubmitting):
                 self.response_body(held)  # the body ended before an open packet: sent as it came
         if self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.end()
-        if self._framing == Framing.CHUNKED:
+        if self._framing == _CHUNKED:
             self._send_response(b"0\r\n\r\n")
         elif self.pending_head is not None:
             self._send_response(b"")
@@ -351,7 +354,7 @@ class Exchange(Resubmitting):
         connection = self.connection
         if connection is not None:
             self._release(connection, reusable=connection.finish() and self.request_done)
-        self._finish(Termination.OK, keep_alive=self.keep_alive and self.request_done)
+        self._finish(_OK, keep_alive=self.keep_alive and self.request_done)
 
     def origin_backpressure(self, paused: bool) -> None:
         self.client.client_stalled(paused)

@@ -11,7 +11,7 @@ from ..http import HTTPError, RequestParser, error_response
 from ..lifecycle import ConnectionEnd, Termination
 from ._ending import end_after
 from ._phase import CLOSING, LOST, READING, UPGRADING, Phase
-from ._timeouts import Wait
+from ._timeouts import WAIT_CLIENT, Wait
 from ._timing import log_refused
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class Pipeline:
         self._advance()
         if self.current is None and self._phase is not CLOSING:
             if self._output.full:
-                self._wait(Wait.CLIENT)  # what was written must go before anything starts
+                self._wait(WAIT_CLIENT)  # what was written must go before anything starts
             else:
                 self._settle()
             if self._carrier is not None:  # a live upgrade waits for it to be idle
