@@ -44,6 +44,12 @@ SESSION_HEADER = WebSocketConfig().session_header.lower().encode()
 LOCAL_CLIENT_DROPS = spellings(FORWARDING | CLIENT_CLAIMS | {SESSION_HEADER}) | frozenset((b"expect",))
 
 
+#: Forwarding lines by (template, Host): a client's requests mostly name one host, whose lines are made once.
+#: Bounded: emptied when full.
+_FORWARDING_LINES: dict[tuple[bytes, bytes], bytes] = {}
+_FORWARDING_LINES_MAX = 1024
+
+
 @lru_cache(maxsize=1024)  # a client reconnecting, or many behind one address, reuses its lines
 def forwarding_template(address: str, secure: bool) -> bytes:
     """The forwarding header lines for one client, with two ``%s`` left for the Host value (the second quoted)."""
@@ -294,7 +300,13 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
 
     def forwarding_headers(self, host: bytes, head: RequestHead | None = None) -> bytes:
         """X-Forwarded-* and Forwarded lines describing this client, for a request to ``host``."""
-        return self._forwarding % (host, forwarded_quote(host))
+        key = (self._forwarding, host)
+        lines = _FORWARDING_LINES.get(key)
+        if lines is None:
+            if len(_FORWARDING_LINES) >= _FORWARDING_LINES_MAX:
+                _FORWARDING_LINES.clear()
+            lines = _FORWARDING_LINES[key] = self._forwarding % (host, forwarded_quote(host))
+        return lines
 
     def _output_changed(self, full: bool) -> None:
         """The client's write buffer filled, or drained, between response bodies."""
