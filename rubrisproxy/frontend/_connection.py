@@ -48,6 +48,7 @@ LOCAL_CLIENT_DROPS = spellings(FORWARDING | CLIENT_CLAIMS | {SESSION_HEADER}) | 
 #: Bounded: emptied when full.
 _FORWARDING_LINES: dict[tuple[bytes, bytes], bytes] = {}
 _FORWARDING_LINES_MAX = 1024
+_FORWARDING_HOST_MAX = 256
 
 
 @lru_cache(maxsize=1024)  # a client reconnecting, or many behind one address, reuses its lines
@@ -303,9 +304,11 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         key = (self._forwarding, host)
         lines = _FORWARDING_LINES.get(key)
         if lines is None:
-            if len(_FORWARDING_LINES) >= _FORWARDING_LINES_MAX:
-                _FORWARDING_LINES.clear()
-            lines = _FORWARDING_LINES[key] = self._forwarding % (host, forwarded_quote(host))
+            lines = self._forwarding % (host, forwarded_quote(host))
+            if len(host) <= _FORWARDING_HOST_MAX:  # a long Host is rarely repeated, and would make the table large
+                if len(_FORWARDING_LINES) >= _FORWARDING_LINES_MAX:
+                    _FORWARDING_LINES.clear()
+                _FORWARDING_LINES[key] = lines
         return lines
 
     def _output_changed(self, full: bool) -> None:
