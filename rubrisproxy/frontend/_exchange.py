@@ -57,29 +57,17 @@ class Exchange(Resubmitting):
     __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll", "rules")
 
     def __init__(self, client: ExchangeClient, head: RequestHead, now: float, wait: float) -> None:
-        # Its bases' slots are set here, in one call per request rather than one per base (see each base).
-        # Timing's: a reading of -1 means the step did not happen.
-        self.started_at = now  # the request head was read
-        self.wait = wait  # from the connection being ready for a request to its head being read
-        self.queued_at = self.dequeued_at = -1.0  # in and out of the backend's queue
-        self.connect_started = self.connected_at = -1.0  # connecting to the server (or resolving its name)
-        self.sent_at = self.response_at = -1.0  # the request head sent, the response head read
-        self.status = 0  # the status answered (the origin's or the proxy's own)
-        self.bytes_in = 0  # request body bytes (the head is counted apart), or a WebSocket's bytes from the client
-        self.bytes_out = 0  # bytes written to the client for this request
-        self.retries = 0  # connection attempts made again, as the access log reports them
-        # Dispatch's
-        self.client = client
-        self.head = head
-        self.clock = client.frontend.clock
+        # Its bases' slots (described where each declares them) are set here: one call per request, not one per base.
+        self.started_at, self.wait = now, wait  # Timing's: -1 for a step that did not happen
+        self.queued_at = self.dequeued_at = self.connect_started = self.connected_at = -1.0
+        self.sent_at = self.response_at = -1.0
+        self.status = self.bytes_in = self.bytes_out = self.retries = 0
+        self.client, self.head, self.clock = client, head, client.frontend.clock  # Dispatch's
         self.client_address = client.client_of(head)  # on a proxied connection, each request's own client
         self._state = _STARTING
-        self.server = self.connection = self.backend = None
-        self.request_done = False  # the client's request body has all been read
-        self._holds_slot = False  # a server slot (its ``active`` count) is ours until released
-        self._tried = NONE  # servers a retry avoids
-        self._last_failure = None
-        self._pin = False  # the origin asked for connection-oriented auth: keep its connection for this client
+        self.server = self.connection = self.backend = self._last_failure = None
+        self.request_done = self._holds_slot = self._pin = False
+        self._tried = NONE
         self.termination = self.session = None  # ExchangeEnding's
         self._stale_retry_done = False
         self.pending_head = self._pending = None
