@@ -337,6 +337,16 @@ class ForwardedHeaderTests(HardeningTestCase):
         (seen,) = self.received
         self.assertEqual((seen.header(b"X-Forwarded-Proto"), seen.header(b"X-Forwarded-Host")), (b"http", b"a"))
 
+    @defer.inlineCallbacks
+    def test_each_request_on_a_connection_names_its_own_host(self):  # type: ignore[no-untyped-def]
+        """The forwarding lines are made once per client and Host: a connection's requests to other hosts get theirs."""
+        self.start_proxy(self.start_recording_origin())
+        hosts = [b"a.example", b"b.example:8080", b"a.example", b"[::1]:81"]
+        responses = yield self.request(b"".join(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host for host in hosts), len(hosts))
+        self.assertEqual([response.status for response in responses], [200] * len(hosts))
+        self.assertEqual([(seen.header(b"X-Forwarded-Host"), seen.header(b"Forwarded")) for seen in self.received],
+                         [(host, b'for=127.0.0.1;proto=http;host="%s"' % host) for host in hosts])
+
 
 class NormalFormTests(SynchronousTestCase):
     """The normal form itself, case by case."""

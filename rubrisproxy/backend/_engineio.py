@@ -54,7 +54,8 @@ GONE = ""
 
 def is_engineio(request: RequestHead) -> bool:
     """Whether ``request`` is an Engine.IO request (its query carries ``EIO=``)."""
-    return b"EIO=" in request.target and _EIO.search(request.target) is not None
+    # find, not ``in``: bytes' ``in`` first tries its operand as an int, raising and clearing a TypeError each time.
+    return request.target.find(b"EIO=") >= 0 and _EIO.search(request.target) is not None
 
 
 def session_id(request: RequestHead) -> bytes | None:

@@ -28,7 +28,7 @@ from ._peers import forwarded_node, forwarded_quote
 from ._phase import CLOSING, FOLLOWS, HTTP2, LOST, OPENING, UPGRADING, Phase
 from ._pipeline import UPGRADE, Pipeline
 from ._rules import connection_closed
-from ._timeouts import ConnectionTimeouts, Wait
+from ._timeouts import WAIT_CLIENT, WAIT_KEEP_ALIVE, WAIT_REQUEST, ConnectionTimeouts, Wait
 
 if TYPE_CHECKING:
     from ..origin import OriginConnection
@@ -42,6 +42,13 @@ SESSION_HEADER = WebSocketConfig().session_header.lower().encode()
 #: servers take a client's address from, and the session header, in any spelling, are dropped (the proxy
 #: writes its own); Expect is answered here.
 LOCAL_CLIENT_DROPS = spellings(FORWARDING | CLIENT_CLAIMS | {SESSION_HEADER}) | frozenset((b"expect",))
+
+
+#: Forwarding lines by (template, Host): a client's requests mostly name one host, whose lines are made once.
+#: Bounded: emptied when full.
+_FORWARDING_LINES: dict[tuple[bytes, bytes], bytes] = {}
+_FORWARDING_LINES_MAX = 1024
+_FORWARDING_HOST_MAX = 256
 
 
 @lru_cache(maxsize=1024)  # a client reconnecting, or many behind one address, reuses its lines
@@ -149,7 +156,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         self.download = ProducerSlot(self.transport, self._output)
         self.parser = RequestParser(self, frontend.limits, drop=LOCAL_CLIENT_DROPS)
         self.ready_at = self.opened_at = frontend.clock.seconds()
-        self._wait(Wait.REQUEST)
+        self._wait(WAIT_REQUEST)
         self.announce()
 
     def dataReceived(self, data: bytes) -> None:
@@ -164,15 +171,15 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         if phase is CLOSING and self.current is None:
             return
         waiting = self._waiting
-        if waiting is Wait.KEEP_ALIVE:
+        if waiting is WAIT_KEEP_ALIVE:
             self._waiting = None  # http-request applies below if the head stays incomplete
             self._deadline.clear()
-        elif waiting is Wait.CLIENT:
+        elif waiting is WAIT_CLIENT:
             self._deadline.set(self.frontend.timeouts.client)
         if not self._parse(data):
             return
         if self._waiting is None and self.current is None and self.parser.in_message:
-            self._wait(Wait.REQUEST)
+            self._wait(WAIT_REQUEST)
 
     def _parse(self, data: bytes) -> bool:
         """Feed the parser; False if the request was refused."""
@@ -255,7 +262,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             self._to(UPGRADING)
             self.gate.pause(UPGRADE)
         self.frontend.requests += 1
-        if self._waiting is Wait.REQUEST:
+        if self._waiting is WAIT_REQUEST:
             self._wait(None)
         now = self.frontend.clock.seconds()
         exchange = (Exchange if self.frontend.forward is None else ForwardExchange)(self, head, now, now - self.ready_at)
@@ -278,12 +285,12 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
 
     def request_end(self) -> None:
         exchange, self._receiving = self._receiving, None
-        if self._waiting is Wait.CLIENT and exchange is self.current:
+        if self._waiting is WAIT_CLIENT and exchange is self.current:
             self._wait(None)
         if exchange is not None:
             exchange.client_end()
-        if self._waiting is Wait.REQUEST and self.current is None and not self._queued:
-            self._wait(Wait.KEEP_ALIVE)  # answered before its end was parsed: now idle
+        if self._waiting is WAIT_REQUEST and self.current is None and not self._queued:
+            self._wait(WAIT_KEEP_ALIVE)  # answered before its end was parsed: now idle
 
     # What an exchange calls
 
@@ -296,7 +303,15 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
 
     def forwarding_headers(self, host: bytes, head: RequestHead | None = None) -> bytes:
         """X-Forwarded-* and Forwarded lines describing this client, for a request to ``host``."""
-        return self._forwarding % (host, forwarded_quote(host))
+        key = (self._forwarding, host)
+        lines = _FORWARDING_LINES.get(key)
+        if lines is None:
+            lines = self._forwarding % (host, forwarded_quote(host))
+            if len(host) <= _FORWARDING_HOST_MAX:  # a long Host is rarely repeated, and would make the table large
+                if len(_FORWARDING_LINES) >= _FORWARDING_LINES_MAX:
+                    _FORWARDING_LINES.clear()
+                _FORWARDING_LINES[key] = lines
+        return lines
 
     def _output_changed(self, full: bool) -> None:
         """The client's write buffer filled, or drained, between response bodies."""

@@ -17,6 +17,8 @@ from ._pinning import keep_pinned, pinned_connection
 from ._timing import Timing
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
     from ._client import ExchangeClient
 
 #: The reason a request's body is held (the client's gate paused) until there is a connection to send it on.
@@ -60,21 +62,20 @@ class Dispatch(Timing):
         "_holds_slot", "_tried", "_last_failure", "_pin",
     )
 
-    def __init__(self, client: ExchangeClient, head: RequestHead, now: float, wait: float) -> None:
-        Timing.__init__(self, now, wait)
-        self.client = client
-        self.head = head
-        self.clock = client.frontend.clock
-        self.client_address = client.client_of(head)  # on a proxied connection, each request's own client
-        self._state = _STARTING
-        self.server: Server | None = None
-        self.connection: OriginConnection | None = None
-        self.backend: Backend | None = None
-        self.request_done = False  # the client's request body has all been read (see Exchange)
-        self._holds_slot = False  # a server slot (its ``active`` count) is ours until released
-        self._tried: frozenset[Server] = NONE
-        self._last_failure: Failure | None = None
-        self._pin = False  # the origin asked for connection-oriented auth: keep its connection for this client
+    # Set by Exchange.__init__ (an __init__ here would be a call more per request).
+    client: ExchangeClient
+    head: RequestHead
+    clock: IReactorTime
+    client_address: str  # on a proxied connection, each request's own client
+    _state: State
+    server: Server | None
+    connection: OriginConnection | None
+    backend: Backend | None
+    request_done: bool  # the client's request body has all been read (see Exchange)
+    _holds_slot: bool  # a server slot (its ``active`` count) is ours until released
+    _tried: frozenset[Server]
+    _last_failure: Failure | None
+    _pin: bool  # the origin asked for connection-oriented auth: keep its connection for this client
 
     @property
     def finished(self) -> bool:

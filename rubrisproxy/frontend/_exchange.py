@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 from ..backend import OpenPeek
 from ..engineio import version
-from ..http import HTTPError, RequestHead, ResponseHead, resolve, serialize_headers
+from ..http import NONE, HTTPError, RequestHead, ResponseHead, resolve, serialize_headers
 from ..lifecycle import Termination
 from ..origin import OriginConnection
 from ..routing import is_websocket_upgrade
 from ..websocket import check_switch
-from ._dispatch import ORIGIN, Dispatch, State
+from ._dispatch import ORIGIN, State
 from ._heads import VIA, Framing, origin_request_head
 from ._pinning import asks_connection_auth
 from ._resubmit import Resubmitting
@@ -26,9 +26,12 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A body this small cannot outgrow the client's socket buffer: no flow control needed.
 _SMALL_BODY = 65536
 # The states it moves through, as module names: a member read through its Enum class costs a descriptor call.
-_WAITING, _ANSWERING, _RELAYING, _UPGRADED, _DONE = (
-    State.WAITING, State.ANSWERING, State.RELAYING, State.UPGRADED, State.DONE
+_STARTING, _WAITING, _ANSWERING, _RELAYING, _UPGRADED, _DONE = (
+    State.STARTING, State.WAITING, State.ANSWERING, State.RELAYING, State.UPGRADED, State.DONE
 )
+_OK = Termination.OK
+# Framing's values as module names too (a class attribute read is a type look-up).
+_NO_BODY, _LENGTH, _CHUNKED, _CLOSE = Framing.NONE, Framing.LENGTH, Framing.CHUNKED, Framing.CLOSE
 
 
 class Exchange(Resubmitting):
@@ -54,12 +57,22 @@ class Exchange(Resubmitting):
     __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll", "rules")
 
     def __init__(self, client: ExchangeClient, head: RequestHead, now: float, wait: float) -> None:
-        Dispatch.__init__(self, client, head, now, wait)
+        # Its bases' slots (described where each declares them) are set here: one call per request, not one per base.
+        self.started_at, self.wait = now, wait  # Timing's: -1 for a step that did not happen
+        self.queued_at = self.dequeued_at = self.connect_started = self.connected_at = -1.0
+        self.sent_at = self.response_at = -1.0
+        self.status = self.bytes_in = self.bytes_out = self.retries = 0
+        self.client, self.head, self.clock = client, head, client.frontend.clock  # Dispatch's
+        self.client_address = client.client_of(head)  # on a proxied connection, each request's own client
+        self._state = _STARTING
+        self.server = self.connection = self.backend = self._last_failure = None
+        self.request_done = self._holds_slot = self._pin = False
+        self._tried = NONE
         self.termination = self.session = None  # ExchangeEnding's
         self._stale_retry_done = False
         self.pending_head = self._pending = None
         self.keep_alive = False  # the response head said the connection stays open
-        self._framing = Framing.NONE
+        self._framing = _NO_BODY
         self._request_bytes = b""
         self.websocket: ExchangeHandoff | None = None  # a WebSocket upgrade that passed its checks
         self._eio_peek: OpenPeek | None = None  # an Engine.IO handshake response's body, until its sid is found
@@ -105,7 +118,7 @@ class Exchange(Resubmitting):
             return
         self.backend = target
         origin_form = resolved.origin_form
-        if target.engineio is not None and b"sid=" in head.target:
+        if target.engineio is not None and head.target.find(b"sid=") >= 0:  # not ``in``: see is_engineio
             self._eio_poll, origin_form = target.engineio.session_request(head, origin_form)
         if head.upgrade and is_websocket_upgrade(head):
             self.websocket = accept_upgrade(self, router, target)
@@ -232,19 +245,19 @@ class Exchange(Resubmitting):
             headers = rules.respond(headers, server.name, client_head)
         streamed = has_body  # through flow control: any body but a small one of known length
         if not has_body:
-            framing = Framing.NONE
+            framing = _NO_BODY
         elif head.content_length is not None and not head.chunked and (self._eio_peek is None or not self._eio_peek.holds):
-            framing = Framing.LENGTH
+            framing = _LENGTH
             streamed = head.content_length > _SMALL_BODY
         elif client_head.version == b"1.1":
-            framing = Framing.CHUNKED
+            framing = _CHUNKED
             headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
             headers.append((b"Transfer-Encoding", b"chunked"))
         else:
-            framing = Framing.CLOSE
+            framing = _CLOSE
         self._framing = framing
         keep_alive = (
-            framing != Framing.CLOSE
+            framing != _CLOSE
             and self.request_done
             and not client_head.wants_close
             and not self.client.ends_with(self)
@@ -308,7 +321,7 @@ class Exchange(Resubmitting):
                 return  # held until its open packet is read, to prefix the sid (its length changes: not LENGTH framed)
         elif self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.feed(data)
-        if self._framing == Framing.CHUNKED:
+        if self._framing == _CHUNKED:
             data = b"%x\r\n%s\r\n" % (len(data), data)
         self._send_response(data)
 
@@ -320,7 +333,7 @@ class Exchange(Resubmitting):
                 self.response_body(held)  # the body ended before an open packet: sent as it came
         if self._eio_poll is not None and not self._eio_poll.post:
             self._eio_poll.end()
-        if self._framing == Framing.CHUNKED:
+        if self._framing == _CHUNKED:
             self._send_response(b"0\r\n\r\n")
         elif self.pending_head is not None:
             self._send_response(b"")
@@ -329,7 +342,7 @@ class Exchange(Resubmitting):
         connection = self.connection
         if connection is not None:
             self._release(connection, reusable=connection.finish() and self.request_done)
-        self._finish(Termination.OK, keep_alive=self.keep_alive and self.request_done)
+        self._finish(_OK, keep_alive=self.keep_alive and self.request_done)
 
     def origin_backpressure(self, paused: bool) -> None:
         self.client.client_stalled(paused)

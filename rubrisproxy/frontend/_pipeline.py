@@ -11,7 +11,7 @@ from ..http import HTTPError, RequestParser, error_response
 from ..lifecycle import ConnectionEnd, Termination
 from ._ending import end_after
 from ._phase import CLOSING, LOST, READING, UPGRADING, Phase
-from ._timeouts import Wait
+from ._timeouts import WAIT_CLIENT, Wait
 from ._timing import log_refused
 
 if TYPE_CHECKING:
@@ -103,25 +103,31 @@ class Pipeline:
             limit = self._limit_end
             self.note_end(limit if answered and limit is not None else end_after(exchange, relayed))
         if phase is not READING and self.gate.paused_for(UPGRADE):
-            # An upgrade request is answered without a hand-over: refused, the connection stays HTTP.
-            if phase is UPGRADING:
-                self._to(READING)
-            self.gate.resume(UPGRADE)
-            if self._after_upgrade:
-                keep_alive = False  # the client did not wait for the answer: nothing it sent can be trusted
-                self._after_upgrade = b""
+            keep_alive = self._upgrade_refused(phase, keep_alive)
         self.ready_at = now
         if not keep_alive or self._phase is CLOSING:
             self.close()
             return
-        self._advance()
+        if self._queued or self._held_error is not None:  # else _advance has nothing to start: no call
+            self._advance()
         if self.current is None and self._phase is not CLOSING:
             if self._output.full:
-                self._wait(Wait.CLIENT)  # what was written must go before anything starts
+                self._wait(WAIT_CLIENT)  # what was written must go before anything starts
             else:
                 self._settle()
             if self._carrier is not None:  # a live upgrade waits for it to be idle
                 self._move_if_idle()
+
+    def _upgrade_refused(self, phase: Phase, keep_alive: bool) -> bool:
+        """An upgrade request was answered without a hand-over: refused, the connection stays HTTP. Returns
+        whether it may stay open."""
+        if phase is UPGRADING:
+            self._to(READING)
+        self.gate.resume(UPGRADE)
+        if self._after_upgrade:
+            self._after_upgrade = b""
+            return False  # the client did not wait for the answer: nothing it sent can be trusted
+        return keep_alive
 
     def _begin(self, exchange: Exchange) -> None:
         """Start answering ``exchange``."""

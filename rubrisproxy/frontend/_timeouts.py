@@ -27,6 +27,10 @@ class Wait(Enum):
     CLIENT = "client"
 
 
+# Its members as module names: a member read through an Enum class goes through EnumType.__getattr__'s slot hook.
+WAIT_REQUEST, WAIT_KEEP_ALIVE, WAIT_CLIENT = Wait.REQUEST, Wait.KEEP_ALIVE, Wait.CLIENT
+
+
 class ConnectionTimeouts:
     """The part of :class:`~rubrisproxy.frontend.ClientConnection` that times its client.
 
@@ -59,25 +63,25 @@ class ConnectionTimeouts:
     def client_stalled(self, stalled: bool) -> None:
         """The client stopped (or resumed) reading the response: run ``timeout client`` meanwhile."""
         if stalled:
-            self._wait(Wait.CLIENT)
-        elif self._waiting is Wait.CLIENT:
+            self._wait(WAIT_CLIENT)
+        elif self._waiting is WAIT_CLIENT:
             self._settle()
 
     def _upload_stalled(self, stalled: bool) -> None:
         """The server stopped (or resumed) taking the request body: the client gets a whole ``timeout client``
         from when the server takes more, as it was not the one stalling."""
-        if not stalled and self._waiting is Wait.CLIENT and self.relay is None:
+        if not stalled and self._waiting is WAIT_CLIENT and self.relay is None:
             self._deadline.set(self.frontend.timeouts.client)
 
     def _settle(self) -> None:
         """Arm the timer that applies when the client is not stalled."""
         current = self.current
         if current is not None:
-            self._wait(Wait.CLIENT if current is self._receiving and current.head.has_body else None)
+            self._wait(WAIT_CLIENT if current is self._receiving and current.head.has_body else None)
         elif self._queued:
             self._wait(None)  # about to start
         else:
-            self._wait(Wait.REQUEST if self.parser.in_message else Wait.KEEP_ALIVE)
+            self._wait(WAIT_REQUEST if self.parser.in_message else WAIT_KEEP_ALIVE)
 
     def _close_expired(self) -> None:
         timer = self._close_timer
@@ -107,9 +111,9 @@ class ConnectionTimeouts:
             self._deadline.clear()
             return
         timeouts = self.frontend.timeouts
-        if waiting is Wait.KEEP_ALIVE:
+        if waiting is WAIT_KEEP_ALIVE:
             self._deadline.set(timeouts.http_keep_alive)
-        elif waiting is Wait.REQUEST:
+        elif waiting is WAIT_REQUEST:
             self._deadline.set(timeouts.http_request)
         else:
             self._delivered = self.bytes_out - unsent(self.transport)
@@ -117,15 +121,15 @@ class ConnectionTimeouts:
 
     def _timed_out(self) -> None:
         waiting = self._waiting
-        if waiting is Wait.CLIENT and (self._progressed() or self._server_stalled()):
+        if waiting is WAIT_CLIENT and (self._progressed() or self._server_stalled()):
             self._deadline.set(self.frontend.timeouts.client)
             return
         self._waiting = None
         if waiting is None:
             return
-        if waiting is Wait.CLIENT and self.current is not None:
+        if waiting is WAIT_CLIENT and self.current is not None:
             self.current.client_timed_out()
-        elif waiting is Wait.REQUEST and self.parser.in_message:
+        elif waiting is WAIT_REQUEST and self.parser.in_message:
             self._answer_error(HTTPError(408, "request head not received in time"), Termination.REQUEST_TIMEOUT)
         else:
             self.end(ConnectionEnd.TIMEOUT)

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 TERMINATIONS = {termination: termination.value for termination in Termination}
+# The frontend's response counters' keys, (status class, whose answer), made once rather than a tuple per request.
+_ORIGIN = {klass: (klass, "origin") for klass in map(status_class, range(100, 600, 100))}
+_PROXY = {klass: (klass, "proxy") for klass in map(status_class, range(100, 600, 100))}
 
 
 #: What :meth:`Timing.timing_record` carries: every reading and count the access log and metrics read.
@@ -47,16 +50,20 @@ class Timing:
     rules: RuleRun | None
     _login: LoginAttempt | None  # the proxy's own login to the server (Resubmitting's)
 
-    def __init__(self, now: float, wait: float) -> None:
-        self.started_at = now  # the request head was read
-        self.wait = wait  # from the connection being ready for a request to its head being read
-        self.queued_at = self.dequeued_at = -1.0  # in and out of the backend's queue
-        self.connect_started = self.connected_at = -1.0  # connecting to the server (or resolving its name)
-        self.sent_at = self.response_at = -1.0  # the request head sent, the response head read
-        self.status = 0  # the status answered (the origin's or the proxy's own)
-        self.bytes_in = 0  # request body bytes (the head is counted apart), or a WebSocket's bytes from the client
-        self.bytes_out = 0  # bytes written to the client for this request
-        self.retries = 0  # connection attempts made again, as the access log reports them
+    # Set by Exchange.__init__ (an __init__ here would be a call more per request); a reading of -1 means the
+    # step did not happen.
+    started_at: float  # the request head was read
+    wait: float  # from the connection being ready for a request to its head being read
+    queued_at: float  # in and out of the backend's queue
+    dequeued_at: float
+    connect_started: float  # connecting to the server (or resolving its name)
+    connected_at: float
+    sent_at: float  # the request head sent
+    response_at: float  # the response head read
+    status: int  # the status answered (the origin's or the proxy's own)
+    bytes_in: int  # request body bytes (the head is counted apart), or a WebSocket's bytes from the client
+    bytes_out: int  # bytes written to the client for this request
+    retries: int  # connection attempts made again, as the access log reports them
 
     def timing_record(self) -> dict[str, float]:
         """Its clock readings and counts, for a WebSocket carried to another process by a live upgrade."""
@@ -74,14 +81,19 @@ class Timing:
         terminations = frontend.terminations
         name = TERMINATIONS[termination]
         terminations[name] = terminations.get(name, 0) + 1
-        frontend.request_seconds.observe(now - self.started_at)
+        elapsed = now - self.started_at
+        frontend.request_seconds.observe(elapsed)
         status = self.status
         if status:
-            count(frontend.responses, (status_class(status), "origin" if from_origin else "proxy"))
+            klass = status_class(status)
+            responses = frontend.responses
+            key = (_ORIGIN if from_origin else _PROXY).get(klass) or (klass, "origin" if from_origin else "proxy")
+            responses[key] = responses.get(key, 0) + 1
         if backend is not None:
-            backend.request_seconds.observe(now - self.started_at)
+            backend.request_seconds.observe(elapsed)
             if status:
-                count(backend.responses, status_class(status))
+                counts = backend.responses
+                counts[klass] = counts.get(klass, 0) + 1
 
     def record(self, now: float, frontend: str, termination: Termination) -> AccessRecord:
         """The request's access-log record."""

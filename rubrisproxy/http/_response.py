@@ -154,14 +154,6 @@ class ResponseParser:
             self.overrun = True  # the complete response's end is already reported
             self.reusable = False
             return
-        self._parse(data)
-        if self._end_due:
-            self._end_due = False
-            if self.overrun:
-                self.reusable = False
-            self._handler.response_end()
-
-    def _parse(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -169,22 +161,32 @@ class ResponseParser:
                 raise HTTPError(502, "origin switched protocols unasked") from None
             self.complete = True
             self._handler.response_upgraded(self.switched, data[upgrade.args[0]:])
-            return
         except httptools.HttpParserError as e:
-            self._llhttp_stopped = True
-            if self.complete:
-                # What follows a complete response stopped llhttp (or broke it: data after a
-                # `Connection: close` response, say); the response itself stands.
-                self.overrun = True
-                return
-            if isinstance(e, httptools.HttpParserCallbackError):
-                if e.__context__ is not None:
-                    raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
-            raise HTTPError(502, f"invalid response from origin: {e}") from None
-        if self.head is None:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_RESPONSE_HEAD:
-                raise HTTPError(502, f"origin response head over {MAX_RESPONSE_HEAD} bytes")
+            self._failed(e)
+        else:
+            if self.head is None:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_RESPONSE_HEAD:
+                    raise HTTPError(502, f"origin response head over {MAX_RESPONSE_HEAD} bytes")
+        if self._end_due:
+            self._end_due = False
+            if self.overrun:
+                self.reusable = False
+            self._handler.response_end()
+
+    def _failed(self, e: httptools.HttpParserError) -> None:
+        """llhttp refused what it was fed: fine after a complete response (``overrun``), else a 502 (or the error a
+        callback raised)."""
+        self._llhttp_stopped = True
+        if self.complete:
+            # What follows a complete response stopped llhttp (or broke it: data after a
+            # `Connection: close` response, say); the response itself stands.
+            self.overrun = True
+            return
+        if isinstance(e, httptools.HttpParserCallbackError):
+            if e.__context__ is not None:
+                raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
+        raise HTTPError(502, f"invalid response from origin: {e}") from None
 
     def connection_closed(self) -> bool:
         """The origin closed; True if that ended the response properly."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ._errors import HTTPError, quoted
@@ -155,10 +155,10 @@ class Target:
     path: bytes
     query: bytes
     absolute: bool
+    origin_form: bytes = field(init=False)  # path and query, as the origin gets them: made once per target
 
-    @property
-    def origin_form(self) -> bytes:
-        return self.path + self.query
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin_form", self.path + self.query)
 
     @property
     def route_host(self) -> bytes:

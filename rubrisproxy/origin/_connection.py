@@ -123,7 +123,7 @@ class OriginConnection(Protocol):
         self.bytes_sent = len(head)
         self._write(head)
         self._delivered = self.bytes_sent - unsent(self.transport)
-        self._deadline.set(timeout or self.server_timeout)
+        self._deadline.set(timeout or self.pool.server_timeout)
 
     def hand_to(self, user: OriginUser) -> None:
         """Let ``user`` take over the response in progress (and the connection's events) from the one who sent it."""
