@@ -263,9 +263,11 @@ class LazyFuture:
         if leg is None:
             return self
         future = leg.__dict__.get(self._name)
-        if future is None:
+        if future is None or future is _RESOLVED_WITH_LEG:
             made: Deferred[object] = Deferred()
-            if self._resolved:
+            if future is _RESOLVED_WITH_LEG:
+                made.callback(leg)
+            elif self._resolved:
                 made.callback(None)
             future = leg.__dict__[self._name] = made
         return future
@@ -280,6 +282,19 @@ class LazyFuture:
         if (isinstance(future, Deferred) and not future._callbacks and future.called == self._resolved
                 and (not self._resolved or future.result is None)):
             del leg.__dict__[self._name]
+
+
+    def drop_resolved_with_leg(self, leg: Any) -> None:
+        """Drop the leg's future if Autobahn resolved it with the leg itself (``is_closed``, as it closes) and nothing
+        waits on it: it would keep a cycle through the leg, which only Python's cyclic collector frees. A read
+        after that makes it again, resolved with the leg."""
+        future: Any = leg.__dict__.get(self._name)
+        if isinstance(future, Deferred) and not future._callbacks and future.called and future.result is leg:
+            leg.__dict__[self._name] = _RESOLVED_WITH_LEG
+
+
+#: What stands for a future :meth:`LazyFuture.drop_resolved_with_leg` dropped.
+_RESOLVED_WITH_LEG = object()
 
 
 def _drop_futures(leg: Any) -> None:
@@ -999,6 +1014,10 @@ class _LeanConnector(tcp.Connector):
 
     def _makeTransport(self) -> tcp.Client:
         return _LeanClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self.transport = None  # the lost client refers back to its connector: no cycle left for the collector
 
 
 def connect_tcp(reactor: Any, address: tuple[str, int], protocol: P, timeout: float,

@@ -21,7 +21,7 @@ from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerP
 from autobahn.websocket import protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from OpenSSL import SSL
-from twisted.internet import abstract, defer, reactor, tcp
+from twisted.internet import abstract, defer, reactor, task, tcp
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectingCancelledError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -377,6 +377,21 @@ class ConnectTcpTests(ProxyTestCase):
             return client.until(lambda data: data == b"hello").addCallback(lambda _: transport.loseConnection())
 
         return d.addCallback(connected).addCallback(lambda _: client.closed)
+
+    def test_a_lost_connection_leaves_no_cycle_with_its_connector(self) -> Any:
+        port = self.start_raw_origin(_Echo)
+        client = RawClient()
+        d = connect_tcp(reactor, ("127.0.0.1", port), client, 5.0, lambda: AssertionError("timed out"))
+
+        def connected(protocol: object) -> Any:
+            transport: Any = client.transport
+            connector = transport.connector
+            self.assertIs(connector.transport, transport)
+            transport.loseConnection()
+            closed = client.closed.addCallback(lambda _: task.deferLater(reactor, 0, lambda: None))  # connector told next
+            return closed.addCallback(lambda _: self.assertIsNone(connector.transport))
+
+        return d.addCallback(connected)
 
     @defer.inlineCallbacks
     def test_a_refused_connection_fails_as_through_an_endpoint(self) -> Any:
@@ -816,6 +831,29 @@ class LazyFutureTests(unittest.TestCase):
         leg, _, _ = open_backend_leg(WebSocketConfig(), Clock())  # is_open is resolved after onOpen: kept
         self.assertNotIn("is_closed", vars(leg))
         self.assertTrue(leg.is_open.called)
+
+    def test_a_closed_legs_future_resolved_with_it_is_dropped_and_made_again_on_a_read(self) -> None:
+        leg, _, _ = open_backend_leg(WebSocketConfig(), Clock())
+        self.assertFalse(leg.is_closed.called)  # read while open: made, and kept
+        leg.connectionLost(Failure(ConnectionLost()))  # Autobahn resolves it with the leg; nothing waits on it
+        self.assertNotIsInstance(vars(leg)["is_closed"], defer.Deferred)  # no cycle through the leg
+        closed = leg.is_closed
+        self.assertTrue(closed.called)
+        self.assertIs(closed.result, leg)
+        self.assertIs(leg.is_closed, closed)
+
+    def test_a_closed_future_waited_on_is_kept(self) -> None:
+        class Leg:
+            is_closed = LazyFuture(resolved=False)
+
+        leg = Leg()
+        waited, other = defer.Deferred(), defer.Deferred()
+        waited.addCallback(lambda _: None)
+        for future, result in ((waited, leg), (other, "other")):
+            leg.is_closed = future
+            future.callback(result)
+            Leg.is_closed.drop_resolved_with_leg(leg)
+            self.assertIs(vars(leg)["is_closed"], future)
 
     def test_a_future_with_callbacks_or_another_result_is_kept(self) -> None:
         class Leg:

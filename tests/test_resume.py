@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 
 from prometheus_client import generate_latest
@@ -85,6 +86,29 @@ class ResumeTests(ProxyTestCase):
         self.assertEqual(resumed.path, "/chat")
         self.assertEqual(resumed.params, {"room": ["1"]})
         self.assertEqual(self.backend.resumes, 1)
+
+    @defer.inlineCallbacks
+    def test_a_dead_servers_legs_go_without_the_cyclic_collector(self):  # type: ignore[no-untyped-def]
+        """When a server dies, thousands of legs may end at once: reference counting frees each (no cycle among the
+        leg, its connection and their collaborators), or the collector's next full pass walks them all."""
+        self.start()
+        client = yield self.open()
+        yield self.exchange(client, [b"one"])
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        self.kill(self.serving())
+        echoed = yield self.exchange(client, [b"two"])
+        self.assertEqual(echoed, [b"two"])
+        yield run_reactor_for(5)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            ours = sorted({type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("rubrisproxy")})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        self.assertEqual(ours, [])
 
     @defer.inlineCallbacks
     def test_a_client_header_that_looks_like_the_resume_count_is_not_rewritten(self):  # type: ignore[no-untyped-def]

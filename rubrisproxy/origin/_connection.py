@@ -269,6 +269,7 @@ class OriginConnection(Protocol):
             self.pinned_to.end(ConnectionEnd.SERVER_ERROR)  # its client goes too
         if self.gate is not None:
             self.upload.detach()
+            self.gate.disown()  # its callback to this connection would keep a cycle
         if self.relay is not None:
             self.relay.origin_lost(reason)
             return

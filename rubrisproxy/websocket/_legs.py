@@ -316,6 +316,7 @@ class _Leg(FramePath):
     def connection_gone(self, reason: Failure) -> None:
         self._forget_owed_pong()
         self._cancel_close_timeout()
+        _Leg.is_closed.drop_resolved_with_leg(self)  # resolved with the leg as it closed: a cycle
 
 
 for _name, _value in _AT_REST.items():
@@ -615,4 +616,6 @@ class OriginSide:
         transport.loseConnection()
 
     def origin_lost(self, reason: Failure) -> None:
-        self._leg.lose(reason)
+        leg = self._leg
+        del self._leg, self._origin  # the connection refers to this: no cycle left for the collector
+        leg.lose(reason)
