@@ -6,11 +6,11 @@ import sys
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import ISSLTransport, ITCPTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementedBy
+from zope.interface import implementedBy, implementer
 
 from .._compat import close_sent, direct_write, plain_peer_host, unsent
 from ..config import WebSocketConfig
@@ -63,6 +63,7 @@ def forwarding_template(address: str, secure: bool) -> bytes:
     )
 
 
+@implementer(IHalfCloseableProtocol)  # a client's FIN reaches readConnectionLost (Handover), not connectionLost
 class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionTimeouts, Protocol):
     """Parses requests, runs them one at a time as :class:`Exchange` objects, answers in order.
 

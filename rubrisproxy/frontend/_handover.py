@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Self, cast
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
-from zope.interface import alsoProvides
+from twisted.internet.interfaces import ITCPTransport
 
+from .._compat import end_as_closed
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate
 from ..http import RequestParser
@@ -58,6 +58,7 @@ class Handover:
         def _to(self, phase: Phase) -> None: ...
         def _parse(self, data: bytes) -> bool: ...
         def _wait(self, waiting: Wait | None) -> None: ...
+        def client_finished(self) -> None: ...
 
     def _opened(self, data: bytes) -> bool:
         """The first read: True if it begins HTTP/2 (ALPN chose ``h2``, or it is the preface on a frontend that
@@ -97,7 +98,6 @@ class Handover:
         self._deadline.stop()
         self._deadline = None  # type: ignore[assignment]  # an upgraded connection keeps no HTTP timer
         self.ready_at = 0.0
-        alsoProvides(self, IHalfCloseableProtocol)
         rest, self._after_upgrade = self._after_upgrade, b""
         self.upgraded_at = (self.bytes_in - len(rest), self.bytes_out)  # rest was read (and counted) already
         self.download.drop_idle()  # the relay registers its own producers
@@ -123,9 +123,15 @@ class Handover:
         self._to(LOST)
 
     def readConnectionLost(self) -> None:
-        """The client half-closed an upgraded connection (see :meth:`take_over`)."""
-        assert self.relay is not None  # half-closes are declared only at the hand-over
-        self.relay.client_fin()
+        """The client half-closed: an upgraded connection's relay passes it on (see :meth:`take_over`); HTTP/1.1
+        answers the requests read whole first (``client_finished``); to HTTP/2 it is a close."""
+        relay = self.relay
+        if self._phase is UPGRADED and relay is not None:
+            relay.client_fin()
+        elif self._phase is HTTP2:
+            end_as_closed(self.transport)
+        else:
+            self.client_finished()
 
     def writeConnectionLost(self) -> None:
         """Our half-close of an upgraded connection is done."""

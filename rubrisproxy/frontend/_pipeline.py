@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
+from .._compat import end_as_closed
 from ..flow import ReadGate, WriteWatch
 from ..http import HTTPError, RequestParser, error_response
 from ..lifecycle import ConnectionEnd, Termination
@@ -15,6 +16,8 @@ from ._timeouts import WAIT_CLIENT, Wait
 from ._timing import log_refused
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import ITCPTransport
+
     from ..transfer import Carrier
     from ._context import Frontend
     from ._exchange import Exchange
@@ -40,6 +43,7 @@ class Pipeline:
 
     log: Logger
     frontend: Frontend
+    transport: ITCPTransport
     current: Exchange | None
     _queued: list[Exchange] | tuple[()]
     _receiving: Exchange | None
@@ -98,6 +102,8 @@ class Pipeline:
             return
         self.current = None
         self.responses += 1
+        if exchange is self.last_request:
+            keep_alive = False  # its head may have gone out before it became the last (the client half-closed)
         if not keep_alive:
             answered = exchange is self.last_request and exchange.termination is Termination.OK
             limit = self._limit_end
@@ -117,6 +123,21 @@ class Pipeline:
                 self._settle()
             if self._carrier is not None:  # a live upgrade waits for it to be idle
                 self._move_if_idle()
+
+    def client_finished(self) -> None:
+        """The client half-closed an HTTP/1.1 connection: the requests it sent whole are answered, the last one with
+        ``Connection: close`` (unless its head went out already), then the connection closes. Half a request, or
+        none waiting, ends it as a close would; so does a half-close in any phase but ``READING``."""
+        if self._limit_end is ConnectionEnd.CLIENT_CLOSE:
+            return  # told again: reading resumed (the pipeline's turn) finds the end of stream once more
+        last = self._queued[-1] if self._queued else self.current
+        if (last is None or self._phase is not READING or self._receiving is not None or self.parser.in_message
+                or self.parser.held):
+            end_as_closed(self.transport)
+            return
+        if self.last_request is None:  # else a limit made an earlier request, or this one, the last
+            self.last_request = last
+            self._limit_end = ConnectionEnd.CLIENT_CLOSE
 
     def _upgrade_refused(self, phase: Phase, keep_alive: bool) -> bool:
         """An upgrade request was answered without a hand-over: refused, the connection stays HTTP. Returns
