@@ -113,6 +113,15 @@ class ConnectionFramingTests(HardeningTestCase):
         )
 
     @defer.inlineCallbacks
+    def test_an_http_1_0_request_with_a_transfer_encoding_is_refused(self):  # type: ignore[no-untyped-def]
+        self.start_proxy(self.start_recording_origin())  # RFC 9112 6.1: its framing is faulty
+        yield self.refused(b"POST /x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        yield self.refused(
+            b"POST /x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc"
+        )
+        self.assertEqual(self.received, [])
+
+    @defer.inlineCallbacks
     def test_other_listed_headers_are_still_removed_and_the_body_keeps_its_length(self):  # type: ignore[no-untyped-def]
         self.start_proxy(self.start_recording_origin())
         (response,) = yield self.request(
@@ -249,7 +258,9 @@ class HostTests(HardeningTestCase):
             self.assertEqual(response.status, 200)
         (response,) = yield self.request(b"GET / HTTP/1.1\r\nHost: \r\n\r\n")  # empty: allowed (RFC 9112 3.2)
         self.assertEqual(response.status, 200)
-        self.assertEqual([r.header(b"Host") for r in self.received], [*hosts, b""])
+        (response,) = yield self.request(b"GET / HTTP/1.1\r\nHost: a.example \t\r\n\r\n")  # OWS is not the value
+        self.assertEqual(response.status, 200)
+        self.assertEqual([r.header(b"Host") for r in self.received], [*hosts, b"", b"a.example"])
 
 
 #: What a proxy that quotes correctly writes for a client that sent ``Host: a", for=6.6.6.6;host="x``.

@@ -212,7 +212,7 @@ class RequestParser:
             raise HTTPError(431, f"more than {self._max_headers} headers")
         self._headers.append((name, value))
 
-    def on_headers_complete(self) -> None:  # noqa: C901, PLR0912 - one pass over a request's headers, no helper calls
+    def on_headers_complete(self) -> None:  # noqa: C901, PLR0912, PLR0915 - one pass over a request's headers, no helper calls
         parser = self._parser
         version = _VERSIONS.get(parser.get_http_version())
         if version is None:
@@ -231,10 +231,14 @@ class RequestParser:
                 continue
             if lower == b"host":
                 hosts += 1
-                head.host = value.strip(b" \t")
+                head.host = host = value.strip(b" \t")
+                if host != value:  # what the origin reads is what was routed on, without the whitespace around it
+                    forward[-1] = (name, host)
             elif lower == b"content-length":
                 head.content_length = int(value)
             elif lower == b"transfer-encoding":
+                if version == b"1.0":  # RFC 9112 6.1: its framing is faulty, whatever it says
+                    raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
                 if value.strip().lower() != b"chunked":
                     raise HTTPError(501, f"unsupported transfer coding {quoted(value)}")
                 head.chunked = True
