@@ -263,20 +263,13 @@ class ListeningService(service.Service):
 
     def said_listening(self, port: IListeningPort, description: str) -> None:
         """Log that ``port`` listens on ``description``."""
-        address = port.getHost()
-        self.log.info(
-            "{label} listening on {description} ({host}:{port})", label=self.label, description=description,
-            host=getattr(address, "host", "?"), port=getattr(address, "port", "?"),
-        )
+        self.log.info("{label} listening on {description} ({address})", label=self.label, description=description,
+                      address=bound_address(port))
 
     def addresses(self) -> list[dict[str, str]]:
         """Each endpoint listened on, with the address it is bound to (a TCP port 0 shows the port chosen)."""
-        bound = []
-        for description, port in self._ports_by.items():
-            host: Any = port.getHost()
-            address = f"{host.host}:{host.port}" if hasattr(host, "port") else str(getattr(host, "name", host))
-            bound.append({"endpoint": description, "address": address})
-        return bound
+        return [{"endpoint": description, "address": bound_address(port)}
+                for description, port in self._ports_by.items()]
 
     def _listen_failed(self, failure: Any, description: str) -> None:
         if not self.required:
@@ -331,3 +324,12 @@ class FrontendService(ListeningService):
         if frontend.clients is not None:
             frontend.clients.stop()
         self.log.info("frontend {name} stopped", name=frontend.name)
+
+
+def bound_address(port: IListeningPort) -> str:
+    """Where ``port`` is bound: ``host:port`` for TCP, the socket's path for a UNIX socket."""
+    host: Any = port.getHost()
+    if hasattr(host, "port"):
+        return f"{host.host}:{host.port}"
+    name = getattr(host, "name", host)
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)

@@ -7,18 +7,19 @@ request it parsed, so a smuggled or rewritten request shows up as what the origi
 from __future__ import annotations
 
 import httptools
-from twisted.internet import defer
-from twisted.internet.protocol import Protocol
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import ClientCreator, Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from rubrisproxy.config import HookConfig, RouteConfig, WebSocketConfig
 from rubrisproxy.frontend import PeerSettings
 from rubrisproxy.frontend._peers import client_of, forwarded_chain, forwarded_elements, forwarded_quote
 from rubrisproxy.http import HTTPError, normalise_path, route_host, valid_host
+from rubrisproxy.listening import bound_address
 from rubrisproxy.routing import Router
 from rubrisproxy.websocket import Handshake, WebSocketHook
 
-from .helpers import ProxyTestCase, parse_responses, run_reactor_for
+from .helpers import ProxyTestCase, RawClient, parse_responses, run_reactor_for
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -308,6 +309,31 @@ class ForwardedHeaderTests(HardeningTestCase):
         (seen,) = self.received
         self.assertEqual(seen.header(b"X-Forwarded-For"), b"203.0.113.9, 127.0.0.1")
         self.assertEqual(self.chain_seen(seen), ["203.0.113.9", "127.0.0.1"])
+
+    @defer.inlineCallbacks
+    def test_a_unix_socket_client_is_forwarded_as_unknown_without_an_x_forwarded_for(self):  # type: ignore[no-untyped-def]
+        origin = self.start_recording_origin()
+        path = self.mktemp() + ".sock"
+        self.service = self.start_from_config(f"""
+[frontends.web]
+listen = ["unix:{path}"]
+backend = "app"
+[backends.app]
+servers = ["127.0.0.1:{origin}"]
+[backends.app.health]
+check = "none"
+""")
+        client = RawClient()
+        yield ClientCreator(reactor, lambda: client).connectUNIX(path)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
+        (response,) = yield client.responses(1)
+        client.transport.loseConnection()
+        self.assertEqual(response.status, 200)
+        (seen,) = self.received
+        self.assertIsNone(seen.header(b"X-Forwarded-For"))  # the client's own dropped, and no empty one written
+        (port,) = self.service.getServiceNamed("frontend:web").ports  # type: ignore[attr-defined]
+        self.assertEqual(bound_address(port), path)  # as the listening line and the admin API show it
+        self.assertEqual(seen.header(b"Forwarded"), b'for=unknown;proto=http;host="a"')
 
     @defer.inlineCallbacks
     def test_a_broken_forwarded_value_is_passed_on_as_unknown(self):  # type: ignore[no-untyped-def]

@@ -54,12 +54,12 @@ _FORWARDING_HOST_MAX = 256
 @lru_cache(maxsize=1024)  # a client reconnecting, or many behind one address, reuses its lines
 def forwarding_template(address: str, secure: bool) -> bytes:
     """The forwarding header lines for one client, with two ``%s`` left for the Host value (the second quoted)."""
-    ip = address.encode().replace(b"%", b"%%")
     proto = b"https" if secure else b"http"
     node = forwarded_node(address).replace(b"%", b"%%")
-    return (
-        b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %%s\r\n"
-        b"Forwarded: %s;proto=%s;host=%%s\r\n" % (ip, proto, node, proto)
+    # X-Forwarded-For names an IP address or nothing (a UNIX socket's client has none), as HAProxy writes it.
+    ip = b"" if node == b"for=unknown" else b"X-Forwarded-For: %s\r\n" % address.encode().replace(b"%", b"%%")
+    return ip + (
+        b"X-Forwarded-Proto: %s\r\nX-Forwarded-Host: %%s\r\nForwarded: %s;proto=%s;host=%%s\r\n" % (proto, node, proto)
     )
 
 
