@@ -479,21 +479,27 @@ class _EndsOnHalfClose(Protocol):
         self.lost.append(reason)
 
 
+def half_close_to(case: ProxyTestCase, server: _EndsOnHalfClose) -> Any:
+    """Connect to ``server``, half-close: fires once the server closed its side too."""
+    port = case.start_raw_origin(lambda: server)
+    client = RawClient()
+    d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+    def connected(_: object) -> Any:
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        return client.closed
+
+    return d.addCallback(connected)
+
+
 class EndAsClosedTests(ProxyTestCase):
     def test_a_half_closed_tcp_connection_is_closed_and_its_protocol_told(self) -> Any:
         server = _EndsOnHalfClose()
-        port = self.start_raw_origin(lambda: server)
-        client = RawClient()
-        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
-
-        def connected(_: object) -> Any:
-            client.transport.loseWriteConnection()  # type: ignore[union-attr]
-            return client.closed  # the server closed its side too
 
         def closed(_: object) -> None:
             self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
 
-        return d.addCallback(connected).addCallback(closed)
+        return half_close_to(self, server).addCallback(closed)
 
 
 class _ClosesOnHalfClose(_EndsOnHalfClose):
@@ -518,20 +524,13 @@ class _ClosesOnHalfClose(_EndsOnHalfClose):
 class CloseEndedTests(ProxyTestCase):
     def test_the_socket_is_closed_without_shutdown_and_the_peer_sees_the_end(self) -> Any:
         server = _ClosesOnHalfClose()
-        port = self.start_raw_origin(lambda: server)
-        client = RawClient()
-        d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
-
-        def connected(_: object) -> Any:
-            client.transport.loseWriteConnection()  # type: ignore[union-attr]
-            return client.closed  # the server closed its side too
 
         def closed(_: object) -> None:
             self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
             self.assertIn("close", server.calls)
             self.assertNotIn("shutdown", server.calls)
 
-        return d.addCallback(connected).addCallback(closed)
+        return half_close_to(self, server).addCallback(closed)
 
 
 class CacheLogLevelsTests(unittest.TestCase):
