@@ -111,6 +111,29 @@ class ResumeTests(ProxyTestCase):
         self.assertEqual(ours, [])
 
     @defer.inlineCallbacks
+    def test_an_ended_session_goes_without_the_cyclic_collector(self):  # type: ignore[no-untyped-def]
+        """A mass disconnect ends thousands of sessions at once: reference counting frees each (its connections,
+        legs, hand-over and timers), or the collector's next full pass walks them all."""
+        self.start()
+        client = yield self.open()
+        yield self.exchange(client, [b"one"])
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        client.sendClose()
+        yield client.closed
+        yield self.poll(lambda: not self.frontend.websockets and not self.frontend.connections, "the session's end")
+        yield run_reactor_for(5)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            ours = sorted({type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("rubrisproxy")})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        self.assertEqual(ours, [])
+
+    @defer.inlineCallbacks
     def test_a_client_header_that_looks_like_the_resume_count_is_not_rewritten(self):  # type: ignore[no-untyped-def]
         self.start()
         client = yield self.open(headers={"X-App": "keep; resume=0", "X-Rubris-Session": "spoofed; resume=0"})

@@ -210,8 +210,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             self._release(reason)
         finally:
             self._ended(self.end_reason or end)  # a relay may have said why, as it ended
-            if self.relay is None:
-                self._disown()
+            self._disown()
 
     def _disown(self) -> None:
         """Make its gate, write watch and timers call it back no more. Their bound methods are cycles through the
@@ -219,7 +218,9 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         every few dozen connections and, every few thousand, walks the whole heap."""
         self.gate.disown()
         self._output.disown()
-        self._deadline.disown()
+        if self._deadline is not None:  # an upgraded connection has none
+            self._deadline.disown()
+        self.relay = self.current = None  # a relay, and an upgraded request, refer back to it
         if self._close_timer is not None:
             self._close_timer.disown()
 

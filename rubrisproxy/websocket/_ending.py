@@ -155,11 +155,12 @@ class SessionEnding:
         if server is not None:
             server.watchers.discard(self)
         self._resumption.drop_held()
-        self._deadline.stop()
+        self._deadline.disown()  # stopped; its callback, this session, let go (a cycle)
         self._legs.unwire()
         for hook in self._hooks:
             hook.session_closed(self)
         self._handoff.ended(self._termination or Termination.OK)
+        self._legs.release()
 
 
 def close(leg: ClientLeg | BackendLeg | None, code: int | None, reason: bytes | None) -> None:

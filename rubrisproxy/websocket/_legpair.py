@@ -111,6 +111,12 @@ class LegPair:
         if self.origin is not None:
             self.origin.upload.detach()
 
+    def release(self) -> None:
+        """The session has ended: let go of it, its legs and the origin connection, which all refer back to it, so
+        that reference counting frees them (a mass disconnect leaves nothing for the cyclic collector)."""
+        self.client = self.backend = self.origin = None
+        del self._session
+
     def abort(self) -> None:
         """Cut the client's connection, and the backend's if a leg is on it."""
         self._connection.transport.abortConnection()
