@@ -110,11 +110,17 @@ class ResumeTests(ProxyTestCase):
             gc.garbage.clear()
         self.assertEqual(ours, [])
 
-    @defer.inlineCallbacks
     def test_an_ended_session_goes_without_the_cyclic_collector(self):  # type: ignore[no-untyped-def]
         """A mass disconnect ends thousands of sessions at once: reference counting frees each (its connections,
         legs, hand-over and timers), or the collector's next full pass walks them all."""
-        self.start()
+        return self.ends_without_the_cyclic_collector("session")
+
+    def test_an_ended_tunnel_goes_without_the_cyclic_collector(self):  # type: ignore[no-untyped-def]
+        return self.ends_without_the_cyclic_collector("tunnel")
+
+    @defer.inlineCallbacks
+    def ends_without_the_cyclic_collector(self, mode: str):  # type: ignore[no-untyped-def]
+        self.start(mode=mode)
         client = yield self.open()
         yield self.exchange(client, [b"one"])
         gc.collect()

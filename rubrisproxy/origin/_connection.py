@@ -270,8 +270,10 @@ class OriginConnection(Protocol):
         if self.gate is not None:
             self.upload.detach()
             self.gate.disown()  # its callback to this connection would keep a cycle
-        if self.relay is not None:
-            self.relay.origin_lost(reason)
+        relay = self.relay
+        if relay is not None:
+            self.relay = None  # it refers to this connection: a cycle
+            relay.origin_lost(reason)
             return
         self._deadline.stop()
         if self._tunnel_user is not None:

@@ -159,7 +159,7 @@ class Tunnel(TunnelMoving):
             server.watchers.discard(self)
         if self._leaving is not None and self._leaving.active():
             self._leaving.cancel()
-        self._deadline.stop()
+        self._deadline.disown()  # stopped; its callback, this tunnel, let go (a cycle)
         self._client.download.detach()
         self._origin.upload.detach()
         return True
