@@ -1237,16 +1237,22 @@ class CloseSentBatchTests(unittest.TestCase):
         self.assertEqual(ended, ["a", "c", "e", "d"])
 
 
+def listen_for(case: ProxyTestCase, server: Protocol) -> Any:
+    """A TCP port on loopback whose one connection talks to ``server``, stopped with ``case``."""
+    factory = Factory.forProtocol(lambda: server)
+    factory.noisy = False
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    case.addCleanup(port.stopListening)
+    return port
+
+
 class AcceptedWithoutDelayTests(ProxyTestCase):
     """A guarded TCP port's listening socket has TCP_NODELAY, which what it accepts inherits (Linux)."""
 
     @defer.inlineCallbacks
     def _accepted(self, guard: bool) -> Any:
         server = _Contexts()
-        factory = Factory.forProtocol(lambda: server)
-        factory.noisy = False
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
+        port = listen_for(self, server)
         if guard:
             self.assertTrue(guard_accepts(port, lambda error: None, lambda: None, lambda: None))
         client = RawClient()
@@ -1324,10 +1330,7 @@ class LeanAcceptedTests(ProxyTestCase):
     @defer.inlineCallbacks
     def _pair(self, lean: bool) -> Any:
         server = _Ends()
-        factory = Factory.forProtocol(lambda: server)
-        factory.noisy = False
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
-        self.addCleanup(port.stopListening)
+        port = listen_for(self, server)
         if lean:
             self.assertTrue(lean_accepted(port))
         client = _ClientEnds()

@@ -20,6 +20,17 @@ from .helpers import ProxyTestCase, run_reactor_for
 from .wsecho import EchoBackendFactory, connect_client
 
 
+def our_cyclic_garbage() -> list[str]:
+    """The rubrisproxy classes among what only the cyclic collector would free now (the collector being off)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return sorted({type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("rubrisproxy")})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
 class ResumeTests(ProxyTestCase):
     """Two (or more) Autobahn echo backends behind one session-mode backend."""
 
@@ -43,6 +54,12 @@ class ResumeTests(ProxyTestCase):
         self.listeners[index].stopListening()
         for protocol in list(self.backends[index].open):
             protocol.transport.abortConnection()
+
+    def collector_off(self) -> None:
+        """Collect what is garbage now, then leave cycles to :func:`our_cyclic_garbage` until the test ends."""
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
 
     def restart(self, index: int) -> None:
         self.listeners[index] = self.listen(self.backends[index], self.ports[index])
@@ -94,21 +111,12 @@ class ResumeTests(ProxyTestCase):
         self.start()
         client = yield self.open()
         yield self.exchange(client, [b"one"])
-        gc.collect()
-        gc.disable()
-        self.addCleanup(gc.enable)
+        self.collector_off()
         self.kill(self.serving())
         echoed = yield self.exchange(client, [b"two"])
         self.assertEqual(echoed, [b"two"])
         yield run_reactor_for(5)
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            gc.collect()
-            ours = sorted({type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("rubrisproxy")})
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-        self.assertEqual(ours, [])
+        self.assertEqual(our_cyclic_garbage(), [])
 
     def test_an_ended_session_goes_without_the_cyclic_collector(self):  # type: ignore[no-untyped-def]
         """A mass disconnect ends thousands of sessions at once: reference counting frees each (its connections,
@@ -123,21 +131,12 @@ class ResumeTests(ProxyTestCase):
         self.start(mode=mode)
         client = yield self.open()
         yield self.exchange(client, [b"one"])
-        gc.collect()
-        gc.disable()
-        self.addCleanup(gc.enable)
+        self.collector_off()
         client.sendClose()
         yield client.closed
         yield self.poll(lambda: not self.frontend.websockets and not self.frontend.connections, "the session's end")
         yield run_reactor_for(5)
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            gc.collect()
-            ours = sorted({type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("rubrisproxy")})
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-        self.assertEqual(ours, [])
+        self.assertEqual(our_cyclic_garbage(), [])
 
     @defer.inlineCallbacks
     def test_a_client_header_that_looks_like_the_resume_count_is_not_rewritten(self):  # type: ignore[no-untyped-def]
