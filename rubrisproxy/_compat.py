@@ -677,7 +677,8 @@ def close_sent(transport: Any) -> None:
     event comes: two epoll changes and a trip through the reactor. Here reading stops and ``disconnecting`` is
     set (as ``loseConnection`` sets them), and the connection ends on its reactor's next turn (the transport's
     ``reactor``, whatever clock its protocol times with) as that write event would end it: the transport's
-    ``connectionLost`` with ``ConnectionDone``, never inside the caller. Whatever was written meanwhile is
+    ``connectionLost`` with ``ConnectionDone``, never inside the caller, its socket closed without the
+    ``shutdown(2)`` before (see :func:`close_ended`). Whatever was written meanwhile is
     left to Twisted, which closes once it is sent. The connections a reactor turn closes so share one call
     of the next turn, in the order they were closed; one whose end fails is logged as a failing call is, and
     the others still end.
@@ -703,6 +704,7 @@ def _close_batch(reactor: Any) -> None:
     for transport in _closing.pop(reactor):
         try:
             if transport.connected and not unsent(transport) and transport.producer is None:
+                transport._shouldShutdown = False  # close(2) alone ends it, as close_ended says
                 transport.connectionLost(connectionDone)  # Twisted's shared ConnectionDone failure: none per connection
         except Exception:  # noqa: BLE001 - as the reactor logs a failing call, and goes on with the next
             _log.err()

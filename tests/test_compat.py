@@ -1181,6 +1181,8 @@ class CloseSentTests(ProxyTestCase):
         self.assertFalse(server.lost_in_close)
         self.assertEqual([reason.type for reason in server.lost], [ConnectionDone])
         self.assertTrue(server.transport.disconnecting)  # type: ignore[union-attr]
+        # close(2) without shutdown(2) first: the client above still saw the whole answer and a clean end
+        self.assertFalse(server.transport._shouldShutdown)  # type: ignore[union-attr]
 
     @defer.inlineCallbacks
     def test_what_is_written_meanwhile_is_sent_before_the_close(self) -> Any:
