@@ -4,6 +4,7 @@ rest, on accept(2) and the write buffer under load, is in tests/test_hardening_c
 from __future__ import annotations
 
 import ast
+import errno
 import gc
 import inspect
 import os
@@ -35,6 +36,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
 
+from rubrisproxy import _compat
 from rubrisproxy._compat import (
     AutobahnHooks,
     IOpenSSLTrustRoot,
@@ -1135,6 +1137,157 @@ class LeanPollTests(ProxyTestCase):
 
     def test_another_reactor_is_left_alone(self) -> None:
         self.assertFalse(lean_poll(Clock()))
+
+
+@implementer(IHalfCloseableProtocol)
+class _HalfCloses(_Contexts):
+    """A _Contexts server that answers the end of its client's stream, then closes."""
+
+    def readConnectionLost(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"bye")
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class LeanReadTests(ProxyTestCase):
+    """A lean TCP connection's read events, handled in one frame by the lean poll, as Twisted's poll handles them."""
+
+    def setUp(self) -> None:
+        self.reads: list[object] = []
+        handled = _compat._lean_read
+
+        def counted(reactor: Any, transport: Any, *rest: Any) -> None:
+            self.reads.append(type(transport))
+            handled(reactor, transport, *rest)
+
+        self.patch(_compat, "_lean_read", counted)
+
+    @defer.inlineCallbacks
+    def _served(self, server: _Contexts, lean: bool = True) -> Any:
+        port = listen_for(self, server)
+        if lean:
+            self.assertTrue(lean_accepted(port))
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client)
+        return client
+
+    def _lean_poll(self) -> None:
+        self.assertTrue(lean_poll(reactor))
+        self.addCleanup(delattr, reactor, "doIteration")
+
+    @defer.inlineCallbacks
+    def _until(self, condition: Any) -> Any:
+        for _ in range(500):
+            if condition():
+                return
+            yield deferLater(reactor, 0.01)
+        self.fail("timed out")
+
+    @defer.inlineCallbacks
+    def test_a_read_sees_the_context_twisteds_poll_gives_it(self) -> Any:
+        stock_server, lean_server = _Contexts(), _Contexts()
+        stock = yield self._served(stock_server, lean=False)
+        stock.send(b"stock")
+        yield self._until(lambda: stock_server.seen)
+        self._lean_poll()
+        lean = yield self._served(lean_server)
+        for count, text in enumerate((b"one", b"two"), 1):
+            lean.send(text)
+            yield self._until(lambda count=count: len(lean_server.seen) == count)
+        (stock_context, _), = stock_server.seen
+        (first, prefix), (second, _) = lean_server.seen
+        self.assertEqual(self.reads, [_compat._LeanServer] * 2)
+        self.assertEqual(first, {**stock_context, "system": prefix})  # its own system, in the same outer context
+        self.assertEqual(second, first)
+        self.assertNotEqual(context.get(log.ILogContext).get("system"), prefix)  # nothing left pushed
+        for client in (stock, lean):
+            client.transport.loseConnection()
+        yield lean_server.lost
+
+    @defer.inlineCallbacks
+    def test_the_end_of_the_stream_is_a_half_close_for_a_protocol_that_takes_one(self) -> Any:
+        self._lean_poll()
+        server = _HalfCloses()
+        client = yield self._served(server)
+        client.send(b"hello")
+        yield self._until(lambda: server.seen)
+        client.transport.loseWriteConnection()
+        received = yield client.closed
+        self.assertEqual(received, b"bye")
+        yield server.lost
+        self.assertIn(_compat._LeanServer, self.reads)
+
+    @defer.inlineCallbacks
+    def test_a_failing_read_is_logged_in_its_context_and_ends_the_connection(self) -> Any:
+        self._lean_poll()
+        events: list[dict[str, Any]] = []
+        log.addObserver(events.append)
+        self.addCleanup(log.removeObserver, events.append)
+        server = _Contexts()
+        client = yield self._served(server)
+        client.send(b"boom")
+        yield server.lost
+        yield client.closed
+        (_, prefix), = server.seen
+        self.assertEqual([event["system"] for event in events if event.get("isError")], [prefix])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(self.reads, [_compat._LeanServer])
+
+
+class _Unreadable:
+    """A socket whose ``recv`` fails with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def recv(self, size: int) -> bytes:
+        raise OSError(self.code, os.strerror(self.code))
+
+
+class _Disconnects:
+    """As much of a reactor as _lean_read uses: records each disconnection; ``fails``: raises while doing it."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.disconnected: list[tuple[object, bool]] = []
+        self.fails = fails
+
+    def _disconnectSelectable(self, selectable: object, why: object, is_read: bool) -> None:
+        self.disconnected.append((why, is_read))
+        if self.fails:
+            raise ZeroDivisionError("connectionLost failed")
+
+
+class LeanReadFailureTests(unittest.TestCase):
+    """What a lean read does when the socket fails, or when ending the connection does."""
+
+    def _read(self, reactor: _Disconnects, code: int) -> list[dict[Any, Any]]:
+        transport = _compat._LeanServer.__new__(_compat._LeanServer)
+        transport.socket = _Unreadable(code)  # type: ignore[assignment]
+        transport.logstr = "Proto,1,127.0.0.1"
+        contexts: list[dict[Any, Any]] = []
+        _compat._lean_read(reactor, transport, contexts, {log.ILogContext: {"system": "-"}})
+        return contexts
+
+    def test_nothing_to_read_is_no_event(self) -> None:
+        reactor = _Disconnects()
+        self.assertEqual(self._read(reactor, errno.EWOULDBLOCK), [])
+        self.assertEqual(reactor.disconnected, [])
+
+    def test_a_failed_read_loses_the_connection(self) -> None:
+        reactor = _Disconnects()
+        self.assertEqual(self._read(reactor, errno.ECONNRESET), [])
+        (why, is_read), = reactor.disconnected
+        self.assertIsInstance(why, ConnectionLost)
+        self.assertTrue(is_read)
+
+    def test_a_failing_end_is_logged_and_the_poll_goes_on(self) -> None:
+        reactor = _Disconnects(fails=True)
+        self.assertEqual(self._read(reactor, errno.ECONNRESET), [])
+        self.assertEqual(len(reactor.disconnected), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
 class _ClosesWhenSent(Protocol):
