@@ -144,6 +144,10 @@ class ResponseParser:
         self._upgrade = upgrade
         self._reset()
 
+    def release(self) -> None:
+        """The request is over: let go of its handler, which an idle connection would otherwise keep alive."""
+        self._handler = _NO_HANDLER
+
     def redirect(self, handler: ResponseHandler) -> None:
         """Report the rest of the current response to ``handler`` (one that takes it over mid-response)."""
         self._handler = handler

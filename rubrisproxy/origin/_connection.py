@@ -213,12 +213,18 @@ class OriginConnection(Protocol):
         """The request is over; returns whether the connection may be reused."""
         self._deadline.clear()
         self._user = None
+        self.parser.release()
         if self.upload.producer is not None:
             self.upload.detach()
         gate = self.gate
         if gate is not None and gate.paused:
             gate.resumeProducing()
         return bool(self.connected) and self.parser.complete and self.parser.reusable
+
+    def never_connected(self) -> None:
+        """Its connection attempt failed: let go of its timer's callback and its parser, cycles through it."""
+        self._deadline.disown()
+        self.parser.close()
 
     def abort(self) -> None:
         """Drop the connection now, telling nobody."""
@@ -275,7 +281,7 @@ class OriginConnection(Protocol):
             self.relay = None  # it refers to this connection: a cycle
             relay.origin_lost(reason)
             return
-        self._deadline.stop()
+        self._deadline.disown()  # its callback to this connection would keep a cycle
         if self._tunnel_user is not None:
             self._end_tunnel_wait(0, b"")
             return
