@@ -184,12 +184,15 @@ class EchoResource(resource.Resource):
         return b"path=" + request.uri
 
 
-def our_cyclic_garbage() -> list[str]:
-    """The rubrisproxy classes among what only the cyclic collector would free now (the collector being off)."""
+def our_cyclic_garbage(*packages: str) -> list[str]:
+    """The rubrisproxy classes (or those of ``packages``) among what only the cyclic collector would free now (the
+    collector being off)."""
+    prefixes = packages or ("rubrisproxy",)
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
         gc.collect()
-        return sorted({type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("rubrisproxy")})
+        return sorted({f"{type(o).__module__}.{type(o).__qualname__}" if packages else type(o).__qualname__
+                       for o in gc.garbage if type(o).__module__.startswith(prefixes)})
     finally:
         gc.set_debug(0)
         gc.garbage.clear()

@@ -195,8 +195,9 @@ class H2Stream(StreamResponse):
         self.unpin()
         if self._timer is not None:
             self._timer.clear()
-        if self._phase is _CLOSED:  # reset already
-            self.let_go()
+        if self._phase is _CLOSED:
+            if not exchange.head.upgrade:  # reset already; a WebSocket's relay may still use its parts
+                self.let_go()
             return
         if self._phase is _HEAD:  # ended without an answer (the client is gone)
             self.abortConnection()
