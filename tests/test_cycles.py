@@ -183,6 +183,25 @@ class Http1Tests(ProxyTestCase):
         yield self.ended(client, connection)
 
     @defer.inlineCallbacks
+    def test_the_client_gone_mid_response(self):  # type: ignore[no-untyped-def]
+        """The response half sent: the exchange, the last one the connection took, goes with it."""
+        client, connection = yield self.opened(self.start_web_origin())
+        client.send(get(b"/big/5000000"))
+        yield client.until(lambda data: len(data) > 100000)
+        client.transport.abortConnection()
+        yield self.poll(lambda: not self.frontend.connections, "the connection's end")
+        self.assertIsNone(connection())
+        self.assertEqual(our_cyclic_garbage(), [])
+
+    @defer.inlineCallbacks
+    def test_a_request_body_timed_out_with_408(self):  # type: ignore[no-untyped-def]
+        client, connection = yield self.opened(self.start_web_origin(), client=0.3)
+        client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly some")
+        (response,) = yield client.responses(1)
+        self.assertEqual(response.status, 408)
+        yield self.ended(client, connection)
+
+    @defer.inlineCallbacks
     def test_a_502_from_an_origin_that_hung_up(self):  # type: ignore[no-untyped-def]
         client, connection = yield self.opened(self.start_raw_origin(_HangingUp), retries=0)
         client.send(get())
