@@ -73,17 +73,17 @@ class Http2Tests(H2Case):
     @defer.inlineCallbacks
     def opened(self, client: H2Client | None = None):  # type: ignore[no-untyped-def]
         """A connection with a stream answered (the pool's connection made), then the collector off; the client,
-        and a weak reference to the proxy's side of it."""
+        and weak references to the proxy's side of it (the client connection and its HTTP/2 relay)."""
         client = yield self.h2(client)
         yield self.done(client, client.request(b"/first"))
         self.collector_off()
         (connection,) = self.frontend.connections
-        return client, weakref.ref(connection.relay)
+        return client, (weakref.ref(connection), weakref.ref(connection.relay))
 
     @defer.inlineCallbacks
-    def ended(self, connection: weakref.ref[object]):  # type: ignore[no-untyped-def]
+    def ended(self, connection: tuple[weakref.ref[object], ...]):  # type: ignore[no-untyped-def]
         yield self.poll(lambda: not self.frontend.connections, "the connection's end", ticks=2000)
-        self.assertIsNone(connection())
+        self.assertEqual([ref() for ref in connection], [None, None])
         self.assertEqual(our_cyclic_garbage(*_H2), [])
 
     @defer.inlineCallbacks
@@ -130,7 +130,7 @@ class Http2Tests(H2Case):
         client.request(b"/slow")
         yield self.poll(lambda: _Silent.connections, "the origin got the request")
         (proxied,) = self.frontend.connections
-        connection = weakref.ref(proxied.relay)
+        connection = (weakref.ref(proxied), weakref.ref(proxied.relay))
         del proxied
         client.h2.close_connection(ErrorCodes.NO_ERROR)
         client.transport.write(client.h2.data_to_send())
