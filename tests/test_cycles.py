@@ -17,6 +17,7 @@ from rubrisproxy.config import PoolSettings
 from .h2client import H2Client
 from .helpers import ProxyTestCase, RawClient, get, our_cyclic_garbage, run_reactor_for
 from .test_http2 import H2Case, _Silent
+from .test_pinned import NTLMOrigin
 
 #: Besides the proxy's own, the HTTP/2 library's objects: an HTTP/2 connection's frame machine is the client
 #: connection's (its streams, its HPACK tables).
@@ -248,6 +249,43 @@ class Http1Tests(ProxyTestCase):
         yield run_reactor_for(2)
         self.assertIsNone(pooled())
         self.assertEqual(our_cyclic_garbage(), [])
+
+
+class PinnedTests(ProxyTestCase):
+    """A client connection pinned to its server connection (connection-oriented auth), each naming the other."""
+
+    @defer.inlineCallbacks
+    def pinned(self):  # type: ignore[no-untyped-def]
+        self.frontend = self.start_proxy(self.start_raw_origin(NTLMOrigin))
+        self.collector_off()
+        client = yield self.connect()
+        for count, authorization in enumerate((b"NTLM type1", b"NTLM type3"), 1):
+            client.send(get(b"/secure", b"Authorization: " + authorization + b"\r\n"))
+            responses = yield client.responses(count)
+        self.assertEqual(responses[-1].status, 200)
+        (connection,) = self.frontend.connections
+        self.assertIsNotNone(connection.pinned)
+        return client, weakref.ref(connection), weakref.ref(connection.pinned)
+
+    @defer.inlineCallbacks
+    def ended(self, *refs: weakref.ref[object]):  # type: ignore[no-untyped-def]
+        yield self.poll(lambda: not self.frontend.connections and not self.frontend.pool.in_use, "both ends")
+        yield run_reactor_for(2)
+        self.assertEqual([ref() for ref in refs], [None, None])
+        self.assertEqual(our_cyclic_garbage(), [])
+
+    @defer.inlineCallbacks
+    def test_the_client_closes(self):  # type: ignore[no-untyped-def]
+        client, *refs = yield self.pinned()
+        client.transport.loseConnection()
+        yield self.ended(*refs)
+
+    @defer.inlineCallbacks
+    def test_the_server_closes(self):  # type: ignore[no-untyped-def]
+        client, *refs = yield self.pinned()
+        refs[1]().transport.loseConnection()
+        yield client.closed
+        yield self.ended(*refs)
 
 
 class ConnectTunnelTests(ProxyTestCase):

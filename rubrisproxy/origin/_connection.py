@@ -271,8 +271,9 @@ class OriginConnection(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
-        if self.pinned_to is not None:
-            self.pinned_to.end(ConnectionEnd.SERVER_ERROR)  # its client goes too
+        pinned_to, self.pinned_to = self.pinned_to, None  # it refers to this connection: a cycle
+        if pinned_to is not None:
+            pinned_to.end(ConnectionEnd.SERVER_ERROR)  # its client goes too
         if self.gate is not None:
             self.upload.detach()
             self.gate.disown()  # its callback to this connection would keep a cycle
