@@ -12,12 +12,14 @@ from h2.errors import ErrorCodes
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
 
-from rubrisproxy.config import PoolSettings
+from rubrisproxy.config import PoolSettings, WebSocketConfig
 
 from .h2client import H2Client
 from .helpers import ProxyTestCase, RawClient, get, our_cyclic_garbage, run_reactor_for
 from .test_http2 import H2Case, _Silent
 from .test_pinned import NTLMOrigin
+from .test_websocket import upgrade
+from .wsecho import EchoBackendFactory, listen_echo_backend
 
 #: Besides the proxy's own, the HTTP/2 library's objects: an HTTP/2 connection's frame machine is the client
 #: connection's (its streams, its HPACK tables).
@@ -249,6 +251,35 @@ class Http1Tests(ProxyTestCase):
         yield run_reactor_for(2)
         self.assertIsNone(pooled())
         self.assertEqual(our_cyclic_garbage(), [])
+
+
+class RefusedUpgradeTests(ProxyTestCase):
+    """A WebSocket upgrade that never became one: its hand-over, made as its checks passed, goes with its request."""
+
+    @defer.inlineCallbacks
+    def refused(self, origin: int, status: int, mode: str):  # type: ignore[no-untyped-def]
+        self.frontend = self.start_proxy(origin, retries=0, websocket=WebSocketConfig(mode=mode))
+        self.collector_off()
+        client = yield self.connect()
+        yield self.poll(lambda: self.frontend.connections, "the connection accepted")
+        connection = weakref.ref(next(iter(self.frontend.connections)))
+        client.send(upgrade())
+        (response,) = yield client.responses(1)
+        self.assertEqual(response.status, status)
+        client.transport.loseConnection()
+        yield self.poll(lambda: not self.frontend.connections, "the connection's end")
+        self.assertIsNone(connection())
+        self.assertEqual(our_cyclic_garbage(), [])
+
+    @defer.inlineCallbacks
+    def test_refused_by_the_backend(self):  # type: ignore[no-untyped-def]
+        for mode in ("session", "tunnel"):
+            port = listen_echo_backend(EchoBackendFactory(refuse=403))
+            self.addCleanup(port.stopListening)
+            yield self.refused(port.getHost().port, 403, mode)
+
+    def test_no_backend_there(self):  # type: ignore[no-untyped-def]
+        return self.refused(_dead_port(), 503, "session")
 
 
 class PinnedTests(ProxyTestCase):
