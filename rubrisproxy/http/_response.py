@@ -144,10 +144,6 @@ class ResponseParser:
         self._upgrade = upgrade
         self._reset()
 
-    def release(self) -> None:
-        """The request is over: let go of its handler, which an idle connection would otherwise keep alive."""
-        self._handler = _NO_HANDLER
-
     def redirect(self, handler: ResponseHandler) -> None:
         """Report the rest of the current response to ``handler`` (one that takes it over mid-response)."""
         self._handler = handler
@@ -176,7 +172,8 @@ class ResponseParser:
             self._end_due = False
             if self.overrun:
                 self.reusable = False
-            self._handler.response_end()
+            handler, self._handler = self._handler, _NO_HANDLER  # else an idle connection would keep it alive
+            handler.response_end()
 
     def _failed(self, e: httptools.HttpParserError) -> None:
         """llhttp refused what it was fed: fine after a complete response (``overrun``), else a 502 (or the error a

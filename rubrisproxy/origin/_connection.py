@@ -213,7 +213,6 @@ class OriginConnection(Protocol):
         """The request is over; returns whether the connection may be reused."""
         self._deadline.clear()
         self._user = None
-        self.parser.release()
         if self.upload.producer is not None:
             self.upload.detach()
         gate = self.gate
