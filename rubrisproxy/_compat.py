@@ -979,6 +979,7 @@ class _Connecting(ClientFactory):
 
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
         self._stop_timer()
+        self.connector = None  # it refers back to this factory: no cycle left for the collector
         if not self.done.called:  # else timed out or cancelled, which stopped the attempt
             self.done.errback(reason)
 
@@ -1056,6 +1057,15 @@ class _LeanClient(tcp.Client):
         del self.doWrite, self.doRead
         self.stopWriting()
         self._connectDone()
+
+    def failIfNotConnected(self, err: object) -> None:
+        super().failIfNotConnected(err)
+        if "doRead" in vars(self):  # bound to it (doConnect): a cycle, which only the collector would free
+            vars(self).update(doRead=_no_event, doWrite=_no_event)  # an event of this poll may still come
+
+
+def _no_event() -> None:
+    """A failed :class:`_LeanClient`'s events (its socket is closed already)."""
 
 
 #: The transports whose read events :func:`_lean_read` handles: Twisted's ``doRead`` unchanged (a connecting

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -183,6 +184,20 @@ class EchoResource(resource.Resource):
         return b"path=" + request.uri
 
 
+def our_cyclic_garbage(*packages: str) -> list[str]:
+    """The rubrisproxy classes (or those of ``packages``) among what only the cyclic collector would free now (the
+    collector being off)."""
+    prefixes = packages or ("rubrisproxy",)
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return sorted({f"{type(o).__module__}.{type(o).__qualname__}" if packages else type(o).__qualname__
+                       for o in gc.garbage if type(o).__module__.startswith(prefixes)})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
 class ProxyTestCase(unittest.TestCase):
     """Starts origins and a proxy on loopback; everything is torn down after the test."""
 
@@ -253,6 +268,12 @@ class ProxyTestCase(unittest.TestCase):
         for connection in list(frontend.pool.in_use):
             connection.abort()
         return port.stopListening()
+
+    def collector_off(self) -> None:
+        """Collect what is garbage now, then leave cycles to :func:`our_cyclic_garbage` until the test ends."""
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
 
     def connect(self):  # type: ignore[no-untyped-def]
         return self.connect_as(RawClient())

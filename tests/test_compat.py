@@ -24,7 +24,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from OpenSSL import SSL
 from twisted.internet import abstract, defer, reactor, task, tcp
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectingCancelledError, ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
@@ -83,7 +83,7 @@ from rubrisproxy.websocket import accept_key, new_key
 from rubrisproxy.websocket._legs import _AT_REST, LegFactories
 from rubrisproxy.websocket._timers import BucketTimer
 
-from .helpers import ProxyTestCase, RawClient
+from .helpers import ProxyTestCase, RawClient, our_cyclic_garbage
 from .test_tls_origin import make_certificates
 from .test_ws_keepalive import (
     OP_PING,
@@ -408,6 +408,19 @@ class ConnectTcpTests(ProxyTestCase):
         self.assertFalse(ok or ok2)
         self.assertEqual(lean.type, endpoint.type)
         self.assertEqual(lean.getErrorMessage(), endpoint.getErrorMessage())
+
+    @defer.inlineCallbacks
+    def test_a_refused_connection_leaves_no_cycle(self) -> Any:
+        """A dead server refuses every request's connection: its factory, connector and client transport go by
+        reference counting (the transport's own doConnect, bound in its dict, let go of)."""
+        listening = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        port = listening.getHost().port
+        yield listening.stopListening()
+        self.collector_off()
+        with self.assertRaises(ConnectionRefusedError):
+            yield connect_tcp(reactor, ("127.0.0.1", port), RawClient(), 5.0, lambda: AssertionError("timed out"))
+        yield task.deferLater(reactor, 0, lambda: None)  # a second event of the failed attempt's poll, if any
+        self.assertEqual(our_cyclic_garbage(), [])
 
     def test_it_times_out_with_the_callers_error_and_stops_the_attempt(self) -> None:
         clock = MemoryReactorClock()

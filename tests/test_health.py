@@ -14,7 +14,7 @@ from rubrisproxy.config import BackendConfig, HealthCheckConfig, PassiveCheckCon
 from rubrisproxy.origin import OriginConnector
 from rubrisproxy.settings import LiveSettings
 
-from .helpers import ProxyTestCase
+from .helpers import ProxyTestCase, our_cyclic_garbage
 
 
 class Health(resource.Resource):
@@ -66,6 +66,23 @@ class ActiveCheckTests(ProxyTestCase):
         self.assertFalse(server.up)  # rise = 2
         yield self.run_checks(server, 1)
         self.assertTrue(server.up)
+
+    @defer.inlineCallbacks
+    def test_checks_leave_nothing_for_the_cyclic_collector(self):  # type: ignore[no-untyped-def]
+        """A check runs every few seconds on every server: each goes by reference counting, passed or failed."""
+        root = resource.Resource()
+        root.putChild(b"health", Health())
+        self.collector_off()
+        server = self.checker(self.start_web_origin(root), check="http", path="/health")
+        yield self.run_checks(server, 2)
+        self.assertTrue(server.up)
+        listener = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        server = self.checker(listener.getHost().port, check="tcp")  # its clock is the one run_checks advances now
+        yield self.run_checks(server, 2)
+        yield listener.stopListening()
+        yield self.run_checks(server, 2)  # refused
+        self.assertEqual((server.check_successes, server.check_failures), (0, 2))
+        self.assertEqual(our_cyclic_garbage(), [])
 
     @defer.inlineCallbacks
     def test_http_check_expects_the_status_range(self):

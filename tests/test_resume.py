@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import gc
 import hashlib
 
 from prometheus_client import generate_latest
@@ -16,19 +15,8 @@ from rubrisproxy.config import WebSocketConfig
 from rubrisproxy.websocket._move import SessionMove
 from rubrisproxy.websocket._resume import is_refusal
 
-from .helpers import ProxyTestCase, run_reactor_for
+from .helpers import ProxyTestCase, our_cyclic_garbage, run_reactor_for
 from .wsecho import EchoBackendFactory, connect_client
-
-
-def our_cyclic_garbage() -> list[str]:
-    """The rubrisproxy classes among what only the cyclic collector would free now (the collector being off)."""
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        gc.collect()
-        return sorted({type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("rubrisproxy")})
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
 
 
 class ResumeTests(ProxyTestCase):
@@ -54,12 +42,6 @@ class ResumeTests(ProxyTestCase):
         self.listeners[index].stopListening()
         for protocol in list(self.backends[index].open):
             protocol.transport.abortConnection()
-
-    def collector_off(self) -> None:
-        """Collect what is garbage now, then leave cycles to :func:`our_cyclic_garbage` until the test ends."""
-        gc.collect()
-        gc.disable()
-        self.addCleanup(gc.enable)
 
     def restart(self, index: int) -> None:
         self.listeners[index] = self.listen(self.backends[index], self.ports[index])

@@ -97,6 +97,7 @@ class _Probe(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
+        self.connecting = None  # its result is this probe: a cycle, which only the cyclic collector would free
         if self.closing:
             self.finish(None)  # the server closed after the handshake and our close frame
         self.finish("connection closed before the check completed")

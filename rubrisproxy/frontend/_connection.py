@@ -220,7 +220,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         self._output.disown()
         if self._deadline is not None:  # an upgraded connection has none
             self._deadline.disown()
-        self.relay = self.current = None  # a relay, and an upgraded request, refer back to it
+        self.relay = self.current = self.last_request = self._receiving = None  # each refers back to it
         if self._close_timer is not None:
             self._close_timer.disown()
 

@@ -54,7 +54,7 @@ class Exchange(Resubmitting):
     client's pace and independent of it: a server may answer before the body is all sent.
     """
 
-    __slots__ = ("keep_alive", "_framing", "_request_bytes", "websocket", "_eio_peek", "_eio_poll", "rules")
+    __slots__ = ("keep_alive", "_framing", "_request_bytes", "_eio_peek", "_eio_poll", "rules")
 
     def __init__(self, client: ExchangeClient, head: RequestHead, now: float, wait: float) -> None:
         # Its bases' slots (described where each declares them) are set here: one call per request, not one per base.

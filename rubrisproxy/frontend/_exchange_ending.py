@@ -15,6 +15,7 @@ from ._heads import Framing
 if TYPE_CHECKING:
     from ..clients import ClientSession
     from ._rule_actions import RuleRun
+    from ._upgrade import ExchangeHandoff
 
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 # The states it reads, as module names: a member read through its Enum class costs a descriptor call.
@@ -31,7 +32,7 @@ class ExchangeEnding(Dispatch):
     """
 
     # Set by Exchange.__init__ (an __init__ here would be a call more per request).
-    __slots__ = ("termination", "session", "_stale_retry_done", "pending_head", "_pending")
+    __slots__ = ("termination", "session", "_stale_retry_done", "pending_head", "_pending", "websocket")
 
     termination: Termination | None  # how it ended, once it has
     session: ClientSession | None  # the client session the request belongs to, if tracked
@@ -42,6 +43,7 @@ class ExchangeEnding(Dispatch):
     _pending: list[bytes] | None
     _framing: int  # Exchange's: how the response body is delimited (a Framing)
     rules: RuleRun | None  # Exchange's: its run through HTTP rules, which holds rate-limit entries until it ends
+    websocket: ExchangeHandoff | None  # a WebSocket upgrade's hand-over (Exchange's), which refers back to it
 
     # Failures on the origin side
 
@@ -141,6 +143,7 @@ class ExchangeEnding(Dispatch):
         now = self._account(termination, status if answered_for_origin and status != 101 else 0, status,
                             relayed or status == 101)
         self._pending = None
+        self.websocket = None  # an upgrade answered without a 101 (or failed): its hand-over would keep a cycle
         client = self.client
         if client.gate.paused:
             client.gate.resume(ORIGIN)

@@ -100,13 +100,6 @@ class H2Connection(FrameOutput):
         self._control = Budget(clock, settings.max_control_frames, settings.flood_window)
         self._idle = Deadline(clock, self._idle_expired)
         self._last_stream = 0  # the last stream a GOAWAY let finish
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            RequestReceived: self._request, DataReceived: self._data, StreamEnded: self._stream_ended,
-            StreamReset: self._stream_reset, WindowUpdated: self._window_updated,
-            RemoteSettingsChanged: self._control_frame, PingReceived: self._control_frame,
-            PriorityUpdated: self._control_frame, UnknownFrameReceived: self._control_frame,
-            ConnectionTerminated: self._terminated,
-        }
 
     def start(self, data: bytes) -> None:
         """Send the proxy's SETTINGS, then read the client's first bytes."""
@@ -145,11 +138,10 @@ class H2Connection(FrameOutput):
             self.frames.close_connection(ErrorCodes.FRAME_SIZE_ERROR)
             self._close(ConnectionEnd.PROTOCOL_READ_ERROR)
             return
-        handlers = self._handlers
         for event in events:
-            handler = handlers.get(type(event))
+            handler = _HANDLERS.get(type(event))
             if handler is not None:
-                handler(event)
+                handler(self, event)
                 if self._state is _CLOSED:
                     return
         self.send()
@@ -293,13 +285,16 @@ class H2Connection(FrameOutput):
         self._end_streams()
 
     def _end_streams(self) -> None:
-        """Closed: its timer stopped, and every stream reset (each ends its exchange)."""
+        """Closed: every stream reset (each ends its exchange), and its timer, write watch and frame machine made
+        to call it back no more: their bound methods are cycles, which only the cyclic collector would free."""
         self._state = _CLOSED
-        self._idle.stop()
+        self._idle.disown()
+        self._watch.disown()
         for stream in list(self.streams.values()):
             stream.reset()
         self.streams.clear()
         self._waiting.clear()
+        self.frames._frame_dispatch_table.clear()  # h2's own cycle: it reads no more frames
 
     def _close(self, reason: ConnectionEnd) -> None:
         """Send what h2 has queued (a GOAWAY), end every stream, and close the client connection."""
@@ -307,3 +302,13 @@ class H2Connection(FrameOutput):
         self._end_streams()
         cast(FlowTransport, self.client.transport).unregisterProducer()  # a TLS transport closes only then
         self.client.end(reason)
+
+
+#: What each h2 event read calls (functions, not a connection's bound methods: no cycle through it).
+_HANDLERS: dict[type, Callable[[H2Connection, Any], None]] = {
+    RequestReceived: H2Connection._request, DataReceived: H2Connection._data,
+    StreamEnded: H2Connection._stream_ended, StreamReset: H2Connection._stream_reset,
+    WindowUpdated: H2Connection._window_updated, RemoteSettingsChanged: H2Connection._control_frame,
+    PingReceived: H2Connection._control_frame, PriorityUpdated: H2Connection._control_frame,
+    UnknownFrameReceived: H2Connection._control_frame, ConnectionTerminated: H2Connection._terminated,
+}

@@ -63,6 +63,9 @@ class StreamResponse:
     _request_ended: bool
     _timer: Deadline | None
 
+    if TYPE_CHECKING:
+        def let_go(self) -> None: ...
+
     def __init__(self) -> None:
         self._phase = _HEAD
         self._held: deque[Chunk] = deque()
@@ -190,3 +193,5 @@ class StreamResponse:
         if relay is not None:  # as a transport tells its protocol: later, not from inside the call that closed it
             reason = Failure(ConnectionLost() if lost else ConnectionDone())
             self.frontend.clock.callLater(0, relay.client_lost, reason)
+        elif self.exchange is None or self.exchange.finished:
+            self.let_go()  # else once its exchange is done

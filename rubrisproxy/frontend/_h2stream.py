@@ -196,6 +196,8 @@ class H2Stream(StreamResponse):
         if self._timer is not None:
             self._timer.clear()
         if self._phase is _CLOSED:
+            if not exchange.head.upgrade:  # reset already; a WebSocket's relay may still use its parts
+                self.let_go()
             return
         if self._phase is _HEAD:  # ended without an answer (the client is gone)
             self.abortConnection()
@@ -233,6 +235,15 @@ class H2Stream(StreamResponse):
         if pinned is not None:
             pinned.pinned_to = None
             pinned.abort()
+
+    def let_go(self) -> None:
+        """Its exchange done and the stream closed: let go of its exchange, timer, gate, download slot and transport,
+        which refer back to it (cycles, which only the cyclic collector would free: one per request)."""
+        self.exchange = None
+        if self._timer is not None:
+            self._timer.disown()
+        del self.gate, self.download
+        self._transport = None
 
     def end(self, reason: ConnectionEnd) -> None:
         """A lost pinned server connection ends its client: here, the stream."""

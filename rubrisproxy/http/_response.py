@@ -172,7 +172,8 @@ class ResponseParser:
             self._end_due = False
             if self.overrun:
                 self.reusable = False
-            self._handler.response_end()
+            handler, self._handler = self._handler, _NO_HANDLER  # else an idle connection would keep it alive
+            handler.response_end()
 
     def _failed(self, e: httptools.HttpParserError) -> None:
         """llhttp refused what it was fed: fine after a complete response (``overrun``), else a 502 (or the error a

@@ -220,6 +220,11 @@ class OriginConnection(Protocol):
             gate.resumeProducing()
         return bool(self.connected) and self.parser.complete and self.parser.reusable
 
+    def never_connected(self) -> None:
+        """Its connection attempt failed: let go of its timer's callback and its parser, cycles through it."""
+        self._deadline.disown()
+        self.parser.close()
+
     def abort(self) -> None:
         """Drop the connection now, telling nobody."""
         self._user = None
@@ -265,8 +270,9 @@ class OriginConnection(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
-        if self.pinned_to is not None:
-            self.pinned_to.end(ConnectionEnd.SERVER_ERROR)  # its client goes too
+        pinned_to, self.pinned_to = self.pinned_to, None  # it refers to this connection: a cycle
+        if pinned_to is not None:
+            pinned_to.end(ConnectionEnd.SERVER_ERROR)  # its client goes too
         if self.gate is not None:
             self.upload.detach()
             self.gate.disown()  # its callback to this connection would keep a cycle
@@ -275,7 +281,7 @@ class OriginConnection(Protocol):
             self.relay = None  # it refers to this connection: a cycle
             relay.origin_lost(reason)
             return
-        self._deadline.stop()
+        self._deadline.disown()  # its callback to this connection would keep a cycle
         if self._tunnel_user is not None:
             self._end_tunnel_wait(0, b"")
             return

@@ -72,6 +72,7 @@ class ConnectionPool:
 
         def failed(reason):
             self.connecting -= 1
+            connection.never_connected()
             return reason
 
         return self.connector.connect(server, connection).addCallbacks(connected, failed)
