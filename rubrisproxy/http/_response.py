@@ -6,7 +6,7 @@ from typing import Protocol
 
 import httptools
 
-from ._errors import HTTPError
+from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
@@ -212,12 +212,15 @@ class ResponseParser:
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))  # after the head: trailers, dropped with the list
 
-    def on_headers_complete(self) -> None:  # noqa: C901 - one pass over a response's headers, no helper calls
+    def on_headers_complete(self) -> None:  # noqa: C901, PLR0912 - one pass over a response's headers, no helper calls
         parser = self._parser
         status = parser.get_status_code()
-        if 100 <= status < 200 and not (status == 101 and self._upgrade):
-            self._headers, self._reason = [], b""
-            return  # 1xx: llhttp goes on to the final response
+        if status < 200:
+            if status < 100:  # "099" would be relayed as "99"
+                raise HTTPError(502, f"origin answered with status {status}")
+            if not (status == 101 and self._upgrade):
+                self._headers, self._reason = [], b""
+                return  # 1xx: llhttp goes on to the final response
         headers = self._headers
         self._headers = []
         head = ResponseHead(status, self._reason, _VERSIONS.get(parser.get_http_version(), b"1.1"), headers)
@@ -231,10 +234,16 @@ class ResponseParser:
             if kind == _FORWARD:
                 forward.append(pair)
             elif kind == _LENGTH:
-                forward.append(pair)
+                if status != 204:  # RFC 9110 8.6: a 204 has none (a client reading it would take the next response)
+                    forward.append(pair)
                 head.content_length = int(pair[1])
             elif kind == _CODING:
-                head.chunked = pair[1].strip().lower().endswith(b"chunked")
+                # The proxy removes the header: a body in any coding but chunked would reach the client unannounced
+                # (a HEAD or 304 answer's header only names what a GET would get).
+                if (head.chunked or pair[1].strip().lower() != b"chunked") and not (
+                        self._head_request or status == 304 or status == 204):
+                    raise HTTPError(502, f"origin used transfer coding {quoted(pair[1])}")
+                head.chunked = True
             elif kind == _CONNECTION:
                 tokens = connection_tokens(pair[1])
                 connection = connection | tokens if connection else tokens
