@@ -1,5 +1,5 @@
-"""A client that half-closes (sends its FIN) after its requests is answered, as by HAProxy and nginx; half a
-request, or none, then ends the connection as a close does."""
+"""A client that half-closes (sends its FIN) after its requests is answered, as by HAProxy and nginx; half a head
+after them is dropped; half a body, or no request, then ends the connection as a close does."""
 
 from __future__ import annotations
 
@@ -60,6 +60,15 @@ class HalfCloseTests(ProxyTestCase):
         self.assertEqual(received, b"")
         yield self.poll(lambda: self.access_log.connections, "the connection's line")
         self.assertEqual(self.access_log.connections[-1].end, "socket-read-closed")
+
+    @defer.inlineCallbacks
+    def test_requests_sent_whole_before_half_a_head_are_answered(self):  # type: ignore[no-untyped-def]
+        # As HAProxy answers them (the origin may have acted on them already); the half head is never answered.
+        received = yield self.half_closed_after(get(b"/a") + get(b"/b") + b"GET /c HTTP/1.1\r\nHo")
+        responses = parse_responses(received)
+        self.assertEqual([r.body for r in responses], [b"path=/a", b"path=/b"])
+        self.assertEqual(responses[-1].header(b"connection"), b"close")
+        self.assertEqual([entry.termination for entry in self.access_log.entries], ["ok", "ok"])
 
     @defer.inlineCallbacks
     def test_half_a_body_ends_the_request_as_a_client_abort(self):  # type: ignore[no-untyped-def]

@@ -357,6 +357,15 @@ class DefenceTests(H2Case):
         self.assertEqual(self.frontend.connection_ends, {"protocol-read-error": 1})
 
     @defer.inlineCallbacks
+    def test_an_oversized_frame_is_refused_at_its_header(self):  # type: ignore[no-untyped-def]
+        """Its 9-byte header says enough: the client is not waited for until http-request (nor 16 KiB) runs out."""
+        self.proxy()
+        client = yield self.h2()
+        client.raw(b"\x00\x40\x01\x00\x00\x00\x00\x00\x01")  # DATA of 16385 bytes, over the 16384 allowed
+        yield self.closed_with(client, ErrorCodes.FRAME_SIZE_ERROR)
+        self.assertEqual(self.frontend.connection_ends, {"protocol-read-error": 1})
+
+    @defer.inlineCallbacks
     def test_a_malformed_frame(self):  # type: ignore[no-untyped-def]
         self.proxy()
         client = yield self.h2()

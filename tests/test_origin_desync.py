@@ -41,7 +41,7 @@ VIA = b"Via: 1.1 rubrisproxy\r\n"
 CLIENT_SEES = {
     b"/extra": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\nhello",
     b"/normal": b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n" + VIA + b"\r\nnormal",
-    b"/nocontent": b"HTTP/1.1 204 No Content\r\nContent-Length: 47\r\n" + VIA + b"\r\n",
+    b"/nocontent": b"HTTP/1.1 204 No Content\r\n" + VIA + b"\r\n",  # a 204 has no Content-Length (RFC 9110 8.6)
     b"/notmodified": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n" + VIA + b"\r\n",
     b"/head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\n",
     b"/headonly": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\n",
@@ -258,3 +258,69 @@ class ResponseParserOverrunTests(SynchronousTestCase):
         with self.assertRaises(HTTPError) as caught:
             parser.feed(b"HTTP/1.1 abc OK\r\n\r\n")
         self.assertEqual(caught.exception.status, 502)
+
+
+class ResponseParserFramingTests(SynchronousTestCase):
+    """A response whose framing or status line the proxy would relay wrongly is a bad response (502), as HAProxy
+    treats it; a 204's Content-Length is not passed on (RFC 9110 8.6: a server MUST NOT send one)."""
+
+    def head(self, data: bytes) -> tuple[object, ...]:
+        parser, recorder = ResponseParser(), _Recorder()
+        parser.start(recorder, b"GET")
+        parser.feed(data)
+        assert parser.head is not None
+        return (parser.head.status, parser.head.forward, parser.head.chunked)
+
+    def refused(self, data: bytes) -> str:
+        parser = ResponseParser()
+        parser.start(_Recorder(), b"GET")
+        with self.assertRaises(HTTPError) as caught:
+            parser.feed(data)
+        self.assertEqual(caught.exception.status, 502)
+        return caught.exception.detail
+
+    def test_a_status_under_100_is_refused(self) -> None:
+        # "099" would go out as "99": a status line with two digits.
+        for status in (b"099", b"000", b"001"):
+            self.assertIn("status", self.refused(b"HTTP/1.1 %s OK\r\nContent-Length: 2\r\n\r\nok" % status))
+
+    def test_a_transfer_coding_other_than_chunked_is_refused(self) -> None:
+        # The proxy removes Transfer-Encoding: a coding left on the body would reach the client unannounced, and
+        # one merely ending in "chunked" would be framed one way by llhttp and another by the proxy.
+        for coding in (b"gzip, chunked", b"chunked, gzip", b"identity", b"xchunked", b"gzip"):
+            detail = self.refused(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n5\r\nhello\r\n0\r\n\r\n" % coding)
+            self.assertIn("transfer coding", detail)
+
+    def test_chunked_in_any_case_and_spacing_is_read(self) -> None:
+        for coding in (b"chunked", b"Chunked", b" CHUNKED "):
+            status, _, chunked = self.head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n0\r\n\r\n" % coding)
+            self.assertEqual((status, chunked), (200, True))
+
+    def test_a_head_answer_may_name_any_coding(self) -> None:
+        parser, recorder = ResponseParser(), _Recorder()
+        parser.start(recorder, b"HEAD")
+        parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        self.assertEqual(recorder.events, [("head", 200, b"OK", False), ("end",)])
+
+    def test_trailers_are_dropped_and_bounded(self) -> None:
+        # They were kept until the response ended: an origin sending trailer lines without end grew the proxy
+        # without bound (4 GB in 6 s of a live probe).
+        parser, recorder = ResponseParser(), _Recorder()
+        parser.start(recorder, b"GET")
+        parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n")
+        self.assertEqual(recorder.events, [("head", 200, b"OK", True), ("body", b"ok"), ("end",)])
+        parser.start(_Recorder(), b"GET")
+        parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n")
+        line = b"X-T: " + b"v" * 1000 + b"\r\n"
+        with self.assertRaises(HTTPError) as caught:
+            for _ in range(100):
+                parser.feed(line)
+        self.assertEqual(caught.exception.status, 502)
+
+    def test_a_204_content_length_is_not_passed_on(self) -> None:
+        status, forward, _ = self.head(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n")
+        self.assertEqual((status, forward), (204, [(b"X-A", b"1")]))
+
+    def test_a_304_and_a_head_answer_keep_their_content_length(self) -> None:
+        _, forward, _ = self.head(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n")
+        self.assertEqual(forward, [(b"Content-Length", b"5")])

@@ -187,6 +187,21 @@ class ResumeTests(ProxyTestCase):
         self.assertEqual(self.access_log.entries[-1].termination, "resume-failed")
 
     @defer.inlineCallbacks
+    def test_a_server_that_drops_each_new_leg_at_once_is_dialled_with_backoff_then_given_up(self):  # type: ignore[no-untyped-def]
+        """A 101 then the connection lost (a crash on resume, a protocol error): each such leg counts as a failed
+        attempt of one move, backing off, and the moves together have resume-timeout, not one each; before, each
+        leg was a move that succeeded, and the session dialled again at once, hundreds of times a second."""
+        flapping = Factory.forProtocol(Flapping)
+        flapping.handshakes = 0  # type: ignore[attr-defined]
+        self.start(backends=[flapping], resume_timeout=1.5)
+        client = yield self.open()
+        client.sendMessage(b"the first leg goes")
+        clean, code, reason = yield client.closed
+        self.assertEqual(code, 1013)
+        self.assertLess(flapping.handshakes, 20)  # type: ignore[attr-defined]
+        self.assertEqual(self.backend.resume_failures, {"timeout": 1})
+
+    @defer.inlineCallbacks
     def test_session_buffer_limit_closes_the_client_with_1013(self):  # type: ignore[no-untyped-def]
         self.start(session_buffer=1000)
         client = yield self.open()
@@ -430,6 +445,25 @@ class OddExtension(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(switch(data, b"Sec-WebSocket-Extensions: x-foo\r\n"))
+
+
+class Flapping(Protocol):
+    """Answers any handshake with a valid 101; from the second on, drops the connection just after (the first it
+    drops when it next hears anything). The factory counts the handshakes."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.handshakes += 1  # type: ignore[attr-defined]
+        if self.factory.handshakes == 1:  # type: ignore[attr-defined]
+            self.transport.write(switch(data))
+            self.dataReceived = lambda data: self.transport.abortConnection()  # type: ignore[method-assign]
+            return
+        self.transport.write(switch(data))
+        self.drop = reactor.callLater(0.01, self.transport.abortConnection)  # once the proxy has opened the leg
+
+    def connectionLost(self, reason: object = None) -> None:
+        drop = getattr(self, "drop", None)
+        if drop is not None and drop.active():
+            drop.cancel()
 
 
 class BadOpcode(Protocol):

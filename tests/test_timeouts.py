@@ -130,3 +130,21 @@ class PartialHeadTests(unittest.TestCase):
         self.assertFalse(transport.disconnecting)
         clock.advance(0.2)
         self.assertEqual(parse_responses(transport.value())[1].status, 408)
+
+    def test_empty_lines_after_keep_alive_start_http_request(self):
+        # An empty line starts no request (RFC 9112 2.2), but it ends the keep-alive wait: http-request times
+        # what follows, and more empty lines do not restart it (a client sending one now and then is not kept).
+        clock = Clock()
+        frontend, connector = make_frontend(clock)
+        protocol, transport = connect(frontend)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        connector.connections[0].dataReceived(OK)
+        clock.advance(1)
+        protocol.dataReceived(b"\r\n")
+        clock.advance(5)
+        protocol.dataReceived(b"\n")
+        clock.advance(4.9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(parse_responses(transport.value())), 1)  # nothing was asked: closed without a 408

@@ -179,7 +179,9 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             self._deadline.set(self.frontend.timeouts.client)
         if not self._parse(data):
             return
-        if self._waiting is None and self.current is None and self.parser.in_message:
+        if self._waiting is None and self.current is None:
+            # A head begun, or only empty lines (which begin no request but ended the keep-alive wait): untimed,
+            # a client sending one now and then would hold the connection for ever.
             self._wait(WAIT_REQUEST)
 
     def _parse(self, data: bytes) -> bool:

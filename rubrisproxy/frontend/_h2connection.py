@@ -133,8 +133,10 @@ class H2Connection(FrameOutput):
             self.log.info("HTTP/2 error from {client}: {error}", client=self.client.client_address, error=error)
             self._close(ConnectionEnd.PROTOCOL_READ_ERROR)
             return
-        if len(self.frames.incoming_buffer._data) > self.frames.max_inbound_frame_size + 9:
-            # What is left unparsed is a frame over the size allowed: h2 would read all of it before saying so.
+        pending = self.frames.incoming_buffer._data
+        if len(pending) >= 9 and int.from_bytes(pending[:3]) > self.frames.max_inbound_frame_size:
+            # What is left unparsed is a frame over the size allowed, its header says: h2 would read all of it (up to
+            # 16 MiB) before saying so.
             self.frames.close_connection(ErrorCodes.FRAME_SIZE_ERROR)
             self._close(ConnectionEnd.PROTOCOL_READ_ERROR)
             return

@@ -126,13 +126,13 @@ class Pipeline:
 
     def client_finished(self) -> None:
         """The client half-closed an HTTP/1.1 connection: the requests it sent whole are answered, the last one with
-        ``Connection: close`` (unless its head went out already), then the connection closes. Half a request, or
-        none waiting, ends it as a close would; so does a half-close in any phase but ``READING``."""
+        ``Connection: close`` (unless its head went out already), then the connection closes; half a head after
+        them is never answered (as HAProxy does; the origin may have acted on them already). Half a body, or no
+        request waiting, ends it as a close would; so does a half-close in any phase but ``READING``."""
         if self._limit_end is ConnectionEnd.CLIENT_CLOSE:
             return  # told again: reading resumed (the pipeline's turn) finds the end of stream once more
         last = self._queued[-1] if self._queued else self.current
-        if (last is None or self._phase is not READING or self._receiving is not None or self.parser.in_message
-                or self.parser.held):
+        if last is None or self._phase is not READING or self._receiving is not None or self.parser.held:
             end_as_closed(self.transport)
             return
         if self.last_request is None:  # else a limit made an earlier request, or this one, the last

@@ -94,6 +94,17 @@ class _Closed:
 
 
 _CLOSED: RequestHandler = _Closed()
+
+
+class _Skipped(_Closed):
+    """The handler while llhttp reports the end of an upgrade request whose body it skipped (see
+    :meth:`RequestParser._skip`): that end is not the request's."""
+
+    def request_end(self, *args: object) -> None:
+        pass
+
+
+_SKIPPED: RequestHandler = _Skipped()
 _NO_LIMITS = Limits()  # the model's defaults
 
 
@@ -110,6 +121,8 @@ class RequestParser:
         self._parser = httptools.HttpRequestParser(self)
         #: Set by the handler to stop parsing between two slices: :meth:`feed` returns what it left.
         self.held = False
+        # An upgrade request whose body llhttp skipped, to parse again, and the handler to report it to.
+        self._skipped: tuple[RequestHead, RequestHandler] | None = None
         self._reset()
 
     def set_drop(self, drop: frozenset[bytes]) -> None:
@@ -169,9 +182,15 @@ class RequestParser:
             try:
                 self._parser.feed_data(piece)
             except httptools.HttpParserUpgrade as upgrade:
-                # llhttp stops after an Upgrade or CONNECT head: the handler says what follows.
-                self._handler.request_upgraded(bytes(piece[upgrade.args[0]:]) + data[start:])
-                return b""
+                rest = bytes(piece[upgrade.args[0]:]) + data[start:]
+                skipped = self._skipped
+                if skipped is None:
+                    # llhttp stops after an Upgrade or CONNECT head: the handler says what follows.
+                    self._handler.request_upgraded(rest)
+                    return b""
+                data = self._unskipped(skipped) + rest  # parsed again, without its Upgrade, then its body
+                start, end, view = 0, len(data), None
+                continue
             except httptools.HttpParserCallbackError as e:
                 if e.__context__ is not None:
                     raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
@@ -262,10 +281,34 @@ class RequestParser:
             head.forward = drop_listed(forward, head.connection)
         head.has_body = head.chunked or bool(head.content_length)
         head.upgrade = parser.should_upgrade()
+        if head.upgrade and head.has_body and head.method != b"CONNECT":
+            self._skip(head)
+            return
         self._in_head = False
         self._in_body = True
         self._body_left = -1 if head.chunked else head.content_length or 0
         self._handler.request_head(head)
+
+    def _skip(self, head: RequestHead) -> None:
+        """An upgrade request with a body (``curl --http2 -d``: ``Upgrade: h2c`` on a POST) is never switched: it is
+        relayed as a plain request (as HAProxy relays it; Upgrade is the proxy's to take or leave, RFC 9110 7.8).
+        llhttp, as httptools drives it, skips its body and reports its end at once: that end is muted, and
+        :meth:`feed` parses the request again without its Upgrade, then its body."""
+        for name, value in head.headers:
+            if name.lower() == b"upgrade" and value.strip().lower() == b"websocket":
+                raise HTTPError(400, "a WebSocket upgrade cannot carry a body")
+        self._skipped = (head, self._handler)
+        self._handler = _SKIPPED
+
+    def _unskipped(self, skipped: tuple[RequestHead, RequestHandler]) -> bytes:
+        """A new llhttp for the request llhttp skipped the body of; the request's head without its Upgrade."""
+        head, self._handler = skipped
+        self._skipped = None
+        self._parser = httptools.HttpRequestParser(self)
+        lines = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.version)]
+        lines.extend(b"%s: %s\r\n" % pair for pair in head.headers if pair[0].lower() != b"upgrade")
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     def on_body(self, data: bytes) -> None:
         self._body_bytes += len(data)

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import httptools
 
-from ._errors import HTTPError
+from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
@@ -85,6 +85,23 @@ class _NoHandler:
 _NO_HANDLER: ResponseHandler = _NoHandler()
 
 
+class _Trailers(list[tuple[bytes, bytes]]):
+    """Where a response's trailer fields go once its head is read: dropped (the body is re-framed), at most
+    :data:`MAX_RESPONSE_HEAD` bytes of them per response (an origin sending trailer lines without end would grow
+    the proxy). One per parser, always empty: no list is made per response for them."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+
+    def append(self, field: tuple[bytes, bytes]) -> None:
+        self.size += len(field[0]) + len(field[1])
+        if self.size > MAX_RESPONSE_HEAD:
+            raise HTTPError(502, f"origin response trailers over {MAX_RESPONSE_HEAD} bytes")
+
+
 class _Overrun(Exception):
     """Raised from an llhttp callback to stop it at bytes past the complete response."""
 
@@ -112,6 +129,7 @@ class ResponseParser:
         self._llhttp_stopped = False  # llhttp raised: it takes no more bytes
         self._end_due = False  # complete, its end not yet reported
         self.overrun = False  # bytes came after a complete response
+        self._trailers = _Trailers()  # what takes the fields after each response's head
         self._reset()
 
     def _reset(self) -> None:
@@ -142,6 +160,7 @@ class ResponseParser:
         self._handler = handler
         self._head_request = method == b"HEAD"
         self._upgrade = upgrade
+        self._trailers.size = 0
         self._reset()
 
     def redirect(self, handler: ResponseHandler) -> None:
@@ -211,16 +230,19 @@ class ResponseParser:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))  # after the head: trailers, dropped with the list
+        self._headers.append((name, value))  # after the head: trailers, counted and dropped (_Trailers)
 
-    def on_headers_complete(self) -> None:  # noqa: C901 - one pass over a response's headers, no helper calls
+    def on_headers_complete(self) -> None:  # noqa: C901, PLR0912 - one pass over a response's headers, no helper calls
         parser = self._parser
         status = parser.get_status_code()
-        if 100 <= status < 200 and not (status == 101 and self._upgrade):
-            self._headers, self._reason = [], b""
-            return  # 1xx: llhttp goes on to the final response
+        if status < 200:
+            if status < 100:  # "099" would be relayed as "99"
+                raise HTTPError(502, f"origin answered with status {status}")
+            if not (status == 101 and self._upgrade):
+                self._headers, self._reason = [], b""
+                return  # 1xx: llhttp goes on to the final response
         headers = self._headers
-        self._headers = []
+        self._headers = self._trailers
         head = ResponseHead(status, self._reason, _VERSIONS.get(parser.get_http_version(), b"1.1"), headers)
         forward = head.forward
         connection = head.connection
@@ -232,10 +254,16 @@ class ResponseParser:
             if kind == _FORWARD:
                 forward.append(pair)
             elif kind == _LENGTH:
-                forward.append(pair)
+                if status != 204:  # RFC 9110 8.6: a 204 has none (a client reading it would take the next response)
+                    forward.append(pair)
                 head.content_length = int(pair[1])
             elif kind == _CODING:
-                head.chunked = pair[1].strip().lower().endswith(b"chunked")
+                # The proxy removes the header: a body in any coding but chunked would reach the client unannounced
+                # (a HEAD or 304 answer's header only names what a GET would get).
+                if (head.chunked or pair[1].strip().lower() != b"chunked") and not (
+                        self._head_request or status == 304 or status == 204):
+                    raise HTTPError(502, f"origin used transfer coding {quoted(pair[1])}")
+                head.chunked = True
             elif kind == _CONNECTION:
                 tokens = connection_tokens(pair[1])
                 connection = connection | tokens if connection else tokens

@@ -25,6 +25,9 @@ _log = Logger(namespace="rubrisproxy.websocket._move.SessionMove")
 #: Backoff between attempts to open a new backend leg; each wait is drawn from its upper half (jitter), so that
 #: the thousands of sessions a dead server left do not all try again in the same instant.
 _FIRST_RETRY, _LAST_RETRY = 0.05, 2.0
+#: A new backend leg lost within this of the move that opened it did not really take the session: the next move
+#: carries on that one's backoff and resume-timeout (see :class:`~rubrisproxy.websocket._resumption.Resumption`).
+SETTLED = 2.0
 SERVICE_RESTART = 1012
 TRY_AGAIN_LATER = 1013
 
@@ -51,9 +54,10 @@ class SessionMove:
     """
 
     __slots__ = ("_session", "_dialer", "_backend", "reason", "moved_from", "started", "_dial", "_retry", "_give_up_call",
-                 "_backoff", "_tried", "_refused", "_refusal", "state", "dials")
+                 "_backoff", "_tried", "_refused", "_refusal", "state", "dials", "relapses")
 
-    def __init__(self, session: SessionMoving, dialer: Resumption, backend: Backend, reason: str) -> None:
+    def __init__(self, session: SessionMoving, dialer: Resumption, backend: Backend, reason: str,
+                 relapses: int = 0) -> None:
         self._session = session
         self._dialer = dialer  # makes each attempt's dial
         self._backend = backend
@@ -63,7 +67,9 @@ class SessionMove:
         self._dial: BackendDial | None = None
         self._retry: IDelayedCall | None = None
         self._give_up_call: IDelayedCall | None = None
-        self._backoff = _FIRST_RETRY
+        #: Moves before it in a row whose new leg was lost at once (within SETTLED): it backs off before its first dial.
+        self.relapses = relapses
+        self._backoff = min(_FIRST_RETRY * 2 ** (relapses - 1), _LAST_RETRY) if relapses else _FIRST_RETRY
         self._tried: frozenset[Server] = NONE
         self._refused: frozenset[Server] = NONE  # servers that answered this move with a final refusal
         self._refusal = ""  # the last of them, as the log and the client's close reason say it
@@ -81,7 +87,10 @@ class SessionMove:
         self.moved_from = moved_from
         self.started = started
         self._give_up_call = timer.callLater(resume_timeout, self._timed_out)
-        self._dialer.pace(self)
+        if self.relapses:
+            self._back_off()  # its last server took the session and lost it at once: not straight back
+        else:
+            self._dialer.pace(self)
 
     def hurry(self) -> None:
         """The session holds a message its client sent: if it waits for its turn, it dials among the first."""
@@ -138,12 +147,17 @@ class SessionMove:
         if self._refused and not self._may_still_take():
             session.give_up("refused", SERVICE_RESTART, f"{self._refusal}; no other server can take it")
             return
-        delay = uniform(self._backoff / 2, self._backoff)
+        delay = self._back_off()
         _log.info("session {id}: {server} did not take over: {why}; next try in {delay:.3g}s",
                   id=session.session_id, server=server.name if server else "no server", why=why, delay=delay)
+
+    def _back_off(self) -> float:
+        """Wait before the next attempt (a random wait in the upper half of the backoff, which then doubles)."""
+        delay = uniform(self._backoff / 2, self._backoff)
         self.state = MoveState.BACKING_OFF
-        self._retry = session.clock.callLater(delay, self._retry_now)
+        self._retry = self._session.clock.callLater(delay, self._retry_now)
         self._backoff = min(self._backoff * 2, _LAST_RETRY)
+        return delay
 
     def _may_still_take(self) -> bool:
         """Whether a usable server has neither refused the session nor failed it yet in this move.

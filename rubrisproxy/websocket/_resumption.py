@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from ..engineio import without_sid
 from ._held import HeldMessages
-from ._move import SessionMove
+from ._move import SETTLED, SessionMove
 from ._resume import BackendDial, DialRequest
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class Resumption:
     """
 
     __slots__ = ("_handoff", "_backend", "offered", "_template", "recent", "held", "move", "resumes", "engineio",
-                 "_rejoins")
+                 "_rejoins", "_resumed_at", "_relapses", "_series_started")
 
     def __init__(self, handoff: UpgradeHandoff, backend: Backend, handshake: bytes,
                  engineio: EngineIOResume | None = None) -> None:
@@ -53,6 +53,12 @@ class Resumption:
         self.resumes = 0
         self.engineio = engineio
         self._rejoins = False  # whether the move in progress rejoins an Engine.IO session
+        # A server may take the session and lose it at once, again and again (a crash on resume, a protocol error):
+        # the moves in a row whose new leg lasted less than SETTLED are one series, backing off as one move does,
+        # and given up resume-timeout after the first began.
+        self._resumed_at = 0.0  # when the last move ended
+        self._relapses = 0  # moves in a row whose new leg was lost within SETTLED
+        self._series_started = 0.0  # when the first of them began
 
     @property
     def template(self) -> bytes:
@@ -61,13 +67,20 @@ class Resumption:
 
     def begin(self, session: SessionMoving, reason: str) -> None:
         """The session starts to move, for ``reason`` (as the log says it)."""
-        self.move = SessionMove(session, self, self._backend, reason)
+        settled = not self.resumes or self._handoff.clock.seconds() - self._resumed_at >= SETTLED
+        self._relapses = 0 if settled else self._relapses + 1
+        self.move = SessionMove(session, self, self._backend, reason, self._relapses)
         self._rejoins = self.engineio is not None and self.engineio.moving()
 
     def search(self, moved_from: Server | None, started: float) -> None:
         """Dial the backend's servers, the old leg (on ``moved_from``) having ended at ``started``."""
         assert self.move is not None  # made as the session began to move
-        self.move.search(moved_from, started, self._backend.websocket.resume_timeout, self._handoff.idle_clock)
+        resume_timeout = self._backend.websocket.resume_timeout
+        if self.move.relapses:
+            resume_timeout = max(0.0, resume_timeout - (self._handoff.clock.seconds() - self._series_started))
+        else:
+            self._series_started = started
+        self.move.search(moved_from, started, resume_timeout, self._handoff.idle_clock)
         if self._rejoins:
             self._acks_lost(moved_from)
 
@@ -138,7 +151,8 @@ class Resumption:
         self.cancel()
         self.resumes += 1
         handoff, backend = self._handoff, self._backend
-        took = handoff.clock.seconds() - move.started
+        self._resumed_at = now = handoff.clock.seconds()
+        took = now - move.started
         backend.resumes += 1
         backend.resume_seconds.observe(took)
         held = self.held.release()
