@@ -79,6 +79,11 @@ class ReadGate:
         if not self._reasons and not getattr(self._transport, "disconnecting", False):
             self._transport.resumeProducing()
 
+    def lift(self) -> None:
+        """Drop every reason and read (a lingering close reads, to discard, whatever paused it before)."""
+        self._reasons = ()
+        self._transport.resumeProducing()
+
     # IPushProducer, as seen by the consumer on the other side
 
     def pauseProducing(self) -> None:

@@ -68,7 +68,7 @@ class Options(usage.Options):
         self["backend"].append(address)
 
     def opt_timeout(self, assignment: str) -> None:
-        """Set a timeout, NAME=DURATION: client, http-request, http-keep-alive, connect, server, queue, tunnel, client-fin, server-fin (repeatable)."""
+        """Set a timeout, NAME=DURATION: client, http-request, http-keep-alive, connect, server, queue, tunnel, client-fin, server-fin, linger, linger-idle (repeatable)."""
         name, sep, value = assignment.partition("=")
         if not sep:
             refuse(ConfigError("--timeout", f"expected NAME=DURATION, got {assignment!r}"))

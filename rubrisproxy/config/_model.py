@@ -20,6 +20,8 @@ class Timeouts:
     tunnel: float = 3600.0  # inactivity of a WebSocket (either mode), replacing client and server
     client_fin: float = 30.0  # a tunnel whose client has half-closed
     server_fin: float = 30.0  # a tunnel whose server has half-closed
+    linger: float = 30.0  # a lingering close in all, once its FIN is out (nginx's lingering_time)
+    linger_idle: float = 5.0  # a lingering close without a read (nginx's lingering_timeout)
 
 
 @dataclass(frozen=True, slots=True)

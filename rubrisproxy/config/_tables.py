@@ -104,7 +104,7 @@ _FILE = text("a file path")
 
 
 # Every field of Timeouts (client, http-request, http-keep-alive, connect, server, queue, tunnel, client-fin,
-# server-fin) is a duration.
+# server-fin, linger, linger-idle) is a duration.
 TIMEOUTS = Table(Timeouts, tuple(Field(f.name.replace("_", "-"), parse_duration) for f in fields(Timeouts)))
 
 LIMITS = Table(Limits, (

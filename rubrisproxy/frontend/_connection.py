@@ -23,9 +23,10 @@ from ._ending import ConnectionEnding
 from ._exchange import Exchange
 from ._forward_exchange import ForwardExchange
 from ._handover import Handover
+from ._linger import Linger, Lingering
 from ._moving import Moving
 from ._peers import forwarded_node, forwarded_quote
-from ._phase import CLOSING, FOLLOWS, HTTP2, LOST, OPENING, UPGRADING, Phase
+from ._phase import CLOSING, FOLLOWS, HTTP2, LINGERING, LOST, OPENING, READING, UPGRADING, Phase
 from ._pipeline import UPGRADE, Pipeline
 from ._rules import connection_closed
 from ._timeouts import WAIT_CLIENT, WAIT_KEEP_ALIVE, WAIT_REQUEST, ConnectionTimeouts, Wait
@@ -64,7 +65,7 @@ def forwarding_template(address: str, secure: bool) -> bytes:
 
 
 @implementer(IHalfCloseableProtocol)  # a client's FIN reaches readConnectionLost (Handover), not connectionLost
-class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionTimeouts, Protocol):
+class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionTimeouts, Lingering, Protocol):
     """Parses requests, runs them one at a time as :class:`Exchange` objects, answers in order.
 
     Requests pipelined behind the current one are parsed and held (reading pauses
@@ -89,6 +90,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         "_after_upgrade", "_direct", "pinned", "transport", "connected", "factory", "__provides__", "_forwarding",
         "gate", "download", "parser", "opened_at", "responses", "end_reason", "last_request", "_limit_end",
         "handlers", "_unparsed", "_advancing", "_output", "_delivered", "upgraded_at", "limits_held", "_carrier", "adopted",
+        "_ignored", "_linger",
     )
 
     def __init__(self, frontend: Frontend) -> None:
@@ -128,6 +130,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         self.limits_held: list[Entry] | None = None  # counted by the frontend's connection rate limits
         self.adopted = False  # see Moving
         self._carrier: Carrier | None = None  # a live upgrade's, while it waits to move (see Moving)
+        self._ignored = 0  # bytes read that no answered request uses (read after the last one, or the close)
+        self._linger: Linger | None = None  # its bounds while LINGERING
 
     def _to(self, phase: Phase) -> None:
         """Move to ``phase`` if it may follow the present one (see :class:`~rubrisproxy.frontend._phase.Phase`);
@@ -167,9 +171,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             relay.client_data(data)
             return
         phase = self._phase
-        if phase is OPENING and self._opened(data):
-            return
-        if phase is CLOSING and self.current is None:
+        if phase is not READING and self._read_aside(phase, data):
             return
         waiting = self._waiting
         if waiting is WAIT_KEEP_ALIVE:
@@ -184,6 +186,21 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             # a client sending one now and then would hold the connection for ever.
             self._wait(WAIT_REQUEST)
 
+    def _read_aside(self, phase: Phase, data: bytes) -> bool:
+        """A read in any phase but ``READING``: True if it was taken here (HTTP/2 took the connection over, or it
+        is discarded: a close began and nothing is in progress), else parsed as in ``READING``."""
+        if phase is OPENING:
+            return self._opened(data)
+        if phase is LINGERING:
+            linger = self._linger
+            assert linger is not None  # set as it began
+            linger.read(len(data))
+            return True
+        if phase is CLOSING and self.current is None:
+            self._ignored += len(data)
+            return True
+        return False
+
     def _parse(self, data: bytes) -> bool:
         """Feed the parser; False if the request was refused."""
         try:
@@ -191,8 +208,11 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         except HTTPError as error:
             self._refuse(error)
             return False
-        if rest and self._phase is not CLOSING:
-            self._unparsed += rest
+        if rest:
+            if self._phase is CLOSING:
+                self._ignored += len(rest)
+            else:
+                self._unparsed += rest
         return True
 
     def unpin(self) -> None:
@@ -225,6 +245,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         self.relay = self.current = self.last_request = self._receiving = None  # each refers back to it
         if self._close_timer is not None:
             self._close_timer.disown()
+        if self._linger is not None:
+            self._linger.stop()
 
     def _release(self, reason: Failure) -> None:
         if self.pinned is not None:
@@ -259,6 +281,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         max_reads = self.frontend.max_reads
         if self._phase is CLOSING or (max_reads and self.requests >= max_reads):
             self._receiving = None
+            self._ignored += head.size
             return  # read with the last one allowed, or after the close began: never answered
         self.requests += 1
         if head.upgrade:
@@ -320,7 +343,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
     def _output_changed(self, full: bool) -> None:
         """The client's write buffer filled, or drained, between response bodies."""
         phase = self._phase
-        if phase is CLOSING or phase is LOST:
+        if phase is CLOSING or phase is LINGERING or phase is LOST:
             return  # the close timer watches what is left to send
         self.client_stalled(full)
         if not full:
@@ -337,11 +360,15 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             self.close()  # a WebSocket is closed by the frontend's drain, at its own moment
 
     def close(self) -> None:
-        """Close after what was written is sent; a client that will not read it is cut after ``timeout client``."""
+        """Close after what was written is sent; a client that will not read it is cut after ``timeout client``.
+        A client that may still be sending gets a lingering close (:meth:`_linger_close`)."""
         self._to(CLOSING)
+        parser = self.parser
+        if parser is not None:
+            parser.held = True  # nothing after this is answered: stop parsing it
+            if (self._ignored or self._queued or self._unparsed or parser.in_message) and self._linger_close():
+                return
         self._drop_queued()
-        if self.parser is not None:
-            self.parser.held = True  # nothing after this is answered: stop parsing it
         # A TLS transport closes only once no producer is registered: the write watch must not hold it open.
         self.download.drop_idle()
         if self._direct and not unsent(self.transport) and getattr(self.transport, "producer", None) is None:
@@ -350,8 +377,4 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             return
         self.transport.loseConnection()
         self._wait(None)
-        if self._close_timer is None and self._phase is not LOST:
-            self._close_timer = Deadline(self.frontend.clock, self._close_expired)  # rare: on the reactor itself
-            self._delivered = self.bytes_out - unsent(self.transport)
-            self._close_timer.set(self.frontend.timeouts.client)
-
+        self._time_close()

@@ -11,7 +11,8 @@ from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate
 from ..http import RequestParser
 from ._h2connection import H2Connection, speaks_h2
-from ._phase import HTTP2, LOST, READING, UPGRADED, Phase
+from ._linger import Linger
+from ._phase import HTTP2, LINGERING, LOST, READING, UPGRADED, Phase
 from ._pipeline import UPGRADE
 from ._rules import connection_closed
 from ._timeouts import Wait
@@ -53,6 +54,7 @@ class Handover:
     bytes_out: int
     upgraded_at: tuple[int, int]
     limits_held: list[Entry] | None
+    _linger: Linger | None
 
     if TYPE_CHECKING:  # the connection's own, and its other parts'
         def _to(self, phase: Phase) -> None: ...
@@ -124,17 +126,18 @@ class Handover:
 
     def readConnectionLost(self) -> None:
         """The client half-closed: an upgraded connection's relay passes it on (see :meth:`take_over`); HTTP/1.1
-        answers the requests read whole first (``client_finished``); to HTTP/2 it is a close."""
+        answers the requests read whole first (``client_finished``); to HTTP/2 it is a close; a lingering close
+        has waited for it."""
         relay = self.relay
-        if self._phase is UPGRADED and relay is not None:
+        phase = self._phase
+        if phase is UPGRADED and relay is not None:
             relay.client_fin()
-        elif self._phase is HTTP2:
+        elif phase is HTTP2:
             end_as_closed(self.transport)
+        elif phase is LINGERING and self._linger is not None:
+            self._linger.client_ended()
         else:
             self.client_finished()
-
-    def writeConnectionLost(self) -> None:
-        """Our half-close of an upgraded connection is done."""
 
     def in_progress(self) -> list[Exchange]:
         """The requests it is answering: its current one, or an HTTP/2 connection's streams'."""

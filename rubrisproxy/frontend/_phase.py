@@ -22,6 +22,11 @@ class Phase(Enum):
     still hand the connection over. ``MOVING``, from ``OPENING`` or ``READING`` while idle, when a live
     upgrade carries it to the new process (reading paused): back where it was if refused, else ``LOST``
     (its socket let go of, nothing more logged here: the new process logs its whole life).
+    ``LINGERING``, from ``CLOSING`` with no request in progress, when the client may still be sending (half a
+    request read, a body not read to its end, requests or bytes read after the last one answered): the
+    write side is shut once what was written is sent (a FIN, not the reset a close with unread bytes
+    makes), what the client sends is read and discarded, never parsed, and the connection closes at the
+    client's end of stream or a bound (:class:`~rubrisproxy.frontend._linger.Linger`), then ``LOST``.
     """
 
     __hash__ = object.__hash__  # members are compared by identity: Enum's hashes their names in Python
@@ -32,14 +37,15 @@ class Phase(Enum):
     UPGRADING = "upgrading"
     UPGRADED = "upgraded"
     CLOSING = "closing"
+    LINGERING = "lingering"
     MOVING = "moving"
     LOST = "lost"
 
 
 # Read through module names: a member read through its Enum class costs a descriptor call.
-OPENING, HTTP2, READING, UPGRADING, UPGRADED, CLOSING, MOVING, LOST = (
-    Phase.OPENING, Phase.HTTP2, Phase.READING, Phase.UPGRADING, Phase.UPGRADED, Phase.CLOSING, Phase.MOVING,
-    Phase.LOST,
+OPENING, HTTP2, READING, UPGRADING, UPGRADED, CLOSING, LINGERING, MOVING, LOST = (
+    Phase.OPENING, Phase.HTTP2, Phase.READING, Phase.UPGRADING, Phase.UPGRADED, Phase.CLOSING, Phase.LINGERING,
+    Phase.MOVING, Phase.LOST,
 )
 
 
@@ -50,7 +56,8 @@ FOLLOWS = {
     READING: frozenset((UPGRADING, UPGRADED, CLOSING, MOVING, LOST)),
     MOVING: frozenset((OPENING, READING, CLOSING, LOST)),
     UPGRADING: frozenset((READING, UPGRADED, CLOSING, LOST)),
-    CLOSING: frozenset((UPGRADED, LOST)),
+    CLOSING: frozenset((UPGRADED, LINGERING, LOST)),
+    LINGERING: frozenset((LOST,)),
     UPGRADED: frozenset((LOST,)),
     LOST: frozenset(),
 }

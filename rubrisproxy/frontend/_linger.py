@@ -1,0 +1,143 @@
+"""A lingering close: the client may still be sending as the proxy closes, so what it sends is read and
+discarded until it closes too, within bounds (what nginx's ``lingering_close`` and HAProxy do).
+
+A close(2) with bytes unread in the socket's receive buffer makes the kernel send a reset instead of a FIN;
+a client still sending then sees "connection reset" and may lose the response it was sent (the 413 for a
+body it was still uploading). A lingering connection shuts its write side once its response is sent (the
+FIN: the response is complete), reads and discards what comes, and closes at the client's end of stream, or
+after ``timeout linger-idle`` without a read, ``timeout linger`` in all, or :data:`LINGER_BYTES` discarded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
+
+from .._compat import unsent
+from ..deadline import Deadline
+from ..flow import ProducerSlot, ReadGate, half_close
+from ..http import HTTPError
+from ._phase import CLOSING, LINGERING, Phase
+from ._timeouts import Wait
+
+if TYPE_CHECKING:
+    from ..config import Timeouts
+    from ._context import Frontend
+    from ._exchange import Exchange
+
+#: Bytes a lingering connection discards before it gives up on its client (a client that never stops
+#: sending): enough for what a fast client has in flight when it reads the response and stops.
+LINGER_BYTES = 8 << 20
+
+
+class Linger:
+    """The bounds of one lingering close (see the module), and its end.
+
+    ``half_closed`` says whether the transport shut its write side itself (TCP: :meth:`sent` follows, once
+    what was written is sent and the FIN is out) or not (TLS: its close_notify went with ``loseConnection``,
+    and Twisted's TLS layer reads on until the client's own): the bounds start at :meth:`sent`, or at once.
+    """
+
+    __slots__ = ("_transport", "_clock", "_timer", "_total", "_idle", "_until", "_left")
+
+    def __init__(self, transport: ITCPTransport, clock: IReactorTime, timeouts: Timeouts, half_closed: bool) -> None:
+        self._transport = transport
+        self._clock = clock
+        self._timer = Deadline(clock, self._expired)
+        self._total = timeouts.linger
+        self._idle = timeouts.linger_idle
+        self._until = 0.0  # when the overall bound ends, once it runs (0: the response is still being sent)
+        self._left = LINGER_BYTES
+        if not half_closed:
+            self.sent()
+
+    def sent(self) -> None:
+        """The response is sent and the write side shut: the client has ``linger`` to close its side."""
+        self._until = self._clock.seconds() + self._total
+        self._timer.set(min(self._idle, self._total))
+
+    def read(self, size: int) -> None:
+        """``size`` bytes came, and were discarded."""
+        self._left -= size
+        if self._left < 0:
+            self._give_up()
+        elif self._until:
+            self._timer.set(min(self._idle, self._until - self._clock.seconds()))
+
+    def client_ended(self) -> None:
+        """The client closed its side (end of stream): close, at once if the FIN is out (nothing is left unread
+        then: no reset), else once the rest of the response is sent."""
+        self._timer.stop()
+        self._transport.loseConnection()
+
+    def _expired(self) -> None:
+        self._give_up()
+
+    def _give_up(self) -> None:
+        """A bound passed: the client had its time to read the response."""
+        self._timer.stop()
+        self._transport.abortConnection()
+
+    def stop(self) -> None:
+        """The connection is gone: no timer left, and none calling back."""
+        self._timer.disown()
+
+
+class Lingering:
+    """The part of :class:`~rubrisproxy.frontend.ClientConnection` that closes it lingering (see the module)
+    when its client may still be sending: ``close`` asks :meth:`_linger_close`."""
+
+    transport: ITCPTransport
+    frontend: Frontend
+    current: Exchange | None
+    gate: ReadGate
+    download: ProducerSlot
+    _phase: Phase
+    _queued: list[Exchange] | tuple[()]
+    _unparsed: bytes
+    _held_error: HTTPError | None
+    _ignored: int
+    _linger: Linger | None
+    _close_timer: Deadline | None
+
+    if TYPE_CHECKING:  # the connection's own, and its other parts'
+        def _to(self, phase: Phase) -> None: ...
+        def _drop_queued(self) -> None: ...
+        def _wait(self, waiting: Wait | None) -> None: ...
+        def _time_close(self) -> None: ...
+
+    def _linger_close(self) -> bool:
+        """Close while the client may still be sending: shut the write side once what was written is sent, and
+        read and discard what comes until the client's end of stream or a bound. False, and nothing done, where
+        it does not apply: a request still in progress (its end closes), or a connection handed to another
+        protocol (HTTP/2, a WebSocket)."""
+        phase = self._phase
+        if phase is LINGERING:
+            return True  # closing already
+        if phase is not CLOSING or self.current is not None:
+            return False
+        self._to(LINGERING)
+        self._ignored += len(self._unparsed) + sum(exchange.head.size for exchange in self._queued)
+        self._drop_queued()
+        self._held_error = None
+        self._wait(None)
+        transport = self.transport
+        self.download.drop_idle()  # a producer registered would hold the FIN back
+        self.gate.lift()  # whatever paused reading (a refused request, a pipeline), it reads now
+        # TCP (or UNIX) shuts its write side once all is sent; TLS sends close_notify and its layer reads on.
+        half_closed = half_close(transport)
+        self._linger = Linger(transport, self.frontend.clock, self.frontend.timeouts, half_closed)
+        if unsent(transport):
+            self._time_close()
+        return True
+
+    def writeConnectionLost(self) -> None:
+        """Its write side is shut: a lingering close's response is all sent, its FIN out; an upgraded
+        connection's relay needs nothing."""
+        if self._phase is LINGERING:
+            if self._close_timer is not None:
+                self._close_timer.stop()
+            linger = self._linger
+            assert linger is not None  # set as it began
+            linger.sent()
