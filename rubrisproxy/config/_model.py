@@ -32,6 +32,7 @@ class Limits:
     max_header_size: int = 32768
     max_headers: int = 100
     max_body_size: int = 0  # 0 means unlimited (bodies are streamed, never held)
+    linger_bytes: int = 64 << 20  # read and discarded by a lingering close before it resets; 0: no lingering
     resume_buffer_total: int = 256 << 20  # messages held by all resuming WebSocket sessions together
     resume_dials: int = 256  # moving sessions' dials in flight at once (the others wait their turn)
     resume_dials_per_turn: int = 64  # ... started per reactor turn (the proxy serves others in between)

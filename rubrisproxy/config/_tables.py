@@ -112,6 +112,7 @@ LIMITS = Table(Limits, (
     Field("max-header-size", size(MAX_HEAD_SIZE)),
     Field("max-headers", count()),
     Field("max-body-size", size()),
+    Field("linger-bytes", size()),
     Field("resume-buffer-total", size()),
     Field("resume-dials", count()),
     Field("resume-dials-per-turn", count()),

@@ -5,7 +5,7 @@ A close(2) with bytes unread in the socket's receive buffer makes the kernel sen
 a client still sending then sees "connection reset" and may lose the response it was sent (the 413 for a
 body it was still uploading). A lingering connection shuts its write side once its response is sent (the
 FIN: the response is complete), reads and discards what comes, and closes at the client's end of stream, or
-after ``timeout linger-idle`` without a read, ``timeout linger`` in all, or :data:`LINGER_BYTES` discarded.
+after ``timeout linger-idle`` without a read, ``timeout linger`` in all, or ``limits linger-bytes`` discarded.
 """
 
 from __future__ import annotations
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
     from ._context import Frontend
     from ._exchange import Exchange
 
-#: Bytes a lingering connection discards before it gives up on its client (a client that never stops
-#: sending): enough for what a fast client has in flight when it reads the response and stops.
-LINGER_BYTES = 8 << 20
-
 
 class Linger:
     """The bounds of one lingering close (see the module), and its end.
@@ -41,14 +37,15 @@ class Linger:
 
     __slots__ = ("_transport", "_clock", "_timer", "_total", "_idle", "_until", "_left")
 
-    def __init__(self, transport: ITCPTransport, clock: IReactorTime, timeouts: Timeouts, half_closed: bool) -> None:
+    def __init__(self, transport: ITCPTransport, clock: IReactorTime, timeouts: Timeouts, max_bytes: int,
+                 half_closed: bool) -> None:
         self._transport = transport
         self._clock = clock
         self._timer = Deadline(clock, self._expired)
         self._total = timeouts.linger
         self._idle = timeouts.linger_idle
         self._until = 0.0  # when the overall bound ends, once it runs (0: the response is still being sent)
-        self._left = LINGER_BYTES
+        self._left = max_bytes
         if not half_closed:
             self.sent()
 
@@ -60,8 +57,9 @@ class Linger:
     def read(self, size: int) -> None:
         """``size`` bytes came, and were discarded."""
         self._left -= size
-        if self._left < 0:
-            self._give_up()
+        if self._left < 0:  # a client that does not stop sending
+            self._timer.stop()
+            self._transport.abortConnection()
         elif self._until:
             self._timer.set(min(self._idle, self._until - self._clock.seconds()))
 
@@ -72,12 +70,13 @@ class Linger:
         self._transport.loseConnection()
 
     def _expired(self) -> None:
-        self._give_up()
-
-    def _give_up(self) -> None:
-        """A bound passed: the client had its time to read the response."""
-        self._timer.stop()
-        self._transport.abortConnection()
+        """No read for ``linger-idle``, or ``linger`` in all: close. What was sent is still delivered (a reset
+        comes only if bytes came meanwhile); a TLS connection, whose close began already, is cut."""
+        transport = self._transport
+        if getattr(transport, "disconnecting", False):
+            transport.abortConnection()
+        else:
+            transport.loseConnection()
 
     def stop(self) -> None:
         """The connection is gone: no timer left, and none calling back."""
@@ -110,12 +109,13 @@ class Lingering:
     def _linger_close(self) -> bool:
         """Close while the client may still be sending: shut the write side once what was written is sent, and
         read and discard what comes until the client's end of stream or a bound. False, and nothing done, where
-        it does not apply: a request still in progress (its end closes), or a connection handed to another
-        protocol (HTTP/2, a WebSocket)."""
+        it does not apply: a request still in progress (its end closes), a connection handed to another
+        protocol (HTTP/2, a WebSocket), or ``linger-bytes`` 0 (lingering off)."""
         phase = self._phase
         if phase is LINGERING:
             return True  # closing already
-        if phase is not CLOSING or self.current is not None:
+        max_bytes = self.frontend.limits.linger_bytes
+        if phase is not CLOSING or self.current is not None or not max_bytes:
             return False
         self._to(LINGERING)
         self._ignored += len(self._unparsed) + sum(exchange.head.size for exchange in self._queued)
@@ -127,7 +127,7 @@ class Lingering:
         self.gate.lift()  # whatever paused reading (a refused request, a pipeline), it reads now
         # TCP (or UNIX) shuts its write side once all is sent; TLS sends close_notify and its layer reads on.
         half_closed = half_close(transport)
-        self._linger = Linger(transport, self.frontend.clock, self.frontend.timeouts, half_closed)
+        self._linger = Linger(transport, self.frontend.clock, self.frontend.timeouts, max_bytes, half_closed)
         if unsent(transport):
             self._time_close()
         return True

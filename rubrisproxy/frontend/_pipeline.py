@@ -50,6 +50,7 @@ class Pipeline:
     _unparsed: bytes
     _advancing: bool
     _held_error: HTTPError | None
+    _ignored: int  # bytes read that no answered request uses
     _phase: Phase
     _after_upgrade: bytes
     _output: WriteWatch
@@ -146,6 +147,7 @@ class Pipeline:
             self._to(READING)
         self.gate.resume(UPGRADE)
         if self._after_upgrade:
+            self._ignored += len(self._after_upgrade)
             self._after_upgrade = b""
             return False  # the client did not wait for the answer: nothing it sent can be trusted
         return keep_alive
@@ -206,6 +208,7 @@ class Pipeline:
         self.gate.pause(PIPELINE)
         if self.current is not None or self._queued:
             self._held_error = error  # answered in order, after the responses to the requests before it
+            self._ignored += 1  # a close before its turn leaves it unanswered, and what followed it unread
         else:
             self._answer_error(error)
 
