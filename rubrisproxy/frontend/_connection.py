@@ -23,7 +23,7 @@ from ._ending import ConnectionEnding
 from ._exchange import Exchange
 from ._forward_exchange import ForwardExchange
 from ._handover import Handover
-from ._linger import Linger, Lingering
+from ._lingering import Linger, Lingering
 from ._moving import Moving
 from ._peers import forwarded_node, forwarded_quote
 from ._phase import CLOSING, FOLLOWS, HTTP2, LINGERING, LOST, OPENING, READING, UPGRADING, Phase

@@ -11,7 +11,7 @@ from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate
 from ..http import RequestParser
 from ._h2connection import H2Connection, speaks_h2
-from ._linger import Linger
+from ._lingering import Linger
 from ._phase import HTTP2, LINGERING, LOST, READING, UPGRADED, Phase
 from ._pipeline import UPGRADE
 from ._rules import connection_closed

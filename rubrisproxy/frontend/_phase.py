@@ -26,7 +26,7 @@ class Phase(Enum):
     request read, a body not read to its end, requests or bytes read after the last one answered): the
     write side is shut once what was written is sent (a FIN, not the reset a close with unread bytes
     makes), what the client sends is read and discarded, never parsed, and the connection closes at the
-    client's end of stream or a bound (:class:`~rubrisproxy.frontend._linger.Linger`), then ``LOST``.
+    client's end of stream or a bound (:class:`~rubrisproxy.frontend._lingering.Linger`), then ``LOST``.
     """
 
     __hash__ = object.__hash__  # members are compared by identity: Enum's hashes their names in Python
