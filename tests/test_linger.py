@@ -93,14 +93,23 @@ class LingerTests(unittest.TestCase):
 
     def test_a_client_that_sends_nothing_more_and_never_closes_is_closed_after_linger_idle(self):
         self.refuse_upload()
-        self.clock.advance(60)  # the FIN is not out: the response is still being sent, timed by timeout client
+        self.clock.advance(20)  # the FIN is not out: the response is still being sent, timed by timeout client
         self.assertFalse(self.transport.disconnecting)
-        self.fin_sent()
+        self.fin_sent()  # linger-idle runs from here
         self.clock.advance(4.9)
         self.assertFalse(self.transport.disconnecting)
         self.clock.advance(0.2)
         self.assertTrue(self.transport.disconnecting)
         self.assertFalse(self.transport.disconnected)  # closed, not aborted: what was sent is still delivered
+        self.lost()
+        self.assert_ended("protocol-read-error")
+
+    def test_a_client_that_takes_none_of_the_response_is_cut_after_timeout_client(self):
+        self.refuse_upload()
+        self.clock.advance(29.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(self.transport.disconnected)  # aborted: the response will not go
         self.lost()
         self.assert_ended("protocol-read-error")
 
@@ -166,11 +175,20 @@ class LingerTests(unittest.TestCase):
         self.assertEqual(len(parse_responses(self.transport.value())), 1)
         self.assertIs(self.protocol._phase, Phase.LINGERING)
 
-    def test_an_answer_before_the_body_is_read_lingers(self):
+    def test_half_a_request_read_after_max_reads_lingers(self):
+        self.frontend.max_reads = 1
+        self.protocol.dataReceived(get(b"/1") + b"GET /2 HT")
+        self.connector.connections[0].dataReceived(OK)
+        self.assertIs(self.protocol._phase, Phase.LINGERING)
+
+    def test_an_answer_before_the_body_is_read_lingers_and_a_drain_leaves_it_so(self):
         self.protocol.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 900\r\n\r\n" + b"x" * 100)
         self.connector.connections[0].dataReceived(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         self.assertEqual(parse_responses(self.transport.value())[0].status, 403)
         self.assertIs(self.protocol._phase, Phase.LINGERING)
+        self.protocol.drain()
+        self.assertIs(self.protocol._phase, Phase.LINGERING)
+        self.assertFalse(self.transport.disconnecting)
 
     def test_a_half_read_head_at_shutdown_lingers_and_shutdown_leaves_it_lingering(self):
         self.protocol.dataReceived(b"GET / HTTP/1.1\r\nHo")

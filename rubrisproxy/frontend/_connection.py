@@ -130,7 +130,9 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         self.limits_held: list[Entry] | None = None  # counted by the frontend's connection rate limits
         self.adopted = False  # see Moving
         self._carrier: Carrier | None = None  # a live upgrade's, while it waits to move (see Moving)
-        self._ignored = 0  # bytes read that no answered request uses (read after the last one, or the close)
+        # Bytes read that no answered request uses (read after the last one, or the close), or 1 where how many
+        # is unknown (a refused or half-read request): a close with any lingers (see Lingering).
+        self._ignored = 0
         self._linger: Linger | None = None  # its bounds while LINGERING
 
     def _to(self, phase: Phase) -> None:
@@ -171,8 +173,12 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             relay.client_data(data)
             return
         phase = self._phase
-        if phase is not READING and self._read_aside(phase, data):
-            return
+        if phase is not READING:
+            if phase is OPENING:
+                if self._opened(data):
+                    return
+            elif self._read_aside(phase, data):
+                return
         waiting = self._waiting
         if waiting is WAIT_KEEP_ALIVE:
             self._waiting = None  # http-request applies below if the head stays incomplete
@@ -187,10 +193,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             self._wait(WAIT_REQUEST)
 
     def _read_aside(self, phase: Phase, data: bytes) -> bool:
-        """A read in any phase but ``READING``: True if it was taken here (HTTP/2 took the connection over, or it
-        is discarded: a close began and nothing is in progress), else parsed as in ``READING``."""
-        if phase is OPENING:
-            return self._opened(data)
+        """A read in any phase but ``READING`` and ``OPENING``: True if it was discarded (lingering, or a close
+        began and nothing is in progress), else parsed as in ``READING``."""
         if phase is LINGERING:
             linger = self._linger
             assert linger is not None  # set as it began
@@ -357,6 +361,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             assert self.relay is not None
             self.relay.drain()  # GOAWAY: the streams in progress finish
         elif self.relay is None and self.current is None:
+            if self.parser.in_message:
+                self._ignored += 1  # half a request read: its client is still sending it
             self.close()  # a WebSocket is closed by the frontend's drain, at its own moment
 
     def close(self) -> None:
@@ -366,7 +372,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         parser = self.parser
         if parser is not None:
             parser.held = True  # nothing after this is answered: stop parsing it
-            if (self._ignored or self._queued or self._unparsed or parser.in_message) and self._linger_close():
+            if (self._ignored or self._queued or self._receiving is not None) and self._linger_close():
                 return
         self._drop_queued()
         # A TLS transport closes only once no producer is registered: the write watch must not hold it open.
@@ -377,4 +383,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             return
         self.transport.loseConnection()
         self._wait(None)
-        self._time_close()
+        if self._close_timer is None and self._phase is not LOST:
+            self._close_timer = Deadline(self.frontend.clock, self._close_expired)  # rare: on the reactor itself
+            self._delivered = self.bytes_out - unsent(self.transport)
+            self._close_timer.set(self.frontend.timeouts.client)

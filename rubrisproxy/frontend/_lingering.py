@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime, ITCPTransport
 
-from .._compat import unsent
 from ..deadline import Deadline
 from ..flow import ProducerSlot, ReadGate, half_close
 from ..http import HTTPError
@@ -33,6 +32,7 @@ class Linger:
     ``half_closed`` says whether the transport shut its write side itself (TCP: :meth:`sent` follows, once
     what was written is sent and the FIN is out) or not (TLS: its close_notify went with ``loseConnection``,
     and Twisted's TLS layer reads on until the client's own): the bounds start at :meth:`sent`, or at once.
+    Until the FIN is out, a client that takes none of the response is cut after ``timeout client``.
     """
 
     __slots__ = ("_transport", "_clock", "_timer", "_total", "_idle", "_until", "_left")
@@ -46,7 +46,9 @@ class Linger:
         self._idle = timeouts.linger_idle
         self._until = 0.0  # when the overall bound ends, once it runs (0: the response is still being sent)
         self._left = max_bytes
-        if not half_closed:
+        if half_closed:
+            self._timer.set(timeouts.client)  # what is left of the response is still being sent
+        else:
             self.sent()
 
     def sent(self) -> None:
@@ -71,9 +73,10 @@ class Linger:
 
     def _expired(self) -> None:
         """No read for ``linger-idle``, or ``linger`` in all: close. What was sent is still delivered (a reset
-        comes only if bytes came meanwhile); a TLS connection, whose close began already, is cut."""
+        comes only if bytes came meanwhile). Cut a TLS connection, whose close began already, and one whose
+        client took none of the response for ``timeout client``."""
         transport = self._transport
-        if getattr(transport, "disconnecting", False):
+        if not self._until or getattr(transport, "disconnecting", False):
             transport.abortConnection()
         else:
             transport.loseConnection()
@@ -98,13 +101,11 @@ class Lingering:
     _held_error: HTTPError | None
     _ignored: int
     _linger: Linger | None
-    _close_timer: Deadline | None
 
     if TYPE_CHECKING:  # the connection's own, and its other parts'
         def _to(self, phase: Phase) -> None: ...
         def _drop_queued(self) -> None: ...
         def _wait(self, waiting: Wait | None) -> None: ...
-        def _time_close(self) -> None: ...
 
     def _linger_close(self) -> bool:
         """Close while the client may still be sending: shut the write side once what was written is sent, and
@@ -128,16 +129,12 @@ class Lingering:
         # TCP (or UNIX) shuts its write side once all is sent; TLS sends close_notify and its layer reads on.
         half_closed = half_close(transport)
         self._linger = Linger(transport, self.frontend.clock, self.frontend.timeouts, max_bytes, half_closed)
-        if unsent(transport):
-            self._time_close()
         return True
 
     def writeConnectionLost(self) -> None:
         """Its write side is shut: a lingering close's response is all sent, its FIN out; an upgraded
         connection's relay needs nothing."""
         if self._phase is LINGERING:
-            if self._close_timer is not None:
-                self._close_timer.stop()
             linger = self._linger
             assert linger is not None  # set as it began
             linger.sent()

@@ -105,6 +105,7 @@ class Pipeline:
         self.responses += 1
         if exchange is self.last_request:
             keep_alive = False  # its head may have gone out before it became the last (the client half-closed)
+            self._note_half_read()
         if not keep_alive:
             answered = exchange is self.last_request and exchange.termination is Termination.OK
             limit = self._limit_end
@@ -124,6 +125,11 @@ class Pipeline:
                 self._settle()
             if self._carrier is not None:  # a live upgrade waits for it to be idle
                 self._move_if_idle()
+
+    def _note_half_read(self) -> None:
+        """The last request is answered: half of one read after it is never answered (the close lingers)."""
+        if self.parser.in_message:
+            self._ignored += 1
 
     def client_finished(self) -> None:
         """The client half-closed an HTTP/1.1 connection: the requests it sent whole are answered, the last one with
@@ -200,6 +206,7 @@ class Pipeline:
     # Requests refused while parsing
 
     def _refuse(self, error: HTTPError) -> None:
+        self._ignored += 1  # the parser broke off: what follows is never read
         receiving = self._receiving
         if receiving is not None and receiving.head is not None and receiving is self.current:
             self._receiving = None
@@ -208,11 +215,11 @@ class Pipeline:
         self.gate.pause(PIPELINE)
         if self.current is not None or self._queued:
             self._held_error = error  # answered in order, after the responses to the requests before it
-            self._ignored += 1  # a close before its turn leaves it unanswered, and what followed it unread
         else:
             self._answer_error(error)
 
     def _answer_error(self, error: HTTPError, termination: Termination | None = None) -> None:
+        self._ignored += 1  # refused while parsing, or its head timed out: what follows is never read
         self.log.info(
             "refused a request from {client}: {status} {detail}",
             client=self.client_address, status=error.status, detail=error.detail,

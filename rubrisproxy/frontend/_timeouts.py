@@ -12,7 +12,6 @@ from ..deadline import Deadline
 from ..flow import BACKPRESSURE, ReadGate
 from ..http import HTTPError, RequestParser
 from ..lifecycle import ConnectionEnd, Termination
-from ._phase import LOST, Phase
 
 if TYPE_CHECKING:
     from ..websocket import Relay
@@ -54,7 +53,6 @@ class ConnectionTimeouts:
     _waiting: Wait | None
     _close_timer: Deadline | None
     _delivered: int
-    _phase: Phase
 
     def _answer_error(self, error: HTTPError, termination: Termination | None = None) -> None:
         raise NotImplementedError
@@ -84,13 +82,6 @@ class ConnectionTimeouts:
             self._wait(None)  # about to start
         else:
             self._wait(WAIT_REQUEST if self.parser.in_message else WAIT_KEEP_ALIVE)
-
-    def _time_close(self) -> None:
-        """A close waits for what is left to send: cut a client that takes none of it for ``timeout client``."""
-        if self._close_timer is None and self._phase is not LOST:
-            self._close_timer = Deadline(self.frontend.clock, self._close_expired)  # rare: on the reactor itself
-            self._delivered = self.bytes_out - unsent(self.transport)
-            self._close_timer.set(self.frontend.timeouts.client)
 
     def _close_expired(self) -> None:
         timer = self._close_timer
