@@ -7,7 +7,7 @@ import gc
 import socket
 import time
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -21,6 +21,7 @@ from rubrisproxy.frontend._phase import Phase
 from .helpers import ProxyTestCase, get, parse_responses
 from .test_framing import make_frontend
 from .test_resume import our_cyclic_garbage
+from .test_tls_listen import TLSListenerCase
 
 TIMEOUTS = Timeouts(client=30, http_request=10, http_keep_alive=5, connect=5, server=60, linger=30, linger_idle=5)
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -325,3 +326,25 @@ class LingerOverLoopbackTests(ProxyTestCase):
         self.assertGreater(reactor.seconds() - began, 0.1)
         yield threads.deferToThread(client.finish)
         self.assertEqual(parse_responses(client.received)[0].status, 413)
+
+
+class LingerOverTLSTests(TLSListenerCase):
+    """On TLS the close sends close_notify and reads on: a client that goes on sending, and answers the close_notify
+    with its own (as Twisted's TLS does), is let go of at once, not held until ``timeout client`` unread."""
+
+    @defer.inlineCallbacks
+    def test_a_tls_client_uploading_on_gets_its_413_and_the_connection_ends_with_its_close_notify(self):
+        key, cert = self.issue("127.0.0.1")
+        port = self.start(f'certificates = [{{ cert = "{cert}", key = "{key}" }}]',
+                          more='\n[limits]\nmax-body-size = "1k"\n[timeouts]\nclient = "30s"\n')
+        frontend = self.running.frontend
+        client = yield self.tls_client(port)
+        client.send(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n")
+        sending = task.LoopingCall(client.send, b"x" * 16384)
+        sending.start(0.005)
+        self.addCleanup(lambda: sending.running and sending.stop())
+        began = reactor.seconds()
+        received = yield client.closed.addTimeout(10, reactor)
+        self.assertEqual(parse_responses(received)[0].status, 413)
+        yield self.poll(lambda: not frontend.connections, "the proxy let go of it")
+        self.assertLess(reactor.seconds() - began, 5)  # not timeout client

@@ -130,8 +130,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         self.limits_held: list[Entry] | None = None  # counted by the frontend's connection rate limits
         self.adopted = False  # see Moving
         self._carrier: Carrier | None = None  # a live upgrade's, while it waits to move (see Moving)
-        # Bytes read that no answered request uses (read after the last one, or the close), or 1 where how many
-        # is unknown (a refused or half-read request): a close with any lingers (see Lingering).
+        # Bytes read that no answered request uses (read after the last one, or the close; at least: a dropped
+        # request counts its head, a refused or half-read one 1): a close with any lingers (see Lingering).
         self._ignored = 0
         self._linger: Linger | None = None  # its bounds while LINGERING
 
@@ -247,10 +247,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         if self._deadline is not None:  # an upgraded connection has none
             self._deadline.disown()
         self.relay = self.current = self.last_request = self._receiving = None  # each refers back to it
-        if self._close_timer is not None:
+        if self._close_timer is not None:  # a lingering close's too
             self._close_timer.disown()
-        if self._linger is not None:
-            self._linger.stop()
 
     def _release(self, reason: Failure) -> None:
         if self.pinned is not None:
@@ -369,12 +367,12 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         """Close after what was written is sent; a client that will not read it is cut after ``timeout client``.
         A client that may still be sending gets a lingering close (:meth:`_linger_close`)."""
         self._to(CLOSING)
+        self._drop_queued()  # counted in _ignored
         parser = self.parser
         if parser is not None:
             parser.held = True  # nothing after this is answered: stop parsing it
-            if (self._ignored or self._queued or self._receiving is not None) and self._linger_close():
+            if (self._ignored or self._receiving is not None) and self._linger_close():
                 return
-        self._drop_queued()
         # A TLS transport closes only once no producer is registered: the write watch must not hold it open.
         self.download.drop_idle()
         if self._direct and not unsent(self.transport) and getattr(self.transport, "producer", None) is None:

@@ -35,40 +35,40 @@ class Linger:
     Until the FIN is out, a client that takes none of the response is cut after ``timeout client``.
     """
 
-    __slots__ = ("_transport", "_clock", "_timer", "_total", "_idle", "_until", "_left")
+    __slots__ = ("_transport", "_clock", "timer", "_total", "_idle", "_until", "_left")
 
     def __init__(self, transport: ITCPTransport, clock: IReactorTime, timeouts: Timeouts, max_bytes: int,
                  half_closed: bool) -> None:
         self._transport = transport
         self._clock = clock
-        self._timer = Deadline(clock, self._expired)
+        self.timer = Deadline(clock, self._expired)  # its connection's close timer: stopped and disowned with it
         self._total = timeouts.linger
         self._idle = timeouts.linger_idle
         self._until = 0.0  # when the overall bound ends, once it runs (0: the response is still being sent)
         self._left = max_bytes
         if half_closed:
-            self._timer.set(timeouts.client)  # what is left of the response is still being sent
+            self.timer.set(timeouts.client)  # what is left of the response is still being sent
         else:
             self.sent()
 
     def sent(self) -> None:
         """The response is sent and the write side shut: the client has ``linger`` to close its side."""
         self._until = self._clock.seconds() + self._total
-        self._timer.set(min(self._idle, self._total))
+        self.timer.set(min(self._idle, self._total))
 
     def read(self, size: int) -> None:
         """``size`` bytes came, and were discarded."""
         self._left -= size
         if self._left < 0:  # a client that does not stop sending
-            self._timer.stop()
+            self.timer.stop()
             self._transport.abortConnection()
         elif self._until:
-            self._timer.set(min(self._idle, self._until - self._clock.seconds()))
+            self.timer.set(min(self._idle, self._until - self._clock.seconds()))
 
     def client_ended(self) -> None:
         """The client closed its side (end of stream): close, at once if the FIN is out (nothing is left unread
         then: no reset), else once the rest of the response is sent."""
-        self._timer.stop()
+        self.timer.stop()
         self._transport.loseConnection()
 
     def _expired(self) -> None:
@@ -81,10 +81,6 @@ class Linger:
         else:
             transport.loseConnection()
 
-    def stop(self) -> None:
-        """The connection is gone: no timer left, and none calling back."""
-        self._timer.disown()
-
 
 class Lingering:
     """The part of :class:`~rubrisproxy.frontend.ClientConnection` that closes it lingering (see the module)
@@ -96,15 +92,13 @@ class Lingering:
     gate: ReadGate
     download: ProducerSlot
     _phase: Phase
-    _queued: list[Exchange] | tuple[()]
-    _unparsed: bytes
     _held_error: HTTPError | None
     _ignored: int
     _linger: Linger | None
+    _close_timer: Deadline | None
 
     if TYPE_CHECKING:  # the connection's own, and its other parts'
         def _to(self, phase: Phase) -> None: ...
-        def _drop_queued(self) -> None: ...
         def _wait(self, waiting: Wait | None) -> None: ...
 
     def _linger_close(self) -> bool:
@@ -116,11 +110,9 @@ class Lingering:
         if phase is LINGERING:
             return True  # closing already
         max_bytes = self.frontend.limits.linger_bytes
-        if phase is not CLOSING or self.current is not None or not max_bytes:
-            return False
+        if phase is not CLOSING or self.current is not None or self._close_timer is not None or not max_bytes:
+            return False  # (a close timer: the transport's close began already)
         self._to(LINGERING)
-        self._ignored += len(self._unparsed) + sum(exchange.head.size for exchange in self._queued)
-        self._drop_queued()
         self._held_error = None
         self._wait(None)
         transport = self.transport
@@ -128,7 +120,8 @@ class Lingering:
         self.gate.lift()  # whatever paused reading (a refused request, a pipeline), it reads now
         # TCP (or UNIX) shuts its write side once all is sent; TLS sends close_notify and its layer reads on.
         half_closed = half_close(transport)
-        self._linger = Linger(transport, self.frontend.clock, self.frontend.timeouts, max_bytes, half_closed)
+        self._linger = linger = Linger(transport, self.frontend.clock, self.frontend.timeouts, max_bytes, half_closed)
+        self._close_timer = linger.timer
         return True
 
     def writeConnectionLost(self) -> None:

@@ -197,8 +197,10 @@ class Pipeline:
             self._advancing = False
 
     def _drop_queued(self) -> None:
-        """The connection is closing: the requests waiting will never be answered, nor what is unparsed."""
+        """The connection is closing: the requests waiting will never be answered, nor what is unparsed (which
+        only requests waiting hold back); their heads count in ``_ignored``."""
         for exchange in self._queued:
+            self._ignored += exchange.head.size
             exchange.dropped()
         self._queued = ()
         self._unparsed = b""
