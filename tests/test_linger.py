@@ -218,6 +218,15 @@ class LingerTests(unittest.TestCase):
         self.lost()
         self.assert_ended("protocol-read-error")
 
+    def test_a_client_that_closed_its_side_and_reads_nothing_is_still_cut_after_timeout_client(self):
+        self.refuse_upload()
+        self.protocol.readConnectionLost()
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(30.1)  # what it holds would never go: no timer would leave it open for ever
+        self.assertTrue(self.transport.disconnected)
+        self.lost()
+        self.assert_ended("protocol-read-error")
+
     def test_a_lingering_connection_leaves_no_cyclic_garbage(self):
         gc.collect()
         gc.disable()

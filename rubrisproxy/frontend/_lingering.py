@@ -67,8 +67,7 @@ class Linger:
 
     def client_ended(self) -> None:
         """The client closed its side (end of stream): close, at once if the FIN is out (nothing is left unread
-        then: no reset), else once the rest of the response is sent."""
-        self.timer.stop()
+        then: no reset), else once the rest of the response is sent (its timer still bounds that)."""
         self._transport.loseConnection()
 
     def _expired(self) -> None:
@@ -110,8 +109,9 @@ class Lingering:
         if phase is LINGERING:
             return True  # closing already
         max_bytes = self.frontend.limits.linger_bytes
-        if phase is not CLOSING or self.current is not None or self._close_timer is not None or not max_bytes:
-            return False  # (a close timer: the transport's close began already)
+        if (phase is not CLOSING or self.current is not None or not max_bytes or self._close_timer is not None
+                or getattr(self.transport, "disconnecting", False)):
+            return False  # (a close timer, or disconnecting: the transport's close began already)
         self._to(LINGERING)
         self._held_error = None
         self._wait(None)
