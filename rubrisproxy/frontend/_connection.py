@@ -130,9 +130,7 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         self.limits_held: list[Entry] | None = None  # counted by the frontend's connection rate limits
         self.adopted = False  # see Moving
         self._carrier: Carrier | None = None  # a live upgrade's, while it waits to move (see Moving)
-        # Bytes read that no answered request uses (read after the last one, or the close; at least: a dropped
-        # request counts its head, a refused or half-read one 1): a close with any lingers (see Lingering).
-        self._ignored = 0
+        self._ignored = 0  # bytes read that no answered request uses: a close lingers (see Lingering)
         self._linger: Linger | None = None  # its bounds while LINGERING
 
     def _to(self, phase: Phase) -> None:
@@ -191,19 +189,6 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             # A head begun, or only empty lines (which begin no request but ended the keep-alive wait): untimed,
             # a client sending one now and then would hold the connection for ever.
             self._wait(WAIT_REQUEST)
-
-    def _read_aside(self, phase: Phase, data: bytes) -> bool:
-        """A read in any phase but ``READING`` and ``OPENING``: True if it was discarded (lingering, or a close
-        began and nothing is in progress), else parsed as in ``READING``."""
-        if phase is LINGERING:
-            linger = self._linger
-            assert linger is not None  # set as it began
-            linger.read(len(data))
-            return True
-        if phase is CLOSING and self.current is None:
-            self._ignored += len(data)
-            return True
-        return False
 
     def _parse(self, data: bytes) -> bool:
         """Feed the parser; False if the request was refused."""

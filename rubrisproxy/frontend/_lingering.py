@@ -92,7 +92,8 @@ class Lingering:
     download: ProducerSlot
     _phase: Phase
     _held_error: HTTPError | None
-    _ignored: int
+    _ignored: int  # bytes read that no answered request uses (at least: a dropped request counts its head, a
+    # refused or half-read one 1), counted where they are dropped: a close with any lingers
     _linger: Linger | None
     _close_timer: Deadline | None
 
@@ -123,6 +124,19 @@ class Lingering:
         self._linger = linger = Linger(transport, self.frontend.clock, self.frontend.timeouts, max_bytes, half_closed)
         self._close_timer = linger.timer
         return True
+
+    def _read_aside(self, phase: Phase, data: bytes) -> bool:
+        """A read in any phase but ``READING`` and ``OPENING``: True if it was discarded (lingering, or a close
+        began and nothing is in progress), else parsed as in ``READING``."""
+        if phase is LINGERING:
+            linger = self._linger
+            assert linger is not None  # set as it began
+            linger.read(len(data))
+            return True
+        if phase is CLOSING and self.current is None:
+            self._ignored += len(data)
+            return True
+        return False
 
     def writeConnectionLost(self) -> None:
         """Its write side is shut: a lingering close's response is all sent, its FIN out; an upgraded
