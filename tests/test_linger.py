@@ -18,9 +18,8 @@ from rubrisproxy.config import ConfigError, Limits, Timeouts, config_from_docume
 from rubrisproxy.frontend import ClientConnection
 from rubrisproxy.frontend._phase import Phase
 
-from .helpers import ProxyTestCase, get, parse_responses
+from .helpers import ProxyTestCase, get, our_cyclic_garbage, parse_responses
 from .test_framing import make_frontend
-from .test_resume import our_cyclic_garbage
 from .test_tls_listen import TLSListenerCase
 
 TIMEOUTS = Timeouts(client=30, http_request=10, http_keep_alive=5, connect=5, server=60, linger=30, linger_idle=5)
@@ -309,6 +308,7 @@ class LingerOverLoopbackTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_a_client_uploading_on_gets_its_413_and_a_fin_then_the_proxy_closes_after_it(self):
         frontend = self.start_proxy(self.start_web_origin())
+        self.collector_off()
         client = Uploader(self.proxy_port, b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n")
         yield threads.deferToThread(client.upload, 0.5)  # well after the proxy answered
         self.assertIsNone(client.send_error)
@@ -323,6 +323,8 @@ class LingerOverLoopbackTests(ProxyTestCase):
         yield self.settle(frontend)
         (record,) = self.access_log.connections
         self.assertEqual(record.end, "protocol-read-error")
+        del connection
+        self.assertEqual(our_cyclic_garbage(), [])  # freed by reference counting
 
     @defer.inlineCallbacks
     def test_a_client_that_stops_sending_but_never_closes_is_closed_after_linger_idle(self):
