@@ -14,11 +14,11 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from rubrisproxy.config import ConfigError, Limits, Timeouts, config_from_document
+from rubrisproxy.config import BackendConfig, ConfigError, Limits, Timeouts, config_from_document
 from rubrisproxy.frontend import ClientConnection
 from rubrisproxy.frontend._phase import Phase
 
-from .helpers import ProxyTestCase, get, our_cyclic_garbage, parse_responses
+from .helpers import ProxyTestCase, build_frontend, get, our_cyclic_garbage, parse_responses
 from .test_framing import make_frontend
 from .test_tls_listen import TLSListenerCase
 
@@ -189,6 +189,21 @@ class LingerTests(unittest.TestCase):
         self.protocol.drain()
         self.assertIs(self.protocol._phase, Phase.LINGERING)
         self.assertFalse(self.transport.disconnecting)
+
+    def test_a_503_with_no_server_while_the_body_is_in_flight_lingers(self):
+        frontend = build_frontend(self.clock, BackendConfig(name="app"), timeouts=TIMEOUTS)
+        protocol, transport = ClientConnection(frontend), HalfClosingTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 900\r\n\r\n" + b"x" * 100)
+        self.assertEqual([r.status for r in parse_responses(transport.value())], [503])
+        self.assertIs(protocol._phase, Phase.LINGERING)
+        self.assertTrue(transport.write_closed)
+
+    def test_a_refused_upgrade_whose_client_sent_on_without_waiting_lingers(self):
+        self.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\nearly bytes")
+        self.connector.connections[0].dataReceived(OK)  # refused: no hand-over
+        self.assertEqual(len(parse_responses(self.transport.value())), 1)
+        self.assertIs(self.protocol._phase, Phase.LINGERING)
 
     def test_a_half_read_head_at_shutdown_lingers_and_shutdown_leaves_it_lingering(self):
         self.protocol.dataReceived(b"GET / HTTP/1.1\r\nHo")
