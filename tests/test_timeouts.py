@@ -118,13 +118,18 @@ class ConnectTimeoutTests(unittest.TestCase):
 
 
 class PartialHeadTests(unittest.TestCase):
-    def test_a_single_byte_after_keep_alive_starts_http_request(self):
-        clock = Clock()
+    def answered_once(self, clock):
+        """A client connection whose first request was answered a second ago: (its protocol, its transport)."""
         frontend, connector = make_frontend(clock)
         protocol, transport = connect(frontend)
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         connector.connections[0].dataReceived(OK)
         clock.advance(1)
+        return protocol, transport
+
+    def test_a_single_byte_after_keep_alive_starts_http_request(self):
+        clock = Clock()
+        protocol, transport = self.answered_once(clock)
         protocol.dataReceived(b"G")
         clock.advance(9.9)
         self.assertFalse(transport.disconnecting)
@@ -135,11 +140,7 @@ class PartialHeadTests(unittest.TestCase):
         # An empty line starts no request (RFC 9112 2.2), but it ends the keep-alive wait: http-request times
         # what follows, and more empty lines do not restart it (a client sending one now and then is not kept).
         clock = Clock()
-        frontend, connector = make_frontend(clock)
-        protocol, transport = connect(frontend)
-        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        connector.connections[0].dataReceived(OK)
-        clock.advance(1)
+        protocol, transport = self.answered_once(clock)
         protocol.dataReceived(b"\r\n")
         clock.advance(5)
         protocol.dataReceived(b"\n")
