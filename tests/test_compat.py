@@ -1104,28 +1104,16 @@ class LeanPollTests(ProxyTestCase):
         client = RawClient()
         return client, server, connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
 
-    def _until(self, condition: Any) -> defer.Deferred[None]:
-        d: defer.Deferred[None] = defer.Deferred()
-
-        def check() -> None:
-            if condition():
-                d.callback(None)
-            else:
-                reactor.callLater(0.01, check)  # type: ignore[attr-defined]
-
-        check()
-        return d.addTimeout(5, reactor)
-
     @defer.inlineCallbacks
     def test_an_event_runs_in_the_context_twistds_poll_gives_it(self) -> Any:
         client, server, connected = self._served()
         yield connected
         client.send(b"stock")
-        yield self._until(lambda: len(server.seen) == 1)
+        yield self.poll(lambda: len(server.seen) == 1, "the first read")
         self.assertTrue(lean_poll(reactor))
         self.addCleanup(delattr, reactor, "doIteration")
         client.send(b"lean")
-        yield self._until(lambda: len(server.seen) == 2)
+        yield self.poll(lambda: len(server.seen) == 2, "the second read")
         (stock, prefix), (lean, _) = server.seen
         self.assertEqual(stock["system"], prefix)  # what Twisted's poll pushes: the outer context, system set
         self.assertEqual(lean, stock)
@@ -1192,24 +1180,16 @@ class LeanReadTests(ProxyTestCase):
         self.addCleanup(delattr, reactor, "doIteration")
 
     @defer.inlineCallbacks
-    def _until(self, condition: Any) -> Any:
-        for _ in range(500):
-            if condition():
-                return
-            yield deferLater(reactor, 0.01)
-        self.fail("timed out")
-
-    @defer.inlineCallbacks
     def test_a_read_sees_the_context_twisteds_poll_gives_it(self) -> Any:
         stock_server, lean_server = _Contexts(), _Contexts()
         stock = yield self._served(stock_server, lean=False)
         stock.send(b"stock")
-        yield self._until(lambda: stock_server.seen)
+        yield self.poll(lambda: stock_server.seen, "the stock read")
         self._lean_poll()
         lean = yield self._served(lean_server)
         for count, text in enumerate((b"one", b"two"), 1):
             lean.send(text)
-            yield self._until(lambda count=count: len(lean_server.seen) == count)
+            yield self.poll(lambda count=count: len(lean_server.seen) == count, "a lean read")
         (stock_context, _), = stock_server.seen
         (first, prefix), (second, _) = lean_server.seen
         self.assertEqual(self.reads, [_compat._LeanServer] * 2)
@@ -1226,7 +1206,7 @@ class LeanReadTests(ProxyTestCase):
         server = _HalfCloses()
         client = yield self._served(server)
         client.send(b"hello")
-        yield self._until(lambda: server.seen)
+        yield self.poll(lambda: server.seen, "the read")
         client.transport.loseWriteConnection()
         received = yield client.closed
         self.assertEqual(received, b"bye")
