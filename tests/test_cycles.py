@@ -163,8 +163,12 @@ class Http1Tests(ProxyTestCase):
         return client, weakref.ref(connection)
 
     @defer.inlineCallbacks
-    def ended(self, client: RawClient, connection: weakref.ref[object]):  # type: ignore[no-untyped-def]
-        client.transport.loseConnection()
+    def ended(self, client: RawClient, connection: weakref.ref[object], abort: bool = False):  # type: ignore[no-untyped-def]
+        """The client closes (or resets, with ``abort``): the connection is freed by reference counting."""
+        if abort:
+            client.transport.abortConnection()
+        else:
+            client.transport.loseConnection()
         yield self.poll(lambda: not self.frontend.connections, "the connection's end")
         self.assertIsNone(connection())
         self.assertEqual(our_cyclic_garbage(), [])
@@ -191,10 +195,7 @@ class Http1Tests(ProxyTestCase):
         client, connection = yield self.opened(self.start_web_origin())
         client.send(get(b"/big/5000000"))
         yield client.until(lambda data: len(data) > 100000)
-        client.transport.abortConnection()
-        yield self.poll(lambda: not self.frontend.connections, "the connection's end")
-        self.assertIsNone(connection())
-        self.assertEqual(our_cyclic_garbage(), [])
+        yield self.ended(client, connection, abort=True)
 
     @defer.inlineCallbacks
     def test_a_request_body_timed_out_with_408(self):  # type: ignore[no-untyped-def]
