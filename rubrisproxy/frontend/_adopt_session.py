@@ -9,7 +9,6 @@ plays the upgraded request: its server slot, and its one access-log line when it
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.protocol import Factory, ServerFactory
@@ -197,8 +196,8 @@ class AdoptedHandoff:
         log, connection = self._log, self._connection
         line = AccessRecord(**log["line"])
         server = self._server
-        return replace(
-            line, at=now, bytes_in=line.bytes_in + int(log["bytes_in"]) + connection.bytes_in,
+        return line._replace(
+            at=now, bytes_in=line.bytes_in + int(log["bytes_in"]) + connection.bytes_in,
             bytes_out=int(log["bytes_out"]) + connection.bytes_out,
             server=server.name if server is not None else line.server,
             total_ms=(now - float(log["started"])) * 1000, termination=termination,

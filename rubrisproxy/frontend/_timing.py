@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ._context import Frontend
     from ._rule_actions import RuleRun
 
+_new_tuple = tuple.__new__  # an AccessRecord made in C, every field given in order (its own __new__ is a Python call)
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 TERMINATIONS = {termination: termination.value for termination in Termination}
 # The frontend's response counters' keys, (status class, whose answer), made once rather than a tuple per request.
@@ -101,7 +102,7 @@ class Timing:
         connect_started, connected_at = self.connect_started, self.connected_at
         sent_at, response_at = self.sent_at, self.response_at
         method, version = head.method, head.version
-        return AccessRecord(
+        return _new_tuple(AccessRecord, (
             now,
             self.client_address,
             frontend,
@@ -123,7 +124,7 @@ class Timing:
             session.id if session is not None else "",
             self.rules.request_id.decode("latin-1") if self.rules is not None else "",
             self._login.mark if self._login is not None else "",
-        )
+        ))
 
 
 class _Connection(Protocol):

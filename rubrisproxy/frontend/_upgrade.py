@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ..http import NONE, HTTPError, ResponseHead, serialize_headers
@@ -206,7 +205,7 @@ class ExchangeHandoff:
         exchange = self.exchange
         bytes_in, bytes_out = self._since_upgrade()
         record = exchange.record(self.clock.seconds(), self.frontend, Termination.OK)
-        return {"line": asdict(record), "started": exchange.started_at, "bytes_in": bytes_in,
+        return {"line": record._asdict(), "started": exchange.started_at, "bytes_in": bytes_in,
                 "bytes_out": exchange.bytes_out + bytes_out}
 
     def moved(self) -> None:
