@@ -13,6 +13,8 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
+    Frame,
+    GoAwayFrame,
     HeadersFrame,
     PingFrame,
     RstStreamFrame,
@@ -373,6 +375,68 @@ class DefenceTests(H2Case):
         yield self.poll(lambda: client.lost, "the connection closed")
         yield self.poll(lambda: not self.frontend.connections, "the connection gone")
         self.assertEqual(self.frontend.connection_ends, {"protocol-read-error": 1})
+
+
+class _Opening(Protocol):
+    """Sends the preface and then ``first`` (what should be the client's SETTINGS frame); keeps what comes back."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first, self.received, self.lost = first, b"", False
+
+    def connectionMade(self) -> None:
+        self.transport.write(PREFACE + self.first)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object) -> None:
+        self.lost = True
+
+    def goaway(self) -> GoAwayFrame | None:
+        at = 0
+        while at + 9 <= len(self.received):
+            frame, length = Frame.parse_frame_header(memoryview(self.received[at:at + 9]))
+            frame.parse_body(memoryview(self.received[at + 9:at + 9 + length]))
+            if isinstance(frame, GoAwayFrame):
+                return frame
+            at += 9 + length
+        return None
+
+
+class OpeningTests(H2Case):
+    @defer.inlineCallbacks
+    def refused(self, first: bytes):  # type: ignore[no-untyped-def]
+        self.proxy()
+        client = _Opening(first)
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port), client)
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        yield self.poll(lambda: client.lost, "the connection closed")
+        goaway = client.goaway()
+        self.assertIsNotNone(goaway, "no GOAWAY")
+        self.assertEqual(goaway.error_code, ErrorCodes.PROTOCOL_ERROR)
+        yield self.poll(lambda: not self.frontend.connections, "the connection gone")
+        self.assertEqual(self.frontend.connection_ends, {"protocol-read-error": 1})
+
+    def test_a_first_frame_that_is_not_settings_is_refused_at_once(self):  # type: ignore[no-untyped-def]
+        """RFC 9113 3.4: the preface ends with a SETTINGS frame. A PING in its place is not answered, nor is the client
+        waited for until ``timeout http-request``."""
+        return self.refused(PingFrame(0, opaque_data=b"12345678").serialize())
+
+    def test_a_settings_acknowledgement_first_is_refused(self):  # type: ignore[no-untyped-def]
+        return self.refused(SettingsFrame(0, flags=["ACK"]).serialize())
+
+    def test_a_first_headers_frame_is_refused(self):  # type: ignore[no-untyped-def]
+        return self.refused(HeadersFrame(1, data=b"\x82\x84\x86", flags=["END_STREAM", "END_HEADERS"]).serialize())
+
+    @defer.inlineCallbacks
+    def test_settings_a_byte_at_a_time_are_taken(self):  # type: ignore[no-untyped-def]
+        """The first frame's header may arrive in pieces: the connection waits for all nine bytes."""
+        self.proxy()
+        client = H2Client(split=len(PREFACE) + 4)
+        client = yield self.h2(client)
+        stream = client.request(b"/")
+        yield self.done(client, stream)
+        self.assertEqual(client.answer(stream).status, 200)
 
 
 class TimeoutTests(H2Case):

@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: What clients send is checked (the pseudo-headers, the characters, the connection-specific headers); what the
 #: proxy sends was made by it from a parsed response (names in lower case, those HTTP/2 forbids left out).
+#: The preface and the header of the frame after it, which must be a SETTINGS frame (RFC 9113 3.4).
+_OPENING = len(PREFACE) + 9
+_SETTINGS = 4  # its type
 _CONFIG = H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
                           normalize_outbound_headers=False)
 
@@ -100,6 +103,7 @@ class H2Connection(FrameOutput):
         self._control = Budget(clock, settings.max_control_frames, settings.flood_window)
         self._idle = Deadline(clock, self._idle_expired)
         self._last_stream = 0  # the last stream a GOAWAY let finish
+        self._opening: bytes | None = b""  # the client's first bytes, until its first frame's header is read
 
     def start(self, data: bytes) -> None:
         """Send the proxy's SETTINGS, then read the client's first bytes."""
@@ -127,6 +131,11 @@ class H2Connection(FrameOutput):
     def client_data(self, data: bytes) -> None:
         if self._state is _CLOSED:
             return
+        if self._opening is not None and not self._opened(data):
+            self.log.info("HTTP/2 error from {client}: the first frame is not SETTINGS", client=self.client.client_address)
+            self.frames.close_connection(ErrorCodes.PROTOCOL_ERROR)
+            self._close(ConnectionEnd.PROTOCOL_READ_ERROR)
+            return
         try:
             events = self.frames.receive_data(data)
         except H2Error as error:  # h2 has sent GOAWAY with the error's code
@@ -147,6 +156,19 @@ class H2Connection(FrameOutput):
                 if self._state is _CLOSED:
                     return
         self.send()
+
+    def _opened(self, data: bytes) -> bool:
+        """Keep the client's first bytes until the header of the frame after the preface is among them: False if
+        that frame is not SETTINGS (h2 would answer whatever came first, and wait for SETTINGS until
+        ``timeout http-request``); a wrong preface is h2's to refuse."""
+        opening = self._opening
+        assert opening is not None
+        opening += data[:_OPENING - len(opening)]
+        if len(opening) < _OPENING:
+            self._opening = opening
+            return True
+        self._opening = None
+        return not opening.startswith(PREFACE) or (opening[_OPENING - 6] == _SETTINGS and not opening[_OPENING - 5] & 1)
 
     def _request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
