@@ -181,6 +181,23 @@ class LingerTests(unittest.TestCase):
         self.connector.connections[0].dataReceived(OK)
         self.assertIs(self.protocol._phase, Phase.LINGERING)
 
+    def test_half_a_request_read_behind_a_refused_request_lingers(self):
+        """A request refused once parsed (a 400 for its target) closes the connection: half a head already read
+        behind it is never answered, and closing at once would answer what the client still sends with a reset."""
+        self.protocol.dataReceived(b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n" + b"GET /2 HT")
+        self.assertEqual([r.status for r in parse_responses(self.transport.value())], [400])
+        self.assertIs(self.protocol._phase, Phase.LINGERING)
+        self.assertTrue(self.transport.write_closed)
+
+    def test_half_a_request_read_behind_a_close_delimited_response_lingers(self):
+        """An HTTP/1.0 request answered with a body the close delimits: half a head behind it lingers too."""
+        self.protocol.dataReceived(b"GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + b"GET /2 HT")
+        self.connector.connections[0].dataReceived(b"HTTP/1.1 200 OK\r\n\r\nok")
+        self.connector.connections[0].connectionLost(Failure(ConnectionDone()))
+        response = self.transport.value()
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n") and response.endswith(b"\r\n\r\nok"), response)
+        self.assertIs(self.protocol._phase, Phase.LINGERING)
+
     def test_an_answer_before_the_body_is_read_lingers_and_a_drain_leaves_it_so(self):
         self.protocol.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 900\r\n\r\n" + b"x" * 100)
         self.connector.connections[0].dataReceived(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")

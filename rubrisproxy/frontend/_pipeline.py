@@ -105,8 +105,8 @@ class Pipeline:
         self.responses += 1
         if exchange is self.last_request:
             keep_alive = False  # its head may have gone out before it became the last (the client half-closed)
-            self._note_half_read()
         if not keep_alive:
+            self._note_half_read()
             answered = exchange is self.last_request and exchange.termination is Termination.OK
             limit = self._limit_end
             self.note_end(limit if answered and limit is not None else end_after(exchange, relayed))
@@ -127,7 +127,8 @@ class Pipeline:
                 self._move_if_idle()
 
     def _note_half_read(self) -> None:
-        """The last request is answered: half of one read after it is never answered (the close lingers)."""
+        """The connection closes after this answer: half of a request read after it is never answered (the close
+        lingers)."""
         if self.parser.in_message:
             self._ignored += 1
 
