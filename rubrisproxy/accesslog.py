@@ -89,12 +89,13 @@ def format_text(record: AccessRecord) -> str:
     a step that did not happen; then ``session=ID``, ``id=REQUEST-ID`` and ``auth=MARK`` when there are."""
     (at, client, frontend, method, target, version, status, bytes_in, bytes_out, backend, server, wait, queue, connect,
      response, total, termination, retries, session, request_id, auth) = record
-    # %d truncates: adding 0.5 rounds a time; -1 (did not happen) stays -1. (%d of a float: no int() call.)
+    # %d truncates: adding 0.5 rounds a time; -1 (did not happen) stays -1. (%d of a float: no int() call; 0.0, not
+    # 0: a float compared with a float takes 3.11's specialised instruction.)
     line = '%s %s %s %s/%s %d/%d/%d/%d/%d %s %s %s %s retries=%s "%s %s HTTP/%s"' % (
         _timestamp(at), client, frontend, backend, server,
-        wait + 0.5 if wait >= 0 else -1, queue + 0.5 if queue >= 0 else -1,
-        connect + 0.5 if connect >= 0 else -1, response + 0.5 if response >= 0 else -1,
-        total + 0.5 if total >= 0 else -1,
+        wait + 0.5 if wait >= 0.0 else -1, queue + 0.5 if queue >= 0.0 else -1,
+        connect + 0.5 if connect >= 0.0 else -1, response + 0.5 if response >= 0.0 else -1,
+        total + 0.5 if total >= 0.0 else -1,
         status, bytes_in, bytes_out, termination, retries, method, target, version,
     )
     if session:
