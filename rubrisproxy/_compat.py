@@ -18,7 +18,7 @@ import socket
 import sys
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 # Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from autobahn.twisted import util as _autobahn_util
 from autobahn.twisted import websocket as _autobahn_twisted
 from autobahn.websocket import protocol as _autobahn_protocol
+from h2.exceptions import ProtocolError as _H2ProtocolError
+from h2.utilities import HeaderValidationFlags as _HeaderValidationFlags
+from h2.utilities import validate_headers as _validate_h2_headers
 from twisted.internet import abstract, address, epollreactor, posixbase, tcp, unix
 from twisted.internet import error as _tcp_error
 from twisted.internet import main as _tcp_main
@@ -60,11 +63,27 @@ __all__ = [
     "accepted_without_delay", "AutobahnHooks", "cache_log_levels", "cancel_pong_timeout", "close_ended",
     "close_sent", "compresses", "connect_open", "connect_tcp", "connection_lost", "defer_autobahn_debug",
     "direct_write", "end_as_closed", "EXHAUSTED", "guard_accepts", "inbound_window_bits", "IOpenSSLTrustRoot",
-    "LazyFuture", "LazyUtf8Validator", "lean_accepted", "lean_poll", "let_go", "let_go_port", "message_compressed",
+    "LazyFuture", "LazyUtf8Validator", "lean_accepted", "lean_poll", "let_go", "let_go_port", "malformed_h2_request", "message_compressed",
     "native_xor", "open_at_once", "pause_auto_ping", "plain_peer_host", "prime_inflater", "rearm_pong_timeout",
     "resume_auto_ping", "send_queue_back", "slim_open_leg", "slim_transport", "take_unsent", "tcp_buffered",
     "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
 ]
+
+_H2_REQUEST = _HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
+
+
+def malformed_h2_request(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """What h2's own checks of a request's header list (RFC 9113 8.2 and 8.3: the characters, the pseudo-headers,
+    the connection-specific fields, ``te``) find wrong with it, or None. h2 runs them on every HEADERS frame when
+    ``validate_inbound_headers`` is on, but a failure there ends the whole connection; run here, it refuses the one
+    stream (RFC 9113 8.1.1: a malformed request is a stream error)."""
+    try:
+        for _ in _validate_h2_headers(headers, _H2_REQUEST):
+            pass
+    except _H2ProtocolError as error:
+        return str(error)
+    return None
+
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.
 EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))

@@ -143,6 +143,18 @@ class H2Client(Protocol):
         self.h2.reset_stream(stream_id)
         self._flush()
 
+    def malformed_request(self, headers: list[tuple[bytes, bytes]]) -> int:
+        """Open a stream with exactly ``headers`` (pseudo-headers included), unchecked: what h2 would refuse to send."""
+        config = self.h2.config
+        config.validate_outbound_headers = config.normalize_outbound_headers = False
+        try:
+            stream_id = self.h2.get_next_available_stream_id()
+            self.h2.send_headers(stream_id, headers, end_stream=True)
+        finally:
+            config.validate_outbound_headers = config.normalize_outbound_headers = True
+        self._flush()
+        return stream_id
+
     def raw_request(self, stream_id: int, path: bytes = b"/") -> None:
         """A GET on ``stream_id`` whatever h2 thinks of it (past a limit, after GOAWAY)."""
         block = self.h2.encoder.encode([(b":method", b"GET"), (b":scheme", b"http"),

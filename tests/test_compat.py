@@ -62,6 +62,7 @@ from rubrisproxy._compat import (
     lean_poll,
     let_go,
     let_go_port,
+    malformed_h2_request,
     message_compressed,
     native_xor,
     pause_auto_ping,
@@ -1577,3 +1578,22 @@ class LeanAcceptedTests(ProxyTestCase):
         port = reactor.listenUNIX(path, Factory.forProtocol(Protocol))  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         self.assertFalse(lean_accepted(port))
+
+
+class MalformedH2RequestTests(unittest.SynchronousTestCase):
+    """h2's header checks (``h2.utilities.validate_headers``), run on a request's list apart from h2's frame reading."""
+
+    GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"), (b":path", b"/")]
+
+    def test_a_well_formed_request_passes(self) -> None:
+        self.assertIsNone(malformed_h2_request([*self.GET, (b"x-a", b"b"), (b"te", b"trailers")]))
+        websocket = [(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"https"),
+                     (b":authority", b"a.test"), (b":path", b"/ws"), (b"sec-websocket-version", b"13")]
+        self.assertIsNone(malformed_h2_request(websocket))
+
+    def test_what_h2_refuses_is_named(self) -> None:
+        for headers in ([*self.GET, (b"X-A", b"b")], [*self.GET, (b"connection", b"close")], self.GET[:3],
+                        [*self.GET, (b"x-a", b" b")], [*self.GET, (b"x-a", b"\x00")]):
+            problem = malformed_h2_request(headers)
+            self.assertIsInstance(problem, str, headers)
+            self.assertTrue(problem, headers)

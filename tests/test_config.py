@@ -166,6 +166,25 @@ class FileTests(unittest.TestCase):
         self.assertEqual(config.timeouts.server, 5)
         self.assertEqual(config.timeouts.client, 20)
 
+    def test_a_files_backend_without_servers_is_no_demo(self):
+        """The demo runs with nothing configured, never in place of a backend the file defines: one with no servers
+        answers 503 (as a second such backend would)."""
+        config = load_config(CommandLine(config_path=self.write(
+            '[frontends.web]\nlisten = ["tcp:8083"]\nbackend = "app"\n[backends.app]\nservers = []\n')))
+        self.assertFalse(config.demo)
+        self.assertEqual(config.backends["app"].servers, ())
+
+    def test_a_file_with_no_backend_is_refused_naming_backends(self):
+        for text in ("", '[timeouts]\nclient = "5s"\n', '[frontends.web]\nlisten = ["tcp:8083"]\n'):
+            with self.assertRaisesRegex(ConfigError, r"^backends: the configuration defines none"):
+                load_config(CommandLine(config_path=self.write(text)))
+        self.assertTrue(load_config(CommandLine(config_path=self.write(""), demo=True)).demo)
+
+    def test_a_frontend_naming_no_backend_among_several_is_told_to_name_one(self):
+        text = '[frontends.web]\nlisten = ["tcp:8083"]\n[backends.app]\nservers = []\n[backends.api]\nservers = []\n'
+        with self.assertRaisesRegex(ConfigError, r"^frontends\.web\.backend: missing: name one of the backends \(app, api\)$"):
+            load_config(CommandLine(config_path=self.write(text)))
+
     def test_no_file_no_backend_is_demo(self):
         config = load_config(CommandLine())
         self.assertTrue(config.demo)

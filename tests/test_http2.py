@@ -439,6 +439,55 @@ class OpeningTests(H2Case):
         self.assertEqual(client.answer(stream).status, 200)
 
 
+_GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"example.test"), (b":path", b"/")]
+#: RFC 9113 8.2 and 8.3: what makes a request malformed, each a stream error, never the connection's.
+MALFORMED = {
+    "an upper-case name": [*_GET, (b"X-Upper", b"1")],
+    "a NUL in a value": [*_GET, (b"x-a", b"a\x00b")],
+    "a CR in a value": [*_GET, (b"x-a", b"a\rb")],
+    "a connection header": [*_GET, (b"connection", b"keep-alive")],
+    "transfer-encoding": [*_GET, (b"transfer-encoding", b"chunked")],
+    "upgrade": [*_GET, (b"upgrade", b"websocket")],
+    "te other than trailers": [*_GET, (b"te", b"gzip")],
+    "a pseudo-header after a field": [*_GET[:3], (b"x-a", b"b"), _GET[3]],
+    "no :path": _GET[:3],
+    "an unknown pseudo-header": [*_GET, (b":foo", b"bar")],
+    "a repeated pseudo-header": [*_GET, (b":path", b"/again")],
+    "a response pseudo-header": [*_GET, (b":status", b"200")],
+}
+
+
+class MalformedRequestTests(H2Case):
+    @defer.inlineCallbacks
+    def test_a_malformed_request_is_refused_on_its_stream_alone(self):  # type: ignore[no-untyped-def]
+        """HAProxy answers each on its stream; ending the connection would cut every other request on it (a load
+        balancer's connection carries many clients')."""
+        self.proxy()
+        client = yield self.h2()
+        refused = {}
+        for case, headers in MALFORMED.items():
+            before = client.request(b"/before")
+            refused[case] = client.malformed_request(headers)
+            after = client.request(b"/after")
+            yield self.done(client, before, refused[case], after)
+            self.assertEqual((client.answer(before).status, client.answer(after).status), (200, 200), case)
+        self.assertEqual({case: client.answer(stream).status for case, stream in refused.items()},
+                         dict.fromkeys(MALFORMED, 400))
+        self.assertIsNone(client.goaway)
+        self.assertFalse(client.lost)
+        self.assertEqual(self.frontend.connection_ends, {})
+
+    @defer.inlineCallbacks
+    def test_a_malformed_request_does_not_cut_a_response_in_progress(self):  # type: ignore[no-untyped-def]
+        self.proxy()
+        client = yield self.h2()
+        big = client.request(b"/big/3000000")
+        bad = client.malformed_request(MALFORMED["an upper-case name"])
+        yield self.done(client, big, bad)
+        self.assertEqual(len(client.answer(big).body), 3000000)
+        self.assertEqual(client.answer(bad).status, 400)
+
+
 class TimeoutTests(H2Case):
     @defer.inlineCallbacks
     def test_an_idle_connection_is_closed_after_http_keep_alive(self):  # type: ignore[no-untyped-def]

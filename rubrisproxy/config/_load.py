@@ -131,8 +131,9 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
         backends = {
             name: replace(backend, websocket=replace(backend.websocket, mode=mode)) for name, backend in backends.items()
         }
-    has_servers = any(backend.servers for backend in backends.values())
-    demo = command_line.demo or (not has_servers and any(f.forward is None for f in frontends))
+    # The demo is what runs with nothing configured: never in place of a file's backend (one with no servers answers
+    # 503 until servers are added), nor for a file that names none.
+    demo = command_line.demo or (not backends and not command_line.config_path and any(f.forward is None for f in frontends))
     _add_missing_backends(config, command_line, frontends, backends, demo)
     process = config.process
     if command_line.workers is not None:
@@ -216,6 +217,9 @@ def _add_missing_backends(config: ProxyConfig, command_line: CommandLine, fronte
     error."""
     for frontend in frontends:
         if frontend.forward is None and frontend.backend not in backends:
+            if not demo and not backends:
+                raise ConfigError("backends", "the configuration defines none: add a [backends.NAME] table with its"
+                                              " servers (the built-in demo runs without --config, or with --demo)")
             if not demo:
                 raise ConfigError(f"frontends.{frontend.name}.backend", f"no backend named {frontend.backend!r}")
             websocket = config.websocket
@@ -341,6 +345,8 @@ def _reverse(key: str, config: FrontendConfig, table: Mapping[str, Any],
     if not isinstance(backend, str):
         raise ConfigError(f"{key}.backend", f"expected a backend name, got {backend!r}")
     if backends and backend not in backends:
+        if "backend" not in table:
+            raise ConfigError(f"{key}.backend", f"missing: name one of the backends ({', '.join(backends)})")
         raise ConfigError(f"{key}.backend", f"no backend named {backend!r}; known: {', '.join(backends)}")
     raw_routes = table.get("routes", [])
     if not isinstance(raw_routes, list):

@@ -27,6 +27,7 @@ from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .._compat import malformed_h2_request
 from ..config import Http2Config
 from ..deadline import Deadline
 from ..flow import FlowTransport, WriteWatch
@@ -46,13 +47,15 @@ if TYPE_CHECKING:
 
 #: What a client's first bytes are when it speaks HTTP/2 without asking (prior knowledge, RFC 9113 3.3).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-#: What clients send is checked (the pseudo-headers, the characters, the connection-specific headers); what the
-#: proxy sends was made by it from a parsed response (names in lower case, those HTTP/2 forbids left out).
 #: The preface and the header of the frame after it, which must be a SETTINGS frame (RFC 9113 3.4).
 _OPENING = len(PREFACE) + 9
 _SETTINGS = 4  # its type
+#: What clients send is checked by the proxy, stream by stream (:func:`malformed_h2_request`: the pseudo-headers,
+#: the characters, the connection-specific headers), not by h2 as it reads a frame: h2 would end the whole
+#: connection, its other streams with it. What the proxy sends was made by it from a parsed response (names in
+#: lower case, those HTTP/2 forbids left out).
 _CONFIG = H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
-                          normalize_outbound_headers=False)
+                          normalize_outbound_headers=False, validate_inbound_headers=False)
 
 
 def speaks_h2(frontend: Frontend, transport: ITransport, data: bytes, secure: bool) -> bool:
@@ -183,8 +186,15 @@ class H2Connection(FrameOutput):
         frontend.requests += 1
         if frontend.max_reads or frontend.max_writes:
             self._limit(client.requests)
+        headers = event.headers or ()
+        problem = malformed_h2_request(headers)
+        if problem is not None:
+            self.log.info("malformed HTTP/2 request from {client} on stream {stream}: {problem}",
+                          client=client.client_address, stream=stream_id, problem=problem)
+            self.answer_error(stream, HTTPError(400, f"malformed request: {problem}"))
+            return
         try:
-            head = request_head(event.headers or (), ended, frontend.limits, self._drop, self.settings.websocket)
+            head = request_head(headers, ended, frontend.limits, self._drop, self.settings.websocket)
         except HTTPError as error:
             self.answer_error(stream, error)
             return

@@ -29,8 +29,8 @@ def request_head(
     headers: Iterable[tuple[bytes, bytes]], ended: bool, limits: Limits, drop: frozenset[bytes], websocket: bool = True,
 ) -> RequestHead:
     """The request a HEADERS frame carries (``ended``: with END_STREAM, so no body), as an HTTP/1.1 exchange
-    reads it; :class:`HTTPError` for one to refuse. h2 has checked the pseudo-headers and refused the
-    connection-specific ones; the cookie crumbs are joined (RFC 9113 8.2.3). A WebSocket's extended CONNECT
+    reads it; :class:`HTTPError` for one to refuse. ``headers`` passed
+    :func:`~rubrisproxy._compat.malformed_h2_request` (the pseudo-headers, the connection-specific fields); the cookie crumbs are joined (RFC 9113 8.2.3). A WebSocket's extended CONNECT
     (RFC 8441), when ``websocket`` allows it, reads as the GET that upgrades on HTTP/1.1, with a key of the
     proxy's own (else it stays a CONNECT, which an exchange refuses)."""
     pseudo, regular, cookies, size = _split(headers)
