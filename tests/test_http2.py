@@ -684,6 +684,9 @@ class WebSocketTests(H2Case):
         yield self.poll(lambda: len(self.access_log.entries) == 2, "the WebSocket logged")
         record = [e for e in self.access_log.entries if e.target == "/chat"][0]
         self.assertEqual((record.version, record.method, record.status), ("2.0", "GET", 101))
+        # Its bytes each way, as for a WebSocket over HTTP/1.1: the frames crossed the stream, the echo and the close.
+        self.assertGreaterEqual(record.bytes_in, len(ws_frame(b"hello over h2")) + len(ws_frame(b"\x03\xe8", opcode=8)))
+        self.assertGreaterEqual(record.bytes_out, len(b"\x81\x0dhello over h2") + 4)
         self.assertFalse(client.lost)
 
     @defer.inlineCallbacks
@@ -759,6 +762,10 @@ class ChromiumTests(H2Case):
         (record,) = [e for e in self.access_log.entries if e.target == "/chat"]
         self.assertEqual((record.version, record.status), ("2.0", 101))  # an extended CONNECT on a stream
         self.assertEqual({e.version for e in self.access_log.entries}, {"2.0"})
+        # The frames each way count in its bytes: the message and its echo (masked from the client), and the closes.
+        message = len("hello from chromium")
+        self.assertGreaterEqual((record.bytes_in, record.bytes_out), (record.bytes_in, message + 2 + 4))
+        self.assertGreaterEqual(record.bytes_in, message + 6 + 6)
 
 
 class TunnelChromiumTests(ChromiumTests):
