@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from twisted.web import resource, server
 
@@ -134,6 +135,23 @@ class AlgorithmTests(unittest.TestCase):
         self.assertIsInstance(balancer_for("roundrobin"), RoundRobin)
         self.assertIsInstance(balancer_for("leastconn"), LeastConnections)
         self.assertIsInstance(balancer_for("hdr(Host)"), ConsistentHash)
+
+
+class ReconfigureTests(unittest.TestCase):
+    def test_a_reload_logs_each_server_removed_and_added(self):
+        """Servers are matched by name: one whose address changed is removed and added again, and the log says both
+        (automatic names are positional: the second address of two, left alone, becomes s1)."""
+        config = BackendConfig(name="app", servers=(ServerConfig("s1", "127.0.0.1", 18001),
+                                                    ServerConfig("s2", "127.0.0.1", 18002)))
+        backend = Backend(config)
+        lines: list[str] = []
+        observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        added = backend.reconfigure(replace(config, servers=(ServerConfig("s1", "127.0.0.1", 18002),)))
+        self.assertEqual([(s.name, s.config.port) for s in added], [("s1", 18002)])
+        self.assertEqual([line for line in lines if " app/s" in line],
+                         ["server app/s1 REMOVED", "server app/s2 REMOVED", "server app/s1 ADDED at 127.0.0.1:18002"])
 
 
 class BackupTests(unittest.TestCase):

@@ -172,6 +172,8 @@ class Backend(ServerActions):
             kept = self.server_named(name)
             if kept is None:
                 added.append(self.add_server(new))
+                self.log.info("server {backend}/{server} ADDED at {address}", backend=self.name, server=name,
+                              address=f"{new.host}:{new.port}")
             elif new != kept.config:
                 kept.config = new
                 kept.set_weight(new.weight)
