@@ -166,6 +166,12 @@ class FileTests(unittest.TestCase):
         self.assertEqual(config.timeouts.server, 5)
         self.assertEqual(config.timeouts.client, 20)
 
+    def test_a_byte_order_mark_first_is_read_past(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"\xef\xbb\xbf" + EXAMPLE.encode())
+        self.assertEqual(load_config(CommandLine(config_path=path)), load_config(CommandLine(config_path=self.write(EXAMPLE))))
+
     def test_a_files_backend_without_servers_is_no_demo(self):
         """The demo runs with nothing configured, never in place of a backend the file defines: one with no servers
         answers 503 (as a second such backend would)."""

@@ -79,7 +79,9 @@ def load_config(command_line: CommandLine) -> ProxyConfig:
         path = command_line.config_path
         try:
             with open(path, "rb") as f:
-                document = tomllib.load(f)
+                text = f.read()
+            # A byte order mark, which some Windows editors put first, is no TOML: the file is read without it.
+            document = tomllib.loads(text.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
         # What is wrong with the file itself is said of the file: "PATH: cannot read: ...".
         except OSError as e:
             raise ConfigError(path, f"cannot read: {e.strerror}") from None
