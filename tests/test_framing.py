@@ -120,6 +120,9 @@ class RefusalTests(unittest.TestCase):
     def test_unknown_method(self):
         self.refuse(b"FROB / HTTP/1.1\r\nHost: a\r\n\r\n", 501)
 
+    def test_a_tab_after_the_method_is_a_malformed_line_not_an_unknown_method(self):
+        self.refuse(b"GET\t/\tHTTP/1.1\r\nHost: a\r\n\r\n", 400)
+
     def test_unknown_expectation(self):
         self.refuse(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx", 417)
 

@@ -196,6 +196,8 @@ class RequestParser:
                     raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
                 raise HTTPError(400, f"invalid request: {e}") from None
             except httptools.HttpParserInvalidMethodError as e:
+                if str(e).startswith("Expected space"):  # a method then a tab, say: a malformed line, not a method
+                    raise HTTPError(400, f"invalid request line: {e}") from None
                 raise HTTPError(501, f"unknown method: {e}") from None
             except httptools.HttpParserError as e:
                 raise HTTPError(400, f"invalid request: {e}") from None
