@@ -166,6 +166,29 @@ class FileTests(unittest.TestCase):
         self.assertEqual(config.timeouts.server, 5)
         self.assertEqual(config.timeouts.client, 20)
 
+    def test_two_listeners_on_one_port_are_refused_naming_both(self):
+        base = '[backends.app]\nservers = ["127.0.0.1:9001"]\n'
+        clashes = {
+            '[frontends.web]\nlisten = ["tcp:8080"]\nbackend = "app"\n[frontends.api]\nlisten = ["tcp:8080:interface=127.0.0.1"]\n'
+            'backend = "app"\n': r"^frontends\.api\.listen: 'tcp:8080:interface=127.0.0.1' listens on the port of 'tcp:8080' "
+                                 r"\(frontends\.web\.listen\)$",
+            '[frontends.web]\nlisten = ["tcp:8080", "tcp:port=8080"]\nbackend = "app"\n':
+                r"^frontends\.web\.listen: .* \(another of its listeners\)$",
+            '[frontends.web]\nlisten = ["tcp:9000"]\nbackend = "app"\n[admin]\nlisten = ["tcp:9000:interface=127.0.0.1"]\n':
+                r"^admin\.listen: .*'tcp:9000' \(frontends\.web\.listen\)$",
+        }
+        for text, message in clashes.items():
+            with self.assertRaisesRegex(ConfigError, message):
+                load_config(CommandLine(config_path=self.write(base + text)))
+        apart = ('[frontends.web]\nlisten = ["tcp:8080:interface=127.0.0.1", "tcp:0", "tcp:0"]\nbackend = "app"\n'
+                 '[frontends.api]\nlisten = ["tcp:8080:interface=127.0.0.2", "tcp6:8080:interface=\\\\:\\\\:1"]\nbackend = "app"\n')
+        self.assertEqual(len(load_config(CommandLine(config_path=self.write(base + apart))).frontends), 2)
+
+    def test_an_interface_that_is_no_address_is_refused(self):
+        for interface in ("999.0.0.1", "1.2.3", "\\\\:\\\\:g"):
+            with self.assertRaisesRegex(ConfigError, r"^--listen: invalid endpoint .* is not an IP address$"):
+                load_config(CommandLine(listen=[f"tcp:8080:interface={interface}".replace("\\\\", "\\")]))
+
     def test_a_byte_order_mark_first_is_read_past(self):
         path = self.mktemp()
         with open(path, "wb") as f:

@@ -190,7 +190,33 @@ def parse_endpoint(key: str, description: object) -> str:
             raise ConfigError(key, f"invalid endpoint {description!r}: the port must be a number, got {port!r}")
         if not 0 <= int(port) <= 65535:
             raise ConfigError(key, f"port must be from 0 to 65535, got {port} in {description!r}")
+        interface = dict(named).get("interface", "")
+        if (":" in interface or interface.replace(".", "").isdigit()) and not _is_address(interface):
+            raise ConfigError(key, f"invalid endpoint {description!r}: {interface!r} is not an IP address")
     return description
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def listener_address(description: str) -> tuple[str, str, int] | None:
+    """What a TCP listen endpoint binds: its address family (``tcp6`` or ``tcp``), its interface ("" for every one)
+    and its port; None for another kind, or port 0 (a free port of the system's choosing)."""
+    kind, positional, named = split_endpoint(description)
+    if kind not in _PORTED_ENDPOINTS:
+        return None
+    options = dict(named)
+    port = int((positional or [options.get("port", "0")])[0])
+    if not port:
+        return None
+    interface = options.get("interface", "")
+    family = "tcp6" if kind == "tcp6" or ":" in interface else "tcp"
+    return family, interface, port
 
 
 def loopback_only(endpoint: str) -> bool:
