@@ -184,6 +184,14 @@ class FileTests(unittest.TestCase):
                  '[frontends.api]\nlisten = ["tcp:8080:interface=127.0.0.2", "tcp6:8080:interface=\\\\:\\\\:1"]\nbackend = "app"\n')
         self.assertEqual(len(load_config(CommandLine(config_path=self.write(base + apart))).frontends), 2)
 
+    def test_a_unix_socket_in_no_directory_is_refused(self):
+        with self.assertRaisesRegex(ConfigError, r"^--listen: invalid endpoint 'unix:/nonexistent/dir/p\.sock': no "
+                                                 r"directory '/nonexistent/dir' for the socket$"):
+            load_config(CommandLine(listen=["unix:/nonexistent/dir/p.sock"]))
+        here = os.path.join(self.mktemp() + "-dir")
+        os.mkdir(here)
+        self.assertTrue(load_config(CommandLine(listen=[f"unix:{here}/p.sock"])).frontends)
+
     def test_an_interface_that_is_no_address_is_refused(self):
         for interface in ("999.0.0.1", "1.2.3", "\\\\:\\\\:g"):
             with self.assertRaisesRegex(ConfigError, r"^--listen: invalid endpoint .* is not an IP address$"):

@@ -184,16 +184,31 @@ def parse_endpoint(key: str, description: object) -> str:
             raise ConfigError(key, f"invalid endpoint {description!r}: {e.strerror}: {e.filename}") from None
         except Exception as e:  # noqa: BLE001 - parsers and endpoint plugins raise anything for a bad string
             raise ConfigError(key, f"invalid endpoint {description!r}: {e}") from None
+    if kind == "unix":
+        _check_socket_folder(key, description, positional, named)
     if kind in _PORTED_ENDPOINTS:
-        port = (positional or [value for name, value in named if name == "port"] or [""])[0]
-        if not port.lstrip("-").isdigit():
-            raise ConfigError(key, f"invalid endpoint {description!r}: the port must be a number, got {port!r}")
-        if not 0 <= int(port) <= 65535:
-            raise ConfigError(key, f"port must be from 0 to 65535, got {port} in {description!r}")
-        interface = dict(named).get("interface", "")
-        if (":" in interface or interface.replace(".", "").isdigit()) and not _is_address(interface):
-            raise ConfigError(key, f"invalid endpoint {description!r}: {interface!r} is not an IP address")
+        _check_port_and_interface(key, description, positional, named)
     return description
+
+
+def _check_socket_folder(key: str, description: str, positional: list[str], named: list[tuple[str, str]]) -> None:
+    """A UNIX socket's directory must exist (else Twisted's bind fails with its lock file's name)."""
+    path = (positional or [value for name, value in named if name == "address"] or [""])[0]
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise ConfigError(key, f"invalid endpoint {description!r}: no directory {folder!r} for the socket")
+
+
+def _check_port_and_interface(key: str, description: str, positional: list[str], named: list[tuple[str, str]]) -> None:
+    """A TCP endpoint's port is a number from 0 to 65535, and its interface, when it looks like one, an IP address."""
+    port = (positional or [value for name, value in named if name == "port"] or [""])[0]
+    if not port.lstrip("-").isdigit():
+        raise ConfigError(key, f"invalid endpoint {description!r}: the port must be a number, got {port!r}")
+    if not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"port must be from 0 to 65535, got {port} in {description!r}")
+    interface = dict(named).get("interface", "")
+    if (":" in interface or interface.replace(".", "").isdigit()) and not _is_address(interface):
+        raise ConfigError(key, f"invalid endpoint {description!r}: {interface!r} is not an IP address")
 
 
 def _is_address(text: str) -> bool:
