@@ -119,6 +119,25 @@ class ModeTests:
         self.assertEqual(self.access_log.entries[-1].termination, expected)  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks
+    def test_a_client_close_is_answered_in_kind(self):  # type: ignore[no-untyped-def]
+        """A close with an application code (3000) reaches the backend with its reason; the backend (Autobahn's
+        default) answers it with 1000. A tunnel relays that answer as it is; in session mode the proxy is the client's
+        endpoint and echoes the client's code and reason (RFC 6455 5.5.1)."""
+        backend = self.start()
+        client = yield self.open()
+        client.sendMessage(b"ping")
+        yield client.wait_messages(1)
+        client.sendClose(3000, "done here")
+        clean, code, reason = yield client.closed
+        self.assertTrue(clean)
+        expected = (3000, "done here") if self.mode == "session" else (1000, None)
+        self.assertEqual((code, reason), expected)
+        yield self.poll(lambda: backend.closes, "the backend saw the close")  # type: ignore[attr-defined]
+        self.assertEqual(backend.closes, [(True, 3000, "done here")])
+        yield self.settle(self.frontend)  # type: ignore[attr-defined]
+        self.assertEqual(self.access_log.entries[-1].termination, "client-close")  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
     def test_subprotocol_negotiated_through_the_proxy(self):  # type: ignore[no-untyped-def]
         self.start(EchoBackendFactory(subprotocols=["chat.v2"]))
         client = yield self.open(protocols=["chat.v1", "chat.v2"])

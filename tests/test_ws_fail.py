@@ -246,7 +246,7 @@ class LegFailureUnitTests(unittest.TestCase):
         self.assertEqual(transport.value(), b"")  # the backend is closed first
         self.assertFalse(transport.disconnecting)
         self.assertEqual(session.events, [("client_failed", 1002, "unmasked client-to-server frame")])
-        leg.answer_held(1001, b"client protocol error")
+        leg.answer_held()  # the backend answered the 1001 it was sent
         (close,) = parse_frames(transport.value())
         self.assertEqual(close[1][:2], close_payload(1002))
         self.assertTrue(transport.disconnecting)
@@ -272,7 +272,7 @@ class LegFailureUnitTests(unittest.TestCase):
         leg, transport, session = self.client_leg()
         leg.dataReceived(frame(OP_CLOSE, close_payload(4001, b"bye"), MASK))
         self.assertEqual(session.events, [("client_closing", 4001, b"bye")])
-        leg.answer_held(4001, b"bye")
+        leg.answer_held()  # the backend answered
         self.assertEqual(parse_frames(transport.value()), [(OP_CLOSE, close_payload(4001, b"bye"))])
         self.assertTrue(transport.disconnecting)
 

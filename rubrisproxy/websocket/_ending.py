@@ -102,9 +102,10 @@ class SessionEnding:
         close(self._legs.backend, GOING_AWAY, b"client protocol error")
 
     def backend_answered_close(self, leg: BackendLeg, code: int | None, reason: bytes | None) -> None:
-        """The backend answered a close the proxy sent it: the client's own close or failure can be answered."""
+        """The backend answered a close the proxy sent it: the client's own close (in kind, whatever the backend's
+        answer said) or failure can be answered."""
         if leg is self._legs.backend and self._legs.client is not None and self._state is not MOVING:
-            self._legs.client.answer_held(*sendable(code, reason))
+            self._legs.client.answer_held()
 
     def client_closed(self, termination: Termination) -> None:
         self._ending(termination)

@@ -90,6 +90,7 @@ class LegFactories:
             openHandshakeTimeout=0,
             closeHandshakeTimeout=config.close_handshake_timeout,
             failByDrop=False,  # a protocol error is answered with its close code (1002, 1007, 1009)
+            echoCloseCodeReason=True,  # a close is answered with its own code and reason (RFC 6455 5.5.1)
         )
         self.server = WebSocketServerFactory(server=None)  # the backend's own Server header is passed on
         self.server.protocol = ClientLeg
@@ -413,15 +414,17 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
                 self.session.client_failed(code, reason)  # failed now: the backend is closed meanwhile
         super().fail_connection(code, reason)
 
-    def answer_held(self, code: int | None = 1000, reason: bytes | None = None) -> None:
-        """The backend has closed: answer the client's close with the backend's ``code`` and ``reason``,
-        or fail the client for its protocol error, now."""
+    def answer_held(self, crossed: tuple[int | None, bytes | None] | None = None) -> None:
+        """The backend has closed: answer the client's close now, with its own code and reason (RFC 6455 5.5.1: the
+        proxy is its endpoint), or, when the backend's own close crossed it, with the backend's (``crossed``, as the
+        client would have seen it directly); or fail the client for its protocol error, now."""
         held, self.held = self.held, None
         if held is None or self.state != self.STATE_OPEN:
             return
         if held[0] == "fail":
             super().fail_connection(held[1], held[2])
             return
+        code, reason = crossed if crossed is not None else held[1:]
         self.wasClean = True
         self.sendCloseFrame(code=code, reasonUtf8=reason if code is not None else None, isReply=True)
         self.dropConnection(abort=False)
