@@ -101,6 +101,25 @@ class ModeTests:
         client.sendMessage(b"close:1011:backend broke")
         clean, code, reason = yield client.closed
         self.assertEqual((code, reason), (1011, "backend broke"))
+        yield self.settle(self.frontend)  # type: ignore[attr-defined]
+        self.assertEqual(self.access_log.entries[-1].termination, "server-close")  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_ends_without_a_close_are_logged_alike(self):  # type: ignore[no-untyped-def]
+        """A side whose TCP connection ends without a close frame aborted, in either mode."""
+        self.start(resume=False)
+        client = yield self.open()
+        client.sendMessage(b"ping")
+        yield client.wait_messages(1)
+        client.transport.loseConnection()  # a FIN, no close frame
+        yield client.closed
+        yield self.settle(self.frontend)  # type: ignore[attr-defined]
+        client = yield self.open()
+        client.sendMessage(b"drop")  # the backend resets its connection
+        yield client.closed
+        yield self.settle(self.frontend)  # type: ignore[attr-defined]
+        self.assertEqual([entry.termination for entry in self.access_log.entries],  # type: ignore[attr-defined]
+                         ["client-abort", "server-abort"])
 
     @defer.inlineCallbacks
     def test_client_close_code_reaches_the_backend(self):  # type: ignore[no-untyped-def]
@@ -114,9 +133,8 @@ class ModeTests:
         self.assertEqual(backend.closes[0][1:], (4001, "bye now"))
         yield self.settle(self.frontend)  # type: ignore[attr-defined]
         self.assertEqual(self.access_log.entries[-1].status, 101)  # type: ignore[attr-defined]
-        # The server ends the TCP connection after a close handshake: a tunnel sees only that.
-        expected = "client-close" if self.mode == "session" else "server-close"
-        self.assertEqual(self.access_log.entries[-1].termination, expected)  # type: ignore[attr-defined]
+        # The server ends the TCP connection after a close handshake, but a tunnel too logs who sent the first close.
+        self.assertEqual(self.access_log.entries[-1].termination, "client-close")  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks
     def test_a_client_close_is_answered_in_kind(self):  # type: ignore[no-untyped-def]

@@ -19,11 +19,11 @@ from .helpers import GUARD, ProxyTestCase
 from .wsconformance import (
     CASES,
     CLOSED,
-    NO_STATUS,
-    OP_CLOSE,
     DEFAULT_MESSAGE_SIZE,
     LIMIT_CASES,
     LIMITED_MESSAGE_SIZE,
+    NO_STATUS,
+    OP_CLOSE,
     Case,
     Verdict,
     conformance_backend,
