@@ -19,6 +19,7 @@ from rubrisproxy.frontend import drain
 from rubrisproxy.websocket import Message, WebSocketHook, WebSocketSession, accept_key, new_key
 
 from .helpers import ProxyTestCase, get, run_reactor_for
+from .test_ws_keepalive import OP_TEXT, frame, parse_frames
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "examples")
@@ -26,6 +27,7 @@ if EXAMPLES not in sys.path:
     sys.path.append(EXAMPLES)  # the shipped example hooks, importable as websocket_hooks
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+MASK = b"\x01\x02\x03\x04"
 ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
@@ -154,6 +156,23 @@ class ModeTests:
         self.assertEqual(backend.closes, [(True, 3000, "done here")])
         yield self.settle(self.frontend)  # type: ignore[attr-defined]
         self.assertEqual(self.access_log.entries[-1].termination, "client-close")  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_a_client_that_half_closes_after_a_message_still_gets_its_echo(self):  # type: ignore[no-untyped-def]
+        """A FIN without a close frame ends the client's WebSocket abnormally (1006), but what the backend answered to
+        what the client sent before it still reaches the client, as it would directly: then the connection closes."""
+        backend = self.start()
+        client = yield self.connect()  # type: ignore[attr-defined]
+        client.send(upgrade())
+        yield client.until(lambda data: b"\r\n\r\n" in data)
+        client.send(frame(OP_TEXT, b"hello", MASK))
+        client.transport.loseWriteConnection()
+        received = yield client.closed
+        frames = parse_frames(received.partition(b"\r\n\r\n")[2])
+        self.assertEqual(frames[0], (OP_TEXT, b"hello"))
+        self.assertEqual(backend.received, [(b"hello", False)])
+        yield self.settle(self.frontend)  # type: ignore[attr-defined]
+        self.assertEqual(self.access_log.entries[-1].termination, "client-abort")  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks
     def test_subprotocol_negotiated_through_the_proxy(self):  # type: ignore[no-untyped-def]

@@ -93,6 +93,13 @@ class SessionEnding:
         self._stop_moving()
         close(self._legs.backend, code, reason)
 
+    def client_half_closed(self) -> None:
+        """The client half-closed without a close frame, its connection held open for what the backend still sends
+        (see ``WebSocketSession.client_fin``): close the backend."""
+        self._ending(Termination.CLIENT_ABORT)
+        self._stop_moving()
+        close(self._legs.backend, GOING_AWAY, b"client went away")
+
     def client_failed(self, code: int, reason: str) -> None:
         """The client broke the protocol or a limit: close the backend, then fail the client with ``code``."""
         self._ending(Termination.PROTOCOL_ERROR)

@@ -338,8 +338,10 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     _masked_in = True  # a client masks what it sends; the proxy, as a server, does not
     _to_client = True
 
-    #: ("close", code, reason) or ("fail", code, reason) waiting for the backend's close; None when not closing.
-    held: tuple[Literal["close"], int, bytes | None] | tuple[Literal["fail"], int, str] | None = None
+    #: ("close", code, reason), ("fail", code, reason) or ("fin", None, None) (the client half-closed without a close)
+    #: waiting for the backend's close; None when not closing.
+    held: (tuple[Literal["close"], int, bytes | None] | tuple[Literal["fail"], int, str]
+           | tuple[Literal["fin"], None, None] | None) = None
     _immediate = False
     _opcode = 0
 
@@ -414,6 +416,14 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
                 self.session.client_failed(code, reason)  # failed now: the backend is closed meanwhile
         super().fail_connection(code, reason)
 
+    def hold_fin(self) -> bool:
+        """The client half-closed without a close frame: its connection is closed once the backend's close comes
+        (:meth:`answer_held`), so what the backend still sends reaches it; False if it is closing already."""
+        if self.held is not None or self.state != self.STATE_OPEN:
+            return False
+        self.held = ("fin", None, None)
+        return True
+
     def answer_held(self, crossed: tuple[int | None, bytes | None] | None = None) -> None:
         """The backend has closed: answer the client's close now, with its own code and reason (RFC 6455 5.5.1: the
         proxy is its endpoint), or, when the backend's own close crossed it, with the backend's (``crossed``, as the
@@ -423,6 +433,11 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
             return
         if held[0] == "fail":
             super().fail_connection(held[1], held[2])
+            return
+        if held[0] == "fin":  # it sent no close to answer: it is told the backend's own, if that crossed its FIN
+            if crossed is not None:
+                self.sendCloseFrame(*crossed)
+            self.dropConnection(abort=False)
             return
         code, reason = crossed if crossed is not None else held[1:]
         self.wasClean = True
