@@ -328,11 +328,12 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     """The client's WebSocket, terminated at the proxy.
 
     A valid close from the client, or a protocol error it commits, is first passed
-    to the backend; the client's answer waits for the backend's close, so what
-    the backend sent before it still reaches the client, as it would directly.
-    Meanwhile nothing more from the client is relayed. An invalid close frame is
-    answered at once. A failure's close frame is followed by the TCP close, with no
-    closing handshake awaited (see ``_Leg.fail_connection``).
+    to the backend; the client's answer (its own code and reason) waits for the
+    backend's close, so what the backend sent before it still reaches the client, as
+    it would directly; so does the TCP close of a client that half-closed without a
+    close frame. Meanwhile nothing more from the client is relayed. An invalid close
+    frame is answered at once. A failure's close frame is followed by the TCP close,
+    with no closing handshake awaited (see ``_Leg.fail_connection``).
     """
 
     _masked_in = True  # a client masks what it sends; the proxy, as a server, does not
