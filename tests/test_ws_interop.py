@@ -181,6 +181,7 @@ class InteropTests:
         case.assertEqual(backend.closes, [(True, *CLOSE)])
         await case.settle(self.frontend)
         case.assertEqual([e.status for e in case.access_log.entries], [101])
+        case.assertEqual([e.termination for e in case.access_log.entries], ["client-close"])  # in either mode
         # The backend answered the close with the same code and reason; a client talking to it directly sees them.
         backend_answer = [(p.localCloseCode, (p.localCloseReason or b"").decode()) for p in backend.built]
         case.assertEqual(backend_answer, [CLOSE])
