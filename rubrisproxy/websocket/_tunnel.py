@@ -67,6 +67,8 @@ class Tunnel(TunnelMoving):
         origin.take_over(self)
         self._deadline.set(self._idle_limit)
         self.origin_data(response_head + from_origin)
+        if not from_origin:
+            self._origin_tail = b""  # the head is no frame: an idle tunnel keeps nothing of it
         if from_client:
             self.client_data(from_client)
 
