@@ -38,7 +38,11 @@ print(server.getsockname()[1], flush=True)
 def serve(conn):
     head = b""
     while b"\r\n\r\n" not in head:
-        head += conn.recv(4096)
+        data = conn.recv(4096)
+        if not data:  # a health check's connection
+            conn.close()
+            return
+        head += data
     key = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
            if line.lower().startswith(b"sec-websocket-key:")][0]
     accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
