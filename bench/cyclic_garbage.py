@@ -26,7 +26,7 @@ from typing import Any
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import StreamEnded
+from h2.events import DataReceived, ResponseReceived, StreamEnded, StreamReset
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
@@ -43,6 +43,17 @@ backend = "app"
 servers = ["127.0.0.1:{origin}"]
 retries = 0
 """
+
+#: The WebSocket backends' (an Autobahn echo server, tests/wsecho.py), in each mode.
+WEBSOCKET = """
+[websocket]
+mode = "{mode}"
+client-ping-interval = 0
+backend-ping-interval = 0
+"""
+MASK = b"\x01\x02\x03\x04"
+HELLO = b"\x81\x85" + MASK + bytes(b ^ MASK[i % 4] for i, b in enumerate(b"hello"))  # a client's text frame
+CLOSE = b"\x88\x82" + MASK + bytes(b ^ MASK[i % 4] for i, b in enumerate(b"\x03\xe8"))  # its close (1000)
 
 GET = b"GET /small HTTP/1.1\r\nHost: bench\r\n\r\n"
 BIG = b"GET /big HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -83,6 +94,7 @@ class Client(Protocol):
         self.h2 = H2Connection(H2Configuration(client_side=True)) if h2 else None
         self.read = b""
         self.ended = 0
+        self.answered_ws = False  # the WebSocket's stream was answered (its 200)
         self.lost: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
@@ -95,8 +107,13 @@ class Client(Protocol):
             self.read += data
             return
         for event in self.h2.receive_data(data):
-            if isinstance(event, StreamEnded):
+            if isinstance(event, (StreamEnded, StreamReset)):
                 self.ended += 1
+            elif isinstance(event, ResponseReceived):
+                self.answered_ws = True
+            elif isinstance(event, DataReceived):
+                self.read += event.data
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         self.transport.write(self.h2.data_to_send())
 
     def request(self, count: int) -> None:
@@ -107,6 +124,20 @@ class Client(Protocol):
             stream = self.h2.get_next_available_stream_id()
             self.h2.send_headers(stream, [(":method", "GET"), (":scheme", "http"), (":authority", "bench"),
                                           (":path", "/small")], end_stream=True)
+        self.transport.write(self.h2.data_to_send())
+
+    def websocket(self) -> int:
+        """Open a WebSocket on a stream (RFC 8441): its id."""
+        assert self.h2 is not None
+        stream = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                                      (":authority", "bench"), (":path", "/chat"), ("sec-websocket-version", "13")])
+        self.transport.write(self.h2.data_to_send())
+        return stream
+
+    def send(self, stream: int, data: bytes, end: bool) -> None:
+        assert self.h2 is not None
+        self.h2.send_data(stream, data, end_stream=end)
         self.transport.write(self.h2.data_to_send())
 
     def answered(self) -> int:
@@ -131,14 +162,18 @@ def until(condition: Callable[[], object]) -> Generator[Any, Any, None]:
 @defer.inlineCallbacks
 def connection(port: int, requests: int, h2: bool) -> Generator[Any, Any, None]:
     """One client connection: ``requests`` requests (streams, with ``h2``) answered, then closed; with none, a
-    request for a large response, the connection cut once it has begun."""
+    request for a large response, the connection cut once it has begun; with -1 (``h2``), a WebSocket on a stream."""
     client = Client(h2)
     yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
-    client.request(requests)
-    if requests:
+    if requests < 0:
+        yield from websocket(client)
+        client.transport.loseConnection()
+    elif requests:
+        client.request(requests)
         yield from until(lambda: client.answered() >= requests)
         client.transport.loseConnection()
     else:  # gone mid-response
+        client.request(requests)
         yield from until(client.answering)
         client.transport.abortConnection()
     yield client.lost
@@ -147,14 +182,29 @@ def connection(port: int, requests: int, h2: bool) -> Generator[Any, Any, None]:
         client.h2 = None  # (the client, in the cycles of Twisted's client endpoint)
 
 
-def proxy(origin: int) -> tuple[Any, int]:
-    """A started proxy service (this process's code) in front of ``origin``, and its port."""
+def websocket(client: Client) -> Generator[Any, Any, None]:
+    """A WebSocket on a stream of ``client``'s HTTP/2 connection (RFC 8441): an echo, then the client's close with
+    END_STREAM, until the stream has ended."""
+    h2 = client.h2
+    assert h2 is not None
+    yield from until(lambda: h2.remote_settings.enable_connect_protocol)
+    stream = client.websocket()
+    yield from until(lambda: client.answered_ws)
+    client.send(stream, HELLO, end=False)
+    yield from until(lambda: b"hello" in client.read)
+    client.send(stream, CLOSE, end=True)
+    yield from until(lambda: client.ended)
+
+
+def proxy(origin: int, extra: str = "") -> tuple[Any, int]:
+    """A started proxy service (this process's code) in front of ``origin`` (``extra``: more of its configuration), and
+    its port."""
     from rubrisproxy.config import CommandLine, load_config
     from rubrisproxy.service import build_service
 
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-        f.write(CONFIG.format(port=port, origin=origin))
+        f.write(CONFIG.format(port=port, origin=origin) + extra)
     service = build_service(load_config(CommandLine(config_path=f.name, access_log="off")), reactor)
     service.startService()
     return service, port
@@ -184,16 +234,26 @@ def run(rounds: int) -> Generator[Any, Any, dict[str, float]]:
     origin = reactor.listenTCP(0, server.Site(Small(), logPath="/dev/null"), interface="127.0.0.1")
     live, port = proxy(origin.getHost().port)
     dead, dead_port = proxy(free_port())
+    from tests.wsecho import EchoBackendFactory, listen_echo_backend  # the checkout's measured (its PYTHONPATH)
+
+    echo = listen_echo_backend(EchoBackendFactory())
+    tunnel, tunnel_port = proxy(echo.getHost().port, WEBSOCKET.format(mode="tunnel"))
+    session, session_port = proxy(echo.getHost().port, WEBSOCKET.format(mode="session"))
     counts: dict[str, float] = {}
     for name, (listen, requests, h2) in {
         "HTTP/1.1, a connection of 4 requests": (port, 4, False),
         "HTTP/1.1, the client gone mid-response": (port, 0, False),
         "HTTP/2, a connection of 4 streams": (port, 4, True),
         "HTTP/1.1 to a dead server (503), a connection": (dead_port, 1, False),
+        "HTTP/2, a WebSocket on a stream (tunnel), a connection": (tunnel_port, -1, True),
+        "HTTP/2, a WebSocket on a stream (session), a connection": (session_port, -1, True),
     }.items():
         counts[name] = yield count(listen, requests, h2, rounds)
     yield live.stopService()
     yield dead.stopService()
+    yield tunnel.stopService()
+    yield session.stopService()
+    yield echo.stopListening()
     yield origin.stopListening()
     return counts
 

@@ -16,7 +16,7 @@ from rubrisproxy.config import PoolSettings, WebSocketConfig
 
 from .h2client import H2Client
 from .helpers import ProxyTestCase, RawClient, get, our_cyclic_garbage, run_reactor_for
-from .test_http2 import H2Case, _Silent
+from .test_http2 import H2Case, _Silent, ws_frame
 from .test_pinned import NTLMOrigin
 from .test_websocket import upgrade
 from .wsecho import EchoBackendFactory, listen_echo_backend
@@ -384,3 +384,44 @@ class ConnectTunnelTests(ProxyTestCase):
 
     def test_a_connect_to_nothing_listening(self):  # type: ignore[no-untyped-def]
         return self.refused(self.dead_port, b"502")
+
+
+class Http2WebSocketTests(H2Case):
+    """A WebSocket carried by an HTTP/2 stream (RFC 8441), in each mode: once it ends, its stream, its hand-over, its
+    relay and its backend connection go by reference counting, while the client's connection stays."""
+
+    mode = "tunnel"
+
+    @defer.inlineCallbacks
+    def websocket(self, client: H2Client, backend: EchoBackendFactory, logged: int):  # type: ignore[no-untyped-def]
+        """A WebSocket on a new stream: an echo, then the client's close with END_STREAM; returns once it has ended."""
+        stream = client.request(b"/chat", method=b"CONNECT", end=False, headers=[
+            (b":protocol", b"websocket"), (b"sec-websocket-version", b"13")])
+        yield self.poll(lambda: client.answer(stream).headers, "the answer to the extended CONNECT")
+        client.send_body(stream, ws_frame(b"hello"), end=False)
+        yield self.poll(lambda: b"hello" in client.answer(stream).body, "the echo")
+        client.send_body(stream, ws_frame(b"\x03\xe8", opcode=8), end=True)  # close 1000, then END_STREAM
+        yield self.poll(lambda: len(self.access_log.entries) == logged, "the WebSocket logged")
+        yield self.poll(lambda: not self.frontend.websockets and not backend.open, "both ends closed")
+        yield run_reactor_for(20)
+
+    @defer.inlineCallbacks
+    def test_a_websocket_over_a_stream_leaves_nothing(self):  # type: ignore[no-untyped-def]
+        backend = EchoBackendFactory()
+        port = listen_echo_backend(backend)
+        self.addCleanup(port.stopListening)
+        self.origin = port.getHost().port
+        self.proxy(websocket=WebSocketConfig(mode=self.mode, client_ping_interval=0, backend_ping_interval=0))
+        client = yield self.h2()
+        yield self.poll(lambda: client.h2.remote_settings.enable_connect_protocol, "SETTINGS_ENABLE_CONNECT_PROTOCOL")
+        self.collector_off()
+        yield self.websocket(client, backend, 1)
+        our_cyclic_garbage(*_H2)  # what the first may leave that a connection makes once
+        yield self.websocket(client, backend, 2)
+        self.assertEqual(our_cyclic_garbage(*_H2), [])
+        self.assertEqual([e.termination for e in self.access_log.entries], ["client-close"] * 2)
+        self.assertFalse(client.lost)
+
+
+class SessionHttp2WebSocketTests(Http2WebSocketTests):
+    mode = "session"

@@ -274,10 +274,10 @@ class WebSocketEndTests(ProxyTestCase):
         self.assertEqual((yield self.ended("session", "client")), [ConnectionEnd.CLIENT_CLOSE])
 
     @defer.inlineCallbacks
-    def test_a_tunnel_sees_only_who_closed_tcp(self):  # type: ignore[no-untyped-def]
-        # The server ends the TCP connection after any close handshake: that is all a tunnel sees.
-        (end,) = yield self.ended("tunnel", "client")
-        self.assertEqual(end, ConnectionEnd.SERVER_CLOSE)
+    def test_a_tunnel_knows_who_closed_as_a_session_does(self):  # type: ignore[no-untyped-def]
+        # The server ends the TCP connection after any close handshake; the close frames still say who began it.
+        self.assertEqual((yield self.ended("tunnel", "server")), [ConnectionEnd.SERVER_CLOSE])
+        self.assertEqual((yield self.ended("tunnel", "client")), [ConnectionEnd.CLIENT_CLOSE])
 
 
 class LimitTests(EndCase):

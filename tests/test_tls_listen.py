@@ -532,8 +532,8 @@ class ChromiumTests(TLSListenerCase):
 class WSSInteropTests(InteropTests):
     """Node ws, Python websockets and Chromium over wss://, through a TLS listener of the proxy."""
 
-    def start(self) -> Any:
-        backend = super().start()
+    def start(self, echo_close: bool = True) -> Any:
+        backend = super().start(echo_close)
         case: Any = self
         authority = CertificateAuthority()
         key_pem, cert_pem = authority.issue("127.0.0.1", ips=("127.0.0.1",))

@@ -19,6 +19,7 @@ from rubrisproxy.frontend import drain
 from rubrisproxy.websocket import Message, WebSocketHook, WebSocketSession, accept_key, new_key
 
 from .helpers import ProxyTestCase, get, run_reactor_for
+from .test_ws_keepalive import OP_TEXT, frame, parse_frames
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "examples")
@@ -26,6 +27,7 @@ if EXAMPLES not in sys.path:
     sys.path.append(EXAMPLES)  # the shipped example hooks, importable as websocket_hooks
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+MASK = b"\x01\x02\x03\x04"
 ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
@@ -101,6 +103,25 @@ class ModeTests:
         client.sendMessage(b"close:1011:backend broke")
         clean, code, reason = yield client.closed
         self.assertEqual((code, reason), (1011, "backend broke"))
+        yield self.settle(self.frontend)  # type: ignore[attr-defined]
+        self.assertEqual(self.access_log.entries[-1].termination, "server-close")  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_ends_without_a_close_are_logged_alike(self):  # type: ignore[no-untyped-def]
+        """A side whose TCP connection ends without a close frame aborted, in either mode."""
+        self.start(resume=False)
+        client = yield self.open()
+        client.sendMessage(b"ping")
+        yield client.wait_messages(1)
+        client.transport.loseConnection()  # a FIN, no close frame
+        yield client.closed
+        yield self.settle(self.frontend)  # type: ignore[attr-defined]
+        client = yield self.open()
+        client.sendMessage(b"drop")  # the backend resets its connection
+        yield client.closed
+        yield self.settle(self.frontend)  # type: ignore[attr-defined]
+        self.assertEqual([entry.termination for entry in self.access_log.entries],  # type: ignore[attr-defined]
+                         ["client-abort", "server-abort"])
 
     @defer.inlineCallbacks
     def test_client_close_code_reaches_the_backend(self):  # type: ignore[no-untyped-def]
@@ -114,9 +135,44 @@ class ModeTests:
         self.assertEqual(backend.closes[0][1:], (4001, "bye now"))
         yield self.settle(self.frontend)  # type: ignore[attr-defined]
         self.assertEqual(self.access_log.entries[-1].status, 101)  # type: ignore[attr-defined]
-        # The server ends the TCP connection after a close handshake: a tunnel sees only that.
-        expected = "client-close" if self.mode == "session" else "server-close"
-        self.assertEqual(self.access_log.entries[-1].termination, expected)  # type: ignore[attr-defined]
+        # The server ends the TCP connection after a close handshake, but a tunnel too logs who sent the first close.
+        self.assertEqual(self.access_log.entries[-1].termination, "client-close")  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_a_client_close_is_answered_in_kind(self):  # type: ignore[no-untyped-def]
+        """A close with an application code (3000) reaches the backend with its reason; the backend (Autobahn's
+        default) answers it with 1000. A tunnel relays that answer as it is; in session mode the proxy is the client's
+        endpoint and echoes the client's code and reason (RFC 6455 5.5.1)."""
+        backend = self.start()
+        client = yield self.open()
+        client.sendMessage(b"ping")
+        yield client.wait_messages(1)
+        client.sendClose(3000, "done here")
+        clean, code, reason = yield client.closed
+        self.assertTrue(clean)
+        expected = (3000, "done here") if self.mode == "session" else (1000, None)
+        self.assertEqual((code, reason), expected)
+        yield self.poll(lambda: backend.closes, "the backend saw the close")  # type: ignore[attr-defined]
+        self.assertEqual(backend.closes, [(True, 3000, "done here")])
+        yield self.settle(self.frontend)  # type: ignore[attr-defined]
+        self.assertEqual(self.access_log.entries[-1].termination, "client-close")  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_a_client_that_half_closes_after_a_message_still_gets_its_echo(self):  # type: ignore[no-untyped-def]
+        """A FIN without a close frame ends the client's WebSocket abnormally (1006), but what the backend answered to
+        what the client sent before it still reaches the client, as it would directly: then the connection closes."""
+        backend = self.start()
+        client = yield self.connect()  # type: ignore[attr-defined]
+        client.send(upgrade())
+        yield client.until(lambda data: b"\r\n\r\n" in data)
+        client.send(frame(OP_TEXT, b"hello", MASK))
+        client.transport.loseWriteConnection()
+        received = yield client.closed
+        frames = parse_frames(received.partition(b"\r\n\r\n")[2])
+        self.assertEqual(frames[0], (OP_TEXT, b"hello"))
+        self.assertEqual(backend.received, [(b"hello", False)])
+        yield self.settle(self.frontend)  # type: ignore[attr-defined]
+        self.assertEqual(self.access_log.entries[-1].termination, "client-abort")  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks
     def test_subprotocol_negotiated_through_the_proxy(self):  # type: ignore[no-untyped-def]

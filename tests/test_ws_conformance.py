@@ -3,6 +3,7 @@ and through rubrisproxy in tunnel and session mode, where every verdict must equ
 
 from __future__ import annotations
 
+import struct
 from dataclasses import replace
 from typing import cast
 
@@ -17,9 +18,12 @@ from rubrisproxy.config import WebSocketConfig
 from .helpers import GUARD, ProxyTestCase
 from .wsconformance import (
     CASES,
+    CLOSED,
     DEFAULT_MESSAGE_SIZE,
     LIMIT_CASES,
     LIMITED_MESSAGE_SIZE,
+    NO_STATUS,
+    OP_CLOSE,
     Case,
     Verdict,
     conformance_backend,
@@ -126,6 +130,8 @@ class ProxyConformanceTests(ProxyTestCase):
             # In session mode the proxy answers pings itself, so a pong may come before echoes the
             # backend has not sent yet: there, only the order among pongs and among messages counts.
             same = _pongs_apart if mode == "session" else _as_is
+            if mode == "session":  # the proxy is the client's endpoint: a valid close is answered with its own code
+                direct = {case.id: _answered_in_kind(case, direct[case.id]) for case in cases}
             # Where the backend drops TCP on an invalid close frame (RFC 6455 allows it), session mode fails
             # the client's connection the strict way, with the close code (its ``Case.expected[0]``).
             differ = [f"{case.id} {case.description}: direct {direct[case.id]}, through the proxy {proxied[case.id]}"
@@ -159,6 +165,18 @@ def _fails(case: Case) -> bool:
     """Whether ``case`` fails the connection (its strict verdict: a close code, then TCP closed)."""
     strict = case.expected[0]
     return strict.close is not None and any(v.close is None and v.ending == strict.ending for v in case.expected[1:])
+
+
+def _answered_in_kind(case: Case, verdict: Verdict) -> Verdict:
+    """``verdict`` (the Autobahn backend's, which answers a valid close with 1000) as an endpoint that echoes the code
+    of the client's close (RFC 6455 5.5.1, ``NO_STATUS`` for an empty one) would give it: session mode's."""
+    if verdict.ending != CLOSED or verdict.close != 1000 or _fails(case):
+        return verdict
+    closes = [frame.payload for frame in case.steps() if frame.opcode == OP_CLOSE]
+    if not closes:
+        return verdict
+    payload = closes[0]
+    return replace(verdict, close=struct.unpack("!H", payload[:2])[0] if payload else NO_STATUS)
 
 
 def _as_is(verdict: Verdict) -> object:

@@ -246,7 +246,7 @@ class LegFailureUnitTests(unittest.TestCase):
         self.assertEqual(transport.value(), b"")  # the backend is closed first
         self.assertFalse(transport.disconnecting)
         self.assertEqual(session.events, [("client_failed", 1002, "unmasked client-to-server frame")])
-        leg.answer_held(1001, b"client protocol error")
+        leg.answer_held()  # the backend answered the 1001 it was sent
         (close,) = parse_frames(transport.value())
         self.assertEqual(close[1][:2], close_payload(1002))
         self.assertTrue(transport.disconnecting)
@@ -272,8 +272,24 @@ class LegFailureUnitTests(unittest.TestCase):
         leg, transport, session = self.client_leg()
         leg.dataReceived(frame(OP_CLOSE, close_payload(4001, b"bye"), MASK))
         self.assertEqual(session.events, [("client_closing", 4001, b"bye")])
-        leg.answer_held(4001, b"bye")
+        leg.answer_held()  # the backend answered
         self.assertEqual(parse_frames(transport.value()), [(OP_CLOSE, close_payload(4001, b"bye"))])
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_clients_close_with_no_backend_to_wait_for_is_echoed_at_once(self) -> None:
+        leg, transport, session = self.client_leg()
+        session.backend_open = False  # its session is moving to another server
+        leg.dataReceived(frame(OP_CLOSE, close_payload(3000, b"done here"), MASK))
+        self.assertEqual(parse_frames(transport.value()), [(OP_CLOSE, close_payload(3000, b"done here"))])
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_half_closed_client_is_closed_once_the_backend_answers_with_no_close_frame(self) -> None:
+        leg, transport, session = self.client_leg()
+        self.assertTrue(leg.hold_fin())
+        self.assertFalse(leg.hold_fin())  # once
+        leg.sendMessage(b"the echo")  # what the backend still sends reaches the client
+        leg.answer_held()
+        self.assertEqual(parse_frames(transport.value()), [(OP_TEXT, b"the echo")])
         self.assertTrue(transport.disconnecting)
 
     def test_the_proxys_own_close_still_waits_for_the_clients_answer(self) -> None:

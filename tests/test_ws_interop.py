@@ -45,6 +45,7 @@ EXPECTED: list[tuple[bytes, bool]] = [  # (payload, is binary), as every client 
     (bytes((i * 31 + 7) & 0xFF for i in range(100_000)), True),
 ]
 CLOSE = (4001, "done")
+APP_CLOSE = (3000, "app finished")  # a client's close with an application's code, to a backend answering 1000
 
 CLIENT_GUARD = 30.0  # seconds for one client's whole run (the clients give up on their own after 20)
 INSTALL_GUARD = 120.0  # seconds for `npm install`
@@ -124,11 +125,12 @@ class _Result(resource.Resource):
 
 
 class _Backend(EchoBackendFactory):
-    """The echo backend, answering a close with its code and reason, and keeping its connections."""
+    """The echo backend, answering a close with its code and reason (else with 1000, as Autobahn does by default),
+    and keeping its connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, echo_close: bool = True) -> None:
         super().__init__()
-        self.setProtocolOptions(echoCloseCodeReason=True)
+        self.setProtocolOptions(echoCloseCodeReason=echo_close)
         self.built: list[Any] = []
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -151,10 +153,10 @@ class InteropTests:
     client_env: dict[str, str] | None = None  # the script clients' environment (None: this process's)
     browser_flags: tuple[str, ...] = ()  # more Chromium flags
 
-    def start(self) -> _Backend:
+    def start(self, echo_close: bool = True) -> _Backend:
         """The echo backend and a proxy in front of it (pings off: nothing left scheduled)."""
         case = cast(ProxyTestCase, self)
-        backend = _Backend()
+        backend = _Backend(echo_close)
         port = listen_echo_backend(backend)
         case.addCleanup(port.stopListening)
         self.frontend = case.start_proxy(
@@ -179,12 +181,26 @@ class InteropTests:
         case.assertEqual(backend.closes, [(True, *CLOSE)])
         await case.settle(self.frontend)
         case.assertEqual([e.status for e in case.access_log.entries], [101])
+        case.assertEqual([e.termination for e in case.access_log.entries], ["client-close"])  # in either mode
         # The backend answered the close with the same code and reason; a client talking to it directly sees them.
         backend_answer = [(p.localCloseCode, (p.localCloseReason or b"").decode()) for p in backend.built]
         case.assertEqual(backend_answer, [CLOSE])
         answered = (result["close"]["code"], result["close"]["reason"])
         case.assertEqual(answered, CLOSE, f"{client} ({self.mode}): the close came back as {answered}, "
                                           f"while the backend answered {backend_answer[0]}")
+
+    async def check_close_in_kind(self, client: str, result: dict[str, Any], backend: _Backend) -> None:
+        """The client closed with ``APP_CLOSE`` and the backend answered 1000: a tunnel relays that answer, session
+        mode (the client's endpoint) answers with the client's own code and reason (RFC 6455 5.5.1)."""
+        case = cast(ProxyTestCase, self)
+        case.assertEqual(result.get("errors"), [], f"{client} ({self.mode}) reported: {json.dumps(result)[:3000]}")
+        case.assertEqual(result["echoes"], _expected_echoes())
+        await case.poll(lambda: backend.closes, "the backend saw the close")
+        case.assertEqual(backend.closes, [(True, *APP_CLOSE)])
+        answered = (result["close"]["code"], result["close"]["reason"])
+        case.assertEqual(answered, APP_CLOSE if self.mode == "session" else (1000, ""))
+        await case.settle(self.frontend)
+        case.assertEqual([(e.status, e.termination) for e in case.access_log.entries], [(101, "client-close")])
 
     async def run_script(self, name: str, argv: list[str]) -> dict[str, Any]:
         """Run a client script to its end and return its JSON result line."""
@@ -231,6 +247,32 @@ class InteropTests:
         argv = [sys.executable, str(INTEROP / "websockets_client.py"), self.ws_url()]
         result = await self.run_script("python websockets", argv)
         await self.check("python websockets", result, backend)
+
+    async def _node_ws_close(self) -> None:
+        node = shutil.which("node")
+        if node is None:
+            raise SkipTest("no node binary (apt-get install nodejs npm)")
+        await ensure_node_ws(cast(ProxyTestCase, self))
+        backend = self.start(echo_close=False)
+        close = "%d:%s" % APP_CLOSE
+        result = await self.run_script("node ws", [node, str(INTEROP / "ws_client.js"), self.ws_url(), close])
+        await self.check_close_in_kind("node ws", result, backend)
+
+    async def _python_websockets_close(self) -> None:
+        if not has_websockets():
+            raise SkipTest("the websockets library (>= 13) is not importable (pip install websockets)")
+        backend = self.start(echo_close=False)
+        argv = [sys.executable, str(INTEROP / "websockets_client.py"), self.ws_url(), "%d:%s" % APP_CLOSE]
+        result = await self.run_script("python websockets", argv)
+        await self.check_close_in_kind("python websockets", result, backend)
+
+    def test_node_ws_close_code(self) -> Deferred[None]:
+        """Node's ``ws`` client closing with 3000 and a reason, to a backend answering 1000."""
+        return Deferred.fromCoroutine(self._node_ws_close())
+
+    def test_python_websockets_close_code(self) -> Deferred[None]:
+        """Python's ``websockets`` closing with 3000 and a reason, to a backend answering 1000."""
+        return Deferred.fromCoroutine(self._python_websockets_close())
 
     def test_chromium(self) -> Deferred[None]:
         """A real headless Chromium page's WebSocket."""

@@ -27,6 +27,9 @@ class UpgradedClient(ClientSide, Protocol):
     def move_record(self, opened: bool, unsent: bytes) -> dict[str, Any]:
         """Its connection's life so far, for a live upgrade (see ``frontend._moving``)."""
 
+    def websocket_left(self) -> None:
+        """The WebSocket has ended and been logged: nothing of it is called any more (what it refers to may go)."""
+
 
 class ExchangeClient(Protocol):
     """The client side of an :class:`~rubrisproxy.frontend.Exchange`: a

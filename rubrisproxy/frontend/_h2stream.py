@@ -84,7 +84,8 @@ class H2Stream(StreamResponse):
         self.bytes_in += len(data)
         relay = self.relay
         if relay is not None:
-            relay.client_data(data)
+            if data:  # not an empty DATA frame (one carrying END_STREAM, say): a relay reads bytes, as from a socket
+                relay.client_data(data)
             if self._reading:
                 self._acknowledge()
             return
@@ -112,6 +113,9 @@ class H2Stream(StreamResponse):
                 self._drop()
             else:
                 self.relay.client_fin()
+            return
+        if self._phase is _CLOSED and self.connection.open_stream(self):  # its WebSocket left while it waited for this
+            self._drop()
             return
         exchange = self.exchange
         if exchange is not None and not exchange.finished:
@@ -161,6 +165,14 @@ class H2Stream(StreamResponse):
 
     def websocket_ended(self, termination: Termination) -> None:
         """A stream's WebSocket ending ends nothing more than the stream."""
+
+    def websocket_left(self) -> None:
+        """Its WebSocket has ended and been logged: the stream lets go of it, and of its own parts once closed (now, or
+        as its last frames go: ``_drop``), which refer back to it (cycles, which only the cyclic collector would free:
+        one per WebSocket)."""
+        self.relay = None
+        if self._phase is _CLOSED and not self.connection.open_stream(self):
+            self.let_go()
 
     def moved_away(self) -> None:
         """Never called: a WebSocket on a stream stays in its process (its socket is the whole connection's)."""

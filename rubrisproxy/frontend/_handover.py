@@ -124,6 +124,9 @@ class Handover:
         self.relay = None
         self._to(LOST)
 
+    def websocket_left(self) -> None:
+        """Nothing to let go of yet: the connection ends with its WebSocket, and lets go of its relay then."""
+
     def readConnectionLost(self) -> None:
         """The client half-closed: an upgraded connection's relay passes it on (see :meth:`take_over`); HTTP/1.1
         answers the requests read whole first (``client_finished``); to HTTP/2 it is a close; a lingering close

@@ -191,6 +191,7 @@ class ExchangeHandoff:
         bytes_in, bytes_out = self._since_upgrade()
         self.exchange.upgrade_ended(termination, bytes_in, bytes_out)
         self.exchange.websocket = None  # it refers to this: a cycle
+        self.client.websocket_left()
 
     def _since_upgrade(self) -> tuple[int, int]:
         client = self.client

@@ -93,6 +93,13 @@ class SessionEnding:
         self._stop_moving()
         close(self._legs.backend, code, reason)
 
+    def client_half_closed(self) -> None:
+        """The client half-closed without a close frame, its connection held open for what the backend still sends
+        (see ``WebSocketSession.client_fin``): close the backend."""
+        self._ending(Termination.CLIENT_ABORT)
+        self._stop_moving()
+        close(self._legs.backend, GOING_AWAY, b"client went away")
+
     def client_failed(self, code: int, reason: str) -> None:
         """The client broke the protocol or a limit: close the backend, then fail the client with ``code``."""
         self._ending(Termination.PROTOCOL_ERROR)
@@ -102,9 +109,10 @@ class SessionEnding:
         close(self._legs.backend, GOING_AWAY, b"client protocol error")
 
     def backend_answered_close(self, leg: BackendLeg, code: int | None, reason: bytes | None) -> None:
-        """The backend answered a close the proxy sent it: the client's own close or failure can be answered."""
+        """The backend answered a close the proxy sent it: the client's own close (in kind, whatever the backend's
+        answer said) or failure can be answered."""
         if leg is self._legs.backend and self._legs.client is not None and self._state is not MOVING:
-            self._legs.client.answer_held(*sendable(code, reason))
+            self._legs.client.answer_held()
 
     def client_closed(self, termination: Termination) -> None:
         self._ending(termination)

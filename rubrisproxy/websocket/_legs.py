@@ -90,6 +90,7 @@ class LegFactories:
             openHandshakeTimeout=0,
             closeHandshakeTimeout=config.close_handshake_timeout,
             failByDrop=False,  # a protocol error is answered with its close code (1002, 1007, 1009)
+            echoCloseCodeReason=True,  # a close is answered with its own code and reason (RFC 6455 5.5.1)
         )
         self.server = WebSocketServerFactory(server=None)  # the backend's own Server header is passed on
         self.server.protocol = ClientLeg
@@ -327,18 +328,21 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     """The client's WebSocket, terminated at the proxy.
 
     A valid close from the client, or a protocol error it commits, is first passed
-    to the backend; the client's answer waits for the backend's close, so what
-    the backend sent before it still reaches the client, as it would directly.
-    Meanwhile nothing more from the client is relayed. An invalid close frame is
-    answered at once. A failure's close frame is followed by the TCP close, with no
-    closing handshake awaited (see ``_Leg.fail_connection``).
+    to the backend; the client's answer (its own code and reason) waits for the
+    backend's close, so what the backend sent before it still reaches the client, as
+    it would directly; so does the TCP close of a client that half-closed without a
+    close frame. Meanwhile nothing more from the client is relayed. An invalid close
+    frame is answered at once. A failure's close frame is followed by the TCP close,
+    with no closing handshake awaited (see ``_Leg.fail_connection``).
     """
 
     _masked_in = True  # a client masks what it sends; the proxy, as a server, does not
     _to_client = True
 
-    #: ("close", code, reason) or ("fail", code, reason) waiting for the backend's close; None when not closing.
-    held: tuple[Literal["close"], int, bytes | None] | tuple[Literal["fail"], int, str] | None = None
+    #: ("close", code, reason), ("fail", code, reason) or ("fin", None, None) (the client half-closed without a close)
+    #: waiting for the backend's close; None when not closing.
+    held: (tuple[Literal["close"], int, bytes | None] | tuple[Literal["fail"], int, str]
+           | tuple[Literal["fin"], None, None] | None) = None
     _immediate = False
     _opcode = 0
 
@@ -413,15 +417,30 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
                 self.session.client_failed(code, reason)  # failed now: the backend is closed meanwhile
         super().fail_connection(code, reason)
 
-    def answer_held(self, code: int | None = 1000, reason: bytes | None = None) -> None:
-        """The backend has closed: answer the client's close with the backend's ``code`` and ``reason``,
-        or fail the client for its protocol error, now."""
+    def hold_fin(self) -> bool:
+        """The client half-closed without a close frame: its connection is closed once the backend's close comes
+        (:meth:`answer_held`), so what the backend still sends reaches it; False if it is closing already."""
+        if self.held is not None or self.state != self.STATE_OPEN:
+            return False
+        self.held = ("fin", None, None)
+        return True
+
+    def answer_held(self, crossed: tuple[int | None, bytes | None] | None = None) -> None:
+        """The backend has closed: answer the client's close now, with its own code and reason (RFC 6455 5.5.1: the
+        proxy is its endpoint), or, when the backend's own close crossed it, with the backend's (``crossed``, as the
+        client would have seen it directly); or fail the client for its protocol error, now."""
         held, self.held = self.held, None
         if held is None or self.state != self.STATE_OPEN:
             return
         if held[0] == "fail":
             super().fail_connection(held[1], held[2])
             return
+        if held[0] == "fin":  # it sent no close to answer: it is told the backend's own, if that crossed its FIN
+            if crossed is not None:
+                self.sendCloseFrame(*crossed)
+            self.dropConnection(abort=False)
+            return
+        code, reason = crossed if crossed is not None else held[1:]
         self.wasClean = True
         self.sendCloseFrame(code=code, reasonUtf8=reason if code is not None else None, isReply=True)
         self.dropConnection(abort=False)

@@ -205,7 +205,7 @@ class SessionMoving(SessionEnding):
             return
         client_leg = self._legs.client
         if client_leg is not None and client_leg.held is not None:
-            client_leg.answer_held(*sendable(code, reason))  # both closed at once: the client's close is answered
+            client_leg.answer_held(sendable(code, reason))  # both closed at once: as the client would see it directly
             return
         if code in self._config.resume_codes and self._may_move:
             self._state = MOVING

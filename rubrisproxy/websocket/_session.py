@@ -222,6 +222,14 @@ class WebSocketSession(SessionAdopting):
             self.carry_read()
 
     def client_fin(self) -> None:
+        """The client half-closed without a close frame (an abnormal end, 1006): the backend is closed (1001), and
+        the client's connection once the backend's close comes, so what the backend answered to the client's last
+        messages still reaches it, as through a tunnel; at once when no backend leg is open."""
+        self.settle_loss()
+        leg = self._legs.client
+        if self._state is OPEN and self.backend_open and leg is not None and leg.hold_fin():
+            self.client_half_closed()
+            return
         self._client.transport.loseConnection()
 
     def client_lost(self, reason: Failure) -> None:

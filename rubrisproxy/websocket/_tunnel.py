@@ -11,12 +11,18 @@ from twisted.python.failure import Failure
 from ..deadline import Deadline
 from ..flow import backed_up, half_close
 from ..lifecycle import Termination
+from ._closes import TAIL, tunnel_termination
 from ._tunnel_moving import TunnelMoving
 
 if TYPE_CHECKING:
     from ..backend import Server
     from ..origin import OriginConnection
     from ._handoff import UpgradeHandoff
+
+
+#: Ends read off TCP (which side ended first, and how), which a WebSocket's close frames tell better.
+_BY_TCP = frozenset((Termination.CLIENT_CLOSE, Termination.SERVER_CLOSE, Termination.CLIENT_ABORT,
+                     Termination.SERVER_ABORT))
 
 
 class Tunnel(TunnelMoving):
@@ -26,11 +32,13 @@ class Tunnel(TunnelMoving):
     pauses the other side's reads and nothing queues without bound. A half-close
     is passed on; ``timeout tunnel`` is the inactivity limit, shortened to
     ``client-fin`` / ``server-fin`` once a side has half-closed. A live upgrade moves it
-    (:class:`~rubrisproxy.websocket._tunnel_moving.TunnelMoving`).
+    (:class:`~rubrisproxy.websocket._tunnel_moving.TunnelMoving`). A WebSocket's end is logged as session mode
+    logs it, told from the end of each side's last read (see :mod:`~rubrisproxy.websocket._closes`).
     """
 
     __slots__ = ("_handoff", "_client", "_origin", "_timeouts", "_deadline", "_idle_limit", "_client_fin",
-                 "_origin_fin", "_ended", "_first_close", "_leaving")
+                 "_origin_fin", "_ended", "_first_close", "_leaving", "_client_tail", "_origin_tail",
+                 "_client_last")
 
     def __init__(self, handoff: UpgradeHandoff, origin: OriginConnection) -> None:
         self._handoff = handoff
@@ -43,6 +51,9 @@ class Tunnel(TunnelMoving):
         self._ended = False
         self._first_close: Termination | None = None  # the side that closed (or half-closed) first
         self._leaving: IDelayedCall | None = None  # closes the tunnel some time after its server left
+        # The end of each side's last read, and whether the client's came last: who closed a WebSocket (_closes.py).
+        self._client_tail = self._origin_tail = b""
+        self._client_last = False
 
     def start(self, response_head: bytes, from_origin: bytes) -> None:
         """Send the 101 on to the client and start relaying (with any bytes that came with either head)."""
@@ -56,12 +67,16 @@ class Tunnel(TunnelMoving):
         origin.take_over(self)
         self._deadline.set(self._idle_limit)
         self.origin_data(response_head + from_origin)
+        if not from_origin:
+            self._origin_tail = b""  # the head is no frame: an idle tunnel keeps nothing of it
         if from_client:
             self.client_data(from_client)
 
     # Relay events
 
     def client_data(self, data: bytes) -> None:
+        self._client_tail = data if len(data) <= TAIL else data[-TAIL:]
+        self._client_last = True
         origin = self._origin
         origin.write(data)
         if origin.upload.producer is None and backed_up(origin.transport):
@@ -69,6 +84,8 @@ class Tunnel(TunnelMoving):
         self._deadline.set(self._idle_limit)
 
     def origin_data(self, data: bytes) -> None:
+        self._origin_tail = data if len(data) <= TAIL else data[-TAIL:]
+        self._client_last = False
         client = self._client
         client.write(data)
         if client.download.producer is None and backed_up(client.transport):
@@ -145,6 +162,8 @@ class Tunnel(TunnelMoving):
 
     def _end(self, termination: Termination) -> None:
         if self._leave():
+            if termination in _BY_TCP and self._handoff.head.method != b"CONNECT":  # a WebSocket's
+                termination = tunnel_termination(termination, self._client_tail, self._origin_tail, self._client_last)
             self._handoff.ended(termination)
 
     def _leave(self) -> bool:

@@ -1,11 +1,11 @@
 """A WebSocket interop client built on the ``websockets`` library, driven by tests/test_ws_interop.py.
 
-Usage: python websockets_client.py ws://HOST:PORT/PATH
+Usage: python websockets_client.py ws://HOST:PORT/PATH [CODE:REASON]
 
 It runs in its own process because ``websockets`` is asyncio-based and the tests
 run in Twisted's reactor. Sends the four messages every interop client sends
 (see EXPECTED in the test), all at once, checks each echo byte for byte and in
-order, then closes with 4001 "done" and waits for the close handshake and the
+order, then closes with 4001 "done" (or CODE and REASON) and waits for the close handshake and the
 TCP close. Prints one JSON result line on stdout; exits 0 when all checked out.
 The close code that came back is reported, not judged: the test compares it.
 """
@@ -32,7 +32,7 @@ MESSAGES: list[str | bytes] = [
 ]
 
 
-async def exchange(url: str, result: dict[str, Any]) -> None:
+async def exchange(url: str, result: dict[str, Any], code: int = 4001, reason: str = "done") -> None:
     """Send, check the echoes, close."""
     errors: list[str] = result["errors"]
     async with connect(url, ping_interval=None, max_size=1 << 20, open_timeout=10, close_timeout=10) as ws:
@@ -48,7 +48,7 @@ async def exchange(url: str, result: dict[str, Any]) -> None:
                 errors.append(f"echo {index}: got {type(echo).__name__}, sent {type(sent).__name__}")
             elif echo != sent:
                 errors.append(f"echo {index} differs from what was sent")
-        await ws.close(4001, "done")  # waits for the close frame back and the TCP close
+        await ws.close(code, reason)  # waits for the close frame back and the TCP close
         rcvd = ws.protocol.close_rcvd
         result["close"] = {
             "code": rcvd.code if rcvd else None,
@@ -77,7 +77,8 @@ def report(result: dict[str, Any], exchange: Coroutine[Any, Any, None]) -> int:
 def main() -> int:
     """Run the exchange and print the result line."""
     result: dict[str, Any] = {"echoes": [], "errors": [], "close": None}
-    return report(result, exchange(sys.argv[1], result))
+    code, _, reason = sys.argv[2].partition(":") if len(sys.argv) > 2 else ("4001", "", "done")
+    return report(result, exchange(sys.argv[1], result, int(code), reason))
 
 
 if __name__ == "__main__":

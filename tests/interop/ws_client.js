@@ -1,14 +1,14 @@
 #!/usr/bin/env node
 // A WebSocket interop client built on Node's `ws` library, driven by tests/test_ws_interop.py.
 //
-// Usage: node ws_client.js ws://HOST:PORT/PATH [ping-close]
+// Usage: node ws_client.js ws://HOST:PORT/PATH [ping-close | CODE:REASON]
 //
 // With "ping-close", it only sends a ping ("keepalive") and at once a close (4001 "done"), and
 // reports the pongs that came back before the close did (RFC 6455 5.5.2: the ping must be answered).
 //
 // Sends the four messages every interop client sends (see EXPECTED in the test),
 // all at once, checks each echo byte for byte and in order, then closes with
-// 4001 "done" and waits for the close handshake and the TCP close. Prints one
+// 4001 "done" (or CODE and REASON) and waits for the close handshake and the TCP close. Prints one
 // JSON result line on stdout and exits 0 when everything checked out, else 1.
 // The close code that came back is reported, not judged: the test compares it.
 "use strict";
@@ -19,6 +19,9 @@ const WebSocket = require(path.join(__dirname, "node_modules", "ws"));
 
 const url = process.argv[2];
 const pingClose = process.argv[3] === "ping-close";
+const closeWith = process.argv[3] && !pingClose ? process.argv[3] : "4001:done";
+const closeCode = Number(closeWith.split(":")[0]);
+const closeReason = closeWith.slice(closeWith.indexOf(":") + 1);
 const GUARD_MS = 20000;
 
 function bigBinary() {
@@ -83,7 +86,7 @@ ws.on("message", (data, isBinary) => {
   } else if (!isBinary && bytes.toString("utf8") !== expected.data) {
     result.errors.push("echo " + received + " does not decode to the sent text");
   }
-  if (received === messages.length) ws.close(4001, "done");
+  if (received === messages.length) ws.close(closeCode, closeReason);
 });
 
 ws.on("close", (code, reason) => {
