@@ -73,6 +73,10 @@ class InterimParserTests(SynchronousTestCase):
             self.assertEqual(caught.exception.status, 502)
         _, events = parse(b"HTTP/1.1 199 Odd\r\nX-A: 1\r\n\r\n" + OK)
         self.assertEqual(events[0], ("interim", 199, b"Odd", [(b"X-A", b"1")]))
+        for status in (b"100 Continue", b"102 Processing", b"103 Early Hints"):  # never a body: the headers dropped
+            parser, events = parse(b"HTTP/1.1 %s\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n%s" % (status, OK))
+            self.assertEqual([e[:2] for e in events], [("interim", int(status[:3])), ("head", 200), ("body", b"ok"), ("end",)])
+            self.assertEqual((events[0][3], parser.reusable), ([], True))
 
     def test_an_unasked_101_is_no_interim_response(self) -> None:
         parser, recorder = ResponseParser(), _Interims()
