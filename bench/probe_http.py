@@ -103,6 +103,9 @@ RESPONSES = {
     "199 with a body": b"HTTP/1.1 199 Odd\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     "HTTP/1.2 status line": b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok",
     "trailer naming CL": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nContent-Length: 9\r\n\r\n",
+    "trailer naming CL twice": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+                                b"Content-Length: 9\r\nContent-Length: 8\r\n\r\n"),
+    "trailer with a bad name": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX A: 1\r\n\r\n",
     "negative chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
 }
 
