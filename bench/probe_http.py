@@ -67,6 +67,9 @@ REQUESTS = {
     "CONNECT": b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
     "OPTIONS *": b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
     "HTTP/0.9": b"GET /\r\n\r\n",
+    "HTTP/1.2": b"GET / HTTP/1.2\r\nHost: x\r\n\r\n",
+    "HTTP/3.0": b"GET / HTTP/3.0\r\nHost: x\r\n\r\n",
+    "HTTP/1.0 answered with interim responses": b"GET /r/interim%20then%20200 HTTP/1.0\r\n\r\n",
     "Upgrade: foo with a body": b"POST /u HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\nConnection: upgrade\r\nContent-Length: 5\r\n\r\nhello",
     "Upgrade: h2c with a chunked body": (b"POST /u HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
                                          b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -94,7 +97,15 @@ RESPONSES = {
     "bare CR in a header": b"HTTP/1.1 200 OK\r\nX-A: a\rInjected: 1\r\nContent-Length: 2\r\n\r\nok",
     "obs-fold": b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
     "5000 x 100 Continue": b"HTTP/1.1 100 Continue\r\n\r\n" * 5000 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "interim then 200": (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
+                         b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+    "199 with a body": b"HTTP/1.1 199 Odd\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "HTTP/1.2 status line": b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok",
     "trailer naming CL": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nContent-Length: 9\r\n\r\n",
+    "trailer naming CL twice": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+                                b"Content-Length: 9\r\nContent-Length: 8\r\n\r\n"),
+    "trailer with a bad name": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX A: 1\r\n\r\n",
     "negative chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
 }
 

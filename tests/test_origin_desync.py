@@ -45,7 +45,11 @@ CLIENT_SEES = {
     b"/notmodified": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n" + VIA + b"\r\n",
     b"/head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\n",
     b"/headonly": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\n",
-    b"/interim": b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n" + VIA + b"\r\ninterim",
+    b"/interim": (  # relayed as they came (RFC 9110 15.2), as HAProxy relays them
+        b"HTTP/1.1 100 Continue\r\n" + VIA + b"\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n" + VIA + b"\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n" + VIA + b"\r\ninterim"
+    ),
     b"/close": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + VIA + b"\r\nhello",
     b"/late": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n" + VIA + b"\r\nlate",
 }
@@ -191,6 +195,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[object, ...]] = []
 
+    def response_interim(self, head) -> None:  # type: ignore[no-untyped-def]
+        self.events.append(("interim", head.status, head.reason))
+
     def response_head(self, head, has_body: bool) -> None:  # type: ignore[no-untyped-def]
         self.events.append(("head", head.status, head.reason, has_body))
 
@@ -228,7 +235,10 @@ class ResponseParserOverrunTests(SynchronousTestCase):
 
     def test_interim_responses_leave_the_reason_and_reuse_alone(self) -> None:
         parser, events = self.parse(ANSWERS[b"/interim"])
-        self.assertEqual(events, [("head", 200, b"OK", True), ("body", b"interim"), ("end",)])
+        self.assertEqual(events, [
+            ("interim", 100, b"Continue"), ("interim", 103, b"Early Hints"),
+            ("head", 200, b"OK", True), ("body", b"interim"), ("end",),
+        ])
         self.assertEqual((parser.reusable, parser.overrun), (True, False))
 
     def test_each_response_has_its_own_reason(self) -> None:

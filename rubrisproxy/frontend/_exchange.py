@@ -13,6 +13,7 @@ from ..routing import is_websocket_upgrade
 from ..websocket import check_switch
 from ._dispatch import ORIGIN, State
 from ._heads import VIA, Framing, origin_request_head
+from ._interim import interim_response
 from ._pinning import asks_connection_auth
 from ._resubmit import Resubmitting
 from ._upgrade import ExchangeHandoff, accept_upgrade
@@ -227,6 +228,12 @@ class Exchange(Resubmitting):
                 head.forward = [pair for pair in head.forward if pair[0].lower() != b"content-length"]
         elif self._eio_poll is not None and (status != 200 or not has_body) and not self._eio_poll.post:
             self._eio_poll = None
+
+    def response_interim(self, head: ResponseHead) -> None:
+        """Relay an origin's 1xx as it comes (see :func:`~rubrisproxy.frontend._interim.interim_response`)."""
+        if self._state is _WAITING and (data := interim_response(head, self.head)):
+            self.bytes_out += len(data)
+            self.client.write(data)
 
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
         login = self._login

@@ -19,7 +19,9 @@ from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 from ._target import Target, valid_host
 
-_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+#: The versions served, as the proxy reads them: a later HTTP/1.x as 1.1, the highest it speaks (RFC 9112 2.3).
+#: llhttp takes any ``digit.digit`` (see :func:`_llhttp`); any other is refused with 505.
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"} | {f"1.{minor}": b"1.1" for minor in range(2, 10)}
 #: Outside a body, llhttp is fed this much at a time: a head is measured from within this many bytes of
 #: where it starts, and a hold (:attr:`RequestParser.held`) stops parsing within a few pipelined requests.
 _HEAD_SLICE = 512
@@ -33,6 +35,14 @@ _FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"connec
 def _dropped(drop: frozenset[bytes]) -> frozenset[bytes]:
     """``drop`` and the hop-by-hop headers: one set per drop list, not one per connection."""
     return HOP_BY_HOP | drop
+
+
+def _llhttp(parser: RequestParser) -> httptools.HttpRequestParser:
+    """An llhttp request parser calling back ``parser``, taking any ``digit.digit`` version: ``_VERSIONS`` says
+    which are served (llhttp alone refuses HTTP/1.2 with a 400)."""
+    llhttp = httptools.HttpRequestParser(parser)
+    llhttp.set_dangerous_leniencies(lenient_version=True)
+    return llhttp
 
 
 class RequestHead:
@@ -118,7 +128,7 @@ class RequestParser:
         self._max_headers = limits.max_headers
         self._max_body_size = limits.max_body_size
         self._drop = _dropped(drop)
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = _llhttp(self)
         #: Set by the handler to stop parsing between two slices: :meth:`feed` returns what it left.
         self.held = False
         # An upgrade request whose body llhttp skipped, to parse again, and the handler to report it to.
@@ -306,7 +316,7 @@ class RequestParser:
         """A new llhttp for the request llhttp skipped the body of; the request's head without its Upgrade."""
         head, self._handler = skipped
         self._skipped = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = _llhttp(self)
         lines = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.version)]
         lines.extend(b"%s: %s\r\n" % pair for pair in head.headers if pair[0].lower() != b"upgrade")
         lines.append(b"\r\n")

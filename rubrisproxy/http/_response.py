@@ -9,7 +9,9 @@ import httptools
 from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 
-_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+#: The versions an origin's status line may carry, as the proxy reads them: a later HTTP/1.x as 1.1 (RFC 9112 2.3),
+#: 0.9 and 2.0 as 1.1 as ever; any other (llhttp takes any digit.digit: see :func:`_llhttp`) is a bad response.
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0", "0.9": b"1.1", "2.0": b"1.1"} | {f"1.{minor}": b"1.1" for minor in range(2, 10)}
 #: Bound on an origin's response head; a larger one is a bad response (502).
 MAX_RESPONSE_HEAD = 65536
 
@@ -59,8 +61,39 @@ class ResponseHead:
         self.connection: frozenset[bytes] = NONE
 
 
+#: The 1xx statuses llhttp reads no body after, whatever their headers say; after any other, a Content-Length or
+#: Transfer-Encoding (which RFC 9110 8.6 and RFC 9112 6.1 forbid in a 1xx) would frame a body.
+_BODILESS_INTERIM = frozenset((100, 102, 103))
+
+
+def _interim_head(status: int, reason: bytes, version: bytes, headers: Headers) -> ResponseHead:
+    """A 1xx response (but a 101) as it is relayed: its end-to-end headers in ``forward``, the hop-by-hop ones
+    and those its Connection header lists dropped as from a final response, and its framing headers too."""
+    head = ResponseHead(status, reason, version, headers)
+    forward = head.forward
+    connection = NONE
+    for pair in headers:
+        kind = _KINDS.get(pair[0])
+        if kind is None:
+            kind = _kind(pair[0])
+        if kind == _FORWARD:
+            forward.append(pair)
+        elif kind == _LENGTH or kind == _CODING:
+            if status not in _BODILESS_INTERIM:
+                raise HTTPError(502, f"origin framed a body after interim status {status}")
+        elif kind == _CONNECTION:
+            connection = connection | connection_tokens(pair[1])
+    if not connection <= CONNECTION_OPTIONS:
+        head.forward = drop_listed(forward, connection)
+    return head
+
+
 class ResponseHandler(Protocol):
     """What a :class:`ResponseParser` reports to."""
+
+    def response_interim(self, head: ResponseHead) -> None:
+        """A 1xx response but a 101 (any number of them may come before the response); ``forward`` holds its
+        end-to-end headers."""
 
     def response_head(self, head: ResponseHead, has_body: bool) -> None: ...
 
@@ -79,7 +112,7 @@ class _NoHandler:
     def _unexpected(self, *args: object) -> None:
         raise RuntimeError("a response came to a parser expecting none")
 
-    response_head = response_body = response_end = response_upgraded = _unexpected
+    response_interim = response_head = response_body = response_end = response_upgraded = _unexpected
 
 
 _NO_HANDLER: ResponseHandler = _NoHandler()
@@ -106,6 +139,15 @@ class _Overrun(Exception):
     """Raised from an llhttp callback to stop it at bytes past the complete response."""
 
 
+def _llhttp(parser: ResponseParser) -> httptools.HttpResponseParser:
+    """An llhttp response parser calling back ``parser``. It takes any ``digit.digit`` version (``_VERSIONS`` says
+    which are served), and a Content-Length trailer field with a chunked body: trailers are dropped and never frame
+    anything, and a head naming both is refused in :meth:`ResponseParser.on_headers_complete` instead."""
+    llhttp = httptools.HttpResponseParser(parser)
+    llhttp.set_dangerous_leniencies(lenient_version=True, lenient_chunked_length=True)
+    return llhttp
+
+
 class ResponseParser:
     """Parses the responses of one origin connection, one request at a time.
 
@@ -122,7 +164,7 @@ class ResponseParser:
     """
 
     def __init__(self) -> None:
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser = _llhttp(self)
         self._handler = _NO_HANDLER
         self._head_request = False
         self._upgrade = False
@@ -155,7 +197,7 @@ class ResponseParser:
         ``response_upgraded``), not an interim response.
         """
         if self._head_request or self._llhttp_stopped:
-            self._parser = httptools.HttpResponseParser(self)  # llhttp awaits the HEAD body, or stopped
+            self._parser = _llhttp(self)  # llhttp awaits the HEAD body, or stopped
             self._llhttp_stopped = False
         self._handler = handler
         self._head_request = method == b"HEAD"
@@ -235,15 +277,19 @@ class ResponseParser:
     def on_headers_complete(self) -> None:  # noqa: C901, PLR0912 - one pass over a response's headers, no helper calls
         parser = self._parser
         status = parser.get_status_code()
+        try:
+            version = _VERSIONS[parser.get_http_version()]
+        except KeyError:
+            raise HTTPError(502, f"origin answered with HTTP/{parser.get_http_version()}") from None
         if status < 200:
             if status < 100:  # "099" would be relayed as "99"
                 raise HTTPError(502, f"origin answered with status {status}")
             if not (status == 101 and self._upgrade):
-                self._headers, self._reason = [], b""
+                self._interim(status, version)
                 return  # 1xx: llhttp goes on to the final response
         headers = self._headers
         self._headers = self._trailers
-        head = ResponseHead(status, self._reason, _VERSIONS.get(parser.get_http_version(), b"1.1"), headers)
+        head = ResponseHead(status, self._reason, version, headers)
         forward = head.forward
         connection = head.connection
         kinds = _KINDS
@@ -267,6 +313,8 @@ class ResponseParser:
             elif kind == _CONNECTION:
                 tokens = connection_tokens(pair[1])
                 connection = connection | tokens if connection else tokens
+        if head.chunked and head.content_length is not None:  # llhttp lets it by (see _llhttp): refused here
+            raise HTTPError(502, "origin sent both Content-Length and Transfer-Encoding")
         if connection:
             head.connection = connection
             if not connection <= CONNECTION_OPTIONS:
@@ -280,6 +328,14 @@ class ResponseParser:
         self._handler.response_head(head, has_body)
         if not has_body:
             self._finish(reusable=parser.should_keep_alive())
+
+    def _interim(self, status: int, version: bytes) -> None:
+        """A 1xx that is not the request's answer: reported, but an unasked 101 (llhttp stops at it: see
+        :meth:`feed`)."""
+        headers, reason = self._headers, self._reason
+        self._headers, self._reason = [], b""
+        if status != 101:
+            self._handler.response_interim(_interim_head(status, reason, version, headers))
 
     def on_body(self, data: bytes) -> None:
         if self.complete:

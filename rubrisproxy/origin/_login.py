@@ -140,6 +140,9 @@ class ChallengeDrain:
                 self._connection.abort()
             self._exchange.challenge_drained(self._connection, complete)
 
+    def response_interim(self, head: ResponseHead) -> None:
+        raise RuntimeError("a challenge's drain is given no response head")  # it takes over after one
+
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
         raise RuntimeError("a challenge's drain is given no response head")  # it takes over after one
 

@@ -163,6 +163,9 @@ class BackendDial:
         self._pool.hand_over(connection)
         self.owner.dial_succeeded(self, connection, head, rest)
 
+    def response_interim(self, head: ResponseHead) -> None:
+        pass  # the proxy's own handshake: a 1xx before its answer is nobody's to see
+
     def response_head(self, head: ResponseHead, has_body: bool) -> None:
         self._fail(f"it answered {head.status} {head.reason.decode('latin-1')}", final=is_refusal(head.status))
 
