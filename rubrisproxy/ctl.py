@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import ipaddress
 import json
 import os
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -18,7 +20,7 @@ from urllib.parse import quote
 
 from . import __version__
 from .checks import check_config
-from .config import CommandLine, ConfigError, load_config
+from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .frontend import hash_password
 
 DEFAULT_ADMIN = "http://127.0.0.1:9000"
@@ -287,12 +289,32 @@ def _parser() -> argparse.ArgumentParser:
 def check(path: str) -> int:
     """Load ``path`` as ``twistd rubrisproxy --config PATH`` does; 0 if it is valid, else 1 and one line why."""
     try:
-        check_config(load_config(CommandLine(config_path=path)))
+        config = load_config(CommandLine(config_path=path))
+        check_config(config)
     except ConfigError as e:
         print(f"rubrisproxy check: configuration error: {e}", file=sys.stderr)
         return 1
     print(f"{path}: valid")
+    for line in unresolved_servers(config):
+        print(f"rubrisproxy check: warning: {line}", file=sys.stderr)
     return 0
+
+
+def unresolved_servers(config: ProxyConfig) -> list[str]:
+    """A line for each server whose host name does not resolve here (the proxy starts anyway, and marks it down
+    until it does)."""
+    lines = []
+    for backend in config.backends.values():
+        for server in backend.servers:
+            try:
+                ipaddress.ip_address(server.host)
+            except ValueError:
+                try:
+                    socket.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM)
+                except OSError as e:
+                    lines.append(f"backends.{backend.name}.servers: {server.name} ({server.host}:{server.port}) does not"
+                                 f" resolve: {e.strerror or e}")
+    return lines
 
 
 def _passwd(user: str) -> int:

@@ -128,6 +128,17 @@ class ConfigErrorTests(unittest.TestCase):
             self.assertTrue(err.startswith(f"rubrisproxy check: configuration error: {key}: "), err)
             self.assertEqual(len(err.splitlines()), 1, err)
 
+    def test_check_warns_of_a_server_name_that_does_not_resolve(self) -> None:
+        """The file is valid (the proxy starts, and marks the server down until the name resolves): a warning, not an
+        error. ``.invalid`` never resolves (RFC 2606)."""
+        path = self.write("typo", b'[frontends.web]\nlisten = ["tcp:8080"]\nbackend = "app"\n[backends.app]\n'
+                                  b'servers = ["no-such-host.invalid:9001", "127.0.0.1:9002", "localhost:9003"]\n')
+        code, out, err = self.check(path)
+        self.assertEqual((code, out), (0, f"{path}: valid\n"))
+        (line,) = err.splitlines()
+        self.assertTrue(line.startswith("rubrisproxy check: warning: backends.app.servers: s1 (no-such-host.invalid:9001)"
+                                        " does not resolve: "), line)
+
     @defer.inlineCallbacks
     def test_twistd_says_what_check_says_in_one_line(self):  # type: ignore[no-untyped-def]
         paths = {name: self.write(name, BAD_FILES[name][0]) for name in TWISTD_FILES}
