@@ -676,6 +676,8 @@ class WebSocketTests(H2Case):
         client.send_body(stream, ws_frame(b"hello over h2"), end=False)
         yield self.poll(lambda: b"hello over h2" in client.answer(stream).body, "the echo")
         self.assertEqual(client.answer(stream).body, b"\x81\x0dhello over h2")
+        client.send_body(stream, ws_frame(b"y" * 120) * 40, end=False)  # 4,800 bytes each way: more than any head
+        yield self.poll(lambda: client.answer(stream).body.count(b"y" * 120) == 40, "the 40 echoes")
         other = client.request(b"/beside")  # the connection still carries requests
         yield self.done(client, other)
         self.assertTrue(client.answer(other).status)  # the WebSocket server's own page
@@ -684,10 +686,24 @@ class WebSocketTests(H2Case):
         yield self.poll(lambda: len(self.access_log.entries) == 2, "the WebSocket logged")
         record = [e for e in self.access_log.entries if e.target == "/chat"][0]
         self.assertEqual((record.version, record.method, record.status), ("2.0", "GET", 101))
-        # Its bytes each way, as for a WebSocket over HTTP/1.1: the frames crossed the stream, the echo and the close.
-        self.assertGreaterEqual(record.bytes_in, len(ws_frame(b"hello over h2")) + len(ws_frame(b"\x03\xe8", opcode=8)))
-        self.assertGreaterEqual(record.bytes_out, len(b"\x81\x0dhello over h2") + 4)
+        # Its bytes each way, as for a WebSocket over HTTP/1.1: the frames that crossed the stream.
+        self.assertGreaterEqual(record.bytes_in, 40 * len(ws_frame(b"y" * 120)))
+        self.assertGreaterEqual(record.bytes_out, 40 * 122)
         self.assertFalse(client.lost)
+
+    @defer.inlineCallbacks
+    def test_a_websocket_whose_client_connection_is_lost_logs_its_bytes(self):  # type: ignore[no-untyped-def]
+        """A browser closed mid-WebSocket: its connection is lost, not its stream reset; the frames still count."""
+        self.start_ws()
+        client = yield self.h2()
+        stream = yield self.connect_ws(client)
+        client.send_body(stream, ws_frame(b"y" * 120) * 40, end=False)
+        yield self.poll(lambda: client.answer(stream).body.count(b"y" * 120) == 40, "the 40 echoes")
+        client.transport.abortConnection()
+        yield self.poll(lambda: [e for e in self.access_log.entries if e.target == "/chat"], "the WebSocket logged")
+        (record,) = [e for e in self.access_log.entries if e.target == "/chat"]
+        self.assertGreaterEqual((record.bytes_in, record.bytes_out), (40 * len(ws_frame(b"y" * 120)), 40 * 122))
+        self.assertEqual(record.termination, "client-abort")
 
     @defer.inlineCallbacks
     def test_without_websocket_setting_an_extended_connect_is_refused(self):  # type: ignore[no-untyped-def]
@@ -754,18 +770,17 @@ class ChromiumTests(H2Case):
         self.assertEqual(protocol, "h2")
         echoed = yield defer.Deferred.fromCoroutine(devtools.evaluate(
             f"new Promise((ok, fail) => {{ const ws = new WebSocket('wss://127.0.0.1:{https}/chat');"
-            "ws.onopen = () => ws.send('hello from chromium'); ws.onmessage = (e) => { ok(e.data); ws.close(); };"
+            "ws.onopen = () => ws.send('hello from chromium ' + 'x'.repeat(4000));"
+            " ws.onmessage = (e) => { ok(e.data); ws.close(); };"
             "ws.onerror = () => fail('websocket error'); })"))
-        self.assertEqual(echoed, "hello from chromium")
+        self.assertEqual(echoed, "hello from chromium " + "x" * 4000)
         yield self.poll(lambda: [e for e in self.access_log.entries if e.target == "/chat"], "the WebSocket logged",
                         ticks=2000)
         (record,) = [e for e in self.access_log.entries if e.target == "/chat"]
         self.assertEqual((record.version, record.status), ("2.0", 101))  # an extended CONNECT on a stream
         self.assertEqual({e.version for e in self.access_log.entries}, {"2.0"})
-        # The frames each way count in its bytes: the message and its echo (masked from the client), and the closes.
-        message = len("hello from chromium")
-        self.assertGreaterEqual((record.bytes_in, record.bytes_out), (record.bytes_in, message + 2 + 4))
-        self.assertGreaterEqual(record.bytes_in, message + 6 + 6)
+        # The frames each way count in its bytes: the 4,000-byte message and its echo, more than any head.
+        self.assertGreaterEqual((record.bytes_in, record.bytes_out), (4000 + 8, 4000 + 4))
 
 
 class TunnelChromiumTests(ChromiumTests):

@@ -126,9 +126,10 @@ class H2Stream(StreamResponse):
     def reset(self) -> None:
         """The client reset the stream (or the connection is gone): its exchange is aborted."""
         self._phase = _CLOSED
+        upgraded = self.relay is not None  # its WebSocket hears of it, ends, and logs the exchange with its bytes
         self._drop(lost=True)
         exchange = self.exchange
-        if exchange is not None and not exchange.finished:
+        if exchange is not None and not exchange.finished and not upgraded:
             exchange.client_lost()
 
     def _acknowledge(self) -> None:
