@@ -33,7 +33,7 @@ from rubrisproxy.lifecycle import IClientHandler, SessionEnd
 from rubrisproxy.sharing import Change, Kind
 
 from .eio.harness import run_client, spawn_node_emitter, start_server
-from .helpers import ProxyTestCase, get
+from .helpers import GUARD, ProxyTestCase, get
 from .redis_server import start_redis
 from .test_balancing import Named
 
@@ -77,7 +77,19 @@ class ClusterCase(ProxyTestCase):
             self.addCleanup(transport.stop)
             found.append((transport, receiver))
         yield self.poll(lambda: all(t.connected for t, _ in found), "both transports connected")
+        yield defer.gatherResults([resynchronised(transport) for transport, _ in found])
         return found
+
+
+def resynchronised(transport: RedisTransport) -> defer.Deferred[object]:
+    """Fires once ``transport``'s resynchronisation has read what it asked (connected, its SCAN may be unanswered:
+    a change another node writes meanwhile would be read back by it too). A PING on the command connection comes
+    back after the SCAN's reply; the Redis being new, that reply asks for nothing more."""
+    answered: defer.Deferred[object] = defer.Deferred()
+    connection = transport._commands.connection
+    assert connection is not None
+    connection.command(b"PING", callback=answered.callback)
+    return answered.addTimeout(GUARD, reactor)
 
 
 class TransportTests(ClusterCase):
