@@ -22,7 +22,8 @@ RESULT = re.compile(r"^(tests\.\S+) \.\.\. \[(\w+)\]\s*\n\((\d+\.\d+) secs\)", r
 def run_module(module: str) -> tuple[str, list[tuple[float, str, str]]]:
     run = subprocess.run([sys.executable, "-m", "twisted.trial", "--temp-directory", f"_trial_temp_timing/{module}",
                           "--reporter=timing", module], capture_output=True, text=True)
-    with open(f"_trial_temp_timing/{module}.out", "w") as f:  # a failure's traceback, to read
+    name = f"{module}.out" if run.returncode == 0 else f"{module}.{time.time():.0f}.failed"  # a traceback, to read
+    with open(f"_trial_temp_timing/{name}", "w") as f:
         f.write(run.stdout + run.stderr)
     return run.stdout, [(float(secs), name, status) for name, status, secs in RESULT.findall(run.stdout)]
 
