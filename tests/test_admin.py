@@ -291,6 +291,8 @@ class TokenTests(AdminTests):
 class CtlTests(AdminCase):
     """``rubrisproxy ctl`` against the running admin API, as a separate process."""
 
+    timeout = 120  # six Python processes, one after another: a guard for a loaded machine
+
     @defer.inlineCallbacks
     def ctl(self, *args: str):  # type: ignore[no-untyped-def]
         out, err, code = yield getProcessOutputAndValue(

@@ -15,10 +15,11 @@ from twisted.trial import unittest
 from rubrisproxy import __version__
 from rubrisproxy.ctl import check
 
-from .helpers import GUARD, ProxyTestCase
+from .helpers import ProxyTestCase
 from .test_plugin import ROOT, TWISTD, run_twistd
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
+CHILD_GUARD = 30.0  # seconds for a child Python process to end: a guard (past 10 s on a loaded 2-core machine)
 SERVERS = b'[backends.app]\nservers = ["127.0.0.1:9"]\n'
 LISTEN = b'[frontends.web]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
 
@@ -84,7 +85,7 @@ def run(test: unittest.TestCase, *argv: str) -> defer.Deferred[Command]:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     transport = reactor.spawnProcess(command, sys.executable, [sys.executable, *argv], env=env, path=ROOT)
     test.addCleanup(lambda: command.done or transport.signalProcess("KILL"))
-    command.ended.addTimeout(GUARD, reactor)
+    command.ended.addTimeout(CHILD_GUARD, reactor)
     return command.ended.addCallback(lambda code: (setattr(command, "code", code), command)[1])
 
 

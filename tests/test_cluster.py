@@ -33,7 +33,7 @@ from rubrisproxy.lifecycle import IClientHandler, SessionEnd
 from rubrisproxy.sharing import Change, Kind
 
 from .eio.harness import run_client, spawn_node_emitter, start_server
-from .helpers import ProxyTestCase, get
+from .helpers import GUARD, ProxyTestCase, get
 from .redis_server import start_redis
 from .test_balancing import Named
 
@@ -77,7 +77,24 @@ class ClusterCase(ProxyTestCase):
             self.addCleanup(transport.stop)
             found.append((transport, receiver))
         yield self.poll(lambda: all(t.connected for t, _ in found), "both transports connected")
+        yield defer.gatherResults([resynchronised(transport) for transport, _ in found])
         return found
+
+
+def failed_attempts(transport: RedisTransport) -> int:
+    """How many connection attempts in a row failed, on the connection that failed fewer (both retry apart)."""
+    return min(transport._commands._failures, transport._subscriber._failures)
+
+
+def resynchronised(transport: RedisTransport) -> defer.Deferred[object]:
+    """Fires once ``transport``'s resynchronisation has read what it asked (connected, its SCAN may be unanswered:
+    a change another node writes meanwhile would be read back by it too). A PING on the command connection comes
+    back after the SCAN's reply; the Redis being new, that reply asks for nothing more."""
+    answered: defer.Deferred[object] = defer.Deferred()
+    connection = transport._commands.connection
+    assert connection is not None
+    connection.command(b"PING", callback=answered.callback)
+    return answered.addTimeout(GUARD, reactor)
 
 
 class TransportTests(ClusterCase):
@@ -115,7 +132,7 @@ class TransportTests(ClusterCase):
         for index in range(5):
             a.publish(Change(Kind.STICK, "app", b"k%d" % index, "s1", expire=60.0, at=2.0))
         self.assertEqual(a.describe()["queued"], 5)
-        yield task.deferLater(reactor, 1.5, lambda: None)  # several reconnection attempts fail meanwhile
+        yield self.poll(lambda: failed_attempts(a) >= 3 and failed_attempts(b) >= 3, "several attempts failed")
         self.assertEqual(len([line for line in lines if "unreachable" in line]), 2)  # once per node
         yield redis.start()
         yield self.poll(lambda: a.connected and b.connected, "both reconnected", ticks=2000)
@@ -476,7 +493,7 @@ class NoRedisTests(NodesCase):
             response = yield self.ask(node, b"X-User: u%d\r\n" % user)
             self.assertEqual(response.status, 200)
         yield self.admin(node, b"POST", "/backends/app/servers/s1/drain", {})
-        yield task.deferLater(reactor, 1.5, lambda: None)  # several attempts fail meanwhile
+        yield self.poll(lambda: failed_attempts(node.parts.transport) >= 3, "several attempts failed")
         code, cluster = yield self.admin(node, b"GET", "/cluster")
         self.assertEqual((code, cluster["connected"], cluster["queued"]), (200, False, 11))
         self.assertEqual(len(lines), 1, lines)

@@ -24,7 +24,7 @@ from rubrisproxy.http import RequestHead
 from rubrisproxy.websocket import Message
 from rubrisproxy.websocket._eioresume import MAX_ACKS, MAX_CONNECT, MAX_NAMESPACES, EngineIOResume
 
-from .helpers import ProxyTestCase
+from .helpers import ProxyTestCase, run_reactor_for
 from .wsecho import EchoBackendFactory, EchoBackendProtocol, connect_client
 
 OPEN = b'0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
@@ -417,6 +417,42 @@ class SessionRejoinTests(ProxyTestCase):
         self.assertEqual(handshake.params["EIO"], ["4"])
         self.assertFalse(client.closed.called)
         self.assertEqual(self.frontend.backend.resumes, 1)
+
+    @defer.inlineCallbacks
+    def test_a_drained_server_answers_the_acks_it_owes_before_its_leg_closes(self):  # type: ignore[no-untyped-def]
+        # A server may drop its answers to what it reads together with the close (python-socketio does: on a
+        # loaded machine the emit and the drain's close arrive in one read): the proxy waits for them first.
+        self.start(EngineIOBackendFactory(), EngineIOBackendFactory())
+        client, first = yield self.joined()
+        drained = self.factories[first]
+        (server,) = drained.open
+        client.sendMessage(b'42/chat,7["tick"]')
+        yield self.poll(lambda: len(drained.received) == 2, "the emit at its server")
+        self.frontend.backend.drain_server(f"s{first + 1}")
+        yield run_reactor_for(10)
+        self.assertEqual((drained.open, drained.closes), ({server}, []))  # its leg open: it owes an ack
+        server.sendMessage(b'43/chat,7["A"]')
+        messages = yield client.wait_messages(4)
+        self.assertEqual(messages[3][0], b'43/chat,7["A"]')  # after the echo of the emit
+        yield self.poll(lambda: self.frontend.backend.resumes == 1, "the session moved")
+        self.assertEqual([code for _, code, _ in drained.closes], [1001])
+        self.assertEqual(self.frontend.backend.messages_lost, 0)
+        self.assertFalse(client.closed.called)
+
+    @defer.inlineCallbacks
+    def test_a_drained_server_that_does_not_answer_is_left_at_the_deadline(self):  # type: ignore[no-untyped-def]
+        self.start(EngineIOBackendFactory(), EngineIOBackendFactory(), open_handshake_timeout=0.3)
+        client, first = yield self.joined()
+        drained = self.factories[first]
+        client.sendMessage(b'42/chat,7["tick"]')
+        yield self.poll(lambda: len(drained.received) == 2, "the emit at its server")
+        self.frontend.backend.drain_server(f"s{first + 1}")
+        yield self.poll(lambda: self.frontend.backend.resumes == 1, "the session moved")
+        self.assertEqual(self.frontend.backend.messages_lost, 1)  # the ack it owed never came
+        client.sendMessage(b'42/chat,["after"]')
+        messages = yield client.wait_messages(5)
+        self.assertEqual(messages[-1][0], b'42/chat,["after"]')  # echoed by the new server
+        self.assertFalse(client.closed.called)
 
     @defer.inlineCallbacks
     def test_with_engineio_off_the_old_handshake_is_sent(self):  # type: ignore[no-untyped-def]

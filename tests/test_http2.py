@@ -976,7 +976,7 @@ class EngineIOTests(H2Case):
         sid = json.loads(client.answer(handshake).body[1:])["sid"].encode()
         (opened,) = self.access_log.entries
         poll = client.request(b"/socket.io/?EIO=4&transport=polling&sid=" + sid)
-        yield task.deferLater(reactor, 0.3, lambda: None)  # the long poll waits at its server
+        yield self.poll(lambda: frontend.pool.in_use, "the long poll waiting at its server")
         self.assertFalse(client.answer(poll).headers)
         frontend.backend.remove_server(opened.server)  # alive: the long poll would wait for its next ping
         post = client.request(b"/socket.io/?EIO=4&transport=polling&sid=" + sid, method=b"POST", body=b"3")

@@ -6,10 +6,12 @@ import os
 import re
 import signal
 import sys
+from typing import NoReturn
 
 from twisted.application.service import IServiceMaker
 from twisted.internet import defer, protocol, reactor
 from twisted.plugin import IPlugin, getPlugins
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from .helpers import GUARD, ProxyTestCase
@@ -40,11 +42,17 @@ class Twistd(protocol.ProcessProtocol):
         self.signal = reason.value.signal
         self.ended.callback(reason.value.exitCode)
 
-    def wait_for(self, pattern: bytes) -> defer.Deferred[re.Match[bytes]]:
+    def wait_for(self, pattern: bytes, guard: float = GUARD) -> defer.Deferred[re.Match[bytes]]:
+        """The first match of ``pattern`` in the output (fails after ``guard`` seconds: a hung process)."""
         d: defer.Deferred[re.Match[bytes]] = defer.Deferred()
         self._waiters.append((re.compile(pattern), d))
         self.outReceived(b"")
-        return d.addTimeout(GUARD, reactor)
+        return d.addTimeout(guard, reactor).addErrback(self._not_seen, pattern, guard)
+
+    def _not_seen(self, failure: Failure, pattern: bytes, guard: float) -> NoReturn:
+        failure.trap(defer.TimeoutError)
+        tail = self.output[-3000:].decode(errors="replace")
+        raise defer.TimeoutError(f"no {pattern!r} in {guard:g} s; the output ends with:\n{tail}")
 
 
 def run_twistd(*args: str) -> Twistd:

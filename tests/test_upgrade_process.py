@@ -48,7 +48,8 @@ class UpgradeProcessTests(ProxyTestCase):
     timeout = 120
 
     def setUp(self) -> None:
-        self.origin_port = self.start_web_origin(Named("o"))
+        self.named = Named("o")
+        self.origin_port = self.start_web_origin(self.named)
         self.echo = EchoBackendFactory()
         listener = listen_echo_backend(self.echo)
         self.addCleanup(listener.stopListening)
@@ -132,7 +133,8 @@ websocket = {{ mode = "tunnel" }}
         old_pid = old.transport.pid
         curl = self.curl_keep_alive(40)  # 10s: the new process takes a few seconds to start
         ws = self.websocket(10)
-        yield task.deferLater(reactor, 1.5, lambda: None)
+        yield self.poll(lambda: self.named.seen and self.echo.open, "curl's connection and the WebSocket through it",
+                        ticks=3000)  # two processes starting: a guard of 30 s and more
         new_pid = yield trigger(old)
         self.pids.append(new_pid)
         self.assertNotEqual(new_pid, old_pid)
@@ -213,12 +215,13 @@ class WorkersUpgradeTests(WorkersTestCase):
         every request answered, and the supervisor keeps its pid."""
         if CURL is None:
             raise self.skipTest("curl is not installed") if not os.environ.get("CI") else AssertionError("no curl")
-        process = yield self.start_workers({"o": self.origin("o")})
+        named = Named("o")
+        process = yield self.start_workers({"o": self.start_web_origin(named)})
         before = set(self.pids)
         url = f"http://127.0.0.1:{self.proxy_port}/"
         curl = getProcessOutputAndValue(CURL, ["-sS", "--rate", "4/s", "-w", "%{http_code} %{num_connects}\\n",
                                                *(["-o", "/dev/null"] * 48), *([url] * 48)])
-        yield task.deferLater(reactor, 1.0, lambda: None)
+        yield self.poll(lambda: named.seen, "curl's connection through a worker", ticks=3000)
         out, err, code = yield getProcessOutputAndValue(
             sys.executable, ["-m", "rubrisproxy.ctl", "ctl", "--admin", f"http://127.0.0.1:{self.admin_port}", "upgrade"],
             env={**os.environ, "PYTHONPATH": ROOT})

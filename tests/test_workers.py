@@ -26,12 +26,14 @@ from rubrisproxy.workers._channel import AdminCall, Deliver, Ping, Start, Unresp
 from rubrisproxy.workers._merge import merge_csv, merge_json, merge_metrics
 
 from .eio.harness import spawn_node_many, start_server
-from .helpers import ProxyTestCase, get
+from .helpers import ProxyTestCase, get, run_reactor_for
 from .test_plugin import ROOT, Twistd, run_twistd
 from .wsecho import EchoBackendFactory, connect_client, listen_echo_backend
 
-#: Seconds a worker has to come up, or come back.
-UP = 20
+#: Seconds the supervisor and its workers have to come up, or a worker to come back: a guard against a hung start,
+#: never a wait (three Python processes importing the proxy take 2-4 s on an idle machine, past 20 s on a loaded
+#: 2-core one).
+UP = 45
 
 
 def free_port() -> int:
@@ -51,7 +53,7 @@ def _alive(pid: int) -> bool:
 
 
 class Named(resource.Resource):
-    """An origin that answers with its name, after ``delay`` seconds."""
+    """An origin that answers with its name, after ``delay`` seconds; ``seen`` counts the requests it got."""
 
     isLeaf = True
 
@@ -59,8 +61,10 @@ class Named(resource.Resource):
         super().__init__()
         self.name = name
         self.delay = delay
+        self.seen = 0
 
     def render(self, request: server.Request) -> Any:
+        self.seen += 1
         request.setHeader(b"connection", b"close")  # nothing left open in the test's reactor when the workers go
         body = self.name.encode()
         if not self.delay:
@@ -89,7 +93,7 @@ class WorkersTestCase(ProxyTestCase):
         self.write_config(servers, extra, health)
         process = self.process = run_twistd("--config", self.config_path, "--workers", "2")
         self.addCleanup(self._kill, process)
-        yield process.wait_for(rb"all 2 workers serving")
+        yield process.wait_for(rb"all 2 workers serving", UP)
         workers = yield self.workers()
         self.pids = [w["pid"] for w in workers["workers"]]
         return process
@@ -108,14 +112,16 @@ class WorkersTestCase(ProxyTestCase):
 
     @defer.inlineCallbacks
     def _kill(self, process: Twistd):  # type: ignore[no-untyped-def]
-        for pid in [process.transport.pid, *getattr(self, "pids", [])]:
+        workers = getattr(self, "pids", []) if process is getattr(self, "process", None) else []
+        for pid in [process.transport.pid, *workers]:
             if pid and not process.ended.called:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
         yield process.ended
-        yield task.deferLater(reactor, 0.2, lambda: None)  # the connections they held, seen closed here
+        yield self.poll(lambda: not any(_alive(pid) for pid in workers), "the workers gone")
+        yield run_reactor_for(1)  # a turn that reads the closes of the connections they held
 
     @defer.inlineCallbacks
     def admin(self, path: str, method: bytes = b"GET", body: object = None):  # type: ignore[no-untyped-def]
@@ -218,12 +224,16 @@ class ServingTests(WorkersTestCase):
             client.send(get())
             yield client.responses(1)
             kept.append(client)
+        workers = yield self.workers()
+        on_killed = workers["workers"][1]["accepted"]  # the kept connections worker 1 holds
         killed = self.pids[1]
         os.kill(killed, signal.SIGKILL)
         yield self.process.wait_for(rb"worker 1 \(pid %d\) ended \(signal 9\).*restarting it in" % killed)
-        yield task.deferLater(reactor, 0.2, lambda: None)  # the dead worker's connections seen closed here
+        yield self.poll(lambda: sum(not c.transport.connected for c in kept) >= on_killed,
+                        "the dead worker's connections seen closed")
         lost = [c for c in kept if not c.transport.connected]
         survivors = [c for c in kept if c.transport.connected]
+        self.assertEqual(len(lost), on_killed)  # those, and none of worker 0's
         self.assertTrue(lost and survivors, (len(lost), len(survivors)))  # 20 all on one worker: 2**-19
         for client in survivors:  # worker 0's connections carry on
             client.send(get())
@@ -231,7 +241,7 @@ class ServingTests(WorkersTestCase):
             self.assertEqual((response.status, response.body), (200, b"A"))
         answers = yield self.names(20)  # while it is down, or starting again: the other serves every one
         self.assertEqual(set(answers), {(200, "A")})
-        match = yield self.process.wait_for(rb"worker 1 \(pid (?!%d\))(\d+)\) serving" % killed)
+        match = yield self.process.wait_for(rb"worker 1 \(pid (?!%d\))(\d+)\) serving" % killed, UP)
         restarted = int(match.group(1))
         self.assertNotEqual(restarted, killed)
         workers = yield self.workers()
@@ -273,7 +283,7 @@ class LivenessTests(WorkersTestCase):
         code, health = yield self.admin("healthz")  # before the restart (at least its 0.5 s backoff)
         self.assertEqual((code, json.loads(health)["workers_serving"]), (200, 1))
         yield self.process.wait_for(rb"worker 0 \(pid %d\) did not answer \w+ within 2s: unresponsive;" % wedged)
-        match = yield self.process.wait_for(rb"worker 0 \(pid (?!%d\))(\d+)\) serving" % wedged)
+        match = yield self.process.wait_for(rb"worker 0 \(pid (?!%d\))(\d+)\) serving" % wedged, UP)
         self.assertFalse(_alive(wedged))  # killed (SIGKILL: a stopped process cannot act on SIGTERM), reaped
         self.assertEqual(self.process.output.count(b"unresponsive; killing it"), 1)
         workers = yield self.workers()
@@ -434,7 +444,7 @@ class AdminTests(WorkersTestCase):
         self.assertEqual(code, 200, body)
         self.assertIn("frontend web reconfigured", json.loads(body)["changes"])
         os.kill(self.pids[0], signal.SIGKILL)
-        yield self.process.wait_for(rb"worker 0 \(pid (?!%d\))\d+\) serving" % self.pids[0])
+        yield self.process.wait_for(rb"worker 0 \(pid (?!%d\))\d+\) serving" % self.pids[0], UP)
         workers = yield self.workers()
         self.pids = [w["pid"] for w in workers["workers"]]
         answers = yield self.names(30)
@@ -482,13 +492,14 @@ class AdminTests(WorkersTestCase):
 class StopTests(WorkersTestCase):
     @defer.inlineCallbacks
     def test_sigterm_drains_every_worker_then_exits(self):  # type: ignore[no-untyped-def]
-        yield self.start_workers({"s1": self.origin("slow", delay=1.0)})
+        slow = Named("slow", delay=1.0)
+        yield self.start_workers({"s1": self.start_web_origin(slow)})
         clients = []
         for _ in range(6):  # on either worker, or both
             client = yield self.connect()
             client.send(get(b"/", b"Connection: close\r\n"))
             clients.append(client)
-        yield task.deferLater(reactor, 0.3, lambda: None)
+        yield self.poll(lambda: slow.seen == 6, "every request in flight at the origin")
         self.process.transport.signalProcess("TERM")
         responses = yield defer.gatherResults([c.responses(1) for c in clients])
         self.assertEqual({(r.status, r.body) for (r,) in responses}, {(200, b"slow")})  # in flight: finished

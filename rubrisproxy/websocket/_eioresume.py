@@ -15,6 +15,7 @@ backend kept of that (:class:`~rubrisproxy.backend.PolledSession`) is taken over
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
@@ -104,7 +105,7 @@ class EngineIOResume(EngineIOCarrying):
     log = Logger()
 
     __slots__ = ("_session", "version", "_handshake_timeout", "_phase", "_aware", "_deadline", "_leg", "_expected",
-                 "_polled_sid", "prefixing")
+                 "_polled_sid", "prefixing", "_leave", "_leaving")
 
     def __init__(self, session: RejoiningSession, version: int, upgraded: bool, handshake_timeout: float) -> None:
         self._session = session
@@ -126,6 +127,8 @@ class EngineIOResume(EngineIOCarrying):
         self._aware = False  # whether this move rejoins (else it is the generic resume)
         self._beat: IDelayedCall | None = None
         self._deadline: IDelayedCall | None = None
+        self._leave: Callable[[], None] | None = None  # a drained server's leg closes once its owed acks came
+        self._leaving: IDelayedCall | None = None  # ... or at this deadline
         self._owed_pongs = 0
         self._leg: NewLeg | None = None
         self._expected: set[bytes] = set()
@@ -267,6 +270,8 @@ class EngineIOResume(EngineIOCarrying):
         elif kind == ACK or kind == BINARY_ACK:
             if packet.ack is not None:
                 self._acks.discard((packet.namespace, packet.ack))
+                if self._leave is not None and not self._acks:
+                    self._owed_acks_answered()
         else:
             self._saw(packet.namespace)
 
@@ -295,8 +300,30 @@ class EngineIOResume(EngineIOCarrying):
         self._owed_pongs += 1
         self._session.send_to_client(_PING)
 
+    def after_owed_acks(self, leave: Callable[[], None]) -> bool:
+        """The session's server is drained: call ``leave`` once the server has answered the acks it owes (or after
+        the open handshake's timeout); False if it owes none (leave now). A server may drop its answers to what it
+        reads together with the close (python-socketio does), which would lose those emits."""
+        if not self._acks:
+            return False
+        self._leave = leave
+        self._leaving = self._session.clock.callLater(self._handshake_timeout, self._owed_acks_answered)
+        return True
+
+    def _owed_acks_answered(self) -> None:
+        leave = self._leave
+        self._stop_leaving()
+        if leave is not None:
+            leave()
+
+    def _stop_leaving(self) -> None:
+        if self._leaving is not None and self._leaving.active():
+            self._leaving.cancel()
+        self._leave = self._leaving = None
+
     def moved_off(self) -> int:
         """The old server is gone: the acks it owed will not come; how many (counted lost by the caller)."""
+        self._stop_leaving()
         lost = len(self._acks)
         self._acks.clear()
         return lost
@@ -386,6 +413,7 @@ class EngineIOResume(EngineIOCarrying):
             self._beat.cancel()
         self._beat = None
         self._stop_deadline()
+        self._stop_leaving()
 
     def _stop_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():

@@ -88,7 +88,15 @@ class SessionMoving(SessionEnding):
             return
         self._state = MOVING
         self._resumption.begin(self, f"{server.name} {why}")
+        engineio = self._resumption.engineio
+        if server.draining and engineio is not None and engineio.after_owed_acks(self._leave_drained):
+            return  # its emits' acks first: a drain loses none
         close(self._legs.backend, GOING_AWAY, b"server " + why.encode())
+
+    def _leave_drained(self) -> None:
+        """The drained server answered the acks it owed (or did not in time): close its leg, then move."""
+        if self._state is MOVING:
+            close(self._legs.backend, GOING_AWAY, b"server it is draining")
 
     def _begin_resume(self, crashed: bool, lost_at: float | None) -> None:
         """The old backend leg is gone (at ``lost_at`` if its loss waited for its turn, else now): look for the next

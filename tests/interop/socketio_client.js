@@ -18,7 +18,8 @@ const mode = process.argv[3];
 const RUN_MS = Number(process.argv[4] || 0); // emit for this long, then finish (0: until the deadline or a move)
 const DEADLINE_MS = 25000;
 const AFTER_MOVE_MS = 1500;
-const LATE_ACKS_MS = 2000;
+const LATE_ACKS_MS = 2000; // without an ack, after which the missing ones, older than the move, count as lost
+const SETTLE_MS = 8000; // at most for the acks after the emits stopped: a guard (a loaded machine answers late)
 const NAMESPACES = ["/", "/chat"];
 const AUTH = { token: "secret-1" };
 
@@ -36,11 +37,13 @@ const servers = {};
 let emitted = 0;
 let first = null;
 let movedAt = null;
+let movedSeq = null; // the first emit made after the move was seen
+let lastAck = Date.now();
 let sid = null;
 let sids = null;
 let done = false;
 
-setTimeout(() => { say(`ERROR timed out after ${DEADLINE_MS} ms`); process.exit(0); }, DEADLINE_MS + 5000).unref();
+setTimeout(() => { say(`ERROR timed out after ${DEADLINE_MS} ms`); process.exit(0); }, DEADLINE_MS + SETTLE_MS + 2000).unref();
 
 sockets.forEach((socket, i) => {
   socket.on("disconnect", (reason) => { if (!done) say(`DISCONNECTED ${NAMESPACES[i]} ${reason}`); });
@@ -49,14 +52,34 @@ sockets.forEach((socket, i) => {
 
 function ackedBy(seq, server) {
   acked.add(seq);
+  lastAck = Date.now();
   servers[server] = (servers[server] || 0) + 1;
   if (first === null) {
     first = server;
     say(`ON ${server}`);
   } else if (server !== first && movedAt === null) {
     movedAt = Date.now();
+    movedSeq = emitted;
     say(`MOVED ${server}`);
   }
+}
+
+// Every emit acked, or the missing acks all of emits older than the move and none came for LATE_ACKS_MS.
+function settled() {
+  const missing = [];
+  for (let n = 0; n < emitted; n++) if (!acked.has(n)) missing.push(n);
+  return missing.length === 0 || (movedSeq !== null && missing[missing.length - 1] < movedSeq
+                                  && Date.now() - lastAck > LATE_ACKS_MS);
+}
+
+function finishWhenSettled() {
+  const stopped = Date.now();
+  const check = setInterval(() => {
+    if (settled() || Date.now() - stopped > SETTLE_MS) {
+      clearInterval(check);
+      finish();
+    }
+  }, 50);
 }
 
 function finish() {
@@ -84,7 +107,7 @@ function start() {
     const late = Date.now() - started > (RUN_MS || DEADLINE_MS - LATE_ACKS_MS - 3000);
     if (late || (movedAt !== null && Date.now() - movedAt > AFTER_MOVE_MS)) {
       clearInterval(timer);
-      setTimeout(finish, LATE_ACKS_MS);
+      finishWhenSettled();
     }
   }, 100);
 }
