@@ -8,8 +8,10 @@ deadline, and an ``Output`` that prints and keeps lines for a results file.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -284,3 +286,16 @@ class JsonLines:
             self.pump(min(left, 0.5))
         line, self.buffer = self.buffer.split(b"\n", 1)
         return dict(json.loads(line))
+
+
+def callgrind_total(out: str) -> int:
+    """The instructions counted in the callgrind files ``OUT.<pid>`` a run wrote (the process's own: the largest
+    total, as a forked child writes a file of its own)."""
+    total = 0
+    for path in glob.glob(out + ".*"):
+        with open(path) as f:
+            for line in f:
+                match = re.match(r"summary:\s+(\d+)", line) or re.match(r"totals:\s+(\d+)", line)
+                if match:
+                    total = max(total, int(match.group(1)))
+    return total

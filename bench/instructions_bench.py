@@ -14,9 +14,7 @@ wrk completed. Unlike req/s or CPU time, the count does not change with what els
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,7 +22,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from harness import twistd_command  # noqa: E402
+from harness import callgrind_total, twistd_command  # noqa: E402
 from http_bench import COMPARED, ROOT, free_port, run_wrk, start_origin, wait_port  # noqa: E402
 
 
@@ -62,13 +60,7 @@ def measure(name: str, origin_port: int, tmp: str, options: argparse.Namespace) 
     finally:
         process.terminate()
         process.wait(120)
-    total = 0
-    for path in glob.glob(out + ".*"):
-        with open(path) as f:
-            for line in f:
-                match = re.match(r"summary:\s+(\d+)", line) or re.match(r"totals:\s+(\d+)", line)
-                if match:
-                    total = max(total, int(match.group(1)))
+    total = callgrind_total(out)
     return total / max(requests, 1), requests
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
-import glob
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -24,7 +22,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from harness import python_path_env, twistd_command  # noqa: E402
+from harness import callgrind_total, python_path_env, twistd_command  # noqa: E402
 from http_bench import ROOT, free_port  # noqa: E402
 
 #: The origin: answers an upgrade with a 101, then echoes bytes.
@@ -114,13 +112,7 @@ def measure(root: str, origin_port: int, tmp: str, messages: int, size: int) -> 
     finally:
         process.terminate()
         process.wait(120)
-    total = 0
-    for path in glob.glob(out + ".*"):
-        with open(path) as f:
-            for line in f:
-                match = re.match(r"summary:\s+(\d+)", line) or re.match(r"totals:\s+(\d+)", line)
-                if match:
-                    total = max(total, int(match.group(1)))
+    total = callgrind_total(out)
     return total / messages
 
 
