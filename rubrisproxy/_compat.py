@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from autobahn.twisted import util as _autobahn_util
 from autobahn.twisted import websocket as _autobahn_twisted
 from autobahn.websocket import protocol as _autobahn_protocol
+from h2.connection import H2Connection as _H2Connection
+from h2.errors import ErrorCodes as _H2ErrorCodes
+from h2.exceptions import InvalidBodyLengthError as _InvalidBodyLengthError
 from h2.exceptions import ProtocolError as _H2ProtocolError
 from h2.utilities import HeaderValidationFlags as _HeaderValidationFlags
 from h2.utilities import validate_headers as _validate_h2_headers
@@ -63,7 +66,7 @@ __all__ = [
     "accepted_without_delay", "AutobahnHooks", "cache_log_levels", "cancel_pong_timeout", "close_ended",
     "close_sent", "compresses", "connect_open", "connect_tcp", "connection_lost", "defer_autobahn_debug",
     "direct_write", "end_as_closed", "EXHAUSTED", "guard_accepts", "inbound_window_bits", "IOpenSSLTrustRoot",
-    "LazyFuture", "LazyUtf8Validator", "lean_accepted", "lean_poll", "let_go", "let_go_port", "malformed_h2_request", "message_compressed",
+    "LazyFuture", "LazyUtf8Validator", "BodyLengthMismatch", "lean_accepted", "lean_poll", "let_go", "let_go_port", "malformed_h2_request", "message_compressed",
     "native_xor", "open_at_once", "pause_auto_ping", "plain_peer_host", "prime_inflater", "rearm_pong_timeout",
     "resume_auto_ping", "send_queue_back", "slim_open_leg", "slim_transport", "take_unsent", "tcp_buffered",
     "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
@@ -83,6 +86,31 @@ def malformed_h2_request(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     except _H2ProtocolError as error:
         return str(error)
     return None
+
+
+class BodyLengthMismatch:
+    """The event :class:`StreamErrorFrames` reports for a stream it reset: its body's length is not its
+    Content-Length."""
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+
+
+class StreamErrorFrames(_H2Connection):
+    """h2's connection, but a request body longer or shorter than its Content-Length is a stream error (RFC 9113
+    8.1.1: a malformed request), as HAProxy makes it: the stream is reset with ``PROTOCOL_ERROR``, its bytes count
+    against the connection's window alone, and :class:`BodyLengthMismatch` is reported. h2 raises it from inside
+    its DATA frame handling (``_receive_data_frame``), which would end the connection, every other stream with it.
+    """
+
+    def _receive_data_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        try:
+            return super()._receive_data_frame(frame)
+        except _InvalidBodyLengthError:
+            stream_id = frame.stream_id
+            self.reset_stream(stream_id, _H2ErrorCodes.PROTOCOL_ERROR)
+            self.acknowledge_received_data(frame.flow_controlled_length, stream_id)
+            return [], [BodyLengthMismatch(stream_id)]
 
 
 #: accept(2) failures that mean the process or the system is out of a resource, not that the peer failed.

@@ -21,6 +21,11 @@ from autobahn.twisted import websocket as twisted_websocket
 from autobahn.twisted.websocket import WebSocketClientProtocol, WebSocketServerProtocol
 from autobahn.websocket import protocol
 from autobahn.websocket.protocol import WebSocketProtocol
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import RequestReceived
+from hyperframe.frame import Frame, RstStreamFrame, WindowUpdateFrame
 from OpenSSL import SSL
 from twisted.internet import abstract, defer, reactor, task, tcp
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -39,8 +44,10 @@ from zope.interface import implementer
 from rubrisproxy import _compat
 from rubrisproxy._compat import (
     AutobahnHooks,
+    BodyLengthMismatch,
     IOpenSSLTrustRoot,
     LazyFuture,
+    StreamErrorFrames,
     V1Parser,
     V2Parser,
     _LeanServer,
@@ -1597,3 +1604,36 @@ class MalformedH2RequestTests(unittest.SynchronousTestCase):
             problem = malformed_h2_request(headers)
             self.assertIsInstance(problem, str, headers)
             self.assertTrue(problem, headers)
+
+
+class StreamErrorFramesTests(unittest.SynchronousTestCase):
+    """h2's connection with a body that is not its Content-Length a stream error, not the connection's."""
+
+    def test_the_stream_is_reset_and_its_bytes_still_count_against_the_connection(self) -> None:
+        client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        server = StreamErrorFrames(H2Configuration(client_side=False, header_encoding=None))
+        client.initiate_connection()
+        server.initiate_connection()
+        server.receive_data(client.data_to_send())
+        server.data_to_send()
+        client.send_headers(1, [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/"),
+                                (b"content-length", b"5")])
+        for last in (False, False, True):  # 48,000 bytes: enough for h2 to open the connection's window again
+            client.send_data(1, b"x" * 16000, end_stream=last)
+        events = server.receive_data(client.data_to_send())
+        self.assertEqual([type(e) for e in events][:2], [RequestReceived, BodyLengthMismatch])
+        self.assertEqual(events[1].stream_id, 1)
+        sent, frames = server.data_to_send(), []
+        while sent:
+            frame, length = Frame.parse_frame_header(memoryview(sent[:9]))
+            frame.parse_body(memoryview(sent[9:9 + length]))
+            frames.append(frame)
+            sent = sent[9 + length:]
+        resets = [f for f in frames if isinstance(f, RstStreamFrame)]
+        # The stream is reset for its malformed body; its later frames each get h2's STREAM_CLOSED answer.
+        self.assertEqual((resets[0].stream_id, resets[0].error_code), (1, ErrorCodes.PROTOCOL_ERROR))
+        self.assertEqual({(f.stream_id, f.error_code) for f in resets[1:]}, {(1, ErrorCodes.STREAM_CLOSED)})
+        # Every byte is given back to the connection's window, the first frame's (the one reset) too.
+        self.assertEqual(sum(f.window_increment for f in frames if isinstance(f, WindowUpdateFrame) and f.stream_id == 0),
+                         48000)
+        self.assertEqual(server.state_machine.state.name, "SERVER_OPEN")  # the connection goes on

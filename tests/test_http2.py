@@ -478,6 +478,21 @@ class MalformedRequestTests(H2Case):
         self.assertEqual(self.frontend.connection_ends, {})
 
     @defer.inlineCallbacks
+    def test_a_body_that_is_not_its_content_length_resets_its_stream_alone(self):  # type: ignore[no-untyped-def]
+        """RFC 9113 8.1.1: a malformed request, a stream error; h2 alone would end the connection."""
+        self.proxy()
+        client = yield self.h2()
+        for body, length in ((b"x" * 10, b"5"), (b"x" * 5, b"10")):
+            before = client.request(b"/before")
+            bad = client.request(b"/upload", method=b"POST", body=body, headers=[(b"content-length", length)])
+            after = client.request(b"/after")
+            yield self.done(client, before, bad, after)
+            self.assertEqual(client.answer(bad).reset, ErrorCodes.PROTOCOL_ERROR, length)
+            self.assertEqual((client.answer(before).status, client.answer(after).status), (200, 200))
+        self.assertIsNone(client.goaway)
+        self.assertFalse(client.lost)
+
+    @defer.inlineCallbacks
     def test_a_malformed_request_does_not_cut_a_response_in_progress(self):  # type: ignore[no-untyped-def]
         self.proxy()
         client = yield self.h2()

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection as FrameMachine
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -27,7 +26,7 @@ from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .._compat import malformed_h2_request
+from .._compat import BodyLengthMismatch, StreamErrorFrames, malformed_h2_request
 from ..config import Http2Config
 from ..deadline import Deadline
 from ..flow import FlowTransport, WriteWatch
@@ -96,7 +95,7 @@ class H2Connection(FrameOutput):
         self.settings = settings
         self._drop = drop
         self._state = _OPEN
-        self.frames = FrameMachine(config=_CONFIG)
+        self.frames = StreamErrorFrames(config=_CONFIG)
         self.streams: dict[int, H2Stream] = {}
         self._waiting: dict[StreamResponse, None] = {}  # streams holding data for a window or the socket, in order
         self.writable = True
@@ -237,6 +236,15 @@ class H2Connection(FrameOutput):
         if stream is not None:
             stream.reset()
 
+    def _body_length_mismatch(self, event: BodyLengthMismatch) -> None:
+        """A request body longer or shorter than its Content-Length: its stream is reset (by the frame machine), the
+        connection and its other streams go on."""
+        self.log.info("malformed HTTP/2 request from {client} on stream {stream}: its body is not its Content-Length",
+                      client=self.client.client_address, stream=event.stream_id)
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.reset()
+
     def _window_updated(self, event: WindowUpdated) -> None:
         if event.stream_id:
             stream = self.streams.get(event.stream_id)
@@ -342,6 +350,7 @@ class H2Connection(FrameOutput):
 _HANDLERS: dict[type, Callable[[H2Connection, Any], None]] = {
     RequestReceived: H2Connection._request, DataReceived: H2Connection._data,
     StreamEnded: H2Connection._stream_ended, StreamReset: H2Connection._stream_reset,
+    BodyLengthMismatch: H2Connection._body_length_mismatch,
     WindowUpdated: H2Connection._window_updated, RemoteSettingsChanged: H2Connection._control_frame,
     PingReceived: H2Connection._control_frame, PriorityUpdated: H2Connection._control_frame,
     UnknownFrameReceived: H2Connection._control_frame, ConnectionTerminated: H2Connection._terminated,
