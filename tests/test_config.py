@@ -177,6 +177,14 @@ class FileTests(unittest.TestCase):
             '[frontends.web]\nlisten = ["tcp:9000"]\nbackend = "app"\n[admin]\nlisten = ["tcp:9000:interface=127.0.0.1"]\n':
                 r"^admin\.listen: .*'tcp:9000' \(frontends\.web\.listen\)$",
         }
+        wildcards = {  # every interface said outright, and IPv6's, which takes IPv4's too
+            ("tcp:8080:interface=0.0.0.0", "tcp:8080:interface=127.0.0.1"),
+            ("tcp6:8080:interface=\\\\:\\\\:", "tcp:8080:interface=127.0.0.1"),
+            ("tcp6:8080", "tcp:8080"),
+        }
+        for first, second in wildcards:
+            clashes[f'[frontends.web]\nlisten = ["{first}", "{second}"]\nbackend = "app"\n'] = (
+                r"^frontends\.web\.listen: .* \(another of its listeners\)$")
         for text, message in clashes.items():
             with self.assertRaisesRegex(ConfigError, message):
                 load_config(CommandLine(config_path=self.write(base + text)))

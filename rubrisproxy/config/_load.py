@@ -41,6 +41,7 @@ from ._values import (
     deny_status,
     endpoints,
     listener_address,
+    listeners_clash,
     log_format,
     log_path,
     methods,
@@ -160,19 +161,18 @@ def apply_command_line(config: ProxyConfig, command_line: CommandLine) -> ProxyC
 def _check_listeners_apart(config: ProxyConfig) -> None:
     """Two listeners on one TCP port (the same interface, or either on every one) cannot both bind, or, with
     several workers (SO_REUSEPORT), would share its connections at random: refused, naming both."""
-    seen: dict[tuple[str, int], list[tuple[str, str, str]]] = {}
+    seen: list[tuple[str, tuple[str, str, int], str]] = []
     owners = [(f"frontends.{f.name}.listen", f.listen) for f in config.frontends] + [("admin.listen", config.admin.listen)]
     for key, listen in owners:
         for description in listen:
             address = listener_address(description)
             if address is None:
                 continue
-            family, interface, port = address
-            for other_key, other_interface, other in seen.get((family, port), []):
-                if interface == other_interface or not interface or not other_interface:
+            for other_key, other_address, other in seen:
+                if listeners_clash(address, other_address):
                     where = "another of its listeners" if other_key == key else other_key
                     raise ConfigError(key, f"{description!r} listens on the port of {other!r} ({where})")
-            seen.setdefault((family, port), []).append((key, interface, description))
+            seen.append((key, address, description))
 
 
 def _check_workers(config: ProxyConfig) -> None:

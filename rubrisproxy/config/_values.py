@@ -220,8 +220,9 @@ def _is_address(text: str) -> bool:
 
 
 def listener_address(description: str) -> tuple[str, str, int] | None:
-    """What a TCP listen endpoint binds: its address family (``tcp6`` or ``tcp``), its interface ("" for every one)
-    and its port; None for another kind, or port 0 (a free port of the system's choosing)."""
+    """What a TCP listen endpoint binds: its address family (``tcp6`` or ``tcp``), its interface ("" for every one of
+    its family: none given, ``0.0.0.0`` or ``::``) and its port; None for another kind, or port 0 (a free port of
+    the system's choosing)."""
     kind, positional, named = split_endpoint(description)
     if kind not in _PORTED_ENDPOINTS:
         return None
@@ -231,7 +232,22 @@ def listener_address(description: str) -> tuple[str, str, int] | None:
         return None
     interface = options.get("interface", "")
     family = "tcp6" if kind == "tcp6" or ":" in interface else "tcp"
-    return family, interface, port
+    return family, "" if interface in _EVERY_INTERFACE else interface, port
+
+
+_EVERY_INTERFACE = frozenset(("", "0.0.0.0", "::"))
+
+
+def listeners_clash(one: tuple[str, str, int], other: tuple[str, str, int]) -> bool:
+    """Whether two :func:`listener_address` results cannot both bind: one port, and the same interface, or every
+    interface of the family of the other's; every IPv6 interface takes every IPv4 one too (Linux's dual-stack
+    sockets, which Twisted's IPv6 ports are)."""
+    (family, interface, port), (other_family, other_interface, other_port) = one, other
+    if port != other_port:
+        return False
+    if family == other_family:
+        return interface == other_interface or not interface or not other_interface
+    return (family == "tcp6" and not interface) or (other_family == "tcp6" and not other_interface)
 
 
 def loopback_only(endpoint: str) -> bool:
