@@ -66,10 +66,11 @@ __all__ = [
     "accepted_without_delay", "AutobahnHooks", "cache_log_levels", "cancel_pong_timeout", "close_ended",
     "close_sent", "compresses", "connect_open", "connect_tcp", "connection_lost", "defer_autobahn_debug",
     "direct_write", "end_as_closed", "EXHAUSTED", "guard_accepts", "inbound_window_bits", "IOpenSSLTrustRoot",
-    "LazyFuture", "LazyUtf8Validator", "BodyLengthMismatch", "lean_accepted", "lean_poll", "let_go", "let_go_port", "malformed_h2_request", "message_compressed",
-    "native_xor", "open_at_once", "pause_auto_ping", "plain_peer_host", "prime_inflater", "rearm_pong_timeout",
-    "resume_auto_ping", "send_queue_back", "slim_open_leg", "slim_transport", "take_unsent", "tcp_buffered",
-    "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser", "V2Parser",
+    "LazyFuture", "LazyUtf8Validator", "BodyLengthMismatch", "lean_accepted", "lean_poll", "let_go", "let_go_port",
+    "malformed_h2_request", "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "plain_peer_host",
+    "prime_inflater", "rearm_pong_timeout", "resume_auto_ping", "send_queue_back", "slim_open_leg", "slim_transport",
+    "StreamErrorFrames", "take_unsent", "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser",
+    "V2Parser",
 ]
 
 _H2_REQUEST = _HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
