@@ -13,13 +13,16 @@ import tempfile
 import zipfile
 
 from twisted.internet import defer, reactor
+from twisted.trial import unittest
 
 from .helpers import ProxyTestCase
+from .test_accesslog import line_corpus
 from .test_plugin import TWISTD, Twistd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_TREES = ("rubrisproxy", os.path.join("twisted", "plugins"))
-NOT_SHIPPED_SUFFIXES = (".pyc", "dropin.cache")
+# The compiled access-log line's source, stub and build products: a wheel carries the extension built from them.
+NOT_SHIPPED_SUFFIXES = (".pyc", "dropin.cache", ".pyx", ".pyi", ".c", ".so")
 
 
 def source_files() -> set[str]:
@@ -34,13 +37,14 @@ def source_files() -> set[str]:
     return found
 
 
-def build_wheel(workdir: str) -> str:
+def build_wheel(workdir: str, env: dict[str, str] | None = None) -> str:
     """Build a wheel from a copy of the checkout (so the checkout gains no build/ or egg-info) and return its path."""
     source = os.path.join(workdir, "src")
     shutil.copytree(
         ROOT,
         source,
-        ignore=shutil.ignore_patterns(".git", ".venv", "node_modules", "_trial_temp*", "build", "dist", "*.egg-info", "__pycache__"),
+        ignore=shutil.ignore_patterns(".git", ".venv", "node_modules", "_trial_temp*", "build", "dist", "*.egg-info",
+                                      "__pycache__", "*.so", "_accesslines.c"),
     )
     out = os.path.join(workdir, "wheel")
     subprocess.run(
@@ -48,17 +52,22 @@ def build_wheel(workdir: str) -> str:
         check=True,
         capture_output=True,
         timeout=120,
+        env=env,
     )
     (name,) = os.listdir(out)
     return os.path.join(out, name)
 
 
+#: A machine without a C compiler, as the build sees it.
+NO_COMPILER = dict(os.environ, CC="false", CXX="false")
+
+
 @functools.cache
-def installed_wheel() -> tuple[str, str, str]:
+def installed_wheel(no_compiler: bool = False) -> tuple[str, str, str]:
     """Build the wheel once per run and install it, without dependencies, into a directory of its own."""
     workdir = tempfile.mkdtemp(prefix="rubrisproxy-packaging-")
     atexit.register(shutil.rmtree, workdir, True)
-    wheel = build_wheel(workdir)
+    wheel = build_wheel(workdir, NO_COMPILER if no_compiler else None)
     target = os.path.join(workdir, "installed")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", target, wheel],
@@ -73,8 +82,10 @@ def installed_wheel() -> tuple[str, str, str]:
 class InstalledPackageTests(ProxyTestCase):
     """The wheel built from this tree ships every module and data file, and runs from outside the checkout."""
 
+    no_compiler = False
+
     def setUp(self) -> None:
-        self.workdir, self.wheel, self.target = installed_wheel()
+        self.workdir, self.wheel, self.target = installed_wheel(self.no_compiler)
         self.elsewhere = os.path.join(self.workdir, "elsewhere")
 
     def outside_env(self) -> dict[str, str]:
@@ -124,3 +135,31 @@ class InstalledPackageTests(ProxyTestCase):
         process.transport.signalProcess("TERM")
         yield process.ended
         self.assertNotIn(b"Traceback", process.output)
+
+    def test_access_lines_compiled_when_a_compiler_is_there(self):
+        compiled = any(name.startswith("rubrisproxy/_accesslines") and name.endswith(".so")
+                       for name in zipfile.ZipFile(self.wheel).namelist())
+        if self.no_compiler:
+            self.assertFalse(compiled)
+        elif not shutil.which("cc"):
+            raise unittest.SkipTest("no C compiler here: the wheel has the pure-Python line only")
+        else:
+            self.assertTrue(compiled)
+        records = repr([tuple(record) for record in line_corpus()])
+        check = self.run_outside(
+            "from rubrisproxy.accesslog import AccessLog, AccessRecord, COMPILED, format_text\n"
+            "lines = []\n"
+            "class Out:\n"
+            "    write_lines = lines.extend\n"
+            "log = AccessLog(output=Out(), batch=1)\n"
+            f"records = [AccessRecord(*fields) for fields in {records}]\n"
+            "for record in records: log.write(record)\n"
+            "print(COMPILED, lines == [format_text(record) for record in records])"
+        )
+        self.assertEqual(check, f"{compiled} True")
+
+
+class NoCompilerInstallTests(InstalledPackageTests):
+    """Without a C compiler the same tree still builds, installs and runs, with the pure-Python access-log line."""
+
+    no_compiler = True
