@@ -32,14 +32,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("client and origin sides", ("frontend", "websocket", "origin")),
     ("balancing and servers", ("routing", "clients", "backend")),
     ("bottom", ("http", "flow", "deadline", "counters", "lifecycle", "accesslog", "logoutput", "accepting",
-                "signals", "tls", "_compat", "collector", "settings", "engineio", "ratelimit", "reuseport", "bus", "sharing", "transfer", "ampvalues",
+                "signals", "tls", "_compat", "_accesslines", "collector", "settings", "engineio", "ratelimit", "reuseport", "bus", "sharing", "transfer", "ampvalues",
                 "config", PACKAGE)),
 )
 ORDERED_LAYERS = frozenset({"client and origin sides"})
 #: Imports allowed between units of the balancing layer: routing picks a backend, clients are what it serves.
 BALANCING_IMPORTS = frozenset({("routing", "backend"), ("routing", "clients"), ("clients", "backend")})
-#: Units that import no other unit: configuration is plain data.
-LEAVES = frozenset({"config", PACKAGE})
+#: Units that import no other unit: configuration is plain data; the compiled access-log line stands alone.
+LEAVES = frozenset({"config", "_accesslines", PACKAGE})
 
 
 @dataclass(frozen=True)
