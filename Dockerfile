@@ -4,10 +4,11 @@
 # (the directory holds rubrisproxy.toml and any files it names, readable by uid 10001)
 FROM python:3.11-slim
 
-# The README's install, in /opt/rubrisproxy: what is copied is what `pip install .` reads.
+# The README's install, in /opt/rubrisproxy: what is copied is what `pip install .` reads. The slim image has no
+# C compiler, so the access-log line is the pure-Python one (docs/logging.md, "Cost and timing").
 WORKDIR /opt/rubrisproxy
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml setup.cfg README.md ./
+COPY pyproject.toml setup.cfg setup.py README.md ./
 COPY rubrisproxy ./rubrisproxy
 COPY twisted ./twisted
 RUN python3 -m venv .venv && .venv/bin/pip install .

@@ -155,7 +155,7 @@ class DockerfileTests(unittest.TestCase):
         setup = configparser.ConfigParser()
         setup.read_string(read("setup.cfg"))
         long_description = setup["metadata"]["long_description"].removeprefix("file:").strip()
-        needed = {"pyproject.toml", "setup.cfg", long_description} | source_files()
+        needed = {"pyproject.toml", "setup.cfg", "setup.py", long_description} | source_files()
         missing = {path for path in needed if not any(path == c or path.startswith(c.rstrip("/") + "/") for c in copied)}
         self.assertEqual(missing, set())
 
