@@ -22,8 +22,9 @@ ENV PATH=/opt/rubrisproxy/.venv/bin:$PATH PYTHONUNBUFFERED=1 RUBRISPROXY_ADMIN=h
 EXPOSE 8080
 
 # Healthy while the proxy answers GET /healthz on the admin listener the command below opens inside the
-# container (loopback only): Python, as the image has no curl.
-HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["rubrisproxy", "ctl", "health"]
+# container (loopback only): Python, as the image has no curl; rubrisproxy-ctl, which imports only the standard
+# library (a fraction of `rubrisproxy ctl`'s start-up CPU, every 10 s).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["rubrisproxy-ctl", "health"]
 
 # SIGTERM (docker stop) stops gracefully within shutdown.grace (30s): give it `docker stop -t 40`.
 # SIGHUP (docker kill -s HUP) reloads the mounted file in place.

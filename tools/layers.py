@@ -27,7 +27,7 @@ DEFAULT_SOURCE = Path(__file__).resolve().parent.parent / PACKAGE
 #: bottom layers' units may import each other (a cycle is still refused); the client/origin layer is ordered
 #: (frontend > websocket > origin: only downward); the balancing layer's imports are the pairs listed.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("wiring", ("service", "reload", "tap", "ctl", "startup", "admin", "demo", "mainlog", "builder", "listening", "checks",
+    ("wiring", ("service", "reload", "tap", "ctl", "adminctl", "startup", "admin", "demo", "mainlog", "builder", "listening", "checks",
                 "cluster", "workers", "upgrade")),
     ("client and origin sides", ("frontend", "websocket", "origin")),
     ("balancing and servers", ("routing", "clients", "backend")),
