@@ -3,6 +3,8 @@ rejoin against a fake session and leg (the real thing: tests/test_engineio.py)."
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -342,6 +344,24 @@ class EngineIOResumeTests(SynchronousTestCase):
         for n in range(MAX_ACKS + 10):
             eio.client_message(session, text(b'42/chat,%d["x"]' % n))
         self.assertEqual(eio.moved_off(), MAX_ACKS)
+
+    def test_what_crosses_to_another_process(self) -> None:
+        session, eio = self.joined()
+        eio.client_message(session, text(b'42/chat,1["tick"]'))
+        session.holding = True
+        eio.client_message(session, text(b'42/chat,2["held"]'))
+        session.clock.advance(4)
+        eio.backend_message(session, text(b"2"))
+        session.clock.advance(3)
+        state = json.loads(json.dumps(eio.carried()))
+        self.assertEqual(set(state), {"sid", "interval", "timeout", "since_ping", "joined", "server_sids", "acks",
+                                      "held_acks", "complete", "seen_traffic", "owed_pongs"})
+        self.assertEqual((state["since_ping"], state["acks"], state["held_acks"]), (3.0, [["/chat", 1]], [["/chat", 2]]))
+        _, other = self.make()
+        other.restore(state)
+        self.assertEqual(json.loads(json.dumps(other.carried())), state)
+        self.assertEqual(other.ledger.joined, eio.ledger.joined)
+        self.assertTrue(other.ledger.can_rejoin)
 
     def test_a_namespace_left_is_not_rejoined(self) -> None:
         session, eio = self.joined()

@@ -4,9 +4,10 @@ A session whose upgrade is Engine.IO (``_engineio.session_version``) gets an :cl
 its hooks, so it reads both directions' text messages and nothing is added to other sessions' path. What it learns
 from them (the heartbeat, the namespaces the client joined, the emits waiting for an ack) its
 :class:`~rubrisproxy.websocket._eioledger.EngineIOLedger` keeps. When the session moves, the new server is dialled
-without the old ``sid`` (a new Engine.IO session), and once its backend leg opens this object rejoins: it consumes
-the server's open packet, replays the CONNECTs, consumes the answers, then lets the session send what it held. The
-client keeps its connection, its Engine.IO sid and its socket ids; only the server knows the session under new ids.
+without the old ``sid`` (a new Engine.IO session), and once its backend leg opens an
+:class:`~rubrisproxy.websocket._eiorejoin.EngineIORejoin` rejoins on it: it consumes the server's open packet,
+replays the CONNECTs, consumes the answers, then this object lets the session send what it held. The client keeps
+its connection, its Engine.IO sid and its socket ids; only the server knows the session under new ids.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class _Phase(Enum):
 
 
 class EngineIOResume:
-    """A Socket.IO session's hook and its rejoin on a new server (see the module docstring).
+    """A Socket.IO session's hook, and its Engine.IO side as it moves: its state is a ``_Phase`` (see the module
+    docstring).
 
     Heartbeats while moving: in v4 the server pings and the client answers, so the proxy pings the client
     itself at the learned interval and swallows as many of its pongs; in v3 the client pings, so the proxy
