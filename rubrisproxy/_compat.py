@@ -68,7 +68,7 @@ __all__ = [
     "direct_write", "end_as_closed", "EXHAUSTED", "guard_accepts", "inbound_window_bits", "IOpenSSLTrustRoot",
     "LazyFuture", "LazyUtf8Validator", "BodyLengthMismatch", "lean_accepted", "lean_poll", "let_go", "let_go_port",
     "malformed_h2_request", "message_compressed", "native_xor", "open_at_once", "pause_auto_ping", "plain_peer_host",
-    "prime_inflater", "rearm_pong_timeout", "resume_auto_ping", "send_queue_back", "slim_open_leg", "slim_transport",
+    "prime_inflater", "rearm_pong_timeout", "report_start_failure", "resume_auto_ping", "send_queue_back", "slim_open_leg", "slim_transport",
     "StreamErrorFrames", "take_unsent", "tcp_buffered", "unsent", "unwrap_endpoint", "use_batched_timer", "V1Parser",
     "V2Parser",
 ]
@@ -1152,3 +1152,18 @@ def connect_tcp(reactor: Any, address: tuple[str, int], protocol: P, timeout: fl
         factory.connector = reactor.connectTCP(*address, factory, timeout=None)
     factory.timer = reactor.callLater(timeout, factory.time_out)
     return factory.done
+
+
+def report_start_failure(twistd_options: Any, message: str) -> None:
+    """Tell a daemonizing twistd's parent, which waits for its daemon to say how its start went, that it failed
+    with ``message`` (the parent prints it and exits 1). twistd writes its status pipe (``statusPipe`` in its
+    options) only for an ``Exception`` raised as the application starts; a start ended by ``SystemExit`` (one line,
+    no traceback) would leave the parent waiting for ever. Nothing to do without a daemon (``twistd -n``)."""
+    pipe = twistd_options.get("statusPipe") if twistd_options is not None else None
+    if pipe is None:
+        return
+    twistd_options["statusPipe"] = None
+    try:
+        os.write(pipe, ("1 " + message).encode("ascii", "backslashreplace")[:100])  # what twistd writes: "1 why"
+    finally:
+        os.close(pipe)

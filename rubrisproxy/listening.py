@@ -10,9 +10,11 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 
 from ._compat import lean_accepted, let_go_port
 from .accepting import back_off_when_exhausted
@@ -31,6 +33,15 @@ class ListenFailed(Exception):
 
     def __init__(self, label: str, description: str, why: str) -> None:
         super().__init__(f"{label} cannot listen on {description}: {why}")
+
+
+def listen_error(failure: Failure) -> str:
+    """Why an endpoint could not listen: the system's words (``Address already in use``) when bind or listen
+    failed, rather than Twisted's line, which names the address the endpoint already names."""
+    error = failure.value
+    if isinstance(error, CannotListenError) and isinstance(error.socketError, OSError) and error.socketError.strerror:
+        return error.socketError.strerror
+    return failure.getErrorMessage()
 
 
 def with_backlog(description: str) -> str:
@@ -179,7 +190,7 @@ class ListeningService(service.Service):
             d = endpoint.listen(factory)
             d.addCallbacks(self._listening, failures.append, callbackArgs=(description,))
             if failures:
-                self._cannot_listen(description, failures[0].getErrorMessage())
+                self._cannot_listen(description, listen_error(failures[0]))
                 continue
             d.addErrback(self._listen_failed, description)  # endpoints that answer later
 
@@ -273,11 +284,11 @@ class ListeningService(service.Service):
 
     def _listen_failed(self, failure: Any, description: str) -> None:
         if not self.required:
-            self.unavailable(description, failure.getErrorMessage())
+            self.unavailable(description, listen_error(failure))
             return
         self.log.critical(
             "{label} cannot listen on {description}: {why}",
-            label=self.label, description=description, why=failure.getErrorMessage(),
+            label=self.label, description=description, why=listen_error(failure),
         )
         if self.reactor.running:
             self.reactor.stop()

@@ -82,7 +82,8 @@ def _message(event: dict[str, Any]) -> str:
 
 def twistd_output(twistd_options: Mapping[str, Any]) -> LineOutput | None:
     """Where twistd would write its log for these (twistd's own) options; None when twistd is to keep its own
-    observer (``--logger``, ``--syslog``). SystemExit for a daemon asked to log to standard output, as twistd."""
+    observer (``--logger``, ``--syslog``). SystemExit for a daemon asked to log to standard output, as twistd, and
+    for a log file that cannot be opened."""
     if twistd_options.get("logger") or twistd_options.get("syslog"):
         return None
     path = twistd_options.get("logfile")
@@ -93,7 +94,11 @@ def twistd_output(twistd_options: Mapping[str, Any]) -> LineOutput | None:
         return StreamOutput(sys.stdout)
     if not path and not daemon:
         return StreamOutput(sys.stdout)
-    return FileOutput(os.path.abspath(path or "twistd.log"))  # twistd may change directory (--rundir) later
+    path = os.path.abspath(path or "twistd.log")  # twistd may change directory (--rundir) later
+    try:
+        return FileOutput(path)
+    except OSError as e:
+        raise SystemExit(f"rubrisproxy: cannot open the log file {path}: {e.strerror}") from None
 
 
 class LoggedService(service.MultiService):

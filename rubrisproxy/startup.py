@@ -1,13 +1,18 @@
-"""What the proxy says when it starts: its version, its configuration file, and what that configures."""
+"""What the proxy says when it starts: its version, its configuration file, and what that configures; and, when its
+start fails, to a daemonizing twistd's parent."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from twisted.application import service
 from twisted.logger import Logger
 
 from . import __version__
+from ._compat import report_start_failure
 from .cluster import node_name
 from .config import DEMO_ADMIN_LISTEN, BackendConfig, FrontendConfig, ProxyConfig
+from .upgrade import Pidfile
 
 
 def startup_lines(config: ProxyConfig, config_path: str | None) -> list[str]:
@@ -89,3 +94,33 @@ class StartupReport(service.Service):
             self.reported = True
             for line in self.lines:
                 self.log.info("{line}", line=line)
+
+
+class StartFailureReported(service.MultiService):
+    """The proxy's services under twistd. A start that ends the process with one line (``SystemExit``: a listener
+    that cannot bind) removes twistd's pidfile and tells a daemonizing twistd's parent, which waits for its daemon to
+    say how its start went and would otherwise wait for ever: the parent prints the line and exits 1."""
+
+    def __init__(self, child: service.IService, twistd_options: Any) -> None:
+        super().__init__()
+        self.twistd_options = twistd_options
+        child.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except SystemExit as e:
+            self._report(e)
+            raise
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except SystemExit as e:
+            self._report(e)
+            raise
+
+    def _report(self, exit: SystemExit) -> None:
+        Pidfile(self.twistd_options).hide()  # removed, as twistd removes it when a start raises an Exception
+        # the parent prints at most 100 bytes, after "An error has occurred:"
+        report_start_failure(self.twistd_options, str(exit.code).removeprefix("rubrisproxy: "))

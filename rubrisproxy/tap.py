@@ -18,6 +18,7 @@ from .config import CommandLine, ConfigError, ProxyConfig, load_config
 from .logoutput import TurnBatchedOutput
 from .mainlog import LoggedService, MainLogObserver, ReopenOnSignal, twistd_output
 from .service import UpgradeSetup, build_service
+from .startup import StartFailureReported
 from .upgrade import SOCKET_ENV, Pidfile, UpgradeOnSignal, restore_stderr
 from .workers import build_supervisor
 
@@ -133,4 +134,7 @@ def makeService(options: Options) -> IService:
     if batched is not None:
         reopeners.append(batched.reopen)  # after the access log's: its held lines go to the old file
     ReopenOnSignal(reopeners, reactor).setServiceParent(root)
-    return root if batched is None else LoggedService(root, MainLogObserver(batched, options.proxy_config.log.format))
+    if batched is None:  # not run by twistd
+        return root
+    return LoggedService(StartFailureReported(root, twistd_options),
+                         MainLogObserver(batched, options.proxy_config.log.format))

@@ -186,6 +186,18 @@ class ConfigErrorTests(unittest.TestCase):
         command = yield run(self, "-m", "rubrisproxy.ctl", "--version")
         self.assertEqual((command.code, command.out.decode(), command.err), (0, f"rubrisproxy {__version__}\n", b""))
 
+    @defer.inlineCallbacks
+    def test_rubrisproxy_ctl_imports_only_the_standard_library(self):  # type: ignore[no-untyped-def]
+        """``rubrisproxy-ctl``, what a health check runs every few seconds, loads none of the proxy's runtime."""
+        code = ("import sys, rubrisproxy.adminctl; "
+                "print(sorted({m.split('.')[0] for m in sys.modules} & {'twisted', 'autobahn', 'OpenSSL', 'h2', "
+                "'httptools', 'zope', 'prometheus_client'}), sorted(m for m in sys.modules if m.startswith('rubrisproxy')))")
+        command = yield run(self, "-c", code)
+        self.assertEqual(command.out.decode().strip(), "[] ['rubrisproxy', 'rubrisproxy.adminctl']")
+        command = yield run(self, "-m", "rubrisproxy.adminctl", "--admin", "http://127.0.0.1:1", "health")
+        self.assertEqual(command.code, 1)
+        self.assertTrue(command.err.decode().startswith("rubrisproxy ctl: cannot reach the admin API at"), command.err)
+
 
 class HangupTests(ProxyTestCase):
     @defer.inlineCallbacks

@@ -7,6 +7,7 @@ import ast
 import errno
 import gc
 import inspect
+import io
 import os
 import pprint
 import re
@@ -38,6 +39,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, LogLevel
 from twisted.python import context, log
 from twisted.python.failure import Failure
+from twisted.scripts._twistd_unix import UnixApplicationRunner
 from twisted.trial import unittest
 from zope.interface import implementer
 
@@ -76,6 +78,7 @@ from rubrisproxy._compat import (
     plain_peer_host,
     prime_inflater,
     rearm_pong_timeout,
+    report_start_failure,
     resume_auto_ping,
     send_queue_back,
     slim_transport,
@@ -1637,3 +1640,29 @@ class StreamErrorFramesTests(unittest.SynchronousTestCase):
         self.assertEqual(sum(f.window_increment for f in frames if isinstance(f, WindowUpdateFrame) and f.stream_id == 0),
                          48000)
         self.assertEqual(server.state_machine.state.name, "SERVER_OPEN")  # the connection goes on
+
+
+class StartFailureReportTests(unittest.TestCase):
+    """``report_start_failure`` speaks twistd's status pipe, which its options hold while it daemonizes."""
+
+    def test_twistds_waiting_parent_reads_a_failed_start(self):
+        read, write = os.pipe()
+        options: dict[str, Any] = {"statusPipe": write}
+        report_start_failure(options, "frontend web cannot listen on tcp:80: Permission denied")
+        self.assertIsNone(options["statusPipe"])
+        printed = io.StringIO()
+        self.patch(sys, "__stderr__", printed)
+        try:
+            self.assertEqual(UnixApplicationRunner({})._waitForStart(read), 1)
+        finally:
+            os.close(read)
+        self.assertIn("frontend web cannot listen on tcp:80: Permission denied", printed.getvalue())
+
+    def test_twistd_keeps_the_daemons_status_pipe_in_its_options(self):
+        self.assertIn('self.config["statusPipe"] = self.daemonize(', inspect.getsource(UnixApplicationRunner))
+
+    def test_nothing_to_report_without_a_daemon(self):
+        options = {"nodaemon": 1}
+        report_start_failure(options, "frontend web cannot listen")
+        report_start_failure(None, "frontend web cannot listen")
+        self.assertEqual(options, {"nodaemon": 1})

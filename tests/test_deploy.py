@@ -25,7 +25,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial import unittest
 
-from rubrisproxy import ctl
+from rubrisproxy import adminctl, ctl
 from rubrisproxy.config import ProxyConfig
 
 from .helpers import ProxyTestCase, get
@@ -155,7 +155,7 @@ class DockerfileTests(unittest.TestCase):
         setup = configparser.ConfigParser()
         setup.read_string(read("setup.cfg"))
         long_description = setup["metadata"]["long_description"].removeprefix("file:").strip()
-        needed = {"pyproject.toml", "setup.cfg", long_description} | source_files()
+        needed = {"pyproject.toml", "setup.cfg", "setup.py", long_description} | source_files()
         missing = {path for path in needed if not any(path == c or path.startswith(c.rstrip("/") + "/") for c in copied)}
         self.assertEqual(missing, set())
 
@@ -199,15 +199,16 @@ class DockerfileTests(unittest.TestCase):
         self.assertEqual(url.hostname, "127.0.0.1")
 
     def test_the_health_check_is_ctl_health_in_python(self) -> None:
+        """``rubrisproxy-ctl health``: ``rubrisproxy ctl health`` without importing the proxy (it runs every 10 s)."""
         arguments = only("HEALTHCHECK")
         self.assertRegex(arguments, r"--interval=\d+s")
         options, _, command = arguments.partition(" CMD ")
         argv = exec_form(command.strip())
-        self.assertEqual(argv, ["rubrisproxy", "ctl", "health"])
-        self.assertIn("rubrisproxy = rubrisproxy.ctl:main", read("setup.cfg"))
+        self.assertEqual(argv, ["rubrisproxy-ctl", "health"])
+        self.assertIn("rubrisproxy-ctl = rubrisproxy.adminctl:main", read("setup.cfg"))
         self.assertIn(f"{only('WORKDIR')}/.venv/bin", image_env()["PATH"].split(":"))
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
-            code = ctl.main([*argv[1:2], "--admin", "http://127.0.0.1:1", *argv[2:]])  # nothing listens: unhealthy
+            code = adminctl.main(["--admin", "http://127.0.0.1:1", *argv[1:]])  # nothing listens: unhealthy
         self.assertEqual(code, 1)
         self.assertIn("cannot reach the admin API", err.getvalue())
 
@@ -282,6 +283,7 @@ PROGRAMS = {  # the installed programs, as this checkout runs them
     "/opt/rubrisproxy/.venv/bin/rubrisproxy": [sys.executable, "-m", "rubrisproxy.ctl"],
     "/opt/rubrisproxy/.venv/bin/twistd": [sys.executable, *TWISTD[:2]],
     "rubrisproxy": [sys.executable, "-m", "rubrisproxy.ctl"],
+    "rubrisproxy-ctl": [sys.executable, "-m", "rubrisproxy.adminctl"],
 }
 ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
 

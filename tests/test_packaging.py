@@ -141,7 +141,7 @@ class InstalledPackageTests(ProxyTestCase):
                        for name in zipfile.ZipFile(self.wheel).namelist())
         if self.no_compiler:
             self.assertFalse(compiled)
-        elif not shutil.which("cc"):
+        elif not shutil.which("cc") and not os.environ.get("CI"):  # CI has one: both lines are tested there
             raise unittest.SkipTest("no C compiler here: the wheel has the pure-Python line only")
         else:
             self.assertTrue(compiled)

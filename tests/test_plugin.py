@@ -99,6 +99,42 @@ class ProcessTests(ProxyTestCase):
         self.assertIn(b"cannot listen on tcp:%d" % port, process.output)
 
     @defer.inlineCallbacks
+    def test_port_in_use_ends_a_daemon_start_with_its_line(self):
+        """Without ``-n``, twistd's parent waits for its daemon to say how its start went: it says the listener's
+        line and exits non-zero at once, rather than waiting for ever."""
+        taken = reactor.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        port = taken.getHost().port
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        process = Twistd()
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        args = [sys.executable, TWISTD[0], TWISTD[1], "--pidfile", os.path.join(workdir, "twistd.pid"),
+                "--logfile", os.path.join(workdir, "twistd.log"), "rubrisproxy",
+                "--listen", f"tcp:{port}:interface=127.0.0.1", "--backend", "127.0.0.1:9"]
+        reactor.spawnProcess(process, sys.executable, args, env=env, path=workdir)
+        self.addCleanup(lambda: process.ended.called or os.kill(process.transport.pid, signal.SIGKILL))
+        code = yield process.ended.addTimeout(GUARD, reactor)
+        self.assertEqual(code, 1)
+        self.assertIn(b"frontend default cannot listen on tcp:%d:interface=127.0.0.1: Address already in use" % port,
+                      process.output)
+        self.assertNotIn(b"Traceback", process.output)
+        self.assertFalse(os.path.exists(os.path.join(workdir, "twistd.pid")))
+
+    @defer.inlineCallbacks
+    def test_a_log_file_that_cannot_be_opened_is_one_line(self):
+        path = os.path.join(os.path.abspath(self.mktemp()), "missing", "twistd.log")
+        process = Twistd()
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        args = [sys.executable, *TWISTD, "--logfile", path, "rubrisproxy", "--listen", "tcp:0:interface=127.0.0.1",
+                "--backend", "127.0.0.1:9"]
+        reactor.spawnProcess(process, sys.executable, args, env=env, path=ROOT)
+        code = yield process.ended
+        self.assertEqual(code, 1)
+        self.assertEqual(process.output.strip().decode(),
+                         f"rubrisproxy: cannot open the log file {path}: No such file or directory")
+
+    @defer.inlineCallbacks
     def test_demo_serves_and_sigterm_stops_cleanly(self):
         process = run_twistd("--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1")
         self.addCleanup(lambda: process.ended.called or os.kill(process.transport.pid, signal.SIGKILL))

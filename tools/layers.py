@@ -27,19 +27,19 @@ DEFAULT_SOURCE = Path(__file__).resolve().parent.parent / PACKAGE
 #: bottom layers' units may import each other (a cycle is still refused); the client/origin layer is ordered
 #: (frontend > websocket > origin: only downward); the balancing layer's imports are the pairs listed.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("wiring", ("service", "reload", "tap", "ctl", "startup", "admin", "demo", "mainlog", "builder", "listening", "checks",
+    ("wiring", ("service", "reload", "tap", "ctl", "adminctl", "startup", "admin", "demo", "mainlog", "builder", "listening", "checks",
                 "cluster", "workers", "upgrade")),
     ("client and origin sides", ("frontend", "websocket", "origin")),
     ("balancing and servers", ("routing", "clients", "backend")),
     ("bottom", ("http", "flow", "deadline", "counters", "lifecycle", "accesslog", "logoutput", "accepting",
-                "signals", "tls", "_compat", "collector", "settings", "engineio", "ratelimit", "reuseport", "bus", "sharing", "transfer", "ampvalues",
+                "signals", "tls", "_compat", "_accesslines", "collector", "settings", "engineio", "ratelimit", "reuseport", "bus", "sharing", "transfer", "ampvalues",
                 "config", PACKAGE)),
 )
 ORDERED_LAYERS = frozenset({"client and origin sides"})
 #: Imports allowed between units of the balancing layer: routing picks a backend, clients are what it serves.
 BALANCING_IMPORTS = frozenset({("routing", "backend"), ("routing", "clients"), ("clients", "backend")})
-#: Units that import no other unit: configuration is plain data.
-LEAVES = frozenset({"config", PACKAGE})
+#: Units that import no other unit: configuration is plain data; the compiled access-log line stands alone.
+LEAVES = frozenset({"config", "_accesslines", PACKAGE})
 
 
 @dataclass(frozen=True)
