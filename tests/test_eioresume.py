@@ -3,6 +3,8 @@ rejoin against a fake session and leg (the real thing: tests/test_engineio.py)."
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -11,6 +13,8 @@ from rubrisproxy.backend import EngineIOStickiness
 from rubrisproxy.backend._sticky import ExpiringStore, MemoryStickStore
 from rubrisproxy.config import ConfigError, WebSocketConfig, config_from_document
 from rubrisproxy.engineio import (
+    MAX_CONNECT,
+    MAX_NAMESPACES,
     OPEN_LIMIT,
     OpenPacket,
     SocketIOPacket,
@@ -22,7 +26,8 @@ from rubrisproxy.engineio import (
 )
 from rubrisproxy.http import RequestHead
 from rubrisproxy.websocket import Message
-from rubrisproxy.websocket._eioresume import MAX_ACKS, MAX_CONNECT, MAX_NAMESPACES, EngineIOResume
+from rubrisproxy.websocket._eioledger import MAX_ACKS, EngineIOLedger
+from rubrisproxy.websocket._eioresume import EngineIOResume
 
 from .helpers import ProxyTestCase, run_reactor_for
 from .wsecho import EchoBackendFactory, EchoBackendProtocol, connect_client
@@ -148,7 +153,8 @@ def text(payload: bytes) -> Message:
 class EngineIOResumeTests(SynchronousTestCase):
     def make(self, version: int = 4, upgraded: bool = False) -> tuple[FakeSession, EngineIOResume]:
         session = FakeSession()
-        return session, EngineIOResume(session, version, upgraded, handshake_timeout=10.0)  # type: ignore[arg-type]
+        ledger = EngineIOLedger(session, version, upgraded)  # type: ignore[arg-type]
+        return session, EngineIOResume(session, ledger, handshake_timeout=10.0)  # type: ignore[arg-type]
 
     def joined(self, version: int = 4) -> tuple[FakeSession, EngineIOResume]:
         session, eio = self.make(version)
@@ -162,13 +168,13 @@ class EngineIOResumeTests(SynchronousTestCase):
 
     def test_what_passes_is_learned_and_returned_unchanged(self) -> None:
         session, eio = self.joined()
-        self.assertEqual((eio.sid, eio.interval, eio.timeout), ("abc", 25.0, 20.0))
-        self.assertEqual(eio.joined, {b"/": b'40{"token":"t"}', b"/chat": b'40/chat,{"token":"t"}'})
+        self.assertEqual((eio.ledger.sid, eio.ledger.interval, eio.ledger.timeout), ("abc", 25.0, 20.0))
+        self.assertEqual(eio.ledger.joined, {b"/": b'40{"token":"t"}', b"/chat": b'40/chat,{"token":"t"}'})
         for message in (Message(b"\x00\x01binary", True), text(b""), text(b'451-["up",{"_placeholder":true}]'),
                         Message(b"4" * 100, True), text(b"6"), text(b"\xff\x00")):
             self.assertIs(eio.client_message(session, message), message)
             self.assertIs(eio.backend_message(session, message), message)
-        self.assertTrue(eio.can_rejoin)
+        self.assertTrue(eio.ledger.can_rejoin)
 
     def test_a_session_upgraded_from_polling_takes_over_its_polling_record(self) -> None:
         sticky = EngineIOStickiness(MemoryStickStore(Clock(), 60, 10), ExpiringStore(Clock(), 60, 10))
@@ -183,11 +189,11 @@ class EngineIOResumeTests(SynchronousTestCase):
         eio = EngineIOResume.for_session(session, WebSocketConfig(),  # type: ignore[arg-type]
                                          b"/socket.io/?EIO=4&transport=websocket&sid=abc", sticky)
         assert eio is not None
-        self.assertFalse(eio.can_rejoin)  # until it takes the record over, at its first Socket.IO packet
+        self.assertFalse(eio.ledger.can_rejoin)  # until it takes the record over, at its first Socket.IO packet
         eio.client_message(session, text(b'42/chat,1["tick"]'))
-        self.assertTrue(eio.can_rejoin)
-        self.assertEqual((eio.sid, eio.interval, eio.timeout), ("abc", 25.0, 20.0))
-        self.assertEqual(eio.joined, {b"/": b'40{"token":"t"}', b"/chat": b'40/chat,{"token":"t"}'})
+        self.assertTrue(eio.ledger.can_rejoin)
+        self.assertEqual((eio.ledger.sid, eio.ledger.interval, eio.ledger.timeout), ("abc", 25.0, 20.0))
+        self.assertEqual(eio.ledger.joined, {b"/": b'40{"token":"t"}', b"/chat": b'40/chat,{"token":"t"}'})
         self.assertIsNone(sticky.polled.get(b"abc"))
 
     def test_an_untrusted_polling_record_gives_the_generic_resume(self) -> None:
@@ -235,7 +241,7 @@ class EngineIOResumeTests(SynchronousTestCase):
         self.assertEqual(session.rejoins, [])
         self.assertIsNone(eio.backend_message(session, text(b'40/chat,{"sid":"n2"}')))
         self.assertEqual(session.rejoins, [leg])
-        self.assertEqual(eio.sid, "abc")  # the client's sid, not the new server's
+        self.assertEqual(eio.ledger.sid, "abc")  # the client's sid, not the new server's
         self.assertEqual(session.to_client, [b"2"])  # a ping: the client's heartbeat wait starts now
         self.assertIsNone(eio.client_message(session, text(b"3")))  # ... and its pong ends here
         pong = text(b"3")
@@ -305,16 +311,16 @@ class EngineIOResumeTests(SynchronousTestCase):
     def test_namespaces_joined_out_of_sight_mean_the_generic_resume(self) -> None:
         session, eio = self.make(upgraded=True)  # upgraded from polling: CONNECTs may have gone that way
         eio.client_message(session, text(b'42["ev"]'))
-        self.assertFalse(eio.can_rejoin)
+        self.assertFalse(eio.ledger.can_rejoin)
         self.assertFalse(eio.moving())
         self.assertFalse(eio.rejoin(FakeLeg()))
         eio.stop_moving()
         session, eio = self.make(upgraded=True)
         eio.client_message(session, text(b"40"))  # joined on the WebSocket (python-socketio does)
         eio.client_message(session, text(b'42["ev"]'))
-        self.assertTrue(eio.can_rejoin)
+        self.assertTrue(eio.ledger.can_rejoin)
         eio.backend_message(session, text(b'42/other,["ev"]'))  # a namespace it never saw joined
-        self.assertFalse(eio.can_rejoin)
+        self.assertFalse(eio.ledger.can_rejoin)
 
     def test_what_a_crash_replays(self) -> None:
         replayable = EngineIOResume.replayable
@@ -326,23 +332,41 @@ class EngineIOResumeTests(SynchronousTestCase):
     def test_what_a_client_can_make_it_keep_is_bounded(self) -> None:
         session, eio = self.joined()
         eio.client_message(session, text(b"40/big," + b"x" * MAX_CONNECT))
-        self.assertNotIn(b"/big", eio.joined)
-        self.assertFalse(eio.can_rejoin)
+        self.assertNotIn(b"/big", eio.ledger.joined)
+        self.assertFalse(eio.ledger.can_rejoin)
         eio.client_message(session, text(b"40/later,"))
-        self.assertFalse(eio.can_rejoin)  # for good
+        self.assertFalse(eio.ledger.can_rejoin)  # for good
         session, eio = self.joined()
         for n in range(MAX_NAMESPACES + 10):
             eio.client_message(session, text(b"40/n%d," % n))
-        self.assertEqual(len(eio.joined), MAX_NAMESPACES)
-        self.assertFalse(eio.can_rejoin)
+        self.assertEqual(len(eio.ledger.joined), MAX_NAMESPACES)
+        self.assertFalse(eio.ledger.can_rejoin)
         for n in range(MAX_ACKS + 10):
             eio.client_message(session, text(b'42/chat,%d["x"]' % n))
         self.assertEqual(eio.moved_off(), MAX_ACKS)
 
+    def test_what_crosses_to_another_process(self) -> None:
+        session, eio = self.joined()
+        eio.client_message(session, text(b'42/chat,1["tick"]'))
+        session.holding = True
+        eio.client_message(session, text(b'42/chat,2["held"]'))
+        session.clock.advance(4)
+        eio.backend_message(session, text(b"2"))
+        session.clock.advance(3)
+        state = json.loads(json.dumps(eio.carried()))
+        self.assertEqual(set(state), {"sid", "interval", "timeout", "since_ping", "joined", "server_sids", "acks",
+                                      "held_acks", "complete", "seen_traffic", "owed_pongs"})
+        self.assertEqual((state["since_ping"], state["acks"], state["held_acks"]), (3.0, [["/chat", 1]], [["/chat", 2]]))
+        _, other = self.make()
+        other.restore(state)
+        self.assertEqual(json.loads(json.dumps(other.carried())), state)
+        self.assertEqual(other.ledger.joined, eio.ledger.joined)
+        self.assertTrue(other.ledger.can_rejoin)
+
     def test_a_namespace_left_is_not_rejoined(self) -> None:
         session, eio = self.joined()
         eio.client_message(session, text(b"41/chat,"))
-        self.assertEqual(list(eio.joined), [b"/"])
+        self.assertEqual(list(eio.ledger.joined), [b"/"])
 
 
 class EngineIOBackendProtocol(EchoBackendProtocol):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..config import WebSocketConfig
     from ..http import ResponseHead
     from ..origin import OriginConnection
-    from ._eioresume import NewLeg
+    from ._eiorejoin import NewLeg
     from ._hooks import Message
     from ._legs import BackendLeg
 

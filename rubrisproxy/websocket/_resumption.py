@@ -14,7 +14,8 @@ from ._resume import BackendDial, DialRequest
 
 if TYPE_CHECKING:
     from ..backend import Backend, Server
-    from ._eioresume import EngineIOResume, NewLeg
+    from ._eiorejoin import NewLeg
+    from ._eioresume import EngineIOResume
     from ._handoff import UpgradeHandoff
     from ._hooks import Message
     from ._moving import SessionMoving
