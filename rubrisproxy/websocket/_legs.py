@@ -57,6 +57,7 @@ from .._compat import (
 from ..config import WebSocketConfig
 from ..flow import ReadGate
 from ..lifecycle import Termination
+from ._fin import close_or_cut, linger
 from ._framepath import FramePath
 from ._handshake import accept_key
 from ._outbox import Outbox
@@ -285,9 +286,10 @@ class _Leg(FramePath):
         self.message_data = None  # type: ignore[assignment]  # as Autobahn's own does
 
     def fail_connection(self, code: int, reason: str) -> None:
-        # RFC 6455 7.1.7: a peer that broke the protocol gets the close frame with ``code``, then its TCP
-        # connection is closed (a FIN once the frame is flushed), without waiting for a closing handshake
-        # it may never send. Autobahn (failByDrop off) would wait closeHandshakeTimeout, then reset.
+        # RFC 6455 7.1.7: a peer that broke the protocol gets the close frame with ``code``, then a FIN, without
+        # waiting for a closing handshake it may never send; what it still sends is read and discarded until it
+        # ends its side (close_transport lingers). Autobahn (failByDrop off) would wait closeHandshakeTimeout, then
+        # reset.
         state = self.state
         self.autobahn_fail_connection(code, reason)
         if state == self.STATE_OPEN and self.state == self.STATE_CLOSING:
@@ -297,14 +299,27 @@ class _Leg(FramePath):
         if state != self.STATE_CLOSED and self.state == self.STATE_CLOSED:  # also an error while closing
             self._cancel_close_timeout()
             if self.closeHandshakeTimeout > 0:
-                # A peer that does not read would keep the unflushed close, and its connection, forever.
+                # A peer that does not end its side, or does not even read the close, is not waited for forever.
                 self.closeHandshakeTimeoutCall = self._timer.call_later(
-                    self.closeHandshakeTimeout, self._abort_unflushed,
+                    self.closeHandshakeTimeout, self._linger_over,
                 )
 
-    def _abort_unflushed(self) -> None:
+    def close_transport(self, abort: bool) -> None:
+        # How Autobahn's drops end the connection (see _fin.py): a failure lingers; a completed closing handshake
+        # closes with a FIN (Autobahn, as a server, would reset on the answer to its own close); so does a timeout
+        # (of a close's answer, of the server's TCP close after it, of a pong) where a FIN ends the connection at once.
+        transport = self.transport
+        if self.failedByMe:
+            linger(transport, self.gate)
+        elif not abort or self.wasClean:
+            transport.loseConnection()
+        else:
+            close_or_cut(transport)
+
+    def _linger_over(self) -> None:
+        """``closeHandshakeTimeout`` after a failure, and the peer has not ended its side: close now."""
         self.closeHandshakeTimeoutCall = None
-        self.transport.abortConnection()
+        close_or_cut(self.transport)
 
     def _cancel_close_timeout(self) -> None:
         if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves it to fire on a closed leg
