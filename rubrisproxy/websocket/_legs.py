@@ -190,6 +190,8 @@ class _Leg(FramePath):
     closeHandshakeTimeout: float
     version: int
     _timer: BucketTimer  # set per backend by _configured
+    #: Whether a failure's close frame is followed by a linger (see _fin.py), rather than the connection's close.
+    _lingers = False
     #: Pauses reading from the peer (flow control); set when the leg is opened.
     gate: ReadGate | None = None
     _owed_pong: bytes | None = None  # the latest ping of a peer that is not reading, still to answer
@@ -287,9 +289,9 @@ class _Leg(FramePath):
 
     def fail_connection(self, code: int, reason: str) -> None:
         # RFC 6455 7.1.7: a peer that broke the protocol gets the close frame with ``code``, then a FIN, without
-        # waiting for a closing handshake it may never send; what it still sends is read and discarded until it
-        # ends its side (close_transport lingers). Autobahn (failByDrop off) would wait closeHandshakeTimeout, then
-        # reset.
+        # waiting for a closing handshake it may never send; what a client still sends is read and discarded until
+        # it ends its side (close_transport lingers). Autobahn (failByDrop off) would wait closeHandshakeTimeout,
+        # then reset.
         state = self.state
         self.autobahn_fail_connection(code, reason)
         if state == self.STATE_OPEN and self.state == self.STATE_CLOSING:
@@ -305,11 +307,12 @@ class _Leg(FramePath):
                 )
 
     def close_transport(self, abort: bool) -> None:
-        # How Autobahn's drops end the connection (see _fin.py): a failure lingers; a completed closing handshake
-        # closes with a FIN (Autobahn, as a server, would reset on the answer to its own close); so does a timeout
-        # (of a close's answer, of the server's TCP close after it, of a pong) where a FIN ends the connection at once.
+        # How Autobahn's drops end the connection (see _fin.py): a client's failure lingers; a completed closing
+        # handshake closes with a FIN (Autobahn, as a server, would reset on the answer to its own close); so does a
+        # timeout (of a close's answer, of the server's TCP close after it, of a pong) where a FIN ends the connection
+        # at once.
         transport = self.transport
-        if self.failedByMe:
+        if self.failedByMe and self._lingers:
             linger(transport, self.gate)
         elif not abort or self.wasClean:
             transport.loseConnection()
@@ -347,12 +350,15 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     backend's close, so what the backend sent before it still reaches the client, as
     it would directly; so does the TCP close of a client that half-closed without a
     close frame. Meanwhile nothing more from the client is relayed. An invalid close
-    frame is answered at once. A failure's close frame is followed by the TCP close,
-    with no closing handshake awaited (see ``_Leg.fail_connection``).
+    frame is answered at once. A failure's close frame is followed by a FIN, with no
+    closing handshake awaited, and what the client still sends is discarded until it
+    ends its side (see ``_Leg.fail_connection``).
     """
 
     _masked_in = True  # a client masks what it sends; the proxy, as a server, does not
     _to_client = True
+    # A backend leg's failure closes at once instead: its session moves, or closes the client, once it has ended.
+    _lingers = True
 
     #: ("close", code, reason), ("fail", code, reason) or ("fin", None, None) (the client half-closed without a close)
     #: waiting for the backend's close; None when not closing.
