@@ -825,10 +825,11 @@ class AutobahnHooks(_AutobahnProtocol):
     def close_transport(self, abort: bool) -> None:
         """End the transport of a WebSocket Autobahn dropped (its state CLOSED already), as its Twisted adapter
         does: cut (``abort``, a reset) or closed once what was written is sent (a FIN)."""
+        transport: Any = self.transport
         if abort:
-            self.transport.abortConnection()
+            transport.abortConnection()
         else:
-            self.transport.loseConnection()
+            transport.loseConnection()
 
 
 # The reactor's poll, without the call layers around each event

@@ -240,6 +240,19 @@ class ProxyHeaderParserTests(unittest.TestCase):
 OP_TEXT, OP_RESERVED = 0x1, 0x3
 
 
+class _EndingTransport:
+    """Says how it was ended."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def abortConnection(self) -> None:  # noqa: N802 - Twisted's names
+        self.events.append("abort")
+
+    def loseConnection(self) -> None:  # noqa: N802
+        self.events.append("lose")
+
+
 class AutobahnHooksTests(unittest.TestCase):
     """Autobahn still calls the private methods :class:`AutobahnHooks` takes over, when and as the legs rely on."""
 
@@ -290,20 +303,18 @@ class AutobahnHooksTests(unittest.TestCase):
         for abort in (False, True):
             leg, _, _ = open_backend_leg(WebSocketConfig(), Clock())
             calls: list[tuple[bool, int]] = []
-            leg.close_transport = lambda abort, leg=leg: calls.append((abort, leg.state))
+            leg.close_transport = lambda abort, leg=leg, calls=calls: calls.append((abort, leg.state))
             leg.dropConnection(abort=abort)
             self.assertEqual(calls, [(abort, leg.STATE_CLOSED)])  # once, after Autobahn marked it closed
             leg.connectionLost(Failure(ConnectionLost()))
 
     def test_close_transport_by_default_is_autobahns(self) -> None:
         for abort, expected in ((True, ["abort"]), (False, ["lose"])):
-            events: list[str] = []
-            transport = type("T", (), {"abortConnection": lambda self: events.append("abort"),
-                                       "loseConnection": lambda self: events.append("lose")})()
+            transport = _EndingTransport()
             hooks = AutobahnHooks.__new__(AutobahnHooks)
             hooks.transport = transport
             hooks.close_transport(abort)
-            self.assertEqual(events, expected)
+            self.assertEqual(transport.events, expected)
 
     def test_connection_gone_runs_after_autobahns_cleanup_and_on_close(self) -> None:
         clock = Clock()
