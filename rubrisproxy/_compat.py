@@ -797,7 +797,8 @@ class AutobahnHooks(_AutobahnProtocol):
     too big, an invalid close); that calls :meth:`fail_connection`, which a subclass overrides and
     which runs Autobahn's own as :meth:`autobahn_fail_connection`. Autobahn's ``connectionLost``
     (its Twisted adapter) calls ``_connectionLost(reason)``, which cancels its timers and calls
-    ``onClose``; :meth:`connection_gone` runs after it.
+    ``onClose``; :meth:`connection_gone` runs after it. Its ``dropConnection`` ends the transport with
+    ``_closeConnection(abort)`` (its Twisted adapter's), which calls :meth:`close_transport`.
     """
 
     def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
@@ -817,6 +818,18 @@ class AutobahnHooks(_AutobahnProtocol):
 
     def connection_gone(self, reason: Any) -> None:
         """The connection is lost and Autobahn has cancelled its own timers and called ``onClose``."""
+
+    def _closeConnection(self, abort: bool = False) -> None:  # noqa: N802 - Autobahn's name
+        self.close_transport(abort)
+
+    def close_transport(self, abort: bool) -> None:
+        """End the transport of a WebSocket Autobahn dropped (its state CLOSED already), as its Twisted adapter
+        does: cut (``abort``, a reset) or closed once what was written is sent (a FIN)."""
+        transport: Any = self.transport
+        if abort:
+            transport.abortConnection()
+        else:
+            transport.loseConnection()
 
 
 # The reactor's poll, without the call layers around each event

@@ -240,15 +240,31 @@ class ProxyHeaderParserTests(unittest.TestCase):
 OP_TEXT, OP_RESERVED = 0x1, 0x3
 
 
+class _EndingTransport:
+    """Says how it was ended."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def abortConnection(self) -> None:  # noqa: N802 - Twisted's names
+        self.events.append("abort")
+
+    def loseConnection(self) -> None:  # noqa: N802
+        self.events.append("lose")
+
+
 class AutobahnHooksTests(unittest.TestCase):
     """Autobahn still calls the private methods :class:`AutobahnHooks` takes over, when and as the legs rely on."""
 
     def test_the_private_names_exist_with_the_signatures_overridden(self) -> None:
         self.assertEqual(list(inspect.signature(WebSocketProtocol._fail_connection).parameters), ["self", "code", "reason"])
         self.assertEqual(list(inspect.signature(WebSocketProtocol._connectionLost).parameters), ["self", "reason"])
+        adapter = twisted_websocket.WebSocketAdapterProtocol._closeConnection
+        self.assertEqual(list(inspect.signature(adapter).parameters), ["self", "abort"])
 
     def test_our_names_shadow_nothing_of_autobahns(self) -> None:
-        ours = {name for name in vars(AutobahnHooks) if not name.startswith("__")} - {"_fail_connection", "_connectionLost"}
+        ours = {name for name in vars(AutobahnHooks) if not name.startswith("__")} - {
+            "_fail_connection", "_connectionLost", "_closeConnection"}
         for base in (WebSocketServerProtocol, WebSocketClientProtocol):
             self.assertEqual([name for name in ours if hasattr(base, name)], [], base)
 
@@ -276,6 +292,29 @@ class AutobahnHooksTests(unittest.TestCase):
         ((opcode, payload),) = parse_frames(origin.transport.value())
         self.assertEqual((opcode, payload), (0x8, (1009).to_bytes(2, "big") + b"too big"))
         leg.connectionLost(Failure(ConnectionLost()))
+
+    def test_autobahns_close_connection_only_aborts_or_loses_as_close_transport_does(self) -> None:
+        source = inspect.getsource(twisted_websocket.WebSocketAdapterProtocol._closeConnection)
+        tree = ast.parse(inspect.cleandoc("\n" + source))
+        calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        self.assertEqual(calls, {"hasattr", "self.transport.abortConnection", "self.transport.loseConnection"})
+
+    def test_drop_connection_ends_the_transport_through_close_transport(self) -> None:
+        for abort in (False, True):
+            leg, _, _ = open_backend_leg(WebSocketConfig(), Clock())
+            calls: list[tuple[bool, int]] = []
+            leg.close_transport = lambda abort, leg=leg, calls=calls: calls.append((abort, leg.state))
+            leg.dropConnection(abort=abort)
+            self.assertEqual(calls, [(abort, leg.STATE_CLOSED)])  # once, after Autobahn marked it closed
+            leg.connectionLost(Failure(ConnectionLost()))
+
+    def test_close_transport_by_default_is_autobahns(self) -> None:
+        for abort, expected in ((True, ["abort"]), (False, ["lose"])):
+            transport = _EndingTransport()
+            hooks = AutobahnHooks.__new__(AutobahnHooks)
+            hooks.transport = transport
+            hooks.close_transport(abort)
+            self.assertEqual(transport.events, expected)
 
     def test_connection_gone_runs_after_autobahns_cleanup_and_on_close(self) -> None:
         clock = Clock()

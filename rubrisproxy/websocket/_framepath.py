@@ -68,6 +68,8 @@ class FramePath(AutobahnHooks):
             if waiting:
                 self._tail = data
                 return
+        elif self.state == self.STATE_CLOSED:
+            return  # a closed leg lingering (see _fin.py): what the peer still sends is discarded
         super().dataReceived(data)
 
     def _pass(self, data: bytes, target: FramePath) -> tuple[int, bool]:

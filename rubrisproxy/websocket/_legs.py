@@ -57,6 +57,7 @@ from .._compat import (
 from ..config import WebSocketConfig
 from ..flow import ReadGate
 from ..lifecycle import Termination
+from ._fin import close_or_cut, linger
 from ._framepath import FramePath
 from ._handshake import accept_key
 from ._outbox import Outbox
@@ -189,6 +190,8 @@ class _Leg(FramePath):
     closeHandshakeTimeout: float
     version: int
     _timer: BucketTimer  # set per backend by _configured
+    #: Whether a failure's close frame is followed by a linger (see _fin.py), rather than the connection's close.
+    _lingers = False
     #: Pauses reading from the peer (flow control); set when the leg is opened.
     gate: ReadGate | None = None
     _owed_pong: bytes | None = None  # the latest ping of a peer that is not reading, still to answer
@@ -285,9 +288,10 @@ class _Leg(FramePath):
         self.message_data = None  # type: ignore[assignment]  # as Autobahn's own does
 
     def fail_connection(self, code: int, reason: str) -> None:
-        # RFC 6455 7.1.7: a peer that broke the protocol gets the close frame with ``code``, then its TCP
-        # connection is closed (a FIN once the frame is flushed), without waiting for a closing handshake
-        # it may never send. Autobahn (failByDrop off) would wait closeHandshakeTimeout, then reset.
+        # RFC 6455 7.1.7: a peer that broke the protocol gets the close frame with ``code``, then a FIN, without
+        # waiting for a closing handshake it may never send; what a client still sends is read and discarded until
+        # it ends its side (close_transport lingers). Autobahn (failByDrop off) would wait closeHandshakeTimeout,
+        # then reset.
         state = self.state
         self.autobahn_fail_connection(code, reason)
         if state == self.STATE_OPEN and self.state == self.STATE_CLOSING:
@@ -297,14 +301,28 @@ class _Leg(FramePath):
         if state != self.STATE_CLOSED and self.state == self.STATE_CLOSED:  # also an error while closing
             self._cancel_close_timeout()
             if self.closeHandshakeTimeout > 0:
-                # A peer that does not read would keep the unflushed close, and its connection, forever.
+                # A peer that does not end its side, or does not even read the close, is not waited for forever.
                 self.closeHandshakeTimeoutCall = self._timer.call_later(
-                    self.closeHandshakeTimeout, self._abort_unflushed,
+                    self.closeHandshakeTimeout, self._linger_over,
                 )
 
-    def _abort_unflushed(self) -> None:
+    def close_transport(self, abort: bool) -> None:
+        # How Autobahn's drops end the connection (see _fin.py): a client's failure lingers; a completed closing
+        # handshake closes with a FIN (Autobahn, as a server, would reset on the answer to its own close); so does a
+        # timeout (of a close's answer, of the server's TCP close after it, of a pong) where a FIN ends the connection
+        # at once.
+        transport = self.transport
+        if self.failedByMe and self._lingers:
+            linger(transport, self.gate)
+        elif not abort or self.wasClean:
+            transport.loseConnection()
+        else:
+            close_or_cut(transport)
+
+    def _linger_over(self) -> None:
+        """``closeHandshakeTimeout`` after a failure, and the peer has not ended its side: close now."""
         self.closeHandshakeTimeoutCall = None
-        self.transport.abortConnection()
+        close_or_cut(self.transport)
 
     def _cancel_close_timeout(self) -> None:
         if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves it to fire on a closed leg
@@ -332,12 +350,15 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
     backend's close, so what the backend sent before it still reaches the client, as
     it would directly; so does the TCP close of a client that half-closed without a
     close frame. Meanwhile nothing more from the client is relayed. An invalid close
-    frame is answered at once. A failure's close frame is followed by the TCP close,
-    with no closing handshake awaited (see ``_Leg.fail_connection``).
+    frame is answered at once. A failure's close frame is followed by a FIN, with no
+    closing handshake awaited, and what the client still sends is discarded until it
+    ends its side (see ``_Leg.fail_connection``).
     """
 
     _masked_in = True  # a client masks what it sends; the proxy, as a server, does not
     _to_client = True
+    # A backend leg's failure closes at once instead: its session moves, or closes the client, once it has ended.
+    _lingers = True
 
     #: ("close", code, reason), ("fail", code, reason) or ("fin", None, None) (the client half-closed without a close)
     #: waiting for the backend's close; None when not closing.

@@ -12,6 +12,7 @@ from ..deadline import Deadline
 from ..flow import backed_up, half_close
 from ..lifecycle import Termination
 from ._closes import TAIL, tunnel_termination
+from ._fin import close_or_cut
 from ._tunnel_moving import TunnelMoving
 
 if TYPE_CHECKING:
@@ -31,7 +32,8 @@ class Tunnel(TunnelMoving):
     Each side's transport is the other's streaming producer, so a slow reader
     pauses the other side's reads and nothing queues without bound. A half-close
     is passed on; ``timeout tunnel`` is the inactivity limit, shortened to
-    ``client-fin`` / ``server-fin`` once a side has half-closed. A live upgrade moves it
+    ``client-fin`` / ``server-fin`` once a side has half-closed (then each connection is closed with a FIN where
+    that ends it at once, else cut). A live upgrade moves it
     (:class:`~rubrisproxy.websocket._tunnel_moving.TunnelMoving`). A WebSocket's end is logged as session mode
     logs it, told from the end of each side's last read (see :mod:`~rubrisproxy.websocket._closes`).
     """
@@ -153,7 +155,10 @@ class Tunnel(TunnelMoving):
     # Ending
 
     def _idle(self) -> None:
-        self.abort()
+        # Nothing moved either way for the limit: each connection ends with a FIN, not a reset (see _fin.py), where
+        # that ends it at once; one holding bytes its peer has not read is cut.
+        close_or_cut(self._client.transport)
+        close_or_cut(self._origin.transport)
         self._end(Termination.IDLE_TIMEOUT)
 
     def _close_both(self) -> None:
