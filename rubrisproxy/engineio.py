@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
 OPEN, CLOSE, PING, PONG, MESSAGE = 0x30, 0x31, 0x32, 0x33, 0x34  # "0" .. "4"
@@ -24,6 +25,12 @@ OPEN_LIMIT = 4096
 MAX_NAMESPACES, MAX_CONNECT = 64, 64 << 10
 #: Ack ids longer than this many digits are not read (a JavaScript client's ids stay far below).
 _ACK_DIGITS = 15
+# A Socket.IO packet's head after the Engine.IO "4": its type; a binary one's attachment count and "-"; a namespace
+# up to its "," (a namespace without one runs to the end, and no ack id follows it); the ack id's digits, one more
+# than are read (an id that long is not one).
+_NAMESPACE_AND_ACK = rb"(?:(/[^,]*)(?:,|\Z))?([0-9]{1,%d})?" % (_ACK_DIGITS + 1)
+_HEAD = re.compile(rb"4[0-4]" + _NAMESPACE_AND_ACK, re.DOTALL)
+_BINARY_HEAD = re.compile(rb"4[56][0-9]{1,11}-" + _NAMESPACE_AND_ACK, re.DOTALL)
 _EIO = re.compile(rb"[?&]EIO=(\d+)")
 _SID = re.compile(rb"[?&]sid=([^&#]+)")
 _DECODER = json.JSONDecoder()
@@ -40,13 +47,16 @@ class OpenPacket:
     ping_timeout: float
 
 
-@dataclass(frozen=True, slots=True)
-class SocketIOPacket:
-    """The head of a Socket.IO packet: its type (a byte of ``0``-``6``), namespace and ack id (None: none)."""
+class SocketIOPacket(NamedTuple):
+    """The head of a Socket.IO packet: its type (a byte of ``0``-``6``), namespace and ack id (None: none). A tuple,
+    made in C for each message a Socket.IO session passes."""
 
     kind: int
     namespace: bytes
     ack: int | None
+
+
+_new_tuple = tuple.__new__  # a SocketIOPacket made in C, every field given in order (its own __new__ is a Python call)
 
 
 def version(target: bytes) -> int | None:
@@ -164,26 +174,18 @@ def socketio_packet(payload: bytes) -> SocketIOPacket | None:
     ``4<type>[<attachments>-][/<namespace>,][<ack id>]<data>``: v5 and v4 of Socket.IO alike (v4's namespace
     may carry a query, ``/chat?x=1``, which is not part of its name).
     """
-    if len(payload) < 2 or payload[0] != MESSAGE or not 0x30 <= payload[1] <= 0x36:
+    if len(payload) < 2 or payload[0] != MESSAGE:
         return None
     kind = payload[1]
-    at = 2
-    if kind == BINARY_EVENT or kind == BINARY_ACK:
-        dash = payload.find(b"-", at, at + 12)
-        if dash < 0 or not payload[at:dash].isdigit():
-            return None
-        at = dash + 1
-    namespace = DEFAULT_NAMESPACE
-    if payload[at:at + 1] == b"/":
-        comma = payload.find(b",", at)
-        end = comma if comma >= 0 else len(payload)
-        namespace = payload[at:end].partition(b"?")[0]
-        at = end + 1
-    digits = at
-    while digits < len(payload) and digits - at <= _ACK_DIGITS and 0x30 <= payload[digits] <= 0x39:
-        digits += 1
-    ack = int(payload[at:digits]) if at < digits <= at + _ACK_DIGITS else None
-    return SocketIOPacket(kind, namespace, ack)
+    found = (_BINARY_HEAD if kind == BINARY_EVENT or kind == BINARY_ACK else _HEAD).match(payload)
+    if found is None:
+        return None
+    namespace, ack = found.group(1, 2)
+    if namespace is None:
+        namespace = DEFAULT_NAMESPACE
+    elif b"?" in namespace:
+        namespace = namespace.partition(b"?")[0]
+    return _new_tuple(SocketIOPacket, (kind, namespace, int(ack) if ack is not None and len(ack) <= _ACK_DIGITS else None))
 
 
 def session_version(setting: str, target: bytes) -> int | None:

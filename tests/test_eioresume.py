@@ -74,14 +74,23 @@ class SocketIOPacketTests(SynchronousTestCase):
             b'461-9[{"_placeholder":true,"num":0}]': SocketIOPacket(ord("6"), b"/", 9),
             b"41/chat,": SocketIOPacket(ord("1"), b"/chat", None),
             b'44{"message":"no"}': SocketIOPacket(ord("4"), b"/", None),
+            b'42123-["ev"]': SocketIOPacket(ord("2"), b"/", 123),  # a dash is data unless the packet is binary
+            b"4512345678901-[]": SocketIOPacket(ord("5"), b"/", None),  # 11 digits of attachments at most
+            b"42/chat?x=1,5[]": SocketIOPacket(ord("2"), b"/chat", 5),
+            b"42/chat5": SocketIOPacket(ord("2"), b"/chat5", None),  # no comma: all namespace, no ack id
+            b"42" + b"9" * 15 + b"[]": SocketIOPacket(ord("2"), b"/", 999_999_999_999_999),  # the longest ack id read
+            b"42/a,\n9": SocketIOPacket(ord("2"), b"/a", None),
+            b"42/\n,9": SocketIOPacket(ord("2"), b"/\n", 9),
         }
         for payload, head in cases.items():
             self.assertEqual(socketio_packet(payload), head, payload)
 
     def test_hostile(self) -> None:
-        for payload in (b"", b"4", b"4x", b"47", b"2", b"45", b"45-", b"45x-[]", b"4" + b"5" * 40, b"\xff\xff"):
+        for payload in (b"", b"4", b"4x", b"47", b"2", b"45", b"45-", b"45x-[]", b"4" + b"5" * 40, b"\xff\xff",
+                        b"451a-[]", b"45123456789012-[]", b"4612345678901[]"):
             self.assertIsNone(socketio_packet(payload), payload)
         self.assertEqual(socketio_packet(b"42" + b"9" * 30 + b"[]"), SocketIOPacket(ord("2"), b"/", None))
+        self.assertEqual(socketio_packet(b"42" + b"9" * 16 + b"[]"), SocketIOPacket(ord("2"), b"/", None))
         huge = b'42/chat,["ev","' + b"x" * (4 << 20) + b'"]'
         self.assertEqual(socketio_packet(huge), SocketIOPacket(ord("2"), b"/chat", None))
 
