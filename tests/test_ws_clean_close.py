@@ -16,6 +16,7 @@ import shutil
 import socket
 import struct
 import sys
+import time
 from typing import Any, cast
 
 from twisted.internet import threads
@@ -238,6 +239,44 @@ class SessionCloseTests(CleanCloseCase):
             await self.settle(self.frontend)
             self.assertEqual(self.access_log.entries[-1].termination, "protocol-error")
         return Deferred.fromCoroutine(check())
+
+
+class HeldFailureTests(ProxyTestCase):
+    """A client's protocol error waits for the backend's close before the client is answered: meanwhile nothing more
+    is read from the client (it is not parsed, and would be held in memory)."""
+
+    def test_the_rest_of_a_frame_too_big_is_not_held_while_the_backend_closes(self) -> Deferred[None]:
+        async def check() -> None:
+            server = RawBackend()
+            self.addCleanup(server.close)
+            self.frontend = self.start_proxy(server.port, websocket=WebSocketConfig(
+                mode="session", client_ping_interval=0, backend_ping_interval=0, resume=False,
+                max_frame_size=1024, max_message_size=1024, close_handshake_timeout=30.0))
+            accepted = in_thread(server.serve)
+            client = cast(Peer, await in_thread(connect_client, self.proxy_port))
+            self.addCleanup(client.close)
+            backend = cast(Peer, await accepted)
+            self.addCleanup(backend.close)
+            sent = await in_thread(self.send_for, client.sock, 1.5)
+            # The backend is asked to close (its close is not answered here): the client's bytes are not read.
+            code, _ = await in_thread(backend.until_close)
+            self.assertEqual(code, 1001)  # the client went away, as far as the backend is told
+            self.assertLess(sent, 24 << 20)  # socket buffers, not the 64 MiB offered
+        return Deferred.fromCoroutine(check())
+
+    @staticmethod
+    def send_for(sock: socket.socket, seconds: float) -> int:
+        """A binary frame of 1 GiB begun (masked), and as much of its payload as the proxy takes in ``seconds``."""
+        sock.sendall(bytes([0x82, 0xFF]) + struct.pack("!Q", 1 << 30) + b"\x01\x02\x03\x04")
+        sock.settimeout(0.05)
+        chunk, sent, until = b"x" * (1 << 20), 0, time.monotonic() + seconds
+        while time.monotonic() < until and sent < 64 << 20:
+            try:
+                sent += sock.send(chunk)
+            except (BlockingIOError, TimeoutError):
+                continue
+        sock.settimeout(GUARD)
+        return sent
 
 
 class BackendLegCloseTests(ProxyTestCase):

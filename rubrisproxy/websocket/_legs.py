@@ -70,6 +70,8 @@ if TYPE_CHECKING:
 
 _CLOSE_OPCODE = 8
 _RFC6455 = 13  # the Sec-WebSocket-Version of every client handshake a leg answers (check_upgrade)
+#: Why a client leg's reading is paused once it broke the protocol, until its close frame's linger reads again.
+FAILED = "failed"
 #: The loss of a backend leg put aside at its end of stream (see BackendLeg.ended).
 _END_OF_STREAM = Failure(ConnectionDone())
 #: Unsent bytes to a peer beyond which its pings are not answered at once (Twisted's own buffer size).
@@ -430,6 +432,10 @@ class ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]  # Autobah
         if self.state == self.STATE_OPEN:
             if self.held is None and self.session.backend_open and not self._immediate:
                 self.held = ("fail", code, reason)
+                if self.gate is not None:
+                    # Nothing after a protocol error is parsed, and Autobahn would hold all of it (the rest of a
+                    # frame too big) until the backend's close comes: not read until the close frame's linger.
+                    self.gate.pause(FAILED)
                 self.session.client_failed(code, reason)
                 return
             if self.held is not None and not self._immediate:
