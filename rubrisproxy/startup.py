@@ -3,6 +3,7 @@ start fails, to a daemonizing twistd's parent."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
@@ -107,20 +108,16 @@ class StartFailureReported(service.MultiService):
         child.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except SystemExit as e:
-            self._report(e)
-            raise
+        self._reported(super().privilegedStartService)
 
     def startService(self) -> None:
-        try:
-            super().startService()
-        except SystemExit as e:
-            self._report(e)
-            raise
+        self._reported(super().startService)
 
-    def _report(self, exit: SystemExit) -> None:
-        Pidfile(self.twistd_options).hide()  # removed, as twistd removes it when a start raises an Exception
-        # the parent prints at most 100 bytes, after "An error has occurred:"
-        report_start_failure(self.twistd_options, str(exit.code).removeprefix("rubrisproxy: "))
+    def _reported(self, start: Callable[[], None]) -> None:
+        try:
+            start()
+        except SystemExit as e:
+            Pidfile(self.twistd_options).hide()  # removed, as twistd removes it when a start raises an Exception
+            # the parent prints at most 100 bytes, after "An error has occurred:"
+            report_start_failure(self.twistd_options, str(e.code).removeprefix("rubrisproxy: "))
+            raise
