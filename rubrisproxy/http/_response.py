@@ -119,20 +119,15 @@ _NO_HANDLER: ResponseHandler = _NoHandler()
 
 
 class _Trailers(list[tuple[bytes, bytes]]):
-    """Where a response's trailer fields go once its head is read: dropped (the body is re-framed), at most
-    :data:`MAX_RESPONSE_HEAD` bytes of them per response (an origin sending trailer lines without end would grow
-    the proxy). One per parser, always empty: no list is made per response for them."""
+    """Where a response's trailer fields go once its head is read: nowhere (the body is re-framed). One per parser,
+    always empty: no list is made per response for them. What bounds them is :meth:`ResponseParser.feed`'s count of
+    the trailer section's bytes (:data:`MAX_RESPONSE_HEAD`): an origin sending trailer lines, or one line, without end
+    would grow the proxy."""
 
-    __slots__ = ("size",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.size = 0
+    __slots__ = ()
 
     def append(self, field: tuple[bytes, bytes]) -> None:
-        self.size += len(field[0]) + len(field[1])
-        if self.size > MAX_RESPONSE_HEAD:
-            raise HTTPError(502, f"origin response trailers over {MAX_RESPONSE_HEAD} bytes")
+        pass
 
 
 class _Overrun(Exception):
@@ -161,6 +156,11 @@ class ResponseParser:
     for: it is never reported, and sets ``overrun`` (the connection is not reusable).
     The end of a response is reported only once llhttp is done with the read that held
     it, so that nothing the handler does then (reusing the connection) meets those bytes.
+
+    A chunked body is complete at its last chunk: the trailer section after it is dropped (the body is re-framed), so
+    one llhttp refuses (or one past :data:`MAX_RESPONSE_HEAD`) ends the response there, reported complete but not
+    reusable, ``overrun`` set and ``trailer_error`` saying why; an error in the chunks themselves leaves the body
+    unknown: a 502 (:class:`HTTPError`) as ever.
     """
 
     def __init__(self) -> None:
@@ -170,8 +170,13 @@ class ResponseParser:
         self._upgrade = False
         self._llhttp_stopped = False  # llhttp raised: it takes no more bytes
         self._end_due = False  # complete, its end not yet reported
-        self.overrun = False  # bytes came after a complete response
+        self.overrun = False  # bytes came after a complete response, or a trailer section was refused
+        self.trailer_error = ""  # why the last trailer section it refused was refused
         self._trailers = _Trailers()  # what takes the fields after each response's head
+        # The trailer section's bytes read so far, to bound it: None but from a chunk's line to its data (a response's
+        # start, each chunk's data reset it); -1 until the end of the read the line ended in (not counted). A chunk with
+        # data can be malformed only after its data: llhttp failing while it is not None failed in the trailer section.
+        self._trailer_bytes: int | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -202,7 +207,7 @@ class ResponseParser:
         self._handler = handler
         self._head_request = method == b"HEAD"
         self._upgrade = upgrade
-        self._trailers.size = 0
+        self._trailer_bytes = None
         self._reset()
 
     def redirect(self, handler: ResponseHandler) -> None:
@@ -229,6 +234,8 @@ class ResponseParser:
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_RESPONSE_HEAD:
                     raise HTTPError(502, f"origin response head over {MAX_RESPONSE_HEAD} bytes")
+            elif (counted := self._trailer_bytes) is not None:
+                self._count_trailer(counted, len(data))
         if self._end_due:
             self._end_due = False
             if self.overrun:
@@ -237,18 +244,39 @@ class ResponseParser:
             handler.response_end()
 
     def _failed(self, e: httptools.HttpParserError) -> None:
-        """llhttp refused what it was fed: fine after a complete response (``overrun``), else a 502 (or the error a
-        callback raised)."""
+        """llhttp refused what it was fed: fine after a complete response (``overrun``), or in the trailer section after
+        its last chunk (see the class); else a 502 (or the error a callback raised)."""
         self._llhttp_stopped = True
         if self.complete:
             # What follows a complete response stopped llhttp (or broke it: data after a
             # `Connection: close` response, say); the response itself stands.
             self.overrun = True
             return
+        reason = str(e)
         if isinstance(e, httptools.HttpParserCallbackError):
             if e.__context__ is not None:
-                raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
+                if not isinstance(e.__context__, HTTPError) or self._trailer_bytes is None:
+                    raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
+                reason = str(e.__context__)
+        if self._trailer_bytes is not None:
+            self._trailers_refused(reason)
+            return
         raise HTTPError(502, f"invalid response from origin: {e}") from None
+
+    def _count_trailer(self, counted: int, size: int) -> None:
+        """A read of ``size`` bytes ended in the trailer section (or just past a chunk's line: see ``_trailer_bytes``,
+        ``counted``); bound it."""
+        self._trailer_bytes = counted = counted + size if counted >= 0 else 0
+        if counted > MAX_RESPONSE_HEAD:
+            self._llhttp_stopped = True  # it stops mid-response
+            self._trailers_refused(f"trailer section over {MAX_RESPONSE_HEAD} bytes")
+
+    def _trailers_refused(self, reason: str) -> None:
+        """The body is complete, its trailer section is not: the response ends (it is re-framed without trailers),
+        its connection is not reused."""
+        self.trailer_error = reason
+        self.overrun = True
+        self._finish(reusable=False)
 
     def connection_closed(self) -> bool:
         """The origin closed; True if that ended the response properly."""
@@ -272,7 +300,7 @@ class ResponseParser:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))  # after the head: trailers, counted and dropped (_Trailers)
+        self._headers.append((name, value))  # after the head: trailers, dropped (_Trailers)
 
     def on_headers_complete(self) -> None:  # noqa: C901, PLR0912 - one pass over a response's headers, no helper calls
         parser = self._parser
@@ -337,9 +365,13 @@ class ResponseParser:
         if status != 101:
             self._handler.response_interim(_interim_head(status, reason, version, headers))
 
+    def on_chunk_header(self) -> None:
+        self._trailer_bytes = -1
+
     def on_body(self, data: bytes) -> None:
         if self.complete:
             raise _Overrun  # a body for a HEAD request: never relayed
+        self._trailer_bytes = None
         self._handler.response_body(data)
 
     def on_message_complete(self) -> None:

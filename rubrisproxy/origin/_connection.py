@@ -263,6 +263,14 @@ class OriginConnection(Protocol):
             self._deadline.set(self.server_timeout)  # still answering: it made progress
 
     def _unsolicited(self) -> None:
+        trailer_error = self.parser.trailer_error
+        if trailer_error:
+            self.log.warn(
+                "{server} ended a chunked body with a bad trailer section ({error}); the response was relayed without"
+                " it, and the connection is closed",
+                server=self.server, error=trailer_error,
+            )
+            return
         self.log.warn(
             "{server} sent bytes after its complete response; they were not relayed and its connection is closed",
             server=self.server,
