@@ -223,10 +223,7 @@ class ResponseParser:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            if self.switched is None:
-                raise HTTPError(502, "origin switched protocols unasked") from None
-            self.complete = True
-            self._handler.response_upgraded(self.switched, data[upgrade.args[0]:])
+            self._upgraded(data[upgrade.args[0]:])
         except httptools.HttpParserError as e:
             self._failed(e)
         else:
@@ -242,6 +239,13 @@ class ResponseParser:
                 self.reusable = False
             handler, self._handler = self._handler, _NO_HANDLER  # else an idle connection would keep it alive
             handler.response_end()
+
+    def _upgraded(self, rest: bytes) -> None:
+        """llhttp stopped at a 101: the request's answer, with ``rest`` after it, if it asked for an upgrade."""
+        if self.switched is None:
+            raise HTTPError(502, "origin switched protocols unasked") from None  # not the llhttp exception being handled
+        self.complete = True
+        self._handler.response_upgraded(self.switched, rest)
 
     def _failed(self, e: httptools.HttpParserError) -> None:
         """llhttp refused what it was fed: fine after a complete response (``overrun``), or in the trailer section after
