@@ -223,3 +223,17 @@ class RealClientTests(ProxyTestCase):
         got = yield deferToThread(fetch)
         self.assertEqual(got, [(200, b"ok"), (200, b"ok"), (200, b"next")])
         yield run_reactor_for(1)
+
+
+class RequestTrailerTests(ProxyTestCase):
+    """A client's chunked request whose trailer section does not end: refused once past the header size limit (one
+    endless trailer line used to grow the proxy, quadratically in time: llhttp keeps a field until its end)."""
+
+    @defer.inlineCallbacks
+    def test_an_endless_trailer_line_is_refused(self):  # type: ignore[no-untyped-def]
+        self.start_proxy(self.start_web_origin())
+        client = yield self.connect()
+        client.send(b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: ")
+        client.send(b"a" * (1 << 20))
+        received = yield client.closed
+        self.assertTrue(received.startswith(b"HTTP/1.1 431 "), received[:200])

@@ -154,6 +154,9 @@ class RequestParser:
         self._body_bytes = 0
         self._body_left = -1  # a Content-Length body's bytes still to come; -1 for a chunked one
         self._url_complete = False
+        # The trailer section's bytes parsed so far, to bound it (llhttp keeps a field until its end): as in
+        # ResponseParser, None but from a chunk's line to its data, -1 until the end of the slice the line ended in.
+        self._trailer_bytes: int | None = None
 
     def close(self) -> None:
         """Let go of llhttp, whose callbacks are this parser's methods: the cycle would wait for the GC."""
@@ -219,6 +222,10 @@ class RequestParser:
                     if not self._headers and not self._url_complete:
                         raise HTTPError(414, "request line too long")
                     raise HTTPError(431, "request head too large")
+            elif (counted := self._trailer_bytes) is not None:
+                self._trailer_bytes = counted = counted + len(piece) if counted >= 0 else 0
+                if counted > self._max_header_size:
+                    raise HTTPError(431, f"trailer section larger than {self._max_header_size} bytes")
         return b""
 
     # llhttp callbacks (called from inside feed_data)
@@ -322,7 +329,11 @@ class RequestParser:
         lines.append(b"\r\n")
         return b"".join(lines)
 
+    def on_chunk_header(self) -> None:
+        self._trailer_bytes = -1
+
     def on_body(self, data: bytes) -> None:
+        self._trailer_bytes = None
         self._body_bytes += len(data)
         if self._body_left > 0:
             self._body_left -= len(data)
