@@ -53,14 +53,15 @@ class RequestHead:
     """
 
     __slots__ = (
-        "method", "target", "version", "headers", "forward", "host", "content_length",
+        "method", "target", "version", "sent_version", "headers", "forward", "host", "content_length",
         "chunked", "expect_continue", "upgrade", "connection", "has_body", "resolved", "size",
     )
 
     def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers) -> None:
         self.method = method
         self.target = target
-        self.version = version  # b"1.1" or b"1.0"
+        self.version = version  # b"1.1" or b"1.0" (b"2.0" for an HTTP/2 stream's)
+        self.sent_version = version  # as the client wrote it (the access log's): b"1.2" for an HTTP/1.2 request
         self.headers = headers
         self.forward: Headers = []
         self.host: bytes | None = None
@@ -252,10 +253,13 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:  # noqa: C901, PLR0912, PLR0915 - one pass over a request's headers, no helper calls
         parser = self._parser
-        version = _VERSIONS.get(parser.get_http_version())
+        sent = parser.get_http_version()
+        version = _VERSIONS.get(sent)
         if version is None:
-            raise HTTPError(505, f"HTTP/{parser.get_http_version()} is not supported")
+            raise HTTPError(505, f"HTTP/{sent} is not supported")
         head = RequestHead(parser.get_method(), self._url, version, self._headers)
+        if sent != "1.1" and version == b"1.1":  # a later HTTP/1.x, served as 1.1
+            head.sent_version = sent.encode()
         head.size = len(head.method) + len(self._url) + 14 + self._header_bytes  # "M T HTTP/1.1\r\n...\r\n"
         hosts = 0
         drop = self._drop
@@ -324,7 +328,7 @@ class RequestParser:
         head, self._handler = skipped
         self._skipped = None
         self._parser = _llhttp(self)
-        lines = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.version)]
+        lines = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.sent_version)]
         lines.extend(b"%s: %s\r\n" % pair for pair in head.headers if pair[0].lower() != b"upgrade")
         lines.append(b"\r\n")
         return b"".join(lines)
