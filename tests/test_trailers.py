@@ -18,11 +18,14 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from rubrisproxy.http import HTTPError, ResponseParser
 from rubrisproxy.lifecycle import Termination
 
 from .helpers import ProxyTestCase, get, run_reactor_for
+from .test_origin_desync import _Recorder
 
 HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 BODY = b"2\r\nok\r\n"
@@ -237,3 +240,34 @@ class RequestTrailerTests(ProxyTestCase):
         client.send(b"a" * (1 << 20))
         received = yield client.closed
         self.assertTrue(received.startswith(b"HTTP/1.1 431 "), received[:200])
+
+
+class TrailerCountTests(SynchronousTestCase):
+    """Only the trailer section is counted: reads ending just past a chunk's line (its data to come) are not."""
+
+    def test_reads_ending_at_chunk_lines_are_not_trailer_bytes(self) -> None:
+        parser, recorder = ResponseParser(), _Recorder()
+        parser.start(recorder, b"GET")
+        parser.feed(HEAD + b"400\r\n")
+        data = b"d" * 1024
+        for _ in range(200):  # 200 KiB of data, each read ending just past the next chunk's line
+            parser.feed(data + b"\r\n400\r\n")
+        parser.feed(data + b"\r\n")
+        for _ in range(200):  # and each line in a read of its own
+            parser.feed(b"400\r\n")
+            parser.feed(data + b"\r\n")
+        parser.feed(b"0\r\n")
+        parser.feed(b"X-T: " + b"t" * 60000 + b"\r\n")
+        parser.feed(b"\r\n")
+        self.assertEqual(recorder.events[-1], ("end",))
+        self.assertEqual((parser.complete, parser.reusable, parser.trailer_error), (True, True, ""))
+
+    def test_a_malformed_chunk_after_the_first_is_still_a_502(self) -> None:
+        for tail in (b"2\r\nokXX0\r\n\r\n", b"zz\r\nok\r\n0\r\n\r\n", b"0;e\x01=1\r\n\r\n"):
+            parser = ResponseParser()
+            parser.start(_Recorder(), b"GET")
+            parser.feed(HEAD + BODY)
+            with self.assertRaises(HTTPError) as caught:
+                parser.feed(tail)
+            self.assertEqual(caught.exception.status, 502, tail)
+            self.assertEqual(parser.trailer_error, "")
