@@ -21,7 +21,7 @@ from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublish
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from rubrisproxy.http import HTTPError, ResponseParser
+from rubrisproxy.http import HTTPError, RequestParser, ResponseParser
 from rubrisproxy.lifecycle import Termination
 
 from .helpers import ProxyTestCase, get, run_reactor_for
@@ -271,3 +271,18 @@ class TrailerCountTests(SynchronousTestCase):
                 parser.feed(tail)
             self.assertEqual(caught.exception.status, 502, tail)
             self.assertEqual(parser.trailer_error, "")
+
+    def test_requests_after_a_chunked_one_are_not_trailer_bytes(self) -> None:
+        ended = []
+
+        class Handler:
+            def request_head(self, head: object) -> None: ...
+            def request_body(self, data: bytes) -> None: ...
+            def request_end(self) -> None:
+                ended.append(True)
+            def request_upgraded(self, rest: bytes) -> None: ...
+
+        parser = RequestParser(Handler())
+        parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * 2000)  # 58 KB, past the header size limit
+        self.assertEqual(len(ended), 2001)

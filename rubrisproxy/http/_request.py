@@ -15,6 +15,7 @@ from typing import Protocol
 import httptools
 
 from ..config import Limits
+from ._chunks import DATA, new_mark, trailer_bytes
 from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 from ._target import Target, valid_host
@@ -129,6 +130,8 @@ class RequestParser:
         self._max_headers = limits.max_headers
         self._max_body_size = limits.max_body_size
         self._drop = _dropped(drop)
+        self._chunk = new_mark()  # where llhttp is in a chunked body (see _chunks): llhttp clears it at each chunk's line
+        self.on_chunk_header = self._chunk.clear
         self._parser = _llhttp(self)
         #: Set by the handler to stop parsing between two slices: :meth:`feed` returns what it left.
         self.held = False
@@ -155,9 +158,6 @@ class RequestParser:
         self._body_bytes = 0
         self._body_left = -1  # a Content-Length body's bytes still to come; -1 for a chunked one
         self._url_complete = False
-        # The trailer section's bytes parsed so far, to bound it (llhttp keeps a field until its end): as in
-        # ResponseParser, None but from a chunk's line to its data, -1 until the end of the slice the line ended in.
-        self._trailer_bytes: int | None = None
 
     def close(self) -> None:
         """Let go of llhttp, whose callbacks are this parser's methods: the cycle would wait for the GC."""
@@ -223,10 +223,9 @@ class RequestParser:
                     if not self._headers and not self._url_complete:
                         raise HTTPError(414, "request line too long")
                     raise HTTPError(431, "request head too large")
-            elif (counted := self._trailer_bytes) is not None:
-                self._trailer_bytes = counted = counted + len(piece) if counted >= 0 else 0
-                if counted > self._max_header_size:
-                    raise HTTPError(431, f"trailer section larger than {self._max_header_size} bytes")
+            elif DATA not in self._chunk and trailer_bytes(self._chunk, len(piece)) > self._max_header_size:
+                # llhttp keeps a field until its end: one endless trailer line would grow the proxy
+                raise HTTPError(431, f"trailer section larger than {self._max_header_size} bytes")
         return b""
 
     # llhttp callbacks (called from inside feed_data)
@@ -333,11 +332,8 @@ class RequestParser:
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    def on_chunk_header(self) -> None:
-        self._trailer_bytes = -1
-
     def on_body(self, data: bytes) -> None:
-        self._trailer_bytes = None
+        self._chunk[DATA] = 0
         self._body_bytes += len(data)
         if self._body_left > 0:
             self._body_left -= len(data)
@@ -346,5 +342,6 @@ class RequestParser:
         self._handler.request_body(data)
 
     def on_message_complete(self) -> None:
+        self._chunk[DATA] = 0  # a chunked request leaves it past its last chunk's line
         self._reset()
         self._handler.request_end()

@@ -6,6 +6,7 @@ from typing import Protocol
 
 import httptools
 
+from ._chunks import DATA, new_mark, trailer_bytes
 from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 
@@ -164,7 +165,6 @@ class ResponseParser:
     """
 
     def __init__(self) -> None:
-        self._parser = _llhttp(self)
         self._handler = _NO_HANDLER
         self._head_request = False
         self._upgrade = False
@@ -173,10 +173,9 @@ class ResponseParser:
         self.overrun = False  # bytes came after a complete response, or a trailer section was refused
         self.trailer_error = ""  # why the last trailer section it refused was refused
         self._trailers = _Trailers()  # what takes the fields after each response's head
-        # The trailer section's bytes read so far, to bound it: None but from a chunk's line to its data (a response's
-        # start, each chunk's data reset it); -1 until the end of the read the line ended in (not counted). A chunk with
-        # data can be malformed only after its data: llhttp failing while it is not None failed in the trailer section.
-        self._trailer_bytes: int | None = None
+        self._chunk = new_mark()  # where llhttp is in a chunked body (see _chunks): llhttp clears it at each chunk's line
+        self.on_chunk_header = self._chunk.clear
+        self._parser = _llhttp(self)
         self._reset()
 
     def _reset(self) -> None:
@@ -207,7 +206,7 @@ class ResponseParser:
         self._handler = handler
         self._head_request = method == b"HEAD"
         self._upgrade = upgrade
-        self._trailer_bytes = None
+        self._chunk[DATA] = 0
         self._reset()
 
     def redirect(self, handler: ResponseHandler) -> None:
@@ -231,8 +230,9 @@ class ResponseParser:
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_RESPONSE_HEAD:
                     raise HTTPError(502, f"origin response head over {MAX_RESPONSE_HEAD} bytes")
-            elif (counted := self._trailer_bytes) is not None:
-                self._count_trailer(counted, len(data))
+            elif DATA not in self._chunk and trailer_bytes(self._chunk, len(data)) > MAX_RESPONSE_HEAD:
+                self._llhttp_stopped = True  # it stops mid-response
+                self._trailers_refused(f"trailer section over {MAX_RESPONSE_HEAD} bytes")
         if self._end_due:
             self._end_due = False
             if self.overrun:
@@ -259,21 +259,13 @@ class ResponseParser:
         reason = str(e)
         if isinstance(e, httptools.HttpParserCallbackError):
             if e.__context__ is not None:
-                if not isinstance(e.__context__, HTTPError) or self._trailer_bytes is None:
+                if not isinstance(e.__context__, HTTPError) or DATA in self._chunk:
                     raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
                 reason = str(e.__context__)
-        if self._trailer_bytes is not None:
+        if DATA not in self._chunk:  # past the last chunk's line (see _chunks)
             self._trailers_refused(reason)
             return
         raise HTTPError(502, f"invalid response from origin: {e}") from None
-
-    def _count_trailer(self, counted: int, size: int) -> None:
-        """A read of ``size`` bytes ended in the trailer section (or just past a chunk's line: see ``_trailer_bytes``,
-        ``counted``); bound it."""
-        self._trailer_bytes = counted = counted + size if counted >= 0 else 0
-        if counted > MAX_RESPONSE_HEAD:
-            self._llhttp_stopped = True  # it stops mid-response
-            self._trailers_refused(f"trailer section over {MAX_RESPONSE_HEAD} bytes")
 
     def _trailers_refused(self, reason: str) -> None:
         """The body is complete, its trailer section is not: the response ends (it is re-framed without trailers),
@@ -369,13 +361,10 @@ class ResponseParser:
         if status != 101:
             self._handler.response_interim(_interim_head(status, reason, version, headers))
 
-    def on_chunk_header(self) -> None:
-        self._trailer_bytes = -1
-
     def on_body(self, data: bytes) -> None:
         if self.complete:
             raise _Overrun  # a body for a HEAD request: never relayed
-        self._trailer_bytes = None
+        self._chunk[DATA] = 0
         self._handler.response_body(data)
 
     def on_message_complete(self) -> None:
