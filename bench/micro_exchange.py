@@ -4,12 +4,12 @@ Feeds a request into a client connection and the origin's response into the orig
 in-memory transports, and reports microseconds per request. Steady, unlike a socket benchmark, so it is
 the number to watch while optimising the request path.
 
-    python bench/micro_exchange.py [--requests 50000] [--access-log] [--rules] [--close] [--chunked]
+    python bench/micro_exchange.py [--requests 50000] [--access-log] [--rules] [--close] [--chunked [CHUNKS]]
 
 ``--rules`` puts a handful of HTTP rules on the frontend (docs/rules.md): a unique-id header, three request
 header rules and two response header rules, each a kind operators write (RULES below). ``--close`` sends
 ``Connection: close``: every request on a client connection of its own (made, answered, closed and lost), the
-origin connection still pooled. ``--chunked``: the origin's body comes chunked.
+origin connection still pooled. ``--chunked``: the origin's body comes chunked (``--chunked 13``: a byte per chunk).
 """
 
 from __future__ import annotations
@@ -39,9 +39,15 @@ REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 CLOSE_REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 05:00:00 GMT\r\n"
             b"Content-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nhello, world\n")
-#: ``--chunked``'s response: the same body in one chunk (re-framed for the client).
-CHUNKED_RESPONSE = RESPONSE.replace(b"Content-Length: 13", b"Transfer-Encoding: chunked").replace(
-    b"hello, world\n", b"d\r\nhello, world\n\r\n0\r\n\r\n")
+
+
+def chunked_response(chunks: int) -> bytes:
+    """``--chunked``'s response: the same body in ``chunks`` chunks (each re-framed for the client), in one read."""
+    body = b"hello, world\n"
+    size = -(-len(body) // chunks)
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    return RESPONSE.replace(b"Content-Length: 13", b"Transfer-Encoding: chunked").replace(
+        body, b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n")
 
 
 #: The handful of rules ``--rules`` adds: what a frontend translated from HAProxy commonly carries.
@@ -75,9 +81,10 @@ def main() -> None:
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--rules", action="store_true", help="a handful of HTTP rules on (see RULES)")
     parser.add_argument("--close", action="store_true", help="a new client connection per request")
-    parser.add_argument("--chunked", action="store_true", help="the origin's body chunked")
+    parser.add_argument("--chunked", type=int, nargs="?", const=1, default=0, metavar="CHUNKS",
+                        help="the origin's body chunked (in CHUNKS chunks, up to 13: one byte each)")
     args = parser.parse_args()
-    response = CHUNKED_RESPONSE if args.chunked else RESPONSE
+    response = chunked_response(args.chunked) if args.chunked else RESPONSE
     clock = Clock()
     connector = _Connector()
     settings = LiveSettings()
@@ -115,7 +122,7 @@ def main() -> None:
     assert pool.created == 1, "every request must reuse the one origin connection"
     print(f"{elapsed / args.requests * 1e6:.1f} us per request (access log {'on' if args.access_log else 'off'}, "
           f"rules {'on' if args.rules else 'off'}{', Connection: close' if args.close else ''}"
-          f"{', chunked' if args.chunked else ''})")
+          f"{f', chunked in {args.chunked}' if args.chunked else ''})")
 
 
 if __name__ == "__main__":
