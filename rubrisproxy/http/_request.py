@@ -15,7 +15,7 @@ from typing import Protocol
 import httptools
 
 from ..config import Limits
-from ._chunks import DATA, new_mark, trailer_bytes
+from ._chunks import DATA, chunk_callbacks, counted_trailer, new_mark
 from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 from ._target import Target, valid_host
@@ -130,8 +130,9 @@ class RequestParser:
         self._max_headers = limits.max_headers
         self._max_body_size = limits.max_body_size
         self._drop = _dropped(drop)
-        self._chunk = new_mark()  # where llhttp is in a chunked body (see _chunks): llhttp clears it at each chunk's line
-        self.on_chunk_header = self._chunk.clear
+        self._chunk = new_mark()  # where llhttp is in a chunked body (see _chunks)
+        self._trailer_bytes = 0  # the trailer section's, counted while the mark says so
+        self.on_chunk_header, self.on_chunk_complete = chunk_callbacks(self._chunk)
         self._parser = _llhttp(self)
         #: Set by the handler to stop parsing between two slices: :meth:`feed` returns what it left.
         self.held = False
@@ -223,9 +224,10 @@ class RequestParser:
                     if not self._headers and not self._url_complete:
                         raise HTTPError(414, "request line too long")
                     raise HTTPError(431, "request head too large")
-            elif DATA not in self._chunk and trailer_bytes(self._chunk, len(piece)) > self._max_header_size:
-                # llhttp keeps a field until its end: one endless trailer line would grow the proxy
-                raise HTTPError(431, f"trailer section larger than {self._max_header_size} bytes")
+            elif size == _CHUNKED_SLICE and DATA not in self._chunk:  # in a trailer section, or past a chunk's line
+                self._trailer_bytes = counted = counted_trailer(self._chunk, self._trailer_bytes, len(piece))
+                if counted > self._max_header_size:  # llhttp keeps a field until its end: an endless line would grow
+                    raise HTTPError(431, f"trailer section larger than {self._max_header_size} bytes")
         return b""
 
     # llhttp callbacks (called from inside feed_data)
@@ -333,7 +335,7 @@ class RequestParser:
         return b"".join(lines)
 
     def on_body(self, data: bytes) -> None:
-        self._chunk[DATA] = 0
+        self._chunk.add(DATA)
         self._body_bytes += len(data)
         if self._body_left > 0:
             self._body_left -= len(data)
@@ -342,6 +344,5 @@ class RequestParser:
         self._handler.request_body(data)
 
     def on_message_complete(self) -> None:
-        self._chunk[DATA] = 0  # a chunked request leaves it past its last chunk's line
         self._reset()
         self._handler.request_end()

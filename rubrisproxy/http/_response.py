@@ -6,7 +6,7 @@ from typing import Protocol
 
 import httptools
 
-from ._chunks import DATA, new_mark, trailer_bytes
+from ._chunks import DATA, chunk_callbacks, counted_trailer, new_mark
 from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 
@@ -173,8 +173,9 @@ class ResponseParser:
         self.overrun = False  # bytes came after a complete response, or a trailer section was refused
         self.trailer_error = ""  # why the last trailer section it refused was refused
         self._trailers = _Trailers()  # what takes the fields after each response's head
-        self._chunk = new_mark()  # where llhttp is in a chunked body (see _chunks): llhttp clears it at each chunk's line
-        self.on_chunk_header = self._chunk.clear
+        self._chunk = new_mark()  # where llhttp is in a chunked body (see _chunks)
+        self._trailer_bytes = 0  # the trailer section's, counted while the mark says so
+        self.on_chunk_header, self.on_chunk_complete = chunk_callbacks(self._chunk)
         self._parser = _llhttp(self)
         self._reset()
 
@@ -206,7 +207,6 @@ class ResponseParser:
         self._handler = handler
         self._head_request = method == b"HEAD"
         self._upgrade = upgrade
-        self._chunk[DATA] = 0
         self._reset()
 
     def redirect(self, handler: ResponseHandler) -> None:
@@ -230,15 +230,20 @@ class ResponseParser:
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_RESPONSE_HEAD:
                     raise HTTPError(502, f"origin response head over {MAX_RESPONSE_HEAD} bytes")
-            elif DATA not in self._chunk and trailer_bytes(self._chunk, len(data)) > MAX_RESPONSE_HEAD:
-                self._llhttp_stopped = True  # it stops mid-response
-                self._trailers_refused(f"trailer section over {MAX_RESPONSE_HEAD} bytes")
+            elif not self.complete and DATA not in self._chunk:
+                self._count_trailer(len(data))  # the read ended in a trailer section, or just past a chunk's line
         if self._end_due:
             self._end_due = False
             if self.overrun:
                 self.reusable = False
             handler, self._handler = self._handler, _NO_HANDLER  # else an idle connection would keep it alive
             handler.response_end()
+
+    def _count_trailer(self, size: int) -> None:
+        self._trailer_bytes = counted_trailer(self._chunk, self._trailer_bytes, size)
+        if self._trailer_bytes > MAX_RESPONSE_HEAD:
+            self._llhttp_stopped = True  # it stops mid-response
+            self._trailers_refused(f"trailer section over {MAX_RESPONSE_HEAD} bytes")
 
     def _upgraded(self, rest: bytes) -> None:
         """llhttp stopped at a 101: the request's answer, with ``rest`` after it, if it asked for an upgrade."""
@@ -364,7 +369,7 @@ class ResponseParser:
     def on_body(self, data: bytes) -> None:
         if self.complete:
             raise _Overrun  # a body for a HEAD request: never relayed
-        self._chunk[DATA] = 0
+        self._chunk.add(DATA)
         self._handler.response_body(data)
 
     def on_message_complete(self) -> None:
