@@ -100,14 +100,14 @@ class Timing:
         head, backend, server, session = self.head, self.backend, self.server, self.session
         connect_started, connected_at = self.connect_started, self.connected_at
         sent_at, response_at = self.sent_at, self.response_at
-        method, version = head.method, head.sent_version
+        method = head.method
         return _new_tuple(AccessRecord, (
             now,
             self.client_address,
             frontend,
             _METHODS.get(method) or method.decode("latin-1"),
             head.target.decode("latin-1"),
-            "1.1" if version == b"1.1" else "2.0" if version == b"2.0" else "1.0" if version == b"1.0" else version.decode(),
+            head.sent_version,
             self.status,
             head.size + self.bytes_in,
             self.bytes_out,

@@ -58,11 +58,12 @@ class RequestHead:
         "chunked", "expect_continue", "upgrade", "connection", "has_body", "resolved", "size",
     )
 
-    def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers) -> None:
+    def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers, sent_version: str = "") -> None:
         self.method = method
         self.target = target
-        self.version = version  # b"1.1" or b"1.0" (b"2.0" for an HTTP/2 stream's)
-        self.sent_version = version  # as the client wrote it (the access log's): b"1.2" for an HTTP/1.2 request
+        self.version = version  # b"1.1" or b"1.0" (b"2.0" for an HTTP/2 stream's): how it is served
+        # As the client wrote it, as the access log shows it: "1.2" for an HTTP/1.2 request, served as 1.1.
+        self.sent_version = sent_version or version.decode("latin-1")
         self.headers = headers
         self.forward: Headers = []
         self.host: bytes | None = None
@@ -224,7 +225,7 @@ class RequestParser:
                     if not self._headers and not self._url_complete:
                         raise HTTPError(414, "request line too long")
                     raise HTTPError(431, "request head too large")
-            elif size == _CHUNKED_SLICE and DATA not in self._chunk:  # in a trailer section, or past a chunk's line
+            elif not in_head and DATA not in self._chunk:  # in a trailer section, or just past a chunk's line
                 self._trailer_bytes = counted = counted_trailer(self._chunk, self._trailer_bytes, len(piece))
                 if counted > self._max_header_size:  # llhttp keeps a field until its end: an endless line would grow
                     raise HTTPError(431, f"trailer section larger than {self._max_header_size} bytes")
@@ -258,9 +259,7 @@ class RequestParser:
         version = _VERSIONS.get(sent)
         if version is None:
             raise HTTPError(505, f"HTTP/{sent} is not supported")
-        head = RequestHead(parser.get_method(), self._url, version, self._headers)
-        if sent != "1.1" and version == b"1.1":  # a later HTTP/1.x, served as 1.1
-            head.sent_version = sent.encode()
+        head = RequestHead(parser.get_method(), self._url, version, self._headers, sent)
         head.size = len(head.method) + len(self._url) + 14 + self._header_bytes  # "M T HTTP/1.1\r\n...\r\n"
         hosts = 0
         drop = self._drop
@@ -329,7 +328,7 @@ class RequestParser:
         head, self._handler = skipped
         self._skipped = None
         self._parser = _llhttp(self)
-        lines = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.sent_version)]
+        lines = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.sent_version.encode("latin-1"))]
         lines.extend(b"%s: %s\r\n" % pair for pair in head.headers if pair[0].lower() != b"upgrade")
         lines.append(b"\r\n")
         return b"".join(lines)
