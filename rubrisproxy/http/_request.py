@@ -225,7 +225,7 @@ class RequestParser:
                     if not self._headers and not self._url_complete:
                         raise HTTPError(414, "request line too long")
                     raise HTTPError(431, "request head too large")
-            elif not in_head and DATA not in self._chunk:  # in a trailer section, or just past a chunk's line
+            elif size == _CHUNKED_SLICE and DATA not in self._chunk:  # in a trailer section, or past a chunk's line
                 self._trailer_bytes = counted = counted_trailer(self._chunk, self._trailer_bytes, len(piece))
                 if counted > self._max_header_size:  # llhttp keeps a field until its end: an endless line would grow
                     raise HTTPError(431, f"trailer section larger than {self._max_header_size} bytes")
