@@ -44,7 +44,7 @@ def request_head(
         raise HTTPError(431, f"more than {limits.max_headers} headers")
     if cookies:
         regular.append((b"cookie", b"; ".join(cookies)))
-    head = RequestHead(method, path, HTTP2, regular, "2.0")
+    head = RequestHead(method, path, HTTP2, regular)
     head.size = size
     if upgrade:
         head.upgrade = True

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..accesslog import AccessRecord
 from ..counters import count, status_class
+from ..http import LaterVersion
 from ..lifecycle import Termination
 
 if TYPE_CHECKING:
@@ -100,14 +101,15 @@ class Timing:
         head, backend, server, session = self.head, self.backend, self.server, self.session
         connect_started, connected_at = self.connect_started, self.connected_at
         sent_at, response_at = self.sent_at, self.response_at
-        method = head.method
+        method, version = head.method, head.version
         return _new_tuple(AccessRecord, (
             now,
             self.client_address,
             frontend,
             _METHODS.get(method) or method.decode("latin-1"),
             head.target.decode("latin-1"),
-            head.sent_version,
+            "1.1" if version == b"1.1" and type(version) is bytes else "2.0" if version == b"2.0"
+            else "1.0" if version == b"1.0" else version.sent if isinstance(version, LaterVersion) else "1.1",
             self.status,
             head.size + self.bytes_in,
             self.bytes_out,

@@ -20,9 +20,24 @@ from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 from ._target import Target, valid_host
 
+
+class LaterVersion(bytes):
+    """``b"1.1"``, the version a later HTTP/1.x request is served as, remembering the one it said (``sent``, as the
+    access log shows it). Equal to ``b"1.1"`` wherever a version is read, and made once per version: the request
+    path pays nothing for it, only the access-log record looks (``isinstance``)."""
+
+    sent: str
+
+
+def _later(minor: int) -> LaterVersion:
+    version = LaterVersion(b"1.1")
+    version.sent = f"1.{minor}"
+    return version
+
+
 #: The versions served, as the proxy reads them: a later HTTP/1.x as 1.1, the highest it speaks (RFC 9112 2.3).
 #: llhttp takes any ``digit.digit`` (see :func:`_llhttp`); any other is refused with 505.
-_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"} | {f"1.{minor}": b"1.1" for minor in range(2, 10)}
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"} | {f"1.{minor}": _later(minor) for minor in range(2, 10)}
 #: Outside a body, llhttp is fed this much at a time: a head is measured from within this many bytes of
 #: where it starts, and a hold (:attr:`RequestParser.held`) stops parsing within a few pipelined requests.
 _HEAD_SLICE = 512
@@ -54,16 +69,14 @@ class RequestHead:
     """
 
     __slots__ = (
-        "method", "target", "version", "sent_version", "headers", "forward", "host", "content_length",
+        "method", "target", "version", "headers", "forward", "host", "content_length",
         "chunked", "expect_continue", "upgrade", "connection", "has_body", "resolved", "size",
     )
 
-    def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers, sent_version: str = "") -> None:
+    def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers) -> None:
         self.method = method
         self.target = target
-        self.version = version  # b"1.1" or b"1.0" (b"2.0" for an HTTP/2 stream's): how it is served
-        # As the client wrote it, as the access log shows it: "1.2" for an HTTP/1.2 request, served as 1.1.
-        self.sent_version = sent_version or version.decode("latin-1")
+        self.version = version  # b"1.1" (a LaterVersion for a later 1.x) or b"1.0"; b"2.0" for an HTTP/2 stream's
         self.headers = headers
         self.forward: Headers = []
         self.host: bytes | None = None
@@ -255,11 +268,10 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:  # noqa: C901, PLR0912, PLR0915 - one pass over a request's headers, no helper calls
         parser = self._parser
-        sent = parser.get_http_version()
-        version = _VERSIONS.get(sent)
+        version = _VERSIONS.get(parser.get_http_version())
         if version is None:
-            raise HTTPError(505, f"HTTP/{sent} is not supported")
-        head = RequestHead(parser.get_method(), self._url, version, self._headers, sent)
+            raise HTTPError(505, f"HTTP/{parser.get_http_version()} is not supported")
+        head = RequestHead(parser.get_method(), self._url, version, self._headers)
         head.size = len(head.method) + len(self._url) + 14 + self._header_bytes  # "M T HTTP/1.1\r\n...\r\n"
         hosts = 0
         drop = self._drop
@@ -328,7 +340,8 @@ class RequestParser:
         head, self._handler = skipped
         self._skipped = None
         self._parser = _llhttp(self)
-        lines = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.sent_version.encode("latin-1"))]
+        version = head.version.sent.encode() if isinstance(head.version, LaterVersion) else head.version
+        lines = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, version)]
         lines.extend(b"%s: %s\r\n" % pair for pair in head.headers if pair[0].lower() != b"upgrade")
         lines.append(b"\r\n")
         return b"".join(lines)
