@@ -144,9 +144,9 @@ class RequestParser:
         self._max_headers = limits.max_headers
         self._max_body_size = limits.max_body_size
         self._drop = _dropped(drop)
-        self._chunk = new_mark()  # where llhttp is in a chunked body (see _chunks)
+        self._mark = new_mark()  # where llhttp is in a chunked body (see _chunks)
         self._trailer_bytes = 0  # the trailer section's, counted while the mark says so
-        self.on_chunk_header, self.on_chunk_complete = chunk_callbacks(self._chunk)
+        self.on_chunk_header, self.on_chunk_complete = chunk_callbacks(self._mark)
         self._parser = _llhttp(self)
         #: Set by the handler to stop parsing between two slices: :meth:`feed` returns what it left.
         self.held = False
@@ -238,8 +238,8 @@ class RequestParser:
                     if not self._headers and not self._url_complete:
                         raise HTTPError(414, "request line too long")
                     raise HTTPError(431, "request head too large")
-            elif size == _CHUNKED_SLICE and DATA not in self._chunk:  # in a trailer section, or past a chunk's line
-                self._trailer_bytes = counted = counted_trailer(self._chunk, self._trailer_bytes, len(piece))
+            elif size == _CHUNKED_SLICE and DATA not in self._mark:  # in a trailer section, or past a chunk's line
+                self._trailer_bytes = counted = counted_trailer(self._mark, self._trailer_bytes, len(piece))
                 if counted > self._max_header_size:  # llhttp keeps a field until its end: an endless line would grow
                     raise HTTPError(431, f"trailer section larger than {self._max_header_size} bytes")
         return b""
@@ -347,7 +347,7 @@ class RequestParser:
         return b"".join(lines)
 
     def on_body(self, data: bytes) -> None:
-        self._chunk.add(DATA)
+        self._mark.add(DATA)
         self._body_bytes += len(data)
         if self._body_left > 0:
             self._body_left -= len(data)

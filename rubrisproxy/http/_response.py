@@ -173,9 +173,9 @@ class ResponseParser:
         self.overrun = False  # bytes came after a complete response, or a trailer section was refused
         self.trailer_error = ""  # why the last trailer section it refused was refused
         self._trailers = _Trailers()  # what takes the fields after each response's head
-        self._chunk = new_mark()  # where llhttp is in a chunked body (see _chunks)
+        self._mark = new_mark()  # where llhttp is in a chunked body (see _chunks)
         self._trailer_bytes = 0  # the trailer section's, counted while the mark says so
-        self.on_chunk_header, self.on_chunk_complete = chunk_callbacks(self._chunk)
+        self.on_chunk_header, self.on_chunk_complete = chunk_callbacks(self._mark)
         self._parser = _llhttp(self)
         self._reset()
 
@@ -230,7 +230,7 @@ class ResponseParser:
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_RESPONSE_HEAD:
                     raise HTTPError(502, f"origin response head over {MAX_RESPONSE_HEAD} bytes")
-            elif not self.complete and DATA not in self._chunk:
+            elif not self.complete and DATA not in self._mark:
                 self._count_trailer(len(data))  # the read ended in a trailer section, or just past a chunk's line
         if self._end_due:
             self._end_due = False
@@ -240,7 +240,7 @@ class ResponseParser:
             handler.response_end()
 
     def _count_trailer(self, size: int) -> None:
-        self._trailer_bytes = counted_trailer(self._chunk, self._trailer_bytes, size)
+        self._trailer_bytes = counted_trailer(self._mark, self._trailer_bytes, size)
         if self._trailer_bytes > MAX_RESPONSE_HEAD:
             self._llhttp_stopped = True  # it stops mid-response
             self._trailers_refused(f"trailer section over {MAX_RESPONSE_HEAD} bytes")
@@ -264,10 +264,10 @@ class ResponseParser:
         reason = str(e)
         if isinstance(e, httptools.HttpParserCallbackError):
             if e.__context__ is not None:
-                if not isinstance(e.__context__, HTTPError) or DATA in self._chunk:
+                if not isinstance(e.__context__, HTTPError) or DATA in self._mark:
                     raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
                 reason = str(e.__context__)
-        if DATA not in self._chunk:  # past the last chunk's line (see _chunks)
+        if DATA not in self._mark:  # past the last chunk's line (see _chunks)
             self._trailers_refused(reason)
             return
         raise HTTPError(502, f"invalid response from origin: {e}") from None
@@ -369,7 +369,7 @@ class ResponseParser:
     def on_body(self, data: bytes) -> None:
         if self.complete:
             raise _Overrun  # a body for a HEAD request: never relayed
-        self._chunk.add(DATA)
+        self._mark.add(DATA)
         self._handler.response_body(data)
 
     def on_message_complete(self) -> None:
