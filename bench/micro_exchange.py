@@ -4,12 +4,12 @@ Feeds a request into a client connection and the origin's response into the orig
 in-memory transports, and reports microseconds per request. Steady, unlike a socket benchmark, so it is
 the number to watch while optimising the request path.
 
-    python bench/micro_exchange.py [--requests 50000] [--access-log] [--rules] [--close]
+    python bench/micro_exchange.py [--requests 50000] [--access-log] [--rules] [--close] [--chunked [CHUNKS]]
 
 ``--rules`` puts a handful of HTTP rules on the frontend (docs/rules.md): a unique-id header, three request
 header rules and two response header rules, each a kind operators write (RULES below). ``--close`` sends
 ``Connection: close``: every request on a client connection of its own (made, answered, closed and lost), the
-origin connection still pooled.
+origin connection still pooled. ``--chunked``: the origin's body comes chunked (``--chunked 13``: a byte per chunk).
 """
 
 from __future__ import annotations
@@ -39,6 +39,15 @@ REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 CLOSE_REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 05:00:00 GMT\r\n"
             b"Content-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nhello, world\n")
+
+
+def chunked_response(chunks: int) -> bytes:
+    """``--chunked``'s response: the same body in ``chunks`` chunks (each re-framed for the client), in one read."""
+    body = b"hello, world\n"
+    size = -(-len(body) // chunks)
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    return RESPONSE.replace(b"Content-Length: 13", b"Transfer-Encoding: chunked").replace(
+        body, b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n")
 
 
 #: The handful of rules ``--rules`` adds: what a frontend translated from HAProxy commonly carries.
@@ -72,7 +81,10 @@ def main() -> None:
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--rules", action="store_true", help="a handful of HTTP rules on (see RULES)")
     parser.add_argument("--close", action="store_true", help="a new client connection per request")
+    parser.add_argument("--chunked", type=int, nargs="?", const=1, default=0, metavar="CHUNKS",
+                        help="the origin's body chunked (in CHUNKS chunks, up to 13: one byte each)")
     args = parser.parse_args()
+    response = chunked_response(args.chunked) if args.chunked else RESPONSE
     clock = Clock()
     connector = _Connector()
     settings = LiveSettings()
@@ -89,7 +101,7 @@ def main() -> None:
     client.makeConnection(client_transport)
     client.dataReceived(REQUEST)
     (origin,) = connector.connections
-    origin.dataReceived(RESPONSE)
+    origin.dataReceived(response)
     start = time.perf_counter()
     if args.close:
         closed = Failure(ConnectionDone())
@@ -97,19 +109,20 @@ def main() -> None:
             client = ClientConnection(frontend)
             client.makeConnection(StringTransport())
             client.dataReceived(CLOSE_REQUEST)
-            origin.dataReceived(RESPONSE)
+            origin.dataReceived(response)
             client.connectionLost(closed)
             origin.transport.clear()
     else:
         for _ in range(args.requests):
             client.dataReceived(REQUEST)
-            origin.dataReceived(RESPONSE)
+            origin.dataReceived(response)
             client_transport.clear()
             origin.transport.clear()
     elapsed = time.perf_counter() - start
     assert pool.created == 1, "every request must reuse the one origin connection"
     print(f"{elapsed / args.requests * 1e6:.1f} us per request (access log {'on' if args.access_log else 'off'}, "
-          f"rules {'on' if args.rules else 'off'}{', Connection: close' if args.close else ''})")
+          f"rules {'on' if args.rules else 'off'}{', Connection: close' if args.close else ''}"
+          f"{f', chunked in {args.chunked}' if args.chunked else ''})")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ and divides the difference in instructions by the difference in requests, so sta
 out. ``--compare DIR`` measures another checkout (e.g. the code before a change) the same way, in the same
 run, and prints the ratio.
 
-    python bench/micro_instructions.py [--requests 1000,4000] [--access-log] [--compare DIR] [--rules] [--close]
+    python bench/micro_instructions.py [--requests 1000,4000] [--access-log] [--compare DIR] [--rules] [--close] [--chunked [CHUNKS]]
 
 ``--rules`` measures this checkout twice in the same run, without rules and with ``micro_exchange.py``'s
 handful of HTTP rules, and prints the ratio (the cost of the rules).
@@ -49,9 +49,12 @@ def main() -> None:
     parser.add_argument("--compare", default="", help="another checkout to measure the same way")
     parser.add_argument("--rules", action="store_true", help="also measure with a handful of HTTP rules on")
     parser.add_argument("--close", action="store_true", help="Connection: close, a client connection per request")
+    parser.add_argument("--chunked", type=int, nargs="?", const=1, default=0, metavar="CHUNKS",
+                        help="the origin's body chunked, in CHUNKS chunks (micro_exchange.py --chunked)")
     args = parser.parse_args()
     small, large = (int(n) for n in args.requests.split(","))
-    flags = (["--access-log"] if args.access_log else []) + (["--close"] if args.close else [])
+    flags = [f"--{name.replace('_', '-')}" for name in ("access_log", "close") if getattr(args, name)]
+    flags += [f"--chunked={args.chunked}"] if args.chunked else []
     here = per_request(ROOT, small, large, flags)
     print(f"{ROOT}: {here:,.0f} instructions per request")
     if args.rules:

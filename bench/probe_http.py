@@ -31,6 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H = b"Host: x\r\n"
 NEXT = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
 C = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+#: A chunked response's head and first chunk, its last chunk and trailer section to follow ("trailer: ..." cases).
+TRAILED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"
 R = lambda path: b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path  # noqa: E731
 
 #: Requests, each followed by NEXT on the same connection.
@@ -106,6 +108,33 @@ RESPONSES = {
     "trailer naming CL twice": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
                                 b"Content-Length: 9\r\nContent-Length: 8\r\n\r\n"),
     "trailer with a bad name": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX A: 1\r\n\r\n",
+    **{f"trailer: {name}": TRAILED + section for name, section in {
+        "none": b"0\r\n\r\n",
+        "one": b"0\r\nX-T: 1\r\n\r\n",
+        "no colon": b"0\r\nX-T\r\n\r\n",
+        "space before colon": b"0\r\nX-T : 1\r\n\r\n",
+        "empty name": b"0\r\n: 1\r\n\r\n",
+        "obs-fold": b"0\r\nX-T: a\r\n b\r\n\r\n",
+        "NUL in value": b"0\r\nX-T: a\x00b\r\n\r\n",
+        "NUL in name": b"0\r\nX-\x00T: a\r\n\r\n",
+        "bare CR in value": b"0\r\nX-T: a\rb\r\n\r\n",
+        "bare LF line": b"0\r\nX-T: a\nX-U: b\r\n\r\n",
+        "bare LF end": b"0\r\nX-T: a\n\n",
+        "control char in value": b"0\r\nX-T: a\x01b\r\n\r\n",
+        "over 64 KiB": b"0\r\n" + b"X-T: %s\r\n" % (b"a" * 1000) * 80 + b"\r\n",
+        "one 100 KB line": b"0\r\nX-T: " + b"a" * 100_000 + b"\r\n\r\n",
+        "Transfer-Encoding": b"0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "Content-Length": b"0\r\nContent-Length: 9\r\n\r\n",
+        "Content-Length twice": b"0\r\nContent-Length: 9\r\nContent-Length: 8\r\n\r\n",
+        "Content-Length x": b"0\r\nContent-Length: x\r\n\r\n",
+        "Host": b"0\r\nHost: evil.example\r\n\r\n",
+        "Connection: close": b"0\r\nConnection: close\r\n\r\n",
+        "after 0;ext=1": b"0;ext=1\r\nX-T: 1\r\n\r\n",
+        "0;ext=1, none": b"0;ext=1\r\n\r\n",
+        "0;bad ext": b"0;e\x01=1\r\n\r\n",
+        "500 of them": b"0\r\n" + b"".join(b"X-T%d: %d\r\n" % (i, i) for i in range(500)) + b"\r\n",
+        "a status line": b"0\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    }.items()},
     "negative chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
 }
 
@@ -268,6 +297,33 @@ def outcome(port: int, origin: Origin, case: tuple[str, bytes, bool], verbose: b
     return line, client_side + repr(sorted(sum(seen.values(), [])))
 
 
+def start_proxies(tmp: str, origin: Origin, haproxy: str, processes: list[subprocess.Popen[bytes]],
+                  root: str = ROOT) -> list[tuple[str, int]]:
+    """Start rubrisproxy (``root``'s code) and, if ``haproxy`` exists, HAProxy in front of ``origin``: their (label,
+    port)s. Their processes go to ``processes`` as they start, for the caller to terminate."""
+    proxies: list[tuple[str, int]] = []
+    port = free_port()
+    processes.append(subprocess.Popen(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "rubrisproxy",
+         "--listen", f"tcp:{port}:interface=127.0.0.1", "--backend", f"127.0.0.1:{origin.port}"],
+        cwd=tmp, env={**os.environ, "PYTHONPATH": root}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_listening(port, processes[-1])
+    proxies.append(("rubrisproxy", port))
+    if os.path.exists(haproxy):
+        port = free_port()
+        config = os.path.join(tmp, "haproxy.cfg")
+        with open(config, "w") as f:
+            f.write("defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n"
+                    "    timeout server 30s\n    timeout http-request 10s\n"
+                    f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n"
+                    f"backend be\n    server s1 127.0.0.1:{origin.port}\n")
+        processes.append(subprocess.Popen([haproxy, "-f", config, "-db"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_listening(port, processes[-1])
+        proxies.append(("haproxy", port))
+    return proxies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--haproxy", default=shutil.which("haproxy") or "/usr/sbin/haproxy")
@@ -276,28 +332,9 @@ def main() -> None:
     args = parser.parse_args()
     origin = Origin()
     processes: list[subprocess.Popen[bytes]] = []
-    proxies: list[tuple[str, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            port = free_port()
-            processes.append(subprocess.Popen(
-                [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "rubrisproxy",
-                 "--listen", f"tcp:{port}:interface=127.0.0.1", "--backend", f"127.0.0.1:{origin.port}"],
-                cwd=tmp, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            wait_listening(port, processes[-1])
-            proxies.append(("rubrisproxy", port))
-            if os.path.exists(args.haproxy):
-                port = free_port()
-                config = os.path.join(tmp, "haproxy.cfg")
-                with open(config, "w") as f:
-                    f.write("defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n"
-                            "    timeout server 30s\n    timeout http-request 10s\n"
-                            f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n"
-                            f"backend be\n    server s1 127.0.0.1:{origin.port}\n")
-                processes.append(subprocess.Popen([args.haproxy, "-f", config, "-db"],
-                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-                wait_listening(port, processes[-1])
-                proxies.append(("haproxy", port))
+            proxies = start_proxies(tmp, origin, args.haproxy, processes)
             cases = [(f"request: {name}", data + NEXT, False) for name, data in REQUESTS.items()]
             cases += [(f"response: {name}", R(b"/r/" + name.replace(" ", "%20").encode()) + NEXT, False)
                       for name in RESPONSES]

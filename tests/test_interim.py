@@ -143,6 +143,12 @@ class RequestVersionTests(SynchronousTestCase):
             self.head(b"GET / HTTP/1.2\r\n\r\n")  # a Host is required as of HTTP/1.1
         self.assertEqual(caught.exception.status, 400)
 
+    def test_the_version_sent_is_kept_beside_the_one_served(self) -> None:
+        for sent in (b"1.0", b"1.1", b"1.2", b"1.9"):
+            head = self.head(b"GET / HTTP/%s\r\nHost: a\r\n\r\n" % sent)
+            self.assertEqual(head.version, b"1.0" if sent == b"1.0" else b"1.1")
+            self.assertEqual(getattr(head.version, "sent", None), sent.decode() if sent > b"1.1" else None)
+
     def test_another_major_version_is_505(self) -> None:
         for version in (b"2.0", b"3.0", b"0.9", b"0.5", b"9.1"):
             with self.assertRaises(HTTPError) as caught:
@@ -208,7 +214,7 @@ class ExchangeTests(SynchronousTestCase):
         origin.dataReceived(b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok")
         self.assertEqual(transport.value(), OK_RELAYED * 2)
         self.assertFalse(transport.disconnecting)
-        self.assertEqual([r.version for r in self.access_log.entries], ["1.1"] * 2)
+        self.assertEqual([r.version for r in self.access_log.entries], ["1.2"] * 2)  # logged as the client wrote it
 
     def test_a_trailer_naming_content_length_leaves_both_connections_reusable(self) -> None:
         protocol, transport, origin = self.ask(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -306,3 +312,28 @@ class RealClientTests(ProxyTestCase):
         self.assertIn(b"Re-using existing connection", err)
         self.assertEqual(len(DesyncOrigin.connections), 1)
         self.assertEqual(len(DesyncOrigin.connections[0].requests), 2)
+
+
+class LoggedVersionTests(ProxyTestCase):
+    """The access log records the HTTP version the client wrote (an HTTP/1.2 request is served as 1.1, logged 1.2)."""
+
+    @defer.inlineCallbacks
+    def test_the_access_log_says_what_the_client_sent(self):  # type: ignore[no-untyped-def]
+        self.start_proxy(self.start_web_origin())
+        client = yield self.connect()
+        for sent in (b"1.1", b"1.2", b"1.9", b"1.0"):
+            client.send(b"GET / HTTP/%s\r\nHost: test\r\n\r\n" % sent)
+        responses = yield client.responses(4)
+        self.assertEqual([response.status for response in responses], [200] * 4)
+        yield self.poll(lambda: len(self.access_log.entries) == 4, "four requests logged")
+        self.assertEqual([entry.version for entry in self.access_log.entries], ["1.1", "1.2", "1.9", "1.0"])
+
+    @defer.inlineCallbacks
+    def test_an_upgrade_with_a_body_keeps_its_version(self):  # type: ignore[no-untyped-def]
+        # Parsed again without its Upgrade (RequestParser._skip): from the version it came with.
+        self.start_proxy(self.start_web_origin())
+        responses = yield self.request(b"POST / HTTP/1.2\r\nHost: test\r\nUpgrade: h2c\r\nConnection: upgrade\r\n"
+                                       b"Content-Length: 2\r\n\r\nok")
+        self.assertEqual(responses[0].status, 200)
+        yield self.poll(lambda: len(self.access_log.entries) == 1, "the request logged")
+        self.assertEqual(self.access_log.entries[0].version, "1.2")

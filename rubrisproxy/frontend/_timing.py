@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..accesslog import AccessRecord
 from ..counters import count, status_class
+from ..http import LaterVersion
 from ..lifecycle import Termination
 
 if TYPE_CHECKING:
@@ -107,7 +108,8 @@ class Timing:
             frontend,
             _METHODS.get(method) or method.decode("latin-1"),
             head.target.decode("latin-1"),
-            "1.1" if version == b"1.1" else "2.0" if version == b"2.0" else "1.0",
+            "1.1" if version == b"1.1" and type(version) is bytes else "2.0" if version == b"2.0"
+            else "1.0" if version == b"1.0" else version.sent if isinstance(version, LaterVersion) else "1.1",
             self.status,
             head.size + self.bytes_in,
             self.bytes_out,

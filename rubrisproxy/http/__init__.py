@@ -14,7 +14,7 @@ from ._headers import (
     serialize_headers,
     spellings,
 )
-from ._request import RequestHandler, RequestHead, RequestParser
+from ._request import LaterVersion, RequestHandler, RequestHead, RequestParser
 from ._response import ResponseHandler, ResponseHead, ResponseParser
 from ._rules import (
     AMBIGUOUS,
@@ -61,6 +61,7 @@ __all__ = [
     "Headers",
     "NONE",
     "RequestHandler",
+    "LaterVersion",
     "RequestHead",
     "RequestParser",
     "ResponseHandler",

@@ -15,13 +15,29 @@ from typing import Protocol
 import httptools
 
 from ..config import Limits
+from ._chunks import DATA, chunk_callbacks, counted_trailer, new_mark
 from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 from ._target import Target, valid_host
 
+
+class LaterVersion(bytes):
+    """``b"1.1"``, the version a later HTTP/1.x request is served as, remembering the one it said (``sent``, as the
+    access log shows it). Equal to ``b"1.1"`` wherever a version is read, and made once per version: the request
+    path pays nothing for it, only the access-log record looks (``isinstance``)."""
+
+    sent: str
+
+
+def _later(minor: int) -> LaterVersion:
+    version = LaterVersion(b"1.1")
+    version.sent = f"1.{minor}"
+    return version
+
+
 #: The versions served, as the proxy reads them: a later HTTP/1.x as 1.1, the highest it speaks (RFC 9112 2.3).
 #: llhttp takes any ``digit.digit`` (see :func:`_llhttp`); any other is refused with 505.
-_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"} | {f"1.{minor}": b"1.1" for minor in range(2, 10)}
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"} | {f"1.{minor}": _later(minor) for minor in range(2, 10)}
 #: Outside a body, llhttp is fed this much at a time: a head is measured from within this many bytes of
 #: where it starts, and a hold (:attr:`RequestParser.held`) stops parsing within a few pipelined requests.
 _HEAD_SLICE = 512
@@ -60,7 +76,7 @@ class RequestHead:
     def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers) -> None:
         self.method = method
         self.target = target
-        self.version = version  # b"1.1" or b"1.0"
+        self.version = version  # b"1.1" (a LaterVersion for a later 1.x) or b"1.0"; b"2.0" for an HTTP/2 stream's
         self.headers = headers
         self.forward: Headers = []
         self.host: bytes | None = None
@@ -128,6 +144,9 @@ class RequestParser:
         self._max_headers = limits.max_headers
         self._max_body_size = limits.max_body_size
         self._drop = _dropped(drop)
+        self._mark = new_mark()  # where llhttp is in a chunked body (see _chunks)
+        self._trailer_bytes = 0  # the trailer section's, counted while the mark says so
+        self.on_chunk_header, self.on_chunk_complete = chunk_callbacks(self._mark)
         self._parser = _llhttp(self)
         #: Set by the handler to stop parsing between two slices: :meth:`feed` returns what it left.
         self.held = False
@@ -219,6 +238,10 @@ class RequestParser:
                     if not self._headers and not self._url_complete:
                         raise HTTPError(414, "request line too long")
                     raise HTTPError(431, "request head too large")
+            elif size == _CHUNKED_SLICE and DATA not in self._mark:  # in a trailer section, or past a chunk's line
+                self._trailer_bytes = counted = counted_trailer(self._mark, self._trailer_bytes, len(piece))
+                if counted > self._max_header_size:  # llhttp keeps a field until its end: an endless line would grow
+                    raise HTTPError(431, f"trailer section larger than {self._max_header_size} bytes")
         return b""
 
     # llhttp callbacks (called from inside feed_data)
@@ -317,12 +340,14 @@ class RequestParser:
         head, self._handler = skipped
         self._skipped = None
         self._parser = _llhttp(self)
-        lines = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.version)]
+        version = head.version.sent.encode() if isinstance(head.version, LaterVersion) else head.version
+        lines = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, version)]
         lines.extend(b"%s: %s\r\n" % pair for pair in head.headers if pair[0].lower() != b"upgrade")
         lines.append(b"\r\n")
         return b"".join(lines)
 
     def on_body(self, data: bytes) -> None:
+        self._mark.add(DATA)
         self._body_bytes += len(data)
         if self._body_left > 0:
             self._body_left -= len(data)

@@ -6,6 +6,7 @@ from typing import Protocol
 
 import httptools
 
+from ._chunks import DATA, chunk_callbacks, counted_trailer, new_mark
 from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 
@@ -119,20 +120,15 @@ _NO_HANDLER: ResponseHandler = _NoHandler()
 
 
 class _Trailers(list[tuple[bytes, bytes]]):
-    """Where a response's trailer fields go once its head is read: dropped (the body is re-framed), at most
-    :data:`MAX_RESPONSE_HEAD` bytes of them per response (an origin sending trailer lines without end would grow
-    the proxy). One per parser, always empty: no list is made per response for them."""
+    """Where a response's trailer fields go once its head is read: nowhere (the body is re-framed). One per parser,
+    always empty: no list is made per response for them. What bounds them is :meth:`ResponseParser.feed`'s count of
+    the trailer section's bytes (:data:`MAX_RESPONSE_HEAD`): an origin sending trailer lines, or one line, without end
+    would grow the proxy."""
 
-    __slots__ = ("size",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.size = 0
+    __slots__ = ()
 
     def append(self, field: tuple[bytes, bytes]) -> None:
-        self.size += len(field[0]) + len(field[1])
-        if self.size > MAX_RESPONSE_HEAD:
-            raise HTTPError(502, f"origin response trailers over {MAX_RESPONSE_HEAD} bytes")
+        pass
 
 
 class _Overrun(Exception):
@@ -161,17 +157,26 @@ class ResponseParser:
     for: it is never reported, and sets ``overrun`` (the connection is not reusable).
     The end of a response is reported only once llhttp is done with the read that held
     it, so that nothing the handler does then (reusing the connection) meets those bytes.
+
+    A chunked body is complete at its last chunk: the trailer section after it is dropped (the body is re-framed), so
+    one llhttp refuses (or one past :data:`MAX_RESPONSE_HEAD`) ends the response there, reported complete but not
+    reusable, ``overrun`` set and ``trailer_error`` saying why; an error in the chunks themselves leaves the body
+    unknown: a 502 (:class:`HTTPError`) as ever.
     """
 
     def __init__(self) -> None:
-        self._parser = _llhttp(self)
         self._handler = _NO_HANDLER
         self._head_request = False
         self._upgrade = False
         self._llhttp_stopped = False  # llhttp raised: it takes no more bytes
         self._end_due = False  # complete, its end not yet reported
-        self.overrun = False  # bytes came after a complete response
+        self.overrun = False  # bytes came after a complete response, or a trailer section was refused
+        self.trailer_error = ""  # why the last trailer section it refused was refused
         self._trailers = _Trailers()  # what takes the fields after each response's head
+        self._mark = new_mark()  # where llhttp is in a chunked body (see _chunks)
+        self._trailer_bytes = 0  # the trailer section's, counted while the mark says so
+        self.on_chunk_header, self.on_chunk_complete = chunk_callbacks(self._mark)
+        self._parser = _llhttp(self)
         self._reset()
 
     def _reset(self) -> None:
@@ -202,7 +207,6 @@ class ResponseParser:
         self._handler = handler
         self._head_request = method == b"HEAD"
         self._upgrade = upgrade
-        self._trailers.size = 0
         self._reset()
 
     def redirect(self, handler: ResponseHandler) -> None:
@@ -218,10 +222,7 @@ class ResponseParser:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            if self.switched is None:
-                raise HTTPError(502, "origin switched protocols unasked") from None
-            self.complete = True
-            self._handler.response_upgraded(self.switched, data[upgrade.args[0]:])
+            self._upgraded(data[upgrade.args[0]:])
         except httptools.HttpParserError as e:
             self._failed(e)
         else:
@@ -229,6 +230,8 @@ class ResponseParser:
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_RESPONSE_HEAD:
                     raise HTTPError(502, f"origin response head over {MAX_RESPONSE_HEAD} bytes")
+            elif not self.complete and DATA not in self._mark:
+                self._count_trailer(len(data))  # the read ended in a trailer section, or just past a chunk's line
         if self._end_due:
             self._end_due = False
             if self.overrun:
@@ -236,19 +239,45 @@ class ResponseParser:
             handler, self._handler = self._handler, _NO_HANDLER  # else an idle connection would keep it alive
             handler.response_end()
 
+    def _count_trailer(self, size: int) -> None:
+        self._trailer_bytes = counted_trailer(self._mark, self._trailer_bytes, size)
+        if self._trailer_bytes > MAX_RESPONSE_HEAD:
+            self._llhttp_stopped = True  # it stops mid-response
+            self._trailers_refused(f"trailer section over {MAX_RESPONSE_HEAD} bytes")
+
+    def _upgraded(self, rest: bytes) -> None:
+        """llhttp stopped at a 101: the request's answer, with ``rest`` after it, if it asked for an upgrade."""
+        if self.switched is None:
+            raise HTTPError(502, "origin switched protocols unasked") from None  # not the llhttp exception being handled
+        self.complete = True
+        self._handler.response_upgraded(self.switched, rest)
+
     def _failed(self, e: httptools.HttpParserError) -> None:
-        """llhttp refused what it was fed: fine after a complete response (``overrun``), else a 502 (or the error a
-        callback raised)."""
+        """llhttp refused what it was fed: fine after a complete response (``overrun``), or in the trailer section after
+        its last chunk (see the class); else a 502 (or the error a callback raised)."""
         self._llhttp_stopped = True
         if self.complete:
             # What follows a complete response stopped llhttp (or broke it: data after a
             # `Connection: close` response, say); the response itself stands.
             self.overrun = True
             return
+        reason = str(e)
         if isinstance(e, httptools.HttpParserCallbackError):
             if e.__context__ is not None:
-                raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
+                if not isinstance(e.__context__, HTTPError) or DATA in self._mark:
+                    raise e.__context__ from None  # an HTTPError, or a bug that must not pass as bad input
+                reason = str(e.__context__)
+        if DATA not in self._mark:  # past the last chunk's line (see _chunks)
+            self._trailers_refused(reason)
+            return
         raise HTTPError(502, f"invalid response from origin: {e}") from None
+
+    def _trailers_refused(self, reason: str) -> None:
+        """The body is complete, its trailer section is not: the response ends (it is re-framed without trailers),
+        its connection is not reused."""
+        self.trailer_error = reason
+        self.overrun = True
+        self._finish(reusable=False)
 
     def connection_closed(self) -> bool:
         """The origin closed; True if that ended the response properly."""
@@ -272,7 +301,7 @@ class ResponseParser:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))  # after the head: trailers, counted and dropped (_Trailers)
+        self._headers.append((name, value))  # after the head: trailers, dropped (_Trailers)
 
     def on_headers_complete(self) -> None:  # noqa: C901, PLR0912 - one pass over a response's headers, no helper calls
         parser = self._parser
@@ -340,6 +369,7 @@ class ResponseParser:
     def on_body(self, data: bytes) -> None:
         if self.complete:
             raise _Overrun  # a body for a HEAD request: never relayed
+        self._mark.add(DATA)
         self._handler.response_body(data)
 
     def on_message_complete(self) -> None:

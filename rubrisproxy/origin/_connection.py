@@ -256,13 +256,22 @@ class OriginConnection(Protocol):
             user.origin_failed(error)
             return
         if parser.overrun and not overrun:
-            self._unsolicited()  # the response was delivered; the connection is not reused
+            self._unsolicited(parser.trailer_error)  # the response was delivered; the connection is not reused
         if user.pending_head is not None:
             user.flush_head()
         if self._user is not None and self._deadline.armed:
             self._deadline.set(self.server_timeout)  # still answering: it made progress
 
-    def _unsolicited(self) -> None:
+    def _unsolicited(self, trailer_error: str = "") -> None:
+        """Warn that the connection is closed for what its server sent past a response's body: ``trailer_error``,
+        why the trailer section after its last chunk was refused, or else bytes after the complete response."""
+        if trailer_error:
+            self.log.warn(
+                "{server} ended a chunked body with a bad trailer section ({error}); the response was relayed without"
+                " it, and the connection is closed",
+                server=self.server, error=trailer_error,
+            )
+            return
         self.log.warn(
             "{server} sent bytes after its complete response; they were not relayed and its connection is closed",
             server=self.server,
