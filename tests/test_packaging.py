@@ -21,8 +21,8 @@ from .test_plugin import TWISTD, Twistd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_TREES = ("rubrisproxy", os.path.join("twisted", "plugins"))
-# The compiled access-log line's source, stub and build products: a wheel carries the extension built from them.
-NOT_SHIPPED_SUFFIXES = (".pyc", "dropin.cache", ".pyx", ".pyi", ".c", ".so")
+# The compiled access-log line's build products: a wheel carries the extension built from its .pyx (shipped too).
+NOT_SHIPPED_SUFFIXES = (".pyc", "dropin.cache", ".c", ".so")
 
 
 def source_files() -> set[str]:
