@@ -10,6 +10,8 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+_log = Logger(namespace=__name__)  # named: a compiled module has no frame for Logger to read it from
+
 
 class Deadline:
     """Calls ``on_expire`` once the deadline last :meth:`set` passes.
@@ -96,8 +98,6 @@ class QueuedTimer:
     asks of its clock: :meth:`seconds` and :meth:`callLater`.
     """
 
-    log = Logger()
-
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
         self.seconds = clock.seconds  # the clock's own, read by each Deadline.set: no wrapper
@@ -175,7 +175,7 @@ class _Queue:
                     try:
                         call.run()
                     except Exception:  # noqa: BLE001 - as the reactor logs a failing call, and goes on
-                        timer.log.failure("a timeout failed")
+                        _log.failure("a timeout failed")
                 calls.popleft()
         finally:
             self.firing = False

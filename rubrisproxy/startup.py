@@ -9,8 +9,9 @@ from typing import Any
 from twisted.application import service
 from twisted.logger import Logger
 
-from . import __version__
+from . import __version__, accesslog
 from ._compat import report_start_failure
+from ._native import MODULES, compiled_modules
 from .cluster import node_name
 from .config import DEMO_ADMIN_LISTEN, BackendConfig, FrontendConfig, ProxyConfig
 from .upgrade import Pidfile
@@ -20,6 +21,7 @@ def startup_lines(config: ProxyConfig, config_path: str | None) -> list[str]:
     """One line for the version and file, one per frontend, one per backend, the admin (and cluster) and log
     settings."""
     lines = [f"rubrisproxy {__version__} starting; configuration: {config_path or 'none (command-line flags only)'}"]
+    lines.append(f"build: {build_line()}")
     lines += [_frontend(frontend) for frontend in config.frontends]
     lines += [_backend(backend, config.demo) for backend in config.backends.values()]
     lines.append(_admin(config))
@@ -33,6 +35,16 @@ def startup_lines(config: ProxyConfig, config_path: str | None) -> list[str]:
         lines.append(f"processes: a supervisor and {config.process.workers} workers, each listener bound by every"
                      " worker (SO_REUSEPORT)")
     return lines
+
+
+def build_line() -> str:
+    """What of the request path runs compiled (``rubrisproxy._native``, the access-log line) or as Python."""
+    native = compiled_modules()
+    if not native and not accesslog.COMPILED:
+        return "pure Python (installed without a C compiler, or with RUBRISPROXY_PURE_PYTHON=1)"
+    parts = [f"request path compiled ({len(native)} of {len(MODULES)} modules)" if native else "request path Python"]
+    parts.append("access-log line compiled" if accesslog.COMPILED else "access-log line Python")
+    return ", ".join(parts)
 
 
 def _admin(config: ProxyConfig) -> str:

@@ -10,7 +10,8 @@ from .helpers import ProxyTestCase, get
 
 
 def our_delayed_calls() -> list[object]:
-    return [c for c in reactor.getDelayedCalls() if "rubrisproxy" in getattr(c.func, "__module__", "") or
+    # a compiled module's bound method has no __module__ (rubrisproxy._native): its instance's type has
+    return [c for c in reactor.getDelayedCalls() if "rubrisproxy" in (getattr(c.func, "__module__", None) or "") or
             "rubrisproxy" in type(getattr(c.func, "__self__", None)).__module__]
 
 

@@ -32,14 +32,15 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("client and origin sides", ("frontend", "websocket", "origin")),
     ("balancing and servers", ("routing", "clients", "backend")),
     ("bottom", ("http", "flow", "deadline", "counters", "lifecycle", "accesslog", "logoutput", "accepting",
-                "signals", "tls", "_compat", "_accesslines", "collector", "settings", "engineio", "ratelimit", "reuseport", "bus", "sharing", "transfer", "ampvalues",
+                "signals", "tls", "_compat", "_accesslines", "_native", "collector", "settings", "engineio", "ratelimit", "reuseport", "bus", "sharing", "transfer", "ampvalues",
                 "config", PACKAGE)),
 )
 ORDERED_LAYERS = frozenset({"client and origin sides"})
 #: Imports allowed between units of the balancing layer: routing picks a backend, clients are what it serves.
 BALANCING_IMPORTS = frozenset({("routing", "backend"), ("routing", "clients"), ("clients", "backend")})
-#: Units that import no other unit: configuration is plain data; the compiled access-log line stands alone.
-LEAVES = frozenset({"config", "_accesslines", PACKAGE})
+#: Units that import no other unit: configuration is plain data; the compiled access-log line stands alone; the list of
+#: compiled modules is read by setup.py, which has none of the runtime.
+LEAVES = frozenset({"config", "_accesslines", "_native", PACKAGE})
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ class Backend(ServerActions):
         self.connect_seconds = Histogram()  # how long new server connections took to open
         self.request_seconds = Histogram()  # requests routed here: from the request head to the end
         self.responses: dict[str, int] = {}  # answers to requests routed here, the proxy's own included, by class
-        self.log = Logger()
+        self.log = Logger(namespace=__name__)  # named: compiled, it has no frame for Logger to read it from
         self.table: TableStickiness | None = None
         self.config = config
         self._settings(config, None)

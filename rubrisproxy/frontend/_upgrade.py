@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from ._client import UpgradedClient
     from ._exchange import Exchange
 
-_NO_HEADERS = ()  # what a tunnelled request keeps of its headers: none
 #: A session keeps its request's head (its re-dials and a carry read it) for its whole life: the Connection tokens
 #: clients send (a set of its own each, 216 bytes) are kept as one of these when equal.
 _CONNECTION_TOKENS = {tokens: tokens for tokens in (frozenset((b"upgrade",)), frozenset((b"keep-alive", b"upgrade")))}
@@ -104,7 +103,7 @@ class ExchangeHandoff:
             Tunnel(self, origin).start(switch, rest)
             self.upgrade = None  # a tunnel needs nothing more of the handshake
             request = self.head  # only its request line is logged from here on
-            request.headers = request.forward = _NO_HEADERS  # type: ignore[assignment]
+            request.headers = request.forward = []  # what a tunnelled request keeps of its headers: none
             request.connection = NONE
             request.host = None
         else:

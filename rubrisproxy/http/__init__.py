@@ -14,7 +14,7 @@ from ._headers import (
     serialize_headers,
     spellings,
 )
-from ._request import LaterVersion, RequestHandler, RequestHead, RequestParser
+from ._request import RequestHandler, RequestHead, RequestParser
 from ._response import ResponseHandler, ResponseHead, ResponseParser
 from ._rules import (
     AMBIGUOUS,
@@ -33,6 +33,7 @@ from ._rules import (
     set_header,
 )
 from ._target import Target, normalise_path, resolve, route_host, split_absolute, valid_host
+from ._version import LaterVersion
 
 __all__ = [
     "Challenge",

@@ -38,3 +38,15 @@ def counted_trailer(mark: set[int], counted: int, size: int) -> int:
         return counted + size
     mark.add(COUNTING)
     return 0
+
+
+class DroppedFields(list[tuple[bytes, bytes]]):
+    """Where a response's trailer fields go once its head is read: nowhere (the body is re-framed). One per parser,
+    always empty: no list is made per response for them. What bounds them is the response parser's count of the
+    trailer section's bytes: an origin sending trailer lines, or one line, without end would grow the proxy. (Not in
+    the compiled parser: a subclass of ``list`` cannot be a native class.)"""
+
+    __slots__ = ()
+
+    def append(self, field: tuple[bytes, bytes]) -> None:
+        pass

@@ -19,25 +19,10 @@ from ._chunks import DATA, chunk_callbacks, counted_trailer, new_mark
 from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 from ._target import Target, valid_host
+from ._version import SERVED_VERSIONS, LaterVersion
 
-
-class LaterVersion(bytes):
-    """``b"1.1"``, the version a later HTTP/1.x request is served as, remembering the one it said (``sent``, as the
-    access log shows it). Equal to ``b"1.1"`` wherever a version is read, and made once per version: the request
-    path pays nothing for it, only the access-log record looks (``isinstance``)."""
-
-    sent: str
-
-
-def _later(minor: int) -> LaterVersion:
-    version = LaterVersion(b"1.1")
-    version.sent = f"1.{minor}"
-    return version
-
-
-#: The versions served, as the proxy reads them: a later HTTP/1.x as 1.1, the highest it speaks (RFC 9112 2.3).
-#: llhttp takes any ``digit.digit`` (see :func:`_llhttp`); any other is refused with 505.
-_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"} | {f"1.{minor}": _later(minor) for minor in range(2, 10)}
+#: The versions served (see ``_version``); llhttp takes any ``digit.digit`` (see :func:`_llhttp`).
+_VERSIONS = SERVED_VERSIONS
 #: Outside a body, llhttp is fed this much at a time: a head is measured from within this many bytes of
 #: where it starts, and a hold (:attr:`RequestParser.held`) stops parsing within a few pipelined requests.
 _HEAD_SLICE = 512
@@ -113,10 +98,21 @@ class RequestHandler(Protocol):
 class _Closed:
     """The handler of a closed parser: its owner feeds it nothing any more, so any call is a bug."""
 
-    def _unexpected(self, *args: object) -> None:
-        raise RuntimeError("a request came to a closed parser")
+    def request_head(self, head: RequestHead) -> None:
+        _unexpected()
 
-    request_head = request_body = request_end = request_upgraded = _unexpected
+    def request_body(self, data: bytes) -> None:
+        _unexpected()
+
+    def request_end(self) -> None:
+        _unexpected()
+
+    def request_upgraded(self, rest: bytes) -> None:
+        _unexpected()
+
+
+def _unexpected() -> None:
+    raise RuntimeError("a request came to a closed parser")
 
 
 _CLOSED: RequestHandler = _Closed()
@@ -126,7 +122,7 @@ class _Skipped(_Closed):
     """The handler while llhttp reports the end of an upgrade request whose body it skipped (see
     :meth:`RequestParser._skip`): that end is not the request's."""
 
-    def request_end(self, *args: object) -> None:
+    def request_end(self) -> None:
         pass
 
 

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import httptools
 
-from ._chunks import DATA, chunk_callbacks, counted_trailer, new_mark
+from ._chunks import DATA, DroppedFields, chunk_callbacks, counted_trailer, new_mark
 from ._errors import HTTPError, quoted
 from ._headers import CONNECTION_OPTIONS, HOP_BY_HOP, NONE, Headers, connection_tokens, drop_listed
 
@@ -110,25 +110,27 @@ class _NoHandler:
     """The handler of a parser expecting no response (before its first :meth:`~ResponseParser.start`, after
     :meth:`~ResponseParser.close`); its owner feeds it nothing then, so any call is a bug."""
 
-    def _unexpected(self, *args: object) -> None:
-        raise RuntimeError("a response came to a parser expecting none")
+    def response_interim(self, head: ResponseHead) -> None:
+        _unexpected()
 
-    response_interim = response_head = response_body = response_end = response_upgraded = _unexpected
+    def response_head(self, head: ResponseHead, has_body: bool) -> None:
+        _unexpected()
+
+    def response_body(self, data: bytes) -> None:
+        _unexpected()
+
+    def response_end(self) -> None:
+        _unexpected()
+
+    def response_upgraded(self, head: ResponseHead, rest: bytes) -> None:
+        _unexpected()
+
+
+def _unexpected() -> None:
+    raise RuntimeError("a response came to a parser expecting none")
 
 
 _NO_HANDLER: ResponseHandler = _NoHandler()
-
-
-class _Trailers(list[tuple[bytes, bytes]]):
-    """Where a response's trailer fields go once its head is read: nowhere (the body is re-framed). One per parser,
-    always empty: no list is made per response for them. What bounds them is :meth:`ResponseParser.feed`'s count of
-    the trailer section's bytes (:data:`MAX_RESPONSE_HEAD`): an origin sending trailer lines, or one line, without end
-    would grow the proxy."""
-
-    __slots__ = ()
-
-    def append(self, field: tuple[bytes, bytes]) -> None:
-        pass
 
 
 class _Overrun(Exception):
@@ -172,7 +174,7 @@ class ResponseParser:
         self._end_due = False  # complete, its end not yet reported
         self.overrun = False  # bytes came after a complete response, or a trailer section was refused
         self.trailer_error = ""  # why the last trailer section it refused was refused
-        self._trailers = _Trailers()  # what takes the fields after each response's head
+        self._trailers = DroppedFields()  # what takes the fields after each response's head
         self._mark = new_mark()  # where llhttp is in a chunked body (see _chunks)
         self._trailer_bytes = 0  # the trailer section's, counted while the mark says so
         self.on_chunk_header, self.on_chunk_complete = chunk_callbacks(self._mark)
@@ -301,7 +303,7 @@ class ResponseParser:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))  # after the head: trailers, dropped (_Trailers)
+        self._headers.append((name, value))  # after the head: trailers, dropped (DroppedFields)
 
     def on_headers_complete(self) -> None:  # noqa: C901, PLR0912 - one pass over a response's headers, no helper calls
         parser = self._parser
