@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib.metadata
+import json
 import os
 import shutil
 import signal
@@ -15,14 +17,23 @@ import zipfile
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from rubrisproxy._native import MODULES
+
 from .helpers import ProxyTestCase
 from .test_accesslog import line_corpus
 from .test_plugin import TWISTD, Twistd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_TREES = ("rubrisproxy", os.path.join("twisted", "plugins"))
-# The compiled access-log line's build products: a wheel carries the extension built from its .pyx (shipped too).
+# The compiled parts' build products: a wheel carries the extensions built from their sources (shipped too).
 NOT_SHIPPED_SUFFIXES = (".pyc", "dropin.cache", ".c", ".so")
+#: The suites that exercise the modules mypyc compiles (rubrisproxy._native): run again on the installed wheel.
+NATIVE_SUITES = (
+    "test_framing", "test_hardening_http", "test_proxy", "test_trailers", "test_interim", "test_origin_desync",
+    "test_balancing", "test_sticky", "test_queued_timer", "test_timeouts", "test_engineio", "test_streaming",
+    "test_counters", "test_websocket", "test_health", "test_ws_conformance", "test_upgrade", "test_lifecycle",
+    "test_resume", "test_leaks", "test_pinned", "test_rules", "test_routing",
+)
 
 
 def source_files() -> set[str]:
@@ -44,14 +55,14 @@ def build_wheel(workdir: str, env: dict[str, str] | None = None) -> str:
         ROOT,
         source,
         ignore=shutil.ignore_patterns(".git", ".venv", "node_modules", "_trial_temp*", "build", "dist", "*.egg-info",
-                                      "__pycache__", "*.so", "_accesslines.c"),
+                                      "__pycache__", "*.so", "_accesslines.c", ".mypy_cache"),
     )
     out = os.path.join(workdir, "wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", out, source],
         check=True,
         capture_output=True,
-        timeout=120,
+        timeout=600,  # mypyc type-checks and compiles the request path: about a minute on two cores
         env=env,
     )
     (name,) = os.listdir(out)
@@ -136,15 +147,22 @@ class InstalledPackageTests(ProxyTestCase):
         yield process.ended
         self.assertNotIn(b"Traceback", process.output)
 
-    def test_access_lines_compiled_when_a_compiler_is_there(self):
-        compiled = any(name.startswith("rubrisproxy/_accesslines") and name.endswith(".so")
-                       for name in zipfile.ZipFile(self.wheel).namelist())
+    def expects_compiled(self) -> bool:
+        """Whether this wheel was built with a C compiler; skips where there is none (CI has one: both are tested)."""
         if self.no_compiler:
-            self.assertFalse(compiled)
-        elif not shutil.which("cc") and not os.environ.get("CI"):  # CI has one: both lines are tested there
-            raise unittest.SkipTest("no C compiler here: the wheel has the pure-Python line only")
-        else:
-            self.assertTrue(compiled)
+            return False
+        if not shutil.which("cc") and not os.environ.get("CI"):
+            raise unittest.SkipTest("no C compiler here: the wheel is pure Python")
+        return True
+
+    def compiled_in_wheel(self) -> set[str]:
+        """The modules the wheel carries as C extensions."""
+        return {name.split(".")[0].replace("/", ".") for name in zipfile.ZipFile(self.wheel).namelist()
+                if name.endswith(".so")}
+
+    def test_access_lines_compiled_when_a_compiler_is_there(self):
+        compiled = "rubrisproxy._accesslines" in self.compiled_in_wheel()
+        self.assertEqual(compiled, self.expects_compiled())
         records = repr([tuple(record) for record in line_corpus()])
         check = self.run_outside(
             "from rubrisproxy.accesslog import AccessLog, AccessRecord, COMPILED, format_text\n"
@@ -159,7 +177,53 @@ class InstalledPackageTests(ProxyTestCase):
         self.assertEqual(check, f"{compiled} True")
 
 
+    def test_request_path_compiled_when_a_compiler_is_there(self):
+        expected = list(MODULES) if self.expects_compiled() else []
+        self.assertEqual(sorted(self.compiled_in_wheel() & set(MODULES)), sorted(expected))
+        loaded = self.run_outside(
+            "import rubrisproxy.service\n"
+            "from rubrisproxy._native import compiled_modules\n"
+            "from rubrisproxy.startup import build_line\n"
+            "print(repr(compiled_modules())); print(build_line())"
+        ).splitlines()
+        self.assertEqual(loaded[0], repr(tuple(expected)))
+        self.assertIn(f"compiled ({len(MODULES)} of {len(MODULES)} modules)" if expected else "pure Python", loaded[1])
+
+    def test_request_path_suites_pass_on_the_installed_wheel(self):
+        """mypyc's code checks the annotated types as it runs, where Python does not: the suites of the compiled
+        modules run again against the wheel as installed (the checkout's ``tests`` after its install location)."""
+        if not self.expects_compiled():
+            raise unittest.SkipTest("the suite itself runs this pure-Python code")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([self.target, ROOT]))
+        where = subprocess.run([sys.executable, "-c", "import rubrisproxy.http._request as m; print(m.__file__)"],
+                               cwd=self.elsewhere, env=env, capture_output=True, text=True, check=True)
+        self.assertTrue(where.stdout.startswith(self.target) and where.stdout.strip().endswith(".so"), where.stdout)
+        trial = subprocess.run(
+            [sys.executable, "-m", "twisted.trial", "-j2", *(f"tests.{name}" for name in NATIVE_SUITES)],
+            cwd=self.elsewhere, env=env, capture_output=True, text=True, timeout=600,
+        )
+        self.assertEqual(trial.returncode, 0, trial.stdout[-4000:])
+        self.assertIn("PASSED", trial.stdout.splitlines()[-1])
+
+
 class NoCompilerInstallTests(InstalledPackageTests):
     """Without a C compiler the same tree still builds, installs and runs, with the pure-Python access-log line."""
 
     no_compiler = True
+
+
+class InstalledDistributionTests(unittest.TestCase):
+    """What the README's ``pip install`` made of this checkout: an isolated build, which has none of the runtime."""
+
+    def test_pip_install_compiled_the_request_path(self):
+        # the install's .dist-info, not the .egg-info a build leaves in the checkout (on sys.path as the working directory)
+        installed = [dist for dist in importlib.metadata.distributions(name="rubrisproxy") if dist.read_text("RECORD")]
+        if not installed:
+            raise unittest.SkipTest("rubrisproxy is not installed here, only imported from the checkout")
+        dist = installed[0]
+        if json.loads(dist.read_text("direct_url.json") or "{}").get("dir_info", {}).get("editable"):
+            raise unittest.SkipTest("an editable install builds in place")
+        if not shutil.which("cc") and not os.environ.get("CI"):
+            raise unittest.SkipTest("no C compiler here: the install is pure Python")
+        extensions = {str(path).split(".")[0].replace("/", ".") for path in dist.files or () if str(path).endswith(".so")}
+        self.assertEqual(sorted(set(MODULES) - extensions), [], "pip install . did not compile these")
