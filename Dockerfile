@@ -5,7 +5,7 @@
 FROM python:3.11-slim
 
 # The README's install, in /opt/rubrisproxy: what is copied is what `pip install .` reads. The slim image has no
-# C compiler, so the access-log line is the pure-Python one (docs/logging.md, "Cost and timing").
+# C compiler, so the request path and the access-log line run as Python (docs/deploying.md).
 WORKDIR /opt/rubrisproxy
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml setup.cfg setup.py README.md ./
