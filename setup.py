@@ -11,6 +11,7 @@ import runpy
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 try:
     from Cython.Build import cythonize
@@ -37,6 +38,25 @@ def native_extensions():
         return []
 
 
+class OptionalBuildExt(build_ext):
+    """Builds the optional extensions, each time (what is installed is what this build compiled); one that fails to
+    build leaves no file behind, not even an earlier build's, which a wheel would otherwise carry from a checkout built
+    before with a compiler."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.force = True
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception:
+            stale = self.get_ext_fullpath(ext.name)
+            if os.path.exists(stale):
+                os.remove(stale)
+            raise
+
+
 extensions = []
 if not os.environ.get("RUBRISPROXY_PURE_PYTHON"):
     if cythonize is not None:
@@ -47,4 +67,4 @@ if not os.environ.get("RUBRISPROXY_PURE_PYTHON"):
     for extension in extensions:
         extension.optional = True  # a failed compile (no compiler) is a warning, and the Python code is used
 
-setup(ext_modules=extensions)
+setup(ext_modules=extensions, cmdclass={"build_ext": OptionalBuildExt})

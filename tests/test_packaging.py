@@ -48,8 +48,8 @@ def source_files() -> set[str]:
     return found
 
 
-def build_wheel(workdir: str, env: dict[str, str] | None = None) -> str:
-    """Build a wheel from a copy of the checkout (so the checkout gains no build/ or egg-info) and return its path."""
+def copy_checkout(workdir: str) -> str:
+    """A copy of the checkout to build from (so the checkout gains no build/ or egg-info), without its build products."""
     source = os.path.join(workdir, "src")
     shutil.copytree(
         ROOT,
@@ -57,7 +57,11 @@ def build_wheel(workdir: str, env: dict[str, str] | None = None) -> str:
         ignore=shutil.ignore_patterns(".git", ".venv", "node_modules", "_trial_temp*", "build", "dist", "*.egg-info",
                                       "__pycache__", "*.so", "_accesslines.c", ".mypy_cache"),
     )
-    out = os.path.join(workdir, "wheel")
+    return source
+
+
+def build_wheel(source: str, out: str, env: dict[str, str] | None = None) -> str:
+    """Build a wheel of ``source`` into ``out`` and return its path."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", out, source],
         check=True,
@@ -74,19 +78,30 @@ NO_COMPILER = dict(os.environ, CC="false", CXX="false")
 
 
 @functools.cache
-def installed_wheel(no_compiler: bool = False) -> tuple[str, str, str]:
-    """Build the wheel once per run and install it, without dependencies, into a directory of its own."""
+def built_wheels() -> tuple[str, dict[bool, str]]:
+    """Both wheels, by whether the build had no compiler, from one copy of the checkout: with a compiler first, then
+    without one in the tree that build left (a checkout installed again, its build/ holding the compiled modules)."""
     workdir = tempfile.mkdtemp(prefix="rubrisproxy-packaging-")
     atexit.register(shutil.rmtree, workdir, True)
-    wheel = build_wheel(workdir, NO_COMPILER if no_compiler else None)
-    target = os.path.join(workdir, "installed")
+    source = copy_checkout(workdir)
+    compiled = build_wheel(source, os.path.join(workdir, "wheel"))
+    pure = build_wheel(source, os.path.join(workdir, "wheel-without-compiler"), NO_COMPILER)
+    return workdir, {False: compiled, True: pure}
+
+
+@functools.cache
+def installed_wheel(no_compiler: bool = False) -> tuple[str, str, str]:
+    """One of the wheels installed, without dependencies, into a directory of its own."""
+    workdir, wheels = built_wheels()
+    wheel = wheels[no_compiler]
+    target = os.path.join(workdir, "installed-without-compiler" if no_compiler else "installed")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", target, wheel],
         check=True,
         capture_output=True,
         timeout=120,
     )
-    os.makedirs(os.path.join(workdir, "elsewhere"))
+    os.makedirs(os.path.join(workdir, "elsewhere"), exist_ok=True)
     return workdir, wheel, target
 
 
@@ -207,7 +222,7 @@ class InstalledPackageTests(ProxyTestCase):
 
 
 class NoCompilerInstallTests(InstalledPackageTests):
-    """Without a C compiler the same tree still builds, installs and runs, with the pure-Python access-log line."""
+    """Without a C compiler the same tree, as a build with one left it, still builds, installs and runs as Python."""
 
     no_compiler = True
 

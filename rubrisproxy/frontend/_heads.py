@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ..http import serialize_headers
 
@@ -16,7 +16,10 @@ VIA = {version: b"Via: %s rubrisproxy\r\n" % version for version in (b"1.0", b"1
 class Framing:
     """How a response body is delimited to the client: none, a length, chunks, or the connection's close."""
 
-    NONE, LENGTH, CHUNKED, CLOSE = range(4)
+    NONE: Final = 0
+    LENGTH: Final = 1
+    CHUNKED: Final = 2
+    CLOSE: Final = 3
 
 
 class _Client(Protocol):
