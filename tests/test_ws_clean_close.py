@@ -86,11 +86,14 @@ class Peer:
         return self.read_to_the_end()
 
     def read_to_the_end(self) -> str:
+        """Read until the connection ends, then end this side too, as a client does on the server's FIN (a proxy
+        lingering after a protocol error waits for it, up to close-handshake-timeout)."""
         try:
             while self.sock.recv(65536):
                 pass
         except OSError as error:
             return repr(error)
+        self.sock.shutdown(socket.SHUT_WR)
         return EOF
 
     def _frame(self) -> tuple[int, bytes] | None:
