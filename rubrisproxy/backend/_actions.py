@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from ._server import Server
+from ._server import USABILITY, Server
 
 
 class ServerActions:
@@ -46,7 +46,7 @@ class ServerActions:
         """Take server ``name`` out: nothing new goes to it, its sessions move, what it is serving finishes."""
         server = self._named(name)
         self.servers.remove(server)
-        Server.generation += 1
+        USABILITY.bump()
         server.set_draining(True)
         self.log.info("server {backend}/{server} REMOVED", backend=self.name, server=name)
         return server

@@ -19,7 +19,7 @@ from ._balance import IBalancer, balancer_for
 from ._engineio import EngineIOStickiness, is_engineio
 from ._login import Login
 from ._queue import Queued, Waiter, WaitQueue
-from ._server import Server
+from ._server import USABILITY, Server
 from ._shared import ShareAs, stick_store
 from ._sidprefix import SidPrefix
 from ._sticky import CookieStickiness, ExpiringStore, TableStickiness, key_for, learned_key
@@ -222,7 +222,7 @@ class Backend(ServerActions):
     def usable(self, exclude: frozenset[Server] = frozenset()) -> list[Server]:
         """Servers that may take new requests: normal ones that are up, else backups that are up."""
         if not exclude:
-            stamp = (Server.generation, len(self.servers))
+            stamp = (USABILITY.value, len(self.servers))
             if stamp != self._usable_stamp:
                 self._usable, self._usable_stamp = self._compute_usable(exclude), stamp
             return self._usable

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -16,6 +16,20 @@ class ServerWatcher(Protocol):
     """Something bound to a server (a session-mode WebSocket) that must move when the server goes away."""
 
     def server_leaving(self, server: Server, why: str) -> None: ...
+
+
+class Generation:
+    """A count bumped whenever any server's up state or weight changes, so backends know to recompute who is usable.
+    (An object's attribute, not a class's: a compiled class's attributes are fixed.)"""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def bump(self) -> None:
+        self.value += 1
+
+
+USABILITY = Generation()
 
 
 @dataclass(eq=False, slots=True)
@@ -52,8 +66,6 @@ class Server:
     watchers: set[ServerWatcher] = field(default_factory=set)  # session-mode WebSockets on this server
     tls: TLSConfig | None = None  # its backend's TLS settings (for a TLS server); None: the defaults
     on_change: Callable[[], None] | None = field(default=None, repr=False)  # told when it may take more or less
-    #: Bumped whenever any server's up state or weight changes, so backends know to recompute who is usable.
-    generation: ClassVar[int] = 0
     #: What makes two servers' connections interchangeable in a pool (TLS settings included).
     key: tuple[object, ...] = field(init=False)
     name: str = field(init=False)
@@ -101,7 +113,7 @@ class Server:
             self.up_since = self.clock.seconds()
         was_up, before, self.up = self.up, self.state, up
         self._note_state(before)
-        Server.generation += 1
+        USABILITY.bump()
         if was_up and not up:
             self._move_watchers("it is down")
         self._changed()
@@ -115,7 +127,7 @@ class Server:
         self.draining = draining
         self.maintenance = maintenance and draining
         self._note_state(before)
-        Server.generation += 1
+        USABILITY.bump()
         if draining:
             self._move_watchers("it is in maintenance" if self.maintenance else "it is draining")
         self._changed()
@@ -156,7 +168,7 @@ class Server:
 
     def set_weight(self, weight: int) -> None:
         self.weight = weight
-        Server.generation += 1
+        USABILITY.bump()
         self._changed()
 
     def _changed(self) -> None:
