@@ -203,6 +203,8 @@ class InstalledPackageTests(ProxyTestCase):
         ).splitlines()
         self.assertEqual(loaded[0], repr(tuple(expected)))
         self.assertIn(f"compiled ({len(MODULES)} of {len(MODULES)} modules)" if expected else "pure Python", loaded[1])
+        with open(os.path.join(ROOT, "docs", "deploying.md")) as page:  # the line it shows readers
+            self.assertIn(f"compiled ({len(MODULES)} of {len(MODULES)} modules)", page.read().replace("\n", " "))
 
     def test_request_path_suites_pass_on_the_installed_wheel(self):
         """mypyc's code checks the annotated types as it runs, where Python does not: the suites of the compiled
