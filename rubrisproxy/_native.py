@@ -4,9 +4,9 @@ them this process runs compiled.
 Each is plain Python, the same source either way; without a compiler, or with ``RUBRISPROXY_PURE_PYTHON=1`` when
 installing, they run as Python. They are the request path's modules whose classes keep to themselves: the two
 HTTP/1 parsers (llhttp calls back into compiled methods without an interpreter frame), the origin's request head,
-balancing and servers, the origin pool, deadlines, flow control and the counters. Compiled code reads a native object's attributes directly but a Twisted
-protocol's more slowly than the interpreter does, so the connection classes are left interpreted
-(``bench/results/native.txt``). Plain data: ``setup.py`` reads :data:`MODULES` without importing the runtime.
+balancing and servers, the origin pool, deadlines, flow control and the counters. Compiled code reads a native
+object's attributes directly but a Twisted protocol's more slowly than the interpreter does, so the connection
+classes are left interpreted (``bench/results/native.txt``). Plain data: ``setup.py`` reads :data:`MODULES` without importing the runtime.
 """
 
 from __future__ import annotations

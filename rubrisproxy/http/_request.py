@@ -21,8 +21,6 @@ from ._headers import CONNECTION_OPTIONS, FRAMING_OPTIONS, HOP_BY_HOP, NONE, Hea
 from ._target import Target, valid_host
 from ._version import SERVED_VERSIONS, LaterVersion
 
-#: The versions served (see ``_version``); llhttp takes any ``digit.digit`` (see :func:`_llhttp`).
-_VERSIONS = SERVED_VERSIONS
 #: Outside a body, llhttp is fed this much at a time: a head is measured from within this many bytes of
 #: where it starts, and a hold (:attr:`RequestParser.held`) stops parsing within a few pipelined requests.
 _HEAD_SLICE = 512
@@ -39,7 +37,7 @@ def _dropped(drop: frozenset[bytes]) -> frozenset[bytes]:
 
 
 def _llhttp(parser: RequestParser) -> httptools.HttpRequestParser:
-    """An llhttp request parser calling back ``parser``, taking any ``digit.digit`` version: ``_VERSIONS`` says
+    """An llhttp request parser calling back ``parser``, taking any ``digit.digit`` version: ``SERVED_VERSIONS`` says
     which are served (llhttp alone refuses HTTP/1.2 with a 400)."""
     llhttp = httptools.HttpRequestParser(parser)
     llhttp.set_dangerous_leniencies(lenient_version=True)
@@ -264,7 +262,7 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:  # noqa: C901, PLR0912, PLR0915 - one pass over a request's headers, no helper calls
         parser = self._parser
-        version = _VERSIONS.get(parser.get_http_version())
+        version = SERVED_VERSIONS.get(parser.get_http_version())
         if version is None:
             raise HTTPError(505, f"HTTP/{parser.get_http_version()} is not supported")
         head = RequestHead(parser.get_method(), self._url, version, self._headers)
