@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterable
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -71,6 +72,11 @@ def build_wheel(source: str, out: str, env: dict[str, str] | None = None) -> str
     )
     (name,) = os.listdir(out)
     return os.path.join(out, name)
+
+
+def extension_modules(paths: Iterable[str]) -> set[str]:
+    """The modules that installed ``paths`` (relative to site-packages) hold as C extensions."""
+    return {path.split(".")[0].replace("/", ".") for path in paths if path.endswith(".so")}
 
 
 #: A machine without a C compiler, as the build sees it.
@@ -172,8 +178,7 @@ class InstalledPackageTests(ProxyTestCase):
 
     def compiled_in_wheel(self) -> set[str]:
         """The modules the wheel carries as C extensions."""
-        return {name.split(".")[0].replace("/", ".") for name in zipfile.ZipFile(self.wheel).namelist()
-                if name.endswith(".so")}
+        return extension_modules(zipfile.ZipFile(self.wheel).namelist())
 
     def test_access_lines_compiled_when_a_compiler_is_there(self):
         compiled = "rubrisproxy._accesslines" in self.compiled_in_wheel()
@@ -242,5 +247,5 @@ class InstalledDistributionTests(unittest.TestCase):
             raise unittest.SkipTest("an editable install builds in place")
         if not shutil.which("cc") and not os.environ.get("CI"):
             raise unittest.SkipTest("no C compiler here: the install is pure Python")
-        extensions = {str(path).split(".")[0].replace("/", ".") for path in dist.files or () if str(path).endswith(".so")}
+        extensions = extension_modules(str(path) for path in dist.files or ())
         self.assertEqual(sorted(set(MODULES) - extensions), [], "pip install . did not compile these")
