@@ -63,6 +63,10 @@ class StateReceiver(Protocol):
         """The SERVER changes this proxy knows of (its own and others'), for a transport to compare with what it
         finds when it (re)connects: the later of each pair wins."""
 
+    def entry(self, kind: Kind, backend: str, key: bytes) -> Change | None:
+        """The STICK or SID entry this proxy holds for ``key`` of ``backend`` (made here or elsewhere), for a
+        transport that answers the others' lookups itself; None if it holds none."""
+
 
 class StateTransport(Protocol):
     """Carries changes between proxies (Redis for several nodes; the worker channel for one machine's workers)."""

@@ -51,6 +51,9 @@ class Receiver:
     def admin_states(self) -> list[Change]:
         return self.admin
 
+    def entry(self, kind: Kind, backend: str, key: bytes) -> Change | None:
+        return None
+
 
 class ClusterCase(ProxyTestCase):
     def capture_log(self) -> list[str]:
@@ -787,24 +790,42 @@ class LookupTests(NodesCase):
 
 
 class MemoryBus:
-    """Topics between workers in one process: what one publishes reaches the others (a ``bus.Bus`` each)."""
+    """Topics between workers in one process: what one publishes reaches the others (a ``bus.Bus`` each); with
+    ``held``, publications wait in ``late`` (a push still on its way), and questions go unanswered while
+    ``mute``."""
 
     def __init__(self) -> None:
         self.ends: list[MemoryBus.End] = []
+        self.held = self.mute = False
+        self.late: list[Any] = []
 
     class End:
         def __init__(self, bus: MemoryBus, index: int) -> None:
             self.bus, self.index = bus, index
             self.subscribers: dict[str, list[Any]] = {}
+            self.responders: dict[str, Any] = {}
 
         def publish(self, topic: str, payload: bytes, retain: str = "") -> None:
             for other in self.bus.ends:
                 if other is not self:
                     for subscriber in other.subscribers.get(topic, ()):
-                        subscriber(payload, self.index)
+                        if self.bus.held:
+                            self.bus.late.append(lambda s=subscriber: s(payload, self.index))
+                        else:
+                            subscriber(payload, self.index)
 
         def subscribe(self, topic: str, subscriber: Any) -> None:
             self.subscribers.setdefault(topic, []).append(subscriber)
+
+        def ask(self, topic: str, question: bytes, answered: Any) -> None:
+            if self.bus.mute:
+                return
+            answers = [other.responders[topic](question, self.index) for other in self.bus.ends
+                       if other is not self and topic in other.responders]
+            answered([answer for answer in answers if answer])
+
+        def respond(self, topic: str, responder: Any) -> None:
+            self.responders[topic] = responder
 
     def end(self) -> MemoryBus.End:
         end = MemoryBus.End(self, len(self.ends))
@@ -838,6 +859,61 @@ class SiblingWorkersTests(SynchronousTestCase):
         self.assertEqual((parts[0].transport.published, parts[1].transport.received), (2, 2))
         for p in parts:
             p.transport.stop()
+
+    def siblings(self, clock: Clock, bus: MemoryBus) -> list[Any]:
+        from rubrisproxy.cluster import Siblings
+        from rubrisproxy.service import build_service
+
+        config = config_from_document({"backends": {"app": {"servers": ["127.0.0.1:1", "127.0.0.1:2"]}}})
+        parts = []
+        for index in range(2):
+            root = build_service(config, clock, report=False, siblings=Siblings(bus.end(), index))
+            root.parts.transport.start()
+            self.addCleanup(root.parts.transport.stop)
+            parts.append(root.parts)
+        return parts
+
+    def test_a_sid_whose_push_has_not_arrived_is_asked_of_the_siblings(self) -> None:
+        bus, clock = MemoryBus(), Clock()
+        one, two = self.siblings(clock, bus)
+        bus.held = True  # the handshake answered by worker 0; its client comes back to worker 1 first
+        one.backends["app"].engineio.remember(b"sid-1", "s2")
+        store = two.backends["app"].engineio.store
+        self.assertIsNone(store.get(b"sid-1"))
+        looked_up: list[str | None] = []
+        self.assertTrue(store.lookup(b"sid-1", lambda: looked_up.append(store.get(b"sid-1"))))
+        self.assertEqual(looked_up, ["s2"])
+        self.assertEqual((two.transport.lookups, clock.getDelayedCalls()), (1, []))  # answered: its wait cancelled
+        for late in bus.late:  # the push, when it comes, changes nothing
+            late()
+        self.assertEqual(store.get(b"sid-1"), "s2")
+
+    def test_a_sid_no_sibling_holds_is_answered_none_and_asked_once(self) -> None:
+        bus, clock = MemoryBus(), Clock()
+        _, two = self.siblings(clock, bus)
+        store = two.backends["app"].engineio.store
+        answered: list[str | None] = []
+        self.assertTrue(store.lookup(b"forged", lambda: answered.append(store.get(b"forged"))))
+        self.assertEqual(answered, [None])
+        self.assertFalse(store.lookup(b"forged", lambda: answered.append("again")))  # not asked again for a while
+        self.assertEqual(two.transport.lookups, 1)
+
+    def test_siblings_that_do_not_answer_are_given_up_after_the_wait(self) -> None:
+        from rubrisproxy.cluster._bus import ASK_WAIT, MAX_ASKS
+
+        bus, clock = MemoryBus(), Clock()
+        _, two = self.siblings(clock, bus)
+        bus.mute = True
+        store = two.backends["app"].engineio.store
+        answered: list[bytes] = []
+        for n in range(MAX_ASKS):
+            self.assertTrue(store.lookup(b"sid-%d" % n, lambda n=n: answered.append(b"sid-%d" % n)))
+        self.assertFalse(store.lookup(b"one-too-many", lambda: answered.append(b"no")))  # bounded in flight
+        clock.advance(ASK_WAIT)
+        self.assertEqual(len(answered), MAX_ASKS)
+        self.assertTrue(store.lookup(b"sid-after", lambda: None))  # none in flight any more
+        clock.advance(ASK_WAIT)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class SidPrefixFramingTests(ProxyTestCase):

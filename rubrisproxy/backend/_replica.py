@@ -53,10 +53,21 @@ class SharedBackends:
         if change.kind is Kind.SERVER:
             self._apply_admin(backend, change)
             return
-        store = backend.table.store if change.kind is Kind.STICK and backend.table is not None else (
-            backend.engineio.store if change.kind is Kind.SID and backend.engineio is not None else None)
-        if isinstance(store, SharedStickStore):
+        store = self._store(backend, change.kind)
+        if store is not None:
             store.apply(change, only_new)
+
+    def entry(self, kind: Kind, backend: str, key: bytes) -> Change | None:
+        named = self._backends.get(backend)
+        store = self._store(named, kind) if named is not None else None
+        return store.entry(key) if store is not None else None
+
+    @staticmethod
+    def _store(backend: Backend, kind: Kind) -> SharedStickStore | None:
+        """``backend``'s shared store of ``kind`` (STICK: its stick table's; SID: its learned sids'), if it has one."""
+        store = backend.table.store if kind is Kind.STICK and backend.table is not None else (
+            backend.engineio.store if kind is Kind.SID and backend.engineio is not None else None)
+        return store if isinstance(store, SharedStickStore) else None
 
     def _apply_admin(self, backend: Backend, change: Change) -> None:
         name = change.key.decode("utf-8", "replace")

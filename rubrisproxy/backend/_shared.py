@@ -70,6 +70,13 @@ class SharedStickStore:
             return
         self._local.put(change.key, (change.value, change.at))
 
+    def entry(self, key: bytes) -> Change | None:
+        """The entry held here for ``key`` (made here or elsewhere), as a change: for another proxy that asks."""
+        entry = self._local.get(key)
+        if entry is None:
+            return None
+        return Change(self._kind, self._backend, key, entry[0], expire=self._expire, at=entry[1])
+
     def lookup(self, key: bytes, done: Callable[[], None]) -> bool:
         """Ask the others for ``key``, unknown here (once per key in :data:`ASKED_FOR`): ``done()`` once answered,
         the entry kept if there is one. False if not asked (then ``done`` is never called)."""

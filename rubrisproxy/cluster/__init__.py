@@ -41,7 +41,7 @@ def shared_state(reactor: Any, config: ProxyConfig, siblings: Siblings | None) -
         return RedisTransport(reactor, cluster.redis, node), node
     if siblings is not None:
         node = f"worker-{siblings.index}"
-        return BusTransport(siblings.bus, node), node
+        return BusTransport(siblings.bus, node, reactor), node
     return None, ""
 
 

@@ -27,3 +27,6 @@ class ProxyReceiver:
 
     def admin_states(self) -> Iterable[Change]:
         return self._backends.admin_states()
+
+    def entry(self, kind: Kind, backend: str, key: bytes) -> Change | None:
+        return self._backends.entry(kind, backend, key) if kind is not Kind.CLIENT else None

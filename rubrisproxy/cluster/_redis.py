@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from ..config import RedisAddress
 from ..sharing import Change, Kind, StateReceiver
+from ._guard import guarded
 from ._link import Link, LinkState, endpoint_for
 from ._resp import RedisConnection, RedisError, Reply
 
@@ -104,21 +105,14 @@ class RedisTransport:
             return False
         self._asking += 1
         self.lookups += 1
-        answered = False
 
         def done(reply: Reply) -> None:
-            nonlocal answered
-            if answered:
-                return
-            answered = True
             self._asking -= 1
-            if timer.active():
-                timer.cancel()
             decoded = decode_change(reply) if isinstance(reply, bytes) else None
             answer(decoded[1] if decoded is not None and decoded[1].kind is kind else None)
 
-        timer = self._reactor.callLater(LOOKUP_TIMEOUT, done, None)
-        connection.command(b"GET", self._entry_key(Change(kind, backend, key, "")), callback=done)
+        connection.command(b"GET", self._entry_key(Change(kind, backend, key, "")),
+                           callback=guarded(self._reactor, LOOKUP_TIMEOUT, done, None))
         return True
 
     def _send(self, connection: RedisConnection, change: Change) -> None:

@@ -82,6 +82,21 @@ class Deliver(amp.Command):
     requiresAnswer = False
 
 
+class Ask(amp.Command):
+    """Worker to supervisor: ``question`` on ``topic`` for the other workers; answered with their non-empty
+    answers once each has answered (:class:`Query`), or was found gone or unresponsive."""
+
+    arguments = [(b"topic", amp.Unicode()), (b"question", amp.String())]
+    response = [(b"answers", amp.ListOf(amp.String()))]
+
+
+class Query(amp.Command):
+    """Supervisor to worker: what worker ``sender`` asks on ``topic``; its answer (empty: nothing to say)."""
+
+    arguments = [(b"topic", amp.Unicode()), (b"question", amp.String()), (b"sender", amp.Integer())]
+    response = [(b"answer", amp.String())]
+
+
 class UpgradeRefused(Exception):
     """A worker's live upgrade could not happen: why (the worker serves on as before)."""
 

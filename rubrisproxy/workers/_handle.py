@@ -15,7 +15,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from ._channel import CHANNEL_FD, VERSION, Hello, Publish, Unresponsive, VersionMismatch
+from ._channel import CHANNEL_FD, VERSION, Ask, Hello, Publish, Unresponsive, VersionMismatch
 
 #: Where the rubrisproxy package this supervisor runs was imported from: its workers import the same.
 _SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,6 +60,9 @@ class Fleet(Protocol):
 
     def published(self, sender: int, topic: str, payload: bytes, retain: str) -> None:
         """The worker published ``payload`` on ``topic``."""
+
+    def asked(self, sender: int, topic: str, question: bytes) -> defer.Deferred[list[bytes]]:
+        """The worker asks ``question`` on ``topic``: the other workers' non-empty answers."""
 
 
 class WorkerHandle:
@@ -220,6 +223,11 @@ class SupervisorChannel(amp.AMP):
     def publish(self, topic: str, payload: bytes, retain: str) -> dict[str, Any]:
         self.handle.supervisor.published(self.handle.index, topic, payload, retain)
         return {}
+
+    @Ask.responder
+    def ask(self, topic: str, question: bytes) -> defer.Deferred[dict[str, Any]]:
+        answers = self.handle.supervisor.asked(self.handle.index, topic, question)
+        return answers.addCallback(lambda found: {"answers": found})
 
 
 class ChannelFactory(Factory):

@@ -202,6 +202,10 @@ class Supervisor(service.Service):
         """Worker ``sender`` published ``payload`` on ``topic``."""
         self.topics.published(sender, topic, payload, retain)
 
+    def asked(self, sender: int, topic: str, question: bytes) -> defer.Deferred[list[bytes]]:
+        """Worker ``sender`` asks ``question`` on ``topic``: the other serving workers' non-empty answers."""
+        return self.topics.asked(sender, topic, question)
+
     # The admin API and reloads: asked of every serving worker.
 
     def serving(self) -> list[WorkerHandle]:

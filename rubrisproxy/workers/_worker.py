@@ -24,7 +24,7 @@ from twisted.web import server
 from .._compat import lean_poll
 from ..admin import AdminAPI, RunningProxy
 from ..backend import Server
-from ..bus import Subscriber
+from ..bus import Responder, Subscriber
 from ..cluster import Siblings
 from ..collector import settle_collector
 from ..config import AdminConfig, CommandLine, ConfigError, ProxyConfig
@@ -37,12 +37,14 @@ from ._channel import (
     AbortUpgrade,
     AdminCall,
     Apply,
+    Ask,
     AwaitUpgrade,
     Deliver,
     Hello,
     Ping,
     PrepareUpgrade,
     Publish,
+    Query,
     Refused,
     Start,
     StartFailed,
@@ -80,7 +82,7 @@ def worker_config(config: ProxyConfig, workers: int) -> ProxyConfig:
 
 class Worker:
     """The proxy in this worker process, and its end of the channel's topics (:meth:`subscribe`,
-    :meth:`publish`: a :class:`rubrisproxy.bus.Bus`)."""
+    :meth:`publish`, :meth:`ask`, :meth:`respond`: a :class:`rubrisproxy.bus.Bus`)."""
 
     log = Logger()
 
@@ -95,6 +97,7 @@ class Worker:
         self.api: AdminAPI | None = None
         self.reloader: Reloader | None = None
         self._subscribers: dict[str, list[Subscriber]] = {}
+        self._responders: dict[str, Responder] = {}
         self.spawner = ChannelSpawner()  # a live upgrade's replacement is started by the supervisor
         self._upgrade: defer.Deferred[dict[str, Any]] | None = None
 
@@ -107,6 +110,35 @@ class Worker:
         last payload published under that key too."""
         if self.channel is not None:
             self.channel.callRemote(Publish, topic=topic, payload=payload, retain=retain)
+
+    def ask(self, topic: str, question: bytes, answered: Callable[[list[bytes]], None]) -> None:
+        """Put ``question`` on ``topic`` to the other workers (through the supervisor): ``answered`` gets their
+        non-empty answers, or an empty list when the channel is closed or the supervisor cannot ask them."""
+        if self.channel is None:
+            answered([])
+            return
+
+        def failed(reason: Failure) -> list[bytes]:
+            self.log.warn("worker {index}: a question on {topic} went unanswered: {why}", index=self.index,
+                          topic=topic, why=reason.getErrorMessage())
+            return []
+
+        asking = self.channel.callRemote(Ask, topic=topic, question=question)
+        asking.addCallbacks(lambda result: result["answers"], failed).addCallback(answered)
+
+    def respond(self, topic: str, responder: Responder) -> None:
+        """Answer what the other workers ask on ``topic`` with ``responder``."""
+        self._responders[topic] = responder
+
+    def queried(self, topic: str, question: bytes, sender: int) -> bytes:
+        responder = self._responders.get(topic)
+        if responder is None:
+            return b""
+        try:
+            return responder(question, sender)
+        except Exception:  # noqa: BLE001 - a responder's bug is this worker's to log, not the asker's to get
+            self.log.failure("worker {index}: the responder on {topic} failed", index=self.index, topic=topic)
+            return b""
 
     def delivered(self, topic: str, payload: bytes, sender: int) -> None:
         for subscriber in self._subscribers.get(topic, ()):
@@ -326,6 +358,10 @@ class WorkerChannel(amp.AMP):
     def deliver(self, topic: str, payload: bytes, sender: int) -> dict[str, Any]:
         self.worker.delivered(topic, payload, sender)
         return {}
+
+    @Query.responder
+    def query(self, topic: str, question: bytes, sender: int) -> dict[str, Any]:
+        return {"answer": self.worker.queried(topic, question, sender)}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
