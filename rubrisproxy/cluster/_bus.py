@@ -25,7 +25,7 @@ class BusTransport:
     """Changes carried to the other workers by the supervisor, which hands each to every worker but its sender.
     An admin state is not sent: the supervisor hands every admin call to every worker already.
 
-    A request may carry a sid (or stick key) a sibling learned an instant ago: the sibling answered the handshake
+    A request may carry an Engine.IO sid a sibling learned an instant ago: the sibling answered the handshake
     and its client came back, on another connection that this worker accepted, before the sibling's push went
     through the supervisor. Such a request is held while :meth:`lookup` asks the siblings, who answer from what
     they hold; the sibling that learned the entry holds it before its client can see it, so the answer is sure."""
