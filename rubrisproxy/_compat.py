@@ -19,7 +19,8 @@ import sys
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Protocol as TypingProtocol
 
 # Among these, Twisted's private modules: _sslverify, for the interface of a TLS trust root (what platformTrust()
 # and trustRootFromCertificates() make), and haproxy's parsers, which read a proxied connection's PROXY header.
@@ -769,7 +770,20 @@ class _Connected(ClientFactory):
 _CONNECTED = _Connected()
 
 
-P = TypeVar("P", bound=Protocol)
+class Connectable(TypingProtocol):
+    """A protocol as a TCP connection drives it: Twisted calls these, whatever the class derives from (a class
+    compiled native by mypyc, such as ``OriginConnection``, derives from nothing)."""
+
+    transport: Any
+
+    def makeConnection(self, transport: Any) -> None: ...
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+    def connectionLost(self, reason: Failure) -> None: ...
+
+
+P = TypeVar("P", bound=Connectable)
 
 
 def unwrap_endpoint(protocol: P) -> P:
@@ -784,7 +798,7 @@ def unwrap_endpoint(protocol: P) -> P:
     """
     transport = protocol.transport
     if isinstance(transport, tcp.Client):
-        transport.protocol = protocol
+        transport.protocol = cast(Protocol, protocol)
         transport.connector.factory = _CONNECTED
     return protocol
 
@@ -1027,7 +1041,7 @@ class _Connecting(ClientFactory):
 
     noisy = False
 
-    def __init__(self, protocol: Protocol, done: Deferred[Any], timed_out: Callable[[], Exception]) -> None:
+    def __init__(self, protocol: Connectable, done: Deferred[Any], timed_out: Callable[[], Exception]) -> None:
         self._protocol = protocol
         self.done = done
         self._timed_out = timed_out
@@ -1063,7 +1077,7 @@ class _Connecting(ClientFactory):
 class _HandOver(Protocol):
     """What a connection :func:`connect_tcp` made first talks to: it gives the connection to the caller's protocol."""
 
-    def __init__(self, protocol: Protocol, done: Deferred[Any]) -> None:
+    def __init__(self, protocol: Connectable, done: Deferred[Any]) -> None:
         self._protocol = protocol
         self._done = done
 

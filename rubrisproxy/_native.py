@@ -2,12 +2,12 @@
 them this process runs compiled.
 
 Each is plain Python, the same source either way; without a compiler, or with ``RUBRISPROXY_PURE_PYTHON=1`` when
-installing, they run as Python. They are the request path's modules whose classes keep to themselves: the two
-HTTP/1 parsers (llhttp calls back into compiled methods without an interpreter frame), the origin's request head,
-balancing and servers, the origin pool, deadlines, flow control and the counters. Compiled code reads a native
-object's attributes directly but a Twisted protocol's more slowly than the interpreter does, so the connection
-classes are left interpreted (``bench/results/native.txt``). Plain data: ``setup.py`` reads :data:`MODULES` without importing the runtime.
-"""
+installing, they run as Python. They are the request path's modules that talk mostly to each other: the two HTTP/1
+parsers (llhttp calls back into compiled methods without an interpreter frame), the origin's request head, the
+exchange chain and the origin connection, balancing and servers, the origin pool, deadlines, flow control and the
+counters. Compiled code reads a native object's attributes directly but an interpreted one's (the client
+connection, a Twisted protocol with mixins) more slowly than the interpreter does, so that one is left interpreted
+(``bench/results/native.txt``). Plain data: ``setup.py`` reads :data:`MODULES` without importing the runtime."""
 
 from __future__ import annotations
 
@@ -20,12 +20,20 @@ MODULES = (
     "rubrisproxy.http._response",
     "rubrisproxy.http._target",
     "rubrisproxy.frontend._heads",
+    "rubrisproxy.frontend._timing",
+    "rubrisproxy.frontend._dispatch",
+    "rubrisproxy.frontend._exchange_ending",
+    "rubrisproxy.frontend._resubmit",
+    "rubrisproxy.frontend._exchange_response",
+    "rubrisproxy.frontend._exchange",
+    "rubrisproxy.frontend._forward_exchange",
     "rubrisproxy.backend._actions",
     "rubrisproxy.backend._backend",
     "rubrisproxy.backend._engineio",
     "rubrisproxy.backend._queue",
     "rubrisproxy.backend._server",
     "rubrisproxy.origin._pool",
+    "rubrisproxy.origin._connection",
     "rubrisproxy.counters",
     "rubrisproxy.deadline",
     "rubrisproxy.flow",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -182,6 +183,17 @@ class EchoResource(resource.Resource):
             request.setHeader(b"content-length", b"%d" % size)
             return b"b" * size
         return b"path=" + request.uri
+
+
+def reference(obj: object) -> Callable[[], object | None]:
+    """A weak reference to ``obj``, or, for an object that takes none (an instance of a class compiled native by
+    mypyc), what stands for one: ``obj`` while it lives, else None. That holds only its id and type, and finds it
+    among the objects the collector tracks (a compiled object with attributes is tracked)."""
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        identity, cls = id(obj), type(obj)
+        return lambda: next((o for o in gc.get_objects() if id(o) == identity and type(o) is cls), None)
 
 
 def our_cyclic_garbage(*packages: str) -> list[str]:

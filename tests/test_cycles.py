@@ -6,7 +6,7 @@ test_resume."""
 
 from __future__ import annotations
 
-import weakref
+from collections.abc import Callable
 from typing import Any
 
 from h2.errors import ErrorCodes
@@ -17,7 +17,7 @@ from rubrisproxy.config import PoolSettings, WebSocketConfig
 from rubrisproxy.frontend import Frontend
 
 from .h2client import H2Client
-from .helpers import ProxyTestCase, RawClient, get, our_cyclic_garbage, run_reactor_for
+from .helpers import ProxyTestCase, RawClient, get, our_cyclic_garbage, reference, run_reactor_for
 from .test_http2 import H2Case, _Silent, ws_frame
 from .test_pinned import NTLMOrigin
 from .test_websocket import upgrade
@@ -83,10 +83,10 @@ class Http2Tests(H2Case):
         yield self.done(client, client.request(b"/first"))
         self.collector_off()
         (connection,) = self.frontend.connections
-        return client, (weakref.ref(connection), weakref.ref(connection.relay))
+        return client, (reference(connection), reference(connection.relay))
 
     @defer.inlineCallbacks
-    def ended(self, connection: tuple[weakref.ref[object], ...]):  # type: ignore[no-untyped-def]
+    def ended(self, connection: tuple[Callable[[], object | None], ...]):  # type: ignore[no-untyped-def]
         yield freed(self, self.frontend, *connection, ticks=2000)
         self.assertEqual(our_cyclic_garbage(*_H2), [])
 
@@ -134,7 +134,7 @@ class Http2Tests(H2Case):
         client.request(b"/slow")
         yield self.poll(lambda: _Silent.connections, "the origin got the request")
         (proxied,) = self.frontend.connections
-        connection = (weakref.ref(proxied), weakref.ref(proxied.relay))
+        connection = (reference(proxied), reference(proxied.relay))
         del proxied
         client.h2.close_connection(ErrorCodes.NO_ERROR)
         client.transport.write(client.h2.data_to_send())
@@ -149,7 +149,7 @@ class Http2Tests(H2Case):
         self.assertEqual(self.frontend.connection_ends, {"timeout": 1})
 
 
-def freed(case: ProxyTestCase, frontend: Frontend, *connection: weakref.ref[object], ticks: int = 500) -> Any:
+def freed(case: ProxyTestCase, frontend: Frontend, *connection: Callable[[], object | None], ticks: int = 500) -> Any:
     """Wait until ``frontend`` has no connection or WebSocket left and what ``connection`` refers to is gone. The
     collector being off, gone means freed by reference counting (a cycle would keep it: the wait fails); an origin
     connection the end aborted lets go of what it held a turn later, in its ``connectionLost``."""
@@ -169,10 +169,10 @@ class Http1Tests(ProxyTestCase):
         client = yield self.connect()
         yield self.poll(lambda: self.frontend.connections, "the connection accepted")
         (connection,) = self.frontend.connections
-        return client, weakref.ref(connection)
+        return client, reference(connection)
 
     @defer.inlineCallbacks
-    def ended(self, client: RawClient, connection: weakref.ref[object], abort: bool = False):  # type: ignore[no-untyped-def]
+    def ended(self, client: RawClient, connection: Callable[[], object | None], abort: bool = False):  # type: ignore[no-untyped-def]
         """The client closes (or resets, with ``abort``): the connection is freed by reference counting."""
         if abort:
             client.transport.abortConnection()
@@ -254,7 +254,7 @@ class Http1Tests(ProxyTestCase):
         yield client.responses(1)
         yield self.ended(client, connection)
         self.assertEqual(self.frontend.pool.idle_count, 1)
-        (pooled,) = [weakref.ref(idle) for each in self.frontend.pool._idle.values() for idle in each]
+        (pooled,) = [reference(idle) for each in self.frontend.pool._idle.values() for idle in each]
         _Answering.connections[0].transport.loseConnection()
         yield self.poll(lambda: not self.frontend.pool.idle_count, "the idle connection's end")
         yield run_reactor_for(2)
@@ -271,7 +271,7 @@ class RefusedUpgradeTests(ProxyTestCase):
         self.collector_off()
         client = yield self.connect()
         yield self.poll(lambda: self.frontend.connections, "the connection accepted")
-        connection = weakref.ref(next(iter(self.frontend.connections)))
+        connection = reference(next(iter(self.frontend.connections)))
         client.send(upgrade())
         (response,) = yield client.responses(1)
         self.assertEqual(response.status, status)
@@ -304,10 +304,10 @@ class PinnedTests(ProxyTestCase):
         self.assertEqual(responses[-1].status, 200)
         (connection,) = self.frontend.connections
         self.assertIsNotNone(connection.pinned)
-        return client, weakref.ref(connection), weakref.ref(connection.pinned)
+        return client, reference(connection), reference(connection.pinned)
 
     @defer.inlineCallbacks
-    def ended(self, *refs: weakref.ref[object]):  # type: ignore[no-untyped-def]
+    def ended(self, *refs: Callable[[], object | None]):  # type: ignore[no-untyped-def]
         yield self.poll(lambda: not self.frontend.connections and not self.frontend.pool.in_use, "both ends")
         yield run_reactor_for(2)
         self.assertEqual([ref() for ref in refs], [None, None])
@@ -354,10 +354,10 @@ class ConnectTunnelTests(ProxyTestCase):
         client.received = b""
         client.send(b"through")
         yield client.until(lambda data: data == b"through")
-        return client, weakref.ref(connection)
+        return client, reference(connection)
 
     @defer.inlineCallbacks
-    def ended(self, connection: weakref.ref[object]):  # type: ignore[no-untyped-def]
+    def ended(self, connection: Callable[[], object | None]):  # type: ignore[no-untyped-def]
         yield freed(self, self.frontend, connection)
         self.assertEqual(our_cyclic_garbage(), [])
 
@@ -377,7 +377,7 @@ class ConnectTunnelTests(ProxyTestCase):
     def refused(self, port: int, status: bytes):  # type: ignore[no-untyped-def]
         client = yield self.connect()
         yield self.poll(lambda: self.frontend.connections, "the connection accepted")
-        connection = weakref.ref(next(iter(self.frontend.connections)))
+        connection = reference(next(iter(self.frontend.connections)))
         client.send(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         yield client.until(lambda data: b"\r\n\r\n" in data)
         self.assertTrue(client.received.startswith(b"HTTP/1.1 " + status), client.received[:40])

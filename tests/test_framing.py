@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
@@ -43,6 +44,19 @@ def connect(frontend: Frontend) -> tuple[ClientConnection, StringTransport]:
     transport = StringTransport(peerAddress=None)
     protocol.makeConnection(transport)
     return protocol, transport
+
+
+class OriginConnectionTests(unittest.TestCase):
+    """An origin connection derives from no Twisted class (compiled, it is a native class): Twisted drives it by
+    its methods and its declared interface."""
+
+    def test_it_is_a_half_closeable_protocol_with_its_name_as_log_prefix(self) -> None:
+        frontend, connector = make_frontend(Clock())
+        protocol, _ = connect(frontend)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        (origin,) = connector.connections
+        self.assertIs(IHalfCloseableProtocol(origin, None), origin)  # what tcp.Connection asks on a FIN
+        self.assertEqual((origin.logPrefix(), origin.transport.value()[:14]), ("OriginConnection", b"GET / HTTP/1.1"))
 
 
 class RefusalTests(unittest.TestCase):

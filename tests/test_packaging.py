@@ -33,7 +33,8 @@ NATIVE_SUITES = (
     "test_framing", "test_hardening_http", "test_proxy", "test_trailers", "test_interim", "test_origin_desync",
     "test_balancing", "test_sticky", "test_queued_timer", "test_timeouts", "test_engineio", "test_streaming",
     "test_counters", "test_websocket", "test_health", "test_ws_conformance", "test_upgrade", "test_lifecycle",
-    "test_resume", "test_leaks", "test_pinned", "test_rules", "test_routing",
+    "test_resume", "test_leaks", "test_pinned", "test_rules", "test_routing", "test_cycles", "test_forward",
+    "test_origin_auth",
 )
 
 
@@ -210,6 +211,12 @@ class InstalledPackageTests(ProxyTestCase):
         self.assertIn(f"compiled ({len(MODULES)} of {len(MODULES)} modules)" if expected else "pure Python", loaded[1])
         with open(os.path.join(ROOT, "docs", "deploying.md")) as page:  # the line it shows readers
             self.assertIn(f"compiled ({len(MODULES)} of {len(MODULES)} modules)", page.read().replace("\n", " "))
+        if expected:  # native classes: mypyc builds an ordinary class (instances with a dict) of one it cannot make native
+            ordinary = self.run_outside(
+                "from rubrisproxy.frontend._exchange import Exchange\n"
+                "from rubrisproxy.origin._connection import OriginConnection\n"
+                "print([c.__name__ for c in (Exchange, OriginConnection) if c.__dictoffset__])")
+            self.assertEqual(ordinary.strip(), "[]")
 
     def test_request_path_suites_pass_on_the_installed_wheel(self):
         """mypyc's code checks the annotated types as it runs, where Python does not: the suites of the compiled

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Protocol
 
@@ -213,7 +215,7 @@ class FailureTests(ProxyTestCase):
         client.send(get())
         yield client.responses(1)
         (stale,) = frontend.pool._idle[frontend.backend.servers[0].key]
-        stale._write = lambda data: stale.transport.abortConnection()  # the reset a write would meet
+        stale.transport, stale._direct = ResetOnWrite(stale.transport), False  # the reset a write would meet
         return frontend, client
 
     @defer.inlineCallbacks
@@ -233,6 +235,19 @@ class FailureTests(ProxyTestCase):
         self.assertEqual(responses[1].status, 502)
         self.assertEqual(self.access_log.entries[1].retries, 0)
         self.assertEqual(frontend.pool.created, 1)
+
+
+class ResetOnWrite:
+    """A transport that aborts its connection when written to, as a dead peer's reset would end it."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        self._transport.abortConnection()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class ScriptedOriginFactory:

@@ -181,7 +181,7 @@ class _OriginFactory(Factory):
     def __init__(self, server: Server, pool: ConnectionPool, clock: Any) -> None:
         self.server, self.pool, self.clock = server, pool, clock
 
-    def buildProtocol(self, addr: Any) -> Protocol:
+    def buildProtocol(self, addr: Any) -> Any:  # an OriginConnection, which Twisted drives as a Protocol
         return OriginConnection(self.server, self.pool, self.clock)
 
 

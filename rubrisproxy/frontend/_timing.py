@@ -26,8 +26,10 @@ _PROXY = {klass: (klass, "proxy") for klass in map(status_class, range(100, 600,
 
 
 #: What :meth:`Timing.timing_record` carries: every reading and count the access log and metrics read.
-TIMING_FIELDS = ("started_at", "wait", "queued_at", "dequeued_at", "connect_started", "connected_at", "sent_at",
-                 "response_at", "status", "bytes_in", "bytes_out", "retries")
+_READINGS = ("started_at", "wait", "queued_at", "dequeued_at", "connect_started", "connected_at", "sent_at",
+             "response_at")
+_COUNTS = ("status", "bytes_in", "bytes_out", "retries")
+TIMING_FIELDS = _READINGS + _COUNTS
 
 
 class Timing:
@@ -72,8 +74,10 @@ class Timing:
 
     def restore_timing(self, record: Mapping[str, float]) -> None:
         """Take up the readings and counts of :meth:`timing_record` (the old process's)."""
-        for name in TIMING_FIELDS:
-            setattr(self, name, record[name])
+        for name in _READINGS:
+            setattr(self, name, float(record[name]))
+        for name in _COUNTS:
+            setattr(self, name, int(record[name]))
 
     def count(
         self, frontend: Frontend, backend: Backend | None, termination: Termination, now: float, from_origin: bool

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime, ITCPTransport
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import classImplements
 
 from .._compat import direct_write, end_as_closed, unsent
 from ..deadline import Deadline
@@ -63,8 +63,12 @@ class TunnelUser(TypingProtocol):
         """``headers``: the answer's (read only for an answer other than 200)."""
 
 
-@implementer(IHalfCloseableProtocol)  # declared up front: the endpoint's wrapper looks only once
-class OriginConnection(Protocol):
+#: The parser of every connection taken over by a WebSocket: HTTP is over on it, and nothing reads it.
+_HTTP_OVER = ResponseParser()
+_HTTP_OVER.close()
+
+
+class OriginConnection:
     """An origin connection: sends a request head and body, parses the response.
 
     Between requests it sits idle in its :class:`ConnectionPool`. ``pinned_to`` marks a
@@ -73,8 +77,12 @@ class OriginConnection(Protocol):
     """
 
     transport: ITCPTransport  # set by makeConnection before any other event
-    log = Logger()
+    log: ClassVar[Logger] = Logger(namespace=__name__)
 
+    upload: ProducerSlot  # these two set by connectionMade
+    _direct: bool
+
+    # Slots keep an idle pooled connection, or one a WebSocket relays on, small where it runs as Python.
     __slots__ = (
         "server", "pool_key", "pool", "clock", "gate", "reused", "pinned_to", "requests", "connected",
         "parser", "_user", "_deadline", "bytes_sent", "relay", "_direct", "upload", "transport", "factory", "_tunnel_user", "_tunnel_head",
@@ -82,6 +90,7 @@ class OriginConnection(Protocol):
     )
 
     def __init__(self, server: Server, pool: ConnectionPool, clock: IReactorTime) -> None:
+        self.factory: Any = None  # what Twisted's client endpoint sets on a protocol it connects
         self.server = server
         self.pool_key = server.key  # the settings it was made with, whatever its server's become
         self.pool = pool
@@ -103,6 +112,13 @@ class OriginConnection(Protocol):
     @property
     def server_timeout(self) -> float:
         return self.pool.server_timeout  # read each time: a reload may change it
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+        self.connectionMade()
+
+    def logPrefix(self) -> str:
+        return "OriginConnection"
 
     def connectionMade(self) -> None:
         self.connected = True
@@ -176,9 +192,9 @@ class OriginConnection(Protocol):
         self._user = None
         self.pinned_to = None
         self.parser.close()  # HTTP is over on this connection: free its parser and timer
-        self.parser = None  # type: ignore[assignment]
+        self.parser = _HTTP_OVER
         self._deadline.stop()
-        self._deadline = None  # type: ignore[assignment]
+        self._deadline.disown()  # its callback to this connection would keep a cycle
 
     def readConnectionLost(self) -> None:
         """The origin half-closed: passed on by a relay; for HTTP, the connection ends as if no half-close were taken."""
@@ -330,3 +346,6 @@ class OriginConnection(Protocol):
         else:
             self._deadline.set(self.server_timeout)
         self._user.origin_backpressure(paused)
+
+
+classImplements(OriginConnection, IHalfCloseableProtocol)  # up front: the endpoint's wrapper looks only once

@@ -6,7 +6,7 @@ same :meth:`OriginConnector.connect` with their own protocol.
 
 from __future__ import annotations
 
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from OpenSSL import SSL
 from twisted.internet import defer
@@ -14,17 +14,17 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate, optionsForClientTLS
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._compat import IOpenSSLTrustRoot, connect_tcp, unwrap_endpoint
+from .._compat import Connectable, IOpenSSLTrustRoot, connect_tcp, unwrap_endpoint
 from ..backend import Server
 from ..config import TLSConfig
 from ..settings import LiveSettings
 
-P = TypeVar("P", bound=Protocol)
+P = TypeVar("P", bound=Connectable)
 
 
 class ConnectTimeout(Exception):
@@ -125,9 +125,9 @@ class _OneProtocolFactory(Factory):
 
     noisy = False
 
-    def __init__(self, protocol: Protocol) -> None:
+    def __init__(self, protocol: Any) -> None:
         self._protocol = protocol
 
-    def buildProtocol(self, addr: object) -> Protocol:
+    def buildProtocol(self, addr: object) -> Any:
         self._protocol.factory = self
         return self._protocol
