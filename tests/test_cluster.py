@@ -898,6 +898,17 @@ class SiblingWorkersTests(SynchronousTestCase):
         self.assertFalse(store.lookup(b"forged", lambda: answered.append("again")))  # not asked again for a while
         self.assertEqual(two.transport.lookups, 1)
 
+    def test_made_up_sids_are_asked_about_at_most_the_budget_a_second(self) -> None:
+        from rubrisproxy.cluster._bus import ASKS_PER_SECOND
+
+        bus, clock = MemoryBus(), Clock()
+        _, two = self.siblings(clock, bus)
+        store = two.backends["app"].engineio.store
+        asked = [store.lookup(b"made-up-%d" % n, lambda: None) for n in range(ASKS_PER_SECOND + 5)]
+        self.assertEqual((asked.count(True), two.transport.lookups), (ASKS_PER_SECOND, ASKS_PER_SECOND))
+        clock.advance(1.0)
+        self.assertTrue(store.lookup(b"made-up-next-second", lambda: None))
+
     def test_siblings_that_do_not_answer_are_given_up_after_the_wait(self) -> None:
         from rubrisproxy.cluster._bus import ASK_WAIT, MAX_ASKS
 

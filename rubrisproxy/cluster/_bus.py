@@ -15,8 +15,10 @@ from ._redis import decode_change, encode_change
 #: The bus topic the changes go on, and the questions about entries.
 TOPIC = "state"
 #: How long a lookup waits for the other workers' answers (they come in a millisecond or two; a worker that does
-#: not answer is found unresponsive by the supervisor), and how many are in flight at most.
-ASK_WAIT, MAX_ASKS = 1.0, 64
+#: not answer is found unresponsive by the supervisor), how many are in flight at most, and how many are asked in
+#: a second at most: a client making up sids must not keep the supervisor busy relaying questions (a real client
+#: beats the push only now and then; past the budget its request is balanced as before).
+ASK_WAIT, MAX_ASKS, ASKS_PER_SECOND = 1.0, 64, 200
 #: The longest question asked: a key longer than this is not looked up (a channel value holds 64 KiB).
 MAX_QUESTION = 16 * 1024
 
@@ -38,6 +40,8 @@ class BusTransport:
         self._running = False
         self._subscribed = False
         self._asking = 0  # lookups in flight
+        self._second = 0  # the clock's whole second the lookups of which are counted in _asked_this_second
+        self._asked_this_second = 0
         self.published = self.received = self.lookups = 0
 
     def attach(self, receiver: StateReceiver) -> None:
@@ -51,9 +55,15 @@ class BusTransport:
     def lookup(self, kind: Kind, backend: str, key: bytes, answer: Callable[[Change | None], None]) -> bool:
         if kind is Kind.SERVER or kind is Kind.CLIENT or not self._running or self._asking >= MAX_ASKS:
             return False
+        second = int(self._clock.seconds())
+        if second != self._second:
+            self._second, self._asked_this_second = second, 0
+        if self._asked_this_second >= ASKS_PER_SECOND:
+            return False
         question = encode_change(self.node, Change(kind, backend, key, ""))
         if len(question) > MAX_QUESTION:
             return False
+        self._asked_this_second += 1
         self._asking += 1
         self.lookups += 1
 
