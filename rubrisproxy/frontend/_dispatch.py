@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.error import ConnectError
 from twisted.logger import Logger
@@ -55,7 +55,7 @@ class Dispatch(Timing):
     :meth:`_free_slot`.
     """
 
-    log = Logger()
+    log: ClassVar[Logger] = Logger(namespace=__name__)  # a class attribute: compiled, a plain one would be a Logger per exchange
 
     __slots__ = (
         "client", "head", "clock", "client_address", "_state", "server", "backend", "connection", "request_done",
