@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("client and origin sides", ("frontend", "websocket", "origin")),
     ("balancing and servers", ("routing", "clients", "backend")),
     ("bottom", ("http", "flow", "deadline", "counters", "lifecycle", "accesslog", "logoutput", "accepting",
-                "signals", "tls", "_compat", "_accesslines", "_native", "collector", "settings", "engineio", "ratelimit", "reuseport", "bus", "sharing", "transfer", "ampvalues",
+                "signals", "tls", "_compat", "_accesslines", "_native", "collector", "settings", "engineio", "ratelimit", "reuseport", "bus", "budget", "sharing", "transfer", "ampvalues",
                 "config", PACKAGE)),
 )
 ORDERED_LAYERS = frozenset({"client and origin sides"})

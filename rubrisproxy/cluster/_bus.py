@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
 
+from ..budget import Budget
 from ..bus import Bus
 from ..sharing import Change, Kind, StateReceiver
 from ._guard import guarded
@@ -40,8 +41,7 @@ class BusTransport:
         self._running = False
         self._subscribed = False
         self._asking = 0  # lookups in flight
-        self._second = 0  # the clock's whole second the lookups of which are counted in _asked_this_second
-        self._asked_this_second = 0
+        self._budget = Budget(clock, ASKS_PER_SECOND, 1.0)
         self.published = self.received = self.lookups = 0
 
     def attach(self, receiver: StateReceiver) -> None:
@@ -55,15 +55,9 @@ class BusTransport:
     def lookup(self, kind: Kind, backend: str, key: bytes, answer: Callable[[Change | None], None]) -> bool:
         if kind is Kind.SERVER or kind is Kind.CLIENT or not self._running or self._asking >= MAX_ASKS:
             return False
-        second = int(self._clock.seconds())
-        if second != self._second:
-            self._second, self._asked_this_second = second, 0
-        if self._asked_this_second >= ASKS_PER_SECOND:
-            return False
         question = encode_change(self.node, Change(kind, backend, key, ""))
-        if len(question) > MAX_QUESTION:
+        if len(question) > MAX_QUESTION or not self._budget.spend():
             return False
-        self._asked_this_second += 1
         self._asking += 1
         self.lookups += 1
 

@@ -27,13 +27,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._compat import BodyLengthMismatch, StreamErrorFrames, malformed_h2_request
+from ..budget import Budget
 from ..config import Http2Config
 from ..deadline import Deadline
 from ..flow import FlowTransport, WriteWatch
 from ..http import HTTPError, error_response
 from ..lifecycle import ConnectionEnd, Termination
 from ._exchange import Exchange
-from ._h2guard import Budget
 from ._h2head import request_head
 from ._h2output import FrameOutput, H2State
 from ._h2stream import H2Stream

@@ -1,4 +1,5 @@
-"""Counting what an HTTP/2 client may only do so often: stream resets, control frames."""
+"""Counting what may only happen so often: an HTTP/2 client's stream resets and control frames, a worker's
+questions to its siblings."""
 
 from __future__ import annotations
 
