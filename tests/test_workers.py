@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.internet import defer, error, reactor, task, utils
 from twisted.logger import Logger
+from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,7 +26,7 @@ from rubrisproxy.config import CommandLine, ConfigError, ProxyConfig, apply_comm
 from rubrisproxy.logoutput import StreamOutput
 from rubrisproxy.mainlog import MainLogObserver
 from rubrisproxy.workers import HandleState, Supervisor, SupervisorState, share, worker_config
-from rubrisproxy.workers._channel import AdminCall, Deliver, Ping, Query, Start, Unresponsive
+from rubrisproxy.workers._channel import AdminCall, Deliver, Hello, Ping, Query, Start, Unresponsive
 from rubrisproxy.workers._handle import SupervisorChannel
 from rubrisproxy.workers._merge import merge_csv, merge_json, merge_metrics
 from rubrisproxy.workers._worker import Worker, WorkerChannel
@@ -680,7 +681,33 @@ class MergeTests(SynchronousTestCase):
         self.assertEqual(merged, head + "app,s1,7,2,UP\n")
 
 
+class EarlierSupervisorChannel(amp.AMP):
+    """A supervisor's end of the channel as an earlier version had it: it knows Hello, and no Ask."""
+
+    @Hello.responder
+    def hello(self, version: int, pid: int) -> dict[str, Any]:
+        return {}
+
+
 class ChannelTests(SynchronousTestCase):
+    def test_a_supervisor_that_takes_no_questions_is_asked_once_and_said_so_once(self) -> None:
+        clock = task.Clock()
+        worker = Worker(clock, MainLogObserver(StreamOutput(StringIO())))
+        events: list[dict[str, Any]] = []
+        worker.log = Logger(observer=events.append)
+        _, _, pump = iosim.connectedServerAndClient(EarlierSupervisorChannel, lambda: WorkerChannel(worker), clock=clock)
+        pump.flush()
+        sent: list[bytes] = []
+        pump.client.transport.write = lambda data, write=pump.client.transport.write: (sent.append(data), write(data))
+        answers: list[list[bytes]] = []
+        for _ in range(3):
+            worker.ask("state", b"sid-1", answers.append)
+            pump.flush()
+        self.assertEqual(answers, [[], [], []])
+        self.assertEqual(sum(b"Ask" in data for data in sent), 1)  # the first question only
+        self.assertEqual([e["log_level"].name for e in events], ["info"])
+        self.assertIsNotNone(worker.channel)  # the channel serves on
+
     def test_a_question_goes_through_the_supervisor_to_the_sibling_and_back(self) -> None:
         config = ConfigTests.load(ConfigTests(), ConfigTests.SERVED + "[process]\nworkers = 2\n")
         clock = task.Clock()

@@ -91,9 +91,7 @@ class BusTransport:
         if decoded is None or self._receiver is None or not self._running:
             return b""
         asked = decoded[1]
-        if asked.kind is Kind.SERVER or asked.kind is Kind.CLIENT:
-            return b""
-        held = self._receiver.entry(asked.kind, asked.backend, asked.key)
+        held = self._receiver.entry(asked.kind, asked.backend, asked.key)  # None but for a STICK or SID entry
         return encode_change(self.node, held) if held is not None else b""
 
 

@@ -98,6 +98,7 @@ class Worker:
         self.reloader: Reloader | None = None
         self._subscribers: dict[str, list[Subscriber]] = {}
         self._responders: dict[str, Responder] = {}
+        self._supervisor_answers = True  # until a supervisor of an earlier version says it takes no questions
         self.spawner = ChannelSpawner()  # a live upgrade's replacement is started by the supervisor
         self._upgrade: defer.Deferred[dict[str, Any]] | None = None
 
@@ -113,14 +114,22 @@ class Worker:
 
     def ask(self, topic: str, question: bytes, answered: Callable[[list[bytes]], None]) -> None:
         """Put ``question`` on ``topic`` to the other workers (through the supervisor): ``answered`` gets their
-        non-empty answers, or an empty list when the channel is closed or the supervisor cannot ask them."""
-        if self.channel is None:
+        non-empty answers, or an empty list when the channel is closed or the supervisor cannot ask them (one
+        of an earlier version, which a live upgrade of the workers leaves in place, is not asked again)."""
+        if self.channel is None or not self._supervisor_answers:
             answered([])
             return
 
         def failed(reason: Failure) -> list[bytes]:
-            self.log.warn("worker {index}: a question on {topic} went unanswered: {why}", index=self.index,
-                          topic=topic, why=reason.getErrorMessage())
+            if reason.check(amp.UnhandledCommand):
+                if self._supervisor_answers:
+                    self._supervisor_answers = False
+                    self.log.info("worker {index}: the supervisor, of an earlier version, takes no questions: an "
+                                  "Engine.IO sid learned by another worker is known here once its push arrives",
+                                  index=self.index)
+            else:
+                self.log.warn("worker {index}: a question on {topic} went unanswered: {why}", index=self.index,
+                              topic=topic, why=reason.getErrorMessage())
             return []
 
         asking = self.channel.callRemote(Ask, topic=topic, question=question)
