@@ -4,10 +4,10 @@ them this process runs compiled.
 Each is plain Python, the same source either way; without a compiler, or with ``RUBRISPROXY_PURE_PYTHON=1`` when
 installing, they run as Python. They are the request path's modules that talk mostly to each other: the two HTTP/1
 parsers (llhttp calls back into compiled methods without an interpreter frame), the origin's request head, the
-exchange chain and the origin connection, balancing and servers, the origin pool, deadlines, flow control and the
-counters. Compiled code reads a native object's attributes directly but an interpreted one's (the client
-connection, a Twisted protocol with mixins) more slowly than the interpreter does, so that one is left interpreted
-(``bench/results/native.txt``). Plain data: ``setup.py`` reads :data:`MODULES` without importing the runtime."""
+client connection and its parts, the frontend and the live settings it reads, the exchange chain and the origin
+connection, balancing and servers, the origin pool, deadlines, flow control and the counters. Compiled code reads
+a native object's attributes directly but an interpreted one's more slowly than the interpreter does, so what is
+compiled is chosen by who talks to whom (``bench/results/native.txt``). Plain data: ``setup.py`` reads :data:`MODULES` without importing the runtime."""
 
 from __future__ import annotations
 
@@ -27,6 +27,17 @@ MODULES = (
     "rubrisproxy.frontend._exchange_response",
     "rubrisproxy.frontend._exchange",
     "rubrisproxy.frontend._forward_exchange",
+    "rubrisproxy.settings",
+    "rubrisproxy.frontend._context",
+    "rubrisproxy.frontend._client_parts",
+    "rubrisproxy.frontend._timeouts",
+    "rubrisproxy.frontend._lingering",
+    "rubrisproxy.frontend._ending",
+    "rubrisproxy.frontend._pipeline",
+    "rubrisproxy.frontend._handover",
+    "rubrisproxy.frontend._moving",
+    "rubrisproxy.frontend._connection",
+    "rubrisproxy.frontend._proxied",
     "rubrisproxy.backend._actions",
     "rubrisproxy.backend._backend",
     "rubrisproxy.backend._engineio",

@@ -87,7 +87,10 @@ class Adopter(Protocol):
     """The new process's side of one kind: a connection rebuilt from its record and sockets."""
 
     kind: Kind
-    versions: frozenset[int]  # the record versions it reads
+
+    @property
+    def versions(self) -> frozenset[int]:
+        """The record versions it reads."""
 
     def adopt(self, carried: Carried) -> None:
         """Take ``carried`` over (its sockets are this process's now), or raise :class:`Refused`."""

@@ -34,7 +34,7 @@ NATIVE_SUITES = (
     "test_balancing", "test_sticky", "test_queued_timer", "test_timeouts", "test_engineio", "test_streaming",
     "test_counters", "test_websocket", "test_health", "test_ws_conformance", "test_upgrade", "test_lifecycle",
     "test_resume", "test_leaks", "test_pinned", "test_rules", "test_routing", "test_cycles", "test_forward",
-    "test_origin_auth",
+    "test_origin_auth", "test_linger", "test_hardening_conn", "test_examples",
 )
 
 
@@ -215,7 +215,10 @@ class InstalledPackageTests(ProxyTestCase):
             ordinary = self.run_outside(
                 "from rubrisproxy.frontend._exchange import Exchange\n"
                 "from rubrisproxy.origin._connection import OriginConnection\n"
-                "print([c.__name__ for c in (Exchange, OriginConnection) if c.__dictoffset__])")
+                "from rubrisproxy.frontend import ClientConnection, ProxiedConnection\n"
+                "from rubrisproxy.frontend._context import Frontend\n"
+                "print([c.__name__ for c in (Exchange, OriginConnection, ClientConnection, ProxiedConnection, Frontend)"
+                " if c.__dictoffset__])")
             self.assertEqual(ordinary.strip(), "[]")
 
     def test_request_path_suites_pass_on_the_installed_wheel(self):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport, ITCPTransport
-from twisted.internet.protocol import Protocol, connectionDone
+from mypy_extensions import mypyc_attr
+from twisted.internet.interfaces import IHalfCloseableProtocol, ILoggingContext, IProtocol, ISSLTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementedBy, implementer
+from zope.interface import classImplements, implementedBy
 
 from .._compat import close_sent, direct_write, plain_peer_host, unsent
 from ..config import WebSocketConfig
@@ -64,8 +65,8 @@ def forwarding_template(address: str, secure: bool) -> bytes:
     )
 
 
-@implementer(IHalfCloseableProtocol)  # a client's FIN reaches readConnectionLost (Handover), not connectionLost
-class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionTimeouts, Lingering, Protocol):
+@mypyc_attr(allow_interpreted_subclasses=True)  # a frontend's protocol may be a user's subclass (docs/extending.md)
+class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionTimeouts, Lingering):
     """Parses requests, runs them one at a time as :class:`Exchange` objects, answers in order.
 
     Requests pipelined behind the current one are parsed and held (reading pauses
@@ -75,15 +76,16 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
     that pipelines without reading holds one buffer of responses, not one per request.
     Its first read, or a WebSocket's 101, may hand it to another protocol
     (:class:`~rubrisproxy.frontend._handover.Handover`). Its state is one :class:`~rubrisproxy.frontend._phase.Phase` (``_phase``), changed only by :meth:`_to`.
+
+    A Twisted protocol by its methods and interfaces, not by deriving from ``Protocol``: its parts are traits
+    (:mod:`~rubrisproxy.frontend._client_parts`), so where mypyc compiles them it is a native class.
     """
 
-    transport: ITCPTransport  # set by makeConnection before any other event
-
-    log = Logger()
+    log: ClassVar[Logger] = Logger(namespace=__name__)
     proxied = False  # its peer is a client, not a proxy speaking for clients
     trusted = False  # its peer is not a trusted proxy (a ProxiedConnection's may be)
 
-    # Slots keep a long-lived (WebSocket) connection small; Protocol's own attributes stay in its dict.
+    # Slots keep a long-lived (WebSocket) connection small where it runs as Python.
     __slots__ = (
         "frontend", "current", "_queued", "_receiving", "_deadline", "_waiting", "_close_timer", "_held_error",
         "_phase", "requests", "bytes_in", "bytes_out", "client_address", "secure", "ready_at", "relay",
@@ -97,6 +99,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         # What zope.interface answers when nothing is declared on the instance, set so that its look-ups (Twisted
         # asks several per connection) find it at once instead of failing on the empty slot first.
         self.__provides__ = implementedBy(type(self))
+        self.connected = False
+        self.factory = None
         self.frontend = frontend
         self.handlers = frontend.handlers  # those it opened with hear of its end, whatever a reload changes
         self._phase = OPENING
@@ -133,6 +137,15 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
         self._ignored = 0  # bytes read that no answered request uses: a close lingers (see Lingering)
         self._linger: Linger | None = None  # its bounds while LINGERING
 
+    def _set_ready_at(self, now: float) -> None:
+        self.ready_at = now
+
+    def _set_opened_at(self, when: float) -> None:
+        self.opened_at = when
+
+    def _set_upgraded_at(self, counts: tuple[int, int]) -> None:
+        self.upgraded_at = counts
+
     def _to(self, phase: Phase) -> None:
         """Move to ``phase`` if it may follow the present one (see :class:`~rubrisproxy.frontend._phase.Phase`);
         a close asked for once the connection is upgraded or lost changes nothing."""
@@ -140,6 +153,14 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             self._phase = phase
 
     # Connection events
+
+    def makeConnection(self, transport: Any) -> None:
+        self.connected = True
+        self.transport = transport
+        self.connectionMade()
+
+    def logPrefix(self) -> str:
+        return type(self).__name__
 
     def connectionMade(self) -> None:
         frontend = self.frontend
@@ -370,3 +391,8 @@ class ClientConnection(ConnectionEnding, Pipeline, Handover, Moving, ConnectionT
             self._close_timer = Deadline(self.frontend.clock, self._close_expired)  # rare: on the reactor itself
             self._delivered = self.bytes_out - unsent(self.transport)
             self._close_timer.set(self.frontend.timeouts.client)
+
+
+# Declared after the class, not by a decorator: mypyc builds a decorated class as an ordinary Python one. A client's
+# FIN reaches readConnectionLost (Handover), not connectionLost.
+classImplements(ClientConnection, IProtocol, ILoggingContext, IHalfCloseableProtocol)

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr, trait
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import ITCPTransport
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._compat import unsent
 from ..accesslog import ConnectionRecord
-from ..http import RequestParser
-from ..lifecycle import ConnectionEnd, ConnectionInfo, LifecycleHandlers, RefuseConnection, Termination
-from ._phase import LOST, Phase
+from ..lifecycle import ConnectionEnd, ConnectionInfo, RefuseConnection, Termination
+from ._client_parts import ClientParts
+from ._phase import LOST
 from ._timeouts import Wait
 
 if TYPE_CHECKING:
-    from ..ratelimit import Entry
-    from ..websocket import Relay
-    from ._context import Frontend
-    from ._exchange import Exchange
     from ._exchange_ending import ExchangeEnding
 
 
@@ -34,34 +29,13 @@ _CLIENT_TIMEOUT, _BAD_REQUEST, _CLIENT_ABORT = Termination.CLIENT_TIMEOUT, Termi
 _WAIT_CLIENT = Wait.CLIENT
 
 
-class ConnectionEnding:
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)  # as ClientConnection
+class ConnectionEnding(ClientParts):
     """The part of :class:`~rubrisproxy.frontend.ClientConnection` that reports on it: the connection handlers
     hear of it as it opens (:meth:`announce`); its end reason is the first one given (:meth:`note_end`), or
     if none was, read from how it closed (:meth:`_end_from`), and once it is gone it is counted, logged and
     told to the termination handlers (:meth:`_ended`)."""
-
-    log: Logger
-    transport: ITCPTransport
-    frontend: Frontend
-    handlers: LifecycleHandlers
-    client_address: str
-    proxied: bool
-    current: Exchange | None
-    relay: Relay | None
-    parser: RequestParser
-    _waiting: Wait | None
-    _phase: Phase
-    end_reason: ConnectionEnd | None
-    limits_held: list[Entry] | None  # what the frontend's connection limits count it with, until it closes
-    adopted: bool  # taken over from another process in a live upgrade (see frontend._moving)
-    opened_at: float
-    requests: int
-    responses: int
-    bytes_in: int
-    bytes_out: int
-
-    def close(self) -> None:
-        raise NotImplementedError
 
     def announce(self) -> None:
         """Tell the connection handlers of this connection; one may refuse it. Then count it against the

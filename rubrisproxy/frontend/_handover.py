@@ -4,28 +4,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Self, cast
 
-from twisted.internet.interfaces import ITCPTransport
+from mypy_extensions import mypyc_attr, trait
 
 from .._compat import end_as_closed
-from ..deadline import Deadline
-from ..flow import ProducerSlot, ReadGate
-from ..http import RequestParser
+from ._client_parts import ClientParts
 from ._h2connection import H2Connection, speaks_h2
-from ._lingering import Linger
-from ._phase import HTTP2, LINGERING, LOST, READING, UPGRADED, Phase
+from ._phase import HTTP2, LINGERING, LOST, READING, UPGRADED
 from ._pipeline import UPGRADE
 from ._rules import connection_closed
-from ._timeouts import Wait
 
 if TYPE_CHECKING:
-    from ..ratelimit import Entry
     from ..websocket import Relay
     from ._connection import ClientConnection
-    from ._context import Frontend
     from ._exchange import Exchange
 
 
-class Handover:
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)  # as ClientConnection
+class Handover(ClientParts):
     """The part of :class:`~rubrisproxy.frontend.ClientConnection` that gives the connection to another protocol.
 
     Its first read decides what it speaks (:meth:`_opened`): HTTP/2 hands it to an
@@ -34,33 +30,6 @@ class Handover:
     (:meth:`request_upgraded`). Either way the protocol taking over is its ``relay``: from then on it
     gets every read, half-close and loss of the connection.
     """
-
-    transport: ITCPTransport
-    frontend: Frontend
-    current: Exchange | None
-    relay: Relay | None
-    parser: RequestParser
-    gate: ReadGate
-    download: ProducerSlot
-    _phase: Phase
-    _waiting: Wait | None
-    _deadline: Deadline
-    _after_upgrade: bytes
-    _forwarding: bytes
-    secure: bool  # its transport provides ISSLTransport (read as it opened)
-    responses: int
-    ready_at: float
-    bytes_in: int
-    bytes_out: int
-    upgraded_at: tuple[int, int]
-    limits_held: list[Entry] | None
-    _linger: Linger | None
-
-    if TYPE_CHECKING:  # the connection's own, and its other parts'
-        def _to(self, phase: Phase) -> None: ...
-        def _parse(self, data: bytes) -> bool: ...
-        def _wait(self, waiting: Wait | None) -> None: ...
-        def client_finished(self) -> None: ...
 
     def _opened(self, data: bytes) -> bool:
         """The first read: True if it begins HTTP/2 (ALPN chose ``h2``, or it is the preface on a frontend that
@@ -99,9 +68,9 @@ class Handover:
         self._wait(None)
         self._deadline.stop()
         self._deadline = None  # type: ignore[assignment]  # an upgraded connection keeps no HTTP timer
-        self.ready_at = 0.0
+        self._set_ready_at(0.0)
         rest, self._after_upgrade = self._after_upgrade, b""
-        self.upgraded_at = (self.bytes_in - len(rest), self.bytes_out)  # rest was read (and counted) already
+        self._set_upgraded_at((self.bytes_in - len(rest), self.bytes_out))  # rest was read (and counted) already
         self.download.drop_idle()  # the relay registers its own producers
         self.gate.resume(UPGRADE)
         return rest

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr, trait
 from twisted.internet.interfaces import IReactorTime, ITCPTransport
 
 from ..deadline import Deadline
-from ..flow import ProducerSlot, ReadGate, half_close
-from ..http import HTTPError
+from ..flow import half_close
+from ._client_parts import ClientParts
 from ._phase import CLOSING, LINGERING, Phase
-from ._timeouts import Wait
 
 if TYPE_CHECKING:
     from ..config import Timeouts
-    from ._context import Frontend
-    from ._exchange import Exchange
 
 
 class Linger:
@@ -81,25 +79,11 @@ class Linger:
             transport.loseConnection()
 
 
-class Lingering:
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)  # as ClientConnection
+class Lingering(ClientParts):
     """The part of :class:`~rubrisproxy.frontend.ClientConnection` that closes it lingering (see the module)
     when its client may still be sending: ``close`` asks :meth:`_linger_close`."""
-
-    transport: ITCPTransport
-    frontend: Frontend
-    current: Exchange | None
-    gate: ReadGate
-    download: ProducerSlot
-    _phase: Phase
-    _held_error: HTTPError | None
-    _ignored: int  # bytes read that no answered request uses (at least: a dropped request counts its head, a
-    # refused or half-read one 1), counted where they are dropped: a close with any lingers
-    _linger: Linger | None
-    _close_timer: Deadline | None
-
-    if TYPE_CHECKING:  # the connection's own, and its other parts'
-        def _to(self, phase: Phase) -> None: ...
-        def _wait(self, waiting: Wait | None) -> None: ...
 
     def _linger_close(self) -> bool:
         """Close while the client may still be sending: shut the write side once what was written is sent, and

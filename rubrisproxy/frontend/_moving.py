@@ -5,32 +5,27 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from twisted.internet.interfaces import ITCPTransport
+from mypy_extensions import mypyc_attr, trait
 from twisted.internet.protocol import Factory, Protocol
 
 from .._compat import let_go, take_unsent, tcp_buffered
-from ..deadline import Deadline
-from ..flow import ReadGate
-from ..http import HTTPError, RequestParser
-from ..lifecycle import ConnectionEnd
 from ..origin import ConnectionPool, OriginConnection
 from ..transfer import CARRYING, Carried, Carrier, Kind, Refused
+from ._client_parts import ClientParts
 from ._phase import HTTP2, MOVING, OPENING, READING, UPGRADING, Phase
-from ._timeouts import Wait
 
 if TYPE_CHECKING:
     from ..backend import Server
-    from ..ratelimit import Entry
-    from ._context import Frontend
-    from ._exchange import Exchange
 
 #: The version of the record :meth:`Moving.move_record` writes and :meth:`Moving.restore` reads.
 HTTP_RECORD = 1
 
 
-class Moving:
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)  # as ClientConnection
+class Moving(ClientParts):
     """The part of :class:`~rubrisproxy.frontend.ClientConnection` that moves it to another process.
 
     :meth:`move` takes a :class:`~rubrisproxy.transfer.Carrier`: an idle HTTP/1.1 connection goes at
@@ -39,37 +34,6 @@ class Moving:
     to a server stays; an HTTP/2 one is sent GOAWAY and stays until its streams end, its client's next
     request going to the new process. The new process rebuilds it with :meth:`restore`.
     """
-
-    transport: ITCPTransport
-    frontend: Frontend
-    current: Exchange | None
-    _queued: list[Exchange] | tuple[()]
-    _held_error: HTTPError | None
-    _unparsed: bytes
-    _phase: Phase
-    _deadline: Deadline
-    _carrier: Carrier | None
-    adopted: bool  # taken over from another process: it was accepted there, and is not refused here
-    parser: RequestParser
-    gate: ReadGate
-    pinned: object
-    secure: bool
-    end_reason: ConnectionEnd | None
-    limits_held: list[Entry] | None
-    client_address: str
-    opened_at: float
-    requests: int
-    responses: int
-    bytes_in: int
-    bytes_out: int
-
-    if TYPE_CHECKING:  # the connection's own, and its other parts'
-        def _to(self, phase: Phase) -> None: ...
-        def _wait(self, waiting: Wait | None) -> None: ...
-        def _settle(self) -> None: ...
-        def moved_away(self) -> None: ...
-        def drain(self) -> None: ...
-        def dataReceived(self, data: bytes) -> None: ...
 
     def move(self, carrier: Carrier) -> None:
         """Move through ``carrier`` when idle, or stay (said to ``carrier``). A WebSocket's relay moves itself."""
@@ -152,7 +116,7 @@ class Moving:
 
     def restore_counts(self, record: Mapping[str, Any]) -> None:
         """Its times and counts as they were in the old process."""
-        self.opened_at = float(record["opened_at"])
+        self._set_opened_at(float(record["opened_at"]))
         self.requests, self.responses = int(record["requests"]), int(record["responses"])
         self.bytes_in, self.bytes_out = int(record["bytes_in"]), int(record["bytes_out"])
 
@@ -224,7 +188,7 @@ class ConnectionAdopter:
     each rebuilt by its frontend's factory, as the frontend is configured here, on the adopted socket."""
 
     kind = Kind.HTTP
-    versions = frozenset({HTTP_RECORD})
+    versions: ClassVar[frozenset[int]] = frozenset({HTTP_RECORD})
 
     def __init__(self, reactor: Any, factories: Callable[[str], Factory | None]) -> None:
         self.reactor = reactor

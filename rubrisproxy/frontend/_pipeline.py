@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from twisted.logger import Logger
+from mypy_extensions import mypyc_attr, trait
 
 from .._compat import end_as_closed
-from ..flow import ReadGate, WriteWatch
-from ..http import HTTPError, RequestParser, error_response
+from ..http import HTTPError, error_response
 from ..lifecycle import ConnectionEnd, Termination
+from ._client_parts import ClientParts
 from ._ending import end_after
 from ._phase import CLOSING, LOST, READING, UPGRADING, Phase
-from ._timeouts import WAIT_CLIENT, Wait
+from ._timeouts import WAIT_CLIENT
 from ._timing import log_refused
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import ITCPTransport
-
-    from ..transfer import Carrier
-    from ._context import Frontend
     from ._exchange import Exchange
     from ._exchange_ending import ExchangeEnding
 
@@ -30,7 +26,9 @@ UPGRADE = "upgrade"
 PIPELINE_DEPTH = 16
 
 
-class Pipeline:
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)  # as ClientConnection
+class Pipeline(ClientParts):
     """The part of :class:`~rubrisproxy.frontend.ClientConnection` that answers its requests in order.
 
     One request is answered at a time (``current``); those pipelined behind it wait parsed
@@ -40,39 +38,6 @@ class Pipeline:
     object of its own because its methods run on every request and read the connection's state
     each time (its phase, its output, its parser): it shares the connection's slots.
     """
-
-    log: Logger
-    frontend: Frontend
-    transport: ITCPTransport
-    current: Exchange | None
-    _queued: list[Exchange] | tuple[()]
-    _receiving: Exchange | None
-    _unparsed: bytes
-    _advancing: bool
-    _held_error: HTTPError | None
-    _ignored: int  # bytes read that no answered request uses
-    _phase: Phase
-    _after_upgrade: bytes
-    _output: WriteWatch
-    gate: ReadGate
-    parser: RequestParser
-    client_address: str
-    responses: int
-    ready_at: float
-    last_request: Exchange | None
-    _limit_end: ConnectionEnd | None
-    _carrier: Carrier | None
-
-    if TYPE_CHECKING:  # the connection's own, and its other parts'
-        def _to(self, phase: Phase) -> None: ...
-        def _parse(self, data: bytes) -> bool: ...
-        def _settle(self) -> None: ...
-        def _wait(self, waiting: Wait | None) -> None: ...
-        def write(self, data: bytes) -> None: ...
-        def note_end(self, reason: ConnectionEnd) -> None: ...
-        def end(self, reason: ConnectionEnd) -> None: ...
-        def close(self) -> None: ...
-        def _move_if_idle(self) -> None: ...
 
     def _hold(self, exchange: Exchange) -> None:
         """A request was read while another is answered (or the client is not reading): it waits parsed."""
@@ -112,19 +77,24 @@ class Pipeline:
             self.note_end(limit if answered and limit is not None else end_after(exchange, relayed))
         if phase is not READING and self.gate.paused_for(UPGRADE):
             keep_alive = self._upgrade_refused(phase, keep_alive)
-        self.ready_at = now
+        self._set_ready_at(now)
         if not keep_alive or self._phase is CLOSING:
             self.close()
             return
         if self._queued or self._held_error is not None:  # else _advance has nothing to start: no call
             self._advance()
-        if self.current is None and self._phase is not CLOSING:
+        if not self._answering() and self._phase is not CLOSING:
             if self._output.full:
                 self._wait(WAIT_CLIENT)  # what was written must go before anything starts
             else:
                 self._settle()
             if self._carrier is not None:  # a live upgrade waits for it to be idle
                 self._move_if_idle()
+
+    def _answering(self) -> bool:
+        """Whether a request is being answered, read afresh: in compiled code a read of ``current`` after it was
+        set to None is taken to be None, whatever a call in between did."""
+        return self.current is not None
 
     def _note_half_read(self) -> None:
         """The connection closes after this answer: half of a request read after it is never answered (the close

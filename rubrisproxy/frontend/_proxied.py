@@ -6,6 +6,8 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from .._compat import V1Parser, V2Parser
 from ..http import CLIENT_CLAIMS, FORWARDING, RequestHead, quoted, spellings
 from ..lifecycle import ConnectionEnd
@@ -26,6 +28,7 @@ V1_UNKNOWN = b"PROXY UNKNOWN\r\n"
 MAX_PROXY_HEADER = 4096
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a frontend's protocol may be a user's subclass (docs/extending.md)
 class ProxiedConnection(ClientConnection):
     """A connection from a proxy: the client of each request is the rightmost untrusted hop.
 

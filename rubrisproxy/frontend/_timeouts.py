@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import ITCPTransport
+from mypy_extensions import mypyc_attr, trait
 
 from .._compat import unsent
-from ..deadline import Deadline
-from ..flow import BACKPRESSURE, ReadGate
-from ..http import HTTPError, RequestParser
+from ..flow import BACKPRESSURE
+from ..http import HTTPError
 from ..lifecycle import ConnectionEnd, Termination
-
-if TYPE_CHECKING:
-    from ..websocket import Relay
-    from ._context import Frontend
-    from ._exchange import Exchange
+from ._client_parts import ClientParts
 
 
 class Wait(Enum):
@@ -31,7 +25,9 @@ class Wait(Enum):
 WAIT_REQUEST, WAIT_KEEP_ALIVE, WAIT_CLIENT = Wait.REQUEST, Wait.KEEP_ALIVE, Wait.CLIENT
 
 
-class ConnectionTimeouts:
+@trait
+@mypyc_attr(allow_interpreted_subclasses=True)  # as ClientConnection
+class ConnectionTimeouts(ClientParts):
     """The part of :class:`~rubrisproxy.frontend.ClientConnection` that times its client.
 
     One timer runs the timeout that applies (``_waiting``): ``http-request`` while a head is
@@ -39,26 +35,6 @@ class ConnectionTimeouts:
     to send a body or to read a response (a client still taking what is written, slowly, is
     not cut). A closing connection has its own timer (:meth:`_close_expired`).
     """
-
-    transport: ITCPTransport
-    frontend: Frontend
-    current: Exchange | None
-    _queued: list[Exchange] | tuple[()]
-    _receiving: Exchange | None
-    parser: RequestParser
-    relay: Relay | None
-    gate: ReadGate
-    bytes_out: int
-    _deadline: Deadline
-    _waiting: Wait | None
-    _close_timer: Deadline | None
-    _delivered: int
-
-    def _answer_error(self, error: HTTPError, termination: Termination | None = None) -> None:
-        raise NotImplementedError
-
-    def end(self, reason: ConnectionEnd) -> None:
-        raise NotImplementedError
 
     def client_stalled(self, stalled: bool) -> None:
         """The client stopped (or resumed) reading the response: run ``timeout client`` meanwhile."""
