@@ -57,15 +57,20 @@ def paced_recv(conn: socket.socket, total: int, rate: float, already: int = 0) -
 
 
 def origin(listener: socket.socket, size: int, rate: float, results: dict[str, int]) -> None:
-    """Serve two connections: GET /download streams SIZE bytes; POST /upload is read slowly."""
+    """Serve every connection: GET /download streams SIZE bytes; POST /upload is read slowly. Connections that
+    send no request (the proxy's health checks) are closed."""
     block = b"d" * BLOCK
-    for _ in range(2):
+    while True:
         conn, _ = listener.accept()
         threading.Thread(target=serve_one, args=(conn, size, rate, block, results), daemon=True).start()
 
 
 def serve_one(conn: socket.socket, size: int, rate: float, block: bytes, results: dict[str, int]) -> None:
-    head = read_head(conn)
+    try:
+        head = read_head(conn)
+    except SystemExit:  # a health check's connection: no request
+        conn.close()
+        return
     body_start = len(head.split(b"\r\n\r\n", 1)[1])
     if head.startswith(b"GET"):
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
