@@ -39,8 +39,6 @@ class ClientParts:
     """The attributes of a client connection and the methods its parts call on each other (each defined by one
     part, or by the connection itself)."""
 
-    __slots__ = ()
-
     log: ClassVar[Logger]
     transport: ITCPTransport  # set by makeConnection before any other event
     connected: bool
